@@ -1,0 +1,51 @@
+"""The project's one exception family.
+
+Every error a user or another component can see derives from ``FarmError``. A message names
+what was wrong and where: the phone serial and command, the peer, the file/line/field.
+"""
+
+from __future__ import annotations
+
+
+class FarmError(Exception):
+    """Root of every phonefarm error."""
+
+
+class DeviceError(FarmError):
+    """A device command failed; names the serial and the command."""
+
+    def __init__(self, serial: str, command: str, reason: str) -> None:
+        self.serial = serial
+        self.command = command
+        self.reason = reason
+        super().__init__(f"phone {serial}: {command!r} failed: {reason}")
+
+
+class DeviceGone(DeviceError):
+    """The device vanished (unplugged, offline, adb lost it) while a command needed it."""
+
+
+class ProtocolError(FarmError):
+    """A message or a peer broke the wire rules (version, schema, size, framing)."""
+
+    def __init__(self, peer: str, reason: str) -> None:
+        self.peer = peer
+        self.reason = reason
+        super().__init__(f"peer {peer}: {reason}")
+
+
+class ValidationError(FarmError):
+    """Bad user data: names the file, line or JSON path, and the field."""
+
+    def __init__(self, where: str, reason: str) -> None:
+        self.where = where
+        self.reason = reason
+        super().__init__(f"{where}: {reason}")
+
+
+class ValidationErrors(FarmError):
+    """Several validation problems found at once, reported together."""
+
+    def __init__(self, problems: list[ValidationError]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
