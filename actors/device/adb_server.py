@@ -1,0 +1,177 @@
+"""A small blocking client of the adb server's host protocol (AOSP OVERVIEW.TXT, SERVICES.TXT).
+
+Owns the byte-level conversation with the adb server: length-prefixed requests, OKAY/FAIL
+status, `host:*` queries and opening a device service on a fresh socket. It exists because
+the hot path (a tap, a screenshot on 60 phones) must not pay adbutils' fixed ~20 ms of
+`time.sleep` in its connection close; everything that is not hot still goes through adbutils.
+"""
+
+from __future__ import annotations
+
+import socket
+
+from protocol.errors import DeviceError, DeviceGone, FarmError
+
+# Substrings of the adb server's FAIL messages that mean "that phone is not there now".
+GONE_MARKERS = ("not found", "offline", "no devices", "device still connecting",
+                "unauthorized", "no emulators")
+
+
+class AdbServerError(FarmError):
+    """The adb server itself could not be reached or answered nonsense."""
+
+
+class AdbServer:
+    """Address of one adb server and the requests this project makes of it."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 5037, timeout: float = 20.0) -> None:
+        self.host = host
+        self.port = port
+        self.timeout = timeout
+
+    def __repr__(self) -> str:
+        return f"AdbServer({self.host}:{self.port})"
+
+    def connect(self) -> socket.socket:
+        try:
+            sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
+        except OSError as exc:
+            raise AdbServerError(f"adb server {self.host}:{self.port} unreachable: {exc}") from exc
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock
+
+    @staticmethod
+    def send_request(sock: socket.socket, request: str) -> None:
+        data = request.encode()
+        sock.sendall(b"%04x" % len(data) + data)
+
+    @staticmethod
+    def read_status(sock: socket.socket) -> str | None:
+        """None on OKAY; the server's message on FAIL."""
+        status = recv_exactly(sock, 4)
+        if status == b"OKAY":
+            return None
+        if status == b"FAIL":
+            return read_length_prefixed(sock).decode("utf-8", "replace")
+        raise AdbServerError(f"adb server sent {status!r} where OKAY or FAIL belongs")
+
+    def host_query(self, request: str) -> str:
+        """A `host:` request whose reply is one length-prefixed string (version, devices-l…)."""
+        with self.connect() as sock:
+            self.send_request(sock, request)
+            failure = self.read_status(sock)
+            if failure is not None:
+                raise AdbServerError(f"adb server refused {request!r}: {failure}")
+            return read_length_prefixed(sock).decode("utf-8", "replace")
+
+    def open_service(self, serial: str, service: str, command_label: str | None = None) -> socket.socket:
+        """A socket already switched to ``serial`` and to ``service``; raw stream follows."""
+        sock = self.connect()
+        try:
+            self.send_request(sock, f"host:transport:{serial}")
+            failure = self.read_status(sock)
+            if failure is None:
+                self.send_request(sock, service)
+                failure = self.read_status(sock)
+            if failure is not None:
+                label = command_label or service
+                if any(marker in failure for marker in GONE_MARKERS):
+                    raise DeviceGone(serial, label, failure)
+                raise DeviceError(serial, label, failure)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    def device_state(self, serial: str) -> str:
+        """'device', 'offline', … or 'gone' when the adb server does not know the serial."""
+        try:
+            with self.connect() as sock:
+                self.send_request(sock, f"host-serial:{serial}:get-state")
+                failure = self.read_status(sock)
+                if failure is not None:
+                    return "gone"
+                return read_length_prefixed(sock).decode()
+        except (OSError, AdbServerError):
+            return "gone"
+
+    def features(self, serial: str) -> set[str]:
+        with self.connect() as sock:
+            self.send_request(sock, f"host-serial:{serial}:features")
+            failure = self.read_status(sock)
+            if failure is not None:
+                raise DeviceGone(serial, "features", failure)
+            return set(read_length_prefixed(sock).decode().split(","))
+
+    def connect_device(self, address: str) -> str:
+        return self.host_query(f"host:connect:{address}")
+
+    def disconnect_device(self, address: str) -> str:
+        return self.host_query(f"host:disconnect:{address}")
+
+
+def recv_exactly(sock: socket.socket, n: int) -> bytes:
+    buf = bytearray(n)
+    view = memoryview(buf)
+    got = 0
+    while got < n:
+        k = sock.recv_into(view[got:])
+        if k == 0:
+            raise ConnectionError(f"connection closed after {got} of {n} bytes")
+        got += k
+    return bytes(buf)
+
+
+def read_length_prefixed(sock: socket.socket) -> bytes:
+    length = int(recv_exactly(sock, 4), 16)
+    return recv_exactly(sock, length) if length else b""
+
+
+def read_until_close(sock: socket.socket, size_hint: int = 0) -> bytearray:
+    """Everything until the peer closes; ``size_hint`` pre-sizes the buffer (screenshots)."""
+    # One byte of slack so that a reply of exactly size_hint bytes never forces a regrowth.
+    buf = bytearray(max(size_hint + 1, 65536))
+    got = 0
+    while True:
+        if got == len(buf):
+            buf.extend(bytes(len(buf)))
+        with memoryview(buf) as view:
+            k = sock.recv_into(view[got:])
+        if k == 0:
+            break
+        got += k
+    del buf[got:]
+    return buf
+
+
+def free_port() -> int:
+    """An ephemeral loopback port that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_adb_server(port: int, adb_path: str = "adb", timeout: float = 20.0) -> AdbServer:
+    """Start (or reuse) the real adb server on ``port`` and wait until it answers."""
+    import subprocess
+    import time
+
+    subprocess.run([adb_path, "-P", str(port), "start-server"], check=True, timeout=timeout,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = AdbServer(port=port)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            server.host_query("host:version")
+            return server
+        except AdbServerError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def kill_adb_server(port: int, adb_path: str = "adb") -> None:
+    import subprocess
+
+    subprocess.run([adb_path, "-P", str(port), "kill-server"], timeout=20,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

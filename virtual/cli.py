@@ -1,0 +1,65 @@
+"""`farm-virtual`: start N virtual phones, plug them into an adb server, run until stopped."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+
+from actors.device.adb_server import AdbServer, start_adb_server
+from virtual.farm import FarmSpec, VirtualFarm
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="farm-virtual", description=__doc__)
+    p.add_argument("--phones", type=int, default=4, help="how many phones (default 4)")
+    p.add_argument("--app", action="append", dest="apps",
+                   help="app to install: a name under virtual/apps or a JSON path (repeatable)")
+    p.add_argument("--base-port", type=int, default=0,
+                   help="first TCP port (default: ephemeral ports; avoid 5555-5585)")
+    p.add_argument("--adb-port", type=int, default=5037, help="adb server port (default 5037)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--size", default="1080x2400", help="screen size WxH")
+    p.add_argument("--log-level", default="WARNING")
+    args = p.parse_args(argv)
+    if args.phones < 1:
+        p.error("--phones must be at least 1")
+    if args.base_port and 5555 <= args.base_port <= 5585 + args.phones:
+        p.error("--base-port in 5555-5585 collides with adb's emulator auto-discovery")
+    try:
+        args.width, args.height = (int(v) for v in args.size.lower().split("x"))
+    except ValueError:
+        p.error(f"--size must look like 1080x2400, got {args.size!r}")
+    return args
+
+
+async def run(args: argparse.Namespace) -> None:
+    adb = await asyncio.to_thread(start_adb_server, args.adb_port)
+    farm = VirtualFarm(FarmSpec(phones=args.phones, apps=tuple(args.apps or ["demo"]),
+                                base_port=args.base_port, seed=args.seed, width=args.width,
+                                height=args.height, adb=AdbServer(port=adb.port)))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await farm.start()
+    for serial in farm.serials:
+        print(serial, flush=True)
+    try:
+        await stop.wait()
+    finally:
+        await farm.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    asyncio.run(run(args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,535 @@
+"""The commands a virtual phone's shell knows, with Android's output formats.
+
+Owns the behaviour of each command (`input`, `am`, `pm`/`cmd package`, `screencap`,
+`dumpsys`, `getprop`, `wm`, `settings`, file commands, and `vphone` for controlling the
+virtual phone itself). Output mimics a real Android 11 phone closely enough for adbutils
+and operators' scripts to parse it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import datetime as dt
+import posixpath
+import stat
+import struct
+from typing import TYPE_CHECKING
+
+import orjson
+
+from actors.device.keycodes import key_code, key_name
+from virtual.apk import ApkError, read_apk
+from virtual.fs import FsError
+from virtual.shell import CommandFunc, CommandResult, Stdin, fail, ok
+
+if TYPE_CHECKING:
+    from virtual.phone import VirtualPhone
+
+# Android's screencap raw header since API 28: width, height, pixel format, colour space.
+RAW_HEADER = struct.Struct("<IIII")
+PIXEL_FORMAT_RGBA_8888 = 1
+COLORSPACE_SRGB = 1
+IME_PACKAGE = "com.android.adbkeyboard"
+
+
+def _num(text: str) -> int:
+    return int(round(float(text)))
+
+
+class PhoneCommands:
+    """The command table of one virtual phone; each ``cmd_NAME`` is a shell command."""
+
+    def __init__(self, phone: "VirtualPhone") -> None:
+        self.phone = phone
+        self._next_session = 1000 + phone.seed % 1000
+
+    def lookup(self, name: str) -> CommandFunc | None:
+        attr = "cmd_" + name.replace("-", "_")
+        return getattr(self, attr, None) if attr.isidentifier() else None
+
+    # --- basics ----------------------------------------------------------------------------
+    async def cmd_echo(self, args: list[str], stdin: Stdin) -> CommandResult:
+        newline = True
+        if args and args[0] == "-n":
+            newline, args = False, args[1:]
+        return ok(" ".join(args) + ("\n" if newline else ""))
+
+    async def cmd_true(self, args: list[str], stdin: Stdin) -> CommandResult:
+        return ok()
+
+    async def cmd_false(self, args: list[str], stdin: Stdin) -> CommandResult:
+        return CommandResult(status=1)
+
+    async def cmd_sleep(self, args: list[str], stdin: Stdin) -> CommandResult:
+        try:
+            await asyncio.sleep(min(float(args[0]), 60.0) if args else 0)
+        except ValueError:
+            return fail(f"sleep: invalid number '{args[0]}'")
+        return ok()
+
+    async def cmd_id(self, args: list[str], stdin: Stdin) -> CommandResult:
+        return ok("uid=2000(shell) gid=2000(shell) groups=2000(shell),1004(input),1007(log) "
+                  "context=u:r:shell:s0\n")
+
+    async def cmd_whoami(self, args: list[str], stdin: Stdin) -> CommandResult:
+        return ok("shell\n")
+
+    async def cmd_uname(self, args: list[str], stdin: Stdin) -> CommandResult:
+        if "-a" in args:
+            return ok("Linux localhost 5.10.0-virtual #1 SMP PREEMPT x86_64 Toybox\n")
+        return ok("Linux\n")
+
+    async def cmd_date(self, args: list[str], stdin: Stdin) -> CommandResult:
+        now = dt.datetime.fromtimestamp(self.phone.clock(), dt.timezone.utc)
+        if args and args[0] == "+%s":
+            return ok(f"{int(now.timestamp())}\n")
+        return ok(now.strftime("%a %b %d %H:%M:%S UTC %Y\n"))
+
+    async def cmd_getprop(self, args: list[str], stdin: Stdin) -> CommandResult:
+        props = self.phone.props
+        if not args:
+            return ok("".join(f"[{k}]: [{v}]\n" for k, v in sorted(props.items())))
+        value = props.get(args[0], args[1] if len(args) > 1 else "")
+        return ok(f"{value}\n")
+
+    async def cmd_setprop(self, args: list[str], stdin: Stdin) -> CommandResult:
+        if len(args) != 2:
+            return fail("usage: setprop NAME VALUE")
+        self.phone.props[args[0]] = args[1]
+        return ok()
+
+    async def cmd_wm(self, args: list[str], stdin: Stdin) -> CommandResult:
+        phone = self.phone
+        if not args or args[0] not in ("size", "density"):
+            return fail("usage: wm [size|density] [reset|VALUE]", 255)
+        if args[0] == "size":
+            text = f"Physical size: {phone.width}x{phone.height}\n"
+            if phone.size_override:
+                text += "Override size: %dx%d\n" % phone.size_override
+            if len(args) > 1:
+                if args[1] == "reset":
+                    phone.size_override = None
+                else:
+                    try:
+                        w, h = (int(v) for v in args[1].split("x"))
+                    except ValueError:
+                        return fail(f"Error: bad size {args[1]}", 255)
+                    phone.size_override = (w, h)
+                return ok()
+            return ok(text)
+        text = f"Physical density: {phone.density}\n"
+        if len(args) > 1:
+            return ok()
+        return ok(text)
+
+    async def cmd_settings(self, args: list[str], stdin: Stdin) -> CommandResult:
+        settings = self.phone.settings
+        if len(args) >= 3 and args[0] == "get":
+            value = settings.get(args[1], {}).get(args[2])
+            return ok(f"{'null' if value is None else value}\n")
+        if len(args) >= 4 and args[0] == "put":
+            settings.setdefault(args[1], {})[args[2]] = args[3]
+            return ok()
+        if len(args) >= 3 and args[0] == "delete":
+            settings.get(args[1], {}).pop(args[2], None)
+            return ok("Deleted 1 rows\n")
+        if len(args) == 2 and args[0] == "list":
+            return ok("".join(f"{k}={v}\n" for k, v in sorted(settings.get(args[1], {}).items())))
+        return fail("usage:  settings [--user <USER_ID> | current] get namespace key\n"
+                    "        settings [--user <USER_ID> | current] put namespace key value", 255)
+
+    # --- files -----------------------------------------------------------------------------
+    async def cmd_ls(self, args: list[str], stdin: Stdin) -> CommandResult:
+        fs = self.phone.fs
+        flags = "".join(a[1:] for a in args if a.startswith("-"))
+        paths = [a for a in args if not a.startswith("-")] or ["/"]
+        out, err, status = [], [], 0
+        for path in paths:
+            node = fs.stat(path)
+            if node is None:
+                err.append(f"ls: {path}: No such file or directory\n")
+                status = 1
+                continue
+            names = fs.listdir(path) if node.is_dir else [path]
+            if "a" in flags and node.is_dir:
+                names = [".", ".."] + names
+            for name in names:
+                if "l" in flags:
+                    full = path if not node.is_dir else posixpath.join(path, name)
+                    entry = fs.stat(full) if name not in (".", "..") else node
+                    kind = "d" if entry.is_dir else "-"
+                    perms = stat.filemode(entry.mode)[1:]
+                    when = dt.datetime.fromtimestamp(entry.mtime, dt.timezone.utc)
+                    out.append(f"{kind}{perms} 1 shell shell {entry.size:>8} "
+                               f"{when:%Y-%m-%d %H:%M} {name}\n")
+                else:
+                    out.append(name + "\n")
+        return CommandResult("".join(out).encode(), "".join(err).encode(), status)
+
+    async def cmd_cat(self, args: list[str], stdin: Stdin) -> CommandResult:
+        if not args or args == ["-"]:
+            return ok(await stdin.read_all())
+        out, err, status = bytearray(), [], 0
+        for path in args:
+            try:
+                out += self.phone.fs.read(path)
+            except FsError as exc:
+                err.append(f"cat: {exc.strerror}\n")
+                status = 1
+        return CommandResult(bytes(out), "".join(err).encode(), status)
+
+    async def cmd_rm(self, args: list[str], stdin: Stdin) -> CommandResult:
+        flags = "".join(a[1:] for a in args if a.startswith("-"))
+        err, status = [], 0
+        for path in (a for a in args if not a.startswith("-")):
+            try:
+                self.phone.fs.remove(path, recursive="r" in flags or "R" in flags)
+            except FsError as exc:
+                if "f" in flags and exc.errno == 2:
+                    continue
+                err.append(f"rm: {exc.strerror}\n")
+                status = 1
+        return CommandResult(b"", "".join(err).encode(), status)
+
+    async def cmd_mkdir(self, args: list[str], stdin: Stdin) -> CommandResult:
+        parents = "-p" in args
+        for path in (a for a in args if not a.startswith("-")):
+            try:
+                self.phone.fs.mkdir(path, parents=parents)
+            except FsError as exc:
+                return fail(f"mkdir: {exc.strerror}")
+        return ok()
+
+    async def cmd_touch(self, args: list[str], stdin: Stdin) -> CommandResult:
+        for path in (a for a in args if not a.startswith("-")):
+            if not self.phone.fs.exists(path):
+                try:
+                    self.phone.fs.write(path, b"")
+                except FsError as exc:
+                    return fail(f"touch: {exc.strerror}")
+        return ok()
+
+    # --- screen ----------------------------------------------------------------------------
+    async def cmd_screencap(self, args: list[str], stdin: Stdin) -> CommandResult:
+        png = "-p" in args
+        files = [a for a in args if not a.startswith("-")]
+        if "-d" in args:
+            files = [a for i, a in enumerate(files) if args[args.index("-d") + 1] != a]
+        if files and files[0].endswith(".png"):
+            png = True
+        loop = asyncio.get_running_loop()
+        if png:
+            data = await loop.run_in_executor(None, self.phone.ui.frame_png)
+        else:
+            frame = self.phone.ui.frame_rgba()
+            h, w = frame.shape[:2]
+            data = RAW_HEADER.pack(w, h, PIXEL_FORMAT_RGBA_8888, COLORSPACE_SRGB) + frame.tobytes()
+        if files:
+            try:
+                self.phone.fs.write(files[0], data)
+            except FsError as exc:
+                return fail(f"Error opening file: {files[0]} ({exc.strerror})")
+            return ok()
+        return ok(data)
+
+    async def cmd_input(self, args: list[str], stdin: Stdin) -> CommandResult:
+        phone, ui = self.phone, self.phone.ui
+        sources = {"touchscreen", "touchpad", "keyboard", "mouse", "dpad", "gamepad",
+                   "stylus", "trackball", "joystick", "touchnavigation", "rotaryencoder"}
+        while args and args[0] in sources:
+            args = args[1:]
+        while args and args[0].startswith("-d"):
+            args = args[2:]
+        usage = ("Usage: input [<source>] <command> [<arg>...]\n"
+                 "  text <string>\n  keyevent [--longpress] <key code number or name> ...\n"
+                 "  tap <x> <y>\n  swipe <x1> <y1> <x2> <y2> [duration(ms)]\n"
+                 "  draganddrop <x1> <y1> <x2> <y2> [duration(ms)]\n")
+        if not args:
+            return fail(usage, 1)
+        verb, rest = args[0], args[1:]
+        try:
+            if verb == "tap" and len(rest) == 2:
+                x, y = _num(rest[0]), _num(rest[1])
+                phone.log_input("tap", x=x, y=y)
+                ui.tap(x, y)
+            elif verb in ("swipe", "draganddrop") and len(rest) in (4, 5):
+                x1, y1, x2, y2 = (_num(v) for v in rest[:4])
+                ms = _num(rest[4]) if len(rest) == 5 else 300
+                if verb == "draganddrop":
+                    phone.log_input("drag", x1=x1, y1=y1, x2=x2, y2=y2, duration_ms=ms)
+                    ui.drag(x1, y1, x2, y2, ms)
+                elif abs(x2 - x1) <= 20 and abs(y2 - y1) <= 20 and ms >= 500:
+                    # Android sees a stationary swipe as a long press, and so does the log.
+                    phone.log_input("long_press", x=x1, y=y1, duration_ms=ms)
+                    ui.long_press(x1, y1, ms)
+                else:
+                    phone.log_input("swipe", x1=x1, y1=y1, x2=x2, y2=y2, duration_ms=ms)
+                    ui.swipe(x1, y1, x2, y2, ms)
+            elif verb == "text" and rest:
+                text = rest[0].replace("%s", " ")
+                if any(ord(ch) > 126 or (ord(ch) < 32 and ch not in "\n\t") for ch in text):
+                    # The virtual keyboard's key map has no keys for these; real Android
+                    # throws here and types nothing.
+                    return fail("Exception occurred while executing 'text':\n"
+                                "java.lang.NullPointerException: Attempt to get length of "
+                                "null array", 255)
+                phone.log_input("text", text=text)
+                ui.text(text)
+            elif verb in ("keyevent", "press"):
+                keys = [k for k in rest if not k.startswith("--")] or (["23"] if verb == "press" else [])
+                if not keys:
+                    return fail(usage, 1)
+                codes = [key_code(k) for k in keys]
+                for code in codes:
+                    phone.log_input("key", code=code, name=key_name(code),
+                                    longpress="--longpress" in rest)
+                    ui.key(code)
+            else:
+                return fail(f"Error: Unknown command: {verb}\n{usage}" if verb not in
+                            ("tap", "swipe", "text", "keyevent", "draganddrop", "press")
+                            else f"Error: wrong arguments for {verb}\n{usage}", 1)
+        except ValueError as exc:
+            return fail(f"Error: {exc}", 1)
+        return ok()
+
+    # --- activities and packages -----------------------------------------------------------
+    async def cmd_am(self, args: list[str], stdin: Stdin) -> CommandResult:
+        phone, ui = self.phone, self.phone.ui
+        if not args:
+            return fail("usage: am [start|force-stop|broadcast|kill] ...", 255)
+        verb, rest = args[0], args[1:]
+        if verb in ("start", "start-activity"):
+            component = _option(rest, "-n")
+            if component is None:
+                pkgs = [a for a in rest if not a.startswith("-") and "." in a and "/" not in a]
+                return fail("Error: Activity not started, unable to resolve Intent "
+                            f"{{ {' '.join(rest)} }}" if not pkgs else
+                            f"Error: no component given for {pkgs[0]}", 1)
+            package, _, activity = component.partition("/")
+            if package not in ui.packages():
+                return CommandResult(f"Starting: Intent {{ cmp={component} }}\n".encode(),
+                                     f"Error type 3\nError: Activity class {{{component}}} "
+                                     "does not exist.\n".encode(), 1)
+            phone.log_input("app_start", package=package, activity=activity or None, via="am")
+            ui.start_app(package, activity or None)
+            return ok(f"Starting: Intent {{ cmp={component} }}\n")
+        if verb in ("force-stop", "kill"):
+            if not rest:
+                return fail(f"Error: no package given to {verb}", 255)
+            phone.log_input("app_stop", package=rest[-1], via=verb)
+            ui.force_stop(rest[-1])
+            return ok()
+        if verb == "broadcast":
+            action = _option(rest, "-a")
+            if action in ("ADB_INPUT_B64", "ADB_INPUT_TEXT") and IME_PACKAGE in ui.packages():
+                value = _option(rest, "--es", value_of="msg")
+                if value is None:
+                    return fail("Error: --es msg <text> missing", 255)
+                decoded = base64.b64decode(value).decode("utf-8") if action == "ADB_INPUT_B64" \
+                    else value
+                phone.log_input("text", text=decoded, via="ime")
+                ui.text(decoded)
+            return ok(f"Broadcasting: Intent {{ act={action} flg=0x400000 (has extras) }}\n"
+                      "Broadcast completed: result=0\n")
+        return fail(f"Error: unknown command '{verb}'", 255)
+
+    async def cmd_monkey(self, args: list[str], stdin: Stdin) -> CommandResult:
+        package = _option(args, "-p")
+        if package is None or package not in self.phone.ui.packages():
+            return CommandResult(b"", b"** No activities found to run, monkey aborted.\n", 252)
+        self.phone.log_input("app_start", package=package, activity=None, via="monkey")
+        self.phone.ui.start_app(package)
+        return ok("  bash arg: -p\n  bash arg: " + package + "\nEvents injected: 1\n"
+                  "## Network stats: elapsed time=12ms (0ms mobile, 0ms wifi, 12ms not connected)\n")
+
+    async def cmd_cmd(self, args: list[str], stdin: Stdin) -> CommandResult:
+        if args and args[0] == "package":
+            return await self.cmd_pm(args[1:], stdin)
+        if args and args[0] == "activity":
+            return await self.cmd_am(args[1:], stdin)
+        return fail(f"cmd: Can't find service: {args[0] if args else ''}", 20)
+
+    async def cmd_pm(self, args: list[str], stdin: Stdin) -> CommandResult:
+        phone, ui = self.phone, self.phone.ui
+        if not args:
+            return fail("usage: pm [list|path|install|uninstall|clear|install-create|"
+                        "install-write|install-commit|install-abandon] ...", 255)
+        verb, rest = args[0], args[1:]
+        if verb == "list" and rest[:1] == ["packages"]:
+            flags = [a for a in rest[1:] if a.startswith("-")]
+            needle = next((a for a in rest[1:] if not a.startswith("-")), "")
+            names = ui.packages()
+            if "-3" in flags:
+                names = [n for n in names if n in phone.user_packages]
+            if "-s" in flags:
+                names = [n for n in names if n not in phone.user_packages]
+            return ok("".join(f"package:{n}\n" for n in sorted(names) if needle in n))
+        if verb == "path":
+            if not rest or rest[-1] not in ui.packages():
+                return CommandResult(status=1)
+            pkg = rest[-1]
+            splits = phone.user_packages.get(pkg, ["base"])
+            return ok("".join(f"package:/data/app/{pkg}-1/{s if s == 'base' else 'split_' + s}.apk\n"
+                              for s in splits))
+        if verb == "install":
+            size = _option(rest, "-S")
+            files = [a for i, a in enumerate(rest) if not a.startswith("-")
+                     and (i == 0 or rest[i - 1] not in ("-S", "-i", "--user", "-p",
+                                                        "--install-reason"))]
+            try:
+                if size is not None:
+                    blobs = [await stdin.read_exactly(int(size))]
+                elif files:
+                    blobs = [phone.fs.read(files[-1])]
+                else:
+                    return fail("Error: must either specify a package size or an APK file", 255)
+            except FsError as exc:
+                return fail(f"Failure [INSTALL_FAILED_INVALID_URI: {exc.strerror}]", 1)
+            return self._install(blobs)
+        if verb == "install-create":
+            session = self._next_session
+            self._next_session += 1
+            phone.install_sessions[session] = {}
+            return ok(f"Success: created install session [{session}]\n")
+        if verb == "install-write":
+            size = _option(rest, "-S")
+            plain = [a for i, a in enumerate(rest) if not a.startswith("-")
+                     and (i == 0 or rest[i - 1] != "-S")]
+            if len(plain) < 2:
+                return fail("Error: usage: install-write [-S BYTES] SESSION SPLIT_NAME [PATH|-]", 255)
+            session, name = int(plain[0]), plain[1]
+            if session not in phone.install_sessions:
+                return fail(f"Failure [INSTALL_FAILED_INTERNAL_ERROR: no session {session}]", 1)
+            path = plain[2] if len(plain) > 2 else "-"
+            if path == "-":
+                data = await stdin.read_exactly(int(size)) if size is not None else await stdin.read_all()
+            else:
+                try:
+                    data = phone.fs.read(path)
+                except FsError as exc:
+                    return fail(f"Failure [INSTALL_FAILED_INVALID_URI: {exc.strerror}]", 1)
+            phone.install_sessions[session][name] = data
+            return ok(f"Success: streamed {len(data)} bytes\n")
+        if verb == "install-commit":
+            try:
+                session = int(rest[0])
+            except (IndexError, ValueError):
+                return fail("Error: usage: install-commit SESSION", 255)
+            blobs = phone.install_sessions.pop(session, None)
+            if blobs is None:
+                return fail(f"Failure [INSTALL_FAILED_INTERNAL_ERROR: no session {session}]", 1)
+            return self._install(list(blobs.values()))
+        if verb == "install-abandon":
+            phone.install_sessions.pop(int(rest[0]) if rest and rest[0].isdigit() else -1, None)
+            return ok("Success\n")
+        if verb == "uninstall":
+            pkg = next((a for a in rest if not a.startswith("-")), "")
+            if ui.uninstall_package(pkg):
+                phone.user_packages.pop(pkg, None)
+                return ok("Success\n")
+            return fail("Failure [DELETE_FAILED_INTERNAL_ERROR]", 1)
+        if verb == "clear":
+            if rest and rest[-1] in ui.packages():
+                ui.force_stop(rest[-1])
+                return ok("Success\n")
+            return fail("Failed", 1)
+        return fail(f"Error: unknown command '{verb}'", 255)
+
+    def _install(self, blobs: list[bytes]) -> CommandResult:
+        if not blobs:
+            return fail("Failure [INSTALL_FAILED_INVALID_APK: no APKs in session]", 1)
+        try:
+            infos = [read_apk(b) for b in blobs]
+        except ApkError as exc:
+            return fail(f"Failure [{exc}]", 1)
+        bases = [i for i in infos if i.split is None]
+        if len(bases) != 1:
+            return fail("Failure [INSTALL_FAILED_INVALID_APK: need exactly one base APK, got "
+                        f"{len(bases)}]", 1)
+        base = bases[0]
+        stray = [i for i in infos if i.package != base.package]
+        if stray:
+            return fail(f"Failure [INSTALL_FAILED_INVALID_APK: split {stray[0].split} is for "
+                        f"{stray[0].package}, not {base.package}]", 1)
+        self.phone.ui.install_package(base.package, base.label)
+        self.phone.user_packages[base.package] = ["base"] + [i.split for i in infos if i.split]
+        self.phone.log_input("install", package=base.package,
+                             splits=[i.split for i in infos if i.split])
+        return ok("Success\n")
+
+    # --- dumpsys ---------------------------------------------------------------------------
+    async def cmd_dumpsys(self, args: list[str], stdin: Stdin) -> CommandResult:
+        phone = self.phone
+        package, activity = phone.ui.focus()
+        what = args[0] if args else ""
+        if what == "window":
+            return ok(
+                "WINDOW MANAGER WINDOWS (dumpsys window windows)\n"
+                f"  Window #0 Window{{7a1c2e5 u0 {package}/{activity}}}:\n"
+                f"  mCurrentFocus=Window{{7a1c2e5 u0 {package}/{activity}}}\n"
+                f"  mFocusedApp=AppWindowToken{{3f1e2d token=Token{{9c0b1a ActivityRecord"
+                f"{{5d6e7f u0 {package}/{activity} t12}}}}}}\n")
+        if what == "activity":
+            return ok(f"  mResumedActivity: ActivityRecord{{5d6e7f u0 {package}/{activity} t12}}\n"
+                      f"  ACTIVITY {package}/{activity} 5d6e7f pid=4242\n")
+        if what == "display":
+            return ok(f"  DisplayDeviceInfo{{\"Built-in Screen\": {phone.width} x {phone.height}, "
+                      f"density {phone.density}}}\n"
+                      f"  mCurrentOrientation=0\n  orientation=0\n")
+        if what == "battery":
+            return ok("Current Battery Service state:\n  AC powered: false\n  USB powered: true\n"
+                      "  status: 2\n  health: 2\n  present: true\n  level: 87\n  scale: 100\n"
+                      "  temperature: 300\n")
+        if what == "power":
+            return ok("  mWakefulness=Awake\n  mHoldingDisplaySuspendBlocker=true\n")
+        return ok("")
+
+    # --- the virtual phone itself ----------------------------------------------------------
+    async def cmd_vphone(self, args: list[str], stdin: Stdin) -> CommandResult:
+        phone = self.phone
+        usage = ("usage: vphone log [--clear] | state | popup NAME | unplug SECONDS | "
+                 "slow MS | help")
+        if not args or args[0] == "help":
+            return ok(usage + "\n")
+        verb, rest = args[0], args[1:]
+        if verb == "log":
+            text = b"".join(orjson.dumps(e) + b"\n" for e in phone.input_log)
+            if "--clear" in rest:
+                phone.input_log.clear()
+            return ok(text)
+        if verb == "state":
+            return ok(orjson.dumps(phone.ui.describe()) + b"\n")
+        if verb == "popup" and rest:
+            try:
+                phone.ui.force_popup(rest[0])
+            except KeyError as exc:
+                return fail(f"vphone: {exc.args[0] if exc.args else exc}", 2)
+            phone.log_input("popup", name=rest[0])
+            return ok()
+        if verb == "unplug" and rest:
+            try:
+                seconds = float(rest[0])
+            except ValueError:
+                return fail(f"vphone: unplug needs seconds, got {rest[0]!r}", 2)
+            phone.schedule_unplug(seconds)
+            return ok(f"unplugging for {seconds:g}s\n")
+        if verb == "slow" and rest:
+            try:
+                phone.slow_ms = max(0, int(rest[0]))
+            except ValueError:
+                return fail(f"vphone: slow needs milliseconds, got {rest[0]!r}", 2)
+            return ok()
+        return fail(usage, 2)
+
+
+def _option(args: list[str], flag: str, value_of: str | None = None) -> str | None:
+    """Value after ``flag`` (for ``--es KEY VALUE`` give ``value_of=KEY``)."""
+    for i, a in enumerate(args):
+        if a != flag:
+            continue
+        if value_of is None:
+            return args[i + 1] if i + 1 < len(args) else None
+        if i + 2 < len(args) and args[i + 1] == value_of:
+            return args[i + 2]
+    return None
