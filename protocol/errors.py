@@ -49,3 +49,12 @@ class ValidationErrors(FarmError):
     def __init__(self, problems: list[ValidationError]) -> None:
         self.problems = problems
         super().__init__("\n".join(str(p) for p in problems))
+
+
+class DeliveryError(FarmError):
+    """A message could not be delivered to a peer, or no answer came before the deadline."""
+
+    def __init__(self, peer: str, reason: str) -> None:
+        self.peer = peer
+        self.reason = reason
+        super().__init__(f"peer {peer}: {reason}")

@@ -1,0 +1,185 @@
+"""Every message that crosses the coordinator <-> node link, as typed msgspec Structs.
+
+One envelope (`Envelope`) carries one body; the envelope's ``kind`` names the body type
+(`KINDS` maps kind -> type). Bodies are plain (untagged) Structs: the kind lives once, in the
+envelope. Device actions inside a `Command` are a tagged union on the field ``type``.
+
+Adding a message: define a Struct with a ``KIND`` class variable, add it to `Body` and
+`KINDS`. Unknown fields are ignored on decode (a newer peer may add optional fields); a
+new required field or a changed meaning needs `PROTOCOL_VERSION` bumped. Building or
+parsing the wire form is `protocol.codec`'s job, nobody else's.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal, Union
+
+import msgspec
+
+PROTOCOL_VERSION = 1
+
+
+# --- device actions (inside Command) ---------------------------------------------------
+
+
+class _Action(msgspec.Struct, frozen=True, tag_field="type"):
+    """Base of the action union; the wire form has ``"type": "<tag>"``."""
+
+
+class Tap(_Action, tag="tap", frozen=True):
+    x: int
+    y: int
+
+
+class LongTap(_Action, tag="long_tap", frozen=True):
+    x: int
+    y: int
+    duration_ms: int = 800
+
+
+class Swipe(_Action, tag="swipe", frozen=True):
+    x1: int
+    y1: int
+    x2: int
+    y2: int
+    duration_ms: int = 300
+
+
+class Text(_Action, tag="text", frozen=True):
+    text: str
+
+
+class Key(_Action, tag="key", frozen=True):
+    key: int | str  # Android keycode number or name such as "KEYCODE_BACK"
+
+
+class LaunchApp(_Action, tag="launch_app", frozen=True):
+    package: str
+    activity: str | None = None
+
+
+class StopApp(_Action, tag="stop_app", frozen=True):
+    package: str
+
+
+class Screenshot(_Action, tag="screenshot", frozen=True):
+    pass
+
+
+class Acquire(_Action, tag="acquire", frozen=True):
+    execution_id: str
+    lease_s: float
+
+
+class Release(_Action, tag="release", frozen=True):
+    execution_id: str
+
+
+Action = Union[Tap, LongTap, Swipe, Text, Key, LaunchApp, StopApp, Screenshot, Acquire, Release]
+
+
+# --- bodies ----------------------------------------------------------------------------
+
+
+class PhoneInfo(msgspec.Struct, frozen=True):
+    serial: str
+    state: str  # e.g. "device", "offline", "unauthorized", "paused"
+    model: str | None = None
+
+
+class Challenge(msgspec.Struct, frozen=True):
+    """coordinator -> node, first message on every new connection."""
+
+    KIND: ClassVar[str] = "challenge"
+    nonce: str
+
+
+class Hello(msgspec.Struct, frozen=True):
+    """node -> coordinator, answer to Challenge. proof = hex HMAC-SHA256(secret, nonce + node)."""
+
+    KIND: ClassVar[str] = "hello"
+    node: str
+    proof: str
+    phones: list[PhoneInfo] = []
+    last_acked_seq: int | None = None
+
+
+class Welcome(msgspec.Struct, frozen=True):
+    """coordinator -> node: hello accepted. last_seq = highest event seq the coordinator
+    already holds for this node (the node may drop those from its journal)."""
+
+    KIND: ClassVar[str] = "welcome"
+    coordinator: str
+    last_seq: int = 0
+
+
+class Refused(msgspec.Struct, frozen=True):
+    """coordinator -> node: hello rejected; the coordinator closes the connection."""
+
+    KIND: ClassVar[str] = "refused"
+    reason: str
+
+
+class Heartbeat(msgspec.Struct, frozen=True):
+    KIND: ClassVar[str] = "heartbeat"
+
+
+class Command(msgspec.Struct, frozen=True):
+    """coordinator -> node. At-least-once; the node runs a command_id at most once."""
+
+    KIND: ClassVar[str] = "command"
+    command_id: str
+    serial: str
+    action: Action
+    execution_id: str | None = None
+
+
+CommandStatus = Literal["ok", "locked", "error", "gone"]
+
+
+class CommandResult(msgspec.Struct, frozen=True):
+    """node -> coordinator, answer to Command (same command_id)."""
+
+    KIND: ClassVar[str] = "command_result"
+    command_id: str
+    serial: str
+    status: CommandStatus
+    error: str | None = None
+    data: dict[str, Any] = {}
+
+
+class Event(msgspec.Struct, frozen=True):
+    """node -> coordinator. Journaled on the node first; seq is per node, increasing."""
+
+    KIND: ClassVar[str] = "event"
+    seq: int
+    event: str
+    serial: str | None = None
+    data: dict[str, Any] = {}
+
+
+class EventAck(msgspec.Struct, frozen=True):
+    """coordinator -> node: every event with seq <= upto_seq is safely stored."""
+
+    KIND: ClassVar[str] = "event_ack"
+    upto_seq: int
+
+
+Body = Union[Challenge, Hello, Welcome, Refused, Heartbeat, Command, CommandResult, Event, EventAck]
+
+KINDS: dict[str, type] = {
+    t.KIND: t
+    for t in (Challenge, Hello, Welcome, Refused, Heartbeat, Command, CommandResult, Event, EventAck)
+}
+
+
+class Envelope(msgspec.Struct, frozen=True):
+    """The one wire unit: ``{v, id, kind, src, dst, ts, body}``. ts is UTC epoch seconds."""
+
+    v: int
+    id: str
+    kind: str
+    src: str
+    dst: str
+    ts: float
+    body: Body
