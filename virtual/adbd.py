@@ -176,7 +176,9 @@ class AdbConnection:
             return
         check = checksum(data) if self.version < VERSION_SKIP_CHECKSUM else 0
         self.writer.write(HEADER.pack(command, arg0, arg1, len(data), check,
-                                      command ^ 0xFFFFFFFF) + bytes(data))
+                                      command ^ 0xFFFFFFFF))
+        if len(data):
+            self.writer.write(data)
 
     async def drain(self) -> None:
         try:

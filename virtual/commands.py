@@ -14,6 +14,7 @@ import datetime as dt
 import posixpath
 import stat
 import struct
+import weakref
 from typing import TYPE_CHECKING
 
 import orjson
@@ -33,6 +34,11 @@ COLORSPACE_SRGB = 1
 IME_PACKAGE = "com.android.adbkeyboard"
 
 
+def pm_failure(message: str) -> CommandResult:
+    """Android's package manager prints its failures on stdout, where `adb install` looks."""
+    return CommandResult((message.rstrip("\n") + "\n").encode(), b"", 1)
+
+
 def _num(text: str) -> int:
     return int(round(float(text)))
 
@@ -43,6 +49,7 @@ class PhoneCommands:
     def __init__(self, phone: "VirtualPhone") -> None:
         self.phone = phone
         self._next_session = 1000 + phone.seed % 1000
+        self._raw_cache: tuple[weakref.ref, bytes] | None = None
 
     def lookup(self, name: str) -> CommandFunc | None:
         attr = "cmd_" + name.replace("-", "_")
@@ -222,9 +229,7 @@ class PhoneCommands:
         if png:
             data = await loop.run_in_executor(None, self.phone.ui.frame_png)
         else:
-            frame = self.phone.ui.frame_rgba()
-            h, w = frame.shape[:2]
-            data = RAW_HEADER.pack(w, h, PIXEL_FORMAT_RGBA_8888, COLORSPACE_SRGB) + frame.tobytes()
+            data = self._raw_frame()
         if files:
             try:
                 self.phone.fs.write(files[0], data)
@@ -232,6 +237,17 @@ class PhoneCommands:
                 return fail(f"Error opening file: {files[0]} ({exc.strerror})")
             return ok()
         return ok(data)
+
+    def _raw_frame(self) -> bytes:
+        """Header + RGBA pixels; reused while the UI hands out the same frame object."""
+        frame = self.phone.ui.frame_rgba()
+        cached = self._raw_cache
+        if cached is not None and cached[0]() is frame:
+            return cached[1]
+        h, w = frame.shape[:2]
+        data = RAW_HEADER.pack(w, h, PIXEL_FORMAT_RGBA_8888, COLORSPACE_SRGB) + frame.tobytes()
+        self._raw_cache = (weakref.ref(frame), data)
+        return data
 
     async def cmd_input(self, args: list[str], stdin: Stdin) -> CommandResult:
         phone, ui = self.phone, self.phone.ui
@@ -385,7 +401,7 @@ class PhoneCommands:
                 else:
                     return fail("Error: must either specify a package size or an APK file", 255)
             except FsError as exc:
-                return fail(f"Failure [INSTALL_FAILED_INVALID_URI: {exc.strerror}]", 1)
+                return pm_failure(f"Failure [INSTALL_FAILED_INVALID_URI: {exc.strerror}]")
             return self._install(blobs)
         if verb == "install-create":
             session = self._next_session
@@ -400,7 +416,7 @@ class PhoneCommands:
                 return fail("Error: usage: install-write [-S BYTES] SESSION SPLIT_NAME [PATH|-]", 255)
             session, name = int(plain[0]), plain[1]
             if session not in phone.install_sessions:
-                return fail(f"Failure [INSTALL_FAILED_INTERNAL_ERROR: no session {session}]", 1)
+                return pm_failure(f"Failure [INSTALL_FAILED_INTERNAL_ERROR: no session {session}]")
             path = plain[2] if len(plain) > 2 else "-"
             if path == "-":
                 data = await stdin.read_exactly(int(size)) if size is not None else await stdin.read_all()
@@ -408,7 +424,7 @@ class PhoneCommands:
                 try:
                     data = phone.fs.read(path)
                 except FsError as exc:
-                    return fail(f"Failure [INSTALL_FAILED_INVALID_URI: {exc.strerror}]", 1)
+                    return pm_failure(f"Failure [INSTALL_FAILED_INVALID_URI: {exc.strerror}]")
             phone.install_sessions[session][name] = data
             return ok(f"Success: streamed {len(data)} bytes\n")
         if verb == "install-commit":
@@ -418,7 +434,7 @@ class PhoneCommands:
                 return fail("Error: usage: install-commit SESSION", 255)
             blobs = phone.install_sessions.pop(session, None)
             if blobs is None:
-                return fail(f"Failure [INSTALL_FAILED_INTERNAL_ERROR: no session {session}]", 1)
+                return pm_failure(f"Failure [INSTALL_FAILED_INTERNAL_ERROR: no session {session}]")
             return self._install(list(blobs.values()))
         if verb == "install-abandon":
             phone.install_sessions.pop(int(rest[0]) if rest and rest[0].isdigit() else -1, None)
@@ -428,7 +444,7 @@ class PhoneCommands:
             if ui.uninstall_package(pkg):
                 phone.user_packages.pop(pkg, None)
                 return ok("Success\n")
-            return fail("Failure [DELETE_FAILED_INTERNAL_ERROR]", 1)
+            return pm_failure("Failure [DELETE_FAILED_INTERNAL_ERROR]")
         if verb == "clear":
             if rest and rest[-1] in ui.packages():
                 ui.force_stop(rest[-1])
@@ -438,20 +454,20 @@ class PhoneCommands:
 
     def _install(self, blobs: list[bytes]) -> CommandResult:
         if not blobs:
-            return fail("Failure [INSTALL_FAILED_INVALID_APK: no APKs in session]", 1)
+            return pm_failure("Failure [INSTALL_FAILED_INVALID_APK: no APKs in session]")
         try:
             infos = [read_apk(b) for b in blobs]
         except ApkError as exc:
-            return fail(f"Failure [{exc}]", 1)
+            return pm_failure(f"Failure [{exc}]")
         bases = [i for i in infos if i.split is None]
         if len(bases) != 1:
-            return fail("Failure [INSTALL_FAILED_INVALID_APK: need exactly one base APK, got "
-                        f"{len(bases)}]", 1)
+            return pm_failure("Failure [INSTALL_FAILED_INVALID_APK: need exactly one base APK, got "
+                        f"{len(bases)}]")
         base = bases[0]
         stray = [i for i in infos if i.package != base.package]
         if stray:
-            return fail(f"Failure [INSTALL_FAILED_INVALID_APK: split {stray[0].split} is for "
-                        f"{stray[0].package}, not {base.package}]", 1)
+            return pm_failure(f"Failure [INSTALL_FAILED_INVALID_APK: split {stray[0].split} is for "
+                        f"{stray[0].package}, not {base.package}]")
         self.phone.ui.install_package(base.package, base.label)
         self.phone.user_packages[base.package] = ["base"] + [i.split for i in infos if i.split]
         self.phone.log_input("install", package=base.package,

@@ -301,6 +301,13 @@ class ShellInterpreter:
             else:
                 current.append(tok)
         segments.append((current, ";"))
+        if len(segments) == 1:
+            # One command: hand its output over as is (screencap frames are 10 MB).
+            res = await self._pipeline(segments[0][0], stdin) if segments[0][0] else CommandResult()
+            status = self.exit_code if res.status == -1 else res.status
+            self.last_status = status
+            combined = res.stdout + res.stderr if res.stderr else res.stdout
+            return CommandResult(res.stdout, res.stderr, status), combined
         stdin_used = False
         for seg, sep in segments:
             if seg and not skip_next:
@@ -396,10 +403,10 @@ async def serve_legacy_shell(stream: AdbStream, shell: ShellInterpreter, command
 
 
 async def serve_exec(stream: AdbStream, shell: ShellInterpreter, command: str) -> None:
-    """`exec:CMD`: raw stdout only, binary-safe (screencap, cat)."""
-    result, _ = await shell.run(command, RawStreamStdin(stream))
-    if result.stdout:
-        await stream.write(result.stdout)
+    """`exec:CMD`: raw and binary-safe (screencap, cat); like adbd, stderr shares the stream."""
+    _, combined = await shell.run(command, RawStreamStdin(stream))
+    if combined:
+        await stream.write(combined)
 
 
 async def serve_shell_v2(stream: AdbStream, shell: ShellInterpreter, command: str) -> None:

@@ -16,6 +16,7 @@ import os
 import re
 import shlex
 import socket
+import stat
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -332,9 +333,24 @@ class DeviceDriver:
             raise self._gone_or_error(f"push {local} {remote}", str(exc)) from exc
 
     def pull(self, remote: str, local: str | os.PathLike) -> None:
+        """Copy a phone file (or directory) to ``local``; a file lands whole or not at all."""
+        label = f"pull {remote}"
+        local = Path(local)
         try:
-            size = self._adbutils_device().sync.pull(remote, str(local))
-        except Exception as exc:
-            raise self._gone_or_error(f"pull {remote}", str(exc)) from exc
-        if size is None:
-            raise DeviceError(self.serial, f"pull {remote}", "nothing transferred")
+            sync = self._adbutils_device().sync
+            info = sync.stat(remote)
+            if info.mtime is None:
+                raise DeviceError(self.serial, label, "no such file on the phone")
+            if stat.S_ISDIR(info.mode):
+                sync.pull_dir(remote, local)
+                return
+            part = local.with_name(local.name + ".part")
+            try:
+                sync.pull_file(remote, part)
+                os.replace(part, local)
+            finally:
+                part.unlink(missing_ok=True)
+        except DeviceError:
+            raise
+        except Exception as exc:  # adbutils raises several unrelated types
+            raise self._gone_or_error(label, str(exc)) from exc

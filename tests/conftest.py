@@ -1,0 +1,38 @@
+"""Shared fixtures: real adb servers on private ports and farms of virtual phones."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from actors.device.adb_server import AdbServer, free_port, kill_adb_server, start_adb_server  # noqa: E402
+from virtual.farm import FarmSpec, VirtualFarm  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def adb_server() -> AdbServer:
+    """A real Debian adb server of this test module's own, stopped by its own command."""
+    port = free_port()
+    server = start_adb_server(port)
+    yield server
+    kill_adb_server(port)
+
+
+@pytest.fixture(scope="module")
+def farm(adb_server: AdbServer) -> VirtualFarm:
+    """Four virtual phones with the demo app, plugged into the module's adb server."""
+    f = VirtualFarm(FarmSpec(phones=4, adb=adb_server)).start_in_thread()
+    yield f
+    f.stop_thread()
+
+
+def run_adb(server: AdbServer, *args: str, timeout: float = 60, input: bytes | None = None):
+    """The real `adb` command line against ``server``."""
+    return subprocess.run(["adb", "-P", str(server.port), *args], capture_output=True,
+                          timeout=timeout, input=input)

@@ -1,0 +1,163 @@
+"""The device driver against virtual phones through a real adb server."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import orjson
+import pytest
+
+from actors.device.adb_server import AdbServer
+from actors.device.driver import DeviceDriver
+from protocol.errors import DeviceError, DeviceGone
+from virtual.apk import build_apk
+
+TRICKY_TEXTS = [
+    "hello world",
+    "it's \"quoted\" and 'single'",
+    "a & b ; c | d $HOME \\ back % pct `tick` *glob* (paren) <in> >out #hash ~ !bang",
+    "two  spaces and trailing ",
+    "100%s literal percent-s",
+    "line one\nline two",
+    "héllo wörld ✓ 日本語 😀",
+]
+
+
+@pytest.fixture()
+def driver(farm, adb_server) -> DeviceDriver:
+    d = DeviceDriver(farm.serials[0], AdbServer(port=adb_server.port))
+    d.shell("vphone log --clear")
+    return d
+
+
+def inputs(d: DeviceDriver) -> list[dict]:
+    return [orjson.loads(l) for l in d.shell("vphone log").text.splitlines() if l.strip()]
+
+
+def test_screenshot_is_a_raw_rgba_array_matching_the_png(driver):
+    frame = driver.screenshot()
+    assert frame.shape == (2400, 1080, 4) and frame.dtype == np.uint8
+    import cv2
+
+    png = cv2.imdecode(np.frombuffer(driver.screenshot_png(), np.uint8), cv2.IMREAD_UNCHANGED)
+    # the status bar clock may tick between the two calls: compare below it
+    assert np.array_equal(cv2.cvtColor(png, cv2.COLOR_BGRA2RGBA)[200:], frame[200:])
+
+
+def test_gestures_and_keys_arrive_as_such(driver):
+    driver.tap(10, 20)
+    driver.long_tap(30, 40, 900)
+    driver.swipe(100, 2000, 100, 500, 350)
+    driver.key("BACK")
+    driver.key(3)
+    got = [(e["kind"], e.get("x", e.get("x1")), e.get("duration_ms"), e.get("code"))
+           for e in inputs(driver)]
+    assert got == [("tap", 10, None, None), ("long_press", 30, 900, None),
+                   ("swipe", 100, 350, None), ("key", None, None, 4), ("key", None, None, 3)]
+
+
+@pytest.mark.parametrize("text", TRICKY_TEXTS)
+def test_type_text_round_trip_is_exact(driver, text):
+    driver.type_text(text)
+    typed = []
+    for e in inputs(driver):
+        if e["kind"] == "text":
+            typed.append(e["text"])
+        elif e["kind"] == "key" and e["code"] == 66:
+            typed.append("\n")
+    assert "".join(typed) == text
+
+
+def test_unknown_key_is_a_clear_error(driver):
+    with pytest.raises(DeviceError, match="unknown key 'HOMEE'"):
+        driver.key("HOMEE")
+
+
+def test_launch_stop_and_current_app(driver):
+    driver.launch_app("com.phonefarm.clipshare")
+    assert driver.current_app()[0] == "com.phonefarm.clipshare"
+    driver.stop_app("com.phonefarm.clipshare")
+    assert driver.current_app()[0] != "com.phonefarm.clipshare"
+    with pytest.raises(DeviceError, match="not installed"):
+        driver.launch_app("com.example.missing")
+    with pytest.raises(DeviceError, match="does not exist"):
+        driver.launch_app("com.example.missing", ".Main")
+
+
+def test_install_single_and_split_set(driver, tmp_path):
+    (tmp_path / "solo.apk").write_bytes(build_apk("com.example.solo"))
+    (tmp_path / "base.apk").write_bytes(build_apk("com.example.duo"))
+    (tmp_path / "split.apk").write_bytes(build_apk("com.example.duo", split="config.arm64"))
+    driver.install(tmp_path / "solo.apk")
+    driver.install([tmp_path / "base.apk", tmp_path / "split.apk"])
+    pkgs = driver.list_packages()
+    assert "com.example.solo" in pkgs and "com.example.duo" in pkgs
+    (tmp_path / "other.apk").write_bytes(build_apk("com.example.other", split="config.x"))
+    with pytest.raises(DeviceError, match="need exactly one base APK"):
+        driver.install([tmp_path / "other.apk"])
+
+
+def test_push_pull(driver, tmp_path):
+    src = tmp_path / "a.bin"
+    src.write_bytes(bytes(range(256)) * 1000)
+    driver.push(src, "/sdcard/a.bin")
+    driver.pull("/sdcard/a.bin", tmp_path / "b.bin")
+    assert (tmp_path / "b.bin").read_bytes() == src.read_bytes()
+    with pytest.raises(DeviceError):
+        driver.pull("/sdcard/missing.bin", tmp_path / "c.bin")
+
+
+def test_shell_errors_name_serial_and_command(driver):
+    with pytest.raises(DeviceError) as info:
+        driver.shell("frobnicate 1")
+    assert driver.serial in str(info.value) and "frobnicate 1" in str(info.value)
+    assert "exit status 127" in str(info.value)
+
+
+def test_unknown_phone_is_device_gone(adb_server):
+    d = DeviceDriver("127.0.0.1:1", AdbServer(port=adb_server.port))
+    with pytest.raises(DeviceGone, match="127.0.0.1:1"):
+        d.tap(1, 1)
+
+
+def test_unplugged_phone_raises_device_gone_then_works_again(farm, adb_server):
+    import time
+
+    d = DeviceDriver(farm.serials[2], AdbServer(port=adb_server.port))
+    d.shell("vphone unplug 1")
+    deadline = time.monotonic() + 5
+    with pytest.raises(DeviceGone):
+        while time.monotonic() < deadline:
+            d.tap(1, 1)
+            time.sleep(0.05)
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            d.tap(2, 2)
+            break
+        except DeviceGone:
+            assert time.monotonic() < deadline, "phone did not come back"
+            time.sleep(0.1)
+
+
+def test_eight_phones_at_once(adb_server):
+    from virtual.farm import FarmSpec, VirtualFarm
+
+    farm8 = VirtualFarm(FarmSpec(phones=8, seed=100, adb=adb_server)).start_in_thread()
+    try:
+        drivers = [DeviceDriver(s, AdbServer(port=adb_server.port)) for s in farm8.serials]
+
+        def work(i: int) -> tuple[int, tuple]:
+            d = drivers[i]
+            d.tap(100 + i, 200 + i)
+            return i, d.screenshot().shape
+
+        with ThreadPoolExecutor(8) as pool:
+            results = dict(pool.map(work, range(8)))
+        assert all(shape == (2400, 1080, 4) for shape in results.values())
+        for i, d in enumerate(drivers):
+            taps = [e for e in inputs(d) if e["kind"] == "tap"]
+            assert taps == [{"ts": taps[0]["ts"], "kind": "tap", "x": 100 + i, "y": 200 + i}]
+    finally:
+        farm8.stop_thread()
