@@ -161,3 +161,45 @@ def test_eight_phones_at_once(adb_server):
             assert taps == [{"ts": taps[0]["ts"], "kind": "tap", "x": 100 + i, "y": 200 + i}]
     finally:
         farm8.stop_thread()
+
+
+def ui_state(d: DeviceDriver) -> dict:
+    return orjson.loads(d.shell("vphone state").text)
+
+
+def dismiss_popups(d: DeviceDriver) -> None:
+    for _ in range(5):
+        if not ui_state(d)["popup"]:
+            return
+        d.tap(757, 1460)  # the right-hand button: Dismiss / Not now / Wait
+
+
+@pytest.fixture(scope="module")
+def caption_phone(farm, adb_server) -> DeviceDriver:
+    """Phone 4, logged in to the demo app."""
+    d = DeviceDriver(farm.serials[3], AdbServer(port=adb_server.port))
+    d.stop_app("com.phonefarm.clipshare")
+    d.launch_app("com.phonefarm.clipshare")
+    dismiss_popups(d)
+    assert ui_state(d)["screen"] == "login"
+    d.tap(540, 875)
+    d.type_text("clip_creator")
+    d.tap(540, 1075)
+    d.type_text("hunter2")
+    d.tap(540, 1330)
+    dismiss_popups(d)
+    assert ui_state(d)["account"] == "clip_creator"
+    return d
+
+
+@pytest.mark.parametrize("text", [t for t in TRICKY_TEXTS if "\n" not in t])
+def test_typed_text_lands_exactly_in_the_apps_text_field(caption_phone, text):
+    d = caption_phone
+    d.tap(540, 2300)  # + Upload
+    dismiss_popups(d)
+    assert ui_state(d)["screen"] == "upload"
+    d.tap(540, 1060)  # caption field
+    d.type_text(text)
+    assert ui_state(d)["fields"]["caption"] == text
+    d.tap(540, 1495)  # Cancel
+    dismiss_popups(d)
