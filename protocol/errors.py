@@ -58,3 +58,13 @@ class DeliveryError(FarmError):
         self.peer = peer
         self.reason = reason
         super().__init__(f"peer {peer}: {reason}")
+
+
+class ScopeError(ValidationError):
+    """A scope expression (``phone:a,b``, ``node:rack1``) is malformed or names an unknown
+    phone or node; names the scope text and the 0-based offset of the problem."""
+
+    def __init__(self, text: str, offset: int, reason: str) -> None:
+        self.text = text
+        self.offset = offset
+        super().__init__(f"scope {text!r}: offset {offset}", reason)
