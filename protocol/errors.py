@@ -60,6 +60,28 @@ class DeliveryError(FarmError):
         super().__init__(f"peer {peer}: {reason}")
 
 
+class PhoneNotFound(FarmError):
+    """No phone with that serial is known to the farm."""
+
+    def __init__(self, serial: str) -> None:
+        self.serial = serial
+        super().__init__(f"phone {serial}: not known to the farm")
+
+
+class PhoneLocked(FarmError):
+    """The phone's lock is held by another execution."""
+
+    def __init__(self, serial: str, holder: str, expires: float) -> None:
+        self.serial = serial
+        self.holder = holder
+        self.expires = expires
+        super().__init__(f"phone {serial}: locked by execution {holder}")
+
+
+class ActorStopped(FarmError):
+    """The actor that should have answered stopped (crashed or shut down) first."""
+
+
 class ScopeError(ValidationError):
     """A scope expression (``phone:a,b``, ``node:rack1``) is malformed or names an unknown
     phone or node; names the scope text and the 0-based offset of the problem."""

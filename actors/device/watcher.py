@@ -1,0 +1,80 @@
+"""The device watcher: USB (or TCP) phones appearing and vanishing, from the adb server.
+
+Owns one background thread that follows adbutils' ``track_devices`` and reports every change
+as ``on_change(serial, state)`` with state ``device`` (usable), ``offline``/``unauthorized``
+(present but not usable) or ``absent`` (gone). When the adb server restarts, the watcher
+reconnects with back-off and reports every phone that did not come back as absent.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Callable
+
+import adbutils
+
+from actors.device.adb_server import AdbServer
+
+log = logging.getLogger(__name__)
+
+
+class DeviceWatcher:
+    """Follows the adb server's device list in a daemon thread."""
+
+    def __init__(self, adb: AdbServer, on_change: Callable[[str, str], None]) -> None:
+        self.adb = adb
+        self.on_change = on_change
+        self.known: dict[str, str] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="device-watcher", daemon=True)
+
+    def start(self) -> "DeviceWatcher":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _report(self, serial: str, state: str) -> None:
+        if self._stop.is_set() or self.known.get(serial, "absent") == state:
+            return
+        if state == "absent":
+            self.known.pop(serial, None)
+        else:
+            self.known[serial] = state
+        try:
+            self.on_change(serial, state)
+        except Exception:
+            log.exception("device watcher callback failed for %s", serial)
+
+    def _run(self) -> None:
+        backoff = 0.2
+        while not self._stop.is_set():
+            try:
+                self._reconcile()
+                client = adbutils.AdbClient(host=self.adb.host, port=self.adb.port)
+                for event in client.track_devices():
+                    if self._stop.is_set():
+                        return
+                    backoff = 0.2
+                    self._report(event.serial, event.status if event.present else "absent")
+            except Exception as exc:
+                if self._stop.is_set():
+                    return
+                log.warning("adb server %s:%d lost (%s); watching again in %.1fs",
+                            self.adb.host, self.adb.port, exc, backoff)
+            time.sleep(backoff)
+            backoff = min(backoff * 2, 5.0)
+
+    def _reconcile(self) -> None:
+        """After a (re)connect: phones we knew that the server no longer lists are gone."""
+        listing = self.adb.host_query("host:devices")
+        present = {line.split("\t")[0]: line.split("\t")[1]
+                   for line in listing.splitlines() if "\t" in line}
+        for serial in list(self.known):
+            if serial not in present:
+                self._report(serial, "absent")
+        for serial, state in present.items():
+            self._report(serial, state)

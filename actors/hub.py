@@ -1,0 +1,221 @@
+"""The coordinator's hub: the farm as the coordinator sees it, and the way commands go out.
+
+Owns the node directory (nodes, their phones, last sign of life), the phone directory
+(state, lock holder, app, account, screen, tags, which node holds it), the latest thumbnail
+of every phone, the live subscribers of the status stream, and the routing of an action to
+the node that holds the serial. It is the link's ``EventSink``: each node event is stored
+(``EventStore``) before the link acks it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import time
+import uuid
+from typing import Any
+
+import cv2
+import msgspec
+import numpy as np
+
+from actors.event_store import EventStore
+from protocol.errors import FarmError, PhoneNotFound, ValidationError
+from protocol.messages import Action, Command, Event, Hello, LiveEvent
+from protocol.transport import CoordinatorLink, DeliveryError
+
+log = logging.getLogger(__name__)
+
+SUBSCRIBER_QUEUE = 1000
+THUMB_WIDTH = 270
+# Events that change a phone's row in the directory, and how.
+PHONE_STATE = {"phone_up": "online", "phone_resumed": "online", "phone_restarted": "online",
+               "phone_paused": "paused", "phone_failed": "failed", "phone_down": "offline"}
+
+
+class Hub:
+    """Owns the coordinator's live view of the farm and routes actions to nodes."""
+
+    def __init__(self, listen: str, secret: str, store: EventStore, *,
+                 heartbeat_interval: float = 1.0, dead_after: float = 3.0,
+                 command_deadline: float = 30.0) -> None:
+        self.store = store
+        self.command_deadline = command_deadline
+        self.node_rows: dict[str, dict] = {}
+        self.phone_rows: dict[str, dict] = {}
+        self.thumbs: dict[str, tuple[bytes, float]] = {}
+        self.subscribers: set[asyncio.Queue] = set()
+        self.link = CoordinatorLink(listen, secret, sink=self, on_node_up=self._node_up,
+                                    on_node_down=self._node_down, on_message=self._on_message,
+                                    heartbeat_interval=heartbeat_interval, dead_after=dead_after)
+
+    async def start(self) -> "Hub":
+        await self.link.start()
+        return self
+
+    async def close(self) -> None:
+        await self.link.close()
+
+    # --- the status stream -----------------------------------------------------------------
+    def subscribe(self) -> asyncio.Queue:
+        q: asyncio.Queue = asyncio.Queue(maxsize=SUBSCRIBER_QUEUE)
+        self.subscribers.add(q)
+        return q
+
+    def unsubscribe(self, queue: asyncio.Queue) -> None:
+        self.subscribers.discard(queue)
+
+    def emit(self, event: str, node: str | None, serial: str | None, data: dict) -> None:
+        item = {"event": event, "ts": time.time(), "node": node, "serial": serial, "data": data}
+        for q in list(self.subscribers):
+            if q.full():
+                try:  # a slow reader loses its oldest events, never blocks the hub
+                    q.get_nowait()
+                except asyncio.QueueEmpty:
+                    pass
+            q.put_nowait(item)
+
+    # --- node directory --------------------------------------------------------------------
+    def _row(self, serial: str, node: str) -> dict:
+        row = self.phone_rows.get(serial)
+        if row is None:
+            row = self.phone_rows[serial] = {
+                "serial": serial, "node": node, "state": "online", "lock_holder": None,
+                "active_app": None, "active_account": {}, "last_screen": None, "tags": [],
+                "screen_ts": None, "state_at": 0.0}
+        row["node"] = node
+        return row
+
+    def _node_up(self, name: str, hello: Hello) -> None:
+        now = time.time()
+        self.node_rows[name] = {"name": name, "state": "up", "last_heartbeat": now,
+                            "phones": len(hello.phones)}
+        seen = set()
+        for info in hello.phones:
+            seen.add(info.serial)
+            row = self._row(info.serial, name)
+            detail = dict(info.detail or {})
+            for key in ("lock_holder", "active_app", "active_account", "last_screen", "tags",
+                        "screen_ts"):
+                if key in detail:
+                    row[key] = detail[key]
+            row["state"] = detail.get("state", info.state)
+            row["state_at"] = now
+        for serial, row in self.phone_rows.items():
+            if row["node"] == name and serial not in seen:
+                row["state"] = "offline"
+        log.info("node=%s up with %d phones", name, len(hello.phones))
+        self.emit("node_up", name, None, {"phones": sorted(seen)})
+
+    def _node_down(self, name: str, reason: str) -> None:
+        if name in self.node_rows:
+            self.node_rows[name]["state"] = "down"
+        log.warning("node=%s down: %s", name, reason)
+        self.emit("node_down", name, None, {"reason": reason})
+        for serial, row in self.phone_rows.items():
+            if row["node"] == name and row["state"] != "offline":
+                row["state"] = "offline"
+                row["state_at"] = time.time()
+                self.emit("phone_down", name, serial, {"reason": f"node {name} down"})
+
+    # --- EventSink -------------------------------------------------------------------------
+    def last_seq(self, node: str) -> int:
+        return self.store.last_seq(node)
+
+    async def handle(self, node: str, event: Event) -> None:
+        if not await self.store.add(node, event.seq, event.event, event.serial, event.data,
+                                    time.time()):
+            return
+        if node in self.node_rows:
+            self.node_rows[node]["last_heartbeat"] = time.time()
+        self._apply(node, event.event, event.serial, dict(event.data))
+
+    def _apply(self, node: str, event: str, serial: str | None, data: dict) -> None:
+        if serial is not None:
+            row = self._row(serial, node)
+            at = data.get("at", time.time())
+            if event in PHONE_STATE:
+                # A replayed old event must not overwrite what the node's hello said since.
+                if at >= row["state_at"]:
+                    row["state"], row["state_at"] = PHONE_STATE[event], at
+            elif event == "lock_taken":
+                row["lock_holder"] = data.get("execution_id")
+            elif event == "lock_freed":
+                if row["lock_holder"] == data.get("execution_id"):
+                    row["lock_holder"] = None
+            elif event == "app_changed":
+                row["active_app"] = data.get("app")
+            elif event == "account_changed":
+                row["active_account"][data.get("platform")] = data.get("account")
+            elif event == "screen_changed":
+                row["last_screen"] = data.get("screen")
+        self.emit(event, node, serial, data)
+
+    def _on_message(self, node: str, envelope) -> None:
+        body = envelope.body
+        if not isinstance(body, LiveEvent):
+            log.warning("node=%s unexpected %s ignored", node, envelope.kind)
+            return
+        if body.event == "thumbnail" and body.serial:
+            try:
+                jpeg = base64.b64decode(body.data["jpeg"])
+            except (KeyError, ValueError, TypeError):
+                log.error("node=%s thumbnail for %s without a valid jpeg", node, body.serial)
+                return
+            ts = float(body.data.get("ts") or time.time())
+            self.thumbs[body.serial] = (jpeg, ts)
+            self._row(body.serial, node)["screen_ts"] = ts
+            self.emit("thumbnail", node, body.serial,
+                      {"url": f"/api/phones/{body.serial}/screen?w={THUMB_WIDTH}&t={ts:.3f}",
+                       "ts": ts})
+        else:
+            self.emit(body.event, node, body.serial, dict(body.data))
+
+    # --- the HubAPI of the control endpoint ------------------------------------------------
+    def phones(self) -> list[dict]:
+        return [{k: v for k, v in row.items() if k != "state_at"}
+                for _, row in sorted(self.phone_rows.items())]
+
+    def nodes(self) -> list[dict]:
+        return [dict(n) for _, n in sorted(self.node_rows.items())]
+
+    async def run_action(self, serial: str, action: dict, execution_id: str | None = None) -> dict:
+        row = self.phone_rows.get(serial)
+        if row is None:
+            raise PhoneNotFound(serial)
+        node = row["node"]
+        if self.node_rows.get(node, {}).get("state") != "up":
+            return {"status": "gone", "error": f"node {node} of phone {serial} is down"}
+        try:
+            typed = msgspec.convert(action, Action)
+        except msgspec.ValidationError as exc:
+            raise ValidationError("action", str(exc)) from None
+        command = Command(command_id=uuid.uuid4().hex, serial=serial, action=typed,
+                          execution_id=execution_id)
+        try:
+            result = await self.link.send_command(node, command, deadline=self.command_deadline)
+        except DeliveryError as exc:
+            return {"status": "error", "error": str(exc)}
+        out: dict[str, Any] = {"status": result.status, "error": result.error}
+        out.update({k: v for k, v in result.data.items() if k != "png"})
+        if "png" in result.data:
+            out["png"] = result.data["png"]
+        return out
+
+    async def screen(self, serial: str, width: int | None = None) -> tuple[bytes, str]:
+        if serial not in self.phone_rows:
+            raise PhoneNotFound(serial)
+        if width == THUMB_WIDTH and serial in self.thumbs:
+            return self.thumbs[serial][0], "image/jpeg"
+        result = await self.run_action(serial, {"type": "screenshot"})
+        if result["status"] != "ok":
+            raise FarmError(f"phone {serial}: screenshot {result['status']}: {result.get('error')}")
+        png = base64.b64decode(result["png"])
+        if width is None:
+            return png, "image/png"
+        frame = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
+        h, w = frame.shape[:2]
+        small = cv2.resize(frame, (width, max(1, round(h * width / w))),
+                           interpolation=cv2.INTER_AREA)
+        return cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, 75])[1].tobytes(), "image/jpeg"

@@ -1,0 +1,242 @@
+"""One rack computer's `farm-node`: the link to the coordinator, the journal, the rack.
+
+Owns the process's event loop side: commands from the coordinator are routed to phone
+actors through the bridge; events from actor threads are journaled (durable ones) and sent;
+thumbnails go live-only. The rack actor and the device watcher own the phones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from actors.bridge import call_actor
+from actors.device.adb_server import AdbServer
+from actors.device.watcher import DeviceWatcher
+from actors.rack import PhoneDirectory, RackActor
+from protocol.errors import ActorStopped, FarmError, PhoneLocked
+from protocol.messages import Acquire, Command, CommandResult, LiveEvent, PhoneInfo, Release
+from protocol.transport import NodeLink
+
+log = logging.getLogger(__name__)
+
+# Housekeeping period: lease expiry is noticed within this.
+TICK_S = 1.0
+
+
+class Node:
+    """Owns a node process: NodeLink + journal, rack actor, device watcher."""
+
+    def __init__(self, name: str, coordinator: str, secret: str, adb: AdbServer,
+                 data_dir: Path, debug_actions: bool = False,
+                 heartbeat_interval: float = 1.0, dead_after: float = 3.0) -> None:
+        self.name = name
+        self.coordinator = coordinator
+        self.adb = adb
+        self.data_dir = data_dir
+        self.directory = PhoneDirectory()
+        self.debug_actions = debug_actions
+        self._secret = secret
+        self._hb = (heartbeat_interval, dead_after)
+        self._events: asyncio.Queue[tuple[str, str | None, dict]] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tasks: list[asyncio.Task] = []
+        self.link: NodeLink | None = None
+        self.rack = None
+        self.watcher: DeviceWatcher | None = None
+
+    # --- events from actor threads ---------------------------------------------------------
+    def publish(self, event: str, serial: str | None, data: dict, durable: bool = True) -> None:
+        """Thread-safe: called by actors. Durable events are journaled in order."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        data = {**data, "at": time.time()}
+        try:
+            if durable:
+                loop.call_soon_threadsafe(self._events.put_nowait, (event, serial, data))
+            else:
+                loop.call_soon_threadsafe(self._send_live, event, serial, data)
+        except RuntimeError:
+            pass  # loop closing
+
+    def _send_live(self, event: str, serial: str | None, data: dict) -> None:
+        link = self.link
+        if link is None or not link.connected:
+            return  # live-only: nobody to show it to
+        if isinstance(data.get("jpeg"), bytes):
+            data = {**data, "jpeg": base64.b64encode(data["jpeg"]).decode()}
+        task = asyncio.get_running_loop().create_task(
+            link.send(LiveEvent(event=event, serial=serial, data=data)))
+        task.add_done_callback(_quiet)
+
+    async def _event_pump(self) -> None:
+        """One writer, so journal order is publish order."""
+        while True:
+            event, serial, data = await self._events.get()
+            try:
+                await self.link.send_event(event, serial, data)
+            except Exception:
+                log.exception("node=%s could not journal event %s", self.name, event)
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(TICK_S)
+            for serial in self.directory.serials():
+                ref = self.directory.get(serial)
+                if ref is not None:
+                    try:
+                        await call_actor(ref, "tick", timeout=30)
+                    except FarmError:
+                        pass
+
+    # --- commands --------------------------------------------------------------------------
+    def phones(self) -> list[PhoneInfo]:
+        return [PhoneInfo(serial=v["serial"], state=v["state"], detail=v)
+                for v in self.directory.views()]
+
+    async def on_command(self, command: Command) -> CommandResult:
+        def result(status: str, error: str | None = None, data: dict | None = None) -> CommandResult:
+            return CommandResult(command_id=command.command_id, serial=command.serial,
+                                 status=status, error=error, data=data or {})
+
+        serial = command.serial
+        record = self.directory.record(serial)
+        ref = self.directory.get(serial)
+        if record is None:
+            return result("error", f"phone {serial} is not on node {self.name}")
+        action = command.action
+        try:
+            if isinstance(action, Acquire):
+                grant = await call_actor(ref, "acquire", action.execution_id, action.lease_s) \
+                    if ref is not None else None
+                if grant is None:
+                    return result("gone", f"phone {serial} actor is restarting")
+                return result("ok", data=grant)
+            if isinstance(action, Release):
+                released = await call_actor(ref, "release", action.execution_id) \
+                    if ref is not None else False
+                return result("ok", data={"released": released})
+            # A locked phone answers at once, even while its actor is busy.
+            holder = record.lock_holder
+            if holder is not None and holder != command.execution_id \
+                    and record.lock_expires > time.time():
+                return result("locked", None, {"holder": holder})
+            if record.state == "paused":
+                return result("gone", f"phone {serial} is unplugged (paused)")
+            if ref is None:
+                return result("error", f"phone {serial} is {record.state}")
+            out: dict[str, Any] = await call_actor(
+                ref, "perform", msgspec.to_builtins(action), command.execution_id)
+        except PhoneLocked as exc:
+            return result("locked", str(exc), {"holder": exc.holder})
+        except ActorStopped as exc:
+            return result("error", f"phone {serial} actor stopped: {exc}")
+        except FarmError as exc:
+            return result("error", str(exc))
+        except Exception as exc:  # a crashed actor's bug, reported not raised
+            return result("error", f"phone {serial} actor crashed: {exc!r}")
+        status, error = out.pop("status"), out.pop("error", None)
+        if isinstance(out.get("png"), bytes):
+            out["png"] = base64.b64encode(out["png"]).decode()
+        return result(status, error, out)
+
+    # --- life cycle ------------------------------------------------------------------------
+    async def start(self) -> "Node":
+        self._loop = asyncio.get_running_loop()
+        self._events = asyncio.Queue()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        hb, dead = self._hb
+        self.link = NodeLink(self.coordinator, self._secret, self.name, self.phones,
+                             journal=self.data_dir / f"journal-{self.name}.sqlite3",
+                             on_command=self.on_command, heartbeat_interval=hb, dead_after=dead)
+        await self.link.start()
+        self._tasks = [asyncio.create_task(self._event_pump()), asyncio.create_task(self._tick())]
+        self.rack = RackActor.start(self.adb, self.publish, self.directory,
+                                    debug_actions=self.debug_actions)
+        rack = self.rack
+
+        def on_change(serial: str, state: str) -> None:
+            from actors.bridge import Call
+            try:
+                rack.tell(Call("device_changed", (serial, state)))
+            except Exception:
+                pass
+
+        self.watcher = DeviceWatcher(self.adb, on_change).start()
+        log.info("node=%s started (coordinator %s, adb %s:%d)", self.name, self.coordinator,
+                 self.adb.host, self.adb.port)
+        return self
+
+    async def stop(self) -> None:
+        if self.watcher:
+            self.watcher.stop()
+        for task in self._tasks:
+            task.cancel()
+        if self.rack is not None:
+            await asyncio.to_thread(self.rack.stop, True, 20)
+        if self.link is not None:
+            await self.link.close()
+
+
+def _quiet(task: asyncio.Task) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.debug("live event not sent: %s", task.exception())
+
+
+def read_secret(value: str | None, path: str | None) -> str:
+    """The farm secret from a flag, a file, or PHONEFARM_SECRET; refuse to run without one."""
+    if path:
+        return Path(path).read_text().strip()
+    secret = value or os.environ.get("PHONEFARM_SECRET", "")
+    if not secret:
+        raise SystemExit("no farm secret: pass --secret-file, --secret or set PHONEFARM_SECRET")
+    return secret
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="farm-node", description="Run one rack computer's node.")
+    p.add_argument("--coordinator", default=os.environ.get("PHONEFARM_COORDINATOR",
+                                                            "tcp://127.0.0.1:8471"))
+    p.add_argument("--name", default=os.environ.get("PHONEFARM_NODE", socket.gethostname()))
+    p.add_argument("--secret", help="farm secret (prefer --secret-file or PHONEFARM_SECRET)")
+    p.add_argument("--secret-file")
+    p.add_argument("--adb-port", type=int, default=int(os.environ.get("ANDROID_ADB_SERVER_PORT",
+                                                                      "5037")))
+    p.add_argument("--data", default=os.environ.get("PHONEFARM_DATA", "./farm-data"))
+    p.add_argument("--debug-actions", action="store_true",
+                   default=os.environ.get("PHONEFARM_DEBUG_ACTIONS") == "1",
+                   help="allow test-only actions such as debug_crash")
+    p.add_argument("--log-level", default=os.environ.get("PHONEFARM_LOG_LEVEL", "INFO"))
+    args = p.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    secret = read_secret(args.secret, args.secret_file)
+
+    async def run() -> None:
+        node = await Node(args.name, args.coordinator, secret, AdbServer(port=args.adb_port),
+                          Path(args.data), debug_actions=args.debug_actions).start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        await node.stop()
+
+    asyncio.run(run())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,242 @@
+"""The phone actor: the only owner of one phone.
+
+Every device action for a serial goes through its ``PhoneActor``, in the actor's own thread,
+so two executions can never touch one phone at once. The actor owns the device driver, the
+lock (execution id + lease), active app, active account per platform, last screen name and
+the latest frame. State that must survive a crash of the actor (the lock above all) lives in
+a ``PhoneRecord`` that the rack keeps and hands to the restarted actor.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import cv2
+import numpy as np
+
+from actors.bridge import BridgedActor, Deferred
+from actors.device.driver import DeviceDriver
+from protocol.errors import DeviceError, DeviceGone, FarmError, PhoneLocked, ValidationError
+
+log = logging.getLogger(__name__)
+
+THUMB_WIDTH = 270
+JPEG_QUALITY = 70
+
+# publish(event, serial, data, durable): durable events are journaled and must arrive;
+# the rest (thumbnails) are live-only and may be dropped when nobody listens.
+Publish = Callable[[str, str, dict, bool], None]
+
+
+@dataclass
+class PhoneRecord:
+    """What the farm knows about one phone, kept across actor restarts."""
+
+    serial: str
+    state: str = "online"  # online | paused | failed
+    lock_holder: str | None = None
+    lock_expires: float = 0.0
+    active_app: str | None = None
+    active_accounts: dict[str, str] = field(default_factory=dict)
+    last_screen: str | None = None
+    last_screenshot_ts: float | None = None
+    tags: list[str] = field(default_factory=list)
+
+    def view(self) -> dict:
+        return {"serial": self.serial, "state": self.state, "lock_holder": self.lock_holder,
+                "lock_expires": self.lock_expires if self.lock_holder else None,
+                "active_app": self.active_app, "active_account": dict(self.active_accounts),
+                "last_screen": self.last_screen, "screen_ts": self.last_screenshot_ts,
+                "tags": list(self.tags)}
+
+
+def encode_thumbnail(frame: np.ndarray, width: int = THUMB_WIDTH) -> bytes:
+    """A JPEG of ``width`` pixels' width from an RGBA frame (the live view's unit)."""
+    h, w = frame.shape[:2]
+    height = max(1, round(h * width / w))
+    small = cv2.resize(frame, (width, height), interpolation=cv2.INTER_AREA)
+    ok, data = cv2.imencode(".jpg", cv2.cvtColor(small, cv2.COLOR_RGBA2BGR),
+                            [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+    if not ok:
+        raise FarmError("JPEG encoding failed")
+    return data.tobytes()
+
+
+def encode_png(frame: np.ndarray) -> bytes:
+    ok, data = cv2.imencode(".png", cv2.cvtColor(frame, cv2.COLOR_RGBA2BGRA),
+                            [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    if not ok:
+        raise FarmError("PNG encoding failed")
+    return data.tobytes()
+
+
+class PhoneActor(BridgedActor):
+    """Owns one phone: its driver, lock, app/account state and latest frame."""
+
+    def __init__(self, record: PhoneRecord, driver: DeviceDriver, publish: Publish,
+                 clock: Callable[[], float] = time.time, debug_actions: bool = False,
+                 on_crash: Callable[[str, BaseException], None] | None = None) -> None:
+        super().__init__()
+        self.record = record
+        self.driver = driver
+        self.publish = publish
+        self.clock = clock
+        self.debug_actions = debug_actions
+        self.on_crash = on_crash
+        self.frame: np.ndarray | None = None
+
+    @property
+    def serial(self) -> str:
+        return self.record.serial
+
+    def _event(self, event: str, data: dict | None = None, durable: bool = True) -> None:
+        try:
+            self.publish(event, self.serial, data or {}, durable)
+        except Exception:
+            log.exception("phone=%s could not publish %s", self.serial, event)
+
+    def on_failure(self, exception_type, exception_value, traceback) -> None:
+        super().on_failure(exception_type, exception_value, traceback)
+        if self.on_crash is not None:
+            self.on_crash(self.serial, exception_value)
+
+    # --- the lock --------------------------------------------------------------------------
+    def _expire_lock(self) -> None:
+        rec = self.record
+        if rec.lock_holder is not None and self.clock() >= rec.lock_expires:
+            holder, rec.lock_holder = rec.lock_holder, None
+            log.info("phone=%s lease of execution %s expired", self.serial, holder)
+            self._event("lock_freed", {"execution_id": holder, "reason": "lease expired"})
+
+    def acquire(self, execution_id: str, lease_s: float) -> dict:
+        """Take (or renew) the lock for ``execution_id``; PhoneLocked if another holds it."""
+        if not execution_id:
+            raise ValidationError("acquire.execution_id", "must not be empty")
+        if not 0 < lease_s <= 24 * 3600:
+            raise ValidationError("acquire.lease_s", f"{lease_s} is not in (0, 86400]")
+        self._expire_lock()
+        rec = self.record
+        if rec.lock_holder not in (None, execution_id):
+            raise PhoneLocked(self.serial, rec.lock_holder, rec.lock_expires)
+        renewed = rec.lock_holder == execution_id
+        rec.lock_holder, rec.lock_expires = execution_id, self.clock() + lease_s
+        if not renewed:
+            self._event("lock_taken", {"execution_id": execution_id, "expires": rec.lock_expires})
+        return {"execution_id": execution_id, "expires": rec.lock_expires}
+
+    def release(self, execution_id: str) -> bool:
+        self._expire_lock()
+        if self.record.lock_holder != execution_id:
+            return False
+        self.record.lock_holder = None
+        self._event("lock_freed", {"execution_id": execution_id, "reason": "released"})
+        return True
+
+    def tick(self) -> None:
+        """Periodic housekeeping from the node: expire leases."""
+        self._expire_lock()
+
+    # --- presence --------------------------------------------------------------------------
+    def pause(self, reason: str) -> None:
+        if self.record.state != "paused":
+            self.record.state = "paused"
+            self._event("phone_paused", {"reason": reason})
+
+    def resume(self) -> None:
+        if self.record.state == "paused":
+            self.record.state = "online"
+            self._event("phone_resumed", {})
+
+    def view(self) -> dict:
+        self._expire_lock()
+        return self.record.view()
+
+    # --- actions ---------------------------------------------------------------------------
+    def perform(self, action: dict, execution_id: str | None = None) -> Any:
+        """Run one action; returns a result dict (status ok/locked/error/gone)."""
+        self._expire_lock()
+        rec = self.record
+        kind = action.get("type")
+        if rec.lock_holder is not None and rec.lock_holder != execution_id:
+            return {"status": "locked", "holder": rec.lock_holder, "error": None}
+        if rec.state == "paused":
+            return {"status": "gone", "error": f"phone {self.serial} is unplugged (paused)"}
+        if rec.state == "failed":
+            return {"status": "error", "error": f"phone {self.serial} is marked failed"}
+        try:
+            data = self._run(kind, action)
+        except DeviceGone as exc:
+            self.pause(str(exc))
+            return {"status": "gone", "error": str(exc)}
+        except (DeviceError, ValidationError) as exc:
+            return {"status": "error", "error": str(exc)}
+        result = {"status": "ok", "error": None, **data}
+        self._event("action_result", {"action": kind, "status": "ok",
+                                      "execution_id": execution_id})
+        if kind == "screenshot":
+            return result
+        return Deferred(result, self._after_action)
+
+    def _run(self, kind: str | None, a: dict) -> dict:
+        d = self.driver
+        if kind == "tap":
+            d.tap(a["x"], a["y"])
+        elif kind == "long_tap":
+            d.long_tap(a["x"], a["y"], a.get("duration_ms", 800))
+        elif kind == "swipe":
+            d.swipe(a["x1"], a["y1"], a["x2"], a["y2"], a.get("duration_ms", 300))
+        elif kind == "text":
+            d.type_text(a["text"])
+        elif kind == "key":
+            d.key(a["key"])
+        elif kind == "launch_app":
+            d.launch_app(a["package"], a.get("activity"))
+            self._set_app(a["package"])
+        elif kind == "stop_app":
+            d.stop_app(a["package"])
+            if self.record.active_app == a["package"]:
+                self._set_app(None)
+        elif kind == "screenshot":
+            self._capture()
+            return {"png": encode_png(self.frame)}
+        elif kind == "debug_crash" and self.debug_actions:
+            raise RuntimeError(f"debug_crash requested on phone {self.serial}")
+        else:
+            raise ValidationError("action.type", f"unknown action type {kind!r}")
+        return {}
+
+    def _set_app(self, package: str | None) -> None:
+        if self.record.active_app != package:
+            self.record.active_app = package
+            self._event("app_changed", {"app": package})
+
+    def set_account(self, platform: str, account: str) -> None:
+        if self.record.active_accounts.get(platform) != account:
+            self.record.active_accounts[platform] = account
+            self._event("account_changed", {"platform": platform, "account": account})
+
+    def _capture(self) -> None:
+        self.frame = self.driver.screenshot()
+        self.record.last_screenshot_ts = self.clock()
+
+    def _after_action(self) -> None:
+        """The screenshot after every action, taken once the caller has its answer."""
+        try:
+            self._capture()
+            self._event("thumbnail", {"jpeg": encode_thumbnail(self.frame),
+                                      "ts": self.record.last_screenshot_ts}, durable=False)
+        except DeviceGone as exc:
+            self.pause(str(exc))
+        except DeviceError as exc:
+            log.warning("phone=%s screenshot after action failed: %s", self.serial, exc)
+
+    def screen(self, width: int | None = None) -> bytes:
+        """Latest frame: PNG, or a JPEG thumbnail of ``width`` pixels."""
+        if self.frame is None:
+            if self.record.state != "online":
+                raise DeviceGone(self.serial, "screenshot", "phone is not online")
+            self._capture()
+        return encode_png(self.frame) if width is None else encode_thumbnail(self.frame, width)

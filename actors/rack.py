@@ -1,0 +1,169 @@
+"""The rack actor: supervisor of every phone actor on one node.
+
+Owns the set of phone actors and their ``PhoneRecord``s. Device watcher reports become
+start / pause / resume; a crashed phone actor is restarted with exponential back-off and an
+intensity limit (``max_restarts`` within ``window_s``, as OTP supervisors do), after which the
+phone is marked failed and reported. A ``PhoneDirectory`` gives the node's event loop
+lock-free reads of which actor serves which serial.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from typing import Callable
+
+import pykka
+
+from actors.bridge import BridgedActor, Call
+from actors.device.adb_server import AdbServer
+from actors.device.driver import DeviceDriver
+from actors.phone import PhoneActor, PhoneRecord, Publish
+
+log = logging.getLogger(__name__)
+
+
+class PhoneDirectory:
+    """serial -> running phone actor, readable from any thread."""
+
+    def __init__(self) -> None:
+        self._refs: dict[str, pykka.ActorRef] = {}
+        self._records: dict[str, PhoneRecord] = {}
+        self._lock = threading.Lock()
+
+    def get(self, serial: str) -> pykka.ActorRef | None:
+        return self._refs.get(serial)
+
+    def record(self, serial: str) -> PhoneRecord | None:
+        return self._records.get(serial)
+
+    def serials(self) -> list[str]:
+        return sorted(self._records)
+
+    def views(self) -> list[dict]:
+        with self._lock:
+            return [self._records[s].view() for s in sorted(self._records)]
+
+    def put(self, serial: str, ref: pykka.ActorRef | None, record: PhoneRecord) -> None:
+        with self._lock:
+            self._records[serial] = record
+            if ref is None:
+                self._refs.pop(serial, None)
+            else:
+                self._refs[serial] = ref
+
+
+class RackActor(BridgedActor):
+    """Starts, pauses, resumes and restarts the phone actors of one node."""
+
+    def __init__(self, adb: AdbServer, publish: Publish, directory: PhoneDirectory,
+                 max_restarts: int = 5, window_s: float = 60.0, backoff_s: float = 0.2,
+                 debug_actions: bool = False, clock: Callable[[], float] = time.time) -> None:
+        super().__init__()
+        self.adb = adb
+        self.publish = publish
+        self.directory = directory
+        self.max_restarts = max_restarts
+        self.window_s = window_s
+        self.backoff_s = backoff_s
+        self.debug_actions = debug_actions
+        self.clock = clock
+        self.restarts: dict[str, collections.deque[float]] = {}
+
+    def _event(self, event: str, serial: str, data: dict | None = None) -> None:
+        try:
+            self.publish(event, serial, data or {}, True)
+        except Exception:
+            log.exception("rack could not publish %s for %s", event, serial)
+
+    def _start_actor(self, record: PhoneRecord) -> None:
+        me = self.actor_ref
+
+        def on_crash(serial: str, exc: BaseException) -> None:
+            try:
+                me.tell(Call("phone_crashed", (serial, repr(exc))))
+            except pykka.ActorDeadError:
+                pass
+
+        ref = PhoneActor.start(record, DeviceDriver(record.serial, self.adb), self.publish,
+                               debug_actions=self.debug_actions, on_crash=on_crash)
+        self.directory.put(record.serial, ref, record)
+
+    # --- watcher events --------------------------------------------------------------------
+    def device_changed(self, serial: str, state: str) -> None:
+        record = self.directory.record(serial)
+        ref = self.directory.get(serial)
+        if state == "device":
+            if record is None:
+                record = PhoneRecord(serial)
+                self._start_actor(record)
+                self._event("phone_up", serial, record.view())
+            elif record.state == "failed":
+                # Re-plugging a failed phone is the operator's way to give it another chance.
+                self.restarts.pop(serial, None)
+                record.state = "online"
+                self._start_actor(record)
+                self._event("phone_up", serial, record.view())
+            elif ref is not None:
+                ref.tell(Call("resume"))
+            else:
+                record.state = "online"
+                self._start_actor(record)
+                self._event("phone_resumed", serial, {})
+        elif record is not None and ref is not None:
+            ref.tell(Call("pause", (f"device {state}",)))
+        elif record is not None and record.state == "online":
+            record.state = "paused"
+            self._event("phone_paused", serial, {"reason": f"device {state}"})
+
+    # --- supervision -----------------------------------------------------------------------
+    def phone_crashed(self, serial: str, reason: str) -> None:
+        record = self.directory.record(serial)
+        if record is None:
+            return
+        self.directory.put(serial, None, record)
+        now = self.clock()
+        history = self.restarts.setdefault(serial, collections.deque())
+        while history and now - history[0] > self.window_s:
+            history.popleft()
+        if len(history) >= self.max_restarts:
+            record.state = "failed"
+            log.error("phone=%s crashed %d times within %.0fs: marked failed (%s)", serial,
+                      len(history) + 1, self.window_s, reason)
+            self._event("phone_failed", serial, {"reason": reason, "crashes": len(history) + 1})
+            return
+        history.append(now)
+        delay = min(self.backoff_s * (2 ** (len(history) - 1)), 10.0)
+        log.warning("phone=%s actor crashed (%s); restart %d in %.1fs", serial, reason,
+                    len(history), delay)
+        self._event("phone_crashed", serial, {"reason": reason, "restart_in_s": delay})
+        me = self.actor_ref
+        timer = threading.Timer(delay, lambda: _tell_quietly(me, Call("restart_phone", (serial,))))
+        timer.daemon = True
+        timer.start()
+
+    def restart_phone(self, serial: str) -> None:
+        record = self.directory.record(serial)
+        if record is None or record.state == "failed" or self.directory.get(serial) is not None:
+            return
+        self._start_actor(record)
+        self._event("phone_restarted", serial, record.view())
+
+    def on_stop(self) -> None:
+        super().on_stop()
+        for serial in self.directory.serials():
+            ref = self.directory.get(serial)
+            if ref is not None:
+                try:
+                    ref.stop(block=True, timeout=10)
+                except (pykka.ActorDeadError, pykka.Timeout):
+                    pass
+
+
+def _tell_quietly(ref: pykka.ActorRef, message: Call) -> None:
+    try:
+        ref.tell(message)
+    except pykka.ActorDeadError:
+        pass
