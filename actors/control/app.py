@@ -1,0 +1,186 @@
+"""The control endpoint's aiohttp application.
+
+Owns the HTTP routes over the hub (`HubAPI`): phone and node lists, screen frames, actions on
+a scope of phones, the live status stream, the OpenAPI document and a health check; and the
+rule that every error is a JSON ``{"error": ...}`` naming what was wrong and where. Request
+types live in `schemas`, the SSE relay in `stream`, access control in `auth`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Protocol
+
+import msgspec
+import orjson
+from aiohttp import web
+
+from actors.control.auth import bearer_auth_middleware
+from actors.control.openapi import openapi_document
+from actors.control.schemas import MAX_BODY_BYTES, RequestError, decode_action_request
+from actors.control.stream import EventStreamer
+from protocol.errors import FarmError, PhoneNotFound, ScopeError
+from sequences.scopes import parse_phone_scope
+
+log = logging.getLogger(__name__)
+
+MIN_THUMB_WIDTH, MAX_THUMB_WIDTH = 16, 2000
+
+
+class HubAPI(Protocol):
+    """What the control endpoint needs from the coordinator's hub (actors/hub.py)."""
+
+    def phones(self) -> list[dict]:
+        """Every known phone: serial, node, state, lock_holder, active_app, active_account,
+        last_screen, tags, screen_ts."""
+
+    def nodes(self) -> list[dict]:
+        """Every known node: name, state, last_heartbeat, phones."""
+
+    async def run_action(self, serial: str, action: dict, execution_id: str | None = None) -> dict:
+        """Run one action; ``{"status": ok|locked|error|gone, "error": str|None, ...}``.
+        Raises PhoneNotFound for an unknown serial, nothing for device problems."""
+
+    async def screen(self, serial: str, width: int | None = None) -> tuple[bytes, str]:
+        """(image bytes, content type): PNG when width is None, else a JPEG that wide.
+        Raises PhoneNotFound."""
+
+    def subscribe(self) -> "asyncio.Queue[dict]":
+        """A queue receiving every hub event from now on."""
+
+    def unsubscribe(self, queue: "asyncio.Queue[dict]") -> None:
+        """Stop delivering to ``queue``."""
+
+
+HUB = web.AppKey("hub", HubAPI)
+STREAMER = web.AppKey("streamer", EventStreamer)
+
+
+def make_app(hub: HubAPI, token: str | None = None, *, heartbeat_s: float = 15.0,
+             stream_backlog: int = 1000) -> web.Application:
+    """The control endpoint over ``hub``. With ``token``, every /api request needs
+    ``Authorization: Bearer <token>``. ``heartbeat_s`` and ``stream_backlog`` tune the
+    status stream (comment heartbeat cadence, events kept per slow client)."""
+    app = web.Application(middlewares=[json_errors, bearer_auth_middleware(token)],
+                          client_max_size=MAX_BODY_BYTES)
+    app[HUB] = hub
+    streamer = EventStreamer(hub, heartbeat_s=heartbeat_s, backlog=stream_backlog)
+    app[STREAMER] = streamer
+    app.on_shutdown.append(streamer.close_all)
+    app.router.add_get("/api/health", get_health)
+    app.router.add_get("/api/phones", get_phones)
+    app.router.add_get("/api/nodes", get_nodes)
+    app.router.add_get("/api/phones/{serial}/screen", get_screen)
+    app.router.add_post("/api/actions", post_actions)
+    app.router.add_get("/api/stream", streamer.handle)
+    app.router.add_get("/api/openapi.json", get_openapi)
+    return app
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(body=orjson.dumps(body, default=str), status=status,
+                        content_type="application/json", headers=headers)
+
+
+def error_response(status: int, error: str, **extra: Any) -> web.Response:
+    return json_response({"error": error, **extra}, status=status)
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler) -> web.StreamResponse:
+    """Turn aiohttp's HTTP errors (404 route, 405, 413, ...) and crashes into JSON errors."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        reason = exc.reason
+        if exc.status == 404:
+            reason = f"no such endpoint: {request.method} {request.path}"
+        elif exc.status == 405:
+            reason = f"method {request.method} not allowed on {request.path}"
+        elif exc.status == 413:
+            reason = f"request body larger than {MAX_BODY_BYTES} bytes"
+        headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "www-authenticate")}
+        return json_response({"error": reason}, status=exc.status, headers=headers)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the endpoint must answer, and log the cause
+        log.exception("request failed method=%s path=%s", request.method, request.path)
+        return error_response(500, f"internal error: {type(exc).__name__}: {exc}")
+
+
+async def get_health(request: web.Request) -> web.Response:
+    return json_response({"ok": True})
+
+
+async def get_phones(request: web.Request) -> web.Response:
+    return json_response({"phones": request.app[HUB].phones()})
+
+
+async def get_nodes(request: web.Request) -> web.Response:
+    return json_response({"nodes": request.app[HUB].nodes()})
+
+
+async def get_openapi(request: web.Request) -> web.Response:
+    return json_response(openapi_document())
+
+
+async def get_screen(request: web.Request) -> web.Response:
+    serial = request.match_info["serial"]
+    width: int | None = None
+    raw = request.query.get("w")
+    if raw is not None:
+        try:
+            width = int(raw)
+        except ValueError:
+            width = None
+        if width is None or not MIN_THUMB_WIDTH <= width <= MAX_THUMB_WIDTH:
+            return error_response(400, f"query parameter w: expected an integer "
+                                       f"{MIN_THUMB_WIDTH}..{MAX_THUMB_WIDTH}, got {raw!r}", field="w")
+    try:
+        image, content_type = await request.app[HUB].screen(serial, width)
+    except PhoneNotFound as exc:
+        return error_response(404, str(exc), serial=serial)
+    except FarmError as exc:
+        return error_response(503, str(exc), serial=serial)
+    return web.Response(body=image, content_type=content_type, headers={"Cache-Control": "no-store"})
+
+
+async def post_actions(request: web.Request) -> web.Response:
+    """Validate the request, resolve its scope, run the action on every phone concurrently."""
+    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+        return error_response(413, f"request body larger than {MAX_BODY_BYTES} bytes")
+    body = await request.read()  # over the limit without Content-Length: 413 via json_errors
+    try:
+        action_request = decode_action_request(body)
+    except RequestError as exc:
+        return json_response(exc.body, status=400)
+    hub = request.app[HUB]
+    try:
+        serials = parse_phone_scope(action_request.scope).resolve(hub.phones())
+    except ScopeError as exc:
+        return error_response(400, str(exc), offset=exc.offset, scope=exc.text, field="$.scope")
+    action = msgspec.to_builtins(action_request.action)
+    log.info("actions scope=%s type=%s phones=%d execution_id=%s", action_request.scope,
+             action["type"], len(serials), action_request.execution_id)
+    outcomes = await asyncio.gather(*(
+        _run_one(hub, serial, dict(action), action_request.execution_id) for serial in serials))
+    return json_response({"results": dict(zip(serials, outcomes))})
+
+
+async def _run_one(hub: HubAPI, serial: str, action: dict, execution_id: str | None) -> dict:
+    """One phone's result; a phone that vanished or a failing hub is that phone's result,
+    never the whole request's."""
+    try:
+        return await hub.run_action(serial, action, execution_id)
+    except PhoneNotFound as exc:
+        return {"status": "gone", "error": str(exc)}
+    except FarmError as exc:
+        return {"status": "error", "error": str(exc)}
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a hub bug must not hide the other phones' results
+        log.exception("run_action crashed serial=%s type=%s", serial, action.get("type"))
+        return {"status": "error", "error": f"internal error: {type(exc).__name__}: {exc}"}

@@ -1,0 +1,80 @@
+"""Access control of the control endpoint.
+
+Owns the bearer-token check on every ``/api`` request (constant-time compare; 401 with a
+JSON error otherwise) and `check_bind`, the rule that the endpoint listens on loopback
+unless an access token is configured. An empty token counts as no token.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import logging
+from typing import Awaitable, Callable
+
+from aiohttp import web
+
+from protocol.errors import ValidationError
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+PROTECTED_PREFIX = "/api"
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost``, 127.0.0.0/8, ``::1`` (also bracketed, or IPv4-mapped)."""
+    name = host.strip().strip("[]").lower()
+    if name in ("localhost", "localhost."):
+        return True
+    try:
+        address = ipaddress.ip_address(name.split("%", 1)[0])
+    except ValueError:
+        return False  # any other host name may resolve to a public address
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback
+
+
+def check_bind(host: str, token: str | None) -> None:
+    """Refuse (`ValidationError`, a FarmError) to listen on a non-loopback ``host`` without
+    an access token: the HTTP endpoint binds 127.0.0.1 unless told otherwise."""
+    if is_loopback(host) or token:
+        return
+    raise ValidationError(
+        f"bind address {host!r}",
+        "refusing to listen on a non-loopback address without an access token; "
+        "configure a token (--token or PHONEFARM_TOKEN) or bind 127.0.0.1")
+
+
+def _digest(value: str) -> bytes:
+    return hashlib.sha256(value.encode("utf-8", "surrogateescape")).digest()
+
+
+def bearer_auth_middleware(token: str | None) -> Callable:
+    """An aiohttp middleware requiring ``Authorization: Bearer <token>`` on /api requests;
+    a no-op when ``token`` is empty or None."""
+    expected = _digest(token) if token else None
+
+    @web.middleware
+    async def bearer_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if expected is None or not _protected(request.path):
+            return await handler(request)
+        scheme, _, credential = request.headers.get("Authorization", "").partition(" ")
+        # Compare digests: constant time and independent of the token's length.
+        ok = scheme.lower() == "bearer" and hmac.compare_digest(_digest(credential.strip()), expected)
+        if not ok:
+            log.warning("auth rejected peer=%s method=%s path=%s reason=%s", request.remote,
+                        request.method, request.path,
+                        "no bearer token" if scheme.lower() != "bearer" else "wrong token")
+            return web.json_response(
+                {"error": "missing or wrong access token: send 'Authorization: Bearer <token>'"},
+                status=401, headers={"WWW-Authenticate": 'Bearer realm="phonefarm"'})
+        return await handler(request)
+
+    return bearer_auth
+
+
+def _protected(path: str) -> bool:
+    return path == PROTECTED_PREFIX or path.startswith(PROTECTED_PREFIX + "/")

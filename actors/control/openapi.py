@@ -1,0 +1,141 @@
+"""The control endpoint's OpenAPI 3.1 document.
+
+Owns the published description of every route: paths, parameters, request and response
+schemas. Component schemas are generated from the msgspec types in `schemas` (JSON Schema
+2020-12, which OpenAPI 3.1 uses), so the document cannot drift from what is validated.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+from typing import Any
+
+import msgspec
+
+from actors.control.schemas import (
+    MAX_BODY_BYTES,
+    ActionRequest,
+    ActionsResponse,
+    ErrorBody,
+    Health,
+    HubEvent,
+    NodesResponse,
+    PhonesResponse,
+)
+
+REF = "#/components/schemas/{name}"
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": REF.format(name=name)}
+
+
+def _json(name: str, description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": _ref(name)}}}
+
+
+def _error(description: str) -> dict[str, Any]:
+    return _json("ErrorBody", description)
+
+
+_UNAUTHORIZED = _error("missing or wrong bearer token (only when a token is configured)")
+
+
+@functools.cache
+def _document() -> dict[str, Any]:
+    (_request, _actions, _error_body, _health, _event, _nodes, _phones), components = \
+        msgspec.json.schema_components(
+            [ActionRequest, ActionsResponse, ErrorBody, Health, HubEvent, NodesResponse, PhonesResponse],
+            ref_template=REF)
+    serial = {"name": "serial", "in": "path", "required": True, "schema": {"type": "string"},
+              "description": "device serial, URL-encoded (e.g. 127.0.0.1%3A40123)"}
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "phonefarm control API",
+            "version": "1.0.0",
+            "description": "Operate a fleet of Android phones. When the coordinator has an access "
+                           "token, every /api request needs `Authorization: Bearer <token>`.",
+        },
+        "servers": [{"url": "http://127.0.0.1:8470"}],
+        "components": {
+            "schemas": components,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+        "security": [{"bearer": []}, {}],
+        "paths": {
+            "/api/health": {"get": {
+                "operationId": "health", "summary": "Liveness check",
+                "responses": {"200": _json("Health", "the endpoint is up"), "401": _UNAUTHORIZED},
+            }},
+            "/api/phones": {"get": {
+                "operationId": "listPhones", "summary": "Every known phone and its state",
+                "responses": {"200": _json("PhonesResponse", "phones"), "401": _UNAUTHORIZED},
+            }},
+            "/api/nodes": {"get": {
+                "operationId": "listNodes", "summary": "Every known node (rack computer)",
+                "responses": {"200": _json("NodesResponse", "nodes"), "401": _UNAUTHORIZED},
+            }},
+            "/api/phones/{serial}/screen": {"get": {
+                "operationId": "getScreen",
+                "summary": "Latest frame of a phone: full PNG, or a JPEG thumbnail with ?w=",
+                "parameters": [serial, {
+                    "name": "w", "in": "query", "required": False,
+                    "schema": {"type": "integer", "minimum": 16, "maximum": 2000},
+                    "description": "thumbnail width in pixels; omit for the full PNG frame"}],
+                "responses": {
+                    "200": {"description": "the frame", "content": {
+                        "image/png": {"schema": {"type": "string", "contentMediaType": "image/png"}},
+                        "image/jpeg": {"schema": {"type": "string", "contentMediaType": "image/jpeg"}}}},
+                    "400": _error("bad w"),
+                    "401": _UNAUTHORIZED,
+                    "404": _error("unknown serial (named in `serial`)"),
+                    "503": _error("no frame available from the phone"),
+                },
+            }},
+            "/api/actions": {"post": {
+                "operationId": "runAction",
+                "summary": "Run one action on every phone of a scope, concurrently",
+                "requestBody": {"required": True, "content": {"application/json": {
+                    "schema": _ref("ActionRequest"),
+                    "example": {"scope": "phone:all",
+                                "action": {"type": "tap", "x": 540, "y": 1200}}}}},
+                "responses": {
+                    "200": _json("ActionsResponse", "one result per phone, by serial"),
+                    "400": _error("invalid JSON (`line`, `column`), an invalid field (`field`, "
+                                  "a JSON path such as $.action.x) or a bad scope (`offset`)"),
+                    "401": _UNAUTHORIZED,
+                    "413": _error(f"body larger than {MAX_BODY_BYTES} bytes"),
+                },
+            }},
+            "/api/stream": {"get": {
+                "operationId": "streamEvents",
+                "summary": "Live status: every hub event as Server-Sent Events",
+                "description": "Each message is `event: <name>` and `data: <HubEvent JSON>`. "
+                               "Comment lines (`: heartbeat`) arrive every 15 s. A client too slow "
+                               "to keep up loses the oldest events and gets one `overflow` event "
+                               "whose data.dropped counts them. Event names: phone_up, phone_down, "
+                               "phone_paused, phone_resumed, phone_failed, lock_taken, lock_freed, "
+                               "app_changed, account_changed, screen_changed, node_up, node_down, "
+                               "action_result, thumbnail, overflow.",
+                "responses": {
+                    "200": {"description": "an endless event stream", "content": {
+                        "text/event-stream": {"x-item-schema": _ref("HubEvent"),
+                                              "schema": {"type": "string"}}}},
+                    "401": _UNAUTHORIZED,
+                },
+            }},
+            "/api/openapi.json": {"get": {
+                "operationId": "openapi", "summary": "This document",
+                "responses": {"200": {"description": "OpenAPI 3.1 document", "content": {
+                    "application/json": {"schema": {"type": "object"}}}},
+                    "401": _UNAUTHORIZED},
+            }},
+        },
+    }
+
+
+def openapi_document() -> dict[str, Any]:
+    """The OpenAPI 3.1 document of the control endpoint (a fresh copy)."""
+    return copy.deepcopy(_document())

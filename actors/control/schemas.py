@@ -1,0 +1,202 @@
+"""Request and response types of the control endpoint, as msgspec Structs.
+
+Owns what an operator may send (`ActionRequest` and the strict `ControlAction` union: unknown
+fields and out-of-range values are rejected, with the JSON path of the field) and the shapes
+of the responses, which `openapi` turns into the published schema. Actions map one to one
+onto `protocol.messages` actions (same tags, same fields) but the lock operations
+(acquire/release) are not offered to operators.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Annotated, Any, Literal, Union
+
+import msgspec
+from msgspec import Meta
+
+from actors.device.keycodes import key_code
+from protocol.errors import ValidationError
+
+MAX_BODY_BYTES = 1024 * 1024
+
+Coordinate = Annotated[int, Meta(ge=0, le=100_000, description="screen pixel")]
+DurationMs = Annotated[int, Meta(ge=1, le=600_000, description="milliseconds")]
+PackageName = Annotated[str, Meta(pattern=r"^[A-Za-z][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)+$",
+                                  max_length=255, description="Android package, e.g. com.example.app")]
+ActivityName = Annotated[str, Meta(pattern=r"^\.?[A-Za-z_$][A-Za-z0-9_$]*(\.[A-Za-z_$][A-Za-z0-9_$]*)*$",
+                                   max_length=255, description="activity class, e.g. .MainActivity")]
+KeyValue = Annotated[Union[Annotated[int, Meta(ge=0, le=10_000)], Annotated[str, Meta(min_length=1, max_length=64)]],
+                     Meta(description="Android keycode number or name (HOME, KEYCODE_BACK, ...)")]
+
+
+class _ControlAction(msgspec.Struct, frozen=True, tag_field="type", forbid_unknown_fields=True):
+    """Base of the operator action union; the wire form has ``"type": "<tag>"``."""
+
+
+class TapAction(_ControlAction, tag="tap", frozen=True):
+    x: Coordinate
+    y: Coordinate
+
+
+class LongTapAction(_ControlAction, tag="long_tap", frozen=True):
+    x: Coordinate
+    y: Coordinate
+    duration_ms: DurationMs = 800
+
+
+class SwipeAction(_ControlAction, tag="swipe", frozen=True):
+    x1: Coordinate
+    y1: Coordinate
+    x2: Coordinate
+    y2: Coordinate
+    duration_ms: DurationMs = 300
+
+
+class TextAction(_ControlAction, tag="text", frozen=True):
+    text: Annotated[str, Meta(min_length=1, max_length=10_000)]
+
+
+class KeyAction(_ControlAction, tag="key", frozen=True):
+    key: KeyValue
+
+
+class LaunchAppAction(_ControlAction, tag="launch_app", frozen=True):
+    package: PackageName
+    activity: ActivityName | None = None
+
+
+class StopAppAction(_ControlAction, tag="stop_app", frozen=True):
+    package: PackageName
+
+
+class ScreenshotAction(_ControlAction, tag="screenshot", frozen=True):
+    pass
+
+
+ControlAction = Union[TapAction, LongTapAction, SwipeAction, TextAction, KeyAction,
+                      LaunchAppAction, StopAppAction, ScreenshotAction]
+
+
+class ActionRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """POST /api/actions: run one action on every phone a scope selects."""
+
+    scope: Annotated[str, Meta(min_length=1, max_length=10_000,
+                               description="phone:all | phone:SERIAL[,..] | phone:all-a,b | node:NAME[,..]")]
+    action: ControlAction
+    execution_id: Annotated[str, Meta(min_length=1, max_length=200)] | None = None
+
+
+# --- responses (documentation; handlers pass the hub's dicts through) -------------------------
+
+
+class ActionResult(msgspec.Struct):
+    """One phone's outcome; the hub may add fields (e.g. a screenshot reference)."""
+
+    status: Literal["ok", "locked", "error", "gone"]
+    error: str | None = None
+
+
+class ActionsResponse(msgspec.Struct):
+    results: dict[str, ActionResult]
+
+
+class Phone(msgspec.Struct):
+    serial: str
+    node: str
+    state: Literal["online", "paused", "offline", "failed"]
+    lock_holder: str | None
+    active_app: str | None
+    active_account: dict[str, Any]
+    last_screen: str | None
+    tags: list[str]
+    screen_ts: float | None
+
+
+class PhonesResponse(msgspec.Struct):
+    phones: list[Phone]
+
+
+class Node(msgspec.Struct):
+    name: str
+    state: Literal["up", "down"]
+    last_heartbeat: float
+    phones: int
+
+
+class NodesResponse(msgspec.Struct):
+    nodes: list[Node]
+
+
+class HubEvent(msgspec.Struct):
+    """One SSE ``data:`` payload; the SSE ``event:`` line repeats ``event``."""
+
+    event: str
+    ts: float
+    node: str | None
+    serial: str | None
+    data: dict[str, Any]
+
+
+class Health(msgspec.Struct):
+    ok: bool
+
+
+class ErrorBody(msgspec.Struct, omit_defaults=True):
+    """Every error response. Extra members say where the problem is."""
+
+    error: str
+    field: str | None = None     # JSON path of a bad field ($.action.x) or query parameter
+    line: int | None = None      # bad JSON: 1-based line and column
+    column: int | None = None
+    offset: int | None = None    # bad scope: 0-based offset into scope
+    scope: str | None = None
+    serial: str | None = None    # unknown phone
+
+
+class RequestError(ValidationError):
+    """A request body was rejected; ``body`` is the JSON error response to send."""
+
+    def __init__(self, where: str, reason: str, **extra: Any) -> None:
+        super().__init__(where, reason)
+        self.body: dict[str, Any] = {"error": str(self), **extra}
+
+
+_AT_PATH = re.compile(r" - at `(\$[^`]*)`$")
+_ACTION_REQUEST_DECODER = msgspec.json.Decoder(ActionRequest)
+
+
+def decode_action_request(body: bytes) -> ActionRequest:
+    """Decode and validate a POST /api/actions body; `RequestError` names the JSON line and
+    column of a syntax error, or the JSON path of a bad field."""
+    if not body.strip():
+        raise RequestError("request body", "empty: expected a JSON object with scope and action")
+    try:
+        request = _ACTION_REQUEST_DECODER.decode(body)
+    except msgspec.ValidationError as exc:
+        message = str(exc)
+        match = _AT_PATH.search(message)
+        path = match.group(1) if match else "$"
+        reason = message[:match.start()] if match else message
+        raise RequestError(path, reason, field=path) from None
+    except msgspec.DecodeError as exc:
+        raise _syntax_error(body, str(exc)) from None
+    if isinstance(request.action, KeyAction):
+        try:
+            key_code(request.action.key)
+        except ValueError as exc:
+            raise RequestError("$.action.key", str(exc), field="$.action.key") from None
+    return request
+
+
+def _syntax_error(body: bytes, fallback: str) -> RequestError:
+    """Locate a JSON syntax error as line/column (msgspec reports only a byte offset)."""
+    try:
+        json.loads(body)
+    except json.JSONDecodeError as exc:
+        return RequestError(f"request body: line {exc.lineno} column {exc.colno}",
+                            f"invalid JSON: {exc.msg}", line=exc.lineno, column=exc.colno)
+    except UnicodeDecodeError as exc:
+        return RequestError(f"request body: byte {exc.start}", "invalid JSON: not UTF-8 text")
+    return RequestError("request body", f"invalid JSON: {fallback}")

@@ -1,0 +1,103 @@
+"""An in-memory stand-in for the coordinator's hub (actors.control.app.HubAPI), for tests of
+the control endpoint and the `farm` CLI: fixed phones and nodes, scripted action results,
+synthetic screen frames, and event fan-out to subscribers."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import cv2
+import numpy as np
+
+from protocol.errors import DeviceError, FarmError, PhoneNotFound
+
+
+def default_phones() -> list[dict]:
+    def phone(serial: str, node: str, state: str, tags: list[str], **extra: Any) -> dict:
+        return {"serial": serial, "node": node, "state": state, "lock_holder": None,
+                "active_app": None, "active_account": {}, "last_screen": None, "tags": tags,
+                "screen_ts": None} | extra
+
+    return [
+        phone("127.0.0.1:40123", "rack1", "online", ["phone1"], lock_holder="exec-7",
+              active_app="com.example.demo", last_screen="demo.home", screen_ts=1700000000.0,
+              active_account={"demo": "alice"}),
+        phone("127.0.0.1:40124", "rack1", "online", ["phone2"]),
+        phone("R58M123ABC", "rack2", "paused", ["phone3"]),
+    ]
+
+
+class FakeHub:
+    """Owns a fake farm's state for tests; records every run_action call."""
+
+    def __init__(self, phones: list[dict] | None = None) -> None:
+        self._phones = default_phones() if phones is None else phones
+        self._nodes = [
+            {"name": "rack1", "state": "up", "last_heartbeat": 1700000000.5, "phones": 2},
+            {"name": "rack2", "state": "down", "last_heartbeat": 1699999990.0, "phones": 1},
+        ]
+        self.calls: list[tuple[str, dict, str | None]] = []
+        self.results: dict[str, dict | BaseException] = {}
+        self.no_frame: set[str] = set()
+        self.vanished: set[str] = set()   # listed in phones() but gone by run_action time
+        self.action_delay = 0.0
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.subscribers: list[asyncio.Queue] = []
+        self.frame = np.zeros((240, 108, 3), np.uint8)
+        self.frame[:120] = (0, 0, 255)
+
+    def phones(self) -> list[dict]:
+        return [dict(p) for p in self._phones]
+
+    def nodes(self) -> list[dict]:
+        return [dict(n) for n in self._nodes]
+
+    def _known(self, serial: str) -> None:
+        if serial in self.vanished or all(p["serial"] != serial for p in self._phones):
+            raise PhoneNotFound(serial)
+
+    async def run_action(self, serial: str, action: dict, execution_id: str | None = None) -> dict:
+        self.calls.append((serial, action, execution_id))
+        self._known(serial)
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            await asyncio.sleep(self.action_delay)
+        finally:
+            self.in_flight -= 1
+        result = self.results.get(serial, {"status": "ok", "error": None})
+        if isinstance(result, BaseException):
+            raise result
+        return dict(result)
+
+    async def screen(self, serial: str, width: int | None = None) -> tuple[bytes, str]:
+        self._known(serial)
+        if serial in self.no_frame:
+            raise DeviceError(serial, "screenshot", "no frame yet")
+        if width is None:
+            return cv2.imencode(".png", self.frame)[1].tobytes(), "image/png"
+        h, w = self.frame.shape[:2]
+        thumb = cv2.resize(self.frame, (width, max(1, round(h * width / w))))
+        return cv2.imencode(".jpg", thumb)[1].tobytes(), "image/jpeg"
+
+    def subscribe(self) -> asyncio.Queue:
+        queue: asyncio.Queue = asyncio.Queue()
+        self.subscribers.append(queue)
+        return queue
+
+    def unsubscribe(self, queue: asyncio.Queue) -> None:
+        self.subscribers.remove(queue)
+
+    def publish(self, event: str, serial: str | None = None, node: str | None = None,
+                ts: float | None = None, **data: Any) -> dict:
+        message = {"event": event, "ts": time.time() if ts is None else ts, "node": node,
+                   "serial": serial, "data": data}
+        for queue in self.subscribers:
+            queue.put_nowait(message)
+        return message
+
+
+__all__ = ["FakeHub", "FarmError", "default_phones"]
