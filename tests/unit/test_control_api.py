@@ -4,6 +4,7 @@ every route, every error case, the SSE stream, bearer auth and check_bind."""
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import sys
 from pathlib import Path
@@ -273,7 +274,7 @@ async def test_unknown_serial_in_scope(client: TestClient, hub: FakeHub) -> None
 
 async def test_body_over_1mib_is_413(client: TestClient, hub: FakeHub) -> None:
     big = json.dumps({"scope": "phone:all", "action": {"type": "text", "text": "x" * MAX_BODY_BYTES}})
-    resp = await client.post("/api/actions", data=big.encode())
+    resp = await client.post("/api/actions", data=io.BytesIO(big.encode()))
     assert resp.status == 413 and "bytes" in (await resp.json())["error"]
     assert hub.calls == []
 

@@ -1,0 +1,327 @@
+"""`farm`: the operator's command line over the control endpoint's HTTP API.
+
+Owns turning commands into HTTP requests (standard library urllib only, so the CLI starts
+fast and needs nothing beyond Python) and their results into terminal lines.
+
+    farm phones                          table: serial, node, state, lock, app, screen
+    farm tap SCOPE X Y                   farm long-tap SCOPE X Y [--ms 800]
+    farm swipe SCOPE X1 Y1 X2 Y2 [--ms 300]
+    farm text SCOPE TEXT                 farm key SCOPE KEY
+    farm launch SCOPE PACKAGE [--activity A]
+    farm stop SCOPE PACKAGE
+    farm screenshot SERIAL -o F.png [--width W]
+    farm watch [--count N]               one line per live event
+
+The endpoint is ``--url`` or $PHONEFARM_URL (default http://127.0.0.1:8470); the access
+token ``--token`` or $PHONEFARM_TOKEN. Exit status: 0 success; 1 some phone's action did
+not succeed (or the scope matched no phone); 2 bad usage or a request the endpoint
+rejected; 3 endpoint unreachable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+from datetime import datetime, timezone
+from typing import Any, Iterator
+
+from protocol.errors import DeliveryError, FarmError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_URL = "http://127.0.0.1:8470"
+EXIT_OK, EXIT_PHONE_FAILED, EXIT_REJECTED, EXIT_UNREACHABLE = 0, 1, 2, 3
+
+
+class FarmClient:
+    """Owns the conversation with one control endpoint: URLs, the bearer token, JSON in and
+    out. An HTTP error answer raises FarmError (with the endpoint's message); no answer at
+    all raises DeliveryError."""
+
+    def __init__(self, url: str, token: str | None = None, timeout: float = 60.0) -> None:
+        self.url = url.rstrip("/")
+        self.token = token or None
+        self.timeout = timeout
+
+    def _open(self, path: str, body: dict | None = None, timeout: float | None = None):
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(self.url + path, data=data,
+                                         method="GET" if body is None else "POST")
+        if data is not None:
+            request.add_header("Content-Type", "application/json")
+        if self.token:
+            request.add_header("Authorization", f"Bearer {self.token}")
+        try:
+            return urllib.request.urlopen(request, timeout=timeout or self.timeout)
+        except urllib.error.HTTPError as exc:
+            raw = exc.read()
+            try:
+                message = json.loads(raw)["error"]
+            except (ValueError, KeyError, TypeError):
+                message = raw.decode(errors="replace").strip() or exc.reason
+            raise FarmError(f"{self.url}{path}: HTTP {exc.code}: {message}") from None
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise DeliveryError(self.url, f"cannot reach the control endpoint: {reason}") from None
+
+    def get_json(self, path: str) -> Any:
+        with self._open(path) as response:
+            return json.load(response)
+
+    def post_json(self, path: str, body: dict) -> Any:
+        with self._open(path, body) as response:
+            return json.load(response)
+
+    def get_bytes(self, path: str) -> tuple[bytes, str]:
+        with self._open(path) as response:
+            return response.read(), response.headers.get_content_type()
+
+    def events(self, read_timeout: float = 60.0) -> Iterator[tuple[str, dict]]:
+        """Follow /api/stream: (event name, payload) until the server ends the stream.
+        Heartbeats (every 15 s) keep the read timeout from firing on a healthy stream."""
+        with self._open("/api/stream", timeout=read_timeout) as response:
+            name, data = None, []
+            for raw in self._lines(response, read_timeout):
+                line = raw.decode("utf-8", "replace").rstrip("\r\n")
+                if not line:
+                    if name is not None or data:
+                        yield name or "message", json.loads("\n".join(data) or "{}")
+                    name, data = None, []
+                elif line.startswith(":"):
+                    continue
+                else:
+                    field, _, value = line.partition(":")
+                    value = value[1:] if value.startswith(" ") else value
+                    if field == "event":
+                        name = value
+                    elif field == "data":
+                        data.append(value)
+
+    def _lines(self, response, read_timeout: float) -> Iterator[bytes]:
+        try:
+            yield from response
+        except (TimeoutError, OSError) as exc:
+            raise DeliveryError(self.url, f"status stream stalled or broke "
+                                          f"(nothing for {read_timeout:g} s): {exc}") from None
+
+    def run_action(self, scope: str, action: dict) -> dict[str, dict]:
+        return self.post_json("/api/actions", {"scope": scope, "action": action})["results"]
+
+
+# --- output ---------------------------------------------------------------------------------
+
+
+def format_table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip()
+             for row in [header, *rows]]
+    return "\n".join(lines)
+
+
+def phones_table(phones: list[dict]) -> str:
+    def cell(value: Any) -> str:
+        return "-" if value in (None, "") else str(value)
+
+    rows = [[cell(p.get("serial")), cell(p.get("node")), cell(p.get("state")),
+             cell(p.get("lock_holder")), cell(p.get("active_app")), cell(p.get("last_screen"))]
+            for p in phones]
+    return format_table(rows, ["SERIAL", "NODE", "STATE", "LOCK", "APP", "SCREEN"])
+
+
+def _value(value: Any) -> str:
+    if isinstance(value, str) and value and not any(c.isspace() or c in "\"'=" for c in value):
+        return value
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def format_event(name: str, payload: dict) -> str:
+    """``HH:MM:SS event serial key=value ...`` (UTC); ``-`` when no phone is concerned."""
+    ts = payload.get("ts")
+    clock = (datetime.fromtimestamp(ts, timezone.utc).strftime("%H:%M:%S")
+             if isinstance(ts, (int, float)) else "--:--:--")
+    parts = [clock, name, payload.get("serial") or "-"]
+    if payload.get("node"):
+        parts.append(f"node={_value(payload['node'])}")
+    data = payload.get("data")
+    if isinstance(data, dict):
+        parts.extend(f"{key}={_value(value)}" for key, value in data.items())
+    return " ".join(parts)
+
+
+def format_result(serial: str, result: dict) -> str:
+    status = result.get("status", "error")
+    error = result.get("error")
+    return f"{serial} {status}" + (f": {error}" if error and status != "ok" else "")
+
+
+# --- commands -------------------------------------------------------------------------------
+
+
+def _cmd_phones(client: FarmClient, args: argparse.Namespace) -> int:
+    phones = client.get_json("/api/phones")["phones"]
+    if args.json:
+        print(json.dumps(phones, indent=2))
+    else:
+        print(phones_table(phones))
+    return EXIT_OK
+
+
+def _action_of(args: argparse.Namespace) -> dict:
+    kind = args.command
+    if kind == "tap":
+        return {"type": "tap", "x": args.x, "y": args.y}
+    if kind == "long-tap":
+        return {"type": "long_tap", "x": args.x, "y": args.y, "duration_ms": args.ms}
+    if kind == "swipe":
+        return {"type": "swipe", "x1": args.x1, "y1": args.y1, "x2": args.x2, "y2": args.y2,
+                "duration_ms": args.ms}
+    if kind == "text":
+        return {"type": "text", "text": args.text}
+    if kind == "key":
+        return {"type": "key", "key": int(args.key) if args.key.isdigit() else args.key}
+    if kind == "launch":
+        return {"type": "launch_app", "package": args.package, "activity": args.activity}
+    if kind == "stop":
+        return {"type": "stop_app", "package": args.package}
+    raise AssertionError(kind)
+
+
+def _cmd_action(client: FarmClient, args: argparse.Namespace) -> int:
+    results = client.run_action(args.scope, _action_of(args))
+    if not results:
+        print(f"farm: scope {args.scope!r} matched no phone", file=sys.stderr)
+        return EXIT_PHONE_FAILED
+    for serial, result in results.items():
+        print(format_result(serial, result))
+    failed = any(r.get("status") != "ok" for r in results.values())
+    return EXIT_PHONE_FAILED if failed else EXIT_OK
+
+
+def _cmd_screenshot(client: FarmClient, args: argparse.Namespace) -> int:
+    path = f"/api/phones/{urllib.parse.quote(args.serial, safe='')}/screen"
+    if args.width is not None:
+        path += f"?w={args.width}"
+    image, content_type = client.get_bytes(path)
+    if args.output == "-":
+        sys.stdout.buffer.write(image)
+        sys.stdout.flush()
+    else:
+        with open(args.output, "wb") as f:
+            f.write(image)
+        print(f"{args.serial}: wrote {args.output} ({len(image)} bytes, {content_type})")
+    return EXIT_OK
+
+
+def _cmd_watch(client: FarmClient, args: argparse.Namespace) -> int:
+    seen = 0
+    for name, payload in client.events():
+        print(format_event(name, payload), flush=True)
+        seen += 1
+        if args.count and seen >= args.count:
+            break
+    return EXIT_OK
+
+
+# --- argument parsing -----------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    # Connection options work before or after the command (`farm --url U phones` and
+    # `farm phones --url U`); the subcommand copies default to SUPPRESS so they don't clobber.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--url", default=argparse.SUPPRESS,
+                        help=f"control endpoint (env PHONEFARM_URL, default {DEFAULT_URL})")
+    common.add_argument("--token", default=argparse.SUPPRESS,
+                        help="access token (env PHONEFARM_TOKEN)")
+    common.add_argument("--timeout", type=float, default=argparse.SUPPRESS,
+                        help="seconds to wait for an answer (default 60)")
+
+    parser = argparse.ArgumentParser(prog="farm", description="Operate the phone farm.",
+                                     epilog="SCOPE: phone:all | phone:SERIAL[,SERIAL..] | "
+                                            "phone:all-SERIAL[,..] | node:NAME[,..]")
+    parser.add_argument("--url", default=None,
+                        help=f"control endpoint (env PHONEFARM_URL, default {DEFAULT_URL})")
+    parser.add_argument("--token", default=None, help="access token (env PHONEFARM_TOKEN)")
+    parser.add_argument("--timeout", type=float, default=60.0,
+                        help="seconds to wait for an answer (default 60)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help_text: str, func) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text, parents=[common])
+        p.set_defaults(func=func)
+        return p
+
+    p = command("phones", "list phones: serial, node, state, lock, app, screen", _cmd_phones)
+    p.add_argument("--json", action="store_true", help="print the raw JSON")
+
+    p = command("tap", "tap X Y on every phone of SCOPE", _cmd_action)
+    p.add_argument("scope")
+    p.add_argument("x", type=int)
+    p.add_argument("y", type=int)
+
+    p = command("long-tap", "press X Y for --ms milliseconds", _cmd_action)
+    p.add_argument("scope")
+    p.add_argument("x", type=int)
+    p.add_argument("y", type=int)
+    p.add_argument("--ms", type=int, default=800, help="press duration (default 800)")
+
+    p = command("swipe", "swipe from X1 Y1 to X2 Y2", _cmd_action)
+    p.add_argument("scope")
+    for coordinate in ("x1", "y1", "x2", "y2"):
+        p.add_argument(coordinate, type=int)
+    p.add_argument("--ms", type=int, default=300, help="swipe duration (default 300)")
+
+    p = command("text", "type TEXT into the focused field", _cmd_action)
+    p.add_argument("scope")
+    p.add_argument("text")
+
+    p = command("key", "press KEY (a keycode number or a name: HOME, BACK, ENTER...)", _cmd_action)
+    p.add_argument("scope")
+    p.add_argument("key")
+
+    p = command("launch", "start the app PACKAGE", _cmd_action)
+    p.add_argument("scope")
+    p.add_argument("package")
+    p.add_argument("--activity", default=None, help="activity to start, e.g. .MainActivity")
+
+    p = command("stop", "force-stop the app PACKAGE", _cmd_action)
+    p.add_argument("scope")
+    p.add_argument("package")
+
+    p = command("screenshot", "save the phone's latest frame", _cmd_screenshot)
+    p.add_argument("serial")
+    p.add_argument("-o", "--output", required=True, help="file to write ('-' for stdout)")
+    p.add_argument("--width", type=int, default=None,
+                   help="JPEG thumbnail this many pixels wide instead of the full PNG")
+
+    p = command("watch", "follow live events, one line each (times in UTC)", _cmd_watch)
+    p.add_argument("--count", type=int, default=0, help="stop after N events")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=os.environ.get("PHONEFARM_LOG_LEVEL", "WARNING").upper(),
+                        stream=sys.stderr, format="%(levelname)s %(name)s %(message)s")
+    url = args.url or os.environ.get("PHONEFARM_URL") or DEFAULT_URL
+    token = args.token if args.token is not None else os.environ.get("PHONEFARM_TOKEN")
+    client = FarmClient(url, token, timeout=args.timeout)
+    try:
+        return args.func(client, args)
+    except DeliveryError as exc:
+        print(f"farm: {exc}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    except FarmError as exc:  # the endpoint answered with an error
+        print(f"farm: {exc}", file=sys.stderr)
+        return EXIT_REJECTED
+    except OSError as exc:  # e.g. the screenshot file cannot be written
+        print(f"farm: {exc}", file=sys.stderr)
+        return EXIT_REJECTED
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,230 @@
+"""The `farm` CLI against a real aiohttp control endpoint (fake hub, ephemeral port).
+
+`main(argv)` runs in a worker thread (it uses blocking urllib) while the server runs on the
+test's event loop; one test runs the real `bin/farm` launcher as a subprocess."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from aiohttp.test_utils import TestServer
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from actors.control.app import make_app  # noqa: E402
+from actors.control.cli import format_event, main, phones_table  # noqa: E402
+from fake_hub import FakeHub  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+TOKEN = "cli-token"
+
+
+@pytest.fixture
+def hub() -> FakeHub:
+    return FakeHub()
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PHONEFARM_URL", raising=False)
+    monkeypatch.delenv("PHONEFARM_TOKEN", raising=False)
+
+
+@pytest.fixture
+async def url(hub: FakeHub):
+    server = TestServer(make_app(hub, heartbeat_s=0.05))
+    await server.start_server()
+    yield str(server.make_url("")).rstrip("/")
+    await server.close()
+
+
+@pytest.fixture
+async def auth_url(hub: FakeHub):
+    server = TestServer(make_app(hub, token=TOKEN))
+    await server.start_server()
+    yield str(server.make_url("")).rstrip("/")
+    await server.close()
+
+
+async def farm(*argv: str) -> int:
+    return await asyncio.to_thread(main, list(argv))
+
+
+async def test_phones_table(url: str, capsys: pytest.CaptureFixture) -> None:
+    assert await farm("--url", url, "phones") == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["SERIAL", "NODE", "STATE", "LOCK", "APP", "SCREEN"]
+    assert lines[1].split() == ["127.0.0.1:40123", "rack1", "online", "exec-7", "com.example.demo", "demo.home"]
+    assert lines[3].split() == ["R58M123ABC", "rack2", "paused", "-", "-", "-"]
+    assert len(lines) == 4
+
+
+async def test_phones_json_and_url_from_env(url: str, hub: FakeHub, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("PHONEFARM_URL", url)
+    assert await farm("phones", "--json") == 0
+    import json
+    assert json.loads(capsys.readouterr().out) == hub.phones()
+
+
+async def test_url_option_after_command(url: str, capsys) -> None:
+    assert await farm("phones", "--url", url) == 0
+    assert "R58M123ABC" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, action", [
+    (["tap", "phone:phone3", "540", "1200"], {"type": "tap", "x": 540, "y": 1200}),
+    (["long-tap", "phone:phone3", "5", "6", "--ms", "1500"],
+     {"type": "long_tap", "x": 5, "y": 6, "duration_ms": 1500}),
+    (["long-tap", "phone:phone3", "5", "6"], {"type": "long_tap", "x": 5, "y": 6, "duration_ms": 800}),
+    (["swipe", "phone:phone3", "1", "2", "3", "4"],
+     {"type": "swipe", "x1": 1, "y1": 2, "x2": 3, "y2": 4, "duration_ms": 300}),
+    (["swipe", "phone:phone3", "1", "2", "3", "4", "--ms", "50"],
+     {"type": "swipe", "x1": 1, "y1": 2, "x2": 3, "y2": 4, "duration_ms": 50}),
+    (["text", "phone:phone3", "hello world & more"], {"type": "text", "text": "hello world & more"}),
+    (["key", "phone:phone3", "4"], {"type": "key", "key": 4}),
+    (["key", "phone:phone3", "HOME"], {"type": "key", "key": "HOME"}),
+    (["launch", "phone:phone3", "com.example.demo"],
+     {"type": "launch_app", "package": "com.example.demo", "activity": None}),
+    (["launch", "phone:phone3", "com.example.demo", "--activity", ".Main"],
+     {"type": "launch_app", "package": "com.example.demo", "activity": ".Main"}),
+    (["stop", "phone:phone3", "com.example.demo"], {"type": "stop_app", "package": "com.example.demo"}),
+])
+async def test_action_commands(url: str, hub: FakeHub, capsys, argv: list[str], action: dict) -> None:
+    assert await farm("--url", url, *argv) == 0
+    assert hub.calls == [("R58M123ABC", action, None)]
+    assert capsys.readouterr().out == "R58M123ABC ok\n"
+
+
+async def test_action_on_all_prints_one_line_per_phone(url: str, capsys) -> None:
+    assert await farm("--url", url, "tap", "phone:all", "1", "2") == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "127.0.0.1:40123 ok", "127.0.0.1:40124 ok", "R58M123ABC ok"]
+
+
+async def test_failed_phone_makes_exit_nonzero(url: str, hub: FakeHub, capsys) -> None:
+    hub.results["127.0.0.1:40123"] = {"status": "locked", "error": "held by exec-7"}
+    hub.results["127.0.0.1:40124"] = {"status": "error", "error": "input tap failed"}
+    assert await farm("--url", url, "tap", "phone:all", "1", "2") == 1
+    assert capsys.readouterr().out.splitlines() == [
+        "127.0.0.1:40123 locked: held by exec-7", "127.0.0.1:40124 error: input tap failed",
+        "R58M123ABC ok"]
+
+
+async def test_bad_scope_is_rejected_with_offset(url: str, hub: FakeHub, capsys) -> None:
+    assert await farm("--url", url, "tap", "phone:a,,b", "1", "2") == 2
+    err = capsys.readouterr().err
+    assert "HTTP 400" in err and "offset 8: empty phone name" in err
+    assert hub.calls == []
+
+
+async def test_bad_action_field_is_named(url: str, capsys) -> None:
+    assert await farm("--url", url, "key", "phone:all", "NOT_A_KEY") == 2
+    assert "$.action.key" in capsys.readouterr().err
+
+
+async def test_scope_matching_nothing(url: str, capsys) -> None:
+    assert await farm("--url", url, "tap", "phone:all-phone1,phone2,phone3", "1", "2") == 1
+    assert "matched no phone" in capsys.readouterr().err
+
+
+async def test_screenshot_png(url: str, hub: FakeHub, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "shot.png"
+    assert await farm("--url", url, "screenshot", "127.0.0.1:40123", "-o", str(out)) == 0
+    assert np.array_equal(cv2.imread(str(out)), hub.frame)
+    assert "image/png" in capsys.readouterr().out
+
+
+async def test_screenshot_thumbnail(url: str, tmp_path: Path) -> None:
+    out = tmp_path / "thumb.jpg"
+    assert await farm("--url", url, "screenshot", "R58M123ABC", "-o", str(out), "--width", "54") == 0
+    assert cv2.imread(str(out)).shape == (120, 54, 3)
+
+
+async def test_screenshot_unknown_serial(url: str, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "x.png"
+    assert await farm("--url", url, "screenshot", "10.0.0.1:5555", "-o", str(out)) == 2
+    err = capsys.readouterr().err
+    assert "HTTP 404" in err and "10.0.0.1:5555" in err
+    assert not out.exists()
+
+
+async def test_screenshot_bad_width(url: str, tmp_path: Path, capsys) -> None:
+    assert await farm("--url", url, "screenshot", "R58M123ABC", "-o", str(tmp_path / "x"), "--width", "5") == 2
+    assert "16..2000" in capsys.readouterr().err
+
+
+async def test_watch_prints_events(url: str, hub: FakeHub, capsys) -> None:
+    watcher = asyncio.create_task(farm("--url", url, "watch", "--count", "3"))
+
+    async def subscribed() -> None:
+        while not hub.subscribers:
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(subscribed(), 5)
+    ts = 1700000000.0  # 22:13:20 UTC
+    hub.publish("lock_taken", serial="R58M123ABC", node="rack2", ts=ts, execution_id="e1")
+    hub.publish("node_down", node="rack2", ts=ts + 1)
+    hub.publish("app_changed", serial="127.0.0.1:40123", ts=ts + 2, app="com.x", note="two words")
+    assert await asyncio.wait_for(watcher, 10) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "22:13:20 lock_taken R58M123ABC node=rack2 execution_id=e1",
+        "22:13:21 node_down - node=rack2",
+        '22:13:22 app_changed 127.0.0.1:40123 app=com.x note="two words"',
+    ]
+
+
+def test_format_event_values() -> None:
+    line = format_event("account_changed", {"ts": 0, "serial": "s", "node": None,
+                                            "data": {"account": {"demo": "bob"}, "n": 3, "x": None}})
+    assert line == '00:00:00 account_changed s account={"demo":"bob"} n=3 x=null'
+
+
+def test_phones_table_alignment() -> None:
+    table = phones_table([{"serial": "a", "node": "n", "state": "online"},
+                          {"serial": "longer-serial", "node": "n", "state": "offline"}])
+    lines = table.splitlines()
+    assert lines[1].index("n ") == lines[2].index("n ") == lines[0].index("NODE")
+
+
+async def test_token_from_option_and_env(auth_url: str, capsys, monkeypatch) -> None:
+    assert await farm("--url", auth_url, "phones") == 2
+    assert "HTTP 401" in capsys.readouterr().err
+    assert await farm("--url", auth_url, "--token", TOKEN, "phones") == 0
+    monkeypatch.setenv("PHONEFARM_TOKEN", TOKEN)
+    assert await farm("--url", auth_url, "tap", "phone:phone1", "1", "1") == 0
+
+
+async def test_unreachable_endpoint(capsys) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    assert await farm("--url", f"http://127.0.0.1:{port}", "phones") == 3
+    assert "cannot reach" in capsys.readouterr().err
+
+
+def test_usage_errors_exit_2(capsys) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["tap", "phone:all", "x", "1"])
+    assert info.value.code == 2
+    with pytest.raises(SystemExit):
+        main([])
+
+
+async def test_bin_farm_launcher(url: str) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(ROOT / "bin" / "farm"), "--url", url, "stop", "phone:all", "com.example.demo",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 0, err.decode()
+    assert out.decode().splitlines()[-1] == "R58M123ABC ok"
