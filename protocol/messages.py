@@ -75,7 +75,12 @@ class Release(_Action, tag="release", frozen=True):
     execution_id: str
 
 
-Action = Union[Tap, LongTap, Swipe, Text, Key, LaunchApp, StopApp, Screenshot, Acquire, Release]
+class DebugCrash(_Action, tag="debug_crash", frozen=True):
+    """Test-only: makes the phone actor crash; nodes honour it only with --debug-actions."""
+
+
+Action = Union[Tap, LongTap, Swipe, Text, Key, LaunchApp, StopApp, Screenshot, Acquire, Release,
+               DebugCrash]
 
 
 # --- bodies ----------------------------------------------------------------------------
@@ -85,6 +90,8 @@ class PhoneInfo(msgspec.Struct, frozen=True):
     serial: str
     state: str  # e.g. "device", "offline", "unauthorized", "paused"
     model: str | None = None
+    # The phone actor's full view (lock holder, app, account, screen…) for the directory.
+    detail: dict[str, Any] = {}
 
 
 class Challenge(msgspec.Struct, frozen=True):
@@ -165,11 +172,23 @@ class EventAck(msgspec.Struct, frozen=True):
     upto_seq: int
 
 
-Body = Union[Challenge, Hello, Welcome, Refused, Heartbeat, Command, CommandResult, Event, EventAck]
+class LiveEvent(msgspec.Struct, frozen=True):
+    """node -> coordinator: live-only news (thumbnails). Not journaled, never re-sent:
+    a thumbnail missed while the link was down is replaced by the next one."""
+
+    KIND: ClassVar[str] = "live_event"
+    event: str
+    serial: str | None = None
+    data: dict[str, Any] = {}
+
+
+Body = Union[Challenge, Hello, Welcome, Refused, Heartbeat, Command, CommandResult, Event, EventAck,
+             LiveEvent]
 
 KINDS: dict[str, type] = {
     t.KIND: t
-    for t in (Challenge, Hello, Welcome, Refused, Heartbeat, Command, CommandResult, Event, EventAck)
+    for t in (Challenge, Hello, Welcome, Refused, Heartbeat, Command, CommandResult, Event, EventAck,
+              LiveEvent)
 }
 
 

@@ -37,6 +37,8 @@ from protocol.messages import (
     Screenshot,
     StopApp,
     Swipe,
+    DebugCrash,
+    LiveEvent,
     Tap,
     Text,
     Welcome,
@@ -55,6 +57,7 @@ ACTIONS = [
     Screenshot(),
     Acquire(execution_id="ex-1", lease_s=30.0),
     Release(execution_id="ex-1"),
+    DebugCrash(),
 ]
 
 BODIES = [
@@ -70,6 +73,9 @@ BODIES = [
     Event(seq=1, event="step_done", serial="S1", data={"step": 3}),
     Event(seq=2, event="node_started"),
     EventAck(upto_seq=2),
+    LiveEvent(event="thumbnail", serial="S1", data={"jpeg": "b64", "ts": 1.5}),
+    Hello(node="n3", proof="aa", phones=[PhoneInfo(serial="S2", state="online",
+                                                    detail={"lock_holder": "ex-2"})]),
 ] + [make_command("S1", action, execution_id="ex-1") for action in ACTIONS]
 
 
