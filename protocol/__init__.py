@@ -1,0 +1,58 @@
+"""The coordinator <-> node protocol: message schemas, codec, nng transport, node journal.
+
+Modules: `messages` (typed msgspec Structs, `Envelope`, `PROTOCOL_VERSION`), `codec` (the only
+encoder/decoder; `make_envelope`, `make_command`), `transport` (`CoordinatorLink`,
+`NodeLink`, `EventSink`), `journal` (node-local SQLite `Journal`), `errors` (the project's
+one exception family).
+
+Delivery rules
+==============
+
+Connection
+  - Nodes dial the coordinator; the coordinator's address is the only one a node needs. The
+    dial does not block: a node may start before the coordinator, and nng redials by itself
+    after any loss (back-off 0.1 .. 1 s by default). The link resumes without help.
+  - On every new connection the coordinator sends ``challenge(nonce)``. The node's first
+    message must be ``hello(node, proof, phones, last_acked_seq)`` with
+    proof = hex HMAC-SHA256(farm secret, nonce + node name). Anything else, or a wrong
+    proof, gets ``refused(reason)``, an error log naming the peer address, and the
+    connection closed. No hello within 5 s: connection closed. A good hello gets
+    ``welcome(coordinator, last_seq)``; only then does the node send anything else.
+  - A node name has one connection: a newer authenticated connection replaces the older.
+
+Liveness
+  - Both ends send ``heartbeat`` every 1 s; any valid message counts as a sign of life.
+    A peer silent for more than 3 s, or whose connection closed, is dead: the coordinator
+    reports ``node_down(name, reason)``, the node drops the connection and nng redials.
+    Worst case from a peer's death to detection: 1 s + 3 s + one check period (< 5 s).
+
+Messages
+  - Every message is one `Envelope` ``{v, id, kind, src, dst, ts, body}`` in JSON, at most
+    ``max_message_bytes`` (16 MiB by default). A message with another version, a body that
+    does not fit its kind's schema, an unknown kind, bad JSON or over the size limit is
+    dropped with an error log naming the peer; the connection stays up.
+
+Commands (coordinator -> node): at-least-once, executed at most once
+  - Each command has a ``command_id``. The coordinator re-sends the same command (same id)
+    when no ``command_result`` came within the per-try timeout, and at once when the node
+    reconnects, until a result arrives or the overall deadline passes (then DeliveryError).
+  - The node runs a command_id once. A duplicate of a running command is ignored (its
+    result follows); a duplicate of a finished one gets the cached result again (the last
+    1024 results are kept). Exceptions of the handler become results: "gone" for a
+    vanished device, "error" otherwise.
+
+Events (node -> coordinator): journaled, re-sent until acked, delivered once to the sink
+  - ``send_event`` writes the event to the node's SQLite journal (durable) before it returns;
+    seq numbers increase per node and survive restarts.
+  - One sender per node sends un-acked events in seq order, on the current connection only.
+    After every welcome it starts again from the oldest un-acked event, and also re-sends
+    when no ack progress was seen for 10 s.
+  - The coordinator drops an event whose seq is <= the sink's ``last_seq(node)`` (a
+    duplicate) but still acks it; a new event is given to ``EventSink.handle`` and acked
+    after it returned. ``event_ack(upto_seq)`` covers every seq up to it (acks are batched
+    while more events are queued); the node then deletes those rows from its journal.
+  - ``welcome.last_seq`` tells the node which seqs the coordinator already holds: the node
+    forgets them before replaying; if it is above anything the journal ever assigned (the
+    journal was lost), pending events are renumbered above it so none is taken for a
+    duplicate.
+"""

@@ -1,0 +1,165 @@
+"""The node-local event journal (SQLite via aiosqlite, WAL, synchronous=FULL).
+
+Owns the node's outgoing events until the coordinator acks them: `append` assigns the next
+seq and returns only once the row is durable; `unacked` lists what still has to be
+(re)sent, in seq order; `ack(upto_seq)` deletes everything up to that seq (acked rows are
+pruned at once). Seqs keep increasing across restarts of the node process (AUTOINCREMENT:
+a seq is never reused, even after its row was pruned).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import msgspec
+
+from protocol.errors import FarmError
+from protocol.messages import Event
+
+log = logging.getLogger(__name__)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    event TEXT NOT NULL,
+    serial TEXT,
+    data BLOB NOT NULL,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+"""
+
+
+class Journal:
+    """``async with Journal(path) as j: seq = await j.append("step_done", "SER1", {...})``."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._db: aiosqlite.Connection | None = None
+        self._last_seq = 0
+        self._acked_upto = 0
+        self._lock = asyncio.Lock()  # one write transaction at a time on the shared connection
+
+    async def open(self) -> "Journal":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = await aiosqlite.connect(self.path)
+        await db.execute("PRAGMA journal_mode=WAL")
+        await db.execute("PRAGMA synchronous=FULL")
+        await db.executescript(_SCHEMA)
+        await db.commit()
+        self._db = db
+        self._last_seq = await self._read_last_seq()
+        async with db.execute("SELECT value FROM meta WHERE key='acked_upto'") as cur:
+            row = await cur.fetchone()
+        self._acked_upto = row[0] if row else 0
+        log.info("journal opened path=%s last_seq=%d acked_upto=%d", self.path, self._last_seq, self._acked_upto)
+        return self
+
+    async def close(self) -> None:
+        if self._db is not None:
+            await self._db.close()
+            self._db = None
+
+    async def __aenter__(self) -> "Journal":
+        return await self.open()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @property
+    def db(self) -> aiosqlite.Connection:
+        if self._db is None:
+            raise FarmError(f"journal {self.path}: not open")
+        return self._db
+
+    @property
+    def last_seq(self) -> int:
+        """Highest seq ever assigned (0 for a new journal)."""
+        return self._last_seq
+
+    @property
+    def acked_upto(self) -> int:
+        return self._acked_upto
+
+    async def _read_last_seq(self) -> int:
+        async with self.db.execute("SELECT seq FROM sqlite_sequence WHERE name='events'") as cur:
+            row = await cur.fetchone()
+        return row[0] if row else 0
+
+    async def append(self, event: str, serial: str | None, data: dict[str, Any]) -> int:
+        """Store one event; returns its seq once the row is committed (durable)."""
+        blob = msgspec.json.encode(data)
+        async with self._lock:
+            cur = await self.db.execute(
+                "INSERT INTO events (event, serial, data, created) VALUES (?, ?, ?, ?)",
+                (event, serial, blob, time.time()),
+            )
+            seq = cur.lastrowid
+            await cur.close()
+            await self.db.commit()
+        assert seq is not None
+        self._last_seq = max(self._last_seq, seq)
+        return seq
+
+    async def unacked(self, after_seq: int = 0, limit: int | None = None) -> list[Event]:
+        """Un-acked events with seq > after_seq, oldest first."""
+        sql = "SELECT seq, event, serial, data FROM events WHERE seq > ? ORDER BY seq"
+        args: tuple[Any, ...] = (after_seq,)
+        if limit is not None:
+            sql += " LIMIT ?"
+            args += (limit,)
+        async with self.db.execute(sql, args) as cur:
+            rows = await cur.fetchall()
+        return [Event(seq=s, event=e, serial=ser, data=msgspec.json.decode(d)) for s, e, ser, d in rows]
+
+    async def ack(self, upto_seq: int) -> None:
+        """Forget every event with seq <= upto_seq (the coordinator has them)."""
+        async with self._lock:
+            if upto_seq <= self._acked_upto:
+                return
+            await self.db.execute("DELETE FROM events WHERE seq <= ?", (upto_seq,))
+            await self.db.execute(
+                "INSERT INTO meta (key, value) VALUES ('acked_upto', ?) "
+                "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                (upto_seq,),
+            )
+            await self.db.commit()
+            self._acked_upto = upto_seq
+
+    async def rebase(self, floor_seq: int) -> None:
+        """Make every seq (pending and future) greater than ``floor_seq``.
+
+        Used when the coordinator already holds seqs above anything this journal ever
+        assigned (the journal file was lost or replaced): pending events are renumbered to
+        follow ``floor_seq`` so the coordinator does not drop them as duplicates.
+        """
+        async with self._lock:
+            await self._rebase(floor_seq)
+
+    async def _rebase(self, floor_seq: int) -> None:
+        if floor_seq <= self._last_seq:
+            return
+        pending = await self.unacked()
+        await self.db.execute("DELETE FROM events")
+        new_seq = floor_seq
+        for ev in pending:
+            new_seq += 1
+            await self.db.execute(
+                "INSERT INTO events (seq, event, serial, data, created) VALUES (?, ?, ?, ?, ?)",
+                (new_seq, ev.event, ev.serial, msgspec.json.encode(ev.data), time.time()),
+            )
+        await self.db.execute("UPDATE sqlite_sequence SET seq=? WHERE name='events'", (new_seq,))
+        await self.db.execute("DELETE FROM meta WHERE key='acked_upto'")
+        await self.db.execute("INSERT INTO meta (key, value) VALUES ('acked_upto', ?)", (floor_seq,))
+        await self.db.commit()
+        log.warning(
+            "journal rebased path=%s floor_seq=%d renumbered=%d last_seq=%d",
+            self.path, floor_seq, len(pending), new_seq,
+        )
+        self._last_seq = new_seq
+        self._acked_upto = floor_seq

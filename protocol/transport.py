@@ -1,0 +1,928 @@
+"""The nng link between one coordinator and many nodes (pynng, asyncio).
+
+`CoordinatorLink` listens; `NodeLink` dials (a node needs only the coordinator's address).
+The delivery rules these classes implement are written in `protocol/__init__.py`.
+
+Socket pattern: pynng ``Pair1(polyamorous=True)`` on both ends. The coordinator receives with
+``arecv_msg()`` and reads ``msg.pipe`` to know which connection a message came on, and answers
+with ``pipe.asend()``; verified with pynng 0.9 (nng 1.x). The node uses a polyamorous socket
+too, although it has only one connection at a time, so that it can send on one exact pipe:
+nng drops a message addressed to a pipe that is gone instead of putting it on the next
+connection, so nothing meant for an old connection (an event, a heartbeat) can reach the
+coordinator on a new connection before the node's Hello. (nng marks polyamorous pair1 as
+deprecated; if it goes, the replacement is one Pair0 listener per node or a Bus0 socket with
+the node name in the envelope, and only this module changes.)
+
+pynng facts this module relies on:
+- Pipe callbacks (``add_post_pipe_connect_cb`` / ``..._remove_cb``) run on nng's threads;
+  they only post to the event loop with ``call_soon_threadsafe`` (never close a pipe there).
+- A socket's ``recv_max_size`` (nng ``recv-size-max``) makes nng silently close any
+  connection that sends a bigger message; the error could not be logged, so it is set
+  well above ``max_message_bytes`` (2x + 64 KiB) and the codec rejects what lies between.
+- ``Pair1`` send waits while there is no peer; every send here has a timeout.
+- A dialer started with ``block=False`` retries on its own and redials after its pipe
+  closes (reconnect_time_min .. reconnect_time_max back-off).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import secrets
+import time
+from collections import OrderedDict, deque
+from pathlib import Path
+from typing import Any, Awaitable, Callable, Protocol, runtime_checkable
+
+import msgspec
+import pynng
+
+from protocol.codec import MAX_MESSAGE_BYTES, check_proof, decode, encode, hello_proof, make_envelope
+from protocol.errors import DeliveryError, DeviceError, DeviceGone, ProtocolError
+from protocol.journal import Journal
+from protocol.messages import (
+    Body,
+    Challenge,
+    Command,
+    CommandResult,
+    Envelope,
+    Event,
+    EventAck,
+    Heartbeat,
+    Hello,
+    PhoneInfo,
+    Refused,
+    Welcome,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_HEARTBEAT_S = 1.0
+DEFAULT_DEAD_AFTER_S = 3.0  # silent this long -> peer is dead; with 1 s heartbeats: detected < 5 s
+
+
+def _recv_limit(max_message_bytes: int) -> int:
+    return 2 * max_message_bytes + 64 * 1024
+
+
+def _pipe_address(pipe: pynng.Pipe) -> str:
+    try:
+        return str(pipe.remote_address)
+    except Exception:  # the pipe may already be gone
+        return f"pipe#{pipe.id}"
+
+
+class _TaskOwner:
+    """Background tasks of one link: tracked, exceptions logged, all cancelled on close."""
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def _spawn(self, coro: Awaitable[Any], what: str) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+
+        def done(t: asyncio.Task[Any]) -> None:
+            self._tasks.discard(t)
+            if not t.cancelled() and t.exception() is not None:
+                log.error("task failed task=%s error=%r", what, t.exception(), exc_info=t.exception())
+
+        task.add_done_callback(done)
+        return task
+
+    def _post(self, fn: Callable[..., None], *args: Any) -> None:
+        """From an nng thread: run fn(*args) on the loop (dropped if the loop is gone)."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            loop.call_soon_threadsafe(fn, *args)
+        except RuntimeError:
+            pass
+
+    def _callback(self, cb: Callable[..., Any] | None, *args: Any) -> None:
+        """Call a user callback (plain or async) without letting it break the link."""
+        if cb is None:
+            return
+        try:
+            result = cb(*args)
+        except Exception:
+            log.exception("callback failed callback=%s", getattr(cb, "__name__", cb))
+            return
+        if inspect.isawaitable(result):
+            self._spawn(result, getattr(cb, "__name__", "callback"))
+
+    async def _cancel_tasks(self) -> None:
+        tasks = list(self._tasks)
+        for t in tasks:
+            t.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _raise_if_cancelling() -> None:
+    """pynng may return a result although the awaiting task was cancelled meanwhile."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
+async def _send_pipe(pipe: pynng.Pipe, data: bytes, timeout: float) -> bool:
+    try:
+        await asyncio.wait_for(pipe.asend(data), timeout)
+        return True
+    except (asyncio.TimeoutError, pynng.NNGException):
+        return False
+
+
+# --------------------------------------------------------------------------------------
+# coordinator side
+# --------------------------------------------------------------------------------------
+
+
+@runtime_checkable
+class EventSink(Protocol):
+    """Where the coordinator puts node events. ``handle`` must have stored the event (and
+    advanced ``last_seq(node)`` to its seq) when it returns: the ack follows it."""
+
+    async def handle(self, node: str, event: Event) -> None: ...
+
+    def last_seq(self, node: str) -> int: ...
+
+
+class MemoryEventSink:
+    """In-memory EventSink: remembers the last seq per node and the latest events."""
+
+    def __init__(self, max_events: int = 10_000) -> None:
+        self.events: dict[str, deque[Event]] = {}
+        self._last: dict[str, int] = {}
+        self._max_events = max_events
+
+    async def handle(self, node: str, event: Event) -> None:
+        self.events.setdefault(node, deque(maxlen=self._max_events)).append(event)
+        self._last[node] = event.seq
+
+    def last_seq(self, node: str) -> int:
+        return self._last.get(node, 0)
+
+
+class _Peer:
+    """One connection (pipe) at the coordinator; ``node`` is set once its Hello passed."""
+
+    __slots__ = ("pipe", "address", "nonce", "opened", "last_seen", "last_hb", "node", "hello",
+                 "refused", "inbox", "worker")
+
+    def __init__(self, pipe: pynng.Pipe, now: float) -> None:
+        self.pipe = pipe
+        self.address = _pipe_address(pipe)
+        self.nonce = secrets.token_hex(16)
+        self.opened = now
+        self.last_seen = now
+        self.last_hb = 0.0
+        self.node: str | None = None
+        self.hello: Hello | None = None
+        self.refused = False
+        self.inbox: asyncio.Queue[Event] = asyncio.Queue()
+        self.worker: asyncio.Task[Any] | None = None
+
+    @property
+    def peer(self) -> str:
+        return f"{self.node}@{self.address}" if self.node else self.address
+
+
+class NodeUp(msgspec.Struct, frozen=True):
+    """A connected, authenticated node as the coordinator sees it."""
+
+    name: str
+    address: str
+    phones: list[PhoneInfo]
+
+
+class CoordinatorLink(_TaskOwner):
+    """The coordinator's end: one listening socket, many authenticated nodes.
+
+    Callbacks (plain functions or coroutines): ``on_node_up(name, hello)``,
+    ``on_node_down(name, reason)``, ``on_message(name, envelope)`` for bodies the link does not
+    handle itself (without it they queue for ``recv()``). Events go to ``sink``.
+    """
+
+    def __init__(
+        self,
+        listen_addr: str,
+        secret: bytes | str,
+        name: str = "coordinator",
+        *,
+        sink: EventSink | None = None,
+        on_node_up: Callable[[str, Hello], Any] | None = None,
+        on_node_down: Callable[[str, str], Any] | None = None,
+        on_message: Callable[[str, Envelope], Any] | None = None,
+        heartbeat_interval: float = DEFAULT_HEARTBEAT_S,
+        dead_after: float = DEFAULT_DEAD_AFTER_S,
+        hello_timeout: float = 5.0,
+        send_timeout: float = 2.0,
+        max_message_bytes: int = MAX_MESSAGE_BYTES,
+    ) -> None:
+        super().__init__()
+        self.listen_addr = listen_addr
+        self.address = listen_addr  # the real address (ephemeral port filled in) after start()
+        self.name = name
+        self.sink: EventSink = sink if sink is not None else MemoryEventSink()
+        self.on_node_up = on_node_up
+        self.on_node_down = on_node_down
+        self.on_message = on_message
+        self.heartbeat_interval = heartbeat_interval
+        self.dead_after = dead_after
+        self.hello_timeout = hello_timeout
+        self.send_timeout = send_timeout
+        self.max_message_bytes = max_message_bytes
+        self._secret = secret
+        self._sock: pynng.Socket | None = None
+        self._peers: dict[int, _Peer] = {}  # pipe id -> peer, every open connection
+        self._nodes: dict[str, _Peer] = {}  # node name -> its authenticated connection
+        self._pending: dict[str, asyncio.Future[CommandResult]] = {}
+        self._up_waiters: dict[str, set[asyncio.Future[None]]] = {}
+        self._inbox: asyncio.Queue[tuple[str, Envelope]] = asyncio.Queue()
+
+    # -- lifecycle --
+
+    async def start(self) -> "CoordinatorLink":
+        self._loop = asyncio.get_running_loop()
+        sock = pynng.Pair1(polyamorous=True, recv_max_size=_recv_limit(self.max_message_bytes))
+        sock.add_post_pipe_connect_cb(lambda p: self._post(self._pipe_added, p))
+        sock.add_post_pipe_remove_cb(lambda p: self._post(self._pipe_removed, p.id))
+        listener = sock.listen(self.listen_addr)
+        self._sock = sock
+        try:
+            self.address = listener.url
+        except Exception:
+            self.address = self.listen_addr
+        self._spawn(self._recv_loop(), "coordinator-recv")
+        self._spawn(self._tick_loop(), "coordinator-tick")
+        log.info("coordinator listening name=%s address=%s", self.name, self.address)
+        return self
+
+    async def close(self) -> None:
+        # Socket first: a pending arecv then ends with pynng.Closed. (pynng can swallow a
+        # task cancellation when the nng aio completes at the same moment, so cancelling
+        # the receive task alone may leave it waiting forever on a live socket.)
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            sock.close()
+        await self._cancel_tasks()
+        self._nodes.clear()
+        self._peers.clear()
+        log.info("coordinator closed name=%s address=%s", self.name, self.address)
+
+    async def __aenter__(self) -> "CoordinatorLink":
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- public API --
+
+    @property
+    def nodes(self) -> dict[str, NodeUp]:
+        return {
+            name: NodeUp(name=name, address=p.address, phones=list(p.hello.phones) if p.hello else [])
+            for name, p in self._nodes.items()
+        }
+
+    def is_up(self, node: str) -> bool:
+        return node in self._nodes
+
+    async def wait_node_up(self, node: str, timeout: float) -> None:
+        """Return once ``node`` is connected and authenticated; DeliveryError after timeout."""
+        if node in self._nodes:
+            return
+        waiter = self._add_up_waiter(node)
+        try:
+            await asyncio.wait_for(asyncio.shield(waiter), timeout)
+        except asyncio.TimeoutError:
+            raise DeliveryError(node, f"not connected within {timeout} s") from None
+        finally:
+            self._up_waiters.get(node, set()).discard(waiter)
+
+    async def send(self, node: str, body: Body) -> Envelope:
+        """Send one message to a connected node; DeliveryError if it is not connected."""
+        peer = self._nodes.get(node)
+        if peer is None:
+            raise DeliveryError(node, "not connected")
+        env = make_envelope(body, self.name, node)
+        data = encode(env, max_bytes=self.max_message_bytes)
+        if not await _send_pipe(peer.pipe, data, self.send_timeout):
+            raise DeliveryError(peer.peer, f"could not send {env.kind} within {self.send_timeout} s")
+        return env
+
+    async def send_command(
+        self, node: str, command: Command, *, timeout: float = 2.0, deadline: float = 30.0
+    ) -> CommandResult:
+        """Send ``command`` until its result arrives: re-sent with the same command_id after
+        ``timeout`` without a result and at once when the node reconnects. DeliveryError if
+        no result came within ``deadline`` seconds."""
+        loop = asyncio.get_running_loop()
+        cid = command.command_id
+        fut = self._pending.get(cid)
+        if fut is None:
+            fut = self._pending[cid] = loop.create_future()
+        end = time.monotonic() + deadline
+        attempts = 0
+        try:
+            while not fut.done():
+                remaining = end - time.monotonic()
+                if remaining <= 0:
+                    raise DeliveryError(node, f"no result for command {cid} within {deadline} s "
+                                              f"({attempts} attempts)")
+                if node in self._nodes:
+                    attempts += 1
+                    if attempts > 1:
+                        log.info("command re-sent node=%s command_id=%s attempt=%d", node, cid, attempts)
+                    try:
+                        await self.send(node, command)
+                    except DeliveryError as exc:
+                        log.warning("command send failed node=%s command_id=%s reason=%s", node, cid, exc.reason)
+                up = self._add_up_waiter(node)
+                try:
+                    await asyncio.wait({fut, up}, timeout=min(timeout, remaining),
+                                       return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    self._up_waiters.get(node, set()).discard(up)
+            return fut.result()
+        finally:
+            if self._pending.get(cid) is fut:
+                del self._pending[cid]
+
+    async def recv(self) -> tuple[str, Envelope]:
+        """Next message the link does not handle itself (used when on_message is not set)."""
+        return await self._inbox.get()
+
+    # -- internals --
+
+    def _add_up_waiter(self, node: str) -> asyncio.Future[None]:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._up_waiters.setdefault(node, set()).add(fut)
+        return fut
+
+    def _peer_for(self, pipe: pynng.Pipe) -> _Peer:
+        peer = self._peers.get(pipe.id)
+        if peer is None:
+            peer = self._peers[pipe.id] = _Peer(pipe, time.monotonic())
+            log.debug("connection opened peer=%s", peer.address)
+            self._spawn(self._send_to(peer, Challenge(nonce=peer.nonce)), "challenge")
+        return peer
+
+    def _pipe_added(self, pipe: pynng.Pipe) -> None:
+        if self._sock is not None:
+            self._peer_for(pipe)
+
+    def _pipe_removed(self, pipe_id: int) -> None:
+        peer = self._peers.pop(pipe_id, None)
+        if peer is not None and peer.node is not None and self._nodes.get(peer.node) is peer:
+            self._node_down(peer, "connection closed")
+
+    async def _send_to(self, peer: _Peer, body: Body) -> bool:
+        env = make_envelope(body, self.name, peer.node or peer.address)
+        ok = await _send_pipe(peer.pipe, encode(env, max_bytes=self.max_message_bytes), self.send_timeout)
+        if not ok:
+            log.warning("send failed peer=%s kind=%s", peer.peer, env.kind)
+        return ok
+
+    async def _recv_loop(self) -> None:
+        sock = self._sock
+        assert sock is not None
+        while True:
+            try:
+                msg = await sock.arecv_msg()
+            except pynng.Closed:
+                return
+            _raise_if_cancelling()
+            pipe = msg.pipe
+            if pipe is None:
+                continue
+            peer = self._peer_for(pipe)
+            if peer.refused:
+                continue
+            try:
+                env = decode(msg.bytes, peer.peer, max_bytes=self.max_message_bytes)
+            except ProtocolError as exc:
+                log.error("message rejected peer=%s reason=%s", exc.peer, exc.reason)
+                continue
+            peer.last_seen = time.monotonic()
+            if peer.node is None:
+                self._handle_hello(peer, env)
+            else:
+                self._dispatch(peer, env)
+
+    def _handle_hello(self, peer: _Peer, env: Envelope) -> None:
+        hello = env.body
+        if not isinstance(hello, Hello):
+            self._refuse(peer, f"expected hello, got {env.kind}")
+            return
+        if not check_proof(self._secret, peer.nonce, hello.node, hello.proof):
+            self._refuse(peer, f"bad proof for node {hello.node!r} (wrong farm secret?)")
+            return
+        old = self._nodes.get(hello.node)
+        if old is not None and old is not peer:
+            log.warning("node reconnected, old connection dropped node=%s old=%s new=%s",
+                        hello.node, old.address, peer.address)
+            self._retire(old)
+        peer.node = hello.node
+        peer.hello = hello
+        self._nodes[hello.node] = peer
+        peer.worker = self._spawn(self._event_worker(peer), f"events-{hello.node}")
+        self._spawn(
+            self._send_to(peer, Welcome(coordinator=self.name, last_seq=self.sink.last_seq(hello.node))),
+            "welcome",
+        )
+        log.info("node up node=%s address=%s phones=%d", hello.node, peer.address, len(hello.phones))
+        for waiter in self._up_waiters.pop(hello.node, set()):
+            if not waiter.done():
+                waiter.set_result(None)
+        self._callback(self.on_node_up, hello.node, hello)
+
+    def _refuse(self, peer: _Peer, reason: str) -> None:
+        peer.refused = True
+        log.error("node refused peer=%s reason=%s", peer.address, reason)
+
+        async def refuse() -> None:
+            await self._send_to(peer, Refused(reason=reason))
+            await asyncio.sleep(0.2)  # let nng flush the Refused before the pipe closes
+            self._close_pipe(peer)
+
+        self._spawn(refuse(), "refuse")
+
+    def _close_pipe(self, peer: _Peer) -> None:
+        try:
+            peer.pipe.close()
+        except pynng.NNGException:
+            pass
+
+    def _retire(self, peer: _Peer) -> None:
+        """Forget a node connection without reporting the node down (it has a newer one)."""
+        if peer.worker:
+            peer.worker.cancel()
+        if peer.node and self._nodes.get(peer.node) is peer:
+            del self._nodes[peer.node]
+        peer.node = None
+        peer.refused = True
+        self._close_pipe(peer)
+
+    def _node_down(self, peer: _Peer, reason: str) -> None:
+        name = peer.node
+        assert name is not None
+        if self._nodes.get(name) is peer:
+            del self._nodes[name]
+        if peer.worker:
+            peer.worker.cancel()
+        log.warning("node down node=%s address=%s reason=%s", name, peer.address, reason)
+        self._callback(self.on_node_down, name, reason)
+
+    def _dispatch(self, peer: _Peer, env: Envelope) -> None:
+        body = env.body
+        node = peer.node
+        assert node is not None
+        if isinstance(body, Heartbeat):
+            return
+        if isinstance(body, Event):
+            peer.inbox.put_nowait(body)
+        elif isinstance(body, CommandResult):
+            fut = self._pending.get(body.command_id)
+            if fut is not None and not fut.done():
+                fut.set_result(body)
+            else:
+                log.debug("late or duplicate result dropped node=%s command_id=%s", node, body.command_id)
+        elif isinstance(body, Hello):
+            log.warning("hello on an authenticated connection ignored peer=%s", peer.peer)
+        elif self.on_message is not None:
+            self._callback(self.on_message, node, env)
+        else:
+            self._inbox.put_nowait((node, env))
+
+    async def _event_worker(self, peer: _Peer) -> None:
+        """Per node, in order: duplicates dropped, new events to the sink, then one ack for
+        everything stored so far (batched while more events are queued)."""
+        node = peer.node
+        assert node is not None
+        while True:
+            event = await peer.inbox.get()
+            last = self.sink.last_seq(node)
+            if event.seq <= last:
+                log.debug("duplicate event dropped node=%s seq=%d last_seq=%d", node, event.seq, last)
+            else:
+                if event.seq != last + 1 and last:
+                    log.warning("event seq gap node=%s last_seq=%d seq=%d", node, last, event.seq)
+                try:
+                    await self.sink.handle(node, event)
+                except Exception:
+                    log.exception("event sink failed node=%s seq=%d; not acked, the node re-sends", node, event.seq)
+                    while not peer.inbox.empty():  # keep order: the node re-sends from here
+                        peer.inbox.get_nowait()
+                    continue
+            if peer.inbox.empty():
+                await self._send_to(peer, EventAck(upto_seq=self.sink.last_seq(node)))
+
+    async def _tick_loop(self) -> None:
+        period = min(self.heartbeat_interval, self.dead_after / 4)
+        while True:
+            await asyncio.sleep(period)
+            now = time.monotonic()
+            for peer in list(self._peers.values()):
+                if peer.node is None:
+                    if not peer.refused and now - peer.opened > self.hello_timeout:
+                        log.warning("no hello, connection closed peer=%s after_s=%.1f",
+                                    peer.address, now - peer.opened)
+                        peer.refused = True
+                        self._close_pipe(peer)
+                    continue
+                silent = now - peer.last_seen
+                if silent > self.dead_after:
+                    self._node_down(peer, f"silent for {silent:.1f} s")
+                    peer.node = None
+                    peer.refused = True
+                    self._close_pipe(peer)
+                elif now - peer.last_hb >= self.heartbeat_interval:
+                    peer.last_hb = now
+                    self._spawn(self._send_to(peer, Heartbeat()), "heartbeat")
+
+
+# --------------------------------------------------------------------------------------
+# node side
+# --------------------------------------------------------------------------------------
+
+
+class _Conn:
+    """The node's current connection (one pipe); ``welcomed`` once the coordinator said so."""
+
+    __slots__ = ("pipe", "address", "last_seen", "last_hb", "welcomed", "sent_upto", "last_ack")
+
+    def __init__(self, pipe: pynng.Pipe, now: float) -> None:
+        self.pipe = pipe
+        self.address = _pipe_address(pipe)
+        self.last_seen = now
+        self.last_hb = 0.0
+        self.welcomed = False
+        self.sent_upto = 0  # highest event seq sent on this connection
+        self.last_ack = now  # last ack progress (or first send with nothing outstanding)
+
+
+CommandHandler = Callable[[Command], "CommandResult | Awaitable[CommandResult]"]
+
+
+class NodeLink(_TaskOwner):
+    """A node's end: dials the coordinator, proves the farm secret, runs commands once,
+    journals events and re-sends them until acked.
+
+    ``phones_provider()`` (plain or async) returns the node's ``list[PhoneInfo]`` for Hello.
+    ``on_command(command)`` (plain or async) returns the CommandResult; it runs at most once
+    per command_id (results are cached for re-sent commands). Exceptions become results:
+    DeviceGone -> "gone", anything else -> "error". ``journal`` is a Journal or a path
+    (opened and closed by the link); None keeps events in memory only (not durable).
+    Callbacks: ``on_connected(coordinator_name)``, ``on_disconnected(reason)``,
+    ``on_message(envelope)`` for bodies the link does not handle itself.
+    """
+
+    def __init__(
+        self,
+        coordinator_addr: str,
+        secret: bytes | str,
+        node_name: str,
+        phones_provider: Callable[[], Any] | None = None,
+        *,
+        journal: Journal | str | Path | None = None,
+        on_command: CommandHandler | None = None,
+        on_connected: Callable[[str], Any] | None = None,
+        on_disconnected: Callable[[str], Any] | None = None,
+        on_message: Callable[[Envelope], Any] | None = None,
+        heartbeat_interval: float = DEFAULT_HEARTBEAT_S,
+        dead_after: float = DEFAULT_DEAD_AFTER_S,
+        send_timeout: float = 2.0,
+        ack_timeout: float = 10.0,
+        result_cache_size: int = 1024,
+        reconnect_min: float = 0.1,
+        reconnect_max: float = 1.0,
+        max_message_bytes: int = MAX_MESSAGE_BYTES,
+    ) -> None:
+        super().__init__()
+        self.coordinator_addr = coordinator_addr
+        self.node_name = node_name
+        self.phones_provider = phones_provider
+        self.on_command = on_command
+        self.on_connected = on_connected
+        self.on_disconnected = on_disconnected
+        self.on_message = on_message
+        self.heartbeat_interval = heartbeat_interval
+        self.dead_after = dead_after
+        self.send_timeout = send_timeout
+        self.ack_timeout = ack_timeout
+        self.result_cache_size = result_cache_size
+        self.reconnect_min = reconnect_min
+        self.reconnect_max = reconnect_max
+        self.max_message_bytes = max_message_bytes
+        self._secret = secret
+        if isinstance(journal, Journal):
+            self.journal, self._own_journal = journal, False
+        else:
+            if journal is None:
+                log.warning("node %s has no journal path: events are kept in memory only", node_name)
+            self.journal, self._own_journal = Journal(journal if journal is not None else ":memory:"), True
+        self.coordinator_name: str | None = None
+        self._sock: pynng.Socket | None = None
+        self._conn: _Conn | None = None
+        self._wake = asyncio.Event()
+        self._connected = asyncio.Event()
+        self._results: OrderedDict[str, CommandResult] = OrderedDict()
+        self._running: set[str] = set()
+        self._gone_pipes: set[int] = set()
+        self.commands_executed = 0
+
+    @property
+    def peer(self) -> str:
+        return f"{self.coordinator_name or 'coordinator'}@{self.coordinator_addr}"
+
+    @property
+    def connected(self) -> bool:
+        return self._conn is not None and self._conn.welcomed
+
+    # -- lifecycle --
+
+    async def start(self) -> "NodeLink":
+        self._loop = asyncio.get_running_loop()
+        if self._own_journal:
+            await self.journal.open()
+        sock = pynng.Pair1(
+            polyamorous=True,
+            recv_max_size=_recv_limit(self.max_message_bytes),
+            reconnect_time_min=int(self.reconnect_min * 1000),
+            reconnect_time_max=int(self.reconnect_max * 1000),
+        )
+        sock.add_post_pipe_connect_cb(lambda p: self._post(self._pipe_added, p))
+        sock.add_post_pipe_remove_cb(lambda p: self._post(self._pipe_removed, p.id))
+        self._sock = sock
+        sock.dial(self.coordinator_addr, block=False)  # retried by nng until the coordinator is there
+        self._spawn(self._recv_loop(), "node-recv")
+        self._spawn(self._tick_loop(), "node-tick")
+        self._spawn(self._event_pump(), "node-events")
+        log.info("node dialing node=%s coordinator=%s", self.node_name, self.coordinator_addr)
+        return self
+
+    async def close(self) -> None:
+        sock, self._sock = self._sock, None  # socket first, see CoordinatorLink.close
+        if sock is not None:
+            sock.close()
+        await self._cancel_tasks()
+        self._conn = None
+        self._connected.clear()
+        if self._own_journal:
+            await self.journal.close()
+        log.info("node closed node=%s", self.node_name)
+
+    async def __aenter__(self) -> "NodeLink":
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- public API --
+
+    async def wait_connected(self, timeout: float) -> None:
+        try:
+            await asyncio.wait_for(self._connected.wait(), timeout)
+        except asyncio.TimeoutError:
+            raise DeliveryError(self.peer, f"not welcomed within {timeout} s") from None
+
+    async def send_event(self, event: str, serial: str | None = None, data: dict[str, Any] | None = None) -> int:
+        """Journal the event (durable), then send it when connected; returns its seq.
+        ProtocolError (nothing journaled) if the event could never fit in one message."""
+        data = data or {}
+        probe = make_envelope(Event(seq=2**62, event=event, serial=serial, data=data), self.node_name, "coordinator")
+        encode(probe, max_bytes=self.max_message_bytes)
+        seq = await self.journal.append(event, serial, data)
+        self._wake.set()
+        return seq
+
+    async def send(self, body: Body) -> Envelope:
+        """Send any other message on the current connection; DeliveryError if not connected."""
+        conn = self._conn
+        if conn is None or not conn.welcomed:
+            raise DeliveryError(self.peer, "not connected")
+        env = make_envelope(body, self.node_name, self.coordinator_name or "coordinator")
+        if not await _send_pipe(conn.pipe, encode(env, max_bytes=self.max_message_bytes), self.send_timeout):
+            raise DeliveryError(self.peer, f"could not send {env.kind} within {self.send_timeout} s")
+        return env
+
+    # -- internals --
+
+    def _pipe_added(self, pipe: pynng.Pipe) -> None:
+        if self._sock is None or pipe.id in self._gone_pipes:
+            return
+        if self._conn is not None:
+            if self._conn.pipe.id == pipe.id:
+                return
+            self._conn_lost("replaced by a new connection")
+        self._conn = _Conn(pipe, time.monotonic())
+        log.debug("connection opened node=%s coordinator=%s", self.node_name, self._conn.address)
+
+    def _pipe_removed(self, pipe_id: int) -> None:
+        if len(self._gone_pipes) > 1000:
+            self._gone_pipes.clear()
+        self._gone_pipes.add(pipe_id)
+        if self._conn is not None and self._conn.pipe.id == pipe_id:
+            self._conn_lost("connection closed")
+
+    def _conn_lost(self, reason: str) -> None:
+        conn, self._conn = self._conn, None
+        self._connected.clear()
+        if conn is not None and conn.welcomed:
+            log.warning("coordinator lost node=%s coordinator=%s reason=%s", self.node_name, self.peer, reason)
+            self._callback(self.on_disconnected, reason)
+
+    async def _send_on(self, conn: _Conn, body: Body) -> bool:
+        env = make_envelope(body, self.node_name, self.coordinator_name or "coordinator")
+        ok = await _send_pipe(conn.pipe, encode(env, max_bytes=self.max_message_bytes), self.send_timeout)
+        if not ok:
+            log.warning("send failed node=%s coordinator=%s kind=%s", self.node_name, self.peer, env.kind)
+        return ok
+
+    async def _recv_loop(self) -> None:
+        sock = self._sock
+        assert sock is not None
+        while True:
+            try:
+                msg = await sock.arecv_msg()
+            except pynng.Closed:
+                return
+            _raise_if_cancelling()
+            if msg.pipe is None or msg.pipe.id in self._gone_pipes:
+                continue  # from a connection that is already gone
+            try:
+                env = decode(msg.bytes, self.peer, max_bytes=self.max_message_bytes)
+            except ProtocolError as exc:
+                log.error("message rejected peer=%s reason=%s", exc.peer, exc.reason)
+                continue
+            conn = self._conn
+            if conn is None or msg.pipe.id != conn.pipe.id:
+                # The pipe-connect callback may not have run yet: a Challenge opens a connection.
+                if not isinstance(env.body, Challenge):
+                    continue
+                self._pipe_added(msg.pipe)
+                conn = self._conn
+                assert conn is not None
+            conn.last_seen = time.monotonic()
+            self._dispatch(conn, env)
+
+    def _dispatch(self, conn: _Conn, env: Envelope) -> None:
+        body = env.body
+        if isinstance(body, Heartbeat):
+            return
+        if isinstance(body, Command):
+            self._on_command(conn, body)
+        elif isinstance(body, EventAck):
+            conn.last_ack = time.monotonic()
+            self._spawn(self.journal.ack(body.upto_seq), "journal-ack")
+        elif isinstance(body, Challenge):
+            self._spawn(self._answer(conn, body), "hello")
+        elif isinstance(body, Welcome):
+            self._spawn(self._welcomed(conn, body), "welcome")
+        elif isinstance(body, Refused):
+            log.error("refused by coordinator node=%s coordinator=%s reason=%s",
+                      self.node_name, self.peer, body.reason)
+        elif self.on_message is not None:
+            self._callback(self.on_message, env)
+        else:
+            log.warning("unexpected message dropped node=%s kind=%s", self.node_name, env.kind)
+
+    async def _answer(self, conn: _Conn, challenge: Challenge) -> None:
+        phones: Any = []
+        if self.phones_provider is not None:
+            phones = self.phones_provider()
+            if inspect.isawaitable(phones):
+                phones = await phones
+        hello = Hello(
+            node=self.node_name,
+            proof=hello_proof(self._secret, challenge.nonce, self.node_name),
+            phones=list(phones),
+            last_acked_seq=self.journal.acked_upto,
+        )
+        await self._send_on(conn, hello)
+
+    async def _welcomed(self, conn: _Conn, welcome: Welcome) -> None:
+        if welcome.last_seq > self.journal.last_seq:
+            await self.journal.rebase(welcome.last_seq)
+        else:
+            await self.journal.ack(welcome.last_seq)
+        if self._conn is not conn:
+            return
+        self.coordinator_name = welcome.coordinator
+        conn.welcomed = True
+        conn.sent_upto = self.journal.acked_upto
+        conn.last_ack = time.monotonic()
+        self._connected.set()
+        self._wake.set()
+        log.info("node connected node=%s coordinator=%s unacked_from=%d",
+                 self.node_name, self.peer, self.journal.acked_upto + 1)
+        self._callback(self.on_connected, welcome.coordinator)
+
+    def _on_command(self, conn: _Conn, cmd: Command) -> None:
+        cached = self._results.get(cmd.command_id)
+        if cached is not None:
+            self._results.move_to_end(cmd.command_id)
+            log.info("duplicate command, cached result re-sent node=%s command_id=%s", self.node_name, cmd.command_id)
+            self._spawn(self._send_on(conn, cached), "command-result")
+        elif cmd.command_id in self._running:
+            log.info("duplicate of a running command ignored node=%s command_id=%s", self.node_name, cmd.command_id)
+        else:
+            self._running.add(cmd.command_id)
+            self._spawn(self._run_command(conn, cmd), f"command-{cmd.command_id}")
+
+    async def _run_command(self, came_on: _Conn, cmd: Command) -> None:
+        def result(status: str, error: str | None) -> CommandResult:
+            return CommandResult(command_id=cmd.command_id, serial=cmd.serial, status=status,  # type: ignore[arg-type]
+                                 error=error)
+
+        try:
+            self.commands_executed += 1
+            if self.on_command is None:
+                res = result("error", f"node {self.node_name} has no command handler")
+            else:
+                out: Any = self.on_command(cmd)
+                if inspect.isawaitable(out):
+                    out = await out
+                if not isinstance(out, CommandResult):
+                    res = result("error", f"command handler returned {type(out).__name__}, not CommandResult")
+                elif out.command_id != cmd.command_id:
+                    res = msgspec.structs.replace(out, command_id=cmd.command_id)
+                else:
+                    res = out
+        except DeviceGone as exc:
+            res = result("gone", str(exc))
+        except DeviceError as exc:
+            res = result("error", str(exc))
+        except Exception as exc:
+            log.exception("command failed node=%s command_id=%s serial=%s", self.node_name, cmd.command_id, cmd.serial)
+            res = result("error", f"{type(exc).__name__}: {exc}")
+        finally:
+            self._running.discard(cmd.command_id)
+        self._results[cmd.command_id] = res
+        while len(self._results) > self.result_cache_size:
+            self._results.popitem(last=False)
+        conn = self._conn  # the command's connection is authenticated even before Welcome is handled
+        if conn is not None and (conn.welcomed or conn is came_on):
+            await self._send_on(conn, res)
+        # else: the coordinator re-sends the command after reconnecting; the cache answers it
+
+    async def _event_pump(self) -> None:
+        """The only sender of events: in seq order, from the journal, per connection."""
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while True:
+                conn = self._conn
+                if conn is None or not conn.welcomed:
+                    break
+                after = max(conn.sent_upto, self.journal.acked_upto)
+                batch = await self.journal.unacked(after_seq=after, limit=256)
+                if not batch:
+                    break
+                for event in batch:
+                    if self._conn is not conn:
+                        break
+                    if conn.sent_upto <= self.journal.acked_upto:
+                        conn.last_ack = time.monotonic()  # nothing was outstanding: start the clock
+                    if not await self._send_on(conn, event):
+                        break
+                    conn.sent_upto = event.seq
+                else:
+                    continue
+                break
+
+    async def _tick_loop(self) -> None:
+        period = min(self.heartbeat_interval, self.dead_after / 4)
+        while True:
+            await asyncio.sleep(period)
+            conn = self._conn
+            if conn is None:
+                continue
+            now = time.monotonic()
+            silent = now - conn.last_seen
+            if silent > self.dead_after:
+                log.warning("coordinator silent, connection dropped node=%s coordinator=%s silent_s=%.1f",
+                            self.node_name, self.peer, silent)
+                self._conn_lost(f"silent for {silent:.1f} s")
+                try:
+                    conn.pipe.close()  # nng redials
+                except pynng.NNGException:
+                    pass
+                continue
+            if not conn.welcomed:
+                continue
+            if now - conn.last_hb >= self.heartbeat_interval:
+                conn.last_hb = now
+                self._spawn(self._send_on(conn, Heartbeat()), "heartbeat")
+            if conn.sent_upto > self.journal.acked_upto and now - conn.last_ack > self.ack_timeout:
+                log.warning("events not acked, re-sending node=%s from_seq=%d", self.node_name,
+                            self.journal.acked_upto + 1)
+                conn.sent_upto = self.journal.acked_upto
+                conn.last_ack = now
+                self._wake.set()
