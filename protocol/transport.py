@@ -378,6 +378,8 @@ class CoordinatorLink(_TaskOwner):
             self._peer_for(pipe)
 
     def _pipe_removed(self, pipe_id: int) -> None:
+        if self._sock is None:  # closing: no node_down storm for our own shutdown
+            return
         peer = self._peers.pop(pipe_id, None)
         if peer is not None and peer.node is not None and self._nodes.get(peer.node) is peer:
             self._node_down(peer, "connection closed")
@@ -725,6 +727,8 @@ class NodeLink(_TaskOwner):
         log.debug("connection opened node=%s coordinator=%s", self.node_name, self._conn.address)
 
     def _pipe_removed(self, pipe_id: int) -> None:
+        if self._sock is None:  # closing
+            return
         if len(self._gone_pipes) > 1000:
             self._gone_pipes.clear()
         self._gone_pipes.add(pipe_id)
