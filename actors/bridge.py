@@ -64,7 +64,9 @@ class BridgedActor(pykka.ThreadingActor):
             reply(None, exc)
             return None
         except Exception as exc:
-            reply(None, exc)
+            # Answered from on_failure, once the actor is dead: a caller must never see the
+            # crash while the actor still looks alive.
+            self._crash_reply = (reply, exc)
             raise
         if isinstance(result, Deferred):
             reply(result.result, None)
@@ -92,6 +94,10 @@ class BridgedActor(pykka.ThreadingActor):
         self._answer_pending()
 
     def on_failure(self, exception_type, exception_value, traceback) -> None:
+        crash = getattr(self, "_crash_reply", None)
+        if crash is not None:
+            self._crash_reply = None
+            crash[0](None, crash[1])
         self._answer_pending()
 
 

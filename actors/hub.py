@@ -181,6 +181,14 @@ class Hub:
         return [dict(n) for _, n in sorted(self.node_rows.items())]
 
     async def run_action(self, serial: str, action: dict, execution_id: str | None = None) -> dict:
+        """Run one action on one phone; a screenshot's frame is referred to, not inlined
+        (a broadcast screenshot would otherwise carry every frame in one answer)."""
+        out = await self._send_action(serial, action, execution_id)
+        if out.pop("png", None) is not None:
+            out["screen"] = f"/api/phones/{serial}/screen"
+        return out
+
+    async def _send_action(self, serial: str, action: dict, execution_id: str | None = None) -> dict:
         row = self.phone_rows.get(serial)
         if row is None:
             raise PhoneNotFound(serial)
@@ -208,7 +216,7 @@ class Hub:
             raise PhoneNotFound(serial)
         if width == THUMB_WIDTH and serial in self.thumbs:
             return self.thumbs[serial][0], "image/jpeg"
-        result = await self.run_action(serial, {"type": "screenshot"})
+        result = await self._send_action(serial, {"type": "screenshot"})
         if result["status"] != "ok":
             raise FarmError(f"phone {serial}: screenshot {result['status']}: {result.get('error')}")
         png = base64.b64decode(result["png"])

@@ -136,7 +136,8 @@ class Node:
             if record.state == "paused":
                 return result("gone", f"phone {serial} is unplugged (paused)")
             if ref is None:
-                return result("error", f"phone {serial} is {record.state}")
+                why = "marked failed" if record.state == "failed" else "restarting after a crash"
+                return result("error", f"phone {serial} is {why}")
             out: dict[str, Any] = await call_actor(
                 ref, "perform", msgspec.to_builtins(action), command.execution_id)
         except PhoneLocked as exc:
@@ -180,14 +181,18 @@ class Node:
         return self
 
     async def stop(self) -> None:
+        t0 = time.monotonic()
         if self.watcher:
             self.watcher.stop()
         for task in self._tasks:
             task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.rack is not None:
-            await asyncio.to_thread(self.rack.stop, True, 20)
+            await asyncio.to_thread(lambda: self.rack.stop(block=True, timeout=20))
+        log.debug("node=%s actors stopped in %.2fs", self.name, time.monotonic() - t0)
         if self.link is not None:
             await self.link.close()
+        log.debug("node=%s stopped in %.2fs", self.name, time.monotonic() - t0)
 
 
 def _quiet(task: asyncio.Task) -> None:

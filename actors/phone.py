@@ -99,9 +99,10 @@ class PhoneActor(BridgedActor):
             log.exception("phone=%s could not publish %s", self.serial, event)
 
     def on_failure(self, exception_type, exception_value, traceback) -> None:
-        super().on_failure(exception_type, exception_value, traceback)
+        # The supervisor hears of the crash before the caller does.
         if self.on_crash is not None:
             self.on_crash(self.serial, exception_value)
+        super().on_failure(exception_type, exception_value, traceback)
 
     # --- the lock --------------------------------------------------------------------------
     def _expire_lock(self) -> None:

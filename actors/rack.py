@@ -34,7 +34,9 @@ class PhoneDirectory:
         self._lock = threading.Lock()
 
     def get(self, serial: str) -> pykka.ActorRef | None:
-        return self._refs.get(serial)
+        """The live actor for ``serial``; None while it is dead or being restarted."""
+        ref = self._refs.get(serial)
+        return ref if ref is not None and ref.is_alive() else None
 
     def record(self, serial: str) -> PhoneRecord | None:
         return self._records.get(serial)

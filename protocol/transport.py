@@ -82,6 +82,7 @@ class _TaskOwner:
 
     def _spawn(self, coro: Awaitable[Any], what: str) -> asyncio.Task[Any]:
         task = asyncio.ensure_future(coro)
+        task.set_name(what)
         self._tasks.add(task)
 
         def done(t: asyncio.Task[Any]) -> None:
@@ -114,12 +115,17 @@ class _TaskOwner:
         if inspect.isawaitable(result):
             self._spawn(result, getattr(cb, "__name__", "callback"))
 
-    async def _cancel_tasks(self) -> None:
+    async def _cancel_tasks(self, grace: float = 2.0) -> None:
         tasks = list(self._tasks)
         for t in tasks:
             t.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+        if not tasks:
+            return
+        # A pynng send on a pipe of a closed socket may never finish its cancellation;
+        # closing must not hang on it.
+        _, pending = await asyncio.wait(tasks, timeout=grace)
+        for t in pending:
+            log.warning("task did not stop within %.1f s of close: %s", grace, t.get_name())
 
 
 def _raise_if_cancelling() -> None:

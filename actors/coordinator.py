@@ -1,0 +1,143 @@
+"""`farm-coordinator`: the central process (hub, event store, control endpoint).
+
+Owns start-up and shut-down of the coordinator, and in ``--demo`` mode of a whole farm on
+this machine: a private adb server, virtual phones (`farm-virtual`) and a local node
+(`farm-node`), each a child process that Ctrl-C stops with it, leaving nothing behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import secrets
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from aiohttp import web
+
+from actors.control.app import make_app
+from actors.control.auth import check_bind
+from actors.device.adb_server import free_port, kill_adb_server, start_adb_server
+from actors.event_store import EventStore
+from actors.hub import Hub
+
+log = logging.getLogger(__name__)
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="farm-coordinator", description=__doc__.splitlines()[0])
+    p.add_argument("--http", default=os.environ.get("PHONEFARM_HTTP", "127.0.0.1:8470"),
+                   help="HOST:PORT of the control endpoint (default 127.0.0.1:8470)")
+    p.add_argument("--listen", default=os.environ.get("PHONEFARM_LISTEN", "tcp://127.0.0.1:8471"),
+                   help="nng address nodes dial (default tcp://127.0.0.1:8471)")
+    p.add_argument("--secret", help="farm secret (prefer --secret-file or PHONEFARM_SECRET)")
+    p.add_argument("--secret-file")
+    p.add_argument("--token", default=os.environ.get("PHONEFARM_TOKEN"),
+                   help="HTTP access token; required to bind a non-loopback address")
+    p.add_argument("--data", default=os.environ.get("PHONEFARM_DATA", "./farm-data"))
+    p.add_argument("--demo", action="store_true",
+                   help="also start an adb server, virtual phones and a local node")
+    p.add_argument("--phones", type=int, default=6, help="virtual phones in --demo (default 6)")
+    p.add_argument("--log-level", default=os.environ.get("PHONEFARM_LOG_LEVEL", "INFO"))
+    return p.parse_args(argv)
+
+
+def farm_secret(args: argparse.Namespace, data: Path) -> str:
+    if args.secret_file:
+        return Path(args.secret_file).read_text().strip()
+    secret = args.secret or os.environ.get("PHONEFARM_SECRET")
+    if secret:
+        return secret
+    if not args.demo:
+        raise SystemExit("no farm secret: pass --secret-file, --secret or set PHONEFARM_SECRET")
+    # The demo keeps a generated secret in its data folder, readable by the owner only.
+    path = data / "farm-secret"
+    if not path.exists():
+        data.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_hex(32))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+class Demo:
+    """The child processes of ``--demo``: adb server, virtual phones, one local node."""
+
+    def __init__(self, data: Path, phones: int, coordinator: str, secret: str) -> None:
+        self.data, self.phones, self.coordinator, self.secret = data, phones, coordinator, secret
+        self.adb_port = free_port()
+        self.children: list[subprocess.Popen] = []
+
+    def start(self) -> None:
+        start_adb_server(self.adb_port)
+        env = {**os.environ, "PHONEFARM_SECRET": self.secret}
+        virtual = subprocess.Popen(
+            [sys.executable, "-m", "virtual.cli", "--phones", str(self.phones),
+             "--adb-port", str(self.adb_port)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        self.children.append(virtual)
+        serials = [virtual.stdout.readline().strip() for _ in range(self.phones)]
+        log.info("demo phones: %s", ", ".join(serials))
+        self.children.append(subprocess.Popen(
+            [sys.executable, "-m", "actors.node", "--name", "demo-node", "--coordinator",
+             self.coordinator, "--adb-port", str(self.adb_port), "--data", str(self.data)],
+            cwd=ROOT, env=env))
+
+    def stop(self) -> None:
+        for child in reversed(self.children):
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        for child in reversed(self.children):
+            try:
+                child.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+        kill_adb_server(self.adb_port)
+
+
+async def run(args: argparse.Namespace) -> None:
+    data = Path(args.data)
+    host, _, port = args.http.rpartition(":")
+    check_bind(host, args.token)
+    secret = farm_secret(args, data)
+    store = await EventStore(data / "coordinator.sqlite3").open()
+    hub = await Hub(args.listen, secret, store).start()
+    runner = web.AppRunner(make_app(hub, token=args.token))
+    await runner.setup()
+    site = web.TCPSite(runner, host, int(port))
+    await site.start()
+    url = f"http://{host}:{port}/"
+    demo = None
+    if args.demo:
+        demo = Demo(data, args.phones, hub.link.address, secret)
+        await asyncio.to_thread(demo.start)
+    print(f"phonefarm coordinator: {url}  (API {url}api/phones, nodes dial {hub.link.address})",
+          flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        if demo is not None:
+            await asyncio.to_thread(demo.stop)
+        await runner.cleanup()
+        await hub.close()
+        await store.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    asyncio.run(run(args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
