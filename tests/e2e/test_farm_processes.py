@@ -1,0 +1,246 @@
+"""The farm as an operator runs it: one coordinator process, two node processes, each node
+with its own real adb server and 4 virtual phones in a `farm-virtual` process. Everything is
+driven through the HTTP endpoint and checked on the phones themselves (`vphone log`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import orjson
+import pytest
+
+from actors.device.adb_server import AdbServer, free_port, kill_adb_server, start_adb_server
+from actors.device.driver import DeviceDriver
+
+ROOT = Path(__file__).resolve().parents[2]
+SECRET = "process-test-secret"
+
+
+class Farm:
+    """The processes of one test farm, each stopped by its own PID."""
+
+    def __init__(self, data: Path) -> None:
+        self.data = data
+        self.http = free_port()
+        self.nng = free_port()
+        self.url = f"http://127.0.0.1:{self.http}"
+        self.env = {**os.environ, "PHONEFARM_SECRET": SECRET, "PHONEFARM_LOG_LEVEL": "INFO"}
+        self.coordinator: subprocess.Popen | None = None
+        self.nodes: dict[str, subprocess.Popen] = {}
+        self.virtual: list[subprocess.Popen] = []
+        self.adb: dict[str, AdbServer] = {}
+        self.serials: dict[str, list[str]] = {}
+
+    def _spawn(self, *args: str, log_name: str, **kw) -> subprocess.Popen:
+        log = open(self.data / f"{log_name}.log", "ab")
+        return subprocess.Popen([sys.executable, "-m", *args], cwd=ROOT, env=self.env,
+                                stderr=log, **kw)
+
+    def start_coordinator(self) -> None:
+        self.coordinator = self._spawn(
+            "actors.coordinator", "--http", f"127.0.0.1:{self.http}", "--listen",
+            f"tcp://127.0.0.1:{self.nng}", "--data", str(self.data / "coordinator"),
+            log_name="coordinator", stdout=subprocess.DEVNULL)
+        wait(lambda: self.get("/api/health") is not None, 20, "coordinator HTTP")
+
+    def start_node(self, name: str) -> None:
+        self.nodes[name] = self._spawn(
+            "actors.node", "--name", name, "--coordinator", f"tcp://127.0.0.1:{self.nng}",
+            "--adb-port", str(self.adb[name].port), "--data", str(self.data / name),
+            log_name=name)
+
+    def add_rack(self, name: str, phones: int) -> None:
+        self.adb[name] = start_adb_server(free_port())
+        proc = self._spawn("virtual.cli", "--phones", str(phones), "--adb-port",
+                           str(self.adb[name].port), "--seed", str(len(self.adb) * 10),
+                           log_name=f"virtual-{name}", stdout=subprocess.PIPE, text=True)
+        self.virtual.append(proc)
+        self.serials[name] = [proc.stdout.readline().strip() for _ in range(phones)]
+        self.start_node(name)
+
+    def get(self, path: str):
+        try:
+            with urllib.request.urlopen(self.url + path, timeout=10) as r:
+                return json.loads(r.read())
+        except OSError:
+            return None
+
+    def post(self, path: str, body: dict) -> dict:
+        req = urllib.request.Request(self.url + path, data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return json.loads(r.read())
+
+    def phones(self) -> dict[str, dict]:
+        listing = self.get("/api/phones") or {"phones": []}
+        return {p["serial"]: p for p in listing["phones"]}
+
+    def driver(self, serial: str) -> DeviceDriver:
+        node = next(n for n, s in self.serials.items() if serial in s)
+        return DeviceDriver(serial, self.adb[node])
+
+    def stop(self) -> None:
+        procs = [self.coordinator, *self.nodes.values(), *self.virtual]
+        for p in procs:
+            if p is not None and p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in procs:
+            if p is not None:
+                try:
+                    p.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
+        for server in self.adb.values():
+            kill_adb_server(server.port)
+
+
+def wait(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def farm(tmp_path_factory) -> Farm:
+    f = Farm(tmp_path_factory.mktemp("farm"))
+    try:
+        f.start_coordinator()
+        f.add_rack("rack1", 4)
+        f.add_rack("rack2", 4)
+        wait(lambda: sum(p["state"] == "online" for p in f.phones().values()) == 8, 60,
+             "8 phones online")
+        yield f
+    finally:
+        f.stop()
+
+
+def all_serials(farm: Farm) -> list[str]:
+    return [s for serials in farm.serials.values() for s in serials]
+
+
+def taps(farm: Farm, serial: str) -> list[dict]:
+    out = farm.driver(serial).shell("vphone log").text
+    return [e for e in map(orjson.loads, out.splitlines()) if e["kind"] == "tap"]
+
+
+def test_broadcast_tap_reaches_all_8_phones_and_the_stream_reports_it(farm):
+    events: list[dict] = []
+
+    def follow() -> None:
+        with urllib.request.urlopen(farm.url + "/api/stream", timeout=30) as r:
+            name = None
+            for raw in r:
+                line = raw.decode().rstrip("\n")
+                if line.startswith("event:"):
+                    name = line.split(":", 1)[1].strip()
+                elif line.startswith("data:") and name:
+                    events.append({"event": name, **json.loads(line[5:])})
+                if sum(e["event"] == "action_result" for e in events) >= 8:
+                    return
+
+    reader = threading.Thread(target=follow, daemon=True)
+    reader.start()
+    time.sleep(0.5)
+    out = farm.post("/api/actions", {"scope": "phone:all", "action": {"type": "tap", "x": 432,
+                                                                        "y": 876}})
+    assert sorted(out["results"]) == sorted(all_serials(farm))
+    assert {r["status"] for r in out["results"].values()} == {"ok"}
+    for serial in all_serials(farm):
+        assert (taps(farm, serial)[-1]["x"], taps(farm, serial)[-1]["y"]) == (432, 876)
+    reader.join(timeout=20)
+    results = {e["serial"] for e in events if e["event"] == "action_result"}
+    assert results == set(all_serials(farm))
+
+
+def test_node_scope_and_bad_scope(farm):
+    out = farm.post("/api/actions", {"scope": "node:rack2", "action": {"type": "tap", "x": 9,
+                                                                         "y": 9}})
+    assert sorted(out["results"]) == sorted(farm.serials["rack2"])
+    req = urllib.request.Request(farm.url + "/api/actions", data=json.dumps(
+        {"scope": "phone:all-,x", "action": {"type": "tap", "x": 1, "y": 1}}).encode())
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(req, timeout=10)
+    assert info.value.code == 400 and "offset" in json.loads(info.value.read())
+
+
+def test_unplugged_phone_is_paused_then_resumes(farm):
+    serial = farm.serials["rack1"][1]
+    farm.driver(serial).shell("vphone unplug 3")
+    wait(lambda: farm.phones()[serial]["state"] == "paused", 10, "paused")
+    out = farm.post("/api/actions", {"scope": f"phone:{serial}",
+                                     "action": {"type": "tap", "x": 1, "y": 1}})
+    assert out["results"][serial]["status"] == "gone"
+    wait(lambda: farm.phones()[serial]["state"] == "online", 30, "resumed")
+    out = farm.post("/api/actions", {"scope": f"phone:{serial}",
+                                     "action": {"type": "tap", "x": 2, "y": 2}})
+    assert out["results"][serial]["status"] == "ok"
+
+
+def test_kill_9_of_a_node_marks_its_phones_offline_within_5s_and_restart_brings_them_back(farm):
+    victim = farm.nodes["rack2"]
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    killed = time.monotonic()
+    wait(lambda: all(farm.phones()[s]["state"] == "offline" for s in farm.serials["rack2"]),
+         10, "rack2 phones offline")
+    # the heartbeat rule: a dead node is noticed within 5 s (polling adds at most 0.1 s)
+    assert time.monotonic() - killed <= 5.5
+    assert all(farm.phones()[s]["state"] == "online" for s in farm.serials["rack1"])
+    farm.start_node("rack2")
+    wait(lambda: all(farm.phones()[s]["state"] == "online" for s in farm.serials["rack2"]),
+         30, "rack2 phones back")
+    out = farm.post("/api/actions", {"scope": "node:rack2", "action": {"type": "tap", "x": 7,
+                                                                         "y": 7}})
+    assert {r["status"] for r in out["results"].values()} == {"ok"}
+
+
+def test_coordinator_kill_9_and_restart_loses_no_journaled_event(farm):
+    farm.coordinator.send_signal(signal.SIGKILL)
+    farm.coordinator.wait()
+    # While the coordinator is down, the nodes keep journaling: an unplug and its return.
+    serial = farm.serials["rack1"][2]
+    farm.driver(serial).shell("vphone unplug 1")
+    time.sleep(4)
+    farm.start_coordinator()
+    wait(lambda: len(farm.get("/api/nodes")["nodes"]) == 2
+         and all(n["state"] == "up" for n in farm.get("/api/nodes")["nodes"]), 30, "nodes back")
+    db = farm.data / "coordinator" / "coordinator.sqlite3"
+    for name in ("rack1", "rack2"):
+        journal = sqlite3.connect(farm.data / name / f"journal-{name}.sqlite3")
+        assigned = journal.execute(
+            "SELECT seq FROM sqlite_sequence WHERE name='events'").fetchone()[0]
+        journal.close()
+
+        def stored() -> list[int]:
+            con = sqlite3.connect(db)
+            try:
+                return [s for (s,) in con.execute(
+                    "SELECT seq FROM node_events WHERE node=? ORDER BY seq", (name,))]
+            finally:
+                con.close()
+
+        wait(lambda: stored() and stored()[-1] >= assigned, 20, f"{name} events replayed")
+        seqs = stored()
+        assert seqs == list(range(1, seqs[-1] + 1)), f"{name}: gaps or duplicates in {seqs}"
+    con = sqlite3.connect(db)
+    during = [e for (e,) in con.execute(
+        "SELECT event FROM node_events WHERE serial=? AND event IN ('phone_paused', "
+        "'phone_resumed') ORDER BY seq", (serial,))]
+    con.close()
+    assert during[-2:] == ["phone_paused", "phone_resumed"]
+    assert farm.phones()[serial]["state"] == "online"
