@@ -115,8 +115,9 @@ async def run(args: argparse.Namespace) -> None:
     if args.demo:
         demo = Demo(data, args.phones, hub.link.address, secret)
         await asyncio.to_thread(demo.start)
-    print(f"phonefarm coordinator: {url}  (API {url}api/phones, nodes dial {hub.link.address})",
-          flush=True)
+    adb_note = f", demo adb server 127.0.0.1:{demo.adb_port}" if demo else ""
+    print(f"phonefarm coordinator: {url}  (API {url}api/phones, nodes dial "
+          f"{hub.link.address}{adb_note})", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

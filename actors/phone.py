@@ -17,7 +17,8 @@ from typing import Any, Callable
 import cv2
 import numpy as np
 
-from actors.bridge import BridgedActor, Deferred
+from actors.bridge import BridgedActor, Call, Deferred
+from actors.capture import CaptureScheduler
 from actors.device.driver import DeviceDriver
 from protocol.errors import DeviceError, DeviceGone, FarmError, PhoneLocked, ValidationError
 
@@ -78,8 +79,11 @@ class PhoneActor(BridgedActor):
 
     def __init__(self, record: PhoneRecord, driver: DeviceDriver, publish: Publish,
                  clock: Callable[[], float] = time.time, debug_actions: bool = False,
-                 on_crash: Callable[[str, BaseException], None] | None = None) -> None:
+                 on_crash: Callable[[str, BaseException], None] | None = None,
+                 captures: CaptureScheduler | None = None) -> None:
         super().__init__()
+        self.captures = captures or CaptureScheduler()
+        self._capture_due = False
         self.record = record
         self.driver = driver
         self.publish = publish
@@ -224,8 +228,26 @@ class PhoneActor(BridgedActor):
         self.record.last_screenshot_ts = self.clock()
 
     def _after_action(self) -> None:
-        """The screenshot after every action, taken once the caller has its answer."""
+        """Ask for the screenshot that follows every action (coalesced, node-wide limited)."""
+        self._capture_due = True
+        ref = self.actor_ref
+
+        def grant() -> None:
+            ref.tell(Call("capture_now"))  # ActorDeadError gives the slot back
+
+        self.captures.request(self.serial, grant)
+
+    def capture_now(self) -> None:
+        """Holding a capture slot: take the frame, publish the thumbnail, give the slot back."""
         try:
+            if not self._capture_due or self.record.state != "online":
+                return
+            if not self.actor_inbox.empty():
+                # Actions are waiting: they go first, and the frame after them is the one
+                # worth showing.
+                self._after_action()
+                return
+            self._capture_due = False
             self._capture()
             self._event("thumbnail", {"jpeg": encode_thumbnail(self.frame),
                                       "ts": self.record.last_screenshot_ts}, durable=False)
@@ -233,6 +255,8 @@ class PhoneActor(BridgedActor):
             self.pause(str(exc))
         except DeviceError as exc:
             log.warning("phone=%s screenshot after action failed: %s", self.serial, exc)
+        finally:
+            self.captures.release()
 
     def screen(self, width: int | None = None) -> bytes:
         """Latest frame: PNG, or a JPEG thumbnail of ``width`` pixels."""

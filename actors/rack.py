@@ -18,6 +18,7 @@ from typing import Callable
 import pykka
 
 from actors.bridge import BridgedActor, Call
+from actors.capture import CaptureScheduler
 from actors.device.adb_server import AdbServer
 from actors.device.driver import DeviceDriver
 from actors.phone import PhoneActor, PhoneRecord, Publish
@@ -73,6 +74,7 @@ class RackActor(BridgedActor):
         self.debug_actions = debug_actions
         self.clock = clock
         self.restarts: dict[str, collections.deque[float]] = {}
+        self.captures = CaptureScheduler(slots=2)
 
     def _event(self, event: str, serial: str, data: dict | None = None) -> None:
         try:
@@ -90,7 +92,8 @@ class RackActor(BridgedActor):
                 pass
 
         ref = PhoneActor.start(record, DeviceDriver(record.serial, self.adb), self.publish,
-                               debug_actions=self.debug_actions, on_crash=on_crash)
+                               debug_actions=self.debug_actions, on_crash=on_crash,
+                               captures=self.captures)
         self.directory.put(record.serial, ref, record)
 
     # --- watcher events --------------------------------------------------------------------
@@ -155,6 +158,7 @@ class RackActor(BridgedActor):
 
     def on_stop(self) -> None:
         super().on_stop()
+        self.captures.stop()
         for serial in self.directory.serials():
             ref = self.directory.get(serial)
             if ref is not None:

@@ -31,6 +31,7 @@ import inspect
 import logging
 import secrets
 import time
+import weakref
 from collections import OrderedDict, deque
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Protocol, runtime_checkable
@@ -59,6 +60,11 @@ from protocol.messages import (
 log = logging.getLogger(__name__)
 
 DEFAULT_HEARTBEAT_S = 1.0
+# Polyamorous Pair1 silently drops a message sent while its pipe is busy and the socket has
+# no buffer (nng's defaults: 0 send, 1 receive). A burst (60 results, thumbnails and events
+# at once) then loses messages and commands wait for their 2 s re-send. Buffers absorb bursts.
+SOCKET_BUFFER_MSGS = 1024
+FIRST_RESEND_S = 0.25
 DEFAULT_DEAD_AFTER_S = 3.0  # silent this long -> peer is dead; with 1 s heartbeats: detected < 5 s
 
 
@@ -135,9 +141,18 @@ def _raise_if_cancelling() -> None:
         raise asyncio.CancelledError
 
 
+_PIPE_LOCKS: "weakref.WeakValueDictionary[int, asyncio.Lock]" = weakref.WeakValueDictionary()
+
+
 async def _send_pipe(pipe: pynng.Pipe, data: bytes, timeout: float) -> bool:
+    # One send at a time per pipe: polyamorous Pair1 drops a message sent while the pipe is
+    # still busy with the previous one.
+    lock = _PIPE_LOCKS.get(pipe.id)
+    if lock is None:
+        lock = _PIPE_LOCKS[pipe.id] = asyncio.Lock()
     try:
-        await asyncio.wait_for(pipe.asend(data), timeout)
+        async with lock:
+            await asyncio.wait_for(pipe.asend(data), timeout)
         return True
     except (asyncio.TimeoutError, pynng.NNGException):
         return False
@@ -255,7 +270,8 @@ class CoordinatorLink(_TaskOwner):
 
     async def start(self) -> "CoordinatorLink":
         self._loop = asyncio.get_running_loop()
-        sock = pynng.Pair1(polyamorous=True, recv_max_size=_recv_limit(self.max_message_bytes))
+        sock = pynng.Pair1(polyamorous=True, recv_max_size=_recv_limit(self.max_message_bytes),
+                           send_buffer_size=SOCKET_BUFFER_MSGS, recv_buffer_size=SOCKET_BUFFER_MSGS)
         sock.add_post_pipe_connect_cb(lambda p: self._post(self._pipe_added, p))
         sock.add_post_pipe_remove_cb(lambda p: self._post(self._pipe_removed, p.id))
         listener = sock.listen(self.listen_addr)
@@ -335,6 +351,10 @@ class CoordinatorLink(_TaskOwner):
             fut = self._pending[cid] = loop.create_future()
         end = time.monotonic() + deadline
         attempts = 0
+        # nng may drop a message in a burst (see SOCKET_BUFFER_MSGS): the first re-send comes
+        # soon, later ones back off to ``timeout``. The node runs a command id once, so an
+        # early duplicate of a slow command only costs a message.
+        wait_s = min(FIRST_RESEND_S, timeout)
         try:
             while not fut.done():
                 remaining = end - time.monotonic()
@@ -351,8 +371,9 @@ class CoordinatorLink(_TaskOwner):
                         log.warning("command send failed node=%s command_id=%s reason=%s", node, cid, exc.reason)
                 up = self._add_up_waiter(node)
                 try:
-                    await asyncio.wait({fut, up}, timeout=min(timeout, remaining),
+                    await asyncio.wait({fut, up}, timeout=min(wait_s, remaining),
                                        return_when=asyncio.FIRST_COMPLETED)
+                    wait_s = min(wait_s * 2, timeout)
                 finally:
                     self._up_waiters.get(node, set()).discard(up)
             return fut.result()
@@ -662,6 +683,8 @@ class NodeLink(_TaskOwner):
         sock = pynng.Pair1(
             polyamorous=True,
             recv_max_size=_recv_limit(self.max_message_bytes),
+            send_buffer_size=SOCKET_BUFFER_MSGS,
+            recv_buffer_size=SOCKET_BUFFER_MSGS,
             reconnect_time_min=int(self.reconnect_min * 1000),
             reconnect_time_max=int(self.reconnect_max * 1000),
         )
