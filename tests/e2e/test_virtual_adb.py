@@ -226,3 +226,24 @@ def test_malformed_packets_are_logged_and_other_connections_keep_working(adb_ser
     assert "bad checksum" in caplog.text and "bad packet magic" in caplog.text
     r = run_adb(adb_server, "-s", farm.serials[1], "shell", "echo alive")
     assert r.stdout == b"alive\n"
+
+
+def test_vphone_popup_forces_an_interrupt_and_unknown_names_are_refused(adb_server, farm):
+    s = farm.serials[2]
+    r = run_adb(adb_server, "-s", s, "shell", "vphone popup update_available && vphone state")
+    assert r.returncode == 0 and orjson.loads(r.stdout)["popup"] == "update_available"
+    r = run_adb(adb_server, "-s", s, "shell", "vphone popup no_such_popup")
+    assert r.returncode == 2 and b"no_such_popup" in r.stderr
+    run_adb(adb_server, "-s", s, "shell", "input keyevent HOME")
+
+
+def test_vphone_slow_delays_every_reply(adb_server, farm):
+    s = farm.serials[2]
+    assert run_adb(adb_server, "-s", s, "shell", "vphone slow 400").returncode == 0
+    try:
+        start = time.monotonic()
+        assert run_adb(adb_server, "-s", s, "shell", "echo late").stdout == b"late\n"
+        # a functional check that the delay is applied at all, not a speed figure
+        assert time.monotonic() - start >= 0.4
+    finally:
+        run_adb(adb_server, "-s", s, "shell", "vphone slow 0")
