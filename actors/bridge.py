@@ -28,8 +28,8 @@ Reply = Callable[[Any, BaseException | None], None]
 class Call:
     """Run ``method(*args, **kwargs)`` on the actor and hand the outcome to ``reply``.
 
-    With ``after`` set, the actor runs it once the reply is on its way (work the caller
-    need not wait for, such as the screenshot after a tap).
+    A method that returns ``Deferred`` gets its follow-up work run after the reply is on its
+    way (work the caller need not wait for, such as the screenshot after a tap).
     """
 
     method: str
