@@ -24,6 +24,7 @@ from actors.control.auth import check_bind
 from actors.device.adb_server import free_port, kill_adb_server, start_adb_server
 from actors.event_store import EventStore
 from actors.hub import Hub
+from actors.process import setup_logging, wait_for_stop_signal
 
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parent.parent
@@ -118,12 +119,8 @@ async def run(args: argparse.Namespace) -> None:
     adb_note = f", demo adb server 127.0.0.1:{demo.adb_port}" if demo else ""
     print(f"phonefarm coordinator: {url}  (API {url}api/phones, nodes dial "
           f"{hub.link.address}{adb_note})", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     try:
-        await stop.wait()
+        await wait_for_stop_signal()
     finally:
         if demo is not None:
             await asyncio.to_thread(demo.stop)
@@ -134,8 +131,7 @@ async def run(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    setup_logging(args.log_level)
     asyncio.run(run(args))
     return 0
 

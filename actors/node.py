@@ -12,7 +12,6 @@ import asyncio
 import base64
 import logging
 import os
-import signal
 import socket
 import sys
 import time
@@ -24,6 +23,7 @@ import msgspec
 from actors.bridge import call_actor
 from actors.device.adb_server import AdbServer
 from actors.device.watcher import DeviceWatcher
+from actors.process import setup_logging, wait_for_stop_signal
 from actors.rack import PhoneDirectory, RackActor
 from protocol.errors import ActorStopped, FarmError, PhoneLocked
 from protocol.messages import Acquire, Command, CommandResult, LiveEvent, PhoneInfo, Release
@@ -225,18 +225,13 @@ def main(argv: list[str] | None = None) -> int:
                    help="allow test-only actions such as debug_crash")
     p.add_argument("--log-level", default=os.environ.get("PHONEFARM_LOG_LEVEL", "INFO"))
     args = p.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    setup_logging(args.log_level)
     secret = read_secret(args.secret, args.secret_file)
 
     async def run() -> None:
         node = await Node(args.name, args.coordinator, secret, AdbServer(port=args.adb_port),
                           Path(args.data), debug_actions=args.debug_actions).start()
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
+        await wait_for_stop_signal()
         await node.stop()
 
     asyncio.run(run())

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
-import signal
 import sys
 
 from actors.device.adb_server import AdbServer, start_adb_server
+from actors.process import setup_logging, wait_for_stop_signal
 from virtual.farm import FarmSpec, VirtualFarm
 
 
@@ -40,23 +39,18 @@ async def run(args: argparse.Namespace) -> None:
     farm = VirtualFarm(FarmSpec(phones=args.phones, apps=tuple(args.apps or ["demo"]),
                                 base_port=args.base_port, seed=args.seed, width=args.width,
                                 height=args.height, adb=AdbServer(port=adb.port)))
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     await farm.start()
     for serial in farm.serials:
         print(serial, flush=True)
     try:
-        await stop.wait()
+        await wait_for_stop_signal()
     finally:
         await farm.stop()
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    setup_logging(args.log_level)
     asyncio.run(run(args))
     return 0
 
