@@ -8,11 +8,17 @@ half-written target; a leftover ``.NAME.*.tmp`` is only ever a temp file.
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
+import time
 from pathlib import Path
 
+log = logging.getLogger(__name__)
+
 TEMP_SUFFIX = ".tmp"
+# A write takes milliseconds; a temp file older than this belongs to a writer that died.
+STALE_TEMP_S = 300.0
 
 
 def fsync_dir(folder: Path) -> None:
@@ -41,3 +47,30 @@ def write_atomic(path: str | os.PathLike, data: bytes) -> None:
             pass
         raise
     fsync_dir(target.parent)
+
+
+def is_temp_name(name: str) -> bool:
+    """True for the name of a temp file ``write_atomic`` makes (``.NAME.*.tmp``)."""
+    return name.startswith(".") and name.endswith(TEMP_SUFFIX)
+
+
+def remove_stale_temps(folder: str | os.PathLike, older_than_s: float = STALE_TEMP_S) -> int:
+    """Delete temp files a killed writer left in ``folder`` (not recursive); returns how many.
+    Young ones are kept: they may belong to a write in progress in another process."""
+    cutoff = time.time() - older_than_s
+    removed = 0
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return 0
+    for entry in entries:
+        if not is_temp_name(entry.name):
+            continue
+        try:
+            if entry.is_file(follow_symlinks=False) and entry.stat().st_mtime < cutoff:
+                os.unlink(entry.path)
+                removed += 1
+                log.info("removed stale temp file path=%s", entry.path)
+        except OSError:
+            pass  # already gone, or not ours to delete: harmless either way
+    return removed
