@@ -24,6 +24,7 @@ from actors.control.auth import check_bind
 from actors.device.adb_server import free_port, kill_adb_server, start_adb_server
 from actors.event_store import EventStore
 from actors.hub import Hub
+from actors.unknown_screens import UnknownScreenQueue
 from actors.process import setup_logging, wait_for_stop_signal
 
 log = logging.getLogger(__name__)
@@ -106,7 +107,8 @@ async def run(args: argparse.Namespace) -> None:
     check_bind(host, args.token)
     secret = farm_secret(args, data)
     store = await EventStore(data / "coordinator.sqlite3").open()
-    hub = await Hub(args.listen, secret, store).start()
+    hub = await Hub(args.listen, secret, store,
+                    unknown=UnknownScreenQueue(data / "unknown-screens")).start()
     runner = web.AppRunner(make_app(hub, token=args.token))
     await runner.setup()
     site = web.TCPSite(runner, host, int(port))

@@ -21,6 +21,7 @@ import msgspec
 import numpy as np
 
 from actors.event_store import EventStore
+from actors.unknown_screens import UnknownScreenQueue
 from protocol.errors import FarmError, PhoneNotFound, ValidationError
 from protocol.messages import Action, Command, Event, Hello, LiveEvent
 from protocol.transport import CoordinatorLink, DeliveryError
@@ -39,8 +40,9 @@ class Hub:
 
     def __init__(self, listen: str, secret: str, store: EventStore, *,
                  heartbeat_interval: float = 1.0, dead_after: float = 3.0,
-                 command_deadline: float = 30.0) -> None:
+                 command_deadline: float = 30.0, unknown: UnknownScreenQueue | None = None) -> None:
         self.store = store
+        self.unknown = unknown
         self.command_deadline = command_deadline
         self.node_rows: dict[str, dict] = {}
         self.phone_rows: dict[str, dict] = {}
@@ -124,12 +126,32 @@ class Hub:
         return self.store.last_seq(node)
 
     async def handle(self, node: str, event: Event) -> None:
-        if not await self.store.add(node, event.seq, event.event, event.serial, event.data,
+        data = dict(event.data)
+        if event.event == "unknown_screen":
+            data = await self._queue_unknown(node, event.seq, event.serial, data)
+        if not await self.store.add(node, event.seq, event.event, event.serial, data,
                                     time.time()):
             return
         if node in self.node_rows:
             self.node_rows[node]["last_heartbeat"] = time.time()
-        self._apply(node, event.event, event.serial, dict(event.data))
+        self._apply(node, event.event, event.serial, data)
+
+    async def _queue_unknown(self, node: str, seq: int, serial: str | None, data: dict) -> dict:
+        """Put the frame in the unknown-screens queue; the stored event keeps a reference,
+        not the image (idempotent: a replayed event finds its entry)."""
+        encoded = data.pop("png_b64", None)
+        if self.unknown is None or not encoded:
+            return data
+        try:
+            png = base64.b64decode(encoded)
+            entry = await asyncio.to_thread(
+                self.unknown.add, f"{node}-{seq}", png,
+                {**data, "node": node, "serial": serial})
+        except (ValueError, FarmError, OSError) as exc:
+            log.error("node=%s unknown screen from %s not queued: %s", node, serial, exc)
+            return {**data, "error": str(exc)}
+        return {**data, "id": entry["id"], "seen": entry["seen"],
+                "url": f"/api/unknown-screens/{entry['id']}/image"}
 
     def _apply(self, node: str, event: str, serial: str | None, data: dict) -> None:
         if serial is not None:
@@ -179,6 +201,14 @@ class Hub:
 
     def nodes(self) -> list[dict]:
         return [dict(n) for _, n in sorted(self.node_rows.items())]
+
+    def unknown_screens(self) -> list[dict]:
+        return self.unknown.entries() if self.unknown is not None else []
+
+    def unknown_screen_image(self, entry_id: str) -> bytes:
+        if self.unknown is None:
+            raise FarmError(f"unknown screen {entry_id!r}: no queue on this coordinator")
+        return self.unknown.image(entry_id)
 
     async def run_action(self, serial: str, action: dict, execution_id: str | None = None) -> dict:
         """Run one action on one phone; a screenshot's frame is referred to, not inlined

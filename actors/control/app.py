@@ -42,6 +42,13 @@ class HubAPI(Protocol):
         """Run one action; ``{"status": ok|locked|error|gone, "error": str|None, ...}``.
         Raises PhoneNotFound for an unknown serial, nothing for device problems."""
 
+    def unknown_screens(self) -> list[dict]:
+        """The unknown-screens queue: id, serial(s), node, app, previous_screen, last_action,
+        seen, status, phash."""
+
+    def unknown_screen_image(self, entry_id: str) -> bytes:
+        """The PNG of one queued unknown screen; FarmError if there is no such entry."""
+
     async def screen(self, serial: str, width: int | None = None) -> tuple[bytes, str]:
         """(image bytes, content type): PNG when width is None, else a JPEG that wide.
         Raises PhoneNotFound."""
@@ -73,6 +80,8 @@ def make_app(hub: HubAPI, token: str | None = None, *, heartbeat_s: float = 15.0
     app.router.add_get("/api/nodes", get_nodes)
     app.router.add_get("/api/phones/{serial}/screen", get_screen)
     app.router.add_post("/api/actions", post_actions)
+    app.router.add_get("/api/unknown-screens", get_unknown_screens)
+    app.router.add_get("/api/unknown-screens/{id}/image", get_unknown_screen_image)
     app.router.add_get("/api/stream", streamer.handle)
     app.router.add_get("/api/openapi.json", get_openapi)
     return app
@@ -146,6 +155,22 @@ async def get_screen(request: web.Request) -> web.Response:
     except FarmError as exc:
         return error_response(503, str(exc), serial=serial)
     return web.Response(body=image, content_type=content_type, headers={"Cache-Control": "no-store"})
+
+
+async def get_unknown_screens(request: web.Request) -> web.Response:
+    hub = request.app[HUB]
+    return json_response({"unknown_screens": [
+        {**entry, "url": f"/api/unknown-screens/{entry['id']}/image"}
+        for entry in hub.unknown_screens()]})
+
+
+async def get_unknown_screen_image(request: web.Request) -> web.Response:
+    entry_id = request.match_info["id"]
+    try:
+        png = request.app[HUB].unknown_screen_image(entry_id)
+    except (FarmError, OSError) as exc:
+        return error_response(404, str(exc), id=entry_id)
+    return web.Response(body=png, content_type="image/png")
 
 
 async def post_actions(request: web.Request) -> web.Response:

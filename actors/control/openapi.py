@@ -22,6 +22,7 @@ from actors.control.schemas import (
     HubEvent,
     NodesResponse,
     PhonesResponse,
+    UnknownScreensResponse,
 )
 
 REF = "#/components/schemas/{name}"
@@ -44,10 +45,9 @@ _UNAUTHORIZED = _error("missing or wrong bearer token (only when a token is conf
 
 @functools.cache
 def _document() -> dict[str, Any]:
-    (_request, _actions, _error_body, _health, _event, _nodes, _phones), components = \
-        msgspec.json.schema_components(
-            [ActionRequest, ActionsResponse, ErrorBody, Health, HubEvent, NodesResponse, PhonesResponse],
-            ref_template=REF)
+    _, components = msgspec.json.schema_components(
+        [ActionRequest, ActionsResponse, ErrorBody, Health, HubEvent, NodesResponse, PhonesResponse,
+         UnknownScreensResponse], ref_template=REF)
     serial = {"name": "serial", "in": "path", "required": True, "schema": {"type": "string"},
               "description": "device serial, URL-encoded (e.g. 127.0.0.1%3A40123)"}
     return {
@@ -109,6 +109,24 @@ def _document() -> dict[str, Any]:
                     "413": _error(f"body larger than {MAX_BODY_BYTES} bytes"),
                 },
             }},
+            "/api/unknown-screens": {"get": {
+                "operationId": "listUnknownScreens",
+                "summary": "Frames no registered screen matched, deduplicated, oldest first",
+                "responses": {"200": _json("UnknownScreensResponse", "the queue"),
+                              "401": _UNAUTHORIZED},
+            }},
+            "/api/unknown-screens/{id}/image": {"get": {
+                "operationId": "getUnknownScreenImage",
+                "summary": "The full PNG frame of one queued unknown screen",
+                "parameters": [{"name": "id", "in": "path", "required": True,
+                                "schema": {"type": "string"}}],
+                "responses": {
+                    "200": {"description": "the frame", "content": {
+                        "image/png": {"schema": {"type": "string", "contentMediaType": "image/png"}}}},
+                    "401": _UNAUTHORIZED,
+                    "404": _error("no such entry (named in `id`)"),
+                },
+            }},
             "/api/stream": {"get": {
                 "operationId": "streamEvents",
                 "summary": "Live status: every hub event as Server-Sent Events",
@@ -117,7 +135,8 @@ def _document() -> dict[str, Any]:
                                "to keep up loses the oldest events and gets one `overflow` event "
                                "whose data.dropped counts them. Event names: phone_up, phone_down, "
                                "phone_paused, phone_resumed, phone_failed, lock_taken, lock_freed, "
-                               "app_changed, account_changed, screen_changed, node_up, node_down, "
+                               "app_changed, account_changed, screen_changed, interrupt_handled, "
+                               "interrupt_stuck, unknown_screen, node_up, node_down, "
                                "action_result, thumbnail, overflow.",
                 "responses": {
                     "200": {"description": "an endless event stream", "content": {

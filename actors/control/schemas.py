@@ -129,6 +129,28 @@ class NodesResponse(msgspec.Struct):
     nodes: list[Node]
 
 
+class UnknownScreen(msgspec.Struct):
+    """One queued frame that no registered screen matched (deduplicated across phones)."""
+
+    id: str
+    url: str
+    node: str
+    serials: list[str]
+    seen: int
+    status: str
+    phash: str
+    app: str | None = None
+    previous_screen: str | None = None
+    last_action: dict | None = None
+    registry_version: str | None = None
+    width: int | None = None
+    height: int | None = None
+
+
+class UnknownScreensResponse(msgspec.Struct):
+    unknown_screens: list[UnknownScreen]
+
+
 class HubEvent(msgspec.Struct):
     """One SSE ``data:`` payload; the SSE ``event:`` line repeats ``event``."""
 

@@ -55,6 +55,17 @@ class FakeHub:
     def nodes(self) -> list[dict]:
         return [dict(n) for n in self._nodes]
 
+    def unknown_screens(self) -> list[dict]:
+        return [{"id": "rack1-7", "node": "rack1", "serials": ["127.0.0.1:40124"], "seen": 2,
+                 "status": "queued", "phash": "00ff" * 16, "app": "com.example.demo",
+                 "previous_screen": "demo/home", "last_action": {"type": "tap", "x": 1, "y": 2},
+                 "registry_version": "abc", "width": 108, "height": 240}]
+
+    def unknown_screen_image(self, entry_id: str) -> bytes:
+        if entry_id != "rack1-7":
+            raise FarmError(f"unknown screen {entry_id!r}: no such entry")
+        return cv2.imencode(".png", self.frame)[1].tobytes()
+
     def _known(self, serial: str) -> None:
         if serial in self.vanished or all(p["serial"] != serial for p in self._phones):
             raise PhoneNotFound(serial)

@@ -398,6 +398,24 @@ def test_backlog_drops_oldest() -> None:
         ClientBacklog(0)
 
 
+async def test_unknown_screens_listed_with_image_urls(client: TestClient) -> None:
+    resp = await client.get("/api/unknown-screens")
+    assert resp.status == 200
+    (entry,) = (await resp.json())["unknown_screens"]
+    assert entry["id"] == "rack1-7" and entry["seen"] == 2
+    assert entry["url"] == "/api/unknown-screens/rack1-7/image"
+    image = await client.get(entry["url"])
+    assert image.status == 200 and image.content_type == "image/png"
+    assert (await image.read()).startswith(b"\x89PNG")
+
+
+async def test_unknown_screen_image_unknown_id_404(client: TestClient) -> None:
+    resp = await client.get("/api/unknown-screens/nope-1/image")
+    assert resp.status == 404
+    body = await resp.json()
+    assert body["id"] == "nope-1" and "no such entry" in body["error"]
+
+
 # --- OpenAPI --------------------------------------------------------------------------------
 
 

@@ -1,0 +1,104 @@
+"""The unknown-screens queue: frames no registered screen matched, waiting for a human or AI.
+
+Owns the coordinator's ``unknown-screens/`` folder: one PNG and one JSON (context: phone,
+node, app, the screen before, the last action, registry version, how often it was seen) per
+distinct screen. Screens are deduplicated by a perceptual hash, so the same unregistered
+dialog on sixty phones is one entry seen sixty times. Entry ids are ``<node>-<seq>`` of the
+journaled event that brought the frame, so a replayed event is stored once.
+Also owns ``perceptual_hash``, which phone actors use to report each unknown screen once.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from pathlib import Path
+
+import cv2
+import numpy as np
+import orjson
+
+from protocol.errors import FarmError, ValidationError
+from protocol.files import write_atomic
+
+log = logging.getLogger(__name__)
+
+HASH_GRID = 16
+# Hash distance at or below which two frames count as the same screen (of 256 bits).
+SAME_SCREEN_BITS = 16
+_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,200}$")
+
+
+def perceptual_hash(frame: np.ndarray) -> int:
+    """256-bit average hash of an RGB(A) or grey frame of any size: robust to compression
+    noise, scaling and small content changes, different for a different layout. (A
+    difference hash is blind to full-width bars, which is what app screens are made of.)"""
+    small = cv2.resize(frame, (HASH_GRID, HASH_GRID), interpolation=cv2.INTER_AREA)
+    if small.ndim == 3:
+        small = cv2.cvtColor(small, cv2.COLOR_RGBA2GRAY if small.shape[2] == 4 else cv2.COLOR_RGB2GRAY)
+    bits = np.packbits((small > small.mean()).flatten())
+    return int.from_bytes(bits.tobytes(), "big")
+
+
+def hash_distance(a: int, b: int) -> int:
+    return (a ^ b).bit_count()
+
+
+class UnknownScreenQueue:
+    """Owns the folder of unknown screens and their deduplication."""
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._entries: dict[str, dict] = {}
+        for meta in sorted(self.folder.glob("*.json")):
+            try:
+                entry = orjson.loads(meta.read_bytes())
+                self._entries[entry["id"]] = entry
+            except (OSError, ValueError, KeyError) as exc:
+                log.error("unknown screen %s unreadable, skipped: %s", meta, exc)
+
+    def add(self, entry_id: str, png: bytes, context: dict) -> dict:
+        """Store a frame (or count it against the entry it duplicates); returns the entry."""
+        if not _ID.match(entry_id):
+            raise ValidationError("unknown_screen.id", f"bad id {entry_id!r}")
+        frame = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_GRAYSCALE)
+        if frame is None:
+            raise ValidationError(f"unknown_screen {entry_id}.png", "not a decodable image")
+        phash = perceptual_hash(frame)
+        serial = context.get("serial")
+        with self._lock:
+            if entry_id in self._entries:
+                return self._entries[entry_id]
+            same = next((e for e in self._entries.values()
+                         if hash_distance(int(e["phash"], 16), phash) <= SAME_SCREEN_BITS), None)
+            if same is not None:
+                same["seen"] += 1
+                same["last_seen"] = context.get("at")
+                if serial and serial not in same["serials"]:
+                    same["serials"].append(serial)
+                self._write_meta(same)
+                return same
+            entry = {**context, "id": entry_id, "phash": f"{phash:064x}", "seen": 1,
+                     "serials": [serial] if serial else [], "last_seen": context.get("at"),
+                     "status": "queued"}
+            write_atomic(self.folder / f"{entry_id}.png", png)
+            self._write_meta(entry)
+            self._entries[entry_id] = entry
+            return entry
+
+    def _write_meta(self, entry: dict) -> None:
+        write_atomic(self.folder / f"{entry['id']}.json", orjson.dumps(entry, option=orjson.OPT_INDENT_2))
+
+    def entries(self) -> list[dict]:
+        with self._lock:
+            return sorted((dict(e) for e in self._entries.values()), key=lambda e: e["id"])
+
+    def image(self, entry_id: str) -> bytes:
+        with self._lock:
+            known = entry_id in self._entries
+        if not known:
+            raise FarmError(f"unknown screen {entry_id!r}: no such entry")
+        return (self.folder / f"{entry_id}.png").read_bytes()
