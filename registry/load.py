@@ -95,7 +95,7 @@ class _JsonIndex:
         return _WS.match(self.text, pos).end()
 
     def _value(self, pos: int, path: str) -> int:
-        self.lines[path] = self.line_of(pos)
+        self.lines.setdefault(path, self.line_of(pos))  # a duplicate key's first value counts
         text = self.text
         if text[pos] == "{":
             seen: dict[str, int] = {}
@@ -126,6 +126,15 @@ class _JsonIndex:
         if text[pos] == '"':
             return _STRING.match(text, pos).end()
         return _SCALAR.match(text, pos).end()
+
+
+def _first_wins(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # A duplicate key is reported; checking the first value (whose lines the index keeps)
+    # reports its problems too, where msgspec's last-wins would hide them.
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        out.setdefault(key, value)
+    return out
 
 
 def _reject_constant(name: str) -> Any:
@@ -211,7 +220,7 @@ class _Loader:
             self.problem(source.shown, f"not UTF-8 text (byte {exc.start})")
             return None
         try:
-            value = json.loads(text, parse_constant=_reject_constant)
+            value = json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_first_wins)
         except json.JSONDecodeError as exc:
             self.problem(f"{source.shown}:{exc.lineno}:{exc.colno}", f"invalid JSON: {exc.msg}")
             return None
@@ -228,7 +237,8 @@ class _Loader:
             return None
         for path, key, line, first in source.index.duplicates:
             self.problem(f"{source.shown}:{line}: {key_path(path, key)}",
-                         f"duplicate key {key!r} (first at line {first}); JSON keeps only the last")
+                         f"duplicate key {key!r} (first at line {first}): JSON readers silently "
+                         "keep just one of them; rename or remove one")
         return value
 
     def convert(self, value: Any, type_: Any, source: _Source, path: str) -> Any:
