@@ -1,7 +1,9 @@
 """`farm`: the operator's command line over the control endpoint's HTTP API.
 
 Owns turning commands into HTTP requests (standard library urllib only, so the CLI starts
-fast and needs nothing beyond Python) and their results into terminal lines.
+fast and needs nothing beyond Python) and their results into terminal lines. The `registry`
+commands work locally on a registry folder, no endpoint involved (they import the registry
+modules, OpenCV included, only when run).
 
     farm phones                          table: serial, node, state, lock, app, screen
     farm tap SCOPE X Y                   farm long-tap SCOPE X Y [--ms 800]
@@ -11,11 +13,15 @@ fast and needs nothing beyond Python) and their results into terminal lines.
     farm stop SCOPE PACKAGE
     farm screenshot SERIAL -o F.png [--width W]
     farm watch [--count N]               one line per live event
+    farm registry check [DIR]            every problem, ambiguity and dead screen, one a line
+    farm registry identify IMAGE [--app APP] [--registry DIR] [--explain]
+                                         app/state | app/interrupt:name | unknown [(ambiguous: ..)]
 
 The endpoint is ``--url`` or $PHONEFARM_URL (default http://127.0.0.1:8470); the access
-token ``--token`` or $PHONEFARM_TOKEN. Exit status: 0 success; 1 some phone's action did
-not succeed (or the scope matched no phone); 2 bad usage or a request the endpoint
-rejected; 3 endpoint unreachable.
+token ``--token`` or $PHONEFARM_TOKEN; the registry DIR $PHONEFARM_REGISTRY (default the demo
+registry, registry/apps). Exit status: 0 success; 1 some phone's action did not succeed (or
+the scope matched no phone), or `registry check` found problems; 2 bad usage, a request the
+endpoint rejected, an unreadable image or an invalid registry; 3 endpoint unreachable.
 """
 
 from __future__ import annotations
@@ -117,11 +123,15 @@ class FarmClient:
 # --- output ---------------------------------------------------------------------------------
 
 
+def align_columns(rows: list[list[str]]) -> list[str]:
+    if not rows:
+        return []
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+
+
 def format_table(rows: list[list[str]], header: list[str]) -> str:
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip()
-             for row in [header, *rows]]
-    return "\n".join(lines)
+    return "\n".join(align_columns([header, *rows]))
 
 
 def phones_table(phones: list[dict]) -> str:
@@ -228,6 +238,75 @@ def _cmd_watch(client: FarmClient, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _registry_dir(args: argparse.Namespace) -> str:
+    if args.registry_dir:
+        return args.registry_dir
+    from registry.load import DEMO_REGISTRY
+
+    return os.environ.get("PHONEFARM_REGISTRY") or str(DEMO_REGISTRY)
+
+
+def _cmd_registry_check(client: FarmClient, args: argparse.Namespace) -> int:
+    from protocol.errors import ValidationErrors
+    from registry.check import check_registry
+
+    path = _registry_dir(args)
+    try:
+        report = check_registry(path)
+    except ValidationErrors as exc:
+        for problem in exc.problems:
+            print(problem)
+        print(f"{path}: {len(exc.problems)} problem(s); screenshots not cross-checked until "
+              "the registry loads")
+        return EXIT_PHONE_FAILED
+    for line in report.lines():
+        print(line)
+    registry = report.registry
+    errors = len(report.conflicts) + sum(not d.warning for d in report.dead)
+    verdict = "ok" if report.clean else f"{errors} problem(s)"
+    print(f"{path}: {verdict}: {len(registry.apps)} apps, {len(registry.screens())} screens, "
+          f"{report.frames_checked} screenshots cross-checked, version {registry.version[:16]}")
+    return EXIT_OK if report.clean else EXIT_PHONE_FAILED
+
+
+def explain_lines(match) -> list[str]:
+    """One line per region the matcher checked: screen, region, kind, score, threshold,
+    pass/fail (and what OCR read)."""
+    rows = [[score.screen.label(), score.region, score.kind, f"{score.score:.3f}",
+             f"{score.threshold:.3f}", "pass" if score.passed else "fail",
+             "" if score.text is None else f"read {score.text!r}"]
+            for score in match.scores]
+    return ["  " + line for line in align_columns(rows)]
+
+
+def _cmd_registry_identify(client: FarmClient, args: argparse.Namespace) -> int:
+    from protocol.errors import ValidationErrors
+    from registry.check import describe
+    from registry.load import load_registry
+    from registry.match import Matcher, load_image
+
+    frame = load_image(args.image)  # FarmError naming the file -> exit 2
+    path = _registry_dir(args)
+    try:
+        registry = load_registry(path)
+    except ValidationErrors as exc:
+        print(f"farm: registry {path} is invalid (`farm registry check {path}`):", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return EXIT_REJECTED
+    if args.app is not None and args.app not in registry.apps \
+            and registry.app_for_package(args.app) is None:
+        print(f"farm: --app {args.app!r} is neither an app nor a package of registry {path} "
+              f"(apps: {', '.join(registry.apps)})", file=sys.stderr)
+        return EXIT_REJECTED
+    match = Matcher(registry).identify(frame, args.app, explain=args.explain)
+    print(describe(match))
+    if args.explain:
+        for line in explain_lines(match):
+            print(line)
+    return EXIT_OK
+
+
 # --- argument parsing -----------------------------------------------------------------------
 
 
@@ -302,6 +381,29 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("watch", "follow live events, one line each (times in UTC)", _cmd_watch)
     p.add_argument("--count", type=int, default=0, help="stop after N events")
+
+    registry_help = "work on a screen registry folder (locally, no endpoint)"
+    p = sub.add_parser("registry", help=registry_help, description=registry_help)
+    registry_sub = p.add_subparsers(dest="registry_command", required=True, metavar="COMMAND")
+    dir_help = "registry folder or single JSON file (env PHONEFARM_REGISTRY, default the demo registry)"
+
+    help_text = ("validate the registry and cross-check every screen against every reference "
+                 "screenshot; exit 1 on any problem")
+    p = registry_sub.add_parser("check", help=help_text, description=help_text)
+    p.add_argument("registry_dir", nargs="?", default=None, metavar="DIR", help=dir_help)
+    p.set_defaults(func=_cmd_registry_check)
+
+    help_text = "print which registered screen IMAGE shows"
+    p = registry_sub.add_parser("identify", help=help_text, description=help_text)
+    p.add_argument("image", help="screenshot file (PNG, JPEG)")
+    p.add_argument("--app", default=None,
+                   help="the app in the foreground (key or package): its screens and the global "
+                        "ones are tried; default every app")
+    p.add_argument("--registry", dest="registry_dir", default=None, metavar="DIR", help=dir_help)
+    p.add_argument("--explain", action="store_true",
+                   help="also print one line per region checked: screen, region, kind, score, "
+                        "threshold, pass/fail")
+    p.set_defaults(func=_cmd_registry_identify)
     return parser
 
 
