@@ -6,11 +6,11 @@ per-file validation are ``registry.load``'s). Each screen's ``reference_screensh
 through the matcher, scoped to the screen's app as on a phone (the app's screens plus the
 global section):
 
-- a *conflict* (ambiguity): the frame does not identify as its own screen although screens
-  match it: two or more in one tier (the matcher then answers "ambiguous"), or an interrupt
-  whose regions are also visible on a state's frame, which would shadow that state. An
-  interrupt matching together with the state it pops up over is normal and not reported:
-  the matcher tries interrupts first.
+- a *conflict*: the frame does not identify as its own screen although screens match it:
+  "ambiguous" when two or more match (in one tier the matcher answers unknown; an interrupt
+  also matching a state's frame would shadow that state), "wrong screen" when only another
+  screen matches. An interrupt matching together with the state it pops up over, on the
+  interrupt's own frame, is normal and not reported: the matcher tries interrupts first.
 - a *dead screen*: it does not match its own reference screenshot (an error: it will not be
   recognised on a phone either), or it has none (a warning: nothing checks it; the line
   names the other screenshots that match it, if any).
@@ -41,7 +41,8 @@ class Conflict:
 
     def line(self) -> str:
         names = ", ".join(r.label() for r in self.matched)
-        return (f"ambiguous: frame {self.frame} (of {self.owner.label()}) is matched by {names}; "
+        kind = "ambiguous" if len(self.matched) > 1 else "wrong screen"
+        return (f"{kind}: frame {self.frame} (of {self.owner.label()}) is matched by {names}; "
                 f"identified as {self.identified}")
 
 
@@ -109,14 +110,14 @@ def check_registry(path: str | os.PathLike, reader=None) -> CheckReport:
                   [r.label() for r in hits], describe(result))
     for ref, frames in matched_by.items():
         shot = registry.screen(ref).reference_screenshot
-        others = ", ".join(frames) if frames else "no other screenshot either"
+        others = (f"matched by {', '.join(frames)}" if frames else
+                  "no other screen's screenshot matches it either")
         if shot is None:
-            report.dead.append(DeadScreen(ref, f"no reference screenshot (matched by: {others})",
-                                          warning=True))
+            report.dead.append(DeadScreen(ref, f"no reference screenshot; {others}", warning=True))
         elif shot not in frames:
             report.dead.append(DeadScreen(
-                ref, f"does not match its own reference screenshot {shot} (matched by: "
-                     f"{others}); `farm registry identify {shot} --explain` shows the scores"))
+                ref, f"does not match its own reference screenshot {shot}; {others} (`farm "
+                     f"registry identify {shot} --app {ref.app} --explain` shows the scores)"))
     log.info("registry checked root=%s frames=%d conflicts=%d dead=%d", registry.root,
              report.frames_checked, len(report.conflicts),
              sum(not d.warning for d in report.dead))
