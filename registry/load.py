@@ -530,8 +530,10 @@ def resolve_path(registry: Registry, relative: str) -> Path:
 def registry_version(root: str | os.PathLike) -> str:
     """Content hash (sha256 hex) of the registry at ``root``: every JSON file and every file
     they reference, by path relative to the registry folder, so it is the same on every
-    machine. Works on an invalid registry too (missing files are left out)."""
+    machine. Works on an invalid registry too (missing files are left out); a path that is
+    neither a folder nor a file raises ``ValidationErrors``."""
     loader = _Loader(Path(root))
+    loader.locate()
     try:
         return loader.load().version
     except ValidationErrors:

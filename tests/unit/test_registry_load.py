@@ -278,6 +278,8 @@ def test_schema_problems_name_the_json_path(folder: Path) -> None:
 
 def test_missing_path_is_one_clear_problem(tmp_path: Path) -> None:
     assert has(problems(tmp_path / "nope"), "nope", "no such registry folder or file")
+    with pytest.raises(ValidationErrors, match="no such registry folder"):
+        registry_version(tmp_path / "nope")
 
 
 # --- save_app -------------------------------------------------------------------------------
