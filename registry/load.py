@@ -256,9 +256,9 @@ class _Loader:
 
     def decode(self, value: Any, type_: type, source: _Source, path: str) -> Any:
         """A Struct decoded field by field, and lists/dicts of Structs item by item, so one bad
-        field does not hide the others' problems (msgspec stops at the first). A bad item is
-        left out of its list or dict (its problem is recorded); a bad field of this Struct
-        makes the whole Struct _BAD."""
+        field does not hide the others' problems (msgspec stops at the first). A bad value in
+        a dict is left out (its siblings are still checked for meaning); a bad list item or a
+        bad field makes this whole Struct _BAD (list indices in later messages must stay true)."""
         if not isinstance(value, dict):
             return self.convert(value, type_, source, path)  # reports the type mismatch
         fields = {f.encode_name: f for f in msgspec.structs.fields(type_)}
@@ -275,7 +275,8 @@ class _Loader:
             if origin is list and _is_struct(args[0]) and isinstance(item, list):
                 decoded = [self.decode(x, args[0], source, f"{item_path}[{i}]")
                            for i, x in enumerate(item)]
-                kwargs[info.name] = [x for x in decoded if x is not _BAD]
+                kwargs[info.name] = decoded
+                ok &= all(x is not _BAD for x in decoded)
             elif origin is dict and _is_struct(args[1]) and isinstance(item, dict):
                 decoded = {k: self.decode(x, args[1], source, key_path(item_path, k))
                            for k, x in item.items()}

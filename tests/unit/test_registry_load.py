@@ -274,6 +274,16 @@ def test_schema_problems_name_the_json_path(folder: Path) -> None:
     assert has(messages, "$.states.feed.colour", "unknown field 'colour'")
     assert has(messages, "$.interrupts.rate_us.actions[0].action_type", "wiggle")
     assert all(f"{folder / 'clipshare.json'}:" in m for m in messages)
+    # login was dropped (bad region), yet feed is still checked, and linking to login is fine.
+    app["states"]["login"]["validation_regions"].insert(0, {"name": "x", "coordinates": [0, 0, 0, 0]})
+    app["states"]["feed"] = {"name": "feed", "actions": [
+        {"name": "back", "coordinates": [0, 0, 500, 5], "linked_state": "login"}]}
+    (folder / "clipshare.json").write_text(json.dumps(app, indent=2))
+    messages = problems(folder)
+    assert has(messages, "$.states.login.validation_regions[1].coordinates", "length 4")
+    assert has(messages, "$.states.feed.actions[0].coordinates", "outside the 100x200 screen")
+    assert not has(messages, "linked_state")
+    assert not has(messages, "validation_regions[0]")
 
 
 def test_missing_path_is_one_clear_problem(tmp_path: Path) -> None:
