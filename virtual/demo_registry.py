@@ -209,8 +209,10 @@ INTERRUPTS: tuple[InterruptSpec, ...] = (
                   "Save", "clipshare/feed"),
     InterruptSpec(GLOBAL_APP, "system_not_responding",
                   "Android 'app isn't responding' dialog, over any app.",
-                  # The title names the foreground app, so the body identifies it instead.
-                  (RegionSpec("body", (DIALOG_BODY,)), _DIALOG_BUTTONS),
+                  # The title names the foreground app, so the body identifies the dialog
+                  # instead; with the buttons in the same region, because one line of text in
+                  # a box of plain panel is too little to compare on a phone of another size.
+                  (RegionSpec("body_and_buttons", (DIALOG_BODY, DIALOG_BUTTONS), margin=_DIALOG_EDGE),),
                   "Wait", "clipshare/feed"),
     InterruptSpec(GLOBAL_APP, "low_battery",
                   "Android 'Battery low' warning, over any app.",
