@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import calendar
+import functools
 import logging
 import re
 from collections.abc import Callable
@@ -233,7 +234,9 @@ def new_phone(width: int = REF_WIDTH, height: int = REF_HEIGHT, *, clock: Callab
                    clock=clock or (lambda: FIXED_TIME), random_popups=False)
 
 
+@functools.lru_cache(maxsize=1)
 def _specs() -> dict[str, AppSpec]:
+    """The virtual apps by package (immutable, so parsed once)."""
     return {spec.package: spec for spec in load_apps(["demo"])}
 
 
