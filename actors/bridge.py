@@ -101,6 +101,14 @@ class BridgedActor(pykka.ThreadingActor):
         self._answer_pending()
 
 
+def tell_quietly(actor_ref: pykka.ActorRef, message: Any) -> None:
+    """Tell, from a timer or another thread, an actor that may have stopped meanwhile."""
+    try:
+        actor_ref.tell(message)
+    except pykka.ActorDeadError:
+        pass
+
+
 async def call_actor(actor_ref: pykka.ActorRef, method: str, *args: Any,
                      timeout: float | None = 120.0, **kwargs: Any) -> Any:
     """Await ``actor.method(*args, **kwargs)`` without blocking the event loop."""

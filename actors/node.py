@@ -20,14 +20,16 @@ from typing import Any
 
 import msgspec
 
-from actors.bridge import call_actor
+from actors.bridge import Call, call_actor, tell_quietly
 from actors.device.adb_server import AdbServer
 from actors.device.watcher import DeviceWatcher
+from actors.matcher import MatcherActor
 from actors.process import setup_logging, wait_for_stop_signal
 from actors.rack import PhoneDirectory, RackActor
-from protocol.errors import ActorStopped, FarmError, PhoneLocked
+from protocol.errors import ActorStopped, FarmError, PhoneLocked, ValidationErrors
 from protocol.messages import Acquire, Command, CommandResult, LiveEvent, PhoneInfo, Release
 from protocol.transport import NodeLink
+from registry.load import DEMO_REGISTRY
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +42,11 @@ class Node:
 
     def __init__(self, name: str, coordinator: str, secret: str, adb: AdbServer,
                  data_dir: Path, debug_actions: bool = False,
-                 heartbeat_interval: float = 1.0, dead_after: float = 3.0) -> None:
+                 heartbeat_interval: float = 1.0, dead_after: float = 3.0,
+                 registry: Path | None = DEMO_REGISTRY) -> None:
         self.name = name
+        self.registry = registry
+        self.matcher = None
         self.coordinator = coordinator
         self.adb = adb
         self.data_dir = data_dir
@@ -158,6 +163,8 @@ class Node:
         self._loop = asyncio.get_running_loop()
         self._events = asyncio.Queue()
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self.registry is not None:  # first: a bad registry stops the start before the link
+            self.matcher = MatcherActor.start(self.registry)
         hb, dead = self._hb
         self.link = NodeLink(self.coordinator, self._secret, self.name, self.phones,
                              journal=self.data_dir / f"journal-{self.name}.sqlite3",
@@ -165,15 +172,11 @@ class Node:
         await self.link.start()
         self._tasks = [asyncio.create_task(self._event_pump()), asyncio.create_task(self._tick())]
         self.rack = RackActor.start(self.adb, self.publish, self.directory,
-                                    debug_actions=self.debug_actions)
+                                    debug_actions=self.debug_actions, matcher=self.matcher)
         rack = self.rack
 
         def on_change(serial: str, state: str) -> None:
-            from actors.bridge import Call
-            try:
-                rack.tell(Call("device_changed", (serial, state)))
-            except Exception:
-                pass
+            tell_quietly(rack, Call("device_changed", (serial, state)))
 
         self.watcher = DeviceWatcher(self.adb, on_change).start()
         log.info("node=%s started (coordinator %s, adb %s:%d)", self.name, self.coordinator,
@@ -189,6 +192,8 @@ class Node:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.rack is not None:
             await asyncio.to_thread(lambda: self.rack.stop(block=True, timeout=20))
+        if self.matcher is not None:
+            self.matcher.stop()
         log.debug("node=%s actors stopped in %.2fs", self.name, time.monotonic() - t0)
         if self.link is not None:
             await self.link.close()
@@ -220,6 +225,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--adb-port", type=int, default=int(os.environ.get("ANDROID_ADB_SERVER_PORT",
                                                                       "5037")))
     p.add_argument("--data", default=os.environ.get("PHONEFARM_DATA", "./farm-data"))
+    p.add_argument("--registry", default=os.environ.get("PHONEFARM_REGISTRY", str(DEMO_REGISTRY)),
+                   help="screen registry folder (default: the demo registry); 'none' turns "
+                        "screen identification off")
     p.add_argument("--debug-actions", action="store_true",
                    default=os.environ.get("PHONEFARM_DEBUG_ACTIONS") == "1",
                    help="allow test-only actions such as debug_crash")
@@ -229,8 +237,13 @@ def main(argv: list[str] | None = None) -> int:
     secret = read_secret(args.secret, args.secret_file)
 
     async def run() -> None:
-        node = await Node(args.name, args.coordinator, secret, AdbServer(port=args.adb_port),
-                          Path(args.data), debug_actions=args.debug_actions).start()
+        try:
+            node = await Node(args.name, args.coordinator, secret, AdbServer(port=args.adb_port),
+                              Path(args.data), debug_actions=args.debug_actions,
+                              registry=None if args.registry == "none" else Path(args.registry)
+                              ).start()
+        except ValidationErrors as exc:
+            raise SystemExit(f"farm-node: the screen registry {args.registry} is invalid:\n{exc}")
         await wait_for_stop_signal()
         await node.stop()
 

@@ -3,29 +3,39 @@
 Every device action for a serial goes through its ``PhoneActor``, in the actor's own thread,
 so two executions can never touch one phone at once. The actor owns the device driver, the
 lock (execution id + lease), active app, active account per platform, last screen name and
-the latest frame. State that must survive a crash of the actor (the lock above all) lives in
+the latest frame. After every action's screenshot it asks the node's matcher which screen
+the phone is on, clears a recognised interrupt with the interrupt's handler action, and
+reports an unknown screen (full PNG and context) once per distinct frame. State that must survive a crash of the actor (the lock above all) lives in
 a ``PhoneRecord`` that the rack keeps and hands to the restarted actor.
 """
 
 from __future__ import annotations
 
+import base64
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import cv2
 import numpy as np
+import pykka
 
-from actors.bridge import BridgedActor, Call, Deferred
+from actors.bridge import BridgedActor, Call, Deferred, tell_quietly
 from actors.capture import CaptureScheduler
 from actors.device.driver import DeviceDriver
+from actors.matcher import Identification
+from actors.unknown_screens import SAME_SCREEN_BITS, hash_distance, perceptual_hash
 from protocol.errors import DeviceError, DeviceGone, FarmError, PhoneLocked, ValidationError
 
 log = logging.getLogger(__name__)
 
 THUMB_WIDTH = 270
 JPEG_QUALITY = 70
+# Interrupts cleared in a row without an action in between; more means the handler does not
+# work (or popups keep coming) and a human should look.
+MAX_AUTO_HANDLED = 3
 
 # publish(event, serial, data, durable): durable events are journaled and must arrive;
 # the rest (thumbnails) are live-only and may be dropped when nobody listens.
@@ -80,8 +90,18 @@ class PhoneActor(BridgedActor):
     def __init__(self, record: PhoneRecord, driver: DeviceDriver, publish: Publish,
                  clock: Callable[[], float] = time.time, debug_actions: bool = False,
                  on_crash: Callable[[str, BaseException], None] | None = None,
-                 captures: CaptureScheduler | None = None) -> None:
+                 captures: CaptureScheduler | None = None,
+                 matcher: pykka.ActorRef | None = None, handle_interrupts: bool = True,
+                 unknown_confirm_s: float = 0.5) -> None:
         super().__init__()
+        self.matcher = matcher
+        self.handle_interrupts = handle_interrupts
+        self._auto_handled = 0
+        self._last_action: dict | None = None
+        self._unknown_hash: int | None = None       # the unknown screen last reported
+        self._unknown_candidate: int | None = None  # seen once, reported if seen again
+        self._last_known_screen: str | None = None
+        self.unknown_confirm_s = unknown_confirm_s
         self.captures = captures or CaptureScheduler()
         self._capture_due = False
         self.record = record
@@ -171,6 +191,9 @@ class PhoneActor(BridgedActor):
             return {"status": "gone", "error": f"phone {self.serial} is unplugged (paused)"}
         if rec.state == "failed":
             return {"status": "error", "error": f"phone {self.serial} is marked failed"}
+        if kind != "screenshot":
+            self._auto_handled = 0
+            self._last_action = {k: v for k, v in action.items() if k != "text"}
         try:
             data = self._run(kind, action)
         except DeviceGone as exc:
@@ -237,6 +260,10 @@ class PhoneActor(BridgedActor):
 
         self.captures.request(self.serial, grant)
 
+    def look_again(self) -> None:
+        """Take another post-action frame (to confirm what the last one showed)."""
+        self._after_action()
+
     def capture_now(self) -> None:
         """Holding a capture slot: take the frame, publish the thumbnail, give the slot back."""
         try:
@@ -251,12 +278,88 @@ class PhoneActor(BridgedActor):
             self._capture()
             self._event("thumbnail", {"jpeg": encode_thumbnail(self.frame),
                                       "ts": self.record.last_screenshot_ts}, durable=False)
+            self._identify()
         except DeviceGone as exc:
             self.pause(str(exc))
         except DeviceError as exc:
             log.warning("phone=%s screenshot after action failed: %s", self.serial, exc)
         finally:
             self.captures.release()
+
+    # --- which screen is this? ---------------------------------------------------------------
+    def _identify(self) -> None:
+        """Name the screen of the frame just taken; clear an interrupt; report an unknown."""
+        if self.matcher is None:
+            return
+        try:
+            found: Identification = self.matcher.proxy().identify(
+                self.frame, self.record.active_app).get(timeout=30)
+        except Exception as exc:  # matching must never take the phone down
+            log.error("phone=%s screen identification failed: %r", self.serial, exc)
+            return
+        previous = self.record.last_screen
+        if previous != "unknown":
+            self._last_known_screen = previous
+        if self.record.last_screen != found.label:
+            self.record.last_screen = found.label
+            self._event("screen_changed", {"screen": found.label, "previous": previous,
+                                           "kind": found.kind})
+        if found.kind == "unknown":
+            self._report_unknown(found, self._last_known_screen)
+            return
+        self._unknown_hash = self._unknown_candidate = None
+        if found.kind == "state" and found.package:
+            self._set_app(found.package)  # the screen is the truth, e.g. after HOME
+        if found.kind == "interrupt" and self.handle_interrupts:
+            self._clear_interrupt(found)
+
+    def _clear_interrupt(self, found: Identification) -> None:
+        if found.handler_xy is None or found.handler_type not in ("tap", "long_tap"):
+            log.warning("phone=%s interrupt %s has no tap handler; left for the operator",
+                        self.serial, found.label)
+            return
+        if self._auto_handled >= MAX_AUTO_HANDLED:
+            if self._auto_handled == MAX_AUTO_HANDLED:
+                self._auto_handled += 1
+                self._event("interrupt_stuck", {"screen": found.label,
+                                                "handled": MAX_AUTO_HANDLED})
+            return
+        self._auto_handled += 1
+        x, y = found.handler_xy
+        if found.handler_type == "tap":
+            self.driver.tap(x, y)
+        else:
+            self.driver.long_tap(x, y)
+        self._event("interrupt_handled", {"screen": found.label, "action": found.handler,
+                                          "x": x, "y": y})
+        self._after_action()  # and look again: the screen under the popup, or the next popup
+
+    def _report_unknown(self, found: Identification, previous: str | None) -> None:
+        phash = perceptual_hash(self.frame)
+
+        def same(other: int | None) -> bool:
+            return other is not None and hash_distance(phash, other) <= SAME_SCREEN_BITS
+
+        if same(self._unknown_hash):
+            return  # still the screen already reported
+        if not same(self._unknown_candidate):
+            # A real phone mid-animation shows frames no screen matches: only a frame that
+            # is still there a moment later is worth a human's (or the AI's) time.
+            self._unknown_candidate = phash
+            timer = threading.Timer(self.unknown_confirm_s, tell_quietly,
+                                    (self.actor_ref, Call("look_again")))
+            timer.daemon = True
+            timer.start()
+            return
+        self._unknown_candidate = None
+        self._unknown_hash = phash
+        h, w = self.frame.shape[:2]
+        self._event("unknown_screen", {
+            "png_b64": base64.b64encode(encode_png(self.frame)).decode(),
+            "app": self.record.active_app, "previous_screen": previous,
+            "last_action": self._last_action, "ambiguous": list(found.ambiguous),
+            "registry_version": found.registry_version, "width": w, "height": h,
+            "phash": f"{phash:064x}", "ts": self.record.last_screenshot_ts})
 
     def screen(self, width: int | None = None) -> bytes:
         """Latest frame: PNG, or a JPEG thumbnail of ``width`` pixels."""
@@ -265,3 +368,4 @@ class PhoneActor(BridgedActor):
                 raise DeviceGone(self.serial, "screenshot", "phone is not online")
             self._capture()
         return encode_png(self.frame) if width is None else encode_thumbnail(self.frame, width)
+

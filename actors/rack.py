@@ -17,7 +17,7 @@ from typing import Callable
 
 import pykka
 
-from actors.bridge import BridgedActor, Call
+from actors.bridge import BridgedActor, Call, tell_quietly
 from actors.capture import CaptureScheduler
 from actors.device.adb_server import AdbServer
 from actors.device.driver import DeviceDriver
@@ -63,8 +63,10 @@ class RackActor(BridgedActor):
 
     def __init__(self, adb: AdbServer, publish: Publish, directory: PhoneDirectory,
                  max_restarts: int = 5, window_s: float = 60.0, backoff_s: float = 0.2,
-                 debug_actions: bool = False, clock: Callable[[], float] = time.time) -> None:
+                 debug_actions: bool = False, clock: Callable[[], float] = time.time,
+                 matcher: pykka.ActorRef | None = None) -> None:
         super().__init__()
+        self.matcher = matcher
         self.adb = adb
         self.publish = publish
         self.directory = directory
@@ -93,7 +95,7 @@ class RackActor(BridgedActor):
 
         ref = PhoneActor.start(record, DeviceDriver(record.serial, self.adb), self.publish,
                                debug_actions=self.debug_actions, on_crash=on_crash,
-                               captures=self.captures)
+                               captures=self.captures, matcher=self.matcher)
         self.directory.put(record.serial, ref, record)
 
     # --- watcher events --------------------------------------------------------------------
@@ -145,7 +147,7 @@ class RackActor(BridgedActor):
                     len(history), delay)
         self._event("phone_crashed", serial, {"reason": reason, "restart_in_s": delay})
         me = self.actor_ref
-        timer = threading.Timer(delay, lambda: _tell_quietly(me, Call("restart_phone", (serial,))))
+        timer = threading.Timer(delay, lambda: tell_quietly(me, Call("restart_phone", (serial,))))
         timer.daemon = True
         timer.start()
 
@@ -167,9 +169,3 @@ class RackActor(BridgedActor):
                 except (pykka.ActorDeadError, pykka.Timeout):
                     pass
 
-
-def _tell_quietly(ref: pykka.ActorRef, message: Call) -> None:
-    try:
-        ref.tell(message)
-    except pykka.ActorDeadError:
-        pass
