@@ -50,7 +50,9 @@ from registry.ocr import TextReader, shared_reader, text_similarity
 log = logging.getLogger(__name__)
 
 PIXEL_THRESHOLD = 0.85
-OCR_THRESHOLD = 0.8
+# OCR reads of clean UI text come out exact or nearly (one letter in a dozen: ~0.92); titles
+# that differ by a word ("Team Devices" / "Team Reviews") score 0.77-0.86.
+OCR_THRESHOLD = 0.9
 
 # Working size of a pixel check, in pixels: small enough that a check costs tens of
 # microseconds, large enough that a one-letter difference in a header's title still shows
@@ -63,6 +65,10 @@ _SHIFT_PX = 2.0
 # Least registry px per working px: fine enough for 2-3 px strokes; finer would only make
 # 1-2 px shifts count for more.
 _MIN_FACTOR = 3.0
+# Frames are searched this many working px (or _SHIFT_PX, if more) each way for the best
+# alignment: whole-frame shifts, and text a phone of another density lays out a little
+# narrower (the far end of a line lands 1-2 px off).
+_SEARCH = 2
 # Gaussian sigma (working px) applied to both sides: evens out the different shrink paths of
 # the reference and of frames of other sizes, and sub-pixel shifts of sharp edges.
 _BLUR_SIGMA = 0.7
@@ -80,6 +86,7 @@ _CONTRAST_SLACK = 0.4
 # one letter different ("Feed"/"Fees") >= 0.34. The score falls from 1 at _LOCAL_FREE to 0.85
 # at 0.2.
 _LOCAL_BLOCK = 3
+_LOCAL_CLIP = 2.5
 _LOCAL_NOISE = 0.5
 _LOCAL_FREE = 0.05
 _LOCAL_SCALE = 1.0
@@ -214,8 +221,8 @@ class _Work:
         self._img = img
         self._plan = plan
         self._gray: np.ndarray | None = None
-        self._cols: np.ndarray | None = None
-        self._rows: dict[int, np.ndarray] = {}
+        self._cols: tuple[np.ndarray, np.ndarray] | None = None
+        self._rows: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._windows: dict[tuple[int, int], _Window | None] = {}
 
     def gray(self) -> np.ndarray:
@@ -229,19 +236,22 @@ class _Work:
             self._gray = cv2.GaussianBlur(g.astype(np.float32), (3, 3), _BLUR_SIGMA)
         return self._gray
 
-    def cols(self) -> np.ndarray:
-        """Column sums over the region's nominal rows (finds the x offset)."""
+    def cols(self) -> tuple[np.ndarray, np.ndarray]:
+        """Column sums over the region's nominal rows (they find the x offset), and
+        1 / the norm of each region-wide window of them once centred."""
         if self._cols is None:
-            mt, wh = self._plan.margin[1], self._plan.inner[1]
-            self._cols = cv2.reduce(self.gray()[mt:mt + wh], 0, cv2.REDUCE_SUM).ravel()
+            mt, (ww, wh) = self._plan.margin[1], self._plan.inner
+            self._cols = _profile(cv2.reduce(self.gray()[mt:mt + wh], 0, cv2.REDUCE_SUM).ravel(), ww)
         return self._cols
 
-    def rows(self, x: int) -> np.ndarray:
-        """Row sums over the region's columns when it starts at working x (finds y)."""
+    def rows(self, x: int) -> tuple[np.ndarray, np.ndarray]:
+        """Row sums over the region's columns when it starts at working x (they find y),
+        and 1 / the norms of their windows."""
         rows = self._rows.get(x)
         if rows is None:
-            ww = self._plan.inner[0]
-            rows = self._rows[x] = cv2.reduce(self.gray()[:, x:x + ww], 1, cv2.REDUCE_SUM).ravel()
+            ww, wh = self._plan.inner
+            sums = cv2.reduce(self.gray()[:, x:x + ww], 1, cv2.REDUCE_SUM).ravel()
+            rows = self._rows[x] = _profile(sums, wh)
         return rows
 
     def window(self, x: int, y: int, edge: int) -> _Window | None:
@@ -260,22 +270,29 @@ class _Work:
         return win
 
 
+def _clipped_range(z: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    clipped = cv2.min(cv2.max(z, -_LOCAL_CLIP), _LOCAL_CLIP)
+    hi, lo = cv2.dilate(clipped, _K3), cv2.erode(clipped, _K3)
+    return clipped, (hi + lo) * 0.5, (hi - lo) * 0.5
+
+
 class _Window:
     """The region's working gray at one placement, normalized (zero mean, unit std)."""
 
     __slots__ = ("z", "flat", "std", "_range")
+    _range: tuple[np.ndarray, np.ndarray, np.ndarray] | None
 
     def __init__(self, z: np.ndarray, std: float) -> None:
         self.z = z
         self.flat = z.ravel()
         self.std = std  # before normalization
-        self._range: tuple[np.ndarray, np.ndarray] | None = None
+        self._range = None
 
-    def range(self) -> tuple[np.ndarray, np.ndarray]:
-        """Middle and half-width of each pixel's 3x3 neighbourhood range."""
+    def range(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """z clipped to +-_LOCAL_CLIP, and the middle and half-width of each of its pixels'
+        3x3 neighbourhood range."""
         if self._range is None:
-            hi, lo = cv2.dilate(self.z, _K3), cv2.erode(self.z, _K3)
-            self._range = ((hi + lo) * 0.5, (hi - lo) * 0.5)
+            self._range = _clipped_range(self.z)
         return self._range
 
 
@@ -297,8 +314,7 @@ class _PixelCheck:
         f = max(1.0, min(f, min(w, h) / _MIN_WORK_SIDE))
         self.ww, self.wh = max(1, round(w / f)), max(1, round(h / f))
         self.fx, self.fy = w / self.ww, h / self.wh  # registry px per working px
-        # Frames are searched +-_SHIFT_PX (at least one working px) for the best alignment.
-        self.margin = max(1, math.ceil(_SHIFT_PX / f - 1e-6))
+        self.margin = max(_SEARCH, math.ceil(_SHIFT_PX / f - 1e-6))
         if ref_rgba.shape[1] != w or ref_rgba.shape[0] != h:
             log.warning("reference for region %s is %dx%d, its box %dx%d; scaled to the box",
                         region.name, ref_rgba.shape[1], ref_rgba.shape[0], w, h)
@@ -328,8 +344,7 @@ class _PixelCheck:
         self.ref_std = float(inner.std())
         self.ref_z = (inner - float(inner.mean())) * (1.0 / max(self.ref_std, 1e-3))
         self.ref_z_flat = self.ref_z.ravel()
-        hi, lo = cv2.dilate(self.ref_z, _K3), cv2.erode(self.ref_z, _K3)
-        self.ref_mid, self.ref_half = (hi + lo) * 0.5, (hi - lo) * 0.5
+        self.ref_clipped, self.ref_mid, self.ref_half = _clipped_range(self.ref_z)
         self.block = (min(_LOCAL_BLOCK, self.ref_z.shape[1]),
                       min(_LOCAL_BLOCK, self.ref_z.shape[0]))
         # Identity for sharing results between screens that carry the same region.
@@ -357,6 +372,12 @@ class _PixelCheck:
             self._plans[(fw, fh)] = plan  # a benign race: every thread computes the same
         return plan
 
+    def _ncc(self, work: _Work, x: int, y: int) -> tuple[_Window | None, float]:
+        win = work.window(x, y, self.edge)
+        if win is None:
+            return None, -1.0
+        return win, float(np.dot(win.flat, self.ref_z_flat)) / self.ref_z_flat.shape[0]
+
     def score(self, work: _Work, plan: _Plan) -> float:
         """Similarity in [0, 1]: the least of shape (NCC), local difference, colour, contrast."""
         colour = 1.0 - max(abs(work.mean_rgb[0] - self.ref_mean[0]),
@@ -371,21 +392,21 @@ class _PixelCheck:
         if plan.size != plan.inner:
             # Align by projections: column sums find the x offset, row sums the y offset.
             # A fifth of matchTemplate's cost (~50 us at these sizes), and as good for the
-            # whole-frame shifts that occur.
+            # shifts that occur: whole-frame ones, and text laid out a little narrower on a
+            # phone of another density.
             x = _best_offset(work.cols(), self.ref_cols, x)
             y = _best_offset(work.rows(x), self.ref_rows, y)
-        win = work.window(x, y, self.edge)
+        win, ncc = self._ncc(work, x, y)
         if win is None:
             return 0.0  # a plain crop where the reference has texture
-        ncc = float(np.dot(win.flat, self.ref_z_flat)) / self.ref_z_flat.shape[0]
         if ncc < self.threshold:
             return max(0.0, ncc)
         # Local difference: how far each side's pixels fall outside the other's 3x3
         # neighbourhood range (so a sub-pixel shift costs nothing, a missing stroke a lot),
         # less a noise floor, averaged over small blocks; the worst block counts.
-        mid, half = win.range()
-        outside = cv2.max(cv2.subtract(cv2.absdiff(win.z, self.ref_mid), self.ref_half),
-                          cv2.subtract(cv2.absdiff(self.ref_z, mid), half))
+        clipped, mid, half = win.range()
+        outside = cv2.max(cv2.subtract(cv2.absdiff(clipped, self.ref_mid), self.ref_half),
+                          cv2.subtract(cv2.absdiff(self.ref_clipped, mid), half))
         blocks = cv2.blur(cv2.max(outside, _LOCAL_NOISE), self.block)
         worst = cv2.minMaxLoc(blocks)[1] - _LOCAL_NOISE
         local = 1.0 - max(0.0, worst - _LOCAL_FREE) / _LOCAL_SCALE
@@ -394,11 +415,19 @@ class _PixelCheck:
         return max(0.0, min(ncc, local, colour, contrast))
 
 
-def _best_offset(profile: np.ndarray, ref: np.ndarray, nominal: int) -> int:
-    """Offset of ``ref`` (zero-mean) in ``profile`` with the highest cross-correlation;
-    ``nominal`` when the reference has no profile to align by. (Over +-1-2 lags the windows'
-    own variance hardly changes, so it is left out: one C call instead of ten.)"""
-    corr = np.correlate(profile, ref, "valid")
+def _profile(sums: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """``sums`` and 1 / the norm of each of its length-``n`` windows once centred."""
+    ones = np.ones(n, np.float32)
+    s1 = np.correlate(sums, ones, "valid")
+    s2 = np.correlate(sums * sums, ones, "valid")
+    return sums, 1.0 / np.sqrt(np.maximum(s2 - s1 * s1 * (1.0 / n), 1e-6))
+
+
+def _best_offset(profile: tuple[np.ndarray, np.ndarray], ref: np.ndarray, nominal: int) -> int:
+    """Where ``ref`` (zero-mean) sits in ``profile``: the offset of the highest normalized
+    correlation; ``nominal`` when the reference has no profile to align by."""
+    sums, inv_norms = profile
+    corr = np.correlate(sums, ref, "valid") * inv_norms
     best = int(corr.argmax())
     return nominal if corr[best] <= corr[min(nominal, corr.shape[0] - 1)] else best
 
