@@ -192,6 +192,7 @@ class PhoneActor(BridgedActor):
         if rec.state == "failed":
             return {"status": "error", "error": f"phone {self.serial} is marked failed"}
         if kind != "screenshot":
+            self.captures.action_started()
             self._auto_handled = 0
             self._last_action = {k: v for k, v in action.items() if k != "text"}
         try:
