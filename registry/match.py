@@ -3,31 +3,34 @@
 Owns region checks and the matching order. A screen matches when ALL its validation regions
 match; interrupts (the app's and the global ones) are tried before states because a popup
 sits on top of a screen. Two matches in one tier are an ambiguity (a registry defect, logged),
-never a guess.
+never a guess. Within a screen the cheapest checks run first (pixel before OCR, small boxes
+before large) and the first failure ends it.
 
-Pixel check, cheap enough for hundreds of screens per frame (tens of microseconds each):
-the region's box is cut straight out of the raw frame (a view; the frame is never copied or
-converted), box-averaged down by exact halvings and warped onto a small working grid
-(~3000 px, at least 3 registry px per working px), gray, lightly blurred. The reference
-crop went through the same path once, when the Matcher was built. The frame is searched
-+-1 working px (by row/column projections) for the best alignment. The score is the least
-of: normalized cross-correlation (shape); a local difference (each side's pixels against the
-other's 3x3 neighbourhood range, worst 3x3 block: a changed letter shows, a 2 px shift does
-not); mean colour (normalization hides hue and brightness: a red and a grey button with the
-same label are different); contrast. A plain reference (a flat bar) is compared by mean
-colour and flatness only. The score stops at the first measure that fails, so a failing
-check reports that measure.
+Pixel check, cheap enough for hundreds of screens per frame: the region's box is cut straight
+out of the raw frame (a view; the frame is never copied or converted), box-averaged down by
+exact halvings and warped onto a small working grid (~3000 px, at least 3 registry px per
+working px), gray, lightly blurred. The reference crop went through the same path once, when
+the Matcher was built, so an unchanged frame scores 1. The frame is searched +-2 working px
+(by row/column projections) for the best alignment. The score is the least of: mean colour
+(normalization hides hue and brightness: a red and a grey button with the same label differ);
+contrast; normalized cross-correlation (shape); a local difference (each side's pixels
+against the other's 3x3 neighbourhood range, worst 3x3 block: a changed word shows, a 2 px
+shift does not). A plain reference (a flat bar) is compared by colour and flatness only.
+Evaluation stops at the first measure below the threshold, so a failing check reports that
+measure. Work on a box (shrinking, alignment profiles, normalized windows) is shared by all
+checks of the same box within one identify() call.
 
 OCR check: ``registry.ocr`` reads the box's text (recognition only) and compares it with
-``expected_text``; it runs after every pixel check of the screen passed.
+``expected_text``; it runs only after every pixel check of its screen passed.
 
 Frames are RGBA (the device's raw screencap) or RGB, of any size: coordinates are in the
 app's ``screen_size`` and scaled to the frame.
 
-Measured on synthetic titles: the same screen after JPEG 70, a 2 px shift and a 720x1600
-resize scores >= 0.94; a word differing by one letter of a different shape ("Feed"/"Fees")
-<= 0.75 with 2-5 px strokes; glyphs that differ by a stroke (a slashed "0" and "8") are not
-told apart under those tolerances: use an OCR region where only such text differs.
+Measured on synthetic titles (OpenCV-drawn, 2-5 px strokes), each one's own crop as reference:
+the same title after JPEG 70, a 2 px shift, a 720x1600 resize, or all three, scores >= 0.93;
+other words <= 0.86, one-letter differences included ("Feed"/"Fees") for 50-65 px text.
+Smaller text differing by one letter, or glyphs differing by a stroke (a slashed "0" and
+"8"), is not told apart under those tolerances: where only such text differs, use OCR.
 """
 
 from __future__ import annotations
@@ -72,6 +75,7 @@ _SEARCH = 2
 # Gaussian sigma (working px) applied to both sides: evens out the different shrink paths of
 # the reference and of frames of other sizes, and sub-pixel shifts of sharp edges.
 _BLUR_SIGMA = 0.7
+_BLUR = cv2.getGaussianKernel(3, _BLUR_SIGMA, cv2.CV_32F)
 # A reference whose gray std (0..255, at working size) is below this is "plain".
 _FLAT_STD = 4.0
 # Score lost per gray level of mean-colour difference (15 levels -> 0.85) and per level of
@@ -81,10 +85,12 @@ _TEXTURE_SCALE = 50.0
 # Contrast ratio (std crop / std reference, the smaller over the larger) that still scores 1;
 # below it the score falls one for one (ratio 0.45 -> 0.85).
 _CONTRAST_SLACK = 0.4
-# Local difference (see _PixelCheck.score), in units of the normalized images' std. Measured
-# on synthetic titles (2-5 px strokes, JPEG 70, 2 px shifts, 720p): the same text <= 0.10,
-# one letter different ("Feed"/"Fees") >= 0.34. The score falls from 1 at _LOCAL_FREE to 0.85
-# at 0.2.
+# Local difference (see _PixelCheck.score), in units of the normalized images' std, z
+# clipped to +-_LOCAL_CLIP first: thin high-contrast strokes (z 6-7 on a plain background)
+# land on another phase of the working grid on a phone of another density and would differ by
+# 2 z where nothing differs; the question is "ink or not". Per pixel, _LOCAL_NOISE is free.
+# The score falls from 1 at _LOCAL_FREE to 0.85 at 0.2 (synthetic titles: the same text
+# <= 0.10 after JPEG, shift and scaling; another word >= 0.3).
 _LOCAL_BLOCK = 3
 _LOCAL_CLIP = 2.5
 _LOCAL_NOISE = 0.5
@@ -233,7 +239,7 @@ class _Work:
             g = cv2.warpAffine(g, plan.warp, plan.size,
                                flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                                borderMode=cv2.BORDER_REPLICATE)
-            self._gray = cv2.GaussianBlur(g.astype(np.float32), (3, 3), _BLUR_SIGMA)
+            self._gray = cv2.sepFilter2D(g, cv2.CV_32F, _BLUR, _BLUR)  # blur and to float
         return self._gray
 
     def cols(self) -> tuple[np.ndarray, np.ndarray]:
@@ -273,7 +279,7 @@ class _Work:
 def _clipped_range(z: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     clipped = cv2.min(cv2.max(z, -_LOCAL_CLIP), _LOCAL_CLIP)
     hi, lo = cv2.dilate(clipped, _K3), cv2.erode(clipped, _K3)
-    return clipped, (hi + lo) * 0.5, (hi - lo) * 0.5
+    return clipped, cv2.addWeighted(hi, 0.5, lo, 0.5, 0.0), cv2.addWeighted(hi, 0.5, lo, -0.5, 0.0)
 
 
 class _Window:
@@ -388,6 +394,11 @@ class _PixelCheck:
             return max(0.0, min(colour, texture))
         if colour < self.threshold:
             return max(0.0, colour)  # fails whatever the shape says; spare the rest
+        # The same contrast test as below, on the colour statistics already at hand: a crop
+        # far flatter or busier than the reference needs no alignment to be ruled out.
+        ratio = min(work.max_std, self.ref_max_std) / max(work.max_std, self.ref_max_std, 1e-6)
+        if ratio + _CONTRAST_SLACK < self.threshold:
+            return max(0.0, ratio + _CONTRAST_SLACK)
         x, y = plan.margin
         if plan.size != plan.inner:
             # Align by projections: column sums find the x offset, row sums the y offset.

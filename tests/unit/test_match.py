@@ -262,6 +262,22 @@ def test_a_plain_reference_wants_the_same_plain_colour(tmp_path: Path) -> None:
     assert matcher.identify(with_text).label == "unknown"
 
 
+def test_tiny_thin_and_edge_boxes(tmp_path: Path) -> None:
+    frame = draw_screen("Feed", seed=1)
+    cv2.rectangle(frame, (1000, 2330), (1079, 2399), (255, 0, 0, 255), -1)
+    boxes = {"corner_icon": (1000, 2330, 1080, 2400), "status_bar": (0, 0, 200, 80),
+             "tiny": (45, 120, 53, 128), "pixel": (500, 500, 501, 501),
+             "column": (1070, 300, 1080, 2300)}
+    screens = {k: Screen(name=k, validation_regions=[region(tmp_path, frame, k, b, k)])
+               for k, b in boxes.items()}
+    matcher = Matcher(Registry(apps={"a": App(states=screens)}, root=str(tmp_path)))
+    for f in (frame, cv2.resize(frame, (720, 1600), interpolation=cv2.INTER_AREA)):
+        assert set(matcher.matches(f)) == {ScreenRef("a", "state", k) for k in boxes}
+    scores = matcher.identify(frame, explain=True).scores
+    assert [s.score for s in scores] == [1.0] * len(boxes)
+    assert ScreenRef("a", "state", "corner_icon") not in matcher.matches(draw_screen("Feed", seed=1))
+
+
 def test_explain_reports_the_region_scores(demo: Demo) -> None:
     match = demo.matcher.identify(demo.frames["login"], "clipshare", explain=True)
     assert isinstance(match, ScreenMatch) and match.label == "clipshare/login"
