@@ -135,7 +135,9 @@ class RegionScore:
 @dataclass(frozen=True)
 class ScreenMatch:
     """What a frame shows: ``ref``, or None for unknown; ``ambiguous`` lists the screens that
-    matched together in one tier (then ``ref`` is None). ``scores`` only with explain=True."""
+    matched together in one tier (then ``ref`` is None). ``scores`` (only with explain=True)
+    holds every region check that ran, in order: a screen's checks stop at its first failure,
+    and states are not checked when exactly one interrupt matched."""
 
     ref: ScreenRef | None
     ambiguous: tuple[ScreenRef, ...] = ()
