@@ -16,6 +16,8 @@ from typing import Any, ClassVar, Literal, Union
 
 import msgspec
 
+from sequences.model import RetryPolicy, Step
+
 PROTOCOL_VERSION = 1
 
 
@@ -79,8 +81,33 @@ class DebugCrash(_Action, tag="debug_crash", frozen=True):
     """Test-only: makes the phone actor crash; nodes honour it only with --debug-actions."""
 
 
+class RunSequence(_Action, tag="run_sequence", frozen=True):
+    """Play a sequence on the phone (node side: ``actors/playback.py``). Its texts are
+    resolved already (variables, spintax): the node plays plain data. The node answers at
+    once (started, or why not) and reports progress as journaled execution events."""
+
+    execution_id: str
+    run_id: str
+    sequence: str
+    steps: list[Step]
+    app: str | None = None                 # registry app key made active first
+    package: str | None = None             # its package (launched if not in front)
+    account: str | None = None             # "platform.account_number" made active first
+    account_username: str | None = None    # what the app shows for that account
+    switch_steps: list[Step] = []          # the app's switch-account steps for that account
+    retry: RetryPolicy = RetryPolicy()
+    lease_s: float = 3600.0
+    resume_from: int = 0                   # first top-level step to play (crash recovery)
+
+
+class CancelRun(_Action, tag="cancel_run", frozen=True):
+    """Stop a running execution after its current step; the lock is released."""
+
+    execution_id: str
+
+
 Action = Union[Tap, LongTap, Swipe, Text, Key, LaunchApp, StopApp, Screenshot, Acquire, Release,
-               DebugCrash]
+               DebugCrash, RunSequence, CancelRun]
 
 
 # --- bodies ----------------------------------------------------------------------------

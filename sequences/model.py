@@ -1,0 +1,133 @@
+"""The sequence data model (spec 12.1.2): a named list of steps played on one phone.
+
+A sequence file (``sequences/library/<app>/<name>.json``) is a ``Sequence``; its steps are a
+tagged union on ``type``. Texts may hold variables and spintax (``sequences.variables``):
+the coordinator resolves them per phone before the steps travel to the node, so what a node
+plays is plain data with no template left in it. Taps name either coordinates or a registry
+action (``"action": "feed.go_to_profile"``: the screen's action box centre, scaled to the
+phone). Screens are registry labels: ``clipshare/feed``, ``clipshare/interrupt:rate_us``.
+
+``sequences.load`` checks meaning (screens and actions that exist, variables that parse)
+and reports every problem with file, step path (``steps[3].then[0]``) and field.
+"""
+
+from __future__ import annotations
+
+from typing import Union
+
+import msgspec
+
+
+class _Step(msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag_field="type",
+            omit_defaults=True):
+    """Common to every step: an optional label for logs and the web console."""
+
+    label: str | None = None
+
+
+class TapStep(_Step, tag="tap", frozen=True):
+    """Tap at (x, y) in the phone's pixels, or at a registry action: ``screen.action``
+    (a state of the sequence's app) or ``app/screen.action``."""
+
+    x: int | None = None
+    y: int | None = None
+    action: str | None = None
+
+
+class LongTapStep(_Step, tag="long_tap", frozen=True):
+    x: int | None = None
+    y: int | None = None
+    action: str | None = None
+    duration_ms: int = 800
+
+
+class SwipeStep(_Step, tag="swipe", frozen=True):
+    x1: int = 0
+    y1: int = 0
+    x2: int = 0
+    y2: int = 0
+    duration_ms: int = 300
+
+
+class TypeStep(_Step, tag="type", frozen=True):
+    """Type text (variables and spintax resolved per phone first)."""
+
+    text: str = ""
+
+
+class KeyStep(_Step, tag="key", frozen=True):
+    key: str = ""
+
+
+class WaitForScreenStep(_Step, tag="wait_for_screen", frozen=True):
+    """Poll until the phone shows ``screen`` (interrupts cleared meanwhile) or time runs out."""
+
+    screen: str = ""
+    timeout_s: float = 10.0
+
+
+class ExpectScreenStep(_Step, tag="expect_screen", frozen=True):
+    """The phone must show ``screen`` now (after the usual settle): else the step fails."""
+
+    screen: str = ""
+
+
+class LaunchAppStep(_Step, tag="launch_app", frozen=True):
+    """Launch a registry app (by key) or a package."""
+
+    app: str | None = None
+    package: str | None = None
+
+
+class SwitchAccountStep(_Step, tag="switch_account", frozen=True):
+    """Make ``account`` (``platform.account_number``) the active one on its app."""
+
+    account: str = ""
+
+
+class SleepStep(_Step, tag="sleep", frozen=True):
+    """Sleep ``seconds``, or a random time in [min_s, max_s]."""
+
+    seconds: float | None = None
+    min_s: float | None = None
+    max_s: float | None = None
+
+
+class IfScreenStep(_Step, tag="if_screen", frozen=True):
+    """If the phone shows ``screen`` now, play ``then``, else ``otherwise``."""
+
+    screen: str = ""
+    then: list["Step"] = msgspec.field(default_factory=list)
+    otherwise: list["Step"] = msgspec.field(default_factory=list)
+
+
+Step = Union[TapStep, LongTapStep, SwipeStep, TypeStep, KeyStep, WaitForScreenStep,
+             ExpectScreenStep, LaunchAppStep, SwitchAccountStep, SleepStep, IfScreenStep]
+
+STEP_TYPES = ("tap", "long_tap", "swipe", "type", "key", "wait_for_screen", "expect_screen",
+              "launch_app", "switch_account", "sleep", "if_screen")
+
+
+class RetryPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
+    """Tiered retry of spec 12.3.2 for a failing step: ``immediate`` attempts after
+    ``immediate_delay_s``, then ``short`` attempts after ``short_delay_s`` (time for adb to
+    reconnect), then a device check (gone: pause and wait; present: the execution fails)."""
+
+    immediate: int = 2
+    immediate_delay_s: float = 2.0
+    short: int = 2
+    short_delay_s: float = 10.0
+
+
+class Sequence(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
+    """One sequence file."""
+
+    name: str
+    steps: list[Step]
+    description: str = ""
+    app: str | None = None            # registry app key, made active before the steps
+    account: str | None = None        # "platform.account_number" or a ${...} selector
+    recovery_prompt: str = ""
+    retry: RetryPolicy = RetryPolicy()
+    version: int = 1
+
