@@ -1,33 +1,54 @@
-"""Scope expressions: which phones an action, task or sequence applies to.
+"""Scope expressions: which phones, or which accounts on which phones, something applies to.
 
-Owns parsing scope text into a `PhoneScope` and resolving it against the farm's phone list.
-This is the phone subset of the spec's scope grammar; it is built as a table of selector
-kinds (``phone:``, ``node:``) so later kinds (groups, tags, ...) are one parser each.
+Owns the spec's scope grammar (section 15.2): parsing scope text into a `PhoneScope` or an
+`AccountScope` (with 0-based error offsets into the original text) and resolving it against
+the farm's phone rows and account rows. It is pure: no I/O, no hub; the control endpoint,
+the scheduler and the scope-aware functions (`sequences.scope_functions`) all call it with
+the rows they hold. Selector kinds are a table (``phone:``, ``node:``, ``account:``), so a
+later kind (groups, ...) is one parser more.
 
-Grammar (offsets in errors are 0-based into the original text)::
+Grammar (EBNF; spaces around items are ignored, offsets count them)::
 
-    scope      := phone-sel | node-sel
-    phone-sel  := "phone:" ( "all" | "all-" names | names )
-    node-sel   := "node:" names
-    names      := name ( "," name )*
+    scope        = phone-sel | node-sel | account-sel ;
+    phone-sel    = "phone:" phone-body ;
+    phone-body   = "all" | "all-" names | names ;
+    node-sel     = "node:" names ;
+    names        = name , { "," , name } ;
+    name         = serial | tag | "client:" client-name ;
+    account-sel  = "account:" account-body , "@" , phone-part ;
+    account-body = "all" | "all-" account-list | account-list ;
+    account-list = account-ref , { "," , account-ref } ;
+    account-ref  = platform , "." , ( account-number | "all" ) ;
+    phone-part   = phone-sel | node-sel | phone-body ;
 
-A phone name is a serial (which may contain ``:`` and ``.``, e.g. ``127.0.0.1:40123``) or a
-tag/alias of a phone (e.g. ``phone3``); a tag may match several phones. Items are split on
-``,`` only after the prefix. Spaces around items are ignored. Every name must match at least
-one phone (a typo in ``all-`` would otherwise act on the phone meant to be spared).
+A phone name is a serial (which may contain ``:`` and ``.``, e.g. ``127.0.0.1:40123``), a tag
+of a phone (e.g. ``phone3``; a tag may match several phones), or ``client:NAME`` (every phone
+whose ``client`` field is NAME, case-insensitive). A serial wins over a tag of the same name.
+Every name must match at least one phone: a typo in ``all-`` would otherwise act on the phone
+meant to be spared.
+
+An account is named ``PLATFORM.ACCOUNT_NUMBER`` (``tiktok.account1``; the platform compares
+case-insensitively, the account number exactly); ``PLATFORM.all`` is every account of that
+platform. After ``@`` come the phones: ``all``, a list of phone names, or a nested ``phone:``
+or ``node:`` selector. A platform or account that exists on no phone at all is an error at its
+offset; an account named for a phone named explicitly must be on that phone; an account named
+for a set of phones (``@all``, ``@phone:client:X``) must be on at least one of them.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Callable, Iterable, Literal, NoReturn
+from typing import Callable, Iterable, Literal, NamedTuple, NoReturn, Union
 
 from protocol.errors import ScopeError
 
 log = logging.getLogger(__name__)
 
 ScopeKind = Literal["phones", "all", "all_except", "nodes"]
+AccountKind = Literal["accounts", "all", "all_except"]
+
+_CLIENT = "client:"
 
 
 @dataclass(frozen=True)
@@ -48,11 +69,12 @@ class PhoneScope:
     items: tuple[ScopeItem, ...] = ()
 
     def resolve(self, phones: list[dict]) -> list[str]:
-        """Serials this scope selects among ``phones`` (dicts with "serial", "node", "tags").
+        """Serials this scope selects among ``phones`` (dicts with "serial", "node", "tags",
+        optionally "client").
 
         Order is stable: for ``phone:all``/``all-``/``node:`` the order of ``phones``; for an
         explicit list, the order written (duplicates dropped). Raises `ScopeError` naming the
-        first name that matches no phone (or no node), with its offset.
+        first name that matches no phone (or no node, or no client), with its offset.
         """
         serials = [p["serial"] for p in phones]
         if self.kind == "all":
@@ -73,27 +95,177 @@ class PhoneScope:
         return _dedup(s for _, found in matched for s in found)
 
 
-def parse_phone_scope(text: str) -> PhoneScope:
-    """Parse ``phone:all``, ``phone:SERIAL``, ``phone:a,b``, ``phone:all-a,b``, ``node:a,b``.
+class AccountTarget(NamedTuple):
+    """One account on one phone, as an account scope resolves it."""
 
-    Raises `ScopeError(text, offset, reason)` for an empty scope, an unknown prefix, an
-    empty name, or ``all-`` with nothing after it.
-    """
+    serial: str
+    platform: str
+    account_number: str
+
+    @property
+    def ref(self) -> str:
+        """``platform.account_number``, the name the scope grammar uses."""
+        return f"{self.platform}.{self.account_number}"
+
+    def __str__(self) -> str:
+        return f"{self.ref}@{self.serial}"
+
+
+@dataclass(frozen=True)
+class AccountItem:
+    """One ``PLATFORM.ACCOUNT`` (or ``PLATFORM.all``: ``account`` is None) in an account
+    scope, with the offset of its platform in the scope text."""
+
+    platform: str
+    account: str | None
+    offset: int
+
+    @property
+    def account_offset(self) -> int:
+        return self.offset + len(self.platform) + 1
+
+    @property
+    def ref(self) -> str:
+        return f"{self.platform}.{self.account or 'all'}"
+
+    def matches(self, row: dict) -> bool:
+        if str(row.get("platform", "")).casefold() != self.platform.casefold():
+            return False
+        return self.account is None or str(row.get("account_number")) == self.account
+
+
+@dataclass(frozen=True)
+class AccountScope:
+    """A parsed account scope: which accounts (``kind`` and ``items``) on which phones
+    (``phones``, itself a `PhoneScope`), the original text and the offset where the scope
+    starts in it. Pure data; `resolve` maps it onto phone and account rows."""
+
+    text: str
+    kind: AccountKind
+    items: tuple[AccountItem, ...]
+    phones: PhoneScope
+    offset: int = 0
+
+    def resolve(self, phones: list[dict], accounts: list[dict]) -> list[AccountTarget]:
+        """Accounts this scope selects: ``phones`` are phone rows (as for `PhoneScope`),
+        ``accounts`` are account rows with at least "platform", "account_number", "serial".
+
+        Order: phone by phone in the order the phone part resolves to; on one phone, the
+        written order for an explicit list, else the order of ``accounts``. Raises
+        `ScopeError` for an unknown phone, platform or account, or an account named for a
+        phone that doesn't have it.
+        """
+        serials = self.phones.resolve(phones)
+        for item in self.items:
+            self._check_exists(item, accounts)
+        on_phone: dict[str, list[dict]] = {s: [] for s in serials}
+        for row in accounts:
+            if row.get("serial") in on_phone:
+                on_phone[row["serial"]].append(row)
+        if self.kind == "accounts":
+            self._check_present(phones, accounts, on_phone)
+        chosen: list[AccountTarget] = []
+        for serial in serials:
+            rows = on_phone[serial]
+            if self.kind == "all":
+                picked = rows
+            elif self.kind == "all_except":
+                picked = [r for r in rows if not any(i.matches(r) for i in self.items)]
+            else:
+                picked = [r for item in self.items for r in rows if item.matches(r)]
+            chosen.extend(AccountTarget(serial, str(r["platform"]), str(r["account_number"]))
+                          for r in picked)
+        return list(dict.fromkeys(chosen))
+
+    def _check_exists(self, item: AccountItem, accounts: list[dict]) -> None:
+        """A platform or account that is on no phone at all is a typo, not an empty set."""
+        platforms = {str(r.get("platform", "")).casefold(): str(r.get("platform"))
+                     for r in accounts}
+        if item.platform.casefold() not in platforms:
+            known = ", ".join(sorted(platforms.values())) or "none"
+            _fail(self.text, item.offset,
+                  f"unknown platform {item.platform!r} (platforms with accounts: {known})")
+        if item.account is not None and not any(item.matches(r) for r in accounts):
+            _fail(self.text, item.account_offset,
+                  f"unknown account {item.ref} (no phone has it)")
+
+    def _check_present(self, phones: list[dict], accounts: list[dict],
+                       on_phone: dict[str, list[dict]]) -> None:
+        """An explicitly named account must be where it was asked for: on each phone named
+        explicitly, or on at least one phone of a set (``@all``, ``@phone:client:X``)."""
+        named = [item for item in self.items if item.account is not None]
+        if self.phones.kind == "phones":
+            for phone_item in self.phones.items:
+                found = _match_phone(phone_item, phones, self.text)
+                rows = [r for s in found for r in on_phone.get(s, ())]
+                for item in named:
+                    if not any(item.matches(r) for r in rows):
+                        has = ", ".join(_dedup(f"{r['platform']}.{r['account_number']}"
+                                               for r in rows)) or "no accounts"
+                        _fail(self.text, item.offset, f"phone {phone_item.name!r} has no "
+                                                      f"account {item.ref} (it has: {has})")
+            return
+        for item in named:
+            if not any(item.matches(r) for rows in on_phone.values() for r in rows):
+                where = ", ".join(_dedup(str(r.get("serial")) for r in accounts
+                                         if item.matches(r)))
+                _fail(self.text, item.offset, f"none of the selected phones has account "
+                                              f"{item.ref} (it is on: {where})")
+
+
+Scope = Union[PhoneScope, AccountScope]
+
+
+def parse_scope(text: str) -> Scope:
+    """Parse any scope: ``phone:...`` / ``node:...`` give a `PhoneScope`, ``account:...``
+    an `AccountScope`. Raises `ScopeError(text, offset, reason)` for malformed text."""
     if not isinstance(text, str):
         raise ScopeError(repr(text), 0, "a scope must be a string such as 'phone:all'")
-    start = len(text) - len(text.lstrip())
-    body = text.strip()
+    return parse_scope_span(text, 0, len(text))
+
+
+def parse_scope_span(text: str, start: int, end: int) -> Scope:
+    """Parse the scope in ``text[start:end]``; offsets in the result and in errors are into
+    the whole ``text``, so a scope inside a larger expression reports where it went wrong."""
+    segment = text[start:end]
+    pos = start + len(segment) - len(segment.lstrip())
+    body = segment.strip()
     if not body:
-        return _fail(text, 0, "empty scope (expected e.g. 'phone:all', 'phone:SERIAL', 'node:NAME')")
+        return _fail(text, start, "empty scope (expected e.g. 'phone:all', 'phone:SERIAL', "
+                                  "'node:NAME', 'account:tiktok.all@phone:all')")
     prefix, colon, _ = body.partition(":")
     if not colon:
-        return _fail(text, start, f"missing scope kind: expected one of {_kinds_hint()} "
-                                  f"before {body!r}")
+        return _fail(text, pos, f"missing scope kind: expected one of {_kinds_hint()} "
+                                f"before {body!r}")
     parser = _PARSERS.get(prefix)
     if parser is None:
-        return _fail(text, start, f"unknown scope kind {prefix!r}: expected one of {_kinds_hint()}")
-    rest_offset = start + len(prefix) + 1
-    return parser(text, rest_offset, text[rest_offset:len(text.rstrip())])
+        return _fail(text, pos, f"unknown scope kind {prefix!r}: expected one of {_kinds_hint()}")
+    rest_offset = pos + len(prefix) + 1
+    return parser(text, rest_offset, text[rest_offset:pos + len(body)])
+
+
+def parse_phone_scope(text: str, *, why: str = "a phone scope is expected here") -> PhoneScope:
+    """Parse a scope that must select phones: ``phone:all``, ``phone:SERIAL``, ``phone:a,b``,
+    ``phone:all-a,b``, ``phone:client:NAME``, ``node:a,b``.
+
+    An account scope is a `ScopeError` at its start, reading "account scopes select
+    accounts; {why}". Other errors as for `parse_scope`.
+    """
+    scope = parse_scope(text)
+    if isinstance(scope, AccountScope):
+        _fail(scope.text, scope.offset, f"account scopes select accounts; {why}")
+    return scope
+
+
+def targets(scope: str | Scope, phones: list[dict],
+            accounts: list[dict]) -> list[tuple[str, str | None]]:
+    """What a runner iterates over, for either kind of scope: ``(serial, None)`` per phone
+    of a phone scope, ``(serial, "platform.account_number")`` per account of an account
+    scope."""
+    parsed = parse_scope(scope) if isinstance(scope, str) else scope
+    if isinstance(parsed, AccountScope):
+        return [(t.serial, t.ref) for t in parsed.resolve(phones, accounts)]
+    return [(serial, None) for serial in parsed.resolve(phones)]
 
 
 # --- selector parsers (one per prefix) ------------------------------------------------
@@ -104,14 +276,14 @@ def _parse_phone(text: str, offset: int, rest: str) -> PhoneScope:
         return _fail(text, offset, "empty phone list after 'phone:' (use 'phone:all' for all)")
     lead = len(rest) - len(rest.lstrip())
     head = rest.lstrip()
-    if head == "all":
+    if head.rstrip() == "all":
         return PhoneScope(text, "all")
     if head.startswith("all-"):
         after = offset + lead + len("all-")
         if not head[len("all-"):].strip():
             return _fail(text, after, "nothing after 'all-': name the phones to leave out")
-        return PhoneScope(text, "all_except", _split_names(text, after, head[len("all-"):], "phone"))
-    items = _split_names(text, offset, rest, "phone")
+        return PhoneScope(text, "all_except", _phone_names(text, after, head[len("all-"):]))
+    items = _phone_names(text, offset, rest)
     for item in items:
         if item.name == "all":
             return _fail(text, item.offset, "'all' cannot be combined with other phones "
@@ -125,9 +297,61 @@ def _parse_node(text: str, offset: int, rest: str) -> PhoneScope:
     return PhoneScope(text, "nodes", _split_names(text, offset, rest, "node"))
 
 
-_PARSERS: dict[str, Callable[[str, int, str], PhoneScope]] = {
+def _parse_account(text: str, offset: int, rest: str) -> AccountScope:
+    at = rest.find("@")
+    if at < 0:
+        return _fail(text, offset + len(rest), "missing '@PHONES' after the accounts "
+                                               "(e.g. '@all', '@phone1,phone2', '@phone:all')")
+    accounts_part, phones_part = rest[:at], rest[at + 1:]
+    phones_offset = offset + at + 1
+    if not accounts_part.strip():
+        return _fail(text, offset, "empty account list before '@' "
+                                   "(use 'account:all@...' for every account)")
+    if not phones_part.strip():
+        return _fail(text, phones_offset, "empty phone list after '@' "
+                                          "(use '@all' for every phone)")
+    if "@" in phones_part:
+        return _fail(text, phones_offset + phones_part.index("@"),
+                     "second '@': an account scope has one '@PHONES' part")
+    phones = _parse_phone_part(text, phones_offset, phones_part)
+    lead = len(accounts_part) - len(accounts_part.lstrip())
+    head = accounts_part.strip()
+    start = offset - len("account:")
+    if head == "all":
+        return AccountScope(text, "all", (), phones, start)
+    if head.startswith("all-"):
+        after = offset + lead + len("all-")
+        if not head[len("all-"):].strip():
+            return _fail(text, after, "nothing after 'all-': name the accounts to leave out")
+        return AccountScope(text, "all_except",
+                            _account_refs(text, after, accounts_part[lead + len("all-"):]),
+                            phones, start)
+    return AccountScope(text, "accounts", _account_refs(text, offset, accounts_part), phones,
+                        start)
+
+
+def _parse_phone_part(text: str, offset: int, rest: str) -> PhoneScope:
+    """The phones after ``@``: a nested ``phone:``/``node:`` selector, or a bare phone body
+    (``all``, ``all-a``, ``a,b``, ``client:X``). A serial may contain ``:``, so only a known
+    phone-selecting prefix counts as nested."""
+    lead = len(rest) - len(rest.lstrip())
+    prefix, colon, _ = rest.lstrip().partition(":")
+    if colon and prefix == "account":
+        return _fail(text, offset + lead, "the phones after '@' cannot be an account scope")
+    if colon and prefix in ("phone", "node"):
+        inner = offset + lead + len(prefix) + 1
+        return _PHONE_PARSERS[prefix](text, inner, rest[lead + len(prefix) + 1:])
+    return _parse_phone(text, offset, rest)
+
+
+_PHONE_PARSERS: dict[str, Callable[[str, int, str], PhoneScope]] = {
     "phone": _parse_phone,
     "node": _parse_node,
+}
+
+_PARSERS: dict[str, Callable[[str, int, str], Scope]] = {
+    **_PHONE_PARSERS,
+    "account": _parse_account,
 }
 
 
@@ -151,19 +375,59 @@ def _split_names(text: str, offset: int, rest: str, what: str) -> tuple[ScopeIte
     return tuple(items)
 
 
+def _phone_names(text: str, offset: int, rest: str) -> tuple[ScopeItem, ...]:
+    items = _split_names(text, offset, rest, "phone")
+    for item in items:
+        if item.name.startswith(_CLIENT) and not item.name[len(_CLIENT):]:
+            _fail(text, item.offset + len(_CLIENT), "empty client name after 'client:'")
+    return items
+
+
+def _account_refs(text: str, offset: int, rest: str) -> tuple[AccountItem, ...]:
+    refs: list[AccountItem] = []
+    for item in _split_names(text, offset, rest, "account"):
+        platform, dot, account = item.name.partition(".")
+        if not dot:
+            if item.name == "all":
+                _fail(text, item.offset, "'all' cannot be combined with other accounts "
+                                         "(use 'account:all-tiktok.account1@...' to leave "
+                                         "accounts out)")
+            _fail(text, item.offset, f"expected PLATFORM.ACCOUNT or PLATFORM.all, "
+                                     f"got {item.name!r}")
+        if not platform:
+            _fail(text, item.offset, f"empty platform in {item.name!r}")
+        if not account:
+            _fail(text, item.offset + len(platform) + 1,
+                  f"empty account after {platform + '.'!r} (use {platform + '.all'!r} for "
+                  f"every {platform} account)")
+        refs.append(AccountItem(platform, None if account == "all" else account, item.offset))
+    return tuple(refs)
+
+
 def _match_phone(item: ScopeItem, phones: list[dict], text: str) -> list[str]:
-    """Serials ``item`` names: the phone with that serial, else every phone with that tag."""
+    """Serials ``item`` names: the phone with that serial, else the phones of that client
+    (``client:NAME``), else every phone with that tag."""
     exact = [p["serial"] for p in phones if p["serial"] == item.name]
     if exact:
         return exact
+    if item.name.startswith(_CLIENT):
+        client = item.name[len(_CLIENT):]
+        found = [p["serial"] for p in phones
+                 if str(p.get("client") or "").casefold() == client.casefold()]
+        if not found:
+            known = ", ".join(sorted({str(p["client"]) for p in phones if p.get("client")}))
+            raise ScopeError(text, item.offset + len(_CLIENT),
+                             f"unknown client {client!r} (no phone belongs to it; "
+                             f"clients: {known or 'none'})")
+        return found
     tagged = [p["serial"] for p in phones if item.name in (p.get("tags") or ())]
     if not tagged:
         raise ScopeError(text, item.offset, f"unknown phone {item.name!r} (no such serial or tag)")
     return tagged
 
 
-def _dedup(serials: Iterable[str]) -> list[str]:
-    return list(dict.fromkeys(serials))
+def _dedup(values: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(values))
 
 
 def _kinds_hint() -> str:

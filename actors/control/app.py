@@ -184,7 +184,8 @@ async def post_actions(request: web.Request) -> web.Response:
         return json_response(exc.body, status=400)
     hub = request.app[HUB]
     try:
-        serials = parse_phone_scope(action_request.scope).resolve(hub.phones())
+        serials = parse_phone_scope(action_request.scope,
+                                    why="actions take a phone scope").resolve(hub.phones())
     except ScopeError as exc:
         return error_response(400, str(exc), offset=exc.offset, scope=exc.text, field="$.scope")
     action = msgspec.to_builtins(action_request.action)
