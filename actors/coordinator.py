@@ -108,7 +108,8 @@ async def run(args: argparse.Namespace) -> None:
     secret = farm_secret(args, data)
     store = await EventStore(data / "coordinator.sqlite3").open()
     hub = await Hub(args.listen, secret, store,
-                    unknown=UnknownScreenQueue(data / "unknown-screens")).start()
+                    unknown=UnknownScreenQueue(data / "unknown-screens"),
+                    recordings=data / "sequences").start()
     runner = web.AppRunner(make_app(hub, token=args.token))
     await runner.setup()
     site = web.TCPSite(runner, host, int(port))

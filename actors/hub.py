@@ -14,6 +14,7 @@ import base64
 import logging
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import cv2
@@ -21,6 +22,7 @@ import msgspec
 import numpy as np
 
 from actors.event_store import EventStore
+from actors.recorder import Recorder
 from actors.unknown_screens import UnknownScreenQueue
 from protocol.errors import FarmError, PhoneNotFound, ValidationError
 from protocol.messages import Action, Command, Event, Hello, LiveEvent
@@ -40,9 +42,12 @@ class Hub:
 
     def __init__(self, listen: str, secret: str, store: EventStore, *,
                  heartbeat_interval: float = 1.0, dead_after: float = 3.0,
-                 command_deadline: float = 30.0, unknown: UnknownScreenQueue | None = None) -> None:
+                 command_deadline: float = 30.0, unknown: UnknownScreenQueue | None = None,
+                 recordings: Path | None = None) -> None:
         self.store = store
         self.unknown = unknown
+        self.recorder = Recorder(recordings, lambda serial: self.phone_rows.get(serial, {}).get(
+            "last_screen")) if recordings is not None else None
         self.command_deadline = command_deadline
         self.node_rows: dict[str, dict] = {}
         self.phone_rows: dict[str, dict] = {}
@@ -202,6 +207,18 @@ class Hub:
     def nodes(self) -> list[dict]:
         return [dict(n) for _, n in sorted(self.node_rows.items())]
 
+    def start_recording(self, name: str, app: str | None, serials: list[str]) -> dict:
+        if self.recorder is None:
+            raise FarmError("recording is not enabled on this coordinator (no data folder)")
+        rec = self.recorder.start(name, app, serials)
+        return {"recording_id": rec.recording_id, "lead": rec.lead, "phones": rec.serials}
+
+    def stop_recording(self, recording_id: str) -> dict:
+        if self.recorder is None:
+            raise FarmError("recording is not enabled on this coordinator (no data folder)")
+        path, sequence = self.recorder.stop(recording_id)
+        return {"path": str(path), "sequence": sequence}
+
     def unknown_screens(self) -> list[dict]:
         return self.unknown.entries() if self.unknown is not None else []
 
@@ -213,6 +230,8 @@ class Hub:
     async def run_action(self, serial: str, action: dict, execution_id: str | None = None) -> dict:
         """Run one action on one phone; a screenshot's frame is referred to, not inlined
         (a broadcast screenshot would otherwise carry every frame in one answer)."""
+        if self.recorder is not None:
+            self.recorder.observe(serial, action)
         out = await self._send_action(serial, action, execution_id)
         if out.pop("png", None) is not None:
             out["screen"] = f"/api/phones/{serial}/screen"

@@ -18,9 +18,16 @@ from aiohttp import web
 
 from actors.control.auth import bearer_auth_middleware
 from actors.control.openapi import openapi_document
-from actors.control.schemas import MAX_BODY_BYTES, RequestError, decode_action_request
+from actors.control.schemas import (
+    MAX_BODY_BYTES,
+    RecordStart,
+    RecordStop,
+    RequestError,
+    decode_action_request,
+    decode_request,
+)
 from actors.control.stream import EventStreamer
-from protocol.errors import FarmError, PhoneNotFound, ScopeError
+from protocol.errors import FarmError, PhoneNotFound, ScopeError, ValidationError
 from sequences.scopes import parse_phone_scope
 
 log = logging.getLogger(__name__)
@@ -41,6 +48,13 @@ class HubAPI(Protocol):
     async def run_action(self, serial: str, action: dict, execution_id: str | None = None) -> dict:
         """Run one action; ``{"status": ok|locked|error|gone, "error": str|None, ...}``.
         Raises PhoneNotFound for an unknown serial, nothing for device problems."""
+
+    def start_recording(self, name: str, app: str | None, serials: list[str]) -> dict:
+        """Record actions sent to ``serials[0]``: {"recording_id", "lead", "phones"};
+        ValidationError for a bad name or a phone already recorded."""
+
+    def stop_recording(self, recording_id: str) -> dict:
+        """Write the recording: {"path", "sequence"}; FarmError if no such recording."""
 
     def unknown_screens(self) -> list[dict]:
         """The unknown-screens queue: id, serial(s), node, app, previous_screen, last_action,
@@ -80,6 +94,8 @@ def make_app(hub: HubAPI, token: str | None = None, *, heartbeat_s: float = 15.0
     app.router.add_get("/api/nodes", get_nodes)
     app.router.add_get("/api/phones/{serial}/screen", get_screen)
     app.router.add_post("/api/actions", post_actions)
+    app.router.add_post("/api/record/start", post_record_start)
+    app.router.add_post("/api/record/stop", post_record_stop)
     app.router.add_get("/api/unknown-screens", get_unknown_screens)
     app.router.add_get("/api/unknown-screens/{id}/image", get_unknown_screen_image)
     app.router.add_get("/api/stream", streamer.handle)
@@ -155,6 +171,39 @@ async def get_screen(request: web.Request) -> web.Response:
     except FarmError as exc:
         return error_response(503, str(exc), serial=serial)
     return web.Response(body=image, content_type=content_type, headers={"Cache-Control": "no-store"})
+
+
+async def post_record_start(request: web.Request) -> web.Response:
+    """Start recording what is sent to the scope's first phone (spec 5.2)."""
+    try:
+        start = decode_request(await request.read(), RecordStart, "a JSON object with scope and name")
+    except RequestError as exc:
+        return json_response(exc.body, status=400)
+    hub = request.app[HUB]
+    try:
+        serials = parse_phone_scope(start.scope).resolve(hub.phones())
+    except ScopeError as exc:
+        return error_response(400, str(exc), offset=exc.offset, scope=exc.text, field="$.scope")
+    try:
+        return json_response(hub.start_recording(start.name, start.app, serials), status=201)
+    except ValidationError as exc:
+        return error_response(400, str(exc), field=exc.where)
+    except FarmError as exc:
+        return error_response(409, str(exc))
+
+
+async def post_record_stop(request: web.Request) -> web.Response:
+    """Stop a recording: its sequence file is written (atomically) and returned."""
+    try:
+        stop = decode_request(await request.read(), RecordStop, "a JSON object with recording_id")
+    except RequestError as exc:
+        return json_response(exc.body, status=400)
+    try:
+        return json_response(request.app[HUB].stop_recording(stop.recording_id))
+    except ValidationError as exc:
+        return error_response(400, f"the recording is not a valid sequence: {exc}")
+    except FarmError as exc:
+        return error_response(404, str(exc), recording_id=stop.recording_id)
 
 
 async def get_unknown_screens(request: web.Request) -> web.Response:

@@ -22,6 +22,8 @@ from actors.control.schemas import (
     HubEvent,
     NodesResponse,
     PhonesResponse,
+    RecordStart,
+    RecordStop,
     UnknownScreensResponse,
 )
 
@@ -47,7 +49,7 @@ _UNAUTHORIZED = _error("missing or wrong bearer token (only when a token is conf
 def _document() -> dict[str, Any]:
     _, components = msgspec.json.schema_components(
         [ActionRequest, ActionsResponse, ErrorBody, Health, HubEvent, NodesResponse, PhonesResponse,
-         UnknownScreensResponse], ref_template=REF)
+         UnknownScreensResponse, RecordStart, RecordStop], ref_template=REF)
     serial = {"name": "serial", "in": "path", "required": True, "schema": {"type": "string"},
               "description": "device serial, URL-encoded (e.g. 127.0.0.1%3A40123)"}
     return {
@@ -107,6 +109,33 @@ def _document() -> dict[str, Any]:
                                   "a JSON path such as $.action.x) or a bad scope (`offset`)"),
                     "401": _UNAUTHORIZED,
                     "413": _error(f"body larger than {MAX_BODY_BYTES} bytes"),
+                },
+            }},
+            "/api/record/start": {"post": {
+                "operationId": "startRecording",
+                "summary": "Record the actions sent to the scope's first phone as a sequence",
+                "requestBody": {"required": True, "content": {"application/json": {
+                    "schema": _ref("RecordStart"),
+                    "example": {"scope": "phone:all", "name": "open_profile", "app": "clipshare"}}}},
+                "responses": {
+                    "201": {"description": "recording: recording_id, lead, phones",
+                            "content": {"application/json": {"schema": {"type": "object"}}}},
+                    "400": _error("bad body (`field`), bad scope (`offset`) or bad name"),
+                    "401": _UNAUTHORIZED,
+                    "409": _error("recording not enabled on this coordinator"),
+                },
+            }},
+            "/api/record/stop": {"post": {
+                "operationId": "stopRecording",
+                "summary": "Stop a recording and write its sequence file atomically",
+                "requestBody": {"required": True, "content": {"application/json": {
+                    "schema": _ref("RecordStop")}}},
+                "responses": {
+                    "200": {"description": "path and sequence written",
+                            "content": {"application/json": {"schema": {"type": "object"}}}},
+                    "400": _error("bad body, or the recording is not a valid sequence"),
+                    "401": _UNAUTHORIZED,
+                    "404": _error("no such open recording (named in `recording_id`)"),
                 },
             }},
             "/api/unknown-screens": {"get": {

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, TypeVar, Union
 
 import msgspec
 from msgspec import Meta
@@ -185,17 +185,21 @@ class RequestError(ValidationError):
         self.body: dict[str, Any] = {"error": str(self), **extra}
 
 
+T = TypeVar("T")
 _AT_PATH = re.compile(r" - at `(\$[^`]*)`$")
-_ACTION_REQUEST_DECODER = msgspec.json.Decoder(ActionRequest)
+_DECODERS: dict[type, msgspec.json.Decoder] = {}
 
 
-def decode_action_request(body: bytes) -> ActionRequest:
-    """Decode and validate a POST /api/actions body; `RequestError` names the JSON line and
+def decode_request(body: bytes, kind: type[T], what: str = "a JSON object") -> T:
+    """Decode and validate a request body as ``kind``; `RequestError` names the JSON line and
     column of a syntax error, or the JSON path of a bad field."""
     if not body.strip():
-        raise RequestError("request body", "empty: expected a JSON object with scope and action")
+        raise RequestError("request body", f"empty: expected {what}")
+    decoder = _DECODERS.get(kind)
+    if decoder is None:
+        decoder = _DECODERS[kind] = msgspec.json.Decoder(kind)
     try:
-        request = _ACTION_REQUEST_DECODER.decode(body)
+        return decoder.decode(body)
     except msgspec.ValidationError as exc:
         message = str(exc)
         match = _AT_PATH.search(message)
@@ -204,12 +208,31 @@ def decode_action_request(body: bytes) -> ActionRequest:
         raise RequestError(path, reason, field=path) from None
     except msgspec.DecodeError as exc:
         raise _syntax_error(body, str(exc)) from None
+
+
+def decode_action_request(body: bytes) -> ActionRequest:
+    """A POST /api/actions body (see `decode_request`), its key names checked too."""
+    request = decode_request(body, ActionRequest, "a JSON object with scope and action")
     if isinstance(request.action, KeyAction):
         try:
             key_code(request.action.key)
         except ValueError as exc:
             raise RequestError("$.action.key", str(exc), field="$.action.key") from None
     return request
+
+
+class RecordStart(msgspec.Struct, forbid_unknown_fields=True):
+    """POST /api/record/start: record what is sent to the scope's first phone."""
+
+    scope: str
+    name: str
+    app: str | None = None
+
+
+class RecordStop(msgspec.Struct, forbid_unknown_fields=True):
+    """POST /api/record/stop: write the recording as a sequence file."""
+
+    recording_id: str
 
 
 def _syntax_error(body: bytes, fallback: str) -> RequestError:

@@ -55,6 +55,18 @@ class FakeHub:
     def nodes(self) -> list[dict]:
         return [dict(n) for n in self._nodes]
 
+    def start_recording(self, name: str, app: str | None, serials: list[str]) -> dict:
+        from protocol.errors import ValidationError
+        if not name.isidentifier():
+            raise ValidationError("$.name", f"{name!r}: use 1-64 of a-z, 0-9 and _")
+        self.recording = {"recording_id": "rec1", "lead": serials[0], "phones": serials}
+        return self.recording
+
+    def stop_recording(self, recording_id: str) -> dict:
+        if recording_id != "rec1":
+            raise FarmError(f"recording {recording_id!r}: no such open recording")
+        return {"path": "/data/sequences/demo/x.json", "sequence": {"name": "x", "steps": []}}
+
     def unknown_screens(self) -> list[dict]:
         return [{"id": "rack1-7", "node": "rack1", "serials": ["127.0.0.1:40124"], "seen": 2,
                  "status": "queued", "phash": "00ff" * 16, "app": "com.example.demo",

@@ -398,6 +398,26 @@ def test_backlog_drops_oldest() -> None:
         ClientBacklog(0)
 
 
+async def test_record_start_and_stop(client: TestClient, hub: FakeHub) -> None:
+    resp = await client.post("/api/record/start", json={"scope": "phone:all", "name": "x", "app": "demo"})
+    assert resp.status == 201
+    body = await resp.json()
+    assert body["recording_id"] == "rec1" and body["lead"] == hub.phones()[0]["serial"]
+    resp = await client.post("/api/record/stop", json={"recording_id": "rec1"})
+    assert resp.status == 200 and (await resp.json())["sequence"]["name"] == "x"
+
+
+async def test_record_bad_requests_name_what_was_wrong(client: TestClient) -> None:
+    resp = await client.post("/api/record/start", json={"scope": "phone:all", "name": "no way"})
+    assert resp.status == 400 and (await resp.json())["field"] == "$.name"
+    resp = await client.post("/api/record/start", json={"scope": "phone:zzz", "name": "x"})
+    assert resp.status == 400 and (await resp.json())["offset"] == 6
+    resp = await client.post("/api/record/start", json={"name": "x"})
+    assert resp.status == 400 and "scope" in (await resp.json())["error"]
+    resp = await client.post("/api/record/stop", json={"recording_id": "nope"})
+    assert resp.status == 404 and (await resp.json())["recording_id"] == "nope"
+
+
 async def test_unknown_screens_listed_with_image_urls(client: TestClient) -> None:
     resp = await client.get("/api/unknown-screens")
     assert resp.status == 200
