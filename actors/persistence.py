@@ -1,0 +1,808 @@
+"""The farm database: the spec's schema (7.5) in one SQLite file, written by the coordinator.
+
+Owns the schema and its forward-only migrations (version in ``PRAGMA user_version``), and the
+async read/write methods over it: the core tables of spec 7.5.1 (clients, users, agents,
+phones, profiles, accounts), the content the variable system reads (hashtag sets, caption
+templates, media files, custom variables, named counters), and the execution records of
+spec 7.5.3 (executions, execution_steps).
+
+Additions to the spec's columns, kept minimal and listed here so they stay visible:
+
+- ``clients.contact_email``, ``clients.contact_discord`` (spec 15.1's ``${client.contact.*}``),
+  and a unique index on ``clients.name`` (clients are upserted by name).
+- ``accounts.bio`` (spec 15.1's ``${account.instagram.account2.bio}``).
+- ``agents`` (phones reference it; the spec never defines it): the node registry.
+- ``tasks`` as in spec 7.5.3, because ``executions.task_id`` references it.
+- ``executions``: ``execution_key`` (our string execution ids), ``run_id``, ``serial``,
+  ``sequence``, ``error_reason``, ``current_step``; ``execution_steps``: ``path``, ``error``,
+  ``screenshot``.
+
+A phone has no profile column: the spec links profiles to accounts, so a phone's profile is
+the profile of its accounts (the first account's, or the named account's).
+
+Timestamps are UTC text ``YYYY-MM-DD HH:MM:SS.ffffff`` (the form of SQLite's
+CURRENT_TIMESTAMP, with microseconds), so they sort and compare as text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import aiosqlite
+import orjson
+
+from protocol.errors import FarmError, ValidationError
+
+log = logging.getLogger(__name__)
+
+# Each entry moves the schema from version i to i + 1; never edit an applied entry, append.
+MIGRATIONS: list[str] = [
+    # v1: core tables (7.5.1), content for variables (15.1), execution records (7.5.3).
+    """
+    CREATE TABLE clients (
+        client_id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL,
+        status TEXT,
+        contact_email TEXT,
+        contact_discord TEXT,
+        created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
+        updated_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP
+    );
+    CREATE UNIQUE INDEX clients_name ON clients (name);
+
+    CREATE TABLE users (
+        user_id INTEGER PRIMARY KEY,
+        username TEXT UNIQUE NOT NULL,
+        password_hash TEXT NOT NULL,
+        role TEXT NOT NULL,
+        client_id INTEGER,
+        created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
+        FOREIGN KEY (client_id) REFERENCES clients(client_id)
+    );
+    CREATE INDEX users_client ON users (client_id);
+
+    CREATE TABLE agents (
+        agent_id INTEGER PRIMARY KEY,
+        name TEXT UNIQUE NOT NULL,
+        address TEXT,
+        status TEXT,
+        last_seen TIMESTAMP,
+        created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP
+    );
+
+    CREATE TABLE phones (
+        phone_id INTEGER PRIMARY KEY,
+        serial_number TEXT UNIQUE NOT NULL,
+        phone_number TEXT,
+        model TEXT,
+        client_id INTEGER,
+        agent_id INTEGER,
+        status TEXT DEFAULT 'active',
+        last_connected TIMESTAMP,
+        created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
+        FOREIGN KEY (client_id) REFERENCES clients(client_id),
+        FOREIGN KEY (agent_id) REFERENCES agents(agent_id)
+    );
+    CREATE INDEX phones_client ON phones (client_id);
+    CREATE INDEX phones_agent ON phones (agent_id);
+
+    CREATE TABLE profiles (
+        profile_id INTEGER PRIMARY KEY,
+        first_name TEXT,
+        last_name TEXT,
+        birth_month INTEGER,
+        birth_day INTEGER,
+        birth_year INTEGER,
+        gender TEXT,
+        profile_password TEXT,
+        interests TEXT,
+        client_id INTEGER,
+        created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
+        FOREIGN KEY (client_id) REFERENCES clients(client_id)
+    );
+    CREATE INDEX profiles_client ON profiles (client_id);
+
+    CREATE TABLE accounts (
+        account_id INTEGER PRIMARY KEY,
+        platform TEXT NOT NULL,
+        account_number TEXT NOT NULL,
+        username TEXT,
+        password TEXT,
+        bio TEXT,
+        profile_id INTEGER,
+        phone_id INTEGER,
+        status TEXT DEFAULT 'warming',
+        warming_start_date TIMESTAMP,
+        warming_phase INTEGER DEFAULT 1,
+        created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
+        FOREIGN KEY (profile_id) REFERENCES profiles(profile_id),
+        FOREIGN KEY (phone_id) REFERENCES phones(phone_id),
+        UNIQUE(platform, account_number, phone_id)
+    );
+    CREATE INDEX accounts_phone ON accounts (phone_id);
+    CREATE INDEX accounts_profile ON accounts (profile_id);
+
+    CREATE TABLE hashtag_sets (
+        hashtag_set_id INTEGER PRIMARY KEY,
+        name TEXT UNIQUE NOT NULL,
+        client_id INTEGER,
+        tags TEXT NOT NULL,
+        FOREIGN KEY (client_id) REFERENCES clients(client_id)
+    );
+    CREATE INDEX hashtag_sets_client ON hashtag_sets (client_id);
+
+    CREATE TABLE caption_templates (
+        caption_template_id INTEGER PRIMARY KEY,
+        name TEXT UNIQUE NOT NULL,
+        client_id INTEGER,
+        template TEXT NOT NULL,
+        FOREIGN KEY (client_id) REFERENCES clients(client_id)
+    );
+    CREATE INDEX caption_templates_client ON caption_templates (client_id);
+
+    CREATE TABLE media_files (
+        media_id INTEGER PRIMARY KEY,
+        folder TEXT NOT NULL,
+        path TEXT NOT NULL,
+        used_count INTEGER NOT NULL DEFAULT 0,
+        last_used TIMESTAMP,
+        UNIQUE(folder, path)
+    );
+    CREATE INDEX media_files_pick ON media_files (folder, used_count, path);
+
+    CREATE TABLE custom_variables (
+        custom_variable_id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL,
+        value TEXT NOT NULL,
+        client_id INTEGER,
+        FOREIGN KEY (client_id) REFERENCES clients(client_id)
+    );
+    -- client_id NULL is "every client"; IFNULL makes the pair unique with NULLs too.
+    CREATE UNIQUE INDEX custom_variables_name ON custom_variables (name, IFNULL(client_id, 0));
+    CREATE INDEX custom_variables_client ON custom_variables (client_id);
+
+    CREATE TABLE counters (
+        name TEXT PRIMARY KEY,
+        value INTEGER NOT NULL
+    );
+
+    CREATE TABLE tasks (
+        task_id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL,
+        description TEXT,
+        sequence_file TEXT,
+        schedule_type TEXT,
+        scheduled_time TIMESTAMP,
+        window_start TIMESTAMP,
+        window_end TIMESTAMP,
+        repetitions INTEGER DEFAULT 1,
+        client_id INTEGER,
+        created_by INTEGER,
+        created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
+        FOREIGN KEY (client_id) REFERENCES clients(client_id),
+        FOREIGN KEY (created_by) REFERENCES users(user_id)
+    );
+    CREATE INDEX tasks_client ON tasks (client_id);
+
+    CREATE TABLE executions (
+        execution_id INTEGER PRIMARY KEY,
+        task_id INTEGER,
+        phone_id INTEGER,
+        account_id INTEGER,
+        start_time TIMESTAMP,
+        end_time TIMESTAMP,
+        status TEXT,
+        error_message TEXT,
+        execution_key TEXT UNIQUE,
+        run_id TEXT,
+        serial TEXT,
+        sequence TEXT,
+        error_reason TEXT,
+        current_step INTEGER,
+        FOREIGN KEY (task_id) REFERENCES tasks(task_id),
+        FOREIGN KEY (phone_id) REFERENCES phones(phone_id),
+        FOREIGN KEY (account_id) REFERENCES accounts(account_id)
+    );
+    CREATE INDEX executions_run ON executions (run_id);
+    CREATE INDEX executions_serial ON executions (serial, start_time);
+    CREATE INDEX executions_task ON executions (task_id);
+    CREATE INDEX executions_phone ON executions (phone_id);
+    CREATE INDEX executions_account ON executions (account_id);
+
+    CREATE TABLE execution_steps (
+        step_id INTEGER PRIMARY KEY,
+        execution_id INTEGER,
+        step_number INTEGER,
+        action_type TEXT,
+        screen_name TEXT,
+        start_time TIMESTAMP,
+        end_time TIMESTAMP,
+        status TEXT,
+        path TEXT,
+        error TEXT,
+        screenshot TEXT,
+        FOREIGN KEY (execution_id) REFERENCES executions(execution_id)
+    );
+    CREATE INDEX execution_steps_execution ON execution_steps (execution_id, step_id);
+    """,
+]
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+PROFILE_FIELDS = ("first_name", "last_name", "birth_month", "birth_day", "birth_year",
+                  "gender", "profile_password", "interests")
+_EXECUTION_FIELDS = ("task_id", "phone_id", "account_id", "start_time", "end_time", "status",
+                     "error_message", "run_id", "serial", "sequence", "error_reason",
+                     "current_step")
+_STEP_FIELDS = ("step_number", "action_type", "screen_name", "start_time", "end_time",
+                "status", "path", "error", "screenshot")
+_FINAL_STATUSES = frozenset({"completed", "failed", "cancelled", "stopped"})
+MEDIA_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".mp4", ".mov",
+                              ".m4v", ".webm"})
+
+
+def utc_text(when: datetime | None = None) -> str:
+    """A UTC timestamp as the database stores it (naive datetimes are taken as UTC)."""
+    when = when or datetime.now(timezone.utc)
+    if when.tzinfo is not None:
+        when = when.astimezone(timezone.utc).replace(tzinfo=None)
+    return when.isoformat(sep=" ", timespec="microseconds")
+
+
+def default_db_path() -> Path:
+    """Where the farm database lives: ``$PHONEFARM_DATA/farm.sqlite3`` (default ./farm-data)."""
+    return Path(os.environ.get("PHONEFARM_DATA", "./farm-data")) / "farm.sqlite3"
+
+
+class FarmDB:
+    """The coordinator's farm database (one aiosqlite connection, the single writer).
+
+    Open with ``await FarmDB.open(path)``; migrations run on open. Every method is a
+    coroutine on the opening loop, except the callables inside a `variable_context`, which
+    are meant for a worker thread (see there)."""
+
+    def __init__(self, path: Path | str, conn: aiosqlite.Connection) -> None:
+        self.path = str(path)
+        self._conn = conn
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @classmethod
+    async def open(cls, path: Path | str) -> "FarmDB":
+        """Open (creating if needed) the database at ``path`` and bring its schema up to date."""
+        if str(path) != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        conn = await aiosqlite.connect(str(path), isolation_level=None)
+        conn.row_factory = aiosqlite.Row
+        db = cls(path, conn)
+        db._loop = asyncio.get_running_loop()
+        try:
+            await conn.execute("PRAGMA journal_mode=WAL")
+            await conn.execute("PRAGMA synchronous=NORMAL")
+            await conn.execute("PRAGMA foreign_keys=ON")
+            await conn.execute("PRAGMA busy_timeout=5000")
+            await db._migrate()
+        except BaseException:
+            await conn.close()
+            raise
+        return db
+
+    async def close(self) -> None:
+        await self._conn.close()
+
+    async def _migrate(self) -> None:
+        version = await self.schema_version()
+        if version > SCHEMA_VERSION:
+            raise FarmError(f"farm database {self.path}: schema version {version} is newer "
+                            f"than this program's {SCHEMA_VERSION}")
+        for number in range(version, SCHEMA_VERSION):
+            # executescript would commit on its own; run each statement inside one
+            # transaction so a failed migration leaves the previous version intact.
+            await self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in _statements(MIGRATIONS[number]):
+                    await self._conn.execute(statement)
+                await self._conn.execute(f"PRAGMA user_version = {number + 1}")
+                await self._conn.execute("COMMIT")
+            except BaseException:
+                await self._conn.execute("ROLLBACK")
+                raise
+            log.info("farm database %s migrated to schema version %d", self.path, number + 1)
+
+    async def schema_version(self) -> int:
+        return (await self._one("PRAGMA user_version"))[0]
+
+    # -- small helpers -------------------------------------------------------------------
+
+    async def _one(self, sql: str, args: Iterable[Any] = ()) -> aiosqlite.Row | None:
+        async with self._conn.execute(sql, tuple(args)) as cur:
+            return await cur.fetchone()
+
+    async def _all(self, sql: str, args: Iterable[Any] = ()) -> list[aiosqlite.Row]:
+        async with self._conn.execute(sql, tuple(args)) as cur:
+            return list(await cur.fetchall())
+
+    async def _write(self, sql: str, args: Iterable[Any] = ()) -> aiosqlite.Row | None:
+        """One statement in autocommit mode; returns its RETURNING row if any."""
+        async with self._conn.execute(sql, tuple(args)) as cur:
+            return await cur.fetchone()
+
+    async def _client_id(self, client: str | int | None) -> int | None:
+        if client is None or isinstance(client, int):
+            return client
+        row = await self._one("SELECT client_id FROM clients WHERE name = ?", (client,))
+        if row is None:
+            raise ValidationError(f"client {client!r}", "no such client")
+        return row[0]
+
+    async def _phone_id(self, serial: str) -> int | None:
+        row = await self._one("SELECT phone_id FROM phones WHERE serial_number = ?", (serial,))
+        return None if row is None else row[0]
+
+    # -- execution records (spec 7.5.3) --------------------------------------------------
+
+    async def create_execution(self, key: str, *, run_id: str | None = None,
+                               serial: str | None = None, sequence: str | None = None,
+                               status: str = "pending", task_id: int | None = None,
+                               account_id: int | None = None,
+                               start_time: datetime | None = None) -> int:
+        """Record a new execution under our string id ``key``; returns its execution_id.
+
+        ``phone_id`` is filled from ``serial`` when the phone is in the database (an unknown
+        serial is kept in ``serial`` only). A second call with the same key raises."""
+        phone_id = await self._phone_id(serial) if serial else None
+        row = await self._write(
+            "INSERT INTO executions (execution_key, run_id, serial, sequence, status, task_id,"
+            " phone_id, account_id, start_time) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " RETURNING execution_id",
+            (key, run_id, serial, sequence, status, task_id, phone_id, account_id,
+             utc_text(start_time)))
+        return row[0]
+
+    async def update_execution(self, key: str, **fields: Any) -> None:
+        """Set columns of execution ``key``: any of status, error_message, error_reason,
+        current_step, start_time, end_time (datetimes are stored as UTC text), run_id, serial,
+        sequence, task_id, phone_id, account_id. A final status (completed, failed,
+        cancelled, stopped) without an end_time sets end_time to now."""
+        unknown = set(fields) - set(_EXECUTION_FIELDS)
+        if unknown:
+            raise ValidationError(f"execution {key}", f"unknown fields {sorted(unknown)}")
+        if not fields:
+            return
+        if fields.get("status") in _FINAL_STATUSES and "end_time" not in fields:
+            fields["end_time"] = datetime.now(timezone.utc)
+        values = [utc_text(v) if isinstance(v, datetime) else v for v in fields.values()]
+        sets = ", ".join(f"{name} = ?" for name in fields)
+        row = await self._write(f"UPDATE executions SET {sets} WHERE execution_key = ?"
+                                " RETURNING execution_id", (*values, key))
+        if row is None:
+            raise ValidationError(f"execution {key}", "no such execution")
+
+    async def add_step(self, key: str, step_number: int, action_type: str | None = None, *,
+                       path: str | None = None, screen_name: str | None = None,
+                       status: str = "running", start_time: datetime | None = None) -> int:
+        """Record the start of a step of execution ``key``; returns its step_id (pass it to
+        `finish_step`). Also sets the execution's ``current_step``."""
+        row = await self._one("SELECT execution_id FROM executions WHERE execution_key = ?",
+                              (key,))
+        if row is None:
+            raise ValidationError(f"execution {key}", "no such execution")
+        step = await self._write(
+            "INSERT INTO execution_steps (execution_id, step_number, action_type, path,"
+            " screen_name, status, start_time) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING step_id",
+            (row[0], step_number, action_type, path, screen_name, status,
+             utc_text(start_time)))
+        await self._write("UPDATE executions SET current_step = ? WHERE execution_id = ?",
+                          (step_number, row[0]))
+        return step[0]
+
+    async def finish_step(self, step_id: int, status: str, *, screen_name: str | None = None,
+                          error: str | None = None, screenshot: str | None = None,
+                          end_time: datetime | None = None) -> None:
+        """Record a step's outcome ('success', 'failed', 'skipped'); a None screen_name,
+        error or screenshot leaves the stored value."""
+        row = await self._write(
+            "UPDATE execution_steps SET status = ?, end_time = ?,"
+            " screen_name = IFNULL(?, screen_name), error = IFNULL(?, error),"
+            " screenshot = IFNULL(?, screenshot) WHERE step_id = ? RETURNING step_id",
+            (status, utc_text(end_time), screen_name, error, screenshot, step_id))
+        if row is None:
+            raise ValidationError(f"execution step {step_id}", "no such step")
+
+    async def get_execution(self, key: str) -> dict | None:
+        """Execution ``key`` as a dict (``key`` = execution_key) with its ``steps`` in order,
+        or None."""
+        row = await self._one("SELECT * FROM executions WHERE execution_key = ?", (key,))
+        if row is None:
+            return None
+        execution = _execution_dict(row)
+        steps = await self._all("SELECT * FROM execution_steps WHERE execution_id = ?"
+                                " ORDER BY step_id", (row["execution_id"],))
+        execution["steps"] = [dict(s) for s in steps]
+        return execution
+
+    async def list_executions(self, run_id: str | None = None,
+                              limit: int | None = None) -> list[dict]:
+        """Executions (without steps), oldest first; only ``run_id``'s when given."""
+        sql, args = "SELECT * FROM executions", []
+        if run_id is not None:
+            sql += " WHERE run_id = ?"
+            args.append(run_id)
+        sql += " ORDER BY execution_id"
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(limit)
+        return [_execution_dict(r) for r in await self._all(sql, args)]
+
+    # -- seeding upserts -----------------------------------------------------------------
+
+    async def upsert_client(self, name: str, *, status: str | None = "active",
+                            contact_email: str | None = None,
+                            contact_discord: str | None = None) -> int:
+        """Create or update the client called ``name``; returns its client_id."""
+        row = await self._write(
+            "INSERT INTO clients (name, status, contact_email, contact_discord)"
+            " VALUES (?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET status = excluded.status,"
+            " contact_email = excluded.contact_email,"
+            " contact_discord = excluded.contact_discord, updated_at = CURRENT_TIMESTAMP"
+            " RETURNING client_id", (name, status, contact_email, contact_discord))
+        return row[0]
+
+    async def upsert_agent(self, name: str, *, address: str | None = None,
+                           status: str | None = None) -> int:
+        """Create or update the node called ``name`` in the agents table; returns agent_id."""
+        row = await self._write(
+            "INSERT INTO agents (name, address, status, last_seen) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (name) DO UPDATE SET address = IFNULL(excluded.address, address),"
+            " status = IFNULL(excluded.status, status), last_seen = excluded.last_seen"
+            " RETURNING agent_id", (name, address, status, utc_text()))
+        return row[0]
+
+    async def upsert_profile(self, profile_id: int | None = None, *,
+                             client: str | int | None = None, **fields: Any) -> int:
+        """Update profile ``profile_id`` (only the given fields), or create one when it is
+        None; fields are spec 7.5.1's profile columns. Returns the profile_id."""
+        unknown = set(fields) - set(PROFILE_FIELDS)
+        if unknown:
+            raise ValidationError("profile", f"unknown fields {sorted(unknown)}")
+        client_id = await self._client_id(client)
+        if client is not None:
+            fields["client_id"] = client_id
+        if profile_id is None:
+            names = ", ".join(fields) or "client_id"
+            marks = ", ".join("?" for _ in fields) or "NULL"
+            row = await self._write(f"INSERT INTO profiles ({names}) VALUES ({marks})"
+                                    " RETURNING profile_id", list(fields.values()))
+            return row[0]
+        if fields:
+            sets = ", ".join(f"{n} = ?" for n in fields)
+            row = await self._write(f"UPDATE profiles SET {sets} WHERE profile_id = ?"
+                                    " RETURNING profile_id", (*fields.values(), profile_id))
+            if row is None:
+                raise ValidationError(f"profile {profile_id}", "no such profile")
+        return profile_id
+
+    async def upsert_phone(self, serial: str, *, client: str | int | None = None,
+                           model: str | None = None, phone_number: str | None = None,
+                           status: str | None = None, agent: str | None = None) -> int:
+        """Create or update the phone ``serial``; None leaves a stored value. ``client`` is a
+        client name or id, ``agent`` a node name (created if new). Returns the phone_id."""
+        client_id = await self._client_id(client)
+        agent_id = await self.upsert_agent(agent) if agent else None
+        row = await self._write(
+            "INSERT INTO phones (serial_number, client_id, model, phone_number, status,"
+            " agent_id) VALUES (?, ?, ?, ?, IFNULL(?, 'active'), ?)"
+            " ON CONFLICT (serial_number) DO UPDATE SET"
+            " client_id = IFNULL(excluded.client_id, client_id),"
+            " model = IFNULL(excluded.model, model),"
+            " phone_number = IFNULL(excluded.phone_number, phone_number),"
+            " status = IFNULL(?, status), agent_id = IFNULL(excluded.agent_id, agent_id)"
+            " RETURNING phone_id",
+            (serial, client_id, model, phone_number, status, agent_id, status))
+        return row[0]
+
+    async def upsert_account(self, serial: str, platform: str, account_number: str, *,
+                             username: str | None = None, password: str | None = None,
+                             profile_id: int | None = None, status: str | None = None,
+                             bio: str | None = None) -> int:
+        """Create or update account (platform, account_number) on phone ``serial`` (which
+        must exist); None leaves a stored value. Returns the account_id."""
+        phone_id = await self._phone_id(serial)
+        if phone_id is None:
+            raise ValidationError(f"phone {serial}", "not in the farm database")
+        row = await self._write(
+            "INSERT INTO accounts (platform, account_number, phone_id, username, password,"
+            " profile_id, status, bio) VALUES (?, ?, ?, ?, ?, ?, IFNULL(?, 'warming'), ?)"
+            " ON CONFLICT (platform, account_number, phone_id) DO UPDATE SET"
+            " username = IFNULL(excluded.username, username),"
+            " password = IFNULL(excluded.password, password),"
+            " profile_id = IFNULL(excluded.profile_id, profile_id),"
+            " status = IFNULL(?, status), bio = IFNULL(excluded.bio, bio)"
+            " RETURNING account_id",
+            (platform, account_number, phone_id, username, password, profile_id, status, bio,
+             status))
+        return row[0]
+
+    async def set_custom(self, name: str, value: str, client: str | int | None = None) -> None:
+        """Set custom variable ``name`` for every client (client None) or for one client."""
+        client_id = await self._client_id(client)
+        await self._write(
+            "INSERT INTO custom_variables (name, value, client_id) VALUES (?, ?, ?)"
+            " ON CONFLICT (name, IFNULL(client_id, 0)) DO UPDATE SET value = excluded.value",
+            (name, value, client_id))
+
+    async def set_hashtag_set(self, name: str, tags: list[str],
+                              client: str | int | None = None) -> None:
+        client_id = await self._client_id(client)
+        await self._write(
+            "INSERT INTO hashtag_sets (name, client_id, tags) VALUES (?, ?, ?)"
+            " ON CONFLICT (name) DO UPDATE SET client_id = excluded.client_id,"
+            " tags = excluded.tags", (name, client_id, orjson.dumps(list(tags)).decode()))
+
+    async def set_caption_template(self, name: str, template: str,
+                                   client: str | int | None = None) -> None:
+        """Store caption template ``name``; it is checked by the variable parser first."""
+        from sequences.variables import parse  # the parser names the offset of any mistake
+        parse(template)
+        client_id = await self._client_id(client)
+        await self._write(
+            "INSERT INTO caption_templates (name, client_id, template) VALUES (?, ?, ?)"
+            " ON CONFLICT (name) DO UPDATE SET client_id = excluded.client_id,"
+            " template = excluded.template", (name, client_id, template))
+
+    # -- reads for the others --------------------------------------------------------------
+
+    async def phone_rows(self) -> list[dict]:
+        """Every phone: serial, phone_id, phone_number, client (name), client_id, model,
+        status, agent (node name), profile (dict of its first account's profile, or None)."""
+        rows = await self._all(
+            "SELECT p.phone_id, p.serial_number AS serial, p.phone_number, p.model, p.status,"
+            " p.client_id, c.name AS client, a.name AS agent FROM phones p"
+            " LEFT JOIN clients c ON c.client_id = p.client_id"
+            " LEFT JOIN agents a ON a.agent_id = p.agent_id ORDER BY p.serial_number")
+        profiles = await self._phone_profiles()
+        return [{**dict(r), "profile": profiles.get(r["phone_id"])} for r in rows]
+
+    async def _phone_profiles(self) -> dict[int, dict]:
+        # The profile of the phone's lowest-numbered account that has one.
+        rows = await self._all(
+            "SELECT a.phone_id, pr.* FROM accounts a JOIN profiles pr"
+            " ON pr.profile_id = a.profile_id ORDER BY a.phone_id, a.account_id DESC")
+        return {r["phone_id"]: _profile_dict(r) for r in rows}
+
+    async def account_rows(self, serial: str | None = None) -> list[dict]:
+        """Every account (or those on phone ``serial``): account_id, platform, account_number,
+        username, password (the profile password when the account has none), bio, status,
+        serial, profile (dict or None)."""
+        sql = ("SELECT a.account_id, a.platform, a.account_number, a.username, a.password,"
+               " a.bio, a.status, ph.serial_number AS serial, pr.*"
+               " FROM accounts a LEFT JOIN phones ph ON ph.phone_id = a.phone_id"
+               " LEFT JOIN profiles pr ON pr.profile_id = a.profile_id")
+        args: tuple = ()
+        if serial is not None:
+            sql += " WHERE ph.serial_number = ?"
+            args = (serial,)
+        rows = await self._all(sql + " ORDER BY ph.serial_number, a.platform, a.account_number,"
+                               " a.account_id", args)
+        out = []
+        for r in rows:
+            profile = _profile_dict(r) if r["profile_id"] is not None else None
+            password = r["password"] or (profile or {}).get("profile_password")
+            out.append({"account_id": r["account_id"], "platform": r["platform"],
+                        "account_number": r["account_number"], "username": r["username"],
+                        "password": password, "bio": r["bio"], "status": r["status"],
+                        "serial": r["serial"], "profile": profile})
+        return out
+
+    # -- counters and media (persisted state of the variable system) ---------------------
+
+    async def next_counter(self, name: str, start: int = 1, step: int = 1) -> int:
+        """The next value of counter ``name``: ``start`` the first time, then + ``step``.
+        One statement, so concurrent callers never get the same value."""
+        row = await self._write(
+            "INSERT INTO counters (name, value) VALUES (?, ?)"
+            " ON CONFLICT (name) DO UPDATE SET value = value + ? RETURNING value",
+            (name, start, step))
+        return row[0]
+
+    async def add_media(self, folder: str, paths: Iterable[str]) -> None:
+        """Register media files under ``folder`` (already known ones are kept as they are)."""
+        await self._conn.executemany(
+            "INSERT OR IGNORE INTO media_files (folder, path) VALUES (?, ?)",
+            [(folder, p) for p in paths])
+
+    async def next_media(self, folder: str) -> str:
+        """The least-used file of ``folder`` (ties by path: round robin), marked used.
+
+        When ``folder`` is a directory on disk its media files are registered first and only
+        files still there are picked; otherwise the files registered with `add_media`."""
+        present = await asyncio.to_thread(_scan_media, folder)
+        if present is not None:
+            await self.add_media(folder, present)
+        filter_sql, args = "", [folder]
+        if present is not None:
+            if not present:
+                raise ValidationError(f"media folder {folder}", "has no media files")
+            filter_sql = f" AND path IN ({', '.join('?' for _ in present)})"
+            args += present
+        row = await self._write(
+            "UPDATE media_files SET used_count = used_count + 1, last_used = ?"
+            " WHERE media_id = (SELECT media_id FROM media_files WHERE folder = ?"
+            f"{filter_sql} ORDER BY used_count, path LIMIT 1) RETURNING path",
+            [utc_text(), *args])
+        if row is None:
+            raise ValidationError(f"media folder {folder}", "has no media files")
+        return row[0]
+
+    # -- the variable context ------------------------------------------------------------
+
+    async def variable_context(self, serial: str, account: str | tuple[str, str] | None = None,
+                               custom_overrides: dict[str, str] | None = None, *,
+                               media_folder: str | None = None,
+                               clock: Callable[[], datetime] | None = None,
+                               ai: Any = None) -> "VariableContext":
+        """Everything ``${...}`` can name for phone ``serial`` (and its account ``account``,
+        "platform.account_number", the shorthand ``${account.FIELD}`` refers to).
+
+        Counters and media in the returned context call back into this database on its
+        loop, so `sequences.variables.resolve` must run in a worker thread with it (see
+        `resolve_text`); on the loop's own thread they raise instead of deadlocking."""
+        from sequences.variables import NoAIProvider, VariableContext, parse_account_ref
+
+        phone = await self._one(
+            "SELECT p.phone_id, p.client_id, c.name, c.status, c.contact_email,"
+            " c.contact_discord FROM phones p LEFT JOIN clients c ON c.client_id = p.client_id"
+            " WHERE p.serial_number = ?", (serial,))
+        if phone is None:
+            raise ValidationError(f"phone {serial}", "not in the farm database")
+        client_id = phone["client_id"]
+        client = {} if client_id is None else {
+            "name": phone["name"], "status": phone["status"],
+            "contact_email": phone["contact_email"], "contact_discord": phone["contact_discord"]}
+        accounts = await self.account_rows(serial)
+        current = parse_account_ref(account) if account is not None else None
+        if current is not None and not any(
+                (a["platform"], a["account_number"]) == current for a in accounts):
+            raise ValidationError(f"phone {serial}",
+                                  f"has no account {current[0]}.{current[1]}")
+        profile = next((a["profile"] for a in accounts
+                        if current is not None and (a["platform"], a["account_number"]) == current
+                        and a["profile"]), None)
+        if profile is None:
+            profile = next((a["profile"] for a in accounts if a["profile"]), None) or {}
+        custom: dict[str, str] = {}
+        # Farm-wide values first, so a client's own value of the same name wins.
+        for r in await self._all("SELECT name, value FROM custom_variables WHERE client_id IS"
+                                 " NULL OR client_id = ? ORDER BY client_id IS NOT NULL",
+                                 (client_id,)):
+            custom[r["name"]] = r["value"]
+        custom.update(custom_overrides or {})
+        hashtags = {r["name"]: orjson.loads(r["tags"]) for r in await self._all(
+            "SELECT name, tags FROM hashtag_sets WHERE client_id IS NULL OR client_id = ?",
+            (client_id,))}
+        captions = {r["name"]: r["template"] for r in await self._all(
+            "SELECT name, template FROM caption_templates WHERE client_id IS NULL"
+            " OR client_id = ?", (client_id,))}
+        default_folder = media_folder or str(Path(self.path).parent / "media")
+        return VariableContext(
+            serial=serial, client=client, profile=profile,
+            accounts=[{k: v for k, v in a.items() if k != "profile"} for a in accounts],
+            account=current, hashtag_sets=hashtags, caption_templates=captions,
+            media=_DBMedia(self, default_folder), custom=custom,
+            counters=self._threaded(self.next_counter),
+            clock=clock or (lambda: datetime.now(timezone.utc)),
+            ai=ai if ai is not None else NoAIProvider())
+
+    async def resolve_text(self, text: str, serial: str,
+                           account: str | tuple[str, str] | None = None, *,
+                           custom_overrides: dict[str, str] | None = None,
+                           rng: "random.Random | None" = None, **context: Any) -> str:
+        """``text`` with its variables and spintax resolved for phone ``serial`` (counters
+        and media uses persisted). Resolution runs in a worker thread."""
+        import random
+
+        from sequences.variables import resolve
+        ctx = await self.variable_context(serial, account, custom_overrides, **context)
+        return await asyncio.to_thread(resolve, text, ctx, rng or random.Random())
+
+    def _threaded(self, coro_fn: Callable[..., Any]) -> Callable[..., Any]:
+        """A sync callable running ``coro_fn`` on this database's loop from a worker thread."""
+        loop = self._loop
+
+        def call(*args: Any) -> Any:
+            try:
+                running = asyncio.get_running_loop()
+            except RuntimeError:
+                running = None
+            if running is loop:
+                raise FarmError("the farm database's variable context touches the database: "
+                                "resolve in a worker thread (FarmDB.resolve_text or "
+                                "asyncio.to_thread), not on the event loop")
+            return asyncio.run_coroutine_threadsafe(coro_fn(*args), loop).result(timeout=30)
+
+        return call
+
+
+class _DBMedia:
+    """`sequences.variables.MediaSource` over the media_files table (used from a worker
+    thread; see FarmDB.variable_context)."""
+
+    def __init__(self, db: FarmDB, default_folder: str) -> None:
+        self._next = db._threaded(db.next_media)
+        self.default_folder = default_folder
+
+    def next(self) -> str:
+        return self._next(self.default_folder)
+
+    def folder(self, path: str) -> str:
+        return self._next(path)
+
+
+def _scan_media(folder: str) -> list[str] | None:
+    """Media file paths directly in ``folder``, sorted; None when it is not a directory."""
+    root = Path(folder)
+    if not root.is_dir():
+        return None
+    return sorted(str(p) for p in root.iterdir()
+                  if p.is_file() and p.suffix.lower() in MEDIA_EXTENSIONS)
+
+
+def _statements(script: str) -> list[str]:
+    """Split a migration script into statements (sqlite3.complete_statement knows quoting)."""
+    import sqlite3
+
+    out, current = [], ""
+    for line in script.splitlines(keepends=True):
+        if line.strip().startswith("--"):
+            continue
+        current += line
+        if sqlite3.complete_statement(current):
+            out.append(current.strip())
+            current = ""
+    if current.strip():
+        out.append(current.strip())
+    return out
+
+
+def _profile_dict(row: aiosqlite.Row) -> dict:
+    return {"profile_id": row["profile_id"], "client_id": row["client_id"],
+            **{f: row[f] for f in PROFILE_FIELDS}}
+
+
+def _execution_dict(row: aiosqlite.Row) -> dict:
+    out = dict(row)
+    out["key"] = out["execution_key"]
+    return out
+
+
+async def seed_demo(db: FarmDB, serials: list[str]) -> None:
+    """The demo farm's data: client "Demo Farm", one profile per phone, and on every phone
+    the virtual ClipShare app's three accounts (clipshare account1..account3), a hashtag set
+    "demo" and a caption template "daily". Safe to run on every start (upserts)."""
+    demo_accounts = [("account1", "clip_creator", "hunter2"),
+                     ("account2", "dance_daily", "pass123"),
+                     ("account3", "chef_mia", "tasty42")]
+    first_names = ["Ava", "Ben", "Cleo", "Dev", "Eli", "Fay", "Gus", "Hana", "Ivo", "Jun"]
+    await db.upsert_client("Demo Farm", status="active", contact_email="ops@demo.farm",
+                           contact_discord="demo-farm#0001")
+    for index, serial in enumerate(serials):
+        await db.upsert_phone(serial, client="Demo Farm", model="Virtual Phone")
+        existing = await db.account_rows(serial)
+        profile_id = next((a["profile"]["profile_id"] for a in existing if a["profile"]), None)
+        profile_id = await db.upsert_profile(
+            profile_id, client="Demo Farm", first_name=first_names[index % len(first_names)],
+            last_name=f"Demo{index + 1}", birth_month=(index % 12) + 1,
+            birth_day=(index % 28) + 1, birth_year=1995 + index % 10, gender="unspecified",
+            profile_password=f"demo-profile-{index + 1}", interests="dance, cooking, travel")
+        for number, username, password in demo_accounts:
+            await db.upsert_account(serial, "clipshare", number, username=username,
+                                    password=password, profile_id=profile_id, status="active")
+    await db.set_hashtag_set("demo", ["phonefarm", "clipshare", "daily"], client="Demo Farm")
+    await db.set_caption_template(
+        "daily", "{Just|Today I} {watched|posted|finished} something {fun|new|great} "
+                 "- ${profile.first_name} {:)|!} ${content.hashtags.demo}", client="Demo Farm")
+    log.info("demo farm data seeded for %d phones", len(serials))
