@@ -202,8 +202,8 @@ class AccountScope:
                     if not any(item.matches(r) for r in rows):
                         has = ", ".join(_dedup(f"{r['platform']}.{r['account_number']}"
                                                for r in rows)) or "no accounts"
-                        _fail(self.text, item.offset, f"phone {phone_item.name!r} has no "
-                                                      f"account {item.ref} (it has: {has})")
+                        _fail(self.text, item.offset,
+                              f"{_lacks(phone_item, found, item.ref)} (it has: {has})")
             return
         for item in named:
             if not any(item.matches(r) for rows in on_phone.values() for r in rows):
@@ -424,6 +424,15 @@ def _match_phone(item: ScopeItem, phones: list[dict], text: str) -> list[str]:
     if not tagged:
         raise ScopeError(text, item.offset, f"unknown phone {item.name!r} (no such serial or tag)")
     return tagged
+
+
+def _lacks(item: ScopeItem, serials: list[str], ref: str) -> str:
+    """'phone X has no account REF', worded for what the list item stands for."""
+    if item.name.startswith(_CLIENT) and item.name not in serials:
+        return f"no phone of client {item.name[len(_CLIENT):]!r} has account {ref}"
+    if len(serials) > 1:
+        return f"no phone tagged {item.name!r} has account {ref}"
+    return f"phone {item.name!r} has no account {ref}"
 
 
 def _dedup(values: Iterable[str]) -> list[str]:

@@ -272,6 +272,24 @@ async def test_unknown_serial_in_scope(client: TestClient, hub: FakeHub) -> None
     assert hub.calls == []
 
 
+async def test_account_scope_is_400_for_actions(client: TestClient, hub: FakeHub) -> None:
+    resp = await post_action(client, {"type": "screenshot"}, scope="account:tiktok.all@phone1")
+    body = await resp.json()
+    assert resp.status == 400 and body["offset"] == 0 and body["field"] == "$.scope"
+    assert body["scope"] == "account:tiktok.all@phone1"
+    assert body["error"].endswith("account scopes select accounts; actions take a phone scope")
+    assert hub.calls == []
+
+
+async def test_client_scope_and_bad_client_offset(client: TestClient, hub: FakeHub) -> None:
+    hub._phones[2]["client"] = "FanVue"
+    body = await (await post_action(client, {"type": "screenshot"},
+                                    scope="phone:client:fanvue")).json()
+    assert list(body["results"]) == ["R58M123ABC"]
+    resp = await post_action(client, {"type": "screenshot"}, scope="phone:client:Nope")
+    assert resp.status == 400 and (await resp.json())["offset"] == 13
+
+
 async def test_body_over_1mib_is_413(client: TestClient, hub: FakeHub) -> None:
     big = json.dumps({"scope": "phone:all", "action": {"type": "text", "text": "x" * MAX_BODY_BYTES}})
     resp = await client.post("/api/actions", data=io.BytesIO(big.encode()))
