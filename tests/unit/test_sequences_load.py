@@ -1,0 +1,164 @@
+"""sequences.load: every problem of a sequence at once (file, line, step path, field), the
+library's files valid, and the helpers the coordinator resolves texts with."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from protocol.errors import ValidationErrors
+from sequences.load import (LIBRARY, load_library, load_named, load_sequence, map_texts,
+                            parse_sequence, walk_steps)
+from sequences.model import IfScreenStep, TapStep, TypeStep
+
+BAD = """{
+  "name": "broken",
+  "app": "clipshare",
+  "account": "clip share",
+  "colour": "red",
+  "steps": [
+    {"type": "tap", "x": 10},
+    {"type": "tap", "action": "feed.go_to_profil"},
+    {"type": "tap", "x": 1, "y": 2, "action": "feed.go_to_profile"},
+    {"type": "wait_for_screen", "screen": "clipshare/fed", "timeout_s": 0},
+    {"type": "expect_screen", "screen": "clipshare/interrupt:rate_me"},
+    {"type": "sleep", "min_s": 3, "max_s": 1},
+    {"type": "sleep"},
+    {"type": "type", "text": "Hi {there|you ${account.username"},
+    {"type": "switch_account", "account": "clipshare"},
+    {"type": "launch_app", "app": "tiktok"},
+    {"type": "key", "key": "HOMEE"},
+    {"type": "if_screen", "screen": "global/interrupt:low_battery", "then": [
+      {"type": "tap", "action": "low_battery.ok"},
+      {"type": "tapp"},
+      {"type": "swipe", "x1": 1, "y1": "a", "x2": 3, "y2": 4}
+    ]},
+    {"type": "tap", "x": -5, "y": 3}
+  ]
+}
+"""
+
+
+def _problems(exc: pytest.ExceptionInfo) -> list[str]:
+    return [str(p) for p in exc.value.problems]
+
+
+def test_every_problem_at_once_with_file_line_and_field(tmp_path: Path) -> None:
+    path = tmp_path / "broken.json"
+    path.write_text(BAD)
+    with pytest.raises(ValidationErrors) as exc:
+        load_sequence(path)
+    problems = _problems(exc)
+    expected = [
+        (4, "$.account", "not an account"),
+        (5, "$.colour", "unknown field 'colour'"),
+        (7, "$.steps[0]", "missing y"),
+        (8, "$.steps[1].action", "no action 'go_to_profil'"),
+        (9, "$.steps[2]", "not both"),
+        (10, "$.steps[3].screen", "no state 'fed'"),
+        (10, "$.steps[3].timeout_s", "must be > 0"),
+        (11, "$.steps[4].screen", "no interrupt 'rate_me'"),
+        (12, "$.steps[5].min_s", "above max_s"),
+        (13, "$.steps[6]", "a sleep needs"),
+        (14, "$.steps[7].text", "offset "),
+        (15, "$.steps[8].account", "not an account"),
+        (16, "$.steps[9].app", "unknown app 'tiktok'"),
+        (17, "$.steps[10].key", "unknown key 'HOMEE'"),
+        (19, "$.steps[11].then[0].action", "app 'clipshare' has no screen 'low_battery'"),
+        (20, "$.steps[11].then[1].type", "unknown step type 'tapp'"),
+        (21, "$.steps[11].then[2].y1", "Expected `int`"),
+        (23, "$.steps[12].x", "must be >= 0"),
+    ]
+    for line, field, reason in expected:
+        hits = [p for p in problems if p.startswith(f"{path}:{line}: {field}: ") and reason in p]
+        assert hits, f"no problem at line {line} {field} ({reason}) in:\n" + "\n".join(problems)
+    assert len(problems) == len(expected), "\n".join(problems)
+    # in file order
+    lines = [int(p[len(str(path)) + 1:].split(":")[0]) for p in problems]
+    assert lines == sorted(lines)
+
+
+def test_template_error_names_its_offset() -> None:
+    with pytest.raises(ValidationErrors) as exc:
+        parse_sequence({"name": "t", "steps": [{"type": "key", "key": "HOME"},
+                                               {"type": "sleep", "seconds": 1},
+                                               {"type": "type", "text": "Hello {a|b"}]})
+    assert _problems(exc) == ["request: $.steps[2].text: offset 6: unterminated spintax: "
+                              "missing '}'"] or "request: $.steps[2].text: offset 6" in _problems(exc)[0]
+
+
+def test_json_syntax_error_has_line_and_column(tmp_path: Path) -> None:
+    path = tmp_path / "s.json"
+    path.write_text('{\n  "name": "s",\n  "steps": [\n    {"type": "tap" "x": 1}\n  ]\n}\n')
+    with pytest.raises(ValidationErrors) as exc:
+        load_sequence(path)
+    (problem,) = _problems(exc)
+    assert problem.startswith(f"{path}:4:20: invalid JSON")
+
+
+def test_request_object_problems_name_the_request() -> None:
+    with pytest.raises(ValidationErrors) as exc:
+        parse_sequence({"steps": [], "app": "global"})
+    problems = _problems(exc)
+    assert "request: $: missing required field 'name'" in problems
+    assert any(p.startswith("request: $.app: unknown app 'global'") for p in problems)
+    assert "request: $.steps: a sequence needs at least one step" in problems
+    with pytest.raises(ValidationErrors) as exc:
+        parse_sequence(["not", "an", "object"])
+    assert _problems(exc)[0].startswith("request: $: expected a JSON object")
+
+
+def test_screens_and_actions_by_label_and_app_prefix() -> None:
+    seq = parse_sequence({"name": "ok", "app": "clipshare", "account": "clipshare.account1",
+                          "steps": [
+                              {"type": "tap", "action": "feed.go_to_profile"},
+                              {"type": "tap", "action": "global/low_battery.ok"},
+                              {"type": "long_tap", "x": 5, "y": 6},
+                              {"type": "wait_for_screen", "screen": "clipshare/interrupt:rate_us"},
+                              {"type": "expect_screen", "screen": "launcher/home"},
+                              {"type": "switch_account", "account": "clipshare.account2"},
+                              {"type": "sleep", "seconds": 0.5},
+                              {"type": "sleep", "min_s": 0.5, "max_s": 0.5},
+                              {"type": "launch_app", "package": "com.phonefarm.clipshare"},
+                              {"type": "key", "key": "4"}]})
+    assert isinstance(seq.steps[0], TapStep) and seq.steps[0].action == "feed.go_to_profile"
+    with pytest.raises(ValidationErrors) as exc:  # no app: a bare screen.action has none to live in
+        parse_sequence({"name": "x", "steps": [{"type": "tap", "action": "feed.go_to_profile"}]})
+    assert "without an app" in _problems(exc)[0]
+
+
+def test_library_is_valid_and_named_by_folder_and_file() -> None:
+    library = load_library()
+    assert {"clipshare/login", "clipshare/post_clip", "clipshare/switch_account"} <= set(library)
+    assert library["clipshare/post_clip"].account == "clipshare"
+    assert load_named("clipshare/login") == library["clipshare/login"]
+    with pytest.raises(KeyError):
+        load_named("clipshare/nope")
+    for name in library:
+        app, stem = name.split("/")
+        data = json.loads((LIBRARY / app / f"{stem}.json").read_text())
+        assert data["name"] == stem
+
+
+def test_library_reports_a_misnamed_file(tmp_path: Path) -> None:
+    (tmp_path / "clipshare").mkdir()
+    (tmp_path / "clipshare" / "a.json").write_text(json.dumps(
+        {"name": "b", "app": "clipshare", "steps": [{"type": "key", "key": "HOME"}]}))
+    with pytest.raises(ValidationErrors) as exc:
+        load_library(tmp_path)
+    assert "name 'b' differs from the file name 'a'" in _problems(exc)[0]
+
+
+def test_walk_and_map_texts_reach_nested_steps() -> None:
+    seq = load_named("clipshare/switch_account")
+    paths = [p for p, _ in walk_steps(seq.steps)]
+    assert "steps[0].then[1]" in paths and "steps[0].otherwise[0].then[0]" in paths
+    seen: list[str] = []
+    out = map_texts(seq.steps, lambda text, path: seen.append(path) or text.upper())
+    assert "steps[0].then[1]" in seen and "steps[0].otherwise[11]" in seen
+    first_if = out[0]
+    assert isinstance(first_if, IfScreenStep)
+    assert isinstance(first_if.then[1], TypeStep) and first_if.then[1].text == "${ACCOUNT.USERNAME}"
+    assert seq.steps[0].then[1].text == "${account.username}"  # the original is untouched
