@@ -83,10 +83,21 @@ class ActorStopped(FarmError):
 
 
 class ScopeError(ValidationError):
-    """A scope expression (``phone:a,b``, ``node:rack1``) is malformed or names an unknown
-    phone or node; names the scope text and the 0-based offset of the problem."""
+    """A scope expression (``phone:a,b``, ``node:rack1``, ``account:tiktok.all@phone1``) or a
+    scope-aware function is malformed or names an unknown phone, node, client, platform or
+    account; names the text and the 0-based offset of the problem."""
 
     def __init__(self, text: str, offset: int, reason: str) -> None:
         self.text = text
         self.offset = offset
         super().__init__(f"scope {text!r}: offset {offset}", reason)
+
+
+class VariableError(ValidationError):
+    """Template text (variables ``${...}`` and spintax ``{a|b}``) is malformed, or names a
+    variable that cannot be resolved; names the text and the 0-based offset of the problem."""
+
+    def __init__(self, text: str, offset: int, reason: str) -> None:
+        self.text = text
+        self.offset = offset
+        super().__init__(f"text {text!r}: offset {offset}", reason)

@@ -1,0 +1,214 @@
+"""Template text syntax: the one parser for spintax ``{a|b|c}`` and variables ``${a.b(args)}``.
+
+Owns turning template text (captions, comments, typed text) into an AST and choosing spintax
+options. What a variable *means* is `sequences.variables`' job; this module only knows its
+shape. Errors raise `VariableError` with the 0-based offset into the original text.
+
+Grammar::
+
+    template := item*
+    item     := text | escape | variable | spin
+    escape   := "\\" one of  { } | $ \\ ( ) ,        (any other backslash is literal)
+    variable := "${" name ( "." name )* [ "(" arg ( "," arg )* ")" ] "}"
+    name     := [A-Za-z0-9_-]+
+    arg      := item*            (ends at an unnested "," or ")"; balanced "(...)" allowed)
+    spin     := "{" option ( "|" option )* "}"
+    option   := item*            (ends at "|" or "}")
+
+``${`` starts a variable and a bare ``{`` starts spintax, so both nest in each other:
+``{Hi ${profile.first_name}|Hello}`` and ``${dynamic.random.choice({a|b},c)}``. Outside
+spintax ``|`` is literal text; a ``}`` that closes nothing is an error (write ``\\}``).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Union
+
+from protocol.errors import VariableError
+
+ESCAPABLE = frozenset("{}|$\\(),")
+NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
+
+
+@dataclass(frozen=True)
+class Text:
+    """Literal text (escapes already applied) starting at ``offset``."""
+
+    value: str
+    offset: int
+
+
+@dataclass(frozen=True)
+class Var:
+    """A variable reference: its dotted ``path``, its arguments (None when written without
+    parentheses; each argument is itself a template) and its span ``[offset, end)``."""
+
+    path: tuple[str, ...]
+    args: tuple[tuple["Node", ...], ...] | None
+    offset: int
+    end: int
+
+    @property
+    def name(self) -> str:
+        return ".".join(self.path)
+
+
+@dataclass(frozen=True)
+class Spin:
+    """A spintax choice among ``options`` (each a template), starting at ``offset``."""
+
+    options: tuple[tuple["Node", ...], ...]
+    offset: int
+
+
+Node = Union[Text, Var, Spin]
+
+
+def parse(text: str) -> tuple[Node, ...]:
+    """The AST of template ``text``; raises `VariableError` at the first mistake."""
+    parser = _Parser(text)
+    nodes = parser.sequence(stop="")
+    return nodes
+
+
+def spin(text: str, rng: random.Random) -> str:
+    """``text`` with its spintax chosen; raises `VariableError` if it names any variable
+    (use `sequences.variables.resolve` for text with variables)."""
+    def walk(nodes: tuple[Node, ...]) -> str:
+        out = []
+        for node in nodes:
+            if isinstance(node, Text):
+                out.append(node.value)
+            elif isinstance(node, Spin):
+                out.append(walk(choose(node, rng)))
+            else:
+                raise VariableError(text, node.offset, f"${{{node.name}}}: variables need a "
+                                                       "variable context")
+        return "".join(out)
+    return walk(parse(text))
+
+
+def choose(node: Spin, rng: random.Random) -> tuple[Node, ...]:
+    """One of the spin's options, uniformly."""
+    return node.options[rng.randrange(len(node.options))]
+
+
+class _Parser:
+    """Recursive descent over one text; ``pos`` is the next unread character."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.pos = 0
+
+    def fail(self, offset: int, reason: str) -> VariableError:
+        return VariableError(self.text, offset, reason)
+
+    def sequence(self, stop: str, in_args: bool = False) -> tuple[Node, ...]:
+        """Items up to (not including) an unnested character of ``stop``, or the end."""
+        text, nodes = self.text, []
+        buf: list[str] = []
+        buf_start = self.pos
+        depth = 0  # parentheses opened inside an argument
+
+        def flush() -> None:
+            if buf:
+                nodes.append(Text("".join(buf), buf_start))
+                buf.clear()
+
+        while self.pos < len(text):
+            c = text[self.pos]
+            if c == "\\" and self.pos + 1 < len(text) and text[self.pos + 1] in ESCAPABLE:
+                if not buf:
+                    buf_start = self.pos
+                buf.append(text[self.pos + 1])
+                self.pos += 2
+                continue
+            if c == "$" and text.startswith("${", self.pos):
+                flush()
+                nodes.append(self.variable())
+                buf_start = self.pos
+                continue
+            if c == "{":
+                flush()
+                nodes.append(self.spin())
+                buf_start = self.pos
+                continue
+            if in_args and c in ",)" and depth > 0:
+                depth -= c == ")"
+            elif c in stop:
+                break
+            elif c == "}":
+                raise self.fail(self.pos, "'}' closes nothing (write \\} for a literal brace)")
+            elif in_args and c == "(":
+                depth += 1
+            if not buf:
+                buf_start = self.pos
+            buf.append(c)
+            self.pos += 1
+        flush()
+        return tuple(nodes)
+
+    def variable(self) -> Var:
+        text, start = self.text, self.pos
+        self.pos += 2
+        path: list[str] = []
+        while True:
+            name_start = self.pos
+            while self.pos < len(text) and text[self.pos] in NAME_CHARS:
+                self.pos += 1
+            if self.pos >= len(text):
+                raise self.fail(start, "unterminated variable: missing '}'")
+            c = text[self.pos]
+            if self.pos == name_start:
+                if c == "}" and not path:
+                    raise self.fail(start, "empty variable name '${}'")
+                what = "empty name part" if c in ".}(" else f"unexpected {c!r}"
+                raise self.fail(self.pos, f"{what} in variable name")
+            path.append(text[name_start:self.pos])
+            if c == ".":
+                self.pos += 1
+                continue
+            if c == "}":
+                self.pos += 1
+                return Var(tuple(path), None, start, self.pos)
+            if c == "(":
+                args = self.arguments()
+                if self.pos >= len(text):
+                    raise self.fail(start, "unterminated variable: missing '}'")
+                if text[self.pos] != "}":
+                    raise self.fail(self.pos, f"expected '}}' after ')', found "
+                                              f"{text[self.pos]!r}")
+                self.pos += 1
+                return Var(tuple(path), args, start, self.pos)
+            raise self.fail(self.pos, f"unexpected {c!r} in variable name")
+
+    def arguments(self) -> tuple[tuple[Node, ...], ...]:
+        paren = self.pos
+        self.pos += 1
+        args = []
+        while True:
+            args.append(self.sequence(stop=",)}", in_args=True))
+            if self.pos >= len(self.text) or self.text[self.pos] == "}":
+                raise self.fail(paren, "unclosed '(' in variable: missing ')'")
+            closing = self.text[self.pos] == ")"
+            self.pos += 1
+            if closing:
+                return tuple(args)
+
+    def spin(self) -> Spin:
+        start = self.pos
+        self.pos += 1
+        options = []
+        while True:
+            options.append(self.sequence(stop="|}"))
+            if self.pos >= len(self.text):
+                raise self.fail(start, "unterminated spintax: missing '}'")
+            closing = self.text[self.pos] == "}"
+            self.pos += 1
+            if closing:
+                break
+        if len(options) == 1 and not options[0]:
+            raise self.fail(start, "empty spintax '{}'")
+        return Spin(tuple(options), start)
