@@ -83,7 +83,9 @@ class ActionRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """POST /api/actions: run one action on every phone a scope selects."""
 
     scope: Annotated[str, Meta(min_length=1, max_length=10_000,
-                               description="phone:all | phone:SERIAL[,..] | phone:all-a,b | node:NAME[,..]")]
+                               description="phone:all | phone:SERIAL_OR_TAG[,..] | phone:all-a,b | "
+                                           "phone:client:NAME | node:NAME[,..] (spec 15.2; an "
+                                           "account: scope is a 400)")]
     action: ControlAction
     execution_id: Annotated[str, Meta(min_length=1, max_length=200)] | None = None
 
