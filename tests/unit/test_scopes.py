@@ -419,3 +419,15 @@ def test_functions_are_recognized_by_name() -> None:
     assert is_scope_function(" filter.phones where a=b")
     assert not is_scope_function("phone.serial")
     assert not is_scope_function("")
+
+
+def test_account_named_for_a_shared_tag_needs_one_phone_with_it() -> None:
+    phones = [{"serial": "A", "tags": ["front"]}, {"serial": "B", "tags": ["front"]}]
+    rows = [{"serial": "B", "platform": "tiktok", "account_number": "account1"},
+            {"serial": "A", "platform": "tiktok", "account_number": "account2"}]
+    assert targets("account:tiktok.account1@front", phones, rows) == [("B", "tiktok.account1")]
+    with pytest.raises(ScopeError) as info:
+        targets("account:tiktok.account1,tiktok.account9@front", phones,
+                rows + [{"serial": "X", "platform": "tiktok", "account_number": "account9"}])
+    assert info.value.offset == 24
+    assert info.value.reason.startswith("no phone tagged 'front' has account tiktok.account9")
