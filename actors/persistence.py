@@ -739,7 +739,8 @@ class _DBMedia:
         return self._next(self.default_folder)
 
     def folder(self, path: str) -> str:
-        return self._next(path)
+        # A relative folder is under the media root, wherever the coordinator was started.
+        return self._next(str(Path(self.default_folder) / path))
 
 
 def _scan_media(folder: str) -> list[str] | None:
