@@ -24,6 +24,7 @@ from actors.control.auth import check_bind
 from actors.device.adb_server import free_port, kill_adb_server, start_adb_server
 from actors.event_store import EventStore
 from actors.hub import Hub
+from actors.persistence import FarmDB, seed_demo
 from actors.unknown_screens import UnknownScreenQueue
 from actors.process import setup_logging, wait_for_stop_signal
 
@@ -73,6 +74,7 @@ class Demo:
         self.data, self.phones, self.coordinator, self.secret = data, phones, coordinator, secret
         self.adb_port = free_port()
         self.children: list[subprocess.Popen] = []
+        self.serials: list[str] = []
 
     def start(self) -> None:
         start_adb_server(self.adb_port)
@@ -83,6 +85,7 @@ class Demo:
         self.children.append(virtual)
         serials = [virtual.stdout.readline().strip() for _ in range(self.phones)]
         log.info("demo phones: %s", ", ".join(serials))
+        self.serials = serials
         self.children.append(subprocess.Popen(
             [sys.executable, "-m", "actors.node", "--name", "demo-node", "--coordinator",
              self.coordinator, "--adb-port", str(self.adb_port), "--data", str(self.data)],
@@ -107,6 +110,7 @@ async def run(args: argparse.Namespace) -> None:
     check_bind(host, args.token)
     secret = farm_secret(args, data)
     store = await EventStore(data / "coordinator.sqlite3").open()
+    farm_db = await FarmDB.open(data / "farm.sqlite3")
     hub = await Hub(args.listen, secret, store,
                     unknown=UnknownScreenQueue(data / "unknown-screens"),
                     recordings=data / "sequences").start()
@@ -119,6 +123,7 @@ async def run(args: argparse.Namespace) -> None:
     if args.demo:
         demo = Demo(data, args.phones, hub.link.address, secret)
         await asyncio.to_thread(demo.start)
+        await seed_demo(farm_db, demo.serials)
     adb_note = f", demo adb server 127.0.0.1:{demo.adb_port}" if demo else ""
     print(f"phonefarm coordinator: {url}  (API {url}api/phones, nodes dial "
           f"{hub.link.address}{adb_note})", flush=True)
@@ -130,6 +135,7 @@ async def run(args: argparse.Namespace) -> None:
         await runner.cleanup()
         await hub.close()
         await store.close()
+        await farm_db.close()
 
 
 def main(argv: list[str] | None = None) -> int:
