@@ -23,6 +23,7 @@ import numpy as np
 
 from actors.event_store import EventStore
 from actors.recorder import Recorder
+from actors.runs import RUN_EVENTS, RunManager
 from actors.unknown_screens import UnknownScreenQueue
 from protocol.errors import FarmError, PhoneNotFound, ValidationError
 from protocol.messages import Action, Command, Event, Hello, LiveEvent
@@ -43,7 +44,8 @@ class Hub:
     def __init__(self, listen: str, secret: str, store: EventStore, *,
                  heartbeat_interval: float = 1.0, dead_after: float = 3.0,
                  command_deadline: float = 30.0, unknown: UnknownScreenQueue | None = None,
-                 recordings: Path | None = None) -> None:
+                 recordings: Path | None = None, db: Any = None,
+                 data_dir: str | Path | None = None) -> None:
         self.store = store
         self.unknown = unknown
         self.recorder = Recorder(recordings, lambda serial: self.phone_rows.get(serial, {}).get(
@@ -53,6 +55,9 @@ class Hub:
         self.phone_rows: dict[str, dict] = {}
         self.thumbs: dict[str, tuple[bytes, float]] = {}
         self.subscribers: set[asyncio.Queue] = set()
+        # Sequence runs need the farm database (FarmDB) for records, accounts and variables.
+        self.runs: RunManager | None = (RunManager(self, db, data_dir or ".")
+                                        if db is not None else None)
         self.link = CoordinatorLink(listen, secret, sink=self, on_node_up=self._node_up,
                                     on_node_down=self._node_down, on_message=self._on_message,
                                     heartbeat_interval=heartbeat_interval, dead_after=dead_after)
@@ -134,9 +139,14 @@ class Hub:
         data = dict(event.data)
         if event.event == "unknown_screen":
             data = await self._queue_unknown(node, event.seq, event.serial, data)
+        runs = self.runs if event.event in RUN_EVENTS else None
+        if runs is not None:
+            data = await runs.take_screenshot(event.event, data)
         if not await self.store.add(node, event.seq, event.event, event.serial, data,
                                     time.time()):
             return
+        if runs is not None:
+            await runs.apply(event.event, event.serial, data)
         if node in self.node_rows:
             self.node_rows[node]["last_heartbeat"] = time.time()
         self._apply(node, event.event, event.serial, data)
@@ -226,6 +236,27 @@ class Hub:
         if self.unknown is None:
             raise FarmError(f"unknown screen {entry_id!r}: no queue on this coordinator")
         return self.unknown.image(entry_id)
+
+    def _runs(self) -> RunManager:
+        if self.runs is None:
+            raise FarmError("sequence runs need the farm database: this hub has none")
+        return self.runs
+
+    async def start_run(self, sequence: str | dict, scope: str,
+                        variables: dict[str, str] | None = None) -> dict:
+        """Start a sequence (library name or inline object) on every target of ``scope``:
+        ``{"run_id", "sequence", "executions": {serial: {"execution_id", "status", ...}}}``
+        (actors.runs.RunManager.start)."""
+        return await self._runs().start(sequence, scope, variables)
+
+    async def get_run(self, run_id: str) -> dict:
+        return await self._runs().get_run(run_id)
+
+    async def get_execution(self, execution_id: str) -> dict:
+        return await self._runs().get_execution(execution_id)
+
+    async def execution_screenshot(self, execution_id: str, path: str) -> bytes:
+        return await self._runs().step_screenshot(execution_id, path)
 
     async def run_action(self, serial: str, action: dict, execution_id: str | None = None) -> dict:
         """Run one action on one phone; a screenshot's frame is referred to, not inlined

@@ -23,11 +23,13 @@ from actors.control.schemas import (
     RecordStart,
     RecordStop,
     RequestError,
+    RunRequest,
     decode_action_request,
     decode_request,
 )
 from actors.control.stream import EventStreamer
-from protocol.errors import FarmError, PhoneNotFound, ScopeError, ValidationError
+from actors.runs import RunNotFound, UnknownSequence
+from protocol.errors import FarmError, PhoneNotFound, ScopeError, ValidationError, ValidationErrors
 from sequences.scopes import parse_phone_scope
 
 log = logging.getLogger(__name__)
@@ -52,6 +54,21 @@ class HubAPI(Protocol):
     def start_recording(self, name: str, app: str | None, serials: list[str]) -> dict:
         """Record actions sent to ``serials[0]``: {"recording_id", "lead", "phones"};
         ValidationError for a bad name or a phone already recorded."""
+
+    async def start_run(self, sequence: str | dict, scope: str,
+                        variables: dict[str, str] | None = None) -> dict:
+        """Start a sequence on every target of ``scope``: {"run_id", "sequence",
+        "executions": {serial: {"execution_id", "status", "account", "error"}}}. Raises
+        ValidationErrors (bad sequence), ScopeError, actors.runs.UnknownSequence."""
+
+    async def get_run(self, run_id: str) -> dict:
+        """{"run_id", "sequence", "status", "executions": [...]}; actors.runs.RunNotFound."""
+
+    async def get_execution(self, execution_id: str) -> dict:
+        """One execution with its steps; actors.runs.RunNotFound."""
+
+    async def execution_screenshot(self, execution_id: str, path: str) -> bytes:
+        """The PNG of a failed step; actors.runs.RunNotFound."""
 
     def stop_recording(self, recording_id: str) -> dict:
         """Write the recording: {"path", "sequence"}; FarmError if no such recording."""
@@ -96,6 +113,11 @@ def make_app(hub: HubAPI, token: str | None = None, *, heartbeat_s: float = 15.0
     app.router.add_post("/api/actions", post_actions)
     app.router.add_post("/api/record/start", post_record_start)
     app.router.add_post("/api/record/stop", post_record_stop)
+    app.router.add_post("/api/runs", post_runs)
+    app.router.add_get("/api/runs/{run_id}", get_run)
+    app.router.add_get("/api/executions/{execution_id}", get_execution)
+    app.router.add_get("/api/executions/{execution_id}/steps/{path}/screenshot",
+                       get_execution_screenshot)
     app.router.add_get("/api/unknown-screens", get_unknown_screens)
     app.router.add_get("/api/unknown-screens/{id}/image", get_unknown_screen_image)
     app.router.add_get("/api/stream", streamer.handle)
@@ -204,6 +226,57 @@ async def post_record_stop(request: web.Request) -> web.Response:
         return error_response(400, f"the recording is not a valid sequence: {exc}")
     except FarmError as exc:
         return error_response(404, str(exc), recording_id=stop.recording_id)
+
+
+async def post_runs(request: web.Request) -> web.Response:
+    """Start a sequence on every target of a scope: 202 with the run id and one execution
+    per target; a bad sequence is a 400 listing every problem (file/step/field)."""
+    try:
+        run = decode_request(await request.read(), RunRequest,
+                             "a JSON object with sequence and scope")
+    except RequestError as exc:
+        return json_response(exc.body, status=400)
+    try:
+        started = await request.app[HUB].start_run(run.sequence, run.scope, run.variables)
+    except ScopeError as exc:
+        return error_response(400, str(exc), offset=exc.offset, scope=exc.text, field="$.scope")
+    except ValidationErrors as exc:
+        return error_response(400, f"invalid sequence: {len(exc.problems)} problem(s)",
+                              field="$.sequence",
+                              problems=[{"where": p.where, "reason": p.reason}
+                                        for p in exc.problems])
+    except UnknownSequence as exc:
+        return error_response(404, str(exc), field="$.sequence", sequence=exc.name)
+    except ValidationError as exc:
+        return error_response(400, str(exc), field=exc.where)
+    log.info("run=%s sequence=%s scope=%s executions=%d", started["run_id"],
+             started.get("sequence"), run.scope, len(started["executions"]))
+    return json_response(started, status=202)
+
+
+async def get_run(request: web.Request) -> web.Response:
+    run_id = request.match_info["run_id"]
+    try:
+        return json_response(await request.app[HUB].get_run(run_id))
+    except RunNotFound as exc:
+        return error_response(404, str(exc), run_id=run_id)
+
+
+async def get_execution(request: web.Request) -> web.Response:
+    execution_id = request.match_info["execution_id"]
+    try:
+        return json_response(await request.app[HUB].get_execution(execution_id))
+    except RunNotFound as exc:
+        return error_response(404, str(exc), execution_id=execution_id)
+
+
+async def get_execution_screenshot(request: web.Request) -> web.Response:
+    execution_id, path = request.match_info["execution_id"], request.match_info["path"]
+    try:
+        png = await request.app[HUB].execution_screenshot(execution_id, path)
+    except (RunNotFound, OSError) as exc:
+        return error_response(404, str(exc), execution_id=execution_id, path=path)
+    return web.Response(body=png, content_type="image/png")
 
 
 async def get_unknown_screens(request: web.Request) -> web.Response:

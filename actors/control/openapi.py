@@ -24,6 +24,10 @@ from actors.control.schemas import (
     PhonesResponse,
     RecordStart,
     RecordStop,
+    RunRequest,
+    RunStarted,
+    RunStatus,
+    Execution,
     UnknownScreensResponse,
 )
 
@@ -49,7 +53,8 @@ _UNAUTHORIZED = _error("missing or wrong bearer token (only when a token is conf
 def _document() -> dict[str, Any]:
     _, components = msgspec.json.schema_components(
         [ActionRequest, ActionsResponse, ErrorBody, Health, HubEvent, NodesResponse, PhonesResponse,
-         UnknownScreensResponse, RecordStart, RecordStop], ref_template=REF)
+         UnknownScreensResponse, RecordStart, RecordStop, RunRequest, RunStarted, RunStatus,
+         Execution], ref_template=REF)
     serial = {"name": "serial", "in": "path", "required": True, "schema": {"type": "string"},
               "description": "device serial, URL-encoded (e.g. 127.0.0.1%3A40123)"}
     return {
@@ -138,6 +143,53 @@ def _document() -> dict[str, Any]:
                     "404": _error("no such open recording (named in `recording_id`)"),
                 },
             }},
+            "/api/runs": {"post": {
+                "operationId": "startRun",
+                "summary": "Start a sequence on every phone (or account) of a scope",
+                "description": "Texts are resolved per phone (variables, spintax) before the "
+                               "steps go to the node. Follow progress with GET /api/runs/{run_id} "
+                               "or the status stream (execution_* and step_* events).",
+                "requestBody": {"required": True, "content": {"application/json": {
+                    "schema": _ref("RunRequest"),
+                    "example": {"sequence": "clipshare/post_clip", "scope": "phone:all",
+                                "variables": {"tag": "summer"}}}}},
+                "responses": {
+                    "202": _json("RunStarted", "the run id and one execution per target"),
+                    "400": _error("invalid JSON, a bad field, a bad scope (`offset`) or an "
+                                  "invalid sequence (`problems`: every problem's file/step/field)"),
+                    "401": _UNAUTHORIZED,
+                    "404": _error("no library sequence of that name (`sequence`)"),
+                },
+            }},
+            "/api/runs/{run_id}": {"get": {
+                "operationId": "getRun", "summary": "A run's status and its executions' steps",
+                "parameters": [{"name": "run_id", "in": "path", "required": True,
+                                "schema": {"type": "string"}}],
+                "responses": {"200": _json("RunStatus", "the run"), "401": _UNAUTHORIZED,
+                              "404": _error("no such run (`run_id`)")},
+            }},
+            "/api/executions/{execution_id}": {"get": {
+                "operationId": "getExecution", "summary": "One execution and its steps",
+                "parameters": [{"name": "execution_id", "in": "path", "required": True,
+                                "schema": {"type": "string"}}],
+                "responses": {"200": _json("Execution", "the execution"), "401": _UNAUTHORIZED,
+                              "404": _error("no such execution (`execution_id`)")},
+            }},
+            "/api/executions/{execution_id}/steps/{path}/screenshot": {"get": {
+                "operationId": "getExecutionStepScreenshot",
+                "summary": "The screen of a failed step (PNG)",
+                "parameters": [{"name": "execution_id", "in": "path", "required": True,
+                                "schema": {"type": "string"}},
+                               {"name": "path", "in": "path", "required": True,
+                                "schema": {"type": "string"},
+                                "description": "step path, e.g. steps[3] or steps[5].then[0]"}],
+                "responses": {
+                    "200": {"description": "the frame", "content": {
+                        "image/png": {"schema": {"type": "string", "contentMediaType": "image/png"}}}},
+                    "401": _UNAUTHORIZED,
+                    "404": _error("no such execution, or no screenshot for that step"),
+                },
+            }},
             "/api/unknown-screens": {"get": {
                 "operationId": "listUnknownScreens",
                 "summary": "Frames no registered screen matched, deduplicated, oldest first",
@@ -166,7 +218,9 @@ def _document() -> dict[str, Any]:
                                "phone_paused, phone_resumed, phone_failed, lock_taken, lock_freed, "
                                "app_changed, account_changed, screen_changed, interrupt_handled, "
                                "interrupt_stuck, unknown_screen, node_up, node_down, "
-                               "action_result, thumbnail, overflow.",
+                               "action_result, thumbnail, execution_started, step_started, "
+                               "step_finished, execution_paused, execution_resumed, "
+                               "execution_finished, overflow.",
                 "responses": {
                     "200": {"description": "an endless event stream", "content": {
                         "text/event-stream": {"x-item-schema": _ref("HubEvent"),

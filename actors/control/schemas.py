@@ -177,6 +177,7 @@ class ErrorBody(msgspec.Struct, omit_defaults=True):
     offset: int | None = None    # bad scope: 0-based offset into scope
     scope: str | None = None
     serial: str | None = None    # unknown phone
+    problems: list[dict[str, str]] | None = None  # invalid sequence: every {where, reason}
 
 
 class RequestError(ValidationError):
@@ -235,6 +236,69 @@ class RecordStop(msgspec.Struct, forbid_unknown_fields=True):
     """POST /api/record/stop: write the recording as a sequence file."""
 
     recording_id: str
+
+
+class RunRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """POST /api/runs: start a sequence on every phone (or account) of a scope."""
+
+    sequence: Annotated[Union[Annotated[str, Meta(min_length=1, max_length=200)], dict[str, Any]],
+                        Meta(description="library name (clipshare/post_clip) or an inline "
+                                         "sequence object")]
+    scope: Annotated[str, Meta(min_length=1, max_length=10_000,
+                               description="phone:all | phone:SERIAL[,..] | node:NAME[,..] | "
+                                           "account:platform.number@phone")]
+    variables: dict[str, str] | None = None
+
+
+class RunExecutionStart(msgspec.Struct):
+    """One target's execution as the run starts (pending until its node reports)."""
+
+    execution_id: str
+    status: Literal["pending", "locked", "failed"]
+    account: str | None = None
+    error: str | None = None
+
+
+class RunStarted(msgspec.Struct):
+    run_id: str
+    sequence: str
+    executions: dict[str, RunExecutionStart]
+
+
+class ExecutionStep(msgspec.Struct):
+    """One played step: path is steps[3], steps[5].then[0] or switch[2]."""
+
+    index: int | None
+    path: str | None
+    type: str | None
+    status: str | None  # running | success | failed | skipped
+    screen: str | None
+    start_time: str | None
+    end_time: str | None
+    error: str | None
+    screenshot: str | None  # URL of the failure screenshot
+
+
+class Execution(msgspec.Struct):
+    execution_id: str
+    run_id: str | None
+    serial: str | None
+    sequence: str | None
+    account: str | None
+    status: str  # pending | running | paused | completed | failed | cancelled | locked
+    error: str | None
+    reason: str | None
+    current_step: int | None
+    start_time: str | None
+    end_time: str | None
+    steps: list[ExecutionStep]
+
+
+class RunStatus(msgspec.Struct):
+    run_id: str
+    sequence: str | None
+    status: Literal["running", "completed", "failed"]
+    executions: list[Execution]
 
 
 def _syntax_error(body: bytes, fallback: str) -> RequestError:

@@ -39,6 +39,8 @@ class FakeHub:
             {"name": "rack2", "state": "down", "last_heartbeat": 1699999990.0, "phones": 1},
         ]
         self.calls: list[tuple[str, dict, str | None]] = []
+        self.run_calls: list[tuple[str, str, dict | None]] = []
+        self.runs: dict[str, dict] = {}
         self.results: dict[str, dict | BaseException] = {}
         self.no_frame: set[str] = set()
         self.vanished: set[str] = set()   # listed in phones() but gone by run_action time
@@ -61,6 +63,60 @@ class FakeHub:
             raise ValidationError("$.name", f"{name!r}: use 1-64 of a-z, 0-9 and _")
         self.recording = {"recording_id": "rec1", "lead": serials[0], "phones": serials}
         return self.recording
+
+    async def start_run(self, sequence: str | dict, scope: str,
+                        variables: dict[str, str] | None = None) -> dict:
+        """Validates like the hub (library name or inline object, phone scope), starts
+        nothing: every phone's execution is pending, its run answers from `self.runs`."""
+        from actors.runs import UnknownSequence
+        from sequences.load import library_names, load_named, parse_sequence
+        from sequences.scopes import parse_phone_scope
+
+        if isinstance(sequence, str):
+            try:
+                load_named(sequence)
+            except KeyError:
+                raise UnknownSequence(sequence, sorted(library_names())) from None
+            name = sequence
+        else:
+            name = "inline/" + parse_sequence(sequence, "request: $.sequence").name
+        serials = parse_phone_scope(scope).resolve(self.phones())
+        self.run_calls.append((name, scope, variables))
+        run_id = f"run-{len(self.run_calls)}"
+        executions = {s: {"execution_id": f"ex-{len(self.run_calls)}-{i}", "status": "pending",
+                          "account": None, "error": None} for i, s in enumerate(serials)}
+        self.runs[run_id] = {"run_id": run_id, "sequence": name, "status": "running",
+                             "executions": [self._execution(e, s, run_id, name)
+                                            for s, e in executions.items()]}
+        return {"run_id": run_id, "sequence": name, "executions": executions}
+
+    @staticmethod
+    def _execution(start: dict, serial: str, run_id: str, name: str) -> dict:
+        return {"execution_id": start["execution_id"], "run_id": run_id, "serial": serial,
+                "sequence": name, "account": None, "status": start["status"], "error": None,
+                "reason": None, "current_step": None, "start_time": None, "end_time": None,
+                "steps": []}
+
+    async def get_run(self, run_id: str) -> dict:
+        from actors.runs import RunNotFound
+        if run_id not in self.runs:
+            raise RunNotFound(f"run {run_id!r}: no such run")
+        return self.runs[run_id]
+
+    async def get_execution(self, execution_id: str) -> dict:
+        from actors.runs import RunNotFound
+        for run in self.runs.values():
+            for execution in run["executions"]:
+                if execution["execution_id"] == execution_id:
+                    return execution
+        raise RunNotFound(f"execution {execution_id!r}: no such execution")
+
+    async def execution_screenshot(self, execution_id: str, path: str) -> bytes:
+        from actors.runs import RunNotFound
+        execution = await self.get_execution(execution_id)
+        if not any(s["path"] == path and s.get("screenshot") for s in execution["steps"]):
+            raise RunNotFound(f"execution {execution_id!r}: no screenshot for step {path!r}")
+        return cv2.imencode(".png", self.frame)[1].tobytes()
 
     def stop_recording(self, recording_id: str) -> dict:
         if recording_id != "rec1":

@@ -559,3 +559,60 @@ def test_check_bind_public_needs_token(host: str) -> None:
 def test_fake_hub_raises_phone_not_found() -> None:
     with pytest.raises(PhoneNotFound):
         asyncio.run(FakeHub().screen("nope"))
+
+
+# --- sequence runs ------------------------------------------------------------------------------
+
+
+async def test_post_run_starts_library_sequence_on_every_phone_of_scope(client, hub) -> None:
+    resp = await client.post("/api/runs", json={"sequence": "clipshare/post_clip",
+                                                "scope": "phone:all", "variables": {"tag": "x"}})
+    assert resp.status == 202
+    body = await resp.json()
+    assert set(body["executions"]) == {p["serial"] for p in hub.phones()}
+    assert all(e["status"] == "pending" and e["execution_id"] for e in body["executions"].values())
+    assert hub.run_calls == [("clipshare/post_clip", "phone:all", {"tag": "x"})]
+    run = await (await client.get(f"/api/runs/{body['run_id']}")).json()
+    assert run["status"] == "running" and len(run["executions"]) == 3
+    one = run["executions"][0]["execution_id"]
+    resp = await client.get(f"/api/executions/{one}")
+    assert resp.status == 200 and (await resp.json())["execution_id"] == one
+
+
+async def test_post_run_bad_inline_sequence_lists_every_problem(client) -> None:
+    resp = await client.post("/api/runs", json={"scope": "phone:all", "sequence": {
+        "name": "x", "app": "clipshare",
+        "steps": [{"type": "tap", "x": 1}, {"type": "wait_for_screen", "screen": "clipshare/fed"}]}})
+    assert resp.status == 400
+    body = await resp.json()
+    assert body["field"] == "$.sequence"
+    wheres = [p["where"] for p in body["problems"]]
+    assert wheres == ["request: $.sequence: $.steps[0]", "request: $.sequence: $.steps[1].screen"]
+
+
+async def test_post_run_unknown_name_bad_scope_and_bad_body(client) -> None:
+    resp = await client.post("/api/runs", json={"sequence": "clipshare/nope", "scope": "phone:all"})
+    assert resp.status == 404 and (await resp.json())["sequence"] == "clipshare/nope"
+    resp = await client.post("/api/runs", json={"sequence": "clipshare/login", "scope": "phone:zzz"})
+    body = await resp.json()
+    assert resp.status == 400 and body["offset"] == 6 and body["field"] == "$.scope"
+    resp = await client.post("/api/runs", json={"sequence": "clipshare/login"})
+    assert resp.status == 400 and "scope" in (await resp.json())["error"]
+
+
+async def test_unknown_run_execution_and_screenshot_are_404(client) -> None:
+    for path in ("/api/runs/run-x", "/api/executions/ex-x",
+                 "/api/executions/ex-x/steps/steps%5B1%5D/screenshot"):
+        resp = await client.get(path)
+        assert resp.status == 404, path
+        assert "error" in await resp.json()
+
+
+async def test_failed_step_screenshot_served(client, hub) -> None:
+    body = await (await client.post("/api/runs", json={"sequence": "clipshare/login",
+                                                       "scope": "phone:phone2"})).json()
+    execution = hub.runs[body["run_id"]]["executions"][0]
+    execution["steps"].append({"path": "steps[2]", "screenshot": "/x.png"})
+    resp = await client.get(f"/api/executions/{execution['execution_id']}/steps/"
+                            f"{quote('steps[2]')}/screenshot")
+    assert resp.status == 200 and resp.content_type == "image/png"

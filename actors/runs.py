@@ -1,0 +1,375 @@
+"""Sequence runs on the coordinator: starting a sequence on every phone of a scope, and the
+execution records that the nodes' events keep up to date.
+
+Owns, for ``Hub.start_run``: loading the sequence (a library name or an inline object),
+resolving the scope to (phone, account) targets, resolving every text per target
+(variables from that phone and account, the request's ``variables`` as custom values,
+spintax with a per-execution seed), the switch-account steps of the sequence's app for the
+target account, the execution record (``executions``, status pending) and the
+``RunSequence`` sent to the phone's node. And, for the node events ``execution_*`` and
+``step_*``: the records' status and steps, and a failed step's screenshot written under
+``DATA/executions/<execution_id>/<path>.png`` (the image never stays in the event store).
+
+Execution statuses: pending, running, paused, completed, failed, cancelled, and ``locked``
+(the phone was held by another execution when the run started). A run is ``running`` while
+any execution is pending/running/paused, then ``completed`` if all completed, else ``failed``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import logging
+import random
+import re
+import uuid
+from pathlib import Path
+from typing import Any, Protocol
+
+import msgspec
+
+from protocol.errors import FarmError, ValidationError, ValidationErrors
+from protocol.files import write_atomic
+from protocol.messages import RunSequence
+from registry.model import Registry
+from sequences.load import LIBRARY, load_named, map_texts, parse_sequence
+from sequences.model import Sequence, Step
+
+log = logging.getLogger(__name__)
+
+RUN_EVENTS = frozenset({"execution_started", "step_started", "step_finished", "execution_paused",
+                        "execution_resumed", "execution_finished"})
+ACTIVE = frozenset({"pending", "running", "paused"})
+STEP_STATUS = {"ok": "success", "failed": "failed", "skipped": "skipped"}
+SWITCH_SEQUENCE = "switch_account"   # the library's ``<app>/switch_account`` sequence
+_SAFE_PATH = re.compile(r"[A-Za-z0-9_.\[\]-]+")
+
+
+class RunHub(Protocol):
+    """What runs need from the hub: its phone directory and the way actions go out."""
+
+    def phones(self) -> list[dict]: ...
+
+    async def _send_action(self, serial: str, action: dict,
+                           execution_id: str | None = None) -> dict: ...
+
+
+class UnknownSequence(FarmError):
+    """No library sequence has that name."""
+
+    def __init__(self, name: str, known: list[str]) -> None:
+        self.name = name
+        super().__init__(f"sequence {name!r}: not in the library (known: {', '.join(known) or 'none'})")
+
+
+class RunNotFound(FarmError):
+    """No execution belongs to that run (or no such execution)."""
+
+
+class RunManager:
+    """Starts runs and keeps their execution records (``FarmDB``) in step with node events."""
+
+    def __init__(self, hub: RunHub, db: Any, data_dir: str | Path, *,
+                 registry: Registry | None = None, library: str | Path = LIBRARY) -> None:
+        self.hub = hub
+        self.db = db
+        self.data_dir = Path(data_dir)
+        self.registry = registry
+        self.library = Path(library)
+        # (execution_id, step path) -> step_id of its latest start, for finish_step
+        self._steps: dict[tuple[str, str], int] = {}
+
+    # --- starting ----------------------------------------------------------------------------
+    def sequence(self, sequence: str | dict) -> tuple[str, Sequence]:
+        """(name, validated sequence) of a library name or an inline object; raises
+        UnknownSequence or ValidationErrors."""
+        if isinstance(sequence, str):
+            from sequences.load import library_names
+
+            try:
+                return sequence, load_named(sequence, self.library, self.registry)
+            except KeyError:
+                raise UnknownSequence(sequence, sorted(library_names(self.library))) from None
+        parsed = parse_sequence(sequence, "request: $.sequence", self.registry)
+        return f"inline/{parsed.name}", parsed
+
+    async def start(self, sequence: str | dict, scope: str,
+                    variables: dict[str, str] | None = None) -> dict:
+        """Start ``sequence`` on every target of ``scope``: ``{"run_id", "sequence",
+        "executions": {serial: {"execution_id", "status", "account", "error"}}}``.
+
+        Raises ValidationErrors (bad sequence), ScopeError (bad scope), UnknownSequence.
+        A target whose texts cannot be resolved, whose node is down or whose phone is locked
+        gets that status at once; the others are ``pending`` until the node reports."""
+        name, seq = self.sequence(sequence)
+        variables = {str(k): str(v) for k, v in (variables or {}).items()}
+        targets = await self._targets(scope)
+        run_id = f"run-{uuid.uuid4().hex[:12]}"
+        log.info("run=%s sequence=%s scope=%s targets=%d", run_id, name, scope, len(targets))
+        outcomes = await asyncio.gather(*(
+            self._start_one(run_id, name, seq, serial, account, variables)
+            for serial, account in targets))
+        return {"run_id": run_id, "sequence": name,
+                "executions": {serial: out for (serial, _), out in zip(targets, outcomes)}}
+
+    async def _targets(self, scope: str) -> list[tuple[str, str | None]]:
+        phones = self.hub.phones()
+        try:
+            from sequences.scopes import targets
+        except ImportError:  # phone scopes only
+            from sequences.scopes import parse_phone_scope
+
+            return [(s, None) for s in parse_phone_scope(scope).resolve(phones)]
+        accounts = await self.db.account_rows() if self.db is not None else []
+        return targets(scope, phones, accounts)
+
+    async def _start_one(self, run_id: str, name: str, seq: Sequence, serial: str,
+                         target_account: str | None, variables: dict[str, str]) -> dict:
+        execution_id = f"ex-{uuid.uuid4().hex[:12]}"
+        out: dict[str, Any] = {"execution_id": execution_id, "status": "pending",
+                               "account": None, "error": None}
+        await self.db.create_execution(execution_id, run_id=run_id, serial=serial, sequence=name)
+        try:
+            run = await self._prepare(execution_id, run_id, name, seq, serial, target_account,
+                                      variables)
+        except (FarmError, ValidationErrors) as exc:
+            return await self._failed_at_start(out, "failed", "prepare", str(exc))
+        out["account"] = run.account
+        if run.account is not None:
+            account_id = next((a["account_id"] for a in await self.db.account_rows(serial)
+                               if f"{a['platform']}.{a['account_number']}" == run.account), None)
+            if account_id is not None:
+                await self.db.update_execution(execution_id, account_id=account_id)
+        try:
+            result = await self.hub._send_action(serial, msgspec.to_builtins(run), execution_id)
+        except FarmError as exc:
+            return await self._failed_at_start(out, "failed", "send", str(exc))
+        status = result.get("status")
+        if status == "ok":
+            return out
+        if status == "locked":
+            return await self._failed_at_start(out, "locked", "locked",
+                                               result.get("error") or "phone locked")
+        return await self._failed_at_start(out, "failed", str(status),
+                                           result.get("error") or f"node answered {status}")
+
+    async def _failed_at_start(self, out: dict, status: str, reason: str, error: str) -> dict:
+        log.warning("execution=%s not started: %s: %s", out["execution_id"], reason, error)
+        await self.db.update_execution(out["execution_id"], status=status, error_message=error,
+                                       error_reason=reason)
+        return {**out, "status": status, "error": error}
+
+    async def _prepare(self, execution_id: str, run_id: str, name: str, seq: Sequence,
+                       serial: str, target_account: str | None,
+                       variables: dict[str, str]) -> RunSequence:
+        accounts = await self.db.account_rows(serial)
+        account = self._account_for(seq, serial, target_account, accounts)
+        # The account ${account.FIELD} names: the run's, else the phone's first of the app.
+        text_account = account or self._first_account(seq.app, accounts)
+        rng = random.Random(int(hashlib.sha256(execution_id.encode()).hexdigest()[:16], 16))
+        steps = await self._resolve_steps(seq.steps, serial, text_account, variables, rng)
+        switch: list[Step] = []
+        username = None
+        if account is not None:
+            platform = account.split(".", 1)[0]
+            row = next((a for a in accounts if f"{a['platform']}.{a['account_number']}" == account),
+                       None)
+            username = row["username"] if row else None
+            try:
+                switch_seq = load_named(f"{platform}/{SWITCH_SEQUENCE}", self.library, self.registry)
+            except KeyError:
+                switch_seq = None  # the app has no switch sequence: the node fails if needed
+            if switch_seq is not None:
+                switch = await self._resolve_steps(switch_seq.steps, serial, account, variables, rng)
+        package = None
+        if seq.app is not None and self.registry is not None and seq.app in self.registry.apps:
+            package = self.registry.apps[seq.app].package
+        elif seq.app is not None:
+            from sequences.load import default_registry
+
+            app = default_registry().apps.get(seq.app)
+            package = app.package if app else None
+        return RunSequence(execution_id=execution_id, run_id=run_id, sequence=name, steps=steps,
+                           app=seq.app, package=package, account=account,
+                           account_username=username, switch_steps=switch, retry=seq.retry)
+
+    def _account_for(self, seq: Sequence, serial: str, target: str | None,
+                     accounts: list[dict]) -> str | None:
+        """The account the execution must run as: the scope's, else the sequence's (a fixed
+        ``platform.number``, or ``platform`` = the phone's first account of that platform)."""
+        if target is not None:
+            return target
+        wanted = seq.account
+        if wanted is None:
+            return None
+        if "." in wanted:
+            return wanted
+        first = self._first_account(wanted, accounts)
+        if first is None:
+            raise ValidationError(f"phone {serial}", f"has no {wanted} account, which sequence "
+                                                     f"{seq.name!r} needs")
+        return first
+
+    @staticmethod
+    def _first_account(platform: str | None, accounts: list[dict]) -> str | None:
+        row = next((a for a in accounts if a["platform"] == platform), None)
+        return f"{row['platform']}.{row['account_number']}" if row else None
+
+    async def _resolve_steps(self, steps: list[Step], serial: str, account: str | None,
+                             variables: dict[str, str], rng: random.Random) -> list[Step]:
+        texts: list[str] = []
+        map_texts(steps, lambda text, path: texts.append(text) or text)
+        if not texts:
+            return steps
+        ctx = await self._context(serial, account, variables)
+        from sequences.variables import resolve
+
+        def resolve_all() -> list[Step]:
+            return map_texts(steps, lambda text, path: resolve(text, ctx, rng))
+
+        # Counters and media call back into the database's loop: resolve off the loop.
+        return await asyncio.to_thread(resolve_all)
+
+    async def _context(self, serial: str, account: str | None, variables: dict[str, str]):
+        try:
+            return await self.db.variable_context(serial, account, variables)
+        except ValidationError as exc:
+            if account is not None:
+                raise
+            # A phone the database does not know still gets spintax and custom variables.
+            log.info("phone=%s variables without database context: %s", serial, exc)
+            from sequences.variables import VariableContext
+
+            return VariableContext(serial=serial, custom=dict(variables))
+
+    # --- node events ---------------------------------------------------------------------------
+    async def take_screenshot(self, event: str, data: dict) -> dict:
+        """Before the event is stored: a failed step's PNG goes to a file, the event keeps
+        its path (idempotent: a replayed event rewrites the same file)."""
+        encoded = data.pop("screenshot_png_b64", None)
+        if event != "step_finished" or not encoded:
+            return data
+        execution_id, path = str(data.get("execution_id")), str(data.get("path") or "step")
+        if not _SAFE_PATH.fullmatch(execution_id) or not _SAFE_PATH.fullmatch(path) \
+                or ".." in execution_id or ".." in path:
+            log.error("screenshot of %r/%r not kept: unsafe name", execution_id, path)
+            return data
+        target = self.screenshot_path(execution_id, path)
+        try:
+            png = base64.b64decode(encoded)
+            await asyncio.to_thread(write_atomic, target, png)
+        except (ValueError, OSError) as exc:
+            log.error("execution=%s step %s screenshot not written: %s", execution_id, path, exc)
+            return {**data, "screenshot_error": str(exc)}
+        return {**data, "screenshot": str(target)}
+
+    def screenshot_path(self, execution_id: str, path: str) -> Path:
+        return self.data_dir / "executions" / execution_id / f"{path}.png"
+
+    async def apply(self, event: str, serial: str | None, data: dict) -> None:
+        """Update the execution record from one (new, stored) node event."""
+        execution_id = data.get("execution_id")
+        if not execution_id:
+            return
+        try:
+            await self._apply(event, str(execution_id), data)
+        except ValidationError as exc:  # e.g. an execution this coordinator never created
+            log.warning("execution=%s event %s not recorded: %s", execution_id, event, exc)
+
+    async def _apply(self, event: str, execution_id: str, data: dict) -> None:
+        db = self.db
+        if event == "execution_started":
+            await db.update_execution(execution_id, status="running")
+        elif event == "execution_paused":
+            await db.update_execution(execution_id, status="paused",
+                                      error_reason=data.get("reason"))
+        elif event == "execution_resumed":
+            await db.update_execution(execution_id, status="running")
+        elif event == "execution_finished":
+            status = data.get("status") or "failed"
+            fields: dict[str, Any] = {"status": status}
+            if data.get("error") or status != "completed":
+                fields["error_message"] = data.get("error")
+                fields["error_reason"] = data.get("reason")
+            await db.update_execution(execution_id, **fields)
+            for key in [k for k in self._steps if k[0] == execution_id]:
+                del self._steps[key]
+        elif event == "step_started":
+            path = str(data.get("path"))
+            self._steps[(execution_id, path)] = await db.add_step(
+                execution_id, int(data.get("index") or 0), data.get("type"), path=path)
+        elif event == "step_finished":
+            path = str(data.get("path"))
+            step_id = self._steps.pop((execution_id, path), None)
+            if step_id is None:  # its start came before a coordinator restart
+                step_id = await db.add_step(execution_id, int(data.get("index") or 0),
+                                            data.get("type"), path=path)
+            status = STEP_STATUS.get(str(data.get("status")), str(data.get("status")))
+            await db.finish_step(step_id, status, screen_name=data.get("screen"),
+                                 error=data.get("error"), screenshot=data.get("screenshot"))
+
+    # --- reading -----------------------------------------------------------------------------
+    async def get_execution(self, execution_id: str) -> dict:
+        record = await self.db.get_execution(execution_id)
+        if record is None:
+            raise RunNotFound(f"execution {execution_id!r}: no such execution")
+        return execution_view(record, await self._account_refs())
+
+    async def _account_refs(self) -> dict[int, str]:
+        return {a["account_id"]: f"{a['platform']}.{a['account_number']}"
+                for a in await self.db.account_rows()}
+
+    async def get_run(self, run_id: str) -> dict:
+        records = await self.db.list_executions(run_id=run_id)
+        if not records:
+            raise RunNotFound(f"run {run_id!r}: no such run")
+        refs = await self._account_refs()
+        executions = [execution_view(await self.db.get_execution(_key(r)), refs)
+                      for r in records]
+        return {"run_id": run_id, "sequence": executions[0]["sequence"],
+                "status": run_status([e["status"] for e in executions]),
+                "executions": executions}
+
+    async def step_screenshot(self, execution_id: str, path: str) -> bytes:
+        record = await self.db.get_execution(execution_id)
+        if record is None:
+            raise RunNotFound(f"execution {execution_id!r}: no such execution")
+        for step in record.get("steps", []):
+            if step.get("path") == path and step.get("screenshot"):
+                return await asyncio.to_thread(Path(step["screenshot"]).read_bytes)
+        raise RunNotFound(f"execution {execution_id!r}: no screenshot for step {path!r}")
+
+
+def _key(record: dict) -> str:
+    return record.get("key") or record.get("execution_key")
+
+
+def run_status(statuses: list[str]) -> str:
+    """running while any execution is active; completed when all completed; else failed."""
+    if any(s in ACTIVE for s in statuses):
+        return "running"
+    return "completed" if statuses and all(s == "completed" for s in statuses) else "failed"
+
+
+def execution_view(record: dict, account_refs: dict[int, str] | None = None) -> dict:
+    """The API's form of an execution record (``account_refs``: account_id -> its
+    ``platform.account_number``)."""
+    execution_id = _key(record)
+    account = (account_refs or {}).get(record.get("account_id"))
+    steps = []
+    for s in record.get("steps", []):
+        path = s.get("path")
+        steps.append({
+            "index": s.get("step_number"), "path": path, "type": s.get("action_type"),
+            "status": s.get("status"), "screen": s.get("screen_name"),
+            "start_time": s.get("start_time"), "end_time": s.get("end_time"),
+            "error": s.get("error"),
+            "screenshot": (f"/api/executions/{execution_id}/steps/{path}/screenshot"
+                           if s.get("screenshot") else None)})
+    return {"execution_id": execution_id, "run_id": record.get("run_id"),
+            "serial": record.get("serial"), "sequence": record.get("sequence"),
+            "account": account, "status": record.get("status"),
+            "error": record.get("error_message"), "reason": record.get("error_reason"),
+            "current_step": record.get("current_step"), "start_time": record.get("start_time"),
+            "end_time": record.get("end_time"), "steps": steps}
