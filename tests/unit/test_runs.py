@@ -1,0 +1,139 @@
+"""actors.runs.RunManager against a real FarmDB and a stub hub: per-phone resolved texts and
+switch steps in the RunSequence sent, locked phones, node events into execution records, the
+failed step's screenshot on disk and out of the event data."""
+
+from __future__ import annotations
+
+import base64
+
+import msgspec
+import pytest
+
+from actors.persistence import FarmDB, seed_demo
+from actors.runs import RunManager, UnknownSequence, run_status
+from protocol.errors import ScopeError, ValidationErrors
+from protocol.messages import RunSequence
+from sequences.load import walk_steps
+
+SERIALS = ["s1", "s2", "s3"]
+
+
+class StubHub:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, RunSequence]] = []
+        self.answers: dict[str, dict] = {}
+
+    def phones(self) -> list[dict]:
+        return [{"serial": s, "node": "n1", "tags": [f"phone{i + 1}"]} for i, s in enumerate(SERIALS)]
+
+    async def _send_action(self, serial: str, action: dict, execution_id: str | None = None) -> dict:
+        run = msgspec.convert(action, RunSequence)
+        assert run.execution_id == execution_id
+        self.sent.append((serial, run))
+        return self.answers.get(serial, {"status": "ok", "error": None, "started": True})
+
+
+@pytest.fixture
+async def manager(tmp_path):
+    db = await FarmDB.open(tmp_path / "farm.sqlite3")
+    await seed_demo(db, SERIALS)
+    hub = StubHub()
+    yield RunManager(hub, db, tmp_path / "data"), hub
+    await db.close()
+
+
+def _texts(run: RunSequence, steps=None) -> list[str]:
+    return [s.text for _, s in walk_steps(run.steps if steps is None else steps)
+            if s.__struct_config__.tag == "type"]
+
+
+async def test_start_resolves_texts_per_phone_and_adds_switch_steps(manager) -> None:
+    runs, hub = manager
+    hub.answers["s3"] = {"status": "locked", "error": "phone s3: locked by execution ex-9"}
+    started = await runs.start("clipshare/post_clip", "phone:all")
+    assert [s for s, _ in hub.sent] == SERIALS
+    assert {s: e["status"] for s, e in started["executions"].items()} == {
+        "s1": "pending", "s2": "pending", "s3": "locked"}
+    captions = []
+    for serial, run in hub.sent:
+        assert run.account == "clipshare.account1" and run.account_username == "clip_creator"
+        assert run.package == "com.phonefarm.clipshare" and run.run_id == started["run_id"]
+        (caption,) = _texts(run)
+        assert "${" not in caption and "{" not in caption and "@clip_creator" in caption
+        captions.append(caption)
+        switch_texts = _texts(run, run.switch_steps)
+        assert "clip_creator" in switch_texts and "hunter2" in switch_texts
+    assert len(set(captions)) == 3  # each phone's profile name makes its caption its own
+    locked = await runs.get_execution(started["executions"]["s3"]["execution_id"])
+    assert locked["status"] == "locked" and "locked" in locked["error"]
+    run = await runs.get_run(started["run_id"])
+    assert run["status"] == "running" and run["executions"][0]["account"] == "clipshare.account1"
+
+
+async def test_account_scope_and_request_variables(manager) -> None:
+    runs, hub = manager
+    seq = {"name": "hello", "app": "clipshare", "steps": [
+        {"type": "type", "text": "${custom.greeting} from ${account.username}"}]}
+    started = await runs.start(seq, "account:clipshare.account2@phone2", {"greeting": "hi"})
+    assert list(started["executions"]) == ["s2"]
+    (_, run) = hub.sent[0]
+    assert _texts(run) == ["hi from dance_daily"] and run.account == "clipshare.account2"
+    assert run.sequence == "inline/hello"
+
+
+async def test_bad_input_raises_before_anything_starts(manager) -> None:
+    runs, hub = manager
+    with pytest.raises(UnknownSequence):
+        await runs.start("clipshare/nope", "phone:all")
+    with pytest.raises(ScopeError):
+        await runs.start("clipshare/login", "phone:zzz")
+    with pytest.raises(ValidationErrors):
+        await runs.start({"name": "x", "steps": [{"type": "tap"}]}, "phone:all")
+    assert hub.sent == []
+
+
+async def test_unresolvable_text_fails_that_execution(manager) -> None:
+    runs, hub = manager
+    started = await runs.start({"name": "x", "steps": [{"type": "type", "text": "${custom.nope}"}]},
+                               "phone:s1")
+    out = started["executions"]["s1"]
+    assert out["status"] == "failed" and "nope" in out["error"] and hub.sent == []
+
+
+async def test_events_update_records_and_keep_the_screenshot_out_of_the_event(manager, tmp_path) -> None:
+    runs, hub = manager
+    started = await runs.start("clipshare/login", "phone:s1")
+    ex = started["executions"]["s1"]["execution_id"]
+    base = {"execution_id": ex, "run_id": started["run_id"]}
+
+    async def event(name: str, **data) -> dict:
+        data = await runs.take_screenshot(name, {**base, **data})
+        await runs.apply(name, "s1", data)
+        return data
+
+    await event("execution_started", sequence="clipshare/login", account=None)
+    await event("step_started", index=0, path="steps[0]", type="launch_app")
+    await event("step_finished", index=0, path="steps[0]", type="launch_app", status="ok",
+                screen="clipshare/feed", attempts=1, error=None, reason=None)
+    await event("step_started", index=2, path="steps[2]", type="wait_for_screen")
+    png = b"\x89PNG\r\n\x1a\nfake"
+    stored = await event("step_finished", index=2, path="steps[2]", type="wait_for_screen",
+                         status="failed", screen="clipshare/login", attempts=3, error="timeout",
+                         reason="screen", screenshot_png_b64=base64.b64encode(png).decode())
+    assert "screenshot_png_b64" not in stored
+    assert (tmp_path / "data" / "executions" / ex / "steps[2].png").read_bytes() == png
+    await event("execution_finished", status="failed", error="timeout", reason="screen",
+                failed_step="steps[2]", last_ok_step="steps[0]")
+    view = await runs.get_execution(ex)
+    assert view["status"] == "failed" and view["error"] == "timeout" and view["reason"] == "screen"
+    assert [(s["path"], s["status"], s["screen"]) for s in view["steps"]] == [
+        ("steps[0]", "success", "clipshare/feed"), ("steps[2]", "failed", "clipshare/login")]
+    assert view["steps"][1]["screenshot"] == f"/api/executions/{ex}/steps/steps[2]/screenshot"
+    assert await runs.step_screenshot(ex, "steps[2]") == png
+    assert (await runs.get_run(started["run_id"]))["status"] == "failed"
+
+
+def test_run_status() -> None:
+    assert run_status(["completed", "running"]) == "running"
+    assert run_status(["completed", "completed"]) == "completed"
+    assert run_status(["completed", "locked"]) == "failed"
