@@ -13,6 +13,9 @@ modules, OpenCV included, only when run).
     farm stop SCOPE PACKAGE
     farm screenshot SERIAL -o F.png [--width W]
     farm watch [--count N]               one line per live event
+    farm run SEQUENCE SCOPE [--var k=v ...] [--wait]
+                                         start a sequence (library name or a JSON file) on
+                                         every phone of SCOPE; --wait follows each phone's steps
     farm registry check [DIR]            every problem, ambiguity and dead screen, one a line
     farm registry identify IMAGE [--app APP] [--registry DIR] [--explain]
                                          app/state | app/interrupt:name | unknown [(ambiguous: ..)]
@@ -240,6 +243,71 @@ def _cmd_watch(client: FarmClient, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _parse_vars(pairs: list[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for pair in pairs:
+        key, eq, value = pair.partition("=")
+        if not eq or not key:
+            raise FarmError(f"--var {pair!r}: expected NAME=VALUE")
+        out[key] = value
+    return out
+
+
+def _cmd_run(client: FarmClient, args: argparse.Namespace) -> int:
+    sequence: str | dict = args.sequence
+    if args.sequence.endswith(".json"):
+        with open(args.sequence, encoding="utf-8") as f:
+            sequence = json.load(f)
+    try:
+        started = client.post_json("/api/runs", {"sequence": sequence, "scope": args.scope,
+                                                 "variables": _parse_vars(args.var)})
+    except FarmError as exc:
+        print(f"farm: {exc}", file=sys.stderr)
+        return EXIT_REJECTED
+    executions = started["executions"]
+    if not executions:
+        print(f"farm: scope {args.scope!r} matched no phone", file=sys.stderr)
+        return EXIT_PHONE_FAILED
+    print(f"run {started['run_id']}: {started.get('sequence')} on {len(executions)} phone(s)")
+    for serial, ex in executions.items():
+        error = f": {ex['error']}" if ex.get("error") else ""
+        print(f"{serial} {ex['execution_id']} {ex['status']}{error}", flush=True)
+    if not args.wait:
+        return EXIT_PHONE_FAILED if any(e["status"] in ("failed", "locked")
+                                        for e in executions.values()) else EXIT_OK
+    return _follow_run(client, started["run_id"], args.poll)
+
+
+def _follow_run(client: FarmClient, run_id: str, poll_s: float) -> int:
+    """Poll the run (robust to a stream that started late), print each step once as it
+    finishes and each execution once as it ends; exit 0 only if every phone completed."""
+    import time
+
+    printed: set[tuple[str, str, str]] = set()
+    ended: set[str] = set()
+    while True:
+        run = client.get_json(f"/api/runs/{urllib.parse.quote(run_id)}")
+        for ex in run["executions"]:
+            serial = ex.get("serial") or "-"
+            for step in ex.get("steps", []):
+                key = (ex["execution_id"], str(step.get("path")), str(step.get("status")))
+                if step.get("status") in (None, "running") or key in printed:
+                    continue
+                printed.add(key)
+                screen = f" screen={step['screen']}" if step.get("screen") else ""
+                error = f" error={_value(step['error'])}" if step.get("error") else ""
+                print(f"{serial} {step.get('path')} {step.get('type')} {step.get('status')}"
+                      f"{screen}{error}", flush=True)
+            if ex["status"] not in ("pending", "running", "paused") and ex["execution_id"] not in ended:
+                ended.add(ex["execution_id"])
+                error = f": {ex['error']}" if ex.get("error") else ""
+                print(f"{serial} {ex['execution_id']} {ex['status']}{error}", flush=True)
+        if run["status"] != "running":
+            print(f"run {run_id}: {run['status']}")
+            return EXIT_OK if run["status"] == "completed" else EXIT_PHONE_FAILED
+        time.sleep(poll_s)
+
+
 def _registry_dir(args: argparse.Namespace) -> str:
     if args.registry_dir:
         return args.registry_dir
@@ -421,6 +489,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("watch", "follow live events, one line each (times in UTC)", _cmd_watch)
     p.add_argument("--count", type=int, default=0, help="stop after N events")
+
+    p = command("run", "start a sequence on every phone of SCOPE; exit 1 if any phone failed",
+                _cmd_run)
+    p.add_argument("sequence", help="library name (clipshare/post_clip) or a sequence .json file")
+    p.add_argument("scope")
+    p.add_argument("--var", action="append", default=[], metavar="NAME=VALUE",
+                   help="custom variable ${custom.NAME} for this run (repeatable)")
+    p.add_argument("--wait", action="store_true",
+                   help="follow every phone's steps until all have ended")
+    p.add_argument("--poll", type=float, default=0.5, help="seconds between progress checks")
 
     registry_help = "work on a screen registry folder (locally, no endpoint)"
     p = sub.add_parser("registry", help=registry_help, description=registry_help)

@@ -228,3 +228,45 @@ async def test_bin_farm_launcher(url: str) -> None:
             await proc.wait()
     assert proc.returncode == 0, err.decode()
     assert out.decode().splitlines()[-1] == "R58M123ABC ok"
+
+
+async def test_run_prints_one_line_per_phone(url: str, hub: FakeHub, capsys) -> None:
+    assert await farm("--url", url, "run", "clipshare/login", "phone:phone1,phone2",
+                      "--var", "tag=x") == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "run run-1: clipshare/login on 2 phone(s)"
+    assert lines[1:] == ["127.0.0.1:40123 ex-1-0 pending", "127.0.0.1:40124 ex-1-1 pending"]
+    assert hub.run_calls == [("clipshare/login", "phone:phone1,phone2", {"tag": "x"})]
+
+
+async def test_run_wait_follows_steps_and_fails_if_a_phone_failed(url: str, hub: FakeHub,
+                                                                  capsys) -> None:
+    async def finish() -> None:
+        while not hub.runs:
+            await asyncio.sleep(0.01)
+        run = hub.runs["run-1"]
+        ok, bad = run["executions"]
+        ok["steps"] = [{"index": 0, "path": "steps[0]", "type": "launch_app", "status": "success",
+                        "screen": "clipshare/feed", "error": None}]
+        ok["status"] = "completed"
+        bad["steps"] = [{"index": 0, "path": "steps[0]", "type": "launch_app", "status": "failed",
+                         "screen": "launcher/home", "error": "app not in front"}]
+        bad["status"], bad["error"] = "failed", "app not in front"
+        run["status"] = "failed"
+
+    task = asyncio.create_task(finish())
+    code = await farm("--url", url, "run", "clipshare/login", "phone:phone1,phone2", "--wait",
+                      "--poll", "0.02")
+    await task
+    out = capsys.readouterr().out.splitlines()
+    assert code == 1
+    assert "127.0.0.1:40123 steps[0] launch_app success screen=clipshare/feed" in out
+    assert ('127.0.0.1:40124 steps[0] launch_app failed screen=launcher/home '
+            'error="app not in front"') in out
+    assert "127.0.0.1:40124 ex-1-1 failed: app not in front" in out
+    assert out[-1] == "run run-1: failed"
+
+
+async def test_run_unknown_sequence_is_rejected(url: str, capsys) -> None:
+    assert await farm("--url", url, "run", "clipshare/nope", "phone:all") == 2
+    assert "HTTP 404" in capsys.readouterr().err
