@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import queue
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -139,3 +140,28 @@ async def call_actor(actor_ref: pykka.ActorRef, method: str, *args: Any,
         return await asyncio.wait_for(fut, timeout)
     except asyncio.TimeoutError:
         raise ActorStopped(f"{actor_ref} did not answer {method} within {timeout:g}s") from None
+
+
+def ask_actor(actor_ref: pykka.ActorRef, method: str, *args: Any,
+              timeout: float | None = 120.0, **kwargs: Any) -> Any:
+    """Blocking ``actor.method(*args, **kwargs)`` from another actor's thread (never from the
+    event loop): the same Call protocol as ``call_actor``, answered through a threading Event.
+    Between such calls the callee is free for its other messages."""
+    done = threading.Event()
+    box: list = []
+
+    def reply(result: Any, exc: BaseException | None) -> None:
+        if not done.is_set():
+            box.append((result, exc))
+            done.set()
+
+    try:
+        actor_ref.tell(Call(method, args, kwargs, reply))
+    except pykka.ActorDeadError as exc:
+        raise ActorStopped(f"{actor_ref} is not running") from exc
+    if not done.wait(timeout):
+        raise ActorStopped(f"{actor_ref} did not answer {method} within {timeout:g}s")
+    result, exc = box[0]
+    if exc is not None:
+        raise exc
+    return result

@@ -26,7 +26,7 @@ from actors.recorder import Recorder
 from actors.runs import RUN_EVENTS, RunManager
 from actors.unknown_screens import UnknownScreenQueue
 from protocol.errors import FarmError, PhoneNotFound, ValidationError
-from protocol.messages import Action, Command, Event, Hello, LiveEvent
+from protocol.messages import Action, Command, Event, Hello, LiveEvent, RunSequence
 from protocol.transport import CoordinatorLink, DeliveryError
 
 log = logging.getLogger(__name__)
@@ -290,6 +290,23 @@ class Hub:
         if "png" in result.data:
             out["png"] = result.data["png"]
         return out
+
+    async def send_run(self, serial: str, run: RunSequence) -> dict:
+        """Start ``run`` on the phone's node (the node answers at once: started, locked, or
+        why not; progress comes as execution events)."""
+        row = self.phone_rows.get(serial)
+        if row is None:
+            raise PhoneNotFound(serial)
+        node = row["node"]
+        if self.node_rows.get(node, {}).get("state") != "up":
+            return {"status": "gone", "error": f"node {node} of phone {serial} is down"}
+        command = Command(command_id=uuid.uuid4().hex, serial=serial, action=run,
+                          execution_id=run.execution_id)
+        try:
+            result = await self.link.send_command(node, command, deadline=self.command_deadline)
+        except DeliveryError as exc:
+            return {"status": "error", "error": str(exc)}
+        return {"status": result.status, "error": result.error, **result.data}
 
     async def screen(self, serial: str, width: int | None = None) -> tuple[bytes, str]:
         if serial not in self.phone_rows:

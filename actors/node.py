@@ -14,6 +14,7 @@ import logging
 import os
 import socket
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -24,10 +25,12 @@ from actors.bridge import Call, call_actor, tell_quietly
 from actors.device.adb_server import AdbServer
 from actors.device.watcher import DeviceWatcher
 from actors.matcher import MatcherActor
+from actors.playback import PlaybackActor, PlaybackOptions
 from actors.process import setup_logging, wait_for_stop_signal
 from actors.rack import PhoneDirectory, RackActor
 from protocol.errors import ActorStopped, FarmError, PhoneLocked, ValidationErrors
-from protocol.messages import Acquire, Command, CommandResult, LiveEvent, PhoneInfo, Release
+from protocol.messages import (Acquire, CancelRun, Command, CommandResult, LiveEvent, PhoneInfo,
+                               Release, RunSequence)
 from protocol.transport import NodeLink
 from registry.load import DEMO_REGISTRY
 
@@ -60,6 +63,9 @@ class Node:
         self.link: NodeLink | None = None
         self.rack = None
         self.watcher: DeviceWatcher | None = None
+        # Running executions: execution_id -> (playback actor, its cancel flag).
+        self.playbacks: dict[str, tuple[Any, threading.Event]] = {}
+        self.playback_options = PlaybackOptions()
 
     # --- events from actor threads ---------------------------------------------------------
     def publish(self, event: str, serial: str | None, data: dict, durable: bool = True) -> None:
@@ -122,6 +128,13 @@ class Node:
         if record is None:
             return result("error", f"phone {serial} is not on node {self.name}")
         action = command.action
+        if isinstance(action, RunSequence):
+            return result(*await self._start_playback(serial, record, ref, action))
+        if isinstance(action, CancelRun):
+            entry = self.playbacks.get(action.execution_id)
+            if entry is not None:
+                entry[1].set()
+            return result("ok", data={"cancelled": entry is not None})
         try:
             if isinstance(action, Acquire):
                 grant = await call_actor(ref, "acquire", action.execution_id, action.lease_s) \
@@ -158,6 +171,53 @@ class Node:
             out["png"] = base64.b64encode(out["png"]).decode()
         return result(status, error, out)
 
+    async def _start_playback(self, serial: str, record, ref, run: RunSequence
+                              ) -> tuple[str, str | None, dict]:
+        """Start a PlaybackActor for ``run`` and answer at once; a re-sent start of a running
+        execution is answered ok again (commands are at-least-once)."""
+        running = self.playbacks.get(run.execution_id)
+        if running is not None and running[0].is_alive():
+            return "ok", None, {"started": True, "already_running": True}
+        holder = record.lock_holder
+        if holder is not None and holder != run.execution_id and record.lock_expires > time.time():
+            return "locked", f"phone {serial}: locked by execution {holder}", {"holder": holder}
+        if record.state == "failed":
+            return "error", f"phone {serial} is marked failed", {}
+        if ref is not None:
+            # Taken here, in the phone actor's order, so that of two runs started at once
+            # exactly one is told "locked"; the playback renews it as its own.
+            try:
+                await call_actor(ref, "acquire", run.execution_id, run.lease_s)
+            except PhoneLocked as exc:
+                return "locked", str(exc), {"holder": exc.holder}
+            except FarmError as exc:
+                return "error", str(exc), {}
+        cancel = threading.Event()
+
+        def done(execution_id: str) -> None:
+            entry = self.playbacks.get(execution_id)
+            if entry is not None and entry[1] is cancel:
+                self.playbacks.pop(execution_id, None)
+
+        ref = PlaybackActor.start(run, serial, self.directory, self.publish, self.matcher,
+                                  cancel, on_done=done, options=self.playback_options)
+        self.playbacks[run.execution_id] = (ref, cancel)
+        return "ok", None, {"started": True}
+
+    async def _stop_playbacks(self) -> None:
+        entries = list(self.playbacks.values())
+        for _, cancel in entries:
+            cancel.set()
+
+        def join() -> None:
+            for ref, _ in entries:
+                try:
+                    ref.stop(block=True, timeout=30)
+                except Exception:  # already stopped itself, or stuck past the timeout
+                    pass
+
+        await asyncio.to_thread(join)
+
     # --- life cycle ------------------------------------------------------------------------
     async def start(self) -> "Node":
         self._loop = asyncio.get_running_loop()
@@ -187,6 +247,12 @@ class Node:
         t0 = time.monotonic()
         if self.watcher:
             self.watcher.stop()
+        # First, while the event pump still runs: they release their locks and report.
+        await self._stop_playbacks()
+        deadline = time.monotonic() + 2.0
+        while self._events is not None and not self._events.empty() \
+                and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)  # let their last events reach the journal
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -288,16 +288,17 @@ class PhoneActor(BridgedActor):
             self.captures.release()
 
     # --- which screen is this? ---------------------------------------------------------------
-    def _identify(self) -> None:
-        """Name the screen of the frame just taken; clear an interrupt; report an unknown."""
+    def _identify(self, follow_up: bool = True) -> Identification | None:
+        """Name the screen of the frame just taken; clear an interrupt; report an unknown.
+        ``follow_up`` False: a cleared interrupt schedules no new look (the caller looks)."""
         if self.matcher is None:
-            return
+            return None
         try:
             found: Identification = self.matcher.proxy().identify(
                 self.frame, self.record.active_app).get(timeout=30)
         except Exception as exc:  # matching must never take the phone down
             log.error("phone=%s screen identification failed: %r", self.serial, exc)
-            return
+            return None
         previous = self.record.last_screen
         if previous != "unknown":
             self._last_known_screen = previous
@@ -307,24 +308,26 @@ class PhoneActor(BridgedActor):
                                            "kind": found.kind})
         if found.kind == "unknown":
             self._report_unknown(found, self._last_known_screen)
-            return
+            return found
         self._unknown_hash = self._unknown_candidate = None
         if found.kind == "state" and found.package:
             self._set_app(found.package)  # the screen is the truth, e.g. after HOME
         if found.kind == "interrupt" and self.handle_interrupts:
-            self._clear_interrupt(found)
+            self._clear_interrupt(found, follow_up)
+        return found
 
-    def _clear_interrupt(self, found: Identification) -> None:
+    def _clear_interrupt(self, found: Identification, follow_up: bool = True) -> bool:
+        """Tap the interrupt's handler; False when there is none or too many came in a row."""
         if found.handler_xy is None or found.handler_type not in ("tap", "long_tap"):
             log.warning("phone=%s interrupt %s has no tap handler; left for the operator",
                         self.serial, found.label)
-            return
+            return False
         if self._auto_handled >= MAX_AUTO_HANDLED:
             if self._auto_handled == MAX_AUTO_HANDLED:
                 self._auto_handled += 1
                 self._event("interrupt_stuck", {"screen": found.label,
                                                 "handled": MAX_AUTO_HANDLED})
-            return
+            return False
         self._auto_handled += 1
         x, y = found.handler_xy
         if found.handler_type == "tap":
@@ -333,7 +336,46 @@ class PhoneActor(BridgedActor):
             self.driver.long_tap(x, y)
         self._event("interrupt_handled", {"screen": found.label, "action": found.handler,
                                           "x": x, "y": y})
-        self._after_action()  # and look again: the screen under the popup, or the next popup
+        if follow_up:
+            self._after_action()  # and look again: the screen under the popup, or the next popup
+        return True
+
+    def identify_now(self, execution_id: str | None = None) -> dict:
+        """Capture a fresh frame now and name it, clearing interrupts on the way (each cleared
+        one is looked at again, at most ``MAX_AUTO_HANDLED`` times). Used by playback, which
+        must know the screen before its next step rather than whenever the capture slot
+        comes. Answers {"status": ok|gone|error|locked, "screen", "kind", "app", "package",
+        "width", "height", "error"}."""
+        self._expire_lock()
+        rec = self.record
+        if rec.lock_holder is not None and rec.lock_holder != execution_id:
+            return {"status": "locked", "holder": rec.lock_holder, "error": None}
+        if rec.state != "online":
+            return {"status": "gone", "error": f"phone {self.serial} is {rec.state}"}
+        self._auto_handled = 0
+        found: Identification | None = None
+        try:
+            for _ in range(MAX_AUTO_HANDLED + 1):
+                self._capture_due = False  # this frame serves any capture still pending
+                self._capture()
+                self._event("thumbnail", {"jpeg": encode_thumbnail(self.frame),
+                                          "ts": rec.last_screenshot_ts}, durable=False)
+                handled_before = self._auto_handled
+                found = self._identify(follow_up=False)
+                if found is None or found.kind != "interrupt" \
+                        or self._auto_handled == handled_before:
+                    break
+        except DeviceGone as exc:
+            self.pause(str(exc))
+            return {"status": "gone", "error": str(exc)}
+        except DeviceError as exc:
+            return {"status": "error", "error": str(exc)}
+        h, w = self.frame.shape[:2]
+        if found is None:
+            return {"status": "ok", "screen": None, "kind": None, "app": None, "package": None,
+                    "width": w, "height": h, "error": None}
+        return {"status": "ok", "screen": found.label, "kind": found.kind, "app": found.app,
+                "package": found.package, "width": w, "height": h, "error": None}
 
     def _report_unknown(self, found: Identification, previous: str | None) -> None:
         phash = perceptual_hash(self.frame)

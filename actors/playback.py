@@ -1,0 +1,531 @@
+"""Playback of one sequence on one phone: the node side of an execution.
+
+Owns one running execution (one ``PlaybackActor`` per ``RunSequence``): the phone's lock for
+its whole life (taken first, renewed before every step, released at the end whatever the
+end), making the sequence's app and account active first (spec 16.2), playing the steps
+with a screen check after every action, the tiered retry of spec 12.3.2 per step, waiting
+for an unplugged phone to come back, and the execution events the coordinator records.
+
+The actor blocks in its own thread and asks the phone actor one thing at a time
+(``ask_actor``), so between steps the phone actor is free for views, ticks and pauses.
+
+Events (durable, published through the node; a contract with the coordinator):
+``execution_started`` {execution_id, run_id, sequence, account}
+``step_started`` {execution_id, run_id, index, path, type}
+``step_finished`` {execution_id, run_id, index, path, type, status, screen, attempts, error,
+reason, screenshot_png_b64 (failed only)}
+``execution_paused`` {execution_id, run_id, reason} / ``execution_resumed`` {execution_id, run_id}
+``execution_finished`` {execution_id, run_id, status, error, reason, failed_step, last_ok_step}
+Preparation steps (launching the app, switching the account) have ``index`` -1 and the
+paths ``launch_app`` and ``switch[i]``.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import random
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import pykka
+
+from actors.bridge import ask_actor
+from actors.matcher import action_centre
+from actors.rack import PhoneDirectory
+from protocol.errors import ActorStopped, FarmError, PhoneLocked
+from protocol.messages import RunSequence
+from registry.model import Registry
+from sequences.model import (ExpectScreenStep, IfScreenStep, KeyStep, LaunchAppStep,
+                             LongTapStep, SleepStep, Step, SwipeStep, SwitchAccountStep,
+                             TapStep, TypeStep, WaitForScreenStep)
+
+log = logging.getLogger(__name__)
+
+Publish = Callable[[str, str, dict, bool], None]
+
+ASK_TIMEOUT_S = 60.0
+# An unplugged phone is waited for this long (keeping its lock) before the execution fails.
+DEVICE_WAIT_S = 30 * 60.0
+# A launched app must show one of its screens within this.
+LAUNCH_TIMEOUT_S = 15.0
+
+
+@dataclass
+class PlaybackOptions:
+    """Timing knobs; tests shorten them, real phones may need longer settles."""
+
+    settle_s: float = 0.25           # after an action, before its screen is looked at
+    poll_s: float = 0.4              # wait_for_screen's polling period
+    unknown_confirm_s: float = 0.5   # an unknown screen is looked at once more after this
+    device_wait_s: float = DEVICE_WAIT_S
+
+
+class _Cancelled(Exception):
+    pass
+
+
+class _ExecutionFailed(Exception):
+    def __init__(self, reason: str, error: str, path: str | None) -> None:
+        super().__init__(error)
+        self.reason, self.error, self.path = reason, error, path
+
+
+@dataclass
+class _Attempt:
+    """One try of a step: ok, or why not. ``gone``: the phone vanished (device check now);
+    ``final``: retrying cannot help (a step that names nothing playable)."""
+
+    ok: bool
+    screen: str | None = None
+    reason: str | None = None
+    error: str | None = None
+    gone: bool = False
+    final: bool = False
+
+
+OK = _Attempt(True)
+
+
+class PlaybackActor(pykka.ThreadingActor):
+    """Plays one RunSequence on one phone; stops itself when the execution has ended."""
+
+    def __init__(self, run: RunSequence, serial: str, directory: PhoneDirectory,
+                 publish: Publish, matcher: pykka.ActorRef | None,
+                 cancel: threading.Event, on_done: Callable[[str], None] | None = None,
+                 options: PlaybackOptions | None = None) -> None:
+        super().__init__()
+        self.run = run
+        self.serial = serial
+        self.directory = directory
+        self.publish = publish
+        self.matcher = matcher
+        self.cancel = cancel
+        self.on_done = on_done
+        self.opt = options or PlaybackOptions()
+        self.registry: Registry | None = None
+        self.frame_size: tuple[int, int] | None = None
+        self.screen: str | None = None
+        self.last_ok_step = run.resume_from - 1
+        self.cancel_reason = "cancelled"
+
+    # --- life -------------------------------------------------------------------------------
+    def on_start(self) -> None:
+        self.actor_ref.tell("play")  # played from the inbox so that start() returns at once
+
+    def on_receive(self, message: Any) -> Any:
+        if message == "play":
+            try:
+                self._play()
+            finally:
+                if self.on_done is not None:
+                    self.on_done(self.run.execution_id)
+                self.actor_ref.stop(block=False)
+        return None
+
+    def _event(self, event: str, data: dict) -> None:
+        try:
+            self.publish(event, self.serial, {"execution_id": self.run.execution_id,
+                                              "run_id": self.run.run_id, **data}, True)
+        except Exception:
+            log.exception("execution=%s could not publish %s", self.run.execution_id, event)
+
+    def _phone(self) -> pykka.ActorRef:
+        ref = self.directory.get(self.serial)
+        if ref is None:
+            raise ActorStopped(f"phone {self.serial} has no running actor")
+        return ref
+
+    def _ask(self, method: str, *args: Any) -> Any:
+        return ask_actor(self._phone(), method, *args, timeout=ASK_TIMEOUT_S)
+
+    def _sleep(self, seconds: float) -> None:
+        if seconds > 0 and self.cancel.wait(seconds):
+            raise _Cancelled()
+
+    # --- the execution ------------------------------------------------------------------------
+    def _play(self) -> None:
+        run = self.run
+        log.info("execution=%s phone=%s sequence=%s starting at step %d", run.execution_id,
+                 self.serial, run.sequence, run.resume_from)
+        self._event("execution_started", {"sequence": run.sequence, "account": run.account})
+        status, reason, error, failed = "completed", None, None, None
+        ours = True  # the node may have taken the lock for us already: release it in any case
+        try:
+            try:
+                self._ask("acquire", run.execution_id, run.lease_s)
+            except PhoneLocked as exc:
+                ours = False
+                raise _ExecutionFailed("locked", str(exc), None) from None
+            except ActorStopped as exc:
+                raise _ExecutionFailed("phone_unavailable", str(exc), None) from None
+            if self.matcher is not None:
+                self.registry = self.matcher.proxy().registry.get(timeout=ASK_TIMEOUT_S)
+            self._prepare()
+            for index in range(run.resume_from, len(run.steps)):
+                self._play_step(run.steps[index], index, f"steps[{index}]")
+                self.last_ok_step = index
+        except _Cancelled:
+            status, reason = "cancelled", self.cancel_reason
+        except _ExecutionFailed as exc:
+            status, reason, error, failed = "failed", exc.reason, exc.error, exc.path
+        except Exception as exc:  # a bug: the execution fails, the node lives on
+            log.exception("execution=%s crashed", run.execution_id)
+            status, reason, error = "failed", "internal_error", repr(exc)
+        finally:
+            if ours:
+                try:
+                    self._ask("release", run.execution_id)
+                except FarmError as exc:
+                    # The lease still ends it; the phone is not stuck for good.
+                    log.warning("execution=%s lock not released: %s", run.execution_id, exc)
+        log.info("execution=%s phone=%s %s%s", run.execution_id, self.serial, status,
+                 f" ({reason}: {error})" if reason else "")
+        self._event("execution_finished", {"status": status, "error": error, "reason": reason,
+                                           "failed_step": failed,
+                                           "last_ok_step": self.last_ok_step})
+
+    def _prepare(self) -> None:
+        """Spec 16.2: the sequence's app in front, then its account active."""
+        run = self.run
+        package = run.package or self._package_of(run.app)
+        if package is not None:
+            self._run_with_retry(-1, "launch_app", "launch_app",
+                                 lambda state: self._ensure_app(package))
+        if run.account:
+            platform = self._platform()
+            view = self._ask("view")
+            if view.get("active_account", {}).get(platform) != run.account:
+                self._switch_account(platform)
+
+    def _platform(self) -> str:
+        account = self.run.account or ""
+        if "." in account:
+            return account.split(".", 1)[0]
+        return self.run.app or self.run.package or "default"
+
+    def _switch_account(self, platform: str) -> None:
+        run = self.run
+        if not run.switch_steps:
+            raise _ExecutionFailed("no_switch_steps", f"account {run.account} is not active "
+                                   f"on {platform} and the run carries no switch steps",
+                                   "switch")
+        log.info("execution=%s phone=%s switching %s account to %s", run.execution_id,
+                 self.serial, platform, run.account)
+        for i, step in enumerate(run.switch_steps):
+            self._play_step(step, -1, f"switch[{i}]")
+        # Verified by the switch steps themselves: their last step waits for the screen the
+        # app shows once the account is in (a failed login never gets there).
+        self._ask("set_account", platform, run.account)
+
+    # --- one step -----------------------------------------------------------------------------
+    def _play_step(self, step: Step, index: int, path: str) -> None:
+        if self.cancel.is_set():
+            raise _Cancelled()
+        if index >= 0:
+            self._renew()
+        if isinstance(step, IfScreenStep):
+            self._event("step_started", {"index": index, "path": path, "type": "if_screen"})
+            box: dict = {}
+
+            def look(state: dict) -> _Attempt:
+                seen = self._identify(settle=True)
+                if not seen.ok:
+                    return seen
+                box["match"] = self._same_screen(seen.screen, step.screen)
+                return seen
+
+            self._run_with_retry(index, path, "if_screen", look, started=True)
+            branch, name = (step.then, "then") if box["match"] else (step.otherwise, "otherwise")
+            for j, inner in enumerate(branch):
+                self._play_step(inner, index, f"{path}.{name}[{j}]")
+            return
+        if isinstance(step, SwitchAccountStep):
+            self._event("step_started", {"index": index, "path": path, "type": "switch_account"})
+            if step.account != self.run.account:
+                self._finish_step(index, path, "switch_account", _Attempt(
+                    False, reason="bad_step", error=f"{path}: only the run's account "
+                    f"{self.run.account!r} can be switched to, not {step.account!r}"), 1)
+                raise _ExecutionFailed("bad_step", f"{path}: account {step.account!r}", path)
+            self._switch_account(self._platform())
+            self._finish_step(index, path, "switch_account", OK, 1)
+            return
+        step_type = type(step).__struct_config__.tag
+        self._run_with_retry(index, path, step_type, lambda state: self._attempt(step, state))
+
+    def _renew(self) -> None:
+        try:
+            self._ask("acquire", self.run.execution_id, self.run.lease_s)
+        except PhoneLocked as exc:  # the lease ran out and another execution took the phone
+            raise _ExecutionFailed("lock_lost", str(exc), None) from None
+        except ActorStopped:
+            pass  # restarting; the step's own device check waits for it
+
+    def _run_with_retry(self, index: int, path: str, step_type: str,
+                        attempt: Callable[[dict], _Attempt], started: bool = False) -> None:
+        """Spec 12.3.2: ``immediate`` retries, then ``short`` ones, then a device check
+        (gone: wait for it, keeping the lock, and start over; present: the execution fails)."""
+        if not started:
+            self._event("step_started", {"index": index, "path": path, "type": step_type})
+        policy = self.run.retry
+        schedule = [policy.immediate_delay_s] * policy.immediate \
+            + [policy.short_delay_s] * policy.short
+        state: dict = {}  # what the step has done so far (an action is not done twice)
+        attempts = 0
+        while True:
+            if self.cancel.is_set():
+                raise _Cancelled()
+            attempts += 1
+            try:
+                outcome = attempt(state)
+            except ActorStopped as exc:  # the phone actor restarts: like a vanished phone
+                outcome = _Attempt(False, reason="phone_unavailable", error=str(exc), gone=True)
+            if outcome.ok:
+                self._finish_step(index, path, step_type, outcome, attempts)
+                return
+            log.info("execution=%s %s attempt %d failed: %s %s", self.run.execution_id, path,
+                     attempts, outcome.reason, outcome.error)
+            if outcome.final:
+                self._fail_step(index, path, step_type, outcome, attempts)
+            if not outcome.gone and schedule:
+                self._sleep(schedule.pop(0))
+                continue
+            if self._device_present():
+                if outcome.gone:
+                    continue  # it came back while we looked: just try again
+                self._fail_step(index, path, step_type, outcome, attempts)
+            self._wait_for_device(outcome.error or outcome.reason or "device gone")
+            schedule = [policy.immediate_delay_s] * policy.immediate \
+                + [policy.short_delay_s] * policy.short
+
+    def _finish_step(self, index: int, path: str, step_type: str, outcome: _Attempt,
+                     attempts: int, screenshot: str | None = None) -> None:
+        data = {"index": index, "path": path, "type": step_type,
+                "status": "ok" if outcome.ok else "failed",
+                "screen": outcome.screen if outcome.screen is not None else self.screen,
+                "attempts": attempts, "error": outcome.error, "reason": outcome.reason}
+        if not outcome.ok:
+            data["screenshot_png_b64"] = screenshot
+        self._event("step_finished", data)
+
+    def _fail_step(self, index: int, path: str, step_type: str, outcome: _Attempt,
+                   attempts: int) -> None:
+        png = None
+        try:
+            png = base64.b64encode(self._ask("screen")).decode()
+        except FarmError as exc:
+            log.warning("execution=%s no screenshot of failed %s: %s", self.run.execution_id,
+                        path, exc)
+        self._finish_step(index, path, step_type, outcome, attempts, png)
+        raise _ExecutionFailed(outcome.reason or "failed", outcome.error or "", path)
+
+    # --- the device check -------------------------------------------------------------------------
+    def _device_present(self) -> bool:
+        record = self.directory.record(self.serial)
+        if record is not None and record.state == "failed":
+            raise _ExecutionFailed("phone_failed", f"phone {self.serial} is marked failed", None)
+        return record is not None and record.state == "online" \
+            and self.directory.get(self.serial) is not None
+
+    def _wait_for_device(self, why: str) -> None:
+        """Pause until the phone is back (the lock stays ours), or fail after a long while."""
+        self._event("execution_paused", {"reason": why})
+        log.warning("execution=%s paused: phone %s gone (%s)", self.run.execution_id,
+                    self.serial, why)
+        deadline = time.monotonic() + self.opt.device_wait_s
+        renew_every = max(1.0, self.run.lease_s / 3)
+        renewed = time.monotonic()
+        while not self._device_present():
+            if time.monotonic() > deadline:
+                raise _ExecutionFailed("device_gone", f"phone {self.serial} did not come back "
+                                       f"within {self.opt.device_wait_s:g}s", None)
+            if time.monotonic() - renewed > renew_every:
+                renewed = time.monotonic()
+                try:
+                    self._ask("acquire", self.run.execution_id, self.run.lease_s)
+                except ActorStopped:
+                    pass
+            self._sleep(0.2)
+        self._event("execution_resumed", {})
+        log.info("execution=%s resumed: phone %s is back", self.run.execution_id, self.serial)
+
+    # --- screens ------------------------------------------------------------------------------
+    def _label(self, screen: str) -> str:
+        return screen if "/" in screen or not self.run.app else f"{self.run.app}/{screen}"
+
+    def _same_screen(self, seen: str | None, wanted: str) -> bool:
+        return seen is not None and seen == self._label(wanted)
+
+    def _look(self) -> dict:
+        out = self._ask("identify_now", self.run.execution_id)
+        if out.get("status") == "ok":
+            self.screen = out.get("screen")
+            if out.get("width"):
+                self.frame_size = (out["width"], out["height"])
+        return out
+
+    def _identify(self, settle: bool = False) -> _Attempt:
+        """The screen now; an unknown one is looked at once more (mid-animation frames)."""
+        if settle:
+            self._sleep(self.opt.settle_s)
+        for second_look in (False, True):
+            out = self._look()
+            status = out.get("status")
+            if status == "gone":
+                return _Attempt(False, reason="device_gone", error=out.get("error"), gone=True)
+            if status == "locked":
+                return _Attempt(False, reason="lock_lost", error=f"held by {out.get('holder')}",
+                                final=True)
+            if status != "ok":
+                return _Attempt(False, reason="device_error", error=out.get("error"))
+            if out.get("kind") != "unknown" or second_look:
+                break
+            self._sleep(self.opt.unknown_confirm_s)
+        if out.get("kind") == "unknown":
+            return _Attempt(False, screen="unknown", reason="unknown_screen",
+                            error="the phone shows a screen the registry does not know")
+        return _Attempt(True, screen=out.get("screen"))
+
+    def _wait_for(self, wanted: str, timeout_s: float) -> _Attempt:
+        deadline = time.monotonic() + timeout_s
+        label = self._label(wanted)
+        while True:
+            out = self._look()
+            if out.get("status") == "gone":
+                return _Attempt(False, reason="device_gone", error=out.get("error"), gone=True)
+            if out.get("status") == "ok" and out.get("screen") == label:
+                return _Attempt(True, screen=label)
+            if time.monotonic() >= deadline:
+                seen = out.get("screen")
+                reason = "unknown_screen" if seen == "unknown" else "timeout"
+                return _Attempt(False, screen=seen, reason=reason,
+                                error=f"{label} not shown within {timeout_s:g}s (saw {seen})")
+            self._sleep(min(self.opt.poll_s, max(0.0, deadline - time.monotonic())))
+
+    def _ensure_app(self, package: str) -> _Attempt:
+        """The app in front: launched unless one of its screens shows already."""
+        seen = self._identify()
+        if seen.gone:
+            return seen
+        if self._look_package() == package:
+            return _Attempt(True, screen=self.screen)
+        out = self._ask("perform", {"type": "launch_app", "package": package},
+                        self.run.execution_id)
+        if out.get("status") != "ok":
+            return self._action_failed(out)
+        deadline = time.monotonic() + LAUNCH_TIMEOUT_S
+        while time.monotonic() < deadline:
+            self._sleep(self.opt.settle_s)
+            seen = self._identify()
+            if seen.gone:
+                return seen
+            if self._look_package() == package:
+                return _Attempt(True, screen=self.screen)
+        return _Attempt(False, screen=self.screen, reason="app_not_active",
+                        error=f"{package} launched but none of its screens showed "
+                              f"within {LAUNCH_TIMEOUT_S:g}s (saw {self.screen})")
+
+    def _look_package(self) -> str | None:
+        if self.registry is None or not self.screen or "/" not in self.screen:
+            return None
+        app = self.registry.apps.get(self.screen.split("/", 1)[0])
+        return app.package if app is not None else None
+
+    def _package_of(self, app: str | None) -> str | None:
+        if app is None or self.registry is None or app not in self.registry.apps:
+            return None
+        return self.registry.apps[app].package
+
+    # --- actions ------------------------------------------------------------------------------
+    def _resolve(self, ref: str) -> tuple[int, int]:
+        """``screen.action`` (of the run's app) or ``app/screen.action`` -> phone pixels."""
+        if self.registry is None:
+            raise FarmError(f"action {ref!r}: this node has no screen registry")
+        app_key, _, rest = ref.rpartition("/")
+        app_key = app_key or self.run.app or ""
+        screen_key, _, action_name = rest.partition(".")
+        app = self.registry.apps.get(app_key)
+        if app is None:
+            raise FarmError(f"action {ref!r}: no app {app_key!r} in the registry")
+        screen = app.states.get(screen_key) or app.interrupts.get(screen_key)
+        if screen is None:
+            raise FarmError(f"action {ref!r}: no screen {screen_key!r} in app {app_key!r}")
+        for action in screen.actions:
+            if action.name == action_name:
+                if self.frame_size is None:
+                    self._look()
+                size = self.frame_size or tuple(app.screen_size)
+                return action_centre(action, tuple(app.screen_size), size)
+        raise FarmError(f"action {ref!r}: screen {app_key}/{screen_key} has no action "
+                        f"{action_name!r}")
+
+    def _action_of(self, step: Step) -> dict | None:
+        if isinstance(step, (TapStep, LongTapStep)):
+            if step.action:
+                x, y = self._resolve(step.action)
+            elif step.x is not None and step.y is not None:
+                x, y = step.x, step.y
+            else:
+                raise FarmError("a tap needs x and y or an action")
+            if isinstance(step, TapStep):
+                return {"type": "tap", "x": x, "y": y}
+            return {"type": "long_tap", "x": x, "y": y, "duration_ms": step.duration_ms}
+        if isinstance(step, SwipeStep):
+            return {"type": "swipe", "x1": step.x1, "y1": step.y1, "x2": step.x2,
+                    "y2": step.y2, "duration_ms": step.duration_ms}
+        if isinstance(step, TypeStep):
+            return {"type": "text", "text": step.text}
+        if isinstance(step, KeyStep):
+            return {"type": "key", "key": step.key}
+        if isinstance(step, LaunchAppStep):
+            package = step.package or self._package_of(step.app)
+            if package is None:
+                raise FarmError(f"app {step.app!r} is not in the registry")
+            return {"type": "launch_app", "package": package}
+        return None
+
+    def _action_failed(self, out: dict) -> _Attempt:
+        status = out.get("status")
+        if status == "gone":
+            return _Attempt(False, reason="device_gone", error=out.get("error"), gone=True)
+        if status == "locked":
+            return _Attempt(False, reason="lock_lost", error=f"held by {out.get('holder')}",
+                            final=True)
+        return _Attempt(False, reason="action_error", error=out.get("error"))
+
+    def _attempt(self, step: Step, state: dict) -> _Attempt:
+        if isinstance(step, WaitForScreenStep):
+            return self._wait_for(step.screen, step.timeout_s)
+        if isinstance(step, ExpectScreenStep):
+            seen = self._identify(settle=True)
+            if not seen.ok or self._same_screen(seen.screen, step.screen):
+                return seen
+            return _Attempt(False, screen=seen.screen, reason="wrong_screen",
+                            error=f"expected {self._label(step.screen)}, saw {seen.screen}")
+        if isinstance(step, SleepStep):
+            if step.seconds is not None:
+                self._sleep(step.seconds)
+            else:
+                self._sleep(random.uniform(step.min_s or 0.0, step.max_s or step.min_s or 0.0))
+            return _Attempt(True, screen=self.screen)
+        if not state.get("acted"):
+            try:
+                action = self._action_of(step)
+            except FarmError as exc:
+                return _Attempt(False, reason="bad_step", error=str(exc), final=True)
+            if action is None:
+                return _Attempt(False, reason="bad_step", final=True,
+                                error=f"step type {type(step).__name__} cannot be played")
+            # A popup that came up since the last look would eat the tap: look (and clear)
+            # first. Costs one frame per action.
+            pre = self._look()
+            if pre.get("status") == "gone":
+                return _Attempt(False, reason="device_gone", error=pre.get("error"), gone=True)
+            out = self._ask("perform", action, self.run.execution_id)
+            if out.get("status") != "ok":
+                return self._action_failed(out)
+            state["acted"] = True  # a retry looks again, it does not tap twice
+        return self._identify(settle=True)
+
