@@ -157,8 +157,8 @@ def test_walk_and_map_texts_reach_nested_steps() -> None:
     assert "steps[0].then[1]" in paths and "steps[0].otherwise[0].then[0]" in paths
     seen: list[str] = []
     out = map_texts(seq.steps, lambda text, path: seen.append(path) or text.upper())
-    assert "steps[0].then[1]" in seen and "steps[0].otherwise[11]" in seen
+    assert "steps[0].then[13]" in seen and "steps[0].otherwise[23]" in seen
     first_if = out[0]
     assert isinstance(first_if, IfScreenStep)
-    assert isinstance(first_if.then[1], TypeStep) and first_if.then[1].text == "${ACCOUNT.USERNAME}"
-    assert seq.steps[0].then[1].text == "${account.username}"  # the original is untouched
+    assert isinstance(first_if.then[13], TypeStep) and first_if.then[13].text == "${ACCOUNT.USERNAME}"
+    assert seq.steps[0].then[13].text == "${account.username}"  # the original is untouched
