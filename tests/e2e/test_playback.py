@@ -185,7 +185,8 @@ async def test_popup_forced_mid_run_is_dismissed_and_run_completes(stack, events
 async def test_unplugged_mid_run_pauses_then_completes(stack, events, farm, adb_server):
     hub, node = stack
     serial = farm.serials[2]
-    # Retry tiers shorter than the unplug: they run out first, then the device check waits.
+    # The pulled cable is seen as "gone" (the watcher pauses the phone, or adb fails with
+    # DeviceGone), which goes to the device check at once; the tiers start over after it.
     retry = RetryPolicy(immediate=1, immediate_delay_s=0.3, short=1, short_delay_s=0.6)
     steps = [SleepStep(seconds=0.5)] + post_steps("Back from the unplug")
     run = make_run(steps, account="clipshare.clip_creator", retry=retry)
