@@ -171,6 +171,7 @@ class PhoneUI:
             raise ValueError(f"no launcher app ({LAUNCHER_PACKAGE}) among the loaded apps")
         self._states: dict[str, _AppState] = {}
         self._popup: tuple[str, str] | None = None  # (owner package, popup name)
+        self._focus_under_popup: tuple[str, str, str | None] | None = None
         self._recents: list[str] = []  # most recent first, launcher excluded
         self._foreground = LAUNCHER_PACKAGE
         self._states[LAUNCHER_PACKAGE] = _AppState(screen=self._launch_screen(self._apps[LAUNCHER_PACKAGE]))
@@ -363,9 +364,20 @@ class PhoneUI:
     def _show_popup(self, owner: str, name: str) -> None:
         self._popup = (owner, name)
         state = self._states.get(self._foreground)
+        self._focus_under_popup = None
         if state is not None:
-            state.focused = None  # a dialog takes input focus from the keyboard
+            # A dialog takes input focus from the field; Android gives it back on close.
+            self._focus_under_popup = (self._foreground, state.screen, state.focused)
+            state.focused = None
         log.info("popup shown popup=%s owner=%s", name, owner)
+
+    def _close_popup(self) -> None:
+        """The dialog closes in place: the field under it gets its focus back."""
+        self._popup = None
+        under, self._focus_under_popup = self._focus_under_popup, None
+        state = self._states.get(self._foreground)
+        if under is not None and state is not None and under[:2] == (self._foreground, state.screen):
+            state.focused = under[2]
 
     def _entered(self, package: str, screen: str) -> None:
         """on_enter popup triggers of the app whose screen was just entered."""
@@ -409,7 +421,7 @@ class PhoneUI:
         fields = state.fields if state is not None else {}
         accounts = self._accounts[package]
         if from_popup or action.dismiss:
-            self._popup = None
+            self._close_popup()
         for name, value in action.set:
             fields[name] = value
         if action.login is not None:
@@ -539,7 +551,7 @@ class PhoneUI:
             elif code == KEYCODE_BACK:
                 if popup is not None:
                     if popup[1].cancelable:
-                        self._popup = None
+                        self._close_popup()
                 else:
                     self._back()
             elif code == KEYCODE_APP_SWITCH:

@@ -63,8 +63,9 @@ async def test_post_clip_on_four_phones_each_with_its_own_caption(stack, farm, a
     run = await _run_done(hub, started["run_id"])
     assert run["status"] == "completed", [
         (e["serial"], e["status"], e["error"], e["reason"],
-         [(s["path"], s["status"], s["screen"], s["error"]) for s in e["steps"] if s["status"] != "success"])
-        for e in run["executions"]]
+         [(s["path"], s["status"], s["screen"], s["error"]) for s in e["steps"] if s["status"] != "success"],
+         phone_log(adb_server, e["serial"])[-40:])
+        for e in run["executions"] if e["status"] != "completed"]
     captions = {}
     for ex in run["executions"]:
         assert ex["status"] == "completed" and ex["account"] == "clipshare.account1"

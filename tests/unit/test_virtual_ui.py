@@ -333,3 +333,17 @@ def test_popup_text_is_legible_to_ocr(apps):
     texts = [r[1] for r in result or []]
     assert any("Update available" in t for t in texts), texts
     assert any("Dismiss" in t for t in texts), texts
+
+
+def test_a_dismissed_popup_gives_the_field_its_focus_back(apps):
+    ui = make_ui(apps)
+    ui.start_app(CLIP)
+    ui.tap(540, 875)  # username field
+    ui.text("clip")
+    ui.force_popup("rate_us")
+    assert ui.describe()["focused_field"] is None
+    ui.text("lost")  # typed at the dialog: nowhere
+    ui.key(4)  # BACK closes the cancelable dialog in place
+    assert ui.describe()["popup"] is None and ui.describe()["focused_field"] is not None
+    ui.text("_creator")
+    assert ui.describe()["fields"][ui.describe()["focused_field"]] == "clip_creator"
