@@ -113,7 +113,7 @@ async def run(args: argparse.Namespace) -> None:
     farm_db = await FarmDB.open(data / "farm.sqlite3")
     hub = await Hub(args.listen, secret, store,
                     unknown=UnknownScreenQueue(data / "unknown-screens"),
-                    recordings=data / "sequences", db=farm_db, data_dir=data).start()
+                    db=farm_db, data_dir=data).start()
     runner = web.AppRunner(make_app(hub, token=args.token))
     await runner.setup()
     site = web.TCPSite(runner, host, int(port))

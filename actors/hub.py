@@ -48,6 +48,8 @@ class Hub:
                  data_dir: str | Path | None = None) -> None:
         self.store = store
         self.unknown = unknown
+        if recordings is None and data_dir is not None:
+            recordings = Path(data_dir) / "sequences"
         self.recorder = Recorder(recordings, lambda serial: self.phone_rows.get(serial, {}).get(
             "last_screen")) if recordings is not None else None
         self.command_deadline = command_deadline
@@ -56,7 +58,7 @@ class Hub:
         self.thumbs: dict[str, tuple[bytes, float]] = {}
         self.subscribers: set[asyncio.Queue] = set()
         # Sequence runs need the farm database (FarmDB) for records, accounts and variables.
-        self.runs: RunManager | None = (RunManager(self, db, data_dir or ".")
+        self.runs: RunManager | None = (RunManager(self, db, data_dir or ".", recorded=recordings)
                                         if db is not None else None)
         self.link = CoordinatorLink(listen, secret, sink=self, on_node_up=self._node_up,
                                     on_node_down=self._node_down, on_message=self._on_message,

@@ -3,7 +3,8 @@
 Owns the open recordings of the coordinator. A recording follows one lead phone (the first
 of its scope): every action the control endpoint runs on that phone becomes a step, with an
 ``expect_screen`` of the screen the matcher named just before it (interrupts skipped: they
-are cleared on their own at playback too), and stopping adds a ``wait_for_screen`` of the
+are cleared on their own at playback too; so are other apps' screens: playback makes the
+sequence's app active before its first step), and stopping adds a ``wait_for_screen`` of the
 final screen, so playing the file back proves it reached the same place. Unknown screens
 met meanwhile are queued by the phone actors as always. ``stop`` writes
 ``<folder>/<app>/<name>.json`` atomically; nothing is written for a recording never stopped.
@@ -108,7 +109,8 @@ class Recorder:
                 rec.skipped.append(str(action.get("type")))
                 continue
             screen = self.screen_of(serial)
-            if is_state(screen):
+            # Another app's screen is no expectation: playback makes the app active first.
+            if is_state(screen) and (rec.app is None or screen.split("/")[0] == rec.app):
                 rec.steps.append({"type": "expect_screen", "screen": screen})
             rec.steps.append(step)
 

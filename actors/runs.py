@@ -71,12 +71,15 @@ class RunManager:
     """Starts runs and keeps their execution records (``FarmDB``) in step with node events."""
 
     def __init__(self, hub: RunHub, db: Any, data_dir: str | Path, *,
-                 registry: Registry | None = None, library: str | Path = LIBRARY) -> None:
+                 registry: Registry | None = None, library: str | Path = LIBRARY,
+                 recorded: str | Path | None = None) -> None:
         self.hub = hub
         self.db = db
         self.data_dir = Path(data_dir)
         self.registry = registry
         self.library = Path(library)
+        # The operator's recorded sequences, looked up before the shipped library.
+        self.recorded = Path(recorded) if recorded is not None else None
         # (execution_id, step path) -> step_id of its latest start, for finish_step
         self._steps: dict[tuple[str, str], int] = {}
 
@@ -87,10 +90,14 @@ class RunManager:
         if isinstance(sequence, str):
             from sequences.load import library_names
 
-            try:
-                return sequence, load_named(sequence, self.library, self.registry)
-            except KeyError:
-                raise UnknownSequence(sequence, sorted(library_names(self.library))) from None
+            roots = [root for root in (self.recorded, self.library) if root is not None]
+            for root in roots:
+                try:
+                    return sequence, load_named(sequence, root, self.registry)
+                except KeyError:
+                    continue
+            known = sorted({name for root in roots for name in library_names(root)})
+            raise UnknownSequence(sequence, known) from None
         parsed = parse_sequence(sequence, "request: $.sequence", self.registry)
         return f"inline/{parsed.name}", parsed
 
