@@ -695,7 +695,8 @@ class FarmDB:
             media=_DBMedia(self, default_folder), custom=custom,
             counters=self._threaded(self.next_counter),
             clock=clock or (lambda: datetime.now(timezone.utc)),
-            ai=ai if ai is not None else NoAIProvider())
+            ai=ai if ai is not None else NoAIProvider(),
+            phones=await self.phone_rows(), farm_accounts=await self.account_rows())
 
     async def resolve_text(self, text: str, serial: str,
                            account: str | tuple[str, str] | None = None, *,

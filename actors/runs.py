@@ -121,14 +121,17 @@ class RunManager:
                 "executions": {serial: out for (serial, _), out in zip(targets, outcomes)}}
 
     async def _targets(self, scope: str) -> list[tuple[str, str | None]]:
-        phones = self.hub.phones()
-        try:
-            from sequences.scopes import targets
-        except ImportError:  # phone scopes only
-            from sequences.scopes import parse_phone_scope
+        from sequences.scopes import targets
 
-            return [(s, None) for s in parse_phone_scope(scope).resolve(phones)]
-        accounts = await self.db.account_rows() if self.db is not None else []
+        phones = self.hub.phones()
+        accounts: list[dict] = []
+        if self.db is not None:
+            # The farm database knows each phone's client and profile (phone:client:NAME,
+            # filter.phones where profile.…); the hub knows which phones are there now.
+            known = {row["serial"]: row for row in await self.db.phone_rows()}
+            phones = [{**known.get(p["serial"], {}), **p,
+                       "client": known.get(p["serial"], {}).get("client")} for p in phones]
+            accounts = await self.db.account_rows()
         return targets(scope, phones, accounts)
 
     async def _start_one(self, run_id: str, name: str, seq: Sequence, serial: str,

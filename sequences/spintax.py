@@ -10,6 +10,9 @@ Grammar::
     item     := text | escape | variable | spin
     escape   := "\\" one of  { } | $ \\ ( ) ,        (any other backslash is literal)
     variable := "${" name ( "." name )* [ "(" arg ( "," arg )* ")" ] "}"
+              | "${" function " " expression "}"   (function: random.account, count.accounts,
+                                                   filter.phones; expression: raw text up to
+                                                   the "}", evaluated by sequences.scope_functions)
     name     := [A-Za-z0-9_-]+
     arg      := item*            (ends at an unnested "," or ")"; balanced "(...)" allowed)
     spin     := "{" option ( "|" option )* "}"
@@ -27,8 +30,11 @@ from dataclasses import dataclass
 from typing import Union
 
 from protocol.errors import VariableError
+from sequences.scope_functions import FUNCTIONS
 
 ESCAPABLE = frozenset("{}|$\\(),")
+# Variables whose name is followed by a space and a scope expression (spec 15.2.3).
+SCOPE_FUNCTIONS = frozenset(FUNCTIONS)
 NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
 
 
@@ -49,6 +55,10 @@ class Var:
     args: tuple[tuple["Node", ...], ...] | None
     offset: int
     end: int
+    # Scope-aware functions (``${count.accounts in account:all@all}``): the raw text after
+    # the name, and where it starts in the template.
+    expression: str | None = None
+    expression_offset: int = 0
 
     @property
     def name(self) -> str:
@@ -173,6 +183,14 @@ class _Parser:
             if c == "}":
                 self.pos += 1
                 return Var(tuple(path), None, start, self.pos)
+            if c == " " and ".".join(path) in SCOPE_FUNCTIONS:
+                close = text.find("}", self.pos)
+                if close < 0:
+                    raise self.fail(start, "unterminated variable: missing '}'")
+                expression_offset = self.pos + 1
+                self.pos = close + 1
+                return Var(tuple(path), None, start, self.pos, text[expression_offset:close],
+                           expression_offset)
             if c == "(":
                 args = self.arguments()
                 if self.pos >= len(text):

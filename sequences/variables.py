@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Protocol
 
-from protocol.errors import FarmError, VariableError
+from protocol.errors import FarmError, ScopeError, VariableError
+from sequences.scope_functions import evaluate_function
 from sequences.spintax import Node, Spin, Text, Var, choose, parse
 
 log = logging.getLogger(__name__)
@@ -129,6 +130,9 @@ class VariableContext:
     counters: Callable[[str, int, int], int] = field(default_factory=MemoryCounters)
     clock: Callable[[], datetime] = _utc_now
     ai: AIProvider = field(default_factory=NoAIProvider)
+    # The whole farm, for the scope-aware functions (``${random.account from …}``).
+    phones: list[dict[str, Any]] = field(default_factory=list)
+    farm_accounts: list[dict[str, Any]] = field(default_factory=list)
 
 
 def parse_account_ref(ref: str | tuple[str, str]) -> tuple[str, str]:
@@ -176,6 +180,8 @@ class _Resolver:
 
     def variable(self, var: Var, text: str, depth: int) -> str:
         written = text[var.offset:var.end]
+        if var.expression is not None:
+            return self.scope_function(var, text)
         try:
             args = (None if var.args is None
                     else [self.sequence(a, text, depth) for a in var.args])
@@ -193,6 +199,18 @@ class _Resolver:
         except FarmError as e:
             raise VariableError(text, var.offset, f"{written}: {e}") from None
         return str(value)
+
+    def scope_function(self, var: Var, text: str) -> str:
+        """``${count.accounts in account:…}`` and its kin, over the farm's phones and accounts
+        (a list comes out comma-separated)."""
+        head = f"{var.name} "
+        try:
+            value = evaluate_function(head + var.expression, self.ctx.phones,
+                                      self.ctx.farm_accounts, self.rng)
+        except ScopeError as e:
+            offset = var.expression_offset + max(0, e.offset - len(head))
+            raise VariableError(text, offset, f"{text[var.offset:var.end]}: {e.reason}") from None
+        return ",".join(value) if isinstance(value, list) else str(value)
 
     # -- categories ------------------------------------------------------------------------
 

@@ -340,3 +340,27 @@ def test_farm_vars_preview_error_has_a_caret(demo_db, capsys):
     assert err[1:] == ["  Hi ${profile.nick}!", "     ^"]
     assert farm_main(["vars", "preview", "x", "--phone", "emu-1",
                       "--db", str(demo_db.parent / "missing.sqlite3")]) == 2
+
+
+def test_scope_functions_inside_variables() -> None:
+    """${random.account from …}, ${count.accounts in …}, ${filter.phones where …} (spec 15.2.3)."""
+    import random as _random
+
+    from sequences.variables import VariableContext, resolve
+
+    phones = [{"serial": "p1", "tags": ["phone1"], "profile": {"gender": "female"}},
+              {"serial": "p2", "tags": ["phone2"], "profile": {"gender": "male"}}]
+    accounts = [{"platform": "clipshare", "account_number": "account1", "serial": "p1"},
+                {"platform": "clipshare", "account_number": "account2", "serial": "p1"},
+                {"platform": "clipshare", "account_number": "account1", "serial": "p2"}]
+    ctx = VariableContext(phones=phones, farm_accounts=accounts)
+    rng = _random.Random(3)
+    assert resolve("${count.accounts in account:clipshare.all@all} accounts", ctx, rng) == "3 accounts"
+    assert resolve("{men|males}: ${filter.phones where profile.gender=male}", ctx,
+                   _random.Random(0)) in ("men: p2", "males: p2")
+    picked = resolve("${random.account from account:clipshare.all@phone1}", ctx, rng)
+    assert picked in ("clipshare.account1@p1", "clipshare.account2@p1")
+    text = "go ${count.accounts in account:tiktok.all@all}"
+    with pytest.raises(VariableError) as err:
+        resolve(text, ctx, rng)
+    assert err.value.offset == text.index("tiktok")
