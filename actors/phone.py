@@ -220,7 +220,7 @@ class PhoneActor(BridgedActor):
         elif kind == "text":
             d.type_text(a["text"])
         elif kind == "key":
-            d.key(a["key"])
+            d.key(a["key"], a.get("repeat", 1))
         elif kind == "launch_app":
             d.launch_app(a["package"], a.get("activity"))
             self._set_app(a["package"])

@@ -478,7 +478,7 @@ class PlaybackActor(pykka.ThreadingActor):
         if isinstance(step, TypeStep):
             return {"type": "text", "text": step.text}
         if isinstance(step, KeyStep):
-            return {"type": "key", "key": step.key}
+            return {"type": "key", "key": step.key, "repeat": step.repeat}
         if isinstance(step, LaunchAppStep):
             package = step.package or self._package_of(step.app)
             if package is None:

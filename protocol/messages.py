@@ -19,6 +19,7 @@ import msgspec
 from sequences.model import RetryPolicy, Step
 
 PROTOCOL_VERSION = 1
+MAX_KEY_REPEAT = 100  # presses of one key action (a 30-character field cleared with DEL)
 
 
 # --- device actions (inside Command) ---------------------------------------------------
@@ -53,6 +54,7 @@ class Text(_Action, tag="text", frozen=True):
 
 class Key(_Action, tag="key", frozen=True):
     key: int | str  # Android keycode number or name such as "KEYCODE_BACK"
+    repeat: int = 1  # presses in one `input keyevent` (clearing a field: DEL x30)
 
 
 class LaunchApp(_Action, tag="launch_app", frozen=True):

@@ -32,6 +32,7 @@ from typing import Any, Callable
 import msgspec
 
 from protocol.errors import FarmError, ValidationError, ValidationErrors
+from protocol.messages import MAX_KEY_REPEAT
 from registry.load import DEMO_REGISTRY, load_registry
 # The registry loader's JSON line index (path -> line, duplicate keys) serves sequence files
 # just as well; one implementation of "which line holds $.steps[3].x".
@@ -264,6 +265,9 @@ class _Checker:
                 self.check_key(key, at("key"))
             elif "key" not in s:
                 self.problem(path, "a key step needs a key (HOME, BACK, ENTER or a code)")
+            repeat = s.get("repeat", 1)
+            if isinstance(repeat, int) and not 1 <= repeat <= MAX_KEY_REPEAT:
+                self.problem(at("repeat"), f"must be 1..{MAX_KEY_REPEAT}, got {repeat}")
         elif kind in ("wait_for_screen", "expect_screen", "if_screen"):
             if "screen" not in s:
                 self.problem(path, f"a {kind} step needs a screen (e.g. clipshare/feed)")

@@ -56,7 +56,10 @@ class TypeStep(_Step, tag="type", frozen=True):
 
 
 class KeyStep(_Step, tag="key", frozen=True):
+    """Press ``key`` ``repeat`` times in one go (e.g. DEL x30 clears a field)."""
+
     key: str = ""
+    repeat: int = 1
 
 
 class WaitForScreenStep(_Step, tag="wait_for_screen", frozen=True):

@@ -26,6 +26,7 @@ import numpy as np
 from actors.device.adb_server import AdbServer, AdbServerError, read_until_close, recv_exactly
 from actors.device.keycodes import key_code
 from protocol.errors import DeviceError, DeviceGone
+from protocol.messages import MAX_KEY_REPEAT
 
 log = logging.getLogger(__name__)
 
@@ -201,12 +202,16 @@ class DeviceDriver:
     def swipe(self, x1: int, y1: int, x2: int, y2: int, duration_ms: int = 300) -> None:
         self.shell(f"input swipe {int(x1)} {int(y1)} {int(x2)} {int(y2)} {int(duration_ms)}")
 
-    def key(self, key: int | str) -> None:
+    def key(self, key: int | str, repeat: int = 1) -> None:
+        """Press ``key`` ``repeat`` times (one `input keyevent` with the code repeated)."""
         try:
             code = key_code(key)
         except ValueError as exc:
             raise DeviceError(self.serial, f"key {key!r}", str(exc)) from exc
-        self.shell(f"input keyevent {code}")
+        if not 1 <= repeat <= MAX_KEY_REPEAT:
+            raise DeviceError(self.serial, f"key {key!r}",
+                              f"repeat {repeat} is not in 1..{MAX_KEY_REPEAT}")
+        self.shell("input keyevent " + " ".join([str(code)] * repeat))
 
     def type_text(self, text: str) -> None:
         """Type ``text`` exactly into the focused field.

@@ -51,10 +51,12 @@ def test_gestures_and_keys_arrive_as_such(driver):
     driver.swipe(100, 2000, 100, 500, 350)
     driver.key("BACK")
     driver.key(3)
+    driver.key("DEL", repeat=3)
     got = [(e["kind"], e.get("x", e.get("x1")), e.get("duration_ms"), e.get("code"))
            for e in inputs(driver)]
     assert got == [("tap", 10, None, None), ("long_press", 30, 900, None),
-                   ("swipe", 100, 350, None), ("key", None, None, 4), ("key", None, None, 3)]
+                   ("swipe", 100, 350, None), ("key", None, None, 4), ("key", None, None, 3)] + \
+        [("key", None, None, 67)] * 3
 
 
 @pytest.mark.parametrize("text", TRICKY_TEXTS)
@@ -72,6 +74,8 @@ def test_type_text_round_trip_is_exact(driver, text):
 def test_unknown_key_is_a_clear_error(driver):
     with pytest.raises(DeviceError, match="unknown key 'HOMEE'"):
         driver.key("HOMEE")
+    with pytest.raises(DeviceError, match="repeat 0 is not in 1..100"):
+        driver.key("DEL", repeat=0)
 
 
 def test_launch_stop_and_current_app(driver):

@@ -157,8 +157,17 @@ def test_walk_and_map_texts_reach_nested_steps() -> None:
     assert "steps[0].then[1]" in paths and "steps[0].otherwise[0].then[0]" in paths
     seen: list[str] = []
     out = map_texts(seq.steps, lambda text, path: seen.append(path) or text.upper())
-    assert "steps[0].then[13]" in seen and "steps[0].otherwise[23]" in seen
+    assert "steps[0].then[2]" in seen and "steps[0].otherwise[12]" in seen
     first_if = out[0]
     assert isinstance(first_if, IfScreenStep)
-    assert isinstance(first_if.then[13], TypeStep) and first_if.then[13].text == "${ACCOUNT.USERNAME}"
-    assert seq.steps[0].then[13].text == "${account.username}"  # the original is untouched
+    assert isinstance(first_if.then[2], TypeStep) and first_if.then[2].text == "${ACCOUNT.USERNAME}"
+    assert seq.steps[0].then[2].text == "${account.username}"  # the original is untouched
+
+
+def test_key_repeat_is_bounded(tmp_path) -> None:
+    from sequences.load import parse_sequence
+
+    seq = parse_sequence({"name": "x", "steps": [{"type": "key", "key": "DEL", "repeat": 30}]})
+    assert seq.steps[0].repeat == 30
+    with pytest.raises(ValidationErrors, match=r"steps\[0\].repeat: must be 1..100, got 0"):
+        parse_sequence({"name": "x", "steps": [{"type": "key", "key": "DEL", "repeat": 0}]})
