@@ -270,7 +270,8 @@ class Hub:
             out["screen"] = f"/api/phones/{serial}/screen"
         return out
 
-    async def _send_action(self, serial: str, action: dict, execution_id: str | None = None) -> dict:
+    async def _send_action(self, serial: str, action: dict | Action,
+                           execution_id: str | None = None) -> dict:
         row = self.phone_rows.get(serial)
         if row is None:
             raise PhoneNotFound(serial)
@@ -278,7 +279,7 @@ class Hub:
         if self.node_rows.get(node, {}).get("state") != "up":
             return {"status": "gone", "error": f"node {node} of phone {serial} is down"}
         try:
-            typed = msgspec.convert(action, Action)
+            typed = msgspec.convert(action, Action) if isinstance(action, dict) else action
         except msgspec.ValidationError as exc:
             raise ValidationError("action", str(exc)) from None
         command = Command(command_id=uuid.uuid4().hex, serial=serial, action=typed,
@@ -296,19 +297,7 @@ class Hub:
     async def send_run(self, serial: str, run: RunSequence) -> dict:
         """Start ``run`` on the phone's node (the node answers at once: started, locked, or
         why not; progress comes as execution events)."""
-        row = self.phone_rows.get(serial)
-        if row is None:
-            raise PhoneNotFound(serial)
-        node = row["node"]
-        if self.node_rows.get(node, {}).get("state") != "up":
-            return {"status": "gone", "error": f"node {node} of phone {serial} is down"}
-        command = Command(command_id=uuid.uuid4().hex, serial=serial, action=run,
-                          execution_id=run.execution_id)
-        try:
-            result = await self.link.send_command(node, command, deadline=self.command_deadline)
-        except DeliveryError as exc:
-            return {"status": "error", "error": str(exc)}
-        return {"status": result.status, "error": result.error, **result.data}
+        return await self._send_action(serial, run, run.execution_id)
 
     async def screen(self, serial: str, width: int | None = None) -> tuple[bytes, str]:
         if serial not in self.phone_rows:

@@ -372,14 +372,8 @@ class PlaybackActor(pykka.ThreadingActor):
             self._sleep(self.opt.settle_s)
         for second_look in (False, True):
             out = self._look()
-            status = out.get("status")
-            if status == "gone":
-                return _Attempt(False, reason="device_gone", error=out.get("error"), gone=True)
-            if status == "locked":
-                return _Attempt(False, reason="lock_lost", error=f"held by {out.get('holder')}",
-                                final=True)
-            if status != "ok":
-                return _Attempt(False, reason="device_error", error=out.get("error"))
+            if out.get("status") != "ok":
+                return self._action_failed(out, otherwise="device_error")
             if out.get("kind") != "unknown" or second_look:
                 break
             self._sleep(self.opt.unknown_confirm_s)
@@ -486,14 +480,16 @@ class PlaybackActor(pykka.ThreadingActor):
             return {"type": "launch_app", "package": package}
         return None
 
-    def _action_failed(self, out: dict) -> _Attempt:
+    def _action_failed(self, out: dict, otherwise: str = "action_error") -> _Attempt:
+        """A phone actor's answer that was not "ok", as a failed attempt; ``otherwise`` is the
+        reason when the device is there and the lock still ours."""
         status = out.get("status")
         if status == "gone":
             return _Attempt(False, reason="device_gone", error=out.get("error"), gone=True)
         if status == "locked":
             return _Attempt(False, reason="lock_lost", error=f"held by {out.get('holder')}",
                             final=True)
-        return _Attempt(False, reason="action_error", error=out.get("error"))
+        return _Attempt(False, reason=otherwise, error=out.get("error"))
 
     def _attempt(self, step: Step, state: dict) -> _Attempt:
         if isinstance(step, WaitForScreenStep):

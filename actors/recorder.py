@@ -47,7 +47,10 @@ def action_step(action: dict) -> dict | None:
     if kind == "text":
         return {"type": "type", "text": action["text"]}
     if kind == "key":
-        return {"type": "key", "key": str(action["key"])}
+        step = {"type": "key", "key": str(action["key"])}
+        if action.get("repeat", 1) != 1:
+            step["repeat"] = action["repeat"]
+        return step
     if kind == "launch_app":
         return {"type": "launch_app", "package": action["package"]}
     return None  # screenshots, stop_app, locks: not part of what a sequence replays

@@ -27,7 +27,6 @@ import uuid
 from pathlib import Path
 from typing import Any, Protocol
 
-import msgspec
 
 from protocol.errors import FarmError, ValidationError, ValidationErrors
 from protocol.files import write_atomic
@@ -51,8 +50,7 @@ class RunHub(Protocol):
 
     def phones(self) -> list[dict]: ...
 
-    async def _send_action(self, serial: str, action: dict,
-                           execution_id: str | None = None) -> dict: ...
+    async def send_run(self, serial: str, run: RunSequence) -> dict: ...
 
 
 class UnknownSequence(FarmError):
@@ -152,7 +150,7 @@ class RunManager:
             if account_id is not None:
                 await self.db.update_execution(execution_id, account_id=account_id)
         try:
-            result = await self.hub._send_action(serial, msgspec.to_builtins(run), execution_id)
+            result = await self.hub.send_run(serial, run)
         except FarmError as exc:
             return await self._failed_at_start(out, "failed", "send", str(exc))
         status = result.get("status")

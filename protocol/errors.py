@@ -6,6 +6,18 @@ what was wrong and where: the phone serial and command, the peer, the file/line/
 
 from __future__ import annotations
 
+import re
+
+_MSGSPEC_AT = re.compile(r" - at `(\$[^`]*)`$")
+
+
+def split_msgspec_error(message: str) -> tuple[str, str]:
+    """A msgspec validation message as (JSON path, reason): ``"Expected `int`, got `str` -
+    at `$.steps[3].x`"`` gives ``("$.steps[3].x", "Expected `int`, got `str`")``; the path is
+    ``"$"`` when msgspec names none."""
+    m = _MSGSPEC_AT.search(message)
+    return (m.group(1), message[:m.start()]) if m else ("$", message)
+
 
 class FarmError(Exception):
     """Root of every phonefarm error."""

@@ -33,7 +33,7 @@ import cv2
 import msgspec
 import numpy as np
 
-from protocol.errors import ValidationError, ValidationErrors
+from protocol.errors import ValidationError, ValidationErrors, split_msgspec_error
 from protocol.files import is_temp_name, remove_stale_temps, write_atomic
 from registry.model import GLOBAL_APP, App, Registry, RegistryFile, Screen
 
@@ -45,7 +45,6 @@ _APP_KEY = re.compile(r"[a-z0-9_]+")
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # The last component of a JSON path: `.name`, `[3]` or `["odd key"]`.
 _LAST_COMPONENT = re.compile(r'(\.[A-Za-z_][A-Za-z0-9_]*|\[\d+\]|\["(?:[^"\\]|\\.)*"\])$')
-_MSGSPEC_PATH = re.compile(r" - at `(\$[^`]*)`$")
 _WS = re.compile(r"[ \t\n\r]*")
 _STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.S)
 _SCALAR = re.compile(r"[^,\]}\s]+")
@@ -246,11 +245,8 @@ class _Loader:
         try:
             return msgspec.convert(value, type_)
         except msgspec.ValidationError as exc:
-            message = str(exc)
-            m = _MSGSPEC_PATH.search(message)
-            if m:
-                message = message[: m.start()]
-                path = path + m.group(1)[1:]
+            where, message = split_msgspec_error(str(exc))
+            path = path + where[1:]
             self.problem(source.where(path), message)
             return _BAD
 

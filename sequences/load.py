@@ -31,7 +31,7 @@ from typing import Any, Callable
 
 import msgspec
 
-from protocol.errors import FarmError, ValidationError, ValidationErrors
+from protocol.errors import FarmError, ValidationError, ValidationErrors, split_msgspec_error
 from protocol.messages import MAX_KEY_REPEAT
 from registry.load import DEMO_REGISTRY, load_registry
 # The registry loader's JSON line index (path -> line, duplicate keys) serves sequence files
@@ -48,7 +48,6 @@ _ACCOUNT = re.compile(r"[a-z0-9_]+\.[A-Za-z0-9_]+")
 _PLATFORM = re.compile(r"[a-z0-9_]+")
 _SCREEN = re.compile(r"(?P<app>[a-z0-9_]+)/(?:(?P<interrupt>interrupt:)?(?P<key>[A-Za-z0-9_]+))")
 _ACTION = re.compile(r"(?:(?P<app>[a-z0-9_]+)/)?(?P<screen>[A-Za-z0-9_]+)\.(?P<action>[A-Za-z0-9_]+)")
-_MSGSPEC_PATH = re.compile(r" - at `(\$[^`]*)`$")
 _STEP_CLASSES: dict[str, type] = {cls.__struct_config__.tag: cls for cls in typing.get_args(Step)}
 _BAD: Any = object()  # a value that failed to decode (its problem is recorded)
 
@@ -113,11 +112,8 @@ class _Checker:
         try:
             return msgspec.convert(value, type_)
         except msgspec.ValidationError as exc:
-            message = str(exc)
-            m = _MSGSPEC_PATH.search(message)
-            if m:
-                message = message[: m.start()]
-                path = path + m.group(1)[1:]
+            where, message = split_msgspec_error(str(exc))
+            path = path + where[1:]
             self.problem(path, message)
             return _BAD
 

@@ -8,7 +8,7 @@ modules, OpenCV included, only when run).
     farm phones                          table: serial, node, state, lock, app, screen
     farm tap SCOPE X Y                   farm long-tap SCOPE X Y [--ms 800]
     farm swipe SCOPE X1 Y1 X2 Y2 [--ms 300]
-    farm text SCOPE TEXT                 farm key SCOPE KEY
+    farm text SCOPE TEXT                 farm key SCOPE KEY [--repeat N]
     farm launch SCOPE PACKAGE [--activity A]
     farm stop SCOPE PACKAGE
     farm screenshot SERIAL -o F.png [--width W]
@@ -199,7 +199,8 @@ def _action_of(args: argparse.Namespace) -> dict:
     if kind == "text":
         return {"type": "text", "text": args.text}
     if kind == "key":
-        return {"type": "key", "key": int(args.key) if args.key.isdigit() else args.key}
+        return {"type": "key", "key": int(args.key) if args.key.isdigit() else args.key,
+                "repeat": args.repeat}
     if kind == "launch":
         return {"type": "launch_app", "package": args.package, "activity": args.activity}
     if kind == "stop":
@@ -471,6 +472,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("key", "press KEY (a keycode number or a name: HOME, BACK, ENTER...)", _cmd_action)
     p.add_argument("scope")
     p.add_argument("key")
+    p.add_argument("--repeat", type=int, default=1, help="presses in one go (default 1)")
 
     p = command("launch", "start the app PACKAGE", _cmd_action)
     p.add_argument("scope")

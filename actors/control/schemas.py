@@ -10,14 +10,14 @@ onto `protocol.messages` actions (same tags, same fields) but the lock operation
 from __future__ import annotations
 
 import json
-import re
 from typing import Annotated, Any, Literal, TypeVar, Union
 
 import msgspec
 from msgspec import Meta
 
 from actors.device.keycodes import key_code
-from protocol.errors import ValidationError
+from protocol.errors import ValidationError, split_msgspec_error
+from protocol.messages import MAX_KEY_REPEAT
 
 MAX_BODY_BYTES = 1024 * 1024
 
@@ -60,6 +60,7 @@ class TextAction(_ControlAction, tag="text", frozen=True):
 
 class KeyAction(_ControlAction, tag="key", frozen=True):
     key: KeyValue
+    repeat: Annotated[int, msgspec.Meta(ge=1, le=MAX_KEY_REPEAT)] = 1
 
 
 class LaunchAppAction(_ControlAction, tag="launch_app", frozen=True):
@@ -189,7 +190,6 @@ class RequestError(ValidationError):
 
 
 T = TypeVar("T")
-_AT_PATH = re.compile(r" - at `(\$[^`]*)`$")
 _DECODERS: dict[type, msgspec.json.Decoder] = {}
 
 
@@ -204,10 +204,7 @@ def decode_request(body: bytes, kind: type[T], what: str = "a JSON object") -> T
     try:
         return decoder.decode(body)
     except msgspec.ValidationError as exc:
-        message = str(exc)
-        match = _AT_PATH.search(message)
-        path = match.group(1) if match else "$"
-        reason = message[:match.start()] if match else message
+        path, reason = split_msgspec_error(str(exc))
         raise RequestError(path, reason, field=path) from None
     except msgspec.DecodeError as exc:
         raise _syntax_error(body, str(exc)) from None

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 
-import msgspec
 import pytest
 
 from actors.persistence import FarmDB, seed_demo
@@ -26,9 +25,7 @@ class StubHub:
     def phones(self) -> list[dict]:
         return [{"serial": s, "node": "n1", "tags": [f"phone{i + 1}"]} for i, s in enumerate(SERIALS)]
 
-    async def _send_action(self, serial: str, action: dict, execution_id: str | None = None) -> dict:
-        run = msgspec.convert(action, RunSequence)
-        assert run.execution_id == execution_id
+    async def send_run(self, serial: str, run: RunSequence) -> dict:
         self.sent.append((serial, run))
         return self.answers.get(serial, {"status": "ok", "error": None, "started": True})
 
