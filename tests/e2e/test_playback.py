@@ -185,18 +185,19 @@ async def test_popup_forced_mid_run_is_dismissed_and_run_completes(stack, events
 async def test_unplugged_mid_run_pauses_then_completes(stack, events, farm, adb_server):
     hub, node = stack
     serial = farm.serials[2]
-    # The pulled cable is seen as "gone" (the watcher pauses the phone, or adb fails with
-    # DeviceGone), which goes to the device check at once; the tiers start over after it.
-    retry = RetryPolicy(immediate=1, immediate_delay_s=0.3, short=1, short_delay_s=0.6)
+    # The case: a cable pulled for 15 s, longer than the immediate tier, under the
+    # default retry policy. The pulled cable is seen as "gone" (the watcher pauses the phone,
+    # or adb fails with DeviceGone), which goes to the device check at once; the tiers
+    # start over after it.
     steps = [SleepStep(seconds=0.5)] + post_steps("Back from the unplug")
-    run = make_run(steps, account="clipshare.clip_creator", retry=retry)
+    run = make_run(steps, account="clipshare.clip_creator", retry=RetryPolicy())
     assert (await hub.send_run(serial, run))["status"] == "ok"
     await events.wait(run.execution_id, "step_started", where=lambda d: d["path"] == "steps[0]")
-    vphone(adb_server, serial, "unplug 4")
+    vphone(adb_server, serial, "unplug 15")
     paused = await events.wait(run.execution_id, "execution_paused", timeout=20)
     assert paused["reason"]
     assert node.directory.record(serial).lock_holder == run.execution_id  # kept meanwhile
-    await events.wait(run.execution_id, "execution_resumed", timeout=30)
+    await events.wait(run.execution_id, "execution_resumed", timeout=45)
     fin = await events.finished(run.execution_id)
     assert fin["status"] == "completed", failed_steps(events, run.execution_id)
     names = [e["event"] for e in events.of(run.execution_id)]
