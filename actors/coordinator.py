@@ -21,7 +21,7 @@ from aiohttp import web
 
 from actors.control.app import make_app
 from actors.control.auth import check_bind
-from actors.device.adb_server import free_port, kill_adb_server, start_adb_server
+from actors.device.adb_server import kill_adb_server, start_private_adb_server
 from actors.event_store import EventStore
 from actors.hub import Hub
 from actors.persistence import FarmDB, seed_demo
@@ -72,12 +72,12 @@ class Demo:
 
     def __init__(self, data: Path, phones: int, coordinator: str, secret: str) -> None:
         self.data, self.phones, self.coordinator, self.secret = data, phones, coordinator, secret
-        self.adb_port = free_port()
+        self.adb_port: int | None = None
         self.children: list[subprocess.Popen] = []
         self.serials: list[str] = []
 
     def start(self) -> None:
-        start_adb_server(self.adb_port)
+        self.adb_port = start_private_adb_server().port
         env = {**os.environ, "PHONEFARM_SECRET": self.secret}
         virtual = subprocess.Popen(
             [sys.executable, "-m", "virtual.cli", "--phones", str(self.phones),
@@ -101,7 +101,8 @@ class Demo:
             except subprocess.TimeoutExpired:
                 child.kill()
                 child.wait()
-        kill_adb_server(self.adb_port)
+        if self.adb_port is not None:
+            kill_adb_server(self.adb_port)
 
 
 async def run(args: argparse.Namespace) -> None:

@@ -26,8 +26,8 @@ import adbutils  # noqa: E402
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from actors.device.adb_server import (AdbServer, free_port, kill_adb_server,  # noqa: E402
-                                      start_adb_server)
+from actors.device.adb_server import (AdbServer, kill_adb_server,  # noqa: E402
+                                      start_private_adb_server)
 from actors.device.driver import DeviceDriver  # noqa: E402
 
 
@@ -77,8 +77,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=200)
     ap.add_argument("--seconds", type=float, default=3.0, help="per throughput figure")
     args = ap.parse_args()
-    port = free_port()
-    adb = start_adb_server(port)
+    adb = start_private_adb_server()
+    port = adb.port
     farm, serials = start_phones(32, port)
     try:
         serial = serials[0]

@@ -11,17 +11,16 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from actors.device.adb_server import AdbServer, free_port, kill_adb_server, start_adb_server  # noqa: E402
+from actors.device.adb_server import AdbServer, kill_adb_server, start_private_adb_server  # noqa: E402
 from virtual.farm import FarmSpec, VirtualFarm  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def adb_server() -> AdbServer:
     """A real Debian adb server of this test module's own, stopped by its own command."""
-    port = free_port()
-    server = start_adb_server(port)
+    server = start_private_adb_server()
     yield server
-    kill_adb_server(port)
+    kill_adb_server(server.port)
 
 
 @pytest.fixture(scope="module")

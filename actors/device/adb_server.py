@@ -170,6 +170,37 @@ def start_adb_server(port: int, adb_path: str = "adb", timeout: float = 20.0) ->
             time.sleep(0.05)
 
 
+def _answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+def start_private_adb_server(adb_path: str = "adb", attempts: int = 20) -> AdbServer:
+    """A new adb server of the caller's own, on a port nobody else serves.
+
+    ``start_adb_server`` reuses a server already on its port, so two runs that drew the same
+    free port would share one server, and the first to finish would kill the other's. Ports
+    come at random from a range outside the kernel's ephemeral one (where back-to-back
+    ``free_port()`` calls of two processes can meet) and must be silent before we start."""
+    import random
+
+    rng = random.SystemRandom()
+    for _ in range(attempts):
+        port = rng.randrange(20000, 32000)
+        if _answers(port):
+            continue
+        try:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return start_adb_server(port, adb_path)
+    raise AdbServerError(f"no free port for a private adb server after {attempts} tries")
+
+
 def kill_adb_server(port: int, adb_path: str = "adb") -> None:
     import subprocess
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from actors.device.adb_server import AdbServer, free_port, kill_adb_server, start_adb_server
+from actors.device.adb_server import AdbServer, free_port, kill_adb_server, start_private_adb_server
 from actors.device.driver import DeviceDriver
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -59,7 +59,7 @@ class Farm:
             log_name=name)
 
     def add_rack(self, name: str, phones: int) -> None:
-        self.adb[name] = start_adb_server(free_port())
+        self.adb[name] = start_private_adb_server()
         proc = self._spawn("virtual.cli", "--phones", str(phones), "--adb-port",
                            str(self.adb[name].port), "--seed", str(len(self.adb) * 10),
                            log_name=f"virtual-{name}", stdout=subprocess.PIPE, text=True)
