@@ -141,14 +141,14 @@ class Hub:
         data = dict(event.data)
         if event.event == "unknown_screen":
             data = await self._queue_unknown(node, event.seq, event.serial, data)
-        runs = self.runs if event.event in RUN_EVENTS else None
-        if runs is not None:
-            data = await runs.take_screenshot(event.event, data)
+        if event.event in RUN_EVENTS and self.runs is not None:
+            # Records first, idempotently: a crash after storing the event but before the
+            # record would otherwise lose the record (a stored event is never applied again).
+            data = await self.runs.take_screenshot(event.event, data)
+            await self.runs.apply(event.event, event.serial, data)
         if not await self.store.add(node, event.seq, event.event, event.serial, data,
                                     time.time()):
             return
-        if runs is not None:
-            await runs.apply(event.event, event.serial, data)
         if node in self.node_rows:
             self.node_rows[node]["last_heartbeat"] = time.time()
         self._apply(node, event.event, event.serial, data)

@@ -400,6 +400,15 @@ class FarmDB:
                           (step_number, row[0]))
         return step[0]
 
+    async def find_step(self, key: str, path: str) -> tuple[int, str] | None:
+        """(step_id, status) of the latest step of execution ``key`` at ``path``, or None:
+        a replayed step event finds the row its first delivery wrote."""
+        row = await self._one(
+            "SELECT s.step_id, s.status FROM execution_steps s JOIN executions e"
+            " ON e.execution_id = s.execution_id WHERE e.execution_key = ? AND s.path = ?"
+            " ORDER BY s.step_id DESC LIMIT 1", (key, path))
+        return None if row is None else (row[0], row[1])
+
     async def finish_step(self, step_id: int, status: str, *, screen_name: str | None = None,
                           error: str | None = None, screenshot: str | None = None,
                           end_time: datetime | None = None) -> None:

@@ -78,8 +78,6 @@ class RunManager:
         self.library = Path(library)
         # The operator's recorded sequences, looked up before the shipped library.
         self.recorded = Path(recorded) if recorded is not None else None
-        # (execution_id, step path) -> step_id of its latest start, for finish_step
-        self._steps: dict[tuple[str, str], int] = {}
 
     # --- starting ----------------------------------------------------------------------------
     def sequence(self, sequence: str | dict) -> tuple[str, Sequence]:
@@ -301,18 +299,19 @@ class RunManager:
                 fields["error_message"] = data.get("error")
                 fields["error_reason"] = data.get("reason")
             await db.update_execution(execution_id, **fields)
-            for key in [k for k in self._steps if k[0] == execution_id]:
-                del self._steps[key]
         elif event == "step_started":
             path = str(data.get("path"))
-            self._steps[(execution_id, path)] = await db.add_step(
-                execution_id, int(data.get("index") or 0), data.get("type"), path=path)
+            found = await db.find_step(execution_id, path)
+            if found is None or found[1] != "running":  # else: this start, delivered again
+                await db.add_step(execution_id, int(data.get("index") or 0), data.get("type"),
+                                  path=path)
         elif event == "step_finished":
             path = str(data.get("path"))
-            step_id = self._steps.pop((execution_id, path), None)
-            if step_id is None:  # its start came before a coordinator restart
-                step_id = await db.add_step(execution_id, int(data.get("index") or 0),
-                                            data.get("type"), path=path)
+            found = await db.find_step(execution_id, path)
+            # A replayed finish updates the row again; a finish whose start never arrived
+            # (stored before a crash, say) gets its row now.
+            step_id = found[0] if found is not None else await db.add_step(
+                execution_id, int(data.get("index") or 0), data.get("type"), path=path)
             status = STEP_STATUS.get(str(data.get("status")), str(data.get("status")))
             await db.finish_step(step_id, status, screen_name=data.get("screen"),
                                  error=data.get("error"), screenshot=data.get("screenshot"))

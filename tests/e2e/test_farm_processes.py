@@ -244,3 +244,33 @@ def test_coordinator_kill_9_and_restart_loses_no_journaled_event(farm):
     con.close()
     assert during[-2:] == ["phone_paused", "phone_resumed"]
     assert farm.phones()[serial]["state"] == "online"
+
+
+def test_coordinator_kill_9_mid_run_the_run_completes_with_every_step_recorded_once(farm):
+    """The node plays on while the coordinator is gone; its journaled step events reach the
+    restarted coordinator, whose records end complete, each step once (spec 12.3.1)."""
+    serial = farm.serials["rack1"][1]
+    taps_before = len(taps(farm, serial))
+    steps = []
+    for i in range(6):
+        steps += [{"type": "tap", "x": 100 + i, "y": 2000}, {"type": "sleep", "seconds": 0.4}]
+    started = farm.post("/api/runs", {"scope": f"phone:{serial}",
+                                      "sequence": {"name": "slow_taps", "steps": steps}})
+    run_id = started["run_id"]
+    execution_id = started["executions"][serial]["execution_id"]
+    wait(lambda: any(s["status"] == "success" for s in
+                     (farm.get(f"/api/executions/{execution_id}") or {}).get("steps", [])),
+         20, "a first step recorded")
+    farm.coordinator.send_signal(signal.SIGKILL)
+    farm.coordinator.wait()
+    time.sleep(1.5)  # steps go on, journaled on the node
+    farm.start_coordinator()
+    run = wait(lambda: (r := farm.get(f"/api/runs/{run_id}")) and r["status"] != "running" and r,
+               60, "the run to end after the restart")
+    assert run["status"] == "completed", run
+    (execution,) = run["executions"]
+    paths = [s["path"] for s in execution["steps"]]
+    assert sorted(paths) == sorted(f"steps[{i}]" for i in range(12)), paths  # each once
+    assert all(s["status"] == "success" for s in execution["steps"]), execution["steps"]
+    played = [(t["x"], t["y"]) for t in taps(farm, serial)[taps_before:]]
+    assert [xy for xy in played if xy[1] == 2000] == [(100 + i, 2000) for i in range(6)]
