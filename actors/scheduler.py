@@ -1,0 +1,616 @@
+"""The coordinator's scheduler core (spec 11.2, 7.5.9, 14.3): pure planning, clock injected.
+
+Owns: the schedule definitions (immediate, scheduled, window, recurring by cron or by the
+spec's recurrence JSON), when each fires (``next_fire``, ``plan_window``), and turning a due
+occurrence into jobs, one per (occurrence, phone, account) of the target resolved at fire
+time. Then the jobs' life up to dispatch: a queue per phone (never two jobs running on one
+phone), round robin across a phone's accounts, a stagger per node (no two dispatches to one
+node within ``stagger_s``), dependencies (a failed prerequisite skips its dependents with the
+reason), the per-schedule retry policy, misfires after downtime (run once late within the
+grace period, else skip), and a list of events the caller persists.
+
+Does not own: talking to phones (``dispatch`` is injected; it asks the phone actor for its
+lock and starts the run), resolving scopes and groups (``resolve_targets``), where a phone
+lives (``node_of``), nor storage. All state is plain msgspec data in ``SchedulerState`` so a
+later session can store it in the farm DB and hand it back to ``Scheduler(state=...)``.
+
+Nothing here sleeps or reads the wall clock: ``tick()`` is called by the owner (about once
+a second in production; tests assign the fake clock and call it).
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import random
+import zlib
+from datetime import datetime, timedelta, timezone
+from typing import Any, Awaitable, Callable, Literal
+
+import msgspec
+from croniter import croniter
+
+ScheduleType = Literal["immediate", "scheduled", "window", "recurring"]
+ScheduleStatus = Literal["pending", "active", "paused", "completed", "cancelled"]
+JobStatus = Literal["queued", "running", "completed", "failed", "skipped", "cancelled"]
+
+TERMINAL: frozenset[str] = frozenset({"completed", "failed", "skipped", "cancelled"})
+# A bounded walk over missed occurrences: a per-minute cron with a grace of a week is 10080.
+_MAX_WALK = 20000
+_DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+
+
+class Misfire(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """What to do with an occurrence found late (the coordinator was down): run it once late
+    if it is at most ``grace_s`` late, else skip it (recorded)."""
+
+    grace_s: float = 60.0
+
+
+class JobRetry(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """Retry of a whole sequence run on one phone: up to ``attempts`` more tries after a
+    failure, each queued again ``delay_s`` after the failure. (Step retries are the node's,
+    ``sequences.model.RetryPolicy``.)"""
+
+    attempts: int = 0
+    delay_s: float = 60.0
+
+
+class Schedule(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """One scheduled workflow sequence (a row of spec 7.5.9's ``scheduled_workflows``).
+
+    ``target`` is a scope text (``account:tiktok.all@phone1``) or ``group:NAME``, resolved
+    when each occurrence fires. By type: ``immediate`` fires on the first tick after it is
+    added (``at`` optional); ``scheduled`` at ``at``; ``window`` at ``count`` random times in
+    [``window_start``, ``window_end``], at least ``min_gap_s`` apart, drawn from ``seed``
+    (default: derived from ``id``, so the plan is stable across restarts); ``recurring`` by
+    ``cron`` (5 fields, UTC) or ``recurrence`` (see ``recurrence_to_cron``), optionally bounded
+    by ``until``. ``depends_on`` holds schedule ids or job ids (see ``Scheduler``).
+    All datetimes are timezone-aware; they are compared as UTC.
+    """
+
+    id: str
+    sequence: str
+    target: str
+    type: ScheduleType
+    at: datetime | None = None
+    window_start: datetime | None = None
+    window_end: datetime | None = None
+    count: int = 1
+    min_gap_s: float = 60.0
+    seed: int | None = None
+    cron: str | None = None
+    recurrence: dict[str, Any] | None = None
+    until: datetime | None = None
+    misfire: Misfire = msgspec.field(default_factory=Misfire)
+    depends_on: list[str] = msgspec.field(default_factory=list)
+    retry: JobRetry = msgspec.field(default_factory=JobRetry)
+    status: ScheduleStatus = "pending"
+
+
+class ScheduleState(msgspec.Struct, omit_defaults=True):
+    """Where a schedule stands: the next due occurrence (None: nothing more to fire), the
+    last fired occurrence and how many fired."""
+
+    next_due: datetime | None = None
+    last_occurrence: datetime | None = None
+    fired: int = 0
+
+
+class Job(msgspec.Struct, omit_defaults=True):
+    """One execution to run: a schedule occurrence on one phone as one account (a row of spec
+    7.5.9's ``sequence_executions``). ``waits_on`` are bound prerequisite job ids;
+    ``pending_deps`` are prerequisite schedules that have not fired yet."""
+
+    id: str
+    schedule_id: str
+    sequence: str
+    occurrence: datetime
+    serial: str
+    account: str | None
+    queued_at: datetime
+    status: JobStatus = "queued"
+    attempt: int = 1
+    not_before: datetime | None = None
+    waits_on: list[str] = msgspec.field(default_factory=list)
+    pending_deps: list[str] = msgspec.field(default_factory=list)
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    reason: str | None = None
+
+
+class Event(msgspec.Struct, omit_defaults=True):
+    """One thing the scheduler did, for the caller to persist and show. Kinds: ``fired``,
+    ``misfire``, ``queued``, ``dispatched``, ``locked``, ``dispatch_failed``, ``finished``,
+    ``retry``, ``skipped``, ``cancelled``."""
+
+    at: datetime
+    kind: str
+    schedule_id: str | None = None
+    job_id: str | None = None
+    serial: str | None = None
+    detail: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class SchedulerState(msgspec.Struct):
+    """Everything the scheduler knows, as plain data (msgspec-encodable as a whole)."""
+
+    schedules: dict[str, Schedule] = msgspec.field(default_factory=dict)
+    states: dict[str, ScheduleState] = msgspec.field(default_factory=dict)
+    jobs: dict[str, Job] = msgspec.field(default_factory=dict)
+    queues: dict[str, list[str]] = msgspec.field(default_factory=dict)   # serial -> job ids
+    running: dict[str, str] = msgspec.field(default_factory=dict)        # serial -> job id
+    last_account: dict[str, str] = msgspec.field(default_factory=dict)   # serial -> account
+    node_last: dict[str, datetime] = msgspec.field(default_factory=dict)  # node -> dispatch
+
+
+# --- pure time planning -------------------------------------------------------------------
+
+def _utc(t: datetime) -> datetime:
+    if t.tzinfo is None:
+        raise ValueError(f"naive datetime {t.isoformat()}: use timezone-aware UTC")
+    return t.astimezone(timezone.utc)
+
+
+def plan_window(start: datetime, end: datetime, count: int, rng: random.Random,
+                min_gap_s: float = 60.0) -> list[datetime]:
+    """``count`` random times inside [start, end], sorted, in whole seconds after ``start``.
+
+    Stratified so they do not bunch: the window is cut into ``count`` equal slots and each
+    time is drawn in its slot, ``min_gap_s / 2`` away from the slot edges, so neighbours are
+    at least ``min_gap_s`` apart (at least 1 s: the times are distinct). Deterministic for a
+    seeded ``rng``. Raises ValueError when the window is too short for that many times.
+    """
+    start, end = _utc(start), _utc(end)
+    if count <= 0:
+        return []
+    if end <= start:
+        raise ValueError("window_end must be after window_start")
+    gap = max(1.0, float(min_gap_s))
+    span = (end - start).total_seconds()
+    slot = span / count
+    out = []
+    for i in range(count):
+        lo = math.ceil(i * slot + gap / 2)
+        hi = math.floor((i + 1) * slot - gap / 2)
+        if lo > hi:
+            raise ValueError(f"window of {span:.0f} s cannot hold {count} times "
+                             f"{gap:.0f} s apart")
+        out.append(start + timedelta(seconds=rng.randint(lo, hi)))
+    return out
+
+
+def _parse_hhmm(text: str) -> tuple[int, int]:
+    try:
+        hh, mm = text.split(":")
+        h, m = int(hh or 0), int(mm)
+    except ValueError:
+        raise ValueError(f"recurrence 'at' must be HH:MM, got {text!r}") from None
+    if not (0 <= h < 24 and 0 <= m < 60):
+        raise ValueError(f"recurrence 'at' out of range: {text!r}")
+    return h, m
+
+
+def recurrence_to_cron(rec: dict[str, Any]) -> str:
+    """The spec's recurrence JSON as a 5-field cron (UTC).
+
+    ``{"every": "minute"|"hour"|"day"|"week"|"month", "at": "HH:MM", "days": [...],
+    "interval": N}``: ``hour`` uses the minutes of ``at`` (``":15"`` or ``"00:15"``);
+    ``week`` takes ``days`` as names (``"mon"``; default ``["mon"]``); ``month`` takes
+    ``days`` as days of the month (default ``[1]``); ``interval`` (minute/hour/day only)
+    means every N units. Raises ValueError for anything else.
+    """
+    unknown = set(rec) - {"every", "at", "days", "interval"}
+    if unknown:
+        raise ValueError(f"unknown recurrence fields: {sorted(unknown)}")
+    every = rec.get("every")
+    h, m = _parse_hhmm(rec.get("at", "00:00"))
+    n = int(rec.get("interval", 1))
+    if n < 1:
+        raise ValueError("recurrence interval must be >= 1")
+    step = "" if n == 1 else f"/{n}"
+    if every == "minute":
+        return f"*{step} * * * *"
+    if every == "hour":
+        return f"{m} *{step} * * *"
+    if every == "day":
+        return f"{m} {h} *{step} * *"
+    if n != 1:
+        raise ValueError(f"recurrence interval is not supported with every={every!r}")
+    if every == "week":
+        days = rec.get("days", ["mon"])
+        names = []
+        for d in days:
+            key = str(d).lower()[:3]
+            if key not in _DAYS:
+                raise ValueError(f"unknown weekday {d!r}")
+            names.append(key)
+        if not names:
+            raise ValueError("recurrence days is empty")
+        return f"{m} {h} * * {','.join(names)}"
+    if every == "month":
+        days = rec.get("days", [1])
+        if not days or not all(isinstance(d, int) and 1 <= d <= 31 for d in days):
+            raise ValueError(f"month days must be 1..31, got {days!r}")
+        return f"{m} {h} {','.join(str(d) for d in days)} * *"
+    raise ValueError(f"recurrence every must be minute|hour|day|week|month, got {every!r}")
+
+
+def cron_of(schedule: Schedule) -> str:
+    """The cron expression of a recurring schedule (its own, or its recurrence's)."""
+    if schedule.cron:
+        expr = schedule.cron
+    elif schedule.recurrence is not None:
+        expr = recurrence_to_cron(schedule.recurrence)
+    else:
+        raise ValueError(f"schedule {schedule.id}: recurring needs cron or recurrence")
+    if not croniter.is_valid(expr):
+        raise ValueError(f"schedule {schedule.id}: invalid cron {expr!r}")
+    return expr
+
+
+def window_times(schedule: Schedule) -> list[datetime]:
+    """The planned times of a window schedule (stable: seeded from ``seed`` or the id)."""
+    if schedule.window_start is None or schedule.window_end is None:
+        raise ValueError(f"schedule {schedule.id}: window needs window_start and window_end")
+    seed = schedule.seed if schedule.seed is not None else zlib.crc32(schedule.id.encode())
+    return plan_window(schedule.window_start, schedule.window_end, schedule.count,
+                       random.Random(seed), schedule.min_gap_s)
+
+
+def validate(schedule: Schedule) -> None:
+    """Raise ValueError if the schedule cannot be planned."""
+    if schedule.type == "scheduled" and schedule.at is None:
+        raise ValueError(f"schedule {schedule.id}: scheduled needs at")
+    if schedule.type == "window":
+        window_times(schedule)
+    if schedule.type == "recurring":
+        cron_of(schedule)
+    for t in (schedule.at, schedule.window_start, schedule.window_end, schedule.until):
+        if t is not None:
+            _utc(t)
+
+
+def next_fire(schedule: Schedule, after: datetime) -> datetime | None:
+    """The first occurrence of ``schedule`` strictly after ``after``, or None.
+
+    ``immediate`` has an occurrence only at ``at`` if given (the scheduler fires it on the
+    tick after it is added); ``scheduled`` at ``at``; ``window`` at its planned times;
+    ``recurring`` by its cron, up to ``until``.
+    """
+    after = _utc(after)
+    if schedule.type in ("immediate", "scheduled"):
+        at = _utc(schedule.at) if schedule.at is not None else None
+        return at if at is not None and at > after else None
+    if schedule.type == "window":
+        return next((t for t in window_times(schedule) if t > after), None)
+    if schedule.type == "recurring":
+        # croniter works in whole seconds: step from the second itself so a fraction past an
+        # occurrence never yields that same occurrence again.
+        t = croniter(cron_of(schedule), after.replace(microsecond=0)).get_next(datetime)
+        t = _utc(t)
+        if schedule.until is not None and t > _utc(schedule.until):
+            return None
+        return t
+    raise ValueError(f"unknown schedule type {schedule.type!r}")
+
+
+# --- the scheduler ------------------------------------------------------------------------
+
+Clock = Callable[[], datetime]
+# Sync or async: the real resolver reads the farm DB.
+ResolveTargets = Callable[[str], Any]
+
+
+class Scheduler:
+    """Fires due schedules into per-phone queues and dispatches them, one job per phone.
+
+    ``clock`` gives the current UTC time; ``resolve_targets(target)`` the (serial, account)
+    pairs of a scope or ``group:NAME`` (sync or async), called at fire time; ``node_of(serial)``
+    the node holding a phone; ``dispatch(job)`` asks the phone's actor for its lock and starts
+    the run, answering ``"started"``, ``"locked"`` (held by someone else: the job stays queued
+    and is tried again on a later tick) or anything else (failed to start: the retry policy
+    applies). The owner reports the end of a started job with ``job_finished``.
+
+    Dependencies: an id in ``depends_on`` naming a job binds to that job. One naming a schedule
+    binds, when the dependent job is created, to the jobs of that schedule's latest occurrence
+    on the same phone and account, else on the same phone, else all its jobs; if the
+    prerequisite has not fired yet the job waits for it to fire (skipped if it never will).
+    A dependent runs when all bound jobs completed; if one failed (after its retries), was
+    skipped or cancelled, or the prerequisite ran on no phone, the dependent is skipped with
+    the reason.
+    """
+
+    def __init__(self, *, clock: Clock, resolve_targets: ResolveTargets,
+                 node_of: Callable[[str], str], dispatch: Callable[[Job], Awaitable[str]],
+                 stagger_s: float = 1.0, late_after_s: float = 5.0,
+                 state: SchedulerState | None = None) -> None:
+        self.clock = clock
+        self.resolve_targets = resolve_targets
+        self.node_of = node_of
+        self.dispatch = dispatch
+        self.stagger = timedelta(seconds=stagger_s)
+        # Lateness below this is ordinary tick jitter, not worth a misfire event.
+        self.late_after_s = late_after_s
+        self.state = state or SchedulerState()
+        self.events: list[Event] = []
+
+    # -- schedules
+
+    def add(self, schedule: Schedule) -> Schedule:
+        """Validate and register a schedule; its first occurrence is planned now."""
+        validate(schedule)
+        if schedule.id in self.state.schedules:
+            raise ValueError(f"schedule {schedule.id} exists")
+        now = self._now()
+        self.state.schedules[schedule.id] = schedule
+        st = ScheduleState()
+        if schedule.type == "immediate":
+            st.next_due = _utc(schedule.at) if schedule.at is not None else now
+        elif schedule.type == "scheduled":
+            st.next_due = _utc(schedule.at)  # type: ignore[arg-type]
+        elif schedule.type == "window":
+            times = window_times(schedule)
+            st.next_due = times[0] if times else None
+        else:
+            # A new recurring schedule starts from now; earlier occurrences are not misfires.
+            st.next_due = next_fire(schedule, now - timedelta(seconds=1))
+        self.state.states[schedule.id] = st
+        if st.next_due is None:
+            schedule.status = "completed"
+        return schedule
+
+    def pause(self, schedule_id: str) -> None:
+        """Stop firing (queued jobs stay queued)."""
+        self.state.schedules[schedule_id].status = "paused"
+
+    def resume(self, schedule_id: str) -> None:
+        """Fire again; occurrences missed while paused go through the misfire rule."""
+        s = self.state.schedules[schedule_id]
+        s.status = "active" if self.state.states[schedule_id].fired else "pending"
+
+    def cancel(self, schedule_id: str) -> None:
+        """Stop firing and drop the schedule's queued jobs (running ones run to their end)."""
+        s = self.state.schedules[schedule_id]
+        s.status = "cancelled"
+        self.state.states[schedule_id].next_due = None
+        now = self._now()
+        for job in self.state.jobs.values():
+            if job.schedule_id == schedule_id and job.status == "queued":
+                self._finish(job, "cancelled", now, "schedule cancelled")
+                self._event("cancelled", job, now, reason="schedule cancelled")
+
+    # -- jobs
+
+    def job_finished(self, job_id: str, status: str, error: str | None = None) -> None:
+        """A started job ended (``completed``, ``failed`` or ``cancelled``): free its phone,
+        and on failure queue it again if its schedule's retry policy allows."""
+        job = self.state.jobs[job_id]
+        now = self._now()
+        if self.state.running.get(job.serial) == job_id:
+            del self.state.running[job.serial]
+        if job.status != "running":
+            return
+        self._event("finished", job, now, status=status, error=error)
+        if status == "failed" and self._retry(job, now, error):
+            return
+        self._finish(job, status if status in TERMINAL else "failed", now, error)
+
+    def take_events(self) -> list[Event]:
+        """The events recorded since the last call (the caller persists them)."""
+        out, self.events = self.events, []
+        return out
+
+    def queued(self, serial: str) -> list[Job]:
+        """The jobs waiting for a phone, in queue order."""
+        return [self.state.jobs[j] for j in self.state.queues.get(serial, [])]
+
+    # -- the tick
+
+    async def tick(self) -> list[Event]:
+        """Fire what is due, settle dependencies, dispatch what may start. Returns the events
+        of this tick (they are also kept in ``events``)."""
+        mark = len(self.events)
+        now = self._now()
+        for sid in sorted(self.state.schedules):
+            await self._fire_due(sid, now)
+        self._settle_dependencies(now)
+        await self._dispatch_ready(now)
+        return self.events[mark:]
+
+    async def _fire_due(self, sid: str, now: datetime) -> None:
+        s, st = self.state.schedules[sid], self.state.states[sid]
+        if s.status not in ("pending", "active") or st.next_due is None or st.next_due > now:
+            return
+        due = st.next_due
+        if s.type == "immediate":
+            occurrence: datetime | None = due
+        else:
+            occurrence = self._latest_within_grace(s, due, now)
+            late_s = (now - due).total_seconds()
+            if occurrence is None:
+                self._event("misfire", None, now, schedule_id=sid, action="skipped",
+                            first_missed=due.isoformat(), late_s=late_s,
+                            grace_s=s.misfire.grace_s)
+            elif occurrence != due or (now - occurrence).total_seconds() > self.late_after_s:
+                self._event("misfire", None, now, schedule_id=sid, action="run_late",
+                            occurrence=occurrence.isoformat(), first_missed=due.isoformat(),
+                            late_s=(now - occurrence).total_seconds(),
+                            grace_s=s.misfire.grace_s)
+        if occurrence is not None:
+            await self._fire(s, st, occurrence, now)
+        # Never replay the missed occurrences: the next one is after now.
+        st.next_due = None if s.type == "immediate" else next_fire(s, now)
+        s.status = "active" if st.next_due is not None else "completed"
+
+    def _latest_within_grace(self, s: Schedule, due: datetime, now: datetime) -> datetime | None:
+        """The latest occurrence in [due, now] no more than the grace period late."""
+        best: datetime | None = None
+        t: datetime | None = due
+        for _ in range(_MAX_WALK):
+            if t is None or t > now:
+                break
+            best = t
+            t = next_fire(s, t)
+        if best is None or (now - best).total_seconds() > s.misfire.grace_s:
+            return None
+        return best
+
+    async def _fire(self, s: Schedule, st: ScheduleState, occurrence: datetime,
+                    now: datetime) -> None:
+        targets = self.resolve_targets(s.target)
+        if inspect.isawaitable(targets):
+            targets = await targets
+        st.last_occurrence = occurrence
+        st.fired += 1
+        self._event("fired", None, now, schedule_id=s.id, occurrence=occurrence.isoformat(),
+                    targets=len(targets), late_s=(now - occurrence).total_seconds())
+        stamp = occurrence.strftime("%Y%m%dT%H%M%SZ")
+        for serial, account in targets:
+            jid = f"{s.id}@{stamp}/{serial}/{account or '-'}"
+            if jid in self.state.jobs:
+                continue  # the same pair listed twice by the scope
+            job = Job(id=jid, schedule_id=s.id, sequence=s.sequence, occurrence=occurrence,
+                      serial=serial, account=account, queued_at=now)
+            for dep in s.depends_on:
+                if dep in self.state.jobs:
+                    job.waits_on.append(dep)
+                else:
+                    job.pending_deps.append(dep)
+            self.state.jobs[jid] = job
+            self.state.queues.setdefault(serial, []).append(jid)
+            self._event("queued", job, now, account=account)
+
+    def _bind(self, job: Job, dep: str) -> list[str] | None:
+        """The job ids of prerequisite schedule ``dep`` for ``job``; None while it has not
+        fired; raises LookupError if it never will."""
+        s, st = self.state.schedules.get(dep), self.state.states.get(dep)
+        if s is None or st is None:
+            raise LookupError(f"prerequisite {dep} is unknown")
+        if st.last_occurrence is None:
+            if st.next_due is None or s.status in ("cancelled", "completed"):
+                raise LookupError(f"prerequisite {dep} will not run")
+            return None
+        jobs = [j for j in self.state.jobs.values()
+                if j.schedule_id == dep and j.occurrence == st.last_occurrence]
+        same = [j for j in jobs if j.serial == job.serial and j.account == job.account]
+        phone = [j for j in jobs if j.serial == job.serial]
+        return [j.id for j in (same or phone or jobs)]
+
+    def _settle_dependencies(self, now: datetime) -> None:
+        # Repeat so a skip cascades down a chain within one tick.
+        changed = True
+        while changed:
+            changed = False
+            for job in list(self.state.jobs.values()):
+                if job.status != "queued":
+                    continue
+                reason = self._blocking_failure(job)
+                if reason:
+                    self._finish(job, "skipped", now, reason)
+                    self._event("skipped", job, now, reason=reason)
+                    changed = True
+
+    def _blocking_failure(self, job: Job) -> str | None:
+        for dep in list(job.pending_deps):
+            try:
+                bound = self._bind(job, dep)
+            except LookupError as e:
+                return str(e)
+            if bound is None:
+                continue
+            if not bound:
+                return f"prerequisite {dep} ran on no phone"
+            job.pending_deps.remove(dep)
+            job.waits_on.extend(bound)
+        named = self.state.schedules[job.schedule_id].depends_on
+        for jid in job.waits_on:
+            pre = self.state.jobs[jid]
+            if pre.status in ("failed", "skipped", "cancelled"):
+                # Name the prerequisite as the schedule named it: a job id or a schedule id.
+                name = jid if jid in named else pre.schedule_id
+                return f"prerequisite {name} {pre.status}"
+        return None
+
+    def _ready(self, job: Job, now: datetime) -> bool:
+        if job.pending_deps:
+            return False
+        if job.not_before is not None and job.not_before > now:
+            return False
+        return all(self.state.jobs[j].status == "completed" for j in job.waits_on)
+
+    def _pick(self, serial: str, now: datetime) -> Job | None:
+        """Round robin across the phone's accounts among its ready jobs (FIFO per account),
+        so one account's backlog does not starve the others (spec 14.3)."""
+        ready = [self.state.jobs[j] for j in self.state.queues.get(serial, [])
+                 if self._ready(self.state.jobs[j], now)]
+        if not ready:
+            return None
+        accounts = sorted({j.account or "" for j in ready})
+        last = self.state.last_account.get(serial)
+        nxt = accounts[0] if last is None else next((a for a in accounts if a > last),
+                                                    accounts[0])
+        return next(j for j in ready if (j.account or "") == nxt)
+
+    async def _dispatch_ready(self, now: datetime) -> None:
+        for serial in sorted(self.state.queues):
+            if serial in self.state.running or not self.state.queues[serial]:
+                continue
+            job = self._pick(serial, now)
+            if job is None:
+                continue
+            node = self.node_of(serial)
+            last = self.state.node_last.get(node)
+            if last is not None and now - last < self.stagger:
+                continue  # this node started something within the stagger: next tick
+            self.state.node_last[node] = now
+            try:
+                answer = await self.dispatch(job)
+            except Exception as e:  # a broken dispatch must not stop the other phones
+                answer = f"failed: {e}"
+            if answer == "started":
+                self.state.queues[serial].remove(job.id)
+                self.state.running[serial] = job.id
+                self.state.last_account[serial] = job.account or ""
+                job.status, job.started_at = "running", now
+                self._event("dispatched", job, now, node=node, attempt=job.attempt)
+            elif answer == "locked":
+                self._event("locked", job, now, node=node)
+            else:
+                self.state.queues[serial].remove(job.id)
+                self._event("dispatch_failed", job, now, node=node, answer=answer)
+                if not self._retry(job, now, answer):
+                    self._finish(job, "failed", now, answer)
+
+    # -- helpers
+
+    def _retry(self, job: Job, now: datetime, error: str | None) -> bool:
+        policy = self.state.schedules[job.schedule_id].retry
+        if job.attempt > policy.attempts:
+            return False
+        job.attempt += 1
+        job.status = "queued"
+        job.started_at = None
+        job.not_before = now + timedelta(seconds=policy.delay_s)
+        self.state.queues.setdefault(job.serial, []).append(job.id)
+        self._event("retry", job, now, attempt=job.attempt, not_before=job.not_before.isoformat(),
+                    error=error)
+        return True
+
+    def _finish(self, job: Job, status: str, now: datetime, reason: str | None) -> None:
+        job.status = status  # type: ignore[assignment]
+        job.finished_at = now
+        job.reason = reason
+        q = self.state.queues.get(job.serial, [])
+        if job.id in q:
+            q.remove(job.id)
+
+    def _event(self, kind: str, job: Job | None, now: datetime, *,
+               schedule_id: str | None = None, **detail: Any) -> None:
+        self.events.append(Event(
+            at=now, kind=kind, schedule_id=job.schedule_id if job else schedule_id,
+            job_id=job.id if job else None, serial=job.serial if job else None,
+            detail={k: v for k, v in detail.items() if v is not None}))
+
+    def _now(self) -> datetime:
+        return _utc(self.clock())
