@@ -575,6 +575,12 @@ class Scheduler:
                 job.status, job.started_at = "running", now
                 self._event("dispatched", job, now, node=node, attempt=job.attempt)
             elif answer == "locked":
+                # Nothing started, so the node's stagger slot stays free: a phone held for
+                # long by a manual run must not starve the other phones of its node.
+                if last is None:
+                    del self.state.node_last[node]
+                else:
+                    self.state.node_last[node] = last
                 self._event("locked", job, now, node=node)
             else:
                 self.state.queues[serial].remove(job.id)

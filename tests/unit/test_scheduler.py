@@ -1,0 +1,483 @@
+"""The scheduler core: when schedules fire, per-phone exclusivity, node stagger, account
+fairness, dependencies, retry and misfires, all on a fake clock (nothing sleeps)."""
+
+from __future__ import annotations
+
+import random
+from datetime import datetime, timedelta, timezone
+
+import msgspec
+import pytest
+
+from actors.scheduler import (Job, JobRetry, Misfire, Schedule, Scheduler, SchedulerState,
+                              next_fire, plan_window, recurrence_to_cron)
+
+T0 = datetime(2025, 3, 3, 8, 0, tzinfo=timezone.utc)  # a Monday
+
+
+class Clock:
+    def __init__(self, now: datetime = T0) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+class Farm:
+    """Fake phones: a target table, one node per phone unless told, and a dispatch that
+    records what started and can answer "locked" for chosen phones."""
+
+    def __init__(self, targets: dict[str, list[tuple[str, str | None]]],
+                 nodes: dict[str, str] | None = None) -> None:
+        self.targets = targets
+        self.nodes = nodes or {}
+        self.locked: set[str] = set()
+        self.started: list[Job] = []
+        self.running: dict[str, str] = {}
+        self.overlap = False
+
+    def resolve(self, target: str) -> list[tuple[str, str | None]]:
+        return list(self.targets[target])
+
+    def node_of(self, serial: str) -> str:
+        return self.nodes.get(serial, f"node-{serial}")
+
+    async def dispatch(self, job: Job) -> str:
+        if job.serial in self.locked:
+            return "locked"
+        if job.serial in self.running:
+            self.overlap = True
+        self.running[job.serial] = job.id
+        self.started.append(job)
+        return "started"
+
+    def finish(self, sched: Scheduler, job_id: str, status: str = "completed") -> None:
+        job = sched.state.jobs[job_id]
+        self.running.pop(job.serial, None)
+        sched.job_finished(job_id, status)
+
+
+def make(farm: Farm, clock: Clock, **kw) -> Scheduler:
+    return Scheduler(clock=clock, resolve_targets=farm.resolve, node_of=farm.node_of,
+                     dispatch=farm.dispatch, **kw)
+
+
+def kinds(events, kind: str):
+    return [e for e in events if e.kind == kind]
+
+
+# --- next_fire / plan_window -----------------------------------------------------------------
+
+def test_next_fire_for_every_type() -> None:
+    at = T0 + timedelta(hours=1)
+    sch = Schedule(id="s", sequence="q", target="t", type="scheduled", at=at)
+    assert next_fire(sch, T0) == at
+    assert next_fire(sch, at) is None
+    imm = Schedule(id="i", sequence="q", target="t", type="immediate")
+    assert next_fire(imm, T0) is None
+    cron = Schedule(id="c", sequence="q", target="t", type="recurring", cron="30 9 * * *")
+    assert next_fire(cron, T0) == datetime(2025, 3, 3, 9, 30, tzinfo=timezone.utc)
+    assert next_fire(cron, datetime(2025, 3, 3, 9, 30, tzinfo=timezone.utc)) == \
+        datetime(2025, 3, 4, 9, 30, tzinfo=timezone.utc)
+    bounded = Schedule(id="b", sequence="q", target="t", type="recurring", cron="30 9 * * *",
+                       until=T0 + timedelta(days=1))
+    assert next_fire(bounded, T0 + timedelta(hours=2)) is None
+    win = Schedule(id="w", sequence="q", target="t", type="window", window_start=T0,
+                   window_end=T0 + timedelta(hours=1), count=3, seed=7)
+    first = next_fire(win, T0)
+    assert first is not None and T0 < first < T0 + timedelta(hours=1)
+    with pytest.raises(ValueError):
+        next_fire(sch, datetime(2025, 1, 1))  # naive datetimes are refused
+
+
+def test_recurrence_json_translates_to_cron() -> None:
+    assert recurrence_to_cron({"every": "day", "at": "09:15"}) == "15 9 * * *"
+    assert recurrence_to_cron({"every": "week", "at": "18:00", "days": ["mon", "Thursday"]}) \
+        == "0 18 * * mon,thu"
+    assert recurrence_to_cron({"every": "hour", "at": ":05"}) == "5 * * * *"
+    assert recurrence_to_cron({"every": "minute", "interval": 10}) == "*/10 * * * *"
+    assert recurrence_to_cron({"every": "month", "at": "06:00", "days": [1, 15]}) \
+        == "0 6 1,15 * *"
+    for bad in ({"every": "fortnight"}, {"every": "day", "at": "25:00"},
+                {"every": "week", "days": ["funday"]}, {"every": "day", "when": "x"}):
+        with pytest.raises(ValueError):
+            recurrence_to_cron(bad)
+    weekly = Schedule(id="r", sequence="q", target="t", type="recurring",
+                      recurrence={"every": "week", "at": "18:00", "days": ["wed", "fri"]})
+    got, t = [], T0
+    for _ in range(3):
+        t = next_fire(weekly, t)
+        got.append(t)
+    assert got == [datetime(2025, 3, 5, 18, tzinfo=timezone.utc),
+                   datetime(2025, 3, 7, 18, tzinfo=timezone.utc),
+                   datetime(2025, 3, 12, 18, tzinfo=timezone.utc)]
+
+
+def test_plan_window_spreads_inside_distinct_and_deterministic() -> None:
+    start, end = T0, T0 + timedelta(hours=2)
+    times = plan_window(start, end, 8, random.Random(42), min_gap_s=300)
+    assert len(times) == 8 and times == sorted(times)
+    assert all(start <= t <= end for t in times)
+    assert len(set(times)) == 8
+    assert all((b - a).total_seconds() >= 300 for a, b in zip(times, times[1:]))
+    assert plan_window(start, end, 8, random.Random(42), min_gap_s=300) == times
+    assert plan_window(start, end, 8, random.Random(43), min_gap_s=300) != times
+    with pytest.raises(ValueError):
+        plan_window(start, start + timedelta(minutes=10), 5, random.Random(1), min_gap_s=300)
+    assert plan_window(start, end, 0, random.Random(1)) == []
+
+
+def test_plan_window_is_roughly_uniform() -> None:
+    # Over many seeds every tenth of the window gets about a tenth of the times.
+    start, end = T0, T0 + timedelta(hours=10)
+    bins = [0] * 10
+    for seed in range(200):
+        for t in plan_window(start, end, 5, random.Random(seed), min_gap_s=60):
+            bins[min(9, int((t - start).total_seconds() // 3600))] += 1
+    assert sum(bins) == 1000
+    assert all(70 <= b <= 130 for b in bins), bins
+
+
+# --- firing ----------------------------------------------------------------------------------
+
+async def test_each_type_fires_at_its_instants() -> None:
+    clock = Clock()
+    farm = Farm({"phone:a": [("a", None)]})
+    sched = make(farm, clock)
+    sched.add(Schedule(id="now", sequence="q", target="phone:a", type="immediate"))
+    sched.add(Schedule(id="at", sequence="q", target="phone:a", type="scheduled",
+                       at=T0 + timedelta(minutes=10)))
+    sched.add(Schedule(id="cron", sequence="q", target="phone:a", type="recurring",
+                       cron="*/30 * * * *"))
+    win = sched.add(Schedule(id="win", sequence="q", target="phone:a", type="window",
+                             window_start=T0 + timedelta(minutes=5),
+                             window_end=T0 + timedelta(minutes=50), count=3, seed=1))
+    planned = plan_window(win.window_start, win.window_end, 3, random.Random(1), 60)
+
+    fired: dict[str, list[datetime]] = {}
+    end = T0 + timedelta(hours=1, minutes=1)
+    while clock.now <= end:
+        for e in kinds(await sched.tick(), "fired"):
+            fired.setdefault(e.schedule_id, []).append(clock.now)
+        for job_id in list(farm.running.values()):
+            farm.finish(sched, job_id)
+        clock.advance(1)
+
+    assert fired["now"] == [T0]
+    assert fired["at"] == [T0 + timedelta(minutes=10)]
+    assert fired["cron"] == [T0, T0 + timedelta(minutes=30), T0 + timedelta(minutes=60)]
+    assert fired["win"] == planned
+    assert sched.state.schedules["at"].status == "completed"
+    assert sched.state.schedules["win"].status == "completed"
+    assert sched.state.schedules["cron"].status == "active"
+    assert not kinds(sched.events, "misfire")
+
+
+async def test_recurring_by_recurrence_json_fires_daily() -> None:
+    clock = Clock()
+    farm = Farm({"group:warm": [("a", "tiktok.1")]})
+    sched = make(farm, clock)
+    sched.add(Schedule(id="d", sequence="q", target="group:warm", type="recurring",
+                       recurrence={"every": "day", "at": "09:00"}))
+    fired = []
+    for hours in range(0, 48):  # Monday 08:00 to Wednesday 07:00
+        clock.now = T0 + timedelta(hours=hours, minutes=0)
+        # Tick a little after every hour as the production loop would (a second late).
+        clock.advance(1)
+        fired += [e.detail["occurrence"] for e in kinds(await sched.tick(), "fired")]
+    assert fired == ["2025-03-03T09:00:00+00:00", "2025-03-04T09:00:00+00:00"]
+
+
+async def test_targets_are_resolved_at_fire_time() -> None:
+    clock = Clock()
+    farm = Farm({"group:all": [("a", None)]})
+    sched = make(farm, clock)
+    sched.add(Schedule(id="r", sequence="q", target="group:all", type="recurring",
+                       cron="0 * * * *"))
+    clock.now = T0 + timedelta(hours=1)
+    await sched.tick()
+    assert {j.serial for j in farm.started} == {"a"}
+    farm.finish(sched, farm.started[0].id)
+    farm.targets["group:all"].append(("b", None))  # a phone joins the group
+    clock.now = T0 + timedelta(hours=2)
+    await sched.tick()
+    second = [j for j in farm.started if j.occurrence == clock.now]
+    assert {j.serial for j in second} == {"a", "b"}
+
+
+# --- phones, nodes, accounts -------------------------------------------------------------
+
+async def test_never_two_jobs_on_one_phone_and_all_run_eventually() -> None:
+    clock = Clock()
+    farm = Farm({"all": [("a", None), ("b", None)]}, nodes={"a": "n1", "b": "n2"})
+    sched = make(farm, clock)
+    for i in range(3):
+        sched.add(Schedule(id=f"s{i}", sequence="q", target="all", type="immediate"))
+    for _ in range(10):
+        await sched.tick()
+        assert len(farm.running) <= 2
+        assert all(sum(1 for j in sched.state.jobs.values()
+                       if j.serial == s and j.status == "running") <= 1 for s in "ab")
+        # One job per phone finishes each second.
+        for job_id in list(farm.running.values()):
+            farm.finish(sched, job_id)
+        clock.advance(1)
+    assert not farm.overlap
+    assert len(farm.started) == 6
+    assert all(j.status == "completed" for j in sched.state.jobs.values())
+
+
+async def test_locked_phone_keeps_its_job_queued() -> None:
+    clock = Clock()
+    farm = Farm({"a": [("a", None)]})
+    farm.locked.add("a")  # a manual run holds the phone
+    sched = make(farm, clock)
+    sched.add(Schedule(id="s", sequence="q", target="a", type="immediate"))
+    events = await sched.tick()
+    assert kinds(events, "locked") and not farm.started
+    assert [j.id for j in sched.queued("a")] == [next(iter(sched.state.jobs))]
+    farm.locked.clear()
+    clock.advance(1)
+    events = await sched.tick()
+    assert kinds(events, "dispatched") and len(farm.started) == 1
+
+
+async def test_a_locked_phone_does_not_hold_its_node() -> None:
+    clock = Clock()
+    farm = Farm({"rack": [("a", None), ("b", None)]}, nodes={"a": "n1", "b": "n1"})
+    farm.locked.add("a")
+    sched = make(farm, clock)
+    sched.add(Schedule(id="s", sequence="q", target="rack", type="immediate"))
+    events = await sched.tick()
+    assert kinds(events, "locked") and [j.serial for j in farm.started] == ["b"]
+
+
+async def test_dispatches_to_one_node_are_staggered() -> None:
+    clock = Clock()
+    farm = Farm({"rack": [("a", None), ("b", None), ("c", None)]},
+                nodes={"a": "n1", "b": "n1", "c": "n1"})
+    sched = make(farm, clock)
+    sched.add(Schedule(id="s", sequence="q", target="rack", type="immediate"))
+    starts: list[datetime] = []
+    for _ in range(3):
+        for e in kinds(await sched.tick(), "dispatched"):
+            starts.append(e.at)
+        clock.advance(0.5)  # ticks faster than the stagger
+    for _ in range(4):
+        for e in kinds(await sched.tick(), "dispatched"):
+            starts.append(e.at)
+        clock.advance(0.5)
+    assert len(starts) == 3
+    assert all((b - a).total_seconds() >= 1 for a, b in zip(starts, starts[1:]))
+
+
+async def test_other_nodes_are_not_held_by_the_stagger() -> None:
+    clock = Clock()
+    farm = Farm({"rack": [("a", None), ("b", None)]}, nodes={"a": "n1", "b": "n2"})
+    sched = make(farm, clock)
+    sched.add(Schedule(id="s", sequence="q", target="rack", type="immediate"))
+    assert len(kinds(await sched.tick(), "dispatched")) == 2
+
+
+async def test_round_robin_across_accounts_of_one_phone() -> None:
+    clock = Clock()
+    farm = Farm({"x": [("a", "ig.1")], "y": [("a", "ig.2")], "z": [("a", "ig.3")]})
+    sched = make(farm, clock)
+    # ig.1 has three schedules queued before the others have any.
+    for i in range(3):
+        sched.add(Schedule(id=f"x{i}", sequence="q", target="x", type="immediate"))
+    sched.add(Schedule(id="y0", sequence="q", target="y", type="immediate"))
+    sched.add(Schedule(id="z0", sequence="q", target="z", type="immediate"))
+    order = []
+    for _ in range(8):
+        await sched.tick()
+        for job_id in list(farm.running.values()):
+            order.append(sched.state.jobs[job_id].account)
+            farm.finish(sched, job_id)
+        clock.advance(1)
+    assert order == ["ig.1", "ig.2", "ig.3", "ig.1", "ig.1"]
+
+
+# --- dependencies and retry --------------------------------------------------------------
+
+async def _run_chain(result_of_a: str):
+    clock = Clock()
+    farm = Farm({"p": [("a", "tt.1"), ("b", "tt.1")]}, nodes={"a": "n1", "b": "n2"})
+    sched = make(farm, clock)
+    sched.add(Schedule(id="A", sequence="login", target="p", type="immediate"))
+    sched.add(Schedule(id="B", sequence="post", target="p", type="immediate", depends_on=["A"]))
+    sched.add(Schedule(id="C", sequence="like", target="p", type="immediate", depends_on=["B"]))
+    await sched.tick()
+    assert {j.schedule_id for j in farm.started} == {"A"}  # B and C wait while A runs
+    clock.advance(1)
+    await sched.tick()
+    assert {j.schedule_id for j in farm.started} == {"A"}
+    a_on_a = next(j.id for j in farm.started if j.serial == "a")
+    a_on_b = next(j.id for j in farm.started if j.serial == "b")
+    farm.finish(sched, a_on_a, result_of_a)
+    farm.finish(sched, a_on_b, "completed")
+    for _ in range(6):
+        clock.advance(1)
+        await sched.tick()
+        for job_id in list(farm.running.values()):
+            farm.finish(sched, job_id)
+    return sched, farm
+
+
+async def test_failed_prerequisite_skips_its_dependents_with_the_reason() -> None:
+    sched, farm = await _run_chain("failed")
+    on_a = {j.schedule_id: j for j in sched.state.jobs.values() if j.serial == "a"}
+    assert on_a["A"].status == "failed"
+    assert on_a["B"].status == "skipped" and on_a["B"].reason == "prerequisite A failed"
+    assert on_a["C"].status == "skipped" and on_a["C"].reason == "prerequisite B skipped"
+    # The other phone's prerequisite completed: its dependents ran.
+    on_b = {j.schedule_id: j.status for j in sched.state.jobs.values() if j.serial == "b"}
+    assert on_b == {"A": "completed", "B": "completed", "C": "completed"}
+    reasons = {e.job_id: e.detail["reason"] for e in kinds(sched.events, "skipped")}
+    assert sorted(reasons.values()) == ["prerequisite A failed", "prerequisite B skipped"]
+
+
+async def test_completed_prerequisite_lets_dependents_run_in_order() -> None:
+    sched, farm = await _run_chain("completed")
+    on_a = [j.schedule_id for j in farm.started if j.serial == "a"]
+    assert on_a == ["A", "B", "C"]
+    assert all(j.status == "completed" for j in sched.state.jobs.values())
+
+
+async def test_dependent_waits_for_a_prerequisite_that_has_not_fired() -> None:
+    clock = Clock()
+    farm = Farm({"p": [("a", None)]})
+    sched = make(farm, clock)
+    sched.add(Schedule(id="A", sequence="q", target="p", type="scheduled",
+                       at=T0 + timedelta(minutes=5)))
+    sched.add(Schedule(id="B", sequence="q", target="p", type="immediate", depends_on=["A"]))
+    await sched.tick()
+    assert not farm.started and sched.queued("a")[0].schedule_id == "B"
+    clock.now = T0 + timedelta(minutes=5)
+    await sched.tick()
+    assert [j.schedule_id for j in farm.started] == ["A"]
+    farm.finish(sched, farm.started[0].id)
+    clock.advance(1)
+    await sched.tick()
+    assert [j.schedule_id for j in farm.started] == ["A", "B"]
+
+
+async def test_dependency_on_a_cancelled_schedule_skips() -> None:
+    clock = Clock()
+    farm = Farm({"p": [("a", None)]})
+    sched = make(farm, clock)
+    sched.add(Schedule(id="A", sequence="q", target="p", type="scheduled",
+                       at=T0 + timedelta(minutes=5)))
+    sched.add(Schedule(id="B", sequence="q", target="p", type="immediate", depends_on=["A"]))
+    sched.cancel("A")
+    await sched.tick()
+    job = next(iter(sched.state.jobs.values()))
+    assert job.status == "skipped" and job.reason == "prerequisite A will not run"
+
+
+async def test_retry_policy_requeues_after_the_delay_then_fails() -> None:
+    clock = Clock()
+    farm = Farm({"p": [("a", None)]})
+    sched = make(farm, clock)
+    sched.add(Schedule(id="s", sequence="q", target="p", type="immediate",
+                       retry=JobRetry(attempts=1, delay_s=30)))
+    await sched.tick()
+    job_id = farm.started[0].id
+    farm.finish(sched, job_id, "failed")
+    assert sched.state.jobs[job_id].status == "queued"
+    clock.advance(29)
+    await sched.tick()
+    assert len(farm.started) == 1  # not before the delay
+    clock.advance(1)
+    await sched.tick()
+    assert len(farm.started) == 2 and sched.state.jobs[job_id].attempt == 2
+    farm.finish(sched, job_id, "failed")
+    assert sched.state.jobs[job_id].status == "failed"
+    assert len(kinds(sched.events, "retry")) == 1
+
+
+async def test_dispatch_that_fails_to_start_is_recorded_failed() -> None:
+    clock = Clock()
+
+    async def broken(job: Job) -> str:
+        raise ConnectionError("node gone")
+
+    sched = Scheduler(clock=clock, resolve_targets=lambda t: [("a", None)],
+                      node_of=lambda s: "n1", dispatch=broken)
+    sched.add(Schedule(id="s", sequence="q", target="p", type="immediate"))
+    events = await sched.tick()
+    assert kinds(events, "dispatch_failed")
+    job = next(iter(sched.state.jobs.values()))
+    assert job.status == "failed" and "node gone" in job.reason
+
+
+# --- misfires ----------------------------------------------------------------------------
+
+async def test_misfire_within_grace_runs_once_late() -> None:
+    clock = Clock()
+    farm = Farm({"p": [("a", None)]})
+    sched = make(farm, clock)
+    sched.add(Schedule(id="m", sequence="q", target="p", type="recurring", cron="*/10 * * * *",
+                       misfire=Misfire(grace_s=900)))
+    await sched.tick()  # 08:00 fires on time
+    farm.finish(sched, farm.started[0].id)
+    # Down from 08:00 to 08:35: 08:10, 08:20 and 08:30 were missed; 08:30 is 5 min late.
+    clock.now = T0 + timedelta(minutes=35)
+    events = await sched.tick()
+    fired = kinds(events, "fired")
+    assert [e.detail["occurrence"] for e in fired] == ["2025-03-03T08:30:00+00:00"]
+    (mis,) = kinds(events, "misfire")
+    assert mis.detail["action"] == "run_late" and mis.detail["late_s"] == 300
+    assert mis.detail["first_missed"] == "2025-03-03T08:10:00+00:00"
+    assert len(farm.started) == 2
+    assert sched.state.states["m"].next_due == T0 + timedelta(minutes=40)
+
+
+async def test_misfire_beyond_grace_is_skipped_and_recorded() -> None:
+    clock = Clock()
+    farm = Farm({"p": [("a", None)]})
+    sched = make(farm, clock)
+    sched.add(Schedule(id="m", sequence="q", target="p", type="scheduled",
+                       at=T0 + timedelta(minutes=10), misfire=Misfire(grace_s=60)))
+    clock.now = T0 + timedelta(minutes=20)  # down across the whole grace period
+    events = await sched.tick()
+    assert not kinds(events, "fired") and not farm.started
+    (mis,) = kinds(events, "misfire")
+    assert mis.detail["action"] == "skipped" and mis.detail["late_s"] == 600
+    assert sched.state.schedules["m"].status == "completed"
+
+
+async def test_recurring_misfire_never_replays_every_missed_occurrence() -> None:
+    clock = Clock()
+    farm = Farm({"p": [("a", None)]})
+    sched = make(farm, clock)
+    sched.add(Schedule(id="m", sequence="q", target="p", type="recurring", cron="* * * * *",
+                       misfire=Misfire(grace_s=30)))
+    clock.now = T0 + timedelta(days=1, seconds=10)  # a day down, 1440 occurrences missed
+    events = await sched.tick()
+    assert len(kinds(events, "fired")) == 1  # only the latest minute, 10 s late
+    assert sched.state.states["m"].next_due == T0 + timedelta(days=1, minutes=1)
+
+
+# --- state ----------------------------------------------------------------------------------
+
+async def test_state_round_trips_through_msgspec() -> None:
+    clock = Clock()
+    farm = Farm({"p": [("a", "ig.1")]})
+    sched = make(farm, clock)
+    sched.add(Schedule(id="r", sequence="q", target="p", type="recurring",
+                       recurrence={"every": "hour", "at": ":00"}, depends_on=["x"]))
+    sched.add(Schedule(id="x", sequence="q", target="p", type="immediate"))
+    await sched.tick()
+    blob = msgspec.json.encode(sched.state)
+    back = msgspec.json.decode(blob, type=SchedulerState)
+    assert back == sched.state
+    events = msgspec.json.encode(sched.take_events())
+    assert b'"kind":"fired"' in events and sched.events == []
+    again = make(farm, clock, state=back)
+    farm.finish(again, farm.started[0].id)
+    clock.advance(1)
+    assert kinds(await again.tick(), "dispatched")
