@@ -48,6 +48,7 @@ class Hub:
                  data_dir: str | Path | None = None) -> None:
         self.store = store
         self.unknown = unknown
+        self._tasks: set[asyncio.Task] = set()
         if recordings is None and data_dir is not None:
             recordings = Path(data_dir) / "sequences"
         self.recorder = Recorder(recordings, lambda serial: self.phone_rows.get(serial, {}).get(
@@ -69,6 +70,9 @@ class Hub:
         return self
 
     async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.link.close()
 
     # --- the status stream -----------------------------------------------------------------
@@ -152,6 +156,23 @@ class Hub:
         if node in self.node_rows:
             self.node_rows[node]["last_heartbeat"] = time.time()
         self._apply(node, event.event, event.serial, data)
+        if event.event == "phone_up" and event.serial and self.runs is not None:
+            # A phone (re)appearing on a node: an execution the node no longer plays (it was
+            # restarted) resumes. Its older events came first (the journal is in order), so
+            # the records already hold every step it finished. Not awaited here: resuming
+            # sends a command to the node whose event this is.
+            self._background(self.runs.resume([event.serial],
+                                              {event.serial: data.get("lock_holder")}))
+
+    def _background(self, work) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("hub background work failed: %r", task.exception())
 
     async def _queue_unknown(self, node: str, seq: int, serial: str | None, data: dict) -> dict:
         """Put the frame in the unknown-screens queue; the stored event keeps a reference,

@@ -230,6 +230,12 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX execution_steps_execution ON execution_steps (execution_id, step_id);
     """,
+    # v2: crash recovery: the resolved plan an execution was started with (RunSequence,
+    # JSON), so a coordinator can resume it on a restarted node; unfinished ones found fast.
+    """
+    ALTER TABLE executions ADD COLUMN plan TEXT;
+    CREATE INDEX executions_status ON executions (status, serial);
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -238,7 +244,7 @@ PROFILE_FIELDS = ("first_name", "last_name", "birth_month", "birth_day", "birth_
                   "gender", "profile_password", "interests")
 _EXECUTION_FIELDS = ("task_id", "phone_id", "account_id", "start_time", "end_time", "status",
                      "error_message", "run_id", "serial", "sequence", "error_reason",
-                     "current_step")
+                     "current_step", "plan")
 _STEP_FIELDS = ("step_number", "action_type", "screen_name", "start_time", "end_time",
                 "status", "path", "error", "screenshot")
 _FINAL_STATUSES = frozenset({"completed", "failed", "cancelled", "stopped"})
@@ -433,6 +439,15 @@ class FarmDB:
                                 " ORDER BY step_id", (row["execution_id"],))
         execution["steps"] = [dict(s) for s in steps]
         return execution
+
+    async def unfinished_executions(self, serials: list[str]) -> list[dict]:
+        """Executions on ``serials`` that have not ended (pending, running, paused)."""
+        if not serials:
+            return []
+        marks = ",".join("?" * len(serials))
+        return [_execution_dict(r, with_plan=True) for r in await self._all(
+            "SELECT * FROM executions WHERE status IN ('pending', 'running', 'paused')"
+            f" AND serial IN ({marks}) ORDER BY execution_id", serials)]
 
     async def list_executions(self, run_id: str | None = None,
                               limit: int | None = None) -> list[dict]:
@@ -784,9 +799,11 @@ def _profile_dict(row: aiosqlite.Row) -> dict:
             **{f: row[f] for f in PROFILE_FIELDS}}
 
 
-def _execution_dict(row: aiosqlite.Row) -> dict:
+def _execution_dict(row: aiosqlite.Row, with_plan: bool = False) -> dict:
     out = dict(row)
     out["key"] = out["execution_key"]
+    if not with_plan:
+        out.pop("plan", None)  # large, and only crash recovery reads it
     return out
 
 

@@ -163,7 +163,10 @@ class PlaybackActor(pykka.ThreadingActor):
                 raise _ExecutionFailed("phone_unavailable", str(exc), None) from None
             if self.matcher is not None:
                 self.registry = self.matcher.proxy().registry.get(timeout=ASK_TIMEOUT_S)
-            self._prepare()
+            if run.resume_from > 0:
+                self._check_resume()
+            else:
+                self._prepare()
             for index in range(run.resume_from, len(run.steps)):
                 self._play_step(run.steps[index], index, f"steps[{index}]")
                 self.last_ok_step = index
@@ -199,6 +202,26 @@ class PlaybackActor(pykka.ThreadingActor):
             view = self._ask("view")
             if view.get("active_account", {}).get(platform) != run.account:
                 self._switch_account(platform)
+
+    def _check_resume(self) -> None:
+        """Crash recovery (spec 12.3.1): resume only where the last successful step left the
+        phone. App and account were made active before the crash and are not redone: a
+        restarted node has forgotten them, so they are taken from the run."""
+        run = self.run
+        if run.account:
+            self._ask("set_account", self._platform(), run.account)
+        if run.resume_screen is None:
+            return
+        self._sleep(self.opt.settle_s)
+        out = self._look()
+        if out.get("status") != "ok" or self.screen != run.resume_screen:
+            raise _ExecutionFailed(
+                "resume_screen_mismatch",
+                f"cannot resume at step {run.resume_from}: expected {run.resume_screen}, the "
+                f"phone shows {self.screen if out.get('status') == 'ok' else out.get('error')}",
+                f"steps[{run.resume_from}]")
+        log.info("execution=%s phone=%s resumes at step %d on %s", run.execution_id,
+                 self.serial, run.resume_from, self.screen)
 
     def _platform(self) -> str:
         account = self.run.account or ""

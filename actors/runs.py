@@ -27,6 +27,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Protocol
 
+import msgspec
 
 from protocol.errors import FarmError, ValidationError, ValidationErrors
 from protocol.files import write_atomic
@@ -42,6 +43,7 @@ RUN_EVENTS = frozenset({"execution_started", "step_started", "step_finished", "e
 ACTIVE = frozenset({"pending", "running", "paused"})
 STEP_STATUS = {"ok": "success", "failed": "failed", "skipped": "skipped"}
 SWITCH_SEQUENCE = "switch_account"   # the library's ``<app>/switch_account`` sequence
+_TOP_LEVEL = re.compile(r"steps\[\d+\]")
 _SAFE_PATH = re.compile(r"[A-Za-z0-9_.\[\]-]+")
 
 
@@ -142,6 +144,7 @@ class RunManager:
         except (FarmError, ValidationErrors) as exc:
             return await self._failed_at_start(out, "failed", "prepare", str(exc))
         out["account"] = run.account
+        await self.db.update_execution(execution_id, plan=msgspec.json.encode(run).decode())
         if run.account is not None:
             account_id = next((a["account_id"] for a in await self.db.account_rows(serial)
                                if f"{a['platform']}.{a['account_number']}" == run.account), None)
@@ -159,6 +162,43 @@ class RunManager:
                                                result.get("error") or "phone locked")
         return await self._failed_at_start(out, "failed", str(status),
                                            result.get("error") or f"node answered {status}")
+
+    async def resume(self, serials: list[str], lock_holders: dict[str, str | None]) -> list[str]:
+        """Crash recovery (spec 12.3.1) for phones a node reports after (re)connecting: each
+        unfinished execution the node is not playing (its phone's lock is not the
+        execution's) is sent again from the step after its last successful top-level step,
+        to play only if the phone shows the screen that step left. Returns the ids resent."""
+        resent = []
+        for record in await self.db.unfinished_executions(serials):
+            execution_id, serial = record["execution_key"], record["serial"]
+            if lock_holders.get(serial) == execution_id or not record.get("plan"):
+                continue  # still playing on the node (only the coordinator restarted)
+            run = msgspec.json.decode(record["plan"], type=RunSequence)
+            done = await self.db.get_execution(execution_id)
+            top = [s for s in done["steps"] if _TOP_LEVEL.fullmatch(s["path"] or "")
+                   and s["status"] == "success"]
+            last = max(top, key=lambda s: s["step_number"], default=None)
+            resume_from = last["step_number"] + 1 if last is not None else 0
+            if resume_from >= len(run.steps):
+                await self.db.update_execution(execution_id, status="completed")
+                continue
+            run = msgspec.structs.replace(
+                run, resume_from=resume_from,
+                resume_screen=last["screen_name"] if last is not None else None)
+            log.warning("execution=%s phone=%s interrupted by a node restart: resending from "
+                        "step %d (expects %s)", execution_id, serial, resume_from,
+                        run.resume_screen)
+            try:
+                result = await self.hub.send_run(serial, run)
+            except FarmError as exc:
+                result = {"status": "error", "error": str(exc)}
+            if result.get("status") != "ok":
+                await self.db.update_execution(
+                    execution_id, status="failed", error_reason="resume",
+                    error_message=f"could not resume after a node restart: {result.get('error')}")
+                continue
+            resent.append(execution_id)
+        return resent
 
     async def _failed_at_start(self, out: dict, status: str, reason: str, error: str) -> dict:
         log.warning("execution=%s not started: %s: %s", out["execution_id"], reason, error)

@@ -100,6 +100,9 @@ class RunSequence(_Action, tag="run_sequence", frozen=True):
     retry: RetryPolicy = RetryPolicy()
     lease_s: float = 3600.0
     resume_from: int = 0                   # first top-level step to play (crash recovery)
+    # Crash recovery: the screen the last successful step left; the run resumes only if the
+    # phone still shows it (else it fails cleanly: no step is played twice blindly).
+    resume_screen: str | None = None
 
 
 class CancelRun(_Action, tag="cancel_run", frozen=True):
