@@ -39,9 +39,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Callable, Iterable, Literal, NamedTuple, NoReturn, Union
+from typing import TYPE_CHECKING, Callable, Iterable, Literal, NamedTuple, NoReturn, Union
 
 from protocol.errors import ScopeError
+
+if TYPE_CHECKING:
+    from sequences.groups import GroupBook
 
 log = logging.getLogger(__name__)
 
@@ -257,11 +260,15 @@ def parse_phone_scope(text: str, *, why: str = "a phone scope is expected here")
     return scope
 
 
-def targets(scope: str | Scope, phones: list[dict],
-            accounts: list[dict]) -> list[tuple[str, str | None]]:
+def targets(scope: str | Scope, phones: list[dict], accounts: list[dict],
+            groups: "GroupBook | None" = None) -> list[tuple[str, str | None]]:
     """What a runner iterates over, for either kind of scope: ``(serial, None)`` per phone
     of a phone scope, ``(serial, "platform.account_number")`` per account of an account
-    scope."""
+    scope. With ``groups``, ``group:EXPR`` (``group:active&warm-banned``) is a scope too
+    (`sequences.groups.GroupBook.targets`)."""
+    if groups is not None and isinstance(scope, str) and scope.lstrip().startswith("group:"):
+        # The book resolves its own scopes: sequences.groups imports this module.
+        return groups.targets(scope, phones, accounts)
     parsed = parse_scope(scope) if isinstance(scope, str) else scope
     if isinstance(parsed, AccountScope):
         return [(t.serial, t.ref) for t in parsed.resolve(phones, accounts)]

@@ -18,11 +18,14 @@ import random
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from protocol.errors import FarmError, ScopeError, VariableError
 from sequences.scope_functions import evaluate_function
 from sequences.spintax import Node, Spin, Text, Var, choose, parse
+
+if TYPE_CHECKING:
+    from sequences.groups import GroupBook
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +37,7 @@ CLIENT_FIELDS = ("name", "status", "contact_email", "contact_discord")
 PROFILE_FIELDS = ("first_name", "last_name", "birth_month", "birth_day", "birth_year",
                   "gender", "profile_password", "interests")
 ACCOUNT_FIELDS = ("username", "password", "bio", "platform", "account_number", "status")
-CATEGORIES = ("client", "profile", "account", "content", "dynamic", "custom", "ai")
+CATEGORIES = ("client", "profile", "account", "content", "dynamic", "custom", "ai", "group")
 
 
 class AIProvider(Protocol):
@@ -133,6 +136,8 @@ class VariableContext:
     # The whole farm, for the scope-aware functions (``${random.account from …}``).
     phones: list[dict[str, Any]] = field(default_factory=list)
     farm_accounts: list[dict[str, Any]] = field(default_factory=list)
+    # Groups for ``${group...}`` (sequences.groups), evaluated over phones and farm_accounts.
+    groups: "GroupBook | None" = None
 
 
 def parse_account_ref(ref: str | tuple[str, str]) -> tuple[str, str]:
@@ -359,6 +364,12 @@ class _Resolver:
             return self.ctx.ai.hashtags(topic.strip(), number)
         raise _Fail("unknown ai variable (known: ai.caption(prompt), ai.response(context), "
                     "ai.hashtags(topic,count))")
+
+    def _group(self, path: tuple[str, ...], args: list[str] | None, depth: int) -> Any:
+        if self.ctx.groups is None:
+            raise _Fail("no groups configured")
+        return self.ctx.groups.variable(path, args, self.ctx.phones, self.ctx.farm_accounts,
+                                        self.rng)
 
 
 def _no_args(args: list[str] | None) -> None:
