@@ -26,7 +26,7 @@ violation is a `ValidationError` naming the group, the member and the rule:
 * exclusivity set NAME over groups G1..Gn: a member is in at most one of them;
 * ``requires(A, B)``: a member of A must be in B (so B cannot lose it while A has it);
 * ``excludes(A, B)``: no member is in both;
-* hierarchy: a child's members are a subset of its parent's (for a smart parent, whose
+* hierarchy: a child's members are a subset of its parent's (when either is smart, so the
   members only exist over rows, the child's members are cut to the parent's when evaluated).
   Rules on a parent therefore hold for its whole branch.
 
@@ -420,7 +420,10 @@ class GroupBook:
             key = _row_key(group.kind)
             found = _dedup(key(r) for r in rows
                            if all(_holds(r, path, op, value) for path, op, value in conditions))
-        if group.parent is not None and self.groups[group.parent].filter is not None:
+        # A stored child of a stored parent is a subset by construction; with a smart group
+        # on either side the subset only exists over rows, so it is cut here.
+        if group.parent is not None and (group.filter is not None
+                                         or self.groups[group.parent].filter is not None):
             parent = set(self.members(group.parent, phones, accounts))
             found = [m for m in found if m in parent]
         return found
@@ -465,12 +468,13 @@ class GroupBook:
                 _fail(text, op_at, f"cannot combine {kind} group(s) with {this_kind} group "
                                    f"{name!r}")
             found = self.members(name, phones, accounts)
+            found_set = set(found)
             if op is None:
                 result, kind = found, this_kind
             elif op == "&":
-                result = [m for m in result if m in set(found)]
+                result = [m for m in result if m in found_set]
             elif op == "-":
-                result = [m for m in result if m not in set(found)]
+                result = [m for m in result if m not in found_set]
             else:
                 result = _dedup([*result, *found])
             pos = match.end()

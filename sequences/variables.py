@@ -1,9 +1,10 @@
 """Variables (spec 15.1): what ``${category.path(args)}`` means, and resolving template text.
 
 Owns `VariableContext` (everything a variable can name for one phone and account), the
-resolution of the categories client, profile, account, content, dynamic, custom and ai, and
-the `AIProvider` interface the AI issue implements. Parsing is `sequences.spintax.parse` (one
-parser for variables and spintax). Resolution is synchronous and pure apart from the context's
+resolution of the categories client, profile, account, content, dynamic, custom and ai
+(group delegates to `sequences.groups.GroupBook.variable`), and the `AIProvider` interface
+the AI issue implements. Parsing is `sequences.spintax.parse` (one parser for variables and
+spintax). Resolution is synchronous and pure apart from the context's
 callables: counters, media and the AI provider; only the chosen spintax option is resolved, so
 a counter in an option not taken does not move.
 

@@ -175,6 +175,12 @@ def test_smart_parent_cuts_child_at_evaluation() -> None:
     book.add_member("picked", A1)
     book.add_member("picked", T1)
     assert book.members("picked", PHONES, ACCOUNTS) == [A1]
+    book.create("clip", "account")
+    book.add_member("clip", A3)
+    book.add_member("clip", A2)
+    book.create("clip_active", "account", type="smart", parent="clip",
+                filter="filter.accounts where status=active")
+    assert book.members("clip_active", PHONES, ACCOUNTS) == [A3]
 
 
 # --- smart and system groups ----------------------------------------------------------
