@@ -24,6 +24,7 @@ import numpy as np
 from actors.event_store import EventStore
 from actors.recorder import Recorder
 from actors.runs import RUN_EVENTS, RunManager
+from actors.schedules import ScheduleService
 from actors.unknown_screens import UnknownScreenQueue
 from protocol.errors import FarmError, PhoneNotFound, ValidationError
 from protocol.messages import Action, Command, Event, Hello, LiveEvent, RunSequence
@@ -61,15 +62,22 @@ class Hub:
         # Sequence runs need the farm database (FarmDB) for records, accounts and variables.
         self.runs: RunManager | None = (RunManager(self, db, data_dir or ".", recorded=recordings)
                                         if db is not None else None)
+        # Schedules need the runs (and the farm database, where their state is saved).
+        self.schedules: ScheduleService | None = (ScheduleService(self, self.runs, db)
+                                                  if self.runs is not None else None)
         self.link = CoordinatorLink(listen, secret, sink=self, on_node_up=self._node_up,
                                     on_node_down=self._node_down, on_message=self._on_message,
                                     heartbeat_interval=heartbeat_interval, dead_after=dead_after)
 
     async def start(self) -> "Hub":
         await self.link.start()
+        if self.schedules is not None:
+            await self.schedules.start()
         return self
 
     async def close(self) -> None:
+        if self.schedules is not None:
+            await self.schedules.close()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -150,6 +158,8 @@ class Hub:
             # record would otherwise lose the record (a stored event is never applied again).
             data = await self.runs.take_screenshot(event.event, data)
             await self.runs.apply(event.event, event.serial, data)
+            if event.event == "execution_finished" and self.schedules is not None:
+                self.schedules.wake()  # its phone may take its next scheduled job now
         if not await self.store.add(node, event.seq, event.event, event.serial, data,
                                     time.time()):
             return
@@ -274,6 +284,27 @@ class Hub:
 
     async def get_run(self, run_id: str) -> dict:
         return await self._runs().get_run(run_id)
+
+    async def list_executions(self, limit: int = 50) -> list[dict]:
+        return await self._runs().recent_executions(limit)
+
+    def _schedules(self) -> ScheduleService:
+        if self.schedules is None:
+            raise FarmError("schedules need the farm database: this hub has none")
+        return self.schedules
+
+    async def add_schedule(self, schedule) -> dict:
+        """Register an actors.scheduler.Schedule (actors.schedules.ScheduleService.add)."""
+        return await self._schedules().add(schedule)
+
+    def list_schedules(self) -> list[dict]:
+        return self._schedules().schedules()
+
+    async def control_schedule(self, schedule_id: str, action: str) -> dict:
+        return await self._schedules().control(schedule_id, action)
+
+    async def schedule_events(self, schedule_id: str) -> list[dict]:
+        return await self._schedules().events(schedule_id)
 
     async def get_execution(self, execution_id: str) -> dict:
         return await self._runs().get_execution(execution_id)

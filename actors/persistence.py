@@ -16,6 +16,8 @@ Additions to the spec's columns, kept minimal and listed here so they stay visib
 - ``executions``: ``execution_key`` (our string execution ids), ``run_id``, ``serial``,
   ``sequence``, ``error_reason``, ``current_step``; ``execution_steps``: ``path``, ``error``,
   ``screenshot``.
+- ``scheduler_state`` (one row: the scheduler's msgspec state as JSON) and
+  ``schedule_events`` (what the scheduler did), for actors.schedules.
 
 A phone has no profile column: the spec links profiles to accounts, so a phone's profile is
 the profile of its accounts (the first account's, or the named account's).
@@ -235,6 +237,27 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE executions ADD COLUMN plan TEXT;
     CREATE INDEX executions_status ON executions (status, serial);
+    """,
+    # v3: the scheduler (actors.schedules): its whole state as one msgspec JSON row, so
+    # schedules and queued jobs survive a coordinator restart, and the record of what it did.
+    """
+    CREATE TABLE scheduler_state (
+        state_id INTEGER PRIMARY KEY CHECK (state_id = 1),
+        state TEXT NOT NULL,
+        updated_at TIMESTAMP
+    );
+
+    CREATE TABLE schedule_events (
+        id INTEGER PRIMARY KEY,
+        at TIMESTAMP NOT NULL,
+        schedule_id TEXT,
+        job_id TEXT,
+        serial TEXT,
+        kind TEXT NOT NULL,
+        reason TEXT,
+        detail TEXT
+    );
+    CREATE INDEX schedule_events_schedule ON schedule_events (schedule_id, id);
     """,
 ]
 
@@ -461,6 +484,47 @@ class FarmDB:
             sql += " LIMIT ?"
             args.append(limit)
         return [_execution_dict(r) for r in await self._all(sql, args)]
+
+    async def recent_executions(self, limit: int = 50) -> list[dict]:
+        """The latest ``limit`` executions (without steps), newest first."""
+        return [_execution_dict(r) for r in await self._all(
+            "SELECT * FROM executions ORDER BY execution_id DESC LIMIT ?", (limit,))]
+
+    # -- the scheduler's state and record (actors.schedules) -------------------------------
+
+    async def load_scheduler_state(self) -> str | None:
+        """The scheduler's saved state (JSON text), or None if it never saved."""
+        row = await self._one("SELECT state FROM scheduler_state WHERE state_id = 1")
+        return None if row is None else row[0]
+
+    async def save_scheduler_state(self, state: str) -> None:
+        await self._write(
+            "INSERT INTO scheduler_state (state_id, state, updated_at) VALUES (1, ?, ?)"
+            " ON CONFLICT (state_id) DO UPDATE SET state = excluded.state,"
+            " updated_at = excluded.updated_at", (state, utc_text()))
+
+    async def add_schedule_events(self, events: list[dict]) -> None:
+        """Append scheduler events: dicts of at (datetime), schedule_id, job_id, serial,
+        kind, reason, detail (a dict, stored as JSON)."""
+        if not events:
+            return
+        await self._conn.executemany(
+            "INSERT INTO schedule_events (at, schedule_id, job_id, serial, kind, reason, detail)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [(utc_text(e["at"]), e.get("schedule_id"), e.get("job_id"), e.get("serial"),
+              e["kind"], e.get("reason"), orjson.dumps(e.get("detail") or {}).decode())
+             for e in events])
+
+    async def schedule_events(self, schedule_id: str | None = None,
+                              limit: int = 500) -> list[dict]:
+        """Scheduler events, oldest first (the latest ``limit``); only ``schedule_id``'s
+        when given."""
+        where, args = "", []
+        if schedule_id is not None:
+            where, args = " WHERE schedule_id = ?", [schedule_id]
+        rows = await self._all(f"SELECT * FROM schedule_events{where} ORDER BY id DESC LIMIT ?",
+                               (*args, limit))
+        return [{**dict(r), "detail": orjson.loads(r["detail"] or "{}")} for r in reversed(rows)]
 
     # -- seeding upserts -----------------------------------------------------------------
 

@@ -118,6 +118,27 @@ class RunManager:
         return {"run_id": run_id, "sequence": name,
                 "executions": {serial: out for (serial, _), out in zip(targets, outcomes)}}
 
+    async def start_one(self, sequence: str | dict, serial: str, account: str | None,
+                        variables: dict[str, str] | None = None, *,
+                        run_id: str | None = None) -> dict:
+        """Start ``sequence`` on one target (the scheduler's jobs): ``{"execution_id",
+        "status", "account", "error"}`` with status pending (sent), locked or failed.
+        Raises like `start` for a bad or unknown sequence."""
+        name, seq = self.sequence(sequence)
+        variables = {str(k): str(v) for k, v in (variables or {}).items()}
+        return await self._start_one(run_id or f"run-{uuid.uuid4().hex[:12]}", name, seq,
+                                     serial, account, variables)
+
+    async def recent_executions(self, limit: int = 50) -> list[dict]:
+        """The latest executions, newest first, without their steps."""
+        refs = await self._account_refs()
+        return [{k: v for k, v in execution_view(r, refs).items() if k != "steps"}
+                for r in await self.db.recent_executions(limit)]
+
+    async def targets(self, scope: str) -> list[tuple[str, str | None]]:
+        """The (serial, account or None) targets of ``scope`` now; raises ScopeError."""
+        return await self._targets(scope)
+
     async def _targets(self, scope: str) -> list[tuple[str, str | None]]:
         from sequences.scopes import targets
 

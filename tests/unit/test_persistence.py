@@ -22,14 +22,14 @@ async def db(tmp_path):
 async def test_migrations_apply_on_a_fresh_file_and_reopen_is_a_no_op(tmp_path):
     path = tmp_path / "sub" / "farm.sqlite3"
     db = await FarmDB.open(path)
-    assert await db.schema_version() == SCHEMA_VERSION == 2
+    assert await db.schema_version() == SCHEMA_VERSION == 3
     await db.upsert_client("Acme")
     await db.close()
     with sqlite3.connect(path) as raw:
         tables = {r[0] for r in raw.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         assert {"clients", "users", "agents", "phones", "profiles", "accounts", "hashtag_sets",
                 "caption_templates", "media_files", "custom_variables", "counters", "tasks",
-                "executions", "execution_steps"} <= tables
+                "executions", "execution_steps", "scheduler_state", "schedule_events"} <= tables
         assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         columns = {r[1] for r in raw.execute("PRAGMA table_info(executions)")}
         assert {"execution_key", "run_id", "serial", "sequence", "error_reason",

@@ -1,0 +1,168 @@
+"""actors.schedules.ScheduleService on a fake clock, a fake hub directory and fake runs over a
+real (temporary) farm database: dispatch as one execution per job, job end seen from the
+execution record, waiting for offline phones, state and events saved and loaded back."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from actors.persistence import FarmDB
+from actors.scheduler import Schedule
+from actors.schedules import ScheduleNotFound, ScheduleService
+from protocol.errors import ValidationError
+
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+class FakeHub:
+    def __init__(self) -> None:
+        self.phone_rows = {s: {"serial": s, "node": "rack1", "state": "online",
+                               "lock_holder": None} for s in ("p1", "p2")}
+        self.node_rows = {"rack1": {"name": "rack1", "state": "up"}}
+
+
+class FakeRuns:
+    """Starts nothing: records an execution per start, pending as if sent to the node."""
+
+    def __init__(self, db: FarmDB) -> None:
+        self.db = db
+        self.started: list[tuple[str, str, str | None, str | None]] = []
+
+    async def targets(self, scope: str) -> list[tuple[str, str | None]]:
+        return [("p1", None), ("p2", None)] if scope == "phone:all" else [(scope[6:], None)]
+
+    async def start_one(self, sequence, serial, account, variables=None, *, run_id=None) -> dict:
+        execution_id = f"ex-{len(self.started) + 1}"
+        self.started.append((execution_id, serial, account, run_id))
+        await self.db.create_execution(execution_id, run_id=run_id, serial=serial,
+                                       sequence=sequence)
+        return {"execution_id": execution_id, "status": "pending", "account": account,
+                "error": None}
+
+
+@pytest.fixture()
+async def env(tmp_path):
+    db = await FarmDB.open(tmp_path / "farm.sqlite3")
+    clock, hub, runs = Clock(), FakeHub(), FakeRuns(db)
+    service = ScheduleService(hub, runs, db, clock=clock)
+    await service.load()
+    yield service, clock, hub, runs, db
+    await db.close()
+
+
+def immediate(sid: str, target: str = "phone:p1") -> Schedule:
+    return Schedule(id=sid, sequence="demo/taps", target=target, type="immediate")
+
+
+async def test_one_execution_per_phone_at_a_time_and_end_seen_from_the_record(env) -> None:
+    service, clock, _, runs, db = env
+    await service.add(immediate("a"))
+    await service.add(immediate("b"))
+    await service.step()
+    assert [(s[1], s[3]) for s in runs.started] == [("p1", "a@20260301T120000Z")]
+    clock.advance(2)
+    await service.step()
+    assert len(runs.started) == 1  # p1 is busy with a's job
+    await db.update_execution("ex-1", status="completed")
+    clock.advance(2)
+    await service.step()
+    assert [s[1] for s in runs.started] == ["p1", "p1"]
+    await db.update_execution("ex-2", status="failed", error_message="boom")
+    await service.step()
+    views = {v["id"]: v for v in service.schedules()}
+    assert views["a"]["jobs"] == {"completed": 1} and views["b"]["jobs"] == {"failed": 1}
+    assert views["a"]["status"] == "completed" and views["a"]["next_fire"] is None
+    kinds = [e["kind"] for e in await service.events("a")]
+    assert kinds == ["fired", "queued", "dispatched", "finished"]
+    finished = (await service.events("b"))[-1]
+    assert finished["kind"] == "finished" and finished["execution_id"] == "ex-2"
+    assert finished["detail"]["error"] == "boom"
+
+
+async def test_locked_and_offline_phones_wait_without_an_execution(env) -> None:
+    service, clock, hub, runs, _ = env
+    service.offline_wait_s = 60
+    hub.phone_rows["p1"]["lock_holder"] = "manual-run"
+    hub.phone_rows["p2"]["state"] = "offline"
+    await service.add(immediate("both", "phone:all"))
+    await service.step()
+    clock.advance(30)
+    await service.step()
+    assert runs.started == []
+    hub.phone_rows["p1"]["lock_holder"] = None
+    clock.advance(31)
+    await service.step()
+    assert [s[1] for s in runs.started] == ["p1"]
+    clock.advance(2)  # the node's stagger slot
+    await service.step()
+    assert service.view("both")["jobs"] == {"running": 1, "failed": 1}
+    failed = [e for e in await service.events("both") if e["kind"] == "dispatch_failed"]
+    assert "p2 not online" in failed[0]["reason"]
+
+
+async def test_state_survives_a_restart_and_misfires_are_the_cores(env) -> None:
+    service, clock, hub, runs, db = env
+    await service.add(Schedule(id="later", sequence="demo/taps", target="phone:p2",
+                               type="scheduled", at=T0 + timedelta(minutes=5),
+                               misfire={"grace_s": 120}))
+    await service.add(immediate("now"))
+    await service.step()
+    assert runs.started[0][1] == "p1"
+    # The coordinator stops; meanwhile the execution ends and "later" becomes due.
+    await db.update_execution("ex-1", status="completed")
+    clock.advance(6 * 60)
+    again = ScheduleService(hub, runs, db, clock=clock)
+    await again.load()
+    assert [v["id"] for v in again.schedules()] == ["later", "now"]
+    assert again.view("later")["next_fire"] == (T0 + timedelta(minutes=5)).isoformat()
+    await again.step()
+    assert again.view("now")["jobs"] == {"completed": 1}
+    assert [s[1] for s in runs.started] == ["p1", "p2"]
+    misfire = [e for e in await again.events("later") if e["kind"] == "misfire"]
+    assert misfire and misfire[0]["reason"] == "run_late"
+
+
+async def test_add_validates_and_controls(env) -> None:
+    service, clock, _, runs, _ = env
+    with pytest.raises(ValidationError) as bad:
+        await service.add(Schedule(id="s", sequence="x", target="phone:p1", type="scheduled"))
+    assert bad.value.where == "$.at"
+    with pytest.raises(ValidationError) as bad:
+        await service.add(Schedule(id="w", sequence="x", target="phone:p1", type="window",
+                                   window_start=T0, window_end=T0 + timedelta(seconds=30),
+                                   count=5))
+    assert bad.value.where == "$.count"
+    with pytest.raises(ValidationError) as bad:
+        await service.add(Schedule(id="t", sequence="x", target="phone:", type="immediate"))
+    assert bad.value.where == "$.target"
+    with pytest.raises(ValidationError) as bad:
+        await service.add(Schedule(id="d", sequence="x", target="phone:p1", type="immediate",
+                                   depends_on=["nope"]))
+    assert bad.value.where == "$.depends_on"
+    added = await service.add(Schedule(id="", sequence="x", target="phone:p1",
+                                       type="recurring", cron="*/5 * * * *"))
+    sid = added["id"]
+    assert sid.startswith("sch-") and added["next_fire"] == "2026-03-01T12:00:00+00:00"
+    assert (await service.control(sid, "pause"))["status"] == "paused"
+    clock.advance(1)
+    await service.step()
+    assert runs.started == []
+    assert (await service.control(sid, "resume"))["status"] == "pending"
+    assert (await service.control(sid, "cancel"))["status"] == "cancelled"
+    with pytest.raises(ValidationError):
+        await service.control(sid, "resume")
+    with pytest.raises(ScheduleNotFound):
+        await service.control("ghost", "pause")
