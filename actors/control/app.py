@@ -29,12 +29,23 @@ from actors.control.schemas import (
 )
 from actors.control.stream import EventStreamer
 from actors.runs import RunNotFound, UnknownSequence
-from protocol.errors import FarmError, PhoneNotFound, ScopeError, ValidationError, ValidationErrors
+from actors.scheduler import Schedule
+from actors.schedules import ScheduleNotFound
+from protocol.errors import (
+    FarmError,
+    PhoneNotFound,
+    ScopeError,
+    ValidationError,
+    ValidationErrors,
+    split_msgspec_error,
+)
 from sequences.scopes import parse_phone_scope
 
 log = logging.getLogger(__name__)
 
 MIN_THUMB_WIDTH, MAX_THUMB_WIDTH = 16, 2000
+SCHEDULE_ACTIONS = ("pause", "resume", "cancel")
+MAX_EXECUTIONS = 1000
 
 
 class HubAPI(Protocol):
@@ -69,6 +80,23 @@ class HubAPI(Protocol):
 
     async def execution_screenshot(self, execution_id: str, path: str) -> bytes:
         """The PNG of a failed step; actors.runs.RunNotFound."""
+
+    async def list_executions(self, limit: int = 50) -> list[dict]:
+        """The latest executions, newest first, without steps."""
+
+    async def add_schedule(self, schedule: Schedule) -> dict:
+        """Register a schedule (id generated when empty): its view (id, status, next_fire,
+        fired, jobs, ...). ValidationError names the bad field."""
+
+    def list_schedules(self) -> list[dict]:
+        """Every schedule's view."""
+
+    async def control_schedule(self, schedule_id: str, action: str) -> dict:
+        """pause | resume | cancel; the schedule's view. actors.schedules.ScheduleNotFound,
+        ValidationError (e.g. resuming a cancelled schedule)."""
+
+    async def schedule_events(self, schedule_id: str) -> list[dict]:
+        """The schedule's recorded events, oldest first; ScheduleNotFound."""
 
     def stop_recording(self, recording_id: str) -> dict:
         """Write the recording: {"path", "sequence"}; FarmError if no such recording."""
@@ -115,7 +143,13 @@ def make_app(hub: HubAPI, token: str | None = None, *, heartbeat_s: float = 15.0
     app.router.add_post("/api/record/stop", post_record_stop)
     app.router.add_post("/api/runs", post_runs)
     app.router.add_get("/api/runs/{run_id}", get_run)
+    app.router.add_get("/api/executions", get_executions)
     app.router.add_get("/api/executions/{execution_id}", get_execution)
+    app.router.add_post("/api/schedules", post_schedules)
+    app.router.add_get("/api/schedules", get_schedules)
+    for action in SCHEDULE_ACTIONS:
+        app.router.add_post(f"/api/schedules/{{schedule_id}}/{action}", post_schedule_action)
+    app.router.add_get("/api/schedules/{schedule_id}/events", get_schedule_events)
     app.router.add_get("/api/executions/{execution_id}/steps/{path}/screenshot",
                        get_execution_screenshot)
     app.router.add_get("/api/unknown-screens", get_unknown_screens)
@@ -268,6 +302,75 @@ async def get_execution(request: web.Request) -> web.Response:
         return json_response(await request.app[HUB].get_execution(execution_id))
     except RunNotFound as exc:
         return error_response(404, str(exc), execution_id=execution_id)
+
+
+async def get_executions(request: web.Request) -> web.Response:
+    raw = request.query.get("limit", "50")
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_EXECUTIONS:
+        return error_response(400, f"query parameter limit: expected an integer "
+                                   f"1..{MAX_EXECUTIONS}, got {raw!r}", field="limit")
+    try:
+        executions = await request.app[HUB].list_executions(int(raw))
+    except FarmError as exc:
+        return error_response(409, str(exc))
+    return json_response({"executions": executions})
+
+
+def decode_schedule(body: bytes) -> Schedule:
+    """A POST /api/schedules body as a Schedule: ``id`` may be left out (generated) and
+    ``status`` is ignored (a new schedule is pending). RequestError names the field."""
+    raw = decode_request(body, dict[str, Any], "a JSON object with sequence, target and type")
+    raw.setdefault("id", "")
+    raw.pop("status", None)
+    try:
+        return msgspec.convert(raw, Schedule)
+    except msgspec.ValidationError as exc:
+        path, reason = split_msgspec_error(str(exc))
+        raise RequestError(path, reason, field=path) from None
+
+
+async def post_schedules(request: web.Request) -> web.Response:
+    """Add a schedule: 201 with its view (status, next_fire); 400 naming the bad field."""
+    try:
+        schedule = decode_schedule(await request.read())
+        added = await request.app[HUB].add_schedule(schedule)
+    except RequestError as exc:
+        return json_response(exc.body, status=400)
+    except ValidationError as exc:
+        return error_response(400, str(exc), field=exc.where)
+    except FarmError as exc:
+        return error_response(409, str(exc))
+    return json_response(added, status=201)
+
+
+async def get_schedules(request: web.Request) -> web.Response:
+    try:
+        return json_response({"schedules": request.app[HUB].list_schedules()})
+    except FarmError as exc:
+        return error_response(409, str(exc))
+
+
+async def post_schedule_action(request: web.Request) -> web.Response:
+    schedule_id = request.match_info["schedule_id"]
+    action = request.path.rstrip("/").rsplit("/", 1)[-1]
+    try:
+        return json_response(await request.app[HUB].control_schedule(schedule_id, action))
+    except ScheduleNotFound as exc:
+        return error_response(404, str(exc), schedule_id=schedule_id)
+    except ValidationError as exc:
+        return error_response(409, str(exc), schedule_id=schedule_id)
+    except FarmError as exc:
+        return error_response(409, str(exc))
+
+
+async def get_schedule_events(request: web.Request) -> web.Response:
+    schedule_id = request.match_info["schedule_id"]
+    try:
+        return json_response({"events": await request.app[HUB].schedule_events(schedule_id)})
+    except ScheduleNotFound as exc:
+        return error_response(404, str(exc), schedule_id=schedule_id)
+    except FarmError as exc:
+        return error_response(409, str(exc))
 
 
 async def get_execution_screenshot(request: web.Request) -> web.Response:

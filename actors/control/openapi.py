@@ -28,8 +28,13 @@ from actors.control.schemas import (
     RunStarted,
     RunStatus,
     Execution,
+    ExecutionsResponse,
+    ScheduleEventsResponse,
+    SchedulesResponse,
+    ScheduleView,
     UnknownScreensResponse,
 )
+from actors.scheduler import Schedule
 
 REF = "#/components/schemas/{name}"
 
@@ -54,7 +59,27 @@ def _document() -> dict[str, Any]:
     _, components = msgspec.json.schema_components(
         [ActionRequest, ActionsResponse, ErrorBody, Health, HubEvent, NodesResponse, PhonesResponse,
          UnknownScreensResponse, RecordStart, RecordStop, RunRequest, RunStarted, RunStatus,
-         Execution], ref_template=REF)
+         Execution, ExecutionsResponse, Schedule, ScheduleView, SchedulesResponse,
+         ScheduleEventsResponse], ref_template=REF)
+    # A new schedule's id is optional (generated) and its status is ignored.
+    request = copy.deepcopy(components["Schedule"])
+    request["required"] = [f for f in request.get("required", []) if f != "id"]
+    request["title"] = "ScheduleRequest"
+    components["ScheduleRequest"] = request
+    schedule_id = {"name": "schedule_id", "in": "path", "required": True,
+                   "schema": {"type": "string"}}
+    schedule_actions = {
+        f"/api/schedules/{{schedule_id}}/{action}": {"post": {
+            "operationId": f"{action}Schedule", "summary": summary,
+            "parameters": [schedule_id],
+            "responses": {"200": _json("ScheduleView", "the schedule now"),
+                          "401": _UNAUTHORIZED,
+                          "404": _error("no such schedule (`schedule_id`)"),
+                          "409": _error("not possible now (e.g. resuming a cancelled schedule)")},
+        }} for action, summary in (
+            ("pause", "Stop firing a schedule (queued jobs stay queued)"),
+            ("resume", "Fire again; occurrences missed while paused follow the misfire rule"),
+            ("cancel", "Stop a schedule for good and drop its queued jobs"))}
     serial = {"name": "serial", "in": "path", "required": True, "schema": {"type": "string"},
               "description": "device serial, URL-encoded (e.g. 127.0.0.1%3A40123)"}
     return {
@@ -167,6 +192,49 @@ def _document() -> dict[str, Any]:
                                 "schema": {"type": "string"}}],
                 "responses": {"200": _json("RunStatus", "the run"), "401": _UNAUTHORIZED,
                               "404": _error("no such run (`run_id`)")},
+            }},
+            "/api/executions": {"get": {
+                "operationId": "listExecutions", "summary": "Recent executions, newest first",
+                "parameters": [{"name": "limit", "in": "query", "required": False,
+                                "schema": {"type": "integer", "minimum": 1, "maximum": 1000,
+                                           "default": 50}}],
+                "responses": {"200": _json("ExecutionsResponse", "executions without steps"),
+                              "400": _error("bad limit"), "401": _UNAUTHORIZED},
+            }},
+            "/api/schedules": {
+                "post": {
+                    "operationId": "addSchedule",
+                    "summary": "Schedule a sequence: immediate, scheduled, window or recurring",
+                    "description": "Each occurrence runs the sequence once per (phone, account) "
+                                   "of `target`, resolved when it fires; a phone runs one "
+                                   "scheduled job at a time. Times are ISO 8601 with a zone.",
+                    "requestBody": {"required": True, "content": {"application/json": {
+                        "schema": _ref("ScheduleRequest"),
+                        "example": {"sequence": "clipshare/post_clip", "target": "phone:all",
+                                    "type": "recurring", "cron": "0 9 * * *",
+                                    "misfire": {"grace_s": 600}}}}},
+                    "responses": {
+                        "201": _json("ScheduleView", "the schedule and its next fire time"),
+                        "400": _error("invalid JSON or a bad field (`field`, e.g. $.at)"),
+                        "401": _UNAUTHORIZED,
+                        "409": _error("this coordinator has no scheduler (no farm database)"),
+                    },
+                },
+                "get": {
+                    "operationId": "listSchedules",
+                    "summary": "Every schedule with its status and next fire time",
+                    "responses": {"200": _json("SchedulesResponse", "schedules"),
+                                  "401": _UNAUTHORIZED},
+                },
+            },
+            **schedule_actions,
+            "/api/schedules/{schedule_id}/events": {"get": {
+                "operationId": "listScheduleEvents",
+                "summary": "What the scheduler did for a schedule, oldest first",
+                "parameters": [schedule_id],
+                "responses": {"200": _json("ScheduleEventsResponse", "events"),
+                              "401": _UNAUTHORIZED,
+                              "404": _error("no such schedule (`schedule_id`)")},
             }},
             "/api/executions/{execution_id}": {"get": {
                 "operationId": "getExecution", "summary": "One execution and its steps",

@@ -298,6 +298,49 @@ class RunStatus(msgspec.Struct):
     executions: list[Execution]
 
 
+class ScheduleView(msgspec.Struct):
+    """A schedule as listed (the request's fields, defaults left out) and where it stands."""
+
+    id: str
+    sequence: str
+    target: str
+    type: str
+    status: Literal["pending", "active", "paused", "completed", "cancelled"]
+    next_fire: str | None      # UTC ISO time of the next occurrence, None: nothing more
+    last_occurrence: str | None
+    fired: int
+    jobs: dict[str, int]       # job status -> count
+
+
+class SchedulesResponse(msgspec.Struct):
+    schedules: list[ScheduleView]
+
+
+class ScheduleEvent(msgspec.Struct):
+    """One thing the scheduler did: fired, misfire, queued, dispatched, locked,
+    dispatch_failed, finished, retry, skipped, cancelled."""
+
+    id: int
+    at: str
+    schedule_id: str | None
+    job_id: str | None
+    serial: str | None
+    kind: str
+    reason: str | None
+    detail: dict[str, Any]
+    execution_id: str | None = None
+
+
+class ScheduleEventsResponse(msgspec.Struct):
+    events: list[ScheduleEvent]
+
+
+class ExecutionsResponse(msgspec.Struct):
+    """Recent executions, newest first (their steps left out)."""
+
+    executions: list[dict[str, Any]]
+
+
 def _syntax_error(body: bytes, fallback: str) -> RequestError:
     """Locate a JSON syntax error as line/column (msgspec reports only a byte offset)."""
     try:

@@ -118,6 +118,42 @@ class FakeHub:
             raise RunNotFound(f"execution {execution_id!r}: no screenshot for step {path!r}")
         return cv2.imencode(".png", self.frame)[1].tobytes()
 
+    async def list_executions(self, limit: int = 50) -> list[dict]:
+        out = [{k: v for k, v in e.items() if k != "steps"}
+               for run in self.runs.values() for e in run["executions"]]
+        return out[::-1][:limit]
+
+    async def _schedule_service(self):
+        """A real actors.schedules.ScheduleService over an in-memory store, never ticked:
+        the endpoint's validation and views are the real ones."""
+        if getattr(self, "schedule_service", None) is None:
+            from actors.schedules import ScheduleService
+
+            self.schedule_service = ScheduleService(self, _MemoryRuns(self), _MemoryScheduleDB())
+            await self.schedule_service.load()
+        return self.schedule_service
+
+    @property
+    def phone_rows(self) -> dict[str, dict]:
+        return {p["serial"]: p for p in self._phones}
+
+    @property
+    def node_rows(self) -> dict[str, dict]:
+        return {n["name"]: n for n in self._nodes}
+
+    async def add_schedule(self, schedule) -> dict:
+        return await (await self._schedule_service()).add(schedule)
+
+    def list_schedules(self) -> list[dict]:
+        service = getattr(self, "schedule_service", None)
+        return service.schedules() if service is not None else []
+
+    async def control_schedule(self, schedule_id: str, action: str) -> dict:
+        return await (await self._schedule_service()).control(schedule_id, action)
+
+    async def schedule_events(self, schedule_id: str) -> list[dict]:
+        return await (await self._schedule_service()).events(schedule_id)
+
     def stop_recording(self, recording_id: str) -> dict:
         if recording_id != "rec1":
             raise FarmError(f"recording {recording_id!r}: no such open recording")
@@ -177,6 +213,43 @@ class FakeHub:
         for queue in self.subscribers:
             queue.put_nowait(message)
         return message
+
+
+class _MemoryRuns:
+    """Phone scopes over the fake hub's phones; nothing is ever started."""
+
+    def __init__(self, hub: FakeHub) -> None:
+        self.hub = hub
+
+    async def targets(self, scope: str) -> list[tuple[str, str | None]]:
+        from sequences.scopes import targets
+
+        return targets(scope, self.hub.phones(), [])
+
+
+class _MemoryScheduleDB:
+    """The farm-DB methods the schedule service uses, in memory."""
+
+    def __init__(self) -> None:
+        self.state: str | None = None
+        self.events: list[dict] = []
+
+    async def load_scheduler_state(self) -> str | None:
+        return self.state
+
+    async def save_scheduler_state(self, state: str) -> None:
+        self.state = state
+
+    async def add_schedule_events(self, events: list[dict]) -> None:
+        for e in events:
+            self.events.append({**e, "id": len(self.events) + 1, "at": e["at"].isoformat()})
+
+    async def schedule_events(self, schedule_id: str | None = None, limit: int = 500) -> list[dict]:
+        return [dict(e) for e in self.events
+                if schedule_id is None or e["schedule_id"] == schedule_id][-limit:]
+
+    async def get_execution(self, key: str) -> dict | None:
+        return None
 
 
 __all__ = ["FakeHub", "FarmError", "default_phones"]

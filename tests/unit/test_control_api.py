@@ -616,3 +616,71 @@ async def test_failed_step_screenshot_served(client, hub) -> None:
     resp = await client.get(f"/api/executions/{execution['execution_id']}/steps/"
                             f"{quote('steps[2]')}/screenshot")
     assert resp.status == 200 and resp.content_type == "image/png"
+
+
+# --- schedules ------------------------------------------------------------------------------
+
+
+async def test_schedule_add_list_control_and_events(client: TestClient) -> None:
+    resp = await client.post("/api/schedules", json={
+        "sequence": "clipshare/post_clip", "target": "phone:all", "type": "scheduled",
+        "at": "2030-01-01T09:00:00Z", "misfire": {"grace_s": 600}, "status": "cancelled"})
+    assert resp.status == 201, await resp.text()
+    added = await resp.json()
+    sid = added["id"]
+    assert sid.startswith("sch-") and added["status"] == "pending"
+    assert added["next_fire"] == "2030-01-01T09:00:00+00:00"
+    resp = await client.post("/api/schedules", json={
+        "id": "daily", "sequence": "clipshare/post_clip", "target": "phone:127.0.0.1:40124",
+        "type": "recurring", "cron": "0 9 * * *", "depends_on": [sid]})
+    assert resp.status == 201, await resp.text()
+    listed = (await (await client.get("/api/schedules")).json())["schedules"]
+    assert [(s["id"], s["status"]) for s in listed] == sorted([(sid, "pending"),
+                                                               ("daily", "pending")])
+    assert all(s["next_fire"] for s in listed)
+    resp = await client.post("/api/schedules/daily/pause")
+    assert resp.status == 200 and (await resp.json())["status"] == "paused"
+    resp = await client.post("/api/schedules/daily/resume")
+    assert (await resp.json())["status"] == "pending"
+    resp = await client.post(f"/api/schedules/{sid}/cancel")
+    assert (await resp.json())["status"] == "cancelled"
+    resp = await client.post(f"/api/schedules/{sid}/resume")
+    assert resp.status == 409 and "cancelled" in (await resp.json())["error"]
+    resp = await client.get(f"/api/schedules/{sid}/events")
+    assert resp.status == 200
+    assert [e["kind"] for e in (await resp.json())["events"]] == []  # nothing was queued
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"sequence": "x", "target": "phone:all", "type": "sometimes"}, "$.type"),
+    ({"sequence": "x", "target": "phone:all", "type": "scheduled"}, "$.at"),
+    ({"sequence": "x", "target": "phone:all", "type": "scheduled", "at": "soon"}, "$.at"),
+    ({"sequence": "x", "target": "phone:all", "type": "recurring", "cron": "99 * * * *"},
+     "$.cron"),
+    ({"sequence": "x", "target": "phone:all", "type": "window", "count": 3,
+      "window_start": "2030-01-01T09:00:00Z", "window_end": "2030-01-01T09:01:00Z"}, "$.count"),
+    ({"sequence": "x", "target": "phone:", "type": "immediate"}, "$.target"),
+    ({"sequence": "x", "target": "phone:all", "type": "immediate", "misfire": {"grace": 1}},
+     "$.misfire"),  # msgspec names the object; its message names `grace`
+    ({"sequence": "x", "target": "phone:all", "type": "immediate", "depends_on": ["nope"]},
+     "$.depends_on"),
+    ({"target": "phone:all", "type": "immediate"}, "$"),
+])
+async def test_schedule_bad_fields_are_400_naming_the_field(client: TestClient, body: dict,
+                                                            field: str) -> None:
+    resp = await client.post("/api/schedules", json=body)
+    assert resp.status == 400
+    error = await resp.json()
+    assert error["field"] == field, error
+
+
+async def test_unknown_schedule_is_404_and_executions_listed(client: TestClient) -> None:
+    for path in ("/api/schedules/ghost/pause", "/api/schedules/ghost/cancel"):
+        resp = await client.post(path)
+        assert resp.status == 404 and (await resp.json())["schedule_id"] == "ghost"
+    assert (await client.get("/api/schedules/ghost/events")).status == 404
+    await client.post("/api/runs", json={"sequence": "clipshare/post_clip", "scope": "phone:all"})
+    resp = await client.get("/api/executions?limit=2")
+    executions = (await resp.json())["executions"]
+    assert len(executions) == 2 and executions[0]["execution_id"] == "ex-1-2"
+    assert (await client.get("/api/executions?limit=0")).status == 400
