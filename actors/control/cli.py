@@ -21,6 +21,8 @@ modules, OpenCV included, only when run).
                                          app/state | app/interrupt:name | unknown [(ambiguous: ..)]
     farm vars preview TEXT --phone SERIAL [--account clipshare.account1] [--db PATH] [--seed N]
                                          TEXT with variables and spintax resolved (local DB)
+    farm retention [--data DIR] [--dry-run] [--config FILE]
+                                         prune/compress the data folder (spec 7.6; local)
 
 The endpoint is ``--url`` or $PHONEFARM_URL (default http://127.0.0.1:8470); the access
 token ``--token`` or $PHONEFARM_TOKEN; the registry DIR $PHONEFARM_REGISTRY (default the demo
@@ -416,6 +418,13 @@ def _cmd_vars_preview(client: FarmClient, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_retention(client: FarmClient, args: argparse.Namespace) -> int:
+    from actors.retention import run_command
+
+    return run_command(args.data, dry_run=args.dry_run, config=args.config,
+                       now=datetime.now(timezone.utc), environ=os.environ)
+
+
 # --- argument parsing -----------------------------------------------------------------------
 
 
@@ -540,6 +549,17 @@ def build_parser() -> argparse.ArgumentParser:
                         "PHONEFARM_DATA defaulting to ./farm-data)")
     p.add_argument("--seed", type=int, default=None, help="seed the random choices")
     p.set_defaults(func=_cmd_vars_preview)
+
+    help_text = ("apply the data retention policy (spec 7.6) to a coordinator's data folder "
+                 "(locally): one line per compress/delete/thin, then a summary")
+    p = sub.add_parser("retention", help=help_text, description=help_text)
+    p.add_argument("--data", default=os.environ.get("PHONEFARM_DATA", "./farm-data"),
+                   metavar="DIR", help="data folder (env PHONEFARM_DATA, default ./farm-data)")
+    p.add_argument("--dry-run", action="store_true", help="list what would be done; change nothing")
+    p.add_argument("--config", default=None, metavar="FILE",
+                   help="TOML with a [retention] table (see config/retention.example.toml); "
+                        "PHONEFARM_RETENTION_<KEY> variables override it")
+    p.set_defaults(func=_cmd_retention)
     return parser
 
 
