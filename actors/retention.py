@@ -68,6 +68,9 @@ def format_duration(delta: timedelta) -> str:
     """The shortest exact spelling of ``delta`` in the units ``parse_duration`` reads."""
     seconds = delta.total_seconds()
     for unit in ("d", "h", "m"):
+        # A day reads better as "24h"; from two days on, days.
+        if unit == "d" and seconds < 2 * _UNIT_S["d"]:
+            continue
         if seconds and seconds % _UNIT_S[unit] == 0:
             return f"{int(seconds // _UNIT_S[unit])}{unit}"
     return f"{seconds:g}s"

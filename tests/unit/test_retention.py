@@ -317,3 +317,19 @@ def test_next_run_is_the_next_wall_clock_time_in_utc() -> None:
 def test_naive_now_is_refused(tmp_path) -> None:
     with pytest.raises(ValueError, match="aware"):
         plan(tmp_path, datetime(2026, 1, 1))
+
+
+def test_unknown_screen_queue_reopens_whole_after_retention(tmp_path) -> None:
+    from actors.unknown_screens import UnknownScreenQueue
+
+    folder = tmp_path / "unknown-screens"
+    q = UnknownScreenQueue(folder)
+    q.add("n1-1", png(1), {"serial": "p1", "at": 1.0})
+    q.add("n1-2", cv2.imencode(".png", np.zeros((240, 108, 3), np.uint8))[1].tobytes(),
+          {"serial": "p2", "at": 2.0})
+    for path in folder.glob("n1-1.*"):
+        os.utime(path, (NOW.timestamp() - 61 * DAY,) * 2)
+    apply(plan(tmp_path, NOW))
+    reopened = UnknownScreenQueue(folder)
+    assert [e["id"] for e in reopened.entries()] == ["n1-2"]
+    assert reopened.image("n1-2").startswith(b"\x89PNG")
