@@ -33,12 +33,16 @@ import logging
 import os
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import aiosqlite
 import orjson
 
 from protocol.errors import FarmError, ValidationError
+from sequences.groups import SCHEMA as GROUP_SCHEMA
+
+if TYPE_CHECKING:
+    from sequences.groups import GroupBook
 
 log = logging.getLogger(__name__)
 
@@ -259,6 +263,8 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX schedule_events_schedule ON schedule_events (schedule_id, id);
     """,
+    # v4: groups (spec 15.5): definitions, memberships, relationships (sequences.groups).
+    GROUP_SCHEMA,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -491,6 +497,77 @@ class FarmDB:
             "SELECT * FROM executions ORDER BY execution_id DESC LIMIT ?", (limit,))]
 
     # -- the scheduler's state and record (actors.schedules) -------------------------------
+
+    # -- groups (spec 15.4-15.6) -----------------------------------------------------------
+
+    async def group_book(self) -> "GroupBook":
+        """Every group and rule as a `GroupBook` (the spec's built-in ``active``/``warming``
+        set when none is stored yet). What is stored was checked when it was saved."""
+        from sequences.groups import Group, GroupBook, Rule
+
+        rows = await self._all("SELECT g.*, p.name AS parent_name FROM groups g"
+                               " LEFT JOIN groups p ON p.group_id = g.parent_id ORDER BY g.group_id")
+        if not rows:
+            return GroupBook.with_defaults()
+        book = GroupBook()
+        names = {r["group_id"]: r["name"] for r in rows}
+        for r in rows:
+            book.groups[r["name"]] = Group(r["name"], r["member_kind"], r["type"], [],
+                                           r["filter"], r["parent_name"], r["description"])
+        for m in await self._all("SELECT group_id, entity_id FROM group_memberships"
+                                 " ORDER BY group_id, position"):
+            book.groups[names[m["group_id"]]].members.append(m["entity_id"])
+        sets: dict[str, list[str]] = {}
+        for rel in await self._all("SELECT * FROM group_relationships ORDER BY relationship_id"):
+            if rel["relationship_type"] == "exclusive":
+                name = orjson.loads(rel["parameters"] or "{}").get("set", "")
+                sets.setdefault(name, []).append(names[rel["group_id_1"]])
+            else:
+                book.rules.append(Rule(rel["relationship_type"],
+                                       (names[rel["group_id_1"]], names[rel["group_id_2"]])))
+        book.rules[:0] = [Rule("exclusive", tuple(groups), name) for name, groups in sets.items()]
+        return book
+
+    async def save_group_book(self, book: "GroupBook") -> None:
+        """Replace the stored groups by ``book`` (checked by `GroupBook` as it was changed),
+        in one transaction: readers see the old groups or the new, never a mix."""
+        await self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            for table in ("group_relationships", "group_memberships", "groups"):
+                await self._conn.execute(f"DELETE FROM {table}")
+            ids: dict[str, int] = {}
+            for group in book.groups.values():
+                async with self._conn.execute(
+                        "INSERT INTO groups (name, description, type, member_kind, filter)"
+                        " VALUES (?, ?, ?, ?, ?) RETURNING group_id",
+                        (group.name, group.description, group.type, group.kind,
+                         group.filter)) as cur:
+                    ids[group.name] = (await cur.fetchone())[0]
+                for position, member in enumerate(group.members):
+                    await self._conn.execute(
+                        "INSERT INTO group_memberships (group_id, entity_type, entity_id,"
+                        " position) VALUES (?, ?, ?, ?)", (ids[group.name], group.kind, member,
+                                                          position))
+            for group in book.groups.values():  # a parent may be defined after its child
+                if group.parent:
+                    await self._conn.execute("UPDATE groups SET parent_id = ? WHERE group_id = ?",
+                                             (ids[group.parent], ids[group.name]))
+            for rule in book.rules:
+                if rule.kind == "exclusive":
+                    for name in rule.groups:
+                        await self._conn.execute(
+                            "INSERT INTO group_relationships (relationship_type, group_id_1,"
+                            " parameters) VALUES ('exclusive', ?, ?)",
+                            (ids[name], orjson.dumps({"set": rule.name}).decode()))
+                else:
+                    await self._conn.execute(
+                        "INSERT INTO group_relationships (relationship_type, group_id_1,"
+                        " group_id_2) VALUES (?, ?, ?)", (rule.kind, ids[rule.groups[0]],
+                                                          ids[rule.groups[1]]))
+            await self._conn.execute("COMMIT")
+        except BaseException:
+            await self._conn.execute("ROLLBACK")
+            raise
 
     async def load_scheduler_state(self) -> str | None:
         """The scheduler's saved state (JSON text), or None if it never saved."""
@@ -784,7 +861,8 @@ class FarmDB:
             counters=self._threaded(self.next_counter),
             clock=clock or (lambda: datetime.now(timezone.utc)),
             ai=ai if ai is not None else NoAIProvider(),
-            phones=await self.phone_rows(), farm_accounts=await self.account_rows())
+            phones=await self.phone_rows(), farm_accounts=await self.account_rows(),
+            groups=await self.group_book())
 
     async def resolve_text(self, text: str, serial: str,
                            account: str | tuple[str, str] | None = None, *,

@@ -151,6 +151,7 @@ class RunManager:
             phones = [{**known.get(p["serial"], {}), **p,
                        "client": known.get(p["serial"], {}).get("client")} for p in phones]
             accounts = await self.db.account_rows()
+            return targets(scope, phones, accounts, groups=await self.db.group_book())
         return targets(scope, phones, accounts)
 
     async def _start_one(self, run_id: str, name: str, seq: Sequence, serial: str,

@@ -22,7 +22,7 @@ async def db(tmp_path):
 async def test_migrations_apply_on_a_fresh_file_and_reopen_is_a_no_op(tmp_path):
     path = tmp_path / "sub" / "farm.sqlite3"
     db = await FarmDB.open(path)
-    assert await db.schema_version() == SCHEMA_VERSION == 3
+    assert await db.schema_version() == SCHEMA_VERSION == 4
     await db.upsert_client("Acme")
     await db.close()
     with sqlite3.connect(path) as raw:
@@ -178,3 +178,24 @@ async def test_media_round_robin_over_a_folder(db, tmp_path):
     assert (await db.next_media(str(folder))).endswith("c.png")
     with pytest.raises(ValidationError, match="no media files"):
         await db.next_media(str(tmp_path / "empty-and-missing"))
+
+
+async def test_groups_are_stored_and_come_back_whole(db):
+    book = await db.group_book()  # nothing stored: the spec's built-in set
+    assert {"active", "warming"} <= set(book.groups)
+    book.create("creators", "account")
+    book.create("top", "account", parent="creators")
+    book.create("men", "phone", type="smart", filter="filter.phones where profile.gender=male")
+    book.add_member("creators", "clipshare.account1@p1")
+    book.add_member("creators", "clipshare.account2@p1")
+    book.add_member("top", "clipshare.account2@p1")
+    book.add_member("active", "clipshare.account1@p1")
+    book.excludes("top", "warming")
+    await db.save_group_book(book)
+    again = await db.group_book()
+    assert again.groups == book.groups and sorted(map(str, again.rules)) == sorted(map(str, book.rules))
+    # The rules come back too: warming excludes top's member, active/warming stay exclusive.
+    with pytest.raises(ValidationError, match="excludes"):
+        again.add_member("warming", "clipshare.account2@p1")
+    with pytest.raises(ValidationError, match="account_status"):
+        again.add_member("warming", "clipshare.account1@p1")

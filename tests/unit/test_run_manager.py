@@ -78,6 +78,21 @@ async def test_account_scope_and_request_variables(manager) -> None:
     assert run.sequence == "inline/hello"
 
 
+async def test_group_scopes_and_group_variables(manager) -> None:
+    runs, hub = manager
+    book = await runs.db.group_book()
+    book.create("creators", "account")
+    book.add_member("creators", "clipshare.account3@s1")
+    book.add_member("creators", "clipshare.account1@s2")
+    await runs.db.save_group_book(book)
+    seq = {"name": "hello", "app": "clipshare", "steps": [
+        {"type": "type", "text": "${account.username} of ${group.creators.count}"}]}
+    started = await runs.start(seq, "group:creators")
+    assert sorted(started["executions"]) == ["s1", "s2"]
+    texts = {serial: _texts(run) for serial, run in hub.sent}
+    assert texts == {"s1": ["chef_mia of 2"], "s2": ["clip_creator of 2"]}
+
+
 async def test_bad_input_raises_before_anything_starts(manager) -> None:
     runs, hub = manager
     with pytest.raises(UnknownSequence):
