@@ -21,6 +21,12 @@ modules, OpenCV included, only when run).
                                          app/state | app/interrupt:name | unknown [(ambiguous: ..)]
     farm vars preview TEXT --phone SERIAL [--account clipshare.account1] [--db PATH] [--seed N]
                                          TEXT with variables and spintax resolved (local DB)
+    farm schedule add SEQUENCE SCOPE [--at ISO | --window START END --count N | --cron EXPR]
+                      [--grace S] [--depends-on ID] [--id ID]
+                                         no time option: immediate
+    farm schedule list                   id, type, status, next fire, jobs by status
+    farm schedule pause|resume|cancel ID
+    farm runs [--limit N]                recent executions with their status
     farm retention [--data DIR] [--dry-run] [--config FILE]
                                          prune/compress the data folder (spec 7.6; local)
 
@@ -418,6 +424,70 @@ def _cmd_vars_preview(client: FarmClient, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _schedule_body(args: argparse.Namespace) -> dict:
+    body: dict[str, Any] = {"sequence": args.sequence, "target": args.scope}
+    if args.id:
+        body["id"] = args.id
+    chosen = [name for name in ("at", "window", "cron") if getattr(args, name)]
+    if len(chosen) > 1:
+        raise FarmError(f"choose one of --at, --window, --cron (got {', '.join(chosen)})")
+    if args.at:
+        body.update(type="scheduled", at=args.at)
+    elif args.window:
+        body.update(type="window", window_start=args.window[0], window_end=args.window[1],
+                    count=args.count)
+    elif args.cron:
+        body.update(type="recurring", cron=args.cron)
+    else:
+        body["type"] = "immediate"
+    if args.grace is not None:
+        body["misfire"] = {"grace_s": args.grace}
+    if args.depends_on:
+        body["depends_on"] = args.depends_on
+    return body
+
+
+def _schedule_line(s: dict) -> list[str]:
+    jobs = ",".join(f"{k}={v}" for k, v in sorted(s.get("jobs", {}).items())) or "-"
+    return [s["id"], s["type"], s["status"], s.get("next_fire") or "-", s["sequence"],
+            s["target"], jobs]
+
+
+def _cmd_schedule(client: FarmClient, args: argparse.Namespace) -> int:
+    action = args.schedule_command
+    try:
+        if action == "add":
+            views = [client.post_json("/api/schedules", _schedule_body(args))]
+        elif action == "list":
+            views = client.get_json("/api/schedules")["schedules"]
+        else:
+            views = [client.post_json(
+                f"/api/schedules/{urllib.parse.quote(args.schedule_id, safe='')}/{action}", {})]
+    except FarmError as exc:
+        print(f"farm: {exc}", file=sys.stderr)
+        return EXIT_REJECTED
+    if not views:
+        print("no schedules")
+        return EXIT_OK
+    print(format_table([_schedule_line(s) for s in views],
+                       ["ID", "TYPE", "STATUS", "NEXT", "SEQUENCE", "TARGET", "JOBS"]))
+    return EXIT_OK
+
+
+def _cmd_runs(client: FarmClient, args: argparse.Namespace) -> int:
+    executions = client.get_json(f"/api/executions?limit={args.limit}")["executions"]
+    if not executions:
+        print("no executions")
+        return EXIT_OK
+    rows = [[e["execution_id"], e.get("run_id") or "-", e.get("serial") or "-",
+             e.get("sequence") or "-", e.get("account") or "-", e["status"],
+             e.get("start_time") or "-", e.get("end_time") or "-",
+             _value(e["error"]) if e.get("error") else ""] for e in executions]
+    print(format_table(rows, ["EXECUTION", "RUN", "SERIAL", "SEQUENCE", "ACCOUNT", "STATUS",
+                              "START", "END", "ERROR"]))
+    return EXIT_OK
+
+
 def _cmd_retention(client: FarmClient, args: argparse.Namespace) -> int:
     from actors.retention import run_command
 
@@ -510,6 +580,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wait", action="store_true",
                    help="follow every phone's steps until all have ended")
     p.add_argument("--poll", type=float, default=0.5, help="seconds between progress checks")
+
+    p = command("runs", "recent executions (newest first) with their status", _cmd_runs)
+    p.add_argument("--limit", type=int, default=30, help="how many (default 30, max 1000)")
+
+    schedule_help = "schedule sequences: add, list, pause, resume, cancel (times in UTC)"
+    p = sub.add_parser("schedule", help=schedule_help, description=schedule_help)
+    schedule_sub = p.add_subparsers(dest="schedule_command", required=True, metavar="COMMAND")
+    help_text = ("schedule SEQUENCE on every phone (or account) of SCOPE: now, --at a time, "
+                 "--count times in a --window, or by --cron")
+    p = schedule_sub.add_parser("add", help=help_text, description=help_text, parents=[common])
+    p.add_argument("sequence", help="library name, e.g. clipshare/post_clip")
+    p.add_argument("scope", help="phone:all | account:clipshare.all@phone1 | group:NAME ...")
+    p.add_argument("--at", metavar="ISO", help="once at this time, e.g. 2026-12-01T09:00:00Z")
+    p.add_argument("--window", nargs=2, metavar=("START", "END"),
+                   help="--count random times between START and END (ISO)")
+    p.add_argument("--count", type=int, default=1, help="runs in the --window (default 1)")
+    p.add_argument("--cron", metavar="EXPR", help="recurring, 5-field cron in UTC")
+    p.add_argument("--grace", type=float, default=None, metavar="S",
+                   help="run an occurrence missed while down if at most S seconds late")
+    p.add_argument("--depends-on", action="append", default=[], metavar="ID",
+                   help="run only after this schedule (or job) completed (repeatable)")
+    p.add_argument("--id", default=None, help="schedule id (default generated)")
+    p.set_defaults(func=_cmd_schedule)
+    p = schedule_sub.add_parser("list", help="every schedule with its status and next fire",
+                                parents=[common])
+    p.set_defaults(func=_cmd_schedule)
+    for action, text in (("pause", "stop firing (queued jobs stay)"),
+                         ("resume", "fire again"),
+                         ("cancel", "stop for good and drop queued jobs")):
+        p = schedule_sub.add_parser(action, help=text, description=text, parents=[common])
+        p.add_argument("schedule_id", metavar="ID")
+        p.set_defaults(func=_cmd_schedule)
 
     registry_help = "work on a screen registry folder (locally, no endpoint)"
     p = sub.add_parser("registry", help=registry_help, description=registry_help)

@@ -270,3 +270,37 @@ async def test_run_wait_follows_steps_and_fails_if_a_phone_failed(url: str, hub:
 async def test_run_unknown_sequence_is_rejected(url: str, capsys) -> None:
     assert await farm("--url", url, "run", "clipshare/nope", "phone:all") == 2
     assert "HTTP 404" in capsys.readouterr().err
+
+
+async def test_schedule_add_list_pause_cancel_and_runs(url: str, hub: FakeHub, capsys) -> None:
+    assert await farm("--url", url, "schedule", "add", "clipshare/post_clip", "phone:all",
+                      "--cron", "0 9 * * *", "--grace", "600", "--id", "daily") == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split() == ["ID", "TYPE", "STATUS", "NEXT", "SEQUENCE", "TARGET", "JOBS"]
+    assert out[1].split()[:3] == ["daily", "recurring", "pending"]
+    view = hub.list_schedules()[0]
+    assert view["cron"] == "0 9 * * *" and view["misfire"] == {"grace_s": 600.0}
+    assert await farm("--url", url, "schedule", "add", "clipshare/post_clip", "phone:all",
+                      "--window", "2030-01-01T09:00:00Z", "2030-01-01T12:00:00Z",
+                      "--count", "3", "--depends-on", "daily") == 0
+    assert "window" in capsys.readouterr().out
+    assert await farm("--url", url, "schedule", "pause", "daily") == 0
+    assert "paused" in capsys.readouterr().out
+    assert await farm("--url", url, "schedule", "cancel", "daily") == 0
+    assert await farm("--url", url, "schedule", "list") == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 + 3 and any(  # cancel's table, then the list's
+        l.split()[:3] == ["daily", "recurring", "cancelled"]
+        for l in lines)
+    # Rejected: bad time, unknown id, two timing options.
+    assert await farm("--url", url, "schedule", "add", "x", "phone:all", "--at", "soon") == 2
+    assert "$.at" in capsys.readouterr().err
+    assert await farm("--url", url, "schedule", "resume", "ghost") == 2
+    assert await farm("--url", url, "schedule", "add", "x", "phone:all", "--at",
+                      "2030-01-01T00:00:00Z", "--cron", "* * * * *") == 2
+    await farm("--url", url, "run", "clipshare/post_clip", "phone:all")
+    capsys.readouterr()
+    assert await farm("--url", url, "runs", "--limit", "2") == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:6] == ["EXECUTION", "RUN", "SERIAL", "SEQUENCE", "ACCOUNT", "STATUS"]
+    assert len(lines) == 3 and lines[1].split()[0] == "ex-1-2"
