@@ -234,9 +234,12 @@ def test_coordinator_kill_9_and_restart_loses_no_journaled_event(farm):
             finally:
                 con.close()
 
-        wait(lambda: stored() and stored()[-1] >= assigned, 20, f"{name} events replayed")
-        seqs = stored()
-        assert seqs == list(range(1, seqs[-1] + 1)), f"{name}: gaps or duplicates in {seqs}"
+        def complete() -> bool:
+            # Replayed and new events may land out of order for a moment; none may be lost.
+            seqs = stored()
+            return bool(seqs) and seqs[-1] >= assigned and seqs == list(range(1, seqs[-1] + 1))
+
+        wait(complete, 30, f"{name} events replayed, every seq from 1 on, none twice")
     con = sqlite3.connect(db)
     during = [e for (e,) in con.execute(
         "SELECT event FROM node_events WHERE serial=? AND event IN ('phone_paused', "
