@@ -199,3 +199,155 @@ async def test_groups_are_stored_and_come_back_whole(db):
         again.add_member("warming", "clipshare.account2@p1")
     with pytest.raises(ValidationError, match="account_status"):
         again.add_member("warming", "clipshare.account1@p1")
+
+
+SPEC_TABLES = {
+    # 7.5.1 (plus agents, which phones reference)
+    "clients", "users", "agents", "phones", "profiles", "accounts",
+    # 7.5.2 / 15.5
+    "groups", "group_memberships", "group_relationships",
+    # 7.5.3
+    "tasks", "task_dependencies", "task_targets", "executions", "execution_steps",
+    # 7.5.4
+    "content_posts", "post_metrics", "post_analytics_sources",
+    # 7.5.5
+    "content_analysis", "content_tags",
+    # 7.5.6
+    "conversations", "messages", "message_responses",
+    # 7.5.7
+    "link_in_bio", "link_clicks",
+    # 7.5.8
+    "client_daily_metrics", "platform_daily_metrics",
+    # 7.5.9
+    "scheduled_workflows", "workflow_executions", "sequence_executions", "task_executions",
+    "recovery_attempts",
+    # 7.5.10
+    "organizations", "user_client_access",
+    # 7.5.11
+    "app_registry", "apk_files", "phone_apps", "active_apps", "active_accounts",
+    # 12.2
+    "task_definitions", "sequence_definitions", "workflow_definitions", "workflow_sequences",
+    # 16.4, 16.3.1
+    "api_keys", "audit_log",
+}
+
+
+def _index_leads(raw: sqlite3.Connection, table: str) -> set[str]:
+    """The leading column of every index on ``table`` (PRAGMA index_list/index_info)."""
+    leads = set()
+    for index in raw.execute(f"PRAGMA index_list({table})"):
+        first = raw.execute(f"PRAGMA index_info({index[1]})").fetchone()
+        if first is not None and first[2] is not None:
+            leads.add(first[2])
+    return leads
+
+
+async def test_every_spec_table_exists_with_foreign_keys_and_indexes(tmp_path):
+    path = tmp_path / "farm.sqlite3"
+    await (await FarmDB.open(path)).close()
+    with sqlite3.connect(path) as raw:
+        tables = {r[0] for r in raw.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        assert SPEC_TABLES <= tables, sorted(SPEC_TABLES - tables)
+        assert raw.execute("PRAGMA foreign_key_check").fetchall() == []
+        # The spec's foreign keys are declared (a few, spot-checked by name) ...
+        fks = {(t, r[3], r[2], r[4]) for t in tables
+               for r in raw.execute(f"PRAGMA foreign_key_list({t})")}
+        for fk in [("clients", "organization_id", "organizations", "organization_id"),
+                   ("users", "organization_id", "organizations", "organization_id"),
+                   ("post_metrics", "post_id", "content_posts", "post_id"),
+                   ("messages", "conversation_id", "conversations", "conversation_id"),
+                   ("workflow_sequences", "sequence_def_id", "sequence_definitions",
+                    "sequence_def_id"),
+                   ("task_executions", "sequence_execution_id", "sequence_executions",
+                    "sequence_execution_id"),
+                   ("active_accounts", "account_id", "accounts", "account_id"),
+                   ("api_keys", "organization_id", "organizations", "organization_id")]:
+            assert fk in fks, fk
+        # ... and every foreign key column of every table leads some index.
+        unindexed = sorted((t, c) for (t, c, _, _) in fks if c not in _index_leads(raw, t))
+        assert unindexed == []
+        assert "entity_type" in _index_leads(raw, "audit_log")
+        # 7.5.10's variant of users, soft-delete status columns, api_keys never plaintext.
+        user_columns = {r[1] for r in raw.execute("PRAGMA table_info(users)")}
+        assert {"organization_id", "email", "status", "updated_at"} <= user_columns
+        for table in ("organizations", "users", "clients", "task_definitions",
+                      "sequence_definitions", "workflow_definitions", "api_keys", "apk_files",
+                      "phone_apps", "content_posts", "app_registry"):
+            assert "status" in {r[1] for r in raw.execute(f"PRAGMA table_info({table})")}
+        key_columns = {r[1] for r in raw.execute("PRAGMA table_info(api_keys)")}
+        assert "encrypted_key" in key_columns and not {"key", "api_key", "secret"} & key_columns
+
+
+async def test_the_previous_version_upgrades_with_its_rows_intact(tmp_path):
+    from actors.persistence import MIGRATIONS, _statements
+
+    path = tmp_path / "farm.sqlite3"
+    with sqlite3.connect(path) as raw:  # a database as the previous release left it
+        for migration in MIGRATIONS[:-1]:
+            for statement in _statements(migration):
+                raw.execute(statement)
+        raw.execute(f"PRAGMA user_version = {len(MIGRATIONS) - 1}")
+        raw.execute("INSERT INTO clients (name, status) VALUES ('Old Co', 'active')")
+        raw.execute("INSERT INTO users (username, password_hash, role, client_id) VALUES "
+                    "('ann', 'h', 'admin', 1)")
+        raw.execute("INSERT INTO tasks (name, client_id, created_by) VALUES ('post', 1, 1)")
+        raw.execute("INSERT INTO executions (execution_key, serial, status, task_id) VALUES "
+                    "('ex-old', 'p1', 'running', 1)")
+        raw.execute("INSERT INTO groups (name, type, member_kind) VALUES "
+                    "('warm', 'custom', 'phone')")
+        raw.execute("INSERT INTO schedule_events (at, kind) VALUES ('2024-01-01', 'fired')")
+    before = _dump(path, ["clients", "users", "tasks", "executions", "groups",
+                          "schedule_events"])
+    db = await FarmDB.open(path)
+    try:
+        assert await db.schema_version() == SCHEMA_VERSION
+        assert (await db.get_execution("ex-old"))["status"] == "running"
+        org = (await db._write("INSERT INTO organizations (name) VALUES ('Org') "
+                               "RETURNING organization_id"))[0]
+        await db._write("UPDATE clients SET organization_id = ? WHERE name = 'Old Co'", (org,))
+        await db._write("INSERT INTO workflow_definitions (name, client_id, created_by) "
+                        "VALUES ('daily', 1, 1)")
+        with pytest.raises(sqlite3.IntegrityError):  # foreign keys on for the new tables
+            await db._write("INSERT INTO workflow_sequences (workflow_def_id, sequence_def_id)"
+                            " VALUES (1, 99)")
+    finally:
+        await db.close()
+    after = _dump(path, ["clients", "users", "tasks", "executions", "groups",
+                         "schedule_events"])
+    for table, rows in before.items():  # every old row and value kept; new columns added
+        assert len(after[table]) == len(rows)
+        for old, new in zip(rows, after[table]):
+            assert {k: new[k] for k in old} == old
+    assert after["clients"][0]["organization_id"] == org
+    assert {k: after["clients"][0][k] for k in ("name", "status")} == {"name": "Old Co",
+                                                                       "status": "active"}
+    assert after["users"][0]["status"] == "active" and after["users"][0]["email"] is None
+
+
+def _dump(path, tables: list[str]) -> dict[str, list[dict]]:
+    with sqlite3.connect(path) as raw:
+        raw.row_factory = sqlite3.Row
+        return {t: [dict(r) for r in raw.execute(f"SELECT * FROM {t} ORDER BY rowid")]
+                for t in tables}
+
+
+async def test_audit_round_trip(db):
+    first = await db.audit("workflow_definition", 7, "create", None,
+                           {"name": "daily", "steps": [1, 2]}, actor=3, reason="new")
+    await db.audit("workflow_definition", 7, "update", {"name": "daily"},
+                   {"name": "daily v2"}, actor="ann", reason="rename")
+    await db.audit("sequence_definition", "s1", "delete", {"name": "x"}, None)
+    trail = await db.audit_trail("workflow_definition", 7)
+    assert [e["action"] for e in trail] == ["update", "create"]  # newest first
+    update, create = trail
+    assert create["audit_id"] == first and create["actor"] == "3"
+    assert create["before"] is None and create["after"] == {"name": "daily", "steps": [1, 2]}
+    assert update["before"] == {"name": "daily"} and update["after"] == {"name": "daily v2"}
+    assert update["reason"] == "rename" and update["entity_id"] == "7"
+    assert update["at"] >= create["at"]
+    (deleted,) = await db.audit_trail(entity_type="sequence_definition")
+    assert deleted["actor"] is None and deleted["reason"] is None and deleted["after"] is None
+    assert len(await db.audit_trail()) == 3 and len(await db.audit_trail(limit=1)) == 1
+    assert await db.audit_trail(entity_id="s1") == [deleted]
+    with pytest.raises(ValidationError):
+        await db.audit("workflow_definition", 7, "rename", None, None)
