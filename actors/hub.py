@@ -309,6 +309,12 @@ class Hub:
     async def get_execution(self, execution_id: str) -> dict:
         return await self._runs().get_execution(execution_id)
 
+    def farm_db(self):
+        """The farm database (FarmDB) for the control endpoint's CRUD routes."""
+        if self.runs is None:
+            raise FarmError("this hub has no farm database")
+        return self.runs.db
+
     async def execution_screenshot(self, execution_id: str, path: str) -> bytes:
         return await self._runs().step_screenshot(execution_id, path)
 

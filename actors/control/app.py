@@ -16,6 +16,7 @@ import msgspec
 import orjson
 from aiohttp import web
 
+from actors.control import registry
 from actors.control.auth import bearer_auth_middleware
 from actors.control.openapi import openapi_document
 from actors.control.schemas import (
@@ -118,6 +119,10 @@ class HubAPI(Protocol):
     def unsubscribe(self, queue: "asyncio.Queue[dict]") -> None:
         """Stop delivering to ``queue``."""
 
+    def farm_db(self) -> Any:
+        """The farm database (actors.persistence.FarmDB) behind the CRUD routes of
+        `registry`; FarmError when the hub has none."""
+
 
 HUB = web.AppKey("hub", HubAPI)
 STREAMER = web.AppKey("streamer", EventStreamer)
@@ -156,6 +161,7 @@ def make_app(hub: HubAPI, token: str | None = None, *, heartbeat_s: float = 15.0
     app.router.add_get("/api/unknown-screens/{id}/image", get_unknown_screen_image)
     app.router.add_get("/api/stream", streamer.handle)
     app.router.add_get("/api/openapi.json", get_openapi)
+    registry.add_routes(app)  # groups, clients, profiles, phone registry, accounts
     return app
 
 

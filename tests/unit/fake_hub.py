@@ -54,6 +54,12 @@ class FakeHub:
     def phones(self) -> list[dict]:
         return [dict(p) for p in self._phones]
 
+    def farm_db(self):
+        """A test's FarmDB (set ``self.db``); like a hub without one when unset."""
+        if getattr(self, "db", None) is None:
+            raise FarmError("this hub has no farm database")
+        return self.db
+
     def nodes(self) -> list[dict]:
         return [dict(n) for n in self._nodes]
 

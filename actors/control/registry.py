@@ -1,0 +1,563 @@
+"""CRUD over the farm database through the control endpoint: groups (with their rules),
+clients, profiles, the phone registry and accounts.
+
+Owns these routes, their request types (strict msgspec Structs: a bad body is a 400 naming
+the JSON path of the field) and their OpenAPI paths. Groups are changed through
+`sequences.groups.GroupBook`, so every hierarchy and relationship rule is checked before the
+book is saved (one transaction); a broken rule is a 400 with the rule's text. Deleting a
+client, phone or account is soft: its status becomes ``retired``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from typing import Annotated, Any, Literal
+
+import msgspec
+from aiohttp import web
+from msgspec import Meta
+
+from actors.control.schemas import RequestError, decode_request
+from protocol.errors import FarmError, ValidationError
+
+log = logging.getLogger(__name__)
+
+RETIRED = "retired"
+
+Name = Annotated[str, Meta(min_length=1, max_length=128)]
+Text = Annotated[str, Meta(max_length=4096)]
+Status = Annotated[str, Meta(pattern=r"^[a-z_]{1,32}$", description="e.g. active, warming, retired")]
+GroupName = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_]{1,64}$")]
+
+
+class _Body(msgspec.Struct, forbid_unknown_fields=True):
+    pass
+
+
+class GroupCreate(_Body):
+    name: GroupName
+    kind: Literal["phone", "account"]
+    type: Literal["custom", "smart"] | None = None
+    filter: Annotated[str, Meta(min_length=1, max_length=4096)] | None = None
+    parent: GroupName | None = None
+    description: Text = ""
+
+
+class MemberAdd(_Body):
+    member: Annotated[str, Meta(min_length=1, max_length=256,
+                                description="a serial, or platform.number@serial")]
+
+
+class RuleCreate(_Body):
+    kind: Literal["exclusive", "requires", "excludes"]
+    groups: Annotated[list[GroupName], Meta(min_length=2, max_length=64)]
+    name: Annotated[str, Meta(max_length=64)] = ""
+
+
+class ClientBody(_Body):
+    name: Name
+    status: Status = "active"
+    contact_email: Annotated[str, Meta(pattern=r"^[^@\s]+@[^@\s]+$", max_length=256)] | None = None
+    contact_discord: Annotated[str, Meta(max_length=128)] | None = None
+
+
+class ProfileBody(_Body):
+    profile_id: Annotated[int, Meta(ge=1)] | None = None
+    client: Name | None = None
+    first_name: Annotated[str, Meta(max_length=128)] | None = None
+    last_name: Annotated[str, Meta(max_length=128)] | None = None
+    birth_month: Annotated[int, Meta(ge=1, le=12)] | None = None
+    birth_day: Annotated[int, Meta(ge=1, le=31)] | None = None
+    birth_year: Annotated[int, Meta(ge=1900, le=2100)] | None = None
+    gender: Annotated[str, Meta(max_length=32)] | None = None
+    profile_password: Annotated[str, Meta(max_length=256)] | None = None
+    interests: Annotated[str, Meta(max_length=4096)] | None = None
+
+
+class PhoneBody(_Body):
+    serial: Annotated[str, Meta(min_length=1, max_length=128)]
+    client: Name | None = None
+    model: Annotated[str, Meta(max_length=128)] | None = None
+    phone_number: Annotated[str, Meta(pattern=r"^\+?[0-9 ()-]{3,32}$")] | None = None
+    status: Status | None = None
+    agent: Name | None = None
+
+
+class AccountBody(_Body):
+    serial: Annotated[str, Meta(min_length=1, max_length=128)]
+    platform: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_]{1,32}$")]
+    account_number: Annotated[str, Meta(min_length=1, max_length=64)]
+    username: Annotated[str, Meta(max_length=128)] | None = None
+    password: Annotated[str, Meta(max_length=256)] | None = None
+    profile_id: Annotated[int, Meta(ge=1)] | None = None
+    status: Status | None = None
+    bio: Annotated[str, Meta(max_length=4096)] | None = None
+
+
+REQUEST_TYPES = [GroupCreate, MemberAdd, RuleCreate, ClientBody, ProfileBody, PhoneBody,
+                 AccountBody]
+
+GROUP_LOCK = web.AppKey("group_lock", asyncio.Lock)
+
+
+def add_routes(app: web.Application) -> None:
+    """Register every CRUD route on ``app`` (the hub is ``app[HUB]``)."""
+    app[GROUP_LOCK] = asyncio.Lock()
+    r = app.router
+    r.add_get("/api/groups", get_groups)
+    r.add_post("/api/groups", post_group)
+    r.add_post("/api/groups/rules", post_group_rule)
+    r.add_delete("/api/groups/{name}", delete_group)
+    r.add_post("/api/groups/{name}/members", post_group_member)
+    r.add_delete("/api/groups/{name}/members/{member}", delete_group_member)
+    r.add_get("/api/clients", get_clients)
+    r.add_post("/api/clients", post_client)
+    r.add_delete("/api/clients/{name}", delete_client)
+    r.add_get("/api/profiles", get_profiles)
+    r.add_post("/api/profiles", post_profile)
+    r.add_get("/api/phones/registry", get_phone_registry)
+    r.add_post("/api/phones/registry", post_phone_registry)
+    r.add_delete("/api/phones/registry/{serial}", delete_phone_registry)
+    r.add_get("/api/accounts", get_accounts)
+    r.add_post("/api/accounts", post_account)
+    r.add_delete("/api/accounts/{account_id}", delete_account)
+
+
+def _db(request: web.Request):
+    from actors.control.app import HUB
+
+    return request.app[HUB].farm_db()
+
+
+def _json(body: Any, status: int = 200) -> web.Response:
+    from actors.control.app import json_response
+
+    return json_response(body, status)
+
+
+def _error(status: int, error: str, **extra: Any) -> web.Response:
+    from actors.control.app import error_response
+
+    return error_response(status, error, **extra)
+
+
+def _handled(handler):
+    """Map the farm's errors onto answers: a bad body or a broken rule is 400 (with the
+    field or the rule's text), no farm database is 409."""
+    async def wrapper(request: web.Request) -> web.Response:
+        try:
+            return await handler(request)
+        except RequestError as exc:
+            return _json(exc.body, 400)
+        except ValidationError as exc:
+            return _error(400, str(exc), field=exc.where)
+        except LookupError as exc:
+            return _error(404, str(exc.args[0]) if exc.args else "not found")
+        except FarmError as exc:
+            return _error(409, str(exc))
+    wrapper.__name__ = handler.__name__
+    wrapper.__doc__ = handler.__doc__
+    return wrapper
+
+
+async def _audit(db: Any, entity_type: str, entity_id: Any, action: str,
+                 before: Any, after: Any) -> None:
+    """Record the change in the farm DB's audit trail when this FarmDB has one."""
+    audit = getattr(db, "audit", None)
+    if audit is None:
+        return
+    # The trail knows create, update and delete; member changes and soft deletes are
+    # updates, with the verb kept as the reason.
+    reason = {"add": "member added", "remove": "member removed",
+              "retire": "soft delete (status retired)"}.get(action)
+    result = audit(entity_type, str(entity_id), "update" if reason else action, before, after,
+                   actor="control-api", reason=reason)
+    if inspect.isawaitable(result):
+        await result
+
+
+# --- groups -----------------------------------------------------------------------------
+
+
+async def _rows(request: web.Request, db: Any) -> tuple[list[dict], list[dict]]:
+    """Phones (the registry's rows merged with the live directory, as runs see them) and
+    accounts, for resolving smart and computed groups."""
+    from actors.control.app import HUB
+
+    known = {row["serial"]: row for row in await db.phone_rows()}
+    live = {p["serial"]: p for p in request.app[HUB].phones()}
+    phones = [{**known.get(s, {}), **live.get(s, {}), "client": known.get(s, {}).get("client")}
+              for s in sorted(set(known) | set(live))]
+    return phones, await db.account_rows()
+
+
+def group_view(book: Any, name: str, phones: list[dict], accounts: list[dict]) -> dict:
+    group = book.groups[name]
+    try:
+        resolved: int | None = len(book.members(name, phones, accounts))
+    except FarmError:
+        resolved = None
+    return {"name": group.name, "kind": group.kind, "type": group.type, "parent": group.parent,
+            "filter": group.filter, "description": group.description,
+            "members": list(group.members), "member_count": resolved}
+
+
+def rule_view(rule: Any) -> dict:
+    return {"kind": rule.kind, "groups": list(rule.groups), "name": rule.name or None}
+
+
+@_handled
+async def get_groups(request: web.Request) -> web.Response:
+    db = _db(request)
+    book = await db.group_book()
+    phones, accounts = await _rows(request, db)
+    return _json({"groups": [group_view(book, n, phones, accounts) for n in book.groups],
+                  "rules": [rule_view(r) for r in book.rules]})
+
+
+async def _change_book(request: web.Request, change) -> tuple[Any, Any]:
+    """Load the book, apply ``change(book)`` (GroupBook checks every rule), save it; one
+    change at a time. Returns (book, change's result)."""
+    db = _db(request)
+    async with request.app[GROUP_LOCK]:
+        book = await db.group_book()
+        result = change(book)
+        await db.save_group_book(book)
+    return book, result
+
+
+def _known_group(book: Any, name: str) -> None:
+    if name not in book.groups:
+        raise LookupError(f"no such group: {name!r}")
+
+
+@_handled
+async def post_group(request: web.Request) -> web.Response:
+    body = decode_request(await request.read(), GroupCreate,
+                          "a JSON object with name and kind")
+    group_type = body.type or ("smart" if body.filter is not None else "custom")
+
+    def create(book):
+        return book.create(body.name, body.kind, type=group_type, filter=body.filter,
+                           parent=body.parent, description=body.description)
+
+    book, _ = await _change_book(request, create)
+    db = _db(request)
+    phones, accounts = await _rows(request, db)
+    view = group_view(book, body.name, phones, accounts)
+    await _audit(db, "group", body.name, "create", None, view)
+    return _json(view, 201)
+
+
+@_handled
+async def delete_group(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    before: dict = {}
+
+    def delete(book):
+        _known_group(book, name)
+        group = book.groups[name]
+        before.update(name=name, kind=group.kind, type=group.type, members=list(group.members))
+        book.delete(name)
+
+    await _change_book(request, delete)
+    await _audit(_db(request), "group", name, "delete", before, None)
+    return _json({"deleted": name})
+
+
+@_handled
+async def post_group_member(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    body = decode_request(await request.read(), MemberAdd, "a JSON object with member")
+
+    def add(book):
+        _known_group(book, name)
+        before = list(book.groups[name].members)
+        book.add_member(name, body.member)
+        return before
+
+    book, before = await _change_book(request, add)
+    db = _db(request)
+    await _audit(db, "group", name, "add", {"members": before},
+                 {"members": book.groups[name].members})
+    phones, accounts = await _rows(request, db)
+    return _json(group_view(book, name, phones, accounts))
+
+
+@_handled
+async def delete_group_member(request: web.Request) -> web.Response:
+    name, member = request.match_info["name"], request.match_info["member"]
+
+    def remove(book):
+        _known_group(book, name)
+        before = list(book.groups[name].members)
+        book.remove_member(name, member)
+        return before
+
+    book, before = await _change_book(request, remove)
+    db = _db(request)
+    await _audit(db, "group", name, "remove", {"members": before},
+                 {"members": book.groups[name].members})
+    phones, accounts = await _rows(request, db)
+    return _json(group_view(book, name, phones, accounts))
+
+
+@_handled
+async def post_group_rule(request: web.Request) -> web.Response:
+    body = decode_request(await request.read(), RuleCreate, "a JSON object with kind and groups")
+    if body.kind == "exclusive" and not body.name:
+        raise RequestError("$.name", "an exclusive rule needs the set's name", field="$.name")
+    if body.kind != "exclusive" and len(body.groups) != 2:
+        raise RequestError("$.groups", f"a {body.kind} rule relates exactly two groups",
+                           field="$.groups")
+
+    def add(book):
+        for name in body.groups:
+            _known_group(book, name)
+        if body.kind == "exclusive":
+            return book.exclusivity_set(body.name, body.groups)
+        if body.kind == "requires":
+            return book.requires(*body.groups)
+        return book.excludes(*body.groups)
+
+    _, rule = await _change_book(request, add)
+    view = rule_view(rule)
+    await _audit(_db(request), "group_rule", ",".join(rule.groups), "create", None, view)
+    return _json(view, 201)
+
+
+# --- clients, profiles, phones, accounts --------------------------------------------------
+
+
+@_handled
+async def get_clients(request: web.Request) -> web.Response:
+    return _json({"clients": await _db(request).client_rows()})
+
+
+@_handled
+async def post_client(request: web.Request) -> web.Response:
+    body = decode_request(await request.read(), ClientBody, "a JSON object with name")
+    db = _db(request)
+    before = await db.client_row(body.name)
+    await db.upsert_client(body.name, status=body.status, contact_email=body.contact_email,
+                           contact_discord=body.contact_discord)
+    after = await db.client_row(body.name)
+    await _audit(db, "client", after["client_id"], "update" if before else "create", before, after)
+    return _json(after, 200 if before else 201)
+
+
+@_handled
+async def delete_client(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    db = _db(request)
+    before = await db.client_row(name)
+    if before is None:
+        raise LookupError(f"no such client: {name!r}")
+    await db.upsert_client(name, status=RETIRED, contact_email=before["contact_email"],
+                           contact_discord=before["contact_discord"])
+    after = await db.client_row(name)
+    await _audit(db, "client", after["client_id"], "retire", before, after)
+    return _json(after)
+
+
+@_handled
+async def get_profiles(request: web.Request) -> web.Response:
+    return _json({"profiles": await _db(request).profile_rows()})
+
+
+@_handled
+async def post_profile(request: web.Request) -> web.Response:
+    body = decode_request(await request.read(), ProfileBody, "a JSON object of profile fields")
+    db = _db(request)
+    fields = {k: v for k, v in msgspec.structs.asdict(body).items()
+              if v is not None and k not in ("profile_id", "client")}
+    if body.client is not None and await db.client_row(body.client) is None:
+        raise ValidationError("$.client", f"no such client: {body.client!r}")
+    before = None
+    if body.profile_id is not None:
+        before = await db.profile_row(body.profile_id)
+        if before is None:
+            raise LookupError(f"no such profile: {body.profile_id}")
+    profile_id = await db.upsert_profile(body.profile_id, client=body.client, **fields)
+    after = await db.profile_row(profile_id)
+    await _audit(db, "profile", profile_id, "update" if before else "create", before, after)
+    return _json(after, 200 if before else 201)
+
+
+@_handled
+async def get_phone_registry(request: web.Request) -> web.Response:
+    return _json({"phones": await _db(request).phone_rows()})
+
+
+async def _phone_row(db: Any, serial: str) -> dict | None:
+    return next((r for r in await db.phone_rows() if r["serial"] == serial), None)
+
+
+@_handled
+async def post_phone_registry(request: web.Request) -> web.Response:
+    body = decode_request(await request.read(), PhoneBody, "a JSON object with serial")
+    db = _db(request)
+    if body.client is not None and await db.client_row(body.client) is None:
+        raise ValidationError("$.client", f"no such client: {body.client!r}")
+    before = await _phone_row(db, body.serial)
+    await db.upsert_phone(body.serial, client=body.client, model=body.model,
+                          phone_number=body.phone_number, status=body.status, agent=body.agent)
+    after = await _phone_row(db, body.serial)
+    await _audit(db, "phone", after["phone_id"], "update" if before else "create", before, after)
+    return _json(after, 200 if before else 201)
+
+
+@_handled
+async def delete_phone_registry(request: web.Request) -> web.Response:
+    serial = request.match_info["serial"]
+    db = _db(request)
+    before = await _phone_row(db, serial)
+    if before is None:
+        raise LookupError(f"no such phone in the registry: {serial!r}")
+    await db.upsert_phone(serial, status=RETIRED)
+    after = await _phone_row(db, serial)
+    await _audit(db, "phone", after["phone_id"], "retire", before, after)
+    return _json(after)
+
+
+@_handled
+async def get_accounts(request: web.Request) -> web.Response:
+    serial = request.query.get("serial")
+    return _json({"accounts": await _db(request).account_rows(serial)})
+
+
+async def _account_row(db: Any, account_id: int) -> dict | None:
+    return next((a for a in await db.account_rows() if a["account_id"] == account_id), None)
+
+
+@_handled
+async def post_account(request: web.Request) -> web.Response:
+    body = decode_request(await request.read(), AccountBody,
+                          "a JSON object with serial, platform and account_number")
+    db = _db(request)
+    if await _phone_row(db, body.serial) is None:
+        raise ValidationError("$.serial", f"phone {body.serial!r} is not in the registry "
+                                          f"(POST /api/phones/registry first)")
+    if body.profile_id is not None and await db.profile_row(body.profile_id) is None:
+        raise ValidationError("$.profile_id", f"no such profile: {body.profile_id}")
+    before = next((a for a in await db.account_rows(body.serial)
+                   if a["platform"] == body.platform
+                   and a["account_number"] == body.account_number), None)
+    account_id = await db.upsert_account(
+        body.serial, body.platform, body.account_number, username=body.username,
+        password=body.password, profile_id=body.profile_id, status=body.status, bio=body.bio)
+    after = await _account_row(db, account_id)
+    await _audit(db, "account", account_id, "update" if before else "create",
+                 _secretless(before), _secretless(after))
+    return _json(after, 200 if before else 201)
+
+
+@_handled
+async def delete_account(request: web.Request) -> web.Response:
+    raw = request.match_info["account_id"]
+    if not raw.isdigit():
+        return _error(400, f"account_id: expected an integer, got {raw!r}", field="account_id")
+    db = _db(request)
+    before = await _account_row(db, int(raw))
+    if before is None:
+        raise LookupError(f"no such account: {raw}")
+    await db.upsert_account(before["serial"], before["platform"], before["account_number"],
+                            status=RETIRED)
+    after = await _account_row(db, int(raw))
+    await _audit(db, "account", raw, "retire", _secretless(before), _secretless(after))
+    return _json(after)
+
+
+def _secretless(row: dict | None) -> dict | None:
+    return None if row is None else {k: v for k, v in row.items()
+                                     if k not in ("password", "profile")}
+
+
+# --- OpenAPI --------------------------------------------------------------------------------
+
+
+def openapi_paths(error) -> dict[str, Any]:
+    """This module's OpenAPI paths; ``error(description)`` is the document's error response."""
+    obj = {"description": "JSON object", "content": {"application/json": {
+        "schema": {"type": "object"}}}}
+
+    def body(name: str) -> dict:
+        return {"required": True, "content": {"application/json": {
+            "schema": {"$ref": f"#/components/schemas/{name}"}}}}
+
+    def param(name: str, description: str = "", kind: str = "string") -> dict:
+        return {"name": name, "in": "path", "required": True, "schema": {"type": kind},
+                "description": description}
+
+    bad = error("bad body (`field` is the JSON path) or a broken group rule")
+    unauthorized = error("missing or wrong bearer token (only when a token is configured)")
+    no_db = error("the coordinator has no farm database")
+    missing = error("no such entity")
+
+    def op(op_id: str, summary: str, *, request: str | None = None, params=(),
+           created: bool = False, found: bool = False) -> dict:
+        responses: dict[str, Any] = {"201" if created else "200": obj, "401": unauthorized,
+                                     "409": no_db}
+        if created:
+            responses["200"] = {"description": "updated an existing entity", **{
+                k: v for k, v in obj.items() if k != "description"}}
+        if request or params:
+            responses["400"] = bad
+        if found:
+            responses["404"] = missing
+        out: dict[str, Any] = {"operationId": op_id, "summary": summary, "responses": responses}
+        if request:
+            out["requestBody"] = body(request)
+        if params:
+            out["parameters"] = list(params)
+        return out
+
+    name = param("name", "group name")
+    return {
+        "/api/groups": {
+            "get": op("listGroups", "Every group (stored members, resolved member count) and rule"),
+            "post": op("createGroup", "Create a group (custom, or smart with a filter)",
+                       request="GroupCreate", created=True)},
+        "/api/groups/rules": {"post": op(
+            "addGroupRule", "Add an exclusive, requires or excludes rule (checked against the "
+            "current members)", request="RuleCreate", created=True, found=True)},
+        "/api/groups/{name}": {"delete": op(
+            "deleteGroup", "Delete a group (refused for system groups, parents, ruled groups)",
+            params=[name], found=True)},
+        "/api/groups/{name}/members": {"post": op(
+            "addGroupMember", "Add a member (hierarchy and rules checked)", request="MemberAdd",
+            params=[name], found=True)},
+        "/api/groups/{name}/members/{member}": {"delete": op(
+            "removeGroupMember", "Remove a member", found=True,
+            params=[name, param("member", "serial or platform.number@serial, URL-encoded")])},
+        "/api/clients": {
+            "get": op("listClients", "Every client"),
+            "post": op("upsertClient", "Create or update a client (by name)",
+                       request="ClientBody", created=True)},
+        "/api/clients/{name}": {"delete": op(
+            "retireClient", "Soft delete: status becomes retired", params=[param("name")],
+            found=True)},
+        "/api/profiles": {
+            "get": op("listProfiles", "Every profile"),
+            "post": op("upsertProfile", "Create a profile, or update one by profile_id",
+                       request="ProfileBody", created=True, found=True)},
+        "/api/phones/registry": {
+            "get": op("listRegisteredPhones", "The farm database's phones (client, model, "
+                      "status, agent, profile); /api/phones is the live directory"),
+            "post": op("upsertRegisteredPhone", "Create or update a phone (by serial)",
+                       request="PhoneBody", created=True)},
+        "/api/phones/registry/{serial}": {"delete": op(
+            "retireRegisteredPhone", "Soft delete: status becomes retired",
+            params=[param("serial", "device serial, URL-encoded")], found=True)},
+        "/api/accounts": {
+            "get": {**op("listAccounts", "Every account (or one phone's with ?serial=)"),
+                    "parameters": [{"name": "serial", "in": "query", "required": False,
+                                    "schema": {"type": "string"}}]},
+            "post": op("upsertAccount", "Create or update an account (platform, number, phone)",
+                       request="AccountBody", created=True)},
+        "/api/accounts/{account_id}": {"delete": op(
+            "retireAccount", "Soft delete: status becomes retired",
+            params=[param("account_id", kind="integer")], found=True)},
+    }
