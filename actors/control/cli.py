@@ -27,6 +27,9 @@ modules, OpenCV included, only when run).
     farm schedule list                   id, type, status, next fire, jobs by status
     farm schedule pause|resume|cancel ID
     farm runs [--limit N]                recent executions with their status
+    farm groups [list]                   groups: kind, type, parent, member count
+    farm groups add NAME KIND [--smart FILTER] [--parent P]
+    farm groups member add|remove NAME MEMBER
     farm retention [--data DIR] [--dry-run] [--config FILE]
                                          prune/compress the data folder (spec 7.6; local)
 
@@ -68,10 +71,11 @@ class FarmClient:
         self.token = token or None
         self.timeout = timeout
 
-    def _open(self, path: str, body: dict | None = None, timeout: float | None = None):
+    def _open(self, path: str, body: dict | None = None, timeout: float | None = None,
+              method: str | None = None):
         data = None if body is None else json.dumps(body).encode()
         request = urllib.request.Request(self.url + path, data=data,
-                                         method="GET" if body is None else "POST")
+                                         method=method or ("GET" if body is None else "POST"))
         if data is not None:
             request.add_header("Content-Type", "application/json")
         if self.token:
@@ -95,6 +99,10 @@ class FarmClient:
 
     def post_json(self, path: str, body: dict) -> Any:
         with self._open(path, body) as response:
+            return json.load(response)
+
+    def delete_json(self, path: str) -> Any:
+        with self._open(path, method="DELETE") as response:
             return json.load(response)
 
     def get_bytes(self, path: str) -> tuple[bytes, str]:
@@ -488,6 +496,43 @@ def _cmd_runs(client: FarmClient, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _group_line(g: dict) -> list[str]:
+    count = g.get("member_count")
+    return [g["name"], g["kind"], g["type"], g.get("parent") or "-",
+            "-" if count is None else str(count),
+            g.get("filter") or ", ".join(g.get("members") or []) or "-"]
+
+
+def _cmd_groups(client: FarmClient, args: argparse.Namespace) -> int:
+    action = getattr(args, "groups_command", None) or "list"
+    try:
+        if action == "add":
+            body: dict[str, Any] = {"name": args.name, "kind": args.kind}
+            if args.smart is not None:
+                body["filter"] = args.smart
+            if args.parent is not None:
+                body["parent"] = args.parent
+            views = [client.post_json("/api/groups", body)]
+        elif action == "member":
+            name = urllib.parse.quote(args.name, safe="")
+            if args.member_command == "add":
+                views = [client.post_json(f"/api/groups/{name}/members", {"member": args.member})]
+            else:
+                views = [client.delete_json(
+                    f"/api/groups/{name}/members/{urllib.parse.quote(args.member, safe='')}")]
+        else:
+            views = client.get_json("/api/groups")["groups"]
+    except FarmError as exc:
+        print(f"farm: {exc}", file=sys.stderr)
+        return EXIT_REJECTED
+    if not views:
+        print("no groups")
+        return EXIT_OK
+    print(format_table([_group_line(g) for g in views],
+                       ["NAME", "KIND", "TYPE", "PARENT", "COUNT", "MEMBERS/FILTER"]))
+    return EXIT_OK
+
+
 def _cmd_retention(client: FarmClient, args: argparse.Namespace) -> int:
     from actors.retention import run_command
 
@@ -612,6 +657,30 @@ def build_parser() -> argparse.ArgumentParser:
         p = schedule_sub.add_parser(action, help=text, description=text, parents=[common])
         p.add_argument("schedule_id", metavar="ID")
         p.set_defaults(func=_cmd_schedule)
+
+    groups_help = "phone and account groups: list (default), add, member add|remove"
+    p = sub.add_parser("groups", help=groups_help, description=groups_help, parents=[common])
+    p.set_defaults(func=_cmd_groups)
+    groups_sub = p.add_subparsers(dest="groups_command", metavar="COMMAND")
+    p = groups_sub.add_parser("list", help="every group: kind, type, parent, member count",
+                              parents=[common])
+    p.set_defaults(func=_cmd_groups)
+    help_text = "create group NAME holding KIND (phone|account); --smart makes it a filter group"
+    p = groups_sub.add_parser("add", help=help_text, description=help_text, parents=[common])
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("kind", metavar="KIND", choices=["phone", "account"])
+    p.add_argument("--smart", default=None, metavar="FILTER",
+                   help="e.g. 'filter.phones where node = rack1'")
+    p.add_argument("--parent", default=None, metavar="P", help="parent group")
+    p.set_defaults(func=_cmd_groups)
+    p = groups_sub.add_parser("member", help="add or remove a member (serial, or "
+                              "PLATFORM.NUMBER@SERIAL)", parents=[common])
+    member_sub = p.add_subparsers(dest="member_command", required=True, metavar="COMMAND")
+    for verb in ("add", "remove"):
+        q = member_sub.add_parser(verb, help=f"{verb} MEMBER of group NAME", parents=[common])
+        q.add_argument("name", metavar="NAME")
+        q.add_argument("member", metavar="MEMBER")
+        q.set_defaults(func=_cmd_groups)
 
     registry_help = "work on a screen registry folder (locally, no endpoint)"
     p = sub.add_parser("registry", help=registry_help, description=registry_help)

@@ -224,3 +224,45 @@ async def test_profiles_phones_accounts(client: TestClient) -> None:
     assert [(r["serial"], r["status"]) for r in body["phones"]] == [(S1, "retired")]
     # the live directory is unchanged
     assert len((await call(client, "GET", "/api/phones"))[1]["phones"]) == 3
+
+
+# --- farm groups (CLI) ----------------------------------------------------------------------
+
+
+async def test_farm_groups_cli(hub: FakeHub, db: FarmDB, capsys: pytest.CaptureFixture) -> None:
+    import asyncio
+
+    from actors.control.cli import main
+
+    server = TestServer(make_app(hub))
+    await server.start_server()
+    url = str(server.make_url("")).rstrip("/")
+
+    async def farm(*argv: str) -> int:
+        return await asyncio.to_thread(main, ["--url", url, *argv])
+
+    try:
+        assert await farm("groups", "add", "rack_a", "phone") == 0
+        assert "rack_a" in capsys.readouterr().out
+        assert await farm("groups", "member", "add", "rack_a", S1) == 0
+        assert await farm("groups", "member", "add", "rack_a", S3) == 0
+        assert await farm("groups", "add", "front", "phone", "--parent", "rack_a") == 0
+        assert await farm("groups", "add", "r1", "phone", "--smart",
+                          "filter.phones where node = rack1") == 0
+        capsys.readouterr()
+        assert await farm("groups", "member", "add", "front", S2) == 2
+        assert "not in parent group 'rack_a'" in capsys.readouterr().err
+        assert await farm("groups", "member", "remove", "rack_a", S3) == 0
+        capsys.readouterr()
+        assert await farm("groups") == 0
+        lines = capsys.readouterr().out.splitlines()
+        assert lines[0].split() == ["NAME", "KIND", "TYPE", "PARENT", "COUNT", "MEMBERS/FILTER"]
+        rows = {line.split()[0]: line.split() for line in lines[1:]}
+        assert rows["rack_a"][:6] == ["rack_a", "phone", "custom", "-", "1", S1]
+        assert rows["front"][:5] == ["front", "phone", "custom", "rack_a", "0"]
+        assert rows["r1"][:5] == ["r1", "phone", "smart", "-", "2"]
+        assert rows["active"][:3] == ["active", "account", "system"]
+        assert await farm("groups", "list") == 0
+        assert (await db.group_book()).groups["rack_a"].members == [S1]
+    finally:
+        await server.close()
