@@ -2,9 +2,9 @@
 what ``${group...}`` variables and ``group:`` scopes mean.
 
 Owns `GroupBook`: plain data (no database, no I/O) holding groups and relationship rules, and
-checking every rule on every change. A later session persists it in the farm DB tables of spec
-15.5 (`SCHEMA` below is what those tables need); the control API, the CLI and the variable
-context then load a book and call it.
+checking every rule on every change. The farm DB stores it in the tables of spec 15.5
+(actors/schema/v4.sql; `FarmDB.group_book` / `save_group_book`); the control API, the CLI,
+the variable context and run scopes load a book and call it.
 
 Groups:
 
@@ -76,47 +76,6 @@ _SUBSET = "a child's members are a subset of its parent's"
 
 # What spec 15.5 needs in the farm DB (a migration appends it; entity_id is the member text so
 # an account is named as scopes name it; positions keep the written order).
-SCHEMA = """
-CREATE TABLE groups (
-    group_id INTEGER PRIMARY KEY,
-    name TEXT NOT NULL UNIQUE,
-    description TEXT NOT NULL DEFAULT '',
-    type TEXT NOT NULL CHECK (type IN ('system', 'custom', 'smart')),
-    member_kind TEXT NOT NULL CHECK (member_kind IN ('account', 'phone')),
-    filter TEXT,                       -- smart groups: 'filter.accounts where status=active'
-    parent_id INTEGER,
-    client_id INTEGER,
-    created_by TEXT,
-    created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
-    FOREIGN KEY (parent_id) REFERENCES groups(group_id),
-    FOREIGN KEY (client_id) REFERENCES clients(client_id)
-);
-CREATE TABLE group_memberships (
-    membership_id INTEGER PRIMARY KEY,
-    group_id INTEGER NOT NULL,
-    entity_type TEXT NOT NULL CHECK (entity_type IN ('account', 'phone')),
-    entity_id TEXT NOT NULL,           -- serial, or platform.account_number@serial
-    position INTEGER NOT NULL,
-    added_by TEXT,
-    added_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
-    FOREIGN KEY (group_id) REFERENCES groups(group_id) ON DELETE CASCADE,
-    UNIQUE (group_id, entity_id)
-);
-CREATE TABLE group_relationships (
-    relationship_id INTEGER PRIMARY KEY,
-    relationship_type TEXT NOT NULL CHECK (relationship_type IN
-                                           ('exclusive', 'requires', 'excludes')),
-    group_id_1 INTEGER NOT NULL,
-    group_id_2 INTEGER,                -- NULL for 'exclusive': one row per group of the set
-    parameters TEXT,                   -- JSON; 'exclusive': {"set": "account_status"}
-    created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
-    FOREIGN KEY (group_id_1) REFERENCES groups(group_id) ON DELETE CASCADE,
-    FOREIGN KEY (group_id_2) REFERENCES groups(group_id) ON DELETE CASCADE
-);
-CREATE INDEX group_memberships_entity ON group_memberships (entity_type, entity_id);
-"""
-
-
 @dataclass
 class Group:
     """One group: ``kind`` says whether members are phones or accounts; ``members`` are the

@@ -9,7 +9,8 @@ import sqlite3
 import pytest
 
 from protocol.errors import ScopeError, ValidationError, VariableError
-from sequences.groups import SCHEMA, GroupBook, Rule
+from actors.persistence import SCHEMA_DIR
+from sequences.groups import GroupBook, Rule
 from sequences.scopes import targets
 from sequences.variables import VariableContext, resolve
 
@@ -337,6 +338,7 @@ def test_unknown_group_in_scope_has_offset() -> None:
 
 def test_schema_is_valid_sqlite() -> None:
     db = sqlite3.connect(":memory:")
-    db.executescript("CREATE TABLE clients (client_id INTEGER PRIMARY KEY);" + SCHEMA)
+    db.executescript("CREATE TABLE clients (client_id INTEGER PRIMARY KEY);"
+                     + (SCHEMA_DIR / "v4.sql").read_text())
     assert {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")} >= {
         "groups", "group_memberships", "group_relationships"}
