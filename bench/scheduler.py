@@ -11,20 +11,24 @@ Phases (each prints its own figures):
 1. direct: `RunManager.start_one` called by `--concurrency` workers for `--direct-s` seconds
    (the dispatch path without the scheduler: execution record, RunSequence round trip);
    then the node events are drained.
-2. schedules, once per `--stagger` value (the ScheduleService's per-node stagger; 1 s is the
-   production default): `scheduled` schedules on `phone:all`, one every
-   phones*60/--rate seconds for `--feed-s` seconds, so the planned load is `--rate`
-   executions/min. Measured until every job was dispatched or `--cutoff-s` after the last
+2. schedules, one phase per `--phases` entry SHAPE@STAGGER (STAGGER: the ScheduleService's
+   per-node stagger, no two dispatches to one node within it; 1 s is the production
+   default). `scheduled` schedules planned for `--feed-s` seconds at `--rate` executions/min:
+   `burst` = `phone:all` every phones*60/rate s (1,000 jobs with the same planned time);
+   `spread` = a rotating slice of rate/60*`--slot-s` phones (`phone:a,b,...`) every
+   `--slot-s`. Measured until every job was dispatched or `--cutoff-s` after the last
    planned time: executions dispatched per minute, scheduling delay (the moment the
    service's dispatch answered "started" minus the job's planned time; jobs still queued at
-   the cutoff count with their delay so far, so the p99 is then a lower bound), DB rows
-   inserted per second (executions, execution_steps, schedule_events).
+   the cutoff count with their delay so far, so the p99 is then a lower bound), the per
+   dispatch time (start_one, and its RunSequence round trip), DB rows inserted per second
+   (executions, execution_steps, schedule_events; counted after the phase's executions
+   finished).
 Target line per phase: 10,000 executions/min with p99 delay < 1 s.
 `--profile` runs cProfile over the coordinator (this process) during the schedule phases and
 prints the top functions by cumulative and own time.
 
 Run: python bench/scheduler.py [--phones 1000] [--nodes 20] [--rate 10000] [--feed-s 20]
-                               [--phases spread@1,burst@0,spread@0] [--direct-s 15] [--profile]
+                               [--phases spread@0,burst@0,spread@1] [--direct-s 15] [--profile]
 """
 
 from __future__ import annotations
@@ -37,13 +41,14 @@ import json
 import logging
 import math
 import pstats
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+
+import msgspec
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -56,7 +61,8 @@ SECRET = "bench-secret"
 SEQUENCE = {"name": "tiny", "steps": [{"type": "sleep", "seconds": 0}]}
 TARGET_PER_MIN = 10_000
 TARGET_P99_S = 1.0
-PARTS: dict[str, list[float]] = {"start_one": [], "send_run": []}
+PARTS: dict[str, list[float]] = {"start_one": [], "send_run": [], "sequence": [],
+                                 "create_execution": []}
 TABLES = ("executions", "execution_steps", "schedule_events")
 
 
@@ -247,12 +253,17 @@ async def phase_schedules(hub, db, serials: list[str], rate: float, feed_s: floa
           f"p99 {pct(delays, 99):.2f} s, max {max(delays, default=float('nan')):.2f} s"
           + (f"; with the queued jobs' delay so far: p50 >= {pct(all_delays, 50):.2f} s, "
              f"p99 >= {pct(all_delays, 99):.2f} s" if n < total else ""))
-    one, send = PARTS["start_one"], PARTS["send_run"]
-    if one:
-        print(f"  per dispatch (sequential in the tick): start_one p50 "
-              f"{pct(one, 50) * 1000:.1f} ms / p99 {pct(one, 99) * 1000:.1f} ms, of which the "
-              f"RunSequence round trip to the node p50 {pct(send, 50) * 1000:.1f} ms / p99 "
-              f"{pct(send, 99) * 1000:.1f} ms")
+    if PARTS["start_one"]:
+        def ms(key: str) -> str:
+            v = PARTS[key]
+            return f"p50 {pct(v, 50) * 1000:.1f} / p99 {pct(v, 99) * 1000:.1f} ms"
+
+        print(f"  per dispatch (one at a time in the tick): start_one {ms('start_one')}; in it: "
+              f"sequence load {ms('sequence')}, create_execution {ms('create_execution')}, "
+              f"RunSequence round trip {ms('send_run')}")
+    state = hub.schedules.scheduler.state
+    print(f"  scheduler state: {len(state.jobs)} jobs kept, saved as "
+          f"{len(msgspec.json.encode(state)) / 1e6:.1f} MB JSON on every changed tick")
     # Stop feeding, let what was dispatched finish, then count the rows of this phase.
     for i in range(fires):
         try:
@@ -319,6 +330,23 @@ async def coordinator(args: argparse.Namespace) -> None:
                 PARTS["send_run"].append(time.perf_counter() - t)
 
         hub.runs.start_one, hub.send_run = timed_start, timed_send
+        original_seq, original_create = hub.runs.sequence, db.create_execution
+
+        def timed_seq(*a, **kw):
+            t = time.perf_counter()
+            try:
+                return original_seq(*a, **kw)
+            finally:
+                PARTS["sequence"].append(time.perf_counter() - t)
+
+        async def timed_create(*a, **kw):
+            t = time.perf_counter()
+            try:
+                return await original_create(*a, **kw)
+            finally:
+                PARTS["create_execution"].append(time.perf_counter() - t)
+
+        hub.runs.sequence, db.create_execution = timed_seq, timed_create
         await hub.start()
 
         (tmp_path / "journals").mkdir()
@@ -384,7 +412,7 @@ def main() -> None:
     ap.add_argument("--feed-s", type=float, default=20.0, help="seconds of planned fire times")
     ap.add_argument("--cutoff-s", type=float, default=15.0,
                     help="stop measuring this long after the last planned time")
-    ap.add_argument("--phases", default="spread@1,burst@0,spread@0",
+    ap.add_argument("--phases", default="spread@0,burst@0,spread@1",
                     help="comma list of SHAPE@STAGGER schedule phases: SHAPE burst (phone:all "
                          "at one time) or spread (a slice every --slot-s); STAGGER the "
                          "ScheduleService's per-node stagger in s (production: 1)")
