@@ -90,11 +90,13 @@ class Schedule(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
 
 class ScheduleState(msgspec.Struct, omit_defaults=True):
     """Where a schedule stands: the next due occurrence (None: nothing more to fire), the
-    last fired occurrence and how many fired."""
+    last fired occurrence, how many fired, and how many of its finished jobs were dropped
+    from the state, by status (see ``Scheduler``)."""
 
     next_due: datetime | None = None
     last_occurrence: datetime | None = None
     fired: int = 0
+    dropped: dict[str, int] = msgspec.field(default_factory=dict)
 
 
 class Job(msgspec.Struct, omit_defaults=True):
@@ -319,6 +321,11 @@ class Scheduler:
     A dependent runs when all bound jobs completed; if one failed (after its retries), was
     skipped or cancelled, or the prerequisite ran on no phone, the dependent is skipped with
     the reason.
+
+    Retention: a finished job leaves ``state.jobs`` at the end of a tick unless it belongs to
+    its schedule's latest occurrence (what binding looks up), is bound by an unfinished job,
+    or is named by id in a ``depends_on``; only a count per status stays
+    (``ScheduleState.dropped``). The events are the history; the state is the live work.
     """
 
     def __init__(self, *, clock: Clock, resolve_targets: ResolveTargets,
@@ -416,7 +423,29 @@ class Scheduler:
             await self._fire_due(sid, now)
         self._settle_dependencies(now)
         await self._dispatch_ready(now)
+        self._prune()
         return self.events[mark:]
+
+    def _prune(self) -> None:
+        """Drop the finished jobs no lookup can reach any more: the state is saved whole on
+        every change, so keeping every job ever run makes a weeks-old farm save hundreds of
+        MB a tick."""
+        keep: set[str] = set()
+        for s in self.state.schedules.values():
+            keep.update(s.depends_on)  # a job id named here is looked up when s fires
+        for job in self.state.jobs.values():
+            if job.status not in TERMINAL:
+                # Bound to an occurrence that may no longer be the latest one.
+                keep.update(job.waits_on)
+        for jid, job in list(self.state.jobs.items()):
+            if job.status not in TERMINAL or jid in keep:
+                continue
+            st = self.state.states.get(job.schedule_id)
+            if st is not None and job.occurrence == st.last_occurrence:
+                continue  # a dependent created later binds to these
+            del self.state.jobs[jid]
+            if st is not None:
+                st.dropped[job.status] = st.dropped.get(job.status, 0) + 1
 
     async def _fire_due(self, sid: str, now: datetime) -> None:
         s, st = self.state.schedules[sid], self.state.states[sid]

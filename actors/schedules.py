@@ -144,6 +144,7 @@ class ScheduleService:
             sched = self._core()
             finished = await self._reconcile(sched)
             events = await sched.tick()
+            self._forget_dropped(sched)
             await self._save(force=finished)
         return events
 
@@ -201,6 +202,13 @@ class ScheduleService:
                 any_ended = True
         return any_ended
 
+    def _forget_dropped(self, sched: Scheduler) -> None:
+        """The core dropped some finished jobs: their executions go too, else this map grows
+        with every job ever run (the saved events keep the execution ids)."""
+        jobs = sched.state.jobs
+        for job_id in [j for j in self.executions if j not in jobs]:
+            del self.executions[job_id]
+
     # --- persistence -------------------------------------------------------------------------
     async def _save(self, force: bool = False) -> None:
         sched = self._core()
@@ -209,7 +217,8 @@ class ScheduleService:
             return
         state = ServiceState(scheduler=sched.state, executions=self.executions)
         await self.db.save_scheduler_state(msgspec.json.encode(state).decode())
-        await self.db.add_schedule_events([_event_row(e) for e in events])
+        await self.db.add_schedule_events([_event_row(e, self.executions.get(e.job_id or ""))
+                                           for e in events])
 
     # --- operations (the control API) --------------------------------------------------------
     def _core(self) -> Scheduler:
@@ -256,7 +265,8 @@ class ScheduleService:
         if schedule_id not in state.schedules:
             raise ScheduleNotFound(f"schedule {schedule_id!r}: no such schedule")
         st = state.states[schedule_id]
-        jobs: dict[str, int] = {}
+        # Finished jobs the core dropped are counted there; the rest are still in the state.
+        jobs: dict[str, int] = dict(st.dropped)
         for job in state.jobs.values():
             if job.schedule_id == schedule_id:
                 jobs[job.status] = jobs.get(job.status, 0) + 1
@@ -289,13 +299,18 @@ class ScheduleService:
             raise ScheduleNotFound(f"schedule {schedule_id!r}: no such schedule")
         rows = await self.db.schedule_events(schedule_id, limit)
         for row in rows:
-            if row.get("job_id") in self.executions:
-                row["execution_id"] = self.executions[row["job_id"]]
+            # The map forgets jobs the core dropped; the row kept the id it had when saved.
+            execution_id = (self.executions.get(row.get("job_id") or "")
+                            or row["detail"].get("execution_id"))
+            if execution_id:
+                row["execution_id"] = execution_id
         return rows
 
 
-def _event_row(event: Event) -> dict:
+def _event_row(event: Event, execution_id: str | None = None) -> dict:
     detail = msgspec.to_builtins(event.detail)
+    if execution_id:
+        detail["execution_id"] = execution_id
     reason = next((str(detail[k]) for k in ("reason", "error", "answer", "action")
                    if detail.get(k)), None)
     return {"at": event.at, "schedule_id": event.schedule_id, "job_id": event.job_id,

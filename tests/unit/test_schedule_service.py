@@ -166,3 +166,33 @@ async def test_add_validates_and_controls(env) -> None:
         await service.control(sid, "resume")
     with pytest.raises(ScheduleNotFound):
         await service.control("ghost", "pause")
+
+
+async def test_dropped_jobs_take_their_executions_with_them_and_reload_alike(env) -> None:
+    service, clock, hub, runs, db = env
+    await service.add(Schedule(id="r", sequence="demo/taps", target="phone:all",
+                               type="recurring", cron="* * * * *"))
+    for _ in range(30):
+        for _ in range(3):
+            await service.step()
+            for execution_id, *_ in runs.started:
+                await db.update_execution(execution_id, status="completed")
+            clock.advance(2)
+        clock.now = clock.now.replace(second=0) + timedelta(minutes=1)
+    await service.control("r", "pause")
+    await service.step()
+    assert len(runs.started) == 60
+    # Only the latest occurrence (two phones) is kept, in the core and in the map.
+    assert len(service._core().state.jobs) <= 2 and len(service.executions) <= 2
+    assert service.view("r")["jobs"] == {"completed": 60}
+    saved = await db.load_scheduler_state()
+    assert len(saved) < 5_000
+    # Events of dropped jobs still name their execution.
+    first = [e for e in await service.events("r") if e["kind"] == "dispatched"][0]
+    assert first["execution_id"] == "ex-1"
+    again = ScheduleService(hub, runs, db, clock=clock)
+    await again.load()
+    assert again.view("r") == service.view("r")
+    await again.control("r", "resume")
+    await again.step()
+    assert len(runs.started) == 61

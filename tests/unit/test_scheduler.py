@@ -481,3 +481,108 @@ async def test_state_round_trips_through_msgspec() -> None:
     farm.finish(again, farm.started[0].id)
     clock.advance(1)
     assert kinds(await again.tick(), "dispatched")
+
+
+# --- retention ------------------------------------------------------------------------------
+
+PHONES = [(f"p{i}", f"tt.{i}") for i in range(10)]
+
+
+async def _run_minutes(sched: Scheduler, farm: Farm, clock: Clock, minutes: int,
+                       fail_on: set[str] = frozenset()) -> None:
+    """Fire a per-minute schedule ``minutes`` times, finishing every started job (failed on
+    the phones in ``fail_on``) before the next minute."""
+    for _ in range(minutes):
+        for _ in range(3):
+            await sched.tick()
+            for job_id in list(farm.running.values()):
+                serial = sched.state.jobs[job_id].serial
+                farm.finish(sched, job_id, "failed" if serial in fail_on else "completed")
+            clock.advance(1)
+        sched.take_events()
+        clock.now = clock.now.replace(second=0) + timedelta(minutes=1)
+
+
+async def test_finished_jobs_are_dropped_and_the_state_stays_small() -> None:
+    clock = Clock()
+    farm = Farm({"all": PHONES})
+    sched = make(farm, clock)
+    sched.add(Schedule(id="A", sequence="q", target="all", type="recurring", cron="* * * * *"))
+    await _run_minutes(sched, farm, clock, 100)
+    assert len(farm.started) == 1000
+    sched.pause("A")
+    await sched.tick()  # the last finishes are pruned on the next tick
+    sched.take_events()
+    # One schedule on ten phones: only its latest occurrence's jobs are kept.
+    assert len(sched.state.jobs) <= 1 * len(PHONES)
+    assert {j.occurrence for j in sched.state.jobs.values()} == {
+        sched.state.states["A"].last_occurrence}
+    st = sched.state.states["A"]
+    assert sum(st.dropped.values()) + len(sched.state.jobs) >= 1000
+    encoded = msgspec.json.encode(sched.state)
+    # Keeping every job took ~250 bytes each (~250 KB here); now a few KB whatever the age.
+    per_job = len(msgspec.json.encode(next(iter(sched.state.jobs.values()))))
+    assert len(encoded) < 10_000 and len(encoded) < 1000 * per_job / 20
+    # Handed-out events are nowhere in the state.
+    assert sched.events == [] and b'"kind"' not in encoded
+
+
+async def test_dependencies_see_the_latest_outcome_per_phone_after_pruning() -> None:
+    clock = Clock()
+    farm = Farm({"all": PHONES})
+    sched = make(farm, clock)
+    sched.add(Schedule(id="A", sequence="q", target="all", type="recurring", cron="* * * * *"))
+    await _run_minutes(sched, farm, clock, 99)
+    # A's latest occurrence: fails on p0 only (earlier ones all completed there).
+    await _run_minutes(sched, farm, clock, 1, fail_on={"p0"})
+    sched.pause("A")  # A's latest occurrence stays the latest
+    await sched.tick()
+    assert sum(sched.state.states["A"].dropped.values()) >= 900
+    blob = msgspec.json.encode(sched.state)
+
+    async def run_b(s: Scheduler, f: Farm) -> dict[str, tuple[str, str | None]]:
+        s.add(Schedule(id="B", sequence="post", target="all", type="immediate",
+                       depends_on=["A"]))
+        for _ in range(5):
+            await s.tick()
+            for job_id in list(f.running.values()):
+                f.finish(s, job_id)
+            clock.advance(1)
+        return {j.serial: (j.status, j.reason) for j in s.state.jobs.values()
+                if j.schedule_id == "B"}
+
+    outcome = await run_b(sched, farm)
+    assert outcome["p0"] == ("skipped", "prerequisite A failed")
+    assert all(outcome[f"p{i}"] == ("completed", None) for i in range(1, 10))
+    # Reloaded from the pruned state, the same dependent gets the same outcome.
+    farm2 = Farm({"all": PHONES})
+    again = make(farm2, clock, state=msgspec.json.decode(blob, type=SchedulerState))
+    assert await run_b(again, farm2) == outcome
+
+
+async def test_a_queued_dependent_keeps_its_older_prerequisites() -> None:
+    clock = Clock()
+    farm = Farm({"p": [("a", None)]})
+    sched = make(farm, clock)
+    sched.add(Schedule(id="A", sequence="q", target="p", type="recurring", cron="* * * * *"))
+    await sched.tick()
+    (a1,) = farm.started
+    sched.add(Schedule(id="B", sequence="q", target="p", type="immediate", depends_on=["A"]))
+    await sched.tick()
+    (b,) = [j for j in sched.state.jobs.values() if j.schedule_id == "B"]
+    assert b.waits_on == [a1.id]
+    farm.locked.add("a")  # B stays queued while A fires again and again
+    farm.finish(sched, a1.id)
+    for _ in range(5):
+        clock.now = clock.now.replace(second=0) + timedelta(minutes=1)
+        await sched.tick()
+    # A's later occurrences are the latest now, but B is still bound to the first one.
+    assert sched.state.states["A"].fired == 6 and a1.id in sched.state.jobs
+    sched.pause("A")
+    farm.locked.clear()
+    await sched.tick()
+    assert farm.started[-1].id == b.id and b.status == "running"
+    farm.finish(sched, b.id)
+    clock.advance(1)
+    await sched.tick()
+    assert a1.id not in sched.state.jobs and sched.state.states["A"].dropped["completed"] == 1
