@@ -20,6 +20,7 @@ a second in production; tests assign the fake clock and call it).
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import math
 import random
@@ -331,7 +332,8 @@ class Scheduler:
     def __init__(self, *, clock: Clock, resolve_targets: ResolveTargets,
                  node_of: Callable[[str], str], dispatch: Callable[[Job], Awaitable[str]],
                  stagger_s: float = 1.0, late_after_s: float = 5.0,
-                 state: SchedulerState | None = None) -> None:
+                 state: SchedulerState | None = None,
+                 max_concurrent_dispatch: int = 64) -> None:
         self.clock = clock
         self.resolve_targets = resolve_targets
         self.node_of = node_of
@@ -341,6 +343,12 @@ class Scheduler:
         self.late_after_s = late_after_s
         self.state = state or SchedulerState()
         self.events: list[Event] = []
+        if max_concurrent_dispatch < 1:
+            raise ValueError("max_concurrent_dispatch must be >= 1")
+        # The ready jobs of a tick are dispatched concurrently, this many at most at once.
+        self.max_concurrent_dispatch = max_concurrent_dispatch
+        # Phones with a dispatch in flight (transient, not state): never picked again meanwhile.
+        self._dispatching: set[str] = set()
 
     # -- schedules
 
@@ -582,40 +590,90 @@ class Scheduler:
         return next(j for j in ready if (j.account or "") == nxt)
 
     async def _dispatch_ready(self, now: datetime) -> None:
-        for serial in sorted(self.state.queues):
-            if serial in self.state.running or not self.state.queues[serial]:
-                continue
-            job = self._pick(serial, now)
-            if job is None:
-                continue
-            node = self.node_of(serial)
-            last = self.state.node_last.get(node)
-            if last is not None and now - last < self.stagger:
-                continue  # this node started something within the stagger: next tick
-            self.state.node_last[node] = now
+        """Dispatch the job each free phone may start, concurrently (at most
+        ``max_concurrent_dispatch`` in flight).
+
+        Same outcome as trying the phones one by one in serial order: before any await a
+        phone is marked dispatching (``_dispatching``, so no second job can be picked for it)
+        and its node's stagger slot is taken, so a node gets one dispatch per round. A
+        "locked" answer gives the slot back, so after a round the phones whose node came free
+        again are tried in a further round, as the sequential loop would have tried the next
+        phone of that node. Each phone is tried at most once per tick. The events are
+        recorded in serial order (as the sequential loop did), whatever order the dispatches
+        end in.
+        """
+        sem = asyncio.Semaphore(self.max_concurrent_dispatch)
+        tried: set[str] = set()
+        original: dict[str, datetime | None] = {}  # node -> node_last before this tick
+        used: set[str] = set()  # nodes where something started or failed: slot stays taken
+        by_serial: dict[str, list[Event]] = {}
+
+        async def one(job: Job) -> str:
+            async with sem:
+                try:
+                    return await self.dispatch(job)
+                except Exception as e:  # a broken dispatch must not stop the other phones
+                    return f"failed: {e}"
+
+        while True:
+            batch: list[tuple[Job, str]] = []
+            for serial in sorted(self.state.queues):
+                if (serial in tried or serial in self.state.running
+                        or serial in self._dispatching or not self.state.queues[serial]):
+                    continue
+                job = self._pick(serial, now)
+                if job is None:
+                    continue
+                node = self.node_of(serial)
+                last = self.state.node_last.get(node)
+                if last is not None and now - last < self.stagger:
+                    continue  # this node started something within the stagger
+                original.setdefault(node, last)
+                self.state.node_last[node] = now
+                self._dispatching.add(serial)
+                tried.add(serial)
+                batch.append((job, node))
+            if not batch:
+                break
             try:
-                answer = await self.dispatch(job)
-            except Exception as e:  # a broken dispatch must not stop the other phones
-                answer = f"failed: {e}"
-            if answer == "started":
-                self.state.queues[serial].remove(job.id)
-                self.state.running[serial] = job.id
-                self.state.last_account[serial] = job.account or ""
-                job.status, job.started_at = "running", now
-                self._event("dispatched", job, now, node=node, attempt=job.attempt)
-            elif answer == "locked":
-                # Nothing started, so the node's stagger slot stays free: a phone held for
-                # long by a manual run must not starve the other phones of its node.
-                if last is None:
-                    del self.state.node_last[node]
+                answers = await asyncio.gather(*(one(job) for job, _ in batch))
+            finally:
+                for job, _ in batch:
+                    self._dispatching.discard(job.serial)
+            for (job, node), answer in zip(batch, answers):
+                mark = len(self.events)
+                self._settle_dispatch(job, node, answer, now)
+                if answer != "locked":
+                    used.add(node)
+                by_serial[job.serial] = self.events[mark:]
+                del self.events[mark:]
+            for node in {node for _, node in batch}:
+                if node in used:
+                    self.state.node_last[node] = now
+                elif original[node] is None:
+                    # Nothing started, so the node's stagger slot stays free: a phone held
+                    # for long by a manual run must not starve the other phones of its node.
+                    self.state.node_last.pop(node, None)
                 else:
-                    self.state.node_last[node] = last
-                self._event("locked", job, now, node=node)
-            else:
-                self.state.queues[serial].remove(job.id)
-                self._event("dispatch_failed", job, now, node=node, answer=answer)
-                if not self._retry(job, now, answer):
-                    self._finish(job, "failed", now, answer)
+                    self.state.node_last[node] = original[node]  # type: ignore[assignment]
+        for serial in sorted(by_serial):
+            self.events.extend(by_serial[serial])
+
+    def _settle_dispatch(self, job: Job, node: str, answer: str, now: datetime) -> None:
+        serial = job.serial
+        if answer == "started":
+            self.state.queues[serial].remove(job.id)
+            self.state.running[serial] = job.id
+            self.state.last_account[serial] = job.account or ""
+            job.status, job.started_at = "running", now
+            self._event("dispatched", job, now, node=node, attempt=job.attempt)
+        elif answer == "locked":
+            self._event("locked", job, now, node=node)  # the slot is given back by the caller
+        else:
+            self.state.queues[serial].remove(job.id)
+            self._event("dispatch_failed", job, now, node=node, answer=answer)
+            if not self._retry(job, now, answer):
+                self._finish(job, "failed", now, answer)
 
     # -- helpers
 

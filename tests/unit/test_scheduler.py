@@ -586,3 +586,90 @@ async def test_a_queued_dependent_keeps_its_older_prerequisites() -> None:
     clock.advance(1)
     await sched.tick()
     assert a1.id not in sched.state.jobs and sched.state.states["A"].dropped["completed"] == 1
+
+
+# --- concurrent dispatch ------------------------------------------------------------------
+
+class SlowFarm(Farm):
+    """A dispatch that takes a (short, real) while, and counts how many are in flight."""
+
+    def __init__(self, *a, delay_of=lambda serial: 0.01, **kw) -> None:
+        super().__init__(*a, **kw)
+        self.delay_of = delay_of
+        self.in_flight: set[str] = set()
+        self.max_in_flight = 0
+        self.phone_overlap = False
+
+    async def dispatch(self, job: Job) -> str:
+        import asyncio
+        if job.serial in self.in_flight:
+            self.phone_overlap = True
+        self.in_flight.add(job.serial)
+        self.max_in_flight = max(self.max_in_flight, len(self.in_flight))
+        try:
+            await asyncio.sleep(self.delay_of(job.serial))
+            return await super().dispatch(job)
+        finally:
+            self.in_flight.discard(job.serial)
+
+
+async def test_ready_jobs_on_different_phones_are_dispatched_concurrently() -> None:
+    clock = Clock()
+    serials = [f"p{i:02d}" for i in range(12)]
+    # The later the serial, the sooner its dispatch ends: events must still be in serial order.
+    farm = SlowFarm({"all": [(s, None) for s in serials]},
+                    delay_of=lambda s: 0.001 * (20 - int(s[1:])))
+    sched = make(farm, clock)
+    sched.add(Schedule(id="s", sequence="q", target="all", type="immediate"))
+    events = await sched.tick()
+    assert sorted(j.serial for j in farm.started) == serials  # all in one tick
+    assert farm.max_in_flight == len(serials)
+    assert [j.serial for j in farm.started] != serials  # they really ended out of order
+    assert [e.serial for e in kinds(events, "dispatched")] == serials
+    assert not sched._dispatching
+
+
+async def test_concurrent_dispatch_is_bounded() -> None:
+    clock = Clock()
+    serials = [f"p{i}" for i in range(10)]
+    farm = SlowFarm({"all": [(s, None) for s in serials]})
+    sched = make(farm, clock, max_concurrent_dispatch=3)
+    sched.add(Schedule(id="s", sequence="q", target="all", type="immediate"))
+    await sched.tick()
+    assert len(farm.started) == 10 and farm.max_in_flight == 3
+
+
+async def test_concurrent_dispatch_never_overlaps_jobs_on_one_phone() -> None:
+    clock = Clock()
+    farm = SlowFarm({"all": [("a", "x.1"), ("a", "x.2"), ("b", None), ("c", None)]},
+                    nodes={"a": "n1", "b": "n2", "c": "n3"})
+    sched = make(farm, clock, stagger_s=0)
+    for i in range(2):
+        sched.add(Schedule(id=f"s{i}", sequence="q", target="all", type="immediate"))
+    on_a = []
+    for _ in range(8):
+        await sched.tick()
+        assert farm.max_in_flight > 1 or not farm.started
+        assert sum(1 for j in sched.state.jobs.values()
+                   if j.serial == "a" and j.status == "running") <= 1
+        on_a += [j for j in farm.running if j == "a"]
+        for job_id in list(farm.running.values()):
+            farm.finish(sched, job_id)
+        clock.advance(1)
+    assert not farm.overlap and not farm.phone_overlap
+    assert len(farm.started) == 8  # a: 4 jobs over 4 ticks, b and c: 2 each
+    assert len(on_a) == 4
+
+
+async def test_concurrent_locked_answer_frees_the_node_for_its_next_phone() -> None:
+    clock = Clock()
+    farm = SlowFarm({"rack": [("a", None), ("b", None), ("c", None), ("d", None)]},
+                    nodes={"a": "n1", "b": "n1", "c": "n1", "d": "n2"})
+    farm.locked.update({"a", "b"})
+    sched = make(farm, clock)
+    sched.add(Schedule(id="s", sequence="q", target="rack", type="immediate"))
+    events = await sched.tick()
+    assert sorted(j.serial for j in farm.started) == ["c", "d"]
+    assert [(e.kind, e.serial) for e in events if e.kind in ("locked", "dispatched")] == [
+        ("locked", "a"), ("locked", "b"), ("dispatched", "c"), ("dispatched", "d")]
+    assert sched.state.node_last == {"n1": clock.now, "n2": clock.now}
