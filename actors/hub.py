@@ -315,8 +315,11 @@ class Hub:
             raise FarmError("this hub has no farm database")
         return self.runs.db
 
-    async def execution_screenshot(self, execution_id: str, path: str) -> bytes:
-        return await self._runs().step_screenshot(execution_id, path)
+    async def execution_screenshot(self, execution_id: str, path: str) -> tuple[bytes, str]:
+        from actors.runs import screenshot_type
+
+        found = await self._runs().step_screenshot_file(execution_id, path)
+        return await asyncio.to_thread(found.read_bytes), screenshot_type(found)
 
     async def run_action(self, serial: str, action: dict, execution_id: str | None = None) -> dict:
         """Run one action on one phone; a screenshot's frame is referred to, not inlined

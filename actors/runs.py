@@ -401,13 +401,41 @@ class RunManager:
                 "executions": executions}
 
     async def step_screenshot(self, execution_id: str, path: str) -> bytes:
+        return await asyncio.to_thread((await self.step_screenshot_file(execution_id, path)).read_bytes)
+
+    async def step_screenshot_file(self, execution_id: str, path: str) -> Path:
+        """The file of a failed step's screenshot. Retention (actors/retention.py) compresses
+        ``<path>.png`` to ``.jpg``/``.webp`` and repoints the row, so the stored name is tried
+        first, then the same name with each image suffix. RunNotFound when there is none."""
         record = await self.db.get_execution(execution_id)
         if record is None:
             raise RunNotFound(f"execution {execution_id!r}: no such execution")
         for step in record.get("steps", []):
             if step.get("path") == path and step.get("screenshot"):
-                return await asyncio.to_thread(Path(step["screenshot"]).read_bytes)
+                found = await asyncio.to_thread(find_screenshot, Path(step["screenshot"]))
+                if found is None:
+                    raise RunNotFound(f"execution {execution_id!r}: screenshot of step {path!r} "
+                                      "is gone (retention deletes them after 30 days)")
+                return found
         raise RunNotFound(f"execution {execution_id!r}: no screenshot for step {path!r}")
+
+
+SCREENSHOT_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg",
+                    ".webp": "image/webp"}
+
+
+def find_screenshot(stored: Path) -> Path | None:
+    """``stored`` if it is a file, else the same name with another image suffix (a
+    compressed copy), else None."""
+    for candidate in (stored, *(stored.with_suffix(s) for s in SCREENSHOT_TYPES)):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def screenshot_type(path: Path) -> str:
+    """The content type of a screenshot file, from its suffix."""
+    return SCREENSHOT_TYPES.get(path.suffix.lower(), "application/octet-stream")
 
 
 def _key(record: dict) -> str:

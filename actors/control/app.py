@@ -79,8 +79,9 @@ class HubAPI(Protocol):
     async def get_execution(self, execution_id: str) -> dict:
         """One execution with its steps; actors.runs.RunNotFound."""
 
-    async def execution_screenshot(self, execution_id: str, path: str) -> bytes:
-        """The PNG of a failed step; actors.runs.RunNotFound."""
+    async def execution_screenshot(self, execution_id: str, path: str) -> tuple[bytes, str]:
+        """The image of a failed step and its content type (PNG, or JPEG/WebP once
+        retention compressed it); actors.runs.RunNotFound."""
 
     async def list_executions(self, limit: int = 50) -> list[dict]:
         """The latest executions, newest first, without steps."""
@@ -382,10 +383,10 @@ async def get_schedule_events(request: web.Request) -> web.Response:
 async def get_execution_screenshot(request: web.Request) -> web.Response:
     execution_id, path = request.match_info["execution_id"], request.match_info["path"]
     try:
-        png = await request.app[HUB].execution_screenshot(execution_id, path)
+        image, content_type = await request.app[HUB].execution_screenshot(execution_id, path)
     except (RunNotFound, OSError) as exc:
         return error_response(404, str(exc), execution_id=execution_id, path=path)
-    return web.Response(body=png, content_type="image/png")
+    return web.Response(body=image, content_type=content_type)
 
 
 async def get_unknown_screens(request: web.Request) -> web.Response:

@@ -117,12 +117,17 @@ class FakeHub:
                     return execution
         raise RunNotFound(f"execution {execution_id!r}: no such execution")
 
-    async def execution_screenshot(self, execution_id: str, path: str) -> bytes:
-        from actors.runs import RunNotFound
+    async def execution_screenshot(self, execution_id: str, path: str) -> tuple[bytes, str]:
+        from pathlib import Path
+
+        from actors.runs import RunNotFound, screenshot_type
         execution = await self.get_execution(execution_id)
-        if not any(s["path"] == path and s.get("screenshot") for s in execution["steps"]):
+        stored = next((s["screenshot"] for s in execution["steps"]
+                       if s["path"] == path and s.get("screenshot")), None)
+        if stored is None:
             raise RunNotFound(f"execution {execution_id!r}: no screenshot for step {path!r}")
-        return cv2.imencode(".png", self.frame)[1].tobytes()
+        suffix = Path(stored).suffix
+        return cv2.imencode(suffix, self.frame)[1].tobytes(), screenshot_type(Path(stored))
 
     async def list_executions(self, limit: int = 50) -> list[dict]:
         out = [{k: v for k, v in e.items() if k != "steps"}

@@ -618,6 +618,20 @@ async def test_failed_step_screenshot_served(client, hub) -> None:
     assert resp.status == 200 and resp.content_type == "image/png"
 
 
+async def test_compressed_step_screenshot_served_with_its_type(client, hub) -> None:
+    body = await (await client.post("/api/runs", json={"sequence": "clipshare/login",
+                                                       "scope": "phone:phone2"})).json()
+    execution = hub.runs[body["run_id"]]["executions"][0]
+    execution["steps"].append({"path": "steps[2]", "screenshot": "/x.jpg"})
+    execution["steps"].append({"path": "steps[3]", "screenshot": "/y.webp"})
+    for step, content_type, magic in (("steps[2]", "image/jpeg", b"\xff\xd8"),
+                                      ("steps[3]", "image/webp", b"RIFF")):
+        resp = await client.get(f"/api/executions/{execution['execution_id']}/steps/"
+                                f"{quote(step)}/screenshot")
+        assert resp.status == 200 and resp.content_type == content_type
+        assert (await resp.read()).startswith(magic)
+
+
 # --- schedules ------------------------------------------------------------------------------
 
 

@@ -149,3 +149,34 @@ def test_run_status() -> None:
     assert run_status(["completed", "running"]) == "running"
     assert run_status(["completed", "completed"]) == "completed"
     assert run_status(["completed", "locked"]) == "failed"
+
+
+async def test_screenshot_found_after_retention_changed_its_suffix(manager, tmp_path) -> None:
+    from actors.runs import RunNotFound, screenshot_type
+
+    runs, _ = manager
+    started = await runs.start("clipshare/login", "phone:s1")
+    ex = started["executions"]["s1"]["execution_id"]
+    base = {"execution_id": ex, "run_id": started["run_id"]}
+    await runs.apply("execution_started", "s1", await runs.take_screenshot(
+        "execution_started", {**base, "sequence": "clipshare/login", "account": None}))
+    await runs.apply("step_started", "s1", {**base, "index": 2, "path": "steps[2]",
+                                            "type": "wait_for_screen"})
+    data = await runs.take_screenshot("step_finished", {
+        **base, "index": 2, "path": "steps[2]", "type": "wait_for_screen", "status": "failed",
+        "screen": None, "attempts": 1, "error": "timeout", "reason": "screen",
+        "screenshot_png_b64": base64.b64encode(b"\x89PNGfake").decode()})
+    await runs.apply("step_finished", "s1", data)
+    png = tmp_path / "data" / "executions" / ex / "steps[2].png"
+    found = await runs.step_screenshot_file(ex, "steps[2]")
+    assert found == png and screenshot_type(found) == "image/png"
+    # The row still names the .png; the file on disk is now the compressed copy.
+    for suffix, content_type in ((".jpg", "image/jpeg"), (".webp", "image/webp")):
+        current = await runs.step_screenshot_file(ex, "steps[2]")
+        current.rename(png.with_suffix(suffix))
+        found = await runs.step_screenshot_file(ex, "steps[2]")
+        assert found == png.with_suffix(suffix) and screenshot_type(found) == content_type
+        assert await runs.step_screenshot(ex, "steps[2]") == b"\x89PNGfake"
+    png.with_suffix(".webp").unlink()
+    with pytest.raises(RunNotFound, match="gone"):
+        await runs.step_screenshot_file(ex, "steps[2]")
