@@ -25,6 +25,7 @@ from actors.device.adb_server import kill_adb_server, start_private_adb_server
 from actors.event_store import EventStore
 from actors.hub import Hub
 from actors.persistence import FarmDB, seed_demo
+from actors.retention import RetentionJob, load_policy
 from actors.unknown_screens import UnknownScreenQueue
 from actors.process import setup_logging, wait_for_stop_signal
 
@@ -47,7 +48,27 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="also start an adb server, virtual phones and a local node")
     p.add_argument("--phones", type=int, default=6, help="virtual phones in --demo (default 6)")
     p.add_argument("--log-level", default=os.environ.get("PHONEFARM_LOG_LEVEL", "INFO"))
+    p.add_argument("--retention", choices=("on", "off"),
+                   default=os.environ.get("PHONEFARM_RETENTION", "on"),
+                   help="daily data retention in this process (default on; `farm retention` "
+                        "runs it by hand)")
+    p.add_argument("--retention-config", metavar="FILE",
+                   default=os.environ.get("PHONEFARM_RETENTION_CONFIG"),
+                   help="TOML file with a [retention] table; PHONEFARM_RETENTION_<FIELD> "
+                        "variables override it")
     return p.parse_args(argv)
+
+
+def retention_job(args: argparse.Namespace, data: Path,
+                  unknown: UnknownScreenQueue | None) -> RetentionJob | None:
+    """The daily retention job for ``--data``, or None with ``--retention off``. A bad
+    config stops start-up (ValidationError names the field)."""
+    if args.retention == "off":
+        return None
+    # PHONEFARM_RETENTION_CONFIG names the file (the flag's default), it is not a field.
+    environ = {k: v for k, v in os.environ.items() if k != "PHONEFARM_RETENTION_CONFIG"}
+    policy = load_policy(args.retention_config, environ)
+    return RetentionJob(data, policy, unknown=unknown)
 
 
 def farm_secret(args: argparse.Namespace, data: Path) -> str:
@@ -110,10 +131,11 @@ async def run(args: argparse.Namespace) -> None:
     host, _, port = args.http.rpartition(":")
     check_bind(host, args.token)
     secret = farm_secret(args, data)
+    unknown = UnknownScreenQueue(data / "unknown-screens")
+    retention = retention_job(args, data, unknown)  # before opening anything: may refuse
     store = await EventStore(data / "coordinator.sqlite3").open()
     farm_db = await FarmDB.open(data / "farm.sqlite3")
-    hub = await Hub(args.listen, secret, store,
-                    unknown=UnknownScreenQueue(data / "unknown-screens"),
+    hub = await Hub(args.listen, secret, store, unknown=unknown,
                     db=farm_db, data_dir=data).start()
     runner = web.AppRunner(make_app(hub, token=args.token))
     await runner.setup()
@@ -128,9 +150,14 @@ async def run(args: argparse.Namespace) -> None:
     adb_note = f", demo adb server 127.0.0.1:{demo.adb_port}" if demo else ""
     print(f"phonefarm coordinator: {url}  (API {url}api/phones, nodes dial "
           f"{hub.link.address}{adb_note})", flush=True)
+    retention_task = asyncio.create_task(retention.loop()) if retention is not None else None
     try:
         await wait_for_stop_signal()
     finally:
+        if retention_task is not None:
+            # A run in its worker thread finishes on its own; the wait for the next is dropped.
+            retention_task.cancel()
+            await asyncio.gather(retention_task, return_exceptions=True)
         if demo is not None:
             await asyncio.to_thread(demo.stop)
         await runner.cleanup()

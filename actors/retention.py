@@ -23,6 +23,7 @@ test decides what "30 days ago" means.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import re
@@ -422,6 +423,8 @@ class ApplyResult:
     bytes_saved: int = 0
     step_refs_updated: int = 0
     errors: list[str] = field(default_factory=list)
+    # Ids (file stems) of the unknown-screen entries whose files are gone, for the queue.
+    unknown_deleted: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         text = (f"compressed {self.compressed}, deleted {self.deleted}, thinned {self.thinned} "
@@ -480,6 +483,8 @@ def apply(retention_plan: RetentionPlan) -> ApplyResult:
                 out.deleted += 1
             if action.kind == "error":
                 _remove_if_empty(action.path.parent)
+            elif action.kind == "unknown":
+                out.unknown_deleted.append(action.path.stem)
 
     by_db: dict[Path, list[RowAction]] = {}
     for row in retention_plan.rows:
@@ -488,6 +493,52 @@ def apply(retention_plan: RetentionPlan) -> ApplyResult:
         out.rows_deleted += _delete_rows(db, rows, out)
     log.info("retention applied %s", out.summary())
     return out
+
+
+class RetentionJob:
+    """The coordinator's daily retention run: ``run_once(now)`` plans and applies retention
+    to the data folder and makes the unknown-screens queue forget what was deleted;
+    ``loop(clock, sleep)`` waits for ``policy.run_at`` each day and runs it in a worker
+    thread. Both the clock and the sleep are passed in, so tests never really wait."""
+
+    # A long wait is slept in slices, re-reading the clock after each, so a suspended
+    # machine or a clock step does not push the run a whole slice late.
+    MAX_SLEEP_S = 600.0
+
+    def __init__(self, data_dir: str | os.PathLike, policy: RetentionPolicy | None = None, *,
+                 unknown: Any = None, farm_db: str | os.PathLike | None = None,
+                 event_db: str | os.PathLike | None = None) -> None:
+        self.data_dir = Path(data_dir)
+        self.policy = policy or RetentionPolicy()
+        self.unknown = unknown  # an UnknownScreenQueue (anything with ``forget(ids)``) or None
+        self.farm_db, self.event_db = farm_db, event_db
+
+    def run_once(self, now: datetime) -> ApplyResult:
+        """One retention run at ``now`` (blocking: files, SQLite, OpenCV)."""
+        result = apply(plan(self.data_dir, now, self.policy,
+                            farm_db=self.farm_db, event_db=self.event_db))
+        if self.unknown is not None and result.unknown_deleted:
+            self.unknown.forget(result.unknown_deleted)
+        log.info("retention run at %s: %s", _utc(now).isoformat(timespec="seconds"),
+                 result.summary())
+        for error in result.errors:
+            log.error("retention run error: %s", error)
+        return result
+
+    async def loop(self, clock: Any = None, sleep: Any = asyncio.sleep) -> None:
+        """Forever: sleep until the next ``policy.run_at`` (UTC) after ``clock()``, then
+        ``run_once`` in a worker thread. A failing run is logged; the next day runs again.
+        Stops when cancelled."""
+        clock = clock or (lambda: datetime.now(timezone.utc))
+        while True:
+            due = next_run(clock(), self.policy.run_at)
+            log.info("retention next run at %s", due.isoformat(timespec="seconds"))
+            while (left := (due - _utc(clock())).total_seconds()) > 0:
+                await sleep(min(left, self.MAX_SLEEP_S))
+            try:
+                await asyncio.to_thread(self.run_once, clock())
+            except Exception:  # noqa: BLE001 - one bad run must not end the daily job
+                log.exception("retention run failed")
 
 
 def dry_run(data_dir: str | os.PathLike, now: datetime, policy: RetentionPolicy | None = None,

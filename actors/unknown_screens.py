@@ -92,6 +92,12 @@ class UnknownScreenQueue:
     def _write_meta(self, entry: dict) -> None:
         write_atomic(self.folder / f"{entry['id']}.json", orjson.dumps(entry, option=orjson.OPT_INDENT_2))
 
+    def forget(self, entry_ids) -> int:
+        """Drop entries from memory whose files someone else removed (retention); returns
+        how many were known. The files are not touched."""
+        with self._lock:
+            return sum(self._entries.pop(entry_id, None) is not None for entry_id in entry_ids)
+
     def entries(self) -> list[dict]:
         with self._lock:
             return sorted((dict(e) for e in self._entries.values()), key=lambda e: e["id"])
