@@ -258,7 +258,7 @@ async def phase_schedules(hub, db, serials: list[str], rate: float, feed_s: floa
             v = PARTS[key]
             return f"p50 {pct(v, 50) * 1000:.1f} / p99 {pct(v, 99) * 1000:.1f} ms"
 
-        print(f"  per dispatch (one at a time in the tick): start_one {ms('start_one')}; in it: "
+        print(f"  per dispatch: start_one {ms('start_one')}; in it: "
               f"sequence load {ms('sequence')}, create_execution {ms('create_execution')}, "
               f"RunSequence round trip {ms('send_run')}")
     state = hub.schedules.scheduler.state
