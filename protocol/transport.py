@@ -158,6 +158,17 @@ async def _send_pipe(pipe: pynng.Pipe, data: bytes, timeout: float) -> bool:
         return False
 
 
+async def _send_body(pipe: pynng.Pipe, body: Body, src: str, dst: str, max_bytes: int,
+                     timeout: float, who: str) -> bool:
+    """Wrap ``body`` in an envelope, encode it and send it on ``pipe``; False (logged with
+    ``who``, the sender's view of the peer) if the send failed."""
+    env = make_envelope(body, src, dst)
+    ok = await _send_pipe(pipe, encode(env, max_bytes=max_bytes), timeout)
+    if not ok:
+        log.warning("send failed %s kind=%s", who, env.kind)
+    return ok
+
+
 # --------------------------------------------------------------------------------------
 # coordinator side
 # --------------------------------------------------------------------------------------
@@ -412,11 +423,8 @@ class CoordinatorLink(_TaskOwner):
             self._node_down(peer, "connection closed")
 
     async def _send_to(self, peer: _Peer, body: Body) -> bool:
-        env = make_envelope(body, self.name, peer.node or peer.address)
-        ok = await _send_pipe(peer.pipe, encode(env, max_bytes=self.max_message_bytes), self.send_timeout)
-        if not ok:
-            log.warning("send failed peer=%s kind=%s", peer.peer, env.kind)
-        return ok
+        return await _send_body(peer.pipe, body, self.name, peer.node or peer.address,
+                                self.max_message_bytes, self.send_timeout, f"peer={peer.peer}")
 
     async def _recv_loop(self) -> None:
         sock = self._sock
@@ -772,11 +780,9 @@ class NodeLink(_TaskOwner):
             self._callback(self.on_disconnected, reason)
 
     async def _send_on(self, conn: _Conn, body: Body) -> bool:
-        env = make_envelope(body, self.node_name, self.coordinator_name or "coordinator")
-        ok = await _send_pipe(conn.pipe, encode(env, max_bytes=self.max_message_bytes), self.send_timeout)
-        if not ok:
-            log.warning("send failed node=%s coordinator=%s kind=%s", self.node_name, self.peer, env.kind)
-        return ok
+        return await _send_body(conn.pipe, body, self.node_name,
+                                self.coordinator_name or "coordinator", self.max_message_bytes,
+                                self.send_timeout, f"node={self.node_name} coordinator={self.peer}")
 
     async def _recv_loop(self) -> None:
         sock = self._sock
