@@ -19,6 +19,10 @@ from virtual.phone import VirtualPhone
 log = logging.getLogger(__name__)
 
 
+# A transport still "offline" this long after `adb connect` is dead, not mid-handshake.
+OFFLINE_DEAD_S = 1.0
+
+
 @dataclass
 class FarmSpec:
     """How many phones of what kind, and where to plug them in."""
@@ -40,6 +44,7 @@ class VirtualFarm:
         self.phones: list[VirtualPhone] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
+        self._adb_calls = asyncio.Lock()
 
     @property
     def serials(self) -> list[str]:
@@ -60,11 +65,16 @@ class VirtualFarm:
         """`adb connect` the phone and wait until the adb server calls it a device."""
         adb = self.spec.adb
         deadline = time.monotonic() + timeout
+        offline_since: float | None = None
         while True:
-            try:
-                reply = await asyncio.to_thread(adb.connect_device, phone.serial)
-            except AdbServerError as exc:
-                reply = str(exc)
+            # One connect or disconnect at a time per farm: adb 29 aborts ("failed to
+            # unregister fd ... with epoll") when a transport is dropped while others are
+            # being set up, which concurrent plug-ins into a fresh server did.
+            async with self._adb_calls:
+                try:
+                    reply = await asyncio.to_thread(adb.connect_device, phone.serial)
+                except AdbServerError as exc:
+                    reply = str(exc)
             state = await asyncio.to_thread(adb.device_state, phone.serial)
             if state == "device":
                 log.info("phone=%s plugged into adb %s:%d", phone.serial, adb.host, adb.port)
@@ -73,8 +83,17 @@ class VirtualFarm:
                 raise AdbServerError(f"phone {phone.serial} not online after {timeout}s "
                                      f"(last adb reply {reply!r}, state {state})")
             if state == "offline":
-                # adb keeps a dead transport "offline" for a while; dropping it is faster.
-                await asyncio.to_thread(adb.disconnect_device, phone.serial)
+                # "offline" is also every new transport's state until its handshake is done:
+                # only one that stays offline is dead (adb keeps those a while; dropping it is
+                # faster than waiting).
+                now = time.monotonic()
+                offline_since = offline_since or now
+                if now - offline_since >= OFFLINE_DEAD_S:
+                    async with self._adb_calls:
+                        await asyncio.to_thread(adb.disconnect_device, phone.serial)
+                    offline_since = None
+            else:
+                offline_since = None
             await asyncio.sleep(0.1)
 
     def _on_plug(self, phone: VirtualPhone, plugged: bool) -> None:
