@@ -19,6 +19,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from actors.ai_client import AIClient, AIConfig
 from actors.control.app import make_app
 from actors.control.auth import check_bind
 from actors.device.adb_server import kill_adb_server, start_private_adb_server
@@ -47,6 +48,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--demo", action="store_true",
                    help="also start an adb server, virtual phones and a local node")
     p.add_argument("--phones", type=int, default=6, help="virtual phones in --demo (default 6)")
+    p.add_argument("--ai-base-url", default=os.environ.get("PHONEFARM_AI_BASE_URL"),
+                   help="OpenAI-compatible endpoint for recovery/discovery/ai.* variables "
+                        "(e.g. http://127.0.0.1:11434/v1); unset = AI off")
+    p.add_argument("--ai-model", default=os.environ.get("PHONEFARM_AI_MODEL"))
+    p.add_argument("--ai-key", default=os.environ.get("PHONEFARM_AI_KEY"),
+                   help="API key of the AI endpoint (prefer PHONEFARM_AI_KEY)")
     p.add_argument("--log-level", default=os.environ.get("PHONEFARM_LOG_LEVEL", "INFO"))
     p.add_argument("--retention", choices=("on", "off"),
                    default=os.environ.get("PHONEFARM_RETENTION", "on"),
@@ -69,6 +76,16 @@ def retention_job(args: argparse.Namespace, data: Path,
     environ = {k: v for k, v in os.environ.items() if k != "PHONEFARM_RETENTION_CONFIG"}
     policy = load_policy(args.retention_config, environ)
     return RetentionJob(data, policy, unknown=unknown)
+
+
+def ai_client(args: argparse.Namespace) -> AIClient | None:
+    """The farm's AI client from --ai-* (defaults from PHONEFARM_AI_*), None when no URL."""
+    if not args.ai_base_url:
+        return None
+    config = AIConfig(base_url=args.ai_base_url, model=args.ai_model or "default",
+                      api_key=args.ai_key or "none")
+    log.info("ai endpoint=%s model=%s", config.base_url, config.model)
+    return AIClient(config)
 
 
 def farm_secret(args: argparse.Namespace, data: Path) -> str:
@@ -136,7 +153,7 @@ async def run(args: argparse.Namespace) -> None:
     store = await EventStore(data / "coordinator.sqlite3").open()
     farm_db = await FarmDB.open(data / "farm.sqlite3")
     hub = await Hub(args.listen, secret, store, unknown=unknown,
-                    db=farm_db, data_dir=data).start()
+                    db=farm_db, data_dir=data, ai=ai_client(args)).start()
     runner = web.AppRunner(make_app(hub, token=args.token))
     await runner.setup()
     site = web.TCPSite(runner, host, int(port))

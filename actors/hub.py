@@ -21,6 +21,7 @@ import cv2
 import msgspec
 import numpy as np
 
+from actors.ai_client import AIClient
 from actors.event_store import EventStore
 from actors.recorder import Recorder
 from actors.runs import RUN_EVENTS, RunManager
@@ -46,9 +47,11 @@ class Hub:
                  heartbeat_interval: float = 1.0, dead_after: float = 3.0,
                  command_deadline: float = 30.0, unknown: UnknownScreenQueue | None = None,
                  recordings: Path | None = None, db: Any = None,
-                 data_dir: str | Path | None = None) -> None:
+                 data_dir: str | Path | None = None, ai: AIClient | None = None) -> None:
         self.store = store
         self.unknown = unknown
+        # The farm's AI model (recovery, discovery, ai.* variables); None = AI is off.
+        self.ai = ai
         self._tasks: set[asyncio.Task] = set()
         if recordings is None and data_dir is not None:
             recordings = Path(data_dir) / "sequences"
@@ -82,6 +85,8 @@ class Hub:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.link.close()
+        if self.ai is not None:
+            await self.ai.close()
 
     # --- the status stream -----------------------------------------------------------------
     def subscribe(self) -> asyncio.Queue:
