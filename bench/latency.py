@@ -5,7 +5,9 @@ private real adb server) and measures, in one run:
 - one phone's tap: raw adb-server socket (floor), the driver, and HTTP POST /api/actions
   (HTTP -> coordinator -> nng -> node -> phone actor -> driver -> phone, and back);
 - a broadcast tap to all N phones over HTTP: time until the last phone has it (the request
-  returns when every phone answered), as a ratio to the single HTTP tap;
+  returns when every phone answered), as a ratio to the single HTTP tap, beside the rig's own
+  floor: the same N taps sent straight to the adb server at once (raw sockets, one thread per
+  phone, no farm) - what one adb server and the virtual phones on this machine can do;
 - status-stream delay: from the node publishing an action_result to an SSE client reading it.
 
 Run: python bench/latency.py [--phones 60] [--rounds 200]
@@ -134,6 +136,22 @@ def run(args: argparse.Namespace, http_addr: str, adb_port: int) -> None:
     print(f"broadcast tap to {args.phones} phones ({args.broadcasts} rounds)")
     broadcast = timed(lambda: post("phone:all"), args.broadcasts)
     row(f"HTTP broadcast back to back, last of {args.phones}", broadcast)
+    serials = [p["serial"] for p in phones]
+
+    def rig_broadcast() -> None:
+        threads = [threading.Thread(target=raw_tap, args=(adb_port, s)) for s in serials]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+
+    rig = []
+    for _ in range(args.broadcasts):
+        time.sleep(args.quiet_s)
+        t = time.perf_counter()
+        rig_broadcast()
+        rig.append((time.perf_counter() - t) * 1000)
+    row(f"rig floor: raw sockets at once, last of {args.phones}", rig)
     quiet = []
     for _ in range(args.broadcasts):
         # From a quiet farm: the previous round's post-action frames (pulled and matched)
@@ -145,6 +163,8 @@ def run(args: argparse.Namespace, http_addr: str, adb_port: int) -> None:
     row(f"HTTP broadcast from quiet, last of {args.phones}", quiet)
     print(f"  broadcast from quiet / single HTTP tap at p50: "
           f"{statistics.median(quiet) / statistics.median(single):.1f}x (target <= 3x)")
+    print(f"  broadcast from quiet / rig floor at p50: "
+          f"{statistics.median(quiet) / statistics.median(rig):.1f}x (the farm's own share)")
     time.sleep(1)
     stop.set()
     if delays:
