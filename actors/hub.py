@@ -23,6 +23,7 @@ import numpy as np
 
 from actors.ai_client import AIClient
 from actors.event_store import EventStore
+from actors.phone_tags import PhoneTags
 from actors.recorder import Recorder
 from actors.runs import RUN_EVENTS, RunManager
 from actors.schedules import ScheduleService
@@ -61,6 +62,9 @@ class Hub:
         self.node_rows: dict[str, dict] = {}
         self.phone_rows: dict[str, dict] = {}
         self.thumbs: dict[str, tuple[bytes, float]] = {}
+        # The operator's custom tags (spec 4.3), merged into every phone row.
+        self.tags: PhoneTags | None = (PhoneTags(Path(data_dir) / "phone-tags.json")
+                                       if data_dir is not None else None)
         self.subscribers: set[asyncio.Queue] = set()
         # Sequence runs need the farm database (FarmDB) for records, accounts and variables.
         self.runs: RunManager | None = (RunManager(self, db, data_dir or ".", recorded=recordings)
@@ -114,7 +118,7 @@ class Hub:
             row = self.phone_rows[serial] = {
                 "serial": serial, "node": node, "state": "online", "lock_holder": None,
                 "active_app": None, "active_account": {}, "last_screen": None, "tags": [],
-                "screen_ts": None, "state_at": 0.0}
+                "screen_ts": None, "screen_size": None, "state_at": 0.0}
         row["node"] = node
         return row
 
@@ -240,7 +244,10 @@ class Hub:
                 return
             ts = float(body.data.get("ts") or time.time())
             self.thumbs[body.serial] = (jpeg, ts)
-            self._row(body.serial, node)["screen_ts"] = ts
+            row = self._row(body.serial, node)
+            row["screen_ts"] = ts
+            if body.data.get("width") and body.data.get("height"):
+                row["screen_size"] = [int(body.data["width"]), int(body.data["height"])]
             self.emit("thumbnail", node, body.serial,
                       {"url": f"/api/phones/{body.serial}/screen?w={THUMB_WIDTH}&t={ts:.3f}",
                        "ts": ts})
@@ -249,8 +256,28 @@ class Hub:
 
     # --- the HubAPI of the control endpoint ------------------------------------------------
     def phones(self) -> list[dict]:
-        return [{k: v for k, v in row.items() if k != "state_at"}
-                for _, row in sorted(self.phone_rows.items())]
+        return [self._phone_view(row) for _, row in sorted(self.phone_rows.items())]
+
+    def _phone_view(self, row: dict) -> dict:
+        view = {k: v for k, v in row.items() if k != "state_at"}
+        if self.tags is not None:
+            view["tags"] = sorted(set(row.get("tags") or ()) | set(self.tags.of(row["serial"])))
+        return view
+
+    def tag_phone(self, serial: str, tag: str, add: bool = True) -> list[str]:
+        """Add (or remove) a custom tag; the phone's tags afterwards (a ``phone_tags``
+        event tells the stream). PhoneNotFound, ValidationError for a bad tag."""
+        if serial not in self.phone_rows:
+            raise PhoneNotFound(serial)
+        if self.tags is None:
+            raise FarmError("custom tags need a data folder: this hub has none")
+        if add:
+            self.tags.add(serial, tag)
+        else:
+            self.tags.remove(serial, tag)
+        tags = self._phone_view(self.phone_rows[serial])["tags"]
+        self.emit("phone_tags", self.phone_rows[serial]["node"], serial, {"tags": tags})
+        return tags
 
     def nodes(self) -> list[dict]:
         return [dict(n) for _, n in sorted(self.node_rows.items())]
@@ -374,6 +401,10 @@ class Hub:
         if result["status"] != "ok":
             raise FarmError(f"phone {serial}: screenshot {result['status']}: {result.get('error')}")
         png = base64.b64decode(result["png"])
+        # The PNG's header holds its size: the console scales taps by it (IHDR width, height).
+        if png[12:16] == b"IHDR":
+            self.phone_rows[serial]["screen_size"] = [int.from_bytes(png[16:20], "big"),
+                                                      int.from_bytes(png[20:24], "big")]
         if width is None:
             return png, "image/png"
         frame = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)

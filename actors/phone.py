@@ -261,6 +261,12 @@ class PhoneActor(BridgedActor):
 
         self.captures.request(self.serial, grant)
 
+    def _publish_thumbnail(self) -> None:
+        """The live view's frame, with the full frame's size (the console scales taps by it)."""
+        h, w = self.frame.shape[:2]
+        self._event("thumbnail", {"jpeg": encode_thumbnail(self.frame), "width": w, "height": h,
+                                  "ts": self.record.last_screenshot_ts}, durable=False)
+
     def look_again(self) -> None:
         """Take another post-action frame (to confirm what the last one showed)."""
         self._after_action()
@@ -277,8 +283,7 @@ class PhoneActor(BridgedActor):
                 return
             self._capture_due = False
             self._capture()
-            self._event("thumbnail", {"jpeg": encode_thumbnail(self.frame),
-                                      "ts": self.record.last_screenshot_ts}, durable=False)
+            self._publish_thumbnail()
             self._identify()
         except DeviceGone as exc:
             self.pause(str(exc))
@@ -358,8 +363,7 @@ class PhoneActor(BridgedActor):
             for _ in range(MAX_AUTO_HANDLED + 1):
                 self._capture_due = False  # this frame serves any capture still pending
                 self._capture()
-                self._event("thumbnail", {"jpeg": encode_thumbnail(self.frame),
-                                          "ts": rec.last_screenshot_ts}, durable=False)
+                self._publish_thumbnail()
                 handled_before = self._auto_handled
                 found = self._identify(follow_up=False)
                 if found is None or found.kind != "interrupt" \

@@ -16,7 +16,7 @@ import msgspec
 import orjson
 from aiohttp import web
 
-from actors.control import registry
+from actors.control import console, registry, variables
 from actors.control.auth import bearer_auth_middleware
 from actors.control.openapi import openapi_document
 from actors.control.schemas import (
@@ -124,6 +124,10 @@ class HubAPI(Protocol):
         """The farm database (actors.persistence.FarmDB) behind the CRUD routes of
         `registry`; FarmError when the hub has none."""
 
+    def tag_phone(self, serial: str, tag: str, add: bool = True) -> list[str]:
+        """Add (or remove) a custom tag of a phone; its tags afterwards. PhoneNotFound,
+        ValidationError (bad tag), FarmError (no tag store)."""
+
 
 HUB = web.AppKey("hub", HubAPI)
 STREAMER = web.AppKey("streamer", EventStreamer)
@@ -163,6 +167,8 @@ def make_app(hub: HubAPI, token: str | None = None, *, heartbeat_s: float = 15.0
     app.router.add_get("/api/stream", streamer.handle)
     app.router.add_get("/api/openapi.json", get_openapi)
     registry.add_routes(app)  # groups, clients, profiles, phone registry, accounts
+    variables.add_routes(app)  # the text dialog's variable browser and preview
+    console.add_routes(app)  # the web console: / and /static
     return app
 
 

@@ -34,7 +34,7 @@ from actors.control.schemas import (
     ScheduleView,
     UnknownScreensResponse,
 )
-from actors.control import registry
+from actors.control import registry, variables
 from actors.scheduler import Schedule
 
 REF = "#/components/schemas/{name}"
@@ -61,7 +61,8 @@ def _document() -> dict[str, Any]:
         [ActionRequest, ActionsResponse, ErrorBody, Health, HubEvent, NodesResponse, PhonesResponse,
          UnknownScreensResponse, RecordStart, RecordStop, RunRequest, RunStarted, RunStatus,
          Execution, ExecutionsResponse, Schedule, ScheduleView, SchedulesResponse,
-         ScheduleEventsResponse, *registry.REQUEST_TYPES], ref_template=REF)
+         ScheduleEventsResponse, *registry.REQUEST_TYPES, *variables.REQUEST_TYPES],
+        ref_template=REF)
     # A new schedule's id is optional (generated) and its status is ignored.
     request = copy.deepcopy(components["Schedule"])
     request["required"] = [f for f in request.get("required", []) if f != "id"]
@@ -304,6 +305,7 @@ def _document() -> dict[str, Any]:
                     "401": _UNAUTHORIZED},
             }},
             **registry.openapi_paths(_error),
+            **variables.openapi_paths(_error),
         },
     }
 

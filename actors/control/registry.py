@@ -85,6 +85,11 @@ class PhoneBody(_Body):
     agent: Name | None = None
 
 
+class TagAdd(_Body):
+    tag: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,32}$",
+                             description="custom tag: letters, digits, _ and -")]
+
+
 class AccountBody(_Body):
     serial: Annotated[str, Meta(min_length=1, max_length=128)]
     platform: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_]{1,32}$")]
@@ -97,7 +102,7 @@ class AccountBody(_Body):
 
 
 REQUEST_TYPES = [GroupCreate, MemberAdd, RuleCreate, ClientBody, ProfileBody, PhoneBody,
-                 AccountBody]
+                 AccountBody, TagAdd]
 
 GROUP_LOCK = web.AppKey("group_lock", asyncio.Lock)
 
@@ -120,6 +125,8 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/api/phones/registry", get_phone_registry)
     r.add_post("/api/phones/registry", post_phone_registry)
     r.add_delete("/api/phones/registry/{serial}", delete_phone_registry)
+    r.add_post("/api/phones/{serial}/tags", post_phone_tag)
+    r.add_delete("/api/phones/{serial}/tags/{tag}", delete_phone_tag)
     r.add_get("/api/accounts", get_accounts)
     r.add_post("/api/accounts", post_account)
     r.add_delete("/api/accounts/{account_id}", delete_account)
@@ -422,6 +429,39 @@ async def delete_phone_registry(request: web.Request) -> web.Response:
     return _json(after)
 
 
+async def _tag(request: web.Request, tag: str, add: bool) -> web.Response:
+    """Add or remove a custom tag (spec 4.3; the hub keeps them, GET /api/phones shows
+    them); audited when the hub has a farm database."""
+    from actors.control.app import HUB
+    from protocol.errors import PhoneNotFound
+
+    serial = request.match_info["serial"]
+    hub = request.app[HUB]
+    before = next((p.get("tags", []) for p in hub.phones() if p["serial"] == serial), None)
+    try:
+        after = hub.tag_phone(serial, tag, add)
+    except PhoneNotFound as exc:
+        raise LookupError(str(exc)) from None
+    try:
+        db = hub.farm_db()
+    except FarmError:
+        db = None
+    if db is not None:
+        await _audit(db, "phone_tags", serial, "update", {"tags": before}, {"tags": after})
+    return _json({"serial": serial, "tags": after})
+
+
+@_handled
+async def post_phone_tag(request: web.Request) -> web.Response:
+    body = decode_request(await request.read(), TagAdd, "a JSON object with tag")
+    return await _tag(request, body.tag, add=True)
+
+
+@_handled
+async def delete_phone_tag(request: web.Request) -> web.Response:
+    return await _tag(request, request.match_info["tag"], add=False)
+
+
 @_handled
 async def get_accounts(request: web.Request) -> web.Response:
     serial = request.query.get("serial")
@@ -551,6 +591,13 @@ def openapi_paths(error) -> dict[str, Any]:
         "/api/phones/registry/{serial}": {"delete": op(
             "retireRegisteredPhone", "Soft delete: status becomes retired",
             params=[param("serial", "device serial, URL-encoded")], found=True)},
+        "/api/phones/{serial}/tags": {"post": op(
+            "addPhoneTag", "Add a custom tag to a live phone (shown in /api/phones, usable "
+            "in phone:TAG scopes)", request="TagAdd", found=True,
+            params=[param("serial", "device serial, URL-encoded")])},
+        "/api/phones/{serial}/tags/{tag}": {"delete": op(
+            "removePhoneTag", "Remove a custom tag from a phone", found=True,
+            params=[param("serial", "device serial, URL-encoded"), param("tag")])},
         "/api/accounts": {
             "get": {**op("listAccounts", "Every account (or one phone's with ?serial=)"),
                     "parameters": [{"name": "serial", "in": "query", "required": False,

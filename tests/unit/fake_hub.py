@@ -63,6 +63,19 @@ class FakeHub:
     def nodes(self) -> list[dict]:
         return [dict(n) for n in self._nodes]
 
+    def tag_phone(self, serial: str, tag: str, add: bool = True) -> list[str]:
+        from actors.phone_tags import check_tag
+        from protocol.errors import PhoneNotFound
+
+        phone = next((p for p in self._phones if p["serial"] == serial), None)
+        if phone is None:
+            raise PhoneNotFound(serial)
+        check_tag(tag)
+        tags = set(phone.get("tags") or ())
+        tags = tags | {tag} if add else tags - {tag}
+        phone["tags"] = sorted(tags)
+        return phone["tags"]
+
     def start_recording(self, name: str, app: str | None, serials: list[str]) -> dict:
         from protocol.errors import ValidationError
         if not name.isidentifier():
