@@ -542,10 +542,12 @@ def encode_app(app: App) -> bytes:
     return msgspec.json.format(msgspec.json.encode(app), indent=2) + b"\n"
 
 
-def save_app(root: str | os.PathLike, app_key: str, app: App,
+def save_app(root: str | os.PathLike, app_key: str, app: App | bytes,
              files: dict[str, bytes] | None = None) -> str:
     """Write ``files`` (registry-relative path -> bytes, e.g. new reference crops) and then
-    ``<root>/<app_key>.json``; returns the registry's new version.
+    ``<root>/<app_key>.json``; returns the registry's new version. ``app`` is an ``App`` or
+    its JSON file's exact bytes (a node writes what the coordinator sent byte for byte, so
+    both registries hash to the same version).
 
     The registry as it would be afterwards is validated first, from memory: if it would be
     invalid, ``ValidationErrors`` is raised and no file is touched. Every file is replaced
@@ -570,7 +572,7 @@ def save_app(root: str | os.PathLike, app_key: str, app: App,
                           "not a JSON or temp file name")])
         overrides[rel] = bytes(data)
     app_file = f"{app_key}.json"
-    overrides[app_file] = encode_app(app)
+    overrides[app_file] = bytes(app) if isinstance(app, (bytes, bytearray)) else encode_app(app)
     candidate = _Loader(root, overrides).load()  # raises before anything is written
     for rel, data in overrides.items():
         if rel != app_file:
