@@ -29,8 +29,8 @@ from actors.playback import PlaybackActor, PlaybackOptions
 from actors.process import setup_logging, wait_for_stop_signal
 from actors.rack import PhoneDirectory, RackActor
 from protocol.errors import ActorStopped, FarmError, PhoneLocked, ValidationErrors
-from protocol.messages import (Acquire, CancelRun, Command, CommandResult, LiveEvent, PhoneInfo,
-                               Release, RunSequence)
+from protocol.messages import (Acquire, CancelRun, Command, CommandResult, Identify, LiveEvent,
+                               PhoneInfo, Release, RunSequence)
 from protocol.transport import NodeLink
 from registry.load import DEMO_REGISTRY
 
@@ -156,8 +156,13 @@ class Node:
             if ref is None:
                 why = "marked failed" if record.state == "failed" else "restarting after a crash"
                 return result("error", f"phone {serial} is {why}")
-            out: dict[str, Any] = await call_actor(
-                ref, "perform", msgspec.to_builtins(action), command.execution_id)
+            if isinstance(action, Identify):
+                out = await call_actor(ref, "identify_now", command.execution_id)
+                if action.png and out.get("status") == "ok":
+                    out["png"] = await call_actor(ref, "screen")  # the frame just named
+            else:
+                out: dict[str, Any] = await call_actor(
+                    ref, "perform", msgspec.to_builtins(action), command.execution_id)
         except PhoneLocked as exc:
             return result("locked", str(exc), {"holder": exc.holder})
         except ActorStopped as exc:

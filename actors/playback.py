@@ -51,6 +51,8 @@ ASK_TIMEOUT_S = 60.0
 DEVICE_WAIT_S = 30 * 60.0
 # A launched app must show one of its screens within this.
 LAUNCH_TIMEOUT_S = 15.0
+# Failures AI recovery (coordinator, actors/recovery.py) may fix: the lock is kept for it.
+RECOVERABLE = frozenset({"unknown_screen", "timeout", "wrong_screen"})
 
 
 @dataclass
@@ -178,7 +180,11 @@ class PlaybackActor(pykka.ThreadingActor):
             log.exception("execution=%s crashed", run.execution_id)
             status, reason, error = "failed", "internal_error", repr(exc)
         finally:
-            if ours:
+            # A failure AI recovery will try keeps the lock (until its lease ends): no other
+            # execution can take the phone between this end and the recovery's first action.
+            held = ours and status == "failed" and reason in RECOVERABLE \
+                and bool(run.recovery_prompt) and (failed or "").startswith("steps[")
+            if ours and not held:
                 try:
                     self._ask("release", run.execution_id)
                 except FarmError as exc:
@@ -188,7 +194,8 @@ class PlaybackActor(pykka.ThreadingActor):
                  f" ({reason}: {error})" if reason else "")
         self._event("execution_finished", {"status": status, "error": error, "reason": reason,
                                            "failed_step": failed,
-                                           "last_ok_step": self.last_ok_step})
+                                           "last_ok_step": self.last_ok_step,
+                                           "lock_held": held, "screen": self.screen})
 
     def _prepare(self) -> None:
         """Spec 16.2: the sequence's app in front, then its account active."""

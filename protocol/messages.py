@@ -79,6 +79,13 @@ class Release(_Action, tag="release", frozen=True):
     execution_id: str
 
 
+class Identify(_Action, tag="identify", frozen=True):
+    """Capture a fresh frame and name its screen (interrupts cleared on the way), as playback
+    does before a step; ``png``: the frame comes back too. Used by AI recovery."""
+
+    png: bool = False
+
+
 class DebugCrash(_Action, tag="debug_crash", frozen=True):
     """Test-only: makes the phone actor crash; nodes honour it only with --debug-actions."""
 
@@ -103,6 +110,9 @@ class RunSequence(_Action, tag="run_sequence", frozen=True):
     # Crash recovery: the screen the last successful step left; the run resumes only if the
     # phone still shows it (else it fails cleanly: no step is played twice blindly).
     resume_screen: str | None = None
+    # Set when the coordinator will try AI recovery (actors/recovery.py): a step failing on an
+    # unknown screen or a screen timeout keeps the phone's lock for it instead of releasing.
+    recovery_prompt: str | None = None
 
 
 class CancelRun(_Action, tag="cancel_run", frozen=True):
@@ -112,7 +122,7 @@ class CancelRun(_Action, tag="cancel_run", frozen=True):
 
 
 Action = Union[Tap, LongTap, Swipe, Text, Key, LaunchApp, StopApp, Screenshot, Acquire, Release,
-               DebugCrash, RunSequence, CancelRun]
+               DebugCrash, RunSequence, CancelRun, Identify]
 
 
 # --- bodies ----------------------------------------------------------------------------
