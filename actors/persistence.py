@@ -35,6 +35,10 @@ Additions to the spec's columns, kept minimal and listed here so they stay visib
   ``before_state``/``after_state`` as JSON, and the ``reason``. (Not ``before``/``after``:
   MySQL reserves BEFORE.)
 - An index on every foreign key column and on the columns the code looks rows up by.
+- v6: ``recovery_attempts`` also names the farm's execution (``execution_key``, ``serial``,
+  ``sequence``, ``step_path``, ``failure_reason``), the ``screen`` recovery began on, the
+  ``goal_screen``, the ``reached_screen``, ``steps``, ``resume_from`` and ``error``: the
+  spec's row links ``sequence_executions``, which sequence runs do not write.
 
 A phone has no profile column: the spec links profiles to accounts, so a phone's profile is
 the profile of its accounts (the first account's, or the named account's).
@@ -71,6 +75,11 @@ MIGRATIONS: list[str] = [
 
 SCHEMA_VERSION = len(MIGRATIONS)
 
+_RECOVERY_FIELDS = ("sequence_execution_id", "task_execution_id", "attempt_number",
+                    "start_time", "end_time", "status", "recovery_prompt", "ai_response",
+                    "actions_taken", "screenshot_before", "screenshot_after", "execution_key",
+                    "serial", "sequence", "step_path", "failure_reason", "screen", "goal_screen",
+                    "reached_screen", "steps", "resume_from", "error")
 AUDIT_ACTIONS = ("create", "update", "delete")
 
 PROFILE_FIELDS = ("first_name", "last_name", "birth_month", "birth_day", "birth_year",
@@ -341,6 +350,64 @@ class FarmDB:
         """The latest ``limit`` executions (without steps), newest first."""
         return [_execution_dict(r) for r in await self._all(
             "SELECT * FROM executions ORDER BY execution_id DESC LIMIT ?", (limit,))]
+
+    # -- recovery attempts (spec 12.3.4, 12.3.5; actors.recovery) --------------------------
+
+    async def add_recovery_attempt(self, **fields: Any) -> int:
+        """Record an attempt that starts now (columns of recovery_attempts); its id."""
+        bad = set(fields) - set(_RECOVERY_FIELDS)
+        if bad:
+            raise ValidationError("recovery attempt", f"unknown fields {sorted(bad)}")
+        fields.setdefault("start_time", datetime.now(timezone.utc))
+        values = [utc_text(v) if isinstance(v, datetime) else v for v in fields.values()]
+        row = await self._write(
+            f"INSERT INTO recovery_attempts ({', '.join(fields)}) VALUES"
+            f" ({', '.join('?' * len(fields))}) RETURNING recovery_id", values)
+        return row[0]
+
+    async def update_recovery_attempt(self, recovery_id: int, **fields: Any) -> None:
+        """Set columns of attempt ``recovery_id``; a final status sets end_time."""
+        bad = set(fields) - set(_RECOVERY_FIELDS)
+        if bad:
+            raise ValidationError(f"recovery attempt {recovery_id}", f"unknown fields {sorted(bad)}")
+        if fields.get("status") in ("succeeded", "failed") and "end_time" not in fields:
+            fields["end_time"] = datetime.now(timezone.utc)
+        values = [utc_text(v) if isinstance(v, datetime) else v for v in fields.values()]
+        sets = ", ".join(f"{name} = ?" for name in fields)
+        await self._write(f"UPDATE recovery_attempts SET {sets} WHERE recovery_id = ?",
+                          (*values, recovery_id))
+
+    async def recovery_attempts(self, *, execution_key: str | None = None,
+                                sequence: str | None = None, serial: str | None = None,
+                                status: str | None = None, limit: int = 100) -> list[dict]:
+        """Attempts, newest first, filtered by any of the given columns."""
+        where, args = [], []
+        for name, value in (("execution_key", execution_key), ("sequence", sequence),
+                            ("serial", serial), ("status", status)):
+            if value is not None:
+                where.append(f"{name} = ?")
+                args.append(value)
+        sql = "SELECT * FROM recovery_attempts"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY recovery_id DESC LIMIT ?"
+        return [dict(r) for r in await self._all(sql, (*args, limit))]
+
+    async def recovery_stats(self, by: str = "sequence") -> list[dict]:
+        """Success rates grouped by ``by`` (sequence, screen, serial, failure_reason):
+        attempts, succeeded, failed, success_rate, mean_steps (finished attempts only)."""
+        if by not in ("sequence", "screen", "serial", "failure_reason"):
+            raise ValidationError("by", f"{by!r} is not one of sequence, screen, serial, "
+                                        "failure_reason")
+        rows = await self._all(
+            f"SELECT {by} AS key, COUNT(*) AS attempts,"
+            " SUM(status = 'succeeded') AS succeeded, SUM(status = 'failed') AS failed,"
+            " AVG(steps) AS mean_steps FROM recovery_attempts"
+            " WHERE status IN ('succeeded', 'failed')"
+            f" GROUP BY {by} ORDER BY attempts DESC, key")
+        return [{by: r["key"], "attempts": r["attempts"], "succeeded": r["succeeded"],
+                 "failed": r["failed"], "success_rate": r["succeeded"] / r["attempts"],
+                 "mean_steps": r["mean_steps"]} for r in rows]
 
     # -- the scheduler's state and record (actors.schedules) -------------------------------
 

@@ -22,7 +22,7 @@ async def db(tmp_path):
 async def test_migrations_apply_on_a_fresh_file_and_reopen_is_a_no_op(tmp_path):
     path = tmp_path / "sub" / "farm.sqlite3"
     db = await FarmDB.open(path)
-    assert await db.schema_version() == SCHEMA_VERSION == 5
+    assert await db.schema_version() == SCHEMA_VERSION == 6
     await db.upsert_client("Acme")
     await db.close()
     with sqlite3.connect(path) as raw:
@@ -282,11 +282,11 @@ async def test_the_previous_version_upgrades_with_its_rows_intact(tmp_path):
     from actors.persistence import MIGRATIONS, _statements
 
     path = tmp_path / "farm.sqlite3"
-    with sqlite3.connect(path) as raw:  # a database as the previous release left it
-        for migration in MIGRATIONS[:-1]:
+    with sqlite3.connect(path) as raw:  # a database as version 4 left it (v5 reshaped clients)
+        for migration in MIGRATIONS[:4]:
             for statement in _statements(migration):
                 raw.execute(statement)
-        raw.execute(f"PRAGMA user_version = {len(MIGRATIONS) - 1}")
+        raw.execute("PRAGMA user_version = 4")
         raw.execute("INSERT INTO clients (name, status) VALUES ('Old Co', 'active')")
         raw.execute("INSERT INTO users (username, password_hash, role, client_id) VALUES "
                     "('ann', 'h', 'admin', 1)")
