@@ -50,6 +50,7 @@ CURRENT_TIMESTAMP, with microseconds), so they sort and compare as text.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 from datetime import datetime, timezone
@@ -408,6 +409,251 @@ class FarmDB:
         return [{by: r["key"], "attempts": r["attempts"], "succeeded": r["succeeded"],
                  "failed": r["failed"], "success_rate": r["succeeded"] / r["attempts"],
                  "mean_steps": r["mean_steps"]} for r in rows]
+
+    # -- sequence and workflow definitions (spec 12.2) --------------------------------------
+
+    async def sequence_definitions(self, include_retired: bool = False) -> list[dict]:
+        """Every sequence definition (active ones unless ``include_retired``), by name."""
+        where = "" if include_retired else " WHERE s.status = 'active'"
+        return [dict(r) for r in await self._all(
+            "SELECT s.*, c.name AS client FROM sequence_definitions s LEFT JOIN clients c"
+            f" ON c.client_id = s.client_id{where} ORDER BY s.name, s.sequence_def_id")]
+
+    async def sequence_definition(self, name: str) -> dict | None:
+        """The active sequence definition called ``name``, or None."""
+        row = await self._one(
+            "SELECT s.*, c.name AS client FROM sequence_definitions s LEFT JOIN clients c"
+            " ON c.client_id = s.client_id WHERE s.name = ? AND s.status = 'active'"
+            " ORDER BY s.sequence_def_id DESC LIMIT 1", (name,))
+        return None if row is None else dict(row)
+
+    async def save_sequence_definition(self, name: str, *, description: str | None = None,
+                                       json_path: str | None = None,
+                                       recovery_prompt: str | None = None,
+                                       client: str | int | None = None) -> dict:
+        """Create the active definition ``name``, or update it (its version goes up by one);
+        returns the stored row."""
+        client_id = await self._client_id(client)
+        found = await self.sequence_definition(name)
+        if found is None:
+            await self._write(
+                "INSERT INTO sequence_definitions (name, description, json_path,"
+                " recovery_prompt, client_id) VALUES (?, ?, ?, ?, ?)",
+                (name, description, json_path, recovery_prompt, client_id))
+        else:
+            await self._write(
+                "UPDATE sequence_definitions SET description = ?, json_path = ?,"
+                " recovery_prompt = ?, client_id = ?, version = version + 1, updated_at = ?"
+                " WHERE sequence_def_id = ?", (description, json_path, recovery_prompt,
+                                               client_id, utc_text(), found["sequence_def_id"]))
+        return await self.sequence_definition(name)  # type: ignore[return-value]
+
+    async def retire_sequence_definition(self, name: str) -> dict | None:
+        """Soft delete (status retired); the retired row, or None when there is none."""
+        found = await self.sequence_definition(name)
+        if found is None:
+            return None
+        await self._write("UPDATE sequence_definitions SET status = 'retired', updated_at = ?"
+                          " WHERE sequence_def_id = ?", (utc_text(), found["sequence_def_id"]))
+        row = await self._one("SELECT * FROM sequence_definitions WHERE sequence_def_id = ?",
+                              (found["sequence_def_id"],))
+        return dict(row)
+
+    async def workflow_definitions(self, include_retired: bool = False) -> list[dict]:
+        """Every workflow definition (see `workflow_definition`), by name."""
+        where = "" if include_retired else " WHERE status = 'active'"
+        rows = await self._all(f"SELECT workflow_def_id FROM workflow_definitions{where}"
+                               " ORDER BY name, workflow_def_id")
+        return [await self._workflow_by_id(r[0]) for r in rows]  # type: ignore[misc]
+
+    async def workflow_definition(self, name: str) -> dict | None:
+        """The active workflow ``name``: its row (``is_template`` as bool, ``client`` name)
+        and ``sequences``: [{position, sequence, sequence_def_id, depends_on (positions),
+        retry (dict)}] in execution order; None when there is none."""
+        row = await self._one("SELECT workflow_def_id FROM workflow_definitions WHERE name = ?"
+                              " AND status = 'active' ORDER BY workflow_def_id DESC LIMIT 1",
+                              (name,))
+        return None if row is None else await self._workflow_by_id(row[0])
+
+    async def workflow_definition_by_id(self, workflow_def_id: int) -> dict | None:
+        """Like `workflow_definition`, by id, retired ones too."""
+        return await self._workflow_by_id(workflow_def_id)
+
+    async def _workflow_by_id(self, workflow_def_id: int) -> dict | None:
+        row = await self._one(
+            "SELECT w.*, c.name AS client FROM workflow_definitions w LEFT JOIN clients c"
+            " ON c.client_id = w.client_id WHERE w.workflow_def_id = ?", (workflow_def_id,))
+        if row is None:
+            return None
+        out = dict(row)
+        out["is_template"] = bool(out["is_template"])
+        out["sequences"] = [
+            {"position": r["execution_order"], "sequence": r["name"],
+             "sequence_def_id": r["sequence_def_id"],
+             "depends_on": orjson.loads(r["conditional_execution"] or "{}").get("depends_on", []),
+             "retry": orjson.loads(r["retry_policy"] or "{}")}
+            for r in await self._all(
+                "SELECT ws.*, s.name FROM workflow_sequences ws JOIN sequence_definitions s"
+                " ON s.sequence_def_id = ws.sequence_def_id WHERE ws.workflow_def_id = ?"
+                " ORDER BY ws.execution_order", (workflow_def_id,))]
+        return out
+
+    async def save_workflow_definition(self, name: str, sequences: list[dict], *,
+                                       description: str | None = None,
+                                       is_template: bool = False,
+                                       client: str | int | None = None) -> dict:
+        """Create the active workflow ``name`` or replace its definition, in one transaction.
+        ``sequences``: [{sequence_def_id, depends_on (earlier positions), retry (dict)}] in
+        execution order (checked by the caller, actors.workflows). Returns the stored form."""
+        client_id = await self._client_id(client)
+        found = await self.workflow_definition(name)
+        async with self._transaction():
+            if found is None:
+                async with self._conn.execute(
+                        "INSERT INTO workflow_definitions (name, description, client_id,"
+                        " is_template) VALUES (?, ?, ?, ?) RETURNING workflow_def_id",
+                        (name, description, client_id, bool(is_template))) as cur:
+                    wid = (await cur.fetchone())[0]
+            else:
+                wid = found["workflow_def_id"]
+                await self._conn.execute(
+                    "UPDATE workflow_definitions SET description = ?, client_id = ?,"
+                    " is_template = ?, updated_at = ? WHERE workflow_def_id = ?",
+                    (description, client_id, bool(is_template), utc_text(), wid))
+                await self._conn.execute("DELETE FROM workflow_sequences WHERE workflow_def_id = ?",
+                                         (wid,))
+            for position, entry in enumerate(sequences):
+                await self._conn.execute(
+                    "INSERT INTO workflow_sequences (workflow_def_id, sequence_def_id,"
+                    " execution_order, conditional_execution, retry_policy)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    (wid, entry["sequence_def_id"], position,
+                     orjson.dumps({"depends_on": list(entry.get("depends_on") or [])}).decode(),
+                     orjson.dumps(entry.get("retry") or {}).decode()))
+        return await self._workflow_by_id(wid)  # type: ignore[return-value]
+
+    async def retire_workflow_definition(self, name: str) -> dict | None:
+        """Soft delete (status retired); the retired definition, or None."""
+        found = await self.workflow_definition(name)
+        if found is None:
+            return None
+        await self._write("UPDATE workflow_definitions SET status = 'retired', updated_at = ?"
+                          " WHERE workflow_def_id = ?", (utc_text(), found["workflow_def_id"]))
+        return await self._workflow_by_id(found["workflow_def_id"])
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self):
+        await self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            await self._conn.execute("ROLLBACK")
+            raise
+        await self._conn.execute("COMMIT")
+
+    # -- workflow and sequence executions (spec 7.5.9, 12.4) ---------------------------------
+
+    async def create_workflow_execution(self, workflow_def_id: int, target: str, *,
+                                        schedule_type: str = "immediate",
+                                        when: datetime | None = None) -> int:
+        """A workflow execution (status pending) and its scheduled_workflows entry (which
+        keeps the target); returns the workflow_execution_id."""
+        async with self._transaction():
+            async with self._conn.execute(
+                    "INSERT INTO scheduled_workflows (workflow_def_id, schedule_type,"
+                    " scheduled_time, target_selector, status) VALUES (?, ?, ?, ?, 'fired')"
+                    " RETURNING scheduled_workflow_id",
+                    (workflow_def_id, schedule_type, utc_text(when), target)) as cur:
+                swid = (await cur.fetchone())[0]
+            async with self._conn.execute(
+                    "INSERT INTO workflow_executions (scheduled_workflow_id, workflow_def_id,"
+                    " start_time, status) VALUES (?, ?, ?, 'pending')"
+                    " RETURNING workflow_execution_id",
+                    (swid, workflow_def_id, utc_text(when))) as cur:
+                return (await cur.fetchone())[0]
+
+    async def update_workflow_execution(self, workflow_execution_id: int, **fields: Any) -> None:
+        """Set status, error_message, start_time or end_time (a final status without an
+        end_time sets it to now)."""
+        unknown = set(fields) - {"status", "error_message", "start_time", "end_time"}
+        if unknown:
+            raise ValidationError(f"workflow execution {workflow_execution_id}",
+                                  f"unknown fields {sorted(unknown)}")
+        if fields.get("status") in _FINAL_STATUSES and "end_time" not in fields:
+            fields["end_time"] = datetime.now(timezone.utc)
+        values = [utc_text(v) if isinstance(v, datetime) else v for v in fields.values()]
+        sets = ", ".join(f"{name} = ?" for name in fields)
+        await self._write(f"UPDATE workflow_executions SET {sets}"
+                          " WHERE workflow_execution_id = ?", (*values, workflow_execution_id))
+
+    async def workflow_executions(self, statuses: Iterable[str] | None = None,
+                                  limit: int = 50) -> list[dict]:
+        """Workflow executions, newest first (only those with one of ``statuses``): the row
+        with ``workflow`` (name) and ``target``."""
+        sql = ("SELECT x.*, w.name AS workflow, sw.target_selector AS target"
+               " FROM workflow_executions x"
+               " LEFT JOIN workflow_definitions w ON w.workflow_def_id = x.workflow_def_id"
+               " LEFT JOIN scheduled_workflows sw"
+               " ON sw.scheduled_workflow_id = x.scheduled_workflow_id")
+        args: list[Any] = []
+        if statuses is not None:
+            statuses = list(statuses)
+            sql += f" WHERE x.status IN ({','.join('?' * len(statuses))})"
+            args += statuses
+        return [dict(r) for r in await self._all(
+            sql + " ORDER BY x.workflow_execution_id DESC LIMIT ?", (*args, limit))]
+
+    async def workflow_execution(self, workflow_execution_id: int) -> dict | None:
+        """One workflow execution (as `workflow_executions`) with its ``sequences``: the
+        sequence_executions rows with ``sequence`` (name) and ``serial``, in order."""
+        rows = await self._all(
+            "SELECT x.*, w.name AS workflow, sw.target_selector AS target"
+            " FROM workflow_executions x"
+            " LEFT JOIN workflow_definitions w ON w.workflow_def_id = x.workflow_def_id"
+            " LEFT JOIN scheduled_workflows sw"
+            " ON sw.scheduled_workflow_id = x.scheduled_workflow_id"
+            " WHERE x.workflow_execution_id = ?", (workflow_execution_id,))
+        if not rows:
+            return None
+        out = dict(rows[0])
+        out["sequences"] = [dict(r) for r in await self._all(
+            "SELECT se.*, s.name AS sequence, p.serial_number AS serial"
+            " FROM sequence_executions se"
+            " LEFT JOIN sequence_definitions s ON s.sequence_def_id = se.sequence_def_id"
+            " LEFT JOIN phones p ON p.phone_id = se.phone_id"
+            " WHERE se.workflow_execution_id = ?"
+            " ORDER BY se.execution_order, p.serial_number, se.account_id",
+            (workflow_execution_id,))]
+        return out
+
+    async def save_sequence_execution(self, workflow_execution_id: int, execution_order: int,
+                                      sequence_def_id: int | None, serial: str,
+                                      account_id: int | None, **fields: Any) -> int:
+        """Create or update the sequence execution of one workflow sequence on one target
+        (phone ``serial``, registered if new, and account): status, start_time, end_time,
+        error_message. Returns its sequence_execution_id."""
+        phone_id = await self._phone_id(serial) or await self.upsert_phone(serial)
+        values = {k: utc_text(v) if isinstance(v, datetime) else v for k, v in fields.items()
+                  if k in ("status", "start_time", "end_time", "error_message")}
+        row = await self._one(
+            "SELECT sequence_execution_id FROM sequence_executions WHERE"
+            " workflow_execution_id = ? AND execution_order = ? AND phone_id = ?"
+            " AND IFNULL(account_id, 0) = IFNULL(?, 0)",
+            (workflow_execution_id, execution_order, phone_id, account_id))
+        if row is None:
+            names = ["workflow_execution_id", "execution_order", "sequence_def_id", "phone_id",
+                     "account_id", *values]
+            found = await self._write(
+                f"INSERT INTO sequence_executions ({', '.join(names)}) VALUES"
+                f" ({', '.join('?' * len(names))}) RETURNING sequence_execution_id",
+                (workflow_execution_id, execution_order, sequence_def_id, phone_id, account_id,
+                 *values.values()))
+            return found[0]
+        if values:
+            await self._write(
+                f"UPDATE sequence_executions SET {', '.join(f'{k} = ?' for k in values)}"
+                " WHERE sequence_execution_id = ?", (*values.values(), row[0]))
+        return row[0]
 
     # -- the scheduler's state and record (actors.schedules) -------------------------------
 

@@ -3,7 +3,8 @@
 Owns: the schedule definitions (immediate, scheduled, window, recurring by cron or by the
 spec's recurrence JSON), when each fires (``next_fire``, ``plan_window``), and turning a due
 occurrence into jobs, one per (occurrence, phone, account) of the target resolved at fire
-time. Then the jobs' life up to dispatch: a queue per phone (never two jobs running on one
+time (a workflow schedule's occurrence goes to the injected ``fire_workflow`` instead, which
+adds one schedule per workflow sequence). Then the jobs' life up to dispatch: a queue per phone (never two jobs running on one
 phone), round robin across a phone's accounts, a stagger per node (no two dispatches to one
 node within ``stagger_s``), dependencies (a failed prerequisite skips its dependents with the
 reason), the per-schedule retry policy, misfires after downtime (run once late within the
@@ -66,7 +67,11 @@ class Schedule(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     [``window_start``, ``window_end``], at least ``min_gap_s`` apart, drawn from ``seed``
     (default: derived from ``id``, so the plan is stable across restarts); ``recurring`` by
     ``cron`` (5 fields, UTC) or ``recurrence`` (see ``recurrence_to_cron``), optionally bounded
-    by ``until``. ``depends_on`` holds schedule ids or job ids (see ``Scheduler``).
+    by ``until``. ``depends_on`` holds schedule ids or job ids (see ``Scheduler``); ``after``
+    too, but only orders: a job waits until those prerequisites ended, whatever their outcome
+    (a workflow's sequences run in order; only a real dependency skips on failure).
+    ``workflow`` names a workflow definition instead of ``sequence`` (leave that empty):
+    each occurrence starts a workflow execution on the target (``Scheduler.fire_workflow``).
     All datetimes are timezone-aware; they are compared as UTC.
     """
 
@@ -87,6 +92,8 @@ class Schedule(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     depends_on: list[str] = msgspec.field(default_factory=list)
     retry: JobRetry = msgspec.field(default_factory=JobRetry)
     status: ScheduleStatus = "pending"
+    after: list[str] = msgspec.field(default_factory=list)
+    workflow: str | None = None
 
 
 class ScheduleState(msgspec.Struct, omit_defaults=True):
@@ -117,6 +124,8 @@ class Job(msgspec.Struct, omit_defaults=True):
     not_before: datetime | None = None
     waits_on: list[str] = msgspec.field(default_factory=list)
     pending_deps: list[str] = msgspec.field(default_factory=list)
+    # Bound prerequisites (in waits_on) that only order this job (the schedule's ``after``).
+    order_only: list[str] = msgspec.field(default_factory=list)
     started_at: datetime | None = None
     finished_at: datetime | None = None
     reason: str | None = None
@@ -263,6 +272,8 @@ def window_times(schedule: Schedule) -> list[datetime]:
 
 def validate(schedule: Schedule) -> None:
     """Raise ValueError if the schedule cannot be planned."""
+    if bool(schedule.workflow) == bool(schedule.sequence):
+        raise ValueError(f"schedule {schedule.id}: give a sequence or a workflow (one of them)")
     if schedule.type == "scheduled" and schedule.at is None:
         raise ValueError(f"schedule {schedule.id}: scheduled needs at")
     if schedule.type == "window":
@@ -333,11 +344,14 @@ class Scheduler:
                  node_of: Callable[[str], str], dispatch: Callable[[Job], Awaitable[str]],
                  stagger_s: float = 1.0, late_after_s: float = 5.0,
                  state: SchedulerState | None = None,
-                 max_concurrent_dispatch: int = 64) -> None:
+                 max_concurrent_dispatch: int = 64,
+                 fire_workflow: Callable[[Schedule, datetime], Any] | None = None) -> None:
         self.clock = clock
         self.resolve_targets = resolve_targets
         self.node_of = node_of
         self.dispatch = dispatch
+        # A workflow schedule's occurrence (sync or async); it adds the sequences' schedules.
+        self.fire_workflow = fire_workflow
         self.stagger = timedelta(seconds=stagger_s)
         # Lateness below this is ordinary tick jitter, not worth a misfire event.
         self.late_after_s = late_after_s
@@ -441,6 +455,7 @@ class Scheduler:
         keep: set[str] = set()
         for s in self.state.schedules.values():
             keep.update(s.depends_on)  # a job id named here is looked up when s fires
+            keep.update(s.after)
         for job in self.state.jobs.values():
             if job.status not in TERMINAL:
                 # Bound to an occurrence that may no longer be the latest one.
@@ -495,6 +510,17 @@ class Scheduler:
 
     async def _fire(self, s: Schedule, st: ScheduleState, occurrence: datetime,
                     now: datetime) -> None:
+        if s.workflow:
+            st.last_occurrence = occurrence
+            st.fired += 1
+            self._event("fired", None, now, schedule_id=s.id, occurrence=occurrence.isoformat(),
+                        workflow=s.workflow, late_s=(now - occurrence).total_seconds())
+            if self.fire_workflow is None:
+                raise ValueError(f"schedule {s.id}: workflow schedules need fire_workflow")
+            started = self.fire_workflow(s, occurrence)
+            if inspect.isawaitable(started):
+                await started
+            return
         targets = self.resolve_targets(s.target)
         if inspect.isawaitable(targets):
             targets = await targets
@@ -509,9 +535,11 @@ class Scheduler:
                 continue  # the same pair listed twice by the scope
             job = Job(id=jid, schedule_id=s.id, sequence=s.sequence, occurrence=occurrence,
                       serial=serial, account=account, queued_at=now)
-            for dep in s.depends_on:
+            for dep in dict.fromkeys([*s.depends_on, *s.after]):
                 if dep in self.state.jobs:
                     job.waits_on.append(dep)
+                    if dep not in s.depends_on:
+                        job.order_only.append(dep)
                 else:
                     job.pending_deps.append(dep)
             self.state.jobs[jid] = job
@@ -549,19 +577,27 @@ class Scheduler:
                     changed = True
 
     def _blocking_failure(self, job: Job) -> str | None:
+        named = self.state.schedules[job.schedule_id].depends_on
         for dep in list(job.pending_deps):
+            hard = dep in named  # else only ``after``: nothing to wait for is no failure
             try:
                 bound = self._bind(job, dep)
             except LookupError as e:
-                return str(e)
+                if hard:
+                    return str(e)
+                job.pending_deps.remove(dep)
+                continue
             if bound is None:
                 continue
-            if not bound:
+            if not bound and hard:
                 return f"prerequisite {dep} ran on no phone"
             job.pending_deps.remove(dep)
             job.waits_on.extend(bound)
-        named = self.state.schedules[job.schedule_id].depends_on
+            if not hard:
+                job.order_only.extend(bound)
         for jid in job.waits_on:
+            if jid in job.order_only:
+                continue
             pre = self.state.jobs[jid]
             if pre.status in ("failed", "skipped", "cancelled"):
                 # Name the prerequisite as the schedule named it: a job id or a schedule id.
@@ -574,7 +610,9 @@ class Scheduler:
             return False
         if job.not_before is not None and job.not_before > now:
             return False
-        return all(self.state.jobs[j].status == "completed" for j in job.waits_on)
+        return all(self.state.jobs[j].status == "completed"
+                   or (j in job.order_only and self.state.jobs[j].status in TERMINAL)
+                   for j in job.waits_on)
 
     def _pick(self, serial: str, now: datetime) -> Job | None:
         """Round robin across the phone's accounts among its ready jobs (FIFO per account),

@@ -9,7 +9,8 @@ the node events keep up to date, so polling them also catches executions that en
 the coordinator was down); saving the core's state to the farm DB after every change and
 appending its events to ``schedule_events``, and loading that state back on start, so
 schedules and queued jobs survive a coordinator restart (misfires after the downtime are
-the core's rule). And the operations the control API offers: add, list, pause, resume,
+the core's rule). Its `actors.workflows.WorkflowRunner` (``workflows``) runs workflows as
+schedules of this core, and schedules may target a workflow. And the operations the control API offers: add, list, pause, resume,
 cancel, events.
 
 Does not own: when things fire, queueing, per-phone exclusivity, node stagger, retries and
@@ -29,6 +30,7 @@ from typing import Any, Callable, Protocol
 import msgspec
 
 from actors.scheduler import Event, Job, Schedule, Scheduler, SchedulerState
+from actors.workflows import WorkflowRunner
 from protocol.errors import FarmError, ScopeError, ValidationError
 
 log = logging.getLogger(__name__)
@@ -93,6 +95,7 @@ class ScheduleService:
         self._wake = asyncio.Event()
         # The tick awaits dispatches; API changes wait for it so the state is never half-way.
         self._lock = asyncio.Lock()
+        self.workflows = WorkflowRunner(self, db)
 
     # --- life ------------------------------------------------------------------------------
     async def load(self) -> None:
@@ -106,11 +109,13 @@ class ScheduleService:
         self.executions = saved.executions
         self.scheduler = Scheduler(clock=self.clock, resolve_targets=self._resolve,
                                    node_of=self._node_of, dispatch=self._dispatch,
-                                   stagger_s=self.stagger_s, state=saved.scheduler)
+                                   stagger_s=self.stagger_s, state=saved.scheduler,
+                                   fire_workflow=self._fire_workflow)
 
     async def start(self) -> "ScheduleService":
         if self.scheduler is None:
             await self.load()
+        await self.workflows.recover()
         self._task = asyncio.get_running_loop().create_task(self._loop(), name="scheduler")
         return self
 
@@ -156,6 +161,14 @@ class ScheduleService:
             # Validated when added; a scope can still go bad (a client renamed): no phones.
             log.warning("schedule target %r resolves to nothing: %s", target, exc)
             return []
+
+    async def _fire_workflow(self, schedule: Schedule, occurrence: datetime) -> None:
+        try:
+            await self.workflows.start(schedule.workflow or "", schedule.target, at=occurrence,
+                                       schedule_type=schedule.type, in_tick=True)
+        except (FarmError, ValidationError) as exc:
+            log.error("schedule=%s: workflow %s not started: %s", schedule.id,
+                      schedule.workflow, exc)
 
     def _node_of(self, serial: str) -> str:
         return str(self.hub.phone_rows.get(serial, {}).get("node") or "?")
@@ -219,6 +232,7 @@ class ScheduleService:
         await self.db.save_scheduler_state(msgspec.json.encode(state).decode())
         await self.db.add_schedule_events([_event_row(e, self.executions.get(e.job_id or ""))
                                            for e in events])
+        await self.workflows.sync()
 
     # --- operations (the control API) --------------------------------------------------------
     def _core(self) -> Scheduler:
@@ -240,6 +254,13 @@ class ScheduleService:
                 parse_scope(schedule.target)
             except ScopeError as exc:
                 raise ValidationError("$.target", str(exc)) from None
+        if schedule.workflow is not None:
+            if schedule.sequence:
+                raise ValidationError("$.sequence", "give a sequence or a workflow, not both")
+            if await self.db.workflow_definition(schedule.workflow) is None:
+                raise ValidationError("$.workflow", f"{schedule.workflow!r}: no such workflow")
+        elif not schedule.sequence:
+            raise ValidationError("$.sequence", "give a sequence or a workflow")
         for dep in schedule.depends_on:
             if dep not in sched.state.schedules and dep not in sched.state.jobs:
                 raise ValidationError("$.depends_on", f"{dep!r}: no such schedule or job")

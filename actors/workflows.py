@@ -1,0 +1,337 @@
+"""Workflows (spec 12.1.3, 12.2, 12.4): ordered sequences with dependencies and a retry
+policy per sequence, run on a scope, one phone at a time per phone.
+
+Owns: checking a workflow definition (every sequence defined, dependencies on earlier
+sequences only); starting a workflow execution (its ``scheduled_workflows`` and
+``workflow_executions`` rows, then one schedule per workflow sequence in the schedule
+service's core, ids ``wfx-<execution>.<position>``); keeping the ``sequence_executions``
+rows and the workflow execution's final status in step with those schedules' jobs; and, after
+a coordinator restart, finding the interrupted workflow executions.
+
+How a workflow runs: each workflow sequence is an immediate schedule on the workflow's
+target, so its jobs go through everything a scheduled sequence goes through (per-phone queue,
+the phone actor's lock, node stagger, the retry policy, executions and their journal, crash
+resume from the last successful step). Sequence N+1 runs ``after`` sequence N on the same
+phone and account whatever its outcome; a sequence listed in ``depends_on`` must complete, or
+its dependents are skipped with the reason. The core's state is saved after every change, so
+a restarted coordinator carries on where the workflow stood.
+
+Does not own: the definitions' SQL (actors.persistence), the HTTP routes
+(actors.control.workflows), queueing and dispatch (actors.scheduler, actors.schedules).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from actors.scheduler import TERMINAL, Job, JobRetry, Schedule
+from protocol.errors import FarmError, ScopeError, ValidationError
+
+if TYPE_CHECKING:
+    from actors.schedules import ScheduleService
+
+log = logging.getLogger(__name__)
+
+_SCHEDULE_ID = re.compile(r"wfx-(\d+)\.(\d+)")
+ACTIVE = ("pending", "running")
+# A job's status as a sequence_executions status.
+_SEQUENCE_STATUS = {"queued": "queued", "running": "running", "completed": "completed",
+                    "failed": "failed", "skipped": "skipped", "cancelled": "cancelled"}
+
+
+class WorkflowNotFound(FarmError):
+    """No active workflow definition (or workflow execution) has that name (id)."""
+
+
+def schedule_id_of(workflow_execution_id: int, position: int) -> str:
+    """The id of the schedule running sequence ``position`` of a workflow execution."""
+    return f"wfx-{workflow_execution_id}.{position:03d}"
+
+
+def parse_schedule_id(schedule_id: str) -> tuple[int, int] | None:
+    """(workflow execution id, position) of a workflow sequence's schedule, else None."""
+    m = _SCHEDULE_ID.fullmatch(schedule_id)
+    return (int(m[1]), int(m[2])) if m else None
+
+
+def check_sequences(entries: list[dict], known: dict[str, dict]) -> list[dict]:
+    """Workflow sequences as stored: [{sequence_def_id, depends_on (positions), retry}].
+
+    ``entries`` are request entries {sequence, depends_on (earlier positions, or names of
+    earlier sequences), retry}; ``known`` the active sequence definitions by name. Raises
+    ValidationError naming the field (``$.sequences[2].depends_on``)."""
+    if not entries:
+        raise ValidationError("$.sequences", "a workflow needs at least one sequence")
+    out = []
+    for i, entry in enumerate(entries):
+        name = entry["sequence"]
+        if name not in known:
+            raise ValidationError(f"$.sequences[{i}].sequence",
+                                  f"no sequence definition {name!r} (POST /api/sequences first)")
+        deps: list[int] = []
+        for dep in entry.get("depends_on") or []:
+            if isinstance(dep, int):
+                if not 0 <= dep < i:
+                    raise ValidationError(f"$.sequences[{i}].depends_on",
+                                          f"{dep}: must be the position of an earlier sequence "
+                                          f"(0..{i - 1})" if i else f"{dep}: the first sequence "
+                                          "can depend on nothing")
+                deps.append(dep)
+                continue
+            earlier = [j for j in range(i) if entries[j]["sequence"] == dep]
+            if len(earlier) != 1:
+                raise ValidationError(f"$.sequences[{i}].depends_on",
+                                      f"{dep!r}: {'no' if not earlier else 'more than one'} "
+                                      "earlier sequence has that name (use its position)")
+            deps.append(earlier[0])
+        retry = entry.get("retry") or {}
+        if isinstance(retry, JobRetry):
+            retry = msgspec.to_builtins(retry)
+        out.append({"sequence_def_id": known[name]["sequence_def_id"],
+                    "depends_on": sorted(set(deps)), "retry": retry})
+    return out
+
+
+class WorkflowRunner:
+    """Starts workflow executions and keeps their records; owned by the ScheduleService
+    (``service.workflows``), whose core runs the sequences."""
+
+    def __init__(self, service: "ScheduleService", db: Any) -> None:
+        self.service = service
+        self.db = db
+        # What each sequence_executions row was last written as: rows change only on news.
+        self._written: dict[tuple, tuple] = {}
+        self._accounts: dict[str, dict[str, int]] = {}
+        # sync() reads then writes rows: two at once would insert a row twice.
+        self._sync_lock = asyncio.Lock()
+
+    # --- starting ----------------------------------------------------------------------------
+    async def start(self, name: str, target: str, *, at: datetime | None = None,
+                    schedule_type: str = "immediate", in_tick: bool = False) -> dict:
+        """Start workflow ``name`` on ``target`` (a scope or ``group:NAME``): its execution
+        view. ``in_tick``: called from the core's tick (a workflow schedule fired), which
+        holds the service's lock and saves at its end. Raises WorkflowNotFound,
+        ValidationError (bad target)."""
+        definition = await self.db.workflow_definition(name)
+        if definition is None:
+            raise WorkflowNotFound(f"workflow {name!r}: no such workflow")
+        check_target(target)
+        when = at or self.service.clock()
+        wfx = await self.db.create_workflow_execution(definition["workflow_def_id"], target,
+                                                      schedule_type=schedule_type, when=when)
+        schedules = self._schedules(wfx, definition, target, when)
+        if in_tick:
+            self._add(schedules)
+        else:
+            async with self.service._lock:
+                self._add(schedules)
+                await self.service._save(force=True)
+        await self.db.update_workflow_execution(wfx, status="running")
+        log.info("workflow=%s execution=%d started on %s: %d sequences", name, wfx, target,
+                 len(schedules))
+        self._emit("workflow_started", {"workflow_execution_id": wfx, "workflow": name,
+                                        "target": target})
+        self.service.wake()
+        return await self.view(wfx)
+
+    def _schedules(self, wfx: int, definition: dict, target: str,
+                   when: datetime) -> list[Schedule]:
+        out = []
+        for entry in definition["sequences"]:
+            pos = entry["position"]
+            out.append(Schedule(
+                id=schedule_id_of(wfx, pos), sequence=entry["sequence"], target=target,
+                type="immediate", at=when,
+                depends_on=[schedule_id_of(wfx, d) for d in entry["depends_on"]],
+                after=[schedule_id_of(wfx, pos - 1)] if pos else [],
+                retry=msgspec.convert(entry["retry"] or {}, JobRetry)))
+        return out
+
+    def _add(self, schedules: list[Schedule]) -> None:
+        core = self.service._core()
+        for schedule in schedules:
+            if schedule.id not in core.state.schedules:
+                core.add(schedule)
+
+    # --- after a restart ---------------------------------------------------------------------
+    async def recover(self) -> list[int]:
+        """The workflow executions a coordinator crash interrupted (pending or running in
+        the farm DB): their schedules are added again when the crash came before they were
+        saved (else the loaded core state carries on with them). Returns their ids."""
+        core = self.service._core()
+        found = []
+        for row in await self.db.workflow_executions(ACTIVE, limit=100_000):
+            wfx = row["workflow_execution_id"]
+            found.append(wfx)
+            definition = await self.db.workflow_definition_by_id(row["workflow_def_id"])
+            if definition is None or not definition["sequences"]:
+                await self.db.update_workflow_execution(
+                    wfx, status="failed", error_message="workflow definition gone")
+                continue
+            if not any(parse_schedule_id(s) and parse_schedule_id(s)[0] == wfx
+                       for s in core.state.schedules):
+                when = _parse_utc(row["start_time"]) or self.service.clock()
+                self._add(self._schedules(wfx, definition, row["target"], when))
+                await self.db.update_workflow_execution(wfx, status="running")
+            log.warning("workflow=%s execution=%d interrupted by a coordinator restart: "
+                        "carrying on", row["workflow"], wfx)
+            self._emit("workflow_recovered", {"workflow_execution_id": wfx,
+                                              "workflow": row["workflow"]})
+        if found:
+            await self.service._save(force=True)
+        return found
+
+    # --- records -----------------------------------------------------------------------------
+    async def sync(self) -> None:
+        """Write the sequence executions of the active workflow executions from their jobs,
+        and end a workflow execution whose jobs all ended."""
+        async with self._sync_lock:
+            await self._sync()
+
+    async def _sync(self) -> None:
+        core = self.service.scheduler
+        if core is None:
+            return
+        by_wfx: dict[int, list[str]] = {}
+        for sid in core.state.schedules:
+            parsed = parse_schedule_id(sid)
+            if parsed:
+                by_wfx.setdefault(parsed[0], []).append(sid)
+        if not by_wfx:
+            return
+        jobs: dict[str, list[Job]] = {}
+        for job in core.state.jobs.values():
+            if job.schedule_id in core.state.schedules and parse_schedule_id(job.schedule_id):
+                jobs.setdefault(job.schedule_id, []).append(job)
+        for row in await self.db.workflow_executions(ACTIVE, limit=100_000):
+            wfx = row["workflow_execution_id"]
+            sids = sorted(by_wfx.get(wfx, []))
+            if not sids:
+                continue
+            mine = [j for sid in sids for j in jobs.get(sid, [])]
+            for job in mine:
+                await self._write_job(wfx, job)
+            fired = all(core.state.schedules[s].status in ("completed", "cancelled")
+                        for s in sids)
+            if fired and all(j.status in TERMINAL for j in mine):
+                await self._finish(row, mine)
+
+    async def _write_job(self, wfx: int, job: Job) -> None:
+        position = parse_schedule_id(job.schedule_id)[1]  # type: ignore[index]
+        record = (job.status, job.started_at, job.finished_at, job.reason)
+        key = (wfx, position, job.serial, job.account)
+        if self._written.get(key) == record:
+            return
+        definition = await self.db.sequence_definition(job.sequence)
+        account_id = (await self._account_ids(job.serial)).get(job.account or "")
+        await self.db.save_sequence_execution(
+            wfx, position, definition["sequence_def_id"] if definition else None, job.serial,
+            account_id, status=_SEQUENCE_STATUS.get(job.status, job.status),
+            start_time=job.started_at, end_time=job.finished_at, error_message=job.reason)
+        self._written[key] = record
+
+    async def _account_ids(self, serial: str) -> dict[str, int]:
+        if serial not in self._accounts:
+            self._accounts[serial] = {f"{a['platform']}.{a['account_number']}": a["account_id"]
+                                      for a in await self.db.account_rows(serial)}
+        return self._accounts[serial]
+
+    async def _finish(self, row: dict, jobs: list[Job]) -> None:
+        wfx = row["workflow_execution_id"]
+        counts: dict[str, int] = {}
+        for job in jobs:
+            counts[job.status] = counts.get(job.status, 0) + 1
+        if not jobs:
+            status, error = "failed", f"target {row['target']!r} resolved to no phone"
+        elif set(counts) == {"completed"}:
+            status, error = "completed", None
+        else:
+            status = "failed"
+            error = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()) if s != "completed")
+        await self.db.update_workflow_execution(wfx, status=status, error_message=error)
+        for key in [k for k in self._written if k[0] == wfx]:
+            del self._written[key]
+        log.info("workflow=%s execution=%d %s%s", row["workflow"], wfx, status,
+                 f": {error}" if error else "")
+        self._emit("workflow_finished", {"workflow_execution_id": wfx,
+                                         "workflow": row["workflow"], "status": status,
+                                         "error": error})
+
+    # --- reading -----------------------------------------------------------------------------
+    async def view(self, workflow_execution_id: int) -> dict:
+        """A workflow execution: id, workflow, target, status, times, error, and its
+        ``sequences`` (position, sequence, serial, account, status, times, error,
+        execution_ids: the executions each attempt became)."""
+        await self.sync()
+        row = await self.db.workflow_execution(workflow_execution_id)
+        if row is None:
+            raise WorkflowNotFound(f"workflow execution {workflow_execution_id}: no such "
+                                   "workflow execution")
+        refs = {a["account_id"]: f"{a['platform']}.{a['account_number']}"
+                for a in await self.db.account_rows()}
+        runs = await self._executions_by_target(workflow_execution_id)
+        return {"workflow_execution_id": workflow_execution_id, "workflow": row["workflow"],
+                "target": row["target"], "status": row["status"],
+                "start_time": row["start_time"], "end_time": row["end_time"],
+                "error": row["error_message"],
+                "sequences": [{
+                    "position": s["execution_order"], "sequence": s["sequence"],
+                    "serial": s["serial"], "account": refs.get(s["account_id"]),
+                    "status": s["status"], "start_time": s["start_time"],
+                    "end_time": s["end_time"], "error": s["error_message"],
+                    "execution_ids": runs.get((s["execution_order"], s["serial"]), [])}
+                    for s in row["sequences"]]}
+
+    async def _executions_by_target(self, wfx: int) -> dict[tuple[int, str], list[str]]:
+        core = self.service.scheduler
+        out: dict[tuple[int, str], list[str]] = {}
+        if core is None:
+            return out
+        from actors.schedules import run_id_of
+
+        for sid, st in core.state.states.items():
+            parsed = parse_schedule_id(sid)
+            if not parsed or parsed[0] != wfx or st.last_occurrence is None:
+                continue
+            probe = Job(id="", schedule_id=sid, sequence="", occurrence=st.last_occurrence,
+                        serial="", account=None, queued_at=st.last_occurrence)
+            for record in await self.db.list_executions(run_id=run_id_of(probe)):
+                out.setdefault((parsed[1], record["serial"]), []).append(record["key"])
+        return out
+
+    async def recent(self, limit: int = 50) -> list[dict]:
+        """The latest workflow executions, newest first (without their sequences)."""
+        await self.sync()
+        return [{"workflow_execution_id": r["workflow_execution_id"], "workflow": r["workflow"],
+                 "target": r["target"], "status": r["status"], "start_time": r["start_time"],
+                 "end_time": r["end_time"], "error": r["error_message"]}
+                for r in await self.db.workflow_executions(limit=limit)]
+
+    def _emit(self, event: str, data: dict) -> None:
+        emit = getattr(self.service.hub, "emit", None)
+        if emit is not None:
+            emit(event, None, None, data)
+
+
+def check_target(target: str) -> None:
+    """ValidationError ($.scope) unless ``target`` is a scope or ``group:NAME``."""
+    if target.lstrip().startswith("group:"):
+        return
+    from sequences.scopes import parse_scope
+
+    try:
+        parse_scope(target)
+    except ScopeError as exc:
+        raise ValidationError("$.scope", str(exc)) from None
+
+
+def _parse_utc(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    return datetime.fromisoformat(text).replace(tzinfo=timezone.utc)
