@@ -17,6 +17,7 @@ import orjson
 from aiohttp import web
 
 from actors.control import console, registry, variables
+from actors.control import workflows as workflow_api
 from actors.control.auth import bearer_auth_middleware
 from actors.control.openapi import openapi_document
 from actors.control.schemas import (
@@ -167,6 +168,7 @@ def make_app(hub: HubAPI, token: str | None = None, *, heartbeat_s: float = 15.0
     app.router.add_get("/api/stream", streamer.handle)
     app.router.add_get("/api/openapi.json", get_openapi)
     registry.add_routes(app)  # groups, clients, profiles, phone registry, accounts
+    workflow_api.add_routes(app)  # sequence/workflow definitions, workflow runs
     variables.add_routes(app)  # the text dialog's variable browser and preview
     console.add_routes(app)  # the web console: / and /static
     return app
@@ -331,9 +333,12 @@ async def get_executions(request: web.Request) -> web.Response:
 
 def decode_schedule(body: bytes) -> Schedule:
     """A POST /api/schedules body as a Schedule: ``id`` may be left out (generated) and
-    ``status`` is ignored (a new schedule is pending). RequestError names the field."""
+    ``status`` is ignored (a new schedule is pending). A schedule of a ``workflow`` has no
+    ``sequence``. RequestError names the field."""
     raw = decode_request(body, dict[str, Any], "a JSON object with sequence, target and type")
     raw.setdefault("id", "")
+    if raw.get("workflow") is not None:
+        raw.setdefault("sequence", "")
     raw.pop("status", None)
     try:
         return msgspec.convert(raw, Schedule)

@@ -35,6 +35,7 @@ from actors.control.schemas import (
     UnknownScreensResponse,
 )
 from actors.control import registry, variables
+from actors.control import workflows as workflow_api
 from actors.scheduler import Schedule
 
 REF = "#/components/schemas/{name}"
@@ -61,11 +62,13 @@ def _document() -> dict[str, Any]:
         [ActionRequest, ActionsResponse, ErrorBody, Health, HubEvent, NodesResponse, PhonesResponse,
          UnknownScreensResponse, RecordStart, RecordStop, RunRequest, RunStarted, RunStatus,
          Execution, ExecutionsResponse, Schedule, ScheduleView, SchedulesResponse,
-         ScheduleEventsResponse, *registry.REQUEST_TYPES, *variables.REQUEST_TYPES],
+         ScheduleEventsResponse, *registry.REQUEST_TYPES, *variables.REQUEST_TYPES,
+         *workflow_api.REQUEST_TYPES],
         ref_template=REF)
     # A new schedule's id is optional (generated) and its status is ignored.
     request = copy.deepcopy(components["Schedule"])
-    request["required"] = [f for f in request.get("required", []) if f != "id"]
+    # A workflow's schedule leaves sequence out.
+    request["required"] = [f for f in request.get("required", []) if f not in ("id", "sequence")]
     request["title"] = "ScheduleRequest"
     components["ScheduleRequest"] = request
     schedule_id = {"name": "schedule_id", "in": "path", "required": True,
@@ -306,6 +309,7 @@ def _document() -> dict[str, Any]:
             }},
             **registry.openapi_paths(_error),
             **variables.openapi_paths(_error),
+            **workflow_api.openapi_paths(_error),
         },
     }
 

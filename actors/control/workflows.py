@@ -1,0 +1,367 @@
+"""Sequence and workflow definitions (spec 12.2) and workflow runs through the control
+endpoint.
+
+Owns these routes, their request types (strict msgspec Structs: a bad body is a 400 naming
+the JSON path of the field) and their OpenAPI paths:
+
+- ``/api/sequences``: create (POST), list; ``/api/sequences/{name}``: get, update (PUT, the
+  version goes up), soft delete (DELETE: status retired). A definition names a sequence of
+  the library or of the operator's recordings (it must load: 400 ``$.name`` otherwise).
+- ``/api/workflows``: create, list; ``/api/workflows/{name}``: get, update, soft delete;
+  ``POST /api/workflows/{name}/run`` ``{"scope"}`` starts a workflow execution.
+- ``/api/workflow-executions`` (newest first) and ``/api/workflow-executions/{id}``.
+
+Every definition change is recorded in the audit trail (``FarmDB.audit``) with its before
+and after state and the request's ``reason`` (DELETE: ``?reason=``). Running and recording
+workflow executions is actors.workflows'.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated, Any
+
+import msgspec
+from aiohttp import web
+from msgspec import Meta
+
+from actors.control.registry import _db, _error, _handled, _json
+from actors.control.schemas import decode_request
+from protocol.errors import FarmError, ValidationError, ValidationErrors
+
+log = logging.getLogger(__name__)
+
+SequenceName = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$",
+                                   max_length=200, description="library name, e.g. demo/login")]
+WorkflowName = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
+Text = Annotated[str, Meta(max_length=4096)]
+Reason = Annotated[str, Meta(max_length=1024, description="why (kept in the audit trail)")]
+
+
+class _Body(msgspec.Struct, forbid_unknown_fields=True):
+    pass
+
+
+class SequenceBody(_Body):
+    name: SequenceName | None = None
+    description: Text | None = None
+    json_path: Annotated[str, Meta(max_length=1024)] | None = None
+    recovery_prompt: Text | None = None
+    client: Annotated[str, Meta(min_length=1, max_length=128)] | None = None
+    reason: Reason | None = None
+
+
+class RetryBody(_Body):
+    attempts: Annotated[int, Meta(ge=0, le=20)] = 0
+    delay_s: Annotated[float, Meta(ge=0, le=86_400)] = 60.0
+
+
+class WorkflowSequenceBody(_Body):
+    sequence: SequenceName
+    depends_on: list[Annotated[int, Meta(ge=0)] | SequenceName] = []
+    retry: RetryBody = msgspec.field(default_factory=RetryBody)
+
+
+class WorkflowBody(_Body):
+    sequences: Annotated[list[WorkflowSequenceBody], Meta(min_length=1, max_length=100)]
+    name: WorkflowName | None = None
+    description: Text | None = None
+    is_template: bool = False
+    client: Annotated[str, Meta(min_length=1, max_length=128)] | None = None
+    reason: Reason | None = None
+
+
+class WorkflowRunBody(_Body):
+    scope: Annotated[str, Meta(min_length=1, max_length=4096,
+                               description="scope or group:NAME, resolved now")]
+
+
+REQUEST_TYPES = [SequenceBody, RetryBody, WorkflowSequenceBody, WorkflowBody, WorkflowRunBody]
+
+
+def add_routes(app: web.Application) -> None:
+    r = app.router
+    r.add_get("/api/sequences", get_sequences)
+    r.add_post("/api/sequences", post_sequence)
+    r.add_get("/api/sequences/{name:.+}", get_sequence)
+    r.add_put("/api/sequences/{name:.+}", put_sequence)
+    r.add_delete("/api/sequences/{name:.+}", delete_sequence)
+    r.add_get("/api/workflows", get_workflows)
+    r.add_post("/api/workflows", post_workflow)
+    r.add_get("/api/workflows/{name}", get_workflow)
+    r.add_put("/api/workflows/{name}", put_workflow)
+    r.add_delete("/api/workflows/{name}", delete_workflow)
+    r.add_post("/api/workflows/{name}/run", post_workflow_run)
+    r.add_get("/api/workflow-executions", get_workflow_executions)
+    r.add_get("/api/workflow-executions/{id}", get_workflow_execution)
+
+
+def _hub(request: web.Request) -> Any:
+    from actors.control.app import HUB
+
+    return request.app[HUB]
+
+
+def _runner(request: web.Request):
+    schedules = getattr(_hub(request), "schedules", None)
+    if schedules is None:
+        raise FarmError("workflows need the farm database and the scheduler: this hub has none")
+    return schedules.workflows
+
+
+async def _audit(db: Any, entity_type: str, entity_id: Any, action: str, before: Any,
+                 after: Any, reason: str | None) -> None:
+    await db.audit(entity_type, entity_id, action, before, after, actor="control-api",
+                   reason=reason)
+
+
+def _name(body_name: str | None, request: web.Request, creating: bool) -> str:
+    path_name = request.match_info.get("name")
+    if creating:
+        if not body_name:
+            raise ValidationError("$.name", "required")
+        return body_name
+    if body_name is not None and body_name != path_name:
+        raise ValidationError("$.name", f"{body_name!r} differs from the URL's {path_name!r} "
+                                        "(definitions are not renamed)")
+    return path_name
+
+
+# --- sequences ------------------------------------------------------------------------------
+
+
+def _check_sequence(request: web.Request, name: str) -> None:
+    """The sequence must load from the library or the recordings (when the hub runs any)."""
+    from actors.runs import UnknownSequence
+
+    load = getattr(getattr(_hub(request), "runs", None), "sequence", None)
+    if not callable(load):
+        return  # a hub that runs no sequences (the tests' fake hub)
+    try:
+        load(name)
+    except UnknownSequence as exc:
+        raise ValidationError("$.name", str(exc)) from None
+    except ValidationErrors as exc:
+        raise ValidationError("$.name", f"sequence {name!r} does not load: {exc}") from None
+
+
+@_handled
+async def get_sequences(request: web.Request) -> web.Response:
+    retired = request.query.get("retired") == "1"
+    return _json({"sequences": await _db(request).sequence_definitions(retired)})
+
+
+@_handled
+async def get_sequence(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    found = await _db(request).sequence_definition(name)
+    if found is None:
+        raise LookupError(f"no such sequence definition: {name!r}")
+    return _json(found)
+
+
+async def _save_sequence(request: web.Request, creating: bool) -> web.Response:
+    body = decode_request(await request.read(), SequenceBody, "a JSON object with name")
+    name = _name(body.name, request, creating)
+    db = _db(request)
+    before = await db.sequence_definition(name)
+    if creating and before is not None:
+        return _error(409, f"sequence definition {name!r} exists (PUT to update it)",
+                      field="$.name")
+    if not creating and before is None:
+        raise LookupError(f"no such sequence definition: {name!r}")
+    _check_sequence(request, name)
+    after = await db.save_sequence_definition(
+        name, description=body.description, json_path=body.json_path,
+        recovery_prompt=body.recovery_prompt, client=body.client)
+    await _audit(db, "sequence_definition", after["sequence_def_id"],
+                 "create" if creating else "update", before, after, body.reason)
+    return _json(after, 201 if creating else 200)
+
+
+@_handled
+async def post_sequence(request: web.Request) -> web.Response:
+    return await _save_sequence(request, creating=True)
+
+
+@_handled
+async def put_sequence(request: web.Request) -> web.Response:
+    return await _save_sequence(request, creating=False)
+
+
+@_handled
+async def delete_sequence(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    db = _db(request)
+    before = await db.sequence_definition(name)
+    if before is None:
+        raise LookupError(f"no such sequence definition: {name!r}")
+    users = [w["name"] for w in await db.workflow_definitions()
+             if any(s["sequence_def_id"] == before["sequence_def_id"] for s in w["sequences"])]
+    if users:
+        return _error(409, f"sequence definition {name!r} is used by workflow(s) "
+                           f"{', '.join(users)}: change or delete those first", workflows=users)
+    after = await db.retire_sequence_definition(name)
+    await _audit(db, "sequence_definition", before["sequence_def_id"], "delete", before, after,
+                 request.query.get("reason") or "soft delete (status retired)")
+    return _json(after)
+
+
+# --- workflows ------------------------------------------------------------------------------
+
+
+@_handled
+async def get_workflows(request: web.Request) -> web.Response:
+    retired = request.query.get("retired") == "1"
+    return _json({"workflows": await _db(request).workflow_definitions(retired)})
+
+
+@_handled
+async def get_workflow(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    found = await _db(request).workflow_definition(name)
+    if found is None:
+        raise LookupError(f"no such workflow: {name!r}")
+    return _json(found)
+
+
+async def _save_workflow(request: web.Request, creating: bool) -> web.Response:
+    from actors.workflows import check_sequences
+
+    body = decode_request(await request.read(), WorkflowBody, "a JSON object with name and "
+                                                              "sequences")
+    name = _name(body.name, request, creating)
+    db = _db(request)
+    before = await db.workflow_definition(name)
+    if creating and before is not None:
+        return _error(409, f"workflow {name!r} exists (PUT to update it)", field="$.name")
+    if not creating and before is None:
+        raise LookupError(f"no such workflow: {name!r}")
+    known = {d["name"]: d for d in await db.sequence_definitions()}
+    entries = check_sequences(msgspec.to_builtins(body.sequences), known)
+    after = await db.save_workflow_definition(name, entries, description=body.description,
+                                              is_template=body.is_template, client=body.client)
+    await _audit(db, "workflow_definition", after["workflow_def_id"],
+                 "create" if creating else "update", before, after, body.reason)
+    return _json(after, 201 if creating else 200)
+
+
+@_handled
+async def post_workflow(request: web.Request) -> web.Response:
+    return await _save_workflow(request, creating=True)
+
+
+@_handled
+async def put_workflow(request: web.Request) -> web.Response:
+    return await _save_workflow(request, creating=False)
+
+
+@_handled
+async def delete_workflow(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    db = _db(request)
+    before = await db.workflow_definition(name)
+    if before is None:
+        raise LookupError(f"no such workflow: {name!r}")
+    after = await db.retire_workflow_definition(name)
+    await _audit(db, "workflow_definition", before["workflow_def_id"], "delete", before, after,
+                 request.query.get("reason") or "soft delete (status retired)")
+    return _json(after)
+
+
+@_handled
+async def post_workflow_run(request: web.Request) -> web.Response:
+    from actors.workflows import WorkflowNotFound
+
+    body = decode_request(await request.read(), WorkflowRunBody, "a JSON object with scope")
+    name = request.match_info["name"]
+    try:
+        started = await _runner(request).start(name, body.scope)
+    except WorkflowNotFound as exc:
+        raise LookupError(str(exc)) from None
+    return _json(started, 201)
+
+
+@_handled
+async def get_workflow_executions(request: web.Request) -> web.Response:
+    raw = request.query.get("limit", "50")
+    if not raw.isdigit() or not 1 <= int(raw) <= 1000:
+        raise ValidationError("limit", f"expected an integer 1..1000, got {raw!r}")
+    return _json({"workflow_executions": await _runner(request).recent(int(raw))})
+
+
+@_handled
+async def get_workflow_execution(request: web.Request) -> web.Response:
+    from actors.workflows import WorkflowNotFound
+
+    raw = request.match_info["id"]
+    if not raw.isdigit():
+        raise ValidationError("id", f"expected a workflow execution id (integer), got {raw!r}")
+    try:
+        return _json(await _runner(request).view(int(raw)))
+    except WorkflowNotFound as exc:
+        raise LookupError(str(exc)) from None
+
+
+# --- OpenAPI --------------------------------------------------------------------------------
+
+
+def openapi_paths(error) -> dict[str, Any]:
+    """This module's OpenAPI paths; ``error(description)`` is the document's error response."""
+    obj = {"description": "JSON object", "content": {"application/json": {
+        "schema": {"type": "object"}}}}
+
+    def op(op_id: str, summary: str, *, request: str | None = None, params=(),
+           created: bool = False, found: bool = False, query=()) -> dict:
+        responses: dict[str, Any] = {"201" if created else "200": obj,
+                                     "401": error("missing or wrong bearer token"),
+                                     "409": error("exists already, in use, or no farm database")}
+        if request or params or query:
+            responses["400"] = error("bad body or parameter (`field` names it)")
+        if found:
+            responses["404"] = error("no such definition or execution")
+        out: dict[str, Any] = {"operationId": op_id, "summary": summary, "responses": responses}
+        if request:
+            out["requestBody"] = {"required": True, "content": {"application/json": {
+                "schema": {"$ref": f"#/components/schemas/{request}"}}}}
+        parameters = [{"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
+                      for p in params]
+        parameters += [{"name": q, "in": "query", "required": False,
+                        "schema": {"type": "string"}} for q in query]
+        if parameters:
+            out["parameters"] = parameters
+        return out
+
+    return {
+        "/api/sequences": {
+            "get": op("listSequenceDefinitions", "Active sequence definitions (?retired=1: all)",
+                      query=["retired"]),
+            "post": op("createSequenceDefinition", "Define a library sequence (audited)",
+                       request="SequenceBody", created=True)},
+        "/api/sequences/{name}": {
+            "get": op("getSequenceDefinition", "One sequence definition", params=["name"],
+                      found=True),
+            "put": op("updateSequenceDefinition", "Update (version + 1, audited)",
+                      request="SequenceBody", params=["name"], found=True),
+            "delete": op("retireSequenceDefinition", "Soft delete (status retired, audited)",
+                         params=["name"], query=["reason"], found=True)},
+        "/api/workflows": {
+            "get": op("listWorkflows", "Active workflows with their sequences", query=["retired"]),
+            "post": op("createWorkflow", "Define a workflow: ordered sequences, depends_on, "
+                       "retry per sequence (audited)", request="WorkflowBody", created=True)},
+        "/api/workflows/{name}": {
+            "get": op("getWorkflow", "One workflow", params=["name"], found=True),
+            "put": op("updateWorkflow", "Replace a workflow's definition (audited)",
+                      request="WorkflowBody", params=["name"], found=True),
+            "delete": op("retireWorkflow", "Soft delete (status retired, audited)",
+                         params=["name"], query=["reason"], found=True)},
+        "/api/workflows/{name}/run": {"post": op(
+            "runWorkflow", "Run a workflow on a scope: its sequences in order on each phone",
+            request="WorkflowRunBody", params=["name"], created=True, found=True)},
+        "/api/workflow-executions": {"get": op(
+            "listWorkflowExecutions", "Latest workflow executions, newest first",
+            query=["limit"])},
+        "/api/workflow-executions/{id}": {"get": op(
+            "getWorkflowExecution", "One workflow execution with its sequence executions",
+            params=["id"], found=True)},
+    }
