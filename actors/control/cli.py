@@ -457,8 +457,8 @@ def _schedule_body(args: argparse.Namespace) -> dict:
 
 def _schedule_line(s: dict) -> list[str]:
     jobs = ",".join(f"{k}={v}" for k, v in sorted(s.get("jobs", {}).items())) or "-"
-    return [s["id"], s["type"], s["status"], s.get("next_fire") or "-", s["sequence"],
-            s["target"], jobs]
+    what = s.get("sequence") or f"workflow:{s.get('workflow')}"
+    return [s["id"], s["type"], s["status"], s.get("next_fire") or "-", what, s["target"], jobs]
 
 
 def _cmd_schedule(client: FarmClient, args: argparse.Namespace) -> int:
@@ -482,7 +482,25 @@ def _cmd_schedule(client: FarmClient, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _workflow_execution_rows(views: list[dict]) -> list[list[str]]:
+    return [[str(w["workflow_execution_id"]), w.get("workflow") or "-", w.get("target") or "-",
+             w["status"], w.get("start_time") or "-", w.get("end_time") or "-",
+             _value(w["error"]) if w.get("error") else ""] for w in views]
+
+
+WORKFLOW_EXECUTION_HEADER = ["WORKFLOW RUN", "WORKFLOW", "TARGET", "STATUS", "START", "END",
+                             "ERROR"]
+
+
 def _cmd_runs(client: FarmClient, args: argparse.Namespace) -> int:
+    try:
+        workflows = client.get_json(
+            f"/api/workflow-executions?limit={args.limit}")["workflow_executions"]
+    except FarmError:
+        workflows = []  # a coordinator without workflows (no farm database)
+    if workflows:
+        print(format_table(_workflow_execution_rows(workflows), WORKFLOW_EXECUTION_HEADER))
+        print()
     executions = client.get_json(f"/api/executions?limit={args.limit}")["executions"]
     if not executions:
         print("no executions")
@@ -494,6 +512,51 @@ def _cmd_runs(client: FarmClient, args: argparse.Namespace) -> int:
     print(format_table(rows, ["EXECUTION", "RUN", "SERIAL", "SEQUENCE", "ACCOUNT", "STATUS",
                               "START", "END", "ERROR"]))
     return EXIT_OK
+
+
+def _cmd_workflows(client: FarmClient, args: argparse.Namespace) -> int:
+    workflows = client.get_json("/api/workflows")["workflows"]
+    if not workflows:
+        print("no workflows")
+        return EXIT_OK
+    rows = []
+    for w in workflows:
+        steps = []
+        for s in w["sequences"]:
+            extra = []
+            if s["depends_on"]:
+                extra.append("needs " + ",".join(str(d) for d in s["depends_on"]))
+            if (s.get("retry") or {}).get("attempts"):
+                extra.append(f"retry {s['retry']['attempts']}x")
+            steps.append(f"{s['position']}:{s['sequence']}"
+                         + (f" ({'; '.join(extra)})" if extra else ""))
+        rows.append([w["name"], w.get("description") or "-", " -> ".join(steps)])
+    print(format_table(rows, ["NAME", "DESCRIPTION", "SEQUENCES (position:name)"]))
+    return EXIT_OK
+
+
+def _cmd_workflow_run(client: FarmClient, args: argparse.Namespace) -> int:
+    name = urllib.parse.quote(args.name, safe="")
+    try:
+        view = client.post_json(f"/api/workflows/{name}/run", {"scope": args.scope})
+    except FarmError as exc:
+        print(f"farm: {exc}", file=sys.stderr)
+        return EXIT_REJECTED
+    print(format_table(_workflow_execution_rows([view]), WORKFLOW_EXECUTION_HEADER))
+    if not args.wait:
+        return EXIT_OK
+    import time
+
+    path = f"/api/workflow-executions/{view['workflow_execution_id']}"
+    while view["status"] in ("pending", "running"):
+        time.sleep(args.poll)
+        view = client.get_json(path)
+    print(format_table([[str(s["position"]), s.get("sequence") or "-", s.get("serial") or "-",
+                         s.get("account") or "-", s["status"], _value(s["error"])
+                         if s.get("error") else ""] for s in view["sequences"]],
+                       ["POS", "SEQUENCE", "SERIAL", "ACCOUNT", "STATUS", "ERROR"]))
+    print(f"workflow run {view['workflow_execution_id']}: {view['status']}")
+    return EXIT_OK if view["status"] == "completed" else EXIT_REJECTED
 
 
 def _group_line(g: dict) -> list[str]:
@@ -626,8 +689,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="follow every phone's steps until all have ended")
     p.add_argument("--poll", type=float, default=0.5, help="seconds between progress checks")
 
-    p = command("runs", "recent executions (newest first) with their status", _cmd_runs)
+    p = command("runs", "recent workflow runs and executions (newest first) with their "
+                "status", _cmd_runs)
     p.add_argument("--limit", type=int, default=30, help="how many (default 30, max 1000)")
+
+    command("workflows", "workflow definitions: their sequences in order, dependencies, "
+            "retries", _cmd_workflows)
+    workflow_help = "run a workflow"
+    p = sub.add_parser("workflow", help=workflow_help, description=workflow_help)
+    workflow_sub = p.add_subparsers(dest="workflow_command", required=True, metavar="COMMAND")
+    help_text = "run workflow NAME on every phone (or account) of SCOPE, its sequences in order"
+    p = workflow_sub.add_parser("run", help=help_text, description=help_text, parents=[common])
+    p.add_argument("name", help="workflow name")
+    p.add_argument("scope", help="phone:all | account:clipshare.all@phone1 | group:NAME ...")
+    p.add_argument("--wait", action="store_true", help="follow it until it has ended")
+    p.add_argument("--poll", type=float, default=1.0, help="seconds between progress checks")
+    p.set_defaults(func=_cmd_workflow_run)
 
     schedule_help = "schedule sequences: add, list, pause, resume, cancel (times in UTC)"
     p = sub.add_parser("schedule", help=schedule_help, description=schedule_help)

@@ -156,3 +156,44 @@ async def test_workflow_bad_bodies_name_the_field(client: TestClient) -> None:
     for body, field in cases:
         status, answer = await call(client, "POST", "/api/workflows", body)
         assert (status, answer.get("field")) == (400, field), (body, answer)
+
+
+async def test_farm_cli_workflows_run_and_runs(hub, db: FarmDB, capsys) -> None:
+    import asyncio
+
+    from aiohttp.test_utils import TestServer
+
+    from actors.control.cli import main
+
+    server = TestServer(make_app(hub))
+    await server.start_server()
+    url = str(server.make_url("")).rstrip("/")
+
+    async def farm(*argv: str) -> int:
+        return await asyncio.to_thread(main, ["--url", url, *argv])
+
+    try:
+        for name in ("demo/login", "demo/post"):
+            await db.save_sequence_definition(name)
+        from actors.workflows import check_sequences
+
+        known = {d["name"]: d for d in await db.sequence_definitions()}
+        await db.save_workflow_definition("daily", check_sequences(
+            [{"sequence": "demo/login", "retry": {"attempts": 1}},
+             {"sequence": "demo/post", "depends_on": [0]}], known), description="posting")
+        assert await farm("workflows") == 0
+        out = capsys.readouterr().out.splitlines()
+        assert out[0].split()[:2] == ["NAME", "DESCRIPTION"]
+        assert out[1].split()[:2] == ["daily", "posting"]
+        assert "0:demo/login (retry 1x) -> 1:demo/post (needs 0)" in out[1]
+        assert await farm("workflow", "run", "daily", "phone:all") == 0
+        out = capsys.readouterr().out.splitlines()
+        assert out[1].split()[1:4] == ["daily", "phone:all", "running"]
+        assert await farm("workflow", "run", "nope", "phone:all") == 2
+        assert "no such workflow" in capsys.readouterr().err
+        assert await farm("runs") == 0
+        out = capsys.readouterr().out.splitlines()
+        assert out[0].split()[:3] == ["WORKFLOW", "RUN", "WORKFLOW"]
+        assert out[1].split()[1:4] == ["daily", "phone:all", "running"]
+    finally:
+        await server.close()
