@@ -1,0 +1,236 @@
+"""The web console in a real browser (Debian chromium driven by Playwright) against a real
+`farm-coordinator --demo` with 6 virtual phones: the wall shows every phone's live screen,
+a drag selects a range and a tap lands on exactly those phones (checked on the phones
+themselves, `vphone log`), a long press and a swipe arrive as such, the text dialog types one
+variant of a spintax text, and a region drawn in edit mode is saved to the registry.
+Screenshots of the wall go to tests/out/ for review."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from actors.device.adb_server import AdbServer, free_port
+from actors.device.driver import DeviceDriver
+
+sync_api = pytest.importorskip("playwright.sync_api")
+
+ROOT = Path(__file__).resolve().parents[2]
+OUT = ROOT / "tests" / "out"
+CHROMIUM = "/usr/bin/chromium"
+PHONES = 6
+
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs /usr/bin/chromium")
+
+
+def api(base: str, path: str):
+    with urllib.request.urlopen(base + path, timeout=10) as resp:
+        return json.loads(resp.read())
+
+
+class Farm:
+    """A `farm-coordinator --demo` process group and what the test needs to reach it."""
+
+    def __init__(self, tmp: Path) -> None:
+        http = free_port()
+        self.base = f"http://127.0.0.1:{http}"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "actors.coordinator", "--demo", "--phones", str(PHONES),
+             "--http", f"127.0.0.1:{http}", "--listen", f"tcp://127.0.0.1:{free_port()}",
+             "--data", str(tmp / "data"), "--log-level", "WARNING"],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+            start_new_session=True)
+        line = self.proc.stdout.readline()
+        match = re.search(r"demo adb server 127\.0\.0\.1:(\d+)", line)
+        assert match, f"coordinator did not start: {line!r}"
+        self.adb = AdbServer(port=int(match.group(1)))
+        deadline = time.monotonic() + 60
+        phones: list[dict] = []
+        while time.monotonic() < deadline:
+            try:
+                phones = api(self.base, "/api/phones")["phones"]
+            except OSError:
+                pass
+            if sum(p["state"] == "online" for p in phones) == PHONES:
+                break
+            time.sleep(0.2)
+        assert sum(p["state"] == "online" for p in phones) == PHONES, phones
+        self.serials = sorted(p["serial"] for p in phones)
+
+    def log(self, serial: str) -> list[dict]:
+        out = DeviceDriver(serial, self.adb).shell("vphone log").text
+        return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+    def clear_logs(self) -> None:
+        for serial in self.serials:
+            DeviceDriver(serial, self.adb).shell("vphone log --clear")
+
+    def wait_inputs(self, serials: list[str], kind: str, timeout: float = 15) -> dict[str, list[dict]]:
+        """Each phone's log entries of ``kind`` once every one of ``serials`` has one."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = {s: [e for e in self.log(s) if e["kind"] == kind] for s in self.serials}
+            if all(found[s] for s in serials) or time.monotonic() > deadline:
+                return found
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGINT)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
+@pytest.fixture(scope="module")
+def farm(tmp_path_factory):
+    farm = Farm(tmp_path_factory.mktemp("console"))
+    yield farm
+    farm.stop()
+
+
+@pytest.fixture(scope="module")
+def page(farm):
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                    args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.goto(farm.base + "/")
+        page.errors = errors
+        yield page
+        browser.close()
+    assert not errors, errors
+
+
+def screen_box(page, serial: str) -> dict:
+    return page.locator(f'.phone[data-serial="{serial}"] .screen').first.bounding_box()
+
+
+def at(box: dict, fx: float, fy: float) -> tuple[float, float]:
+    return box["x"] + box["width"] * fx, box["y"] + box["height"] * fy
+
+
+def set_mode(page, mode: str) -> None:
+    page.check(f"input[name=mode][value={mode}]")
+
+
+def test_wall_shows_every_phone_live(farm, page):
+    page.wait_for_function(
+        f"[...document.querySelectorAll('#wall .phone img')].filter(i => i.naturalWidth > 0)"
+        f".length === {PHONES}", timeout=20000)
+    tiles = page.locator("#wall .phone")
+    assert tiles.count() == PHONES
+    assert page.locator("#wall .phone .number").all_inner_texts() == [str(i) for i in range(1, PHONES + 1)]
+    assert page.locator("#phone-list tbody tr").count() == PHONES
+    OUT.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(OUT / "console-wall.png"))
+
+
+def test_drag_selects_a_range_and_a_tap_lands_on_exactly_those(farm, page):
+    set_mode(page, "select")
+    chosen = farm.serials[1:4]
+    first, last = screen_box(page, chosen[0]), screen_box(page, chosen[-1])
+    page.mouse.move(*at(first, 0.5, 0.5))
+    page.mouse.down()
+    page.mouse.move(*at(last, 0.5, 0.5), steps=8)
+    page.mouse.up()
+    selected = page.eval_on_selector_all("#wall .phone.selected", "els => els.map(e => e.dataset.serial)")
+    assert selected == chosen
+    page.screenshot(path=str(OUT / "console-wall-selected.png"))
+    farm.clear_logs()
+    set_mode(page, "action")
+    page.mouse.click(*at(screen_box(page, chosen[1]), 0.5, 0.62))
+    taps = farm.wait_inputs(chosen, "tap")
+    assert {s for s, entries in taps.items() if entries} == set(chosen)
+    size = next(p for p in api(farm.base, "/api/phones")["phones"] if p["serial"] == chosen[0])["screen_size"]
+    for serial in chosen:
+        (tap,) = taps[serial]
+        assert abs(tap["x"] - size[0] * 0.5) <= size[0] * 0.02
+        assert abs(tap["y"] - size[1] * 0.62) <= size[1] * 0.02
+
+
+def test_long_press_and_swipe_arrive_as_such(farm, page):
+    set_mode(page, "action")
+    chosen = page.eval_on_selector_all("#wall .phone.selected", "els => els.map(e => e.dataset.serial)")
+    assert len(chosen) == 3
+    farm.clear_logs()
+    box = screen_box(page, chosen[0])
+    page.mouse.move(*at(box, 0.3, 0.7))
+    page.mouse.down()
+    page.wait_for_timeout(800)
+    page.mouse.up()
+    presses = farm.wait_inputs(chosen, "long_press")
+    assert {s for s, e in presses.items() if e} == set(chosen)
+    assert all(presses[s][0]["duration_ms"] >= 500 for s in chosen)
+    page.mouse.move(*at(box, 0.5, 0.75))
+    page.mouse.down()
+    page.mouse.move(*at(box, 0.5, 0.45), steps=10)
+    page.mouse.up()
+    swipes = farm.wait_inputs(chosen, "swipe")
+    assert {s for s, e in swipes.items() if e} == set(chosen)
+    for serial in chosen:
+        swipe = swipes[serial][0]
+        assert swipe["y1"] > swipe["y2"] and abs(swipe["x1"] - swipe["x2"]) < 30
+
+
+def test_text_dialog_types_a_spintax_variant(farm, page):
+    set_mode(page, "action")
+    chosen = page.eval_on_selector_all("#wall .phone.selected", "els => els.map(e => e.dataset.serial)")
+    farm.clear_logs()
+    page.mouse.click(*at(screen_box(page, chosen[0]), 0.5, 0.5), button="right")
+    dialog = page.locator("#text-dialog")
+    dialog.locator("textarea").fill("{alpha|beta} gamma ${profile.last_name}")
+    page.wait_for_function("document.querySelector('#text-dialog .preview').textContent.includes('gamma')")
+    assert dialog.locator(".categories button").count() >= 5
+    dialog.locator("button[value=type]").click()
+    texts = farm.wait_inputs(chosen, "text")
+    assert {s for s, e in texts.items() if e} == set(chosen)
+    for serial in chosen:
+        assert re.fullmatch(r"(alpha|beta) gamma Demo\d+", texts[serial][0]["text"]), texts[serial]
+
+
+def test_region_drawn_in_edit_mode_is_saved_to_the_registry(farm, page):
+    try:
+        api(farm.base, "/api/registry")
+    except urllib.error.HTTPError as exc:
+        pytest.xfail(f"the registry store routes are not on this coordinator yet (GET "
+                     f"/api/registry: HTTP {exc.code})")
+    set_mode(page, "select")
+    serial = farm.serials[0]
+    page.mouse.click(*at(screen_box(page, serial), 0.5, 0.5))
+    page.click("#edit-screen")
+    canvas = page.locator("#editor-canvas")
+    canvas.wait_for()
+    page.select_option("#page-editor [name=app]", "launcher")
+    page.fill("#page-editor [name=screen]", "console_probe")
+    page.fill("#page-editor [name=description]", "drawn by the browser test")
+    box = canvas.bounding_box()
+    page.mouse.move(box["x"] + box["width"] * 0.1, box["y"] + box["height"] * 0.02)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.06, steps=5)
+    page.mouse.up()
+    page.locator("#editor-boxes input[aria-label='box name']").first.fill("status_bar")
+    page.click("#editor-save")
+    page.wait_for_function("document.querySelector('#editor-result').textContent.length > 0")
+    result = page.inner_text("#editor-result")
+    page.screenshot(path=str(OUT / "console-editor.png"))
+    assert result.startswith("saved"), result
+    saved = api(farm.base, "/api/registry/apps/launcher")["states"]["console_probe"]
+    (region,) = saved["validation_regions"]
+    assert region["name"] == "status_bar"
+    x1, y1, x2, y2 = region["coordinates"]
+    assert abs(x1 - 108) < 30 and abs(x2 - 540) < 30 and abs(y1 - 48) < 30 and abs(y2 - 144) < 30
