@@ -1,0 +1,93 @@
+"""Crash recovery of a workflow (spec 12.3.1) with real processes: a coordinator, a node with
+its own adb server and 4 virtual phones in a `farm-virtual` process. A two-sequence workflow
+runs on the 4 phones; the coordinator is killed with SIGKILL while the first sequence is
+playing on all of them. After a restart the interrupted workflow execution is found, each
+phone's first sequence ends where it stood (the node played on and journaled it), the
+workflow proceeds to its second sequence, and no tap reaches a phone twice (checked on the
+phones themselves with `vphone log`)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+
+import pytest
+
+from tests.e2e.test_farm_processes import Farm, taps, wait
+
+FIRST_X = list(range(100, 110))   # the first sequence taps these x at y=2000
+SECOND_X = list(range(200, 203))  # the second at y=2100
+
+
+def _slow_taps(name: str, xs: list[int], y: int) -> dict:
+    steps: list[dict] = []
+    for x in xs:
+        steps += [{"type": "tap", "x": x, "y": y}, {"type": "sleep", "seconds": 0.5}]
+    return {"name": name, "steps": steps}
+
+
+@pytest.fixture(scope="module")
+def farm(tmp_path_factory) -> Farm:
+    f = Farm(tmp_path_factory.mktemp("wfcrash"))
+    library = f.data / "coordinator" / "sequences" / "crash"
+    library.mkdir(parents=True)
+    (library / "first.json").write_text(json.dumps(_slow_taps("first", FIRST_X, 2000)))
+    (library / "second.json").write_text(json.dumps(_slow_taps("second", SECOND_X, 2100)))
+    try:
+        f.start_coordinator()
+        f.add_rack("rack1", 4)
+        wait(lambda: sum(p["state"] == "online" for p in f.phones().values()) == 4, 60,
+             "4 phones online")
+        yield f
+    finally:
+        f.stop()
+
+
+def test_coordinator_kill_9_mid_workflow_on_4_phones_resumes_and_proceeds(farm):
+    serials = farm.serials["rack1"]
+    before = {s: len(taps(farm, s)) for s in serials}
+    for name in ("crash/first", "crash/second"):
+        farm.post("/api/sequences", {"name": name})
+    farm.post("/api/workflows", {"name": "crashy", "sequences": [
+        {"sequence": "crash/first"}, {"sequence": "crash/second", "depends_on": [0]}]})
+    started = farm.post("/api/workflows/crashy/run", {"scope": "phone:all"})
+    wfx = started["workflow_execution_id"]
+
+    def first_playing_everywhere() -> bool:
+        view = farm.get(f"/api/workflow-executions/{wfx}") or {"sequences": []}
+        running = {s["serial"] for s in view["sequences"]
+                   if s["position"] == 0 and s["status"] == "running"}
+        if running != set(serials):
+            return False
+        # Each phone has tapped at least once: the kill lands mid-sequence.
+        return all(len(taps(farm, s)) > before[s] for s in serials)
+
+    wait(first_playing_everywhere, 60, "the first sequence playing on all 4 phones")
+    farm.coordinator.send_signal(signal.SIGKILL)
+    farm.coordinator.wait()
+    killed_at = {s: len(taps(farm, s)) - before[s] for s in serials}
+    time.sleep(1.5)  # the phones play on, journaled on the node
+    farm.start_coordinator()
+
+    view = wait(lambda: (v := farm.get(f"/api/workflow-executions/{wfx}"))
+                and v["status"] not in ("pending", "running") and v, 150,
+                "the workflow to end after the restart")
+    assert view["status"] == "completed", view
+    assert sorted((s["position"], s["serial"], s["status"]) for s in view["sequences"]) == \
+        sorted((p, s, "completed") for p in (0, 1) for s in serials)
+    log = (farm.data / "coordinator.log").read_text()
+    assert f"execution={wfx} interrupted by a coordinator restart" in log
+    for serial in serials:
+        mine = taps(farm, serial)[before[serial]:]
+        first = [t["x"] for t in mine if t["y"] == 2000]
+        second = [t["x"] for t in mine if t["y"] == 2100]
+        assert first == FIRST_X, (serial, killed_at[serial], first)    # each once, in order
+        assert second == SECOND_X, (serial, second)
+        last_first = max(i for i, t in enumerate(mine) if t["y"] == 2000)
+        first_second = min(i for i, t in enumerate(mine) if t["y"] == 2100)
+        assert last_first < first_second  # the second sequence ran after the first
+        # Each sequence execution ran once: no execution was started twice for a phone.
+        ids = [s["execution_ids"] for s in view["sequences"] if s["serial"] == serial]
+        assert all(len(x) == 1 for x in ids), ids
+    assert any(0 < n < len(FIRST_X) for n in killed_at.values()), killed_at
