@@ -284,7 +284,7 @@ async function save() {
     const result = ed.proposal
       ? await post(`/api/discovery/${enc(ed.proposal.id)}/approve`, { ...body, app, name: screen })
       : await put(`/api/registry/apps/${enc(app)}/screens/${enc(screen)}`, body);
-    out.textContent = `saved ${app}/${screen} (registry version ${result.version || "?"})`;
+    out.textContent = `saved ${app}/${screen} (registry version ${String(result.version || "?").slice(0, 12)})`;
     out.className = "status-completed";
     toast(out.textContent);
   } catch (err) {

@@ -229,6 +229,7 @@ document.addEventListener("pointermove", (e) => {
 });
 
 document.addEventListener("pointerup", (e) => {
+  stats.lastPointerUp = performance.timeOrigin + e.timeStamp;  // epoch ms, for bench/console.py
   if (gesture) {
     const g = gesture; gesture = null;
     g.path.push(point(e, g.rect));
