@@ -163,46 +163,51 @@ def run(args, browser, base: str, pid: int, serials: list[str], adb: AdbServer) 
     print(f"click -> input tap on all {len(chosen)} selected phones: {q(to_tap)} ({args.clicks} clicks)")
     print(f"click -> every phone's answer in the console:       {q(to_answer)}")
 
-    # --- frames per second --------------------------------------------------------------
+    # --- frames per second and coordinator CPU ----------------------------------------------
     page.check("input[name=mode][value=select]")
-    n = frames(page)
-    time.sleep(args.window)
-    idle = (frames(page) - n) / args.window
-    print(f"wall idle: {idle:.1f} frames/s (nothing changes; only the 15 s safety refresh)")
-    with Activity(base) as act:
-        time.sleep(2)
-        n, c0, t0 = frames(page), cpu_seconds(pid), time.monotonic()
-        time.sleep(args.window)
-        elapsed = time.monotonic() - t0
-        busy = (frames(page) - n) / elapsed
-        cpu_one = (cpu_seconds(pid) - c0) / elapsed * 100
-        rounds_one = act.rounds
-    print(f"wall busy (every phone tapped ~{rounds_one / (elapsed + 2):.1f}x/s): {busy:.1f} frames/s "
-          f"total, {busy / len(serials):.2f} per phone (cap 4 per phone, 4 requests in flight)")
 
-    # --- coordinator CPU ------------------------------------------------------------------
+    def window(pages: list, busy: bool) -> tuple[float, float, float]:
+        """(coordinator CPU % of one core, frames/s over ``pages``, action rounds/s)."""
+        act = Activity(base) if busy else None
+        if act:
+            act.__enter__()
+            time.sleep(2)
+        try:
+            f0, r0 = sum(frames(pg) for pg in pages), act.rounds if act else 0
+            c0, t0 = cpu_seconds(pid), time.monotonic()
+            time.sleep(args.window)
+            elapsed = time.monotonic() - t0
+            return ((cpu_seconds(pid) - c0) / elapsed * 100,
+                    (sum(frames(pg) for pg in pages) - f0) / elapsed,
+                    ((act.rounds - r0) / elapsed) if act else 0.0)
+        finally:
+            if act:
+                act.__exit__(None, None, None)
+
+    time.sleep(3)  # the clicks' thumbnails settle
+    cpu, fps, _ = window([page], busy=False)
+    print(f"wall idle, 1 page: {fps:.1f} frames/s (nothing changes: the 15 s safety refresh), "
+          f"coordinator CPU {cpu:.0f}%")
+    cpu, fps, rounds = window([page], busy=True)
+    print(f"wall busy, 1 page (every phone tapped {rounds:.1f}x/s): {fps:.1f} frames/s total, "
+          f"{fps / len(serials):.2f} per phone (cap 4 per phone, 5 requests in flight); "
+          f"coordinator CPU {cpu:.0f}%")
     page.close()
-    with Activity(base):
-        time.sleep(2)
-        c0, t0 = cpu_seconds(pid), time.monotonic()
-        time.sleep(args.window)
-        elapsed = time.monotonic() - t0
-        cpu_none = (cpu_seconds(pid) - c0) / elapsed * 100
+    cpu, _, rounds = window([], busy=False)
+    print(f"no page, idle: coordinator CPU {cpu:.0f}%")
+    cpu, _, rounds = window([], busy=True)
+    print(f"no page, busy (tapped {rounds:.1f}x/s): coordinator CPU {cpu:.0f}%")
     pages = [browser.new_page(viewport={"width": 1600, "height": 1000}) for _ in range(5)]
     for pg in pages:
         pg.goto(base + "/")
     for pg in pages:
         pg.wait_for_function(f"window.__console.framesLoaded >= {len(serials)}", timeout=120000)
-    with Activity(base):
-        time.sleep(2)
-        f0 = sum(frames(pg) for pg in pages)
-        c0, t0 = cpu_seconds(pid), time.monotonic()
-        time.sleep(args.window)
-        elapsed = time.monotonic() - t0
-        cpu_five = (cpu_seconds(pid) - c0) / elapsed * 100
-        fps_five = (sum(frames(pg) for pg in pages) - f0) / elapsed
-    print(f"coordinator CPU, phones busy: no page {cpu_none:.0f}%, 1 page {cpu_one:.0f}%, "
-          f"5 pages {cpu_five:.0f}% of one core (5 pages load {fps_five:.1f} frames/s together)")
+    time.sleep(3)
+    cpu, fps, _ = window(pages, busy=False)
+    print(f"5 pages watching, idle: coordinator CPU {cpu:.0f}% ({fps:.1f} frames/s together)")
+    cpu, fps, rounds = window(pages, busy=True)
+    print(f"5 pages watching, busy (tapped {rounds:.1f}x/s): coordinator CPU {cpu:.0f}% "
+          f"({fps:.1f} frames/s together, {fps / 5 / len(serials):.2f} per phone per page)")
     for pg in pages:
         pg.close()
 

@@ -33,6 +33,9 @@ export async function openEditor({ serial = null, unknown = null, proposal = nul
     app = a;
     if (rest.startsWith("interrupt:")) { kind = "interrupt"; name = rest.slice(10); } else { name = rest; }
   }
+  // A queued screen names the package in front; the registry names the app.
+  const byPackage = registry.apps.find((a) => a.package && a.package === app);
+  if (byPackage) app = byPackage.name;
   if (!app && registry.apps.length) app = registry.apps.find((a) => a.name !== "global")?.name || registry.apps[0].name;
   ed = { serial, unknown, proposal, registry, img, boxes: [], active: -1, tool: "region", drag: null };
   render({ app, name, kind, description: proposal?.description || "" });

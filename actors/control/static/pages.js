@@ -39,7 +39,7 @@ async function showExecution(box, id) {
   let ex;
   try { ex = await get(`/api/executions/${enc(id)}`); } catch (err) { toast(err.message, true); return; }
   const shots = [];
-  box.replaceChildren(el("h3", {}, `Execution ${ex.execution_id}: ${ex.sequence} on ${ex.serial} — `, el("span", { class: `status-${ex.status}` }, ex.status)),
+  box.replaceChildren(...[el("h3", {}, `Execution ${ex.execution_id}: ${ex.sequence} on ${ex.serial} — `, el("span", { class: `status-${ex.status}` }, ex.status)),
     ex.error ? el("p", { class: "status-failed" }, ex.error) : null,
     el("table", { class: "list" }, el("tr", {}, ...["step", "type", "status", "screen", "started", "ended", "error", "screenshot"].map((h) => el("th", {}, h))),
       ...(ex.steps || []).map((s) => {
@@ -51,7 +51,7 @@ async function showExecution(box, id) {
         }
         return el("tr", {}, el("td", {}, s.path), el("td", {}, s.type), el("td", { class: `status-${s.status === "success" ? "completed" : s.status}` }, s.status),
           el("td", {}, s.screen || ""), el("td", {}, fmt(s.start_time)), el("td", {}, fmt(s.end_time)), el("td", {}, s.error || ""), cell);
-      })));
+      }))].filter(Boolean));
   await Promise.all(shots);
 }
 
@@ -67,6 +67,9 @@ export async function showSchedules(root) {
     cron: el("input", { placeholder: "cron (UTC), e.g. 0 9 * * *" }),
   };
   const table = el("table", { class: "list" });
+  const targets = el("datalist", { id: "schedule-targets" }, el("option", { value: "phone:all" }));
+  f.target.setAttribute("list", "schedule-targets");
+  get("/api/groups").then((g) => targets.append(...g.groups.map((x) => el("option", { value: `group:${x.name}` })))).catch(() => {});
   const load = async () => {
     let schedules = [];
     try { schedules = (await get("/api/schedules")).schedules; } catch (err) { toast(`schedules: ${err.message}`, true); }
@@ -93,7 +96,7 @@ export async function showSchedules(root) {
     load();
   };
   root.replaceChildren(el("h2", {}, "Schedules"),
-    el("div", { class: "form-row" }, f.sequence, f.target, f.type),
+    el("div", { class: "form-row" }, f.sequence, f.target, targets, f.type),
     el("div", { class: "form-row" }, "window / at: ", f.start, " – ", f.end, " count ", f.count, " cron ", f.cron,
       el("button", { class: "primary", onclick: create }, "Add schedule")),
     table);

@@ -50,3 +50,12 @@ async function act(proposal, verb) {
   } catch (err) { toast(`${verb}: ${err.message}`, true); }
   if (container) show(container);
 }
+
+// A new unknown screen or proposal (or one resolved elsewhere) redraws the open queue.
+let redraw = null;
+document.addEventListener("farm-event", (e) => {
+  if (!["unknown_screen", "discovery_proposed", "discovery_resolved"].includes(e.detail.name)) return;
+  if (!container || container.hidden) return;
+  clearTimeout(redraw);
+  redraw = setTimeout(() => show(container), 500);
+});

@@ -12,7 +12,7 @@ import { changed, el, numberOf, phoneOf, scopeOf, state, stats, toast } from "./
 import { openTextDialog } from "./textdialog.js";
 
 const MAX_FPS = 4;
-const MAX_IN_FLIGHT = 4;
+const MAX_IN_FLIGHT = 5;   // HTTP/1.1 gives 6 connections per host; the stream holds one
 const IDLE_REFRESH_MS = 15000;   // in case a thumbnail event was lost (stream overflow)
 const THUMB_W = 270;
 const SINGLE_W = 540;
@@ -65,7 +65,7 @@ function renderTile(tile, phone) {
   const badges = [];
   if (phone.state !== "online") badges.push(el("span", { class: `badge ${phone.state}` }, phone.state));
   if (phone.lock_holder) badges.push(el("span", { class: "badge lock", title: `locked by ${phone.lock_holder}` }, `🔒 ${phone.lock_holder.slice(0, 10)}`));
-  if (phone.last_screen) badges.push(el("span", { class: "badge screen", title: phone.last_screen }, phone.last_screen));
+  if (phone.last_screen) badges.push(el("span", { class: "badge scr", title: phone.last_screen }, phone.last_screen));
   for (const tag of phone.tags || []) badges.push(el("span", { class: "badge tag-badge" }, `#${tag}`));
   tile.badges.replaceChildren(...badges);
 }
@@ -135,7 +135,11 @@ export function screenChanged(serial) {
 async function load(tile) {
   tile.busy = true; inFlight += 1; tile.last = performance.now(); tile.dirty = false;
   try {
-    const url = await imageURL(`/api/phones/${enc(tile.serial)}/screen?w=${tile.large ? SINGLE_W : THUMB_W}`);
+    const path = `/api/phones/${enc(tile.serial)}/screen?w=`;
+    // The large view asks the phone for a sharper frame; a phone busy with a run (locked)
+    // cannot take one, so its latest thumbnail does.
+    const url = tile.large ? await imageURL(path + SINGLE_W).catch(() => imageURL(path + THUMB_W))
+      : await imageURL(path + THUMB_W);
     await new Promise((resolve) => {
       tile.img.onload = tile.img.onerror = resolve;
       tile.img.src = url;
