@@ -26,9 +26,11 @@ from actors.device.adb_server import kill_adb_server, start_private_adb_server
 from actors.event_store import EventStore
 from actors.hub import Hub
 from actors.persistence import FarmDB, seed_demo
+from actors.registry_store import RegistryStore
 from actors.retention import RetentionJob, load_policy
 from actors.unknown_screens import UnknownScreenQueue
 from actors.process import setup_logging, wait_for_stop_signal
+from protocol.errors import ValidationErrors
 
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,6 +47,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--token", default=os.environ.get("PHONEFARM_TOKEN"),
                    help="HTTP access token; required to bind a non-loopback address")
     p.add_argument("--data", default=os.environ.get("PHONEFARM_DATA", "./farm-data"))
+    p.add_argument("--registry", default=os.environ.get("PHONEFARM_REGISTRY_STORE"),
+                   help="the editable screen registry folder (default DATA/registry; created "
+                        "as a copy of the demo registry on first start)")
     p.add_argument("--demo", action="store_true",
                    help="also start an adb server, virtual phones and a local node")
     p.add_argument("--phones", type=int, default=6, help="virtual phones in --demo (default 6)")
@@ -152,8 +157,14 @@ async def run(args: argparse.Namespace) -> None:
     retention = retention_job(args, data, unknown)  # before opening anything: may refuse
     store = await EventStore(data / "coordinator.sqlite3").open()
     farm_db = await FarmDB.open(data / "farm.sqlite3")
+    try:
+        registry = RegistryStore.open(Path(args.registry) if args.registry else data / "registry",
+                                      farm_db)
+    except ValidationErrors as exc:
+        raise SystemExit(f"farm-coordinator: the screen registry is invalid:\n{exc}")
     hub = await Hub(args.listen, secret, store, unknown=unknown,
-                    db=farm_db, data_dir=data, ai=ai_client(args)).start()
+                    db=farm_db, data_dir=data, ai=ai_client(args),
+                    registry_store=registry).start()
     runner = web.AppRunner(make_app(hub, token=args.token))
     await runner.setup()
     site = web.TCPSite(runner, host, int(port))

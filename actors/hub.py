@@ -25,11 +25,14 @@ from actors.ai_client import AIClient
 from actors.event_store import EventStore
 from actors.phone_tags import PhoneTags
 from actors.recorder import Recorder
+from actors.discovery import DiscoveryService
+from actors.registry_store import RegistryStore
+from actors.registry_sync import RegistrySync
 from actors.runs import RUN_EVENTS, RunManager
 from actors.schedules import ScheduleService
 from actors.unknown_screens import UnknownScreenQueue
 from protocol.errors import FarmError, PhoneNotFound, ValidationError
-from protocol.messages import Action, Command, Event, Hello, LiveEvent, RunSequence
+from protocol.messages import Action, Command, Event, Hello, LiveEvent, RegistryApplied, RunSequence
 from protocol.transport import CoordinatorLink, DeliveryError
 
 log = logging.getLogger(__name__)
@@ -48,9 +51,17 @@ class Hub:
                  heartbeat_interval: float = 1.0, dead_after: float = 3.0,
                  command_deadline: float = 30.0, unknown: UnknownScreenQueue | None = None,
                  recordings: Path | None = None, db: Any = None,
-                 data_dir: str | Path | None = None, ai: AIClient | None = None) -> None:
+                 data_dir: str | Path | None = None, ai: AIClient | None = None,
+                 registry_store: RegistryStore | None = None) -> None:
         self.store = store
         self.unknown = unknown
+        # The editable screen registry, its push to nodes, and discovery of unknown screens.
+        self.registry_store = registry_store
+        self.registry_sync = (RegistrySync(self, registry_store)
+                              if registry_store is not None else None)
+        self.discovery: DiscoveryService | None = (
+            DiscoveryService(registry_store, db, unknown, ai=lambda: self.ai, emit=self.emit)
+            if registry_store is not None and db is not None and unknown is not None else None)
         # The farm's AI model (recovery, discovery, ai.* variables); None = AI is off.
         self.ai = ai
         self._tasks: set[asyncio.Task] = set()
@@ -80,11 +91,15 @@ class Hub:
         await self.link.start()
         if self.schedules is not None:
             await self.schedules.start()
+        if self.discovery is not None:
+            self.discovery.start()
         return self
 
     async def close(self) -> None:
         if self.schedules is not None:
             await self.schedules.close()
+        if self.discovery is not None:
+            await self.discovery.close()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -125,7 +140,10 @@ class Hub:
     def _node_up(self, name: str, hello: Hello) -> None:
         now = time.time()
         self.node_rows[name] = {"name": name, "state": "up", "last_heartbeat": now,
-                            "phones": len(hello.phones)}
+                            "phones": len(hello.phones),
+                            "registry_version": hello.registry_version}
+        if self.registry_sync is not None:
+            self.registry_sync.node_up(name, hello.registry_version)
         seen = set()
         for info in hello.phones:
             seen.add(info.serial)
@@ -207,6 +225,8 @@ class Hub:
         except (ValueError, FarmError, OSError) as exc:
             log.error("node=%s unknown screen from %s not queued: %s", node, serial, exc)
             return {**data, "error": str(exc)}
+        if self.discovery is not None and entry["id"] == f"{node}-{seq}" and entry["seen"] == 1:
+            self.discovery.submit(entry["id"])  # a new screen: propose how to register it
         return {**data, "id": entry["id"], "seen": entry["seen"],
                 "url": f"/api/unknown-screens/{entry['id']}/image"}
 
@@ -233,6 +253,9 @@ class Hub:
 
     def _on_message(self, node: str, envelope) -> None:
         body = envelope.body
+        if isinstance(body, RegistryApplied) and self.registry_sync is not None:
+            self.registry_sync.applied(node, body)
+            return
         if not isinstance(body, LiveEvent):
             log.warning("node=%s unexpected %s ignored", node, envelope.kind)
             return

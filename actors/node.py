@@ -25,12 +25,13 @@ from actors.bridge import Call, call_actor, tell_quietly
 from actors.device.adb_server import AdbServer
 from actors.device.watcher import DeviceWatcher
 from actors.matcher import MatcherActor
+from actors.node_registry import NodeRegistry
 from actors.playback import PlaybackActor, PlaybackOptions
 from actors.process import setup_logging, wait_for_stop_signal
 from actors.rack import PhoneDirectory, RackActor
 from protocol.errors import ActorStopped, FarmError, PhoneLocked, ValidationErrors
 from protocol.messages import (Acquire, CancelRun, Command, CommandResult, Identify, LiveEvent,
-                               PhoneInfo, Release, RunSequence)
+                               PhoneInfo, RegistryApplied, RegistryPush, Release, RunSequence)
 from protocol.transport import NodeLink
 from registry.load import DEMO_REGISTRY
 
@@ -50,6 +51,11 @@ class Node:
         self.name = name
         self.registry = registry
         self.matcher = None
+        # The registry folder in use and the coordinator's pushes into it; its version is
+        # told in every Hello so a node that missed a push is sent it on reconnecting.
+        self.node_registry: NodeRegistry | None = None
+        self.registry_version: str | None = None
+        self._registry_lock: asyncio.Lock | None = None
         self.coordinator = coordinator
         self.adb = adb
         self.data_dir = data_dir
@@ -223,17 +229,53 @@ class Node:
 
         await asyncio.to_thread(join)
 
+    # --- registry pushes -------------------------------------------------------------------
+    def _on_link_message(self, envelope) -> None:
+        if isinstance(envelope.body, RegistryPush):
+            task = asyncio.get_running_loop().create_task(self._apply_registry(envelope.body))
+            self._tasks.append(task)
+            task.add_done_callback(lambda t: t in self._tasks and self._tasks.remove(t))
+        else:
+            log.warning("node=%s unexpected %s ignored", self.name, envelope.kind)
+
+    async def _apply_registry(self, push: RegistryPush) -> None:
+        """Write the pushed app, reload the matcher (the next frame is matched against the
+        new version) and tell the coordinator the version now in use."""
+        error = None
+        async with self._registry_lock:
+            if self.node_registry is None or self.matcher is None:
+                error = "screen identification is off on this node (--registry none)"
+            else:
+                try:
+                    path = await asyncio.to_thread(self.node_registry.apply, push)
+                    matcher = self.matcher
+                    self.registry_version = await asyncio.to_thread(
+                        lambda: matcher.proxy().load(path).get(timeout=60))
+                except (FarmError, OSError) as exc:
+                    error = str(exc)
+                    log.error("node=%s registry push of %s not applied: %s", self.name, push.app, exc)
+        try:
+            await self.link.send(RegistryApplied(app=push.app, version=self.registry_version or "",
+                                                 error=error))
+        except FarmError as exc:  # the coordinator re-syncs from the next Hello
+            log.warning("node=%s registry_applied not sent: %s", self.name, exc)
+
     # --- life cycle ------------------------------------------------------------------------
     async def start(self) -> "Node":
         self._loop = asyncio.get_running_loop()
         self._events = asyncio.Queue()
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._registry_lock = asyncio.Lock()
         if self.registry is not None:  # first: a bad registry stops the start before the link
-            self.matcher = MatcherActor.start(self.registry)
+            self.node_registry = NodeRegistry(self.registry, self.data_dir, self.name)
+            self.matcher = MatcherActor.start(self.node_registry.path)
+            self.registry_version = self.matcher.proxy().version().get(timeout=30)
         hb, dead = self._hb
         self.link = NodeLink(self.coordinator, self._secret, self.name, self.phones,
                              journal=self.data_dir / f"journal-{self.name}.sqlite3",
-                             on_command=self.on_command, heartbeat_interval=hb, dead_after=dead)
+                             on_command=self.on_command, heartbeat_interval=hb, dead_after=dead,
+                             on_message=self._on_link_message,
+                             registry_version=lambda: self.registry_version)
         await self.link.start()
         self._tasks = [asyncio.create_task(self._event_pump()), asyncio.create_task(self._tick())]
         self.rack = RackActor.start(self.adb, self.publish, self.directory,

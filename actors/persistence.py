@@ -39,6 +39,8 @@ Additions to the spec's columns, kept minimal and listed here so they stay visib
   ``sequence``, ``step_path``, ``failure_reason``), the ``screen`` recovery began on, the
   ``goal_screen``, the ``reached_screen``, ``steps``, ``resume_from`` and ``error``: the
   spec's row links ``sequence_executions``, which sequence runs do not write.
+- v7: ``screen_proposals`` (no spec table): one discovery proposal per queued unknown
+  screen, its review status and the proposal as one JSON document (actors.discovery).
 
 A phone has no profile column: the spec links profiles to accounts, so a phone's profile is
 the profile of its accounts (the first account's, or the named account's).
@@ -164,6 +166,44 @@ class FarmDB:
 
     async def schema_version(self) -> int:
         return (await self._one("PRAGMA user_version"))[0]
+
+    # -- screen discovery proposals (actors.discovery) -------------------------------------
+
+    async def add_proposal(self, unknown_screen_id: str, status: str, proposal: dict) -> dict:
+        """Store the proposal for a queued unknown screen (one per screen: a second add
+        returns the first); returns its row (`proposal_row`)."""
+        now = utc_text()
+        await self._write(
+            "INSERT INTO screen_proposals (unknown_screen_id, status, proposal, created_at,"
+            " updated_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (unknown_screen_id) DO NOTHING",
+            (unknown_screen_id, status, orjson.dumps(proposal).decode(), now, now))
+        row = await self._one("SELECT proposal_id FROM screen_proposals"
+                              " WHERE unknown_screen_id = ?", (unknown_screen_id,))
+        return await self.proposal_row(row[0])  # type: ignore[index,return-value]
+
+    async def update_proposal(self, proposal_id: int, *, status: str | None = None,
+                              proposal: dict | None = None,
+                              resolved_by: str | None = None) -> dict | None:
+        """Change a proposal's status and/or document; the row afterwards, None if absent."""
+        await self._write(
+            "UPDATE screen_proposals SET status = COALESCE(?, status),"
+            " proposal = COALESCE(?, proposal), resolved_by = COALESCE(?, resolved_by),"
+            " updated_at = ? WHERE proposal_id = ?",
+            (status, None if proposal is None else orjson.dumps(proposal).decode(),
+             resolved_by, utc_text(), int(proposal_id)))
+        return await self.proposal_row(proposal_id)
+
+    async def proposal_row(self, proposal_id: int) -> dict | None:
+        row = await self._one("SELECT * FROM screen_proposals WHERE proposal_id = ?",
+                              (int(proposal_id),))
+        return None if row is None else _proposal_dict(row)
+
+    async def proposal_rows(self, status: str | None = None) -> list[dict]:
+        """Proposals, oldest first; only those with ``status`` when given."""
+        sql, args = "SELECT * FROM screen_proposals", ()
+        if status is not None:
+            sql, args = sql + " WHERE status = ?", (status,)
+        return [_proposal_dict(r) for r in await self._all(sql + " ORDER BY proposal_id", args)]
 
     # -- audit trail (spec 16.3.1) -------------------------------------------------------
 
@@ -1096,6 +1136,13 @@ def _scan_media(folder: str) -> list[str] | None:
         return None
     return sorted(str(p) for p in root.iterdir()
                   if p.is_file() and p.suffix.lower() in MEDIA_EXTENSIONS)
+
+
+def _proposal_dict(row: aiosqlite.Row) -> dict:
+    return {**orjson.loads(row["proposal"]), "id": row["proposal_id"],
+            "unknown_screen": row["unknown_screen_id"], "status": row["status"],
+            "created_at": row["created_at"], "updated_at": row["updated_at"],
+            "resolved_by": row["resolved_by"]}
 
 
 def _json_or_none(value: Any) -> str | None:

@@ -151,6 +151,9 @@ class Hello(msgspec.Struct, frozen=True):
     proof: str
     phones: list[PhoneInfo] = []
     last_acked_seq: int | None = None
+    # The node's screen registry version (content hash; None: no registry): a node that
+    # missed a push is sent the coordinator's registry when it (re)connects.
+    registry_version: str | None = None
 
 
 class Welcome(msgspec.Struct, frozen=True):
@@ -224,13 +227,38 @@ class LiveEvent(msgspec.Struct, frozen=True):
     data: dict[str, Any] = {}
 
 
+class RegistryPush(msgspec.Struct, frozen=True):
+    """coordinator -> node: one app of the coordinator's screen registry (one app per message,
+    so a message stays far under the size limit). ``app_json`` is the app's JSON file byte for
+    byte and ``files`` every file it names (registry-relative path -> bytes), so the node's
+    registry hashes to the coordinator's ``version`` once it holds every app in ``apps``
+    (the coordinator's app keys: the node drops any other app's JSON)."""
+
+    KIND: ClassVar[str] = "registry_push"
+    version: str
+    app: str
+    app_json: bytes
+    files: dict[str, bytes] = {}
+    apps: list[str] = []
+
+
+class RegistryApplied(msgspec.Struct, frozen=True):
+    """node -> coordinator, answer to RegistryPush: the node's registry version afterwards
+    (its matcher uses it from the next frame on), or why the push was not applied."""
+
+    KIND: ClassVar[str] = "registry_applied"
+    app: str
+    version: str
+    error: str | None = None
+
+
 Body = Union[Challenge, Hello, Welcome, Refused, Heartbeat, Command, CommandResult, Event, EventAck,
-             LiveEvent]
+             LiveEvent, RegistryPush, RegistryApplied]
 
 KINDS: dict[str, type] = {
     t.KIND: t
     for t in (Challenge, Hello, Welcome, Refused, Heartbeat, Command, CommandResult, Event, EventAck,
-              LiveEvent)
+              LiveEvent, RegistryPush, RegistryApplied)
 }
 
 

@@ -618,6 +618,7 @@ class NodeLink(_TaskOwner):
     (opened and closed by the link); None keeps events in memory only (not durable).
     Callbacks: ``on_connected(coordinator_name)``, ``on_disconnected(reason)``,
     ``on_message(envelope)`` for bodies the link does not handle itself.
+    ``registry_version()`` is the node's screen registry version, told in every Hello.
     """
 
     def __init__(
@@ -640,9 +641,11 @@ class NodeLink(_TaskOwner):
         reconnect_min: float = 0.1,
         reconnect_max: float = 1.0,
         max_message_bytes: int = MAX_MESSAGE_BYTES,
+        registry_version: Callable[[], str | None] | None = None,
     ) -> None:
         super().__init__()
         self.coordinator_addr = coordinator_addr
+        self.registry_version = registry_version
         self.node_name = node_name
         self.phones_provider = phones_provider
         self.on_command = on_command
@@ -843,6 +846,7 @@ class NodeLink(_TaskOwner):
             proof=hello_proof(self._secret, challenge.nonce, self.node_name),
             phones=list(phones),
             last_acked_seq=self.journal.acked_upto,
+            registry_version=self.registry_version() if self.registry_version else None,
         )
         await self._send_on(conn, hello)
 

@@ -1,8 +1,9 @@
 """OCR for validation regions: the one place that owns the text recognition engine.
 
 ``TextReader`` runs rapidocr's *recognition* model on a crop that holds one line of text
-(~18 ms here). Text detection is never run: on a frame it costs ~0.9 s, far too slow for
-matching, so the registry's OCR regions box the text themselves. The ONNX model is loaded
+(~18 ms here). Text detection is never run while matching: on a frame it costs ~0.9 s, so
+the registry's OCR regions box the text themselves. Only screen discovery (offline, in a
+worker thread) runs it, through ``TextReader.detect``, on a downscaled frame. The ONNX model is loaded
 lazily, once per process (``shared_reader()``), and results are cached by crop content, so a
 screen that stays put is read once. ``text_similarity`` is how a read is compared to the
 registry's ``expected_text``.
@@ -16,6 +17,7 @@ import logging
 import re
 import threading
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import cv2
@@ -78,6 +80,20 @@ def _text_only(crop: np.ndarray) -> np.ndarray:
     return crop[max(0, y1 - pad):y2 + pad, max(0, x1 - pad):x2 + pad]
 
 
+# Width a frame is scaled down to for text detection: half a 1080 px phone frame, ~0.9 s.
+DETECT_WIDTH = 540
+
+
+@dataclass(frozen=True)
+class TextLine:
+    """One line of text found on a frame: its box in the frame's pixels (x1, y1, x2, y2,
+    exclusive), what it reads and the recognizer's confidence."""
+
+    box: tuple[int, int, int, int]
+    text: str
+    score: float
+
+
 class TextReader:
     """Reads the single line of text in a crop with rapidocr (recognition only).
 
@@ -128,6 +144,30 @@ class TextReader:
             if len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
         return text, score
+
+
+    def detect(self, frame_rgb: np.ndarray, width: int = DETECT_WIDTH) -> list[TextLine]:
+        """Every line of text on a whole frame (HxWx3 RGB), found by rapidocr's detection
+        model on the frame scaled to ``width`` and read by its recognizer; boxes are in the
+        frame's own pixels, top to bottom. Slow (~1 s): never on the matching path."""
+        if frame_rgb.ndim != 3 or frame_rgb.shape[2] != 3 or frame_rgb.size == 0:
+            raise FarmError(f"text detection needs an HxWx3 RGB frame, got {frame_rgb.shape}")
+        h, w = frame_rgb.shape[:2]
+        scale = min(1.0, width / w)
+        small = frame_rgb if scale == 1.0 else cv2.resize(
+            frame_rgb, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
+        engine = self._get_engine()
+        bgr = np.ascontiguousarray(small[:, :, ::-1])
+        with self._engine_lock:
+            result, _ = engine(bgr, use_det=True, use_cls=False, use_rec=True)
+        lines = []
+        for points, text, score in result or []:
+            xs, ys = [p[0] / scale for p in points], [p[1] / scale for p in points]
+            box = (max(0, int(min(xs))), max(0, int(min(ys))),
+                   min(w, int(np.ceil(max(xs)))), min(h, int(np.ceil(max(ys)))))
+            if box[0] < box[2] and box[1] < box[3] and str(text).strip():
+                lines.append(TextLine(box, str(text).strip(), float(score)))
+        return sorted(lines, key=lambda line: (line.box[1], line.box[0]))
 
 
 _shared: TextReader | None = None

@@ -18,6 +18,7 @@ from aiohttp import web
 
 from actors.control import console, registry, variables
 from actors.control import workflows as workflow_api
+from actors.control import screens
 from actors.control.auth import bearer_auth_middleware
 from actors.control.openapi import openapi_document
 from actors.control.schemas import (
@@ -170,6 +171,7 @@ def make_app(hub: HubAPI, token: str | None = None, *, heartbeat_s: float = 15.0
     registry.add_routes(app)  # groups, clients, profiles, phone registry, accounts
     workflow_api.add_routes(app)  # sequence/workflow definitions, workflow runs
     variables.add_routes(app)  # the text dialog's variable browser and preview
+    screens.add_routes(app)  # the screen registry (edit mode) and discovery proposals
     console.add_routes(app)  # the web console: / and /static
     return app
 

@@ -36,6 +36,7 @@ from actors.control.schemas import (
 )
 from actors.control import registry, variables
 from actors.control import workflows as workflow_api
+from actors.control import screens
 from actors.scheduler import Schedule
 
 REF = "#/components/schemas/{name}"
@@ -63,7 +64,7 @@ def _document() -> dict[str, Any]:
          UnknownScreensResponse, RecordStart, RecordStop, RunRequest, RunStarted, RunStatus,
          Execution, ExecutionsResponse, Schedule, ScheduleView, SchedulesResponse,
          ScheduleEventsResponse, *registry.REQUEST_TYPES, *variables.REQUEST_TYPES,
-         *workflow_api.REQUEST_TYPES],
+         *workflow_api.REQUEST_TYPES, *screens.request_types()],
         ref_template=REF)
     # A new schedule's id is optional (generated) and its status is ignored.
     request = copy.deepcopy(components["Schedule"])
@@ -310,6 +311,7 @@ def _document() -> dict[str, Any]:
             **registry.openapi_paths(_error),
             **variables.openapi_paths(_error),
             **workflow_api.openapi_paths(_error),
+            **screens.openapi_paths(_error),
         },
     }
 

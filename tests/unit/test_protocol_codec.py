@@ -28,6 +28,8 @@ from protocol.messages import (
     EventAck,
     Heartbeat,
     Hello,
+    RegistryApplied,
+    RegistryPush,
     Key,
     LaunchApp,
     LongTap,
@@ -76,6 +78,12 @@ BODIES = [
     LiveEvent(event="thumbnail", serial="S1", data={"jpeg": "b64", "ts": 1.5}),
     Hello(node="n3", proof="aa", phones=[PhoneInfo(serial="S2", state="online",
                                                     detail={"lock_holder": "ex-2"})]),
+    Hello(node="n4", proof="bb", registry_version="ab" * 32),
+    RegistryPush(version="cd" * 32, app="clipshare", app_json=b'{"package": "x.y"}\n',
+                 files={"clipshare/feed.png": b"\x89PNG\r\n\x1a\n\x00\xff"},
+                 apps=["clipshare", "global"]),
+    RegistryApplied(app="clipshare", version="cd" * 32),
+    RegistryApplied(app="clipshare", version="ab" * 32, error="invalid: box outside"),
 ] + [make_command("S1", action, execution_id="ex-1") for action in ACTIONS]
 
 
