@@ -266,14 +266,17 @@ def test_unknown_screen_proposal_is_predrawn_and_approved(farm, page):
     urllib.request.urlopen(req, timeout=30).read()
     post("/api/actions", {"scope": f"phone:{serial}",
                           "action": {"type": "long_tap", "x": 540, "y": 1000, "duration_ms": 900}})
-    deadline = time.monotonic() + 30
-    while not [p for p in api(farm.base, "/api/discovery")["proposals"] if p["status"] == "proposed"]:
-        assert time.monotonic() < deadline, "no discovery proposal for the unknown dialog"
+    deadline = time.monotonic() + 45
+    while not [p for p in api(farm.base, "/api/discovery")["proposals"]
+               if p["status"] not in ("approved", "discarded")]:
+        assert time.monotonic() < deadline, (
+            "no discovery proposal for the unknown dialog", api(farm.base, "/api/unknown-screens"),
+            api(farm.base, "/api/discovery"), farm.log(serial)[-5:])
         time.sleep(0.3)
     page.goto(farm.base + "/#unknown")
     page.wait_for_selector(".unknown-card img[src]")
     page.click(".unknown-card button >> text=Review")
-    page.wait_for_selector("#editor-canvas")
+    page.wait_for_selector("#page-editor h3:has-text('Proposal')")
     page.wait_for_function("document.querySelectorAll('#editor-boxes tr').length > 1")
     page.select_option("#page-editor [name=app]", "clipshare")  # the reviewer decides
     page.fill("#page-editor [name=screen]", "video_menu")

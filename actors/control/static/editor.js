@@ -18,6 +18,7 @@ const page = () => document.getElementById("page-editor");
 // app/screen/kind: what to save as (screen "clipshare/feed" style labels are split).
 export async function openEditor({ serial = null, unknown = null, proposal = null, screen = null } = {}) {
   const frameURL = serial ? `/api/phones/${enc(serial)}/screen` : unknown.url;
+  page().replaceChildren(el("p", { class: "hint" }, "loading the frame…"));  // never a stale form
   let registry = { apps: [] };
   try { registry = await get("/api/registry"); } catch (err) { toast(`registry: ${err.message}`, true); }
   const img = new Image();
