@@ -434,4 +434,9 @@ class Hub:
         h, w = frame.shape[:2]
         small = cv2.resize(frame, (width, max(1, round(h * width / w))),
                            interpolation=cv2.INTER_AREA)
-        return cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, 75])[1].tobytes(), "image/jpeg"
+        jpeg = cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, 75])[1].tobytes()
+        if width == THUMB_WIDTH and serial not in self.thumbs:
+            # A phone no action touched yet has no thumbnail: keep this one, or every wall
+            # refresh of an idle phone costs a screenshot (the next thumbnail event replaces it).
+            self.thumbs[serial] = (jpeg, time.time())
+        return jpeg, "image/jpeg"
