@@ -287,3 +287,54 @@ def test_unknown_screen_proposal_is_predrawn_and_approved(farm, page):
     assert result.startswith("saved clipshare/video_menu"), result
     app = api(farm.base, "/api/registry/apps/clipshare")
     assert "video_menu" in {**app["states"], **app["interrupts"]}
+
+
+def test_token_is_asked_once_and_sent_with_every_request_and_the_stream(page):
+    """With an access token the console asks for it once and sends it as a bearer header,
+    frames and the status stream included (the stream is read with fetch: EventSource
+    cannot send headers). The endpoint here is a real aiohttp app over the unit tests' fake
+    hub, in a thread."""
+    import asyncio
+    import threading
+
+    from aiohttp import web
+
+    sys.path.insert(0, str(ROOT / "tests" / "unit"))
+    from actors.control.app import make_app
+    from fake_hub import FakeHub
+
+    hub, port, loop = FakeHub(), free_port(), asyncio.new_event_loop()
+    runner = web.AppRunner(make_app(hub, token="s3cret"))
+    ready = threading.Event()
+
+    def serve() -> None:
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(runner.setup())
+        loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", port).start())
+        ready.set()
+        loop.run_forever()
+        loop.run_until_complete(runner.cleanup())
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    assert ready.wait(10)
+    context = page.context.browser.new_context(viewport={"width": 1200, "height": 800})
+    try:
+        console = context.new_page()
+        console.goto(f"http://127.0.0.1:{port}/")
+        console.wait_for_selector("#token-dialog[open]")
+        console.fill("#token-dialog input", "s3cret")
+        console.click("#token-dialog button")
+        phones = len(hub.phones())
+        console.wait_for_function(f"window.__console.framesLoaded >= {phones}", timeout=15000)
+        console.wait_for_selector("#stream-state.on")
+        before = console.evaluate("window.__console.framesLoaded")
+        serial = hub.phones()[0]["serial"]
+        loop.call_soon_threadsafe(lambda: hub.publish("thumbnail", serial=serial, node="rack1",
+                                                      url=f"/api/phones/{serial}/screen?w=270"))
+        console.wait_for_function(f"window.__console.framesLoaded > {before}", timeout=10000)
+        assert not console.evaluate("document.getElementById('token-dialog').open")
+    finally:
+        context.close()
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
