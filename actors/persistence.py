@@ -52,7 +52,6 @@ CURRENT_TIMESTAMP, with microseconds), so they sort and compare as text.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 from datetime import datetime, timezone
@@ -62,6 +61,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable
 import aiosqlite
 import orjson
 
+from actors.db_writer import SingleWriter
 from protocol.errors import FarmError, ValidationError
 
 if TYPE_CHECKING:
@@ -111,7 +111,9 @@ def default_db_path() -> Path:
 
 
 class FarmDB:
-    """The coordinator's farm database (one aiosqlite connection, the single writer).
+    """The coordinator's farm database: one write connection owned by a single writer task
+    that commits queued writes in batches (actors.db_writer), and a separate read connection
+    (WAL: reads never wait for the writer, and see every write whose call returned).
 
     Open with ``await FarmDB.open(path)``; migrations run on open. Every method is a
     coroutine on the opening loop, except the callables inside a `variable_context`, which
@@ -119,7 +121,9 @@ class FarmDB:
 
     def __init__(self, path: Path | str, conn: aiosqlite.Connection) -> None:
         self.path = str(path)
-        self._conn = conn
+        self._conn = conn       # the writer's (only `_writer` uses it once open)
+        self._reader = conn     # its own connection once open (":memory:" has one only)
+        self._writer: SingleWriter | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
     @classmethod
@@ -137,12 +141,25 @@ class FarmDB:
             await conn.execute("PRAGMA foreign_keys=ON")
             await conn.execute("PRAGMA busy_timeout=5000")
             await db._migrate()
+            if str(path) != ":memory:":
+                db._reader = await aiosqlite.connect(str(path), isolation_level=None)
+                db._reader.row_factory = aiosqlite.Row
+                await db._reader.execute("PRAGMA busy_timeout=5000")
+                await db._reader.execute("PRAGMA foreign_keys=ON")  # as the writer reports it
+                await db._reader.execute("PRAGMA query_only=ON")
         except BaseException:
+            if db._reader is not conn:
+                await db._reader.close()
             await conn.close()
             raise
+        db._writer = SingleWriter(conn).start()
         return db
 
     async def close(self) -> None:
+        if self._writer is not None:
+            await self._writer.close()  # the queued writes first
+        if self._reader is not self._conn:
+            await self._reader.close()
         await self._conn.close()
 
     async def _migrate(self) -> None:
@@ -250,17 +267,40 @@ class FarmDB:
     # -- small helpers -------------------------------------------------------------------
 
     async def _one(self, sql: str, args: Iterable[Any] = ()) -> aiosqlite.Row | None:
-        async with self._conn.execute(sql, tuple(args)) as cur:
+        async with self._reader.execute(sql, tuple(args)) as cur:
             return await cur.fetchone()
 
     async def _all(self, sql: str, args: Iterable[Any] = ()) -> list[aiosqlite.Row]:
-        async with self._conn.execute(sql, tuple(args)) as cur:
+        async with self._reader.execute(sql, tuple(args)) as cur:
             return list(await cur.fetchall())
 
     async def _write(self, sql: str, args: Iterable[Any] = ()) -> aiosqlite.Row | None:
-        """One statement in autocommit mode; returns its RETURNING row if any."""
-        async with self._conn.execute(sql, tuple(args)) as cur:
-            return await cur.fetchone()
+        """One statement through the single writer (committed when this returns); returns
+        its RETURNING row if any."""
+        args = tuple(args)
+
+        async def job(conn: aiosqlite.Connection) -> aiosqlite.Row | None:
+            async with conn.execute(sql, args) as cur:
+                return await cur.fetchone()
+
+        return await self._writer_of().run(job)
+
+    async def _write_many(self, sql: str, rows: list[tuple]) -> None:
+        """One statement for each of ``rows``, through the single writer, all or none."""
+        async def job(conn: aiosqlite.Connection) -> None:
+            await conn.executemany(sql, rows)
+
+        await self._writer_of().run(job, atomic=True)
+
+    async def _atomic(self, job: Callable[[aiosqlite.Connection], Any]) -> Any:
+        """Run ``async job(conn)`` (several statements) through the single writer, all or
+        none: readers see the state before it or after it, never a mix."""
+        return await self._writer_of().run(job, atomic=True)
+
+    def _writer_of(self) -> SingleWriter:
+        if self._writer is None:
+            raise FarmError(f"farm database {self.path}: not open")
+        return self._writer
 
     async def _client_id(self, client: str | int | None) -> int | None:
         if client is None or isinstance(client, int):
@@ -547,30 +587,33 @@ class FarmDB:
         execution order (checked by the caller, actors.workflows). Returns the stored form."""
         client_id = await self._client_id(client)
         found = await self.workflow_definition(name)
-        async with self._transaction():
+
+        async def job(conn: aiosqlite.Connection) -> int:
             if found is None:
-                async with self._conn.execute(
+                async with conn.execute(
                         "INSERT INTO workflow_definitions (name, description, client_id,"
                         " is_template) VALUES (?, ?, ?, ?) RETURNING workflow_def_id",
                         (name, description, client_id, bool(is_template))) as cur:
                     wid = (await cur.fetchone())[0]
             else:
                 wid = found["workflow_def_id"]
-                await self._conn.execute(
+                await conn.execute(
                     "UPDATE workflow_definitions SET description = ?, client_id = ?,"
                     " is_template = ?, updated_at = ? WHERE workflow_def_id = ?",
                     (description, client_id, bool(is_template), utc_text(), wid))
-                await self._conn.execute("DELETE FROM workflow_sequences WHERE workflow_def_id = ?",
-                                         (wid,))
+                await conn.execute("DELETE FROM workflow_sequences WHERE workflow_def_id = ?",
+                                   (wid,))
             for position, entry in enumerate(sequences):
-                await self._conn.execute(
+                await conn.execute(
                     "INSERT INTO workflow_sequences (workflow_def_id, sequence_def_id,"
                     " execution_order, conditional_execution, retry_policy)"
                     " VALUES (?, ?, ?, ?, ?)",
                     (wid, entry["sequence_def_id"], position,
                      orjson.dumps({"depends_on": list(entry.get("depends_on") or [])}).decode(),
                      orjson.dumps(entry.get("retry") or {}).decode()))
-        return await self._workflow_by_id(wid)  # type: ignore[return-value]
+            return wid
+
+        return await self._workflow_by_id(await self._atomic(job))  # type: ignore[return-value]
 
     async def retire_workflow_definition(self, name: str) -> dict | None:
         """Soft delete (status retired); the retired definition, or None."""
@@ -581,16 +624,6 @@ class FarmDB:
                           " WHERE workflow_def_id = ?", (utc_text(), found["workflow_def_id"]))
         return await self._workflow_by_id(found["workflow_def_id"])
 
-    @contextlib.asynccontextmanager
-    async def _transaction(self):
-        await self._conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        except BaseException:
-            await self._conn.execute("ROLLBACK")
-            raise
-        await self._conn.execute("COMMIT")
-
     # -- workflow and sequence executions (spec 7.5.9, 12.4) ---------------------------------
 
     async def create_workflow_execution(self, workflow_def_id: int, target: str, *,
@@ -598,19 +631,21 @@ class FarmDB:
                                         when: datetime | None = None) -> int:
         """A workflow execution (status pending) and its scheduled_workflows entry (which
         keeps the target); returns the workflow_execution_id."""
-        async with self._transaction():
-            async with self._conn.execute(
+        async def job(conn: aiosqlite.Connection) -> int:
+            async with conn.execute(
                     "INSERT INTO scheduled_workflows (workflow_def_id, schedule_type,"
                     " scheduled_time, target_selector, status) VALUES (?, ?, ?, ?, 'fired')"
                     " RETURNING scheduled_workflow_id",
                     (workflow_def_id, schedule_type, utc_text(when), target)) as cur:
                 swid = (await cur.fetchone())[0]
-            async with self._conn.execute(
+            async with conn.execute(
                     "INSERT INTO workflow_executions (scheduled_workflow_id, workflow_def_id,"
                     " start_time, status) VALUES (?, ?, ?, 'pending')"
                     " RETURNING workflow_execution_id",
                     (swid, workflow_def_id, utc_text(when))) as cur:
                 return (await cur.fetchone())[0]
+
+        return await self._atomic(job)
 
     async def update_workflow_execution(self, workflow_execution_id: int, **fields: Any) -> None:
         """Set status, error_message, start_time or end_time (a final status without an
@@ -730,43 +765,40 @@ class FarmDB:
     async def save_group_book(self, book: "GroupBook") -> None:
         """Replace the stored groups by ``book`` (checked by `GroupBook` as it was changed),
         in one transaction: readers see the old groups or the new, never a mix."""
-        await self._conn.execute("BEGIN IMMEDIATE")
-        try:
+        async def job(conn: aiosqlite.Connection) -> None:
             for table in ("group_relationships", "group_memberships", "groups"):
-                await self._conn.execute(f"DELETE FROM {table}")
+                await conn.execute(f"DELETE FROM {table}")
             ids: dict[str, int] = {}
             for group in book.groups.values():
-                async with self._conn.execute(
+                async with conn.execute(
                         "INSERT INTO groups (name, description, type, member_kind, filter)"
                         " VALUES (?, ?, ?, ?, ?) RETURNING group_id",
                         (group.name, group.description, group.type, group.kind,
                          group.filter)) as cur:
                     ids[group.name] = (await cur.fetchone())[0]
                 for position, member in enumerate(group.members):
-                    await self._conn.execute(
+                    await conn.execute(
                         "INSERT INTO group_memberships (group_id, entity_type, entity_id,"
                         " position) VALUES (?, ?, ?, ?)", (ids[group.name], group.kind, member,
                                                           position))
             for group in book.groups.values():  # a parent may be defined after its child
                 if group.parent:
-                    await self._conn.execute("UPDATE groups SET parent_id = ? WHERE group_id = ?",
-                                             (ids[group.parent], ids[group.name]))
+                    await conn.execute("UPDATE groups SET parent_id = ? WHERE group_id = ?",
+                                       (ids[group.parent], ids[group.name]))
             for rule in book.rules:
                 if rule.kind == "exclusive":
                     for name in rule.groups:
-                        await self._conn.execute(
+                        await conn.execute(
                             "INSERT INTO group_relationships (relationship_type, group_id_1,"
                             " parameters) VALUES ('exclusive', ?, ?)",
                             (ids[name], orjson.dumps({"set": rule.name}).decode()))
                 else:
-                    await self._conn.execute(
+                    await conn.execute(
                         "INSERT INTO group_relationships (relationship_type, group_id_1,"
                         " group_id_2) VALUES (?, ?, ?)", (rule.kind, ids[rule.groups[0]],
                                                           ids[rule.groups[1]]))
-            await self._conn.execute("COMMIT")
-        except BaseException:
-            await self._conn.execute("ROLLBACK")
-            raise
+
+        await self._atomic(job)
 
     async def load_scheduler_state(self) -> str | None:
         """The scheduler's saved state (JSON text), or None if it never saved."""
@@ -784,7 +816,7 @@ class FarmDB:
         kind, reason, detail (a dict, stored as JSON)."""
         if not events:
             return
-        await self._conn.executemany(
+        await self._write_many(
             "INSERT INTO schedule_events (at, schedule_id, job_id, serial, kind, reason, detail)"
             " VALUES (?, ?, ?, ?, ?, ?, ?)",
             [(utc_text(e["at"]), e.get("schedule_id"), e.get("job_id"), e.get("serial"),
@@ -995,9 +1027,8 @@ class FarmDB:
 
     async def add_media(self, folder: str, paths: Iterable[str]) -> None:
         """Register media files under ``folder`` (already known ones are kept as they are)."""
-        await self._conn.executemany(
-            "INSERT OR IGNORE INTO media_files (folder, path) VALUES (?, ?)",
-            [(folder, p) for p in paths])
+        await self._write_many("INSERT OR IGNORE INTO media_files (folder, path) VALUES (?, ?)",
+                               [(folder, p) for p in paths])
 
     async def next_media(self, folder: str) -> str:
         """The least-used file of ``folder`` (ties by path: round robin), marked used.
