@@ -4,8 +4,9 @@ Owns ``GET /api/variables`` (what ``${...}`` can name for a phone, by category, 
 variable's text ready to insert), ``POST /api/variables/preview`` (a text resolved for one or
 more phones without side effects: counters and media are not moved, AI variables are shown
 as placeholders) and ``POST /api/variables/resolve`` (the same for text about to be typed:
-counters and media move, as in a run). Resolution is `sequences.variables.resolve` over the
-farm database's `FarmDB.variable_context`; a bad text is a 400 with the offset.
+counters and media move and ``${ai.*}`` asks the farm's model, as in a run). Resolution is
+`sequences.variables.resolve` over the farm database's `FarmDB.variable_context`; a bad text
+is a 400 with the offset.
 """
 
 from __future__ import annotations
@@ -151,11 +152,21 @@ async def get_variables(request: web.Request) -> web.Response:
 async def _resolve_all(request: web.Request, dry_run: bool) -> dict[str, Any]:
     body = decode_request(await request.read(), VariableText,
                           "a JSON object with text and serials")
+    from actors.control.app import HUB
+
     db = _db(request)
     rng = random.Random(body.seed)
+    # Text about to be typed asks the farm's AI model for ${ai.*} (one cache for all the
+    # phones of this request, as a run does); a preview never calls it.
+    client = getattr(request.app[HUB], "ai", None)
+    ai = None
+    if not dry_run and client is not None:
+        from actors.ai_variables import AIVariables
+
+        ai = AIVariables(client, asyncio.get_running_loop())
     texts: dict[str, str] = {}
     for serial in body.serials:
-        ctx = await db.variable_context(serial, body.account)
+        ctx = await db.variable_context(serial, body.account, ai=ai)
         if dry_run:
             # A preview must not use anything up: counters start afresh, no media or AI use.
             ctx = dataclasses.replace(ctx, counters=MemoryCounters(), media=_PreviewMedia(),

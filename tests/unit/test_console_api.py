@@ -81,6 +81,31 @@ async def test_preview_has_no_side_effects_and_resolve_does(client: TestClient) 
     assert [u.rsplit("#", 1)[1] for u in used] == ["5", "6"]
 
 
+async def test_resolve_asks_the_farms_model_and_preview_does_not(tmp_path: Path) -> None:
+    from actors.ai_client import AIClient, AIConfig
+    from virtual.model_server import ScriptedModel, reply_text
+
+    model = ScriptedModel()
+    await model.start()
+    db = await FarmDB.open(tmp_path / "farm.db")
+    await seed_demo(db, [S1])
+    hub = FakeHub()
+    hub.db = db
+    hub.ai = AIClient(AIConfig(base_url=model.base_url, model="m1", timeout_s=5))
+    model.script = [reply_text("Sunny and bright")]
+    text = {"text": "${ai.caption(a sunny day)}", "serials": [S1]}
+    try:
+        async with TestClient(TestServer(make_app(hub))) as c:
+            preview = await (await c.post("/api/variables/preview", json=text)).json()
+            assert preview["texts"][S1] == "[AI caption: a sunny day]" and not model.requests
+            used = await (await c.post("/api/variables/resolve", json=text)).json()
+            assert used["texts"][S1] == "Sunny and bright" and len(model.requests) == 1
+    finally:
+        await hub.ai.close()
+        await db.close()
+        await model.stop()
+
+
 async def test_bad_text_names_the_offset(client: TestClient) -> None:
     resp = await client.post("/api/variables/preview", headers=AUTH,
                              json={"text": "hi ${nope.x}", "serials": [S1]})
