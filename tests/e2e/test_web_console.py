@@ -203,6 +203,25 @@ def test_text_dialog_types_a_spintax_variant(farm, page):
         assert re.fullmatch(r"(alpha|beta) gamma Demo\d+", texts[serial][0]["text"]), texts[serial]
 
 
+def test_recording_saves_the_taps_as_a_sequence(farm, page):
+    set_mode(page, "select")
+    lead = farm.serials[4]
+    page.mouse.click(*at(screen_box(page, lead), 0.5, 0.5))
+    page.fill("#rec-name", "console_rec")
+    page.click("#rec-start")
+    page.wait_for_function("document.querySelector('#rec-state').textContent.startsWith('recording')")
+    set_mode(page, "action")
+    before = page.evaluate("window.__console.actions.length")
+    page.mouse.click(*at(screen_box(page, lead), 0.5, 0.66))
+    page.wait_for_function(f"window.__console.actions.length > {before}")
+    page.click("#rec-stop")
+    page.wait_for_function("document.querySelector('#rec-state').textContent.startsWith('saved')")
+    path = re.match(r"saved (.+) \(\d+ steps\)", page.inner_text("#rec-state")).group(1)
+    steps = json.loads(Path(path).read_text())["steps"]
+    taps = [s for s in steps if s["type"] == "tap"]
+    assert len(taps) == 1 and abs(taps[0]["y"] - 2400 * 0.66) < 50, steps
+
+
 def test_region_drawn_in_edit_mode_is_saved_to_the_registry(farm, page):
     try:
         api(farm.base, "/api/registry")
