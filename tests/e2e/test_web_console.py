@@ -253,6 +253,10 @@ def test_region_drawn_in_edit_mode_is_saved_to_the_registry(farm, page):
     assert region["name"] == "status_bar"
     x1, y1, x2, y2 = region["coordinates"]
     assert abs(x1 - 108) < 30 and abs(x2 - 540) < 30 and abs(y1 - 48) < 30 and abs(y2 - 144) < 30
+    # The probe matches the home screen too: drop it, or home becomes ambiguous (unknown).
+    urllib.request.urlopen(urllib.request.Request(
+        farm.base + "/api/registry/apps/launcher/screens/console_probe?reason=test+cleanup",
+        method="DELETE"), timeout=30).read()
 
 
 def test_unknown_screen_proposal_is_predrawn_and_approved(farm, page):
@@ -278,23 +282,39 @@ def test_unknown_screen_proposal_is_predrawn_and_approved(farm, page):
         assert time.monotonic() < deadline, "login did not finish"
         time.sleep(0.3)
     assert api(farm.base, f"/api/runs/{run_id}")["status"] == "completed"
-    # Make the feed's video-options dialog unknown, then open it with a long press.
+    # Make the feed's video-options dialog unknown (once the node has that registry), then
+    # open it with a long press.
     req = urllib.request.Request(
         farm.base + "/api/registry/apps/clipshare/screens/video_options?reason=browser+test",
         method="DELETE")
-    urllib.request.urlopen(req, timeout=30).read()
+    version = json.loads(urllib.request.urlopen(req, timeout=30).read())["version"]
+    deadline = time.monotonic() + 30
+    while any(n.get("registry_version") != version for n in api(farm.base, "/api/nodes")["nodes"]):
+        assert time.monotonic() < deadline, ("registry not pushed", api(farm.base, "/api/nodes"))
+        time.sleep(0.2)
     post("/api/actions", {"scope": f"phone:{serial}",
                           "action": {"type": "long_tap", "x": 540, "y": 1000, "duration_ms": 900}})
+    def dialog_entry() -> str | None:
+        """The queued entry of the dialog on our phone, once a proposal exists for it."""
+        entries = [e["id"] for e in api(farm.base, "/api/unknown-screens")["unknown_screens"]
+                   if serial in e.get("serials", [e.get("serial")])
+                   and e.get("previous_screen") == "clipshare/feed"]
+        open_ = {p["unknown_screen"] for p in api(farm.base, "/api/discovery")["proposals"]
+                 if p["status"] not in ("approved", "discarded")}
+        return next((e for e in entries if e in open_), None)
+
     deadline = time.monotonic() + 45
-    while not [p for p in api(farm.base, "/api/discovery")["proposals"]
-               if p["status"] not in ("approved", "discarded")]:
+    while (entry := dialog_entry()) is None:
         assert time.monotonic() < deadline, (
             "no discovery proposal for the unknown dialog", api(farm.base, "/api/unknown-screens"),
             api(farm.base, "/api/discovery"), farm.log(serial)[-5:])
         time.sleep(0.3)
+    proposal = next(p for p in api(farm.base, "/api/discovery")["proposals"]
+                    if p["unknown_screen"] == entry)
     page.goto(farm.base + "/#unknown")
-    page.wait_for_selector(".unknown-card img[src]")
-    page.click(".unknown-card button >> text=Review")
+    card = page.locator(f'.unknown-card[data-id="{entry}"]')
+    card.locator("img[src]").wait_for()
+    card.locator("button >> text=Review").click()
     page.wait_for_selector("#page-editor h3:has-text('Proposal')")
     page.wait_for_function("document.querySelectorAll('#editor-boxes tr').length > 1")
     page.select_option("#page-editor [name=app]", "clipshare")  # the reviewer decides
@@ -305,7 +325,13 @@ def test_unknown_screen_proposal_is_predrawn_and_approved(farm, page):
     page.screenshot(path=str(OUT / "console-unknown-approved.png"))
     assert result.startswith("saved clipshare/video_menu"), result
     app = api(farm.base, "/api/registry/apps/clipshare")
-    assert "video_menu" in {**app["states"], **app["interrupts"]}
+    saved = {**app["states"], **app["interrupts"]}["video_menu"]
+    # What was approved is what the proposal pre-drew (through the page's coordinate scaling).
+    proposed = {r["name"]: r["coordinates"] for r in proposal["regions"]}
+    approved = {r["name"]: r["coordinates"] for r in saved["validation_regions"]}
+    assert approved.keys() == proposed.keys() and proposed
+    for name, box in proposed.items():
+        assert all(abs(a - b) <= 2 for a, b in zip(approved[name], box)), (name, box, approved)
 
 
 def test_token_is_asked_once_and_sent_with_every_request_and_the_stream(page):
