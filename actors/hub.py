@@ -28,6 +28,7 @@ from actors.recorder import Recorder
 from actors.discovery import DiscoveryService
 from actors.registry_store import RegistryStore
 from actors.registry_sync import RegistrySync
+from actors.recovery import RecoveryManager
 from actors.runs import RUN_EVENTS, RunManager
 from actors.schedules import ScheduleService
 from actors.unknown_screens import UnknownScreenQueue
@@ -83,6 +84,9 @@ class Hub:
         # Schedules need the runs (and the farm database, where their state is saved).
         self.schedules: ScheduleService | None = (ScheduleService(self, self.runs, db)
                                                   if self.runs is not None else None)
+        # AI recovery of executions stuck on unexpected screens (acts only while self.ai is set).
+        self.recovery: RecoveryManager | None = (RecoveryManager(self, self.runs)
+                                                 if self.runs is not None else None)
         self.link = CoordinatorLink(listen, secret, sink=self, on_node_up=self._node_up,
                                     on_node_down=self._node_down, on_message=self._on_message,
                                     heartbeat_interval=heartbeat_interval, dead_after=dead_after)
@@ -180,6 +184,9 @@ class Hub:
         data = dict(event.data)
         if event.event == "unknown_screen":
             data = await self._queue_unknown(node, event.seq, event.serial, data)
+        if event.event == "execution_finished" and self.recovery is not None \
+                and self.recovery.wants(data):
+            data["recovering"] = True  # AI recovery takes it over: the record stays active
         if event.event in RUN_EVENTS and self.runs is not None:
             # Records first, idempotently: a crash after storing the event but before the
             # record would otherwise lose the record (a stored event is never applied again).
@@ -193,6 +200,8 @@ class Hub:
         if node in self.node_rows:
             self.node_rows[node]["last_heartbeat"] = time.time()
         self._apply(node, event.event, event.serial, data)
+        if event.event == "execution_finished" and data.get("recovering") and event.serial:
+            self._background(self.recovery.recover(event.serial, data))
         if event.event == "phone_up" and event.serial and self.runs is not None:
             # A phone (re)appearing on a node: an execution the node no longer plays (it was
             # restarted) resumes. Its older events came first (the journal is in order), so
@@ -409,6 +418,12 @@ class Hub:
         if "png" in result.data:
             out["png"] = result.data["png"]
         return out
+
+    async def device_action(self, serial: str, action: dict | Action,
+                            execution_id: str | None = None) -> dict:
+        """One action on one phone as its node answers it (a frame inline as base64 PNG), for
+        coordinator-side actors such as recovery; operators go through ``run_action``."""
+        return await self._send_action(serial, action, execution_id)
 
     async def send_run(self, serial: str, run: RunSequence) -> dict:
         """Start ``run`` on the phone's node (the node answers at once: started, locked, or

@@ -42,6 +42,7 @@ RUN_EVENTS = frozenset({"execution_started", "step_started", "step_finished", "e
                         "execution_resumed", "execution_finished"})
 ACTIVE = frozenset({"pending", "running", "paused"})
 STEP_STATUS = {"ok": "success", "failed": "failed", "skipped": "skipped"}
+AI_RUNS_KEPT = 256                   # runs whose ai.* answers stay cached
 SWITCH_SEQUENCE = "switch_account"   # the library's ``<app>/switch_account`` sequence
 _TOP_LEVEL = re.compile(r"steps\[\d+\]")
 _SAFE_PATH = re.compile(r"[A-Za-z0-9_.\[\]-]+")
@@ -80,6 +81,8 @@ class RunManager:
         self.library = Path(library)
         # The operator's recorded sequences, looked up before the shipped library.
         self.recorded = Path(recorded) if recorded is not None else None
+        # run_id -> its ai.* provider (AIVariables), the latest AI_RUNS_KEPT runs.
+        self._ai_runs: dict[str, Any] = {}
 
     # --- starting ----------------------------------------------------------------------------
     def sequence(self, sequence: str | dict) -> tuple[str, Sequence]:
@@ -204,16 +207,10 @@ class RunManager:
             if resume_from >= len(run.steps):
                 await self.db.update_execution(execution_id, status="completed")
                 continue
-            run = msgspec.structs.replace(
-                run, resume_from=resume_from,
-                resume_screen=last["screen_name"] if last is not None else None)
+            resume_screen = last["screen_name"] if last is not None else None
             log.warning("execution=%s phone=%s interrupted by a node restart: resending from "
-                        "step %d (expects %s)", execution_id, serial, resume_from,
-                        run.resume_screen)
-            try:
-                result = await self.hub.send_run(serial, run)
-            except FarmError as exc:
-                result = {"status": "error", "error": str(exc)}
+                        "step %d (expects %s)", execution_id, serial, resume_from, resume_screen)
+            result = await self.resend(record, resume_from, resume_screen)
             if result.get("status") != "ok":
                 await self.db.update_execution(
                     execution_id, status="failed", error_reason="resume",
@@ -221,6 +218,17 @@ class RunManager:
                 continue
             resent.append(execution_id)
         return resent
+
+    async def resend(self, record: dict, resume_from: int, resume_screen: str | None) -> dict:
+        """Send the stored plan of execution ``record`` (a row with its ``plan``) again, to
+        play from top-level step ``resume_from`` if the phone shows ``resume_screen``: crash
+        recovery and AI recovery both resume this way. The node's answer (status ok, ...)."""
+        run = msgspec.json.decode(record["plan"], type=RunSequence)
+        run = msgspec.structs.replace(run, resume_from=resume_from, resume_screen=resume_screen)
+        try:
+            return await self.hub.send_run(record["serial"], run)
+        except FarmError as exc:
+            return {"status": "error", "error": str(exc)}
 
     async def _failed_at_start(self, out: dict, status: str, reason: str, error: str) -> dict:
         log.warning("execution=%s not started: %s: %s", out["execution_id"], reason, error)
@@ -236,7 +244,8 @@ class RunManager:
         # The account ${account.FIELD} names: the run's, else the phone's first of the app.
         text_account = account or self._first_account(seq.app, accounts)
         rng = random.Random(int(hashlib.sha256(execution_id.encode()).hexdigest()[:16], 16))
-        steps = await self._resolve_steps(seq.steps, serial, text_account, variables, rng)
+        ai = self._ai_for(run_id)
+        steps = await self._resolve_steps(seq.steps, serial, text_account, variables, rng, ai)
         switch: list[Step] = []
         username = None
         if account is not None:
@@ -249,7 +258,8 @@ class RunManager:
             except KeyError:
                 switch_seq = None  # the app has no switch sequence: the node fails if needed
             if switch_seq is not None:
-                switch = await self._resolve_steps(switch_seq.steps, serial, account, variables, rng)
+                switch = await self._resolve_steps(switch_seq.steps, serial, account, variables,
+                                                   rng, ai)
         package = None
         if seq.app is not None and self.registry is not None and seq.app in self.registry.apps:
             package = self.registry.apps[seq.app].package
@@ -258,9 +268,14 @@ class RunManager:
 
             app = default_registry().apps.get(seq.app)
             package = app.package if app else None
+        # The recovery prompt goes along only when the coordinator can recover (hub.ai set):
+        # the node then keeps the lock on a recoverable failure (actors/recovery.py).
+        recovery_prompt = seq.recovery_prompt or None \
+            if getattr(self.hub, "ai", None) is not None else None
         return RunSequence(execution_id=execution_id, run_id=run_id, sequence=name, steps=steps,
                            app=seq.app, package=package, account=account,
-                           account_username=username, switch_steps=switch, retry=seq.retry)
+                           account_username=username, switch_steps=switch, retry=seq.retry,
+                           recovery_prompt=recovery_prompt)
 
     def _account_for(self, seq: Sequence, serial: str, target: str | None,
                      accounts: list[dict]) -> str | None:
@@ -284,13 +299,29 @@ class RunManager:
         row = next((a for a in accounts if a["platform"] == platform), None)
         return f"{row['platform']}.{row['account_number']}" if row else None
 
+    def _ai_for(self, run_id: str) -> Any:
+        """The run's ``ai.*`` provider (one per run: its answers are cached for the run), or
+        None while the hub has no AI model (``ai.*`` then fails with a clear error)."""
+        client = getattr(self.hub, "ai", None)
+        if client is None:
+            return None
+        provider = self._ai_runs.get(run_id)
+        if provider is None:
+            from actors.ai_variables import AIVariables
+
+            provider = self._ai_runs[run_id] = AIVariables(client, asyncio.get_running_loop())
+            while len(self._ai_runs) > AI_RUNS_KEPT:  # oldest run first
+                self._ai_runs.pop(next(iter(self._ai_runs)))
+        return provider
+
     async def _resolve_steps(self, steps: list[Step], serial: str, account: str | None,
-                             variables: dict[str, str], rng: random.Random) -> list[Step]:
+                             variables: dict[str, str], rng: random.Random,
+                             ai: Any = None) -> list[Step]:
         texts: list[str] = []
         map_texts(steps, lambda text, path: texts.append(text) or text)
         if not texts:
             return steps
-        ctx = await self._context(serial, account, variables)
+        ctx = await self._context(serial, account, variables, ai)
         from sequences.variables import resolve
 
         def resolve_all() -> list[Step]:
@@ -299,17 +330,19 @@ class RunManager:
         # Counters and media call back into the database's loop: resolve off the loop.
         return await asyncio.to_thread(resolve_all)
 
-    async def _context(self, serial: str, account: str | None, variables: dict[str, str]):
+    async def _context(self, serial: str, account: str | None, variables: dict[str, str],
+                       ai: Any = None):
         try:
-            return await self.db.variable_context(serial, account, variables)
+            return await self.db.variable_context(serial, account, variables, ai=ai)
         except ValidationError as exc:
             if account is not None:
                 raise
             # A phone the database does not know still gets spintax and custom variables.
             log.info("phone=%s variables without database context: %s", serial, exc)
-            from sequences.variables import VariableContext
+            from sequences.variables import NoAIProvider, VariableContext
 
-            return VariableContext(serial=serial, custom=dict(variables))
+            return VariableContext(serial=serial, custom=dict(variables),
+                                   ai=ai if ai is not None else NoAIProvider())
 
     # --- node events ---------------------------------------------------------------------------
     async def take_screenshot(self, event: str, data: dict) -> dict:
@@ -356,6 +389,12 @@ class RunManager:
             await db.update_execution(execution_id, status="running")
         elif event == "execution_finished":
             status = data.get("status") or "failed"
+            if data.get("recovering"):
+                # AI recovery took it over (actors/recovery.py): active until it decides.
+                await db.update_execution(execution_id, status="running",
+                                          error_reason="recovering",
+                                          error_message=data.get("error"))
+                return
             fields: dict[str, Any] = {"status": status}
             if data.get("error") or status != "completed":
                 fields["error_message"] = data.get("error")

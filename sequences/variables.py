@@ -56,7 +56,8 @@ class NoAIProvider:
     """The AI provider until one is configured: every call is a clear error."""
 
     def _missing(self, what: str) -> str:
-        raise VariableError(what, 0, "no AI provider configured")
+        raise VariableError(what, 0, "no AI provider configured: AI is off on this coordinator "
+                                     "(start it with --ai-base-url or PHONEFARM_AI_BASE_URL)")
 
     def caption(self, prompt: str) -> str:
         return self._missing(prompt)
