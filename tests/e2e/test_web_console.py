@@ -383,3 +383,30 @@ def test_token_is_asked_once_and_sent_with_every_request_and_the_stream(page):
         context.close()
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
+
+
+def test_hidden_phones_load_no_frames(farm, page):
+    """Scrolled out of view (fit width: one row of five on screen), a phone's new screens
+    are not fetched; the visible ones are."""
+    page.goto(farm.base + "/#wall")
+    page.set_viewport_size({"width": 1900, "height": 600})  # 300 px wide phones: row 2 below
+    page.select_option("#wall-fit", "width")
+    hidden = farm.serials[5]
+    page.wait_for_function(
+        f"""(() => {{ const r = document.querySelector('.phone[data-serial="{hidden}"]')
+                      .getBoundingClientRect(); return r.top >= innerHeight; }})()""")
+    page.wait_for_timeout(500)  # frames already asked for land
+    before = page.evaluate("({...window.__console.loads})")
+    body = json.dumps({"scope": "phone:all", "action": {"type": "key", "key": "HOME"}}).encode()
+    urllib.request.urlopen(urllib.request.Request(
+        farm.base + "/api/actions", data=body, headers={"Content-Type": "application/json"}),
+        timeout=60).read()
+    visible = farm.serials[:5]
+    page.wait_for_function(
+        f"{json.dumps(visible)}.every(s => (window.__console.loads[s] || 0) > "
+        f"({json.dumps(before)}[s] || 0))", timeout=15000)
+    page.wait_for_timeout(1000)
+    after = page.evaluate("({...window.__console.loads})")
+    assert after.get(hidden, 0) == before.get(hidden, 0)
+    page.select_option("#wall-fit", "window")
+    page.set_viewport_size({"width": 1400, "height": 1000})

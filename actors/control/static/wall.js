@@ -89,7 +89,8 @@ export function renderWall() {
   renderSingle();
 }
 
-// Rows of at most 5, scaled so the whole wall fits the window (a phone never wider than 320 px).
+// Rows of at most 5, scaled so the whole wall fits the window, or (fit width) so a row fills
+// the width and the wall scrolls; a phone is never wider than 320 px.
 export function layout() {
   const container = wall();
   const n = Math.max(state.phones.length, 1);
@@ -99,7 +100,8 @@ export function layout() {
   const aspect = 20 / 9 + 0.1;   // height / width of a tile, label included
   const byWidth = (container.clientWidth - gap * (cols - 1) - 12) / cols;
   const byHeight = ((container.clientHeight - gap * (rows - 1) - 8) / rows) / aspect;
-  const w = Math.max(24, Math.floor(Math.min(byWidth, byHeight, 320)));
+  const fitWindow = document.getElementById("wall-fit").value === "window";
+  const w = Math.max(24, Math.floor(Math.min(byWidth, fitWindow ? byHeight : Infinity, 320)));
   container.style.setProperty("--gap", `${gap}px`);
   container.style.setProperty("--tile-w", `${w}px`);
   container.style.gridTemplateColumns = `repeat(${cols}, ${w}px)`;
@@ -147,6 +149,7 @@ async function load(tile) {
     if (tile.url) URL.revokeObjectURL(tile.url);
     tile.url = url;
     stats.framesLoaded += 1;
+    stats.loads[tile.serial] = (stats.loads[tile.serial] || 0) + 1;
   } catch (err) {
     stats.frameErrors += 1;
   } finally {
@@ -296,6 +299,7 @@ export function keyPress(key) {
 
 export function initWall() {
   new ResizeObserver(() => layout()).observe(wall());
+  document.getElementById("wall-fit").addEventListener("change", layout);
   document.getElementById("view-toggle").addEventListener("click", () => {
     state.view = state.view === "wall" ? "single" : "wall";
     renderSingle();
