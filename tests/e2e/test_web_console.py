@@ -187,6 +187,23 @@ def test_long_press_and_swipe_arrive_as_such(farm, page):
         assert swipe["y1"] > swipe["y2"] and abs(swipe["x1"] - swipe["x2"]) < 30
 
 
+def test_custom_tags_from_the_panel_reach_the_api_and_the_scopes(farm, page):
+    chosen = page.eval_on_selector_all("#wall .phone.selected", "els => els.map(e => e.dataset.serial)")
+    page.fill("#tag-name", "batch-a")
+    page.click("#tag-add")
+    page.wait_for_function("document.querySelectorAll('#wall .tag-badge').length === 3")
+    tagged = {p["serial"] for p in api(farm.base, "/api/phones")["phones"] if "batch-a" in p["tags"]}
+    assert tagged == set(chosen)
+    page.select_option("#filter-tag", "batch-a")
+    assert page.locator("#phone-list tbody tr").count() == 3
+    page.select_option("#filter-tag", "")
+    body = json.dumps({"scope": "phone:batch-a", "action": {"type": "screenshot"}}).encode()
+    out = json.loads(urllib.request.urlopen(urllib.request.Request(
+        farm.base + "/api/actions", data=body, headers={"Content-Type": "application/json"}),
+        timeout=60).read())
+    assert set(out["results"]) == set(chosen)
+
+
 def test_text_dialog_types_a_spintax_variant(farm, page):
     set_mode(page, "action")
     chosen = page.eval_on_selector_all("#wall .phone.selected", "els => els.map(e => e.dataset.serial)")
