@@ -16,7 +16,7 @@ import msgspec
 import orjson
 from aiohttp import web
 
-from actors.control import console, registry, variables
+from actors.control import console, recovery, registry, variables
 from actors.control import workflows as workflow_api
 from actors.control import screens
 from actors.control.auth import bearer_auth_middleware
@@ -172,6 +172,7 @@ def make_app(hub: HubAPI, token: str | None = None, *, heartbeat_s: float = 15.0
     workflow_api.add_routes(app)  # sequence/workflow definitions, workflow runs
     variables.add_routes(app)  # the text dialog's variable browser and preview
     screens.add_routes(app)  # the screen registry (edit mode) and discovery proposals
+    recovery.add_routes(app)  # AI recovery attempts and success rates
     console.add_routes(app)  # the web console: / and /static
     return app
 

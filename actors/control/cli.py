@@ -596,6 +596,31 @@ def _cmd_groups(client: FarmClient, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_recovery(client: FarmClient, args: argparse.Namespace) -> int:
+    stats = client.get_json(f"/api/recovery/stats?by={args.by}")
+    rows = [[_value(g[args.by]) if g[args.by] is not None else "-", str(g["attempts"]),
+             str(g["succeeded"]), f"{g['success_rate']:.0%}",
+             f"{g['mean_steps']:.1f}" if g["mean_steps"] is not None else "-"]
+            for g in stats["groups"]]
+    if not rows:
+        print("no recovery attempts")
+        return EXIT_OK
+    print(format_table(rows, [args.by.upper(), "ATTEMPTS", "SUCCEEDED", "RATE", "MEAN STEPS"]))
+    query = f"/api/recovery/attempts?limit={args.limit}"
+    if args.execution:
+        query += f"&execution_id={args.execution}"
+    attempts = client.get_json(query)["attempts"]
+    print()
+    print(format_table([[str(a["recovery_id"]), a.get("execution_key") or "-",
+                         a.get("serial") or "-", a.get("step_path") or "-",
+                         a.get("status") or "-", str(a.get("steps") or 0),
+                         a.get("reached_screen") or "-", _value(a.get("error") or "")]
+                        for a in attempts],
+                       ["ID", "EXECUTION", "SERIAL", "STEP", "STATUS", "STEPS", "REACHED",
+                        "ERROR"]))
+    return EXIT_OK
+
+
 def _cmd_retention(client: FarmClient, args: argparse.Namespace) -> int:
     from actors.retention import run_command
 
@@ -692,6 +717,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("runs", "recent workflow runs and executions (newest first) with their "
                 "status", _cmd_runs)
     p.add_argument("--limit", type=int, default=30, help="how many (default 30, max 1000)")
+
+    p = command("recovery", "AI recovery: success rate per sequence (or --by screen, serial, "
+                "failure_reason) and the latest attempts", _cmd_recovery)
+    p.add_argument("--by", default="sequence",
+                   choices=("sequence", "screen", "serial", "failure_reason"))
+    p.add_argument("--limit", type=int, default=20, help="attempts listed (default 20)")
+    p.add_argument("--execution", default=None, help="only this execution's attempts")
 
     command("workflows", "workflow definitions: their sequences in order, dependencies, "
             "retries", _cmd_workflows)

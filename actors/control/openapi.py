@@ -34,7 +34,7 @@ from actors.control.schemas import (
     ScheduleView,
     UnknownScreensResponse,
 )
-from actors.control import registry, variables
+from actors.control import recovery, registry, variables
 from actors.control import workflows as workflow_api
 from actors.control import screens
 from actors.scheduler import Schedule
@@ -294,7 +294,9 @@ def _document() -> dict[str, Any]:
                                "interrupt_stuck, unknown_screen, node_up, node_down, "
                                "action_result, thumbnail, execution_started, step_started, "
                                "step_finished, execution_paused, execution_resumed, "
-                               "execution_finished, overflow.",
+                               "execution_finished, recovery_started, recovery_step, "
+                               "recovery_succeeded, recovery_failed, recovery_phone_paused, "
+                               "overflow.",
                 "responses": {
                     "200": {"description": "an endless event stream", "content": {
                         "text/event-stream": {"x-item-schema": _ref("HubEvent"),
@@ -312,6 +314,7 @@ def _document() -> dict[str, Any]:
             **variables.openapi_paths(_error),
             **workflow_api.openapi_paths(_error),
             **screens.openapi_paths(_error),
+            **recovery.openapi_paths(_error),
         },
     }
 

@@ -11,10 +11,14 @@ import json
 import shutil
 from pathlib import Path
 
-import orjson
 import pytest
+from aiohttp import ClientSession
+from aiohttp.test_utils import TestServer
+from yarl import URL
 
 from actors.ai_client import AIClient, AIConfig
+from actors.control.app import make_app
+from actors.control.cli import main as farm_main
 from actors.device.adb_server import AdbServer, free_port
 from actors.event_store import EventStore
 from actors.hub import Hub
@@ -102,7 +106,7 @@ def events(q: asyncio.Queue, serial: str) -> list[dict]:
 
 
 async def test_unknown_dialog_recovered_and_sequence_completes_each_step_once(
-        stack, farm, adb_server) -> None:
+        stack, farm, adb_server, capsys) -> None:
     hub, db, model = stack
     serial = farm.serials[0]
     model.script = [reply_tool("tap", x=SAVE_BUTTON[0], y=SAVE_BUTTON[1])]
@@ -140,9 +144,29 @@ async def test_unknown_dialog_recovered_and_sequence_completes_each_step_once(
     assert row["screen"] and any(e["id"] == row["screen"] for e in hub.unknown_screens())
     kinds = [e["event"] for e in events(q, serial)]
     assert kinds == ["recovery_started", "recovery_step", "recovery_succeeded"], kinds
-    stats = await db.recovery_stats("sequence")
-    assert stats[0]["sequence"] == "inline/open_profile_after_long_press"
-    assert stats[0]["success_rate"] == 1.0
+    # Queryable over HTTP and with `farm recovery`.
+    server = TestServer(make_app(hub))
+    await server.start_server()
+    try:
+        client = server.make_url("/")
+        async with ClientSession() as http:
+            async with http.get(client.join(URL("api/recovery/stats?by=sequence"))) as r:
+                stats = await r.json()
+            async with http.get(client.join(URL(
+                    f"api/recovery/attempts?execution_id={ex['execution_id']}"))) as r:
+                (attempt,) = (await r.json())["attempts"]
+            async with http.get(client.join(URL("api/recovery/stats?by=colour"))) as r:
+                assert r.status == 400 and (await r.json())["field"] == "by"
+        code = await asyncio.to_thread(farm_main, ["--url", str(client).rstrip("/"),
+                                                   "recovery", "--by", "screen"])
+    finally:
+        await server.close()
+    assert stats["groups"][0]["sequence"] == "inline/open_profile_after_long_press"
+    assert stats["success_rate"] == 1.0 and stats["attempts"] == 1
+    assert attempt["actions_taken"][0]["arguments"] == {"x": 322, "y": 1460}
+    assert attempt["ai_response"][0]["tool_calls"][0]["name"] == "tap"
+    out = capsys.readouterr().out
+    assert code == 0 and "100%" in out and ex["execution_id"] in out
 
 
 async def test_model_that_never_reaches_the_goal_is_stopped_and_the_execution_fails(
