@@ -4,7 +4,7 @@
 import { del, enc, get, openStream, post } from "./api.js";
 import { changed, el, numberOf, onChange, scopeOf, selectedPhones, state, toast } from "./state.js";
 import { initTextDialog } from "./textdialog.js";
-import { initWall, keyPress, renderWall, screenChanged } from "./wall.js";
+import { allScreensChanged, initWall, keyPress, renderWall, screenChanged } from "./wall.js";
 
 const pages = {
   wall: null,
@@ -168,6 +168,7 @@ function onEvent(name, ev) {
     screenChanged(ev.serial);
     return;
   }
+  if (name === "overflow") allScreensChanged();  // thumbnail events were among the dropped
   if (PHONE_EVENTS.has(name) || name === "overflow") reloadSoon();
   document.dispatchEvent(new CustomEvent("farm-event", { detail: { name, event: ev } }));
 }
@@ -182,7 +183,7 @@ async function start() {
   openStream(onEvent, (up) => {
     const pill = document.getElementById("stream-state");
     pill.className = `pill ${up ? "on" : "off"}`;
-    if (up) reloadSoon();
+    if (up) { reloadSoon(); allScreensChanged(); }
   });
   showPage(location.hash.slice(1) || "wall");
 }

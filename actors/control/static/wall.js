@@ -128,6 +128,12 @@ function renderSingle() {
 
 // --- frames ------------------------------------------------------------------------------
 
+// Every phone's frame may be stale (the stream was down or dropped events): fetch again.
+export function allScreensChanged() {
+  for (const tile of tiles.values()) tile.dirty = true;
+  if (single) single.dirty = true;
+}
+
 export function screenChanged(serial) {
   const tile = tiles.get(serial);
   if (tile) tile.dirty = true;
