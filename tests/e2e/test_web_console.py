@@ -240,6 +240,8 @@ def test_recording_saves_the_taps_as_a_sequence(farm, page):
 
 
 def test_region_drawn_in_edit_mode_is_saved_to_the_registry(farm, page):
+    """Edit mode: draw, move, resize and delete boxes, name them, link an action to a state,
+    save; the registry holds what was drawn (in the app's screen_size space)."""
     try:
         api(farm.base, "/api/registry")
     except urllib.error.HTTPError as exc:
@@ -255,11 +257,25 @@ def test_region_drawn_in_edit_mode_is_saved_to_the_registry(farm, page):
     page.fill("#page-editor [name=screen]", "console_probe")
     page.fill("#page-editor [name=description]", "drawn by the browser test")
     box = canvas.bounding_box()
-    page.mouse.move(box["x"] + box["width"] * 0.1, box["y"] + box["height"] * 0.02)
-    page.mouse.down()
-    page.mouse.move(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.06, steps=5)
-    page.mouse.up()
-    page.locator("#editor-boxes input[aria-label='box name']").first.fill("status_bar")
+
+    def drag(fx1: float, fy1: float, fx2: float, fy2: float) -> None:
+        page.mouse.move(box["x"] + box["width"] * fx1, box["y"] + box["height"] * fy1)
+        page.mouse.down()
+        page.mouse.move(box["x"] + box["width"] * fx2, box["y"] + box["height"] * fy2, steps=5)
+        page.mouse.up()
+
+    names = page.locator("#editor-boxes input[aria-label='box name']")
+    drag(0.1, 0.02, 0.5, 0.06)                 # draw a region
+    names.nth(0).fill("status_bar")
+    drag(0.3, 0.04, 0.3, 0.14)                 # move it 10% down
+    drag(0.5, 0.16, 0.6, 0.18)                 # resize by its bottom-right corner
+    drag(0.1, 0.3, 0.3, 0.35)                  # a second region ...
+    assert names.count() == 2
+    page.locator("#editor-boxes tr").nth(2).locator("button").click()  # ... deleted
+    page.check("#page-editor input[name=tool][value=action]")
+    drag(0.6, 0.5, 0.8, 0.55)                  # an action box leading to the home state
+    names.nth(1).fill("open_home")
+    page.locator("#editor-boxes tr").nth(2).locator("select").nth(1).select_option("home")
     page.click("#editor-save")
     page.wait_for_function("document.querySelector('#editor-result').textContent.length > 0")
     result = page.inner_text("#editor-result")
@@ -268,8 +284,11 @@ def test_region_drawn_in_edit_mode_is_saved_to_the_registry(farm, page):
     saved = api(farm.base, "/api/registry/apps/launcher")["states"]["console_probe"]
     (region,) = saved["validation_regions"]
     assert region["name"] == "status_bar"
-    x1, y1, x2, y2 = region["coordinates"]
-    assert abs(x1 - 108) < 30 and abs(x2 - 540) < 30 and abs(y1 - 48) < 30 and abs(y2 - 144) < 30
+    near = lambda got, want: all(abs(g - w) < 30 for g, w in zip(got, want))  # noqa: E731
+    assert near(region["coordinates"], (108, 288, 648, 432)), region
+    (action,) = saved["actions"]
+    assert action["name"] == "open_home" and action["linked_state"] == "home"
+    assert near(action["coordinates"], (648, 1200, 864, 1320)), action
     # The probe matches the home screen too: drop it, or home becomes ambiguous (unknown).
     urllib.request.urlopen(urllib.request.Request(
         farm.base + "/api/registry/apps/launcher/screens/console_probe?reason=test+cleanup",

@@ -232,7 +232,9 @@ function bindCanvas(canvas) {
     if (ed.drag.mode === "move") {
       const [dx, dy] = [fx - ed.drag.start[0], fy - ed.drag.start[1]];
       const o = ed.drag.orig;
-      const mx = clamp(dx, -o[0], W() - o[2]), my = clamp(dy, -o[1], H() - o[3]);
+      // Moved as a whole, never past the frame's edges.
+      const within = (v, lo, hi) => Math.min(Math.max(v, lo), hi);
+      const mx = within(dx, -o[0], W() - o[2]), my = within(dy, -o[1], H() - o[3]);
       b.c = [o[0] + mx, o[1] + my, o[2] + mx, o[3] + my];
     } else {
       b.c[ed.drag.ix] = fx;
