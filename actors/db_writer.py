@@ -1,120 +1,153 @@
-"""The farm database's single writer: one asyncio task owns the write connection and commits
-the queued writes in batches, one transaction per batch.
+"""The farm database's single writer: one thread owns the write connection and commits the
+queued writes in batches, one transaction per batch.
 
 Why: every coroutine of the coordinator writes (node events, the scheduler, the API), and
 with one shared connection a multi-statement change (BEGIN ... COMMIT) would take in any
 statement another coroutine issued meanwhile, and a rollback would drop it. Here each write
-is a job (``async fn(conn)``) run by the writer task alone; a batch of jobs is one
-transaction, so a burst of writes costs one commit, and readers (their own connection, WAL)
-never wait for it. An ``atomic`` job runs under a SAVEPOINT: if it fails, its own changes are
-undone and its caller gets the error, the rest of the batch commits.
+is a job, a plain function ``job(conn)`` over a ``sqlite3.Connection``, run by the writer
+thread alone; the jobs queued while a batch ran form the next batch, which is one
+transaction run in one go on the thread (one commit and one hand-over to the event loop per
+batch, not per statement). Readers use their own connection (WAL), so they never wait for
+the writer. An ``atomic`` job runs under a SAVEPOINT: if it fails, its own changes are undone
+and its caller gets the error; the rest of the batch commits.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from typing import Any, Awaitable, Callable, TypeVar
-
-import aiosqlite
+import queue
+import sqlite3
+import threading
+from typing import Any, Callable, TypeVar
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-Job = Callable[[aiosqlite.Connection], Awaitable[Any]]
+Job = Callable[[sqlite3.Connection], Any]
+_STOP = object()
 
 
 class SingleWriter:
-    """Owns the write connection once started: ``await run(job)`` queues a job and returns
-    its result after the batch holding it committed (or raises the job's error)."""
+    """Owns the write connection (opened on its thread): ``await run(job)`` queues a job and
+    returns its result once the batch holding it committed, or raises the job's error."""
 
-    def __init__(self, conn: aiosqlite.Connection, *, max_batch: int = 500) -> None:
-        self.conn = conn
+    def __init__(self, path: str, *, max_batch: int = 500, busy_timeout_ms: int = 5000) -> None:
+        self.path = path
         self.max_batch = max_batch
-        self._queue: asyncio.Queue[tuple[Job, bool, asyncio.Future]] = asyncio.Queue()
-        self._task: asyncio.Task | None = None
+        self.busy_timeout_ms = busy_timeout_ms
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.batches = 0   # committed transactions
         self.jobs = 0      # jobs run
 
-    def start(self) -> "SingleWriter":
-        self._task = asyncio.get_running_loop().create_task(self._loop(), name="farm-db-writer")
+    async def start(self) -> "SingleWriter":
+        self._loop = asyncio.get_running_loop()
+        opened: asyncio.Future = self._loop.create_future()
+        self._thread = threading.Thread(target=self._main, args=(opened,),
+                                        name="farm-db-writer", daemon=True)
+        self._thread.start()
+        await opened  # the connection's error, if it cannot open
         return self
 
-    async def run(self, job: Callable[[aiosqlite.Connection], Awaitable[T]], *,
-                  atomic: bool = False) -> T:
-        if self._task is None or self._task.done():
+    async def run(self, job: Callable[[sqlite3.Connection], T], *, atomic: bool = False) -> T:
+        if self._thread is None or not self._thread.is_alive():
             raise RuntimeError("the farm database's writer is not running (closed?)")
         future: asyncio.Future = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((job, atomic, future))
+        self._queue.put((job, atomic, future))
         return await future
 
     async def close(self) -> None:
-        """Finish the queued writes, then stop."""
-        if self._task is None:
+        """Finish the queued writes, then stop and close the connection."""
+        if self._thread is None:
             return
-        await self._queue.join()
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
-        self._task = None
+        self._queue.put(_STOP)
+        await asyncio.to_thread(self._thread.join)
+        self._thread = None
 
-    async def _loop(self) -> None:
-        while True:
-            batch = [await self._queue.get()]
-            while len(batch) < self.max_batch and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-            try:
-                await self._commit(batch)
-            finally:
-                for _ in batch:
-                    self._queue.task_done()
+    # --- the writer thread ----------------------------------------------------------------------
+    def _main(self, opened: asyncio.Future) -> None:
+        try:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_ms)}")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("PRAGMA synchronous=NORMAL")
+        except Exception as exc:  # noqa: BLE001 - handed to the opener
+            self._call(opened.set_exception, exc)
+            return
+        self._call(opened.set_result, None)
+        try:
+            while True:
+                item = self._queue.get()
+                stop = item is _STOP
+                batch = [] if stop else [item]
+                while not stop and len(batch) < self.max_batch:
+                    try:
+                        item = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if item is _STOP:
+                        stop = True
+                    else:
+                        batch.append(item)
+                if batch:
+                    self._settle(batch, self._commit(conn, batch))
+                if stop:
+                    return
+        finally:
+            conn.close()
 
-    async def _commit(self, batch: list[tuple[Job, bool, asyncio.Future]]) -> None:
-        conn = self.conn
+    def _commit(self, conn: sqlite3.Connection, batch: list) -> list[tuple[bool, Any]]:
         outcomes: list[tuple[bool, Any]] = []   # (ok, result or exception), per job
         try:
-            await conn.execute("BEGIN IMMEDIATE")
-            for index, (job, atomic, _) in enumerate(batch):
+            conn.execute("BEGIN IMMEDIATE")
+            for job, atomic, _ in batch:
                 try:
                     if atomic:
-                        await conn.execute("SAVEPOINT job")
-                    result = await job(conn)
+                        conn.execute("SAVEPOINT job")
+                    result = job(conn)
                     if atomic:
-                        await conn.execute("RELEASE job")
+                        conn.execute("RELEASE job")
                     outcomes.append((True, result))
                 except Exception as exc:  # noqa: BLE001 - the job's caller gets it
                     if conn.in_transaction and atomic:
-                        await conn.execute("ROLLBACK TO job")
-                        await conn.execute("RELEASE job")
+                        conn.execute("ROLLBACK TO job")
+                        conn.execute("RELEASE job")
                     outcomes.append((False, exc))
                     if not conn.in_transaction:
-                        # SQLite rolled the whole transaction back (e.g. disk full): the
-                        # jobs before this one are undone too. Start again for the rest.
+                        # SQLite rolled the whole transaction back (e.g. disk full): the jobs
+                        # before this one are undone too. Start again for the rest.
                         outcomes = [(False, exc) if ok else (ok, r) for ok, r in outcomes]
-                        await conn.execute("BEGIN IMMEDIATE")
-            await conn.execute("COMMIT")
+                        conn.execute("BEGIN IMMEDIATE")
+            conn.execute("COMMIT")
             self.batches += 1
             self.jobs += len(batch)
-        except BaseException as exc:
-            with contextlib.suppress(Exception):
-                if conn.in_transaction:
-                    await conn.execute("ROLLBACK")
+            return outcomes
+        except Exception as exc:  # noqa: BLE001 - BEGIN/COMMIT failed: nothing was written
+            if conn.in_transaction:
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
             log.error("farm database batch of %d writes failed: %s", len(batch), exc)
-            error = exc if isinstance(exc, Exception) else RuntimeError(f"writer stopped: {exc!r}")
-            outcomes = [(False, error)] * len(batch)
-            if not isinstance(exc, Exception):
-                self._settle(batch, outcomes)
-                raise
-        self._settle(batch, outcomes)
+            return [(False, exc)] * len(batch)
 
-    @staticmethod
-    def _settle(batch: list[tuple[Job, bool, asyncio.Future]],
-                outcomes: list[tuple[bool, Any]]) -> None:
-        for (_, _, future), (ok, value) in zip(batch, outcomes):
-            if future.done():
-                continue  # its caller was cancelled; the write happened all the same
-            if ok:
-                future.set_result(value)
-            else:
-                future.set_exception(value)
+    def _settle(self, batch: list, outcomes: list[tuple[bool, Any]]) -> None:
+        def settle() -> None:
+            for (_, _, future), (ok, value) in zip(batch, outcomes):
+                if future.done():
+                    continue  # its caller was cancelled; the write happened all the same
+                if ok:
+                    future.set_result(value)
+                else:
+                    future.set_exception(value)
+
+        self._call(settle)
+
+    def _call(self, fn: Callable, *args: Any) -> None:
+        try:
+            self._loop.call_soon_threadsafe(fn, *args)  # type: ignore[union-attr]
+        except RuntimeError:
+            pass  # the loop is closed: nobody waits any more

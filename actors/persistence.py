@@ -54,6 +54,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sqlite3
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable
@@ -121,16 +122,20 @@ class FarmDB:
 
     def __init__(self, path: Path | str, conn: aiosqlite.Connection) -> None:
         self.path = str(path)
-        self._conn = conn       # the writer's (only `_writer` uses it once open)
-        self._reader = conn     # its own connection once open (":memory:" has one only)
+        # Migrations run on this connection; then it only reads (query_only).
+        self._conn = conn
+        self._reader = conn
         self._writer: SingleWriter | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
     @classmethod
     async def open(cls, path: Path | str) -> "FarmDB":
-        """Open (creating if needed) the database at ``path`` and bring its schema up to date."""
-        if str(path) != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        """Open (creating if needed) the database at ``path`` and bring its schema up to date.
+        A file only: the writer and the readers have a connection each."""
+        if str(path) == ":memory:":
+            raise FarmError("the farm database needs a file (its writer and readers each "
+                            "open it): use a temporary file instead of :memory:")
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
         conn = await aiosqlite.connect(str(path), isolation_level=None)
         conn.row_factory = aiosqlite.Row
         db = cls(path, conn)
@@ -141,25 +146,17 @@ class FarmDB:
             await conn.execute("PRAGMA foreign_keys=ON")
             await conn.execute("PRAGMA busy_timeout=5000")
             await db._migrate()
-            if str(path) != ":memory:":
-                db._reader = await aiosqlite.connect(str(path), isolation_level=None)
-                db._reader.row_factory = aiosqlite.Row
-                await db._reader.execute("PRAGMA busy_timeout=5000")
-                await db._reader.execute("PRAGMA foreign_keys=ON")  # as the writer reports it
-                await db._reader.execute("PRAGMA query_only=ON")
+            await conn.execute("PRAGMA query_only=ON")
+            db._writer = await SingleWriter(str(path)).start()
         except BaseException:
-            if db._reader is not conn:
-                await db._reader.close()
             await conn.close()
             raise
-        db._writer = SingleWriter(conn).start()
         return db
 
     async def close(self) -> None:
         if self._writer is not None:
             await self._writer.close()  # the queued writes first
-        if self._reader is not self._conn:
-            await self._reader.close()
+            self._writer = None
         await self._conn.close()
 
     async def _migrate(self) -> None:
@@ -278,23 +275,17 @@ class FarmDB:
         """One statement through the single writer (committed when this returns); returns
         its RETURNING row if any."""
         args = tuple(args)
-
-        async def job(conn: aiosqlite.Connection) -> aiosqlite.Row | None:
-            async with conn.execute(sql, args) as cur:
-                return await cur.fetchone()
-
-        return await self._writer_of().run(job)
+        return await self._writer_of().run(lambda conn: conn.execute(sql, args).fetchone())
 
     async def _write_many(self, sql: str, rows: list[tuple]) -> None:
         """One statement for each of ``rows``, through the single writer, all or none."""
-        async def job(conn: aiosqlite.Connection) -> None:
-            await conn.executemany(sql, rows)
+        await self._writer_of().run(lambda conn: conn.executemany(sql, rows) and None,
+                                    atomic=True)
 
-        await self._writer_of().run(job, atomic=True)
-
-    async def _atomic(self, job: Callable[[aiosqlite.Connection], Any]) -> Any:
-        """Run ``async job(conn)`` (several statements) through the single writer, all or
-        none: readers see the state before it or after it, never a mix."""
+    async def _atomic(self, job: Callable[[sqlite3.Connection], Any]) -> Any:
+        """Run ``job(conn)`` (several statements, on the writer's thread: no awaits) through
+        the single writer, all or none: readers see the state before it or after it, never a
+        mix."""
         return await self._writer_of().run(job, atomic=True)
 
     def _writer_of(self) -> SingleWriter:
@@ -588,23 +579,22 @@ class FarmDB:
         client_id = await self._client_id(client)
         found = await self.workflow_definition(name)
 
-        async def job(conn: aiosqlite.Connection) -> int:
+        def job(conn: sqlite3.Connection) -> int:
             if found is None:
-                async with conn.execute(
-                        "INSERT INTO workflow_definitions (name, description, client_id,"
-                        " is_template) VALUES (?, ?, ?, ?) RETURNING workflow_def_id",
-                        (name, description, client_id, bool(is_template))) as cur:
-                    wid = (await cur.fetchone())[0]
+                wid = conn.execute(
+                    "INSERT INTO workflow_definitions (name, description, client_id,"
+                    " is_template) VALUES (?, ?, ?, ?) RETURNING workflow_def_id",
+                    (name, description, client_id, bool(is_template))).fetchone()[0]
             else:
                 wid = found["workflow_def_id"]
-                await conn.execute(
+                conn.execute(
                     "UPDATE workflow_definitions SET description = ?, client_id = ?,"
                     " is_template = ?, updated_at = ? WHERE workflow_def_id = ?",
                     (description, client_id, bool(is_template), utc_text(), wid))
-                await conn.execute("DELETE FROM workflow_sequences WHERE workflow_def_id = ?",
-                                   (wid,))
+                conn.execute("DELETE FROM workflow_sequences WHERE workflow_def_id = ?",
+                             (wid,))
             for position, entry in enumerate(sequences):
-                await conn.execute(
+                conn.execute(
                     "INSERT INTO workflow_sequences (workflow_def_id, sequence_def_id,"
                     " execution_order, conditional_execution, retry_policy)"
                     " VALUES (?, ?, ?, ?, ?)",
@@ -631,19 +621,17 @@ class FarmDB:
                                         when: datetime | None = None) -> int:
         """A workflow execution (status pending) and its scheduled_workflows entry (which
         keeps the target); returns the workflow_execution_id."""
-        async def job(conn: aiosqlite.Connection) -> int:
-            async with conn.execute(
-                    "INSERT INTO scheduled_workflows (workflow_def_id, schedule_type,"
-                    " scheduled_time, target_selector, status) VALUES (?, ?, ?, ?, 'fired')"
-                    " RETURNING scheduled_workflow_id",
-                    (workflow_def_id, schedule_type, utc_text(when), target)) as cur:
-                swid = (await cur.fetchone())[0]
-            async with conn.execute(
-                    "INSERT INTO workflow_executions (scheduled_workflow_id, workflow_def_id,"
-                    " start_time, status) VALUES (?, ?, ?, 'pending')"
-                    " RETURNING workflow_execution_id",
-                    (swid, workflow_def_id, utc_text(when))) as cur:
-                return (await cur.fetchone())[0]
+        def job(conn: sqlite3.Connection) -> int:
+            swid = conn.execute(
+                "INSERT INTO scheduled_workflows (workflow_def_id, schedule_type,"
+                " scheduled_time, target_selector, status) VALUES (?, ?, ?, ?, 'fired')"
+                " RETURNING scheduled_workflow_id",
+                (workflow_def_id, schedule_type, utc_text(when), target)).fetchone()[0]
+            return conn.execute(
+                "INSERT INTO workflow_executions (scheduled_workflow_id, workflow_def_id,"
+                " start_time, status) VALUES (?, ?, ?, 'pending')"
+                " RETURNING workflow_execution_id",
+                (swid, workflow_def_id, utc_text(when))).fetchone()[0]
 
         return await self._atomic(job)
 
@@ -765,35 +753,34 @@ class FarmDB:
     async def save_group_book(self, book: "GroupBook") -> None:
         """Replace the stored groups by ``book`` (checked by `GroupBook` as it was changed),
         in one transaction: readers see the old groups or the new, never a mix."""
-        async def job(conn: aiosqlite.Connection) -> None:
+        def job(conn: sqlite3.Connection) -> None:
             for table in ("group_relationships", "group_memberships", "groups"):
-                await conn.execute(f"DELETE FROM {table}")
+                conn.execute(f"DELETE FROM {table}")
             ids: dict[str, int] = {}
             for group in book.groups.values():
-                async with conn.execute(
-                        "INSERT INTO groups (name, description, type, member_kind, filter)"
-                        " VALUES (?, ?, ?, ?, ?) RETURNING group_id",
-                        (group.name, group.description, group.type, group.kind,
-                         group.filter)) as cur:
-                    ids[group.name] = (await cur.fetchone())[0]
+                ids[group.name] = conn.execute(
+                    "INSERT INTO groups (name, description, type, member_kind, filter)"
+                    " VALUES (?, ?, ?, ?, ?) RETURNING group_id",
+                    (group.name, group.description, group.type, group.kind,
+                     group.filter)).fetchone()[0]
                 for position, member in enumerate(group.members):
-                    await conn.execute(
+                    conn.execute(
                         "INSERT INTO group_memberships (group_id, entity_type, entity_id,"
                         " position) VALUES (?, ?, ?, ?)", (ids[group.name], group.kind, member,
                                                           position))
             for group in book.groups.values():  # a parent may be defined after its child
                 if group.parent:
-                    await conn.execute("UPDATE groups SET parent_id = ? WHERE group_id = ?",
-                                       (ids[group.parent], ids[group.name]))
+                    conn.execute("UPDATE groups SET parent_id = ? WHERE group_id = ?",
+                                 (ids[group.parent], ids[group.name]))
             for rule in book.rules:
                 if rule.kind == "exclusive":
                     for name in rule.groups:
-                        await conn.execute(
+                        conn.execute(
                             "INSERT INTO group_relationships (relationship_type, group_id_1,"
                             " parameters) VALUES ('exclusive', ?, ?)",
                             (ids[name], orjson.dumps({"set": rule.name}).decode()))
                 else:
-                    await conn.execute(
+                    conn.execute(
                         "INSERT INTO group_relationships (relationship_type, group_id_1,"
                         " group_id_2) VALUES (?, ?, ?)", (rule.kind, ids[rule.groups[0]],
                                                           ids[rule.groups[1]]))

@@ -293,10 +293,8 @@ async def coordinator(args: argparse.Namespace) -> None:
         (data / "sequences" / "bench" / "tiny.json").write_text(json.dumps(SEQUENCE))
         db = await FarmDB.open(tmp_path / "farm.sqlite3")
         serials = [s for n in range(args.nodes) for s in serials_of(n, args.phones // args.nodes)]
-        await db._conn.execute("BEGIN")
-        for s in serials:
-            await db.upsert_phone(s, model="Simulated")
-        await db._conn.execute("COMMIT")
+        # Concurrent upserts: the farm DB's single writer commits them in a few batches.
+        await asyncio.gather(*(db.upsert_phone(s, model="Simulated") for s in serials))
         store = await EventStore(tmp_path / "coordinator.sqlite3").open()
         address = f"tcp://127.0.0.1:{free_port()}"
         hub = Hub(address, SECRET, store, db=db, data_dir=data)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 
 import pytest
 
@@ -33,8 +34,8 @@ async def test_concurrent_writes_commit_in_few_batches(db: FarmDB) -> None:
 async def test_a_failing_atomic_job_is_undone_alone(db: FarmDB) -> None:
     await db.upsert_client("Keep")
 
-    async def half_then_fail(conn) -> None:
-        await conn.execute("INSERT INTO clients (name) VALUES ('Half')")
+    def half_then_fail(conn) -> None:
+        conn.execute("INSERT INTO clients (name) VALUES ('Half')")
         raise RuntimeError("boom")
 
     results = await asyncio.gather(db._atomic(half_then_fail), db.upsert_client("Also"),
@@ -52,21 +53,28 @@ async def test_a_failing_statement_reaches_its_caller(db: FarmDB) -> None:
 
 async def test_reads_do_not_wait_for_an_open_write_transaction(db: FarmDB) -> None:
     await db.upsert_client("Before")
-    gate, entered = asyncio.Event(), asyncio.Event()
+    gate, entered = threading.Event(), threading.Event()
 
-    async def slow(conn) -> None:
-        await conn.execute("INSERT INTO clients (name) VALUES ('During')")
+    def slow(conn) -> None:
+        conn.execute("INSERT INTO clients (name) VALUES ('During')")
         entered.set()
-        await gate.wait()
+        gate.wait(10)
 
     job = asyncio.ensure_future(db._atomic(slow))
-    await entered.wait()
+    assert await asyncio.to_thread(entered.wait, 10)
     # The writer holds its transaction open; a read answers at once, from the last commit.
     rows = await asyncio.wait_for(db.client_rows(), timeout=5)
     assert [r["name"] for r in rows] == ["Before"]
     gate.set()
     await job
     assert [r["name"] for r in await db.client_rows()] == ["Before", "During"]
+
+
+async def test_memory_is_refused_with_a_clear_error() -> None:
+    from protocol.errors import FarmError
+
+    with pytest.raises(FarmError, match="needs a file"):
+        await FarmDB.open(":memory:")
 
 
 async def test_close_finishes_queued_writes(tmp_path) -> None:
