@@ -56,6 +56,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--ai-base-url", default=os.environ.get("PHONEFARM_AI_BASE_URL"),
                    help="OpenAI-compatible endpoint for recovery/discovery/ai.* variables "
                         "(e.g. http://127.0.0.1:11434/v1); unset = AI off")
+    p.add_argument("--node-stagger-s", type=float,
+                   default=float(os.environ.get("PHONEFARM_NODE_STAGGER_S", "1.0")),
+                   help="minimum seconds between two scheduled executions starting on one node "
+                        "(default 1: not in the same second; a big farm's rate needs less, "
+                        "e.g. 0.1 s for 10 starts/s per node)")
     p.add_argument("--ai-model", default=os.environ.get("PHONEFARM_AI_MODEL"))
     p.add_argument("--ai-key", default=os.environ.get("PHONEFARM_AI_KEY"),
                    help="API key of the AI endpoint (prefer PHONEFARM_AI_KEY)")
@@ -164,7 +169,7 @@ async def run(args: argparse.Namespace) -> None:
         raise SystemExit(f"farm-coordinator: the screen registry is invalid:\n{exc}")
     hub = await Hub(args.listen, secret, store, unknown=unknown,
                     db=farm_db, data_dir=data, ai=ai_client(args),
-                    registry_store=registry).start()
+                    registry_store=registry, node_stagger_s=args.node_stagger_s).start()
     runner = web.AppRunner(make_app(hub, token=args.token))
     await runner.setup()
     site = web.TCPSite(runner, host, int(port))

@@ -53,7 +53,8 @@ class Hub:
                  command_deadline: float = 30.0, unknown: UnknownScreenQueue | None = None,
                  recordings: Path | None = None, db: Any = None,
                  data_dir: str | Path | None = None, ai: AIClient | None = None,
-                 registry_store: RegistryStore | None = None) -> None:
+                 registry_store: RegistryStore | None = None,
+                 node_stagger_s: float = 1.0) -> None:
         self.store = store
         self.unknown = unknown
         # The editable screen registry, its push to nodes, and discovery of unknown screens.
@@ -82,8 +83,10 @@ class Hub:
         self.runs: RunManager | None = (RunManager(self, db, data_dir or ".", recorded=recordings)
                                         if db is not None else None)
         # Schedules need the runs (and the farm database, where their state is saved).
-        self.schedules: ScheduleService | None = (ScheduleService(self, self.runs, db)
-                                                  if self.runs is not None else None)
+        # node_stagger_s: the minimum gap between two scheduled starts on one node.
+        self.schedules: ScheduleService | None = (
+            ScheduleService(self, self.runs, db, stagger_s=node_stagger_s)
+            if self.runs is not None else None)
         # AI recovery of executions stuck on unexpected screens (acts only while self.ai is set).
         self.recovery: RecoveryManager | None = (RecoveryManager(self, self.runs)
                                                  if self.runs is not None else None)

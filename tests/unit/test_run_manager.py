@@ -180,3 +180,24 @@ async def test_screenshot_found_after_retention_changed_its_suffix(manager, tmp_
     png.with_suffix(".webp").unlink()
     with pytest.raises(RunNotFound, match="gone"):
         await runs.step_screenshot_file(ex, "steps[2]")
+
+
+def test_recorded_sequence_is_parsed_once_per_file_version(tmp_path) -> None:
+    import json
+    import os
+
+    recorded = tmp_path / "recorded"
+    (recorded / "mine").mkdir(parents=True)
+    path = recorded / "mine" / "taps.json"
+    path.write_text(json.dumps({"name": "taps", "steps": [{"type": "sleep", "seconds": 1}]}))
+    runs = RunManager(None, None, tmp_path / "data", recorded=recorded)
+    first = runs.sequence("mine/taps")[1]
+    assert runs.sequence("mine/taps")[1] is first  # cached
+    path.write_text(json.dumps({"name": "taps", "steps": [{"type": "sleep", "seconds": 2},
+                                                          {"type": "sleep", "seconds": 3}]}))
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 1_000_000))
+    assert len(runs.sequence("mine/taps")[1].steps) == 2  # the file changed: parsed again
+    path.unlink()
+    assert runs.sequence("clipshare/post_clip")[0] == "clipshare/post_clip"  # the library
+    with pytest.raises(UnknownSequence):
+        runs.sequence("mine/taps")
