@@ -217,7 +217,7 @@ class DiscoveryService:
         """The proposal for queued unknown screen ``entry_id`` (made once; stored)."""
         existing = [p for p in await self.db.proposal_rows() if p["unknown_screen"] == entry_id]
         if existing:
-            return existing[0]
+            return self._view(existing[0])
         entry = next((e for e in self.unknown.entries() if e["id"] == entry_id), None)
         if entry is None:
             raise ProposalNotFound(f"unknown screen {entry_id!r}: not in the queue")
@@ -289,8 +289,9 @@ class DiscoveryService:
                        kind="interrupt" if where["app"] == GLOBAL_APP else "state",
                        description="Proposed from the screen's text (no AI model configured): "
                                    "name and describe it.",
-                       regions=[self._region(line, i, scale, size) for i, line in enumerate(chosen)],
-                       actions=[])
+                       regions=[], actions=[])
+            for line in chosen:
+                doc["regions"].append(self._region(line, doc["regions"], scale, size))
             return doc
         call = next((c for c in reply.tool_calls if c.name == "propose_screen"), None)
         if call is None:
@@ -307,7 +308,7 @@ class DiscoveryService:
                 missing.append(text)
                 continue
             used.add(found)
-            regions.append(self._region(lines[found], len(regions), scale, size))
+            regions.append(self._region(lines[found], regions, scale, size))
         actions = []
         for action in proposal.actions:
             found = _locate(action.get("element", ""), lines, set())
@@ -334,8 +335,13 @@ class DiscoveryService:
                 f"{entry.get('last_action') or 'none'}. Propose how to register this screen.")
 
     @staticmethod
-    def _region(line: TextLine, i: int, scale, size) -> dict:
-        name = screen_key(line.text, f"text_{i}")[:40]
+    def _region(line: TextLine, taken: list[dict], scale, size) -> dict:
+        """A validation region over a detected line, named after its text (unique among
+        ``taken``: the same word twice on a screen is common)."""
+        base = screen_key(line.text, f"text_{len(taken)}")[:40]
+        names = {r["name"] for r in taken}
+        name = base if base not in names else next(
+            f"{base}_{n}" for n in range(2, 100) if f"{base}_{n}" not in names)
         return {"name": name, "coordinates": _box(line, scale, size), "ocr_enabled": True,
                 "expected_text": line.text}
 

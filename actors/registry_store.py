@@ -302,6 +302,10 @@ class RegistryStore:
             if edit.package is None:
                 raise RegistryNotFound(f"app {app_key!r} (give package to create it)")
             app = App(package=edit.package, screen_size=edit.screen_size or (1080, 2400))
+        if not edit.regions:
+            raise ValidationErrors([ValidationError(
+                "$.regions", "give at least one validation region: a screen without one never "
+                             "matches")])
         if app_key == GLOBAL_APP and edit.kind == "state":
             raise ValidationErrors([ValidationError("$.kind", "the global section holds "
                                                               "interrupts only")])

@@ -19,6 +19,7 @@ modules, OpenCV included, only when run).
     farm registry check [DIR]            every problem, ambiguity and dead screen, one a line
     farm registry identify IMAGE [--app APP] [--registry DIR] [--explain]
                                          app/state | app/interrupt:name | unknown [(ambiguous: ..)]
+    farm registry apps                   the coordinator's registry: version, apps, screens
     farm vars preview TEXT --phone SERIAL [--account clipshare.account1] [--db PATH] [--seed N]
                                          TEXT with variables and spintax resolved (local DB)
     farm schedule add SEQUENCE SCOPE [--at ISO | --window START END --count N | --cron EXPR]
@@ -364,6 +365,21 @@ def explain_lines(match) -> list[str]:
              "" if score.text is None else f"read {score.text!r}"]
             for score in match.scores]
     return ["  " + line for line in align_columns(rows)]
+
+
+def _cmd_registry_apps(client: FarmClient, args: argparse.Namespace) -> int:
+    """The coordinator's registry (GET /api/registry): one line per app."""
+    try:
+        registry = client.get_json("/api/registry")
+    except FarmError as exc:
+        print(f"farm: {exc}", file=sys.stderr)
+        return EXIT_REJECTED
+    print(f"registry version {registry['version'][:16]}")
+    print(format_table([[a["name"], a["package"] or "-", "x".join(map(str, a["screen_size"])),
+                         ", ".join(a["states"]) or "-", ", ".join(a["interrupts"]) or "-"]
+                        for a in registry["apps"]],
+                       ["APP", "PACKAGE", "SIZE", "STATES", "INTERRUPTS"]))
+    return EXIT_OK
 
 
 def _cmd_registry_identify(client: FarmClient, args: argparse.Namespace) -> int:
@@ -791,7 +807,8 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("member", metavar="MEMBER")
         q.set_defaults(func=_cmd_groups)
 
-    registry_help = "work on a screen registry folder (locally, no endpoint)"
+    registry_help = ("work on a screen registry folder (check, identify: locally, no endpoint) "
+                     "or list the coordinator's (apps)")
     p = sub.add_parser("registry", help=registry_help, description=registry_help)
     registry_sub = p.add_subparsers(dest="registry_command", required=True, metavar="COMMAND")
     dir_help = "registry folder or single JSON file (env PHONEFARM_REGISTRY, default the demo registry)"
@@ -813,6 +830,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also print one line per region checked: screen, region, kind, score, "
                         "threshold, pass/fail")
     p.set_defaults(func=_cmd_registry_identify)
+
+    help_text = "the coordinator's screen registry: version, and per app its screens"
+    p = registry_sub.add_parser("apps", help=help_text, description=help_text, parents=[common])
+    p.set_defaults(func=_cmd_registry_apps)
 
     vars_help = "variables and spintax (locally, on the farm database file)"
     p = sub.add_parser("vars", help=vars_help, description=vars_help)

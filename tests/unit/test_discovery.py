@@ -1,0 +1,190 @@
+"""Screen discovery (actors.discovery) over a real FarmDB, registry store and unknown-screens
+queue in tmp_path, with the text detector injected (its lines are given: the real detector is
+exercised by tests/e2e/test_registry_discovery.py) and the AI model played by the scripted
+OpenAI-compatible server through the real client. Also the /api/discovery and /api/registry
+routes over a fake hub, and `farm registry apps`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from actors.ai_client import AIClient, AIConfig  # noqa: E402
+from actors.control.app import make_app  # noqa: E402
+from actors.control.cli import main  # noqa: E402
+from actors.discovery import DiscoveryService, ProposalResolved, stable_lines  # noqa: E402
+from actors.persistence import FarmDB  # noqa: E402
+from actors.registry_store import RegistryStore  # noqa: E402
+from actors.unknown_screens import UnknownScreenQueue  # noqa: E402
+from fake_hub import FakeHub  # noqa: E402
+from registry.ocr import TextLine  # noqa: E402
+from virtual.model_server import ScriptedModel, reply_error, reply_tool  # noqa: E402
+
+CLIPSHARE = "com.phonefarm.clipshare"
+# What the detector found on the demo's feed screen (measured once; see the e2e test).
+FEED_LINES = [TextLine((30, 16, 142, 64), "09:41", 0.99), TextLine((890, 20, 976, 64), "85%", 0.99),
+              TextLine((32, 132, 300, 198), "Clipshare", 0.99),
+              TextLine((150, 1018, 930, 1092), "Video #1 by @dancequeen", 0.99),
+              TextLine((272, 1888, 810, 1936), "Swipeupfor thenext video", 0.95),
+              TextLine((824, 2272, 980, 2330), "Profile", 0.99),
+              TextLine((102, 2274, 258, 2332), "Home", 0.99),
+              TextLine((434, 2276, 652, 2330), "+ Upload", 0.99)]
+POPUP_LINES = [TextLine((120, 900, 960, 990), "Update available", 0.99),
+               TextLine((120, 1010, 960, 1060), "Version 3.2 is ready", 0.97),
+               TextLine((700, 1300, 900, 1370), "Later", 0.99)]
+
+
+def test_stable_lines_prefer_bars_and_skip_content():
+    chosen = [line.text for line in stable_lines(FEED_LINES, 2400)]
+    assert chosen == ["Clipshare", "Profile", "Home"]
+
+
+def popup_png() -> bytes:
+    frame = np.full((2400, 1080, 3), 40, np.uint8)
+    cv2.rectangle(frame, (80, 850), (1000, 1450), (250, 250, 250), -1)
+    cv2.putText(frame, "Update available", (130, 975), cv2.FONT_HERSHEY_SIMPLEX, 2.2, (0, 0, 0), 4)
+    cv2.putText(frame, "Version 3.2 is ready", (130, 1050), cv2.FONT_HERSHEY_SIMPLEX, 1.4, (60, 60, 60), 2)
+    cv2.putText(frame, "Later", (710, 1355), cv2.FONT_HERSHEY_SIMPLEX, 2.0, (200, 80, 0), 4)
+    return cv2.imencode(".png", frame)[1].tobytes()
+
+
+class Detector:
+    """The text detector's stand-in: the lines it would find, and how often it was asked."""
+
+    def __init__(self, lines: list[TextLine]) -> None:
+        self.lines, self.calls = lines, 0
+
+    def detect(self, frame_rgb):
+        assert frame_rgb.shape == (2400, 1080, 3)
+        self.calls += 1
+        return list(self.lines)
+
+
+@pytest.fixture
+async def parts(tmp_path: Path):
+    db = await FarmDB.open(tmp_path / "farm.db")
+    store = RegistryStore.open(tmp_path / "registry", db)
+    queue = UnknownScreenQueue(tmp_path / "unknown")
+    queue.add("rack-1", popup_png(), {"serial": "S1", "app": CLIPSHARE, "at": 1.0,
+                                      "previous_screen": "clipshare/feed"})
+    events: list[tuple[str, dict]] = []
+    yield db, store, queue, events
+    await db.close()
+
+
+def service(parts, detector, ai=None) -> DiscoveryService:
+    db, store, queue, events = parts
+    return DiscoveryService(store, db, queue, ai=lambda: ai, reader=detector,
+                            emit=lambda event, node, serial, data: events.append((event, data)))
+
+
+async def test_ai_proposal_located_by_ocr_approved_into_the_registry(parts):
+    db, store, queue, events = parts
+    model = ScriptedModel([{**reply_tool("propose_screen"), "arguments": json.dumps({
+        "name": "Update Popup", "description": "Asks to update the app", "kind": "interrupt",
+        "elements": ["Update available", "Version 3.2 is ready", "Not on screen"],
+        "actions": [{"name": "dismiss", "element": "Later"}]})}])
+    ai = AIClient(AIConfig(base_url=await model.start(), model="scripted"))
+    try:
+        discovery = service(parts, Detector(POPUP_LINES), ai)
+        proposal = await discovery.propose("rack-1")
+    finally:
+        await ai.close()
+        await model.stop()
+    assert proposal["source"] == "ai" and proposal["status"] == "proposed"
+    assert proposal["name"] == "update_popup" and proposal["kind"] == "interrupt"
+    assert proposal["app"] == "clipshare" and not proposal["new_app"]
+    assert [r["expected_text"] for r in proposal["regions"]] == ["Update available",
+                                                                 "Version 3.2 is ready"]
+    assert proposal["regions"][0]["coordinates"] == [108, 888, 972, 1002]  # padded line box
+    assert proposal["actions"] == [{"name": "dismiss", "coordinates": [688, 1288, 912, 1382],
+                                    "action_type": "tap", "linked_state": None}]
+    assert proposal["handler"] == "dismiss" and proposal["not_found"] == ["Not on screen"]
+    assert proposal["ai_usage"]["attempts"] == 1
+    assert events[0][0] == "discovery_proposed" and events[0][1]["id"] == proposal["id"]
+    assert await discovery.propose("rack-1") == {**proposal}  # made once
+
+    out = await discovery.approve(str(proposal["id"]), None, None, actor="ops")
+    screen = store.registry.apps["clipshare"].interrupts["update_popup"]
+    assert screen.handler == "dismiss" and len(screen.validation_regions) == 2
+    assert out["version"] == store.version and out["proposal"]["status"] == "approved"
+    assert events[-1] == ("discovery_resolved", {
+        "id": proposal["id"], "status": "approved", "app": "clipshare", "screen": "update_popup",
+        "version": out["version"], "unknown_screen": "rack-1"})
+    trail = await db.audit_trail("registry_screen", "clipshare/update_popup")
+    assert trail[0]["actor"] == "ops" and "discovery proposal" in trail[0]["reason"]
+    with pytest.raises(ProposalResolved):
+        await discovery.discard(str(proposal["id"]))
+
+
+async def test_without_ai_ocr_regions_and_a_failed_model_is_still_reviewable(parts):
+    db, store, queue, events = parts
+    detector = Detector(POPUP_LINES)
+    proposal = await service(parts, detector).propose("rack-1")
+    assert proposal["source"] == "ocr" and proposal["name"] == "unknown_rack_1"
+    assert [r["expected_text"] for r in proposal["regions"]] == [
+        "Update available", "Version 3.2 is ready", "Later"]
+    assert proposal["detect_ms"] >= 0 and detector.calls == 1
+
+    queue.add("rack-2", cv2.imencode(".png", np.zeros((2400, 1080, 3), np.uint8))[1].tobytes(),
+              {"serial": "S2", "app": "com.other.app", "at": 2.0})
+    model = ScriptedModel([reply_error(500)])
+    ai = AIClient(AIConfig(base_url=await model.start(), model="scripted", max_retries=1),
+                  sleep=lambda s: asyncio.sleep(0))
+    try:
+        failed = await service(parts, Detector([]), ai).propose("rack-2")
+    finally:
+        await ai.close()
+        await model.stop()
+    assert failed["status"] == "failed" and "http 500" in failed["error"]
+    assert failed["app"] == "app" and failed["package"] == "com.other.app"
+
+
+async def test_discovery_and_registry_routes(parts, capsys):
+    db, store, queue, events = parts
+    hub = FakeHub()
+    hub.registry_store = store
+    hub.discovery = service(parts, Detector(POPUP_LINES))
+    hub.unknown_screen_image = queue.image
+    await hub.discovery.propose("rack-1")
+    async with TestClient(TestServer(make_app(hub))) as http:
+        listed = (await (await http.get("/api/discovery")).json())["proposals"]
+        assert len(listed) == 1 and listed[0]["image"] == "/api/unknown-screens/rack-1/image"
+        pid = listed[0]["id"]
+        assert (await (await http.get("/api/discovery?status=approved")).json())["proposals"] == []
+        r = await http.put(f"/api/discovery/{pid}", json={"kind": "popup"})
+        assert r.status == 400 and (await r.json())["field"] == "$.kind"
+        r = await http.put(f"/api/discovery/{pid}", json={
+            "name": "update_available_2", "kind": "interrupt",
+            "actions": [{"name": "dismiss", "coordinates": [688, 1288, 912, 1382]}]})
+        assert r.status == 200 and (await r.json())["actions"][0]["name"] == "dismiss"
+        r = await http.post(f"/api/discovery/{pid}/approve", json={
+            "kind": "interrupt", "regions": [{"name": "t", "coordinates": [0, 0, 5000, 10]}]})
+        assert r.status == 400 and (await r.json())["field"] == "$.regions[0].coordinates"
+        r = await http.post(f"/api/discovery/{pid}/approve")
+        assert r.status == 200, await r.text()
+        assert "update_available_2" in store.registry.apps["clipshare"].interrupts
+        assert (await http.post(f"/api/discovery/{pid}/discard")).status == 409
+        assert (await http.post("/api/discovery/77/discard")).status == 404
+        r = await http.put("/api/registry/apps/clipshare/screens/feed", json={"kind": "state"})
+        assert r.status == 400 and (await r.json())["field"] == "$.regions"
+        assert (await http.delete("/api/registry/apps/clipshare/screens/nosuch")).status == 404
+        r = await http.get("/api/registry/apps/clipshare/files/clipshare/nosuch.png")
+        assert r.status == 404
+        r = await http.get("/api/registry/apps/clipshare/files/clipshare/feed.title.png")
+        assert r.status == 200 and (await r.read()).startswith(b"\x89PNG")
+        url = str(http.make_url("")).rstrip("/")
+        assert await asyncio.to_thread(main, ["--url", url, "registry", "apps"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"registry version {store.version[:16]}"
+    clipshare = next(line for line in out if line.startswith("clipshare"))
+    assert CLIPSHARE in clipshare and "update_available_2" in clipshare
