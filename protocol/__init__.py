@@ -55,4 +55,13 @@ Events (node -> coordinator): journaled, re-sent until acked, delivered once to 
     forgets them before replaying; if it is above anything the journal ever assigned (the
     journal was lost), pending events are renumbered above it so none is taken for a
     duplicate.
+
+Screen registry (coordinator -> node): state, not commands
+  - ``hello.registry_version`` is the content hash of the node's registry. When it differs
+    from the coordinator's, the coordinator sends every app, one ``registry_push`` per app
+    (its JSON byte for byte and the files it names), so a node that was down during a save
+    catches up on reconnecting. After each save the changed app goes to every connected node.
+  - The node writes a push atomically (validated first), reloads its matcher and answers
+    ``registry_applied(app, version, error)``. A lost push needs no re-send: pushes carry
+    whole apps, and the next hello compares versions again.
 """
