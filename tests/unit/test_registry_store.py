@@ -157,3 +157,84 @@ async def test_a_new_app_needs_its_package(tmp_path, store):
     raw, files = store.app_payload("chrome")
     assert raw == (tmp_path / "registry/chrome.json").read_bytes()
     assert all(rel.startswith("chrome/") for rel in files) and len(files) == 2
+
+
+class _Link:
+    """The coordinator link's surface RegistrySync uses: connected nodes and send."""
+
+    def __init__(self, limit: int | None = None) -> None:
+        self.nodes = {"n1": object()}
+        self.sent: list[tuple[str, object]] = []
+        self.limit = limit
+
+    async def send(self, node, body):
+        from protocol.codec import encode, make_envelope
+
+        env = make_envelope(body, "coordinator", node)
+        if self.limit is not None:
+            encode(env, max_bytes=self.limit)  # the link's real size check
+        self.sent.append((node, body))
+        return env
+
+
+class _Hub:
+    def __init__(self, link: _Link) -> None:
+        self.link, self.events, self.node_rows, self.tasks = link, [], {"n1": {}}, []
+
+    def emit(self, event, node, serial, data):
+        self.events.append((event, node, data))
+
+    def _background(self, work):
+        import asyncio
+        self.tasks.append(asyncio.get_running_loop().create_task(work))
+
+
+async def test_sync_pushes_every_app_to_a_stale_node_and_again_when_it_stays_stale(store):
+    import asyncio
+
+    from actors.registry_sync import RegistrySync
+    from protocol.messages import RegistryApplied
+
+    hub = _Hub(_Link())
+    sync = RegistrySync(hub, store)
+    sync.verify_after_s = 0  # the check after a push is awaited below, step by step
+    sync.node_up("n1", store.version)  # up to date: nothing sent
+    assert hub.tasks == [] and hub.link.sent == []
+    sync.node_up("n1", "stale")
+    await hub.tasks[0]  # the push; it started the check (tasks[1])
+    pushed = [body.app for _, body in hub.link.sent]
+    assert pushed == sorted(store.registry.apps)
+    first = hub.link.sent[0][1]
+    assert first.version == store.version and first.apps == sorted(store.registry.apps)
+    assert first.app_json == (store.root / f"{first.app}.json").read_bytes()
+    await hub.tasks[1]  # no registry_applied came: everything is sent again, checked again
+    assert len(hub.link.sent) == 2 * len(pushed) and len(hub.tasks) == 3
+    sync.applied("n1", RegistryApplied(app="launcher", version=store.version))
+    await hub.tasks[2]  # now current: nothing more
+    assert len(hub.link.sent) == 2 * len(pushed)
+    sync.verify_after_s = 3600
+    assert hub.node_rows["n1"]["registry_version"] == store.version
+    assert hub.events[-1][0] == "registry_applied" and hub.events[-1][2]["current"]
+
+    # A save: registry_changed on the stream, the app pushed to every connected node.
+    out = await store.save_screen("launcher", "bookmarks", edit(), frame_png())
+    await asyncio.gather(*hub.tasks)
+    assert ("registry_changed", None, out) in hub.events
+    assert hub.link.sent[-1][1].app == "launcher" and hub.link.sent[-1][1].version == out["version"]
+    for task in hub.tasks:
+        task.cancel()
+
+
+async def test_sync_reports_an_app_over_the_message_limit(store):
+    import asyncio
+
+    from actors.registry_sync import RegistrySync
+
+    hub = _Hub(_Link(limit=500_000))  # clipshare's push is ~1 MB, the others ~0.2 MB
+    RegistrySync(hub, store).node_up("n1", None)
+    await hub.tasks[0]
+    hub.tasks[1].cancel()  # the later check is not this test's business
+    failed = [e for e in hub.events if e[0] == "registry_push_failed"]
+    assert [e[2]["app"] for e in failed] == ["clipshare"]  # the big one; the others went
+    assert "over the limit of 500000 bytes" in failed[0][2]["error"]
+    assert sorted(body.app for _, body in hub.link.sent) == ["global", "launcher"]
