@@ -420,6 +420,7 @@ class DiscoveryService:
             doc = {**self._doc(row), "app": app, "name": name, "registry_version": saved["version"]}
             resolved = await self.db.update_proposal(int(proposal_id), status="approved",
                                                      proposal=doc, resolved_by=actor)
+            await asyncio.to_thread(self.unknown.set_status, row["unknown_screen"], "registered")
         view = self._view(resolved)
         self._emit("discovery_resolved", None, None,
                    {"id": view["id"], "status": "approved", "app": app, "screen": name,
@@ -432,6 +433,7 @@ class DiscoveryService:
             doc = {**self._doc(row), "discard_reason": reason or None}
             resolved = await self.db.update_proposal(int(proposal_id), status="discarded",
                                                      proposal=doc, resolved_by=actor)
+            await asyncio.to_thread(self.unknown.set_status, row["unknown_screen"], "discarded")
         view = self._view(resolved)
         self._emit("discovery_resolved", None, None,
                    {"id": view["id"], "status": "discarded", "unknown_screen": row["unknown_screen"]})

@@ -92,6 +92,16 @@ class UnknownScreenQueue:
     def _write_meta(self, entry: dict) -> None:
         write_atomic(self.folder / f"{entry['id']}.json", orjson.dumps(entry, option=orjson.OPT_INDENT_2))
 
+    def set_status(self, entry_id: str, status: str) -> None:
+        """Mark an entry reviewed (``registered``, ``discarded``); unknown ids are ignored
+        (retention may have removed the entry meanwhile)."""
+        with self._lock:
+            entry = self._entries.get(entry_id)
+            if entry is None:
+                return
+            entry["status"] = status
+            self._write_meta(entry)
+
     def forget(self, entry_ids) -> int:
         """Drop entries from memory whose files someone else removed (retention); returns
         how many were known. The files are not touched."""

@@ -120,6 +120,7 @@ async def test_ai_proposal_located_by_ocr_approved_into_the_registry(parts):
     assert events[-1] == ("discovery_resolved", {
         "id": proposal["id"], "status": "approved", "app": "clipshare", "screen": "update_popup",
         "version": out["version"], "unknown_screen": "rack-1"})
+    assert queue.entries()[0]["status"] == "registered"
     trail = await db.audit_trail("registry_screen", "clipshare/update_popup")
     assert trail[0]["actor"] == "ops" and "discovery proposal" in trail[0]["reason"]
     with pytest.raises(ProposalResolved):
