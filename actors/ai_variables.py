@@ -37,26 +37,33 @@ class AIVariables:
         self.client = client
         self.loop = loop
         self._cache: dict[tuple, str] = {}
+        self._key_locks: dict[tuple, threading.Lock] = {}
         self._lock = threading.Lock()
 
     def _ask(self, key: tuple, system: str, user: str) -> str:
         with self._lock:
             if key in self._cache:
                 return self._cache[key]
+            # One question per key even when the run's phones resolve at the same time.
+            key_lock = self._key_locks.setdefault(key, threading.Lock())
         try:
             running = asyncio.get_running_loop()
         except RuntimeError:
             running = None
         if running is self.loop:  # on the loop's own thread it would wait for itself forever
             raise RuntimeError("AIVariables must be called from a worker thread")
-        future = asyncio.run_coroutine_threadsafe(self.client.chat(system, user), self.loop)
-        reply = future.result(timeout=CALL_TIMEOUT_S)
-        text = reply.text.strip().strip('"').strip()
-        if not text:
-            raise VariableError(user, 0, "the AI model answered nothing")
-        with self._lock:
-            self._cache[key] = text
-        return text
+        with key_lock:
+            with self._lock:
+                if key in self._cache:
+                    return self._cache[key]
+            future = asyncio.run_coroutine_threadsafe(self.client.chat(system, user), self.loop)
+            reply = future.result(timeout=CALL_TIMEOUT_S)
+            text = reply.text.strip().strip('"').strip()
+            if not text:
+                raise VariableError(user, 0, "the AI model answered nothing")
+            with self._lock:
+                self._cache[key] = text
+            return text
 
     def caption(self, prompt: str) -> str:
         return self._ask(("caption", prompt), CAPTION_SYSTEM, prompt)

@@ -413,10 +413,13 @@ class RunManager:
         elif event == "execution_finished":
             status = data.get("status") or "failed"
             if data.get("recovering"):
-                # AI recovery took it over (actors/recovery.py): active until it decides.
-                await db.update_execution(execution_id, status="running",
-                                          error_reason="recovering",
-                                          error_message=data.get("error"))
+                # AI recovery took it over (actors/recovery.py): active until it decides. A
+                # replayed event must not reopen an execution recovery has ended since.
+                record = await db.get_execution(execution_id)
+                if record is not None and record["status"] in ACTIVE:
+                    await db.update_execution(execution_id, status="running",
+                                              error_reason="recovering",
+                                              error_message=data.get("error"))
                 return
             fields: dict[str, Any] = {"status": status}
             if data.get("error") or status != "completed":
