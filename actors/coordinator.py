@@ -64,6 +64,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--ai-model", default=os.environ.get("PHONEFARM_AI_MODEL"))
     p.add_argument("--ai-key", default=os.environ.get("PHONEFARM_AI_KEY"),
                    help="API key of the AI endpoint (prefer PHONEFARM_AI_KEY)")
+    p.add_argument("--recovery-max-steps", type=int,
+                   default=int(os.environ.get("PHONEFARM_RECOVERY_MAX_STEPS", "8")),
+                   help="AI actions per recovery attempt (default 8)")
+    p.add_argument("--recovery-pause-after", type=int,
+                   default=int(os.environ.get("PHONEFARM_RECOVERY_PAUSE_AFTER", "3")),
+                   help="failed recoveries in a row that hold a phone (default 3)")
     p.add_argument("--log-level", default=os.environ.get("PHONEFARM_LOG_LEVEL", "INFO"))
     p.add_argument("--retention", choices=("on", "off"),
                    default=os.environ.get("PHONEFARM_RETENTION", "on"),
@@ -170,6 +176,9 @@ async def run(args: argparse.Namespace) -> None:
     hub = await Hub(args.listen, secret, store, unknown=unknown,
                     db=farm_db, data_dir=data, ai=ai_client(args),
                     registry_store=registry, node_stagger_s=args.node_stagger_s).start()
+    if hub.recovery is not None:
+        hub.recovery.options.max_steps = max(1, args.recovery_max_steps)
+        hub.recovery.options.pause_after_failures = max(1, args.recovery_pause_after)
     runner = web.AppRunner(make_app(hub, token=args.token))
     await runner.setup()
     site = web.TCPSite(runner, host, int(port))
