@@ -13,6 +13,7 @@ sys.path.insert(0, str(ROOT))
 
 from actors.device.adb_server import AdbServer, kill_adb_server, start_private_adb_server  # noqa: E402
 from virtual.farm import FarmSpec, VirtualFarm  # noqa: E402
+from virtual.model_server import ScriptedModel  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -35,3 +36,12 @@ def run_adb(server: AdbServer, *args: str, timeout: float = 60, input: bytes | N
     """The real `adb` command line against ``server``."""
     return subprocess.run(["adb", "-P", str(server.port), *args], capture_output=True,
                           timeout=timeout, input=input)
+
+
+@pytest.fixture
+async def scripted_model() -> ScriptedModel:
+    """The scripted OpenAI-compatible server on an ephemeral port (set ``.script``)."""
+    server = ScriptedModel()
+    await server.start()
+    yield server
+    await server.stop()

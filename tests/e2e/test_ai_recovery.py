@@ -29,7 +29,7 @@ from actors.unknown_screens import UnknownScreenQueue
 from registry.load import DEMO_REGISTRY
 from tests.e2e.test_farm_inprocess import SECRET, phone_log, shutdown, wait_for
 from tests.e2e.test_screen_identification import vphone
-from virtual.model_server import ScriptedModel, reply_error, reply_malformed_tool, reply_tool
+from virtual.model_server import reply_error, reply_malformed_tool, reply_tool
 
 CLIPSHARE = "com.phonefarm.clipshare"
 SAVE_BUTTON = (322, 1460)  # the dialog's "Save" button (dismisses it)
@@ -52,15 +52,14 @@ async def no_sleep(_: float) -> None:
 
 
 @pytest.fixture()
-async def stack(farm, adb_server, tmp_path):
+async def stack(farm, adb_server, tmp_path, scripted_model):
     registry = tmp_path / "registry"
     shutil.copytree(DEMO_REGISTRY, registry)
     app_file = registry / "clipshare.json"
     app = json.loads(app_file.read_text())
     del app["interrupts"]["video_options"]
     app_file.write_text(json.dumps(app))
-    model = ScriptedModel()
-    await model.start()
+    model = scripted_model
     store = await EventStore(tmp_path / "coordinator.sqlite3").open()
     db = await FarmDB.open(tmp_path / "farm.sqlite3")
     await seed_demo(db, farm.serials)
@@ -79,7 +78,6 @@ async def stack(farm, adb_server, tmp_path):
     yield hub, db, model
     await shutdown(node, hub, store)
     await db.close()
-    await model.stop()
 
 
 async def run_to_end(hub: Hub, serial: str, timeout: float = 120.0) -> dict:

@@ -29,11 +29,8 @@ class Sleeps:
 
 
 @pytest.fixture
-async def model():
-    server = ScriptedModel()
-    await server.start()
-    yield server
-    await server.stop()
+def model(scripted_model: ScriptedModel) -> ScriptedModel:
+    return scripted_model
 
 
 def client(model: ScriptedModel, **kw) -> tuple[AIClient, Sleeps]:

@@ -20,11 +20,8 @@ from virtual.model_server import ScriptedModel, reply_text
 
 
 @pytest.fixture
-async def model():
-    server = ScriptedModel()
-    await server.start()
-    yield server
-    await server.stop()
+def model(scripted_model: ScriptedModel) -> ScriptedModel:
+    return scripted_model
 
 
 async def test_caption_response_hashtags_resolved_and_cached(model) -> None:
