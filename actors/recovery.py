@@ -226,6 +226,11 @@ class RecoveryManager:
         self.failures_in_a_row: dict[str, int] = {}
 
     def _default_registry(self) -> Registry | None:
+        """The coordinator's live registry (the editable store, with approved discoveries),
+        else the runs' registry, else the default one."""
+        store = getattr(self.hub, "registry_store", None)
+        if store is not None:
+            return store.registry
         if self.runs.registry is not None:
             return self.runs.registry
         from sequences.load import default_registry
