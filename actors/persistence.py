@@ -396,6 +396,18 @@ class FarmDB:
         execution["steps"] = [dict(s) for s in steps]
         return execution
 
+    async def execution_statuses(self, keys: list[str]) -> dict[str, tuple[str, str | None]]:
+        """(status, error_message) of each execution in ``keys`` that exists, in one query
+        per 500 keys (the scheduler polls every running job's record on each tick)."""
+        out: dict[str, tuple[str, str | None]] = {}
+        for i in range(0, len(keys), 500):
+            chunk = keys[i:i + 500]
+            for r in await self._all(
+                    "SELECT execution_key, status, error_message FROM executions"
+                    f" WHERE execution_key IN ({','.join('?' * len(chunk))})", chunk):
+                out[r[0]] = (r[1], r[2])
+        return out
+
     async def unfinished_executions(self, serials: list[str]) -> list[dict]:
         """Executions on ``serials`` that have not ended (pending, running, paused)."""
         if not serials:

@@ -430,6 +430,25 @@ class Scheduler:
         out, self.events = self.events, []
         return out
 
+    def next_slot(self) -> datetime | None:
+        """The earliest time a node's stagger slot frees for a phone whose ready job waits
+        for nothing else (None: no job waits only for its node's stagger). The owner ticks
+        then, so a gap shorter than its tick still spaces the starts by the gap rather than
+        by the tick."""
+        now = self._now()
+        best: datetime | None = None
+        for serial, queue in self.state.queues.items():
+            if not queue or serial in self.state.running or serial in self._dispatching:
+                continue
+            last = self.state.node_last.get(self.node_of(serial))
+            if last is None or now - last >= self.stagger:
+                continue
+            slot = last + self.stagger
+            if (best is None or slot < best) and any(
+                    self._ready(self.state.jobs[j], now) for j in queue):
+                best = slot
+        return best
+
     def queued(self, serial: str) -> list[Job]:
         """The jobs waiting for a phone, in queue order."""
         return [self.state.jobs[j] for j in self.state.queues.get(serial, [])]

@@ -138,8 +138,12 @@ class ScheduleService:
                 raise
             except Exception:  # noqa: BLE001 - one bad tick must not stop the schedules
                 log.exception("scheduler tick failed")
+            timeout = self.tick_s
+            slot = self.scheduler.next_slot() if self.scheduler is not None else None
+            if slot is not None:  # a node's stagger gap ends before the next tick
+                timeout = max(0.0, min(timeout, (slot - self.clock()).total_seconds()))
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.tick_s)
+                await asyncio.wait_for(self._wake.wait(), timeout)
             self._wake.clear()
 
     async def step(self) -> list[Event]:
@@ -202,16 +206,19 @@ class ScheduleService:
     async def _reconcile(self, sched: Scheduler) -> bool:
         """Tell the core about running jobs whose execution ended; True if any did."""
         any_ended = False
-        for job_id in list(sched.state.running.values()):
-            execution_id = self.executions.get(job_id)
-            record = await self.db.get_execution(execution_id) if execution_id else None
-            if record is None:
+        running = list(sched.state.running.values())
+        # One query for every running job's record, not two per job on every tick.
+        statuses = await self.db.execution_statuses(
+            [self.executions[j] for j in running if j in self.executions])
+        for job_id in running:
+            found = statuses.get(self.executions.get(job_id, ""))
+            if found is None:
                 sched.job_finished(job_id, "failed", "execution record missing")
                 any_ended = True
                 continue
-            status = record.get("status")
+            status, error = found
             if status in _FINAL:
-                sched.job_finished(job_id, _FINAL[status], record.get("error_message"))
+                sched.job_finished(job_id, _FINAL[status], error)
                 any_ended = True
         return any_ended
 

@@ -16,7 +16,9 @@ Phases (each prints its own figures):
    default). `scheduled` schedules planned for `--feed-s` seconds at `--rate` executions/min:
    `burst` = `phone:all` every phones*60/rate s (1,000 jobs with the same planned time);
    `spread` = a rotating slice of rate/60*`--slot-s` phones (`phone:a,b,...`) every
-   `--slot-s`. Measured until every job was dispatched or `--cutoff-s` after the last
+   `--slot-s` (the phones in node order, so a slice lands on about two nodes: the worst
+   case for a per-node stagger); `mixed` = the same with the phones taken round robin
+   across the nodes (a slice lands on every node, as a farm-wide scope does). Measured until every job was dispatched or `--cutoff-s` after the last
    planned time: executions dispatched per minute, scheduling delay (the moment the
    service's dispatch answered "started" minus the job's planned time; jobs still queued at
    the cutoff count with their delay so far, so the p99 is then a lower bound), the per
@@ -201,6 +203,8 @@ async def phase_schedules(hub, db, serials: list[str], rate: float, feed_s: floa
 
     svc = hub.schedules
     svc.scheduler.stagger = timedelta(seconds=stagger)
+    if shape == "mixed":  # round robin across the nodes (serials_of names them simNN-PPP)
+        serials = sorted(serials, key=lambda s: (s.split("-")[1], s))
     phones = len(serials)
     if shape == "burst":  # every phone at one planned time, every phones*60/rate s
         every = phones * 60 / rate
@@ -412,7 +416,8 @@ def main() -> None:
                     help="stop measuring this long after the last planned time")
     ap.add_argument("--phases", default="spread@0,burst@0,spread@1",
                     help="comma list of SHAPE@STAGGER schedule phases: SHAPE burst (phone:all "
-                         "at one time) or spread (a slice every --slot-s); STAGGER the "
+                         "at one time), spread (a slice every --slot-s, node by node) or "
+                         "mixed (a slice across all nodes); STAGGER the "
                          "ScheduleService's per-node stagger in s (production: 1)")
     ap.add_argument("--slot-s", type=float, default=0.5, help="spread: seconds between fires")
     ap.add_argument("--direct-s", type=float, default=15.0, help="0 skips the direct phase")

@@ -275,5 +275,8 @@ class _MemoryScheduleDB:
     async def get_execution(self, key: str) -> dict | None:
         return None
 
+    async def execution_statuses(self, keys: list[str]) -> dict:
+        return {}
+
 
 __all__ = ["FakeHub", "FarmError", "default_phones"]

@@ -673,3 +673,23 @@ async def test_concurrent_locked_answer_frees_the_node_for_its_next_phone() -> N
     assert [(e.kind, e.serial) for e in events if e.kind in ("locked", "dispatched")] == [
         ("locked", "a"), ("locked", "b"), ("dispatched", "c"), ("dispatched", "d")]
     assert sched.state.node_last == {"n1": clock.now, "n2": clock.now}
+
+
+async def test_next_slot_is_when_a_node_stagger_gap_ends_for_a_waiting_job() -> None:
+    now = [datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)]
+    started: list[str] = []
+
+    async def dispatch(job):
+        started.append(job.serial)
+        return "started"
+
+    sched = Scheduler(clock=lambda: now[0], resolve_targets=lambda t: [("p1", None), ("p2", None)],
+                      node_of=lambda s: "n", dispatch=dispatch, stagger_s=0.1)
+    assert sched.next_slot() is None
+    sched.add(Schedule(id="a", sequence="s", target="all", type="immediate"))
+    await sched.tick()
+    assert started == ["p1"]  # one start per node per gap
+    assert sched.next_slot() == now[0] + timedelta(seconds=0.1)
+    now[0] += timedelta(seconds=0.1)
+    await sched.tick()
+    assert started == ["p1", "p2"] and sched.next_slot() is None
