@@ -219,6 +219,9 @@ class RunManager:
         resent = []
         for record in await self.db.unfinished_executions(serials):
             execution_id, serial = record["execution_key"], record["serial"]
+            if record.get("error_reason") == "recovering":
+                await self._recovery_interrupted(record)
+                continue
             if lock_holders.get(serial) == execution_id or not record.get("plan"):
                 continue  # still playing on the node (only the coordinator restarted)
             run = msgspec.json.decode(record["plan"], type=RunSequence)
@@ -241,6 +244,27 @@ class RunManager:
                 continue
             resent.append(execution_id)
         return resent
+
+    async def _recovery_interrupted(self, record: dict) -> None:
+        """An execution AI recovery had taken over (actors/recovery.py): left alone while
+        that recovery runs; after a coordinator restart nothing recovers it any more, so it
+        fails and the lock the node kept for the recovery is given back."""
+        execution_id, serial = record["execution_key"], record["serial"]
+        recovery = getattr(self.hub, "recovery", None)
+        if recovery is not None and execution_id in recovery.active:
+            return
+        log.warning("execution=%s phone=%s: AI recovery was interrupted (coordinator restart)",
+                    execution_id, serial)
+        await self.db.update_execution(
+            execution_id, status="failed", error_reason="recovery_interrupted",
+            error_message=f"AI recovery was interrupted by a coordinator restart; it had "
+                          f"taken over after: {record.get('error_message')}")
+        release = getattr(self.hub, "device_action", None)
+        if release is not None:
+            try:
+                await release(serial, {"type": "release", "execution_id": execution_id})
+            except FarmError as exc:  # the lease ends it anyway
+                log.warning("execution=%s lock not released: %s", execution_id, exc)
 
     async def resend(self, record: dict, resume_from: int, resume_screen: str | None) -> dict:
         """Send the stored plan of execution ``record`` (a row with its ``plan``) again, to

@@ -201,3 +201,37 @@ def test_recorded_sequence_is_parsed_once_per_file_version(tmp_path) -> None:
     assert runs.sequence("clipshare/post_clip")[0] == "clipshare/post_clip"  # the library
     with pytest.raises(UnknownSequence):
         runs.sequence("mine/taps")
+
+
+async def test_resume_fails_an_execution_whose_ai_recovery_a_restart_interrupted(manager) -> None:
+    runs, hub = manager
+    released: list[tuple[str, dict]] = []
+
+    async def device_action(serial: str, action: dict, execution_id=None) -> dict:
+        released.append((serial, action))
+        return {"status": "ok", "released": True}
+
+    hub.device_action = device_action
+    started = await runs.start("clipshare/post_clip", "phone:s1")
+    execution_id = started["executions"]["s1"]["execution_id"]
+    await runs.apply("execution_finished", "s1", {
+        "execution_id": execution_id, "status": "failed", "reason": "unknown_screen",
+        "error": "unknown screen", "failed_step": "steps[3]", "recovering": True})
+    assert (await runs.get_execution(execution_id))["status"] == "running"
+    # While a recovery of this coordinator works on it, a reconnecting node changes nothing.
+    hub.recovery = type("R", (), {"active": {execution_id}})()
+    assert await runs.resume(["s1"], {"s1": execution_id}) == []
+    assert (await runs.get_execution(execution_id))["status"] == "running" and released == []
+    # After a restart nobody recovers it: it fails, and the kept lock is given back.
+    hub.recovery.active = set()
+    sent_before = len(hub.sent)
+    assert await runs.resume(["s1"], {"s1": execution_id}) == []
+    view = await runs.get_execution(execution_id)
+    assert view["status"] == "failed" and view["reason"] == "recovery_interrupted"
+    assert "unknown screen" in view["error"] and len(hub.sent) == sent_before
+    assert released == [("s1", {"type": "release", "execution_id": execution_id})]
+    # A replayed 'recovering' event does not reopen it.
+    await runs.apply("execution_finished", "s1", {
+        "execution_id": execution_id, "status": "failed", "reason": "unknown_screen",
+        "recovering": True})
+    assert (await runs.get_execution(execution_id))["status"] == "failed"
