@@ -209,18 +209,36 @@ class WorkflowRunner:
         for job in core.state.jobs.values():
             if job.schedule_id in core.state.schedules and parse_schedule_id(job.schedule_id):
                 jobs.setdefault(job.schedule_id, []).append(job)
-        for row in await self.db.workflow_executions(ACTIVE, limit=100_000):
-            wfx = row["workflow_execution_id"]
-            sids = sorted(by_wfx.get(wfx, []))
-            if not sids:
-                continue
+        active = {row["workflow_execution_id"]: row
+                  for row in await self.db.workflow_executions(ACTIVE, limit=100_000)}
+        for wfx, sids in sorted(by_wfx.items()):
+            sids.sort()
             mine = [j for sid in sids for j in jobs.get(sid, [])]
+            done = all(core.state.schedules[s].status in ("completed", "cancelled")
+                       for s in sids) and all(j.status in TERMINAL for j in mine)
+            row = active.get(wfx)
+            if row is None:
+                if done:  # recorded as ended before a crash left its schedules behind
+                    self._drop(sids)
+                continue
             for job in mine:
                 await self._write_job(wfx, job)
-            fired = all(core.state.schedules[s].status in ("completed", "cancelled")
-                        for s in sids)
-            if fired and all(j.status in TERMINAL for j in mine):
+            if done:
                 await self._finish(row, mine)
+                self._drop(sids)
+
+    def _drop(self, sids: list[str]) -> None:
+        """Forget an ended workflow execution's schedules and jobs: its rows hold the
+        record, and the core's state (saved whole on every change) must not grow with
+        every workflow ever run."""
+        core = self.service._core()
+        gone = set(sids)
+        for jid in [j for j, job in core.state.jobs.items() if job.schedule_id in gone]:
+            del core.state.jobs[jid]
+            self.service.executions.pop(jid, None)
+        for sid in sids:
+            core.state.schedules.pop(sid, None)
+            core.state.states.pop(sid, None)
 
     async def _write_job(self, wfx: int, job: Job) -> None:
         position = parse_schedule_id(job.schedule_id)[1]  # type: ignore[index]
@@ -267,15 +285,15 @@ class WorkflowRunner:
     async def view(self, workflow_execution_id: int) -> dict:
         """A workflow execution: id, workflow, target, status, times, error, and its
         ``sequences`` (position, sequence, serial, account, status, times, error,
-        execution_ids: the executions each attempt became)."""
-        await self.sync()
+        execution_ids: the executions each attempt became). The rows are kept up to date
+        by `sync` on every change of the scheduler's state."""
         row = await self.db.workflow_execution(workflow_execution_id)
         if row is None:
             raise WorkflowNotFound(f"workflow execution {workflow_execution_id}: no such "
                                    "workflow execution")
         refs = {a["account_id"]: f"{a['platform']}.{a['account_number']}"
                 for a in await self.db.account_rows()}
-        runs = await self._executions_by_target(workflow_execution_id)
+        runs = await self._executions_by_target(row)
         return {"workflow_execution_id": workflow_execution_id, "workflow": row["workflow"],
                 "target": row["target"], "status": row["status"],
                 "start_time": row["start_time"], "end_time": row["end_time"],
@@ -288,26 +306,25 @@ class WorkflowRunner:
                     "execution_ids": runs.get((s["execution_order"], s["serial"]), [])}
                     for s in row["sequences"]]}
 
-    async def _executions_by_target(self, wfx: int) -> dict[tuple[int, str], list[str]]:
-        core = self.service.scheduler
-        out: dict[tuple[int, str], list[str]] = {}
-        if core is None:
-            return out
+    async def _executions_by_target(self, row: dict) -> dict[tuple[int, str], list[str]]:
+        """(position, serial) -> execution ids: a sequence's schedule fires at the workflow
+        execution's start time, so its jobs' run id is ``<schedule id>@<that time>``."""
         from actors.schedules import run_id_of
 
-        for sid, st in core.state.states.items():
-            parsed = parse_schedule_id(sid)
-            if not parsed or parsed[0] != wfx or st.last_occurrence is None:
-                continue
-            probe = Job(id="", schedule_id=sid, sequence="", occurrence=st.last_occurrence,
-                        serial="", account=None, queued_at=st.last_occurrence)
+        out: dict[tuple[int, str], list[str]] = {}
+        when = _parse_utc(row["start_time"])
+        if when is None:
+            return out
+        for position in sorted({s["execution_order"] for s in row["sequences"]}):
+            sid = schedule_id_of(row["workflow_execution_id"], position)
+            probe = Job(id="", schedule_id=sid, sequence="", occurrence=when, serial="",
+                        account=None, queued_at=when)
             for record in await self.db.list_executions(run_id=run_id_of(probe)):
-                out.setdefault((parsed[1], record["serial"]), []).append(record["key"])
+                out.setdefault((position, record["serial"]), []).append(record["key"])
         return out
 
     async def recent(self, limit: int = 50) -> list[dict]:
         """The latest workflow executions, newest first (without their sequences)."""
-        await self.sync()
         return [{"workflow_execution_id": r["workflow_execution_id"], "workflow": r["workflow"],
                  "target": r["target"], "status": r["status"], "start_time": r["start_time"],
                  "end_time": r["end_time"], "error": r["error_message"]}

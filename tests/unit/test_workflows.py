@@ -107,7 +107,7 @@ async def test_retry_policy_per_workflow_sequence(env) -> None:
     first = next(s for s in view["sequences"] if s["position"] == 0)
     assert first["status"] == "failed" and len(first["execution_ids"]) == 3  # 1 + 2 retries
     assert sequences_run(runs, "p1") == [f"wfx-{wfx}.000"] * 3
-    kinds = [e["kind"] for e in await service.events(f"wfx-{wfx}.000")]
+    kinds = [e["kind"] for e in await db.schedule_events(f"wfx-{wfx}.000")]
     assert kinds.count("retry") == 2
 
 
@@ -176,3 +176,17 @@ async def test_definition_checks_name_the_field(env) -> None:
     with pytest.raises(ValidationError) as info:
         await service.workflows.start("daily", "phone:all-,x")
     assert info.value.where == "$.scope"
+
+
+async def test_an_ended_workflow_leaves_the_scheduler_state(env) -> None:
+    service, _, _, runs, db = env
+    await define(db, "daily", [{"sequence": "demo/login"}, {"sequence": "demo/post"}])
+    wfx = (await service.workflows.start("daily", "phone:all"))["workflow_execution_id"]
+    await settle(service, runs, db, {})
+    state = service.scheduler.state
+    assert not [s for s in state.schedules if s.startswith(f"wfx-{wfx}.")]
+    assert not [j for j in state.jobs.values() if j.schedule_id.startswith(f"wfx-{wfx}.")]
+    assert not service.executions
+    view = await service.workflows.view(wfx)  # from the farm DB alone
+    assert view["status"] == "completed"
+    assert all(len(s["execution_ids"]) == 1 for s in view["sequences"])
