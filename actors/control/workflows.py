@@ -81,17 +81,16 @@ REQUEST_TYPES = [SequenceBody, RetryBody, WorkflowSequenceBody, WorkflowBody, Wo
 
 def add_routes(app: web.Application) -> None:
     r = app.router
-    r.add_get("/api/sequences", get_sequences)
-    r.add_post("/api/sequences", post_sequence)
-    r.add_get("/api/sequences/{name:.+}", get_sequence)
-    r.add_put("/api/sequences/{name:.+}", put_sequence)
-    r.add_delete("/api/sequences/{name:.+}", delete_sequence)
-    r.add_get("/api/workflows", get_workflows)
-    r.add_post("/api/workflows", post_workflow)
-    r.add_get("/api/workflows/{name}", get_workflow)
-    r.add_put("/api/workflows/{name}", put_workflow)
-    r.add_delete("/api/workflows/{name}", delete_workflow)
-    r.add_post("/api/workflows/{name}/run", post_workflow_run)
+    for kind, one in ((SEQUENCES, "/api/sequences/{name:.+}"),
+                      (WORKFLOWS, "/api/workflows/{name}")):
+        h = _handlers(kind)
+        r.add_get(f"/api/{kind.key}", h["list"])
+        r.add_post(f"/api/{kind.key}", h["post"])
+        if kind is WORKFLOWS:  # before the catch-all {name} routes
+            r.add_post("/api/workflows/{name}/run", post_workflow_run)
+        r.add_get(one, h["get"])
+        r.add_put(one, h["put"])
+        r.add_delete(one, h["delete"])
     r.add_get("/api/workflow-executions", get_workflow_executions)
     r.add_get("/api/workflow-executions/{id}", get_workflow_execution)
 
@@ -127,7 +126,88 @@ def _name(body_name: str | None, request: web.Request, creating: bool) -> str:
     return path_name
 
 
-# --- sequences ------------------------------------------------------------------------------
+# --- definitions: one set of handlers for both kinds -----------------------------------------
+
+
+class _Kind(msgspec.Struct, frozen=True):
+    """How the handlers treat one kind of definition."""
+
+    what: str            # in messages: "sequence definition", "workflow"
+    entity: str          # audit entity type
+    id_field: str        # the row's id column
+    body: type           # the request Struct
+    lookup: str          # FarmDB method: active definition by name
+    retire: str          # FarmDB method: soft delete by name
+    listing: str         # FarmDB method: every definition
+    key: str             # the listing's key in the answer
+
+
+SEQUENCES = _Kind("sequence definition", "sequence_definition", "sequence_def_id",
+                  SequenceBody, "sequence_definition", "retire_sequence_definition",
+                  "sequence_definitions", "sequences")
+WORKFLOWS = _Kind("workflow", "workflow_definition", "workflow_def_id", WorkflowBody,
+                  "workflow_definition", "retire_workflow_definition", "workflow_definitions",
+                  "workflows")
+
+
+async def _found(db: Any, kind: _Kind, name: str) -> dict:
+    found = await getattr(db, kind.lookup)(name)
+    if found is None:
+        raise LookupError(f"no such {kind.what}: {name!r}")
+    return found
+
+
+async def _list(request: web.Request, kind: _Kind) -> web.Response:
+    retired = request.query.get("retired") == "1"
+    return _json({kind.key: await getattr(_db(request), kind.listing)(retired)})
+
+
+async def _get(request: web.Request, kind: _Kind) -> web.Response:
+    return _json(await _found(_db(request), kind, request.match_info["name"]))
+
+
+async def _save(request: web.Request, kind: _Kind, creating: bool) -> web.Response:
+    body = decode_request(await request.read(), kind.body, "a JSON object with name")
+    name = _name(body.name, request, creating)
+    db = _db(request)
+    before = await getattr(db, kind.lookup)(name)
+    if creating and before is not None:
+        return _error(409, f"{kind.what} {name!r} exists (PUT to update it)", field="$.name")
+    if not creating and before is None:
+        raise LookupError(f"no such {kind.what}: {name!r}")
+    if kind is SEQUENCES:
+        _check_sequence(request, name)
+        after = await db.save_sequence_definition(
+            name, description=body.description, json_path=body.json_path,
+            recovery_prompt=body.recovery_prompt, client=body.client)
+    else:
+        from actors.workflows import check_sequences
+
+        known = {d["name"]: d for d in await db.sequence_definitions()}
+        entries = check_sequences(msgspec.to_builtins(body.sequences), known)
+        after = await db.save_workflow_definition(name, entries, description=body.description,
+                                                  is_template=body.is_template,
+                                                  client=body.client)
+    await _audit(db, kind.entity, after[kind.id_field], "create" if creating else "update",
+                 before, after, body.reason)
+    return _json(after, 201 if creating else 200)
+
+
+async def _delete(request: web.Request, kind: _Kind) -> web.Response:
+    name = request.match_info["name"]
+    db = _db(request)
+    before = await _found(db, kind, name)
+    if kind is SEQUENCES:
+        users = [w["name"] for w in await db.workflow_definitions() if any(
+            s["sequence_def_id"] == before["sequence_def_id"] for s in w["sequences"])]
+        if users:
+            return _error(409, f"sequence definition {name!r} is used by workflow(s) "
+                               f"{', '.join(users)}: change or delete those first",
+                          workflows=users)
+    after = await getattr(db, kind.retire)(name)
+    await _audit(db, kind.entity, before[kind.id_field], "delete", before, after,
+                 request.query.get("reason") or "soft delete (status retired)")
+    return _json(after)
 
 
 def _check_sequence(request: web.Request, name: str) -> None:
@@ -145,128 +225,15 @@ def _check_sequence(request: web.Request, name: str) -> None:
         raise ValidationError("$.name", f"sequence {name!r} does not load: {exc}") from None
 
 
-@_handled
-async def get_sequences(request: web.Request) -> web.Response:
-    retired = request.query.get("retired") == "1"
-    return _json({"sequences": await _db(request).sequence_definitions(retired)})
+def _handlers(kind: _Kind) -> dict[str, Any]:
+    def bind(fn, *args):
+        async def handler(request: web.Request) -> web.Response:
+            return await fn(request, kind, *args)
+        handler.__name__ = f"{fn.__name__.strip('_')}_{kind.key}"
+        return _handled(handler)
 
-
-@_handled
-async def get_sequence(request: web.Request) -> web.Response:
-    name = request.match_info["name"]
-    found = await _db(request).sequence_definition(name)
-    if found is None:
-        raise LookupError(f"no such sequence definition: {name!r}")
-    return _json(found)
-
-
-async def _save_sequence(request: web.Request, creating: bool) -> web.Response:
-    body = decode_request(await request.read(), SequenceBody, "a JSON object with name")
-    name = _name(body.name, request, creating)
-    db = _db(request)
-    before = await db.sequence_definition(name)
-    if creating and before is not None:
-        return _error(409, f"sequence definition {name!r} exists (PUT to update it)",
-                      field="$.name")
-    if not creating and before is None:
-        raise LookupError(f"no such sequence definition: {name!r}")
-    _check_sequence(request, name)
-    after = await db.save_sequence_definition(
-        name, description=body.description, json_path=body.json_path,
-        recovery_prompt=body.recovery_prompt, client=body.client)
-    await _audit(db, "sequence_definition", after["sequence_def_id"],
-                 "create" if creating else "update", before, after, body.reason)
-    return _json(after, 201 if creating else 200)
-
-
-@_handled
-async def post_sequence(request: web.Request) -> web.Response:
-    return await _save_sequence(request, creating=True)
-
-
-@_handled
-async def put_sequence(request: web.Request) -> web.Response:
-    return await _save_sequence(request, creating=False)
-
-
-@_handled
-async def delete_sequence(request: web.Request) -> web.Response:
-    name = request.match_info["name"]
-    db = _db(request)
-    before = await db.sequence_definition(name)
-    if before is None:
-        raise LookupError(f"no such sequence definition: {name!r}")
-    users = [w["name"] for w in await db.workflow_definitions()
-             if any(s["sequence_def_id"] == before["sequence_def_id"] for s in w["sequences"])]
-    if users:
-        return _error(409, f"sequence definition {name!r} is used by workflow(s) "
-                           f"{', '.join(users)}: change or delete those first", workflows=users)
-    after = await db.retire_sequence_definition(name)
-    await _audit(db, "sequence_definition", before["sequence_def_id"], "delete", before, after,
-                 request.query.get("reason") or "soft delete (status retired)")
-    return _json(after)
-
-
-# --- workflows ------------------------------------------------------------------------------
-
-
-@_handled
-async def get_workflows(request: web.Request) -> web.Response:
-    retired = request.query.get("retired") == "1"
-    return _json({"workflows": await _db(request).workflow_definitions(retired)})
-
-
-@_handled
-async def get_workflow(request: web.Request) -> web.Response:
-    name = request.match_info["name"]
-    found = await _db(request).workflow_definition(name)
-    if found is None:
-        raise LookupError(f"no such workflow: {name!r}")
-    return _json(found)
-
-
-async def _save_workflow(request: web.Request, creating: bool) -> web.Response:
-    from actors.workflows import check_sequences
-
-    body = decode_request(await request.read(), WorkflowBody, "a JSON object with name and "
-                                                              "sequences")
-    name = _name(body.name, request, creating)
-    db = _db(request)
-    before = await db.workflow_definition(name)
-    if creating and before is not None:
-        return _error(409, f"workflow {name!r} exists (PUT to update it)", field="$.name")
-    if not creating and before is None:
-        raise LookupError(f"no such workflow: {name!r}")
-    known = {d["name"]: d for d in await db.sequence_definitions()}
-    entries = check_sequences(msgspec.to_builtins(body.sequences), known)
-    after = await db.save_workflow_definition(name, entries, description=body.description,
-                                              is_template=body.is_template, client=body.client)
-    await _audit(db, "workflow_definition", after["workflow_def_id"],
-                 "create" if creating else "update", before, after, body.reason)
-    return _json(after, 201 if creating else 200)
-
-
-@_handled
-async def post_workflow(request: web.Request) -> web.Response:
-    return await _save_workflow(request, creating=True)
-
-
-@_handled
-async def put_workflow(request: web.Request) -> web.Response:
-    return await _save_workflow(request, creating=False)
-
-
-@_handled
-async def delete_workflow(request: web.Request) -> web.Response:
-    name = request.match_info["name"]
-    db = _db(request)
-    before = await db.workflow_definition(name)
-    if before is None:
-        raise LookupError(f"no such workflow: {name!r}")
-    after = await db.retire_workflow_definition(name)
-    await _audit(db, "workflow_definition", before["workflow_def_id"], "delete", before, after,
-                 request.query.get("reason") or "soft delete (status retired)")
-    return _json(after)
+    return {"list": bind(_list), "get": bind(_get), "post": bind(_save, True),
+            "put": bind(_save, False), "delete": bind(_delete)}
 
 
 @_handled
