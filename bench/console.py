@@ -167,16 +167,20 @@ def run(args, browser, base: str, pid: int, serials: list[str], adb: AdbServer) 
     page.check("input[name=mode][value=select]")
 
     def window(pages: list, busy: bool) -> tuple[float, float, float]:
-        """(coordinator CPU % of one core, frames/s over ``pages``, action rounds/s)."""
+        """(coordinator CPU % of one core, frames/s over ``pages``, action rounds/s); the
+        first page's thumbnail events/s (new frames announced) go to ``announced``."""
         act = Activity(base) if busy else None
         if act:
             act.__enter__()
             time.sleep(2)
         try:
             f0, r0 = sum(frames(pg) for pg in pages), act.rounds if act else 0
+            e0 = pages[0].evaluate("window.__console.thumbnailEvents") if pages else 0
             c0, t0 = cpu_seconds(pid), time.monotonic()
             time.sleep(args.window)
             elapsed = time.monotonic() - t0
+            if pages:
+                announced[0] = (pages[0].evaluate("window.__console.thumbnailEvents") - e0) / elapsed
             return ((cpu_seconds(pid) - c0) / elapsed * 100,
                     (sum(frames(pg) for pg in pages) - f0) / elapsed,
                     ((act.rounds - r0) / elapsed) if act else 0.0)
@@ -184,14 +188,15 @@ def run(args, browser, base: str, pid: int, serials: list[str], adb: AdbServer) 
             if act:
                 act.__exit__(None, None, None)
 
+    announced = [0.0]
     time.sleep(3)  # the clicks' thumbnails settle
     cpu, fps, _ = window([page], busy=False)
     print(f"wall idle, 1 page: {fps:.1f} frames/s (nothing changes: the 15 s safety refresh), "
           f"coordinator CPU {cpu:.0f}%")
     cpu, fps, rounds = window([page], busy=True)
     print(f"wall busy, 1 page (every phone tapped {rounds:.1f}x/s): {fps:.1f} frames/s total, "
-          f"{fps / len(serials):.2f} per phone (cap 4 per phone, 5 requests in flight); "
-          f"coordinator CPU {cpu:.0f}%")
+          f"{fps / len(serials):.2f} per phone (cap 4 per phone, 5 requests in flight) for "
+          f"{announced[0]:.1f} new frames/s announced on the stream; coordinator CPU {cpu:.0f}%")
     page.close()
     cpu, _, rounds = window([], busy=False)
     print(f"no page, idle: coordinator CPU {cpu:.0f}%")

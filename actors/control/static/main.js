@@ -2,7 +2,7 @@
 // pages and the status stream. Every change goes through the public REST API.
 
 import { del, enc, get, openStream, post } from "./api.js";
-import { changed, el, numberOf, onChange, scopeOf, selectedPhones, state, toast } from "./state.js";
+import { changed, el, numberOf, onChange, scopeOf, selectedPhones, state, stats, toast } from "./state.js";
 import { initTextDialog } from "./textdialog.js";
 import { allScreensChanged, initWall, keyPress, renderWall, screenChanged } from "./wall.js";
 
@@ -163,6 +163,7 @@ const PHONE_EVENTS = new Set(["phone_up", "phone_down", "phone_paused", "phone_r
 
 function onEvent(name, ev) {
   if (name === "thumbnail" && ev.serial) {
+    stats.thumbnailEvents += 1;
     const p = state.phones.find((x) => x.serial === ev.serial);
     if (p && ev.data && ev.data.width && !p.screen_size) p.screen_size = [ev.data.width, ev.data.height];
     screenChanged(ev.serial);

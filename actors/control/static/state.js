@@ -44,5 +44,5 @@ export function el(tag, attrs = {}, ...children) {
 }
 
 // Metrics the browser tests and bench/console.py read (window.__console).
-export const stats = { framesLoaded: 0, frameErrors: 0, loads: {}, actions: [], started: performance.now() };
+export const stats = { framesLoaded: 0, frameErrors: 0, thumbnailEvents: 0, loads: {}, actions: [], started: performance.now() };
 window.__console = stats;

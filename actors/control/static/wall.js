@@ -160,6 +160,7 @@ async function load(tile) {
     stats.frameErrors += 1;
   } finally {
     tile.busy = false; inFlight -= 1;
+    pump();  // the freed slot goes to the next waiting frame at once, not at the next tick
   }
 }
 
