@@ -20,6 +20,7 @@ from sequences.model import RetryPolicy, Step
 
 PROTOCOL_VERSION = 1
 MAX_KEY_REPEAT = 100  # presses of one key action (a 30-character field cleared with DEL)
+MAX_SWIPE_POINTS = 64  # points of a swipe path (the driver plays one shell line of them)
 
 
 # --- device actions (inside Command) ---------------------------------------------------
@@ -41,11 +42,16 @@ class LongTap(_Action, tag="long_tap", frozen=True):
 
 
 class Swipe(_Action, tag="swipe", frozen=True):
+    """A straight swipe from (x1, y1) to (x2, y2), or with ``path`` one that follows those
+    points (the first and last are (x1, y1) and (x2, y2)). A node too old for ``path``
+    ignores it and swipes straight."""
+
     x1: int
     y1: int
     x2: int
     y2: int
     duration_ms: int = 300
+    path: list[tuple[int, int]] | None = None
 
 
 class Text(_Action, tag="text", frozen=True):
