@@ -41,6 +41,9 @@ Additions to the spec's columns, kept minimal and listed here so they stay visib
   spec's row links ``sequence_executions``, which sequence runs do not write.
 - v7: ``screen_proposals`` (no spec table): one discovery proposal per queued unknown
   screen, its review status and the proposal as one JSON document (actors.discovery).
+- v8: ``api_keys.base_url``, ``model``, ``label`` (an OpenAI-compatible key needs its
+  endpoint; actors.ai_keys), and ``phones.paused_reason``, ``paused_at``, ``paused_detail``:
+  the coordinator's pause of a phone (actors.phone_pause), apart from the registry's status.
 
 A phone has no profile column: the spec links profiles to accounts, so a phone's profile is
 the profile of its accounts (the first account's, or the named account's).
