@@ -20,7 +20,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import statistics
 import time
+from pathlib import Path
 from typing import Annotated, Any, Callable, Literal
 
 import cv2
@@ -42,6 +44,13 @@ ELEMENT_MATCH = 0.6
 # Pixels (registry space) added around a detected line's box: the recognizer wants margins.
 REGION_PAD = 12
 MIN_LINE_SCORE = 0.8
+# The top of the frame that is the status bar (clock, battery): never a region.
+STATUS_BAR = 0.03
+# Normalized cross-correlation over which a line's box shows the same on two frames (it
+# ignores brightness and contrast: the screen under a popup is dimmed, its text unchanged).
+SAME_CORRELATION = 0.9
+# A line this much darker than on the registered screen sits under a popup's backdrop.
+DIMMED = 0.8
 _KEY_CHARS = re.compile(r"[^a-z0-9]+")
 
 SYSTEM_PROMPT = (
@@ -122,22 +131,32 @@ def screen_key(text: str, fallback: str) -> str:
     return key or fallback
 
 
-def stable_lines(lines: list[TextLine], height: int, count: int = MAX_ELEMENTS) -> list[TextLine]:
+def stable_lines(lines: list[TextLine], height: int, count: int = MAX_ELEMENTS,
+                 common: frozenset[TextLine] = frozenset()) -> list[TextLine]:
     """The lines most likely to read the same every time the screen shows: real words (not
     clocks, battery levels, counters), no @handles or #tags (feed content), confidently read;
-    the top bar's titles first, then the bottom bar's labels, then the rest top-down."""
+    lines that tell this screen from the app's registered ones before those ``common`` with
+    one (a popup's text before the bars of the screen under it); then the top bar's titles,
+    the bottom bar's labels, the rest top-down."""
     def usable(line: TextLine) -> bool:
         text = line.text
         letters = sum(c.isalpha() for c in text)
         return (line.score >= MIN_LINE_SCORE and letters >= 3 and letters >= len(text) / 2
-                and "@" not in text and "#" not in text and line.box[1] > 0.03 * height)
+                and "@" not in text and "#" not in text and line.box[1] > STATUS_BAR * height)
 
-    def rank(line: TextLine) -> tuple[int, int]:
+    def rank(line: TextLine) -> tuple[bool, int, int]:
         y = line.box[1] / height
         band = 0 if y < 0.15 else 1 if y > 0.85 else 2
-        return band, line.box[1]
+        return line in common, band, line.box[1]
 
     return sorted(filter(usable, lines), key=rank)[:count]
+
+
+def _correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Normalized cross-correlation of two same-sized grey crops (0 when either is flat)."""
+    a, b = a - a.mean(), b - b.mean()
+    norm = float(np.sqrt((a * a).sum() * (b * b).sum()))
+    return float((a * b).sum()) / norm if norm > 1e-6 else 0.0
 
 
 def _locate(text: str, lines: list[TextLine], used: set[int]) -> int | None:
@@ -284,14 +303,19 @@ class DiscoveryService:
             for line in lines]}
         placeholder = f"unknown_{screen_key(entry['id'], 'screen')}"
         if reply is None:
-            chosen = stable_lines(lines, h)
+            common, dimmed = await asyncio.to_thread(self._common_lines, where["app"],
+                                                     frame_bgr, lines, scale, size)
+            chosen = stable_lines(lines, h, common=common)
+            # New text over a registered screen's dimmed text: a popup, so an interrupt.
+            over_known = dimmed and any(line not in common for line in chosen)
             doc.update(source="ocr", name=placeholder,
-                       kind="interrupt" if where["app"] == GLOBAL_APP else "state",
+                       kind="interrupt" if where["app"] == GLOBAL_APP or over_known else "state",
                        description="Proposed from the screen's text (no AI model configured): "
                                    "name and describe it.",
                        regions=[], actions=[])
             for line in chosen:
                 doc["regions"].append(self._region(line, doc["regions"], scale, size))
+            await asyncio.to_thread(self._read_as_matcher, doc["regions"], frame_bgr, size, reader)
             return doc
         call = next((c for c in reply.tool_calls if c.name == "propose_screen"), None)
         if call is None:
@@ -309,6 +333,7 @@ class DiscoveryService:
                 continue
             used.add(found)
             regions.append(self._region(lines[found], regions, scale, size))
+        await asyncio.to_thread(self._read_as_matcher, regions, frame_bgr, size, reader)
         actions = []
         for action in proposal.actions:
             found = _locate(action.get("element", ""), lines, set())
@@ -328,6 +353,43 @@ class DiscoveryService:
             doc["handler"] = actions[0]["name"]
         return doc
 
+    def _common_lines(self, app_key: str, frame_bgr: np.ndarray, lines: list[TextLine],
+                      scale, size) -> tuple[frozenset[TextLine], bool]:
+        """The lines whose box looks the same on a registered screen of the app (its
+        reference screenshot): they do not tell this screen from that one. And whether they
+        are dimmed there (darker than on the registered screen: a popup's backdrop)."""
+        app = self.store.registry.apps.get(app_key)
+        if app is None or not lines:
+            return frozenset(), False
+        # Per line, its brightness over the brightest registered screen it matches (other
+        # popups' screenshots have the same dimmed backdrop: the bare screen is the brightest).
+        brightness: dict[TextLine, float] = {}
+        gray = cv2.cvtColor(cv2.resize(frame_bgr, tuple(size), interpolation=cv2.INTER_AREA),
+                            cv2.COLOR_BGR2GRAY).astype(np.float32)
+        common: set[TextLine] = set()
+        for screen in (*app.states.values(), *app.interrupts.values()):
+            if screen.reference_screenshot is None:
+                continue
+            try:
+                png = (Path(self.store.registry.root) / screen.reference_screenshot).read_bytes()
+            except OSError:
+                continue
+            known = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_GRAYSCALE)
+            if known is None or known.shape[::-1] != tuple(size):
+                continue
+            known = known.astype(np.float32)
+            for line in lines:
+                x1, y1, x2, y2 = _box(line, scale, size)
+                if _correlation(gray[y1:y2, x1:x2], known[y1:y2, x1:x2]) > SAME_CORRELATION:
+                    common.add(line)
+                    if y1 < STATUS_BAR * size[1]:
+                        continue  # the status bar stays bright above a popup's backdrop
+                    ratio = (float(gray[y1:y2, x1:x2].mean())
+                             / max(1.0, float(known[y1:y2, x1:x2].mean())))
+                    brightness[line] = min(ratio, brightness.get(line, ratio))
+        return (frozenset(common),
+                bool(brightness) and statistics.median(brightness.values()) < DIMMED)
+
     @staticmethod
     def _user_prompt(entry: dict) -> str:
         return (f"Package in front: {entry.get('app') or 'unknown'}. Screen before: "
@@ -344,6 +406,20 @@ class DiscoveryService:
             f"{base}_{n}" for n in range(2, 100) if f"{base}_{n}" not in names)
         return {"name": name, "coordinates": _box(line, scale, size), "ocr_enabled": True,
                 "expected_text": line.text}
+
+    @staticmethod
+    def _read_as_matcher(regions: list[dict], frame_bgr: np.ndarray, size, reader) -> None:
+        """Each region's ``expected_text`` as the matcher's OCR check will read it (the
+        recognizer alone, on the full-resolution box): detection ran on a half-size frame and
+        reads small text differently ("Updateavailable")."""
+        frame = cv2.cvtColor(cv2.resize(frame_bgr, tuple(size), interpolation=cv2.INTER_AREA)
+                             if frame_bgr.shape[1::-1] != tuple(size) else frame_bgr,
+                             cv2.COLOR_BGR2RGB)
+        for region in regions:
+            x1, y1, x2, y2 = region["coordinates"]
+            text, _ = reader.read(frame[y1:y2, x1:x2])
+            if text.strip():
+                region["expected_text"] = text.strip()
 
     # --- review -------------------------------------------------------------------------
     def _view(self, row: dict) -> dict:

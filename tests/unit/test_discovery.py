@@ -68,6 +68,10 @@ class Detector:
         self.calls += 1
         return list(self.lines)
 
+    def read(self, crop_rgb):
+        """The recognizer: reads nothing here, so the detected text stands."""
+        return "", 0.0
+
 
 @pytest.fixture
 async def parts(tmp_path: Path):
@@ -189,3 +193,34 @@ async def test_discovery_and_registry_routes(parts, capsys):
     assert out[0] == f"registry version {store.version[:16]}"
     clipshare = next(line for line in out if line.startswith("clipshare"))
     assert CLIPSHARE in clipshare and "update_available_2" in clipshare
+
+
+# What the detector found on the demo's 'Update available' popup over the feed.
+UPDATE_LINES = [TextLine((886, 12, 976, 66), "85%", 0.99), TextLine((30, 16, 142, 64), "09:41", 0.99),
+                TextLine((32, 130, 300, 198), "Clipshare", 0.97),
+                TextLine((144, 946, 592, 1008), "Updateavailable", 0.99),
+                TextLine((134, 1158, 878, 1212), "A newversionofClipshareisreadyto", 0.97),
+                TextLine((132, 1222, 268, 1270), "install.", 0.99),
+                TextLine((230, 1428, 418, 1500), "Update", 0.99),
+                TextLine((666, 1434, 852, 1490), "Dismiss", 0.99),
+                TextLine((274, 1890, 808, 1934), "Swipeupforthenextvideo", 0.99),
+                TextLine((102, 2272, 258, 2334), "Home", 0.99),
+                TextLine((824, 2272, 980, 2330), "Profile", 0.99),
+                TextLine((434, 2276, 648, 2330), "+ Upload", 0.94)]
+
+
+async def test_without_ai_a_popup_over_a_known_screen_is_an_interrupt_of_its_own_text(
+        parts, tmp_path):
+    from registry.load import DEMO_REGISTRY
+
+    db, store, _, events = parts
+    await store.delete_screen("clipshare", "update_available")  # now nobody registered it
+    queue = UnknownScreenQueue(tmp_path / "unknown-2")  # (the other popup's hash is close)
+    queue.add("rack-9", (DEMO_REGISTRY / "clipshare/update_available.png").read_bytes(),
+              {"serial": "S1", "app": CLIPSHARE, "at": 3.0})
+    proposal = await DiscoveryService(store, db, queue, reader=Detector(UPDATE_LINES)
+                                      ).propose("rack-9")
+    # The feed's bars show (dimmed) under it: they tell nothing apart, the popup's text does.
+    assert proposal["kind"] == "interrupt"
+    assert [r["expected_text"] for r in proposal["regions"]] == [
+        "Updateavailable", "A newversionofClipshareisreadyto", "install."]
