@@ -51,7 +51,7 @@ class Swipe(_Action, tag="swipe", frozen=True):
     x2: int
     y2: int
     duration_ms: int = 300
-    path: list[tuple[int, int]] | None = None
+    path: list[tuple[int, int]] | msgspec.UnsetType = msgspec.UNSET  # left off the wire when unset
 
 
 class Text(_Action, tag="text", frozen=True):

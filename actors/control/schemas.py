@@ -13,11 +13,11 @@ import json
 from typing import Annotated, Any, Literal, TypeVar, Union
 
 import msgspec
-from msgspec import Meta
+from msgspec import UNSET, Meta, UnsetType
 
 from actors.device.keycodes import key_code
 from protocol.errors import ValidationError, split_msgspec_error
-from protocol.messages import MAX_KEY_REPEAT
+from protocol.messages import MAX_KEY_REPEAT, MAX_SWIPE_POINTS
 
 MAX_BODY_BYTES = 1024 * 1024
 
@@ -27,6 +27,10 @@ PackageName = Annotated[str, Meta(pattern=r"^[A-Za-z][A-Za-z0-9_]*(\.[A-Za-z0-9_
                                   max_length=255, description="Android package, e.g. com.example.app")]
 ActivityName = Annotated[str, Meta(pattern=r"^\.?[A-Za-z_$][A-Za-z0-9_$]*(\.[A-Za-z_$][A-Za-z0-9_$]*)*$",
                                    max_length=255, description="activity class, e.g. .MainActivity")]
+SwipePath = Annotated[list[tuple[Coordinate, Coordinate]],
+                     Meta(min_length=2, max_length=MAX_SWIPE_POINTS,
+                          description="points [x, y] the finger passes through, in order, "
+                                      "spread evenly over duration_ms")]
 KeyValue = Annotated[Union[Annotated[int, Meta(ge=0, le=10_000)], Annotated[str, Meta(min_length=1, max_length=64)]],
                      Meta(description="Android keycode number or name (HOME, KEYCODE_BACK, ...)")]
 
@@ -47,11 +51,15 @@ class LongTapAction(_ControlAction, tag="long_tap", frozen=True):
 
 
 class SwipeAction(_ControlAction, tag="swipe", frozen=True):
-    x1: Coordinate
-    y1: Coordinate
-    x2: Coordinate
-    y2: Coordinate
+    """From (x1, y1) to (x2, y2) in a straight line, or along ``path``: then x1..y2 may be
+    left out (they are the path's first and last points, and must be if given)."""
+
+    x1: Coordinate | UnsetType = UNSET
+    y1: Coordinate | UnsetType = UNSET
+    x2: Coordinate | UnsetType = UNSET
+    y2: Coordinate | UnsetType = UNSET
     duration_ms: DurationMs = 300
+    path: SwipePath | UnsetType = UNSET
 
 
 class TextAction(_ControlAction, tag="text", frozen=True):
@@ -218,7 +226,28 @@ def decode_action_request(body: bytes) -> ActionRequest:
             key_code(request.action.key)
         except ValueError as exc:
             raise RequestError("$.action.key", str(exc), field="$.action.key") from None
+    if isinstance(request.action, SwipeAction):
+        request = msgspec.structs.replace(request, action=_complete_swipe(request.action))
     return request
+
+
+def _complete_swipe(swipe: SwipeAction) -> SwipeAction:
+    """Both forms of a swipe with x1..y2 filled in; the path's ends and x1..y2 agree."""
+    ends = {"x1": swipe.x1, "y1": swipe.y1, "x2": swipe.x2, "y2": swipe.y2}
+    if swipe.path is UNSET:
+        for name, value in ends.items():
+            if value is UNSET:
+                where = f"$.action.{name}"
+                raise RequestError(where, "required (or give a path)", field=where)
+        return swipe
+    (px1, py1), (px2, py2) = swipe.path[0], swipe.path[-1]
+    implied = {"x1": px1, "y1": py1, "x2": px2, "y2": py2}
+    for name, value in ends.items():
+        if value is not UNSET and value != implied[name]:
+            where = f"$.action.{name}"
+            raise RequestError(where, f"{value} is not the path's end ({implied[name]}); "
+                               "leave x1..y2 out or match the path", field=where)
+    return msgspec.structs.replace(swipe, **implied)
 
 
 class RecordStart(msgspec.Struct, forbid_unknown_fields=True):

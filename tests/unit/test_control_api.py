@@ -181,6 +181,13 @@ async def test_phone_vanishing_after_resolution_is_gone(client: TestClient, hub:
     ({"type": "long_tap", "x": 5, "y": 6, "duration_ms": 2000}, None),
     ({"type": "swipe", "x1": 1, "y1": 2, "x2": 3, "y2": 4},
      {"type": "swipe", "x1": 1, "y1": 2, "x2": 3, "y2": 4, "duration_ms": 300}),
+    # A path alone: its ends become x1..y2 (so a node too old for paths still swipes).
+    ({"type": "swipe", "path": [[10, 20], [40, 25], [90, 60]], "duration_ms": 500},
+     {"type": "swipe", "x1": 10, "y1": 20, "x2": 90, "y2": 60, "duration_ms": 500,
+      "path": [(10, 20), (40, 25), (90, 60)]}),
+    ({"type": "swipe", "x1": 10, "y1": 20, "x2": 90, "y2": 60, "path": [[10, 20], [90, 60]]},
+     {"type": "swipe", "x1": 10, "y1": 20, "x2": 90, "y2": 60, "duration_ms": 300,
+      "path": [(10, 20), (90, 60)]}),
     ({"type": "text", "text": "héllo & 'world'\n"}, None),
     ({"type": "key", "key": 4}, {"type": "key", "key": 4, "repeat": 1}),
     ({"type": "key", "key": "KEYCODE_BACK", "repeat": 30}, None),
@@ -230,6 +237,12 @@ async def test_empty_body(client: TestClient) -> None:
     ({"type": "teleport"}, "$.action.type", "teleport"),
     ({"x": 1, "y": 1}, "$.action", "`type`"),
     ({"type": "swipe", "x1": 1, "y1": 2, "x2": 3, "y2": 4, "duration_ms": 0}, "$.action.duration_ms", ">= 1"),
+    ({"type": "swipe", "path": [[1, 2], [3, 4], [5, 6], [7, 8, 9]]}, "$.action.path[3]", "length 2"),
+    ({"type": "swipe", "path": [[1, 2], [3, -4]]}, "$.action.path[1][1]", ">= 0"),
+    ({"type": "swipe", "path": [[1, 2]]}, "$.action.path", ">= 2"),
+    ({"type": "swipe", "path": [[i, i] for i in range(65)]}, "$.action.path", "<= 64"),
+    ({"type": "swipe", "x1": 1, "y1": 2, "x2": 3}, "$.action.y2", "required"),
+    ({"type": "swipe", "x1": 5, "path": [[1, 2], [3, 4]]}, "$.action.x1", "path's end"),
     ({"type": "text", "text": ""}, "$.action.text", "length"),
     ({"type": "key", "key": "NOT_A_KEY"}, "$.action.key", "unknown key"),
     ({"type": "key", "key": 1.5}, "$.action.key", "Expected"),
@@ -493,6 +506,7 @@ def test_control_actions_are_protocol_actions() -> None:
     """What the endpoint accepts, the node protocol can carry unchanged."""
     samples = [{"type": "tap", "x": 1, "y": 2}, {"type": "long_tap", "x": 1, "y": 2},
                {"type": "swipe", "x1": 1, "y1": 2, "x2": 3, "y2": 4}, {"type": "text", "text": "t"},
+               {"type": "swipe", "x1": 1, "y1": 2, "x2": 5, "y2": 6, "path": [[1, 2], [3, 4], [5, 6]]},
                {"type": "key", "key": "HOME"}, {"type": "launch_app", "package": "a.b"},
                {"type": "stop_app", "package": "a.b"}, {"type": "screenshot"}]
     for sample in samples:

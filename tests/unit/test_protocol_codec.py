@@ -50,6 +50,7 @@ ACTIONS = [
     Tap(x=10, y=20),
     LongTap(x=1, y=2, duration_ms=900),
     Swipe(x1=1, y1=2, x2=3, y2=4, duration_ms=250),
+    Swipe(x1=1, y1=2, x2=5, y2=6, duration_ms=250, path=[(1, 2), (3, 4), (5, 6)]),
     Text(text="héllo {wörld}"),
     Key(key=4),
     Key(key="KEYCODE_BACK"),
