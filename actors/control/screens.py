@@ -15,6 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from actors.control.schemas import RequestError, decode_request
+from actors.discovery import ApproveRequest, ProposalEdit, ProposalNotFound, ProposalResolved
 from actors.registry_store import FrameRef, RegistryNotFound, ScreenEdit, frame_from_b64
 from protocol.errors import FarmError, PhoneNotFound, ValidationError, ValidationErrors
 
@@ -134,14 +135,8 @@ async def put_screen(request: web.Request) -> web.Response:
                               "a JSON object with kind, regions, actions and frame")
         png = await frame_png(_hub(request), edit.frame)
         out = await store.save_screen(app, screen, edit, png, actor=ACTOR)
-    except RequestError as exc:
-        return _json(exc.body, 400)
-    except ValidationErrors as exc:
-        return _problems(exc)
-    except ValidationError as exc:
-        return _error(400, str(exc), field=exc.where)
-    except RegistryNotFound as exc:
-        return _error(404, str(exc), app=app, screen=screen)
+    except FarmError as exc:
+        return _failure(exc, app=app, screen=screen)
     return _json(out, 201 if out["action"] == "create" else 200)
 
 
@@ -150,10 +145,8 @@ async def delete_screen(request: web.Request) -> web.Response:
     try:
         return _json(await _store(request).delete_screen(
             app, screen, actor=ACTOR, reason=request.query.get("reason", "")))
-    except RegistryNotFound as exc:
-        return _error(404, str(exc), app=app, screen=screen)
-    except ValidationErrors as exc:  # e.g. a state another screen's action links to
-        return _problems(exc)
+    except FarmError as exc:  # e.g. a state another screen's action links to: 400
+        return _failure(exc, app=app, screen=screen)
 
 
 # --- discovery ------------------------------------------------------------------------------
@@ -165,64 +158,55 @@ async def get_discovery(request: web.Request) -> web.Response:
 
 
 async def put_proposal(request: web.Request) -> web.Response:
-    from actors.discovery import ProposalEdit, ProposalNotFound
-
     proposal_id = request.match_info["id"]
     try:
         edit = decode_request(await request.read(), ProposalEdit, "a JSON object")
         return _json(await _discovery(request).update(proposal_id, edit, actor=ACTOR))
-    except RequestError as exc:
-        return _json(exc.body, 400)
-    except ValidationError as exc:
-        return _error(400, str(exc), field=exc.where)
-    except ProposalNotFound as exc:
-        return _error(404, str(exc), id=proposal_id)
+    except FarmError as exc:
+        return _failure(exc, id=proposal_id)
 
 
 async def post_approve(request: web.Request) -> web.Response:
     """Write the proposal (or the edited screen of the body) into the registry."""
-    from actors.discovery import ApproveRequest, ProposalNotFound, ProposalResolved
-
     proposal_id = request.match_info["id"]
     raw = await request.read()
     try:
         body = decode_request(raw, ApproveRequest, "a JSON object") if raw.strip() else None
         png = await frame_png(_hub(request), body.frame) if body is not None else None
-        out = await _discovery(request).approve(proposal_id, body, png, actor=ACTOR)
-    except RequestError as exc:
-        return _json(exc.body, 400)
-    except ValidationErrors as exc:
-        return _problems(exc)
-    except ValidationError as exc:
-        return _error(400, str(exc), field=exc.where)
-    except ProposalNotFound as exc:
-        return _error(404, str(exc), id=proposal_id)
-    except ProposalResolved as exc:
-        return _error(409, str(exc), id=proposal_id)
-    except RegistryNotFound as exc:
-        return _error(404, str(exc), id=proposal_id)
-    return _json(out)
+        return _json(await _discovery(request).approve(proposal_id, body, png, actor=ACTOR))
+    except FarmError as exc:
+        return _failure(exc, id=proposal_id)
 
 
 async def post_discard(request: web.Request) -> web.Response:
-    from actors.discovery import ProposalNotFound, ProposalResolved
-
     proposal_id = request.match_info["id"]
     try:
         return _json(await _discovery(request).discard(
             proposal_id, actor=ACTOR, reason=request.query.get("reason", "")))
-    except ProposalNotFound as exc:
-        return _error(404, str(exc), id=proposal_id)
-    except ProposalResolved as exc:
-        return _error(409, str(exc), id=proposal_id)
+    except FarmError as exc:
+        return _failure(exc, id=proposal_id)
+
+
+def _failure(exc: FarmError, **ids: str) -> web.Response:
+    """The answer to an edit that failed: 400 naming the field (every problem listed), 404
+    for an unknown app, screen, file or proposal, 409 for a resolved proposal."""
+    if isinstance(exc, RequestError):
+        return _json(exc.body, 400)
+    if isinstance(exc, ValidationErrors):
+        return _problems(exc)
+    if isinstance(exc, ValidationError):
+        return _error(400, str(exc), field=exc.where)
+    if isinstance(exc, (RegistryNotFound, ProposalNotFound)):
+        return _error(404, str(exc), **ids)
+    if isinstance(exc, ProposalResolved):
+        return _error(409, str(exc), **ids)
+    raise exc  # anything else is a bug: the middleware answers 500 and logs it
 
 
 # --- OpenAPI --------------------------------------------------------------------------------
 
 
 def request_types() -> list[type]:
-    from actors.discovery import ApproveRequest, ProposalEdit
-
     return [ScreenEdit, ProposalEdit, ApproveRequest]
 
 
