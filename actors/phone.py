@@ -216,7 +216,7 @@ class PhoneActor(BridgedActor):
         elif kind == "long_tap":
             d.long_tap(a["x"], a["y"], a.get("duration_ms", 800))
         elif kind == "swipe":
-            d.swipe(a["x1"], a["y1"], a["x2"], a["y2"], a.get("duration_ms", 300))
+            d.swipe(a["x1"], a["y1"], a["x2"], a["y2"], a.get("duration_ms", 300), a.get("path"))
         elif kind == "text":
             d.type_text(a["text"])
         elif kind == "key":

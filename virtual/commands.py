@@ -260,7 +260,8 @@ class PhoneCommands:
         usage = ("Usage: input [<source>] <command> [<arg>...]\n"
                  "  text <string>\n  keyevent [--longpress] <key code number or name> ...\n"
                  "  tap <x> <y>\n  swipe <x1> <y1> <x2> <y2> [duration(ms)]\n"
-                 "  draganddrop <x1> <y1> <x2> <y2> [duration(ms)]\n")
+                 "  draganddrop <x1> <y1> <x2> <y2> [duration(ms)]\n"
+                 "  motionevent <DOWN|UP|MOVE|CANCEL> <x> <y>\n")
         if not args:
             return fail(usage, 1)
         verb, rest = args[0], args[1:]
@@ -282,6 +283,25 @@ class PhoneCommands:
                 else:
                     phone.log_input("swipe", x1=x1, y1=y1, x2=x2, y2=y2, duration_ms=ms)
                     ui.swipe(x1, y1, x2, y2, ms)
+            elif verb == "motionevent" and (len(rest) == 3 or (len(rest) == 1 and rest[0].upper() == "CANCEL")):
+                x, y = (_num(rest[1]), _num(rest[2])) if len(rest) == 3 else (0, 0)
+                touch = phone.touch.event(rest[0], x, y)
+                # A finished DOWN..UP chain is logged and played as `input swipe` would be.
+                if touch is not None and touch.kind == "swipe":
+                    (x1, y1), (x2, y2) = touch.path[0], touch.path[-1]
+                    phone.log_input("swipe", x1=x1, y1=y1, x2=x2, y2=y2,
+                                    duration_ms=touch.duration_ms,
+                                    path=[list(p) for p in touch.path], via="motionevent")
+                    ui.swipe(x1, y1, x2, y2, touch.duration_ms, path=touch.path)
+                elif touch is not None:
+                    x0, y0 = touch.path[0]
+                    if touch.kind == "long_press":
+                        phone.log_input("long_press", x=x0, y=y0, duration_ms=touch.duration_ms,
+                                        via="motionevent")
+                        ui.long_press(x0, y0, touch.duration_ms)
+                    else:
+                        phone.log_input("tap", x=x0, y=y0, via="motionevent")
+                        ui.tap(x0, y0)
             elif verb == "text" and rest:
                 text = rest[0].replace("%s", " ")
                 if any(ord(ch) > 126 or (ord(ch) < 32 and ch not in "\n\t") for ch in text):
@@ -303,7 +323,7 @@ class PhoneCommands:
                     ui.key(code)
             else:
                 return fail(f"Error: Unknown command: {verb}\n{usage}" if verb not in
-                            ("tap", "swipe", "text", "keyevent", "draganddrop", "press")
+                            ("tap", "swipe", "text", "keyevent", "draganddrop", "press", "motionevent")
                             else f"Error: wrong arguments for {verb}\n{usage}", 1)
         except ValueError as exc:
             return fail(f"Error: {exc}", 1)

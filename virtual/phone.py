@@ -17,7 +17,8 @@ from virtual.commands import IME_PACKAGE, PhoneCommands
 from virtual.fs import VirtualFS
 from virtual.shell import ShellInterpreter, shell_service
 from virtual.sync import serve_sync
-from virtual.ui import PhoneUI, load_apps
+from virtual.touch import Touchscreen
+from virtual.ui import LONG_PRESS_MS, TOUCH_SLOP_PX, PhoneUI, load_apps
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,7 @@ class VirtualPhone:
         self.fs = VirtualFS(clock)
         self.commands = PhoneCommands(self)
         self.input_log: list[dict] = []
+        self.touch = Touchscreen(clock, TOUCH_SLOP_PX, LONG_PRESS_MS)  # input motionevent
         self.install_sessions: dict[int, dict[str, bytes]] = {}
         self.user_packages: dict[str, list[str]] = {}
         self.size_override: tuple[int, int] | None = None

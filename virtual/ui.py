@@ -507,11 +507,18 @@ class PhoneUI:
             if action is not None:
                 self._run(package, action)
 
-    def swipe(self, x1: int, y1: int, x2: int, y2: int, duration_ms: int = 300) -> None:
+    def swipe(self, x1: int, y1: int, x2: int, y2: int, duration_ms: int = 300,
+              path: list[tuple[int, int]] | None = None) -> None:
+        """A straight swipe, or (``path``, from `input motionevent`) one through those points:
+        it scrolls the way its ends point; one that never left the touch slop is a press."""
         with self._lock:
             dx, dy = x2 - x1, y2 - y1
-            if abs(dx) <= TOUCH_SLOP_PX and abs(dy) <= TOUCH_SLOP_PX:
+            stayed = all(abs(x - x1) <= TOUCH_SLOP_PX and abs(y - y1) <= TOUCH_SLOP_PX
+                         for x, y in (path or [(x2, y2)]))
+            if stayed:
                 self._press(x1, y1, long=duration_ms >= LONG_PRESS_MS)
+            elif abs(dx) <= TOUCH_SLOP_PX and abs(dy) <= TOUCH_SLOP_PX:
+                pass  # went out and came back: no press, and no direction to scroll
             elif self._popup is None:
                 direction = ("down" if dy > 0 else "up") if abs(dy) >= abs(dx) else ("right" if dx > 0 else "left")
                 package = self._foreground

@@ -41,6 +41,30 @@ _FOCUS = re.compile(r"mCurrentFocus=Window\{.*\s+(?P<package>[^\s]+)/(?P<activit
 _INPUT_TEXT_SAFE = re.compile(r"^[\x20-\x7e]*$")
 
 
+# `input motionevent DOWN|MOVE|UP|CANCEL x y` exists since Android 10 (API 29).
+MOTION_EVENT_MIN_SDK = 29
+# What one `input motionevent` costs on the phone (Android 11+: `cmd input`, a binder call,
+# no JVM start; an estimate, not measured here). Points closer in time than this need no
+# `sleep` between them: the command itself takes that long.
+MOTION_EVENT_COST_MS = 20
+
+
+def motion_event_script(path, duration_ms: int, cost_ms: float = MOTION_EVENT_COST_MS) -> str:
+    """One shell line that plays ``path`` as a touch: DOWN at the first point, MOVE through
+    the middle ones, UP at the last, the points spread evenly over ``duration_ms``. Joined
+    by `;` (not `&&`) so an UP always follows a DOWN; one adb round trip for the whole path."""
+    points = [(int(x), int(y)) for x, y in path]
+    gap_ms = duration_ms / (len(points) - 1) - cost_ms
+    pause = f"sleep {gap_ms / 1000:.3f}" if gap_ms >= 1 else None
+    parts: list[str] = []
+    for i, (x, y) in enumerate(points):
+        verb = "DOWN" if i == 0 else "UP" if i == len(points) - 1 else "MOVE"
+        if i and pause:
+            parts.append(pause)
+        parts.append(f"input motionevent {verb} {x} {y}")
+    return ";".join(parts)
+
+
 @dataclass(frozen=True)
 class ShellOutput:
     """What a shell command printed and how it ended."""
@@ -63,6 +87,7 @@ class DeviceDriver:
         self._features: set[str] | None = None
         self._size: tuple[int, int] | None = None
         self._has_ime: bool | None = None
+        self._sdk: int | None = None
 
     def __repr__(self) -> str:
         return f"DeviceDriver({self.serial} via {self.adb.host}:{self.adb.port})"
@@ -199,8 +224,29 @@ class DeviceDriver:
         # Android has no long-tap command; a stationary swipe is how the platform does it.
         self.shell(f"input swipe {int(x)} {int(y)} {int(x)} {int(y)} {int(duration_ms)}")
 
-    def swipe(self, x1: int, y1: int, x2: int, y2: int, duration_ms: int = 300) -> None:
-        self.shell(f"input swipe {int(x1)} {int(y1)} {int(x2)} {int(y2)} {int(duration_ms)}")
+    def swipe(self, x1: int, y1: int, x2: int, y2: int, duration_ms: int = 300,
+              path: list[tuple[int, int]] | list[list[int]] | None = None) -> None:
+        """Swipe straight from (x1, y1) to (x2, y2), or through every point of ``path``."""
+        if path is None or len(path) <= 2:
+            self.shell(f"input swipe {int(x1)} {int(y1)} {int(x2)} {int(y2)} {int(duration_ms)}")
+        elif self.sdk_level() < MOTION_EVENT_MIN_SDK:
+            log.warning("serial=%s sdk=%s has no `input motionevent`: swiping straight along "
+                        "a %d-point path", self.serial, self.sdk_level(), len(path))
+            (sx, sy), (ex, ey) = path[0], path[-1]
+            self.shell(f"input swipe {int(sx)} {int(sy)} {int(ex)} {int(ey)} {int(duration_ms)}")
+        else:
+            self.shell(motion_event_script(path, duration_ms))
+
+    def sdk_level(self) -> int:
+        """The phone's Android API level (ro.build.version.sdk), asked once."""
+        if self._sdk is None:
+            text = self.shell("getprop ro.build.version.sdk").text.strip()
+            try:
+                self._sdk = int(text)
+            except ValueError:
+                raise DeviceError(self.serial, "getprop ro.build.version.sdk",
+                                  f"not an API level: {text!r}") from None
+        return self._sdk
 
     def key(self, key: int | str, repeat: int = 1) -> None:
         """Press ``key`` ``repeat`` times (one `input keyevent` with the code repeated)."""

@@ -59,6 +59,19 @@ def test_gestures_and_keys_arrive_as_such(driver):
         [("key", None, None, 67)] * 3
 
 
+def test_swipe_along_a_path_arrives_as_that_path(driver):
+    """A path of points is played as one `input motionevent` chain (one adb round trip) and
+    arrives as one swipe through every point; two points stay a plain `input swipe`."""
+    curve = [(200, 2000), (350, 1700), (600, 1500), (800, 1200), (700, 900), (540, 600)]
+    driver.swipe(200, 2000, 540, 600, 400, path=curve)
+    driver.swipe(100, 2000, 100, 500, 350, path=[(100, 2000), (100, 500)])
+    swipe, straight = inputs(driver)
+    assert swipe["kind"] == "swipe" and swipe["via"] == "motionevent"
+    assert swipe["path"] == [list(p) for p in curve]
+    assert straight["kind"] == "swipe" and "path" not in straight
+    assert straight["duration_ms"] == 350
+
+
 @pytest.mark.parametrize("text", TRICKY_TEXTS)
 def test_type_text_round_trip_is_exact(driver, text):
     driver.type_text(text)

@@ -105,6 +105,29 @@ def test_vphone_log_records_inputs_as_json_lines(adb_server, farm):
                      ("key", None, None)]
 
 
+def test_motionevent_chain_is_one_swipe_along_its_path(adb_server, farm):
+    """`input motionevent` as Android 10+ has it: DOWN, MOVEs and UP (here in one shell line,
+    as the driver sends them) log one swipe with the path; CANCEL drops the touch."""
+    s = farm.serials[2]
+    run_adb(adb_server, "-s", s, "shell", "vphone log --clear")
+    r = run_adb(adb_server, "-s", s, "shell",
+                "input motionevent DOWN 540 1800; input motionevent MOVE 700 1500; sleep 0.05; "
+                "input motionevent MOVE 600 1100; input motionevent UP 540 700")
+    assert r.returncode == 0, r
+    run_adb(adb_server, "-s", s, "shell",
+            "input motionevent DOWN 10 10; input motionevent MOVE 300 300; input motionevent CANCEL")
+    run_adb(adb_server, "-s", s, "shell", "input motionevent DOWN 100 200 && input motionevent UP 105 200")
+    log = vphone_log(adb_server, s)
+    assert [e["kind"] for e in log] == ["swipe", "tap"]
+    swipe = log[0]
+    assert swipe["path"] == [[540, 1800], [700, 1500], [600, 1100], [540, 700]]
+    assert (swipe["x1"], swipe["y1"], swipe["x2"], swipe["y2"]) == (540, 1800, 540, 700)
+    assert swipe["duration_ms"] >= 50 and swipe["via"] == "motionevent"
+    assert (log[1]["x"], log[1]["y"]) == (100, 200)
+    r = run_adb(adb_server, "-s", s, "shell", "input motionevent HOVER 1 2")
+    assert r.returncode != 0 and b"Unknown action: HOVER" in r.stdout + r.stderr
+
+
 def test_unplug_is_seen_by_track_devices_and_replug_too(adb_server, farm):
     s = farm.serials[3]
     client = adbutils.AdbClient(port=adb_server.port)

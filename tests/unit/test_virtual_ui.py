@@ -347,3 +347,28 @@ def test_a_dismissed_popup_gives_the_field_its_focus_back(apps):
     assert ui.describe()["popup"] is None and ui.describe()["focused_field"] is not None
     ui.text("_creator")
     assert ui.describe()["fields"][ui.describe()["focused_field"]] == "clip_creator"
+
+
+def test_motionevent_chain_scrolls_the_feed_like_a_swipe():
+    """`input motionevent` DOWN..UP, through the phone's own shell, moves the feed as
+    `input swipe` does; a chain that goes out and comes back scrolls nothing and taps nothing."""
+    import asyncio
+
+    from virtual.phone import VirtualPhone
+
+    phone = VirtualPhone(clock=FakeClock())
+    phone.ui.random_popups = False
+    login(phone.ui)
+    shell = phone._new_shell()
+
+    def run(line: str) -> None:
+        result, _ = asyncio.run(shell.run(line, None))
+        assert result.status == 0, result
+
+    run("input motionevent DOWN 540 1800; input motionevent MOVE 600 1300; "
+        "input motionevent UP 540 600")
+    assert phone.ui.describe()["feed_index"] == 2
+    run("input motionevent DOWN 540 1000; input motionevent MOVE 540 700; "
+        "input motionevent UP 540 1000")
+    assert phone.ui.describe()["feed_index"] == 2 and phone.ui.describe()["popup"] is None
+    assert [e["kind"] for e in phone.input_log] == ["swipe", "swipe"]
