@@ -30,6 +30,7 @@ import msgspec
 import numpy as np
 from msgspec import Meta
 
+from actors.ai_client import AIReply
 from actors.registry_store import (ActionEdit, RegionEdit, RegistryStore, ScreenEdit,
                                    decode_png_frame)
 from protocol.errors import FarmError, ValidationError
@@ -222,7 +223,8 @@ class DiscoveryService:
     async def _work(self) -> None:
         while True:
             entry_id = await self._queue.get()
-            ids = [e["id"] for e in self.unknown.entries()] if entry_id == "*" else [entry_id]
+            ids = ([e["id"] for e in self.unknown.entries() if e.get("status", "queued") == "queued"]
+                   if entry_id == "*" else [entry_id])
             for one in ids:
                 try:
                     await self.propose(one)
@@ -290,33 +292,58 @@ class DiscoveryService:
             return reader.detect(rgb), (time.perf_counter() - t0) * 1000
 
         detect = asyncio.get_running_loop().run_in_executor(None, timed_detect)
+        reply: Any = None
         if ai is not None:
             # The model and the detector work at once: the model's answer usually takes longer.
-            reply, (lines, detect_ms) = await asyncio.gather(
-                ai.chat(SYSTEM_PROMPT, self._user_prompt(entry), image_png=png,
-                        tools=[PROPOSE_TOOL]), detect)
+            reply, (lines, detect_ms) = await asyncio.gather(self._ask(ai, entry, png), detect)
         else:
-            reply, (lines, detect_ms) = None, await detect
+            lines, detect_ms = await detect
         scale = (size[0] / w, size[1] / h)
         doc: dict[str, Any] = {**where, "detect_ms": round(detect_ms, 1), "lines": [
             {"box": _box(line, scale, size), "text": line.text, "score": round(line.score, 3)}
             for line in lines]}
         placeholder = f"unknown_{screen_key(entry['id'], 'screen')}"
-        if reply is None:
+        if isinstance(reply, AIReply):
+            try:
+                doc.update(self._from_model(reply, lines, scale, size, placeholder))
+            except FarmError as exc:  # a useless answer: the text on the screen still helps
+                reply = str(exc)
+        if "regions" not in doc or not doc["regions"]:
             common, dimmed = await asyncio.to_thread(self._common_lines, where["app"],
                                                      frame_bgr, lines, scale, size)
             chosen = stable_lines(lines, h, common=common)
             # New text over a registered screen's dimmed text: a popup, so an interrupt.
             over_known = dimmed and any(line not in common for line in chosen)
-            doc.update(source="ocr", name=placeholder,
-                       kind="interrupt" if where["app"] == GLOBAL_APP or over_known else "state",
-                       description="Proposed from the screen's text (no AI model configured): "
-                                   "name and describe it.",
-                       regions=[], actions=[])
+            regions: list[dict] = []
             for line in chosen:
-                doc["regions"].append(self._region(line, doc["regions"], scale, size))
-            await asyncio.to_thread(self._read_as_matcher, doc["regions"], frame_bgr, size, reader)
-            return doc
+                regions.append(self._region(line, regions, scale, size))
+            if "source" in doc:  # the model named it but none of its texts was found
+                doc["regions"] = regions
+            else:
+                doc.update(source="ocr", name=placeholder,
+                           kind="interrupt" if where["app"] == GLOBAL_APP or over_known
+                           else "state",
+                           description="Proposed from the screen's text (no AI answer): "
+                                       "name and describe it.",
+                           regions=regions, actions=[])
+                if isinstance(reply, str):
+                    doc["ai_error"] = reply
+        await asyncio.to_thread(self._read_as_matcher, doc["regions"], frame_bgr, size, reader)
+        return doc
+
+    async def _ask(self, ai: Any, entry: dict, png: bytes) -> "AIReply | str":
+        """The model's answer, or why there is none (the proposal falls back to OCR)."""
+        try:
+            return await ai.chat(SYSTEM_PROMPT, self._user_prompt(entry), image_png=png,
+                                 tools=[PROPOSE_TOOL])
+        except FarmError as exc:  # AIError after its retries, or an unreadable frame
+            log.warning("discovery: AI model gave no proposal for %s: %s", entry["id"], exc)
+            return str(exc)
+
+    def _from_model(self, reply: AIReply, lines: list[TextLine], scale, size,
+                    placeholder: str) -> dict:
+        """The model's ``propose_screen`` call as a proposal: its texts located among the
+        detected lines (regions), its actions on the lines they name (action boxes)."""
         call = next((c for c in reply.tool_calls if c.name == "propose_screen"), None)
         if call is None:
             raise FarmError(f"AI model did not call propose_screen (said: {reply.text[:200]!r})")
@@ -325,7 +352,8 @@ class DiscoveryService:
         except msgspec.ValidationError as exc:
             raise FarmError(f"AI model's propose_screen arguments: {exc}") from None
         used: set[int] = set()
-        regions, missing = [], []
+        regions: list[dict] = []
+        missing: list[str] = []
         for text in proposal.elements[:MAX_ELEMENTS]:
             found = _locate(text, lines, used)
             if found is None:
@@ -333,8 +361,7 @@ class DiscoveryService:
                 continue
             used.add(found)
             regions.append(self._region(lines[found], regions, scale, size))
-        await asyncio.to_thread(self._read_as_matcher, regions, frame_bgr, size, reader)
-        actions = []
+        actions: list[dict] = []
         for action in proposal.actions:
             found = _locate(action.get("element", ""), lines, set())
             if found is None:
@@ -343,12 +370,12 @@ class DiscoveryService:
             actions.append({"name": screen_key(action.get("name", ""), f"action_{len(actions)}"),
                             "coordinates": _box(lines[found], scale, size),
                             "action_type": "tap", "linked_state": None})
-        doc.update(source="ai", name=screen_key(proposal.name, placeholder),
-                   description=proposal.description, kind=proposal.kind, regions=regions,
-                   actions=actions, not_found=missing,
-                   ai_usage={"prompt_tokens": reply.usage.prompt_tokens,
-                             "completion_tokens": reply.usage.completion_tokens,
-                             "cost": reply.usage.cost, "attempts": reply.attempts})
+        doc = {"source": "ai", "name": screen_key(proposal.name, placeholder),
+               "description": proposal.description, "kind": proposal.kind, "regions": regions,
+               "actions": actions, "not_found": missing,
+               "ai_usage": {"prompt_tokens": reply.usage.prompt_tokens,
+                            "completion_tokens": reply.usage.completion_tokens,
+                            "cost": reply.usage.cost, "attempts": reply.attempts}}
         if proposal.kind == "interrupt" and actions:
             doc["handler"] = actions[0]["name"]
         return doc
@@ -502,6 +529,24 @@ class DiscoveryService:
                    {"id": view["id"], "status": "approved", "app": app, "screen": name,
                     "version": saved["version"], "unknown_screen": row["unknown_screen"]})
         return {**saved, "proposal": view}
+
+    async def registered(self, entry_id: str, saved: dict, *, actor: str | None = None) -> None:
+        """A queued unknown screen was saved into the registry directly (edit mode, PUT with
+        its frame): the entry is registered and its open proposal resolved as approved."""
+        async with self._lock:
+            await asyncio.to_thread(self.unknown.set_status, entry_id, "registered")
+            row = next((p for p in await self.db.proposal_rows("proposed")
+                        if p["unknown_screen"] == entry_id), None)
+            if row is None:
+                return
+            doc = {**self._doc(row), "app": saved["app"], "name": saved["screen"],
+                   "registry_version": saved["version"], "saved_in_edit_mode": True}
+            await self.db.update_proposal(row["id"], status="approved", proposal=doc,
+                                          resolved_by=actor)
+        self._emit("discovery_resolved", None, None,
+                   {"id": row["id"], "status": "approved", "app": saved["app"],
+                    "screen": saved["screen"], "version": saved["version"],
+                    "unknown_screen": entry_id})
 
     async def discard(self, proposal_id: str, *, actor: str | None = None, reason: str = "") -> dict:
         async with self._lock:

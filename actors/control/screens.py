@@ -137,6 +137,9 @@ async def put_screen(request: web.Request) -> web.Response:
         out = await store.save_screen(app, screen, edit, png, actor=ACTOR)
     except FarmError as exc:
         return _failure(exc, app=app, screen=screen)
+    discovery = getattr(_hub(request), "discovery", None)
+    if discovery is not None and edit.frame is not None and edit.frame.unknown_screen:
+        await discovery.registered(edit.frame.unknown_screen, out, actor=ACTOR)
     return _json(out, 201 if out["action"] == "create" else 200)
 
 

@@ -131,7 +131,7 @@ async def test_ai_proposal_located_by_ocr_approved_into_the_registry(parts):
         await discovery.discard(str(proposal["id"]))
 
 
-async def test_without_ai_ocr_regions_and_a_failed_model_is_still_reviewable(parts):
+async def test_without_ai_ocr_regions_and_a_failed_model_falls_back_to_them(parts):
     db, store, queue, events = parts
     detector = Detector(POPUP_LINES)
     proposal = await service(parts, detector).propose("rack-1")
@@ -150,7 +150,9 @@ async def test_without_ai_ocr_regions_and_a_failed_model_is_still_reviewable(par
     finally:
         await ai.close()
         await model.stop()
-    assert failed["status"] == "failed" and "http 500" in failed["error"]
+    # The model failing leaves the operator the text on the screen (none on this black one).
+    assert failed["status"] == "proposed" and failed["source"] == "ocr"
+    assert "http 500" in failed["ai_error"] and failed["regions"] == []
     assert failed["app"] == "app" and failed["package"] == "com.other.app"
 
 
@@ -224,3 +226,21 @@ async def test_without_ai_a_popup_over_a_known_screen_is_an_interrupt_of_its_own
     assert proposal["kind"] == "interrupt"
     assert [r["expected_text"] for r in proposal["regions"]] == [
         "Updateavailable", "A newversionofClipshareisreadyto", "install."]
+
+
+async def test_a_queued_screen_saved_in_edit_mode_resolves_its_proposal(parts):
+    db, store, queue, events = parts
+    hub = FakeHub()
+    hub.registry_store = store
+    hub.discovery = service(parts, Detector(POPUP_LINES))
+    hub.unknown_screen_image = queue.image
+    proposal = await hub.discovery.propose("rack-1")
+    async with TestClient(TestServer(make_app(hub))) as http:
+        r = await http.put("/api/registry/apps/clipshare/screens/update_v3", json={
+            "kind": "interrupt", "frame": {"unknown_screen": "rack-1"}, "reason": "by hand",
+            "regions": [{"name": "title", "coordinates": [80, 850, 1000, 1000]}]})
+        assert r.status == 201, await r.text()
+    row = await db.proposal_row(proposal["id"])
+    assert row["status"] == "approved" and row["name"] == "update_v3"
+    assert queue.entries()[0]["status"] == "registered"
+    assert events[-1][0] == "discovery_resolved" and events[-1][1]["screen"] == "update_v3"
