@@ -8,6 +8,7 @@ Screenshots of the wall go to tests/out/ for review."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import signal
@@ -185,6 +186,40 @@ def test_long_press_and_swipe_arrive_as_such(farm, page):
     for serial in chosen:
         swipe = swipes[serial][0]
         assert swipe["y1"] > swipe["y2"] and abs(swipe["x1"] - swipe["x2"]) < 30
+
+
+def test_curved_drag_arrives_as_a_swipe_through_its_middle_points(farm, page):
+    """A drag along a half circle reaches exactly the selected phones as one `input
+    motionevent` swipe whose path bends out to the far side of the arc, in each phone's
+    pixels."""
+    set_mode(page, "action")
+    chosen = page.eval_on_selector_all("#wall .phone.selected", "els => els.map(e => e.dataset.serial)")
+    assert len(chosen) == 3
+    farm.clear_logs()
+    box = screen_box(page, chosen[0])
+    n = 24
+    arc = [(0.5 + 0.3 * math.sin(math.pi * i / (n - 1)), 0.8 - 0.5 * i / (n - 1)) for i in range(n)]
+    page.mouse.move(*at(box, *arc[0]))
+    page.mouse.down()
+    for point in arc[1:]:
+        page.wait_for_timeout(20)  # a hand's pace: the console keeps one point per frame
+        page.mouse.move(*at(box, *point))
+    page.mouse.up()
+    swipes = farm.wait_inputs(chosen, "swipe")
+    assert {s for s, e in swipes.items() if e} == set(chosen)
+    phones = {p["serial"]: p for p in api(farm.base, "/api/phones")["phones"]}
+    for serial in chosen:
+        (swipe,) = swipes[serial]
+        w, h = phones[serial]["screen_size"]
+        assert swipe["via"] == "motionevent", swipe
+        path = swipe["path"]
+        assert 4 <= len(path) <= 64
+        assert abs(path[0][0] - 0.5 * w) <= w * 0.02 and abs(path[0][1] - 0.8 * h) <= h * 0.02
+        assert abs(path[-1][0] - 0.5 * w) <= w * 0.02 and abs(path[-1][1] - 0.3 * h) <= h * 0.02
+        # Through the middle: the arc's far side (x = 0.8 w, halfway up), not a straight line.
+        middle = min(path[1:-1], key=lambda p: abs(p[1] - 0.55 * h))
+        assert abs(middle[0] - 0.8 * w) <= w * 0.04, path
+        assert [p[1] for p in path] == sorted((p[1] for p in path), reverse=True)
 
 
 def test_custom_tags_from_the_panel_reach_the_api_and_the_scopes(farm, page):
@@ -446,3 +481,31 @@ def test_hidden_phones_load_no_frames(farm, page):
     assert after.get(hidden, 0) == before.get(hidden, 0)
     page.select_option("#wall-fit", "window")
     page.set_viewport_size({"width": 1400, "height": 1000})
+
+
+def test_hidden_tab_loads_no_frames_until_shown_again(farm, page):
+    """A tab in the background (document.hidden, as the browser reports it) fetches no frames
+    at all, even when every phone's screen changes; shown again, the wall catches up."""
+    page.goto(farm.base + "/#wall")
+    page.wait_for_function(
+        f"[...document.querySelectorAll('#wall .phone img')].filter(i => i.naturalWidth > 0)"
+        f".length === {PHONES}", timeout=20000)
+    page.evaluate("""() => {
+        Object.defineProperty(document, "hidden", {configurable: true, get: () => true});
+        Object.defineProperty(document, "visibilityState", {configurable: true, get: () => "hidden"});
+        document.dispatchEvent(new Event("visibilitychange"));
+    }""")
+    page.wait_for_timeout(500)  # frames already asked for land
+    before = page.evaluate("window.__console.framesLoaded")
+    body = json.dumps({"scope": "phone:all", "action": {"type": "key", "key": "HOME"}}).encode()
+    urllib.request.urlopen(urllib.request.Request(
+        farm.base + "/api/actions", data=body, headers={"Content-Type": "application/json"}),
+        timeout=60).read()
+    page.wait_for_timeout(1500)
+    assert page.evaluate("window.__console.framesLoaded") == before
+    page.evaluate("""() => {
+        delete document.hidden; delete document.visibilityState;  // the prototype's again
+        document.dispatchEvent(new Event("visibilitychange"));
+    }""")
+    assert page.evaluate("document.hidden") is False
+    page.wait_for_function(f"window.__console.framesLoaded >= {before} + {PHONES}", timeout=15000)

@@ -7,7 +7,7 @@
 // a few requests in flight at most (the stream holds one of the browser's connections).
 
 import { enc, imageURL, post } from "./api.js";
-import { bySize, classify, scaled } from "./gestures.js";
+import { bySize, classify, sample, scaled } from "./gestures.js";
 import { changed, el, numberOf, phoneOf, scopeOf, state, stats, toast } from "./state.js";
 import { openTextDialog } from "./textdialog.js";
 
@@ -230,7 +230,7 @@ function point(e, rect) {
 
 document.addEventListener("pointermove", (e) => {
   if (gesture) {
-    gesture.path.push(point(e, gesture.rect));
+    sample(gesture.path, point(e, gesture.rect));
     drawTrail(gesture);
     return;
   }
@@ -246,7 +246,7 @@ document.addEventListener("pointerup", (e) => {
   stats.lastPointerUp = performance.timeOrigin + e.timeStamp;  // epoch ms, for bench/console.py
   if (gesture) {
     const g = gesture; gesture = null;
-    g.path.push(point(e, g.rect));
+    sample(g.path, point(e, g.rect), true);
     clearTrail(g.tile);
     act(g.tile.serial, classify(g.path, sizeOf(phoneOf(g.tile.serial), g.tile)));
   }
