@@ -126,6 +126,10 @@ class HubAPI(Protocol):
         """The farm database (actors.persistence.FarmDB) behind the CRUD routes of
         `registry`; FarmError when the hub has none."""
 
+    # The `screens` routes read these attributes; None (or absent) answers 409.
+    registry_store: Any  # actors.registry_store.RegistryStore: /api/registry
+    discovery: Any  # actors.discovery.DiscoveryService: /api/discovery
+
     def tag_phone(self, serial: str, tag: str, add: bool = True) -> list[str]:
         """Add (or remove) a custom tag of a phone; its tags afterwards. PhoneNotFound,
         ValidationError (bad tag), FarmError (no tag store)."""
