@@ -497,8 +497,11 @@ class PlaybackActor(pykka.ThreadingActor):
                 return {"type": "tap", "x": x, "y": y}
             return {"type": "long_tap", "x": x, "y": y, "duration_ms": step.duration_ms}
         if isinstance(step, SwipeStep):
-            return {"type": "swipe", "x1": step.x1, "y1": step.y1, "x2": step.x2,
-                    "y2": step.y2, "duration_ms": step.duration_ms}
+            swipe = {"type": "swipe", "x1": step.x1, "y1": step.y1, "x2": step.x2,
+                     "y2": step.y2, "duration_ms": step.duration_ms}
+            if step.path:
+                swipe["path"] = [list(point) for point in step.path]
+            return swipe
         if isinstance(step, TypeStep):
             return {"type": "text", "text": step.text}
         if isinstance(step, KeyStep):

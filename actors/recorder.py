@@ -42,8 +42,11 @@ def action_step(action: dict) -> dict | None:
             step["duration_ms"] = action["duration_ms"]
         return step
     if kind == "swipe":
-        return {"type": "swipe", **{k: action[k] for k in ("x1", "y1", "x2", "y2")},
+        step = {"type": "swipe", **{k: action[k] for k in ("x1", "y1", "x2", "y2")},
                 "duration_ms": action.get("duration_ms", 300)}
+        if action.get("path"):
+            step["path"] = [list(point) for point in action["path"]]
+        return step
     if kind == "text":
         return {"type": "type", "text": action["text"]}
     if kind == "key":

@@ -32,7 +32,7 @@ from typing import Any, Callable
 import msgspec
 
 from protocol.errors import FarmError, ValidationError, ValidationErrors, split_msgspec_error
-from protocol.messages import MAX_KEY_REPEAT
+from protocol.messages import MAX_KEY_REPEAT, MAX_SWIPE_POINTS
 from registry.load import DEMO_REGISTRY, load_registry
 # The registry loader's JSON line index (path -> line, duplicate keys) serves sequence files
 # just as well; one implementation of "which line holds $.steps[3].x".
@@ -249,6 +249,8 @@ class _Checker:
                 self.problem(path, f"a swipe needs x1, y1, x2, y2: missing {', '.join(missing)}")
             if (v := number("duration_ms")) is not None and v <= 0:
                 self.problem(at("duration_ms"), f"must be > 0, got {v}")
+            if isinstance(s.get("path"), list):
+                self.check_swipe_path(s, at("path"))
         elif kind == "type":
             text = s.get("text")
             if "text" not in s or text == "":
@@ -331,6 +333,24 @@ class _Checker:
             kind = "interrupt" if m["interrupt"] else "state"
             self.problem(path, f"screen {label!r}: app {m['app']!r} has no {kind} {m['key']!r} "
                                f"({kind}s: {', '.join(screens) or 'none'})")
+
+    def check_swipe_path(self, step: dict, path: str) -> None:
+        """2..MAX_SWIPE_POINTS points [x, y] >= 0 whose ends are the step's x1..y2."""
+        points = step["path"]
+        if not 2 <= len(points) <= MAX_SWIPE_POINTS:
+            self.problem(path, f"needs 2..{MAX_SWIPE_POINTS} points, got {len(points)}")
+            return
+        for i, point in enumerate(points):
+            if not (isinstance(point, list) and len(point) == 2
+                    and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in point)):
+                self.problem(f"{path}[{i}]", f"a point is [x, y] with x, y >= 0, got {point!r}")
+                return
+        ends = dict(zip(("x1", "y1", "x2", "y2"), (*points[0], *points[-1])))
+        for key, value in ends.items():
+            if key in step and step[key] != value:
+                self.problem(path, f"its ends must be (x1, y1) and (x2, y2): {key} is "
+                                   f"{step[key]}, the path has {value}")
+                return
 
     def check_action(self, action: str, path: str) -> None:
         m = _ACTION.fullmatch(action)

@@ -42,11 +42,15 @@ class LongTapStep(_Step, tag="long_tap", frozen=True):
 
 
 class SwipeStep(_Step, tag="swipe", frozen=True):
+    """Swipe from (x1, y1) to (x2, y2); with ``path`` through those points (its first and
+    last are (x1, y1) and (x2, y2)), as a console drag is recorded."""
+
     x1: int = 0
     y1: int = 0
     x2: int = 0
     y2: int = 0
     duration_ms: int = 300
+    path: list[tuple[int, int]] | None = None
 
 
 class TypeStep(_Step, tag="type", frozen=True):

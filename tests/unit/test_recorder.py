@@ -44,3 +44,14 @@ def test_bad_recordings_are_refused(tmp_path) -> None:
         rec.start("y", None, ["A"])
     with pytest.raises(FarmError, match="no such open recording"):
         rec.stop("nope")
+
+
+def test_a_swipe_along_a_path_is_recorded_with_its_path(tmp_path) -> None:
+    """A console drag keeps its curve in the sequence, so playing it back follows it too."""
+    from actors.recorder import action_step
+
+    curve = {"type": "swipe", "x1": 10, "y1": 900, "x2": 10, "y2": 100, "duration_ms": 400,
+             "path": [(10, 900), (300, 500), (10, 100)]}
+    step = action_step(curve)
+    assert step == {**curve, "path": [[10, 900], [300, 500], [10, 100]]}
+    assert "path" not in action_step({"type": "swipe", "x1": 1, "y1": 2, "x2": 3, "y2": 4})

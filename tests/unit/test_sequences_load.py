@@ -171,3 +171,22 @@ def test_key_repeat_is_bounded(tmp_path) -> None:
     assert seq.steps[0].repeat == 30
     with pytest.raises(ValidationErrors, match=r"steps\[0\].repeat: must be 1..100, got 0"):
         parse_sequence({"name": "x", "steps": [{"type": "key", "key": "DEL", "repeat": 0}]})
+
+
+def test_swipe_along_a_path_is_checked_and_kept() -> None:
+    """A recorded console drag: a swipe through points whose ends are x1..y2."""
+    seq = parse_sequence({"name": "curve", "steps": [
+        {"type": "swipe", "x1": 10, "y1": 900, "x2": 10, "y2": 100, "duration_ms": 400,
+         "path": [[10, 900], [300, 500], [10, 100]]}]})
+    assert seq.steps[0].path == [(10, 900), (300, 500), (10, 100)]
+    with pytest.raises(ValidationErrors) as exc:
+        parse_sequence({"name": "bad", "steps": [
+            {"type": "swipe", "x1": 10, "y1": 900, "x2": 10, "y2": 100,
+             "path": [[10, 900], [300, -5], [10, 100]]},
+            {"type": "swipe", "x1": 10, "y1": 900, "x2": 10, "y2": 100, "path": [[10, 900], [10, 101]]},
+            {"type": "swipe", "x1": 0, "y1": 0, "x2": 0, "y2": 0, "path": [[0, 0]]}]})
+    problems = _problems(exc)
+    assert any(p.startswith("request: $.steps[0].path[1]: a point is [x, y]") for p in problems), problems
+    assert any(p.startswith("request: $.steps[1].path: its ends must be") and "y2 is 100" in p
+               for p in problems), problems
+    assert any(p.startswith("request: $.steps[2].path: needs 2..64 points") for p in problems), problems
