@@ -109,6 +109,16 @@ def utc_text(when: datetime | None = None) -> str:
     return when.isoformat(sep=" ", timespec="microseconds")
 
 
+_INSERT_SCHEDULE_EVENT = ("INSERT INTO schedule_events (at, schedule_id, job_id, serial, kind,"
+                          " reason, detail) VALUES (?, ?, ?, ?, ?, ?, ?)")
+
+
+def _schedule_event_rows(events: list[dict]) -> list[tuple]:
+    return [(utc_text(e["at"]), e.get("schedule_id"), e.get("job_id"), e.get("serial"),
+             e["kind"], e.get("reason"), orjson.dumps(e.get("detail") or {}).decode())
+            for e in events]
+
+
 def default_db_path() -> Path:
     """Where the farm database lives: ``$PHONEFARM_DATA/farm.sqlite3`` (default ./farm-data)."""
     return Path(os.environ.get("PHONEFARM_DATA", "./farm-data")) / "farm.sqlite3"
@@ -813,17 +823,41 @@ class FarmDB:
             " ON CONFLICT (state_id) DO UPDATE SET state = excluded.state,"
             " updated_at = excluded.updated_at", (state, utc_text()))
 
+    async def load_scheduler_rows(self) -> dict[str, str]:
+        """The scheduler's saved rows (key -> JSON text; see schema v9)."""
+        return {r[0]: r[1] for r in await self._all("SELECT key, state FROM scheduler_rows")}
+
+    async def save_scheduler_rows(self, rows: dict[str, str], deletes: list[str],
+                                  events: list[dict], *, drop_whole_state: bool = False) -> None:
+        """Write the scheduler's changed rows, delete the gone ones and append its events,
+        all or none (a crash never leaves the rows half saved); ``drop_whole_state`` removes
+        the v3 whole-state row once its content lives in rows."""
+        now = utc_text()
+        upserts = [(k, v, now) for k, v in rows.items()]
+        gone = [(k,) for k in deletes]
+        events_rows = _schedule_event_rows(events)
+
+        def job(conn: Any) -> None:
+            if upserts:
+                conn.executemany(
+                    "INSERT INTO scheduler_rows (key, state, updated_at) VALUES (?, ?, ?)"
+                    " ON CONFLICT (key) DO UPDATE SET state = excluded.state,"
+                    " updated_at = excluded.updated_at", upserts)
+            if gone:
+                conn.executemany("DELETE FROM scheduler_rows WHERE key = ?", gone)
+            if events_rows:
+                conn.executemany(_INSERT_SCHEDULE_EVENT, events_rows)
+            if drop_whole_state:
+                conn.execute("DELETE FROM scheduler_state")
+
+        await self._atomic(job)
+
     async def add_schedule_events(self, events: list[dict]) -> None:
         """Append scheduler events: dicts of at (datetime), schedule_id, job_id, serial,
         kind, reason, detail (a dict, stored as JSON)."""
         if not events:
             return
-        await self._write_many(
-            "INSERT INTO schedule_events (at, schedule_id, job_id, serial, kind, reason, detail)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [(utc_text(e["at"]), e.get("schedule_id"), e.get("job_id"), e.get("serial"),
-              e["kind"], e.get("reason"), orjson.dumps(e.get("detail") or {}).decode())
-             for e in events])
+        await self._write_many(_INSERT_SCHEDULE_EVENT, _schedule_event_rows(events))
 
     async def schedule_events(self, schedule_id: str | None = None,
                               limit: int = 500) -> list[dict]:

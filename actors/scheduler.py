@@ -156,6 +156,28 @@ class SchedulerState(msgspec.Struct):
     node_last: dict[str, datetime] = msgspec.field(default_factory=dict)  # node -> dispatch
 
 
+class Changes:
+    """What changed in a ``SchedulerState`` since the owner last saved: schedule ids and job
+    ids to write again, and those to delete."""
+
+    def __init__(self) -> None:
+        self.schedules: set[str] = set()
+        self.jobs: set[str] = set()
+        self.gone_schedules: set[str] = set()
+        self.gone_jobs: set[str] = set()
+
+    def gone_job(self, job_id: str) -> None:
+        self.jobs.discard(job_id)
+        self.gone_jobs.add(job_id)
+
+    def gone_schedule(self, schedule_id: str) -> None:
+        self.schedules.discard(schedule_id)
+        self.gone_schedules.add(schedule_id)
+
+    def __bool__(self) -> bool:
+        return bool(self.schedules or self.jobs or self.gone_schedules or self.gone_jobs)
+
+
 # --- pure time planning -------------------------------------------------------------------
 
 def _utc(t: datetime) -> datetime:
@@ -337,7 +359,19 @@ class Scheduler:
     Retention: a finished job leaves ``state.jobs`` at the end of a tick unless it belongs to
     its schedule's latest occurrence (what binding looks up), is bound by an unfinished job,
     or is named by id in a ``depends_on``; only a count per status stays
-    (``ScheduleState.dropped``). The events are the history; the state is the live work.
+    (``ScheduleState.dropped``). With ``prune_finished``, a one-shot schedule (immediate,
+    scheduled, window) that completed or was cancelled and whose jobs all ended leaves the
+    state whole at the end of a tick (``finished`` lists it for the owner), unless an unfinished schedule names it (or
+    one of its jobs) as a prerequisite or ``keep(schedule_id)`` says so. The events are the
+    history; the state is the live work.
+
+    Changes: the schedules and jobs changed or removed since ``take_changes`` are tracked so
+    the owner saves only those (the state is not re-saved whole on every tick).
+
+    Node stagger: a token bucket per node, one start per ``stagger_s`` on average and at most
+    ``max_node_burst`` starts at once (1: never two starts within ``stagger_s``; the owner
+    raises it to tick/stagger so a gap shorter than its tick still gives 1/gap starts a
+    second).
     """
 
     def __init__(self, *, clock: Clock, resolve_targets: ResolveTargets,
@@ -345,7 +379,10 @@ class Scheduler:
                  stagger_s: float = 1.0, late_after_s: float = 5.0,
                  state: SchedulerState | None = None,
                  max_concurrent_dispatch: int = 64,
-                 fire_workflow: Callable[[Schedule, datetime], Any] | None = None) -> None:
+                 fire_workflow: Callable[[Schedule, datetime], Any] | None = None,
+                 prune_finished: bool = False,
+                 keep: Callable[[str], bool] | None = None,
+                 max_node_burst: int = 1) -> None:
         self.clock = clock
         self.resolve_targets = resolve_targets
         self.node_of = node_of
@@ -363,6 +400,15 @@ class Scheduler:
         self.max_concurrent_dispatch = max_concurrent_dispatch
         # Phones with a dispatch in flight (transient, not state): never picked again meanwhile.
         self._dispatching: set[str] = set()
+        self.prune_finished = prune_finished
+        # Schedules the owner finishes itself (a workflow's): never pruned here.
+        self.keep = keep
+        if max_node_burst < 1:
+            raise ValueError("max_node_burst must be >= 1")
+        self.max_node_burst = max_node_burst
+        self.changes = Changes()
+        # Pruned finished schedules (with their final ScheduleState) since take_finished().
+        self.finished: list[tuple[Schedule, ScheduleState]] = []
 
     # -- schedules
 
@@ -387,22 +433,26 @@ class Scheduler:
         self.state.states[schedule.id] = st
         if st.next_due is None:
             schedule.status = "completed"
+        self.changes.schedules.add(schedule.id)
         return schedule
 
     def pause(self, schedule_id: str) -> None:
         """Stop firing (queued jobs stay queued)."""
         self.state.schedules[schedule_id].status = "paused"
+        self.changes.schedules.add(schedule_id)
 
     def resume(self, schedule_id: str) -> None:
         """Fire again; occurrences missed while paused go through the misfire rule."""
         s = self.state.schedules[schedule_id]
         s.status = "active" if self.state.states[schedule_id].fired else "pending"
+        self.changes.schedules.add(schedule_id)
 
     def cancel(self, schedule_id: str) -> None:
         """Stop firing and drop the schedule's queued jobs (running ones run to their end)."""
         s = self.state.schedules[schedule_id]
         s.status = "cancelled"
         self.state.states[schedule_id].next_due = None
+        self.changes.schedules.add(schedule_id)
         now = self._now()
         for job in self.state.jobs.values():
             if job.schedule_id == schedule_id and job.status == "queued":
@@ -465,7 +515,58 @@ class Scheduler:
         self._settle_dependencies(now)
         await self._dispatch_ready(now)
         self._prune()
+        if self.prune_finished:
+            self._prune_schedules()
         return self.events[mark:]
+
+    def take_changes(self) -> "Changes":
+        """The schedules and jobs changed or removed since the last call."""
+        out, self.changes = self.changes, Changes()
+        return out
+
+    def take_finished(self) -> list[tuple[Schedule, ScheduleState]]:
+        """The finished schedules pruned since the last call, with their final state."""
+        out, self.finished = self.finished, []
+        return out
+
+    def forget(self, schedule_id: str) -> None:
+        """Remove a schedule and its jobs from the state (its events are the record)."""
+        for jid in [j for j, job in self.state.jobs.items() if job.schedule_id == schedule_id]:
+            job = self.state.jobs.pop(jid)
+            q = self.state.queues.get(job.serial)
+            if q and jid in q:
+                q.remove(jid)
+            self.changes.gone_job(jid)
+        self.state.schedules.pop(schedule_id, None)
+        self.state.states.pop(schedule_id, None)
+        self.changes.gone_schedule(schedule_id)
+
+    def _prune_schedules(self) -> None:
+        """Drop the finished one-shot schedules nothing live refers to (see the class)."""
+        live_jobs = {j.schedule_id for j in self.state.jobs.values() if j.status not in TERMINAL}
+        named: set[str] = set()
+        for sid, s in self.state.schedules.items():
+            if s.status in ("completed", "cancelled") and sid not in live_jobs:
+                continue
+            for dep in (*s.depends_on, *s.after):
+                named.add(dep)
+                job = self.state.jobs.get(dep)
+                if job is not None:
+                    named.add(job.schedule_id)
+        for sid, s in list(self.state.schedules.items()):
+            if (s.type == "recurring" or s.status not in ("completed", "cancelled")
+                    or sid in live_jobs or sid in named
+                    or (self.keep is not None and self.keep(sid))):
+                continue
+            st = self.state.states[sid]
+            dropped = dict(st.dropped)
+            for job in self.state.jobs.values():
+                if job.schedule_id == sid:
+                    dropped[job.status] = dropped.get(job.status, 0) + 1
+            self.finished.append((s, ScheduleState(next_due=st.next_due,
+                                                   last_occurrence=st.last_occurrence,
+                                                   fired=st.fired, dropped=dropped)))
+            self.forget(sid)
 
     def _prune(self) -> None:
         """Drop the finished jobs no lookup can reach any more: the state is saved whole on
@@ -486,6 +587,8 @@ class Scheduler:
             if st is not None and job.occurrence == st.last_occurrence:
                 continue  # a dependent created later binds to these
             del self.state.jobs[jid]
+            self.changes.gone_job(jid)
+            self.changes.schedules.add(job.schedule_id)
             if st is not None:
                 st.dropped[job.status] = st.dropped.get(job.status, 0) + 1
 
@@ -605,6 +708,7 @@ class Scheduler:
                 if hard:
                     return str(e)
                 job.pending_deps.remove(dep)
+                self.changes.jobs.add(job.id)
                 continue
             if bound is None:
                 continue
@@ -612,6 +716,7 @@ class Scheduler:
                 return f"prerequisite {dep} ran on no phone"
             job.pending_deps.remove(dep)
             job.waits_on.extend(bound)
+            self.changes.jobs.add(job.id)
             if not hard:
                 job.order_only.extend(bound)
         for jid in job.waits_on:
@@ -652,17 +757,17 @@ class Scheduler:
 
         Same outcome as trying the phones one by one in serial order: before any await a
         phone is marked dispatching (``_dispatching``, so no second job can be picked for it)
-        and its node's stagger slot is taken, so a node gets one dispatch per round. A
-        "locked" answer gives the slot back, so after a round the phones whose node came free
-        again are tried in a further round, as the sequential loop would have tried the next
-        phone of that node. Each phone is tried at most once per tick. The events are
-        recorded in serial order (as the sequential loop did), whatever order the dispatches
-        end in.
+        and takes one of its node's stagger tokens (`_node_tokens`). A "locked" answer gives
+        the token back, so after a round the phones whose node has tokens again are tried in
+        a further round, as the sequential loop would have tried the next phone of that
+        node. Each phone is tried at most once per tick. The events are recorded in serial
+        order (as the sequential loop did), whatever order the dispatches end in.
         """
         sem = asyncio.Semaphore(self.max_concurrent_dispatch)
         tried: set[str] = set()
-        original: dict[str, datetime | None] = {}  # node -> node_last before this tick
-        used: set[str] = set()  # nodes where something started or failed: slot stays taken
+        base: dict[str, datetime] = {}   # node -> the token bucket's time before this tick
+        tokens: dict[str, float] = {}    # node -> starts it may still take this tick
+        used: dict[str, int] = {}        # node -> starts (or failures): tokens spent
         by_serial: dict[str, list[Event]] = {}
 
         async def one(job: Job) -> str:
@@ -682,11 +787,11 @@ class Scheduler:
                 if job is None:
                     continue
                 node = self.node_of(serial)
-                last = self.state.node_last.get(node)
-                if last is not None and now - last < self.stagger:
-                    continue  # this node started something within the stagger
-                original.setdefault(node, last)
-                self.state.node_last[node] = now
+                if node not in tokens:
+                    base[node], tokens[node] = self._node_tokens(node, now)
+                if tokens[node] < 1:
+                    continue  # this node started its share within the stagger
+                tokens[node] -= 1
                 self._dispatching.add(serial)
                 tried.add(serial)
                 batch.append((job, node))
@@ -700,21 +805,30 @@ class Scheduler:
             for (job, node), answer in zip(batch, answers):
                 mark = len(self.events)
                 self._settle_dispatch(job, node, answer, now)
-                if answer != "locked":
-                    used.add(node)
+                if answer == "locked":
+                    tokens[node] += 1  # nothing started: the token is given back
+                else:
+                    used[node] = used.get(node, 0) + 1
                 by_serial[job.serial] = self.events[mark:]
                 del self.events[mark:]
-            for node in {node for _, node in batch}:
-                if node in used:
-                    self.state.node_last[node] = now
-                elif original[node] is None:
-                    # Nothing started, so the node's stagger slot stays free: a phone held
-                    # for long by a manual run must not starve the other phones of its node.
-                    self.state.node_last.pop(node, None)
-                else:
-                    self.state.node_last[node] = original[node]  # type: ignore[assignment]
+        # Nodes where nothing started keep their bucket: a phone held for long by a manual
+        # run must not starve the other phones of its node.
+        for node, n in used.items():
+            self.state.node_last[node] = (now if self.stagger <= timedelta(0)
+                                          else base[node] + n * self.stagger)
         for serial in sorted(by_serial):
             self.events.extend(by_serial[serial])
+
+    def _node_tokens(self, node: str, now: datetime) -> tuple[datetime, float]:
+        """(bucket time, starts allowed now) of a node: one start per stagger since the
+        bucket time, which is never earlier than ``max_node_burst`` staggers ago (so an idle
+        node may start that many at once, never more). ``node_last`` holds the bucket time."""
+        if self.stagger <= timedelta(0):
+            return now, math.inf
+        floor = now - self.max_node_burst * self.stagger
+        last = self.state.node_last.get(node)
+        at = floor if last is None or last < floor else last
+        return at, float(math.floor((now - at) / self.stagger))
 
     def _settle_dispatch(self, job: Job, node: str, answer: str, now: datetime) -> None:
         serial = job.serial
@@ -757,6 +871,12 @@ class Scheduler:
 
     def _event(self, kind: str, job: Job | None, now: datetime, *,
                schedule_id: str | None = None, **detail: Any) -> None:
+        # Every change of a schedule or job records an event: what it names is saved.
+        if job is not None:
+            self.changes.jobs.add(job.id)
+        sid = job.schedule_id if job else schedule_id
+        if sid is not None:
+            self.changes.schedules.add(sid)
         self.events.append(Event(
             at=now, kind=kind, schedule_id=job.schedule_id if job else schedule_id,
             job_id=job.id if job else None, serial=job.serial if job else None,

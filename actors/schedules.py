@@ -6,10 +6,14 @@ once a second, woken early when an execution finishes); dispatching a job as ONE
 (``RunManager.start_one``) on its (phone, account); the job id -> execution id map, and
 telling the core when a job's execution record reaches a final status (the records are what
 the node events keep up to date, so polling them also catches executions that ended while
-the coordinator was down); saving the core's state to the farm DB after every change and
-appending its events to ``schedule_events``, and loading that state back on start, so
+the coordinator was down); saving what changed in the core's state to the farm DB after
+every change (one ``scheduler_rows`` row per schedule and per job, one for queues and node
+stagger, written with the events in one transaction) and loading it back on start, so
 schedules and queued jobs survive a coordinator restart (misfires after the downtime are
-the core's rule). Its `actors.workflows.WorkflowRunner` (``workflows``) runs workflows as
+the core's rule); a job whose execution had been started before a crash (it came between
+dispatch and save) is adopted as started when dispatched again, never started twice; the finished
+schedules the core pruned (their last ``FINISHED_KEPT`` views, listed with the rest; their
+events stay readable). Its `actors.workflows.WorkflowRunner` (``workflows``) runs workflows as
 schedules of this core, and schedules may target a workflow. And the operations the control API offers: add, list, pause, resume,
 cancel, events.
 
@@ -29,8 +33,8 @@ from typing import Any, Callable, Protocol
 
 import msgspec
 
-from actors.scheduler import Event, Job, Schedule, Scheduler, SchedulerState
-from actors.workflows import WorkflowRunner
+from actors.scheduler import Event, Job, Schedule, Scheduler, SchedulerState, ScheduleState
+from actors.workflows import WorkflowRunner, parse_schedule_id
 from protocol.errors import FarmError, ScopeError, ValidationError
 
 log = logging.getLogger(__name__)
@@ -52,12 +56,39 @@ class ScheduleHub(Protocol):
     node_rows: dict[str, dict]
 
 
+# Finished schedules whose view is kept (listed, ``view``); older ones answer only events.
+FINISHED_KEPT = 1000
+
+
 class ServiceState(msgspec.Struct):
-    """What is saved in ``scheduler_state``: the core's state and which execution each
-    started job became."""
+    """The v3 ``scheduler_state`` row (the core's state saved whole, and which execution
+    each started job became): read once to move it into ``scheduler_rows``."""
 
     scheduler: SchedulerState = msgspec.field(default_factory=SchedulerState)
     executions: dict[str, str] = msgspec.field(default_factory=dict)  # job id -> execution id
+
+
+class ScheduleRow(msgspec.Struct):
+    """``s/<id>`` (live) and ``f/<id>`` (finished, pruned) rows: a schedule and its state."""
+
+    schedule: Schedule
+    state: ScheduleState
+
+
+class JobRow(msgspec.Struct, omit_defaults=True):
+    """``j/<id>`` rows: a job and the execution it became (if started)."""
+
+    job: Job
+    execution: str | None = None
+
+
+class CoreRow(msgspec.Struct):
+    """The ``core`` row: the rest of the core's state."""
+
+    queues: dict[str, list[str]] = msgspec.field(default_factory=dict)
+    running: dict[str, str] = msgspec.field(default_factory=dict)
+    last_account: dict[str, str] = msgspec.field(default_factory=dict)
+    node_last: dict[str, datetime] = msgspec.field(default_factory=dict)
 
 
 def utc_now() -> datetime:
@@ -96,21 +127,71 @@ class ScheduleService:
         # The tick awaits dispatches; API changes wait for it so the state is never half-way.
         self._lock = asyncio.Lock()
         self.workflows = WorkflowRunner(self, db)
+        # Pruned finished schedules, oldest first (at most FINISHED_KEPT).
+        self.finished: dict[str, ScheduleRow] = {}
+        self._legacy = False  # loaded from the v3 whole-state row: drop it at the first save
+        # Crash-safe dispatch (`_started_before_crash`): when the state was loaded, the
+        # executions of runs from before then, and the execution ids a schedule's events name.
+        self._loaded_at: datetime | None = None
+        self._runs_before: dict[str, list[dict]] = {}
+        self._named: dict[str, set[str]] = {}
 
     # --- life ------------------------------------------------------------------------------
     async def load(self) -> None:
-        """Build the scheduler from the saved state (or empty)."""
+        """Build the scheduler from the saved rows (or the v3 whole state, or empty)."""
         saved = ServiceState()
-        text = await self.db.load_scheduler_state()
-        if text:
-            saved = msgspec.json.decode(text, type=ServiceState)
+        rows = await self.db.load_scheduler_rows()
+        if rows:
+            saved = _from_rows(rows, self.finished)
+        else:
+            text = await self.db.load_scheduler_state()
+            if text:
+                saved = msgspec.json.decode(text, type=ServiceState)
+                self._legacy = True
+        if saved.scheduler.schedules:
             log.info("scheduler state loaded: %d schedules, %d jobs",
                      len(saved.scheduler.schedules), len(saved.scheduler.jobs))
         self.executions = saved.executions
+        # A node may start tick/stagger executions per tick, on average one per stagger.
+        burst = max(1, int(self.tick_s / self.stagger_s)) if self.stagger_s > 0 else 1
         self.scheduler = Scheduler(clock=self.clock, resolve_targets=self._resolve,
                                    node_of=self._node_of, dispatch=self._dispatch,
                                    stagger_s=self.stagger_s, state=saved.scheduler,
-                                   fire_workflow=self._fire_workflow)
+                                   fire_workflow=self._fire_workflow,
+                                   prune_finished=True,
+                                   keep=lambda sid: parse_schedule_id(sid) is not None,
+                                   max_node_burst=burst)
+        if self._legacy:  # every row is new
+            self.scheduler.changes.schedules.update(saved.scheduler.schedules)
+            self.scheduler.changes.jobs.update(saved.scheduler.jobs)
+        self._loaded_at = self.clock()
+
+    async def _started_before_crash(self, job: Job) -> str | None:
+        """Idempotent dispatch across a crash: the execution a job of an occurrence from
+        before this load already became (the record is written before the run is sent, the
+        state saved after, so a crash between the two leaves the job queued or not yet
+        created): an execution of the job's (run, phone, account) that neither the saved
+        state nor the schedule's events name. None if there is none."""
+        if self._loaded_at is None or job.occurrence > self._loaded_at:
+            return None  # fired after this load: every dispatch of it is in this process
+        run_id = run_id_of(job)
+        if run_id not in self._runs_before:
+            self._runs_before[run_id] = await self.db.list_executions(run_id=run_id)
+        known = set(self.executions.values())
+        mine = [r for r in self._runs_before[run_id]
+                if r["serial"] == job.serial and r["key"] not in known]
+        if not mine:
+            return None
+        if job.schedule_id not in self._named:
+            self._named[job.schedule_id] = {
+                e["detail"].get("execution_id")
+                for e in await self.db.schedule_events(job.schedule_id, limit=10_000_000)}
+        mine = [r for r in mine if r["key"] not in self._named[job.schedule_id]]
+        if mine and job.account is not None:
+            ids = {f"{a['platform']}.{a['account_number']}": a["account_id"]
+                   for a in await self.db.account_rows(job.serial)}
+            mine = [r for r in mine if r["account_id"] in (None, ids.get(job.account))]
+        return mine[-1]["key"] if mine else None
 
     async def start(self) -> "ScheduleService":
         if self.scheduler is None:
@@ -153,8 +234,8 @@ class ScheduleService:
             sched = self._core()
             finished = await self._reconcile(sched)
             events = await sched.tick()
-            self._forget_dropped(sched)
             await self._save(force=finished)
+            self._forget_dropped(sched)
         return events
 
     # --- the core's callbacks ----------------------------------------------------------------
@@ -185,11 +266,21 @@ class ScheduleService:
 
     async def _dispatch(self, job: Job) -> str:
         row = self.hub.phone_rows.get(job.serial) or {}
+        pauses = getattr(self.hub, "pauses", None)
+        refusal = pauses.refusal(job.serial) if pauses is not None else None
+        if refusal is not None:  # paused by the coordinator: refused, with the reason
+            return f"failed: {refusal}"
         if not self._available(job.serial):
             waited = (self.clock() - job.queued_at).total_seconds()
             if waited < self.offline_wait_s:
                 return "locked"
             return f"failed: phone {job.serial} not online (state {row.get('state')})"
+        earlier = await self._started_before_crash(job)
+        if earlier is not None:
+            log.warning("job=%s: execution=%s was started before a coordinator restart: "
+                        "adopted, not started again", job.id, earlier)
+            self.executions[job.id] = earlier
+            return "started"
         if row.get("lock_holder"):
             return "locked"  # held (a manual run, a recording): no execution record for it
         out = await self.runs.start_one(job.sequence, job.serial, job.account,
@@ -231,14 +322,45 @@ class ScheduleService:
 
     # --- persistence -------------------------------------------------------------------------
     async def _save(self, force: bool = False) -> None:
+        """Write what changed since the last save (rows of the changed and gone schedules
+        and jobs, the core row, the finished schedules) with the new events, in one
+        transaction; then the workflow records."""
         sched = self._core()
         events = sched.take_events()
-        if not events and not force:
+        changes = sched.take_changes()
+        finished = sched.take_finished()
+        if not events and not changes and not finished and not force:
             return
-        state = ServiceState(scheduler=sched.state, executions=self.executions)
-        await self.db.save_scheduler_state(msgspec.json.encode(state).decode())
-        await self.db.add_schedule_events([_event_row(e, self.executions.get(e.job_id or ""))
-                                           for e in events])
+        state, enc = sched.state, msgspec.json.encode
+        rows: dict[str, str] = {}
+        deletes: list[str] = []
+        for sid in changes.schedules | changes.gone_schedules:
+            if sid in state.schedules:
+                rows[f"s/{sid}"] = enc(ScheduleRow(state.schedules[sid],
+                                                   state.states[sid])).decode()
+            else:
+                deletes.append(f"s/{sid}")
+        for jid in changes.jobs | changes.gone_jobs:
+            if jid in state.jobs:
+                rows[f"j/{jid}"] = enc(JobRow(state.jobs[jid], self.executions.get(jid))).decode()
+            else:
+                deletes.append(f"j/{jid}")
+        for schedule, final in finished:
+            self.finished.pop(schedule.id, None)
+            self.finished[schedule.id] = ScheduleRow(schedule, final)
+            rows[f"f/{schedule.id}"] = enc(self.finished[schedule.id]).decode()
+        while len(self.finished) > FINISHED_KEPT:
+            old = next(iter(self.finished))
+            del self.finished[old]
+            rows.pop(f"f/{old}", None)
+            deletes.append(f"f/{old}")
+        rows["core"] = enc(CoreRow(
+            queues={k: v for k, v in state.queues.items() if v}, running=state.running,
+            last_account=state.last_account, node_last=state.node_last)).decode()
+        await self.db.save_scheduler_rows(
+            rows, deletes, [_event_row(e, self.executions.get(e.job_id or "")) for e in events],
+            drop_whole_state=self._legacy)
+        self._legacy = False
         await self.workflows.sync()
 
     # --- operations (the control API) --------------------------------------------------------
@@ -254,6 +376,8 @@ class ScheduleService:
             schedule.id = f"sch-{uuid.uuid4().hex[:10]}"
         if not _ID.fullmatch(schedule.id):
             raise ValidationError("$.id", f"{schedule.id!r}: use 1-64 of A-Z a-z 0-9 _ . -")
+        if schedule.id in self.finished:
+            raise ValidationError("$.id", f"{schedule.id!r}: a finished schedule has that id")
         if not schedule.target.lstrip().startswith("group:"):
             from sequences.scopes import parse_scope
 
@@ -284,31 +408,33 @@ class ScheduleService:
         return self.view(schedule.id)
 
     def schedules(self) -> list[dict]:
-        """Every schedule (`view`), by id."""
-        return [self.view(sid) for sid in sorted(self._core().state.schedules)]
+        """Every schedule (`view`), by id: the live ones and the kept finished ones."""
+        return [self.view(sid)
+                for sid in sorted({*self._core().state.schedules, *self.finished})]
 
     def view(self, schedule_id: str) -> dict:
         """A schedule with its status, next fire time, fired count and its jobs by status."""
         state = self._core().state
         if schedule_id not in state.schedules:
+            if schedule_id in self.finished:
+                row = self.finished[schedule_id]
+                return _view(row.schedule, row.state, {})
             raise ScheduleNotFound(f"schedule {schedule_id!r}: no such schedule")
         st = state.states[schedule_id]
-        # Finished jobs the core dropped are counted there; the rest are still in the state.
-        jobs: dict[str, int] = dict(st.dropped)
+        # Finished jobs the core dropped are counted in st.dropped; the rest are in the state.
+        jobs: dict[str, int] = {}
         for job in state.jobs.values():
             if job.schedule_id == schedule_id:
                 jobs[job.status] = jobs.get(job.status, 0) + 1
-        schedule = state.schedules[schedule_id]
-        # to_builtins leaves out defaults; the status is always shown.
-        return {**msgspec.to_builtins(schedule), "status": schedule.status,
-                "next_fire": st.next_due.isoformat() if st.next_due else None,
-                "last_occurrence": st.last_occurrence.isoformat() if st.last_occurrence else None,
-                "fired": st.fired, "jobs": jobs}
+        return _view(state.schedules[schedule_id], st, jobs)
 
     async def control(self, schedule_id: str, action: str) -> dict:
         """``pause``, ``resume`` or ``cancel`` a schedule."""
         sched = self._core()
         if schedule_id not in sched.state.schedules:
+            if schedule_id in self.finished and action in ("pause", "resume", "cancel"):
+                status = self.finished[schedule_id].schedule.status
+                raise ValidationError(f"schedule {schedule_id}", f"is {status}")
             raise ScheduleNotFound(f"schedule {schedule_id!r}: no such schedule")
         if action not in ("pause", "resume", "cancel"):
             raise ValidationError("action", f"{action!r}: expected pause, resume or cancel")
@@ -323,9 +449,12 @@ class ScheduleService:
         return self.view(schedule_id)
 
     async def events(self, schedule_id: str, limit: int = 500) -> list[dict]:
-        if schedule_id not in self._core().state.schedules:
-            raise ScheduleNotFound(f"schedule {schedule_id!r}: no such schedule")
+        """What the scheduler did for a schedule, oldest first; a finished schedule (pruned
+        from the live state) answers from its stored events."""
         rows = await self.db.schedule_events(schedule_id, limit)
+        if (not rows and schedule_id not in self._core().state.schedules
+                and schedule_id not in self.finished):
+            raise ScheduleNotFound(f"schedule {schedule_id!r}: no such schedule")
         for row in rows:
             # The map forgets jobs the core dropped; the row kept the id it had when saved.
             execution_id = (self.executions.get(row.get("job_id") or "")
@@ -333,6 +462,48 @@ class ScheduleService:
             if execution_id:
                 row["execution_id"] = execution_id
         return rows
+
+
+def _view(schedule: Schedule, st: ScheduleState, jobs: dict[str, int]) -> dict:
+    counts = dict(st.dropped)
+    for status, n in jobs.items():
+        counts[status] = counts.get(status, 0) + n
+    # to_builtins leaves out defaults; the status is always shown.
+    return {**msgspec.to_builtins(schedule), "status": schedule.status,
+            "next_fire": st.next_due.isoformat() if st.next_due else None,
+            "last_occurrence": st.last_occurrence.isoformat() if st.last_occurrence else None,
+            "fired": st.fired, "jobs": counts}
+
+
+def _from_rows(rows: dict[str, str], finished: dict[str, ScheduleRow]) -> ServiceState:
+    """The service state saved as ``scheduler_rows``; fills ``finished`` (oldest first)."""
+    dec = msgspec.json.decode
+    out = ServiceState()
+    core = out.scheduler
+    done: list[ScheduleRow] = []
+    for key, text in rows.items():
+        kind, _, ident = key.partition("/")
+        if kind == "s":
+            row = dec(text, type=ScheduleRow)
+            core.schedules[ident], core.states[ident] = row.schedule, row.state
+        elif kind == "j":
+            jrow = dec(text, type=JobRow)
+            core.jobs[ident] = jrow.job
+            if jrow.execution:
+                out.executions[ident] = jrow.execution
+        elif kind == "f":
+            done.append(dec(text, type=ScheduleRow))
+        elif kind == "core":
+            c = dec(text, type=CoreRow)
+            core.queues, core.running = c.queues, c.running
+            core.last_account, core.node_last = c.last_account, c.node_last
+    # Jobs a crash left out of order are trusted over the core row: queues name live jobs.
+    core.queues = {k: [j for j in v if j in core.jobs] for k, v in core.queues.items()}
+    core.running = {k: j for k, j in core.running.items() if j in core.jobs}
+    epoch = datetime.min.replace(tzinfo=timezone.utc)
+    for row in sorted(done, key=lambda r: r.state.last_occurrence or epoch):
+        finished[row.schedule.id] = row
+    return out
 
 
 def _event_row(event: Event, execution_id: str | None = None) -> dict:

@@ -229,16 +229,13 @@ class WorkflowRunner:
 
     def _drop(self, sids: list[str]) -> None:
         """Forget an ended workflow execution's schedules and jobs: its rows hold the
-        record, and the core's state (saved whole on every change) must not grow with
-        every workflow ever run."""
+        record, and the core's live state must not grow with every workflow ever run."""
         core = self.service._core()
         gone = set(sids)
         for jid in [j for j, job in core.state.jobs.items() if job.schedule_id in gone]:
-            del core.state.jobs[jid]
             self.service.executions.pop(jid, None)
         for sid in sids:
-            core.state.schedules.pop(sid, None)
-            core.state.states.pop(sid, None)
+            core.forget(sid)  # recorded as a change: its rows are deleted at the next save
 
     async def _write_job(self, wfx: int, job: Job) -> None:
         position = parse_schedule_id(job.schedule_id)[1]  # type: ignore[index]

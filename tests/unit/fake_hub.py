@@ -256,6 +256,7 @@ class _MemoryScheduleDB:
 
     def __init__(self) -> None:
         self.state: str | None = None
+        self.rows: dict[str, str] = {}
         self.events: list[dict] = []
 
     async def load_scheduler_state(self) -> str | None:
@@ -263,6 +264,16 @@ class _MemoryScheduleDB:
 
     async def save_scheduler_state(self, state: str) -> None:
         self.state = state
+
+    async def load_scheduler_rows(self) -> dict[str, str]:
+        return dict(self.rows)
+
+    async def save_scheduler_rows(self, rows: dict[str, str], deletes: list[str],
+                                  events: list[dict], *, drop_whole_state: bool = False) -> None:
+        self.rows.update(rows)
+        for key in deletes:
+            self.rows.pop(key, None)
+        await self.add_schedule_events(events)
 
     async def add_schedule_events(self, events: list[dict]) -> None:
         for e in events:

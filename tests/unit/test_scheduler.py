@@ -274,6 +274,54 @@ async def test_dispatches_to_one_node_are_staggered() -> None:
     assert all((b - a).total_seconds() >= 1 for a, b in zip(starts, starts[1:]))
 
 
+async def test_a_node_starts_one_per_stagger_on_average_up_to_its_burst_per_tick() -> None:
+    clock = Clock()
+    phones = [(f"p{i:02d}", None) for i in range(30)]
+    farm = Farm({"rack": phones}, nodes={p: "n1" for p, _ in phones})
+    sched = make(farm, clock, stagger_s=0.1, max_node_burst=10)
+    sched.add(Schedule(id="s", sequence="q", target="rack", type="immediate"))
+    counts = []
+    for step in (0, 0.35, 0.05, 1.0, 5.0):
+        clock.advance(step)
+        counts.append(len(kinds(await sched.tick(), "dispatched")))
+    # An idle node: its burst at once; then one per 0.1 s elapsed (0.4 s: the 4th since the
+    # burst); never more than the burst.
+    assert counts == [10, 3, 1, 10, 6]  # the last 6 are all that is left
+    with pytest.raises(ValueError):
+        make(farm, clock, max_node_burst=0)
+
+
+async def test_finished_one_shot_schedules_are_pruned_unless_named() -> None:
+    clock = Clock()
+    farm = Farm({"x": [("a", None)]})
+    sched = make(farm, clock, stagger_s=0, prune_finished=True,
+                 keep=lambda sid: sid.startswith("keep"))
+    for sid in ("A", "keep-me"):
+        sched.add(Schedule(id=sid, sequence="q", target="x", type="immediate"))
+    sched.add(Schedule(id="B", sequence="q", target="x", type="scheduled",
+                       at=T0 + timedelta(minutes=1), depends_on=["A"]))
+    sched.add(Schedule(id="R", sequence="q", target="x", type="recurring", cron="0 0 1 1 *"))
+    for _ in range(3):
+        await sched.tick()
+        for job_id in list(farm.running.values()):
+            farm.finish(sched, job_id)
+        clock.advance(1)
+    # A ended but B names it (not fired yet): kept; keep-me is the owner's; R recurs.
+    assert set(sched.state.schedules) == {"A", "B", "keep-me", "R"}
+    assert sched.take_finished() == []
+    clock.advance(60)
+    for _ in range(3):
+        await sched.tick()
+        for job_id in list(farm.running.values()):
+            farm.finish(sched, job_id)
+    assert set(sched.state.schedules) == {"keep-me", "R"}
+    assert [(s.id, st.dropped) for s, st in sched.take_finished()] == [
+        ("A", {"completed": 1}), ("B", {"completed": 1})]
+    assert not any(j.schedule_id in ("A", "B") for j in sched.state.jobs.values())
+    changes = sched.take_changes()
+    assert {"A", "B"} <= changes.gone_schedules
+
+
 async def test_other_nodes_are_not_held_by_the_stagger() -> None:
     clock = Clock()
     farm = Farm({"rack": [("a", None), ("b", None)]}, nodes={"a": "n1", "b": "n2"})
