@@ -26,7 +26,7 @@ from actors.bridge import BridgedActor, Call, Deferred, tell_quietly
 from actors.capture import CaptureScheduler
 from actors.device.driver import DeviceDriver
 from actors.matcher import Identification
-from actors.unknown_screens import SAME_SCREEN_BITS, hash_distance, perceptual_hash
+from actors.unknown_screens import ScreenFingerprint
 from protocol.errors import DeviceError, DeviceGone, FarmError, PhoneLocked, ValidationError
 
 log = logging.getLogger(__name__)
@@ -98,8 +98,8 @@ class PhoneActor(BridgedActor):
         self.handle_interrupts = handle_interrupts
         self._auto_handled = 0
         self._last_action: dict | None = None
-        self._unknown_hash: int | None = None       # the unknown screen last reported
-        self._unknown_candidate: int | None = None  # seen once, reported if seen again
+        self._unknown_reported: ScreenFingerprint | None = None   # the unknown screen last reported
+        self._unknown_candidate: ScreenFingerprint | None = None  # seen once, reported if seen again
         self._last_known_screen: str | None = None
         self.unknown_confirm_s = unknown_confirm_s
         self.captures = captures or CaptureScheduler()
@@ -314,7 +314,7 @@ class PhoneActor(BridgedActor):
         if found.kind == "unknown":
             self._report_unknown(found, self._last_known_screen)
             return found
-        self._unknown_hash = self._unknown_candidate = None
+        self._unknown_reported = self._unknown_candidate = None
         if found.kind == "state" and found.package:
             self._set_app(found.package)  # the screen is the truth, e.g. after HOME
         if found.kind == "interrupt" and self.handle_interrupts:
@@ -382,31 +382,27 @@ class PhoneActor(BridgedActor):
                 "package": found.package, "width": w, "height": h, "error": None}
 
     def _report_unknown(self, found: Identification, previous: str | None) -> None:
-        phash = perceptual_hash(self.frame)
-
-        def same(other: int | None) -> bool:
-            return other is not None and hash_distance(phash, other) <= SAME_SCREEN_BITS
-
-        if same(self._unknown_hash):
+        fingerprint = ScreenFingerprint.of(self.frame)
+        if fingerprint.same_screen(self._unknown_reported):
             return  # still the screen already reported
-        if not same(self._unknown_candidate):
+        if not fingerprint.same_screen(self._unknown_candidate):
             # A real phone mid-animation shows frames no screen matches: only a frame that
             # is still there a moment later is worth a human's (or the AI's) time.
-            self._unknown_candidate = phash
+            self._unknown_candidate = fingerprint
             timer = threading.Timer(self.unknown_confirm_s, tell_quietly,
                                     (self.actor_ref, Call("look_again")))
             timer.daemon = True
             timer.start()
             return
         self._unknown_candidate = None
-        self._unknown_hash = phash
+        self._unknown_reported = fingerprint
         h, w = self.frame.shape[:2]
         self._event("unknown_screen", {
             "png_b64": base64.b64encode(encode_png(self.frame)).decode(),
             "app": self.record.active_app, "previous_screen": previous,
             "last_action": self._last_action, "ambiguous": list(found.ambiguous),
             "registry_version": found.registry_version, "width": w, "height": h,
-            "phash": f"{phash:064x}", "ts": self.record.last_screenshot_ts})
+            "phash": f"{fingerprint.phash:064x}", "ts": self.record.last_screenshot_ts})
 
     def screen(self, width: int | None = None) -> bytes:
         """Latest frame: PNG, or a JPEG thumbnail of ``width`` pixels."""

@@ -5,7 +5,7 @@ node, app, the screen before, the last action, registry version, how often it wa
 distinct screen. Screens are deduplicated by a perceptual hash, so the same unregistered
 dialog on sixty phones is one entry seen sixty times. Entry ids are ``<node>-<seq>`` of the
 journaled event that brought the frame, so a replayed event is stored once.
-Also owns ``perceptual_hash``, which phone actors use to report each unknown screen once.
+Also owns `ScreenFingerprint`, which phone actors use to report each unknown screen once.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -45,6 +46,37 @@ def hash_distance(a: int, b: int) -> int:
     return (a ^ b).bit_count()
 
 
+# The hash alone sees layout: popups of one app share a box over the same dimmed screen and
+# differ only in their text (ClipShare's rate-us, video-options and update dialogs hash the
+# same), so a close hash is confirmed on a quarter-size grey frame. Different dialog texts
+# change 1.1-1.4% of its pixels by more than DETAIL_LEVELS; a new clock time 0.03%.
+DETAIL_SIZE = (270, 600)
+DETAIL_LEVELS = 64
+SAME_SCREEN_DETAIL = 0.004
+
+
+@dataclass(frozen=True, eq=False)
+class ScreenFingerprint:
+    """A frame's identity for deduplication: its perceptual hash (cheap, compared first) and
+    a quarter-size grey copy (compared when the hashes are close)."""
+
+    phash: int
+    detail: np.ndarray
+
+    @classmethod
+    def of(cls, frame: np.ndarray) -> "ScreenFingerprint":
+        small = cv2.resize(frame, DETAIL_SIZE, interpolation=cv2.INTER_AREA)
+        if small.ndim == 3:
+            small = cv2.cvtColor(small, cv2.COLOR_RGBA2GRAY if small.shape[2] == 4 else cv2.COLOR_RGB2GRAY)
+        return cls(perceptual_hash(frame), small)
+
+    def same_screen(self, other: "ScreenFingerprint | None") -> bool:
+        if other is None or hash_distance(self.phash, other.phash) > SAME_SCREEN_BITS:
+            return False
+        changed = cv2.absdiff(self.detail, other.detail) > DETAIL_LEVELS
+        return float(changed.mean()) <= SAME_SCREEN_DETAIL
+
+
 class UnknownScreenQueue:
     """Owns the folder of unknown screens and their deduplication."""
 
@@ -53,6 +85,7 @@ class UnknownScreenQueue:
         self.folder.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._entries: dict[str, dict] = {}
+        self._fingerprints: dict[str, ScreenFingerprint] = {}  # filled lazily from the PNGs
         for meta in sorted(self.folder.glob("*.json")):
             try:
                 entry = orjson.loads(meta.read_bytes())
@@ -67,13 +100,15 @@ class UnknownScreenQueue:
         frame = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_GRAYSCALE)
         if frame is None:
             raise ValidationError(f"unknown_screen {entry_id}.png", "not a decodable image")
-        phash = perceptual_hash(frame)
+        fingerprint = ScreenFingerprint.of(frame)
+        phash = fingerprint.phash
         serial = context.get("serial")
         with self._lock:
             if entry_id in self._entries:
                 return self._entries[entry_id]
             same = next((e for e in self._entries.values()
-                         if hash_distance(int(e["phash"], 16), phash) <= SAME_SCREEN_BITS), None)
+                         if hash_distance(int(e["phash"], 16), phash) <= SAME_SCREEN_BITS
+                         and fingerprint.same_screen(self._fingerprint(e["id"]))), None)
             if same is not None:
                 same["seen"] += 1
                 same["last_seen"] = context.get("at")
@@ -87,7 +122,18 @@ class UnknownScreenQueue:
             write_atomic(self.folder / f"{entry_id}.png", png)
             self._write_meta(entry)
             self._entries[entry_id] = entry
+            self._fingerprints[entry_id] = fingerprint
             return entry
+
+    def _fingerprint(self, entry_id: str) -> ScreenFingerprint | None:
+        """The entry's fingerprint (caller holds the lock); None if its PNG is unreadable."""
+        if entry_id not in self._fingerprints:
+            frame = cv2.imread(str(self.folder / f"{entry_id}.png"), cv2.IMREAD_GRAYSCALE)
+            if frame is None:
+                log.error("unknown screen %s: PNG unreadable, not compared", entry_id)
+                return None
+            self._fingerprints[entry_id] = ScreenFingerprint.of(frame)
+        return self._fingerprints[entry_id]
 
     def _write_meta(self, entry: dict) -> None:
         write_atomic(self.folder / f"{entry['id']}.json", orjson.dumps(entry, option=orjson.OPT_INDENT_2))
@@ -106,6 +152,8 @@ class UnknownScreenQueue:
         """Drop entries from memory whose files someone else removed (retention); returns
         how many were known. The files are not touched."""
         with self._lock:
+            for entry_id in entry_ids:
+                self._fingerprints.pop(entry_id, None)
             return sum(self._entries.pop(entry_id, None) is not None for entry_id in entry_ids)
 
     def entries(self) -> list[dict]:

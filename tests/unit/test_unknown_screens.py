@@ -50,11 +50,30 @@ def test_bad_input_is_refused_by_name(tmp_path) -> None:
         q.image("rack9-9")
 
 
-def test_perceptual_hash_separates_layouts() -> None:
-    def decode(png: bytes) -> np.ndarray:
-        return cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
+def decode(png: bytes) -> np.ndarray:
+    return cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
 
+
+def test_perceptual_hash_separates_layouts() -> None:
     a = perceptual_hash(decode(screen_png("A dialog")))
     a2 = perceptual_hash(cv2.resize(decode(screen_png("A dialog", noise=6)), (720, 1600)))
     b = perceptual_hash(decode(screen_png("B other screen")))
     assert hash_distance(a, a2) <= SAME_SCREEN_BITS < hash_distance(a, b)
+
+
+def test_popups_alike_but_for_their_text_are_separate_entries(tmp_path) -> None:
+    """ClipShare's rate-us, video-options and update dialogs share one box over the same
+    dimmed feed (their hashes are equal): each is its own entry; a new clock time is not."""
+    from registry.load import DEMO_REGISTRY
+
+    q = UnknownScreenQueue(tmp_path)
+    pngs = {name: (DEMO_REGISTRY / "clipshare" / f"{name}.png").read_bytes()
+            for name in ("rate_us", "video_options", "update_available")}
+    for n, (name, png) in enumerate(pngs.items()):
+        assert q.add(f"rack1-{n}", png, {"serial": f"p{n}"})["id"] == f"rack1-{n}", name
+    frame = decode(pngs["rate_us"])
+    cv2.putText(frame, "10:52", (20, 50), cv2.FONT_HERSHEY_SIMPLEX, 1.2, (255, 255, 255), 3)
+    again = q.add("rack2-7", cv2.imencode(".png", frame)[1].tobytes(), {"serial": "p9"})
+    assert again["id"] == "rack1-0" and again["seen"] == 2
+    # A restarted queue compares against the stored PNGs.
+    assert UnknownScreenQueue(tmp_path).add("rack3-1", pngs["video_options"], {})["id"] == "rack1-1"
