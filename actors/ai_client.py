@@ -14,7 +14,7 @@ import base64
 import json
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Mapping
 
 import cv2
@@ -37,7 +37,7 @@ class AIConfig:
 
     base_url: str
     model: str
-    api_key: str = "none"
+    api_key: str = field(default="none", repr=False)  # a secret: never in logs or reprs
     timeout_s: float = 30
     max_retries: int = 3
     image_width: int = 540

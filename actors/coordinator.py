@@ -20,6 +20,7 @@ from pathlib import Path
 from aiohttp import web
 
 from actors.ai_client import AIClient, AIConfig
+from actors.ai_keys import AIKeyring, load_master_key
 from actors.control.app import make_app
 from actors.control.auth import check_bind
 from actors.device.adb_server import kill_adb_server, start_private_adb_server
@@ -30,7 +31,7 @@ from actors.registry_store import RegistryStore
 from actors.retention import RetentionJob, load_policy
 from actors.unknown_screens import UnknownScreenQueue
 from actors.process import setup_logging, wait_for_stop_signal
-from protocol.errors import ValidationErrors
+from protocol.errors import ValidationError, ValidationErrors
 
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,12 +65,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--ai-model", default=os.environ.get("PHONEFARM_AI_MODEL"))
     p.add_argument("--ai-key", default=os.environ.get("PHONEFARM_AI_KEY"),
                    help="API key of the AI endpoint (prefer PHONEFARM_AI_KEY)")
+    p.add_argument("--secret-key-file", default=os.environ.get("PHONEFARM_SECRET_KEY_FILE"),
+                   help="the farm master key that encrypts stored AI keys (default: "
+                        "PHONEFARM_SECRET_KEY, else DATA/secret.key, generated once, mode 0600)")
     p.add_argument("--recovery-max-steps", type=int,
                    default=int(os.environ.get("PHONEFARM_RECOVERY_MAX_STEPS", "8")),
                    help="AI actions per recovery attempt (default 8)")
     p.add_argument("--recovery-pause-after", type=int,
                    default=int(os.environ.get("PHONEFARM_RECOVERY_PAUSE_AFTER", "3")),
-                   help="failed recoveries in a row that hold a phone (default 3)")
+                   help="failed recoveries in a row that pause a phone (default 3)")
     p.add_argument("--log-level", default=os.environ.get("PHONEFARM_LOG_LEVEL", "INFO"))
     p.add_argument("--retention", choices=("on", "off"),
                    default=os.environ.get("PHONEFARM_RETENTION", "on"),
@@ -173,9 +177,17 @@ async def run(args: argparse.Namespace) -> None:
                                       farm_db)
     except ValidationErrors as exc:
         raise SystemExit(f"farm-coordinator: the screen registry is invalid:\n{exc}")
+    try:
+        master_key = load_master_key(data, args.secret_key_file)
+    except ValidationError as exc:
+        raise SystemExit(f"farm-coordinator: {exc}")
+    # Per-client / per-organization AI keys; the default is the --ai-* client (hub.ai).
+    keyring = AIKeyring(farm_db, master_key, default=lambda: hub.ai)
+    await keyring.check()  # a key the master key cannot open is named in the log now
     hub = await Hub(args.listen, secret, store, unknown=unknown,
                     db=farm_db, data_dir=data, ai=ai_client(args),
-                    registry_store=registry, node_stagger_s=args.node_stagger_s).start()
+                    registry_store=registry, node_stagger_s=args.node_stagger_s,
+                    ai_keys=keyring).start()
     if hub.recovery is not None:
         hub.recovery.options.max_steps = max(1, args.recovery_max_steps)
         hub.recovery.options.pause_after_failures = max(1, args.recovery_pause_after)

@@ -22,7 +22,9 @@ import msgspec
 import numpy as np
 
 from actors.ai_client import AIClient
+from actors.ai_keys import AIKeyring
 from actors.event_store import EventStore
+from actors.phone_pause import PhonePauses
 from actors.phone_tags import PhoneTags
 from actors.recorder import Recorder
 from actors.discovery import DiscoveryService
@@ -54,7 +56,7 @@ class Hub:
                  recordings: Path | None = None, db: Any = None,
                  data_dir: str | Path | None = None, ai: AIClient | None = None,
                  registry_store: RegistryStore | None = None,
-                 node_stagger_s: float = 1.0) -> None:
+                 node_stagger_s: float = 1.0, ai_keys: AIKeyring | None = None) -> None:
         self.store = store
         self.unknown = unknown
         # The editable screen registry, its push to nodes, and discovery of unknown screens.
@@ -66,6 +68,10 @@ class Hub:
             if registry_store is not None and db is not None and unknown is not None else None)
         # The farm's AI model (recovery, discovery, ai.* variables); None = AI is off.
         self.ai = ai
+        # Per-client / per-organization AI keys (actors.ai_keys); None = hub.ai for all.
+        self.ai_keys = ai_keys
+        # Phones the coordinator paused (e.g. after repeated failed recoveries).
+        self.pauses: PhonePauses | None = PhonePauses(self, db) if db is not None else None
         self._tasks: set[asyncio.Task] = set()
         if recordings is None and data_dir is not None:
             recordings = Path(data_dir) / "sequences"
@@ -95,6 +101,8 @@ class Hub:
                                     heartbeat_interval=heartbeat_interval, dead_after=dead_after)
 
     async def start(self) -> "Hub":
+        if self.pauses is not None:
+            await self.pauses.load()
         await self.link.start()
         if self.schedules is not None:
             await self.schedules.start()
@@ -111,6 +119,8 @@ class Hub:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.link.close()
+        if self.ai_keys is not None:
+            await self.ai_keys.close()
         if self.ai is not None:
             await self.ai.close()
 
@@ -162,6 +172,8 @@ class Hub:
                     row[key] = detail[key]
             row["state"] = detail.get("state", info.state)
             row["state_at"] = now
+            if self.pauses is not None and self.pauses.lock_changed(info.serial, "hello", row):
+                self._background(self.pauses.hold(info.serial))
         for serial, row in self.phone_rows.items():
             if row["node"] == name and serial not in seen:
                 row["state"] = "offline"
@@ -255,6 +267,8 @@ class Hub:
             elif event == "lock_freed":
                 if row["lock_holder"] == data.get("execution_id"):
                     row["lock_holder"] = None
+                if self.pauses is not None and self.pauses.lock_changed(serial, event, data):
+                    self._background(self.pauses.hold(serial))
             elif event == "app_changed":
                 row["active_app"] = data.get("app")
             elif event == "account_changed":
@@ -295,6 +309,11 @@ class Hub:
 
     def _phone_view(self, row: dict) -> dict:
         view = {k: v for k, v in row.items() if k != "state_at"}
+        pause = self.pauses.of(row["serial"]) if self.pauses is not None else None
+        view["paused"] = pause
+        if pause is not None and view["state"] in ("online", "paused"):
+            # The coordinator's pause is what the operator must act on (offline says more).
+            view["state"] = "paused"
         if self.tags is not None:
             view["tags"] = sorted(set(row.get("tags") or ()) | set(self.tags.of(row["serial"])))
         return view
@@ -313,6 +332,21 @@ class Hub:
         tags = self._phone_view(self.phone_rows[serial])["tags"]
         self.emit("phone_tags", self.phone_rows[serial]["node"], serial, {"tags": tags})
         return tags
+
+    async def resume_phone(self, serial: str, actor: str | None = None,
+                           reason: str | None = None) -> dict:
+        """End the coordinator's pause of serial (actors.phone_pause); LookupError when
+        it is not paused."""
+        if self.pauses is None:
+            raise FarmError("phone pauses need the farm database: this hub has none")
+        return await self.pauses.resume(serial, actor, reason)
+
+    async def ai_for(self, serial: str, account_id: int | None = None) -> AIClient | None:
+        """The AI client for work on serial (as account account_id): the key of its
+        client, else of its organization, else the farm's default (None = AI off)."""
+        if self.ai_keys is None:
+            return self.ai
+        return await self.ai_keys.client_for(serial, account_id)
 
     def nodes(self) -> list[dict]:
         return [dict(n) for _, n in sorted(self.node_rows.items())]

@@ -1050,6 +1050,131 @@ class FarmDB:
                               (profile_id,))
         return None if row is None else dict(row)
 
+    # -- organizations and AI endpoint keys (spec 16.4, actors.ai_keys) -------------------
+
+    async def upsert_organization(self, name: str) -> int:
+        """The organization called ``name`` (created if new); its organization_id."""
+        row = await self._one("SELECT organization_id FROM organizations WHERE name = ?"
+                              " ORDER BY organization_id LIMIT 1", (name,))
+        if row is not None:
+            return row[0]
+        row = await self._write("INSERT INTO organizations (name) VALUES (?)"
+                                " RETURNING organization_id", (name,))
+        return row[0]
+
+    async def organization_row(self, ref: str | int) -> dict | None:
+        """The organization with that id (an int or digits) or name, or None."""
+        if isinstance(ref, int) or str(ref).isdigit():
+            row = await self._one("SELECT * FROM organizations WHERE organization_id = ?",
+                                  (int(ref),))
+        else:
+            row = await self._one("SELECT * FROM organizations WHERE name = ?"
+                                  " ORDER BY organization_id LIMIT 1", (ref,))
+        return None if row is None else dict(row)
+
+    async def set_client_organization(self, client: str | int, organization_id: int | None
+                                      ) -> None:
+        client_id = await self._client_id(client)
+        await self._write("UPDATE clients SET organization_id = ?, updated_at = ?"
+                          " WHERE client_id = ?", (organization_id, utc_text(), client_id))
+
+    async def add_api_key(self, *, service_name: str, key_identifier: str, encrypted_key: str,
+                          organization_id: int | None, client_id: int | None,
+                          base_url: str | None = None, model: str | None = None,
+                          label: str | None = None) -> int:
+        """Store one key (``encrypted_key`` is ciphertext, never a plaintext key); its key_id."""
+        row = await self._write(
+            "INSERT INTO api_keys (organization_id, client_id, service_name, key_identifier,"
+            " encrypted_key, base_url, model, label, is_active, status, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1, 'active', ?) RETURNING key_id",
+            (organization_id, client_id, service_name, key_identifier, encrypted_key,
+             base_url, model, label, utc_text()))
+        return row[0]
+
+    _API_KEY_VIEW = ("SELECT k.key_id, k.service_name, k.key_identifier, k.base_url, k.model,"
+                     " k.label, k.status, k.is_active, k.created_at, k.last_used_at,"
+                     " k.client_id, c.name AS client, k.organization_id,"
+                     " o.name AS organization FROM api_keys k"
+                     " LEFT JOIN clients c ON c.client_id = k.client_id"
+                     " LEFT JOIN organizations o ON o.organization_id = k.organization_id")
+
+    async def api_key_rows(self, include_retired: bool = False) -> list[dict]:
+        """Every key without its ciphertext: key_id, service_name, key_identifier (masked),
+        base_url, model, label, status, client (name) / organization (name) and their ids."""
+        where = "" if include_retired else " WHERE k.status = 'active'"
+        return [dict(r) for r in await self._all(self._API_KEY_VIEW + where
+                                                 + " ORDER BY k.key_id")]
+
+    async def api_key_row(self, key_id: int) -> dict | None:
+        row = await self._one(self._API_KEY_VIEW + " WHERE k.key_id = ?", (int(key_id),))
+        return None if row is None else dict(row)
+
+    async def retire_api_key(self, key_id: int) -> None:
+        """Soft delete (spec 16.1): status retired, no longer used."""
+        await self._write("UPDATE api_keys SET status = 'retired', is_active = 0"
+                          " WHERE key_id = ?", (int(key_id),))
+
+    async def active_api_key(self, service_name: str, *, client_id: int | None = None,
+                             organization_id: int | None = None) -> dict | None:
+        """The newest active key of ``service_name`` for the client (when ``client_id``), or
+        the organization-wide one (client_id NULL) of ``organization_id``; with its
+        ``encrypted_key``. None when there is none."""
+        if client_id is not None:
+            where, args = "client_id = ?", (client_id,)
+        elif organization_id is not None:
+            where, args = "client_id IS NULL AND organization_id = ?", (organization_id,)
+        else:
+            return None
+        row = await self._one(
+            f"SELECT * FROM api_keys WHERE {where} AND service_name = ? AND status = 'active'"
+            " AND is_active ORDER BY key_id DESC LIMIT 1", (*args, service_name))
+        return None if row is None else dict(row)
+
+    async def owner_of(self, serial: str, account_id: int | None = None
+                       ) -> tuple[int | None, int | None]:
+        """(client_id, organization_id) whose work an execution on phone ``serial`` is: the
+        client of the account's profile when the execution runs as an account that has one,
+        else the phone's client; the organization is that client's. (None, None) if unknown."""
+        client_id = None
+        if account_id is not None:
+            row = await self._one("SELECT pr.client_id FROM accounts a JOIN profiles pr"
+                                  " ON pr.profile_id = a.profile_id WHERE a.account_id = ?",
+                                  (int(account_id),))
+            client_id = row[0] if row is not None else None
+        if client_id is None:
+            row = await self._one("SELECT client_id FROM phones WHERE serial_number = ?",
+                                  (serial,))
+            client_id = row[0] if row is not None else None
+        if client_id is None:
+            return None, None
+        row = await self._one("SELECT organization_id FROM clients WHERE client_id = ?",
+                              (client_id,))
+        return client_id, (row[0] if row is not None else None)
+
+    # -- the coordinator's phone pause (actors.phone_pause) ---------------------------------
+
+    async def set_phone_pause(self, serial: str, reason: str | None,
+                              detail: dict | None = None) -> None:
+        """Pause phone ``serial`` for ``reason`` (a phone row is created if the registry has
+        none), or clear its pause with reason None."""
+        if reason is None:
+            await self._write("UPDATE phones SET paused_reason = NULL, paused_at = NULL,"
+                              " paused_detail = NULL WHERE serial_number = ?", (serial,))
+            return
+        await self._write(
+            "INSERT INTO phones (serial_number, paused_reason, paused_at, paused_detail)"
+            " VALUES (?, ?, ?, ?) ON CONFLICT (serial_number) DO UPDATE SET"
+            " paused_reason = excluded.paused_reason, paused_at = excluded.paused_at,"
+            " paused_detail = excluded.paused_detail",
+            (serial, reason, utc_text(), _json_or_none(detail)))
+
+    async def paused_phones(self) -> dict[str, dict]:
+        """serial -> {"reason", "since", "detail"} of every paused phone."""
+        rows = await self._all("SELECT serial_number, paused_reason, paused_at, paused_detail"
+                               " FROM phones WHERE paused_reason IS NOT NULL")
+        return {r[0]: {"reason": r[1], "since": r[2],
+                       "detail": orjson.loads(r[3]) if r[3] else {}} for r in rows}
+
     # -- counters and media (persisted state of the variable system) ---------------------
 
     async def next_counter(self, name: str, start: int = 1, step: int = 1) -> int:

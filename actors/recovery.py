@@ -11,8 +11,8 @@ type, key, launch_app, wait, give_up) on the phone under the execution's id; nam
 again. On a screen from which the sequence can continue, the stored plan is sent again from
 that step (``RunManager.resend``, the crash-resume path: no step runs twice); otherwise the
 execution fails with diagnostics, the lock is released, and a phone that fails
-``pause_after_failures`` recoveries in a row is held (locked by ``recovery-pause``) until an
-operator releases it. Each attempt is a ``recovery_attempts`` row (prompt, responses, actions,
+``pause_after_failures`` recoveries in a row is paused (actors.phone_pause, reason
+``recovery_failures``) until an operator resumes it. Each attempt is a ``recovery_attempts`` row (prompt, responses, actions,
 before/after frames) and ``recovery_started/step/succeeded/failed`` events go on the stream.
 """
 
@@ -42,8 +42,8 @@ log = logging.getLogger(__name__)
 
 # Failures recovery takes over (actors/playback.py reasons).
 RECOVERABLE = frozenset({"unknown_screen", "timeout", "wrong_screen"})
-# The holder that keeps a phone out of use after repeated failed recoveries.
-PAUSE_HOLDER = "recovery-pause"
+# Why the coordinator pauses a phone after repeated failed recoveries (actors.phone_pause).
+PAUSE_REASON = "recovery_failures"
 ANY_KNOWN = "*"  # a resume point open to any registered state (an if_screen step)
 _STEP = re.compile(r"^steps\[(\d+)\]")
 
@@ -86,11 +86,10 @@ class RecoveryOptions:
     """Limits of one recovery; tests shorten the settle."""
 
     max_steps: int = 8                 # AI actions per attempt
-    pause_after_failures: int = 3      # failed recoveries in a row that hold the phone
+    pause_after_failures: int = 3      # failed recoveries in a row that pause the phone
     lease_s: float = 600.0             # the execution's lock while recovery works
     settle_s: float = 0.5              # after an action, before the screen is named
     max_wait_s: float = 10.0           # the wait tool's ceiling
-    pause_lease_s: float = 24 * 3600.0   # the longest lease a phone grants
 
 
 @dataclass
@@ -245,7 +244,8 @@ class RecoveryManager:
     def wants(self, data: dict) -> bool:
         """Does recovery take over this ``execution_finished``? (AI on, a recoverable
         failure, and the node kept the lock for us.)"""
-        return (self.hub.ai is not None and data.get("status") == "failed"
+        ai_on = self.hub.ai is not None or getattr(self.hub, "ai_keys", None) is not None
+        return (ai_on and data.get("status") == "failed"
                 and data.get("reason") in RECOVERABLE and bool(data.get("lock_held"))
                 and bool(data.get("execution_id"))
                 and str(data["execution_id"]) not in self.active)
@@ -299,6 +299,15 @@ class RecoveryManager:
             return await self._failed(serial, run, recovery_id, base, state, data,
                                       "no_resume_point", "no later step names a screen to "
                                       "resume from")
+        try:  # the execution's client's AI key, else its organization's, else the default
+            ai = await self._ai_for(serial, record)
+        except FarmError as exc:
+            return await self._failed(serial, run, recovery_id, base, state, data, "ai_key",
+                                      str(exc))
+        if ai is None:
+            return await self._failed(serial, run, recovery_id, base, state, data,
+                                      "no_ai_model", "no AI model is configured for this "
+                                      "phone's client any more")
         await self._device(serial, {"type": "acquire", "execution_id": execution_id,
                                     "lease_s": self.options.lease_s}, execution_id)
         look = await self._look(serial, execution_id)
@@ -322,8 +331,7 @@ class RecoveryManager:
             state.steps += 1
             prompt = self._prompt(run, data, points, look, state, registry)
             try:
-                reply = await self.hub.ai.chat(SYSTEM_PROMPT, prompt, image_png=look["png"],
-                                               tools=TOOLS)
+                reply = await ai.chat(SYSTEM_PROMPT, prompt, image_png=look["png"], tools=TOOLS)
             except AIError as exc:
                 state.responses.append({"step": state.steps, "error": str(exc)})
                 return await self._failed(serial, run, recovery_id, base, state, data,
@@ -493,25 +501,27 @@ class RecoveryManager:
                                                "phone_paused": paused})
         log.warning("execution=%s phone=%s %s", execution_id, serial, diagnostics)
         if paused:
-            await self._pause(serial, failures)
+            await self._pause(serial, failures, diagnostics)
         schedules = getattr(self.hub, "schedules", None)
         if schedules is not None:
             schedules.wake()
         return {"status": "failed", "reason": reason, "detail": detail, "steps": state.steps}
 
-    async def _pause(self, serial: str, failures: int) -> None:
-        """Hold the phone (spec 12.3.3: pause the device after repeated failures): locked by
-        PAUSE_HOLDER, so runs and schedules see it locked, until an operator releases it
-        (action ``{"type": "release", "execution_id": "recovery-pause"}``) or, at the
-        latest, the lease ends (a day)."""
-        out = await self._device(serial, {"type": "acquire", "execution_id": PAUSE_HOLDER,
-                                          "lease_s": self.options.pause_lease_s})
-        log.error("phone=%s held after %d failed recoveries in a row (%s)", serial, failures,
-                  out.get("status"))
+    async def _pause(self, serial: str, failures: int, diagnostics: str) -> None:
+        """Pause the phone (spec 12.3.3: pause the device after repeated failures): the
+        coordinator's pause (actors.phone_pause: state paused, reason recovery_failures, new
+        work refused, the lock held on the node) until an operator resumes it
+        (``farm resume SERIAL``, POST /api/phones/{serial}/resume)."""
+        pauses = getattr(self.hub, "pauses", None)
+        if pauses is None:
+            log.error("phone=%s not paused after %d failed recoveries: no farm database",
+                      serial, failures)
+            return
+        await pauses.pause(serial, PAUSE_REASON, {"failures_in_a_row": failures,
+                                                  "last_failure": diagnostics})
         self._emit("recovery_phone_paused", serial, {
-            "failures_in_a_row": failures, "holder": PAUSE_HOLDER,
-            "status": out.get("status"),
-            "release": {"type": "release", "execution_id": PAUSE_HOLDER}})
+            "failures_in_a_row": failures, "reason": PAUSE_REASON,
+            "resume": f"POST /api/phones/{serial}/resume"})
 
     async def _give_back(self, serial: str, execution_id: str) -> None:
         out = await self._device(serial, {"type": "release", "execution_id": execution_id})
@@ -526,6 +536,12 @@ class RecoveryManager:
             ai_response=orjson.dumps(state.responses).decode(),
             actions_taken=orjson.dumps(state.actions).decode(),
             screenshot_before=state.before, screenshot_after=state.after, **fields)
+
+    async def _ai_for(self, serial: str, record: dict) -> Any:
+        ai_for = getattr(self.hub, "ai_for", None)
+        if ai_for is None:
+            return self.hub.ai
+        return await ai_for(serial, record.get("account_id"))
 
     # --- the phone -----------------------------------------------------------------------------
     async def _device(self, serial: str, action: dict, execution_id: str | None = None) -> dict:

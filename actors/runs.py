@@ -85,8 +85,8 @@ class RunManager:
         self.recorded = Path(recorded) if recorded is not None else None
         # Parsed library sequences: path -> ((mtime_ns, size, registry id), Sequence).
         self._parsed: dict[Path, tuple[tuple, Sequence]] = {}
-        # run_id -> its ai.* provider (AIVariables), the latest AI_RUNS_KEPT runs.
-        self._ai_runs: dict[str, Any] = {}
+        # (run_id, AI client) -> its ai.* provider (AIVariables), the latest AI_RUNS_KEPT.
+        self._ai_runs: dict[tuple[str, int], Any] = {}
 
     # --- starting ----------------------------------------------------------------------------
     def sequence(self, sequence: str | dict) -> tuple[str, Sequence]:
@@ -186,6 +186,11 @@ class RunManager:
         out: dict[str, Any] = {"execution_id": execution_id, "status": "pending",
                                "account": None, "error": None}
         await self.db.create_execution(execution_id, run_id=run_id, serial=serial, sequence=name)
+        pauses = getattr(self.hub, "pauses", None)
+        refusal = pauses.refusal(serial) if pauses is not None else None
+        if refusal is not None:  # the coordinator paused the phone: no new work until resumed
+            await self._failed_at_start(out, "failed", "phone_paused", refusal)
+            return {**out, "status": "paused", "error": refusal}
         try:
             run = await self._prepare(execution_id, run_id, name, seq, serial, target_account,
                                       variables)
@@ -291,7 +296,8 @@ class RunManager:
         # The account ${account.FIELD} names: the run's, else the phone's first of the app.
         text_account = account or self._first_account(seq.app, accounts)
         rng = random.Random(int(hashlib.sha256(execution_id.encode()).hexdigest()[:16], 16))
-        ai = self._ai_for(run_id)
+        client = await self._ai_client(seq, serial, account, accounts)
+        ai = self._ai_for(run_id, client)
         steps = await self._resolve_steps(seq.steps, serial, text_account, variables, rng, ai)
         switch: list[Step] = []
         username = None
@@ -317,8 +323,7 @@ class RunManager:
             package = app.package if app else None
         # The recovery prompt goes along only when the coordinator can recover (hub.ai set):
         # the node then keeps the lock on a recoverable failure (actors/recovery.py).
-        recovery_prompt = seq.recovery_prompt or None \
-            if getattr(self.hub, "ai", None) is not None else None
+        recovery_prompt = seq.recovery_prompt or None if client is not None else None
         return RunSequence(execution_id=execution_id, run_id=run_id, sequence=name, steps=steps,
                            app=seq.app, package=package, account=account,
                            account_username=username, switch_steps=switch, retry=seq.retry,
@@ -346,17 +351,35 @@ class RunManager:
         row = next((a for a in accounts if a["platform"] == platform), None)
         return f"{row['platform']}.{row['account_number']}" if row else None
 
-    def _ai_for(self, run_id: str) -> Any:
-        """The run's ``ai.*`` provider (one per run: its answers are cached for the run), or
-        None while the hub has no AI model (``ai.*`` then fails with a clear error)."""
-        client = getattr(self.hub, "ai", None)
+    async def _ai_client(self, seq: Sequence, serial: str, account: str | None,
+                         accounts: list[dict]) -> Any:
+        """The AI client of this execution (its client's key, else its organization's, else
+        the farm's default; None = AI off). A stored key the master key cannot open fails
+        the execution only when it needs AI (ai.* texts or a recovery prompt)."""
+        ai_for = getattr(self.hub, "ai_for", None)
+        if ai_for is None:
+            return getattr(self.hub, "ai", None)
+        account_id = next((a["account_id"] for a in accounts
+                           if f"{a['platform']}.{a['account_number']}" == account), None)
+        try:
+            return await ai_for(serial, account_id)
+        except FarmError as exc:
+            if seq.recovery_prompt or b"${ai." in msgspec.json.encode(seq.steps):
+                raise
+            log.warning("phone=%s AI off for this execution: %s", serial, exc)
+            return None
+
+    def _ai_for(self, run_id: str, client: Any) -> Any:
+        """The run's ``ai.*`` provider for ``client`` (one per run and client: answers are
+        cached for the run), or None without an AI model (``ai.*`` then fails clearly)."""
         if client is None:
             return None
-        provider = self._ai_runs.get(run_id)
+        provider = self._ai_runs.get((run_id, id(client)))
         if provider is None:
             from actors.ai_variables import AIVariables
 
-            provider = self._ai_runs[run_id] = AIVariables(client, asyncio.get_running_loop())
+            provider = self._ai_runs[(run_id, id(client))] = AIVariables(
+                client, asyncio.get_running_loop())
             while len(self._ai_runs) > AI_RUNS_KEPT:  # oldest run first
                 self._ai_runs.pop(next(iter(self._ai_runs)))
         return provider

@@ -270,6 +270,10 @@ class ScheduleService:
         refusal = pauses.refusal(job.serial) if pauses is not None else None
         if refusal is not None:  # paused by the coordinator: refused, with the reason
             return f"failed: {refusal}"
+        pauses = getattr(self.hub, "pauses", None)
+        refusal = pauses.refusal(job.serial) if pauses is not None else None
+        if refusal is not None:  # paused by the coordinator: refused, with the reason
+            return f"failed: {refusal}"
         if not self._available(job.serial):
             waited = (self.clock() - job.queued_at).total_seconds()
             if waited < self.offline_wait_s:

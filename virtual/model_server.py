@@ -6,7 +6,8 @@ Owns: an aiohttp server on 127.0.0.1 answering ``POST /v1/chat/completions`` and
 directive is a dict built by ``reply_tool`` / ``reply_text`` / ``reply_error`` /
 ``reply_malformed_tool``; the server turns it into a ``chat.completion`` body with
 ``tool_calls`` and ``usage``, an HTTP error, or a tool call whose arguments are not JSON.
-Every request body received is kept in ``requests``.
+Every request body received is kept in ``requests``, its Authorization header in
+``authorizations``.
 """
 
 from __future__ import annotations
@@ -52,6 +53,8 @@ class ScriptedModel:
         self.prompt_tokens = prompt_tokens
         self.completion_tokens = completion_tokens
         self.requests: list[dict] = []
+        # The Authorization header of each request (which API key the client used).
+        self.authorizations: list[str] = []
         self._ids = itertools.count(1)
         self._runner: web.AppRunner | None = None
         self.base_url = ""
@@ -90,6 +93,7 @@ class ScriptedModel:
         except ValueError:
             return web.json_response({"error": {"message": "body is not JSON"}}, status=400)
         self.requests.append(body)
+        self.authorizations.append(request.headers.get("Authorization", ""))
         directive = self._next(body)
         if directive["kind"] == "error":
             return web.json_response({"error": {"message": directive["message"],

@@ -16,7 +16,7 @@ import msgspec
 import orjson
 from aiohttp import web
 
-from actors.control import console, recovery, registry, variables
+from actors.control import ai_keys, console, recovery, registry, variables
 from actors.control import workflows as workflow_api
 from actors.control import screens
 from actors.control.auth import bearer_auth_middleware
@@ -177,6 +177,7 @@ def make_app(hub: HubAPI, token: str | None = None, *, heartbeat_s: float = 15.0
     variables.add_routes(app)  # the text dialog's variable browser and preview
     screens.add_routes(app)  # the screen registry (edit mode) and discovery proposals
     recovery.add_routes(app)  # AI recovery attempts and success rates
+    ai_keys.add_routes(app)  # per-client AI keys, resuming a paused phone
     console.add_routes(app)  # the web console: / and /static
     return app
 

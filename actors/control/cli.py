@@ -644,6 +644,50 @@ def _cmd_retention(client: FarmClient, args: argparse.Namespace) -> int:
                        now=datetime.now(timezone.utc), environ=os.environ)
 
 
+def _cmd_resume(client: FarmClient, args: argparse.Namespace) -> int:
+    """End the coordinator's pause of a phone (e.g. after repeated failed recoveries)."""
+    body = {"reason": args.reason} if args.reason else {}
+    try:
+        out = client.post_json(f"/api/phones/{urllib.parse.quote(args.serial, safe='')}/resume",
+                               body)
+    except FarmError as exc:
+        print(f"farm: {exc}", file=sys.stderr)
+        return EXIT_REJECTED
+    print(f"{out['serial']}: resumed (was paused: {out['was']['reason']} since "
+          f"{out['was']['since']})")
+    return EXIT_OK
+
+
+def _cmd_ai_keys(client: FarmClient, args: argparse.Namespace) -> int:
+    """List, add or delete the per-client / per-organization AI keys (the key itself is read
+    from --key-file or standard input: never a command-line argument, which ps shows)."""
+    action = getattr(args, "ai_keys_command", None) or "list"
+    try:
+        if action == "add":
+            key = (open(args.key_file, encoding="utf-8").read() if args.key_file
+                   else sys.stdin.readline()).strip()
+            body: dict[str, Any] = {"base_url": args.base_url, "model": args.model, "key": key}
+            for name in ("client", "organization", "label"):
+                if getattr(args, name) is not None:
+                    body[name] = getattr(args, name)
+            views = [client.post_json("/api/ai-keys", body)]
+        elif action == "delete":
+            views = [client.delete_json(f"/api/ai-keys/{args.id}")]
+        else:
+            views = client.get_json("/api/ai-keys")["keys"]
+    except (FarmError, OSError) as exc:
+        print(f"farm: {exc}", file=sys.stderr)
+        return EXIT_REJECTED
+    if not views:
+        print("no AI keys")
+        return EXIT_OK
+    print(format_table([[str(k["id"]), k["client"] or f"org:{k['organization'] or k['organization_id']}",
+                         k["base_url"] or "-", k["model"] or "-", "…" + k["key_last4"],
+                         k["label"] or "-", k["status"] or "-"] for k in views],
+                       ["ID", "FOR", "BASE URL", "MODEL", "KEY", "LABEL", "STATUS"]))
+    return EXIT_OK
+
+
 # --- argument parsing -----------------------------------------------------------------------
 
 
@@ -740,6 +784,31 @@ def build_parser() -> argparse.ArgumentParser:
                    choices=("sequence", "screen", "serial", "failure_reason"))
     p.add_argument("--limit", type=int, default=20, help="attempts listed (default 20)")
     p.add_argument("--execution", default=None, help="only this execution's attempts")
+
+    p = command("resume", "resume a phone the coordinator paused (e.g. after repeated "
+                "failed AI recoveries)", _cmd_resume)
+    p.add_argument("serial")
+    p.add_argument("--reason", default=None, help="why (kept in the audit trail)")
+
+    ai_keys_help = "AI endpoint keys per client / organization (list, add, delete)"
+    p = command("ai-keys", ai_keys_help, _cmd_ai_keys)
+    ai_keys_sub = p.add_subparsers(dest="ai_keys_command", metavar="ACTION")
+    q = ai_keys_sub.add_parser("list", help="stored keys (last 4 characters only)",
+                               parents=[common])
+    q.set_defaults(func=_cmd_ai_keys)
+    q = ai_keys_sub.add_parser("add", help="store a key (read from --key-file or stdin)",
+                               parents=[common])
+    owner = q.add_mutually_exclusive_group(required=True)
+    owner.add_argument("--client", default=None)
+    owner.add_argument("--organization", default=None)
+    q.add_argument("--base-url", required=True)
+    q.add_argument("--model", required=True)
+    q.add_argument("--label", default=None)
+    q.add_argument("--key-file", default=None)
+    q.set_defaults(func=_cmd_ai_keys)
+    q = ai_keys_sub.add_parser("delete", help="soft-delete key ID", parents=[common])
+    q.add_argument("id", type=int)
+    q.set_defaults(func=_cmd_ai_keys)
 
     command("workflows", "workflow definitions: their sequences in order, dependencies, "
             "retries", _cmd_workflows)

@@ -34,7 +34,7 @@ from actors.control.schemas import (
     ScheduleView,
     UnknownScreensResponse,
 )
-from actors.control import recovery, registry, variables
+from actors.control import ai_keys, recovery, registry, variables
 from actors.control import workflows as workflow_api
 from actors.control import screens
 from actors.scheduler import Schedule
@@ -64,7 +64,7 @@ def _document() -> dict[str, Any]:
          UnknownScreensResponse, RecordStart, RecordStop, RunRequest, RunStarted, RunStatus,
          Execution, ExecutionsResponse, Schedule, ScheduleView, SchedulesResponse,
          ScheduleEventsResponse, *registry.REQUEST_TYPES, *variables.REQUEST_TYPES,
-         *workflow_api.REQUEST_TYPES, *screens.request_types()],
+         *workflow_api.REQUEST_TYPES, *screens.request_types(), *ai_keys.REQUEST_TYPES],
         ref_template=REF)
     # A new schedule's id is optional (generated) and its status is ignored.
     request = copy.deepcopy(components["Schedule"])
@@ -315,6 +315,7 @@ def _document() -> dict[str, Any]:
             **workflow_api.openapi_paths(_error),
             **screens.openapi_paths(_error),
             **recovery.openapi_paths(_error),
+            **ai_keys.openapi_paths(_error),
         },
     }
 

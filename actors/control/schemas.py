@@ -113,6 +113,14 @@ class ActionsResponse(msgspec.Struct):
     results: dict[str, ActionResult]
 
 
+class PhonePause(msgspec.Struct):
+    """The coordinator paused the phone (e.g. reason recovery_failures): new work is
+    refused until POST /api/phones/{serial}/resume."""
+    reason: str
+    since: str
+    detail: dict[str, Any]
+
+
 class Phone(msgspec.Struct):
     serial: str
     node: str
@@ -123,6 +131,7 @@ class Phone(msgspec.Struct):
     last_screen: str | None
     tags: list[str]
     screen_ts: float | None
+    paused: PhonePause | None = None
 
 
 class PhonesResponse(msgspec.Struct):

@@ -158,14 +158,19 @@ async def _resolve_all(request: web.Request, dry_run: bool) -> dict[str, Any]:
     rng = random.Random(body.seed)
     # Text about to be typed asks the farm's AI model for ${ai.*} (one cache for all the
     # phones of this request, as a run does); a preview never calls it.
-    client = getattr(request.app[HUB], "ai", None)
-    ai = None
-    if not dry_run and client is not None:
-        from actors.ai_variables import AIVariables
-
-        ai = AIVariables(client, asyncio.get_running_loop())
+    hub = request.app[HUB]
+    providers: dict[int, Any] = {}  # one cache per AI client (a phone's client's key)
     texts: dict[str, str] = {}
     for serial in body.serials:
+        ai = None
+        if not dry_run:
+            ai_for = getattr(hub, "ai_for", None)
+            client = await ai_for(serial) if ai_for is not None else getattr(hub, "ai", None)
+            if client is not None and id(client) not in providers:
+                from actors.ai_variables import AIVariables
+
+                providers[id(client)] = AIVariables(client, asyncio.get_running_loop())
+            ai = providers.get(id(client)) if client is not None else None
         ctx = await db.variable_context(serial, body.account, ai=ai)
         if dry_run:
             # A preview must not use anything up: counters start afresh, no media or AI use.

@@ -24,6 +24,7 @@ from actors.event_store import EventStore
 from actors.hub import Hub
 from actors.node import Node
 from actors.persistence import FarmDB, seed_demo
+from actors.phone_pause import PAUSE_HOLDER
 from actors.playback import PlaybackOptions
 from actors.unknown_screens import UnknownScreenQueue
 from registry.load import DEMO_REGISTRY
@@ -94,13 +95,16 @@ async def run_to_end(hub: Hub, serial: str, timeout: float = 120.0) -> dict:
         await asyncio.sleep(0.2)
 
 
-def events(q: asyncio.Queue, serial: str) -> list[dict]:
+def drain(q: asyncio.Queue) -> list[dict]:
     out = []
     while not q.empty():
-        ev = q.get_nowait()
-        if ev["serial"] == serial and ev["event"].startswith("recovery_"):
-            out.append(ev)
+        out.append(q.get_nowait())
     return out
+
+
+def events(q: asyncio.Queue, serial: str) -> list[dict]:
+    return [ev for ev in drain(q)
+            if ev["serial"] == serial and ev["event"].startswith("recovery_")]
 
 
 async def test_unknown_dialog_recovered_and_sequence_completes_each_step_once(
@@ -202,7 +206,7 @@ async def test_server_error_and_malformed_tool_call_are_retried_then_recovery_go
     assert response["attempts"] == 3 and row["status"] == "succeeded"
 
 
-async def test_model_always_failing_is_reported_and_repeated_failures_hold_the_phone(
+async def test_model_always_failing_is_reported_and_repeated_failures_pause_the_phone(
         stack, farm, adb_server) -> None:
     hub, db, model = stack
     serial = farm.serials[3]
@@ -216,15 +220,48 @@ async def test_model_always_failing_is_reported_and_repeated_failures_hold_the_p
         (row,) = await db.recovery_attempts(execution_key=ex["execution_id"])
         assert row["status"] == "failed" and row["steps"] == 1
     assert len(model.requests) == 2 * 4  # 1 try + 3 retries, per attempt
-    # Two failures in a row: the phone is held; a new run finds it locked.
-    await wait_for(lambda: hub.phone_rows[serial]["lock_holder"] == "recovery-pause",
-                   what="phone held by recovery-pause")
-    assert "recovery_phone_paused" in [e["event"] for e in events(q, serial)]
-    started = await hub.start_run(SEQUENCE, f"phone:{serial}")
-    assert [e["status"] for e in started["executions"].values()] == ["locked"]
-    # The operator releases it; recovery works again.
-    out = await hub.run_action(serial, {"type": "release", "execution_id": "recovery-pause"})
-    assert out["status"] == "ok" and out["released"] is True
+    # Two failures in a row: the phone is paused (reason recovery_failures), shown as such in
+    # GET /api/phones and on the stream, with the lock held underneath on its node.
+    await wait_for(lambda: hub.phone_rows[serial]["lock_holder"] == PAUSE_HOLDER,
+                   what="pause lock held on the node")
+    seen = [e for e in drain(q) if e["serial"] == serial]
+    assert "recovery_phone_paused" in [e["event"] for e in seen]
+    (paused_event,) = [e for e in seen if e["event"] == "phone_paused"]
+    assert paused_event["data"]["reason"] == "recovery_failures"
+    assert paused_event["data"]["detail"]["failures_in_a_row"] == 2
+    server = TestServer(make_app(hub))
+    await server.start_server()
+    try:
+        url = str(server.make_url("/")).rstrip("/")
+        async with ClientSession() as http:
+            async with http.get(f"{url}/api/phones") as r:
+                view = next(p for p in (await r.json())["phones"] if p["serial"] == serial)
+            assert view["state"] == "paused" and view["paused"]["reason"] == "recovery_failures"
+            # New work is refused with the reason, and nothing reaches the phone.
+            started = await hub.start_run(SEQUENCE, f"phone:{serial}")
+            (refused,) = started["executions"].values()
+            assert refused["status"] == "paused", refused
+            assert "recovery_failures" in refused["error"] and f"farm resume {serial}" in refused["error"]
+            record = await db.get_execution(refused["execution_id"])
+            assert record["status"] == "failed" and record["error_reason"] == "phone_paused"
+            # Resuming a phone that is not paused is refused (409); the operator resumes it.
+            async with http.post(f"{url}/api/phones/{farm.serials[0]}/resume") as r:
+                assert r.status == 409 and "not paused" in (await r.json())["error"]
+            code = await asyncio.to_thread(farm_main, ["--url", url, "resume", serial,
+                                                       "--reason", "checked the phone"])
+            assert code == 0
+            async with http.get(f"{url}/api/phones") as r:
+                view = next(p for p in (await r.json())["phones"] if p["serial"] == serial)
+            assert view["paused"] is None and view["state"] == "online"
+    finally:
+        await server.close()
+    await wait_for(lambda: hub.phone_rows[serial]["lock_holder"] is None, what="lock given back")
+    assert "phone_resumed" in [e["event"] for e in drain(q) if e["serial"] == serial]
+    trail = await db.audit_trail("phone_pause", serial)
+    assert [t["reason"] for t in trail] == ["resumed: checked the phone",
+                                            "paused: recovery_failures"]
+    assert trail[0]["actor"] == "control-api" and trail[0]["after"] is None
+    # Recovery works again.
     await hub.run_action(serial, {"type": "tap", "x": SAVE_BUTTON[0], "y": SAVE_BUTTON[1]})
     model.script = [reply_tool("tap", x=SAVE_BUTTON[0], y=SAVE_BUTTON[1])]
     await hub.run_action(serial, {"type": "stop_app", "package": CLIPSHARE})

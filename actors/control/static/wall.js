@@ -63,7 +63,9 @@ function renderTile(tile, phone) {
   tile.label.textContent = `${number} · ${reg.phone_number || phone.serial} · ${phone.node}`;
   tile.label.title = `${phone.serial} on ${phone.node}`;
   const badges = [];
-  if (phone.state !== "online") badges.push(el("span", { class: `badge ${phone.state}` }, phone.state));
+  // A coordinator pause says why (e.g. "paused: recovery_failures"): the operator resumes it.
+  const stateText = phone.paused && phone.state === "paused" ? `paused: ${phone.paused.reason}` : phone.state;
+  if (phone.state !== "online") badges.push(el("span", { class: `badge ${phone.state}`, title: stateText }, stateText));
   if (phone.lock_holder) badges.push(el("span", { class: "badge lock", title: `locked by ${phone.lock_holder}` }, `🔒 ${phone.lock_holder.slice(0, 10)}`));
   if (phone.last_screen) badges.push(el("span", { class: "badge scr", title: phone.last_screen }, phone.last_screen));
   for (const tag of phone.tags || []) badges.push(el("span", { class: "badge tag-badge" }, `#${tag}`));
