@@ -174,14 +174,11 @@ class AIKeyring:
         """Try every active key under this master key; the errors (logged), for start-up."""
         errors = []
         for row in await self.db.api_key_rows():
-            stored = await self.db.active_api_key(
-                row["service_name"], client_id=row["client_id"],
-                organization_id=row["organization_id"])
+            stored = await self.db.api_key_ciphertext(row["key_id"])
             if stored is None:
                 continue
             try:
-                self.cipher.decrypt(stored["encrypted_key"], stored["organization_id"],
-                                    stored["key_id"])
+                self.cipher.decrypt(stored[0], stored[1], row["key_id"])
             except KeyDecryptError as exc:
                 log.error("%s", exc)
                 errors.append(str(exc))

@@ -1109,6 +1109,12 @@ class FarmDB:
         row = await self._one(self._API_KEY_VIEW + " WHERE k.key_id = ?", (int(key_id),))
         return None if row is None else dict(row)
 
+    async def api_key_ciphertext(self, key_id: int) -> tuple[str, int | None] | None:
+        """(encrypted_key, organization_id) of key ``key_id``, None if there is none."""
+        row = await self._one("SELECT encrypted_key, organization_id FROM api_keys"
+                              " WHERE key_id = ?", (int(key_id),))
+        return None if row is None else (row[0], row[1])
+
     async def retire_api_key(self, key_id: int) -> None:
         """Soft delete (spec 16.1): status retired, no longer used."""
         await self._write("UPDATE api_keys SET status = 'retired', is_active = 0"

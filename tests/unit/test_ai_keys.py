@@ -157,13 +157,17 @@ async def test_selection_client_then_organization_then_default(db, models, caplo
 async def test_wrong_master_key_is_a_clear_error_naming_the_key(db, models) -> None:
     a, _ = models
     await farm_layout(db)
-    stored = await AIKeyring(db, master(), default=lambda: None).add(
-        client="acme", base_url=a.base_url, model="m", key=CLIENT_KEY)
+    first = AIKeyring(db, master(), default=lambda: None)
+    older = await first.add(client="acme", base_url=a.base_url, model="m", key=ORG_KEY)
+    stored = await first.add(client="acme", base_url=a.base_url, model="m", key=CLIENT_KEY)
+    assert await first.check() == []
     other = AIKeyring(db, master(), default=lambda: None, client_factory=factory)
     with pytest.raises(KeyDecryptError) as err:
         await other.client_for("P1")
     assert f"AI key {stored['id']}" in str(err.value) and CLIENT_KEY not in str(err.value)
-    assert [f"AI key {stored['id']}" in e for e in await other.check()] == [True]
+    errors = await other.check()  # start-up: every stored key is tried, each one named
+    assert [f"AI key {older['id']}:" in errors[0], f"AI key {stored['id']}:" in errors[1]] \
+        == [True, True]
     assert a.requests == []  # nothing was sent with a garbled key
 
 
@@ -241,3 +245,49 @@ async def test_api_delete_needs_an_integer_id_and_an_existing_key(api: TestClien
     assert status == 400 and answer["field"] == "key_id"
     status, answer = await call(api, "DELETE", "/api/ai-keys/99")
     assert status == 404 and "99" in answer["error"]
+
+
+# --- runs: each execution's ai.* variables and recovery prompt follow its client's key ----------
+
+
+class KeyedHub:
+    """What RunManager needs of a hub, with per-client AI keys (records what is sent)."""
+
+    def __init__(self, keyring: AIKeyring, default: AIClient | None) -> None:
+        self.ai, self.ai_keys, self.sent = default, keyring, {}
+
+    def phones(self) -> list[dict]:
+        return [{"serial": s, "node": "n1"} for s in ("P1", "P2", "P3")]
+
+    async def ai_for(self, serial: str, account_id: int | None = None) -> AIClient | None:
+        return await self.ai_keys.client_for(serial, account_id)
+
+    async def send_run(self, serial: str, run) -> dict:
+        self.sent[serial] = run
+        return {"status": "ok"}
+
+
+async def test_runs_resolve_ai_variables_with_the_phones_client_key(db, models) -> None:
+    from actors.runs import RunManager
+    from sequences.load import walk_steps
+
+    a, b = models
+    await farm_layout(db)
+    keyring = AIKeyring(db, master(), default=lambda: None, client_factory=factory)
+    await keyring.add(client="acme", base_url=b.base_url, model="acme-model", key=CLIENT_KEY)
+    hub = KeyedHub(keyring, None)  # no default: only acme's phone has AI
+    sequence = {"name": "say", "app": "clipshare", "recovery_prompt": "get to the feed",
+                "steps": [{"type": "type", "text": "${ai.caption(hello)}"}]}
+    started = await RunManager(hub, db, ".").start(sequence, "phone:P1,P3")
+    out = started["executions"]
+    assert out["P1"]["status"] == "pending" and out["P3"]["status"] == "failed"
+    assert "AI is off" in out["P3"]["error"]
+    (step,) = [s for _, s in walk_steps(hub.sent["P1"].steps)]
+    assert step.text == "from B" and b.authorizations == [f"Bearer {CLIENT_KEY}"]
+    assert hub.sent["P1"].recovery_prompt == "get to the feed" and a.requests == []
+    # Without ai.* texts, a phone with no AI model runs, only without a recovery prompt.
+    plain = {**sequence, "steps": [{"type": "type", "text": "hi"}]}
+    started = await RunManager(hub, db, ".").start(plain, "phone:P3")
+    assert started["executions"]["P3"]["status"] == "pending"
+    assert hub.sent["P3"].recovery_prompt is None
+    await keyring.close()
