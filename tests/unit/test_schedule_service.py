@@ -284,3 +284,20 @@ async def test_a_crash_between_dispatch_and_save_does_not_start_twice(env) -> No
     assert again.view("a")["jobs"] == {"completed": 2}
     dispatched = [e for e in await again.events("a") if e["kind"] == "dispatched"]
     assert sorted(e["execution_id"] for e in dispatched) == ["ex-1", "ex-2"]
+
+
+async def test_a_paused_phone_is_refused_with_the_reason_and_no_execution(env) -> None:
+    from actors.phone_pause import PhonePauses
+
+    service, clock, hub, runs, db = env
+    hub.pauses = PhonePauses(hub, db)
+    await db.set_phone_pause("p2", "recovery_failures", {"failures_in_a_row": 3})
+    await hub.pauses.load()
+    await service.add(immediate("both", "phone:all"))
+    await service.step()
+    clock.advance(2)
+    await service.step()
+    assert [s[1] for s in runs.started] == ["p1"]
+    failed = [e for e in await service.events("both") if e["kind"] == "dispatch_failed"]
+    assert "p2 is paused (recovery_failures" in failed[0]["reason"]
+    assert "farm resume p2" in failed[0]["reason"]
