@@ -296,7 +296,9 @@ def _document() -> dict[str, Any]:
                                "step_finished, execution_paused, execution_resumed, "
                                "execution_finished, recovery_started, recovery_step, "
                                "recovery_succeeded, recovery_failed, recovery_phone_paused, "
-                               "overflow.",
+                               "overflow. phone_paused / phone_resumed with data.by = "
+                               "coordinator are the coordinator's pause (data.reason, e.g. "
+                               "recovery_failures) and its end (POST /api/phones/{serial}/resume).",
                 "responses": {
                     "200": {"description": "an endless event stream", "content": {
                         "text/event-stream": {"x-item-schema": _ref("HubEvent"),
