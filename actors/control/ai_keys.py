@@ -13,11 +13,11 @@ from __future__ import annotations
 import logging
 from typing import Annotated, Any
 
-import msgspec
 from aiohttp import web
 from msgspec import Meta
 
-from actors.control.registry import _Body, _audit, _handled, _json
+from actors.control.http import hub_of, json_response, openapi_body, openapi_path_param
+from actors.control.registry import _Body, _audit, _handled
 from actors.control.schemas import decode_request
 from protocol.errors import FarmError, ValidationError
 
@@ -53,14 +53,8 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/api/phones/{serial}/resume", post_resume)
 
 
-def _hub(request: web.Request) -> Any:
-    from actors.control.app import HUB
-
-    return request.app[HUB]
-
-
 def _keyring(request: web.Request) -> Any:
-    keyring = getattr(_hub(request), "ai_keys", None)
+    keyring = getattr(hub_of(request), "ai_keys", None)
     if keyring is None:
         raise FarmError("AI keys need the farm database and a master key: this coordinator "
                         "has none")
@@ -70,7 +64,7 @@ def _keyring(request: web.Request) -> Any:
 @_handled
 async def get_ai_keys(request: web.Request) -> web.Response:
     retired = request.query.get("retired", "") in ("1", "true", "yes")
-    return _json({"keys": await _keyring(request).list(include_retired=retired)})
+    return json_response({"keys": await _keyring(request).list(include_retired=retired)})
 
 
 @_handled
@@ -85,7 +79,7 @@ async def post_ai_key(request: web.Request) -> web.Response:
     log.info("ai key %d stored for %s", view["id"],
              f"client {view['client']}" if view["client"] else
              f"organization {view['organization_id']}")
-    return _json(view, 201)
+    return json_response(view, 201)
 
 
 @_handled
@@ -96,7 +90,7 @@ async def delete_ai_key(request: web.Request) -> web.Response:
     keyring = _keyring(request)
     before, after = await keyring.retire(int(raw))
     await _audit(keyring.db, "ai_key", raw, "retire", before, after)
-    return _json(after)
+    return json_response(after)
 
 
 @_handled
@@ -105,24 +99,16 @@ async def post_resume(request: web.Request) -> web.Response:
     body = decode_request(raw, ResumeBody) if raw.strip() else ResumeBody()
     serial = request.match_info["serial"]
     try:
-        out = await _hub(request).resume_phone(serial, actor="control-api", reason=body.reason)
+        out = await hub_of(request).resume_phone(serial, actor="control-api", reason=body.reason)
     except LookupError as exc:  # not paused: nothing to resume
         raise FarmError(str(exc.args[0])) from None
-    return _json(out)
+    return json_response(out)
 
 
 def openapi_paths(error) -> dict[str, Any]:
     """This module's OpenAPI paths; ``error(description)`` is the document's error response."""
     obj = {"description": "JSON object", "content": {"application/json": {
         "schema": {"type": "object"}}}}
-
-    def body(name: str, required: bool = True) -> dict:
-        return {"required": required, "content": {"application/json": {
-            "schema": {"$ref": f"#/components/schemas/{name}"}}}}
-
-    def param(name: str, description: str = "", kind: str = "string") -> dict:
-        return {"name": name, "in": "path", "required": True, "schema": {"type": kind},
-                "description": description}
 
     bad = error("bad body or parameter (`field` names it)")
     conflict = error("no farm database / master key, or the phone is not paused")
@@ -138,19 +124,19 @@ def openapi_paths(error) -> dict[str, Any]:
                      "(encrypted under the farm master key; audited without the key). An "
                      "execution's recovery and ai.* variables use its client's key, else its "
                      "organization's, else the coordinator's --ai-* config",
-                     "requestBody": body("AIKeyBody"),
+                     "requestBody": openapi_body("AIKeyBody"),
                      "responses": {"201": obj, "400": bad, "401": unauthorized,
                                    "409": conflict}}},
         "/api/ai-keys/{key_id}": {"delete": {
             "operationId": "retireAIKey", "summary": "Soft delete: status becomes retired",
-            "parameters": [param("key_id", kind="integer")],
+            "parameters": [openapi_path_param("key_id", kind="integer")],
             "responses": {"200": obj, "400": bad, "401": unauthorized,
                           "404": error("no such key"), "409": conflict}}},
         "/api/phones/{serial}/resume": {"post": {
             "operationId": "resumePhone", "summary":
                 "Resume a phone the coordinator paused (state paused, e.g. reason "
                 "recovery_failures): new work is accepted again; audited",
-            "parameters": [param("serial", "device serial, URL-encoded")],
-            "requestBody": body("ResumeBody", required=False),
+            "parameters": [openapi_path_param("serial", "device serial, URL-encoded")],
+            "requestBody": openapi_body("ResumeBody", required=False),
             "responses": {"200": obj, "400": bad, "401": unauthorized, "409": conflict}}},
     }

@@ -13,13 +13,13 @@ import logging
 from typing import Any, Protocol
 
 import msgspec
-import orjson
 from aiohttp import web
 
 from actors.control import ai_keys, console, recovery, registry, variables
 from actors.control import workflows as workflow_api
 from actors.control import screens
 from actors.control.auth import bearer_auth_middleware
+from actors.control.http import HUB, error_response, json_response  # noqa: F401 - re-exported
 from actors.control.openapi import openapi_document
 from actors.control.schemas import (
     MAX_BODY_BYTES,
@@ -135,7 +135,6 @@ class HubAPI(Protocol):
         ValidationError (bad tag), FarmError (no tag store)."""
 
 
-HUB = web.AppKey("hub", HubAPI)
 STREAMER = web.AppKey("streamer", EventStreamer)
 
 
@@ -180,15 +179,6 @@ def make_app(hub: HubAPI, token: str | None = None, *, heartbeat_s: float = 15.0
     ai_keys.add_routes(app)  # per-client AI keys, resuming a paused phone
     console.add_routes(app)  # the web console: / and /static
     return app
-
-
-def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(body=orjson.dumps(body, default=str), status=status,
-                        content_type="application/json", headers=headers)
-
-
-def error_response(status: int, error: str, **extra: Any) -> web.Response:
-    return json_response({"error": error, **extra}, status=status)
 
 
 @web.middleware

@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from actors.control.http import error_response, hub_of, json_response
 from protocol.errors import FarmError
 
 MAX_ATTEMPTS = 1000
@@ -26,9 +27,7 @@ def add_routes(app: web.Application) -> None:
 
 
 def _db(request: web.Request) -> Any:
-    from actors.control.app import HUB
-
-    return request.app[HUB].farm_db()
+    return hub_of(request).farm_db()
 
 
 def attempt_view(row: dict) -> dict:
@@ -44,8 +43,6 @@ def attempt_view(row: dict) -> dict:
 
 
 async def get_attempts(request: web.Request) -> web.Response:
-    from actors.control.app import error_response, json_response
-
     q = request.query
     try:
         limit = int(q.get("limit", "100"))
@@ -63,8 +60,6 @@ async def get_attempts(request: web.Request) -> web.Response:
 
 
 async def get_stats(request: web.Request) -> web.Response:
-    from actors.control.app import error_response, json_response
-
     by = request.query.get("by", "sequence")
     if by not in GROUPS:
         return error_response(400, f"by: {by!r} is not one of {', '.join(GROUPS)}", field="by")

@@ -19,6 +19,7 @@ import msgspec
 from aiohttp import web
 from msgspec import Meta
 
+from actors.control.http import error_response, hub_of, json_response, openapi_body, openapi_path_param
 from actors.control.schemas import RequestError, decode_request
 from protocol.errors import FarmError, ValidationError
 
@@ -133,21 +134,7 @@ def add_routes(app: web.Application) -> None:
 
 
 def _db(request: web.Request):
-    from actors.control.app import HUB
-
-    return request.app[HUB].farm_db()
-
-
-def _json(body: Any, status: int = 200) -> web.Response:
-    from actors.control.app import json_response
-
-    return json_response(body, status)
-
-
-def _error(status: int, error: str, **extra: Any) -> web.Response:
-    from actors.control.app import error_response
-
-    return error_response(status, error, **extra)
+    return hub_of(request).farm_db()
 
 
 def _handled(handler):
@@ -157,13 +144,13 @@ def _handled(handler):
         try:
             return await handler(request)
         except RequestError as exc:
-            return _json(exc.body, 400)
+            return json_response(exc.body, 400)
         except ValidationError as exc:
-            return _error(400, str(exc), field=exc.where)
+            return error_response(400, str(exc), field=exc.where)
         except LookupError as exc:
-            return _error(404, str(exc.args[0]) if exc.args else "not found")
+            return error_response(404, str(exc.args[0]) if exc.args else "not found")
         except FarmError as exc:
-            return _error(409, str(exc))
+            return error_response(409, str(exc))
     wrapper.__name__ = handler.__name__
     wrapper.__doc__ = handler.__doc__
     return wrapper
@@ -191,10 +178,8 @@ async def _audit(db: Any, entity_type: str, entity_id: Any, action: str,
 async def _rows(request: web.Request, db: Any) -> tuple[list[dict], list[dict]]:
     """Phones (the registry's rows merged with the live directory, as runs see them) and
     accounts, for resolving smart and computed groups."""
-    from actors.control.app import HUB
-
     known = {row["serial"]: row for row in await db.phone_rows()}
-    live = {p["serial"]: p for p in request.app[HUB].phones()}
+    live = {p["serial"]: p for p in hub_of(request).phones()}
     phones = [{**known.get(s, {}), **live.get(s, {}), "client": known.get(s, {}).get("client")}
               for s in sorted(set(known) | set(live))]
     return phones, await db.account_rows()
@@ -220,7 +205,7 @@ async def get_groups(request: web.Request) -> web.Response:
     db = _db(request)
     book = await db.group_book()
     phones, accounts = await _rows(request, db)
-    return _json({"groups": [group_view(book, n, phones, accounts) for n in book.groups],
+    return json_response({"groups": [group_view(book, n, phones, accounts) for n in book.groups],
                   "rules": [rule_view(r) for r in book.rules]})
 
 
@@ -255,7 +240,7 @@ async def post_group(request: web.Request) -> web.Response:
     phones, accounts = await _rows(request, db)
     view = group_view(book, body.name, phones, accounts)
     await _audit(db, "group", body.name, "create", None, view)
-    return _json(view, 201)
+    return json_response(view, 201)
 
 
 @_handled
@@ -271,7 +256,7 @@ async def delete_group(request: web.Request) -> web.Response:
 
     await _change_book(request, delete)
     await _audit(_db(request), "group", name, "delete", before, None)
-    return _json({"deleted": name})
+    return json_response({"deleted": name})
 
 
 @_handled
@@ -290,7 +275,7 @@ async def post_group_member(request: web.Request) -> web.Response:
     await _audit(db, "group", name, "add", {"members": before},
                  {"members": book.groups[name].members})
     phones, accounts = await _rows(request, db)
-    return _json(group_view(book, name, phones, accounts))
+    return json_response(group_view(book, name, phones, accounts))
 
 
 @_handled
@@ -308,7 +293,7 @@ async def delete_group_member(request: web.Request) -> web.Response:
     await _audit(db, "group", name, "remove", {"members": before},
                  {"members": book.groups[name].members})
     phones, accounts = await _rows(request, db)
-    return _json(group_view(book, name, phones, accounts))
+    return json_response(group_view(book, name, phones, accounts))
 
 
 @_handled
@@ -332,7 +317,7 @@ async def post_group_rule(request: web.Request) -> web.Response:
     _, rule = await _change_book(request, add)
     view = rule_view(rule)
     await _audit(_db(request), "group_rule", ",".join(rule.groups), "create", None, view)
-    return _json(view, 201)
+    return json_response(view, 201)
 
 
 # --- clients, profiles, phones, accounts --------------------------------------------------
@@ -340,7 +325,7 @@ async def post_group_rule(request: web.Request) -> web.Response:
 
 @_handled
 async def get_clients(request: web.Request) -> web.Response:
-    return _json({"clients": await _db(request).client_rows()})
+    return json_response({"clients": await _db(request).client_rows()})
 
 
 @_handled
@@ -352,7 +337,7 @@ async def post_client(request: web.Request) -> web.Response:
                            contact_discord=body.contact_discord)
     after = await db.client_row(body.name)
     await _audit(db, "client", after["client_id"], "update" if before else "create", before, after)
-    return _json(after, 200 if before else 201)
+    return json_response(after, 200 if before else 201)
 
 
 @_handled
@@ -366,12 +351,12 @@ async def delete_client(request: web.Request) -> web.Response:
                            contact_discord=before["contact_discord"])
     after = await db.client_row(name)
     await _audit(db, "client", after["client_id"], "retire", before, after)
-    return _json(after)
+    return json_response(after)
 
 
 @_handled
 async def get_profiles(request: web.Request) -> web.Response:
-    return _json({"profiles": await _db(request).profile_rows()})
+    return json_response({"profiles": await _db(request).profile_rows()})
 
 
 @_handled
@@ -390,12 +375,12 @@ async def post_profile(request: web.Request) -> web.Response:
     profile_id = await db.upsert_profile(body.profile_id, client=body.client, **fields)
     after = await db.profile_row(profile_id)
     await _audit(db, "profile", profile_id, "update" if before else "create", before, after)
-    return _json(after, 200 if before else 201)
+    return json_response(after, 200 if before else 201)
 
 
 @_handled
 async def get_phone_registry(request: web.Request) -> web.Response:
-    return _json({"phones": await _db(request).phone_rows()})
+    return json_response({"phones": await _db(request).phone_rows()})
 
 
 async def _phone_row(db: Any, serial: str) -> dict | None:
@@ -413,7 +398,7 @@ async def post_phone_registry(request: web.Request) -> web.Response:
                           phone_number=body.phone_number, status=body.status, agent=body.agent)
     after = await _phone_row(db, body.serial)
     await _audit(db, "phone", after["phone_id"], "update" if before else "create", before, after)
-    return _json(after, 200 if before else 201)
+    return json_response(after, 200 if before else 201)
 
 
 @_handled
@@ -426,17 +411,16 @@ async def delete_phone_registry(request: web.Request) -> web.Response:
     await db.upsert_phone(serial, status=RETIRED)
     after = await _phone_row(db, serial)
     await _audit(db, "phone", after["phone_id"], "retire", before, after)
-    return _json(after)
+    return json_response(after)
 
 
 async def _tag(request: web.Request, tag: str, add: bool) -> web.Response:
     """Add or remove a custom tag (spec 4.3; the hub keeps them, GET /api/phones shows
     them); audited when the hub has a farm database."""
-    from actors.control.app import HUB
     from protocol.errors import PhoneNotFound
 
     serial = request.match_info["serial"]
-    hub = request.app[HUB]
+    hub = hub_of(request)
     before = next((p.get("tags", []) for p in hub.phones() if p["serial"] == serial), None)
     try:
         after = hub.tag_phone(serial, tag, add)
@@ -448,7 +432,7 @@ async def _tag(request: web.Request, tag: str, add: bool) -> web.Response:
         db = None
     if db is not None:
         await _audit(db, "phone_tags", serial, "update", {"tags": before}, {"tags": after})
-    return _json({"serial": serial, "tags": after})
+    return json_response({"serial": serial, "tags": after})
 
 
 @_handled
@@ -465,7 +449,7 @@ async def delete_phone_tag(request: web.Request) -> web.Response:
 @_handled
 async def get_accounts(request: web.Request) -> web.Response:
     serial = request.query.get("serial")
-    return _json({"accounts": await _db(request).account_rows(serial)})
+    return json_response({"accounts": await _db(request).account_rows(serial)})
 
 
 async def _account_row(db: Any, account_id: int) -> dict | None:
@@ -491,14 +475,14 @@ async def post_account(request: web.Request) -> web.Response:
     after = await _account_row(db, account_id)
     await _audit(db, "account", account_id, "update" if before else "create",
                  _secretless(before), _secretless(after))
-    return _json(after, 200 if before else 201)
+    return json_response(after, 200 if before else 201)
 
 
 @_handled
 async def delete_account(request: web.Request) -> web.Response:
     raw = request.match_info["account_id"]
     if not raw.isdigit():
-        return _error(400, f"account_id: expected an integer, got {raw!r}", field="account_id")
+        return error_response(400, f"account_id: expected an integer, got {raw!r}", field="account_id")
     db = _db(request)
     before = await _account_row(db, int(raw))
     if before is None:
@@ -507,7 +491,7 @@ async def delete_account(request: web.Request) -> web.Response:
                             status=RETIRED)
     after = await _account_row(db, int(raw))
     await _audit(db, "account", raw, "retire", _secretless(before), _secretless(after))
-    return _json(after)
+    return json_response(after)
 
 
 def _secretless(row: dict | None) -> dict | None:
@@ -522,14 +506,6 @@ def openapi_paths(error) -> dict[str, Any]:
     """This module's OpenAPI paths; ``error(description)`` is the document's error response."""
     obj = {"description": "JSON object", "content": {"application/json": {
         "schema": {"type": "object"}}}}
-
-    def body(name: str) -> dict:
-        return {"required": True, "content": {"application/json": {
-            "schema": {"$ref": f"#/components/schemas/{name}"}}}}
-
-    def param(name: str, description: str = "", kind: str = "string") -> dict:
-        return {"name": name, "in": "path", "required": True, "schema": {"type": kind},
-                "description": description}
 
     bad = error("bad body (`field` is the JSON path) or a broken group rule")
     unauthorized = error("missing or wrong bearer token (only when a token is configured)")
@@ -549,12 +525,12 @@ def openapi_paths(error) -> dict[str, Any]:
             responses["404"] = missing
         out: dict[str, Any] = {"operationId": op_id, "summary": summary, "responses": responses}
         if request:
-            out["requestBody"] = body(request)
+            out["requestBody"] = openapi_body(request)
         if params:
             out["parameters"] = list(params)
         return out
 
-    name = param("name", "group name")
+    name = openapi_path_param("name", "group name")
     return {
         "/api/groups": {
             "get": op("listGroups", "Every group (stored members, resolved member count) and rule"),
@@ -571,13 +547,13 @@ def openapi_paths(error) -> dict[str, Any]:
             params=[name], found=True)},
         "/api/groups/{name}/members/{member}": {"delete": op(
             "removeGroupMember", "Remove a member", found=True,
-            params=[name, param("member", "serial or platform.number@serial, URL-encoded")])},
+            params=[name, openapi_path_param("member", "serial or platform.number@serial, URL-encoded")])},
         "/api/clients": {
             "get": op("listClients", "Every client"),
             "post": op("upsertClient", "Create or update a client (by name)",
                        request="ClientBody", created=True)},
         "/api/clients/{name}": {"delete": op(
-            "retireClient", "Soft delete: status becomes retired", params=[param("name")],
+            "retireClient", "Soft delete: status becomes retired", params=[openapi_path_param("name")],
             found=True)},
         "/api/profiles": {
             "get": op("listProfiles", "Every profile"),
@@ -590,14 +566,14 @@ def openapi_paths(error) -> dict[str, Any]:
                        request="PhoneBody", created=True)},
         "/api/phones/registry/{serial}": {"delete": op(
             "retireRegisteredPhone", "Soft delete: status becomes retired",
-            params=[param("serial", "device serial, URL-encoded")], found=True)},
+            params=[openapi_path_param("serial", "device serial, URL-encoded")], found=True)},
         "/api/phones/{serial}/tags": {"post": op(
             "addPhoneTag", "Add a custom tag to a live phone (shown in /api/phones, usable "
             "in phone:TAG scopes)", request="TagAdd", found=True,
-            params=[param("serial", "device serial, URL-encoded")])},
+            params=[openapi_path_param("serial", "device serial, URL-encoded")])},
         "/api/phones/{serial}/tags/{tag}": {"delete": op(
             "removePhoneTag", "Remove a custom tag from a phone", found=True,
-            params=[param("serial", "device serial, URL-encoded"), param("tag")])},
+            params=[openapi_path_param("serial", "device serial, URL-encoded"), openapi_path_param("tag")])},
         "/api/accounts": {
             "get": {**op("listAccounts", "Every account (or one phone's with ?serial=)"),
                     "parameters": [{"name": "serial", "in": "query", "required": False,
@@ -606,5 +582,5 @@ def openapi_paths(error) -> dict[str, Any]:
                        request="AccountBody", created=True)},
         "/api/accounts/{account_id}": {"delete": op(
             "retireAccount", "Soft delete: status becomes retired",
-            params=[param("account_id", kind="integer")], found=True)},
+            params=[openapi_path_param("account_id", kind="integer")], found=True)},
     }

@@ -14,6 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
+from actors.control.http import error_response, hub_of, json_response
 from actors.control.schemas import RequestError, decode_request
 from actors.discovery import ApproveRequest, ProposalEdit, ProposalNotFound, ProposalResolved
 from actors.registry_store import FrameRef, RegistryNotFound, ScreenEdit, frame_from_b64
@@ -37,40 +38,22 @@ def add_routes(app: web.Application) -> None:
     r.add_post("/api/discovery/{id}/discard", post_discard)
 
 
-def _hub(request: web.Request) -> Any:
-    from actors.control.app import HUB
-
-    return request.app[HUB]
-
-
-def _json(body: Any, status: int = 200) -> web.Response:
-    from actors.control.app import json_response
-
-    return json_response(body, status)
-
-
-def _error(status: int, error: str, **extra: Any) -> web.Response:
-    from actors.control.app import error_response
-
-    return error_response(status, error, **extra)
-
-
 def _problems(exc: ValidationErrors) -> web.Response:
     first = exc.problems[0]
-    return _error(400, str(first) if len(exc.problems) == 1 else
+    return error_response(400, str(first) if len(exc.problems) == 1 else
                   f"{len(exc.problems)} problems; first: {first}", field=first.where,
                   problems=[{"where": p.where, "reason": p.reason} for p in exc.problems])
 
 
 def _store(request: web.Request) -> Any:
-    store = getattr(_hub(request), "registry_store", None)
+    store = getattr(hub_of(request), "registry_store", None)
     if store is None:
         raise web.HTTPConflict(reason="this coordinator has no registry store")
     return store
 
 
 def _discovery(request: web.Request) -> Any:
-    service = getattr(_hub(request), "discovery", None)
+    service = getattr(hub_of(request), "discovery", None)
     if service is None:
         raise web.HTTPConflict(reason="this coordinator has no screen discovery")
     return service
@@ -104,15 +87,15 @@ async def frame_png(hub: Any, frame: FrameRef | None) -> bytes | None:
 
 
 async def get_registry(request: web.Request) -> web.Response:
-    return _json(_store(request).summary())
+    return json_response(_store(request).summary())
 
 
 async def get_app(request: web.Request) -> web.Response:
     app = request.match_info["app"]
     try:
-        return _json(_store(request).app_json(app))
+        return json_response(_store(request).app_json(app))
     except RegistryNotFound as exc:
-        return _error(404, str(exc), app=app)
+        return error_response(404, str(exc), app=app)
 
 
 async def get_file(request: web.Request) -> web.Response:
@@ -120,7 +103,7 @@ async def get_file(request: web.Request) -> web.Response:
     try:
         data = _store(request).file(app, path)
     except RegistryNotFound as exc:
-        return _error(404, str(exc), app=app, path=path)
+        return error_response(404, str(exc), app=app, path=path)
     return web.Response(body=data, content_type="image/png",
                         headers={"Cache-Control": "no-cache"})
 
@@ -133,20 +116,20 @@ async def put_screen(request: web.Request) -> web.Response:
     try:
         edit = decode_request(await request.read(), ScreenEdit,
                               "a JSON object with kind, regions, actions and frame")
-        png = await frame_png(_hub(request), edit.frame)
+        png = await frame_png(hub_of(request), edit.frame)
         out = await store.save_screen(app, screen, edit, png, actor=ACTOR)
     except FarmError as exc:
         return _failure(exc, app=app, screen=screen)
-    discovery = getattr(_hub(request), "discovery", None)
+    discovery = getattr(hub_of(request), "discovery", None)
     if discovery is not None and edit.frame is not None and edit.frame.unknown_screen:
         await discovery.registered(edit.frame.unknown_screen, out, actor=ACTOR)
-    return _json(out, 201 if out["action"] == "create" else 200)
+    return json_response(out, 201 if out["action"] == "create" else 200)
 
 
 async def delete_screen(request: web.Request) -> web.Response:
     app, screen = request.match_info["app"], request.match_info["screen"]
     try:
-        return _json(await _store(request).delete_screen(
+        return json_response(await _store(request).delete_screen(
             app, screen, actor=ACTOR, reason=request.query.get("reason", "")))
     except FarmError as exc:  # e.g. a state another screen's action links to: 400
         return _failure(exc, app=app, screen=screen)
@@ -157,14 +140,14 @@ async def delete_screen(request: web.Request) -> web.Response:
 
 async def get_discovery(request: web.Request) -> web.Response:
     status = request.query.get("status")
-    return _json({"proposals": await _discovery(request).proposals(status)})
+    return json_response({"proposals": await _discovery(request).proposals(status)})
 
 
 async def put_proposal(request: web.Request) -> web.Response:
     proposal_id = request.match_info["id"]
     try:
         edit = decode_request(await request.read(), ProposalEdit, "a JSON object")
-        return _json(await _discovery(request).update(proposal_id, edit, actor=ACTOR))
+        return json_response(await _discovery(request).update(proposal_id, edit, actor=ACTOR))
     except FarmError as exc:
         return _failure(exc, id=proposal_id)
 
@@ -175,8 +158,8 @@ async def post_approve(request: web.Request) -> web.Response:
     raw = await request.read()
     try:
         body = decode_request(raw, ApproveRequest, "a JSON object") if raw.strip() else None
-        png = await frame_png(_hub(request), body.frame) if body is not None else None
-        return _json(await _discovery(request).approve(proposal_id, body, png, actor=ACTOR))
+        png = await frame_png(hub_of(request), body.frame) if body is not None else None
+        return json_response(await _discovery(request).approve(proposal_id, body, png, actor=ACTOR))
     except FarmError as exc:
         return _failure(exc, id=proposal_id)
 
@@ -184,7 +167,7 @@ async def post_approve(request: web.Request) -> web.Response:
 async def post_discard(request: web.Request) -> web.Response:
     proposal_id = request.match_info["id"]
     try:
-        return _json(await _discovery(request).discard(
+        return json_response(await _discovery(request).discard(
             proposal_id, actor=ACTOR, reason=request.query.get("reason", "")))
     except FarmError as exc:
         return _failure(exc, id=proposal_id)
@@ -194,15 +177,15 @@ def _failure(exc: FarmError, **ids: str) -> web.Response:
     """The answer to an edit that failed: 400 naming the field (every problem listed), 404
     for an unknown app, screen, file or proposal, 409 for a resolved proposal."""
     if isinstance(exc, RequestError):
-        return _json(exc.body, 400)
+        return json_response(exc.body, 400)
     if isinstance(exc, ValidationErrors):
         return _problems(exc)
     if isinstance(exc, ValidationError):
-        return _error(400, str(exc), field=exc.where)
+        return error_response(400, str(exc), field=exc.where)
     if isinstance(exc, (RegistryNotFound, ProposalNotFound)):
-        return _error(404, str(exc), **ids)
+        return error_response(404, str(exc), **ids)
     if isinstance(exc, ProposalResolved):
-        return _error(409, str(exc), **ids)
+        return error_response(409, str(exc), **ids)
     raise exc  # anything else is a bug: the middleware answers 500 and logs it
 
 

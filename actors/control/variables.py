@@ -21,6 +21,7 @@ import msgspec
 from aiohttp import web
 from msgspec import Meta
 
+from actors.control.http import error_response, hub_of, json_response
 from actors.control.schemas import RequestError, decode_request
 from protocol.errors import FarmError, ValidationError, VariableError
 from sequences.variables import (ACCOUNT_FIELDS, CATEGORIES, CLIENT_FIELDS, PROFILE_FIELDS,
@@ -85,15 +86,11 @@ def add_routes(app: web.Application) -> None:
 
 
 def _db(request: web.Request) -> Any:
-    from actors.control.app import HUB
-
-    return request.app[HUB].farm_db()
+    return hub_of(request).farm_db()
 
 
 def _handled(handler):
     async def wrapper(request: web.Request) -> web.Response:
-        from actors.control.app import error_response, json_response
-
         try:
             return await handler(request)
         except RequestError as exc:
@@ -116,8 +113,6 @@ def _fields(prefix: str, names: tuple[str, ...]) -> list[str]:
 @_handled
 async def get_variables(request: web.Request) -> web.Response:
     """The categories and, for ``?serial=``, every variable that phone can name."""
-    from actors.control.app import json_response
-
     serial = request.query.get("serial")
     found: dict[str, list[str]] = {
         "client": _fields("client", tuple(f.replace("contact_", "contact.")
@@ -152,13 +147,11 @@ async def get_variables(request: web.Request) -> web.Response:
 async def _resolve_all(request: web.Request, dry_run: bool) -> dict[str, Any]:
     body = decode_request(await request.read(), VariableText,
                           "a JSON object with text and serials")
-    from actors.control.app import HUB
-
     db = _db(request)
     rng = random.Random(body.seed)
     # Text about to be typed asks the farm's AI model for ${ai.*} (one cache for all the
     # phones of this request, as a run does); a preview never calls it.
-    hub = request.app[HUB]
+    hub = hub_of(request)
     providers: dict[int, Any] = {}  # one cache per AI client (a phone's client's key)
     texts: dict[str, str] = {}
     for serial in body.serials:
@@ -185,15 +178,11 @@ async def _resolve_all(request: web.Request, dry_run: bool) -> dict[str, Any]:
 
 @_handled
 async def post_preview(request: web.Request) -> web.Response:
-    from actors.control.app import json_response
-
     return json_response(await _resolve_all(request, dry_run=True))
 
 
 @_handled
 async def post_resolve(request: web.Request) -> web.Response:
-    from actors.control.app import json_response
-
     out = await _resolve_all(request, dry_run=False)
     log.info("variables resolved for %d phone(s)", len(out["texts"]))
     return json_response(out)

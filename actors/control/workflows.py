@@ -25,7 +25,8 @@ import msgspec
 from aiohttp import web
 from msgspec import Meta
 
-from actors.control.registry import _db, _error, _handled, _json
+from actors.control.http import error_response, hub_of, json_response
+from actors.control.registry import _db, _handled
 from actors.control.schemas import decode_request
 from protocol.errors import FarmError, ValidationError, ValidationErrors
 
@@ -95,14 +96,8 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/api/workflow-executions/{id}", get_workflow_execution)
 
 
-def _hub(request: web.Request) -> Any:
-    from actors.control.app import HUB
-
-    return request.app[HUB]
-
-
 def _runner(request: web.Request):
-    schedules = getattr(_hub(request), "schedules", None)
+    schedules = getattr(hub_of(request), "schedules", None)
     if schedules is None:
         raise FarmError("workflows need the farm database and the scheduler: this hub has none")
     return schedules.workflows
@@ -159,11 +154,11 @@ async def _found(db: Any, kind: _Kind, name: str) -> dict:
 
 async def _list(request: web.Request, kind: _Kind) -> web.Response:
     retired = request.query.get("retired") == "1"
-    return _json({kind.key: await getattr(_db(request), kind.listing)(retired)})
+    return json_response({kind.key: await getattr(_db(request), kind.listing)(retired)})
 
 
 async def _get(request: web.Request, kind: _Kind) -> web.Response:
-    return _json(await _found(_db(request), kind, request.match_info["name"]))
+    return json_response(await _found(_db(request), kind, request.match_info["name"]))
 
 
 async def _save(request: web.Request, kind: _Kind, creating: bool) -> web.Response:
@@ -172,7 +167,7 @@ async def _save(request: web.Request, kind: _Kind, creating: bool) -> web.Respon
     db = _db(request)
     before = await getattr(db, kind.lookup)(name)
     if creating and before is not None:
-        return _error(409, f"{kind.what} {name!r} exists (PUT to update it)", field="$.name")
+        return error_response(409, f"{kind.what} {name!r} exists (PUT to update it)", field="$.name")
     if not creating and before is None:
         raise LookupError(f"no such {kind.what}: {name!r}")
     if kind is SEQUENCES:
@@ -190,7 +185,7 @@ async def _save(request: web.Request, kind: _Kind, creating: bool) -> web.Respon
                                                   client=body.client)
     await _audit(db, kind.entity, after[kind.id_field], "create" if creating else "update",
                  before, after, body.reason)
-    return _json(after, 201 if creating else 200)
+    return json_response(after, 201 if creating else 200)
 
 
 async def _delete(request: web.Request, kind: _Kind) -> web.Response:
@@ -201,20 +196,20 @@ async def _delete(request: web.Request, kind: _Kind) -> web.Response:
         users = [w["name"] for w in await db.workflow_definitions() if any(
             s["sequence_def_id"] == before["sequence_def_id"] for s in w["sequences"])]
         if users:
-            return _error(409, f"sequence definition {name!r} is used by workflow(s) "
+            return error_response(409, f"sequence definition {name!r} is used by workflow(s) "
                                f"{', '.join(users)}: change or delete those first",
                           workflows=users)
     after = await getattr(db, kind.retire)(name)
     await _audit(db, kind.entity, before[kind.id_field], "delete", before, after,
                  request.query.get("reason") or "soft delete (status retired)")
-    return _json(after)
+    return json_response(after)
 
 
 def _check_sequence(request: web.Request, name: str) -> None:
     """The sequence must load from the library or the recordings (when the hub runs any)."""
     from actors.runs import UnknownSequence
 
-    load = getattr(getattr(_hub(request), "runs", None), "sequence", None)
+    load = getattr(getattr(hub_of(request), "runs", None), "sequence", None)
     if not callable(load):
         return  # a hub that runs no sequences (the tests' fake hub)
     try:
@@ -246,7 +241,7 @@ async def post_workflow_run(request: web.Request) -> web.Response:
         started = await _runner(request).start(name, body.scope)
     except WorkflowNotFound as exc:
         raise LookupError(str(exc)) from None
-    return _json(started, 201)
+    return json_response(started, 201)
 
 
 @_handled
@@ -254,7 +249,7 @@ async def get_workflow_executions(request: web.Request) -> web.Response:
     raw = request.query.get("limit", "50")
     if not raw.isdigit() or not 1 <= int(raw) <= 1000:
         raise ValidationError("limit", f"expected an integer 1..1000, got {raw!r}")
-    return _json({"workflow_executions": await _runner(request).recent(int(raw))})
+    return json_response({"workflow_executions": await _runner(request).recent(int(raw))})
 
 
 @_handled
@@ -265,7 +260,7 @@ async def get_workflow_execution(request: web.Request) -> web.Response:
     if not raw.isdigit():
         raise ValidationError("id", f"expected a workflow execution id (integer), got {raw!r}")
     try:
-        return _json(await _runner(request).view(int(raw)))
+        return json_response(await _runner(request).view(int(raw)))
     except WorkflowNotFound as exc:
         raise LookupError(str(exc)) from None
 
