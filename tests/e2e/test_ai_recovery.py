@@ -19,16 +19,12 @@ from yarl import URL
 from actors.ai_client import AIClient, AIConfig
 from actors.control.app import make_app
 from actors.control.cli import main as farm_main
-from actors.device.adb_server import AdbServer, free_port
-from actors.event_store import EventStore
 from actors.hub import Hub
-from actors.node import Node
-from actors.persistence import FarmDB, seed_demo
 from actors.phone_pause import PAUSE_HOLDER
-from actors.playback import PlaybackOptions
 from actors.unknown_screens import UnknownScreenQueue
 from registry.load import DEMO_REGISTRY
-from tests.e2e.test_farm_inprocess import SECRET, phone_log, shutdown, wait_for
+from tests.e2e.run_stack import run_stack
+from tests.e2e.test_farm_inprocess import phone_log, wait_for
 from tests.e2e.test_screen_identification import vphone
 from virtual.model_server import reply_error, reply_malformed_tool, reply_tool
 
@@ -61,24 +57,14 @@ async def stack(farm, adb_server, tmp_path, scripted_model):
     del app["interrupts"]["video_options"]
     app_file.write_text(json.dumps(app))
     model = scripted_model
-    store = await EventStore(tmp_path / "coordinator.sqlite3").open()
-    db = await FarmDB.open(tmp_path / "farm.sqlite3")
-    await seed_demo(db, farm.serials)
     ai = AIClient(AIConfig(base_url=model.base_url, model="scripted", timeout_s=10),
                   sleep=no_sleep)
-    hub = await Hub(f"tcp://127.0.0.1:{free_port()}", SECRET, store, db=db,
-                    data_dir=tmp_path / "data", ai=ai,
-                    unknown=UnknownScreenQueue(tmp_path / "unknown-screens")).start()
-    hub.recovery.options.settle_s = 0.2
-    hub.recovery.options.max_steps = 3
-    node = await Node("rack-a", hub.link.address, SECRET, AdbServer(port=adb_server.port),
-                      tmp_path / "node", registry=registry).start()
-    node.playback_options = PlaybackOptions(settle_s=0.05, poll_s=0.2, unknown_confirm_s=0.3)
-    await wait_for(lambda: len([p for p in hub.phones() if p["state"] == "online"]) == 4,
-                   what="4 phones online")
-    yield hub, db, model
-    await shutdown(node, hub, store)
-    await db.close()
+    hub_options = {"ai": ai, "unknown": UnknownScreenQueue(tmp_path / "unknown-screens")}
+    async with run_stack(farm, adb_server, tmp_path, hub_options=hub_options,
+                         node_options={"registry": registry}) as (hub, db, _node):
+        hub.recovery.options.settle_s = 0.2
+        hub.recovery.options.max_steps = 3
+        yield hub, db, model
 
 
 async def run_to_end(hub: Hub, serial: str, timeout: float = 120.0) -> dict:

@@ -12,12 +12,9 @@ from aiohttp.test_utils import TestServer
 
 from actors.control.app import make_app
 from actors.control.cli import main as farm_main
-from actors.device.adb_server import AdbServer, free_port
-from actors.event_store import EventStore
 from actors.hub import Hub
-from actors.node import Node
-from actors.persistence import FarmDB, seed_demo
-from tests.e2e.test_farm_inprocess import SECRET, phone_log, shutdown, wait_for
+from tests.e2e.run_stack import run_stack
+from tests.e2e.test_farm_inprocess import phone_log
 
 playback = pytest.importorskip("actors.playback", reason="the node side of runs has not landed")
 
@@ -26,22 +23,10 @@ CLIPSHARE = "com.phonefarm.clipshare"
 
 @pytest.fixture()
 async def stack(farm, adb_server, tmp_path):
-    store = await EventStore(tmp_path / "coordinator.sqlite3").open()
-    db = await FarmDB.open(tmp_path / "farm.sqlite3")
-    await seed_demo(db, farm.serials)
-    hub = await Hub(f"tcp://127.0.0.1:{free_port()}", SECRET, store, db=db,
-                    data_dir=tmp_path / "data").start()
-    node = await Node("rack-a", hub.link.address, SECRET, AdbServer(port=adb_server.port),
-                      tmp_path / "node").start()
-    node.playback_options = playback.PlaybackOptions(settle_s=0.05, poll_s=0.2,
-                                                     unknown_confirm_s=0.3)
-    await wait_for(lambda: len([p for p in hub.phones() if p["state"] == "online"]) == 4,
-                   what="4 phones online")
-    for serial in farm.serials:
-        await hub.run_action(serial, {"type": "stop_app", "package": CLIPSHARE})
-    yield hub, db
-    await shutdown(node, hub, store)
-    await db.close()
+    async with run_stack(farm, adb_server, tmp_path) as (hub, db, _node):
+        for serial in farm.serials:
+            await hub.run_action(serial, {"type": "stop_app", "package": CLIPSHARE})
+        yield hub, db
 
 
 async def _run_done(hub: Hub, run_id: str, timeout: float = 180.0) -> dict:

@@ -11,14 +11,10 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from actors.device.adb_server import AdbServer, free_port
-from actors.event_store import EventStore
-from actors.hub import Hub
-from actors.node import Node
-from actors.persistence import FarmDB, seed_demo
 from actors.scheduler import Schedule
 from actors.schedules import ScheduleService
-from tests.e2e.test_farm_inprocess import SECRET, shutdown, wait_for
+from tests.e2e.run_stack import run_stack
+from tests.e2e.test_farm_inprocess import wait_for
 
 playback = pytest.importorskip("actors.playback", reason="the node side of runs has not landed")
 
@@ -33,20 +29,8 @@ async def stack(farm, adb_server, tmp_path):
     data = tmp_path / "data"
     (data / "sequences" / "test").mkdir(parents=True)
     (data / "sequences" / "test" / "taps.json").write_text(json.dumps(TAPS))
-    store = await EventStore(tmp_path / "coordinator.sqlite3").open()
-    db = await FarmDB.open(tmp_path / "farm.sqlite3")
-    await seed_demo(db, farm.serials)
-    hub = await Hub(f"tcp://127.0.0.1:{free_port()}", SECRET, store, db=db,
-                    data_dir=data).start()
-    node = await Node("rack-a", hub.link.address, SECRET, AdbServer(port=adb_server.port),
-                      tmp_path / "node").start()
-    node.playback_options = playback.PlaybackOptions(settle_s=0.05, poll_s=0.2,
-                                                     unknown_confirm_s=0.3)
-    await wait_for(lambda: len([p for p in hub.phones() if p["state"] == "online"]) == 4,
-                   what="4 phones online")
-    yield hub, db
-    await shutdown(node, hub, store)
-    await db.close()
+    async with run_stack(farm, adb_server, tmp_path, data_dir=data) as (hub, db, _node):
+        yield hub, db
 
 
 async def test_three_schedules_on_two_phones_never_overlap_and_survive_a_restart(

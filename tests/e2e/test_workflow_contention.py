@@ -12,12 +12,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from actors.control.app import make_app
-from actors.device.adb_server import AdbServer, free_port
-from actors.event_store import EventStore
-from actors.hub import Hub
-from actors.node import Node
-from actors.persistence import FarmDB, seed_demo
-from tests.e2e.test_farm_inprocess import SECRET, shutdown, wait_for
+from tests.e2e.run_stack import run_stack
 
 playback = pytest.importorskip("actors.playback", reason="the node side of runs has not landed")
 
@@ -36,21 +31,9 @@ async def stack(farm, adb_server, tmp_path):
     (data / "sequences" / "wf").mkdir(parents=True)
     for name, body in SEQUENCES.items():
         (data / "sequences" / "wf" / f"{name}.json").write_text(json.dumps(body))
-    store = await EventStore(tmp_path / "coordinator.sqlite3").open()
-    db = await FarmDB.open(tmp_path / "farm.sqlite3")
-    await seed_demo(db, farm.serials)
-    hub = await Hub(f"tcp://127.0.0.1:{free_port()}", SECRET, store, db=db,
-                    data_dir=data).start()
-    node = await Node("rack-a", hub.link.address, SECRET, AdbServer(port=adb_server.port),
-                      tmp_path / "node").start()
-    node.playback_options = playback.PlaybackOptions(settle_s=0.05, poll_s=0.2,
-                                                     unknown_confirm_s=0.3)
-    await wait_for(lambda: len([p for p in hub.phones() if p["state"] == "online"]) == 4,
-                   what="4 phones online")
-    async with TestClient(TestServer(make_app(hub))) as client:
-        yield hub, db, client
-    await shutdown(node, hub, store)
-    await db.close()
+    async with run_stack(farm, adb_server, tmp_path, data_dir=data) as (hub, db, _node):
+        async with TestClient(TestServer(make_app(hub))) as client:
+            yield hub, db, client
 
 
 async def call(client: TestClient, method: str, path: str, body=None) -> tuple[int, dict]:
