@@ -25,6 +25,8 @@ modules, OpenCV included, only when run).
     farm schedule add SEQUENCE SCOPE [--at ISO | --window START END --count N | --cron EXPR]
                       [--grace S] [--depends-on ID] [--id ID]
                                          no time option: immediate
+    farm schedule add --workflow NAME SCOPE [same options]
+                                         each occurrence starts workflow NAME on SCOPE
     farm schedule list                   id, type, status, next fire, jobs by status
     farm schedule pause|resume|cancel ID
     farm runs [--limit N]                recent executions with their status
@@ -449,7 +451,16 @@ def _cmd_vars_preview(client: FarmClient, args: argparse.Namespace) -> int:
 
 
 def _schedule_body(args: argparse.Namespace) -> dict:
-    body: dict[str, Any] = {"sequence": args.sequence, "target": args.scope}
+    if args.workflow and args.sequence:
+        raise FarmError(f"give a SEQUENCE or --workflow, not both (got {args.sequence!r} and "
+                        f"--workflow {args.workflow!r})")
+    if not args.workflow and not args.sequence:
+        raise FarmError("give a SEQUENCE and a SCOPE, or --workflow NAME and a SCOPE")
+    body: dict[str, Any] = {"target": args.scope}
+    if args.workflow:
+        body["workflow"] = args.workflow
+    else:
+        body["sequence"] = args.sequence
     if args.id:
         body["id"] = args.id
     chosen = [name for name in ("at", "window", "cron") if getattr(args, name)]
@@ -826,10 +837,11 @@ def build_parser() -> argparse.ArgumentParser:
     schedule_help = "schedule sequences: add, list, pause, resume, cancel (times in UTC)"
     p = sub.add_parser("schedule", help=schedule_help, description=schedule_help)
     schedule_sub = p.add_subparsers(dest="schedule_command", required=True, metavar="COMMAND")
-    help_text = ("schedule SEQUENCE on every phone (or account) of SCOPE: now, --at a time, "
-                 "--count times in a --window, or by --cron")
+    help_text = ("schedule SEQUENCE (or --workflow NAME) on every phone (or account) of SCOPE: "
+                 "now, --at a time, --count times in a --window, or by --cron")
     p = schedule_sub.add_parser("add", help=help_text, description=help_text, parents=[common])
-    p.add_argument("sequence", help="library name, e.g. clipshare/post_clip")
+    p.add_argument("sequence", nargs="?", default=None,
+                   help="library name, e.g. clipshare/post_clip (leave out with --workflow)")
     p.add_argument("scope", help="phone:all | account:clipshare.all@phone1 | group:NAME ...")
     p.add_argument("--at", metavar="ISO", help="once at this time, e.g. 2026-12-01T09:00:00Z")
     p.add_argument("--window", nargs=2, metavar=("START", "END"),
@@ -841,6 +853,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--depends-on", action="append", default=[], metavar="ID",
                    help="run only after this schedule (or job) completed (repeatable)")
     p.add_argument("--id", default=None, help="schedule id (default generated)")
+    p.add_argument("--workflow", metavar="NAME", default=None,
+                   help="each occurrence starts this workflow definition on SCOPE")
     p.set_defaults(func=_cmd_schedule)
     p = schedule_sub.add_parser("list", help="every schedule with its status and next fire",
                                 parents=[common])

@@ -257,6 +257,7 @@ class _MemoryScheduleDB:
     def __init__(self) -> None:
         self.state: str | None = None
         self.rows: dict[str, str] = {}
+        self.workflows: dict[str, dict] = {}  # workflow definitions by name
         self.events: list[dict] = []
 
     async def load_scheduler_state(self) -> str | None:
@@ -264,6 +265,9 @@ class _MemoryScheduleDB:
 
     async def save_scheduler_state(self, state: str) -> None:
         self.state = state
+
+    async def workflow_definition(self, name: str) -> dict | None:
+        return self.workflows.get(name)
 
     async def load_scheduler_rows(self) -> dict[str, str]:
         return dict(self.rows)

@@ -298,6 +298,18 @@ async def test_schedule_add_list_pause_cancel_and_runs(url: str, hub: FakeHub, c
     assert await farm("--url", url, "schedule", "resume", "ghost") == 2
     assert await farm("--url", url, "schedule", "add", "x", "phone:all", "--at",
                       "2030-01-01T00:00:00Z", "--cron", "* * * * *") == 2
+    capsys.readouterr()
+    # A schedule of a workflow: --workflow instead of the sequence.
+    hub.schedule_service.db.workflows["morning"] = {"workflow_def_id": 1, "sequences": []}
+    assert await farm("--url", url, "schedule", "add", "--workflow", "morning", "phone:all",
+                      "--cron", "0 7 * * *", "--id", "wf") == 0
+    assert "workflow:morning" in capsys.readouterr().out
+    assert {v["id"]: v for v in hub.list_schedules()}["wf"]["workflow"] == "morning"
+    assert await farm("--url", url, "schedule", "add", "--workflow", "nope", "phone:all") == 2
+    assert "$.workflow" in capsys.readouterr().err
+    assert await farm("--url", url, "schedule", "add", "x", "phone:all",
+                      "--workflow", "morning") == 2
+    assert "not both" in capsys.readouterr().err
     await farm("--url", url, "run", "clipshare/post_clip", "phone:all")
     capsys.readouterr()
     assert await farm("--url", url, "runs", "--limit", "2") == 0
