@@ -158,11 +158,13 @@ class SchedulerState(msgspec.Struct):
 
 class Changes:
     """What changed in a ``SchedulerState`` since the owner last saved: schedule ids and job
-    ids to write again, and those to delete."""
+    ids to write again, and those to delete; the phones whose queue, running job or last
+    account may have changed."""
 
     def __init__(self) -> None:
         self.schedules: set[str] = set()
         self.jobs: set[str] = set()
+        self.phones: set[str] = set()
         self.gone_schedules: set[str] = set()
         self.gone_jobs: set[str] = set()
 
@@ -466,6 +468,8 @@ class Scheduler:
         and on failure queue it again if its schedule's retry policy allows."""
         job = self.state.jobs[job_id]
         now = self._now()
+        self.changes.jobs.add(job_id)  # its phone's running job changes, event or not
+        self.changes.phones.add(job.serial)
         if self.state.running.get(job.serial) == job_id:
             del self.state.running[job.serial]
         if job.status != "running":
@@ -536,6 +540,7 @@ class Scheduler:
             q = self.state.queues.get(job.serial)
             if q and jid in q:
                 q.remove(jid)
+                self.changes.phones.add(job.serial)
             self.changes.gone_job(jid)
         self.state.schedules.pop(schedule_id, None)
         self.state.states.pop(schedule_id, None)
@@ -874,6 +879,7 @@ class Scheduler:
         # Every change of a schedule or job records an event: what it names is saved.
         if job is not None:
             self.changes.jobs.add(job.id)
+            self.changes.phones.add(job.serial)
         sid = job.schedule_id if job else schedule_id
         if sid is not None:
             self.changes.schedules.add(sid)

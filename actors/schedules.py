@@ -7,8 +7,8 @@ once a second, woken early when an execution finishes); dispatching a job as ONE
 telling the core when a job's execution record reaches a final status (the records are what
 the node events keep up to date, so polling them also catches executions that ended while
 the coordinator was down); saving what changed in the core's state to the farm DB after
-every change (one ``scheduler_rows`` row per schedule and per job, one for queues and node
-stagger, written with the events in one transaction) and loading it back on start, so
+every change (one ``scheduler_rows`` row per schedule, per job, per phone (queue, running
+job, last account) and one for node stagger, written with the events in one transaction) and loading it back on start, so
 schedules and queued jobs survive a coordinator restart (misfires after the downtime are
 the core's rule); a job whose execution had been started before a crash (it came between
 dispatch and save) is adopted as started when dispatched again, never started twice; the finished
@@ -82,8 +82,18 @@ class JobRow(msgspec.Struct, omit_defaults=True):
     execution: str | None = None
 
 
-class CoreRow(msgspec.Struct):
-    """The ``core`` row: the rest of the core's state."""
+class PhoneRow(msgspec.Struct, omit_defaults=True):
+    """``q/<serial>`` rows: a phone's queue (job ids in order), running job and last account,
+    written when one of the phone's jobs changed."""
+
+    queue: list[str] = msgspec.field(default_factory=list)
+    running: str | None = None
+    last_account: str | None = None
+
+
+class CoreRow(msgspec.Struct, omit_defaults=True):
+    """The ``core`` row: each node's stagger bucket time (``node_last``; the other fields
+    are read from rows written before the phone rows)."""
 
     queues: dict[str, list[str]] = msgspec.field(default_factory=dict)
     running: dict[str, str] = msgspec.field(default_factory=dict)
@@ -270,10 +280,6 @@ class ScheduleService:
         refusal = pauses.refusal(job.serial) if pauses is not None else None
         if refusal is not None:  # paused by the coordinator: refused, with the reason
             return f"failed: {refusal}"
-        pauses = getattr(self.hub, "pauses", None)
-        refusal = pauses.refusal(job.serial) if pauses is not None else None
-        if refusal is not None:  # paused by the coordinator: refused, with the reason
-            return f"failed: {refusal}"
         if not self._available(job.serial):
             waited = (self.clock() - job.queued_at).total_seconds()
             if waited < self.offline_wait_s:
@@ -349,6 +355,18 @@ class ScheduleService:
                 rows[f"j/{jid}"] = enc(JobRow(state.jobs[jid], self.executions.get(jid))).decode()
             else:
                 deletes.append(f"j/{jid}")
+        # A phone's queue, running job and last account change only with one of its jobs.
+        phones = set(changes.phones)
+        if self._legacy:
+            phones |= {*state.queues, *state.running, *state.last_account}
+        for serial in phones:
+            prow = PhoneRow(queue=state.queues.get(serial) or [],
+                            running=state.running.get(serial),
+                            last_account=state.last_account.get(serial))
+            if prow.queue or prow.running is not None or prow.last_account is not None:
+                rows[f"q/{serial}"] = enc(prow).decode()
+            else:
+                deletes.append(f"q/{serial}")
         for schedule, final in finished:
             self.finished.pop(schedule.id, None)
             self.finished[schedule.id] = ScheduleRow(schedule, final)
@@ -358,9 +376,7 @@ class ScheduleService:
             del self.finished[old]
             rows.pop(f"f/{old}", None)
             deletes.append(f"f/{old}")
-        rows["core"] = enc(CoreRow(
-            queues={k: v for k, v in state.queues.items() if v}, running=state.running,
-            last_account=state.last_account, node_last=state.node_last)).decode()
+        rows["core"] = enc(CoreRow(node_last=state.node_last)).decode()
         await self.db.save_scheduler_rows(
             rows, deletes, [_event_row(e, self.executions.get(e.job_id or "")) for e in events],
             drop_whole_state=self._legacy)
@@ -397,6 +413,9 @@ class ScheduleService:
         elif not schedule.sequence:
             raise ValidationError("$.sequence", "give a sequence or a workflow")
         for dep in schedule.depends_on:
+            if dep in self.finished:
+                raise ValidationError("$.depends_on", f"{dep!r}: that schedule has finished (its "
+                                      "outcome is in its events); depend on a live one")
             if dep not in sched.state.schedules and dep not in sched.state.jobs:
                 raise ValidationError("$.depends_on", f"{dep!r}: no such schedule or job")
         schedule.status = "pending"
@@ -497,10 +516,22 @@ def _from_rows(rows: dict[str, str], finished: dict[str, ScheduleRow]) -> Servic
                 out.executions[ident] = jrow.execution
         elif kind == "f":
             done.append(dec(text, type=ScheduleRow))
+        elif kind == "q":
+            prow = dec(text, type=PhoneRow)
+            core.queues[ident] = prow.queue
+            if prow.running is not None:
+                core.running[ident] = prow.running
+            if prow.last_account is not None:
+                core.last_account[ident] = prow.last_account
         elif kind == "core":
             c = dec(text, type=CoreRow)
-            core.queues, core.running = c.queues, c.running
-            core.last_account, core.node_last = c.last_account, c.node_last
+            for serial, queue in c.queues.items():
+                core.queues.setdefault(serial, queue)
+            for serial, job_id in c.running.items():
+                core.running.setdefault(serial, job_id)
+            for serial, account in c.last_account.items():
+                core.last_account.setdefault(serial, account)
+            core.node_last = c.node_last
     # Jobs a crash left out of order are trusted over the core row: queues name live jobs.
     core.queues = {k: [j for j in v if j in core.jobs] for k, v in core.queues.items()}
     core.running = {k: j for k, j in core.running.items() if j in core.jobs}

@@ -246,14 +246,14 @@ async def test_a_save_writes_only_what_changed(env) -> None:
                                type="recurring", cron="30 * * * *"))
     await service.add(immediate("a"))
     await service.step()
-    assert written[-1] == {"core", "s/a", "j/a@20260301T120000Z/p1/-"}
+    assert written[-1] == {"core", "s/a", "j/a@20260301T120000Z/p1/-", "q/p1"}
     written.clear()
     clock.advance(2)
     await service.step()
     assert written == []  # nothing happened: nothing written
     await db.update_execution("ex-1", status="completed")
     await service.step()
-    assert written[-1] == {"core", "s/a", "f/a", "j/a@20260301T120000Z/p1/-"}
+    assert written[-1] == {"core", "s/a", "f/a", "j/a@20260301T120000Z/p1/-", "q/p1"}
 
 
 async def test_a_crash_between_dispatch_and_save_does_not_start_twice(env) -> None:
