@@ -509,3 +509,185 @@ def test_hidden_tab_loads_no_frames_until_shown_again(farm, page):
     }""")
     assert page.evaluate("document.hidden") is False
     page.wait_for_function(f"window.__console.framesLoaded >= {before} + {PHONES}", timeout=15000)
+
+
+def post_json(base: str, path: str, body: dict | None = None) -> dict:
+    req = urllib.request.Request(base + path, data=json.dumps(body or {}).encode(),
+                                 headers={"Content-Type": "application/json"})
+    return json.loads(urllib.request.urlopen(req, timeout=60).read())
+
+
+def test_executions_page_lists_filters_and_opens_a_run_with_its_failure_screenshot(farm, page):
+    """Two runs through the API, one passing and one failing on its first step: the page lists
+    both, the status, phone and sequence filters narrow the list, and opening the failed one
+    shows its steps and the failure screenshot (the image loads)."""
+    ok_phone, bad_phone = farm.serials[0], farm.serials[1]
+    ok = post_json(farm.base, "/api/runs", {"scope": f"phone:{ok_phone}", "sequence": {
+        "name": "console_ok", "steps": [{"type": "tap", "x": 540, "y": 2300}]}})
+    bad = post_json(farm.base, "/api/runs", {"scope": f"phone:{bad_phone}", "sequence": {
+        "name": "console_fail", "retry": {"immediate": 0, "short": 0},
+        "steps": [{"type": "expect_screen", "screen": "clipshare/settings"}]}})
+    deadline = time.monotonic() + 60
+    for run in (ok, bad):
+        while api(farm.base, f"/api/runs/{run['run_id']}")["status"] in ("pending", "running"):
+            assert time.monotonic() < deadline, api(farm.base, f"/api/runs/{run['run_id']}")
+            time.sleep(0.2)
+    assert api(farm.base, f"/api/runs/{bad['run_id']}")["status"] == "failed"
+    bad_id = bad["executions"][bad_phone]["execution_id"]
+    page.goto(farm.base + "/#executions")
+    root = page.locator("#page-executions")
+    rows = root.locator("tr.clickable")
+
+    def shown() -> list[tuple[str, str, str]]:
+        """(sequence, phone, status) of each listed row."""
+        return [tuple(r.locator("td").nth(i).inner_text() for i in (1, 2, 4))
+                for r in rows.all()]
+
+    page.wait_for_function("[...document.querySelectorAll('#page-executions tr.clickable')]"
+                           ".some(r => r.textContent.includes('console_fail'))")
+    assert ("inline/console_ok", ok_phone, "completed") in shown()
+    assert ("inline/console_fail", bad_phone, "failed") in shown()
+    root.locator("select").select_option("failed")
+    assert shown() and all(s == "failed" for _, _, s in shown())
+    assert ("inline/console_ok", ok_phone, "completed") not in shown()
+    root.locator("select").select_option("")
+    root.locator("input[placeholder='phone serial']").fill(ok_phone)
+    assert shown() and all(p == ok_phone for _, p, _ in shown())
+    root.locator("input[placeholder='phone serial']").fill("")
+    root.locator("input[placeholder='sequence']").fill("console_fail")
+    assert shown() == [("inline/console_fail", bad_phone, "failed")]
+    rows.first.click()
+    detail = page.locator("#execution-detail")
+    detail.locator("h3").wait_for()
+    assert bad_id in detail.locator("h3").inner_text()
+    steps = detail.locator("tr").all()[1:]
+    assert [tuple(s.locator("td").nth(i).inner_text() for i in (0, 1, 2)) for s in steps] == [
+        ("steps[0]", "expect_screen", "failed")]
+    page.wait_for_function("(() => { const i = document.querySelector('#execution-detail img.shot');"
+                           " return i && i.complete && i.naturalWidth > 0; })()", timeout=15000)
+    page.screenshot(path=str(OUT / "console-execution-failed.png"))
+    root.locator("input[placeholder='sequence']").fill("")
+
+
+def test_groups_page_creates_a_group_and_adds_a_member(farm, page):
+    page.goto(farm.base + "/#groups")
+    root = page.locator("#page-groups")
+    root.locator("input[placeholder=name]").fill("console_team")
+    root.locator("button.primary").click()
+    row = root.locator("tr", has=page.locator("td", has_text=re.compile("^console_team$")))
+    row.wait_for()
+    row.locator("input").fill(farm.serials[2])
+    row.locator("button", has_text="add").click()
+    row.locator(f"span.tag:has-text('{farm.serials[2]}')").wait_for()
+    assert row.locator("td").nth(2).inner_text() == "custom"
+    (group,) = [g for g in api(farm.base, "/api/groups")["groups"] if g["name"] == "console_team"]
+    assert group["members"] == [farm.serials[2]] and group["kind"] == "phone"
+
+
+def test_schedules_page_creates_window_and_recurring_schedules_and_controls_them(farm, page):
+    """From the form: a window schedule against a scope and a recurring (cron) one against
+    the group made above; both reach GET /api/schedules with their type and target, and the
+    row's pause, resume and cancel change their status."""
+    page.goto(farm.base + "/#schedules")
+    root = page.locator("#page-schedules")
+    before = {s["id"] for s in api(farm.base, "/api/schedules")["schedules"]}
+    form = {
+        "sequence": root.locator("input[placeholder^='sequence']"),
+        "target": root.locator("input[placeholder^='scope or group']"),
+        "type": root.locator(".form-row select"),
+        "start": root.locator("input[type=datetime-local]").nth(0),
+        "end": root.locator("input[type=datetime-local]").nth(1),
+        "count": root.locator("input[type=number]"),
+        "cron": root.locator("input[placeholder^='cron']"),
+    }
+
+    def add(**fields) -> dict:
+        for name, value in fields.items():
+            if name == "type":
+                form[name].select_option(value)
+            else:
+                form[name].fill(value)
+        known = {s["id"] for s in api(farm.base, "/api/schedules")["schedules"]}
+        root.locator("button.primary").click()
+        deadline = time.monotonic() + 10
+        while not (new := [s for s in api(farm.base, "/api/schedules")["schedules"]
+                           if s["id"] not in known]):
+            assert time.monotonic() < deadline, page.inner_text("#toast")
+            time.sleep(0.1)
+        (schedule,) = new
+        root.locator(f"tr:has(td:text-is('{schedule['id']}'))").wait_for()
+        return schedule
+
+    scope = f"phone:{farm.serials[3]}"
+    window = add(sequence="clipshare/login", target=scope, type="window",
+                 start="2031-01-01T09:00", end="2031-01-01T10:00", count="2")
+    assert (window["type"], window["target"], window["count"]) == ("window", scope, 2)
+    assert window["window_start"].startswith("2031-01-01") and window["status"] == "pending"
+    cron = add(sequence="clipshare/login", target="group:console_team", type="recurring",
+               cron="0 9 * * *")
+    assert (cron["type"], cron["target"], cron["cron"]) == ("recurring", "group:console_team",
+                                                            "0 9 * * *")
+    assert {window["id"], cron["id"]}.isdisjoint(before)
+
+    def control(schedule_id: str, action: str, want: str) -> None:
+        row = root.locator(f"tr:has(td:text-is('{schedule_id}'))")
+        row.locator("button", has_text=action).click()
+        page.wait_for_function(
+            f"[...document.querySelectorAll('#page-schedules tr')].some(r => "
+            f"r.cells[0] && r.cells[0].textContent === {json.dumps(schedule_id)} && "
+            f"r.cells[4].textContent === {json.dumps(want)})")
+        (now,) = [s for s in api(farm.base, "/api/schedules")["schedules"] if s["id"] == schedule_id]
+        assert now["status"] == want
+
+    for schedule in (window, cron):
+        control(schedule["id"], "pause", "paused")
+        control(schedule["id"], "resume", "pending")
+        control(schedule["id"], "cancel", "cancelled")
+    page.screenshot(path=str(OUT / "console-schedules.png"))
+
+
+def test_selection_ctrl_click_all_none_by_tag_and_single_view(farm, page):
+    """Ctrl+click toggles one phone in and out of the selection; All, None and By tag select
+    what they say (the blue outline class and the panel's count agree); the view toggle
+    shows one large phone of the selection, and back."""
+    page.goto(farm.base + "/#wall")
+    set_mode(page, "select")
+    selected = lambda: page.eval_on_selector_all(  # noqa: E731
+        "#wall .phone.selected", "els => els.map(e => e.dataset.serial)")
+    tile = lambda s: page.locator(f'#wall .phone[data-serial="{s}"]')  # noqa: E731
+    page.click("#select-none")
+    assert selected() == []
+    tile(farm.serials[0]).click()
+    assert selected() == [farm.serials[0]]
+    tile(farm.serials[2]).click(modifiers=["Control"])
+    assert selected() == [farm.serials[0], farm.serials[2]]
+    tile(farm.serials[0]).click(modifiers=["Control"])
+    assert selected() == [farm.serials[2]]
+    page.locator(f'#phone-list tr[data-serial="{farm.serials[4]}"]').click(modifiers=["Control"])
+    assert selected() == [farm.serials[2], farm.serials[4]]
+    assert page.inner_text("#selection-count") == "2 selected"
+    page.click("#select-all")
+    assert selected() == farm.serials
+    assert page.inner_text("#selection-count") == f"{PHONES} selected"
+    page.click("#select-none")
+    assert selected() == [] and page.inner_text("#selection-count") == "0 selected"
+    tagged = sorted(p["serial"] for p in api(farm.base, "/api/phones")["phones"]
+                    if "batch-a" in p["tags"])
+    assert tagged  # tagged from the panel above
+    page.select_option("#filter-tag", "batch-a")
+    page.click("#select-tag")
+    page.select_option("#filter-tag", "")
+    assert selected() == tagged
+    wall_width = tile(tagged[0]).bounding_box()["width"]
+    page.click("#view-toggle")
+    single = page.locator("#single .phone")
+    single.wait_for()
+    assert page.locator("#single .phone").count() == 1
+    assert single.get_attribute("data-serial") == tagged[0]
+    assert page.locator("#wall").is_hidden()
+    page.wait_for_function("(() => { const i = document.querySelector('#single .phone img');"
+                           " return i && i.naturalWidth > 0; })()", timeout=15000)
+    assert single.bounding_box()["width"] > 1.5 * wall_width
+    page.screenshot(path=str(OUT / "console-single.png"))
+    page.click("#view-toggle")
+    assert page.locator("#single").is_hidden() and page.locator("#wall .phone").count() == PHONES
