@@ -638,11 +638,22 @@ def test_schedules_page_creates_window_and_recurring_schedules_and_controls_them
             f"r.cells[4].textContent === {json.dumps(want)})")
         (now,) = [s for s in api(farm.base, "/api/schedules")["schedules"] if s["id"] == schedule_id]
         assert now["status"] == want
+        # Only the controls that apply: a finished schedule takes none.
+        enabled = [b.inner_text() for b in row.locator("button:enabled").all()]
+        assert enabled == {"paused": ["resume", "cancel"], "pending": ["pause", "cancel"],
+                           "cancelled": []}[want]
 
     for schedule in (window, cron):
         control(schedule["id"], "pause", "paused")
         control(schedule["id"], "resume", "pending")
         control(schedule["id"], "cancel", "cancelled")
+    # Bad input: the toast names the field and nothing is added.
+    known = len(api(farm.base, "/api/schedules")["schedules"])
+    form["cron"].fill("every day")
+    root.locator("button.primary").click()
+    page.wait_for_function("(t => t.startsWith('schedule:') && t.includes('cron'))"
+                           "(document.getElementById('toast').textContent)")
+    assert len(api(farm.base, "/api/schedules")["schedules"]) == known
     page.screenshot(path=str(OUT / "console-schedules.png"))
 
 

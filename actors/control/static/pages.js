@@ -57,6 +57,11 @@ async function showExecution(box, id) {
 
 // --- schedules ----------------------------------------------------------------------------
 
+// The controls a schedule in ``status`` takes (actors/schedules.py: a finished one takes none;
+// offering them only earned a 409).
+const allowed = (status, action) => !["cancelled", "completed"].includes(status)
+  && (action === "cancel" || (action === "pause") === (status !== "paused"));
+
 export async function showSchedules(root) {
   const f = {
     sequence: el("input", { placeholder: "sequence, e.g. clipshare/post_clip", required: true }),
@@ -77,7 +82,7 @@ export async function showSchedules(root) {
       ...schedules.map((s) => el("tr", {}, el("td", {}, s.id), el("td", {}, s.sequence), el("td", {}, s.target), el("td", {}, s.type),
         el("td", {}, s.status), el("td", {}, fmt(s.next_fire)), el("td", {}, s.fired),
         el("td", {}, Object.entries(s.jobs || {}).map(([k, v]) => `${k}=${v}`).join(" ")),
-        el("td", {}, ...["pause", "resume", "cancel"].map((a) => el("button", { onclick: () => control(s.id, a) }, a))))));
+        el("td", {}, ...["pause", "resume", "cancel"].map((a) => el("button", { onclick: () => control(s.id, a), disabled: !allowed(s.status, a) }, a))))));
   };
   const control = async (id, action) => {
     try { await post(`/api/schedules/${enc(id)}/${action}`); } catch (err) { toast(`${action}: ${err.message}`, true); }
