@@ -580,8 +580,15 @@ def test_groups_page_creates_a_group_and_adds_a_member(farm, page):
     row.locator("button", has_text="add").click()
     row.locator(f"span.tag:has-text('{farm.serials[2]}')").wait_for()
     assert row.locator("td").nth(2).inner_text() == "custom"
-    (group,) = [g for g in api(farm.base, "/api/groups")["groups"] if g["name"] == "console_team"]
+    groups = api(farm.base, "/api/groups")["groups"]
+    (group,) = [g for g in groups if g["name"] == "console_team"]
     assert group["members"] == [farm.serials[2]] and group["kind"] == "phone"
+    # Every group the API knows (the demo's seeded ones too) is a row with its member count.
+    listed = {r.locator("td").nth(0).inner_text(): r.locator("td").nth(4).inner_text()
+              for r in root.locator("tr:has(td:nth-child(5))").all()}
+    assert len(groups) > 1
+    for g in groups:
+        assert listed[g["name"]].startswith(f"{g['member_count']}:"), (g, listed)
 
 
 def test_schedules_page_creates_window_and_recurring_schedules_and_controls_them(farm, page):
