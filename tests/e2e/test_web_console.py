@@ -664,6 +664,35 @@ def test_schedules_page_creates_window_and_recurring_schedules_and_controls_them
     page.screenshot(path=str(OUT / "console-schedules.png"))
 
 
+def test_schedule_window_is_read_in_the_browsers_time_zone(farm, page):
+    """The form's window times are the operator's local time: from a browser in New York
+    (UTC-5 in January) 09:00-10:00 reaches the API as 14:00-15:00 UTC."""
+    context = page.context.browser.new_context(timezone_id="America/New_York")
+    try:
+        console = context.new_page()
+        console.goto(farm.base + "/#schedules")
+        root = console.locator("#page-schedules")
+        root.locator("button.primary").wait_for()
+        known = {s["id"] for s in api(farm.base, "/api/schedules")["schedules"]}
+        root.locator("input[placeholder^='sequence']").fill("clipshare/login")
+        root.locator("input[placeholder^='scope or group']").fill(f"phone:{farm.serials[3]}")
+        root.locator(".form-row select").select_option("window")
+        root.locator("input[type=datetime-local]").nth(0).fill("2031-01-01T09:00")
+        root.locator("input[type=datetime-local]").nth(1).fill("2031-01-01T10:00")
+        root.locator("button.primary").click()
+        deadline = time.monotonic() + 10
+        while not (new := [s for s in api(farm.base, "/api/schedules")["schedules"]
+                           if s["id"] not in known]):
+            assert time.monotonic() < deadline, console.inner_text("#toast")
+            time.sleep(0.1)
+        (schedule,) = new
+        assert re.match(r"2031-01-01T14:00:00(\.0+)?(Z|\+00:00)$", schedule["window_start"]), schedule
+        assert re.match(r"2031-01-01T15:00:00(\.0+)?(Z|\+00:00)$", schedule["window_end"]), schedule
+        post_json(farm.base, f"/api/schedules/{schedule['id']}/cancel")
+    finally:
+        context.close()
+
+
 def test_selection_ctrl_click_all_none_by_tag_and_single_view(farm, page):
     """Ctrl+click toggles one phone in and out of the selection; All, None and By tag select
     what they say (the blue outline class and the panel's count agree); the view toggle

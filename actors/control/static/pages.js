@@ -102,7 +102,7 @@ export async function showSchedules(root) {
   };
   root.replaceChildren(el("h2", {}, "Schedules"),
     el("div", { class: "form-row" }, f.sequence, f.target, targets, f.type),
-    el("div", { class: "form-row" }, "window / at: ", f.start, " – ", f.end, " count ", f.count, " cron ", f.cron,
+    el("div", { class: "form-row" }, "window / at (your local time): ", f.start, " – ", f.end, " count ", f.count, " cron ", f.cron,
       el("button", { class: "primary", onclick: create }, "Add schedule")),
     table);
   await load();
