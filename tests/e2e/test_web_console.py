@@ -517,6 +517,20 @@ def post_json(base: str, path: str, body: dict | None = None) -> dict:
     return json.loads(urllib.request.urlopen(req, timeout=60).read())
 
 
+def test_executions_page_follows_runs_started_elsewhere(farm, page):
+    """With the executions page open, a run started through the API shows up and reaches its
+    final status without a press on Refresh (run events on the stream reload the list)."""
+    page.goto(farm.base + "/#executions")
+    page.wait_for_selector("#page-executions table")
+    serial = farm.serials[3]
+    post_json(farm.base, "/api/runs", {"scope": f"phone:{serial}", "sequence": {
+        "name": "console_live", "steps": [{"type": "tap", "x": 540, "y": 2300}]}})
+    page.wait_for_function(
+        "[...document.querySelectorAll('#page-executions tr.clickable')].some(r =>"
+        " r.textContent.includes('console_live') && r.textContent.includes('completed'))",
+        timeout=30000)
+
+
 def test_executions_page_lists_filters_and_opens_a_run_with_its_failure_screenshot(farm, page):
     """Two runs through the API, one passing and one failing on its first step: the page lists
     both, the status, phone and sequence filters narrow the list, and opening the failed one

@@ -9,6 +9,16 @@ const fmt = (t) => (t ? String(t).replace("T", " ").replace(/\.\d+/, "").replace
 
 // --- executions ---------------------------------------------------------------------------
 
+// The list follows the farm: run events on the stream reload it (at most once a second) while
+// the executions page is the one shown.
+const RUN_EVENTS = new Set(["execution_started", "execution_finished", "execution_paused", "execution_resumed"]);
+let reloadShownExecutions = null;
+let reloadTimer = null;
+document.addEventListener("farm-event", (e) => {
+  if (!reloadShownExecutions || reloadTimer || !RUN_EVENTS.has(e.detail.name)) return;
+  reloadTimer = setTimeout(() => { reloadTimer = null; reloadShownExecutions(); }, 1000);
+});
+
 export async function showExecutions(root) {
   const filters = { status: el("select", {}, el("option", { value: "" }, "any status"),
     ...["pending", "running", "paused", "completed", "failed", "cancelled", "locked"].map((s) => el("option", { value: s }, s))),
@@ -29,6 +39,7 @@ export async function showExecutions(root) {
     draw();
   };
   Object.values(filters).forEach((f) => f.addEventListener("input", draw));
+  reloadShownExecutions = () => { if (!root.hidden) load(); };
   root.replaceChildren(el("h2", {}, "Executions"),
     el("div", { class: "form-row" }, filters.status, filters.phone, filters.sequence, el("button", { onclick: load }, "Refresh")),
     table, detail);
