@@ -51,6 +51,9 @@ Events (node -> coordinator): journaled, re-sent until acked, delivered once to 
     duplicate) but still acks it; a new event is given to ``EventSink.handle`` and acked
     after it returned. ``event_ack(upto_seq)`` covers every seq up to it (acks are batched
     while more events are queued); the node then deletes those rows from its journal.
+  - When ``EventSink.handle`` fails, nothing is acked and the events after it are dropped
+    unstored (an ack for a later seq would cover the failed one) until the node re-sends
+    from the failed seq (no ack progress for its ack timeout).
   - ``welcome.last_seq`` tells the node which seqs the coordinator already holds: the node
     forgets them before replaying; if it is above anything the journal ever assigned (the
     journal was lost), pending events are renumbered above it so none is taken for a

@@ -204,7 +204,7 @@ class _Peer:
     """One connection (pipe) at the coordinator; ``node`` is set once its Hello passed."""
 
     __slots__ = ("pipe", "address", "nonce", "opened", "last_seen", "last_hb", "node", "hello",
-                 "refused", "inbox", "worker")
+                 "refused", "inbox", "worker", "awaiting_seq")
 
     def __init__(self, pipe: pynng.Pipe, now: float) -> None:
         self.pipe = pipe
@@ -218,6 +218,9 @@ class _Peer:
         self.refused = False
         self.inbox: asyncio.Queue[Event] = asyncio.Queue()
         self.worker: asyncio.Task[Any] | None = None
+        # The seq the sink failed on: later events are dropped unacked until the node
+        # re-sends from it (its ack timeout), so an ack never covers an unstored event.
+        self.awaiting_seq: int | None = None
 
     @property
     def peer(self) -> str:
@@ -547,6 +550,10 @@ class CoordinatorLink(_TaskOwner):
             last = self.sink.last_seq(node)
             if event.seq <= last:
                 log.debug("duplicate event dropped node=%s seq=%d last_seq=%d", node, event.seq, last)
+            elif peer.awaiting_seq is not None and event.seq > last + 1:
+                log.debug("event dropped until the node re-sends node=%s seq=%d awaiting_seq=%d",
+                          node, event.seq, peer.awaiting_seq)
+                continue  # no ack: the node's ack timeout makes it re-send
             else:
                 if event.seq != last + 1 and last:
                     log.warning("event seq gap node=%s last_seq=%d seq=%d", node, last, event.seq)
@@ -554,9 +561,11 @@ class CoordinatorLink(_TaskOwner):
                     await self.sink.handle(node, event)
                 except Exception:
                     log.exception("event sink failed node=%s seq=%d; not acked, the node re-sends", node, event.seq)
+                    peer.awaiting_seq = event.seq
                     while not peer.inbox.empty():  # keep order: the node re-sends from here
                         peer.inbox.get_nowait()
                     continue
+                peer.awaiting_seq = None
             if peer.inbox.empty():
                 await self._send_to(peer, EventAck(upto_seq=self.sink.last_seq(node)))
 

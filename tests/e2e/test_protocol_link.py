@@ -355,6 +355,33 @@ class CrashingSink(MemoryEventSink):
             await asyncio.sleep(3600)
 
 
+class FailOnceSink(MemoryEventSink):
+    """Raises (stores nothing) the first time it is handed event ``fail_at``."""
+
+    def __init__(self, fail_at: int) -> None:
+        super().__init__()
+        self.fail_at = fail_at
+
+    async def handle(self, node: str, event: Event) -> None:
+        if event.seq == self.fail_at:
+            self.fail_at = -1
+            raise RuntimeError("disk full")
+        await super().handle(node, event)
+
+
+async def test_a_failed_event_is_never_acked_by_a_later_one(closers, tmp_path):
+    """The sink fails on seq 3 while 4..8 are in flight: those are not stored across the gap
+    (an ack for them would cover 3, and the node would drop it); the node re-sends from 3."""
+    sink = FailOnceSink(fail_at=3)
+    coord = await start_coordinator(closers, sink=sink)
+    node = await start_node(closers, coord.address, "n1", tmp_path, ack_timeout=0.5)
+    await node.wait_connected(5)
+    for i in range(8):
+        await node.send_event("e", None, {"i": i})
+    await until(lambda: node.journal.acked_upto == 8, timeout=15, what="all acked after the re-send")
+    assert [e.seq for e in sink.events["n1"]] == list(range(1, 9))  # none lost, none twice
+
+
 async def test_coordinator_restart_node_replays_unacked(closers, tmp_path):
     sink = CrashingSink(crash_at=5)  # the same sink object across restarts = persisted store
     rec = Recorder()
