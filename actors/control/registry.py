@@ -259,41 +259,37 @@ async def delete_group(request: web.Request) -> web.Response:
     return json_response({"deleted": name})
 
 
+async def _change_members(request: web.Request, name: str, action: str, change) -> web.Response:
+    """Apply ``change(book)`` to group ``name``'s members, audit the members before and
+    after under ``action``, and answer with the group's view."""
+
+    def apply(book):
+        _known_group(book, name)
+        before = list(book.groups[name].members)
+        change(book)
+        return before
+
+    book, before = await _change_book(request, apply)
+    db = _db(request)
+    await _audit(db, "group", name, action, {"members": before},
+                 {"members": book.groups[name].members})
+    phones, accounts = await _rows(request, db)
+    return json_response(group_view(book, name, phones, accounts))
+
+
 @_handled
 async def post_group_member(request: web.Request) -> web.Response:
     name = request.match_info["name"]
     body = decode_request(await request.read(), MemberAdd, "a JSON object with member")
-
-    def add(book):
-        _known_group(book, name)
-        before = list(book.groups[name].members)
-        book.add_member(name, body.member)
-        return before
-
-    book, before = await _change_book(request, add)
-    db = _db(request)
-    await _audit(db, "group", name, "add", {"members": before},
-                 {"members": book.groups[name].members})
-    phones, accounts = await _rows(request, db)
-    return json_response(group_view(book, name, phones, accounts))
+    return await _change_members(request, name, "add",
+                                 lambda book: book.add_member(name, body.member))
 
 
 @_handled
 async def delete_group_member(request: web.Request) -> web.Response:
     name, member = request.match_info["name"], request.match_info["member"]
-
-    def remove(book):
-        _known_group(book, name)
-        before = list(book.groups[name].members)
-        book.remove_member(name, member)
-        return before
-
-    book, before = await _change_book(request, remove)
-    db = _db(request)
-    await _audit(db, "group", name, "remove", {"members": before},
-                 {"members": book.groups[name].members})
-    phones, accounts = await _rows(request, db)
-    return json_response(group_view(book, name, phones, accounts))
+    return await _change_members(request, name, "remove",
+                                 lambda book: book.remove_member(name, member))
 
 
 @_handled
