@@ -182,6 +182,11 @@ class Changes:
 
 # --- pure time planning -------------------------------------------------------------------
 
+def occurrence_run_id(schedule_id: str, occurrence: datetime) -> str:
+    """The run an occurrence's jobs share (their ids start with it): ``<schedule id>@<UTC stamp>``."""
+    return f"{schedule_id}@{occurrence.strftime('%Y%m%dT%H%M%SZ')}"
+
+
 def _utc(t: datetime) -> datetime:
     if t.tzinfo is None:
         raise ValueError(f"naive datetime {t.isoformat()}: use timezone-aware UTC")
@@ -655,9 +660,9 @@ class Scheduler:
         st.fired += 1
         self._event("fired", None, now, schedule_id=s.id, occurrence=occurrence.isoformat(),
                     targets=len(targets), late_s=(now - occurrence).total_seconds())
-        stamp = occurrence.strftime("%Y%m%dT%H%M%SZ")
+        run = occurrence_run_id(s.id, occurrence)
         for serial, account in targets:
-            jid = f"{s.id}@{stamp}/{serial}/{account or '-'}"
+            jid = f"{run}/{serial}/{account or '-'}"
             if jid in self.state.jobs:
                 continue  # the same pair listed twice by the scope
             job = Job(id=jid, schedule_id=s.id, sequence=s.sequence, occurrence=occurrence,

@@ -33,7 +33,8 @@ from typing import Any, Callable, Protocol
 
 import msgspec
 
-from actors.scheduler import Event, Job, Schedule, Scheduler, SchedulerState, ScheduleState
+from actors.scheduler import (Event, Job, Schedule, Scheduler, SchedulerState, ScheduleState,
+                              occurrence_run_id)
 from actors.workflows import WorkflowRunner, parse_schedule_id
 from protocol.errors import FarmError, ScopeError, ValidationError
 
@@ -107,7 +108,7 @@ def utc_now() -> datetime:
 
 def run_id_of(job: Job) -> str:
     """The run an occurrence's executions share, so ``GET /api/runs/{id}`` shows it whole."""
-    return f"{job.schedule_id}@{job.occurrence.strftime('%Y%m%dT%H%M%SZ')}"
+    return occurrence_run_id(job.schedule_id, job.occurrence)
 
 
 class ScheduleService:

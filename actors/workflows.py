@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from actors.scheduler import TERMINAL, Job, JobRetry, Schedule
+from actors.scheduler import TERMINAL, Job, JobRetry, Schedule, occurrence_run_id
 from protocol.errors import FarmError, ScopeError, ValidationError
 
 if TYPE_CHECKING:
@@ -306,17 +306,13 @@ class WorkflowRunner:
     async def _executions_by_target(self, row: dict) -> dict[tuple[int, str], list[str]]:
         """(position, serial) -> execution ids: a sequence's schedule fires at the workflow
         execution's start time, so its jobs' run id is ``<schedule id>@<that time>``."""
-        from actors.schedules import run_id_of
-
         out: dict[tuple[int, str], list[str]] = {}
         when = _parse_utc(row["start_time"])
         if when is None:
             return out
         for position in sorted({s["execution_order"] for s in row["sequences"]}):
             sid = schedule_id_of(row["workflow_execution_id"], position)
-            probe = Job(id="", schedule_id=sid, sequence="", occurrence=when, serial="",
-                        account=None, queued_at=when)
-            for record in await self.db.list_executions(run_id=run_id_of(probe)):
+            for record in await self.db.list_executions(run_id=occurrence_run_id(sid, when)):
                 out.setdefault((position, record["serial"]), []).append(record["key"])
         return out
 
