@@ -59,8 +59,10 @@ def define_crashy(farm: Farm) -> None:
             assert exc.code == 409, exc.read()
 
 
-def test_coordinator_kill_9_mid_workflow_on_4_phones_resumes_and_proceeds(farm):
-    serials = farm.serials["rack1"]
+def start_crashy_mid_first_sequence(farm, serials: list[str], min_taps: int) -> tuple[dict, str]:
+    """Run the crashy workflow on every phone and return (taps before it, its execution id)
+    once its first sequence is playing on all of them and each phone took more than
+    ``min_taps`` of its taps (so a kill lands mid-sequence)."""
     before = {s: len(taps(farm, s)) for s in serials}
     define_crashy(farm)
     started = farm.post("/api/workflows/crashy/run", {"scope": "phone:all"})
@@ -70,30 +72,43 @@ def test_coordinator_kill_9_mid_workflow_on_4_phones_resumes_and_proceeds(farm):
         view = farm.get(f"/api/workflow-executions/{wfx}") or {"sequences": []}
         running = {s["serial"] for s in view["sequences"]
                    if s["position"] == 0 and s["status"] == "running"}
-        if running != set(serials):
-            return False
-        # Each phone has tapped at least once: the kill lands mid-sequence.
-        return all(len(taps(farm, s)) > before[s] for s in serials)
+        return running == set(serials) and all(
+            len(taps(farm, s)) > before[s] + min_taps for s in serials)
 
     wait(first_playing_everywhere, 60, "the first sequence playing on all 4 phones")
+    return before, wfx
+
+
+def wait_workflow_completed(farm, wfx: str, what: str) -> dict:
+    view = wait(lambda: (v := farm.get(f"/api/workflow-executions/{wfx}"))
+                and v["status"] not in ("pending", "running") and v, 150, what)
+    assert view["status"] == "completed", view
+    return view
+
+
+def sequence_taps(farm, serial: str, before: dict) -> tuple[list, list, list]:
+    """(this workflow's taps, x of the first sequence's, x of the second's) on ``serial``."""
+    mine = taps(farm, serial)[before[serial]:]
+    return (mine, [t["x"] for t in mine if t["y"] == 2000],
+            [t["x"] for t in mine if t["y"] == 2100])
+
+
+def test_coordinator_kill_9_mid_workflow_on_4_phones_resumes_and_proceeds(farm):
+    serials = farm.serials["rack1"]
+    before, wfx = start_crashy_mid_first_sequence(farm, serials, min_taps=0)
     farm.coordinator.send_signal(signal.SIGKILL)
     farm.coordinator.wait()
     killed_at = {s: len(taps(farm, s)) - before[s] for s in serials}
     time.sleep(1.5)  # the phones play on, journaled on the node
     farm.start_coordinator()
 
-    view = wait(lambda: (v := farm.get(f"/api/workflow-executions/{wfx}"))
-                and v["status"] not in ("pending", "running") and v, 150,
-                "the workflow to end after the restart")
-    assert view["status"] == "completed", view
+    view = wait_workflow_completed(farm, wfx, "the workflow to end after the restart")
     assert sorted((s["position"], s["serial"], s["status"]) for s in view["sequences"]) == \
         sorted((p, s, "completed") for p in (0, 1) for s in serials)
     log = (farm.data / "coordinator.log").read_text()
     assert f"execution={wfx} interrupted by a coordinator restart" in log
     for serial in serials:
-        mine = taps(farm, serial)[before[serial]:]
-        first = [t["x"] for t in mine if t["y"] == 2000]
-        second = [t["x"] for t in mine if t["y"] == 2100]
+        mine, first, second = sequence_taps(farm, serial, before)
         assert first == FIRST_X, (serial, killed_at[serial], first)    # each once, in order
         assert second == SECOND_X, (serial, second)
         last_first = max(i for i, t in enumerate(mine) if t["y"] == 2000)
@@ -109,31 +124,14 @@ def test_node_kill_9_mid_workflow_resumes_when_it_returns_and_proceeds(farm):
     """The rack computer dies mid-workflow: each phone's first sequence resumes from the step
     after its last successful one when the node is back, then the second sequence runs."""
     serials = farm.serials["rack1"]
-    before = {s: len(taps(farm, s)) for s in serials}
-    define_crashy(farm)
-    started = farm.post("/api/workflows/crashy/run", {"scope": "phone:all"})
-    wfx = started["workflow_execution_id"]
-
-    def first_playing_everywhere() -> bool:
-        view = farm.get(f"/api/workflow-executions/{wfx}") or {"sequences": []}
-        running = {s["serial"] for s in view["sequences"]
-                   if s["position"] == 0 and s["status"] == "running"}
-        return running == set(serials) and all(
-            len(taps(farm, s)) > before[s] + 1 for s in serials)
-
-    wait(first_playing_everywhere, 60, "the first sequence playing on all 4 phones")
+    before, wfx = start_crashy_mid_first_sequence(farm, serials, min_taps=1)
     farm.nodes["rack1"].send_signal(signal.SIGKILL)
     farm.nodes["rack1"].wait()
     time.sleep(1.0)
     farm.start_node("rack1")
-    view = wait(lambda: (v := farm.get(f"/api/workflow-executions/{wfx}"))
-                and v["status"] not in ("pending", "running") and v, 150,
-                "the workflow to end after the node came back")
-    assert view["status"] == "completed", view
+    wait_workflow_completed(farm, wfx, "the workflow to end after the node came back")
     for serial in serials:
-        mine = taps(farm, serial)[before[serial]:]
-        first = [t["x"] for t in mine if t["y"] == 2000]
-        second = [t["x"] for t in mine if t["y"] == 2100]
+        _, first, second = sequence_taps(farm, serial, before)
         assert sorted(set(first)) == FIRST_X, (serial, first)  # every tap arrived
         # At most the tap in flight at the kill may have been played twice; none other.
         assert len(first) - len(set(first)) <= 1, (serial, first)
