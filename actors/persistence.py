@@ -60,7 +60,7 @@ import os
 import sqlite3
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 import aiosqlite
 import orjson
@@ -107,6 +107,12 @@ def utc_text(when: datetime | None = None) -> str:
     if when.tzinfo is not None:
         when = when.astimezone(timezone.utc).replace(tzinfo=None)
     return when.isoformat(sep=" ", timespec="microseconds")
+
+
+def account_ref(row: Mapping[str, Any]) -> str:
+    """An account row's ``platform.account_number``: how scopes, runs and ``${account.…}``
+    name it."""
+    return f"{row['platform']}.{row['account_number']}"
 
 
 _INSERT_SCHEDULE_EVENT = ("INSERT INTO schedule_events (at, schedule_id, job_id, serial, kind,"

@@ -29,6 +29,7 @@ from typing import Any, Protocol
 
 import msgspec
 
+from actors.persistence import account_ref
 from protocol.errors import FarmError, ValidationError, ValidationErrors
 from protocol.files import write_atomic
 from protocol.messages import RunSequence
@@ -200,7 +201,7 @@ class RunManager:
         await self.db.update_execution(execution_id, plan=msgspec.json.encode(run).decode())
         if run.account is not None:
             account_id = next((a["account_id"] for a in await self.db.account_rows(serial)
-                               if f"{a['platform']}.{a['account_number']}" == run.account), None)
+                               if account_ref(a) == run.account), None)
             if account_id is not None:
                 await self.db.update_execution(execution_id, account_id=account_id)
         try:
@@ -303,7 +304,7 @@ class RunManager:
         username = None
         if account is not None:
             platform = account.split(".", 1)[0]
-            row = next((a for a in accounts if f"{a['platform']}.{a['account_number']}" == account),
+            row = next((a for a in accounts if account_ref(a) == account),
                        None)
             username = row["username"] if row else None
             try:
@@ -349,7 +350,7 @@ class RunManager:
     @staticmethod
     def _first_account(platform: str | None, accounts: list[dict]) -> str | None:
         row = next((a for a in accounts if a["platform"] == platform), None)
-        return f"{row['platform']}.{row['account_number']}" if row else None
+        return account_ref(row) if row else None
 
     async def _ai_client(self, seq: Sequence, serial: str, account: str | None,
                          accounts: list[dict]) -> Any:
@@ -360,7 +361,7 @@ class RunManager:
         if ai_for is None:
             return getattr(self.hub, "ai", None)
         account_id = next((a["account_id"] for a in accounts
-                           if f"{a['platform']}.{a['account_number']}" == account), None)
+                           if account_ref(a) == account), None)
         try:
             return await ai_for(serial, account_id)
         except FarmError as exc:
@@ -498,7 +499,7 @@ class RunManager:
         return execution_view(record, await self._account_refs())
 
     async def _account_refs(self) -> dict[int, str]:
-        return {a["account_id"]: f"{a['platform']}.{a['account_number']}"
+        return {a["account_id"]: account_ref(a)
                 for a in await self.db.account_rows()}
 
     async def get_run(self, run_id: str) -> dict:

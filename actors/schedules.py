@@ -33,6 +33,7 @@ from typing import Any, Callable, Protocol
 
 import msgspec
 
+from actors.persistence import account_ref
 from actors.scheduler import (Event, Job, Schedule, Scheduler, SchedulerState, ScheduleState,
                               occurrence_run_id)
 from actors.workflows import WorkflowRunner, parse_schedule_id
@@ -199,7 +200,7 @@ class ScheduleService:
                 for e in await self.db.schedule_events(job.schedule_id, limit=10_000_000)}
         mine = [r for r in mine if r["key"] not in self._named[job.schedule_id]]
         if mine and job.account is not None:
-            ids = {f"{a['platform']}.{a['account_number']}": a["account_id"]
+            ids = {account_ref(a): a["account_id"]
                    for a in await self.db.account_rows(job.serial)}
             mine = [r for r in mine if r["account_id"] in (None, ids.get(job.account))]
         return mine[-1]["key"] if mine else None

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from actors.persistence import account_ref
 from actors.scheduler import TERMINAL, Job, JobRetry, Schedule, occurrence_run_id
 from protocol.errors import FarmError, ScopeError, ValidationError
 
@@ -253,7 +254,7 @@ class WorkflowRunner:
 
     async def _account_ids(self, serial: str) -> dict[str, int]:
         if serial not in self._accounts:
-            self._accounts[serial] = {f"{a['platform']}.{a['account_number']}": a["account_id"]
+            self._accounts[serial] = {account_ref(a): a["account_id"]
                                       for a in await self.db.account_rows(serial)}
         return self._accounts[serial]
 
@@ -288,7 +289,7 @@ class WorkflowRunner:
         if row is None:
             raise WorkflowNotFound(f"workflow execution {workflow_execution_id}: no such "
                                    "workflow execution")
-        refs = {a["account_id"]: f"{a['platform']}.{a['account_number']}"
+        refs = {a["account_id"]: account_ref(a)
                 for a in await self.db.account_rows()}
         runs = await self._executions_by_target(row)
         return {"workflow_execution_id": workflow_execution_id, "workflow": row["workflow"],
