@@ -249,21 +249,28 @@ def test_coordinator_kill_9_and_restart_loses_no_journaled_event(farm):
     assert farm.phones()[serial]["state"] == "online"
 
 
+def start_slow_taps(farm, serial: str, *, taps: int, x0: int, sleep_s: float,
+                    recorded: int) -> str:
+    """Run taps at (x0 + i, 2000), each followed by a sleep, on ``serial``; return the run id
+    once ``recorded`` steps are recorded as successful (so a kill lands mid-run)."""
+    steps = []
+    for i in range(taps):
+        steps += [{"type": "tap", "x": x0 + i, "y": 2000}, {"type": "sleep", "seconds": sleep_s}]
+    started = farm.post("/api/runs", {"scope": f"phone:{serial}",
+                                      "sequence": {"name": "slow_taps", "steps": steps}})
+    execution_id = started["executions"][serial]["execution_id"]
+    wait(lambda: sum(s["status"] == "success" for s in
+                     (farm.get(f"/api/executions/{execution_id}") or {}).get("steps", [])) >= recorded,
+         20, f"{recorded} step(s) recorded")
+    return started["run_id"]
+
+
 def test_coordinator_kill_9_mid_run_the_run_completes_with_every_step_recorded_once(farm):
     """The node plays on while the coordinator is gone; its journaled step events reach the
     restarted coordinator, whose records end complete, each step once (spec 12.3.1)."""
     serial = farm.serials["rack1"][1]
     taps_before = len(taps(farm, serial))
-    steps = []
-    for i in range(6):
-        steps += [{"type": "tap", "x": 100 + i, "y": 2000}, {"type": "sleep", "seconds": 0.4}]
-    started = farm.post("/api/runs", {"scope": f"phone:{serial}",
-                                      "sequence": {"name": "slow_taps", "steps": steps}})
-    run_id = started["run_id"]
-    execution_id = started["executions"][serial]["execution_id"]
-    wait(lambda: any(s["status"] == "success" for s in
-                     (farm.get(f"/api/executions/{execution_id}") or {}).get("steps", [])),
-         20, "a first step recorded")
+    run_id = start_slow_taps(farm, serial, taps=6, x0=100, sleep_s=0.4, recorded=1)
     farm.coordinator.send_signal(signal.SIGKILL)
     farm.coordinator.wait()
     time.sleep(1.5)  # steps go on, journaled on the node
@@ -286,16 +293,7 @@ def test_node_kill_9_mid_run_resumes_from_the_last_step_when_it_returns(farm):
     node = "rack2"
     serial = farm.serials[node][2]
     taps_before = len(taps(farm, serial))
-    steps = []
-    for i in range(8):
-        steps += [{"type": "tap", "x": 300 + i, "y": 2000}, {"type": "sleep", "seconds": 0.5}]
-    started = farm.post("/api/runs", {"scope": f"phone:{serial}",
-                                      "sequence": {"name": "slow_taps", "steps": steps}})
-    run_id = started["run_id"]
-    execution_id = started["executions"][serial]["execution_id"]
-    wait(lambda: sum(s["status"] == "success" for s in
-                     (farm.get(f"/api/executions/{execution_id}") or {}).get("steps", [])) >= 3,
-         20, "three steps recorded")
+    run_id = start_slow_taps(farm, serial, taps=8, x0=300, sleep_s=0.5, recorded=3)
     farm.nodes[node].send_signal(signal.SIGKILL)
     farm.nodes[node].wait()
     time.sleep(1.0)
