@@ -13,6 +13,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from actors.control.app import make_app
 from tests.e2e.run_stack import run_stack
+from tests.api_call import call  # noqa: E402
 
 playback = pytest.importorskip("actors.playback", reason="the node side of runs has not landed")
 
@@ -34,11 +35,6 @@ async def stack(farm, adb_server, tmp_path):
     async with run_stack(farm, adb_server, tmp_path, data_dir=data) as (hub, db, _node):
         async with TestClient(TestServer(make_app(hub))) as client:
             yield hub, db, client
-
-
-async def call(client: TestClient, method: str, path: str, body=None) -> tuple[int, dict]:
-    resp = await client.request(method, path, json=body)
-    return resp.status, await resp.json()
 
 
 async def test_three_workflows_on_two_phones_never_overlap_and_keep_their_order(

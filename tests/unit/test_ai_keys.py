@@ -26,6 +26,7 @@ from actors.persistence import FarmDB  # noqa: E402
 from fake_hub import FakeHub  # noqa: E402
 from protocol.errors import ValidationError  # noqa: E402
 from virtual.model_server import ScriptedModel, reply_text  # noqa: E402
+from tests.api_call import call  # noqa: E402
 
 CLIENT_KEY = "sk-client-0123456789abcdefWXYZ"
 ORG_KEY = "sk-org-9876543210zyxwvuQRST"
@@ -182,11 +183,6 @@ async def api(db: FarmDB, tmp_path: Path):
     hub.ai_keys = AIKeyring(db, load_master_key(tmp_path / "data", env={}), default=lambda: None)
     async with TestClient(TestServer(make_app(hub))) as c:
         yield c
-
-
-async def call(client: TestClient, method: str, path: str, body=None) -> tuple[int, dict]:
-    resp = await client.request(method, path, json=body)
-    return resp.status, await resp.json()
 
 
 async def test_api_stores_lists_and_retires_without_ever_returning_the_key(

@@ -16,6 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from actors.control.app import make_app  # noqa: E402
 from actors.persistence import FarmDB  # noqa: E402
 from fake_hub import FakeHub  # noqa: E402
+from tests.api_call import call  # noqa: E402
 
 S1, S2, S3 = "127.0.0.1:40123", "127.0.0.1:40124", "R58M123ABC"
 
@@ -38,11 +39,6 @@ def hub(db: FarmDB) -> FakeHub:
 async def client(hub: FakeHub):
     async with TestClient(TestServer(make_app(hub))) as c:
         yield c
-
-
-async def call(client: TestClient, method: str, path: str, body=None) -> tuple[int, dict]:
-    resp = await client.request(method, path, json=body)
-    return resp.status, await resp.json()
 
 
 # --- groups -----------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from actors.schedules import ScheduleService  # noqa: E402
 from fake_hub import FakeHub  # noqa: E402
 from test_schedule_service import Clock, FakeRuns  # noqa: E402
 from test_schedule_service import FakeHub as Directory  # noqa: E402
+from tests.api_call import call  # noqa: E402
 
 
 @pytest.fixture
@@ -42,11 +43,6 @@ async def hub(db: FarmDB) -> FakeHub:
 async def client(hub: FakeHub):
     async with TestClient(TestServer(make_app(hub))) as c:
         yield c
-
-
-async def call(client: TestClient, method: str, path: str, body=None) -> tuple[int, dict]:
-    resp = await client.request(method, path, json=body)
-    return resp.status, await resp.json()
 
 
 async def define_sequences(client: TestClient, *names: str) -> None:
