@@ -34,6 +34,7 @@ from datetime import datetime, time, timedelta, timezone
 from pathlib import Path
 from typing import Any, Iterable, Literal, Mapping
 
+from actors.persistence import utc_text
 from protocol.errors import ValidationError
 from protocol.files import write_atomic
 
@@ -346,8 +347,8 @@ def _plan_regular_screenshots(result: RetentionPlan, folder: Path) -> None:
 def _plan_farm_rows(result: RetentionPlan, db: Path) -> None:
     p = result.policy
     final = ", ".join("?" * len(FINAL_STATUSES))
-    step_cutoff = _utc_text(result.now - p.step_details)
-    summary_cutoff = _utc_text(result.now - p.summaries)
+    step_cutoff = utc_text(result.now - p.step_details)
+    summary_cutoff = utc_text(result.now - p.summaries)
     with _connect(db, readonly=True) as conn:
         if not _has_table(conn, "executions") or not _has_table(conn, "execution_steps"):
             return
@@ -714,11 +715,6 @@ def _utc(when: datetime) -> datetime:
     if when.tzinfo is None:
         raise ValueError("retention needs an aware UTC datetime for now")
     return when.astimezone(timezone.utc)
-
-
-def _utc_text(when: datetime) -> str:
-    # The farm database's timestamp form (actors/persistence.py utc_text), compared as text.
-    return _utc(when).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
 
 
 def _age(now: datetime, epoch: float) -> timedelta:
