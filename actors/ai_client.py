@@ -160,7 +160,6 @@ class AIClient:
                 log.warning("ai call model=%s attempt=%d failed: %s", self.config.model, attempts, reason)
                 continue
             except AIError as e:
-                e.attempts = attempts
                 self._account(usage, attempts, e.reason)
                 raise AIError(e.reason, attempts) from e
             reply.attempts = attempts
