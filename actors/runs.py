@@ -193,17 +193,16 @@ class RunManager:
             await self._failed_at_start(out, "failed", "phone_paused", refusal)
             return {**out, "status": "paused", "error": refusal}
         try:
-            run = await self._prepare(execution_id, run_id, name, seq, serial, target_account,
-                                      variables)
+            run, account_id = await self._prepare(execution_id, run_id, name, seq, serial,
+                                                  target_account, variables)
         except (FarmError, ValidationErrors) as exc:
             return await self._failed_at_start(out, "failed", "prepare", str(exc))
         out["account"] = run.account
-        await self.db.update_execution(execution_id, plan=msgspec.json.encode(run).decode())
-        if run.account is not None:
-            account_id = next((a["account_id"] for a in await self.db.account_rows(serial)
-                               if account_ref(a) == run.account), None)
-            if account_id is not None:
-                await self.db.update_execution(execution_id, account_id=account_id)
+        plan = msgspec.json.encode(run).decode()
+        if account_id is None:
+            await self.db.update_execution(execution_id, plan=plan)
+        else:
+            await self.db.update_execution(execution_id, plan=plan, account_id=account_id)
         try:
             result = await self.hub.send_run(serial, run)
         except FarmError as exc:
@@ -291,7 +290,8 @@ class RunManager:
 
     async def _prepare(self, execution_id: str, run_id: str, name: str, seq: Sequence,
                        serial: str, target_account: str | None,
-                       variables: dict[str, str]) -> RunSequence:
+                       variables: dict[str, str]) -> tuple[RunSequence, Any]:
+        """The plan sent to the node, and the farm DB id of its account (None without one)."""
         accounts = await self.db.account_rows(serial)
         account = self._account_for(seq, serial, target_account, accounts)
         # The account ${account.FIELD} names: the run's, else the phone's first of the app.
@@ -301,12 +301,13 @@ class RunManager:
         ai = self._ai_for(run_id, client)
         steps = await self._resolve_steps(seq.steps, serial, text_account, variables, rng, ai)
         switch: list[Step] = []
-        username = None
+        username = account_id = None
         if account is not None:
             platform = account.split(".", 1)[0]
             row = next((a for a in accounts if account_ref(a) == account),
                        None)
-            username = row["username"] if row else None
+            if row is not None:
+                username, account_id = row["username"], row["account_id"]
             try:
                 switch_seq = load_named(f"{platform}/{SWITCH_SEQUENCE}", self.library, self.registry)
             except KeyError:
@@ -328,7 +329,7 @@ class RunManager:
         return RunSequence(execution_id=execution_id, run_id=run_id, sequence=name, steps=steps,
                            app=seq.app, package=package, account=account,
                            account_username=username, switch_steps=switch, retry=seq.retry,
-                           recovery_prompt=recovery_prompt)
+                           recovery_prompt=recovery_prompt), account_id
 
     def _account_for(self, seq: Sequence, serial: str, target: str | None,
                      accounts: list[dict]) -> str | None:
