@@ -128,10 +128,16 @@ async def test_a_crash_restarts_only_that_phone_actor(stack, farm):
     assert r["status"] == "locked"
     r = await hub.run_action(crashed, {"type": "tap", "x": 5, "y": 5}, execution_id="keep")
     assert r["status"] == "ok"
-    events = []
-    while not q.empty():
-        events.append(q.get_nowait()["event"])
-    assert "phone_crashed" in events and "phone_restarted" in events
+    # The node's events travel on their own (journal, link, hub): wait for them.
+    events: list[str] = []
+
+    def drained() -> list[str]:
+        while not q.empty():
+            events.append(q.get_nowait()["event"])
+        return events
+
+    await wait_for(lambda: {"phone_crashed", "phone_restarted"} <= set(drained()),
+                   what="phone_crashed and phone_restarted on the hub")
     await hub.run_action(crashed, {"type": "release", "execution_id": "keep"})
 
 
