@@ -1,9 +1,7 @@
 """The node-local event journal (SQLite via aiosqlite, WAL, synchronous=FULL).
 
 Owns the node's outgoing events until the coordinator acks them: `append` assigns the next
-seq and returns only once the row is durable (group commit: the appends that arrive while a
-commit is on disk share the next one, so sixty phones' results cost a few fsyncs, not
-sixty); `unacked` lists what still has to be
+seq and returns only once the row is durable; `unacked` lists what still has to be
 (re)sent, in seq order; `ack(upto_seq)` deletes everything up to that seq (acked rows are
 pruned at once). Seqs keep increasing across restarts of the node process (AUTOINCREMENT:
 a seq is never reused, even after its row was pruned).
@@ -12,7 +10,6 @@ a seq is never reused, even after its row was pruned).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from pathlib import Path
@@ -47,9 +44,6 @@ class Journal:
         self._last_seq = 0
         self._acked_upto = 0
         self._lock = asyncio.Lock()  # one write transaction at a time on the shared connection
-        self._pending: list[tuple[str, str | None, bytes, float, asyncio.Future[int]]] = []
-        self._flusher: asyncio.Task | None = None
-        self.commits = 0  # append transactions committed (several appends share one)
 
     async def open(self) -> "Journal":
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -67,8 +61,6 @@ class Journal:
         return self
 
     async def close(self) -> None:
-        if self._flusher is not None:
-            await asyncio.gather(self._flusher, return_exceptions=True)
         if self._db is not None:
             await self._db.close()
             self._db = None
@@ -101,38 +93,18 @@ class Journal:
 
     async def append(self, event: str, serial: str | None, data: dict[str, Any]) -> int:
         """Store one event; returns its seq once the row is committed (durable)."""
-        done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._pending.append((event, serial, msgspec.json.encode(data), time.time(), done))
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush())
-        return await done
-
-    async def _flush(self) -> None:
-        """Commit the waiting appends, in arrival order, one transaction per batch."""
+        blob = msgspec.json.encode(data)
         async with self._lock:
-            while self._pending:
-                batch, self._pending = self._pending, []
-                try:
-                    seqs = []
-                    for event, serial, blob, created, _ in batch:
-                        cur = await self.db.execute(
-                            "INSERT INTO events (event, serial, data, created) VALUES (?, ?, ?, ?)",
-                            (event, serial, blob, created))
-                        seqs.append(cur.lastrowid)
-                        await cur.close()
-                    await self.db.commit()
-                except Exception as exc:  # noqa: BLE001 - every waiting append must hear of it
-                    with contextlib.suppress(Exception):
-                        await self.db.rollback()
-                    for *_, done in batch:
-                        if not done.done():
-                            done.set_exception(exc)
-                    continue
-                self.commits += 1
-                self._last_seq = max(self._last_seq, *seqs)
-                for seq, (*_, done) in zip(seqs, batch):
-                    if not done.done():
-                        done.set_result(seq)
+            cur = await self.db.execute(
+                "INSERT INTO events (event, serial, data, created) VALUES (?, ?, ?, ?)",
+                (event, serial, blob, time.time()),
+            )
+            seq = cur.lastrowid
+            await cur.close()
+            await self.db.commit()
+        assert seq is not None
+        self._last_seq = max(self._last_seq, seq)
+        return seq
 
     async def unacked(self, after_seq: int = 0, limit: int | None = None) -> list[Event]:
         """Un-acked events with seq > after_seq, oldest first."""
