@@ -217,10 +217,14 @@ class Event(msgspec.Struct, frozen=True):
 
 
 class EventAck(msgspec.Struct, frozen=True):
-    """coordinator -> node: every event with seq <= upto_seq is safely stored."""
+    """coordinator -> node: every event with seq <= upto_seq is safely stored.
+    ``resend_from``: an event arrived past a gap (the events between never came); the node
+    sends again from this seq at once instead of waiting for its ack timeout (an older
+    node ignores the field and re-sends on the timeout)."""
 
     KIND: ClassVar[str] = "event_ack"
     upto_seq: int
+    resend_from: int | None = None
 
 
 class LiveEvent(msgspec.Struct, frozen=True):

@@ -64,6 +64,7 @@ DEFAULT_HEARTBEAT_S = 1.0
 # no buffer (nng's defaults: 0 send, 1 receive). A burst (60 results, thumbnails and events
 # at once) then loses messages and commands wait for their 2 s re-send. Buffers absorb bursts.
 SOCKET_BUFFER_MSGS = 1024
+MAX_EVENT_BATCH = 256  # node events handed to the sink at once (one store transaction, one ack)
 FIRST_RESEND_S = 0.25
 DEFAULT_DEAD_AFTER_S = 3.0  # silent this long -> peer is dead; with 1 s heartbeats: detected < 5 s
 
@@ -177,7 +178,10 @@ async def _send_body(pipe: pynng.Pipe, body: Body, src: str, dst: str, max_bytes
 @runtime_checkable
 class EventSink(Protocol):
     """Where the coordinator puts node events. ``handle`` must have stored the event (and
-    advanced ``last_seq(node)`` to its seq) when it returns: the ack follows it."""
+    advanced ``last_seq(node)`` to its seq) when it returns: the ack follows it. A sink may
+    also offer ``handle_batch(node, events)`` (consecutive seqs, in order): the link then
+    hands it every event queued for a node at once; on an error, ``last_seq`` must say how
+    far it stored."""
 
     async def handle(self, node: str, event: Event) -> None: ...
 
@@ -218,8 +222,9 @@ class _Peer:
         self.refused = False
         self.inbox: asyncio.Queue[Event] = asyncio.Queue()
         self.worker: asyncio.Task[Any] | None = None
-        # The seq the sink failed on: later events are dropped unacked until the node
-        # re-sends from it (its ack timeout), so an ack never covers an unstored event.
+        # The seq the link waits for after a gap or a sink failure: later events are
+        # dropped unacked until the node re-sends from it, so an ack never covers an
+        # unstored event (and a re-send request goes out once per wait, not per event).
         self.awaiting_seq: int | None = None
 
     @property
@@ -541,33 +546,71 @@ class CoordinatorLink(_TaskOwner):
             self._inbox.put_nowait((node, env))
 
     async def _event_worker(self, peer: _Peer) -> None:
-        """Per node, in order: duplicates dropped, new events to the sink, then one ack for
-        everything stored so far (batched while more events are queued)."""
+        """Per node, in seq order: every event queued so far is taken at once, duplicates
+        dropped, the run of consecutive new seqs handed to the sink (as one batch when it
+        can take one), then one ack for everything stored.
+
+        A seq past a gap is never stored: the ack that followed would cover the missing
+        events, which the node then deletes. The node is asked to re-send from the gap.
+        The one jump allowed is up to the node's own acked seq from its Hello: events the
+        node deleted on an earlier ack are gone for good (this store is behind it, e.g. a
+        restored backup), and waiting for them would stall the node forever."""
         node = peer.node
-        assert node is not None
+        assert node is not None and peer.hello is not None
+        floor = peer.hello.last_acked_seq or 0
+        if self.sink.last_seq(node) < floor:
+            log.warning("node=%s acked seq %d earlier but this store holds up to %d: events "
+                        "in between are not here (store restored or replaced?)",
+                        node, floor, self.sink.last_seq(node))
+        handle_batch = getattr(self.sink, "handle_batch", None)
         while True:
-            event = await peer.inbox.get()
+            queued = [await peer.inbox.get()]
+            while not peer.inbox.empty() and len(queued) < MAX_EVENT_BATCH:
+                queued.append(peer.inbox.get_nowait())
             last = self.sink.last_seq(node)
-            if event.seq <= last:
-                log.debug("duplicate event dropped node=%s seq=%d last_seq=%d", node, event.seq, last)
-            elif peer.awaiting_seq is not None and event.seq > last + 1:
-                log.debug("event dropped until the node re-sends node=%s seq=%d awaiting_seq=%d",
-                          node, event.seq, peer.awaiting_seq)
-                continue  # no ack: the node's ack timeout makes it re-send
-            else:
-                if event.seq != last + 1 and last:
-                    log.warning("event seq gap node=%s last_seq=%d seq=%d", node, last, event.seq)
-                try:
-                    await self.sink.handle(node, event)
-                except Exception:
-                    log.exception("event sink failed node=%s seq=%d; not acked, the node re-sends", node, event.seq)
-                    peer.awaiting_seq = event.seq
-                    while not peer.inbox.empty():  # keep order: the node re-sends from here
-                        peer.inbox.get_nowait()
-                    continue
+            fresh: list[Event] = []
+            gap: Event | None = None
+            for event in queued:
+                if event.seq <= last:
+                    log.debug("duplicate event dropped node=%s seq=%d last_seq=%d", node, event.seq, last)
+                elif event.seq == last + 1 or event.seq <= floor + 1:
+                    fresh.append(event)
+                    last = event.seq
+                else:
+                    gap = event
+                    break
+            if fresh:
                 peer.awaiting_seq = None
+                try:
+                    if handle_batch is not None:
+                        await handle_batch(node, fresh)
+                    else:
+                        for event in fresh:
+                            await self.sink.handle(node, event)
+                except Exception:
+                    stored = self.sink.last_seq(node)
+                    log.exception("event sink failed node=%s seq=%d; not acked, the node re-sends",
+                                  node, stored + 1)
+                    peer.awaiting_seq = stored + 1
+                    self._drop_queued(peer)  # keep order: the node re-sends from there
+                    await self._send_to(peer, EventAck(upto_seq=stored))  # re-sent on its timeout
+                    continue
+            if gap is not None:
+                self._drop_queued(peer)
+                expected = self.sink.last_seq(node) + 1
+                if peer.awaiting_seq != expected:
+                    peer.awaiting_seq = expected
+                    log.warning("event seq gap node=%s expected=%d got=%d: asking the node to "
+                                "re-send", node, expected, gap.seq)
+                    await self._send_to(peer, EventAck(upto_seq=expected - 1, resend_from=expected))
+                continue
             if peer.inbox.empty():
                 await self._send_to(peer, EventAck(upto_seq=self.sink.last_seq(node)))
+
+    @staticmethod
+    def _drop_queued(peer: _Peer) -> None:
+        while not peer.inbox.empty():
+            peer.inbox.get_nowait()
 
     async def _tick_loop(self) -> None:
         period = min(self.heartbeat_interval, self.dead_after / 4)
@@ -601,7 +644,8 @@ class CoordinatorLink(_TaskOwner):
 class _Conn:
     """The node's current connection (one pipe); ``welcomed`` once the coordinator said so."""
 
-    __slots__ = ("pipe", "address", "last_seen", "last_hb", "welcomed", "sent_upto", "last_ack")
+    __slots__ = ("pipe", "address", "last_seen", "last_hb", "welcomed", "sent_upto", "last_ack",
+                 "rewinds")
 
     def __init__(self, pipe: pynng.Pipe, now: float) -> None:
         self.pipe = pipe
@@ -611,6 +655,7 @@ class _Conn:
         self.welcomed = False
         self.sent_upto = 0  # highest event seq sent on this connection
         self.last_ack = now  # last ack progress (or first send with nothing outstanding)
+        self.rewinds = 0  # bumped when sending must restart lower (see NodeLink._rewind)
 
 
 CommandHandler = Callable[[Command], "CommandResult | Awaitable[CommandResult]"]
@@ -832,6 +877,10 @@ class NodeLink(_TaskOwner):
         elif isinstance(body, EventAck):
             conn.last_ack = time.monotonic()
             self._spawn(self.journal.ack(body.upto_seq), "journal-ack")
+            if body.resend_from is not None:
+                log.warning("coordinator missed events, re-sending node=%s from_seq=%d",
+                            self.node_name, body.resend_from)
+                self._rewind(conn, body.resend_from - 1)
         elif isinstance(body, Challenge):
             self._spawn(self._answer(conn, body), "hello")
         elif isinstance(body, Welcome):
@@ -937,17 +986,29 @@ class NodeLink(_TaskOwner):
                 batch = await self.journal.unacked(after_seq=after, limit=256)
                 if not batch:
                     break
+                rewinds = conn.rewinds
                 for event in batch:
-                    if self._conn is not conn:
+                    if self._conn is not conn or conn.rewinds != rewinds:
                         break
                     if conn.sent_upto <= self.journal.acked_upto:
                         conn.last_ack = time.monotonic()  # nothing was outstanding: start the clock
                     if not await self._send_on(conn, event):
                         break
+                    if conn.rewinds != rewinds:
+                        break  # rewound while this one was on its way: start again lower
                     conn.sent_upto = event.seq
                 else:
                     continue
                 break
+
+    def _rewind(self, conn: _Conn, upto_seq: int) -> None:
+        """Send again everything after ``upto_seq`` on this connection. The pump notices at
+        its next event (``rewinds``), so a send in progress cannot move ``sent_upto`` back
+        up over the rewind."""
+        conn.sent_upto = min(conn.sent_upto, upto_seq)
+        conn.rewinds += 1
+        conn.last_ack = time.monotonic()
+        self._wake.set()
 
     async def _tick_loop(self) -> None:
         period = min(self.heartbeat_interval, self.dead_after / 4)
@@ -975,6 +1036,4 @@ class NodeLink(_TaskOwner):
             if conn.sent_upto > self.journal.acked_upto and now - conn.last_ack > self.ack_timeout:
                 log.warning("events not acked, re-sending node=%s from_seq=%d", self.node_name,
                             self.journal.acked_upto + 1)
-                conn.sent_upto = self.journal.acked_upto
-                conn.last_ack = now
-                self._wake.set()
+                self._rewind(conn, self.journal.acked_upto)

@@ -17,6 +17,7 @@ import msgspec
 import pynng
 import pytest
 
+from actors.device.adb_server import free_port
 from protocol.codec import decode, encode, hello_proof, make_command, make_envelope
 from protocol.errors import DeliveryError, DeviceGone
 from protocol.journal import Journal
@@ -338,6 +339,88 @@ async def test_duplicate_event_dropped_but_acked(closers):
         acks.append((await raw.recv(EventAck)).upto_seq)
     assert acks == [1, 2, 2, 2, 3]
     assert [e.seq for e in sink.events["rawnode"]] == [1, 2, 3]
+
+
+async def test_event_past_a_gap_is_not_stored_and_the_node_is_asked_to_resend(closers):
+    """Seq 4 after 2: storing it would make the ack cover the missing 3 (the node would
+    delete it). It is dropped, the ack asks for 3 again; later events are dropped quietly
+    (one request per gap) until 3 comes."""
+    sink = MemoryEventSink()
+    coord = await start_coordinator(closers, sink=sink)
+    raw = RawPeer(coord.address)
+    closers.append(raw)
+    await raw.handshake("rawnode")
+    for seq in (1, 2):
+        await raw.send(Event(seq=seq, event="e"), src="rawnode")
+        assert (await raw.recv(EventAck)).upto_seq == seq
+    await raw.send(Event(seq=4, event="e"), src="rawnode")
+    ack = await raw.recv(EventAck)
+    assert (ack.upto_seq, ack.resend_from) == (2, 3)
+    await raw.send(Event(seq=5, event="e"), src="rawnode")
+    with pytest.raises(asyncio.TimeoutError):
+        await raw.recv(EventAck, timeout=0.5)
+    for seq in (3, 4, 5):
+        await raw.send(Event(seq=seq, event="e"), src="rawnode")
+        ack = await raw.recv(EventAck)
+        assert (ack.upto_seq, ack.resend_from) == (seq, None)
+    assert [e.seq for e in sink.events["rawnode"]] == [1, 2, 3, 4, 5]
+
+
+async def test_a_store_behind_the_nodes_acked_seq_takes_the_jump_once(closers):
+    """A node that acked 10 earlier (this store was restored from an older copy) starts at
+    11: that jump is taken (those events are gone from the node); any other is a gap."""
+    sink = MemoryEventSink()
+    coord = await start_coordinator(closers, sink=sink)
+    raw = RawPeer(coord.address)
+    closers.append(raw)
+    challenge = await raw.recv(Challenge)
+    await raw.send(Hello(node="rawnode", proof=hello_proof(SECRET, challenge.nonce, "rawnode"),
+                         last_acked_seq=10), src="rawnode")
+    await raw.recv(Welcome)
+    await raw.send(Event(seq=11, event="e"), src="rawnode")
+    assert (await raw.recv(EventAck)).upto_seq == 11
+    await raw.send(Event(seq=13, event="e"), src="rawnode")
+    ack = await raw.recv(EventAck)
+    assert (ack.upto_seq, ack.resend_from) == (11, 12)
+    assert [e.seq for e in sink.events["rawnode"]] == [11]
+
+
+async def test_node_resends_at_once_when_the_coordinator_asks(closers, tmp_path):
+    """A coordinator played by hand gets 1..5, then says it lost 3 on: the node sends 3..5
+    again right away (its ack timeout, 60 s here, plays no part) and keeps 1..2 acked."""
+    sock = pynng.Pair1(polyamorous=True)
+    closers.append(sock)
+    port = free_port()
+    sock.listen(f"tcp://127.0.0.1:{port}")
+
+    async def recv_body() -> Any:
+        return decode(await asyncio.wait_for(sock.arecv(), 5), "node").body
+
+    async def send_body(body: Any) -> None:
+        await asyncio.wait_for(sock.asend(encode(make_envelope(body, "coordinator", "n1"))), 2)
+
+    node = await start_node(closers, f"tcp://127.0.0.1:{port}", "n1", tmp_path, ack_timeout=60,
+                            heartbeat_interval=0.2, dead_after=30)
+    await send_body(Challenge(nonce="abc"))
+    while not isinstance(await recv_body(), Hello):
+        pass
+    await send_body(Welcome(coordinator="coordinator", last_seq=0))
+    await node.wait_connected(5)
+    for i in range(5):
+        await node.send_event("e", None, {"i": i})
+
+    async def event_seqs(count: int) -> list[int]:
+        seqs: list[int] = []
+        while len(seqs) < count:
+            body = await recv_body()
+            if isinstance(body, Event):
+                seqs.append(body.seq)
+        return seqs
+
+    assert await event_seqs(5) == [1, 2, 3, 4, 5]
+    await send_body(EventAck(upto_seq=2, resend_from=3))
+    assert await event_seqs(3) == [3, 4, 5]
+    await until(lambda: node.journal.acked_upto == 2, what="1..2 acked")
 
 
 class CrashingSink(MemoryEventSink):
