@@ -14,6 +14,9 @@ from pathlib import Path
 import aiosqlite
 import orjson
 
+from actors.db_writer import SingleWriter
+from protocol.errors import FarmError
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS node_events (
     node TEXT NOT NULL,
@@ -29,26 +32,31 @@ CREATE INDEX IF NOT EXISTS node_events_serial ON node_events (serial, received_a
 
 
 class EventStore:
-    """Durable store of node events, keyed by (node, seq)."""
+    """Durable store of node events, keyed by (node, seq). Writes go through its own
+    `SingleWriter` (a burst of events from every node becomes a few transactions); reads
+    use an aiosqlite connection of their own (WAL: they never wait for the writer)."""
 
     def __init__(self, path: Path | str) -> None:
         self.path = str(path)
         self._db: aiosqlite.Connection | None = None
+        self._writer: SingleWriter | None = None
         self._last: dict[str, int] = {}
 
     async def open(self) -> "EventStore":
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._db = await aiosqlite.connect(self.path)
         await self._db.execute("PRAGMA journal_mode=WAL")
-        await self._db.execute("PRAGMA synchronous=NORMAL")
         await self._db.executescript(SCHEMA)
         async with self._db.execute("SELECT node, MAX(seq) FROM node_events GROUP BY node") as cur:
             self._last = {node: seq async for node, seq in cur}
         await self._db.commit()
+        self._writer = await SingleWriter(self.path).start()
         return self
 
     async def close(self) -> None:
+        if self._writer is not None:
+            await self._writer.close()
+            self._writer = None
         if self._db is not None:
             await self._db.close()
             self._db = None
@@ -59,16 +67,29 @@ class EventStore:
     async def add(self, node: str, seq: int, event: str, serial: str | None, data: dict,
                   received_at: float) -> bool:
         """Store one event; False if (node, seq) was already stored."""
-        try:
-            await self._db.execute(
-                "INSERT INTO node_events (node, seq, event, serial, data, received_at) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (node, seq, event, serial, orjson.dumps(data), received_at))
-            await self._db.commit()
-        except sqlite3.IntegrityError:
-            return False
-        self._last[node] = max(seq, self._last.get(node, 0))
-        return True
+        return bool(await self.add_many(node, [(seq, event, serial, data)], received_at))
+
+    async def add_many(self, node: str, events: list[tuple[int, str, str | None, dict]],
+                       received_at: float) -> set[int]:
+        """Store (seq, event, serial, data) rows of one node in one transaction; the seqs
+        that were new (a seq already stored is left as it was)."""
+        rows = [(node, seq, event, serial, orjson.dumps(data), received_at)
+                for seq, event, serial, data in events]
+
+        def insert(conn: sqlite3.Connection) -> set[int]:
+            added = set()
+            for row in rows:
+                if conn.execute("INSERT OR IGNORE INTO node_events (node, seq, event, serial,"
+                                " data, received_at) VALUES (?, ?, ?, ?, ?, ?)", row).rowcount:
+                    added.add(row[1])
+            return added
+
+        if self._writer is None:
+            raise FarmError(f"event store {self.path}: not open")
+        added = await self._writer.run(insert, atomic=True)
+        if events:
+            self._last[node] = max(self._last.get(node, 0), max(seq for seq, *_ in events))
+        return added
 
     async def events(self, node: str | None = None) -> list[dict]:
         sql = "SELECT node, seq, event, serial, data, received_at FROM node_events"

@@ -196,6 +196,28 @@ class Hub:
         return self.store.last_seq(node)
 
     async def handle(self, node: str, event: Event) -> None:
+        await self.handle_batch(node, [event])
+
+    async def handle_batch(self, node: str, events: list[Event]) -> None:
+        """Node events in seq order: records first (one writer job for the batch), then the
+        events stored (one transaction), then the phone rows and the status stream.
+        Records first, idempotently: a crash after storing an event but before its record
+        would lose the record (a stored event is never applied again)."""
+        prepared = [(event, await self._prepare(node, event)) for event in events]
+        if self.runs is not None:
+            run_events = [(e.event, e.serial, data) for e, data in prepared if e.event in RUN_EVENTS]
+            if run_events:
+                await self.runs.apply_many(run_events)
+        added = await self.store.add_many(
+            node, [(e.seq, e.event, e.serial, data) for e, data in prepared], time.time())
+        if added and node in self.node_rows:
+            self.node_rows[node]["last_heartbeat"] = time.time()
+        for event, data in prepared:
+            if event.seq in added:
+                self._after_stored(node, event, data)
+
+    async def _prepare(self, node: str, event: Event) -> dict:
+        """The event's data as stored: frames moved out to files, recovery's claim marked."""
         data = dict(event.data)
         if event.event == "unknown_screen":
             data = await self._queue_unknown(node, event.seq, event.serial, data)
@@ -203,20 +225,16 @@ class Hub:
                 and self.recovery.wants(data):
             data["recovering"] = True  # AI recovery takes it over: the record stays active
         if event.event in RUN_EVENTS and self.runs is not None:
-            # Records first, idempotently: a crash after storing the event but before the
-            # record would otherwise lose the record (a stored event is never applied again).
             data = await self.runs.take_screenshot(event.event, data)
-            await self.runs.apply(event.event, event.serial, data)
-            if event.event == "execution_finished" and self.schedules is not None:
-                self.schedules.wake()  # its phone may take its next scheduled job now
-        if not await self.store.add(node, event.seq, event.event, event.serial, data,
-                                    time.time()):
-            return
-        if node in self.node_rows:
-            self.node_rows[node]["last_heartbeat"] = time.time()
+        return data
+
+    def _after_stored(self, node: str, event: Event, data: dict) -> None:
         self._apply(node, event.event, event.serial, data)
-        if event.event == "execution_finished" and data.get("recovering") and event.serial:
-            self._background(self.recovery.recover(event.serial, data))
+        if event.event == "execution_finished":
+            if self.schedules is not None:
+                self.schedules.wake()  # its phone may take its next scheduled job now
+            if data.get("recovering") and event.serial:
+                self._background(self.recovery.recover(event.serial, data))
         if event.event == "phone_up" and event.serial and self.runs is not None:
             # A phone (re)appearing on a node: an execution the node no longer plays (it was
             # restarted) resumes. Its older events came first (the journal is in order), so

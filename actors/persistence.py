@@ -66,6 +66,8 @@ import aiosqlite
 import orjson
 
 from actors.db_writer import SingleWriter
+from actors.execution_records import FIND_STEP_SQL, ExecutionRecords, utc_text
+from actors.execution_records import FINAL_STATUSES as _FINAL_STATUSES
 from protocol.errors import FarmError, ValidationError
 
 if TYPE_CHECKING:
@@ -91,22 +93,10 @@ AUDIT_ACTIONS = ("create", "update", "delete")
 
 PROFILE_FIELDS = ("first_name", "last_name", "birth_month", "birth_day", "birth_year",
                   "gender", "profile_password", "interests")
-_EXECUTION_FIELDS = ("task_id", "phone_id", "account_id", "start_time", "end_time", "status",
-                     "error_message", "run_id", "serial", "sequence", "error_reason",
-                     "current_step", "plan")
 _STEP_FIELDS = ("step_number", "action_type", "screen_name", "start_time", "end_time",
                 "status", "path", "error", "screenshot")
-_FINAL_STATUSES = frozenset({"completed", "failed", "cancelled", "stopped"})
 MEDIA_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".mp4", ".mov",
                               ".m4v", ".webm"})
-
-
-def utc_text(when: datetime | None = None) -> str:
-    """A UTC timestamp as the database stores it (naive datetimes are taken as UTC)."""
-    when = when or datetime.now(timezone.utc)
-    if when.tzinfo is not None:
-        when = when.astimezone(timezone.utc).replace(tzinfo=None)
-    return when.isoformat(sep=" ", timespec="microseconds")
 
 
 def account_ref(row: Mapping[str, Any]) -> str:
@@ -349,45 +339,21 @@ class FarmDB:
         current_step, start_time, end_time (datetimes are stored as UTC text), run_id, serial,
         sequence, task_id, phone_id, account_id. A final status (completed, failed,
         cancelled, stopped) without an end_time sets end_time to now."""
-        unknown = set(fields) - set(_EXECUTION_FIELDS)
-        if unknown:
-            raise ValidationError(f"execution {key}", f"unknown fields {sorted(unknown)}")
-        if not fields:
-            return
-        if fields.get("status") in _FINAL_STATUSES and "end_time" not in fields:
-            fields["end_time"] = datetime.now(timezone.utc)
-        values = [utc_text(v) if isinstance(v, datetime) else v for v in fields.values()]
-        sets = ", ".join(f"{name} = ?" for name in fields)
-        row = await self._write(f"UPDATE executions SET {sets} WHERE execution_key = ?"
-                                " RETURNING execution_id", (*values, key))
-        if row is None:
-            raise ValidationError(f"execution {key}", "no such execution")
+        await self.write_records(lambda records: records.update(key, **fields))
 
     async def add_step(self, key: str, step_number: int, action_type: str | None = None, *,
                        path: str | None = None, screen_name: str | None = None,
                        status: str = "running", start_time: datetime | None = None) -> int:
         """Record the start of a step of execution ``key``; returns its step_id (pass it to
         `finish_step`). Also sets the execution's ``current_step``."""
-        row = await self._one("SELECT execution_id FROM executions WHERE execution_key = ?",
-                              (key,))
-        if row is None:
-            raise ValidationError(f"execution {key}", "no such execution")
-        step = await self._write(
-            "INSERT INTO execution_steps (execution_id, step_number, action_type, path,"
-            " screen_name, status, start_time) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING step_id",
-            (row[0], step_number, action_type, path, screen_name, status,
-             utc_text(start_time)))
-        await self._write("UPDATE executions SET current_step = ? WHERE execution_id = ?",
-                          (step_number, row[0]))
-        return step[0]
+        return await self.write_records(lambda records: records.add_step(
+            key, step_number, action_type, path=path, screen_name=screen_name, status=status,
+            start_time=start_time))
 
     async def find_step(self, key: str, path: str) -> tuple[int, str] | None:
         """(step_id, status) of the latest step of execution ``key`` at ``path``, or None:
         a replayed step event finds the row its first delivery wrote."""
-        row = await self._one(
-            "SELECT s.step_id, s.status FROM execution_steps s JOIN executions e"
-            " ON e.execution_id = s.execution_id WHERE e.execution_key = ? AND s.path = ?"
-            " ORDER BY s.step_id DESC LIMIT 1", (key, path))
+        row = await self._one(FIND_STEP_SQL, (key, path))
         return None if row is None else (row[0], row[1])
 
     async def finish_step(self, step_id: int, status: str, *, screen_name: str | None = None,
@@ -395,13 +361,14 @@ class FarmDB:
                           end_time: datetime | None = None) -> None:
         """Record a step's outcome ('success', 'failed', 'skipped'); a None screen_name,
         error or screenshot leaves the stored value."""
-        row = await self._write(
-            "UPDATE execution_steps SET status = ?, end_time = ?,"
-            " screen_name = IFNULL(?, screen_name), error = IFNULL(?, error),"
-            " screenshot = IFNULL(?, screenshot) WHERE step_id = ? RETURNING step_id",
-            (status, utc_text(end_time), screen_name, error, screenshot, step_id))
-        if row is None:
-            raise ValidationError(f"execution step {step_id}", "no such step")
+        await self.write_records(lambda records: records.finish_step(
+            step_id, status, screen_name=screen_name, error=error, screenshot=screenshot,
+            end_time=end_time))
+
+    async def write_records(self, job: Callable[[ExecutionRecords], Any]) -> Any:
+        """Run ``job(records)`` (plain code, no awaits) as one all-or-none job of the single
+        writer: many record changes for one thread hop and one commit."""
+        return await self._atomic(lambda conn: job(ExecutionRecords(conn)))
 
     async def get_execution(self, key: str) -> dict | None:
         """Execution ``key`` as a dict (``key`` = execution_key) with its ``steps`` in order,

@@ -29,6 +29,7 @@ from typing import Any, Protocol
 
 import msgspec
 
+from actors.execution_records import ExecutionRecords
 from actors.persistence import account_ref
 from protocol.errors import FarmError, ValidationError, ValidationErrors
 from protocol.files import write_atomic
@@ -442,55 +443,65 @@ class RunManager:
 
     async def apply(self, event: str, serial: str | None, data: dict) -> None:
         """Update the execution record from one (new, stored) node event."""
-        execution_id = data.get("execution_id")
-        if not execution_id:
-            return
-        try:
-            await self._apply(event, str(execution_id), data)
-        except ValidationError as exc:  # e.g. an execution this coordinator never created
-            log.warning("execution=%s event %s not recorded: %s", execution_id, event, exc)
+        await self.apply_many([(event, serial, data)])
 
-    async def _apply(self, event: str, execution_id: str, data: dict) -> None:
-        db = self.db
+    async def apply_many(self, events: list[tuple[str, str | None, dict]]) -> None:
+        """Update the execution records from node events (event, serial, data), in order,
+        in one writer job. An event the records cannot take (an execution this coordinator
+        never created, say) is logged and skipped; the others still apply."""
+        items = [(event, str(data["execution_id"]), data) for event, _, data in events
+                 if data.get("execution_id")]
+        if not items:
+            return
+
+        def job(records: ExecutionRecords) -> None:
+            for event, execution_id, data in items:
+                try:
+                    with records.savepoint():
+                        self._apply(records, event, execution_id, data)
+                except ValidationError as exc:
+                    log.warning("execution=%s event %s not recorded: %s", execution_id, event, exc)
+
+        await self.db.write_records(job)
+
+    @staticmethod
+    def _apply(records: ExecutionRecords, event: str, execution_id: str, data: dict) -> None:
         if event == "execution_started":
-            await db.update_execution(execution_id, status="running")
+            records.update(execution_id, status="running")
         elif event == "execution_paused":
-            await db.update_execution(execution_id, status="paused",
-                                      error_reason=data.get("reason"))
+            records.update(execution_id, status="paused", error_reason=data.get("reason"))
         elif event == "execution_resumed":
-            await db.update_execution(execution_id, status="running")
+            records.update(execution_id, status="running")
         elif event == "execution_finished":
             status = data.get("status") or "failed"
             if data.get("recovering"):
                 # AI recovery took it over (actors/recovery.py): active until it decides. A
                 # replayed event must not reopen an execution recovery has ended since.
-                record = await db.get_execution(execution_id)
-                if record is not None and record["status"] in ACTIVE:
-                    await db.update_execution(execution_id, status="running",
-                                              error_reason="recovering",
-                                              error_message=data.get("error"))
+                if records.status(execution_id) in ACTIVE:
+                    records.update(execution_id, status="running", error_reason="recovering",
+                                   error_message=data.get("error"))
                 return
             fields: dict[str, Any] = {"status": status}
             if data.get("error") or status != "completed":
                 fields["error_message"] = data.get("error")
                 fields["error_reason"] = data.get("reason")
-            await db.update_execution(execution_id, **fields)
+            records.update(execution_id, **fields)
         elif event == "step_started":
             path = str(data.get("path"))
-            found = await db.find_step(execution_id, path)
+            found = records.find_step(execution_id, path)
             if found is None or found[1] != "running":  # else: this start, delivered again
-                await db.add_step(execution_id, int(data.get("index") or 0), data.get("type"),
-                                  path=path)
+                records.add_step(execution_id, int(data.get("index") or 0), data.get("type"),
+                                 path=path)
         elif event == "step_finished":
             path = str(data.get("path"))
-            found = await db.find_step(execution_id, path)
+            found = records.find_step(execution_id, path)
             # A replayed finish updates the row again; a finish whose start never arrived
             # (stored before a crash, say) gets its row now.
-            step_id = found[0] if found is not None else await db.add_step(
+            step_id = found[0] if found is not None else records.add_step(
                 execution_id, int(data.get("index") or 0), data.get("type"), path=path)
             status = STEP_STATUS.get(str(data.get("status")), str(data.get("status")))
-            await db.finish_step(step_id, status, screen_name=data.get("screen"),
-                                 error=data.get("error"), screenshot=data.get("screenshot"))
+            records.finish_step(step_id, status, screen_name=data.get("screen"),
+                                error=data.get("error"), screenshot=data.get("screenshot"))
 
     # --- reading -----------------------------------------------------------------------------
     async def get_execution(self, execution_id: str) -> dict:
