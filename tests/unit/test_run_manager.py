@@ -145,6 +145,29 @@ async def test_events_update_records_and_keep_the_screenshot_out_of_the_event(ma
     assert (await runs.get_run(started["run_id"]))["status"] == "failed"
 
 
+async def test_a_batch_of_events_applies_in_order_and_skips_only_what_it_cannot_record(manager) -> None:
+    """One writer job for a node's burst: a step started and finished in the same batch is
+    one row, and an event for an execution this coordinator never made is skipped (logged)
+    while the rest of the batch is recorded."""
+    runs, _ = manager
+    started = await runs.start("clipshare/login", "phone:s1,s2")
+    ex1, ex2 = (started["executions"][s]["execution_id"] for s in ("s1", "s2"))
+    step = {"index": 0, "path": "steps[0]", "type": "launch_app"}
+    batch = [
+        ("execution_started", "s1", {"execution_id": ex1}),
+        ("step_started", "s1", {"execution_id": ex1, **step}),
+        ("step_started", "s9", {"execution_id": "ex-nobody-made", **step}),
+        ("execution_started", "s2", {"execution_id": ex2}),
+        ("step_finished", "s1", {"execution_id": ex1, **step, "status": "ok", "screen": "clipshare/feed"}),
+        ("execution_finished", "s1", {"execution_id": ex1, "status": "completed"}),
+    ]
+    await runs.apply_many(batch)
+    one, two = await runs.get_execution(ex1), await runs.get_execution(ex2)
+    assert one["status"] == "completed" and two["status"] == "running"
+    assert [(s["path"], s["status"], s["screen"]) for s in one["steps"]] == [
+        ("steps[0]", "success", "clipshare/feed")]
+
+
 def test_run_status() -> None:
     assert run_status(["completed", "running"]) == "running"
     assert run_status(["completed", "completed"]) == "completed"
