@@ -169,6 +169,9 @@ class Welcome(msgspec.Struct, frozen=True):
     KIND: ClassVar[str] = "welcome"
     coordinator: str
     last_seq: int = 0
+    # This coordinator takes EventBatch: the node may send its queued events several to a
+    # message (an older coordinator leaves it False and gets one Event per message).
+    event_batches: bool = False
 
 
 class Refused(msgspec.Struct, frozen=True):
@@ -214,6 +217,15 @@ class Event(msgspec.Struct, frozen=True):
     event: str
     serial: str | None = None
     data: dict[str, Any] = {}
+
+
+class EventBatch(msgspec.Struct, frozen=True):
+    """node -> coordinator: journaled events with consecutive seqs, in order, in one message
+    (only to a coordinator whose Welcome said ``event_batches``). Each is handled exactly
+    as if it had come alone."""
+
+    KIND: ClassVar[str] = "event_batch"
+    events: list[Event]
 
 
 class EventAck(msgspec.Struct, frozen=True):
@@ -262,13 +274,13 @@ class RegistryApplied(msgspec.Struct, frozen=True):
     error: str | None = None
 
 
-Body = Union[Challenge, Hello, Welcome, Refused, Heartbeat, Command, CommandResult, Event, EventAck,
-             LiveEvent, RegistryPush, RegistryApplied]
+Body = Union[Challenge, Hello, Welcome, Refused, Heartbeat, Command, CommandResult, Event,
+             EventBatch, EventAck, LiveEvent, RegistryPush, RegistryApplied]
 
 KINDS: dict[str, type] = {
     t.KIND: t
-    for t in (Challenge, Hello, Welcome, Refused, Heartbeat, Command, CommandResult, Event, EventAck,
-              LiveEvent, RegistryPush, RegistryApplied)
+    for t in (Challenge, Hello, Welcome, Refused, Heartbeat, Command, CommandResult, Event,
+              EventBatch, EventAck, LiveEvent, RegistryPush, RegistryApplied)
 }
 
 

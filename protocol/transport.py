@@ -50,6 +50,7 @@ from protocol.messages import (
     Envelope,
     Event,
     EventAck,
+    EventBatch,
     Heartbeat,
     Hello,
     PhoneInfo,
@@ -65,6 +66,7 @@ DEFAULT_HEARTBEAT_S = 1.0
 # at once) then loses messages and commands wait for their 2 s re-send. Buffers absorb bursts.
 SOCKET_BUFFER_MSGS = 1024
 MAX_EVENT_BATCH = 256  # node events handed to the sink at once (one store transaction, one ack)
+EVENTS_PER_MESSAGE = 64  # a node's queued events per EventBatch message
 FIRST_RESEND_S = 0.25
 DEFAULT_DEAD_AFTER_S = 3.0  # silent this long -> peer is dead; with 1 s heartbeats: detected < 5 s
 
@@ -478,7 +480,8 @@ class CoordinatorLink(_TaskOwner):
         self._nodes[hello.node] = peer
         peer.worker = self._spawn(self._event_worker(peer), f"events-{hello.node}")
         self._spawn(
-            self._send_to(peer, Welcome(coordinator=self.name, last_seq=self.sink.last_seq(hello.node))),
+            self._send_to(peer, Welcome(coordinator=self.name, last_seq=self.sink.last_seq(hello.node),
+                                        event_batches=True)),
             "welcome",
         )
         log.info("node up node=%s address=%s phones=%d", hello.node, peer.address, len(hello.phones))
@@ -532,6 +535,9 @@ class CoordinatorLink(_TaskOwner):
             return
         if isinstance(body, Event):
             peer.inbox.put_nowait(body)
+        elif isinstance(body, EventBatch):
+            for event in body.events:
+                peer.inbox.put_nowait(event)
         elif isinstance(body, CommandResult):
             fut = self._pending.get(body.command_id)
             if fut is not None and not fut.done():
@@ -645,7 +651,7 @@ class _Conn:
     """The node's current connection (one pipe); ``welcomed`` once the coordinator said so."""
 
     __slots__ = ("pipe", "address", "last_seen", "last_hb", "welcomed", "sent_upto", "last_ack",
-                 "rewinds")
+                 "rewinds", "event_batches")
 
     def __init__(self, pipe: pynng.Pipe, now: float) -> None:
         self.pipe = pipe
@@ -656,6 +662,7 @@ class _Conn:
         self.sent_upto = 0  # highest event seq sent on this connection
         self.last_ack = now  # last ack progress (or first send with nothing outstanding)
         self.rewinds = 0  # bumped when sending must restart lower (see NodeLink._rewind)
+        self.event_batches = False  # the coordinator's Welcome says it takes EventBatch
 
 
 CommandHandler = Callable[[Command], "CommandResult | Awaitable[CommandResult]"]
@@ -916,6 +923,7 @@ class NodeLink(_TaskOwner):
         if self._conn is not conn:
             return
         self.coordinator_name = welcome.coordinator
+        conn.event_batches = welcome.event_batches
         conn.welcomed = True
         conn.sent_upto = self.journal.acked_upto
         conn.last_ack = time.monotonic()
@@ -987,19 +995,39 @@ class NodeLink(_TaskOwner):
                 if not batch:
                     break
                 rewinds = conn.rewinds
-                for event in batch:
+                per_message = EVENTS_PER_MESSAGE if conn.event_batches else 1
+                for at in range(0, len(batch), per_message):
+                    chunk = batch[at:at + per_message]
                     if self._conn is not conn or conn.rewinds != rewinds:
                         break
                     if conn.sent_upto <= self.journal.acked_upto:
                         conn.last_ack = time.monotonic()  # nothing was outstanding: start the clock
-                    if not await self._send_on(conn, event):
+                    if not await self._send_events(conn, chunk):
                         break
                     if conn.rewinds != rewinds:
-                        break  # rewound while this one was on its way: start again lower
-                    conn.sent_upto = event.seq
+                        break  # rewound while these were on their way: start again lower
+                    conn.sent_upto = chunk[-1].seq
                 else:
                     continue
                 break
+
+    async def _send_events(self, conn: _Conn, events: list[Event]) -> bool:
+        """One message for ``events`` (split in halves while it is over the size limit:
+        each event alone is known to fit, send_event checked)."""
+        if len(events) == 1:
+            return await self._send_on(conn, events[0])
+        try:
+            data = encode(make_envelope(EventBatch(events=events), self.node_name,
+                                        self.coordinator_name or "coordinator"),
+                          max_bytes=self.max_message_bytes)
+        except ProtocolError:
+            half = len(events) // 2
+            return (await self._send_events(conn, events[:half])
+                    and await self._send_events(conn, events[half:]))
+        if not await _send_pipe(conn.pipe, data, self.send_timeout):
+            log.warning("send failed node=%s coordinator=%s kind=event_batch", self.node_name, self.peer)
+            return False
+        return True
 
     def _rewind(self, conn: _Conn, upto_seq: int) -> None:
         """Send again everything after ``upto_seq`` on this connection. The pump notices at

@@ -27,6 +27,7 @@ from protocol.messages import (
     CommandResult,
     Event,
     EventAck,
+    EventBatch,
     Heartbeat,
     Hello,
     PhoneInfo,
@@ -385,42 +386,100 @@ async def test_a_store_behind_the_nodes_acked_seq_takes_the_jump_once(closers):
     assert [e.seq for e in sink.events["rawnode"]] == [11]
 
 
-async def test_node_resends_at_once_when_the_coordinator_asks(closers, tmp_path):
-    """A coordinator played by hand gets 1..5, then says it lost 3 on: the node sends 3..5
-    again right away (its ack timeout, 60 s here, plays no part) and keeps 1..2 acked."""
-    sock = pynng.Pair1(polyamorous=True)
-    closers.append(sock)
-    port = free_port()
-    sock.listen(f"tcp://127.0.0.1:{port}")
+class HandCoordinator:
+    """A coordinator played by hand on a bare socket: welcomes one node, then lets the test
+    read what the node sends and answer as it likes."""
 
-    async def recv_body() -> Any:
-        return decode(await asyncio.wait_for(sock.arecv(), 5), "node").body
+    def __init__(self, closers: list) -> None:
+        self.sock = pynng.Pair1(polyamorous=True)
+        closers.append(self.sock)
+        self.address = f"tcp://127.0.0.1:{free_port()}"
+        self.sock.listen(self.address)
 
-    async def send_body(body: Any) -> None:
-        await asyncio.wait_for(sock.asend(encode(make_envelope(body, "coordinator", "n1"))), 2)
+    async def recv_body(self) -> Any:
+        return decode(await asyncio.wait_for(self.sock.arecv(), 5), "node").body
 
-    node = await start_node(closers, f"tcp://127.0.0.1:{port}", "n1", tmp_path, ack_timeout=60,
-                            heartbeat_interval=0.2, dead_after=30)
-    await send_body(Challenge(nonce="abc"))
-    while not isinstance(await recv_body(), Hello):
-        pass
-    await send_body(Welcome(coordinator="coordinator", last_seq=0))
-    await node.wait_connected(5)
-    for i in range(5):
-        await node.send_event("e", None, {"i": i})
+    async def send_body(self, body: Any) -> None:
+        await asyncio.wait_for(self.sock.asend(encode(make_envelope(body, "coordinator", "n1"))), 2)
 
-    async def event_seqs(count: int) -> list[int]:
+    async def welcome(self, node: NodeLink, **welcome: Any) -> None:
+        await self.send_body(Challenge(nonce="abc"))
+        while not isinstance(await self.recv_body(), Hello):
+            pass
+        await self.send_body(Welcome(coordinator="coordinator", last_seq=0, **welcome))
+        await node.wait_connected(5)
+
+    async def events(self, count: int) -> tuple[list[int], list[str]]:
+        """The next ``count`` event seqs and the kind of each message that carried them."""
         seqs: list[int] = []
+        kinds: list[str] = []
         while len(seqs) < count:
-            body = await recv_body()
+            body = await self.recv_body()
             if isinstance(body, Event):
                 seqs.append(body.seq)
-        return seqs
+                kinds.append("event")
+            elif isinstance(body, EventBatch):
+                seqs += [e.seq for e in body.events]
+                kinds.append("event_batch")
+        return seqs, kinds
 
-    assert await event_seqs(5) == [1, 2, 3, 4, 5]
-    await send_body(EventAck(upto_seq=2, resend_from=3))
-    assert await event_seqs(3) == [3, 4, 5]
+
+async def test_node_resends_at_once_when_the_coordinator_asks(closers, tmp_path):
+    """The coordinator gets 1..5, then says it lost 3 on: the node sends 3..5 again right
+    away (its ack timeout, 60 s here, plays no part) and keeps 1..2 acked."""
+    coord = HandCoordinator(closers)
+    node = await start_node(closers, coord.address, "n1", tmp_path, ack_timeout=60,
+                            heartbeat_interval=0.2, dead_after=30)
+    await coord.welcome(node)
+    for i in range(5):
+        await node.send_event("e", None, {"i": i})
+    assert (await coord.events(5))[0] == [1, 2, 3, 4, 5]
+    await coord.send_body(EventAck(upto_seq=2, resend_from=3))
+    assert (await coord.events(3))[0] == [3, 4, 5]
     await until(lambda: node.journal.acked_upto == 2, what="1..2 acked")
+
+
+@pytest.mark.parametrize("batches", [True, False])
+async def test_queued_events_travel_in_batches_only_to_a_coordinator_that_takes_them(
+        closers, tmp_path, batches):
+    """Events journaled while the link is down go out several to a message once a
+    coordinator that says event_batches welcomes the node; an older coordinator (no such
+    field) gets one Event per message. Order and seqs are the same either way."""
+    coord = HandCoordinator(closers)
+    node = await start_node(closers, coord.address, "n1", tmp_path, ack_timeout=60,
+                            heartbeat_interval=0.2, dead_after=30)
+    for i in range(20):
+        await node.send_event("e", None, {"i": i})
+    await coord.welcome(node, event_batches=batches)
+    seqs, kinds = await coord.events(20)
+    assert seqs == list(range(1, 21))
+    if batches:
+        assert len(kinds) < 20 and "event_batch" in kinds
+    else:
+        assert kinds == ["event"] * 20
+
+
+async def test_a_batch_over_the_message_limit_is_split(closers, tmp_path):
+    """Events that each fit but not together go in smaller batches, none lost."""
+    coord = HandCoordinator(closers)
+    node = await start_node(closers, coord.address, "n1", tmp_path, ack_timeout=60,
+                            heartbeat_interval=0.2, dead_after=30, max_message_bytes=4096)
+    for i in range(8):
+        await node.send_event("e", None, {"blob": "x" * 1500, "i": i})
+    await coord.welcome(node, event_batches=True)
+    seqs, kinds = await coord.events(8)
+    assert seqs == list(range(1, 9)) and len(kinds) >= 4
+
+
+async def test_coordinator_stores_every_event_of_a_batch(closers, tmp_path):
+    sink = MemoryEventSink()
+    coord = await start_coordinator(closers, sink=sink)
+    node = await start_node(closers, coord.address, "n1", tmp_path)
+    await node.wait_connected(5)
+    await asyncio.gather(*(node.send_event("e", None, {"i": i}) for i in range(300)))
+    await until(lambda: node.journal.acked_upto == 300, what="all acked")
+    assert [e.seq for e in sink.events["n1"]] == list(range(1, 301))
+    assert [e.data["i"] for e in sink.events["n1"]] == list(range(300))
 
 
 class CrashingSink(MemoryEventSink):
