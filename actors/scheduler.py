@@ -508,6 +508,17 @@ class Scheduler:
                 best = slot
         return best
 
+    def next_due(self) -> datetime | None:
+        """The earliest time a schedule falls due or a waiting job's retry delay ends (None:
+        nothing is planned). The owner ticks then, so a job starts at its planned time
+        rather than up to a tick later."""
+        times = [st.next_due for sid, st in self.state.states.items()
+                 if st.next_due is not None
+                 and self.state.schedules[sid].status in ("pending", "active")]
+        times += [job.not_before for job in self.state.jobs.values()
+                  if job.not_before is not None and job.status not in TERMINAL]
+        return min(times, default=None)
+
     def queued(self, serial: str) -> list[Job]:
         """The jobs waiting for a phone, in queue order."""
         return [self.state.jobs[j] for j in self.state.queues.get(serial, [])]

@@ -232,9 +232,13 @@ class ScheduleService:
             except Exception:  # noqa: BLE001 - one bad tick must not stop the schedules
                 log.exception("scheduler tick failed")
             timeout = self.tick_s
-            slot = self.scheduler.next_slot() if self.scheduler is not None else None
-            if slot is not None:  # a node's stagger gap ends before the next tick
-                timeout = max(0.0, min(timeout, (slot - self.clock()).total_seconds()))
+            if self.scheduler is not None:
+                # A node's stagger gap or a planned time that comes before the next tick.
+                # (A time already past is one the tick just made could not act on: no spin.)
+                now = self.clock()
+                for at in (self.scheduler.next_slot(), self.scheduler.next_due()):
+                    if at is not None and at > now:
+                        timeout = min(timeout, (at - now).total_seconds())
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
             self._wake.clear()

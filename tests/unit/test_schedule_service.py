@@ -4,6 +4,7 @@ execution record, waiting for offline phones, state and events saved and loaded 
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -301,3 +302,24 @@ async def test_a_paused_phone_is_refused_with_the_reason_and_no_execution(env) -
     failed = [e for e in await service.events("both") if e["kind"] == "dispatch_failed"]
     assert "p2 is paused (recovery_failures" in failed[0]["reason"]
     assert "farm resume p2" in failed[0]["reason"]
+
+
+async def test_the_loop_ticks_at_a_planned_time_before_its_next_regular_tick(tmp_path) -> None:
+    """With an hour between regular ticks, a schedule planned a moment ahead still starts:
+    the loop sleeps only until the earliest planned time."""
+    db = await FarmDB.open(tmp_path / "farm.sqlite3")
+    runs = FakeRuns(db)
+    service = ScheduleService(FakeHub(), runs, db, tick_s=3600)
+    await service.start()
+    try:
+        await service.add(Schedule(id="soon", sequence="demo/taps", target="phone:p1",
+                                   type="scheduled",
+                                   at=datetime.now(timezone.utc) + timedelta(seconds=0.3)))
+        for _ in range(200):
+            if runs.started:
+                break
+            await asyncio.sleep(0.05)
+        assert [s[1] for s in runs.started] == ["p1"]
+    finally:
+        await service.close()
+        await db.close()

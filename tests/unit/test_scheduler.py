@@ -741,3 +741,27 @@ async def test_next_slot_is_when_a_node_stagger_gap_ends_for_a_waiting_job() -> 
     now[0] += timedelta(seconds=0.1)
     await sched.tick()
     assert started == ["p1", "p2"] and sched.next_slot() is None
+
+
+async def test_next_due_is_the_earliest_planned_time_or_retry_delay() -> None:
+    """The service ticks at it, so a job starts at its planned time, not up to a tick late."""
+    now = [datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)]
+    answers = iter(["failed: boom", "started"])
+
+    async def dispatch(job):
+        return next(answers)
+
+    sched = Scheduler(clock=lambda: now[0], resolve_targets=lambda t: [("p1", None)],
+                      node_of=lambda s: "n", dispatch=dispatch)
+    assert sched.next_due() is None
+    later, sooner = now[0] + timedelta(seconds=30), now[0] + timedelta(seconds=5)
+    sched.add(Schedule(id="later", sequence="s", target="all", type="scheduled", at=later))
+    sched.add(Schedule(id="sooner", sequence="s", target="all", type="scheduled", at=sooner,
+                       retry=JobRetry(attempts=1, delay_s=2)))
+    assert sched.next_due() == sooner
+    sched.pause("sooner")
+    assert sched.next_due() == later
+    sched.resume("sooner")
+    now[0] = sooner
+    await sched.tick()  # fires, the dispatch fails: a retry waits 2 s
+    assert sched.next_due() == sooner + timedelta(seconds=2)
