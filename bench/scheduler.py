@@ -44,6 +44,7 @@ import io
 import json
 import logging
 import math
+import os
 import pstats
 import subprocess
 import sys
@@ -422,7 +423,11 @@ def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--sim":
         logging.basicConfig(level=logging.ERROR)
         address, first, count, phones, journals = sys.argv[2:7]
-        asyncio.run(simulate(address, int(first), int(count), int(phones), journals))
+        run = lambda: asyncio.run(simulate(address, int(first), int(count), int(phones), journals))
+        if os.environ.get("BENCH_SIM_PROFILE"):  # where a simulator spends its time
+            cProfile.runctx("run()", globals(), {"run": run}, os.environ["BENCH_SIM_PROFILE"])
+        else:
+            run()
         return
     ap = argparse.ArgumentParser()
     ap.add_argument("--phones", type=int, default=1000)

@@ -16,8 +16,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+import itertools
+import os
+import secrets
 import time
-import uuid
 from typing import Any
 
 import msgspec
@@ -57,8 +59,22 @@ _body_decoders = {kind: msgspec.json.Decoder(t) for kind, t in KINDS.items()}
 _AT_PATH = re.compile(r"^(?P<msg>.*?) - at `(?P<path>\$[^`]*)`$", re.S)
 
 
+_ID_PREFIX = secrets.token_hex(8)  # per process: ids stay unique across restarts and peers
+_ID_COUNTER = itertools.count(1)
+
+
+def _new_prefix() -> None:
+    global _ID_PREFIX, _ID_COUNTER
+    _ID_PREFIX, _ID_COUNTER = secrets.token_hex(8), itertools.count(1)
+
+
+os.register_at_fork(after_in_child=_new_prefix)  # a forked child must not repeat our ids
+
+
 def new_id() -> str:
-    return uuid.uuid4().hex
+    """A unique message / command id (32 hex digits, like a uuid4's): a random prefix per
+    process and a counter. uuid4 read the OS's random source for every message."""
+    return f"{_ID_PREFIX}{next(_ID_COUNTER):016x}"
 
 
 def kind_of(body: Body) -> str:

@@ -214,3 +214,22 @@ def test_envelope_is_immutable() -> None:
     with pytest.raises(AttributeError):
         env.kind = "x"  # type: ignore[misc]
     assert isinstance(make_command("S", Tap(1, 1)), Command)
+
+
+def test_new_ids_are_unique_and_a_forked_child_does_not_repeat_them() -> None:
+    import os
+
+    from protocol.codec import new_id
+
+    ids = {new_id() for _ in range(10_000)}
+    assert len(ids) == 10_000 and all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report its next id and leave at once
+        os.write(write, new_id().encode())
+        os._exit(0)
+    os.close(write)
+    child = os.read(read, 64).decode()
+    os.waitpid(pid, 0)
+    os.close(read)
+    assert child not in ids and child[:16] != new_id()[:16]
