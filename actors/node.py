@@ -16,10 +16,12 @@ import socket
 import sys
 import threading
 import time
+import traceback
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import msgspec
+import pykka
 
 from actors.bridge import Call, call_actor, tell_quietly
 from actors.device.adb_server import AdbServer
@@ -39,6 +41,16 @@ log = logging.getLogger(__name__)
 
 # Housekeeping period: lease expiry is noticed within this.
 TICK_S = 1.0
+
+# Node.stop's phases, each bounded (seconds); whatever is still stuck at a phase's end is
+# logged by name and left behind. In all well under the 30 s a supervisor (or a test) gives.
+PLAYBACK_GRACE_S = 2.0   # cancelled playbacks end after their current step...
+PLAYBACK_STOP_S = 3.0    # ...or, once the phones' adb connections are cut, at once
+EVENTS_DRAIN_S = 2.0     # their last events reach the journal
+TASKS_STOP_S = 2.0       # the node's own tasks end after their cancellation
+RACK_STOP_S = 8.0        # the rack stops its phone actors (rack.PHONE_STOP_S of it)
+MATCHER_STOP_S = 3.0
+LINK_CLOSE_S = 5.0
 
 
 class Node:
@@ -69,8 +81,8 @@ class Node:
         self.link: NodeLink | None = None
         self.rack = None
         self.watcher: DeviceWatcher | None = None
-        # Running executions: execution_id -> (playback actor, its cancel flag).
-        self.playbacks: dict[str, tuple[Any, threading.Event]] = {}
+        # Running executions: execution_id -> (playback actor, its cancel flag, serial).
+        self.playbacks: dict[str, tuple[Any, threading.Event, str]] = {}
         self.playback_options = PlaybackOptions()
 
     # --- events from actor threads ---------------------------------------------------------
@@ -212,22 +224,29 @@ class Node:
 
         ref = PlaybackActor.start(run, serial, self.directory, self.publish, self.matcher,
                                   cancel, on_done=done, options=self.playback_options)
-        self.playbacks[run.execution_id] = (ref, cancel)
+        self.playbacks[run.execution_id] = (ref, cancel, serial)
         return "ok", None, {"started": True}
 
     async def _stop_playbacks(self) -> None:
-        entries = list(self.playbacks.values())
-        for _, cancel in entries:
+        """Cancel every running playback and wait, bounded, for each to end (it releases its
+        lock and reports while the event pump still runs). One blocked in a device call is
+        freed by cutting the phones' adb connections; one still running after that is
+        logged by execution and phone and left behind."""
+        running = dict(self.playbacks)
+        for _, cancel, _ in running.values():
             cancel.set()
 
-        def join() -> None:
-            for ref, _ in entries:
-                try:
-                    ref.stop(block=True, timeout=30)
-                except Exception:  # already stopped itself, or stuck past the timeout
-                    pass
+        def alive() -> dict[str, str]:
+            return {eid: serial for eid, (ref, _, serial) in running.items() if ref.is_alive()}
 
-        await asyncio.to_thread(join)
+        if not await _until(lambda: not alive(), PLAYBACK_GRACE_S):
+            log.warning("node=%s stop: playbacks %s still running %.0fs after cancel; cutting "
+                        "their phones' adb connections", self.name, _named(alive()),
+                        PLAYBACK_GRACE_S)
+            self.directory.close_devices("node stopping")
+            if not await _until(lambda: not alive(), PLAYBACK_STOP_S):
+                log.error("node=%s stop: playbacks %s did not end; left behind\n%s", self.name,
+                          _named(alive()), _actor_stacks())
 
     # --- registry pushes -------------------------------------------------------------------
     def _on_link_message(self, envelope) -> None:
@@ -291,26 +310,102 @@ class Node:
         return self
 
     async def stop(self) -> None:
+        """Stop the node: playbacks, the node's tasks, the rack (and its phone actors), the
+        matcher, the link. Every phase is bounded (the ``*_S`` budgets above) and timed; what
+        is still stuck at a phase's end is logged by name and left behind, so that one phone
+        that does not answer can never hold the node's stop."""
         t0 = time.monotonic()
+        phase_t = t0
+
+        def phase(name: str) -> None:
+            nonlocal phase_t
+            now = time.monotonic()
+            log.debug("node=%s stop: %s in %.2fs", self.name, name, now - phase_t)
+            phase_t = now
+
         if self.watcher:
             self.watcher.stop()
         # First, while the event pump still runs: they release their locks and report.
         await self._stop_playbacks()
-        deadline = time.monotonic() + 2.0
-        while self._events is not None and not self._events.empty() \
-                and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)  # let their last events reach the journal
+        phase("playbacks")
+        if self._events is not None:
+            await _until(self._events.empty, EVENTS_DRAIN_S)  # their last events, journaled
+        phase("events drained")
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._tasks:
+            _, pending = await asyncio.wait(self._tasks, timeout=TASKS_STOP_S)
+            if pending:
+                log.error("node=%s stop: tasks %s did not end within %.0fs of their "
+                          "cancellation; left behind", self.name,
+                          ", ".join(sorted(t.get_name() for t in pending)), TASKS_STOP_S)
+        phase("tasks")
         if self.rack is not None:
-            await asyncio.to_thread(lambda: self.rack.stop(block=True, timeout=20))
+            # Cut here too (no-op if the playbacks' phase did): the rack's stop runs every
+            # message queued before it, and device work among them must not wait on a phone.
+            self.directory.close_devices("node stopping")
+            stopping = self.rack.stop(block=False)
+            if not await _until(lambda: _settled(stopping), RACK_STOP_S):
+                log.error("node=%s stop: rack actor did not stop within %.0fs; left behind "
+                          "(phones %s)\n%s", self.name, RACK_STOP_S,
+                          _named({s: "" for s in self.directory.serials()
+                                  if self.directory.get(s) is not None}), _actor_stacks())
+        phase("rack")
         if self.matcher is not None:
-            self.matcher.stop()
+            stopping = self.matcher.stop(block=False)
+            if not await _until(lambda: _settled(stopping), MATCHER_STOP_S):
+                log.error("node=%s stop: matcher actor did not stop within %.0fs; left "
+                          "behind\n%s", self.name, MATCHER_STOP_S, _actor_stacks())
+        phase("matcher")
         log.debug("node=%s actors stopped in %.2fs", self.name, time.monotonic() - t0)
         if self.link is not None:
-            await self.link.close()
+            closing = asyncio.ensure_future(self.link.close())
+            done, _ = await asyncio.wait({closing}, timeout=LINK_CLOSE_S)
+            if not done:
+                log.error("node=%s stop: link did not close within %.0fs; left closing",
+                          self.name, LINK_CLOSE_S)
+            elif closing.exception() is not None:
+                log.error("node=%s stop: link close failed: %r", self.name, closing.exception())
+        phase("link")
         log.debug("node=%s stopped in %.2fs", self.name, time.monotonic() - t0)
+
+
+async def _until(done: Callable[[], bool], timeout: float, poll_s: float = 0.02) -> bool:
+    """Poll ``done`` (never blocking the loop) until it holds or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    while not done():
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(poll_s)
+    return True
+
+
+def _settled(future: pykka.Future) -> bool:
+    """Whether a pykka future (an actor's stop) has its answer, without waiting for it."""
+    try:
+        future.get(timeout=0)
+    except pykka.Timeout:
+        return False
+    except Exception:  # ActorDeadError: stopped already
+        pass
+    return True
+
+
+def _named(items: dict[str, str]) -> str:
+    return ", ".join(f"{k} (phone {v})" if v else k for k, v in sorted(items.items())) or "-"
+
+
+def _actor_stacks(frames: int = 4) -> str:
+    """Where every actor thread is now (its innermost frames): what a stuck stop waits on."""
+    by_id = sys._current_frames()
+    lines = []
+    for thread in threading.enumerate():
+        frame = by_id.get(thread.ident)
+        if frame is None or "Actor" not in thread.name:
+            continue
+        stack = traceback.format_stack(frame)[-frames:]
+        lines.append(f"  {thread.name}:\n" + "".join("    " + ln for ln in stack))
+    return "\n".join(lines)
 
 
 def _quiet(task: asyncio.Task) -> None:

@@ -26,12 +26,18 @@ from actors.phone import PhoneActor, PhoneRecord, Publish
 log = logging.getLogger(__name__)
 
 
+# A stopping rack waits this long, in all, for its phone actors (which it stops together).
+PHONE_STOP_S = 5.0
+
+
 class PhoneDirectory:
-    """serial -> running phone actor, readable from any thread."""
+    """serial -> running phone actor (and its device driver), readable from any thread."""
 
     def __init__(self) -> None:
         self._refs: dict[str, pykka.ActorRef] = {}
         self._records: dict[str, PhoneRecord] = {}
+        self._drivers: dict[str, DeviceDriver] = {}
+        self._devices_closed: str | None = None
         self._lock = threading.Lock()
 
     def get(self, serial: str) -> pykka.ActorRef | None:
@@ -49,13 +55,30 @@ class PhoneDirectory:
         with self._lock:
             return [self._records[s].view() for s in sorted(self._records)]
 
-    def put(self, serial: str, ref: pykka.ActorRef | None, record: PhoneRecord) -> None:
+    def put(self, serial: str, ref: pykka.ActorRef | None, record: PhoneRecord,
+            driver: DeviceDriver | None = None) -> None:
+        closed = None
         with self._lock:
             self._records[serial] = record
             if ref is None:
                 self._refs.pop(serial, None)
             else:
                 self._refs[serial] = ref
+            if driver is not None:
+                self._drivers[serial] = driver
+                closed = self._devices_closed
+        if closed is not None:
+            driver.close(closed)  # an actor (re)started while the node stops: no device work
+
+    def close_devices(self, reason: str) -> None:
+        """Cut every phone's adb connections (thread-safe): a phone actor blocked in a
+        device call is freed at once and its queued device work fails fast, so stopping it
+        (and the playbacks waiting on it) never waits on a phone that does not answer."""
+        with self._lock:
+            self._devices_closed = reason
+            drivers = list(self._drivers.values())
+        for driver in drivers:
+            driver.close(reason)
 
 
 class RackActor(BridgedActor):
@@ -93,10 +116,11 @@ class RackActor(BridgedActor):
             except pykka.ActorDeadError:
                 pass
 
-        ref = PhoneActor.start(record, DeviceDriver(record.serial, self.adb), self.publish,
+        driver = DeviceDriver(record.serial, self.adb)
+        ref = PhoneActor.start(record, driver, self.publish,
                                debug_actions=self.debug_actions, on_crash=on_crash,
                                captures=self.captures, matcher=self.matcher)
-        self.directory.put(record.serial, ref, record)
+        self.directory.put(record.serial, ref, record, driver)
 
     # --- watcher events --------------------------------------------------------------------
     def device_changed(self, serial: str, state: str) -> None:
@@ -161,11 +185,22 @@ class RackActor(BridgedActor):
     def on_stop(self) -> None:
         super().on_stop()
         self.captures.stop()
+        # Device work still queued in the phone actors is of no use any more, and a phone
+        # that does not answer would hold its actor's stop (pykka runs every message queued
+        # before the stop first): cut the devices, then stop all phones together.
+        self.directory.close_devices("node stopping")
+        stopping: dict[str, pykka.Future] = {}
         for serial in self.directory.serials():
             ref = self.directory.get(serial)
             if ref is not None:
-                try:
-                    ref.stop(block=True, timeout=10)
-                except (pykka.ActorDeadError, pykka.Timeout):
-                    pass
+                stopping[serial] = ref.stop(block=False)
+        deadline = time.monotonic() + PHONE_STOP_S
+        for serial, future in stopping.items():
+            try:
+                future.get(timeout=max(0.0, deadline - time.monotonic()))
+            except pykka.ActorDeadError:
+                pass
+            except pykka.Timeout:
+                log.error("phone=%s actor did not stop within %.0fs; left behind", serial,
+                          PHONE_STOP_S)
 

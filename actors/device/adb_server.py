@@ -68,20 +68,27 @@ class AdbServer:
         """A socket already switched to ``serial`` and to ``service``; raw stream follows."""
         sock = self.connect()
         try:
-            self.send_request(sock, f"host:transport:{serial}")
-            failure = self.read_status(sock)
-            if failure is None:
-                self.send_request(sock, service)
-                failure = self.read_status(sock)
-            if failure is not None:
-                label = command_label or service
-                if any(marker in failure for marker in GONE_MARKERS):
-                    raise DeviceGone(serial, label, failure)
-                raise DeviceError(serial, label, failure)
+            self.open_service_on(sock, serial, service, command_label)
         except BaseException:
             sock.close()
             raise
         return sock
+
+    def open_service_on(self, sock: socket.socket, serial: str, service: str,
+                        command_label: str | None = None) -> None:
+        """Switch ``sock`` (fresh from ``connect``) to ``serial`` and to ``service``. The
+        caller owns the socket (and closes it on failure): a driver keeps it cuttable from
+        another thread while the phone answers the opening."""
+        self.send_request(sock, f"host:transport:{serial}")
+        failure = self.read_status(sock)
+        if failure is None:
+            self.send_request(sock, service)
+            failure = self.read_status(sock)
+        if failure is not None:
+            label = command_label or service
+            if any(marker in failure for marker in GONE_MARKERS):
+                raise DeviceGone(serial, label, failure)
+            raise DeviceError(serial, label, failure)
 
     def device_state(self, serial: str) -> str:
         """'device', 'offline', … or 'gone' when the adb server does not know the serial."""

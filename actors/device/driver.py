@@ -18,6 +18,7 @@ import shlex
 import socket
 import stat
 import struct
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,6 +89,10 @@ class DeviceDriver:
         self._size: tuple[int, int] | None = None
         self._has_ime: bool | None = None
         self._sdk: int | None = None
+        # Sockets of calls in flight, so that close() can cut them from another thread.
+        self._live: set[socket.socket] = set()
+        self._live_lock = threading.Lock()
+        self._closed: str | None = None
 
     def __repr__(self) -> str:
         return f"DeviceDriver({self.serial} via {self.adb.host}:{self.adb.port})"
@@ -95,6 +100,8 @@ class DeviceDriver:
     # --- plumbing --------------------------------------------------------------------------
     @property
     def features(self) -> set[str]:
+        if self._closed is not None:
+            raise DeviceError(self.serial, "features", self._closed)
         if self._features is None:
             try:
                 self._features = self.adb.features(self.serial)
@@ -102,13 +109,66 @@ class DeviceDriver:
                 raise DeviceError(self.serial, "features", str(exc)) from exc
         return self._features
 
+    # --- closing -------------------------------------------------------------------------
+    def close(self, reason: str = "driver closed") -> None:
+        """Cut this driver's adb connections now; callable from any thread.
+
+        A call blocked on the phone (a shell that does not return, a screencap the phone
+        never finishes: a socket read waits up to the adb timeout per read) ends at once
+        with ``DeviceError(reason)``, and every later call fails the same way without
+        touching the device. A stopping node uses it so that no actor's stop waits on a
+        phone that does not answer."""
+        with self._live_lock:
+            self._closed = reason
+            live = list(self._live)
+        for sock in live:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)  # wakes a recv blocked in the owner's thread
+            except OSError:
+                pass  # already closed by its owner
+
+    @property
+    def closed(self) -> bool:
+        return self._closed is not None
+
     def _open(self, service: str, label: str) -> socket.socket:
+        if self._closed is not None:
+            raise DeviceError(self.serial, label, self._closed)
         try:
-            return self.adb.open_service(self.serial, service, label)
+            sock = self.adb.connect()
         except AdbServerError as exc:
             raise DeviceError(self.serial, label, str(exc)) from exc
+        with self._live_lock:
+            if self._closed is not None:
+                sock.close()
+                raise DeviceError(self.serial, label, self._closed)
+            self._live.add(sock)  # from here on close() can cut the service's opening too
+        try:
+            self.adb.open_service_on(sock, self.serial, service, label)
+        except BaseException as exc:
+            self._release(sock)
+            if self._closed is not None:
+                raise DeviceError(self.serial, label, self._closed) from exc
+            if isinstance(exc, AdbServerError):
+                raise DeviceError(self.serial, label, str(exc)) from exc
+            raise
+        return sock
+
+    def _release(self, sock: socket.socket) -> None:
+        with self._live_lock:
+            self._live.discard(sock)
+        sock.close()
+
+    def _read_all(self, sock: socket.socket, label: str, size_hint: int = 0) -> bytearray:
+        """Everything until the phone closes the stream; DeviceError if close() cut it."""
+        data = read_until_close(sock, size_hint)
+        if self._closed is not None:
+            raise DeviceError(self.serial, label, self._closed)  # data may be cut short
+        return data
 
     def _gone_or_error(self, label: str, reason: str) -> DeviceError:
+        if self._closed is not None:  # cut by close(): the phone may be fine, do not ask
+            return DeviceError(self.serial, label, f"{self._closed} ({reason})")
         state = self.adb.device_state(self.serial)
         if state != "device":
             return DeviceGone(self.serial, label, f"{reason} (device state: {state})")
@@ -118,6 +178,8 @@ class DeviceDriver:
         """Run a shell command; with ``check`` a non-zero exit raises DeviceError."""
         if isinstance(command, list):
             command = " ".join(shlex.quote(a) for a in command)
+        if self._closed is not None:
+            raise DeviceError(self.serial, command, self._closed)
         if "shell_v2" in self.features:
             out = self._shell_v2(command)
         else:
@@ -130,11 +192,11 @@ class DeviceDriver:
     def _shell_v2(self, command: str) -> ShellOutput:
         sock = self._open(f"shell,v2,raw:{command}", command)
         try:
-            data = read_until_close(sock)
+            data = self._read_all(sock, command)
         except OSError as exc:
             raise self._gone_or_error(command, f"connection lost: {exc}") from exc
         finally:
-            sock.close()
+            self._release(sock)
         stdout, stderr, exit_code = bytearray(), bytearray(), None
         view, off = memoryview(data), 0
         while off + V2_HEADER.size <= len(data):
@@ -157,11 +219,11 @@ class DeviceDriver:
         marker = "X4EXIT:"
         sock = self._open(f"shell:{command}; echo {marker}$?", command)
         try:
-            data = bytes(read_until_close(sock))
+            data = bytes(self._read_all(sock, command))
         except OSError as exc:
             raise self._gone_or_error(command, f"connection lost: {exc}") from exc
         finally:
-            sock.close()
+            self._release(sock)
         head, sep, tail = data.rpartition(marker.encode())
         if not sep:
             raise self._gone_or_error(command, "shell ended without an exit status")
@@ -171,11 +233,11 @@ class DeviceDriver:
         """`exec:` a command and return its raw stdout (binary-safe)."""
         sock = self._open(f"exec:{command}", command)
         try:
-            return read_until_close(sock, size_hint)
+            return self._read_all(sock, command, size_hint)
         except OSError as exc:
             raise self._gone_or_error(command, f"connection lost: {exc}") from exc
         finally:
-            sock.close()
+            self._release(sock)
 
     # --- screen ----------------------------------------------------------------------------
     def window_size(self) -> tuple[int, int]:
@@ -359,11 +421,11 @@ class DeviceDriver:
         try:
             if data:
                 sock.sendall(data)
-            return bytes(read_until_close(sock))
+            return bytes(self._read_all(sock, label))
         except OSError as exc:
             raise self._gone_or_error(label, f"connection lost: {exc}") from exc
         finally:
-            sock.close()
+            self._release(sock)
 
     def _expect_success(self, label: str, reply: bytes) -> None:
         if not reply.startswith(b"Success"):
