@@ -68,6 +68,11 @@ DEFAULT_HEARTBEAT_S = 1.0
 SOCKET_BUFFER_MSGS = 1024
 MAX_EVENT_BATCH = 256  # node events handed to the sink at once (one store transaction, one ack)
 EVENTS_PER_MESSAGE = 64  # a node's queued events per EventBatch message
+# Polyamorous Pair1 also drops a message when a pipe's queue is full (a burst while the peer
+# reads slowly). A drop inside a run of events is a seq gap the coordinator asks about at once
+# (EventAck.resend_from); the last event of a burst has nothing after it to show the gap, so
+# only this timeout (no ack progress while events are outstanding) re-sends it.
+ACK_TIMEOUT_S = 5.0
 FIRST_RESEND_S = 0.25
 DEFAULT_DEAD_AFTER_S = 3.0  # silent this long -> peer is dead; with 1 s heartbeats: detected < 5 s
 
@@ -734,7 +739,7 @@ class NodeLink(_TaskOwner):
         heartbeat_interval: float = DEFAULT_HEARTBEAT_S,
         dead_after: float = DEFAULT_DEAD_AFTER_S,
         send_timeout: float = 2.0,
-        ack_timeout: float = 10.0,
+        ack_timeout: float = ACK_TIMEOUT_S,
         result_cache_size: int = 1024,
         reconnect_min: float = 0.1,
         reconnect_max: float = 1.0,
