@@ -44,16 +44,23 @@ Commands (coordinator -> node): at-least-once, executed at most once
 Events (node -> coordinator): journaled, re-sent until acked, delivered once to the sink
   - ``send_event`` writes the event to the node's SQLite journal (durable) before it returns;
     seq numbers increase per node and survive restarts.
-  - One sender per node sends un-acked events in seq order, on the current connection only.
-    After every welcome it starts again from the oldest un-acked event, and also re-sends
-    when no ack progress was seen for 10 s.
-  - The coordinator drops an event whose seq is <= the sink's ``last_seq(node)`` (a
-    duplicate) but still acks it; a new event is given to ``EventSink.handle`` and acked
-    after it returned. ``event_ack(upto_seq)`` covers every seq up to it (acks are batched
-    while more events are queued); the node then deletes those rows from its journal.
-  - When ``EventSink.handle`` fails, nothing is acked and the events after it are dropped
-    unstored (an ack for a later seq would cover the failed one) until the node re-sends
-    from the failed seq (no ack progress for its ack timeout).
+  - One sender per node sends un-acked, committed events in seq order, on the current
+    connection only, several to an ``event_batch`` message when the coordinator's welcome
+    says ``event_batches`` (one ``event`` per message otherwise). After every welcome it
+    starts again from the oldest un-acked event, and also re-sends when no ack progress was
+    seen for 5 s (Pair1 drops a message when a pipe's queue is full: a lost last event of a
+    burst shows no gap, only this timeout finds it).
+  - The coordinator takes every event queued for a node at once: it drops an event whose seq
+    is <= the sink's ``last_seq(node)`` (a duplicate) but still acks it; the run of new
+    consecutive seqs goes to the sink (``handle_batch`` when it has one, else ``handle`` per
+    event), then one ``event_ack(upto_seq)`` covers every seq up to it; the node then deletes
+    those rows from its journal.
+  - A seq past a gap is never stored (the ack that followed would cover the missing events):
+    it and what follows are dropped and the ack says ``resend_from`` = the first missing seq;
+    the node sends again from there at once. The one jump taken is up to ``hello.last_acked_seq``
+    (the node deleted those events on an earlier ack; this store is behind, e.g. restored).
+  - When the sink fails, nothing more is acked and the events after it are dropped unstored
+    until the node re-sends from the failed seq (no ack progress for its ack timeout).
   - ``welcome.last_seq`` tells the node which seqs the coordinator already holds: the node
     forgets them before replaying; if it is above anything the journal ever assigned (the
     journal was lost), pending events are renumbered above it so none is taken for a
