@@ -101,11 +101,19 @@ class Journal:
         """Store one event; returns its seq once the row is committed (durable). Appends
         that arrive while a commit is on disk share the next one (group commit): sixty
         phones' results cost a few fsyncs, not sixty. Seqs follow the call order."""
+        return await self._enqueue(event, serial, data)
+
+    async def append_many(self, events: list[tuple[str, str | None, dict[str, Any]]]) -> list[int]:
+        """Store (event, serial, data) items in this order; their seqs once all are durable."""
+        return list(await asyncio.gather(*[self._enqueue(*item) for item in events]))
+
+    def _enqueue(self, event: str, serial: str | None, data: dict[str, Any]) -> asyncio.Future[int]:
+        """Queue one append for the next commit (the seq follows the queueing order)."""
         done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._pending.append((event, serial, msgspec.json.encode(data), time.time(), done))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.get_running_loop().create_task(self._flush())
-        return await done
+        return done
 
     async def _flush(self) -> None:
         """Commit the waiting appends, in arrival order, one transaction per batch."""

@@ -19,7 +19,7 @@ import pytest
 
 from actors.device.adb_server import free_port
 from protocol.codec import decode, encode, hello_proof, make_command, make_envelope
-from protocol.errors import DeliveryError, DeviceGone
+from protocol.errors import DeliveryError, DeviceGone, ProtocolError
 from protocol.journal import Journal
 from protocol.messages import (
     Challenge,
@@ -480,6 +480,19 @@ async def test_coordinator_stores_every_event_of_a_batch(closers, tmp_path):
     await until(lambda: node.journal.acked_upto == 300, what="all acked")
     assert [e.seq for e in sink.events["n1"]] == list(range(1, 301))
     assert [e.data["i"] for e in sink.events["n1"]] == list(range(300))
+
+
+async def test_send_events_journals_in_order_or_nothing_when_one_cannot_fit(closers, tmp_path):
+    sink = MemoryEventSink()
+    coord = await start_coordinator(closers, sink=sink)
+    node = await start_node(closers, coord.address, "n1", tmp_path, max_message_bytes=4096)
+    await node.wait_connected(5)
+    assert await node.send_events([("a", "S1", {"i": 0}), ("b", None, {"i": 1})]) == [1, 2]
+    with pytest.raises(ProtocolError):
+        await node.send_events([("c", None, {}), ("huge", None, {"blob": "x" * 8000})])
+    assert node.journal.last_seq == 2
+    await until(lambda: node.journal.acked_upto == 2, what="both acked")
+    assert [(e.seq, e.event) for e in sink.events["n1"]] == [(1, "a"), (2, "b")]
 
 
 class CrashingSink(MemoryEventSink):

@@ -52,3 +52,12 @@ async def test_seqs_survive_acks_and_reopening(tmp_path) -> None:
     async with Journal(tmp_path / "j.db") as reopened:
         assert reopened.acked_upto == 5
         assert await asyncio.gather(*(reopened.append("e", None, {}) for _ in range(3))) == [6, 7, 8]
+
+
+async def test_append_many_keeps_the_given_order_in_one_commit(tmp_path) -> None:
+    async with Journal(tmp_path / "j.db") as journal:
+        await journal.append("first", None, {})
+        commits = journal.commits
+        seqs = await journal.append_many([("e", f"S{i}", {"i": i}) for i in range(30)])
+        assert seqs == list(range(2, 32)) and journal.commits == commits + 1
+        assert [e.data.get("i") for e in await journal.unacked(after_seq=1)] == list(range(30))
