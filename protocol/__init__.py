@@ -48,8 +48,10 @@ Events (node -> coordinator): journaled, re-sent until acked, delivered once to 
     connection only, several to an ``event_batch`` message when the coordinator's welcome
     says ``event_batches`` (one ``event`` per message otherwise). After every welcome it
     starts again from the oldest un-acked event, and also re-sends when no ack progress was
-    seen for 5 s (Pair1 drops a message when a pipe's queue is full: a lost last event of a
-    burst shows no gap, only this timeout finds it).
+    seen for 5 s. Its heartbeats carry ``sent_upto`` (the highest seq it had sent before):
+    Pair1 drops a message when a pipe's queue is full, and a lost last event of a burst has
+    no later event to show the gap, but the coordinator reads the heartbeat after the events
+    sent before it and asks for what is missing.
   - The coordinator takes every event queued for a node at once: it drops an event whose seq
     is <= the sink's ``last_seq(node)`` (a duplicate) but still acks it; the run of new
     consecutive seqs goes to the sink (``handle_batch`` when it has one, else ``handle`` per

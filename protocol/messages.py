@@ -181,8 +181,14 @@ class Refused(msgspec.Struct, frozen=True):
     reason: str
 
 
-class Heartbeat(msgspec.Struct, frozen=True):
+class Heartbeat(msgspec.Struct, frozen=True, omit_defaults=True):
+    """Both ways, every second. From a node, ``sent_upto`` is the highest event seq it had
+    sent on this connection before this heartbeat: the coordinator, reading it in order
+    after those events, knows a missing one was lost on the way (Pair1 can drop a message)
+    and asks for it at once instead of the node waiting for its ack timeout."""
+
     KIND: ClassVar[str] = "heartbeat"
+    sent_upto: int | None = None
 
 
 class Command(msgspec.Struct, frozen=True):

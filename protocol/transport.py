@@ -70,9 +70,11 @@ MAX_EVENT_BATCH = 256  # node events handed to the sink at once (one store trans
 EVENTS_PER_MESSAGE = 64  # a node's queued events per EventBatch message
 # Polyamorous Pair1 also drops a message when a pipe's queue is full (a burst while the peer
 # reads slowly). A drop inside a run of events is a seq gap the coordinator asks about at once
-# (EventAck.resend_from); the last event of a burst has nothing after it to show the gap, so
-# only this timeout (no ack progress while events are outstanding) re-sends it.
+# (EventAck.resend_from); a lost last event of a burst shows in the node's next heartbeat
+# (``sent_upto``); this timeout (no ack progress while events are outstanding) is the
+# fallback, e.g. for a coordinator that does not read heartbeats that way.
 ACK_TIMEOUT_S = 5.0
+RESEND_ASK_AGAIN_S = 2.0  # a gap still open this long after asking: ask again
 FIRST_RESEND_S = 0.25
 DEFAULT_DEAD_AFTER_S = 3.0  # silent this long -> peer is dead; with 1 s heartbeats: detected < 5 s
 
@@ -254,11 +256,17 @@ class MemoryEventSink:
         return self._last.get(node, 0)
 
 
+class _SentMark(msgspec.Struct, frozen=True):
+    """In a node's inbox, after the events it came behind: the node had sent up to ``seq``."""
+
+    seq: int
+
+
 class _Peer:
     """One connection (pipe) at the coordinator; ``node`` is set once its Hello passed."""
 
     __slots__ = ("pipe", "address", "nonce", "opened", "last_seen", "last_hb", "node", "hello",
-                 "refused", "inbox", "worker", "awaiting_seq")
+                 "refused", "inbox", "worker", "awaiting_seq", "asked_at")
 
     def __init__(self, pipe: pynng.Pipe, now: float) -> None:
         self.pipe = pipe
@@ -270,12 +278,13 @@ class _Peer:
         self.node: str | None = None
         self.hello: Hello | None = None
         self.refused = False
-        self.inbox: asyncio.Queue[Event] = asyncio.Queue()
+        self.inbox: asyncio.Queue[Event | _SentMark] = asyncio.Queue()
         self.worker: asyncio.Task[Any] | None = None
         # The seq the link waits for after a gap or a sink failure: later events are
         # dropped unacked until the node re-sends from it, so an ack never covers an
         # unstored event (and a re-send request goes out once per wait, not per event).
         self.awaiting_seq: int | None = None
+        self.asked_at = 0.0  # when the last re-send request went out
 
     @property
     def peer(self) -> str:
@@ -574,6 +583,8 @@ class CoordinatorLink(_TaskOwner):
         node = peer.node
         assert node is not None
         if isinstance(body, Heartbeat):
+            if body.sent_upto:
+                peer.inbox.put_nowait(_SentMark(body.sent_upto))  # checked after the events before it
             return
         if isinstance(body, Event):
             peer.inbox.put_nowait(body)
@@ -617,8 +628,13 @@ class CoordinatorLink(_TaskOwner):
                 queued.append(peer.inbox.get_nowait())
             last = self.sink.last_seq(node)
             fresh: list[Event] = []
-            gap: Event | None = None
+            gap: Event | _SentMark | None = None
             for event in queued:
+                if isinstance(event, _SentMark):
+                    if event.seq > max(last, floor):  # sent before this mark, not here: lost
+                        gap = event
+                        break
+                    continue
                 if event.seq <= last:
                     log.debug("duplicate event dropped node=%s seq=%d last_seq=%d", node, event.seq, last)
                 elif event.seq == last + 1 or event.seq <= floor + 1:
@@ -646,13 +662,18 @@ class CoordinatorLink(_TaskOwner):
             if gap is not None:
                 self._drop_queued(peer)
                 expected = self.sink.last_seq(node) + 1
-                if peer.awaiting_seq != expected:
-                    peer.awaiting_seq = expected
-                    log.warning("event seq gap node=%s expected=%d got=%d: asking the node to "
-                                "re-send", node, expected, gap.seq)
+                now = time.monotonic()
+                # Once per gap; again only if the re-send has not come for a while (the
+                # request itself may have been lost).
+                if peer.awaiting_seq != expected or now - peer.asked_at > RESEND_ASK_AGAIN_S:
+                    peer.awaiting_seq, peer.asked_at = expected, now
+                    got = (f"node sent up to {gap.seq}" if isinstance(gap, _SentMark)
+                           else f"got {gap.seq}")
+                    log.warning("event seq gap node=%s expected=%d %s: asking the node to "
+                                "re-send", node, expected, got)
                     await self._send_to(peer, EventAck(upto_seq=expected - 1, resend_from=expected))
                 continue
-            if peer.inbox.empty():
+            if peer.inbox.empty() and not all(isinstance(e, _SentMark) for e in queued):
                 await self._send_to(peer, EventAck(upto_seq=self.sink.last_seq(node)))
 
     @staticmethod
@@ -1110,7 +1131,7 @@ class NodeLink(_TaskOwner):
                 continue
             if now - conn.last_hb >= self.heartbeat_interval:
                 conn.last_hb = now
-                self._spawn(self._send_on(conn, Heartbeat()), "heartbeat")
+                self._spawn(self._send_on(conn, Heartbeat(sent_upto=conn.sent_upto)), "heartbeat")
             if conn.sent_upto > self.journal.acked_upto and now - conn.last_ack > self.ack_timeout:
                 log.warning("events not acked, re-sending node=%s from_seq=%d", self.node_name,
                             self.journal.acked_upto + 1)

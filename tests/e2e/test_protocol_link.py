@@ -367,6 +367,54 @@ async def test_event_past_a_gap_is_not_stored_and_the_node_is_asked_to_resend(cl
     assert [e.seq for e in sink.events["rawnode"]] == [1, 2, 3, 4, 5]
 
 
+async def test_a_lost_last_event_is_asked_for_when_the_heartbeat_says_it_was_sent(closers):
+    """Nothing follows seq 3 to show the gap, but the node's heartbeat says it sent up to 3:
+    the coordinator asks for 3 at once (not after the node's ack timeout)."""
+    sink = MemoryEventSink()
+    coord = await start_coordinator(closers, sink=sink)
+    raw = RawPeer(coord.address)
+    closers.append(raw)
+    await raw.handshake("rawnode")
+    for seq in (1, 2):
+        await raw.send(Event(seq=seq, event="e"), src="rawnode")
+        assert (await raw.recv(EventAck)).upto_seq == seq
+    await raw.send(Heartbeat(sent_upto=2), src="rawnode")  # all there: nothing asked
+    with pytest.raises(asyncio.TimeoutError):
+        await raw.recv(EventAck, timeout=0.5)
+    await raw.send(Heartbeat(sent_upto=3), src="rawnode")
+    ack = await raw.recv(EventAck)
+    assert (ack.upto_seq, ack.resend_from) == (2, 3)
+    await raw.send(Event(seq=3, event="e"), src="rawnode")
+    assert (await raw.recv(EventAck)).upto_seq == 3
+    assert [e.seq for e in sink.events["rawnode"]] == [1, 2, 3]
+
+
+async def test_an_event_lost_on_the_way_reaches_the_coordinator_without_the_ack_timeout(
+        closers, tmp_path):
+    """The node's send of seq 3 'succeeds' but the message never arrives (as when Pair1
+    drops it): its next heartbeat says it sent up to 3, the coordinator asks, and 3 is
+    stored long before the node's own ack timeout (60 s here)."""
+    sink = MemoryEventSink()
+    coord = await start_coordinator(closers, sink=sink)
+    node = await start_node(closers, coord.address, "n1", tmp_path, ack_timeout=60)
+    await node.wait_connected(5)
+    real_send = node._send_events
+    lost: list[int] = []
+
+    async def lossy(conn, events):
+        if not lost and events[-1].seq == 3:
+            lost.append(3)
+            keep = [e for e in events if e.seq != 3]
+            return await real_send(conn, keep) if keep else True
+        return await real_send(conn, events)
+
+    node._send_events = lossy
+    for i in range(3):
+        await node.send_event("e", None, {"i": i})
+    await until(lambda: node.journal.acked_upto == 3, timeout=10, what="3 asked for and stored")
+    assert lost == [3] and [e.seq for e in sink.events["n1"]] == [1, 2, 3]
+
+
 async def test_a_store_behind_the_nodes_acked_seq_takes_the_jump_once(closers):
     """A node that acked 10 earlier (this store was restored from an older copy) starts at
     11: that jump is taken (those events are gone from the node); any other is a gap."""
