@@ -342,10 +342,8 @@ async def test_duplicate_event_dropped_but_acked(closers):
     assert [e.seq for e in sink.events["rawnode"]] == [1, 2, 3]
 
 
-async def test_event_past_a_gap_is_not_stored_and_the_node_is_asked_to_resend(closers):
-    """Seq 4 after 2: storing it would make the ack cover the missing 3 (the node would
-    delete it). It is dropped, the ack asks for 3 again; later events are dropped quietly
-    (one request per gap) until 3 comes."""
+async def raw_node_with_two_events(closers: list) -> tuple[MemoryEventSink, RawPeer]:
+    """A coordinator and a hand-played node 'rawnode' whose seqs 1 and 2 are stored and acked."""
     sink = MemoryEventSink()
     coord = await start_coordinator(closers, sink=sink)
     raw = RawPeer(coord.address)
@@ -354,6 +352,14 @@ async def test_event_past_a_gap_is_not_stored_and_the_node_is_asked_to_resend(cl
     for seq in (1, 2):
         await raw.send(Event(seq=seq, event="e"), src="rawnode")
         assert (await raw.recv(EventAck)).upto_seq == seq
+    return sink, raw
+
+
+async def test_event_past_a_gap_is_not_stored_and_the_node_is_asked_to_resend(closers):
+    """Seq 4 after 2: storing it would make the ack cover the missing 3 (the node would
+    delete it). It is dropped, the ack asks for 3 again; later events are dropped quietly
+    (one request per gap) until 3 comes."""
+    sink, raw = await raw_node_with_two_events(closers)
     await raw.send(Event(seq=4, event="e"), src="rawnode")
     ack = await raw.recv(EventAck)
     assert (ack.upto_seq, ack.resend_from) == (2, 3)
@@ -370,14 +376,7 @@ async def test_event_past_a_gap_is_not_stored_and_the_node_is_asked_to_resend(cl
 async def test_a_lost_last_event_is_asked_for_when_the_heartbeat_says_it_was_sent(closers):
     """Nothing follows seq 3 to show the gap, but the node's heartbeat says it sent up to 3:
     the coordinator asks for 3 at once (not after the node's ack timeout)."""
-    sink = MemoryEventSink()
-    coord = await start_coordinator(closers, sink=sink)
-    raw = RawPeer(coord.address)
-    closers.append(raw)
-    await raw.handshake("rawnode")
-    for seq in (1, 2):
-        await raw.send(Event(seq=seq, event="e"), src="rawnode")
-        assert (await raw.recv(EventAck)).upto_seq == seq
+    sink, raw = await raw_node_with_two_events(closers)
     await raw.send(Heartbeat(sent_upto=2), src="rawnode")  # all there: nothing asked
     with pytest.raises(asyncio.TimeoutError):
         await raw.recv(EventAck, timeout=0.5)
