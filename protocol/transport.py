@@ -5,10 +5,10 @@ The delivery rules these classes implement are written in `protocol/__init__.py`
 
 Socket pattern: pynng ``Pair1(polyamorous=True)`` on both ends. Each end receives with a
 blocking ``recv_msg()`` on a reader thread (`_SocketReader`) and reads ``msg.pipe`` to know
-which connection a message came on, and answers with ``pipe.asend()``; verified with pynng 0.9 (nng 1.x). The node uses a polyamorous socket
-too, although it has only one connection at a time, so that it can send on one exact pipe:
-nng drops a message addressed to a pipe that is gone instead of putting it on the next
-connection, so nothing meant for an old connection (an event, a heartbeat) can reach the
+which connection a message came on, and answers with ``pipe.asend()``; verified with pynng
+0.9 (nng 1.x). The node uses a polyamorous socket too, although it has only one connection
+at a time, so that it can send on one exact pipe: nng drops a message addressed to a pipe
+that is gone instead of putting it on the next connection, so nothing meant for an old connection (an event, a heartbeat) can reach the
 coordinator on a new connection before the node's Hello. (nng marks polyamorous pair1 as
 deprecated; if it goes, the replacement is one Pair0 listener per node or a Bus0 socket with
 the node name in the envelope, and only this module changes.)
@@ -655,7 +655,9 @@ class CoordinatorLink(_TaskOwner):
                     stored = self.sink.last_seq(node)
                     log.exception("event sink failed node=%s seq=%d; not acked, the node re-sends",
                                   node, stored + 1)
-                    peer.awaiting_seq = stored + 1
+                    # Asked again (by a heartbeat's mark) no sooner than RESEND_ASK_AGAIN_S:
+                    # a sink that keeps failing is retried, not hammered.
+                    peer.awaiting_seq, peer.asked_at = stored + 1, time.monotonic()
                     self._drop_queued(peer)  # keep order: the node re-sends from there
                     await self._send_to(peer, EventAck(upto_seq=stored))  # re-sent on its timeout
                     continue
