@@ -55,6 +55,10 @@ class BridgedActor(pykka.ThreadingActor):
     supervisor restarts it.
     """
 
+    # An actor still stuck in a device call after Node.stop gave up on it must not keep the
+    # node's process from exiting (pykka's threads are not daemons by default).
+    use_daemon_thread = True
+
     def on_receive(self, message: Any) -> Any:
         if not isinstance(message, Call):
             return self.on_other_message(message)

@@ -54,6 +54,8 @@ def action_centre(action: ScreenAction, screen_size: tuple[int, int],
 class MatcherActor(pykka.ThreadingActor):
     """Owns the node's registry and matcher; identifies frames for the phone actors."""
 
+    use_daemon_thread = True  # see BridgedActor
+
     def __init__(self, registry: Registry | str | Path) -> None:
         super().__init__()
         self._use(registry if isinstance(registry, Registry) else load_registry(registry))

@@ -94,6 +94,8 @@ OK = _Attempt(True)
 class PlaybackActor(pykka.ThreadingActor):
     """Plays one RunSequence on one phone; stops itself when the execution has ended."""
 
+    use_daemon_thread = True  # see BridgedActor
+
     def __init__(self, run: RunSequence, serial: str, directory: PhoneDirectory,
                  publish: Publish, matcher: pykka.ActorRef | None,
                  cancel: threading.Event, on_done: Callable[[str], None] | None = None,
