@@ -319,18 +319,19 @@ class FarmDB:
     async def create_execution(self, key: str, *, run_id: str | None = None,
                                serial: str | None = None, sequence: str | None = None,
                                status: str = "pending", task_id: int | None = None,
-                               account_id: int | None = None,
+                               account_id: int | None = None, plan: str | None = None,
                                start_time: datetime | None = None) -> int:
         """Record a new execution under our string id ``key``; returns its execution_id.
 
         ``phone_id`` is filled from ``serial`` when the phone is in the database (an unknown
-        serial is kept in ``serial`` only). A second call with the same key raises."""
-        phone_id = await self._phone_id(serial) if serial else None
+        serial is kept in ``serial`` only). A second call with the same key raises. One
+        write, no read first (a hot path: every dispatch)."""
         row = await self._write(
             "INSERT INTO executions (execution_key, run_id, serial, sequence, status, task_id,"
-            " phone_id, account_id, start_time) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " phone_id, account_id, plan, start_time) VALUES (?, ?, ?, ?, ?, ?,"
+            " (SELECT phone_id FROM phones WHERE serial_number = ?), ?, ?, ?)"
             " RETURNING execution_id",
-            (key, run_id, serial, sequence, status, task_id, phone_id, account_id,
+            (key, run_id, serial, sequence, status, task_id, serial, account_id, plan,
              utc_text(start_time)))
         return row[0]
 

@@ -187,23 +187,24 @@ class RunManager:
         execution_id = f"ex-{uuid.uuid4().hex[:12]}"
         out: dict[str, Any] = {"execution_id": execution_id, "status": "pending",
                                "account": None, "error": None}
-        await self.db.create_execution(execution_id, run_id=run_id, serial=serial, sequence=name)
+        record = {"run_id": run_id, "serial": serial, "sequence": name}
         pauses = getattr(self.hub, "pauses", None)
         refusal = pauses.refusal(serial) if pauses is not None else None
         if refusal is not None:  # the coordinator paused the phone: no new work until resumed
+            await self.db.create_execution(execution_id, **record)
             await self._failed_at_start(out, "failed", "phone_paused", refusal)
             return {**out, "status": "paused", "error": refusal}
         try:
             run, account_id = await self._prepare(execution_id, run_id, name, seq, serial,
                                                   target_account, variables)
         except (FarmError, ValidationErrors) as exc:
+            await self.db.create_execution(execution_id, **record)
             return await self._failed_at_start(out, "failed", "prepare", str(exc))
         out["account"] = run.account
-        plan = msgspec.json.encode(run).decode()
-        if account_id is None:
-            await self.db.update_execution(execution_id, plan=plan)
-        else:
-            await self.db.update_execution(execution_id, plan=plan, account_id=account_id)
+        # The record is written once, with its plan, before anything goes to the node (a
+        # crash before this line started nothing: no record is needed).
+        await self.db.create_execution(execution_id, **record, account_id=account_id,
+                                       plan=msgspec.json.encode(run).decode())
         try:
             result = await self.hub.send_run(serial, run)
         except FarmError as exc:
