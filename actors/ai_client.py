@@ -43,6 +43,9 @@ class AIConfig:
     image_width: int = 540
     price_prompt_per_mtok: float = 0.0
     price_completion_per_mtok: float = 0.0
+    # Requests in flight at once (a scheduled burst resolves ${ai.*} texts for hundreds of
+    # phones together; an endpoint's rate limit would answer most of them 429).
+    max_concurrent: int = 8
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> "AIConfig | None":
@@ -124,6 +127,7 @@ class AIClient:
                                           timeout=config.timeout_s, max_retries=0)
         self.totals = AIUsage()
         self.calls = 0
+        self._slots = asyncio.Semaphore(max(1, config.max_concurrent))
 
     async def close(self) -> None:
         await self._client.close()
@@ -178,7 +182,8 @@ class AIClient:
 
     async def _attempt(self, kwargs: dict[str, Any], usage: AIUsage) -> AIReply:
         try:
-            completion = await self._client.chat.completions.create(**kwargs)
+            async with self._slots:  # per attempt: a back-off sleep holds no slot
+                completion = await self._client.chat.completions.create(**kwargs)
         except openai.APITimeoutError:
             raise _Retryable("timeout")
         except openai.APIConnectionError as e:

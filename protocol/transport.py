@@ -76,6 +76,7 @@ EVENTS_PER_MESSAGE = 64  # a node's queued events per EventBatch message
 ACK_TIMEOUT_S = 5.0
 RESEND_ASK_AGAIN_S = 2.0  # a gap still open this long after asking: ask again
 FIRST_RESEND_S = 0.25
+RESEND_RTTS = 3  # a command's first re-send waits at least this many recent round trips
 DEFAULT_DEAD_AFTER_S = 3.0  # silent this long -> peer is dead; with 1 s heartbeats: detected < 5 s
 
 
@@ -342,6 +343,7 @@ class CoordinatorLink(_TaskOwner):
         self._nodes: dict[str, _Peer] = {}  # node name -> its authenticated connection
         self._pending: dict[str, asyncio.Future[CommandResult]] = {}
         self._up_waiters: dict[str, set[asyncio.Future[None]]] = {}
+        self._rtt: dict[str, float] = {}  # node -> recent command round trip (EWMA), seconds
         self._inbox: asyncio.Queue[tuple[str, Envelope]] = asyncio.Queue()
 
     # -- lifecycle --
@@ -432,7 +434,11 @@ class CoordinatorLink(_TaskOwner):
         # nng may drop a message in a burst (see SOCKET_BUFFER_MSGS): the first re-send comes
         # soon, later ones back off to ``timeout``. The node runs a command id once, so an
         # early duplicate of a slow command only costs a message.
-        wait_s = min(FIRST_RESEND_S, timeout)
+        # ... but never before a few of this node's recent round trips: in a burst of
+        # hundreds of commands the results queue for a while, and re-sending them all only
+        # adds to the queue.
+        wait_s = min(max(FIRST_RESEND_S, RESEND_RTTS * self._rtt.get(node, 0.0)), timeout)
+        first_sent = time.monotonic()
         try:
             while not fut.done():
                 remaining = end - time.monotonic()
@@ -454,6 +460,8 @@ class CoordinatorLink(_TaskOwner):
                     wait_s = min(wait_s * 2, timeout)
                 finally:
                     self._up_waiters.get(node, set()).discard(up)
+            rtt = time.monotonic() - first_sent
+            self._rtt[node] = rtt if node not in self._rtt else 0.8 * self._rtt[node] + 0.2 * rtt
             return fut.result()
         finally:
             if self._pending.get(cid) is fut:

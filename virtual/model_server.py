@@ -12,6 +12,7 @@ Every request body received is kept in ``requests``, its Authorization header in
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import time
@@ -50,6 +51,9 @@ class ScriptedModel:
                  prompt_tokens: int = 100, completion_tokens: int = 20) -> None:
         self.script: Script = script if script is not None else [reply_text("ok")]
         self.model = model
+        self.delay_s = 0.0  # each answer waits this long (to see how many overlap)
+        self.in_flight = 0
+        self.max_in_flight = 0
         self.prompt_tokens = prompt_tokens
         self.completion_tokens = completion_tokens
         self.requests: list[dict] = []
@@ -94,6 +98,13 @@ class ScriptedModel:
             return web.json_response({"error": {"message": "body is not JSON"}}, status=400)
         self.requests.append(body)
         self.authorizations.append(request.headers.get("Authorization", ""))
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            if self.delay_s:
+                await asyncio.sleep(self.delay_s)  # a slow model: requests overlap
+        finally:
+            self.in_flight -= 1
         directive = self._next(body)
         if directive["kind"] == "error":
             return web.json_response({"error": {"message": directive["message"],

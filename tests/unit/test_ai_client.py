@@ -119,3 +119,17 @@ def test_config_from_env() -> None:
     cfg = AIConfig.from_env({"PHONEFARM_AI_BASE_URL": "http://h/v1", "PHONEFARM_AI_MODEL": "llava",
                              "PHONEFARM_AI_KEY": "k"})
     assert (cfg.base_url, cfg.model, cfg.api_key) == ("http://h/v1", "llava", "k")
+
+
+async def test_requests_in_flight_are_capped(model) -> None:
+    """A burst of dispatches resolving ${ai.*} at once: the endpoint sees at most
+    max_concurrent requests together; every call is still answered."""
+    import asyncio
+
+    model.delay_s = 0.05
+    model.script = [reply_text("hi")]
+    ai, _ = client(model, max_concurrent=3)
+    replies = await asyncio.gather(*(ai.chat("sys", f"q{i}") for i in range(12)))
+    assert len(replies) == 12 and len(model.requests) == 12
+    assert model.max_in_flight == 3
+    await ai.close()
