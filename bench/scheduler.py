@@ -414,7 +414,13 @@ async def coordinator(args: argparse.Namespace) -> None:
                     p.wait(timeout=20)
                 except subprocess.TimeoutExpired:
                     p.kill()
-            await hub.close()
+            try:
+                await asyncio.wait_for(hub.close(), 60)
+            except asyncio.TimeoutError:  # name what is stuck rather than hang the bench
+                print("hub.close did not finish within 60 s; tasks still running:", flush=True)
+                for task in asyncio.all_tasks():
+                    task.print_stack(file=sys.stdout)
+                raise
             await store.close()
             await db.close()
 
