@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 
 SUBSCRIBER_QUEUE = 1000
 THUMB_WIDTH = 270
+CLOSE_TASKS_S = 5.0  # close waits this long for cancelled background work
 # Events that change a phone's row in the directory, and how.
 PHONE_STATE = {"phone_up": "online", "phone_resumed": "online", "phone_restarted": "online",
                "phone_paused": "paused", "phone_failed": "failed", "phone_down": "offline"}
@@ -115,9 +116,13 @@ class Hub:
             await self.schedules.close()
         if self.discovery is not None:
             await self.discovery.close()
-        for task in list(self._tasks):
+        tasks = list(self._tasks)
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if tasks:  # bounded: a task that swallows its cancellation must not hang the stop
+            _, stuck = await asyncio.wait(tasks, timeout=CLOSE_TASKS_S)
+            for task in stuck:
+                log.warning("hub background task still running at close: %s", task.get_name())
         await self.link.close()
         if self.ai_keys is not None:
             await self.ai_keys.close()

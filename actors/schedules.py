@@ -135,6 +135,7 @@ class ScheduleService:
         self.scheduler: Scheduler | None = None
         self.executions: dict[str, str] = {}
         self._task: asyncio.Task | None = None
+        self._closing = False
         self._wake = asyncio.Event()
         # The tick awaits dispatches; API changes wait for it so the state is never half-way.
         self._lock = asyncio.Lock()
@@ -209,22 +210,30 @@ class ScheduleService:
         if self.scheduler is None:
             await self.load()
         await self.workflows.recover()
+        self._closing = False
         self._task = asyncio.get_running_loop().create_task(self._loop(), name="scheduler")
         return self
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        if task is None:
+            return
+        self._closing = True
+        # Cancel until it ends: Python 3.11's wait_for can swallow a cancellation that meets
+        # its inner wait finishing (a wake() at that moment), and the loop then ticked on
+        # while close waited for ever (seen once as a hung bench/scheduler.py shutdown).
+        while not task.done():
+            task.cancel()
+            await asyncio.wait({task}, timeout=1.0)
+        with contextlib.suppress(asyncio.CancelledError):
+            task.result()
 
     def wake(self) -> None:
         """Tick soon (an execution finished: its phone may take the next job)."""
         self._wake.set()
 
     async def _loop(self) -> None:
-        while True:
+        while not self._closing:
             try:
                 await self.step()
             except asyncio.CancelledError:

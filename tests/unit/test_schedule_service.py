@@ -323,3 +323,34 @@ async def test_the_loop_ticks_at_a_planned_time_before_its_next_regular_tick(tmp
     finally:
         await service.close()
         await db.close()
+
+
+async def test_close_ends_the_loop_even_when_a_cancellation_is_swallowed(env, monkeypatch) -> None:
+    """Python 3.11's wait_for can swallow a cancellation that meets its inner wait finishing;
+    the loop must still end on close (it once ticked on while close waited for ever)."""
+    service, *_ = env
+    swallowed: list[bool] = []
+    real_step = service.step
+
+    async def step():
+        try:
+            await asyncio.sleep(0.2)  # the cancellation lands here
+        except asyncio.CancelledError:
+            if swallowed:
+                raise
+            swallowed.append(True)
+            asyncio.current_task().uncancel()
+            return []  # swallowed, as wait_for does when the wake() and the cancel meet
+        return await real_step()
+
+    monkeypatch.setattr(service, "step", step)
+    await service.start()
+    await asyncio.sleep(0.05)
+    loop_task = service._task
+    closing = asyncio.get_running_loop().create_task(service.close())
+    await asyncio.wait({closing}, timeout=10)  # not wait_for: its cancel would rescue close
+    try:
+        assert closing.done() and loop_task.done() and swallowed == [True]
+    finally:
+        loop_task.cancel()
+        closing.cancel()
