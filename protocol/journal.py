@@ -2,8 +2,8 @@
 
 Owns the node's outgoing events until the coordinator acks them: `append` assigns the next
 seq and returns only once the row is durable (appends that meet share a commit); `unacked`
-lists what still has to be (re)sent, in seq order; `ack(upto_seq)` deletes everything up to that seq (acked rows are
-pruned at once). Seqs keep increasing across restarts of the node process (AUTOINCREMENT:
+lists what still has to be (re)sent, in seq order; `ack(upto_seq)` deletes everything up to
+that seq (acked rows are pruned at once). Seqs keep increasing across restarts of the node process (AUTOINCREMENT:
 a seq is never reused, even after its row was pruned).
 """
 

@@ -1098,17 +1098,11 @@ class NodeLink(_TaskOwner):
         if len(events) == 1:
             return await self._send_on(conn, events[0])
         try:
-            data = encode(make_envelope(EventBatch(events=events), self.node_name,
-                                        self.coordinator_name or "coordinator"),
-                          max_bytes=self.max_message_bytes)
+            return await self._send_on(conn, EventBatch(events=events))  # encodes before sending
         except ProtocolError:
             half = len(events) // 2
             return (await self._send_events(conn, events[:half])
                     and await self._send_events(conn, events[half:]))
-        if not await _send_pipe(conn.pipe, data, self.send_timeout):
-            log.warning("send failed node=%s coordinator=%s kind=event_batch", self.node_name, self.peer)
-            return False
-        return True
 
     def _rewind(self, conn: _Conn, upto_seq: int) -> None:
         """Send again everything after ``upto_seq`` on this connection. The pump notices at
