@@ -29,14 +29,26 @@ async def wait_for(predicate, timeout: float = 15.0, what: str = "condition"):
         await asyncio.sleep(0.05)
 
 
+async def start_farm(adb_server, tmp_path, *, hub_options: dict | None = None,
+                     node_options: dict | None = None) -> tuple[EventStore, Hub, Node]:
+    """An event store, a hub and node "rack-a" over the module's adb server, returned once
+    its four virtual phones are online (close with `shutdown`)."""
+    store = await EventStore(tmp_path / "coordinator.sqlite3").open()
+    hub = await Hub(f"tcp://127.0.0.1:{free_port()}", SECRET, store, **(hub_options or {})).start()
+    node = await Node("rack-a", hub.link.address, SECRET, AdbServer(port=adb_server.port),
+                      tmp_path / "node", **(node_options or {})).start()
+    try:
+        await wait_for(lambda: len([p for p in hub.phones() if p["state"] == "online"]) == 4,
+                       what="4 phones online")
+    except BaseException:
+        await shutdown(node, hub, store)
+        raise
+    return store, hub, node
+
+
 @pytest.fixture()
 async def stack(farm, adb_server, tmp_path):
-    store = await EventStore(tmp_path / "coordinator.sqlite3").open()
-    hub = await Hub(f"tcp://127.0.0.1:{free_port()}", SECRET, store).start()
-    node = await Node("rack-a", hub.link.address, SECRET, AdbServer(port=adb_server.port),
-                      tmp_path / "node", debug_actions=True).start()
-    await wait_for(lambda: len([p for p in hub.phones() if p["state"] == "online"]) == 4,
-                   what="4 phones online")
+    store, hub, node = await start_farm(adb_server, tmp_path, node_options={"debug_actions": True})
     yield hub, node
     await shutdown(node, hub, store)
 

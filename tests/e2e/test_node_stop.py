@@ -15,15 +15,12 @@ import uuid
 
 import pytest
 
-from actors.device.adb_server import AdbServer, free_port
+from actors.device.adb_server import AdbServer
 from actors.device.driver import DeviceDriver
-from actors.event_store import EventStore
-from actors.hub import Hub
-from actors.node import Node
 from protocol.errors import DeviceError
 from protocol.messages import RunSequence
 from sequences.model import TapStep
-from tests.e2e.test_farm_inprocess import SECRET, phone_log, shutdown, wait_for
+from tests.e2e.test_farm_inprocess import phone_log, shutdown, start_farm, wait_for
 
 # Each adb service the slowed phone opens waits this long before it answers: below the adb
 # socket timeout (20 s), so a call is blocked, not failed; two of them queued held the old
@@ -35,12 +32,7 @@ QUEUED_TAP = (7, 7)
 
 @pytest.fixture()
 async def stack(farm, adb_server, tmp_path):
-    store = await EventStore(tmp_path / "coordinator.sqlite3").open()
-    hub = await Hub(f"tcp://127.0.0.1:{free_port()}", SECRET, store).start()
-    node = await Node("rack-a", hub.link.address, SECRET, AdbServer(port=adb_server.port),
-                      tmp_path / "node").start()
-    await wait_for(lambda: len([p for p in hub.phones() if p["state"] == "online"]) == 4,
-                   what="4 phones online")
+    store, hub, node = await start_farm(adb_server, tmp_path)
     stopped: list[bool] = []
     yield hub, node, store, stopped
     if not stopped:

@@ -13,15 +13,12 @@ import uuid
 import orjson
 import pytest
 
-from actors.device.adb_server import AdbServer, free_port
-from actors.event_store import EventStore
 from actors.hub import Hub
-from actors.node import Node
 from actors.playback import PlaybackOptions
 from protocol.messages import CancelRun, Command, RunSequence
 from sequences.model import (ExpectScreenStep, IfScreenStep, KeyStep, LaunchAppStep, RetryPolicy,
                              SleepStep, TapStep, TypeStep, WaitForScreenStep)
-from tests.e2e.test_farm_inprocess import SECRET, phone_log, shutdown, wait_for
+from tests.e2e.test_farm_inprocess import phone_log, shutdown, start_farm, wait_for
 from tests.e2e.test_screen_identification import vphone
 
 CLIPSHARE = "com.phonefarm.clipshare"
@@ -31,13 +28,8 @@ PASSWORDS = {"clip_creator": "hunter2", "dance_daily": "pass123", "chef_mia": "t
 
 @pytest.fixture()
 async def stack(farm, adb_server, tmp_path):
-    store = await EventStore(tmp_path / "coordinator.sqlite3").open()
-    hub = await Hub(f"tcp://127.0.0.1:{free_port()}", SECRET, store).start()
-    node = await Node("rack-a", hub.link.address, SECRET, AdbServer(port=adb_server.port),
-                      tmp_path / "node").start()
+    store, hub, node = await start_farm(adb_server, tmp_path)
     node.playback_options = PlaybackOptions(settle_s=0.05, poll_s=0.2, unknown_confirm_s=0.3)
-    await wait_for(lambda: len([p for p in hub.phones() if p["state"] == "online"]) == 4,
-                   what="4 phones online")
     for serial in farm.serials:  # every test starts from a stopped ClipShare
         await hub.run_action(serial, {"type": "stop_app", "package": CLIPSHARE})
     yield hub, node

@@ -11,26 +11,18 @@ import time
 import orjson
 import pytest
 
-from actors.device.adb_server import AdbServer, free_port
-from actors.event_store import EventStore
-from actors.hub import Hub
-from actors.node import Node
+from actors.device.adb_server import AdbServer
 from actors.unknown_screens import UnknownScreenQueue
 from actors.device.driver import DeviceDriver
-from tests.e2e.test_farm_inprocess import SECRET, phone_log, shutdown, wait_for
+from tests.e2e.test_farm_inprocess import phone_log, shutdown, start_farm, wait_for
 
 CLIPSHARE = "com.phonefarm.clipshare"
 
 
 @pytest.fixture()
 async def stack(farm, adb_server, tmp_path):
-    store = await EventStore(tmp_path / "coordinator.sqlite3").open()
-    hub = await Hub(f"tcp://127.0.0.1:{free_port()}", SECRET, store,
-                    unknown=UnknownScreenQueue(tmp_path / "unknown-screens")).start()
-    node = await Node("rack-a", hub.link.address, SECRET, AdbServer(port=adb_server.port),
-                      tmp_path / "node").start()
-    await wait_for(lambda: len([p for p in hub.phones() if p["state"] == "online"]) == 4,
-                   what="4 phones online")
+    store, hub, node = await start_farm(adb_server, tmp_path, hub_options={
+        "unknown": UnknownScreenQueue(tmp_path / "unknown-screens")})
     yield hub, node
     await shutdown(node, hub, store)
 
