@@ -31,6 +31,7 @@ from actors.control.schemas import (
     decode_request,
 )
 from actors.control.stream import EventStreamer
+from actors.loop_lag import LoopLagProbe
 from actors.runs import RunNotFound, UnknownSequence
 from actors.scheduler import Schedule
 from actors.schedules import ScheduleNotFound
@@ -136,6 +137,7 @@ class HubAPI(Protocol):
 
 
 STREAMER = web.AppKey("streamer", EventStreamer)
+LOOP_LAG = web.AppKey("loop_lag", LoopLagProbe)
 
 
 def make_app(hub: HubAPI, token: str | None = None, *, heartbeat_s: float = 15.0,
@@ -149,6 +151,9 @@ def make_app(hub: HubAPI, token: str | None = None, *, heartbeat_s: float = 15.0
     streamer = EventStreamer(hub, heartbeat_s=heartbeat_s, backlog=stream_backlog)
     app[STREAMER] = streamer
     app.on_shutdown.append(streamer.close_all)
+    app[LOOP_LAG] = LoopLagProbe()
+    app.on_startup.append(_start_loop_lag)
+    app.on_cleanup.append(_stop_loop_lag)
     app.router.add_get("/api/health", get_health)
     app.router.add_get("/api/phones", get_phones)
     app.router.add_get("/api/nodes", get_nodes)
@@ -205,8 +210,16 @@ async def json_errors(request: web.Request, handler) -> web.StreamResponse:
         return error_response(500, f"internal error: {type(exc).__name__}: {exc}")
 
 
+async def _start_loop_lag(app: web.Application) -> None:
+    app[LOOP_LAG].start()
+
+
+async def _stop_loop_lag(app: web.Application) -> None:
+    await app[LOOP_LAG].close()
+
+
 async def get_health(request: web.Request) -> web.Response:
-    return json_response({"ok": True})
+    return json_response({"ok": True, "loop_lag_ms": request.app[LOOP_LAG].snapshot()})
 
 
 async def get_phones(request: web.Request) -> web.Response:

@@ -181,8 +181,19 @@ class HubEvent(msgspec.Struct):
     data: dict[str, Any]
 
 
+class LoopLag(msgspec.Struct):
+    """How late the coordinator's event loop ran (a stall delays every request and event)."""
+
+    max: float             # largest lag since start, ms
+    recent_max: float      # largest lag within the last window_s seconds, ms
+    window_s: float
+    stalls: int            # samples later than stall_ms
+    stall_ms: float
+
+
 class Health(msgspec.Struct):
     ok: bool
+    loop_lag_ms: LoopLag | None = None
 
 
 class ErrorBody(msgspec.Struct, omit_defaults=True):

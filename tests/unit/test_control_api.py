@@ -57,7 +57,9 @@ async def post_action(client: TestClient, action: dict, scope: str = "phone:all"
 
 async def test_health(client: TestClient) -> None:
     resp = await client.get("/api/health")
-    assert resp.status == 200 and await resp.json() == {"ok": True}
+    body = await resp.json()
+    assert resp.status == 200 and body["ok"] is True
+    assert set(body["loop_lag_ms"]) == {"max", "recent_max", "window_s", "stalls", "stall_ms"}
 
 
 async def test_phones_are_the_hubs_dicts(client: TestClient, hub: FakeHub) -> None:
