@@ -230,7 +230,7 @@ class Hub:
                 and self.recovery.wants(data):
             data["recovering"] = True  # AI recovery takes it over: the record stays active
         if event.event in RUN_EVENTS and self.runs is not None:
-            data = await self.runs.take_screenshot(event.event, data)
+            data = await self.runs.take_screenshot(event.event, data, node)
         return data
 
     def _after_stored(self, node: str, event: Event, data: dict) -> None:

@@ -230,7 +230,11 @@ class RegistryStore:
             raise RegistryNotFound(f"file {path!r} of app {app_key!r}")
         try:
             return resolve_path(self.registry, path).read_bytes()
-        except (OSError, ValidationError) as exc:
+        except ValidationError as exc:
+            log.warning("registry app %s: file %r is outside %s, not served", app_key, path,
+                        self.registry.root)
+            raise RegistryNotFound(f"file {path!r} of app {app_key!r} ({exc})") from None
+        except OSError as exc:
             raise RegistryNotFound(f"file {path!r} of app {app_key!r} ({exc})") from None
 
     def app_payload(self, app_key: str) -> tuple[bytes, dict[str, bytes]]:

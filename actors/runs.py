@@ -32,7 +32,7 @@ import msgspec
 from actors.execution_records import ExecutionRecords
 from actors.persistence import account_ref
 from protocol.errors import FarmError, ValidationError, ValidationErrors
-from protocol.files import write_atomic
+from protocol.files import confined, write_atomic
 from protocol.messages import RunSequence
 from registry.model import Registry
 from sequences.load import LIBRARY, load_named, map_texts, parse_sequence
@@ -419,16 +419,24 @@ class RunManager:
                                    ai=ai if ai is not None else NoAIProvider())
 
     # --- node events ---------------------------------------------------------------------------
-    async def take_screenshot(self, event: str, data: dict) -> dict:
+    async def take_screenshot(self, event: str, data: dict, node: str | None = None) -> dict:
         """Before the event is stored: a failed step's PNG goes to a file, the event keeps
-        its path (idempotent: a replayed event rewrites the same file)."""
+        its path (idempotent: a replayed event rewrites the same file). The path is only ever
+        the one written here: a ``screenshot`` the node put in the event itself is dropped
+        (logged with the node), else a node could have any coordinator file served."""
+        if "screenshot" in data:
+            data = dict(data)
+            if (reported := data.pop("screenshot")) is not None:
+                log.warning("node=%s execution=%s step %s: screenshot path %r from the node "
+                            "refused (only the image is accepted), step kept without it",
+                            node, data.get("execution_id"), data.get("path"), reported)
         encoded = data.pop("screenshot_png_b64", None)
         if event != "step_finished" or not encoded:
             return data
         execution_id, path = str(data.get("execution_id")), str(data.get("path") or "step")
         if not _SAFE_PATH.fullmatch(execution_id) or not _SAFE_PATH.fullmatch(path) \
                 or ".." in execution_id or ".." in path:
-            log.error("screenshot of %r/%r not kept: unsafe name", execution_id, path)
+            log.error("node=%s screenshot of %r/%r not kept: unsafe name", node, execution_id, path)
             return data
         target = self.screenshot_path(execution_id, path)
         try:
@@ -440,7 +448,11 @@ class RunManager:
         return {**data, "screenshot": str(target)}
 
     def screenshot_path(self, execution_id: str, path: str) -> Path:
-        return self.data_dir / "executions" / execution_id / f"{path}.png"
+        return self.screenshot_folder(execution_id) / f"{path}.png"
+
+    def screenshot_folder(self, execution_id: str) -> Path:
+        """Where an execution's step screenshots live; nothing outside it is served."""
+        return self.data_dir / "executions" / execution_id
 
     async def apply(self, event: str, serial: str | None, data: dict) -> None:
         """Update the execution record from one (new, stored) node event."""
@@ -538,12 +550,27 @@ class RunManager:
             raise RunNotFound(f"execution {execution_id!r}: no such execution")
         for step in record.get("steps", []):
             if step.get("path") == path and step.get("screenshot"):
-                found = await asyncio.to_thread(find_screenshot, Path(step["screenshot"]))
-                if found is None:
-                    raise RunNotFound(f"execution {execution_id!r}: screenshot of step {path!r} "
-                                      "is gone (retention deletes them after 30 days)")
-                return found
+                return await asyncio.to_thread(self._screenshot_file, record, path,
+                                               step["screenshot"])
         raise RunNotFound(f"execution {execution_id!r}: no screenshot for step {path!r}")
+
+    def _screenshot_file(self, record: dict, path: str, stored: str) -> Path:
+        """The file of a step row's ``stored`` screenshot, only if it (symlinks followed) is
+        inside the execution's folder: a row naming anything else is logged and answered as
+        no screenshot."""
+        execution_id = _key(record)
+        folder = self.screenshot_folder(execution_id)
+        inside = confined(folder, stored)
+        found = find_screenshot(inside) if inside is not None else None
+        served = confined(folder, found) if found is not None else None  # a symlink out?
+        if inside is None or (found is not None and served is None):
+            log.warning("execution=%s serial=%s step %s: stored screenshot %r is outside %s, "
+                        "not served", execution_id, record.get("serial"), path, stored, folder)
+            raise RunNotFound(f"execution {execution_id!r}: no screenshot for step {path!r}")
+        if served is None:
+            raise RunNotFound(f"execution {execution_id!r}: screenshot of step {path!r} "
+                              "is gone (retention deletes them after 30 days)")
+        return served
 
 
 SCREENSHOT_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg",

@@ -21,14 +21,14 @@ import numpy as np
 import orjson
 
 from protocol.errors import FarmError, ValidationError
-from protocol.files import write_atomic
+from protocol.files import confined, write_atomic
 
 log = logging.getLogger(__name__)
 
 HASH_GRID = 16
 # Hash distance at or below which two frames count as the same screen (of 256 bits).
 SAME_SCREEN_BITS = 16
-_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,200}$")
+_ID = re.compile(r"[A-Za-z0-9_.:-]{1,200}")  # fullmatch: `$` would let a trailing newline in
 
 
 def perceptual_hash(frame: np.ndarray) -> int:
@@ -89,13 +89,16 @@ class UnknownScreenQueue:
         for meta in sorted(self.folder.glob("*.json")):
             try:
                 entry = orjson.loads(meta.read_bytes())
+                if not isinstance(entry["id"], str) or not _ID.fullmatch(entry["id"]):
+                    # Its image would be looked up by that id: nothing outside the folder.
+                    raise ValueError(f"bad id {entry['id']!r}")
                 self._entries[entry["id"]] = entry
-            except (OSError, ValueError, KeyError) as exc:
+            except (OSError, ValueError, KeyError, TypeError) as exc:
                 log.error("unknown screen %s unreadable, skipped: %s", meta, exc)
 
     def add(self, entry_id: str, png: bytes, context: dict) -> dict:
         """Store a frame (or count it against the entry it duplicates); returns the entry."""
-        if not _ID.match(entry_id):
+        if not _ID.fullmatch(entry_id):
             raise ValidationError("unknown_screen.id", f"bad id {entry_id!r}")
         frame = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_GRAYSCALE)
         if frame is None:
@@ -165,4 +168,9 @@ class UnknownScreenQueue:
             known = entry_id in self._entries
         if not known:
             raise FarmError(f"unknown screen {entry_id!r}: no such entry")
-        return (self.folder / f"{entry_id}.png").read_bytes()
+        path = confined(self.folder, self.folder / f"{entry_id}.png")
+        if path is None:
+            log.warning("unknown screen %s: its image is a link outside %s, not served",
+                        entry_id, self.folder)
+            raise FarmError(f"unknown screen {entry_id!r}: no image")
+        return path.read_bytes()

@@ -3,7 +3,8 @@
 Owns the one way the project replaces a file on disk (registry JSON, reference crops,
 unknown-screen captures): write a hidden temp file in the same folder, flush and fsync it,
 ``os.replace`` it over the target, fsync the folder. A crash at any point leaves no
-half-written target; a leftover ``.NAME.*.tmp`` is only ever a temp file.
+half-written target; a leftover ``.NAME.*.tmp`` is only ever a temp file. Also the one check
+that a file about to be served stays inside its folder (``confined``).
 """
 
 from __future__ import annotations
@@ -47,6 +48,15 @@ def write_atomic(path: str | os.PathLike, data: bytes) -> None:
             pass
         raise
     fsync_dir(target.parent)
+
+
+def confined(base: str | os.PathLike, path: str | os.PathLike) -> Path | None:
+    """``path`` resolved (symlinks followed, ``..`` folded) if it stays inside ``base``
+    (resolved too), else None. The one check before serving a file whose name came from a
+    node, a request or a database row: a symlink pointing out counts as out."""
+    root = Path(base).resolve()
+    target = Path(path).resolve()
+    return target if target.is_relative_to(root) else None
 
 
 def is_temp_name(name: str) -> bool:

@@ -34,7 +34,7 @@ import msgspec
 import numpy as np
 
 from protocol.errors import ValidationError, ValidationErrors, split_msgspec_error
-from protocol.files import is_temp_name, remove_stale_temps, write_atomic
+from protocol.files import confined, is_temp_name, remove_stale_temps, write_atomic
 from registry.model import GLOBAL_APP, App, Registry, RegistryFile, Screen
 
 log = logging.getLogger(__name__)
@@ -517,9 +517,10 @@ def load_registry(path: str | os.PathLike) -> Registry:
 
 
 def resolve_path(registry: Registry, relative: str) -> Path:
-    """The file a registry-relative path (a ``reference`` or ``reference_screenshot``) names."""
+    """The file a registry-relative path (a ``reference`` or ``reference_screenshot``) names;
+    ValidationError if it is not inside the registry folder (a symlink out included)."""
     rel = _relative(relative)
-    if rel is None:
+    if rel is None or confined(registry.root, Path(registry.root) / rel) is None:
         raise ValidationError(relative, "must be a relative path inside the registry folder")
     return Path(registry.root) / rel
 
