@@ -45,3 +45,13 @@ async def scripted_model() -> ScriptedModel:
     await server.start()
     yield server
     await server.stop()
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """The API fuzz figures (tests/e2e/test_api_fuzz.py), when that module ran."""
+    fuzz = sys.modules.get("tests.e2e.test_api_fuzz") or sys.modules.get("test_api_fuzz")
+    lines = fuzz.fuzz_summary() if fuzz is not None else []
+    if lines:
+        terminalreporter.section("API fuzz")
+        for line in lines:
+            terminalreporter.write_line(line)

@@ -225,7 +225,7 @@ def decode_request(body: bytes, kind: type[T], what: str = "a JSON object") -> T
     """Decode and validate a request body as ``kind``; `RequestError` names the JSON line and
     column of a syntax error, or the JSON path of a bad field."""
     if not body.strip():
-        raise RequestError("request body", f"empty: expected {what}")
+        raise RequestError("request body", f"empty: expected {what}", field="$")
     decoder = _DECODERS.get(kind)
     if decoder is None:
         decoder = _DECODERS[kind] = msgspec.json.Decoder(kind)
@@ -398,5 +398,6 @@ def _syntax_error(body: bytes, fallback: str) -> RequestError:
         return RequestError(f"request body: line {exc.lineno} column {exc.colno}",
                             f"invalid JSON: {exc.msg}", line=exc.lineno, column=exc.colno)
     except UnicodeDecodeError as exc:
-        return RequestError(f"request body: byte {exc.start}", "invalid JSON: not UTF-8 text")
-    return RequestError("request body", f"invalid JSON: {fallback}")
+        return RequestError(f"request body: byte {exc.start}", "invalid JSON: not UTF-8 text",
+                            offset=exc.start)
+    return RequestError("request body", f"invalid JSON: {fallback}", field="$")

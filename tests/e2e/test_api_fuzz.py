@@ -1,0 +1,179 @@
+"""The whole HTTP API fuzzed from its own OpenAPI document (schemathesis), against a real
+coordinator with virtual phones (`farm-coordinator --demo` in a subprocess).
+
+Per operation, bounded examples (PHONEFARM_FUZZ_EXAMPLES, default 25; `bench/fuzz.py` runs
+more): no 5xx, every 4xx a JSON error, every 400 naming where the problem is. Afterwards the
+farm must still answer, keep its phones online, keep the run recorded before the fuzzing, and
+have logged no unhandled exception. The request counts and the largest event-loop stall are
+printed in the run's summary.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import schemathesis
+from hypothesis import HealthCheck, Phase, settings
+
+from actors.control.openapi import openapi_document
+from actors.device.adb_server import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = int(os.environ.get("PHONEFARM_FUZZ_EXAMPLES", "25"))
+PHONES = 2
+# Where a 400 may say what was wrong: a JSON path, a line/column, an offset, a list of problems.
+LOCATORS = ("field", "line", "offset", "problems", "scope", "serial", "parameter")
+
+STATS: dict[str, Any] = {"statuses": Counter(), "server_errors": [], "operations": 0}
+
+
+def _get(base: str, path: str, timeout: float = 10) -> Any:
+    with urllib.request.urlopen(base + path, timeout=timeout) as resp:
+        return json.loads(resp.read())
+
+
+def _post(base: str, path: str, body: dict, timeout: float = 10) -> Any:
+    req = urllib.request.Request(base + path, json.dumps(body).encode(), method="POST",
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
+        return json.loads(resp.read())
+
+
+class DemoFarm:
+    """A `farm-coordinator --demo` process on free ports with its own data folder."""
+
+    def __init__(self, data: Path) -> None:
+        self.data = data
+        self.log = data.parent / "coordinator.log"
+        http = free_port()
+        self.base = f"http://127.0.0.1:{http}"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "actors.coordinator", "--demo", "--phones", str(PHONES),
+             "--http", f"127.0.0.1:{http}", "--listen", f"tcp://127.0.0.1:{free_port()}",
+             "--data", str(data), "--log-level", "WARNING"],
+            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=self.log.open("wb"))
+
+    def wait_online(self, timeout: float = 120) -> list[dict]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"demo exited {self.proc.returncode}: {self.log.read_text()}")
+            try:
+                phones = _get(self.base, "/api/phones")["phones"]
+                if sum(p["state"] == "online" for p in phones) == PHONES:
+                    return phones
+            except OSError:
+                pass
+            time.sleep(0.3)
+        raise AssertionError(f"{PHONES} demo phones not online within {timeout} s")
+
+    def stop(self) -> int:
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            return self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory) -> DemoFarm:
+    farm = DemoFarm(tmp_path_factory.mktemp("fuzz") / "data")
+    try:
+        phones = farm.wait_online()
+        # A run recorded before the fuzzing: it must still be there, unchanged, afterwards.
+        started = _post(farm.base, "/api/runs", {
+            "sequence": {"name": "fuzz_probe", "steps": [{"type": "key", "key": "HOME"}]},
+            "scope": f"phone:{phones[0]['serial']}"})
+        farm.before_run = _wait_run(farm.base, started["run_id"])
+        yield farm
+    finally:
+        STATS["exit_code"] = farm.stop()
+
+
+def _wait_run(base: str, run_id: str, timeout: float = 60) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        run = _get(base, f"/api/runs/{run_id}")
+        if run["status"] != "running":
+            return run
+        time.sleep(0.2)
+    raise AssertionError(f"run {run_id} still running after {timeout} s")
+
+
+# The document is built in-process so that each operation is its own test item;
+# test_the_served_document_is_the_fuzzed_one checks the coordinator serves the same.
+schema = schemathesis.openapi.from_dict(openapi_document())
+
+
+def test_the_served_document_is_the_fuzzed_one(demo: DemoFarm) -> None:
+    assert _get(demo.base, "/api/openapi.json") == json.loads(json.dumps(openapi_document()))
+
+
+def check_error_body(response, case) -> str | None:
+    """None when the response keeps the API's error rules, else what it broke."""
+    status = response.status_code
+    if status >= 500:
+        return f"server error {status}"
+    if status < 400:
+        return None
+    try:
+        body = response.json()
+    except ValueError:
+        return f"{status} without a JSON body: {response.text[:200]!r}"
+    if not isinstance(body, dict) or not isinstance(body.get("error"), str) or not body["error"]:
+        return f"{status} body has no error text: {str(body)[:200]}"
+    if status == 400 and not any(k in body for k in LOCATORS):
+        return f"400 does not name the field: {body}"
+    return None
+
+
+@schema.parametrize()
+@settings(max_examples=EXAMPLES, deadline=None, phases=[Phase.explicit, Phase.generate],
+          suppress_health_check=list(HealthCheck), database=None, derandomize=True)
+def test_api_operation(case, demo: DemoFarm) -> None:
+    response = case.call(base_url=demo.base, timeout=30)
+    STATS["statuses"][response.status_code] += 1
+    problem = check_error_body(response, case)
+    if problem is not None and response.status_code >= 500:
+        STATS["server_errors"].append(f"{case.method} {case.formatted_path}: {response.text[:300]}")
+    assert problem is None, f"{case.method} {case.formatted_path}: {problem}\n{case.as_curl_command()}"
+
+
+def test_the_farm_survived_the_fuzzing(demo: DemoFarm) -> None:
+    health = _get(demo.base, "/api/health")
+    STATS["loop_lag_ms"] = health["loop_lag_ms"]
+    assert health["ok"] is True
+    phones = _get(demo.base, "/api/phones")["phones"]
+    assert sum(p["state"] == "online" for p in phones) == PHONES
+    assert _get(demo.base, f"/api/runs/{demo.before_run['run_id']}") == demo.before_run
+    assert demo.proc.poll() is None
+    log = demo.log.read_text(errors="replace")
+    assert "Traceback" not in log, log[log.index("Traceback") - 300:][:3000]
+
+
+def fuzz_summary() -> list[str]:
+    """Lines for the test run's summary (tests/conftest.py prints them)."""
+    statuses: Counter = STATS["statuses"]
+    if not statuses:
+        return []
+    lag = STATS.get("loop_lag_ms") or {}
+    counts = ", ".join(f"{code}: {n}" for code, n in sorted(statuses.items()))
+    return [f"API fuzz: {sum(statuses.values())} requests ({EXAMPLES} examples per operation); "
+            f"by status {counts}",
+            f"API fuzz: 5xx found {len(STATS['server_errors'])}; longest event-loop stall "
+            f"{lag.get('max', '?')} ms (stalls over {lag.get('stall_ms', 100)} ms: "
+            f"{lag.get('stalls', '?')})",
+            *(f"  5xx: {line}" for line in STATS["server_errors"][:20])]
