@@ -34,7 +34,7 @@ from actors.recovery import RecoveryManager
 from actors.runs import RUN_EVENTS, RunManager
 from actors.schedules import ScheduleService
 from actors.unknown_screens import UnknownScreenQueue
-from protocol.errors import FarmError, PhoneNotFound, ValidationError
+from protocol.errors import FarmError, PhoneLocked, PhoneNotFound, ValidationError
 from protocol.messages import Action, Command, Event, Hello, LiveEvent, RegistryApplied, RunSequence
 from protocol.transport import CoordinatorLink, DeliveryError
 
@@ -496,6 +496,8 @@ class Hub:
         if width == THUMB_WIDTH and serial in self.thumbs:
             return self.thumbs[serial][0], "image/jpeg"
         result = await self._send_action(serial, {"type": "screenshot"})
+        if result["status"] == "locked":
+            raise PhoneLocked(serial, result.get("holder") or "?", 0.0)
         if result["status"] != "ok":
             raise FarmError(f"phone {serial}: screenshot {result['status']}: {result.get('error')}")
         png = base64.b64decode(result["png"])

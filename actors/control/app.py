@@ -37,6 +37,7 @@ from actors.scheduler import Schedule
 from actors.schedules import ScheduleNotFound
 from protocol.errors import (
     FarmError,
+    PhoneLocked,
     PhoneNotFound,
     ScopeError,
     ValidationError,
@@ -250,6 +251,8 @@ async def get_screen(request: web.Request) -> web.Response:
         image, content_type = await request.app[HUB].screen(serial, width)
     except PhoneNotFound as exc:
         return error_response(404, str(exc), serial=serial)
+    except PhoneLocked as exc:  # a run holds the phone: its frames come with the run's events
+        return error_response(409, str(exc), serial=serial, holder=exc.holder)
     except FarmError as exc:
         return error_response(503, str(exc), serial=serial)
     return web.Response(body=image, content_type=content_type, headers={"Cache-Control": "no-store"})

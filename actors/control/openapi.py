@@ -129,6 +129,7 @@ def _document() -> dict[str, Any]:
                     "400": _error("bad w"),
                     "401": _UNAUTHORIZED,
                     "404": _error("unknown serial (named in `serial`)"),
+                    "409": _error("a run holds the phone's lock (`holder`: its execution)"),
                     "503": _error("no frame available from the phone"),
                 },
             }},

@@ -14,6 +14,7 @@ from actors.device.driver import DeviceDriver
 from actors.event_store import EventStore
 from actors.hub import Hub
 from actors.node import Node
+from protocol.errors import PhoneLocked
 
 SECRET = "test-farm-secret"
 
@@ -105,6 +106,10 @@ async def test_two_concurrent_acquires_exactly_one_wins(stack, farm):
     r = await hub.run_action(serial, {"type": "tap", "x": 1, "y": 1}, execution_id=winner)
     assert r["status"] == "ok"
     await wait_for(lambda: hub.phone_rows[serial]["lock_holder"] == winner, what="lock in directory")
+    # an operator's screen request names the holder (the control endpoint answers 409)
+    with pytest.raises(PhoneLocked) as locked:
+        await hub.screen(serial, 300)
+    assert locked.value.holder == winner
     r = await hub.run_action(serial, {"type": "release", "execution_id": winner})
     assert r["status"] == "ok" and r["released"] is True
     await wait_for(lambda: hub.phone_rows[serial]["lock_holder"] is None, what="lock freed")

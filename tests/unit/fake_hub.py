@@ -11,7 +11,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from protocol.errors import DeviceError, FarmError, PhoneNotFound
+from protocol.errors import DeviceError, FarmError, PhoneLocked, PhoneNotFound
 
 
 def default_phones() -> list[dict]:
@@ -43,6 +43,7 @@ class FakeHub:
         self.runs: dict[str, dict] = {}
         self.results: dict[str, dict | BaseException] = {}
         self.no_frame: set[str] = set()
+        self.locked_by: dict[str, str] = {}  # serial -> execution holding the lock
         self.vanished: set[str] = set()   # listed in phones() but gone by run_action time
         self.action_delay = 0.0
         self.in_flight = 0
@@ -216,6 +217,8 @@ class FakeHub:
         self._known(serial)
         if serial in self.no_frame:
             raise DeviceError(serial, "screenshot", "no frame yet")
+        if serial in self.locked_by:
+            raise PhoneLocked(serial, self.locked_by[serial], 0.0)
         if width is None:
             return cv2.imencode(".png", self.frame)[1].tobytes(), "image/png"
         h, w = self.frame.shape[:2]

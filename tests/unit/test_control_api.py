@@ -95,6 +95,13 @@ async def test_screen_unencoded_colon_in_path(client: TestClient) -> None:
     assert resp.status == 200
 
 
+async def test_screen_of_a_locked_phone_is_409_naming_the_holder(client: TestClient, hub: FakeHub) -> None:
+    hub.locked_by["R58M123ABC"] = "ex-1"
+    resp = await client.get("/api/phones/R58M123ABC/screen?w=54")
+    body = await resp.json()
+    assert resp.status == 409 and body["holder"] == "ex-1" and body["serial"] == "R58M123ABC"
+
+
 async def test_screen_thumbnail_jpeg(client: TestClient) -> None:
     resp = await client.get("/api/phones/R58M123ABC/screen?w=54")
     assert resp.status == 200 and resp.content_type == "image/jpeg"
