@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
@@ -30,8 +31,7 @@ from actors.persistence import FarmDB, seed_demo
 from actors.registry_store import RegistryStore
 from actors.retention import RetentionJob, load_policy
 from actors.unknown_screens import UnknownScreenQueue
-from actors.process import setup_logging, wait_for_stop_signal
-from protocol.errors import ValidationError, ValidationErrors
+from actors.process import StartupError, run_main, setup_logging, starting, wait_for_stop_signal
 
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parent.parent
@@ -115,7 +115,7 @@ def farm_secret(args: argparse.Namespace, data: Path) -> str:
     if secret:
         return secret
     if not args.demo:
-        raise SystemExit("no farm secret: pass --secret-file, --secret or set PHONEFARM_SECRET")
+        raise StartupError("no farm secret: pass --secret-file, --secret or set PHONEFARM_SECRET")
     # The demo keeps a generated secret in its data folder, readable by the owner only.
     path = data / "farm-secret"
     if not path.exists():
@@ -164,67 +164,77 @@ class Demo:
 
 
 async def run(args: argparse.Namespace) -> None:
+    """Start the coordinator, serve until SIGINT/SIGTERM, stop. What start-up opened is
+    closed again on the way out, after a failed start-up too (StartupError says why)."""
+    async with contextlib.AsyncExitStack() as stack:
+        with starting():
+            hub, demo = await start(args, stack)
+        host, _, port = args.http.rpartition(":")
+        url = f"http://{host}:{port}/"
+        adb_note = f", demo adb server 127.0.0.1:{demo.adb_port}" if demo else ""
+        print(f"phonefarm coordinator: {url}  (API {url}api/phones, nodes dial "
+              f"{hub.link.address}{adb_note})", flush=True)
+        await wait_for_stop_signal()
+
+
+async def start(args: argparse.Namespace, stack: contextlib.AsyncExitStack) -> tuple[Hub, Demo | None]:
+    """Open and start everything, each closer pushed on ``stack`` as soon as its part is
+    open (the stop runs them in reverse: retention, demo, HTTP, hub, databases)."""
     data = Path(args.data)
     host, _, port = args.http.rpartition(":")
     check_bind(host, args.token)
     secret = farm_secret(args, data)
     unknown = UnknownScreenQueue(data / "unknown-screens")
     retention = retention_job(args, data, unknown)  # before opening anything: may refuse
-    store = await EventStore(data / "coordinator.sqlite3").open()
-    farm_db = await FarmDB.open(data / "farm.sqlite3")
-    try:
-        registry = RegistryStore.open(Path(args.registry) if args.registry else data / "registry",
-                                      farm_db)
-    except ValidationErrors as exc:
-        raise SystemExit(f"farm-coordinator: the screen registry is invalid:\n{exc}")
-    try:
-        master_key = load_master_key(data, args.secret_key_file)
-    except ValidationError as exc:
-        raise SystemExit(f"farm-coordinator: {exc}")
+    with starting(f"the event store {data / 'coordinator.sqlite3'}"):
+        store = await EventStore(data / "coordinator.sqlite3").open()
+    stack.push_async_callback(store.close)
+    with starting(f"the farm database {data / 'farm.sqlite3'}"):
+        farm_db = await FarmDB.open(data / "farm.sqlite3")
+    stack.push_async_callback(farm_db.close)
+    registry_dir = Path(args.registry) if args.registry else data / "registry"
+    with starting(f"the screen registry {registry_dir} is invalid"):
+        registry = RegistryStore.open(registry_dir, farm_db)
+    master_key = load_master_key(data, args.secret_key_file)
     # Per-client / per-organization AI keys; the default is the --ai-* client (hub.ai).
     keyring = AIKeyring(farm_db, master_key, default=lambda: hub.ai)
+    hub = Hub(args.listen, secret, store, unknown=unknown, db=farm_db, data_dir=data,
+              ai=ai_client(args), registry_store=registry, node_stagger_s=args.node_stagger_s,
+              ai_keys=keyring)
+    stack.push_async_callback(hub.close)  # also closes the keyring and the AI client
     await keyring.check()  # a key the master key cannot open is named in the log now
-    hub = await Hub(args.listen, secret, store, unknown=unknown,
-                    db=farm_db, data_dir=data, ai=ai_client(args),
-                    registry_store=registry, node_stagger_s=args.node_stagger_s,
-                    ai_keys=keyring).start()
+    with starting(f"the node link {args.listen}"):
+        await hub.start()
     if hub.recovery is not None:
         hub.recovery.options.max_steps = max(1, args.recovery_max_steps)
         hub.recovery.options.pause_after_failures = max(1, args.recovery_pause_after)
     runner = web.AppRunner(make_app(hub, token=args.token))
     await runner.setup()
-    site = web.TCPSite(runner, host, int(port))
-    await site.start()
-    url = f"http://{host}:{port}/"
+    stack.push_async_callback(runner.cleanup)
+    with starting(f"the control endpoint {args.http}"):
+        await web.TCPSite(runner, host, int(port)).start()
     demo = None
     if args.demo:
         demo = Demo(data, args.phones, hub.link.address, secret)
+        stack.push_async_callback(asyncio.to_thread, demo.stop)  # first: a half start too
         await asyncio.to_thread(demo.start)
         await seed_demo(farm_db, demo.serials)
-    adb_note = f", demo adb server 127.0.0.1:{demo.adb_port}" if demo else ""
-    print(f"phonefarm coordinator: {url}  (API {url}api/phones, nodes dial "
-          f"{hub.link.address}{adb_note})", flush=True)
-    retention_task = asyncio.create_task(retention.loop()) if retention is not None else None
-    try:
-        await wait_for_stop_signal()
-    finally:
-        if retention_task is not None:
-            # A run in its worker thread finishes on its own; the wait for the next is dropped.
-            retention_task.cancel()
-            await asyncio.gather(retention_task, return_exceptions=True)
-        if demo is not None:
-            await asyncio.to_thread(demo.stop)
-        await runner.cleanup()
-        await hub.close()
-        await store.close()
-        await farm_db.close()
+    if retention is not None:
+        retention_task = asyncio.create_task(retention.loop())
+        stack.push_async_callback(_cancel, retention_task)
+    return hub, demo
+
+
+async def _cancel(task: asyncio.Task) -> None:
+    # A retention run in its worker thread finishes on its own; the wait for the next is dropped.
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.log_level)
-    asyncio.run(run(args))
-    return 0
+    return run_main("farm-coordinator", lambda: run(args))
 
 
 if __name__ == "__main__":

@@ -43,14 +43,20 @@ class EventStore:
         self._last: dict[str, int] = {}
 
     async def open(self) -> "EventStore":
+        """Open (creating if needed); a file that is no database raises and leaves nothing
+        open (a connection's thread left running would keep the process from exiting)."""
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._db = await aiosqlite.connect(self.path)
-        await self._db.execute("PRAGMA journal_mode=WAL")
-        await self._db.executescript(SCHEMA)
-        async with self._db.execute("SELECT node, MAX(seq) FROM node_events GROUP BY node") as cur:
-            self._last = {node: seq async for node, seq in cur}
-        await self._db.commit()
-        self._writer = await SingleWriter(self.path).start()
+        try:
+            await self._db.execute("PRAGMA journal_mode=WAL")
+            await self._db.executescript(SCHEMA)
+            async with self._db.execute("SELECT node, MAX(seq) FROM node_events GROUP BY node") as cur:
+                self._last = {node: seq async for node, seq in cur}
+            await self._db.commit()
+            self._writer = await SingleWriter(self.path).start()
+        except BaseException:
+            await self.close()
+            raise
         return self
 
     async def close(self) -> None:

@@ -29,7 +29,8 @@ from actors.device.watcher import DeviceWatcher
 from actors.matcher import MatcherActor
 from actors.node_registry import NodeRegistry
 from actors.playback import PlaybackActor, PlaybackOptions
-from actors.process import setup_logging, wait_for_stop_signal
+from actors.process import (STARTUP_ERRORS, StartupError, run_main, setup_logging, starting,
+                             startup_message, wait_for_stop_signal)
 from actors.rack import PhoneDirectory, RackActor
 from protocol.errors import ActorStopped, FarmError, PhoneLocked, ProtocolError, ValidationErrors
 from protocol.messages import (Acquire, CancelRun, Command, CommandResult, Identify, LiveEvent,
@@ -430,7 +431,7 @@ def read_secret(value: str | None, path: str | None) -> str:
         return Path(path).read_text().strip()
     secret = value or os.environ.get("PHONEFARM_SECRET", "")
     if not secret:
-        raise SystemExit("no farm secret: pass --secret-file, --secret or set PHONEFARM_SECRET")
+        raise StartupError("no farm secret: pass --secret-file, --secret or set PHONEFARM_SECRET")
     return secret
 
 
@@ -453,21 +454,28 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--log-level", default=os.environ.get("PHONEFARM_LOG_LEVEL", "INFO"))
     args = p.parse_args(argv)
     setup_logging(args.log_level)
-    secret = read_secret(args.secret, args.secret_file)
+    return run_main("farm-node", lambda: serve(args))
 
-    async def run() -> None:
+
+async def serve(args: argparse.Namespace) -> None:
+    """Start the node, run until SIGINT/SIGTERM, stop it; a failed start stops what it
+    started and raises StartupError naming the cause."""
+    with starting("the farm secret"):
+        secret = read_secret(args.secret, args.secret_file)
+    registry = None if args.registry == "none" else Path(args.registry)
+    node = Node(args.name, args.coordinator, secret, AdbServer(port=args.adb_port),
+                Path(args.data), debug_actions=args.debug_actions, registry=registry)
+    try:
         try:
-            node = await Node(args.name, args.coordinator, secret, AdbServer(port=args.adb_port),
-                              Path(args.data), debug_actions=args.debug_actions,
-                              registry=None if args.registry == "none" else Path(args.registry)
-                              ).start()
+            await node.start()
         except ValidationErrors as exc:
-            raise SystemExit(f"farm-node: the screen registry {args.registry} is invalid:\n{exc}")
+            raise StartupError(f"the screen registry {args.registry} is invalid: "
+                               f"{startup_message(exc)}") from None
+        except STARTUP_ERRORS as exc:
+            raise StartupError(startup_message(exc)) from None
         await wait_for_stop_signal()
+    finally:
         await node.stop()
-
-    asyncio.run(run())
-    return 0
 
 
 if __name__ == "__main__":

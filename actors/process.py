@@ -1,12 +1,21 @@
 """What every farm process (coordinator, node, virtual phones) does the same way at its edges:
-log format and level, and waiting for SIGINT/SIGTERM to shut down cleanly."""
+log format and level, waiting for SIGINT/SIGTERM to shut down cleanly, and a start-up that
+fails: one line on stderr, no traceback, a non-zero exit once what was opened is closed
+(a supervisor restarts the process; a process kept alive by its open databases never is)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
+import sqlite3
 import sys
+from typing import Any, Callable, Coroutine, Iterator
+
+import pynng
+
+from protocol.errors import FarmError, ValidationErrors
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 
@@ -22,3 +31,43 @@ async def wait_for_stop_signal() -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
+
+
+STARTUP_EXIT = 2
+# What a bad configuration, data folder or address raises while a process starts.
+STARTUP_ERRORS = (FarmError, OSError, sqlite3.Error, pynng.NNGException, UnicodeError)
+
+
+class StartupError(Exception):
+    """The process cannot start; the message is the one line the operator gets."""
+
+
+def startup_message(exc: BaseException) -> str:
+    """``exc`` as one line: several problems as the first one and how many more."""
+    if isinstance(exc, ValidationErrors) and len(exc.problems) > 1:
+        text = f"{exc.problems[0]} (and {len(exc.problems) - 1} more problems)"
+    else:
+        text = str(exc) or type(exc).__name__
+    return " ".join(text.split())
+
+
+@contextlib.contextmanager
+def starting(what: str | None = None) -> Iterator[None]:
+    """A start-up step: the errors it is expected to meet (STARTUP_ERRORS) become a
+    StartupError, prefixed with ``what`` when given."""
+    try:
+        yield
+    except STARTUP_ERRORS as exc:
+        message = startup_message(exc)
+        raise StartupError(f"{what}: {message}" if what else message) from None
+
+
+def run_main(prog: str, main: Callable[[], Coroutine[Any, Any, None]]) -> int:
+    """Run a process's ``main`` coroutine; the exit code. A StartupError (raised after
+    ``main`` closed what it had opened) is printed as ``prog: message`` on stderr: exit 2."""
+    try:
+        asyncio.run(main())
+    except StartupError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr, flush=True)
+        return STARTUP_EXIT
+    return 0

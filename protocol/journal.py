@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -52,14 +53,22 @@ class Journal:
     async def open(self) -> "Journal":
         self.path.parent.mkdir(parents=True, exist_ok=True)
         db = await aiosqlite.connect(self.path)
-        await db.execute("PRAGMA journal_mode=WAL")
-        await db.execute("PRAGMA synchronous=FULL")
-        await db.executescript(_SCHEMA)
-        await db.commit()
-        self._db = db
-        self._last_seq = await self._read_last_seq()
-        async with db.execute("SELECT value FROM meta WHERE key='acked_upto'") as cur:
-            row = await cur.fetchone()
+        try:
+            await db.execute("PRAGMA journal_mode=WAL")
+            await db.execute("PRAGMA synchronous=FULL")
+            await db.executescript(_SCHEMA)
+            await db.commit()
+            self._db = db
+            self._last_seq = await self._read_last_seq()
+            async with db.execute("SELECT value FROM meta WHERE key='acked_upto'") as cur:
+                row = await cur.fetchone()
+        except BaseException as exc:
+            # Nothing left open: the connection's thread would keep the process alive.
+            self._db = None
+            await db.close()
+            if isinstance(exc, sqlite3.DatabaseError):
+                raise type(exc)(f"journal {self.path}: {exc}") from exc
+            raise
         self._acked_upto = row[0] if row else 0
         log.info("journal opened path=%s last_seq=%d acked_upto=%d", self.path, self._last_seq, self._acked_upto)
         return self
