@@ -2,7 +2,8 @@
 coordinator with virtual phones (`farm-coordinator --demo` in a subprocess).
 
 Per operation, bounded examples (PHONEFARM_FUZZ_EXAMPLES, default 25; `bench/fuzz.py` runs
-more): no 5xx, every 4xx a JSON error, every 400 naming where the problem is. Afterwards the
+more): no 5xx, every 4xx a JSON error, every 400 naming where the problem is, every answer
+in the documented schema and content type. Afterwards the
 farm must still answer, keep its phones online, keep the run recorded before the fuzzing, and
 have logged no unhandled exception. The request counts and the largest event-loop stall are
 printed in the run's summary.
@@ -26,6 +27,7 @@ import pytest
 
 import schemathesis
 from hypothesis import HealthCheck, Phase, settings
+from schemathesis.checks import content_type_conformance, response_schema_conformance
 
 from actors.control.openapi import openapi_document
 from actors.device.adb_server import free_port
@@ -36,7 +38,7 @@ PHONES = 2
 # Where a 400 may say what was wrong: a JSON path, a line/column, an offset, a list of problems.
 LOCATORS = ("field", "line", "offset", "problems", "scope", "serial", "parameter")
 
-STATS: dict[str, Any] = {"statuses": Counter(), "server_errors": [], "operations": 0}
+STATS: dict[str, Any] = {"statuses": Counter(), "server_errors": [], "chained": 0}
 
 
 def _get(base: str, path: str, timeout: float = 10) -> Any:
@@ -150,6 +152,33 @@ def test_api_operation(case, demo: DemoFarm) -> None:
     if problem is not None and response.status_code >= 500:
         STATS["server_errors"].append(f"{case.method} {case.formatted_path}: {response.text[:300]}")
     assert problem is None, f"{case.method} {case.formatted_path}: {problem}\n{case.as_curl_command()}"
+    # What is answered is what the document says: its schema and its content type.
+    case.validate_response(response, checks=[response_schema_conformance, content_type_conformance])
+
+
+def test_api_sequences_of_calls(demo: DemoFarm) -> None:
+    """Chains of calls along the document's inferred links (create a sequence, then read,
+    change and delete it; start a run, then read it): the single-operation fuzzing above
+    mostly meets 404s for ids it cannot know."""
+    machine = schema.as_state_machine()
+
+    class Chains(machine):  # type: ignore[misc, valid-type]
+        def get_call_kwargs(self, case) -> dict[str, Any]:
+            return {"base_url": demo.base, "timeout": 30}
+
+        def validate_response(self, response, case, additional_checks=None, **kwargs) -> None:
+            STATS["statuses"][response.status_code] += 1
+            STATS["chained"] += 1
+            problem = check_error_body(response, case)
+            if problem is not None and response.status_code >= 500:
+                STATS["server_errors"].append(f"{case.method} {case.formatted_path}: {response.text[:300]}")
+            assert problem is None, f"{case.method} {case.formatted_path}: {problem}\n{case.as_curl_command()}"
+            case.validate_response(response, checks=[response_schema_conformance,
+                                                     content_type_conformance])
+
+    Chains.run(settings=settings(max_examples=EXAMPLES * 2, stateful_step_count=10,
+                                 deadline=None, suppress_health_check=list(HealthCheck),
+                                 database=None, derandomize=True))
 
 
 def test_the_farm_survived_the_fuzzing(demo: DemoFarm) -> None:
@@ -171,8 +200,8 @@ def fuzz_summary() -> list[str]:
         return []
     lag = STATS.get("loop_lag_ms") or {}
     counts = ", ".join(f"{code}: {n}" for code, n in sorted(statuses.items()))
-    return [f"API fuzz: {sum(statuses.values())} requests ({EXAMPLES} examples per operation); "
-            f"by status {counts}",
+    return [f"API fuzz: {sum(statuses.values())} requests ({EXAMPLES} examples per operation, "
+            f"{STATS['chained']} of them in chains of calls); by status {counts}",
             f"API fuzz: 5xx found {len(STATS['server_errors'])}; longest event-loop stall "
             f"{lag.get('max', '?')} ms (stalls over {lag.get('stall_ms', 100)} ms: "
             f"{lag.get('stalls', '?')})",
