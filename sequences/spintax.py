@@ -21,6 +21,7 @@ Grammar::
 ``${`` starts a variable and a bare ``{`` starts spintax, so both nest in each other:
 ``{Hi ${profile.first_name}|Hello}`` and ``${dynamic.random.choice({a|b},c)}``. Outside
 spintax ``|`` is literal text; a ``}`` that closes nothing is an error (write ``\\}``).
+Spins and variables nest at most `MAX_NESTING` deep.
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ ESCAPABLE = frozenset("{}|$\\(),")
 # Variables whose name is followed by a space and a scope expression (spec 15.2.3).
 SCOPE_FUNCTIONS = frozenset(FUNCTIONS)
 NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
+# The parser (and resolving the tree) recurses per level: a bound far below the interpreter's
+# recursion limit keeps "{{{{..." a VariableError at its offset, not a RecursionError.
+MAX_NESTING = 16
 
 
 @dataclass(frozen=True)
@@ -111,6 +115,7 @@ class _Parser:
     def __init__(self, text: str) -> None:
         self.text = text
         self.pos = 0
+        self.depth = 0  # spins and variables open around pos
 
     def fail(self, offset: int, reason: str) -> VariableError:
         return VariableError(self.text, offset, reason)
@@ -160,7 +165,20 @@ class _Parser:
         flush()
         return tuple(nodes)
 
+    def nest(self, start: int) -> None:
+        """One more spin or variable opens at ``start``."""
+        self.depth += 1
+        if self.depth > MAX_NESTING:
+            raise self.fail(start, f"spintax and variables nest deeper than {MAX_NESTING}")
+
     def variable(self) -> Var:
+        self.nest(self.pos)
+        try:
+            return self._variable()
+        finally:
+            self.depth -= 1
+
+    def _variable(self) -> Var:
         text, start = self.text, self.pos
         self.pos += 2
         path: list[str] = []
@@ -216,6 +234,13 @@ class _Parser:
                 return tuple(args)
 
     def spin(self) -> Spin:
+        self.nest(self.pos)
+        try:
+            return self._spin()
+        finally:
+            self.depth -= 1
+
+    def _spin(self) -> Spin:
         start = self.pos
         self.pos += 1
         options = []
