@@ -157,6 +157,9 @@ def _spans_inside(nodes: tuple, text: str) -> None:
 
 @PROPERTY
 @given(TEMPLATE_TEXT)
+@example("{" * 1000)  # RecursionError: one parser frame per level, no bound
+@example("{" * 1000 + "}" * 1000)
+@example("${dynamic.random.choice({" * 200)
 def test_spintax_parses_or_raises_variable_error_with_offset(text: str) -> None:
     try:
         nodes = parse(text)
@@ -167,8 +170,18 @@ def test_spintax_parses_or_raises_variable_error_with_offset(text: str) -> None:
     _spans_inside(nodes, text)
 
 
+def test_nesting_is_bounded_and_the_error_is_at_the_first_level_too_deep() -> None:
+    from sequences.spintax import MAX_NESTING
+
+    assert spin("{" * MAX_NESTING + "a" + "}" * MAX_NESTING, random.Random(0)) == "a"
+    with pytest.raises(VariableError) as e:
+        parse("x" + "{" * 1000)
+    assert e.value.offset == 1 + MAX_NESTING and "nest deeper" in e.value.reason
+
+
 @PROPERTY
 @given(TEMPLATE_TEXT, st.integers(0, 2**32))
+@example("{a|" * 1000 + "}" * 1000, 0)  # RecursionError, as above
 def test_spin_returns_text_or_raises_variable_error_with_offset(text: str, seed: int) -> None:
     try:
         assert isinstance(spin(text, random.Random(seed)), str)
