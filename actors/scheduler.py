@@ -22,31 +22,67 @@ a second in production; tests assign the fake clock and call it).
 from __future__ import annotations
 
 import asyncio
+import bisect
+import functools
 import inspect
 import math
 import random
 import zlib
 from datetime import datetime, timedelta, timezone
-from typing import Any, Awaitable, Callable, Literal
+from typing import Annotated, Any, Awaitable, Callable, Literal, Union
 
 import msgspec
 from croniter import croniter
+from msgspec import Meta
+
+from protocol.errors import split_msgspec_error
 
 ScheduleType = Literal["immediate", "scheduled", "window", "recurring"]
-ScheduleStatus = Literal["pending", "active", "paused", "completed", "cancelled"]
+ScheduleStatus = Literal["pending", "active", "paused", "completed", "cancelled", "failed"]
 JobStatus = Literal["queued", "running", "completed", "failed", "skipped", "cancelled"]
 
 TERMINAL: frozenset[str] = frozenset({"completed", "failed", "skipped", "cancelled"})
-# A bounded walk over missed occurrences: a per-minute cron with a grace of a week is 10080.
-_MAX_WALK = 20000
+# Schedule statuses after which it fires no more (``failed``: firing or planning it raised).
+ENDED: frozenset[str] = frozenset({"completed", "cancelled", "failed"})
 _DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+
+# The bounds of what a schedule takes (published in the OpenAPI document through the types).
+# A window's runs: one a minute for a whole day at most. Each run plays a sequence on every
+# phone of the target, and a phone plays one sequence at a time, a minute or more each, so a
+# phone cannot do more in a day; more runs or a longer span is a recurring (cron) schedule.
+# It also bounds the work of drawing a window's times (done once per schedule, cached).
+MAX_WINDOW_COUNT = 1440
+# Stored and served as JSON: a signed 64-bit integer, what JSON encoders and databases take.
+MAX_SEED = 2**63 - 1
+DAY_S = 86_400.0
+# The same bounds as a workflow sequence's retry (actors.control.workflows.RetryBody).
+MAX_RETRY_ATTEMPTS = 20
+MAX_RETRY_DELAY_S = DAY_S
+# An occurrence more than a week late is history, not a misfire to run.
+MAX_GRACE_S = 7 * DAY_S
+MAX_IDS = 100  # depends_on / after: a workflow has at most 100 sequences
+
+Time = Annotated[datetime, Meta(tz=True, description="ISO 8601 with a zone (Z or +HH:MM)")]
+Name = Annotated[str, Meta(max_length=200)]
+ScheduleRef = Annotated[str, Meta(min_length=1, max_length=200)]
+
+
+class ScheduleInvalid(ValueError):
+    """A schedule that cannot be planned; ``field`` is the JSON path of the cause (``$.cron``),
+    the message says why."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(reason)
+        self.field = field
 
 
 class Misfire(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     """What to do with an occurrence found late (the coordinator was down): run it once late
     if it is at most ``grace_s`` late, else skip it (recorded)."""
 
-    grace_s: float = 60.0
+    grace_s: Annotated[float, Meta(ge=0, le=MAX_GRACE_S,
+                                   description="seconds late an occurrence may still run "
+                                               "(at most a week)")] = 60.0
 
 
 class JobRetry(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
@@ -54,8 +90,29 @@ class JobRetry(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     failure, each queued again ``delay_s`` after the failure. (Step retries are the node's,
     ``sequences.model.RetryPolicy``.)"""
 
-    attempts: int = 0
-    delay_s: float = 60.0
+    attempts: Annotated[int, Meta(ge=0, le=MAX_RETRY_ATTEMPTS,
+                                  description="more tries after a failed run")] = 0
+    delay_s: Annotated[float, Meta(ge=0, le=MAX_RETRY_DELAY_S,
+                                   description="seconds from a failure to its retry "
+                                               "(at most a day)")] = 60.0
+
+
+class Recurrence(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """The spec's recurrence JSON (see ``recurrence_to_cron``): ``every`` unit, at ``at``
+    (``HH:MM``; ``every: hour`` uses its minutes, ``":15"``), on ``days`` (weekday names for
+    ``week``, default ``["mon"]``; days of the month for ``month``, default ``[1]``), every
+    ``interval`` units (minute, hour and day only)."""
+
+    every: Literal["minute", "hour", "day", "week", "month"]
+    at: Annotated[str, Meta(pattern=r"^([01]?[0-9]|2[0-3])?:[0-5][0-9]$",
+                            description="HH:MM in UTC (\":MM\" for every hour)")] = "00:00"
+    days: Annotated[list[Union[Annotated[str, Meta(pattern=r"^[A-Za-z]{3,9}$")],
+                               Annotated[int, Meta(ge=1, le=31)]]],
+                    Meta(min_length=1, max_length=31,
+                         description="week: weekday names (mon, Thursday); month: 1..31")
+                    ] | None = None
+    interval: Annotated[int, Meta(ge=1, le=59, description="every N minutes (up to 59), "
+                                  "hours (23) or days (31)")] = 1
 
 
 class Schedule(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
@@ -75,36 +132,55 @@ class Schedule(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     All datetimes are timezone-aware; they are compared as UTC.
     """
 
-    id: str
-    sequence: str
-    target: str
+    id: Annotated[str, Meta(max_length=64)]
+    sequence: Name
+    target: Annotated[str, Meta(max_length=10_000)]
     type: ScheduleType
-    at: datetime | None = None
-    window_start: datetime | None = None
-    window_end: datetime | None = None
-    count: int = 1
-    min_gap_s: float = 60.0
-    seed: int | None = None
-    cron: str | None = None
-    recurrence: dict[str, Any] | None = None
-    until: datetime | None = None
+    at: Time | None = None
+    window_start: Time | None = None
+    window_end: Time | None = None
+    count: Annotated[int, Meta(ge=1, le=MAX_WINDOW_COUNT,
+                               description="runs in the window: at most 1,440, one a minute "
+                                           "for a day (a phone plays one sequence at a time, "
+                                           "a minute or more each); more is a recurring "
+                                           "schedule")] = 1
+    min_gap_s: Annotated[float, Meta(ge=0, le=DAY_S,
+                                     description="seconds at least between two runs of a "
+                                                 "window (at least 1 is used)")] = 60.0
+    seed: Annotated[int, Meta(ge=0, le=MAX_SEED,
+                              description="draws the window's times (default: from the id); "
+                                          "0..2^63-1")] | None = None
+    cron: Annotated[str, Meta(min_length=1, max_length=200)] | None = None
+    recurrence: Recurrence | None = None
+    until: Time | None = None
     misfire: Misfire = msgspec.field(default_factory=Misfire)
-    depends_on: list[str] = msgspec.field(default_factory=list)
+    depends_on: Annotated[list[ScheduleRef], Meta(max_length=MAX_IDS)] = \
+        msgspec.field(default_factory=list)
     retry: JobRetry = msgspec.field(default_factory=JobRetry)
     status: ScheduleStatus = "pending"
-    after: list[str] = msgspec.field(default_factory=list)
-    workflow: str | None = None
+    after: Annotated[list[ScheduleRef], Meta(max_length=MAX_IDS)] = \
+        msgspec.field(default_factory=list)
+    workflow: Name | None = None
+    # Only checked when added: a time that is already past is refused unless this is set.
+    allow_past: Annotated[bool, Meta(description="accept a window, time or until that is "
+                                                 "already past (else a 400)")] = False
+
+    def __post_init__(self) -> None:
+        # A recurrence given as a dict (Python callers) is checked and typed here.
+        if isinstance(self.recurrence, dict):
+            self.recurrence = as_recurrence(self.recurrence)
 
 
 class ScheduleState(msgspec.Struct, omit_defaults=True):
     """Where a schedule stands: the next due occurrence (None: nothing more to fire), the
-    last fired occurrence, how many fired, and how many of its finished jobs were dropped
-    from the state, by status (see ``Scheduler``)."""
+    last fired occurrence, how many fired, how many of its finished jobs were dropped from
+    the state, by status (see ``Scheduler``), and why it failed (status ``failed``)."""
 
     next_due: datetime | None = None
     last_occurrence: datetime | None = None
     fired: int = 0
     dropped: dict[str, int] = msgspec.field(default_factory=dict)
+    error: str | None = None
 
 
 class Job(msgspec.Struct, omit_defaults=True):
@@ -134,7 +210,8 @@ class Job(msgspec.Struct, omit_defaults=True):
 class Event(msgspec.Struct, omit_defaults=True):
     """One thing the scheduler did, for the caller to persist and show. Kinds: ``fired``,
     ``misfire``, ``queued``, ``dispatched``, ``locked``, ``dispatch_failed``, ``finished``,
-    ``retry``, ``skipped``, ``cancelled``."""
+    ``retry``, ``skipped``, ``cancelled``, ``error`` (firing or planning a schedule raised:
+    it is failed, ``reason`` says why)."""
 
     at: datetime
     kind: str
@@ -226,29 +303,46 @@ def _parse_hhmm(text: str) -> tuple[int, int]:
         hh, mm = text.split(":")
         h, m = int(hh or 0), int(mm)
     except ValueError:
-        raise ValueError(f"recurrence 'at' must be HH:MM, got {text!r}") from None
+        raise ScheduleInvalid("$.recurrence.at", f"must be HH:MM, got {text!r}") from None
     if not (0 <= h < 24 and 0 <= m < 60):
-        raise ValueError(f"recurrence 'at' out of range: {text!r}")
+        raise ScheduleInvalid("$.recurrence.at", f"out of range: {text!r}")
     return h, m
 
 
-def recurrence_to_cron(rec: dict[str, Any]) -> str:
+def as_recurrence(rec: Recurrence | dict[str, Any]) -> Recurrence:
+    """A recurrence as its type (a dict is checked member by member: ScheduleInvalid names
+    the member, ``$.recurrence.at``)."""
+    if isinstance(rec, Recurrence):
+        return rec
+    try:
+        return msgspec.convert(rec, Recurrence)
+    except msgspec.ValidationError as exc:
+        path, reason = split_msgspec_error(str(exc))
+        raise ScheduleInvalid("$.recurrence" + path[1:], reason) from None
+
+
+# Largest ``interval`` per unit: a cron step beyond the unit's range would never repeat.
+_MAX_INTERVAL = {"minute": 59, "hour": 23, "day": 31}
+
+
+def recurrence_to_cron(rec: Recurrence | dict[str, Any]) -> str:
     """The spec's recurrence JSON as a 5-field cron (UTC).
 
     ``{"every": "minute"|"hour"|"day"|"week"|"month", "at": "HH:MM", "days": [...],
     "interval": N}``: ``hour`` uses the minutes of ``at`` (``":15"`` or ``"00:15"``);
     ``week`` takes ``days`` as names (``"mon"``; default ``["mon"]``); ``month`` takes
     ``days`` as days of the month (default ``[1]``); ``interval`` (minute/hour/day only)
-    means every N units. Raises ValueError for anything else.
+    means every N units. Raises ScheduleInvalid (naming the member) for anything else.
     """
-    unknown = set(rec) - {"every", "at", "days", "interval"}
-    if unknown:
-        raise ValueError(f"unknown recurrence fields: {sorted(unknown)}")
-    every = rec.get("every")
-    h, m = _parse_hhmm(rec.get("at", "00:00"))
-    n = int(rec.get("interval", 1))
-    if n < 1:
-        raise ValueError("recurrence interval must be >= 1")
+    rec = as_recurrence(rec)
+    every, n = rec.every, rec.interval
+    h, m = _parse_hhmm(rec.at)
+    if n != 1 and every not in _MAX_INTERVAL:
+        raise ScheduleInvalid("$.recurrence.interval",
+                              f"interval is not supported with every={every!r}")
+    if n > _MAX_INTERVAL.get(every, 1):
+        raise ScheduleInvalid("$.recurrence.interval",
+                              f"{n}: every={every!r} takes at most {_MAX_INTERVAL[every]}")
     step = "" if n == 1 else f"/{n}"
     if every == "minute":
         return f"*{step} * * * *"
@@ -256,62 +350,89 @@ def recurrence_to_cron(rec: dict[str, Any]) -> str:
         return f"{m} *{step} * * *"
     if every == "day":
         return f"{m} {h} *{step} * *"
-    if n != 1:
-        raise ValueError(f"recurrence interval is not supported with every={every!r}")
     if every == "week":
-        days = rec.get("days", ["mon"])
         names = []
-        for d in days:
+        for d in rec.days or ["mon"]:
             key = str(d).lower()[:3]
-            if key not in _DAYS:
-                raise ValueError(f"unknown weekday {d!r}")
+            if not isinstance(d, str) or key not in _DAYS:
+                raise ScheduleInvalid("$.recurrence.days", f"unknown weekday {d!r}")
             names.append(key)
-        if not names:
-            raise ValueError("recurrence days is empty")
         return f"{m} {h} * * {','.join(names)}"
-    if every == "month":
-        days = rec.get("days", [1])
-        if not days or not all(isinstance(d, int) and 1 <= d <= 31 for d in days):
-            raise ValueError(f"month days must be 1..31, got {days!r}")
-        return f"{m} {h} {','.join(str(d) for d in days)} * *"
-    raise ValueError(f"recurrence every must be minute|hour|day|week|month, got {every!r}")
+    days = rec.days or [1]
+    if not all(isinstance(d, int) for d in days):
+        raise ScheduleInvalid("$.recurrence.days", f"month days must be 1..31, got {days!r}")
+    return f"{m} {h} {','.join(str(d) for d in days)} * *"
 
 
 def cron_of(schedule: Schedule) -> str:
     """The cron expression of a recurring schedule (its own, or its recurrence's)."""
     if schedule.cron:
-        expr = schedule.cron
+        expr, field = schedule.cron, "$.cron"
     elif schedule.recurrence is not None:
-        expr = recurrence_to_cron(schedule.recurrence)
+        expr, field = recurrence_to_cron(schedule.recurrence), "$.recurrence"
     else:
-        raise ValueError(f"schedule {schedule.id}: recurring needs cron or recurrence")
+        raise ScheduleInvalid("$.cron", f"schedule {schedule.id}: recurring needs cron or "
+                                        "recurrence")
     if not croniter.is_valid(expr):
-        raise ValueError(f"schedule {schedule.id}: invalid cron {expr!r}")
+        raise ScheduleInvalid(field, f"schedule {schedule.id}: invalid cron {expr!r}")
     return expr
 
 
-def window_times(schedule: Schedule) -> list[datetime]:
-    """The planned times of a window schedule (stable: seeded from ``seed`` or the id)."""
+def window_times(schedule: Schedule) -> tuple[datetime, ...]:
+    """The planned times of a window schedule (stable: seeded from ``seed`` or the id),
+    drawn once per window and kept (``_planned_window``)."""
     if schedule.window_start is None or schedule.window_end is None:
-        raise ValueError(f"schedule {schedule.id}: window needs window_start and window_end")
+        field = "$.window_start" if schedule.window_start is None else "$.window_end"
+        raise ScheduleInvalid(field, f"schedule {schedule.id}: window needs window_start and "
+                                     "window_end")
     seed = schedule.seed if schedule.seed is not None else zlib.crc32(schedule.id.encode())
-    return plan_window(schedule.window_start, schedule.window_end, schedule.count,
-                       random.Random(seed), schedule.min_gap_s)
+    try:
+        return _planned_window(_utc(schedule.window_start), _utc(schedule.window_end),
+                               schedule.count, seed, schedule.min_gap_s)
+    except ValueError as exc:
+        field = "$.window_end" if schedule.window_end <= schedule.window_start else "$.count"
+        raise ScheduleInvalid(field, f"schedule {schedule.id}: {exc}") from None
+
+
+# Keyed by what draws the times, so each window is drawn once however often the tick asks
+# (the misfire search used to draw it again for every missed time: count squared). Bounded:
+# at most MAX_WINDOW_COUNT times each, ~20 MB if full of the largest windows.
+@functools.lru_cache(maxsize=256)
+def _planned_window(start: datetime, end: datetime, count: int, seed: int,
+                    min_gap_s: float) -> tuple[datetime, ...]:
+    return tuple(plan_window(start, end, count, random.Random(seed), min_gap_s))
 
 
 def validate(schedule: Schedule) -> None:
-    """Raise ValueError if the schedule cannot be planned."""
+    """Raise ScheduleInvalid (naming the field) if the schedule cannot be planned."""
     if bool(schedule.workflow) == bool(schedule.sequence):
-        raise ValueError(f"schedule {schedule.id}: give a sequence or a workflow (one of them)")
+        raise ScheduleInvalid("$.sequence", f"schedule {schedule.id}: give a sequence or a "
+                                            "workflow (one of them)")
+    for name in ("at", "window_start", "window_end", "until"):
+        t = getattr(schedule, name)
+        if t is not None and t.tzinfo is None:
+            raise ScheduleInvalid(f"$.{name}", f"naive datetime {t.isoformat()}: give a zone "
+                                               "(Z or +HH:MM)")
     if schedule.type == "scheduled" and schedule.at is None:
-        raise ValueError(f"schedule {schedule.id}: scheduled needs at")
+        raise ScheduleInvalid("$.at", f"schedule {schedule.id}: scheduled needs at")
     if schedule.type == "window":
         window_times(schedule)
     if schedule.type == "recurring":
         cron_of(schedule)
-    for t in (schedule.at, schedule.window_start, schedule.window_end, schedule.until):
-        if t is not None:
-            _utc(t)
+
+
+def refuse_past(schedule: Schedule, now: datetime) -> None:
+    """Raise ScheduleInvalid when the time that ends the schedule is already past (a window's
+    end, a scheduled time, a recurring schedule's ``until``): it would never run, or only
+    as a misfire; ``allow_past`` accepts it."""
+    if schedule.allow_past:
+        return
+    name = {"window": "window_end", "scheduled": "at", "recurring": "until"}.get(schedule.type)
+    t = getattr(schedule, name) if name else None
+    if t is not None and _utc(t) <= _utc(now):
+        raise ScheduleInvalid(f"$.{name}", f"{_utc(t).isoformat()} is already past (now "
+                                           f"{_utc(now).isoformat()}): set allow_past to add "
+                                           "it anyway")
 
 
 def next_fire(schedule: Schedule, after: datetime) -> datetime | None:
@@ -326,7 +447,9 @@ def next_fire(schedule: Schedule, after: datetime) -> datetime | None:
         at = _utc(schedule.at) if schedule.at is not None else None
         return at if at is not None and at > after else None
     if schedule.type == "window":
-        return next((t for t in window_times(schedule) if t > after), None)
+        times = window_times(schedule)
+        i = bisect.bisect_right(times, after)
+        return times[i] if i < len(times) else None
     if schedule.type == "recurring":
         # croniter works in whole seconds: step from the second itself so a fraction past an
         # occurrence never yields that same occurrence again.
@@ -335,6 +458,26 @@ def next_fire(schedule: Schedule, after: datetime) -> datetime | None:
         if schedule.until is not None and t > _utc(schedule.until):
             return None
         return t
+    raise ValueError(f"unknown schedule type {schedule.type!r}")
+
+
+def last_fire(schedule: Schedule, upto: datetime) -> datetime | None:
+    """The last occurrence of ``schedule`` at or before ``upto``, or None: found directly
+    (a bisection, a cron step back), never by stepping through the occurrences before."""
+    upto = _utc(upto)
+    if schedule.type in ("immediate", "scheduled"):
+        at = _utc(schedule.at) if schedule.at is not None else None
+        return at if at is not None and at <= upto else None
+    if schedule.type == "window":
+        times = window_times(schedule)
+        i = bisect.bisect_right(times, upto)
+        return times[i - 1] if i else None
+    if schedule.type == "recurring":
+        if schedule.until is not None:
+            upto = min(upto, _utc(schedule.until))
+        # get_prev is strictly before its start: start a second on (cron times are whole).
+        start = upto.replace(microsecond=0) + timedelta(seconds=1)
+        return _utc(croniter(cron_of(schedule), start).get_prev(datetime))
     raise ValueError(f"unknown schedule type {schedule.type!r}")
 
 
@@ -374,6 +517,11 @@ class Scheduler:
 
     Changes: the schedules and jobs changed or removed since ``take_changes`` are tracked so
     the owner saves only those (the state is not re-saved whole on every tick).
+
+    Status: a schedule that fired its last occurrence stays ``active`` until none of its jobs
+    is queued or running, then it is ``completed``. One whose firing or planning raises is
+    ``failed`` (an ``error`` event and ``ScheduleState.error`` say why); the tick goes on
+    with the other schedules.
 
     Node stagger: a token bucket per node, one start per ``stagger_s`` on average and at most
     ``max_node_burst`` starts at once (1: never two starts within ``stagger_s``; the owner
@@ -424,28 +572,37 @@ class Scheduler:
     # -- schedules
 
     def add(self, schedule: Schedule) -> Schedule:
-        """Validate and register a schedule; its first occurrence is planned now."""
+        """Validate and register a schedule; its first occurrence is planned now. Raises
+        ScheduleInvalid (naming the field) with nothing stored."""
         validate(schedule)
         if schedule.id in self.state.schedules:
-            raise ValueError(f"schedule {schedule.id} exists")
-        now = self._now()
+            raise ScheduleInvalid("$.id", f"schedule {schedule.id} exists")
+        st = ScheduleState(next_due=self._first_due(schedule, self._now()))
+        # Planned: only now is anything stored (a half-stored schedule broke every tick).
         self.state.schedules[schedule.id] = schedule
-        st = ScheduleState()
-        if schedule.type == "immediate":
-            st.next_due = _utc(schedule.at) if schedule.at is not None else now
-        elif schedule.type == "scheduled":
-            st.next_due = _utc(schedule.at)  # type: ignore[arg-type]
-        elif schedule.type == "window":
-            times = window_times(schedule)
-            st.next_due = times[0] if times else None
-        else:
-            # A new recurring schedule starts from now; earlier occurrences are not misfires.
-            st.next_due = next_fire(schedule, now - timedelta(seconds=1))
         self.state.states[schedule.id] = st
         if st.next_due is None:
             schedule.status = "completed"
         self.changes.schedules.add(schedule.id)
         return schedule
+
+    @staticmethod
+    def _first_due(schedule: Schedule, now: datetime) -> datetime | None:
+        if schedule.type == "immediate":
+            return _utc(schedule.at) if schedule.at is not None else now
+        if schedule.type == "scheduled":
+            return _utc(schedule.at)  # type: ignore[arg-type]
+        if schedule.type == "window":
+            times = window_times(schedule)
+            return times[0] if times else None
+        field = "$.cron" if schedule.cron else "$.recurrence"
+        try:
+            # A new recurring schedule starts from now; earlier occurrences are not misfires.
+            return next_fire(schedule, now - timedelta(seconds=1))
+        except ScheduleInvalid:
+            raise
+        except ValueError as exc:  # croniter: a valid cron that never fires (Feb 31)
+            raise ScheduleInvalid(field, f"schedule {schedule.id}: never fires: {exc}") from None
 
     def pause(self, schedule_id: str) -> None:
         """Stop firing (queued jobs stay queued)."""
@@ -535,13 +692,37 @@ class Scheduler:
         mark = len(self.events)
         now = self._now()
         for sid in sorted(self.state.schedules):
-            await self._fire_due(sid, now)
+            try:
+                await self._fire_due(sid, now)
+            except Exception as exc:  # noqa: BLE001 - one bad schedule must not stop the others
+                self._fail(sid, now, exc)
         self._settle_dependencies(now)
         await self._dispatch_ready(now)
+        self._complete_ended()
         self._prune()
         if self.prune_finished:
             self._prune_schedules()
         return self.events[mark:]
+
+    def _fail(self, sid: str, now: datetime, exc: Exception) -> None:
+        """Firing or planning ``sid`` raised: it fires no more (status ``failed``, the reason
+        kept and recorded as an ``error`` event); the jobs it queued already stay."""
+        s = self.state.schedules[sid]
+        st = self.state.states.setdefault(sid, ScheduleState())
+        s.status = "failed"
+        st.next_due = None
+        st.error = f"{type(exc).__name__}: {exc}"
+        self._event("error", None, now, schedule_id=sid, reason=st.error)
+
+    def _complete_ended(self) -> None:
+        """A schedule that fires no more is completed once none of its jobs is queued or
+        running (until then it stays ``active``)."""
+        live = {j.schedule_id for j in self.state.jobs.values() if j.status not in TERMINAL}
+        for sid, s in self.state.schedules.items():
+            if (s.status == "active" and self.state.states[sid].next_due is None
+                    and sid not in live):
+                s.status = "completed"
+                self.changes.schedules.add(sid)
 
     def take_changes(self) -> "Changes":
         """The schedules and jobs changed or removed since the last call."""
@@ -571,7 +752,7 @@ class Scheduler:
         live_jobs = {j.schedule_id for j in self.state.jobs.values() if j.status not in TERMINAL}
         named: set[str] = set()
         for sid, s in self.state.schedules.items():
-            if s.status in ("completed", "cancelled") and sid not in live_jobs:
+            if s.status in ENDED and sid not in live_jobs:
                 continue
             for dep in (*s.depends_on, *s.after):
                 named.add(dep)
@@ -579,7 +760,7 @@ class Scheduler:
                 if job is not None:
                     named.add(job.schedule_id)
         for sid, s in list(self.state.schedules.items()):
-            if (s.type == "recurring" or s.status not in ("completed", "cancelled")
+            if (s.type == "recurring" or s.status not in ENDED
                     or sid in live_jobs or sid in named
                     or (self.keep is not None and self.keep(sid))):
                 continue
@@ -590,7 +771,8 @@ class Scheduler:
                     dropped[job.status] = dropped.get(job.status, 0) + 1
             self.finished.append((s, ScheduleState(next_due=st.next_due,
                                                    last_occurrence=st.last_occurrence,
-                                                   fired=st.fired, dropped=dropped)))
+                                                   fired=st.fired, dropped=dropped,
+                                                   error=st.error)))
             self.forget(sid)
 
     def _prune(self) -> None:
@@ -640,18 +822,13 @@ class Scheduler:
             await self._fire(s, st, occurrence, now)
         # Never replay the missed occurrences: the next one is after now.
         st.next_due = None if s.type == "immediate" else next_fire(s, now)
-        s.status = "active" if st.next_due is not None else "completed"
+        # Fired its last: completed once its jobs ended (`_complete_ended`).
+        s.status = "active"
 
     def _latest_within_grace(self, s: Schedule, due: datetime, now: datetime) -> datetime | None:
         """The latest occurrence in [due, now] no more than the grace period late."""
-        best: datetime | None = None
-        t: datetime | None = due
-        for _ in range(_MAX_WALK):
-            if t is None or t > now:
-                break
-            best = t
-            t = next_fire(s, t)
-        if best is None or (now - best).total_seconds() > s.misfire.grace_s:
+        best = last_fire(s, now)
+        if best is None or best < due or (now - best).total_seconds() > s.misfire.grace_s:
             return None
         return best
 
@@ -700,7 +877,7 @@ class Scheduler:
         if s is None or st is None:
             raise LookupError(f"prerequisite {dep} is unknown")
         if st.last_occurrence is None:
-            if st.next_due is None or s.status in ("cancelled", "completed"):
+            if st.next_due is None or s.status in ENDED:
                 raise LookupError(f"prerequisite {dep} will not run")
             return None
         jobs = [j for j in self.state.jobs.values()

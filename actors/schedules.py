@@ -34,10 +34,11 @@ from typing import Any, Callable, Protocol
 import msgspec
 
 from actors.persistence import account_ref
-from actors.scheduler import (Event, Job, Schedule, Scheduler, SchedulerState, ScheduleState,
-                              occurrence_run_id)
+from actors.scheduler import (ENDED, Event, Job, Schedule, ScheduleInvalid, Scheduler,
+                              SchedulerState, ScheduleState, occurrence_run_id, refuse_past,
+                              validate)
 from actors.workflows import WorkflowRunner, parse_schedule_id
-from protocol.errors import FarmError, ScopeError, ValidationError
+from protocol.errors import FarmError, ScopeError, ValidationError, split_msgspec_error
 
 log = logging.getLogger(__name__)
 
@@ -261,6 +262,9 @@ class ScheduleService:
             events = await sched.tick()
             await self._save(force=finished)
             self._forget_dropped(sched)
+        for event in events:
+            if event.kind == "error":
+                log.error("schedule=%s failed: %s", event.schedule_id, event.detail.get("reason"))
         return events
 
     # --- the core's callbacks ----------------------------------------------------------------
@@ -434,12 +438,15 @@ class ScheduleService:
             if dep not in sched.state.schedules and dep not in sched.state.jobs:
                 raise ValidationError("$.depends_on", f"{dep!r}: no such schedule or job")
         schedule.status = "pending"
-        async with self._lock:
-            try:
+        try:
+            # Off the loop: checking draws a window's times (then kept) and steps its cron.
+            await asyncio.to_thread(validate, schedule)
+            refuse_past(schedule, self.clock())
+            async with self._lock:
                 sched.add(schedule)
-            except ValueError as exc:
-                raise ValidationError(_field_of(str(exc)), str(exc)) from None
-            await self._save(force=True)
+                await self._save(force=True)
+        except ScheduleInvalid as exc:
+            raise ValidationError(exc.field, str(exc)) from None
         log.info("schedule=%s added: %s %s on %s", schedule.id, schedule.type,
                  schedule.sequence, schedule.target)
         self.wake()
@@ -478,7 +485,7 @@ class ScheduleService:
             raise ValidationError("action", f"{action!r}: expected pause, resume or cancel")
         async with self._lock:
             status = sched.state.schedules[schedule_id].status
-            if status in ("cancelled", "completed") and action != "cancel":
+            if status in ENDED and action != "cancel":
                 raise ValidationError(f"schedule {schedule_id}", f"is {status}")
             getattr(sched, action)(schedule_id)
             await self._save(force=True)
@@ -510,7 +517,7 @@ def _view(schedule: Schedule, st: ScheduleState, jobs: dict[str, int]) -> dict:
     return {**msgspec.to_builtins(schedule), "status": schedule.status,
             "next_fire": st.next_due.isoformat() if st.next_due else None,
             "last_occurrence": st.last_occurrence.isoformat() if st.last_occurrence else None,
-            "fired": st.fired, "jobs": counts}
+            "fired": st.fired, "jobs": counts, "error": st.error}
 
 
 def _from_rows(rows: dict[str, str], finished: dict[str, ScheduleRow]) -> ServiceState:
@@ -522,15 +529,18 @@ def _from_rows(rows: dict[str, str], finished: dict[str, ScheduleRow]) -> Servic
     for key, text in rows.items():
         kind, _, ident = key.partition("/")
         if kind == "s":
-            row = dec(text, type=ScheduleRow)
-            core.schedules[ident], core.states[ident] = row.schedule, row.state
+            row = _schedule_row(key, text)
+            if row is not None:
+                core.schedules[ident], core.states[ident] = row.schedule, row.state
         elif kind == "j":
             jrow = dec(text, type=JobRow)
             core.jobs[ident] = jrow.job
             if jrow.execution:
                 out.executions[ident] = jrow.execution
         elif kind == "f":
-            done.append(dec(text, type=ScheduleRow))
+            row = _schedule_row(key, text)
+            if row is not None:
+                done.append(row)
         elif kind == "q":
             prow = dec(text, type=PhoneRow)
             core.queues[ident] = prow.queue
@@ -547,6 +557,8 @@ def _from_rows(rows: dict[str, str], finished: dict[str, ScheduleRow]) -> Servic
             for serial, account in c.last_account.items():
                 core.last_account.setdefault(serial, account)
             core.node_last = c.node_last
+    # A job lives with its schedule (a row left out above takes its jobs along).
+    core.jobs = {k: j for k, j in core.jobs.items() if j.schedule_id in core.schedules}
     # Jobs a crash left out of order are trusted over the core row: queues name live jobs.
     core.queues = {k: [j for j in v if j in core.jobs] for k, v in core.queues.items()}
     core.running = {k: j for k, j in core.running.items() if j in core.jobs}
@@ -554,6 +566,49 @@ def _from_rows(rows: dict[str, str], finished: dict[str, ScheduleRow]) -> Servic
     for row in sorted(done, key=lambda r: r.state.last_occurrence or epoch):
         finished[row.schedule.id] = row
     return out
+
+
+def _schedule_row(key: str, text: str) -> ScheduleRow | None:
+    """A saved schedule row. One saved before today's bounds (a 90-bit seed, a negative
+    grace) is loaded ``failed``, its bad members reset to their defaults and named in its
+    error, so it can be listed and cancelled; one that cannot be read at all is left out.
+    Both are logged."""
+    try:
+        return msgspec.json.decode(text, type=ScheduleRow)
+    except msgspec.ValidationError:
+        pass
+    problems: list[str] = []
+    try:
+        raw = msgspec.json.decode(text)
+        for _ in range(len(text)):  # each round drops a member: this ends
+            try:
+                row = msgspec.convert(raw, ScheduleRow)
+                break
+            except msgspec.ValidationError as exc:
+                path, reason = split_msgspec_error(str(exc))
+                if reason.startswith("Object missing required field") or not _drop(raw, path):
+                    raise
+                problems.append(f"{path}: {reason}")
+    except (msgspec.DecodeError, RecursionError) as exc:
+        log.error("scheduler row %s unreadable, left out: %s", key, exc)
+        return None
+    row.schedule.status = "failed"
+    row.state.next_due = None
+    row.state.error = f"stored {'; '.join(problems)} (reset to the default)"
+    log.error("scheduler row %s: %s", key, row.state.error)
+    return row
+
+
+def _drop(raw: Any, path: str) -> bool:
+    """Remove the member a JSON path names (a list item takes its whole list); False if there
+    is none."""
+    keys = path.split("[", 1)[0].split(".")[1:]
+    for name in keys[:-1]:
+        raw = raw.get(name) if isinstance(raw, dict) else None
+    if not keys or not isinstance(raw, dict) or keys[-1] not in raw:
+        return False
+    del raw[keys[-1]]
+    return True
 
 
 def _event_row(event: Event, execution_id: str | None = None) -> dict:
@@ -564,16 +619,3 @@ def _event_row(event: Event, execution_id: str | None = None) -> dict:
                    if detail.get(k)), None)
     return {"at": event.at, "schedule_id": event.schedule_id, "job_id": event.job_id,
             "serial": event.serial, "kind": event.kind, "reason": reason, "detail": detail}
-
-
-def _field_of(message: str) -> str:
-    """The request field a core validation message is about (``needs at`` -> ``$.at``)."""
-    for name in ("window_start", "window_end", "recurrence", "cron", "until", "count",
-                 "min_gap_s", "at"):
-        if re.search(rf"\b{name}\b", message):
-            return f"$.{name}"
-    if "window" in message:
-        return "$.count"
-    if "recurring" in message:
-        return "$.cron"
-    return "$"

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from actors.persistence import account_ref
-from actors.scheduler import TERMINAL, Job, JobRetry, Schedule, occurrence_run_id
+from actors.scheduler import ENDED, TERMINAL, Job, JobRetry, Schedule, occurrence_run_id
 from protocol.errors import FarmError, ScopeError, ValidationError
 
 if TYPE_CHECKING:
@@ -215,7 +215,7 @@ class WorkflowRunner:
         for wfx, sids in sorted(by_wfx.items()):
             sids.sort()
             mine = [j for sid in sids for j in jobs.get(sid, [])]
-            done = all(core.state.schedules[s].status in ("completed", "cancelled")
+            done = all(core.state.schedules[s].status in ENDED
                        for s in sids) and all(j.status in TERMINAL for j in mine)
             row = active.get(wfx)
             if row is None:
@@ -225,7 +225,10 @@ class WorkflowRunner:
             for job in mine:
                 await self._write_job(wfx, job)
             if done:
-                await self._finish(row, mine)
+                # A sequence's schedule that failed (firing it raised) fails the workflow.
+                broken = [f"{sid} failed: {core.state.states[sid].error}" for sid in sids
+                          if core.state.schedules[sid].status == "failed"]
+                await self._finish(row, mine, broken)
                 self._drop(sids)
 
     def _drop(self, sids: list[str]) -> None:
@@ -258,12 +261,14 @@ class WorkflowRunner:
                                       for a in await self.db.account_rows(serial)}
         return self._accounts[serial]
 
-    async def _finish(self, row: dict, jobs: list[Job]) -> None:
+    async def _finish(self, row: dict, jobs: list[Job], broken: list[str] = ()) -> None:
         wfx = row["workflow_execution_id"]
         counts: dict[str, int] = {}
         for job in jobs:
             counts[job.status] = counts.get(job.status, 0) + 1
-        if not jobs:
+        if broken:
+            status, error = "failed", "; ".join(broken)
+        elif not jobs:
             status, error = "failed", f"target {row['target']!r} resolved to no phone"
         elif set(counts) == {"completed"}:
             status, error = "completed", None

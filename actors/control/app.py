@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import datetime, timezone
 from typing import Any, Protocol
 
 import msgspec
@@ -354,11 +355,30 @@ def decode_schedule(body: bytes) -> Schedule:
     if raw.get("workflow") is not None:
         raw.setdefault("sequence", "")
     raw.pop("status", None)
+    for name in SCHEDULE_TIMES:
+        raw[name] = _iso_time(raw.get(name))
     try:
         return msgspec.convert(raw, Schedule)
     except msgspec.ValidationError as exc:
         path, reason = split_msgspec_error(str(exc))
         raise RequestError(path, reason, field=path) from None
+
+
+# A schedule's times: ISO 8601 with a zone; minutes only (2026-12-01T09:00Z) too, which the
+# RFC 3339 decoder refuses for lacking seconds.
+SCHEDULE_TIMES = ("at", "window_start", "window_end", "until")
+
+
+def _iso_time(value: Any) -> Any:
+    """A text ISO 8601 time as a datetime, in UTC when it has a zone (the type refuses one
+    without); anything else as it was, for the type check to name."""
+    if isinstance(value, str):
+        try:
+            t = datetime.fromisoformat(value)
+        except ValueError:
+            return value
+        return t.astimezone(timezone.utc) if t.tzinfo is not None else t
+    return value
 
 
 async def post_schedules(request: web.Request) -> web.Response:

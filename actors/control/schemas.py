@@ -354,11 +354,14 @@ class ScheduleView(msgspec.Struct):
     sequence: str
     target: str
     type: str
-    status: Literal["pending", "active", "paused", "completed", "cancelled"]
+    # completed: fires no more and none of its jobs is queued or running; failed: firing
+    # or planning it raised (``error`` says why; its events have the ``error`` event).
+    status: Literal["pending", "active", "paused", "completed", "cancelled", "failed"]
     next_fire: str | None      # UTC ISO time of the next occurrence, None: nothing more
     last_occurrence: str | None
     fired: int
     jobs: dict[str, int]       # job status -> count
+    error: str | None = None
 
 
 class SchedulesResponse(msgspec.Struct):
@@ -367,7 +370,7 @@ class SchedulesResponse(msgspec.Struct):
 
 class ScheduleEvent(msgspec.Struct):
     """One thing the scheduler did: fired, misfire, queued, dispatched, locked,
-    dispatch_failed, finished, retry, skipped, cancelled."""
+    dispatch_failed, finished, retry, skipped, cancelled, error (the schedule failed)."""
 
     id: int
     at: str

@@ -765,3 +765,124 @@ async def test_next_due_is_the_earliest_planned_time_or_retry_delay() -> None:
     now[0] = sooner
     await sched.tick()  # fires, the dispatch fails: a retry waits 2 s
     assert sched.next_due() == sooner + timedelta(seconds=2)
+
+
+# --- bad schedules ---------------------------------------------------------------------------
+
+def test_a_cron_that_never_fires_is_refused_and_nothing_is_stored() -> None:
+    sched = make(Farm({}), Clock())
+    with pytest.raises(ValueError) as bad:
+        sched.add(Schedule(id="feb31", sequence="q", target="p", type="recurring",
+                           cron="0 0 31 2 *"))
+    assert getattr(bad.value, "field", None) == "$.cron"
+    assert sched.state.schedules == {} and sched.state.states == {}
+    assert not sched.take_changes()
+
+
+@pytest.mark.parametrize("rec, field", [
+    ({"every": "day", "at": 5}, "$.recurrence.at"),
+    ({"every": "minute", "interval": [1]}, "$.recurrence.interval"),
+    ({"every": "fortnight"}, "$.recurrence.every"),
+    ({"every": "day", "at": "25:00"}, "$.recurrence.at"),
+    ({"every": "week", "days": [3]}, "$.recurrence.days"),
+    ({"every": "week", "days": ["funday"]}, "$.recurrence.days"),
+    ({"every": "month", "days": ["mon"]}, "$.recurrence.days"),
+    ({"every": "hour", "interval": 24}, "$.recurrence.interval"),
+    ({"every": "week", "interval": 2}, "$.recurrence.interval"),
+    ({"every": "day", "when": "x"}, "$.recurrence"),
+])
+def test_a_bad_recurrence_names_its_member(rec: dict, field: str) -> None:
+    with pytest.raises(ValueError) as bad:
+        recurrence_to_cron(rec)
+    assert getattr(bad.value, "field", None) == field, bad.value
+
+
+async def test_one_schedule_failing_in_a_tick_does_not_stop_the_others() -> None:
+    """A schedule whose firing raises (here: its target cannot be resolved) is marked failed
+    with the reason, and the other schedules fire in the same tick and in later ones."""
+    clock = Clock()
+    farm = Farm({"phone:a": [("a", None)]})  # "phone:gone" resolves to a KeyError
+    sched = make(farm, clock, stagger_s=0)
+    sched.add(Schedule(id="bad", sequence="q", target="phone:gone", type="recurring",
+                       cron="* * * * *"))
+    sched.add(Schedule(id="good", sequence="q", target="phone:a", type="recurring",
+                       cron="* * * * *"))
+    events = await sched.tick()
+    assert [e.schedule_id for e in kinds(events, "dispatched")] == ["good"]
+    (error,) = kinds(events, "error")
+    assert error.schedule_id == "bad" and "phone:gone" in error.detail["reason"]
+    assert sched.state.schedules["bad"].status == "failed"
+    assert sched.state.states["bad"].next_due is None
+    assert "phone:gone" in sched.state.states["bad"].error
+    assert "bad" in sched.take_changes().schedules  # saved as failed
+    farm.finish(sched, farm.started[0].id)
+    clock.advance(60)
+    events = await sched.tick()
+    assert [e.schedule_id for e in kinds(events, "fired")] == ["good"]
+    assert not kinds(events, "error")
+    back = msgspec.json.decode(msgspec.json.encode(sched.state), type=SchedulerState)
+    assert back.schedules["bad"].status == "failed"
+
+
+async def test_an_immediate_schedule_completes_only_when_its_jobs_ended() -> None:
+    clock = Clock()
+    farm = Farm({"phone:a": [("a", None)]})
+    sched = make(farm, clock)
+    sched.add(Schedule(id="now", sequence="q", target="phone:a", type="immediate"))
+    await sched.tick()
+    assert sched.state.states["now"].next_due is None  # it fires no more ...
+    assert sched.state.schedules["now"].status == "active"  # ... but its job runs
+    clock.advance(1)
+    await sched.tick()
+    assert sched.state.schedules["now"].status == "active"
+    farm.finish(sched, farm.started[0].id)
+    sched.take_changes()
+    await sched.tick()
+    assert sched.state.schedules["now"].status == "completed"
+    assert "now" in sched.take_changes().schedules
+
+
+async def test_a_window_is_planned_once_per_schedule(monkeypatch) -> None:
+    """A window's times are drawn once and kept: not again for every next occurrence (the
+    misfire walk over a half-past window of N times drew the whole window N times)."""
+    import actors.scheduler as core
+
+    calls: list[int] = []
+    real = core.plan_window
+
+    def counting(start, end, count, rng, min_gap_s=60.0):
+        calls.append(count)
+        return real(start, end, count, rng, min_gap_s)
+
+    monkeypatch.setattr(core, "plan_window", counting)
+    clock = Clock(T0 + timedelta(minutes=7, seconds=13))  # a start no other test plans
+    farm = Farm({"p": [("a", None)]})
+    sched = make(farm, clock, stagger_s=0)
+    start = clock.now - timedelta(hours=1)
+    sched.add(Schedule(id="w", sequence="q", target="p", type="window", window_start=start,
+                       window_end=start + timedelta(hours=2), count=100, seed=3))
+    while sched.state.states["w"].next_due is not None:
+        await sched.tick()
+        for job_id in list(farm.running.values()):
+            farm.finish(sched, job_id)
+        clock.advance(30)
+    assert sched.state.states["w"].fired == 51  # the latest past one run late, then 50
+    assert calls == [100]
+
+
+async def test_a_long_pause_still_runs_the_latest_occurrence_within_grace() -> None:
+    """The latest missed occurrence is found directly, not by stepping through every missed
+    one (a per-minute cron paused for a month stepped 20,000 times and then gave up)."""
+    clock = Clock()
+    farm = Farm({"p": [("a", None)]})
+    sched = make(farm, clock)
+    sched.add(Schedule(id="m", sequence="q", target="p", type="recurring", cron="* * * * *",
+                       misfire=Misfire(grace_s=3600)))
+    sched.pause("m")
+    clock.now = T0 + timedelta(days=30, seconds=10)
+    sched.resume("m")
+    events = await sched.tick()
+    (fired,) = kinds(events, "fired")
+    assert fired.detail["occurrence"] == (T0 + timedelta(days=30)).isoformat()
+    (mis,) = kinds(events, "misfire")
+    assert mis.detail["action"] == "run_late"

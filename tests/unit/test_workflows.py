@@ -190,3 +190,27 @@ async def test_an_ended_workflow_leaves_the_scheduler_state(env) -> None:
     view = await service.workflows.view(wfx)  # from the farm DB alone
     assert view["status"] == "completed"
     assert all(len(s["execution_ids"]) == 1 for s in view["sequences"])
+
+
+async def test_a_sequence_whose_schedule_fails_fails_its_workflow_with_the_reason(env) -> None:
+    """Firing the second sequence's schedule raises (its target lookup crashed): that
+    schedule is failed, the others run, and the workflow execution fails naming it."""
+    service, _, _, runs, db = env
+    calls: list[str] = []
+    targets = runs.targets
+
+    async def crash_second(scope: str):
+        calls.append(scope)
+        if len(calls) == 2:
+            raise RuntimeError("lookup crashed")
+        return await targets(scope)
+
+    runs.targets = crash_second
+    await define(db, "daily", [{"sequence": "demo/login"}, {"sequence": "demo/post"},
+                               {"sequence": "demo/like"}])
+    wfx = (await service.workflows.start("daily", "phone:p1"))["workflow_execution_id"]
+    await settle(service, runs, db, {})
+    assert sequences_run(runs, "p1") == [f"wfx-{wfx}.000", f"wfx-{wfx}.002"]
+    view = await service.workflows.view(wfx)
+    assert view["status"] == "failed", view
+    assert f"wfx-{wfx}.001 failed: RuntimeError: lookup crashed" in view["error"]
