@@ -23,7 +23,7 @@ modules, OpenCV included, only when run).
     farm vars preview TEXT --phone SERIAL [--account clipshare.account1] [--db PATH] [--seed N]
                                          TEXT with variables and spintax resolved (local DB)
     farm schedule add SEQUENCE SCOPE [--at ISO | --window START END --count N | --cron EXPR]
-                      [--grace S] [--depends-on ID] [--id ID]
+                      [--grace S] [--depends-on ID] [--id ID] [--allow-past]
                                          no time option: immediate
     farm schedule add --workflow NAME SCOPE [same options]
                                          each occurrence starts workflow NAME on SCOPE
@@ -479,6 +479,8 @@ def _schedule_body(args: argparse.Namespace) -> dict:
         body["misfire"] = {"grace_s": args.grace}
     if args.depends_on:
         body["depends_on"] = args.depends_on
+    if args.allow_past:
+        body["allow_past"] = True  # the coordinator refuses a past time without it
     return body
 
 
@@ -843,9 +845,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("sequence", nargs="?", default=None,
                    help="library name, e.g. clipshare/post_clip (leave out with --workflow)")
     p.add_argument("scope", help="phone:all | account:clipshare.all@phone1 | group:NAME ...")
-    p.add_argument("--at", metavar="ISO", help="once at this time, e.g. 2026-12-01T09:00:00Z")
+    p.add_argument("--at", metavar="ISO", help="once at this time, e.g. 2026-12-01T09:00Z "
+                                               "(ISO 8601 with Z or an offset)")
     p.add_argument("--window", nargs=2, metavar=("START", "END"),
                    help="--count random times between START and END (ISO)")
+    p.add_argument("--allow-past", action="store_true",
+                   help="accept an --at, a --window end or an until already past (refused "
+                        "otherwise: nothing of it would run but a misfire)")
     p.add_argument("--count", type=int, default=1, help="runs in the --window (default 1)")
     p.add_argument("--cron", metavar="EXPR", help="recurring, 5-field cron in UTC")
     p.add_argument("--grace", type=float, default=None, metavar="S",

@@ -272,6 +272,22 @@ async def test_run_unknown_sequence_is_rejected(url: str, capsys) -> None:
     assert "HTTP 404" in capsys.readouterr().err
 
 
+async def test_schedule_window_takes_minutes_only_and_the_past_only_when_allowed(
+        url: str, hub: FakeHub, capsys) -> None:
+    assert await farm("--url", url, "schedule", "add", "clipshare/post_clip", "phone:all",
+                      "--window", "2030-12-01T09:00Z", "2030-12-01T12:00+02:00", "--count", "2",
+                      "--id", "w") == 0, capsys.readouterr().err
+    view = {v["id"]: v for v in hub.list_schedules()}["w"]
+    assert (view["window_start"], view["window_end"]) == ("2030-12-01T09:00:00Z",
+                                                          "2030-12-01T10:00:00Z")
+    past = ["--window", "2020-12-01T09:00Z", "2020-12-01T12:00Z"]
+    assert await farm("--url", url, "schedule", "add", "x", "phone:all", *past) == 2
+    assert "$.window_end" in capsys.readouterr().err
+    assert await farm("--url", url, "schedule", "add", "x", "phone:all", *past,
+                      "--allow-past", "--id", "old") == 0, capsys.readouterr().err
+    assert {v["id"]: v for v in hub.list_schedules()}["old"]["allow_past"] is True
+
+
 async def test_schedule_add_list_pause_cancel_and_runs(url: str, hub: FakeHub, capsys) -> None:
     assert await farm("--url", url, "schedule", "add", "clipshare/post_clip", "phone:all",
                       "--cron", "0 9 * * *", "--grace", "600", "--id", "daily") == 0
