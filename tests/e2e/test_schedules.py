@@ -86,3 +86,43 @@ async def test_three_schedules_on_two_phones_never_overlap_and_survive_a_restart
     await asyncio.sleep(1.5)  # a few ticks: nothing runs again
     assert len([e for e in await hub.list_executions(100) if e["run_id"]
                 and e["run_id"].split("@")[0] in "abc"]) == 6
+
+
+async def test_a_bad_schedule_leaves_nothing_and_an_immediate_one_completes_after_its_jobs(
+        stack, farm) -> None:
+    """Over the control endpoint of the real hub: a cron that never fires is a 400 naming
+    $.cron and leaves no trace (the listing answers, the next schedule fires); an immediate
+    schedule stays active while its job runs and is completed once it ended."""
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from actors.control.app import make_app
+
+    hub, db = stack
+    async with TestClient(TestServer(make_app(hub))) as client:
+        resp = await client.post("/api/schedules", json={
+            "sequence": "test/taps", "target": f"phone:{farm.serials[0]}", "type": "recurring",
+            "cron": "0 0 31 2 *"})
+        assert resp.status == 400 and (await resp.json())["field"] == "$.cron"
+        resp = await client.get("/api/schedules")
+        assert resp.status == 200 and (await resp.json())["schedules"] == []
+        resp = await client.post("/api/schedules", json={
+            "id": "now", "sequence": "test/taps", "target": f"phone:{farm.serials[0]}",
+            "type": "immediate"})
+        assert resp.status == 201, await resp.text()
+
+        async def view() -> dict:
+            resp = await client.get("/api/schedules")
+            assert resp.status == 200
+            return {v["id"]: v for v in (await resp.json())["schedules"]}["now"]
+
+        seen: list[tuple[str, dict]] = []
+        for _ in range(1200):
+            v = await view()
+            seen.append((v["status"], v["jobs"]))
+            if v["status"] == "completed":
+                break
+            await asyncio.sleep(0.05)
+        assert seen[-1] == ("completed", {"completed": 1}), seen[-5:]
+        # While its job was queued or running it was active (its one time had fired).
+        assert ("active", {"running": 1}) in seen, seen
+        assert all(status in ("pending", "active") for status, _ in seen[:-1]), seen

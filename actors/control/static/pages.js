@@ -68,10 +68,10 @@ async function showExecution(box, id) {
 
 // --- schedules ----------------------------------------------------------------------------
 
-// The controls a schedule in ``status`` takes (actors/schedules.py: a finished one takes none;
-// offering them only earned a 409).
+// The controls a schedule in ``status`` takes (actors/schedules.py: a finished one takes none,
+// a failed one only cancel; offering them only earned a 409).
 const allowed = (status, action) => !["cancelled", "completed"].includes(status)
-  && (action === "cancel" || (action === "pause") === (status !== "paused"));
+  && (action === "cancel" || (status !== "failed" && (action === "pause") === (status !== "paused")));
 
 export async function showSchedules(root) {
   const f = {
