@@ -39,6 +39,9 @@ PROFILE_FIELDS = ("first_name", "last_name", "birth_month", "birth_day", "birth_
                   "gender", "profile_password", "interests")
 ACCOUNT_FIELDS = ("username", "password", "bio", "platform", "account_number", "status")
 CATEGORIES = ("client", "profile", "account", "content", "dynamic", "custom", "ai", "group")
+# Counters persist as SQLite INTEGERs (64-bit signed): a start or step beyond that would be
+# an OverflowError out of the database, not an error about the variable.
+COUNTER_LIMIT = 2**63
 
 
 class AIProvider(Protocol):
@@ -323,7 +326,10 @@ class _Resolver:
                      else re.fullmatch(r"(-?\d+),(-?\d+)", ",".join(parts)))
             if not match:
                 raise _Fail("expected a range of whole numbers, e.g. (1-10)")
-            low, high = int(match[1]), int(match[2])
+            try:
+                low, high = int(match[1]), int(match[2])
+            except ValueError:  # int() refuses more than 4300 digits
+                raise _Fail("a number of the range is too long") from None
             if low > high:
                 raise _Fail(f"empty range: {low} is above {high}")
             return self.rng.randint(low, high)
@@ -339,6 +345,9 @@ class _Resolver:
                 step = int(parts[2]) if len(parts) > 2 and parts[2] else 1
             except ValueError:
                 raise _Fail("start and step must be whole numbers") from None
+            if not all(-COUNTER_LIMIT <= v < COUNTER_LIMIT for v in (start, step)):
+                raise _Fail("start and step must be within -2**63..2**63-1 (counters are "
+                            "64-bit integers in the farm database)")
             return self.ctx.counters(parts[0], start, step)
         raise _Fail("unknown dynamic variable (known: dynamic.date.format(F), "
                     "dynamic.time.format(F), dynamic.random.number(A-B), "
