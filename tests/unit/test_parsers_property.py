@@ -28,6 +28,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from actors.persistence import FarmDB, seed_demo
 from protocol.errors import ScopeError, ValidationError, ValidationErrors, VariableError
 from registry.load import DEMO_REGISTRY, load_registry
 from sequences.groups import GroupBook
@@ -234,13 +235,29 @@ VARIABLE_TEXT = st.one_of(
 
 @PROPERTY
 @given(VARIABLE_TEXT, st.integers(0, 2**32))
-@example("${dynamic.random.number(1-" + "9" * 5000 + ")}", 0)
+@example("${dynamic.random.number(1-" + "9" * 5000 + ")}", 0)  # ValueError from int()
 def test_resolve_returns_text_or_raises_variable_error_with_offset(text: str, seed: int) -> None:
     try:
         assert isinstance(resolve(text, make_ctx(), random.Random(seed)), str)
     except VariableError as e:
         text_offsets(e, text)
         assert e.text == text
+
+
+async def test_a_counter_beyond_64_bits_is_a_variable_error_not_a_database_overflow(
+        tmp_path: Path) -> None:
+    db = await FarmDB.open(tmp_path / "farm.sqlite3")
+    try:
+        await seed_demo(db, ["emu-1"])
+        for text in ("${dynamic.counter(c," + str(2**70) + ")}",
+                     "${dynamic.counter(c,1,-" + str(2**63 + 1) + ")}"):
+            with pytest.raises(VariableError) as e:
+                await db.resolve_text(text, "emu-1")  # was OverflowError from sqlite3
+            assert e.value.offset == 0 and "64-bit" in e.value.reason
+        top = str(2**63 - 1)
+        assert await db.resolve_text("${dynamic.counter(d," + top + ")}", "emu-1") == top
+    finally:
+        await db.close()
 
 
 # --- sequence JSON -------------------------------------------------------------------------
