@@ -373,8 +373,10 @@ def cron_of(schedule: Schedule) -> str:
     else:
         raise ScheduleInvalid("$.cron", f"schedule {schedule.id}: recurring needs cron or "
                                         "recurrence")
-    if not croniter.is_valid(expr):
-        raise ScheduleInvalid(field, f"schedule {schedule.id}: invalid cron {expr!r}")
+    # croniter also takes a sixth (seconds) field: every second would fire every tick.
+    if not croniter.is_valid(expr) or (not expr.startswith("@") and len(expr.split()) != 5):
+        raise ScheduleInvalid(field, f"schedule {schedule.id}: invalid cron {expr!r} (5 fields: "
+                                     "minute hour day month weekday, UTC)")
     return expr
 
 

@@ -356,7 +356,7 @@ def decode_schedule(body: bytes) -> Schedule:
         raw.setdefault("sequence", "")
     raw.pop("status", None)
     for name in SCHEDULE_TIMES:
-        raw[name] = _iso_time(raw.get(name))
+        raw[name] = _iso_time(name, raw.get(name))
     try:
         return msgspec.convert(raw, Schedule)
     except msgspec.ValidationError as exc:
@@ -369,7 +369,7 @@ def decode_schedule(body: bytes) -> Schedule:
 SCHEDULE_TIMES = ("at", "window_start", "window_end", "until")
 
 
-def _iso_time(value: Any) -> Any:
+def _iso_time(name: str, value: Any) -> Any:
     """A text ISO 8601 time as a datetime, in UTC when it has a zone (the type refuses one
     without); anything else as it was, for the type check to name."""
     if isinstance(value, str):
@@ -377,7 +377,11 @@ def _iso_time(value: Any) -> Any:
             t = datetime.fromisoformat(value)
         except ValueError:
             return value
-        return t.astimezone(timezone.utc) if t.tzinfo is not None else t
+        try:
+            return t.astimezone(timezone.utc) if t.tzinfo is not None else t
+        except OverflowError:  # 0001-01-01T00:00+01:00 is before year 1 in UTC
+            where = f"$.{name}"
+            raise RequestError(where, f"{value!r} is out of range in UTC", field=where) from None
     return value
 
 

@@ -402,6 +402,8 @@ WINDOW = {**GOOD, "type": "window", "window_start": "2026-03-01T13:00:00Z",
 
 @pytest.mark.parametrize("body, field", [
     ({**GOOD, "type": "recurring", "cron": "0 0 31 2 *"}, "$.cron"),
+    ({**GOOD, "type": "recurring", "cron": "* * * * * *"}, "$.cron"),  # seconds: no
+    ({**GOOD, "type": "scheduled", "at": "0001-01-01T00:00:00+01:00"}, "$.at"),  # not in UTC
     ({**GOOD, "type": "recurring", "recurrence": {"every": "day", "at": 5}}, "$.recurrence.at"),
     ({**GOOD, "type": "recurring", "recurrence": {"every": "day", "interval": [1]}},
      "$.recurrence.interval"),
