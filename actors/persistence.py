@@ -105,6 +105,13 @@ def account_ref(row: Mapping[str, Any]) -> str:
     return f"{row['platform']}.{row['account_number']}"
 
 
+RETIRED = "retired"  # the status of a deleted (soft-deleted) client, phone or account
+
+
+def is_retired(row: Mapping[str, Any]) -> bool:
+    return row.get("status") == RETIRED
+
+
 _INSERT_SCHEDULE_EVENT = ("INSERT INTO schedule_events (at, schedule_id, job_id, serial, kind,"
                           " reason, detail) VALUES (?, ?, ?, ?, ?, ?, ?)")
 
@@ -977,21 +984,27 @@ class FarmDB:
         # The profile of the phone's lowest-numbered account that has one.
         rows = await self._all(
             "SELECT a.phone_id, pr.* FROM accounts a JOIN profiles pr"
-            " ON pr.profile_id = a.profile_id ORDER BY a.phone_id, a.account_id DESC")
+            f" ON pr.profile_id = a.profile_id WHERE a.status IS NOT '{RETIRED}'"
+            " ORDER BY a.phone_id, a.account_id DESC")
         return {r["phone_id"]: _profile_dict(r) for r in rows}
 
-    async def account_rows(self, serial: str | None = None) -> list[dict]:
-        """Every account (or those on phone ``serial``): account_id, platform, account_number,
-        username, password (the profile password when the account has none), bio, status,
-        serial, profile (dict or None)."""
+    async def account_rows(self, serial: str | None = None, *,
+                           include_retired: bool = False) -> list[dict]:
+        """Every account in use (or those on phone ``serial``): account_id, platform,
+        account_number, username, password (the profile password when the account has none),
+        bio, status, serial, profile (dict or None). A retired (deleted) account is left out
+        unless ``include_retired``: whatever chooses an account must never see one; only
+        history (which account an execution ran as) and the registry listing ask for them."""
         sql = ("SELECT a.account_id, a.platform, a.account_number, a.username, a.password,"
                " a.bio, a.status, ph.serial_number AS serial, pr.*"
                " FROM accounts a LEFT JOIN phones ph ON ph.phone_id = a.phone_id"
-               " LEFT JOIN profiles pr ON pr.profile_id = a.profile_id")
+               " LEFT JOIN profiles pr ON pr.profile_id = a.profile_id WHERE 1")
         args: tuple = ()
         if serial is not None:
-            sql += " WHERE ph.serial_number = ?"
+            sql += " AND ph.serial_number = ?"
             args = (serial,)
+        if not include_retired:
+            sql += f" AND a.status IS NOT '{RETIRED}'"
         rows = await self._all(sql + " ORDER BY ph.serial_number, a.platform, a.account_number,"
                                " a.account_id", args)
         out = []
@@ -1219,11 +1232,14 @@ class FarmDB:
         client = {} if client_id is None else {
             "name": phone["name"], "status": phone["status"],
             "contact_email": phone["contact_email"], "contact_discord": phone["contact_discord"]}
-        accounts = await self.account_rows(serial)
+        every = await self.account_rows(serial, include_retired=True)
+        accounts = [a for a in every if not is_retired(a)]
         current = parse_account_ref(account) if account is not None else None
         if current is not None and not any(
                 (a["platform"], a["account_number"]) == current for a in accounts):
-            raise ValidationError(f"phone {serial}",
+            retired = any((a["platform"], a["account_number"]) == current for a in every)
+            raise ValidationError(f"phone {serial}", f"account {current[0]}.{current[1]} is "
+                                  "retired (deleted)" if retired else
                                   f"has no account {current[0]}.{current[1]}")
         profile = next((a["profile"] for a in accounts
                         if current is not None and (a["platform"], a["account_number"]) == current
@@ -1364,8 +1380,10 @@ async def seed_demo(db: FarmDB, serials: list[str]) -> None:
                            contact_discord="demo-farm#0001")
     for index, serial in enumerate(serials):
         await db.upsert_phone(serial, client="Demo Farm", model="Virtual Phone")
-        existing = await db.account_rows(serial)
+        existing = await db.account_rows(serial, include_retired=True)
         profile_id = next((a["profile"]["profile_id"] for a in existing if a["profile"]), None)
+        # An account the operator deleted stays deleted: only new ones start active.
+        seeded = {a["account_number"] for a in existing if a["platform"] == "clipshare"}
         profile_id = await db.upsert_profile(
             profile_id, client="Demo Farm", first_name=first_names[index % len(first_names)],
             last_name=f"Demo{index + 1}", birth_month=(index % 12) + 1,
@@ -1373,7 +1391,8 @@ async def seed_demo(db: FarmDB, serials: list[str]) -> None:
             profile_password=f"demo-profile-{index + 1}", interests="dance, cooking, travel")
         for number, username, password in demo_accounts:
             await db.upsert_account(serial, "clipshare", number, username=username,
-                                    password=password, profile_id=profile_id, status="active")
+                                    password=password, profile_id=profile_id,
+                                    status=None if number in seeded else "active")
     await db.set_hashtag_set("demo", ["phonefarm", "clipshare", "daily"], client="Demo Farm")
     await db.set_caption_template(
         "daily", "{Just|Today I} {watched|posted|finished} something {fun|new|great} "

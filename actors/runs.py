@@ -30,7 +30,7 @@ from typing import Any, Protocol
 import msgspec
 
 from actors.execution_records import ExecutionRecords
-from actors.persistence import account_ref
+from actors.persistence import account_ref, is_retired
 from protocol.errors import FarmError, ValidationError, ValidationErrors
 from protocol.files import confined, write_atomic
 from protocol.messages import RunSequence
@@ -178,8 +178,11 @@ class RunManager:
             known = {row["serial"]: row for row in await self.db.phone_rows()}
             phones = [{**known.get(p["serial"], {}), **p,
                        "client": known.get(p["serial"], {}).get("client")} for p in phones]
-            accounts = await self.db.account_rows()
-            return targets(scope, phones, accounts, groups=await self.db.group_book())
+            every = await self.db.account_rows(include_retired=True)
+            # Retired accounts are never targets; a scope naming one says so.
+            return targets(scope, phones, [a for a in every if not is_retired(a)],
+                           groups=await self.db.group_book(),
+                           retired=[a for a in every if is_retired(a)])
         return targets(scope, phones, accounts)
 
     async def _start_one(self, run_id: str, name: str, seq: Sequence, serial: str,
@@ -294,8 +297,12 @@ class RunManager:
                        serial: str, target_account: str | None,
                        variables: dict[str, str]) -> tuple[RunSequence, Any]:
         """The plan sent to the node, and the farm DB id of its account (None without one)."""
-        accounts = await self.db.account_rows(serial)
+        every = await self.db.account_rows(serial, include_retired=True)
+        accounts = [a for a in every if not is_retired(a)]
         account = self._account_for(seq, serial, target_account, accounts)
+        if account is not None and not any(account_ref(a) == account for a in accounts) \
+                and any(account_ref(a) == account for a in every):
+            raise ValidationError(f"phone {serial}", f"account {account} is retired (deleted)")
         # The account ${account.FIELD} names: the run's, else the phone's first of the app.
         text_account = account or self._first_account(seq.app, accounts)
         rng = random.Random(int(hashlib.sha256(execution_id.encode()).hexdigest()[:16], 16))
@@ -524,8 +531,8 @@ class RunManager:
         return execution_view(record, await self._account_refs())
 
     async def _account_refs(self) -> dict[int, str]:
-        return {a["account_id"]: account_ref(a)
-                for a in await self.db.account_rows()}
+        return {a["account_id"]: account_ref(a)  # past executions: retired accounts too
+                for a in await self.db.account_rows(include_retired=True)}
 
     async def get_run(self, run_id: str) -> dict:
         records = await self.db.list_executions(run_id=run_id)

@@ -202,8 +202,8 @@ class ScheduleService:
                 for e in await self.db.schedule_events(job.schedule_id, limit=10_000_000)}
         mine = [r for r in mine if r["key"] not in self._named[job.schedule_id]]
         if mine and job.account is not None:
-            ids = {account_ref(a): a["account_id"]
-                   for a in await self.db.account_rows(job.serial)}
+            ids = {account_ref(a): a["account_id"]  # the job's account, even retired since
+                   for a in await self.db.account_rows(job.serial, include_retired=True)}
             mine = [r for r in mine if r["account_id"] in (None, ids.get(job.account))]
         return mine[-1]["key"] if mine else None
 

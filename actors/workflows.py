@@ -257,8 +257,9 @@ class WorkflowRunner:
 
     async def _account_ids(self, serial: str) -> dict[str, int]:
         if serial not in self._accounts:
-            self._accounts[serial] = {account_ref(a): a["account_id"]
-                                      for a in await self.db.account_rows(serial)}
+            self._accounts[serial] = {account_ref(a): a["account_id"]  # retired too: history
+                                      for a in await self.db.account_rows(
+                                          serial, include_retired=True)}
         return self._accounts[serial]
 
     async def _finish(self, row: dict, jobs: list[Job], broken: list[str] = ()) -> None:
@@ -295,7 +296,7 @@ class WorkflowRunner:
             raise WorkflowNotFound(f"workflow execution {workflow_execution_id}: no such "
                                    "workflow execution")
         refs = {a["account_id"]: account_ref(a)
-                for a in await self.db.account_rows()}
+                for a in await self.db.account_rows(include_retired=True)}
         runs = await self._executions_by_target(row)
         return {"workflow_execution_id": workflow_execution_id, "workflow": row["workflow"],
                 "target": row["target"], "status": row["status"],

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Iterable, Literal, NamedTuple, NoReturn, Union
+from typing import TYPE_CHECKING, Callable, Iterable, Literal, NamedTuple, NoReturn, Sequence, Union
 
 from protocol.errors import ScopeError
 
@@ -149,24 +149,26 @@ class AccountScope:
     phones: PhoneScope
     offset: int = 0
 
-    def resolve(self, phones: list[dict], accounts: list[dict]) -> list[AccountTarget]:
+    def resolve(self, phones: list[dict], accounts: list[dict],
+                retired: Sequence[dict] = ()) -> list[AccountTarget]:
         """Accounts this scope selects: ``phones`` are phone rows (as for `PhoneScope`),
-        ``accounts`` are account rows with at least "platform", "account_number", "serial".
+        ``accounts`` are account rows with at least "platform", "account_number", "serial";
+        ``retired`` are deleted accounts' rows, only there to name them in errors.
 
         Order: phone by phone in the order the phone part resolves to; on one phone, the
         written order for an explicit list, else the order of ``accounts``. Raises
-        `ScopeError` for an unknown phone, platform or account, or an account named for a
-        phone that doesn't have it.
+        `ScopeError` for an unknown phone, platform or account, a retired account, or an
+        account named for a phone that doesn't have it.
         """
         serials = self.phones.resolve(phones)
         for item in self.items:
-            self._check_exists(item, accounts)
+            self._check_exists(item, accounts, retired)
         on_phone: dict[str, list[dict]] = {s: [] for s in serials}
         for row in accounts:
             if row.get("serial") in on_phone:
                 on_phone[row["serial"]].append(row)
         if self.kind == "accounts":
-            self._check_present(phones, accounts, on_phone)
+            self._check_present(phones, accounts, on_phone, retired)
         chosen: list[AccountTarget] = []
         for serial in serials:
             rows = on_phone[serial]
@@ -180,20 +182,26 @@ class AccountScope:
                           for r in picked)
         return list(dict.fromkeys(chosen))
 
-    def _check_exists(self, item: AccountItem, accounts: list[dict]) -> None:
-        """A platform or account that is on no phone at all is a typo, not an empty set."""
+    def _check_exists(self, item: AccountItem, accounts: list[dict],
+                      retired: Sequence[dict]) -> None:
+        """A platform or account that is on no phone at all is a typo, not an empty set;
+        one that only deleted accounts had is said to be retired."""
         platforms = {str(r.get("platform", "")).casefold(): str(r.get("platform"))
                      for r in accounts}
         if item.platform.casefold() not in platforms:
+            if any(item.matches(r) for r in retired):
+                _fail(self.text, item.offset, _retired_on(item, retired))
             known = ", ".join(sorted(platforms.values())) or "none"
             _fail(self.text, item.offset,
                   f"unknown platform {item.platform!r} (platforms with accounts: {known})")
         if item.account is not None and not any(item.matches(r) for r in accounts):
+            if any(item.matches(r) for r in retired):
+                _fail(self.text, item.account_offset, _retired_on(item, retired))
             _fail(self.text, item.account_offset,
                   f"unknown account {item.ref} (no phone has it)")
 
     def _check_present(self, phones: list[dict], accounts: list[dict],
-                       on_phone: dict[str, list[dict]]) -> None:
+                       on_phone: dict[str, list[dict]], retired: Sequence[dict]) -> None:
         """An explicitly named account must be where it was asked for: on each phone named
         explicitly, or on at least one phone of a set (``@all``, ``@phone:client:X``)."""
         named = [item for item in self.items if item.account is not None]
@@ -203,6 +211,9 @@ class AccountScope:
                 rows = [r for s in found for r in on_phone.get(s, ())]
                 for item in named:
                     if not any(item.matches(r) for r in rows):
+                        gone = [r for r in retired if r.get("serial") in found and item.matches(r)]
+                        if gone:
+                            _fail(self.text, item.offset, _retired_on(item, gone))
                         has = ", ".join(_dedup(f"{r['platform']}.{r['account_number']}"
                                                for r in rows)) or "no accounts"
                         _fail(self.text, item.offset,
@@ -210,10 +221,20 @@ class AccountScope:
             return
         for item in named:
             if not any(item.matches(r) for rows in on_phone.values() for r in rows):
+                gone = [r for r in retired if r.get("serial") in on_phone and item.matches(r)]
+                if gone:
+                    _fail(self.text, item.offset, _retired_on(item, gone))
                 where = ", ".join(_dedup(str(r.get("serial")) for r in accounts
                                          if item.matches(r)))
                 _fail(self.text, item.offset, f"none of the selected phones has account "
                                               f"{item.ref} (it is on: {where})")
+
+
+def _retired_on(item: AccountItem, rows: Sequence[dict]) -> str:
+    """The error for an account (or platform) only deleted accounts match."""
+    where = ", ".join(_dedup(str(r.get("serial")) for r in rows if item.matches(r)))
+    what = f"account {item.ref} is" if item.account else f"every {item.platform} account is"
+    return f"{what} retired (deleted) on {where}: never selected"
 
 
 Scope = Union[PhoneScope, AccountScope]
@@ -261,17 +282,19 @@ def parse_phone_scope(text: str, *, why: str = "a phone scope is expected here")
 
 
 def targets(scope: str | Scope, phones: list[dict], accounts: list[dict],
-            groups: "GroupBook | None" = None) -> list[tuple[str, str | None]]:
+            groups: "GroupBook | None" = None,
+            retired: Sequence[dict] = ()) -> list[tuple[str, str | None]]:
     """What a runner iterates over, for either kind of scope: ``(serial, None)`` per phone
     of a phone scope, ``(serial, "platform.account_number")`` per account of an account
     scope. With ``groups``, ``group:EXPR`` (``group:active&warm-banned``) is a scope too
-    (`sequences.groups.GroupBook.targets`)."""
+    (`sequences.groups.GroupBook.targets`). ``retired``: account rows that were deleted,
+    never selected, only named in the error when a scope asks for one of them."""
     if groups is not None and isinstance(scope, str) and scope.lstrip().startswith("group:"):
         # The book resolves its own scopes: sequences.groups imports this module.
         return groups.targets(scope, phones, accounts)
     parsed = parse_scope(scope) if isinstance(scope, str) else scope
     if isinstance(parsed, AccountScope):
-        return [(t.serial, t.ref) for t in parsed.resolve(phones, accounts)]
+        return [(t.serial, t.ref) for t in parsed.resolve(phones, accounts, retired)]
     return [(serial, None) for serial in parsed.resolve(phones)]
 
 

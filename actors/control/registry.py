@@ -445,11 +445,14 @@ async def delete_phone_tag(request: web.Request) -> web.Response:
 @_handled
 async def get_accounts(request: web.Request) -> web.Response:
     serial = request.query.get("serial")
-    return json_response({"accounts": await _db(request).account_rows(serial)})
+    # The registry's view: retired accounts too, with their status (as clients and phones).
+    return json_response({"accounts": await _db(request).account_rows(serial,
+                                                                      include_retired=True)})
 
 
 async def _account_row(db: Any, account_id: int) -> dict | None:
-    return next((a for a in await db.account_rows() if a["account_id"] == account_id), None)
+    return next((a for a in await db.account_rows(include_retired=True)
+                 if a["account_id"] == account_id), None)
 
 
 @_handled
@@ -462,7 +465,7 @@ async def post_account(request: web.Request) -> web.Response:
                                           f"(POST /api/phones/registry first)")
     if body.profile_id is not None and await db.profile_row(body.profile_id) is None:
         raise ValidationError("$.profile_id", f"no such profile: {body.profile_id}")
-    before = next((a for a in await db.account_rows(body.serial)
+    before = next((a for a in await db.account_rows(body.serial, include_retired=True)
                    if a["platform"] == body.platform
                    and a["account_number"] == body.account_number), None)
     account_id = await db.upsert_account(
