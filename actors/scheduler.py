@@ -426,12 +426,15 @@ def validate(schedule: Schedule) -> None:
 def refuse_past(schedule: Schedule, now: datetime) -> None:
     """Raise ScheduleInvalid when the time that ends the schedule is already past (a window's
     end, a scheduled time, a recurring schedule's ``until``): it would never run, or only
-    as a misfire; ``allow_past`` accepts it."""
+    as a misfire; ``allow_past`` accepts it. A scheduled time late by no more than its
+    misfire grace is taken (it runs at once, as a misfire would): the sender's clock may be
+    a little behind the coordinator's."""
     if schedule.allow_past:
         return
     name = {"window": "window_end", "scheduled": "at", "recurring": "until"}.get(schedule.type)
     t = getattr(schedule, name) if name else None
-    if t is not None and _utc(t) <= _utc(now):
+    grace = timedelta(seconds=schedule.misfire.grace_s if schedule.type == "scheduled" else 0)
+    if t is not None and _utc(t) + grace <= _utc(now):
         raise ScheduleInvalid(f"$.{name}", f"{_utc(t).isoformat()} is already past (now "
                                            f"{_utc(now).isoformat()}): set allow_past to add "
                                            "it anyway")

@@ -17,7 +17,7 @@ from actors.control.app import make_app
 from actors.control.openapi import openapi_document
 from actors.loop_lag import LoopLagProbe
 from actors.persistence import FarmDB
-from actors.scheduler import MAX_WINDOW_COUNT, Schedule, ScheduleState
+from actors.scheduler import MAX_WINDOW_COUNT, Misfire, Schedule, ScheduleState
 from actors.schedules import ScheduleNotFound, ScheduleRow, ScheduleService
 from protocol.errors import ValidationError
 
@@ -125,7 +125,7 @@ async def test_state_survives_a_restart_and_misfires_are_the_cores(env) -> None:
     service, clock, hub, runs, db = env
     await service.add(Schedule(id="later", sequence="demo/taps", target="phone:p2",
                                type="scheduled", at=T0 + timedelta(minutes=5),
-                               misfire={"grace_s": 120}))
+                               misfire=Misfire(grace_s=120)))
     await service.add(immediate("now"))
     await service.step()
     assert runs.started[0][1] == "p1"
@@ -461,6 +461,10 @@ async def test_times_with_minutes_only_or_an_offset_are_accepted_and_the_past_on
     resp = await client.post("/api/schedules", json={**past, "id": "old", "allow_past": True})
     assert resp.status == 201, await resp.text()
     assert (await client.get("/api/schedules")).status == 200
+    # A scheduled time within its misfire grace (60 s) runs at once: the sender's clock lags.
+    resp = await client.post("/api/schedules", json={**GOOD, "id": "lagging", "type": "scheduled",
+                                                     "at": "2026-03-01T11:59:30Z"})
+    assert resp.status == 201, await resp.text()
 
 
 async def test_an_immediate_schedule_is_completed_only_when_its_jobs_ended(env) -> None:
