@@ -22,6 +22,7 @@ import hashlib
 import io
 import json
 import logging
+import math
 import os
 import re
 import typing
@@ -136,8 +137,132 @@ def _first_wins(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
+# Registry and sequence files nest a handful of levels (a sequence's if_screen two per level);
+# the bound keeps json.loads, the line index and the checkers, which recurse per level, far
+# from the interpreter's recursion limit.
+MAX_JSON_DEPTH = 64
+# Python's int() (so json.loads) refuses longer integer literals with a bare ValueError.
+_MAX_INT_DIGITS = 4300
+# Tokens outside strings: brackets, and the scalars json.loads may refuse to convert.
+_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|(?P<open>[\[{])|(?P<close>[\]}])'
+                    r"|-?Infinity|NaN|-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?", re.S)
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+class _NotJson(ValueError):
+    """A literal json.loads reads but our files may not hold: NaN, Infinity, a number too
+    large for a float or too long for int()."""
+
+    def __init__(self, literal: str, reason: str) -> None:
+        self.literal = literal
+        super().__init__(reason)
+
+
 def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
+    raise _NotJson(name, f"{name} is not a JSON number")
+
+
+def _parse_int(literal: str) -> int:
+    if len(literal.lstrip("-")) > _MAX_INT_DIGITS:
+        raise _NotJson(literal, f"an integer of more than {_MAX_INT_DIGITS} digits")
+    return int(literal)
+
+
+def _parse_float(literal: str) -> float:
+    value = float(literal)
+    if math.isinf(value):  # 1e400: an infinite timeout or sleep would never end
+        raise _NotJson(literal, f"{literal[:20]} is too large for a number")
+    return value
+
+
+def _first_token(text: str, literal: str) -> int:
+    """Offset of the first token outside strings that is ``literal``."""
+    return next((m.start() for m in _TOKEN.finditer(text) if m.group() == literal), 0)
+
+
+def _too_deep(text: str) -> int | None:
+    """Offset of the first bracket opening level ``MAX_JSON_DEPTH + 1``, if any."""
+    depth = 0
+    for m in _TOKEN.finditer(text):
+        if m["open"]:
+            depth += 1
+            if depth > MAX_JSON_DEPTH:
+                return m.start()
+        elif m["close"]:
+            depth -= 1
+    return None
+
+
+def _line_col(text: str, offset: int) -> str:
+    """``line:column`` (both from 1) of ``offset``, as json's own errors count them."""
+    line = text.count("\n", 0, offset) + 1
+    return f"{line}:{offset - text.rfind(chr(10), 0, offset)}"
+
+
+def value_problems(value: Any, path: str = "$", depth: int = 0) -> list[tuple[str, str]]:
+    """(JSON path, reason) for what no JSON file of ours may hold even when it parsed: nesting
+    deeper than ``MAX_JSON_DEPTH`` and strings (keys too) with a lone surrogate such as
+    ``"\\ud800"``, which is not Unicode text (msgspec, UTF-8 and SQLite all refuse it later).
+    Also for an already parsed object (an API request's sequence)."""
+    if isinstance(value, str):
+        return [(path, _surrogate_reason(value))] if _SURROGATE.search(value) else []
+    if not isinstance(value, (dict, list)):
+        return []
+    if depth >= MAX_JSON_DEPTH:
+        return [(path, f"nested deeper than {MAX_JSON_DEPTH} levels")]
+    problems: list[tuple[str, str]] = []
+    items = (value.items() if isinstance(value, dict)
+             else ((None, item) for item in value))
+    for i, (key, item) in enumerate(items):
+        if key is None:
+            problems += value_problems(item, f"{path}[{i}]", depth + 1)
+            continue
+        if not isinstance(key, str):
+            problems.append((path, f"key {key!r} is not a string"))
+            continue
+        item_path = key_path(path, key)
+        if _SURROGATE.search(key):
+            problems.append((item_path, "key: " + _surrogate_reason(key)))
+        problems += value_problems(item, item_path, depth + 1)
+    return problems
+
+
+def _surrogate_reason(text: str) -> str:
+    m = _SURROGATE.search(text)
+    assert m is not None
+    return (f"lone surrogate \\u{ord(m.group()):04x} at character {m.start()}: not Unicode "
+            "text (write the character itself, or a valid \\u pair)")
+
+
+def parse_json(text: str, shown: str) -> tuple[Any, _JsonIndex]:
+    """``text`` (a file named ``shown`` in messages) as JSON, with its line index.
+
+    Raises ``ValidationErrors`` whose every problem has a position: ``shown:line:column``
+    for a syntax error, a NaN/Infinity, an integer too long for Python, or nesting deeper
+    than ``MAX_JSON_DEPTH``; ``shown:line: $.path`` for a string that is not Unicode text.
+    Duplicate keys are the caller's to report (``index.duplicates``): they do not stop it.
+    """
+    def fail(offset: int, reason: str) -> ValidationErrors:
+        return ValidationErrors([ValidationError(f"{shown}:{_line_col(text, offset)}",
+                                                 f"invalid JSON: {reason}")])
+
+    deep = _too_deep(text)
+    if deep is not None:
+        raise fail(deep, f"nested deeper than {MAX_JSON_DEPTH} levels")
+    try:
+        value = json.loads(text, parse_constant=_reject_constant, parse_int=_parse_int,
+                           parse_float=_parse_float, object_pairs_hook=_first_wins)
+    except json.JSONDecodeError as exc:
+        raise ValidationErrors([ValidationError(f"{shown}:{exc.lineno}:{exc.colno}",
+                                                f"invalid JSON: {exc.msg}")]) from None
+    except _NotJson as exc:
+        raise fail(_first_token(text, exc.literal), str(exc)) from None
+    index = _JsonIndex(text)
+    problems = value_problems(value)
+    if problems:
+        raise ValidationErrors([ValidationError(f"{shown}:{index.line(path)}: {path}", reason)
+                                for path, reason in problems])
+    return value, index
 
 
 # --- loading --------------------------------------------------------------------------------
@@ -219,20 +344,9 @@ class _Loader:
             self.problem(source.shown, f"not UTF-8 text (byte {exc.start})")
             return None
         try:
-            value = json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_first_wins)
-        except json.JSONDecodeError as exc:
-            self.problem(f"{source.shown}:{exc.lineno}:{exc.colno}", f"invalid JSON: {exc.msg}")
-            return None
-        except ValueError as exc:  # NaN / Infinity
-            self.problem(source.shown, f"invalid JSON: {exc}")
-            return None
-        except RecursionError:
-            self.problem(source.shown, "invalid JSON: nested too deeply")
-            return None
-        try:
-            source.index = _JsonIndex(text)
-        except RecursionError:
-            self.problem(source.shown, "invalid JSON: nested too deeply")
+            value, source.index = parse_json(text, source.shown)
+        except ValidationErrors as exc:
+            self.problems += exc.problems
             return None
         for path, key, line, first in source.index.duplicates:
             self.problem(f"{source.shown}:{line}: {key_path(path, key)}",

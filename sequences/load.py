@@ -21,7 +21,6 @@ templates (``sequences.variables``, when present).
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import os
 import re
@@ -36,7 +35,7 @@ from protocol.messages import MAX_KEY_REPEAT, MAX_SWIPE_POINTS
 from registry.load import DEMO_REGISTRY, load_registry
 # The registry loader's JSON line index (path -> line, duplicate keys) serves sequence files
 # just as well; one implementation of "which line holds $.steps[3].x".
-from registry.load import _first_wins, _JsonIndex, _reject_constant, key_path
+from registry.load import _JsonIndex, key_path, parse_json, value_problems
 from registry.model import GLOBAL_APP, Registry
 from sequences.model import STEP_TYPES, IfScreenStep, RetryPolicy, Sequence, Step
 
@@ -429,6 +428,9 @@ def parse_sequence(data: Any, where: str = "request", registry: Registry | None 
     """Validate an already parsed sequence object (an API request's ``sequence``); problems
     are reported as ``<where>: $.steps[3].x``."""
     checker = _Checker(where, _registry(registry), None)
+    for path, reason in value_problems(data):
+        checker.problem(path, reason)
+    _raise(checker)  # the checks below recurse per level and hand strings to msgspec
     sequence = checker.sequence(data)
     _raise(checker)
     assert sequence is not None
@@ -441,14 +443,7 @@ def parse_sequence_text(raw: bytes | str, shown: str, registry: Registry | None 
         text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
     except UnicodeDecodeError as exc:
         raise ValidationErrors([ValidationError(shown, f"not UTF-8 text (byte {exc.start})")]) from None
-    try:
-        data = json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_first_wins)
-        index = _JsonIndex(text)
-    except json.JSONDecodeError as exc:
-        raise ValidationErrors([ValidationError(f"{shown}:{exc.lineno}:{exc.colno}",
-                                                f"invalid JSON: {exc.msg}")]) from None
-    except (ValueError, RecursionError) as exc:
-        raise ValidationErrors([ValidationError(shown, f"invalid JSON: {exc}")]) from None
+    data, index = parse_json(text, shown)
     checker = _Checker(shown, _registry(registry), index)
     for path, key, line, first in index.duplicates:
         checker.problems.append(ValidationError(
