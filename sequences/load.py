@@ -416,7 +416,10 @@ def _order(problem: ValidationError) -> list:
     m = re.match(r"[^:]*(?::(\d+))?(?::\d+)?: (.*)$", problem.where)
     line = int(m.group(1)) if m and m.group(1) else 0
     path = m.group(2) if m else problem.where
-    return [line, *((0, int(t)) if t.isdigit() else (1, t) for t in re.findall(r"\d+|[^\d\[\].]+", path))]
+    # A run of digits orders as a number: by length, then digit by digit (int() would refuse
+    # a key of over 4300 digits).
+    return [line, *((0, len(t), t) if t.isdigit() else (1, t)
+                    for t in re.findall(r"\d+|[^\d\[\].]+", path))]
 
 
 def _raise(checker: _Checker) -> None:
