@@ -30,7 +30,7 @@ from hypothesis import strategies as st
 
 from actors.persistence import FarmDB, seed_demo
 from protocol.errors import ScopeError, ValidationError, ValidationErrors, VariableError
-from registry.load import DEMO_REGISTRY, load_registry
+from registry.load import DEMO_REGISTRY, load_registry, parse_json
 from sequences.groups import GroupBook
 from sequences.load import parse_sequence, parse_sequence_text
 from sequences.model import STEP_TYPES
@@ -364,6 +364,11 @@ JSON_TEXT = st.one_of(
 
 @PROPERTY
 @given(JSON_TEXT)
+@example("[" * 2000)  # RecursionError in json.loads, reported without a position
+@example('{"name": "x", "steps": [], "colour": Infinity}')  # no position
+@example("[1" + "2" * 4400 + "]")  # ValueError from int() in json.loads, no position
+@example('{"name": "x", "steps": ["\\ud800"]}')  # UnicodeEncodeError from msgspec
+@example('{"' + "9" * 5000 + '": null}')  # ValueError from int() sorting the problems
 def test_sequence_text_loads_or_every_problem_has_a_position(raw: str | bytes) -> None:
     check_sequence_text(raw)
 
@@ -376,6 +381,9 @@ def test_sequence_json_loads_or_every_problem_has_a_position(data: Any, indent: 
 
 @PROPERTY
 @given(st.one_of(SEQUENCES, JSON_VALUES, st.integers(1, 400).map(deep_if_screen)))
+@example({"9" * 5000: None})  # ValueError from int() sorting the problems
+@example({"name": "x", "steps": ["\ud800"]})  # UnicodeEncodeError from msgspec
+@example(deep_if_screen(400))
 def test_sequence_object_parses_or_every_problem_has_a_path(data: Any) -> None:
     try:
         parse_sequence(data, "request", DEMO)
@@ -383,6 +391,22 @@ def test_sequence_object_parses_or_every_problem_has_a_path(data: Any) -> None:
         assert e.problems
         for problem in e.problems:
             positioned(problem, "request")
+
+
+@pytest.mark.parametrize("text, where, reason", [
+    ('{"a": [1,\n  NaN]}', "f.json:2:3", "NaN is not a JSON number"),
+    ('{"a": "Infinity", "b": -Infinity}', "f.json:1:24", "-Infinity is not a JSON number"),
+    ('[1, 2e400]', "f.json:1:5", "2e400 is too large"),
+    ('["12", 1' + "0" * 4400 + "]", "f.json:1:8", "more than 4300 digits"),
+    ("[" * 64 + "]" * 64 + "\n [" + "{" * 64, "f.json:2:66", "nested deeper than 64"),
+    ('{"a": ["x", "\\udc00"]}', "f.json:1: $.a[1]", "lone surrogate \\udc00"),
+])
+def test_json_that_python_reads_but_our_files_may_not_hold_is_named_with_its_place(
+        text: str, where: str, reason: str) -> None:
+    with pytest.raises(ValidationErrors) as e:
+        parse_json(text, "f.json")
+    [problem] = e.value.problems
+    assert problem.where == where and reason in problem.reason, str(problem)
 
 
 # --- registry JSON -------------------------------------------------------------------------
@@ -446,6 +470,8 @@ def dumps(value: Any) -> bytes:
 
 @FEWER
 @given(st.one_of(APPS, JSON_VALUES), st.one_of(REGISTRY_FILES, JSON_VALUES))
+@example({"screen_size": [1080, float("inf")]}, {"apps": {}})  # Infinity: no position
+@example({"screen_size": ["\ud800", 1]}, {"apps": {"a": {"package": 1e400}}})  # msgspec
 def test_registry_json_loads_or_every_problem_has_a_position(
         registry_dirs: tuple[Path, Path], app: Any, registry_file: Any) -> None:
     check_registry(*registry_dirs, dumps(app), dumps(registry_file))
@@ -453,6 +479,7 @@ def test_registry_json_loads_or_every_problem_has_a_position(
 
 @FEWER
 @given(JSON_TEXT)
+@example("[" * 2000)  # RecursionError in json.loads, reported without a position
 def test_registry_text_loads_or_every_problem_has_a_position(
         registry_dirs: tuple[Path, Path], raw: str | bytes) -> None:
     data = raw if isinstance(raw, bytes) else raw.encode("utf-8", "surrogatepass")
