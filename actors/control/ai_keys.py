@@ -18,8 +18,8 @@ from msgspec import Meta
 
 from actors.control.http import hub_of, json_response, openapi_body, openapi_path_param
 from actors.control.registry import _Body, _audit, _handled
-from actors.control.schemas import decode_request
-from protocol.errors import FarmError, ValidationError
+from actors.control.schemas import IntParam, RowId, decode_request
+from protocol.errors import FarmError
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ class AIKeyBody(_Body):
     key: Annotated[str, Meta(min_length=1, max_length=4096)]
     label: Annotated[str, Meta(max_length=128)] | None = None
     client: Short | None = None
-    organization: Short | Annotated[int, Meta(ge=1)] | None = None
+    organization: Short | RowId | None = None
 
 
 class ResumeBody(_Body):
@@ -44,6 +44,7 @@ class ResumeBody(_Body):
 
 
 REQUEST_TYPES = [AIKeyBody, ResumeBody]
+KEY_ID = IntParam("key_id", description="AI key id")
 
 
 def add_routes(app: web.Application) -> None:
@@ -84,12 +85,10 @@ async def post_ai_key(request: web.Request) -> web.Response:
 
 @_handled
 async def delete_ai_key(request: web.Request) -> web.Response:
-    raw = request.match_info["key_id"]
-    if not raw.isdigit():
-        raise ValidationError("key_id", f"expected an integer, got {raw!r}")
+    key_id = KEY_ID.parse(request)
     keyring = _keyring(request)
-    before, after = await keyring.retire(int(raw))
-    await _audit(keyring.db, "ai_key", raw, "retire", before, after)
+    before, after = await keyring.retire(key_id)
+    await _audit(keyring.db, "ai_key", str(key_id), "retire", before, after)
     return json_response(after)
 
 
@@ -129,7 +128,7 @@ def openapi_paths(error) -> dict[str, Any]:
                                    "409": conflict}}},
         "/api/ai-keys/{key_id}": {"delete": {
             "operationId": "retireAIKey", "summary": "Soft delete: status becomes retired",
-            "parameters": [openapi_path_param("key_id", kind="integer")],
+            "parameters": [KEY_ID.openapi()],
             "responses": {"200": obj, "400": bad, "401": unauthorized,
                           "404": error("no such key"), "409": conflict}}},
         "/api/phones/{serial}/resume": {"post": {

@@ -9,6 +9,7 @@ types live in `schemas`, the SSE relay in `stream`, access control in `auth`.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 from datetime import datetime, timezone
 from typing import Any, Protocol
@@ -23,7 +24,9 @@ from actors.control.auth import bearer_auth_middleware
 from actors.control.http import HUB, error_response, json_response  # noqa: F401 - re-exported
 from actors.control.openapi import openapi_document
 from actors.control.schemas import (
+    EXECUTIONS_LIMIT,
     MAX_BODY_BYTES,
+    THUMB_WIDTH,
     RecordStart,
     RecordStop,
     RequestError,
@@ -49,9 +52,7 @@ from sequences.scopes import parse_phone_scope
 
 log = logging.getLogger(__name__)
 
-MIN_THUMB_WIDTH, MAX_THUMB_WIDTH = 16, 2000
 SCHEDULE_ACTIONS = ("pause", "resume", "cancel")
-MAX_EXECUTIONS = 1000
 
 
 class HubAPI(Protocol):
@@ -205,6 +206,14 @@ async def json_errors(request: web.Request, handler) -> web.StreamResponse:
             reason = f"request body larger than {MAX_BODY_BYTES} bytes"
         headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "www-authenticate")}
         return json_response({"error": reason}, status=exc.status, headers=headers)
+    except RequestError as exc:  # a parameter's check (schemas.IntParam) before any try
+        return json_response(exc.body, status=400)
+    except OSError as exc:
+        if exc.errno != errno.ENAMETOOLONG:
+            raise
+        # A path too long for the file system (static files, registry files) names no file.
+        return error_response(404, f"no such file: {request.method} {request.path[:120]}... "
+                                   "(name too long)")
     except asyncio.CancelledError:
         raise
     except Exception as exc:  # noqa: BLE001 - the endpoint must answer, and log the cause
@@ -238,16 +247,7 @@ async def get_openapi(request: web.Request) -> web.Response:
 
 async def get_screen(request: web.Request) -> web.Response:
     serial = request.match_info["serial"]
-    width: int | None = None
-    raw = request.query.get("w")
-    if raw is not None:
-        try:
-            width = int(raw)
-        except ValueError:
-            width = None
-        if width is None or not MIN_THUMB_WIDTH <= width <= MAX_THUMB_WIDTH:
-            return error_response(400, f"query parameter w: expected an integer "
-                                       f"{MIN_THUMB_WIDTH}..{MAX_THUMB_WIDTH}, got {raw!r}", field="w")
+    width = THUMB_WIDTH.parse(request) if THUMB_WIDTH.name in request.query else None
     try:
         image, content_type = await request.app[HUB].screen(serial, width)
     except PhoneNotFound as exc:
@@ -335,12 +335,9 @@ async def get_execution(request: web.Request) -> web.Response:
 
 
 async def get_executions(request: web.Request) -> web.Response:
-    raw = request.query.get("limit", "50")
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_EXECUTIONS:
-        return error_response(400, f"query parameter limit: expected an integer "
-                                   f"1..{MAX_EXECUTIONS}, got {raw!r}", field="limit")
+    limit = EXECUTIONS_LIMIT.parse(request)
     try:
-        executions = await request.app[HUB].list_executions(int(raw))
+        executions = await request.app[HUB].list_executions(limit)
     except FarmError as exc:
         return error_response(409, str(exc))
     return json_response({"executions": executions})

@@ -14,7 +14,9 @@ from typing import Any
 import msgspec
 
 from actors.control.schemas import (
+    EXECUTIONS_LIMIT,
     MAX_BODY_BYTES,
+    THUMB_WIDTH,
     ActionRequest,
     ActionsResponse,
     ErrorBody,
@@ -129,10 +131,7 @@ def _document() -> dict[str, Any]:
             "/api/phones/{serial}/screen": {"get": {
                 "operationId": "getScreen",
                 "summary": "Latest frame of a phone: full PNG, or a JPEG thumbnail with ?w=",
-                "parameters": [serial, {
-                    "name": "w", "in": "query", "required": False,
-                    "schema": {"type": "integer", "minimum": 16, "maximum": 2000},
-                    "description": "thumbnail width in pixels; omit for the full PNG frame"}],
+                "parameters": [serial, THUMB_WIDTH.openapi()],
                 "responses": {
                     "200": {"description": "the frame", "content": {
                         "image/png": {"schema": {"type": "string", "contentMediaType": "image/png"}},
@@ -213,9 +212,7 @@ def _document() -> dict[str, Any]:
             }},
             "/api/executions": {"get": {
                 "operationId": "listExecutions", "summary": "Recent executions, newest first",
-                "parameters": [{"name": "limit", "in": "query", "required": False,
-                                "schema": {"type": "integer", "minimum": 1, "maximum": 1000,
-                                           "default": 50}}],
+                "parameters": [EXECUTIONS_LIMIT.openapi()],
                 "responses": {"200": _json("ExecutionsResponse", "executions without steps"),
                               "400": _error("bad limit"), "401": _UNAUTHORIZED},
             }},

@@ -14,9 +14,11 @@ import orjson
 from aiohttp import web
 
 from actors.control.http import error_response, hub_of, json_response
+from actors.control.schemas import IntParam
 from protocol.errors import FarmError
 
 MAX_ATTEMPTS = 1000
+LIMIT = IntParam("limit", "query", 1, MAX_ATTEMPTS, default=100)
 GROUPS = ("sequence", "screen", "serial", "failure_reason")
 _JSON_COLUMNS = ("ai_response", "actions_taken")
 
@@ -44,12 +46,7 @@ def attempt_view(row: dict) -> dict:
 
 async def get_attempts(request: web.Request) -> web.Response:
     q = request.query
-    try:
-        limit = int(q.get("limit", "100"))
-    except ValueError:
-        return error_response(400, f"limit: {q.get('limit')!r} is not a number", field="limit")
-    if not 1 <= limit <= MAX_ATTEMPTS:
-        return error_response(400, f"limit: must be 1..{MAX_ATTEMPTS}", field="limit")
+    limit = LIMIT.parse(request)
     try:
         rows = await _db(request).recovery_attempts(
             execution_key=q.get("execution_id"), sequence=q.get("sequence"),
@@ -93,8 +90,7 @@ def openapi_paths(error) -> dict[str, Any]:
                 {"name": "serial", "in": "query", "required": False, "schema": text},
                 {"name": "status", "in": "query", "required": False,
                  "schema": {"type": "string", "enum": ["running", "succeeded", "failed"]}},
-                {"name": "limit", "in": "query", "required": False,
-                 "schema": {"type": "integer", "minimum": 1, "maximum": MAX_ATTEMPTS}}],
+                LIMIT.openapi()],
             "responses": {"200": obj, "400": error("bad `limit`"), **common}}},
         "/api/recovery/stats": {"get": {
             "operationId": "recoveryStats",

@@ -20,7 +20,7 @@ from aiohttp import web
 from msgspec import Meta
 
 from actors.control.http import error_response, hub_of, json_response, openapi_body, openapi_path_param
-from actors.control.schemas import RequestError, decode_request
+from actors.control.schemas import IntParam, RequestError, RowId, decode_request
 from protocol.errors import FarmError, ValidationError
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ class ClientBody(_Body):
 
 
 class ProfileBody(_Body):
-    profile_id: Annotated[int, Meta(ge=1)] | None = None
+    profile_id: RowId | None = None
     client: Name | None = None
     first_name: Annotated[str, Meta(max_length=128)] | None = None
     last_name: Annotated[str, Meta(max_length=128)] | None = None
@@ -97,7 +97,7 @@ class AccountBody(_Body):
     account_number: Annotated[str, Meta(min_length=1, max_length=64)]
     username: Annotated[str, Meta(max_length=128)] | None = None
     password: Annotated[str, Meta(max_length=256)] | None = None
-    profile_id: Annotated[int, Meta(ge=1)] | None = None
+    profile_id: RowId | None = None
     status: Status | None = None
     bio: Annotated[str, Meta(max_length=4096)] | None = None
 
@@ -106,6 +106,7 @@ REQUEST_TYPES = [GroupCreate, MemberAdd, RuleCreate, ClientBody, ProfileBody, Ph
                  AccountBody, TagAdd]
 
 GROUP_LOCK = web.AppKey("group_lock", asyncio.Lock)
+ACCOUNT_ID = IntParam("account_id", description="account id")
 
 
 def add_routes(app: web.Application) -> None:
@@ -479,17 +480,16 @@ async def post_account(request: web.Request) -> web.Response:
 
 @_handled
 async def delete_account(request: web.Request) -> web.Response:
-    raw = request.match_info["account_id"]
-    if not raw.isdigit():
-        return error_response(400, f"account_id: expected an integer, got {raw!r}", field="account_id")
+    account_id = ACCOUNT_ID.parse(request)
     db = _db(request)
-    before = await _account_row(db, int(raw))
+    before = await _account_row(db, account_id)
     if before is None:
-        raise LookupError(f"no such account: {raw}")
+        raise LookupError(f"no such account: {account_id}")
     await db.upsert_account(before["serial"], before["platform"], before["account_number"],
                             status=RETIRED)
-    after = await _account_row(db, int(raw))
-    await _audit(db, "account", raw, "retire", _secretless(before), _secretless(after))
+    after = await _account_row(db, account_id)
+    await _audit(db, "account", str(account_id), "retire", _secretless(before),
+                 _secretless(after))
     return json_response(after)
 
 
@@ -581,5 +581,5 @@ def openapi_paths(error) -> dict[str, Any]:
                        request="AccountBody", created=True)},
         "/api/accounts/{account_id}": {"delete": op(
             "retireAccount", "Soft delete: status becomes retired",
-            params=[openapi_path_param("account_id", kind="integer")], found=True)},
+            params=[ACCOUNT_ID.openapi()], found=True)},
     }

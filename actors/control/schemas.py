@@ -10,7 +10,9 @@ onto `protocol.messages` actions (same tags, same fields) but the lock operation
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any, Literal, TypeVar, Union
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar, Union
 
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
@@ -19,7 +21,17 @@ from actors.device.keycodes import key_code
 from protocol.errors import ValidationError, split_msgspec_error
 from protocol.messages import MAX_KEY_REPEAT, MAX_SWIPE_POINTS
 
+if TYPE_CHECKING:
+    from aiohttp import web
+
 MAX_BODY_BYTES = 1024 * 1024
+# Deeper JSON is refused before anything walks it: msgspec, json and every recursive walk of
+# a dict[str, Any] (sequence checks, orjson, to_builtins) would hit Python's recursion limit.
+MAX_JSON_DEPTH = 64
+# SQLite's largest INTEGER: a bigger Python int raises OverflowError inside the query.
+SQLITE_INT_MAX = 2**63 - 1
+
+RowId = Annotated[int, Meta(ge=1, le=SQLITE_INT_MAX, description="database id")]
 
 Coordinate = Annotated[int, Meta(ge=0, le=100_000, description="screen pixel")]
 DurationMs = Annotated[int, Meta(ge=1, le=600_000, description="milliseconds")]
@@ -217,15 +229,84 @@ class RequestError(ValidationError):
         self.body: dict[str, Any] = {"error": str(self), **extra}
 
 
+_INTEGER = re.compile(r"-?[0-9]{1,40}")
+
+
+@dataclass(frozen=True)
+class IntParam:
+    """An integer path or query parameter and its bounds: every route parses its integer
+    parameters with `parse` and documents them with `openapi`, so what is checked and what
+    is published are one definition (ids default to SQLite's 1..2^63-1)."""
+
+    name: str
+    location: Literal["path", "query"] = "path"
+    minimum: int = 1
+    maximum: int = SQLITE_INT_MAX
+    default: int | None = None
+    description: str = ""
+
+    def parse(self, request: "web.Request") -> int:
+        """The parameter's value; `RequestError` naming it (``field``) when it is missing,
+        not a decimal integer, or out of bounds."""
+        source = request.match_info if self.location == "path" else request.query
+        raw = source.get(self.name)
+        if raw is None and self.default is not None:
+            return self.default
+        where = f"{self.location} parameter {self.name}"
+        expected = f"expected an integer {self.minimum}..{self.maximum}"
+        if raw is None:
+            raise RequestError(where, f"required: {expected}", field=self.name)
+        if not _INTEGER.fullmatch(raw) or not self.minimum <= int(raw) <= self.maximum:
+            raise RequestError(where, f"{expected}, got {raw!r}", field=self.name)
+        return int(raw)
+
+    def openapi(self) -> dict[str, Any]:
+        """The OpenAPI parameter object."""
+        schema: dict[str, Any] = {"type": "integer", "minimum": self.minimum,
+                                  "maximum": self.maximum}
+        if self.default is not None:
+            schema["default"] = self.default
+        out = {"name": self.name, "in": self.location, "required": self.location == "path",
+               "schema": schema}
+        if self.description:
+            out["description"] = self.description
+        return out
+
+
+THUMB_WIDTH = IntParam("w", "query", 16, 2000,
+                       description="thumbnail width in pixels; omit for the full PNG frame")
+EXECUTIONS_LIMIT = IntParam("limit", "query", 1, 1000, default=50)
+
+
 T = TypeVar("T")
 _DECODERS: dict[type, msgspec.json.Decoder] = {}
+# A JSON string (escapes included): its brackets are text, not nesting.
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+def check_json_depth(body: bytes, limit: int = MAX_JSON_DEPTH) -> None:
+    """`RequestError` when ``body`` nests arrays and objects deeper than ``limit``."""
+    if body.count(b"[") + body.count(b"{") <= limit:
+        return  # cannot be deeper: the common case costs two counts
+    brackets = _JSON_STRING.sub(b"", body).translate(None, _NOT_BRACKETS)
+    depth = 0
+    for byte in brackets:
+        if byte in b"[{":
+            depth += 1
+            if depth > limit:
+                raise RequestError("request body", f"JSON nested deeper than {limit} levels",
+                                   field="$")
+        else:
+            depth -= 1
 
 
 def decode_request(body: bytes, kind: type[T], what: str = "a JSON object") -> T:
     """Decode and validate a request body as ``kind``; `RequestError` names the JSON line and
-    column of a syntax error, or the JSON path of a bad field."""
+    column of a syntax error, the JSON path of a bad field, or a nesting too deep."""
     if not body.strip():
         raise RequestError("request body", f"empty: expected {what}", field="$")
+    check_json_depth(body)
     decoder = _DECODERS.get(kind)
     if decoder is None:
         decoder = _DECODERS[kind] = msgspec.json.Decoder(kind)

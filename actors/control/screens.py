@@ -15,7 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from actors.control.http import error_response, hub_of, json_response
-from actors.control.schemas import RequestError, decode_request
+from actors.control.schemas import IntParam, RequestError, decode_request
 from actors.discovery import ApproveRequest, ProposalEdit, ProposalNotFound, ProposalResolved
 from actors.registry_store import FrameRef, RegistryNotFound, ScreenEdit, frame_from_b64
 from protocol.errors import FarmError, PhoneNotFound, ValidationError, ValidationErrors
@@ -23,6 +23,7 @@ from protocol.errors import FarmError, PhoneNotFound, ValidationError, Validatio
 log = logging.getLogger(__name__)
 
 ACTOR = "control-api"
+PROPOSAL_ID = IntParam("id", description="proposal id")
 
 
 def add_routes(app: web.Application) -> None:
@@ -144,7 +145,7 @@ async def get_discovery(request: web.Request) -> web.Response:
 
 
 async def put_proposal(request: web.Request) -> web.Response:
-    proposal_id = request.match_info["id"]
+    proposal_id = str(PROPOSAL_ID.parse(request))
     try:
         edit = decode_request(await request.read(), ProposalEdit, "a JSON object")
         return json_response(await _discovery(request).update(proposal_id, edit, actor=ACTOR))
@@ -154,7 +155,7 @@ async def put_proposal(request: web.Request) -> web.Response:
 
 async def post_approve(request: web.Request) -> web.Response:
     """Write the proposal (or the edited screen of the body) into the registry."""
-    proposal_id = request.match_info["id"]
+    proposal_id = str(PROPOSAL_ID.parse(request))
     raw = await request.read()
     try:
         body = decode_request(raw, ApproveRequest, "a JSON object") if raw.strip() else None
@@ -165,7 +166,7 @@ async def post_approve(request: web.Request) -> web.Response:
 
 
 async def post_discard(request: web.Request) -> web.Response:
-    proposal_id = request.match_info["id"]
+    proposal_id = str(PROPOSAL_ID.parse(request))
     try:
         return json_response(await _discovery(request).discard(
             proposal_id, actor=ACTOR, reason=request.query.get("reason", "")))
@@ -216,7 +217,7 @@ def openapi_paths(error) -> dict[str, Any]:
             "schema": {"$ref": f"#/components/schemas/{name}"}}}}
 
     app, screen = param("app", "app key, e.g. clipshare"), param("screen", "screen key")
-    pid = param("id", "proposal id")
+    pid = PROPOSAL_ID.openapi()
     reason = {"name": "reason", "in": "query", "required": False, "schema": {"type": "string"}}
     return {
         "/api/registry": {"get": {
@@ -263,5 +264,6 @@ def openapi_paths(error) -> dict[str, Any]:
         "/api/discovery/{id}/discard": {"post": {
             "operationId": "discardProposal", "summary": "Drop a proposal",
             "parameters": [pid, reason],
-            "responses": {"200": obj, "401": unauthorized, "404": missing, "409": conflict}}},
+            "responses": {"200": obj, "400": bad, "401": unauthorized, "404": missing,
+                          "409": conflict}}},
     }

@@ -27,7 +27,7 @@ from msgspec import Meta
 
 from actors.control.http import error_response, hub_of, json_response
 from actors.control.registry import _db, _handled
-from actors.control.schemas import decode_request
+from actors.control.schemas import IntParam, decode_request
 from protocol.errors import FarmError, ValidationError, ValidationErrors
 
 log = logging.getLogger(__name__)
@@ -244,23 +244,23 @@ async def post_workflow_run(request: web.Request) -> web.Response:
     return json_response(started, 201)
 
 
+RECENT_LIMIT = IntParam("limit", "query", 1, 1000, default=50)
+WORKFLOW_EXECUTION_ID = IntParam("id", description="workflow execution id")
+
+
 @_handled
 async def get_workflow_executions(request: web.Request) -> web.Response:
-    raw = request.query.get("limit", "50")
-    if not raw.isdigit() or not 1 <= int(raw) <= 1000:
-        raise ValidationError("limit", f"expected an integer 1..1000, got {raw!r}")
-    return json_response({"workflow_executions": await _runner(request).recent(int(raw))})
+    limit = RECENT_LIMIT.parse(request)
+    return json_response({"workflow_executions": await _runner(request).recent(limit)})
 
 
 @_handled
 async def get_workflow_execution(request: web.Request) -> web.Response:
     from actors.workflows import WorkflowNotFound
 
-    raw = request.match_info["id"]
-    if not raw.isdigit():
-        raise ValidationError("id", f"expected a workflow execution id (integer), got {raw!r}")
+    execution_id = WORKFLOW_EXECUTION_ID.parse(request)
     try:
-        return json_response(await _runner(request).view(int(raw)))
+        return json_response(await _runner(request).view(execution_id))
     except WorkflowNotFound as exc:
         raise LookupError(str(exc)) from None
 
@@ -286,10 +286,12 @@ def openapi_paths(error) -> dict[str, Any]:
         if request:
             out["requestBody"] = {"required": True, "content": {"application/json": {
                 "schema": {"$ref": f"#/components/schemas/{request}"}}}}
-        parameters = [{"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
+        parameters = [p.openapi() if isinstance(p, IntParam) else
+                      {"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
                       for p in params]
-        parameters += [{"name": q, "in": "query", "required": False,
-                        "schema": {"type": "string"}} for q in query]
+        parameters += [q.openapi() if isinstance(q, IntParam) else
+                       {"name": q, "in": "query", "required": False, "schema": {"type": "string"}}
+                       for q in query]
         if parameters:
             out["parameters"] = parameters
         return out
@@ -322,8 +324,8 @@ def openapi_paths(error) -> dict[str, Any]:
             request="WorkflowRunBody", params=["name"], created=True, found=True)},
         "/api/workflow-executions": {"get": op(
             "listWorkflowExecutions", "Latest workflow executions, newest first",
-            query=["limit"])},
+            query=[RECENT_LIMIT])},
         "/api/workflow-executions/{id}": {"get": op(
             "getWorkflowExecution", "One workflow execution with its sequence executions",
-            params=["id"], found=True)},
+            params=[WORKFLOW_EXECUTION_ID], found=True)},
     }
