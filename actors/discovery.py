@@ -34,6 +34,7 @@ from actors.ai_client import AIReply
 from actors.registry_store import (ActionEdit, RegionEdit, RegistryStore, ScreenEdit,
                                    decode_png_frame)
 from protocol.errors import FarmError, ValidationError
+from protocol.names import whole
 from registry.model import GLOBAL_APP
 from registry.ocr import TextLine, TextReader, shared_reader, text_similarity
 
@@ -85,8 +86,8 @@ PROPOSE_TOOL = {"type": "function", "function": {
         "required": ["name", "description", "kind", "elements"],
     }}}
 
-ScreenKey = Annotated[str, Meta(pattern=r"^[a-z0-9_]{1,64}$")]
-AppKey = Annotated[str, Meta(pattern=r"^[a-z0-9_]{1,64}$")]
+ScreenKey = Annotated[str, Meta(pattern=whole("[a-z0-9_]{1,64}"))]
+AppKey = Annotated[str, Meta(pattern=whole("[a-z0-9_]{1,64}"))]
 
 
 class ProposalEdit(msgspec.Struct, forbid_unknown_fields=True):

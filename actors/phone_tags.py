@@ -20,7 +20,7 @@ from protocol.files import write_atomic
 
 log = logging.getLogger(__name__)
 
-TAG = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+TAG = re.compile(r"[A-Za-z0-9_-]{1,32}")  # fullmatch: `$` lets "tag\n" in
 MAX_TAGS_PER_PHONE = 32
 
 
@@ -41,7 +41,7 @@ class PhoneTags:
             raise FarmError(f"{self.path}: unreadable tag file: {exc}") from None
         if not isinstance(raw, dict):
             raise FarmError(f"{self.path}: expected an object of serial -> tags")
-        return {str(s): sorted({str(t) for t in tags if TAG.match(str(t))})
+        return {str(s): sorted({str(t) for t in tags if TAG.fullmatch(str(t))})
                 for s, tags in raw.items() if isinstance(tags, list)}
 
     def of(self, serial: str) -> list[str]:
@@ -78,5 +78,5 @@ class PhoneTags:
 
 
 def check_tag(tag: str) -> None:
-    if not TAG.match(tag):
+    if not TAG.fullmatch(tag):
         raise ValidationError("$.tag", f"{tag!r}: a tag is 1-32 of letters, digits, _ and -")

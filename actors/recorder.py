@@ -29,7 +29,7 @@ from sequences.model import Sequence
 
 log = logging.getLogger(__name__)
 
-_NAME = re.compile(r"^[a-z0-9_]{1,64}$")
+_NAME = re.compile(r"[a-z0-9_]{1,64}")  # fullmatch: `$` lets "name\n" in (a file name)
 FINAL_SCREEN_TIMEOUT_S = 15.0
 
 
@@ -90,9 +90,9 @@ class Recorder:
         self._lock = threading.Lock()
 
     def start(self, name: str, app: str | None, serials: list[str]) -> Recording:
-        if not _NAME.match(name):
+        if not _NAME.fullmatch(name):
             raise ValidationError("$.name", f"{name!r}: use 1-64 of a-z, 0-9 and _")
-        if app is not None and not _NAME.match(app):
+        if app is not None and not _NAME.fullmatch(app):
             raise ValidationError("$.app", f"{app!r}: use 1-64 of a-z, 0-9 and _")
         if not serials:
             raise ValidationError("$.scope", "the scope selects no phone")

@@ -35,12 +35,13 @@ from msgspec import Meta
 
 from protocol.errors import FarmError, ValidationError, ValidationErrors
 from protocol.files import fsync_dir
+from protocol.names import printable, whole
 from registry.load import DEMO_REGISTRY, load_registry, resolve_path, save_app
 from registry.model import GLOBAL_APP, App, Region, Registry, Screen, ScreenAction
 
 log = logging.getLogger(__name__)
 
-SCREEN_KEY = re.compile(r"^[a-z0-9_]{1,64}$")
+SCREEN_KEY = re.compile(r"[a-z0-9_]{1,64}")  # fullmatch: `$` lets a trailing newline in
 # Frames larger than this (either side) are refused: no phone screen is, and decoding one
 # would cost the coordinator hundreds of MB.
 MAX_FRAME_SIDE = 8192
@@ -49,7 +50,7 @@ MAX_FRAME_SIDE = 8192
 ASPECT_TOLERANCE = 0.03
 AUDIT_ENTITY = "registry_screen"
 
-Name = Annotated[str, Meta(min_length=1, max_length=64)]
+Name = printable(64, 1)
 Box = tuple[Annotated[int, Meta(ge=0, le=100_000)], Annotated[int, Meta(ge=0, le=100_000)],
             Annotated[int, Meta(ge=0, le=100_000)], Annotated[int, Meta(ge=0, le=100_000)]]
 
@@ -99,7 +100,7 @@ class ScreenEdit(msgspec.Struct, forbid_unknown_fields=True):
     regions: Annotated[list[RegionEdit], Meta(max_length=32)] = []
     actions: Annotated[list[ActionEdit], Meta(max_length=32)] = []
     reason: Annotated[str, Meta(max_length=1024)] = ""
-    package: Annotated[str, Meta(pattern=r"^[A-Za-z][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)+$",
+    package: Annotated[str, Meta(pattern=whole(r"[A-Za-z][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)+"),
                                  max_length=255)] | None = None
     screen_size: tuple[Annotated[int, Meta(ge=1, le=MAX_FRAME_SIDE)],
                        Annotated[int, Meta(ge=1, le=MAX_FRAME_SIDE)]] | None = None

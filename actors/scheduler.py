@@ -36,6 +36,7 @@ from croniter import croniter
 from msgspec import Meta
 
 from protocol.errors import split_msgspec_error
+from protocol.names import printable
 
 ScheduleType = Literal["immediate", "scheduled", "window", "recurring"]
 ScheduleStatus = Literal["pending", "active", "paused", "completed", "cancelled", "failed"]
@@ -63,8 +64,8 @@ MAX_GRACE_S = 7 * DAY_S
 MAX_IDS = 100  # depends_on / after: a workflow has at most 100 sequences
 
 Time = Annotated[datetime, Meta(tz=True, description="ISO 8601 with a zone (Z or +HH:MM)")]
-Name = Annotated[str, Meta(max_length=200)]
-ScheduleRef = Annotated[str, Meta(min_length=1, max_length=200)]
+Name = printable(200)  # a sequence or workflow name: no control characters (protocol.names)
+ScheduleRef = printable(200, 1)
 
 
 class ScheduleInvalid(ValueError):

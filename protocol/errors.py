@@ -8,15 +8,20 @@ from __future__ import annotations
 
 import re
 
-_MSGSPEC_AT = re.compile(r" - at `(\$[^`]*)`$")
+# msgspec's "- at `$.x`", or "- at `key` in `$.x`" for a dict key that failed.
+_MSGSPEC_AT = re.compile(r" - at (?:`key` in )?`(\$[^`]*)`\Z")
 
 
 def split_msgspec_error(message: str) -> tuple[str, str]:
     """A msgspec validation message as (JSON path, reason): ``"Expected `int`, got `str` -
-    at `$.steps[3].x`"`` gives ``("$.steps[3].x", "Expected `int`, got `str`")``; the path is
-    ``"$"`` when msgspec names none."""
+    at `$.steps[3].x`"`` gives ``("$.steps[3].x", "Expected `int`, got `str`")``; a bad key
+    of a dict is named by the dict's path (``"... - at `key` in `$.variables`"`` gives
+    ``"$.variables"``, the reason saying "key"); the path is ``"$"`` when msgspec names none."""
     m = _MSGSPEC_AT.search(message)
-    return (m.group(1), message[:m.start()]) if m else ("$", message)
+    if m is None:
+        return "$", message
+    reason = message[:m.start()]
+    return m.group(1), (f"{reason} (a key)" if "`key` in" in m.group(0) else reason)
 
 
 class FarmError(Exception):

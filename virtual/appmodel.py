@@ -46,9 +46,10 @@ TEMPLATE_VARS = (
 COLOR_TEMPLATES = ("{feed_color}",)
 
 _TEMPLATE_RE = re.compile(r"\{([a-z_]+)(?::([A-Za-z0-9_]+))?(?:\|([^{}]*))?\}")
-_COLOR_RE = re.compile(r"^#(?:[0-9a-fA-F]{6}|[0-9a-fA-F]{8})$")
-_PACKAGE_RE = re.compile(r"^(?:android|[A-Za-z][A-Za-z0-9_]*(?:\.[A-Za-z][A-Za-z0-9_]*)+)$")
-_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+# Used with fullmatch: `$` with match would also take a trailing newline.
+_COLOR_RE = re.compile(r"#(?:[0-9a-fA-F]{6}|[0-9a-fA-F]{8})")
+_PACKAGE_RE = re.compile(r"android|[A-Za-z][A-Za-z0-9_]*(?:\.[A-Za-z][A-Za-z0-9_]*)+")
+_NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 
 Color = tuple[int, int, int, int]
 
@@ -333,14 +334,14 @@ class _Checker:
         v = self.str_(d, key, path, None)
         if v is None:
             return default
-        if _COLOR_RE.match(v) or (templates and v in COLOR_TEMPLATES):
+        if _COLOR_RE.fullmatch(v) or (templates and v in COLOR_TEMPLATES):
             return v
         allowed = "#RRGGBB or #RRGGBBAA" + (f" or {', '.join(COLOR_TEMPLATES)}" if templates else "")
         self.bad(_join(path, key), f"bad colour {v!r} (expected {allowed})")
         return default
 
     def name(self, value: Any, path: str, what: str) -> bool:
-        if not isinstance(value, str) or not _NAME_RE.match(value):
+        if not isinstance(value, str) or not _NAME_RE.fullmatch(value):
             self.bad(path, f"bad {what} name {value!r} (letters, digits, underscore; starts with a letter)")
             return False
         return True
@@ -400,7 +401,7 @@ class _AppParser:
                                    "active_account", "feed_creators", "packages"),
                     ("package", "label"))
         package = c.str_(top, "package", "", "")
-        if package and not _PACKAGE_RE.match(package):
+        if package and not _PACKAGE_RE.fullmatch(package):
             c.bad("package", f"bad package name {package!r}")
         label = c.str_(top, "label", "", "", empty_ok=False) or ""
         system = c.bool_(top, "system", "")
@@ -506,7 +507,7 @@ class _AppParser:
             path = _join("packages", i)
             d = c.obj(item, path, ("package", "label", "launchable"), ("package", "label"))
             pkg = c.str_(d, "package", path, "") or ""
-            if pkg and not _PACKAGE_RE.match(pkg):
+            if pkg and not _PACKAGE_RE.fullmatch(pkg):
                 c.bad(_join(path, "package"), f"bad package name {pkg!r}")
             out.append(StubPackage(pkg, c.str_(d, "label", path, pkg) or pkg, c.bool_(d, "launchable", path, True)))
         return out
@@ -659,7 +660,7 @@ class _AppParser:
         if popup is not None:
             self.popup_refs.append((_join(path, "popup"), popup))
         open_app = c.str_(d, "open_app", path, None)
-        if open_app is not None and not _PACKAGE_RE.match(open_app):
+        if open_app is not None and not _PACKAGE_RE.fullmatch(open_app):
             c.bad(_join(path, "open_app"), f"bad package name {open_app!r}")
         return Action(
             set=tuple(sets), login=login, switch_account=switch,

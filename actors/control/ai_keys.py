@@ -20,12 +20,14 @@ from actors.control.http import hub_of, json_response, openapi_body, openapi_pat
 from actors.control.registry import _Body, _audit, _handled
 from actors.control.schemas import IntParam, RowId, decode_request
 from protocol.errors import FarmError
+from protocol.names import printable, whole
 
 log = logging.getLogger(__name__)
 
-Url = Annotated[str, Meta(pattern=r"^https?://[^\s/]+(/\S*)?$", max_length=1024,
+Url = Annotated[str, Meta(pattern=whole(r"https?://[^\s/\x00-\x1f\x7f-\x9f]+(/[^\s\x00-\x1f\x7f-\x9f]*)?"),
+                          max_length=1024,
                           description="the OpenAI-compatible endpoint, e.g. http://host:8000/v1")]
-Short = Annotated[str, Meta(min_length=1, max_length=128)]
+Short = printable(128, 1)
 
 
 class AIKeyBody(_Body):
@@ -34,7 +36,7 @@ class AIKeyBody(_Body):
     base_url: Url
     model: Short
     key: Annotated[str, Meta(min_length=1, max_length=4096)]
-    label: Annotated[str, Meta(max_length=128)] | None = None
+    label: printable(128) | None = None
     client: Short | None = None
     organization: Short | RowId | None = None
 

@@ -22,15 +22,17 @@ from msgspec import Meta
 from actors.control.http import error_response, hub_of, json_response, openapi_body, openapi_path_param
 from actors.control.schemas import IntParam, RequestError, RowId, decode_request
 from protocol.errors import FarmError, ValidationError
+from protocol.names import printable, whole
 
 log = logging.getLogger(__name__)
 
 RETIRED = "retired"
 
-Name = Annotated[str, Meta(min_length=1, max_length=128)]
+# Names become keys (and file names): whole() patterns and printable text, see protocol.names.
+Name = printable(128, 1)
 Text = Annotated[str, Meta(max_length=4096)]
-Status = Annotated[str, Meta(pattern=r"^[a-z_]{1,32}$", description="e.g. active, warming, retired")]
-GroupName = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_]{1,64}$")]
+Status = Annotated[str, Meta(pattern=whole("[a-z_]{1,32}"), description="e.g. active, warming, retired")]
+GroupName = Annotated[str, Meta(pattern=whole("[A-Za-z0-9_]{1,64}"))]
 
 
 class _Body(msgspec.Struct, forbid_unknown_fields=True):
@@ -47,55 +49,55 @@ class GroupCreate(_Body):
 
 
 class MemberAdd(_Body):
-    member: Annotated[str, Meta(min_length=1, max_length=256,
-                                description="a serial, or platform.number@serial")]
+    member: printable(256, 1, "a serial, or platform.number@serial")
 
 
 class RuleCreate(_Body):
     kind: Literal["exclusive", "requires", "excludes"]
     groups: Annotated[list[GroupName], Meta(min_length=2, max_length=64)]
-    name: Annotated[str, Meta(max_length=64)] = ""
+    name: printable(64) = ""
 
 
 class ClientBody(_Body):
     name: Name
     status: Status = "active"
-    contact_email: Annotated[str, Meta(pattern=r"^[^@\s]+@[^@\s]+$", max_length=256)] | None = None
-    contact_discord: Annotated[str, Meta(max_length=128)] | None = None
+    contact_email: Annotated[str, Meta(pattern=whole(r"[^@\s\x00-\x1f\x7f-\x9f]+@[^@\s\x00-\x1f\x7f-\x9f]+"),
+                                       max_length=256)] | None = None
+    contact_discord: printable(128) | None = None
 
 
 class ProfileBody(_Body):
     profile_id: RowId | None = None
     client: Name | None = None
-    first_name: Annotated[str, Meta(max_length=128)] | None = None
-    last_name: Annotated[str, Meta(max_length=128)] | None = None
+    first_name: printable(128) | None = None
+    last_name: printable(128) | None = None
     birth_month: Annotated[int, Meta(ge=1, le=12)] | None = None
     birth_day: Annotated[int, Meta(ge=1, le=31)] | None = None
     birth_year: Annotated[int, Meta(ge=1900, le=2100)] | None = None
-    gender: Annotated[str, Meta(max_length=32)] | None = None
+    gender: printable(32) | None = None
     profile_password: Annotated[str, Meta(max_length=256)] | None = None
     interests: Annotated[str, Meta(max_length=4096)] | None = None
 
 
 class PhoneBody(_Body):
-    serial: Annotated[str, Meta(min_length=1, max_length=128)]
+    serial: printable(128, 1)
     client: Name | None = None
-    model: Annotated[str, Meta(max_length=128)] | None = None
-    phone_number: Annotated[str, Meta(pattern=r"^\+?[0-9 ()-]{3,32}$")] | None = None
+    model: printable(128) | None = None
+    phone_number: Annotated[str, Meta(pattern=whole(r"\+?[0-9 ()-]{3,32}"))] | None = None
     status: Status | None = None
     agent: Name | None = None
 
 
 class TagAdd(_Body):
-    tag: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,32}$",
+    tag: Annotated[str, Meta(pattern=whole("[A-Za-z0-9_-]{1,32}"),
                              description="custom tag: letters, digits, _ and -")]
 
 
 class AccountBody(_Body):
-    serial: Annotated[str, Meta(min_length=1, max_length=128)]
-    platform: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_]{1,32}$")]
-    account_number: Annotated[str, Meta(min_length=1, max_length=64)]
-    username: Annotated[str, Meta(max_length=128)] | None = None
+    serial: printable(128, 1)
+    platform: Annotated[str, Meta(pattern=whole("[A-Za-z0-9_]{1,32}"))]
+    account_number: printable(64, 1)
+    username: printable(128) | None = None
     password: Annotated[str, Meta(max_length=256)] | None = None
     profile_id: RowId | None = None
     status: Status | None = None

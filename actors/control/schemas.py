@@ -19,6 +19,7 @@ from msgspec import UNSET, Meta, UnsetType
 
 from actors.device.keycodes import key_code
 from protocol.errors import ValidationError, split_msgspec_error
+from protocol.names import printable, whole
 from protocol.messages import MAX_KEY_REPEAT, MAX_SWIPE_POINTS
 
 if TYPE_CHECKING:
@@ -35,9 +36,9 @@ RowId = Annotated[int, Meta(ge=1, le=SQLITE_INT_MAX, description="database id")]
 
 Coordinate = Annotated[int, Meta(ge=0, le=100_000, description="screen pixel")]
 DurationMs = Annotated[int, Meta(ge=1, le=600_000, description="milliseconds")]
-PackageName = Annotated[str, Meta(pattern=r"^[A-Za-z][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)+$",
+PackageName = Annotated[str, Meta(pattern=whole(r"[A-Za-z][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)+"),
                                   max_length=255, description="Android package, e.g. com.example.app")]
-ActivityName = Annotated[str, Meta(pattern=r"^\.?[A-Za-z_$][A-Za-z0-9_$]*(\.[A-Za-z_$][A-Za-z0-9_$]*)*$",
+ActivityName = Annotated[str, Meta(pattern=whole(r"\.?[A-Za-z_$][A-Za-z0-9_$]*(\.[A-Za-z_$][A-Za-z0-9_$]*)*"),
                                    max_length=255, description="activity class, e.g. .MainActivity")]
 SwipePath = Annotated[list[tuple[Coordinate, Coordinate]],
                      Meta(min_length=2, max_length=MAX_SWIPE_POINTS,
@@ -355,8 +356,10 @@ class RecordStart(msgspec.Struct, forbid_unknown_fields=True):
     """POST /api/record/start: record what is sent to the scope's first phone."""
 
     scope: str
-    name: str
-    app: str | None = None
+    # The recording's file is <app>/<name>.json: checked here, before the scope is resolved.
+    name: Annotated[str, Meta(pattern=whole("[a-z0-9_]{1,64}"),
+                              description="1-64 of a-z, 0-9 and _")]
+    app: Annotated[str, Meta(pattern=whole("[a-z0-9_]{1,64}"))] | None = None
 
 
 class RecordStop(msgspec.Struct, forbid_unknown_fields=True):
@@ -374,7 +377,7 @@ class RunRequest(msgspec.Struct, forbid_unknown_fields=True):
     scope: Annotated[str, Meta(min_length=1, max_length=10_000,
                                description="phone:all | phone:SERIAL[,..] | node:NAME[,..] | "
                                            "account:platform.number@phone")]
-    variables: dict[str, str] | None = None
+    variables: dict[printable(64, 1, "custom variable name"), str] | None = None
 
 
 class RunExecutionStart(msgspec.Struct):

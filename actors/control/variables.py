@@ -24,6 +24,7 @@ from msgspec import Meta
 from actors.control.http import error_response, hub_of, json_response
 from actors.control.schemas import RequestError, decode_request
 from protocol.errors import FarmError, ValidationError, VariableError
+from protocol.names import whole
 from sequences.variables import (ACCOUNT_FIELDS, CATEGORIES, CLIENT_FIELDS, PROFILE_FIELDS,
                                  MemoryCounters, resolve)
 
@@ -48,7 +49,7 @@ class VariableText(msgspec.Struct, forbid_unknown_fields=True):
     text: Annotated[str, Meta(min_length=1, max_length=10_000)]
     serials: Annotated[list[Annotated[str, Meta(min_length=1, max_length=128)]],
                        Meta(min_length=1, max_length=MAX_SERIALS)]
-    account: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_]+\.[A-Za-z0-9_]+$",
+    account: Annotated[str, Meta(pattern=whole(r"[A-Za-z0-9_]+\.[A-Za-z0-9_]+"),
                                  description="PLATFORM.ACCOUNT_NUMBER")] | None = None
     seed: int | None = None
 

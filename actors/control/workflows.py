@@ -29,12 +29,13 @@ from actors.control.http import error_response, hub_of, json_response
 from actors.control.registry import _db, _handled
 from actors.control.schemas import IntParam, decode_request
 from protocol.errors import FarmError, ValidationError, ValidationErrors
+from protocol.names import check_printable, printable, whole
 
 log = logging.getLogger(__name__)
 
-SequenceName = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$",
+SequenceName = Annotated[str, Meta(pattern=whole(r"[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*"),
                                    max_length=200, description="library name, e.g. demo/login")]
-WorkflowName = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
+WorkflowName = Annotated[str, Meta(pattern=whole("[A-Za-z0-9_.-]{1,64}"))]
 Text = Annotated[str, Meta(max_length=4096)]
 Reason = Annotated[str, Meta(max_length=1024, description="why (kept in the audit trail)")]
 
@@ -48,7 +49,7 @@ class SequenceBody(_Body):
     description: Text | None = None
     json_path: Annotated[str, Meta(max_length=1024)] | None = None
     recovery_prompt: Text | None = None
-    client: Annotated[str, Meta(min_length=1, max_length=128)] | None = None
+    client: printable(128, 1) | None = None
     reason: Reason | None = None
 
 
@@ -68,7 +69,7 @@ class WorkflowBody(_Body):
     name: WorkflowName | None = None
     description: Text | None = None
     is_template: bool = False
-    client: Annotated[str, Meta(min_length=1, max_length=128)] | None = None
+    client: printable(128, 1) | None = None
     reason: Reason | None = None
 
 
@@ -115,6 +116,7 @@ def _name(body_name: str | None, request: web.Request, creating: bool) -> str:
         if not body_name:
             raise ValidationError("$.name", "required")
         return body_name
+    check_printable(path_name, "$.name")  # the URL's name is not checked by the body's type
     if body_name is not None and body_name != path_name:
         raise ValidationError("$.name", f"{body_name!r} differs from the URL's {path_name!r} "
                                         "(definitions are not renamed)")
