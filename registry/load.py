@@ -495,7 +495,7 @@ class _Loader:
             rel = _relative(ref.rel)
             if rel is None:
                 self.problem(ref.where, f"{ref.rel!r} must be a relative path inside the "
-                                        "registry folder (no '..', not absolute)")
+                                        "registry folder (no '..', not absolute, no NUL)")
                 continue
             if rel not in sizes:
                 sizes[rel] = self.read_image(root, rel, ref.what)
@@ -571,9 +571,10 @@ class _Loader:
 
 
 def _relative(ref: str) -> str | None:
-    """``ref`` normalised to a POSIX path relative to the registry folder; None if it escapes."""
+    """``ref`` normalised to a POSIX path relative to the registry folder; None if it escapes
+    or cannot name a file (a NUL byte: open() raises ValueError, not OSError)."""
     path = PurePosixPath(ref)
-    if not ref or path.is_absolute() or ".." in path.parts or "\\" in ref:
+    if not ref or path.is_absolute() or ".." in path.parts or "\\" in ref or "\0" in ref:
         return None
     rel = path.as_posix()
     return None if rel in ("", ".") else rel
