@@ -430,6 +430,39 @@ APPS = fields({"package": st.sampled_from(["com.example.clipshare", "", "x"]),
                                         st.lists(COORD, max_size=3)),
                "states": st.dictionaries(NAME, SCREENS, max_size=3),
                "interrupts": st.dictionaries(NAME, SCREENS, max_size=2)})
+
+
+def mostly(good: st.SearchStrategy[Any], bad: st.SearchStrategy[Any] = JSON_VALUES
+           ) -> st.SearchStrategy[Any]:
+    """Mostly a good value, so a document gets past its first bad field."""
+    return st.integers(0, 7).flatmap(lambda i: bad if i == 3 else good)
+
+
+# Apps that are valid but for a few fields, so the later checks (boxes, handlers, linked
+# states, reference files) run too. ``ok.png`` is 10x10: the box [0, 0, 10, 10] matches it.
+GOOD_BOX = st.one_of(st.just([0, 0, 10, 10]),
+                     st.tuples(st.integers(-1, 50), st.integers(-1, 50), st.integers(40, 101),
+                               st.integers(40, 101)).map(list))
+GOOD_NAME = st.sampled_from(["feed", "login", "dismiss", "later"])
+GOOD_REGIONS = st.fixed_dictionaries(
+    {"name": mostly(GOOD_NAME), "coordinates": mostly(GOOD_BOX)},
+    optional={"ocr_enabled": mostly(st.booleans()), "reference": mostly(REFERENCE),
+              "expected_text": mostly(NASTY_TEXT), "threshold": mostly(NUMBERS)})
+GOOD_ACTIONS = st.fixed_dictionaries(
+    {"name": mostly(GOOD_NAME), "coordinates": mostly(GOOD_BOX)},
+    optional={"action_type": mostly(st.sampled_from(["tap", "swipe_up"])),
+              "linked_state": mostly(GOOD_NAME)})
+GOOD_SCREENS = st.fixed_dictionaries(
+    {"name": mostly(GOOD_NAME),
+     "validation_regions": mostly(st.lists(GOOD_REGIONS, min_size=1, max_size=3))},
+    optional={"actions": mostly(st.lists(GOOD_ACTIONS, max_size=3)),
+              "handler": mostly(GOOD_NAME), "reference_screenshot": mostly(REFERENCE)})
+GOOD_APPS = st.fixed_dictionaries(
+    {"screen_size": mostly(st.just([100, 100])),
+     "states": mostly(st.dictionaries(GOOD_NAME, GOOD_SCREENS, min_size=1, max_size=3))},
+    optional={"package": mostly(st.sampled_from(["com.example.clipshare", "com.x"])),
+              "interrupts": mostly(st.dictionaries(GOOD_NAME, GOOD_SCREENS, max_size=2))})
+APPS = st.one_of(APPS, GOOD_APPS, GOOD_APPS)
 APP_KEYS = st.one_of(st.sampled_from(["clipshare", "global", "Bad Key", ""]), NASTY_TEXT)
 REGISTRY_FILES = fields({"apps": st.dictionaries(APP_KEYS, st.one_of(APPS, JSON_VALUES),
                                                  max_size=3)})
@@ -472,6 +505,8 @@ def dumps(value: Any) -> bytes:
 @given(st.one_of(APPS, JSON_VALUES), st.one_of(REGISTRY_FILES, JSON_VALUES))
 @example({"screen_size": [1080, float("inf")]}, {"apps": {}})  # Infinity: no position
 @example({"screen_size": ["\ud800", 1]}, {"apps": {"a": {"package": 1e400}}})  # msgspec
+@example({"screen_size": [100, 100],  # ValueError from open(): embedded null byte
+          "states": {"feed": {"name": "feed", "reference_screenshot": "a\x00b.png"}}}, {})
 def test_registry_json_loads_or_every_problem_has_a_position(
         registry_dirs: tuple[Path, Path], app: Any, registry_file: Any) -> None:
     check_registry(*registry_dirs, dumps(app), dumps(registry_file))
