@@ -22,7 +22,6 @@ import logging
 import re
 import statistics
 import time
-from pathlib import Path
 from typing import Annotated, Any, Callable, Literal
 
 import cv2
@@ -35,6 +34,7 @@ from actors.registry_store import (ActionEdit, RegionEdit, RegistryStore, Screen
                                    decode_png_frame)
 from protocol.errors import FarmError, ValidationError
 from protocol.names import whole
+from registry.load import resolve_path
 from registry.model import GLOBAL_APP
 from registry.ocr import TextLine, TextReader, shared_reader, text_similarity
 
@@ -398,9 +398,9 @@ class DiscoveryService:
         for screen in (*app.states.values(), *app.interrupts.values()):
             if screen.reference_screenshot is None:
                 continue
-            try:
-                png = (Path(self.store.registry.root) / screen.reference_screenshot).read_bytes()
-            except OSError:
+            try:  # resolve_path: nothing outside the registry folder is read
+                png = resolve_path(self.store.registry, screen.reference_screenshot).read_bytes()
+            except (OSError, ValidationError):
                 continue
             known = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_GRAYSCALE)
             if known is None or known.shape[::-1] != tuple(size):
