@@ -40,16 +40,19 @@ The endpoint is ``--url`` or $PHONEFARM_URL (default http://127.0.0.1:8470); the
 token ``--token`` or $PHONEFARM_TOKEN; the registry DIR $PHONEFARM_REGISTRY (default the demo
 registry, registry/apps). Exit status: 0 success; 1 some phone's action did not succeed (or
 the scope matched no phone), or `registry check` found problems; 2 bad usage, a request the
-endpoint rejected, an unreadable image or an invalid registry; 3 endpoint unreachable.
+endpoint rejected, an unreadable image or an invalid registry; 3 endpoint unreachable; 141
+stdout closed by its reader (`farm runs | head`), quietly.
 """
 
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import logging
 import os
 import sys
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -62,6 +65,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_URL = "http://127.0.0.1:8470"
 EXIT_OK, EXIT_PHONE_FAILED, EXIT_REJECTED, EXIT_UNREACHABLE = 0, 1, 2, 3
+EXIT_STDOUT_CLOSED = 141
+# How long `--wait` keeps trying a coordinator it cannot reach (restarting) before exit 3.
+RECONNECT_S = 60.0
 
 
 class FarmClient:
@@ -98,7 +104,31 @@ class FarmClient:
 
     def get_json(self, path: str) -> Any:
         with self._open(path) as response:
-            return json.load(response)
+            try:
+                return json.load(response)
+            except (OSError, http.client.HTTPException) as exc:  # cut off mid-answer
+                raise DeliveryError(self.url, f"the control endpoint broke off its answer: "
+                                              f"{exc!r}") from None
+
+    def poll_json(self, path: str, window_s: float) -> Any:
+        """`get_json`, riding out an endpoint that cannot be reached (a coordinator being
+        restarted) for up to ``window_s`` seconds with growing pauses; one line on stderr
+        says so. DeliveryError once the window has passed."""
+        deadline: float | None = None
+        pause = 0.25
+        while True:
+            try:
+                return self.get_json(path)
+            except DeliveryError as exc:
+                now = time.monotonic()
+                if deadline is None:
+                    deadline = now + window_s
+                    print(f"farm: {exc}; reconnecting (for up to {window_s:g} s)",
+                          file=sys.stderr, flush=True)
+                elif now >= deadline:
+                    raise
+                time.sleep(min(pause, deadline - now))
+                pause = min(pause * 2, 5.0)
 
     def post_json(self, path: str, body: dict) -> Any:
         with self._open(path, body) as response:
@@ -300,13 +330,12 @@ def _cmd_run(client: FarmClient, args: argparse.Namespace) -> int:
 
 def _follow_run(client: FarmClient, run_id: str, poll_s: float) -> int:
     """Poll the run (robust to a stream that started late), print each step once as it
-    finishes and each execution once as it ends; exit 0 only if every phone completed."""
-    import time
-
+    finishes and each execution once as it ends; exit 0 only if every phone completed. A
+    coordinator that cannot be reached for a while (restarting) is waited for, `RECONNECT_S`."""
     printed: set[tuple[str, str, str]] = set()
     ended: set[str] = set()
     while True:
-        run = client.get_json(f"/api/runs/{urllib.parse.quote(run_id)}")
+        run = client.poll_json(f"/api/runs/{urllib.parse.quote(run_id)}", RECONNECT_S)
         for ex in run["executions"]:
             serial = ex.get("serial") or "-"
             for step in ex.get("steps", []):
@@ -574,12 +603,10 @@ def _cmd_workflow_run(client: FarmClient, args: argparse.Namespace) -> int:
     print(format_table(_workflow_execution_rows([view]), WORKFLOW_EXECUTION_HEADER))
     if not args.wait:
         return EXIT_OK
-    import time
-
     path = f"/api/workflow-executions/{view['workflow_execution_id']}"
     while view["status"] in ("pending", "running"):
         time.sleep(args.poll)
-        view = client.get_json(path)
+        view = client.poll_json(path, RECONNECT_S)
     print(format_table([[str(s["position"]), s.get("sequence") or "-", s.get("serial") or "-",
                          s.get("account") or "-", s["status"], _value(s["error"])
                          if s.get("error") else ""] for s in view["sequences"]],
@@ -961,7 +988,11 @@ def main(argv: list[str] | None = None) -> int:
     token = args.token if args.token is not None else os.environ.get("PHONEFARM_TOKEN")
     client = FarmClient(url, token, timeout=args.timeout)
     try:
-        return args.func(client, args)
+        code = args.func(client, args)
+        sys.stdout.flush()  # a reader that went away shows here, not in the exit's flush
+        return code
+    except BrokenPipeError:
+        return _stdout_closed()
     except DeliveryError as exc:
         print(f"farm: {exc}", file=sys.stderr)
         return EXIT_UNREACHABLE
@@ -973,6 +1004,16 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_REJECTED
     except KeyboardInterrupt:
         return 130
+
+
+def _stdout_closed() -> int:
+    """`farm runs | head`: the reader has what it wanted. Point stdout at /dev/null, so the
+    interpreter's own flush at exit does not fail again, and exit as a process ended by
+    SIGPIPE would (128 + 13), quietly."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return EXIT_STDOUT_CLOSED
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from msgspec import Meta
 from actors.control.http import error_response, hub_of, json_response, openapi_body, openapi_path_param
 from actors.control.schemas import IntParam, RequestError, RowId, decode_request
 from protocol.errors import FarmError, ValidationError
+from sequences.groups import ALL_ACCOUNTS, ALL_PHONES
 from protocol.names import printable, whole
 
 log = logging.getLogger(__name__)
@@ -284,8 +285,25 @@ async def _change_members(request: web.Request, name: str, action: str, change) 
 async def post_group_member(request: web.Request) -> web.Response:
     name = request.match_info["name"]
     body = decode_request(await request.read(), MemberAdd, "a JSON object with member")
-    return await _change_members(request, name, "add",
-                                 lambda book: book.add_member(name, body.member))
+    phones, accounts = await _rows(request, _db(request))
+
+    def add(book):
+        book.add_member(name, body.member)  # its form and the group's rules first
+        _check_exists(book, name, body.member, phones, accounts)
+
+    return await _change_members(request, name, "add", add)
+
+
+def _check_exists(book: Any, name: str, member: str, phones: list[dict],
+                  accounts: list[dict]) -> None:
+    """A new member must be a phone (the registry's or a live one) or an account the farm
+    has: a typo would sit in the group matching nothing, and every scope over it too."""
+    kind = book.groups[name].kind
+    if member not in book.members(ALL_PHONES if kind == "phone" else ALL_ACCOUNTS,
+                                  phones, accounts):
+        listed = "GET /api/phones" if kind == "phone" else "GET /api/accounts"
+        raise RequestError("$.member", f"no such {kind}: {member!r} ({listed} lists them)",
+                           field="$.member")
 
 
 @_handled
