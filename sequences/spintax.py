@@ -27,6 +27,7 @@ Spins and variables nest at most `MAX_NESTING` deep.
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass
 from typing import Union
 
@@ -40,6 +41,9 @@ NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123
 # The parser (and resolving the tree) recurses per level: a bound far below the interpreter's
 # recursion limit keeps "{{{{..." a VariableError at its offset, not a RecursionError.
 MAX_NESTING = 16
+# A lone surrogate (from JSON's "\\ud800") is not Unicode text: strftime, SQLite and UTF-8
+# all raise UnicodeEncodeError on it later, far from the template.
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclass(frozen=True)
@@ -82,6 +86,9 @@ Node = Union[Text, Var, Spin]
 
 def parse(text: str) -> tuple[Node, ...]:
     """The AST of template ``text``; raises `VariableError` at the first mistake."""
+    if (bad := _SURROGATE.search(text)) is not None:
+        raise VariableError(text, bad.start(), f"lone surrogate \\u{ord(bad.group()):04x}: "
+                                               "not Unicode text")
     parser = _Parser(text)
     nodes = parser.sequence(stop="")
     return nodes
