@@ -74,11 +74,17 @@ def nested(opener: str, closer: str = "") -> st.SearchStrategy[str]:
     return st.integers(1, 3000).map(lambda n: opener * n + closer * n)
 
 
+def mostly(good: st.SearchStrategy[Any], bad: st.SearchStrategy[Any] = JSON_VALUES
+           ) -> st.SearchStrategy[Any]:
+    """Mostly a good value, so a document gets past its first bad field."""
+    return st.integers(0, 7).flatmap(lambda i: bad if i == 3 else good)
+
+
 def fields(spec: dict[str, st.SearchStrategy[Any]], extra: bool = True
            ) -> st.SearchStrategy[dict[str, Any]]:
-    """A dict with some of the known fields, each a plausible value or any JSON value, and
-    sometimes an unknown field."""
-    optional = {k: st.one_of(v, JSON_VALUES) for k, v in spec.items()}
+    """A dict with some of the known fields, each mostly a plausible value, else any JSON
+    value, and sometimes an unknown field."""
+    optional = {k: mostly(v) for k, v in spec.items()}
     if extra:
         optional["colour"] = JSON_VALUES
     return st.fixed_dictionaries({}, optional=optional)
@@ -236,6 +242,7 @@ VARIABLE_TEXT = st.one_of(
 @PROPERTY
 @given(VARIABLE_TEXT, st.integers(0, 2**32))
 @example("${dynamic.random.number(1-" + "9" * 5000 + ")}", 0)  # ValueError from int()
+@example("${dynamic.date.format(\ud800)}", 0)  # UnicodeEncodeError from strftime
 def test_resolve_returns_text_or_raises_variable_error_with_offset(text: str, seed: int) -> None:
     try:
         assert isinstance(resolve(text, make_ctx(), random.Random(seed)), str)
@@ -256,6 +263,18 @@ async def test_a_counter_beyond_64_bits_is_a_variable_error_not_a_database_overf
             assert e.value.offset == 0 and "64-bit" in e.value.reason
         top = str(2**63 - 1)
         assert await db.resolve_text("${dynamic.counter(d," + top + ")}", "emu-1") == top
+    finally:
+        await db.close()
+
+
+async def test_a_lone_surrogate_in_template_text_is_a_variable_error_at_its_offset(
+        tmp_path: Path) -> None:
+    db = await FarmDB.open(tmp_path / "farm.sqlite3")
+    try:
+        await seed_demo(db, ["emu-1"])
+        with pytest.raises(VariableError) as e:  # was UnicodeEncodeError from sqlite3
+            await db.resolve_text("ok ${dynamic.counter(a\ud800)}", "emu-1")
+        assert e.value.offset == 22 and "surrogate" in e.value.reason
     finally:
         await db.close()
 
@@ -295,8 +314,8 @@ def step_fields(kind: str, steps: st.SearchStrategy) -> st.SearchStrategy[dict[s
                       "otherwise": st.lists(steps, max_size=3)},
     }
     return st.fixed_dictionaries(
-        {"type": st.one_of(st.just(kind), st.just(kind), JSON_VALUES)},
-        optional={k: st.one_of(v, JSON_VALUES)
+        {"type": mostly(st.just(kind))},
+        optional={k: mostly(v)
                   for k, v in {**common, **per_kind[kind], "colour": JSON_VALUES}.items()})
 
 
@@ -430,12 +449,6 @@ APPS = fields({"package": st.sampled_from(["com.example.clipshare", "", "x"]),
                                         st.lists(COORD, max_size=3)),
                "states": st.dictionaries(NAME, SCREENS, max_size=3),
                "interrupts": st.dictionaries(NAME, SCREENS, max_size=2)})
-
-
-def mostly(good: st.SearchStrategy[Any], bad: st.SearchStrategy[Any] = JSON_VALUES
-           ) -> st.SearchStrategy[Any]:
-    """Mostly a good value, so a document gets past its first bad field."""
-    return st.integers(0, 7).flatmap(lambda i: bad if i == 3 else good)
 
 
 # Apps that are valid but for a few fields, so the later checks (boxes, handlers, linked
