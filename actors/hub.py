@@ -162,7 +162,6 @@ class Hub:
     def _node_up(self, name: str, hello: Hello) -> None:
         now = time.time()
         self.node_rows[name] = {"name": name, "state": "up", "last_heartbeat": now,
-                            "phones": len(hello.phones),
                             "registry_version": hello.registry_version}
         if self.registry_sync is not None:
             self.registry_sync.node_up(name, hello.registry_version)
@@ -372,7 +371,14 @@ class Hub:
         return await self.ai_keys.client_for(serial, account_id)
 
     def nodes(self) -> list[dict]:
-        return [dict(n) for _, n in sorted(self.node_rows.items())]
+        """Every node's row; ``phones`` counts its phones attached now (not offline), as
+        phone_up/phone_down events and hellos leave them (a hello's count goes stale)."""
+        attached: dict[str, int] = {}
+        for row in self.phone_rows.values():
+            if row["state"] != "offline":
+                attached[row["node"]] = attached.get(row["node"], 0) + 1
+        return [{**n, "phones": attached.get(name, 0)}
+                for name, n in sorted(self.node_rows.items())]
 
     def start_recording(self, name: str, app: str | None, serials: list[str]) -> dict:
         if self.recorder is None:

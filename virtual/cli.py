@@ -1,4 +1,7 @@
-"""`farm-virtual`: start N virtual phones, plug them into an adb server, run until stopped."""
+"""`farm-virtual`: start N virtual phones, plug them into an adb server, run until stopped.
+
+An adb server that was not running on ``--adb-port`` is started, and stopped again on the
+way out (Ctrl-C, SIGTERM); one found running belongs to someone else and is left alone."""
 
 from __future__ import annotations
 
@@ -6,7 +9,7 @@ import argparse
 import asyncio
 import sys
 
-from actors.device.adb_server import AdbServer, start_adb_server
+from actors.device.adb_server import AdbServer, AdbServerError, kill_adb_server, start_adb_server
 from actors.process import setup_logging, wait_for_stop_signal
 from virtual.farm import FarmSpec, VirtualFarm
 
@@ -34,18 +37,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-async def run(args: argparse.Namespace) -> None:
-    adb = await asyncio.to_thread(start_adb_server, args.adb_port)
-    farm = VirtualFarm(FarmSpec(phones=args.phones, apps=tuple(args.apps or ["demo"]),
-                                base_port=args.base_port, seed=args.seed, width=args.width,
-                                height=args.height, adb=AdbServer(port=adb.port)))
-    await farm.start()
-    for serial in farm.serials:
-        print(serial, flush=True)
+def adb_server_running(port: int) -> bool:
     try:
-        await wait_for_stop_signal()
+        AdbServer(port=port, timeout=2.0).host_query("host:version")
+        return True
+    except (AdbServerError, OSError):
+        return False
+
+
+async def run(args: argparse.Namespace) -> None:
+    ours = not await asyncio.to_thread(adb_server_running, args.adb_port)
+    adb = await asyncio.to_thread(start_adb_server, args.adb_port)
+    try:
+        farm = VirtualFarm(FarmSpec(phones=args.phones, apps=tuple(args.apps or ["demo"]),
+                                    base_port=args.base_port, seed=args.seed, width=args.width,
+                                    height=args.height, adb=AdbServer(port=adb.port)))
+        try:
+            await farm.start()
+            for serial in farm.serials:
+                print(serial, flush=True)
+            await wait_for_stop_signal()
+        finally:
+            await farm.stop()
     finally:
-        await farm.stop()
+        if ours:  # the adb server daemonizes: nothing else would ever stop it
+            await asyncio.to_thread(kill_adb_server, adb.port)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -155,7 +155,7 @@ class Node(msgspec.Struct):
     name: str
     state: Literal["up", "down"]
     last_heartbeat: float
-    phones: int
+    phones: int  # its phones now: online, paused or failed (not offline)
 
 
 class NodesResponse(msgspec.Struct):

@@ -1,0 +1,121 @@
+"""Farm processes at their edges, as an operator runs them: `farm-virtual` stopped by Ctrl-C
+takes down the adb server it started (and only that one), `farm-coordinator` refusing a
+public bind says so in one line, and `/api/nodes` counts the phones a node has now (its
+hello's count went stale as phones came and went)."""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from actors.device.adb_server import AdbServer, free_port, kill_adb_server, start_private_adb_server
+from tests.e2e.test_farm_inprocess import shutdown, start_farm, wait_for
+from virtual.farm import FarmSpec, VirtualFarm
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def wait_until(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+class VirtualProcess:
+    """`python -m virtual.cli --phones 1 --adb-port PORT`, its serial read from stdout."""
+
+    def __init__(self, adb_port: int) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "virtual.cli", "--phones", "1", "--adb-port", str(adb_port)],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=lambda: lines.put(self.proc.stdout.readline()), daemon=True).start()
+        try:
+            self.serial = lines.get(timeout=60).strip()
+        except queue.Empty:
+            self.proc.kill()
+            raise AssertionError("farm-virtual printed no serial within 60 s") from None
+        assert self.serial, self.proc.stderr.read() if self.proc.poll() is not None else "no serial"
+
+    def interrupt(self) -> tuple[int, str]:
+        """Ctrl-C: (exit code, stderr)."""
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            _, err = self.proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            raise AssertionError("farm-virtual did not stop within 60 s of SIGINT") from None
+        return self.proc.returncode, err
+
+
+def test_farm_virtual_stops_the_adb_server_it_started() -> None:
+    port = free_port()
+    assert not answers(port)
+    try:
+        virtual = VirtualProcess(port)
+        assert answers(port)
+        assert AdbServer(port=port).device_state(virtual.serial) == "device"
+        code, err = virtual.interrupt()
+        assert code == 0, err
+        assert "Traceback" not in err, err
+        wait_until(lambda: not answers(port), 10, f"the adb server on {port} to stop")
+    finally:
+        if answers(port):
+            kill_adb_server(port)
+
+
+def test_farm_virtual_leaves_an_adb_server_it_found_running() -> None:
+    server = start_private_adb_server()
+    try:
+        virtual = VirtualProcess(server.port)
+        code, err = virtual.interrupt()
+        assert code == 0, err
+        time.sleep(1.0)  # a kill-server, had one been sent, has landed by now
+        assert server.host_query("host:version")
+    finally:
+        kill_adb_server(server.port)
+
+
+def test_coordinator_refusing_a_public_bind_prints_one_line(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "actors.coordinator", "--http", f"0.0.0.0:{free_port()}",
+         "--listen", f"tcp://127.0.0.1:{free_port()}", "--data", str(tmp_path / "data"),
+         "--secret", "edge-secret"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+    assert lines[0].startswith("farm-coordinator:") and "non-loopback" in lines[0], lines
+
+
+async def test_nodes_count_the_phones_a_node_has_now(farm, adb_server, tmp_path) -> None:
+    store, hub, node = await start_farm(adb_server, tmp_path)
+    extra = None
+    try:
+        assert [n["phones"] for n in hub.nodes()] == [4]
+        # A phone plugged in after the node's hello is counted from its phone_up on.
+        extra = await asyncio.to_thread(
+            VirtualFarm(FarmSpec(phones=1, adb=adb_server, seed=99)).start_in_thread)
+        await wait_for(lambda: extra.serials[0] in hub.phone_rows, timeout=30,
+                       what="the fifth phone known")
+        assert [n["phones"] for n in hub.nodes()] == [5]
+    finally:
+        if extra is not None:
+            await asyncio.to_thread(extra.stop_thread)
+        await shutdown(node, hub, store)
