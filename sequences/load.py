@@ -43,6 +43,14 @@ log = logging.getLogger(__name__)
 
 LIBRARY = Path(__file__).resolve().parent / "library"
 
+# Upper bounds of a sequence's numbers (the lower ones are checked with each field): past them
+# a value is a mistake, and past 2^64 it cannot even travel to the node (msgpack).
+MAX_PIXEL = 100_000          # as the control API's Coordinate
+MAX_DURATION_MS = 600_000
+MAX_WAIT_S = 86_400.0        # sleeps and wait_for_screen timeouts: a day
+MAX_RETRIES = 20             # per retry tier
+MAX_RETRY_DELAY_S = 3_600.0
+
 _ACCOUNT = re.compile(r"[a-z0-9_]+\.[A-Za-z0-9_]+")
 _PLATFORM = re.compile(r"[a-z0-9_]+")
 _SCREEN = re.compile(r"(?P<app>[a-z0-9_]+)/(?:(?P<interrupt>interrupt:)?(?P<key>[A-Za-z0-9_]+))")
@@ -201,9 +209,11 @@ class _Checker:
             for attr in ("immediate", "short"):
                 if getattr(retry, attr) < 0:
                     self.problem(f"$.retry.{attr}", f"must be >= 0, got {getattr(retry, attr)}")
+                self.at_most(f"$.retry.{attr}", getattr(retry, attr), MAX_RETRIES)
             for attr in ("immediate_delay_s", "short_delay_s"):
                 if getattr(retry, attr) < 0:
                     self.problem(f"$.retry.{attr}", f"must be >= 0, got {getattr(retry, attr)}")
+                self.at_most(f"$.retry.{attr}", getattr(retry, attr), MAX_RETRY_DELAY_S)
         steps = fields.get("steps")
         if isinstance(steps, list) and not steps:
             self.problem("$.steps", "a sequence needs at least one step")
@@ -235,19 +245,23 @@ class _Checker:
             for key in ("x", "y"):
                 if (v := number(key)) is not None and v < 0:
                     self.problem(at(key), f"must be >= 0, got {v}")
+                self.at_most(at(key), number(key), MAX_PIXEL)
             if isinstance(s.get("action"), str):
                 self.check_action(s["action"], at("action"))
             if kind == "long_tap" and (v := number("duration_ms")) is not None and v <= 0:
                 self.problem(at("duration_ms"), f"must be > 0, got {v}")
+            self.at_most(at("duration_ms"), number("duration_ms"), MAX_DURATION_MS)
         elif kind == "swipe":
             for key in ("x1", "y1", "x2", "y2"):
                 if (v := number(key)) is not None and v < 0:
                     self.problem(at(key), f"must be >= 0, got {v}")
+                self.at_most(at(key), number(key), MAX_PIXEL)
             if not all(k in s for k in ("x1", "y1", "x2", "y2")):
                 missing = [k for k in ("x1", "y1", "x2", "y2") if k not in s]
                 self.problem(path, f"a swipe needs x1, y1, x2, y2: missing {', '.join(missing)}")
             if (v := number("duration_ms")) is not None and v <= 0:
                 self.problem(at("duration_ms"), f"must be > 0, got {v}")
+            self.at_most(at("duration_ms"), number("duration_ms"), MAX_DURATION_MS)
             if isinstance(s.get("path"), list):
                 self.check_swipe_path(s, at("path"))
         elif kind == "type":
@@ -272,6 +286,7 @@ class _Checker:
                 self.check_screen(s["screen"], at("screen"))
             if kind == "wait_for_screen" and (v := number("timeout_s")) is not None and v <= 0:
                 self.problem(at("timeout_s"), f"must be > 0, got {v}")
+            self.at_most(at("timeout_s"), number("timeout_s"), MAX_WAIT_S)
             if kind == "if_screen":
                 if not s.get("then") and not s.get("otherwise"):
                     self.problem(path, "an if_screen needs steps in then or otherwise")
@@ -305,8 +320,14 @@ class _Checker:
             for key, v in (("seconds", seconds), ("min_s", lo), ("max_s", hi)):
                 if v is not None and v < 0:
                     self.problem(at(key), f"must be >= 0, got {v}")
+                self.at_most(at(key), v, MAX_WAIT_S)
             if lo is not None and hi is not None and lo > hi:
                 self.problem(at("min_s"), f"min_s {lo} is above max_s {hi}")
+
+    def at_most(self, path: str, value: float | None, limit: float) -> None:
+        """A problem when ``value`` (None: absent or not a number) is above ``limit``."""
+        if value is not None and value > limit:
+            self.problem(path, f"must be <= {limit:g}, got {value:g}")
 
     def check_app(self, app: str, path: str, *, allow_global: bool) -> None:
         if self.registry is None:
@@ -334,15 +355,17 @@ class _Checker:
                                f"({kind}s: {', '.join(screens) or 'none'})")
 
     def check_swipe_path(self, step: dict, path: str) -> None:
-        """2..MAX_SWIPE_POINTS points [x, y] >= 0 whose ends are the step's x1..y2."""
+        """2..MAX_SWIPE_POINTS points [x, y] in 0..MAX_PIXEL whose ends are the step's x1..y2."""
         points = step["path"]
         if not 2 <= len(points) <= MAX_SWIPE_POINTS:
             self.problem(path, f"needs 2..{MAX_SWIPE_POINTS} points, got {len(points)}")
             return
         for i, point in enumerate(points):
             if not (isinstance(point, list) and len(point) == 2
-                    and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in point)):
-                self.problem(f"{path}[{i}]", f"a point is [x, y] with x, y >= 0, got {point!r}")
+                    and all(isinstance(v, int) and not isinstance(v, bool)
+                            and 0 <= v <= MAX_PIXEL for v in point)):
+                self.problem(f"{path}[{i}]", f"a point is [x, y] with x, y in 0..{MAX_PIXEL}, "
+                                             f"got {point!r}")
                 return
         ends = dict(zip(("x1", "y1", "x2", "y2"), (*points[0], *points[-1])))
         for key, value in ends.items():

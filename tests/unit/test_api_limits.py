@@ -163,3 +163,30 @@ async def test_nesting_within_the_bound_is_decoded() -> None:
 async def test_over_long_static_path_is_a_clean_404(api, path) -> None:
     status, body = await call(api, "GET", path)
     assert status == 404, body
+
+
+# --- numbers in inline sequences ------------------------------------------------------------
+
+@pytest.mark.parametrize("change, where", [
+    ({"steps": [{"type": "tap", "x": 10**30, "y": 1}]}, "$.steps[0].x"),
+    ({"steps": [{"type": "tap", "x": 2**63, "y": 1}]}, "$.steps[0].x"),
+    ({"steps": [{"type": "long_tap", "x": 1, "y": 1, "duration_ms": 10**9}]},
+     "$.steps[0].duration_ms"),
+    ({"steps": [{"type": "swipe", "x1": 1, "y1": 1, "x2": 2, "y2": 200_001}]}, "$.steps[0].y2"),
+    ({"steps": [{"type": "swipe", "x1": 1, "y1": 1, "x2": 2, "y2": 2,
+                 "path": [[1, 1], [10**12, 5], [2, 2]]}]}, "$.steps[0].path[1]"),
+    ({"steps": [{"type": "sleep", "seconds": 1e300}]}, "$.steps[0].seconds"),
+    ({"steps": [{"type": "sleep", "min_s": 1, "max_s": 1e300}]}, "$.steps[0].max_s"),
+    ({"steps": [{"type": "wait_for_screen", "screen": "clipshare/feed", "timeout_s": 1e9}]},
+     "$.steps[0].timeout_s"),
+    ({"retry": {"immediate": 10**30}}, "$.retry.immediate"),
+    ({"retry": {"short_delay_s": 1e12}}, "$.retry.short_delay_s"),
+    ({"retry": {"short": -1}}, "$.retry.short"),
+])
+async def test_inline_sequence_numbers_out_of_range_are_400(api, change, where) -> None:
+    sequence = {"name": "bounds", "app": "clipshare", "steps": [{"type": "tap", "x": 1, "y": 1}],
+                **change}
+    status, body = await call(api, "POST", "/api/runs", json={"sequence": sequence,
+                                                              "scope": "phone:all"})
+    assert status == 400, body
+    assert [p["where"].rsplit(": ", 1)[-1] for p in body["problems"]] == [where], body
