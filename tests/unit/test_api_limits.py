@@ -159,7 +159,8 @@ async def test_nesting_within_the_bound_is_decoded() -> None:
 # --- long static paths ----------------------------------------------------------------------
 
 @pytest.mark.parametrize("path", ["/static/" + "a" * 8000, "/static/" + "a/" * 3000 + "x",
-                                  "/" + "a" * 8000])
+                                  "/" + "a" * 8000,
+                                  "/api/registry/apps/clipshare/files/" + "a" * 8000])
 async def test_over_long_static_path_is_a_clean_404(api, path) -> None:
     status, body = await call(api, "GET", path)
     assert status == 404, body
