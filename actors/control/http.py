@@ -38,6 +38,7 @@ def openapi_body(schema: str, required: bool = True) -> dict[str, Any]:
         "schema": {"$ref": f"#/components/schemas/{schema}"}}}}
 
 
-def openapi_path_param(name: str, description: str = "", kind: str = "string") -> dict[str, Any]:
-    return {"name": name, "in": "path", "required": True, "schema": {"type": kind},
+def openapi_path_param(name: str, description: str = "") -> dict[str, Any]:
+    """A string path parameter (an integer one is `schemas.IntParam`, which also parses it)."""
+    return {"name": name, "in": "path", "required": True, "schema": {"type": "string"},
             "description": description}
