@@ -32,7 +32,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Annotated, Any, Awaitable, Callable, Literal, Union
 
 import msgspec
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 from msgspec import Meta
 
 from protocol.errors import split_msgspec_error
@@ -320,6 +320,8 @@ def as_recurrence(rec: Recurrence | dict[str, Any]) -> Recurrence:
     except msgspec.ValidationError as exc:
         path, reason = split_msgspec_error(str(exc))
         raise ScheduleInvalid("$.recurrence" + path[1:], reason) from None
+    except UnicodeEncodeError:  # a key with a lone surrogate: not text msgspec can name
+        raise ScheduleInvalid("$.recurrence", "a member name is not valid text") from None
 
 
 # Largest ``interval`` per unit: a cron step beyond the unit's range would never repeat.
@@ -416,12 +418,30 @@ def validate(schedule: Schedule) -> None:
         if t is not None and t.tzinfo is None:
             raise ScheduleInvalid(f"$.{name}", f"naive datetime {t.isoformat()}: give a zone "
                                                "(Z or +HH:MM)")
+        if t is not None:
+            try:
+                _utc(t)
+            except OverflowError:  # 9999-12-31T23:59-05:00 is past year 9999 in UTC
+                raise ScheduleInvalid(f"$.{name}", f"{t.isoformat()} is out of range in "
+                                                   "UTC") from None
     if schedule.type == "scheduled" and schedule.at is None:
         raise ScheduleInvalid("$.at", f"schedule {schedule.id}: scheduled needs at")
     if schedule.type == "window":
         window_times(schedule)
     if schedule.type == "recurring":
-        cron_of(schedule)
+        _check_fires(schedule)
+
+
+def _check_fires(schedule: Schedule) -> None:
+    """A recurring schedule's cron must name a time that exists: croniter takes
+    ``0 0 31 2 *`` as valid text and only fails when asked for its next time."""
+    expr = cron_of(schedule)
+    field = "$.cron" if schedule.cron else "$.recurrence"
+    try:
+        croniter(expr, datetime(2000, 1, 1, tzinfo=timezone.utc)).get_next(datetime)
+    except (CroniterBadDateError, ValueError) as exc:
+        raise ScheduleInvalid(field, f"schedule {schedule.id}: cron {expr!r} never fires "
+                                     f"({exc})") from None
 
 
 def refuse_past(schedule: Schedule, now: datetime) -> None:
