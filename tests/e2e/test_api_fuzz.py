@@ -27,6 +27,7 @@ import pytest
 
 import schemathesis
 from hypothesis import HealthCheck, Phase, settings
+from hypothesis.errors import Flaky
 from schemathesis.checks import content_type_conformance, response_schema_conformance
 
 from actors.control.openapi import openapi_document
@@ -172,13 +173,29 @@ def test_api_sequences_of_calls(demo: DemoFarm) -> None:
             problem = check_error_body(response, case)
             if problem is not None and response.status_code >= 500:
                 STATS["server_errors"].append(f"{case.method} {case.formatted_path}: {response.text[:300]}")
-            assert problem is None, f"{case.method} {case.formatted_path}: {problem}\n{case.as_curl_command()}"
-            case.validate_response(response, checks=[response_schema_conformance,
-                                                     content_type_conformance])
+            if problem is not None:
+                problems.append(f"{case.method} {case.formatted_path}: {problem}\n{case.as_curl_command()}")
+            assert problem is None, problems[-1] if problems else problem
+            try:
+                case.validate_response(response, checks=[response_schema_conformance,
+                                                         content_type_conformance])
+            except AssertionError as exc:
+                problems.append(f"{case.method} {case.formatted_path}: {exc}")
+                raise
 
-    Chains.run(settings=settings(max_examples=EXAMPLES * 2, stateful_step_count=10,
-                                 deadline=None, suppress_health_check=list(HealthCheck),
-                                 database=None, derandomize=True))
+    problems: list[str] = []
+    try:
+        Chains.run(settings=settings(max_examples=EXAMPLES * 2, stateful_step_count=10,
+                                     phases=[Phase.generate], deadline=None,
+                                     suppress_health_check=list(HealthCheck), database=None,
+                                     derandomize=True))
+    except Flaky:
+        # Which steps a chain can take depends on what the farm answered before (its
+        # bundles of created ids), so hypothesis finds a replayed prefix drawing otherwise:
+        # not a fault of the API (schemathesis' own runner counts it a pass the same way).
+        # Any step that did break a rule was recorded on the way and fails below.
+        pass
+    assert not problems, "\n\n".join(problems)
 
 
 def test_the_farm_survived_the_fuzzing(demo: DemoFarm) -> None:
