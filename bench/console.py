@@ -30,8 +30,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from actors.device.adb_server import AdbServer  # noqa: E402
-from actors.device.driver import DeviceDriver  # noqa: E402
+from actors.node.device.adb_server import AdbServer  # noqa: E402
+from actors.node.device.driver import DeviceDriver  # noqa: E402
 from bench.latency import start_demo  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"

@@ -26,9 +26,9 @@ import adbutils  # noqa: E402
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from actors.device.adb_server import (AdbServer, kill_adb_server,  # noqa: E402
+from actors.node.device.adb_server import (AdbServer, kill_adb_server,  # noqa: E402
                                       start_private_adb_server)
-from actors.device.driver import DeviceDriver  # noqa: E402
+from actors.node.device.driver import DeviceDriver  # noqa: E402
 
 
 def start_phones(n: int, port: int) -> tuple[subprocess.Popen, list[str]]:

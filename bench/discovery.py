@@ -2,7 +2,7 @@
 
 - text detection (registry.ocr.TextReader.detect, frame scaled to 540 px wide): first call
   (model load) and warm p50/max per screen;
-- an OCR-only discovery proposal (actors.discovery), end to end (PNG decode, detection,
+- an OCR-only discovery proposal (actors.coordinator.ai.discovery), end to end (PNG decode, detection,
   region choice, farm DB row), for ClipShare's popups after removing them from a copy of the
   registry (so they are unknown, as on a farm whose registry lacks them);
 - a registry store save of one screen (crops cut, whole registry validated in memory, atomic
@@ -27,11 +27,11 @@ import cv2  # noqa: E402
 import msgspec  # noqa: E402
 import numpy as np  # noqa: E402
 
-from actors.discovery import DiscoveryService  # noqa: E402
-from actors.matcher import MatcherActor  # noqa: E402
-from actors.persistence import FarmDB  # noqa: E402
-from actors.registry_store import RegistryStore, ScreenEdit  # noqa: E402
-from actors.unknown_screens import UnknownScreenQueue  # noqa: E402
+from actors.coordinator.ai.discovery import DiscoveryService  # noqa: E402
+from actors.node.matcher import MatcherActor  # noqa: E402
+from actors.store.farm_db import FarmDB  # noqa: E402
+from actors.coordinator.registry_store import RegistryStore, ScreenEdit  # noqa: E402
+from actors.coordinator.unknown_screens import UnknownScreenQueue  # noqa: E402
 from registry.load import DEMO_REGISTRY  # noqa: E402
 from registry.ocr import TextReader  # noqa: E402
 

@@ -31,8 +31,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from actors.device.adb_server import AdbServer, free_port  # noqa: E402
-from actors.device.driver import DeviceDriver  # noqa: E402
+from actors.node.device.adb_server import AdbServer, free_port  # noqa: E402
+from actors.node.device.driver import DeviceDriver  # noqa: E402
 from bench.device import raw_tap, row, timed  # noqa: E402
 
 

@@ -34,16 +34,16 @@ import orjson
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from actors.ai_client import AIClient, AIConfig  # noqa: E402
-from actors.device.adb_server import (AdbServer, free_port, kill_adb_server,  # noqa: E402
+from actors.coordinator.ai.client import AIClient, AIConfig  # noqa: E402
+from actors.node.device.adb_server import (AdbServer, free_port, kill_adb_server,  # noqa: E402
                                       start_private_adb_server)
-from actors.device.driver import DeviceDriver  # noqa: E402
-from actors.event_store import EventStore  # noqa: E402
-from actors.hub import Hub  # noqa: E402
-from actors.node import Node  # noqa: E402
-from actors.persistence import FarmDB, seed_demo  # noqa: E402
-from actors.playback import PlaybackOptions  # noqa: E402
-from actors.unknown_screens import UnknownScreenQueue  # noqa: E402
+from actors.node.device.driver import DeviceDriver  # noqa: E402
+from actors.store.event_store import EventStore  # noqa: E402
+from actors.coordinator.hub import Hub  # noqa: E402
+from actors.node.node import Node  # noqa: E402
+from actors.store.farm_db import FarmDB, seed_demo  # noqa: E402
+from actors.node.playback import PlaybackOptions  # noqa: E402
+from actors.coordinator.unknown_screens import UnknownScreenQueue  # noqa: E402
 from registry.load import DEMO_REGISTRY  # noqa: E402
 from virtual.farm import FarmSpec, VirtualFarm  # noqa: E402
 from virtual.model_server import ScriptedModel, reply_tool  # noqa: E402

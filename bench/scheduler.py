@@ -58,7 +58,7 @@ import msgspec
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from actors.device.adb_server import free_port  # noqa: E402
+from actors.node.device.adb_server import free_port  # noqa: E402
 from protocol.messages import CommandResult, PhoneInfo, RunSequence  # noqa: E402
 from protocol.transport import NodeLink  # noqa: E402
 
@@ -203,7 +203,7 @@ async def phase_direct(hub, db, serials: list[str], seconds: float, concurrency:
 async def phase_schedules(hub, db, serials: list[str], rate: float, feed_s: float,
                           cutoff_s: float, shape: str, slot_s: float, stagger: float, tag: str,
                           dispatched: list) -> None:
-    from actors.scheduler import Schedule
+    from actors.coordinator.scheduling.scheduler import Schedule
 
     svc = hub.schedules
     svc.scheduler.stagger = timedelta(seconds=stagger)
@@ -295,9 +295,9 @@ async def phase_schedules(hub, db, serials: list[str], rate: float, feed_s: floa
 
 async def coordinator(args: argparse.Namespace) -> None:
     logging.basicConfig(level=logging.ERROR)
-    from actors.event_store import EventStore
-    from actors.hub import Hub
-    from actors.persistence import FarmDB
+    from actors.store.event_store import EventStore
+    from actors.coordinator.hub import Hub
+    from actors.store.farm_db import FarmDB
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)

@@ -97,7 +97,7 @@ class DebugCrash(_Action, tag="debug_crash", frozen=True):
 
 
 class RunSequence(_Action, tag="run_sequence", frozen=True):
-    """Play a sequence on the phone (node side: ``actors/playback.py``). Its texts are
+    """Play a sequence on the phone (node side: ``actors/node/playback.py``). Its texts are
     resolved already (variables, spintax): the node plays plain data. The node answers at
     once (started, or why not) and reports progress as journaled execution events."""
 
@@ -116,7 +116,7 @@ class RunSequence(_Action, tag="run_sequence", frozen=True):
     # Crash recovery: the screen the last successful step left; the run resumes only if the
     # phone still shows it (else it fails cleanly: no step is played twice blindly).
     resume_screen: str | None = None
-    # Set when the coordinator will try AI recovery (actors/recovery.py): a step failing on an
+    # Set when the coordinator will try AI recovery (actors/coordinator/ai/recovery.py): a step failing on an
     # unknown screen or a screen timeout keeps the phone's lock for it instead of releasing.
     recovery_prompt: str | None = None
 

@@ -3,7 +3,7 @@ what ``${group...}`` variables and ``group:`` scopes mean.
 
 Owns `GroupBook`: plain data (no database, no I/O) holding groups and relationship rules, and
 checking every rule on every change. The farm DB stores it in the tables of spec 15.5
-(actors/schema/v4.sql; `FarmDB.group_book` / `save_group_book`); the control API, the CLI,
+(actors/store/schema/v4.sql; `FarmDB.group_book` / `save_group_book`); the control API, the CLI,
 the variable context and run scopes load a book and call it.
 
 Groups:

@@ -419,7 +419,7 @@ class _Checker:
                                f"(registry apps: {', '.join(self.registry.apps)})")
 
     def check_key(self, key: str, path: str) -> None:
-        from actors.device.keycodes import key_code
+        from actors.node.device.keycodes import key_code
 
         try:
             key_code(int(key) if key.isdigit() else key)

@@ -11,7 +11,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from actors.device.adb_server import AdbServer, kill_adb_server, start_private_adb_server  # noqa: E402
+from actors.node.device.adb_server import AdbServer, kill_adb_server, start_private_adb_server  # noqa: E402
 from virtual.farm import FarmSpec, VirtualFarm  # noqa: E402
 from virtual.model_server import ScriptedModel  # noqa: E402
 

@@ -9,7 +9,7 @@ import argparse
 import asyncio
 import sys
 
-from actors.device.adb_server import AdbServer, AdbServerError, kill_adb_server, start_adb_server
+from actors.node.device.adb_server import AdbServer, AdbServerError, kill_adb_server, start_adb_server
 from actors.process import setup_logging, wait_for_stop_signal
 from virtual.farm import FarmSpec, VirtualFarm
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import orjson
 
-from actors.device.keycodes import key_code, key_name
+from actors.node.device.keycodes import key_code, key_name
 from virtual.apk import ApkError, read_apk
 from virtual.fs import FsError
 from virtual.shell import CommandFunc, CommandResult, Stdin, fail, ok

@@ -13,7 +13,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from actors.device.adb_server import AdbServer, AdbServerError
+from actors.node.device.adb_server import AdbServer, AdbServerError
 from virtual.phone import VirtualPhone
 
 log = logging.getLogger(__name__)

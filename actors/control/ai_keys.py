@@ -4,8 +4,8 @@ control endpoint.
 Owns ``POST /api/ai-keys`` (store a key, encrypted, for a client or an organization),
 ``GET /api/ai-keys`` (never the key: its last 4 characters only), ``DELETE /api/ai-keys/{id}``
 (soft delete), and ``POST /api/phones/{serial}/resume`` (end the coordinator's pause of a
-phone, actors.phone_pause), with their request types and OpenAPI paths. Changes are audited
-without the secret. The keys live in actors.ai_keys (``hub.ai_keys``).
+phone, actors.coordinator.phone_pause), with their request types and OpenAPI paths. Changes are audited
+without the secret. The keys live in actors.coordinator.ai.keys (``hub.ai_keys``).
 """
 
 from __future__ import annotations

@@ -35,10 +35,10 @@ from actors.control.schemas import (
     decode_request,
 )
 from actors.control.stream import EventStreamer
-from actors.loop_lag import LoopLagProbe
-from actors.runs import RunNotFound, UnknownSequence
-from actors.scheduler import Schedule
-from actors.schedules import ScheduleNotFound
+from actors.coordinator.loop_lag import LoopLagProbe
+from actors.coordinator.runs import RunNotFound, UnknownSequence
+from actors.coordinator.scheduling.scheduler import Schedule
+from actors.coordinator.scheduling.schedules import ScheduleNotFound
 from protocol.errors import (
     FarmError,
     PhoneLocked,
@@ -56,7 +56,7 @@ SCHEDULE_ACTIONS = ("pause", "resume", "cancel")
 
 
 class HubAPI(Protocol):
-    """What the control endpoint needs from the coordinator's hub (actors/hub.py)."""
+    """What the control endpoint needs from the coordinator's hub (actors/coordinator/hub.py)."""
 
     def phones(self) -> list[dict]:
         """Every known phone: serial, node, state, lock_holder, active_app, active_account,
@@ -77,17 +77,17 @@ class HubAPI(Protocol):
                         variables: dict[str, str] | None = None) -> dict:
         """Start a sequence on every target of ``scope``: {"run_id", "sequence",
         "executions": {serial: {"execution_id", "status", "account", "error"}}}. Raises
-        ValidationErrors (bad sequence), ScopeError, actors.runs.UnknownSequence."""
+        ValidationErrors (bad sequence), ScopeError, actors.coordinator.runs.UnknownSequence."""
 
     async def get_run(self, run_id: str) -> dict:
-        """{"run_id", "sequence", "status", "executions": [...]}; actors.runs.RunNotFound."""
+        """{"run_id", "sequence", "status", "executions": [...]}; actors.coordinator.runs.RunNotFound."""
 
     async def get_execution(self, execution_id: str) -> dict:
-        """One execution with its steps; actors.runs.RunNotFound."""
+        """One execution with its steps; actors.coordinator.runs.RunNotFound."""
 
     async def execution_screenshot(self, execution_id: str, path: str) -> tuple[bytes, str]:
         """The image of a failed step and its content type (PNG, or JPEG/WebP once
-        retention compressed it); actors.runs.RunNotFound."""
+        retention compressed it); actors.coordinator.runs.RunNotFound."""
 
     async def list_executions(self, limit: int = 50) -> list[dict]:
         """The latest executions, newest first, without steps."""
@@ -100,7 +100,7 @@ class HubAPI(Protocol):
         """Every schedule's view."""
 
     async def control_schedule(self, schedule_id: str, action: str) -> dict:
-        """pause | resume | cancel; the schedule's view. actors.schedules.ScheduleNotFound,
+        """pause | resume | cancel; the schedule's view. actors.coordinator.scheduling.schedules.ScheduleNotFound,
         ValidationError (e.g. resuming a cancelled schedule)."""
 
     async def schedule_events(self, schedule_id: str) -> list[dict]:
@@ -127,12 +127,12 @@ class HubAPI(Protocol):
         """Stop delivering to ``queue``."""
 
     def farm_db(self) -> Any:
-        """The farm database (actors.persistence.FarmDB) behind the CRUD routes of
+        """The farm database (actors.store.farm_db.FarmDB) behind the CRUD routes of
         `registry`; FarmError when the hub has none."""
 
     # The `screens` routes read these attributes; None (or absent) answers 409.
-    registry_store: Any  # actors.registry_store.RegistryStore: /api/registry
-    discovery: Any  # actors.discovery.DiscoveryService: /api/discovery
+    registry_store: Any  # actors.coordinator.registry_store.RegistryStore: /api/registry
+    discovery: Any  # actors.coordinator.ai.discovery.DiscoveryService: /api/discovery
 
     def tag_phone(self, serial: str, tag: str, add: bool = True) -> list[str]:
         """Add (or remove) a custom tag of a phone; its tags afterwards. PhoneNotFound,

@@ -451,7 +451,7 @@ def _cmd_vars_preview(client: FarmClient, args: argparse.Namespace) -> int:
     import random
     from pathlib import Path
 
-    from actors.persistence import FarmDB, default_db_path
+    from actors.store.farm_db import FarmDB, default_db_path
     from protocol.errors import VariableError
 
     path = Path(args.db) if args.db else default_db_path()
@@ -678,7 +678,7 @@ def _cmd_recovery(client: FarmClient, args: argparse.Namespace) -> int:
 
 
 def _cmd_retention(client: FarmClient, args: argparse.Namespace) -> int:
-    from actors.retention import run_command
+    from actors.store.retention import run_command
 
     return run_command(args.data, dry_run=args.dry_run, config=args.config,
                        now=datetime.now(timezone.utc), environ=os.environ)

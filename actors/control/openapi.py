@@ -39,7 +39,7 @@ from actors.control.schemas import (
 from actors.control import ai_keys, recovery, registry, variables
 from actors.control import workflows as workflow_api
 from actors.control import screens
-from actors.scheduler import Schedule
+from actors.coordinator.scheduling.scheduler import Schedule
 
 REF = "#/components/schemas/{name}"
 

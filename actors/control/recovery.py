@@ -3,7 +3,7 @@
 Owns ``GET /api/recovery/attempts`` (attempts newest first, filtered by execution, sequence,
 phone or status: prompt, responses, actions, frames) and ``GET /api/recovery/stats`` (success
 rate and mean steps grouped by sequence, screen, phone or failure reason), read from the farm
-database's ``recovery_attempts`` (written by actors/recovery.py).
+database's ``recovery_attempts`` (written by actors/coordinator/ai/recovery.py).
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar, Union
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
-from actors.device.keycodes import key_code
+from actors.node.device.keycodes import key_code
 from protocol.errors import ValidationError, split_msgspec_error
 from protocol.names import printable, whole
 from protocol.messages import MAX_KEY_REPEAT, MAX_SWIPE_POINTS

@@ -1,8 +1,8 @@
 """The control endpoint's screen registry and discovery routes.
 
 Owns ``/api/registry`` (the registry's apps and version, one app's JSON, its reference files,
-saving and deleting one screen through the coordinator's `actors.registry_store`) and
-``/api/discovery`` (proposals for unknown screens from `actors.discovery`: list, edit,
+saving and deleting one screen through the coordinator's `actors.coordinator.registry_store`) and
+``/api/discovery`` (proposals for unknown screens from `actors.coordinator.ai.discovery`: list, edit,
 approve into the registry, discard), their request types and their OpenAPI paths. A bad body
 is a 400 naming the JSON path of the field; an unknown app, screen, file or proposal a 404.
 """
@@ -16,8 +16,8 @@ from aiohttp import web
 
 from actors.control.http import error_response, hub_of, json_response
 from actors.control.schemas import IntParam, RequestError, decode_request
-from actors.discovery import ApproveRequest, ProposalEdit, ProposalNotFound, ProposalResolved
-from actors.registry_store import FrameRef, RegistryNotFound, ScreenEdit, frame_from_b64
+from actors.coordinator.ai.discovery import ApproveRequest, ProposalEdit, ProposalNotFound, ProposalResolved
+from actors.coordinator.registry_store import FrameRef, RegistryNotFound, ScreenEdit, frame_from_b64
 from protocol.errors import FarmError, PhoneNotFound, ValidationError, ValidationErrors
 
 log = logging.getLogger(__name__)

@@ -161,7 +161,7 @@ async def _resolve_all(request: web.Request, dry_run: bool) -> dict[str, Any]:
             ai_for = getattr(hub, "ai_for", None)
             client = await ai_for(serial) if ai_for is not None else getattr(hub, "ai", None)
             if client is not None and id(client) not in providers:
-                from actors.ai_variables import AIVariables
+                from actors.coordinator.ai.variables import AIVariables
 
                 providers[id(client)] = AIVariables(client, asyncio.get_running_loop())
             ai = providers.get(id(client)) if client is not None else None

@@ -13,7 +13,7 @@ the JSON path of the field) and their OpenAPI paths:
 
 Every definition change is recorded in the audit trail (``FarmDB.audit``) with its before
 and after state and the request's ``reason`` (DELETE: ``?reason=``). Running and recording
-workflow executions is actors.workflows'.
+workflow executions is actors.coordinator.scheduling.workflows'.
 """
 
 from __future__ import annotations
@@ -178,7 +178,7 @@ async def _save(request: web.Request, kind: _Kind, creating: bool) -> web.Respon
             name, description=body.description, json_path=body.json_path,
             recovery_prompt=body.recovery_prompt, client=body.client)
     else:
-        from actors.workflows import check_sequences
+        from actors.coordinator.scheduling.workflows import check_sequences
 
         known = {d["name"]: d for d in await db.sequence_definitions()}
         entries = check_sequences(msgspec.to_builtins(body.sequences), known)
@@ -209,7 +209,7 @@ async def _delete(request: web.Request, kind: _Kind) -> web.Response:
 
 def _check_sequence(request: web.Request, name: str) -> None:
     """The sequence must load from the library or the recordings (when the hub runs any)."""
-    from actors.runs import UnknownSequence
+    from actors.coordinator.runs import UnknownSequence
 
     load = getattr(getattr(hub_of(request), "runs", None), "sequence", None)
     if not callable(load):
@@ -235,7 +235,7 @@ def _handlers(kind: _Kind) -> dict[str, Any]:
 
 @_handled
 async def post_workflow_run(request: web.Request) -> web.Response:
-    from actors.workflows import WorkflowNotFound
+    from actors.coordinator.scheduling.workflows import WorkflowNotFound
 
     body = decode_request(await request.read(), WorkflowRunBody, "a JSON object with scope")
     name = request.match_info["name"]
@@ -258,7 +258,7 @@ async def get_workflow_executions(request: web.Request) -> web.Response:
 
 @_handled
 async def get_workflow_execution(request: web.Request) -> web.Response:
-    from actors.workflows import WorkflowNotFound
+    from actors.coordinator.scheduling.workflows import WorkflowNotFound
 
     execution_id = WORKFLOW_EXECUTION_ID.parse(request)
     try:

@@ -21,19 +21,19 @@ import cv2
 import msgspec
 import numpy as np
 
-from actors.ai_client import AIClient
-from actors.ai_keys import AIKeyring
-from actors.event_store import EventStore
-from actors.phone_pause import PhonePauses
-from actors.phone_tags import PhoneTags
-from actors.recorder import Recorder
-from actors.discovery import DiscoveryService
-from actors.registry_store import RegistryStore
-from actors.registry_sync import RegistrySync
-from actors.recovery import RecoveryManager
-from actors.runs import RUN_EVENTS, RunManager
-from actors.schedules import ScheduleService
-from actors.unknown_screens import UnknownScreenQueue
+from actors.coordinator.ai.client import AIClient
+from actors.coordinator.ai.keys import AIKeyring
+from actors.store.event_store import EventStore
+from actors.coordinator.phone_pause import PhonePauses
+from actors.coordinator.phone_tags import PhoneTags
+from actors.coordinator.recorder import Recorder
+from actors.coordinator.ai.discovery import DiscoveryService
+from actors.coordinator.registry_store import RegistryStore
+from actors.coordinator.registry_sync import RegistrySync
+from actors.coordinator.ai.recovery import RecoveryManager
+from actors.coordinator.runs import RUN_EVENTS, RunManager
+from actors.coordinator.scheduling.schedules import ScheduleService
+from actors.coordinator.unknown_screens import UnknownScreenQueue
 from protocol.errors import FarmError, PhoneLocked, PhoneNotFound, ValidationError
 from protocol.messages import Action, Command, Event, Hello, LiveEvent, RegistryApplied, RunSequence
 from protocol.transport import CoordinatorLink, DeliveryError
@@ -69,7 +69,7 @@ class Hub:
             if registry_store is not None and db is not None and unknown is not None else None)
         # The farm's AI model (recovery, discovery, ai.* variables); None = AI is off.
         self.ai = ai
-        # Per-client / per-organization AI keys (actors.ai_keys); None = hub.ai for all.
+        # Per-client / per-organization AI keys (actors.coordinator.ai.keys); None = hub.ai for all.
         self.ai_keys = ai_keys
         # Phones the coordinator paused (e.g. after repeated failed recoveries).
         self.pauses: PhonePauses | None = PhonePauses(self, db) if db is not None else None
@@ -357,7 +357,7 @@ class Hub:
 
     async def resume_phone(self, serial: str, actor: str | None = None,
                            reason: str | None = None) -> dict:
-        """End the coordinator's pause of serial (actors.phone_pause); LookupError when
+        """End the coordinator's pause of serial (actors.coordinator.phone_pause); LookupError when
         it is not paused."""
         if self.pauses is None:
             raise FarmError("phone pauses need the farm database: this hub has none")
@@ -409,7 +409,7 @@ class Hub:
                         variables: dict[str, str] | None = None) -> dict:
         """Start a sequence (library name or inline object) on every target of ``scope``:
         ``{"run_id", "sequence", "executions": {serial: {"execution_id", "status", ...}}}``
-        (actors.runs.RunManager.start)."""
+        (actors.coordinator.runs.RunManager.start)."""
         return await self._runs().start(sequence, scope, variables)
 
     async def get_run(self, run_id: str) -> dict:
@@ -424,7 +424,7 @@ class Hub:
         return self.schedules
 
     async def add_schedule(self, schedule) -> dict:
-        """Register an actors.scheduler.Schedule (actors.schedules.ScheduleService.add)."""
+        """Register an actors.coordinator.scheduling.scheduler.Schedule (actors.coordinator.scheduling.schedules.ScheduleService.add)."""
         return await self._schedules().add(schedule)
 
     def list_schedules(self) -> list[dict]:
@@ -446,7 +446,7 @@ class Hub:
         return self.runs.db
 
     async def execution_screenshot(self, execution_id: str, path: str) -> tuple[bytes, str]:
-        from actors.runs import screenshot_type
+        from actors.coordinator.runs import screenshot_type
 
         found = await self._runs().step_screenshot_file(execution_id, path)
         return await asyncio.to_thread(found.read_bytes), screenshot_type(found)

@@ -20,17 +20,17 @@ from pathlib import Path
 
 from aiohttp import web
 
-from actors.ai_client import AIClient, AIConfig
-from actors.ai_keys import AIKeyring, load_master_key
+from actors.coordinator.ai.client import AIClient, AIConfig
+from actors.coordinator.ai.keys import AIKeyring, load_master_key
 from actors.control.app import make_app
 from actors.control.auth import check_bind
-from actors.device.adb_server import kill_adb_server, start_private_adb_server
-from actors.event_store import EventStore
-from actors.hub import Hub
-from actors.persistence import FarmDB, seed_demo
-from actors.registry_store import RegistryStore
-from actors.retention import RetentionJob, load_policy
-from actors.unknown_screens import UnknownScreenQueue
+from actors.node.device.adb_server import kill_adb_server, start_private_adb_server
+from actors.store.event_store import EventStore
+from actors.coordinator.hub import Hub
+from actors.store.farm_db import FarmDB, seed_demo
+from actors.coordinator.registry_store import RegistryStore
+from actors.store.retention import RetentionJob, load_policy
+from actors.coordinator.unknown_screens import UnknownScreenQueue
 from actors.process import StartupError, run_main, setup_logging, starting, wait_for_stop_signal
 
 log = logging.getLogger(__name__)

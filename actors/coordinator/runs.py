@@ -29,8 +29,8 @@ from typing import Any, Protocol
 
 import msgspec
 
-from actors.execution_records import ExecutionRecords
-from actors.persistence import account_ref, is_retired
+from actors.store.execution_records import ExecutionRecords
+from actors.store.farm_db import account_ref, is_retired
 from protocol.errors import FarmError, ValidationError, ValidationErrors
 from protocol.files import confined, write_atomic
 from protocol.messages import RunSequence
@@ -256,7 +256,7 @@ class RunManager:
         return resent
 
     async def _recovery_interrupted(self, record: dict) -> None:
-        """An execution AI recovery had taken over (actors/recovery.py): left alone while
+        """An execution AI recovery had taken over (actors/coordinator/ai/recovery.py): left alone while
         that recovery runs; after a coordinator restart nothing recovers it any more, so it
         fails and the lock the node kept for the recovery is given back."""
         execution_id, serial = record["execution_key"], record["serial"]
@@ -333,7 +333,7 @@ class RunManager:
             app = default_registry().apps.get(seq.app)
             package = app.package if app else None
         # The recovery prompt goes along only when the coordinator can recover (hub.ai set):
-        # the node then keeps the lock on a recoverable failure (actors/recovery.py).
+        # the node then keeps the lock on a recoverable failure (actors/coordinator/ai/recovery.py).
         recovery_prompt = seq.recovery_prompt or None if client is not None else None
         return RunSequence(execution_id=execution_id, run_id=run_id, sequence=name, steps=steps,
                            app=seq.app, package=package, account=account,
@@ -387,7 +387,7 @@ class RunManager:
             return None
         provider = self._ai_runs.get((run_id, id(client)))
         if provider is None:
-            from actors.ai_variables import AIVariables
+            from actors.coordinator.ai.variables import AIVariables
 
             provider = self._ai_runs[(run_id, id(client))] = AIVariables(
                 client, asyncio.get_running_loop())
@@ -495,7 +495,7 @@ class RunManager:
         elif event == "execution_finished":
             status = data.get("status") or "failed"
             if data.get("recovering"):
-                # AI recovery took it over (actors/recovery.py): active until it decides. A
+                # AI recovery took it over (actors/coordinator/ai/recovery.py): active until it decides. A
                 # replayed event must not reopen an execution recovery has ended since.
                 if records.status(execution_id) in ACTIVE:
                     records.update(execution_id, status="running", error_reason="recovering",
@@ -549,7 +549,7 @@ class RunManager:
         return await asyncio.to_thread((await self.step_screenshot_file(execution_id, path)).read_bytes)
 
     async def step_screenshot_file(self, execution_id: str, path: str) -> Path:
-        """The file of a failed step's screenshot. Retention (actors/retention.py) compresses
+        """The file of a failed step's screenshot. Retention (actors/store/retention.py) compresses
         ``<path>.png`` to ``.jpg``/``.webp`` and repoints the row, so the stored name is tried
         first, then the same name with each image suffix. RunNotFound when there is none."""
         record = await self.db.get_execution(execution_id)

@@ -23,15 +23,15 @@ from typing import Any, Callable
 import msgspec
 import pykka
 
-from actors.bridge import Call, call_actor, tell_quietly
-from actors.device.adb_server import AdbServer
-from actors.device.watcher import DeviceWatcher
-from actors.matcher import MatcherActor
-from actors.node_registry import NodeRegistry
-from actors.playback import PlaybackActor, PlaybackOptions
+from actors.node.bridge import Call, call_actor, tell_quietly
+from actors.node.device.adb_server import AdbServer
+from actors.node.device.watcher import DeviceWatcher
+from actors.node.matcher import MatcherActor
+from actors.node.registry_copy import NodeRegistry
+from actors.node.playback import PlaybackActor, PlaybackOptions
 from actors.process import (STARTUP_ERRORS, StartupError, run_main, setup_logging, starting,
                              startup_message, wait_for_stop_signal)
-from actors.rack import PhoneDirectory, RackActor
+from actors.node.rack import PhoneDirectory, RackActor
 from protocol.errors import ActorStopped, FarmError, PhoneLocked, ProtocolError, ValidationErrors
 from protocol.messages import (Acquire, CancelRun, Command, CommandResult, Identify, LiveEvent,
                                PhoneInfo, RegistryApplied, RegistryPush, Release, RunSequence)

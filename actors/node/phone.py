@@ -22,11 +22,11 @@ import cv2
 import numpy as np
 import pykka
 
-from actors.bridge import BridgedActor, Call, Deferred, tell_quietly
-from actors.capture import CaptureScheduler
-from actors.device.driver import DeviceDriver
-from actors.matcher import Identification
-from actors.unknown_screens import ScreenFingerprint
+from actors.node.bridge import BridgedActor, Call, Deferred, tell_quietly
+from actors.node.capture import CaptureScheduler
+from actors.node.device.driver import DeviceDriver
+from actors.node.matcher import Identification
+from actors.coordinator.unknown_screens import ScreenFingerprint
 from protocol.errors import DeviceError, DeviceGone, FarmError, PhoneLocked, ValidationError
 
 log = logging.getLogger(__name__)

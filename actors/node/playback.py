@@ -32,9 +32,9 @@ from typing import Any, Callable
 
 import pykka
 
-from actors.bridge import ask_actor
-from actors.matcher import action_centre
-from actors.rack import PhoneDirectory
+from actors.node.bridge import ask_actor
+from actors.node.matcher import action_centre
+from actors.node.rack import PhoneDirectory
 from protocol.errors import ActorStopped, FarmError, PhoneLocked
 from protocol.messages import RunSequence
 from registry.model import Registry
@@ -51,7 +51,7 @@ ASK_TIMEOUT_S = 60.0
 DEVICE_WAIT_S = 30 * 60.0
 # A launched app must show one of its screens within this.
 LAUNCH_TIMEOUT_S = 15.0
-# Failures AI recovery (coordinator, actors/recovery.py) may fix: the lock is kept for it.
+# Failures AI recovery (coordinator, actors/coordinator/ai/recovery.py) may fix: the lock is kept for it.
 RECOVERABLE = frozenset({"unknown_screen", "timeout", "wrong_screen"})
 
 

@@ -17,11 +17,11 @@ from typing import Callable
 
 import pykka
 
-from actors.bridge import BridgedActor, Call, tell_quietly
-from actors.capture import CaptureScheduler
-from actors.device.adb_server import AdbServer
-from actors.device.driver import DeviceDriver
-from actors.phone import PhoneActor, PhoneRecord, Publish
+from actors.node.bridge import BridgedActor, Call, tell_quietly
+from actors.node.capture import CaptureScheduler
+from actors.node.device.adb_server import AdbServer
+from actors.node.device.driver import DeviceDriver
+from actors.node.phone import PhoneActor, PhoneRecord, Publish
 
 log = logging.getLogger(__name__)
 

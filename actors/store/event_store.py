@@ -14,7 +14,7 @@ from pathlib import Path
 import aiosqlite
 import orjson
 
-from actors.db_writer import SingleWriter
+from actors.store.db_writer import SingleWriter
 from protocol.errors import FarmError
 
 SCHEMA = """

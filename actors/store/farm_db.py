@@ -1,6 +1,6 @@
 """The farm database: the spec's schema (7.5) in one SQLite file, written by the coordinator.
 
-Owns the schema and its forward-only migrations (SQL files ``actors/schema/vN.sql``, version in
+Owns the schema and its forward-only migrations (SQL files ``actors/store/schema/vN.sql``, version in
 ``PRAGMA user_version``), and the
 async read/write methods over it: the core tables of spec 7.5.1 (clients, users, agents,
 phones, profiles, accounts), the content the variable system reads (hashtag sets, caption
@@ -18,7 +18,7 @@ Additions to the spec's columns, kept minimal and listed here so they stay visib
   ``sequence``, ``error_reason``, ``current_step``; ``execution_steps``: ``path``, ``error``,
   ``screenshot``.
 - ``scheduler_state`` (one row: the scheduler's msgspec state as JSON) and
-  ``schedule_events`` (what the scheduler did), for actors.schedules.
+  ``schedule_events`` (what the scheduler did), for actors.coordinator.scheduling.schedules.
 - v5 adds the rest of the spec's tables with the spec's columns (7.5.3 task_dependencies and
   task_targets, 7.5.4-7.5.11, 12.2, 16.4). Where 7.5.10 redefines ``clients`` and ``users``,
   the existing tables are kept and the missing columns added (``clients.organization_id``;
@@ -40,10 +40,10 @@ Additions to the spec's columns, kept minimal and listed here so they stay visib
   ``goal_screen``, the ``reached_screen``, ``steps``, ``resume_from`` and ``error``: the
   spec's row links ``sequence_executions``, which sequence runs do not write.
 - v7: ``screen_proposals`` (no spec table): one discovery proposal per queued unknown
-  screen, its review status and the proposal as one JSON document (actors.discovery).
+  screen, its review status and the proposal as one JSON document (actors.coordinator.ai.discovery).
 - v8: ``api_keys.base_url``, ``model``, ``label`` (an OpenAI-compatible key needs its
-  endpoint; actors.ai_keys), and ``phones.paused_reason``, ``paused_at``, ``paused_detail``:
-  the coordinator's pause of a phone (actors.phone_pause), apart from the registry's status.
+  endpoint; actors.coordinator.ai.keys), and ``phones.paused_reason``, ``paused_at``, ``paused_detail``:
+  the coordinator's pause of a phone (actors.coordinator.phone_pause), apart from the registry's status.
 
 A phone has no profile column: the spec links profiles to accounts, so a phone's profile is
 the profile of its accounts (the first account's, or the named account's).
@@ -65,9 +65,9 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 import aiosqlite
 import orjson
 
-from actors.db_writer import SingleWriter
-from actors.execution_records import FIND_STEP_SQL, ExecutionRecords, utc_text
-from actors.execution_records import FINAL_STATUSES as _FINAL_STATUSES
+from actors.store.db_writer import SingleWriter
+from actors.store.execution_records import FIND_STEP_SQL, ExecutionRecords, utc_text
+from actors.store.execution_records import FINAL_STATUSES as _FINAL_STATUSES
 from protocol.errors import FarmError, ValidationError
 
 if TYPE_CHECKING:
@@ -75,7 +75,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# The schema's migrations, applied in order at start: actors/schema/v1.sql moves an empty
+# The schema's migrations, applied in order at start: actors/store/schema/v1.sql moves an empty
 # database to version 1, v2.sql from 1 to 2, and so on. Never edit an applied file; add one.
 SCHEMA_DIR = Path(__file__).resolve().parent / "schema"
 MIGRATIONS: list[str] = [
@@ -129,7 +129,7 @@ def default_db_path() -> Path:
 
 class FarmDB:
     """The coordinator's farm database: one write connection owned by a single writer task
-    that commits queued writes in batches (actors.db_writer), and a separate read connection
+    that commits queued writes in batches (actors.store.db_writer), and a separate read connection
     (WAL: reads never wait for the writer, and see every write whose call returned).
 
     Open with ``await FarmDB.open(path)``; migrations run on open. Every method is a
@@ -197,7 +197,7 @@ class FarmDB:
     async def schema_version(self) -> int:
         return (await self._one("PRAGMA user_version"))[0]
 
-    # -- screen discovery proposals (actors.discovery) -------------------------------------
+    # -- screen discovery proposals (actors.coordinator.ai.discovery) -------------------------------------
 
     async def add_proposal(self, unknown_screen_id: str, status: str, proposal: dict) -> dict:
         """Store the proposal for a queued unknown screen (one per screen: a second add
@@ -429,7 +429,7 @@ class FarmDB:
         return [_execution_dict(r) for r in await self._all(
             "SELECT * FROM executions ORDER BY execution_id DESC LIMIT ?", (limit,))]
 
-    # -- recovery attempts (spec 12.3.4, 12.3.5; actors.recovery) --------------------------
+    # -- recovery attempts (spec 12.3.4, 12.3.5; actors.coordinator.ai.recovery) --------------------------
 
     async def add_recovery_attempt(self, **fields: Any) -> int:
         """Record an attempt that starts now (columns of recovery_attempts); its id."""
@@ -581,7 +581,7 @@ class FarmDB:
                                        client: str | int | None = None) -> dict:
         """Create the active workflow ``name`` or replace its definition, in one transaction.
         ``sequences``: [{sequence_def_id, depends_on (earlier positions), retry (dict)}] in
-        execution order (checked by the caller, actors.workflows). Returns the stored form."""
+        execution order (checked by the caller, actors.coordinator.scheduling.workflows). Returns the stored form."""
         client_id = await self._client_id(client)
         found = await self.workflow_definition(name)
 
@@ -724,7 +724,7 @@ class FarmDB:
                 " WHERE sequence_execution_id = ?", (*values.values(), row[0]))
         return row[0]
 
-    # -- the scheduler's state and record (actors.schedules) -------------------------------
+    # -- the scheduler's state and record (actors.coordinator.scheduling.schedules) -------------------------------
 
     # -- groups (spec 15.4-15.6) -----------------------------------------------------------
 
@@ -1037,7 +1037,7 @@ class FarmDB:
                               (profile_id,))
         return None if row is None else dict(row)
 
-    # -- organizations and AI endpoint keys (spec 16.4, actors.ai_keys) -------------------
+    # -- organizations and AI endpoint keys (spec 16.4, actors.coordinator.ai.keys) -------------------
 
     async def upsert_organization(self, name: str) -> int:
         """The organization called ``name`` (created if new); its organization_id."""
@@ -1144,7 +1144,7 @@ class FarmDB:
                               (client_id,))
         return client_id, (row[0] if row is not None else None)
 
-    # -- the coordinator's phone pause (actors.phone_pause) ---------------------------------
+    # -- the coordinator's phone pause (actors.coordinator.phone_pause) ---------------------------------
 
     async def set_phone_pause(self, serial: str, reason: str | None,
                               detail: dict | None = None) -> None:

@@ -6,16 +6,16 @@ looks at files and databases and changes nothing), carrying that decision out (`
 and the daily trigger time (``next_run``). It does not own any of the data it prunes; the
 layout it knows is the coordinator's ``--data`` folder:
 
-- ``unknown-screens/<id>.png`` + ``<id>.json``   (actors/unknown_screens.py) kept 60 days
+- ``unknown-screens/<id>.png`` + ``<id>.json``   (actors/coordinator/unknown_screens.py) kept 60 days
   after the entry was last touched (the JSON is rewritten each time the screen is seen again);
   JSON and PNG always go together.
-- ``executions/<execution_id>/<path>.png``        failed-step screenshots (actors/runs.py):
+- ``executions/<execution_id>/<path>.png``        failed-step screenshots (actors/coordinator/runs.py):
   compressed after 24 h, deleted after 30 days.
 - ``screenshots/<serial>/<epoch>.png|jpg|webp``   regular screenshots (not written by the
   coordinator yet): all kept 7 days, then the first one of each UTC hour for 7 more, then none.
-- ``farm.sqlite3`` (actors/persistence.py): ``execution_steps`` rows (step details) deleted
+- ``farm.sqlite3`` (actors/store/farm_db.py): ``execution_steps`` rows (step details) deleted
   after 30 days, their ``executions`` summary row kept for 1 year.
-- ``coordinator.sqlite3`` (actors/event_store.py): ``node_events`` deleted after 30 days.
+- ``coordinator.sqlite3`` (actors/store/event_store.py): ``node_events`` deleted after 30 days.
 
 Time is always passed in (``now``, an aware UTC datetime): nothing here reads the clock, so a
 test decides what "30 days ago" means.
@@ -34,7 +34,7 @@ from datetime import datetime, time, timedelta, timezone
 from pathlib import Path
 from typing import Any, Iterable, Literal, Mapping
 
-from actors.persistence import utc_text
+from actors.store.farm_db import utc_text
 from protocol.errors import ValidationError
 from protocol.files import write_atomic
 
@@ -48,7 +48,7 @@ SCREENSHOTS_DIR = "screenshots"
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp"})
 # Only executions in these states are pruned: an unfinished one may still be resumed after a
-# crash, and resuming reads its step rows (actors/runs.py).
+# crash, and resuming reads its step rows (actors/coordinator/runs.py).
 FINAL_STATUSES = ("completed", "failed", "cancelled", "stopped")
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdwy])\s*$")

@@ -8,10 +8,10 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, AsyncIterator
 
-from actors.hub import Hub
-from actors.node import Node
-from actors.persistence import FarmDB, seed_demo
-from actors.playback import PlaybackOptions
+from actors.coordinator.hub import Hub
+from actors.node.node import Node
+from actors.store.farm_db import FarmDB, seed_demo
+from actors.node.playback import PlaybackOptions
 from tests.e2e.test_farm_inprocess import shutdown, start_farm
 
 

@@ -16,12 +16,12 @@ from aiohttp import ClientSession
 from aiohttp.test_utils import TestServer
 from yarl import URL
 
-from actors.ai_client import AIClient, AIConfig
+from actors.coordinator.ai.client import AIClient, AIConfig
 from actors.control.app import make_app
 from actors.control.cli import main as farm_main
-from actors.hub import Hub
-from actors.phone_pause import PAUSE_HOLDER
-from actors.unknown_screens import UnknownScreenQueue
+from actors.coordinator.hub import Hub
+from actors.coordinator.phone_pause import PAUSE_HOLDER
+from actors.coordinator.unknown_screens import UnknownScreenQueue
 from registry.load import DEMO_REGISTRY
 from tests.e2e.run_stack import run_stack
 from tests.e2e.test_farm_inprocess import phone_log, wait_for

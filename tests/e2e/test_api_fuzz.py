@@ -31,7 +31,7 @@ from hypothesis.errors import Flaky
 from schemathesis.checks import content_type_conformance, response_schema_conformance
 
 from actors.control.openapi import openapi_document
-from actors.device.adb_server import free_port
+from actors.node.device.adb_server import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = int(os.environ.get("PHONEFARM_FUZZ_EXAMPLES", "25"))

@@ -12,7 +12,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from actors.device.adb_server import free_port
+from actors.node.device.adb_server import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 

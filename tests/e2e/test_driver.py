@@ -8,8 +8,8 @@ import numpy as np
 import orjson
 import pytest
 
-from actors.device.adb_server import AdbServer
-from actors.device.driver import DeviceDriver
+from actors.node.device.adb_server import AdbServer
+from actors.node.device.driver import DeviceDriver
 from protocol.errors import DeviceError, DeviceGone
 from virtual.apk import build_apk
 

@@ -9,11 +9,11 @@ import time
 import orjson
 import pytest
 
-from actors.device.adb_server import AdbServer, free_port
-from actors.device.driver import DeviceDriver
-from actors.event_store import EventStore
-from actors.hub import Hub
-from actors.node import Node
+from actors.node.device.adb_server import AdbServer, free_port
+from actors.node.device.driver import DeviceDriver
+from actors.store.event_store import EventStore
+from actors.coordinator.hub import Hub
+from actors.node.node import Node
 from protocol.errors import PhoneLocked
 
 SECRET = "test-farm-secret"

@@ -18,8 +18,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from actors.device.adb_server import AdbServer, free_port, kill_adb_server, start_private_adb_server
-from actors.device.driver import DeviceDriver
+from actors.node.device.adb_server import AdbServer, free_port, kill_adb_server, start_private_adb_server
+from actors.node.device.driver import DeviceDriver
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "process-test-secret"
@@ -47,7 +47,7 @@ class Farm:
 
     def start_coordinator(self) -> None:
         self.coordinator = self._spawn(
-            "actors.coordinator", "--http", f"127.0.0.1:{self.http}", "--listen",
+            "actors.coordinator.main", "--http", f"127.0.0.1:{self.http}", "--listen",
             f"tcp://127.0.0.1:{self.nng}", "--data", str(self.data / "coordinator"),
             log_name="coordinator", stdout=subprocess.DEVNULL)
         wait(lambda: self.get("/api/health") is not None, 20, "coordinator HTTP")

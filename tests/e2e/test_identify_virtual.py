@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from actors.device.adb_server import AdbServer
-from actors.device.driver import DeviceDriver
+from actors.node.device.adb_server import AdbServer
+from actors.node.device.driver import DeviceDriver
 from registry.load import DEMO_REGISTRY, load_registry
 from registry.match import Matcher
 from virtual.demo_registry import CLIPSHARE_PACKAGE

@@ -15,8 +15,8 @@ import uuid
 
 import pytest
 
-from actors.device.adb_server import AdbServer
-from actors.device.driver import DeviceDriver
+from actors.node.device.adb_server import AdbServer
+from actors.node.device.driver import DeviceDriver
 from protocol.errors import DeviceError
 from protocol.messages import RunSequence
 from sequences.model import TapStep

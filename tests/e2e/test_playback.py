@@ -13,8 +13,8 @@ import uuid
 import orjson
 import pytest
 
-from actors.hub import Hub
-from actors.playback import PlaybackOptions
+from actors.coordinator.hub import Hub
+from actors.node.playback import PlaybackOptions
 from protocol.messages import CancelRun, Command, RunSequence
 from sequences.model import (ExpectScreenStep, IfScreenStep, KeyStep, LaunchAppStep, RetryPolicy,
                              SleepStep, TapStep, TypeStep, WaitForScreenStep)

@@ -15,7 +15,7 @@ import threading
 import time
 from pathlib import Path
 
-from actors.device.adb_server import AdbServer, free_port, kill_adb_server, start_private_adb_server
+from actors.node.device.adb_server import AdbServer, free_port, kill_adb_server, start_private_adb_server
 from tests.e2e.test_farm_inprocess import shutdown, start_farm, wait_for
 from virtual.farm import FarmSpec, VirtualFarm
 

@@ -17,7 +17,7 @@ import msgspec
 import pynng
 import pytest
 
-from actors.device.adb_server import free_port
+from actors.node.device.adb_server import free_port
 from protocol.codec import decode, encode, hello_proof, make_command, make_envelope
 from protocol.errors import DeliveryError, DeviceGone, ProtocolError
 from protocol.journal import Journal

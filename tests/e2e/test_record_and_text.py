@@ -13,8 +13,8 @@ TRICKY = "it's \"quoted\" $HOME; echo hi && rm -rf / | cat % 100%s ü 😀"
 
 
 def vphone_state(adb_server, serial: str) -> dict:
-    from actors.device.adb_server import AdbServer
-    from actors.device.driver import DeviceDriver
+    from actors.node.device.adb_server import AdbServer
+    from actors.node.device.driver import DeviceDriver
 
     return orjson.loads(DeviceDriver(serial, AdbServer(port=adb_server.port)).shell("vphone state").text)
 

@@ -19,15 +19,15 @@ import time
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from actors.ai_client import AIClient, AIConfig
+from actors.coordinator.ai.client import AIClient, AIConfig
 from actors.control.app import make_app
-from actors.device.adb_server import AdbServer, free_port
-from actors.event_store import EventStore
-from actors.hub import Hub
-from actors.node import Node
-from actors.persistence import FarmDB
-from actors.registry_store import RegistryStore
-from actors.unknown_screens import UnknownScreenQueue
+from actors.node.device.adb_server import AdbServer, free_port
+from actors.store.event_store import EventStore
+from actors.coordinator.hub import Hub
+from actors.node.node import Node
+from actors.store.farm_db import FarmDB
+from actors.coordinator.registry_store import RegistryStore
+from actors.coordinator.unknown_screens import UnknownScreenQueue
 from tests.e2e.test_farm_inprocess import SECRET, wait_for
 from tests.e2e.test_screen_identification import next_event
 from virtual.model_server import ScriptedModel, reply_tool

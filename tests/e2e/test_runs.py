@@ -12,11 +12,11 @@ from aiohttp.test_utils import TestServer
 
 from actors.control.app import make_app
 from actors.control.cli import main as farm_main
-from actors.hub import Hub
+from actors.coordinator.hub import Hub
 from tests.e2e.run_stack import run_stack
 from tests.e2e.test_farm_inprocess import phone_log
 
-playback = pytest.importorskip("actors.playback", reason="the node side of runs has not landed")
+playback = pytest.importorskip("actors.node.playback", reason="the node side of runs has not landed")
 
 CLIPSHARE = "com.phonefarm.clipshare"
 

@@ -11,12 +11,12 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from actors.scheduler import Schedule
-from actors.schedules import ScheduleService
+from actors.coordinator.scheduling.scheduler import Schedule
+from actors.coordinator.scheduling.schedules import ScheduleService
 from tests.e2e.run_stack import run_stack
 from tests.e2e.test_farm_inprocess import wait_for
 
-playback = pytest.importorskip("actors.playback", reason="the node side of runs has not landed")
+playback = pytest.importorskip("actors.node.playback", reason="the node side of runs has not landed")
 
 # A short sequence: ClipShare brought up (so every screen is a known one), then sleeps, so
 # the executions take a moment each and an overlap on a phone would show.

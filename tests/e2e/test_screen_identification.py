@@ -11,9 +11,9 @@ import time
 import orjson
 import pytest
 
-from actors.device.adb_server import AdbServer
-from actors.unknown_screens import UnknownScreenQueue
-from actors.device.driver import DeviceDriver
+from actors.node.device.adb_server import AdbServer
+from actors.coordinator.unknown_screens import UnknownScreenQueue
+from actors.node.device.driver import DeviceDriver
 from tests.e2e.test_farm_inprocess import phone_log, shutdown, start_farm, wait_for
 
 CLIPSHARE = "com.phonefarm.clipshare"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from actors.device.adb_server import free_port
+from actors.node.device.adb_server import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 EXIT_WITHIN_S = 20  # the bug: the process printed its error and then never exited

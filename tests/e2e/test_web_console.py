@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from actors.device.adb_server import AdbServer, free_port
-from actors.device.driver import DeviceDriver
+from actors.node.device.adb_server import AdbServer, free_port
+from actors.node.device.driver import DeviceDriver
 
 sync_api = pytest.importorskip("playwright.sync_api")
 

@@ -15,7 +15,7 @@ from actors.control.app import make_app
 from tests.e2e.run_stack import run_stack
 from tests.api_call import call  # noqa: E402
 
-playback = pytest.importorskip("actors.playback", reason="the node side of runs has not landed")
+playback = pytest.importorskip("actors.node.playback", reason="the node side of runs has not landed")
 
 # ClipShare brought up (every screen a known one), then sleeps: an overlap would show.
 SEQUENCES = {

@@ -65,7 +65,7 @@ class FakeHub:
         return [dict(n) for n in self._nodes]
 
     def tag_phone(self, serial: str, tag: str, add: bool = True) -> list[str]:
-        from actors.phone_tags import check_tag
+        from actors.coordinator.phone_tags import check_tag
         from protocol.errors import PhoneNotFound
 
         phone = next((p for p in self._phones if p["serial"] == serial), None)
@@ -88,7 +88,7 @@ class FakeHub:
                         variables: dict[str, str] | None = None) -> dict:
         """Validates like the hub (library name or inline object, phone scope), starts
         nothing: every phone's execution is pending, its run answers from `self.runs`."""
-        from actors.runs import UnknownSequence
+        from actors.coordinator.runs import UnknownSequence
         from sequences.load import library_names, load_named, parse_sequence
         from sequences.scopes import parse_phone_scope
 
@@ -118,13 +118,13 @@ class FakeHub:
                 "steps": []}
 
     async def get_run(self, run_id: str) -> dict:
-        from actors.runs import RunNotFound
+        from actors.coordinator.runs import RunNotFound
         if run_id not in self.runs:
             raise RunNotFound(f"run {run_id!r}: no such run")
         return self.runs[run_id]
 
     async def get_execution(self, execution_id: str) -> dict:
-        from actors.runs import RunNotFound
+        from actors.coordinator.runs import RunNotFound
         for run in self.runs.values():
             for execution in run["executions"]:
                 if execution["execution_id"] == execution_id:
@@ -134,7 +134,7 @@ class FakeHub:
     async def execution_screenshot(self, execution_id: str, path: str) -> tuple[bytes, str]:
         from pathlib import Path
 
-        from actors.runs import RunNotFound, screenshot_type
+        from actors.coordinator.runs import RunNotFound, screenshot_type
         execution = await self.get_execution(execution_id)
         stored = next((s["screenshot"] for s in execution["steps"]
                        if s["path"] == path and s.get("screenshot")), None)
@@ -149,10 +149,10 @@ class FakeHub:
         return out[::-1][:limit]
 
     async def _schedule_service(self):
-        """A real actors.schedules.ScheduleService over an in-memory store, never ticked:
+        """A real actors.coordinator.scheduling.schedules.ScheduleService over an in-memory store, never ticked:
         the endpoint's validation and views are the real ones."""
         if getattr(self, "schedule_service", None) is None:
-            from actors.schedules import ScheduleService
+            from actors.coordinator.scheduling.schedules import ScheduleService
 
             self.schedule_service = ScheduleService(self, _MemoryRuns(self), _MemoryScheduleDB())
             await self.schedule_service.load()

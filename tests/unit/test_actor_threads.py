@@ -11,9 +11,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 STUCK = """
 import threading
-from actors.bridge import BridgedActor
-from actors.matcher import MatcherActor
-from actors.playback import PlaybackActor
+from actors.node.bridge import BridgedActor
+from actors.node.matcher import MatcherActor
+from actors.node.playback import PlaybackActor
 
 class Stuck(BridgedActor):
     def on_start(self):

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from actors.ai_client import AIClient, AIConfig, AIError
+from actors.coordinator.ai.client import AIClient, AIConfig, AIError
 from virtual.model_server import (ScriptedModel, reply_error, reply_malformed_tool, reply_text,
                                   reply_tool)
 

@@ -1,4 +1,4 @@
-"""Per-client / per-organization AI keys (actors.ai_keys, actors.control.ai_keys): the master
+"""Per-client / per-organization AI keys (actors.coordinator.ai.keys, actors.control.ai_keys): the master
 key, encryption round trip, a wrong master key, the key never returned, stored or logged in
 clear, the choice client > organization > default (two scripted OpenAI-compatible servers,
 checked by which server and which key the requests used), and the API's 400s."""
@@ -18,11 +18,11 @@ from cryptography.fernet import Fernet
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from actors.ai_client import AIClient, AIConfig  # noqa: E402
-from actors.ai_keys import (AIKeyring, KeyCipher, KeyDecryptError, MASTER_KEY_ENV,  # noqa: E402
+from actors.coordinator.ai.client import AIClient, AIConfig  # noqa: E402
+from actors.coordinator.ai.keys import (AIKeyring, KeyCipher, KeyDecryptError, MASTER_KEY_ENV,  # noqa: E402
                             load_master_key)
 from actors.control.app import make_app  # noqa: E402
-from actors.persistence import FarmDB  # noqa: E402
+from actors.store.farm_db import FarmDB  # noqa: E402
 from fake_hub import FakeHub  # noqa: E402
 from protocol.errors import ValidationError  # noqa: E402
 from virtual.model_server import ScriptedModel, reply_text  # noqa: E402
@@ -264,7 +264,7 @@ class KeyedHub:
 
 
 async def test_runs_resolve_ai_variables_with_the_phones_client_key(db, models) -> None:
-    from actors.runs import RunManager
+    from actors.coordinator.runs import RunManager
     from sequences.load import walk_steps
 
     a, b = models

@@ -8,10 +8,10 @@ import random
 
 import pytest
 
-from actors.ai_client import AIClient, AIConfig
-from actors.ai_variables import AIVariables
-from actors.persistence import FarmDB, seed_demo
-from actors.runs import RunManager
+from actors.coordinator.ai.client import AIClient, AIConfig
+from actors.coordinator.ai.variables import AIVariables
+from actors.store.farm_db import FarmDB, seed_demo
+from actors.coordinator.runs import RunManager
 from protocol.errors import VariableError
 from protocol.messages import RunSequence
 from sequences.load import walk_steps

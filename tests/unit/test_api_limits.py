@@ -1,4 +1,4 @@
-"""Out-of-range input to a real coordinator's control endpoint (`actors.coordinator.start`:
+"""Out-of-range input to a real coordinator's control endpoint (`actors.coordinator.main.start`:
 event store, farm database, registry store, discovery, AI keyring; no nodes) on an ephemeral
 port: integers in paths and queries, integers in bodies, deeply nested JSON and over-long
 static paths are 400s (or a clean 404) naming what was wrong, never a 500 or a traceback."""
@@ -13,8 +13,8 @@ import pytest
 from aiohttp import ClientSession
 
 from actors.control.openapi import openapi_document
-from actors.coordinator import parse_args, start
-from actors.device.adb_server import free_port
+from actors.coordinator.main import parse_args, start
+from actors.node.device.adb_server import free_port
 
 HUGE = str(2**63)          # one past SQLite's largest INTEGER
 HUGER = "9" * 30

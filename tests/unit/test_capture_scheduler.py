@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from actors.capture import CaptureScheduler
+from actors.node.capture import CaptureScheduler
 
 
 def test_frames_wait_until_actions_pause_and_go_in_request_order() -> None:

@@ -13,8 +13,8 @@ from aiohttp.test_utils import TestClient, TestServer
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from actors.control.app import make_app  # noqa: E402
-from actors.persistence import FarmDB, seed_demo  # noqa: E402
-from actors.phone_tags import PhoneTags  # noqa: E402
+from actors.store.farm_db import FarmDB, seed_demo  # noqa: E402
+from actors.coordinator.phone_tags import PhoneTags  # noqa: E402
 from fake_hub import FakeHub  # noqa: E402
 
 S1 = "127.0.0.1:40123"
@@ -82,8 +82,8 @@ async def test_preview_has_no_side_effects_and_resolve_does(client: TestClient) 
 
 
 async def test_resolve_asks_the_farms_model_and_preview_does_not(tmp_path: Path) -> None:
-    pytest.importorskip("actors.ai_variables")  # the AI issue's provider of ${ai.*}
-    from actors.ai_client import AIClient, AIConfig
+    pytest.importorskip("actors.coordinator.ai.variables")  # the AI issue's provider of ${ai.*}
+    from actors.coordinator.ai.client import AIClient, AIConfig
     from virtual.model_server import ScriptedModel, reply_text
 
     model = ScriptedModel()

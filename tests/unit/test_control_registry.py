@@ -14,7 +14,7 @@ from aiohttp.test_utils import TestClient, TestServer
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from actors.control.app import make_app  # noqa: E402
-from actors.persistence import FarmDB  # noqa: E402
+from actors.store.farm_db import FarmDB  # noqa: E402
 from fake_hub import FakeHub  # noqa: E402
 from tests.api_call import call  # noqa: E402
 

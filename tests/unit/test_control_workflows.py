@@ -14,8 +14,8 @@ from aiohttp.test_utils import TestClient, TestServer
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from actors.control.app import make_app  # noqa: E402
-from actors.persistence import FarmDB  # noqa: E402
-from actors.schedules import ScheduleService  # noqa: E402
+from actors.store.farm_db import FarmDB  # noqa: E402
+from actors.coordinator.scheduling.schedules import ScheduleService  # noqa: E402
 from fake_hub import FakeHub  # noqa: E402
 from test_schedule_service import Clock, FakeRuns  # noqa: E402
 from test_schedule_service import FakeHub as Directory  # noqa: E402
@@ -171,7 +171,7 @@ async def test_farm_cli_workflows_run_and_runs(hub, db: FarmDB, capsys) -> None:
     try:
         for name in ("demo/login", "demo/post"):
             await db.save_sequence_definition(name)
-        from actors.workflows import check_sequences
+        from actors.coordinator.scheduling.workflows import check_sequences
 
         known = {d["name"]: d for d in await db.sequence_definitions()}
         await db.save_workflow_definition("daily", check_sequences(

@@ -1,4 +1,4 @@
-"""The farm database's single writer (actors.db_writer) under a real FarmDB file: concurrent
+"""The farm database's single writer (actors.store.db_writer) under a real FarmDB file: concurrent
 writes are committed in batches, a failing atomic job is undone alone while the rest of its
 batch commits, a failing statement reaches its caller, and a read on the reader connection
 sees every write whose call returned, without waiting for an open write transaction."""
@@ -11,8 +11,8 @@ import threading
 
 import pytest
 
-from actors.persistence import FarmDB
-from actors.db_writer import SingleWriter
+from actors.store.farm_db import FarmDB
+from actors.store.db_writer import SingleWriter
 
 
 @pytest.fixture()

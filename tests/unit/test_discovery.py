@@ -1,4 +1,4 @@
-"""Screen discovery (actors.discovery) over a real FarmDB, registry store and unknown-screens
+"""Screen discovery (actors.coordinator.ai.discovery) over a real FarmDB, registry store and unknown-screens
 queue in tmp_path, with the text detector injected (its lines are given: the real detector is
 exercised by tests/e2e/test_registry_discovery.py) and the AI model played by the scripted
 OpenAI-compatible server through the real client. Also the /api/discovery and /api/registry
@@ -18,13 +18,13 @@ from aiohttp.test_utils import TestClient, TestServer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from actors.ai_client import AIClient, AIConfig  # noqa: E402
+from actors.coordinator.ai.client import AIClient, AIConfig  # noqa: E402
 from actors.control.app import make_app  # noqa: E402
 from actors.control.cli import main  # noqa: E402
-from actors.discovery import DiscoveryService, ProposalResolved, stable_lines  # noqa: E402
-from actors.persistence import FarmDB  # noqa: E402
-from actors.registry_store import RegistryStore  # noqa: E402
-from actors.unknown_screens import UnknownScreenQueue  # noqa: E402
+from actors.coordinator.ai.discovery import DiscoveryService, ProposalResolved, stable_lines  # noqa: E402
+from actors.store.farm_db import FarmDB  # noqa: E402
+from actors.coordinator.registry_store import RegistryStore  # noqa: E402
+from actors.coordinator.unknown_screens import UnknownScreenQueue  # noqa: E402
 from fake_hub import FakeHub  # noqa: E402
 from registry.ocr import TextLine  # noqa: E402
 from virtual.model_server import ScriptedModel, reply_error, reply_tool  # noqa: E402

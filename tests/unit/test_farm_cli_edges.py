@@ -19,8 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from actors.control.app import make_app  # noqa: E402
 from actors.control.cli import main  # noqa: E402
-from actors.device.adb_server import free_port  # noqa: E402
-from actors.persistence import FarmDB  # noqa: E402
+from actors.node.device.adb_server import free_port  # noqa: E402
+from actors.store.farm_db import FarmDB  # noqa: E402
 from fake_hub import FakeHub, default_phones  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from actors.loop_lag import LoopLagProbe
+from actors.coordinator.loop_lag import LoopLagProbe
 
 
 async def test_a_blocked_loop_shows_as_lag() -> None:

@@ -1,12 +1,12 @@
 """A swipe along a path: the driver's one-line `input motionevent` script
-(actors/device/driver.py) and the virtual touchscreen that reads such chains back
+(actors/node/device/driver.py) and the virtual touchscreen that reads such chains back
 (virtual/touch.py), with an injected clock."""
 
 from __future__ import annotations
 
 import pytest
 
-from actors.device.driver import motion_event_script
+from actors.node.device.driver import motion_event_script
 from virtual.touch import Touchscreen
 
 

@@ -14,14 +14,14 @@ from urllib.parse import quote
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from actors.ai_keys import AIKeyring, load_master_key
+from actors.coordinator.ai.keys import AIKeyring, load_master_key
 from actors.control.app import make_app
-from actors.device.adb_server import free_port
-from actors.event_store import EventStore
-from actors.hub import Hub
-from actors.persistence import FarmDB, seed_demo
-from actors.registry_store import RegistryStore
-from actors.unknown_screens import UnknownScreenQueue
+from actors.node.device.adb_server import free_port
+from actors.store.event_store import EventStore
+from actors.coordinator.hub import Hub
+from actors.store.farm_db import FarmDB, seed_demo
+from actors.coordinator.registry_store import RegistryStore
+from actors.coordinator.unknown_screens import UnknownScreenQueue
 from protocol.messages import Event
 from protocol.names import check_printable, whole
 from protocol.errors import ValidationError

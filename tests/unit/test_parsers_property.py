@@ -28,7 +28,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from actors.persistence import FarmDB, seed_demo
+from actors.store.farm_db import FarmDB, seed_demo
 from protocol.errors import ScopeError, ValidationError, ValidationErrors, VariableError
 from registry.load import DEMO_REGISTRY, load_registry, parse_json
 from sequences.groups import GroupBook

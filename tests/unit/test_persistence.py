@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from actors.persistence import SCHEMA_VERSION, FarmDB, seed_demo
+from actors.store.farm_db import SCHEMA_VERSION, FarmDB, seed_demo
 from protocol.errors import FarmError, ValidationError
 
 
@@ -41,7 +41,7 @@ async def test_migrations_apply_on_a_fresh_file_and_reopen_is_a_no_op(tmp_path):
 
 
 async def test_a_version_1_database_upgrades_without_loss(tmp_path):
-    from actors.persistence import MIGRATIONS, _statements
+    from actors.store.farm_db import MIGRATIONS, _statements
 
     path = tmp_path / "farm.sqlite3"
     with sqlite3.connect(path) as raw:  # a database as the first release left it
@@ -279,7 +279,7 @@ async def test_every_spec_table_exists_with_foreign_keys_and_indexes(tmp_path):
 
 
 async def test_the_previous_version_upgrades_with_its_rows_intact(tmp_path):
-    from actors.persistence import MIGRATIONS, _statements
+    from actors.store.farm_db import MIGRATIONS, _statements
 
     path = tmp_path / "farm.sqlite3"
     with sqlite3.connect(path) as raw:  # a database as version 4 left it (v5 reshaped clients)

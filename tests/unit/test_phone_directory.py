@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from actors.device.adb_server import AdbServer, free_port
-from actors.device.driver import DeviceDriver
-from actors.phone import PhoneRecord
-from actors.rack import PhoneDirectory
+from actors.node.device.adb_server import AdbServer, free_port
+from actors.node.device.driver import DeviceDriver
+from actors.node.phone import PhoneRecord
+from actors.node.rack import PhoneDirectory
 from protocol.errors import DeviceError
 
 

@@ -1,4 +1,4 @@
-"""actors.phone_pause.PhonePauses over a real farm database and a recording stand-in for the
+"""actors.coordinator.phone_pause.PhonePauses over a real farm database and a recording stand-in for the
 hub's device actions: a pause is persisted (a coordinator restart keeps it), audited, held by
 the node lock, refused work names it; the hold is taken again when its lease ends or the node
 returns without it; an operator's resume gives the lock back."""
@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-from actors.persistence import FarmDB
-from actors.phone_pause import PAUSE_HOLDER, PhonePauses
+from actors.store.farm_db import FarmDB
+from actors.coordinator.phone_pause import PAUSE_HOLDER, PhonePauses
 
 
 class Recovery:

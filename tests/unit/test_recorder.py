@@ -5,7 +5,7 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from actors.recorder import Recorder
+from actors.coordinator.recorder import Recorder
 from protocol.errors import FarmError, ValidationError
 from sequences.model import Sequence
 
@@ -48,7 +48,7 @@ def test_bad_recordings_are_refused(tmp_path) -> None:
 
 def test_a_swipe_along_a_path_is_recorded_with_its_path(tmp_path) -> None:
     """A console drag keeps its curve in the sequence, so playing it back follows it too."""
-    from actors.recorder import action_step
+    from actors.coordinator.recorder import action_step
 
     curve = {"type": "swipe", "x1": 10, "y1": 900, "x2": 10, "y2": 100, "duration_ms": 400,
              "path": [(10, 900), (300, 500), (10, 100)]}

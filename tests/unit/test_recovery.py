@@ -5,8 +5,8 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from actors.ai_client import ToolCall
-from actors.recovery import ANY_KNOWN, resume_points, tool_action
+from actors.coordinator.ai.client import ToolCall
+from actors.coordinator.ai.recovery import ANY_KNOWN, resume_points, tool_action
 from protocol.messages import RunSequence
 from sequences.load import default_registry
 from sequences.model import Step

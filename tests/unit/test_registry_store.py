@@ -1,4 +1,4 @@
-"""The coordinator's registry store (actors.registry_store) on a copy of the demo registry and
+"""The coordinator's registry store (actors.coordinator.registry_store) on a copy of the demo registry and
 a real FarmDB: a screen saved from a frame is valid, audited and versioned; a bad edit names
 the request's field and writes nothing; a crash mid-save leaves the old registry intact."""
 
@@ -10,8 +10,8 @@ import cv2
 import numpy as np
 import pytest
 
-from actors.persistence import FarmDB
-from actors.registry_store import RegistryNotFound, RegistryStore, ScreenEdit
+from actors.store.farm_db import FarmDB
+from actors.coordinator.registry_store import RegistryNotFound, RegistryStore, ScreenEdit
 from protocol.errors import ValidationErrors
 from registry.load import DEMO_REGISTRY, load_registry, registry_version
 from registry.match import Matcher
@@ -192,7 +192,7 @@ class _Hub:
 async def test_sync_pushes_every_app_to_a_stale_node_and_again_when_it_stays_stale(store):
     import asyncio
 
-    from actors.registry_sync import RegistrySync
+    from actors.coordinator.registry_sync import RegistrySync
     from protocol.messages import RegistryApplied
 
     hub = _Hub(_Link())
@@ -228,7 +228,7 @@ async def test_sync_pushes_every_app_to_a_stale_node_and_again_when_it_stays_sta
 async def test_sync_reports_an_app_over_the_message_limit(store):
     import asyncio
 
-    from actors.registry_sync import RegistrySync
+    from actors.coordinator.registry_sync import RegistrySync
 
     hub = _Hub(_Link(limit=500_000))  # clipshare's push is ~1 MB, the others ~0.2 MB
     RegistrySync(hub, store).node_up("n1", None)

@@ -12,9 +12,9 @@ import cv2
 import numpy as np
 import pytest
 
-from actors.event_store import EventStore
-from actors.persistence import FarmDB, utc_text
-from actors.retention import (RetentionPolicy, apply, load_policy, next_run, parse_duration,
+from actors.store.event_store import EventStore
+from actors.store.farm_db import FarmDB, utc_text
+from actors.store.retention import (RetentionPolicy, apply, load_policy, next_run, parse_duration,
                               plan, policy_with)
 from protocol.errors import ValidationError
 
@@ -320,7 +320,7 @@ def test_naive_now_is_refused(tmp_path) -> None:
 
 
 def test_unknown_screen_queue_reopens_whole_after_retention(tmp_path) -> None:
-    from actors.unknown_screens import UnknownScreenQueue
+    from actors.coordinator.unknown_screens import UnknownScreenQueue
 
     folder = tmp_path / "unknown-screens"
     q = UnknownScreenQueue(folder)

@@ -1,4 +1,4 @@
-"""The coordinator's daily retention job (actors.retention.RetentionJob): one run on a tmp data
+"""The coordinator's daily retention job (actors.store.retention.RetentionJob): one run on a tmp data
 folder, the unknown-screens queue forgetting what the run deleted, and the daily loop driven by
 a fake clock and a fake sleep (nothing really waits)."""
 
@@ -11,9 +11,9 @@ import cv2
 import numpy as np
 import pytest
 
-from actors.coordinator import parse_args, retention_job
-from actors.retention import RetentionJob, RetentionPolicy
-from actors.unknown_screens import UnknownScreenQueue
+from actors.coordinator.main import parse_args, retention_job
+from actors.store.retention import RetentionJob, RetentionPolicy
+from actors.coordinator.unknown_screens import UnknownScreenQueue
 from protocol.errors import ValidationError
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)

@@ -9,8 +9,8 @@ import random
 
 import pytest
 
-from actors.persistence import FarmDB, seed_demo
-from actors.runs import RunManager
+from actors.store.farm_db import FarmDB, seed_demo
+from actors.coordinator.runs import RunManager
 from protocol.errors import ScopeError, ValidationError
 from protocol.messages import RunSequence
 from sequences.variables import resolve

@@ -1,4 +1,4 @@
-"""actors.runs.RunManager against a real FarmDB and a stub hub: per-phone resolved texts and
+"""actors.coordinator.runs.RunManager against a real FarmDB and a stub hub: per-phone resolved texts and
 switch steps in the RunSequence sent, locked phones, node events into execution records, the
 failed step's screenshot on disk and out of the event data."""
 
@@ -8,8 +8,8 @@ import base64
 
 import pytest
 
-from actors.persistence import FarmDB, seed_demo
-from actors.runs import RunManager, UnknownSequence, run_status
+from actors.store.farm_db import FarmDB, seed_demo
+from actors.coordinator.runs import RunManager, UnknownSequence, run_status
 from protocol.errors import ScopeError, ValidationErrors
 from protocol.messages import RunSequence
 from sequences.load import walk_steps
@@ -175,7 +175,7 @@ def test_run_status() -> None:
 
 
 async def test_screenshot_found_after_retention_changed_its_suffix(manager, tmp_path) -> None:
-    from actors.runs import RunNotFound, screenshot_type
+    from actors.coordinator.runs import RunNotFound, screenshot_type
 
     runs, _ = manager
     started = await runs.start("clipshare/login", "phone:s1")

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import assume, example, given
 from hypothesis import strategies as st
 
-from actors.scheduler import (Schedule, ScheduleInvalid, cron_of, last_fire, next_fire,
+from actors.coordinator.scheduling.scheduler import (Schedule, ScheduleInvalid, cron_of, last_fire, next_fire,
                               recurrence_to_cron, validate)
 from tests.unit.test_parsers_property import (FEWER, JSON_VALUES, NASTY_TEXT, PROPERTY, fields,
                                               tokens)

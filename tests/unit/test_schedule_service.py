@@ -1,4 +1,4 @@
-"""actors.schedules.ScheduleService on a fake clock, a fake hub directory and fake runs over a
+"""actors.coordinator.scheduling.schedules.ScheduleService on a fake clock, a fake hub directory and fake runs over a
 real (temporary) farm database: dispatch as one execution per job, job end seen from the
 execution record, waiting for offline phones, state and events saved and loaded back."""
 
@@ -15,10 +15,10 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from actors.control.app import make_app
 from actors.control.openapi import openapi_document
-from actors.loop_lag import LoopLagProbe
-from actors.persistence import FarmDB
-from actors.scheduler import MAX_WINDOW_COUNT, Misfire, Schedule, ScheduleState
-from actors.schedules import ScheduleNotFound, ScheduleRow, ScheduleService
+from actors.coordinator.loop_lag import LoopLagProbe
+from actors.store.farm_db import FarmDB
+from actors.coordinator.scheduling.scheduler import MAX_WINDOW_COUNT, Misfire, Schedule, ScheduleState
+from actors.coordinator.scheduling.schedules import ScheduleNotFound, ScheduleRow, ScheduleService
 from protocol.errors import ValidationError
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
@@ -230,7 +230,7 @@ async def test_a_finished_schedule_leaves_the_live_state_and_still_answers(env, 
     with pytest.raises(ValidationError):
         await again.add(immediate("a"))  # the id is taken
     # Beyond the kept views, a finished schedule still answers its events from the rows.
-    monkeypatch.setattr("actors.schedules.FINISHED_KEPT", 0)
+    monkeypatch.setattr("actors.coordinator.scheduling.schedules.FINISHED_KEPT", 0)
     await again.control("later", "pause")
     assert "a" not in again.finished
     with pytest.raises(ScheduleNotFound):
@@ -295,7 +295,7 @@ async def test_a_crash_between_dispatch_and_save_does_not_start_twice(env) -> No
 
 
 async def test_a_paused_phone_is_refused_with_the_reason_and_no_execution(env) -> None:
-    from actors.phone_pause import PhonePauses
+    from actors.coordinator.phone_pause import PhonePauses
 
     service, clock, hub, runs, db = env
     hub.pauses = PhonePauses(hub, db)

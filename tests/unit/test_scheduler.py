@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 import msgspec
 import pytest
 
-from actors.scheduler import (Job, JobRetry, Misfire, Schedule, Scheduler, SchedulerState,
+from actors.coordinator.scheduling.scheduler import (Job, JobRetry, Misfire, Schedule, Scheduler, SchedulerState,
                               next_fire, plan_window, recurrence_to_cron)
 
 T0 = datetime(2025, 3, 3, 8, 0, tzinfo=timezone.utc)  # a Monday
@@ -845,7 +845,7 @@ async def test_an_immediate_schedule_completes_only_when_its_jobs_ended() -> Non
 async def test_a_window_is_planned_once_per_schedule(monkeypatch) -> None:
     """A window's times are drawn once and kept: not again for every next occurrence (the
     misfire walk over a half-past window of N times drew the whole window N times)."""
-    import actors.scheduler as core
+    import actors.coordinator.scheduling.scheduler as core
 
     calls: list[int] = []
     real = core.plan_window

@@ -15,11 +15,11 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from actors.control.app import make_app
-from actors.event_store import EventStore
-from actors.hub import Hub
-from actors.persistence import FarmDB
-from actors.registry_store import RegistryStore
-from actors.unknown_screens import UnknownScreenQueue
+from actors.store.event_store import EventStore
+from actors.coordinator.hub import Hub
+from actors.store.farm_db import FarmDB
+from actors.coordinator.registry_store import RegistryStore
+from actors.coordinator.unknown_screens import UnknownScreenQueue
 from protocol.messages import Event
 
 SECRET = b"MASTER-KEY-BYTES-do-not-serve"

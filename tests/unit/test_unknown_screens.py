@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from actors.unknown_screens import SAME_SCREEN_BITS, UnknownScreenQueue, hash_distance, perceptual_hash
+from actors.coordinator.unknown_screens import SAME_SCREEN_BITS, UnknownScreenQueue, hash_distance, perceptual_hash
 from protocol.errors import FarmError, ValidationError
 
 

@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 import pytest
 
 from actors.control.cli import main as farm_main
-from actors.persistence import FarmDB, seed_demo
+from actors.store.farm_db import FarmDB, seed_demo
 from protocol.errors import ValidationError, VariableError
 from sequences.spintax import Spin, Text, Var, parse, spin
 from sequences.variables import MemoryCounters, MemoryMedia, VariableContext, resolve

@@ -1,4 +1,4 @@
-"""Workflows (actors.workflows) through the ScheduleService on a fake clock, fake runs and a
+"""Workflows (actors.coordinator.scheduling.workflows) through the ScheduleService on a fake clock, fake runs and a
 real farm database: sequences in order per phone, a failed prerequisite skips its dependents
 (recorded with the reason) while a mere predecessor's failure does not, the retry policy per
 workflow sequence, the sequence_executions / workflow_executions rows, a schedule that
@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import pytest
 
-from actors.persistence import FarmDB
-from actors.scheduler import TERMINAL, Schedule
-from actors.schedules import ScheduleService
-from actors.workflows import WorkflowNotFound, check_sequences
+from actors.store.farm_db import FarmDB
+from actors.coordinator.scheduling.scheduler import TERMINAL, Schedule
+from actors.coordinator.scheduling.schedules import ScheduleService
+from actors.coordinator.scheduling.workflows import WorkflowNotFound, check_sequences
 from protocol.errors import ValidationError
 from tests.unit.test_schedule_service import Clock, FakeHub, FakeRuns
 

@@ -29,8 +29,8 @@ import msgspec
 import numpy as np
 from msgspec import Meta
 
-from actors.ai_client import AIReply
-from actors.registry_store import (ActionEdit, RegionEdit, RegistryStore, ScreenEdit,
+from actors.coordinator.ai.client import AIReply
+from actors.coordinator.registry_store import (ActionEdit, RegionEdit, RegistryStore, ScreenEdit,
                                    decode_png_frame)
 from protocol.errors import FarmError, ValidationError
 from protocol.names import whole

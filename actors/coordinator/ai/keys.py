@@ -22,7 +22,7 @@ from cryptography.fernet import Fernet, InvalidToken
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from actors.ai_client import AIClient, AIConfig
+from actors.coordinator.ai.client import AIClient, AIConfig
 from protocol.errors import FarmError, ValidationError
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ type, key, launch_app, wait, give_up) on the phone under the execution's id; nam
 again. On a screen from which the sequence can continue, the stored plan is sent again from
 that step (``RunManager.resend``, the crash-resume path: no step runs twice); otherwise the
 execution fails with diagnostics, the lock is released, and a phone that fails
-``pause_after_failures`` recoveries in a row is paused (actors.phone_pause, reason
+``pause_after_failures`` recoveries in a row is paused (actors.coordinator.phone_pause, reason
 ``recovery_failures``) until an operator resumes it. Each attempt is a ``recovery_attempts`` row (prompt, responses, actions,
 before/after frames) and ``recovery_started/step/succeeded/failed`` events go on the stream.
 """
@@ -30,7 +30,7 @@ from typing import Any, Awaitable, Callable
 import msgspec
 import orjson
 
-from actors.ai_client import AIError, ToolCall
+from actors.coordinator.ai.client import AIError, ToolCall
 from protocol.errors import FarmError
 from protocol.files import write_atomic
 from protocol.messages import RunSequence
@@ -40,9 +40,9 @@ from sequences.model import (ExpectScreenStep, IfScreenStep, LongTapStep, TapSte
 
 log = logging.getLogger(__name__)
 
-# Failures recovery takes over (actors/playback.py reasons).
+# Failures recovery takes over (actors/node/playback.py reasons).
 RECOVERABLE = frozenset({"unknown_screen", "timeout", "wrong_screen"})
-# Why the coordinator pauses a phone after repeated failed recoveries (actors.phone_pause).
+# Why the coordinator pauses a phone after repeated failed recoveries (actors.coordinator.phone_pause).
 PAUSE_REASON = "recovery_failures"
 ANY_KNOWN = "*"  # a resume point open to any registered state (an if_screen step)
 _STEP = re.compile(r"^steps\[(\d+)\]")
@@ -509,7 +509,7 @@ class RecoveryManager:
 
     async def _pause(self, serial: str, failures: int, diagnostics: str) -> None:
         """Pause the phone (spec 12.3.3: pause the device after repeated failures): the
-        coordinator's pause (actors.phone_pause: state paused, reason recovery_failures, new
+        coordinator's pause (actors.coordinator.phone_pause: state paused, reason recovery_failures, new
         work refused, the lock held on the node) until an operator resumes it
         (``farm resume SERIAL``, POST /api/phones/{serial}/resume)."""
         pauses = getattr(self.hub, "pauses", None)

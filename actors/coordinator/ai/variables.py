@@ -14,7 +14,7 @@ import logging
 import re
 import threading
 
-from actors.ai_client import AIClient
+from actors.coordinator.ai.client import AIClient
 from sequences.variables import VariableError
 
 log = logging.getLogger(__name__)

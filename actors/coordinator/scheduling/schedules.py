@@ -1,4 +1,4 @@
-"""The coordinator's schedule service: the pure scheduler core (actors.scheduler) wired to the
+"""The coordinator's schedule service: the pure scheduler core (actors.coordinator.scheduling.scheduler) wired to the
 hub, the runs and the farm database.
 
 Owns: the one `Scheduler` of a coordinator, on the real UTC clock; its loop (a tick about
@@ -13,12 +13,12 @@ schedules and queued jobs survive a coordinator restart (misfires after the down
 the core's rule); a job whose execution had been started before a crash (it came between
 dispatch and save) is adopted as started when dispatched again, never started twice; the finished
 schedules the core pruned (their last ``FINISHED_KEPT`` views, listed with the rest; their
-events stay readable). Its `actors.workflows.WorkflowRunner` (``workflows``) runs workflows as
+events stay readable). Its `actors.coordinator.scheduling.workflows.WorkflowRunner` (``workflows``) runs workflows as
 schedules of this core, and schedules may target a workflow. And the operations the control API offers: add, list, pause, resume,
 cancel, events.
 
 Does not own: when things fire, queueing, per-phone exclusivity, node stagger, retries and
-dependencies (all actors.scheduler), scope resolution and execution records (actors.runs).
+dependencies (all actors.coordinator.scheduling.scheduler), scope resolution and execution records (actors.coordinator.runs).
 """
 
 from __future__ import annotations
@@ -33,11 +33,11 @@ from typing import Any, Callable, Protocol
 
 import msgspec
 
-from actors.persistence import account_ref
-from actors.scheduler import (ENDED, Event, Job, Schedule, ScheduleInvalid, Scheduler,
+from actors.store.farm_db import account_ref
+from actors.coordinator.scheduling.scheduler import (ENDED, Event, Job, Schedule, ScheduleInvalid, Scheduler,
                               SchedulerState, ScheduleState, occurrence_run_id, refuse_past,
                               validate)
-from actors.workflows import WorkflowRunner, parse_schedule_id
+from actors.coordinator.scheduling.workflows import WorkflowRunner, parse_schedule_id
 from protocol.errors import FarmError, ScopeError, ValidationError, split_msgspec_error
 
 log = logging.getLogger(__name__)

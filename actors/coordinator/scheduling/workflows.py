@@ -16,8 +16,8 @@ phone and account whatever its outcome; a sequence listed in ``depends_on`` must
 its dependents are skipped with the reason. The core's state is saved after every change, so
 a restarted coordinator carries on where the workflow stood.
 
-Does not own: the definitions' SQL (actors.persistence), the HTTP routes
-(actors.control.workflows), queueing and dispatch (actors.scheduler, actors.schedules).
+Does not own: the definitions' SQL (actors.store.farm_db), the HTTP routes
+(actors.control.workflows), queueing and dispatch (actors.coordinator.scheduling.scheduler, actors.coordinator.scheduling.schedules).
 """
 
 from __future__ import annotations
@@ -30,12 +30,12 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from actors.persistence import account_ref
-from actors.scheduler import ENDED, TERMINAL, Job, JobRetry, Schedule, occurrence_run_id
+from actors.store.farm_db import account_ref
+from actors.coordinator.scheduling.scheduler import ENDED, TERMINAL, Job, JobRetry, Schedule, occurrence_run_id
 from protocol.errors import FarmError, ScopeError, ValidationError
 
 if TYPE_CHECKING:
-    from actors.schedules import ScheduleService
+    from actors.coordinator.scheduling.schedules import ScheduleService
 
 log = logging.getLogger(__name__)
 

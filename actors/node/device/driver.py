@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from actors.device.adb_server import AdbServer, AdbServerError, read_until_close, recv_exactly
-from actors.device.keycodes import key_code
+from actors.node.device.adb_server import AdbServer, AdbServerError, read_until_close, recv_exactly
+from actors.node.device.keycodes import key_code
 from protocol.errors import DeviceError, DeviceGone
 from protocol.messages import MAX_KEY_REPEAT
 

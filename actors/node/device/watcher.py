@@ -15,7 +15,7 @@ from typing import Callable
 
 import adbutils
 
-from actors.device.adb_server import AdbServer
+from actors.node.device.adb_server import AdbServer
 
 log = logging.getLogger(__name__)
 

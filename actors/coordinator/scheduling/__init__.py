@@ -1,0 +1,1 @@
+"""Schedules, the scheduler core and workflows."""
