@@ -3,7 +3,8 @@
 Modules: `app` (aiohttp application factory `make_app(hub, token)` and the `HubAPI` the
 coordinator's hub implements), `schemas` (request/response types, validated with msgspec),
 `stream` (the Server-Sent Events status stream), `openapi` (the OpenAPI 3.1 document),
-`auth` (bearer-token middleware, `check_bind`), `cli` (`farm`, a client over HTTP).
+`auth` (bearer-token middleware, `check_bind`), `cli/` (`farm`, a client over HTTP: one
+module per command group).
 
 Nothing is imported here, so the CLI starts without loading aiohttp.
 """

@@ -18,7 +18,8 @@ from aiohttp.test_utils import TestServer
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from actors.control.app import make_app  # noqa: E402
-from actors.control.cli import format_event, main, phones_table  # noqa: E402
+from actors.control.cli import main  # noqa: E402
+from actors.control.cli.format import format_event, phones_table  # noqa: E402
 from fake_hub import FakeHub  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]

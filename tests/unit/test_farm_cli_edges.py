@@ -116,7 +116,7 @@ async def test_run_wait_reconnects_after_a_coordinator_restart(capsys) -> None:
 
 
 async def test_run_wait_gives_up_after_the_reconnect_window(capsys, monkeypatch) -> None:
-    import actors.control.cli as cli
+    import actors.control.cli.runs as cli
 
     monkeypatch.setattr(cli, "RECONNECT_S", 1.0)
     port = free_port()
