@@ -1,9 +1,10 @@
 """The control endpoint's aiohttp application.
 
-Owns the HTTP routes over the hub (`HubAPI`): phone and node lists, screen frames, actions on
-a scope of phones, the live status stream, the OpenAPI document and a health check; and the
-rule that every error is a JSON ``{"error": ...}`` naming what was wrong and where. Request
-types live in `schemas`, the SSE relay in `stream`, access control in `auth`.
+Owns the HTTP routes over the hub (`HubAPI`, defined in `http`): phone and node lists, screen
+frames, actions on a scope of phones, the live status stream, the OpenAPI document and a
+health check; and the rule that every error is a JSON ``{"error": ...}`` naming what was
+wrong and where. Request types live in `schemas`, the SSE relay in `stream`, access control
+in `auth`.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import asyncio
 import errno
 import logging
 from datetime import datetime, timezone
-from typing import Any, Protocol
+from typing import Any
 
 import msgspec
 from aiohttp import web
@@ -21,7 +22,7 @@ from actors.control import ai_keys, console, recovery, registry, variables
 from actors.control import workflows as workflow_api
 from actors.control import screens
 from actors.control.auth import bearer_auth_middleware
-from actors.control.http import HUB, error_response, json_response  # noqa: F401 - re-exported
+from actors.control.http import HUB, HubAPI, error_response, json_response  # noqa: F401 - re-exported
 from actors.control.openapi import openapi_document
 from actors.control.schemas import (
     EXECUTIONS_LIMIT,
@@ -53,90 +54,6 @@ from sequences.scopes import parse_phone_scope
 log = logging.getLogger(__name__)
 
 SCHEDULE_ACTIONS = ("pause", "resume", "cancel")
-
-
-class HubAPI(Protocol):
-    """What the control endpoint needs from the coordinator's hub (actors/coordinator/hub.py)."""
-
-    def phones(self) -> list[dict]:
-        """Every known phone: serial, node, state, lock_holder, active_app, active_account,
-        last_screen, tags, screen_ts."""
-
-    def nodes(self) -> list[dict]:
-        """Every known node: name, state, last_heartbeat, phones."""
-
-    async def run_action(self, serial: str, action: dict, execution_id: str | None = None) -> dict:
-        """Run one action; ``{"status": ok|locked|error|gone, "error": str|None, ...}``.
-        Raises PhoneNotFound for an unknown serial, nothing for device problems."""
-
-    def start_recording(self, name: str, app: str | None, serials: list[str]) -> dict:
-        """Record actions sent to ``serials[0]``: {"recording_id", "lead", "phones"};
-        ValidationError for a bad name or a phone already recorded."""
-
-    async def start_run(self, sequence: str | dict, scope: str,
-                        variables: dict[str, str] | None = None) -> dict:
-        """Start a sequence on every target of ``scope``: {"run_id", "sequence",
-        "executions": {serial: {"execution_id", "status", "account", "error"}}}. Raises
-        ValidationErrors (bad sequence), ScopeError, actors.coordinator.runs.UnknownSequence."""
-
-    async def get_run(self, run_id: str) -> dict:
-        """{"run_id", "sequence", "status", "executions": [...]}; actors.coordinator.runs.RunNotFound."""
-
-    async def get_execution(self, execution_id: str) -> dict:
-        """One execution with its steps; actors.coordinator.runs.RunNotFound."""
-
-    async def execution_screenshot(self, execution_id: str, path: str) -> tuple[bytes, str]:
-        """The image of a failed step and its content type (PNG, or JPEG/WebP once
-        retention compressed it); actors.coordinator.runs.RunNotFound."""
-
-    async def list_executions(self, limit: int = 50) -> list[dict]:
-        """The latest executions, newest first, without steps."""
-
-    async def add_schedule(self, schedule: Schedule) -> dict:
-        """Register a schedule (id generated when empty): its view (id, status, next_fire,
-        fired, jobs, ...). ValidationError names the bad field."""
-
-    def list_schedules(self) -> list[dict]:
-        """Every schedule's view."""
-
-    async def control_schedule(self, schedule_id: str, action: str) -> dict:
-        """pause | resume | cancel; the schedule's view. actors.coordinator.scheduling.schedules.ScheduleNotFound,
-        ValidationError (e.g. resuming a cancelled schedule)."""
-
-    async def schedule_events(self, schedule_id: str) -> list[dict]:
-        """The schedule's recorded events, oldest first; ScheduleNotFound."""
-
-    def stop_recording(self, recording_id: str) -> dict:
-        """Write the recording: {"path", "sequence"}; FarmError if no such recording."""
-
-    def unknown_screens(self) -> list[dict]:
-        """The unknown-screens queue: id, serial(s), node, app, previous_screen, last_action,
-        seen, status, phash."""
-
-    def unknown_screen_image(self, entry_id: str) -> bytes:
-        """The PNG of one queued unknown screen; FarmError if there is no such entry."""
-
-    async def screen(self, serial: str, width: int | None = None) -> tuple[bytes, str]:
-        """(image bytes, content type): PNG when width is None, else a JPEG that wide.
-        Raises PhoneNotFound."""
-
-    def subscribe(self) -> "asyncio.Queue[dict]":
-        """A queue receiving every hub event from now on."""
-
-    def unsubscribe(self, queue: "asyncio.Queue[dict]") -> None:
-        """Stop delivering to ``queue``."""
-
-    def farm_db(self) -> Any:
-        """The farm database (actors.store.farm_db.FarmDB) behind the CRUD routes of
-        `registry`; FarmError when the hub has none."""
-
-    # The `screens` routes read these attributes; None (or absent) answers 409.
-    registry_store: Any  # actors.coordinator.registry_store.RegistryStore: /api/registry
-    discovery: Any  # actors.coordinator.ai.discovery.DiscoveryService: /api/discovery
-
-    def tag_phone(self, serial: str, tag: str, add: bool = True) -> list[str]:
-        """Add (or remove) a custom tag of a phone; its tags afterwards. PhoneNotFound,
-        ValidationError (bad tag), FarmError (no tag store)."""
 
 
 STREAMER = web.AppKey("streamer", EventStreamer)

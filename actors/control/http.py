@@ -2,19 +2,105 @@
 errors (``{"error": ...}`` plus fields naming what was wrong), and the OpenAPI pieces for a
 request body and a path parameter.
 
-Route modules import this, not `actors.control.app`: `app` assembles the route modules, so
-they could only reach it through imports inside functions.
+Owns `HubAPI`, what the endpoint needs from the coordinator's hub, so `app`, `stream` and the
+route modules all take it from here. This module imports no other control module: `app`
+assembles the route modules, and a route module importing `app` would be an import circle.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import asyncio
+from typing import Any, Protocol
 
 import orjson
 from aiohttp import web
 
-if TYPE_CHECKING:
-    from actors.control.app import HubAPI
+from actors.coordinator.scheduling.scheduler import Schedule
+
+
+class HubAPI(Protocol):
+    """What the control endpoint needs from the coordinator's hub (actors/coordinator/hub.py)."""
+
+    def phones(self) -> list[dict]:
+        """Every known phone: serial, node, state, lock_holder, active_app, active_account,
+        last_screen, tags, screen_ts."""
+
+    def nodes(self) -> list[dict]:
+        """Every known node: name, state, last_heartbeat, phones."""
+
+    async def run_action(self, serial: str, action: dict, execution_id: str | None = None) -> dict:
+        """Run one action; ``{"status": ok|locked|error|gone, "error": str|None, ...}``.
+        Raises PhoneNotFound for an unknown serial, nothing for device problems."""
+
+    def start_recording(self, name: str, app: str | None, serials: list[str]) -> dict:
+        """Record actions sent to ``serials[0]``: {"recording_id", "lead", "phones"};
+        ValidationError for a bad name or a phone already recorded."""
+
+    async def start_run(self, sequence: str | dict, scope: str,
+                        variables: dict[str, str] | None = None) -> dict:
+        """Start a sequence on every target of ``scope``: {"run_id", "sequence",
+        "executions": {serial: {"execution_id", "status", "account", "error"}}}. Raises
+        ValidationErrors (bad sequence), ScopeError, actors.coordinator.runs.UnknownSequence."""
+
+    async def get_run(self, run_id: str) -> dict:
+        """{"run_id", "sequence", "status", "executions": [...]}; actors.coordinator.runs.RunNotFound."""
+
+    async def get_execution(self, execution_id: str) -> dict:
+        """One execution with its steps; actors.coordinator.runs.RunNotFound."""
+
+    async def execution_screenshot(self, execution_id: str, path: str) -> tuple[bytes, str]:
+        """The image of a failed step and its content type (PNG, or JPEG/WebP once
+        retention compressed it); actors.coordinator.runs.RunNotFound."""
+
+    async def list_executions(self, limit: int = 50) -> list[dict]:
+        """The latest executions, newest first, without steps."""
+
+    async def add_schedule(self, schedule: Schedule) -> dict:
+        """Register a schedule (id generated when empty): its view (id, status, next_fire,
+        fired, jobs, ...). ValidationError names the bad field."""
+
+    def list_schedules(self) -> list[dict]:
+        """Every schedule's view."""
+
+    async def control_schedule(self, schedule_id: str, action: str) -> dict:
+        """pause | resume | cancel; the schedule's view. actors.coordinator.scheduling.schedules.ScheduleNotFound,
+        ValidationError (e.g. resuming a cancelled schedule)."""
+
+    async def schedule_events(self, schedule_id: str) -> list[dict]:
+        """The schedule's recorded events, oldest first; ScheduleNotFound."""
+
+    def stop_recording(self, recording_id: str) -> dict:
+        """Write the recording: {"path", "sequence"}; FarmError if no such recording."""
+
+    def unknown_screens(self) -> list[dict]:
+        """The unknown-screens queue: id, serial(s), node, app, previous_screen, last_action,
+        seen, status, phash."""
+
+    def unknown_screen_image(self, entry_id: str) -> bytes:
+        """The PNG of one queued unknown screen; FarmError if there is no such entry."""
+
+    async def screen(self, serial: str, width: int | None = None) -> tuple[bytes, str]:
+        """(image bytes, content type): PNG when width is None, else a JPEG that wide.
+        Raises PhoneNotFound."""
+
+    def subscribe(self) -> "asyncio.Queue[dict]":
+        """A queue receiving every hub event from now on."""
+
+    def unsubscribe(self, queue: "asyncio.Queue[dict]") -> None:
+        """Stop delivering to ``queue``."""
+
+    def farm_db(self) -> Any:
+        """The farm database (actors.store.farm_db.FarmDB) behind the CRUD routes of
+        `registry`; FarmError when the hub has none."""
+
+    # The `screens` routes read these attributes; None (or absent) answers 409.
+    registry_store: Any  # actors.coordinator.registry_store.RegistryStore: /api/registry
+    discovery: Any  # actors.coordinator.ai.discovery.DiscoveryService: /api/discovery
+
+    def tag_phone(self, serial: str, tag: str, add: bool = True) -> list[str]:
+        """Add (or remove) a custom tag of a phone; its tags afterwards. PhoneNotFound,
+        ValidationError (bad tag), FarmError (no tag store)."""
+
 
 HUB: "web.AppKey[HubAPI]" = web.AppKey("hub")
 

@@ -22,7 +22,7 @@ import orjson
 from aiohttp import web
 
 if TYPE_CHECKING:
-    from actors.control.app import HubAPI
+    from actors.control.http import HubAPI
 
 log = logging.getLogger(__name__)
 
