@@ -15,14 +15,15 @@ import posixpath
 import stat
 import struct
 import weakref
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+from xml.sax.saxutils import quoteattr
 
 import orjson
 
 from actors.node.device.keycodes import key_code, key_name
 from virtual.apk import ApkError, read_apk
 from virtual.fs import FsError
-from virtual.shell import CommandFunc, CommandResult, Stdin, fail, ok
+from virtual.shell import SHELL_NAME, CommandFunc, CommandResult, Stdin, fail, ok
 
 if TYPE_CHECKING:
     from virtual.phone import VirtualPhone
@@ -32,6 +33,7 @@ RAW_HEADER = struct.Struct("<IIII")
 PIXEL_FORMAT_RGBA_8888 = 1
 COLORSPACE_SRGB = 1
 IME_PACKAGE = "com.android.adbkeyboard"
+UI_DUMP_DEFAULT = "/sdcard/window_dump.xml"
 
 
 def pm_failure(message: str) -> CommandResult:
@@ -494,6 +496,28 @@ class PhoneCommands:
                              splits=[i.split for i in infos if i.split])
         return ok("Success\n")
 
+    # --- uiautomator -----------------------------------------------------------------------
+    async def cmd_uiautomator(self, args: list[str], stdin: Stdin) -> CommandResult:
+        """`uiautomator dump [--compressed] [FILE]`: the top window's views as Android's XML,
+        written to FILE (default /sdcard/window_dump.xml) or, for /dev/tty, printed."""
+        if not self.phone.uiautomator:  # `vphone uiautomator off`: a phone without it
+            return fail(f"{SHELL_NAME}: uiautomator: inaccessible or not found", 127)
+        if not args or args[0] != "dump":
+            return fail("Usage: uiautomator <subcommand> [options]\n\nAvailable subcommands:\n\n"
+                        "help: displays help message\n\nruntest: executes UI automation tests\n\n"
+                        "dump: creates an XML dump of current UI hierarchy\n", 1)
+        files = [a for a in args[1:] if not a.startswith("-")]
+        target = files[0] if files else UI_DUMP_DEFAULT
+        xml = ui_dump_xml(self.phone.ui.element_tree())
+        done = f"UI hierchary dumped to: {target}\n"  # sic: Android's own spelling
+        if target == "/dev/tty":
+            return ok(xml + done)
+        try:
+            self.phone.fs.write(target, xml.encode())
+        except FsError as exc:
+            return fail(f"ERROR: could not write {target}: {exc.strerror}", 1)
+        return ok(done)
+
     # --- dumpsys ---------------------------------------------------------------------------
     async def cmd_dumpsys(self, args: list[str], stdin: Stdin) -> CommandResult:
         phone = self.phone
@@ -524,8 +548,8 @@ class PhoneCommands:
     # --- the virtual phone itself ----------------------------------------------------------
     async def cmd_vphone(self, args: list[str], stdin: Stdin) -> CommandResult:
         phone = self.phone
-        usage = ("usage: vphone log [--clear] | state | popup NAME | unplug SECONDS | "
-                 "slow MS | help")
+        usage = ("usage: vphone log [--clear] | state | popup NAME | popup-after N NAME | "
+                 "random-popups on|off | uiautomator on|off | unplug SECONDS | slow MS | help")
         if not args or args[0] == "help":
             return ok(usage + "\n")
         verb, rest = args[0], args[1:]
@@ -543,6 +567,20 @@ class PhoneCommands:
                 return fail(f"vphone: {exc.args[0] if exc.args else exc}", 2)
             phone.log_input("popup", name=rest[0])
             return ok()
+        if verb == "popup-after" and len(rest) == 2:
+            try:
+                phone.ui.popup_after(int(rest[0]), rest[1])
+            except ValueError:
+                return fail(f"vphone: popup-after needs a count of 1 or more, got {rest[0]!r}", 2)
+            except KeyError as exc:
+                return fail(f"vphone: {exc.args[0] if exc.args else exc}", 2)
+            return ok()
+        if verb == "random-popups" and rest in (["on"], ["off"]):
+            phone.ui.random_popups = rest[0] == "on"
+            return ok()
+        if verb == "uiautomator" and rest in (["on"], ["off"]):
+            phone.uiautomator = rest[0] == "on"
+            return ok()
         if verb == "unplug" and rest:
             try:
                 seconds = float(rest[0])
@@ -557,6 +595,29 @@ class PhoneCommands:
                 return fail(f"vphone: slow needs milliseconds, got {rest[0]!r}", 2)
             return ok()
         return fail(usage, 2)
+
+
+def ui_dump_xml(tree: dict[str, Any]) -> str:
+    """``PhoneUI.element_tree()`` as `uiautomator dump` writes it: one line, a FrameLayout
+    for the window holding a node per view."""
+    package = tree["package"]
+
+    def node(index: int, n: dict[str, Any], children: str = "") -> str:
+        x0, y0, x1, y1 = n["bounds"]
+        flag = lambda key: "true" if n.get(key) else "false"  # noqa: E731
+        attrs = (f'index="{index}" text={quoteattr(n.get("text", ""))} '
+                 f'resource-id={quoteattr(n.get("resource_id", ""))} class={quoteattr(n["class"])} '
+                 f'package={quoteattr(package)} content-desc={quoteattr(n.get("content_desc", ""))} '
+                 f'checkable="false" checked="false" clickable="{flag("clickable")}" enabled="true" '
+                 f'focusable="{flag("focusable")}" focused="{flag("focused")}" scrollable="false" '
+                 f'long-clickable="false" password="{flag("password")}" selected="false" '
+                 f'hint={quoteattr(n.get("hint", ""))} bounds="[{x0},{y0}][{x1},{y1}]"')
+        return f"<node {attrs}>{children}</node>" if children else f"<node {attrs} />"
+
+    inner = "".join(node(i, child) for i, child in enumerate(tree["children"]))
+    window = node(0, {"class": "android.widget.FrameLayout", "bounds": tree["bounds"]}, inner)
+    return ("<?xml version='1.0' encoding='UTF-8' standalone='yes' ?>"
+            f'<hierarchy rotation="0">{window}</hierarchy>')
 
 
 def _option(args: list[str], flag: str, value_of: str | None = None) -> str | None:

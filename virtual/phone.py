@@ -47,6 +47,10 @@ class VirtualPhone:
         self.ui = PhoneUI(load_apps(list(apps)), width=width, height=height, density=density,
                           seed=seed, clock=clock)
         self.ui.install_package(IME_PACKAGE, "ADB Keyboard")
+        # A popup the phone brings up by itself goes into the input log too: it explains why
+        # the inputs after it did something else.
+        self.ui.on_popup = lambda name, cause: self.log_input("popup", name=name, **{cause: True})
+        self.uiautomator = True  # `vphone uiautomator off`: answers like a phone without it
         self.fs = VirtualFS(clock)
         self.commands = PhoneCommands(self)
         self.input_log: list[dict] = []

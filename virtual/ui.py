@@ -171,6 +171,11 @@ class PhoneUI:
             raise ValueError(f"no launcher app ({LAUNCHER_PACKAGE}) among the loaded apps")
         self._states: dict[str, _AppState] = {}
         self._popup: tuple[str, str] | None = None  # (owner package, popup name)
+        # `vphone popup-after N NAME`: [input events still to come, owner, name].
+        self._scheduled_popup: list | None = None
+        # Told of every popup the phone brings up by itself: on_popup(name, cause), cause
+        # "random" (a rolled chance) or "scheduled" (popup_after), so the input log shows it.
+        self.on_popup: Callable[[str, str], None] | None = None
         self._focus_under_popup: tuple[str, str, str | None] | None = None
         self._recents: list[str] = []  # most recent first, launcher excluded
         self._foreground = LAUNCHER_PACKAGE
@@ -361,7 +366,20 @@ class PhoneUI:
             self._version += 1
             self._show_popup(owner, name)
 
-    def _show_popup(self, owner: str, name: str) -> None:
+    def popup_after(self, count: int, name: str) -> None:
+        """Show popup ``name`` right after the ``count``-th next input event (a test hook: a
+        popup at a known point of a key burst, where a random one lands only sometimes).
+        Each key of a multi-key `input keyevent` is one event. If another popup is up then,
+        it shows after the first event with none up."""
+        with self._lock:
+            owner = self._find_popup(name)
+            if owner is None:
+                raise KeyError(f"unknown popup {name!r}; known: {', '.join(self.popup_names())}")
+            if count < 1:
+                raise ValueError(f"popup-after needs a count of 1 or more, got {count}")
+            self._scheduled_popup = [count, owner, name]
+
+    def _show_popup(self, owner: str, name: str, cause: str | None = None) -> None:
         self._popup = (owner, name)
         state = self._states.get(self._foreground)
         self._focus_under_popup = None
@@ -370,6 +388,8 @@ class PhoneUI:
             self._focus_under_popup = (self._foreground, state.screen, state.focused)
             state.focused = None
         log.info("popup shown popup=%s owner=%s", name, owner)
+        if cause is not None and self.on_popup is not None:
+            self.on_popup(name, cause)
 
     def _close_popup(self) -> None:
         """The dialog closes in place: the field under it gets its focus back."""
@@ -386,12 +406,20 @@ class PhoneUI:
         for name, popup in self._apps[package].popups.items():
             p = popup.on_enter.get(screen)
             if p and self._rng.random() < p:
-                self._show_popup(package, name)
+                self._show_popup(package, name, "random")
                 return
 
     def _after_input(self) -> None:
-        """Per-event random popups: the foreground app's own and the system's."""
+        """Per-event popups: a scheduled one (popup_after), else random ones of the foreground
+        app and of the system."""
         self._version += 1
+        scheduled = self._scheduled_popup
+        if scheduled is not None:
+            scheduled[0] -= 1
+            if scheduled[0] <= 0 and self._popup is None:
+                self._scheduled_popup = None
+                self._show_popup(scheduled[1], scheduled[2], "scheduled")
+                return
         if not self.random_popups or self._popup is not None:
             return
         for package in (self._foreground, SYSTEM_PACKAGE):
@@ -400,7 +428,7 @@ class PhoneUI:
                 continue
             for name, popup in spec.popups.items():
                 if popup.rate and self._rng.random() < popup.rate:
-                    self._show_popup(package, name)
+                    self._show_popup(package, name, "random")
                     return
 
     def _current_popup(self) -> tuple[str, Popup] | None:
@@ -616,6 +644,83 @@ class PhoneUI:
                 out.append({"text": hit.text, "kind": hit.target[0],
                             "bounds": [round(x0 * sx), round(y0 * sy), round(x1 * sx), round(y1 * sy)]})
             return out
+
+    def element_tree(self) -> dict[str, Any]:
+        """What `uiautomator dump` sees: the top window's views, bounds in device pixels.
+
+        ``{"package", "bounds", "children": [node, ...]}``; a node has ``class`` (Android's:
+        TextView, Button, ImageView, EditText), ``resource_id`` (``pkg:id/<element id>``),
+        ``text``, ``hint``, ``content_desc``, ``clickable``, ``focusable``, ``focused``,
+        ``password`` and ``bounds`` [x0, y0, x1, y1]. While a dialog is up only the dialog
+        is listed: uiautomator dumps the window in front, and the dialog is a window of its
+        own. An empty text field's ``text`` is its hint, as on a real phone (TextView gives
+        accessibility the hint when it has no text); a password's is one bullet a character.
+        """
+        with self._lock:
+            popup = self._current_popup()
+            if popup is not None:
+                return self._dialog_tree(popup[0], popup[1])
+            package = self._foreground
+            state = self._states[package]
+            screen = self._apps[package].screens[state.screen]
+            lookup = self._lookup(package)
+            nodes: list[dict[str, Any]] = []
+            if screen.title:
+                nodes.append(self._node("android.widget.TextView", f"{package}:id/title",
+                                        APP_BAR, text=render_template(screen.title, lookup)))
+            for el in screen.elements:
+                nodes += self._element_nodes(package, el, state, lookup)
+            return {"package": package, "bounds": self._device_box((0, 0, REF_WIDTH, REF_HEIGHT)),
+                    "children": nodes}
+
+    def _element_nodes(self, package: str, el: Element, state: _AppState, lookup: Any) -> list[dict[str, Any]]:
+        box = (el.x, el.y, el.x + el.w, el.y + el.h)
+        rid = f"{package}:id/{el.id}" if el.id else ""
+        text = render_template(el.text, lookup)
+        clickable = el.on_tap is not None or el.on_long_press is not None
+        if el.kind == "text":
+            return [self._node("android.widget.TextView", rid, box, text=text)]
+        if el.kind == "button":
+            return [self._node("android.widget.Button", rid, box, text=text, clickable=clickable)]
+        if el.kind == "image":
+            return [self._node("android.widget.ImageView", rid, box, content_desc=text, clickable=clickable)]
+        if el.kind == "text_field":
+            value = state.fields.get(el.name or "", "")
+            hint = render_template(el.placeholder, lookup)
+            shown = "\u2022" * len(value) if el.password else value
+            return [self._node("android.widget.EditText", rid, box, text=shown or hint, hint=hint,
+                               clickable=True, focusable=True, focused=state.focused == el.name,
+                               password=el.password)]
+        if el.kind == "app_grid":
+            return [self._node("android.widget.TextView", f"{hit.target[1]}:id/icon", hit.box, text=hit.text,
+                               clickable=True)
+                    for hit in self._layout().hits if hit.target[0] == "app"]
+        return []
+
+    def _dialog_tree(self, owner: str, popup: Popup) -> dict[str, Any]:
+        lookup = self._lookup(owner)
+        x0, y0, x1, _y1 = DIALOG_BOX
+        package = "android" if popup.kind == "system" else owner
+        nodes = [self._node("android.widget.TextView", "android:id/alertTitle", (x0 + 50, y0 + 50, x1 - 50, y0 + 180),
+                            text=render_template(popup.title, lookup)),
+                 self._node("android.widget.TextView", "android:id/message",
+                            (x0 + 50, y0 + 200, x1 - 50, DIALOG_BUTTONS_Y[0] - 30),
+                            text=render_template(popup.body, lookup))]
+        for i, (box, button) in enumerate(zip(self.popup_button_boxes(len(popup.buttons)), popup.buttons)):
+            nodes.append(self._node("android.widget.Button", f"android:id/button{i + 1}", box,
+                                    text=render_template(button.text, lookup), clickable=True))
+        return {"package": package, "bounds": self._device_box(DIALOG_BOX), "children": nodes}
+
+    def _device_box(self, box: Box) -> list[int]:
+        sx, sy = self.width / REF_WIDTH, self.height / REF_HEIGHT
+        return [round(box[0] * sx), round(box[1] * sy), round(box[2] * sx), round(box[3] * sy)]
+
+    def _node(self, cls: str, resource_id: str, box: Box, *, text: str = "", hint: str = "", content_desc: str = "",
+              clickable: bool = False, focusable: bool = False, focused: bool = False,
+              password: bool = False) -> dict[str, Any]:
+        return {"class": cls, "resource_id": resource_id, "text": text, "hint": hint, "content_desc": content_desc,
+                "clickable": clickable, "focusable": focusable or clickable, "focused": focused,
+                "password": password, "bounds": self._device_box(box)}
 
     def find(self, text: str) -> tuple[int, int]:
         """Device-pixel centre of the tappable thing showing ``text`` (tests, scripts)."""

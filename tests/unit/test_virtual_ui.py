@@ -349,6 +349,73 @@ def test_a_dismissed_popup_gives_the_field_its_focus_back(apps):
     assert ui.describe()["fields"][ui.describe()["focused_field"]] == "clip_creator"
 
 
+def test_popup_after_lands_inside_a_del_burst_and_eats_the_rest(apps):
+    """`vphone popup-after 3 rate_us`: the dialog comes up right after the 3rd input event,
+    takes the focus, and the DELs after it do nothing (the field ends half cleared)."""
+    ui = make_ui(apps)
+    ui.start_app(CLIP)
+    ui.tap(540, 875)
+    ui.text("dance_daily")
+    shown = []
+    ui.on_popup = lambda name, cause: shown.append((name, cause))
+    ui.popup_after(3, "rate_us")
+    for _ in range(30):
+        ui.key(KEYCODE_DEL)
+    d = ui.describe()
+    assert d["popup"] == "rate_us" and d["fields"]["username"] == "dance_da"
+    assert shown == [("rate_us", "scheduled")]
+    with pytest.raises(KeyError):
+        ui.popup_after(1, "no_such_popup")
+    with pytest.raises(ValueError):
+        ui.popup_after(0, "rate_us")
+
+
+def test_random_popups_are_reported_with_their_cause(apps):
+    ui = make_ui(apps, random_popups=True, seed=6)
+    shown = []
+    ui.on_popup = lambda name, cause: shown.append((name, cause))
+    ui.start_app(CLIP)
+    for _ in range(400):
+        ui.key(KEYCODE_DEL)
+        if ui.describe()["popup"]:
+            break
+    assert ui.describe()["popup"] and shown == [(ui.describe()["popup"], "random")]
+
+
+def _nodes(tree: dict, cls: str) -> list[dict]:
+    return [n for n in tree["children"] if n["class"] == cls]
+
+
+def test_element_tree_shows_fields_with_text_hint_focus_and_bounds(apps):
+    ui = make_ui(apps, width=720, height=1600)
+    ui.start_app(CLIP)
+    tree = ui.element_tree()
+    assert tree["package"] == CLIP and tree["bounds"] == [0, 0, 720, 1600]
+    user, password = _nodes(tree, "android.widget.EditText")
+    # Empty: the hint is the text, as a real phone's accessibility gives it.
+    assert (user["text"], user["hint"], user["focused"]) == ("Username", "Username", False)
+    assert user["resource_id"] == f"{CLIP}:id/username"
+    assert user["bounds"] == [60, 533, 660, 633]  # (90,800)-(990,950) of 1080x2400, scaled
+    ui.tap(360, 583)
+    ui.text("dance_daily")
+    ui.tap(360, 717)
+    ui.text("pass123")
+    user, password = _nodes(ui.element_tree(), "android.widget.EditText")
+    assert (user["text"], user["focused"]) == ("dance_daily", False)
+    assert (password["text"], password["password"], password["focused"]) == ("\u2022" * 7, True, True)
+    assert "Log in" in [b["text"] for b in _nodes(ui.element_tree(), "android.widget.Button")]
+
+
+def test_element_tree_lists_only_the_dialog_while_one_is_up(apps):
+    ui = make_ui(apps)
+    ui.start_app(CLIP)
+    ui.force_popup("rate_us")
+    tree = ui.element_tree()
+    assert not _nodes(tree, "android.widget.EditText")
+    assert [b["text"] for b in _nodes(tree, "android.widget.Button")] == ["Rate now", "Not now"]
+    assert tree["bounds"] == [80, 860, 1000, 1540]
+
+
 def test_motionevent_chain_scrolls_the_feed_like_a_swipe():
     """`input motionevent` DOWN..UP, through the phone's own shell, moves the feed as
     `input swipe` does; a chain that goes out and comes back scrolls nothing and taps nothing."""
