@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from actors.node.device.adb_server import AdbServer
-from actors.node.device.driver import DeviceDriver
+from actors.node.device.driver import DeviceDriver, UiDumpUnavailable, field_at, parse_ui_dump
 from protocol.errors import DeviceError, DeviceGone
 from virtual.apk import build_apk
 
@@ -220,3 +220,62 @@ def test_typed_text_lands_exactly_in_the_apps_text_field(caption_phone, text):
     assert ui_state(d)["fields"]["caption"] == text
     d.tap(540, 1495)  # Cancel
     dismiss_popups(d)
+
+
+USERNAME_BOX = (90, 800, 990, 950)  # the login screen's username field, phone pixels
+
+
+@pytest.fixture()
+def login_phone(farm, adb_server) -> DeviceDriver:
+    """Phone 2 on ClipShare's login screen, no random popups (each step here must land)."""
+    d = DeviceDriver(farm.serials[1], AdbServer(port=adb_server.port))
+    d.shell("vphone random-popups off")
+    d.stop_app("com.phonefarm.clipshare")
+    d.launch_app("com.phonefarm.clipshare")
+    if ui_state(d)["screen"] == "feed":  # logged in by an earlier test: add an account
+        d.tap(900, 2300)
+        d.tap(540, 1025)
+        d.tap(540, 1115)
+    assert ui_state(d)["screen"] == "login"
+    yield d
+    d.shell("vphone random-popups on")
+    d.shell("vphone uiautomator on")
+
+
+def test_ui_dump_reads_a_field_and_sees_a_dialog_as_no_field(login_phone):
+    d = login_phone
+    d.tap(540, 875)
+    d.key("DEL", repeat=40)
+    assert d.field_text(USERNAME_BOX) == ""  # empty: the hint is shown, and read as empty
+    d.type_text("dance_daily")
+    nodes = d.ui_dump()
+    user = next(n for n in nodes if n.resource_id.endswith(":id/username"))
+    assert (user.text, user.hint, user.focused, user.bounds) == (
+        "dance_daily", "Username", True, USERNAME_BOX)
+    assert d.field_text(USERNAME_BOX) == "dance_daily"
+    d.key("DEL", repeat=4)
+    assert d.field_text(USERNAME_BOX) == "dance_d"
+    d.shell("vphone popup rate_us")
+    assert d.field_text(USERNAME_BOX) is None  # only the dialog's views: no field there
+    assert "Not now" in [n.text for n in d.ui_dump()]
+    d.tap(757, 1460)  # Not now
+    d.key("DEL", repeat=30)
+    assert d.field_text(USERNAME_BOX) == ""
+    assert d.ui_dump_supported is True
+
+
+def test_ui_dump_through_a_file_where_the_tty_gives_none(login_phone):
+    out = login_phone.shell("uiautomator dump && cat /sdcard/window_dump.xml")
+    assert out.text.startswith("UI hierchary dumped to: /sdcard/window_dump.xml\n<?xml")
+    nodes = parse_ui_dump(out.text)
+    assert field_at(nodes, USERNAME_BOX).hint == "Username"
+
+
+def test_a_phone_without_uiautomator_is_remembered_as_such(login_phone):
+    d = login_phone
+    d.shell("vphone uiautomator off")
+    assert d.ui_dump() is None and d.ui_dump_supported is False
+    with pytest.raises(UiDumpUnavailable):
+        d.field_text(USERNAME_BOX)
+    d.shell("vphone uiautomator on")
+    assert d.ui_dump() is None  # not asked again

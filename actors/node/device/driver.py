@@ -19,6 +19,7 @@ import socket
 import stat
 import struct
 import threading
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,6 +67,73 @@ def motion_event_script(path, duration_ms: int, cost_ms: float = MOTION_EVENT_CO
     return ";".join(parts)
 
 
+# `uiautomator dump`: printed to the shell where the phone allows it, else through a file.
+UI_DUMP_COMMANDS = ("uiautomator dump /dev/tty",
+                    "uiautomator dump /sdcard/window_dump.xml && cat /sdcard/window_dump.xml")
+_BOUNDS = re.compile(r"\[(-?\d+),(-?\d+)\]\[(-?\d+),(-?\d+)\]")
+
+
+@dataclass(frozen=True)
+class UiNode:
+    """One view of a `uiautomator dump`, bounds in the phone's pixels (x0, y0, x1, y1)."""
+
+    class_name: str
+    resource_id: str
+    text: str
+    hint: str
+    focused: bool
+    password: bool
+    bounds: tuple[int, int, int, int]
+
+    @property
+    def is_text_field(self) -> bool:
+        return "EditText" in self.class_name or "AutoCompleteTextView" in self.class_name
+
+    @property
+    def value(self) -> str:
+        """What the field holds: its text, except that a text equal to its hint is the hint
+        shown in an empty field (TextView hands accessibility the hint then)."""
+        return "" if self.hint and self.text == self.hint else self.text
+
+    def contains(self, x: float, y: float) -> bool:
+        x0, y0, x1, y1 = self.bounds
+        return x0 <= x < x1 and y0 <= y < y1
+
+
+def parse_ui_dump(text: str) -> list[UiNode] | None:
+    """The nodes of a `uiautomator dump` answer, depth first; None when it holds no
+    hierarchy (an error message, a cut-off answer)."""
+    start, end = text.find("<hierarchy"), text.rfind("</hierarchy>")
+    if start < 0 or end < 0:
+        return None
+    try:
+        root = ET.fromstring(text[start:end + len("</hierarchy>")])
+    except ET.ParseError:
+        return None
+    nodes = []
+    for el in root.iter("node"):
+        m = _BOUNDS.fullmatch(el.get("bounds", ""))
+        if m is None:
+            continue
+        nodes.append(UiNode(el.get("class", ""), el.get("resource-id", ""), el.get("text", ""),
+                            el.get("hint", ""), el.get("focused") == "true",
+                            el.get("password") == "true",
+                            (int(m[1]), int(m[2]), int(m[3]), int(m[4]))))
+    return nodes
+
+
+def field_at(nodes: list[UiNode], box: tuple[int, int, int, int]) -> UiNode | None:
+    """The text field under the centre of ``box`` (phone pixels), the focused one first;
+    None when there is none (a dialog in front lists only its own views)."""
+    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    fields = [n for n in nodes if n.is_text_field and n.contains(cx, cy)]
+    return max(fields, key=lambda n: n.focused, default=None)
+
+
+class UiDumpUnavailable(DeviceError):
+    """The phone cannot dump its views (no uiautomator, or a screen that never settles)."""
+
+
 @dataclass(frozen=True)
 class ShellOutput:
     """What a shell command printed and how it ended."""
@@ -89,6 +157,8 @@ class DeviceDriver:
         self._size: tuple[int, int] | None = None
         self._has_ime: bool | None = None
         self._sdk: int | None = None
+        # Which UI_DUMP_COMMANDS works here: None not asked yet, "" none (no uiautomator).
+        self._ui_dump_command: str | None = None
         # Sockets of calls in flight, so that close() can cut them from another thread.
         self._live: set[socket.socket] = set()
         self._live_lock = threading.Lock()
@@ -277,6 +347,43 @@ class DeviceDriver:
 
     def screenshot_png(self) -> bytes:
         return bytes(self.exec_out("screencap -p"))
+
+    # --- views -----------------------------------------------------------------------------
+    @property
+    def ui_dump_supported(self) -> bool | None:
+        """False once the phone was found without uiautomator; None before it was asked."""
+        return None if self._ui_dump_command is None else bool(self._ui_dump_command)
+
+    def ui_dump(self) -> list[UiNode] | None:
+        """The views of the window in front (`uiautomator dump`); None when the phone cannot
+        dump: it has no uiautomator (remembered, not asked again), or not this time (a
+        screen that never goes idle, a null root node while windows change)."""
+        if self._ui_dump_command == "":
+            return None
+        commands = (self._ui_dump_command,) if self._ui_dump_command else UI_DUMP_COMMANDS
+        for command in commands:
+            out = self.shell(command, check=False)
+            said = (out.stdout + out.stderr).decode("utf-8", "replace")
+            nodes = parse_ui_dump(said)
+            if nodes is not None:  # first: a screen may well show the words "not found"
+                self._ui_dump_command = command
+                return nodes
+            if out.exit_code == 127 or "not found" in said:
+                log.info("serial=%s has no uiautomator: text fields are read by OCR", self.serial)
+                self._ui_dump_command = ""
+                return None
+            log.info("serial=%s %r gave no hierarchy: %s", self.serial, command, said.strip()[:200])
+        return None
+
+    def field_text(self, box: tuple[int, int, int, int]) -> str | None:
+        """What the text field under ``box`` (phone pixels) holds ("" when empty); None when
+        no field is there (a dialog is in front). ``UiDumpUnavailable`` when the phone cannot
+        dump its views: read the field some other way."""
+        nodes = self.ui_dump()
+        if nodes is None:
+            raise UiDumpUnavailable(self.serial, "uiautomator dump", "no view hierarchy")
+        node = field_at(nodes, box)
+        return None if node is None else node.value
 
     # --- input -----------------------------------------------------------------------------
     def tap(self, x: int, y: int) -> None:
