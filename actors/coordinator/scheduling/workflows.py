@@ -26,16 +26,14 @@ import asyncio
 import logging
 import re
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import Any, Callable, Protocol
 
 import msgspec
 
 from actors.store.farm_db import account_ref
-from actors.coordinator.scheduling.scheduler import ENDED, TERMINAL, Job, JobRetry, Schedule, occurrence_run_id
+from actors.coordinator.scheduling.scheduler import (ENDED, TERMINAL, Job, JobRetry, Schedule,
+                                                     Scheduler, occurrence_run_id)
 from protocol.errors import FarmError, ScopeError, ValidationError
-
-if TYPE_CHECKING:
-    from actors.coordinator.scheduling.schedules import ScheduleService
 
 log = logging.getLogger(__name__)
 
@@ -99,11 +97,33 @@ def check_sequences(entries: list[dict], known: dict[str, dict]) -> list[dict]:
     return out
 
 
+class WorkflowHost(Protocol):
+    """What a `WorkflowRunner` uses of the schedule service that owns it
+    (actors.coordinator.scheduling.schedules.ScheduleService). The runner works inside the
+    service, so this includes the service's lock, save and core, which nothing else uses;
+    declared here so that workflows need not import the service that imports it."""
+
+    hub: Any  # its ``emit(event, serial, node, data)``, when it has one
+    scheduler: Scheduler | None
+    executions: dict[str, str]  # job id -> execution id
+    clock: Callable[[], datetime]
+    _lock: asyncio.Lock
+
+    def wake(self) -> None:
+        """Run the next tick now."""
+
+    def _core(self) -> Scheduler:
+        """The started scheduler core; FarmError before start."""
+
+    async def _save(self, force: bool = False) -> None:
+        """Save what changed in the core's state to the farm DB."""
+
+
 class WorkflowRunner:
     """Starts workflow executions and keeps their records; owned by the ScheduleService
     (``service.workflows``), whose core runs the sequences."""
 
-    def __init__(self, service: "ScheduleService", db: Any) -> None:
+    def __init__(self, service: WorkflowHost, db: Any) -> None:
         self.service = service
         self.db = db
         # What each sequence_executions row was last written as: rows change only on news.
