@@ -270,6 +270,7 @@ class _Checker:
                 self.problem(at("text") if "text" in s else path, "a type step needs a non-empty text")
             elif isinstance(text, str) and (reason := template_problem(text)):
                 self.problem(at("text"), reason)
+            self.check_clear_field(s, at("field"))
         elif kind == "key":
             key = s.get("key")
             if isinstance(key, str):
@@ -400,6 +401,19 @@ class _Checker:
             self.problem(path, f"action {action!r}: screen {app_key}/{m['screen']} has no action "
                                f"{m['action']!r} (actions: "
                                f"{', '.join(a.name for a in screen.actions) or 'none'})")
+
+    def check_clear_field(self, step: dict, path: str) -> None:
+        """A type step's ``clear`` needs ``field``: the registry action on the text field, whose
+        box is where the field is read back; ``field`` means nothing without ``clear``."""
+        field = step.get("field")
+        if step.get("clear") is True and field is None:
+            self.problem(path, "clear needs field: the registry action on the text field to "
+                               "clear (e.g. login.username_field)")
+        elif field is not None and step.get("clear", False) is False:  # a non-bool: its own problem
+            self.problem(path, "field names the text field that clear empties: add "
+                               "\"clear\": true, or remove field")
+        if isinstance(field, str):
+            self.check_action(field, path)
 
     def check_account(self, account: str, path: str, *, selector: bool) -> None:
         if "${" in account:

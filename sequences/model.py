@@ -54,9 +54,18 @@ class SwipeStep(_Step, tag="swipe", frozen=True):
 
 
 class TypeStep(_Step, tag="type", frozen=True):
-    """Type text (variables and spintax resolved per phone first)."""
+    """Type text (variables and spintax resolved per phone first).
+
+    ``clear``: empty the text field ``field`` (a registry action on it, e.g.
+    ``login.username_field``) first, and type only once it reads empty: tap it, MOVE_END,
+    DELs, read it back (``uiautomator dump``, else OCR of the action's box), in a few
+    rounds that each clear popups first; a field that will not empty fails the step
+    (``field_not_empty``). A DEL burst alone can be cut short by a popup that takes the
+    focus, and the text then lands after what was left."""
 
     text: str = ""
+    clear: bool = False
+    field: str | None = None
 
 
 class KeyStep(_Step, tag="key", frozen=True):

@@ -191,3 +191,12 @@ async def test_inline_sequence_numbers_out_of_range_are_400(api, change, where) 
                                                               "scope": "phone:all"})
     assert status == 400, body
     assert [p["where"].rsplit(": ", 1)[-1] for p in body["problems"]] == [where], body
+
+
+async def test_inline_type_step_clear_without_its_field_is_400(api) -> None:
+    sequence = {"name": "clear", "app": "clipshare",
+                "steps": [{"type": "type", "text": "x", "clear": True}]}
+    status, body = await call(api, "POST", "/api/runs", json={"sequence": sequence,
+                                                              "scope": "phone:all"})
+    assert status == 400, body
+    assert [p["where"].rsplit(": ", 1)[-1] for p in body["problems"]] == ["$.steps[0].field"]

@@ -153,15 +153,49 @@ def test_library_reports_a_misnamed_file(tmp_path: Path) -> None:
 
 def test_walk_and_map_texts_reach_nested_steps() -> None:
     seq = load_named("clipshare/switch_account")
-    paths = [p for p, _ in walk_steps(seq.steps)]
-    assert "steps[0].then[1]" in paths and "steps[0].otherwise[0].then[0]" in paths
+    walked = list(walk_steps(seq.steps))
+    paths = [p for p, _ in walked]
+    assert any(".then[" in p for p in paths) and any(".otherwise[" in p and ".then[" in p
+                                                     for p in paths)
+    # Its type steps sit in both branches of an if_screen (logged out / logged in).
+    typed = [p for p, step in walked if isinstance(step, TypeStep)]
+    assert any(".then[" in p for p in typed) and any(".otherwise[" in p for p in typed)
     seen: list[str] = []
     out = map_texts(seq.steps, lambda text, path: seen.append(path) or text.upper())
-    assert "steps[0].then[2]" in seen and "steps[0].otherwise[12]" in seen
-    first_if = out[0]
-    assert isinstance(first_if, IfScreenStep)
-    assert isinstance(first_if.then[2], TypeStep) and first_if.then[2].text == "${ACCOUNT.USERNAME}"
-    assert seq.steps[0].then[2].text == "${account.username}"  # the original is untouched
+    assert seen == typed
+    for (path, before), (_, after) in zip(walked, walk_steps(out)):
+        if isinstance(before, TypeStep):
+            assert after.text == before.text.upper(), path
+            assert (after.clear, after.field) == (before.clear, before.field)
+    first = next(step for p, step in walked if p == typed[0])
+    assert first.text == "${account.username}"  # the original is untouched
+
+
+def test_type_step_clear_needs_a_field_that_exists() -> None:
+    from sequences.load import parse_sequence
+
+    def problems(step: dict) -> list[str]:
+        with pytest.raises(ValidationErrors) as exc:
+            parse_sequence({"name": "x", "app": "clipshare", "steps": [
+                {"type": "key", "key": "HOME"}, step]})
+        return _problems(exc)
+
+    seq = parse_sequence({"name": "x", "app": "clipshare", "steps": [
+        {"type": "type", "text": "${account.username}", "clear": True,
+         "field": "login.username_field"}]})
+    assert (seq.steps[0].clear, seq.steps[0].field) == (True, "login.username_field")
+    assert parse_sequence({"name": "x", "steps": [{"type": "type", "text": "a"}]}).steps[0].clear is False
+    [p] = problems({"type": "type", "text": "a", "clear": True})
+    assert p.startswith("request: $.steps[1].field: clear needs field")
+    [p] = problems({"type": "type", "text": "a", "clear": True, "field": "login.usernme_field"})
+    assert p.startswith("request: $.steps[1].field: action 'login.usernme_field': screen "
+                        "clipshare/login has no action 'usernme_field'")
+    [p] = problems({"type": "type", "text": "a", "clear": True, "field": "nowhere"})
+    assert p.startswith("request: $.steps[1].field: not a registry action")
+    [p] = problems({"type": "type", "text": "a", "field": "login.username_field"})
+    assert p.startswith("request: $.steps[1].field: field names the text field that clear empties")
+    [p] = problems({"type": "type", "text": "a", "clear": "yes", "field": "login.username_field"})
+    assert p.startswith("request: $.steps[1].clear: Expected `bool`")
 
 
 def test_key_repeat_is_bounded(tmp_path) -> None:
