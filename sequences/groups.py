@@ -58,7 +58,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Literal, NoReturn, Sequence
 
 from protocol.errors import FarmError, ScopeError, ValidationError
-from sequences.scope_functions import _MISSING, _conditions, _holds, _lookup
+from sequences.conditions import MISSING, holds, lookup, parse_conditions
 
 GroupType = Literal["system", "custom", "smart"]
 MemberKind = Literal["account", "phone"]
@@ -378,7 +378,7 @@ class GroupBook:
             rows = phones if group.kind == "phone" else accounts
             key = _row_key(group.kind)
             found = _dedup(key(r) for r in rows
-                           if all(_holds(r, path, op, value) for path, op, value in conditions))
+                           if all(holds(r, path, op, value) for path, op, value in conditions))
         # A stored child of a stored parent is a subset by construction; with a smart group
         # on either side the subset only exists over rows, so it is cut here.
         if group.parent is not None and (group.filter is not None
@@ -522,7 +522,7 @@ class GroupBook:
             raise FarmError(f"in {criteria!r} at offset {max(0, e.offset - len(head))}: "
                             f"{e.reason}") from None
         return [m for m in found if m in rows
-                and all(_holds(rows[m], path, op, value) for path, op, value in conditions)]
+                and all(holds(rows[m], path, op, value) for path, op, value in conditions)]
 
     def _stored(self, name: str) -> Group:
         group = self.groups.get(name)
@@ -570,10 +570,10 @@ def _parse_filter(text: str, rows: Sequence[dict]) -> tuple[MemberKind,
     end = len(text.rstrip())
     if cond_start >= end:
         _fail(text, end, "nothing after 'where'")
-    conditions = _conditions(text, cond_start, end, [])
+    conditions = parse_conditions(text, cond_start, end, [])
     if rows:
         for path, _, _ in conditions:
-            if all(_lookup(r, path) is _MISSING for r in rows):
+            if all(lookup(r, path) is MISSING for r in rows):
                 field_name = ".".join(path)
                 _fail(text, text.find(field_name, cond_start),
                       f"no {kind} has field {field_name!r}")

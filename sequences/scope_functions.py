@@ -15,26 +15,24 @@ Grammar (EBNF; the keyword after the function name is fixed per function)::
     field      = key , { "." , key } ;     (* a phone row key, dotted into nested dicts *)
     value      = bare-text | '"' , text , '"' | "'" , text , "'" ;
 
-``account-sel`` is the account scope of `sequences.scopes`. Values compare as text,
-case-insensitively (``profile.gender=male`` matches "Male"); a list field matches if any
-element does (``tags=phone1``); a missing or null field equals nothing, so ``!=`` holds.
+``account-sel`` is the account scope of `sequences.scopes`; conditions are those of
+`sequences.conditions` (values compare as text, case-insensitively; a missing or null field
+equals nothing, so ``!=`` holds).
 """
 
 from __future__ import annotations
 
 import random
 import re
-from typing import Any, Callable, NoReturn
+from typing import Callable, NoReturn
 
 from protocol.errors import ScopeError
+from sequences.conditions import holds, parse_conditions
 from sequences.scopes import AccountScope, AccountTarget, parse_scope_span
 
 Handler = Callable[[str, int, int, list[dict], list[dict], random.Random], "str | int | list[str]"]
 
 _KEYWORD = re.compile(r"\s+(\S+)(?:\s+|$)")
-_AND = re.compile(r"\s+and(?:\s+|$)")
-_CONDITION = re.compile(r"(?P<field>[^\s=!]*)\s*(?P<op>!=|==|=)\s*(?P<value>.*?)\s*$", re.S)
-_MISSING = object()
 
 
 def evaluate_function(text: str, phones: list[dict], accounts: list[dict],
@@ -94,9 +92,9 @@ def _count_accounts(text: str, start: int, end: int, phones: list[dict],
 
 def _filter_phones(text: str, start: int, end: int, phones: list[dict],
                    accounts: list[dict], rng: random.Random) -> list[str]:
-    conditions = _conditions(text, start, end, phones)
+    conditions = parse_conditions(text, start, end, phones)
     return [p["serial"] for p in phones
-            if all(_holds(p, path, op, value) for path, op, value in conditions)]
+            if all(holds(p, path, op, value) for path, op, value in conditions)]
 
 
 FUNCTIONS: dict[str, tuple[str, Handler]] = {
@@ -117,59 +115,6 @@ def _account_targets(name: str, text: str, start: int, end: int, phones: list[di
         _fail(text, start, f"{name} takes an account scope (e.g. 'account:tiktok.all@phone:all'),"
                            f" not a phone scope")
     return scope.resolve(phones, accounts)
-
-
-def _conditions(text: str, start: int, end: int,
-                phones: list[dict]) -> list[tuple[list[str], str, str]]:
-    parsed: list[tuple[list[str], str, str]] = []
-    bounds = [start] + [x for m in _AND.finditer(text, start, end) for x in (m.start(), m.end())]
-    bounds.append(end)
-    for c_start, c_end in zip(bounds[::2], bounds[1::2]):
-        segment = text[c_start:c_end]
-        pos = c_start + len(segment) - len(segment.lstrip())
-        if not segment.strip():
-            _fail(text, pos, "empty condition (expected FIELD=VALUE or FIELD!=VALUE)")
-        match = _CONDITION.match(text, pos, c_end)
-        if match is None:
-            _fail(text, pos, f"expected FIELD=VALUE or FIELD!=VALUE, got {segment.strip()!r}")
-        field = match.group("field")
-        if not field:
-            _fail(text, pos, "missing field name before the operator")
-        path = field.split(".")
-        if any(not key for key in path):
-            _fail(text, pos, f"empty key in field {field!r}")
-        # A field no phone has is a typo (profile.gendr), not a filter that matches nothing.
-        if phones and all(_lookup(p, path) is _MISSING for p in phones):
-            _fail(text, pos, f"no phone has field {field!r}")
-        value = match.group("value")
-        if not value:
-            _fail(text, match.start("value"), f"missing value after {match.group('op')!r} "
-                                              f"(quote it for an empty value: '\"\"')")
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
-            value = value[1:-1]
-        parsed.append((path, "!=" if match.group("op") == "!=" else "=", value))
-    return parsed
-
-
-def _lookup(row: Any, path: list[str]) -> Any:
-    for key in path:
-        if not isinstance(row, dict) or key not in row:
-            return _MISSING
-        row = row[key]
-    return row
-
-
-def _equals(value: Any, wanted: str) -> bool:
-    if value is _MISSING or value is None:
-        return False
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return any(_equals(v, wanted) for v in value)
-    return str(value).casefold() == wanted.casefold()
-
-
-def _holds(phone: dict, path: list[str], op: str, wanted: str) -> bool:
-    matched = _equals(_lookup(phone, path), wanted)
-    return matched if op == "=" else not matched
 
 
 def _names_hint() -> str:

@@ -39,12 +39,9 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Iterable, Literal, NamedTuple, NoReturn, Sequence, Union
+from typing import Callable, Iterable, Literal, NamedTuple, NoReturn, Protocol, Sequence, Union
 
 from protocol.errors import ScopeError
-
-if TYPE_CHECKING:
-    from sequences.groups import GroupBook
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +49,15 @@ ScopeKind = Literal["phones", "all", "all_except", "nodes"]
 AccountKind = Literal["accounts", "all", "all_except"]
 
 _CLIENT = "client:"
+
+
+class GroupScopes(Protocol):
+    """What `targets` needs of a group book (sequences.groups.GroupBook): resolving a
+    ``group:EXPR`` scope to targets. A Protocol, so this module never imports groups."""
+
+    def targets(self, scope: str, phones: Sequence[dict],
+                accounts: Sequence[dict]) -> list[tuple[str, str | None]]:
+        """``(serial, None)`` per phone of a phone group, ``(serial, ref)`` per account."""
 
 
 @dataclass(frozen=True)
@@ -282,7 +288,7 @@ def parse_phone_scope(text: str, *, why: str = "a phone scope is expected here")
 
 
 def targets(scope: str | Scope, phones: list[dict], accounts: list[dict],
-            groups: "GroupBook | None" = None,
+            groups: GroupScopes | None = None,
             retired: Sequence[dict] = ()) -> list[tuple[str, str | None]]:
     """What a runner iterates over, for either kind of scope: ``(serial, None)`` per phone
     of a phone scope, ``(serial, "platform.account_number")`` per account of an account
