@@ -5,7 +5,8 @@ each screen has validation regions (what identifies it) and actions (where to ta
 state that leads to). The extensions over spec 3.2 are all optional, so a spec-shaped file
 still loads: per region a reference crop, ``expected_text`` and a ``threshold``; per app its
 ``package`` and the ``screen_size`` that every coordinate refers to (frames of other sizes
-are scaled); per screen a ``reference_screenshot`` used by ``farm registry check``.
+are scaled); per screen a ``reference_screenshot`` used by ``farm registry check``; per
+action whether ``go_to`` may take it (``navigation``).
 
 These are plain msgspec Structs: decoding checks types, ``registry.load`` checks meaning
 (regions inside the screen, linked states that exist, files that exist) and reports every
@@ -40,12 +41,19 @@ class Region(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
 
 
 class ScreenAction(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
-    """A named place to act on a screen; ``linked_state`` is where it leads (None: stays/unknown)."""
+    """A named place to act on a screen; ``linked_state`` is where it leads (None: stays/unknown).
+
+    The actions with a ``linked_state`` are the app's map (``registry.navigation``). An action
+    that does more than move between screens, more than reaching its linked state implies
+    (posting, submitting a form with whatever it holds, switching the account), says
+    ``navigation: false``: a sequence's ``go_to`` never takes it on its way somewhere.
+    """
 
     name: str
     coordinates: Box
     action_type: Literal["tap", "long_tap", "swipe_up", "swipe_down", "swipe_left", "swipe_right"] = "tap"
     linked_state: str | None = None
+    navigation: bool = True
 
 
 class Screen(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):

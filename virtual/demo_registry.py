@@ -86,12 +86,14 @@ class RegionSpec:
 
 @dataclass(frozen=True)
 class ActionSpec:
-    """A state's action on one element; ``linked_state`` is where it leads in the same app."""
+    """A state's action on one element; ``linked_state`` is where it leads in the same app;
+    ``navigation`` False: it does more than move (go_to never takes it, registry.model)."""
 
     name: str
     element: str
     linked_state: str | None = None
     action_type: str = "tap"
+    navigation: bool = True
 
 
 @dataclass(frozen=True)
@@ -151,7 +153,7 @@ STATES: tuple[StateSpec, ...] = (
                RegionSpec("login_button", ("login",), margin=_EDGE)),
               (ActionSpec("username_field", "username"), ActionSpec("password_field", "password"),
                # Wrong credentials leave the form up under the login_failed interrupt.
-               ActionSpec("log_in", "login", "feed"))),
+               ActionSpec("log_in", "login", "feed", navigation=False))),
     StateSpec("clipshare", "feed",
               "ClipShare video feed: one video at a time, swipe up for the next; bottom nav bar.",
               # The title is what tells the feed from the profile, which has the same nav bar.
@@ -172,9 +174,9 @@ STATES: tuple[StateSpec, ...] = (
     StateSpec("clipshare", "account_switcher",
               "ClipShare account switcher: one button per saved account, or log in to another one.",
               (_TITLE, RegionSpec("add_account", ("add_account",))),
-              (ActionSpec("use_account_0", "account_0", "profile"),
-               ActionSpec("use_account_1", "account_1", "profile"),
-               ActionSpec("use_account_2", "account_2", "profile"),
+              (ActionSpec("use_account_0", "account_0", "profile", navigation=False),
+               ActionSpec("use_account_1", "account_1", "profile", navigation=False),
+               ActionSpec("use_account_2", "account_2", "profile", navigation=False),
                ActionSpec("add_account", "add_account", "login"))),
     StateSpec("clipshare", "upload",
               "ClipShare new post: pick one of three clips, write a caption, post.",
@@ -182,9 +184,10 @@ STATES: tuple[StateSpec, ...] = (
                RegionSpec("post_button", ("post",), margin=_EDGE)),
               (ActionSpec("pick_clip_1", "clip_1"), ActionSpec("pick_clip_2", "clip_2"),
                ActionSpec("pick_clip_3", "clip_3"), ActionSpec("caption_field", "caption"),
-               ActionSpec("post", "post", "profile"),
-               # Back to wherever upload was opened from (feed or profile).
-               ActionSpec("cancel", "cancel"))),
+               ActionSpec("post", "post", "profile", navigation=False),
+               # Back to wherever upload was opened from: the feed's Upload (its usual way
+               # in) or the profile's; go_to re-plans when it was the profile.
+               ActionSpec("cancel", "cancel", "feed"))),
     StateSpec("clipshare", "settings",
               "ClipShare settings: log out, or back to the profile.",
               (_TITLE, RegionSpec("buttons", ("logout", "back"), margin=_EDGE)),
@@ -368,7 +371,8 @@ def build() -> dict[str, tuple[App, dict[str, bytes]]]:
         spec = specs[APP_PACKAGES[s.app] or ""]
         regions = _regions(s.app, s.screen, list(s.regions), frame, spec, s.screen, files[s.app])
         actions = [ScreenAction(name=a.name, coordinates=_part_box(spec, s.screen, a.element),
-                                action_type=a.action_type, linked_state=a.linked_state)  # type: ignore[arg-type]
+                                action_type=a.action_type, linked_state=a.linked_state,  # type: ignore[arg-type]
+                                navigation=a.navigation)
                    for a in s.actions]
         shot = f"{s.app}/{s.screen}.png"
         files[s.app][shot] = encode_png(frame)
