@@ -86,6 +86,9 @@ class ActionEdit(msgspec.Struct, forbid_unknown_fields=True):
     action_type: Literal["tap", "long_tap", "swipe_up", "swipe_down", "swipe_left",
                          "swipe_right"] = "tap"
     linked_state: Annotated[str, Meta(max_length=64)] | None = None
+    # None: as the saved screen's action of that name has it (true for a new one), so a
+    # client that does not know the flag cannot turn go_to loose on a Post button.
+    navigation: bool | None = None
 
 
 class ScreenEdit(msgspec.Struct, forbid_unknown_fields=True):
@@ -290,8 +293,11 @@ class RegistryStore:
         shot = _png(frame)
         shot_rel = f"{app_key}/" + _content_name(screen_key, shot)
         files[shot_rel] = shot
+        was = {a.name: a.navigation for a in old.actions} if old is not None else {}
         actions = [ScreenAction(name=a.name, coordinates=a.coordinates, action_type=a.action_type,
-                                linked_state=a.linked_state) for a in edit.actions]
+                                linked_state=a.linked_state,
+                                navigation=was.get(a.name, True) if a.navigation is None
+                                else a.navigation) for a in edit.actions]
         screen = Screen(name=old.name if old is not None else screen_key,
                         description=edit.description, validation_regions=regions,
                         actions=actions, handler=edit.handler, reference_screenshot=shot_rel)

@@ -311,6 +311,7 @@ def test_region_drawn_in_edit_mode_is_saved_to_the_registry(farm, page):
     drag(0.6, 0.5, 0.8, 0.55)                  # an action box leading to the home state
     names.nth(1).fill("open_home")
     page.locator("#editor-boxes tr").nth(2).locator("select").nth(1).select_option("home")
+    page.locator("#editor-boxes tr").nth(2).locator("input[type=checkbox]").uncheck()  # go_to
     page.click("#editor-save")
     page.wait_for_function("document.querySelector('#editor-result').textContent.length > 0")
     result = page.inner_text("#editor-result")
@@ -323,6 +324,7 @@ def test_region_drawn_in_edit_mode_is_saved_to_the_registry(farm, page):
     assert near(region["coordinates"], (108, 288, 648, 432)), region
     (action,) = saved["actions"]
     assert action["name"] == "open_home" and action["linked_state"] == "home"
+    assert action["navigation"] is False
     assert near(action["coordinates"], (648, 1200, 864, 1320)), action
     # The probe matches the home screen too: drop it, or home becomes ambiguous (unknown).
     urllib.request.urlopen(urllib.request.Request(

@@ -238,3 +238,21 @@ async def test_sync_reports_an_app_over_the_message_limit(store):
     assert [e[2]["app"] for e in failed] == ["clipshare"]  # the big one; the others went
     assert "over the limit of 500000 bytes" in failed[0][2]["error"]
     assert sorted(body.app for _, body in hub.link.sent) == ["global", "launcher"]
+
+
+async def test_an_actions_navigation_flag_is_saved_and_kept_when_an_edit_omits_it(tmp_path, store):
+    # The upload screen's Post is navigation: false (go_to never posts on its way somewhere);
+    # a client that knows nothing of the flag must not turn it back on by saving the screen.
+    upload = store.registry.apps["clipshare"].states["upload"]
+    actions = [{"name": a.name, "coordinates": list(a.coordinates),
+                "linked_state": a.linked_state} for a in upload.actions]
+    await store.save_screen("clipshare", "upload", edit(actions=actions), frame_png())
+    saved = {a.name: a.navigation for a in
+             load_registry(tmp_path / "registry").apps["clipshare"].states["upload"].actions}
+    assert saved["post"] is False and saved["cancel"] is True
+    actions[0]["navigation"] = False  # pick_clip_1, said explicitly
+    actions[4]["navigation"] = True   # post, said explicitly
+    await store.save_screen("clipshare", "upload", edit(actions=actions), frame_png())
+    saved = {a.name: a.navigation for a in
+             load_registry(tmp_path / "registry").apps["clipshare"].states["upload"].actions}
+    assert saved["pick_clip_1"] is False and saved["post"] is True

@@ -64,7 +64,7 @@ function loadBoxes(regions, actions) {
   const box = (c) => [c[0] * kx, c[1] * ky, c[2] * kx, c[3] * ky];
   ed.boxes = [
     ...regions.map((r) => ({ type: "region", name: r.name, c: box(r.coordinates), ocr_enabled: !!r.ocr_enabled, expected_text: r.expected_text || "" })),
-    ...actions.map((a) => ({ type: "action", name: a.name, c: box(a.coordinates), action_type: a.action_type || "tap", linked_state: a.linked_state || "" })),
+    ...actions.map((a) => ({ type: "action", name: a.name, c: box(a.coordinates), action_type: a.action_type || "tap", linked_state: a.linked_state || "", navigation: a.navigation !== false })),
   ];
   ed.active = -1;
   renderTable();
@@ -145,7 +145,10 @@ function renderTable() {
             el("input", { type: "text", value: b.expected_text, placeholder: "expected text", oninput: set("expected_text"), style: "width:9em" }))
         : el("span", {}, el("select", { onchange: set("action_type") }, ...["tap", "long_tap", "swipe_up", "swipe_down", "swipe_left", "swipe_right"].map((t) => el("option", { value: t, selected: t === b.action_type }, t))),
             " → ", el("select", { onchange: set("linked_state") }, el("option", { value: "" }, "(no linked state)"),
-              ...states.map((s) => el("option", { value: s, selected: s === b.linked_state }, s))));
+              ...states.map((s) => el("option", { value: s, selected: s === b.linked_state }, s))),
+            // Off for actions that do more than move (post, log in, switch account): go_to never takes them.
+            el("label", { title: "go_to may take this action on its way to another screen" },
+              el("input", { type: "checkbox", checked: b.navigation !== false, onchange: set("navigation") }), " go_to"));
       return el("tr", { class: i === ed.active ? "active" : "", onclick: () => { ed.active = i; draw(); highlightRow(); } },
         el("td", {}, b.type === "region" ? "region" : "action"),
         el("td", {}, el("input", { type: "text", value: b.name, oninput: set("name"), "aria-label": "box name" })),
@@ -218,7 +221,7 @@ function bindCanvas(canvas) {
       const kind = ed.tool;
       const n = ed.boxes.filter((b) => b.type === kind).length + 1;
       ed.boxes.push(kind === "region" ? { type: "region", name: `region_${n}`, c: [fx, fy, fx, fy], ocr_enabled: false, expected_text: "" }
-        : { type: "action", name: `action_${n}`, c: [fx, fy, fx, fy], action_type: "tap", linked_state: "" });
+        : { type: "action", name: `action_${n}`, c: [fx, fy, fx, fy], action_type: "tap", linked_state: "", navigation: true });
       ed.active = ed.boxes.length - 1;
       ed.drag = { i: ed.active, mode: "resize", ix: 2, iy: 3, created: true };
     }
@@ -274,7 +277,7 @@ export function screenBody() {
     handler: handler || null,
     frame: ed.serial ? { serial: ed.serial } : { unknown_screen: ed.unknown.id },
     regions: ed.boxes.filter((b) => b.type === "region").map((b) => ({ name: b.name, coordinates: coords(b.c), ocr_enabled: !!b.ocr_enabled, expected_text: b.expected_text || null })),
-    actions: ed.boxes.filter((b) => b.type === "action").map((b) => ({ name: b.name, coordinates: coords(b.c), action_type: b.action_type, linked_state: b.linked_state || null })),
+    actions: ed.boxes.filter((b) => b.type === "action").map((b) => ({ name: b.name, coordinates: coords(b.c), action_type: b.action_type, linked_state: b.linked_state || null, navigation: b.navigation !== false })),
     reason: form.querySelector("[name=reason]").value || "edited in the web console",
   };
 }
