@@ -15,18 +15,17 @@ import posixpath
 import stat
 import struct
 import weakref
-from typing import TYPE_CHECKING, Any
+from typing import Any, Callable, Protocol
 from xml.sax.saxutils import quoteattr
 
 import orjson
 
 from actors.node.device.keycodes import key_code, key_name
 from virtual.apk import ApkError, read_apk
-from virtual.fs import FsError
+from virtual.fs import FsError, VirtualFS
 from virtual.shell import SHELL_NAME, CommandFunc, CommandResult, Stdin, fail, ok
-
-if TYPE_CHECKING:
-    from virtual.phone import VirtualPhone
+from virtual.touch import Touchscreen
+from virtual.ui import PhoneUI
 
 # Android's screencap raw header since API 28: width, height, pixel format, colour space.
 RAW_HEADER = struct.Struct("<IIII")
@@ -45,10 +44,38 @@ def _num(text: str) -> int:
     return int(round(float(text)))
 
 
+class CommandedPhone(Protocol):
+    """What the shell commands read and change of their phone (virtual.phone.VirtualPhone,
+    which owns the command table and so imports this module)."""
+
+    seed: int
+    width: int
+    height: int
+    density: int
+    clock: Callable[[], float]
+    ui: PhoneUI
+    fs: VirtualFS
+    touch: Touchscreen  # `input motionevent`
+    props: dict[str, str]
+    settings: dict[str, dict[str, str]]  # namespace -> key -> value
+    size_override: tuple[int, int] | None  # `wm size WxH`
+    slow_ms: int  # `vphone slow`
+    uiautomator: bool  # `vphone uiautomator off`
+    input_log: list[dict]
+    install_sessions: dict[int, dict[str, bytes]]  # `pm install-create` .. `install-commit`
+    user_packages: dict[str, list[str]]  # installed package -> its split names
+
+    def log_input(self, kind: str, **fields: Any) -> None:
+        """Append one entry to the input log."""
+
+    def schedule_unplug(self, seconds: float) -> None:
+        """`vphone unplug`: drop off the adb server for ``seconds``."""
+
+
 class PhoneCommands:
     """The command table of one virtual phone; each ``cmd_NAME`` is a shell command."""
 
-    def __init__(self, phone: "VirtualPhone") -> None:
+    def __init__(self, phone: CommandedPhone) -> None:
         self.phone = phone
         self._next_session = 1000 + phone.seed % 1000
         self._raw_cache: tuple[weakref.ref, bytes] | None = None
