@@ -1,5 +1,5 @@
 """`farm registry check`'s analysis: does every screen's reference screenshot identify as
-that screen, and nothing else?
+that screen, and nothing else? Can an action lead to every state?
 
 Owns the cross-check of a valid registry against its own reference screenshots (loading and
 per-file validation are ``registry.load``'s). Each screen's ``reference_screenshot`` is run
@@ -14,6 +14,8 @@ global section):
 - a *dead screen*: it does not match its own reference screenshot (an error: it will not be
   recognised on a phone either), or it has none (a warning: nothing checks it; the line
   names the other screenshots that match it, if any).
+- an *unreachable* state (a warning): no action's ``linked_state`` leads to it, or only
+  actions ``go_to`` does not take (``registry.navigation``): a go_to cannot walk there.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from dataclasses import dataclass, field
 from registry.load import load_registry, resolve_path
 from registry.match import Matcher, ScreenMatch, load_image
 from registry.model import Registry, ScreenRef
+from registry.navigation import hops_from, screen_names, unreachable
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +61,36 @@ class DeadScreen:
         return f"{'warning' if self.warning else 'dead'}: {self.screen.label()}: {self.reason}"
 
 
+@dataclass(frozen=True)
+class Unreachable:
+    """A state no action leads to; ``through``: the lines of the only actions that do, none
+    of which go_to takes (empty: no action at all)."""
+
+    screen: ScreenRef
+    through: tuple[str, ...] = ()
+
+    def line(self) -> str:
+        if self.through:
+            return (f"warning: unreachable by go_to: {self.screen.label()}: only actions with "
+                    f"navigation: false lead to it ({', '.join(self.through)})")
+        return (f"warning: unreachable: {self.screen.label()}: no action's linked_state leads "
+                "to it; a go_to can only start there")
+
+
+def unreachable_states(registry: Registry) -> list[Unreachable]:
+    """Every app's states that no action leads to, then those only non-navigation ones do."""
+    out: list[Unreachable] = []
+    for app_key, app in registry.apps.items():
+        never = unreachable(app)
+        out += [Unreachable(ScreenRef(app_key, "state", key)) for key in never]
+        for key in unreachable(app, navigation_only=True):
+            if key not in never:
+                through = tuple(h.line(app_key) for s in screen_names(app)
+                                for h in hops_from(app, s, every_action=True) if h.target == key)
+                out.append(Unreachable(ScreenRef(app_key, "state", key), through))
+    return out
+
+
 @dataclass
 class CheckReport:
     """What ``check_registry`` found; ``clean`` when nothing but warnings."""
@@ -66,6 +99,7 @@ class CheckReport:
     frames_checked: int = 0
     conflicts: list[Conflict] = field(default_factory=list)
     dead: list[DeadScreen] = field(default_factory=list)
+    unreachable: list[Unreachable] = field(default_factory=list)
 
     @property
     def ambiguities(self) -> list[Conflict]:
@@ -76,7 +110,8 @@ class CheckReport:
         return not self.conflicts and all(d.warning for d in self.dead)
 
     def lines(self) -> list[str]:
-        return [c.line() for c in self.conflicts] + [d.line() for d in self.dead]
+        return [c.line() for c in self.conflicts] + [d.line() for d in self.dead] \
+            + [u.line() for u in self.unreachable]
 
 
 def describe(match: ScreenMatch) -> str:
@@ -118,6 +153,7 @@ def check_registry(path: str | os.PathLike, reader=None) -> CheckReport:
             report.dead.append(DeadScreen(
                 ref, f"does not match its own reference screenshot {shot}; {others} (`farm "
                      f"registry identify {shot} --app {ref.app} --explain` shows the scores)"))
+    report.unreachable = unreachable_states(registry)
     log.info("registry checked root=%s frames=%d conflicts=%d dead=%d", registry.root,
              report.frames_checked, len(report.conflicts),
              sum(not d.warning for d in report.dead))

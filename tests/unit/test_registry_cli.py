@@ -102,6 +102,23 @@ def test_clean_registry_checks_clean(tmp_path: Path) -> None:
     assert report.clean, report.lines()
     assert report.frames_checked == 4
     assert report.conflicts == [] and report.dead == []
+    # home --open--> detail, and nothing leads to home: a warning, not a problem.
+    assert [u.screen for u in report.unreachable] == [ScreenRef("demo", "state", "home")]
+    assert report.lines() == ["warning: unreachable: demo/home: no action's linked_state leads "
+                              "to it; a go_to can only start there"]
+
+
+def test_states_only_non_navigation_actions_reach_are_unreachable_by_go_to(tmp_path: Path) -> None:
+    build(tmp_path)
+    app = json.loads((tmp_path / "demo.json").read_text())
+    app["states"]["home"]["actions"][0]["navigation"] = False
+    app["states"]["detail"]["actions"] = [{"name": "back", "coordinates": [0, 200, 120, 240],
+                                           "linked_state": "home"}]
+    (tmp_path / "demo.json").write_text(json.dumps(app))
+    report = check_registry(tmp_path)
+    assert report.clean
+    assert report.lines() == ["warning: unreachable by go_to: demo/detail: only actions with "
+                              "navigation: false lead to it (demo/home --open--> demo/detail)"]
 
 
 def test_ambiguity_and_dead_screens_are_reported(tmp_path: Path) -> None:
@@ -132,7 +149,8 @@ def test_cli_check_clean(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     build(tmp_path)
     code, lines, _ = farm(capsys, "registry", "check", str(tmp_path))
     assert code == 0
-    assert len(lines) == 1 and lines[0].startswith(f"{tmp_path}: ok: 2 apps, 4 screens, 4 screenshots")
+    assert len(lines) == 2 and lines[0].startswith("warning: unreachable: demo/home: ")
+    assert lines[1].startswith(f"{tmp_path}: ok: 2 apps, 4 screens, 4 screenshots")
 
 
 def test_cli_check_problems_exit_1(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
