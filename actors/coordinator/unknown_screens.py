@@ -5,7 +5,8 @@ node, app, the screen before, the last action, registry version, how often it wa
 distinct screen. Screens are deduplicated by a perceptual hash, so the same unregistered
 dialog on sixty phones is one entry seen sixty times. Entry ids are ``<node>-<seq>`` of the
 journaled event that brought the frame, so a replayed event is stored once.
-Also owns `ScreenFingerprint`, which phone actors use to report each unknown screen once.
+Screens are compared by registry.fingerprint (which phone actors use too, to report each
+unknown screen once).
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -22,59 +22,11 @@ import orjson
 
 from protocol.errors import FarmError, ValidationError
 from protocol.files import confined, write_atomic
+from registry.fingerprint import SAME_SCREEN_BITS, ScreenFingerprint, hash_distance
 
 log = logging.getLogger(__name__)
 
-HASH_GRID = 16
-# Hash distance at or below which two frames count as the same screen (of 256 bits).
-SAME_SCREEN_BITS = 16
 _ID = re.compile(r"[A-Za-z0-9_.:-]{1,200}")  # fullmatch: `$` would let a trailing newline in
-
-
-def perceptual_hash(frame: np.ndarray) -> int:
-    """256-bit average hash of an RGB(A) or grey frame of any size: robust to compression
-    noise, scaling and small content changes, different for a different layout. (A
-    difference hash is blind to full-width bars, which is what app screens are made of.)"""
-    small = cv2.resize(frame, (HASH_GRID, HASH_GRID), interpolation=cv2.INTER_AREA)
-    if small.ndim == 3:
-        small = cv2.cvtColor(small, cv2.COLOR_RGBA2GRAY if small.shape[2] == 4 else cv2.COLOR_RGB2GRAY)
-    bits = np.packbits((small > small.mean()).flatten())
-    return int.from_bytes(bits.tobytes(), "big")
-
-
-def hash_distance(a: int, b: int) -> int:
-    return (a ^ b).bit_count()
-
-
-# The hash alone sees layout: popups of one app share a box over the same dimmed screen and
-# differ only in their text (ClipShare's rate-us, video-options and update dialogs hash the
-# same), so a close hash is confirmed on a quarter-size grey frame. Different dialog texts
-# change 1.1-1.4% of its pixels by more than DETAIL_LEVELS; a new clock time 0.03%.
-DETAIL_SIZE = (270, 600)
-DETAIL_LEVELS = 64
-SAME_SCREEN_DETAIL = 0.004
-
-
-@dataclass(frozen=True, eq=False)
-class ScreenFingerprint:
-    """A frame's identity for deduplication: its perceptual hash (cheap, compared first) and
-    a quarter-size grey copy (compared when the hashes are close)."""
-
-    phash: int
-    detail: np.ndarray
-
-    @classmethod
-    def of(cls, frame: np.ndarray) -> "ScreenFingerprint":
-        small = cv2.resize(frame, DETAIL_SIZE, interpolation=cv2.INTER_AREA)
-        if small.ndim == 3:
-            small = cv2.cvtColor(small, cv2.COLOR_RGBA2GRAY if small.shape[2] == 4 else cv2.COLOR_RGB2GRAY)
-        return cls(perceptual_hash(frame), small)
-
-    def same_screen(self, other: "ScreenFingerprint | None") -> bool:
-        if other is None or hash_distance(self.phash, other.phash) > SAME_SCREEN_BITS:
-            return False
-        changed = cv2.absdiff(self.detail, other.detail) > DETAIL_LEVELS
-        return float(changed.mean()) <= SAME_SCREEN_DETAIL
 
 
 class UnknownScreenQueue:

@@ -26,8 +26,8 @@ from actors.node.bridge import BridgedActor, Call, Deferred, tell_quietly
 from actors.node.capture import CaptureScheduler
 from actors.node.device.driver import DeviceDriver
 from actors.node.matcher import Identification
-from actors.coordinator.unknown_screens import ScreenFingerprint
 from protocol.errors import DeviceError, DeviceGone, FarmError, PhoneLocked, ValidationError
+from registry.fingerprint import ScreenFingerprint
 
 log = logging.getLogger(__name__)
 

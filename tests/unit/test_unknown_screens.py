@@ -6,8 +6,9 @@ import cv2
 import numpy as np
 import pytest
 
-from actors.coordinator.unknown_screens import SAME_SCREEN_BITS, UnknownScreenQueue, hash_distance, perceptual_hash
+from actors.coordinator.unknown_screens import UnknownScreenQueue
 from protocol.errors import FarmError, ValidationError
+from registry.fingerprint import SAME_SCREEN_BITS, hash_distance, perceptual_hash
 
 
 def screen_png(label: str, noise: int = 0) -> bytes:
