@@ -12,8 +12,8 @@ error; ``request: <JSON path>`` for an API object), e.g.
 
 Checks beyond the types of ``sequences.model``: a tap names (x and y) xor a registry action
 that exists; screens are registry labels that exist (``clipshare/feed``,
-``clipshare/interrupt:rate_us``, ``global/interrupt:low_battery``); a sleep is ``seconds``
-xor ``min_s <= max_s``; timeouts and durations are positive; accounts read
+``clipshare/interrupt:rate_us``, ``global/interrupt:low_battery``; a go_to's is a state); a
+sleep is ``seconds`` xor ``min_s <= max_s``; timeouts and durations are positive; accounts read
 ``platform.account_number``; keys are Android key names or codes; texts parse as variable
 templates (``sequences.variables``, when present).
 """
@@ -280,6 +280,18 @@ class _Checker:
             repeat = s.get("repeat", 1)
             if isinstance(repeat, int) and not 1 <= repeat <= MAX_KEY_REPEAT:
                 self.problem(at("repeat"), f"must be 1..{MAX_KEY_REPEAT}, got {repeat}")
+        elif kind == "go_to":
+            if "screen" not in s:
+                self.problem(path, "a go_to step needs a screen (a state, e.g. clipshare/feed)")
+            elif isinstance(s["screen"], str):
+                if (m := _SCREEN.fullmatch(s["screen"])) and m["interrupt"]:
+                    self.problem(at("screen"), "a go_to leads to a state, not an interrupt "
+                                               "(interrupts show up on their own)")
+                else:
+                    self.check_screen(s["screen"], at("screen"))
+            if (v := number("timeout_s")) is not None and v <= 0:
+                self.problem(at("timeout_s"), f"must be > 0, got {v}")
+            self.at_most(at("timeout_s"), number("timeout_s"), MAX_WAIT_S)
         elif kind in ("wait_for_screen", "expect_screen", "if_screen"):
             if "screen" not in s:
                 self.problem(path, f"a {kind} step needs a screen (e.g. clipshare/feed)")

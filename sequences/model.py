@@ -82,6 +82,17 @@ class WaitForScreenStep(_Step, tag="wait_for_screen", frozen=True):
     timeout_s: float = 10.0
 
 
+class GoToStep(_Step, tag="go_to", frozen=True):
+    """Get to the state ``screen`` from whatever screen of its app the phone shows: the
+    shortest route of registry actions (``registry.navigation``), taken one action at a time
+    and planned again from wherever each one really led (popups cleared on the way). Fails
+    naming the path tried when no route is left, after ``2 x`` the app's states in actions,
+    or after ``timeout_s``."""
+
+    screen: str = ""
+    timeout_s: float = 60.0
+
+
 class ExpectScreenStep(_Step, tag="expect_screen", frozen=True):
     """The phone must show ``screen`` now (after the usual settle): else the step fails."""
 
@@ -117,11 +128,11 @@ class IfScreenStep(_Step, tag="if_screen", frozen=True):
     otherwise: list["Step"] = msgspec.field(default_factory=list)
 
 
-Step = Union[TapStep, LongTapStep, SwipeStep, TypeStep, KeyStep, WaitForScreenStep,
+Step = Union[TapStep, LongTapStep, SwipeStep, TypeStep, KeyStep, WaitForScreenStep, GoToStep,
              ExpectScreenStep, LaunchAppStep, SwitchAccountStep, SleepStep, IfScreenStep]
 
-STEP_TYPES = ("tap", "long_tap", "swipe", "type", "key", "wait_for_screen", "expect_screen",
-              "launch_app", "switch_account", "sleep", "if_screen")
+STEP_TYPES = ("tap", "long_tap", "swipe", "type", "key", "wait_for_screen", "go_to",
+              "expect_screen", "launch_app", "switch_account", "sleep", "if_screen")
 
 
 class RetryPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):

@@ -304,6 +304,7 @@ def step_fields(kind: str, steps: st.SearchStrategy) -> st.SearchStrategy[dict[s
                 "repeat": COORD},
         "wait_for_screen": {"screen": SCREEN, "timeout_s": NUMBERS},
         "expect_screen": {"screen": SCREEN},
+        "go_to": {"screen": SCREEN, "timeout_s": NUMBERS},
         "launch_app": {"app": st.sampled_from(["clipshare", "global", "nope"]),
                        "package": st.sampled_from(["com.x.y", "x", "1.a"])},
         "switch_account": {"account": st.one_of(st.sampled_from(

@@ -224,3 +224,36 @@ def test_swipe_along_a_path_is_checked_and_kept() -> None:
     assert any(p.startswith("request: $.steps[1].path: its ends must be") and "y2 is 100" in p
                for p in problems), problems
     assert any(p.startswith("request: $.steps[2].path: needs 2..64 points") for p in problems), problems
+
+
+def test_go_to_names_a_state_the_registry_has() -> None:
+    from sequences.model import GoToStep
+
+    seq = parse_sequence({"name": "x", "app": "clipshare", "steps": [
+        {"type": "go_to", "screen": "clipshare/login"},
+        {"type": "go_to", "screen": "launcher/home", "timeout_s": 5}]})
+    assert seq.steps[0] == GoToStep(screen="clipshare/login", timeout_s=60.0)
+    assert seq.steps[1].timeout_s == 5
+
+    def problems(step: dict) -> list[str]:
+        with pytest.raises(ValidationErrors) as exc:
+            parse_sequence({"name": "x", "app": "clipshare", "steps": [
+                {"type": "key", "key": "HOME"}, step]})
+        return _problems(exc)
+
+    [p] = problems({"type": "go_to", "screen": "clipshare/logn"})
+    assert p.startswith("request: $.steps[1].screen: screen 'clipshare/logn': app 'clipshare' "
+                        "has no state 'logn'")
+    [p] = problems({"type": "go_to", "screen": "clipshare/interrupt:rate_us"})
+    assert p.startswith("request: $.steps[1].screen: a go_to leads to a state, not an "
+                        "interrupt")
+    [p] = problems({"type": "go_to", "screen": "login"})
+    assert p.startswith("request: $.steps[1].screen: not a screen label")
+    [p] = problems({"type": "go_to"})
+    assert p.startswith("request: $.steps[1]: a go_to step needs a screen")
+    [p] = problems({"type": "go_to", "screen": "clipshare/login", "timeout_s": 0})
+    assert p.startswith("request: $.steps[1].timeout_s: must be > 0")
+    [p] = problems({"type": "go_to", "screen": "clipshare/login", "timeout_s": 1e9})
+    assert p.startswith("request: $.steps[1].timeout_s: must be <= 86400")
+    [p] = problems({"type": "go_to", "screen": "clipshare/login", "then": []})
+    assert p.startswith("request: $.steps[1].then: unknown field 'then' for a go_to step")
