@@ -12,6 +12,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from actors.node.device.adb_server import AdbServer, kill_adb_server, start_private_adb_server  # noqa: E402
+from actors.store.farm_db import FarmDB  # noqa: E402
 from virtual.farm import FarmSpec, VirtualFarm  # noqa: E402
 from virtual.model_server import ScriptedModel  # noqa: E402
 
@@ -36,6 +37,14 @@ def run_adb(server: AdbServer, *args: str, timeout: float = 60, input: bytes | N
     """The real `adb` command line against ``server``."""
     return subprocess.run(["adb", "-P", str(server.port), *args], capture_output=True,
                           timeout=timeout, input=input)
+
+
+@pytest.fixture
+async def db(tmp_path: Path) -> FarmDB:
+    """A real farm database (SQLite) in the test's temp dir."""
+    farm = await FarmDB.open(tmp_path / "farm.sqlite3")
+    yield farm
+    await farm.close()
 
 
 @pytest.fixture

@@ -87,13 +87,6 @@ def test_encryption_round_trip_per_organization_and_wrong_key_names_the_key_id()
 
 
 @pytest.fixture
-async def db(tmp_path: Path):
-    farm = await FarmDB.open(tmp_path / "farm.sqlite3")
-    yield farm
-    await farm.close()
-
-
-@pytest.fixture
 async def models():
     a, b = ScriptedModel([reply_text("from A")]), ScriptedModel([reply_text("from B")])
     await a.start()

@@ -22,13 +22,6 @@ S1, S2, S3 = "127.0.0.1:40123", "127.0.0.1:40124", "R58M123ABC"
 
 
 @pytest.fixture
-async def db(tmp_path: Path):
-    farm = await FarmDB.open(tmp_path / "farm.db")
-    yield farm
-    await farm.close()
-
-
-@pytest.fixture
 def hub(db: FarmDB) -> FakeHub:
     hub = FakeHub()
     hub.db = db

@@ -23,13 +23,6 @@ from tests.api_call import call  # noqa: E402
 
 
 @pytest.fixture
-async def db(tmp_path: Path):
-    farm = await FarmDB.open(tmp_path / "farm.db")
-    yield farm
-    await farm.close()
-
-
-@pytest.fixture
 async def hub(db: FarmDB) -> FakeHub:
     hub = FakeHub()
     hub.db = db

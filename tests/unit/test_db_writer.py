@@ -15,13 +15,6 @@ from actors.store.farm_db import FarmDB
 from actors.store.db_writer import SingleWriter
 
 
-@pytest.fixture()
-async def db(tmp_path):
-    farm = await FarmDB.open(tmp_path / "farm.sqlite3")
-    yield farm
-    await farm.close()
-
-
 async def test_concurrent_writes_commit_in_few_batches(db: FarmDB) -> None:
     writer: SingleWriter = db._writer  # type: ignore[assignment]
     before = writer.batches

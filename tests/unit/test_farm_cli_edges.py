@@ -144,13 +144,6 @@ async def test_run_wait_gives_up_after_the_reconnect_window(capsys, monkeypatch)
 
 
 @pytest.fixture
-async def db(tmp_path: Path):
-    farm = await FarmDB.open(tmp_path / "farm.db")
-    yield farm
-    await farm.close()
-
-
-@pytest.fixture
 async def group_server(db: FarmDB):
     hub = FakeHub()
     hub.db = db

@@ -12,13 +12,6 @@ from actors.store.farm_db import SCHEMA_VERSION, FarmDB, seed_demo
 from protocol.errors import FarmError, ValidationError
 
 
-@pytest.fixture
-async def db(tmp_path):
-    farm = await FarmDB.open(tmp_path / "farm.sqlite3")
-    yield farm
-    await farm.close()
-
-
 async def test_migrations_apply_on_a_fresh_file_and_reopen_is_a_no_op(tmp_path):
     path = tmp_path / "sub" / "farm.sqlite3"
     db = await FarmDB.open(path)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import pytest
 
-from actors.store.farm_db import FarmDB
 from actors.coordinator.phone_pause import PAUSE_HOLDER, PhonePauses
 
 
@@ -38,13 +37,6 @@ class HubStandIn:
 
     def emit(self, event: str, node, serial, data: dict) -> None:
         self.events.append((event, node, serial, data))
-
-
-@pytest.fixture
-async def db(tmp_path):
-    farm = await FarmDB.open(tmp_path / "farm.sqlite3")
-    yield farm
-    await farm.close()
 
 
 async def test_pause_is_kept_refused_held_and_resumed(db) -> None:

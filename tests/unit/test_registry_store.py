@@ -19,13 +19,6 @@ from registry.model import ScreenRef
 
 
 @pytest.fixture
-async def db(tmp_path: Path):
-    farm = await FarmDB.open(tmp_path / "farm.db")
-    yield farm
-    await farm.close()
-
-
-@pytest.fixture
 def store(tmp_path: Path, db: FarmDB) -> RegistryStore:
     s = RegistryStore.open(tmp_path / "registry", db)
     s.changes = []
