@@ -191,7 +191,7 @@ async def test_dropped_jobs_take_their_executions_with_them_and_reload_alike(env
     await service.step()
     assert len(runs.started) == 60
     # Only the latest occurrence (two phones) is kept, in the core and in the map.
-    assert len(service._core().state.jobs) <= 2 and len(service.executions) <= 2
+    assert len(service.core().state.jobs) <= 2 and len(service.executions) <= 2
     assert service.view("r")["jobs"] == {"completed": 60}
     saved = await db.load_scheduler_rows()
     assert sum(map(len, saved.values())) < 5_000
@@ -215,7 +215,7 @@ async def test_a_finished_schedule_leaves_the_live_state_and_still_answers(env, 
     await db.update_execution("ex-1", status="completed")
     clock.advance(2)
     await service.step()
-    core = service._core().state
+    core = service.core().state
     assert "a" not in core.schedules and not core.jobs  # pruned: the events are its record
     assert service.view("a")["jobs"] == {"completed": 1}
     assert service.view("a")["status"] == "completed"

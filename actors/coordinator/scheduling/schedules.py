@@ -139,7 +139,7 @@ class ScheduleService:
         self._closing = False
         self._wake = asyncio.Event()
         # The tick awaits dispatches; API changes wait for it so the state is never half-way.
-        self._lock = asyncio.Lock()
+        self.lock = asyncio.Lock()
         self.workflows = WorkflowRunner(self, db)
         # Pruned finished schedules, oldest first (at most FINISHED_KEPT).
         self.finished: dict[str, ScheduleRow] = {}
@@ -256,11 +256,11 @@ class ScheduleService:
     async def step(self) -> list[Event]:
         """One round: report ended executions to the core, tick, save if anything changed.
         Returns the tick's events."""
-        async with self._lock:
-            sched = self._core()
+        async with self.lock:
+            sched = self.core()
             finished = await self._reconcile(sched)
             events = await sched.tick()
-            await self._save(force=finished)
+            await self.save(force=finished)
             self._forget_dropped(sched)
         for event in events:
             if event.kind == "error":
@@ -350,11 +350,11 @@ class ScheduleService:
             del self.executions[job_id]
 
     # --- persistence -------------------------------------------------------------------------
-    async def _save(self, force: bool = False) -> None:
+    async def save(self, force: bool = False) -> None:
         """Write what changed since the last save (rows of the changed and gone schedules
         and jobs, the core row, the finished schedules) with the new events, in one
         transaction; then the workflow records."""
-        sched = self._core()
+        sched = self.core()
         events = sched.take_events()
         changes = sched.take_changes()
         finished = sched.take_finished()
@@ -403,14 +403,14 @@ class ScheduleService:
         await self.workflows.sync()
 
     # --- operations (the control API) --------------------------------------------------------
-    def _core(self) -> Scheduler:
+    def core(self) -> Scheduler:
         if self.scheduler is None:
             raise FarmError("the scheduler is not started")
         return self.scheduler
 
     async def add(self, schedule: Schedule) -> dict:
         """Register a schedule (id generated when empty); ValidationError names the field."""
-        sched = self._core()
+        sched = self.core()
         if not schedule.id:
             schedule.id = f"sch-{uuid.uuid4().hex[:10]}"
         if not _ID.fullmatch(schedule.id):
@@ -442,9 +442,9 @@ class ScheduleService:
             # Off the loop: checking draws a window's times (then kept) and steps its cron.
             await asyncio.to_thread(validate, schedule)
             refuse_past(schedule, self.clock())
-            async with self._lock:
+            async with self.lock:
                 sched.add(schedule)
-                await self._save(force=True)
+                await self.save(force=True)
         except ScheduleInvalid as exc:
             raise ValidationError(exc.field, str(exc)) from None
         log.info("schedule=%s added: %s %s on %s", schedule.id, schedule.type,
@@ -455,11 +455,11 @@ class ScheduleService:
     def schedules(self) -> list[dict]:
         """Every schedule (`view`), by id: the live ones and the kept finished ones."""
         return [self.view(sid)
-                for sid in sorted({*self._core().state.schedules, *self.finished})]
+                for sid in sorted({*self.core().state.schedules, *self.finished})]
 
     def view(self, schedule_id: str) -> dict:
         """A schedule with its status, next fire time, fired count and its jobs by status."""
-        state = self._core().state
+        state = self.core().state
         if schedule_id not in state.schedules:
             if schedule_id in self.finished:
                 row = self.finished[schedule_id]
@@ -475,7 +475,7 @@ class ScheduleService:
 
     async def control(self, schedule_id: str, action: str) -> dict:
         """``pause``, ``resume`` or ``cancel`` a schedule."""
-        sched = self._core()
+        sched = self.core()
         if schedule_id not in sched.state.schedules:
             if schedule_id in self.finished and action in ("pause", "resume", "cancel"):
                 status = self.finished[schedule_id].schedule.status
@@ -483,12 +483,12 @@ class ScheduleService:
             raise ScheduleNotFound(f"schedule {schedule_id!r}: no such schedule")
         if action not in ("pause", "resume", "cancel"):
             raise ValidationError("action", f"{action!r}: expected pause, resume or cancel")
-        async with self._lock:
+        async with self.lock:
             status = sched.state.schedules[schedule_id].status
             if status in ENDED and action != "cancel":
                 raise ValidationError(f"schedule {schedule_id}", f"is {status}")
             getattr(sched, action)(schedule_id)
-            await self._save(force=True)
+            await self.save(force=True)
         log.info("schedule=%s %s", schedule_id, action)
         self.wake()
         return self.view(schedule_id)
@@ -497,7 +497,7 @@ class ScheduleService:
         """What the scheduler did for a schedule, oldest first; a finished schedule (pruned
         from the live state) answers from its stored events."""
         rows = await self.db.schedule_events(schedule_id, limit)
-        if (not rows and schedule_id not in self._core().state.schedules
+        if (not rows and schedule_id not in self.core().state.schedules
                 and schedule_id not in self.finished):
             raise ScheduleNotFound(f"schedule {schedule_id!r}: no such schedule")
         for row in rows:

@@ -100,22 +100,22 @@ def check_sequences(entries: list[dict], known: dict[str, dict]) -> list[dict]:
 class WorkflowHost(Protocol):
     """What a `WorkflowRunner` uses of the schedule service that owns it
     (actors.coordinator.scheduling.schedules.ScheduleService). The runner works inside the
-    service, so this includes the service's lock, save and core, which nothing else uses;
-    declared here so that workflows need not import the service that imports it."""
+    service: it takes the service's lock, saves through it and reads its scheduler core.
+    Declared here so that workflows need not import the service that imports it."""
 
     hub: Any  # its ``emit(event, serial, node, data)``, when it has one
     scheduler: Scheduler | None
     executions: dict[str, str]  # job id -> execution id
     clock: Callable[[], datetime]
-    _lock: asyncio.Lock
+    lock: asyncio.Lock
 
     def wake(self) -> None:
         """Run the next tick now."""
 
-    def _core(self) -> Scheduler:
+    def core(self) -> Scheduler:
         """The started scheduler core; FarmError before start."""
 
-    async def _save(self, force: bool = False) -> None:
+    async def save(self, force: bool = False) -> None:
         """Save what changed in the core's state to the farm DB."""
 
 
@@ -150,9 +150,9 @@ class WorkflowRunner:
         if in_tick:
             self._add(schedules)
         else:
-            async with self.service._lock:
+            async with self.service.lock:
                 self._add(schedules)
-                await self.service._save(force=True)
+                await self.service.save(force=True)
         await self.db.update_workflow_execution(wfx, status="running")
         log.info("workflow=%s execution=%d started on %s: %d sequences", name, wfx, target,
                  len(schedules))
@@ -175,7 +175,7 @@ class WorkflowRunner:
         return out
 
     def _add(self, schedules: list[Schedule]) -> None:
-        core = self.service._core()
+        core = self.service.core()
         for schedule in schedules:
             if schedule.id not in core.state.schedules:
                 core.add(schedule)
@@ -185,7 +185,7 @@ class WorkflowRunner:
         """The workflow executions a coordinator crash interrupted (pending or running in
         the farm DB): their schedules are added again when the crash came before they were
         saved (else the loaded core state carries on with them). Returns their ids."""
-        core = self.service._core()
+        core = self.service.core()
         found = []
         for row in await self.db.workflow_executions(ACTIVE, limit=100_000):
             wfx = row["workflow_execution_id"]
@@ -205,7 +205,7 @@ class WorkflowRunner:
             self._emit("workflow_recovered", {"workflow_execution_id": wfx,
                                               "workflow": row["workflow"]})
         if found:
-            await self.service._save(force=True)
+            await self.service.save(force=True)
         return found
 
     # --- records -----------------------------------------------------------------------------
@@ -254,7 +254,7 @@ class WorkflowRunner:
     def _drop(self, sids: list[str]) -> None:
         """Forget an ended workflow execution's schedules and jobs: its rows hold the
         record, and the core's live state must not grow with every workflow ever run."""
-        core = self.service._core()
+        core = self.service.core()
         gone = set(sids)
         for jid in [j for j, job in core.state.jobs.items() if job.schedule_id in gone]:
             self.service.executions.pop(jid, None)
