@@ -87,7 +87,11 @@ class Hub:
                                        if data_dir is not None else None)
         self.subscribers: set[asyncio.Queue] = set()
         # Sequence runs need the farm database (FarmDB) for records, accounts and variables.
-        self.runs: RunManager | None = (RunManager(self, db, data_dir or ".", recorded=recordings)
+        # Sequences are checked against the registry the coordinator serves, as it is now.
+        current_registry = ((lambda: registry_store.registry) if registry_store is not None
+                            else None)
+        self.runs: RunManager | None = (RunManager(self, db, data_dir or ".", recorded=recordings,
+                                                   registry=current_registry)
                                         if db is not None else None)
         # Schedules need the runs (and the farm database, where their state is saved).
         # node_stagger_s: the minimum gap between two scheduled starts on one node.

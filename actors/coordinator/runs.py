@@ -25,7 +25,7 @@ import random
 import re
 import uuid
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import msgspec
 
@@ -76,12 +76,15 @@ class RunManager:
     """Starts runs and keeps their execution records (``FarmDB``) in step with node events."""
 
     def __init__(self, hub: RunHub, db: Any, data_dir: str | Path, *,
-                 registry: Registry | None = None, library: str | Path = LIBRARY,
+                 registry: Callable[[], Registry] | None = None, library: str | Path = LIBRARY,
                  recorded: str | Path | None = None) -> None:
         self.hub = hub
         self.db = db
         self.data_dir = Path(data_dir)
-        self.registry = registry
+        # Where sequences are checked against the registry: the coordinator's registry store as
+        # it is at each start (console edits and approved discoveries change it); None: the
+        # default registry (sequences.load.default_registry).
+        self._registry = registry
         self.library = Path(library)
         # The operator's recorded sequences, looked up before the shipped library.
         self.recorded = Path(recorded) if recorded is not None else None
@@ -90,7 +93,12 @@ class RunManager:
         # (run_id, AI client) -> its ai.* provider (AIVariables), the latest AI_RUNS_KEPT.
         self._ai_runs: dict[tuple[str, int], Any] = {}
 
+    @property
+    def registry(self) -> Registry | None:
+        return self._registry() if self._registry is not None else None
+
     # --- starting ----------------------------------------------------------------------------
+
     def sequence(self, sequence: str | dict) -> tuple[str, Sequence]:
         """(name, validated sequence) of a library name or an inline object; raises
         UnknownSequence or ValidationErrors."""

@@ -20,6 +20,7 @@ from actors.coordinator.hub import Hub
 from actors.store.farm_db import FarmDB
 from actors.coordinator.registry_store import RegistryStore
 from actors.coordinator.unknown_screens import UnknownScreenQueue
+from protocol.errors import ValidationErrors
 from protocol.messages import Event
 
 SECRET = b"MASTER-KEY-BYTES-do-not-serve"
@@ -174,3 +175,15 @@ async def test_static_files_do_not_climb_out(farm) -> None:
         resp = await client.get(path)
         assert resp.status in (400, 403, 404), path
         assert b"root:" not in await resp.read() and b"make_app" not in await resp.read()
+
+
+async def test_runs_check_sequences_against_the_registry_the_coordinator_serves(farm) -> None:
+    """An interrupt screen deleted through the registry store is gone for sequences too (they
+    were checked against the packaged demo registry, whatever the console had edited)."""
+    _, hub, db, data, _ = farm
+    sequence = {"name": "probe", "app": "clipshare",
+                "steps": [{"type": "tap", "action": "clipshare/video_options.save"}]}
+    hub.runs.sequence(sequence)  # the demo copy has it
+    await hub.registry_store.delete_screen("clipshare", "video_options")
+    with pytest.raises(ValidationErrors, match="has no screen 'video_options'"):
+        hub.runs.sequence(sequence)
