@@ -8,6 +8,7 @@ disconnect them all on stop.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import threading
 import time
@@ -29,7 +30,10 @@ class FarmSpec:
 
     phones: int = 4
     apps: tuple[str, ...] = ("demo",)
+    # Phone i listens on base_port + i (its serial is 127.0.0.1:PORT); 0: random ports.
     base_port: int = 0
+    # A taken port among them: random ports for all (one warning) instead of an OSError.
+    random_ports_if_taken: bool = False
     seed: int = 0
     width: int = 1080
     height: int = 2400
@@ -53,13 +57,32 @@ class VirtualFarm:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         spec = self.spec
-        for i in range(spec.phones):
-            phone = VirtualPhone(apps=spec.apps, port=spec.base_port + i if spec.base_port else 0,
-                                 width=spec.width, height=spec.height, seed=spec.seed + i,
-                                 on_plug=self._on_plug)
-            await phone.start()
-            self.phones.append(phone)
+        try:
+            await self._start_phones(spec.base_port)
+        except OSError as exc:
+            if not (spec.random_ports_if_taken and exc.errno == errno.EADDRINUSE):
+                raise
+            log.warning("ports %d-%d are not all free (%s): the phones get random ports",
+                        spec.base_port, spec.base_port + spec.phones - 1, exc.strerror)
+            await self._start_phones(0)
         await asyncio.gather(*(self.plug_in(p) for p in self.phones))
+
+    async def _start_phones(self, base_port: int) -> None:
+        """Start every phone listening, on base_port + i (0: random ports); on an error the
+        phones started so far are stopped again, so none holds its port."""
+        spec = self.spec
+        try:
+            for i in range(spec.phones):
+                phone = VirtualPhone(apps=spec.apps, port=base_port + i if base_port else 0,
+                                     width=spec.width, height=spec.height, seed=spec.seed + i,
+                                     on_plug=self._on_plug)
+                await phone.start()
+                self.phones.append(phone)
+        except BaseException:
+            for phone in self.phones:
+                await phone.stop()
+            self.phones = []
+            raise
 
     async def plug_in(self, phone: VirtualPhone, timeout: float = 15.0) -> None:
         """`adb connect` the phone and wait until the adb server calls it a device."""

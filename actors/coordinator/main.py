@@ -54,6 +54,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--demo", action="store_true",
                    help="also start an adb server, virtual phones and a local node")
     p.add_argument("--phones", type=int, default=6, help="virtual phones in --demo (default 6)")
+    p.add_argument("--base-port", type=int, default=None,
+                   help="--demo: first port of the virtual phones, whose serials are "
+                        "127.0.0.1:PORT, PORT+1, .. (default 40001, random ports when one of "
+                        "those is taken; 0: random ports)")
     p.add_argument("--ai-base-url", default=os.environ.get("PHONEFARM_AI_BASE_URL"),
                    help="OpenAI-compatible endpoint for recovery/discovery/ai.* variables "
                         "(e.g. http://127.0.0.1:11434/v1); unset = AI off")
@@ -128,8 +132,10 @@ def farm_secret(args: argparse.Namespace, data: Path) -> str:
 class Demo:
     """The child processes of ``--demo``: adb server, virtual phones, one local node."""
 
-    def __init__(self, data: Path, phones: int, coordinator: str, secret: str) -> None:
+    def __init__(self, data: Path, phones: int, coordinator: str, secret: str,
+                 base_port: int | None = None) -> None:
         self.data, self.phones, self.coordinator, self.secret = data, phones, coordinator, secret
+        self.base_port = base_port  # None: farm-virtual's default (40001, else random)
         self.adb_port: int | None = None
         self.children: list[subprocess.Popen] = []
         self.serials: list[str] = []
@@ -137,11 +143,16 @@ class Demo:
     def start(self) -> None:
         self.adb_port = start_private_adb_server().port
         env = {**os.environ, "PHONEFARM_SECRET": self.secret}
+        ports = [] if self.base_port is None else ["--base-port", str(self.base_port)]
         virtual = subprocess.Popen(
             [sys.executable, "-m", "virtual.cli", "--phones", str(self.phones),
-             "--adb-port", str(self.adb_port)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+             "--adb-port", str(self.adb_port), *ports], cwd=ROOT, stdout=subprocess.PIPE,
+            text=True)
         self.children.append(virtual)
         serials = [virtual.stdout.readline().strip() for _ in range(self.phones)]
+        if not all(serials):  # farm-virtual said why on stderr (ours)
+            raise StartupError(f"the demo's virtual phones did not start (farm-virtual "
+                               f"exited with status {virtual.wait()})")
         log.info("demo phones: %s", ", ".join(serials))
         self.serials = serials
         self.children.append(subprocess.Popen(
@@ -215,7 +226,7 @@ async def start(args: argparse.Namespace, stack: contextlib.AsyncExitStack) -> t
         await web.TCPSite(runner, host, int(port)).start()
     demo = None
     if args.demo:
-        demo = Demo(data, args.phones, hub.link.address, secret)
+        demo = Demo(data, args.phones, hub.link.address, secret, base_port=args.base_port)
         stack.push_async_callback(asyncio.to_thread, demo.stop)  # first: a half start too
         await asyncio.to_thread(demo.start)
         await seed_demo(farm_db, demo.serials)

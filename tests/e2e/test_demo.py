@@ -13,6 +13,7 @@ import urllib.request
 from pathlib import Path
 
 from actors.node.device.adb_server import free_port
+from tests.e2e.test_virtual_ports import free_run, listening
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -44,11 +45,13 @@ def alive(pid: int) -> bool:
 
 def test_demo_runs_a_farm_and_ctrl_c_stops_everything(tmp_path):
     http = free_port()
+    # Not the default 40001: the README test's demo may hold it (this one would fall back).
+    base = free_run(2)
     proc = subprocess.Popen(
         [sys.executable, "-m", "actors.coordinator", "--demo", "--phones", "2", "--http",
          f"127.0.0.1:{http}", "--listen", f"tcp://127.0.0.1:{free_port()}", "--data",
-         str(tmp_path / "data")], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-        text=True)
+         str(tmp_path / "data"), "--base-port", str(base)], cwd=ROOT, stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL, text=True)
     try:
         line = proc.stdout.readline()
         assert f"http://127.0.0.1:{http}/" in line
@@ -65,6 +68,8 @@ def test_demo_runs_a_farm_and_ctrl_c_stops_everything(tmp_path):
                 break
             time.sleep(0.2)
         assert sum(p["state"] == "online" for p in phones) == 2, phones
+        assert sorted(p["serial"] for p in phones) == [f"127.0.0.1:{base}",
+                                                        f"127.0.0.1:{base + 1}"]
         children = descendants(proc.pid)
         assert len(children) >= 2  # virtual phones and node (adb daemonizes itself)
         proc.send_signal(signal.SIGINT)
@@ -78,3 +83,19 @@ def test_demo_runs_a_farm_and_ctrl_c_stops_everything(tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_demo_on_a_taken_base_port_it_was_given_stops_saying_why(tmp_path):
+    base = free_run(2)
+    with listening(base + 1):
+        done = subprocess.run(
+            [sys.executable, "-m", "actors.coordinator", "--demo", "--phones", "2", "--http",
+             f"127.0.0.1:{free_port()}", "--listen", f"tcp://127.0.0.1:{free_port()}",
+             "--data", str(tmp_path / "data"), "--base-port", str(base),
+             "--log-level", "WARNING"],
+            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert lines[-1].startswith("farm-coordinator:") and "virtual phones" in lines[-1], lines
+    assert str(base + 1) in done.stderr, done.stderr  # farm-virtual's line names the port
