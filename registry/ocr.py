@@ -80,6 +80,24 @@ def _text_only(crop: np.ndarray) -> np.ndarray:
     return crop[max(0, y1 - pad):y2 + pad, max(0, x1 - pad):x2 + pad]
 
 
+# A text cursor is a bar at most this share of its height wide.
+_CARET_WIDTH = 0.25
+
+
+def field_is_blank(crop_rgb: np.ndarray) -> bool:
+    """Whether ``crop_rgb`` (HxWx3 RGB, the inside of a text field) shows no text: no ink
+    at all, or one thin upright bar, the cursor of a focused field (the recognizer reads a
+    lone cursor as "1" or "|"). A single character as narrow (l, 1, i) passes for blank too.
+    The background is the median of the crop's border, as in ``_text_only``."""
+    gray = cv2.cvtColor(np.ascontiguousarray(crop_rgb), cv2.COLOR_RGB2GRAY)
+    border = np.concatenate((gray[0], gray[-1], gray[:, 0], gray[:, -1]))
+    ink = cv2.absdiff(gray, int(np.median(border))) > _INK
+    rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
+    if cols.size == 0:
+        return True
+    return int(cols[-1] - cols[0]) + 1 <= max(2.0, _CARET_WIDTH * (int(rows[-1] - rows[0]) + 1))
+
+
 # Width a frame is scaled down to for text detection: half a 1080 px phone frame, ~0.9 s.
 DETECT_WIDTH = 540
 

@@ -24,9 +24,11 @@ import pykka
 
 from actors.node.bridge import BridgedActor, Call, Deferred, tell_quietly
 from actors.node.capture import CaptureScheduler
-from actors.node.device.driver import DeviceDriver
+from actors.node.device.driver import DeviceDriver, field_at
 from actors.node.matcher import Identification
 from protocol.errors import DeviceError, DeviceGone, FarmError, PhoneLocked, ValidationError
+from protocol.messages import MAX_KEY_REPEAT
+from registry.ocr import field_is_blank, normalize_text, shared_reader
 from registry.fingerprint import ScreenFingerprint
 
 log = logging.getLogger(__name__)
@@ -36,6 +38,9 @@ JPEG_QUALITY = 70
 # Interrupts cleared in a row without an action in between; more means the handler does not
 # work (or popups keep coming) and a human should look.
 MAX_AUTO_HANDLED = 3
+# A field box read by OCR is cut this share of its height inside its edges: the outline a
+# focused field is drawn with is not text.
+OCR_FIELD_INSET = 0.12
 
 # publish(event, serial, data, durable): durable events are journaled and must arrive;
 # the rest (thumbnails) are live-only and may be dropped when nobody listens.
@@ -74,6 +79,16 @@ def encode_thumbnail(frame: np.ndarray, width: int = THUMB_WIDTH) -> bytes:
     if not ok:
         raise FarmError("JPEG encoding failed")
     return data.tobytes()
+
+
+def _box(action: dict) -> tuple[int, int, int, int]:
+    """An action's ``box`` [x0, y0, x1, y1] in phone pixels."""
+    box = action.get("box")
+    if not (isinstance(box, (list, tuple)) and len(box) == 4
+            and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in box)
+            and box[0] < box[2] and box[1] < box[3]):
+        raise ValidationError("action.box", f"{box!r} is not [x0, y0, x1, y1] with x0 < x1, y0 < y1")
+    return box[0], box[1], box[2], box[3]
 
 
 def encode_png(frame: np.ndarray) -> bytes:
@@ -221,6 +236,10 @@ class PhoneActor(BridgedActor):
             d.type_text(a["text"])
         elif kind == "key":
             d.key(a["key"], a.get("repeat", 1))
+        elif kind == "clear_text":
+            return self._clear_text(a)
+        elif kind == "read_field":
+            return self._read_field(_box(a))
         elif kind == "launch_app":
             d.launch_app(a["package"], a.get("activity"))
             self._set_app(a["package"])
@@ -236,6 +255,58 @@ class PhoneActor(BridgedActor):
         else:
             raise ValidationError("action.type", f"unknown action type {kind!r}")
         return {}
+
+    def _clear_text(self, a: dict) -> dict:
+        """Empty the text field in ``box``: tap it (focus), MOVE_END (a tap may leave the caret
+        mid-text), ``dels`` DELs, and read it back (see ``_read_field``): a popup that came up
+        during the DELs took the focus and the rest of them, so only the read says it worked."""
+        box = _box(a)
+        dels = a.get("dels", 30)
+        if not isinstance(dels, int) or not 1 <= dels <= MAX_KEY_REPEAT:
+            raise ValidationError("action.dels", f"{dels!r} is not in 1..{MAX_KEY_REPEAT}")
+        self.driver.tap((box[0] + box[2]) // 2, (box[1] + box[3]) // 2)
+        self.driver.key("MOVE_END")
+        self.driver.key("DEL", dels)
+        return self._read_field(box)
+
+    def _read_field(self, box: tuple[int, int, int, int]) -> dict:
+        """What the text field in ``box`` (phone pixels) holds: {"text", "via", "password"}.
+        ``text`` "" is empty, None no field there (a dialog in front). Through `uiautomator
+        dump` where the phone has it; else OCR of the box on a fresh frame, which drops
+        underscores and the like: good for empty or not, not for the exact text (and a
+        focused field that shows its hint reads as not empty). A frame the matcher does not
+        name as a state (a dialog in front, whose panel may well look empty where the field
+        is) reads None."""
+        nodes = self.driver.ui_dump()
+        if nodes is not None:
+            node = field_at(nodes, box)
+            return {"text": None if node is None else node.value, "via": "uiautomator",
+                    "password": node is not None and node.password}
+        self._capture()
+        if self.matcher is not None:
+            try:
+                found = self.matcher.proxy().identify(self.frame, self.record.active_app).get(timeout=30)
+            except Exception as exc:  # as in _identify: matching must never take the phone down
+                raise DeviceError(self.serial, "read field",
+                                  f"screen identification failed: {exc!r}") from exc
+            if found.kind != "state":
+                return {"text": None, "via": "ocr", "password": False}
+        h, w = self.frame.shape[:2]
+        inset = round((box[3] - box[1]) * OCR_FIELD_INSET)
+        x0, y0 = max(0, box[0] + inset), max(0, box[1] + inset)
+        x1, y1 = min(w, box[2] - inset), min(h, box[3] - inset)
+        if x1 <= x0 or y1 <= y0:
+            raise ValidationError("action.box", f"{list(box)} is not inside the {w}x{h} screen")
+        crop = np.ascontiguousarray(self.frame[y0:y1, x0:x1, :3])
+        if field_is_blank(crop):
+            return {"text": "", "via": "ocr", "password": False}
+        try:
+            text, _score = shared_reader().read(crop)
+        except FarmError as exc:  # rapidocr missing or broken
+            raise DeviceError(self.serial, "read field", str(exc)) from exc
+        # Ink the recognizer reads as nothing (a stray mark) is not empty: say what it is.
+        return {"text": text if normalize_text(text) else "(unreadable)", "via": "ocr",
+                "password": False}
 
     def _set_app(self, package: str | None) -> None:
         if self.record.active_app != package:

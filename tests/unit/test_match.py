@@ -436,3 +436,27 @@ def test_ocr_unavailable_fails_only_when_an_ocr_region_is_checked(
     matcher = Matcher(ocr_registry(tmp_path, {"update": "Update available"}), reader=TextReader())
     with pytest.raises(FarmError, match="rapidocr"):
         matcher.identify(ocr_frame("Update available"))
+
+
+def test_a_text_field_showing_only_its_cursor_is_blank() -> None:
+    """The virtual login field, cut inside its outline: the recognizer reads a lone cursor
+    as "1", so emptiness is told by the ink: nothing, or one thin upright bar."""
+    from registry.ocr import field_is_blank
+    from virtual.ui import PhoneUI, load_apps
+
+    ui = PhoneUI(load_apps(["demo"]), random_popups=False)
+    ui.start_app("com.phonefarm.clipshare")
+
+    def blank() -> bool:
+        return field_is_blank(ui.frame_rgba()[818:932, 108:972, :3])
+
+    assert not blank()  # unfocused and empty: its placeholder shows
+    ui.tap(540, 875)
+    assert blank()  # focused and empty: the cursor only
+    for text in ("dance_d", "l", "1", "."):
+        ui.text(text)
+        assert not blank(), text
+        for _ in text:
+            ui.key(67)
+    assert blank()
+    assert field_is_blank(np.full((40, 200, 3), 241, np.uint8))
