@@ -51,6 +51,14 @@ def action_centre(action: ScreenAction, screen_size: tuple[int, int],
     return round((x1 + x2) / 2 * sx), round((y1 + y2) / 2 * sy)
 
 
+def action_box(action: ScreenAction, screen_size: tuple[int, int],
+               frame_size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """``action``'s box, from registry space to a frame of ``frame_size`` (w, h)."""
+    x1, y1, x2, y2 = action.coordinates
+    sx, sy = frame_size[0] / screen_size[0], frame_size[1] / screen_size[1]
+    return round(x1 * sx), round(y1 * sy), round(x2 * sx), round(y2 * sy)
+
+
 class MatcherActor(pykka.ThreadingActor):
     """Owns the node's registry and matcher; identifies frames for the phone actors."""
 

@@ -33,11 +33,11 @@ from typing import Any, Callable
 import pykka
 
 from actors.node.bridge import ask_actor
-from actors.node.matcher import action_centre
+from actors.node.matcher import action_box, action_centre
 from actors.node.rack import PhoneDirectory
 from protocol.errors import ActorStopped, FarmError, PhoneLocked
-from protocol.messages import RunSequence
-from registry.model import Registry
+from protocol.messages import MAX_KEY_REPEAT, RunSequence
+from registry.model import App, Registry, ScreenAction
 from sequences.model import (ExpectScreenStep, IfScreenStep, KeyStep, LaunchAppStep,
                              LongTapStep, SleepStep, Step, SwipeStep, SwitchAccountStep,
                              TapStep, TypeStep, WaitForScreenStep)
@@ -53,6 +53,12 @@ DEVICE_WAIT_S = 30 * 60.0
 LAUNCH_TIMEOUT_S = 15.0
 # Failures AI recovery (coordinator, actors/coordinator/ai/recovery.py) may fix: the lock is kept for it.
 RECOVERABLE = frozenset({"unknown_screen", "timeout", "wrong_screen"})
+# A type step's clear: rounds of look (popups cleared), tap, MOVE_END, DELs and read back
+# before the field counts as one that will not empty; DELs of the first round (the length
+# is not known yet; the next rounds press twice what was read, OCR drops characters).
+CLEAR_ROUNDS = 3
+CLEAR_FIRST_DELS = 30
+
 
 
 @dataclass
@@ -467,6 +473,22 @@ class PlaybackActor(pykka.ThreadingActor):
     # --- actions ------------------------------------------------------------------------------
     def _resolve(self, ref: str) -> tuple[int, int]:
         """``screen.action`` (of the run's app) or ``app/screen.action`` -> phone pixels."""
+        _label, app, action = self._registry_action(ref)
+        return action_centre(action, tuple(app.screen_size), self._phone_size(app))
+
+    def _resolve_box(self, ref: str) -> tuple[tuple[int, int, int, int], str]:
+        """A registry action's box in phone pixels, and the label of the screen it is on."""
+        label, app, action = self._registry_action(ref)
+        return action_box(action, tuple(app.screen_size), self._phone_size(app)), label
+
+    def _phone_size(self, app: App) -> tuple[int, int]:
+        if self.frame_size is None:
+            self._look()
+        return self.frame_size or tuple(app.screen_size)
+
+    def _registry_action(self, ref: str) -> tuple[str, App, ScreenAction]:
+        """``screen.action`` (of the run's app) or ``app/screen.action``: the label of its
+        screen, its app and the action."""
         if self.registry is None:
             raise FarmError(f"action {ref!r}: this node has no screen registry")
         app_key, _, rest = ref.rpartition("/")
@@ -480,10 +502,8 @@ class PlaybackActor(pykka.ThreadingActor):
             raise FarmError(f"action {ref!r}: no screen {screen_key!r} in app {app_key!r}")
         for action in screen.actions:
             if action.name == action_name:
-                if self.frame_size is None:
-                    self._look()
-                size = self.frame_size or tuple(app.screen_size)
-                return action_centre(action, tuple(app.screen_size), size)
+                kind = "" if screen_key in app.states else "interrupt:"
+                return f"{app_key}/{kind}{screen_key}", app, action
         raise FarmError(f"action {ref!r}: screen {app_key}/{screen_key} has no action "
                         f"{action_name!r}")
 
@@ -526,6 +546,56 @@ class PlaybackActor(pykka.ThreadingActor):
                             final=True)
         return _Attempt(False, reason=otherwise, error=out.get("error"))
 
+    # --- type with clear -------------------------------------------------------------------
+    def _clear_and_type(self, step: TypeStep) -> _Attempt:
+        """Empty the text field ``step.field``, then type. A popup that comes up during the
+        DELs takes the focus and the DELs after it (a real phone's dialog gets the keys), so
+        each round looks first (the popup is cleared, the field gets its focus back), then
+        the phone taps the field, MOVE_END, DELs and reads the field back; the text is typed
+        once it reads empty, and read back too: a dialog in front then (the text went to it)
+        is another round, and so is a text other than the one typed where the phone can say
+        exactly what the field holds (uiautomator; OCR drops characters such as "_").
+        ``field_not_empty`` (with what was read) after ``CLEAR_ROUNDS`` rounds."""
+        try:
+            box, screen = self._resolve_box(step.field or "")
+        except FarmError as exc:
+            return _Attempt(False, reason="bad_step", error=str(exc), final=True)
+        eid = self.run.execution_id
+        dels, problem = CLEAR_FIRST_DELS, ""
+        for round_no in range(1, CLEAR_ROUNDS + 1):
+            seen = self._look()
+            if seen.get("status") != "ok":
+                return self._action_failed(seen, otherwise="device_error")
+            if self.screen != screen:
+                return _Attempt(False, screen=self.screen, reason="wrong_screen",
+                                error=f"{step.field} is on {screen}, the phone shows {self.screen}")
+            out = self._ask("perform", {"type": "clear_text", "box": list(box), "dels": dels}, eid)
+            if out.get("status") != "ok":
+                return self._action_failed(out)
+            read = out.get("text")
+            if read == "":
+                out = self._ask("perform", {"type": "text", "text": step.text}, eid)
+                if out.get("status") != "ok":
+                    return self._action_failed(out)
+                out = self._ask("perform", {"type": "read_field", "box": list(box)}, eid)
+                if out.get("status") != "ok":
+                    return self._action_failed(out)
+                exact = out.get("via") == "uiautomator" and not out.get("password")
+                if out.get("text") == step.text or (not exact and out.get("text") is not None):
+                    return self._identify(settle=True)
+                read = out.get("text")
+                problem = (f"typed {len(step.text)} characters into {step.field}, it reads "
+                           f"{read!r}" if read is not None else
+                           f"typed into {step.field}, then a dialog hid it")
+            else:
+                problem = (f"{step.field} still reads {read!r} after {dels} DELs"
+                           if read is not None else f"a dialog hid {step.field} while clearing it")
+            log.info("execution=%s clear %s round %d: %s (read via %s)", eid, step.field,
+                     round_no, problem, out.get("via"))
+            dels = min(MAX_KEY_REPEAT, max(CLEAR_FIRST_DELS, 2 * len(read or "")))
+        return _Attempt(False, screen=self.screen, reason="field_not_empty",
+                        error=f"{problem} ({CLEAR_ROUNDS} rounds of clearing)")
+
     def _attempt(self, step: Step, state: dict) -> _Attempt:
         if isinstance(step, WaitForScreenStep):
             return self._wait_for(step.screen, step.timeout_s)
@@ -541,6 +611,8 @@ class PlaybackActor(pykka.ThreadingActor):
             else:
                 self._sleep(random.uniform(step.min_s or 0.0, step.max_s or step.min_s or 0.0))
             return _Attempt(True, screen=self.screen)
+        if isinstance(step, TypeStep) and step.clear:
+            return self._clear_and_type(step)  # clears first: a retry may do it all again
         if not state.get("acted"):
             try:
                 action = self._action_of(step)

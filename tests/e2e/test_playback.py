@@ -262,3 +262,96 @@ async def test_second_run_on_a_locked_phone_is_refused_and_cancel_frees_it(stack
     assert fin["status"] == "cancelled"
     await wait_for(lambda: node.directory.record(serial).lock_holder is None, what="lock freed")
     assert not node.playbacks
+
+
+def library_steps(name: str, username: str) -> list:
+    """A library sequence's steps with the account's variables filled in (as the
+    coordinator's run manager does)."""
+    from sequences.load import load_named, map_texts
+
+    values = {"${account.username}": username, "${account.password}": PASSWORDS[username]}
+    return map_texts(load_named(name).steps, lambda text, path: values.get(text, text))
+
+
+async def to_login_with(hub, events, serial: str, username: str) -> None:
+    """ClipShare on its login form, ``username`` left in the username field: logged in as
+    it, then Switch account > Log in to another account (which logs out)."""
+    first = make_run([], account=f"clipshare.{username}")
+    await hub.send_run(serial, first)
+    fin = await events.finished(first.execution_id)
+    assert fin["status"] == "completed", failed_steps(events, first.execution_id)
+    away = make_run([TapStep(action="feed.go_to_profile"),
+                     WaitForScreenStep(screen="clipshare/profile", timeout_s=5),
+                     TapStep(action="profile.switch_account"),
+                     WaitForScreenStep(screen="clipshare/account_switcher", timeout_s=5),
+                     TapStep(action="account_switcher.add_account"),
+                     WaitForScreenStep(screen="clipshare/login", timeout_s=5)])
+    await hub.send_run(serial, away)
+    fin = await events.finished(away.execution_id)
+    assert fin["status"] == "completed", failed_steps(events, away.execution_id)
+
+
+@pytest.fixture()
+def no_random_popups(farm, adb_server):
+    """Only the popups a test schedules: the input log's order is the test's to know."""
+    for serial in farm.serials:
+        vphone(adb_server, serial, "random-popups off")
+    yield
+    for serial in farm.serials:
+        vphone(adb_server, serial, "random-popups on")
+        vphone(adb_server, serial, "uiautomator on")
+
+
+async def test_a_popup_inside_the_clear_does_not_leave_the_old_name_in_the_field(
+        stack, events, farm, adb_server, no_random_popups):
+    """The issue's phone: a rate_us dialog came up a few DELs into clearing `dance_daily`,
+    took the focus and the rest of the DELs; after it was dismissed `clip_creator` was typed
+    after what was left (`dance_dclip_creator`), the login failed and only the wait for the
+    feed was retried. Now the field is read back and cleared again until it is empty."""
+    hub, node = stack
+    serial = farm.serials[0]
+    await to_login_with(hub, events, serial, "dance_daily")
+    assert orjson.loads(vphone(adb_server, serial, "state"))["fields"]["username"] == "dance_daily"
+    vphone(adb_server, serial, "log --clear")
+    vphone(adb_server, serial, "popup-after 3 rate_us")
+    run = make_run(library_steps("clipshare/switch_account", "clip_creator"),
+                   sequence="clipshare/switch_account")
+    await hub.send_run(serial, run)
+    fin = await events.finished(run.execution_id)
+    state = orjson.loads(vphone(adb_server, serial, "state"))
+    assert state["fields"]["username"] == "clip_creator", (state, fin)
+    assert fin["status"] == "completed", failed_steps(events, run.execution_id)
+    assert state["account"] == "clip_creator" and state["screen"] == "feed"
+    log = phone_log(adb_server, serial)
+    popup = next(i for i, e in enumerate(log) if e["kind"] == "popup")
+    assert log[popup] == {**log[popup], "name": "rate_us", "scheduled": True}
+    not_now = next(i for i, e in enumerate(log) if i > popup and e["kind"] == "tap")
+    assert (log[not_now]["x"], log[not_now]["y"]) == (758, 1460)
+    dels_after = [e for e in log[not_now:] if e.get("code") == 67]
+    assert len(dels_after) >= len("dance_dail"), "no second DEL burst after the dialog"
+    texts = [e["text"] for e in log if e["kind"] == "text"]
+    assert texts == ["clip_creator", "hunter2"]
+
+
+async def test_on_a_phone_without_uiautomator_the_field_is_read_by_ocr(
+        stack, events, farm, adb_server, no_random_popups):
+    """The same popup inside the clear on a phone that cannot dump its views: the field
+    box is read on the frame (a dialog in front reads as no field), and the run ends with
+    the field holding only the new name."""
+    hub, node = stack
+    serial = farm.serials[2]
+    await to_login_with(hub, events, serial, "dance_daily")
+    vphone(adb_server, serial, "uiautomator off")
+    vphone(adb_server, serial, "log --clear")
+    vphone(adb_server, serial, "popup-after 3 rate_us")
+    run = make_run(library_steps("clipshare/login", "clip_creator"), sequence="clipshare/login")
+    await hub.send_run(serial, run)
+    fin = await events.finished(run.execution_id)
+    state = orjson.loads(vphone(adb_server, serial, "state"))
+    assert state["fields"]["username"] == "clip_creator", (state, fin)
+    assert fin["status"] == "completed", failed_steps(events, run.execution_id)
+    assert state["account"] == "clip_creator"
+    assert node.directory._drivers[serial].ui_dump_supported is False  # the OCR path it was
+    log = phone_log(adb_server, serial)
+    assert [e["name"] for e in log if e["kind"] == "popup"] == ["rate_us"]
+    assert [e["text"] for e in log if e["kind"] == "text"] == ["clip_creator", "hunter2"]
