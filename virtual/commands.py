@@ -23,6 +23,7 @@ import orjson
 from actors.node.device.keycodes import key_code, key_name
 from virtual.apk import ApkError, read_apk
 from virtual.fs import FsError, VirtualFS
+from virtual.profile import PhoneProfile
 from virtual.shell import SHELL_NAME, CommandFunc, CommandResult, Stdin, fail, ok
 from virtual.touch import Touchscreen
 from virtual.ui import PhoneUI
@@ -60,6 +61,7 @@ class CommandedPhone(Protocol):
     settings: dict[str, dict[str, str]]  # namespace -> key -> value
     size_override: tuple[int, int] | None  # `wm size WxH`
     slow_ms: int  # `vphone slow`
+    profile: PhoneProfile  # `vphone profile`
     uiautomator: bool  # `vphone uiautomator off`
     input_log: list[dict]
     install_sessions: dict[int, dict[str, bytes]]  # `pm install-create` .. `install-commit`
@@ -576,7 +578,8 @@ class PhoneCommands:
     async def cmd_vphone(self, args: list[str], stdin: Stdin) -> CommandResult:
         phone = self.phone
         usage = ("usage: vphone log [--clear] | state | popup NAME | popup-after N NAME | "
-                 "random-popups on|off | uiautomator on|off | unplug SECONDS | slow MS | help")
+                 "random-popups on|off | uiautomator on|off | unplug SECONDS | slow MS | "
+                 "profile | help")
         if not args or args[0] == "help":
             return ok(usage + "\n")
         verb, rest = args[0], args[1:]
@@ -587,6 +590,8 @@ class PhoneCommands:
             return ok(text)
         if verb == "state":
             return ok(orjson.dumps(phone.ui.describe()) + b"\n")
+        if verb == "profile" and not rest:
+            return ok(orjson.dumps(phone.profile.describe()) + b"\n")
         if verb == "popup" and rest:
             try:
                 phone.ui.force_popup(rest[0])

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from actors.node.device.adb_server import AdbServer, AdbServerError
 from virtual.phone import VirtualPhone
+from virtual.profile import INSTANT, PhoneProfile, UsbBus
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,8 @@ class FarmSpec:
     width: int = 1080
     height: int = 2400
     adb: AdbServer = field(default_factory=AdbServer)
+    # What the phones' work costs in time: INSTANT for tests, REAL to predict hardware.
+    profile: PhoneProfile = INSTANT
 
 
 class VirtualFarm:
@@ -49,6 +52,8 @@ class VirtualFarm:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._adb_calls = asyncio.Lock()
+        # One bus for all: the farm's phones hang on one hub, as a rack's do.
+        self.usb_bus = UsbBus(spec.profile.usb_bytes_per_s)
 
     @property
     def serials(self) -> list[str]:
@@ -75,7 +80,8 @@ class VirtualFarm:
             for i in range(spec.phones):
                 phone = VirtualPhone(apps=spec.apps, port=base_port + i if base_port else 0,
                                      width=spec.width, height=spec.height, seed=spec.seed + i,
-                                     on_plug=self._on_plug)
+                                     on_plug=self._on_plug, profile=spec.profile,
+                                     usb_bus=self.usb_bus)
                 await phone.start()
                 self.phones.append(phone)
         except BaseException:

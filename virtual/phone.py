@@ -2,7 +2,8 @@
 
 Owns the phone's identity (serial, properties, screen size), its UI (``PhoneUI``), its
 filesystem, the input log, and its listener with every live adb connection. Faults
-(`vphone unplug`, `vphone slow`) are applied here.
+(`vphone unplug`, `vphone slow`) are applied here; its cost profile (virtual.profile) by the
+shell it starts and the connections it serves.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Callable
 from virtual.adbd import AdbConnection, AdbStream, ServiceHandler
 from virtual.commands import IME_PACKAGE, PhoneCommands
 from virtual.fs import VirtualFS
+from virtual.profile import INSTANT, PhoneProfile, UsbBus
 from virtual.shell import ShellInterpreter, shell_service
 from virtual.sync import serve_sync
 from virtual.touch import Touchscreen
@@ -36,7 +38,8 @@ class VirtualPhone:
                  host: str = "127.0.0.1", width: int = 1080, height: int = 2400,
                  density: int = 420, seed: int = 0, model: str = "VirtualPhone",
                  clock: Callable[[], float] = time.time,
-                 on_plug: Callable[["VirtualPhone", bool], None] | None = None) -> None:
+                 on_plug: Callable[["VirtualPhone", bool], None] | None = None,
+                 profile: PhoneProfile = INSTANT, usb_bus: UsbBus | None = None) -> None:
         self.host = host
         self.port = port
         self.width, self.height, self.density = width, height, density
@@ -44,6 +47,9 @@ class VirtualPhone:
         self.model = model
         self.clock = clock
         self.on_plug = on_plug
+        self.profile = profile
+        # The bus this phone's bytes to the adb server cross; a farm shares one among all.
+        self.bus = usb_bus or UsbBus(profile.usb_bytes_per_s)
         self.ui = PhoneUI(load_apps(list(apps)), width=width, height=height, density=density,
                           seed=seed, clock=clock)
         self.ui.install_package(IME_PACKAGE, "ADB Keyboard")
@@ -102,7 +108,8 @@ class VirtualPhone:
         return shell_service(service, self._new_shell)
 
     def _new_shell(self) -> ShellInterpreter:
-        return ShellInterpreter(self.commands.lookup, self.fs)
+        return ShellInterpreter(self.commands.lookup, self.fs,
+                                start_cost=self.profile.start_cost)
 
     async def reply_delay(self) -> None:
         if self.slow_ms:

@@ -274,9 +274,12 @@ CommandFunc = Callable[[list[str], Stdin], Awaitable[CommandResult]]
 class ShellInterpreter:
     """Runs command lines against a table of commands (name -> async function)."""
 
-    def __init__(self, lookup: Callable[[str], CommandFunc | None], fs) -> None:
+    def __init__(self, lookup: Callable[[str], CommandFunc | None], fs,
+                 start_cost: Callable[[list[str]], float] = lambda argv: 0.0) -> None:
         self._lookup = lookup
         self._fs = fs
+        # Seconds a program takes to start on the phone (virtual.profile.PhoneProfile).
+        self._start_cost = start_cost
         self.last_status = 0
         self.exit_code = 0
 
@@ -364,6 +367,9 @@ class ShellInterpreter:
         func = self._lookup(name.rsplit("/", 1)[-1] if name.startswith("/system/") else name)
         if func is None:
             return fail(f"{SHELL_NAME}: {name}: inaccessible or not found", 127)
+        cost = self._start_cost(cmd.argv)
+        if cost:  # a real phone's program start (a Java VM for `input`): before it acts
+            await asyncio.sleep(cost)
         try:
             res = await func(cmd.argv[1:], stdin)
         except EOFError as exc:
