@@ -21,6 +21,8 @@ import logging
 import struct
 from typing import Awaitable, Callable, Protocol
 
+from virtual.profile import UsbBus
+
 log = logging.getLogger(__name__)
 
 A_SYNC = 0x434E5953
@@ -59,6 +61,7 @@ class ServiceHost(Protocol):
     """What a connection needs from the phone it belongs to."""
 
     serial: str
+    bus: UsbBus  # every byte the phone sends to the adb server crosses it
 
     def banner(self) -> bytes: ...
 
@@ -127,7 +130,12 @@ class AdbStream:
             if self._closed:
                 raise StreamClosed(f"stream {self.service!r} closed by host")
             self._can_send.clear()
-            self.conn.send_packet(A_WRTE, self.local_id, self.remote_id, view[off:off + step])
+            chunk = view[off:off + step]
+            # Its turn on the USB bus the phone shares with the others on its hub.
+            await self.conn.host.bus.transfer(HEADER.size + len(chunk))
+            if self._closed:
+                raise StreamClosed(f"stream {self.service!r} closed by host")
+            self.conn.send_packet(A_WRTE, self.local_id, self.remote_id, chunk, on_bus=True)
         await self.conn.drain()
 
     async def close(self) -> None:
@@ -171,9 +179,15 @@ class AdbConnection:
     def is_closing(self) -> bool:
         return self.writer.is_closing()
 
-    def send_packet(self, command: int, arg0: int, arg1: int, data: bytes | memoryview) -> None:
+    def send_packet(self, command: int, arg0: int, arg1: int, data: bytes | memoryview, *,
+                    on_bus: bool = False) -> None:
+        """Write one packet; ``on_bus``: the caller already waited for its bytes on the USB
+        bus (stream data does), else they are charged to the bus without waiting (the small
+        control packets written from synchronous code)."""
         if self.writer.is_closing():
             return
+        if not on_bus:
+            self.host.bus.charge(HEADER.size + len(data))
         check = checksum(data) if self.version < VERSION_SKIP_CHECKSUM else 0
         self.writer.write(HEADER.pack(command, arg0, arg1, len(data), check,
                                       command ^ 0xFFFFFFFF))
