@@ -14,6 +14,7 @@ import sys
 from actors.node.device.adb_server import AdbServer, AdbServerError, kill_adb_server, start_adb_server
 from actors.process import run_main, setup_logging, starting, wait_for_stop_signal
 from virtual.farm import FarmSpec, VirtualFarm
+from virtual.profile import PROFILES
 
 # The first phone's port when --base-port is not given: serials a README can name.
 DEFAULT_BASE_PORT = 40001
@@ -29,6 +30,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         f"(default {DEFAULT_BASE_PORT}, random ports when one of those is "
                         f"taken; 0: random ports; avoid 5555-5585)")
     p.add_argument("--adb-port", type=int, default=5037, help="adb server port (default 5037)")
+    p.add_argument("--profile", choices=sorted(PROFILES), default="instant",
+                   help="what the phones' work costs: instant (default, for tests) or real "
+                        "(a real phone's input, screencap and app_process times and one "
+                        "35 MB/s USB 2.0 bus for all phones: for figures meant to predict "
+                        "hardware)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--size", default="1080x2400", help="screen size WxH")
     p.add_argument("--log-level", default="WARNING")
@@ -68,7 +74,8 @@ async def run(args: argparse.Namespace) -> None:
                                     base_port=args.base_port,
                                     random_ports_if_taken=args.random_ports_if_taken,
                                     seed=args.seed, width=args.width, height=args.height,
-                                    adb=AdbServer(port=adb.port)))
+                                    adb=AdbServer(port=adb.port),
+                                    profile=PROFILES[args.profile]))
         try:
             with starting("the virtual phones"):
                 await farm.start()

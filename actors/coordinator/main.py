@@ -32,6 +32,7 @@ from actors.coordinator.registry_store import RegistryStore
 from actors.store.retention import RetentionJob, load_policy
 from actors.coordinator.unknown_screens import UnknownScreenQueue
 from actors.process import StartupError, run_main, setup_logging, starting, wait_for_stop_signal
+from virtual.profile import PROFILES
 
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,6 +59,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="--demo: first port of the virtual phones, whose serials are "
                         "127.0.0.1:PORT, PORT+1, .. (default 40001, random ports when one of "
                         "those is taken; 0: random ports)")
+    p.add_argument("--phone-profile", choices=sorted(PROFILES), default="instant",
+                   help="--demo: what the virtual phones' work costs: instant (default) or "
+                        "real (a real phone's input, screencap and app_process times, one "
+                        "35 MB/s USB 2.0 bus for all: figures that predict hardware)")
     p.add_argument("--ai-base-url", default=os.environ.get("PHONEFARM_AI_BASE_URL"),
                    help="OpenAI-compatible endpoint for recovery/discovery/ai.* variables "
                         "(e.g. http://127.0.0.1:11434/v1); unset = AI off")
@@ -133,9 +138,10 @@ class Demo:
     """The child processes of ``--demo``: adb server, virtual phones, one local node."""
 
     def __init__(self, data: Path, phones: int, coordinator: str, secret: str,
-                 base_port: int | None = None) -> None:
+                 base_port: int | None = None, phone_profile: str = "instant") -> None:
         self.data, self.phones, self.coordinator, self.secret = data, phones, coordinator, secret
         self.base_port = base_port  # None: farm-virtual's default (40001, else random)
+        self.phone_profile = phone_profile  # farm-virtual --profile
         self.adb_port: int | None = None
         self.children: list[subprocess.Popen] = []
         self.serials: list[str] = []
@@ -143,11 +149,8 @@ class Demo:
     def start(self) -> None:
         self.adb_port = start_private_adb_server().port
         env = {**os.environ, "PHONEFARM_SECRET": self.secret}
-        ports = [] if self.base_port is None else ["--base-port", str(self.base_port)]
-        virtual = subprocess.Popen(
-            [sys.executable, "-m", "virtual.cli", "--phones", str(self.phones),
-             "--adb-port", str(self.adb_port), *ports], cwd=ROOT, stdout=subprocess.PIPE,
-            text=True)
+        virtual = subprocess.Popen(self.virtual_argv(self.adb_port), cwd=ROOT,
+                                   stdout=subprocess.PIPE, text=True)
         self.children.append(virtual)
         serials = [virtual.stdout.readline().strip() for _ in range(self.phones)]
         if not all(serials):  # farm-virtual said why on stderr (ours)
@@ -159,6 +162,12 @@ class Demo:
             [sys.executable, "-m", "actors.node", "--name", "demo-node", "--coordinator",
              self.coordinator, "--adb-port", str(self.adb_port), "--data", str(self.data)],
             cwd=ROOT, env=env))
+
+    def virtual_argv(self, adb_port: int) -> list[str]:
+        """The farm-virtual command line of the demo's phones."""
+        ports = [] if self.base_port is None else ["--base-port", str(self.base_port)]
+        return [sys.executable, "-m", "virtual.cli", "--phones", str(self.phones),
+                "--adb-port", str(adb_port), "--profile", self.phone_profile, *ports]
 
     def stop(self) -> None:
         for child in reversed(self.children):
@@ -226,7 +235,8 @@ async def start(args: argparse.Namespace, stack: contextlib.AsyncExitStack) -> t
         await web.TCPSite(runner, host, int(port)).start()
     demo = None
     if args.demo:
-        demo = Demo(data, args.phones, hub.link.address, secret, base_port=args.base_port)
+        demo = Demo(data, args.phones, hub.link.address, secret, base_port=args.base_port,
+                    phone_profile=args.phone_profile)
         stack.push_async_callback(asyncio.to_thread, demo.stop)  # first: a half start too
         await asyncio.to_thread(demo.start)
         await seed_demo(farm_db, demo.serials)

@@ -4,8 +4,12 @@ nothing. These check that the costs are applied and shared, not how fast the mac
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import orjson
@@ -18,6 +22,7 @@ from virtual.farm import FarmSpec, VirtualFarm
 from virtual.profile import (INPUT_JVM_START_S, INSTANT, REAL, USB2_BUS_BYTES_PER_S,
                              USB_BURST_BYTES)
 
+ROOT = Path(__file__).resolve().parents[2]
 PULL_BYTES = 10 * 1024 * 1024  # one raw 1080x2400 frame, ~0.3 s on a 35 MB/s bus
 
 
@@ -101,3 +106,40 @@ def test_two_phones_share_one_usb_bus(adb_server, real_farm, tmp_path):
     assert one >= (PULL_BYTES - USB_BURST_BYTES) / USB2_BUS_BYTES_PER_S, one
     assert both >= bus_s, (one, both)
     assert both >= 1.6 * one, (one, both)
+
+
+def test_farm_virtual_runs_its_phones_under_the_profile_it_is_given(adb_server):
+    from virtual.cli import parse_args
+
+    assert parse_args([]).profile == "instant"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "virtual.cli", "--phones", "1", "--base-port", "0",
+         "--profile", "real", "--adb-port", str(adb_server.port)],
+        cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        serial = proc.stdout.readline().strip()
+        assert serial, "farm-virtual printed no serial"
+        out = run_adb(adb_server, "-s", serial, "shell", "vphone profile")
+        assert orjson.loads(out.stdout)["profile"] == "real"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
+def test_farm_virtual_refuses_an_unknown_profile(capsys):
+    from virtual.cli import parse_args
+
+    with pytest.raises(SystemExit) as exit_:
+        parse_args(["--profile", "fast"])
+    assert exit_.value.code == 2 and "--profile" in capsys.readouterr().err
+
+
+def test_the_demo_starts_its_phones_under_the_phone_profile(tmp_path):
+    from actors.coordinator.main import Demo, parse_args
+
+    args = parse_args(["--demo", "--phone-profile", "real"])
+    assert args.phone_profile == "real" and parse_args(["--demo"]).phone_profile == "instant"
+    demo = Demo(tmp_path, 2, "tcp://127.0.0.1:1", "secret", phone_profile="real")
+    argv = demo.virtual_argv(adb_port=5999)
+    assert argv[argv.index("--profile") + 1] == "real"
+    assert argv[argv.index("--adb-port") + 1] == "5999"
