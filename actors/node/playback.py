@@ -38,7 +38,8 @@ from actors.node.rack import PhoneDirectory
 from protocol.errors import ActorStopped, FarmError, PhoneLocked
 from protocol.messages import MAX_KEY_REPEAT, RunSequence
 from registry.model import App, Registry, ScreenAction
-from sequences.model import (ExpectScreenStep, IfScreenStep, KeyStep, LaunchAppStep,
+from registry.navigation import NavigationError, route
+from sequences.model import (ExpectScreenStep, GoToStep, IfScreenStep, KeyStep, LaunchAppStep,
                              LongTapStep, SleepStep, Step, SwipeStep, SwitchAccountStep,
                              TapStep, TypeStep, WaitForScreenStep)
 
@@ -60,7 +61,6 @@ CLEAR_ROUNDS = 3
 CLEAR_FIRST_DELS = 30
 
 
-
 @dataclass
 class PlaybackOptions:
     """Timing knobs; tests shorten them, real phones may need longer settles."""
@@ -68,6 +68,7 @@ class PlaybackOptions:
     settle_s: float = 0.25           # after an action, before its screen is looked at
     poll_s: float = 0.4              # wait_for_screen's polling period
     unknown_confirm_s: float = 0.5   # an unknown screen is looked at once more after this
+    hop_wait_s: float = 5.0          # go_to: how long one action's screen may take to change
     device_wait_s: float = DEVICE_WAIT_S
 
 
@@ -597,6 +598,8 @@ class PlaybackActor(pykka.ThreadingActor):
                         error=f"{problem} ({CLEAR_ROUNDS} rounds of clearing)")
 
     def _attempt(self, step: Step, state: dict) -> _Attempt:
+        if isinstance(step, GoToStep):
+            return self._go_to(step, state)
         if isinstance(step, WaitForScreenStep):
             return self._wait_for(step.screen, step.timeout_s)
         if isinstance(step, ExpectScreenStep):
@@ -632,3 +635,102 @@ class PlaybackActor(pykka.ThreadingActor):
             state["acted"] = True  # a retry looks again, it does not tap twice
         return self._identify(settle=True)
 
+    # --- go_to ----------------------------------------------------------------------------------
+    def _go_to(self, step: GoToStep, state: dict) -> _Attempt:
+        """One attempt at walking to ``step.screen``: look, and until it shows, take the first
+        action of the shortest route from the screen seen (registry.navigation), then look
+        again; a screen other than the action's linked state is a wrong turn, planned on
+        from. ``state["tried"]`` keeps the hops of every attempt: the action budget (twice
+        the app's states) is the step's, and a failure names the whole path."""
+        target = self._label(step.screen)
+        app_key, _, goal = target.partition("/")
+        app = self.registry.apps.get(app_key) if self.registry is not None else None
+        if app is None or goal not in app.states:
+            return _Attempt(False, reason="bad_step", final=True,
+                            error=f"go_to {target}: this node's registry has no such state")
+        tried: list[str] = state.setdefault("tried", [])
+        budget = 2 * len(app.states)
+        deadline = time.monotonic() + step.timeout_s
+        seen = self._identify()
+        while True:
+            here = seen.screen or self.screen or "unknown"
+            if not seen.ok:
+                return self._go_to_failed(seen, target, tried, seen.error or seen.reason or "")
+            if here == target:
+                if tried:
+                    log.info("execution=%s go_to %s done: %s", self.run.execution_id, target,
+                             "; ".join(tried))
+                return _Attempt(True, screen=here)
+            here_app, _, here_key = here.partition("/")
+            if here_app != app_key or not here_key:
+                return self._go_to_failed(_Attempt(False, screen=here, reason="wrong_screen"),
+                                          target, tried, f"the phone shows {here}, not a screen "
+                                          f"of {app_key}")
+            if len(tried) >= budget:
+                return self._go_to_failed(_Attempt(False, screen=here, reason="timeout",
+                                                   final=True), target, tried,
+                                          f"gave up after {len(tried)} actions")
+            if time.monotonic() >= deadline:
+                return self._go_to_failed(_Attempt(False, screen=here, reason="timeout"), target,
+                                          tried, f"not there within {step.timeout_s:g}s")
+            try:
+                hop = route(app, here_key, goal, app_key)[0]
+            except NavigationError as exc:
+                # An interrupt left on the screen may still be cleared: worth another attempt.
+                return self._go_to_failed(_Attempt(False, screen=here, reason="no_route",
+                                                   final=here_key in app.states),
+                                          target, tried, str(exc))
+            out = self._ask("perform", self._gesture(app, hop.action), self.run.execution_id)
+            if out.get("status") != "ok":
+                return self._go_to_failed(self._action_failed(out), target, tried,
+                                          f"{hop.line(app_key)}: {out.get('error')}")
+            expected = f"{app_key}/{hop.target}"
+            seen = self._after_hop(here, expected, min(deadline, time.monotonic()
+                                                       + self.opt.hop_wait_s))
+            got = seen.screen or "unknown"
+            tried.append(hop.line(app_key) + ("" if got == expected else f" (saw {got})"))
+            log.info("execution=%s go_to %s: %s", self.run.execution_id, target, tried[-1])
+
+    def _go_to_failed(self, outcome: _Attempt, target: str, tried: list[str],
+                      why: str) -> _Attempt:
+        """``outcome`` with an error naming the target, why, the path tried and where it ended."""
+        outcome.error = (f"go_to {target}: {why}; path tried: {'; '.join(tried) or 'none'}; "
+                         f"ended on {outcome.screen or self.screen or 'unknown'}")
+        return outcome
+
+    def _after_hop(self, origin: str, expected: str, until: float) -> _Attempt:
+        """The screen an action led to: looked at until it is the expected one or another
+        known screen than ``origin`` (a slow transition, an unknown in-between frame), or
+        ``until`` passes (then what shows: the origin again, or unknown)."""
+        self._sleep(self.opt.settle_s)
+        while True:
+            out = self._look()
+            if out.get("status") != "ok":
+                return self._action_failed(out, otherwise="device_error")
+            screen = out.get("screen")
+            if screen == expected or (out.get("kind") != "unknown" and screen != origin):
+                return _Attempt(True, screen=screen)
+            if time.monotonic() >= until:
+                if out.get("kind") == "unknown":
+                    return _Attempt(False, screen="unknown", reason="unknown_screen",
+                                    error="the phone shows a screen the registry does not know")
+                return _Attempt(True, screen=screen)
+            self._sleep(min(self.opt.poll_s, max(0.0, until - time.monotonic())))
+
+    def _gesture(self, app: App, action: ScreenAction) -> dict:
+        """The device action a registry action stands for, in the phone's pixels: a tap or long
+        tap on its box's centre, a swipe across its box (inset by a tenth at each end)."""
+        size = self.frame_size or tuple(app.screen_size)
+        x, y = action_centre(action, tuple(app.screen_size), size)
+        if action.action_type == "tap":
+            return {"type": "tap", "x": x, "y": y}
+        if action.action_type == "long_tap":
+            return {"type": "long_tap", "x": x, "y": y, "duration_ms": 800}
+        sx, sy = size[0] / app.screen_size[0], size[1] / app.screen_size[1]
+        x1, y1, x2, y2 = action.coordinates
+        dx, dy = (x2 - x1) * 0.4 * sx, (y2 - y1) * 0.4 * sy
+        end = {"swipe_up": (x, y + dy, x, y - dy), "swipe_down": (x, y - dy, x, y + dy),
+               "swipe_left": (x + dx, y, x - dx, y), "swipe_right": (x - dx, y, x + dx, y)}
+        a, b, c, d = end[action.action_type]
+        return {"type": "swipe", "x1": round(a), "y1": round(b), "x2": round(c), "y2": round(d),
+                "duration_ms": 300}
