@@ -55,7 +55,7 @@ async def test_post_clip_on_four_phones_each_with_its_own_caption(stack, farm, a
     for ex in run["executions"]:
         assert ex["status"] == "completed" and ex["account"] == "clipshare.account1"
         paths = [s["path"] for s in ex["steps"]]
-        assert [p for p in paths if p.startswith("steps[")][-1] == "steps[9]"
+        assert [p for p in paths if p.startswith("steps[")][-1] == "steps[8]"
         assert all(s["status"] in ("success", "skipped") for s in ex["steps"]), ex["steps"]
         assert all(s["start_time"] and s["end_time"] for s in ex["steps"])
         typed = [e["text"] for e in phone_log(adb_server, ex["serial"]) if e["kind"] == "text"]
@@ -81,5 +81,5 @@ async def test_farm_run_over_http_prints_progress_and_exits_zero(stack, farm, ca
     out = capsys.readouterr().out.splitlines()
     assert code == 0, out
     assert out[-1].endswith(": completed")
-    assert any(" steps[9] wait_for_screen success screen=clipshare/profile" in line
+    assert any(" steps[8] wait_for_screen success screen=clipshare/profile" in line
                for line in out), out

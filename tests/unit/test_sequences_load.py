@@ -152,7 +152,17 @@ def test_library_reports_a_misnamed_file(tmp_path: Path) -> None:
 
 
 def test_walk_and_map_texts_reach_nested_steps() -> None:
-    seq = load_named("clipshare/switch_account")
+    # The shape switch_account had before go_to: the login form typed in both branches.
+    form = [{"type": "type", "text": "${account.username}", "clear": True,
+             "field": "login.username_field"},
+            {"type": "tap", "action": "login.password_field"},
+            {"type": "type", "text": "${account.password}"}]
+    seq = parse_sequence({"name": "nested", "app": "clipshare", "steps": [
+        {"type": "if_screen", "screen": "clipshare/login", "then": form, "otherwise": [
+            {"type": "if_screen", "screen": "clipshare/feed", "then": [
+                {"type": "tap", "action": "feed.go_to_profile"}]},
+            *form]},
+        {"type": "wait_for_screen", "screen": "clipshare/feed"}]})
     walked = list(walk_steps(seq.steps))
     paths = [p for p, _ in walked]
     assert any(".then[" in p for p in paths) and any(".otherwise[" in p and ".then[" in p
@@ -257,3 +267,14 @@ def test_go_to_names_a_state_the_registry_has() -> None:
     assert p.startswith("request: $.steps[1].timeout_s: must be <= 86400")
     [p] = problems({"type": "go_to", "screen": "clipshare/login", "then": []})
     assert p.startswith("request: $.steps[1].then: unknown field 'then' for a go_to step")
+
+
+def test_library_login_switch_account_and_post_clip_start_with_a_go_to() -> None:
+    """Each starts from any ClipShare screen: its first step after launching walks there."""
+    library = load_library()
+    firsts = {name: next(s for s in library[name].steps if s.__struct_config__.tag != "launch_app")
+              for name in ("clipshare/login", "clipshare/switch_account", "clipshare/post_clip")}
+    assert {name: (step.__struct_config__.tag, step.screen) for name, step in firsts.items()} == {
+        "clipshare/login": ("go_to", "clipshare/login"),
+        "clipshare/switch_account": ("go_to", "clipshare/login"),
+        "clipshare/post_clip": ("go_to", "clipshare/feed")}
