@@ -67,6 +67,15 @@ def test_an_input_tap_pays_the_jvm_start_under_real_and_not_under_instant(
     assert min(tap_seconds(instant) for _ in range(5)) < 0.5 * INPUT_JVM_START_S
 
 
+def test_vphone_slow_still_adds_on_top_of_the_profile(adb_server, real_farm):
+    real = DeviceDriver(real_farm.serials[1], AdbServer(port=adb_server.port))
+    real.shell("vphone slow 300")
+    try:
+        assert tap_seconds(real) >= INPUT_JVM_START_S + 0.3
+    finally:
+        real.shell("vphone slow 0")
+
+
 def pull_seconds(adb_server: AdbServer, serials: list[str], tmp_path) -> float:
     """Wall time of pulling the 10 MB file from every phone in ``serials`` at once."""
     results: list[int] = []
