@@ -77,3 +77,20 @@ def test_tool_calls_become_device_actions_or_name_the_bad_argument() -> None:
         act("launch_app", app="nothing")
     with pytest.raises(ValueError, match="unknown tool"):
         act("reboot")
+
+
+def test_a_go_to_resumes_itself_from_any_state_and_a_later_one_gives_its_target() -> None:
+    steps = [{"type": "go_to", "screen": "clipshare/feed"},
+             {"type": "tap", "action": "feed.go_to_upload"},
+             {"type": "go_to", "screen": "clipshare/settings"},
+             {"type": "wait_for_screen", "screen": "clipshare/login"}]
+    walk = msgspec.structs.replace(run(), steps=msgspec.convert(steps, list[Step]))
+
+    def at(path: str) -> list[tuple[str, int]]:
+        return [(p.screen, p.index) for p in resume_points(walk, path, default_registry())]
+
+    # A go_to walks from wherever the recovery leaves the phone, as long as it is a state.
+    assert at("steps[0]") == [(ANY_KNOWN, 0), ("clipshare/feed", 1),
+                              ("clipshare/settings", 2), ("clipshare/login", 3)]
+    assert at("steps[1]") == [("clipshare/upload", 2), ("clipshare/settings", 2),
+                              ("clipshare/login", 3)]

@@ -35,7 +35,7 @@ from protocol.errors import FarmError
 from protocol.files import write_atomic
 from protocol.messages import RunSequence
 from registry.model import Registry
-from sequences.model import (ExpectScreenStep, IfScreenStep, LongTapStep, TapStep,
+from sequences.model import (ExpectScreenStep, GoToStep, IfScreenStep, LongTapStep, TapStep,
                              WaitForScreenStep)
 
 log = logging.getLogger(__name__)
@@ -130,9 +130,9 @@ def resume_points(run: RunSequence, failed_path: str, registry: Registry | None
                   ) -> list[ResumePoint]:
     """Where the sequence can go on after ``failed_path`` failed, earliest step first: the
     failed step itself when it did nothing yet (a wait/expect re-checks its screen; an
-    if_screen takes any state), the screen a failed tap's action leads to (the tap happened:
-    the next step), and, for every later top-level step, the screen it needs (a wait/expect
-    screen, or the screen of a tap's registry action). Steps before the failure never replay."""
+    if_screen or a go_to takes any state), the screen a failed tap's action leads to (the tap
+    happened: the next step), and, for every later top-level step, the screen it needs (a
+    wait/expect screen or a go_to's target, or the screen of a tap's registry action). Steps before the failure never replay."""
     m = _STEP.match(failed_path or "")
     if m is None:
         return []
@@ -144,7 +144,7 @@ def resume_points(run: RunSequence, failed_path: str, registry: Registry | None
         step = steps[failed]
         if isinstance(step, (WaitForScreenStep, ExpectScreenStep)):
             points[_label(step.screen, run.app)] = failed
-        elif isinstance(step, IfScreenStep):
+        elif isinstance(step, (IfScreenStep, GoToStep)):  # a go_to walks from any state
             points[ANY_KNOWN] = failed
         elif isinstance(step, (TapStep, LongTapStep)) and step.action and failed + 1 < len(steps):
             linked = _linked_state(registry, step.action, run.app)
@@ -152,7 +152,7 @@ def resume_points(run: RunSequence, failed_path: str, registry: Registry | None
                 points[linked] = failed + 1
     for index in range(failed + 1, len(steps)):
         step = steps[index]
-        if isinstance(step, (WaitForScreenStep, ExpectScreenStep)):
+        if isinstance(step, (WaitForScreenStep, ExpectScreenStep, GoToStep)):
             points.setdefault(_label(step.screen, run.app), index)
         elif isinstance(step, (TapStep, LongTapStep)) and step.action:
             found = _action_screen(step.action, run.app)
