@@ -252,3 +252,39 @@ def test_cli_launcher_runs_registry_check(tmp_path: Path) -> None:
                            str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert ": ok: " in done.stdout
+
+
+# --- farm registry path ---------------------------------------------------------------------
+
+
+def test_cli_path_prints_one_line_per_hop(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    code, lines, _ = farm(capsys, "registry", "path", "clipshare", "feed", "login")
+    assert code == 0
+    assert lines == ["clipshare/feed --go_to_profile--> clipshare/profile",
+                     "clipshare/profile --switch_account--> clipshare/account_switcher",
+                     "clipshare/account_switcher --add_account--> clipshare/login"]
+    assert farm(capsys, "registry", "path", "clipshare", "feed", "feed")[:2] == (
+        0, ["clipshare/feed: already there"])
+    build(tmp_path)
+    assert farm(capsys, "registry", "path", "demo", "home", "detail", "--registry",
+                str(tmp_path))[:2] == (0, ["demo/home --open--> demo/detail"])
+
+
+def test_cli_path_without_a_route_exits_1_naming_the_screens(capsys: pytest.CaptureFixture) -> None:
+    code, lines, err = farm(capsys, "registry", "path", "clipshare", "login", "feed")
+    assert code == 1 and lines == []
+    assert err.startswith("farm: no route from clipshare/login to clipshare/feed: ")
+    assert "clipshare/login --log_in--> clipshare/feed" in err  # the one it will not take
+
+
+def test_cli_path_bad_names_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    code, lines, err = farm(capsys, "registry", "path", "clipshar", "feed", "login")
+    assert code == 2 and "'clipshar'" in err and "clipshare" in err
+    code, lines, err = farm(capsys, "registry", "path", "clipshare", "fed", "login")
+    assert code == 2 and "start screen clipshare/fed" in err and "feed" in err
+    code, lines, err = farm(capsys, "registry", "path", "clipshare", "feed", "interrupt:rate_us")
+    assert code == 2 and "is an interrupt" in err
+    (tmp_path / "demo.json").write_text("{")
+    code, lines, err = farm(capsys, "registry", "path", "demo", "a", "b", "--registry",
+                            str(tmp_path))
+    assert code == 2 and "invalid JSON" in err

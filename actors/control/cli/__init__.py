@@ -26,6 +26,9 @@ command group is a module registering its subcommands with `add_commands(sub, co
     farm registry check [DIR]            every problem, ambiguity and dead screen, one a line
     farm registry identify IMAGE [--app APP] [--registry DIR] [--explain]
                                          app/state | app/interrupt:name | unknown [(ambiguous: ..)]
+    farm registry path APP FROM TO [--registry DIR]
+                                         the route a go_to walks: screen --action--> screen
+                                         per hop (exit 1: no route)
     farm registry apps                   the coordinator's registry: version, apps, screens
     farm vars preview TEXT --phone SERIAL [--account clipshare.account1] [--db PATH] [--seed N]
                                          TEXT with variables and spintax resolved (local DB)
@@ -46,8 +49,9 @@ command group is a module registering its subcommands with `add_commands(sub, co
 The endpoint is ``--url`` or $PHONEFARM_URL (default http://127.0.0.1:8470); the access
 token ``--token`` or $PHONEFARM_TOKEN; the registry DIR $PHONEFARM_REGISTRY (default the demo
 registry, registry/apps). Exit status: 0 success; 1 some phone's action did not succeed (or
-the scope matched no phone), or `registry check` found problems; 2 bad usage, a request the
-endpoint rejected, an unreadable image or an invalid registry; 3 endpoint unreachable; 141
+the scope matched no phone), `registry check` found problems or `registry path` no route; 2
+bad usage, a request the endpoint rejected, an unreadable image or an invalid registry; 3
+endpoint unreachable; 141
 stdout closed by its reader (`farm runs | head`), quietly.
 """
 

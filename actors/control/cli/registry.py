@@ -1,5 +1,5 @@
-"""`farm registry check|identify` (locally on a registry folder; the registry modules, OpenCV
-included, are imported only when run) and `farm registry apps` (the coordinator's).
+"""`farm registry check|identify|path` (locally on a registry folder; the registry modules,
+OpenCV included, are imported only when run) and `farm registry apps` (the coordinator's).
 """
 
 from __future__ import annotations
@@ -69,20 +69,28 @@ def _cmd_registry_apps(client: FarmClient, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _cmd_registry_identify(client: FarmClient, args: argparse.Namespace) -> int:
+def _load_registry(path: str):
+    """The registry at ``path``, or None once its problems are printed (exit 2 then)."""
     from protocol.errors import ValidationErrors
-    from registry.check import describe
     from registry.load import load_registry
-    from registry.match import Matcher, load_image
 
-    frame = load_image(args.image)  # FarmError naming the file -> exit 2
-    path = _registry_dir(args)
     try:
-        registry = load_registry(path)
+        return load_registry(path)
     except ValidationErrors as exc:
         print(f"farm: registry {path} is invalid (`farm registry check {path}`):", file=sys.stderr)
         for problem in exc.problems:
             print(f"  {problem}", file=sys.stderr)
+        return None
+
+
+def _cmd_registry_identify(client: FarmClient, args: argparse.Namespace) -> int:
+    from registry.check import describe
+    from registry.match import Matcher, load_image
+
+    frame = load_image(args.image)  # FarmError naming the file -> exit 2
+    path = _registry_dir(args)
+    registry = _load_registry(path)
+    if registry is None:
         return EXIT_REJECTED
     if args.app is not None and args.app not in registry.apps \
             and registry.app_for_package(args.app) is None:
@@ -97,9 +105,38 @@ def _cmd_registry_identify(client: FarmClient, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_registry_path(client: FarmClient, args: argparse.Namespace) -> int:
+    """The shortest route of registry actions from one screen of an app to a state: one line
+    per hop; exit 1 naming the screens when there is none."""
+    from registry.navigation import NoRoute, UnknownScreen, route
+
+    path = _registry_dir(args)
+    registry = _load_registry(path)
+    if registry is None:
+        return EXIT_REJECTED
+    app = registry.apps.get(args.app)
+    if app is None:
+        print(f"farm: no app {args.app!r} in registry {path} (apps: {', '.join(registry.apps)})",
+              file=sys.stderr)
+        return EXIT_REJECTED
+    try:
+        hops = route(app, args.start, args.target, args.app)
+    except UnknownScreen as exc:
+        print(f"farm: {exc}", file=sys.stderr)
+        return EXIT_REJECTED
+    except NoRoute as exc:
+        print(f"farm: {exc}", file=sys.stderr)
+        return EXIT_PHONE_FAILED
+    for hop in hops:
+        print(hop.line(args.app))
+    if not hops:
+        print(f"{args.app}/{args.target}: already there")
+    return EXIT_OK
+
+
 def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    registry_help = ("work on a screen registry folder (check, identify: locally, no endpoint) "
-                     "or list the coordinator's (apps)")
+    registry_help = ("work on a screen registry folder (check, identify, path: locally, no "
+                     "endpoint) or list the coordinator's (apps)")
     p = sub.add_parser("registry", help=registry_help, description=registry_help)
     registry_sub = p.add_subparsers(dest="registry_command", required=True, metavar="COMMAND")
     dir_help = "registry folder or single JSON file (env PHONEFARM_REGISTRY, default the demo registry)"
@@ -121,6 +158,16 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
                    help="also print one line per region checked: screen, region, kind, score, "
                         "threshold, pass/fail")
     p.set_defaults(func=_cmd_registry_identify)
+
+    help_text = ("the shortest route of registry actions (their linked_state) from screen FROM "
+                 "of APP to state TO, the one a go_to step walks: one line per hop; exit 1 "
+                 "when there is none")
+    p = registry_sub.add_parser("path", help=help_text, description=help_text)
+    p.add_argument("app", metavar="APP", help="registry app key (e.g. clipshare)")
+    p.add_argument("start", metavar="FROM", help="screen key: a state (feed) or interrupt:KEY")
+    p.add_argument("target", metavar="TO", help="state key (e.g. login)")
+    p.add_argument("--registry", dest="registry_dir", default=None, metavar="DIR", help=dir_help)
+    p.set_defaults(func=_cmd_registry_path)
 
     help_text = "the coordinator's screen registry: version, and per app its screens"
     p = registry_sub.add_parser("apps", help=help_text, description=help_text, parents=[common])
