@@ -57,15 +57,6 @@ class Hop:
         return f"{app_key}/{self.source} --{self.action.name}--> {app_key}/{self.target}"
 
 
-def split_label(label: str) -> tuple[str, str]:
-    """``clipshare/interrupt:rate_us`` -> (``clipshare``, ``interrupt:rate_us``)."""
-    app_key, sep, screen = label.partition("/")
-    if not sep or not app_key or not screen:
-        raise UnknownScreen(f"not a screen label: {label!r} (expected app/state, e.g. "
-                            "clipshare/feed)")
-    return app_key, screen
-
-
 def screen_names(app: App) -> list[str]:
     """Every screen of ``app`` as this module names it: states, then ``interrupt:`` ones."""
     return [*app.states, *(INTERRUPT + key for key in app.interrupts)]

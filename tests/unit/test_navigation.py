@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from registry.load import DEMO_REGISTRY, load_registry
 from registry.model import App, Screen, ScreenAction
-from registry.navigation import NoRoute, UnknownScreen, route, split_label, unreachable
+from registry.navigation import NoRoute, UnknownScreen, route, unreachable
 
 BOX = (0, 0, 10, 10)
 
@@ -86,13 +86,6 @@ def test_unknown_screens_are_errors_naming_them(start, target, named):
 def test_an_interrupt_is_no_target():
     with pytest.raises(UnknownScreen, match="x/interrupt:promo is an interrupt"):
         route(SHOP, "home", "interrupt:promo", "x")
-
-
-def test_split_label():
-    assert split_label("clipshare/interrupt:rate_us") == ("clipshare", "interrupt:rate_us")
-    for bad in ("unknown", "/feed", "clipshare/"):
-        with pytest.raises(UnknownScreen, match="not a screen label"):
-            split_label(bad)
 
 
 def test_unreachable_states():
