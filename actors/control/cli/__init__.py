@@ -51,8 +51,7 @@ token ``--token`` or $PHONEFARM_TOKEN; the registry DIR $PHONEFARM_REGISTRY (def
 registry, registry/apps). Exit status: 0 success; 1 some phone's action did not succeed (or
 the scope matched no phone), `registry check` found problems or `registry path` no route; 2
 bad usage, a request the endpoint rejected, an unreadable image or an invalid registry; 3
-endpoint unreachable; 141
-stdout closed by its reader (`farm runs | head`), quietly.
+endpoint unreachable; 141 stdout closed by its reader (`farm runs | head`), quietly.
 """
 
 from __future__ import annotations
