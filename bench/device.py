@@ -35,7 +35,8 @@ def start_phones(n: int, port: int) -> tuple[subprocess.Popen, list[str]]:
     """Virtual phones in their own process, as real phones are their own hardware: in the
     bench's process they would compete with the measuring threads for the GIL."""
     proc = subprocess.Popen([sys.executable, "-m", "virtual.cli", "--phones", str(n),
-                             "--adb-port", str(port)], stdout=subprocess.PIPE, text=True,
+                             "--adb-port", str(port), "--base-port", "0"],
+                            stdout=subprocess.PIPE, text=True,
                             cwd=Path(__file__).resolve().parent.parent)
     serials = [proc.stdout.readline().strip() for _ in range(n)]
     if not all(serials):

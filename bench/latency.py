@@ -41,7 +41,7 @@ def start_demo(phones: int, data: str) -> tuple[subprocess.Popen, str, int]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "actors.coordinator", "--demo", "--phones", str(phones),
          "--http", f"127.0.0.1:{http_port}", "--listen", f"tcp://127.0.0.1:{free_port()}",
-         "--data", data, "--log-level", "WARNING"],
+         "--data", data, "--log-level", "WARNING", "--base-port", "0"],
         cwd=ROOT, stdout=subprocess.PIPE, text=True)
     line = proc.stdout.readline()
     m = re.search(r"demo adb server 127\.0\.0\.1:(\d+)", line)

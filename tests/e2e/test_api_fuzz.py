@@ -65,7 +65,7 @@ class DemoFarm:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "actors.coordinator", "--demo", "--phones", str(PHONES),
              "--http", f"127.0.0.1:{http}", "--listen", f"tcp://127.0.0.1:{free_port()}",
-             "--data", str(data), "--log-level", "WARNING"],
+             "--data", str(data), "--log-level", "WARNING", "--base-port", "0"],
             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=self.log.open("wb"))
 
     def wait_online(self, timeout: float = 120) -> list[dict]:

@@ -62,6 +62,7 @@ class Farm:
         self.adb[name] = start_private_adb_server()
         proc = self._spawn("virtual.cli", "--phones", str(phones), "--adb-port",
                            str(self.adb[name].port), "--seed", str(len(self.adb) * 10),
+                           "--base-port", "0",
                            log_name=f"virtual-{name}", stdout=subprocess.PIPE, text=True)
         self.virtual.append(proc)
         self.serials[name] = [proc.stdout.readline().strip() for _ in range(phones)]

@@ -43,7 +43,8 @@ class VirtualProcess:
 
     def __init__(self, adb_port: int) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "virtual.cli", "--phones", "1", "--adb-port", str(adb_port)],
+            [sys.executable, "-m", "virtual.cli", "--phones", "1", "--adb-port", str(adb_port),
+             "--base-port", "0"],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         lines: queue.Queue[str] = queue.Queue()
         threading.Thread(target=lambda: lines.put(self.proc.stdout.readline()), daemon=True).start()

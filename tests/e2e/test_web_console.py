@@ -48,7 +48,7 @@ class Farm:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "actors.coordinator", "--demo", "--phones", str(PHONES),
              "--http", f"127.0.0.1:{http}", "--listen", f"tcp://127.0.0.1:{free_port()}",
-             "--data", str(tmp / "data"), "--log-level", "WARNING"],
+             "--data", str(tmp / "data"), "--log-level", "WARNING", "--base-port", "0"],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
             start_new_session=True)
         line = self.proc.stdout.readline()
