@@ -24,13 +24,20 @@ def setup_logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), stream=sys.stderr, format=LOG_FORMAT)
 
 
-async def wait_for_stop_signal() -> None:
-    """Return once SIGINT or SIGTERM arrives (Ctrl-C, `kill`, a supervisor stopping us)."""
+def stop_signal() -> asyncio.Event:
+    """An event SIGINT or SIGTERM (Ctrl-C, `kill`, a supervisor stopping us) sets, its
+    handlers installed on return. Take it before saying "ready": a stop sent in answer to
+    that line would otherwise meet Python's default handler (a KeyboardInterrupt traceback)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    return stop
+
+
+async def wait_for_stop_signal() -> None:
+    """Return once SIGINT or SIGTERM arrives (Ctrl-C, `kill`, a supervisor stopping us)."""
+    await stop_signal().wait()
 
 
 STARTUP_EXIT = 2

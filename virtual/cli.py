@@ -12,7 +12,7 @@ import asyncio
 import sys
 
 from actors.node.device.adb_server import AdbServer, AdbServerError, kill_adb_server, start_adb_server
-from actors.process import run_main, setup_logging, starting, wait_for_stop_signal
+from actors.process import run_main, setup_logging, starting, stop_signal
 from virtual.farm import FarmSpec, VirtualFarm
 from virtual.profile import PROFILES
 
@@ -79,9 +79,10 @@ async def run(args: argparse.Namespace) -> None:
         try:
             with starting("the virtual phones"):
                 await farm.start()
+            stop = stop_signal()  # a Ctrl-C answering the serials must find our handler
             for serial in farm.serials:
                 print(serial, flush=True)
-            await wait_for_stop_signal()
+            await stop.wait()
         finally:
             await farm.stop()
     finally:

@@ -5,6 +5,7 @@ the operator chose that is taken stops farm-virtual with one line."""
 from __future__ import annotations
 
 import logging
+import signal
 import socket
 import subprocess
 import sys
@@ -122,3 +123,21 @@ def test_farm_virtual_on_a_taken_port_it_was_given_says_so_in_one_line(
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
     assert lines[0].startswith("farm-virtual:") and str(base) in lines[0], lines
+
+
+def test_farm_virtual_stopped_right_after_its_serials_exits_cleanly(adb_server: AdbServer) -> None:
+    # A Ctrl-C sent as soon as the serials are read landed before farm-virtual's handler was
+    # installed: Python's own KeyboardInterrupt, a traceback and exit -2, most of the time.
+    for _ in range(4):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "virtual.cli", "--phones", "1", "--base-port", "0",
+             "--adb-port", str(adb_server.port)],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            assert proc.stdout.readline().startswith("127.0.0.1:")
+            proc.send_signal(signal.SIGINT)
+            _, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        assert proc.returncode == 0 and "Traceback" not in err, err
