@@ -9,12 +9,17 @@ the hot path (a tap, a screenshot on 60 phones) must not pay adbutils' fixed ~20
 from __future__ import annotations
 
 import socket
+import struct
 
 from protocol.errors import DeviceError, DeviceGone, FarmError
 
 # Substrings of the adb server's FAIL messages that mean "that phone is not there now".
 GONE_MARKERS = ("not found", "offline", "no devices", "device still connecting",
                 "unauthorized", "no emulators")
+
+
+# A `shell,v2` stream's packets: kind (1 stdout, 2 stderr, 3 exit status), length, payload.
+SHELL_V2_HEADER = struct.Struct("<BI")
 
 
 class AdbServerError(FarmError):

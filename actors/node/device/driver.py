@@ -6,6 +6,14 @@ service on a fresh adb-server socket and read to the end without adbutils' close
 file transfer and installs, which are rare, go through adbutils' sync client or stream
 installs. Every failure is a ``DeviceError`` naming the serial and the command; a phone that
 is not there any more raises ``DeviceGone``.
+
+Given an ``AgentConfig``, a driver drives its phone through a resident scrcpy server instead
+(`actors/node/device/agent.py`): touches, keys and text go over the agent's control socket and
+a screenshot is the first decoded video frame newer than the last action plus the settle
+time. ``io`` says which path serves now ("agent" or "shell", ``io_reason`` why shell). While
+no agent runs (none configured, no jar, Android too old, dead and waiting for its restart)
+everything takes the shell path; an action the agent failed before sending any of it is
+replayed there, one it failed half way is reported failed with the reason.
 """
 
 from __future__ import annotations
@@ -19,20 +27,25 @@ import socket
 import stat
 import struct
 import threading
+import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
-from actors.node.device.adb_server import AdbServer, AdbServerError, read_until_close, recv_exactly
+from actors.node.device.adb_server import (SHELL_V2_HEADER, AdbServer, AdbServerError,
+                                           read_until_close, recv_exactly)
+from actors.node.device.agent import (AgentConfig, AgentError, AgentKeeper, IoCallback, ScrcpyAgent,
+                                      key_steps, straight_path)
 from actors.node.device.keycodes import key_code
 from protocol.errors import DeviceError, DeviceGone
 from protocol.messages import MAX_KEY_REPEAT
 
 log = logging.getLogger(__name__)
 
-V2_HEADER = struct.Struct("<BI")
+V2_HEADER = SHELL_V2_HEADER
 RAW_HEADER_V2 = struct.Struct("<IIII")  # Android 9+: width, height, format, colour space
 RAW_HEADER_V1 = struct.Struct("<III")
 PIXEL_FORMAT_RGBA_8888 = 1
@@ -130,6 +143,23 @@ def field_at(nodes: list[UiNode], box: tuple[int, int, int, int]) -> UiNode | No
     return max(fields, key=lambda n: n.focused, default=None)
 
 
+def _agent_type(agent: ScrcpyAgent, lines: list[str]) -> None:
+    """Type ``lines`` through the agent with ENTER between them; once any of it went out, a
+    failure counts as sent (the rest must not be replayed on the shell path)."""
+    sent = False
+    try:
+        for i, line in enumerate(lines):
+            if i:
+                agent.play("text", key_steps(key_code("ENTER")))
+                sent = True
+            if line:
+                agent.type_text(line)
+                sent = True
+    except AgentError as exc:
+        exc.sent = exc.sent or sent
+        raise
+
+
 class UiDumpUnavailable(DeviceError):
     """The phone cannot dump its views (no uiautomator, or a screen that never settles)."""
 
@@ -150,9 +180,15 @@ class ShellOutput:
 class DeviceDriver:
     """Actions on one phone (by serial) through an adb server."""
 
-    def __init__(self, serial: str, adb: AdbServer | None = None) -> None:
+    def __init__(self, serial: str, adb: AdbServer | None = None,
+                 agent: AgentConfig | None = None, on_io: IoCallback | None = None) -> None:
         self.serial = serial
         self.adb = adb or AdbServer()
+        # The scrcpy agent (None: shell path only) and when the last input ended
+        # (time.monotonic): a screenshot from the stream is a frame that arrived after it.
+        self.agent_config = agent
+        self._keeper = AgentKeeper(self, agent, on_io) if agent is not None else None
+        self._acted_at = float("-inf")
         self._features: set[str] | None = None
         self._size: tuple[int, int] | None = None
         self._has_ime: bool | None = None
@@ -179,6 +215,59 @@ class DeviceDriver:
                 raise DeviceError(self.serial, "features", str(exc)) from exc
         return self._features
 
+    # --- the scrcpy agent -------------------------------------------------------------------
+    def start_agent(self) -> None:
+        """Start the agent in the background (no-op without an ``AgentConfig``)."""
+        if self._keeper is not None:
+            self._keeper.start()
+
+    def wake_agent(self) -> None:
+        """The phone is back: an agent restart waiting for its back-off runs now."""
+        if self._keeper is not None:
+            self._keeper.wake()
+
+    @property
+    def io(self) -> str:
+        """"agent" while the scrcpy agent serves this phone's actions, else "shell"."""
+        return self._keeper.io if self._keeper is not None else "shell"
+
+    @property
+    def io_reason(self) -> str | None:
+        """Why the shell path serves (None on the agent path)."""
+        return self._keeper.io_reason if self._keeper is not None else "no scrcpy agent configured"
+
+    @property
+    def agent(self) -> ScrcpyAgent | None:
+        """The running agent, or None."""
+        return self._keeper.current() if self._keeper is not None else None
+
+    def _via_agent(self, label: str, act: Callable[[ScrcpyAgent], None]) -> bool:
+        """Run ``act`` on the agent. False: no agent runs, or it failed before any of the
+        action reached the phone; the caller takes the shell path. An action the agent
+        failed half way raises DeviceError with the reason (replaying it could act twice)."""
+        if self._closed is not None:
+            raise DeviceError(self.serial, label, self._closed)
+        agent = self.agent
+        if agent is None:
+            return False
+        try:
+            act(agent)
+        except AgentError as exc:
+            if self._closed is not None:
+                raise DeviceError(self.serial, label, f"{self._closed} ({exc.reason})") from None
+            if exc.sent:
+                raise DeviceError(self.serial, label,
+                                  f"{exc.reason}; not retried on the shell path, part of it "
+                                  "had reached the phone") from None
+            log.warning("phone=%s %s not sent through the scrcpy agent (%s): shell path",
+                        self.serial, label, exc.reason)
+            return False
+        self._acted()
+        return True
+
+    def _acted(self) -> None:
+        self._acted_at = time.monotonic()
+
     # --- closing -------------------------------------------------------------------------
     def close(self, reason: str = "driver closed") -> None:
         """Cut this driver's adb connections now; callable from any thread.
@@ -187,10 +276,12 @@ class DeviceDriver:
         never finishes: a socket read waits up to the adb timeout per read) ends at once
         with ``DeviceError(reason)``, and every later call fails the same way without
         touching the device. A stopping node uses it so that no actor's stop waits on a
-        phone that does not answer."""
+        phone that does not answer. The scrcpy agent is torn down too."""
         with self._live_lock:
             self._closed = reason
             live = list(self._live)
+        if self._keeper is not None:
+            self._keeper.close(reason)
         for sock in live:
             try:
                 sock.shutdown(socket.SHUT_RDWR)  # wakes a recv blocked in the owner's thread
@@ -228,6 +319,14 @@ class DeviceDriver:
         with self._live_lock:
             self._live.discard(sock)
         sock.close()
+
+    def open_stream(self, service: str, label: str) -> socket.socket:
+        """A device service kept open by its caller (the agent's sockets); `close` cuts it
+        like any call's. Give it back with `release_stream`."""
+        return self._open(service, label)
+
+    def release_stream(self, sock: socket.socket) -> None:
+        self._release(sock)
 
     def _read_all(self, sock: socket.socket, label: str, size_hint: int = 0) -> bytearray:
         """Everything until the phone closes the stream; DeviceError if close() cut it."""
@@ -321,11 +420,25 @@ class DeviceDriver:
         return self._size
 
     def screenshot(self) -> np.ndarray:
-        """The current frame as an (H, W, 4) RGBA uint8 array, straight from raw screencap.
+        """The current frame as an (H, W, 4) RGBA uint8 array.
 
-        No PNG decode: the raw frame is viewed in place (measured: PNG decode of 1080x2400
-        costs ~37 ms of CPU, the raw path only the copy off the socket).
+        On the agent path: the first decoded video frame that arrived ``settle_s`` after the
+        last action ended (no transfer: it is here already), or raw screencap when none comes
+        within ``frame_timeout_s``. Raw screencap: no PNG decode, the raw frame is viewed in
+        place (measured: PNG decode of 1080x2400 costs ~37 ms of CPU, the raw path only the
+        copy off the socket).
         """
+        agent = self.agent
+        if agent is not None:
+            config = self.agent_config
+            frame = agent.frame_after(self._acted_at + config.settle_s, config.frame_timeout_s)
+            if frame is not None:
+                return frame
+            log.info("phone=%s no video frame within %.1f s after the last action: screencap",
+                     self.serial, config.frame_timeout_s)
+        return self._screencap()
+
+    def _screencap(self) -> np.ndarray:
         w, h = self._size or (0, 0)
         data = self.exec_out("screencap", size_hint=w * h * 4 + RAW_HEADER_V2.size)
         if len(data) < RAW_HEADER_V1.size:
@@ -387,15 +500,31 @@ class DeviceDriver:
 
     # --- input -----------------------------------------------------------------------------
     def tap(self, x: int, y: int) -> None:
+        if self._via_agent("tap", lambda a: a.touch("tap", [(int(x), int(y))], 0)):
+            return
         self.shell(f"input tap {int(x)} {int(y)}")
+        self._acted()
 
     def long_tap(self, x: int, y: int, duration_ms: int = 800) -> None:
+        if self._via_agent("long tap", lambda a: a.touch("long tap", [(int(x), int(y))],
+                                                         int(duration_ms))):
+            return
         # Android has no long-tap command; a stationary swipe is how the platform does it.
         self.shell(f"input swipe {int(x)} {int(y)} {int(x)} {int(y)} {int(duration_ms)}")
+        self._acted()
 
     def swipe(self, x1: int, y1: int, x2: int, y2: int, duration_ms: int = 300,
               path: list[tuple[int, int]] | list[list[int]] | None = None) -> None:
         """Swipe straight from (x1, y1) to (x2, y2), or through every point of ``path``."""
+        points = ([(int(x), int(y)) for x, y in path] if path is not None and len(path) > 2
+                  else straight_path(int(x1), int(y1), int(x2), int(y2), int(duration_ms)))
+        if self._via_agent("swipe", lambda a: a.touch("swipe", points, int(duration_ms))):
+            return
+        self._shell_swipe(x1, y1, x2, y2, duration_ms, path)
+        self._acted()
+
+    def _shell_swipe(self, x1: int, y1: int, x2: int, y2: int, duration_ms: int,
+                     path: list[tuple[int, int]] | list[list[int]] | None) -> None:
         if path is None or len(path) <= 2:
             self.shell(f"input swipe {int(x1)} {int(y1)} {int(x2)} {int(y2)} {int(duration_ms)}")
         elif self.sdk_level() < MOTION_EVENT_MIN_SDK:
@@ -426,7 +555,10 @@ class DeviceDriver:
         if not 1 <= repeat <= MAX_KEY_REPEAT:
             raise DeviceError(self.serial, f"key {key!r}",
                               f"repeat {repeat} is not in 1..{MAX_KEY_REPEAT}")
+        if self._via_agent(f"key {key!r}", lambda a: a.play("key", key_steps(code, repeat))):
+            return
         self.shell("input keyevent " + " ".join([str(code)] * repeat))
+        self._acted()
 
     def type_text(self, text: str) -> None:
         """Type ``text`` exactly into the focused field.
@@ -435,11 +567,19 @@ class DeviceDriver:
         `& ; | $ \\ %` and quotes reach the phone unchanged; newlines as ENTER). Anything
         `input text` cannot carry - non-ASCII, a literal "%s" - goes through the ADB Keyboard
         IME (`am broadcast -a ADB_INPUT_B64`), which must be installed and selected on a
-        real phone (virtual phones ship it).
+        real phone (virtual phones ship it). On the agent path each line is injected as key
+        events, or pasted through the clipboard when it cannot be (non-ASCII, > 300 bytes),
+        with ENTER between lines.
         """
         if not text:
             return
         lines = text.split("\n")
+        if self._via_agent("type_text", lambda a: _agent_type(a, lines)):
+            return
+        self._shell_type(text, lines)
+        self._acted()
+
+    def _shell_type(self, text: str, lines: list[str]) -> None:
         if all(_INPUT_TEXT_SAFE.match(line) and "%s" not in line for line in lines):
             parts = []
             for i, line in enumerate(lines):
@@ -467,6 +607,12 @@ class DeviceDriver:
                 if line.startswith("package:")]
 
     def launch_app(self, package: str, activity: str | None = None) -> None:
+        try:
+            self._launch_app(package, activity)
+        finally:
+            self._acted()
+
+    def _launch_app(self, package: str, activity: str | None) -> None:
         if activity:
             out = self.shell(["am", "start", "-n", f"{package}/{activity}"], check=False)
             if out.exit_code != 0 or b"Error" in out.stderr + out.stdout:
@@ -482,6 +628,7 @@ class DeviceDriver:
 
     def stop_app(self, package: str) -> None:
         self.shell(["am", "force-stop", package])
+        self._acted()
 
     def current_app(self) -> tuple[str, str]:
         """(package, activity) of the window in focus."""
