@@ -54,6 +54,11 @@ class StreamClosed(Exception):
     """The host closed the stream (or the connection went away)."""
 
 
+class ServiceRefused(Exception):
+    """A service the phone knows with nothing behind it right now (a local socket nobody
+    listens on): refused as an unknown one is, but normal, so not logged as an error."""
+
+
 ServiceHandler = Callable[["AdbStream"], Awaitable[None]]
 
 
@@ -65,7 +70,9 @@ class ServiceHost(Protocol):
 
     def banner(self) -> bytes: ...
 
-    def open_service(self, service: str) -> ServiceHandler | None: ...
+    def open_service(self, service: str) -> ServiceHandler | None:
+        """The coroutine serving ``service``; None for an unknown service; raises
+        `ServiceRefused` when it is known but refused now."""
 
     async def reply_delay(self) -> None: ...
 
@@ -84,6 +91,7 @@ class AdbStream:
         self._can_send = asyncio.Event()
         self._can_send.set()
         self._closed = False
+        self._hung_up = asyncio.Event()  # the host closed the stream (or the connection)
 
     # inbound -----------------------------------------------------------------------------
     def feed(self, data: bytes) -> None:
@@ -95,6 +103,11 @@ class AdbStream:
         self._closed = True
         self._data.set()
         self._can_send.set()
+        self._hung_up.set()
+
+    async def wait_closed(self) -> None:
+        """Return once the host closed the stream; reads nothing."""
+        await self._hung_up.wait()
 
     async def read_some(self) -> bytes:
         """Whatever the host has sent so far; b'' once the host closed the stream."""
@@ -292,10 +305,16 @@ class AdbConnection:
                       "stream is kept", self.peer, self.host.serial, service, remote_id)
             self.send_packet(A_CLSE, 0, remote_id, b"")
             return
-        handler = self.host.open_service(service)
+        try:
+            handler = self.host.open_service(service)
+            if handler is None:
+                log.error("peer=%s phone=%s unknown service %r refused", self.peer,
+                          self.host.serial, service)
+        except ServiceRefused as exc:
+            log.debug("peer=%s phone=%s service %r refused: %s", self.peer, self.host.serial,
+                      service, exc)
+            handler = None
         if handler is None:
-            log.error("peer=%s phone=%s unknown service %r refused", self.peer,
-                      self.host.serial, service)
             self.send_packet(A_CLSE, 0, remote_id, b"")
             await self.drain()
             return

@@ -1,15 +1,19 @@
 """The virtual phone's shell: a small POSIX-ish interpreter and the shell/exec stream services.
 
 Owns the command-line language the host sends (quoting, `;` `&&` `||` `|`, `>` `>>` `2>&1`,
-`$?`) and the three ways a command arrives: legacy `shell:` (raw bytes, no exit status),
-shell protocol v2 (`shell,v2,...:`, framed stdout/stderr/exit) and `exec:` (raw stdout).
-What each command does lives in ``virtual.commands``.
+`$?`, `NAME=value` prefixes) and the three ways a command arrives: legacy `shell:` (raw
+bytes, no exit status), shell protocol v2 (`shell,v2,...:`, framed stdout/stderr/exit) and
+`exec:` (raw stdout). A command alone on its line may stream its output and learn of the
+host's hang-up (`current_session`), as the scrcpy server's `app_process` does. What each
+command does lives in ``virtual.commands``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
+import re
 import struct
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable, Protocol
@@ -36,6 +40,34 @@ def ok(text: str | bytes = b"") -> CommandResult:
 
 def fail(message: str, status: int = 1) -> CommandResult:
     return CommandResult(b"", (message.rstrip("\n") + "\n").encode(), status)
+
+
+@dataclass(frozen=True)
+class ShellSession:
+    """The stream a command line arrived on, for a command that runs as long as its caller
+    keeps the stream open (the scrcpy server): output as it happens, and the hang-up."""
+
+    write_out: Callable[[bytes], Awaitable[None]]
+    write_err: Callable[[bytes], Awaitable[None]]
+    hung_up: Callable[[], Awaitable[None]]
+
+
+_SESSION: contextvars.ContextVar[ShellSession | None] = contextvars.ContextVar(
+    "shell_session", default=None)
+_COMMAND_ENV: contextvars.ContextVar[dict[str, str]] = contextvars.ContextVar(
+    "command_env", default={})
+ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
+
+
+def current_session() -> ShellSession | None:
+    """The stream of the running command line; None in a pipeline or an interactive shell,
+    where output is collected and handed over when the command ends."""
+    return _SESSION.get()
+
+
+def command_env() -> dict[str, str]:
+    """The running command's `NAME=value` prefix assignments (`CLASSPATH=... app_process`)."""
+    return dict(_COMMAND_ENV.get())
 
 
 class Stdin(Protocol):
@@ -291,10 +323,6 @@ class ShellInterpreter:
             self.last_status = 2
             res = fail(f"{SHELL_NAME}: {exc}", 2)
             return res, res.stderr
-        combined = bytearray()
-        out, err = bytearray(), bytearray()
-        status = 0
-        skip_next = False
         current: list[str | Op] = []
         segments: list[tuple[list[str | Op], str]] = []
         for tok in tokens:
@@ -311,6 +339,19 @@ class ShellInterpreter:
             self.last_status = status
             combined = res.stdout + res.stderr if res.stderr else res.stdout
             return CommandResult(res.stdout, res.stderr, status), combined
+        # Output of a list is collected in order, so none of its commands streams its own.
+        session_token = _SESSION.set(None)
+        try:
+            return await self._run_list(segments, stdin)
+        finally:
+            _SESSION.reset(session_token)
+
+    async def _run_list(self, segments: list[tuple[list[str | Op], str]],
+                        stdin: Stdin) -> tuple[CommandResult, bytes]:
+        combined = bytearray()
+        out, err = bytearray(), bytearray()
+        status = 0
+        skip_next = False
         stdin_used = False
         for seg, sep in segments:
             if seg and not skip_next:
@@ -334,6 +375,15 @@ class ShellInterpreter:
                 parts.append([])
             else:
                 parts[-1].append(tok)
+        if len(parts) > 1:
+            session_token = _SESSION.set(None)  # a pipe's output is collected, not streamed
+            try:
+                return await self._run_pipe(parts, stdin)
+            finally:
+                _SESSION.reset(session_token)
+        return await self._run_pipe(parts, stdin)
+
+    async def _run_pipe(self, parts: list[list[str | Op]], stdin: Stdin) -> CommandResult:
         res = CommandResult()
         data_in: Stdin = stdin
         stderr = bytearray()
@@ -352,6 +402,12 @@ class ShellInterpreter:
         if not cmd.argv:
             return CommandResult()
         cmd.argv = [a.replace(LAST_STATUS, str(self.last_status)) for a in cmd.argv]
+        env: dict[str, str] = {}
+        while cmd.argv and ASSIGNMENT.match(cmd.argv[0]):
+            key, _, value = cmd.argv.pop(0).partition("=")
+            env[key] = value
+        if not cmd.argv:  # assignments alone set shell variables: nothing to run
+            return CommandResult()
         name = cmd.argv[0]
         if name == "exit":
             try:
@@ -370,6 +426,9 @@ class ShellInterpreter:
         cost = self._start_cost(cmd.argv)
         if cost:  # a real phone's program start (a Java VM for `input`): before it acts
             await asyncio.sleep(cost)
+        env_token = _COMMAND_ENV.set(env)
+        redirected = cmd.stdout_file or cmd.stderr_null or cmd.stderr_to_stdout
+        session_token = _SESSION.set(None) if redirected else None  # collect, then redirect
         try:
             res = await func(cmd.argv[1:], stdin)
         except EOFError as exc:
@@ -377,6 +436,10 @@ class ShellInterpreter:
         except Exception as exc:
             log.exception("command %r crashed", cmd.argv)
             res = fail(f"{name}: internal error: {exc}", 255)
+        finally:
+            _COMMAND_ENV.reset(env_token)
+            if session_token is not None:
+                _SESSION.reset(session_token)
         if cmd.stderr_null:
             res = CommandResult(res.stdout, b"", res.status)
         if cmd.stderr_to_stdout:
@@ -398,19 +461,34 @@ class ShellInterpreter:
 PROMPT = b"vphone:/ $ "
 
 
+async def _run_on(shell: ShellInterpreter, command: str, stdin: Stdin,
+                  session: ShellSession) -> tuple[CommandResult, bytes]:
+    token = _SESSION.set(session)
+    try:
+        return await shell.run(command, stdin)
+    finally:
+        _SESSION.reset(token)
+
+
+def _raw_session(stream: AdbStream) -> ShellSession:
+    return ShellSession(stream.write, stream.write, stream.wait_closed)
+
+
 async def serve_legacy_shell(stream: AdbStream, shell: ShellInterpreter, command: str) -> None:
     """`shell:CMD`: stdout and stderr interleaved on the raw stream, no exit status."""
     if not command.strip():
         await _interactive_raw(stream, shell)
         return
-    _, combined = await shell.run(command, RawStreamStdin(stream))
+    _, combined = await _run_on(shell, command, RawStreamStdin(stream),
+                                _raw_session(stream))
     if combined:
         await stream.write(combined)
 
 
 async def serve_exec(stream: AdbStream, shell: ShellInterpreter, command: str) -> None:
     """`exec:CMD`: raw and binary-safe (screencap, cat); like adbd, stderr shares the stream."""
-    _, combined = await shell.run(command, RawStreamStdin(stream))
+    _, combined = await _run_on(shell, command, RawStreamStdin(stream),
+                                _raw_session(stream))
     if combined:
         await stream.write(combined)
 
@@ -421,7 +499,14 @@ async def serve_shell_v2(stream: AdbStream, shell: ShellInterpreter, command: st
     if not command.strip():
         await _interactive_v2(stream, shell, stdin)
         return
-    result, _ = await shell.run(command, stdin)
+
+    async def write(kind: int, data: bytes) -> None:
+        if data:
+            await stream.write(V2_PACKET.pack(kind, len(data)) + data)
+
+    session = ShellSession(lambda data: write(V2_STDOUT, data),
+                           lambda data: write(V2_STDERR, data), stream.wait_closed)
+    result, _ = await _run_on(shell, command, stdin, session)
     out = bytearray()
     if result.stdout:
         out += V2_PACKET.pack(V2_STDOUT, len(result.stdout)) + result.stdout
