@@ -33,6 +33,7 @@ RAW_HEADER = struct.Struct("<IIII")
 PIXEL_FORMAT_RGBA_8888 = 1
 COLORSPACE_SRGB = 1
 IME_PACKAGE = "com.android.adbkeyboard"
+KEYCODE_PASTE = 279  # android.view.KeyEvent
 UI_DUMP_DEFAULT = "/sdcard/window_dump.xml"
 
 
@@ -43,6 +44,27 @@ def pm_failure(message: str) -> CommandResult:
 
 def _num(text: str) -> int:
     return int(round(float(text)))
+
+
+def typable(ch: str) -> bool:
+    """Whether the virtual keyboard's key map has a key for ``ch`` (printable ASCII, newline
+    and tab): `input text` refuses text with any other character, the scrcpy agent skips
+    them."""
+    return 32 <= ord(ch) <= 126 or ch in "\n\t"
+
+
+def _via(via: str | None) -> dict[str, str]:
+    return {} if via is None else {"via": via}
+
+
+class Agents(Protocol):
+    """The on-device agents a phone runs (virtual.scrcpy_server.ScrcpyAgents)."""
+
+    async def app_process(self, args: list[str], stdin: Stdin) -> CommandResult:
+        """`app_process`: start a Java program (only the scrcpy server exists here)."""
+
+    def kill_all(self) -> list[str]:
+        """Kill every running agent at once, as `kill -9` would; their descriptions."""
 
 
 class CommandedPhone(Protocol):
@@ -66,6 +88,8 @@ class CommandedPhone(Protocol):
     input_log: list[dict]
     install_sessions: dict[int, dict[str, bytes]]  # `pm install-create` .. `install-commit`
     user_packages: dict[str, list[str]]  # installed package -> its split names
+    clipboard: str  # the primary clip's text (set by the scrcpy agent, pasted by PASTE)
+    agents: Agents  # `app_process`, `vphone agent-kill`
 
     def log_input(self, kind: str, **fields: Any) -> None:
         """Append one entry to the input log."""
@@ -316,42 +340,23 @@ class PhoneCommands:
                     ui.swipe(x1, y1, x2, y2, ms)
             elif verb == "motionevent" and (len(rest) == 3 or (len(rest) == 1 and rest[0].upper() == "CANCEL")):
                 x, y = (_num(rest[1]), _num(rest[2])) if len(rest) == 3 else (0, 0)
-                touch = phone.touch.event(rest[0], x, y)
-                # A finished DOWN..UP chain is logged and played as `input swipe` would be.
-                if touch is not None and touch.kind == "swipe":
-                    (x1, y1), (x2, y2) = touch.path[0], touch.path[-1]
-                    phone.log_input("swipe", x1=x1, y1=y1, x2=x2, y2=y2,
-                                    duration_ms=touch.duration_ms,
-                                    path=[list(p) for p in touch.path], via="motionevent")
-                    ui.swipe(x1, y1, x2, y2, touch.duration_ms, path=touch.path)
-                elif touch is not None:
-                    x0, y0 = touch.path[0]
-                    if touch.kind == "long_press":
-                        phone.log_input("long_press", x=x0, y=y0, duration_ms=touch.duration_ms,
-                                        via="motionevent")
-                        ui.long_press(x0, y0, touch.duration_ms)
-                    else:
-                        phone.log_input("tap", x=x0, y=y0, via="motionevent")
-                        ui.tap(x0, y0)
+                self.motion_event(rest[0], x, y, via="motionevent")
             elif verb == "text" and rest:
                 text = rest[0].replace("%s", " ")
-                if any(ord(ch) > 126 or (ord(ch) < 32 and ch not in "\n\t") for ch in text):
+                if not all(map(typable, text)):
                     # The virtual keyboard's key map has no keys for these; real Android
                     # throws here and types nothing.
                     return fail("Exception occurred while executing 'text':\n"
                                 "java.lang.NullPointerException: Attempt to get length of "
                                 "null array", 255)
-                phone.log_input("text", text=text)
-                ui.text(text)
+                self.type_text(text)
             elif verb in ("keyevent", "press"):
                 keys = [k for k in rest if not k.startswith("--")] or (["23"] if verb == "press" else [])
                 if not keys:
                     return fail(usage, 1)
                 codes = [key_code(k) for k in keys]
                 for code in codes:
-                    phone.log_input("key", code=code, name=key_name(code),
-                                    longpress="--longpress" in rest)
-                    ui.key(code)
+                    self.press_key(code, longpress="--longpress" in rest)
             else:
                 return fail(f"Error: Unknown command: {verb}\n{usage}" if verb not in
                             ("tap", "swipe", "text", "keyevent", "draganddrop", "press", "motionevent")
@@ -359,6 +364,49 @@ class PhoneCommands:
         except ValueError as exc:
             return fail(f"Error: {exc}", 1)
         return ok()
+
+    # --- input events: `input` and the scrcpy agent's control socket share these ----------
+    def motion_event(self, action: str, x: int, y: int, *, via: str) -> None:
+        """One touch event; a finished DOWN..UP chain is logged and played as `input swipe`
+        would be (a tap, a long press or a swipe along the path), marked ``via``."""
+        phone, ui = self.phone, self.phone.ui
+        touch = phone.touch.event(action, x, y)
+        if touch is None:
+            return
+        if touch.kind == "swipe":
+            (x1, y1), (x2, y2) = touch.path[0], touch.path[-1]
+            phone.log_input("swipe", x1=x1, y1=y1, x2=x2, y2=y2, duration_ms=touch.duration_ms,
+                            path=[list(p) for p in touch.path], via=via)
+            ui.swipe(x1, y1, x2, y2, touch.duration_ms, path=touch.path)
+            return
+        x0, y0 = touch.path[0]
+        if touch.kind == "long_press":
+            phone.log_input("long_press", x=x0, y=y0, duration_ms=touch.duration_ms, via=via)
+            ui.long_press(x0, y0, touch.duration_ms)
+        else:
+            phone.log_input("tap", x=x0, y=y0, via=via)
+            ui.tap(x0, y0)
+
+    def type_text(self, text: str, *, via: str | None = None) -> None:
+        """Type ``text`` into the focused field, as `input text` does (``via``: who sent
+        it, when not `input`)."""
+        self.phone.log_input("text", text=text, **_via(via))
+        self.phone.ui.text(text)
+
+    def press_key(self, code: int, *, longpress: bool = False, via: str | None = None) -> None:
+        """One key press, as `input keyevent` does. PASTE types the phone's clipboard into
+        the focused field, and its log entry says what it pasted."""
+        phone = self.phone
+        fields = {"code": code, "name": key_name(code), "longpress": longpress}
+        if code == KEYCODE_PASTE:
+            phone.log_input("key", **fields, text=phone.clipboard, **_via(via))
+            phone.ui.text(phone.clipboard)
+            return
+        phone.log_input("key", **fields, **_via(via))
+        phone.ui.key(code)
+
+    async def cmd_app_process(self, args: list[str], stdin: Stdin) -> CommandResult:
+        return await self.phone.agents.app_process(args, stdin)
 
     # --- activities and packages -----------------------------------------------------------
     async def cmd_am(self, args: list[str], stdin: Stdin) -> CommandResult:
@@ -579,7 +627,7 @@ class PhoneCommands:
         phone = self.phone
         usage = ("usage: vphone log [--clear] | state | popup NAME | popup-after N NAME | "
                  "random-popups on|off | uiautomator on|off | unplug SECONDS | slow MS | "
-                 "profile | help")
+                 "profile | agent-kill | help")
         if not args or args[0] == "help":
             return ok(usage + "\n")
         verb, rest = args[0], args[1:]
@@ -620,6 +668,12 @@ class PhoneCommands:
                 return fail(f"vphone: unplug needs seconds, got {rest[0]!r}", 2)
             phone.schedule_unplug(seconds)
             return ok(f"unplugging for {seconds:g}s\n")
+        if verb == "agent-kill" and not rest:
+            # Like `kill -9` of the app_process running the scrcpy server: its sockets drop.
+            killed = phone.agents.kill_all()
+            if not killed:
+                return fail("vphone: no agent running", 1)
+            return ok("".join(f"killed {name}\n" for name in killed))
         if verb == "slow" and rest:
             try:
                 phone.slow_ms = max(0, int(rest[0]))

@@ -17,6 +17,7 @@ from virtual.adbd import AdbConnection, AdbStream, ServiceHandler
 from virtual.commands import IME_PACKAGE, PhoneCommands
 from virtual.fs import VirtualFS
 from virtual.profile import INSTANT, PhoneProfile, UsbBus
+from virtual.scrcpy_server import ScrcpyAgents
 from virtual.shell import ShellInterpreter, shell_service
 from virtual.sync import serve_sync
 from virtual.touch import Touchscreen
@@ -64,6 +65,8 @@ class VirtualPhone:
         self.install_sessions: dict[int, dict[str, bytes]] = {}
         self.user_packages: dict[str, list[str]] = {}
         self.size_override: tuple[int, int] | None = None
+        self.clipboard = ""
+        self.agents = ScrcpyAgents(self)  # the scrcpy servers `app_process` starts
         self.slow_ms = 0
         self.settings: dict[str, dict[str, str]] = {
             "system": {"screen_brightness": "102", "screen_off_timeout": "600000",
@@ -101,6 +104,8 @@ class VirtualPhone:
                 f"ro.product.device=vphone;features={FEATURES}").encode()
 
     def open_service(self, service: str) -> ServiceHandler | None:
+        if service.startswith("localabstract:"):  # ServiceRefused unless a server listens
+            return self.agents.connect(service[len("localabstract:"):])
         if service.startswith("sync:"):
             async def sync_handler(stream: AdbStream) -> None:
                 await serve_sync(stream, self.fs, self.serial)
@@ -131,6 +136,7 @@ class VirtualPhone:
         log.info("phone=%s listening", self.serial)
 
     async def stop(self) -> None:
+        self.agents.kill_all()
         for task in list(self._tasks):
             task.cancel()
         await self._unlisten()
@@ -163,6 +169,7 @@ class VirtualPhone:
         log.info("phone=%s unplugged for %.1fs", self.serial, seconds)
         self.plugged = False
         self.log_input("unplug", seconds=seconds)
+        self.agents.kill_all()  # the server's sockets go with the cable
         await self._unlisten()
         if self.on_plug:
             self.on_plug(self, False)

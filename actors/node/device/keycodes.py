@@ -19,7 +19,7 @@ KEYCODES: dict[str, int] = {
     "MEDIA_STOP": 86, "MEDIA_NEXT": 87, "MEDIA_PREVIOUS": 88, "PAGE_UP": 92,
     "PAGE_DOWN": 93, "ESCAPE": 111, "FORWARD_DEL": 112, "CTRL_LEFT": 113,
     "CTRL_RIGHT": 114, "MOVE_HOME": 122, "MOVE_END": 123, "INSERT": 124, "VOLUME_MUTE": 164,
-    "APP_SWITCH": 187, "SLEEP": 223, "WAKEUP": 224,
+    "APP_SWITCH": 187, "SLEEP": 223, "WAKEUP": 224, "CUT": 277, "COPY": 278, "PASTE": 279,
 }
 KEYCODES.update({str(d): 7 + d for d in range(10)} | {f"NUM_{d}": 7 + d for d in range(10)})
 KEYCODES.update({chr(c): 29 + c - ord("A") for c in range(ord("A"), ord("Z") + 1)})
