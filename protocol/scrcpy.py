@@ -22,8 +22,9 @@ Starting the server [app/src/server.c ``execute_server``; server/.../Options.jav
     ``adb shell CLASSPATH=/data/local/tmp/scrcpy-server.jar app_process /
     com.genymobile.scrcpy.Server 3.3.4 scid=%08x log_level=info ... tunnel_forward=true``:
     the version, then ``key=value`` parameters (`SERVER_OPTIONS` lists the ones 3.3.4
-    knows; an unknown key makes the server exit). The scid is 31 random bits (app/src/scrcpy.c
-    ``scrcpy_generate_scid``); the server listens on the abstract unix socket
+    knows; the server only warns "Unknown server option" for another key, so the builder
+    refuses one). The scid is 31 random bits (app/src/scrcpy.c ``scrcpy_generate_scid``);
+    the server listens on the abstract unix socket
     ``scrcpy_%08x`` (server/.../device/DesktopConnection.java ``getSocketName``), which the adb
     service ``localabstract:scrcpy_%08x`` reaches. Parameter values must not contain shell
     characters (server.c ``validate_string``). The server's defaults that matter here:
