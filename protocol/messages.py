@@ -139,6 +139,9 @@ class PhoneInfo(msgspec.Struct, frozen=True):
     state: str  # e.g. "device", "offline", "unauthorized", "paused"
     model: str | None = None
     # The phone actor's full view (lock holder, app, account, screen…) for the directory.
+    # Optional keys a newer node adds: "io" ("agent": a resident scrcpy server drives the
+    # phone, "shell": `input`/`screencap`) and "io_reason" (why shell); the same view rides
+    # phone_up / phone_restarted events, and a "phone_io" event tells a change.
     detail: dict[str, Any] = {}
 
 

@@ -135,6 +135,12 @@ class PhonePause(msgspec.Struct):
 
 
 class Phone(msgspec.Struct):
+    """One phone. ``io``: the path its actions take, "agent" (a resident scrcpy server:
+    touches and keys over its control socket, screenshots from its video stream) or "shell"
+    (one `input`/`screencap` program per action), with ``io_reason`` saying why when shell
+    (no server jar on its node, Android too old, the agent died and restarts); null when its
+    node does not say (a node older than the agent)."""
+
     serial: str
     node: str
     state: Literal["online", "paused", "offline", "failed"]
@@ -145,6 +151,8 @@ class Phone(msgspec.Struct):
     tags: list[str]
     screen_ts: float | None
     paused: PhonePause | None = None
+    io: Literal["agent", "shell"] | None = None
+    io_reason: str | None = None
 
 
 class PhonesResponse(msgspec.Struct):

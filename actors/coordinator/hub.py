@@ -159,7 +159,8 @@ class Hub:
             row = self.phone_rows[serial] = {
                 "serial": serial, "node": node, "state": "online", "lock_holder": None,
                 "active_app": None, "active_account": {}, "last_screen": None, "tags": [],
-                "screen_ts": None, "screen_size": None, "state_at": 0.0}
+                "screen_ts": None, "screen_size": None, "state_at": 0.0,
+                "io": None, "io_reason": None}
         row["node"] = node
         return row
 
@@ -175,7 +176,7 @@ class Hub:
             row = self._row(info.serial, name)
             detail = dict(info.detail or {})
             for key in ("lock_holder", "active_app", "active_account", "last_screen", "tags",
-                        "screen_ts"):
+                        "screen_ts", "io", "io_reason"):
                 if key in detail:
                     row[key] = detail[key]
             row["state"] = detail.get("state", info.state)
@@ -288,6 +289,12 @@ class Hub:
                 # A replayed old event must not overwrite what the node's hello said since.
                 if at >= row["state_at"]:
                     row["state"], row["state_at"] = PHONE_STATE[event], at
+                    if "io" in data:  # phone_up / phone_restarted carry the phone's view
+                        row["io"], row["io_reason"] = data.get("io"), data.get("io_reason")
+            elif event == "phone_io":
+                # Which path the phone's actions take (a node before the scrcpy agent never
+                # sends it: io stays None, unknown).
+                row["io"], row["io_reason"] = data.get("io"), data.get("io_reason")
             elif event == "lock_taken":
                 row["lock_holder"] = data.get("execution_id")
             elif event == "lock_freed":

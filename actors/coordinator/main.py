@@ -63,6 +63,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="--demo: what the virtual phones' work costs: instant (default) or "
                         "real (a real phone's input, screencap and app_process times, one "
                         "35 MB/s USB 2.0 bus for all: figures that predict hardware)")
+    p.add_argument("--phone-io", choices=("agent", "shell"), default="agent",
+                   help="--demo: how the node drives the virtual phones: agent (default; a "
+                        "resident scrcpy server, screenshots from its video stream) or shell "
+                        "(one `input`/`screencap` per action, for comparison)")
     p.add_argument("--ai-base-url", default=os.environ.get("PHONEFARM_AI_BASE_URL"),
                    help="OpenAI-compatible endpoint for recovery/discovery/ai.* variables "
                         "(e.g. http://127.0.0.1:11434/v1); unset = AI off")
@@ -138,10 +142,12 @@ class Demo:
     """The child processes of ``--demo``: adb server, virtual phones, one local node."""
 
     def __init__(self, data: Path, phones: int, coordinator: str, secret: str,
-                 base_port: int | None = None, phone_profile: str = "instant") -> None:
+                 base_port: int | None = None, phone_profile: str = "instant",
+                 phone_io: str = "agent") -> None:
         self.data, self.phones, self.coordinator, self.secret = data, phones, coordinator, secret
         self.base_port = base_port  # None: farm-virtual's default (40001, else random)
         self.phone_profile = phone_profile  # farm-virtual --profile
+        self.phone_io = phone_io  # farm-node --phone-io
         self.adb_port: int | None = None
         self.children: list[subprocess.Popen] = []
         self.serials: list[str] = []
@@ -158,10 +164,20 @@ class Demo:
                                f"exited with status {virtual.wait()})")
         log.info("demo phones: %s", ", ".join(serials))
         self.serials = serials
-        self.children.append(subprocess.Popen(
-            [sys.executable, "-m", "actors.node", "--name", "demo-node", "--coordinator",
-             self.coordinator, "--adb-port", str(self.adb_port), "--data", str(self.data)],
-            cwd=ROOT, env=env))
+        self.children.append(subprocess.Popen(self.node_argv(self.adb_port), cwd=ROOT, env=env))
+
+    def node_argv(self, adb_port: int) -> list[str]:
+        """The farm-node command line of the demo's node. The virtual phones take any
+        non-empty file as the scrcpy server jar: the demo writes a placeholder of its own."""
+        argv = [sys.executable, "-m", "actors.node", "--name", "demo-node", "--coordinator",
+                self.coordinator, "--adb-port", str(adb_port), "--data", str(self.data),
+                "--phone-io", self.phone_io]
+        if self.phone_io == "agent":
+            jar = self.data / "scrcpy-server-placeholder.jar"
+            self.data.mkdir(parents=True, exist_ok=True)
+            jar.write_bytes(b"placeholder scrcpy-server: virtual phones run their own\n")
+            argv += ["--scrcpy-server", str(jar)]
+        return argv
 
     def virtual_argv(self, adb_port: int) -> list[str]:
         """The farm-virtual command line of the demo's phones."""
@@ -236,7 +252,7 @@ async def start(args: argparse.Namespace, stack: contextlib.AsyncExitStack) -> t
     demo = None
     if args.demo:
         demo = Demo(data, args.phones, hub.link.address, secret, base_port=args.base_port,
-                    phone_profile=args.phone_profile)
+                    phone_profile=args.phone_profile, phone_io=args.phone_io)
         stack.push_async_callback(asyncio.to_thread, demo.stop)  # first: a half start too
         await asyncio.to_thread(demo.start)
         await seed_demo(farm_db, demo.serials)

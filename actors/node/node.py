@@ -25,6 +25,7 @@ import pykka
 
 from actors.node.bridge import Call, call_actor, tell_quietly
 from actors.node.device.adb_server import AdbServer
+from actors.node.device.agent import AgentConfig
 from actors.node.device.watcher import DeviceWatcher
 from actors.node.matcher import MatcherActor
 from actors.node.registry_copy import NodeRegistry
@@ -35,6 +36,7 @@ from actors.node.rack import PhoneDirectory, RackActor
 from protocol.errors import ActorStopped, FarmError, PhoneLocked, ProtocolError, ValidationErrors
 from protocol.messages import (Acquire, CancelRun, Command, CommandResult, Identify, LiveEvent,
                                PhoneInfo, RegistryApplied, RegistryPush, Release, RunSequence)
+from protocol.scrcpy import SCRCPY_VERSION
 from protocol.transport import NodeLink
 from registry.load import DEMO_REGISTRY
 
@@ -60,8 +62,10 @@ class Node:
     def __init__(self, name: str, coordinator: str, secret: str, adb: AdbServer,
                  data_dir: Path, debug_actions: bool = False,
                  heartbeat_interval: float = 1.0, dead_after: float = 3.0,
-                 registry: Path | None = DEMO_REGISTRY) -> None:
+                 registry: Path | None = DEMO_REGISTRY, agent: AgentConfig | None = None) -> None:
         self.name = name
+        # How phones are driven (scrcpy agent, else shell); None: the shell path only.
+        self.agent = agent
         self.registry = registry
         self.matcher = None
         # The registry folder in use and the coordinator's pushes into it; its version is
@@ -310,7 +314,8 @@ class Node:
         await self.link.start()
         self._tasks = [asyncio.create_task(self._event_pump()), asyncio.create_task(self._tick())]
         self.rack = RackActor.start(self.adb, self.publish, self.directory,
-                                    debug_actions=self.debug_actions, matcher=self.matcher)
+                                    debug_actions=self.debug_actions, matcher=self.matcher,
+                                    agent=self.agent)
         rack = self.rack
 
         def on_change(serial: str, state: str) -> None:
@@ -451,10 +456,33 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--debug-actions", action="store_true",
                    default=os.environ.get("PHONEFARM_DEBUG_ACTIONS") == "1",
                    help="allow test-only actions such as debug_crash")
+    p.add_argument("--scrcpy-server", default=os.environ.get("PHONEFARM_SCRCPY_SERVER"),
+                   metavar="PATH",
+                   help=f"the scrcpy {SCRCPY_VERSION} server jar (scrcpy-server-v{SCRCPY_VERSION} "
+                        "of that release): phones are driven through it, resident, instead of "
+                        "one `input`/`screencap` program per action; without it every phone "
+                        "stays on the shell path")
+    p.add_argument("--phone-io", choices=("agent", "shell"),
+                   default=os.environ.get("PHONEFARM_PHONE_IO", "agent"),
+                   help="agent (default): the scrcpy agent where it can run, the shell path "
+                        "elsewhere; shell: the shell path for every phone")
     p.add_argument("--log-level", default=os.environ.get("PHONEFARM_LOG_LEVEL", "INFO"))
     args = p.parse_args(argv)
     setup_logging(args.log_level)
     return run_main("farm-node", lambda: serve(args))
+
+
+def agent_config(phone_io: str, jar: str | None) -> AgentConfig:
+    """The node's AgentConfig; a jar that is named but missing or empty stops the start."""
+    if phone_io not in ("agent", "shell"):
+        raise StartupError(f"--phone-io {phone_io!r}: expected agent or shell")
+    path = None
+    if jar:
+        path = Path(jar)
+        if not path.is_file() or path.stat().st_size == 0:
+            raise StartupError(f"--scrcpy-server {jar}: no such file, or an empty one "
+                               f"(expected the scrcpy {SCRCPY_VERSION} server jar)")
+    return AgentConfig(mode=phone_io, jar=path)
 
 
 async def serve(args: argparse.Namespace) -> None:
@@ -463,8 +491,10 @@ async def serve(args: argparse.Namespace) -> None:
     with starting("the farm secret"):
         secret = read_secret(args.secret, args.secret_file)
     registry = None if args.registry == "none" else Path(args.registry)
+    agent = agent_config(args.phone_io, args.scrcpy_server)
     node = Node(args.name, args.coordinator, secret, AdbServer(port=args.adb_port),
-                Path(args.data), debug_actions=args.debug_actions, registry=registry)
+                Path(args.data), debug_actions=args.debug_actions, registry=registry,
+                agent=agent)
     try:
         try:
             await node.start()

@@ -60,13 +60,16 @@ class PhoneRecord:
     last_screen: str | None = None
     last_screenshot_ts: float | None = None
     tags: list[str] = field(default_factory=list)
+    # Which path the phone's actions take: "agent" (scrcpy) or "shell", and why shell.
+    io: str | None = None
+    io_reason: str | None = None
 
     def view(self) -> dict:
         return {"serial": self.serial, "state": self.state, "lock_holder": self.lock_holder,
                 "lock_expires": self.lock_expires if self.lock_holder else None,
                 "active_app": self.active_app, "active_account": dict(self.active_accounts),
                 "last_screen": self.last_screen, "screen_ts": self.last_screenshot_ts,
-                "tags": list(self.tags)}
+                "tags": list(self.tags), "io": self.io, "io_reason": self.io_reason}
 
 
 def encode_thumbnail(frame: np.ndarray, width: int = THUMB_WIDTH) -> bytes:
@@ -189,6 +192,7 @@ class PhoneActor(BridgedActor):
         if self.record.state == "paused":
             self.record.state = "online"
             self._event("phone_resumed", {})
+            self.driver.wake_agent()  # its restart need not wait out the back-off
 
     def view(self) -> dict:
         self._expire_lock()

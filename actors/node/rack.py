@@ -20,6 +20,7 @@ import pykka
 from actors.node.bridge import BridgedActor, Call, tell_quietly
 from actors.node.capture import CaptureScheduler
 from actors.node.device.adb_server import AdbServer
+from actors.node.device.agent import AgentConfig
 from actors.node.device.driver import DeviceDriver
 from actors.node.phone import PhoneActor, PhoneRecord, Publish
 
@@ -47,6 +48,10 @@ class PhoneDirectory:
 
     def record(self, serial: str) -> PhoneRecord | None:
         return self._records.get(serial)
+
+    def driver(self, serial: str) -> DeviceDriver | None:
+        """The device driver last registered for ``serial`` (its actor may be dead)."""
+        return self._drivers.get(serial)
 
     def serials(self) -> list[str]:
         return sorted(self._records)
@@ -87,9 +92,10 @@ class RackActor(BridgedActor):
     def __init__(self, adb: AdbServer, publish: Publish, directory: PhoneDirectory,
                  max_restarts: int = 5, window_s: float = 60.0, backoff_s: float = 0.2,
                  debug_actions: bool = False, clock: Callable[[], float] = time.time,
-                 matcher: pykka.ActorRef | None = None) -> None:
+                 matcher: pykka.ActorRef | None = None, agent: AgentConfig | None = None) -> None:
         super().__init__()
         self.matcher = matcher
+        self.agent = agent  # how phones are driven: scrcpy agent or shell (None: shell)
         self.adb = adb
         self.publish = publish
         self.directory = directory
@@ -116,11 +122,21 @@ class RackActor(BridgedActor):
             except pykka.ActorDeadError:
                 pass
 
-        driver = DeviceDriver(record.serial, self.adb)
+        old = self.directory.driver(record.serial)
+        if old is not None:  # its actor is gone; its scrcpy agent must not outlive it
+            old.close("phone actor restarted")
+        driver = DeviceDriver(record.serial, self.adb, agent=self.agent,
+                              on_io=lambda io, reason: self._io_changed(record, io, reason))
         ref = PhoneActor.start(record, driver, self.publish,
                                debug_actions=self.debug_actions, on_crash=on_crash,
                                captures=self.captures, matcher=self.matcher)
         self.directory.put(record.serial, ref, record, driver)
+        driver.start_agent()
+
+    def _io_changed(self, record: PhoneRecord, io: str, reason: str | None) -> None:
+        """From any thread (the agent's): the phone's actions now take ``io``'s path."""
+        record.io, record.io_reason = io, reason
+        self._event("phone_io", record.serial, {"io": io, "io_reason": reason})
 
     # --- watcher events --------------------------------------------------------------------
     def device_changed(self, serial: str, state: str) -> None:

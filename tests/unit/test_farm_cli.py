@@ -60,10 +60,30 @@ async def farm(*argv: str) -> int:
 async def test_phones_table(url: str, capsys: pytest.CaptureFixture) -> None:
     assert await farm("--url", url, "phones") == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split() == ["SERIAL", "NODE", "STATE", "LOCK", "APP", "SCREEN"]
-    assert lines[1].split() == ["127.0.0.1:40123", "rack1", "online", "exec-7", "com.example.demo", "demo.home"]
-    assert lines[3].split() == ["R58M123ABC", "rack2", "paused", "-", "-", "-"]
+    assert lines[0].split() == ["SERIAL", "NODE", "STATE", "LOCK", "APP", "SCREEN", "IO"]
+    assert lines[1].split() == ["127.0.0.1:40123", "rack1", "online", "exec-7", "com.example.demo", "demo.home", "-"]
+    assert lines[3].split() == ["R58M123ABC", "rack2", "paused", "-", "-", "-", "-"]
     assert len(lines) == 4
+
+
+async def test_phones_table_shows_the_io_path_and_why_phones_are_on_the_shell_path(
+        capsys: pytest.CaptureFixture) -> None:
+    phones = [{"serial": s, "node": "rack1", "state": "online", "lock_holder": None,
+               "active_app": None, "active_account": {}, "last_screen": None, "tags": [],
+               "screen_ts": None, "io": io, "io_reason": reason}
+              for s, io, reason in (("A1", "agent", None), ("B2", "shell", "no jar given"),
+                                    ("C3", "shell", "no jar given"),
+                                    ("D4", "shell", "Android API 19 is too old"))]
+    server = TestServer(make_app(FakeHub(phones)))
+    await server.start_server()
+    try:
+        assert await farm("--url", str(server.make_url("")).rstrip("/"), "phones") == 0
+    finally:
+        await server.close()
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[-1] == "IO"
+    assert [line.split()[-1] for line in lines[1:5]] == ["agent", "shell", "shell", "shell"]
+    assert lines[5:] == ["IO shell (B2, C3): no jar given", "IO shell (D4): Android API 19 is too old"]
 
 
 async def test_phones_json_and_url_from_env(url: str, hub: FakeHub, capsys, monkeypatch) -> None:

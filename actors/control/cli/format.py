@@ -23,9 +23,21 @@ def phones_table(phones: list[dict]) -> str:
         return "-" if value in (None, "") else str(value)
 
     rows = [[cell(p.get("serial")), cell(p.get("node")), cell(p.get("state")),
-             cell(p.get("lock_holder")), cell(p.get("active_app")), cell(p.get("last_screen"))]
+             cell(p.get("lock_holder")), cell(p.get("active_app")), cell(p.get("last_screen")),
+             cell(p.get("io"))]
             for p in phones]
-    return format_table(rows, ["SERIAL", "NODE", "STATE", "LOCK", "APP", "SCREEN"])
+    table = format_table(rows, ["SERIAL", "NODE", "STATE", "LOCK", "APP", "SCREEN", "IO"])
+    return "\n".join([table, *io_reasons(phones)])
+
+
+def io_reasons(phones: list[dict]) -> list[str]:
+    """Why phones are on the shell path: one line per reason, naming its phones."""
+    by_reason: dict[str, list[str]] = {}
+    for p in phones:
+        if p.get("io") == "shell" and p.get("io_reason"):
+            by_reason.setdefault(p["io_reason"], []).append(str(p.get("serial")))
+    return [f"IO shell ({', '.join(serials)}): {reason}"
+            for reason, serials in sorted(by_reason.items(), key=lambda kv: kv[1])]
 
 
 def format_value(value: Any) -> str:

@@ -255,10 +255,9 @@ class DeviceDriver:
         except AgentError as exc:
             if self._closed is not None:
                 raise DeviceError(self.serial, label, f"{self._closed} ({exc.reason})") from None
-            if exc.sent:
-                raise DeviceError(self.serial, label,
-                                  f"{exc.reason}; not retried on the shell path, part of it "
-                                  "had reached the phone") from None
+            if exc.sent:  # an unplugged phone is DeviceGone: its actor pauses it
+                raise self._gone_or_error(label, f"{exc.reason}; not retried on the shell "
+                                                 "path, part of it had reached the phone") from None
             log.warning("phone=%s %s not sent through the scrcpy agent (%s): shell path",
                         self.serial, label, exc.reason)
             return False
