@@ -31,7 +31,7 @@ from actors.store.farm_db import FarmDB, seed_demo
 from actors.coordinator.registry_store import RegistryStore
 from actors.store.retention import RetentionJob, load_policy
 from actors.coordinator.unknown_screens import UnknownScreenQueue
-from actors.process import StartupError, run_main, setup_logging, starting, wait_for_stop_signal
+from actors.process import StartupError, run_main, setup_logging, starting, stop_signal
 from virtual.profile import PROFILES
 
 log = logging.getLogger(__name__)
@@ -208,9 +208,10 @@ async def run(args: argparse.Namespace) -> None:
         host, _, port = args.http.rpartition(":")
         url = f"http://{host}:{port}/"
         adb_note = f", demo adb server 127.0.0.1:{demo.adb_port}" if demo else ""
+        stop = stop_signal()  # a Ctrl-C answering the line below must find our handler
         print(f"phonefarm coordinator: {url}  (API {url}api/phones, nodes dial "
               f"{hub.link.address}{adb_note})", flush=True)
-        await wait_for_stop_signal()
+        await stop.wait()
 
 
 async def start(args: argparse.Namespace, stack: contextlib.AsyncExitStack) -> tuple[Hub, Demo | None]:

@@ -120,3 +120,22 @@ async def test_nodes_count_the_phones_a_node_has_now(farm, adb_server, tmp_path)
         if extra is not None:
             await asyncio.to_thread(extra.stop_thread)
         await shutdown(node, hub, store)
+
+
+def test_coordinator_stopped_right_after_its_first_line_exits_cleanly(tmp_path: Path) -> None:
+    # A Ctrl-C sent as soon as the "phonefarm coordinator: URL" line is read landed before the
+    # stop handler was installed: a KeyboardInterrupt traceback and exit 1, nearly every time.
+    for attempt in range(3):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "actors.coordinator", "--http", f"127.0.0.1:{free_port()}",
+             "--listen", f"tcp://127.0.0.1:{free_port()}", "--data",
+             str(tmp_path / f"data{attempt}"), "--secret", "edge-secret", "--log-level",
+             "WARNING"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            assert proc.stdout.readline().startswith("phonefarm coordinator:")
+            proc.send_signal(signal.SIGINT)
+            _, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        assert proc.returncode == 0 and "Traceback" not in err, err
