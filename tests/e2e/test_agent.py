@@ -249,8 +249,8 @@ async def _farm_phones(hub) -> list[str]:
 
 async def test_the_farm_shows_each_phone_s_io_and_a_kill_mid_action_orphans_nothing(
         farm, adb_server, jar, tmp_path):
-    store, hub, node = await start_farm(adb_server, tmp_path,
-                                        node_options={"agent": AgentConfig(jar=jar)})
+    store, hub, node = await start_farm(adb_server, tmp_path, node_options={
+        "agent": AgentConfig(jar=jar), "debug_actions": True})
     try:
         await wait_for(lambda: all(p["io"] == "agent" for p in hub.phones()), 30,
                        "every phone on the agent path")
@@ -282,6 +282,15 @@ async def test_the_farm_shows_each_phone_s_io_and_a_kill_mid_action_orphans_noth
         await wait_for(lambda: hub.phone_rows[serial]["lock_holder"] is None, 10, "lock freed")
         r = await hub.run_action(serial, {"type": "tap", "x": 3, "y": 4})
         assert r["status"] == "ok"
+
+        # A crashed phone actor gets a new driver; the old one's agent does not live on.
+        before = node.directory.driver(serial).agent
+        r = await hub.run_action(serial, {"type": "debug_crash"})
+        assert r["status"] == "error"
+        await wait_for(lambda: node.directory.driver(serial).agent not in (None, before), 30,
+                       "a new agent for the restarted actor")
+        assert not before.alive and "phone actor restarted" in before.death
+        await wait_for(lambda: hub.phone_rows[serial]["io"] == "agent", 30, "io agent")
     finally:
         await shutdown(node, hub, store)
 
