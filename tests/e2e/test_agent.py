@@ -366,3 +366,16 @@ def test_the_demo_node_uses_the_agent_with_a_placeholder_jar_unless_told_shell(t
     assert jar.parent == tmp_path and jar.stat().st_size > 0  # the virtual phones take it
     argv = Demo(tmp_path, 2, "tcp://127.0.0.1:1", "secret", phone_io="shell").node_argv(5999)
     assert argv[argv.index("--phone-io") + 1] == "shell" and "--scrcpy-server" not in argv
+
+
+def test_a_server_that_dies_at_start_leaves_the_shell_path_with_its_words(farm, tmp_path, drivers):
+    """The virtual phone runs an empty jar as app_process does a missing class: it aborts.
+    What the server printed is the reason, and the start is retried with back-off."""
+    empty = tmp_path / "empty.jar"
+    empty.write_bytes(b"")
+    serial = farm.serials[2]
+    d = drivers(serial, AgentConfig(jar=empty, backoff_first_s=30.0))
+    wait_until(lambda: "did not start" in (d.io_reason or ""), what="the failed start")
+    assert d.io == "shell"
+    assert "exited (status 134)" in d.io_reason and "ClassNotFoundException" in d.io_reason
+    assert d.io_reason.endswith("restart 1 in 30 s")

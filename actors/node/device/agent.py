@@ -24,6 +24,7 @@ from __future__ import annotations
 import collections
 import itertools
 import logging
+import re
 import socket
 import threading
 import time
@@ -62,6 +63,7 @@ SERVER_LOG_LINES = 20
 STABLE_RUN_S = 60.0
 # FFmpeg's AV_CODEC_FLAG_LOW_DELAY: a frame out as soon as its packet is in (as upstream's client).
 _AV_CODEC_FLAG_LOW_DELAY = 1 << 19
+_STACK_MORE = re.compile(r"\.\.\. \d+ more$")  # "... 12 more" closing a Java stack trace
 IoCallback = Callable[[str, Union[str, None]], None]
 
 
@@ -437,6 +439,7 @@ class ScrcpyAgent:
                 try:
                     sock.settimeout(DUMMY_BYTE_TIMEOUT_S)
                     first = sock.recv(1)
+                    why = "closed before the dummy byte"
                 except OSError as exc:
                     first, why = b"", f"no dummy byte: {exc}"
                 if first == DUMMY_BYTE:
@@ -445,7 +448,6 @@ class ScrcpyAgent:
                 if first:
                     raise AgentStartError(f"the video socket began with {first!r}, not the "
                                           "dummy byte: another program holds the socket?")
-                why = why if why.startswith("no dummy") else "closed before the dummy byte"
             time.sleep(CONNECT_INTERVAL_S)
         raise AgentStartError(f"could not connect to {self.params.socket_name} after "
                               f"{CONNECT_ATTEMPTS} attempts ({why}){self._log_tail()}")
@@ -569,7 +571,10 @@ class ScrcpyAgent:
         return "" if self._server_exit is None else f" (status {self._server_exit})"
 
     def _log_tail(self, lines: int = 3) -> str:
-        tail = list(self._server_log)[-lines:]
+        # A Java stack trace's frames say where, not what: the lines around them do.
+        said = [line.strip() for line in self._server_log
+                if not line.strip().startswith("at ") and not _STACK_MORE.match(line.strip())]
+        tail = said[-lines:]
         return f"; server said: {' | '.join(tail)}" if tail else ""
 
     # --- dying -----------------------------------------------------------------------------
