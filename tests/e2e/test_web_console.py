@@ -189,9 +189,9 @@ def test_long_press_and_swipe_arrive_as_such(farm, page):
 
 
 def test_curved_drag_arrives_as_a_swipe_through_its_middle_points(farm, page):
-    """A drag along a half circle reaches exactly the selected phones as one `input
-    motionevent` swipe whose path bends out to the far side of the arc, in each phone's
-    pixels."""
+    """A drag along a half circle reaches exactly the selected phones as one swipe (touch
+    events through the scrcpy agent, `input motionevent` on the shell path) whose path bends
+    out to the far side of the arc, in each phone's pixels."""
     set_mode(page, "action")
     chosen = page.eval_on_selector_all("#wall .phone.selected", "els => els.map(e => e.dataset.serial)")
     assert len(chosen) == 3
@@ -211,7 +211,7 @@ def test_curved_drag_arrives_as_a_swipe_through_its_middle_points(farm, page):
     for serial in chosen:
         (swipe,) = swipes[serial]
         w, h = phones[serial]["screen_size"]
-        assert swipe["via"] == "motionevent", swipe
+        assert swipe["via"] == ("agent" if phones[serial]["io"] == "agent" else "motionevent"), swipe
         path = swipe["path"]
         assert 4 <= len(path) <= 64
         assert abs(path[0][0] - 0.5 * w) <= w * 0.02 and abs(path[0][1] - 0.8 * h) <= h * 0.02
