@@ -35,7 +35,7 @@ from actors.process import StartupError, run_main, setup_logging, starting, stop
 from virtual.profile import PROFILES
 
 log = logging.getLogger(__name__)
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the repository: the demo starts its children there
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
