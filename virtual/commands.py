@@ -23,7 +23,7 @@ import orjson
 from actors.node.device.keycodes import key_code, key_name
 from virtual.apk import ApkError, read_apk
 from virtual.fs import FsError, VirtualFS
-from virtual.profile import PhoneProfile
+from virtual.profile import PhoneProfile, UsbBus
 from virtual.shell import SHELL_NAME, CommandFunc, CommandResult, Stdin, fail, ok
 from virtual.touch import Touchscreen
 from virtual.ui import PhoneUI
@@ -84,6 +84,7 @@ class CommandedPhone(Protocol):
     size_override: tuple[int, int] | None  # `wm size WxH`
     slow_ms: int  # `vphone slow`
     profile: PhoneProfile  # `vphone profile`
+    bus: UsbBus  # `vphone bus`: the USB bus the farm's phones share
     uiautomator: bool  # `vphone uiautomator off`
     input_log: list[dict]
     install_sessions: dict[int, dict[str, bytes]]  # `pm install-create` .. `install-commit`
@@ -627,7 +628,7 @@ class PhoneCommands:
         phone = self.phone
         usage = ("usage: vphone log [--clear] | state | popup NAME | popup-after N NAME | "
                  "random-popups on|off | uiautomator on|off | unplug SECONDS | slow MS | "
-                 "profile | agent-kill | help")
+                 "profile | bus | agent-kill | help")
         if not args or args[0] == "help":
             return ok(usage + "\n")
         verb, rest = args[0], args[1:]
@@ -640,6 +641,8 @@ class PhoneCommands:
             return ok(orjson.dumps(phone.ui.describe()) + b"\n")
         if verb == "profile" and not rest:
             return ok(orjson.dumps(phone.profile.describe()) + b"\n")
+        if verb == "bus" and not rest:
+            return ok(orjson.dumps(phone.bus.describe()) + b"\n")
         if verb == "popup" and rest:
             try:
                 phone.ui.force_popup(rest[0])

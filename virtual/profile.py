@@ -109,12 +109,16 @@ class UsbBus:
         self._sleep = sleep
         self._tokens = float(burst)
         self._last = clock()
+        self.bytes_total = 0  # every byte carried, limited or not (`vphone bus`)
 
     def charge(self, n: int) -> float:
         """Put ``n`` bytes on the bus without waiting (small control packets written from
         synchronous code); returns the seconds until the bus has carried them."""
         rate = self.bytes_per_s
-        if rate is None or n <= 0:
+        if n <= 0:
+            return 0.0
+        self.bytes_total += n
+        if rate is None:
             return 0.0
         now = self._clock()
         self._tokens = min(self.burst, self._tokens + (now - self._last) * rate) - n
@@ -122,6 +126,12 @@ class UsbBus:
         # A bounded queue: never owe more than max_wait_s of bus time.
         self._tokens = max(self._tokens, -self.max_wait_s * rate)
         return max(0.0, -self._tokens / rate)
+
+    def describe(self) -> dict[str, object]:
+        """The bus as `vphone bus` prints it: bytes carried so far and the budget (MB/s)."""
+        return {"bytes_total": self.bytes_total,
+                "budget_mb_per_s": (None if self.bytes_per_s is None
+                                    else round(self.bytes_per_s / 1e6, 3))}
 
     async def transfer(self, n: int) -> float:
         """Wait until ``n`` bytes have crossed the bus behind everything queued before them;

@@ -53,6 +53,17 @@ def test_vphone_profile_prints_the_active_profile(adb_server, real_farm, instant
     assert orjson.loads(out.stdout)["profile"] == "instant"
 
 
+def test_vphone_bus_counts_the_farm_buses_bytes_for_every_phone_on_it(adb_server, real_farm):
+    """Every phone of a farm answers with the one bus they share: a frame pulled from one
+    phone shows in the other's count (bench/realphone.py reads the bus's MB/s this way)."""
+    first, second = real_farm.serials
+    before = orjson.loads(run_adb(adb_server, "-s", second, "shell", "vphone bus").stdout)
+    assert before["budget_mb_per_s"] == USB2_BUS_BYTES_PER_S / 1e6
+    DeviceDriver(first, AdbServer(port=adb_server.port)).screenshot()
+    after = orjson.loads(run_adb(adb_server, "-s", second, "shell", "vphone bus").stdout)
+    assert after["bytes_total"] - before["bytes_total"] >= 1080 * 2400 * 4
+
+
 def test_an_input_tap_pays_the_jvm_start_under_real_and_not_under_instant(
         adb_server, real_farm, instant_farm):
     real = DeviceDriver(real_farm.serials[0], AdbServer(port=adb_server.port))

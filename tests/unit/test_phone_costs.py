@@ -105,3 +105,15 @@ async def test_the_wait_is_bounded():
 def test_a_bus_of_no_speed_is_refused():
     with pytest.raises(ValueError, match="positive"):
         UsbBus(0)
+
+
+async def test_the_bus_counts_every_byte_it_carries_limited_or_not():
+    fake = FakeTime()
+    limited, unlimited = bus(fake), bus(fake, rate=None)
+    for b in (limited, unlimited):
+        await b.transfer(3 * MB)
+        b.charge(24)
+        b.charge(0)
+    assert limited.bytes_total == unlimited.bytes_total == 3 * MB + 24
+    assert limited.describe() == {"bytes_total": 3 * MB + 24, "budget_mb_per_s": 10.0}
+    assert unlimited.describe()["budget_mb_per_s"] is None
