@@ -279,9 +279,10 @@ class ServerLog:
 # --- the video encoder --------------------------------------------------------------------------
 
 
-class _Encoder:
+class H264Encoder:
     """PyAV's libx264 set up as scrcpy's MediaCodec is: H.264 (baseline), ultrafast and
-    zerolatency (one packet out per frame in), SPS/PPS as a separate config packet."""
+    zerolatency (one packet out per frame in), SPS/PPS as a separate config packet. Shared
+    with bench/matcher.py --stream, which measures the matcher on what this encoder sends."""
 
     def __init__(self, size: tuple[int, int], bit_rate: int) -> None:
         self.size = size
@@ -367,7 +368,7 @@ class _EncoderThread:
 
     def _loop(self) -> None:
         interval = max(POLL_S, 1 / self.max_fps) if self.max_fps > 0 else POLL_S
-        encoder: _Encoder | None = None
+        encoder: H264Encoder | None = None
         start = time.monotonic()
         last: np.ndarray | None = None
         sent_at = key_at = 0.0
@@ -377,7 +378,7 @@ class _EncoderThread:
                     self._reset.clear()
                     if encoder is not None:
                         encoder.close()
-                    encoder, last = _Encoder(self.size, self.bit_rate), None
+                    encoder, last = H264Encoder(self.size, self.bit_rate), None
                 frame = self.frame()
                 now = time.monotonic()
                 changed = last is None or (frame is not last and not np.array_equal(frame, last))

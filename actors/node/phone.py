@@ -323,6 +323,7 @@ class PhoneActor(BridgedActor):
             self._event("account_changed", {"platform": platform, "account": account})
 
     def _capture(self) -> None:
+        # The one place this actor takes a frame: the stream's on the agent path.
         self.frame = self.driver.screenshot()
         self.record.last_screenshot_ts = self.clock()
 

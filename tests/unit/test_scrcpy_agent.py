@@ -380,3 +380,45 @@ def test_a_gesture_cut_by_the_agent_s_death_counts_as_sent(phone) -> None:
     assert cut.value.sent is True and "killed" in cut.value.reason
     assert time.monotonic() - t0 < 20  # ended by the death, not by the 30 s hold
     assert [m.action for m in phone.control_messages()] == [0]  # the DOWN went, no UP
+
+
+# --- a downscaled stream (max_size) ----------------------------------------------------------------
+
+
+def test_a_downscaled_stream_gives_frames_and_takes_touches_in_device_pixels() -> None:
+    """max_size 1600 on a 1080x2400 phone: the server sends 720x1600. The registry's crops and
+    every tap are in device pixels, so the agent scales frames up to 1080x2400 and touches
+    down to the video's size (the server scales them back)."""
+    from virtual.scrcpy_server import H264Encoder, video_size
+
+    config = AgentConfig(max_size=1600)
+    size = video_size(1080, 2400, config.max_size)
+    assert size == (720, 1600)
+    screen = np.full((2400, 1080, 4), 255, np.uint8)
+    screen[1200:1400, 540:740, :3] = 0  # a black box at known device pixels
+    encoder = H264Encoder(size, config.video_bit_rate)
+    packets = [encoder.config()] + encoder.encode(screen, 0, key=True)
+    video_here, video = socket.socketpair()
+    control_here, control = socket.socketpair()
+    agent = ScrcpyAgent(_Sockets(), Path("unused.jar"), config, lambda agent, reason: None)
+    try:
+        assert agent.params.max_size == 1600 and "max_size=1600" in agent.params.shell_command()
+        agent.screen_size = (1080, 2400)  # what `wm size` said at the start
+        agent.attach(video_here, control_here)
+        video.sendall(DeviceMeta("downscaled").serialize() + CodecMeta(CODEC_H264, *size).serialize()
+                      + b"".join(p.serialize() for p in packets))
+        image = agent.frame_after(float("-inf"), 10)
+        assert image is not None and image.shape == (2400, 1080, 4)
+        dark = np.argwhere(image[:, :, :3].mean(axis=2) < 128)
+        (y0, x0), (y1, x1) = dark.min(axis=0), dark.max(axis=0)
+        assert abs(y0 - 1200) <= 3 and abs(x0 - 540) <= 3, (y0, x0)
+        assert abs(y1 - 1399) <= 3 and abs(x1 - 739) <= 3, (y1, x1)
+        agent.touch("tap", [(900, 2000)], 0)
+        control.settimeout(5)
+        down, up = ControlMessageParser().feed(control.recv(1 << 16))
+        assert (down.x, down.y, down.width, down.height) == (600, 1333, 720, 1600)
+        assert (up.x, up.y) == (600, 1333)
+    finally:
+        agent.close("test over")
+        video.close()
+        control.close()

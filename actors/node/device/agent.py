@@ -98,6 +98,10 @@ class AgentConfig:
     frame_timeout_s: float = 1.0  # no such frame within this: screencap instead
     max_fps: float = 15         # bounds the node's decoding work (60 phones on 2 cores)
     video_bit_rate: int = 4_000_000  # 60 phones share one USB 2.0 bus (~35 MB/s)
+    # The video's longer side at most (scrcpy's max_size; 0: the screen's size). Frames are
+    # scaled back up to the screen's size and touches down to the video's, so the registry's
+    # crops and every coordinate the farm computes stay in device pixels.
+    max_size: int = 0
     backoff_first_s: float = 1.0
     backoff_max_s: float = 60.0
 
@@ -333,7 +337,7 @@ class ScrcpyAgent:
         self.config = config
         self.on_death = on_death
         self.params = ServerParams(scid=new_scid(), max_fps=config.max_fps,
-                                   video_bit_rate=config.video_bit_rate)
+                                   video_bit_rate=config.video_bit_rate, max_size=config.max_size)
         self.screen_size: tuple[int, int] | None = None  # the phone's, in the video's orientation
         self.frames = FrameStore(self._pixels)
         self.device_name: str | None = None
