@@ -24,8 +24,19 @@ the Settings app, synthetic screens that are not registered). Synthetic screens 
 app's bar and layout and differ by title (two words from shared lists, so "Saved Orders" and
 "Saved Photos" both exist), badge and button; 1-3 regions each; all seeded.
 
+With ``--stream``, the same frames also go the way a phone on the agent path sends them: encoded
+in order by the virtual phones' scrcpy server encoder (``virtual.scrcpy_server.H264Encoder``:
+libx264 baseline, ultrafast, zerolatency, at the farm's ``AgentConfig`` bit rate; a key frame
+first, then every frame a change, so each is the first frame after a change, the one a
+screenshot right after an action may get), and at each ``--stream-sizes`` max_size (0: the
+screen's size; scrcpy limits the longer side). They are decoded by the agent's
+``H264Decoder`` and scaled back to device pixels by its ``rgba_frame``, then identified; the
+accuracy is printed next to the screencap frames' for the first frame after the change and
+for the frame after one 100 ms repeat (the server re-sends an unchanged screen, which refines
+it).
+
 Run:
-    python3 bench/matcher.py [--screens 10,100,500] [--frames 60] [--no-airtest]
+    python3 bench/matcher.py [--screens 10,100,500] [--frames 60] [--no-airtest] [--stream]
 The Airtest side runs in its own venv (airtest pins numpy<2 and opencv-contrib-python<=4.6,
 which the project's environment cannot take), through bench/airtest_worker.py:
     python3 -m venv /tmp/airtest-venv && /tmp/airtest-venv/bin/pip install airtest
@@ -60,12 +71,14 @@ import cv2  # noqa: E402
 import msgspec  # noqa: E402
 import numpy as np  # noqa: E402
 
+from actors.node.device.agent import AgentConfig, H264Decoder, rgba_frame  # noqa: E402
 from registry.load import DEMO_REGISTRY, encode_app, load_registry, resolve_path  # noqa: E402
 from registry.match import Matcher  # noqa: E402
 from registry.model import App, Region, Registry, Screen  # noqa: E402
 from registry.ocr import TextReader  # noqa: E402
 from virtual.demo_registry import FIXED_TIME, INTERRUPTS, go_to, new_phone  # noqa: E402
 from virtual.render import FrameCache, FrameRenderer, Op  # noqa: E402
+from virtual.scrcpy_server import REPEAT_FRAME_AFTER_S, H264Encoder, video_size  # noqa: E402
 
 WORKER = Path(__file__).resolve().parent / "airtest_worker.py"
 DEFAULT_AIRTEST_PYTHON = "/tmp/airtest-venv/bin/python"
@@ -382,6 +395,61 @@ def run_ours(matcher: Matcher, frames: list[np.ndarray]) -> Outcome:
     return out
 
 
+def stream_frames(frames: list[np.ndarray], max_size: int, bit_rate: int
+                  ) -> tuple[tuple[int, int], list[np.ndarray], list[np.ndarray]]:
+    """``frames`` as the agent sees them: the video size, each frame as decoded right after it
+    changed, and after one repeat of it (see the module docstring)."""
+    size = video_size(W, H, max_size)
+    encoder, decoder = H264Encoder(size, bit_rate), H264Decoder()
+    decoder.decode(encoder.config())
+    first: list[np.ndarray] = []
+    repeated: list[np.ndarray] = []
+    step_us = round(REPEAT_FRAME_AFTER_S * 1e6)
+    try:
+        for i, frame in enumerate(frames):
+            for out, pts in ((first, 2 * i * step_us), (repeated, (2 * i + 1) * step_us)):
+                decoded = [d for p in encoder.encode(frame, pts, key=i == 0 and out is first)
+                           for d in decoder.decode(p)]
+                if len(decoded) != 1:  # zerolatency: one packet, one frame
+                    raise SystemExit(f"stream: {len(decoded)} frames decoded for one sent")
+                out.append(rgba_frame(decoded[0], (W, H)))
+    finally:
+        encoder.close()
+    return size, first, repeated
+
+
+def bench_stream(args: argparse.Namespace, matchers: dict[str, Matcher], specs: list[FrameSpec],
+                 frames: list[np.ndarray], screencap: dict[str, Outcome]) -> dict[str, list[tuple]]:
+    """Accuracy on stream frames next to screencap frames', per max_size; returns per matcher
+    [(max_size, video size, screencap ok, first frame ok, repeated frame ok)]."""
+    bit_rate = AgentConfig().video_bit_rate
+    print(f"  stream frames (H.264 {bit_rate / 1e6:g} Mb/s by the virtual phones' scrcpy encoder, "
+          f"decoded by the agent's H264Decoder, scaled to {W}x{H}):")
+    print(f"  {'':<40}{'screencap':>16}{'stream: 1st frame':>20}{'after a repeat':>18}")
+    rows: dict[str, list[tuple]] = {name: [] for name in matchers}
+    for max_size in args.stream_sizes:
+        t = time.perf_counter()
+        size, first, repeated = stream_frames(frames, max_size, bit_rate)
+        t_codec = time.perf_counter() - t
+        for name, matcher in matchers.items():
+            base = screencap[name].correct(specs)
+            got_first = run_ours(matcher, first)
+            got_repeat = run_ours(matcher, repeated)
+            ok_first, ok_repeat = got_first.correct(specs), got_repeat.correct(specs)
+            rows[name].append((max_size, size, sum(base), sum(ok_first), sum(ok_repeat)))
+            label = f"{name}, max_size {max_size or 'off'} ({size[0]}x{size[1]})"
+            print(f"  {label:<40}{fmt_acc(base):>16}{fmt_acc(ok_first):>20}{fmt_acc(ok_repeat):>18}")
+            for which, outcome in (("1st frame", got_first), ("after a repeat", got_repeat)):
+                if w := wrong(outcome, specs):
+                    print(f"      {name} stream {which} wrong: {w}")
+        loss = [statistics.fmean(float(np.abs(s[:, :, :3].astype(np.int16) - f[:, :, :3]).mean())
+                                 for s, f in zip(got, frames)) for got in (first, repeated)]
+        print(f"      (encode + decode of {2 * len(frames)} frames: {t_codec:.1f} s; mean |stream - "
+              f"screencap| per channel: {loss[0]:.2f} 1st frame, {loss[1]:.2f} after a repeat)")
+        sys.stdout.flush()
+    return rows
+
+
 def resolve_like_matcher(found: list[str]) -> str | None:
     """Airtest's found screens, named by the matcher's rule: interrupts first, two in a tier
     is ambiguous, so both sides are scored alike."""
@@ -444,6 +512,7 @@ class SizeResult:
     truth: list[str | None]
     ours: Outcome
     airtest: dict[str, tuple[Outcome, Outcome]]  # strategy -> (airtest, ours on those frames)
+    stream: dict[str, list[tuple]] = field(default_factory=dict)  # see bench_stream
 
 
 def bench_size(n: int, args: argparse.Namespace, demo: Registry, titles: list[str], tmp: Path) -> SizeResult:
@@ -498,6 +567,9 @@ def bench_size(n: int, args: argparse.Namespace, demo: Registry, titles: list[st
     for name, o in (("ours", res.ours), ("ours+OCR", ocr_out)):
         if w := wrong(o, specs):
             print(f"  {name} wrong: {w}")
+    if args.stream:
+        res.stream = bench_stream(args, {"ours": ours_plain, "ours+OCR": ours_ocr}, specs, frames,
+                                  {"ours": res.ours, "ours+OCR": ocr_out})
 
     if args.no_airtest:
         return res
@@ -556,8 +628,13 @@ def main() -> None:
     ap.add_argument("--airtest-max-frames", type=int, default=40)
     ap.add_argument("--airtest-threshold", type=float, default=None,
                     help="Template threshold (default: Airtest's own, 0.7), to see what tuning buys")
+    ap.add_argument("--stream", action="store_true",
+                    help="also identify the frames as the agent path's H.264 stream delivers them")
+    ap.add_argument("--stream-sizes", default="0,1600,1080,720",
+                    help="scrcpy max_size values for --stream (0: the screen's size), comma separated")
     args = ap.parse_args()
     args.airtest = [s for s in args.airtest.split(",") if s]
+    args.stream_sizes = [int(s) for s in args.stream_sizes.split(",") if s]
     sizes = [int(s) for s in args.screens.split(",")]
     # The matcher logs every ambiguity at ERROR; here they are counted and listed instead.
     logging.getLogger("registry.match").setLevel(logging.CRITICAL)
@@ -582,6 +659,13 @@ def main() -> None:
             p50, p95 = statistics.median(r.ours.ms), pct(r.ours.ms, 0.95)
             verdict = "met" if p95 < 10 else "missed" if p50 >= 10 else "met at p50, not at p95"
             print(f"  < 10 ms/frame without OCR at 100 screens: p50 {p50:.2f} ms, p95 {p95:.2f} ms -> {verdict}")
+    for r in results:
+        for name, rows in r.stream.items():
+            for max_size, size, base, first, repeated in rows:
+                verdict = "met" if first >= base and repeated >= base else "missed"
+                print(f"  stream accuracy = screencap accuracy, {name} at {r.screens} screens, max_size "
+                      f"{max_size or 'off'} ({size[0]}x{size[1]}): screencap {base}, stream {first} "
+                      f"(1st frame) / {repeated} (after a repeat) of {len(r.truth)} -> {verdict}")
     for r in results:
         for strategy, (at, ours_sub) in r.airtest.items():
             done = [i for i, a in enumerate(at.answers) if a != "(cut)"]
