@@ -36,12 +36,14 @@ from actors.node.device.driver import DeviceDriver  # noqa: E402
 from bench.device import raw_tap, row, timed  # noqa: E402
 
 
-def start_demo(phones: int, data: str) -> tuple[subprocess.Popen, str, int]:
+def start_demo(phones: int, data: str, *extra: str) -> tuple[subprocess.Popen, str, int]:
+    """`farm-coordinator --demo` (``extra``: more of its options): the process, its HTTP
+    address and its private adb server's port."""
     http_port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "actors.coordinator", "--demo", "--phones", str(phones),
          "--http", f"127.0.0.1:{http_port}", "--listen", f"tcp://127.0.0.1:{free_port()}",
-         "--data", data, "--log-level", "WARNING", "--base-port", "0"],
+         "--data", data, "--log-level", "WARNING", "--base-port", "0", *extra],
         cwd=ROOT, stdout=subprocess.PIPE, text=True)
     line = proc.stdout.readline()
     m = re.search(r"demo adb server 127\.0\.0\.1:(\d+)", line)
