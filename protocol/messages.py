@@ -258,6 +258,32 @@ class LiveEvent(msgspec.Struct, frozen=True):
     data: dict[str, Any] = {}
 
 
+class LiveWatch(msgspec.Struct, frozen=True):
+    """coordinator -> node: some console page watches ``serial``: send its new frames as
+    `LiveFrame`s, JPEG ``width`` pixels wide, at most ``fps`` a second, for ``lease_s``
+    (the coordinator renews the lease while the page watches; a lost stop ends with it).
+    ``width`` 0: nobody watches, stop now. An older node logs the unknown kind and ignores
+    it (the console then keeps its thumbnails)."""
+
+    KIND: ClassVar[str] = "live_watch"
+    serial: str
+    width: int
+    fps: float = 10.0
+    lease_s: float = 10.0
+
+
+class LiveFrame(msgspec.Struct, frozen=True):
+    """node -> coordinator: one new frame of a watched phone (never journaled, never re-sent:
+    the next frame replaces a lost one). ``width`` x ``height``: the full frame's size."""
+
+    KIND: ClassVar[str] = "live_frame"
+    serial: str
+    jpeg: bytes
+    ts: float
+    width: int
+    height: int
+
+
 class RegistryPush(msgspec.Struct, frozen=True):
     """coordinator -> node: one app of the coordinator's screen registry (one app per message,
     so a message stays far under the size limit). ``app_json`` is the app's JSON file byte for
@@ -284,12 +310,13 @@ class RegistryApplied(msgspec.Struct, frozen=True):
 
 
 Body = Union[Challenge, Hello, Welcome, Refused, Heartbeat, Command, CommandResult, Event,
-             EventBatch, EventAck, LiveEvent, RegistryPush, RegistryApplied]
+             EventBatch, EventAck, LiveEvent, RegistryPush, RegistryApplied, LiveWatch, LiveFrame]
 
 KINDS: dict[str, type] = {
     t.KIND: t
     for t in (Challenge, Hello, Welcome, Refused, Heartbeat, Command, CommandResult, Event,
-              EventBatch, EventAck, LiveEvent, RegistryPush, RegistryApplied)
+              EventBatch, EventAck, LiveEvent, RegistryPush, RegistryApplied, LiveWatch,
+              LiveFrame)
 }
 
 

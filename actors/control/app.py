@@ -18,7 +18,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from actors.control import ai_keys, console, recovery, registry, variables
+from actors.control import ai_keys, console, live, recovery, registry, variables
 from actors.control import workflows as workflow_api
 from actors.control import screens
 from actors.control.auth import bearer_auth_middleware
@@ -95,6 +95,7 @@ def make_app(hub: HubAPI, token: str | None = None, *, heartbeat_s: float = 15.0
     app.router.add_get("/api/unknown-screens", get_unknown_screens)
     app.router.add_get("/api/unknown-screens/{id}/image", get_unknown_screen_image)
     app.router.add_get("/api/stream", streamer.handle)
+    live.add_routes(app, token)  # the live wall's WebSocket (frames of watched phones)
     app.router.add_get("/api/openapi.json", get_openapi)
     registry.add_routes(app)  # groups, clients, profiles, phone registry, accounts
     workflow_api.add_routes(app)  # sequence/workflow definitions, workflow runs

@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 PROTECTED_PREFIX = "/api"
+LIVE_PATH = "/api/live"
 
 
 def is_loopback(host: str) -> bool:
@@ -59,7 +60,7 @@ def bearer_auth_middleware(token: str | None) -> Callable:
 
     @web.middleware
     async def bearer_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if expected is None or not _protected(request.path):
+        if expected is None or not _protected(request.path) or _live_upgrade(request):
             return await handler(request)
         scheme, _, credential = request.headers.get("Authorization", "").partition(" ")
         # Compare digests: constant time and independent of the token's length.
@@ -74,6 +75,13 @@ def bearer_auth_middleware(token: str | None) -> Callable:
         return await handler(request)
 
     return bearer_auth
+
+
+def _live_upgrade(request: web.Request) -> bool:
+    """The live wall's WebSocket upgrade: a browser cannot add the header there, so the
+    token comes in its first message and `actors.control.live` checks it."""
+    return (request.path == LIVE_PATH and request.method == "GET"
+            and request.headers.get("Upgrade", "").lower() == "websocket")
 
 
 def _protected(path: str) -> bool:

@@ -316,6 +316,28 @@ def _document() -> dict[str, Any]:
                     "401": _UNAUTHORIZED,
                 },
             }},
+            "/api/live": {"get": {
+                "operationId": "liveFrames",
+                "summary": "The live wall: frames of the phones a page watches (WebSocket)",
+                "description": "A WebSocket (send `Upgrade: websocket`; a plain GET is answered "
+                               "400). The page sends JSON text messages `{\"watch\": {serial: "
+                               "width | {\"width\": 16..2000, \"fps\": 0.2..60}}}` (its whole "
+                               "watch set each time; `{}` watches nothing), answered "
+                               "`{\"watching\": {serial: width}}` or `{\"error\", \"field\"}`; "
+                               "it receives one binary message per new frame of a watched phone: "
+                               "a 4-byte big-endian length, that many bytes of JSON `{serial, ts, "
+                               "width, height}` (the full frame's size), then the JPEG. A static "
+                               "screen sends nothing; a slow page gets the newest frame of each "
+                               "phone, not every frame. With an access token, the header or a "
+                               "first message `{\"token\": ...}` (browsers cannot set headers "
+                               "on a WebSocket); else the socket closes with code 4401.",
+                "responses": {
+                    "101": {"description": "switching to the WebSocket"},
+                    "400": _error("not a WebSocket upgrade (field `$headers.Upgrade`)"),
+                    "401": _UNAUTHORIZED,
+                    "404": _error("this coordinator has no live frames"),
+                },
+            }},
             "/api/openapi.json": {"get": {
                 "operationId": "openapi", "summary": "This document",
                 "responses": {"200": {"description": "OpenAPI 3.1 document", "content": {

@@ -24,6 +24,7 @@ import numpy as np
 from actors.coordinator.ai.client import AIClient
 from actors.coordinator.ai.keys import AIKeyring
 from actors.store.event_store import EventStore
+from actors.coordinator.live import Frame, LiveWatchers
 from actors.coordinator.phone_pause import PhonePauses
 from actors.coordinator.phone_tags import PhoneTags
 from actors.coordinator.recorder import Recorder
@@ -35,7 +36,8 @@ from actors.coordinator.runs import RUN_EVENTS, RunManager
 from actors.coordinator.scheduling.schedules import ScheduleService
 from actors.coordinator.unknown_screens import UnknownScreenQueue
 from protocol.errors import FarmError, PhoneLocked, PhoneNotFound, ValidationError
-from protocol.messages import Action, Command, Event, Hello, LiveEvent, RegistryApplied, RunSequence
+from protocol.messages import (Action, Command, Event, Hello, LiveEvent, LiveFrame, LiveWatch,
+                               RegistryApplied, RunSequence)
 from protocol.transport import CoordinatorLink, DeliveryError
 
 log = logging.getLogger(__name__)
@@ -43,6 +45,10 @@ log = logging.getLogger(__name__)
 SUBSCRIBER_QUEUE = 1000
 THUMB_WIDTH = 270
 CLOSE_TASKS_S = 5.0  # close waits this long for cancelled background work
+# A node's live watch lasts LIVE_LEASE_S unless renewed; the hub renews every LIVE_RENEW_S,
+# so a lost stop (or a coordinator gone) ends a phone's frames within the lease.
+LIVE_LEASE_S = 10.0
+LIVE_RENEW_S = 3.0
 # Events that change a phone's row in the directory, and how.
 PHONE_STATE = {"phone_up": "online", "phone_resumed": "online", "phone_restarted": "online",
                "phone_paused": "paused", "phone_failed": "failed", "phone_down": "offline"}
@@ -86,6 +92,8 @@ class Hub:
         self.tags: PhoneTags | None = (PhoneTags(Path(data_dir) / "phone-tags.json")
                                        if data_dir is not None else None)
         self.subscribers: set[asyncio.Queue] = set()
+        # The live wall: which pages watch which phones (actors.coordinator.live).
+        self.live = LiveWatchers(self._tell_live)
         # Sequence runs need the farm database (FarmDB) for records, accounts and variables.
         # Sequences are checked against the registry the coordinator serves, as it is now.
         current_registry = ((lambda: registry_store.registry) if registry_store is not None
@@ -113,6 +121,7 @@ class Hub:
             await self.schedules.start()
         if self.discovery is not None:
             self.discovery.start()
+        self._background(self._renew_live())
         return self
 
     async def close(self) -> None:
@@ -186,6 +195,7 @@ class Hub:
         for serial, row in self.phone_rows.items():
             if row["node"] == name and serial not in seen:
                 row["state"] = "offline"
+        self.live.renew(seen)  # a reconnected node forgot what was watched
         log.info("node=%s up with %d phones", name, len(hello.phones))
         self.emit("node_up", name, None, {"phones": sorted(seen)})
 
@@ -315,6 +325,9 @@ class Hub:
         if isinstance(body, RegistryApplied) and self.registry_sync is not None:
             self.registry_sync.applied(node, body)
             return
+        if isinstance(body, LiveFrame):
+            self.live.frame(Frame(body.serial, body.jpeg, body.ts, body.width, body.height))
+            return
         if not isinstance(body, LiveEvent):
             log.warning("node=%s unexpected %s ignored", node, envelope.kind)
             return
@@ -335,6 +348,26 @@ class Hub:
                        "ts": ts})
         else:
             self.emit(body.event, node, body.serial, dict(body.data))
+
+    # --- the live wall ---------------------------------------------------------------------
+    def _tell_live(self, serial: str, width: int, fps: float) -> None:
+        """Tell the node holding ``serial`` to send (width 0: stop sending) its live frames."""
+        row = self.phone_rows.get(serial)
+        if row is None or self.node_rows.get(row["node"], {}).get("state") != "up":
+            return  # renewed when the node (re)connects
+        message = LiveWatch(serial=serial, width=width, fps=fps, lease_s=LIVE_LEASE_S)
+        self._background(self._send_live_watch(row["node"], message))
+
+    async def _send_live_watch(self, node: str, message: LiveWatch) -> None:
+        try:
+            await self.link.send(node, message)
+        except DeliveryError as exc:  # the next renewal tries again
+            log.debug("node=%s live_watch for %s not sent: %s", node, message.serial, exc)
+
+    async def _renew_live(self) -> None:
+        while True:
+            await asyncio.sleep(LIVE_RENEW_S)
+            self.live.renew()
 
     # --- the HubAPI of the control endpoint ------------------------------------------------
     def phones(self) -> list[dict]:

@@ -27,6 +27,7 @@ from actors.node.bridge import Call, call_actor, tell_quietly
 from actors.node.device.adb_server import AdbServer
 from actors.node.device.agent import AgentConfig
 from actors.node.device.watcher import DeviceWatcher
+from actors.node.live import LiveFrames
 from actors.node.matcher import MatcherActor
 from actors.node.registry_copy import NodeRegistry
 from actors.node.playback import PlaybackActor, PlaybackOptions
@@ -35,7 +36,8 @@ from actors.process import (STARTUP_ERRORS, StartupError, run_main, setup_loggin
 from actors.node.rack import PhoneDirectory, RackActor
 from protocol.errors import ActorStopped, FarmError, PhoneLocked, ProtocolError, ValidationErrors
 from protocol.messages import (Acquire, CancelRun, Command, CommandResult, Identify, LiveEvent,
-                               PhoneInfo, RegistryApplied, RegistryPush, Release, RunSequence)
+                               LiveFrame, LiveWatch, PhoneInfo, RegistryApplied, RegistryPush,
+                               Release, RunSequence)
 from protocol.scrcpy import SCRCPY_VERSION
 from protocol.transport import NodeLink
 from registry.load import DEMO_REGISTRY
@@ -89,6 +91,8 @@ class Node:
         # Running executions: execution_id -> (playback actor, its cancel flag, serial).
         self.playbacks: dict[str, tuple[Any, threading.Event, str]] = {}
         self.playback_options = PlaybackOptions()
+        # Frames of the phones a console page watches (LiveWatch from the coordinator).
+        self.live = LiveFrames(self.directory.driver, self._send_live_frame)
 
     # --- events from actor threads ---------------------------------------------------------
     def publish(self, event: str, serial: str | None, data: dict, durable: bool = True) -> None:
@@ -114,6 +118,14 @@ class Node:
         task = asyncio.get_running_loop().create_task(
             link.send(LiveEvent(event=event, serial=serial, data=data)))
         task.add_done_callback(_quiet)
+
+    def _send_live_frame(self, frame: LiveFrame) -> None:
+        """From a live sender thread: send and wait until it is out (the sender skips the
+        frames that arrive meanwhile: a slow link lowers the rate, nothing queues)."""
+        loop, link = self._loop, self.link
+        if loop is None or loop.is_closed() or link is None or not link.connected:
+            raise ConnectionError("not connected")
+        asyncio.run_coroutine_threadsafe(link.send(frame), loop).result(timeout=10)
 
     async def _event_pump(self) -> None:
         """One writer, so journal order is publish order. Everything published meanwhile is
@@ -266,7 +278,9 @@ class Node:
 
     # --- registry pushes -------------------------------------------------------------------
     def _on_link_message(self, envelope) -> None:
-        if isinstance(envelope.body, RegistryPush):
+        if isinstance(envelope.body, LiveWatch):
+            self.live.watch(envelope.body)
+        elif isinstance(envelope.body, RegistryPush):
             task = asyncio.get_running_loop().create_task(self._apply_registry(envelope.body))
             self._tasks.append(task)
             task.add_done_callback(lambda t: t in self._tasks and self._tasks.remove(t))
@@ -342,6 +356,7 @@ class Node:
 
         if self.watcher:
             self.watcher.stop()
+        self.live.stop_all()
         # First, while the event pump still runs: they release their locks and report.
         await self._stop_playbacks()
         phase("playbacks")

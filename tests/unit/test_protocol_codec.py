@@ -42,6 +42,8 @@ from protocol.messages import (
     Swipe,
     DebugCrash,
     LiveEvent,
+    LiveFrame,
+    LiveWatch,
     Tap,
     Text,
     Welcome,
@@ -88,6 +90,9 @@ BODIES = [
                  apps=["clipshare", "global"]),
     RegistryApplied(app="clipshare", version="cd" * 32),
     RegistryApplied(app="clipshare", version="ab" * 32, error="invalid: box outside"),
+    LiveWatch(serial="S1", width=270, fps=10.0, lease_s=10.0),
+    LiveWatch(serial="S1", width=0),
+    LiveFrame(serial="S1", jpeg=b"\xff\xd8\x00jpeg", ts=1.5, width=1080, height=2400),
 ] + [make_command("S1", action, execution_id="ex-1") for action in ACTIONS]
 
 
