@@ -3,8 +3,9 @@
 The coordinator says which phones some page watches (`protocol.messages.LiveWatch`: width,
 rate, lease); `LiveFrames` keeps one sender thread per watched phone. On the agent path it
 takes the newest decoded frame from the phone's `FrameStore` (only a frame newer than the
-last one sent: a static screen sends nothing), at most ``fps`` a second; on the shell path a
-screencap every `SHELL_INTERVAL_S`, sent only when its JPEG differs from the last. Frames
+last one sent), at most ``fps`` a second; on the shell path a screencap every
+`SHELL_INTERVAL_S`. A frame whose JPEG equals the last one sent is not sent (the video
+stream repeats a static screen's frame): a static screen sends nothing. Frames
 are scaled to the width asked, JPEG-encoded in that thread (never on the event loop) and
 sent as `LiveFrame` on the live path (not journaled; a lost frame is replaced by the next).
 Sending waits for the link: while it lags, the frames that arrive meanwhile are skipped,
@@ -19,6 +20,7 @@ import threading
 import time
 from typing import Callable
 
+import cv2
 import numpy as np
 
 from actors.node.phone import encode_thumbnail
@@ -31,6 +33,21 @@ SHELL_INTERVAL_S = 1.0  # screencap is a full-frame transfer: the shell path's l
 WAIT_SLICE_S = 0.5      # a sender looks at its watch (stopped? renewed?) at least this often
 RETRY_S = 0.5           # after a failed send or a phone without a driver
 MAX_FPS = 60.0
+NOISE_LEVELS = 24  # per channel, 0..255: more is a change of the screen, not codec noise
+
+
+def scaled(frame: np.ndarray, width: int) -> np.ndarray:
+    h, w = frame.shape[:2]
+    return cv2.resize(frame, (width, max(1, round(h * width / w))), interpolation=cv2.INTER_AREA)
+
+
+def same_picture(a: np.ndarray, b: np.ndarray) -> bool:
+    """The same screen, up to codec noise: no pixel moved by more than `NOISE_LEVELS`.
+    (A repeated H.264 frame decodes a little differently each time; a caret, a toast or a
+    scrolled line changes pixels by far more.)"""
+    if a.shape != b.shape:
+        return False
+    return not (cv2.absdiff(a, b) > NOISE_LEVELS).any()
 
 
 class _Watch:
@@ -100,7 +117,7 @@ class LiveFrames:
 
     def _run(self, watch: _Watch) -> None:
         last_at = float("-inf")
-        last_jpeg: bytes | None = None
+        last_small: np.ndarray | None = None
         next_due = 0.0
         try:
             while not watch.stopped.is_set():
@@ -117,11 +134,15 @@ class LiveFrames:
                     continue
                 frame, at, agent = got
                 last_at = at
-                jpeg = encode_thumbnail(frame, min(watch.width, frame.shape[1]))
-                if not agent and jpeg == last_jpeg:
-                    next_due = self._clock() + self.shell_interval_s
-                    continue  # a static screen on the shell path: nothing new to send
-                last_jpeg = jpeg
+                small = scaled(frame, min(watch.width, frame.shape[1]))
+                if last_small is not None and same_picture(small, last_small):
+                    # A static screen: the video stream repeats its frame (re-encoded: a few
+                    # levels of codec noise), screencap shows the same: nothing new to send.
+                    next_due = self._clock() + (1.0 / watch.fps if agent
+                                                else self.shell_interval_s)
+                    continue
+                last_small = small
+                jpeg = encode_thumbnail(small, small.shape[1])
                 h, w = frame.shape[:2]
                 epoch = time.time() - (self._clock() - at)
                 try:
