@@ -405,8 +405,8 @@ def test_a_downscaled_stream_gives_frames_and_takes_touches_in_device_pixels() -
         assert agent.params.max_size == 1600 and "max_size=1600" in agent.params.shell_command()
         agent.screen_size = (1080, 2400)  # what `wm size` said at the start
         agent.attach(video_here, control_here)
-        video.sendall(DeviceMeta("downscaled").serialize() + CodecMeta(CODEC_H264, *size).serialize()
-                      + b"".join(p.serialize() for p in packets))
+        video.sendall(DeviceMeta("downscaled").serialize()
+                      + CodecMeta(CODEC_H264, *size).serialize() + b"".join(p.serialize() for p in packets))
         image = agent.frame_after(float("-inf"), 10)
         assert image is not None and image.shape == (2400, 1080, 4)
         dark = np.argwhere(image[:, :, :3].mean(axis=2) < 128)
@@ -422,3 +422,18 @@ def test_a_downscaled_stream_gives_frames_and_takes_touches_in_device_pixels() -
         agent.close("test over")
         video.close()
         control.close()
+
+
+def test_a_frame_captured_before_an_action_is_not_after_it_however_late_it_arrives(phone) -> None:
+    """Under load a frame encoded before an action can arrive after the action + settle time:
+    it still shows the old screen. Its pts (the phone's capture clock) places it: a frame is
+    dated when it was captured (the lowest delay seen gives the clock offset), not when it
+    arrived."""
+    phone.send(phone.packets[0])  # pts 0
+    _frames(phone.agent, 1)
+    first = phone.agent.frames.arrived_at
+    time.sleep(0.5)
+    phone.send(phone.packets[1])  # captured 0.1 s after the first one, here 0.5 s later
+    _frames(phone.agent, 2)
+    assert abs(phone.agent.frames.arrived_at - (first + 0.1)) < 0.05
+    assert phone.agent.frame_after(first + 0.3, 0.2) is None  # not a frame of after first + 0.3

@@ -63,6 +63,9 @@ SERVER_LOG_LINES = 20
 STABLE_RUN_S = 60.0
 # FFmpeg's AV_CODEC_FLAG_LOW_DELAY: a frame out as soon as its packet is in (as upstream's client).
 _AV_CODEC_FLAG_LOW_DELAY = 1 << 19
+# How fast the phone-to-node clock offset may grow (s per s): far above any clock drift,
+# far below a delay spike's effect (see ScrcpyAgent._captured_at).
+PTS_OFFSET_CREEP = 0.001
 _STACK_MORE = re.compile(r"\.\.\. \d+ more$")  # "... 12 more" closing a Java stack trace
 IoCallback = Callable[[str, Union[str, None]], None]
 
@@ -176,7 +179,8 @@ class FrameStore:
 
     @property
     def arrived_at(self) -> float | None:
-        """Arrival time (``clock``) of the latest frame; None before the first."""
+        """Time (``clock``) of the latest frame: as ``put`` dated it (the agent: when the
+        phone captured it), else its arrival; None before the first."""
         return None if self._source is None else self._at
 
     def put(self, source: Any, at: float | None = None) -> None:
@@ -251,8 +255,10 @@ class H264Decoder:
         data = packet.data
         if self._config_pending:
             data, self._config_pending = self._config + data, False
+        av_packet = av.Packet(data)
+        av_packet.pts = packet.pts  # the frame keeps it: when the phone captured it
         try:
-            frames = self._ctx.decode(av.Packet(data))
+            frames = self._ctx.decode(av_packet)
         except av.FFmpegError as exc:
             self.broken = True
             raise DecodeError(f"packet pts={packet.pts} ({len(packet.data)} bytes): {exc}") from None
@@ -358,6 +364,9 @@ class ScrcpyAgent:
         self.last_message: str | None = None  # the last control message sent, for the log
         self.decode_errors = 0
         self._video_size: tuple[int, int] | None = None
+        # The phone's capture clock (pts, s) -> ours: the lowest arrival - pts seen.
+        self._pts_offset = float("inf")
+        self._pts_offset_at = 0.0
 
     def __repr__(self) -> str:
         return f"ScrcpyAgent({self.serial} {self.params.socket_name})"
@@ -494,7 +503,7 @@ class ScrcpyAgent:
                 return
             for frame in frames:
                 self._video_size = (frame.width, frame.height)
-                self.frames.put(frame)
+                self.frames.put(frame, self._captured_at(frame.pts))
 
     def _decode_failed(self, exc: DecodeError) -> None:
         """A corrupt packet: frames stop until the next key frame, which RESET_VIDEO asks for
@@ -673,6 +682,20 @@ class ScrcpyAgent:
         if (video[0] > video[1]) != (screen[0] > screen[1]):
             return screen[1], screen[0]  # rotated: wm size stays in the natural orientation
         return screen
+
+    def _captured_at(self, pts_us: int | None) -> float:
+        """When a frame was captured, on time.monotonic: its pts plus the clock offset (the
+        lowest arrival - pts seen, i.e. the least delayed frame's). Dating frames by arrival
+        would take a frame encoded before an action but delayed past the settle time (a busy
+        node, a slow encoder) for a frame of after it: the old screen. The offset may creep
+        up by 1 ms/s so clocks drifting apart do not age every frame."""
+        now = time.monotonic()
+        if pts_us is None:
+            return now
+        pts = pts_us / 1e6
+        allowed = self._pts_offset + (now - self._pts_offset_at) * PTS_OFFSET_CREEP
+        self._pts_offset, self._pts_offset_at = min(now - pts, allowed), now
+        return pts + self._pts_offset
 
     def _pixels(self, frame: Any) -> np.ndarray:
         screen = self._oriented_screen()

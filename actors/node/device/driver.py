@@ -423,12 +423,14 @@ class DeviceDriver:
 
         The phone's one frame source: the phone actor's every frame (matcher, live view,
         unknown screens, execution and AI recovery screenshots, the API's PNG) comes from
-        here, and a PNG is encoded from it only where one is needed. On the agent path: the first decoded video frame that arrived ``settle_s`` after the
-        last action ended (no transfer: it is here already), or raw screencap when none comes
-        within ``frame_timeout_s``. Raw screencap: no PNG decode, the raw frame is viewed in
-        place (measured: PNG decode of 1080x2400 costs ~37 ms of CPU, the raw path only the
-        copy off the socket). A stream downscaled by ``AgentConfig.max_size`` is scaled back
-        up to the screen's size, so registry crops and taps need no scaling of their own.
+        here, and a PNG is encoded from it only where one is needed. On the agent path: the
+        first decoded video frame the phone captured ``settle_s`` after the last action ended
+        (dated by its pts, not by its arrival; no transfer: it is here already), or raw
+        screencap when none comes within ``frame_timeout_s``. Raw screencap: no PNG decode,
+        the raw frame is viewed in place (measured: PNG decode of 1080x2400 costs ~37 ms of
+        CPU, the raw path only the copy off the socket). A stream downscaled by
+        ``AgentConfig.max_size`` is scaled back up to the screen's size, so registry crops
+        and taps need no scaling of their own.
         """
         agent = self.agent
         if agent is not None:
