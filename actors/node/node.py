@@ -481,23 +481,36 @@ def main(argv: list[str] | None = None) -> int:
                    default=os.environ.get("PHONEFARM_PHONE_IO", "agent"),
                    help="agent (default): the scrcpy agent where it can run, the shell path "
                         "elsewhere; shell: the shell path for every phone")
+    p.add_argument("--scrcpy-max-size", type=int, metavar="PIXELS",
+                   default=int(os.environ.get("PHONEFARM_SCRCPY_MAX_SIZE", "0")),
+                   help="the agent's video: longer side at most PIXELS (0, the default: the "
+                        "screen's size); frames are scaled back up and taps down, so the "
+                        "registry stays in device pixels")
     p.add_argument("--log-level", default=os.environ.get("PHONEFARM_LOG_LEVEL", "INFO"))
     args = p.parse_args(argv)
     setup_logging(args.log_level)
     return run_main("farm-node", lambda: serve(args))
 
 
-def agent_config(phone_io: str, jar: str | None) -> AgentConfig:
+# A smaller --scrcpy-max-size is taken for a typo (bench/matcher.py --stream measured the
+# matcher down to 720, as accurate there as at full size).
+MIN_MAX_SIZE = 320
+
+
+def agent_config(phone_io: str, jar: str | None, max_size: int = 0) -> AgentConfig:
     """The node's AgentConfig; a jar that is named but missing or empty stops the start."""
     if phone_io not in ("agent", "shell"):
         raise StartupError(f"--phone-io {phone_io!r}: expected agent or shell")
+    if max_size != 0 and not MIN_MAX_SIZE <= max_size <= 0xFFFF:
+        raise StartupError(f"--scrcpy-max-size {max_size}: expected 0 (the screen's size) or "
+                           f"{MIN_MAX_SIZE}..65535 pixels")
     path = None
     if jar:
         path = Path(jar)
         if not path.is_file() or path.stat().st_size == 0:
             raise StartupError(f"--scrcpy-server {jar}: no such file, or an empty one "
                                f"(expected the scrcpy {SCRCPY_VERSION} server jar)")
-    return AgentConfig(mode=phone_io, jar=path)
+    return AgentConfig(mode=phone_io, jar=path, max_size=max_size)
 
 
 async def serve(args: argparse.Namespace) -> None:
@@ -506,7 +519,7 @@ async def serve(args: argparse.Namespace) -> None:
     with starting("the farm secret"):
         secret = read_secret(args.secret, args.secret_file)
     registry = None if args.registry == "none" else Path(args.registry)
-    agent = agent_config(args.phone_io, args.scrcpy_server)
+    agent = agent_config(args.phone_io, args.scrcpy_server, args.scrcpy_max_size)
     node = Node(args.name, args.coordinator, secret, AdbServer(port=args.adb_port),
                 Path(args.data), debug_actions=args.debug_actions, registry=registry,
                 agent=agent)

@@ -437,3 +437,17 @@ def test_a_frame_captured_before_an_action_is_not_after_it_however_late_it_arriv
     _frames(phone.agent, 2)
     assert abs(phone.agent.frames.arrived_at - (first + 0.1)) < 0.05
     assert phone.agent.frame_after(first + 0.3, 0.2) is None  # not a frame of after first + 0.3
+
+
+def test_farm_node_s_max_size_reaches_the_agent_config_and_a_bad_one_stops_the_start(
+        tmp_path: Path) -> None:
+    from actors.node.node import agent_config
+    from actors.process import StartupError
+
+    jar = tmp_path / "scrcpy-server.jar"
+    jar.write_bytes(b"jar")
+    assert agent_config("agent", str(jar)).max_size == 0
+    assert agent_config("agent", str(jar), max_size=1600).max_size == 1600
+    for bad in (-1, 100, 70_000):
+        with pytest.raises(StartupError, match="--scrcpy-max-size"):
+            agent_config("agent", str(jar), max_size=bad)
