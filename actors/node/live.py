@@ -4,8 +4,9 @@ The coordinator says which phones some page watches (`protocol.messages.LiveWatc
 rate, lease); `LiveFrames` keeps one sender thread per watched phone. On the agent path it
 takes the newest decoded frame from the phone's `FrameStore` (only a frame newer than the
 last one sent), at most ``fps`` a second; on the shell path a screencap every
-`SHELL_INTERVAL_S`. A frame whose JPEG equals the last one sent is not sent (the video
-stream repeats a static screen's frame): a static screen sends nothing. Frames
+`SHELL_INTERVAL_S`. A frame showing the same picture as the last one sent is not sent (the
+video stream repeats a static screen's frame), except once `SETTLED_S` after a change (the
+settled picture; it also replaces a frame the link dropped): a static screen sends nothing. Frames
 are scaled to the width asked, JPEG-encoded in that thread (never on the event loop) and
 sent as `LiveFrame` on the live path (not journaled; a lost frame is replaced by the next).
 Sending waits for the link: while it lags, the frames that arrive meanwhile are skipped,
@@ -33,6 +34,7 @@ SHELL_INTERVAL_S = 1.0  # screencap is a full-frame transfer: the shell path's l
 WAIT_SLICE_S = 0.5      # a sender looks at its watch (stopped? renewed?) at least this often
 RETRY_S = 0.5           # after a failed send or a phone without a driver
 MAX_FPS = 60.0
+SETTLED_S = 0.3  # a screen unchanged this long after a send is sent once more, then no more
 NOISE_LEVELS = 24  # per channel, 0..255: more is a change of the screen, not codec noise
 
 
@@ -118,6 +120,7 @@ class LiveFrames:
     def _run(self, watch: _Watch) -> None:
         last_at = float("-inf")
         last_small: np.ndarray | None = None
+        sent_at, settled = float("-inf"), False
         next_due = 0.0
         try:
             while not watch.stopped.is_set():
@@ -135,13 +138,17 @@ class LiveFrames:
                 frame, at, agent = got
                 last_at = at
                 small = scaled(frame, min(watch.width, frame.shape[1]))
-                if last_small is not None and same_picture(small, last_small):
+                if last_small is not None and same_picture(small, last_small) and (
+                        settled or self._clock() - sent_at < SETTLED_S):
                     # A static screen: the video stream repeats its frame (re-encoded: a few
                     # levels of codec noise), screencap shows the same: nothing new to send.
                     next_due = self._clock() + (1.0 / watch.fps if agent
                                                 else self.shell_interval_s)
                     continue
-                last_small = small
+                # A changed screen, or the one that just stopped changing sent once more: the
+                # codec's sharper picture, and a frame the link dropped (Pair1 drops a message
+                # when its queue is full) is not the last word on the screen.
+                settled = last_small is not None and same_picture(small, last_small)
                 jpeg = encode_thumbnail(small, small.shape[1])
                 h, w = frame.shape[:2]
                 epoch = time.time() - (self._clock() - at)
@@ -149,8 +156,10 @@ class LiveFrames:
                     self._send(LiveFrame(serial=watch.serial, jpeg=jpeg, ts=epoch,
                                          width=w, height=h))
                     watch.sent += 1
+                    last_small, sent_at = small, self._clock()
                 except Exception as exc:  # link down or slow: the next frame replaces it
-                    log.debug("phone=%s live frame not sent: %s", watch.serial, exc)
+                    log.info("phone=%s live frame not sent: %r", watch.serial, exc)
+                    last_at = float("-inf")  # the current frame again, even if it stays
                     watch.stopped.wait(RETRY_S)
                 interval = 1.0 / watch.fps if agent else max(1.0 / watch.fps,
                                                               self.shell_interval_s)

@@ -40,11 +40,24 @@ def unpack(data: bytes) -> tuple[dict, np.ndarray]:
     return header, image
 
 
-async def next_frame(ws, timeout: float = 15.0) -> tuple[dict, np.ndarray]:
-    while True:
-        msg = await ws.receive(timeout=timeout)
-        assert msg.type == aiohttp.WSMsgType.BINARY, msg
-        return unpack(msg.data)
+class Frames:
+    """Every binary message of a socket, read by one task (a receive() cut by its timeout can
+    lose the message arriving just then)."""
+
+    def __init__(self, ws) -> None:
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.serials: set[str] = set()
+        self.task = asyncio.create_task(self._read(ws))
+
+    async def _read(self, ws) -> None:
+        async for msg in ws:
+            assert msg.type == aiohttp.WSMsgType.BINARY, msg
+            header, image = unpack(msg.data)
+            self.serials.add(header["serial"])
+            self.queue.put_nowait((header, image))
+
+    async def next(self, timeout: float = 15.0) -> tuple[dict, np.ndarray]:
+        return await asyncio.wait_for(self.queue.get(), timeout)
 
 
 def clipshare_icon(driver: DeviceDriver) -> tuple[int, int]:
@@ -83,7 +96,8 @@ async def test_watched_phone_streams_at_its_width_and_stops_when_the_page_leaves
                 await ws.send_json({"watch": {watched: 200}})
                 assert await ws.receive_json(timeout=10) == {"watching": {watched: 200}}
                 await wait_for(lambda: watched in node.live.watching(), 10, "the node told")
-                first, image = await next_frame(ws)  # the screen as it is: the launcher
+                frames = Frames(ws)
+                first, image = await frames.next()  # the screen as it is: the launcher
                 assert first["serial"] == watched and image.shape[1] == 200
                 assert (first["width"], first["height"]) == (1080, 2400)
                 # A static screen sends nothing (the video stream repeats its frame; the node
@@ -91,21 +105,21 @@ async def test_watched_phone_streams_at_its_width_and_stops_when_the_page_leaves
                 deadline = time.monotonic() + 15
                 while time.monotonic() < deadline:
                     try:
-                        msg = await ws.receive(timeout=1.5)
+                        first, image = await frames.next(timeout=1.5)
                     except asyncio.TimeoutError:
                         break
-                    first, image = unpack(msg.data)
                 else:
                     raise AssertionError("frames kept coming for a static screen")
                 tapped_at = time.time()
                 r = await hub.run_action(watched, {"type": "tap", "x": x, "y": y})
                 assert r["status"] == "ok", r
-                header, after = await next_frame(ws)  # no reload, no request: it comes
+                header, after = await frames.next()  # no reload, no request: it comes
                 assert header["serial"] == watched and after.shape[1] == 200
                 assert header["ts"] >= tapped_at - 0.5
                 while np.abs(after.astype(int) - image.astype(int)).mean() < 5:
-                    header, after = await next_frame(ws)  # the app opening, frame by frame
+                    header, after = await frames.next()  # the app opening, frame by frame
                 assert other not in node.live.watching()
+                assert frames.serials == {watched}  # never a frame of the unwatched phone
             # The page left: the hub tells the node, which stops sending.
             await wait_for(lambda: not node.live.watching(), 10, "the node stopped")
             assert hub.live.wanted() == {}
