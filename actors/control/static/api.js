@@ -14,6 +14,9 @@ export class ApiError extends Error {
   }
 }
 
+// The access token the operator gave (null: none asked for yet); the live socket sends it itself.
+export function accessToken() { return sessionStorage.getItem(TOKEN_KEY); }
+
 function headers(extra = {}) {
   const token = sessionStorage.getItem(TOKEN_KEY);
   return token ? { ...extra, Authorization: `Bearer ${token}` } : extra;

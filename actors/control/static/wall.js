@@ -5,11 +5,16 @@
 // Frames: a tile refreshes its thumbnail when the stream says the phone has a new one, at
 // most MAX_FPS times a second, only while the tile is on screen and the tab is visible, with
 // a few requests in flight at most (the stream holds one of the browser's connections).
+// Live: the tiles on screen (and the single view, at full rate) are watched over the live
+// socket (live.js) at the width they are shown; their frames come as the phone's screen
+// changes. A tile fed that way skips the thumbnail requests; a phone whose node sends no
+// live frames (an older node) keeps them.
 
 import { enc, imageURL, post } from "./api.js";
 import { bySize, classify, sample, scaled } from "./gestures.js";
 import { changed, el, numberOf, phoneOf, scopeOf, state, stats, toast } from "./state.js";
 import { openTextDialog } from "./textdialog.js";
+import { liveOpen, onLiveFrame, setWatch } from "./live.js";
 
 const MAX_FPS = 4;
 const MAX_IN_FLIGHT = 5;   // HTTP/1.1 gives 6 connections per host; the stream holds one
@@ -17,6 +22,9 @@ const IDLE_REFRESH_MS = 15000;   // in case a thumbnail event was lost (stream o
 const THUMB_W = 270;
 const SINGLE_W = 540;
 const DEFAULT_SIZE = [1080, 2400];
+const LIVE_WALL_FPS = 10;
+const LIVE_SINGLE_FPS = 60;      // the stream's full rate
+const LIVE_WIDTH_STEP = 20;      // widths rounded up to this: a resize does not re-watch every pixel
 
 const tiles = new Map();          // serial -> {root, img, screen, badges, label, tags, visible, dirty, busy, last, url}
 let inFlight = 0;
@@ -150,6 +158,8 @@ async function load(tile) {
     // cannot take one, so its latest thumbnail does.
     const url = tile.large ? await imageURL(path + SINGLE_W).catch(() => imageURL(path + THUMB_W))
       : await imageURL(path + THUMB_W);
+    // A live frame came while this was on its way: it is newer, keep it.
+    if (tile.live && liveOpen()) { URL.revokeObjectURL(url); return; }
     await new Promise((resolve) => {
       tile.img.onload = tile.img.onerror = resolve;
       tile.img.src = url;
@@ -166,13 +176,48 @@ async function load(tile) {
   }
 }
 
+// A live frame: shown in every tile of its phone (wall and single view).
+onLiveFrame((serial, blob) => {
+  for (const tile of [tiles.get(serial), single && single.serial === serial ? single : null]) {
+    if (!tile) continue;
+    const url = URL.createObjectURL(blob);
+    tile.img.src = url;
+    if (tile.url) URL.revokeObjectURL(tile.url);
+    tile.url = url;
+    tile.live = true; tile.dirty = false; tile.last = performance.now();
+  }
+});
+
+function liveWidth(tile) {
+  const px = tile.img.clientWidth || tile.root.clientWidth || THUMB_W;
+  const w = Math.ceil(px * (window.devicePixelRatio || 1) / LIVE_WIDTH_STEP) * LIVE_WIDTH_STEP;
+  return Math.min(2000, Math.max(20, w));
+}
+
+// What the page shows now: the single view's phone at full rate, else the tiles on screen;
+// nothing while the tab is hidden.
+function watchSet() {
+  const watch = {};
+  if (document.hidden) return watch;
+  if (state.view === "single") {
+    if (single) watch[single.serial] = { width: liveWidth(single), fps: LIVE_SINGLE_FPS };
+    return watch;
+  }
+  for (const tile of tiles.values()) {
+    if (tile.visible) watch[tile.serial] = { width: liveWidth(tile), fps: LIVE_WALL_FPS };
+  }
+  return watch;
+}
+
 function pump() {
+  setWatch(watchSet());
   if (document.hidden) return;
   const now = performance.now();
   const all = single ? [single, ...tiles.values()] : tiles.values();
   for (const tile of all) {
     if (inFlight >= MAX_IN_FLIGHT) return;
     if (!tile.visible || tile.busy || (state.view === "single" && !tile.large)) continue;
+    if (tile.live && liveOpen()) continue;  // its frames come over the live socket
     if (!tile.dirty && now - tile.last < IDLE_REFRESH_MS) continue;
     if (now - tile.last < 1000 / MAX_FPS) continue;
     load(tile);
