@@ -32,8 +32,8 @@ screenshot right after an action may get), and at each ``--stream-sizes`` max_si
 screen's size; scrcpy limits the longer side). They are decoded by the agent's
 ``H264Decoder`` and scaled back to device pixels by its ``rgba_frame``, then identified; the
 accuracy is printed next to the screencap frames' for the first frame after the change and
-for the frame after one 100 ms repeat (the server re-sends an unchanged screen, which refines
-it).
+after 1 and 3 repeats (+100, +300 ms: the server re-sends an unchanged screen every 100 ms,
+and each repeat refines what the first frame's bit budget left blocky or stale).
 
 Run:
     python3 bench/matcher.py [--screens 10,100,500] [--frames 60] [--no-airtest] [--stream]
@@ -395,57 +395,68 @@ def run_ours(matcher: Matcher, frames: list[np.ndarray]) -> Outcome:
     return out
 
 
+# Frames the stream is looked at after a change: the first one, and after 1 and 3 repeats of
+# the unchanged screen (100 and 300 ms later: the server repeats every 100 ms).
+STREAM_REPEATS = (0, 1, 3)
+
+
 def stream_frames(frames: list[np.ndarray], max_size: int, bit_rate: int
-                  ) -> tuple[tuple[int, int], list[np.ndarray], list[np.ndarray]]:
-    """``frames`` as the agent sees them: the video size, each frame as decoded right after it
-    changed, and after one repeat of it (see the module docstring)."""
+                  ) -> tuple[tuple[int, int], dict[int, list[np.ndarray]]]:
+    """``frames`` as the agent sees them: the video size and, per ``STREAM_REPEATS`` count,
+    each frame as decoded after that many repeats of it (see the module docstring)."""
     size = video_size(W, H, max_size)
     encoder, decoder = H264Encoder(size, bit_rate), H264Decoder()
     decoder.decode(encoder.config())
-    first: list[np.ndarray] = []
-    repeated: list[np.ndarray] = []
-    step_us = round(REPEAT_FRAME_AFTER_S * 1e6)
+    out: dict[int, list[np.ndarray]] = {r: [] for r in STREAM_REPEATS}
+    step_us, pts = round(REPEAT_FRAME_AFTER_S * 1e6), 0
     try:
         for i, frame in enumerate(frames):
-            for out, pts in ((first, 2 * i * step_us), (repeated, (2 * i + 1) * step_us)):
-                decoded = [d for p in encoder.encode(frame, pts, key=i == 0 and out is first)
+            for repeat in range(max(STREAM_REPEATS) + 1):
+                decoded = [d for p in encoder.encode(frame, pts, key=i == 0 and repeat == 0)
                            for d in decoder.decode(p)]
+                pts += step_us
                 if len(decoded) != 1:  # zerolatency: one packet, one frame
                     raise SystemExit(f"stream: {len(decoded)} frames decoded for one sent")
-                out.append(rgba_frame(decoded[0], (W, H)))
+                if repeat in out:
+                    out[repeat].append(rgba_frame(decoded[0], (W, H)))
     finally:
         encoder.close()
-    return size, first, repeated
+    return size, out
+
+
+def mean_difference(a: list[np.ndarray], b: list[np.ndarray]) -> float:
+    """Mean absolute RGB difference per channel (0..255) of two frame lists, pair by pair."""
+    return statistics.fmean(float(np.abs(x[:, :, :3].astype(np.int16) - y[:, :, :3]).mean())
+                            for x, y in zip(a, b))
 
 
 def bench_stream(args: argparse.Namespace, matchers: dict[str, Matcher], specs: list[FrameSpec],
                  frames: list[np.ndarray], screencap: dict[str, Outcome]) -> dict[str, list[tuple]]:
     """Accuracy on stream frames next to screencap frames', per max_size; returns per matcher
-    [(max_size, video size, screencap ok, first frame ok, repeated frame ok)]."""
+    [(max_size, video size, screencap ok, {repeats: stream ok})]."""
     bit_rate = AgentConfig().video_bit_rate
     print(f"  stream frames (H.264 {bit_rate / 1e6:g} Mb/s by the virtual phones' scrcpy encoder, "
           f"decoded by the agent's H264Decoder, scaled to {W}x{H}):")
-    print(f"  {'':<40}{'screencap':>16}{'stream: 1st frame':>20}{'after a repeat':>18}")
+    heads = {0: "1st frame", 1: "+100 ms", 3: "+300 ms"}
+    print(f"  {'':<40}{'screencap':>16}" + "".join(f"{'stream ' + heads[r]:>20}" for r in STREAM_REPEATS))
     rows: dict[str, list[tuple]] = {name: [] for name in matchers}
     for max_size in args.stream_sizes:
         t = time.perf_counter()
-        size, first, repeated = stream_frames(frames, max_size, bit_rate)
+        size, streamed = stream_frames(frames, max_size, bit_rate)
         t_codec = time.perf_counter() - t
         for name, matcher in matchers.items():
             base = screencap[name].correct(specs)
-            got_first = run_ours(matcher, first)
-            got_repeat = run_ours(matcher, repeated)
-            ok_first, ok_repeat = got_first.correct(specs), got_repeat.correct(specs)
-            rows[name].append((max_size, size, sum(base), sum(ok_first), sum(ok_repeat)))
+            got = {r: run_ours(matcher, streamed[r]) for r in STREAM_REPEATS}
+            ok = {r: got[r].correct(specs) for r in STREAM_REPEATS}
+            rows[name].append((max_size, size, sum(base), {r: sum(ok[r]) for r in STREAM_REPEATS}))
             label = f"{name}, max_size {max_size or 'off'} ({size[0]}x{size[1]})"
-            print(f"  {label:<40}{fmt_acc(base):>16}{fmt_acc(ok_first):>20}{fmt_acc(ok_repeat):>18}")
-            for which, outcome in (("1st frame", got_first), ("after a repeat", got_repeat)):
-                if w := wrong(outcome, specs):
-                    print(f"      {name} stream {which} wrong: {w}")
-        loss = [statistics.fmean(float(np.abs(s[:, :, :3].astype(np.int16) - f[:, :, :3]).mean())
-                                 for s, f in zip(got, frames)) for got in (first, repeated)]
-        print(f"      (encode + decode of {2 * len(frames)} frames: {t_codec:.1f} s; mean |stream - "
-              f"screencap| per channel: {loss[0]:.2f} 1st frame, {loss[1]:.2f} after a repeat)")
+            print(f"  {label:<40}{fmt_acc(base):>16}" + "".join(f"{fmt_acc(ok[r]):>20}" for r in STREAM_REPEATS))
+            for r in STREAM_REPEATS:
+                if w := wrong(got[r], specs):
+                    print(f"      {name} stream {heads[r]} wrong: {w}")
+        loss = ", ".join(f"{mean_difference(streamed[r], frames):.2f} {heads[r]}" for r in STREAM_REPEATS)
+        print(f"      (encode + decode of {len(frames) * (max(STREAM_REPEATS) + 1)} frames: {t_codec:.1f} s; "
+              f"mean |stream - screencap| per channel: {loss})")
         sys.stdout.flush()
     return rows
 
@@ -661,11 +672,13 @@ def main() -> None:
             print(f"  < 10 ms/frame without OCR at 100 screens: p50 {p50:.2f} ms, p95 {p95:.2f} ms -> {verdict}")
     for r in results:
         for name, rows in r.stream.items():
-            for max_size, size, base, first, repeated in rows:
-                verdict = "met" if first >= base and repeated >= base else "missed"
+            for max_size, size, base, streamed in rows:
+                verdict = ", ".join(f"{'met' if ok >= base else 'missed'} at +{100 * n} ms"
+                                    for n, ok in streamed.items())
                 print(f"  stream accuracy = screencap accuracy, {name} at {r.screens} screens, max_size "
-                      f"{max_size or 'off'} ({size[0]}x{size[1]}): screencap {base}, stream {first} "
-                      f"(1st frame) / {repeated} (after a repeat) of {len(r.truth)} -> {verdict}")
+                      f"{max_size or 'off'} ({size[0]}x{size[1]}): screencap {base}, stream "
+                      + " / ".join(f"{ok}" for ok in streamed.values())
+                      + f" (+{', +'.join(str(100 * n) for n in streamed)} ms) of {len(r.truth)} -> {verdict}")
     for r in results:
         for strategy, (at, ours_sub) in r.airtest.items():
             done = [i for i, a in enumerate(at.answers) if a != "(cut)"]
