@@ -14,9 +14,11 @@ path (`--io agent|shell|both`) it starts its own `farm-coordinator --demo --phon
   records (steps[i] only: the run's account switch before them is not counted);
 - the USB bus's MB/s during the all-phones sequence (`vphone bus`: the farm's shared bus);
 - the node process's CPU during that sequence (/proc/PID/stat), as % of one core.
+- wall frames/s per phone a headless Chromium page receives from GET /api/live (the live
+  wall's WebSocket of JPEG frames) with 16, then all phones watched, during that sequence: the
+  virtual screens only change when a step acts, so this is bounded by the steps, not the wall.
 The bench's own driver is a second client of phone 0 (as the node's is): its agent runs beside
 the node's one, which idles meanwhile.
-Wall frames/s in headless Chromium needs the console's live wall (a WebSocket of JPEG frames).
 
 Run: python bench/realphone.py [--phones 60] [--steps 20] [--io both] [--skip-wall]
 """
@@ -24,10 +26,10 @@ Run: python bench/realphone.py [--phones 60] [--steps 20] [--io both] [--skip-wa
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -178,16 +180,24 @@ def sequence(steps: int) -> dict:
             "steps": body[:steps]}
 
 
-def run_sequence(base: str, scope: str, steps: int) -> tuple[list[float], int]:
+class NodeDied(Exception):
+    """The demo's node process ended under the bench (its exit status, or a signal)."""
+
+
+def run_sequence(base: str, scope: str, steps: int, node: int) -> tuple[list[float], int]:
     """Mean ms per step of each phone's execution, and how many executions failed."""
     run_id = api(base, "/api/runs", {"sequence": sequence(steps), "scope": scope})["run_id"]
-    deadline = time.monotonic() + 60 + steps * 30
+    limit = 60 + steps * 15
+    deadline = time.monotonic() + limit
     while True:
         run = api(base, f"/api/runs/{run_id}")
         if run["status"] != "running":
             break
-        if time.monotonic() > deadline:
-            raise SystemExit(f"run {run_id} still running after {deadline:.0f} s")
+        if not Path(f"/proc/{node}").exists():
+            raise NodeDied(f"the node (pid {node}) died during run {run_id} (dmesg: segfault?)")
+        if time.monotonic() > deadline:  # figures of the executions done; the rest failed
+            print(f"run {run_id} still running after {limit} s: counted as failed", flush=True)
+            break
         time.sleep(0.5)
     per_phone, failed = [], 0
     for ex in run["executions"]:
@@ -198,7 +208,45 @@ def run_sequence(base: str, scope: str, steps: int) -> tuple[list[float], int]:
                  if (s["path"] or "").startswith("steps[") and s["status"] == "success"
                  and s["start_time"] and s["end_time"]]
         per_phone.append(sum(spans) / len(spans))
+    if not per_phone:
+        raise NodeDied(f"no execution of run {run_id} completed within {limit} s")
     return per_phone, failed
+
+
+WALL_JS = """async ([url, serials, width, seconds]) => {
+  const ws = new WebSocket(url); ws.binaryType = "arraybuffer";
+  const counts = Object.fromEntries(serials.map(s => [s, 0]));
+  await new Promise((ok, bad) => { ws.onopen = ok; ws.onerror = bad; });
+  ws.onmessage = (m) => {
+    if (typeof m.data === "string") return;  // the watch set's answer
+    const view = new DataView(m.data), n = view.getUint32(0);
+    const head = JSON.parse(new TextDecoder().decode(new Uint8Array(m.data, 4, n)));
+    counts[head.serial] += 1;
+  };
+  const watch = Object.fromEntries(serials.map(s => [s, {width: width, fps: 30}]));
+  ws.send(JSON.stringify({watch: watch}));
+  await new Promise(r => setTimeout(r, seconds * 1000));
+  ws.close();
+  return counts;
+}"""
+
+
+def wall_fps(base: str, serials: list[str], sizes: tuple[int, ...], seconds: float) -> dict[int, float]:
+    """Per-phone frames/s a headless Chromium page receives from GET /api/live with the first
+    ``n`` phones watched, for each n of ``sizes`` in turn (``seconds`` each): the median phone."""
+    from playwright.sync_api import sync_playwright
+    out = {}
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path="/usr/bin/chromium")
+        page = browser.new_page()
+        page.goto(base + "/api/phones")
+        for n in sizes:
+            width = 240 if n <= 16 else 160  # a tile of a 16- or a 60-phone wall
+            counts = page.evaluate(WALL_JS, [base.replace("http", "ws", 1) + "/api/live",
+                                             serials[:n], width, seconds])
+            out[n] = statistics.median(counts.values()) / seconds
+        browser.close()
+    return out
 
 
 def iso(text: str) -> float:
@@ -233,11 +281,27 @@ def measure(io: str, args: argparse.Namespace) -> dict:
                 out["frame_stream"] = frame_ready(driver, matcher, args.frames, raw_stream=True)
             driver.close()
             print(f"[{io}] {args.steps}-step sequence on 1 phone", flush=True)
-            out["seq1"], out["seq1_failed"] = run_sequence(base, f"phone:{serials[0]}", args.steps)
+            try:
+                out["seq1"], out["seq1_failed"] = run_sequence(
+                    base, f"phone:{serials[0]}", args.steps, node)
+            except NodeDied as exc:
+                out["error"] = str(exc)
+                return out
             print(f"[{io}] {args.steps}-step sequence on {args.phones} phones at once", flush=True)
             probe = DeviceDriver(serials[-1], AdbServer(port=adb_port))
             bus0, cpu0, t0 = bus_bytes(probe), cpu_s(node), time.monotonic()
-            out["seqN"], out["seqN_failed"] = run_sequence(base, "phone:all", args.steps)
+            wall = None
+            if not args.skip_wall:  # the screens change while the steps play: watch them
+                wall = concurrent.futures.ThreadPoolExecutor(1).submit(
+                    wall_fps, base, serials, (16, args.phones), args.wall_s)
+            try:
+                out["seqN"], out["seqN_failed"] = run_sequence(base, "phone:all", args.steps, node)
+            except NodeDied as exc:
+                out["error"] = str(exc)
+                print(f"[{io}] {exc}", flush=True)
+                return out
+            if wall is not None:
+                out["wall"] = wall.result()
             elapsed = time.monotonic() - t0
             out["bus_mb_s"] = (bus_bytes(probe) - bus0) / elapsed / 1e6
             out["bus_budget"] = json.loads(probe.shell("vphone bus").text)["budget_mb_per_s"]
@@ -283,6 +347,10 @@ def report(res: dict[str, dict], args: argparse.Namespace) -> None:
          both(lambda r: f"{p50(r['seqN']):.0f}", "seqN"), "", None)
     line(f"  slowest of the {args.phones} (ms)", both(lambda r: f"{max(r['seqN']):.0f}", "seqN"),
          "", None)
+    for io, r in res.items():
+        if "error" in r:
+            print(f"  [{io}] stopped early: {r['error']}")
+    res = {io: r for io, r in res.items() if "error" not in r}
     ratio = {io: p50(r["seqN"]) / p50(r["seq1"]) for io, r in res.items()}
     line(f"  ratio {args.phones} vs 1", {io: f"{v:.2f}x" for io, v in ratio.items()},
          "agent <= 1.5x", None if "agent" not in ratio else ratio["agent"] <= 1.5)
@@ -296,9 +364,11 @@ def report(res: dict[str, dict], args: argparse.Namespace) -> None:
     line("node CPU (% of one core)", both(lambda r: f"{r['node_cpu']:.0f}", "node_cpu"), "", None)
     if args.skip_wall:
         print("  wall: skipped (--skip-wall)")
-    else:
-        print("  wall: not measured (live wall not landed: the console has no WebSocket of "
-              "JPEG frames yet)")
+        return
+    for n, floor in ((16, 10), (args.phones, 2)):
+        got = {io: r["wall"][n] for io, r in res.items() if n in r.get("wall", {})}
+        line(f"wall frames/s per phone, {n} on page", {io: f"{v:.1f}" for io, v in got.items()},
+             f"agent >= {floor}", None if "agent" not in got else got["agent"] >= floor)
 
 
 def main() -> None:
@@ -309,6 +379,8 @@ def main() -> None:
     ap.add_argument("--taps", type=int, default=30)
     ap.add_argument("--frames", type=int, default=10, help="rounds of the two screen changes")
     ap.add_argument("--skip-wall", action="store_true")
+    ap.add_argument("--wall-s", type=float, default=5.0,
+                    help="seconds of each wall measurement (16, then all phones on the page)")
     args = ap.parse_args()
     ios = ("agent", "shell") if args.io == "both" else (args.io,)
     res = {io: measure(io, args) for io in ios}
