@@ -19,6 +19,7 @@ let onFrame = () => {};
 stats.liveFrames = 0;
 stats.liveBytes = 0;
 stats.liveErrors = [];
+stats.liveState = "idle";   // connecting | open | closed: what the socket is doing
 
 // ``handler(serial, blob, header)`` gets every frame ({serial, ts, width, height}: the full frame's size).
 export function onLiveFrame(handler) { onFrame = handler; }
@@ -43,9 +44,10 @@ function connect() {
   const url = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/api/live`;
   const ws = new WebSocket(url);
   socket = ws;
+  stats.liveState = "connecting";
   ws.binaryType = "arraybuffer";
   ws.onopen = () => {
-    open = true; sentKey = null; retries = 0;
+    open = true; sentKey = null; retries = 0; stats.liveState = "open";
     const token = accessToken();
     if (token) ws.send(JSON.stringify({ token }));
     flush();
@@ -66,7 +68,7 @@ function connect() {
   };
   ws.onclose = () => {
     if (socket !== ws) return;
-    open = false; socket = null;
+    open = false; socket = null; stats.liveState = "closed";
     // The coordinator restarted, or the token was wrong (4401): try again, slower each time.
     setTimeout(() => { if (!socket) connect(); }, Math.min(RETRY_MAX_MS, 500 * 2 ** retries++));
   };

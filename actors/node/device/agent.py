@@ -174,6 +174,9 @@ class FrameStore:
         self._source: Any = None
         self._at = float("-inf")
         self._converted: tuple[float, np.ndarray] | None = None
+        # One conversion at a time: PyAV's frame reformatting is not thread-safe (the phone
+        # actor and the live-wall sender converting one frame at once crashed the node).
+        self._convert_lock = threading.Lock()
         self._closed: str | None = None
         self.count = 0
 
@@ -220,13 +223,14 @@ class FrameStore:
         return self._pixels(source, at), at
 
     def _pixels(self, source: Any, at: float) -> np.ndarray:
-        # Outside the lock: the reader thread never waits on a conversion.
-        cached = self._converted
-        if cached is not None and cached[0] == at:
-            return cached[1]
-        image = self._convert(source)
-        self._converted = (at, image)
-        return image
+        # Outside the frames' lock: the reader thread never waits on a conversion.
+        with self._convert_lock:
+            cached = self._converted
+            if cached is not None and cached[0] == at:
+                return cached[1]
+            image = self._convert(source)
+            self._converted = (at, image)
+            return image
 
 
 class H264Decoder:
