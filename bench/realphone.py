@@ -180,6 +180,14 @@ def sequence(steps: int) -> dict:
             "steps": body[:steps]}
 
 
+def alive(pid: int) -> bool:
+    """Running, not a zombie its parent (the coordinator) has not reaped yet."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 class NodeDied(Exception):
     """The demo's node process ended under the bench (its exit status, or a signal)."""
 
@@ -193,7 +201,7 @@ def run_sequence(base: str, scope: str, steps: int, node: int) -> tuple[list[flo
         run = api(base, f"/api/runs/{run_id}")
         if run["status"] != "running":
             break
-        if not Path(f"/proc/{node}").exists():
+        if not alive(node):
             raise NodeDied(f"the node (pid {node}) died during run {run_id} (dmesg: segfault?)")
         if time.monotonic() > deadline:  # figures of the executions done; the rest failed
             print(f"run {run_id} still running after {limit} s: counted as failed", flush=True)
