@@ -80,7 +80,7 @@ def test_wall_image_follows_a_tap_without_reload(farm, page):
     settle(page)
     before = page.evaluate(PIXELS, serial)
     assert before is not None
-    loads = page.evaluate(f"window.__console.loads['{serial}'] || 0")
+    loads = page.evaluate(f"window.__console.thumbLoads['{serial}'] || 0")
     icon = next(n for n in DeviceDriver(serial, farm.adb).ui_dump() if n.text == "ClipShare")
     x0, y0, x1, y1 = icon.bounds
     out = post_json(farm.base, "/api/actions", {
@@ -98,5 +98,5 @@ def test_wall_image_follows_a_tap_without_reload(farm, page):
                               .clientWidth * devicePixelRatio""")
     width = page.evaluate(PIXELS, serial)[0]
     assert shown <= width < shown + 20 + 1
-    assert page.evaluate(f"window.__console.loads['{serial}'] || 0") == loads
+    assert page.evaluate(f"window.__console.thumbLoads['{serial}'] || 0") == loads
     assert page.evaluate("window.__console.liveErrors") == []

@@ -470,7 +470,8 @@ def test_hidden_phones_load_no_frames(farm, page):
                       .getBoundingClientRect(); return r.top >= innerHeight; }})()""")
     page.wait_for_timeout(500)  # frames already asked for land
     before = page.evaluate("({...window.__console.loads})")
-    body = json.dumps({"scope": "phone:all", "action": {"type": "key", "key": "HOME"}}).encode()
+    # A key that changes every screen (the live wall sends a frame only when the screen changes).
+    body = json.dumps({"scope": "phone:all", "action": {"type": "key", "key": "APP_SWITCH"}}).encode()
     urllib.request.urlopen(urllib.request.Request(
         farm.base + "/api/actions", data=body, headers={"Content-Type": "application/json"}),
         timeout=60).read()

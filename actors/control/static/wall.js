@@ -26,6 +26,7 @@ const LIVE_WALL_FPS = 10;
 const LIVE_SINGLE_FPS = 60;      // the stream's full rate
 const LIVE_WIDTH_STEP = 20;      // widths rounded up to this: a resize does not re-watch every pixel
 
+stats.thumbLoads = {};            // serial -> frames fetched as thumbnails (not over the live socket)
 const tiles = new Map();          // serial -> {root, img, screen, badges, label, tags, visible, dirty, busy, last, url}
 let inFlight = 0;
 let single = null;                // the single view's tile
@@ -168,6 +169,7 @@ async function load(tile) {
     tile.url = url;
     stats.framesLoaded += 1;
     stats.loads[tile.serial] = (stats.loads[tile.serial] || 0) + 1;
+    stats.thumbLoads[tile.serial] = (stats.thumbLoads[tile.serial] || 0) + 1;
   } catch (err) {
     stats.frameErrors += 1;
   } finally {
@@ -186,6 +188,8 @@ onLiveFrame((serial, blob) => {
     tile.url = url;
     tile.live = true; tile.dirty = false; tile.last = performance.now();
   }
+  stats.framesLoaded += 1;   // a frame shown is a frame loaded, however it came
+  stats.loads[serial] = (stats.loads[serial] || 0) + 1;
 });
 
 function liveWidth(tile) {
