@@ -10,7 +10,7 @@ import time
 import pytest
 
 from actors.node.device.driver import DeviceDriver
-from tests.e2e.test_web_console import CHROMIUM, Farm, post_json
+from tests.e2e.test_web_console import CHROMIUM, post_json
 
 sync_api = pytest.importorskip("playwright.sync_api")
 
@@ -32,25 +32,8 @@ PIXELS = """(serial) => {
 }"""
 
 
-@pytest.fixture(scope="module")
-def farm(tmp_path_factory):
-    farm = Farm(tmp_path_factory.mktemp("live-console"))
-    yield farm
-    farm.stop()
-
-
-@pytest.fixture(scope="module")
-def page(farm):
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                    args=["--no-sandbox"])
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        errors: list[str] = []
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
-        page.goto(farm.base + "/")
-        yield page
-        browser.close()
-    assert not errors, errors
+# The console page over its own demo, as the console tests have it.
+from tests.e2e.test_web_console import farm, page  # noqa: E402,F401
 
 
 def settle(page, timeout: float = 20.0) -> None:
