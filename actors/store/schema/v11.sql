@@ -1,0 +1,1 @@
+-- v11: reserved (issue 17); filled in by the change that needs it.
