@@ -15,6 +15,7 @@ from typing import Awaitable, Callable
 
 from aiohttp import web
 
+from actors.access.principal import SUPER_LOCAL, SUPER_TOKEN, Principal
 from protocol.errors import ValidationError
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,7 @@ def bearer_auth_middleware(token: str | None) -> Callable:
 
     @web.middleware
     async def bearer_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+        request[PRINCIPAL_KEY] = SUPER_LOCAL if expected is None else None
         if expected is None or not _protected(request.path) or _live_upgrade(request):
             return await handler(request)
         scheme, _, credential = request.headers.get("Authorization", "").partition(" ")
@@ -72,9 +74,24 @@ def bearer_auth_middleware(token: str | None) -> Callable:
             return web.json_response(
                 {"error": "missing or wrong access token: send 'Authorization: Bearer <token>'"},
                 status=401, headers={"WWW-Authenticate": 'Bearer realm="phonefarm"'})
+        request[PRINCIPAL_KEY] = SUPER_TOKEN
         return await handler(request)
 
     return bearer_auth
+
+
+PRINCIPAL_KEY = "principal"
+
+
+def principal_of(request: web.Request) -> Principal:
+    """The caller of ``request`` as the auth middleware established it. Every handler that
+    reads or changes client data asks this, never the headers."""
+    principal = request.get(PRINCIPAL_KEY)
+    if principal is None:
+        # Set on every request by the auth middleware; missing means a route was mounted
+        # outside make_app: fail closed rather than guess.
+        raise RuntimeError(f"no principal on {request.method} {request.path}")
+    return principal
 
 
 def _live_upgrade(request: web.Request) -> bool:
