@@ -422,7 +422,9 @@ class RunManager:
     async def _context(self, serial: str, account: str | None, variables: dict[str, str],
                        ai: Any = None):
         try:
-            return await self.db.variable_context(serial, account, variables, ai=ai)
+            # The one place passwords are opened: this text goes to the phone's node to type.
+            return await self.db.variable_context(serial, account, variables, ai=ai,
+                                                  secrets=True)
         except ValidationError as exc:
             if account is not None:
                 raise

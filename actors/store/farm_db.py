@@ -44,6 +44,13 @@ Additions to the spec's columns, kept minimal and listed here so they stay visib
 - v8: ``api_keys.base_url``, ``model``, ``label`` (an OpenAI-compatible key needs its
   endpoint; actors.coordinator.ai.keys), and ``phones.paused_reason``, ``paused_at``, ``paused_detail``:
   the coordinator's pause of a phone (actors.coordinator.phone_pause), apart from the registry's status.
+- v12: ``accounts.password_sealed``/``password_org`` and ``profiles.profile_password_sealed``/
+  ``password_org``: passwords are stored sealed (spec 16.4.1's per-organization key, issue
+  17.5), with the organization whose derived key sealed them. The spec's plaintext columns
+  ``accounts.password`` and ``profiles.profile_password`` are never written; rows from before
+  v12 are sealed when the coordinator opens the database with its master key
+  (`FarmDB.open(..., master_key=)`). Reads give ``password_set`` / ``profile_password_set``;
+  only `variable_context` with ``secrets=True`` (a run's text resolution) opens them.
 
 A phone has no profile column: the spec links profiles to accounts, so a phone's profile is
 the profile of its accounts (the first account's, or the named account's).
@@ -65,6 +72,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 import aiosqlite
 import orjson
 
+from actors.access.secrets_box import SecretBox, load_master_key
 from actors.store.db_writer import SingleWriter
 from actors.store.execution_records import FIND_STEP_SQL, ExecutionRecords, utc_text
 from actors.store.execution_records import FINAL_STATUSES as _FINAL_STATUSES
@@ -97,6 +105,25 @@ _STEP_FIELDS = ("step_number", "action_type", "screen_name", "start_time", "end_
                 "status", "path", "error", "screenshot")
 MEDIA_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".mp4", ".mov",
                               ".m4v", ".webm"})
+
+# Passwords are sealed with a SecretBox of this purpose (actors.access.secrets_box).
+PASSWORDS = "passwords"
+# What a password variable resolves to outside a run (previews): never the password.
+SECRET_MASK = "\u2022" * 8
+# Keys whose values never leave the database in clear: FarmDB.audit stores them as
+# "<key>_set": true|false, and so does the start-up sealing for older audit rows.
+SECRET_KEYS = ("password", "profile_password")
+# The organization whose derived key seals an account's password: the client of its profile
+# (the one given, else the account's), else its phone's client (as FarmDB.owner_of).
+# Parameters: profile_id, platform, account_number, phone_id, phone_id.
+_ACCOUNT_ORG_SQL = (
+    "SELECT organization_id FROM clients WHERE client_id = COALESCE("
+    " (SELECT client_id FROM profiles WHERE profile_id = COALESCE(?, (SELECT profile_id FROM"
+    "  accounts WHERE platform = ? AND account_number = ? AND phone_id = ?))),"
+    " (SELECT client_id FROM phones WHERE phone_id = ?))")
+# A profile's: its client's (the new client_id given, else the stored one).
+_PROFILE_ORG_SQL = ("SELECT organization_id FROM clients WHERE client_id = COALESCE(?,"
+                    " (SELECT client_id FROM profiles WHERE profile_id = ?))")
 
 
 def account_ref(row: Mapping[str, Any]) -> str:
@@ -143,11 +170,18 @@ class FarmDB:
         self._reader = conn
         self._writer: SingleWriter | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._box: SecretBox | None = None
 
     @classmethod
-    async def open(cls, path: Path | str) -> "FarmDB":
+    async def open(cls, path: Path | str, *, master_key: bytes | None = None) -> "FarmDB":
         """Open (creating if needed) the database at ``path`` and bring its schema up to date.
-        A file only: the writer and the readers have a connection each."""
+        A file only: the writer and the readers have a connection each.
+
+        ``master_key`` (the coordinator's) seals passwords, and plaintext passwords of rows
+        from before v12 are sealed here, before anything else reads or writes. Without one
+        (tools, tests) the default master key of the database's folder
+        (PHONEFARM_SECRET_KEY, else secret.key there) is loaded when a password is first
+        written or opened, and old plaintext rows are left for the coordinator."""
         if str(path) == ":memory:":
             raise FarmError("the farm database needs a file (its writer and readers each "
                             "open it): use a temporary file instead of :memory:")
@@ -162,6 +196,9 @@ class FarmDB:
             await conn.execute("PRAGMA foreign_keys=ON")
             await conn.execute("PRAGMA busy_timeout=5000")
             await db._migrate()
+            if master_key is not None:
+                db._box = SecretBox(master_key, PASSWORDS)
+                await db._seal_plaintext_passwords()
             await conn.execute("PRAGMA query_only=ON")
             db._writer = await SingleWriter(str(path)).start()
         except BaseException:
@@ -196,6 +233,131 @@ class FarmDB:
 
     async def schema_version(self) -> int:
         return (await self._one("PRAGMA user_version"))[0]
+
+    # -- passwords at rest (issue 17.5) ----------------------------------------------------
+
+    def _passwords(self) -> SecretBox:
+        if self._box is None:
+            self._box = SecretBox(load_master_key(Path(self.path).parent), PASSWORDS)
+        return self._box
+
+    async def _seal_plaintext_passwords(self) -> tuple[int, int]:
+        """Seal every plaintext account and profile password (rows written before v12) and
+        replace secrets kept in older audit entries by ``<key>_set``; (accounts, profiles)
+        sealed. One transaction on the migration connection, before the writer starts: a
+        crash leaves every row as it was, and a second run finds nothing to do. Deleted
+        content is zeroed (secure_delete) and the WAL truncated, so the plaintext does not
+        linger in the file's free space."""
+        conn = self._conn
+        box = self._passwords()
+        accounts = await self._all(
+            "SELECT account_id, password, password_sealed, profile_id, platform,"
+            " account_number, phone_id FROM accounts WHERE password IS NOT NULL")
+        profiles = await self._all(
+            "SELECT profile_id, profile_password, profile_password_sealed, client_id"
+            " FROM profiles WHERE profile_password IS NOT NULL")
+        audits = await self._all(
+            "SELECT audit_id, before_state, after_state FROM audit_log WHERE"
+            " before_state LIKE '%password\"%' OR after_state LIKE '%password\"%'")
+        if not (accounts or profiles or audits):
+            return 0, 0
+        sealed_accounts = sealed_profiles = 0
+        await conn.execute("PRAGMA secure_delete=ON")
+        await conn.execute("BEGIN IMMEDIATE")
+        try:
+            for r in accounts:
+                sealed, org = r["password_sealed"], None
+                if sealed is None and r["password"]:
+                    org = await self._org(_ACCOUNT_ORG_SQL, (
+                        r["profile_id"], r["platform"], r["account_number"], r["phone_id"],
+                        r["phone_id"]))
+                    sealed = box.seal(r["password"], org)
+                    sealed_accounts += 1
+                    await conn.execute("UPDATE accounts SET password_sealed = ?,"
+                                       " password_org = ?, password = NULL WHERE account_id = ?",
+                                       (sealed, org, r["account_id"]))
+                else:  # empty, or sealed already: only the plaintext goes
+                    await conn.execute("UPDATE accounts SET password = NULL"
+                                       " WHERE account_id = ?", (r["account_id"],))
+            for r in profiles:
+                if r["profile_password_sealed"] is None and r["profile_password"]:
+                    org = await self._org(_PROFILE_ORG_SQL, (r["client_id"], r["profile_id"]))
+                    sealed_profiles += 1
+                    await conn.execute(
+                        "UPDATE profiles SET profile_password_sealed = ?, password_org = ?,"
+                        " profile_password = NULL WHERE profile_id = ?",
+                        (box.seal(r["profile_password"], org), org, r["profile_id"]))
+                else:
+                    await conn.execute("UPDATE profiles SET profile_password = NULL"
+                                       " WHERE profile_id = ?", (r["profile_id"],))
+            for r in audits:
+                before, after = (_redacted_json(r["before_state"]),
+                                 _redacted_json(r["after_state"]))
+                if (before, after) != (r["before_state"], r["after_state"]):
+                    await conn.execute("UPDATE audit_log SET before_state = ?, after_state = ?"
+                                       " WHERE audit_id = ?", (before, after, r["audit_id"]))
+            await conn.execute("COMMIT")
+        except BaseException:
+            await conn.execute("ROLLBACK")
+            raise
+        async with conn.execute("PRAGMA wal_checkpoint(TRUNCATE)") as cur:
+            busy = (await cur.fetchone())[0]
+        if busy:
+            log.warning("farm database %s: passwords sealed, but the WAL could not be "
+                        "truncated now (another connection reads it): their old plaintext "
+                        "pages go at the next checkpoint", self.path)
+        log.info("farm database %s: sealed %d account and %d profile passwords stored in "
+                 "clear (encrypted under the master key)", self.path, sealed_accounts,
+                 sealed_profiles)
+        return sealed_accounts, sealed_profiles
+
+    async def _org(self, sql: str, args: tuple) -> int | None:
+        row = await self._one(sql, args)
+        return None if row is None else row[0]
+
+    async def _sealed_password(self, password: str | None, org_sql: str,
+                               org_args: tuple) -> tuple[bool, str | None, int | None]:
+        """(change it, sealed, organization) for a password given to an upsert: None
+        leaves the stored one, "" removes it, anything else is sealed."""
+        if password is None:
+            return False, None, None
+        if password == "":
+            return True, None, None
+        org = await self._org(org_sql, org_args)
+        return True, self._passwords().seal(password, org), org
+
+    def _open_password(self, plaintext: str | None, sealed: str | None, org: int | None,
+                       what: str, reveal: bool) -> str | None:
+        """A stored password: opened (``reveal``), else SECRET_MASK; None when there is none.
+        A plaintext value (a row from before v12 not sealed yet) counts as stored."""
+        if sealed is None and not plaintext:
+            return None
+        if not reveal:
+            return SECRET_MASK
+        return plaintext if sealed is None else self._passwords().open(sealed, org, what)
+
+    async def _phone_passwords(self, serial: str, reveal: bool
+                               ) -> tuple[dict[int, str | None], dict[int, str | None]]:
+        """({account_id: password}, {profile_id: profile password}) of phone ``serial``'s
+        accounts and their profiles: opened when ``reveal``, else SECRET_MASK (None: none)."""
+        rows = await self._all(
+            "SELECT a.account_id, a.password, a.password_sealed, a.password_org,"
+            " pr.profile_id, pr.profile_password, pr.profile_password_sealed,"
+            " pr.password_org AS profile_org FROM accounts a"
+            " JOIN phones ph ON ph.phone_id = a.phone_id"
+            " LEFT JOIN profiles pr ON pr.profile_id = a.profile_id"
+            " WHERE ph.serial_number = ?", (serial,))
+        accounts: dict[int, str | None] = {}
+        profiles: dict[int, str | None] = {}
+        for r in rows:
+            accounts[r["account_id"]] = self._open_password(
+                r["password"], r["password_sealed"], r["password_org"],
+                f"account {r['account_id']} password", reveal)
+            if r["profile_id"] is not None and r["profile_id"] not in profiles:
+                profiles[r["profile_id"]] = self._open_password(
+                    r["profile_password"], r["profile_password_sealed"], r["profile_org"],
+                    f"profile {r['profile_id']} password", reveal)
+        return accounts, profiles
 
     # -- screen discovery proposals (actors.coordinator.ai.discovery) -------------------------------------
 
@@ -243,7 +405,8 @@ class FarmDB:
         """Record one change to an entity: who (``actor``: a user id or name, None for the
         system), when (now, UTC), ``before``/``after`` states (any JSON-encodable value, None
         for a create's before or a delete's after) and why. ``action`` is create, update or
-        delete. ``entity_id`` is stored as text. Returns the new audit_id."""
+        delete. ``entity_id`` is stored as text. A password (any ``SECRET_KEYS`` key, at
+        any depth) is stored as ``<key>_set``: true|false. Returns the new audit_id."""
         if action not in AUDIT_ACTIONS:
             raise ValidationError(f"audit {entity_type}", f"unknown action {action!r} "
                                   f"(expected one of {', '.join(AUDIT_ACTIONS)})")
@@ -251,8 +414,9 @@ class FarmDB:
             "INSERT INTO audit_log (at, actor, entity_type, entity_id, action, before_state,"
             " after_state, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING audit_id",
             (utc_text(), None if actor is None else str(actor), entity_type,
-             None if entity_id is None else str(entity_id), action, _json_or_none(before),
-             _json_or_none(after), reason))
+             None if entity_id is None else str(entity_id), action,
+             _json_or_none(redact_secrets(before)), _json_or_none(redact_secrets(after)),
+             reason))
         return row[0]
 
     async def audit_trail(self, entity_type: str | None = None, entity_id: Any = None,
@@ -878,13 +1042,20 @@ class FarmDB:
     async def upsert_profile(self, profile_id: int | None = None, *,
                              client: str | int | None = None, **fields: Any) -> int:
         """Update profile ``profile_id`` (only the given fields), or create one when it is
-        None; fields are spec 7.5.1's profile columns. Returns the profile_id."""
+        None; fields are spec 7.5.1's profile columns (``profile_password`` is sealed; ""
+        removes it). Returns the profile_id."""
         unknown = set(fields) - set(PROFILE_FIELDS)
         if unknown:
             raise ValidationError("profile", f"unknown fields {sorted(unknown)}")
         client_id = await self._client_id(client)
         if client is not None:
             fields["client_id"] = client_id
+        change, sealed, org = await self._sealed_password(
+            fields.pop("profile_password", None), _PROFILE_ORG_SQL,
+            (fields.get("client_id"), profile_id))
+        if change:
+            fields.update(profile_password=None, profile_password_sealed=sealed,
+                          password_org=org)
         if profile_id is None:
             names = ", ".join(fields) or "client_id"
             marks = ", ".join("?" for _ in fields) or "NULL"
@@ -923,21 +1094,29 @@ class FarmDB:
                              profile_id: int | None = None, status: str | None = None,
                              bio: str | None = None) -> int:
         """Create or update account (platform, account_number) on phone ``serial`` (which
-        must exist); None leaves a stored value. Returns the account_id."""
+        must exist); None leaves a stored value, ``password`` is sealed ("" removes it: the
+        profile's is used). Returns the account_id."""
         phone_id = await self._phone_id(serial)
         if phone_id is None:
             raise ValidationError(f"phone {serial}", "not in the farm database")
+        change, sealed, org = await self._sealed_password(
+            password, _ACCOUNT_ORG_SQL, (profile_id, platform, account_number, phone_id,
+                                         phone_id))
         row = await self._write(
-            "INSERT INTO accounts (platform, account_number, phone_id, username, password,"
-            " profile_id, status, bio) VALUES (?, ?, ?, ?, ?, ?, IFNULL(?, 'warming'), ?)"
+            "INSERT INTO accounts (platform, account_number, phone_id, username,"
+            " password_sealed, password_org, profile_id, status, bio)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, IFNULL(?, 'warming'), ?)"
             " ON CONFLICT (platform, account_number, phone_id) DO UPDATE SET"
             " username = IFNULL(excluded.username, username),"
-            " password = IFNULL(excluded.password, password),"
+            " password = CASE WHEN ? THEN NULL ELSE password END,"
+            " password_sealed = CASE WHEN ? THEN excluded.password_sealed"
+            "  ELSE password_sealed END,"
+            " password_org = CASE WHEN ? THEN excluded.password_org ELSE password_org END,"
             " profile_id = IFNULL(excluded.profile_id, profile_id),"
             " status = IFNULL(?, status), bio = IFNULL(excluded.bio, bio)"
             " RETURNING account_id",
-            (platform, account_number, phone_id, username, password, profile_id, status, bio,
-             status))
+            (platform, account_number, phone_id, username, sealed, org, profile_id, status,
+             bio, change, change, change, status))
         return row[0]
 
     async def set_custom(self, name: str, value: str, client: str | int | None = None) -> None:
@@ -991,11 +1170,13 @@ class FarmDB:
     async def account_rows(self, serial: str | None = None, *,
                            include_retired: bool = False) -> list[dict]:
         """Every account in use (or those on phone ``serial``): account_id, platform,
-        account_number, username, password (the profile password when the account has none),
-        bio, status, serial, profile (dict or None). A retired (deleted) account is left out
+        account_number, username, password_set (the account has a password of its own; never
+        the password: a run types the profile's when it has none), bio, status, serial,
+        profile (dict or None, with profile_password_set). A retired (deleted) account is left out
         unless ``include_retired``: whatever chooses an account must never see one; only
         history (which account an execution ran as) and the registry listing ask for them."""
-        sql = ("SELECT a.account_id, a.platform, a.account_number, a.username, a.password,"
+        sql = ("SELECT a.account_id, a.platform, a.account_number, a.username,"
+               " a.password AS account_password, a.password_sealed AS account_sealed,"
                " a.bio, a.status, ph.serial_number AS serial, pr.*"
                " FROM accounts a LEFT JOIN phones ph ON ph.phone_id = a.phone_id"
                " LEFT JOIN profiles pr ON pr.profile_id = a.profile_id WHERE 1")
@@ -1010,11 +1191,11 @@ class FarmDB:
         out = []
         for r in rows:
             profile = _profile_dict(r) if r["profile_id"] is not None else None
-            password = r["password"] or (profile or {}).get("profile_password")
             out.append({"account_id": r["account_id"], "platform": r["platform"],
                         "account_number": r["account_number"], "username": r["username"],
-                        "password": password, "bio": r["bio"], "status": r["status"],
-                        "serial": r["serial"], "profile": profile})
+                        "password_set": _is_set(r["account_password"], r["account_sealed"]),
+                        "bio": r["bio"], "status": r["status"], "serial": r["serial"],
+                        "profile": profile})
         return out
 
     async def client_rows(self) -> list[dict]:
@@ -1026,8 +1207,9 @@ class FarmDB:
         return None if row is None else dict(row)
 
     async def profile_rows(self) -> list[dict]:
-        """Every profile: profile_id, client_id, client (name) and the profile columns."""
-        return [dict(r) for r in await self._all(
+        """Every profile: profile_id, client_id, client (name) and the profile columns,
+        ``profile_password_set`` in place of the password."""
+        return [_profile_view(r) for r in await self._all(
             "SELECT pr.*, c.name AS client FROM profiles pr"
             " LEFT JOIN clients c ON c.client_id = pr.client_id ORDER BY pr.profile_id")]
 
@@ -1035,7 +1217,7 @@ class FarmDB:
         row = await self._one("SELECT pr.*, c.name AS client FROM profiles pr LEFT JOIN clients"
                               " c ON c.client_id = pr.client_id WHERE pr.profile_id = ?",
                               (profile_id,))
-        return None if row is None else dict(row)
+        return None if row is None else _profile_view(row)
 
     # -- organizations and AI endpoint keys (spec 16.4, actors.coordinator.ai.keys) -------------------
 
@@ -1213,9 +1395,13 @@ class FarmDB:
                                custom_overrides: dict[str, str] | None = None, *,
                                media_folder: str | None = None,
                                clock: Callable[[], datetime] | None = None,
-                               ai: Any = None) -> "VariableContext":
+                               ai: Any = None, secrets: bool = False) -> "VariableContext":
         """Everything ``${...}`` can name for phone ``serial`` (and its account ``account``,
         "platform.account_number", the shorthand ``${account.FIELD}`` refers to).
+
+        Passwords (``${account.password}``, ``${profile.profile_password}``) are SECRET_MASK
+        unless ``secrets``: only text resolved for a node to type (a run's steps) asks for
+        them opened; SecretDecryptError names one the master key cannot open.
 
         Counters and media in the returned context call back into this database on its
         loop, so `sequences.variables.resolve` must run in a worker thread with it (see
@@ -1241,6 +1427,19 @@ class FarmDB:
             raise ValidationError(f"phone {serial}", f"account {current[0]}.{current[1]} is "
                                   "retired (deleted)" if retired else
                                   f"has no account {current[0]}.{current[1]}")
+        passwords, profile_passwords = await self._phone_passwords(serial, secrets)
+
+        def with_password(profile: dict | None) -> dict | None:
+            if not profile:
+                return profile
+            out = {k: v for k, v in profile.items() if k != "profile_password_set"}
+            return {**out, "profile_password": profile_passwords.get(profile["profile_id"])}
+
+        # What the resolver reads: an account's password, else its profile's (spec 15.1).
+        accounts = [{**{k: v for k, v in a.items() if k != "password_set"},
+                     "profile": with_password(a["profile"]),
+                     "password": passwords.get(a["account_id"]) or profile_passwords.get(
+                         (a["profile"] or {}).get("profile_id"))} for a in accounts]
         profile = next((a["profile"] for a in accounts
                         if current is not None and (a["platform"], a["account_number"]) == current
                         and a["profile"]), None)
@@ -1276,7 +1475,8 @@ class FarmDB:
                            custom_overrides: dict[str, str] | None = None,
                            rng: "random.Random | None" = None, **context: Any) -> str:
         """``text`` with its variables and spintax resolved for phone ``serial`` (counters
-        and media uses persisted). Resolution runs in a worker thread."""
+        and media uses persisted; passwords masked unless ``secrets=True`` is passed on to
+        `variable_context`). Resolution runs in a worker thread."""
         import random
 
         from sequences.variables import resolve
@@ -1357,7 +1557,49 @@ def _statements(script: str) -> list[str]:
 
 def _profile_dict(row: aiosqlite.Row) -> dict:
     return {"profile_id": row["profile_id"], "client_id": row["client_id"],
-            **{f: row[f] for f in PROFILE_FIELDS}}
+            **{f: row[f] for f in PROFILE_FIELDS if f != "profile_password"},
+            "profile_password_set": _is_set(row["profile_password"],
+                                            row["profile_password_sealed"])}
+
+
+def _profile_view(row: aiosqlite.Row) -> dict:
+    """A profiles row as the API shows it: ``profile_password_set``, never the password."""
+    out = {k: row[k] for k in row.keys()
+           if k not in ("profile_password", "profile_password_sealed", "password_org")}
+    out["profile_password_set"] = _is_set(row["profile_password"],
+                                          row["profile_password_sealed"])
+    return out
+
+
+def _is_set(plaintext: str | None, sealed: str | None) -> bool:
+    return sealed is not None or bool(plaintext)
+
+
+def redact_secrets(value: Any) -> Any:
+    """``value`` with every ``SECRET_KEYS`` key (at any depth) replaced by ``<key>_set``:
+    true|false. What the audit trail keeps of a password."""
+    if isinstance(value, dict):
+        out: dict = {}
+        for k, v in value.items():
+            if k in SECRET_KEYS:
+                out[f"{k}_set"] = bool(v)
+            else:
+                out[k] = redact_secrets(v)
+        return out
+    if isinstance(value, list):
+        return [redact_secrets(v) for v in value]
+    return value
+
+
+def _redacted_json(text: str | None) -> str | None:
+    if text is None:
+        return None
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return text
+    redacted = redact_secrets(value)
+    return text if redacted == value else _json_or_none(redacted)
 
 
 def _execution_dict(row: aiosqlite.Row, with_plan: bool = False) -> dict:

@@ -125,10 +125,14 @@ async def test_seed_demo_and_reads(db):
     assert (await db._one("SELECT COUNT(*) FROM profiles"))[0] == 2
     accounts = await db.account_rows()
     assert len(accounts) == 6
-    assert {(a["account_number"], a["username"], a["password"]) for a in accounts
-            if a["serial"] == "emu-1"} == {("account1", "clip_creator", "hunter2"),
-                                           ("account2", "dance_daily", "pass123"),
-                                           ("account3", "chef_mia", "tasty42")}
+    assert {(a["account_number"], a["username"], a["password_set"]) for a in accounts
+            if a["serial"] == "emu-1"} == {("account1", "clip_creator", True),
+                                           ("account2", "dance_daily", True),
+                                           ("account3", "chef_mia", True)}
+    assert all("password" not in a for a in accounts)  # write-only (issue 17.5)
+    ctx = await db.variable_context("emu-1", secrets=True)  # what a run types
+    assert {(a["account_number"], a["password"]) for a in ctx.accounts} == {
+        ("account1", "hunter2"), ("account2", "pass123"), ("account3", "tasty42")}
     assert all(a["platform"] == "clipshare" for a in accounts)
 
 
@@ -139,8 +143,11 @@ async def test_account_password_falls_back_to_the_profile_password(db):
     await db.upsert_account("emu-1", "tiktok", "account2", username="ada2", password="own",
                             profile_id=profile)
     rows = {a["account_number"]: a for a in await db.account_rows("emu-1")}
-    assert rows["account1"]["password"] == "from-profile"
-    assert rows["account2"]["password"] == "own"
+    assert not rows["account1"]["password_set"] and rows["account2"]["password_set"]
+    assert rows["account1"]["profile"]["profile_password_set"]
+    ctx = await db.variable_context("emu-1", secrets=True)
+    typed = {a["account_number"]: a["password"] for a in ctx.accounts}
+    assert typed == {"account1": "from-profile", "account2": "own"}
 
 
 async def test_upserts_refuse_unknown_references(db):

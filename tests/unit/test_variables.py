@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 import pytest
 
 from actors.control.cli import main as farm_main
-from actors.store.farm_db import FarmDB, seed_demo
+from actors.store.farm_db import SECRET_MASK, FarmDB, seed_demo
 from protocol.errors import ValidationError, VariableError
 from sequences.spintax import Spin, Text, Var, parse, spin
 from sequences.variables import MemoryCounters, MemoryMedia, VariableContext, resolve
@@ -265,8 +265,12 @@ async def test_context_from_the_database(tmp_path):
     text = ("${client.name}|${profile.first_name}|${account.username}|${account.password}|"
             "${account.clipshare.account3.username}|${custom.shop}|${custom.extra}")
     out = await db.resolve_text(text, "emu-2", "clipshare.account2",
-                                custom_overrides={"extra": "X"})
+                                custom_overrides={"extra": "X"}, secrets=True)
     assert out == "Demo Farm|Ben|dance_daily|pass123|chef_mia|Demo's own|X"
+    # Without secrets=True (every path but a run's typing) a password is masked.
+    out = await db.resolve_text(text, "emu-2", "clipshare.account2",
+                                custom_overrides={"extra": "X"})
+    assert out == f"Demo Farm|Ben|dance_daily|{SECRET_MASK}|chef_mia|Demo's own|X"
     caption = await db.resolve_text("${content.caption.daily}", "emu-1", rng=random.Random(1))
     assert "Ava" in caption and caption.endswith("#phonefarm #clipshare #daily")
     with pytest.raises(ValidationError, match="has no account clipshare.account9"):

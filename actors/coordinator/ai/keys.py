@@ -1,10 +1,8 @@
 """Per-client / per-organization AI endpoint keys (issue 8.1, spec 16.4), stored encrypted.
 
-Owns the farm master key (``load_master_key``: PHONEFARM_SECRET_KEY, else
-``--secret-key-file``, else DATA/secret.key generated once with mode 0600; never in the
-database, never logged), the encryption of keys (Fernet under a key derived per organization
-from the master key with HKDF, spec 16.4.1's "a separate encryption key for each
-organization"), and ``AIKeyring``: storing, listing (masked: the last 4 characters only),
+Owns the encryption of AI keys (`KeyCipher`: a `SecretBox` of purpose ``api_keys`` over the
+farm master key, actors.access.secrets_box, which also loads that key: ``load_master_key`` is
+re-exported here), and ``AIKeyring``: storing, listing (masked: the last 4 characters only),
 retiring, and choosing the AI client of an execution: the key of its client, else of its
 client's organization, else the coordinator's default config (``hub.ai``). One ``AIClient``
 per distinct config, cached.
@@ -12,24 +10,17 @@ per distinct config, cached.
 
 from __future__ import annotations
 
-import base64
 import logging
-import os
-from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
-from cryptography.fernet import Fernet, InvalidToken
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-
+from actors.access.secrets_box import (MASTER_KEY_ENV, MASTER_KEY_FILE,  # noqa: F401 - re-exported
+                                       SecretBox, SecretDecryptError, load_master_key)
 from actors.coordinator.ai.client import AIClient, AIConfig
 from protocol.errors import FarmError, ValidationError
 
 log = logging.getLogger(__name__)
 
 SERVICE = "openai"  # api_keys.service_name of an OpenAI-compatible endpoint's key
-MASTER_KEY_FILE = "secret.key"
-MASTER_KEY_ENV = "PHONEFARM_SECRET_KEY"
 
 
 class KeyDecryptError(FarmError):
@@ -43,77 +34,25 @@ class KeyDecryptError(FarmError):
                          f"store the key again or start with the master key it was saved under")
 
 
-def load_master_key(data_dir: str | Path, key_file: str | Path | None = None,
-                    env: Mapping[str, str] = os.environ) -> bytes:
-    """The farm master key (32 bytes): from ``PHONEFARM_SECRET_KEY`` (urlsafe base64), else
-    from ``key_file``, else ``DATA/secret.key``, created on first use with mode 0600.
-    ValidationError names the source of a malformed key."""
-    text = env.get(MASTER_KEY_ENV, "").strip()
-    if text:
-        return _decode_master(text, MASTER_KEY_ENV)
-    if key_file:
-        path = Path(key_file)
-        try:
-            return _decode_master(path.read_text().strip(), str(path))
-        except OSError as exc:
-            raise ValidationError(str(path), f"master key file unreadable: {exc.strerror}")
-    path = Path(data_dir) / MASTER_KEY_FILE
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            # O_EXCL + mode 0600 at creation: never readable by others, not even for a moment,
-            # and two coordinators starting at once cannot both write one.
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            pass
-        else:
-            with os.fdopen(fd, "w") as f:
-                f.write(Fernet.generate_key().decode("ascii") + "\n")
-            log.info("master key generated in %s (mode 0600; keep it with backups of the "
-                     "farm database: stored AI keys need it)", path)
-    return _decode_master(path.read_text().strip(), str(path))
-
-
-def _decode_master(text: str, where: str) -> bytes:
-    try:
-        raw = base64.urlsafe_b64decode(text.encode("ascii"))
-    except (ValueError, UnicodeEncodeError):
-        raw = b""
-    if len(raw) != 32:
-        raise ValidationError(where, "the master key must be 32 bytes in urlsafe base64 "
-                                     "(e.g. the output of Fernet.generate_key())")
-    return raw
-
-
 def mask(key: str) -> str:
     """What may be shown of a key: its last 4 characters."""
     return "…" + key[-4:] if len(key) > 4 else "…"
 
 
 class KeyCipher:
-    """Encrypts and decrypts stored keys under the master key, one derived key per
+    """Encrypts and decrypts stored AI keys under the master key, one derived key per
     organization (keys of no organization share one derived key of their own)."""
 
     def __init__(self, master: bytes) -> None:
-        self._master = master
-        self._fernets: dict[int | None, Fernet] = {}
-
-    def _fernet(self, organization_id: int | None) -> Fernet:
-        found = self._fernets.get(organization_id)
-        if found is None:
-            info = f"phonefarm api_keys organization {organization_id or 'none'}".encode()
-            derived = HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
-                           info=info).derive(self._master)
-            found = self._fernets[organization_id] = Fernet(base64.urlsafe_b64encode(derived))
-        return found
+        self._box = SecretBox(master, "api_keys")
 
     def encrypt(self, key: str, organization_id: int | None) -> str:
-        return self._fernet(organization_id).encrypt(key.encode("utf-8")).decode("ascii")
+        return self._box.seal(key, organization_id)
 
     def decrypt(self, token: str, organization_id: int | None, key_id: int) -> str:
         try:
-            return self._fernet(organization_id).decrypt(token.encode("ascii")).decode("utf-8")
-        except (InvalidToken, ValueError, UnicodeError):
+            return self._box.open(token, organization_id, f"AI key {key_id}")
+        except SecretDecryptError:
             raise KeyDecryptError(key_id) from None
 
 
