@@ -4,13 +4,15 @@ Owns the one way the project replaces a file on disk (registry JSON, reference c
 unknown-screen captures): write a hidden temp file in the same folder, flush and fsync it,
 ``os.replace`` it over the target, fsync the folder. A crash at any point leaves no
 half-written target; a leftover ``.NAME.*.tmp`` is only ever a temp file. Also the one check
-that a file about to be served stays inside its folder (``confined``).
+that a file about to be served stays inside its folder (``confined``), and copying a folder
+with the modes of new files (``copy_tree``).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -48,6 +50,18 @@ def write_atomic(path: str | os.PathLike, data: bytes) -> None:
             pass
         raise
     fsync_dir(target.parent)
+
+
+def copy_tree(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """Copy folder ``src``'s files into ``dst`` (created, or merged into), symlinks
+    followed. Unlike ``shutil.copytree`` the copies get the modes of new files under the
+    process umask, not ``src``'s: a copy of the installed package's world-readable registry
+    in a private data folder is private too (actors.store.data_dir)."""
+    for folder, _, files in os.walk(src, followlinks=True):
+        target = Path(dst, os.path.relpath(folder, src))
+        target.mkdir(parents=True, exist_ok=True)
+        for name in files:
+            shutil.copyfile(Path(folder, name), target / name)
 
 
 def confined(base: str | os.PathLike, path: str | os.PathLike) -> Path | None:

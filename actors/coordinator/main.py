@@ -27,6 +27,7 @@ from actors.control.auth import check_bind
 from actors.node.device.adb_server import kill_adb_server, start_private_adb_server
 from actors.store.event_store import EventStore
 from actors.coordinator.hub import Hub
+from actors.store.data_dir import secure_data_dir
 from actors.store.farm_db import FarmDB, seed_demo
 from actors.coordinator.registry_store import RegistryStore
 from actors.store.retention import RetentionJob, load_policy
@@ -218,6 +219,7 @@ async def start(args: argparse.Namespace, stack: contextlib.AsyncExitStack) -> t
     """Open and start everything, each closer pushed on ``stack`` as soon as its part is
     open (the stop runs them in reverse: retention, demo, HTTP, hub, databases)."""
     data = Path(args.data)
+    secure_data_dir(data)  # umask 0o077 before anything is written: owner-only files
     host, _, port = args.http.rpartition(":")
     check_bind(host, args.token)
     secret = farm_secret(args, data)
@@ -226,13 +228,14 @@ async def start(args: argparse.Namespace, stack: contextlib.AsyncExitStack) -> t
     with starting(f"the event store {data / 'coordinator.sqlite3'}"):
         store = await EventStore(data / "coordinator.sqlite3").open()
     stack.push_async_callback(store.close)
+    master_key = load_master_key(data, args.secret_key_file)
     with starting(f"the farm database {data / 'farm.sqlite3'}"):
-        farm_db = await FarmDB.open(data / "farm.sqlite3")
+        # With the master key: passwords stored in clear by an older version are sealed now.
+        farm_db = await FarmDB.open(data / "farm.sqlite3", master_key=master_key)
     stack.push_async_callback(farm_db.close)
     registry_dir = Path(args.registry) if args.registry else data / "registry"
     with starting(f"the screen registry {registry_dir} is invalid"):
         registry = RegistryStore.open(registry_dir, farm_db)
-    master_key = load_master_key(data, args.secret_key_file)
     # Per-client / per-organization AI keys; the default is the --ai-* client (hub.ai).
     keyring = AIKeyring(farm_db, master_key, default=lambda: hub.ai)
     hub = Hub(args.listen, secret, store, unknown=unknown, db=farm_db, data_dir=data,

@@ -34,7 +34,7 @@ import numpy as np
 from msgspec import Meta
 
 from protocol.errors import FarmError, ValidationError, ValidationErrors
-from protocol.files import fsync_dir
+from protocol.files import copy_tree, fsync_dir
 from protocol.names import printable, whole
 from registry.load import DEMO_REGISTRY, load_registry, resolve_path, save_app
 from registry.model import GLOBAL_APP, App, Region, Registry, Screen, ScreenAction
@@ -118,7 +118,7 @@ def ensure_registry_dir(root: Path, seed: Path = DEMO_REGISTRY) -> Path:
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
     try:
-        shutil.copytree(seed, tmp, dirs_exist_ok=True)
+        copy_tree(seed, tmp)
         os.rename(tmp, root)
         fsync_dir(root.parent)
     except BaseException:

@@ -16,7 +16,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from protocol.files import fsync_dir, write_atomic
+from protocol.files import copy_tree, fsync_dir, write_atomic
 from protocol.messages import RegistryPush
 from registry.load import save_app
 
@@ -55,7 +55,7 @@ class NodeRegistry:
         self.synced.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{self.synced.name}.", dir=self.synced.parent))
         try:
-            shutil.copytree(self.source, tmp, dirs_exist_ok=True)
+            copy_tree(self.source, tmp)
             write_atomic(tmp / MARKER, str(self.source).encode())
             if self.synced.exists():
                 shutil.rmtree(self.synced)
