@@ -12,12 +12,27 @@ Connection
   - Nodes dial the coordinator; the coordinator's address is the only one a node needs. The
     dial does not block: a node may start before the coordinator, and nng redials by itself
     after any loss (back-off 0.1 .. 1 s by default). The link resumes without help.
-  - On every new connection the coordinator sends ``challenge(nonce)``. The node's first
-    message must be ``hello(node, proof, phones, last_acked_seq)`` with
-    proof = hex HMAC-SHA256(farm secret, nonce + node name). Anything else, or a wrong
-    proof, gets ``refused(reason)``, an error log naming the peer address, and the
-    connection closed. No hello within 5 s: connection closed. A good hello gets
-    ``welcome(coordinator, last_seq)``; only then does the node send anything else.
+  - Mutual challenge. On every new connection the coordinator sends ``challenge(nonce)``.
+    The node's first message must be ``hello(node, proof, phones, last_acked_seq, nonce)``
+    with its own fresh ``nonce`` and proof = `codec.link_proof` (HMAC-SHA256 under the
+    node's key over the direction "node->coordinator", both nonces and the node name).
+    The key is the node's own (``farm nodes add NAME``; the coordinator looks it up by
+    name), or for a name that has none the shared farm secret (deprecated, one release).
+    Anything else, a wrong proof, a revoked key or a name with no key and no shared secret
+    gets ``refused(reason)``, an error log naming the peer address, and the connection
+    closed. No hello within 5 s: connection closed. A good hello gets ``welcome(coordinator,
+    last_seq, proof)``, proof = the same HMAC with the direction "coordinator->node": the
+    node acts on nothing (commands, registry pushes, live watches) before that proof
+    checked, and drops the connection, logged, when it is wrong or missing, so a process
+    that took over the coordinator's address cannot drive the phones. Fresh nonces on both
+    sides stop a recorded proof from being replayed; the direction label stops one side's
+    proof from being reflected as the other's. The handshake authenticates the two ends,
+    not each later message: against a machine in the middle, run the link over a private
+    network or nng's tls+tcp.
+  - A node of the one-way handshake (a hello without ``nonce``, proof = HMAC-SHA256(farm
+    secret, nonce + node name)) is still accepted with the shared secret, with a warning.
+  - Revoking a node's key drops its connection at once (``refused``) and refuses its next
+    hellos.
   - A node name has one connection: a newer authenticated connection replaces the older.
 
 Liveness

@@ -7,8 +7,8 @@ expected 1`` or ``peer n1: bad schema: $.body.x: Expected `int`, got `str```.
 
 Decoding is two-stage: the envelope first, with the body kept raw, then the body with the
 type its kind names, so ``kind`` appears once on the wire and an unknown kind has its own
-error. The helpers here (`make_envelope`, `make_command`, `hello_proof`) are the only way the
-project builds messages.
+error. The helpers here (`make_envelope`, `make_command`, `link_proof`; `hello_proof` for
+nodes of the old, one-way handshake) are the only way the project builds messages.
 """
 
 from __future__ import annotations
@@ -110,6 +110,40 @@ def hello_proof(secret: bytes | str, nonce: str, node: str) -> str:
 
 def check_proof(secret: bytes | str, nonce: str, node: str, proof: str) -> bool:
     return hmac.compare_digest(hello_proof(secret, nonce, node), proof)
+
+
+# Mutual authentication: each side proves the node's key (or the shared farm secret) with an
+# HMAC over both nonces, the node name and the direction, so that neither proof can be
+# replayed on another connection (fresh nonces) nor reflected as the other side's proof.
+NODE_TO_COORDINATOR = "phonefarm link node->coordinator"
+COORDINATOR_TO_NODE = "phonefarm link coordinator->node"
+MIN_NONCE_CHARS, MAX_NONCE_CHARS = 32, 128
+
+
+def link_proof(key: bytes | str, direction: str, coordinator_nonce: str, node_nonce: str,
+               node: str) -> str:
+    """Hex HMAC-SHA256(key, direction NUL coordinator_nonce NUL node_nonce NUL node):
+    ``direction`` NODE_TO_COORDINATOR in a Hello, COORDINATOR_TO_NODE in a Welcome."""
+    if direction not in (NODE_TO_COORDINATOR, COORDINATOR_TO_NODE):
+        raise ValueError(f"unknown proof direction {direction!r}")
+    secret = key.encode() if isinstance(key, str) else key
+    message = "\0".join((direction, coordinator_nonce, node_nonce, node)).encode()
+    return hmac.new(secret, message, hashlib.sha256).hexdigest()
+
+
+def check_link_proof(key: bytes | str, direction: str, coordinator_nonce: str,
+                     node_nonce: str, node: str, proof: str | None) -> bool:
+    """Whether ``proof`` is `link_proof` of these values (constant-time); False for None."""
+    if not proof:
+        return False
+    expected = link_proof(key, direction, coordinator_nonce, node_nonce, node)
+    # Bytes: compare_digest refuses a str that is not ASCII (a peer's proof may be anything).
+    return hmac.compare_digest(expected.encode(), proof.encode("utf-8", "replace"))
+
+
+def new_nonce() -> str:
+    """A fresh challenge nonce (32 hex digits: 128 random bits)."""
+    return secrets.token_hex(16)
 
 
 def encode(env: Envelope, *, max_bytes: int = MAX_MESSAGE_BYTES) -> bytes:

@@ -153,7 +153,11 @@ class Challenge(msgspec.Struct, frozen=True):
 
 
 class Hello(msgspec.Struct, frozen=True):
-    """node -> coordinator, answer to Challenge. proof = hex HMAC-SHA256(secret, nonce + node)."""
+    """node -> coordinator, answer to Challenge. With ``nonce`` (the node's own challenge to
+    the coordinator): proof = codec.link_proof(key, NODE_TO_COORDINATOR, challenge nonce,
+    nonce, node), key = the node's key or the shared farm secret, and the Welcome must
+    prove the same key back. Without (a node of the one-way handshake, shared secret only):
+    proof = hex HMAC-SHA256(secret, challenge nonce + node)."""
 
     KIND: ClassVar[str] = "hello"
     node: str
@@ -163,6 +167,7 @@ class Hello(msgspec.Struct, frozen=True):
     # The node's screen registry version (content hash; None: no registry): a node that
     # missed a push is sent the coordinator's registry when it (re)connects.
     registry_version: str | None = None
+    nonce: str | None = None
 
 
 class Welcome(msgspec.Struct, frozen=True):
@@ -175,6 +180,9 @@ class Welcome(msgspec.Struct, frozen=True):
     # This coordinator takes EventBatch: the node may send its queued events several to a
     # message (an older coordinator leaves it False and gets one Event per message).
     event_batches: bool = False
+    # The coordinator's proof (codec.link_proof, COORDINATOR_TO_NODE) when the Hello had a
+    # nonce; a node that sent one accepts nothing from a coordinator whose proof is wrong.
+    proof: str | None = None
 
 
 class Refused(msgspec.Struct, frozen=True):

@@ -29,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-import secrets
 import threading
 import time
 import weakref
@@ -40,7 +39,9 @@ from typing import Any, Awaitable, Callable, Protocol, runtime_checkable
 import msgspec
 import pynng
 
-from protocol.codec import MAX_MESSAGE_BYTES, check_proof, decode, encode, hello_proof, make_envelope
+from protocol.codec import (COORDINATOR_TO_NODE, MAX_MESSAGE_BYTES, MAX_NONCE_CHARS,
+                            MIN_NONCE_CHARS, NODE_TO_COORDINATOR, check_link_proof, check_proof,
+                            decode, encode, link_proof, make_envelope, new_nonce)
 from protocol.errors import DeliveryError, DeviceError, DeviceGone, ProtocolError
 from protocol.journal import Journal
 from protocol.messages import (
@@ -263,6 +264,19 @@ class _SentMark(msgspec.Struct, frozen=True):
     seq: int
 
 
+class NodeCredential(msgspec.Struct, frozen=True):
+    """What the coordinator knows of one node name's own key: ``key`` to check its proof
+    with, or ``refusal`` (e.g. the key was revoked) to refuse it with."""
+
+    key: str | None = None
+    refusal: str | None = None
+
+
+# node name -> its credential, None when the name has no key of its own (the shared farm
+# secret, if any, is then tried).
+NodeKeyLookup = Callable[[str], "NodeCredential | None"]
+
+
 class _Peer:
     """One connection (pipe) at the coordinator; ``node`` is set once its Hello passed."""
 
@@ -272,7 +286,7 @@ class _Peer:
     def __init__(self, pipe: pynng.Pipe, now: float) -> None:
         self.pipe = pipe
         self.address = _pipe_address(pipe)
-        self.nonce = secrets.token_hex(16)
+        self.nonce = new_nonce()
         self.opened = now
         self.last_seen = now
         self.last_hb = 0.0
@@ -303,7 +317,9 @@ class NodeUp(msgspec.Struct, frozen=True):
 class CoordinatorLink(_TaskOwner):
     """The coordinator's end: one listening socket, many authenticated nodes.
 
-    Callbacks (plain functions or coroutines): ``on_node_up(name, hello)``,
+    A node proves its own key (``node_keys(name)``, a `NodeCredential`) or, for a name with
+    no key, the shared farm ``secret`` (deprecated; None: none accepted), and the Welcome
+    proves the same key back. Callbacks (plain functions or coroutines): ``on_node_up(name, hello)``,
     ``on_node_down(name, reason)``, ``on_message(name, envelope)`` for bodies the link does not
     handle itself (without it they queue for ``recv()``). Events go to ``sink``.
     """
@@ -311,9 +327,10 @@ class CoordinatorLink(_TaskOwner):
     def __init__(
         self,
         listen_addr: str,
-        secret: bytes | str,
+        secret: bytes | str | None,
         name: str = "coordinator",
         *,
+        node_keys: NodeKeyLookup | None = None,
         sink: EventSink | None = None,
         on_node_up: Callable[[str, Hello], Any] | None = None,
         on_node_down: Callable[[str, str], Any] | None = None,
@@ -337,7 +354,8 @@ class CoordinatorLink(_TaskOwner):
         self.hello_timeout = hello_timeout
         self.send_timeout = send_timeout
         self.max_message_bytes = max_message_bytes
-        self._secret = secret
+        self._secret = secret or None
+        self._node_keys = node_keys
         self._sock: pynng.Socket | None = None
         self._peers: dict[int, _Peer] = {}  # pipe id -> peer, every open connection
         self._nodes: dict[str, _Peer] = {}  # node name -> its authenticated connection
@@ -521,13 +539,50 @@ class CoordinatorLink(_TaskOwner):
         else:
             self._dispatch(peer, env)
 
+    def _authenticate(self, peer: _Peer, hello: Hello) -> tuple[bytes | str | None, str | None]:
+        """(the key the node proved, None) or (None, why it is refused)."""
+        node = hello.node
+        credential = self._node_keys(node) if self._node_keys is not None else None
+        if credential is not None:
+            if credential.refusal is not None or not credential.key:
+                return None, credential.refusal or f"node {node!r} has no usable key"
+            key: bytes | str = credential.key
+            wrong = "wrong node key?"
+        elif self._secret is not None:
+            key, wrong = self._secret, "wrong farm secret?"
+        else:
+            return None, (f"no key for node {node!r} (create one with `farm nodes add "
+                          f"{node}` and start the node with --key-file)")
+        if hello.nonce is None:
+            # The one-way handshake of an older node: shared secret only, one release more.
+            if credential is not None:
+                return None, (f"node {node!r} has its own key but sent no nonce (a farm-node "
+                              f"too old for node keys?)")
+            if not check_proof(key, peer.nonce, node, hello.proof):
+                return None, f"bad proof for node {node!r} ({wrong})"
+            log.warning("node=%s uses the shared farm secret without checking the coordinator "
+                        "(an older farm-node): deprecated, give it a key (farm nodes add %s)",
+                        node, node)
+            return key, None
+        if not MIN_NONCE_CHARS <= len(hello.nonce) <= MAX_NONCE_CHARS:
+            return None, (f"node {node!r}: hello nonce of {len(hello.nonce)} characters "
+                          f"(expected {MIN_NONCE_CHARS}..{MAX_NONCE_CHARS})")
+        if not check_link_proof(key, NODE_TO_COORDINATOR, peer.nonce, hello.nonce, node,
+                                hello.proof):
+            return None, f"bad proof for node {node!r} ({wrong})"
+        if credential is None:
+            log.warning("node=%s authenticated with the shared farm secret: deprecated, give "
+                        "it its own key (farm nodes add %s, farm-node --key-file)", node, node)
+        return key, None
+
     def _handle_hello(self, peer: _Peer, env: Envelope) -> None:
         hello = env.body
         if not isinstance(hello, Hello):
             self._refuse(peer, f"expected hello, got {env.kind}")
             return
-        if not check_proof(self._secret, peer.nonce, hello.node, hello.proof):
-            self._refuse(peer, f"bad proof for node {hello.node!r} (wrong farm secret?)")
+        key, refusal = self._authenticate(peer, hello)
+        if key is None:
+            self._refuse(peer, refusal or f"node {hello.node!r} refused")
             return
         old = self._nodes.get(hello.node)
         if old is not None and old is not peer:
@@ -538,9 +593,11 @@ class CoordinatorLink(_TaskOwner):
         peer.hello = hello
         self._nodes[hello.node] = peer
         peer.worker = self._spawn(self._event_worker(peer), f"events-{hello.node}")
+        proof = (link_proof(key, COORDINATOR_TO_NODE, peer.nonce, hello.nonce, hello.node)
+                 if hello.nonce is not None else None)
         self._spawn(
             self._send_to(peer, Welcome(coordinator=self.name, last_seq=self.sink.last_seq(hello.node),
-                                        event_batches=True)),
+                                        event_batches=True, proof=proof)),
             "welcome",
         )
         log.info("node up node=%s address=%s phones=%d", hello.node, peer.address, len(hello.phones))
@@ -548,6 +605,18 @@ class CoordinatorLink(_TaskOwner):
             if not waiter.done():
                 waiter.set_result(None)
         self._callback(self.on_node_up, hello.node, hello)
+
+    def disconnect(self, node: str, reason: str) -> bool:
+        """Drop ``node``'s connection now (e.g. its key was revoked): reported down with
+        ``reason``, told ``Refused(reason)``, closed; it must pass a new Hello to come back.
+        False when it is not connected."""
+        peer = self._nodes.get(node)
+        if peer is None:
+            return False
+        self._node_down(peer, reason)
+        peer.node = None
+        self._refuse(peer, reason)
+        return True
 
     def _refuse(self, peer: _Peer, reason: str) -> None:
         peer.refused = True
@@ -721,10 +790,11 @@ class CoordinatorLink(_TaskOwner):
 
 
 class _Conn:
-    """The node's current connection (one pipe); ``welcomed`` once the coordinator said so."""
+    """The node's current connection (one pipe); ``verified`` once the coordinator proved
+    the node's key in its Welcome, ``welcomed`` once that Welcome is handled."""
 
     __slots__ = ("pipe", "address", "last_seen", "last_hb", "welcomed", "sent_upto", "last_ack",
-                 "rewinds", "event_batches")
+                 "rewinds", "event_batches", "challenge", "nonce", "verified", "failed")
 
     def __init__(self, pipe: pynng.Pipe, now: float) -> None:
         self.pipe = pipe
@@ -736,14 +806,20 @@ class _Conn:
         self.last_ack = now  # last ack progress (or first send with nothing outstanding)
         self.rewinds = 0  # bumped when sending must restart lower (see NodeLink._rewind)
         self.event_batches = False  # the coordinator's Welcome says it takes EventBatch
+        self.challenge: str | None = None  # the coordinator's nonce (its Challenge)
+        self.nonce: str | None = None  # ours, in the Hello: the coordinator's proof covers it
+        self.verified = False  # the Welcome's proof was right: commands are taken from here on
+        self.failed: str | None = None  # why the coordinator's proof failed
 
 
 CommandHandler = Callable[[Command], "CommandResult | Awaitable[CommandResult]"]
 
 
 class NodeLink(_TaskOwner):
-    """A node's end: dials the coordinator, proves the farm secret, runs commands once,
-    journals events and re-sends them until acked.
+    """A node's end: dials the coordinator, proves its key (``secret``: the node's own key,
+    or the deprecated shared farm secret) and accepts nothing but the handshake until the
+    coordinator has proved the same key; runs commands once, journals events and re-sends
+    them until acked.
 
     ``phones_provider()`` (plain or async) returns the node's ``list[PhoneInfo]`` for Hello.
     ``on_command(command)`` (plain or async) returns the CommandResult; it runs at most once
@@ -958,6 +1034,29 @@ class NodeLink(_TaskOwner):
 
     def _dispatch(self, conn: _Conn, env: Envelope) -> None:
         body = env.body
+        if isinstance(body, Challenge):
+            if conn.challenge is not None:
+                log.warning("second challenge on one connection ignored node=%s coordinator=%s",
+                            self.node_name, conn.address)
+                return
+            conn.challenge, conn.nonce = body.nonce, new_nonce()
+            self._spawn(self._answer(conn, body), "hello")
+            return
+        if isinstance(body, Welcome):
+            if self._coordinator_proved(conn, body):
+                self._spawn(self._welcomed(conn, body), "welcome")
+            return
+        if isinstance(body, Refused):
+            log.error("refused by coordinator node=%s coordinator=%s reason=%s",
+                      self.node_name, self.peer, body.reason)
+            return
+        if not conn.verified:
+            # Only a coordinator that proved this node's key may drive its phones.
+            why = conn.failed or "no welcome with its proof yet"
+            level = logging.ERROR if isinstance(body, Command) else logging.WARNING
+            log.log(level, "%s from an unproved coordinator refused node=%s coordinator=%s "
+                    "reason=%s", env.kind, self.node_name, conn.address, why)
+            return
         if isinstance(body, Heartbeat):
             return
         if isinstance(body, Command):
@@ -969,19 +1068,13 @@ class NodeLink(_TaskOwner):
                 log.warning("coordinator missed events, re-sending node=%s from_seq=%d",
                             self.node_name, body.resend_from)
                 self._rewind(conn, body.resend_from - 1)
-        elif isinstance(body, Challenge):
-            self._spawn(self._answer(conn, body), "hello")
-        elif isinstance(body, Welcome):
-            self._spawn(self._welcomed(conn, body), "welcome")
-        elif isinstance(body, Refused):
-            log.error("refused by coordinator node=%s coordinator=%s reason=%s",
-                      self.node_name, self.peer, body.reason)
         elif self.on_message is not None:
             self._callback(self.on_message, env)
         else:
             log.warning("unexpected message dropped node=%s kind=%s", self.node_name, env.kind)
 
     async def _answer(self, conn: _Conn, challenge: Challenge) -> None:
+        assert conn.nonce is not None
         phones: Any = []
         if self.phones_provider is not None:
             phones = self.phones_provider()
@@ -989,12 +1082,44 @@ class NodeLink(_TaskOwner):
                 phones = await phones
         hello = Hello(
             node=self.node_name,
-            proof=hello_proof(self._secret, challenge.nonce, self.node_name),
+            proof=link_proof(self._secret, NODE_TO_COORDINATOR, challenge.nonce, conn.nonce,
+                             self.node_name),
             phones=list(phones),
             last_acked_seq=self.journal.acked_upto,
             registry_version=self.registry_version() if self.registry_version else None,
+            nonce=conn.nonce,
         )
         await self._send_on(conn, hello)
+
+    def _coordinator_proved(self, conn: _Conn, welcome: Welcome) -> bool:
+        """Check the Welcome's proof of our key; a wrong or missing one is logged and the
+        connection dropped (nng redials): nothing from it is ever acted on."""
+        if conn.verified:
+            log.warning("second welcome on one connection ignored node=%s coordinator=%s",
+                        self.node_name, conn.address)
+            return False
+        if conn.challenge is None or conn.nonce is None:
+            reason = "welcome before any challenge"
+        elif welcome.proof is None:
+            reason = ("its welcome carries no proof (not the farm's coordinator, or one too "
+                      "old for node keys)")
+        elif not check_link_proof(self._secret, COORDINATOR_TO_NODE, conn.challenge, conn.nonce,
+                                  self.node_name, welcome.proof):
+            reason = "wrong proof: it does not hold this node's key"
+        else:
+            conn.verified = True
+            return True
+        conn.failed = reason
+        log.error("coordinator failed its proof, connection dropped and its commands refused "
+                  "node=%s coordinator=%s reason=%s", self.node_name, conn.address, reason)
+        if self._conn is conn:
+            self._conn_lost(f"coordinator failed its proof: {reason}")
+        self._gone_pipes.add(conn.pipe.id)
+        try:
+            conn.pipe.close()  # nng redials: the real coordinator may be back at that address
+        except pynng.NNGException:
+            pass
+        return False
 
     async def _welcomed(self, conn: _Conn, welcome: Welcome) -> None:
         if welcome.last_seq > self.journal.last_seq:

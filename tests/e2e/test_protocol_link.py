@@ -18,7 +18,8 @@ import pynng
 import pytest
 
 from actors.node.device.adb_server import free_port
-from protocol.codec import decode, encode, hello_proof, make_command, make_envelope
+from protocol.codec import (COORDINATOR_TO_NODE, NODE_TO_COORDINATOR, decode, encode,
+                            hello_proof, link_proof, make_command, make_envelope)
 from protocol.errors import DeliveryError, DeviceGone, ProtocolError
 from protocol.journal import Journal
 from protocol.messages import (
@@ -451,9 +452,11 @@ class HandCoordinator:
 
     async def welcome(self, node: NodeLink, **welcome: Any) -> None:
         await self.send_body(Challenge(nonce="abc"))
-        while not isinstance(await self.recv_body(), Hello):
+        while not isinstance(hello := await self.recv_body(), Hello):
             pass
-        await self.send_body(Welcome(coordinator="coordinator", last_seq=0, **welcome))
+        proof = link_proof(SECRET, COORDINATOR_TO_NODE, "abc", hello.nonce, hello.node)
+        await self.send_body(Welcome(coordinator="coordinator", last_seq=0, proof=proof,
+                                     **welcome))
         await node.wait_connected(5)
 
     async def events(self, count: int) -> tuple[list[int], list[str]]:
@@ -694,8 +697,10 @@ async def test_node_detects_silent_coordinator_and_redials(closers, tmp_path):
     pipe = fake.pipes[0]
     await pipe.asend(encode(make_envelope(Challenge(nonce="n"), "fake", "n1")))
     hello = decode((await asyncio.wait_for(fake.arecv_msg(), 5)).bytes, "n1").body
-    assert isinstance(hello, Hello) and hello.proof == hello_proof(SECRET, "n", "n1")
-    await pipe.asend(encode(make_envelope(Welcome(coordinator="fake"), "fake", "n1")))
+    assert isinstance(hello, Hello)
+    assert hello.proof == link_proof(SECRET, NODE_TO_COORDINATOR, "n", hello.nonce, "n1")
+    proof = link_proof(SECRET, COORDINATOR_TO_NODE, "n", hello.nonce, "n1")
+    await pipe.asend(encode(make_envelope(Welcome(coordinator="fake", proof=proof), "fake", "n1")))
     await node.wait_connected(5)
     welcomed = time.monotonic()
     await until(lambda: lost, timeout=6, what="node gives up on the frozen coordinator")
