@@ -44,6 +44,10 @@ Additions to the spec's columns, kept minimal and listed here so they stay visib
 - v8: ``api_keys.base_url``, ``model``, ``label`` (an OpenAI-compatible key needs its
   endpoint; actors.coordinator.ai.keys), and ``phones.paused_reason``, ``paused_at``, ``paused_detail``:
   the coordinator's pause of a phone (actors.coordinator.phone_pause), apart from the registry's status.
+- v11: ``node_keys`` (no spec table): each node's own key for the node link, sealed under
+  the master key (the coordinator must hold the key to check and return HMAC proofs),
+  ``key_last4`` for display, ``created_at``, ``revoked_at``, ``last_seen_at``
+  (actors.coordinator.node_keys).
 - v12: ``accounts.password_sealed``/``password_org`` and ``profiles.profile_password_sealed``/
   ``password_org``: passwords are stored sealed (spec 16.4.1's per-organization key, issue
   17.5), with the organization whose derived key sealed them. The spec's plaintext columns
@@ -1326,6 +1330,61 @@ class FarmDB:
                               (client_id,))
         return client_id, (row[0] if row is not None else None)
 
+    # -- node keys (issue 17.6, actors.coordinator.node_keys) ------------------------------
+
+    _NODE_KEY_VIEW = ("SELECT node_key_id, node, key_last4, created_at, revoked_at,"
+                      " last_seen_at FROM node_keys")
+
+    async def node_key_rows(self) -> list[dict]:
+        """Every node key without its ciphertext, by node name."""
+        return [dict(r) for r in await self._all(self._NODE_KEY_VIEW + " ORDER BY node")]
+
+    async def node_key_row(self, node: str) -> dict | None:
+        row = await self._one(self._NODE_KEY_VIEW + " WHERE node = ?", (node,))
+        return None if row is None else dict(row)
+
+    async def node_key_ciphertexts(self) -> list[dict]:
+        """node, encrypted_key, revoked_at of every node key (what the coordinator checks
+        hellos with)."""
+        return [dict(r) for r in await self._all(
+            "SELECT node, encrypted_key, revoked_at FROM node_keys ORDER BY node")]
+
+    async def put_node_key(self, node: str, encrypted_key: str, key_last4: str) -> bool:
+        """Store ``node``'s key (ciphertext only): a new row, or in place of a revoked key.
+        False (nothing changed) when the node has a key that is not revoked."""
+        row = await self._write(
+            "INSERT INTO node_keys (node, encrypted_key, key_last4, created_at)"
+            " VALUES (?, ?, ?, ?) ON CONFLICT (node) DO UPDATE SET"
+            " encrypted_key = excluded.encrypted_key, key_last4 = excluded.key_last4,"
+            " created_at = excluded.created_at, revoked_at = NULL, last_seen_at = NULL"
+            " WHERE node_keys.revoked_at IS NOT NULL RETURNING node_key_id",
+            (node, encrypted_key, key_last4, utc_text()))
+        return row is not None
+
+    async def revoke_node_key(self, node: str) -> bool:
+        """Mark ``node``'s key revoked (now); False when it has none or it was revoked."""
+        row = await self._write(
+            "UPDATE node_keys SET revoked_at = ? WHERE node = ? AND revoked_at IS NULL"
+            " RETURNING node_key_id", (utc_text(), node))
+        return row is not None
+
+    async def node_key_seen(self, node: str) -> None:
+        """``node`` connected with its key now."""
+        await self._write("UPDATE node_keys SET last_seen_at = ? WHERE node = ?"
+                          " AND revoked_at IS NULL", (utc_text(), node))
+
+    async def execution_serials(self, keys: list[str]) -> dict[str, str | None]:
+        """The phone (serial) of each execution in ``keys`` that exists: which node may
+        report on it (the node holding that phone)."""
+        out: dict[str, str | None] = {}
+        for i in range(0, len(keys), 500):
+            chunk = keys[i:i + 500]
+            for r in await self._all(
+                    "SELECT execution_key, serial FROM executions"
+                    f" WHERE execution_key IN ({','.join('?' * len(chunk))})", chunk):
+                out[r[0]] = r[1]
+        return out
+
     # -- the coordinator's phone pause (actors.coordinator.phone_pause) ---------------------------------
 
     async def set_phone_pause(self, serial: str, reason: str | None,
@@ -1611,7 +1670,8 @@ def _execution_dict(row: aiosqlite.Row, with_plan: bool = False) -> dict:
 
 
 async def seed_demo(db: FarmDB, serials: list[str]) -> None:
-    """The demo farm's data: client "Demo Farm", one profile per phone, and on every phone
+    """The demo farm's data: clients "Demo Farm" (the first half of the phones) and "Acme"
+    (the rest), one profile per phone, and on every phone
     the virtual ClipShare app's three accounts (clipshare account1..account3), a hashtag set
     "demo" and a caption template "daily". Safe to run on every start (upserts)."""
     demo_accounts = [("account1", "clip_creator", "hunter2"),
@@ -1620,14 +1680,21 @@ async def seed_demo(db: FarmDB, serials: list[str]) -> None:
     first_names = ["Ava", "Ben", "Cleo", "Dev", "Eli", "Fay", "Gus", "Hana", "Ivo", "Jun"]
     await db.upsert_client("Demo Farm", status="active", contact_email="ops@demo.farm",
                            contact_discord="demo-farm#0001")
+    await db.upsert_client("Acme", status="active", contact_email="ops@acme.example")
+    # The first half of the phones is Demo Farm's, the rest Acme's: two tenants to try
+    # the isolation on (a phone the operator re-assigned keeps its client).
+    split = (len(serials) + 1) // 2
+    known = {row["serial"]: row["client_id"] for row in await db.phone_rows()}
     for index, serial in enumerate(serials):
-        await db.upsert_phone(serial, client="Demo Farm", model="Virtual Phone")
+        client = "Demo Farm" if index < split else "Acme"
+        await db.upsert_phone(serial, client=None if known.get(serial) else client,
+                              model="Virtual Phone")
         existing = await db.account_rows(serial, include_retired=True)
         profile_id = next((a["profile"]["profile_id"] for a in existing if a["profile"]), None)
         # An account the operator deleted stays deleted: only new ones start active.
         seeded = {a["account_number"] for a in existing if a["platform"] == "clipshare"}
         profile_id = await db.upsert_profile(
-            profile_id, client="Demo Farm", first_name=first_names[index % len(first_names)],
+            profile_id, client=client, first_name=first_names[index % len(first_names)],
             last_name=f"Demo{index + 1}", birth_month=(index % 12) + 1,
             birth_day=(index % 28) + 1, birth_year=1995 + index % 10, gender="unspecified",
             profile_password=f"demo-profile-{index + 1}", interests="dance, cooking, travel")
