@@ -25,6 +25,8 @@ from actors.coordinator.ai.client import AIClient
 from actors.coordinator.ai.keys import AIKeyring
 from actors.store.event_store import EventStore
 from actors.coordinator.live import Frame, LiveWatchers
+from actors.coordinator.node_keys import NodeKeyring
+from actors.coordinator.node_scope import ReportScope, refused_row
 from actors.coordinator.phone_pause import PhonePauses
 from actors.coordinator.phone_tags import PhoneTags
 from actors.coordinator.recorder import Recorder
@@ -63,7 +65,8 @@ class Hub:
                  recordings: Path | None = None, db: Any = None,
                  data_dir: str | Path | None = None, ai: AIClient | None = None,
                  registry_store: RegistryStore | None = None,
-                 node_stagger_s: float = 1.0, ai_keys: AIKeyring | None = None) -> None:
+                 node_stagger_s: float = 1.0, ai_keys: AIKeyring | None = None,
+                 node_keys: NodeKeyring | None = None) -> None:
         self.store = store
         self.unknown = unknown
         # The editable screen registry, its push to nodes, and discovery of unknown screens.
@@ -109,9 +112,16 @@ class Hub:
         # AI recovery of executions stuck on unexpected screens (acts only while self.ai is set).
         self.recovery: RecoveryManager | None = (RecoveryManager(self, self.runs)
                                                  if self.runs is not None else None)
+        # Each node's own key (actors.coordinator.node_keys); ``secret`` is the deprecated
+        # shared one (None: node keys only). A node reports on its own phones only.
+        self.node_keys = node_keys
+        self.report_scope = ReportScope(self, db)
         self.link = CoordinatorLink(listen, secret, sink=self, on_node_up=self._node_up,
                                     on_node_down=self._node_down, on_message=self._on_message,
-                                    heartbeat_interval=heartbeat_interval, dead_after=dead_after)
+                                    heartbeat_interval=heartbeat_interval, dead_after=dead_after,
+                                    node_keys=node_keys.lookup if node_keys is not None else None)
+        if node_keys is not None:
+            node_keys.on_revoked = self._node_key_revoked
 
     async def start(self) -> "Hub":
         if self.pauses is not None:
@@ -179,8 +189,13 @@ class Hub:
                             "registry_version": hello.registry_version}
         if self.registry_sync is not None:
             self.registry_sync.node_up(name, hello.registry_version)
+        self.report_scope.node_up(name)
+        if self.node_keys is not None:
+            self._background(self.node_keys.seen(name))
         seen = set()
         for info in hello.phones:
+            if not self.report_scope.hello_phone_allowed(name, info.serial):
+                continue
             seen.add(info.serial)
             row = self._row(info.serial, name)
             detail = dict(info.detail or {})
@@ -198,6 +213,11 @@ class Hub:
         self.live.renew(seen)  # a reconnected node forgot what was watched
         log.info("node=%s up with %d phones", name, len(hello.phones))
         self.emit("node_up", name, None, {"phones": sorted(seen)})
+
+    def _node_key_revoked(self, name: str, reason: str) -> None:
+        """A node's key was revoked: its connection goes now (its next hello is refused)."""
+        if self.link.disconnect(name, reason):
+            log.warning("node=%s disconnected: %s", name, reason)
 
     def _node_down(self, name: str, reason: str) -> None:
         if name in self.node_rows:
@@ -222,18 +242,27 @@ class Hub:
         events stored (one transaction), then the phone rows and the status stream.
         Records first, idempotently: a crash after storing an event but before its record
         would lose the record (a stored event is never applied again)."""
-        prepared = [(event, await self._prepare(node, event)) for event in events]
+        # An event about another node's phone or execution takes no effect at all: only an
+        # event_refused row keeps its seq (actors.coordinator.node_scope).
+        refused = await self.report_scope.refusals(node, events)
+        prepared = [(event, await self._prepare(node, event)) for event in events
+                    if event.seq not in refused]
         if self.runs is not None:
             run_events = [(e.event, e.serial, data) for e, data in prepared if e.event in RUN_EVENTS]
             if run_events:
                 await self.runs.apply_many(run_events)
-        added = await self.store.add_many(
-            node, [(e.seq, e.event, e.serial, data) for e, data in prepared], time.time())
+        rows = [(e.seq, e.event, e.serial, data) for e, data in prepared]
+        rows += [refused_row(e, refused[e.seq]) for e in events if e.seq in refused]
+        added = await self.store.add_many(node, sorted(rows, key=lambda r: r[0]), time.time())
         if added and node in self.node_rows:
             self.node_rows[node]["last_heartbeat"] = time.time()
         for event, data in prepared:
             if event.seq in added:
                 self._after_stored(node, event, data)
+        for event in events:
+            if event.seq in refused and event.seq in added:
+                _, name, serial, data = refused_row(event, refused[event.seq])
+                self.emit(name, node, serial, data)
 
     async def _prepare(self, node: str, event: Event) -> dict:
         """The event's data as stored: frames moved out to files, recovery's claim marked."""
@@ -326,10 +355,13 @@ class Hub:
             self.registry_sync.applied(node, body)
             return
         if isinstance(body, LiveFrame):
-            self.live.frame(Frame(body.serial, body.jpeg, body.ts, body.width, body.height))
+            if self.report_scope.live_allowed(node, body.serial, "live frame"):
+                self.live.frame(Frame(body.serial, body.jpeg, body.ts, body.width, body.height))
             return
         if not isinstance(body, LiveEvent):
             log.warning("node=%s unexpected %s ignored", node, envelope.kind)
+            return
+        if body.serial and not self.report_scope.live_allowed(node, body.serial, body.event):
             return
         if body.event == "thumbnail" and body.serial:
             try:
