@@ -20,6 +20,7 @@ from aiohttp import web
 
 from actors.control import ai_keys, console, live, recovery, registry, variables
 from actors.control import workflows as workflow_api
+from actors.control import node_keys as node_keys_api
 from actors.control import screens
 from actors.control.auth import bearer_auth_middleware
 from actors.control.http import HUB, HubAPI, error_response, json_response  # noqa: F401 - re-exported
@@ -103,6 +104,7 @@ def make_app(hub: HubAPI, token: str | None = None, *, heartbeat_s: float = 15.0
     screens.add_routes(app)  # the screen registry (edit mode) and discovery proposals
     recovery.add_routes(app)  # AI recovery attempts and success rates
     ai_keys.add_routes(app)  # per-client AI keys, resuming a paused phone
+    node_keys_api.add_routes(app)  # each node's own key for the node link
     console.add_routes(app)  # the web console: / and /static
     return app
 

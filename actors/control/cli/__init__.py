@@ -9,8 +9,9 @@ This package wires the parser and runs a command (`main`); `client` holds `FarmC
 HTTP plumbing), the exit statuses and `add_command`; `format` the table and line helpers; each
 command group is a module registering its subcommands with `add_commands(sub, common)`:
 `phones` (phones, actions, screenshot, watch), `runs` (run, runs, workflows, workflow run),
-`ai` (recovery, resume, ai-keys), `schedule`, `groups`, `registry`, `variables` (vars) and
-`retention`. A new group is a module with `add_commands`, listed in `COMMAND_GROUPS`.
+`ai` (recovery, resume, ai-keys), `schedule`, `groups`, `registry`, `variables` (vars),
+`retention` and `nodes` (nodes and their keys). A new group is a module with
+`add_commands`, listed in `COMMAND_GROUPS`.
 
     farm phones                          table: serial, node, state, lock, app, screen
     farm tap SCOPE X Y                   farm long-tap SCOPE X Y [--ms 800]
@@ -45,6 +46,12 @@ command group is a module registering its subcommands with `add_commands(sub, co
     farm groups member add|remove NAME MEMBER
     farm retention [--data DIR] [--dry-run] [--config FILE]
                                          prune/compress the data folder (spec 7.6; local)
+    farm nodes                           nodes: name, state, phones attached
+    farm nodes add NAME [--key-file PATH]
+                                         issue node NAME's key: printed once, or written
+                                         to PATH (mode 0600)
+    farm nodes keys                      node keys: last 4 characters, status, last seen
+    farm nodes revoke NAME               the node is disconnected and refused from then on
 
 The endpoint is ``--url`` or $PHONEFARM_URL (default http://127.0.0.1:8470); the access
 token ``--token`` or $PHONEFARM_TOKEN; the registry DIR $PHONEFARM_REGISTRY (default the demo
@@ -61,8 +68,8 @@ import logging
 import os
 import sys
 
-from actors.control.cli import (ai, groups, phones, registry, retention, runs, schedule,
-                                variables)
+from actors.control.cli import (ai, groups, nodes, phones, registry, retention, runs,
+                                schedule, variables)
 from actors.control.cli.client import (DEFAULT_URL, EXIT_REJECTED, EXIT_STDOUT_CLOSED,
                                        EXIT_UNREACHABLE, FarmClient)
 from protocol.errors import DeliveryError, FarmError
@@ -70,7 +77,7 @@ from protocol.errors import DeliveryError, FarmError
 log = logging.getLogger(__name__)
 
 # Each command group registers its subcommands, in the order `farm --help` lists them.
-COMMAND_GROUPS = (phones, runs, ai, schedule, groups, registry, variables, retention)
+COMMAND_GROUPS = (phones, runs, ai, schedule, groups, registry, variables, retention, nodes)
 
 
 def build_parser() -> argparse.ArgumentParser:
