@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import secrets
 import signal
 import subprocess
 import sys
@@ -27,6 +26,7 @@ from actors.control.auth import check_bind
 from actors.node.device.adb_server import kill_adb_server, start_private_adb_server
 from actors.store.event_store import EventStore
 from actors.coordinator.hub import Hub
+from actors.coordinator.node_keys import NodeKeyring, ensure_node_key
 from actors.store.data_dir import secure_data_dir
 from actors.store.farm_db import FarmDB, seed_demo
 from actors.coordinator.registry_store import RegistryStore
@@ -122,27 +122,30 @@ def ai_client(args: argparse.Namespace) -> AIClient | None:
     return AIClient(config)
 
 
-def farm_secret(args: argparse.Namespace, data: Path) -> str:
+def farm_secret(args: argparse.Namespace, data: Path) -> str | None:
+    """The shared farm secret, deprecated (kept one release, with a warning); None without
+    one: then only nodes with their own key connect (farm nodes add NAME)."""
     if args.secret_file:
-        return Path(args.secret_file).read_text().strip()
-    secret = args.secret or os.environ.get("PHONEFARM_SECRET")
-    if secret:
-        return secret
-    if not args.demo:
-        raise StartupError("no farm secret: pass --secret-file, --secret or set PHONEFARM_SECRET")
-    # The demo keeps a generated secret in its data folder, readable by the owner only.
-    path = data / "farm-secret"
-    if not path.exists():
-        data.mkdir(parents=True, exist_ok=True)
-        path.write_text(secrets.token_hex(32))
-        path.chmod(0o600)
-    return path.read_text().strip()
+        secret = Path(args.secret_file).read_text().strip()
+    else:
+        secret = args.secret or os.environ.get("PHONEFARM_SECRET")
+    if not secret:
+        return None
+    log.warning("the shared farm secret (--secret-file, --secret, PHONEFARM_SECRET) is "
+                "deprecated and goes in the next release: give each node its own key "
+                "(farm nodes add NAME; farm-node --key-file)")
+    return secret
+
+
+DEMO_NODE = "demo-node"
 
 
 class Demo:
     """The child processes of ``--demo``: adb server, virtual phones, one local node."""
 
-    def __init__(self, data: Path, phones: int, coordinator: str, secret: str,
+    key_file: Path | None = None  # the demo node's key (actors.coordinator.node_keys)
+
+    def __init__(self, data: Path, phones: int, coordinator: str, secret: str | None,
                  base_port: int | None = None, phone_profile: str = "instant",
                  phone_io: str = "agent") -> None:
         self.data, self.phones, self.coordinator, self.secret = data, phones, coordinator, secret
@@ -155,7 +158,7 @@ class Demo:
 
     def start(self) -> None:
         self.adb_port = start_private_adb_server().port
-        env = {**os.environ, "PHONEFARM_SECRET": self.secret}
+        env = {**os.environ, **({"PHONEFARM_SECRET": self.secret} if self.secret else {})}
         virtual = subprocess.Popen(self.virtual_argv(self.adb_port), cwd=ROOT,
                                    stdout=subprocess.PIPE, text=True)
         self.children.append(virtual)
@@ -170,9 +173,11 @@ class Demo:
     def node_argv(self, adb_port: int) -> list[str]:
         """The farm-node command line of the demo's node. The virtual phones take any
         non-empty file as the scrcpy server jar: the demo writes a placeholder of its own."""
-        argv = [sys.executable, "-m", "actors.node", "--name", "demo-node", "--coordinator",
+        argv = [sys.executable, "-m", "actors.node", "--name", DEMO_NODE, "--coordinator",
                 self.coordinator, "--adb-port", str(adb_port), "--data", str(self.data),
                 "--phone-io", self.phone_io]
+        if self.key_file is not None:  # the node's own key (set by start)
+            argv += ["--key-file", str(self.key_file)]
         if self.phone_io == "agent":
             jar = self.data / "scrcpy-server-placeholder.jar"
             self.data.mkdir(parents=True, exist_ok=True)
@@ -238,9 +243,11 @@ async def start(args: argparse.Namespace, stack: contextlib.AsyncExitStack) -> t
         registry = RegistryStore.open(registry_dir, farm_db)
     # Per-client / per-organization AI keys; the default is the --ai-* client (hub.ai).
     keyring = AIKeyring(farm_db, master_key, default=lambda: hub.ai)
+    node_keys = NodeKeyring(farm_db, master_key)  # each node's own key for the link
+    await node_keys.load()
     hub = Hub(args.listen, secret, store, unknown=unknown, db=farm_db, data_dir=data,
               ai=ai_client(args), registry_store=registry, node_stagger_s=args.node_stagger_s,
-              ai_keys=keyring)
+              ai_keys=keyring, node_keys=node_keys)
     stack.push_async_callback(hub.close)  # also closes the keyring and the AI client
     await keyring.check()  # a key the master key cannot open is named in the log now
     with starting(f"the node link {args.listen}"):
@@ -258,6 +265,7 @@ async def start(args: argparse.Namespace, stack: contextlib.AsyncExitStack) -> t
         demo = Demo(data, args.phones, hub.link.address, secret, base_port=args.base_port,
                     phone_profile=args.phone_profile, phone_io=args.phone_io)
         stack.push_async_callback(asyncio.to_thread, demo.stop)  # first: a half start too
+        demo.key_file = await ensure_node_key(node_keys, DEMO_NODE, data / f"{DEMO_NODE}.key")
         await asyncio.to_thread(demo.start)
         await seed_demo(farm_db, demo.serials)
     if retention is not None:

@@ -445,13 +445,33 @@ def _quiet(task: asyncio.Task) -> None:
         log.debug("live event not sent: %s", task.exception())
 
 
-def read_secret(value: str | None, path: str | None) -> str:
-    """The farm secret from a flag, a file, or PHONEFARM_SECRET; refuse to run without one."""
+MIN_KEY_CHARS = 16  # shorter is no key `farm nodes add` issued (43 characters)
+
+
+def read_secret(value: str | None, path: str | None, key_file: str | None = None) -> str:
+    """What the node proves to the coordinator: its own key from ``key_file`` (`farm nodes
+    add NAME --key-file`), else the shared farm secret from a flag, a file or
+    PHONEFARM_SECRET (deprecated, warned); refuse to run without either."""
+    if key_file:
+        path_ = Path(key_file)
+        key = path_.read_text().strip()
+        if len(key) < MIN_KEY_CHARS:
+            raise StartupError(f"--key-file {key_file}: holds no node key (expected the "
+                               f"output of `farm nodes add NAME`)")
+        if path_.stat().st_mode & 0o077:
+            log.warning("node key file %s is readable by other users: chmod 600 it", key_file)
+        return key
     if path:
-        return Path(path).read_text().strip()
-    secret = value or os.environ.get("PHONEFARM_SECRET", "")
+        secret = Path(path).read_text().strip()
+    else:
+        secret = value or os.environ.get("PHONEFARM_SECRET", "")
     if not secret:
-        raise StartupError("no farm secret: pass --secret-file, --secret or set PHONEFARM_SECRET")
+        raise StartupError("no node key: pass --key-file (farm nodes add NAME makes one), or "
+                           "the deprecated shared secret (--secret-file, --secret, "
+                           "PHONEFARM_SECRET)")
+    log.warning("this node proves the shared farm secret (--secret-file, --secret, "
+                "PHONEFARM_SECRET): deprecated, it goes in the next release; give the node its "
+                "own key (farm nodes add NAME, then farm-node --key-file)")
     return secret
 
 
@@ -460,8 +480,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--coordinator", default=os.environ.get("PHONEFARM_COORDINATOR",
                                                             "tcp://127.0.0.1:8471"))
     p.add_argument("--name", default=os.environ.get("PHONEFARM_NODE", socket.gethostname()))
-    p.add_argument("--secret", help="farm secret (prefer --secret-file or PHONEFARM_SECRET)")
-    p.add_argument("--secret-file")
+    p.add_argument("--key-file", default=os.environ.get("PHONEFARM_NODE_KEY_FILE"),
+                   metavar="PATH",
+                   help="this node's own key (`farm nodes add NAME --key-file PATH` writes "
+                        "it); the coordinator must prove the same key back before the node "
+                        "takes any command")
+    p.add_argument("--secret", help="deprecated: the shared farm secret (prefer --key-file)")
+    p.add_argument("--secret-file", help="deprecated: the shared farm secret's file")
     p.add_argument("--adb-port", type=int, default=int(os.environ.get("ANDROID_ADB_SERVER_PORT",
                                                                       "5037")))
     p.add_argument("--data", default=os.environ.get("PHONEFARM_DATA", "./farm-data"))
@@ -516,8 +541,8 @@ def agent_config(phone_io: str, jar: str | None, max_size: int = 0) -> AgentConf
 async def serve(args: argparse.Namespace) -> None:
     """Start the node, run until SIGINT/SIGTERM, stop it; a failed start stops what it
     started and raises StartupError naming the cause."""
-    with starting("the farm secret"):
-        secret = read_secret(args.secret, args.secret_file)
+    with starting("the node key" if args.key_file else "the farm secret"):
+        secret = read_secret(args.secret, args.secret_file, args.key_file)
     registry = None if args.registry == "none" else Path(args.registry)
     agent = agent_config(args.phone_io, args.scrcpy_server, args.scrcpy_max_size)
     node = Node(args.name, args.coordinator, secret, AdbServer(port=args.adb_port),
