@@ -51,3 +51,5 @@ class Principal:
 SUPER_LOCAL = Principal(user_id=None, name="local", role="super")
 # The caller holding the legacy shared --token (kept one release).
 SUPER_TOKEN = Principal(user_id=None, name="token", role="super")
+# The caller of an open path (/, /static, /api/login, /api/health): sees nothing.
+ANONYMOUS = Principal(user_id=None, name="anonymous", role="viewer", client_ids=frozenset())

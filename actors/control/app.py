@@ -18,12 +18,14 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from actors.control import ai_keys, console, live, recovery, registry, variables
+from actors.control import access_api, ai_keys, console, live, recovery, registry, variables
+from actors.control import audit as audit_api
 from actors.control import workflows as workflow_api
 from actors.control import node_keys as node_keys_api
 from actors.control import screens
-from actors.control.auth import bearer_auth_middleware
-from actors.control.http import HUB, HubAPI, error_response, json_response  # noqa: F401 - re-exported
+from actors.access.service import Access
+from actors.control.auth import AUTHENTICATE, access_middleware, authenticator
+from actors.control.http import ACCESS, HUB, HubAPI, error_response, json_response  # noqa: F401 - re-exported
 from actors.control.openapi import openapi_document
 from actors.control.schemas import (
     EXECUTIONS_LIMIT,
@@ -61,13 +63,23 @@ STREAMER = web.AppKey("streamer", EventStreamer)
 LOOP_LAG = web.AppKey("loop_lag", LoopLagProbe)
 
 
-def make_app(hub: HubAPI, token: str | None = None, *, heartbeat_s: float = 15.0,
+def make_app(hub: HubAPI, token: str | None = None, *, access: Access | None = None,
+             bound_loopback: bool = True, heartbeat_s: float = 15.0,
              stream_backlog: int = 1000) -> web.Application:
-    """The control endpoint over ``hub``. With ``token``, every /api request needs
-    ``Authorization: Bearer <token>``. ``heartbeat_s`` and ``stream_backlog`` tune the
-    status stream (comment heartbeat cadence, events kept per slow client)."""
-    app = web.Application(middlewares=[json_errors, bearer_auth_middleware(token)],
-                          client_max_size=MAX_BODY_BYTES)
+    """The control endpoint over ``hub``. With ``access`` (the coordinator always passes
+    it), every /api request needs a user's or script's bearer token and sees what that
+    caller may; ``token`` alone is one shared super-user token; with neither (unit tests)
+    every caller is a super user. ``heartbeat_s`` and ``stream_backlog`` tune the status
+    stream (comment heartbeat cadence, events kept per slow client)."""
+    if access is not None and token:
+        access.legacy_token = token
+    authenticate = authenticator(access, token)
+    app = web.Application(
+        middlewares=[json_errors, access_middleware(authenticate,
+                                                    bound_loopback=bound_loopback)],
+        client_max_size=MAX_BODY_BYTES)
+    app[ACCESS] = access
+    app[AUTHENTICATE] = authenticate
     app[HUB] = hub
     streamer = EventStreamer(hub, heartbeat_s=heartbeat_s, backlog=stream_backlog)
     app[STREAMER] = streamer
@@ -96,7 +108,7 @@ def make_app(hub: HubAPI, token: str | None = None, *, heartbeat_s: float = 15.0
     app.router.add_get("/api/unknown-screens", get_unknown_screens)
     app.router.add_get("/api/unknown-screens/{id}/image", get_unknown_screen_image)
     app.router.add_get("/api/stream", streamer.handle)
-    live.add_routes(app, token)  # the live wall's WebSocket (frames of watched phones)
+    live.add_routes(app)  # the live wall's WebSocket (frames of watched phones)
     app.router.add_get("/api/openapi.json", get_openapi)
     registry.add_routes(app)  # groups, clients, profiles, phone registry, accounts
     workflow_api.add_routes(app)  # sequence/workflow definitions, workflow runs
@@ -104,7 +116,9 @@ def make_app(hub: HubAPI, token: str | None = None, *, heartbeat_s: float = 15.0
     screens.add_routes(app)  # the screen registry (edit mode) and discovery proposals
     recovery.add_routes(app)  # AI recovery attempts and success rates
     ai_keys.add_routes(app)  # per-client AI keys, resuming a paused phone
+    audit_api.add_routes(app)  # the audit trail (GET /api/audit)
     node_keys_api.add_routes(app)  # each node's own key for the node link
+    access_api.add_routes(app)  # login, logout, users, organizations, tokens
     console.add_routes(app)  # the web console: / and /static
     return app
 

@@ -1,8 +1,9 @@
 """Access control of the control endpoint.
 
-Owns the bearer-token check on every ``/api`` request (constant-time compare; 401 with a
-JSON error otherwise) and `check_bind`, the rule that the endpoint listens on loopback
-unless an access token is configured. An empty token counts as no token.
+Owns establishing the caller of every request (`access_middleware`, `principal_of`): the
+bearer token of a user or script (actors.access), 401 naming why without one; and the
+browser rules: a foreign ``Origin`` or ``Host`` gets 403 (cross-site requests, DNS
+rebinding). Secrets never ride in cookies, so a cross-site form cannot borrow them.
 """
 
 from __future__ import annotations
@@ -11,18 +12,20 @@ import hashlib
 import hmac
 import ipaddress
 import logging
-from typing import Awaitable, Callable
+from typing import Any, Awaitable, Callable
 
 from aiohttp import web
 
-from actors.access.principal import SUPER_LOCAL, SUPER_TOKEN, Principal
-from protocol.errors import ValidationError
+from actors.access.principal import ANONYMOUS, SUPER_LOCAL, SUPER_TOKEN, Principal
+from actors.access.users import LoginFailed
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 PROTECTED_PREFIX = "/api"
 LIVE_PATH = "/api/live"
+# Reachable without a token: logging in, and the health probe of a process supervisor.
+OPEN_PATHS = frozenset({"/api/login", "/api/health", "/api/openapi.json"})
 
 
 def is_loopback(host: str) -> bool:
@@ -39,48 +42,108 @@ def is_loopback(host: str) -> bool:
     return address.is_loopback
 
 
-def check_bind(host: str, token: str | None) -> None:
-    """Refuse (`ValidationError`, a FarmError) to listen on a non-loopback ``host`` without
-    an access token: the HTTP endpoint binds 127.0.0.1 unless told otherwise."""
-    if is_loopback(host) or token:
-        return
-    raise ValidationError(
-        f"bind address {host!r}",
-        "refusing to listen on a non-loopback address without an access token; "
-        "configure a token (--token or PHONEFARM_TOKEN) or bind 127.0.0.1")
-
-
 def _digest(value: str) -> bytes:
     return hashlib.sha256(value.encode("utf-8", "surrogateescape")).digest()
 
 
-def bearer_auth_middleware(token: str | None) -> Callable:
-    """An aiohttp middleware requiring ``Authorization: Bearer <token>`` on /api requests;
-    a no-op when ``token`` is empty or None."""
-    expected = _digest(token) if token else None
+def bearer_credential(request: web.Request) -> str | None:
+    scheme, _, credential = request.headers.get("Authorization", "").partition(" ")
+    return credential.strip() if scheme.lower() == "bearer" else None
+
+
+def _unauthorized(request: web.Request, reason: str) -> web.Response:
+    log.warning("auth rejected peer=%s method=%s path=%s reason=%s", request.remote,
+                request.method, request.path, reason)
+    return web.json_response({"error": reason}, status=401,
+                             headers={"WWW-Authenticate": 'Bearer realm="phonefarm"'})
+
+
+def _forbidden(request: web.Request, reason: str) -> web.Response:
+    log.warning("request refused peer=%s method=%s path=%s reason=%s", request.remote,
+                request.method, request.path, reason)
+    return web.json_response({"error": reason}, status=403)
+
+
+def origin_problem(request: web.Request, bound_loopback: bool) -> str | None:
+    """Why a browser request must be refused (DNS rebinding, cross-site), or None.
+
+    A page on another site can make the browser send requests here, and a rebound DNS name
+    can make it send them with that name as Host: an endpoint on loopback answers only
+    loopback Host names, and any request carrying a foreign ``Origin`` is refused."""
+    host = request.headers.get("Host", "")
+    if bound_loopback and host and not is_loopback(_host_name(host)):
+        return f"Host {host!r} is not this endpoint (it listens on loopback only)"
+    origin = request.headers.get("Origin")
+    if origin == "null":
+        return "cross-origin request from an opaque origin refused"
+    if origin is not None:
+        _, _, rest = origin.partition("://")
+        if rest.lower() != host.lower():
+            return f"cross-origin request from {origin!r} refused"
+    return None
+
+
+def _host_name(host: str) -> str:
+    if host.startswith("["):
+        return host[1:host.find("]")] if "]" in host else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+Authenticate = Callable[[str | None], Awaitable[Principal]]
+
+
+def authenticator(access: Any | None, token: str | None = None) -> Authenticate | None:
+    """The one check of a presented bearer token -> the caller's Principal (LoginFailed
+    naming why not): the users' tokens of ``access`` (an actors.access.service.Access,
+    which also honours the deprecated shared token); else only the shared ``token``, as a
+    super user; None when there is neither (an open app: unit tests)."""
+    if access is not None:
+        return access.authenticate
+    if not token:
+        return None
+    expected = _digest(token)
+
+    async def shared_token(credential: str | None) -> Principal:
+        if credential is None or not hmac.compare_digest(_digest(credential.strip()),
+                                                         expected):
+            raise LoginFailed("missing or wrong access token: send "
+                              "'Authorization: Bearer <token>'")
+        return SUPER_TOKEN
+
+    return shared_token
+
+
+def access_middleware(authenticate: Authenticate | None, *,
+                      bound_loopback: bool = True) -> Callable:
+    """An aiohttp middleware establishing the caller (`principal_of`) of every request.
+
+    With ``authenticate`` (from `authenticator`), every /api request except the open ones
+    (`OPEN_PATHS`, the live socket's upgrade) needs ``Authorization: Bearer <token>``: 401
+    naming why otherwise; browser requests with a foreign Origin or Host get 403. Without
+    it (unit tests), every caller is `SUPER_LOCAL`."""
 
     @web.middleware
-    async def bearer_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-        request[PRINCIPAL_KEY] = SUPER_LOCAL if expected is None else None
-        if expected is None or not _protected(request.path) or _live_upgrade(request):
+    async def establish_caller(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if authenticate is None:
+            request[PRINCIPAL_KEY] = SUPER_LOCAL
             return await handler(request)
-        scheme, _, credential = request.headers.get("Authorization", "").partition(" ")
-        # Compare digests: constant time and independent of the token's length.
-        ok = scheme.lower() == "bearer" and hmac.compare_digest(_digest(credential.strip()), expected)
-        if not ok:
-            log.warning("auth rejected peer=%s method=%s path=%s reason=%s", request.remote,
-                        request.method, request.path,
-                        "no bearer token" if scheme.lower() != "bearer" else "wrong token")
-            return web.json_response(
-                {"error": "missing or wrong access token: send 'Authorization: Bearer <token>'"},
-                status=401, headers={"WWW-Authenticate": 'Bearer realm="phonefarm"'})
-        request[PRINCIPAL_KEY] = SUPER_TOKEN
+        problem = origin_problem(request, bound_loopback)
+        if problem is not None:
+            return _forbidden(request, problem)
+        if not _protected(request.path) or request.path in OPEN_PATHS \
+                or _live_upgrade(request):
+            request[PRINCIPAL_KEY] = ANONYMOUS
+            return await handler(request)
+        try:
+            request[PRINCIPAL_KEY] = await authenticate(bearer_credential(request))
+        except LoginFailed as exc:
+            return _unauthorized(request, str(exc))
         return await handler(request)
 
-    return bearer_auth
+    return establish_caller
 
 
-PRINCIPAL_KEY = "principal"
+PRINCIPAL_KEY: "web.RequestKey[Principal | None]" = web.RequestKey("principal", object)
 
 
 def principal_of(request: web.Request) -> Principal:
@@ -103,3 +166,7 @@ def _live_upgrade(request: web.Request) -> bool:
 
 def _protected(path: str) -> bool:
     return path == PROTECTED_PREFIX or path.startswith(PROTECTED_PREFIX + "/")
+
+
+# The app's `authenticator` (None: an open app), for the live socket's first-message token.
+AUTHENTICATE: "web.AppKey[Any]" = web.AppKey("authenticate", object)

@@ -103,6 +103,8 @@ class HubAPI(Protocol):
 
 
 HUB: "web.AppKey[HubAPI]" = web.AppKey("hub")
+# The coordinator's actors.access.service.Access; None in an app built without access control.
+ACCESS: "web.AppKey[Any]" = web.AppKey("access", object)
 
 
 def hub_of(request: web.Request) -> "HubAPI":

@@ -17,8 +17,6 @@ a slow page has not taken yet are replaced by newer ones, never queued.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import logging
 import struct
 from typing import Any
@@ -26,13 +24,15 @@ from typing import Any
 import orjson
 from aiohttp import WSMsgType, web
 
-from actors.control.auth import LIVE_PATH
+from actors.access.principal import SUPER_LOCAL, Principal
+from actors.access.scope import visible_phones
+from actors.access.users import LoginFailed
+from actors.control.auth import AUTHENTICATE, LIVE_PATH, bearer_credential
 from actors.control.http import HUB, error_response
 from actors.coordinator.live import Frame, LiveClient, LiveWatchers
 
 log = logging.getLogger(__name__)
 
-TOKEN_DIGEST = web.AppKey("live_token_digest", object)
 MIN_WIDTH, MAX_WIDTH = 16, 2000
 MIN_FPS, MAX_FPS, DEFAULT_FPS = 0.2, 60.0, 10.0
 MAX_WATCHED = 1000
@@ -82,24 +82,6 @@ def pack_frame(frame: Frame) -> bytes:
     return HEADER.pack(len(header)) + header + frame.jpeg
 
 
-def token_digest(token: str | None) -> bytes | None:
-    return hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest() if token else None
-
-
-def _token_ok(expected: bytes | None, credential: Any) -> bool:
-    if expected is None:
-        return True
-    if not isinstance(credential, str):
-        return False
-    got = hashlib.sha256(credential.strip().encode("utf-8", "surrogateescape")).digest()
-    return hmac.compare_digest(got, expected)
-
-
-def _header_token(request: web.Request) -> str | None:
-    scheme, _, credential = request.headers.get("Authorization", "").partition(" ")
-    return credential if scheme.lower() == "bearer" else None
-
-
 async def live_socket(request: web.Request) -> web.StreamResponse:
     """``GET /api/live``: the WebSocket of the live wall (see the module docstring)."""
     hub = request.app[HUB]
@@ -111,8 +93,8 @@ async def live_socket(request: web.Request) -> web.StreamResponse:
         return error_response(400, "GET /api/live is a WebSocket: send an Upgrade request",
                               field="$headers.Upgrade")
     await ws.prepare(request)
-    expected = request.app.get(TOKEN_DIGEST)
-    authorized = _token_ok(expected, _header_token(request)) if expected is not None else True
+    authenticate = request.app.get(AUTHENTICATE)
+    principal = await _caller(authenticate, bearer_credential(request))
     client = live.add()
     writer = asyncio.get_running_loop().create_task(_write_frames(ws, client))
     try:
@@ -126,17 +108,18 @@ async def live_socket(request: web.Request) -> web.StreamResponse:
             except orjson.JSONDecodeError as exc:
                 await ws.send_json({"error": f"not JSON: {exc}", "field": "$"})
                 continue
-            if not authorized:
-                if not _token_ok(expected, data.get("token") if isinstance(data, dict) else None):
+            if principal is None:
+                principal = await _caller(authenticate, data.get("token")
+                                          if isinstance(data, dict) else None)
+                if principal is None:
                     log.warning("live socket rejected peer=%s: missing or wrong token",
                                 request.remote)
                     await ws.close(code=CLOSE_UNAUTHORIZED, message=b"missing or wrong token")
                     break
-                authorized = True
             if isinstance(data, dict) and set(data) == {"token"}:
                 continue
             try:
-                watch = parse_watch(data, {p["serial"] for p in hub.phones()})
+                watch = parse_watch(data, {p["serial"] for p in visible_phones(principal, hub)})
             except WatchError as exc:
                 await ws.send_json({"error": str(exc), "field": exc.field})
                 continue
@@ -157,6 +140,17 @@ async def _write_frames(ws: web.WebSocketResponse, client: LiveClient) -> None:
                 await ws.send_bytes(pack_frame(frame))
 
 
-def add_routes(app: web.Application, token: str | None) -> None:
-    app[TOKEN_DIGEST] = token_digest(token)
+async def _caller(authenticate: Any, credential: Any) -> Principal | None:
+    """The socket's caller, or None while no valid token has come."""
+    if authenticate is None:
+        return SUPER_LOCAL
+    if not isinstance(credential, str):
+        return None
+    try:
+        return await authenticate(credential)
+    except LoginFailed:
+        return None
+
+
+def add_routes(app: web.Application) -> None:
     app.router.add_get(LIVE_PATH, live_socket)

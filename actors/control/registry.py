@@ -1,5 +1,7 @@
 """CRUD over the farm database through the control endpoint: groups (with their rules),
 clients, profiles, the phone registry and accounts.
+Passwords of accounts and profiles are write-only: stored sealed by the farm database,
+answered as ``password_set`` / ``profile_password_set`` (issue 17.5).
 
 Owns these routes, their request types (strict msgspec Structs: a bad body is a 400 naming
 the JSON path of the field) and their OpenAPI paths. Groups are changed through
@@ -19,6 +21,8 @@ import msgspec
 from aiohttp import web
 from msgspec import Meta
 
+from actors.access.users import AccessDenied, LoginFailed
+from actors.control.auth import principal_of
 from actors.control.http import error_response, hub_of, json_response, openapi_body, openapi_path_param
 from actors.control.schemas import IntParam, RequestError, RowId, decode_request
 from protocol.errors import FarmError, ValidationError
@@ -34,6 +38,8 @@ Name = printable(128, 1)
 Text = Annotated[str, Meta(max_length=4096)]
 Status = Annotated[str, Meta(pattern=whole("[a-z_]{1,32}"), description="e.g. active, warming, retired")]
 GroupName = Annotated[str, Meta(pattern=whole("[A-Za-z0-9_]{1,64}"))]
+WRITE_ONLY = ("write-only: stored encrypted, never returned (answers carry password_set / "
+              "profile_password_set); \"\" removes it, omitted keeps it")
 
 
 class _Body(msgspec.Struct, forbid_unknown_fields=True):
@@ -76,7 +82,7 @@ class ProfileBody(_Body):
     birth_day: Annotated[int, Meta(ge=1, le=31)] | None = None
     birth_year: Annotated[int, Meta(ge=1900, le=2100)] | None = None
     gender: printable(32) | None = None
-    profile_password: Annotated[str, Meta(max_length=256)] | None = None
+    profile_password: Annotated[str, Meta(max_length=256, description=WRITE_ONLY)] | None = None
     interests: Annotated[str, Meta(max_length=4096)] | None = None
 
 
@@ -99,7 +105,7 @@ class AccountBody(_Body):
     platform: Annotated[str, Meta(pattern=whole("[A-Za-z0-9_]{1,32}"))]
     account_number: printable(64, 1)
     username: printable(128) | None = None
-    password: Annotated[str, Meta(max_length=256)] | None = None
+    password: Annotated[str, Meta(max_length=256, description=WRITE_ONLY)] | None = None
     profile_id: RowId | None = None
     status: Status | None = None
     bio: Annotated[str, Meta(max_length=4096)] | None = None
@@ -143,7 +149,8 @@ def _db(request: web.Request):
 
 def _handled(handler):
     """Map the farm's errors onto answers: a bad body or a broken rule is 400 (with the
-    field or the rule's text), no farm database is 409."""
+    field or the rule's text), not found 404, not allowed 403, not logged in 401, no farm
+    database 409."""
     async def wrapper(request: web.Request) -> web.Response:
         try:
             return await handler(request)
@@ -153,6 +160,12 @@ def _handled(handler):
             return error_response(400, str(exc), field=exc.where)
         except LookupError as exc:
             return error_response(404, str(exc.args[0]) if exc.args else "not found")
+        except AccessDenied as exc:
+            log.warning("refused %s %s for %s: %s", request.method, request.path,
+                        principal_of(request).actor, exc)
+            return error_response(403, str(exc))
+        except LoginFailed as exc:
+            return error_response(401, str(exc))
         except FarmError as exc:
             return error_response(409, str(exc))
     wrapper.__name__ = handler.__name__
@@ -160,9 +173,10 @@ def _handled(handler):
     return wrapper
 
 
-async def _audit(db: Any, entity_type: str, entity_id: Any, action: str,
-                 before: Any, after: Any) -> None:
-    """Record the change in the farm DB's audit trail when this FarmDB has one."""
+async def _audit(request: web.Request, db: Any, entity_type: str, entity_id: Any,
+                 action: str, before: Any, after: Any) -> None:
+    """Record the change in the farm DB's audit trail when this FarmDB has one, made by the
+    request's caller."""
     audit = getattr(db, "audit", None)
     if audit is None:
         return
@@ -171,7 +185,7 @@ async def _audit(db: Any, entity_type: str, entity_id: Any, action: str,
     reason = {"add": "member added", "remove": "member removed",
               "retire": "soft delete (status retired)"}.get(action)
     result = audit(entity_type, str(entity_id), "update" if reason else action, before, after,
-                   actor="control-api", reason=reason)
+                   actor=principal_of(request).actor, reason=reason)
     if inspect.isawaitable(result):
         await result
 
@@ -243,7 +257,7 @@ async def post_group(request: web.Request) -> web.Response:
     db = _db(request)
     phones, accounts = await _rows(request, db)
     view = group_view(book, body.name, phones, accounts)
-    await _audit(db, "group", body.name, "create", None, view)
+    await _audit(request, db, "group", body.name, "create", None, view)
     return json_response(view, 201)
 
 
@@ -259,7 +273,7 @@ async def delete_group(request: web.Request) -> web.Response:
         book.delete(name)
 
     await _change_book(request, delete)
-    await _audit(_db(request), "group", name, "delete", before, None)
+    await _audit(request, _db(request), "group", name, "delete", before, None)
     return json_response({"deleted": name})
 
 
@@ -275,7 +289,7 @@ async def _change_members(request: web.Request, name: str, action: str, change) 
 
     book, before = await _change_book(request, apply)
     db = _db(request)
-    await _audit(db, "group", name, action, {"members": before},
+    await _audit(request, db, "group", name, action, {"members": before},
                  {"members": book.groups[name].members})
     phones, accounts = await _rows(request, db)
     return json_response(group_view(book, name, phones, accounts))
@@ -333,7 +347,7 @@ async def post_group_rule(request: web.Request) -> web.Response:
 
     _, rule = await _change_book(request, add)
     view = rule_view(rule)
-    await _audit(_db(request), "group_rule", ",".join(rule.groups), "create", None, view)
+    await _audit(request, _db(request), "group_rule", ",".join(rule.groups), "create", None, view)
     return json_response(view, 201)
 
 
@@ -353,7 +367,7 @@ async def post_client(request: web.Request) -> web.Response:
     await db.upsert_client(body.name, status=body.status, contact_email=body.contact_email,
                            contact_discord=body.contact_discord)
     after = await db.client_row(body.name)
-    await _audit(db, "client", after["client_id"], "update" if before else "create", before, after)
+    await _audit(request, db, "client", after["client_id"], "update" if before else "create", before, after)
     return json_response(after, 200 if before else 201)
 
 
@@ -367,7 +381,7 @@ async def delete_client(request: web.Request) -> web.Response:
     await db.upsert_client(name, status=RETIRED, contact_email=before["contact_email"],
                            contact_discord=before["contact_discord"])
     after = await db.client_row(name)
-    await _audit(db, "client", after["client_id"], "retire", before, after)
+    await _audit(request, db, "client", after["client_id"], "retire", before, after)
     return json_response(after)
 
 
@@ -391,7 +405,7 @@ async def post_profile(request: web.Request) -> web.Response:
             raise LookupError(f"no such profile: {body.profile_id}")
     profile_id = await db.upsert_profile(body.profile_id, client=body.client, **fields)
     after = await db.profile_row(profile_id)
-    await _audit(db, "profile", profile_id, "update" if before else "create", before, after)
+    await _audit(request, db, "profile", profile_id, "update" if before else "create", before, after)
     return json_response(after, 200 if before else 201)
 
 
@@ -414,7 +428,7 @@ async def post_phone_registry(request: web.Request) -> web.Response:
     await db.upsert_phone(body.serial, client=body.client, model=body.model,
                           phone_number=body.phone_number, status=body.status, agent=body.agent)
     after = await _phone_row(db, body.serial)
-    await _audit(db, "phone", after["phone_id"], "update" if before else "create", before, after)
+    await _audit(request, db, "phone", after["phone_id"], "update" if before else "create", before, after)
     return json_response(after, 200 if before else 201)
 
 
@@ -427,7 +441,7 @@ async def delete_phone_registry(request: web.Request) -> web.Response:
         raise LookupError(f"no such phone in the registry: {serial!r}")
     await db.upsert_phone(serial, status=RETIRED)
     after = await _phone_row(db, serial)
-    await _audit(db, "phone", after["phone_id"], "retire", before, after)
+    await _audit(request, db, "phone", after["phone_id"], "retire", before, after)
     return json_response(after)
 
 
@@ -448,7 +462,7 @@ async def _tag(request: web.Request, tag: str, add: bool) -> web.Response:
     except FarmError:
         db = None
     if db is not None:
-        await _audit(db, "phone_tags", serial, "update", {"tags": before}, {"tags": after})
+        await _audit(request, db, "phone_tags", serial, "update", {"tags": before}, {"tags": after})
     return json_response({"serial": serial, "tags": after})
 
 
@@ -493,7 +507,7 @@ async def post_account(request: web.Request) -> web.Response:
         body.serial, body.platform, body.account_number, username=body.username,
         password=body.password, profile_id=body.profile_id, status=body.status, bio=body.bio)
     after = await _account_row(db, account_id)
-    await _audit(db, "account", account_id, "update" if before else "create",
+    await _audit(request, db, "account", account_id, "update" if before else "create",
                  _secretless(before), _secretless(after))
     return json_response(after, 200 if before else 201)
 
@@ -508,7 +522,7 @@ async def delete_account(request: web.Request) -> web.Response:
     await db.upsert_account(before["serial"], before["platform"], before["account_number"],
                             status=RETIRED)
     after = await _account_row(db, account_id)
-    await _audit(db, "account", str(account_id), "retire", _secretless(before),
+    await _audit(request, db, "account", str(account_id), "retire", _secretless(before),
                  _secretless(after))
     return json_response(after)
 

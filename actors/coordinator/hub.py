@@ -27,6 +27,7 @@ from actors.store.event_store import EventStore
 from actors.coordinator.live import Frame, LiveWatchers
 from actors.coordinator.node_keys import NodeKeyring
 from actors.coordinator.node_scope import ReportScope, refused_row
+from actors.coordinator.phone_owners import PhoneOwners
 from actors.coordinator.phone_pause import PhonePauses
 from actors.coordinator.phone_tags import PhoneTags
 from actors.coordinator.recorder import Recorder
@@ -82,6 +83,8 @@ class Hub:
         self.ai_keys = ai_keys
         # Phones the coordinator paused (e.g. after repeated failed recoveries).
         self.pauses: PhonePauses | None = PhonePauses(self, db) if db is not None else None
+        # Which client owns each phone: every scoped request reads it (actors.access.scope).
+        self.owners: PhoneOwners | None = PhoneOwners(db) if db is not None else None
         self._tasks: set[asyncio.Task] = set()
         if recordings is None and data_dir is not None:
             recordings = Path(data_dir) / "sequences"
@@ -126,6 +129,8 @@ class Hub:
     async def start(self) -> "Hub":
         if self.pauses is not None:
             await self.pauses.load()
+        if self.owners is not None:
+            await self.owners.load()
         await self.link.start()
         if self.schedules is not None:
             await self.schedules.start()
@@ -414,6 +419,8 @@ class Hub:
             view["state"] = "paused"
         if self.tags is not None:
             view["tags"] = sorted(set(row.get("tags") or ()) | set(self.tags.of(row["serial"])))
+        if self.owners is not None:
+            view["client"] = self.owners.client_name(row["serial"])
         return view
 
     def tag_phone(self, serial: str, tag: str, add: bool = True) -> list[str]:

@@ -22,7 +22,9 @@ from aiohttp import web
 from actors.coordinator.ai.client import AIClient, AIConfig
 from actors.coordinator.ai.keys import AIKeyring, load_master_key
 from actors.control.app import make_app
-from actors.control.auth import check_bind
+from actors.access.bootstrap import ensure_admin, login_link, seed_demo_people
+from actors.access.service import Access
+from actors.control.auth import is_loopback
 from actors.node.device.adb_server import kill_adb_server, start_private_adb_server
 from actors.store.event_store import EventStore
 from actors.coordinator.hub import Hub
@@ -48,7 +50,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--secret", help="farm secret (prefer --secret-file or PHONEFARM_SECRET)")
     p.add_argument("--secret-file")
     p.add_argument("--token", default=os.environ.get("PHONEFARM_TOKEN"),
-                   help="HTTP access token; required to bind a non-loopback address")
+                   help="deprecated (one more release): one shared HTTP token acting as a "
+                        "super user; use users and tokens (`farm login`, `farm tokens add`). "
+                        "Prefer PHONEFARM_TOKEN to the flag")
     p.add_argument("--data", default=os.environ.get("PHONEFARM_DATA", "./farm-data"))
     p.add_argument("--registry", default=os.environ.get("PHONEFARM_REGISTRY_STORE"),
                    help="the editable screen registry folder (default DATA/registry; created "
@@ -155,6 +159,10 @@ class Demo:
         self.adb_port: int | None = None
         self.children: list[subprocess.Popen] = []
         self.serials: list[str] = []
+        # Set once the demo's data is seeded: Acme's users created now [(name, role,
+        # password)] and a one-time login link of the admin, printed at start.
+        self.people: list[tuple[str, str, str]] = []
+        self.login_link: str | None = None
 
     def start(self) -> None:
         self.adb_port = start_private_adb_server().port
@@ -217,6 +225,11 @@ async def run(args: argparse.Namespace) -> None:
         stop = stop_signal()  # a Ctrl-C answering the line below must find our handler
         print(f"phonefarm coordinator: {url}  (API {url}api/phones, nodes dial "
               f"{hub.link.address}{adb_note})", flush=True)
+        if demo is not None and demo.login_link:
+            print(f"log in as admin (link valid once, 15 minutes): {url}#login="
+                  f"{demo.login_link}", flush=True)
+        for name, role, password in demo.people if demo is not None else ():
+            print(f"demo user {name} ({role} of Acme), password: {password}", flush=True)
         await stop.wait()
 
 
@@ -226,7 +239,10 @@ async def start(args: argparse.Namespace, stack: contextlib.AsyncExitStack) -> t
     data = Path(args.data)
     secure_data_dir(data)  # umask 0o077 before anything is written: owner-only files
     host, _, port = args.http.rpartition(":")
-    check_bind(host, args.token)
+    if args.token:
+        log.warning("--token/PHONEFARM_TOKEN is deprecated and will be removed in the next "
+                    "release: it acts as a super user; give people accounts (farm users add) "
+                    "and scripts their own tokens (farm tokens add)")
     secret = farm_secret(args, data)
     unknown = UnknownScreenQueue(data / "unknown-screens")
     retention = retention_job(args, data, unknown)  # before opening anything: may refuse
@@ -255,7 +271,10 @@ async def start(args: argparse.Namespace, stack: contextlib.AsyncExitStack) -> t
     if hub.recovery is not None:
         hub.recovery.options.max_steps = max(1, args.recovery_max_steps)
         hub.recovery.options.pause_after_failures = max(1, args.recovery_pause_after)
-    runner = web.AppRunner(make_app(hub, token=args.token))
+    access = Access.over(farm_db, legacy_token=args.token)
+    admin = await ensure_admin(access, data)
+    runner = web.AppRunner(make_app(hub, token=args.token, access=access,
+                                    bound_loopback=is_loopback(host)))
     await runner.setup()
     stack.push_async_callback(runner.cleanup)
     with starting(f"the control endpoint {args.http}"):
@@ -268,6 +287,10 @@ async def start(args: argparse.Namespace, stack: contextlib.AsyncExitStack) -> t
         demo.key_file = await ensure_node_key(node_keys, DEMO_NODE, data / f"{DEMO_NODE}.key")
         await asyncio.to_thread(demo.start)
         await seed_demo(farm_db, demo.serials)
+        demo.people = await seed_demo_people(access)
+        await hub.owners.load()
+        if admin:
+            demo.login_link = await login_link(access, admin)
     if retention is not None:
         retention_task = asyncio.create_task(retention.loop())
         stack.push_async_callback(_cancel, retention_task)

@@ -31,7 +31,8 @@ async def api(tmp_path: Path, caplog: pytest.LogCaptureFixture):
     caplog.set_level(logging.ERROR)
     async with contextlib.AsyncExitStack() as stack:
         await start(args, stack)
-        async with ClientSession() as session:
+        token = (tmp_path / "data" / "admin.token").read_text().strip()
+        async with ClientSession(headers={"Authorization": f"Bearer {token}"}) as session:
             yield f"http://127.0.0.1:{port}", session
     tracebacks = [r for r in caplog.records if r.exc_info]
     assert not tracebacks, [r.getMessage() for r in tracebacks]

@@ -120,7 +120,7 @@ async def test_seed_demo_and_reads(db):
     await seed_demo(db, ["emu-1", "emu-2"])  # idempotent: no duplicate profiles or accounts
     phones = await db.phone_rows()
     assert [p["serial"] for p in phones] == ["emu-1", "emu-2"]
-    assert all(p["client"] == "Demo Farm" for p in phones)
+    assert [p["client"] for p in phones] == ["Demo Farm", "Acme"]  # two tenants
     assert phones[0]["profile"]["first_name"] != phones[1]["profile"]["first_name"]
     assert (await db._one("SELECT COUNT(*) FROM profiles"))[0] == 2
     accounts = await db.account_rows()

@@ -261,16 +261,16 @@ async def test_context_from_the_database(tmp_path):
     db = await FarmDB.open(tmp_path / "farm.sqlite3")
     await seed_demo(db, ["emu-1", "emu-2"])
     await db.set_custom("shop", "Farm-wide")
-    await db.set_custom("shop", "Demo's own", client="Demo Farm")
+    await db.set_custom("shop", "Acme's own", client="Acme")  # emu-2 is Acme's
     text = ("${client.name}|${profile.first_name}|${account.username}|${account.password}|"
             "${account.clipshare.account3.username}|${custom.shop}|${custom.extra}")
     out = await db.resolve_text(text, "emu-2", "clipshare.account2",
                                 custom_overrides={"extra": "X"}, secrets=True)
-    assert out == "Demo Farm|Ben|dance_daily|pass123|chef_mia|Demo's own|X"
+    assert out == "Acme|Ben|dance_daily|pass123|chef_mia|Acme's own|X"
     # Without secrets=True (every path but a run's typing) a password is masked.
     out = await db.resolve_text(text, "emu-2", "clipshare.account2",
                                 custom_overrides={"extra": "X"})
-    assert out == f"Demo Farm|Ben|dance_daily|{SECRET_MASK}|chef_mia|Demo's own|X"
+    assert out == f"Acme|Ben|dance_daily|{SECRET_MASK}|chef_mia|Acme's own|X"
     caption = await db.resolve_text("${content.caption.daily}", "emu-1", rng=random.Random(1))
     assert "Ava" in caption and caption.endswith("#phonefarm #clipshare #daily")
     with pytest.raises(ValidationError, match="has no account clipshare.account9"):

@@ -1,0 +1,56 @@
+"""The one place that decides which rows a caller sees.
+
+Every route that lists or names phones, accounts, profiles, clients, runs or executions
+filters through these functions; a row of another client is treated as absent (the same
+answer as for a row that does not exist: no existence leak)."""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+from actors.access.principal import Principal
+from actors.access.users import AccessDenied
+from protocol.errors import PhoneNotFound
+
+
+def phone_client(hub: Any, serial: str) -> int | None:
+    owners = getattr(hub, "owners", None)
+    return owners.client_id(serial) if owners is not None else None
+
+
+def sees_phone(principal: Principal, hub: Any, serial: str) -> bool:
+    return principal.client_ids is None or principal.sees_client(phone_client(hub, serial))
+
+
+def visible_phones(principal: Principal, hub: Any) -> list[dict]:
+    """The hub's phone views the caller may see."""
+    phones = hub.phones()
+    if principal.client_ids is None:
+        return phones
+    return [p for p in phones if principal.sees_client(phone_client(hub, p["serial"]))]
+
+
+def require_phone(principal: Principal, hub: Any, serial: str) -> None:
+    """PhoneNotFound for a phone the caller may not see, as for one that does not exist."""
+    if not sees_phone(principal, hub, serial):
+        raise PhoneNotFound(serial)
+
+
+def visible_rows(principal: Principal, rows: Iterable[dict],
+                 key: str = "client_id") -> list[dict]:
+    """Rows (accounts, profiles, clients, groups ...) whose ``key`` column is a client the
+    caller reaches; a row with no client only for super users."""
+    if principal.client_ids is None:
+        return list(rows)
+    return [r for r in rows if principal.sees_client(r.get(key))]
+
+
+def require_write(principal: Principal) -> None:
+    """403 for a read-only caller."""
+    if not principal.can_write():
+        raise AccessDenied(f"a {principal.role} may not change anything")
+
+
+def require_super(principal: Principal, what: str) -> None:
+    if not principal.is_super:
+        raise AccessDenied(f"only a super user may {what}")

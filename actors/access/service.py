@@ -1,0 +1,43 @@
+"""The coordinator's access control as one object the HTTP layer holds."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import dataclass, field
+from typing import Any
+
+from actors.access.principal import SUPER_TOKEN, Principal
+from actors.access.throttle import LoginThrottle
+from actors.access.tokens import TokenStore
+from actors.access.users import LoginFailed, UserStore
+
+
+@dataclass
+class Access:
+    """Owns who may call the control endpoint: the user and token stores, the login
+    back-off, and the deprecated shared token (``--token``, acting as a super user for
+    one more release). `authenticate` turns a presented bearer token into a Principal."""
+
+    users: UserStore
+    tokens: TokenStore
+    throttle: LoginThrottle = field(default_factory=LoginThrottle)
+    legacy_token: str | None = None
+
+    @classmethod
+    def over(cls, db: Any, legacy_token: str | None = None) -> "Access":
+        return cls(UserStore(db), TokenStore(db), legacy_token=legacy_token or None)
+
+    async def authenticate(self, token: str | None) -> Principal:
+        """The principal of a bearer token; LoginFailed naming why not."""
+        if not token:
+            raise LoginFailed("missing access token: send 'Authorization: Bearer <token>'")
+        token = token.strip()
+        if self.legacy_token and hmac.compare_digest(_digest(token), _digest(self.legacy_token)):
+            return SUPER_TOKEN
+        row, user = await self.tokens.resolve(token)
+        return await self.users.principal_for(user, token_id=row["token_id"])
+
+
+def _digest(value: str) -> bytes:
+    return hashlib.sha256(value.encode("utf-8", "surrogateescape")).digest()
