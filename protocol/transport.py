@@ -147,6 +147,36 @@ class _TaskOwner:
             log.warning("task did not stop within %.1f s of close: %s", grace, t.get_name())
 
 
+class _RepeatLog:
+    """Which repeats of one log line to write: a refused peer redials every fraction of a
+    second, so the same refusal would fill the log. The first ``burst`` of a key in a
+    ``period_s`` are written, the rest held back and counted in the next one written."""
+
+    def __init__(self, burst: int = 3, period_s: float = 60.0) -> None:
+        self.burst, self.period_s = burst, period_s
+        self._seen: dict[str, list[float | int]] = {}  # key -> [period start, written, held]
+
+    def __call__(self, key: str) -> int | None:
+        """None: hold this one back; else how many were held back before it."""
+        now = time.monotonic()
+        entry = self._seen.get(key)
+        if entry is None or now - entry[0] >= self.period_s:
+            held = int(entry[2]) if entry is not None else 0
+            if len(self._seen) > 1000:
+                self._seen.clear()
+            self._seen[key] = [now, 1, 0]
+            return held
+        if entry[1] < self.burst:
+            entry[1] += 1
+            return 0
+        entry[2] += 1
+        return None
+
+
+def _held(count: int) -> str:
+    return f" ({count} more like it not logged)" if count else ""
+
+
 class _SocketReader:
     """Receives from one nng socket on a thread of its own and hands the loop every message
     that arrived meanwhile in one call of ``on_message`` per message.
@@ -356,6 +386,7 @@ class CoordinatorLink(_TaskOwner):
         self.max_message_bytes = max_message_bytes
         self._secret = secret or None
         self._node_keys = node_keys
+        self._refusal_log = _RepeatLog()
         self._sock: pynng.Socket | None = None
         self._peers: dict[int, _Peer] = {}  # pipe id -> peer, every open connection
         self._nodes: dict[str, _Peer] = {}  # node name -> its authenticated connection
@@ -620,7 +651,9 @@ class CoordinatorLink(_TaskOwner):
 
     def _refuse(self, peer: _Peer, reason: str) -> None:
         peer.refused = True
-        log.error("node refused peer=%s reason=%s", peer.address, reason)
+        held = self._refusal_log(reason)
+        if held is not None:
+            log.error("node refused peer=%s reason=%s%s", peer.address, reason, _held(held))
 
         async def refuse() -> None:
             await self._send_to(peer, Refused(reason=reason))
@@ -885,6 +918,7 @@ class NodeLink(_TaskOwner):
         self._results: OrderedDict[str, CommandResult] = OrderedDict()
         self._running: set[str] = set()
         self._gone_pipes: set[int] = set()
+        self._refusal_log = _RepeatLog()
         self.commands_executed = 0
 
     @property
@@ -1047,15 +1081,19 @@ class NodeLink(_TaskOwner):
                 self._spawn(self._welcomed(conn, body), "welcome")
             return
         if isinstance(body, Refused):
-            log.error("refused by coordinator node=%s coordinator=%s reason=%s",
-                      self.node_name, self.peer, body.reason)
+            held = self._refusal_log(body.reason)
+            if held is not None:
+                log.error("refused by coordinator node=%s coordinator=%s reason=%s%s",
+                          self.node_name, self.peer, body.reason, _held(held))
             return
         if not conn.verified:
             # Only a coordinator that proved this node's key may drive its phones.
             why = conn.failed or "no welcome with its proof yet"
-            level = logging.ERROR if isinstance(body, Command) else logging.WARNING
-            log.log(level, "%s from an unproved coordinator refused node=%s coordinator=%s "
-                    "reason=%s", env.kind, self.node_name, conn.address, why)
+            held = self._refusal_log(f"{env.kind}: {why}")
+            if held is not None:
+                level = logging.ERROR if isinstance(body, Command) else logging.WARNING
+                log.log(level, "%s from an unproved coordinator refused node=%s coordinator=%s "
+                        "reason=%s%s", env.kind, self.node_name, conn.address, why, _held(held))
             return
         if isinstance(body, Heartbeat):
             return
@@ -1110,8 +1148,11 @@ class NodeLink(_TaskOwner):
             conn.verified = True
             return True
         conn.failed = reason
-        log.error("coordinator failed its proof, connection dropped and its commands refused "
-                  "node=%s coordinator=%s reason=%s", self.node_name, conn.address, reason)
+        held = self._refusal_log(f"proof: {reason}")
+        if held is not None:
+            log.error("coordinator failed its proof, connection dropped and its commands "
+                      "refused node=%s coordinator=%s reason=%s%s", self.node_name,
+                      conn.address, reason, _held(held))
         if self._conn is conn:
             self._conn_lost(f"coordinator failed its proof: {reason}")
         self._gone_pipes.add(conn.pipe.id)

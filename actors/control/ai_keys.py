@@ -16,6 +16,7 @@ from typing import Annotated, Any
 from aiohttp import web
 from msgspec import Meta
 
+from actors.control.auth import principal_of
 from actors.control.http import hub_of, json_response, openapi_body, openapi_path_param
 from actors.control.registry import _Body, _audit, _handled
 from actors.control.schemas import IntParam, RowId, decode_request
@@ -78,7 +79,7 @@ async def post_ai_key(request: web.Request) -> web.Response:
     view = await keyring.add(base_url=body.base_url, model=body.model, key=body.key,
                              label=body.label, client=body.client,
                              organization=body.organization)
-    await _audit(keyring.db, "ai_key", view["id"], "create", None, view)
+    await _audit(request, keyring.db, "ai_key", view["id"], "create", None, view)
     log.info("ai key %d stored for %s", view["id"],
              f"client {view['client']}" if view["client"] else
              f"organization {view['organization_id']}")
@@ -90,7 +91,7 @@ async def delete_ai_key(request: web.Request) -> web.Response:
     key_id = KEY_ID.parse(request)
     keyring = _keyring(request)
     before, after = await keyring.retire(key_id)
-    await _audit(keyring.db, "ai_key", str(key_id), "retire", before, after)
+    await _audit(request, keyring.db, "ai_key", str(key_id), "retire", before, after)
     return json_response(after)
 
 
@@ -100,7 +101,8 @@ async def post_resume(request: web.Request) -> web.Response:
     body = decode_request(raw, ResumeBody) if raw.strip() else ResumeBody()
     serial = request.match_info["serial"]
     try:
-        out = await hub_of(request).resume_phone(serial, actor="control-api", reason=body.reason)
+        out = await hub_of(request).resume_phone(serial, actor=principal_of(request).actor,
+                                                  reason=body.reason)
     except LookupError as exc:  # not paused: nothing to resume
         raise FarmError(str(exc.args[0])) from None
     return json_response(out)

@@ -14,6 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
+from actors.control.auth import principal_of
 from actors.control.http import error_response, hub_of, json_response
 from actors.control.schemas import IntParam, RequestError, decode_request
 from actors.coordinator.ai.discovery import ApproveRequest, ProposalEdit, ProposalNotFound, ProposalResolved
@@ -22,8 +23,13 @@ from protocol.errors import FarmError, PhoneNotFound, ValidationError, Validatio
 
 log = logging.getLogger(__name__)
 
-ACTOR = "control-api"
 PROPOSAL_ID = IntParam("id", description="proposal id")
+
+
+
+def _actor(request: web.Request) -> str:
+    """Who the audit trail names for a change made by ``request`` (its caller)."""
+    return principal_of(request).actor
 
 
 def add_routes(app: web.Application) -> None:
@@ -118,12 +124,12 @@ async def put_screen(request: web.Request) -> web.Response:
         edit = decode_request(await request.read(), ScreenEdit,
                               "a JSON object with kind, regions, actions and frame")
         png = await frame_png(hub_of(request), edit.frame)
-        out = await store.save_screen(app, screen, edit, png, actor=ACTOR)
+        out = await store.save_screen(app, screen, edit, png, actor=_actor(request))
     except FarmError as exc:
         return _failure(exc, app=app, screen=screen)
     discovery = getattr(hub_of(request), "discovery", None)
     if discovery is not None and edit.frame is not None and edit.frame.unknown_screen:
-        await discovery.registered(edit.frame.unknown_screen, out, actor=ACTOR)
+        await discovery.registered(edit.frame.unknown_screen, out, actor=_actor(request))
     return json_response(out, 201 if out["action"] == "create" else 200)
 
 
@@ -131,7 +137,7 @@ async def delete_screen(request: web.Request) -> web.Response:
     app, screen = request.match_info["app"], request.match_info["screen"]
     try:
         return json_response(await _store(request).delete_screen(
-            app, screen, actor=ACTOR, reason=request.query.get("reason", "")))
+            app, screen, actor=_actor(request), reason=request.query.get("reason", "")))
     except FarmError as exc:  # e.g. a state another screen's action links to: 400
         return _failure(exc, app=app, screen=screen)
 
@@ -148,7 +154,7 @@ async def put_proposal(request: web.Request) -> web.Response:
     proposal_id = str(PROPOSAL_ID.parse(request))
     try:
         edit = decode_request(await request.read(), ProposalEdit, "a JSON object")
-        return json_response(await _discovery(request).update(proposal_id, edit, actor=ACTOR))
+        return json_response(await _discovery(request).update(proposal_id, edit, actor=_actor(request)))
     except FarmError as exc:
         return _failure(exc, id=proposal_id)
 
@@ -160,7 +166,7 @@ async def post_approve(request: web.Request) -> web.Response:
     try:
         body = decode_request(raw, ApproveRequest, "a JSON object") if raw.strip() else None
         png = await frame_png(hub_of(request), body.frame) if body is not None else None
-        return json_response(await _discovery(request).approve(proposal_id, body, png, actor=ACTOR))
+        return json_response(await _discovery(request).approve(proposal_id, body, png, actor=_actor(request)))
     except FarmError as exc:
         return _failure(exc, id=proposal_id)
 
@@ -169,7 +175,7 @@ async def post_discard(request: web.Request) -> web.Response:
     proposal_id = str(PROPOSAL_ID.parse(request))
     try:
         return json_response(await _discovery(request).discard(
-            proposal_id, actor=ACTOR, reason=request.query.get("reason", "")))
+            proposal_id, actor=_actor(request), reason=request.query.get("reason", "")))
     except FarmError as exc:
         return _failure(exc, id=proposal_id)
 

@@ -6,7 +6,9 @@ more phones without side effects: counters and media are not moved, AI variables
 as placeholders) and ``POST /api/variables/resolve`` (the same for text about to be typed:
 counters and media move and ``${ai.*}`` asks the farm's model, as in a run). Resolution is
 `sequences.variables.resolve` over the farm database's `FarmDB.variable_context`; a bad text
-is a 400 with the offset.
+is a 400 with the offset. Passwords are write-only (issue 17.5): a preview shows them as
+``SECRET_MASK``, and ``resolve`` (whose answer goes back to the caller, not to a phone) refuses
+a text that uses one, before anything moves: only a run types them.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from msgspec import Meta
 
 from actors.control.http import error_response, hub_of, json_response
 from actors.control.schemas import RequestError, decode_request
+from actors.store.farm_db import SECRET_MASK
 from protocol.errors import FarmError, ValidationError, VariableError
 from protocol.names import whole
 from sequences.variables import (ACCOUNT_FIELDS, CATEGORIES, CLIENT_FIELDS, PROFILE_FIELDS,
@@ -149,12 +152,16 @@ async def _resolve_all(request: web.Request, dry_run: bool) -> dict[str, Any]:
     body = decode_request(await request.read(), VariableText,
                           "a JSON object with text and serials")
     db = _db(request)
-    rng = random.Random(body.seed)
+    # One seed for the password check and the resolution: both make the same choices.
+    seed = body.seed if body.seed is not None else random.getrandbits(64)
+    rng = random.Random(seed)
     # Text about to be typed asks the farm's AI model for ${ai.*} (one cache for all the
     # phones of this request, as a run does); a preview never calls it.
     hub = hub_of(request)
     providers: dict[int, Any] = {}  # one cache per AI client (a phone's client's key)
     texts: dict[str, str] = {}
+    if not dry_run:
+        await _refuse_passwords(db, body, random.Random(seed))
     for serial in body.serials:
         ai = None
         if not dry_run:
@@ -167,14 +174,32 @@ async def _resolve_all(request: web.Request, dry_run: bool) -> dict[str, Any]:
             ai = providers.get(id(client)) if client is not None else None
         ctx = await db.variable_context(serial, body.account, ai=ai)
         if dry_run:
-            # A preview must not use anything up: counters start afresh, no media or AI use.
-            ctx = dataclasses.replace(ctx, counters=MemoryCounters(), media=_PreviewMedia(),
-                                      ai=_PreviewAI())
-            texts[serial] = resolve(body.text, ctx, rng)
+            # A preview must not use anything up (and shows passwords masked).
+            texts[serial] = resolve(body.text, _preview_context(ctx), rng)
         else:
             # Counters and media touch the database from the worker thread (FarmDB._threaded).
             texts[serial] = await asyncio.to_thread(resolve, body.text, ctx, rng)
     return {"text": body.text, "texts": texts, "dry_run": dry_run}
+
+
+def _preview_context(ctx: Any) -> Any:
+    """``ctx`` for a preview: counters start afresh, no media file or AI model is used."""
+    return dataclasses.replace(ctx, counters=MemoryCounters(), media=_PreviewMedia(),
+                               ai=_PreviewAI())
+
+
+async def _refuse_passwords(db: Any, body: VariableText, rng: random.Random) -> None:
+    """400 (nothing used up) when ``body.text`` resolves to a password on some phone: the
+    answer of /resolve goes to the caller, and passwords leave the coordinator only for a
+    node to type them in a run."""
+    for serial in body.serials:
+        ctx = await db.variable_context(serial, body.account)
+        if SECRET_MASK in resolve(body.text, _preview_context(ctx), rng) \
+                and SECRET_MASK not in body.text:
+            raise RequestError("$.text", "uses a password (${account.password} or "
+                               "${profile.profile_password}): passwords are write-only and "
+                               "only a run types them (a sequence's type step)",
+                               field="$.text")
 
 
 @_handled
@@ -210,10 +235,12 @@ def openapi_paths(error) -> dict[str, Any]:
         "/api/variables/preview": {"post": {
             "operationId": "previewVariables",
             "summary": "A text resolved for each phone, without side effects (counters and "
-                       "media not moved, AI variables as placeholders)",
+                       "media not moved, AI variables as placeholders, passwords masked)",
             "requestBody": body, "responses": {"200": obj, **common}}},
         "/api/variables/resolve": {"post": {
             "operationId": "resolveVariables",
-            "summary": "A text resolved for each phone for use (counters and media move)",
+            "summary": "A text resolved for each phone for use (counters and media move); "
+                       "a text using a password is refused (400 `$.text`): only runs type "
+                       "passwords",
             "requestBody": body, "responses": {"200": obj, **common}}},
     }

@@ -25,6 +25,7 @@ import msgspec
 from aiohttp import web
 from msgspec import Meta
 
+from actors.control.auth import principal_of
 from actors.control.http import error_response, hub_of, json_response
 from actors.control.registry import _db, _handled
 from actors.control.schemas import IntParam, decode_request
@@ -104,10 +105,10 @@ def _runner(request: web.Request):
     return schedules.workflows
 
 
-async def _audit(db: Any, entity_type: str, entity_id: Any, action: str, before: Any,
-                 after: Any, reason: str | None) -> None:
-    await db.audit(entity_type, entity_id, action, before, after, actor="control-api",
-                   reason=reason)
+async def _audit(request: web.Request, db: Any, entity_type: str, entity_id: Any,
+                 action: str, before: Any, after: Any, reason: str | None) -> None:
+    await db.audit(entity_type, entity_id, action, before, after,
+                   actor=principal_of(request).actor, reason=reason)
 
 
 def _name(body_name: str | None, request: web.Request, creating: bool) -> str:
@@ -185,7 +186,7 @@ async def _save(request: web.Request, kind: _Kind, creating: bool) -> web.Respon
         after = await db.save_workflow_definition(name, entries, description=body.description,
                                                   is_template=body.is_template,
                                                   client=body.client)
-    await _audit(db, kind.entity, after[kind.id_field], "create" if creating else "update",
+    await _audit(request, db, kind.entity, after[kind.id_field], "create" if creating else "update",
                  before, after, body.reason)
     return json_response(after, 201 if creating else 200)
 
@@ -202,7 +203,7 @@ async def _delete(request: web.Request, kind: _Kind) -> web.Response:
                                f"{', '.join(users)}: change or delete those first",
                           workflows=users)
     after = await getattr(db, kind.retire)(name)
-    await _audit(db, kind.entity, before[kind.id_field], "delete", before, after,
+    await _audit(request, db, kind.entity, before[kind.id_field], "delete", before, after,
                  request.query.get("reason") or "soft delete (status retired)")
     return json_response(after)
 

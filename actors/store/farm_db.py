@@ -128,6 +128,28 @@ _ACCOUNT_ORG_SQL = (
 # A profile's: its client's (the new client_id given, else the stored one).
 _PROFILE_ORG_SQL = ("SELECT organization_id FROM clients WHERE client_id = COALESCE(?,"
                     " (SELECT client_id FROM profiles WHERE profile_id = ?))")
+# The client an audit entry's entity belongs to now, by entity type (how FarmDB.audit_trail
+# shows a caller only its clients' entries); NULL for farm-wide entities and unknown types.
+_AUDIT_CLIENT_SQL = (
+    "CASE entity_type"
+    " WHEN 'client' THEN (SELECT client_id FROM clients"
+    "  WHERE client_id = CAST(entity_id AS INTEGER))"
+    " WHEN 'phone' THEN (SELECT client_id FROM phones WHERE phone_id = CAST(entity_id AS INTEGER))"
+    " WHEN 'phone_tags' THEN (SELECT client_id FROM phones WHERE serial_number = entity_id)"
+    " WHEN 'phone_pause' THEN (SELECT client_id FROM phones WHERE serial_number = entity_id)"
+    " WHEN 'profile' THEN (SELECT client_id FROM profiles"
+    "  WHERE profile_id = CAST(entity_id AS INTEGER))"
+    " WHEN 'account' THEN (SELECT COALESCE(pr.client_id, ph.client_id) FROM accounts a"
+    "  LEFT JOIN profiles pr ON pr.profile_id = a.profile_id"
+    "  LEFT JOIN phones ph ON ph.phone_id = a.phone_id"
+    "  WHERE a.account_id = CAST(entity_id AS INTEGER))"
+    " WHEN 'sequence_definition' THEN (SELECT client_id FROM sequence_definitions"
+    "  WHERE sequence_def_id = CAST(entity_id AS INTEGER))"
+    " WHEN 'workflow_definition' THEN (SELECT client_id FROM workflow_definitions"
+    "  WHERE workflow_def_id = CAST(entity_id AS INTEGER))"
+    " WHEN 'ai_key' THEN (SELECT client_id FROM api_keys WHERE key_id = CAST(entity_id AS INTEGER))"
+    " WHEN 'user' THEN (SELECT client_id FROM users WHERE user_id = CAST(entity_id AS INTEGER))"
+    " END")
 
 
 def account_ref(row: Mapping[str, Any]) -> str:
@@ -424,9 +446,13 @@ class FarmDB:
         return row[0]
 
     async def audit_trail(self, entity_type: str | None = None, entity_id: Any = None,
-                          limit: int = 100) -> list[dict]:
+                          limit: int = 100, *, since: str | None = None,
+                          client_ids: Iterable[int] | None = None) -> list[dict]:
         """The most recent audit entries (newest first), optionally for one entity type or
-        one entity; ``before``/``after`` come back decoded, ``entity_id`` as text."""
+        one entity, at or after ``since`` (UTC text, as ``at``); ``before``/``after`` come
+        back decoded, ``entity_id`` as text, ``client_id`` the client the entity belongs to
+        now (`_AUDIT_CLIENT_SQL`; None for farm-wide things: groups, the screen registry).
+        With ``client_ids`` only entries whose ``client_id`` is one of them."""
         where, args = [], []
         if entity_type is not None:
             where.append("entity_type = ?")
@@ -434,13 +460,20 @@ class FarmDB:
         if entity_id is not None:
             where.append("entity_id = ?")
             args.append(str(entity_id))
-        sql = "SELECT * FROM audit_log"
+        if since is not None:
+            where.append("at >= ?")
+            args.append(since)
+        if client_ids is not None:
+            ids = sorted({int(c) for c in client_ids})
+            where.append(f"client_id IN ({', '.join('?' for _ in ids)})" if ids else "0")
+            args.extend(ids)
+        sql = f"SELECT * FROM (SELECT audit_log.*, {_AUDIT_CLIENT_SQL} AS client_id FROM audit_log)"
         if where:
             sql += " WHERE " + " AND ".join(where)
         rows = await self._all(sql + " ORDER BY audit_id DESC LIMIT ?", (*args, int(limit)))
         return [{"audit_id": r["audit_id"], "at": r["at"], "actor": r["actor"],
                  "entity_type": r["entity_type"], "entity_id": r["entity_id"],
-                 "action": r["action"],
+                 "client_id": r["client_id"], "action": r["action"],
                  "before": None if r["before_state"] is None else orjson.loads(r["before_state"]),
                  "after": None if r["after_state"] is None else orjson.loads(r["after_state"]),
                  "reason": r["reason"]} for r in rows]

@@ -17,6 +17,7 @@ from aiohttp.test_utils import TestServer
 from yarl import URL
 
 from actors.coordinator.ai.client import AIClient, AIConfig
+from actors.access.principal import SUPER_LOCAL
 from actors.control.app import make_app
 from actors.control.cli import main as farm_main
 from actors.coordinator.hub import Hub
@@ -246,7 +247,8 @@ async def test_model_always_failing_is_reported_and_repeated_failures_pause_the_
     trail = await db.audit_trail("phone_pause", serial)
     assert [t["reason"] for t in trail] == ["resumed: checked the phone",
                                             "paused: recovery_failures"]
-    assert trail[0]["actor"] == "control-api" and trail[0]["after"] is None
+    # The caller of the API (an app with no access control: the local super user).
+    assert trail[0]["actor"] == SUPER_LOCAL.actor and trail[0]["after"] is None
     # Recovery works again.
     await hub.run_action(serial, {"type": "tap", "x": SAVE_BUTTON[0], "y": SAVE_BUTTON[1]})
     model.script = [reply_tool("tap", x=SAVE_BUTTON[0], y=SAVE_BUTTON[1])]

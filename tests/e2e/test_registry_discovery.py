@@ -20,6 +20,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from actors.coordinator.ai.client import AIClient, AIConfig
+from actors.access.principal import SUPER_LOCAL
 from actors.control.app import make_app
 from actors.node.device.adb_server import AdbServer, free_port
 from actors.store.event_store import EventStore
@@ -141,7 +142,7 @@ async def test_edit_mode_save_is_pushed_and_a_reconnecting_node_catches_up(stack
     r = await http.get(f"/api/registry/apps/chrome/files/{crop}")
     assert r.status == 200 and (await r.read()).startswith(b"\x89PNG")
     trail = await stack.db.audit_trail("registry_screen", "chrome/start")
-    assert trail[0]["actor"] == "control-api" and trail[0]["reason"] == "e2e"
+    assert trail[0]["actor"] == SUPER_LOCAL.actor and trail[0]["reason"] == "e2e"
 
     # The node is down while the screen is deleted; it catches up when it reconnects.
     await stack.node.stop()

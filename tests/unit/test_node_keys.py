@@ -1,6 +1,6 @@
 """Nodes are principals (issue 17.6): the link's mutual proof, node keys in the farm
 database, and the hub refusing a node's reports about another node's phones and executions.
-Real FarmDB and EventStore in a tmp dir; no sockets (tests/e2e/test_node_keys.py has those)."""
+Real FarmDB and EventStore in a tmp dir; no sockets (tests/e2e/test_node_key_link.py has those)."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from protocol.codec import (COORDINATOR_TO_NODE, NODE_TO_COORDINATOR, check_link
                             link_proof, new_nonce)
 from protocol.errors import ValidationError
 from protocol.messages import Event, Hello, PhoneInfo
+from protocol.transport import _RepeatLog
 
 KEY = "k" * 43
 MASTER = os.urandom(32)
@@ -74,6 +75,16 @@ def test_another_nodes_name_or_a_garbage_proof_fails() -> None:
         assert not check_link_proof(KEY, NODE_TO_COORDINATOR, cn, nn, "rack1", garbage)
     with pytest.raises(ValueError):
         link_proof(KEY, "sideways", cn, nn, "rack1")
+
+
+def test_a_repeated_refusal_is_logged_a_few_times_then_counted() -> None:
+    """A refused peer redials every fraction of a second: its refusal is logged a few
+    times a minute, the rest counted."""
+    repeat = _RepeatLog(burst=3, period_s=60.0)
+    assert [repeat("r") for _ in range(5)] == [0, 0, 0, None, None]
+    assert repeat("other") == 0
+    repeat._seen["r"][0] -= 61  # a minute later: written again, saying how many were held
+    assert repeat("r") == 2
 
 
 # --- node keys in the farm database ----------------------------------------------------------

@@ -9,7 +9,7 @@ This package wires the parser and runs a command (`main`); `client` holds `FarmC
 HTTP plumbing), the exit statuses and `add_command`; `format` the table and line helpers; each
 command group is a module registering its subcommands with `add_commands(sub, common)`:
 `phones` (phones, actions, screenshot, watch), `runs` (run, runs, workflows, workflow run),
-`ai` (recovery, resume, ai-keys), `schedule`, `groups`, `registry`, `variables` (vars),
+`ai` (recovery, resume, ai-keys), `audit`, `schedule`, `groups`, `registry`, `variables` (vars),
 `retention` and `nodes` (nodes and their keys). A new group is a module with
 `add_commands`, listed in `COMMAND_GROUPS`.
 
@@ -41,6 +41,8 @@ command group is a module registering its subcommands with `add_commands(sub, co
     farm schedule list                   id, type, status, next fire, jobs by status
     farm schedule pause|resume|cancel ID
     farm runs [--limit N]                recent executions with their status
+    farm audit [--entity sequence] [--since 2d] [--entity-id ID] [--limit N] [--json]
+                                         who changed what and when (the audit trail)
     farm groups [list]                   groups: kind, type, parent, member count
     farm groups add NAME KIND [--smart FILTER] [--parent P]
     farm groups member add|remove NAME MEMBER
@@ -70,6 +72,7 @@ import sys
 
 from actors.control.cli import (ai, groups, nodes, phones, registry, retention, runs,
                                 schedule, variables)
+from actors.control.cli import audit
 from actors.control.cli.client import (DEFAULT_URL, EXIT_REJECTED, EXIT_STDOUT_CLOSED,
                                        EXIT_UNREACHABLE, FarmClient)
 from protocol.errors import DeliveryError, FarmError
@@ -77,7 +80,7 @@ from protocol.errors import DeliveryError, FarmError
 log = logging.getLogger(__name__)
 
 # Each command group registers its subcommands, in the order `farm --help` lists them.
-COMMAND_GROUPS = (phones, runs, ai, schedule, groups, registry, variables, retention, nodes)
+COMMAND_GROUPS = (phones, runs, ai, audit, schedule, groups, registry, variables, retention, nodes)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -53,7 +53,8 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
     p = sub.add_parser("vars", help=vars_help, description=vars_help)
     vars_sub = p.add_subparsers(dest="vars_command", required=True, metavar="COMMAND")
     help_text = ("print TEXT with its ${...} variables and {a|b} spintax resolved for a phone "
-                 "(counters and media moves are real: they persist)")
+                 "(counters and media moves are real: they persist; passwords are shown "
+                 "masked)")
     p = vars_sub.add_parser("preview", help=help_text, description=help_text)
     p.add_argument("text")
     p.add_argument("--phone", required=True, metavar="SERIAL")
