@@ -55,6 +55,8 @@ Additions to the spec's columns, kept minimal and listed here so they stay visib
   v12 are sealed when the coordinator opens the database with its master key
   (`FarmDB.open(..., master_key=)`). Reads give ``password_set`` / ``profile_password_set``;
   only `variable_context` with ``secrets=True`` (a run's text resolution) opens them.
+  ``executions.plan`` (the resolved steps a node is sent, typed passwords included) is
+  stored sealed too (no new column: a plan not starting with ``{`` is ciphertext).
 
 A phone has no profile column: the spec links profiles to accounts, so a phone's profile is
 the profile of its accounts (the first account's, or the named account's).
@@ -76,7 +78,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 import aiosqlite
 import orjson
 
-from actors.access.secrets_box import SecretBox, load_master_key
+from actors.access.secrets_box import SecretBox, SecretDecryptError, load_master_key
 from actors.store.db_writer import SingleWriter
 from actors.store.execution_records import FIND_STEP_SQL, ExecutionRecords, utc_text
 from actors.store.execution_records import FINAL_STATUSES as _FINAL_STATUSES
@@ -110,8 +112,12 @@ _STEP_FIELDS = ("step_number", "action_type", "screen_name", "start_time", "end_
 MEDIA_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".mp4", ".mov",
                               ".m4v", ".webm"})
 
-# Passwords are sealed with a SecretBox of this purpose (actors.access.secrets_box).
+# Passwords are sealed with a SecretBox of this purpose (actors.access.secrets_box), and
+# execution plans (a run's resolved steps: what a node types, passwords included) with one
+# of the other (no organization: only crash resume and AI recovery read them back).
 PASSWORDS = "passwords"
+PLANS = "execution_plans"
+UNFINISHED = ("pending", "running", "paused")
 # What a password variable resolves to outside a run (previews): never the password.
 SECRET_MASK = "\u2022" * 8
 # Keys whose values never leave the database in clear: FarmDB.audit stores them as
@@ -196,18 +202,19 @@ class FarmDB:
         self._reader = conn
         self._writer: SingleWriter | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._box: SecretBox | None = None
+        self._master: bytes | None = None
+        self._boxes: dict[str, SecretBox] = {}
 
     @classmethod
     async def open(cls, path: Path | str, *, master_key: bytes | None = None) -> "FarmDB":
         """Open (creating if needed) the database at ``path`` and bring its schema up to date.
         A file only: the writer and the readers have a connection each.
 
-        ``master_key`` (the coordinator's) seals passwords, and plaintext passwords of rows
-        from before v12 are sealed here, before anything else reads or writes. Without one
-        (tools, tests) the default master key of the database's folder
-        (PHONEFARM_SECRET_KEY, else secret.key there) is loaded when a password is first
-        written or opened, and old plaintext rows are left for the coordinator."""
+        ``master_key`` (the coordinator's) seals passwords and execution plans, and
+        plaintext ones of rows from before v12 are sealed here, before anything else reads
+        or writes. Without one (tools, tests) the default master key of the database's
+        folder (PHONEFARM_SECRET_KEY, else secret.key there) is loaded when a secret is
+        first written or opened, and old plaintext rows are left for the coordinator."""
         if str(path) == ":memory:":
             raise FarmError("the farm database needs a file (its writer and readers each "
                             "open it): use a temporary file instead of :memory:")
@@ -223,8 +230,8 @@ class FarmDB:
             await conn.execute("PRAGMA busy_timeout=5000")
             await db._migrate()
             if master_key is not None:
-                db._box = SecretBox(master_key, PASSWORDS)
-                await db._seal_plaintext_passwords()
+                db._master = master_key
+                await db._seal_plaintext_secrets()
             await conn.execute("PRAGMA query_only=ON")
             db._writer = await SingleWriter(str(path)).start()
         except BaseException:
@@ -262,13 +269,33 @@ class FarmDB:
 
     # -- passwords at rest (issue 17.5) ----------------------------------------------------
 
-    def _passwords(self) -> SecretBox:
-        if self._box is None:
-            self._box = SecretBox(load_master_key(Path(self.path).parent), PASSWORDS)
-        return self._box
+    def _sealer(self, purpose: str) -> SecretBox:
+        found = self._boxes.get(purpose)
+        if found is None:
+            if self._master is None:
+                self._master = load_master_key(Path(self.path).parent)
+            found = self._boxes[purpose] = SecretBox(self._master, purpose)
+        return found
 
-    async def _seal_plaintext_passwords(self) -> tuple[int, int]:
-        """Seal every plaintext account and profile password (rows written before v12) and
+    def _passwords(self) -> SecretBox:
+        return self._sealer(PASSWORDS)
+
+    def _open_plan(self, key: str, plan: str | None) -> str | None:
+        """An execution's stored plan as JSON text: opened, or as written before v12 (plain
+        JSON). None, logged, when this master key cannot open it (that execution cannot be
+        resumed; the others can)."""
+        if plan is None or plan.startswith("{"):
+            return plan
+        try:
+            return self._sealer(PLANS).open(plan, None, f"execution {key} plan")
+        except SecretDecryptError as exc:
+            log.error("%s", exc)
+            return None
+
+    async def _seal_plaintext_secrets(self) -> tuple[int, int]:
+        """Seal every plaintext account and profile password and the plans of unfinished
+        executions (rows written before v12), drop the plaintext plans of finished ones
+        (only crash resume and AI recovery read a plan, of an unfinished execution) and
         replace secrets kept in older audit entries by ``<key>_set``; (accounts, profiles)
         sealed. One transaction on the migration connection, before the writer starts: a
         crash leaves every row as it was, and a second run finds nothing to do. Deleted
@@ -276,6 +303,13 @@ class FarmDB:
         linger in the file's free space."""
         conn = self._conn
         box = self._passwords()
+        unfinished = ", ".join(f"'{s}'" for s in UNFINISHED)
+        plans = await self._all(
+            "SELECT execution_id, execution_key, plan FROM executions WHERE plan LIKE '{%'"
+            f" AND status IN ({unfinished})")
+        finished_plans = (await self._one(
+            "SELECT COUNT(*) FROM executions WHERE plan LIKE '{%'"
+            f" AND status NOT IN ({unfinished})"))[0]
         accounts = await self._all(
             "SELECT account_id, password, password_sealed, profile_id, platform,"
             " account_number, phone_id FROM accounts WHERE password IS NOT NULL")
@@ -285,7 +319,7 @@ class FarmDB:
         audits = await self._all(
             "SELECT audit_id, before_state, after_state FROM audit_log WHERE"
             " before_state LIKE '%password\"%' OR after_state LIKE '%password\"%'")
-        if not (accounts or profiles or audits):
+        if not (accounts or profiles or audits or plans or finished_plans):
             return 0, 0
         sealed_accounts = sealed_profiles = 0
         await conn.execute("PRAGMA secure_delete=ON")
@@ -316,6 +350,12 @@ class FarmDB:
                 else:
                     await conn.execute("UPDATE profiles SET profile_password = NULL"
                                        " WHERE profile_id = ?", (r["profile_id"],))
+            for r in plans:
+                await conn.execute("UPDATE executions SET plan = ? WHERE execution_id = ?",
+                                   (self._sealer(PLANS).seal(r["plan"], None),
+                                    r["execution_id"]))
+            await conn.execute("UPDATE executions SET plan = NULL WHERE plan LIKE '{%'"
+                               f" AND status NOT IN ({unfinished})")
             for r in audits:
                 before, after = (_redacted_json(r["before_state"]),
                                  _redacted_json(r["after_state"]))
@@ -332,9 +372,10 @@ class FarmDB:
             log.warning("farm database %s: passwords sealed, but the WAL could not be "
                         "truncated now (another connection reads it): their old plaintext "
                         "pages go at the next checkpoint", self.path)
-        log.info("farm database %s: sealed %d account and %d profile passwords stored in "
-                 "clear (encrypted under the master key)", self.path, sealed_accounts,
-                 sealed_profiles)
+        log.info("farm database %s: sealed %d account and %d profile passwords and %d "
+                 "execution plans stored in clear (encrypted under the master key); %d "
+                 "plans of finished executions dropped", self.path, sealed_accounts,
+                 sealed_profiles, len(plans), finished_plans)
         return sealed_accounts, sealed_profiles
 
     async def _org(self, sql: str, args: tuple) -> int | None:
@@ -533,7 +574,10 @@ class FarmDB:
 
         ``phone_id`` is filled from ``serial`` when the phone is in the database (an unknown
         serial is kept in ``serial`` only). A second call with the same key raises. One
-        write, no read first (a hot path: every dispatch)."""
+        write, no read first (a hot path: every dispatch). ``plan`` (what the node is sent,
+        typed passwords included) is stored sealed; `unfinished_executions` opens it."""
+        if plan is not None:
+            plan = self._sealer(PLANS).seal(plan, None)
         row = await self._write(
             "INSERT INTO executions (execution_key, run_id, serial, sequence, status, task_id,"
             " phone_id, account_id, plan, start_time) VALUES (?, ?, ?, ?, ?, ?,"
@@ -604,13 +648,17 @@ class FarmDB:
         return out
 
     async def unfinished_executions(self, serials: list[str]) -> list[dict]:
-        """Executions on ``serials`` that have not ended (pending, running, paused)."""
+        """Executions on ``serials`` that have not ended (pending, running, paused), with
+        their ``plan`` opened (None when there is none or it cannot be opened)."""
         if not serials:
             return []
         marks = ",".join("?" * len(serials))
-        return [_execution_dict(r, with_plan=True) for r in await self._all(
+        rows = [_execution_dict(r, with_plan=True) for r in await self._all(
             "SELECT * FROM executions WHERE status IN ('pending', 'running', 'paused')"
             f" AND serial IN ({marks}) ORDER BY execution_id", serials)]
+        for row in rows:
+            row["plan"] = self._open_plan(row["key"], row.get("plan"))
+        return rows
 
     async def list_executions(self, run_id: str | None = None,
                               limit: int | None = None) -> list[dict]:

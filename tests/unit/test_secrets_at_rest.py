@@ -74,6 +74,9 @@ async def test_passwords_are_sealed_and_only_a_run_opens_them(tmp_path: Path) ->
     await db.upsert_account("p1", "ig", "a1", username="ann", password=PLAIN[1],
                             profile_id=profile)
     await db.upsert_account("p1", "ig", "a2", username="ann2", profile_id=profile)
+    # A run's plan holds the resolved text the node types: stored sealed as well.
+    plan = f'{{"steps": [{{"type": "type", "text": "{PLAIN[0]}"}}]}}'
+    await db.create_execution("ex-1", serial="p1", status="running", plan=plan)
 
     with sqlite3.connect(path) as raw:
         rows = raw.execute("SELECT password, password_sealed, password_org FROM accounts"
@@ -86,6 +89,8 @@ async def test_passwords_are_sealed_and_only_a_run_opens_them(tmp_path: Path) ->
     box = SecretBox(key, PASSWORDS)
     assert box.open(rows[0][1], org, "x") == PLAIN[1]  # under the organization's key
     assert box.open(prow[1], org, "x") == PLAIN[2]
+    assert [r["plan"] for r in await db.unfinished_executions(["p1"])] == [plan]
+    assert "plan" not in await db.get_execution("ex-1")
     await db.close()
     assert not any(p.encode() in file_bytes(path) for p in PLAIN)
 
@@ -152,6 +157,10 @@ def plaintext_v11(path: Path) -> None:
             raw.execute("INSERT INTO accounts (platform, account_number, phone_id, username,"
                         " password, profile_id, status) VALUES ('ig', ?, 1, 'u', ?, 1,"
                         " 'active')", (number, password))
+        for key, status, secret in (("ex-live", "running", PLAIN[0]),
+                                    ("ex-done", "completed", PLAIN[1])):
+            raw.execute("INSERT INTO executions (execution_key, serial, status, plan) VALUES"
+                        " (?, 'p1', ?, ?)", (key, status, f'{{"text": "{secret}"}}'))
         raw.execute("INSERT INTO audit_log (at, actor, entity_type, entity_id, action,"
                     " before_state, after_state) VALUES ('2024-01-01', 'control-api',"
                     " 'profile', '1', 'create', NULL, ?)",
@@ -188,7 +197,13 @@ async def test_plaintext_rows_are_sealed_at_start_once(tmp_path: Path) -> None:
     trail = await db.audit_trail()
     assert trail[0]["after"] == {"first_name": "Ann", "profile_password_set": True}
     assert trail[0]["actor"] == "control-api"  # only the secret changed
+    # The unfinished execution can still be resumed; a finished one's plan is gone.
+    assert [(r["key"], r["plan"]) for r in await db.unfinished_executions(["p1"])] == [
+        ("ex-live", f'{{"text": "{PLAIN[0]}"}}')]
     await db.close()
+    with sqlite3.connect(path) as raw:
+        assert raw.execute("SELECT plan FROM executions WHERE execution_key = 'ex-done'"
+                           ).fetchone() == (None,)
     after_first = dump(path)
     accounts, profiles, _ = after_first
     assert [r[4] for r in accounts] == [None, None, None]  # accounts.password emptied
