@@ -20,6 +20,7 @@ import pytest
 
 from actors.node.device.adb_server import AdbServer, free_port, kill_adb_server, start_private_adb_server
 from actors.node.device.driver import DeviceDriver
+from tests.e2e.farm_auth import admin_token, auth_headers
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "process-test-secret"
@@ -50,6 +51,8 @@ class Farm:
             "actors.coordinator.main", "--http", f"127.0.0.1:{self.http}", "--listen",
             f"tcp://127.0.0.1:{self.nng}", "--data", str(self.data / "coordinator"),
             log_name="coordinator", stdout=subprocess.DEVNULL)
+        # Written before the endpoint listens (kept over a restart): every /api call needs it.
+        admin_token(self.data / "coordinator", self.url)
         wait(lambda: self.get("/api/health") is not None, 20, "coordinator HTTP")
 
     def start_node(self, name: str) -> None:
@@ -70,14 +73,16 @@ class Farm:
 
     def get(self, path: str):
         try:
-            with urllib.request.urlopen(self.url + path, timeout=10) as r:
+            req = urllib.request.Request(self.url + path, headers=auth_headers(self.url))
+            with urllib.request.urlopen(req, timeout=10) as r:
                 return json.loads(r.read())
         except OSError:
             return None
 
     def post(self, path: str, body: dict) -> dict:
         req = urllib.request.Request(self.url + path, data=json.dumps(body).encode(),
-                                     headers={"Content-Type": "application/json"})
+                                     headers=auth_headers(self.url,
+                                                          {"Content-Type": "application/json"}))
         with urllib.request.urlopen(req, timeout=60) as r:
             return json.loads(r.read())
 
@@ -143,7 +148,8 @@ def test_broadcast_tap_reaches_all_8_phones_and_the_stream_reports_it(farm):
     events: list[dict] = []
 
     def follow() -> None:
-        with urllib.request.urlopen(farm.url + "/api/stream", timeout=30) as r:
+        req = urllib.request.Request(farm.url + "/api/stream", headers=auth_headers(farm.url))
+        with urllib.request.urlopen(req, timeout=30) as r:
             name = None
             for raw in r:
                 line = raw.decode().rstrip("\n")
@@ -173,7 +179,8 @@ def test_node_scope_and_bad_scope(farm):
                                                                          "y": 9}})
     assert sorted(out["results"]) == sorted(farm.serials["rack2"])
     req = urllib.request.Request(farm.url + "/api/actions", data=json.dumps(
-        {"scope": "phone:all-,x", "action": {"type": "tap", "x": 1, "y": 1}}).encode())
+        {"scope": "phone:all-,x", "action": {"type": "tap", "x": 1, "y": 1}}).encode(),
+        headers=auth_headers(farm.url))
     with pytest.raises(urllib.error.HTTPError) as info:
         urllib.request.urlopen(req, timeout=10)
     assert info.value.code == 400 and "offset" in json.loads(info.value.read())
