@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import re
 import signal
 import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 from actors.node.device.adb_server import free_port
+from tests.e2e.farm_auth import admin_token, api_json
 from tests.e2e.test_virtual_ports import free_run, listening
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -56,12 +55,12 @@ def test_demo_runs_a_farm_and_ctrl_c_stops_everything(tmp_path):
         line = proc.stdout.readline()
         assert f"http://127.0.0.1:{http}/" in line
         adb_port = int(re.search(r"demo adb server 127\.0\.0\.1:(\d+)", line).group(1))
+        admin_token(tmp_path / "data", f"http://127.0.0.1:{http}")
         deadline = time.monotonic() + 60
         phones = []
         while time.monotonic() < deadline:
             try:
-                phones = json.loads(urllib.request.urlopen(
-                    f"http://127.0.0.1:{http}/api/phones", timeout=5).read())["phones"]
+                phones = api_json(f"http://127.0.0.1:{http}/api/phones", timeout=5)["phones"]
             except OSError:
                 pass
             if sum(p["state"] == "online" for p in phones) == 2:
