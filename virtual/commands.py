@@ -66,6 +66,10 @@ class Agents(Protocol):
     def kill_all(self) -> list[str]:
         """Kill every running agent at once, as `kill -9` would; their descriptions."""
 
+    def inject_fault(self, fault: str) -> list[str]:
+        """Arm ``fault`` on every running agent ("clear" disarms); their descriptions.
+        ValueError for an unknown fault."""
+
 
 class CommandedPhone(Protocol):
     """What the shell commands read and change of their phone (virtual.phone.VirtualPhone,
@@ -90,7 +94,7 @@ class CommandedPhone(Protocol):
     install_sessions: dict[int, dict[str, bytes]]  # `pm install-create` .. `install-commit`
     user_packages: dict[str, list[str]]  # installed package -> its split names
     clipboard: str  # the primary clip's text (set by the scrcpy agent, pasted by PASTE)
-    agents: Agents  # `app_process`, `vphone agent-kill`
+    agents: Agents  # `app_process`, `vphone agent-kill`, `vphone agent-fault`
 
     def log_input(self, kind: str, **fields: Any) -> None:
         """Append one entry to the input log."""
@@ -628,7 +632,8 @@ class PhoneCommands:
         phone = self.phone
         usage = ("usage: vphone log [--clear] | state | popup NAME | popup-after N NAME | "
                  "random-popups on|off | uiautomator on|off | unplug SECONDS | slow MS | "
-                 "profile | bus | agent-kill | help")
+                 "profile | bus | agent-kill | "
+                 "agent-fault corrupt|truncate|header|control-close|clear | help")
         if not args or args[0] == "help":
             return ok(usage + "\n")
         verb, rest = args[0], args[1:]
@@ -677,6 +682,17 @@ class PhoneCommands:
             if not killed:
                 return fail("vphone: no agent running", 1)
             return ok("".join(f"killed {name}\n" for name in killed))
+        if verb == "agent-fault" and len(rest) == 1:
+            # A fault of the running scrcpy server's sockets (ScrcpyServer.inject), once.
+            try:
+                servers = phone.agents.inject_fault(rest[0])
+            except ValueError as exc:
+                return fail(f"vphone: {exc}", 2)
+            if rest[0] == "clear":
+                return ok("".join(f"cleared {name}\n" for name in servers))
+            if not servers:
+                return fail("vphone: no agent running", 1)
+            return ok("".join(f"{rest[0]} armed on {name}\n" for name in servers))
         if verb == "slow" and rest:
             try:
                 phone.slow_ms = max(0, int(rest[0]))

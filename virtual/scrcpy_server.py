@@ -2,9 +2,10 @@
 does on a real one, speaking the wire format of protocol/scrcpy.py.
 
 Owns, per phone, the running servers (``ScrcpyAgents``: the `app_process` command that starts
-one, the `localabstract:scrcpy_<scid>` sockets that reach it, `vphone agent-kill`) and, per
-server (``ScrcpyServer``), its sockets in upstream's accept order (video, audio, control; the
-dummy byte and device meta on the first), the H.264 encoder thread and the control reader.
+one, the `localabstract:scrcpy_<scid>` sockets that reach it, `vphone agent-kill` and
+`vphone agent-fault`) and, per server (``ScrcpyServer``), its sockets in upstream's accept order
+(video, audio, control; the dummy byte and device meta on the first), the H.264 encoder thread,
+the control reader and the faults armed on it.
 
 Followed from upstream (github.com/Genymobile/scrcpy, tag v3.3.4, server/src/main/java/com/
 genymobile/scrcpy/): Options.parse (version check and messages, ``max_size & ~7``, unknown
@@ -23,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import fractions
 import logging
+import struct
 import threading
 import time
 from dataclasses import dataclass, field, replace
@@ -34,7 +36,8 @@ import numpy as np
 
 from protocol.errors import ProtocolError
 from protocol.scrcpy import (CODEC_CONFIG_ERROR, CODEC_DISABLED, CODEC_H264, COPY_KEY_COPY,
-                             COPY_KEY_NONE, DEVICE_SERVER_PATH, DUMMY_BYTE, SCRCPY_VERSION,
+                             COPY_KEY_NONE, DEVICE_SERVER_PATH, DUMMY_BYTE, PACKET_FLAG_CONFIG,
+                             PACKET_FLAG_KEY_FRAME, SCRCPY_VERSION,
                              SERVER_CLASS, SERVER_OPTIONS, SOCKET_NAME_PREFIX, AckClipboard,
                              BackOrScreenOn, Clipboard, CodecMeta, ControlMessage,
                              ControlMessageParser, DeviceMeta, GetClipboard, InjectKeycode,
@@ -61,6 +64,13 @@ STATUS_KILLED = 128 + 9  # what the shell reports for a program killed by SIGKIL
 STATUS_ABORTED = 128 + 6  # SIGABRT: the runtime aborts on a class it cannot find
 # app_process's class path as Android 11 prints it in a ClassNotFoundException.
 NATIVE_LIBRARY_DIRS = "nativeLibraryDirectories=[/system/lib64, /system_ext/lib64]"
+# `vphone agent-fault FAULT`: what a running server can be made to do wrong, once
+# (ScrcpyServer.inject). The video faults take the next media packet (not a config packet).
+AGENT_FAULTS = ("corrupt", "truncate", "header", "control-close")
+# A packet header no server writes: a config packet with a pts and the key-frame bit, 4 GiB
+# long (what a reader finds when it has lost its place in the stream).
+BAD_PACKET_HEADER = struct.pack(">QI", PACKET_FLAG_CONFIG | PACKET_FLAG_KEY_FRAME | 0x1234,
+                                0xFFFFFFFF)
 
 
 class AgentPhone(Protocol):
@@ -276,6 +286,38 @@ class ServerLog:
         return CommandResult(bytes(self._out), bytes(self._err), status)
 
 
+# --- faults -------------------------------------------------------------------------------------
+
+
+def fault_named(name: str) -> str | None:
+    """The fault `vphone agent-fault NAME` arms (None for "clear"); ValueError names the
+    choices."""
+    if name == "clear":
+        return None
+    if name not in AGENT_FAULTS:
+        raise ValueError(f"unknown agent fault {name!r}: expected one of "
+                         f"{', '.join(AGENT_FAULTS)} or clear")
+    return name
+
+
+def garbled(data: bytes) -> bytes:
+    """``data`` (an Annex-B H.264 packet) with its picture turned to garbage of the same length
+    that every H.264 decoder must refuse: what comes before the first slice NAL unit (an SEI)
+    and that unit's start code and header byte stay, then its slice header begins with
+    first_mb_in_slice = 65534 (past the last macroblock of any phone screen) and the rest is
+    filler with no start code in it. Random bytes would not do: now and then they form valid
+    slice data, which no decoder can tell from a picture."""
+    keep, at = 0, data.find(b"\x00\x00\x01")
+    while 0 <= at < len(data) - 3:
+        if data[at + 3] & 0x1F in (1, 5):  # a coded slice (5: of an IDR picture)
+            keep = at + 4
+            break
+        at = data.find(b"\x00\x00\x01", at + 3)
+    # ue(v) with 15 leading zeros then fifteen 1 bits: 2**15 - 1 + 0x7fff.
+    body = b"\x00\x01\xff\xff" + bytes(((i * 37) & 0xFF) | 0x01 for i in range(len(data)))
+    return data[:keep] + body[:max(0, len(data) - keep)]
+
+
 # --- the video encoder --------------------------------------------------------------------------
 
 
@@ -411,6 +453,10 @@ class ScrcpyServer:
         self.options = options
         self.out = out
         self.socket_name = options.socket_name
+        # Armed by `vphone agent-fault` (inject): a video fault waits for the next media
+        # packet; control-close happens as soon as the control socket is served.
+        self._video_fault: str | None = None
+        self._cut_control = asyncio.Event()
         # DesktopConnection.open accepts in this order, on one listening socket.
         self._slots = [kind for kind, on in (("video", options.video), ("audio", options.audio),
                                              ("control", options.control)) if on]
@@ -454,6 +500,22 @@ class ScrcpyServer:
         """As `kill -9`: everything stops where it is."""
         self.killed = True
         self.stop()
+
+    def inject(self, fault: str | None) -> None:
+        """`vphone agent-fault`: arm one of `AGENT_FAULTS` (None: disarm what has not happened).
+        corrupt: the next media packet's payload is garbage (`garbled`); the stream goes on.
+        truncate: the next media packet is cut in half and the video socket closes. header:
+        `BAD_PACKET_HEADER` instead of the next packet, then nothing more on the video socket.
+        control-close: the control socket closes. After a fault that breaks a socket the rest
+        of the server runs on until the client hangs up, so the client's first sign of
+        trouble is the fault itself, not the server's exit."""
+        if fault is None:
+            self._video_fault = None
+            self._cut_control.clear()
+        elif fault == "control-close":
+            self._cut_control.set()
+        else:
+            self._video_fault = fault
 
     def _spawn(self, coro) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -525,13 +587,36 @@ class ScrcpyServer:
             while (packets := await queue.get()) is not None:
                 try:
                     for packet in packets:
-                        await stream.write(packet.serialize() if self.options.send_frame_meta
-                                           else packet.data)
+                        if not await self._write_packet(stream, packet):
+                            encoder.stop()
+                            await asyncio.Event().wait()  # until the client hangs up
                 finally:
                     encoder.written()
             self.out.line("ERROR", "Encoding error")
         finally:
             encoder.stop()
+
+    async def _write_packet(self, stream: AdbStream, packet: VideoPacket) -> bool:
+        """Write one packet, or what an armed video fault makes of it; False: the fault ended
+        the video stream."""
+        fault = None if packet.config else self._video_fault
+        data = packet.serialize() if self.options.send_frame_meta else packet.data
+        if fault is None:
+            await stream.write(data)
+            return True
+        self._video_fault = None
+        log.info("phone=%s %s: agent fault %s on the packet pts=%s", self.phone.serial,
+                 self.describe(), fault, packet.pts)
+        if fault == "corrupt":
+            bad = packet._replace(data=garbled(packet.data))
+            await stream.write(bad.serialize() if self.options.send_frame_meta else bad.data)
+            return True
+        if fault == "truncate":
+            await stream.write(data[:len(data) // 2])
+            await stream.close()
+            return False
+        await stream.write(BAD_PACKET_HEADER)  # header
+        return False
 
     async def _audio(self, stream: AdbStream) -> None:
         """The virtual phone has no sound: the stream is disabled (Streamer
@@ -543,8 +628,25 @@ class ScrcpyServer:
 
     # --- control ----------------------------------------------------------------------------
     async def _control(self, stream: AdbStream) -> None:
-        """Controller.control: messages until the client closes the socket; a message that
-        breaks the layout ends it, as it ends upstream's control loop."""
+        """Controller.control (`_read_control`) until the client closes the socket, or until
+        `vphone agent-fault control-close` closes it from this side."""
+        reading = asyncio.ensure_future(self._read_control(stream))
+        cut = asyncio.ensure_future(self._cut_control.wait())
+        try:
+            done, _ = await asyncio.wait({reading, cut}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            reading.cancel()
+            cut.cancel()
+        if reading in done:
+            reading.result()  # StreamClosed and the like end the server as before
+            return
+        log.info("phone=%s %s: agent fault control-close", self.phone.serial, self.describe())
+        await stream.close()
+        await asyncio.Event().wait()  # the rest runs on until the client hangs up
+
+    async def _read_control(self, stream: AdbStream) -> None:
+        """Messages until the client closes the socket; a message that breaks the layout
+        ends it, as it ends upstream's control loop."""
         parser = ControlMessageParser(f"scrcpy client of {self.phone.serial}")
         while chunk := await stream.read_some():
             try:
@@ -685,6 +787,16 @@ class ScrcpyAgents:
         for server in list(self.servers.values()):
             server.kill()
         return killed
+
+    def inject_fault(self, fault: str) -> list[str]:
+        """`vphone agent-fault FAULT`: arm one of `AGENT_FAULTS` on every running server
+        ("clear" disarms); their descriptions. ValueError names an unknown fault and arms
+        nothing."""
+        armed = fault_named(fault)
+        running = [server for server in self.servers.values() if not server.ended]
+        for server in running:
+            server.inject(armed)
+        return [server.describe() for server in running]
 
     async def app_process(self, args: list[str], stdin: Stdin) -> CommandResult:
         """`app_process [vm-options] CMD-DIR CLASS ARGS...` with the class from CLASSPATH."""
