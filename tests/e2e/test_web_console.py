@@ -440,9 +440,10 @@ def test_token_is_asked_once_and_sent_with_every_request_and_the_stream(page):
     try:
         console = context.new_page()
         console.goto(f"http://127.0.0.1:{port}/")
-        console.wait_for_selector("#token-dialog[open]")
-        console.fill("#token-dialog input", "s3cret")
-        console.click("#token-dialog button")
+        console.wait_for_selector("#login form", state="visible")
+        console.click("#login .switch")  # an access token instead of a user's password
+        console.fill("#login [name=token]", "s3cret")
+        console.click("#login button.primary")
         phones = len(hub.phones())
         console.wait_for_function(f"window.__console.framesLoaded >= {phones}", timeout=15000)
         console.wait_for_selector("#stream-state.on")
@@ -451,7 +452,7 @@ def test_token_is_asked_once_and_sent_with_every_request_and_the_stream(page):
         loop.call_soon_threadsafe(lambda: hub.publish("thumbnail", serial=serial, node="rack1",
                                                       url=f"/api/phones/{serial}/screen?w=270"))
         console.wait_for_function(f"window.__console.framesLoaded > {before}", timeout=10000)
-        assert not console.evaluate("document.getElementById('token-dialog').open")
+        assert console.locator("#login").is_hidden()
     finally:
         context.close()
         loop.call_soon_threadsafe(loop.stop)

@@ -1,10 +1,12 @@
 // The console's only way to the coordinator: the public REST API and the status stream.
-// Owns the access token (asked once when the API answers 401, kept in sessionStorage), the
-// JSON and image requests that carry it, and the stream reader. EventSource cannot send an
+// Owns the session token (sessionStorage, sent as a bearer header, never a cookie), the JSON
+// and image requests that carry it, and the stream reader. A 401 asks login.js for a new
+// token (once, however many requests were refused) and retries. EventSource cannot send an
 // Authorization header, so the stream is read with fetch and a ReadableStream.
 
 const TOKEN_KEY = "phonefarm.token";
-let tokenPrompt = null;
+let askLogin = async () => {};  // login.js: shows the login form, resolves once a token works
+let loginPrompt = null;
 
 export class ApiError extends Error {
   constructor(status, body) {
@@ -14,39 +16,42 @@ export class ApiError extends Error {
   }
 }
 
-// The access token the operator gave (null: none asked for yet); the live socket sends it itself.
+// The session token (null: not logged in); the live socket sends it itself.
 export function accessToken() { return sessionStorage.getItem(TOKEN_KEY); }
+export function setToken(token) {
+  if (token) sessionStorage.setItem(TOKEN_KEY, token); else sessionStorage.removeItem(TOKEN_KEY);
+}
+export function onUnauthorized(fn) { askLogin = fn; }
 
-function headers(extra = {}) {
-  const token = sessionStorage.getItem(TOKEN_KEY);
+function headers(extra = {}, token = accessToken()) {
   return token ? { ...extra, Authorization: `Bearer ${token}` } : extra;
 }
 
-// One prompt at a time, however many requests were refused.
-async function askToken() {
-  if (!tokenPrompt) {
-    tokenPrompt = new Promise((resolve) => {
-      const dialog = document.getElementById("token-dialog");
-      const input = dialog.querySelector("input");
-      input.value = "";
-      dialog.addEventListener("close", () => {
-        if (input.value.trim()) sessionStorage.setItem(TOKEN_KEY, input.value.trim());
-        tokenPrompt = null;
-        resolve();
-      }, { once: true });
-      dialog.showModal();
-    });
-  }
-  return tokenPrompt;
+// Show the login form with ``reason`` (null: none to give); one form for every waiting caller.
+export function relogin(reason) {
+  if (!loginPrompt) loginPrompt = askLogin(reason).finally(() => { loginPrompt = null; });
+  return loginPrompt;
 }
 
-export async function request(method, path, body, { raw = false, retryAuth = true } = {}) {
-  const init = { method, headers: headers(body === undefined ? {} : { "Content-Type": "application/json" }), cache: "no-store" };
+// A 401 to a request that carried ``sent``: unless another request has got a new token
+// meanwhile, that token is no good any more (expired, revoked): forget it and log in again.
+async function reauthenticate(sent, resp) {
+  const now = accessToken();
+  if (now && now !== sent) return;
+  const body = await resp.json().catch(() => ({}));
+  if (now) setToken(null);
+  return relogin(sent ? body.error : null);
+}
+
+// ``token`` replaces the stored one (login.js checks a pasted token before keeping it);
+// ``retryAuth: false`` gives a 401 to the caller instead of asking to log in.
+export async function request(method, path, body, { raw = false, retryAuth = true, token = accessToken() } = {}) {
+  const init = { method, headers: headers(body === undefined ? {} : { "Content-Type": "application/json" }, token), cache: "no-store" };
   if (body !== undefined) init.body = JSON.stringify(body);
   const resp = await fetch(path, init);
   if (resp.status === 401 && retryAuth) {
-    await askToken();
-    return request(method, path, body, { raw, retryAuth: true });
+    await reauthenticate(token, resp);
+    return request(method, path, body, { raw });
   }
   if (raw) {
     if (!resp.ok) throw new ApiError(resp.status, await resp.json().catch(() => ({})));
@@ -80,8 +85,9 @@ export function openStream(onEvent, onState = () => {}) {
     while (!stopped) {
       controller = new AbortController();
       try {
-        const resp = await fetch("/api/stream", { headers: headers(), signal: controller.signal, cache: "no-store" });
-        if (resp.status === 401) { await askToken(); continue; }
+        const token = accessToken();
+        const resp = await fetch("/api/stream", { headers: headers({}, token), signal: controller.signal, cache: "no-store" });
+        if (resp.status === 401) { await reauthenticate(token, resp); continue; }
         if (!resp.ok || !resp.body) throw new Error(`stream HTTP ${resp.status}`);
         onState(true);
         delay = 500;

@@ -2,6 +2,7 @@
 // pages and the status stream. Every change goes through the public REST API.
 
 import { del, enc, get, openStream, post } from "./api.js";
+import { initLogin } from "./login.js";
 import { changed, el, numberOf, onChange, scopeOf, selectedPhones, state, stats, toast } from "./state.js";
 import { initTextDialog } from "./textdialog.js";
 import { allScreensChanged, initWall, keyPress, renderWall, screenChanged } from "./wall.js";
@@ -178,6 +179,7 @@ async function start() {
   initWall();
   initTextDialog();
   bindPanel();
+  await initLogin();  // first: a login link in the hash, then who is here
   window.addEventListener("hashchange", () => showPage(location.hash.slice(1) || "wall"));
   await loadPhones();
   loadRegistry().then(() => changed("registry"));

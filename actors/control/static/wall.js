@@ -327,17 +327,20 @@ export async function sendToPhones(phones, makeAction, label) {
   const t0 = performance.now();
   const fallback = sizeOf(phones[0], tiles.get(phones[0] && phones[0].serial));
   const results = {};
+  let refused = null;  // a 403 (a viewer): the server's reason, as is
   await Promise.all(bySize(phones, fallback).map(async ({ size, serials }) => {
     try {
       const out = await post("/api/actions", { scope: scopeOf(serials), action: makeAction(size) });
       Object.assign(results, out.results);
     } catch (err) {
+      if (err.status === 403) refused = err.message;
       for (const s of serials) results[s] = { status: "error", error: err.message };
     }
   }));
   const failed = Object.entries(results).filter(([, r]) => r.status !== "ok");
   stats.actions.push({ label, ms: performance.now() - t0, phones: phones.length, failed: failed.length });
-  if (failed.length) toast(`${label}: ${failed.length} of ${phones.length} failed (${failed[0][0]}: ${failed[0][1].status} ${failed[0][1].error || ""})`, true);
+  if (refused) toast(`${label}: ${refused}`, true);
+  else if (failed.length) toast(`${label}: ${failed.length} of ${phones.length} failed (${failed[0][0]}: ${failed[0][1].status} ${failed[0][1].error || ""})`, true);
   else toast(`${label} on ${phones.length} phone(s)`);
   for (const p of phones) screenChanged(p.serial);
   return results;
