@@ -7,12 +7,17 @@ in the documented schema and content type. Afterwards the
 farm must still answer, keep its phones online, keep the run recorded before the fuzzing, and
 have logged no unhandled exception. The request counts and the largest event-loop stall are
 printed in the run's summary.
+
+The coordinator always authenticates: the fuzzing calls as a super user of its own
+(`Keeper`), logged in again whenever a fuzzed call ended its session (`POST /api/logout`,
+`DELETE /api/tokens/{id}` of its token), so the cases after it are not all refused.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -32,6 +37,7 @@ from schemathesis.checks import content_type_conformance, response_schema_confor
 
 from actors.control.openapi import openapi_document
 from actors.node.device.adb_server import free_port
+from tests.e2e.farm_auth import admin_token
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = int(os.environ.get("PHONEFARM_FUZZ_EXAMPLES", "25"))
@@ -39,19 +45,69 @@ PHONES = 2
 # Where a 400 may say what was wrong: a JSON path, a line/column, an offset, a list of problems.
 LOCATORS = ("field", "line", "offset", "problems", "scope", "serial", "parameter")
 
-STATS: dict[str, Any] = {"statuses": Counter(), "server_errors": [], "chained": 0}
+STATS: dict[str, Any] = {"statuses": Counter(), "server_errors": [], "chained": 0,
+                         "relogins": 0}
 
 
-def _get(base: str, path: str, timeout: float = 10) -> Any:
-    with urllib.request.urlopen(base + path, timeout=timeout) as resp:
-        return json.loads(resp.read())
-
-
-def _post(base: str, path: str, body: dict, timeout: float = 10) -> Any:
-    req = urllib.request.Request(base + path, json.dumps(body).encode(), method="POST",
-                                 headers={"Content-Type": "application/json"})
+def _get(base: str, path: str, timeout: float = 10, token: str | None = None) -> Any:
+    req = urllib.request.Request(base + path, headers=_bearer(token or KEEPER.token))
     with urllib.request.urlopen(req, timeout=timeout) as resp:
         return json.loads(resp.read())
+
+
+def _post(base: str, path: str, body: dict, timeout: float = 10,
+          token: str | None = None) -> Any:
+    req = urllib.request.Request(base + path, json.dumps(body).encode(), method="POST",
+                                 headers={"Content-Type": "application/json",
+                                          **_bearer(token or KEEPER.token)})
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
+        return json.loads(resp.read())
+
+
+def _bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+class Keeper:
+    """The fuzzing's own super user and its live session token. A fuzzed call may end the
+    session the fuzzing calls with (log out, revoke its token by id, disable its user);
+    `after` notices and logs in again, so the next case is not a 401 for that reason."""
+
+    NAME = "fuzz-keeper"  # not a name the fuzzing generates; its own users it may disable
+
+    def __init__(self) -> None:
+        self.base, self.token, self.password = "", "", secrets.token_urlsafe(18)
+
+    def start(self, base: str, admin: str) -> None:
+        self.base = base
+        _post(base, "/api/users", {"name": self.NAME, "password": self.password,
+                                   "role": "super"}, token=admin)
+        self.login()
+
+    def login(self) -> None:
+        self.token = _post(self.base, "/api/login", {"user": self.NAME,
+                                                     "password": self.password})["token"]
+
+    def headers(self) -> dict[str, str]:
+        return _bearer(self.token)
+
+    def after(self, case, response) -> None:
+        """Log in again when ``response`` (to the fuzzed ``case``) may have ended the
+        session: it was refused as unauthenticated, or it was a change that can end one."""
+        ends = case.method.upper() in ("POST", "DELETE") and case.path.startswith(
+            ("/api/logout", "/api/tokens/", "/api/users/"))
+        if response.status_code != 401 and not (ends and response.status_code < 400):
+            return
+        try:
+            _get(self.base, "/api/me")
+        except urllib.error.HTTPError as exc:
+            if exc.code != 401:
+                raise
+            STATS["relogins"] += 1
+            self.login()
+
+
+KEEPER = Keeper()
 
 
 class DemoFarm:
@@ -72,13 +128,13 @@ class DemoFarm:
              "--phone-io", "shell"],
             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=self.log.open("wb"))
 
-    def wait_online(self, timeout: float = 120) -> list[dict]:
+    def wait_online(self, token: str, timeout: float = 120) -> list[dict]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise AssertionError(f"demo exited {self.proc.returncode}: {self.log.read_text()}")
             try:
-                phones = _get(self.base, "/api/phones")["phones"]
+                phones = _get(self.base, "/api/phones", token=token)["phones"]
                 if sum(p["state"] == "online" for p in phones) == PHONES:
                     return phones
             except OSError:
@@ -99,7 +155,9 @@ class DemoFarm:
 def demo(tmp_path_factory) -> DemoFarm:
     farm = DemoFarm(tmp_path_factory.mktemp("fuzz") / "data")
     try:
-        phones = farm.wait_online()
+        admin = admin_token(farm.data, timeout=120)  # written before the endpoint listens
+        phones = farm.wait_online(admin)
+        KEEPER.start(farm.base, admin)
         # A run recorded before the fuzzing: it must still be there, unchanged, afterwards.
         started = _post(farm.base, "/api/runs", {
             "sequence": {"name": "fuzz_probe", "steps": [{"type": "key", "key": "HOME"}]},
@@ -151,7 +209,8 @@ def check_error_body(response, case) -> str | None:
 @settings(max_examples=EXAMPLES, deadline=None, phases=[Phase.explicit, Phase.generate],
           suppress_health_check=list(HealthCheck), database=None, derandomize=True)
 def test_api_operation(case, demo: DemoFarm) -> None:
-    response = case.call(base_url=demo.base, timeout=30)
+    response = case.call(base_url=demo.base, timeout=30, headers=KEEPER.headers())
+    KEEPER.after(case, response)
     STATS["statuses"][response.status_code] += 1
     problem = check_error_body(response, case)
     if problem is not None and response.status_code >= 500:
@@ -169,9 +228,10 @@ def test_api_sequences_of_calls(demo: DemoFarm) -> None:
 
     class Chains(machine):  # type: ignore[misc, valid-type]
         def get_call_kwargs(self, case) -> dict[str, Any]:
-            return {"base_url": demo.base, "timeout": 30}
+            return {"base_url": demo.base, "timeout": 30, "headers": KEEPER.headers()}
 
         def validate_response(self, response, case, additional_checks=None, **kwargs) -> None:
+            KEEPER.after(case, response)
             STATS["statuses"][response.status_code] += 1
             STATS["chained"] += 1
             problem = check_error_body(response, case)
@@ -222,7 +282,8 @@ def fuzz_summary() -> list[str]:
     lag = STATS.get("loop_lag_ms") or {}
     counts = ", ".join(f"{code}: {n}" for code, n in sorted(statuses.items()))
     return [f"API fuzz: {sum(statuses.values())} requests ({EXAMPLES} examples per operation, "
-            f"{STATS['chained']} of them in chains of calls); by status {counts}",
+            f"{STATS['chained']} of them in chains of calls); by status {counts}; "
+            f"logged in again {STATS['relogins']} time(s) after a call ended the session",
             f"API fuzz: 5xx found {len(STATS['server_errors'])}; longest event-loop stall "
             f"{lag.get('max', '?')} ms (stalls over {lag.get('stall_ms', 100)} ms: "
             f"{lag.get('stalls', '?')})",
