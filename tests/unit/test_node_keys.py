@@ -258,3 +258,38 @@ async def test_a_phone_offline_on_its_node_may_turn_up_on_another(hub) -> None:
     await hub.handle_batch("rackB", [Event(seq=1, event="phone_up", serial="SA", data={})])
     assert hub.phone_rows["SA"]["node"] == "rackB"
     assert [e["event"] for e in await hub.store.events("rackB")] == ["phone_up"]
+
+
+# --- the shared secret: one release more, warned ----------------------------------------------
+
+def test_the_shared_secret_still_works_with_a_warning_on_both_sides(tmp_path, caplog,
+                                                                     monkeypatch) -> None:
+    import argparse
+
+    from actors.coordinator.main import farm_secret
+    from actors.node.node import read_secret
+    from actors.process import StartupError
+
+    monkeypatch.delenv("PHONEFARM_SECRET", raising=False)
+    caplog.set_level(logging.WARNING)
+    args = argparse.Namespace(secret="s3cret", secret_file=None, demo=False)
+    assert farm_secret(args, tmp_path) == "s3cret"
+    assert read_secret("s3cret", None) == "s3cret"
+    warned = [r.getMessage() for r in caplog.records if "deprecated" in r.getMessage()]
+    assert len(warned) == 2 and all("shared farm secret" in m for m in warned)
+    assert all("s3cret" not in m for m in warned)
+    caplog.clear()
+    # Keys only: no secret is no error on the coordinator, and a node with its key file
+    # proves the key (a shared secret given as well is not used), without a warning.
+    assert farm_secret(argparse.Namespace(secret=None, secret_file=None, demo=False),
+                       tmp_path) is None
+    key_file = tmp_path / "rack1.key"
+    key_file.write_text(KEY + "\n")
+    key_file.chmod(0o600)
+    assert read_secret("s3cret", None, str(key_file)) == KEY
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    with pytest.raises(StartupError, match="--key-file"):
+        read_secret(None, None)
+    key_file.write_text("short\n")
+    with pytest.raises(StartupError, match="no node key"):
+        read_secret(None, None, str(key_file))
