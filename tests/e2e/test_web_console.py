@@ -23,6 +23,7 @@ import pytest
 
 from actors.node.device.adb_server import AdbServer, free_port
 from actors.node.device.driver import DeviceDriver
+from tests.e2e.farm_auth import admin_token, api_json, auth_headers, sign_in_console
 
 sync_api = pytest.importorskip("playwright.sync_api")
 
@@ -35,8 +36,7 @@ pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs /usr/
 
 
 def api(base: str, path: str):
-    with urllib.request.urlopen(base + path, timeout=10) as resp:
-        return json.loads(resp.read())
+    return api_json(base + path, timeout=10)
 
 
 class Farm:
@@ -55,6 +55,7 @@ class Farm:
         match = re.search(r"demo adb server 127\.0\.0\.1:(\d+)", line)
         assert match, f"coordinator did not start: {line!r}"
         self.adb = AdbServer(port=int(match.group(1)))
+        admin_token(tmp / "data", self.base)  # the API and the console's pages log in with it
         deadline = time.monotonic() + 60
         phones: list[dict] = []
         while time.monotonic() < deadline:
@@ -108,6 +109,7 @@ def page(farm):
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
                                     args=["--no-sandbox"])
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        sign_in_console(page, farm.base)
         errors: list[str] = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))
         page.goto(farm.base + "/")
@@ -234,7 +236,8 @@ def test_custom_tags_from_the_panel_reach_the_api_and_the_scopes(farm, page):
     page.select_option("#filter-tag", "")
     body = json.dumps({"scope": "phone:batch-a", "action": {"type": "screenshot"}}).encode()
     out = json.loads(urllib.request.urlopen(urllib.request.Request(
-        farm.base + "/api/actions", data=body, headers={"Content-Type": "application/json"}),
+        farm.base + "/api/actions", data=body,
+        headers=auth_headers(farm.base, {"Content-Type": "application/json"})),
         timeout=60).read())
     assert set(out["results"]) == set(chosen)
 
@@ -329,7 +332,7 @@ def test_region_drawn_in_edit_mode_is_saved_to_the_registry(farm, page):
     # The probe matches the home screen too: drop it, or home becomes ambiguous (unknown).
     urllib.request.urlopen(urllib.request.Request(
         farm.base + "/api/registry/apps/launcher/screens/console_probe?reason=test+cleanup",
-        method="DELETE"), timeout=30).read()
+        method="DELETE", headers=auth_headers(farm.base)), timeout=30).read()
 
 
 def test_unknown_screen_proposal_is_predrawn_and_approved(farm, page):
@@ -344,9 +347,7 @@ def test_unknown_screen_proposal_is_predrawn_and_approved(farm, page):
     serial = farm.serials[5]
 
     def post(path: str, body: dict) -> dict:
-        req = urllib.request.Request(farm.base + path, data=json.dumps(body).encode(),
-                                     headers={"Content-Type": "application/json"})
-        return json.loads(urllib.request.urlopen(req, timeout=60).read())
+        return api_json(farm.base + path, body)
 
     # Log in (the library sequence) so the phone shows ClipShare's feed.
     run_id = post("/api/runs", {"sequence": "clipshare/login", "scope": f"phone:{serial}"})["run_id"]
@@ -359,7 +360,7 @@ def test_unknown_screen_proposal_is_predrawn_and_approved(farm, page):
     # open it with a long press.
     req = urllib.request.Request(
         farm.base + "/api/registry/apps/clipshare/screens/video_options?reason=browser+test",
-        method="DELETE")
+        method="DELETE", headers=auth_headers(farm.base))
     version = json.loads(urllib.request.urlopen(req, timeout=30).read())["version"]
     deadline = time.monotonic() + 30
     while any(n.get("registry_version") != version for n in api(farm.base, "/api/nodes")["nodes"]):
@@ -474,7 +475,8 @@ def test_hidden_phones_load_no_frames(farm, page):
     # A key that changes every screen (the live wall sends a frame only when the screen changes).
     body = json.dumps({"scope": "phone:all", "action": {"type": "key", "key": "APP_SWITCH"}}).encode()
     urllib.request.urlopen(urllib.request.Request(
-        farm.base + "/api/actions", data=body, headers={"Content-Type": "application/json"}),
+        farm.base + "/api/actions", data=body,
+        headers=auth_headers(farm.base, {"Content-Type": "application/json"})),
         timeout=60).read()
     visible = farm.serials[:5]
     page.wait_for_function(
@@ -503,7 +505,8 @@ def test_hidden_tab_loads_no_frames_until_shown_again(farm, page):
     before = page.evaluate("window.__console.framesLoaded")
     body = json.dumps({"scope": "phone:all", "action": {"type": "key", "key": "HOME"}}).encode()
     urllib.request.urlopen(urllib.request.Request(
-        farm.base + "/api/actions", data=body, headers={"Content-Type": "application/json"}),
+        farm.base + "/api/actions", data=body,
+        headers=auth_headers(farm.base, {"Content-Type": "application/json"})),
         timeout=60).read()
     page.wait_for_timeout(1500)
     assert page.evaluate("window.__console.framesLoaded") == before
@@ -516,9 +519,7 @@ def test_hidden_tab_loads_no_frames_until_shown_again(farm, page):
 
 
 def post_json(base: str, path: str, body: dict | None = None) -> dict:
-    req = urllib.request.Request(base + path, data=json.dumps(body or {}).encode(),
-                                 headers={"Content-Type": "application/json"})
-    return json.loads(urllib.request.urlopen(req, timeout=60).read())
+    return api_json(base + path, body or {})
 
 
 def test_executions_page_follows_runs_started_elsewhere(farm, page):
@@ -689,6 +690,7 @@ def test_schedule_window_is_read_in_the_browsers_time_zone(farm, page):
     """The form's window times are the operator's local time: from a browser in New York
     (UTC-5 in January) 09:00-10:00 reaches the API as 14:00-15:00 UTC."""
     context = page.context.browser.new_context(timezone_id="America/New_York")
+    sign_in_console(context, farm.base)
     try:
         console = context.new_page()
         console.goto(farm.base + "/#schedules")
