@@ -16,7 +16,7 @@ from protocol.files import write_atomic
 log = logging.getLogger(__name__)
 
 ADMIN = "admin"
-ADMIN_TOKEN_FILE = "admin.token"
+from actors.control.cli.credentials import ADMIN_TOKEN_FILE  # where the CLI looks
 DEMO_ORGANIZATION = "Demo Agency"
 DEMO_CLIENTS = ("Demo Farm", "Acme")
 # (name, role) of the demo's Acme users; their passwords are made up and printed once.

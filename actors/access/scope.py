@@ -54,3 +54,19 @@ def require_write(principal: Principal) -> None:
 def require_super(principal: Principal, what: str) -> None:
     if not principal.is_super:
         raise AccessDenied(f"only a super user may {what}")
+
+
+# Farm-wide events a tenant may see: which nodes are up says nothing about another
+# client's phones, accounts or work.
+SHARED_EVENTS = frozenset({"node_up", "node_down", "overflow"})
+
+
+def event_visible(principal: Principal, hub: Any, event: dict) -> bool:
+    """A status-stream event is shown when it is about one of the caller's phones; an
+    event about no phone only when it is one of the farm-wide `SHARED_EVENTS`."""
+    if principal.client_ids is None:
+        return True
+    serial = event.get("serial")
+    if serial:
+        return sees_phone(principal, hub, serial)
+    return event.get("event") in SHARED_EVENTS

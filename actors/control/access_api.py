@@ -18,11 +18,12 @@ from msgspec import Meta
 from actors.access.tokens import API_TOKEN_DEFAULT_TTL, SESSION_TTL, parse_duration
 from actors.access.users import AccessDenied, LoginFailed
 from actors.control.auth import principal_of
-from actors.control.http import (ACCESS, error_response, json_response, openapi_body,
+from actors.access.scope import sees_phone
+from actors.control.http import (ACCESS, HUB, error_response, json_response, openapi_body,
                                  openapi_path_param)
 from actors.control.registry import _Body, _handled
 from actors.control.schemas import IntParam, decode_request
-from protocol.errors import FarmError
+from protocol.errors import FarmError, ValidationError
 from protocol.names import printable
 
 log = logging.getLogger(__name__)
@@ -56,12 +57,17 @@ class OrganizationCreate(_Body):
     name: printable(128, 1)
 
 
+class PhoneAssign(_Body):
+    client: printable(128, 1) | None  # None: no client (visible to super users only)
+
+
 class TokenCreate(_Body):
     name: Name
     expires: Annotated[str, Meta(max_length=16, description="30d, 12h or 45m")] | None = None
 
 
-REQUEST_TYPES = [LoginBody, UserCreate, PasswordBody, OrganizationCreate, TokenCreate]
+REQUEST_TYPES = [LoginBody, UserCreate, PasswordBody, OrganizationCreate, TokenCreate,
+                 PhoneAssign]
 TOKEN_ID = IntParam("token_id", description="token id")
 USER_ACTIONS = ("disable", "enable")
 
@@ -81,6 +87,7 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/api/tokens", get_tokens)
     r.add_post("/api/tokens", post_token)
     r.add_delete("/api/tokens/{token_id}", delete_token)
+    r.add_post("/api/phones/{serial}/client", post_phone_client)
 
 
 def _access(request: web.Request) -> Any:
@@ -233,6 +240,37 @@ async def delete_token(request: web.Request) -> web.Response:
     return json_response(after)
 
 
+@_handled
+async def post_phone_client(request: web.Request) -> web.Response:
+    """Give a phone to a client: super users any phone to any client (or none); an admin
+    moves a phone it reaches to another client it reaches."""
+    body = decode_request(await request.read(), PhoneAssign, 'a JSON object {"client"}')
+    serial = request.match_info["serial"]
+    principal = principal_of(request)
+    hub = request.app[HUB]
+    owners = getattr(hub, "owners", None)
+    if owners is None:
+        raise FarmError("phone owners need the farm database: this coordinator has none")
+    db = hub.farm_db()
+    known = serial in {p["serial"] for p in hub.phones()} or any(
+        r["serial"] == serial for r in await db.phone_rows())
+    if not known or not sees_phone(principal, hub, serial):
+        raise LookupError(f"phone {serial}: not known to the farm")
+    _require_manager(principal)
+    if body.client is None and not principal.is_super:
+        raise AccessDenied("only a super user may take a phone from every client")
+    if body.client is not None:
+        row = await db.client_row(body.client)
+        if row is None or not principal.sees_client(row["client_id"]):
+            raise ValidationError("$.client", f"no such client: {body.client!r}")
+    before = {"serial": serial, "client": owners.client_name(serial)}
+    await owners.assign(serial, body.client)
+    after = {"serial": serial, "client": owners.client_name(serial)}
+    await db.audit("phone_client", serial, "update", before, after, actor=principal.actor)
+    log.info("phone %s given to client %s by %s", serial, body.client, principal.actor)
+    return json_response(after)
+
+
 def _require_manager(principal) -> None:
     if principal.role not in ("super", "admin"):
         raise AccessDenied(f"a {principal.role} user may not manage users")
@@ -290,6 +328,11 @@ def openapi_paths(error) -> dict[str, Any]:
             "post": op("addToken", "A new API token for the caller (its value shown once); "
                                    "expires 30d/12h/45m, default 90 days; audited",
                        body="TokenCreate", ok="201")},
+        "/api/phones/{serial}/client": {"post": op(
+            "assignPhone", "Give a phone to a client (super: any, or none; admin: between "
+                           "its clients); audited", body="PhoneAssign",
+            params=[openapi_path_param("serial", "device serial, URL-encoded")],
+            extra={"404": error("no such phone")})},
         "/api/tokens/{token_id}": {"delete": op(
             "revokeToken", "Revoke a token (the caller's own; super: any); audited",
             params=[TOKEN_ID.openapi()], extra={"404": error("no such token")})},

@@ -25,7 +25,7 @@ from actors.control import node_keys as node_keys_api
 from actors.control import screens
 from actors.access.service import Access
 from actors.control.auth import AUTHENTICATE, access_middleware, authenticator
-from actors.control.http import ACCESS, HUB, HubAPI, error_response, json_response  # noqa: F401 - re-exported
+from actors.control.http import ACCESS, HUB, HubAPI, error_response, hub_of, json_response  # noqa: F401 - re-exported
 from actors.control.openapi import openapi_document
 from actors.control.schemas import (
     EXECUTIONS_LIMIT,
@@ -168,11 +168,11 @@ async def get_health(request: web.Request) -> web.Response:
 
 
 async def get_phones(request: web.Request) -> web.Response:
-    return json_response({"phones": request.app[HUB].phones()})
+    return json_response({"phones": hub_of(request).phones()})
 
 
 async def get_nodes(request: web.Request) -> web.Response:
-    return json_response({"nodes": request.app[HUB].nodes()})
+    return json_response({"nodes": hub_of(request).nodes()})
 
 
 async def get_openapi(request: web.Request) -> web.Response:
@@ -183,7 +183,7 @@ async def get_screen(request: web.Request) -> web.Response:
     serial = request.match_info["serial"]
     width = THUMB_WIDTH.parse(request) if THUMB_WIDTH.name in request.query else None
     try:
-        image, content_type = await request.app[HUB].screen(serial, width)
+        image, content_type = await hub_of(request).screen(serial, width)
     except PhoneNotFound as exc:
         return error_response(404, str(exc), serial=serial)
     except PhoneLocked as exc:  # a run holds the phone: its frames come with the run's events
@@ -199,7 +199,7 @@ async def post_record_start(request: web.Request) -> web.Response:
         start = decode_request(await request.read(), RecordStart, "a JSON object with scope and name")
     except RequestError as exc:
         return json_response(exc.body, status=400)
-    hub = request.app[HUB]
+    hub = hub_of(request)
     try:
         serials = parse_phone_scope(start.scope).resolve(hub.phones())
     except ScopeError as exc:
@@ -219,7 +219,7 @@ async def post_record_stop(request: web.Request) -> web.Response:
     except RequestError as exc:
         return json_response(exc.body, status=400)
     try:
-        return json_response(request.app[HUB].stop_recording(stop.recording_id))
+        return json_response(hub_of(request).stop_recording(stop.recording_id))
     except ValidationError as exc:
         return error_response(400, f"the recording is not a valid sequence: {exc}")
     except FarmError as exc:
@@ -235,7 +235,7 @@ async def post_runs(request: web.Request) -> web.Response:
     except RequestError as exc:
         return json_response(exc.body, status=400)
     try:
-        started = await request.app[HUB].start_run(run.sequence, run.scope, run.variables)
+        started = await hub_of(request).start_run(run.sequence, run.scope, run.variables)
     except ScopeError as exc:
         return error_response(400, str(exc), offset=exc.offset, scope=exc.text, field="$.scope")
     except ValidationErrors as exc:
@@ -255,7 +255,7 @@ async def post_runs(request: web.Request) -> web.Response:
 async def get_run(request: web.Request) -> web.Response:
     run_id = request.match_info["run_id"]
     try:
-        return json_response(await request.app[HUB].get_run(run_id))
+        return json_response(await hub_of(request).get_run(run_id))
     except RunNotFound as exc:
         return error_response(404, str(exc), run_id=run_id)
 
@@ -263,7 +263,7 @@ async def get_run(request: web.Request) -> web.Response:
 async def get_execution(request: web.Request) -> web.Response:
     execution_id = request.match_info["execution_id"]
     try:
-        return json_response(await request.app[HUB].get_execution(execution_id))
+        return json_response(await hub_of(request).get_execution(execution_id))
     except RunNotFound as exc:
         return error_response(404, str(exc), execution_id=execution_id)
 
@@ -271,7 +271,7 @@ async def get_execution(request: web.Request) -> web.Response:
 async def get_executions(request: web.Request) -> web.Response:
     limit = EXECUTIONS_LIMIT.parse(request)
     try:
-        executions = await request.app[HUB].list_executions(limit)
+        executions = await hub_of(request).list_executions(limit)
     except FarmError as exc:
         return error_response(409, str(exc))
     return json_response({"executions": executions})
@@ -320,7 +320,7 @@ async def post_schedules(request: web.Request) -> web.Response:
     """Add a schedule: 201 with its view (status, next_fire); 400 naming the bad field."""
     try:
         schedule = decode_schedule(await request.read())
-        added = await request.app[HUB].add_schedule(schedule)
+        added = await hub_of(request).add_schedule(schedule)
     except RequestError as exc:
         return json_response(exc.body, status=400)
     except ValidationError as exc:
@@ -332,7 +332,7 @@ async def post_schedules(request: web.Request) -> web.Response:
 
 async def get_schedules(request: web.Request) -> web.Response:
     try:
-        return json_response({"schedules": request.app[HUB].list_schedules()})
+        return json_response({"schedules": hub_of(request).list_schedules()})
     except FarmError as exc:
         return error_response(409, str(exc))
 
@@ -341,7 +341,7 @@ async def post_schedule_action(request: web.Request) -> web.Response:
     schedule_id = request.match_info["schedule_id"]
     action = request.path.rstrip("/").rsplit("/", 1)[-1]
     try:
-        return json_response(await request.app[HUB].control_schedule(schedule_id, action))
+        return json_response(await hub_of(request).control_schedule(schedule_id, action))
     except ScheduleNotFound as exc:
         return error_response(404, str(exc), schedule_id=schedule_id)
     except ValidationError as exc:
@@ -353,7 +353,7 @@ async def post_schedule_action(request: web.Request) -> web.Response:
 async def get_schedule_events(request: web.Request) -> web.Response:
     schedule_id = request.match_info["schedule_id"]
     try:
-        return json_response({"events": await request.app[HUB].schedule_events(schedule_id)})
+        return json_response({"events": await hub_of(request).schedule_events(schedule_id)})
     except ScheduleNotFound as exc:
         return error_response(404, str(exc), schedule_id=schedule_id)
     except FarmError as exc:
@@ -363,14 +363,14 @@ async def get_schedule_events(request: web.Request) -> web.Response:
 async def get_execution_screenshot(request: web.Request) -> web.Response:
     execution_id, path = request.match_info["execution_id"], request.match_info["path"]
     try:
-        image, content_type = await request.app[HUB].execution_screenshot(execution_id, path)
+        image, content_type = await hub_of(request).execution_screenshot(execution_id, path)
     except (RunNotFound, OSError) as exc:
         return error_response(404, str(exc), execution_id=execution_id, path=path)
     return web.Response(body=image, content_type=content_type)
 
 
 async def get_unknown_screens(request: web.Request) -> web.Response:
-    hub = request.app[HUB]
+    hub = hub_of(request)
     return json_response({"unknown_screens": [
         {**entry, "url": f"/api/unknown-screens/{entry['id']}/image"}
         for entry in hub.unknown_screens()]})
@@ -379,7 +379,7 @@ async def get_unknown_screens(request: web.Request) -> web.Response:
 async def get_unknown_screen_image(request: web.Request) -> web.Response:
     entry_id = request.match_info["id"]
     try:
-        png = request.app[HUB].unknown_screen_image(entry_id)
+        png = hub_of(request).unknown_screen_image(entry_id)
     except (FarmError, OSError) as exc:
         return error_response(404, str(exc), id=entry_id)
     return web.Response(body=png, content_type="image/png")
@@ -394,7 +394,7 @@ async def post_actions(request: web.Request) -> web.Response:
         action_request = decode_action_request(body)
     except RequestError as exc:
         return json_response(exc.body, status=400)
-    hub = request.app[HUB]
+    hub = hub_of(request)
     try:
         serials = parse_phone_scope(action_request.scope,
                                     why="actions take a phone scope").resolve(hub.phones())

@@ -17,6 +17,7 @@ from typing import Any, Awaitable, Callable
 from aiohttp import web
 
 from actors.access.principal import ANONYMOUS, SUPER_LOCAL, SUPER_TOKEN, Principal
+from actors.access.policy import refusal
 from actors.access.users import LoginFailed
 
 log = logging.getLogger(__name__)
@@ -135,9 +136,15 @@ def access_middleware(authenticate: Authenticate | None, *,
             request[PRINCIPAL_KEY] = ANONYMOUS
             return await handler(request)
         try:
-            request[PRINCIPAL_KEY] = await authenticate(bearer_credential(request))
+            principal = await authenticate(bearer_credential(request))
         except LoginFailed as exc:
             return _unauthorized(request, str(exc))
+        request[PRINCIPAL_KEY] = principal
+        route = request.match_info.route.resource
+        why = refusal(principal, request.method,
+                      route.canonical if route is not None else None)
+        if why is not None:
+            return _forbidden(request, f"{why} ({principal.actor})")
         return await handler(request)
 
     return establish_caller

@@ -3,7 +3,7 @@ errors (``{"error": ...}`` plus fields naming what was wrong), and the OpenAPI p
 request body and a path parameter.
 
 Owns `HubAPI`, what the endpoint needs from the coordinator's hub, so `app`, `stream` and the
-route modules all take it from here. This module imports no other control module: `app`
+route modules all take it from here. This module imports no other control module but `auth`: `app`
 assembles the route modules, and a route module importing `app` would be an import circle.
 """
 
@@ -15,6 +15,8 @@ from typing import Any, Protocol
 import orjson
 from aiohttp import web
 
+from actors.access.scoped import ScopedHub
+from actors.control.auth import principal_of
 from actors.coordinator.scheduling.scheduler import Schedule
 
 
@@ -108,7 +110,12 @@ ACCESS: "web.AppKey[Any]" = web.AppKey("access", object)
 
 
 def hub_of(request: web.Request) -> "HubAPI":
-    return request.app[HUB]
+    """The hub as the caller sees it: all of it for a super user; for anyone else a
+    `ScopedHub` (their clients' phones and data only, anything else refused)."""
+    principal = principal_of(request)
+    if principal.is_super:
+        return request.app[HUB]
+    return ScopedHub(request.app[HUB], principal)
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:

@@ -23,7 +23,7 @@ from msgspec import Meta
 
 from actors.access.users import AccessDenied, LoginFailed
 from actors.control.auth import principal_of
-from actors.control.http import error_response, hub_of, json_response, openapi_body, openapi_path_param
+from actors.control.http import HUB, error_response, hub_of, json_response, openapi_body, openapi_path_param
 from actors.control.schemas import IntParam, RequestError, RowId, decode_request
 from protocol.errors import FarmError, ValidationError
 from sequences.groups import ALL_ACCOUNTS, ALL_PHONES
@@ -71,6 +71,7 @@ class ClientBody(_Body):
     contact_email: Annotated[str, Meta(pattern=whole(r"[^@\s\x00-\x1f\x7f-\x9f]+@[^@\s\x00-\x1f\x7f-\x9f]+"),
                                        max_length=256)] | None = None
     contact_discord: printable(128) | None = None
+    organization: printable(128, 1) | None = None  # a name or id; an admin's own only
 
 
 class ProfileBody(_Body):
@@ -354,6 +355,16 @@ async def post_group_rule(request: web.Request) -> web.Response:
 # --- clients, profiles, phones, accounts --------------------------------------------------
 
 
+async def _organization(request: web.Request, ref: str) -> dict | None:
+    """The organization ``ref`` straight from the farm database: organizations are not
+    client rows, and the caller's right to one is checked by the route."""
+    return await request.app[HUB].farm_db().organization_row(ref)
+
+
+async def _set_organization(request: web.Request, client: str, organization_id: int) -> None:
+    await request.app[HUB].farm_db().set_client_organization(client, organization_id)
+
+
 @_handled
 async def get_clients(request: web.Request) -> web.Response:
     return json_response({"clients": await _db(request).client_rows()})
@@ -363,9 +374,24 @@ async def get_clients(request: web.Request) -> web.Response:
 async def post_client(request: web.Request) -> web.Response:
     body = decode_request(await request.read(), ClientBody, "a JSON object with name")
     db = _db(request)
+    principal = principal_of(request)
+    organization_id = None
+    if body.organization is not None:
+        # Checked before anything is written: an admin places clients in its own
+        # organization only (and learns nothing about the others).
+        org = await _organization(request, body.organization)
+        if not principal.is_super and (principal.role != "admin" or org is None or
+                                       org["organization_id"] != principal.organization_id):
+            raise AccessDenied(f"organization {body.organization!r} is not yours")
+        if org is None:
+            raise ValidationError("$.organization",
+                                  f"no such organization: {body.organization!r}")
+        organization_id = org["organization_id"]
     before = await db.client_row(body.name)
     await db.upsert_client(body.name, status=body.status, contact_email=body.contact_email,
                            contact_discord=body.contact_discord)
+    if organization_id is not None:
+        await _set_organization(request, body.name, organization_id)
     after = await db.client_row(body.name)
     await _audit(request, db, "client", after["client_id"], "update" if before else "create", before, after)
     return json_response(after, 200 if before else 201)

@@ -16,10 +16,13 @@ import asyncio
 import logging
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import orjson
 from aiohttp import web
+
+from actors.access.scope import event_visible
+from actors.control.auth import principal_of
 
 if TYPE_CHECKING:
     from actors.control.http import HubAPI
@@ -107,7 +110,10 @@ class EventStreamer:
         backlog = ClientBacklog(self.backlog)
         queue = self.hub.subscribe()
         self._open.add(backlog)
-        pump = asyncio.create_task(self._pump(queue, backlog), name="sse-pump")
+        principal = principal_of(request)
+        shown = None if principal.is_super else (
+            lambda event: event_visible(principal, self.hub, event))
+        pump = asyncio.create_task(self._pump(queue, backlog, shown), name="sse-pump")
         peer = request.remote
         log.info("stream opened peer=%s clients=%d", peer, len(self._open))
         try:
@@ -123,9 +129,12 @@ class EventStreamer:
         return response
 
     @staticmethod
-    async def _pump(queue: "asyncio.Queue[dict]", backlog: ClientBacklog) -> None:
+    async def _pump(queue: "asyncio.Queue[dict]", backlog: ClientBacklog,
+                    shown: Callable[[dict], bool] | None) -> None:
         while True:
-            backlog.push(await queue.get())
+            event = await queue.get()
+            if shown is None or shown(event):
+                backlog.push(event)
 
     async def _relay(self, request: web.Request, response: web.StreamResponse,
                      backlog: ClientBacklog) -> None:

@@ -15,7 +15,7 @@ import logging
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import cv2
 import msgspec
@@ -489,11 +489,13 @@ class Hub:
         return self.runs
 
     async def start_run(self, sequence: str | dict, scope: str,
-                        variables: dict[str, str] | None = None) -> dict:
+                        variables: dict[str, str] | None = None, *,
+                        visible: Callable[[str], bool] | None = None) -> dict:
         """Start a sequence (library name or inline object) on every target of ``scope``:
         ``{"run_id", "sequence", "executions": {serial: {"execution_id", "status", ...}}}``
-        (actors.coordinator.runs.RunManager.start)."""
-        return await self._runs().start(sequence, scope, variables)
+        (actors.coordinator.runs.RunManager.start). ``visible``: the phones the caller may
+        drive (None: all); the scope is resolved among those only."""
+        return await self._runs().start(sequence, scope, variables, visible=visible)
 
     async def get_run(self, run_id: str) -> dict:
         return await self._runs().get_run(run_id)

@@ -136,16 +136,19 @@ class RunManager:
         return parsed
 
     async def start(self, sequence: str | dict, scope: str,
-                    variables: dict[str, str] | None = None) -> dict:
+                    variables: dict[str, str] | None = None, *,
+                    visible: Callable[[str], bool] | None = None) -> dict:
         """Start ``sequence`` on every target of ``scope``: ``{"run_id", "sequence",
         "executions": {serial: {"execution_id", "status", "account", "error"}}}``.
 
         Raises ValidationErrors (bad sequence), ScopeError (bad scope), UnknownSequence.
         A target whose texts cannot be resolved, whose node is down or whose phone is locked
-        gets that status at once; the others are ``pending`` until the node reports."""
+        gets that status at once; the others are ``pending`` until the node reports.
+        ``visible``: the phones the caller may drive (None: every phone); others are not
+        there for this scope (`phone:all` means the caller's phones)."""
         name, seq = self.sequence(sequence)
         variables = {str(k): str(v) for k, v in (variables or {}).items()}
-        targets = await self._targets(scope)
+        targets = await self._targets(scope, visible)
         run_id = f"run-{uuid.uuid4().hex[:12]}"
         log.info("run=%s sequence=%s scope=%s targets=%d", run_id, name, scope, len(targets))
         outcomes = await asyncio.gather(*(
@@ -175,18 +178,25 @@ class RunManager:
         """The (serial, account or None) targets of ``scope`` now; raises ScopeError."""
         return await self._targets(scope)
 
-    async def _targets(self, scope: str) -> list[tuple[str, str | None]]:
+    async def _targets(self, scope: str, visible: Callable[[str], bool] | None = None
+                       ) -> list[tuple[str, str | None]]:
         from sequences.scopes import targets
 
         phones = self.hub.phones()
+        if visible is not None:
+            phones = [p for p in phones if visible(p["serial"])]
         accounts: list[dict] = []
         if self.db is not None:
             # The farm database knows each phone's client and profile (phone:client:NAME,
             # filter.phones where profile.…); the hub knows which phones are there now.
             known = {row["serial"]: row for row in await self.db.phone_rows()}
+            if visible is not None:
+                known = {k: v for k, v in known.items() if visible(k)}
             phones = [{**known.get(p["serial"], {}), **p,
                        "client": known.get(p["serial"], {}).get("client")} for p in phones]
             every = await self.db.account_rows(include_retired=True)
+            if visible is not None:
+                every = [a for a in every if visible(a.get("serial"))]
             # Retired accounts are never targets; a scope naming one says so.
             return targets(scope, phones, [a for a in every if not is_retired(a)],
                            groups=await self.db.group_book(),

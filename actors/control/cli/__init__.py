@@ -10,7 +10,8 @@ HTTP plumbing), the exit statuses and `add_command`; `format` the table and line
 command group is a module registering its subcommands with `add_commands(sub, common)`:
 `phones` (phones, actions, screenshot, watch), `runs` (run, runs, workflows, workflow run),
 `ai` (recovery, resume, ai-keys), `audit`, `schedule`, `groups`, `registry`, `variables` (vars),
-`retention` and `nodes` (nodes and their keys). A new group is a module with
+`retention`, `nodes` (nodes and their keys) and `people` (login, users, orgs, clients,
+tokens, phones assign). A new group is a module with
 `add_commands`, listed in `COMMAND_GROUPS`.
 
     farm phones                          table: serial, node, state, lock, app, screen
@@ -43,6 +44,17 @@ command group is a module registering its subcommands with `add_commands(sub, co
     farm runs [--limit N]                recent executions with their status
     farm audit [--entity sequence] [--since 2d] [--entity-id ID] [--limit N] [--json]
                                          who changed what and when (the audit trail)
+    farm login USER [--password-file F]  log in (password from F or stdin); the token is
+                                         kept in ~/.config/phonefarm/token (0600)
+    farm logout | farm whoami
+    farm users [list] | farm users add NAME --role super|admin|client|viewer [--client C]..
+                      [--organization O] [--password-file F]
+    farm users disable|enable|passwd NAME
+    farm orgs [list] | farm orgs add NAME
+    farm clients [list] | farm clients add NAME [--organization O]
+    farm tokens [list] [--all] | farm tokens add --name N [--expires 30d] [--out F]
+    farm tokens revoke ID
+    farm phones assign SERIAL --client C | --none
     farm groups [list]                   groups: kind, type, parent, member count
     farm groups add NAME KIND [--smart FILTER] [--parent P]
     farm groups member add|remove NAME MEMBER
@@ -56,7 +68,8 @@ command group is a module registering its subcommands with `add_commands(sub, co
     farm nodes revoke NAME               the node is disconnected and refused from then on
 
 The endpoint is ``--url`` or $PHONEFARM_URL (default http://127.0.0.1:8470); the access
-token ``--token`` or $PHONEFARM_TOKEN; the registry DIR $PHONEFARM_REGISTRY (default the demo
+token comes from ``--token-file``, $PHONEFARM_TOKEN, ~/.config/phonefarm/token or the local
+demo's DATA/admin.token (`credentials`), never from the command line; the registry DIR $PHONEFARM_REGISTRY (default the demo
 registry, registry/apps). Exit status: 0 success; 1 some phone's action did not succeed (or
 the scope matched no phone), `registry check` found problems or `registry path` no route; 2
 bad usage, a request the endpoint rejected, an unreadable image or an invalid registry; 3
@@ -72,7 +85,8 @@ import sys
 
 from actors.control.cli import (ai, groups, nodes, phones, registry, retention, runs,
                                 schedule, variables)
-from actors.control.cli import audit
+from actors.control.cli import audit, people
+from actors.control.cli.credentials import find_token
 from actors.control.cli.client import (DEFAULT_URL, EXIT_REJECTED, EXIT_STDOUT_CLOSED,
                                        EXIT_UNREACHABLE, FarmClient)
 from protocol.errors import DeliveryError, FarmError
@@ -80,7 +94,8 @@ from protocol.errors import DeliveryError, FarmError
 log = logging.getLogger(__name__)
 
 # Each command group registers its subcommands, in the order `farm --help` lists them.
-COMMAND_GROUPS = (phones, runs, ai, audit, schedule, groups, registry, variables, retention, nodes)
+COMMAND_GROUPS = (phones, runs, ai, audit, schedule, groups, registry, variables, retention, nodes,
+                  people)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -89,8 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--url", default=argparse.SUPPRESS,
                         help=f"control endpoint (env PHONEFARM_URL, default {DEFAULT_URL})")
-    common.add_argument("--token", default=argparse.SUPPRESS,
-                        help="access token (env PHONEFARM_TOKEN)")
+    common.add_argument("--token-file", default=argparse.SUPPRESS,
+                        help="file holding the access token (see `farm login`)")
     common.add_argument("--timeout", type=float, default=argparse.SUPPRESS,
                         help="seconds to wait for an answer (default 60)")
 
@@ -99,7 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
                                             "phone:all-SERIAL[,..] | node:NAME[,..]")
     parser.add_argument("--url", default=None,
                         help=f"control endpoint (env PHONEFARM_URL, default {DEFAULT_URL})")
-    parser.add_argument("--token", default=None, help="access token (env PHONEFARM_TOKEN)")
+    parser.add_argument("--token-file", default=None,
+                        help="file holding the access token; else $PHONEFARM_TOKEN, else "
+                             "~/.config/phonefarm/token (`farm login`), else the local demo's "
+                             "DATA/admin.token (DATA: $PHONEFARM_DATA or ./farm-data)")
     parser.add_argument("--timeout", type=float, default=60.0,
                         help="seconds to wait for an answer (default 60)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -113,7 +131,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=os.environ.get("PHONEFARM_LOG_LEVEL", "WARNING").upper(),
                         stream=sys.stderr, format="%(levelname)s %(name)s %(message)s")
     url = args.url or os.environ.get("PHONEFARM_URL") or DEFAULT_URL
-    token = args.token if args.token is not None else os.environ.get("PHONEFARM_TOKEN")
+    try:
+        token = find_token(args.token_file)
+    except OSError as exc:
+        print(f"farm: cannot read the token file: {exc}", file=sys.stderr)
+        return EXIT_REJECTED
     client = FarmClient(url, token, timeout=args.timeout)
     try:
         code = args.func(client, args)

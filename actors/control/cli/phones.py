@@ -9,6 +9,7 @@ import json
 import sys
 import urllib.parse
 
+from actors.control.cli.people import add_assign_command
 from actors.control.cli.client import EXIT_OK, EXIT_PHONE_FAILED, FarmClient, add_command
 from actors.control.cli.format import format_event, format_result, phones_table
 
@@ -82,6 +83,8 @@ def _cmd_watch(client: FarmClient, args: argparse.Namespace) -> int:
 def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     p = add_command(sub, common, "phones", "list phones: serial, node, state, lock, app, screen", _cmd_phones)
     p.add_argument("--json", action="store_true", help="print the raw JSON")
+    phones_sub = p.add_subparsers(dest="phones_command")
+    add_assign_command(phones_sub, common)
 
     p = add_command(sub, common, "tap", "tap X Y on every phone of SCOPE", _cmd_action)
     p.add_argument("scope")

@@ -1,0 +1,60 @@
+"""Which routes a caller's role may use at all, decided once per request before any
+handler runs. A route missing from `ROUTES` is for super users only, so a new endpoint is
+closed to tenants until someone decides how it is scoped."""
+
+from __future__ import annotations
+
+from actors.access.principal import Principal
+
+# SCOPED: every logged-in user; the handler shows and changes only the caller's clients'
+#   rows (actors.access.scoped); viewers read only.
+# OWN: the caller's own session, tokens and password: every logged-in user, viewers too.
+# SHARED: the farm's shared library (sequences, workflows, screen registry): everyone
+#   reads, super users change.
+# SUPER: super users only (farm-wide operations not yet scoped per client).
+SCOPED, OWN, SHARED, SUPER = "scoped", "own", "shared", "super"
+READS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+ROUTES: dict[str, str] = {
+    "/api/phones": SCOPED, "/api/nodes": SCOPED, "/api/phones/{serial}/screen": SCOPED,
+    "/api/actions": SCOPED, "/api/record/start": SCOPED, "/api/record/stop": SCOPED,
+    "/api/runs": SCOPED, "/api/runs/{run_id}": SCOPED, "/api/executions": SCOPED,
+    "/api/executions/{execution_id}": SCOPED,
+    "/api/executions/{execution_id}/steps/{path}/screenshot": SCOPED,
+    "/api/unknown-screens": SCOPED, "/api/unknown-screens/{id}/image": SCOPED,
+    "/api/stream": SCOPED, "/api/live": SCOPED,
+    "/api/clients": SCOPED, "/api/clients/{name}": SCOPED, "/api/profiles": SCOPED,
+    "/api/phones/{serial}/tags": SCOPED, "/api/phones/{serial}/tags/{tag}": SCOPED,
+    "/api/phones/{serial}/client": SCOPED, "/api/phones/{serial}/resume": SCOPED,
+    "/api/accounts": SCOPED, "/api/accounts/{account_id}": SCOPED,
+    "/api/variables": SCOPED, "/api/variables/preview": SCOPED,
+    "/api/variables/resolve": SCOPED, "/api/recovery/attempts": SCOPED,
+    "/api/ai-keys": SCOPED, "/api/ai-keys/{key_id}": SCOPED, "/api/audit": SCOPED,
+    "/api/users": SCOPED, "/api/users/{name}/disable": SCOPED,
+    "/api/users/{name}/enable": SCOPED, "/api/organizations": SCOPED,
+    "/api/logout": OWN, "/api/me": OWN, "/api/tokens": OWN, "/api/tokens/{token_id}": OWN,
+    "/api/users/{name}/password": OWN,
+    "/api/sequences": SHARED, "/api/sequences/{name}": SHARED, "/api/workflows": SHARED,
+    "/api/workflows/{name}": SHARED, "/api/registry": SHARED,
+    "/api/registry/apps/{app}": SHARED, "/api/registry/apps/{app}/files/{path}": SHARED,
+    "/api/registry/apps/{app}/screens/{screen}": SHARED,
+}
+# Method-specific exceptions: the phone registry is read by tenants, changed by super users.
+METHOD_ROUTES: dict[tuple[str, str], str] = {
+    ("GET", "/api/phones/registry"): SCOPED, ("HEAD", "/api/phones/registry"): SCOPED,
+}
+
+
+def refusal(principal: Principal, method: str, route: str | None) -> str | None:
+    """Why ``principal`` may not call ``method route`` (a route template), or None."""
+    if principal.is_super:
+        return None
+    rule = METHOD_ROUTES.get((method, route or "")) or ROUTES.get(route or "", SUPER)
+    reading = method in READS
+    if rule == OWN:
+        return None
+    if rule == SUPER or (rule == SHARED and not reading):
+        return f"only a super user may {method} {route}"
+    if not reading and not principal.can_write():
+        return f"a {principal.role} user may not change anything"
+    return None
