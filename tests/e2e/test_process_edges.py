@@ -1,6 +1,6 @@
 """Farm processes at their edges, as an operator runs them: `farm-virtual` stopped by Ctrl-C
-takes down the adb server it started (and only that one), `farm-coordinator` refusing a
-public bind says so in one line, and `/api/nodes` counts the phones a node has now (its
+takes down the adb server it started (and only that one), `farm-coordinator` on a public
+address answers only with a token, and `/api/nodes` counts the phones a node has now (its
 hello's count went stale as phones came and went)."""
 
 from __future__ import annotations
@@ -13,9 +13,14 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
+import pytest
+
 from actors.node.device.adb_server import AdbServer, free_port, kill_adb_server, start_private_adb_server
+from tests.e2e.farm_auth import admin_token, api_json
 from tests.e2e.test_farm_inprocess import shutdown, start_farm, wait_for
 from virtual.farm import FarmSpec, VirtualFarm
 
@@ -94,15 +99,30 @@ def test_farm_virtual_leaves_an_adb_server_it_found_running() -> None:
         kill_adb_server(server.port)
 
 
-def test_coordinator_refusing_a_public_bind_prints_one_line(tmp_path: Path) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "actors.coordinator", "--http", f"0.0.0.0:{free_port()}",
+def test_coordinator_on_a_public_address_answers_only_with_a_token(tmp_path: Path) -> None:
+    # It used to refuse a non-loopback --http without --token; it now always authenticates
+    # (issue 17.3), so it serves there and every /api request needs a user's token.
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "actors.coordinator", "--http", f"0.0.0.0:{port}",
          "--listen", f"tcp://127.0.0.1:{free_port()}", "--data", str(tmp_path / "data"),
-         "--secret", "edge-secret"], cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert done.returncode == 2
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
-    assert lines[0].startswith("farm-coordinator:") and "non-loopback" in lines[0], lines
+         "--secret", "edge-secret", "--log-level", "WARNING"], cwd=ROOT,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().startswith("phonefarm coordinator:")
+        url = f"http://127.0.0.1:{port}"
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(url + "/api/phones", timeout=10)
+        assert refused.value.code == 401
+        admin_token(tmp_path / "data", url)
+        assert api_json(url + "/api/phones", timeout=10)["phones"] == []
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0 and "Traceback" not in err, err
 
 
 async def test_nodes_count_the_phones_a_node_has_now(farm, adb_server, tmp_path) -> None:
