@@ -308,9 +308,12 @@ def _document() -> dict[str, Any]:
                                "step_finished, execution_paused, execution_resumed, "
                                "execution_finished, recovery_started, recovery_step, "
                                "recovery_succeeded, recovery_failed, recovery_phone_paused, "
-                               "overflow. phone_paused / phone_resumed with data.by = "
-                               "coordinator are the coordinator's pause (data.reason, e.g. "
-                               "recovery_failures) and its end (POST /api/phones/{serial}/resume).",
+                               "event_refused, overflow. phone_paused / phone_resumed with "
+                               "data.by = coordinator are the coordinator's pause (data.reason, "
+                               "e.g. recovery_failures) and its end (POST "
+                               "/api/phones/{serial}/resume). event_refused: a node reported on "
+                               "another node's phone or execution; data.event and data.reason "
+                               "say which and why (nothing of it was applied).",
                 "responses": {
                     "200": {"description": "an endless event stream", "content": {
                         # One schema per event (how OpenAPI 3.2's itemSchema reads it, and
