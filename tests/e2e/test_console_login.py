@@ -8,96 +8,23 @@ shows the server's reason."""
 
 from __future__ import annotations
 
-import json
-import os
-import re
-import signal
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from actors.node.device.adb_server import free_port
+from tests.e2e.demo_farm import DemoFarm, call
 
 sync_api = pytest.importorskip("playwright.sync_api")
 
-ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
 PHONES = 4
 
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs /usr/bin/chromium")
 
 
-def call(base: str, method: str, path: str, token: str | None = None,
-         body: dict | None = None) -> tuple[int, dict]:
-    """(status, JSON answer) of one API request."""
-    headers = {"Content-Type": "application/json"}
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(base + path, data=data, method=method, headers=headers)
-    try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"{}")
-
-
-class DemoFarm:
-    """A `farm-coordinator --demo` process group, its admin token and what it printed: the
-    admin's one-time login link and the passwords of Acme's demo users."""
-
-    def __init__(self, tmp: Path) -> None:
-        http = free_port()
-        self.base = f"http://127.0.0.1:{http}"
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "actors.coordinator", "--demo", "--phones", str(PHONES),
-             "--http", f"127.0.0.1:{http}", "--listen", f"tcp://127.0.0.1:{free_port()}",
-             "--data", str(tmp / "data"), "--log-level", "WARNING", "--base-port", "0"],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-            start_new_session=True)
-        self.link: str | None = None
-        self.passwords: dict[str, str] = {}
-        # The start line, the link, then one line per demo user.
-        for line in iter(self.proc.stdout.readline, ""):
-            if match := re.search(r"#login=(\S+)", line):
-                self.link = match.group(1)
-            elif match := re.search(r"demo user (\S+) \(.*\), password: (\S+)", line):
-                self.passwords[match.group(1)] = match.group(2)
-            if len(self.passwords) == 2:
-                break
-        assert self.link and set(self.passwords) == {"acme", "acme-viewer"}, \
-            f"the demo did not print its link and users: {self.link!r} {self.passwords}"
-        self.admin_token = (tmp / "data" / "admin.token").read_text().strip()
-        deadline = time.monotonic() + 60
-        phones: list[dict] = []
-        while time.monotonic() < deadline:
-            status, answer = call(self.base, "GET", "/api/phones", self.admin_token)
-            phones = answer.get("phones", []) if status == 200 else []
-            if sum(p["state"] == "online" for p in phones) == PHONES:
-                break
-            time.sleep(0.2)
-        assert sum(p["state"] == "online" for p in phones) == PHONES, phones
-        self.acme_phones = sorted(p["serial"] for p in phones if p.get("client") == "Acme")
-        assert 0 < len(self.acme_phones) < PHONES, phones  # the demo splits them
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGINT)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-
-
 @pytest.fixture(scope="module")
 def farm(tmp_path_factory):
-    farm = DemoFarm(tmp_path_factory.mktemp("login"))
+    farm = DemoFarm(tmp_path_factory.mktemp("login"), PHONES)
     yield farm
     farm.stop()
 

@@ -1,0 +1,326 @@
+"""Tenant isolation, generated from the OpenAPI document (issue 17.4), against a real
+`farm-coordinator --demo` whose phones are split between two clients of one organization:
+A ("Demo Farm") and B ("Acme").
+
+For every operation the document lists, a client user of A and a viewer of A call it with
+the ids and serials of B (a phone, its account and profile, a run and execution on it, a
+schedule, an AI key, B's user and its token). Each answer must be 401/403/404 (or a 400
+that says exactly what it says for an id that does not exist at all: no existence leak),
+or a success that carries none of B's rows. Afterwards B's data is unchanged, and B's user
+and token still work. The status stream and the live wall show A's callers A's phones only.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.demo_farm import DemoFarm, call
+
+A, B = "Demo Farm", "Acme"
+GHOST_SERIAL = "127.0.0.1:1"
+SEQUENCE = {"name": "iso_probe", "steps": [{"type": "key", "key": "HOME"}]}
+# Operations a caller may use on itself whatever its role; checked apart.
+OWN_OPERATIONS = {"login", "logout", "me", "listTokens", "addToken"}
+
+
+@pytest.fixture(scope="module")
+def farm(tmp_path_factory):
+    farm = DemoFarm(tmp_path_factory.mktemp("tenants"), phones=4)
+    yield farm
+    farm.stop()
+
+
+def ok(status: int, answer: Any, what: str) -> Any:
+    assert 200 <= status < 300, f"{what}: {status} {answer}"
+    return answer
+
+
+@pytest.fixture(scope="module")
+def world(farm: DemoFarm) -> dict:
+    """B's ids (made by the admin), and a client user and a viewer of A, logged in."""
+    admin = farm.admin_token
+    phones = ok(*call(farm.base, "GET", "/api/phones", admin), "phones")["phones"]
+    b_serials = [p["serial"] for p in phones if p["client"] == B]
+    a_serials = [p["serial"] for p in phones if p["client"] == A]
+    b_serial = b_serials[0]
+    run = ok(*call(farm.base, "POST", "/api/runs", admin,
+                   {"sequence": SEQUENCE, "scope": f"phone:{b_serial}"}), "run on B")
+    execution_id = run["executions"][b_serial]["execution_id"]
+    accounts = ok(*call(farm.base, "GET", f"/api/accounts?serial={b_serial}", admin),
+                  "B accounts")["accounts"]
+    profile_id = next(a["profile"]["profile_id"] for a in accounts if a.get("profile"))
+    key = ok(*call(farm.base, "POST", "/api/ai-keys", admin,
+                   {"base_url": "http://127.0.0.1:9/v1", "model": "m", "key": "sk-b-secret",
+                    "client": B}), "B's AI key")
+    schedule = ok(*call(farm.base, "POST", "/api/schedules", admin,
+                        {"sequence": "clipshare/post_clip", "target": f"phone:{b_serial}",
+                         "type": "scheduled", "at": "2099-01-01T00:00:00Z"}), "B schedule")
+    b_login = ok(*call(farm.base, "POST", "/api/login", None,
+                       {"user": "acme", "password": farm.passwords["acme"]}), "acme login")
+    tokens = ok(*call(farm.base, "GET", "/api/tokens?all=1", admin), "tokens")["tokens"]
+    b_token_id = next(t["token_id"] for t in tokens if t["user"] == "acme")
+    callers = {}
+    for name, role in (("iso-client", "client"), ("iso-viewer", "viewer")):
+        ok(*call(farm.base, "POST", "/api/users", admin,
+                 {"name": name, "password": "correct horse 1", "role": role, "clients": [A]}),
+           f"user {name}")
+        callers[role] = ok(*call(farm.base, "POST", "/api/login", None,
+                                 {"user": name, "password": "correct horse 1"}),
+                           f"login {name}")["token"]
+    return {"b_serial": b_serial, "b_serials": b_serials, "a_serials": a_serials,
+            "run_id": run["run_id"], "execution_id": execution_id,
+            "account_id": accounts[0]["account_id"], "account_ids":
+                {a["account_id"] for a in accounts}, "profile_id": profile_id,
+            "key_id": key["id"], "schedule_id": schedule["id"], "b_token": b_login["token"],
+            "b_token_id": b_token_id, "callers": callers,
+            "before": b_state(farm, b_serial)}
+
+
+def b_state(farm: DemoFarm, serial: str) -> dict:
+    """What A's callers must not be able to change about B, as the admin reads it."""
+    admin = farm.admin_token
+    get = lambda path: ok(*call(farm.base, "GET", path, admin), path)  # noqa: E731
+    return {
+        "accounts": get(f"/api/accounts?serial={serial}")["accounts"],
+        "profiles": [p for p in get("/api/profiles")["profiles"] if p.get("client") == B],
+        "client": [c for c in get("/api/clients")["clients"] if c["name"] == B],
+        "phone": [p["client"] for p in get("/api/phones")["phones"] if p["serial"] == serial],
+        "keys": [k for k in get("/api/ai-keys")["keys"] if k.get("client") == B],
+        "users": [u for u in get("/api/users")["users"] if u["name"] == "acme"],
+        "executions": sorted(e["execution_id"] for e in get("/api/executions?limit=500")
+                             ["executions"] if e.get("serial") == serial),
+        "schedules": sorted(s["id"] for s in get("/api/schedules")["schedules"]),
+    }
+
+
+def params_for(world: dict, ghost: bool) -> dict[str, str]:
+    """Path parameter values: B's (ghost=False) or of nothing at all (ghost=True)."""
+    if ghost:
+        return {"serial": GHOST_SERIAL, "run_id": "run-000000000000",
+                "execution_id": "ex-000000000000", "path": "0", "schedule_id": "no-such",
+                "id": "987654", "name": "no-such-name", "member": GHOST_SERIAL, "tag": "x",
+                "account_id": "987654", "app": "clipshare", "screen": "home",
+                "key_id": "987654", "token_id": "987654"}
+    return {"serial": world["b_serial"], "run_id": world["run_id"],
+            "execution_id": world["execution_id"], "path": "0",
+            "schedule_id": world["schedule_id"], "id": "1", "name": B, "member": world["b_serial"],
+            "tag": "x", "account_id": str(world["account_id"]), "app": "clipshare",
+            "screen": "home", "key_id": str(world["key_id"]), "token_id": str(world["b_token_id"])}
+
+
+USER_PATHS = ("/api/users/{name}",)
+
+
+def body_for(op_id: str, path: str, world: dict, ghost: bool) -> dict | None:
+    serial = GHOST_SERIAL if ghost else world["b_serial"]
+    client = "No Such Client" if ghost else B
+    bodies = {
+        "/api/actions": {"scope": f"phone:{serial}", "action": {"type": "key", "key": "HOME"}},
+        "/api/record/start": {"scope": f"phone:{serial}", "name": "iso_rec"},
+        "/api/record/stop": {"recording_id": "rec-none"},
+        "/api/runs": {"sequence": SEQUENCE, "scope": f"phone:{serial}"},
+        "/api/schedules": {"sequence": "clipshare/post_clip", "target": f"phone:{serial}",
+                           "type": "scheduled", "at": "2099-01-01T00:00:00Z"},
+        "/api/clients": {"name": client, "status": "retired"},
+        "/api/profiles": {"profile_id": 987654 if ghost else world["profile_id"],
+                          "first_name": "Hacked"},
+        "/api/phones/registry": {"serial": serial, "client": A},
+        "/api/phones/{serial}/tags": {"tag": "hacked"},
+        "/api/accounts": {"serial": serial, "platform": "clipshare",
+                          "account_number": "account1", "username": "hacked"},
+        "/api/variables/preview": {"text": "${account.username}", "serials": [serial]},
+        "/api/variables/resolve": {"text": "${account.username}", "serials": [serial]},
+        "/api/ai-keys": {"base_url": "http://127.0.0.1:9/v1", "model": "m", "key": "k",
+                         "client": client},
+        "/api/phones/{serial}/resume": {},
+        "/api/users": {"name": "iso-evil", "password": "correct horse 2", "role": "client",
+                       "clients": [client]},
+        "/api/users/{name}/password": {"password": "correct horse 3"},
+        "/api/organizations": {"name": "Evil Org"},
+        "/api/phones/{serial}/client": {"client": A},
+        "/api/groups": {"name": "iso-group", "kind": "phone"},
+        "/api/groups/{name}/members": {"member": serial},
+        "/api/nodes/keys": {"node": "evil-node"},
+    }
+    return bodies.get(path, {})
+
+
+def fill(path: str, params: dict[str, str], op_path: str) -> str:
+    if op_path.startswith("/api/users/"):
+        params = {**params, "name": "no-such-user" if params["name"] == "no-such-name"
+                  else "acme"}
+    return re.sub(r"\{(\w+)\}", lambda m: urllib.request.quote(params[m.group(1)], safe=""),
+                  path)
+
+
+def leaks(answer: Any, world: dict) -> list[str]:
+    """B's rows in an answer: anything carrying B's serial, client, account, run or
+    execution."""
+    found: list[str] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if node.get("serial") in world["b_serials"] or node.get("client") == B \
+                    or node.get("account_id") in world["account_ids"] \
+                    or node.get("execution_id") == world["execution_id"] \
+                    or node.get("run_id") == world["run_id"]:
+                found.append(json.dumps(node)[:200])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(answer)
+    return found
+
+
+def operations(farm: DemoFarm) -> list[tuple[str, str, str]]:
+    status, doc = call(farm.base, "GET", "/api/openapi.json")
+    assert status == 200
+    out = []
+    for path, ops in doc["paths"].items():
+        for method, op in ops.items():
+            if method in ("get", "post", "put", "delete") and path not in (
+                    "/api/stream", "/api/live"):  # streams: checked below
+                out.append((method.upper(), path, op["operationId"]))
+    return out
+
+
+def masked(answer: Any, values: list[str]) -> str:
+    text = json.dumps(answer, sort_keys=True)
+    for value in values:
+        text = text.replace(value, "<ID>").replace(json.dumps(value)[1:-1], "<ID>")
+    return text
+
+
+@pytest.mark.parametrize("role", ["client", "viewer"])
+def test_every_operation_keeps_b_from_a(farm: DemoFarm, world: dict, role: str) -> None:
+    token = world["callers"][role]
+    problems = []
+    ops = operations(farm)
+    assert len(ops) > 60, "the OpenAPI document lists every operation"
+    for method, path, op_id in ops:
+        if op_id in OWN_OPERATIONS:
+            continue
+        real = params_for(world, ghost=False)
+        ghost = params_for(world, ghost=True)
+        url = fill(path, real, path)
+        body = body_for(op_id, path, world, ghost=False) if method in ("POST", "PUT") else None
+        status, answer = call(farm.base, method, url, token, body)
+        where = f"{role} {method} {url} ({op_id})"
+        if status >= 500:
+            problems.append(f"{where}: {status} {answer}")
+            continue
+        if status in (401, 403, 404):
+            continue
+        if status >= 400:
+            # Any other refusal about B's id must read exactly as the one about an id of
+            # nothing at all: no existence leak.
+            ghost_url = fill(path, ghost, path)
+            ghost_body = body_for(op_id, path, world, ghost=True) \
+                if method in ("POST", "PUT") else None
+            g_status, g_answer = call(farm.base, method, ghost_url, token, ghost_body)
+            sent_b = [world["b_serial"], B, str(world["profile_id"])]
+            sent_g = [GHOST_SERIAL, "No Such Client", "987654"]
+            if g_status != status or masked(answer, sent_b) != masked(g_answer, sent_g):
+                problems.append(f"{where}: {status} differs from a missing id's: {answer} "
+                                f"vs {g_status} {g_answer}")
+            continue
+        found = leaks(answer, world)
+        if found:
+            problems.append(f"{where}: B's rows in the answer: {found[:2]}")
+        elif method != "GET":
+            problems.append(f"{where}: a change with B's ids succeeded: {status} {answer}")
+    assert not problems, "\n".join(problems)
+
+
+def test_b_is_unchanged_and_still_works(farm: DemoFarm, world: dict) -> None:
+    # Runs after the two generated sweeps above (pytest keeps the file's order).
+    assert b_state(farm, world["b_serial"]) == world["before"]
+    status, me = call(farm.base, "GET", "/api/me", world["b_token"])
+    assert status == 200 and me["name"] == "acme"
+
+
+def test_a_client_sees_only_its_phones_and_all_means_its_own(farm: DemoFarm, world: dict) -> None:
+    token = world["callers"]["client"]
+    phones = ok(*call(farm.base, "GET", "/api/phones", token), "phones")["phones"]
+    assert sorted(p["serial"] for p in phones) == sorted(world["a_serials"])
+    answer = ok(*call(farm.base, "POST", "/api/actions", token,
+                      {"scope": "phone:all", "action": {"type": "key", "key": "HOME"}}),
+                "phone:all")
+    assert sorted(answer["results"]) == sorted(world["a_serials"])
+    status, answer = call(farm.base, "POST", "/api/actions", token,
+                          {"scope": f"phone:{world['b_serial']}",
+                           "action": {"type": "key", "key": "HOME"}})
+    g_status, g_answer = call(farm.base, "POST", "/api/actions", token,
+                              {"scope": f"phone:{GHOST_SERIAL}",
+                               "action": {"type": "key", "key": "HOME"}})
+    assert (status, answer["error"].replace(world["b_serial"], "X")) == \
+        (g_status, g_answer["error"].replace(GHOST_SERIAL, "X"))
+    status, _ = call(farm.base, "POST", "/api/actions", world["callers"]["viewer"],
+                     {"scope": "phone:all", "action": {"type": "key", "key": "HOME"}})
+    assert status == 403
+
+
+def test_the_stream_shows_a_only_its_phones(farm: DemoFarm, world: dict) -> None:
+    token = world["callers"]["client"]
+    seen: list[dict] = []
+    stop = threading.Event()
+
+    def follow() -> None:
+        req = urllib.request.Request(farm.base + "/api/stream",
+                                     headers={"Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            for raw in resp:
+                line = raw.decode().strip()
+                if line.startswith("data:"):
+                    seen.append(json.loads(line[5:]))
+                if stop.is_set():
+                    return
+
+    thread = threading.Thread(target=follow, daemon=True)
+    thread.start()
+    time.sleep(1.0)
+    admin = farm.admin_token
+    for serial in (world["b_serial"], world["a_serials"][0]):
+        ok(*call(farm.base, "POST", "/api/runs", admin,
+                 {"sequence": SEQUENCE, "scope": f"phone:{serial}"}), f"run on {serial}")
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not any(
+            e.get("serial") == world["a_serials"][0] for e in seen):
+        time.sleep(0.2)
+    time.sleep(1.0)  # B's events, had they leaked, would have come by now
+    stop.set()
+    assert any(e.get("serial") == world["a_serials"][0] for e in seen), seen[-5:]
+    assert not [e for e in seen if e.get("serial") in world["b_serials"]]
+    assert all(e.get("serial") or e.get("event") in ("node_up", "node_down", "overflow")
+               for e in seen)
+
+
+def test_the_live_wall_refuses_b_phones(farm: DemoFarm, world: dict) -> None:
+    aiohttp = pytest.importorskip("aiohttp")
+    import asyncio
+
+    async def watch() -> list[dict]:
+        async with aiohttp.ClientSession() as session:
+            async with session.ws_connect(farm.base + "/api/live") as ws:
+                await ws.send_json({"token": world["callers"]["client"]})
+                await ws.send_json({"watch": {world["b_serial"]: 100}})
+                first = await ws.receive_json(timeout=10)
+                await ws.send_json({"watch": {world["a_serials"][0]: 100}})
+                second = await ws.receive_json(timeout=10)
+                return [first, second]
+
+    refused, accepted = asyncio.run(watch())
+    assert "error" in refused and world["b_serial"] in refused["error"], refused
+    assert accepted == {"watching": {world["a_serials"][0]: 100}}, accepted
