@@ -9,13 +9,13 @@ demo's data folder). What this test changes is only where the demo is: its contr
 is on a free port (``PHONEFARM_URL``, and in place of http://127.0.0.1:8470 in the curl
 examples) and its adb server on a private one (``ANDROID_ADB_SERVER_PORT``, as the README
 tells the reader); ``OPENAI_API_KEY`` is a made-up key (the README reads the reader's from
-it). The phones' serials are the ones the README names, 127.0.0.1:40001..40006, so the demo
+it); ``XDG_CONFIG_HOME`` is an empty folder of the test's (a new user has no stored `farm
+login`: `farm` finds the demo's token in ``./farm-data/admin.token`` by itself). The phones' serials are the ones the README names, 127.0.0.1:40001..40006, so the demo
 runs on its default ports and the test is skipped, saying so, when those are taken.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import queue
 import re
@@ -25,13 +25,13 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from actors.node.device.adb_server import free_port
+from tests.e2e.farm_auth import admin_token, api_json
 from virtual.cli import DEFAULT_BASE_PORT
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -137,8 +137,7 @@ def _first_line(proc: subprocess.Popen, timeout: float) -> str:
 
 def _phones(url: str) -> list[dict]:
     try:
-        with urllib.request.urlopen(url + "/api/phones", timeout=5) as response:
-            return json.loads(response.read())["phones"]
+        return api_json(url + "/api/phones", timeout=5)["phones"]
     except OSError:
         return []
 
@@ -192,6 +191,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Demo:
         line = _first_line(proc, timeout=120)
         adb = re.search(r"demo adb server 127\.0\.0\.1:(\d+)", line)
         assert adb, f"the demo did not start: {line!r}\n{log.read_text()[-3000:]}"
+        admin_token(workdir / "farm-data", url)  # for this test's own API calls
         phones = _wait_for_phones(url, timeout=120)
         serials = sorted(p["serial"] for p in phones)
         if serials != SERIALS:
@@ -202,7 +202,8 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Demo:
         yield Demo(url, workdir, {
             **env, "PATH": bin_dir + os.pathsep + env.get("PATH", ""),
             "VIRTUAL_ENV": str(Path(bin_dir).parent), "PHONEFARM_URL": url,
-            "ANDROID_ADB_SERVER_PORT": adb.group(1), "OPENAI_API_KEY": FAKE_KEY}, log)
+            "ANDROID_ADB_SERVER_PORT": adb.group(1), "OPENAI_API_KEY": FAKE_KEY,
+            "XDG_CONFIG_HOME": str(tmp_path_factory.mktemp("readme-config"))}, log)
     finally:
         proc.send_signal(signal.SIGINT)
         try:
@@ -231,11 +232,7 @@ ENDED = {"completed", "cancelled", "failed"}
 
 
 def _api(url: str, path: str, body: dict | None = None) -> dict:
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url + path, data=data,
-                                     headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read())
+    return api_json(url + path, body, timeout=30)
 
 
 # (The cron example's clipshare/login, on phones the examples leave on the profile, failed so
