@@ -32,9 +32,12 @@ def hub() -> FakeHub:
 
 
 @pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv("PHONEFARM_URL", raising=False)
     monkeypatch.delenv("PHONEFARM_TOKEN", raising=False)
+    # No stored `farm login` and no local demo token: the CLI sends only what a test gives.
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setenv("PHONEFARM_DATA", str(tmp_path / "farm-data"))
 
 
 @pytest.fixture
@@ -213,12 +216,19 @@ def test_phones_table_alignment() -> None:
     assert lines[1].index("n ") == lines[2].index("n ") == lines[0].index("NODE")
 
 
-async def test_token_from_option_and_env(auth_url: str, capsys, monkeypatch) -> None:
+async def test_token_from_a_file_the_env_or_the_local_demo(auth_url: str, capsys, monkeypatch,
+                                                            tmp_path: Path) -> None:
     assert await farm("--url", auth_url, "phones") == 2
     assert "HTTP 401" in capsys.readouterr().err
-    assert await farm("--url", auth_url, "--token", TOKEN, "phones") == 0
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN + "\n")
+    assert await farm("--url", auth_url, "--token-file", str(token_file), "phones") == 0
     monkeypatch.setenv("PHONEFARM_TOKEN", TOKEN)
     assert await farm("--url", auth_url, "tap", "phone:phone1", "1", "1") == 0
+    monkeypatch.delenv("PHONEFARM_TOKEN")
+    (tmp_path / "farm-data").mkdir()  # the local demo's data folder (PHONEFARM_DATA), its token
+    (tmp_path / "farm-data" / "admin.token").write_text(TOKEN + "\n")
+    assert await farm("--url", auth_url, "phones") == 0
 
 
 async def test_unreachable_endpoint(capsys) -> None:
