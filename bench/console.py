@@ -24,7 +24,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,16 +32,14 @@ sys.path.insert(0, str(ROOT))
 from actors.node.device.adb_server import AdbServer  # noqa: E402
 from actors.node.device.driver import DeviceDriver  # noqa: E402
 from bench.latency import start_demo  # noqa: E402
+from tests.e2e.farm_auth import api_json, sign_in_console  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def api(base: str, path: str, body: dict | None = None):
-    req = urllib.request.Request(base + path, data=None if body is None else json.dumps(body).encode(),
-                                 headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=60) as resp:
-        return json.loads(resp.read())
+    return api_json(base + path, body)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -124,6 +121,7 @@ def main() -> None:
 
 def run(args, browser, base: str, pid: int, serials: list[str], adb: AdbServer) -> None:
     page = browser.new_page(viewport={"width": 1600, "height": 1000})
+    sign_in_console(page, base)
     page.goto(base + "/")
     page.wait_for_function(f"window.__console.framesLoaded >= {len(serials)}", timeout=120000)
     visible = page.evaluate("""[...document.querySelectorAll('#wall .phone')].filter(e => {
@@ -204,6 +202,7 @@ def run(args, browser, base: str, pid: int, serials: list[str], adb: AdbServer) 
     print(f"no page, busy (tapped {rounds:.1f}x/s): coordinator CPU {cpu:.0f}%")
     pages = [browser.new_page(viewport={"width": 1600, "height": 1000}) for _ in range(5)]
     for pg in pages:
+        sign_in_console(pg, base)
         pg.goto(base + "/")
     for pg in pages:
         pg.wait_for_function(f"window.__console.framesLoaded >= {len(serials)}", timeout=120000)

@@ -34,11 +34,13 @@ sys.path.insert(0, str(ROOT))
 from actors.node.device.adb_server import AdbServer, free_port  # noqa: E402
 from actors.node.device.driver import DeviceDriver  # noqa: E402
 from bench.device import raw_tap, row, timed  # noqa: E402
+from tests.e2e.farm_auth import admin_token, api_json, auth_headers  # noqa: E402
 
 
 def start_demo(phones: int, data: str, *extra: str) -> tuple[subprocess.Popen, str, int]:
     """`farm-coordinator --demo` (``extra``: more of its options): the process, its HTTP
-    address and its private adb server's port."""
+    address and its private adb server's port. Its admin token (``data``/admin.token) is
+    remembered for that address (tests/e2e/farm_auth.py: `auth_headers`, `api_json`)."""
     http_port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "actors.coordinator", "--demo", "--phones", str(phones),
@@ -50,6 +52,7 @@ def start_demo(phones: int, data: str, *extra: str) -> tuple[subprocess.Popen, s
     if m is None:
         proc.kill()
         raise SystemExit(f"demo did not start: {line!r}")
+    admin_token(data, f"127.0.0.1:{http_port}")
     return proc, f"127.0.0.1:{http_port}", int(m.group(1))
 
 
@@ -75,7 +78,7 @@ def run(args: argparse.Namespace, http_addr: str, adb_port: int) -> None:
     deadline = time.monotonic() + 120
     while True:
         try:
-            phones = json.loads(urllib.request.urlopen(base + "/api/phones").read())["phones"]
+            phones = api_json(base + "/api/phones")["phones"]
         except OSError:
             phones = []
         if sum(p["state"] == "online" for p in phones) == args.phones:
@@ -88,7 +91,8 @@ def run(args: argparse.Namespace, http_addr: str, adb_port: int) -> None:
 
     def post(scope: str) -> dict:
         body = json.dumps({"scope": scope, "action": {"type": "tap", "x": 540, "y": 1200}})
-        conn.request("POST", "/api/actions", body, {"Content-Type": "application/json"})
+        conn.request("POST", "/api/actions", body,
+                     auth_headers(base, {"Content-Type": "application/json"}))
         out = json.loads(conn.getresponse().read())
         assert all(r["status"] == "ok" for r in out["results"].values()), out
         return out
@@ -120,7 +124,8 @@ def run(args: argparse.Namespace, http_addr: str, adb_port: int) -> None:
     stop = threading.Event()
 
     def follow() -> None:
-        with urllib.request.urlopen(base + "/api/stream", timeout=60) as r:
+        stream = urllib.request.Request(base + "/api/stream", headers=auth_headers(base))
+        with urllib.request.urlopen(stream, timeout=60) as r:
             name = None
             for raw in r:
                 line = raw.decode().rstrip("\n")

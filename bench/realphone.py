@@ -33,7 +33,6 @@ import statistics
 import sys
 import tempfile
 import time
-import urllib.request
 from datetime import datetime
 from pathlib import Path
 
@@ -45,6 +44,7 @@ from actors.node.device.agent import AgentConfig  # noqa: E402
 from actors.node.device.driver import DeviceDriver  # noqa: E402
 from actors.node.matcher import MatcherActor, action_centre  # noqa: E402
 from bench.latency import start_demo  # noqa: E402
+from tests.e2e.farm_auth import api_json, token_for  # noqa: E402
 from registry.model import ScreenRef  # noqa: E402
 
 KEY_APP_SWITCH = 187
@@ -54,10 +54,7 @@ JAR = "scrcpy-server-placeholder.jar"  # what the demo writes into its data dir 
 
 
 def api(base: str, path: str, body: dict | None = None) -> dict:
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(base + path, data, {"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=60) as r:
-        return json.loads(r.read())
+    return api_json(base + path, body)
 
 
 def wait_phones(base: str, phones: int, io: str, timeout_s: float = 180) -> list[dict]:
@@ -221,7 +218,7 @@ def run_sequence(base: str, scope: str, steps: int, node: int) -> tuple[list[flo
     return per_phone, failed
 
 
-WALL_JS = """async ([url, serials, width, seconds]) => {
+WALL_JS = """async ([url, token, serials, width, seconds]) => {
   const ws = new WebSocket(url); ws.binaryType = "arraybuffer";
   const counts = Object.fromEntries(serials.map(s => [s, 0]));
   await new Promise((ok, bad) => { ws.onopen = ok; ws.onerror = bad; });
@@ -232,7 +229,7 @@ WALL_JS = """async ([url, serials, width, seconds]) => {
     counts[head.serial] += 1;
   };
   const watch = Object.fromEntries(serials.map(s => [s, {width: width, fps: 30}]));
-  ws.send(JSON.stringify({watch: watch}));
+  ws.send(JSON.stringify({token: token, watch: watch}));  // the first message logs in
   await new Promise(r => setTimeout(r, seconds * 1000));
   ws.close();
   return counts;
@@ -247,11 +244,11 @@ def wall_fps(base: str, serials: list[str], sizes: tuple[int, ...], seconds: flo
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path="/usr/bin/chromium")
         page = browser.new_page()
-        page.goto(base + "/api/phones")
+        page.goto(base + "/api/health")  # the socket's origin: the coordinator's
         for n in sizes:
             width = 240 if n <= 16 else 160  # a tile of a 16- or a 60-phone wall
             counts = page.evaluate(WALL_JS, [base.replace("http", "ws", 1) + "/api/live",
-                                             serials[:n], width, seconds])
+                                             token_for(base), serials[:n], width, seconds])
             out[n] = statistics.median(counts.values()) / seconds
         browser.close()
     return out
