@@ -146,6 +146,11 @@ class ScopedFarmDB:
         self._db = db
         self.principal = principal
         self._visible = visible
+        # Clients this request created: the principal's client set was read before them.
+        self._created: set[int] = set()
+
+    def _sees(self, client_id: int | None) -> bool:
+        return self.principal.sees_client(client_id) or client_id in self._created
 
     def __getattr__(self, name: str) -> Any:
         raise AccessDenied(f"not available to a {self.principal.role} user ({name})")
@@ -165,7 +170,7 @@ class ScopedFarmDB:
 
     async def client_row(self, name: str) -> dict | None:
         row = await self._db.client_row(name)
-        return row if row is not None and self.principal.sees_client(row["client_id"]) else None
+        return row if row is not None and self._sees(row["client_id"]) else None
 
     async def profile_rows(self) -> list[dict]:
         return visible_rows(self.principal, await self._db.profile_rows())
@@ -204,6 +209,7 @@ class ScopedFarmDB:
         client_id = await self._db.upsert_client(name, **kwargs)
         if row is None:
             await self._db.set_client_organization(client_id, self.principal.organization_id)
+            self._created.add(client_id)
         return client_id
 
     async def variable_context(self, serial: str, *args: Any, **kwargs: Any) -> Any:

@@ -240,7 +240,11 @@ class UserStore:
         ids = []
         for name in names:
             row = await self.db.client_row(name) if isinstance(name, str) else None
-            if row is None or not grantor.sees_client(row["client_id"]):
+            if not grantor.is_super and (row is None
+                                         or not grantor.sees_client(row["client_id"])):
+                # The same answer whether the client exists or not.
+                raise AccessDenied(f"client {name!r} is not one of yours")
+            if row is None:
                 raise ValidationError("clients", f"no such client: {name!r}")
             ids.append(row["client_id"])
         return sorted(set(ids))
@@ -249,8 +253,10 @@ class UserStore:
         if name is None:
             return None
         row = await self.db.organization_row(name) if isinstance(name, str) else None
-        if row is None or not (grantor.is_super
-                               or row["organization_id"] == grantor.organization_id):
+        if not grantor.is_super and (row is None
+                                     or row["organization_id"] != grantor.organization_id):
+            raise AccessDenied(f"organization {name!r} is not yours")
+        if row is None:
             raise ValidationError("organization", f"no such organization: {name!r}")
         return row["organization_id"]
 

@@ -164,6 +164,7 @@ def _handled(handler):
         except AccessDenied as exc:
             log.warning("refused %s %s for %s: %s", request.method, request.path,
                         principal_of(request).actor, exc)
+            await _audit_refusal(request, exc)
             return error_response(403, str(exc))
         except LoginFailed as exc:
             return error_response(401, str(exc))
@@ -172,6 +173,19 @@ def _handled(handler):
     wrapper.__name__ = handler.__name__
     wrapper.__doc__ = handler.__doc__
     return wrapper
+
+
+async def _audit_refusal(request: web.Request, exc: Exception) -> None:
+    """A refused change (a role above the caller's, a client outside its reach) in the
+    audit trail: who tried what, nothing else was written."""
+    if request.method in ("GET", "HEAD"):
+        return
+    try:
+        db = request.app[HUB].farm_db()
+    except FarmError:
+        return
+    await db.audit("refused", f"{request.method} {request.path}", "update", None, None,
+                   actor=principal_of(request).actor, reason=str(exc))
 
 
 async def _audit(request: web.Request, db: Any, entity_type: str, entity_id: Any,
