@@ -54,9 +54,9 @@ def _logout(client: FarmClient, args: argparse.Namespace) -> int:
 
 def _whoami(client: FarmClient, args: argparse.Namespace) -> int:
     me = client.get_json("/api/me")
-    clients = me.get("clients")
-    print(f"{me['name']} ({me['role']}); clients: "
-          f"{'all' if clients is None else ', '.join(clients) or '-'}")
+    clients = "all" if me["role"] == "super" else ", ".join(me.get("clients") or ()) or "-"
+    organization = f"; organization {me['organization']}" if me.get("organization") else ""
+    print(f"{me['name']} ({me['role']}); clients: {clients}{organization}")
     return EXIT_OK
 
 
