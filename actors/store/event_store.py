@@ -103,6 +103,8 @@ class EventStore:
         if node is not None:
             sql += " WHERE node = ?"
             args = (node,)
-        async with self._db.execute(sql + " ORDER BY node, seq", args) as cur:
-            return [{"node": n, "seq": s, "event": e, "serial": se, "data": orjson.loads(d),
-                     "received_at": r} async for n, s, e, se, d, r in cur]
+        # One call on the connection's thread: a cursor iterated across awaits would hold
+        # its read snapshot open for any other read in between (see FarmDB._one).
+        rows = await self._db.execute_fetchall(sql + " ORDER BY node, seq", args)
+        return [{"node": n, "seq": s, "event": e, "serial": se, "data": orjson.loads(d),
+                 "received_at": r} for n, s, e, se, d, r in rows]

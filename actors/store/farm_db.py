@@ -57,6 +57,10 @@ Additions to the spec's columns, kept minimal and listed here so they stay visib
   only `variable_context` with ``secrets=True`` (a run's text resolution) opens them.
   ``executions.plan`` (the resolved steps a node is sent, typed passwords included) is
   stored sealed too (no new column: a plan not starting with ``{`` is ciphertext).
+- v13: a group's name is unique within its client (``groups.client_id``; NULL: the farm's
+  shared groups), no longer farm-wide: each client has a book of its own (`group_book`,
+  `save_group_book` take the client). ``workflow_executions.client_ids``: the clients
+  (JSON list of ids) of the caller who started it, NULL for a super user's (issue 17.4).
 
 A phone has no profile column: the spec links profiles to accounts, so a phone's profile is
 the profile of its accounts (the first account's, or the named account's).
@@ -521,13 +525,16 @@ class FarmDB:
 
     # -- small helpers -------------------------------------------------------------------
 
+    # Each read runs to its end in one call on the reader's thread. A statement left open
+    # between two calls (execute, then fetch) holds the connection's read transaction, and
+    # another coroutine's read slipped in between shares its snapshot: it would miss a
+    # write whose call has already returned.
     async def _one(self, sql: str, args: Iterable[Any] = ()) -> aiosqlite.Row | None:
-        async with self._reader.execute(sql, tuple(args)) as cur:
-            return await cur.fetchone()
+        rows = await self._reader.execute_fetchall(sql, tuple(args))
+        return next(iter(rows), None)
 
     async def _all(self, sql: str, args: Iterable[Any] = ()) -> list[aiosqlite.Row]:
-        async with self._reader.execute(sql, tuple(args)) as cur:
-            return list(await cur.fetchall())
+        return list(await self._reader.execute_fetchall(sql, tuple(args)))
 
     async def _write(self, sql: str, args: Iterable[Any] = ()) -> aiosqlite.Row | None:
         """One statement through the single writer (committed when this returns); returns
@@ -737,46 +744,60 @@ class FarmDB:
                  "mean_steps": r["mean_steps"]} for r in rows]
 
     # -- sequence and workflow definitions (spec 12.2) --------------------------------------
+    # ``clients`` (a set of client ids) narrows every lookup to the shared library (client_id
+    # NULL) and those clients' own definitions, a client's own before a shared one of the
+    # same name: a name is unique within its client, not across the farm. None: every row
+    # (a super user), the newest of a name first.
 
-    async def sequence_definitions(self, include_retired: bool = False) -> list[dict]:
+    async def sequence_definitions(self, include_retired: bool = False,
+                                   clients: Iterable[int] | None = None) -> list[dict]:
         """Every sequence definition (active ones unless ``include_retired``), by name."""
-        where = "" if include_retired else " WHERE s.status = 'active'"
+        where, args = _definition_filter("s", clients, include_retired)
         return [dict(r) for r in await self._all(
             "SELECT s.*, c.name AS client FROM sequence_definitions s LEFT JOIN clients c"
-            f" ON c.client_id = s.client_id{where} ORDER BY s.name, s.sequence_def_id")]
+            f" ON c.client_id = s.client_id{where} ORDER BY s.name, s.sequence_def_id", args)]
 
-    async def sequence_definition(self, name: str) -> dict | None:
+    async def sequence_definition(self, name: str,
+                                  clients: Iterable[int] | None = None) -> dict | None:
         """The active sequence definition called ``name``, or None."""
+        where, args = _definition_filter("s", clients, False)
         row = await self._one(
             "SELECT s.*, c.name AS client FROM sequence_definitions s LEFT JOIN clients c"
-            " ON c.client_id = s.client_id WHERE s.name = ? AND s.status = 'active'"
-            " ORDER BY s.sequence_def_id DESC LIMIT 1", (name,))
+            f" ON c.client_id = s.client_id{where} AND s.name = ?"
+            " ORDER BY s.client_id IS NULL, s.sequence_def_id DESC LIMIT 1", (*args, name))
         return None if row is None else dict(row)
 
     async def save_sequence_definition(self, name: str, *, description: str | None = None,
                                        json_path: str | None = None,
                                        recovery_prompt: str | None = None,
-                                       client: str | int | None = None) -> dict:
+                                       client: str | int | None = None,
+                                       clients: Iterable[int] | None = None) -> dict:
         """Create the active definition ``name``, or update it (its version goes up by one);
-        returns the stored row."""
+        returns the stored row. ``clients``: as for `sequence_definition` (which row is
+        updated)."""
         client_id = await self._client_id(client)
-        found = await self.sequence_definition(name)
+        found = await self.sequence_definition(name, clients)
         if found is None:
-            await self._write(
+            def_id = (await self._write(
                 "INSERT INTO sequence_definitions (name, description, json_path,"
-                " recovery_prompt, client_id) VALUES (?, ?, ?, ?, ?)",
-                (name, description, json_path, recovery_prompt, client_id))
+                " recovery_prompt, client_id) VALUES (?, ?, ?, ?, ?) RETURNING sequence_def_id",
+                (name, description, json_path, recovery_prompt, client_id)))[0]
         else:
+            def_id = found["sequence_def_id"]
             await self._write(
                 "UPDATE sequence_definitions SET description = ?, json_path = ?,"
                 " recovery_prompt = ?, client_id = ?, version = version + 1, updated_at = ?"
                 " WHERE sequence_def_id = ?", (description, json_path, recovery_prompt,
-                                               client_id, utc_text(), found["sequence_def_id"]))
-        return await self.sequence_definition(name)  # type: ignore[return-value]
+                                               client_id, utc_text(), def_id))
+        row = await self._one(
+            "SELECT s.*, c.name AS client FROM sequence_definitions s LEFT JOIN clients c"
+            " ON c.client_id = s.client_id WHERE s.sequence_def_id = ?", (def_id,))
+        return dict(row)  # type: ignore[arg-type]
 
-    async def retire_sequence_definition(self, name: str) -> dict | None:
+    async def retire_sequence_definition(self, name: str,
+                                         clients: Iterable[int] | None = None) -> dict | None:
         """Soft delete (status retired); the retired row, or None when there is none."""
-        found = await self.sequence_definition(name)
+        found = await self.sequence_definition(name, clients)
         if found is None:
             return None
         await self._write("UPDATE sequence_definitions SET status = 'retired', updated_at = ?"
@@ -785,20 +806,23 @@ class FarmDB:
                               (found["sequence_def_id"],))
         return dict(row)
 
-    async def workflow_definitions(self, include_retired: bool = False) -> list[dict]:
+    async def workflow_definitions(self, include_retired: bool = False,
+                                   clients: Iterable[int] | None = None) -> list[dict]:
         """Every workflow definition (see `workflow_definition`), by name."""
-        where = "" if include_retired else " WHERE status = 'active'"
-        rows = await self._all(f"SELECT workflow_def_id FROM workflow_definitions{where}"
-                               " ORDER BY name, workflow_def_id")
+        where, args = _definition_filter("w", clients, include_retired)
+        rows = await self._all(f"SELECT workflow_def_id FROM workflow_definitions w{where}"
+                               " ORDER BY name, workflow_def_id", args)
         return [await self._workflow_by_id(r[0]) for r in rows]  # type: ignore[misc]
 
-    async def workflow_definition(self, name: str) -> dict | None:
+    async def workflow_definition(self, name: str,
+                                  clients: Iterable[int] | None = None) -> dict | None:
         """The active workflow ``name``: its row (``is_template`` as bool, ``client`` name)
         and ``sequences``: [{position, sequence, sequence_def_id, depends_on (positions),
         retry (dict)}] in execution order; None when there is none."""
-        row = await self._one("SELECT workflow_def_id FROM workflow_definitions WHERE name = ?"
-                              " AND status = 'active' ORDER BY workflow_def_id DESC LIMIT 1",
-                              (name,))
+        where, args = _definition_filter("w", clients, False)
+        row = await self._one(f"SELECT workflow_def_id FROM workflow_definitions w{where}"
+                              " AND name = ? ORDER BY client_id IS NULL, workflow_def_id DESC"
+                              " LIMIT 1", (*args, name))
         return None if row is None else await self._workflow_by_id(row[0])
 
     async def workflow_definition_by_id(self, workflow_def_id: int) -> dict | None:
@@ -827,12 +851,14 @@ class FarmDB:
     async def save_workflow_definition(self, name: str, sequences: list[dict], *,
                                        description: str | None = None,
                                        is_template: bool = False,
-                                       client: str | int | None = None) -> dict:
+                                       client: str | int | None = None,
+                                       clients: Iterable[int] | None = None) -> dict:
         """Create the active workflow ``name`` or replace its definition, in one transaction.
         ``sequences``: [{sequence_def_id, depends_on (earlier positions), retry (dict)}] in
-        execution order (checked by the caller, actors.coordinator.scheduling.workflows). Returns the stored form."""
+        execution order (checked by the caller, actors.coordinator.scheduling.workflows). Returns the stored form.
+        ``clients``: as for `workflow_definition` (which row is replaced)."""
         client_id = await self._client_id(client)
-        found = await self.workflow_definition(name)
+        found = await self.workflow_definition(name, clients)
 
         def job(conn: sqlite3.Connection) -> int:
             if found is None:
@@ -860,9 +886,10 @@ class FarmDB:
 
         return await self._workflow_by_id(await self._atomic(job))  # type: ignore[return-value]
 
-    async def retire_workflow_definition(self, name: str) -> dict | None:
+    async def retire_workflow_definition(self, name: str,
+                                         clients: Iterable[int] | None = None) -> dict | None:
         """Soft delete (status retired); the retired definition, or None."""
-        found = await self.workflow_definition(name)
+        found = await self.workflow_definition(name, clients)
         if found is None:
             return None
         await self._write("UPDATE workflow_definitions SET status = 'retired', updated_at = ?"
@@ -873,9 +900,12 @@ class FarmDB:
 
     async def create_workflow_execution(self, workflow_def_id: int, target: str, *,
                                         schedule_type: str = "immediate",
-                                        when: datetime | None = None) -> int:
+                                        when: datetime | None = None,
+                                        client_ids: Iterable[int] | None = None) -> int:
         """A workflow execution (status pending) and its scheduled_workflows entry (which
-        keeps the target); returns the workflow_execution_id."""
+        keeps the target); returns the workflow_execution_id. ``client_ids``: the clients
+        it belongs to (None: a super user's)."""
+        owners = None if client_ids is None else orjson.dumps(sorted(set(client_ids))).decode()
         def job(conn: sqlite3.Connection) -> int:
             swid = conn.execute(
                 "INSERT INTO scheduled_workflows (workflow_def_id, schedule_type,"
@@ -884,9 +914,9 @@ class FarmDB:
                 (workflow_def_id, schedule_type, utc_text(when), target)).fetchone()[0]
             return conn.execute(
                 "INSERT INTO workflow_executions (scheduled_workflow_id, workflow_def_id,"
-                " start_time, status) VALUES (?, ?, ?, 'pending')"
+                " start_time, status, client_ids) VALUES (?, ?, ?, 'pending', ?)"
                 " RETURNING workflow_execution_id",
-                (swid, workflow_def_id, utc_text(when))).fetchone()[0]
+                (swid, workflow_def_id, utc_text(when), owners)).fetchone()[0]
 
         return await self._atomic(job)
 
@@ -905,20 +935,32 @@ class FarmDB:
                           " WHERE workflow_execution_id = ?", (*values, workflow_execution_id))
 
     async def workflow_executions(self, statuses: Iterable[str] | None = None,
-                                  limit: int = 50) -> list[dict]:
+                                  limit: int = 50,
+                                  clients: Iterable[int] | None = None) -> list[dict]:
         """Workflow executions, newest first (only those with one of ``statuses``): the row
-        with ``workflow`` (name) and ``target``."""
+        with ``workflow`` (name), ``target`` and ``client_ids`` (a list, None: a super
+        user's). With ``clients``, only executions belonging to some of those clients and
+        to no other (never a super user's)."""
         sql = ("SELECT x.*, w.name AS workflow, sw.target_selector AS target"
                " FROM workflow_executions x"
                " LEFT JOIN workflow_definitions w ON w.workflow_def_id = x.workflow_def_id"
                " LEFT JOIN scheduled_workflows sw"
                " ON sw.scheduled_workflow_id = x.scheduled_workflow_id")
+        where: list[str] = []
         args: list[Any] = []
         if statuses is not None:
             statuses = list(statuses)
-            sql += f" WHERE x.status IN ({','.join('?' * len(statuses))})"
+            where.append(f"x.status IN ({','.join('?' * len(statuses))})")
             args += statuses
-        return [dict(r) for r in await self._all(
+        if clients is not None:
+            ids = sorted(set(clients))
+            where.append("x.client_ids IS NOT NULL AND x.client_ids <> '[]' AND NOT EXISTS"
+                         " (SELECT 1 FROM json_each(x.client_ids) j WHERE j.value NOT IN"
+                         f" ({','.join('?' * len(ids))}))")
+            args += ids
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        return [_with_owners(dict(r)) for r in await self._all(
             sql + " ORDER BY x.workflow_execution_id DESC LIMIT ?", (*args, limit))]
 
     async def workflow_execution(self, workflow_execution_id: int) -> dict | None:
@@ -933,7 +975,7 @@ class FarmDB:
             " WHERE x.workflow_execution_id = ?", (workflow_execution_id,))
         if not rows:
             return None
-        out = dict(rows[0])
+        out = _with_owners(dict(rows[0]))
         out["sequences"] = [dict(r) for r in await self._all(
             "SELECT se.*, s.name AS sequence, p.serial_number AS serial"
             " FROM sequence_executions se"
@@ -977,13 +1019,16 @@ class FarmDB:
 
     # -- groups (spec 15.4-15.6) -----------------------------------------------------------
 
-    async def group_book(self) -> "GroupBook":
-        """Every group and rule as a `GroupBook` (the spec's built-in ``active``/``warming``
-        set when none is stored yet). What is stored was checked when it was saved."""
+    async def group_book(self, client_id: int | None = None) -> "GroupBook":
+        """The groups and rules of client ``client_id`` as a `GroupBook` (None: the farm's
+        shared book, the one super users work in); the spec's built-in ``active``/``warming``
+        set when that book has nothing stored yet. What is stored was checked when it was
+        saved."""
         from sequences.groups import Group, GroupBook, Rule
 
         rows = await self._all("SELECT g.*, p.name AS parent_name FROM groups g"
-                               " LEFT JOIN groups p ON p.group_id = g.parent_id ORDER BY g.group_id")
+                               " LEFT JOIN groups p ON p.group_id = g.parent_id"
+                               " WHERE g.client_id IS ? ORDER BY g.group_id", (client_id,))
         if not rows:
             return GroupBook.with_defaults()
         book = GroupBook()
@@ -991,11 +1036,16 @@ class FarmDB:
         for r in rows:
             book.groups[r["name"]] = Group(r["name"], r["member_kind"], r["type"], [],
                                            r["filter"], r["parent_name"], r["description"])
-        for m in await self._all("SELECT group_id, entity_id FROM group_memberships"
-                                 " ORDER BY group_id, position"):
+        for m in await self._all("SELECT m.group_id, m.entity_id FROM group_memberships m"
+                                 " JOIN groups g ON g.group_id = m.group_id"
+                                 " WHERE g.client_id IS ? ORDER BY m.group_id, m.position",
+                                 (client_id,)):
             book.groups[names[m["group_id"]]].members.append(m["entity_id"])
         sets: dict[str, list[str]] = {}
-        for rel in await self._all("SELECT * FROM group_relationships ORDER BY relationship_id"):
+        for rel in await self._all("SELECT r.* FROM group_relationships r"
+                                   " JOIN groups g ON g.group_id = r.group_id_1"
+                                   " WHERE g.client_id IS ? ORDER BY r.relationship_id",
+                                   (client_id,)):
             if rel["relationship_type"] == "exclusive":
                 name = orjson.loads(rel["parameters"] or "{}").get("set", "")
                 sets.setdefault(name, []).append(names[rel["group_id_1"]])
@@ -1005,19 +1055,24 @@ class FarmDB:
         book.rules[:0] = [Rule("exclusive", tuple(groups), name) for name, groups in sets.items()]
         return book
 
-    async def save_group_book(self, book: "GroupBook") -> None:
-        """Replace the stored groups by ``book`` (checked by `GroupBook` as it was changed),
-        in one transaction: readers see the old groups or the new, never a mix."""
+    async def save_group_book(self, book: "GroupBook", client_id: int | None = None) -> None:
+        """Replace the stored groups of client ``client_id`` (None: the shared book) by
+        ``book`` (checked by `GroupBook` as it was changed), in one transaction: readers see
+        the old groups or the new, never a mix. Other clients' groups are not touched."""
         def job(conn: sqlite3.Connection) -> None:
-            for table in ("group_relationships", "group_memberships", "groups"):
-                conn.execute(f"DELETE FROM {table}")
+            mine = "SELECT group_id FROM groups WHERE client_id IS ?"
+            conn.execute(f"DELETE FROM group_relationships WHERE group_id_1 IN ({mine})"
+                         f" OR group_id_2 IN ({mine})", (client_id, client_id))
+            conn.execute(f"DELETE FROM group_memberships WHERE group_id IN ({mine})",
+                         (client_id,))
+            conn.execute("DELETE FROM groups WHERE client_id IS ?", (client_id,))
             ids: dict[str, int] = {}
             for group in book.groups.values():
                 ids[group.name] = conn.execute(
-                    "INSERT INTO groups (name, description, type, member_kind, filter)"
-                    " VALUES (?, ?, ?, ?, ?) RETURNING group_id",
+                    "INSERT INTO groups (name, description, type, member_kind, filter,"
+                    " client_id) VALUES (?, ?, ?, ?, ?, ?) RETURNING group_id",
                     (group.name, group.description, group.type, group.kind,
-                     group.filter)).fetchone()[0]
+                     group.filter, client_id)).fetchone()[0]
                 for position, member in enumerate(group.members):
                     conn.execute(
                         "INSERT INTO group_memberships (group_id, entity_type, entity_id,"
@@ -1676,6 +1731,27 @@ def _proposal_dict(row: aiosqlite.Row) -> dict:
 def _json_or_none(value: Any) -> str | None:
     return None if value is None else orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS,
                                                    default=str).decode()
+
+
+def _with_owners(row: dict) -> dict:
+    """A workflow execution row with ``client_ids`` decoded (a list, or None)."""
+    if row.get("client_ids") is not None:
+        row["client_ids"] = orjson.loads(row["client_ids"])
+    return row
+
+
+def _definition_filter(alias: str, clients: Iterable[int] | None,
+                       include_retired: bool) -> tuple[str, list[Any]]:
+    """A definition table's WHERE clause (always one, so callers can add ``AND ...``):
+    active rows unless ``include_retired``; with ``clients``, only the shared library and
+    those clients' rows."""
+    where, args = [f"{alias}.status = 'active'" if not include_retired else "1"], []
+    if clients is not None:
+        ids = sorted(set(clients))
+        where.append(f"({alias}.client_id IS NULL OR {alias}.client_id IN"
+                     f" ({','.join('?' * len(ids))}))")
+        args += ids
+    return " WHERE " + " AND ".join(where), args
 
 
 def _statements(script: str) -> list[str]:
