@@ -439,6 +439,49 @@ def test_a_frame_captured_before_an_action_is_not_after_it_however_late_it_arriv
     assert phone.agent.frame_after(first + 0.3, 0.2) is None  # not a frame of after first + 0.3
 
 
+# --- an action is taken once the server is seen running past it ---------------------------------
+
+
+def test_a_tap_is_confirmed_by_a_frame_captured_after_it(phone) -> None:
+    phone.send(phone.packets[0])  # pts 0: the clock offset
+    _frames(phone.agent, 1)
+    phone.agent.touch("tap", [(10, 10)], 0)
+    assert phone.agent.frames.wait_dated_after(phone.agent._written_at, 0) is None
+    # Captured 0.1 s after the first frame (the tap went out a few ms after it).
+    threading.Timer(0.1, phone.send, phone.packets[1:2]).start()
+    phone.agent.confirm("tap")
+    assert phone.agent.frames.count == 2 and phone.agent.alive
+    phone.agent.confirm("tap")  # nothing new written: at once
+    assert [m.action for m in phone.control_messages()] == [0, 1]
+
+
+def test_a_tap_written_as_the_server_dies_fails_naming_the_death(phone) -> None:
+    """The bytes went into the socket (to the adb server, on a phone), so the write succeeded;
+    the server died before anything showed it ran past them: the tap may be lost."""
+    phone.send(phone.packets[0])
+    _frames(phone.agent, 1)
+    phone.agent.touch("tap", [(10, 10)], 0)
+    phone.video.shutdown(socket.SHUT_WR)  # the server is killed: its sockets close
+    with pytest.raises(AgentError) as lost:
+        phone.agent.confirm("tap")
+    assert lost.value.sent is True
+    assert "died before the phone was seen to take the tap" in lost.value.reason
+    assert "video stream ended" in lost.value.reason
+
+
+def test_a_tap_on_a_live_server_sending_no_frame_counts_as_taken_after_the_frame_timeout(
+        phone) -> None:
+    """An encoder that does not repeat a still screen sends nothing: a dead server would have
+    closed its sockets within the frame timeout, so a live one took the tap."""
+    phone.send(phone.packets[0])
+    _frames(phone.agent, 1)
+    phone.agent.touch("tap", [(10, 10)], 0)
+    t0 = time.monotonic()
+    phone.agent.confirm("tap")
+    assert time.monotonic() - t0 >= phone.agent.config.frame_timeout_s - 0.05
+    assert phone.agent.alive
+
+
 def test_farm_node_s_max_size_reaches_the_agent_config_and_a_bad_one_stops_the_start(
         tmp_path: Path) -> None:
     from actors.node.node import agent_config

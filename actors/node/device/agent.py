@@ -56,6 +56,12 @@ FIRST_FRAME_TIMEOUT_S = 10.0
 # A control write that cannot go out within this fails the action (the server stopped reading).
 CONTROL_WRITE_TIMEOUT_S = 5.0
 CLIPBOARD_ACK_TIMEOUT_S = 5.0
+# A control message written to the socket has only reached the adb server: a server killed
+# meanwhile drops it unseen, and no scrcpy message but SET_CLIPBOARD is acknowledged. An
+# action counts as taken once a frame the phone captured this long after its last message
+# came in (the server ran past that message's arrival; the margin covers the two socket
+# paths' transit); see ScrcpyAgent.confirm.
+DELIVERY_MARGIN_S = 0.05
 # A touch path's points are this far apart in time at most (a straight swipe is cut in steps).
 TOUCH_MOVE_INTERVAL_MS = 16
 SERVER_LOG_LINES = 20
@@ -210,6 +216,15 @@ class FrameStore:
         """The first frame that arrived after ``after`` (it may be one already here), waiting
         until ``after`` + ``timeout`` at most (``after`` may lie in the future: the settle
         time); None when none came (or the store was closed)."""
+        got = self._wait(after, timeout)
+        return None if got is None else (self._pixels(*got), got[1])
+
+    def wait_dated_after(self, after: float, timeout: float) -> float | None:
+        """As `wait_newer`, but only the frame's time: nothing is converted."""
+        got = self._wait(after, timeout)
+        return None if got is None else got[1]
+
+    def _wait(self, after: float, timeout: float) -> tuple[Any, float] | None:
         deadline = max(after, self._clock()) + timeout
         with self._cond:
             while self._at <= after and self._closed is None:
@@ -219,8 +234,7 @@ class FrameStore:
                 self._cond.wait(remaining)
             if self._at <= after:
                 return None
-            source, at = self._source, self._at
-        return self._pixels(source, at), at
+            return self._source, self._at
 
     def _pixels(self, source: Any, at: float) -> np.ndarray:
         # Outside the frames' lock: the reader thread never waits on a conversion.
@@ -366,6 +380,10 @@ class ScrcpyAgent:
         self._acks: dict[int, threading.Event] = {}
         self._sequence = itertools.count(1)
         self.last_message: str | None = None  # the last control message sent, for the log
+        # When (time.monotonic) the last whole control message went into the socket, and the
+        # latest such time known to have been taken by the server (see confirm).
+        self._written_at = float("-inf")
+        self._confirmed_at = float("-inf")
         self.decode_errors = 0
         self._video_size: tuple[int, int] | None = None
         # The phone's capture clock (pts, s) -> ours: the lowest arrival - pts seen.
@@ -634,6 +652,7 @@ class ScrcpyAgent:
                 # A message cut short is ignored by the server: only whole ones count as sent.
                 self._fail(f"control write failed during {label}: {exc}")
                 raise AgentError(f"scrcpy control socket failed: {exc}", sent) from exc
+            self._written_at = time.monotonic()
         self.last_message = type(message).__name__
 
     def play(self, label: str, steps: Iterable[Step]) -> None:
@@ -672,11 +691,33 @@ class ScrcpyAgent:
         acked = self._acks[sequence] = threading.Event()
         try:
             self._write(SetClipboard(sequence, text, paste=True), "paste", sent=False)
+            written = self._written_at
             if not acked.wait(CLIPBOARD_ACK_TIMEOUT_S) or self._dead.is_set():
                 raise AgentError(self.death or f"the clipboard paste was not acknowledged "
                                  f"within {CLIPBOARD_ACK_TIMEOUT_S:.0f} s", True)
+            # The server takes messages in order: the ack says it took everything up to here.
+            self._confirmed_at = max(self._confirmed_at, written)
         finally:
             self._acks.pop(sequence, None)
+
+    def confirm(self, label: str) -> None:
+        """Return once the server is known to have taken the messages written so far: a
+        frame it captured `DELIVERY_MARGIN_S` after the last one (it was running when that
+        message came in; a still screen's frame is repeated every 100 ms), or none within
+        ``frame_timeout_s`` while the agent lives on (an encoder that does not repeat: a dead
+        server would have closed its sockets by then). Raises `AgentError` (sent) when the
+        agent dies first: a server killed just before the messages arrived dropped them, and
+        the written bytes looked sent all the same."""
+        written = self._written_at
+        if written <= self._confirmed_at:
+            return
+        if self.frames.wait_dated_after(written + DELIVERY_MARGIN_S,
+                                        self.config.frame_timeout_s) is not None:
+            self._confirmed_at = max(self._confirmed_at, written)
+            return
+        if self._dead.is_set():
+            raise AgentError(f"scrcpy agent died before the phone was seen to take the "
+                             f"{label}: {self.death}", True)
 
     # --- frames ------------------------------------------------------------------------------
     def _oriented_screen(self) -> tuple[int, int] | None:

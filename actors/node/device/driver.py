@@ -252,16 +252,19 @@ class DeviceDriver:
             return False
         try:
             act(agent)
+            done_at = time.monotonic()  # the action's end on the phone: the settle counts from it
+            agent.confirm(label)  # a server killed meanwhile would have dropped it unseen
         except AgentError as exc:
             if self._closed is not None:
                 raise DeviceError(self.serial, label, f"{self._closed} ({exc.reason})") from None
             if exc.sent:  # an unplugged phone is DeviceGone: its actor pauses it
                 raise self._gone_or_error(label, f"{exc.reason}; not retried on the shell "
-                                                 "path, part of it had reached the phone") from None
+                                                 "path, part of it may have reached the "
+                                                 "phone") from None
             log.warning("phone=%s %s not sent through the scrcpy agent (%s): shell path",
                         self.serial, label, exc.reason)
             return False
-        self._acted()
+        self._acted_at = done_at
         return True
 
     def _acted(self) -> None:
