@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 from actors.access.principal import Principal
-from actors.access.users import AccessDenied
 from protocol.errors import PhoneNotFound
 
 
@@ -45,15 +44,15 @@ def visible_rows(principal: Principal, rows: Iterable[dict],
     return [r for r in rows if principal.sees_client(r.get(key))]
 
 
-def require_write(principal: Principal) -> None:
-    """403 for a read-only caller."""
-    if not principal.can_write():
-        raise AccessDenied(f"a {principal.role} may not change anything")
-
-
-def require_super(principal: Principal, what: str) -> None:
-    if not principal.is_super:
-        raise AccessDenied(f"only a super user may {what}")
+def owned_by(owners: Iterable[int] | None, clients: frozenset[int] | None) -> bool:
+    """Whether work belonging to ``owners`` (a schedule's or a workflow execution's client
+    ids, taken from the caller who started it; None: a super user's) is visible to a caller
+    reaching ``clients`` (None: every client). It must belong to some clients, every one of
+    them the caller's: an admin's schedule over clients A and B is not shown to A's users,
+    whose view would then hold B's phones."""
+    if clients is None:
+        return True
+    return owners is not None and bool(set(owners)) and set(owners) <= clients
 
 
 # Farm-wide events a tenant may see: which nodes are up says nothing about another

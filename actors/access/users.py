@@ -129,7 +129,7 @@ class UserStore:
         check_new_password(password)
         self._require_manager(grantor)
         if not grantor.may_grant(role):
-            raise AccessDenied(f"a {grantor.role} may not create a {role} user")
+            raise AccessDenied(f"{_a(grantor.role)} may not create {_a(role)} user")
         client_ids = await self._client_ids(grantor, clients)
         organization_id = await self._organization_id(grantor, organization)
         if role in ("client", "viewer") and not client_ids:
@@ -219,7 +219,7 @@ class UserStore:
 
     def _require_manager(self, grantor: Principal) -> None:
         if grantor.role not in ("super", "admin"):
-            raise AccessDenied(f"a {grantor.role} user may not manage users")
+            raise AccessDenied(f"{_a(grantor.role)} user may not manage users")
 
     async def _managed(self, grantor: Principal, name: str, allow_self: bool = False) -> dict:
         user = await self.user_row(name) if isinstance(name, str) else None
@@ -263,3 +263,7 @@ class UserStore:
     async def _set_hash(self, user_id: int, password_hash: str) -> None:
         await self.db._write("UPDATE users SET password_hash = ?, updated_at = ?"
                              " WHERE user_id = ?", (password_hash, utc_text(), user_id))
+
+
+def _a(role: str) -> str:
+    return f"an {role}" if role[:1] in "aeiou" else f"a {role}"

@@ -24,6 +24,7 @@ from actors.coordinator.ai.keys import AIKeyring, load_master_key
 from actors.control.app import make_app
 from actors.access.bootstrap import ensure_admin, login_link, seed_demo_people
 from actors.access.service import Access
+from actors.access.tokens import TOKEN_PREFIX
 from actors.control.auth import is_loopback
 from actors.node.device.adb_server import kill_adb_server, start_private_adb_server
 from actors.store.event_store import EventStore
@@ -239,6 +240,12 @@ async def start(args: argparse.Namespace, stack: contextlib.AsyncExitStack) -> t
     data = Path(args.data)
     secure_data_dir(data)  # umask 0o077 before anything is written: owner-only files
     host, _, port = args.http.rpartition(":")
+    if args.token and args.token.startswith(TOKEN_PREFIX):
+        # PHONEFARM_TOKEN is also where the farm CLI takes a user's token from: a shell
+        # set up for `farm` must not make that user's token a super user's shared token.
+        log.warning("PHONEFARM_TOKEN/--token holds a user's access token (%s...): not used "
+                    "as the deprecated shared token", TOKEN_PREFIX)
+        args.token = None
     if args.token:
         log.warning("--token/PHONEFARM_TOKEN is deprecated and will be removed in the next "
                     "release: it acts as a super user; give people accounts (farm users add) "

@@ -4,7 +4,7 @@
 Passwords and tokens never come on the command line (other users of the machine can read
 it): a password is read from ``--password-file``, else from stdin (a prompt without echo
 on a terminal); `farm login` keeps its token in ``~/.config/phonefarm/token`` (0600), and
-`farm tokens add` prints a new token once, or writes it to ``--token-file`` (0600).
+`farm tokens add` prints a new token once, or writes it to ``--out FILE`` (0600).
 """
 
 from __future__ import annotations
