@@ -121,11 +121,7 @@ class DemoFarm:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "actors.coordinator", "--demo", "--phones", str(PHONES),
              "--http", f"127.0.0.1:{http}", "--listen", f"tcp://127.0.0.1:{free_port()}",
-             "--data", str(data), "--log-level", "WARNING", "--base-port", "0",
-             # The HTTP API is under test, not the scrcpy agent: on the agent path one fuzzed
-             # swipe (phone:all, 2 ms, a two-point path) went unanswered for 30 s (open in
-             # the real-phone issue's notes).
-             "--phone-io", "shell"],
+             "--data", str(data), "--log-level", "WARNING", "--base-port", "0"],
             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=self.log.open("wb"))
 
     def wait_online(self, token: str, timeout: float = 120) -> list[dict]:
@@ -135,12 +131,14 @@ class DemoFarm:
                 raise AssertionError(f"demo exited {self.proc.returncode}: {self.log.read_text()}")
             try:
                 phones = _get(self.base, "/api/phones", token=token)["phones"]
-                if sum(p["state"] == "online" for p in phones) == PHONES:
+                # The demo's phones take the scrcpy agent path once their agents run.
+                if sum(p["state"] == "online" and p["io"] == "agent" for p in phones) == PHONES:
                     return phones
             except OSError:
                 pass
             time.sleep(0.3)
-        raise AssertionError(f"{PHONES} demo phones not online within {timeout} s")
+        raise AssertionError(f"{PHONES} demo phones not online on the agent path within "
+                             f"{timeout} s")
 
     def stop(self) -> int:
         self.proc.send_signal(signal.SIGINT)
@@ -268,6 +266,7 @@ def test_the_farm_survived_the_fuzzing(demo: DemoFarm) -> None:
     assert health["ok"] is True
     phones = _get(demo.base, "/api/phones")["phones"]
     assert sum(p["state"] == "online" for p in phones) == PHONES
+    assert [p["io"] for p in phones] == ["agent"] * PHONES, phones  # fuzzed on the agent path
     assert _get(demo.base, f"/api/runs/{demo.before_run['run_id']}") == demo.before_run
     assert demo.proc.poll() is None
     log = demo.log.read_text(errors="replace")
