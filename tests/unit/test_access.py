@@ -296,3 +296,13 @@ async def test_farm_login_keeps_the_token_privately(farm, tmp_path: Path, monkey
     (tmp_path / "nowhere" / "admin.token").write_text(admin)
     assert await asyncio.to_thread(farm_main, ["--url", url, "whoami"]) == 0
     assert os.environ.get("PHONEFARM_TOKEN") is None
+
+
+def test_a_token_on_the_command_line_is_refused_and_not_echoed(capsys) -> None:
+    for argv in (["--token", "s3cret-value", "phones"], ["phones", "--token", "s3cret-value"],
+                 ["phones", "--tok", "s3cret-value"]):
+        with pytest.raises(SystemExit) as info:
+            farm_main(argv)
+        assert info.value.code == 2
+        err = capsys.readouterr().err
+        assert "--token-file" in err and "s3cret-value" not in err, err

@@ -98,6 +98,15 @@ COMMAND_GROUPS = (phones, runs, ai, audit, schedule, groups, registry, variables
                   people)
 
 
+class RefuseSecret(argparse.Action):
+    """``--token VALUE``: refused, never abbreviated into --token-file. Other users of the
+    machine can read a command line; the value is not echoed back either."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        parser.error("--token is gone: a secret on the command line can be read by other "
+                     "users; use --token-file FILE, PHONEFARM_TOKEN or `farm login`")
+
+
 def build_parser() -> argparse.ArgumentParser:
     # Connection options work before or after the command (`farm --url U phones` and
     # `farm phones --url U`); the subcommand copies default to SUPPRESS so they don't clobber.
@@ -106,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"control endpoint (env PHONEFARM_URL, default {DEFAULT_URL})")
     common.add_argument("--token-file", default=argparse.SUPPRESS,
                         help="file holding the access token (see `farm login`)")
+    common.add_argument("--token", action=RefuseSecret, help=argparse.SUPPRESS)
     common.add_argument("--timeout", type=float, default=argparse.SUPPRESS,
                         help="seconds to wait for an answer (default 60)")
 
@@ -118,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="file holding the access token; else $PHONEFARM_TOKEN, else "
                              "~/.config/phonefarm/token (`farm login`), else the local demo's "
                              "DATA/admin.token (DATA: $PHONEFARM_DATA or ./farm-data)")
+    parser.add_argument("--token", action=RefuseSecret, help=argparse.SUPPRESS)
     parser.add_argument("--timeout", type=float, default=60.0,
                         help="seconds to wait for an answer (default 60)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
