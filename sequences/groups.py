@@ -535,6 +535,38 @@ class GroupBook:
         return group
 
 
+class ClientGroupBooks:
+    """Several clients' group books seen as one for ``group:`` scopes (a caller reaching
+    more than one client: each client names its groups in its own book). The expression is
+    evaluated in each client's book over that client's phones and accounts, and the targets
+    are put together in client order; a book lacking a name of the expression adds nothing.
+    When no book can evaluate it, the first book's error is raised."""
+
+    def __init__(self, books: dict[int, GroupBook], client_of: Any) -> None:
+        self.books = books
+        self.client_of = client_of  # serial -> client id
+
+    def targets(self, scope: str, phones: Sequence[dict],
+                accounts: Sequence[dict]) -> list[tuple[str, str | None]]:
+        out: list[tuple[str, str | None]] = []
+        first: ScopeError | None = None
+        evaluated = False
+        for client_id, book in self.books.items():
+            mine = [p for p in phones if self.client_of(str(p.get("serial"))) == client_id]
+            theirs = [a for a in accounts if self.client_of(str(a.get("serial"))) == client_id]
+            try:
+                found = book.targets(scope, mine, theirs)
+            except ScopeError as exc:
+                first = first or exc
+                continue
+            evaluated = True
+            out.extend(found)
+        out = _dedup_pairs(out)
+        if not evaluated and first is not None:
+            raise first
+        return out
+
+
 # --- helpers --------------------------------------------------------------------------
 
 
@@ -600,6 +632,10 @@ def _account_ref(row: dict) -> str:
 
 def _row_key(kind: MemberKind):  # type: ignore[no-untyped-def]
     return (lambda r: str(r["serial"])) if kind == "phone" else _account_ref
+
+
+def _dedup_pairs(values: Iterable[tuple[str, str | None]]) -> list[tuple[str, str | None]]:
+    return list(dict.fromkeys(values))
 
 
 def _dedup(values: Iterable[str]) -> list[str]:

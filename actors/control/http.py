@@ -61,14 +61,16 @@ class HubAPI(Protocol):
         """Register a schedule (id generated when empty): its view (id, status, next_fire,
         fired, jobs, ...). ValidationError names the bad field."""
 
-    def list_schedules(self) -> list[dict]:
-        """Every schedule's view."""
+    def list_schedules(self, clients: frozenset[int] | None = None) -> list[dict]:
+        """Every schedule's view (only those of ``clients`` when given: a tenant's)."""
 
-    async def control_schedule(self, schedule_id: str, action: str) -> dict:
-        """pause | resume | cancel; the schedule's view. actors.coordinator.scheduling.schedules.ScheduleNotFound,
-        ValidationError (e.g. resuming a cancelled schedule)."""
+    async def control_schedule(self, schedule_id: str, action: str,
+                               clients: frozenset[int] | None = None) -> dict:
+        """pause | resume | cancel; the schedule's view. actors.coordinator.scheduling.schedules.ScheduleNotFound
+        (also for another client's), ValidationError (e.g. resuming a cancelled schedule)."""
 
-    async def schedule_events(self, schedule_id: str) -> list[dict]:
+    async def schedule_events(self, schedule_id: str,
+                              clients: frozenset[int] | None = None) -> list[dict]:
         """The schedule's recorded events, oldest first; ScheduleNotFound."""
 
     def stop_recording(self, recording_id: str) -> dict:

@@ -490,12 +490,15 @@ class Hub:
 
     async def start_run(self, sequence: str | dict, scope: str,
                         variables: dict[str, str] | None = None, *,
-                        visible: Callable[[str], bool] | None = None) -> dict:
+                        visible: Callable[[str], bool] | None = None,
+                        clients: frozenset[int] | None = None) -> dict:
         """Start a sequence (library name or inline object) on every target of ``scope``:
         ``{"run_id", "sequence", "executions": {serial: {"execution_id", "status", ...}}}``
         (actors.coordinator.runs.RunManager.start). ``visible``: the phones the caller may
-        drive (None: all); the scope is resolved among those only."""
-        return await self._runs().start(sequence, scope, variables, visible=visible)
+        drive (None: all); the scope is resolved among those only, ``group:`` in the group
+        books of ``clients`` (None: the farm's shared groups)."""
+        return await self._runs().start(sequence, scope, variables, visible=visible,
+                                        clients=clients)
 
     async def get_run(self, run_id: str) -> dict:
         return await self._runs().get_run(run_id)
@@ -512,14 +515,17 @@ class Hub:
         """Register an actors.coordinator.scheduling.scheduler.Schedule (actors.coordinator.scheduling.schedules.ScheduleService.add)."""
         return await self._schedules().add(schedule)
 
-    def list_schedules(self) -> list[dict]:
-        return self._schedules().schedules()
+    # ``clients``: a tenant's (actors.access.scoped.ScopedHub): its schedules only.
+    def list_schedules(self, clients: frozenset[int] | None = None) -> list[dict]:
+        return self._schedules().schedules(clients)
 
-    async def control_schedule(self, schedule_id: str, action: str) -> dict:
-        return await self._schedules().control(schedule_id, action)
+    async def control_schedule(self, schedule_id: str, action: str,
+                               clients: frozenset[int] | None = None) -> dict:
+        return await self._schedules().control(schedule_id, action, clients)
 
-    async def schedule_events(self, schedule_id: str) -> list[dict]:
-        return await self._schedules().events(schedule_id)
+    async def schedule_events(self, schedule_id: str,
+                              clients: frozenset[int] | None = None) -> list[dict]:
+        return await self._schedules().events(schedule_id, clients=clients)
 
     async def get_execution(self, execution_id: str) -> dict:
         return await self._runs().get_execution(execution_id)

@@ -137,7 +137,8 @@ class RunManager:
 
     async def start(self, sequence: str | dict, scope: str,
                     variables: dict[str, str] | None = None, *,
-                    visible: Callable[[str], bool] | None = None) -> dict:
+                    visible: Callable[[str], bool] | None = None,
+                    clients: frozenset[int] | None = None) -> dict:
         """Start ``sequence`` on every target of ``scope``: ``{"run_id", "sequence",
         "executions": {serial: {"execution_id", "status", "account", "error"}}}``.
 
@@ -145,10 +146,11 @@ class RunManager:
         A target whose texts cannot be resolved, whose node is down or whose phone is locked
         gets that status at once; the others are ``pending`` until the node reports.
         ``visible``: the phones the caller may drive (None: every phone); others are not
-        there for this scope (`phone:all` means the caller's phones)."""
+        there for this scope (`phone:all` means the caller's phones). ``clients``: the
+        caller's clients, whose group books ``group:`` scopes use (see `targets`)."""
         name, seq = self.sequence(sequence)
         variables = {str(k): str(v) for k, v in (variables or {}).items()}
-        targets = await self._targets(scope, visible)
+        targets = await self._targets(scope, visible, clients)
         run_id = f"run-{uuid.uuid4().hex[:12]}"
         log.info("run=%s sequence=%s scope=%s targets=%d", run_id, name, scope, len(targets))
         outcomes = await asyncio.gather(*(
@@ -174,12 +176,27 @@ class RunManager:
         return [{k: v for k, v in execution_view(r, refs).items() if k != "steps"}
                 for r in await self.db.recent_executions(limit)]
 
-    async def targets(self, scope: str) -> list[tuple[str, str | None]]:
-        """The (serial, account or None) targets of ``scope`` now; raises ScopeError."""
-        return await self._targets(scope)
+    async def targets(self, scope: str, *, clients: frozenset[int] | None = None
+                      ) -> list[tuple[str, str | None]]:
+        """The (serial, account or None) targets of ``scope`` now; raises ScopeError.
+        ``clients`` (a tenant's schedule or workflow): among those clients' phones only,
+        ``group:`` in their group books; None: every phone, the farm's shared groups."""
+        return await self._targets(scope, None, clients)
 
-    async def _targets(self, scope: str, visible: Callable[[str], bool] | None = None
-                       ) -> list[tuple[str, str | None]]:
+    async def _targets(self, scope: str, visible: Callable[[str], bool] | None = None,
+                       clients: frozenset[int] | None = None) -> list[tuple[str, str | None]]:
+        if clients is not None and visible is None:
+            from actors.access.scope import phone_client
+
+            visible = lambda serial: phone_client(self.hub, serial) in clients  # noqa: E731
+        found = await self._resolve_targets(scope, visible, clients)
+        if visible is None:
+            return found
+        # A group's stored member may have gone to another client since it was added.
+        return [(serial, account) for serial, account in found if visible(serial)]
+
+    async def _resolve_targets(self, scope: str, visible: Callable[[str], bool] | None,
+                               clients: frozenset[int] | None) -> list[tuple[str, str | None]]:
         from sequences.scopes import targets
 
         phones = self.hub.phones()
@@ -199,9 +216,22 @@ class RunManager:
                 every = [a for a in every if visible(a.get("serial"))]
             # Retired accounts are never targets; a scope naming one says so.
             return targets(scope, phones, [a for a in every if not is_retired(a)],
-                           groups=await self.db.group_book(),
+                           groups=await self._groups(clients),
                            retired=[a for a in every if is_retired(a)])
         return targets(scope, phones, accounts)
+
+    async def _groups(self, clients: frozenset[int] | None) -> Any:
+        """The group book ``group:`` scopes resolve in: the farm's shared one (None), a
+        client's own, or several clients' seen together (`ClientGroupBooks`)."""
+        if clients is None:
+            return await self.db.group_book()
+        if len(clients) == 1:
+            return await self.db.group_book(next(iter(clients)))
+        from actors.access.scope import phone_client
+        from sequences.groups import ClientGroupBooks
+
+        return ClientGroupBooks({c: await self.db.group_book(c) for c in sorted(clients)},
+                                lambda serial: phone_client(self.hub, serial))
 
     async def _start_one(self, run_id: str, name: str, seq: Sequence, serial: str,
                          target_account: str | None, variables: dict[str, str]) -> dict:

@@ -169,15 +169,15 @@ class FakeHub:
     async def add_schedule(self, schedule) -> dict:
         return await (await self._schedule_service()).add(schedule)
 
-    def list_schedules(self) -> list[dict]:
+    def list_schedules(self, clients=None) -> list[dict]:
         service = getattr(self, "schedule_service", None)
-        return service.schedules() if service is not None else []
+        return service.schedules(clients) if service is not None else []
 
-    async def control_schedule(self, schedule_id: str, action: str) -> dict:
-        return await (await self._schedule_service()).control(schedule_id, action)
+    async def control_schedule(self, schedule_id: str, action: str, clients=None) -> dict:
+        return await (await self._schedule_service()).control(schedule_id, action, clients)
 
-    async def schedule_events(self, schedule_id: str) -> list[dict]:
-        return await (await self._schedule_service()).events(schedule_id)
+    async def schedule_events(self, schedule_id: str, clients=None) -> list[dict]:
+        return await (await self._schedule_service()).events(schedule_id, clients=clients)
 
     def stop_recording(self, recording_id: str) -> dict:
         if recording_id != "rec1":

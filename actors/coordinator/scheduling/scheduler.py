@@ -130,7 +130,10 @@ class Schedule(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     (a workflow's sequences run in order; only a real dependency skips on failure).
     ``workflow`` names a workflow definition instead of ``sequence`` (leave that empty):
     each occurrence starts a workflow execution on the target (``Scheduler.fire_workflow``).
-    All datetimes are timezone-aware; they are compared as UTC.
+    ``clients``: the client ids the schedule belongs to, set by the coordinator from the
+    caller who added it (never from a request body); its target is resolved among those
+    clients' phones only (``resolve_targets(target, clients=...)``). None: a super user's,
+    every phone. All datetimes are timezone-aware; they are compared as UTC.
     """
 
     id: Annotated[str, Meta(max_length=64)]
@@ -165,6 +168,9 @@ class Schedule(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     # Only checked when added: a time that is already past is refused unless this is set.
     allow_past: Annotated[bool, Meta(description="accept a window, time or until that is "
                                                  "already past (else a 400)")] = False
+    clients: Annotated[list[int], Meta(max_length=10_000, description=(
+        "read-only: the clients the schedule belongs to (its creator's), whose phones its "
+        "target means; absent: a super user's"))] | None = None
 
     def __post_init__(self) -> None:
         # A recurrence given as a dict (Python callers) is checked and typed here.
@@ -511,14 +517,15 @@ def last_fire(schedule: Schedule, upto: datetime) -> datetime | None:
 
 Clock = Callable[[], datetime]
 # Sync or async: the real resolver reads the farm DB.
-ResolveTargets = Callable[[str], Any]
+ResolveTargets = Callable[..., Any]  # (target, clients=frozenset | absent) -> targets
 
 
 class Scheduler:
     """Fires due schedules into per-phone queues and dispatches them, one job per phone.
 
     ``clock`` gives the current UTC time; ``resolve_targets(target)`` the (serial, account)
-    pairs of a scope or ``group:NAME`` (sync or async), called at fire time; ``node_of(serial)``
+    pairs of a scope or ``group:NAME`` (sync or async), called at fire time, with
+    ``clients=frozenset(ids)`` for a schedule that belongs to clients; ``node_of(serial)``
     the node holding a phone; ``dispatch(job)`` asks the phone's actor for its lock and starts
     the run, answering ``"started"``, ``"locked"`` (held by someone else: the job stays queued
     and is tried again on a later tick) or anything else (failed to start: the retry policy
@@ -871,7 +878,8 @@ class Scheduler:
             if inspect.isawaitable(started):
                 await started
             return
-        targets = self.resolve_targets(s.target)
+        targets = (self.resolve_targets(s.target) if s.clients is None
+                   else self.resolve_targets(s.target, clients=frozenset(s.clients)))
         if inspect.isawaitable(targets):
             targets = await targets
         st.last_occurrence = occurrence

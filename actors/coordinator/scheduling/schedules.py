@@ -17,6 +17,12 @@ events stay readable). Its `actors.coordinator.scheduling.workflows.WorkflowRunn
 schedules of this core, and schedules may target a workflow. And the operations the control API offers: add, list, pause, resume,
 cancel, events.
 
+Tenants (issue 17.4): a schedule added for a caller who is not a super user carries that
+caller's client ids (``Schedule.clients``); its target is checked when added and resolved at
+every occurrence among those clients' phones only (so ``phone:all`` is their phones, now and
+later), a workflow it names is looked up among their definitions, and the operations take
+the caller's ``clients``: another client's schedule reads as one that does not exist.
+
 Does not own: when things fire, queueing, per-phone exclusivity, node stagger, retries and
 dependencies (all actors.coordinator.scheduling.scheduler), scope resolution and execution records (actors.coordinator.runs).
 """
@@ -33,6 +39,7 @@ from typing import Any, Callable, Protocol
 
 import msgspec
 
+from actors.access.scope import owned_by
 from actors.store.farm_db import account_ref
 from actors.coordinator.scheduling.scheduler import (ENDED, Event, Job, Schedule, ScheduleInvalid, Scheduler,
                               SchedulerState, ScheduleState, occurrence_run_id, refuse_past,
@@ -268,9 +275,12 @@ class ScheduleService:
         return events
 
     # --- the core's callbacks ----------------------------------------------------------------
-    async def _resolve(self, target: str) -> list[tuple[str, str | None]]:
+    async def _resolve(self, target: str, clients: frozenset[int] | None = None
+                       ) -> list[tuple[str, str | None]]:
         try:
-            return await self.runs.targets(target)
+            if clients is None:
+                return await self.runs.targets(target)
+            return await self.runs.targets(target, clients=clients)
         except (ScopeError, ValidationError) as exc:
             # Validated when added; a scope can still go bad (a client renamed): no phones.
             log.warning("schedule target %r resolves to nothing: %s", target, exc)
@@ -279,7 +289,9 @@ class ScheduleService:
     async def _fire_workflow(self, schedule: Schedule, occurrence: datetime) -> None:
         try:
             await self.workflows.start(schedule.workflow or "", schedule.target, at=occurrence,
-                                       schedule_type=schedule.type, in_tick=True)
+                                       schedule_type=schedule.type, in_tick=True,
+                                       clients=None if schedule.clients is None
+                                       else frozenset(schedule.clients))
         except (FarmError, ValidationError) as exc:
             log.error("schedule=%s: workflow %s not started: %s", schedule.id,
                       schedule.workflow, exc)
@@ -408,9 +420,26 @@ class ScheduleService:
             raise FarmError("the scheduler is not started")
         return self.scheduler
 
+    def _mine(self, schedule_id: str, clients: frozenset[int] | None) -> bool:
+        """Whether a caller reaching ``clients`` (None: a super user) sees the schedule (live
+        or kept finished); a schedule it may not see is as absent as one never added."""
+        if clients is None:
+            return True
+        found = self.core().state.schedules.get(schedule_id)
+        if found is None and schedule_id in self.finished:
+            found = self.finished[schedule_id].schedule
+        return found is not None and owned_by(found.clients, clients)
+
     async def add(self, schedule: Schedule) -> dict:
-        """Register a schedule (id generated when empty); ValidationError names the field."""
+        """Register a schedule (id generated when empty); ValidationError names the field.
+        A schedule with ``clients`` (a tenant's) has its target resolved now among those
+        clients' phones (an unknown phone, or another client's, is a 400 on $.target) and
+        may depend only on schedules of its own clients."""
         sched = self.core()
+        clients = None if schedule.clients is None else frozenset(schedule.clients)
+        if clients is not None and not clients:
+            raise ValidationError("$.clients", "you reach no client: a schedule of yours "
+                                               "would have no phone to run on")
         if not schedule.id:
             schedule.id = f"sch-{uuid.uuid4().hex[:10]}"
         if not _ID.fullmatch(schedule.id):
@@ -424,14 +453,26 @@ class ScheduleService:
                 parse_scope(schedule.target)
             except ScopeError as exc:
                 raise ValidationError("$.target", str(exc)) from None
+        if clients is not None:
+            # A tenant's target names only its own phones, accounts and groups: resolved
+            # now among them, so another client's phone is refused like one never seen.
+            try:
+                await self.runs.targets(schedule.target, clients=clients)
+            except ScopeError as exc:
+                raise ValidationError("$.target", str(exc)) from None
         if schedule.workflow is not None:
             if schedule.sequence:
                 raise ValidationError("$.sequence", "give a sequence or a workflow, not both")
-            if await self.db.workflow_definition(schedule.workflow) is None:
+            found = (await self.db.workflow_definition(schedule.workflow) if clients is None
+                     else await self.db.workflow_definition(schedule.workflow, clients))
+            if found is None:
                 raise ValidationError("$.workflow", f"{schedule.workflow!r}: no such workflow")
         elif not schedule.sequence:
             raise ValidationError("$.sequence", "give a sequence or a workflow")
         for dep in schedule.depends_on:
+            job = sched.state.jobs.get(dep)
+            if not self._mine(dep if job is None else job.schedule_id, clients):
+                raise ValidationError("$.depends_on", f"{dep!r}: no such schedule or job")
             if dep in self.finished:
                 raise ValidationError("$.depends_on", f"{dep!r}: that schedule has finished (its "
                                       "outcome is in its events); depend on a live one")
@@ -452,14 +493,18 @@ class ScheduleService:
         self.wake()
         return self.view(schedule.id)
 
-    def schedules(self) -> list[dict]:
-        """Every schedule (`view`), by id: the live ones and the kept finished ones."""
+    def schedules(self, clients: frozenset[int] | None = None) -> list[dict]:
+        """Every schedule (`view`), by id: the live ones and the kept finished ones (only
+        those of ``clients`` when given)."""
         return [self.view(sid)
-                for sid in sorted({*self.core().state.schedules, *self.finished})]
+                for sid in sorted({*self.core().state.schedules, *self.finished})
+                if self._mine(sid, clients)]
 
-    def view(self, schedule_id: str) -> dict:
+    def view(self, schedule_id: str, clients: frozenset[int] | None = None) -> dict:
         """A schedule with its status, next fire time, fired count and its jobs by status."""
         state = self.core().state
+        if not self._mine(schedule_id, clients):
+            raise ScheduleNotFound(f"schedule {schedule_id!r}: no such schedule")
         if schedule_id not in state.schedules:
             if schedule_id in self.finished:
                 row = self.finished[schedule_id]
@@ -473,9 +518,13 @@ class ScheduleService:
                 jobs[job.status] = jobs.get(job.status, 0) + 1
         return _view(state.schedules[schedule_id], st, jobs)
 
-    async def control(self, schedule_id: str, action: str) -> dict:
-        """``pause``, ``resume`` or ``cancel`` a schedule."""
+    async def control(self, schedule_id: str, action: str,
+                      clients: frozenset[int] | None = None) -> dict:
+        """``pause``, ``resume`` or ``cancel`` a schedule (only one of ``clients``' when
+        given)."""
         sched = self.core()
+        if not self._mine(schedule_id, clients):
+            raise ScheduleNotFound(f"schedule {schedule_id!r}: no such schedule")
         if schedule_id not in sched.state.schedules:
             if schedule_id in self.finished and action in ("pause", "resume", "cancel"):
                 status = self.finished[schedule_id].schedule.status
@@ -493,9 +542,13 @@ class ScheduleService:
         self.wake()
         return self.view(schedule_id)
 
-    async def events(self, schedule_id: str, limit: int = 500) -> list[dict]:
+    async def events(self, schedule_id: str, limit: int = 500,
+                     clients: frozenset[int] | None = None) -> list[dict]:
         """What the scheduler did for a schedule, oldest first; a finished schedule (pruned
-        from the live state) answers from its stored events."""
+        from the live state) answers from its stored events. With ``clients``: only for a
+        schedule of theirs still known (live or kept finished)."""
+        if not self._mine(schedule_id, clients):
+            raise ScheduleNotFound(f"schedule {schedule_id!r}: no such schedule")
         rows = await self.db.schedule_events(schedule_id, limit)
         if (not rows and schedule_id not in self.core().state.schedules
                 and schedule_id not in self.finished):

@@ -16,6 +16,12 @@ phone and account whatever its outcome; a sequence listed in ``depends_on`` must
 its dependents are skipped with the reason. The core's state is saved after every change, so
 a restarted coordinator carries on where the workflow stood.
 
+Tenants (issue 17.4): a workflow execution started by a caller who is not a super user
+belongs to that caller's clients (``client_ids``, stored with it): the workflow is looked up
+among their definitions (and the shared library), the target among their phones, its
+sequences' schedules carry the same clients (resolved among those phones when they fire),
+and only callers reaching every one of them list or read it.
+
 Does not own: the definitions' SQL (actors.store.farm_db), the HTTP routes
 (actors.control.workflows), queueing and dispatch (actors.coordinator.scheduling.scheduler, actors.coordinator.scheduling.schedules).
 """
@@ -30,6 +36,7 @@ from typing import Any, Callable, Protocol
 
 import msgspec
 
+from actors.access.scope import owned_by
 from actors.store.farm_db import account_ref
 from actors.coordinator.scheduling.scheduler import (ENDED, TERMINAL, Job, JobRetry, Schedule,
                                                      Scheduler, occurrence_run_id)
@@ -104,6 +111,7 @@ class WorkflowHost(Protocol):
     Declared here so that workflows need not import the service that imports it."""
 
     hub: Any  # its ``emit(event, serial, node, data)``, when it has one
+    runs: Any  # its ``targets(scope, clients=...)``: a tenant's target checked when started
     scheduler: Scheduler | None
     executions: dict[str, str]  # job id -> execution id
     clock: Callable[[], datetime]
@@ -129,24 +137,36 @@ class WorkflowRunner:
         # What each sequence_executions row was last written as: rows change only on news.
         self._written: dict[tuple, tuple] = {}
         self._accounts: dict[str, dict[str, int]] = {}
+        # Each running workflow execution's sequence definition ids by position.
+        self._sequence_ids: dict[int, dict[int, int]] = {}
         # sync() reads then writes rows: two at once would insert a row twice.
         self._sync_lock = asyncio.Lock()
 
     # --- starting ----------------------------------------------------------------------------
     async def start(self, name: str, target: str, *, at: datetime | None = None,
-                    schedule_type: str = "immediate", in_tick: bool = False) -> dict:
+                    schedule_type: str = "immediate", in_tick: bool = False,
+                    clients: frozenset[int] | None = None) -> dict:
         """Start workflow ``name`` on ``target`` (a scope or ``group:NAME``): its execution
         view. ``in_tick``: called from the core's tick (a workflow schedule fired), which
-        holds the service's lock and saves at its end. Raises WorkflowNotFound,
-        ValidationError (bad target)."""
-        definition = await self.db.workflow_definition(name)
+        holds the service's lock and saves at its end. ``clients``: the caller's (None: a
+        super user); the workflow is one of theirs or shared, the target resolves among
+        their phones (checked now unless ``in_tick``: the schedule was checked when added).
+        Raises WorkflowNotFound, ValidationError (bad target)."""
+        definition = (await self.db.workflow_definition(name) if clients is None
+                      else await self.db.workflow_definition(name, clients))
         if definition is None:
             raise WorkflowNotFound(f"workflow {name!r}: no such workflow")
         check_target(target)
+        if clients is not None and not in_tick:
+            try:
+                await self.service.runs.targets(target, clients=clients)
+            except ScopeError as exc:
+                raise ValidationError("$.scope", str(exc)) from None
         when = at or self.service.clock()
         wfx = await self.db.create_workflow_execution(definition["workflow_def_id"], target,
-                                                      schedule_type=schedule_type, when=when)
-        schedules = self._schedules(wfx, definition, target, when)
+                                                      schedule_type=schedule_type, when=when,
+                                                      client_ids=clients)
+        schedules = self._schedules(wfx, definition, target, when, clients)
         if in_tick:
             self._add(schedules)
         else:
@@ -161,9 +181,11 @@ class WorkflowRunner:
         self.service.wake()
         return await self.view(wfx)
 
-    def _schedules(self, wfx: int, definition: dict, target: str,
-                   when: datetime) -> list[Schedule]:
+    def _schedules(self, wfx: int, definition: dict, target: str, when: datetime,
+                   clients: frozenset[int] | list[int] | None = None) -> list[Schedule]:
         out = []
+        self._sequence_ids[wfx] = {e["position"]: e["sequence_def_id"]
+                                   for e in definition["sequences"]}
         for entry in definition["sequences"]:
             pos = entry["position"]
             out.append(Schedule(
@@ -171,7 +193,8 @@ class WorkflowRunner:
                 type="immediate", at=when,
                 depends_on=[schedule_id_of(wfx, d) for d in entry["depends_on"]],
                 after=[schedule_id_of(wfx, pos - 1)] if pos else [],
-                retry=msgspec.convert(entry["retry"] or {}, JobRetry)))
+                retry=msgspec.convert(entry["retry"] or {}, JobRetry),
+                clients=None if clients is None else sorted(clients)))
         return out
 
     def _add(self, schedules: list[Schedule]) -> None:
@@ -198,7 +221,8 @@ class WorkflowRunner:
             if not any(parse_schedule_id(s) and parse_schedule_id(s)[0] == wfx
                        for s in core.state.schedules):
                 when = _parse_utc(row["start_time"]) or self.service.clock()
-                self._add(self._schedules(wfx, definition, row["target"], when))
+                self._add(self._schedules(wfx, definition, row["target"], when,
+                                          row.get("client_ids")))
                 await self.db.update_workflow_execution(wfx, status="running")
             log.warning("workflow=%s execution=%d interrupted by a coordinator restart: "
                         "carrying on", row["workflow"], wfx)
@@ -267,13 +291,24 @@ class WorkflowRunner:
         key = (wfx, position, job.serial, job.account)
         if self._written.get(key) == record:
             return
-        definition = await self.db.sequence_definition(job.sequence)
         account_id = (await self._account_ids(job.serial)).get(job.account or "")
         await self.db.save_sequence_execution(
-            wfx, position, definition["sequence_def_id"] if definition else None, job.serial,
+            wfx, position, (await self._sequence_def_ids(wfx)).get(position), job.serial,
             account_id, status=_SEQUENCE_STATUS.get(job.status, job.status),
             start_time=job.started_at, end_time=job.finished_at, error_message=job.reason)
         self._written[key] = record
+
+    async def _sequence_def_ids(self, wfx: int) -> dict[int, int]:
+        """Position -> sequence definition id of a workflow execution's definition (a name
+        alone could be another client's definition of the same name)."""
+        if wfx not in self._sequence_ids:
+            row = await self.db.workflow_execution(wfx)
+            definition = (await self.db.workflow_definition_by_id(row["workflow_def_id"])
+                          if row is not None and row.get("workflow_def_id") is not None
+                          else None)
+            self._sequence_ids[wfx] = {e["position"]: e["sequence_def_id"]
+                                       for e in (definition or {}).get("sequences", [])}
+        return self._sequence_ids[wfx]
 
     async def _account_ids(self, serial: str) -> dict[str, int]:
         if serial not in self._accounts:
@@ -299,6 +334,7 @@ class WorkflowRunner:
         await self.db.update_workflow_execution(wfx, status=status, error_message=error)
         for key in [k for k in self._written if k[0] == wfx]:
             del self._written[key]
+        self._sequence_ids.pop(wfx, None)
         log.info("workflow=%s execution=%d %s%s", row["workflow"], wfx, status,
                  f": {error}" if error else "")
         self._emit("workflow_finished", {"workflow_execution_id": wfx,
@@ -306,13 +342,15 @@ class WorkflowRunner:
                                          "error": error})
 
     # --- reading -----------------------------------------------------------------------------
-    async def view(self, workflow_execution_id: int) -> dict:
+    async def view(self, workflow_execution_id: int,
+                   clients: frozenset[int] | None = None) -> dict:
         """A workflow execution: id, workflow, target, status, times, error, and its
         ``sequences`` (position, sequence, serial, account, status, times, error,
         execution_ids: the executions each attempt became). The rows are kept up to date
-        by `sync` on every change of the scheduler's state."""
+        by `sync` on every change of the scheduler's state. With ``clients``, another
+        client's execution reads as one that does not exist."""
         row = await self.db.workflow_execution(workflow_execution_id)
-        if row is None:
+        if row is None or not owned_by(row.get("client_ids"), clients):
             raise WorkflowNotFound(f"workflow execution {workflow_execution_id}: no such "
                                    "workflow execution")
         refs = {a["account_id"]: account_ref(a)
@@ -320,6 +358,7 @@ class WorkflowRunner:
         runs = await self._executions_by_target(row)
         return {"workflow_execution_id": workflow_execution_id, "workflow": row["workflow"],
                 "target": row["target"], "status": row["status"],
+                "clients": row.get("client_ids"),
                 "start_time": row["start_time"], "end_time": row["end_time"],
                 "error": row["error_message"],
                 "sequences": [{
@@ -343,12 +382,15 @@ class WorkflowRunner:
                 out.setdefault((position, record["serial"]), []).append(record["key"])
         return out
 
-    async def recent(self, limit: int = 50) -> list[dict]:
-        """The latest workflow executions, newest first (without their sequences)."""
+    async def recent(self, limit: int = 50, clients: frozenset[int] | None = None) -> list[dict]:
+        """The latest workflow executions, newest first (without their sequences); only
+        ``clients``' when given."""
+        rows = (await self.db.workflow_executions(limit=limit) if clients is None
+                else await self.db.workflow_executions(limit=limit, clients=clients))
         return [{"workflow_execution_id": r["workflow_execution_id"], "workflow": r["workflow"],
                  "target": r["target"], "status": r["status"], "start_time": r["start_time"],
-                 "end_time": r["end_time"], "error": r["error_message"]}
-                for r in await self.db.workflow_executions(limit=limit)]
+                 "end_time": r["end_time"], "error": r["error_message"],
+                 "clients": r.get("client_ids")} for r in rows]
 
     def _emit(self, event: str, data: dict) -> None:
         emit = getattr(self.service.hub, "emit", None)
