@@ -9,8 +9,7 @@ from actors.access.principal import Principal
 # SCOPED: every logged-in user; the handler shows and changes only the caller's clients'
 #   rows (actors.access.scoped); viewers read only.
 # OWN: the caller's own session, tokens and password: every logged-in user, viewers too.
-# SHARED: the farm's shared library (sequences, workflows, screen registry): everyone
-#   reads, super users change.
+# SHARED: the farm's shared screen registry: everyone reads, super users change.
 # SUPER: super users only (farm-wide operations not yet scoped per client).
 SCOPED, OWN, SHARED, SUPER = "scoped", "own", "shared", "super"
 READS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -34,8 +33,17 @@ ROUTES: dict[str, str] = {
     "/api/users/{name}/enable": SCOPED, "/api/organizations": SCOPED,
     "/api/logout": OWN, "/api/me": OWN, "/api/tokens": OWN, "/api/tokens/{token_id}": OWN,
     "/api/users/{name}/password": OWN,
-    "/api/sequences": SHARED, "/api/sequences/{name}": SHARED, "/api/workflows": SHARED,
-    "/api/workflows/{name}": SHARED, "/api/registry": SHARED,
+    # A tenant's own schedules, workflow runs, groups and definitions (the shared library
+    # of definitions is read by all, changed by super users: actors.access.scoped).
+    "/api/schedules": SCOPED, "/api/schedules/{schedule_id}/pause": SCOPED,
+    "/api/schedules/{schedule_id}/resume": SCOPED, "/api/schedules/{schedule_id}/cancel": SCOPED,
+    "/api/schedules/{schedule_id}/events": SCOPED,
+    "/api/workflows/{name}/run": SCOPED, "/api/workflow-executions": SCOPED,
+    "/api/workflow-executions/{id}": SCOPED,
+    "/api/groups": SCOPED, "/api/groups/rules": SCOPED, "/api/groups/{name}": SCOPED,
+    "/api/groups/{name}/members": SCOPED, "/api/groups/{name}/members/{member}": SCOPED,
+    "/api/sequences": SCOPED, "/api/sequences/{name}": SCOPED, "/api/workflows": SCOPED,
+    "/api/workflows/{name}": SCOPED, "/api/registry": SHARED,
     "/api/registry/apps/{app}": SHARED, "/api/registry/apps/{app}/files/{path}": SHARED,
     "/api/registry/apps/{app}/screens/{screen}": SHARED,
 }

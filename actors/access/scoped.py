@@ -4,7 +4,8 @@
 its `farm_db()` is a `ScopedFarmDB`. Both fail closed: a method not written out here is
 refused (AccessDenied, 403), so a new hub or database method cannot leak another client's
 rows before someone decides how it is scoped. Another client's phone, execution, account,
-profile or client is answered exactly like one that does not exist."""
+profile, client, schedule, workflow execution, group or definition is answered exactly like
+one that does not exist."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any, Callable
 
 from actors.access.principal import Principal
 from actors.access.scope import require_phone, sees_phone, visible_phones, visible_rows
+from actors.access.scoped_work import ScopedSchedules, SequenceLoader
 from actors.access.users import AccessDenied
 from actors.coordinator.runs import RunNotFound
 from protocol.errors import FarmError, PhoneNotFound, ValidationError
@@ -75,7 +77,8 @@ class ScopedHub:
 
     async def start_run(self, sequence: str | dict, scope: str,
                         variables: dict[str, str] | None = None) -> dict:
-        return await self._hub.start_run(sequence, scope, variables, visible=self.visible)
+        return await self._hub.start_run(sequence, scope, variables, visible=self.visible,
+                                         clients=self._clients)
 
     async def get_run(self, run_id: str) -> dict:
         run = await self._hub.get_run(run_id)
@@ -98,6 +101,37 @@ class ScopedHub:
     async def execution_screenshot(self, execution_id: str, path: str) -> tuple[bytes, str]:
         await self.get_execution(execution_id)
         return await self._hub.execution_screenshot(execution_id, path)
+
+    # -- schedules and workflow runs: the caller's clients' own ---------------------------
+
+    @property
+    def _clients(self) -> frozenset[int]:
+        return self.principal.client_ids or frozenset()
+
+    async def add_schedule(self, schedule: Any) -> dict:
+        # It belongs to the caller's clients whatever the request said: its target is
+        # resolved among their phones, now and at every occurrence.
+        schedule.clients = sorted(self._clients)
+        return await self._hub.add_schedule(schedule)
+
+    def list_schedules(self) -> list[dict]:
+        return self._hub.list_schedules(clients=self._clients)
+
+    async def control_schedule(self, schedule_id: str, action: str) -> dict:
+        return await self._hub.control_schedule(schedule_id, action, clients=self._clients)
+
+    async def schedule_events(self, schedule_id: str) -> list[dict]:
+        return await self._hub.schedule_events(schedule_id, clients=self._clients)
+
+    @property
+    def schedules(self) -> ScopedSchedules | None:
+        service = getattr(self._hub, "schedules", None)
+        return ScopedSchedules(service, self._clients) if service is not None else None
+
+    @property
+    def runs(self) -> SequenceLoader | None:
+        runs = getattr(self._hub, "runs", None)
+        return SequenceLoader(runs) if callable(getattr(runs, "sequence", None)) else None
 
     # -- unknown screens and the stream --------------------------------------------------
 
@@ -226,26 +260,93 @@ class ScopedFarmDB:
         return await self._db.audit_trail(*args, client_ids=self.principal.client_ids,
                                           **kwargs)
 
-    # Definitions with no client are the farm's shared library: readable by everyone.
+    # -- sequence and workflow definitions -------------------------------------------------
+    # Definitions with no client are the farm's shared library: readable by everyone,
+    # changed by super users only. A name is unique within a client: lookups take the
+    # caller's clients (or fewer, ``clients``), their own definition before a shared one.
+
+    def _clients(self, clients: Any = None) -> frozenset[int]:
+        mine = self.principal.client_ids or frozenset()
+        return mine if clients is None else frozenset(clients) & mine
+
     def _shared_or_mine(self, row: dict | None) -> bool:
         return row is not None and (row.get("client_id") is None
                                     or self.principal.sees_client(row["client_id"]))
 
-    async def sequence_definitions(self, *args: Any, **kwargs: Any) -> list[dict]:
-        return [r for r in await self._db.sequence_definitions(*args, **kwargs)
-                if self._shared_or_mine(r)]
+    async def sequence_definitions(self, include_retired: bool = False,
+                                   clients: Any = None) -> list[dict]:
+        return [r for r in await self._db.sequence_definitions(
+            include_retired, clients=self._clients(clients)) if self._shared_or_mine(r)]
 
-    async def workflow_definitions(self, *args: Any, **kwargs: Any) -> list[dict]:
-        return [r for r in await self._db.workflow_definitions(*args, **kwargs)
-                if self._shared_or_mine(r)]
+    async def workflow_definitions(self, include_retired: bool = False,
+                                   clients: Any = None) -> list[dict]:
+        return [r for r in await self._db.workflow_definitions(
+            include_retired, clients=self._clients(clients)) if self._shared_or_mine(r)]
 
-    async def sequence_definition(self, name: str) -> dict | None:
-        row = await self._db.sequence_definition(name)
+    async def sequence_definition(self, name: str, clients: Any = None) -> dict | None:
+        row = await self._db.sequence_definition(name, self._clients(clients))
         return row if self._shared_or_mine(row) else None
 
-    async def workflow_definition(self, name: str) -> dict | None:
-        row = await self._db.workflow_definition(name)
+    async def workflow_definition(self, name: str, clients: Any = None) -> dict | None:
+        row = await self._db.workflow_definition(name, self._clients(clients))
         return row if self._shared_or_mine(row) else None
+
+    async def _own_client(self, client: Any) -> int:
+        """The id of ``client`` (a name), which must be one the caller reaches: a tenant's
+        definitions and groups always belong to one of its clients."""
+        row = await self.client_row(client) if isinstance(client, str) else None
+        if row is None:
+            raise ValidationError("$.client", f"no such client: {client!r}")
+        return row["client_id"]
+
+    def _own_row(self, row: dict | None, what: str) -> None:
+        if row is not None and row.get("client_id") is None:
+            raise AccessDenied(f"{what} is in the farm's shared library: only a super user "
+                               "may change it")
+
+    async def save_sequence_definition(self, name: str, *, client: Any = None,
+                                       **fields: Any) -> dict:
+        client_id = await self._own_client(client)
+        self._own_row(await self.sequence_definition(name, [client_id]),
+                            f"sequence definition {name!r}")
+        return await self._db.save_sequence_definition(name, client=client_id,
+                                                       clients=[client_id], **fields)
+
+    async def save_workflow_definition(self, name: str, sequences: list[dict], *,
+                                       client: Any = None, **fields: Any) -> dict:
+        client_id = await self._own_client(client)
+        self._own_row(await self.workflow_definition(name, [client_id]),
+                            f"workflow {name!r}")
+        return await self._db.save_workflow_definition(name, sequences, client=client_id,
+                                                       clients=[client_id], **fields)
+
+    async def retire_sequence_definition(self, name: str, clients: Any = None) -> dict | None:
+        row = await self.sequence_definition(name, clients)
+        self._own_row(row, f"sequence definition {name!r}")
+        return None if row is None else await self._db.retire_sequence_definition(
+            name, [row["client_id"]])
+
+    async def retire_workflow_definition(self, name: str, clients: Any = None) -> dict | None:
+        row = await self.workflow_definition(name, clients)
+        self._own_row(row, f"workflow {name!r}")
+        return None if row is None else await self._db.retire_workflow_definition(
+            name, [row["client_id"]])
+
+    # -- groups: one book per client ------------------------------------------------------
+
+    def _own_book(self, client_id: int | None) -> int:
+        # The handlers pick a client the caller reaches; anything else (the shared book,
+        # another client's) is refused here too.
+        if client_id is None or not self._sees(client_id):
+            raise AccessDenied("only a super user may change the farm's shared groups"
+                               if client_id is None else "not your client's groups")
+        return client_id
+
+    async def group_book(self, client_id: int | None = None) -> Any:
+        return await self._db.group_book(self._own_book(client_id))
+
+    async def save_group_book(self, book: Any, client_id: int | None = None) -> None:
+        await self._db.save_group_book(book, self._own_book(client_id))
 
 
 class ScopedKeyring:

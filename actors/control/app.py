@@ -282,6 +282,10 @@ def decode_schedule(body: bytes) -> Schedule:
     ``status`` is ignored (a new schedule is pending). A schedule of a ``workflow`` has no
     ``sequence``. RequestError names the field."""
     raw = decode_request(body, dict[str, Any], "a JSON object with sequence, target and type")
+    if "clients" in raw:
+        # Whose a schedule is comes from who added it (ScopedHub.add_schedule), never a body.
+        raise RequestError("$.clients", "read-only: a schedule belongs to the clients of "
+                                        "the user who adds it", field="$.clients")
     raw.setdefault("id", "")
     if raw.get("workflow") is not None:
         raw.setdefault("sequence", "")

@@ -86,6 +86,8 @@ def _document() -> dict[str, Any]:
     request = copy.deepcopy(components["Schedule"])
     # A workflow's schedule leaves sequence out.
     request["required"] = [f for f in request.get("required", []) if f not in ("id", "sequence")]
+    # Whose it is comes from the caller (a 400 if a body names it).
+    request["properties"] = {k: v for k, v in request["properties"].items() if k != "clients"}
     request["title"] = "ScheduleRequest"
     components["ScheduleRequest"] = request
     schedule_id = {"name": "schedule_id", "in": "path", "required": True,

@@ -8,6 +8,13 @@ the JSON path of the field) and their OpenAPI paths. Groups are changed through
 `sequences.groups.GroupBook`, so every hierarchy and relationship rule is checked before the
 book is saved (one transaction); a broken rule is a 400 with the rule's text. Deleting a
 client, phone or account is soft: its status becomes ``retired``.
+
+Each client has a group book of its own (names are unique within a client); the farm's
+shared book (no client) is the super users'. A request works in one book: the ``client`` it
+names (body, or ``?client=`` on the group's URL), else for a super user the shared book and
+for anyone else its only client (a caller reaching several names one; for a group named in
+the URL, the one client of theirs that has it). A member must be a phone of that client or
+an account on one: another client's is "no such phone" as for one that does not exist.
 """
 
 from __future__ import annotations
@@ -46,6 +53,11 @@ class _Body(msgspec.Struct, forbid_unknown_fields=True):
     pass
 
 
+BookClient = Annotated[str, Meta(min_length=1, max_length=128, description=(
+    "the client whose group book this is (default: a super user's shared book, another "
+    "user's only client)"))]
+
+
 class GroupCreate(_Body):
     name: GroupName
     kind: Literal["phone", "account"]
@@ -53,6 +65,7 @@ class GroupCreate(_Body):
     filter: Annotated[str, Meta(min_length=1, max_length=4096)] | None = None
     parent: GroupName | None = None
     description: Text = ""
+    client: BookClient | None = None
 
 
 class MemberAdd(_Body):
@@ -63,6 +76,7 @@ class RuleCreate(_Body):
     kind: Literal["exclusive", "requires", "excludes"]
     groups: Annotated[list[GroupName], Meta(min_length=2, max_length=64)]
     name: printable(64) = ""
+    client: BookClient | None = None
 
 
 class ClientBody(_Body):
@@ -208,17 +222,25 @@ async def _audit(request: web.Request, db: Any, entity_type: str, entity_id: Any
 # --- groups -----------------------------------------------------------------------------
 
 
-async def _rows(request: web.Request, db: Any) -> tuple[list[dict], list[dict]]:
+async def _rows(request: web.Request, db: Any,
+                client_id: int | None = None) -> tuple[list[dict], list[dict]]:
     """Phones (the registry's rows merged with the live directory, as runs see them) and
-    accounts, for resolving smart and computed groups."""
+    accounts, for resolving smart and computed groups: a client's book sees that client's
+    phones and their accounts only (the shared book, every phone the caller sees)."""
     known = {row["serial"]: row for row in await db.phone_rows()}
     live = {p["serial"]: p for p in hub_of(request).phones()}
     phones = [{**known.get(s, {}), **live.get(s, {}), "client": known.get(s, {}).get("client")}
               for s in sorted(set(known) | set(live))]
-    return phones, await db.account_rows()
+    accounts = await db.account_rows()
+    if client_id is None:
+        return phones, accounts
+    mine = {s for s, row in known.items() if row.get("client_id") == client_id}
+    return ([p for p in phones if p["serial"] in mine],
+            [a for a in accounts if a.get("serial") in mine])
 
 
-def group_view(book: Any, name: str, phones: list[dict], accounts: list[dict]) -> dict:
+def group_view(book: Any, name: str, phones: list[dict], accounts: list[dict],
+               client: str | None = None) -> dict:
     group = book.groups[name]
     try:
         resolved: int | None = len(book.members(name, phones, accounts))
@@ -226,30 +248,78 @@ def group_view(book: Any, name: str, phones: list[dict], accounts: list[dict]) -
         resolved = None
     return {"name": group.name, "kind": group.kind, "type": group.type, "parent": group.parent,
             "filter": group.filter, "description": group.description,
-            "members": list(group.members), "member_count": resolved}
+            "members": list(group.members), "member_count": resolved, "client": client}
 
 
-def rule_view(rule: Any) -> dict:
-    return {"kind": rule.kind, "groups": list(rule.groups), "name": rule.name or None}
+def rule_view(rule: Any, client: str | None = None) -> dict:
+    return {"kind": rule.kind, "groups": list(rule.groups), "name": rule.name or None,
+            "client": client}
+
+
+def _single(rows: list[dict], what: str = "it") -> dict:
+    """The one client of ``rows`` (the caller's clients); 400 ``$.client`` otherwise."""
+    if len(rows) == 1:
+        return rows[0]
+    if not rows:
+        raise ValidationError("$.client", "you reach no client")
+    names = ", ".join(sorted(r["name"] for r in rows))
+    raise ValidationError("$.client", f"you reach several clients ({names}): name the one "
+                                      f"{what} is for")
+
+
+async def only_client(db: Any) -> str:
+    """The name of the caller's only client (``db`` a ScopedFarmDB); 400 ``$.client``
+    when it reaches none or several."""
+    return _single(await db.client_rows())["name"]
+
+
+async def _book_client(request: web.Request, db: Any, named: str | None,
+                       group: str | None = None) -> tuple[int | None, str | None]:
+    """(client id, name) of the group book a request works in; (None, None) is the farm's
+    shared book (super users only). See the module docstring."""
+    if named is not None:
+        row = await db.client_row(named)  # another client's reads as none (ScopedFarmDB)
+        if row is None:
+            raise ValidationError("$.client", f"no such client: {named!r}")
+        return row["client_id"], row["name"]
+    if principal_of(request).is_super:
+        return None, None
+    rows = await db.client_rows()
+    if group is not None and len(rows) > 1:
+        having = [r for r in rows if group in (await db.group_book(r["client_id"])).groups]
+        if not having:
+            raise LookupError(f"no such group: {group!r}")
+        rows = having
+    found = _single(rows, "the group")
+    return found["client_id"], found["name"]
 
 
 @_handled
 async def get_groups(request: web.Request) -> web.Response:
     db = _db(request)
-    book = await db.group_book()
-    phones, accounts = await _rows(request, db)
-    return json_response({"groups": [group_view(book, n, phones, accounts) for n in book.groups],
-                  "rules": [rule_view(r) for r in book.rules]})
+    named = request.query.get("client")
+    if named is None and not principal_of(request).is_super:
+        books = [(r["client_id"], r["name"]) for r in await db.client_rows()]
+    else:
+        books = [await _book_client(request, db, named)]
+    groups, rules = [], []
+    for client_id, client in books:
+        book = await db.group_book(client_id)
+        phones, accounts = await _rows(request, db, client_id)
+        groups += [group_view(book, n, phones, accounts, client) for n in book.groups]
+        rules += [rule_view(r, client) for r in book.rules]
+    return json_response({"groups": groups, "rules": rules})
 
 
-async def _change_book(request: web.Request, change) -> tuple[Any, Any]:
-    """Load the book, apply ``change(book)`` (GroupBook checks every rule), save it; one
-    change at a time. Returns (book, change's result)."""
+async def _change_book(request: web.Request, client_id: int | None,
+                       change) -> tuple[Any, Any]:
+    """Load client ``client_id``'s book, apply ``change(book)`` (GroupBook checks every
+    rule), save it; one change at a time. Returns (book, change's result)."""
     db = _db(request)
     async with request.app[GROUP_LOCK]:
-        book = await db.group_book()
+        book = await db.group_book(client_id)
         result = change(book)
-        await db.save_group_book(book)
+        await db.save_group_book(book, client_id)
     return book, result
 
 
@@ -263,36 +333,45 @@ async def post_group(request: web.Request) -> web.Response:
     body = decode_request(await request.read(), GroupCreate,
                           "a JSON object with name and kind")
     group_type = body.type or ("smart" if body.filter is not None else "custom")
+    db = _db(request)
+    client_id, client = await _book_client(request, db, body.client)
 
     def create(book):
         return book.create(body.name, body.kind, type=group_type, filter=body.filter,
                            parent=body.parent, description=body.description)
 
-    book, _ = await _change_book(request, create)
-    db = _db(request)
-    phones, accounts = await _rows(request, db)
-    view = group_view(book, body.name, phones, accounts)
+    book, _ = await _change_book(request, client_id, create)
+    phones, accounts = await _rows(request, db, client_id)
+    view = group_view(book, body.name, phones, accounts, client)
     await _audit(request, db, "group", body.name, "create", None, view)
     return json_response(view, 201)
+
+
+async def _url_book(request: web.Request, name: str) -> tuple[int | None, str | None]:
+    """The book of the group named in the URL (``?client=`` names the client)."""
+    return await _book_client(request, _db(request), request.query.get("client"), group=name)
 
 
 @_handled
 async def delete_group(request: web.Request) -> web.Response:
     name = request.match_info["name"]
+    client_id, client = await _url_book(request, name)
     before: dict = {}
 
     def delete(book):
         _known_group(book, name)
         group = book.groups[name]
-        before.update(name=name, kind=group.kind, type=group.type, members=list(group.members))
+        before.update(name=name, kind=group.kind, type=group.type, members=list(group.members),
+                      client=client)
         book.delete(name)
 
-    await _change_book(request, delete)
+    await _change_book(request, client_id, delete)
     await _audit(request, _db(request), "group", name, "delete", before, None)
     return json_response({"deleted": name})
 
 
-async def _change_members(request: web.Request, name: str, action: str, change) -> web.Response:
+async def _change_members(request: web.Request, name: str, action: str, change,
+                          client_id: int | None, client: str | None) -> web.Response:
     """Apply ``change(book)`` to group ``name``'s members, audit the members before and
     after under ``action``, and answer with the group's view."""
 
@@ -302,25 +381,27 @@ async def _change_members(request: web.Request, name: str, action: str, change) 
         change(book)
         return before
 
-    book, before = await _change_book(request, apply)
+    book, before = await _change_book(request, client_id, apply)
     db = _db(request)
-    await _audit(request, db, "group", name, action, {"members": before},
-                 {"members": book.groups[name].members})
-    phones, accounts = await _rows(request, db)
-    return json_response(group_view(book, name, phones, accounts))
+    whose = {"client": client} if client is not None else {}
+    await _audit(request, db, "group", name, action, {"members": before, **whose},
+                 {"members": book.groups[name].members, **whose})
+    phones, accounts = await _rows(request, db, client_id)
+    return json_response(group_view(book, name, phones, accounts, client))
 
 
 @_handled
 async def post_group_member(request: web.Request) -> web.Response:
     name = request.match_info["name"]
     body = decode_request(await request.read(), MemberAdd, "a JSON object with member")
-    phones, accounts = await _rows(request, _db(request))
+    client_id, client = await _url_book(request, name)
+    phones, accounts = await _rows(request, _db(request), client_id)
 
     def add(book):
         book.add_member(name, body.member)  # its form and the group's rules first
         _check_exists(book, name, body.member, phones, accounts)
 
-    return await _change_members(request, name, "add", add)
+    return await _change_members(request, name, "add", add, client_id, client)
 
 
 def _check_exists(book: Any, name: str, member: str, phones: list[dict],
@@ -338,8 +419,10 @@ def _check_exists(book: Any, name: str, member: str, phones: list[dict],
 @_handled
 async def delete_group_member(request: web.Request) -> web.Response:
     name, member = request.match_info["name"], request.match_info["member"]
+    client_id, client = await _url_book(request, name)
     return await _change_members(request, name, "remove",
-                                 lambda book: book.remove_member(name, member))
+                                 lambda book: book.remove_member(name, member),
+                                 client_id, client)
 
 
 @_handled
@@ -350,6 +433,8 @@ async def post_group_rule(request: web.Request) -> web.Response:
     if body.kind != "exclusive" and len(body.groups) != 2:
         raise RequestError("$.groups", f"a {body.kind} rule relates exactly two groups",
                            field="$.groups")
+    client_id, client = await _book_client(request, _db(request), body.client,
+                                           group=body.groups[0])
 
     def add(book):
         for name in body.groups:
@@ -360,8 +445,8 @@ async def post_group_rule(request: web.Request) -> web.Response:
             return book.requires(*body.groups)
         return book.excludes(*body.groups)
 
-    _, rule = await _change_book(request, add)
-    view = rule_view(rule)
+    _, rule = await _change_book(request, client_id, add)
+    view = rule_view(rule, client)
     await _audit(request, _db(request), "group_rule", ",".join(rule.groups), "create", None, view)
     return json_response(view, 201)
 
@@ -604,9 +689,14 @@ def openapi_paths(error) -> dict[str, Any]:
         return out
 
     name = openapi_path_param("name", "group name")
+    book = {"name": "client", "in": "query", "required": False, "schema": {"type": "string"},
+            "description": "the client whose group book (default: a super user's shared "
+                           "book, another user's only client, or the one of theirs with "
+                           "the group)"}
     return {
         "/api/groups": {
-            "get": op("listGroups", "Every group (stored members, resolved member count) and rule"),
+            "get": op("listGroups", "Every group (stored members, resolved member count) and "
+                      "rule of a group book (a user's: each of its clients')", params=[book]),
             "post": op("createGroup", "Create a group (custom, or smart with a filter)",
                        request="GroupCreate", created=True)},
         "/api/groups/rules": {"post": op(
@@ -614,13 +704,14 @@ def openapi_paths(error) -> dict[str, Any]:
             "current members)", request="RuleCreate", created=True, found=True)},
         "/api/groups/{name}": {"delete": op(
             "deleteGroup", "Delete a group (refused for system groups, parents, ruled groups)",
-            params=[name], found=True)},
+            params=[name, book], found=True)},
         "/api/groups/{name}/members": {"post": op(
             "addGroupMember", "Add a member (hierarchy and rules checked)", request="MemberAdd",
-            params=[name], found=True)},
+            params=[name, book], found=True)},
         "/api/groups/{name}/members/{member}": {"delete": op(
             "removeGroupMember", "Remove a member", found=True,
-            params=[name, openapi_path_param("member", "serial or platform.number@serial, URL-encoded")])},
+            params=[name, openapi_path_param("member", "serial or platform.number@serial, URL-encoded"),
+                    book])},
         "/api/clients": {
             "get": op("listClients", "Every client"),
             "post": op("upsertClient", "Create or update a client (by name)",

@@ -14,6 +14,13 @@ the JSON path of the field) and their OpenAPI paths:
 Every definition change is recorded in the audit trail (``FarmDB.audit``) with its before
 and after state and the request's ``reason`` (DELETE: ``?reason=``). Running and recording
 workflow executions is actors.coordinator.scheduling.workflows'.
+
+Tenants (issue 17.4): admin and client users read the shared library (no client) and their
+clients' definitions, and create, update and retire definitions of their own clients only
+(``client`` names one; a caller reaching one client may leave it out); a name is unique
+within a client, so another client's definition of that name is not seen. Shared
+definitions are changed by super users only (403). A workflow run or execution of theirs
+belongs to their clients (actors.access.scoped_work).
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ from msgspec import Meta
 
 from actors.control.auth import principal_of
 from actors.control.http import error_response, hub_of, json_response
-from actors.control.registry import _db, _handled
+from actors.control.registry import _db, _handled, only_client
 from actors.control.schemas import IntParam, decode_request
 from protocol.errors import FarmError, ValidationError, ValidationErrors
 from protocol.names import check_printable, printable, whole
@@ -164,6 +171,22 @@ async def _get(request: web.Request, kind: _Kind) -> web.Response:
     return json_response(await _found(_db(request), kind, request.match_info["name"]))
 
 
+async def _owner(request: web.Request, db: Any, named: str | None,
+                 before: dict | None) -> str | None:
+    """The client a definition is saved for. A super user's choice (None: the shared
+    library); a tenant's definition is always one of its clients': the one named, else the
+    one it belongs to, else the caller's only client (400 ``$.client`` if several)."""
+    if principal_of(request).is_super:
+        return named
+    had = before.get("client") if before is not None else None
+    if named is not None and await db.client_row(named) is None:  # another's reads as none
+        raise ValidationError("$.client", f"no such client: {named!r}")
+    if named is not None and had is not None and named != had:
+        raise ValidationError("$.client", f"the definition belongs to {had!r}: definitions "
+                                          "do not move between clients")
+    return named or had or await only_client(db)
+
+
 async def _save(request: web.Request, kind: _Kind, creating: bool) -> web.Response:
     body = decode_request(await request.read(), kind.body, "a JSON object with name")
     name = _name(body.name, request, creating)
@@ -173,19 +196,26 @@ async def _save(request: web.Request, kind: _Kind, creating: bool) -> web.Respon
         return error_response(409, f"{kind.what} {name!r} exists (PUT to update it)", field="$.name")
     if not creating and before is None:
         raise LookupError(f"no such {kind.what}: {name!r}")
+    client = await _owner(request, db, body.client, before)
     if kind is SEQUENCES:
         _check_sequence(request, name)
         after = await db.save_sequence_definition(
             name, description=body.description, json_path=body.json_path,
-            recovery_prompt=body.recovery_prompt, client=body.client)
+            recovery_prompt=body.recovery_prompt, client=client)
     else:
         from actors.coordinator.scheduling.workflows import check_sequences
 
-        known = {d["name"]: d for d in await db.sequence_definitions()}
+        if principal_of(request).is_super:
+            rows = await db.sequence_definitions()
+        else:  # the shared library and the owning client's own, its own first
+            owner = await db.client_row(client)
+            if owner is None:
+                raise ValidationError("$.client", f"no such client: {client!r}")
+            rows = await db.sequence_definitions(clients=[owner["client_id"]])
+        known = {d["name"]: d for d in sorted(rows, key=lambda d: d.get("client_id") is not None)}
         entries = check_sequences(msgspec.to_builtins(body.sequences), known)
         after = await db.save_workflow_definition(name, entries, description=body.description,
-                                                  is_template=body.is_template,
-                                                  client=body.client)
+                                                  is_template=body.is_template, client=client)
     await _audit(request, db, kind.entity, after[kind.id_field], "create" if creating else "update",
                  before, after, body.reason)
     return json_response(after, 201 if creating else 200)

@@ -44,7 +44,7 @@ async def test_groups_list_defaults(client: TestClient) -> None:
     assert set(names) == {"active", "warming"}
     assert names["active"]["type"] == "system" and names["active"]["member_count"] == 0
     assert body["rules"] == [{"kind": "exclusive", "groups": ["active", "warming"],
-                              "name": "account_status"}]
+                              "name": "account_status", "client": None}]
 
 
 async def test_group_create_members_and_resolved_count(client: TestClient, db: FarmDB) -> None:
@@ -91,7 +91,8 @@ async def test_group_rules_are_checked(client: TestClient) -> None:
     await call(client, "POST", "/api/groups/a/members", {"member": S1})
     status, rule = await call(client, "POST", "/api/groups/rules",
                               {"kind": "excludes", "groups": ["a", "b"]})
-    assert status == 201 and rule == {"kind": "excludes", "groups": ["a", "b"], "name": None}
+    assert status == 201 and rule == {"kind": "excludes", "groups": ["a", "b"], "name": None,
+                                      "client": None}
     status, err = await call(client, "POST", "/api/groups/b/members", {"member": S1})
     assert status == 400 and "rule excludes('a', 'b')" in err["error"]
     # an exclusive set that the current members break is refused
