@@ -249,7 +249,8 @@ class ScopedFarmDB:
     async def variable_context(self, serial: str, *args: Any, **kwargs: Any) -> Any:
         if not self._visible(serial):
             raise ValidationError(f"phone {serial!r}", "not in the farm database")
-        return await self._db.variable_context(serial, *args, **kwargs)
+        # ${group...} and the farm-wide counts: the phone's client's groups and phones only.
+        return await self._db.variable_context(serial, *args, client_world=True, **kwargs)
 
     async def recovery_attempts(self, **kwargs: Any) -> list[dict]:
         rows = await self._db.recovery_attempts(**kwargs)

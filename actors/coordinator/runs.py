@@ -154,21 +154,23 @@ class RunManager:
         run_id = f"run-{uuid.uuid4().hex[:12]}"
         log.info("run=%s sequence=%s scope=%s targets=%d", run_id, name, scope, len(targets))
         outcomes = await asyncio.gather(*(
-            self._start_one(run_id, name, seq, serial, account, variables)
+            self._start_one(run_id, name, seq, serial, account, variables,
+                            client_world=clients is not None)
             for serial, account in targets))
         return {"run_id": run_id, "sequence": name,
                 "executions": {serial: out for (serial, _), out in zip(targets, outcomes)}}
 
     async def start_one(self, sequence: str | dict, serial: str, account: str | None,
                         variables: dict[str, str] | None = None, *,
-                        run_id: str | None = None) -> dict:
+                        run_id: str | None = None, client_world: bool = False) -> dict:
         """Start ``sequence`` on one target (the scheduler's jobs): ``{"execution_id",
         "status", "account", "error"}`` with status pending (sent), locked or failed.
-        Raises like `start` for a bad or unknown sequence."""
+        Raises like `start` for a bad or unknown sequence. ``client_world``: a tenant's
+        job (see `_context`)."""
         name, seq = self.sequence(sequence)
         variables = {str(k): str(v) for k, v in (variables or {}).items()}
         return await self._start_one(run_id or f"run-{uuid.uuid4().hex[:12]}", name, seq,
-                                     serial, account, variables)
+                                     serial, account, variables, client_world=client_world)
 
     async def recent_executions(self, limit: int = 50) -> list[dict]:
         """The latest executions, newest first, without their steps."""
@@ -234,7 +236,8 @@ class RunManager:
                                 lambda serial: phone_client(self.hub, serial))
 
     async def _start_one(self, run_id: str, name: str, seq: Sequence, serial: str,
-                         target_account: str | None, variables: dict[str, str]) -> dict:
+                         target_account: str | None, variables: dict[str, str], *,
+                         client_world: bool = False) -> dict:
         execution_id = f"ex-{uuid.uuid4().hex[:12]}"
         out: dict[str, Any] = {"execution_id": execution_id, "status": "pending",
                                "account": None, "error": None}
@@ -247,7 +250,7 @@ class RunManager:
             return {**out, "status": "paused", "error": refusal}
         try:
             run, account_id = await self._prepare(execution_id, run_id, name, seq, serial,
-                                                  target_account, variables)
+                                                  target_account, variables, client_world)
         except (FarmError, ValidationErrors) as exc:
             await self.db.create_execution(execution_id, **record)
             return await self._failed_at_start(out, "failed", "prepare", str(exc))
@@ -342,8 +345,8 @@ class RunManager:
         return {**out, "status": status, "error": error}
 
     async def _prepare(self, execution_id: str, run_id: str, name: str, seq: Sequence,
-                       serial: str, target_account: str | None,
-                       variables: dict[str, str]) -> tuple[RunSequence, Any]:
+                       serial: str, target_account: str | None, variables: dict[str, str],
+                       client_world: bool = False) -> tuple[RunSequence, Any]:
         """The plan sent to the node, and the farm DB id of its account (None without one)."""
         every = await self.db.account_rows(serial, include_retired=True)
         accounts = [a for a in every if not is_retired(a)]
@@ -356,7 +359,8 @@ class RunManager:
         rng = random.Random(int(hashlib.sha256(execution_id.encode()).hexdigest()[:16], 16))
         client = await self._ai_client(seq, serial, account, accounts)
         ai = self._ai_for(run_id, client)
-        steps = await self._resolve_steps(seq.steps, serial, text_account, variables, rng, ai)
+        steps = await self._resolve_steps(seq.steps, serial, text_account, variables, rng, ai,
+                                          client_world)
         switch: list[Step] = []
         username = account_id = None
         if account is not None:
@@ -371,7 +375,7 @@ class RunManager:
                 switch_seq = None  # the app has no switch sequence: the node fails if needed
             if switch_seq is not None:
                 switch = await self._resolve_steps(switch_seq.steps, serial, account, variables,
-                                                   rng, ai)
+                                                   rng, ai, client_world)
         package = None
         if seq.app is not None and self.registry is not None and seq.app in self.registry.apps:
             package = self.registry.apps[seq.app].package
@@ -445,12 +449,12 @@ class RunManager:
 
     async def _resolve_steps(self, steps: list[Step], serial: str, account: str | None,
                              variables: dict[str, str], rng: random.Random,
-                             ai: Any = None) -> list[Step]:
+                             ai: Any = None, client_world: bool = False) -> list[Step]:
         texts: list[str] = []
         map_texts(steps, lambda text, path: texts.append(text) or text)
         if not texts:
             return steps
-        ctx = await self._context(serial, account, variables, ai)
+        ctx = await self._context(serial, account, variables, ai, client_world)
         from sequences.variables import resolve
 
         def resolve_all() -> list[Step]:
@@ -460,11 +464,13 @@ class RunManager:
         return await asyncio.to_thread(resolve_all)
 
     async def _context(self, serial: str, account: str | None, variables: dict[str, str],
-                       ai: Any = None):
+                       ai: Any = None, client_world: bool = False):
         try:
             # The one place passwords are opened: this text goes to the phone's node to type.
+            # A tenant's run (client_world) names only its phone's client's groups and
+            # phones; a super user's, the farm's shared groups over every phone.
             return await self.db.variable_context(serial, account, variables, ai=ai,
-                                                  secrets=True)
+                                                  secrets=True, client_world=client_world)
         except ValidationError as exc:
             if account is not None:
                 raise

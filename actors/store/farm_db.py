@@ -1590,13 +1590,18 @@ class FarmDB:
                                custom_overrides: dict[str, str] | None = None, *,
                                media_folder: str | None = None,
                                clock: Callable[[], datetime] | None = None,
-                               ai: Any = None, secrets: bool = False) -> "VariableContext":
+                               ai: Any = None, secrets: bool = False,
+                               client_world: bool = False) -> "VariableContext":
         """Everything ``${...}`` can name for phone ``serial`` (and its account ``account``,
         "platform.account_number", the shorthand ``${account.FIELD}`` refers to).
 
         Passwords (``${account.password}``, ``${profile.profile_password}``) are SECRET_MASK
         unless ``secrets``: only text resolved for a node to type (a run's steps) asks for
         them opened; SecretDecryptError names one the master key cannot open.
+
+        ``client_world`` (a tenant's run or preview): ``${group...}`` and the farm-wide
+        counts see the phone's client's group book, phones and accounts only; else the
+        farm's shared group book over every phone.
 
         Counters and media in the returned context call back into this database on its
         loop, so `sequences.variables.resolve` must run in a worker thread with it (see
@@ -1662,8 +1667,23 @@ class FarmDB:
             counters=self._threaded(self.next_counter),
             clock=clock or (lambda: datetime.now(timezone.utc)),
             ai=ai if ai is not None else NoAIProvider(),
-            phones=await self.phone_rows(), farm_accounts=await self.account_rows(),
-            groups=await self.group_book())
+            **(await self._client_world(client_id) if client_world else {
+                "phones": await self.phone_rows(), "farm_accounts": await self.account_rows(),
+                "groups": await self.group_book()}))
+
+    async def _client_world(self, client_id: int | None) -> dict[str, Any]:
+        """What a tenant's text on a phone of client ``client_id`` may name: that client's
+        group book over its phones and their accounts (a phone with no client: nothing),
+        never another client's groups or phones."""
+        from sequences.groups import GroupBook
+
+        if client_id is None:
+            return {"phones": [], "farm_accounts": [], "groups": GroupBook.with_defaults()}
+        phones = [p for p in await self.phone_rows() if p.get("client_id") == client_id]
+        mine = {p["serial"] for p in phones}
+        return {"phones": phones,
+                "farm_accounts": [a for a in await self.account_rows() if a.get("serial") in mine],
+                "groups": await self.group_book(client_id)}
 
     async def resolve_text(self, text: str, serial: str,
                            account: str | tuple[str, str] | None = None, *,

@@ -263,6 +263,25 @@ async def test_groups_are_per_client(farm: Farm) -> None:
     run = await farm.ok("a", "POST", "/api/runs", {"sequence": "clipshare/login",
                                                    "scope": "group:vip"})
     assert list(run["executions"]) == [A2]
+    # So are ${group...} in A's texts: A's book over A's phones, never B's or the farm's.
+    text = "${group.vip.members} of ${group.all_phones.count}"
+    preview = await farm.ok("a", "POST", "/api/variables/preview", {"text": text,
+                                                                    "serials": [A1]})
+    assert preview["texts"] == {A1: f"{A2} of 2"}
+    farm_wide = await farm.ok("super", "POST", "/api/variables/preview", {
+        "text": "${group.all_phones.count}", "serials": [A1]})
+    assert farm_wide["texts"] == {A1: "4"}
+    typed: list[str] = []
+
+    async def send_run(serial, run):  # the plan the node would be sent (no node here)
+        typed.extend(s.text for s in run.steps if s.__struct_config__.tag == "type")
+        return {"status": "ok", "error": None}
+
+    farm.hub.send_run = send_run
+    await farm.ok("a", "POST", "/api/runs", {"scope": f"phone:{A1}", "sequence": {
+        "name": "t", "app": "clipshare", "steps": [{"type": "type", "text": text}]}})
+    assert typed == [f"{A2} of 2"]
+    del farm.hub.send_run
     b_schedule = await farm.ok("b", "POST", "/api/schedules", {
         "sequence": "clipshare/login", "target": "group:vip", "type": "immediate"})
     assert await queued(farm, "b", b_schedule["id"]) == {B1}

@@ -324,8 +324,11 @@ class ScheduleService:
             return "started"
         if row.get("lock_holder"):
             return "locked"  # held (a manual run, a recording): no execution record for it
+        owner = self.core().state.schedules.get(job.schedule_id)
+        tenant = {"client_world": True} if owner is not None and owner.clients is not None \
+            else {}  # a tenant's job: its texts see its client's groups and phones only
         out = await self.runs.start_one(job.sequence, job.serial, job.account,
-                                        run_id=run_id_of(job))
+                                        run_id=run_id_of(job), **tenant)
         self.executions[job.id] = out["execution_id"]
         status = out.get("status")
         if status == "pending":
