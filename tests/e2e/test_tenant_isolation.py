@@ -4,10 +4,13 @@ A ("Demo Farm") and B ("Acme").
 
 For every operation the document lists, a client user of A and a viewer of A call it with
 the ids and serials of B (a phone, its account and profile, a run and execution on it, a
-schedule, an AI key, B's user and its token). Each answer must be 401/403/404 (or a 400
-that says exactly what it says for an id that does not exist at all: no existence leak),
-or a success that carries none of B's rows. Afterwards B's data is unchanged, and B's user
-and token still work. The status stream and the live wall show A's callers A's phones only.
+schedule, an AI key, B's user and its token, and what B's client user made itself: a
+schedule, a group, sequence and workflow definitions and a workflow execution). Each answer
+must be 401/403/404 (or a 400 that says exactly what it says for an id that does not exist
+at all: no existence leak), or a success that carries none of B's rows. Afterwards B's data
+is unchanged, and B's user and token still work. The status stream and the live wall show
+A's callers A's phones only. A's client user makes and runs its own: its phone:all schedule
+and workflow, and its group, reach A's phones only.
 """
 
 from __future__ import annotations
@@ -28,6 +31,9 @@ from tests.e2e.demo_farm import DemoFarm, call
 A, B = "Demo Farm", "Acme"
 GHOST_SERIAL = "127.0.0.1:1"
 SEQUENCE = {"name": "iso_probe", "steps": [{"type": "key", "key": "HOME"}]}
+# What B's client user defines for itself, and names of nothing at all in their place.
+B_GROUP, B_SEQUENCE, B_WORKFLOW = "acme_vip", "clipshare/switch_account", "acme_flow"
+GHOST_GROUP, GHOST_SEQUENCE, GHOST_WORKFLOW = "no_such_group", "clipshare/no_such", "no_such_flow"
 # Operations a caller may use on itself whatever its role; checked apart.
 OWN_OPERATIONS = {"login", "logout", "me", "listTokens", "addToken"}
 
@@ -66,6 +72,7 @@ def world(farm: DemoFarm) -> dict:
                          "type": "scheduled", "at": "2099-01-01T00:00:00Z"}), "B schedule")
     b_login = ok(*call(farm.base, "POST", "/api/login", None,
                        {"user": "acme", "password": farm.passwords["acme"]}), "acme login")
+    b_own = b_makes_its_own(farm, b_login["token"], b_serial)
     tokens = ok(*call(farm.base, "GET", "/api/tokens?all=1", admin), "tokens")["tokens"]
     b_token_id = next(t["token_id"] for t in tokens if t["user"] == "acme")
     callers = {}
@@ -81,8 +88,25 @@ def world(farm: DemoFarm) -> dict:
             "account_id": accounts[0]["account_id"], "account_ids":
                 {a["account_id"] for a in accounts}, "profile_id": profile_id,
             "key_id": key["id"], "schedule_id": schedule["id"], "b_token": b_login["token"],
-            "b_token_id": b_token_id, "callers": callers,
+            "b_token_id": b_token_id, "callers": callers, **b_own,
             "before": b_state(farm, b_serial)}
+
+
+def b_makes_its_own(farm: DemoFarm, token: str, b_serial: str) -> dict:
+    """B's client user's own schedule, group, definitions and workflow execution."""
+    post = lambda path, body: ok(*call(farm.base, "POST", path, token, body), path)  # noqa: E731
+    schedule = post("/api/schedules", {"sequence": "clipshare/post_clip", "target": "phone:all",
+                                       "type": "scheduled", "at": "2099-01-01T00:00:00Z"})
+    post("/api/groups", {"name": B_GROUP, "kind": "phone"})
+    post(f"/api/groups/{B_GROUP}/members", {"member": b_serial})
+    sequence = post("/api/sequences", {"name": B_SEQUENCE})
+    workflow = post("/api/workflows", {"name": B_WORKFLOW, "sequences": [
+        {"sequence": B_SEQUENCE}]})
+    run = post(f"/api/workflows/{B_WORKFLOW}/run", {"scope": f"phone:{b_serial}"})
+    assert schedule["clients"] and sequence["client"] == workflow["client"] == B
+    return {"b_schedule_id": schedule["id"], "b_sequence_def_id": sequence["sequence_def_id"],
+            "b_workflow_def_id": workflow["workflow_def_id"],
+            "b_workflow_execution_id": run["workflow_execution_id"]}
 
 
 def b_state(farm: DemoFarm, serial: str) -> dict:
@@ -99,22 +123,35 @@ def b_state(farm: DemoFarm, serial: str) -> dict:
         "executions": sorted(e["execution_id"] for e in get("/api/executions?limit=500")
                              ["executions"] if e.get("serial") == serial),
         "schedules": sorted(s["id"] for s in get("/api/schedules")["schedules"]),
+        "schedule_states": sorted((s["id"], s["status"]) for s in get("/api/schedules")
+                                  ["schedules"] if not s["id"].startswith("wfx-")),
+        "groups": get(f"/api/groups?client={urllib.request.quote(B)}"),
+        "sequences": [d for d in get("/api/sequences?retired=1")["sequences"]
+                      if d["client"] == B],
+        "workflows": [w for w in get("/api/workflows?retired=1")["workflows"]
+                      if w["client"] == B],
+        "workflow_executions": sorted(x["workflow_execution_id"] for x in get(
+            "/api/workflow-executions")["workflow_executions"]),
     }
 
 
-def params_for(world: dict, ghost: bool) -> dict[str, str]:
-    """Path parameter values: B's (ghost=False) or of nothing at all (ghost=True)."""
+def params_for(world: dict, ghost: bool, schedule: str = "schedule_id") -> dict[str, str]:
+    """Path parameter values: B's (ghost=False) or of nothing at all (ghost=True).
+    ``schedule``: which of B's schedules (the admin's, or B's client user's own)."""
     if ghost:
         return {"serial": GHOST_SERIAL, "run_id": "run-000000000000",
                 "execution_id": "ex-000000000000", "path": "0", "schedule_id": "no-such",
                 "id": "987654", "name": "no-such-name", "member": GHOST_SERIAL, "tag": "x",
                 "account_id": "987654", "app": "clipshare", "screen": "home",
-                "key_id": "987654", "token_id": "987654"}
+                "key_id": "987654", "token_id": "987654", "group": GHOST_GROUP,
+                "sequence": GHOST_SEQUENCE, "workflow": GHOST_WORKFLOW}
     return {"serial": world["b_serial"], "run_id": world["run_id"],
             "execution_id": world["execution_id"], "path": "0",
-            "schedule_id": world["schedule_id"], "id": "1", "name": B, "member": world["b_serial"],
+            "schedule_id": world[schedule], "id": str(world["b_workflow_execution_id"]),
+            "name": B, "member": world["b_serial"],
             "tag": "x", "account_id": str(world["account_id"]), "app": "clipshare",
-            "screen": "home", "key_id": str(world["key_id"]), "token_id": str(world["b_token_id"])}
+            "screen": "home", "key_id": str(world["key_id"]), "token_id": str(world["b_token_id"]),
+            "group": B_GROUP, "sequence": B_SEQUENCE, "workflow": B_WORKFLOW}
 
 
 USER_PATHS = ("/api/users/{name}",)
@@ -147,8 +184,14 @@ def body_for(op_id: str, path: str, world: dict, ghost: bool) -> dict | None:
         "/api/users/{name}/password": {"password": "correct horse 3"},
         "/api/organizations": {"name": "Evil Org"},
         "/api/phones/{serial}/client": {"client": A},
-        "/api/groups": {"name": "iso-group", "kind": "phone"},
+        "/api/groups": {"name": "iso_group", "kind": "phone",
+                        "parent": GHOST_GROUP if ghost else B_GROUP},
+        "/api/groups/rules": {"kind": "excludes",
+                              "groups": [GHOST_GROUP if ghost else B_GROUP, "active"]},
         "/api/groups/{name}/members": {"member": serial},
+        "/api/workflows/{name}/run": {"scope": f"phone:{serial}"},
+        "/api/workflows": {"name": "iso_flow", "sequences": [
+            {"sequence": GHOST_SEQUENCE if ghost else B_SEQUENCE}]},
         "/api/nodes/keys": {"node": "evil-node"},
     }
     return bodies.get(path, {})
@@ -158,6 +201,11 @@ def fill(path: str, params: dict[str, str], op_path: str) -> str:
     if op_path.startswith("/api/users/"):
         params = {**params, "name": "no-such-user" if params["name"] == "no-such-name"
                   else "acme"}
+    # A group, sequence or workflow URL names B's own (or nothing at all's).
+    for prefix, key in (("/api/groups/", "group"), ("/api/sequences/", "sequence"),
+                        ("/api/workflows/", "workflow")):
+        if op_path.startswith(prefix):
+            params = {**params, "name": params[key]}
     return re.sub(r"\{(\w+)\}", lambda m: urllib.request.quote(params[m.group(1)], safe=""),
                   path)
 
@@ -166,13 +214,18 @@ def leaks(answer: Any, world: dict) -> list[str]:
     """B's rows in an answer: anything carrying B's serial, client, account, run or
     execution."""
     found: list[str] = []
+    schedules = {world["schedule_id"], world["b_schedule_id"]}
 
     def walk(node: Any) -> None:
         if isinstance(node, dict):
             if node.get("serial") in world["b_serials"] or node.get("client") == B \
                     or node.get("account_id") in world["account_ids"] \
                     or node.get("execution_id") == world["execution_id"] \
-                    or node.get("run_id") == world["run_id"]:
+                    or node.get("run_id") == world["run_id"] \
+                    or str(node.get("id")) in schedules or node.get("name") == B_GROUP \
+                    or node.get("sequence_def_id") == world["b_sequence_def_id"] \
+                    or node.get("workflow_def_id") == world["b_workflow_def_id"] \
+                    or node.get("workflow_execution_id") == world["b_workflow_execution_id"]:
                 found.append(json.dumps(node)[:200])
             for value in node.values():
                 walk(value)
@@ -203,8 +256,10 @@ def masked(answer: Any, values: list[str]) -> str:
     return text
 
 
-@pytest.mark.parametrize("role", ["client", "viewer"])
-def test_every_operation_keeps_b_from_a(farm: DemoFarm, world: dict, role: str) -> None:
+@pytest.mark.parametrize("role,schedule", [("client", "schedule_id"), ("viewer", "schedule_id"),
+                                           ("client", "b_schedule_id")])
+def test_every_operation_keeps_b_from_a(farm: DemoFarm, world: dict, role: str,
+                                        schedule: str) -> None:
     token = world["callers"][role]
     problems = []
     ops = operations(farm)
@@ -212,7 +267,7 @@ def test_every_operation_keeps_b_from_a(farm: DemoFarm, world: dict, role: str) 
     for method, path, op_id in ops:
         if op_id in OWN_OPERATIONS:
             continue
-        real = params_for(world, ghost=False)
+        real = params_for(world, ghost=False, schedule=schedule)
         ghost = params_for(world, ghost=True)
         url = fill(path, real, path)
         body = body_for(op_id, path, world, ghost=False) if method in ("POST", "PUT") else None
@@ -230,8 +285,10 @@ def test_every_operation_keeps_b_from_a(farm: DemoFarm, world: dict, role: str) 
             ghost_body = body_for(op_id, path, world, ghost=True) \
                 if method in ("POST", "PUT") else None
             g_status, g_answer = call(farm.base, method, ghost_url, token, ghost_body)
-            sent_b = [world["b_serial"], B, str(world["profile_id"])]
-            sent_g = [GHOST_SERIAL, "No Such Client", "987654"]
+            sent_b = [world["b_serial"], B, str(world["profile_id"]), B_GROUP, B_SEQUENCE,
+                      B_WORKFLOW, world[schedule]]
+            sent_g = [GHOST_SERIAL, "No Such Client", "987654", GHOST_GROUP, GHOST_SEQUENCE,
+                      GHOST_WORKFLOW, "no-such"]
             if g_status != status or masked(answer, sent_b) != masked(g_answer, sent_g):
                 problems.append(f"{where}: {status} differs from a missing id's: {answer} "
                                 f"vs {g_status} {g_answer}")
@@ -324,3 +381,50 @@ def test_the_live_wall_refuses_b_phones(farm: DemoFarm, world: dict) -> None:
     refused, accepted = asyncio.run(watch())
     assert "error" in refused and world["b_serial"] in refused["error"], refused
     assert accepted == {"watching": {world["a_serials"][0]: 100}}, accepted
+
+
+def queued_on(farm: DemoFarm, token: str, schedule_id: str) -> set[str]:
+    """The phones a schedule's first occurrence queued jobs on, once it fired."""
+    deadline = time.monotonic() + 30
+    while True:
+        events = ok(*call(farm.base, "GET", f"/api/schedules/{schedule_id}/events", token),
+                    "events")["events"]
+        if any(e["kind"] == "fired" for e in events) or time.monotonic() > deadline:
+            return {e["serial"] for e in events if e["kind"] == "queued"}
+        time.sleep(0.2)
+
+
+def test_a_client_makes_and_runs_its_own(farm: DemoFarm, world: dict) -> None:
+    from actors.coordinator.scheduling.workflows import schedule_id_of
+
+    token = world["callers"]["client"]
+    post = lambda path, body: ok(*call(farm.base, "POST", path, token, body), path)  # noqa: E731
+    a_serials = set(world["a_serials"])
+    # Its phone:all schedule fires on A's phones only.
+    schedule = post("/api/schedules", {"sequence": "clipshare/login", "target": "phone:all",
+                                       "type": "immediate"})
+    assert queued_on(farm, token, schedule["id"]) == a_serials
+    # Its group holds A's phones only; group: is its own book.
+    post("/api/groups", {"name": "a_vip", "kind": "phone"})
+    post("/api/groups/a_vip/members", {"member": world["a_serials"][0]})
+    status, answer = call(farm.base, "POST", "/api/groups/a_vip/members", token,
+                          {"member": world["b_serial"]})
+    assert status == 400 and "no such phone" in answer["error"]
+    run = post("/api/runs", {"sequence": SEQUENCE, "scope": "group:a_vip"})
+    assert list(run["executions"]) == [world["a_serials"][0]]
+    # Its own definitions and workflow run, on A's phones only.
+    assert post("/api/sequences", {"name": "clipshare/login"})["client"] == A
+    post("/api/workflows", {"name": "a_flow", "sequences": [{"sequence": "clipshare/login"}]})
+    execution = post("/api/workflows/a_flow/run", {"scope": "phone:all"})
+    wfx = execution["workflow_execution_id"]
+    assert queued_on(farm, token, schedule_id_of(wfx, 0)) == a_serials
+    # A lists its own; B's client user sees its own and none of A's.
+    listed = ok(*call(farm.base, "GET", "/api/schedules", token), "A schedules")["schedules"]
+    assert {s["id"] for s in listed if not s["id"].startswith("wfx-")} == {schedule["id"]}
+    mine = ok(*call(farm.base, "GET", "/api/workflow-executions", token), "A wfx")
+    assert [x["workflow_execution_id"] for x in mine["workflow_executions"]] == [wfx]
+    b_listed = ok(*call(farm.base, "GET", "/api/schedules", world["b_token"]), "B schedules")
+    assert {s["id"] for s in b_listed["schedules"] if not s["id"].startswith("wfx-")} == {
+        world["b_schedule_id"]}
+    b_groups = ok(*call(farm.base, "GET", "/api/groups", world["b_token"]), "B groups")
+    assert "a_vip" not in {g["name"] for g in b_groups["groups"]}
