@@ -400,3 +400,28 @@ async def test_definitions_of_a_client_and_the_shared_library(farm: Farm) -> Non
     made = await farm.ok("boss", "POST", "/api/sequences", {"name": "clipshare/switch_account",
                                                             "client": A})
     assert made["client"] == A
+
+
+async def test_farm_groups_takes_the_client(farm: Farm, tmp_path: Path, monkeypatch,
+                                            capsys) -> None:
+    from actors.control.cli import main
+
+    url = str(farm.client.make_url("")).rstrip("/")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setenv("PHONEFARM_DATA", str(tmp_path / "no-data"))
+    monkeypatch.setenv("PHONEFARM_TOKEN", farm.tokens["boss"])  # an admin over A and B
+
+    async def farm_cli(*argv: str) -> int:
+        return await asyncio.to_thread(main, ["--url", url, *argv])
+
+    assert await farm_cli("groups", "add", "vip", "phone") == 2  # a 400: name the client
+    assert "several clients" in capsys.readouterr().err
+    assert await farm_cli("groups", "add", "vip", "phone", "--client", B) == 0
+    assert await farm_cli("groups", "member", "add", "vip", B1, "--client", B) == 0
+    assert await farm_cli("groups", "member", "add", "vip", A1) == 2  # only B has a vip
+    assert "no such phone" in capsys.readouterr().err
+    assert await farm_cli("groups", "list", "--client", B) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:2] == ["NAME", "CLIENT"]
+    assert any(line.split()[:2] == ["vip", B] and B1 in line for line in lines), lines
+    assert (await farm.db.group_book(client_id(farm, B1))).groups["vip"].members == [B1]

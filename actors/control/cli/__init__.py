@@ -55,9 +55,9 @@ tokens, phones assign). A new group is a module with
     farm tokens [list] [--all] | farm tokens add --name N [--expires 30d] [--out F]
     farm tokens revoke ID
     farm phones assign SERIAL --client C | --none
-    farm groups [list]                   groups: kind, type, parent, member count
+    farm groups [list]                   groups: client, kind, type, parent, member count
     farm groups add NAME KIND [--smart FILTER] [--parent P]
-    farm groups member add|remove NAME MEMBER
+    farm groups member add|remove NAME MEMBER   (each: --client C, whose group book)
     farm retention [--data DIR] [--dry-run] [--config FILE]
                                          prune/compress the data folder (spec 7.6; local)
     farm nodes                           nodes: name, state, phones attached

@@ -1,4 +1,6 @@
-"""`farm groups [list]`, `farm groups add`, `farm groups member add|remove`."""
+"""`farm groups [list]`, `farm groups add`, `farm groups member add|remove`. Each client has a
+group book of its own: ``--client C`` names it (default: a super user's shared book, another
+user's only client, or for a named group the one client of theirs that has it)."""
 
 from __future__ import annotations
 
@@ -14,13 +16,15 @@ from protocol.errors import FarmError
 
 def _group_line(g: dict) -> list[str]:
     count = g.get("member_count")
-    return [g["name"], g["kind"], g["type"], g.get("parent") or "-",
+    return [g["name"], g.get("client") or "-", g["kind"], g["type"], g.get("parent") or "-",
             "-" if count is None else str(count),
             g.get("filter") or ", ".join(g.get("members") or []) or "-"]
 
 
 def _cmd_groups(client: FarmClient, args: argparse.Namespace) -> int:
     action = getattr(args, "groups_command", None) or "list"
+    book = getattr(args, "client", None)
+    query = f"?client={urllib.parse.quote(book, safe='')}" if book else ""
     try:
         if action == "add":
             body: dict[str, Any] = {"name": args.name, "kind": args.kind}
@@ -28,16 +32,20 @@ def _cmd_groups(client: FarmClient, args: argparse.Namespace) -> int:
                 body["filter"] = args.smart
             if args.parent is not None:
                 body["parent"] = args.parent
+            if book:
+                body["client"] = book
             views = [client.post_json("/api/groups", body)]
         elif action == "member":
             name = urllib.parse.quote(args.name, safe="")
             if args.member_command == "add":
-                views = [client.post_json(f"/api/groups/{name}/members", {"member": args.member})]
+                views = [client.post_json(f"/api/groups/{name}/members{query}",
+                                          {"member": args.member})]
             else:
                 views = [client.delete_json(
-                    f"/api/groups/{name}/members/{urllib.parse.quote(args.member, safe='')}")]
+                    f"/api/groups/{name}/members/{urllib.parse.quote(args.member, safe='')}"
+                    f"{query}")]
         else:
-            views = client.get_json("/api/groups")["groups"]
+            views = client.get_json(f"/api/groups{query}")["groups"]
     except FarmError as exc:
         print(f"farm: {exc}", file=sys.stderr)
         return EXIT_REJECTED
@@ -45,12 +53,17 @@ def _cmd_groups(client: FarmClient, args: argparse.Namespace) -> int:
         print("no groups")
         return EXIT_OK
     print(format_table([_group_line(g) for g in views],
-                       ["NAME", "KIND", "TYPE", "PARENT", "COUNT", "MEMBERS/FILTER"]))
+                       ["NAME", "CLIENT", "KIND", "TYPE", "PARENT", "COUNT", "MEMBERS/FILTER"]))
     return EXIT_OK
 
 
 def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     groups_help = "phone and account groups: list (default), add, member add|remove"
+    book = argparse.ArgumentParser(add_help=False)
+    book.add_argument("--client", default=argparse.SUPPRESS, metavar="C",
+                      help="the client whose group book (default: a super user's shared "
+                           "book, another user's only client)")
+    common = argparse.ArgumentParser(add_help=False, parents=[common, book])
     p = sub.add_parser("groups", help=groups_help, description=groups_help, parents=[common])
     p.set_defaults(func=_cmd_groups)
     groups_sub = p.add_subparsers(dest="groups_command", metavar="COMMAND")
