@@ -462,6 +462,9 @@ class ScheduleView(msgspec.Struct):
     fired: int
     jobs: dict[str, int]       # job status -> count
     error: str | None = None
+    # The clients it belongs to (its creator's; its target means their phones); absent: a
+    # super user's (every phone).
+    clients: list[int] | None = None
 
 
 class SchedulesResponse(msgspec.Struct):

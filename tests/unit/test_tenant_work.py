@@ -213,6 +213,21 @@ async def test_workflow_runs_belong_to_their_clients(farm: Farm) -> None:
                                  {"scope": "phone:all"},
                                  secrets=[("b_flow", "no_flow")]) == 404
     await define(farm, "a", "a_flow")
+    # A schedule of a workflow: B's is none of A's; A's own fires among A's phones.
+    body = {"workflow": "b_flow", "target": "phone:all", "type": "scheduled", "at": FAR}
+    assert await same_as_missing(farm, "a", "POST", "/api/schedules", "/api/schedules", body,
+                                 {**body, "workflow": "no_flow"},
+                                 secrets=[("b_flow", "no_flow")]) == 400
+    fired = await farm.ok("a", "POST", "/api/schedules", {
+        "workflow": "a_flow", "target": "phone:all", "type": "immediate"})
+    for _ in range(100):
+        started = (await farm.ok("a", "GET", "/api/workflow-executions"))["workflow_executions"]
+        if started:
+            break
+        await asyncio.sleep(0.1)
+    assert [x["workflow"] for x in started] == ["a_flow"], fired
+    assert await queued(farm, "a", schedule_id_of(started[0]["workflow_execution_id"], 0)) \
+        == {A1, A2}
     assert await same_as_missing(farm, "a", "POST", "/api/workflows/a_flow/run",
                                  "/api/workflows/a_flow/run", {"scope": f"phone:{B1}"},
                                  {"scope": f"phone:{GHOST}"}, secrets=[(B1, GHOST)]) == 400
@@ -221,9 +236,11 @@ async def test_workflow_runs_belong_to_their_clients(farm: Farm) -> None:
     mine = await farm.ok("a", "POST", "/api/workflows/a_flow/run", {"scope": "phone:all"})
     assert await queued(farm, "a", schedule_id_of(mine["workflow_execution_id"], 0)) == {A1, A2}
     listed = (await farm.ok("a-viewer", "GET", "/api/workflow-executions"))["workflow_executions"]
-    assert [x["workflow_execution_id"] for x in listed] == [mine["workflow_execution_id"]]
+    assert [x["workflow_execution_id"] for x in listed] == [
+        mine["workflow_execution_id"], started[0]["workflow_execution_id"]]
     every = (await farm.ok("super", "GET", "/api/workflow-executions"))["workflow_executions"]
-    assert {x["workflow_execution_id"] for x in every} == {wfx, mine["workflow_execution_id"]}
+    assert {x["workflow_execution_id"] for x in every} == {
+        wfx, mine["workflow_execution_id"], started[0]["workflow_execution_id"]}
 
 
 # --- groups -----------------------------------------------------------------------------
