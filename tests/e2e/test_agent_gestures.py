@@ -177,6 +177,10 @@ def test_taps_across_agent_kills_are_each_performed_or_failed_naming_the_death(
         time.sleep(0.1)
     assert not lost, f"taps answered ok, never performed: {lost} (failed: {failed})"
     assert max(counts.values()) == 1, "a tap was performed twice"
-    for x, reason in failed:  # its message went out, and the agent died before it was seen taken
-        assert "scrcpy agent" in reason and "died" in reason, (x, reason)
+    # A failed tap's DOWN went out: the agent died before the UP ("is dead", or the write
+    # failed on the closed socket) or before the phone was seen to take it ("died").
+    for x, reason in failed:
+        assert "scrcpy" in reason and any(
+            words in reason for words in ("agent died", "agent is dead", "control socket")), \
+            (x, reason)
         assert "not retried on the shell path" in reason, (x, reason)

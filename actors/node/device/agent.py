@@ -614,11 +614,19 @@ class ScrcpyAgent:
 
     # --- dying -----------------------------------------------------------------------------
     def _fail(self, reason: str) -> None:
-        """The first failure wins: everything is torn down and ``on_death`` hears it once."""
+        """The first failure wins: ``on_death`` hears it once, then everything is torn down.
+        The death is heard first so that the phone's ``io`` says shell, with the reason, by
+        the time the action in flight fails on it (its caller may look at once)."""
         with self._state_lock:
             if self.death is not None:
                 return
             self.death = reason
+        told = f"{reason} (last control message: {self.last_message})" if self.last_message \
+            else reason
+        try:
+            self.on_death(self, told)
+        except Exception:
+            log.exception("phone=%s agent death handler failed", self.serial)
         self._dead.set()
         self.frames.close(reason)
         for event in list(self._acks.values()):
@@ -630,12 +638,6 @@ class ScrcpyAgent:
                 except OSError:
                     pass
                 self.driver.release_stream(sock)
-        if self.last_message:
-            reason = f"{reason} (last control message: {self.last_message})"
-        try:
-            self.on_death(self, reason)
-        except Exception:
-            log.exception("phone=%s agent death handler failed", self.serial)
 
     def close(self, reason: str = "closed") -> None:
         self._fail(reason)
