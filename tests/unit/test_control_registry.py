@@ -246,12 +246,14 @@ async def test_farm_groups_cli(hub: FakeHub, db: FarmDB, capsys: pytest.CaptureF
         capsys.readouterr()
         assert await farm("groups") == 0
         lines = capsys.readouterr().out.splitlines()
-        assert lines[0].split() == ["NAME", "KIND", "TYPE", "PARENT", "COUNT", "MEMBERS/FILTER"]
+        assert lines[0].split() == ["NAME", "CLIENT", "KIND", "TYPE", "PARENT", "COUNT",
+                                    "MEMBERS/FILTER"]
         rows = {line.split()[0]: line.split() for line in lines[1:]}
-        assert rows["rack_a"][:6] == ["rack_a", "phone", "custom", "-", "1", S1]
-        assert rows["front"][:5] == ["front", "phone", "custom", "rack_a", "0"]
-        assert rows["r1"][:5] == ["r1", "phone", "smart", "-", "2"]
-        assert rows["active"][:3] == ["active", "account", "system"]
+        # A super user's groups are the shared book's: no client.
+        assert rows["rack_a"][:7] == ["rack_a", "-", "phone", "custom", "-", "1", S1]
+        assert rows["front"][:6] == ["front", "-", "phone", "custom", "rack_a", "0"]
+        assert rows["r1"][:6] == ["r1", "-", "phone", "smart", "-", "2"]
+        assert rows["active"][:4] == ["active", "-", "account", "system"]
         assert await farm("groups", "list") == 0
         assert (await db.group_book()).groups["rack_a"].members == [S1]
     finally:
