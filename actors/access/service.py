@@ -38,6 +38,12 @@ class Access:
         row, user = await self.tokens.resolve(token)
         return await self.users.principal_for(user, token_id=row["token_id"])
 
+    async def audit_refusal(self, principal: Principal, request_line: str, reason: str) -> None:
+        """A change the caller's role may not make, in the audit trail (nothing else was
+        written)."""
+        await self.users.db.audit("refused", request_line, "update", None, None,
+                                  actor=principal.actor, reason=reason)
+
 
 def _digest(value: str) -> bytes:
     return hashlib.sha256(value.encode("utf-8", "surrogateescape")).digest()

@@ -75,8 +75,9 @@ def make_app(hub: HubAPI, token: str | None = None, *, access: Access | None = N
         access.legacy_token = token
     authenticate = authenticator(access, token)
     app = web.Application(
-        middlewares=[json_errors, access_middleware(authenticate,
-                                                    bound_loopback=bound_loopback)],
+        middlewares=[json_errors, access_middleware(
+            authenticate, bound_loopback=bound_loopback,
+            on_refused=access.audit_refusal if access is not None else None)],
         client_max_size=MAX_BODY_BYTES)
     app[ACCESS] = access
     app[AUTHENTICATE] = authenticate

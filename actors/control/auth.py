@@ -114,14 +114,19 @@ def authenticator(access: Any | None, token: str | None = None) -> Authenticate 
     return shared_token
 
 
+Refused = Callable[[Principal, str, str], Awaitable[None]]
+
+
 def access_middleware(authenticate: Authenticate | None, *,
-                      bound_loopback: bool = True) -> Callable:
+                      bound_loopback: bool = True, on_refused: Refused | None = None) -> Callable:
     """An aiohttp middleware establishing the caller (`principal_of`) of every request.
 
     With ``authenticate`` (from `authenticator`), every /api request except the open ones
     (`OPEN_PATHS`, the live socket's upgrade) needs ``Authorization: Bearer <token>``: 401
     naming why otherwise; browser requests with a foreign Origin or Host get 403. Without
-    it (unit tests), every caller is `SUPER_LOCAL`."""
+    it (unit tests), every caller is `SUPER_LOCAL`. ``on_refused(principal, request line,
+    reason)`` records a logged-in caller's change the route policy refused (the audit
+    trail); reads refused are only logged."""
 
     @web.middleware
     async def establish_caller(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -144,6 +149,8 @@ def access_middleware(authenticate: Authenticate | None, *,
         why = refusal(principal, request.method,
                       route.canonical if route is not None else None)
         if why is not None:
+            if on_refused is not None and request.method not in ("GET", "HEAD", "OPTIONS"):
+                await on_refused(principal, f"{request.method} {request.path}", why)
             return _forbidden(request, f"{why} ({principal.actor})")
         return await handler(request)
 

@@ -306,3 +306,15 @@ def test_a_token_on_the_command_line_is_refused_and_not_echoed(capsys) -> None:
         assert info.value.code == 2
         err = capsys.readouterr().err
         assert "--token-file" in err and "s3cret-value" not in err, err
+
+
+async def test_a_change_the_route_policy_refuses_is_audited(farm) -> None:
+    client, access, admin = farm
+    await add_user(client, admin, "vic", "viewer", clients=["Acme"])
+    vic = await login(client, "vic")
+    status, _ = await req(client, "POST", "/api/schedules", vic, {"sequence": "x"})
+    assert status == 403
+    assert (await req(client, "GET", "/api/nodes/keys", vic))[0] == 403  # a read: logged only
+    refused = await access.users.db.audit_trail("refused")
+    assert [(r["entity_id"], r["actor"].endswith(":vic")) for r in refused] == \
+        [("POST /api/schedules", True)]
