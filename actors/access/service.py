@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from dataclasses import dataclass, field
 from typing import Any
 
 from actors.access.principal import SUPER_TOKEN, Principal
 from actors.access.throttle import LoginThrottle
-from actors.access.tokens import TokenStore
+from actors.access.tokens import TokenStore, same_token
 from actors.access.users import LoginFailed, UserStore
 
 
@@ -33,7 +31,7 @@ class Access:
         if not token:
             raise LoginFailed("missing access token: send 'Authorization: Bearer <token>'")
         token = token.strip()
-        if self.legacy_token and hmac.compare_digest(_digest(token), _digest(self.legacy_token)):
+        if self.legacy_token and same_token(token, self.legacy_token):
             return SUPER_TOKEN
         row, user = await self.tokens.resolve(token)
         return await self.users.principal_for(user, token_id=row["token_id"])
@@ -43,7 +41,3 @@ class Access:
         written)."""
         await self.users.db.audit("refused", request_line, "update", None, None,
                                   actor=principal.actor, reason=reason)
-
-
-def _digest(value: str) -> bytes:
-    return hashlib.sha256(value.encode("utf-8", "surrogateescape")).digest()

@@ -4,6 +4,7 @@ revocable."""
 from __future__ import annotations
 
 import hashlib
+import hmac
 import logging
 import re
 import secrets
@@ -30,6 +31,14 @@ KINDS = ("session", "api", "login_link")
 
 def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def same_token(presented: str | None, expected: str) -> bool:
+    """``presented`` is ``expected`` (the deprecated shared token), compared in constant
+    time over digests, so neither value's length shows."""
+    if presented is None:
+        return False
+    return hmac.compare_digest(token_hash(presented.strip()), token_hash(expected))
 
 
 def parse_duration(text: str, field: str = "expires") -> timedelta:

@@ -8,8 +8,6 @@ rebinding). Secrets never ride in cookies, so a cross-site form cannot borrow th
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import ipaddress
 import logging
 from typing import Any, Awaitable, Callable
@@ -18,6 +16,7 @@ from aiohttp import web
 
 from actors.access.principal import ANONYMOUS, SUPER_LOCAL, SUPER_TOKEN, Principal
 from actors.access.policy import refusal
+from actors.access.tokens import same_token
 from actors.access.users import LoginFailed
 
 log = logging.getLogger(__name__)
@@ -41,10 +40,6 @@ def is_loopback(host: str) -> bool:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
     return address.is_loopback
-
-
-def _digest(value: str) -> bytes:
-    return hashlib.sha256(value.encode("utf-8", "surrogateescape")).digest()
 
 
 def bearer_credential(request: web.Request) -> str | None:
@@ -102,11 +97,9 @@ def authenticator(access: Any | None, token: str | None = None) -> Authenticate 
         return access.authenticate
     if not token:
         return None
-    expected = _digest(token)
 
     async def shared_token(credential: str | None) -> Principal:
-        if credential is None or not hmac.compare_digest(_digest(credential.strip()),
-                                                         expected):
+        if not same_token(credential, token):
             raise LoginFailed("missing or wrong access token: send "
                               "'Authorization: Bearer <token>'")
         return SUPER_TOKEN
