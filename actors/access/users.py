@@ -83,7 +83,8 @@ class UserStore:
 
     async def list_users(self, viewer: Principal) -> list[dict]:
         """Users the viewer may manage: all for super; for an admin, users whose clients
-        all lie within its reach (itself included)."""
+        all lie within its reach (itself included). AccessDenied for anyone else."""
+        require_manager(viewer)
         rows = [dict(r) for r in await self.db._all("SELECT * FROM users ORDER BY username")]
         out = []
         for row in rows:
@@ -127,7 +128,7 @@ class UserStore:
             raise ValidationError("role", f"unknown role {role!r} (expected one of "
                                           f"{', '.join(ROLES)})")
         check_new_password(password)
-        self._require_manager(grantor)
+        require_manager(grantor)
         if not grantor.may_grant(role):
             raise AccessDenied(f"{_a(grantor.role)} may not create {_a(role)} user")
         client_ids = await self._client_ids(grantor, clients)
@@ -209,6 +210,7 @@ class UserStore:
         return row
 
     async def list_organizations(self, viewer: Principal) -> list[dict]:
+        require_manager(viewer)
         rows = [dict(r) for r in await self.db._all(
             "SELECT * FROM organizations ORDER BY name")]
         if viewer.is_super:
@@ -217,15 +219,11 @@ class UserStore:
 
     # -- helpers -------------------------------------------------------------------------
 
-    def _require_manager(self, grantor: Principal) -> None:
-        if grantor.role not in ("super", "admin"):
-            raise AccessDenied(f"{_a(grantor.role)} user may not manage users")
-
     async def _managed(self, grantor: Principal, name: str, allow_self: bool = False) -> dict:
         user = await self.user_row(name) if isinstance(name, str) else None
         if user is not None and allow_self and user["user_id"] == grantor.user_id:
             return user
-        self._require_manager(grantor)
+        require_manager(grantor)
         if user is None:
             raise LookupError(f"no such user: {name!r}")
         if grantor.is_super:
@@ -263,6 +261,12 @@ class UserStore:
     async def _set_hash(self, user_id: int, password_hash: str) -> None:
         await self.db._write("UPDATE users SET password_hash = ?, updated_at = ?"
                              " WHERE user_id = ?", (password_hash, utc_text(), user_id))
+
+
+def require_manager(principal: Principal) -> None:
+    """Only super users and admins manage people (and give phones to clients)."""
+    if principal.role not in ("super", "admin"):
+        raise AccessDenied(f"{_a(principal.role)} user may not manage users")
 
 
 def _a(role: str) -> str:

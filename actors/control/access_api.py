@@ -16,7 +16,7 @@ from aiohttp import web
 from msgspec import Meta
 
 from actors.access.tokens import API_TOKEN_DEFAULT_TTL, SESSION_TTL, parse_duration
-from actors.access.users import AccessDenied, LoginFailed
+from actors.access.users import AccessDenied, LoginFailed, require_manager
 from actors.control.auth import principal_of
 from actors.access.scope import sees_phone
 from actors.control.http import (ACCESS, HUB, error_response, json_response, openapi_body,
@@ -149,9 +149,8 @@ async def get_me(request: web.Request) -> web.Response:
 
 @_handled
 async def get_users(request: web.Request) -> web.Response:
-    principal = principal_of(request)
-    _require_manager(principal)
-    return json_response({"users": await _access(request).users.list_users(principal)})
+    return json_response({"users": await _access(request).users.list_users(
+        principal_of(request))})
 
 
 @_handled
@@ -186,9 +185,7 @@ async def post_user_password(request: web.Request) -> web.Response:
 
 @_handled
 async def get_organizations(request: web.Request) -> web.Response:
-    principal = principal_of(request)
-    _require_manager(principal)
-    rows = await _access(request).users.list_organizations(principal)
+    rows = await _access(request).users.list_organizations(principal_of(request))
     return json_response({"organizations": rows})
 
 
@@ -256,7 +253,7 @@ async def post_phone_client(request: web.Request) -> web.Response:
         r["serial"] == serial for r in await db.phone_rows())
     if not known or not sees_phone(principal, hub, serial):
         raise LookupError(f"phone {serial}: not known to the farm")
-    _require_manager(principal)
+    require_manager(principal)
     if body.client is None and not principal.is_super:
         raise AccessDenied("only a super user may take a phone from every client")
     if body.client is not None:
@@ -269,11 +266,6 @@ async def post_phone_client(request: web.Request) -> web.Response:
     await db.audit("phone_client", serial, "update", before, after, actor=principal.actor)
     log.info("phone %s given to client %s by %s", serial, body.client, principal.actor)
     return json_response(after)
-
-
-def _require_manager(principal) -> None:
-    if principal.role not in ("super", "admin"):
-        raise AccessDenied(f"a {principal.role} user may not manage users")
 
 
 def openapi_paths(error) -> dict[str, Any]:
