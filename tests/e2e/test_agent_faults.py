@@ -27,9 +27,9 @@ import pytest
 from actors.node.device.adb_server import AdbServer
 from actors.node.device.agent import AgentConfig
 from actors.node.device.driver import DeviceDriver
-from protocol.errors import DeviceError
 from tests.e2e.test_agent import (drivers, fresh, inputs, jar, logged,  # noqa: F401 (fixtures)
                                   wait_until)
+from tests.e2e.tap_burst import TapBurst
 from tests.e2e.test_farm_inprocess import shutdown, start_farm, wait_for
 
 CLIPSHARE = "com.phonefarm.clipshare"
@@ -269,24 +269,8 @@ def test_taps_sent_across_a_video_fault_are_each_performed_or_failed_naming_it(
     fresh(shell)
     d = drivers(serial, AgentConfig(jar=jar, backoff_first_s=30.0), wait_io="agent")
     agent = d.agent
-    done: list[tuple[int, str]] = []  # (x, the path it was sent on)
-    failed: list[tuple[int, str]] = []
-    stop = threading.Event()
-
-    def tap_on() -> None:
-        x = 0
-        while not stop.is_set():
-            x += 1
-            io = d.io
-            try:
-                d.tap(x, 2300)
-                done.append((x, io))
-            except DeviceError as exc:
-                failed.append((x, exc.reason))
-
-    worker = threading.Thread(target=tap_on, name="taps")
-    worker.start()
-    try:
+    with TapBurst(d) as burst:
+        done, failed = burst.done, burst.failed
         wait_until(lambda: len(done) >= 20, what="taps on the agent path")
         assert "armed" in shell.shell(f"vphone agent-fault {fault}").text
         if named is None:
@@ -295,10 +279,7 @@ def test_taps_sent_across_a_video_fault_are_each_performed_or_failed_naming_it(
             wait_until(lambda: d.io == "shell", what="the shell path")
         after = len(done)
         wait_until(lambda: len(done) >= after + 20, what="taps after the fault")
-    finally:
-        stop.set()
-        worker.join(30)
-    assert not worker.is_alive()
+    assert not burst.alive
     expected = {x for x, _ in done}
     wait_until(lambda: expected <= {e["x"] for e in inputs(shell) if e["kind"] == "tap"},
                what="every tap answered ok on the phone")

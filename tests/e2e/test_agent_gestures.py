@@ -14,7 +14,6 @@ phones' scrcpy 3.3.4 server (fixtures of test_agent.py).
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 
 from aiohttp.test_utils import TestClient, TestServer
@@ -24,10 +23,10 @@ from actors.control.schemas import MAX_GESTURE_MS
 from actors.node.device.adb_server import AdbServer
 from actors.node.device.agent import AgentConfig
 from actors.node.device.driver import DeviceDriver
-from protocol.errors import DeviceError
 from protocol.messages import MAX_SWIPE_POINTS
 from tests.e2e.test_agent import (drivers, fresh, inputs, jar,  # noqa: F401 (fixtures)
                                   wait_until)
+from tests.e2e.tap_burst import TapBurst
 from tests.e2e.test_farm_inprocess import shutdown, start_farm, wait_for
 
 # Well before the hub's command deadline (30 s): a degenerate gesture costs nothing.
@@ -123,25 +122,8 @@ def test_taps_across_agent_kills_are_each_performed_or_failed_naming_the_death(
     shell = drivers(serial)
     fresh(shell)
     d = drivers(serial, AgentConfig(jar=jar, backoff_first_s=0.2), wait_io="agent")
-    done: list[tuple[int, str]] = []  # (x, the path it was sent on)
-    failed: list[tuple[int, str]] = []
-    stop = threading.Event()
-
-    def tap_on() -> None:
-        x = 0
-        while not stop.is_set():
-            x += 1
-            io = d.io
-            try:
-                d.tap(x, 2300)
-                done.append((x, io))
-            except DeviceError as exc:
-                failed.append((x, exc.reason))
-            time.sleep(0.002)
-
-    worker = threading.Thread(target=tap_on, name="taps")
-    worker.start()
-    try:
+    with TapBurst(d, pause_s=0.002) as burst:
+        done, failed = burst.done, burst.failed
         for kill in range(4):
             agent = d.agent
             assert agent is not None
@@ -154,10 +136,7 @@ def test_taps_across_agent_kills_are_each_performed_or_failed_naming_the_death(
                        what="the agent back")
         after = len(done)
         wait_until(lambda: len(done) >= after + 3, what="taps after the last restart")
-    finally:
-        stop.set()
-        worker.join(30)
-    assert not worker.is_alive()
+    assert not burst.alive
     assert {io for _, io in done} == {"agent", "shell"}
     answered_ok = {x for x, _ in done}
 
