@@ -14,26 +14,21 @@ from pathlib import Path
 
 from actors.control.cli.client import EXIT_OK, EXIT_REJECTED, FarmClient, add_command
 from actors.control.cli.format import format_table
-from protocol.errors import FarmError
 from protocol.files import write_atomic
 
 
 def _cmd_nodes(client: FarmClient, args: argparse.Namespace) -> int:
     action = getattr(args, "nodes_command", None)
-    try:
-        if action == "add":
-            return _add(client, args)
-        if action == "keys":
-            return _keys(client)
-        if action == "revoke":
-            view = client.delete_json(f"/api/nodes/keys/{urllib.parse.quote(args.name, safe='')}")
-            print(f"{view['node']}: key …{view['key_last4']} revoked at {view['revoked_at']} "
-                  f"(the node is disconnected and refused from now on)")
-            return EXIT_OK
-        nodes = client.get_json("/api/nodes")["nodes"]
-    except (FarmError, OSError) as exc:
-        print(f"farm: {exc}", file=sys.stderr)
-        return EXIT_REJECTED
+    if action == "add":
+        return _add(client, args)
+    if action == "keys":
+        return _keys(client)
+    if action == "revoke":
+        view = client.delete_json(f"/api/nodes/keys/{urllib.parse.quote(args.name, safe='')}")
+        print(f"{view['node']}: key …{view['key_last4']} revoked at {view['revoked_at']} "
+              f"(the node is disconnected and refused from now on)")
+        return EXIT_OK
+    nodes = client.get_json("/api/nodes")["nodes"]
     if not nodes:
         print("no nodes")
         return EXIT_OK

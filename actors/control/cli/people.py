@@ -18,7 +18,6 @@ from pathlib import Path
 from actors.control.cli.client import EXIT_OK, EXIT_REJECTED, FarmClient, add_command
 from actors.control.cli.credentials import forget_user_token, save_user_token
 from actors.control.cli.format import format_table
-from protocol.errors import FarmError
 from protocol.files import write_atomic
 
 
@@ -152,29 +151,17 @@ def _assign(client: FarmClient, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _guarded(func):
-    """A rejected request is one line on stderr and exit status 2; a file we cannot read
-    (--password-file) likewise."""
-    def run(client: FarmClient, args: argparse.Namespace) -> int:
-        try:
-            return func(client, args)
-        except (FarmError, OSError) as exc:
-            print(f"farm: {exc}", file=sys.stderr)
-            return EXIT_REJECTED
-    return run
-
-
 def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     p = add_command(sub, common, "login", "log in; the token is kept in "
-                    "~/.config/phonefarm/token (0600)", _guarded(_login))
+                    "~/.config/phonefarm/token (0600)", _login)
     p.add_argument("user")
     p.add_argument("--password-file", help="read the password from this file (else stdin)")
     add_command(sub, common, "logout", "end this session (revoke its token, forget it)",
-                _guarded(_logout))
-    add_command(sub, common, "whoami", "who the token belongs to", _guarded(_whoami))
+                _logout)
+    add_command(sub, common, "whoami", "who the token belongs to", _whoami)
 
     users = add_command(sub, common, "users", "people: list, add, disable, enable, passwd",
-                        _guarded(_users))
+                        _users)
     usub = users.add_subparsers(dest="users_command")
     usub.add_parser("list", parents=[common])
     add = usub.add_parser("add", parents=[common], help="add a user (password from "
@@ -190,12 +177,12 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
     passwd.add_argument("name")
     passwd.add_argument("--password-file")
 
-    orgs = add_command(sub, common, "orgs", "organizations: list, add", _guarded(_orgs))
+    orgs = add_command(sub, common, "orgs", "organizations: list, add", _orgs)
     osub = orgs.add_subparsers(dest="orgs_command")
     osub.add_parser("list", parents=[common])
     osub.add_parser("add", parents=[common]).add_argument("name")
 
-    clients = add_command(sub, common, "clients", "clients: list, add", _guarded(_clients))
+    clients = add_command(sub, common, "clients", "clients: list, add", _clients)
     csub = clients.add_subparsers(dest="clients_command")
     csub.add_parser("list", parents=[common])
     cadd = csub.add_parser("add", parents=[common])
@@ -203,7 +190,7 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
     cadd.add_argument("--organization")
 
     tokens = add_command(sub, common, "tokens", "API tokens: list, add, revoke",
-                         _guarded(_tokens))
+                         _tokens)
     tsub = tokens.add_subparsers(dest="tokens_command")
     tlist = tsub.add_parser("list", parents=[common])
     tlist.add_argument("--all", action="store_true", help="everyone's (super users)")
@@ -220,7 +207,7 @@ def add_assign_command(phones_sub: argparse._SubParsersAction,
                        common: argparse.ArgumentParser) -> None:
     """`farm phones assign SERIAL --client C | --none` (registered under `farm phones`)."""
     assign = phones_sub.add_parser("assign", parents=[common], help="give a phone to a client")
-    assign.set_defaults(func=_guarded(_assign))
+    assign.set_defaults(func=_assign)
     assign.add_argument("serial")
     group = assign.add_mutually_exclusive_group(required=True)
     group.add_argument("--client")
