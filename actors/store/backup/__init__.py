@@ -1,0 +1,16 @@
+"""Backups of a coordinator's data (issue 18.3): a consistent snapshot taken while the
+coordinator runs, restored into an empty data folder (or, forced, in place of one).
+
+`take.take_backup` writes one ``phonefarm-backup-<UTC time>/`` folder; `restore.restore_backup`
+checks and restores one; `manifest` owns the folder's format (hashes, listing, pruning);
+`engines` the seam per database engine (SQLite now, PostgreSQL's ``pg_dump -Fc`` later).
+"""
+
+from actors.store.backup.engines import engine_for
+from actors.store.backup.manifest import (BackupBusy, BackupError, list_backups, prune,
+                                          read_manifest, summary, verify)
+from actors.store.backup.restore import RestoreReport, restore_backup
+from actors.store.backup.take import take_backup
+
+__all__ = ["BackupBusy", "BackupError", "RestoreReport", "engine_for", "list_backups", "prune",
+           "read_manifest", "restore_backup", "summary", "take_backup", "verify"]
