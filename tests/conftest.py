@@ -39,9 +39,51 @@ def run_adb(server: AdbServer, *args: str, timeout: float = 60, input: bytes | N
                           timeout=timeout, input=input)
 
 
+@pytest.fixture(scope="session")
+def pg_cluster():
+    """The run's PostgreSQL server (tests/pg_cluster.py), started on first use."""
+    from tests.pg_cluster import PgCluster
+
+    cluster = PgCluster().start()
+    yield cluster
+    cluster.stop()
+
+
+ENGINES = ("sqlite", "postgresql")
+
+
+@pytest.fixture(params=ENGINES)
+def engine(request, monkeypatch, tmp_path: Path) -> str:
+    """Run the test on each database engine: on ``postgresql`` every `FarmDB.open` and
+    `EventStore` without a target of its own gets a fresh database of the run's
+    PostgreSQL server, and so does a coordinator the test starts (``PHONEFARM_DB`` and
+    ``PHONEFARM_DB_PASSWORD_FILE``, read by farm-coordinator)."""
+    if request.param == "postgresql":
+        cluster = request.getfixturevalue("pg_cluster")
+        target = cluster.new_database()
+        from actors.store import event_store
+
+        real_open = FarmDB.open.__func__
+
+        async def open_on_pg(cls, path, *, master_key=None, target_=None, **kw):
+            return await real_open(cls, path, master_key=master_key,
+                                   target=kw.pop("target", None) or target)
+
+        monkeypatch.setattr(FarmDB, "open", classmethod(
+            lambda cls, path, **kw: open_on_pg(cls, path, **kw)))
+        real_init = event_store.EventStore.__init__
+        monkeypatch.setattr(event_store.EventStore, "__init__",
+                            lambda self, path, target_=None: real_init(self, path, target))
+        monkeypatch.setenv("PHONEFARM_DB", target.url)
+        monkeypatch.setenv("PHONEFARM_DB_PASSWORD_FILE",
+                           str(cluster.password_file(tmp_path)))
+    return request.param
+
+
 @pytest.fixture
-async def db(tmp_path: Path) -> FarmDB:
-    """A real farm database (SQLite) in the test's temp dir."""
+async def db(tmp_path: Path, engine: str) -> FarmDB:
+    """A real farm database in the test's temp dir, once per engine (SQLite file; a fresh
+    database of the run's PostgreSQL server)."""
     farm = await FarmDB.open(tmp_path / "farm.sqlite3")
     yield farm
     await farm.close()

@@ -40,6 +40,7 @@ from actors.control import access_api, ai_keys, recovery, registry, variables
 from actors.control import audit as audit_api
 from actors.control import workflows as workflow_api
 from actors.control import node_keys as node_keys_api
+from actors.control import backups as backups_api
 from actors.control import screens
 from actors.coordinator.scheduling.scheduler import Schedule
 
@@ -80,7 +81,8 @@ def _document() -> dict[str, Any]:
          Execution, ExecutionsResponse, Schedule, ScheduleView, SchedulesResponse,
          ScheduleEventsResponse, *registry.REQUEST_TYPES, *variables.REQUEST_TYPES,
          *workflow_api.REQUEST_TYPES, *screens.request_types(), *ai_keys.REQUEST_TYPES,
-         *access_api.REQUEST_TYPES, *node_keys_api.REQUEST_TYPES],
+         *access_api.REQUEST_TYPES, *node_keys_api.REQUEST_TYPES,
+         *backups_api.REQUEST_TYPES],
         ref_template=REF)
     # A new schedule's id is optional (generated) and its status is ignored.
     request = copy.deepcopy(components["Schedule"])
@@ -361,6 +363,7 @@ def _document() -> dict[str, Any]:
             **audit_api.openapi_paths(_error),
             **node_keys_api.openapi_paths(_error),
             **access_api.openapi_paths(_error),
+            **backups_api.openapi_paths(_error),
         },
     }
 

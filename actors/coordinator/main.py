@@ -22,6 +22,8 @@ from aiohttp import web
 from actors.coordinator.ai.client import AIClient, AIConfig
 from actors.coordinator.ai.keys import AIKeyring, load_master_key
 from actors.control.app import make_app
+from actors.control.backups import BACKUPS
+from actors.coordinator.backups import BackupService, parse_backup_at, parse_backup_keep
 from actors.access.bootstrap import ensure_admin, login_link, seed_demo_people
 from actors.access.service import Access
 from actors.access.tokens import TOKEN_PREFIX
@@ -102,7 +104,34 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    default=os.environ.get("PHONEFARM_RETENTION_CONFIG"),
                    help="TOML file with a [retention] table; PHONEFARM_RETENTION_<FIELD> "
                         "variables override it")
+    p.add_argument("--backup-dir", metavar="DIR", default=os.environ.get("PHONEFARM_BACKUP_DIR"),
+                   help="where backups go (default DATA/backups; never itself backed up)")
+    # A bad --backup-at/--backup-keep (or its variable) is a usage error naming the flag.
+    p.add_argument("--backup-at", metavar="HH:MM", type=_flag(parse_backup_at),
+                   default=os.environ.get("PHONEFARM_BACKUP_AT"),
+                   help="take a backup every day at this local time (default: none)")
+    p.add_argument("--backup-keep", metavar="N", type=_flag(parse_backup_keep),
+                   default=os.environ.get("PHONEFARM_BACKUP_KEEP", "30"),
+                   help="after each scheduled backup keep this farm's newest N (default 30)")
     return p.parse_args(argv)
+
+
+def _flag(parse):
+    """An argparse type from ``parse``, whose ValueError says what is wrong."""
+    def convert(value: str):
+        try:
+            return parse(value)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    return convert
+
+
+def backup_service(args: argparse.Namespace, data: Path, registry: Path, emit,
+                   master_key: bytes) -> BackupService:
+    """The coordinator's backups (--backup-dir, default DATA/backups; --backup-at/-keep)."""
+    return BackupService(data, Path(args.backup_dir) if args.backup_dir else data / "backups",
+                         emit, registry=registry, master_key=master_key, at=args.backup_at,
+                         keep=args.backup_keep)
 
 
 def retention_job(args: argparse.Namespace, data: Path,
@@ -280,8 +309,9 @@ async def start(args: argparse.Namespace, stack: contextlib.AsyncExitStack) -> t
         hub.recovery.options.pause_after_failures = max(1, args.recovery_pause_after)
     access = Access.over(farm_db, legacy_token=args.token)
     admin = await ensure_admin(access, data)
-    runner = web.AppRunner(make_app(hub, token=args.token, access=access,
-                                    bound_loopback=is_loopback(host)))
+    app = make_app(hub, token=args.token, access=access, bound_loopback=is_loopback(host))
+    app[BACKUPS] = backups = backup_service(args, data, registry_dir, hub.emit, master_key)
+    runner = web.AppRunner(app)
     await runner.setup()
     stack.push_async_callback(runner.cleanup)
     with starting(f"the control endpoint {args.http}"):
@@ -301,6 +331,8 @@ async def start(args: argparse.Namespace, stack: contextlib.AsyncExitStack) -> t
     if retention is not None:
         retention_task = asyncio.create_task(retention.loop())
         stack.push_async_callback(_cancel, retention_task)
+    if backups.at is not None:  # the daily backup (--backup-at)
+        stack.push_async_callback(_cancel, asyncio.create_task(backups.loop()))
     return hub, demo
 
 

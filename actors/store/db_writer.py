@@ -10,6 +10,11 @@ transaction run in one go on the thread (one commit and one hand-over to the eve
 batch, not per statement). Readers use their own connection (WAL), so they never wait for
 the writer. An ``atomic`` job runs under a SAVEPOINT: if it fails, its own changes are undone
 and its caller gets the error; the rest of the batch commits.
+
+The same writer serves PostgreSQL (``opener`` gives an `actors.store.pg.PgConnection`, which
+takes the same jobs): there a failed statement spoils the whole transaction, so every job
+runs under a SAVEPOINT, and each job runs with its caller's clients set for row-level
+security (actors.store.caller_scope), the farm's between jobs.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ import queue
 import sqlite3
 import threading
 from typing import Any, Callable, TypeVar
+
+from actors.store.caller_scope import caller_clients
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +39,11 @@ class SingleWriter:
     """Owns the write connection (opened on its thread): ``await run(job)`` queues a job and
     returns its result once the batch holding it committed, or raises the job's error."""
 
-    def __init__(self, path: str, *, max_batch: int = 500, busy_timeout_ms: int = 5000) -> None:
-        self.path = path
+    def __init__(self, path: str, *, max_batch: int = 500, busy_timeout_ms: int = 5000,
+                 opener: Callable[[], Any] | None = None) -> None:
+        self.path = path  # for SQLite; a PostgreSQL writer's connection comes from ``opener``
+        self._opener = opener
+        self._begin = "BEGIN IMMEDIATE" if opener is None else "BEGIN"
         self.max_batch = max_batch
         self.busy_timeout_ms = busy_timeout_ms
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
@@ -55,7 +65,8 @@ class SingleWriter:
         if self._thread is None or not self._thread.is_alive():
             raise RuntimeError("the farm database's writer is not running (closed?)")
         future: asyncio.Future = asyncio.get_running_loop().create_future()
-        self._queue.put((job, atomic, future))
+        self._queue.put((job, atomic or self._opener is not None, future,
+                         caller_clients.get()))
         return await future
 
     async def close(self) -> None:
@@ -69,11 +80,7 @@ class SingleWriter:
     # --- the writer thread ----------------------------------------------------------------------
     def _main(self, opened: asyncio.Future) -> None:
         try:
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            conn.row_factory = sqlite3.Row
-            conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_ms)}")
-            conn.execute("PRAGMA foreign_keys=ON")
-            conn.execute("PRAGMA synchronous=NORMAL")
+            conn = self._open()
         except Exception as exc:  # noqa: BLE001 - handed to the opener
             self._call(opened.set_exception, exc)
             return
@@ -99,15 +106,30 @@ class SingleWriter:
         finally:
             conn.close()
 
-    def _commit(self, conn: sqlite3.Connection, batch: list) -> list[tuple[bool, Any]]:
+    def _open(self) -> Any:
+        if self._opener is not None:
+            return self._opener()
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_ms)}")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        return conn
+
+    def _commit(self, conn: Any, batch: list) -> list[tuple[bool, Any]]:
         outcomes: list[tuple[bool, Any]] = []   # (ok, result or exception), per job
+        scoped = self._opener is not None  # only PostgreSQL has row-level security
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            for job, atomic, _ in batch:
+            conn.execute(self._begin)
+            for job, atomic, _, clients in batch:
                 try:
                     if atomic:
                         conn.execute("SAVEPOINT job")
+                    if scoped:
+                        conn.set_clients(clients)
                     result = job(conn)
+                    if scoped and clients is not None:
+                        conn.set_clients(None)
                     if atomic:
                         conn.execute("RELEASE job")
                     outcomes.append((True, result))
@@ -120,7 +142,7 @@ class SingleWriter:
                         # SQLite rolled the whole transaction back (e.g. disk full): the jobs
                         # before this one are undone too. Start again for the rest.
                         outcomes = [(False, exc) if ok else (ok, r) for ok, r in outcomes]
-                        conn.execute("BEGIN IMMEDIATE")
+                        conn.execute(self._begin)
             conn.execute("COMMIT")
             self.batches += 1
             self.jobs += len(batch)
@@ -129,14 +151,14 @@ class SingleWriter:
             if conn.in_transaction:
                 try:
                     conn.execute("ROLLBACK")
-                except sqlite3.Error:
+                except Exception:  # noqa: BLE001 - the connection is broken: the batch failed
                     pass
             log.error("farm database batch of %d writes failed: %s", len(batch), exc)
             return [(False, exc)] * len(batch)
 
     def _settle(self, batch: list, outcomes: list[tuple[bool, Any]]) -> None:
         def settle() -> None:
-            for (_, _, future), (ok, value) in zip(batch, outcomes):
+            for (_, _, future, _), (ok, value) in zip(batch, outcomes):
                 if future.done():
                     continue  # its caller was cancelled; the write happened all the same
                 if ok:

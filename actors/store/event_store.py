@@ -2,19 +2,23 @@
 
 Owns the `node_events` table of the coordinator's SQLite file. A node deletes an event from
 its journal once acked, so the coordinator must have it on disk first; after a coordinator
-restart, ``last_seq(node)`` tells the link which events it already holds. (The persistence
-issue folds this table into the full schema.)
+restart, ``last_seq(node)`` tells the link which events it already holds. On PostgreSQL
+(``target``) the table lives in the farm's database, beside the farm tables.
 """
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from pathlib import Path
 
 import aiosqlite
 import orjson
 
+from actors.store.db_target import DbTarget
 from actors.store.db_writer import SingleWriter
+from actors.store.pg import PgReader, connect_sync
+from actors.store.sql_dialect import ddl_to_postgres
 from protocol.errors import FarmError
 
 SCHEMA = """
@@ -36,9 +40,11 @@ class EventStore:
     `SingleWriter` (a burst of events from every node becomes a few transactions); reads
     use an aiosqlite connection of their own (WAL: they never wait for the writer)."""
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, target: DbTarget | None = None) -> None:
         self.path = str(path)
+        self.target = target if target is not None and target.is_postgresql else None
         self._db: aiosqlite.Connection | None = None
+        self._pg: PgReader | None = None
         self._writer: SingleWriter | None = None
         self._last: dict[str, int] = {}
 
@@ -59,6 +65,30 @@ class EventStore:
             raise
         return self
 
+    async def _open_postgresql(self, target: DbTarget) -> "EventStore":
+        def create() -> None:
+            conn = connect_sync(target.url, target.password)  # type: ignore[arg-type]
+            try:
+                for statement in ddl_to_postgres(SCHEMA).split(";"):
+                    if statement.strip():
+                        conn.raw.execute(statement)
+            finally:
+                conn.close()
+
+        try:
+            await asyncio.to_thread(create)
+            self._pg = await PgReader(target.url, target.password, size=2).open()  # type: ignore[arg-type]
+            self._last = {node: seq for node, seq in await self._pg.fetchall(
+                "SELECT node, MAX(seq) FROM node_events GROUP BY node")}
+            self._writer = await SingleWriter(
+                target.describe(), opener=lambda: connect_sync(target.url, target.password)
+            ).start()
+        except BaseException:
+            await self.close()
+            raise
+        self.path = target.describe()
+        return self
+
     async def close(self) -> None:
         if self._writer is not None:
             await self._writer.close()
@@ -66,6 +96,9 @@ class EventStore:
         if self._db is not None:
             await self._db.close()
             self._db = None
+        if self._pg is not None:
+            await self._pg.close()
+            self._pg = None
 
     def last_seq(self, node: str) -> int:
         return self._last.get(node, 0)
@@ -85,8 +118,9 @@ class EventStore:
         def insert(conn: sqlite3.Connection) -> set[int]:
             added = set()
             for row in rows:
-                if conn.execute("INSERT OR IGNORE INTO node_events (node, seq, event, serial,"
-                                " data, received_at) VALUES (?, ?, ?, ?, ?, ?)", row).rowcount:
+                if conn.execute("INSERT INTO node_events (node, seq, event, serial, data,"
+                                " received_at) VALUES (?, ?, ?, ?, ?, ?)"
+                                " ON CONFLICT (node, seq) DO NOTHING", row).rowcount:
                     added.add(row[1])
             return added
 
@@ -105,6 +139,9 @@ class EventStore:
             args = (node,)
         # One call on the connection's thread: a cursor iterated across awaits would hold
         # its read snapshot open for any other read in between (see FarmDB._one).
-        rows = await self._db.execute_fetchall(sql + " ORDER BY node, seq", args)
+        if self._pg is not None:
+            rows = await self._pg.fetchall(sql + " ORDER BY node, seq", args)
+        else:
+            rows = await self._db.execute_fetchall(sql + " ORDER BY node, seq", args)
         return [{"node": n, "seq": s, "event": e, "serial": se, "data": orjson.loads(d),
                  "received_at": r} for n, s, e, se, d, r in rows]

@@ -101,8 +101,8 @@ class ExecutionRecords:
                     end_time: datetime | None = None) -> None:
         row = self.conn.execute(
             "UPDATE execution_steps SET status = ?, end_time = ?,"
-            " screen_name = IFNULL(?, screen_name), error = IFNULL(?, error),"
-            " screenshot = IFNULL(?, screenshot) WHERE step_id = ? RETURNING step_id",
+            " screen_name = COALESCE(?, screen_name), error = COALESCE(?, error),"
+            " screenshot = COALESCE(?, screenshot) WHERE step_id = ? RETURNING step_id",
             (status, utc_text(end_time), screen_name, error, screenshot, step_id)).fetchone()
         if row is None:
             raise ValidationError(f"execution step {step_id}", "no such step")

@@ -83,7 +83,13 @@ import aiosqlite
 import orjson
 
 from actors.access.secrets_box import SecretBox, SecretDecryptError, load_master_key
+from actors.store.db_target import SQLITE, DbTarget
 from actors.store.db_writer import SingleWriter
+from actors.store.migrations import (MIGRATIONS, PG_VERSION_TABLE, SCHEMA_DIR,  # noqa: F401
+                                     SCHEMA_VERSION, check_schema_version, migrate_postgresql,
+                                     migration_statements)
+from actors.store.migrations import statements as _statements  # noqa: F401 - tests use it
+from actors.store.pg import PgReader, connect_sync
 from actors.store.execution_records import FIND_STEP_SQL, ExecutionRecords, utc_text
 from actors.store.execution_records import FINAL_STATUSES as _FINAL_STATUSES
 from protocol.errors import FarmError, ValidationError
@@ -93,14 +99,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# The schema's migrations, applied in order at start: actors/store/schema/v1.sql moves an empty
-# database to version 1, v2.sql from 1 to 2, and so on. Never edit an applied file; add one.
-SCHEMA_DIR = Path(__file__).resolve().parent / "schema"
-MIGRATIONS: list[str] = [
-    (SCHEMA_DIR / f"v{n}.sql").read_text()
-    for n in range(1, len(list(SCHEMA_DIR.glob("v*.sql"))) + 1)]
-
-SCHEMA_VERSION = len(MIGRATIONS)
+SQLITE_FILES = DbTarget(SQLITE)
 
 _RECOVERY_FIELDS = ("sequence_execution_id", "task_execution_id", "attempt_number",
                     "start_time", "end_time", "status", "recovery_prompt", "ai_response",
@@ -199,26 +198,38 @@ class FarmDB:
     coroutine on the opening loop, except the callables inside a `variable_context`, which
     are meant for a worker thread (see there)."""
 
-    def __init__(self, path: Path | str, conn: aiosqlite.Connection) -> None:
-        self.path = str(path)
-        # Migrations run on this connection; then it only reads (query_only).
+    def __init__(self, path: Path | str, conn: aiosqlite.Connection | None,
+                 target: DbTarget = SQLITE_FILES) -> None:
+        self.path = str(path)  # on PostgreSQL too: its folder holds the master key and media
+        self.target = target
+        # SQLite: migrations run on this connection; then it only reads (query_only).
         self._conn = conn
         self._reader = conn
+        self._pg_reader: PgReader | None = None
         self._writer: SingleWriter | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._master: bytes | None = None
         self._boxes: dict[str, SecretBox] = {}
 
+    @property
+    def engine(self) -> str:
+        return self.target.engine
+
     @classmethod
-    async def open(cls, path: Path | str, *, master_key: bytes | None = None) -> "FarmDB":
+    async def open(cls, path: Path | str, *, master_key: bytes | None = None,
+                   target: DbTarget | None = None) -> "FarmDB":
         """Open (creating if needed) the database at ``path`` and bring its schema up to date.
-        A file only: the writer and the readers have a connection each.
+        A file only: the writer and the readers have a connection each. With a PostgreSQL
+        ``target`` the database is that server's (``path`` then only names the data folder,
+        where the master key and media are).
 
         ``master_key`` (the coordinator's) seals passwords and execution plans, and
         plaintext ones of rows from before v12 are sealed here, before anything else reads
         or writes. Without one (tools, tests) the default master key of the database's
         folder (PHONEFARM_SECRET_KEY, else secret.key there) is loaded when a secret is
         first written or opened, and old plaintext rows are left for the coordinator."""
+        if target is not None and target.is_postgresql:
+            return await cls._open_postgresql(path, target, master_key)
         if str(path) == ":memory:":
             raise FarmError("the farm database needs a file (its writer and readers each "
                             "open it): use a temporary file instead of :memory:")
@@ -243,23 +254,42 @@ class FarmDB:
             raise
         return db
 
+    @classmethod
+    async def _open_postgresql(cls, path: Path | str, target: DbTarget,
+                               master_key: bytes | None) -> "FarmDB":
+        db = cls(path, None, target)
+        db._loop = asyncio.get_running_loop()
+        db._master = master_key
+        try:
+            await asyncio.to_thread(migrate_postgresql, target)
+            db._pg_reader = await PgReader(target.url, target.password).open()  # type: ignore[arg-type]
+            db._writer = await SingleWriter(
+                target.describe(), opener=lambda: connect_sync(target.url, target.password)
+            ).start()
+        except BaseException:
+            await db.close()
+            raise
+        return db
+
     async def close(self) -> None:
         if self._writer is not None:
             await self._writer.close()  # the queued writes first
             self._writer = None
-        await self._conn.close()
+        if self._conn is not None:
+            await self._conn.close()
+        if self._pg_reader is not None:
+            await self._pg_reader.close()
+            self._pg_reader = None
 
     async def _migrate(self) -> None:
         version = await self.schema_version()
-        if version > SCHEMA_VERSION:
-            raise FarmError(f"farm database {self.path}: schema version {version} is newer "
-                            f"than this program's {SCHEMA_VERSION}")
+        check_schema_version(version, self.path, SCHEMA_VERSION)
         for number in range(version, SCHEMA_VERSION):
             # executescript would commit on its own; run each statement inside one
             # transaction so a failed migration leaves the previous version intact.
             await self._conn.execute("BEGIN IMMEDIATE")
             try:
-                for statement in _statements(MIGRATIONS[number]):
+                for statement in migration_statements(number + 1, SQLITE):
                     await self._conn.execute(statement)
                 await self._conn.execute(f"PRAGMA user_version = {number + 1}")
                 await self._conn.execute("COMMIT")
@@ -269,6 +299,8 @@ class FarmDB:
             log.info("farm database %s migrated to schema version %d", self.path, number + 1)
 
     async def schema_version(self) -> int:
+        if self.target.is_postgresql:
+            return (await self._one(f"SELECT version FROM {PG_VERSION_TABLE}"))[0]
         return (await self._one("PRAGMA user_version"))[0]
 
     # -- passwords at rest (issue 17.5) ----------------------------------------------------
@@ -530,10 +562,11 @@ class FarmDB:
     # another coroutine's read slipped in between shares its snapshot: it would miss a
     # write whose call has already returned.
     async def _one(self, sql: str, args: Iterable[Any] = ()) -> aiosqlite.Row | None:
-        rows = await self._reader.execute_fetchall(sql, tuple(args))
-        return next(iter(rows), None)
+        return next(iter(await self._all(sql, args)), None)
 
     async def _all(self, sql: str, args: Iterable[Any] = ()) -> list[aiosqlite.Row]:
+        if self._pg_reader is not None:
+            return await self._pg_reader.fetchall(sql, tuple(args))
         return list(await self._reader.execute_fetchall(sql, tuple(args)))
 
     async def _write(self, sql: str, args: Iterable[Any] = ()) -> aiosqlite.Row | None:
@@ -998,7 +1031,7 @@ class FarmDB:
         row = await self._one(
             "SELECT sequence_execution_id FROM sequence_executions WHERE"
             " workflow_execution_id = ? AND execution_order = ? AND phone_id = ?"
-            " AND IFNULL(account_id, 0) = IFNULL(?, 0)",
+            " AND COALESCE(account_id, 0) = COALESCE(?, 0)",
             (workflow_execution_id, execution_order, phone_id, account_id))
         if row is None:
             names = ["workflow_execution_id", "execution_order", "sequence_def_id", "phone_id",
@@ -1028,7 +1061,7 @@ class FarmDB:
 
         rows = await self._all("SELECT g.*, p.name AS parent_name FROM groups g"
                                " LEFT JOIN groups p ON p.group_id = g.parent_id"
-                               " WHERE g.client_id IS ? ORDER BY g.group_id", (client_id,))
+                               " WHERE g.client_id IS NOT DISTINCT FROM ? ORDER BY g.group_id", (client_id,))
         if not rows:
             return GroupBook.with_defaults()
         book = GroupBook()
@@ -1038,13 +1071,13 @@ class FarmDB:
                                            r["filter"], r["parent_name"], r["description"])
         for m in await self._all("SELECT m.group_id, m.entity_id FROM group_memberships m"
                                  " JOIN groups g ON g.group_id = m.group_id"
-                                 " WHERE g.client_id IS ? ORDER BY m.group_id, m.position",
+                                 " WHERE g.client_id IS NOT DISTINCT FROM ? ORDER BY m.group_id, m.position",
                                  (client_id,)):
             book.groups[names[m["group_id"]]].members.append(m["entity_id"])
         sets: dict[str, list[str]] = {}
         for rel in await self._all("SELECT r.* FROM group_relationships r"
                                    " JOIN groups g ON g.group_id = r.group_id_1"
-                                   " WHERE g.client_id IS ? ORDER BY r.relationship_id",
+                                   " WHERE g.client_id IS NOT DISTINCT FROM ? ORDER BY r.relationship_id",
                                    (client_id,)):
             if rel["relationship_type"] == "exclusive":
                 name = orjson.loads(rel["parameters"] or "{}").get("set", "")
@@ -1060,12 +1093,12 @@ class FarmDB:
         ``book`` (checked by `GroupBook` as it was changed), in one transaction: readers see
         the old groups or the new, never a mix. Other clients' groups are not touched."""
         def job(conn: sqlite3.Connection) -> None:
-            mine = "SELECT group_id FROM groups WHERE client_id IS ?"
+            mine = "SELECT group_id FROM groups WHERE client_id IS NOT DISTINCT FROM ?"
             conn.execute(f"DELETE FROM group_relationships WHERE group_id_1 IN ({mine})"
                          f" OR group_id_2 IN ({mine})", (client_id, client_id))
             conn.execute(f"DELETE FROM group_memberships WHERE group_id IN ({mine})",
                          (client_id,))
-            conn.execute("DELETE FROM groups WHERE client_id IS ?", (client_id,))
+            conn.execute("DELETE FROM groups WHERE client_id IS NOT DISTINCT FROM ?", (client_id,))
             ids: dict[str, int] = {}
             for group in book.groups.values():
                 ids[group.name] = conn.execute(
@@ -1174,8 +1207,8 @@ class FarmDB:
         """Create or update the node called ``name`` in the agents table; returns agent_id."""
         row = await self._write(
             "INSERT INTO agents (name, address, status, last_seen) VALUES (?, ?, ?, ?)"
-            " ON CONFLICT (name) DO UPDATE SET address = IFNULL(excluded.address, address),"
-            " status = IFNULL(excluded.status, status), last_seen = excluded.last_seen"
+            " ON CONFLICT (name) DO UPDATE SET address = COALESCE(excluded.address, address),"
+            " status = COALESCE(excluded.status, status), last_seen = excluded.last_seen"
             " RETURNING agent_id", (name, address, status, utc_text()))
         return row[0]
 
@@ -1219,12 +1252,12 @@ class FarmDB:
         agent_id = await self.upsert_agent(agent) if agent else None
         row = await self._write(
             "INSERT INTO phones (serial_number, client_id, model, phone_number, status,"
-            " agent_id) VALUES (?, ?, ?, ?, IFNULL(?, 'active'), ?)"
+            " agent_id) VALUES (?, ?, ?, ?, COALESCE(?, 'active'), ?)"
             " ON CONFLICT (serial_number) DO UPDATE SET"
-            " client_id = IFNULL(excluded.client_id, client_id),"
-            " model = IFNULL(excluded.model, model),"
-            " phone_number = IFNULL(excluded.phone_number, phone_number),"
-            " status = IFNULL(?, status), agent_id = IFNULL(excluded.agent_id, agent_id)"
+            " client_id = COALESCE(excluded.client_id, client_id),"
+            " model = COALESCE(excluded.model, model),"
+            " phone_number = COALESCE(excluded.phone_number, phone_number),"
+            " status = COALESCE(?, status), agent_id = COALESCE(excluded.agent_id, agent_id)"
             " RETURNING phone_id",
             (serial, client_id, model, phone_number, status, agent_id, status))
         return row[0]
@@ -1245,15 +1278,15 @@ class FarmDB:
         row = await self._write(
             "INSERT INTO accounts (platform, account_number, phone_id, username,"
             " password_sealed, password_org, profile_id, status, bio)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, IFNULL(?, 'warming'), ?)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, COALESCE(?, 'warming'), ?)"
             " ON CONFLICT (platform, account_number, phone_id) DO UPDATE SET"
-            " username = IFNULL(excluded.username, username),"
+            " username = COALESCE(excluded.username, username),"
             " password = CASE WHEN ? THEN NULL ELSE password END,"
             " password_sealed = CASE WHEN ? THEN excluded.password_sealed"
             "  ELSE password_sealed END,"
             " password_org = CASE WHEN ? THEN excluded.password_org ELSE password_org END,"
-            " profile_id = IFNULL(excluded.profile_id, profile_id),"
-            " status = IFNULL(?, status), bio = IFNULL(excluded.bio, bio)"
+            " profile_id = COALESCE(excluded.profile_id, profile_id),"
+            " status = COALESCE(?, status), bio = COALESCE(excluded.bio, bio)"
             " RETURNING account_id",
             (platform, account_number, phone_id, username, sealed, org, profile_id, status,
              bio, change, change, change, status))
@@ -1264,7 +1297,7 @@ class FarmDB:
         client_id = await self._client_id(client)
         await self._write(
             "INSERT INTO custom_variables (name, value, client_id) VALUES (?, ?, ?)"
-            " ON CONFLICT (name, IFNULL(client_id, 0)) DO UPDATE SET value = excluded.value",
+            " ON CONFLICT (name, COALESCE(client_id, 0)) DO UPDATE SET value = excluded.value",
             (name, value, client_id))
 
     async def set_hashtag_set(self, name: str, tags: list[str],
@@ -1772,23 +1805,6 @@ def _definition_filter(alias: str, clients: Iterable[int] | None,
                      f" ({','.join('?' * len(ids))}))")
         args += ids
     return " WHERE " + " AND ".join(where), args
-
-
-def _statements(script: str) -> list[str]:
-    """Split a migration script into statements (sqlite3.complete_statement knows quoting)."""
-    import sqlite3
-
-    out, current = [], ""
-    for line in script.splitlines(keepends=True):
-        if line.strip().startswith("--"):
-            continue
-        current += line
-        if sqlite3.complete_statement(current):
-            out.append(current.strip())
-            current = ""
-    if current.strip():
-        out.append(current.strip())
-    return out
 
 
 def _profile_dict(row: aiosqlite.Row) -> dict:

@@ -1,0 +1,169 @@
+"""PostgreSQL under the farm's SQL: connections that take the SQL written for SQLite and give
+rows as SQLite's do.
+
+Owns the psycopg side of the two engines: `connect_sync` (the single writer's connection,
+on its thread), `PgReader` (a pool of async connections for reads), `Row` (index and name
+access, like ``sqlite3.Row``), and the loaders that give values as the SQLite file stores
+them: timestamps as UTC text ``YYYY-MM-DD HH:MM:SS.ffffff``, JSON as text, NUMERIC as
+int or float. So `FarmDB`, its writer jobs and `ExecutionRecords` run unchanged on both.
+
+Why psycopg 3 and not asyncpg: the single writer runs plain functions over a connection
+on its own thread (``job(conn)``, many statements, no awaits) and psycopg has the same
+connection both sync (for that thread) and async (for the readers, with psycopg_pool);
+asyncpg is async only, so every writer job would have to become a coroutine.
+
+Tenant isolation (row-level security): every transaction runs with the setting
+``phonefarm.clients``: ``*`` (the farm: super users and the coordinator's own work) or the
+comma-separated client ids of the caller (actors.store.caller_scope), set with ``set_config(...,
+true)`` (``SET LOCAL``: it ends with the transaction). The policies are in the schema.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Iterable, Sequence
+
+import psycopg
+from psycopg.adapt import Loader
+from psycopg.rows import RowMaker
+from psycopg_pool import AsyncConnectionPool
+
+from actors.store.caller_scope import caller_clients, clients_setting
+from actors.store.sql_dialect import to_postgres
+
+log = logging.getLogger(__name__)
+
+_SET_CLIENTS = "SELECT set_config('phonefarm.clients', %s, true)"
+
+
+class Row(tuple):
+    """A result row read by position (``row[0]``) or column name (``row["name"]``), and
+    ``dict(row)``: what ``sqlite3.Row`` gives, so the same code reads both engines."""
+
+    _names: dict[str, int]
+
+    def __new__(cls, values: Iterable[Any], names: dict[str, int]) -> "Row":
+        row = super().__new__(cls, values)
+        row._names = names
+        return row
+
+    def __getitem__(self, key: Any) -> Any:  # type: ignore[override]
+        if isinstance(key, str):
+            return tuple.__getitem__(self, self._names[key])
+        return tuple.__getitem__(self, key)
+
+    def keys(self) -> list[str]:
+        return list(self._names)
+
+
+def row_factory(cursor: Any) -> RowMaker[Row]:
+    names = {d.name: i for i, d in enumerate(cursor.description or ())}
+    return lambda values: Row(values, names)
+
+
+class _TimestampText(Loader):
+    """timestamptz/timestamp as UTC text with microseconds (the session's time zone is UTC)."""
+
+    def load(self, data: Any) -> str:
+        text = bytes(data).decode()
+        if text[-3:] in ("+00", "-00"):
+            text = text[:-3]
+        whole, _, fraction = text.partition(".")
+        return f"{whole}.{fraction.ljust(6, '0')}"
+
+
+class _Text(Loader):
+    def load(self, data: Any) -> str:
+        return bytes(data).decode()
+
+
+class _Number(Loader):
+    """NUMERIC (SUM, AVG) as int when whole, else float: what SQLite returns."""
+
+    def load(self, data: Any) -> int | float:
+        text = bytes(data).decode()
+        if text.lstrip("-").isdigit():
+            return int(text)
+        number = float(text)
+        return int(number) if number.is_integer() and "." not in text else number
+
+
+def _adapt(conn: Any) -> None:
+    for name in ("timestamptz", "timestamp"):
+        conn.adapters.register_loader(name, _TimestampText)
+    for name in ("json", "jsonb", "date"):
+        conn.adapters.register_loader(name, _Text)
+    conn.adapters.register_loader("numeric", _Number)
+
+
+def _connect_kwargs(conninfo: str, password: str | None) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {"conninfo": conninfo, "options": "-c TimeZone=UTC",
+                              "application_name": "phonefarm"}
+    if password is not None:
+        kwargs["password"] = password
+    return kwargs
+
+
+class PgConnection:
+    """A psycopg connection with the interface the writer's jobs use on a
+    ``sqlite3.Connection``: ``execute``/``executemany`` with ``?`` placeholders,
+    ``in_transaction``, ``close``."""
+
+    def __init__(self, conn: psycopg.Connection) -> None:
+        self.raw = conn
+
+    def execute(self, sql: str, args: Sequence[Any] = ()) -> psycopg.Cursor:
+        return self.raw.execute(to_postgres(sql), tuple(args))
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> psycopg.Cursor:
+        cur = self.raw.cursor()
+        cur.executemany(to_postgres(sql), [tuple(r) for r in rows])
+        return cur
+
+    @property
+    def in_transaction(self) -> bool:
+        return self.raw.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
+
+    def set_clients(self, clients: frozenset[int] | None) -> None:
+        self.raw.execute(_SET_CLIENTS, (clients_setting(clients),))
+
+    def close(self) -> None:
+        self.raw.close()
+
+
+def connect_sync(conninfo: str, password: str | None = None) -> PgConnection:
+    """A connection in autocommit mode (the writer issues BEGIN/COMMIT itself)."""
+    conn = psycopg.connect(autocommit=True, row_factory=row_factory,
+                           **_connect_kwargs(conninfo, password))
+    _adapt(conn)
+    return PgConnection(conn)
+
+
+class PgReader:
+    """Owns a small pool of async connections for reads: each read is one transaction
+    (its own snapshot) that first sets the caller's clients for row-level security."""
+
+    def __init__(self, conninfo: str, password: str | None = None, *, size: int = 4) -> None:
+        kwargs = _connect_kwargs(conninfo, password)
+        self._pool = AsyncConnectionPool(
+            kwargs.pop("conninfo"), min_size=1, max_size=size, open=False,
+            kwargs={**kwargs, "row_factory": row_factory, "autocommit": False},
+            configure=self._configure, name="phonefarm-readers")
+
+    @staticmethod
+    async def _configure(conn: psycopg.AsyncConnection) -> None:
+        _adapt(conn)
+
+    async def open(self) -> "PgReader":
+        await self._pool.open(wait=True, timeout=15)
+        return self
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+    async def fetchall(self, sql: str, args: Sequence[Any] = ()) -> list[Row]:
+        async with self._pool.connection() as conn:
+            async with conn.transaction():
+                await conn.execute(_SET_CLIENTS, (clients_setting(caller_clients.get()),))
+                cur = await conn.execute(to_postgres(sql), tuple(args))
+                return await cur.fetchall() if cur.description else []
