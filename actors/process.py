@@ -13,6 +13,7 @@ import sqlite3
 import sys
 from typing import Any, Callable, Coroutine, Iterator
 
+import psycopg
 import pynng
 
 from protocol.errors import FarmError, ValidationErrors
@@ -42,7 +43,8 @@ async def wait_for_stop_signal() -> None:
 
 STARTUP_EXIT = 2
 # What a bad configuration, data folder or address raises while a process starts.
-STARTUP_ERRORS = (FarmError, OSError, sqlite3.Error, pynng.NNGException, UnicodeError)
+STARTUP_ERRORS = (FarmError, OSError, sqlite3.Error, psycopg.Error, pynng.NNGException,
+                  UnicodeError)
 
 
 class StartupError(Exception):

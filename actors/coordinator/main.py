@@ -29,6 +29,7 @@ from actors.access.service import Access
 from actors.access.tokens import TOKEN_PREFIX
 from actors.control.auth import is_loopback
 from actors.node.device.adb_server import kill_adb_server, start_private_adb_server
+from actors.store.db_target import DbTarget, parse_db
 from actors.store.event_store import EventStore
 from actors.coordinator.hub import Hub
 from actors.coordinator.node_keys import NodeKeyring, ensure_node_key
@@ -57,6 +58,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "super user; use users and tokens (`farm login`, `farm tokens add`). "
                         "Prefer PHONEFARM_TOKEN to the flag")
     p.add_argument("--data", default=os.environ.get("PHONEFARM_DATA", "./farm-data"))
+    p.add_argument("--db", metavar="URL", default=os.environ.get("PHONEFARM_DB"),
+                   help="the farm database: postgresql://USER@HOST[:PORT]/DATABASE, or sqlite "
+                        "(default: SQLite files in DATA). The password comes from "
+                        "--db-password-file, PGPASSWORD or ~/.pgpass, never the URL")
+    p.add_argument("--db-password-file", metavar="FILE",
+                   default=os.environ.get("PHONEFARM_DB_PASSWORD_FILE"),
+                   help="file holding the PostgreSQL password (mode 0600)")
     p.add_argument("--registry", default=os.environ.get("PHONEFARM_REGISTRY_STORE"),
                    help="the editable screen registry folder (default DATA/registry; created "
                         "as a copy of the demo registry on first start)")
@@ -134,8 +142,8 @@ def backup_service(args: argparse.Namespace, data: Path, registry: Path, emit,
                          keep=args.backup_keep)
 
 
-def retention_job(args: argparse.Namespace, data: Path,
-                  unknown: UnknownScreenQueue | None) -> RetentionJob | None:
+def retention_job(args: argparse.Namespace, data: Path, unknown: UnknownScreenQueue | None,
+                  target: DbTarget | None = None) -> RetentionJob | None:
     """The daily retention job for ``--data``, or None with ``--retention off``. A bad
     config stops start-up (ValidationError names the field)."""
     if args.retention == "off":
@@ -143,7 +151,7 @@ def retention_job(args: argparse.Namespace, data: Path,
     # PHONEFARM_RETENTION_CONFIG names the file (the flag's default), it is not a field.
     environ = {k: v for k, v in os.environ.items() if k != "PHONEFARM_RETENTION_CONFIG"}
     policy = load_policy(args.retention_config, environ)
-    return RetentionJob(data, policy, unknown=unknown)
+    return RetentionJob(data, policy, unknown=unknown, target=target)
 
 
 def ai_client(args: argparse.Namespace) -> AIClient | None:
@@ -281,14 +289,19 @@ async def start(args: argparse.Namespace, stack: contextlib.AsyncExitStack) -> t
                     "and scripts their own tokens (farm tokens add)")
     secret = farm_secret(args, data)
     unknown = UnknownScreenQueue(data / "unknown-screens")
-    retention = retention_job(args, data, unknown)  # before opening anything: may refuse
-    with starting(f"the event store {data / 'coordinator.sqlite3'}"):
-        store = await EventStore(data / "coordinator.sqlite3").open()
+    with starting():
+        target = parse_db(args.db, args.db_password_file)
+    retention = retention_job(args, data, unknown, target)  # before opening anything: may refuse
+    where = data / "coordinator.sqlite3" if not target.is_postgresql else target.describe()
+    with starting(f"the event store {where}"):
+        store = await EventStore(data / "coordinator.sqlite3", target).open()
     stack.push_async_callback(store.close)
     master_key = load_master_key(data, args.secret_key_file)
-    with starting(f"the farm database {data / 'farm.sqlite3'}"):
+    where = data / "farm.sqlite3" if not target.is_postgresql else target.describe()
+    with starting(f"the farm database {where}"):
         # With the master key: passwords stored in clear by an older version are sealed now.
-        farm_db = await FarmDB.open(data / "farm.sqlite3", master_key=master_key)
+        farm_db = await FarmDB.open(data / "farm.sqlite3", master_key=master_key,
+                                    target=target)
     stack.push_async_callback(farm_db.close)
     registry_dir = Path(args.registry) if args.registry else data / "registry"
     with starting(f"the screen registry {registry_dir} is invalid"):

@@ -51,6 +51,8 @@ class EventStore:
     async def open(self) -> "EventStore":
         """Open (creating if needed); a file that is no database raises and leaves nothing
         open (a connection's thread left running would keep the process from exiting)."""
+        if self.target is not None:
+            return await self._open_postgresql(self.target)
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._db = await aiosqlite.connect(self.path)
         try:
