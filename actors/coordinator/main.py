@@ -136,10 +136,11 @@ def _flag(parse):
 
 def backup_service(args: argparse.Namespace, data: Path, registry: Path, emit,
                    master_key: bytes) -> BackupService:
-    """The coordinator's backups (--backup-dir, default DATA/backups; --backup-at/-keep)."""
+    """The coordinator's backups (--backup-dir, default DATA/backups; --backup-at/-keep) of
+    the farm in --db (a PostgreSQL farm's backup refuses, naming pg_dump, until written)."""
     return BackupService(data, Path(args.backup_dir) if args.backup_dir else data / "backups",
                          emit, registry=registry, master_key=master_key, at=args.backup_at,
-                         keep=args.backup_keep)
+                         keep=args.backup_keep, database=args.db)
 
 
 def retention_job(args: argparse.Namespace, data: Path, unknown: UnknownScreenQueue | None,
