@@ -178,7 +178,11 @@ def _wait_run(base: str, run_id: str, timeout: float = 60) -> dict:
 
 # The document is built in-process so that each operation is its own test item;
 # test_the_served_document_is_the_fuzzed_one checks the coordinator serves the same.
-schema = schemathesis.openapi.from_dict(openapi_document())
+# Left out: POST /api/backups (takeBackup) writes a whole copy of the farm into any existing
+# folder its `to` names, and the fuzzing would draw `/`, `/tmp` ... (it runs as root in CI);
+# its body and answers are checked in tests/unit/test_backup_service.py and e2e in
+# tests/e2e/test_backup_restore.py. GET /api/backups is fuzzed.
+schema = schemathesis.openapi.from_dict(openapi_document()).exclude(operation_id="takeBackup")
 
 
 def test_the_served_document_is_the_fuzzed_one(demo: DemoFarm) -> None:
