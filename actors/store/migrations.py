@@ -105,3 +105,36 @@ def migrate_postgresql(target: DbTarget, upto: int | None = None) -> tuple[int, 
         return before, max(before, upto)
     finally:
         conn.close()
+
+
+def sqlite_version(path: Path) -> int | None:
+    """The schema version of the SQLite farm database at ``path`` (None: no file yet)."""
+    if not path.exists():
+        return None
+    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        return conn.execute("PRAGMA user_version").fetchone()[0]
+    finally:
+        conn.close()
+
+
+def schema_status(data_dir: Path, target: DbTarget) -> dict:
+    """What `farm db status` shows: the engine, where the database is, its schema version
+    (None: not created yet), this program's, and the migrations pending."""
+    if target.is_postgresql:
+        from actors.store.pg import connect_sync
+
+        where = target.describe()
+        conn = connect_sync(target.url, target.password)  # type: ignore[arg-type]
+        try:
+            version: int | None = postgresql_version(conn) or None  # 0: an empty database
+        finally:
+            conn.close()
+    else:
+        where = str(data_dir / "farm.sqlite3")
+        version = sqlite_version(data_dir / "farm.sqlite3")
+    current = version or 0
+    return {"engine": target.engine, "database": where, "version": version,
+            "program_version": SCHEMA_VERSION,
+            "pending": max(0, SCHEMA_VERSION - current),
+            "newer_than_program": current > SCHEMA_VERSION}

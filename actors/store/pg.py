@@ -104,6 +104,27 @@ def _connect_kwargs(conninfo: str, password: str | None) -> dict[str, Any]:
     return kwargs
 
 
+class PgCursor:
+    """A psycopg cursor read as a ``sqlite3.Cursor``: fetching from a statement that gives
+    no rows (an UPDATE without RETURNING) gives None / [] instead of raising."""
+
+    def __init__(self, cur: psycopg.Cursor) -> None:
+        self._cur = cur
+
+    @property
+    def rowcount(self) -> int:
+        return self._cur.rowcount
+
+    def fetchone(self) -> Row | None:
+        return self._cur.fetchone() if self._cur.description else None
+
+    def fetchall(self) -> list[Row]:
+        return self._cur.fetchall() if self._cur.description else []
+
+    def __iter__(self):  # noqa: ANN204
+        return iter(self.fetchall())
+
+
 class PgConnection:
     """A psycopg connection with the interface the writer's jobs use on a
     ``sqlite3.Connection``: ``execute``/``executemany`` with ``?`` placeholders,
@@ -112,13 +133,13 @@ class PgConnection:
     def __init__(self, conn: psycopg.Connection) -> None:
         self.raw = conn
 
-    def execute(self, sql: str, args: Sequence[Any] = ()) -> psycopg.Cursor:
-        return self.raw.execute(to_postgres(sql), tuple(args))
+    def execute(self, sql: str, args: Sequence[Any] = ()) -> PgCursor:
+        return PgCursor(self.raw.execute(to_postgres(sql), tuple(args)))
 
-    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> psycopg.Cursor:
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> PgCursor:
         cur = self.raw.cursor()
         cur.executemany(to_postgres(sql), [tuple(r) for r in rows])
-        return cur
+        return PgCursor(cur)
 
     @property
     def in_transaction(self) -> bool:
