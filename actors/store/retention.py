@@ -17,6 +17,12 @@ layout it knows is the coordinator's ``--data`` folder:
   after 30 days, their ``executions`` summary row kept for 1 year.
 - ``coordinator.sqlite3`` (actors/store/event_store.py): ``node_events`` deleted after 30 days.
 
+With the farm database on PostgreSQL (a ``DbTarget``, the coordinator's ``--db``) the row
+rules run on that database instead, where ``node_events`` lives beside the farm tables; the
+files stay in the data folder. The statements are the same for both engines (``?``
+placeholders, which `actors.store.pg.PgConnection` translates): only connecting, finding a
+table and opening a transaction differ (`_connect`, `_has_table`, `_transaction`).
+
 Time is always passed in (``now``, an aware UTC datetime): nothing here reads the clock, so a
 test decides what "30 days ago" means.
 """
@@ -24,6 +30,7 @@ test decides what "30 days ago" means.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import re
@@ -32,10 +39,16 @@ import tomllib
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, time, timedelta, timezone
 from pathlib import Path
-from typing import Any, Iterable, Literal, Mapping
+from typing import Any, Iterable, Iterator, Literal, Mapping
+from urllib.parse import unquote, urlsplit
 
+import psycopg
+
+from actors.store.caller_scope import ALL_CLIENTS
+from actors.store.db_target import DbTarget
 from actors.store.farm_db import utc_text
-from protocol.errors import ValidationError
+from actors.store.pg import PgConnection, connect_sync
+from protocol.errors import FarmError, ValidationError
 from protocol.files import write_atomic
 
 log = logging.getLogger(__name__)
@@ -50,6 +63,9 @@ IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp"})
 # Only executions in these states are pruned: an unfinished one may still be resumed after a
 # crash, and resuming reads its step rows (actors/coordinator/runs.py).
 FINAL_STATUSES = ("completed", "failed", "cancelled", "stopped")
+
+# What a failing statement raises on either engine.
+_DB_ERRORS = (sqlite3.Error, psycopg.Error)
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdwy])\s*$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400}
@@ -211,11 +227,43 @@ class FileAction:
 
 
 @dataclass(frozen=True)
+class Database:
+    """One database retention reads and prunes: a SQLite file (``path``) or the farm's
+    PostgreSQL database (``target``; its repr never shows the password)."""
+
+    path: Path | None = None
+    target: DbTarget | None = field(default=None, repr=False)
+
+    @classmethod
+    def of(cls, target: DbTarget | None, path: Path) -> "Database":
+        """The PostgreSQL database of ``target`` if it names one, else the file ``path``."""
+        if target is not None and target.is_postgresql:
+            return cls(target=target)
+        return cls(path=path)
+
+    @property
+    def name(self) -> str:
+        """How plan lines name it: the file's name, or the PostgreSQL database's."""
+        if self.target is not None:
+            return unquote(urlsplit(self.target.url or "").path.strip("/"))
+        assert self.path is not None
+        return self.path.name
+
+    def exists(self) -> bool:
+        """A SQLite file is skipped while it does not exist; a server's database always is
+        (a missing table is skipped instead)."""
+        return self.target is not None or (self.path is not None and self.path.exists())
+
+    def __str__(self) -> str:
+        return self.target.describe() if self.target is not None else str(self.path)
+
+
+@dataclass(frozen=True)
 class RowAction:
-    """Delete the rows of ``table`` in the SQLite file ``db`` that match ``where``/``params``
+    """Delete the rows of ``table`` in database ``db`` that match ``where``/``params``
     (``rows`` of them when planned)."""
 
-    db: Path
+    db: Database
     table: str
     where: str
     params: tuple
@@ -235,6 +283,8 @@ class RetentionPlan:
     policy: RetentionPolicy
     files: list[FileAction] = field(default_factory=list)
     rows: list[RowAction] = field(default_factory=list)
+    # The database whose execution_steps name the error screenshots (compression repoints them).
+    farm_db: Database | None = None
 
     def count(self, action: str) -> int:
         return sum(1 for f in self.files if f.action == action)
@@ -255,11 +305,13 @@ class RetentionPlan:
 
 def plan(data_dir: str | os.PathLike, now: datetime, policy: RetentionPolicy | None = None,
          farm_db: str | os.PathLike | None = None,
-         event_db: str | os.PathLike | None = None) -> RetentionPlan:
+         event_db: str | os.PathLike | None = None,
+         target: DbTarget | None = None) -> RetentionPlan:
     """Decide, without changing anything, what retention does to ``data_dir`` at ``now``.
-    The databases default to the coordinator's files in ``data_dir``; a missing one is
-    skipped. File ages come from mtimes (compression keeps them), or for regular
-    screenshots from the epoch in the name."""
+    The databases default to the coordinator's files in ``data_dir`` (``farm_db`` and
+    ``event_db`` name others); a missing one is skipped. With a PostgreSQL ``target`` both
+    the farm's rows and the node events are that database's. File ages come from mtimes
+    (compression keeps them), or for regular screenshots from the epoch in the name."""
     policy = policy or RetentionPolicy()
     now = _utc(now)
     data = Path(data_dir)
@@ -268,8 +320,10 @@ def plan(data_dir: str | os.PathLike, now: datetime, policy: RetentionPolicy | N
     _plan_unknown_screens(result, data / UNKNOWN_DIR)
     _plan_regular_screenshots(result, data / SCREENSHOTS_DIR)
     result.files.sort(key=lambda f: str(f.path))
-    farm = Path(farm_db) if farm_db is not None else data / FARM_DB_NAME
-    events = Path(event_db) if event_db is not None else data / EVENT_DB_NAME
+    farm = Database.of(target, Path(farm_db) if farm_db is not None else data / FARM_DB_NAME)
+    events = Database.of(target,
+                         Path(event_db) if event_db is not None else data / EVENT_DB_NAME)
+    result.farm_db = farm
     if farm.exists():
         _plan_farm_rows(result, farm)
     if events.exists():
@@ -344,7 +398,7 @@ def _plan_regular_screenshots(result: RetentionPlan, folder: Path) -> None:
                 result.files.append(_compress(path, st, age, p, "regular"))
 
 
-def _plan_farm_rows(result: RetentionPlan, db: Path) -> None:
+def _plan_farm_rows(result: RetentionPlan, db: Database) -> None:
     p = result.policy
     final = ", ".join("?" * len(FINAL_STATUSES))
     step_cutoff = utc_text(result.now - p.step_details)
@@ -382,7 +436,7 @@ def _plan_farm_rows(result: RetentionPlan, db: Path) -> None:
                 f"{format_duration(p.summaries)}"))
 
 
-def _plan_event_rows(result: RetentionPlan, db: Path) -> None:
+def _plan_event_rows(result: RetentionPlan, db: Database) -> None:
     p = result.policy
     cutoff = (result.now - p.node_events).timestamp()
     with _connect(db, readonly=True) as conn:
@@ -451,11 +505,11 @@ def apply(retention_plan: RetentionPlan) -> ApplyResult:
             out.bytes_saved += saved
             done.append(action)
     compressed_errors = [a for a in done if a.kind == "error"]
-    farm_db = retention_plan.data_dir / FARM_DB_NAME
+    farm_db = retention_plan.farm_db or Database(retention_plan.data_dir / FARM_DB_NAME)
     if compressed_errors and farm_db.exists():
         try:
             out.step_refs_updated = _repoint_steps(farm_db, compressed_errors)
-        except sqlite3.Error as exc:
+        except (*_DB_ERRORS, FarmError) as exc:
             # The PNGs stay: the rows still name them, and the next run tries again.
             out.errors.append(f"update {farm_db}:execution_steps.screenshot: {exc}")
             log.error("retention repoint failed db=%s error=%s", farm_db, exc)
@@ -487,7 +541,7 @@ def apply(retention_plan: RetentionPlan) -> ApplyResult:
             elif action.kind == "unknown":
                 out.unknown_deleted.append(action.path.stem)
 
-    by_db: dict[Path, list[RowAction]] = {}
+    by_db: dict[Database, list[RowAction]] = {}
     for row in retention_plan.rows:
         by_db.setdefault(row.db, []).append(row)
     for db, rows in by_db.items():
@@ -508,16 +562,18 @@ class RetentionJob:
 
     def __init__(self, data_dir: str | os.PathLike, policy: RetentionPolicy | None = None, *,
                  unknown: Any = None, farm_db: str | os.PathLike | None = None,
-                 event_db: str | os.PathLike | None = None) -> None:
+                 event_db: str | os.PathLike | None = None,
+                 target: DbTarget | None = None) -> None:
         self.data_dir = Path(data_dir)
         self.policy = policy or RetentionPolicy()
         self.unknown = unknown  # an UnknownScreenQueue (anything with ``forget(ids)``) or None
         self.farm_db, self.event_db = farm_db, event_db
+        self.target = target  # the farm database (None or sqlite: the data folder's files)
 
     def run_once(self, now: datetime) -> ApplyResult:
-        """One retention run at ``now`` (blocking: files, SQLite, OpenCV)."""
-        result = apply(plan(self.data_dir, now, self.policy,
-                            farm_db=self.farm_db, event_db=self.event_db))
+        """One retention run at ``now`` (blocking: files, the database, OpenCV)."""
+        result = apply(plan(self.data_dir, now, self.policy, farm_db=self.farm_db,
+                            event_db=self.event_db, target=self.target))
         if self.unknown is not None and result.unknown_deleted:
             self.unknown.forget(result.unknown_deleted)
         log.info("retention run at %s: %s", _utc(now).isoformat(timespec="seconds"),
@@ -575,7 +631,7 @@ def _write_compressed(action: FileAction, policy: RetentionPolicy) -> int:
     return max(0, len(raw) - len(data))
 
 
-def _repoint_steps(db: Path, actions: list[FileAction]) -> int:
+def _repoint_steps(db: Database, actions: list[FileAction]) -> int:
     """Point ``execution_steps.screenshot`` at the compressed files, in one transaction. The
     stored text is whatever data path the coordinator had (maybe relative), so rows are
     matched on the last three parts ``executions/<id>/<name>`` and only the suffix changes."""
@@ -591,26 +647,31 @@ def _repoint_steps(db: Path, actions: list[FileAction]) -> int:
             suffix = targets.get(tuple(Path(stored).parts[-3:]))
             if suffix is not None:
                 changes.append((str(Path(stored).with_suffix(suffix)), step_id))
-        with conn:
+        with _transaction(conn):
             conn.executemany("UPDATE execution_steps SET screenshot = ? WHERE step_id = ?", changes)
         updated = len(changes)
     return updated
 
 
-def _delete_rows(db: Path, rows: list[RowAction], out: ApplyResult) -> int:
+def _delete_rows(db: Database, rows: list[RowAction], out: ApplyResult) -> int:
     """Each table's deletions in one transaction, in plan order (steps before executions)."""
     deleted = 0
-    with _connect(db) as conn:
-        conn.execute("PRAGMA foreign_keys=ON")
+    try:
+        opened = _connect(db)
+    except FarmError as exc:
+        out.errors.append(f"delete {db.name}: {exc}")
+        log.error("retention delete failed db=%s error=%s", db, exc)
+        return 0
+    with opened as conn:
         groups: dict[str, list[RowAction]] = {}
         for row in rows:
             groups.setdefault(row.table, []).append(row)
         for table, actions in groups.items():
             try:
-                with conn:
+                with _transaction(conn):
                     n = sum(conn.execute(f"DELETE FROM {table} WHERE {a.where}", a.params).rowcount
                             for a in actions)
-            except sqlite3.Error as exc:
+            except _DB_ERRORS as exc:
                 out.errors.append(f"delete {db.name}:{table}: {exc}")
                 log.error("retention delete failed db=%s table=%s error=%s", db, table, exc)
                 continue
@@ -641,35 +702,76 @@ def _remove_if_empty(folder: Path) -> None:
 # --- helpers --------------------------------------------------------------------------------
 
 
-class _Closing:
-    """sqlite3.Connection as a context manager that closes (sqlite3's own only commits)."""
+# Either engine's connection: both take ``execute``/``executemany`` with ``?`` placeholders.
+_Connection = sqlite3.Connection | PgConnection
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+
+class _Closing:
+    """A connection as a context manager that closes (sqlite3's own only commits)."""
+
+    def __init__(self, conn: _Connection) -> None:
         self.conn = conn
 
-    def __enter__(self) -> sqlite3.Connection:
+    def __enter__(self) -> _Connection:
         return self.conn
 
     def __exit__(self, *exc: object) -> None:
         self.conn.close()
 
 
-def _connect(db: Path, readonly: bool = False) -> _Closing:
+def _connect(db: Database, readonly: bool = False) -> _Closing:
+    """A connection to ``db``; ``readonly`` refuses any write (planning changes nothing).
+    A PostgreSQL server that cannot be reached is a ``FarmError`` naming it."""
+    if db.target is not None:
+        target = db.target
+        try:
+            pg = connect_sync(target.url, target.password)  # type: ignore[arg-type]
+        except psycopg.Error as exc:
+            # libpq's message runs over lines (a hint on the next): one line for a log or CLI.
+            reason = " ".join(str(exc).split()) or type(exc).__name__
+            raise FarmError(f"farm database {target.describe()}: {reason}") from None
+        try:
+            # Retention is the farm's own work: every client's rows (row-level security),
+            # for the whole session rather than one transaction.
+            pg.execute("SELECT set_config('phonefarm.clients', ?, false)", (ALL_CLIENTS,))
+            if readonly:
+                pg.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+        except BaseException:
+            pg.close()
+            raise
+        return _Closing(pg)
+    assert db.path is not None
     if readonly:
-        conn = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
+        conn = sqlite3.connect(f"{db.path.resolve().as_uri()}?mode=ro", uri=True)
     else:
-        conn = sqlite3.connect(db)
+        conn = sqlite3.connect(db.path)
     # The coordinator writes these files too; wait for its transaction instead of failing.
     conn.execute("PRAGMA busy_timeout=5000")
+    if not readonly:
+        # Off by default in SQLite; a PostgreSQL database always checks them.
+        conn.execute("PRAGMA foreign_keys=ON")
     return _Closing(conn)
 
 
-def _has_table(conn: sqlite3.Connection, table: str) -> bool:
+def _has_table(conn: _Connection, table: str) -> bool:
+    if isinstance(conn, PgConnection):
+        return conn.execute("SELECT to_regclass(?)", (table,)).fetchone()[0] is not None
     return conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
                         (table,)).fetchone() is not None
 
 
-def _count(conn: sqlite3.Connection, table: str, where: str, params: tuple) -> int:
+@contextlib.contextmanager
+def _transaction(conn: _Connection) -> Iterator[None]:
+    """One transaction: committed when the block ends, rolled back if it raises."""
+    if isinstance(conn, PgConnection):
+        with conn.raw.transaction():
+            yield
+    else:
+        with conn:
+            yield
+
+
+def _count(conn: _Connection, table: str, where: str, params: tuple) -> int:
     return conn.execute(f"SELECT COUNT(*) FROM {table} WHERE {where}", params).fetchone()[0]
 
 
@@ -743,14 +845,15 @@ def _mib(n: int) -> str:
 
 def run_command(data_dir: str | os.PathLike, *, dry_run: bool, config: str | None,
                 now: datetime, environ: Mapping[str, str] | None = None,
-                echo: Any = print) -> int:
+                echo: Any = print, target: DbTarget | None = None) -> int:
     """`farm retention`: one line per action, then a summary; 0 done, 1 if some action
-    failed (each failure printed). Bad config raises ``ValidationError`` naming the field."""
+    failed (each failure printed). Bad config raises ``ValidationError`` naming the field.
+    ``target``: the farm database (None or sqlite: the data folder's files)."""
     policy = load_policy(config, environ)
     data = Path(data_dir)
     if not data.is_dir():
         raise ValidationError(str(data), "no such data folder (the coordinator's --data)")
-    result = plan(data, now, policy)
+    result = plan(data, now, policy, target=target)
     for line in result.lines():
         echo(line)
     if dry_run:

@@ -1,19 +1,24 @@
-"""Retention (spec 7.6): each rule on a fake data folder with set mtimes and real SQLite files."""
+"""Retention (spec 7.6): each rule on a fake data folder with set mtimes; the database rules on
+each engine (real SQLite files, a real PostgreSQL database of the run's cluster)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sqlite3
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Iterator
 
 import cv2
 import numpy as np
 import pytest
 
+from actors.store.db_target import DbTarget, db_from_env
 from actors.store.event_store import EventStore
 from actors.store.farm_db import FarmDB, utc_text
+from actors.store.pg import connect_sync
 from actors.store.retention import (RetentionPolicy, apply, load_policy, next_run, parse_duration,
                               plan, policy_with)
 from protocol.errors import ValidationError
@@ -143,16 +148,17 @@ def test_regular_screenshots_of_each_phone_thinned_separately(tmp_path) -> None:
     assert actions(plan(tmp_path, NOW)) == {}
 
 
-def test_dry_run_changes_nothing(tmp_path, capsys) -> None:
+def test_dry_run_changes_nothing(tmp_path, capsys, engine) -> None:
     put(tmp_path / "executions/e1/1.png", 2 * DAY)
     put(tmp_path / "executions/e2/1.png", 40 * DAY)
     put(tmp_path / "unknown-screens/a.png", 90 * DAY)
     put(tmp_path / "unknown-screens/a.json", 90 * DAY, b"{}")
-    farm, events = make_databases(tmp_path)
+    dbs = make_databases(tmp_path, farm_target())
     before_files = snapshot(tmp_path)
-    before_rows = table_counts(farm, events)
+    before_rows = table_counts(dbs)
 
     from actors.control.cli import main
+    # On PostgreSQL --db and its password file come from PHONEFARM_DB(_PASSWORD_FILE).
     assert main(["retention", "--data", str(tmp_path), "--dry-run"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert any(line.startswith("compress ") and "e1/1.png" in line for line in out)
@@ -160,21 +166,89 @@ def test_dry_run_changes_nothing(tmp_path, capsys) -> None:
     assert any(line.startswith("delete ") and "execution_steps" in line for line in out)
     assert "dry run: nothing changed" in out[-1]
     assert snapshot(tmp_path) == before_files
-    assert table_counts(farm, events) == before_rows
+    assert table_counts(dbs) == before_rows
+
+
+@pytest.mark.parametrize("value, message", [
+    ("postgresql://farm:secret@127.0.0.1/farm", "carries a password"),
+    ("mysql://127.0.0.1/farm", "expected postgresql://"),
+    ("postgresql://farm@127.0.0.1/", "no database name"),
+])
+def test_a_bad_db_is_one_error_line(tmp_path, capsys, value, message) -> None:
+    from actors.control.cli import main
+
+    put(tmp_path / "executions/e2/1.png", 40 * DAY)
+    assert main(["retention", "--data", str(tmp_path), "--db", value]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err and "secret" not in err
+    assert (tmp_path / "executions/e2/1.png").exists()
+
+
+def test_an_unreachable_database_is_one_error_line_and_changes_nothing(tmp_path, capsys) -> None:
+    from actors.control.cli import main
+
+    shot = put(tmp_path / "executions/e2/1.png", 40 * DAY)
+    # Port 1 on loopback: nothing listens there, the connection is refused at once.
+    assert main(["retention", "--data", str(tmp_path), "--db",
+                 "postgresql://farm@127.0.0.1:1/farm"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("farm: farm database postgresql://farm@127.0.0.1:1/farm: ")
+    assert "\n" not in err and shot.exists()
 
 
 # --- databases -------------------------------------------------------------------------------
 
 
-def make_databases(folder: Path) -> tuple[Path, Path]:
-    """farm.sqlite3 (FarmDB schema) with executions of several ages, coordinator.sqlite3
-    (EventStore schema) with events of several ages."""
-    farm, events = folder / "farm.sqlite3", folder / "coordinator.sqlite3"
+def farm_target() -> DbTarget | None:
+    """The farm database the `engine` fixture chose: None (the data folder's SQLite files)
+    or its fresh PostgreSQL database (PHONEFARM_DB)."""
+    target = db_from_env()
+    return target if target.is_postgresql else None
+
+
+class Databases:
+    """Where a test's farm rows and node events are: the two SQLite files of the data folder,
+    or one PostgreSQL database (``target``) holding both."""
+
+    def __init__(self, folder: Path, target: DbTarget | None) -> None:
+        self.folder, self.target = folder, target
+        self.farm, self.events = folder / "farm.sqlite3", folder / "coordinator.sqlite3"
+
+    @property
+    def names(self) -> tuple[str, str]:
+        """How plan lines name the farm database and the event database."""
+        if self.target is None:
+            return "farm.sqlite3", "coordinator.sqlite3"
+        name = self.target.url.rsplit("/", 1)[1]
+        return name, name
+
+    @contextlib.contextmanager
+    def connect(self, which: str) -> Iterator:
+        """A connection to the farm (``farm``) or event (``events``) database, committed and
+        closed at the end (both take ``?`` placeholders)."""
+        if self.target is not None:
+            conn = connect_sync(self.target.url, self.target.password)
+            conn.execute("SELECT set_config('phonefarm.clients', '*', false)")  # all clients
+        else:
+            conn = sqlite3.connect(self.farm if which == "farm" else self.events)
+        try:
+            yield conn
+            if self.target is None:
+                conn.commit()
+        finally:
+            conn.close()
+
+
+def make_databases(folder: Path, target: DbTarget | None = None) -> Databases:
+    """The farm database (FarmDB schema) with executions of several ages and the event store
+    (EventStore schema) with events of several ages: farm.sqlite3 and coordinator.sqlite3
+    in ``folder``, or both in the PostgreSQL database of ``target``."""
+    dbs = Databases(folder, target)
 
     async def build() -> None:
-        db = await FarmDB.open(farm)
+        db = await FarmDB.open(dbs.farm, target=target)
         await db.close()
-        store = await EventStore(events).open()
+        store = await EventStore(dbs.events, target).open()
         for seq, age in enumerate([40 * DAY, 35 * DAY, 31 * DAY, 2 * DAY], start=1):
             await store.add("rack1", seq, "step_ended", "p1", {"n": seq}, NOW.timestamp() - age)
         # A quiet node whose only (old) event must stay: it carries the node's last seq.
@@ -182,72 +256,75 @@ def make_databases(folder: Path) -> tuple[Path, Path]:
         await store.close()
 
     asyncio.run(build())
-    conn = sqlite3.connect(farm)
-    with conn:
+    with dbs.connect("farm") as conn:
         for key, age_days, status in [("recent", 2, "completed"), ("month", 40, "failed"),
                                       ("old", 400, "completed"), ("stuck", 400, "running"),
                                       ("unfinished", 40, "running")]:
             start = NOW - timedelta(days=age_days, minutes=5)
             end = None if status == "running" else NOW - timedelta(days=age_days)
-            cur = conn.execute(
+            execution_id = conn.execute(
                 "INSERT INTO executions (execution_key, status, start_time, end_time, serial)"
-                " VALUES (?, ?, ?, ?, 'p1')",
-                (key, status, utc_text(start), end and utc_text(end)))
+                " VALUES (?, ?, ?, ?, 'p1') RETURNING execution_id",
+                (key, status, utc_text(start), end and utc_text(end))).fetchone()[0]
             for n in range(2):
                 conn.execute(
                     "INSERT INTO execution_steps (execution_id, step_number, status, start_time,"
                     " end_time, path, screenshot) VALUES (?, ?, 'failed', ?, ?, ?, ?)",
-                    (cur.lastrowid, n, utc_text(start), end and utc_text(end), str(n),
+                    (execution_id, n, utc_text(start), end and utc_text(end), str(n),
                      f"farm-data/executions/{key}/{n}.png"))
-    conn.close()
-    return farm, events
+    return dbs
 
 
-def table_counts(farm: Path, events: Path) -> dict[str, list]:
-    with sqlite3.connect(farm) as c:
+def table_counts(dbs: Databases) -> dict[str, list]:
+    with dbs.connect("farm") as c:
         execs = [r[0] for r in c.execute("SELECT execution_key FROM executions ORDER BY 1")]
         steps = [r[0] for r in c.execute(
             "SELECT e.execution_key FROM execution_steps s JOIN executions e USING (execution_id)"
             " ORDER BY 1")]
-    with sqlite3.connect(events) as c:
+    with dbs.connect("events") as c:
         evs = [tuple(r) for r in c.execute("SELECT node, seq FROM node_events ORDER BY 1, 2")]
     return {"executions": execs, "steps": steps, "events": evs}
 
 
-def test_step_rows_30_days_summaries_1_year_events_30_days(tmp_path) -> None:
-    farm, events = make_databases(tmp_path)
-    result = plan(tmp_path, NOW)
+def test_step_rows_30_days_summaries_1_year_events_30_days(tmp_path, engine) -> None:
+    dbs = make_databases(tmp_path, farm_target())
+    result = plan(tmp_path, NOW, target=dbs.target)
+    farm_name, events_name = dbs.names
     by_table = {(r.db.name, r.table, r.reason.split(" ")[0]): r.rows for r in result.rows}
-    assert by_table == {("farm.sqlite3", "execution_steps", "step"): 4,  # month + old
-                        ("farm.sqlite3", "executions", "execution"): 1,  # old
-                        ("coordinator.sqlite3", "node_events", "node"): 3}
+    assert by_table == {(farm_name, "execution_steps", "step"): 4,  # month + old
+                        (farm_name, "executions", "execution"): 1,  # old
+                        (events_name, "node_events", "node"): 3}
     assert all(r.reason for r in result.rows)
+    assert f"delete 3 rows {events_name}:node_events  (" in result.lines()[-1]
+    if dbs.target is not None:  # everything is on the server: no SQLite file was made
+        assert not list(tmp_path.glob("*.sqlite3*"))
 
     done = apply(result)
     assert done.errors == [] and done.rows_deleted == 8
-    after = table_counts(farm, events)
+    after = table_counts(dbs)
     # Summaries outlive their steps; unfinished executions keep everything (crash resume).
     assert after["executions"] == ["month", "recent", "stuck", "unfinished"]
     assert after["steps"] == ["recent"] * 2 + ["stuck"] * 2 + ["unfinished"] * 2
     assert after["events"] == [("rack1", 4), ("rack2", 7)]
-    assert plan(tmp_path, NOW).rows == []
+    assert plan(tmp_path, NOW, target=dbs.target).rows == []
 
 
-def test_summaries_take_their_steps_along_when_steps_outlive_them(tmp_path) -> None:
-    farm, events = make_databases(tmp_path)
+def test_summaries_take_their_steps_along_when_steps_outlive_them(tmp_path, engine) -> None:
+    dbs = make_databases(tmp_path, farm_target())
     policy = RetentionPolicy(step_details=timedelta(days=1000), summaries=timedelta(days=365))
-    done = apply(plan(tmp_path, NOW, policy))
+    done = apply(plan(tmp_path, NOW, policy, target=dbs.target))
     assert done.errors == []
-    after = table_counts(farm, events)
+    after = table_counts(dbs)
     assert "old" not in after["executions"] and "old" not in after["steps"]
     assert "month" in after["steps"]
 
 
-def test_compressing_an_error_screenshot_repoints_its_step_row(tmp_path) -> None:
-    farm, _ = make_databases(tmp_path)
+def test_compressing_an_error_screenshot_repoints_its_step_row(tmp_path, engine) -> None:
+    dbs = make_databases(tmp_path, farm_target())
     put(tmp_path / "executions/recent/0.png", 2 * DAY)
-    apply(plan(tmp_path, NOW))
-    with sqlite3.connect(farm) as c:
+    done = apply(plan(tmp_path, NOW, target=dbs.target))
+    assert done.errors == [] and done.step_refs_updated == 1
+    with dbs.connect("farm") as c:
         shots = dict(c.execute("SELECT e.execution_key || '/' || s.path, s.screenshot FROM "
                                "execution_steps s JOIN executions e USING (execution_id)"))
     assert shots["recent/0"] == "farm-data/executions/recent/0.jpg"

@@ -1,10 +1,14 @@
 """The coordinator's daily retention job (actors.store.retention.RetentionJob): one run on a tmp data
-folder, the unknown-screens queue forgetting what the run deleted, and the daily loop driven by
-a fake clock and a fake sleep (nothing really waits)."""
+folder, the unknown-screens queue forgetting what the run deleted, the farm database's rows on
+each engine (``target``), and the daily loop driven by a fake clock and a fake sleep (nothing
+really waits)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
+import sqlite3
 from datetime import datetime, timedelta, timezone
 
 import cv2
@@ -12,6 +16,10 @@ import numpy as np
 import pytest
 
 from actors.coordinator.main import parse_args, retention_job
+from actors.store.db_target import DbTarget, db_from_env
+from actors.store.event_store import EventStore
+from actors.store.farm_db import FarmDB, utc_text
+from actors.store.pg import connect_sync
 from actors.store.retention import RetentionJob, RetentionPolicy
 from actors.coordinator.unknown_screens import UnknownScreenQueue
 from protocol.errors import ValidationError
@@ -68,6 +76,62 @@ def test_run_once_compresses_deletes_and_the_queue_forgets(tmp_path) -> None:
     assert (tmp_path / "unknown-screens/n1-9.png").exists()
     # A second run at the same instant has nothing left to do.
     assert job.run_once(NOW).summary().startswith("compressed 0, deleted 0")
+
+
+def connect(target: DbTarget, path) -> contextlib.closing:
+    """A connection to the farm database of ``target`` (both engines take ``?``)."""
+    if target.is_postgresql:
+        conn = connect_sync(target.url, target.password)
+        conn.execute("SELECT set_config('phonefarm.clients', '*', false)")  # every client's rows
+        return contextlib.closing(conn)
+    return contextlib.closing(sqlite3.connect(path, isolation_level=None))
+
+
+def test_run_once_prunes_the_farm_database_of_its_target(tmp_path, engine) -> None:
+    # The coordinator passes its --db target: the data folder's SQLite files, or PostgreSQL,
+    # where the node events are in the farm's database too.
+    target = db_from_env() if engine == "postgresql" else DbTarget("sqlite")
+    farm, events = tmp_path / "farm.sqlite3", tmp_path / "coordinator.sqlite3"
+
+    async def seed() -> None:
+        await (await FarmDB.open(farm, target=target)).close()
+        store = await EventStore(events, target).open()
+        await store.add("rack1", 1, "step_ended", "p1", {}, NOW.timestamp() - 40 * DAY)
+        await store.add("rack1", 2, "step_ended", "p1", {}, NOW.timestamp() - DAY)
+        await store.close()
+
+    asyncio.run(seed())
+    with connect(target, farm) as conn:
+        for key, days in (("old", 40), ("new", 2)):
+            end = utc_text(NOW - timedelta(days=days))
+            execution_id = conn.execute(
+                "INSERT INTO executions (execution_key, status, start_time, end_time)"
+                " VALUES (?, 'failed', ?, ?) RETURNING execution_id", (key, end, end)).fetchone()[0]
+            conn.execute("INSERT INTO execution_steps (execution_id, step_number, status,"
+                         " start_time, end_time, path, screenshot)"
+                         " VALUES (?, 0, 'failed', ?, ?, '0', ?)",
+                         (execution_id, end, end, f"data/executions/{key}/steps[0].png"))
+    put(tmp_path / "executions/new/steps[0].png", 2 * DAY)
+
+    done = RetentionJob(tmp_path, RetentionPolicy(), target=target).run_once(NOW)
+    assert done.errors == [] and done.compressed == 1 and done.step_refs_updated == 1
+    assert done.rows_deleted == 2  # the old step row and the old event
+    with connect(target, farm) as conn:
+        assert [tuple(r) for r in conn.execute(
+            "SELECT e.execution_key, s.screenshot FROM execution_steps s"
+            " JOIN executions e USING (execution_id) ORDER BY 1")] == [
+            ("new", "data/executions/new/steps[0].jpg")]
+    with connect(target, events) as conn:
+        assert [tuple(r) for r in conn.execute("SELECT node, seq FROM node_events")] == [
+            ("rack1", 2)]
+    assert target.is_postgresql != farm.exists()
+
+
+def test_tables_missing_from_the_database_are_skipped(pg_cluster, tmp_path) -> None:
+    # An empty PostgreSQL database (no farm tables, no node_events): nothing to plan, no error.
+    target = pg_cluster.new_database(migrated=False)
+    done = RetentionJob(tmp_path, target=target).run_once(NOW)
+    assert (done.errors, done.rows_deleted) == ([], 0)
 
 
 def test_forget_returns_how_many_were_known(tmp_path) -> None:

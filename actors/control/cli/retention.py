@@ -1,4 +1,5 @@
-"""`farm retention`: the data retention policy applied locally to a data folder."""
+"""`farm retention`: the data retention policy applied locally to a data folder (and, with
+``--db``, to the farm's PostgreSQL database)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,13 @@ from actors.control.cli.client import FarmClient
 
 
 def _cmd_retention(client: FarmClient, args: argparse.Namespace) -> int:
+    from actors.store.db_target import parse_db
     from actors.store.retention import run_command
 
+    # A bad --db is a FarmError: cli.main prints its one line and exits 2.
+    target = parse_db(args.db, args.db_password_file)
     return run_command(args.data, dry_run=args.dry_run, config=args.config,
-                       now=datetime.now(timezone.utc), environ=os.environ)
+                       now=datetime.now(timezone.utc), environ=os.environ, target=target)
 
 
 def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -22,6 +26,14 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
     p = sub.add_parser("retention", help=help_text, description=help_text)
     p.add_argument("--data", default=os.environ.get("PHONEFARM_DATA", "./farm-data"),
                    metavar="DIR", help="data folder (env PHONEFARM_DATA, default ./farm-data)")
+    p.add_argument("--db", metavar="URL", default=os.environ.get("PHONEFARM_DB"),
+                   help="the farm database, as the coordinator's --db: "
+                        "postgresql://USER@HOST[:PORT]/DATABASE, or sqlite (default: the SQLite "
+                        "files in DIR; env PHONEFARM_DB)")
+    p.add_argument("--db-password-file", metavar="FILE",
+                   default=os.environ.get("PHONEFARM_DB_PASSWORD_FILE"),
+                   help="file holding the PostgreSQL password (env PHONEFARM_DB_PASSWORD_FILE; "
+                        "else PGPASSWORD or ~/.pgpass)")
     p.add_argument("--dry-run", action="store_true", help="list what would be done; change nothing")
     p.add_argument("--config", default=None, metavar="FILE",
                    help="TOML with a [retention] table (see config/retention.example.toml); "
