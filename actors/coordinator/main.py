@@ -152,7 +152,7 @@ def retention_job(args: argparse.Namespace, data: Path, unknown: UnknownScreenQu
     # PHONEFARM_RETENTION_CONFIG names the file (the flag's default), it is not a field.
     environ = {k: v for k, v in os.environ.items() if k != "PHONEFARM_RETENTION_CONFIG"}
     policy = load_policy(args.retention_config, environ)
-    return RetentionJob(data, policy, unknown=unknown)  # TODO(retention on PostgreSQL): target
+    return RetentionJob(data, policy, unknown=unknown, target=target)
 
 
 def ai_client(args: argparse.Namespace) -> AIClient | None:
