@@ -5,18 +5,35 @@ its `farm_db()` is a `ScopedFarmDB`. Both fail closed: a method not written out 
 refused (AccessDenied, 403), so a new hub or database method cannot leak another client's
 rows before someone decides how it is scoped. Another client's phone, execution, account,
 profile, client, schedule, workflow execution, group or definition is answered exactly like
-one that does not exist."""
+one that does not exist.
+
+The reads marked ``@_as_caller`` also run with the caller's clients in the database
+(actors.store.caller_scope): on PostgreSQL its row-level security then hides every other
+client's rows from them, a second guard behind the filters written here."""
 
 from __future__ import annotations
 
-from typing import Any, Callable
+import functools
+from typing import Any, Awaitable, Callable, TypeVar
 
 from actors.access.principal import Principal
 from actors.access.scope import require_phone, sees_phone, visible_phones, visible_rows
 from actors.access.scoped_work import ScopedSchedules, SequenceLoader
 from actors.access.users import AccessDenied
 from actors.coordinator.runs import RunNotFound
+from actors.store.caller_scope import as_clients
 from protocol.errors import FarmError, PhoneNotFound, ValidationError
+
+R = TypeVar("R")
+
+
+def _as_caller(method: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable[R]]:
+    """Run a read with the caller's clients set for the database (row-level security)."""
+    @functools.wraps(method)
+    async def scoped(self: Any, *args: Any, **kwargs: Any) -> R:
+        with as_clients(self.principal.client_ids):
+            return await method(self, *args, **kwargs)
+    return scoped
 
 
 class ScopedHub:
@@ -80,6 +97,7 @@ class ScopedHub:
         return await self._hub.start_run(sequence, scope, variables, visible=self.visible,
                                          clients=self._clients)
 
+    @_as_caller
     async def get_run(self, run_id: str) -> dict:
         run = await self._hub.get_run(run_id)
         executions = [e for e in run.get("executions", []) if self.visible(e.get("serial"))]
@@ -87,12 +105,14 @@ class ScopedHub:
             raise RunNotFound(f"run {run_id}: no such run")
         return {**run, "executions": executions}
 
+    @_as_caller
     async def get_execution(self, execution_id: str) -> dict:
         execution = await self._hub.get_execution(execution_id)
         if not self.visible(execution.get("serial")):
             raise RunNotFound(f"execution {execution_id}: no such execution")
         return execution
 
+    @_as_caller
     async def list_executions(self, limit: int = 50) -> list[dict]:
         # Read more than asked: other clients' rows are dropped after the read.
         rows = await self._hub.list_executions(min(limit * 10, 5000))
@@ -192,13 +212,16 @@ class ScopedFarmDB:
     async def audit(self, *args: Any, **kwargs: Any) -> int:
         return await self._db.audit(*args, **kwargs)
 
+    @_as_caller
     async def phone_rows(self) -> list[dict]:
         return visible_rows(self.principal, await self._db.phone_rows())
 
+    @_as_caller
     async def account_rows(self, serial: str | None = None, **kwargs: Any) -> list[dict]:
         rows = await self._db.account_rows(serial, **kwargs)
         return [r for r in rows if self._visible(r.get("serial"))]
 
+    @_as_caller
     async def client_rows(self) -> list[dict]:
         return visible_rows(self.principal, await self._db.client_rows())
 
@@ -206,9 +229,11 @@ class ScopedFarmDB:
         row = await self._db.client_row(name)
         return row if row is not None and self._sees(row["client_id"]) else None
 
+    @_as_caller
     async def profile_rows(self) -> list[dict]:
         return visible_rows(self.principal, await self._db.profile_rows())
 
+    @_as_caller
     async def profile_row(self, profile_id: int) -> dict | None:
         row = await self._db.profile_row(profile_id)
         return row if row is not None and self.principal.sees_client(row.get("client_id")) \
@@ -252,6 +277,7 @@ class ScopedFarmDB:
         # ${group...} and the farm-wide counts: the phone's client's groups and phones only.
         return await self._db.variable_context(serial, *args, client_world=True, **kwargs)
 
+    @_as_caller
     async def recovery_attempts(self, **kwargs: Any) -> list[dict]:
         rows = await self._db.recovery_attempts(**kwargs)
         return [r for r in rows if self._visible(r.get("serial"))]
@@ -274,20 +300,24 @@ class ScopedFarmDB:
         return row is not None and (row.get("client_id") is None
                                     or self.principal.sees_client(row["client_id"]))
 
+    @_as_caller
     async def sequence_definitions(self, include_retired: bool = False,
                                    clients: Any = None) -> list[dict]:
         return [r for r in await self._db.sequence_definitions(
             include_retired, clients=self._clients(clients)) if self._shared_or_mine(r)]
 
+    @_as_caller
     async def workflow_definitions(self, include_retired: bool = False,
                                    clients: Any = None) -> list[dict]:
         return [r for r in await self._db.workflow_definitions(
             include_retired, clients=self._clients(clients)) if self._shared_or_mine(r)]
 
+    @_as_caller
     async def sequence_definition(self, name: str, clients: Any = None) -> dict | None:
         row = await self._db.sequence_definition(name, self._clients(clients))
         return row if self._shared_or_mine(row) else None
 
+    @_as_caller
     async def workflow_definition(self, name: str, clients: Any = None) -> dict | None:
         row = await self._db.workflow_definition(name, self._clients(clients))
         return row if self._shared_or_mine(row) else None

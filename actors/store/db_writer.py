@@ -13,8 +13,7 @@ and its caller gets the error; the rest of the batch commits.
 
 The same writer serves PostgreSQL (``opener`` gives an `actors.store.pg.PgConnection`, which
 takes the same jobs): there a failed statement spoils the whole transaction, so every job
-runs under a SAVEPOINT, and each job runs with its caller's clients set for row-level
-security (actors.store.caller_scope), the farm's between jobs.
+runs under a SAVEPOINT.
 """
 
 from __future__ import annotations
@@ -25,8 +24,6 @@ import queue
 import sqlite3
 import threading
 from typing import Any, Callable, TypeVar
-
-from actors.store.caller_scope import caller_clients
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +62,7 @@ class SingleWriter:
         if self._thread is None or not self._thread.is_alive():
             raise RuntimeError("the farm database's writer is not running (closed?)")
         future: asyncio.Future = asyncio.get_running_loop().create_future()
-        self._queue.put((job, atomic or self._opener is not None, future,
-                         caller_clients.get()))
+        self._queue.put((job, atomic or self._opener is not None, future))
         return await future
 
     async def close(self) -> None:
@@ -118,18 +114,13 @@ class SingleWriter:
 
     def _commit(self, conn: Any, batch: list) -> list[tuple[bool, Any]]:
         outcomes: list[tuple[bool, Any]] = []   # (ok, result or exception), per job
-        scoped = self._opener is not None  # only PostgreSQL has row-level security
         try:
             conn.execute(self._begin)
-            for job, atomic, _, clients in batch:
+            for job, atomic, _ in batch:
                 try:
                     if atomic:
                         conn.execute("SAVEPOINT job")
-                    if scoped:
-                        conn.set_clients(clients)
                     result = job(conn)
-                    if scoped and clients is not None:
-                        conn.set_clients(None)
                     if atomic:
                         conn.execute("RELEASE job")
                     outcomes.append((True, result))
@@ -158,7 +149,7 @@ class SingleWriter:
 
     def _settle(self, batch: list, outcomes: list[tuple[bool, Any]]) -> None:
         def settle() -> None:
-            for (_, _, future, _), (ok, value) in zip(batch, outcomes):
+            for (_, _, future), (ok, value) in zip(batch, outcomes):
                 if future.done():
                     continue  # its caller was cancelled; the write happened all the same
                 if ok:

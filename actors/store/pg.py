@@ -12,10 +12,12 @@ on its own thread (``job(conn)``, many statements, no awaits) and psycopg has th
 connection both sync (for that thread) and async (for the readers, with psycopg_pool);
 asyncpg is async only, so every writer job would have to become a coroutine.
 
-Tenant isolation (row-level security): every transaction runs with the setting
-``phonefarm.clients``: ``*`` (the farm: super users and the coordinator's own work) or the
-comma-separated client ids of the caller (actors.store.caller_scope), set with ``set_config(...,
-true)`` (``SET LOCAL``: it ends with the transaction). The policies are in the schema.
+Tenant isolation (row-level security, schema v14): every connection starts with the
+setting ``phonefarm.clients`` = ``*`` (the farm: the coordinator's own work, the single
+writer's jobs, which the coordinator checked before queueing them); a read made for a
+caller reaching only some clients (actors.store.caller_scope) sets their ids with
+``set_config(..., true)`` (``SET LOCAL``: it ends with the read's transaction), and the
+policies hide every other client's rows from it.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from psycopg.adapt import Loader
 from psycopg.rows import RowMaker
 from psycopg_pool import AsyncConnectionPool
 
-from actors.store.caller_scope import caller_clients, clients_setting
+from actors.store.caller_scope import ALL_CLIENTS, caller_clients, clients_setting
 from actors.store.sql_dialect import to_postgres
 
 log = logging.getLogger(__name__)
@@ -97,7 +99,10 @@ def _adapt(conn: Any) -> None:
 
 
 def _connect_kwargs(conninfo: str, password: str | None) -> dict[str, Any]:
-    kwargs: dict[str, Any] = {"conninfo": conninfo, "options": "-c TimeZone=UTC",
+    # The farm's own work sees every client's rows (row-level security, schema v14);
+    # PgReader narrows a scoped caller's reads with SET LOCAL.
+    kwargs: dict[str, Any] = {"conninfo": conninfo,
+                              "options": f"-c TimeZone=UTC -c phonefarm.clients={ALL_CLIENTS}",
                               "application_name": "phonefarm"}
     if password is not None:
         kwargs["password"] = password
@@ -114,6 +119,10 @@ class PgCursor:
     @property
     def rowcount(self) -> int:
         return self._cur.rowcount
+
+    @property
+    def description(self) -> Any:
+        return self._cur.description
 
     def fetchone(self) -> Row | None:
         return self._cur.fetchone() if self._cur.description else None
@@ -144,9 +153,6 @@ class PgConnection:
     @property
     def in_transaction(self) -> bool:
         return self.raw.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
-
-    def set_clients(self, clients: frozenset[int] | None) -> None:
-        self.raw.execute(_SET_CLIENTS, (clients_setting(clients),))
 
     def close(self) -> None:
         self.raw.close()
