@@ -3,10 +3,11 @@ coordinator runs, restored into an empty data folder (or, forced, in place of on
 
 `take.take_backup` writes one ``phonefarm-backup-<UTC time>/`` folder; `restore.restore_backup`
 checks and restores one; `manifest` owns the folder's format (hashes, listing, pruning);
-`engines` the seam per database engine (SQLite now, PostgreSQL's ``pg_dump -Fc`` later).
+`engines` the seam per database engine (`SqliteEngine`; `postgres.PostgresEngine` with
+``pg_dump -Fc``), `choose.engine_for` picks one by the farm's ``--db``.
 """
 
-from actors.store.backup.engines import engine_for
+from actors.store.backup.choose import engine_for
 from actors.store.backup.manifest import (BackupBusy, BackupError, list_backups, prune,
                                           read_manifest, summary, verify)
 from actors.store.backup.restore import RestoreReport, restore_backup

@@ -1,16 +1,15 @@
 """How each database engine is dumped into a backup and loaded back: the seam between the
 engine-neutral backup folder (actors.store.backup.manifest) and where the databases live.
 
-`engine_for(data, database)` picks the engine from the farm's database (the coordinator's
-``--db``): none or ``sqlite`` is `SqliteEngine` (the farm database and the event store are files in
-the data folder, copied with SQLite's online backup API); a ``postgresql://`` /
-``postgres://`` URL is the PostgreSQL engine, to be written beside it with ``pg_dump -Fc``
-into ``farm.pgdump`` and ``pg_restore`` into an empty database (not written yet: it says
-so). Each engine dumps into a folder, reports the facts and schema version of what it
-dumped, loads a verified dump into a staging data folder, and marks the executions that
-were in flight when the dump was taken (see `mark_in_flight`).
+`engine_for` (actors.store.backup.choose) picks the engine from the farm's database (the
+coordinator's ``--db``): none or ``sqlite`` is `SqliteEngine` here (the farm database and the
+event store are files in the data folder, copied with SQLite's online backup API); a
+``postgresql://`` URL is `PostgresEngine` (actors.store.backup.postgres: ``pg_dump -Fc`` into
+``farm.pgdump``, ``pg_restore`` into a database). Each engine dumps into a folder, reports the
+facts and schema version of what it dumped, says whether the live database is in use or
+holds anything, loads a verified dump, and marks the executions that were in flight when the
+dump was taken (see `SqliteEngine.mark_in_flight`).
 """
-
 from __future__ import annotations
 
 import os
@@ -34,6 +33,7 @@ class DatabaseEngine(Protocol):
     """One database engine's side of a backup."""
 
     name: str
+    DATABASES: tuple[str, ...]  # the files its dump is, in the backup folder
 
     def dump(self, out: Path, on_bytes: Callable[[int], None]) -> list[str]:
         """Write a consistent snapshot of the farm's databases into folder ``out``; the
@@ -47,6 +47,18 @@ class DatabaseEngine(Protocol):
 
     def is_in_use(self) -> str | None:
         """Why the live databases are in use by a running coordinator, or None."""
+
+    def present(self) -> list[str]:
+        """What the target database holds outside the data folder (names; empty: nothing)."""
+
+    def keep_aside(self, path: Path) -> None:
+        """Save what a forced restore replaces outside the data folder, at ``path``."""
+
+    def load(self, staged: Path, replace: bool) -> None:
+        """Put the verified dump copied into ``staged`` where the engine keeps it."""
+
+    def mark_in_flight(self, staged: Path, note: str) -> list[str]:
+        """Mark the restored executions that were in flight; their ids."""
 
 
 class SqliteEngine:
@@ -123,6 +135,15 @@ class SqliteEngine:
                         f"coordinator?): stop it first")
         return None
 
+    def present(self) -> list[str]:
+        return []  # the databases are files of the data folder, checked with it
+
+    def keep_aside(self, path: Path) -> None:
+        pass  # moved aside with the data folder
+
+    def load(self, staged: Path, replace: bool) -> None:
+        pass  # the copied files are the databases
+
     @staticmethod
     def mark_in_flight(staged: Path, note: str) -> list[str]:
         """In the restored copy in ``staged``: every execution that was in flight when the
@@ -168,15 +189,3 @@ def _sqlite_open_elsewhere(db: Path) -> bool:
         return False
     finally:
         os.close(fd)
-
-
-def engine_for(data: str | os.PathLike, database: str | None = None) -> SqliteEngine:
-    """The engine of the farm with data folder ``data`` whose database is ``database``
-    (the coordinator's ``--db``): None or ``sqlite`` is the SQLite files in ``data``;
-    ``postgresql://...`` is refused until its engine is written."""
-    if database and database.strip().startswith(("postgresql:", "postgres:")):
-        raise BackupError("backups of a PostgreSQL farm are not written yet: until then use "
-                          "pg_dump -Fc for the database and copy the data folder's files")
-    if database and database.strip() not in ("", "sqlite"):
-        raise BackupError(f"database {database!r}: expected sqlite or postgresql://...")
-    return SqliteEngine(Path(data))

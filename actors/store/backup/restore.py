@@ -5,7 +5,9 @@ SHA-256, the schema version against this program's; nothing is written when any 
 refuse a data folder in use by a running coordinator, and a non-empty one without
 ``force``; copy into ``DATA.restoring-<time>`` beside the target, mark the executions that
 were in flight when the backup was taken, then rename it into place. With ``force`` the old
-folder is moved aside to ``DATA.replaced-<time>``, never deleted.
+folder is moved aside to ``DATA.replaced-<time>``, never deleted. A PostgreSQL backup goes
+into the ``--db`` database with ``pg_restore`` in one transaction; a forced restore keeps the
+database it replaces as ``database-before-restore-<time>.pgdump`` in that folder.
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ import shutil
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
-from actors.store.backup.engines import SqliteEngine
+from actors.store.backup.choose import engine_for
 from actors.store.backup.manifest import (MASTER_KEY_FILE, BackupError, copy_hashed,
                                           private_dir, read_manifest, verify)
 from protocol.files import fsync_dir
@@ -56,38 +59,48 @@ class RestoreReport:
 
 
 def restore_backup(backup: str | os.PathLike, data: str | os.PathLike, *,
-                   force: bool = False, now: datetime | None = None) -> RestoreReport:
-    """Restore backup folder ``backup`` into data folder ``data`` (SQLite engine). Nothing
-    is written unless the backup checks whole and the target may be replaced."""
+                   force: bool = False, now: datetime | None = None,
+                   database: Any = None) -> RestoreReport:
+    """Restore backup folder ``backup`` into data folder ``data`` and, for a PostgreSQL
+    backup, into ``database`` (``--db``: text or a DbTarget). Nothing is written unless the
+    backup checks whole and the target may be replaced."""
     from actors.store.farm_db import SCHEMA_VERSION
 
     backup, data = Path(backup), Path(data)
     if not backup.is_dir():
         raise BackupError(f"{backup}: no such backup folder")
     manifest = verify(backup)
-    if manifest.get("engine") != SqliteEngine.name:
-        raise BackupError(f"{backup}: a {manifest.get('engine')!r} backup; this restores "
-                          f"SQLite backups only")
+    data_abs = data.absolute()
+    engine = engine_for(data_abs, database)
+    if manifest.get("engine") != engine.name:
+        raise BackupError(f"{backup}: a {manifest.get('engine')} backup cannot be restored "
+                          f"into a {engine.name} farm" + (
+                              " (give --db postgresql://USER@HOST/DATABASE, an empty database)"
+                              if manifest.get("engine") == "postgresql" else ""))
     version = (manifest.get("databases") or {}).get("farm", {}).get("schema_version")
     if not isinstance(version, int) or version > SCHEMA_VERSION:
         raise BackupError(f"{backup}: the farm database has schema version {version}, newer "
                           f"than this program's {SCHEMA_VERSION}: restore it with the "
                           f"phonefarm version that took it")
-    data_abs = data.absolute()
     if data_abs.resolve().is_relative_to(backup.resolve()):
         raise BackupError(f"{data}: inside the backup folder {backup}")
-    in_use = SqliteEngine(data_abs).is_in_use() if data_abs.is_dir() else None
+    in_use = engine.is_in_use() if data_abs.is_dir() or engine.name != "sqlite" else None
     if in_use:
         raise BackupError(in_use)
     present = sorted(p.name for p in data_abs.iterdir()) if data_abs.is_dir() else []
-    if present and not force:
-        shown = ", ".join(present[:6]) + (" ..." if len(present) > 6 else "")
-        raise BackupError(f"{data} is not empty ({shown}): restore into an empty folder, or "
-                          f"give --force to move its contents aside")
+    tables = engine.present()
+    if (present or tables) and not force:
+        where = f"{data} is not empty ({_shown(present)})" if present else ""
+        if tables:
+            where += ("; " if where else "") + (f"{engine.target.describe()} is not empty "
+                                                f"({_shown(tables)})")
+        raise BackupError(f"{where}: restore into an empty one, or give --force to move the "
+                          f"contents aside")
     stamp = (now or datetime.now(timezone.utc)).strftime("%Y%m%dT%H%M%SZ")
     staged = data_abs.with_name(f"{data_abs.name}.restoring-{stamp}")
-    if staged.exists():
-        raise BackupError(f"{staged} exists (another restore?): remove it first")
+    replaced = data_abs.with_name(f"{data_abs.name}.replaced-{stamp}")
+    if staged.exists() or replaced.exists():
+        raise BackupError(f"{staged} or {replaced} exists (another restore?): remove it first")
     data_abs.parent.mkdir(parents=True, exist_ok=True)
     private_dir(staged)
     try:
@@ -98,13 +111,16 @@ def restore_backup(backup: str | os.PathLike, data: str | os.PathLike, *,
                 raise BackupError(f"{backup / entry['path']}: changed while being restored")
             copied += size
         key_note = _master_key(manifest, staged, data_abs if present else None)
+        if tables:  # the database a forced restore replaces is kept as a dump
+            aside = data_abs if present else replaced
+            private_dir(aside)
+            engine.keep_aside(aside / f"database-before-restore-{stamp}.pgdump")
+        engine.load(staged, replace=bool(tables))
         note = (f"restored from backup {backup.name} (taken {manifest.get('created_at')}): "
                 f"in flight then; what it did afterwards is not in this copy (a node still "
                 f"playing it reports its real end, which replaces this)")
-        in_flight = SqliteEngine.mark_in_flight(staged, note)
-        replaced = None
+        in_flight = engine.mark_in_flight(staged, note)
         if present:
-            replaced = data_abs.with_name(f"{data_abs.name}.replaced-{stamp}")
             os.rename(data_abs, replaced)
         elif data_abs.is_dir():
             data_abs.rmdir()  # empty: the staged folder takes its place
@@ -114,10 +130,14 @@ def restore_backup(backup: str | os.PathLike, data: str | os.PathLike, *,
         shutil.rmtree(staged, ignore_errors=True)
         raise
     report = RestoreReport(data_abs, backup, len(manifest["files"]), copied, key_note,
-                           replaced, in_flight)
+                           replaced if present or tables else None, in_flight)
     for line in report.lines():
         log.warning("%s", line) if "NOT" in line else log.info("%s", line)
     return report
+
+
+def _shown(names: list[str]) -> str:
+    return ", ".join(names[:6]) + (" ..." if len(names) > 6 else "")
 
 
 def _master_key(manifest: dict, staged: Path, old: Path | None) -> str:

@@ -20,7 +20,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from actors.store.backup.engines import SqliteEngine, engine_for
+from actors.store.backup.choose import engine_for
+from actors.store.backup.engines import DatabaseEngine
 from actors.store.backup.manifest import (FILE_MODE, FORMAT, FORMAT_VERSION, MASTER_KEY_ABSENT,
                                           MASTER_KEY_FILE, MASTER_KEY_PRESENT, PARTIAL_SUFFIX,
                                           BackupError, backup_name, copy_hashed, file_hash,
@@ -46,11 +47,11 @@ def take_backup(data: str | os.PathLike, dest: str | os.PathLike, *,
                 registry: str | os.PathLike | None = None, master_key: bytes | None = None,
                 include_master_key: bool = False, progress: Progress | None = None,
                 scheduled: bool = False, now: datetime | None = None,
-                database: str | None = None) -> tuple[Path, dict[str, Any]]:
+                database: Any = None) -> tuple[Path, dict[str, Any]]:
     """Back up data folder ``data`` into a new folder in ``dest``; (its path, its manifest).
     ``master_key`` (the farm's, raw 32 bytes) is written as ``secret.key`` only with
-    ``include_master_key``. ``database`` is the farm's ``--db`` (default: the SQLite
-    databases in ``data``). BackupError says why nothing usable was written."""
+    ``include_master_key``. ``database`` is the farm's ``--db`` (text or a DbTarget;
+    default: the SQLite databases in ``data``). BackupError says why nothing usable was written."""
     data, dest = Path(data), Path(dest)
     if not data.is_dir():
         raise BackupError(f"{data}: no such data folder")
@@ -116,7 +117,7 @@ def _plan(data: Path, dest: Path, registry: Path | None) -> list[tuple[str, Path
     return plan
 
 
-def _fill(out: Path, data: Path, dest: Path, engine: SqliteEngine, registry: Path | None,
+def _fill(out: Path, data: Path, dest: Path, engine: DatabaseEngine, registry: Path | None,
           master_key: bytes | None, progress: Progress | None,
           when: datetime) -> dict[str, Any]:
     plan = _plan(data, dest, registry)
