@@ -2,11 +2,13 @@
 server of the test run (tests/pg_cluster.py): pg_dump -Fc under one exported snapshot with the
 manifest's counts, pg_restore into an empty database, in-flight executions marked, a database
 in use or not empty refused, --force keeping the replaced database as a dump. Needs the
-row-security functions' search_path pinned (see `_pin_search_path`)."""
+row-security functions keeping their search_path (pg_dump runs with an empty one)."""
 
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -32,21 +34,8 @@ async def _farm(target, data: Path) -> tuple[FarmDB, EventStore]:
     return db, store
 
 
-def _pin_search_path(cluster, target) -> None:
-    """pg_dump and pg_restore run with an empty search_path, in which schema v14's
-    row-security functions cannot find their tables (`relation "phones" does not exist`
-    from COPY accounts). Until the schema pins it in the functions themselves, the test pins
-    it here, as the server's administrator, so that it checks the engine."""
-    name = target.url.rsplit("/", 1)[1]
-    with cluster.admin(name) as conn:
-        for fn in ("phonefarm_all()", "phonefarm_sees(bigint)",
-                   "phonefarm_phone_client(bigint, text)"):
-            conn.execute(f"ALTER FUNCTION {fn} SET search_path = public")
-
-
 async def test_dump_and_restore_a_postgresql_farm(pg_cluster, tmp_path: Path) -> None:
     source = pg_cluster.new_database()
-    _pin_search_path(pg_cluster, source)
     data = tmp_path / "data"
     (data / "registry").mkdir(parents=True)
     (data / "registry" / "app.json").write_text("{}")
@@ -95,3 +84,13 @@ async def test_dump_and_restore_a_postgresql_farm(pg_cluster, tmp_path: Path) ->
     assert report.replaced is not None
     assert list(report.replaced.glob("database-before-restore-*.pgdump"))
     assert report.in_flight == ["ex-live"]
+
+    # farm restore --db (the CLI, as an operator runs it) into another empty database.
+    other = pg_cluster.new_database(migrated=False)
+    out = subprocess.run(
+        [sys.executable, "-m", "actors.control.cli", "restore", str(folder), "--data",
+         str(tmp_path / "cli"), "--db", other.url, "--db-password-file",
+         str(pg_cluster.password_file(tmp_path))],
+        capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2], timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "1 execution(s) in flight" in out.stdout and "ex-live" in out.stdout

@@ -37,18 +37,22 @@ ALTER TABLE workflow_sequences ALTER COLUMN conditional_execution TYPE JSONB
 ALTER TABLE workflow_sequences ALTER COLUMN retry_policy TYPE JSONB USING retry_policy::jsonb;
 ALTER TABLE workflow_executions ALTER COLUMN client_ids TYPE JSONB USING client_ids::jsonb;
 
-CREATE FUNCTION phonefarm_all() RETURNS BOOLEAN LANGUAGE sql STABLE AS $$
+-- Each function keeps the search_path it was created with: pg_dump and pg_restore run with
+-- an empty one, and the tables and functions named in a body are looked up when it runs.
+CREATE FUNCTION phonefarm_all() RETURNS BOOLEAN LANGUAGE sql STABLE
+    SET search_path FROM CURRENT AS $$
     SELECT current_setting('phonefarm.clients', true) = '*'
 $$;
 
-CREATE FUNCTION phonefarm_sees(client BIGINT) RETURNS BOOLEAN LANGUAGE sql STABLE AS $$
+CREATE FUNCTION phonefarm_sees(client BIGINT) RETURNS BOOLEAN LANGUAGE sql STABLE
+    SET search_path FROM CURRENT AS $$
     SELECT phonefarm_all() OR COALESCE(client = ANY (string_to_array(
         NULLIF(current_setting('phonefarm.clients', true), ''), ',')::BIGINT[]), false)
 $$;
 
 -- The client of a phone, by id or serial (NULL: unassigned or unknown).
 CREATE FUNCTION phonefarm_phone_client(phone BIGINT, serial TEXT) RETURNS BIGINT
-    LANGUAGE sql STABLE AS $$
+    LANGUAGE sql STABLE SET search_path FROM CURRENT AS $$
     SELECT client_id FROM phones WHERE phone_id = phone OR serial_number = serial LIMIT 1
 $$;
 
