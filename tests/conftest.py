@@ -52,32 +52,47 @@ def pg_cluster():
 ENGINES = ("sqlite", "postgresql")
 
 
+def _use_postgresql(mp: pytest.MonkeyPatch, cluster, folder: Path):
+    """Point every farm database this test opens at a fresh database of ``cluster``: in
+    this process (FarmDB.open and EventStore without a target of their own) and in the
+    coordinators it starts (PHONEFARM_DB, PHONEFARM_DB_PASSWORD_FILE)."""
+    from actors.store import event_store
+
+    target = cluster.new_database()
+    real_open = FarmDB.open.__func__
+
+    async def open_on_pg(cls, path, **kw):
+        kw["target"] = kw.get("target") or target
+        return await real_open(cls, path, **kw)
+
+    mp.setattr(FarmDB, "open", classmethod(open_on_pg))
+    real_init = event_store.EventStore.__init__
+    mp.setattr(event_store.EventStore, "__init__",
+               lambda self, path, target_=None: real_init(self, path, target_ or target))
+    mp.setenv("PHONEFARM_DB", target.url)
+    mp.setenv("PHONEFARM_DB_PASSWORD_FILE", str(cluster.password_file(folder)))
+    return target
+
+
 @pytest.fixture(params=ENGINES)
 def engine(request, monkeypatch, tmp_path: Path) -> str:
-    """Run the test on each database engine: on ``postgresql`` every `FarmDB.open` and
-    `EventStore` without a target of its own gets a fresh database of the run's
-    PostgreSQL server, and so does a coordinator the test starts (``PHONEFARM_DB`` and
-    ``PHONEFARM_DB_PASSWORD_FILE``, read by farm-coordinator)."""
+    """Run the test on each database engine (see `_use_postgresql`)."""
     if request.param == "postgresql":
-        cluster = request.getfixturevalue("pg_cluster")
-        target = cluster.new_database()
-        from actors.store import event_store
-
-        real_open = FarmDB.open.__func__
-
-        async def open_on_pg(cls, path, *, master_key=None, target_=None, **kw):
-            return await real_open(cls, path, master_key=master_key,
-                                   target=kw.pop("target", None) or target)
-
-        monkeypatch.setattr(FarmDB, "open", classmethod(
-            lambda cls, path, **kw: open_on_pg(cls, path, **kw)))
-        real_init = event_store.EventStore.__init__
-        monkeypatch.setattr(event_store.EventStore, "__init__",
-                            lambda self, path, target_=None: real_init(self, path, target))
-        monkeypatch.setenv("PHONEFARM_DB", target.url)
-        monkeypatch.setenv("PHONEFARM_DB_PASSWORD_FILE",
-                           str(cluster.password_file(tmp_path)))
+        _use_postgresql(monkeypatch, request.getfixturevalue("pg_cluster"), tmp_path)
     return request.param
+
+
+@pytest.fixture(scope="module", params=ENGINES)
+def module_engine(request, tmp_path_factory) -> str:
+    """`engine` for a module whose farm is started once for all its tests: take it before
+    the farm fixture starts anything."""
+    if request.param == "postgresql":
+        with pytest.MonkeyPatch.context() as mp:
+            _use_postgresql(mp, request.getfixturevalue("pg_cluster"),
+                            tmp_path_factory.mktemp("pg"))
+            yield request.param
+    else:
+        yield request.param
 
 
 @pytest.fixture

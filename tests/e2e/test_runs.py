@@ -16,6 +16,9 @@ from actors.coordinator.hub import Hub
 from tests.e2e.run_stack import run_stack
 from tests.e2e.test_farm_inprocess import phone_log
 
+# Runs/schedules on each database engine (tests/conftest.py `engine`).
+pytestmark = pytest.mark.usefixtures("engine")
+
 playback = pytest.importorskip("actors.node.playback", reason="the node side of runs has not landed")
 
 CLIPSHARE = "com.phonefarm.clipshare"

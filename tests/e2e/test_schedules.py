@@ -16,6 +16,9 @@ from actors.coordinator.scheduling.schedules import ScheduleService
 from tests.e2e.run_stack import run_stack
 from tests.e2e.test_farm_inprocess import wait_for
 
+# Runs/schedules on each database engine (tests/conftest.py `engine`).
+pytestmark = pytest.mark.usefixtures("engine")
+
 playback = pytest.importorskip("actors.node.playback", reason="the node side of runs has not landed")
 
 # A short sequence: ClipShare brought up (so every screen is a known one), then sleeps, so

@@ -39,7 +39,8 @@ OWN_OPERATIONS = {"login", "logout", "me", "listTokens", "addToken"}
 
 
 @pytest.fixture(scope="module")
-def farm(tmp_path_factory):
+def farm(tmp_path_factory, module_engine):
+    """A demo farm, once per database engine (on PostgreSQL with row-level security)."""
     farm = DemoFarm(tmp_path_factory.mktemp("tenants"), phones=4)
     yield farm
     farm.stop()

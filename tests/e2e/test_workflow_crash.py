@@ -30,7 +30,8 @@ def _slow_taps(name: str, xs: list[int], y: int) -> dict:
 
 
 @pytest.fixture(scope="module")
-def farm(tmp_path_factory) -> Farm:
+def farm(tmp_path_factory, module_engine) -> Farm:
+    """The farm, once per database engine: crash recovery on SQLite and on PostgreSQL."""
     f = Farm(tmp_path_factory.mktemp("wfcrash"))
     library = f.data / "coordinator" / "sequences" / "crash"
     library.mkdir(parents=True)
