@@ -61,11 +61,12 @@ def next_due(now: datetime, at: time) -> datetime:
 class BackupService:
     """Owns this coordinator's backups: taking one at a time off the event loop, telling
     the status stream how it goes, listing the backup folder, the daily scheduled backup
-    and pruning its old ones."""
+    and pruning its old ones. ``database`` is the farm's --db (a DbTarget; None: the SQLite
+    files in ``data``)."""
 
     def __init__(self, data: Path, backup_dir: Path, emit: Emit, *,
                  registry: Path | None = None, master_key: bytes | None = None,
-                 at: time | None = None, keep: int = 30, database: str | None = None) -> None:
+                 at: time | None = None, keep: int = 30, database: Any = None) -> None:
         parse_backup_keep(keep)
         self.data, self.backup_dir, self.emit = Path(data), Path(backup_dir), emit
         self.registry, self.master_key, self.database = registry, master_key, database

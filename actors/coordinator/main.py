@@ -135,12 +135,12 @@ def _flag(parse):
 
 
 def backup_service(args: argparse.Namespace, data: Path, registry: Path, emit,
-                   master_key: bytes) -> BackupService:
+                   master_key: bytes, target: DbTarget) -> BackupService:
     """The coordinator's backups (--backup-dir, default DATA/backups; --backup-at/-keep) of
-    the farm in --db (a PostgreSQL farm's backup refuses, naming pg_dump, until written)."""
+    the farm in ``target`` (--db: SQLite files, or pg_dump of the PostgreSQL database)."""
     return BackupService(data, Path(args.backup_dir) if args.backup_dir else data / "backups",
                          emit, registry=registry, master_key=master_key, at=args.backup_at,
-                         keep=args.backup_keep, database=args.db)
+                         keep=args.backup_keep, database=target)
 
 
 def retention_job(args: argparse.Namespace, data: Path, unknown: UnknownScreenQueue | None,
@@ -324,7 +324,8 @@ async def start(args: argparse.Namespace, stack: contextlib.AsyncExitStack) -> t
     access = Access.over(farm_db, legacy_token=args.token)
     admin = await ensure_admin(access, data)
     app = make_app(hub, token=args.token, access=access, bound_loopback=is_loopback(host))
-    app[BACKUPS] = backups = backup_service(args, data, registry_dir, hub.emit, master_key)
+    backups = backup_service(args, data, registry_dir, hub.emit, master_key, target)
+    app[BACKUPS] = backups
     runner = web.AppRunner(app)
     await runner.setup()
     stack.push_async_callback(runner.cleanup)

@@ -1,5 +1,6 @@
 """`farm backup` (through the API: the coordinator takes it while the farm runs), `farm backup
-list`, and `farm restore` (local, with the coordinator stopped)."""
+list`, and `farm restore` (local, with the coordinator stopped; a PostgreSQL backup into the
+``--db`` database)."""
 
 from __future__ import annotations
 
@@ -74,7 +75,10 @@ def _cmd_backup(client: FarmClient, args: argparse.Namespace) -> int:
 def _cmd_restore(client: FarmClient, args: argparse.Namespace) -> int:
     from actors.store.backup import restore_backup
 
-    report = restore_backup(args.backup, args.data, force=args.force)
+    from actors.store.db_target import parse_db
+
+    report = restore_backup(args.backup, args.data, force=args.force,
+                            database=parse_db(args.db, args.db_password_file))
     for line in report.lines():
         print(line)
     return EXIT_OK
@@ -100,5 +104,12 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
     p.add_argument("--data", default=os.environ.get("PHONEFARM_DATA", "./farm-data"),
                    metavar="DIR", help="data folder (env PHONEFARM_DATA, default ./farm-data)")
     p.add_argument("--force", action="store_true",
-                   help="replace a non-empty data folder (moved aside, not deleted)")
+                   help="replace a non-empty data folder (moved aside, not deleted) or "
+                        "PostgreSQL database (dumped beside it first)")
+    p.add_argument("--db", metavar="URL", default=os.environ.get("PHONEFARM_DB"),
+                   help="a PostgreSQL backup's target: postgresql://USER@HOST[:PORT]/DATABASE "
+                        "(an empty database; env PHONEFARM_DB)")
+    p.add_argument("--db-password-file", metavar="FILE",
+                   default=os.environ.get("PHONEFARM_DB_PASSWORD_FILE"),
+                   help="file holding the PostgreSQL password (else PGPASSWORD, ~/.pgpass)")
     p.set_defaults(func=_cmd_restore)
