@@ -167,14 +167,15 @@ def connect_sync(conninfo: str, password: str | None = None) -> PgConnection:
 
 
 class PgReader:
-    """Owns a small pool of async connections for reads: each read is one transaction
-    (its own snapshot) that first sets the caller's clients for row-level security."""
+    """Owns a small pool of async connections for reads: each read is one statement (its
+    own snapshot) or, for a scoped caller, one transaction that first sets the caller's
+    clients for row-level security (SET LOCAL)."""
 
     def __init__(self, conninfo: str, password: str | None = None, *, size: int = 4) -> None:
         kwargs = _connect_kwargs(conninfo, password)
         self._pool = AsyncConnectionPool(
             kwargs.pop("conninfo"), min_size=1, max_size=size, open=False,
-            kwargs={**kwargs, "row_factory": row_factory, "autocommit": False},
+            kwargs={**kwargs, "row_factory": row_factory, "autocommit": True},
             configure=self._configure, name="phonefarm-readers")
 
     @staticmethod
@@ -189,8 +190,12 @@ class PgReader:
         await self._pool.close()
 
     async def fetchall(self, sql: str, args: Sequence[Any] = ()) -> list[Row]:
+        clients = caller_clients.get()
         async with self._pool.connection() as conn:
+            if clients is None:  # the session's own '*': one statement, its own snapshot
+                cur = await conn.execute(to_postgres(sql), tuple(args))
+                return await cur.fetchall() if cur.description else []
             async with conn.transaction():
-                await conn.execute(_SET_CLIENTS, (clients_setting(caller_clients.get()),))
+                await conn.execute(_SET_CLIENTS, (clients_setting(clients),))
                 cur = await conn.execute(to_postgres(sql), tuple(args))
                 return await cur.fetchall() if cur.description else []
