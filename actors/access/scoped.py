@@ -14,6 +14,7 @@ client's rows from them, a second guard behind the filters written here."""
 from __future__ import annotations
 
 import functools
+from dataclasses import replace
 from typing import Any, Awaitable, Callable, TypeVar
 
 from actors.access.principal import Principal
@@ -22,6 +23,7 @@ from actors.access.scoped_work import ScopedSchedules, SequenceLoader
 from actors.access.users import AccessDenied
 from actors.coordinator.runs import RunNotFound
 from actors.store.caller_scope import as_clients
+from actors.store.execution_history import ExecutionQuery
 from protocol.errors import FarmError, PhoneNotFound, ValidationError
 
 R = TypeVar("R")
@@ -114,9 +116,14 @@ class ScopedHub:
 
     @_as_caller
     async def list_executions(self, limit: int = 50) -> list[dict]:
-        # Read more than asked: other clients' rows are dropped after the read.
-        rows = await self._hub.list_executions(min(limit * 10, 5000))
-        return [e for e in rows if self.visible(e.get("serial"))][:limit]
+        return (await self.execution_history(ExecutionQuery(limit=limit)))["executions"]
+
+    @_as_caller
+    async def execution_history(self, query: ExecutionQuery) -> dict:
+        # The caller's clients go into the query itself: the database keeps only their
+        # phones' executions, so every page is full (filtering a page afterwards left it
+        # short, or empty, when other clients' executions came first).
+        return await self._hub.execution_history(replace(query, clients=self._clients))
 
     async def execution_screenshot(self, execution_id: str, path: str) -> tuple[bytes, str]:
         await self.get_execution(execution_id)

@@ -27,9 +27,9 @@ from actors.control import screens
 from actors.access.service import Access
 from actors.control.auth import AUTHENTICATE, access_middleware, authenticator
 from actors.control.http import ACCESS, HUB, HubAPI, error_response, hub_of, json_response  # noqa: F401 - re-exported
+from actors.control.execution_query import parse_execution_query
 from actors.control.openapi import openapi_document
 from actors.control.schemas import (
-    EXECUTIONS_LIMIT,
     MAX_BODY_BYTES,
     THUMB_WIDTH,
     RecordStart,
@@ -271,13 +271,12 @@ async def get_execution(request: web.Request) -> web.Response:
         return error_response(404, str(exc), execution_id=execution_id)
 
 
+@registry._handled
 async def get_executions(request: web.Request) -> web.Response:
-    limit = EXECUTIONS_LIMIT.parse(request)
-    try:
-        executions = await hub_of(request).list_executions(limit)
-    except FarmError as exc:
-        return error_response(409, str(exc))
-    return json_response({"executions": executions})
+    """The execution history, newest first, filtered and paged (actors.control.
+    execution_query); 400 naming a bad parameter, 409 without a farm database."""
+    query = parse_execution_query(request)
+    return json_response(await hub_of(request).execution_history(query))
 
 
 def decode_schedule(body: bytes) -> Schedule:

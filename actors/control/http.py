@@ -57,6 +57,11 @@ class HubAPI(Protocol):
     async def list_executions(self, limit: int = 50) -> list[dict]:
         """The latest executions, newest first, without steps."""
 
+    async def execution_history(self, query: Any) -> dict:
+        """The page of executions an actors.store.execution_history.ExecutionQuery selects:
+        {"executions": [...] newest first without steps, "next_before": str | None};
+        ValidationError naming ``before`` for an unknown execution."""
+
     async def add_schedule(self, schedule: Schedule) -> dict:
         """Register a schedule (id generated when empty): its view (id, status, next_fire,
         fired, jobs, ...). ValidationError names the bad field."""

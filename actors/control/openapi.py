@@ -13,8 +13,8 @@ from typing import Any
 
 import msgspec
 
+from actors.control.execution_query import openapi_parameters as execution_query_parameters
 from actors.control.schemas import (
-    EXECUTIONS_LIMIT,
     MAX_BODY_BYTES,
     THUMB_WIDTH,
     ActionRequest,
@@ -218,10 +218,17 @@ def _document() -> dict[str, Any]:
                               "404": _error("no such run (`run_id`)")},
             }},
             "/api/executions": {"get": {
-                "operationId": "listExecutions", "summary": "Recent executions, newest first",
-                "parameters": [EXECUTIONS_LIMIT.openapi()],
+                "operationId": "listExecutions",
+                "summary": "Execution history, newest first, filtered and paged",
+                "description": "Every filter given must match. A page holds up to `limit` "
+                               "executions; when older ones match too, `next_before` is the "
+                               "`before` of the next page. A tenant sees its clients' "
+                               "phones' executions only.",
+                "parameters": execution_query_parameters(),
                 "responses": {"200": _json("ExecutionsResponse", "executions without steps"),
-                              "400": _error("bad limit"), "401": _UNAUTHORIZED},
+                              "400": _error("a bad parameter (`field`), or `before` names no "
+                                            "execution"),
+                              "401": _UNAUTHORIZED},
             }},
             "/api/schedules": {
                 "post": {

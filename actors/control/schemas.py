@@ -491,9 +491,11 @@ class ScheduleEventsResponse(msgspec.Struct):
 
 
 class ExecutionsResponse(msgspec.Struct):
-    """Recent executions, newest first (their steps left out)."""
+    """Executions, newest first (their steps left out); ``next_before``: the ``before`` of
+    the next page, None when this is the last."""
 
     executions: list[dict[str, Any]]
+    next_before: str | None = None
 
 
 def _syntax_error(body: bytes, fallback: str) -> RequestError:

@@ -506,6 +506,11 @@ class Hub:
     async def list_executions(self, limit: int = 50) -> list[dict]:
         return await self._runs().recent_executions(limit)
 
+    async def execution_history(self, query) -> dict:
+        """One page of executions an actors.store.execution_history.ExecutionQuery selects
+        (actors.coordinator.runs.RunManager.execution_history)."""
+        return await self._runs().execution_history(query)
+
     def _schedules(self) -> ScheduleService:
         if self.schedules is None:
             raise FarmError("schedules need the farm database: this hub has none")

@@ -29,6 +29,7 @@ from typing import Any, Callable, Protocol
 
 import msgspec
 
+from actors.store.execution_history import ExecutionQuery
 from actors.store.execution_records import ExecutionRecords
 from actors.store.farm_db import account_ref, is_retired
 from protocol.errors import FarmError, ValidationError, ValidationErrors
@@ -177,6 +178,16 @@ class RunManager:
         refs = await self._account_refs()
         return [{k: v for k, v in execution_view(r, refs).items() if k != "steps"}
                 for r in await self.db.recent_executions(limit)]
+
+    async def execution_history(self, query: ExecutionQuery) -> dict:
+        """One page of the execution history (actors.store.execution_history):
+        ``{"executions": [...] newest first, without steps, "next_before": the next page's
+        ``before`` or None}``. ValidationError naming ``before`` for an unknown one."""
+        rows, next_before = await self.db.execution_page(query)
+        refs = await self._account_refs()
+        return {"executions": [{k: v for k, v in execution_view(r, refs).items()
+                                if k != "steps"} for r in rows],
+                "next_before": next_before}
 
     async def targets(self, scope: str, *, clients: frozenset[int] | None = None
                       ) -> list[tuple[str, str | None]]:

@@ -90,6 +90,7 @@ from actors.store.migrations import (MIGRATIONS, PG_VERSION_TABLE, SCHEMA_DIR,  
                                      migration_statements)
 from actors.store.migrations import statements as _statements  # noqa: F401 - tests use it
 from actors.store.pg import PgReader, connect_sync
+from actors.store.execution_history import ExecutionQuery, before_sql, history_sql
 from actors.store.execution_records import FIND_STEP_SQL, ExecutionRecords, utc_text
 from actors.store.execution_records import FINAL_STATUSES as _FINAL_STATUSES
 from protocol.errors import FarmError, ValidationError
@@ -715,8 +716,23 @@ class FarmDB:
 
     async def recent_executions(self, limit: int = 50) -> list[dict]:
         """The latest ``limit`` executions (without steps), newest first."""
-        return [_execution_dict(r) for r in await self._all(
-            "SELECT * FROM executions ORDER BY execution_id DESC LIMIT ?", (limit,))]
+        return (await self.execution_page(ExecutionQuery(limit=limit)))[0]
+
+    async def execution_page(self, query: ExecutionQuery) -> tuple[list[dict], str | None]:
+        """One page of the execution history (actors.store.execution_history): the rows
+        ``query`` selects (without steps), newest first, and the ``before`` of the next
+        page (None: this is the last). ValidationError naming ``before`` when there is no
+        such execution (or, for a tenant's query, not one of its phones')."""
+        before_id = None
+        if query.before is not None:
+            found = await self._one(*before_sql(query))
+            if found is None:
+                raise ValidationError("before", f"no execution {query.before!r}")
+            before_id = found[0]
+        rows = [_execution_dict(r) for r in await self._all(*history_sql(query, before_id))]
+        more = len(rows) > query.limit
+        rows = rows[:query.limit]
+        return rows, (rows[-1]["key"] if more and rows else None)
 
     # -- recovery attempts (spec 12.3.4, 12.3.5; actors.coordinator.ai.recovery) --------------------------
 

@@ -148,6 +148,15 @@ class FakeHub:
                for run in self.runs.values() for e in run["executions"]]
         return out[::-1][:limit]
 
+    async def execution_history(self, query) -> dict:
+        """The filters this fake's executions carry (no times: start_time is None);
+        the real query is tested on FarmDB (tests/unit/test_execution_history.py)."""
+        out = [e for e in await self.list_executions(10**6)
+               if (not query.statuses or e["status"] in query.statuses)
+               and all(getattr(query, k) in (None, e[k]) for k in ("serial", "sequence", "run_id"))]
+        return {"executions": out[:query.limit],
+                "next_before": out[query.limit - 1]["execution_id"] if len(out) > query.limit else None}
+
     async def _schedule_service(self):
         """A real actors.coordinator.scheduling.schedules.ScheduleService over an in-memory store, never ticked:
         the endpoint's validation and views are the real ones."""

@@ -15,7 +15,7 @@ from protocol.errors import FarmError, ValidationError
 async def test_migrations_apply_on_a_fresh_file_and_reopen_is_a_no_op(tmp_path):
     path = tmp_path / "sub" / "farm.sqlite3"
     db = await FarmDB.open(path)
-    assert await db.schema_version() == SCHEMA_VERSION == 13
+    assert await db.schema_version() == SCHEMA_VERSION == 15
     await db.upsert_client("Acme")
     await db.close()
     with sqlite3.connect(path) as raw:

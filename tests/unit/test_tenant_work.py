@@ -341,7 +341,7 @@ async def test_v13_keeps_the_groups_of_an_older_database(tmp_path: Path, monkeyp
     monkeypatch.undo()
     db = await FarmDB.open(tmp_path / "farm.sqlite3")
     try:
-        assert await db.schema_version() == 13
+        assert await db.schema_version() == 15
         shared = await db.group_book()
         assert shared.groups["front"].members == [A1] and shared.groups["front"].parent == "vip"
         assert [str(r) for r in shared.rules] == ["exclusivity set 'account_status'",

@@ -13,7 +13,8 @@ import urllib.parse
 from actors.control.cli.client import (EXIT_OK, EXIT_PHONE_FAILED, EXIT_REJECTED, FarmClient,
                                        add_command)
 from actors.control.cli.format import format_table, format_value
-from protocol.errors import FarmError
+from actors.store.execution_history import EXECUTION_STATUSES
+from protocol.errors import FarmError, ValidationError
 
 
 # How long `--wait` keeps trying a coordinator it cannot reach (restarting) before exit 3.
@@ -94,16 +95,46 @@ WORKFLOW_EXECUTION_HEADER = ["WORKFLOW RUN", "WORKFLOW", "TARGET", "STATUS", "ST
                              "ERROR"]
 
 
-def _cmd_runs(client: FarmClient, args: argparse.Namespace) -> int:
+def _iso_utc(option: str, text: str) -> str:
+    """``--since``/``--until`` (2d, 12h, ... back from now, or an ISO time, UTC unless it
+    says otherwise) as the ISO 8601 time with a zone the endpoint takes."""
+    from actors.control.audit import parse_since  # the server's modules: only when asked
+
     try:
-        workflows = client.get_json(
+        return parse_since(text).replace(" ", "T") + "Z"
+    except ValidationError as exc:
+        raise FarmError(f"{option}: {exc.reason}") from None
+
+
+def _executions_query(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """The query of ``GET /api/executions`` for `farm runs`' filters (checked by the
+    endpoint, which names a bad one)."""
+    query = [("limit", str(args.limit))]
+    query += [("status", s) for s in args.status]
+    for name, value in (("serial", args.phone), ("sequence", args.sequence),
+                        ("run_id", args.run), ("before", args.before)):
+        if value is not None:
+            query.append((name, value))
+    for name in ("since", "until"):
+        if getattr(args, name) is not None:
+            query.append((name, _iso_utc(f"--{name}", getattr(args, name))))
+    return query
+
+
+def _cmd_runs(client: FarmClient, args: argparse.Namespace) -> int:
+    query = _executions_query(args)
+    filtered = len(query) > 1
+    try:
+        # Workflow runs have none of these filters: a filtered listing leaves them out.
+        workflows = [] if filtered else client.get_json(
             f"/api/workflow-executions?limit={args.limit}")["workflow_executions"]
     except FarmError:
         workflows = []  # a coordinator without workflows (no farm database)
     if workflows:
         print(format_table(_workflow_execution_rows(workflows), WORKFLOW_EXECUTION_HEADER))
         print()
-    executions = client.get_json(f"/api/executions?limit={args.limit}")["executions"]
+    page = client.get_json(f"/api/executions?{urllib.parse.urlencode(query)}")
+    executions = page["executions"]
     if not executions:
         print("no executions")
         return EXIT_OK
@@ -113,6 +144,8 @@ def _cmd_runs(client: FarmClient, args: argparse.Namespace) -> int:
              format_value(e["error"]) if e.get("error") else ""] for e in executions]
     print(format_table(rows, ["EXECUTION", "RUN", "SERIAL", "SEQUENCE", "ACCOUNT", "STATUS",
                               "START", "END", "ERROR"]))
+    if page.get("next_before"):
+        print(f"more: --before {page['next_before']}")
     return EXIT_OK
 
 
@@ -171,8 +204,21 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
     p.add_argument("--poll", type=float, default=0.5, help="seconds between progress checks")
 
     p = add_command(sub, common, "runs", "recent workflow runs and executions (newest first) with their "
-                "status", _cmd_runs)
+                "status; filters list only the executions that match them all", _cmd_runs)
     p.add_argument("--limit", type=int, default=30, help="how many (default 30, max 1000)")
+    p.add_argument("--status", action="append", default=[], metavar="STATUS",
+                   help="only executions in this status (repeatable, or a comma list): "
+                        + ", ".join(EXECUTION_STATUSES))
+    p.add_argument("--phone", metavar="SERIAL", help="only the executions on this phone")
+    p.add_argument("--sequence", metavar="NAME", help="only the executions of this sequence")
+    p.add_argument("--run", metavar="RUN_ID", help="only the executions of this run")
+    p.add_argument("--since", metavar="WHEN",
+                   help="only executions started since WHEN: 2d, 12h, 30m back from now, or "
+                        "an ISO time (UTC unless it names a zone)")
+    p.add_argument("--until", metavar="WHEN", help="only executions started before WHEN "
+                   "(as --since)")
+    p.add_argument("--before", metavar="EXECUTION",
+                   help="the next page: executions older than this one (printed as 'more:')")
 
     add_command(sub, common, "workflows", "workflow definitions: their sequences in order, dependencies, "
             "retries", _cmd_workflows)
