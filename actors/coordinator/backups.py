@@ -98,8 +98,14 @@ class BackupService:
                 take_backup, self.data, dest, registry=self.registry,
                 master_key=self.master_key, include_master_key=include_master_key,
                 progress=progress, scheduled=scheduled, database=self.database)
-        except (BackupError, OSError) as exc:
-            reason = str(exc) if isinstance(exc, BackupError) else f"{exc.filename}: {exc.strerror}"
+        except Exception as exc:  # noqa: BLE001 - every failure is told, on the stream too
+            if isinstance(exc, BackupError):
+                reason = str(exc)
+            elif isinstance(exc, OSError):
+                reason = f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc)
+            else:  # not foreseen: the traceback goes to the log
+                log.exception("backup failed")
+                reason = f"{type(exc).__name__}: {exc}"
             log.error("backup failed: %s", reason)
             self.emit("backup_failed", None, None, {"reason": reason, "scheduled": scheduled})
             raise BackupError(f"backup failed: {reason}") from None

@@ -23,6 +23,7 @@ from typing import Any
 from actors.store.backup.choose import engine_for
 from actors.store.backup.manifest import (MASTER_KEY_FILE, BackupError, copy_hashed,
                                           private_dir, read_manifest, verify)
+from actors.store.migrations import SCHEMA_VERSION
 from protocol.files import fsync_dir
 
 log = logging.getLogger(__name__)
@@ -64,8 +65,6 @@ def restore_backup(backup: str | os.PathLike, data: str | os.PathLike, *,
     """Restore backup folder ``backup`` into data folder ``data`` and, for a PostgreSQL
     backup, into ``database`` (``--db``: text or a DbTarget). Nothing is written unless the
     backup checks whole and the target may be replaced."""
-    from actors.store.farm_db import SCHEMA_VERSION
-
     backup, data = Path(backup), Path(data)
     if not backup.is_dir():
         raise BackupError(f"{backup}: no such backup folder")

@@ -27,6 +27,7 @@ from actors.store.backup.manifest import (FILE_MODE, FORMAT, FORMAT_VERSION, MAS
                                           BackupError, backup_name, copy_hashed, file_hash,
                                           private_dir, remove_partials, utc_iso,
                                           write_manifest)
+from actors.store.migrations import SCHEMA_VERSION
 from protocol.files import fsync_dir, is_temp_name
 
 log = logging.getLogger(__name__)
@@ -157,8 +158,6 @@ def _fill(out: Path, data: Path, dest: Path, engine: DatabaseEngine, registry: P
         size, digest = file_hash(path)
         files.append({"path": MASTER_KEY_FILE, "size": size, "sha256": digest})
     tick(force=True)
-    from actors.store.farm_db import SCHEMA_VERSION
-
     return {
         "format": FORMAT, "format_version": FORMAT_VERSION, "created_at": utc_iso(when),
         "engine": engine.name, "source": str(data.resolve()),
