@@ -138,27 +138,31 @@ _ACCOUNT_ORG_SQL = (
 # A profile's: its client's (the new client_id given, else the stored one).
 _PROFILE_ORG_SQL = ("SELECT organization_id FROM clients WHERE client_id = COALESCE(?,"
                     " (SELECT client_id FROM profiles WHERE profile_id = ?))")
+# An audit entry's entity_id as a number, NULL when it is not digits: PostgreSQL refuses
+# to CAST other text (SQLite made it 0, which matches no row either).
+_ENTITY_NUMBER = ("CASE WHEN entity_id <> '' AND LTRIM(entity_id, '0123456789') = ''"
+                  " AND LENGTH(entity_id) < 19 THEN CAST(entity_id AS INTEGER) END")
 # The client an audit entry's entity belongs to now, by entity type (how FarmDB.audit_trail
 # shows a caller only its clients' entries); NULL for farm-wide entities and unknown types.
 _AUDIT_CLIENT_SQL = (
     "CASE entity_type"
     " WHEN 'client' THEN (SELECT client_id FROM clients"
-    "  WHERE client_id = CAST(entity_id AS INTEGER))"
-    " WHEN 'phone' THEN (SELECT client_id FROM phones WHERE phone_id = CAST(entity_id AS INTEGER))"
+    f"  WHERE client_id = {_ENTITY_NUMBER})"
+    f" WHEN 'phone' THEN (SELECT client_id FROM phones WHERE phone_id = {_ENTITY_NUMBER})"
     " WHEN 'phone_tags' THEN (SELECT client_id FROM phones WHERE serial_number = entity_id)"
     " WHEN 'phone_pause' THEN (SELECT client_id FROM phones WHERE serial_number = entity_id)"
     " WHEN 'profile' THEN (SELECT client_id FROM profiles"
-    "  WHERE profile_id = CAST(entity_id AS INTEGER))"
+    f"  WHERE profile_id = {_ENTITY_NUMBER})"
     " WHEN 'account' THEN (SELECT COALESCE(pr.client_id, ph.client_id) FROM accounts a"
     "  LEFT JOIN profiles pr ON pr.profile_id = a.profile_id"
     "  LEFT JOIN phones ph ON ph.phone_id = a.phone_id"
-    "  WHERE a.account_id = CAST(entity_id AS INTEGER))"
+    f"  WHERE a.account_id = {_ENTITY_NUMBER})"
     " WHEN 'sequence_definition' THEN (SELECT client_id FROM sequence_definitions"
-    "  WHERE sequence_def_id = CAST(entity_id AS INTEGER))"
+    f"  WHERE sequence_def_id = {_ENTITY_NUMBER})"
     " WHEN 'workflow_definition' THEN (SELECT client_id FROM workflow_definitions"
-    "  WHERE workflow_def_id = CAST(entity_id AS INTEGER))"
-    " WHEN 'ai_key' THEN (SELECT client_id FROM api_keys WHERE key_id = CAST(entity_id AS INTEGER))"
-    " WHEN 'user' THEN (SELECT client_id FROM users WHERE user_id = CAST(entity_id AS INTEGER))"
+    f"  WHERE workflow_def_id = {_ENTITY_NUMBER})"
+    f" WHEN 'ai_key' THEN (SELECT client_id FROM api_keys WHERE key_id = {_ENTITY_NUMBER})"
+    f" WHEN 'user' THEN (SELECT client_id FROM users WHERE user_id = {_ENTITY_NUMBER})"
     " END")
 
 
@@ -543,9 +547,10 @@ class FarmDB:
             args.append(since)
         if client_ids is not None:
             ids = sorted({int(c) for c in client_ids})
-            where.append(f"client_id IN ({', '.join('?' for _ in ids)})" if ids else "0")
+            where.append(f"client_id IN ({', '.join('?' for _ in ids)})" if ids else "1 = 0")
             args.extend(ids)
-        sql = f"SELECT * FROM (SELECT audit_log.*, {_AUDIT_CLIENT_SQL} AS client_id FROM audit_log)"
+        sql = (f"SELECT * FROM (SELECT audit_log.*, {_AUDIT_CLIENT_SQL} AS client_id"
+               " FROM audit_log) AS entries")
         if where:
             sql += " WHERE " + " AND ".join(where)
         rows = await self._all(sql + " ORDER BY audit_id DESC LIMIT ?", (*args, int(limit)))
@@ -586,6 +591,14 @@ class FarmDB:
         the single writer, all or none: readers see the state before it or after it, never a
         mix."""
         return await self._writer_of().run(job, atomic=True)
+
+    def _json_elements(self, column: str) -> str:
+        """A FROM item ``j`` with the elements of the JSON list in ``column``, one per row as
+        ``j.value``. The one spot where the engines' SQL differs: neither has the other's
+        function for this (SQLite json_each, PostgreSQL jsonb_array_elements_text)."""
+        if self.target.is_postgresql:
+            return f"jsonb_array_elements_text(CAST({column} AS JSONB)) AS j(value)"
+        return f"json_each({column}) AS j"
 
     def _writer_of(self) -> SingleWriter:
         if self._writer is None:
@@ -784,7 +797,8 @@ class FarmDB:
                                         "failure_reason")
         rows = await self._all(
             f"SELECT {by} AS key, COUNT(*) AS attempts,"
-            " SUM(status = 'succeeded') AS succeeded, SUM(status = 'failed') AS failed,"
+            " COUNT(*) FILTER (WHERE status = 'succeeded') AS succeeded,"
+            " COUNT(*) FILTER (WHERE status = 'failed') AS failed,"
             " AVG(steps) AS mean_steps FROM recovery_attempts"
             " WHERE status IN ('succeeded', 'failed')"
             f" GROUP BY {by} ORDER BY attempts DESC, key")
@@ -1004,8 +1018,8 @@ class FarmDB:
         if clients is not None:
             ids = sorted(set(clients))
             where.append("x.client_ids IS NOT NULL AND x.client_ids <> '[]' AND NOT EXISTS"
-                         " (SELECT 1 FROM json_each(x.client_ids) j WHERE j.value NOT IN"
-                         f" ({','.join('?' * len(ids))}))")
+                         f" (SELECT 1 FROM {self._json_elements('x.client_ids')}"
+                         f" WHERE CAST(j.value AS INTEGER) NOT IN ({','.join('?' * len(ids))}))")
             args += ids
         if where:
             sql += " WHERE " + " AND ".join(where)
@@ -1223,8 +1237,8 @@ class FarmDB:
         """Create or update the node called ``name`` in the agents table; returns agent_id."""
         row = await self._write(
             "INSERT INTO agents (name, address, status, last_seen) VALUES (?, ?, ?, ?)"
-            " ON CONFLICT (name) DO UPDATE SET address = COALESCE(excluded.address, address),"
-            " status = COALESCE(excluded.status, status), last_seen = excluded.last_seen"
+            " ON CONFLICT (name) DO UPDATE SET address = COALESCE(excluded.address, agents.address),"
+            " status = COALESCE(excluded.status, agents.status), last_seen = excluded.last_seen"
             " RETURNING agent_id", (name, address, status, utc_text()))
         return row[0]
 
@@ -1270,10 +1284,11 @@ class FarmDB:
             "INSERT INTO phones (serial_number, client_id, model, phone_number, status,"
             " agent_id) VALUES (?, ?, ?, ?, COALESCE(?, 'active'), ?)"
             " ON CONFLICT (serial_number) DO UPDATE SET"
-            " client_id = COALESCE(excluded.client_id, client_id),"
-            " model = COALESCE(excluded.model, model),"
-            " phone_number = COALESCE(excluded.phone_number, phone_number),"
-            " status = COALESCE(?, status), agent_id = COALESCE(excluded.agent_id, agent_id)"
+            " client_id = COALESCE(excluded.client_id, phones.client_id),"
+            " model = COALESCE(excluded.model, phones.model),"
+            " phone_number = COALESCE(excluded.phone_number, phones.phone_number),"
+            " status = COALESCE(?, phones.status),"
+            " agent_id = COALESCE(excluded.agent_id, phones.agent_id)"
             " RETURNING phone_id",
             (serial, client_id, model, phone_number, status, agent_id, status))
         return row[0]
@@ -1296,13 +1311,14 @@ class FarmDB:
             " password_sealed, password_org, profile_id, status, bio)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, COALESCE(?, 'warming'), ?)"
             " ON CONFLICT (platform, account_number, phone_id) DO UPDATE SET"
-            " username = COALESCE(excluded.username, username),"
-            " password = CASE WHEN ? THEN NULL ELSE password END,"
+            " username = COALESCE(excluded.username, accounts.username),"
+            " password = CASE WHEN ? THEN NULL ELSE accounts.password END,"
             " password_sealed = CASE WHEN ? THEN excluded.password_sealed"
-            "  ELSE password_sealed END,"
-            " password_org = CASE WHEN ? THEN excluded.password_org ELSE password_org END,"
-            " profile_id = COALESCE(excluded.profile_id, profile_id),"
-            " status = COALESCE(?, status), bio = COALESCE(excluded.bio, bio)"
+            "  ELSE accounts.password_sealed END,"
+            " password_org = CASE WHEN ? THEN excluded.password_org"
+            "  ELSE accounts.password_org END,"
+            " profile_id = COALESCE(excluded.profile_id, accounts.profile_id),"
+            " status = COALESCE(?, accounts.status), bio = COALESCE(excluded.bio, accounts.bio)"
             " RETURNING account_id",
             (platform, account_number, phone_id, username, sealed, org, profile_id, status,
              bio, change, change, change, status))
@@ -1352,7 +1368,7 @@ class FarmDB:
         # The profile of the phone's lowest-numbered account that has one.
         rows = await self._all(
             "SELECT a.phone_id, pr.* FROM accounts a JOIN profiles pr"
-            f" ON pr.profile_id = a.profile_id WHERE a.status IS NOT '{RETIRED}'"
+            f" ON pr.profile_id = a.profile_id WHERE a.status IS DISTINCT FROM '{RETIRED}'"
             " ORDER BY a.phone_id, a.account_id DESC")
         return {r["phone_id"]: _profile_dict(r) for r in rows}
 
@@ -1368,13 +1384,13 @@ class FarmDB:
                " a.password AS account_password, a.password_sealed AS account_sealed,"
                " a.bio, a.status, ph.serial_number AS serial, pr.*"
                " FROM accounts a LEFT JOIN phones ph ON ph.phone_id = a.phone_id"
-               " LEFT JOIN profiles pr ON pr.profile_id = a.profile_id WHERE 1")
+               " LEFT JOIN profiles pr ON pr.profile_id = a.profile_id WHERE 1 = 1")
         args: tuple = ()
         if serial is not None:
             sql += " AND ph.serial_number = ?"
             args = (serial,)
         if not include_retired:
-            sql += f" AND a.status IS NOT '{RETIRED}'"
+            sql += f" AND a.status IS DISTINCT FROM '{RETIRED}'"
         rows = await self._all(sql + " ORDER BY ph.serial_number, a.platform, a.account_number,"
                                " a.account_id", args)
         out = []
@@ -1601,13 +1617,14 @@ class FarmDB:
         One statement, so concurrent callers never get the same value."""
         row = await self._write(
             "INSERT INTO counters (name, value) VALUES (?, ?)"
-            " ON CONFLICT (name) DO UPDATE SET value = value + ? RETURNING value",
+            " ON CONFLICT (name) DO UPDATE SET value = counters.value + ? RETURNING value",
             (name, start, step))
         return row[0]
 
     async def add_media(self, folder: str, paths: Iterable[str]) -> None:
         """Register media files under ``folder`` (already known ones are kept as they are)."""
-        await self._write_many("INSERT OR IGNORE INTO media_files (folder, path) VALUES (?, ?)",
+        await self._write_many("INSERT INTO media_files (folder, path) VALUES (?, ?)"
+                               " ON CONFLICT (folder, path) DO NOTHING",
                                [(folder, p) for p in paths])
 
     async def next_media(self, folder: str) -> str:

@@ -10,31 +10,38 @@ import pytest
 
 from actors.store.farm_db import SCHEMA_VERSION, FarmDB, seed_demo
 from protocol.errors import FarmError, ValidationError
+from tests.engine_checks import INTEGRITY_ERRORS, columns, foreign_keys, index_leads, tables
+
+# Every test here runs on SQLite and on PostgreSQL (tests/conftest.py engine).
+pytestmark = pytest.mark.usefixtures("engine")
 
 
-async def test_migrations_apply_on_a_fresh_file_and_reopen_is_a_no_op(tmp_path):
+async def test_migrations_apply_on_a_fresh_file_and_reopen_is_a_no_op(tmp_path, engine):
     path = tmp_path / "sub" / "farm.sqlite3"
     db = await FarmDB.open(path)
     assert await db.schema_version() == SCHEMA_VERSION == 15
     await db.upsert_client("Acme")
+    assert {"clients", "users", "agents", "phones", "profiles", "accounts", "hashtag_sets",
+            "caption_templates", "media_files", "custom_variables", "counters", "tasks",
+            "executions", "execution_steps", "scheduler_state", "schedule_events"
+            } <= await tables(db)
+    assert {"execution_key", "run_id", "serial", "sequence", "error_reason",
+            "current_step", "plan"} <= await columns(db, "executions")
     await db.close()
-    with sqlite3.connect(path) as raw:
-        tables = {r[0] for r in raw.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        assert {"clients", "users", "agents", "phones", "profiles", "accounts", "hashtag_sets",
-                "caption_templates", "media_files", "custom_variables", "counters", "tasks",
-                "executions", "execution_steps", "scheduler_state", "schedule_events"} <= tables
-        assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        columns = {r[1] for r in raw.execute("PRAGMA table_info(executions)")}
-        assert {"execution_key", "run_id", "serial", "sequence", "error_reason",
-                "current_step", "plan"} <= columns
+    if engine == "sqlite":
+        with sqlite3.connect(path) as raw:
+            assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     db = await FarmDB.open(path)
     assert await db.schema_version() == SCHEMA_VERSION
     assert await db.upsert_client("Acme") == 1  # data kept, nothing re-created
     await db.close()
 
 
-async def test_a_version_1_database_upgrades_without_loss(tmp_path):
+async def test_a_version_1_database_upgrades_without_loss(tmp_path, engine):
     from actors.store.farm_db import MIGRATIONS, _statements
+
+    if engine == "postgresql":
+        pytest.skip("SQLite history: a PostgreSQL database starts at the newest version")
 
     path = tmp_path / "farm.sqlite3"
     with sqlite3.connect(path) as raw:  # a database as the first release left it
@@ -56,17 +63,23 @@ async def test_a_version_1_database_upgrades_without_loss(tmp_path):
         await db.close()
 
 
-async def test_a_newer_schema_is_refused(tmp_path):
+async def test_a_newer_schema_is_refused(tmp_path, engine):
     path = tmp_path / "farm.sqlite3"
-    with sqlite3.connect(path) as raw:
-        raw.execute("PRAGMA user_version = 99")
+    if engine == "sqlite":
+        with sqlite3.connect(path) as raw:
+            raw.execute("PRAGMA user_version = 99")
+    else:  # PostgreSQL keeps its version in a table
+        db = await FarmDB.open(path)
+        await db._write("UPDATE phonefarm_schema SET version = 99")
+        await db.close()
     with pytest.raises(FarmError, match="schema version 99"):
         await FarmDB.open(path)
 
 
-async def test_foreign_keys_are_on(db):
-    assert (await db._one("PRAGMA foreign_keys"))[0] == 1
-    with pytest.raises(sqlite3.IntegrityError):
+async def test_foreign_keys_are_on(db, engine):
+    if engine == "sqlite":  # PostgreSQL always checks them
+        assert (await db._one("PRAGMA foreign_keys"))[0] == 1
+    with pytest.raises(INTEGRITY_ERRORS):
         await db._write("INSERT INTO phones (serial_number, client_id) VALUES ('x', 42)")
 
 
@@ -75,7 +88,7 @@ async def test_execution_records(db):
     first = await db.create_execution("ex-1", run_id="run-a", serial="emu-1",
                                       sequence="clipshare/login")
     await db.create_execution("ex-2", run_id="run-b", serial="unknown-serial")
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises(INTEGRITY_ERRORS):
         await db.create_execution("ex-1")
     step = await db.add_step("ex-1", 0, "tap", path="$.steps[0]")
     await db.finish_step(step, "success", screen_name="clipshare/feed")
@@ -232,26 +245,15 @@ SPEC_TABLES = {
 }
 
 
-def _index_leads(raw: sqlite3.Connection, table: str) -> set[str]:
-    """The leading column of every index on ``table`` (PRAGMA index_list/index_info)."""
-    leads = set()
-    for index in raw.execute(f"PRAGMA index_list({table})"):
-        first = raw.execute(f"PRAGMA index_info({index[1]})").fetchone()
-        if first is not None and first[2] is not None:
-            leads.add(first[2])
-    return leads
-
-
-async def test_every_spec_table_exists_with_foreign_keys_and_indexes(tmp_path):
-    path = tmp_path / "farm.sqlite3"
-    await (await FarmDB.open(path)).close()
-    with sqlite3.connect(path) as raw:
-        tables = {r[0] for r in raw.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        assert SPEC_TABLES <= tables, sorted(SPEC_TABLES - tables)
-        assert raw.execute("PRAGMA foreign_key_check").fetchall() == []
+async def test_every_spec_table_exists_with_foreign_keys_and_indexes(tmp_path, engine):
+    db = await FarmDB.open(tmp_path / "farm.sqlite3")
+    try:
+        found = await tables(db)
+        assert SPEC_TABLES <= found, sorted(SPEC_TABLES - found)
+        if engine == "sqlite":  # PostgreSQL never holds a row whose key is missing
+            assert await db._all("PRAGMA foreign_key_check") == []
         # The spec's foreign keys are declared (a few, spot-checked by name) ...
-        fks = {(t, r[3], r[2], r[4]) for t in tables
-               for r in raw.execute(f"PRAGMA foreign_key_list({t})")}
+        fks = await foreign_keys(db)
         for fk in [("clients", "organization_id", "organizations", "organization_id"),
                    ("users", "organization_id", "organizations", "organization_id"),
                    ("post_metrics", "post_id", "content_posts", "post_id"),
@@ -264,22 +266,27 @@ async def test_every_spec_table_exists_with_foreign_keys_and_indexes(tmp_path):
                    ("api_keys", "organization_id", "organizations", "organization_id")]:
             assert fk in fks, fk
         # ... and every foreign key column of every table leads some index.
-        unindexed = sorted((t, c) for (t, c, _, _) in fks if c not in _index_leads(raw, t))
+        leads = {t: await index_leads(db, t) for t in {t for (t, _, _, _) in fks}}
+        unindexed = sorted((t, c) for (t, c, _, _) in fks if c not in leads[t])
         assert unindexed == []
-        assert "entity_type" in _index_leads(raw, "audit_log")
+        assert "entity_type" in await index_leads(db, "audit_log")
         # 7.5.10's variant of users, soft-delete status columns, api_keys never plaintext.
-        user_columns = {r[1] for r in raw.execute("PRAGMA table_info(users)")}
-        assert {"organization_id", "email", "status", "updated_at"} <= user_columns
+        assert {"organization_id", "email", "status", "updated_at"} <= await columns(db, "users")
         for table in ("organizations", "users", "clients", "task_definitions",
                       "sequence_definitions", "workflow_definitions", "api_keys", "apk_files",
                       "phone_apps", "content_posts", "app_registry"):
-            assert "status" in {r[1] for r in raw.execute(f"PRAGMA table_info({table})")}
-        key_columns = {r[1] for r in raw.execute("PRAGMA table_info(api_keys)")}
+            assert "status" in await columns(db, table)
+        key_columns = await columns(db, "api_keys")
         assert "encrypted_key" in key_columns and not {"key", "api_key", "secret"} & key_columns
+    finally:
+        await db.close()
 
 
-async def test_the_previous_version_upgrades_with_its_rows_intact(tmp_path):
+async def test_the_previous_version_upgrades_with_its_rows_intact(tmp_path, engine):
     from actors.store.farm_db import MIGRATIONS, _statements
+
+    if engine == "postgresql":
+        pytest.skip("SQLite history: a PostgreSQL database starts at the newest version")
 
     path = tmp_path / "farm.sqlite3"
     with sqlite3.connect(path) as raw:  # a database as version 4 left it (v5 reshaped clients)
