@@ -90,7 +90,8 @@ from actors.store.migrations import (MIGRATIONS, PG_VERSION_TABLE, SCHEMA_DIR,  
                                      migration_statements)
 from actors.store.migrations import statements as _statements  # noqa: F401 - tests use it
 from actors.store.pg import PgReader, connect_sync
-from actors.store.execution_history import ExecutionQuery, before_sql, history_sql
+from actors.store.execution_history import (ExecutionQuery, before_sql, history_sql,
+                                            tenant_serials_sql)
 from actors.store.execution_records import FIND_STEP_SQL, ExecutionRecords, utc_text
 from actors.store.execution_records import FINAL_STATUSES as _FINAL_STATUSES
 from protocol.errors import FarmError, ValidationError
@@ -736,13 +737,17 @@ class FarmDB:
         ``query`` selects (without steps), newest first, and the ``before`` of the next
         page (None: this is the last). ValidationError naming ``before`` when there is no
         such execution (or, for a tenant's query, not one of its phones')."""
+        serials = None
+        if query.clients is not None:
+            serials = [r[0] for r in await self._all(*tenant_serials_sql(query.clients))]
         before_id = None
         if query.before is not None:
-            found = await self._one(*before_sql(query))
+            found = await self._one(*before_sql(query, serials))
             if found is None:
                 raise ValidationError("before", f"no execution {query.before!r}")
             before_id = found[0]
-        rows = [_execution_dict(r) for r in await self._all(*history_sql(query, before_id))]
+        rows = [_execution_dict(r) for r in await self._all(
+            *history_sql(query, before_id, serials))]
         more = len(rows) > query.limit
         rows = rows[:query.limit]
         return rows, (rows[-1]["key"] if more and rows else None)
