@@ -1465,13 +1465,15 @@ class FarmDB:
         row = await self._write(
             "INSERT INTO api_keys (organization_id, client_id, service_name, key_identifier,"
             " encrypted_key, base_url, model, label, is_active, status, created_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1, 'active', ?) RETURNING key_id",
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, TRUE, 'active', ?) RETURNING key_id",
             (organization_id, client_id, service_name, key_identifier, encrypted_key,
              base_url, model, label, utc_text()))
         return row[0]
 
+    # is_active (BOOLEAN) as 1/0 on both engines: what SQLite always gave (PostgreSQL: a bool)
     _API_KEY_VIEW = ("SELECT k.key_id, k.service_name, k.key_identifier, k.base_url, k.model,"
-                     " k.label, k.status, k.is_active, k.created_at, k.last_used_at,"
+                     " k.label, k.status, CASE WHEN k.is_active THEN 1 ELSE 0 END AS is_active,"
+                     " k.created_at, k.last_used_at,"
                      " k.client_id, c.name AS client, k.organization_id,"
                      " o.name AS organization FROM api_keys k"
                      " LEFT JOIN clients c ON c.client_id = k.client_id"
@@ -1496,7 +1498,7 @@ class FarmDB:
 
     async def retire_api_key(self, key_id: int) -> None:
         """Soft delete (spec 16.1): status retired, no longer used."""
-        await self._write("UPDATE api_keys SET status = 'retired', is_active = 0"
+        await self._write("UPDATE api_keys SET status = 'retired', is_active = FALSE"
                           " WHERE key_id = ?", (int(key_id),))
 
     async def active_api_key(self, service_name: str, *, client_id: int | None = None,

@@ -6,13 +6,16 @@ sees every write whose call returned, without waiting for an open write transact
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import threading
 
 import pytest
 
 from actors.store.farm_db import FarmDB
 from actors.store.db_writer import SingleWriter
+from tests.engine_checks import INTEGRITY_ERRORS
+
+# Every test here runs on SQLite and on PostgreSQL (tests/conftest.py engine).
+pytestmark = pytest.mark.usefixtures("engine")
 
 
 async def test_concurrent_writes_commit_in_few_batches(db: FarmDB) -> None:
@@ -39,7 +42,7 @@ async def test_a_failing_atomic_job_is_undone_alone(db: FarmDB) -> None:
 
 
 async def test_a_failing_statement_reaches_its_caller(db: FarmDB) -> None:
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises(INTEGRITY_ERRORS):
         await db._write("INSERT INTO phones (serial_number, client_id) VALUES ('x', 42)")
     assert await db.next_counter("after") == 1  # the writer goes on
 
@@ -63,8 +66,11 @@ async def test_reads_do_not_wait_for_an_open_write_transaction(db: FarmDB) -> No
     assert [r["name"] for r in await db.client_rows()] == ["Before", "During"]
 
 
-async def test_memory_is_refused_with_a_clear_error() -> None:
+async def test_memory_is_refused_with_a_clear_error(engine) -> None:
     from protocol.errors import FarmError
+
+    if engine == "postgresql":
+        pytest.skip(":memory: is a SQLite file name; a PostgreSQL farm's path is only its folder")
 
     with pytest.raises(FarmError, match="needs a file"):
         await FarmDB.open(":memory:")
@@ -76,6 +82,8 @@ async def test_close_finishes_queued_writes(tmp_path) -> None:
     await asyncio.sleep(0)
     await farm.close()
     assert sorted(await asyncio.gather(*pending)) == list(range(1, 21))
-    con = sqlite3.connect(tmp_path / "f.sqlite3")
-    assert con.execute("SELECT value FROM counters WHERE name = 'n'").fetchone()[0] == 20
-    con.close()
+    farm = await FarmDB.open(tmp_path / "f.sqlite3")  # what the database holds now
+    try:
+        assert (await farm._one("SELECT value FROM counters WHERE name = 'n'"))[0] == 20
+    finally:
+        await farm.close()

@@ -15,6 +15,9 @@ from actors.access.secrets_box import SecretBox, SecretDecryptError
 from actors.coordinator.ai.keys import KeyCipher
 from actors.store.farm_db import MIGRATIONS, PASSWORDS, SECRET_MASK, FarmDB, _statements
 
+# Every test here runs on SQLite and on PostgreSQL (tests/conftest.py engine).
+pytestmark = pytest.mark.usefixtures("engine")
+
 PLAIN = ("hunter2-plain", "own-secret-77", "profile-secret-42")
 
 
@@ -64,7 +67,8 @@ async def farm(path: Path, key: bytes | None) -> FarmDB:
     return db
 
 
-async def test_passwords_are_sealed_and_only_a_run_opens_them(tmp_path: Path) -> None:
+async def test_passwords_are_sealed_and_only_a_run_opens_them(tmp_path: Path,
+                                                             engine: str) -> None:
     key = master()
     path = tmp_path / "farm.sqlite3"
     db = await farm(path, key)
@@ -78,21 +82,24 @@ async def test_passwords_are_sealed_and_only_a_run_opens_them(tmp_path: Path) ->
     plan = f'{{"steps": [{{"type": "type", "text": "{PLAIN[0]}"}}]}}'
     await db.create_execution("ex-1", serial="p1", status="running", plan=plan)
 
-    with sqlite3.connect(path) as raw:
-        rows = raw.execute("SELECT password, password_sealed, password_org FROM accounts"
-                           " ORDER BY account_id").fetchall()
-        prow = raw.execute("SELECT profile_password, profile_password_sealed, password_org"
-                           " FROM profiles").fetchone()
+    rows = await db._all("SELECT password, password_sealed, password_org FROM accounts"
+                         " ORDER BY account_id")
+    prow = await db._one("SELECT profile_password, profile_password_sealed, password_org"
+                         " FROM profiles")
     assert rows[0][0] is None and rows[0][1] and rows[0][2] == org
-    assert rows[1] == (None, None, None)
+    assert tuple(rows[1]) == (None, None, None)
     assert prow[0] is None and prow[2] == org
     box = SecretBox(key, PASSWORDS)
     assert box.open(rows[0][1], org, "x") == PLAIN[1]  # under the organization's key
     assert box.open(prow[1], org, "x") == PLAIN[2]
     assert [r["plan"] for r in await db.unfinished_executions(["p1"])] == [plan]
     assert "plan" not in await db.get_execution("ex-1")
+    stored = str([tuple(r) for table in ("accounts", "profiles", "executions", "audit_log")
+                  for r in await db._all(f"SELECT * FROM {table}")])
+    assert not any(p in stored for p in PLAIN)
     await db.close()
-    assert not any(p.encode() in file_bytes(path) for p in PLAIN)
+    if engine == "sqlite":  # nor in the file's free pages or WAL
+        assert not any(p.encode() in file_bytes(path) for p in PLAIN)
 
     db = await FarmDB.open(path, master_key=key)
     accounts = {a["account_number"]: a for a in await db.account_rows()}
@@ -175,7 +182,12 @@ def dump(path: Path) -> list:
                 raw.execute("SELECT * FROM audit_log").fetchall()]
 
 
-async def test_plaintext_rows_are_sealed_at_start_once(tmp_path: Path) -> None:
+PRE_V12 = "SQLite history: a PostgreSQL database starts at the newest version (sealed)"
+
+
+async def test_plaintext_rows_are_sealed_at_start_once(tmp_path: Path, engine: str) -> None:
+    if engine == "postgresql":
+        pytest.skip(PRE_V12)
     path = tmp_path / "farm.sqlite3"
     plaintext_v11(path)
     assert all(p.encode() in file_bytes(path) for p in PLAIN)
@@ -214,8 +226,10 @@ async def test_plaintext_rows_are_sealed_at_start_once(tmp_path: Path) -> None:
     assert dump(path) == after_first
 
 
-async def test_a_failed_sealing_leaves_every_row_as_it_was(tmp_path: Path,
-                                                           monkeypatch) -> None:
+async def test_a_failed_sealing_leaves_every_row_as_it_was(tmp_path: Path, monkeypatch,
+                                                           engine: str) -> None:
+    if engine == "postgresql":
+        pytest.skip(PRE_V12)
     path = tmp_path / "farm.sqlite3"
     plaintext_v11(path)
     db = await FarmDB.open(path)  # to v12, rows still in clear
