@@ -15,6 +15,9 @@ from protocol.errors import ScopeError, ValidationError
 from protocol.messages import RunSequence
 from sequences.variables import resolve
 
+# Every test here runs on SQLite and on PostgreSQL (tests/conftest.py engine).
+pytestmark = pytest.mark.usefixtures("engine")
+
 SERIALS = ["s1", "s2", "s3"]
 
 

@@ -14,6 +14,9 @@ from protocol.errors import ScopeError, ValidationErrors
 from protocol.messages import RunSequence
 from sequences.load import walk_steps
 
+# Every test here runs on SQLite and on PostgreSQL (tests/conftest.py engine).
+pytestmark = pytest.mark.usefixtures("engine")
+
 SERIALS = ["s1", "s2", "s3"]
 
 
@@ -48,7 +51,8 @@ async def test_start_resolves_texts_per_phone_and_adds_switch_steps(manager) -> 
     runs, hub = manager
     hub.answers["s3"] = {"status": "locked", "error": "phone s3: locked by execution ex-9"}
     started = await runs.start("clipshare/post_clip", "phone:all")
-    assert [s for s, _ in hub.sent] == SERIALS
+    # Sent concurrently: the order is the database's (PostgreSQL reads in parallel)
+    assert sorted(s for s, _ in hub.sent) == SERIALS
     assert {s: e["status"] for s, e in started["executions"].items()} == {
         "s1": "pending", "s2": "pending", "s3": "locked"}
     captions = []

@@ -21,6 +21,9 @@ from actors.coordinator.scheduling.scheduler import MAX_WINDOW_COUNT, Misfire, S
 from actors.coordinator.scheduling.schedules import ScheduleNotFound, ScheduleRow, ScheduleService
 from protocol.errors import ValidationError
 
+# Every test here runs on SQLite and on PostgreSQL (tests/conftest.py engine).
+pytestmark = pytest.mark.usefixtures("engine")
+
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
 
 

@@ -15,6 +15,9 @@ from actors.coordinator.scheduling.workflows import WorkflowNotFound, check_sequ
 from protocol.errors import ValidationError
 from tests.unit.test_schedule_service import Clock, FakeHub, FakeRuns
 
+# Every test here runs on SQLite and on PostgreSQL (tests/conftest.py engine).
+pytestmark = pytest.mark.usefixtures("engine")
+
 
 @pytest.fixture()
 async def env(tmp_path):
