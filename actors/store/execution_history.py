@@ -3,11 +3,15 @@ filter selects, newest first, one page at a time, as one SQL statement both engi
 
 Owns `ExecutionQuery` (the filters, already checked by the caller: actors.control.
 execution_query parses them from a request) and `history_sql`, which `FarmDB.
-recent_executions` runs. Pages are keyset pages: ``before`` is the execution id (our string
-key) of the last row of the previous page, and the next page is the rows with a smaller
-``execution_id`` (the table's integer key, which grows with each new execution), so a page
-deep in a million rows costs what the first one does and rows written meanwhile neither
-shift nor repeat a page. A tenant's query carries its client ids: the same statement then
+execution_page` runs. Newest first is by start time, then by ``execution_id`` (the
+table's integer key) among executions started in the same microsecond: the order the time
+filters select in, so each filter reads one index in page order (schema v15: start_time
+after the filtered column) and stops after a page, where ordering by id alone had to sort
+a whole time window first. Every execution has a start time (`FarmDB.create_execution`
+sets it). Pages are keyset pages: ``before`` is the execution id (our string key) of the
+last row of the previous page, and the next page is the rows after it in that order, so a
+page deep in a million rows costs what the first one does and rows written meanwhile
+neither shift nor repeat a page. A tenant's query carries its client ids: the same statement then
 keeps only executions of those clients' phones, in SQL, so every page is full. Their
 phones' serials are read first (`tenant_serials_sql`) and go into the statement as a list:
 on PostgreSQL a plain ``serial IN (...)`` is checked before the row-level security policy
@@ -70,9 +74,11 @@ def _on_phones(serials: list[str]) -> tuple[str, list[Any]]:
 
 def before_sql(query: ExecutionQuery, serials: list[str] | None = None
                ) -> tuple[str, list[Any]]:
-    """The statement finding the integer id of ``query.before`` (no row: no such execution,
-    or, on a tenant's ``serials``, one it does not see, which it is told alike)."""
-    sql, args = "SELECT execution_id FROM executions WHERE execution_key = ?", [query.before]
+    """The statement finding where ``query.before`` is in the order: its (start_time,
+    execution_id). No row: no such execution, or, on a tenant's ``serials``, one it does
+    not see, which it is told alike."""
+    sql = "SELECT start_time, execution_id FROM executions WHERE execution_key = ?"
+    args: list[Any] = [query.before]
     if serials is not None:
         cond, more = _on_phones(serials)
         sql += f" AND {cond}"
@@ -80,10 +86,10 @@ def before_sql(query: ExecutionQuery, serials: list[str] | None = None
     return sql, args
 
 
-def history_sql(query: ExecutionQuery, before_id: int | None = None,
+def history_sql(query: ExecutionQuery, before: tuple[str, int] | None = None,
                 serials: list[str] | None = None) -> tuple[str, list[Any]]:
     """The statement and arguments of ``query``'s page: ``limit + 1`` rows (the extra one
-    says another page exists), ``before_id`` the integer id `before_sql` found, ``serials``
+    says another page exists), after ``before`` (the row `before_sql` found), ``serials``
     a tenant's phones (`tenant_serials_sql`; None: the whole farm)."""
     where: list[str] = []
     args: list[Any] = []
@@ -101,9 +107,11 @@ def history_sql(query: ExecutionQuery, before_id: int | None = None,
     if query.until is not None:
         where.append("start_time < ?")
         args.append(query.until)
-    if before_id is not None:
-        where.append("execution_id < ?")
-        args.append(before_id)
+    if before is not None:
+        # The range on start_time alone is what an index reads; the tie on the same
+        # microsecond is a filter on the few rows there.
+        where.append("start_time <= ? AND (start_time < ? OR execution_id < ?)")
+        args += [before[0], before[0], before[1]]
     if serials is not None:
         cond, more = _on_phones(serials)
         where.append(cond)
@@ -111,6 +119,6 @@ def history_sql(query: ExecutionQuery, before_id: int | None = None,
     sql = f"SELECT {', '.join(HISTORY_COLUMNS)} FROM executions"
     if where:
         sql += " WHERE " + " AND ".join(where)
-    sql += " ORDER BY execution_id DESC LIMIT ?"
+    sql += " ORDER BY start_time DESC, execution_id DESC LIMIT ?"
     args.append(query.limit + 1)
     return sql, args

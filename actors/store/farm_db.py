@@ -734,20 +734,20 @@ class FarmDB:
 
     async def execution_page(self, query: ExecutionQuery) -> tuple[list[dict], str | None]:
         """One page of the execution history (actors.store.execution_history): the rows
-        ``query`` selects (without steps), newest first, and the ``before`` of the next
-        page (None: this is the last). ValidationError naming ``before`` when there is no
+        ``query`` selects (without steps), newest first (by start time), and the ``before``
+        of the next page (None: this is the last). ValidationError naming ``before`` when there is no
         such execution (or, for a tenant's query, not one of its phones')."""
         serials = None
         if query.clients is not None:
             serials = [r[0] for r in await self._all(*tenant_serials_sql(query.clients))]
-        before_id = None
+        before = None
         if query.before is not None:
             found = await self._one(*before_sql(query, serials))
             if found is None:
                 raise ValidationError("before", f"no execution {query.before!r}")
-            before_id = found[0]
+            before = (found[0], found[1])
         rows = [_execution_dict(r) for r in await self._all(
-            *history_sql(query, before_id, serials))]
+            *history_sql(query, before, serials))]
         more = len(rows) > query.limit
         rows = rows[:query.limit]
         return rows, (rows[-1]["key"] if more and rows else None)

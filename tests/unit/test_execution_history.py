@@ -110,6 +110,21 @@ async def test_filters_select_newest_first_and_pages_cover_each_row_once(db: Far
     assert err.value.where == "before"
 
 
+async def test_newest_first_is_by_start_time_and_pages_split_ties(tmp_path: Path) -> None:
+    db = await FarmDB.open(tmp_path / "order.sqlite3")
+    try:
+        for n in range(5):  # five started in the same microsecond: by id among them
+            await db.create_execution(f"t-{n}", serial=A1, start_time=day(3))
+        await db.create_execution("written-last-started-first", serial=A1, start_time=day(1))
+        await db.create_execution("new", serial=A1, start_time=day(9))
+        expected = ["new", "t-4", "t-3", "t-2", "t-1", "t-0", "written-last-started-first"]
+        assert await all_pages(db, ExecutionQuery(limit=2)) == (expected, 4)
+        assert await all_pages(db, ExecutionQuery(limit=3, serial=A1,
+                                                  until=utc_text(day(5)))) == (expected[1:], 2)
+    finally:
+        await db.close()
+
+
 async def test_a_tenant_gets_full_pages_of_its_phones_only(db: FarmDB) -> None:
     acme = (await db.client_row("Acme"))["client_id"]
     zeta = (await db.client_row("Zeta"))["client_id"]
