@@ -31,8 +31,16 @@ save wrote (only what changed is saved). `--max-dispatch N` sets the dispatches 
 `--profile` runs cProfile over the coordinator (this process) during the schedule phases and
 prints the top functions by cumulative and own time.
 
+Engines (issue 18): `--db` is repeatable (sqlite, the default; postgresql://USER@HOST/DB with
+`--db-password-file`, an empty database; pgtemp, a throwaway cluster from tests/pg_cluster.py)
+and every phase runs on each engine in turn, one after the other in this process; every
+figure line starts with the engine's name and a last comparison gives, per phase, each
+engine's executions/min and p99 beside the first engine's.
+
 Run: python bench/scheduler.py [--phones 1000] [--nodes 20] [--rate 10000] [--feed-s 20]
                                [--phases spread@0,burst@0,spread@1] [--direct-s 15] [--profile]
+                               [--db sqlite] [--db postgresql://USER@HOST/DB
+                                --db-password-file FILE] [--db pgtemp]
 """
 
 from __future__ import annotations
@@ -59,6 +67,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from actors.node.device.adb_server import free_port  # noqa: E402
+from bench.engines import DB_HELP, db_targets, label  # noqa: E402
 from protocol.messages import CommandResult, PhoneInfo, RunSequence  # noqa: E402
 from protocol.transport import NodeLink  # noqa: E402
 
@@ -127,6 +136,16 @@ async def simulate(address: str, first: int, count: int, phones: int, journal_di
 
 # --- coordinator side ---------------------------------------------------------------------------
 
+ENGINE = ""  # the engine of the run under way, named in every figure line
+# (phase, engine) -> (executions/min, p99 delay s, p99 a lower bound) for the comparison.
+RESULTS: dict[tuple[str, str], tuple[float, float, bool]] = {}
+
+
+def say(line: str) -> None:
+    """A figure line, named by the engine it was measured on."""
+    print(f"[{ENGINE}] {line}" if ENGINE else line, flush=True)
+
+
 def pct(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -157,20 +176,21 @@ def print_rows(before: dict, after: dict, elapsed: float) -> None:
     diff = {t: after[t] - before[t] for t in TABLES}
     total = sum(diff.values())
     parts = ", ".join(f"{t} {diff[t]}" for t in TABLES)
-    print(f"  DB rows inserted: {total} in {elapsed:.1f} s = {total / elapsed:.0f} rows/s ({parts})")
+    say(f"  DB rows inserted: {total} in {elapsed:.1f} s = {total / elapsed:.0f} rows/s ({parts})")
 
 
-def target_line(per_min: float, p99: float, p99_bound: bool = False) -> None:
+def target_line(phase: str, per_min: float, p99: float, p99_bound: bool = False) -> None:
+    RESULTS[(phase, ENGINE)] = (per_min, p99, p99_bound)
     ok_rate = per_min >= TARGET_PER_MIN
     ok_p99 = p99 < TARGET_P99_S and not p99_bound
-    print(f"  target {TARGET_PER_MIN:,}/min with p99 < {TARGET_P99_S:.0f} s: "
+    say(f"  target {TARGET_PER_MIN:,}/min with p99 < {TARGET_P99_S:.0f} s: "
           f"{'MET' if ok_rate and ok_p99 else 'MISSED'} (rate {per_min:,.0f}/min "
           f"{'ok' if ok_rate else 'short'}, p99 {'>= ' if p99_bound else ''}{p99:.2f} s "
           f"{'ok' if ok_p99 else 'over'})")
 
 
 async def phase_direct(hub, db, serials: list[str], seconds: float, concurrency: int) -> None:
-    print(f"direct: RunManager.start_one, {concurrency} concurrent callers, {seconds:.0f} s")
+    say(f"direct: RunManager.start_one, {concurrency} concurrent callers, {seconds:.0f} s")
     before = await row_counts(db)
     lat: list[float] = []
     end = time.monotonic() + seconds
@@ -191,13 +211,13 @@ async def phase_direct(hub, db, serials: list[str], seconds: float, concurrency:
     drained = await drain(db, 120)
     elapsed = time.monotonic() - t0
     per_min = len(lat) / sent_s * 60
-    print(f"  executions dispatched: {len(lat)} in {sent_s:.1f} s = {per_min:,.0f}/min "
+    say(f"  executions dispatched: {len(lat)} in {sent_s:.1f} s = {per_min:,.0f}/min "
           f"(start_one latency p50 {pct(lat, 50) * 1000:.1f} ms, p99 {pct(lat, 99) * 1000:.1f} ms)")
-    print(f"  node events drained {drained:.1f} s after the last start "
+    say(f"  node events drained {drained:.1f} s after the last start "
           f"({await active_count(db)} executions still active)")
     print_rows(before, await row_counts(db), elapsed)
     # No planned time here: the delay is the start_one call itself.
-    target_line(per_min, pct(lat, 99))
+    target_line("direct", per_min, pct(lat, 99))
 
 
 async def phase_schedules(hub, db, serials: list[str], rate: float, feed_s: float,
@@ -221,7 +241,7 @@ async def phase_schedules(hub, db, serials: list[str], rate: float, feed_s: floa
         per_fire = max(1, min(phones, math.ceil(rate / 60 * slot_s)))
         what = f"of {per_fire} phones each (phone:a,b,..., rotating) every {every:g} s"
     fires = max(1, int(feed_s / every))
-    print(f"schedules [{shape}, stagger {stagger:g} s]: {fires} scheduled schedules {what} "
+    say(f"schedules [{shape}, stagger {stagger:g} s]: {fires} scheduled schedules {what} "
           f"= {per_fire * 60 / every:,.0f} planned/min")
     before = await row_counts(db)
     dispatched.clear()
@@ -257,10 +277,10 @@ async def phase_schedules(hub, db, serials: list[str], rate: float, feed_s: floa
     queued = [t_stop - at.timestamp() for at in planned for _ in range(phones)][n:] \
         if n < total else []
     all_delays = delays + [q for q in queued if q > 0]
-    print(f"  executions dispatched: {n} of {total} in {span:.1f} s from the first planned "
+    say(f"  executions dispatched: {n} of {total} in {span:.1f} s from the first planned "
           f"time = {per_min:,.0f}/min" + (f" ({total - n} still queued at the cutoff)"
                                            if n < total else ""))
-    print(f"  scheduling delay (dispatched - planned): p50 {pct(delays, 50):.2f} s, "
+    say(f"  scheduling delay (dispatched - planned): p50 {pct(delays, 50):.2f} s, "
           f"p99 {pct(delays, 99):.2f} s, max {max(delays, default=float('nan')):.2f} s"
           + (f"; with the queued jobs' delay so far: p50 >= {pct(all_delays, 50):.2f} s, "
              f"p99 >= {pct(all_delays, 99):.2f} s" if n < total else ""))
@@ -269,11 +289,11 @@ async def phase_schedules(hub, db, serials: list[str], rate: float, feed_s: floa
             v = PARTS[key]
             return f"p50 {pct(v, 50) * 1000:.1f} / p99 {pct(v, 99) * 1000:.1f} ms"
 
-        print(f"  per dispatch: start_one {ms('start_one')}; in it: "
+        say(f"  per dispatch: start_one {ms('start_one')}; in it: "
               f"sequence load {ms('sequence')}, create_execution {ms('create_execution')}, "
               f"RunSequence round trip {ms('send_run')}")
     state = hub.schedules.scheduler.state
-    print(f"  scheduler state: {len(state.schedules)} schedules and {len(state.jobs)} jobs live "
+    say(f"  scheduler state: {len(state.schedules)} schedules and {len(state.jobs)} jobs live "
           f"({len(msgspec.json.encode(state)) / 1e6:.2f} MB whole); {len(SAVES)} saves wrote "
           f"p50 {pct(SAVES, 50) / 1e3:.1f} / p99 {pct(SAVES, 99) / 1e3:.1f} / max "
           f"{max(SAVES, default=0) / 1e3:.1f} kB of rows each")
@@ -287,13 +307,16 @@ async def phase_schedules(hub, db, serials: list[str], rate: float, feed_s: floa
     stuck = await db._all("SELECT execution_key, serial, status FROM executions WHERE status IN "
                           "('pending', 'running', 'paused') LIMIT 5")
     if stuck:
-        print(f"  still active after 60 s: {await active_count(db)} executions, e.g. "
+        say(f"  still active after 60 s: {await active_count(db)} executions, e.g. "
               f"{[tuple(r) for r in stuck]}")
     print_rows(before, await row_counts(db), time.time() - t_first)
-    target_line(per_min, pct(all_delays, 99), p99_bound=n < total)
+    target_line(f"{shape}@{stagger:g}", per_min, pct(all_delays, 99), p99_bound=n < total)
 
 
-async def coordinator(args: argparse.Namespace) -> None:
+async def coordinator(args: argparse.Namespace, target) -> None:
+    """The phases on one engine (``target``: an actors.store.db_target.DbTarget)."""
+    global ENGINE
+    ENGINE = label(target)
     logging.basicConfig(level=logging.ERROR)
     from actors.store.event_store import EventStore
     from actors.coordinator.hub import Hub
@@ -304,11 +327,16 @@ async def coordinator(args: argparse.Namespace) -> None:
         data = tmp_path / "data"
         (data / "sequences" / "bench").mkdir(parents=True)
         (data / "sequences" / "bench" / "tiny.json").write_text(json.dumps(SEQUENCE))
-        db = await FarmDB.open(tmp_path / "farm.sqlite3")
+        db = await FarmDB.open(tmp_path / "farm.sqlite3", target=target)
+        if (await db._one("SELECT COUNT(*) FROM executions"))[0]:
+            await db.close()
+            raise SystemExit(f"{target.describe()}: not empty; the bench needs an empty "
+                             "database (it leaves its rows there)")
+        say(f"farm database: {target.describe()}")
         serials = [s for n in range(args.nodes) for s in serials_of(n, args.phones // args.nodes)]
         # Concurrent upserts: the farm DB's single writer commits them in a few batches.
         await asyncio.gather(*(db.upsert_phone(s, model="Simulated") for s in serials))
-        store = await EventStore(tmp_path / "coordinator.sqlite3").open()
+        store = await EventStore(tmp_path / "coordinator.sqlite3", target).open()
         address = f"tcp://127.0.0.1:{free_port()}"
         hub = Hub(address, SECRET, store, db=db, data_dir=data)
         dispatched: list[tuple[float, float]] = []
@@ -384,7 +412,7 @@ async def coordinator(args: argparse.Namespace) -> None:
                 if time.monotonic() - t0 > 60:
                     raise SystemExit("simulated phones not online after 60 s")
                 await asyncio.sleep(0.1)
-            print(f"{len(serials)} simulated phones on {args.nodes} simulated nodes online "
+            say(f"{len(serials)} simulated phones on {args.nodes} simulated nodes online "
                   f"after {time.monotonic() - t0:.1f} s ({len(procs)} simulator process(es))")
             if args.direct_s > 0:
                 await phase_direct(hub, db, serials, args.direct_s, args.concurrency)
@@ -404,7 +432,7 @@ async def coordinator(args: argparse.Namespace) -> None:
                 for key, only in (("cumulative", "actors|protocol"), ("tottime", "")):
                     out = io.StringIO()
                     pstats.Stats(prof, stream=out).sort_stats(key).print_stats(only, 40)
-                    print(f"--- coordinator profile (schedule phases), by {key} ---")
+                    say(f"--- coordinator profile (schedule phases), by {key} ---")
                     print("\n".join(out.getvalue().splitlines()[6:50]))
         finally:
             for p in procs:
@@ -417,7 +445,7 @@ async def coordinator(args: argparse.Namespace) -> None:
             try:
                 await asyncio.wait_for(hub.close(), 60)
             except asyncio.TimeoutError:  # name what is stuck rather than hang the bench
-                print("hub.close did not finish within 60 s; tasks still running:", flush=True)
+                say("hub.close did not finish within 60 s; tasks still running:", flush=True)
                 for task in asyncio.all_tasks():
                     task.print_stack(file=sys.stdout)
                 raise
@@ -455,7 +483,35 @@ def main() -> None:
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--max-dispatch", type=int, default=0,
                     help="dispatches in flight at once (default: the scheduler's)")
-    asyncio.run(coordinator(ap.parse_args()))
+    ap.add_argument("--db", action="append", help=DB_HELP)
+    ap.add_argument("--db-password-file", help="the PostgreSQL password (first line)")
+    args = ap.parse_args()
+    with db_targets(args.db, args.db_password_file) as targets:
+        for target in targets:
+            asyncio.run(coordinator(args, target))
+    compare()
+
+
+def compare() -> None:
+    """Per phase: each engine's rate and p99 beside SQLite's (the first engine's)."""
+    engines = list(dict.fromkeys(engine for _, engine in RESULTS))
+    if len(engines) < 2:
+        return
+    print("comparison (executions/min and p99 scheduling delay, each engine vs "
+          f"{engines[0]}):")
+    for phase in dict.fromkeys(phase for phase, _ in RESULTS):
+        base = RESULTS.get((phase, engines[0]))
+        for engine in engines[1:]:
+            got = RESULTS.get((phase, engine))
+            if base is None or got is None:
+                print(f"  {phase}: {engine} {'missing' if got is None else 'ran'}, "
+                      f"{engines[0]} {'missing' if base is None else 'ran'}")
+                continue
+            print(f"  {phase}: {engine} {got[0]:,.0f}/min p99 {'>= ' * got[2]}{got[1]:.2f} s"
+                  f" vs {engines[0]} {base[0]:,.0f}/min p99 {'>= ' * base[2]}{base[1]:.2f} s"
+                  f" (rate x{got[0] / base[0]:.2f}; target {TARGET_PER_MIN:,}/min with p99 < "
+                  f"{TARGET_P99_S:.0f} s: {engine} "
+                  f"{'MET' if got[0] >= TARGET_PER_MIN and got[1] < TARGET_P99_S and not got[2] else 'MISSED'})")
 
 
 if __name__ == "__main__":
