@@ -25,14 +25,16 @@ def _ok(status: int, body, what: str):
     return body
 
 
-def _wait(predicate, what: str, timeout: float = 30.0):
+def _wait(predicate, what: str, timeout: float = 60.0, seen=None):
+    """``predicate()`` once it is true; ``seen()`` says what was there instead."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
         time.sleep(0.2)
-    raise AssertionError(f"not within {timeout} s: {what}")
+    raise AssertionError(f"not within {timeout} s: {what}"
+                         + (f"; last seen: {seen()}" if seen is not None else ""))
 
 
 def _farm(args: list[str], token: str, base: str) -> subprocess.CompletedProcess:
@@ -57,16 +59,15 @@ def test_backup_mid_run_restores_into_a_fresh_coordinator(tmp_path: Path) -> Non
                                            "at": "2099-01-01T00:00:00Z"})
         done_run = post("/api/runs", {"sequence": {"name": "bk_done", "steps": [
             {"type": "key", "key": "HOME"}]}, "scope": f"phone:{serials[0]}"})
-        done = _wait(lambda: (r := call(base, "GET", f"/api/runs/{done_run['run_id']}",
-                                        token)[1])["status"] == "completed" and r,
-                     "the short run completes")
+        run_of = lambda run: call(base, "GET", f"/api/runs/{run['run_id']}", token)[1]  # noqa: E731
+        done = _wait(lambda: (r := run_of(done_run))["status"] == "completed" and r,
+                     "the short run completes", seen=lambda: run_of(done_run))
         live_run = post("/api/runs", {"sequence": {"name": "bk_live", "steps": [
             {"type": "key", "key": "HOME"}, {"type": "sleep", "seconds": 60}]},
             "scope": f"phone:{serials[1]}"})
         # In flight: its first step done, sleeping in the second.
-        live = _wait(lambda: (r := call(base, "GET", f"/api/runs/{live_run['run_id']}",
-                                        token)[1])["executions"][0]["current_step"] == 1 and r,
-                     "the long run is in its sleep step")
+        live = _wait(lambda: (r := run_of(live_run))["executions"][0]["current_step"] == 1
+                     and r, "the long run is in its sleep step", seen=lambda: run_of(live_run))
         assert live["status"] == "running"
         out = _farm(["backup"], token, base)
         assert out.returncode == 0, out.stderr
@@ -103,9 +104,12 @@ def test_backup_mid_run_restores_into_a_fresh_coordinator(tmp_path: Path) -> Non
     try:
         new_token = _wait(lambda: (fresh / "admin.token").is_file()
                           and (fresh / "admin.token").read_text().strip(),
-                          "the fresh coordinator writes admin.token")
+                          "the fresh coordinator writes admin.token",
+                          seen=lambda: (proc.poll(), log.read_text()[-2000:]))
         get = lambda p: _wait(lambda: (r := call(new_base, "GET", p, new_token))[0] == 200  # noqa: E731
-                              and r[1], f"GET {p}")
+                              and r[1], f"GET {p}", seen=lambda: (call(new_base, "GET", p,
+                                                                       new_token),
+                                                                  log.read_text()[-2000:]))
         run = get(f"/api/runs/{done_run['run_id']}")
         assert run["status"] == "completed"
         assert run["executions"][0]["execution_id"] == done["executions"][0]["execution_id"]
