@@ -29,7 +29,7 @@ from actors.access.service import Access
 from actors.access.tokens import TOKEN_PREFIX
 from actors.control.auth import is_loopback
 from actors.node.device.adb_server import kill_adb_server, start_private_adb_server
-from actors.store.db_target import DbTarget, parse_db
+from actors.store.db_target import DbTarget, add_db_options, parse_db
 from actors.store.event_store import EventStore
 from actors.coordinator.hub import Hub
 from actors.coordinator.node_keys import NodeKeyring, ensure_node_key
@@ -58,13 +58,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "super user; use users and tokens (`farm login`, `farm tokens add`). "
                         "Prefer PHONEFARM_TOKEN to the flag")
     p.add_argument("--data", default=os.environ.get("PHONEFARM_DATA", "./farm-data"))
-    p.add_argument("--db", metavar="URL", default=os.environ.get("PHONEFARM_DB"),
-                   help="the farm database: postgresql://USER@HOST[:PORT]/DATABASE, or sqlite "
-                        "(default: SQLite files in DATA). The password comes from "
-                        "--db-password-file, PGPASSWORD or ~/.pgpass, never the URL")
-    p.add_argument("--db-password-file", metavar="FILE",
-                   default=os.environ.get("PHONEFARM_DB_PASSWORD_FILE"),
-                   help="file holding the PostgreSQL password (mode 0600)")
+    add_db_options(p)
     p.add_argument("--registry", default=os.environ.get("PHONEFARM_REGISTRY_STORE"),
                    help="the editable screen registry folder (default DATA/registry; created "
                         "as a copy of the demo registry on first start)")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from protocol.errors import FarmError
@@ -70,6 +71,20 @@ def parse_db(value: str | None, password_file: str | None = None) -> DbTarget:
         if not password:
             raise FarmError(f"--db-password-file {path}: the file is empty")
     return DbTarget(POSTGRESQL, value, password)
+
+
+def add_db_options(parser: Any, what: str = "the farm database") -> None:
+    """``--db`` and ``--db-password-file`` (defaults PHONEFARM_DB, PHONEFARM_DB_PASSWORD_FILE)
+    on an argparse parser: the coordinator's and every local `farm` command's."""
+    parser.add_argument("--db", metavar="URL", default=os.environ.get("PHONEFARM_DB"),
+                        help=f"{what}: postgresql://USER@HOST[:PORT]/DATABASE, or sqlite (the "
+                             "default: SQLite files in the data folder); env PHONEFARM_DB. The "
+                             "password comes from --db-password-file, PGPASSWORD or ~/.pgpass, "
+                             "never the URL")
+    parser.add_argument("--db-password-file", metavar="FILE",
+                        default=os.environ.get("PHONEFARM_DB_PASSWORD_FILE"),
+                        help="file holding the PostgreSQL password (mode 0600; env "
+                             "PHONEFARM_DB_PASSWORD_FILE)")
 
 
 def db_from_env() -> DbTarget:

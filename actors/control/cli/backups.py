@@ -11,6 +11,7 @@ import threading
 
 from actors.control.cli.client import EXIT_OK, FarmClient, add_command
 from actors.control.cli.format import format_table
+from actors.store.db_target import add_db_options
 
 # A backup is answered when it is whole: a big farm's takes minutes.
 BACKUP_TIMEOUT_S = 3600.0
@@ -106,10 +107,5 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
     p.add_argument("--force", action="store_true",
                    help="replace a non-empty data folder (moved aside, not deleted) or "
                         "PostgreSQL database (dumped beside it first)")
-    p.add_argument("--db", metavar="URL", default=os.environ.get("PHONEFARM_DB"),
-                   help="a PostgreSQL backup's target: postgresql://USER@HOST[:PORT]/DATABASE "
-                        "(an empty database; env PHONEFARM_DB)")
-    p.add_argument("--db-password-file", metavar="FILE",
-                   default=os.environ.get("PHONEFARM_DB_PASSWORD_FILE"),
-                   help="file holding the PostgreSQL password (else PGPASSWORD, ~/.pgpass)")
+    add_db_options(p, "a PostgreSQL backup's target (an empty database)")
     p.set_defaults(func=_cmd_restore)

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from actors.control.cli.client import EXIT_REJECTED, FarmClient
+from actors.store.db_target import add_db_options
 
 
 def _target(args: argparse.Namespace):
@@ -81,10 +82,5 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
         p = db_sub.add_parser(name, help=text, description=text)
         p.add_argument("--data", default=os.environ.get("PHONEFARM_DATA", "./farm-data"),
                        metavar="DIR", help="data folder (env PHONEFARM_DATA, default ./farm-data)")
-        p.add_argument("--db", metavar="URL", default=os.environ.get("PHONEFARM_DB"),
-                       help="postgresql://USER@HOST[:PORT]/DATABASE (env PHONEFARM_DB; "
-                            "default: DATA's SQLite file)")
-        p.add_argument("--db-password-file", metavar="FILE",
-                       default=os.environ.get("PHONEFARM_DB_PASSWORD_FILE"),
-                       help="file holding the PostgreSQL password (else PGPASSWORD, ~/.pgpass)")
+        add_db_options(p)
         p.set_defaults(func=func)

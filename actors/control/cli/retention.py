@@ -8,6 +8,7 @@ import os
 from datetime import datetime, timezone
 
 from actors.control.cli.client import FarmClient
+from actors.store.db_target import add_db_options
 
 
 def _cmd_retention(client: FarmClient, args: argparse.Namespace) -> int:
@@ -26,14 +27,7 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
     p = sub.add_parser("retention", help=help_text, description=help_text)
     p.add_argument("--data", default=os.environ.get("PHONEFARM_DATA", "./farm-data"),
                    metavar="DIR", help="data folder (env PHONEFARM_DATA, default ./farm-data)")
-    p.add_argument("--db", metavar="URL", default=os.environ.get("PHONEFARM_DB"),
-                   help="the farm database, as the coordinator's --db: "
-                        "postgresql://USER@HOST[:PORT]/DATABASE, or sqlite (default: the SQLite "
-                        "files in DIR; env PHONEFARM_DB)")
-    p.add_argument("--db-password-file", metavar="FILE",
-                   default=os.environ.get("PHONEFARM_DB_PASSWORD_FILE"),
-                   help="file holding the PostgreSQL password (env PHONEFARM_DB_PASSWORD_FILE; "
-                        "else PGPASSWORD or ~/.pgpass)")
+    add_db_options(p)
     p.add_argument("--dry-run", action="store_true", help="list what would be done; change nothing")
     p.add_argument("--config", default=None, metavar="FILE",
                    help="TOML with a [retention] table (see config/retention.example.toml); "

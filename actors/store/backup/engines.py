@@ -153,18 +153,25 @@ class SqliteEngine:
         (execution_finished sets the status). The ids marked."""
         conn = sqlite3.connect(staged / "farm.sqlite3", isolation_level=None)
         try:
-            keys = [r[0] for r in conn.execute(
-                f"SELECT execution_key FROM executions WHERE status IN "
-                f"({','.join('?' * len(IN_FLIGHT))}) ORDER BY execution_id", IN_FLIGHT)]
-            records = ExecutionRecords(conn)
             conn.execute("BEGIN IMMEDIATE")
-            for key in keys:
-                records.update(key, status="failed", error_reason=RESTORED_REASON,
-                               error_message=note)
+            keys = mark_restored(conn, note)
             conn.execute("COMMIT")
         finally:
             conn.close()
         return keys
+
+
+def mark_restored(conn: Any, note: str) -> list[str]:
+    """Inside the caller's transaction on ``conn`` (either engine's writer-style
+    connection): every execution in flight ends ``failed`` with reason ``restored`` and
+    ``note``; their keys."""
+    keys = [r[0] for r in conn.execute(
+        f"SELECT execution_key FROM executions WHERE status IN "
+        f"({','.join('?' * len(IN_FLIGHT))}) ORDER BY execution_id", IN_FLIGHT).fetchall()]
+    records = ExecutionRecords(conn)
+    for key in keys:
+        records.update(key, status="failed", error_reason=RESTORED_REASON, error_message=note)
+    return keys
 
 
 def _sqlite_open_elsewhere(db: Path) -> bool:

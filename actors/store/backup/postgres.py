@@ -19,7 +19,7 @@ import subprocess
 from pathlib import Path
 from typing import Any, Callable
 
-from actors.store.backup.engines import FACT_TABLES, IN_FLIGHT, RESTORED_REASON
+from actors.store.backup.engines import FACT_TABLES, IN_FLIGHT, mark_restored
 from actors.store.backup.manifest import FILE_MODE, BackupError
 from actors.store.caller_scope import ALL_CLIENTS
 from actors.store.db_target import DbTarget
@@ -142,19 +142,12 @@ class PostgresEngine:
 
     def mark_in_flight(self, staged: Path, note: str) -> list[str]:
         """As `SqliteEngine.mark_in_flight`, in the restored database."""
-        from actors.store.execution_records import ExecutionRecords
         from actors.store.pg import connect_sync
 
         conn = connect_sync(self.target.url, self.target.password)
         try:
             conn.execute("BEGIN")
-            keys = [r[0] for r in conn.execute(
-                f"SELECT execution_key FROM executions WHERE status IN "
-                f"({','.join('?' * len(IN_FLIGHT))}) ORDER BY execution_id", IN_FLIGHT)]
-            records = ExecutionRecords(conn)  # type: ignore[arg-type]
-            for key in keys:
-                records.update(key, status="failed", error_reason=RESTORED_REASON,
-                               error_message=note)
+            keys = mark_restored(conn, note)
             conn.execute("COMMIT")
         finally:
             conn.close()
