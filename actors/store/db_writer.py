@@ -46,6 +46,7 @@ class SingleWriter:
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._lost: Exception | None = None  # why the database cannot be reached now
         self.batches = 0   # committed transactions
         self.jobs = 0      # jobs run
 
@@ -96,11 +97,36 @@ class SingleWriter:
                     else:
                         batch.append(item)
                 if batch:
-                    self._settle(batch, self._commit(conn, batch))
+                    if conn is None or getattr(conn, "broken", False):
+                        conn = self._reopen(conn)
+                    if conn is None:
+                        self._settle(batch, [(False, self._lost)] * len(batch))
+                    else:
+                        self._settle(batch, self._commit(conn, batch))
                 if stop:
                     return
         finally:
-            conn.close()
+            if conn is not None:
+                conn.close()
+
+    def _reopen(self, conn: Any) -> Any:
+        """A database server restarted or dropped the connection (PostgreSQL): the batch
+        that met it failed (whether its COMMIT arrived is unknown, so it is not replayed);
+        open a new one for this batch. None (and the reason in ``_lost``) while the server
+        cannot be reached: each batch meanwhile fails at once, naming why."""
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception:  # noqa: BLE001 - it is broken already
+                pass
+        try:
+            fresh = self._open()
+        except Exception as exc:  # noqa: BLE001 - every waiting caller gets it
+            self._lost = exc
+            log.error("farm database %s: cannot reconnect: %s", self.path, exc)
+            return None
+        log.warning("farm database %s: connection lost, reconnected", self.path)
+        return fresh
 
     def _open(self) -> Any:
         if self._opener is not None:

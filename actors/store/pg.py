@@ -151,6 +151,11 @@ class PgConnection:
         return PgCursor(cur)
 
     @property
+    def broken(self) -> bool:
+        """The server closed the connection (restart, terminated backend)."""
+        return self.raw.closed or self.raw.broken
+
+    @property
     def in_transaction(self) -> bool:
         return self.raw.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
 
@@ -190,6 +195,15 @@ class PgReader:
         await self._pool.close()
 
     async def fetchall(self, sql: str, args: Sequence[Any] = ()) -> list[Row]:
+        try:
+            return await self._fetchall(sql, args)
+        except psycopg.OperationalError:
+            # A pooled connection the server dropped (restart): the pool discards it; a
+            # read is safe to make again, once, on a fresh one.
+            log.warning("a farm database read met a dropped connection; reading again")
+            return await self._fetchall(sql, args)
+
+    async def _fetchall(self, sql: str, args: Sequence[Any]) -> list[Row]:
         clients = caller_clients.get()
         async with self._pool.connection() as conn:
             if clients is None:  # the session's own '*': one statement, its own snapshot

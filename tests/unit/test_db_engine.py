@@ -100,3 +100,26 @@ def test_a_coordinator_refuses_a_password_in_the_url(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=60, cwd=Path(__file__).resolve().parents[2])
     assert done.returncode == 2
     assert "carries a password" in done.stderr and "hunter2" not in done.stderr
+
+
+async def test_a_dropped_postgresql_connection_is_replaced(pg_cluster, tmp_path: Path) -> None:
+    """The server restarted or an administrator ended the farm's sessions: the write in
+    flight fails naming it (its COMMIT may have landed, so it is not replayed), the next
+    write and every read work on fresh connections."""
+    target = pg_cluster.new_database()
+    db = await FarmDB.open(tmp_path / "farm.sqlite3", target=target)
+    try:
+        await db.upsert_phone("P1")
+        dbname = target.url.rsplit("/", 1)[1]
+        with pg_cluster.admin() as admin:
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                          " WHERE datname = %s AND pid <> pg_backend_pid()", (dbname,))
+        try:
+            await db.upsert_phone("P2")
+        except Exception as exc:  # noqa: BLE001 - the write that met the dropped connection
+            assert "terminat" in str(exc) or "closed" in str(exc) or "connection" in str(exc)
+        await db.upsert_phone("P3")
+        serials = {p["serial"] for p in await db.phone_rows()}
+        assert {"P1", "P3"} <= serials
+    finally:
+        await db.close()
