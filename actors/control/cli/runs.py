@@ -144,8 +144,8 @@ def _cmd_runs(client: FarmClient, args: argparse.Namespace) -> int:
              format_value(e["error"]) if e.get("error") else ""] for e in executions]
     print(format_table(rows, ["EXECUTION", "RUN", "SERIAL", "SEQUENCE", "ACCOUNT", "STATUS",
                               "START", "END", "ERROR"]))
-    if page.get("next_before"):
-        print(f"more: --before {page['next_before']}")
+    if page.get("next_before"):  # on stderr: stdout stays the table
+        print(f"more: --before {page['next_before']}", file=sys.stderr)
     return EXIT_OK
 
 
