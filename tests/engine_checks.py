@@ -67,3 +67,11 @@ async def index_leads(db: FarmDB, table: str) -> set[str]:
         if first is not None and first[2] is not None:
             leads.add(first[2])
     return leads
+
+
+async def dump_text(db: FarmDB) -> str:
+    """Every row of every table as text (what a logical dump of the database holds)."""
+    out = []
+    for table in sorted(await tables(db)):
+        out += [f"{table}: {tuple(r)!r}" for r in await db._all(f"SELECT * FROM {table}")]
+    return "\n".join(out)

@@ -1332,10 +1332,18 @@ class FarmDB:
     async def set_custom(self, name: str, value: str, client: str | int | None = None) -> None:
         """Set custom variable ``name`` for every client (client None) or for one client."""
         client_id = await self._client_id(client)
-        await self._write(
-            "INSERT INTO custom_variables (name, value, client_id) VALUES (?, ?, ?)"
-            " ON CONFLICT (name, COALESCE(client_id, 0)) DO UPDATE SET value = excluded.value",
-            (name, value, client_id))
+
+        # Update, else insert: an upsert's conflict target must repeat its unique index's
+        # expression as created, IFNULL(client_id, 0) on SQLite and COALESCE(client_id, 0)
+        # on PostgreSQL (which has no IFNULL). The single writer runs one job at a time.
+        def job(conn: Any) -> None:
+            if not conn.execute("UPDATE custom_variables SET value = ? WHERE name = ?"
+                                " AND client_id IS NOT DISTINCT FROM ?",
+                                (value, name, client_id)).rowcount:
+                conn.execute("INSERT INTO custom_variables (name, value, client_id)"
+                             " VALUES (?, ?, ?)", (name, value, client_id))
+
+        await self._atomic(job)
 
     async def set_hashtag_set(self, name: str, tags: list[str],
                               client: str | int | None = None) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sqlite3
 import stat
 import sys
 from pathlib import Path
@@ -27,6 +26,10 @@ from fake_hub import FakeHub  # noqa: E402
 from protocol.errors import ValidationError  # noqa: E402
 from virtual.model_server import ScriptedModel, reply_text  # noqa: E402
 from tests.api_call import call  # noqa: E402
+from tests.engine_checks import dump_text  # noqa: E402
+
+# Every test here runs on SQLite and on PostgreSQL (tests/conftest.py engine).
+pytestmark = pytest.mark.usefixtures("engine")
 
 CLIENT_KEY = "sk-client-0123456789abcdefWXYZ"
 ORG_KEY = "sk-org-9876543210zyxwvuQRST"
@@ -202,7 +205,7 @@ async def test_api_stores_lists_and_retires_without_ever_returning_the_key(
     trail = await db.audit_trail("ai_key")
     assert [t["action"] for t in trail] == ["update", "create", "create"]
     assert trail[0]["reason"] == "soft delete (status retired)"
-    dump = "\n".join(sqlite3.connect(tmp_path / "farm.sqlite3").iterdump())
+    dump = await dump_text(db)
     for key in (CLIENT_KEY, ORG_KEY):
         assert key not in str(everything) and key not in str(trail)
         assert key not in dump and key not in caplog.text

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sqlite3
 
 import pytest
 from aiohttp import web
@@ -25,6 +24,9 @@ from protocol.codec import (COORDINATOR_TO_NODE, NODE_TO_COORDINATOR, check_link
 from protocol.errors import ValidationError
 from protocol.messages import Event, Hello, PhoneInfo
 from protocol.transport import _RepeatLog
+
+# Every test here runs on SQLite and on PostgreSQL (tests/conftest.py engine).
+pytestmark = pytest.mark.usefixtures("engine")
 
 KEY = "k" * 43
 MASTER = os.urandom(32)
@@ -103,8 +105,7 @@ async def test_a_key_is_issued_once_stored_sealed_and_listed_without_it(db, tmp_
     assert keyring.lookup("rack1").key == key and keyring.lookup("rack2") is None
     listed = await keyring.list()
     assert listed == [view] and key not in repr(listed) and view["key_last4"] == key[-4:]
-    raw = sqlite3.connect(tmp_path / "farm.sqlite3").execute(
-        "SELECT encrypted_key FROM node_keys").fetchone()[0]
+    raw = (await db._one("SELECT encrypted_key FROM node_keys"))[0]
     assert key not in raw
     assert SecretBox(MASTER, "node_keys").open(raw, None, "k") == key
     with pytest.raises(NodeKeyExists):

@@ -15,6 +15,9 @@ from protocol.errors import ValidationError, VariableError
 from sequences.spintax import Spin, Text, Var, parse, spin
 from sequences.variables import MemoryCounters, MemoryMedia, VariableContext, resolve
 
+# Every test here runs on SQLite and on PostgreSQL (tests/conftest.py engine).
+pytestmark = pytest.mark.usefixtures("engine")
+
 CLOCK = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
 
 
@@ -312,8 +315,11 @@ async def test_caption_templates_are_checked_when_stored(tmp_path):
 
 
 @pytest.fixture
-def demo_db(tmp_path):
+def demo_db(tmp_path, engine):
     import asyncio
+
+    if engine == "postgresql":
+        pytest.skip("farm vars preview reads the data folder's SQLite file (--db is its path)")
 
     async def make():
         db = await FarmDB.open(tmp_path / "farm.sqlite3")
