@@ -18,6 +18,9 @@ from sequences.load import walk_steps
 from sequences.variables import VariableContext, resolve
 from virtual.model_server import ScriptedModel, reply_text
 
+# Every test here runs on SQLite and on PostgreSQL (tests/conftest.py engine).
+pytestmark = pytest.mark.usefixtures("engine")
+
 
 @pytest.fixture
 def model(scripted_model: ScriptedModel) -> ScriptedModel:

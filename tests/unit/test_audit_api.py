@@ -28,6 +28,9 @@ from actors.store.farm_db import SECRET_MASK, FarmDB  # noqa: E402
 from fake_hub import FakeHub  # noqa: E402
 from tests.api_call import call  # noqa: E402
 
+# Every test here runs on SQLite and on PostgreSQL (tests/conftest.py engine).
+pytestmark = pytest.mark.usefixtures("engine")
+
 SERIAL = "127.0.0.1:40123"  # a phone of the fake hub
 SECRETS = ("acct-pass-9911", "profile-pass-2277")
 

@@ -21,6 +21,9 @@ from test_schedule_service import Clock, FakeRuns  # noqa: E402
 from test_schedule_service import FakeHub as Directory  # noqa: E402
 from tests.api_call import call  # noqa: E402
 
+# Every test here runs on SQLite and on PostgreSQL (tests/conftest.py engine).
+pytestmark = pytest.mark.usefixtures("engine")
+
 
 @pytest.fixture
 async def hub(db: FarmDB) -> FakeHub:

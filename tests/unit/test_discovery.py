@@ -29,6 +29,9 @@ from fake_hub import FakeHub  # noqa: E402
 from registry.ocr import TextLine  # noqa: E402
 from virtual.model_server import ScriptedModel, reply_error, reply_tool  # noqa: E402
 
+# Every test here runs on SQLite and on PostgreSQL (tests/conftest.py engine).
+pytestmark = pytest.mark.usefixtures("engine")
+
 CLIPSHARE = "com.phonefarm.clipshare"
 # What the detector found on the demo's feed screen (measured once; see the e2e test).
 FEED_LINES = [TextLine((30, 16, 142, 64), "09:41", 0.99), TextLine((890, 20, 976, 64), "85%", 0.99),

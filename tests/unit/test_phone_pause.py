@@ -9,6 +9,9 @@ import pytest
 
 from actors.coordinator.phone_pause import PAUSE_HOLDER, PhonePauses
 
+# Every test here runs on SQLite and on PostgreSQL (tests/conftest.py engine).
+pytestmark = pytest.mark.usefixtures("engine")
+
 
 class Recovery:
     def __init__(self) -> None:
