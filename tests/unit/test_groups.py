@@ -342,3 +342,30 @@ def test_schema_is_valid_sqlite() -> None:
                      + (SCHEMA_DIR / "v4.sql").read_text())
     assert {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")} >= {
         "groups", "group_memberships", "group_relationships"}
+
+
+async def test_a_book_is_read_back_as_saved(tmp_path, engine) -> None:
+    """The group tables (v4, v13) on either database engine: a book with a hierarchy,
+    members in their order and rules comes back as it was saved, and a client's book is
+    its own."""
+    from actors.store.farm_db import FarmDB
+
+    db = await FarmDB.open(tmp_path / "farm.sqlite3")
+    try:
+        book = GroupBook.with_defaults()
+        book.create("vip", "phone")
+        for serial in ("p2", "p1"):
+            book.add_member("vip", serial)
+        book.create("front", "phone", parent="vip")
+        book.add_member("front", "p1")
+        book.create("banned", "phone")
+        book.excludes("vip", "banned")
+        await db.save_group_book(book)
+        back = await db.group_book()
+        assert back.groups["vip"].members == ["p2", "p1"]
+        assert back.groups["front"].parent == "vip" and back.groups["front"].members == ["p1"]
+        assert [str(r) for r in back.rules] == [str(r) for r in book.rules]
+        acme = await db.upsert_client("Acme")
+        assert "vip" not in (await db.group_book(acme)).groups
+    finally:
+        await db.close()
