@@ -1018,13 +1018,13 @@ class FarmDB:
         args: list[Any] = []
         if statuses is not None:
             statuses = list(statuses)
-            where.append(f"x.status IN ({','.join('?' * len(statuses))})")
+            where.append(_in_list("x.status", statuses))
             args += statuses
         if clients is not None:
             ids = sorted(set(clients))
             where.append("x.client_ids IS NOT NULL AND x.client_ids <> '[]' AND NOT EXISTS"
                          f" (SELECT 1 FROM {self._json_elements('x.client_ids')}"
-                         f" WHERE CAST(j.value AS INTEGER) NOT IN ({','.join('?' * len(ids))}))")
+                         f" WHERE {_in_list('CAST(j.value AS INTEGER)', ids, negate=True)})")
             args += ids
         if where:
             sql += " WHERE " + " AND ".join(where)
@@ -1841,16 +1841,23 @@ def _with_owners(row: dict) -> dict:
     return row
 
 
+def _in_list(column: str, values: list, negate: bool = False) -> str:
+    """``column IN (?, ...)`` (or NOT IN) for ``values``; for none, the condition's value
+    as written out (PostgreSQL has no empty ``IN ()``, which SQLite reads as false)."""
+    if not values:
+        return "1 = 1" if negate else "1 = 0"
+    return f"{column} {'NOT IN' if negate else 'IN'} ({', '.join('?' * len(values))})"
+
+
 def _definition_filter(alias: str, clients: Iterable[int] | None,
                        include_retired: bool) -> tuple[str, list[Any]]:
     """A definition table's WHERE clause (always one, so callers can add ``AND ...``):
     active rows unless ``include_retired``; with ``clients``, only the shared library and
     those clients' rows."""
-    where, args = [f"{alias}.status = 'active'" if not include_retired else "1"], []
+    where, args = [f"{alias}.status = 'active'" if not include_retired else "1 = 1"], []
     if clients is not None:
         ids = sorted(set(clients))
-        where.append(f"({alias}.client_id IS NULL OR {alias}.client_id IN"
-                     f" ({','.join('?' * len(ids))}))")
+        where.append(f"({alias}.client_id IS NULL OR {_in_list(f'{alias}.client_id', ids)})")
         args += ids
     return " WHERE " + " AND ".join(where), args
 
