@@ -10,8 +10,8 @@ HTTP plumbing), the exit statuses and `add_command`; `format` the table and line
 command group is a module registering its subcommands with `add_commands(sub, common)`:
 `phones` (phones, actions, screenshot, watch), `runs` (run, runs, workflows, workflow run),
 `ai` (recovery, resume, ai-keys), `audit`, `schedule`, `groups`, `registry`, `variables` (vars),
-`retention`, `nodes` (nodes and their keys) and `people` (login, users, orgs, clients,
-tokens, phones assign). A new group is a module with
+`retention`, `db` (schema status and migrate), `nodes` (nodes and their keys) and `people`
+(login, users, orgs, clients, tokens, phones assign). A new group is a module with
 `add_commands`, listed in `COMMAND_GROUPS`.
 
     farm phones                          table: serial, node, state, lock, app, screen
@@ -64,6 +64,9 @@ tokens, phones assign). A new group is a module with
                                          a backup the coordinator takes while the farm runs
     farm restore BACKUP [--data DIR] [--force]
                                          restore one into a stopped coordinator's data folder
+    farm db status|migrate [--data DIR] [--db URL] [--db-password-file F]
+                                         the farm database's schema version; migrate brings
+                                         it up to date (local; a newer schema is refused)
     farm nodes                           nodes: name, state, phones attached
     farm nodes add NAME [--key-file PATH]
                                          issue node NAME's key: printed once, or written
@@ -89,7 +92,7 @@ import sys
 
 from actors.control.cli import (ai, groups, nodes, phones, registry, retention, runs,
                                 schedule, variables)
-from actors.control.cli import audit, people
+from actors.control.cli import audit, db, people
 from actors.control.cli import backups
 from actors.control.cli.credentials import find_token
 from actors.control.cli.client import (DEFAULT_URL, EXIT_REJECTED, EXIT_STDOUT_CLOSED,
@@ -99,7 +102,7 @@ from protocol.errors import DeliveryError, FarmError
 log = logging.getLogger(__name__)
 
 # Each command group registers its subcommands, in the order `farm --help` lists them.
-COMMAND_GROUPS = (phones, runs, ai, audit, schedule, groups, registry, variables, retention,
+COMMAND_GROUPS = (phones, runs, ai, audit, schedule, groups, registry, variables, retention, db,
                   backups, nodes, people)
 
 
