@@ -123,3 +123,23 @@ async def test_a_dropped_postgresql_connection_is_replaced(pg_cluster, tmp_path:
         assert {"P1", "P3"} <= serials
     finally:
         await db.close()
+
+
+def test_farm_vars_preview_reads_a_postgresql_farm(pg_cluster, tmp_path: Path, capsys,
+                                                    monkeypatch) -> None:
+    import asyncio
+
+    target = pg_cluster.new_database()
+    monkeypatch.setenv("PHONEFARM_DATA", str(tmp_path))
+
+    async def seed() -> None:
+        db = await FarmDB.open(tmp_path / "farm.sqlite3", target=target)
+        await db.upsert_client("acme")
+        await db.upsert_phone("P1", client="acme")
+        await db.close()
+
+    asyncio.run(seed())
+    args = ["--db", target.url, "--db-password-file", str(pg_cluster.password_file(tmp_path))]
+    assert farm(["vars", "preview", "{Hi|Hi} ${client.name}", "--phone", "P1",
+                 *args]) == 0
+    assert capsys.readouterr().out.strip() == "Hi acme"
