@@ -143,3 +143,25 @@ def test_farm_vars_preview_reads_a_postgresql_farm(pg_cluster, tmp_path: Path, c
     assert farm(["vars", "preview", "{Hi|Hi} ${client.name}", "--phone", "P1",
                  *args]) == 0
     assert capsys.readouterr().out.strip() == "Hi acme"
+
+
+async def test_the_event_store_keeps_each_event_once_on_both_engines(tmp_path: Path,
+                                                                     engine: str) -> None:
+    from actors.store.event_store import EventStore
+
+    store = await EventStore(tmp_path / "coordinator.sqlite3").open()
+    try:
+        events = [(seq, "action_result", "P1", {"n": seq}) for seq in range(1, 1201)]
+        assert await store.add_many("rack1", events, 1.5) == set(range(1, 1201))
+        again = [(seq, "action_result", "P1", {"n": -seq}) for seq in range(1195, 1206)]
+        assert await store.add_many("rack1", again, 2.0) == set(range(1201, 1206))
+        stored = await store.events("rack1")
+        assert [e["seq"] for e in stored] == list(range(1, 1206))
+        assert stored[1196]["data"] == {"n": 1197}  # the first delivery kept, not replaced
+    finally:
+        await store.close()
+    reopened = await EventStore(tmp_path / "coordinator.sqlite3").open()
+    try:
+        assert reopened.last_seq("rack1") == 1205
+    finally:
+        await reopened.close()
