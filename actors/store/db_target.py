@@ -10,10 +10,10 @@ carries one is refused; it comes from ``--db-password-file``, else libpq's own
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from protocol.errors import FarmError
 
@@ -30,15 +30,17 @@ class DbTarget:
 
     engine: str
     url: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)
 
     @property
     def is_postgresql(self) -> bool:
         return self.engine == POSTGRESQL
 
     def describe(self) -> str:
-        """The target as logs and messages name it (never the password)."""
-        return self.url if self.is_postgresql else "SQLite files in the data folder"
+        """The target as logs and messages name it (never the password; no parameters)."""
+        if not self.is_postgresql:
+            return "SQLite files in the data folder"
+        return (self.url or "").split("?", 1)[0]
 
 
 def parse_db(value: str | None, password_file: str | None = None) -> DbTarget:
@@ -55,6 +57,18 @@ def parse_db(value: str | None, password_file: str | None = None) -> DbTarget:
         raise FarmError("--db: the URL carries a password, which every user of this machine "
                         "can read in the process list; put it in --db-password-file, "
                         "PGPASSWORD or ~/.pgpass instead")
+    params = {k.lower() for k, _ in parse_qsl(parts.query, keep_blank_values=True)}
+    if params & {"password", "sslpassword"}:
+        raise FarmError("--db: the URL carries a password parameter, which every user of this "
+                        "machine can read in the process list; put it in --db-password-file, "
+                        "PGPASSWORD or ~/.pgpass instead")
+    if "options" in params:
+        # The farm sets its own session options (time zone, phonefarm.clients for row-level
+        # security); a URL's options would override them in pg_dump and drop every
+        # client's rows from a backup.
+        raise FarmError("--db: the URL's options parameter is not supported (the farm sets "
+                        "its own session options); set server-side defaults with ALTER ROLE "
+                        "... SET instead")
     if not parts.path.strip("/"):
         raise FarmError(f"--db {value!r}: no database name (postgresql://USER@HOST/DATABASE)")
     try:

@@ -142,7 +142,7 @@ _PROFILE_ORG_SQL = ("SELECT organization_id FROM clients WHERE client_id = COALE
 # An audit entry's entity_id as a number, NULL when it is not digits: PostgreSQL refuses
 # to CAST other text (SQLite made it 0, which matches no row either).
 _ENTITY_NUMBER = ("CASE WHEN entity_id <> '' AND LTRIM(entity_id, '0123456789') = ''"
-                  " AND LENGTH(entity_id) < 19 THEN CAST(entity_id AS INTEGER) END")
+                  " AND LENGTH(entity_id) < 19 THEN CAST(entity_id AS BIGINT) END")
 # The client an audit entry's entity belongs to now, by entity type (how FarmDB.audit_trail
 # shows a caller only its clients' entries); NULL for farm-wide entities and unknown types.
 _AUDIT_CLIENT_SQL = (
@@ -1096,7 +1096,7 @@ class FarmDB:
 
         rows = await self._all("SELECT g.*, p.name AS parent_name FROM groups g"
                                " LEFT JOIN groups p ON p.group_id = g.parent_id"
-                               " WHERE g.client_id IS NOT DISTINCT FROM ? ORDER BY g.group_id", (client_id,))
+                               " WHERE COALESCE(g.client_id, 0) = COALESCE(?, 0) ORDER BY g.group_id", (client_id,))
         if not rows:
             return GroupBook.with_defaults()
         book = GroupBook()
@@ -1106,13 +1106,13 @@ class FarmDB:
                                            r["filter"], r["parent_name"], r["description"])
         for m in await self._all("SELECT m.group_id, m.entity_id FROM group_memberships m"
                                  " JOIN groups g ON g.group_id = m.group_id"
-                                 " WHERE g.client_id IS NOT DISTINCT FROM ? ORDER BY m.group_id, m.position",
+                                 " WHERE COALESCE(g.client_id, 0) = COALESCE(?, 0) ORDER BY m.group_id, m.position",
                                  (client_id,)):
             book.groups[names[m["group_id"]]].members.append(m["entity_id"])
         sets: dict[str, list[str]] = {}
         for rel in await self._all("SELECT r.* FROM group_relationships r"
                                    " JOIN groups g ON g.group_id = r.group_id_1"
-                                   " WHERE g.client_id IS NOT DISTINCT FROM ? ORDER BY r.relationship_id",
+                                   " WHERE COALESCE(g.client_id, 0) = COALESCE(?, 0) ORDER BY r.relationship_id",
                                    (client_id,)):
             if rel["relationship_type"] == "exclusive":
                 name = orjson.loads(rel["parameters"] or "{}").get("set", "")
@@ -1128,12 +1128,12 @@ class FarmDB:
         ``book`` (checked by `GroupBook` as it was changed), in one transaction: readers see
         the old groups or the new, never a mix. Other clients' groups are not touched."""
         def job(conn: sqlite3.Connection) -> None:
-            mine = "SELECT group_id FROM groups WHERE client_id IS NOT DISTINCT FROM ?"
+            mine = "SELECT group_id FROM groups WHERE COALESCE(client_id, 0) = COALESCE(?, 0)"
             conn.execute(f"DELETE FROM group_relationships WHERE group_id_1 IN ({mine})"
                          f" OR group_id_2 IN ({mine})", (client_id, client_id))
             conn.execute(f"DELETE FROM group_memberships WHERE group_id IN ({mine})",
                          (client_id,))
-            conn.execute("DELETE FROM groups WHERE client_id IS NOT DISTINCT FROM ?", (client_id,))
+            conn.execute("DELETE FROM groups WHERE COALESCE(client_id, 0) = COALESCE(?, 0)", (client_id,))
             ids: dict[str, int] = {}
             for group in book.groups.values():
                 ids[group.name] = conn.execute(
@@ -1338,7 +1338,7 @@ class FarmDB:
         # on PostgreSQL (which has no IFNULL). The single writer runs one job at a time.
         def job(conn: Any) -> None:
             if not conn.execute("UPDATE custom_variables SET value = ? WHERE name = ?"
-                                " AND client_id IS NOT DISTINCT FROM ?",
+                                " AND COALESCE(client_id, 0) = COALESCE(?, 0)",
                                 (value, name, client_id)).rowcount:
                 conn.execute("INSERT INTO custom_variables (name, value, client_id)"
                              " VALUES (?, ?, ?)", (name, value, client_id))
@@ -1381,7 +1381,7 @@ class FarmDB:
         # The profile of the phone's lowest-numbered account that has one.
         rows = await self._all(
             "SELECT a.phone_id, pr.* FROM accounts a JOIN profiles pr"
-            f" ON pr.profile_id = a.profile_id WHERE a.status IS DISTINCT FROM '{RETIRED}'"
+            f" ON pr.profile_id = a.profile_id WHERE (a.status IS NULL OR a.status <> '{RETIRED}')"
             " ORDER BY a.phone_id, a.account_id DESC")
         return {r["phone_id"]: _profile_dict(r) for r in rows}
 
@@ -1403,7 +1403,7 @@ class FarmDB:
             sql += " AND ph.serial_number = ?"
             args = (serial,)
         if not include_retired:
-            sql += f" AND a.status IS DISTINCT FROM '{RETIRED}'"
+            sql += f" AND (a.status IS NULL OR a.status <> '{RETIRED}')"
         rows = await self._all(sql + " ORDER BY ph.serial_number, a.platform, a.account_number,"
                                " a.account_id", args)
         out = []

@@ -103,7 +103,10 @@ def _connect_kwargs(conninfo: str, password: str | None) -> dict[str, Any]:
     # PgReader narrows a scoped caller's reads with SET LOCAL.
     kwargs: dict[str, Any] = {"conninfo": conninfo,
                               "options": f"-c TimeZone=UTC -c phonefarm.clients={ALL_CLIENTS}",
-                              "application_name": "phonefarm"}
+                              "application_name": "phonefarm",
+                              # A server dropping packets fails a connect in 5 s, not the
+                              # kernel's two minutes (a URL's own connect_timeout wins).
+                              "connect_timeout": 5}
     if password is not None:
         kwargs["password"] = password
     return kwargs

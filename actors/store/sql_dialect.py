@@ -31,16 +31,20 @@ _DDL_TYPES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
 
 @lru_cache(maxsize=4096)
 def to_postgres(sql: str) -> str:
-    """``sql`` with ``?`` placeholders (outside quotes) as ``%s`` and every ``%`` doubled."""
+    """``sql`` with ``?`` placeholders (outside quotes and comments) as ``%s`` and every
+    ``%`` doubled."""
     out: list[str] = []
-    quote: str | None = None
+    quote: str | None = None  # ', " or -- (a comment, to the end of its line)
     for ch in sql:
         if quote is not None:
-            if ch == quote:
+            if ch == quote or (quote == "--" and ch == "\n"):
                 quote = None
             out.append("%%" if ch == "%" else ch)
         elif ch in ("'", '"'):
             quote = ch
+            out.append(ch)
+        elif ch == "-" and out and out[-1] == "-":
+            quote = "--"
             out.append(ch)
         elif ch == "?":
             out.append("%s")

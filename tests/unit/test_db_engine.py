@@ -18,6 +18,8 @@ from protocol.errors import FarmError
 
 @pytest.mark.parametrize("value, problem", [
     ("postgresql://farm:hunter2@db/farm", "carries a password"),
+    ("postgresql://farm@db/farm?sslmode=require&password=hunter2", "password parameter"),
+    ("postgresql://farm@db/farm?options=-c%20search_path%3Dx", "options parameter"),
     ("mysql://farm@db/farm", "expected postgresql://"),
     ("postgresql://farm@db", "no database name"),
     ("postgresql://farm@db:notaport/farm", "--db"),
@@ -34,7 +36,9 @@ def test_the_password_comes_from_a_file_never_the_url(tmp_path: Path) -> None:
     secret.write_text("s3cret\n")
     target = parse_db("postgresql://farm@db:5433/farm", str(secret))
     assert (target.engine, target.password) == ("postgresql", "s3cret")
-    assert "s3cret" not in target.describe()
+    assert "s3cret" not in target.describe() and "s3cret" not in repr(target)
+    assert parse_db("postgresql://farm@db/farm?sslmode=require").describe() == (
+        "postgresql://farm@db/farm")
     (tmp_path / "empty").write_text("")
     with pytest.raises(FarmError, match="empty"):
         parse_db("postgresql://farm@db/farm", str(tmp_path / "empty"))
@@ -48,6 +52,7 @@ def test_sql_is_translated_outside_quotes_only() -> None:
     assert to_postgres("SELECT a FROM t WHERE b = ? AND c LIKE '%?%'") == (
         "SELECT a FROM t WHERE b = %s AND c LIKE '%%?%%'")
     assert to_postgres('SELECT "we?rd" FROM t WHERE x = ?') == 'SELECT "we?rd" FROM t WHERE x = %s'
+    assert to_postgres("SELECT 1 -- it's ?\n, ?") == "SELECT 1 -- it's ?\n, %s"
     ddl = ddl_to_postgres("CREATE TABLE t (id INTEGER PRIMARY KEY, n INTEGER, at TIMESTAMP,"
                           " frame_timestamp REAL, doc JSON)")
     assert ddl == ("CREATE TABLE t (id BIGSERIAL PRIMARY KEY, n BIGINT, at TIMESTAMPTZ,"
