@@ -102,6 +102,7 @@ def restore_backup(backup: str | os.PathLike, data: str | os.PathLike, *,
         raise BackupError(f"{staged} or {replaced} exists (another restore?): remove it first")
     data_abs.parent.mkdir(parents=True, exist_ok=True)
     private_dir(staged)
+    loaded = False  # a server's database replaced already (not undone by removing staged)
     try:
         copied = 0
         for entry in manifest["files"]:
@@ -115,6 +116,7 @@ def restore_backup(backup: str | os.PathLike, data: str | os.PathLike, *,
             private_dir(aside)
             engine.keep_aside(aside / f"database-before-restore-{stamp}.pgdump")
         engine.load(staged, replace=bool(tables))
+        loaded = engine.name != "sqlite"
         note = (f"restored from backup {backup.name} (taken {manifest.get('created_at')}): "
                 f"in flight then; what it did afterwards is not in this copy (a node still "
                 f"playing it reports its real end, which replaces this)")
@@ -125,8 +127,17 @@ def restore_backup(backup: str | os.PathLike, data: str | os.PathLike, *,
             data_abs.rmdir()  # empty: the staged folder takes its place
         os.rename(staged, data_abs)
         fsync_dir(data_abs.parent)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(staged, ignore_errors=True)
+        if loaded:
+            # The server's database is the backup's now, the data folder still the old
+            # one: say so, and how to finish, rather than leave the two silently apart.
+            raise BackupError(
+                f"{engine.target.describe()} already holds the backup's database, but the "
+                f"restore stopped after loading it ({type(exc).__name__}: {exc}); the data "
+                f"folder {data} is as it was and in-flight executions may not be marked. "
+                f"Do not start the coordinator: run the same farm restore again with "
+                f"--force to finish") from exc
         raise
     report = RestoreReport(data_abs, backup, len(manifest["files"]), copied, key_note,
                            replaced if present or tables else None, in_flight)
