@@ -94,3 +94,23 @@ async def test_dump_and_restore_a_postgresql_farm(pg_cluster, tmp_path: Path) ->
         capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2], timeout=120)
     assert out.returncode == 0, out.stderr
     assert "1 execution(s) in flight" in out.stdout and "ex-live" in out.stdout
+
+    # A restore stopping after pg_restore loaded the database (here: marking the in-flight
+    # executions fails) says the database is the backup's already and the folder is not.
+    from actors.store.backup import postgres as pg_backup
+
+    broken = pg_cluster.new_database(migrated=False)
+
+    def lost(self, staged, note):  # noqa: ANN001
+        raise OSError("connection lost")
+
+    original = pg_backup.PostgresEngine.mark_in_flight
+    pg_backup.PostgresEngine.mark_in_flight = lost
+    try:
+        with pytest.raises(BackupError, match="already holds the backup's database.*--force"):
+            restore_backup(folder, tmp_path / "half", database=broken)
+    finally:
+        pg_backup.PostgresEngine.mark_in_flight = original
+    assert not (tmp_path / "half").exists()
+    report = restore_backup(folder, tmp_path / "half", database=broken, force=True)
+    assert report.in_flight == ["ex-live"]
