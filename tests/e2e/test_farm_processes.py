@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -83,8 +84,12 @@ class Farm:
         req = urllib.request.Request(self.url + path, data=json.dumps(body).encode(),
                                      headers=auth_headers(self.url,
                                                           {"Content-Type": "application/json"}))
-        with urllib.request.urlopen(req, timeout=60) as r:
-            return json.loads(r.read())
+        try:
+            with urllib.request.urlopen(req, timeout=60) as r:
+                return json.loads(r.read())
+        except urllib.error.HTTPError as exc:
+            exc.add_note(f"POST {path}: {exc.code} {exc.read()[:500]!r}")  # why, in the report
+            raise
 
     def phones(self) -> dict[str, dict]:
         listing = self.get("/api/phones") or {"phones": []}
