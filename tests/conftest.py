@@ -78,8 +78,12 @@ def _use_postgresql(mp: pytest.MonkeyPatch, cluster, folder: Path):
 def engine(request, monkeypatch, tmp_path: Path) -> str:
     """Run the test on each database engine (see `_use_postgresql`)."""
     if request.param == "postgresql":
-        _use_postgresql(monkeypatch, request.getfixturevalue("pg_cluster"), tmp_path)
-    return request.param
+        cluster = request.getfixturevalue("pg_cluster")
+        target = _use_postgresql(monkeypatch, cluster, tmp_path)
+        yield request.param
+        cluster.drop_database(target)
+    else:
+        yield request.param
 
 
 @pytest.fixture(scope="module", params=ENGINES)
@@ -87,10 +91,11 @@ def module_engine(request, tmp_path_factory) -> str:
     """`engine` for a module whose farm is started once for all its tests: take it before
     the farm fixture starts anything."""
     if request.param == "postgresql":
+        cluster = request.getfixturevalue("pg_cluster")
         with pytest.MonkeyPatch.context() as mp:
-            _use_postgresql(mp, request.getfixturevalue("pg_cluster"),
-                            tmp_path_factory.mktemp("pg"))
+            target = _use_postgresql(mp, cluster, tmp_path_factory.mktemp("pg"))
             yield request.param
+        cluster.drop_database(target)
     else:
         yield request.param
 

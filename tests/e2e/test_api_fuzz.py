@@ -1,7 +1,8 @@
 """The whole HTTP API fuzzed from its own OpenAPI document (schemathesis), against a real
 coordinator with virtual phones (`farm-coordinator --demo` in a subprocess).
 
-Per operation, bounded examples (PHONEFARM_FUZZ_EXAMPLES, default 25; `bench/fuzz.py` runs
+Per operation, bounded examples (PHONEFARM_FUZZ_EXAMPLES, default 15 to keep the suite in its
+CI budget; `bench/fuzz.py` runs
 more): no 5xx, every 4xx a JSON error, every 400 naming where the problem is, every answer
 in the documented schema and content type. Afterwards the
 farm must still answer, keep its phones online, keep the run recorded before the fuzzing, and
@@ -40,7 +41,7 @@ from actors.node.device.adb_server import free_port
 from tests.e2e.farm_auth import admin_token
 
 ROOT = Path(__file__).resolve().parents[2]
-EXAMPLES = int(os.environ.get("PHONEFARM_FUZZ_EXAMPLES", "25"))
+EXAMPLES = int(os.environ.get("PHONEFARM_FUZZ_EXAMPLES", "15"))
 PHONES = 2
 # Where a 400 may say what was wrong: a JSON path, a line/column, an offset, a list of problems.
 LOCATORS = ("field", "line", "offset", "problems", "scope", "serial", "parameter")
