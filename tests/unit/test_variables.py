@@ -15,8 +15,8 @@ from protocol.errors import ValidationError, VariableError
 from sequences.spintax import Spin, Text, Var, parse, spin
 from sequences.variables import MemoryCounters, MemoryMedia, VariableContext, resolve
 
-# Every test here runs on SQLite and on PostgreSQL (tests/conftest.py engine).
-pytestmark = pytest.mark.usefixtures("engine")
+# The database tests run on both engines; the parsing and resolving ones need none.
+on_both_engines = pytest.mark.usefixtures("engine")
 
 CLOCK = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
 
@@ -260,6 +260,7 @@ def test_phone_without_profile_or_client():
 # --- from the farm database ---------------------------------------------------------------------
 
 
+@on_both_engines
 async def test_context_from_the_database(tmp_path):
     db = await FarmDB.open(tmp_path / "farm.sqlite3")
     await seed_demo(db, ["emu-1", "emu-2"])
@@ -287,6 +288,7 @@ async def test_context_from_the_database(tmp_path):
     await db.close()
 
 
+@on_both_engines
 async def test_counter_and_media_persist_across_opens(tmp_path):
     path = tmp_path / "farm.sqlite3"
     media = tmp_path / "media"
@@ -304,6 +306,7 @@ async def test_counter_and_media_persist_across_opens(tmp_path):
     assert [s.split()[1].rsplit("/", 1)[1] for s in seen] == ["one.jpg", "two.jpg", "one.jpg"]
 
 
+@on_both_engines
 async def test_caption_templates_are_checked_when_stored(tmp_path):
     db = await FarmDB.open(tmp_path / "farm.sqlite3")
     with pytest.raises(VariableError, match="offset 3"):
