@@ -266,6 +266,9 @@ def start_slow_taps(farm, serial: str, *, taps: int, x0: int, sleep_s: float,
                     recorded: int) -> str:
     """Run taps at (x0 + i, 2000), each followed by a sleep, on ``serial``; return the run id
     once ``recorded`` steps are recorded as successful (so a kill lands mid-run)."""
+    # A coordinator restarted by the test before may not have heard of the phone again yet.
+    wait(lambda: (farm.phones().get(serial) or {}).get("state") == "online", 60,
+         f"{serial} online")
     steps = []
     for i in range(taps):
         steps += [{"type": "tap", "x": x0 + i, "y": 2000}, {"type": "sleep", "seconds": sleep_s}]
