@@ -18,7 +18,7 @@ from aiohttp import web
 from msgspec import Meta
 
 from actors.control.auth import principal_of
-from actors.control.http import error_response, json_response, openapi_body
+from actors.control.http import error_response, json_response, openapi_body, super_users_only
 from actors.control.registry import _Body, _handled
 from actors.control.schemas import decode_request
 from actors.coordinator.backups import BackupService
@@ -53,16 +53,6 @@ def _service(request: web.Request) -> BackupService:
     return service
 
 
-def _forbidden(request: web.Request) -> web.Response | None:
-    """403 unless the caller is a super user: a backup holds every client's data."""
-    principal = principal_of(request)
-    if principal.is_super:
-        return None
-    log.warning("backups refused %s %s for %s: super users only", request.method,
-                request.path, principal.actor)
-    return error_response(403, "backups are for super users only")
-
-
 def _folder(value: str) -> Path:
     """``to``: an existing absolute folder, never created here (a request must not make the
     coordinator write wherever a path points)."""
@@ -78,7 +68,7 @@ def _folder(value: str) -> Path:
 
 @_handled
 async def get_backups(request: web.Request) -> web.Response:
-    if (refused := _forbidden(request)) is not None:
+    if (refused := super_users_only(request, "backups")) is not None:
         return refused
     service = _service(request)
     return json_response({"backup_dir": str(service.backup_dir), "backups": service.list()})
@@ -86,7 +76,7 @@ async def get_backups(request: web.Request) -> web.Response:
 
 @_handled
 async def post_backup(request: web.Request) -> web.Response:
-    if (refused := _forbidden(request)) is not None:
+    if (refused := super_users_only(request, "backups")) is not None:
         return refused
     body = decode_request(await request.read() or b"{}", BackupRequest,
                           "a JSON object with optional to and include_master_key")

@@ -10,6 +10,7 @@ assembles the route modules, and a route module importing `app` would be an impo
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any, Protocol
 
 import orjson
@@ -18,6 +19,8 @@ from aiohttp import web
 from actors.access.scoped import ScopedHub
 from actors.control.auth import principal_of
 from actors.coordinator.scheduling.scheduler import Schedule
+
+log = logging.getLogger(__name__)
 
 
 class HubAPI(Protocol):
@@ -132,6 +135,17 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
 
 def error_response(status: int, error: str, **extra: Any) -> web.Response:
     return json_response({"error": error, **extra}, status=status)
+
+
+def super_users_only(request: web.Request, what: str) -> web.Response | None:
+    """403 (logged) unless the caller is a super user; None when it is. For routes over the
+    whole farm (``what``: "backups", "node keys") that a route policy entry cannot narrow."""
+    principal = principal_of(request)
+    if principal.is_super:
+        return None
+    log.warning("%s refused %s %s for %s: super users only", what, request.method,
+                request.path, principal.actor)
+    return error_response(403, f"{what} are for super users only")
 
 
 def openapi_body(schema: str, required: bool = True) -> dict[str, Any]:

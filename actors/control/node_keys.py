@@ -18,7 +18,7 @@ from msgspec import Meta
 
 from actors.control.auth import principal_of
 from actors.control.http import (error_response, hub_of, json_response, openapi_body,
-                                 openapi_path_param)
+                                 openapi_path_param, super_users_only)
 from actors.control.registry import _Body, _handled
 from actors.control.schemas import decode_request
 from actors.coordinator.node_keys import NODE_NAME, NodeKeyExists, check_node_name
@@ -52,16 +52,6 @@ def _keyring(request: web.Request) -> Any:
     return keyring
 
 
-def _forbidden(request: web.Request) -> web.Response | None:
-    """403 unless the caller is a super user: node keys open the whole farm."""
-    principal = principal_of(request)
-    if principal.is_super:
-        return None
-    log.warning("node keys refused %s %s for %s: super users only", request.method,
-                request.path, principal.actor)
-    return error_response(403, "node keys are for super users only")
-
-
 async def _audit(request: web.Request, keyring: Any, node: str, action: str,
                  before: Any, after: Any, reason: str | None = None) -> None:
     audit = getattr(keyring.db, "audit", None)
@@ -72,14 +62,14 @@ async def _audit(request: web.Request, keyring: Any, node: str, action: str,
 
 @_handled
 async def get_node_keys(request: web.Request) -> web.Response:
-    if (refused := _forbidden(request)) is not None:
+    if (refused := super_users_only(request, "node keys")) is not None:
         return refused
     return json_response({"keys": await _keyring(request).list()})
 
 
 @_handled
 async def post_node_key(request: web.Request) -> web.Response:
-    if (refused := _forbidden(request)) is not None:
+    if (refused := super_users_only(request, "node keys")) is not None:
         return refused
     body = decode_request(await request.read(), NodeKeyBody, "a JSON object with node")
     keyring = _keyring(request)
@@ -94,7 +84,7 @@ async def post_node_key(request: web.Request) -> web.Response:
 
 @_handled
 async def delete_node_key(request: web.Request) -> web.Response:
-    if (refused := _forbidden(request)) is not None:
+    if (refused := super_users_only(request, "node keys")) is not None:
         return refused
     name = check_node_name(request.match_info["name"], "name")
     keyring = _keyring(request)
