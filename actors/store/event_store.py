@@ -17,8 +17,8 @@ import orjson
 
 from actors.store.db_target import DbTarget
 from actors.store.db_writer import SingleWriter
-from actors.store.pg import PgReader, connect_sync
-from actors.store.sql_dialect import ddl_to_postgres
+from actors.store.migrations import migrate_postgresql
+from actors.store.pg import PgReader, start_writer
 from protocol.errors import FarmError
 
 SCHEMA = """
@@ -71,23 +71,14 @@ class EventStore:
         return self
 
     async def _open_postgresql(self, target: DbTarget) -> "EventStore":
-        def create() -> None:
-            conn = connect_sync(target.url, target.password)  # type: ignore[arg-type]
-            try:
-                for statement in ddl_to_postgres(SCHEMA).split(";"):
-                    if statement.strip():
-                        conn.raw.execute(statement)
-            finally:
-                conn.close()
-
         try:
-            await asyncio.to_thread(create)
+            # node_events is part of the farm's schema there (v14): the migrations create
+            # it, whichever of the two stores opens the database first.
+            await asyncio.to_thread(migrate_postgresql, target)
             self._pg = await PgReader(target.url, target.password, size=2).open()  # type: ignore[arg-type]
             self._last = {node: seq for node, seq in await self._pg.fetchall(
                 "SELECT node, MAX(seq) FROM node_events GROUP BY node")}
-            self._writer = await SingleWriter(
-                target.describe(), opener=lambda: connect_sync(target.url, target.password)
-            ).start()
+            self._writer = await start_writer(target)
         except BaseException:
             await self.close()
             raise

@@ -85,11 +85,9 @@ import orjson
 from actors.access.secrets_box import SecretBox, SecretDecryptError, load_master_key
 from actors.store.db_target import SQLITE, DbTarget
 from actors.store.db_writer import SingleWriter
-from actors.store.migrations import (MIGRATIONS, PG_VERSION_TABLE, SCHEMA_DIR,  # noqa: F401
-                                     SCHEMA_VERSION, check_schema_version, migrate_postgresql,
-                                     migration_statements)
-from actors.store.migrations import statements as _statements  # noqa: F401 - tests use it
-from actors.store.pg import PgReader, connect_sync
+from actors.store.migrations import (PG_VERSION_TABLE, SCHEMA_VERSION, check_schema_version,
+                                     migrate_postgresql, migration_statements)
+from actors.store.pg import PgReader, start_writer
 from actors.store.execution_history import (ExecutionQuery, before_sql, history_sql,
                                             tenant_serials_sql)
 from actors.store.execution_records import FIND_STEP_SQL, ExecutionRecords, utc_text
@@ -269,9 +267,7 @@ class FarmDB:
         try:
             await asyncio.to_thread(migrate_postgresql, target)
             db._pg_reader = await PgReader(target.url, target.password).open()  # type: ignore[arg-type]
-            db._writer = await SingleWriter(
-                target.describe(), opener=lambda: connect_sync(target.url, target.password)
-            ).start()
+            db._writer = await start_writer(target)
         except BaseException:
             await db.close()
             raise

@@ -30,6 +30,7 @@ from psycopg.adapt import Loader
 from psycopg.rows import RowMaker
 from psycopg_pool import AsyncConnectionPool
 
+from actors.store.db_writer import SingleWriter
 from actors.store.caller_scope import ALL_CLIENTS, caller_clients, clients_setting
 from actors.store.sql_dialect import to_postgres
 
@@ -221,3 +222,10 @@ class PgReader:
                 await conn.execute(_SET_CLIENTS, (clients_setting(clients),))
                 cur = await conn.execute(to_postgres(sql), tuple(args))
                 return await cur.fetchall() if cur.description else []
+
+
+async def start_writer(target: Any) -> SingleWriter:
+    """The single writer of a PostgreSQL target (an actors.store.db_target.DbTarget): its
+    own connection, opened on its thread (again after the server dropped it)."""
+    return await SingleWriter(target.describe(),
+                              opener=lambda: connect_sync(target.url, target.password)).start()

@@ -9,7 +9,7 @@ import sqlite3
 import pytest
 
 from protocol.errors import ScopeError, ValidationError, VariableError
-from actors.store.farm_db import SCHEMA_DIR
+from actors.store.migrations import SCHEMA_DIR
 from sequences.groups import GroupBook, Rule
 from sequences.scopes import targets
 from sequences.variables import VariableContext, resolve

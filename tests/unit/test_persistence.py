@@ -38,7 +38,7 @@ async def test_migrations_apply_on_a_fresh_file_and_reopen_is_a_no_op(tmp_path, 
 
 
 async def test_a_version_1_database_upgrades_without_loss(tmp_path, engine):
-    from actors.store.farm_db import MIGRATIONS, _statements
+    from actors.store.migrations import MIGRATIONS, statements as _statements
 
     if engine == "postgresql":
         pytest.skip("SQLite history: a PostgreSQL database starts at the newest version")
@@ -283,7 +283,7 @@ async def test_every_spec_table_exists_with_foreign_keys_and_indexes(tmp_path, e
 
 
 async def test_the_previous_version_upgrades_with_its_rows_intact(tmp_path, engine):
-    from actors.store.farm_db import MIGRATIONS, _statements
+    from actors.store.migrations import MIGRATIONS, statements as _statements
 
     if engine == "postgresql":
         pytest.skip("SQLite history: a PostgreSQL database starts at the newest version")

@@ -13,7 +13,8 @@ import pytest
 
 from actors.access.secrets_box import SecretBox, SecretDecryptError
 from actors.coordinator.ai.keys import KeyCipher
-from actors.store.farm_db import MIGRATIONS, PASSWORDS, SECRET_MASK, FarmDB, _statements
+from actors.store.farm_db import PASSWORDS, SECRET_MASK, FarmDB
+from actors.store.migrations import MIGRATIONS, statements as _statements
 
 # Every test here runs on SQLite and on PostgreSQL (tests/conftest.py engine).
 pytestmark = pytest.mark.usefixtures("engine")

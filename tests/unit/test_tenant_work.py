@@ -332,7 +332,6 @@ async def test_v13_keeps_the_groups_of_an_older_database(tmp_path: Path, monkeyp
                                                          engine: str) -> None:
     if engine == "postgresql":
         pytest.skip("SQLite history: a PostgreSQL database starts at the newest version")
-    monkeypatch.setattr(farm_db_module, "MIGRATIONS", farm_db_module.MIGRATIONS[:12])
     monkeypatch.setattr(farm_db_module, "SCHEMA_VERSION", 12)
     db = await FarmDB.open(tmp_path / "farm.sqlite3")
     book = GroupBook.with_defaults()

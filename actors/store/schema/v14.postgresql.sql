@@ -14,8 +14,8 @@
 -- profile only to the farm. Identity tables (organizations, users, tokens) and farm-wide
 -- ones (agents, node keys, the scheduler's rows, the registry) have no client.
 
--- The event store's table (actors/store/event_store.py, which creates it too when it opens
--- first) lives in this database on PostgreSQL.
+-- The event store's table (actors/store/event_store.py, which on PostgreSQL runs these
+-- migrations when it opens first) lives in this database.
 CREATE TABLE IF NOT EXISTS node_events (
     node TEXT NOT NULL,
     seq BIGINT NOT NULL,
