@@ -99,7 +99,9 @@ def _adapt(conn: Any) -> None:
     conn.adapters.register_loader("numeric", _Number)
 
 
-def _connect_kwargs(conninfo: str, password: str | None) -> dict[str, Any]:
+def connect_kwargs(conninfo: str, password: str | None) -> dict[str, Any]:
+    """psycopg.connect's keywords for the farm's database: its session options (UTC, every
+    client's rows for the farm's own work), a 5 s connect timeout, the password if given."""
     # The farm's own work sees every client's rows (row-level security, schema v14);
     # PgReader narrows a scoped caller's reads with SET LOCAL.
     kwargs: dict[str, Any] = {"conninfo": conninfo,
@@ -170,7 +172,7 @@ class PgConnection:
 def connect_sync(conninfo: str, password: str | None = None) -> PgConnection:
     """A connection in autocommit mode (the writer issues BEGIN/COMMIT itself)."""
     conn = psycopg.connect(autocommit=True, row_factory=row_factory,
-                           **_connect_kwargs(conninfo, password))
+                           **connect_kwargs(conninfo, password))
     _adapt(conn)
     return PgConnection(conn)
 
@@ -181,7 +183,7 @@ class PgReader:
     clients for row-level security (SET LOCAL)."""
 
     def __init__(self, conninfo: str, password: str | None = None, *, size: int = 4) -> None:
-        kwargs = _connect_kwargs(conninfo, password)
+        kwargs = connect_kwargs(conninfo, password)
         # A prepared statement (psycopg prepares one run five times) gets a generic plan
         # after a few runs, which for a scoped caller applies the row-level security
         # policy to every row the filter reaches before the page is cut (a tenant's week of

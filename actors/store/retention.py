@@ -44,7 +44,6 @@ from urllib.parse import unquote, urlsplit
 
 import psycopg
 
-from actors.store.caller_scope import ALL_CLIENTS
 from actors.store.db_target import DbTarget
 from actors.store.farm_db import utc_text
 from actors.store.pg import PgConnection, connect_sync
@@ -731,9 +730,8 @@ def _connect(db: Database, readonly: bool = False) -> _Closing:
             reason = " ".join(str(exc).split()) or type(exc).__name__
             raise FarmError(f"farm database {target.describe()}: {reason}") from None
         try:
-            # Retention is the farm's own work: every client's rows (row-level security),
-            # for the whole session rather than one transaction.
-            pg.execute("SELECT set_config('phonefarm.clients', ?, false)", (ALL_CLIENTS,))
+            # Retention is the farm's own work: connect_sync's session already sees every
+            # client's rows (row-level security).
             if readonly:
                 pg.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
         except BaseException:

@@ -61,11 +61,10 @@ class PostgresEngine:
     def _connect(self, autocommit: bool = True) -> Any:
         import psycopg
 
-        kwargs: dict[str, Any] = {"conninfo": self.target.url, "autocommit": autocommit,
-                                  "options": f"-c phonefarm.clients={ALL_CLIENTS}",
-                                  "application_name": "phonefarm-backup"}
-        if self.target.password is not None:
-            kwargs["password"] = self.target.password
+        from actors.store.pg import connect_kwargs
+
+        kwargs = {**connect_kwargs(self.target.url, self.target.password),  # type: ignore[arg-type]
+                  "autocommit": autocommit, "application_name": "phonefarm-backup"}
         try:
             return psycopg.connect(**kwargs)
         except psycopg.Error as exc:
