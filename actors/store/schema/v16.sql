@@ -1,0 +1,1 @@
+-- v16: metrics: access token scopes (issue 19; reserved, filled by that change).

@@ -1,0 +1,1 @@
+-- v17: stats: one-minute rollups (issue 19; reserved, filled by that change).

@@ -1,0 +1,1 @@
+-- v18: alerts and notifications (issue 19; reserved, filled by that change).

@@ -1,0 +1,1 @@
+-- v19: daily reports (issue 19; reserved, filled by that change).
