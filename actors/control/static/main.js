@@ -9,6 +9,7 @@ import { allScreensChanged, initWall, keyPress, renderWall, screenChanged } from
 
 const pages = {
   wall: null,
+  dashboard: () => import("./dashboard.js"),
   unknown: () => import("./unknown.js"),
   executions: () => import("./pages.js").then((m) => ({ show: m.showExecutions })),
   schedules: () => import("./pages.js").then((m) => ({ show: m.showSchedules })),
