@@ -95,6 +95,7 @@ from actors.store.execution_records import FINAL_STATUSES as _FINAL_STATUSES
 from protocol.errors import FarmError, ValidationError
 
 if TYPE_CHECKING:
+    from actors.store.stats import FailureQuery, StatsQuery
     from sequences.groups import GroupBook
 
 log = logging.getLogger(__name__)
@@ -806,6 +807,19 @@ class FarmDB:
         return [{by: r["key"], "attempts": r["attempts"], "succeeded": r["succeeded"],
                  "failed": r["failed"], "success_rate": r["succeeded"] / r["attempts"],
                  "mean_steps": r["mean_steps"]} for r in rows]
+
+    # -- stats rollups (issue 19.2; the SQL and the aggregation rules: actors.store.stats) --
+
+    async def stats_series(self, query: "StatsQuery") -> dict:
+        """GET /api/stats's series from the one-minute rollups (``query.clients``: a
+        tenant's clients only)."""
+        from actors.store.stats import series
+        return await series(self, query)
+
+    async def top_failures(self, query: "FailureQuery") -> dict:
+        """GET /api/stats/top-failures: the sequences and screens failing most since."""
+        from actors.store.stats import top_failures
+        return await top_failures(self, query)
 
     # -- sequence and workflow definitions (spec 12.2) --------------------------------------
     # ``clients`` (a set of client ids) narrows every lookup to the shared library (client_id
