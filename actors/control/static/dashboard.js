@@ -22,7 +22,8 @@ const STATES = ["busy", "idle", "paused", "offline", "failed"];
 // As the hub reads them (actors/coordinator/hub.py PHONE_STATE).
 const PHONE_STATE = { phone_up: "online", phone_resumed: "online", phone_restarted: "online",
   phone_paused: "paused", phone_failed: "failed", phone_down: "offline" };
-const STATS_EVERY_MS = 60000;   // the current bucket is fetched again every minute
+const STATS_EVERY_MS = 60000;   // the current bucket is fetched again every minute,
+const CLOSE_WAIT_MS = 10000;    // this long after the minute ended (its rollup is closed then)
 const NODES_EVERY_MS = 10000;   // nodes report their health every 5 s
 const THROTTLE_MS = 3000;       // a burst of finished executions fetches once
 
@@ -176,7 +177,7 @@ async function loadStats(whole) {
   for (const p of farmSeries(answer).points) view.points.set(Date.parse(p.t) / 1000, p);
   // Every bucket of the range, those without a point included (nothing happened then).
   const end = Math.floor(Date.parse(answer.to) / 1000 / step) * step;
-  const start = Math.floor((Date.now() / 1000 - RANGE_S[key]) / step) * step + step;
+  const start = Math.floor((Date.now() / 1000 - RANGE_S[key]) / step) * step;
   for (const t of view.points.keys()) if (t < start) view.points.delete(t);
   const xs = new Set(view.points.keys());
   for (let t = start; t <= end; t += step) xs.add(t);
@@ -271,5 +272,11 @@ onChange((what) => {
   if (shown()) drawPhones();
 });
 
-setInterval(() => { if (shown()) { loadStats(false); loadFailures(); } }, STATS_EVERY_MS);
+// The coordinator closes a minute's rollup a few seconds after the minute ends: fetch the
+// current bucket again just after each close, so a finished execution shows within seconds.
+function everyMinute() {
+  const wait = STATS_EVERY_MS - (Date.now() % STATS_EVERY_MS) + CLOSE_WAIT_MS;
+  setTimeout(() => { if (shown()) { loadStats(false); loadFailures(); } everyMinute(); }, wait);
+}
+everyMinute();
 setInterval(() => { if (shown()) loadNodes(); }, NODES_EVERY_MS);
