@@ -46,6 +46,12 @@ ROUTES: dict[str, str] = {
     "/api/workflows/{name}": SCOPED, "/api/registry": SHARED,
     "/api/registry/apps/{app}": SHARED, "/api/registry/apps/{app}/files/{path}": SHARED,
     "/api/registry/apps/{app}/screens/{screen}": SHARED,
+    # Alerts and notifications (issue 19.3): a tenant's clients' rules, alerts and
+    # notices (farm-wide kinds and the channels stay super users'; actors.coordinator.alerts
+    # .service). A viewer marks its own notifications read.
+    "/api/alerts": SCOPED, "/api/alerts/{alert_id}/ack": SCOPED, "/api/alerts/rules": SCOPED,
+    "/api/alerts/rules/{name}": SCOPED, "/api/alerts/rules/{name}/silence": SCOPED,
+    "/api/notifications": SCOPED, "/api/notifications/read": OWN,
 }
 # Method-specific exceptions: the phone registry is read by tenants, changed by super users.
 METHOD_ROUTES: dict[tuple[str, str], str] = {

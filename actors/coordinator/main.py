@@ -23,6 +23,9 @@ from actors.coordinator.ai.client import AIClient, AIConfig
 from actors.coordinator.ai.keys import AIKeyring, load_master_key
 from actors.control.app import make_app
 from actors.control.backups import BACKUPS
+from actors.control.alerts import ALERTS
+from actors.coordinator.alerts.rules import load_config as load_alerts_config
+from actors.coordinator.alerts.service import AlertService
 from actors.coordinator.backups import BackupService, parse_backup_at, parse_backup_keep
 from actors.access.bootstrap import ensure_admin, login_link, seed_demo_people
 from actors.access.service import Access
@@ -115,6 +118,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--backup-keep", metavar="N", type=_flag(parse_backup_keep),
                    default=os.environ.get("PHONEFARM_BACKUP_KEEP", "30"),
                    help="after each scheduled backup keep this farm's newest N (default 30)")
+    p.add_argument("--alerts-config", metavar="FILE",
+                   default=os.environ.get("PHONEFARM_ALERTS_CONFIG"),
+                   help="alert rules and notification channels (TOML, see config/alerts.toml; "
+                        "default: none: rules only from the API, the console's list only)")
+    p.add_argument("--public-url", metavar="URL", default=os.environ.get("PHONEFARM_PUBLIC_URL"),
+                   help="the console's address as people reach it, for links in alerts and "
+                        "reports (default http://<--http>)")
     return p.parse_args(argv)
 
 
@@ -135,6 +145,11 @@ def backup_service(args: argparse.Namespace, data: Path, registry: Path, emit,
     return BackupService(data, Path(args.backup_dir) if args.backup_dir else data / "backups",
                          emit, registry=registry, master_key=master_key, at=args.backup_at,
                          keep=args.backup_keep, database=target)
+
+
+def public_url(args: argparse.Namespace) -> str:
+    """The console's address for links in notices: --public-url, else http://<--http>."""
+    return (args.public_url or f"http://{args.http}").rstrip("/")
 
 
 def retention_job(args: argparse.Namespace, data: Path, unknown: UnknownScreenQueue | None,
@@ -287,6 +302,8 @@ async def start(args: argparse.Namespace, stack: contextlib.AsyncExitStack) -> t
     with starting():
         target = parse_db(args.db, args.db_password_file)
     retention = retention_job(args, data, unknown, target)  # before opening anything: may refuse
+    with starting():  # a bad alerts config names its file, line, rule and field
+        alerts_config = load_alerts_config(args.alerts_config)
     where = data / "coordinator.sqlite3" if not target.is_postgresql else target.describe()
     with starting(f"the event store {where}"):
         store = await EventStore(data / "coordinator.sqlite3", target).open()
@@ -320,6 +337,14 @@ async def start(args: argparse.Namespace, stack: contextlib.AsyncExitStack) -> t
     app = make_app(hub, token=args.token, access=access, bound_loopback=is_loopback(host))
     backups = backup_service(args, data, registry_dir, hub.emit, master_key, target)
     app[BACKUPS] = backups
+    alerts = AlertService(hub, farm_db, alerts_config, public_url=public_url(args),
+                          data_dir=data)
+    with starting():  # a config rule naming no client of the farm stops here
+        await alerts.start()
+    stack.push_async_callback(alerts.close)
+    app[ALERTS] = alerts
+    # Contract C of issue 19: the reports (and any other part) send through hub.notifier.
+    hub.notifier, hub.public_url = alerts.notifier, alerts.notifier.public_url
     runner = web.AppRunner(app)
     await runner.setup()
     stack.push_async_callback(runner.cleanup)

@@ -1,0 +1,391 @@
+"""Alerts and notifications (issue 19.3): rules checked whole (file: file, line, rule,
+field; API: the field), alerts fired once, repeated, acknowledged, silenced and resolved,
+delivered by a real aiohttp webhook server and a real SMTP server (aiosmtpd), kept in the
+outbox while a webhook is down and delivered after a restart, and scoped per client. The
+database tests run on both engines."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from email import message_from_bytes
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from actors.access.principal import Principal
+from actors.access.users import AccessDenied
+from actors.coordinator.alerts.notify import Notice, Notifier
+from actors.coordinator.alerts.rules import (AlertsConfig, Channel, load_config, parse_channel,
+                                             parse_rule)
+from actors.coordinator.alerts.service import AlertService
+from actors.coordinator.alerts.store import AlertStore
+from actors.store.farm_db import FarmDB
+from protocol.errors import ValidationError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+# --- a real webhook receiver ----------------------------------------------------------------
+
+
+class Hook:
+    """A real aiohttp server taking webhook POSTs (``fail`` answers 503 that many times)."""
+
+    def __init__(self, port: int = 0) -> None:
+        self.port = port
+        self.bodies: list[dict] = []
+        self.fail = 0
+        self.got = asyncio.Event()
+        self.runner: web.AppRunner | None = None
+
+    async def _post(self, request: web.Request) -> web.Response:
+        if self.fail > 0:
+            self.fail -= 1
+            return web.Response(status=503, text="busy")
+        self.bodies.append({"path": request.path, "body": await request.json(),
+                            "at": time.time()})
+        self.got.set()
+        return web.Response(text="ok")
+
+    async def start(self) -> "Hook":
+        app = web.Application()
+        app.router.add_post("/{tail:.*}", self._post)
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", self.port)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]
+        return self
+
+    async def stop(self) -> None:
+        await self.runner.cleanup()
+
+    def url(self, path: str = "/hook") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    async def wait(self, count: int, timeout: float = 15.0) -> list[dict]:
+        deadline = time.monotonic() + timeout
+        while len(self.bodies) < count and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        return self.bodies
+
+
+class MiniHub:
+    """What the engine reads of the hub: phone and node rows, pauses, owners, the stream."""
+
+    def __init__(self) -> None:
+        self.phone_rows: dict[str, dict] = {}
+        self.node_rows: dict[str, dict] = {}
+        self.pauses = None
+        self.owners = None
+        self.runs = None
+        self.events: list[tuple] = []
+        self.queues: set[asyncio.Queue] = set()
+
+    def emit(self, event, node, serial, data) -> None:
+        self.events.append((event, node, serial, data))
+        for q in self.queues:
+            q.put_nowait({"event": event, "ts": time.time(), "node": node, "serial": serial,
+                          "data": data})
+
+    def subscribe(self) -> asyncio.Queue:
+        q: asyncio.Queue = asyncio.Queue()
+        self.queues.add(q)
+        return q
+
+    def unsubscribe(self, q) -> None:
+        self.queues.discard(q)
+
+
+class Owners:
+    def __init__(self, names: dict[str, str]) -> None:
+        self.names = names
+
+    def client_name(self, serial: str) -> str | None:
+        return self.names.get(serial)
+
+
+SUPER = Principal(user_id=1, name="admin", role="super")
+
+
+# --- rules and the config file --------------------------------------------------------------
+
+
+def test_the_shipped_example_config_is_valid() -> None:
+    config = load_config(ROOT / "config" / "alerts.toml")
+    assert {r.kind for r in config.rules} >= {"phone_offline", "node_down", "failure_rate",
+                                              "scheduler_delay", "disk", "phone_paused",
+                                              "recovery_failed"}
+    assert config.channels[0].name == "ops-hook"
+
+
+@pytest.mark.parametrize("body, where", [
+    ('[[rule]]\nname = "a"\nkind = "phone_offline"\nminutes = -1\n', ":4: rule 'a' (#1): minutes"),
+    ('[[rule]]\nname = "a"\nkind = "nope"\n', ":3: rule 'a' (#1): kind"),
+    ('[[rule]]\nname = "a"\nkind = "disk"\npercent = 50\nclient = "Acme"\n', ":5: rule 'a' (#1): client"),
+    ('[[rule]]\nname = "a"\nkind = "phone_paused"\n\n[[rule]]\nname = "b"\nkind = "node_down"\n'
+     'seconds = "x"\n', ":8: rule 'b' (#2): seconds"),
+    ('[[rule]]\nname = "a"\nkind = "phone_paused"\nchannels = ["nowhere"]\n', ":4: rule 'a' (#1): channels"),
+    ('[[rule]]\nname = "a"\nkind = "phone_paused"\nrepeat = "often"\n', ":4: rule 'a' (#1): repeat"),
+    ('[[rule]]\nname = "a"\nkind = "phone_paused"\ncolour = 1\n', ":4: rule 'a' (#1): colour"),
+    ('[[channel]]\nname = "h"\ntype = "webhook"\nurl = "ftp://x"\n', ":4: channel 'h' (#1): url"),
+    ('[[channel]]\nname = "m"\ntype = "email"\nto = ["a@x"]\nfrom = "f@x"\nsmtp = "host"\n',
+     ":6: channel 'm' (#1): smtp"),
+    ('[[channel]]\nname = "m"\ntype = "email"\nto = ["a@x"]\nfrom = "f@x"\nsmtp = "h:25"\n'
+     'user = "u"\npassword_file = "missing.pw"\n', ":8: channel 'm' (#1): password_file"),
+    ('[[rule]\nname = "a"\n', "not valid TOML"),
+])
+def test_a_bad_config_names_file_line_rule_and_field(tmp_path: Path, body: str, where: str) -> None:
+    path = tmp_path / "alerts.toml"
+    path.write_text(body)
+    with pytest.raises(ValidationError) as caught:
+        load_config(path)
+    assert str(path) in str(caught.value) and where in str(caught.value), str(caught.value)
+
+
+def test_api_rules_name_the_json_field() -> None:
+    where = lambda f: f"$.{f}"  # noqa: E731
+    with pytest.raises(ValidationError) as caught:
+        parse_rule({"name": "r", "kind": "failure_rate", "percent": 120}, where)
+    assert caught.value.where == "$.percent"
+    with pytest.raises(ValidationError) as caught:
+        parse_rule({"name": "bad name!", "kind": "phone_paused"}, where)
+    assert caught.value.where == "$.name"
+    rule = parse_rule({"name": "r", "kind": "phone_offline", "repeat": "never"}, where)
+    assert rule.params == {"minutes": 10.0} and rule.repeat_s is None
+
+
+def test_a_channel_takes_its_kinds_and_clients() -> None:
+    c = parse_channel({"name": "c", "type": "slack", "url": "https://h/x",
+                       "kinds": ["alert"], "clients": ["Acme"]}, lambda f: f)
+    assert c.takes("alert", "Acme") and not c.takes("report", "Acme")
+    assert not c.takes("alert", None) and not c.takes("alert", "Globex")
+    assert "x" not in c.view()["url"]  # a webhook's path is its secret
+
+
+# --- the engine and the outbox, on both engines ---------------------------------------------
+
+
+async def _service(db: FarmDB, hub: MiniHub, channels: list[Channel], rules: list[dict],
+                   tmp_path: Path) -> AlertService:
+    config = AlertsConfig(tuple(channels), tuple(
+        parse_rule(r, lambda f: f, channels=lambda n: True) for r in rules),
+        str(tmp_path / "alerts.toml"))
+    service = AlertService(hub, db, config, public_url="http://farm.example:8470",
+                           data_dir=tmp_path, retry_base_s=0.2)
+    await service.engine.load(config)
+    return service
+
+
+async def test_an_alert_fires_once_repeats_is_acked_silenced_and_resolves(
+        db: FarmDB, tmp_path: Path) -> None:
+    hook = await Hook().start()
+    hub = MiniHub()
+    hub.phone_rows["P1"] = {"serial": "P1", "node": "rack1", "state": "offline",
+                            "state_at": time.time() - 5}
+    service = await _service(db, hub, [Channel("hook", "webhook", url=hook.url())], [
+        {"name": "offline", "kind": "phone_offline", "minutes": 0, "repeat": "1s"}], tmp_path)
+    delivery = asyncio.create_task(service.notifier.run())
+    try:
+        engine = service.engine
+        await engine.evaluate_conditions()
+        await engine.evaluate_conditions()  # still true: no second alert
+        bodies = await hook.wait(1)
+        assert len(bodies) == 1
+        first = bodies[0]["body"]
+        assert first["kind"] == "alert" and "P1" in first["title"]
+        assert first["links"]["phone"].startswith("http://farm.example:8470/")
+        alerts = await service.alerts(SUPER, "firing", 10)
+        assert len(alerts) == 1 and alerts[0]["subject"] == "P1"
+
+        await asyncio.sleep(1.1)  # the repeat interval passed: sent again, once
+        await engine.evaluate_conditions()
+        await engine.evaluate_conditions()
+        bodies = await hook.wait(2)
+        assert len(bodies) == 2 and bodies[1]["body"]["title"].startswith("Still:")
+
+        await service.ack(alerts[0]["id"], SUPER)  # acked: no more repeats
+        await asyncio.sleep(1.1)
+        await engine.evaluate_conditions()
+        await asyncio.sleep(0.3)
+        assert len(hook.bodies) == 2
+
+        hub.phone_rows["P1"]["state"] = "online"  # resolved: one resolved notice
+        await engine.evaluate_conditions()
+        bodies = await hook.wait(3)
+        assert bodies[2]["body"]["kind"] == "resolved"
+        assert (await service.alerts(SUPER, "resolved", 10))[0]["acked_by"] == "user:1:admin"
+
+        await service.silence("offline", "2h", SUPER)  # silenced: recorded, not sent
+        hub.phone_rows["P1"]["state"] = "offline"
+        await engine.evaluate_conditions()
+        await asyncio.sleep(0.3)
+        assert len(hook.bodies) == 3
+        assert len(await service.alerts(SUPER, "firing", 10)) == 1
+        hub.phone_rows["P1"]["state"] = "online"
+        await engine.evaluate_conditions()  # nobody was told: no resolved notice either
+        await asyncio.sleep(0.3)
+        assert len(hook.bodies) == 3
+        # The console's list has every notice sent.
+        listed = await service.notifications(SUPER, False, 50)
+        assert listed["unread"] == 3
+        assert await service.mark_read(SUPER, None) == 3
+        assert (await service.notifications(SUPER, True, 50))["notifications"] == []
+    finally:
+        delivery.cancel()
+        await asyncio.gather(delivery, return_exceptions=True)
+        await hook.stop()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def test_a_webhook_down_then_up_gets_every_notice_after_retry_and_a_restart(
+        tmp_path: Path, engine: str) -> None:
+    port = _free_port()
+    channel = Channel("hook", "webhook", url=f"http://127.0.0.1:{port}/in")
+    config = AlertsConfig((channel,))
+    db = await FarmDB.open(tmp_path / "farm.sqlite3")
+    notifier = Notifier(AlertStore(db), config, retry_base_s=0.2)
+    delivery = asyncio.create_task(notifier.run())
+    ids = [(await notifier.send(Notice("alert", None, f"n{i}", "text", key=f"k{i}")))[0]
+           for i in range(3)]
+    assert await notifier.send(Notice("alert", None, "n0", "text", key="k0")) == [ids[0]]
+    await asyncio.sleep(0.8)  # nobody listens: attempts fail, the rows stay
+    views = await notifier.channel_views()
+    assert views[0]["pending"] == 3 and views[0]["failing"]
+    assert "Connect" in views[0]["last_error"] or "connect" in views[0]["last_error"]
+    delivery.cancel()  # the coordinator stops with the notices undelivered
+    await asyncio.gather(delivery, return_exceptions=True)
+    await db.close()
+
+    hook = Hook(port)
+    hook.fail = 2  # up, but answering 503 twice first
+    await hook.start()
+    db = await FarmDB.open(tmp_path / "farm.sqlite3")
+    notifier = Notifier(AlertStore(db), config, retry_base_s=0.2)
+    delivery = asyncio.create_task(notifier.run())
+    try:
+        bodies = await hook.wait(3)
+        assert sorted(b["body"]["title"] for b in bodies) == ["n0", "n1", "n2"]
+        views = await notifier.channel_views()
+        assert views[0]["pending"] == 0 and views[0]["delivered"] == 3
+        assert not views[0]["failing"]
+    finally:
+        delivery.cancel()
+        await asyncio.gather(delivery, return_exceptions=True)
+        await hook.stop()
+        await db.close()
+
+
+async def test_slack_and_discord_bodies(db: FarmDB, tmp_path: Path) -> None:
+    hook = await Hook().start()
+    config = AlertsConfig((Channel("s", "slack", url=hook.url("/slack")),
+                           Channel("d", "discord", url=hook.url("/discord"))))
+    notifier = Notifier(AlertStore(db), config)
+    try:
+        await notifier.send(Notice("alert", None, "Phone P1 offline", "since 01:00",
+                                   links={"execution": "http://farm/#executions/e1"}, key="x"))
+        await notifier.deliver_due()
+        bodies = {b["path"]: b["body"] for b in hook.bodies}
+        assert "Phone P1 offline" in bodies["/slack"]["text"]
+        assert "<http://farm/#executions/e1|execution>" in bodies["/slack"]["text"]
+        assert bodies["/slack"]["blocks"][0]["type"] == "section"
+        assert "Phone P1 offline" in bodies["/discord"]["content"]
+        assert bodies["/discord"]["embeds"][0]["url"] == "http://farm/#executions/e1"
+    finally:
+        await hook.stop()
+
+
+async def test_email_reaches_a_real_smtp_server(db: FarmDB, tmp_path: Path) -> None:
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.smtp import AuthResult
+
+    received: list[bytes] = []
+    logins: list[tuple[bytes, bytes]] = []
+
+    class Handler:
+        async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd's name
+            received.append(envelope.original_content)
+            return "250 OK"
+
+    def authenticator(server, session, envelope, mechanism, auth_data):
+        logins.append((auth_data.login, auth_data.password))
+        return AuthResult(success=auth_data.password == b"s3cret")
+
+    port = _free_port()
+    smtp = Controller(Handler(), hostname="127.0.0.1", port=port, authenticator=authenticator,
+                      auth_require_tls=False)
+    smtp.start()
+    password = tmp_path / "smtp.pw"
+    password.write_text("s3cret\n")
+    channel = parse_channel({"name": "mail", "type": "email", "to": ["ops@example.com"],
+                             "from": "farm@example.com", "smtp": f"127.0.0.1:{port}",
+                             "user": "farm", "password_file": str(password)}, lambda f: f)
+    notifier = Notifier(AlertStore(db), AlertsConfig((channel,)))
+    try:
+        await notifier.send(Notice("report", None, "Daily report", "12 runs <ok>",
+                                   html="<p>12 runs &lt;ok&gt;</p>", key="r1"))
+        assert await notifier.deliver_due() == 1
+        message = message_from_bytes(received[0])
+        assert message["Subject"] == "[phonefarm] Daily report"
+        parts = {p.get_content_type(): p.get_payload(decode=True).decode()
+                 for p in message.walk() if not p.is_multipart()}
+        assert "12 runs <ok>" in parts["text/plain"]
+        assert "<p>12 runs &lt;ok&gt;</p>" in parts["text/html"]
+        assert logins == [(b"farm", b"s3cret")]
+    finally:
+        smtp.stop()
+
+
+# --- who sees what ---------------------------------------------------------------------------
+
+
+async def test_tenants_see_and_manage_only_their_clients_rules_and_notices(
+        db: FarmDB, tmp_path: Path) -> None:
+    acme = await db.upsert_client("Acme")
+    globex = await db.upsert_client("Globex")
+    await db.upsert_phone("A1", client=acme)
+    await db.upsert_phone("G1", client=globex)
+    hub = MiniHub()
+    hub.owners = Owners({"A1": "Acme", "G1": "Globex"})
+    for serial in ("A1", "G1"):
+        hub.phone_rows[serial] = {"serial": serial, "node": "n", "state": "offline",
+                                  "state_at": time.time() - 60}
+    service = await _service(db, hub, [], [], tmp_path)
+    acme_user = Principal(user_id=7, name="acme", role="client", client_ids=frozenset({acme}))
+    viewer = Principal(user_id=8, name="glob", role="client", client_ids=frozenset({globex}))
+
+    mine = await service.add_rule({"name": "acme-offline", "kind": "phone_offline",
+                                   "minutes": 0}, acme_user)  # its one client by default
+    assert mine["client"] == "Acme"
+    with pytest.raises(AccessDenied):
+        await service.add_rule({"name": "n", "kind": "node_down"}, acme_user)
+    with pytest.raises(ValidationError) as caught:
+        await service.add_rule({"name": "x", "kind": "phone_paused", "client": "Globex"},
+                               acme_user)
+    assert caught.value.where == "$.client"
+    await service.add_rule({"name": "farm-offline", "kind": "phone_offline", "minutes": 0},
+                           SUPER)
+    await service.engine.evaluate_conditions()
+
+    assert [r["name"] for r in await service.rules(acme_user)] == ["acme-offline"]
+    assert await service.rules(viewer) == []
+    acme_alerts = await service.alerts(acme_user, None, 50)
+    assert [(a["rule"], a["subject"]) for a in acme_alerts] == [("acme-offline", "A1")]
+    assert await service.alerts(viewer, None, 50) == []
+    assert len(await service.alerts(SUPER, None, 50)) == 3  # farm rule: A1 and G1
+    with pytest.raises(LookupError):  # another tenant's rule is like a missing one
+        await service.silence("acme-offline", "1h", viewer)
+    with pytest.raises(LookupError):
+        await service.ack(acme_alerts[0]["id"], viewer)
+    assert (await service.notifications(acme_user, False, 50))["unread"] == 1
+    assert (await service.notifications(viewer, False, 50))["unread"] == 0
+    assert await service.mark_read(viewer, None) == 0
+    assert (await service.notifications(SUPER, False, 50))["unread"] == 3
