@@ -46,6 +46,8 @@ ROUTES: dict[str, str] = {
     "/api/workflows/{name}": SCOPED, "/api/registry": SHARED,
     "/api/registry/apps/{app}": SHARED, "/api/registry/apps/{app}/files/{path}": SHARED,
     "/api/registry/apps/{app}/screens/{screen}": SHARED,
+    # The farm's history (issue 19.2): a tenant's clients' rollups and failures only.
+    "/api/stats": SCOPED, "/api/stats/top-failures": SCOPED,
     # Alerts and notifications (issue 19.3): a tenant's clients' rules, alerts and
     # notices (farm-wide kinds and the channels stay super users'; actors.coordinator.alerts
     # .service). A viewer marks its own notifications read.

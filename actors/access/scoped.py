@@ -294,6 +294,16 @@ class ScopedFarmDB:
         return await self._db.audit_trail(*args, client_ids=self.principal.client_ids,
                                           **kwargs)
 
+    # -- the farm's history (issue 19.2): the caller's clients' rollups and phones only ----
+
+    @_as_caller
+    async def stats_series(self, query: Any) -> dict:
+        return await self._db.stats_series(replace(query, clients=self._clients()))
+
+    @_as_caller
+    async def top_failures(self, query: Any) -> dict:
+        return await self._db.top_failures(replace(query, clients=self._clients()))
+
     # -- sequence and workflow definitions -------------------------------------------------
     # Definitions with no client are the farm's shared library: readable by everyone,
     # changed by super users only. A name is unique within a client: lookups take the

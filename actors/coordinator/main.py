@@ -27,6 +27,7 @@ from actors.control.alerts import ALERTS
 from actors.coordinator.alerts.rules import load_config as load_alerts_config
 from actors.coordinator.alerts.service import AlertService
 from actors.coordinator.backups import BackupService, parse_backup_at, parse_backup_keep
+from actors.coordinator.rollups import RollupService
 from actors.access.bootstrap import ensure_admin, login_link, seed_demo_people
 from actors.access.service import Access
 from actors.access.tokens import TOKEN_PREFIX
@@ -365,6 +366,9 @@ async def start(args: argparse.Namespace, stack: contextlib.AsyncExitStack) -> t
     if retention is not None:
         retention_task = asyncio.create_task(retention.loop())
         stack.push_async_callback(_cancel, retention_task)
+    # The one-minute stats rollups GET /api/stats reads (issue 19.2): closes each minute.
+    rollups = RollupService(farm_db, hub.phones, client_of=hub.owners.client_id)
+    stack.push_async_callback(_cancel, asyncio.create_task(rollups.loop()))
     if backups.at is not None:  # the daily backup (--backup-at)
         stack.push_async_callback(_cancel, asyncio.create_task(backups.loop()))
     return hub, demo

@@ -70,13 +70,6 @@ class RollupService:
         # minute -> (samples taken, (client, node) -> summed busy/idle/offline/paused)
         self._samples: dict[int, tuple[int, dict[tuple[int, str], list[float]]]] = {}
 
-    def node_of(self, serial: str) -> str | None:
-        if self._node_of is not None:
-            return self._node_of(serial)
-        for phone in self.phones():
-            if phone.get("serial") == serial:
-                return phone.get("node")
-        return None
 
     async def start(self) -> int:
         """Find where the last run stopped and close every minute since (catch-up); the
@@ -132,7 +125,10 @@ class RollupService:
         return closed
 
     async def _close(self, start: int, end: int) -> None:
-        cells = await stats.execution_cells(self.db, start, end, self.node_of)
+        # An execution's node: its phone's now (one map per close, not a search per row).
+        node_of = self._node_of or {p.get("serial"): p.get("node")
+                                    for p in self.phones()}.get
+        cells = await stats.execution_cells(self.db, start, end, node_of)
         phones: dict[PhoneKey, tuple[float, float, float, float]] = {}
         samples: dict[int, int] = {}
         for minute, (count, sums) in self._samples.items():

@@ -44,6 +44,9 @@ command group is a module registering its subcommands with `add_commands(sub, co
     farm runs [--limit N]                recent executions with their status
     farm audit [--entity sequence] [--since 2d] [--entity-id ID] [--limit N] [--json]
                                          who changed what and when (the audit trail)
+    farm stats [--from 24h] [--until T] [--step 1h] [--by farm|client|sequence|node] [--json]
+                                         the farm's history per step (one-minute rollups);
+                                         --failures [--since 24h]: top failing sequences, screens
     farm login USER [--password-file F]  log in (password from F or stdin); the token is
                                          kept in ~/.config/phonefarm/token (0600)
     farm logout | farm whoami
@@ -94,6 +97,7 @@ from actors.control.cli import (ai, groups, nodes, phones, registry, retention, 
                                 schedule, variables)
 from actors.control.cli import audit, db, people
 from actors.control.cli import backups
+from actors.control.cli import stats
 from actors.control.cli.credentials import find_token
 from actors.control.cli.client import (DEFAULT_URL, EXIT_REJECTED, EXIT_STDOUT_CLOSED,
                                        EXIT_UNREACHABLE, FarmClient)
@@ -104,6 +108,7 @@ log = logging.getLogger(__name__)
 # Each command group registers its subcommands, in the order `farm --help` lists them.
 COMMAND_GROUPS = (phones, runs, ai, audit, schedule, groups, registry, variables, retention, db,
                   backups, nodes, people)
+COMMAND_GROUPS += (stats,)  # farm stats (issue 19.2)
 
 
 class RefuseSecret(argparse.Action):
