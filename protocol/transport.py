@@ -32,7 +32,7 @@ import logging
 import threading
 import time
 import weakref
-from collections import OrderedDict, deque
+from collections import Counter, OrderedDict, deque
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Protocol, runtime_checkable
 
@@ -394,6 +394,8 @@ class CoordinatorLink(_TaskOwner):
         self._up_waiters: dict[str, set[asyncio.Future[None]]] = {}
         self._rtt: dict[str, float] = {}  # node -> recent command round trip (EWMA), seconds
         self._inbox: asyncio.Queue[tuple[str, Envelope]] = asyncio.Queue()
+        # Re-sends since start, read by the metrics: command_resends, event_resend_requests.
+        self.counts: Counter[str] = Counter()
 
     # -- lifecycle --
 
@@ -497,6 +499,7 @@ class CoordinatorLink(_TaskOwner):
                 if node in self._nodes:
                     attempts += 1
                     if attempts > 1:
+                        self.counts["command_resends"] += 1
                         log.info("command re-sent node=%s command_id=%s attempt=%d", node, cid, attempts)
                     try:
                         await self.send(node, command)
@@ -779,6 +782,7 @@ class CoordinatorLink(_TaskOwner):
                 # request itself may have been lost).
                 if peer.awaiting_seq != expected or now - peer.asked_at > RESEND_ASK_AGAIN_S:
                     peer.awaiting_seq, peer.asked_at = expected, now
+                    self.counts["event_resend_requests"] += 1
                     got = (f"node sent up to {gap.seq}" if isinstance(gap, _SentMark)
                            else f"got {gap.seq}")
                     log.warning("event seq gap node=%s expected=%d %s: asking the node to "
@@ -920,6 +924,7 @@ class NodeLink(_TaskOwner):
         self._gone_pipes: set[int] = set()
         self._refusal_log = _RepeatLog()
         self.commands_executed = 0
+        self.counts: Counter[str] = Counter()  # event_rewinds
 
     @property
     def peer(self) -> str:
@@ -1276,6 +1281,7 @@ class NodeLink(_TaskOwner):
         up over the rewind."""
         conn.sent_upto = min(conn.sent_upto, upto_seq)
         conn.rewinds += 1
+        self.counts["event_rewinds"] += 1  # events sent again (read by the node's metrics)
         conn.last_ack = time.monotonic()
         self._wake.set()
 

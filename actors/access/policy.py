@@ -12,6 +12,9 @@ from actors.access.principal import Principal
 # SHARED: the farm's shared screen registry: everyone reads, super users change.
 # SUPER: super users only (farm-wide operations not yet scoped per client).
 SCOPED, OWN, SHARED, SUPER = "scoped", "own", "shared", "super"
+# METRICS: the farm-wide Prometheus metrics: a token with the metrics scope, or a super user.
+METRICS = "metrics"
+METRICS_ROUTE = "/metrics"
 READS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 ROUTES: dict[str, str] = {
@@ -54,6 +57,8 @@ ROUTES: dict[str, str] = {
     "/api/alerts": SCOPED, "/api/alerts/{alert_id}/ack": SCOPED, "/api/alerts/rules": SCOPED,
     "/api/alerts/rules/{name}": SCOPED, "/api/alerts/rules/{name}/silence": SCOPED,
     "/api/notifications": SCOPED, "/api/notifications/read": OWN,
+    # Prometheus metrics of the whole farm: a metrics-scoped token or a super user.
+    "/metrics": METRICS,
 }
 # Method-specific exceptions: the phone registry is read by tenants, changed by super users.
 METHOD_ROUTES: dict[tuple[str, str], str] = {
@@ -63,8 +68,18 @@ METHOD_ROUTES: dict[tuple[str, str], str] = {
 
 def refusal(principal: Principal, method: str, route: str | None) -> str | None:
     """Why ``principal`` may not call ``method route`` (a route template), or None."""
+    if principal.scope == METRICS:
+        # A metrics token (schema v16) is what a Prometheus server holds: it reads the
+        # metrics and nothing else, whoever issued it.
+        if route == METRICS_ROUTE and method in READS:
+            return None
+        return f"a metrics token may only GET {METRICS_ROUTE}"
+    if principal.scope is not None:
+        return f"a token of unknown scope {principal.scope!r} may call nothing"
     if principal.is_super:
         return None
+    if route == METRICS_ROUTE:
+        return f"GET {METRICS_ROUTE} needs a token with the metrics scope"
     rule = METHOD_ROUTES.get((method, route or "")) or ROUTES.get(route or "", SUPER)
     reading = method in READS
     if rule == OWN:

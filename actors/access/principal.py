@@ -21,6 +21,9 @@ class Principal:
     client_ids: frozenset[int] | None = None
     organization_id: int | None = None
     token_id: int | None = None
+    # The token's scope (schema v16): None is the user's full role; "metrics" may call
+    # GET /metrics only (actors.access.policy).
+    scope: str | None = None
 
     @property
     def is_super(self) -> bool:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from actors.access.principal import SUPER_TOKEN, Principal
@@ -34,7 +34,10 @@ class Access:
         if self.legacy_token and same_token(token, self.legacy_token):
             return SUPER_TOKEN
         row, user = await self.tokens.resolve(token)
-        return await self.users.principal_for(user, token_id=row["token_id"])
+        principal = await self.users.principal_for(user, token_id=row["token_id"])
+        if row.get("scope"):  # a limited token (schema v16): actors.access.policy decides
+            principal = replace(principal, scope=row["scope"])
+        return principal
 
     async def audit_refusal(self, principal: Principal, request_line: str, reason: str) -> None:
         """A change the caller's role may not make, in the audit trail (nothing else was

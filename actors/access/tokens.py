@@ -27,6 +27,8 @@ MAX_TTL = timedelta(days=3650)
 TOUCH_EVERY = timedelta(minutes=1)
 DURATION = re.compile(r"(\d{1,5})([mhd])")
 KINDS = ("session", "api", "login_link")
+# What a token may be limited to (None: its user's full role). "metrics": GET /metrics only.
+SCOPES = ("metrics",)
 
 
 def token_hash(token: str) -> str:
@@ -62,16 +64,19 @@ class TokenStore:
         self.db = db  # actors.store.farm_db.FarmDB
 
     async def issue(self, user_id: int, kind: str, *, name: str | None = None,
-                    ttl: timedelta | None = None) -> tuple[str, dict]:
+                    ttl: timedelta | None = None, scope: str | None = None) -> tuple[str, dict]:
         if kind not in KINDS:
             raise ValidationError("kind", f"unknown token kind {kind!r}")
+        if scope is not None and scope not in SCOPES:
+            raise ValidationError("scope", f"unknown token scope {scope!r} (known: "
+                                           f"{', '.join(SCOPES)})")
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         now = datetime.now(timezone.utc)
         expires = None if ttl is None else utc_text(now + ttl)
         row = await self.db._write(
-            "INSERT INTO auth_tokens (user_id, kind, name, token_hash, created_at, expires_at)"
-            " VALUES (?, ?, ?, ?, ?, ?) RETURNING *",
-            (user_id, kind, name, token_hash(token), utc_text(now), expires))
+            "INSERT INTO auth_tokens (user_id, kind, name, token_hash, created_at, expires_at,"
+            " scope) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING *",
+            (user_id, kind, name, token_hash(token), utc_text(now), expires, scope))
         return token, _view(dict(row))
 
     async def resolve(self, token: str) -> tuple[dict, dict]:

@@ -64,6 +64,9 @@ class PhoneAssign(_Body):
 class TokenCreate(_Body):
     name: Name
     expires: Annotated[str, Meta(max_length=16, description="30d, 12h or 45m")] | None = None
+    # "metrics": the token may GET /metrics and nothing else (super users issue it: the
+    # metrics show the whole farm).
+    scope: Literal["metrics"] | None = None
 
 
 REQUEST_TYPES = [LoginBody, UserCreate, PasswordBody, OrganizationCreate, TokenCreate,
@@ -214,9 +217,13 @@ async def post_token(request: web.Request) -> web.Response:
     principal = principal_of(request)
     if principal.user_id is None:
         raise AccessDenied("API tokens belong to a user: log in as one")
+    if body.scope == "metrics" and not principal.is_super:
+        raise AccessDenied("only a super user may issue a metrics token (the metrics show "
+                           "the whole farm)")
     ttl = parse_duration(body.expires) if body.expires else API_TOKEN_DEFAULT_TTL
     access = _access(request)
-    token, row = await access.tokens.issue(principal.user_id, "api", name=body.name, ttl=ttl)
+    token, row = await access.tokens.issue(principal.user_id, "api", name=body.name, ttl=ttl,
+                                           scope=body.scope)
     await access.users.db.audit("token", row["token_id"], "create", None, row,
                                 actor=principal.actor)
     return json_response({**row, "token": token}, 201)
@@ -318,7 +325,8 @@ def openapi_paths(error) -> dict[str, Any]:
             "get": op("listTokens", "The caller's tokens (never their values); super with "
                                     "?all=1: everyone's"),
             "post": op("addToken", "A new API token for the caller (its value shown once); "
-                                   "expires 30d/12h/45m, default 90 days; audited",
+                                   "expires 30d/12h/45m, default 90 days; scope `metrics` "
+                                   "(super users): GET /metrics only; audited",
                        body="TokenCreate", ok="201")},
         "/api/phones/{serial}/client": {"post": op(
             "assignPhone", "Give a phone to a client (super: any, or none; admin: between "

@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 PROTECTED_PREFIX = "/api"
 LIVE_PATH = "/api/live"
+METRICS_PATH = "/metrics"
 # Reachable without a token: logging in, and the health probe of a process supervisor.
 OPEN_PATHS = frozenset({"/api/login", "/api/health", "/api/openapi.json"})
 
@@ -172,7 +173,9 @@ def _live_upgrade(request: web.Request) -> bool:
 
 
 def _protected(path: str) -> bool:
-    return path == PROTECTED_PREFIX or path.startswith(PROTECTED_PREFIX + "/")
+    # /metrics sits outside /api (where Prometheus looks) but needs a token all the same.
+    return path == PROTECTED_PREFIX or path.startswith(PROTECTED_PREFIX + "/") \
+        or path == METRICS_PATH
 
 
 # The app's `authenticator` (None: an open app), for the live socket's first-message token.

@@ -24,6 +24,7 @@ from typing import Any
 import orjson
 from aiohttp import WSMsgType, web
 
+from actors.access.policy import refusal
 from actors.access.principal import SUPER_LOCAL, Principal
 from actors.access.scope import visible_phones
 from actors.access.users import LoginFailed
@@ -147,9 +148,11 @@ async def _caller(authenticate: Any, credential: Any) -> Principal | None:
     if not isinstance(credential, str):
         return None
     try:
-        return await authenticate(credential)
+        principal = await authenticate(credential)
     except LoginFailed:
         return None
+    # A limited token (a metrics token) may not watch phones: as if none had come.
+    return principal if refusal(principal, "GET", LIVE_PATH) is None else None
 
 
 def add_routes(app: web.Application) -> None:

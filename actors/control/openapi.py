@@ -41,6 +41,7 @@ from actors.control import audit as audit_api
 from actors.control import workflows as workflow_api
 from actors.control import node_keys as node_keys_api
 from actors.control import backups as backups_api
+from actors.control import metrics as metrics_api
 from actors.control import stats as stats_api
 from actors.control import alerts as alerts_api
 from actors.control import screens
@@ -376,6 +377,7 @@ def _document() -> dict[str, Any]:
             **node_keys_api.openapi_paths(_error),
             **access_api.openapi_paths(_error),
             **backups_api.openapi_paths(_error),
+            **metrics_api.openapi_paths(_error),
             **stats_api.openapi_paths(_error),
             **alerts_api.openapi_paths(_error),
         },

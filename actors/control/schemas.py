@@ -167,11 +167,25 @@ class PhonesResponse(msgspec.Struct):
     phones: list[Phone]
 
 
+class NodeHealth(msgspec.Struct):
+    """A node's latest own measurement (every 5 s; actors.metrics.health)."""
+
+    cpu_pct: float
+    mem_used: int
+    mem_total: int
+    disk_used: int  # the disk of the node's data folder
+    disk_total: int
+    adb_ok: bool  # its adb server answered
+    adb_rtt_ms: float | None
+    at: str  # ISO 8601, UTC
+
+
 class Node(msgspec.Struct):
     name: str
     state: Literal["up", "down"]
     last_heartbeat: float
     phones: int  # its phones now: online, paused or failed (not offline)
+    health: NodeHealth | None = None  # null until the node's first report
 
 
 class NodesResponse(msgspec.Struct):

@@ -38,6 +38,7 @@ from actors.coordinator.ai.recovery import RecoveryManager
 from actors.coordinator.runs import RUN_EVENTS, RunManager
 from actors.coordinator.scheduling.schedules import ScheduleService
 from actors.coordinator.unknown_screens import UnknownScreenQueue
+from actors.metrics.health import HEALTH_EVENT, health_row
 from protocol.errors import FarmError, PhoneLocked, PhoneNotFound, ValidationError
 from protocol.messages import (Action, Command, Event, Hello, LiveEvent, LiveFrame, LiveWatch,
                                RegistryApplied, RunSequence)
@@ -125,6 +126,8 @@ class Hub:
                                     node_keys=node_keys.lookup if node_keys is not None else None)
         if node_keys is not None:
             node_keys.on_revoked = self._node_key_revoked
+        # The metrics' observer (actors.metrics.coordinator): told every emitted event.
+        self.metrics: Any = None
 
     async def start(self) -> "Hub":
         if self.pauses is not None:
@@ -168,6 +171,8 @@ class Hub:
 
     def emit(self, event: str, node: str | None, serial: str | None, data: dict) -> None:
         item = {"event": event, "ts": time.time(), "node": node, "serial": serial, "data": data}
+        if self.metrics is not None:
+            self.metrics.observe(item)
         for q in list(self.subscribers):
             if q.full():
                 try:  # a slow reader loses its oldest events, never blocks the hub
@@ -190,8 +195,10 @@ class Hub:
 
     def _node_up(self, name: str, hello: Hello) -> None:
         now = time.time()
+        # The node's last health report stays until its next (it says when it was taken).
+        health = self.node_rows.get(name, {}).get("health")
         self.node_rows[name] = {"name": name, "state": "up", "last_heartbeat": now,
-                            "registry_version": hello.registry_version}
+                            "registry_version": hello.registry_version, "health": health}
         if self.registry_sync is not None:
             self.registry_sync.node_up(name, hello.registry_version)
         self.report_scope.node_up(name)
@@ -367,6 +374,15 @@ class Hub:
             log.warning("node=%s unexpected %s ignored", node, envelope.kind)
             return
         if body.serial and not self.report_scope.live_allowed(node, body.serial, body.event):
+            return
+        if body.event == HEALTH_EVENT and body.serial is None:
+            health = health_row(body.data)  # GET /api/nodes rows show the latest
+            if health is None:
+                log.warning("node=%s sent a malformed health report: ignored", node)
+                return
+            if node in self.node_rows:
+                self.node_rows[node]["health"] = health
+            self.emit(HEALTH_EVENT, node, None, health)
             return
         if body.event == "thumbnail" and body.serial:
             try:

@@ -42,6 +42,9 @@ from actors.store.farm_db import FarmDB, seed_demo
 from actors.coordinator.registry_store import RegistryStore
 from actors.store.retention import RetentionJob, load_policy
 from actors.coordinator.unknown_screens import UnknownScreenQueue
+from actors.control.metrics import METRICS
+from actors.metrics.coordinator import attach_metrics, metrics_listen_address
+from actors.metrics.serve import MetricsServer
 from actors.process import StartupError, run_main, setup_logging, starting, stop_signal
 from virtual.profile import PROFILES
 
@@ -126,6 +129,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--public-url", metavar="URL", default=os.environ.get("PHONEFARM_PUBLIC_URL"),
                    help="the console's address as people reach it, for links in alerts and "
                         "reports (default http://<--http>)")
+    p.add_argument("--metrics-listen", metavar="127.0.0.1:PORT",
+                   default=os.environ.get("PHONEFARM_METRICS_LISTEN"),
+                   help="also serve GET /metrics here without a token (a loopback address "
+                        "only; default: only the control endpoint's /metrics, with a token)")
+    p.add_argument("--metrics-per-phone", action="store_true",
+                   help="add per-phone series (a serial label) to the metrics")
     return p.parse_args(argv)
 
 
@@ -285,6 +294,7 @@ async def run(args: argparse.Namespace) -> None:
 async def start(args: argparse.Namespace, stack: contextlib.AsyncExitStack) -> tuple[Hub, Demo | None]:
     """Open and start everything, each closer pushed on ``stack`` as soon as its part is
     open (the stop runs them in reverse: retention, demo, HTTP, hub, databases)."""
+    metrics_at = metrics_listen_address(args.metrics_listen)  # first: a bad one opens nothing
     data = Path(args.data)
     secure_data_dir(data)  # umask 0o077 before anything is written: owner-only files
     host, _, port = args.http.rpartition(":")
@@ -327,6 +337,8 @@ async def start(args: argparse.Namespace, stack: contextlib.AsyncExitStack) -> t
               ai=ai_client(args), registry_store=registry, node_stagger_s=args.node_stagger_s,
               ai_keys=keyring, node_keys=node_keys)
     stack.push_async_callback(hub.close)  # also closes the keyring and the AI client
+    metrics = attach_metrics(hub, {"farm": farm_db, "events": store},
+                             per_phone=args.metrics_per_phone)
     await keyring.check()  # a key the master key cannot open is named in the log now
     with starting(f"the node link {args.listen}"):
         await hub.start()
@@ -338,6 +350,7 @@ async def start(args: argparse.Namespace, stack: contextlib.AsyncExitStack) -> t
     app = make_app(hub, token=args.token, access=access, bound_loopback=is_loopback(host))
     backups = backup_service(args, data, registry_dir, hub.emit, master_key, target)
     app[BACKUPS] = backups
+    app[METRICS] = metrics.registry
     alerts = AlertService(hub, farm_db, alerts_config, public_url=public_url(args),
                           data_dir=data)
     with starting():  # a config rule naming no client of the farm stops here
@@ -351,6 +364,10 @@ async def start(args: argparse.Namespace, stack: contextlib.AsyncExitStack) -> t
     stack.push_async_callback(runner.cleanup)
     with starting(f"the control endpoint {args.http}"):
         await web.TCPSite(runner, host, int(port)).start()
+    if metrics_at is not None:
+        with starting(f"--metrics-listen {args.metrics_listen}"):
+            server = await MetricsServer(metrics.registry, *metrics_at).start()
+        stack.push_async_callback(server.close)
     demo = None
     if args.demo:
         demo = Demo(data, args.phones, hub.link.address, secret, base_port=args.base_port,

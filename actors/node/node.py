@@ -28,6 +28,9 @@ from actors.node.device.adb_server import AdbServer
 from actors.node.device.agent import AgentConfig
 from actors.node.device.watcher import DeviceWatcher
 from actors.node.live import LiveFrames
+from actors.metrics.health import HEALTH_EVENT, HEALTH_EVERY_S, HealthProbe
+from actors.metrics.node import NodeMetrics
+from actors.metrics.serve import MetricsServer, parse_listen
 from actors.node.matcher import MatcherActor
 from actors.node.registry_copy import NodeRegistry
 from actors.node.playback import PlaybackActor, PlaybackOptions
@@ -64,8 +67,15 @@ class Node:
     def __init__(self, name: str, coordinator: str, secret: str, adb: AdbServer,
                  data_dir: Path, debug_actions: bool = False,
                  heartbeat_interval: float = 1.0, dead_after: float = 3.0,
-                 registry: Path | None = DEMO_REGISTRY, agent: AgentConfig | None = None) -> None:
+                 registry: Path | None = DEMO_REGISTRY, agent: AgentConfig | None = None,
+                 metrics_listen: tuple[str, int] | None = None,
+                 metrics_per_phone: bool = False) -> None:
         self.name = name
+        # GET /metrics on ``metrics_listen`` (--metrics; off without it): actors.metrics.node.
+        self.metrics_listen = metrics_listen
+        self.metrics = (NodeMetrics(self, per_phone=metrics_per_phone)
+                        if metrics_listen is not None else None)
+        self.metrics_server: MetricsServer | None = None
         # How phones are driven (scrcpy agent, else shell); None: the shell path only.
         self.agent = agent
         self.registry = registry
@@ -101,6 +111,8 @@ class Node:
         if loop is None or loop.is_closed():
             return
         data = {**data, "at": time.time()}
+        if self.metrics is not None:
+            self.metrics.observe(event, serial, data)
         try:
             if durable:
                 loop.call_soon_threadsafe(self._events.put_nowait, (event, serial, data))
@@ -146,6 +158,21 @@ class Node:
             except Exception:
                 log.exception("node=%s could not journal %d events (%s...)", self.name,
                               len(batch), batch[0][0])
+
+    async def _report_health(self) -> None:
+        """Every HEALTH_EVERY_S: measure the node (in a thread: psutil and the adb server
+        block) and tell the coordinator (a live event: only the latest matters)."""
+        probe = await asyncio.to_thread(HealthProbe, self.data_dir, self.adb)
+        while True:
+            try:
+                report = await asyncio.to_thread(probe.measure)
+            except Exception:  # noqa: BLE001 - a probe that fails must not end the reports
+                log.exception("node=%s health not measured", self.name)
+            else:
+                if self.metrics is not None:
+                    self.metrics.health(report)
+                self._send_live(HEALTH_EVENT, None, report)
+            await asyncio.sleep(HEALTH_EVERY_S)
 
     async def _tick(self) -> None:
         while True:
@@ -326,7 +353,12 @@ class Node:
                              on_message=self._on_link_message,
                              registry_version=lambda: self.registry_version)
         await self.link.start()
-        self._tasks = [asyncio.create_task(self._event_pump()), asyncio.create_task(self._tick())]
+        self._tasks = [asyncio.create_task(self._event_pump()), asyncio.create_task(self._tick()),
+                       asyncio.create_task(self._report_health())]
+        if self.metrics is not None:
+            self.metrics_server = await MetricsServer(self.metrics.registry,
+                                                      *self.metrics_listen).start()
+            log.info("node=%s metrics on %s", self.name, self.metrics_server.url)
         self.rack = RackActor.start(self.adb, self.publish, self.directory,
                                     debug_actions=self.debug_actions, matcher=self.matcher,
                                     agent=self.agent)
@@ -399,6 +431,8 @@ class Node:
             elif closing.exception() is not None:
                 log.error("node=%s stop: link close failed: %r", self.name, closing.exception())
         phase("link")
+        if self.metrics_server is not None:
+            await self.metrics_server.close()
         log.debug("node=%s stopped in %.2fs", self.name, time.monotonic() - t0)
 
 
@@ -511,6 +545,12 @@ def main(argv: list[str] | None = None) -> int:
                    help="the agent's video: longer side at most PIXELS (0, the default: the "
                         "screen's size); frames are scaled back up and taps down, so the "
                         "registry stays in device pixels")
+    p.add_argument("--metrics", metavar="HOST:PORT",
+                   default=os.environ.get("PHONEFARM_NODE_METRICS"),
+                   help="serve GET /metrics (Prometheus, no token) on this address; off by "
+                        "default. Bind it to a private address")
+    p.add_argument("--metrics-per-phone", action="store_true",
+                   help="add per-phone series (a serial label) to the metrics")
     p.add_argument("--log-level", default=os.environ.get("PHONEFARM_LOG_LEVEL", "INFO"))
     args = p.parse_args(argv)
     setup_logging(args.log_level)
@@ -545,9 +585,14 @@ async def serve(args: argparse.Namespace) -> None:
         secret = read_secret(args.secret, args.secret_file, args.key_file)
     registry = None if args.registry == "none" else Path(args.registry)
     agent = agent_config(args.phone_io, args.scrcpy_server, args.scrcpy_max_size)
+    try:
+        metrics = parse_listen(args.metrics, "--metrics") if args.metrics else None
+    except ValueError as exc:
+        raise StartupError(str(exc)) from None
     node = Node(args.name, args.coordinator, secret, AdbServer(port=args.adb_port),
                 Path(args.data), debug_actions=args.debug_actions, registry=registry,
-                agent=agent)
+                agent=agent, metrics_listen=metrics,
+                metrics_per_phone=args.metrics_per_phone)
     try:
         try:
             await node.start()

@@ -214,6 +214,7 @@ class PhoneActor(BridgedActor):
             self.captures.action_started()
             self._auto_handled = 0
             self._last_action = {k: v for k, v in action.items() if k != "text"}
+        started = time.perf_counter()
         try:
             data = self._run(kind, action)
         except DeviceGone as exc:
@@ -223,7 +224,8 @@ class PhoneActor(BridgedActor):
             return {"status": "error", "error": str(exc)}
         result = {"status": "ok", "error": None, **data}
         self._event("action_result", {"action": kind, "status": "ok",
-                                      "execution_id": execution_id})
+                                      "execution_id": execution_id,
+                                      "ms": round((time.perf_counter() - started) * 1000, 2)})
         if kind == "screenshot":
             return result
         return Deferred(result, self._after_action)

@@ -26,6 +26,7 @@ import logging
 import queue
 import sqlite3
 import threading
+import time
 from typing import Any, Callable, TypeVar
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,10 @@ class SingleWriter:
         self._lost: Exception | None = None  # why the database cannot be reached now
         self.batches = 0   # committed transactions
         self.jobs = 0      # jobs run
+        # Timing hooks (actors.metrics: database write latency), seconds: a job as its caller
+        # waits for it (on the loop), and a batch's transaction (on the writer thread).
+        self.on_write: Callable[[float], None] | None = None
+        self.on_commit: Callable[[float], None] | None = None
 
     async def start(self) -> "SingleWriter":
         self._loop = asyncio.get_running_loop()
@@ -66,8 +71,13 @@ class SingleWriter:
         if self._thread is None or not self._thread.is_alive():
             raise RuntimeError("the farm database's writer is not running (closed?)")
         future: asyncio.Future = asyncio.get_running_loop().create_future()
+        started = time.perf_counter()
         self._queue.put((job, atomic, future))
-        return await future
+        try:
+            return await future
+        finally:
+            if self.on_write is not None:
+                self.on_write(time.perf_counter() - started)
 
     async def close(self) -> None:
         """Finish the queued writes, then stop and close the connection."""
@@ -105,7 +115,11 @@ class SingleWriter:
                     if conn is None:
                         self._settle(batch, [(False, self._lost)] * len(batch))
                     else:
-                        self._settle(batch, self._commit(conn, batch))
+                        started = time.perf_counter()
+                        outcomes = self._commit(conn, batch)
+                        if self.on_commit is not None:
+                            self.on_commit(time.perf_counter() - started)
+                        self._settle(batch, outcomes)
                 if stop:
                     return
         finally:

@@ -485,9 +485,10 @@ async def test_openapi_document(client: TestClient) -> None:
     assert resp.status == 200
     doc = await resp.json()
     assert doc["openapi"].startswith("3.1")
-    # The web console's page and files (/, /static) are not API routes.
+    # The web console's page and files (/, /static) are not API routes; /metrics is.
     routes = {(r.method.lower(), r.resource.canonical) for r in client.app.router.routes()
-              if r.method != "HEAD" and r.resource.canonical.startswith("/api")}
+              if r.method != "HEAD" and (r.resource.canonical.startswith("/api")
+                                         or r.resource.canonical == "/metrics")}
     documented = {(m, p) for p, ops in doc["paths"].items() for m in ops}
     assert routes == documented
 

@@ -118,6 +118,8 @@ def _tokens(client: FarmClient, args: argparse.Namespace) -> int:
         body = {"name": args.name}
         if args.expires:
             body["expires"] = args.expires
+        if args.scope:
+            body["scope"] = args.scope
         if args.token_out and Path(args.token_out).exists():
             print(f"farm: --out {args.token_out}: exists (no token was made)", file=sys.stderr)
             return EXIT_REJECTED
@@ -137,7 +139,9 @@ def _tokens(client: FarmClient, args: argparse.Namespace) -> int:
         return EXIT_OK
     path = "/api/tokens?all=1" if args.all else "/api/tokens"
     rows = client.get_json(path)["tokens"]
-    print(format_table([[str(r["token_id"]), r.get("user", "-"), r["kind"], r.get("name") or "-",
+    print(format_table([[str(r["token_id"]), r.get("user", "-"),
+                         r["kind"] + (f":{r['scope']}" if r.get("scope") else ""),
+                         r.get("name") or "-",
                          r["state"], r.get("expires_at") or "never",
                          r.get("last_used_at") or "-"] for r in rows],
                        ["ID", "USER", "KIND", "NAME", "STATE", "EXPIRES", "LAST USED"]))
@@ -197,6 +201,9 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
     tadd = tsub.add_parser("add", parents=[common], help="a token for scripts, shown once")
     tadd.add_argument("--name", required=True)
     tadd.add_argument("--expires", help="30d, 12h or 45m (default 90d)")
+    tadd.add_argument("--scope", choices=("metrics",),
+                      help="metrics: the token may only GET /metrics (for Prometheus; super "
+                           "users issue it)")
     tadd.add_argument("--out", dest="token_out", help="write the token to this file (0600)")
     trevoke = tsub.add_parser("revoke", parents=[common])
     trevoke.add_argument("token_id", type=int)

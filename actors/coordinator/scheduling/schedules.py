@@ -156,6 +156,8 @@ class ScheduleService:
         self._loaded_at: datetime | None = None
         self._runs_before: dict[str, list[dict]] = {}
         self._named: dict[str, set[str]] = {}
+        # Told each started job's delay in seconds from when it was due (actors.metrics).
+        self.on_dispatched: Callable[[float], None] | None = None
 
     # --- life ------------------------------------------------------------------------------
     async def load(self) -> None:
@@ -333,6 +335,9 @@ class ScheduleService:
         status = out.get("status")
         if status == "pending":
             log.info("job=%s execution=%s started", job.id, out["execution_id"])
+            if self.on_dispatched is not None:
+                due = max(job.queued_at, job.not_before or job.queued_at)
+                self.on_dispatched((self.clock() - due).total_seconds())
             return "started"
         if status == "locked":
             return "locked"
