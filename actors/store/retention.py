@@ -16,6 +16,8 @@ layout it knows is the coordinator's ``--data`` folder:
 - ``farm.sqlite3`` (actors/store/farm_db.py): ``execution_steps`` rows (step details) deleted
   after 30 days, their ``executions`` summary row kept for 1 year.
 - ``coordinator.sqlite3`` (actors/store/event_store.py): ``node_events`` deleted after 30 days.
+- ``farm.sqlite3``: the one-minute stats rollups (actors/store/stats.py: ``stats_minutes``,
+  ``stats_phone_minutes``, ``stats_execution_minutes``) deleted after 400 days.
 
 With the farm database on PostgreSQL (a ``DbTarget``, the coordinator's ``--db``) the row
 rules run on that database instead, where ``node_events`` lives beside the farm tables; the
@@ -110,6 +112,7 @@ class RetentionPolicy:
     step_details: timedelta = timedelta(days=30)
     summaries: timedelta = timedelta(days=365)
     node_events: timedelta = timedelta(days=30)
+    stats_rollups: timedelta = timedelta(days=400)
     run_at: str = "03:30"
 
     def __post_init__(self) -> None:
@@ -327,6 +330,8 @@ def plan(data_dir: str | os.PathLike, now: datetime, policy: RetentionPolicy | N
         _plan_farm_rows(result, farm)
     if events.exists():
         _plan_event_rows(result, events)
+    if farm.exists():
+        _plan_rollup_rows(result, farm)
     return result
 
 
@@ -433,6 +438,26 @@ def _plan_farm_rows(result: RetentionPlan, db: Database) -> None:
                 db, "executions", exec_where, exec_params, n,
                 f"execution summaries ended before {summary_cutoff[:19]} UTC, > "
                 f"{format_duration(p.summaries)}"))
+
+
+# The stats rollup tables (schema v17), each keyed by its minute (Unix seconds).
+ROLLUP_TABLES = ("stats_execution_minutes", "stats_phone_minutes", "stats_minutes")
+
+
+def _plan_rollup_rows(result: RetentionPlan, db: Database) -> None:
+    p = result.policy
+    cutoff = int((result.now - p.stats_rollups).timestamp())
+    since = utc_text(datetime.fromtimestamp(cutoff, timezone.utc))[:19]
+    with _connect(db, readonly=True) as conn:
+        for table in ROLLUP_TABLES:
+            if not _has_table(conn, table):
+                continue
+            n = _count(conn, table, "minute < ?", (cutoff,))
+            if n:
+                result.rows.append(RowAction(
+                    db, table, "minute < ?", (cutoff,), n,
+                    f"stats rollups of minutes before {since} UTC, > "
+                    f"{format_duration(p.stats_rollups)}"))
 
 
 def _plan_event_rows(result: RetentionPlan, db: Database) -> None:

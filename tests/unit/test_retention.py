@@ -331,6 +331,28 @@ def test_compressing_an_error_screenshot_repoints_its_step_row(tmp_path, engine)
     assert shots["recent/1"] == "farm-data/executions/recent/1.png"
 
 
+def test_stats_rollups_kept_400_days(tmp_path, engine) -> None:
+    dbs = make_databases(tmp_path, farm_target())
+    minutes = [int((NOW - timedelta(days=d)).timestamp()) // 60 * 60 for d in (401, 399)]
+    with dbs.connect("farm") as conn:
+        for minute in minutes:
+            conn.execute("INSERT INTO stats_minutes (minute, phone_samples) VALUES (?, 12)",
+                         (minute,))
+            conn.execute("INSERT INTO stats_phone_minutes (minute, client_id, node, idle)"
+                         " VALUES (?, 0, 'rack1', 2.0)", (minute,))
+            conn.execute("INSERT INTO stats_execution_minutes (minute, client_id, sequence,"
+                         " node, started) VALUES (?, 0, 's/x', 'rack1', 1)", (minute,))
+    result = plan(tmp_path, NOW, target=dbs.target)
+    rollups = {r.table: r.rows for r in result.rows if r.table.startswith("stats_")}
+    assert rollups == {"stats_execution_minutes": 1, "stats_phone_minutes": 1,
+                       "stats_minutes": 1}
+    assert all("> 400d" in r.reason for r in result.rows if r.table.startswith("stats_"))
+    assert apply(result).errors == []
+    with dbs.connect("farm") as conn:
+        for table in rollups:
+            assert [r[0] for r in conn.execute(f"SELECT minute FROM {table}")] == minutes[1:]
+
+
 # --- policy and schedule -----------------------------------------------------------------------
 
 
@@ -340,6 +362,7 @@ def test_defaults_are_spec_7_6() -> None:
     assert (p.error_screenshots, p.unknown_screens) == (timedelta(days=30), timedelta(days=60))
     assert (p.regular_full, p.regular_hourly) == (timedelta(days=7), timedelta(days=7))
     assert (p.step_details, p.summaries) == (timedelta(days=30), timedelta(days=365))
+    assert p.stats_rollups == timedelta(days=400)
 
 
 def test_example_config_loads_to_the_defaults() -> None:
