@@ -57,16 +57,22 @@ function countBy(keyOf, keys = []) {
 // --- formatting ---------------------------------------------------------------------------
 
 const gb = (bytes) => (bytes / 1e9).toFixed(1);
+const pct = (used, total) => (total ? `${Math.round((100 * used) / total)} %` : "-");
 const when = (iso) => (iso ? new Date(iso).toLocaleString(undefined, { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" }) : "");
+// A node's health cells (contract A's ``health``): [text, title] per column.
 const health = {
-  cpu: (h) => `${h.cpu_pct.toFixed(0)} %`,
-  memory: (h) => `${gb(h.mem_used)} / ${gb(h.mem_total)} GB`,
-  disk: (h) => `${gb(h.disk_used)} / ${gb(h.disk_total)} GB`,
-  adb: (h) => (h.adb_ok ? `ok${h.adb_rtt_ms === null || h.adb_rtt_ms === undefined ? "" : ` ${h.adb_rtt_ms.toFixed(0)} ms`}` : "down"),
+  cpu: (h) => [`${h.cpu_pct.toFixed(0)} %`, "CPU"],
+  memory: (h) => [pct(h.mem_used, h.mem_total), `${gb(h.mem_used)} of ${gb(h.mem_total)} GB memory used`],
+  disk: (h) => [pct(h.disk_used, h.disk_total), `${gb(h.disk_used)} of ${gb(h.disk_total)} GB of the data folder's disk used`],
+  adb: (h) => [h.adb_ok ? `ok${h.adb_rtt_ms === null || h.adb_rtt_ms === undefined ? "" : ` ${h.adb_rtt_ms.toFixed(0)} ms`}` : "down",
+    `adb server ${h.adb_ok ? "answering" : "not answering"}, as of ${when(h.at)}`],
 };
 function healthCell(node, part) {
-  if (!node || !node.health) return el("td", { dataset: { health: part } }, "-");
-  try { return el("td", { dataset: { health: part } }, health[part](node.health)); } catch { return el("td", { dataset: { health: part } }, "-"); }
+  let text = "-", title = "no report from this node yet";
+  if (node && node.health) {
+    try { [text, title] = health[part](node.health); } catch { text = "-"; }  // a field missing
+  }
+  return el("td", { dataset: { health: part }, title, class: part === "adb" && text === "down" ? "status-failed" : "" }, text);
 }
 
 // A panel's note: why it is empty or stale (403: not this caller's; else the error).
@@ -165,7 +171,7 @@ async function loadStats(whole) {
   const key = view.range.value;
   const r = RANGES[key];
   const newest = view.xs[view.xs.length - 1];
-  const from = whole || newest === undefined ? key : new Date(newest * 1000).toISOString();
+  const from = whole || newest === undefined ? key : new Date(newest * 1000).toISOString().replace(".000Z", "Z");
   let answer;
   try {
     answer = await get(`/api/stats?from=${enc(from)}&step=${r.step}&by=farm`);
@@ -175,8 +181,9 @@ async function loadStats(whole) {
   const step = answer.step_s || r.stepS;
   if (whole) view.points = new Map();
   for (const p of farmSeries(answer).points) view.points.set(Date.parse(p.t) / 1000, p);
-  // Every bucket of the range, those without a point included (nothing happened then).
-  const end = Math.floor(Date.parse(answer.to) / 1000 / step) * step;
+  // Every bucket of the range, those without a point included (nothing happened then);
+  // ``to`` ends the range (exclusive, rounded up to the step): the newest bucket starts before.
+  const end = Math.ceil(Date.parse(answer.to) / 1000 / step) * step - step;
   const start = Math.floor((Date.now() / 1000 - RANGE_S[key]) / step) * step;
   for (const t of view.points.keys()) if (t < start) view.points.delete(t);
   const xs = new Set(view.points.keys());
@@ -190,11 +197,13 @@ async function loadStats(whole) {
   const bucket = step >= 3600 ? `${step / 3600} h` : `${step / 60} min`;
   view.titles.executions.textContent = `Executions per ${bucket === "1 h" ? "hour" : bucket}: completed vs failed`;
   view.titles.recovery.textContent = `Recovery per ${bucket === "1 h" ? "hour" : bucket}: attempts vs succeeded`;
-  await Promise.all([
-    view.charts.executions.set(view.xs, [count((p) => p.executions?.completed), count((p) => p.executions?.failed)]),
-    view.charts.recovery.set(view.xs, [count((p) => p.recovery?.attempts), count((p) => p.recovery?.succeeded)]),
-    view.charts.steps.set(view.xs, [value((p) => p.step_ms?.p50), value((p) => p.step_ms?.p95)]),
-  ]);
+  try {
+    await Promise.all([
+      view.charts.executions.set(view.xs, [count((p) => p.executions?.completed), count((p) => p.executions?.failed)]),
+      view.charts.recovery.set(view.xs, [count((p) => p.recovery?.attempts), count((p) => p.recovery?.succeeded)]),
+      view.charts.steps.set(view.xs, [value((p) => p.step_ms?.p50), value((p) => p.step_ms?.p95)]),
+    ]);
+  } catch (err) { note(view.statsNote, err); return; }  // the charting library did not load
   view.updated.textContent = `updated ${new Date().toLocaleTimeString()}`;
 }
 
