@@ -49,6 +49,8 @@ ROUTES: dict[str, str] = {
     "/api/workflows/{name}": SCOPED, "/api/registry": SHARED,
     "/api/registry/apps/{app}": SHARED, "/api/registry/apps/{app}/files/{path}": SHARED,
     "/api/registry/apps/{app}/screens/{screen}": SHARED,
+    # A tenant's clients' reports (issue 19.5); making one: super users and the client's admins.
+    "/api/reports": SCOPED, "/api/reports/{id}": SCOPED, "/api/reports/{id}.html": SCOPED,
     # The farm's history (issue 19.2): a tenant's clients' rollups and failures only.
     "/api/stats": SCOPED, "/api/stats/top-failures": SCOPED,
     # Alerts and notifications (issue 19.3): a tenant's clients' rules, alerts and

@@ -23,6 +23,7 @@ from actors.control import audit as audit_api
 from actors.control import workflows as workflow_api
 from actors.control import node_keys as node_keys_api
 from actors.control import backups as backups_api
+from actors.control import reports as reports_api
 from actors.control import metrics as metrics_api
 from actors.control import stats as stats_api
 from actors.control import alerts as alerts_api
@@ -124,6 +125,7 @@ def make_app(hub: HubAPI, token: str | None = None, *, access: Access | None = N
     audit_api.add_routes(app)  # the audit trail (GET /api/audit)
     node_keys_api.add_routes(app)  # each node's own key for the node link
     backups_api.add_routes(app)  # taking and listing backups (super users)
+    reports_api.add_routes(app)  # the clients' daily reports (GET/POST /api/reports)
     metrics_api.add_routes(app)  # GET /metrics (Prometheus; a metrics-scoped token)
     stats_api.add_routes(app)  # the farm's history: GET /api/stats, /api/stats/top-failures
     alerts_api.add_routes(app)  # alerts, their rules and channels; the console's notifications

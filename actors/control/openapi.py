@@ -41,6 +41,7 @@ from actors.control import audit as audit_api
 from actors.control import workflows as workflow_api
 from actors.control import node_keys as node_keys_api
 from actors.control import backups as backups_api
+from actors.control import reports as reports_api
 from actors.control import metrics as metrics_api
 from actors.control import stats as stats_api
 from actors.control import alerts as alerts_api
@@ -85,7 +86,7 @@ def _document() -> dict[str, Any]:
          ScheduleEventsResponse, *registry.REQUEST_TYPES, *variables.REQUEST_TYPES,
          *workflow_api.REQUEST_TYPES, *screens.request_types(), *ai_keys.REQUEST_TYPES,
          *access_api.REQUEST_TYPES, *node_keys_api.REQUEST_TYPES,
-         *backups_api.REQUEST_TYPES, *alerts_api.REQUEST_TYPES],
+         *backups_api.REQUEST_TYPES, *reports_api.REQUEST_TYPES, *alerts_api.REQUEST_TYPES],
         ref_template=REF)
     # A new schedule's id is optional (generated) and its status is ignored.
     request = copy.deepcopy(components["Schedule"])
@@ -377,6 +378,7 @@ def _document() -> dict[str, Any]:
             **node_keys_api.openapi_paths(_error),
             **access_api.openapi_paths(_error),
             **backups_api.openapi_paths(_error),
+            **reports_api.openapi_paths(_error),
             **metrics_api.openapi_paths(_error),
             **stats_api.openapi_paths(_error),
             **alerts_api.openapi_paths(_error),

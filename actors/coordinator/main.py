@@ -27,6 +27,9 @@ from actors.control.alerts import ALERTS
 from actors.coordinator.alerts.rules import load_config as load_alerts_config
 from actors.coordinator.alerts.service import AlertService
 from actors.coordinator.backups import BackupService, parse_backup_at, parse_backup_keep
+from actors.control.reports import REPORTS
+from actors.coordinator.reports.service import (ReportService, parse_report_at,
+                                                parse_report_threshold)
 from actors.coordinator.rollups import RollupService
 from actors.access.bootstrap import ensure_admin, login_link, seed_demo_people
 from actors.access.service import Access
@@ -122,6 +125,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--backup-keep", metavar="N", type=_flag(parse_backup_keep),
                    default=os.environ.get("PHONEFARM_BACKUP_KEEP", "30"),
                    help="after each scheduled backup keep this farm's newest N (default 30)")
+    p.add_argument("--report-at", metavar="HH:MM", type=_flag(parse_report_at),
+                   default=os.environ.get("PHONEFARM_REPORT_AT"),
+                   help="make each client's report of the past UTC day every day at this "
+                        "UTC time, and send it (default: none)")
+    p.add_argument("--report-threshold", metavar="N", type=_flag(parse_report_threshold),
+                   default=os.environ.get("PHONEFARM_REPORT_THRESHOLD", "3"),
+                   help="a report recommends on each step that failed or needed recovery "
+                        "in more than N executions (default 3)")
     p.add_argument("--alerts-config", metavar="FILE",
                    default=os.environ.get("PHONEFARM_ALERTS_CONFIG"),
                    help="alert rules and notification channels (TOML, see config/alerts.toml; "
@@ -160,6 +171,13 @@ def backup_service(args: argparse.Namespace, data: Path, registry: Path, emit,
 def public_url(args: argparse.Namespace) -> str:
     """The console's address for links in notices: --public-url, else http://<--http>."""
     return (args.public_url or f"http://{args.http}").rstrip("/")
+
+
+def report_service(args: argparse.Namespace, farm_db: FarmDB, hub: Hub) -> ReportService:
+    """The clients' reports (--report-at HH:MM UTC, --report-threshold N); links in them
+    start with --public-url (default http://<--http>)."""
+    return ReportService(farm_db, hub.emit, public_url=public_url(args), hub=hub,
+                         at=args.report_at, threshold=args.report_threshold)
 
 
 def retention_job(args: argparse.Namespace, data: Path, unknown: UnknownScreenQueue | None,
@@ -350,6 +368,8 @@ async def start(args: argparse.Namespace, stack: contextlib.AsyncExitStack) -> t
     app = make_app(hub, token=args.token, access=access, bound_loopback=is_loopback(host))
     backups = backup_service(args, data, registry_dir, hub.emit, master_key, target)
     app[BACKUPS] = backups
+    reports = report_service(args, farm_db, hub)
+    app[REPORTS] = reports
     app[METRICS] = metrics.registry
     alerts = AlertService(hub, farm_db, alerts_config, public_url=public_url(args),
                           data_dir=data)
@@ -388,6 +408,8 @@ async def start(args: argparse.Namespace, stack: contextlib.AsyncExitStack) -> t
     stack.push_async_callback(_cancel, asyncio.create_task(rollups.loop()))
     if backups.at is not None:  # the daily backup (--backup-at)
         stack.push_async_callback(_cancel, asyncio.create_task(backups.loop()))
+    if reports.at is not None:  # the daily reports (--report-at), made late after a stop
+        stack.push_async_callback(_cancel, asyncio.create_task(reports.loop()))
     return hub, demo
 
 

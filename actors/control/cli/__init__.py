@@ -75,6 +75,9 @@ command group is a module registering its subcommands with `add_commands(sub, co
                                          issue node NAME's key: printed once, or written
                                          to PATH (mode 0600)
     farm nodes keys                      node keys: last 4 characters, status, last seen
+    farm reports [list] [--client C] [--day D] | farm reports show ID [--html]
+    farm reports make --client C [--day YYYY-MM-DD] [--send]
+                                         the clients' daily reports; make one now
     farm nodes revoke NAME               the node is disconnected and refused from then on
 
 The endpoint is ``--url`` or $PHONEFARM_URL (default http://127.0.0.1:8470); the access
@@ -97,6 +100,7 @@ from actors.control.cli import (ai, groups, nodes, phones, registry, retention, 
                                 schedule, variables)
 from actors.control.cli import audit, db, people
 from actors.control.cli import backups
+from actors.control.cli import reports
 from actors.control.cli import stats
 from actors.control.cli.credentials import find_token
 from actors.control.cli.client import (DEFAULT_URL, EXIT_REJECTED, EXIT_STDOUT_CLOSED,
@@ -107,7 +111,7 @@ log = logging.getLogger(__name__)
 
 # Each command group registers its subcommands, in the order `farm --help` lists them.
 COMMAND_GROUPS = (phones, runs, ai, audit, schedule, groups, registry, variables, retention, db,
-                  backups, nodes, people)
+                  backups, nodes, people, reports)
 COMMAND_GROUPS += (stats,)  # farm stats (issue 19.2)
 
 
