@@ -1,7 +1,7 @@
 // The dashboard (issue 19 point 4): the farm at a glance. Owns the page's panels and keeping
 // them current: phones by state per node and per client (the phones main.js keeps from
 // GET /api/phones, moved at once by stream events), each node's link and health (GET
-// /api/nodes: CPU, memory, disk, adb), executions completed vs failed, recovery attempts vs
+// /api/nodes, then its node_health events: CPU, memory, disk, adb), executions completed vs failed, recovery attempts vs
 // successes and step time percentiles over time (GET /api/stats, by=farm) and the top failing
 // sequences and screens with their latest failure screenshot (GET /api/stats/top-failures).
 // Every route is scoped by the server: a tenant's dashboard shows its own clients' phones
@@ -13,18 +13,17 @@ import { el, onChange, state } from "./state.js";
 
 // Time ranges offered and the bucket each is drawn in (steps GET /api/stats takes).
 const RANGES = {
-  "6h": { label: "last 6 hours", step: "15m", stepS: 900 },
-  "24h": { label: "last 24 hours", step: "1h", stepS: 3600 },
-  "7d": { label: "last 7 days", step: "1h", stepS: 3600 },
+  "6h": { label: "last 6 hours", seconds: 6 * 3600, step: "15m", stepS: 900 },
+  "24h": { label: "last 24 hours", seconds: 24 * 3600, step: "1h", stepS: 3600 },
+  "7d": { label: "last 7 days", seconds: 7 * 24 * 3600, step: "1h", stepS: 3600 },
 };
-const RANGE_S = { "6h": 6 * 3600, "24h": 24 * 3600, "7d": 7 * 24 * 3600 };
 const STATES = ["busy", "idle", "paused", "offline", "failed"];
 // As the hub reads them (actors/coordinator/hub.py PHONE_STATE).
 const PHONE_STATE = { phone_up: "online", phone_resumed: "online", phone_restarted: "online",
   phone_paused: "paused", phone_failed: "failed", phone_down: "offline" };
 const STATS_EVERY_MS = 60000;   // the current bucket is fetched again every minute,
 const CLOSE_WAIT_MS = 10000;    // this long after the minute ended (its rollup is closed then)
-const NODES_EVERY_MS = 10000;   // nodes report their health every 5 s
+const NODES_EVERY_MS = 30000;   // node rows again (health comes at once as node_health events)
 const THROTTLE_MS = 3000;       // a burst of finished executions fetches once
 
 let view = null;                // the page, once built
@@ -184,7 +183,7 @@ async function loadStats(whole) {
   // Every bucket of the range, those without a point included (nothing happened then);
   // ``to`` ends the range (exclusive, rounded up to the step): the newest bucket starts before.
   const end = Math.ceil(Date.parse(answer.to) / 1000 / step) * step - step;
-  const start = Math.floor((Date.now() / 1000 - RANGE_S[key]) / step) * step;
+  const start = Math.floor((Date.now() / 1000 - r.seconds) / step) * step;
   for (const t of view.points.keys()) if (t < start) view.points.delete(t);
   const xs = new Set(view.points.keys());
   for (let t = start; t <= end; t += step) xs.add(t);
@@ -271,7 +270,12 @@ document.addEventListener("farm-event", (e) => {
   }
   if (!shown()) return;
   if (name === "execution_finished") refreshHistory();
-  if (name === "node_up" || name === "node_down" || name === "node_health") refreshNodes();
+  if (name === "node_health" && event && event.node) {
+    // A node's health report (every 5 s): that row's health, no request.
+    const node = view.nodes.find((n) => n.name === event.node);
+    if (node) { node.health = event.data; drawPhones(); }
+  }
+  if (name === "node_up" || name === "node_down") refreshNodes();
   if (name === "overflow") { refreshNodes(); refreshHistory(); }
 });
 
