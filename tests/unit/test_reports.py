@@ -352,3 +352,33 @@ async def test_the_api_keeps_each_tenant_to_its_clients_reports(db: FarmDB) -> N
         assert len(body["reports"]) == 1
         body = await (await c.get("/api/reports?client=Globex&day=2026-12-06")).json()
         assert [r["client"] for r in body["reports"]] == ["Globex"]
+
+
+async def test_a_daily_report_reaches_a_webhook_channel_that_takes_reports(db: FarmDB) -> None:
+    from actors.coordinator.alerts.notify import Notifier
+    from actors.coordinator.alerts.rules import AlertsConfig, Channel
+    from actors.coordinator.alerts.store import AlertStore
+    from test_alerts import Hook
+
+    await seed(db)
+    hook = await Hook().start()
+    config = AlertsConfig((Channel("acme-hook", "webhook", url=hook.url("/acme"),
+                                   kinds=("report",), clients=("Acme",)),
+                           Channel("alerts-only", "webhook", url=hook.url("/alerts"),
+                                   kinds=("alert",))))
+    notifier = Notifier(AlertStore(db), config, public_url=URL)
+    try:
+        made = await service(db, Hub(notifier), at(7, 0, DAY + timedelta(days=1))).catch_up()
+        assert len(made) == 2
+        assert await notifier.deliver_due() == 1  # Acme's, to the channel taking reports
+        (got,) = await hook.wait(1)
+        body = got["body"]
+        assert got["path"] == "/acme" and body["kind"] == "report"
+        assert body["client"] == "Acme" and body["title"] == "Daily report 2026-12-06: Acme"
+        assert "Recommendations (steps needing help" in body["text"]
+        assert body["html"].startswith("<!DOCTYPE html>")
+        assert body["links"]["report"] in {f"{URL}/api/reports/{i}.html" for i in made}
+    finally:
+        if notifier._session is not None:  # deliver_due opened it (run() closes its own)
+            await notifier._session.close()
+        await hook.stop()

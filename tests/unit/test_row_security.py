@@ -5,10 +5,12 @@ connected as the farm's ordinary role (not a superuser: the policies bind it).""
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 
+from actors.coordinator.reports.store import ReportStore
 from actors.store.caller_scope import as_clients
 from actors.store.farm_db import FarmDB
 
@@ -49,6 +51,10 @@ async def _two_clients(db: FarmDB) -> tuple[int, int]:
         await db.create_workflow_execution(
             (await db.save_workflow_definition(f"wf-{serial}", []))["workflow_def_id"],
             f"phone:{serial}", client_ids=[client])
+        await ReportStore(db).add(client_id=client, kind="daily", day="2026-12-06",
+                                  period_start=datetime(2026, 12, 6, tzinfo=timezone.utc),
+                                  period_end=datetime(2026, 12, 7, tzinfo=timezone.utc),
+                                  title=f"report {serial}", text="t", html="h", summary={})
     await db.save_sequence_definition("shared")  # the farm's library: every caller's
     await db.upsert_phone("UNASSIGNED")
     return a, b
@@ -58,7 +64,7 @@ async def test_a_query_without_its_filter_sees_nothing_of_another_client(pg_db: 
     a, b = await _two_clients(pg_db)
     everything = {t: await pg_db._all(f"SELECT * FROM {t}") for t in (
         "clients", "phones", "profiles", "accounts", "executions", "sequence_definitions",
-        "recovery_attempts", "workflow_executions")}
+        "recovery_attempts", "workflow_executions", "reports")}
     assert len(everything["phones"]) == 3 and len(everything["clients"]) == 2
 
     with as_clients({a}):
@@ -68,6 +74,7 @@ async def test_a_query_without_its_filter_sees_nothing_of_another_client(pg_db: 
         assert [r["username"] for r in await pg_db._all("SELECT * FROM accounts")] == ["A1-user"]
         assert [r["serial"] for r in await pg_db._all("SELECT * FROM executions")] == ["A1"]
         assert [r["serial"] for r in await pg_db._all("SELECT * FROM recovery_attempts")] == ["A1"]
+        assert [r["title"] for r in await pg_db._all("SELECT * FROM reports")] == ["report A1"]
         assert sorted(r["name"] for r in await pg_db._all(
             "SELECT * FROM sequence_definitions")) == ["own-A1", "shared"]
         owners = [r["client_ids"] for r in await pg_db._all("SELECT * FROM workflow_executions")]
