@@ -14,13 +14,14 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import msgspec
+import orjson
 from aiohttp import web
 from msgspec import UNSET, Meta, UnsetType
 
 from actors.control.auth import principal_of
 from actors.control.http import error_response, json_response, super_users_only
 from actors.control.registry import _Body, _handled
-from actors.control.schemas import IntParam, decode_request
+from actors.control.schemas import IntParam, RequestError, check_json_depth, decode_request
 from actors.coordinator.alerts.rules import KINDS
 from actors.coordinator.alerts.service import AlertService, RuleConflict
 from protocol.errors import FarmError
@@ -66,6 +67,7 @@ class NotificationsRead(_Body):
     all: bool = False
 
 
+RULE_FIELDS = frozenset(f.encode_name for f in msgspec.structs.fields(AlertRuleRequest))
 REQUEST_TYPES = [AlertRuleRequest, SilenceRequest, NotificationsRead]
 
 
@@ -91,7 +93,6 @@ def _service(request: web.Request) -> AlertService:
 def _flag(request: web.Request, name: str) -> bool:
     value = request.query.get(name, "0").lower()
     if value not in ("0", "1", "true", "false", "yes", "no", ""):
-        from actors.control.schemas import RequestError
         raise RequestError(f"query parameter {name}", "expected 1 or 0", field=name)
     return value in ("1", "true", "yes")
 
@@ -100,7 +101,6 @@ def _flag(request: web.Request, name: str) -> bool:
 async def get_alerts(request: web.Request) -> web.Response:
     state = request.query.get("state")
     if state not in (None, "firing", "resolved"):
-        from actors.control.schemas import RequestError
         raise RequestError("query parameter state", "expected firing or resolved",
                            field="state")
     alerts = await _service(request).alerts(principal_of(request), state, LIMIT.parse(request))
@@ -124,7 +124,9 @@ async def get_rules(request: web.Request) -> web.Response:
 
 @_handled
 async def post_rule(request: web.Request) -> web.Response:
-    body = decode_request(await request.read(), AlertRuleRequest,
+    raw_body = await request.read()
+    _unknown_fields(raw_body)
+    body = decode_request(raw_body, AlertRuleRequest,
                           "a JSON object with name, kind and the kind's fields")
     raw = {f: getattr(body, f) for f in body.__struct_fields__
            if getattr(body, f) is not UNSET}
@@ -133,6 +135,22 @@ async def post_rule(request: web.Request) -> web.Response:
     except RuleConflict as exc:
         return error_response(409, str(exc), field="$.name")
     return json_response(rule, 201)
+
+
+def _unknown_fields(raw: bytes) -> None:
+    """A field no rule kind has is named (``$.field``) before the body's types are checked
+    (the decoder would say only ``$``)."""
+    try:
+        check_json_depth(raw)
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return  # decode_request names the line and column
+    if isinstance(value, dict):
+        for key in value:
+            if key not in RULE_FIELDS:
+                raise RequestError(f"$.{key}", "unknown field (fields: name, kind, client, "
+                                   "repeat, channels, enabled and the kind's: GET "
+                                   "/api/alerts/rules lists them)", field=f"$.{key}")
 
 
 @_handled
@@ -170,7 +188,6 @@ async def post_read(request: web.Request) -> web.Response:
     body = decode_request(await request.read(), NotificationsRead,
                           'a JSON object {"ids": [...]} or {"all": true}')
     if body.ids is None and not body.all:
-        from actors.control.schemas import RequestError
         raise RequestError("$.ids", "give ids or all: true", field="$.ids")
     marked = await _service(request).mark_read(principal_of(request),
                                                None if body.all else body.ids)

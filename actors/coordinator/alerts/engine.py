@@ -39,6 +39,7 @@ RATE_WINDOW_S = 3600.0
 # Events after which conditions are looked at again at once (not at the next tick).
 CONDITION_EVENTS = frozenset({"phone_up", "phone_down", "phone_paused", "phone_resumed",
                               "phone_restarted", "phone_failed", "node_up", "node_down"})
+UNREACHABLE = frozenset({"offline", "paused"})  # a phone row's states counted as offline
 CONDITION_KINDS = ("phone_offline", "phone_paused", "node_down")
 QUERY_KINDS = ("failure_rate", "scheduler_delay")
 
@@ -87,6 +88,7 @@ class AlertEngine:
         """Take the stored rules again (after an API change)."""
         async with self._lock:
             self.rules = await self.store.rules()
+            self._last_query = self._last_disk = 0.0  # a new rule is looked at the next tick
             known = {r.rule_id for r in self.rules}
             self.firing = {(a["rule_id"], a["subject"]): a for a in await self.store.firing()
                            if a["rule_id"] in known}
@@ -148,15 +150,18 @@ class AlertEngine:
         if rule.kind == "phone_offline":
             limit = rule.params["minutes"] * 60
             for serial, row in list(hub.phone_rows.items()):
-                if row.get("state") != "offline" or not self._phone_in(rule, serial):
+                # "paused" in a row is the node's pause of a phone it cannot reach
+                # (unplugged, offline, unauthorized); the coordinator's pause is phone_paused.
+                if row.get("state") not in UNREACHABLE or not self._phone_in(rule, serial):
                     continue
                 since = row.get("state_at") or now
                 if now - since >= limit:
                     out[serial] = {
                         "since": since,
                         "title": f"Phone {serial} offline for {_minutes(now - since)}",
-                        "text": f"Phone {serial} on node {row.get('node')} has been offline "
-                                f"since {iso(since)} (rule {rule.name}: longer than "
+                        "text": f"Phone {serial} on node {row.get('node')} has been "
+                                f"{'offline' if row.get('state') == 'offline' else 'unreachable'}"
+                                f" since {iso(since)} (rule {rule.name}: longer than "
                                 f"{rule.params['minutes']:g} min).",
                         "links": {"phone": self._url(f"#wall")}}
         elif rule.kind == "phone_paused":
