@@ -75,6 +75,9 @@ command group is a module registering its subcommands with `add_commands(sub, co
                                          issue node NAME's key: printed once, or written
                                          to PATH (mode 0600)
     farm nodes keys                      node keys: last 4 characters, status, last seen
+    farm alerts [list] [--firing] | farm alerts ack ID | farm alerts silence RULE --for 2h
+    farm alerts rules | farm alerts channels
+                                         alerts, their rules, the channels' pending notices
     farm reports [list] [--client C] [--day D] | farm reports show ID [--html]
     farm reports make --client C [--day YYYY-MM-DD] [--send]
                                          the clients' daily reports; make one now
@@ -100,6 +103,7 @@ from actors.control.cli import (ai, groups, nodes, phones, registry, retention, 
                                 schedule, variables)
 from actors.control.cli import audit, db, people
 from actors.control.cli import backups
+from actors.control.cli import alerts
 from actors.control.cli import reports
 from actors.control.cli import stats
 from actors.control.cli.credentials import find_token
@@ -111,7 +115,7 @@ log = logging.getLogger(__name__)
 
 # Each command group registers its subcommands, in the order `farm --help` lists them.
 COMMAND_GROUPS = (phones, runs, ai, audit, schedule, groups, registry, variables, retention, db,
-                  backups, nodes, people, reports)
+                  backups, nodes, people, alerts, reports)
 COMMAND_GROUPS += (stats,)  # farm stats (issue 19.2)
 
 
