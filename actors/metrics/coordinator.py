@@ -166,6 +166,10 @@ class _HubState(Collector):
     def __init__(self, metrics: CoordinatorMetrics) -> None:
         self.metrics = metrics
 
+    def describe(self) -> list:
+        # Nothing to check at registration: the state it reads may not exist yet.
+        return []
+
     def collect(self) -> Iterable[Any]:
         hub = self.metrics.hub
         yield from self._phones(hub)

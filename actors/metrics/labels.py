@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import threading
 
+from prometheus_client import disable_created_metrics
+
+# No `*_created` series: they double what every scrape renders and carry nothing Prometheus
+# needs (process-wide in prometheus-client; this process's registries are all ours).
+disable_created_metrics()
+
 OTHER = "other"
 UNKNOWN = "unknown"
 

@@ -76,6 +76,10 @@ class _NodeState(Collector):
     def __init__(self, metrics: NodeMetrics) -> None:
         self.metrics = metrics
 
+    def describe(self) -> list:
+        # Nothing to check at registration: the state it reads may not exist yet.
+        return []
+
     def collect(self) -> Iterable[Any]:
         node = self.metrics.node
         phones = GaugeMetricFamily("farm_node_phones", "This node's phones by state (busy, "

@@ -48,14 +48,16 @@ class FakeHub:
             {"serial": "s3", "node": "rack1", "client": None, "state": "paused"},
             {"serial": "s4", "node": "rack2", "client": "Zeta", "state": "offline"}]
         health = {"cpu_pct": 12.5, "mem_used": 1000, "mem_total": 4000, "disk_used": 10,
-                  "disk_total": 100, "adb_ok": True, "adb_rtt_ms": 2.0, "at": "2026-12-07T00:00:00Z"}
+                  "disk_total": 100, "adb_ok": True, "adb_rtt_ms": 2.0,
+                  "at": "2026-12-07T00:00:00Z"}
         self.node_list = [{"name": "rack1", "state": "up", "last_heartbeat": time.time(),
                            "health": health},
                           {"name": "rack2", "state": "down", "last_heartbeat": time.time() - 60,
                            "health": None}]
         jobs = {"j1": SimpleNamespace(status="queued"), "j2": SimpleNamespace(status="running"),
                 "j3": SimpleNamespace(status="queued")}
-        self.schedules = SimpleNamespace(scheduler=SimpleNamespace(state=SimpleNamespace(jobs=jobs)))
+        state = SimpleNamespace(jobs=jobs)
+        self.schedules = SimpleNamespace(scheduler=SimpleNamespace(state=state))
         self.link = SimpleNamespace(counts=Tally(command_resends=3, event_resend_requests=1))
         self.metrics = None
 
@@ -115,7 +117,8 @@ def test_coordinator_series_move_with_the_events_and_the_hub() -> None:
     assert value(r, "farm_phones", node="rack1", client="", state="paused") == 1
     assert value(r, "farm_phones", node="rack2", client="Zeta", state="offline") == 1
     assert value(r, "farm_phones", node="rack2", client="Zeta", state="busy") == 0
-    assert value(r, "farm_node_up", node="rack1") == 1 and value(r, "farm_node_up", node="rack2") == 0
+    assert value(r, "farm_node_up", node="rack1") == 1
+    assert value(r, "farm_node_up", node="rack2") == 0
     assert value(r, "farm_node_heartbeat_age_seconds", node="rack2") >= 59
     assert value(r, "farm_node_cpu_percent", node="rack1") == 12.5
     assert value(r, "farm_node_adb_rtt_seconds", node="rack1") == pytest.approx(0.002)
