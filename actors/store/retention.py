@@ -16,8 +16,9 @@ layout it knows is the coordinator's ``--data`` folder:
 - ``farm.sqlite3`` (actors/store/farm_db.py): ``execution_steps`` rows (step details) deleted
   after 30 days, their ``executions`` summary row kept for 1 year.
 - ``coordinator.sqlite3`` (actors/store/event_store.py): ``node_events`` deleted after 30 days.
-- ``farm.sqlite3``: the one-minute stats rollups (actors/store/stats.py: ``stats_minutes``,
-  ``stats_phone_minutes``, ``stats_execution_minutes``) deleted after 400 days.
+- ``farm.sqlite3``: the stats rollups (actors/store/stats.py: ``stats_minutes``,
+  ``stats_phone_minutes``, ``stats_execution_minutes`` and their hourly twins) deleted after
+  400 days.
 
 With the farm database on PostgreSQL (a ``DbTarget``, the coordinator's ``--db``) the row
 rules run on that database instead, where ``node_events`` lives beside the farm tables; the
@@ -440,8 +441,11 @@ def _plan_farm_rows(result: RetentionPlan, db: Database) -> None:
                 f"{format_duration(p.summaries)}"))
 
 
-# The stats rollup tables (schema v17), each keyed by its minute (Unix seconds).
-ROLLUP_TABLES = ("stats_execution_minutes", "stats_phone_minutes", "stats_minutes")
+# The stats rollup tables (schema v17) and the column of each holding its minute or hour
+# (Unix seconds of its start).
+ROLLUP_TABLES = {"stats_execution_minutes": "minute", "stats_phone_minutes": "minute",
+                 "stats_minutes": "minute", "stats_execution_hours": "hour",
+                 "stats_phone_hours": "hour", "stats_hours": "hour"}
 
 
 def _plan_rollup_rows(result: RetentionPlan, db: Database) -> None:
@@ -449,13 +453,15 @@ def _plan_rollup_rows(result: RetentionPlan, db: Database) -> None:
     cutoff = int((result.now - p.stats_rollups).timestamp())
     since = utc_text(datetime.fromtimestamp(cutoff, timezone.utc))[:19]
     with _connect(db, readonly=True) as conn:
-        for table in ROLLUP_TABLES:
+        for table, column in ROLLUP_TABLES.items():
             if not _has_table(conn, table):
                 continue
-            n = _count(conn, table, "minute < ?", (cutoff,))
+            # An hour is dropped once it began before the cutoff (its newest minutes with it).
+            where = f"{column} < ?"
+            n = _count(conn, table, where, (cutoff,))
             if n:
                 result.rows.append(RowAction(
-                    db, table, "minute < ?", (cutoff,), n,
+                    db, table, where, (cutoff,), n,
                     f"stats rollups of minutes before {since} UTC, > "
                     f"{format_duration(p.stats_rollups)}"))
 

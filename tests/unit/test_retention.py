@@ -342,15 +342,18 @@ def test_stats_rollups_kept_400_days(tmp_path, engine) -> None:
                          " VALUES (?, 0, 'rack1', 2.0)", (minute,))
             conn.execute("INSERT INTO stats_execution_minutes (minute, client_id, sequence,"
                          " node, started) VALUES (?, 0, 's/x', 'rack1', 1)", (minute,))
+            conn.execute("INSERT INTO stats_execution_hours (hour, client_id, sequence,"
+                         " node, started) VALUES (?, 0, 's/x', 'rack1', 1)", (minute,))
     result = plan(tmp_path, NOW, target=dbs.target)
     rollups = {r.table: r.rows for r in result.rows if r.table.startswith("stats_")}
     assert rollups == {"stats_execution_minutes": 1, "stats_phone_minutes": 1,
-                       "stats_minutes": 1}
+                       "stats_minutes": 1, "stats_execution_hours": 1}
     assert all("> 400d" in r.reason for r in result.rows if r.table.startswith("stats_"))
     assert apply(result).errors == []
     with dbs.connect("farm") as conn:
         for table in rollups:
-            assert [r[0] for r in conn.execute(f"SELECT minute FROM {table}")] == minutes[1:]
+            column = "hour" if table.endswith("hours") else "minute"
+            assert [r[0] for r in conn.execute(f"SELECT {column} FROM {table}")] == minutes[1:]
 
 
 # --- policy and schedule -----------------------------------------------------------------------

@@ -25,7 +25,7 @@ FARM_WIDE = {
     "task_executions", "content_analysis", "content_tags", "post_metrics",
     "post_analytics_sources", "platform_daily_metrics", "link_clicks", "messages",
     "message_responses",
-    "stats_minutes",  # which minutes the rollup job closed (v17): times and a count only
+    "stats_minutes", "stats_hours",  # the rollups' closed minutes and hours (v17): times, counts
 }
 
 

@@ -257,8 +257,9 @@ async def test_row_security_hides_another_clients_rollups(db: FarmDB, engine: st
         # A raw query that forgot its filter still sees only Zeta's rows.
         assert {r["client_id"] for r in await db._all(
             "SELECT * FROM stats_phone_minutes")} == {zeta}
-        assert {r["client_id"] for r in await db._all(
-            "SELECT * FROM stats_execution_minutes")} == {zeta}
+        for table in ("stats_execution_minutes", "stats_phone_hours",
+                      "stats_execution_hours"):
+            assert {r["client_id"] for r in await db._all(f"SELECT * FROM {table}")} == {zeta}
         # The unfiltered farm series (a query without clients) is Zeta's alone too.
         farm = await db.stats_series(StatsQuery(M0, M0 + 180, 180))
         assert farm["series"][0]["points"][0]["executions"]["started"] == 1

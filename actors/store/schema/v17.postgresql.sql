@@ -1,7 +1,8 @@
 -- v17 (PostgreSQL): the same stats rollup tables as v17.sql (see there), with native types
--- (a minute is a BIGINT, not a serial key) and row-level security like v14's on the
--- client-owned ones: a caller reaching some clients sees only their rows (client_id 0,
--- phones of no client, only the farm). stats_minutes names no client: farm-wide.
+-- (a minute or an hour is a BIGINT, not a serial key; no WITHOUT ROWID) and row-level
+-- security like v14's on the client-owned ones: a caller reaching some clients sees only
+-- their rows (client_id 0, phones of no client, only the farm). stats_minutes and
+-- stats_hours name no client: farm-wide.
 CREATE TABLE stats_minutes (
     minute BIGINT PRIMARY KEY,
     phone_samples BIGINT NOT NULL DEFAULT 0,
@@ -35,6 +36,38 @@ CREATE TABLE stats_execution_minutes (
     PRIMARY KEY (minute, client_id, sequence, node)
 );
 
+CREATE TABLE stats_hours (
+    hour BIGINT PRIMARY KEY,
+    sampled_minutes BIGINT NOT NULL DEFAULT 0
+);
+
+CREATE TABLE stats_phone_hours (
+    hour BIGINT NOT NULL,
+    client_id BIGINT NOT NULL DEFAULT 0,
+    node TEXT NOT NULL DEFAULT '',
+    busy DOUBLE PRECISION NOT NULL DEFAULT 0,
+    idle DOUBLE PRECISION NOT NULL DEFAULT 0,
+    offline DOUBLE PRECISION NOT NULL DEFAULT 0,
+    paused DOUBLE PRECISION NOT NULL DEFAULT 0,
+    PRIMARY KEY (hour, client_id, node)
+);
+
+CREATE TABLE stats_execution_hours (
+    hour BIGINT NOT NULL,
+    client_id BIGINT NOT NULL DEFAULT 0,
+    sequence TEXT NOT NULL DEFAULT '',
+    node TEXT NOT NULL DEFAULT '',
+    started BIGINT NOT NULL DEFAULT 0,
+    completed BIGINT NOT NULL DEFAULT 0,
+    failed BIGINT NOT NULL DEFAULT 0,
+    recovery_attempts BIGINT NOT NULL DEFAULT 0,
+    recovery_succeeded BIGINT NOT NULL DEFAULT 0,
+    steps BIGINT NOT NULL DEFAULT 0,
+    step_p50_ms DOUBLE PRECISION,
+    step_p95_ms DOUBLE PRECISION,
+    PRIMARY KEY (hour, client_id, sequence, node)
+);
+
 ALTER TABLE stats_phone_minutes ENABLE ROW LEVEL SECURITY;
 ALTER TABLE stats_phone_minutes FORCE ROW LEVEL SECURITY;
 CREATE POLICY tenant ON stats_phone_minutes USING (phonefarm_sees(client_id));
@@ -42,6 +75,14 @@ CREATE POLICY tenant ON stats_phone_minutes USING (phonefarm_sees(client_id));
 ALTER TABLE stats_execution_minutes ENABLE ROW LEVEL SECURITY;
 ALTER TABLE stats_execution_minutes FORCE ROW LEVEL SECURITY;
 CREATE POLICY tenant ON stats_execution_minutes USING (phonefarm_sees(client_id));
+
+ALTER TABLE stats_phone_hours ENABLE ROW LEVEL SECURITY;
+ALTER TABLE stats_phone_hours FORCE ROW LEVEL SECURITY;
+CREATE POLICY tenant ON stats_phone_hours USING (phonefarm_sees(client_id));
+
+ALTER TABLE stats_execution_hours ENABLE ROW LEVEL SECURITY;
+ALTER TABLE stats_execution_hours FORCE ROW LEVEL SECURITY;
+CREATE POLICY tenant ON stats_execution_hours USING (phonefarm_sees(client_id));
 
 -- Closing a minute reads the executions and steps that ended in it (the start time has
 -- v15's index).
