@@ -382,3 +382,41 @@ async def test_a_daily_report_reaches_a_webhook_channel_that_takes_reports(db: F
         if notifier._session is not None:  # deliver_due opened it (run() closes its own)
             await notifier._session.close()
         await hook.stop()
+
+
+async def test_farm_reports_lists_shows_and_makes(db: FarmDB, capsys) -> None:
+    import asyncio
+
+    from actors.control.cli import main as farm_main
+
+    ids = await seed(db)
+    now = at(12, 0, DAY + timedelta(days=1))
+    await service(db, Hub(), now).daily(DAY)
+    root = Principal(user_id=1, name="admin", role="super")
+    async with TestClient(TestServer(app_as(db, root, now))) as c:
+        url = str(c.make_url("")).rstrip("/")
+
+        def farm(*argv: str) -> tuple[int, str, str]:
+            code = farm_main(["--url", url, "reports", *argv])
+            out = capsys.readouterr()
+            return code, out.out, out.err
+
+        code, out, _ = await asyncio.to_thread(farm, "list", "--client", "Acme")
+        lines = out.splitlines()
+        assert code == 0 and lines[0].split() == ["ID", "CLIENT", "DAY", "KIND", "CREATED",
+                                                  "SENT"]
+        assert len(lines) == 2 and "Acme" in lines[1] and "daily" in lines[1]
+        report_id = lines[1].split()[0]
+        code, out, _ = await asyncio.to_thread(farm, "show", report_id)
+        assert code == 0 and out.startswith("Daily report 2026-12-06: Acme")
+        code, out, _ = await asyncio.to_thread(farm, "show", report_id, "--html")
+        assert code == 0 and out.startswith("<!DOCTYPE html>")
+        code, out, _ = await asyncio.to_thread(farm, "make", "--client", "Globex",
+                                               "--day", "2026-12-06")
+        assert code == 0 and out.startswith("report ") and "Globex" in out
+        code, _, err = await asyncio.to_thread(farm, "make", "--client", "Nobody")
+        assert code == 2 and "no such client" in err
+        code, _, err = await asyncio.to_thread(farm, "show")
+        assert code == 2 and "id" in err
+    assert ids["globex"] in {r["client_id"] for r in await ReportService(
+        db, Hub().emit, public_url=URL).store.list(client_id=ids["globex"])}
