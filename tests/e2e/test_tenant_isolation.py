@@ -74,6 +74,9 @@ def world(farm: DemoFarm) -> dict:
     b_login = ok(*call(farm.base, "POST", "/api/login", None,
                        {"user": "acme", "password": farm.passwords["acme"]}), "acme login")
     b_own = b_makes_its_own(farm, b_login["token"], b_serial)
+    # B's own alert rule, named like B: A's users must find no rule of that name.
+    ok(*call(farm.base, "POST", "/api/alerts/rules", b_login["token"],
+             {"name": B, "kind": "phone_paused"}), "B's alert rule")
     tokens = ok(*call(farm.base, "GET", "/api/tokens?all=1", admin), "tokens")["tokens"]
     b_token_id = next(t["token_id"] for t in tokens if t["user"] == "acme")
     callers = {}
@@ -148,14 +151,15 @@ def params_for(world: dict, ghost: bool, schedule: str = "schedule_id") -> dict[
                 "id": "987654", "name": "no-such-name", "member": GHOST_SERIAL, "tag": "x",
                 "account_id": "987654", "app": "clipshare", "screen": "home",
                 "key_id": "987654", "token_id": "987654", "group": GHOST_GROUP,
-                "sequence": GHOST_SEQUENCE, "workflow": GHOST_WORKFLOW}
+                "sequence": GHOST_SEQUENCE, "workflow": GHOST_WORKFLOW, "alert_id": "987654"}
     return {"serial": world["b_serial"], "run_id": world["run_id"],
             "execution_id": world["execution_id"], "path": "0",
             "schedule_id": world[schedule], "id": str(world["b_workflow_execution_id"]),
             "name": B, "member": world["b_serial"],
             "tag": "x", "account_id": str(world["account_id"]), "app": "clipshare",
             "screen": "home", "key_id": str(world["key_id"]), "token_id": str(world["b_token_id"]),
-            "group": B_GROUP, "sequence": B_SEQUENCE, "workflow": B_WORKFLOW}
+            "group": B_GROUP, "sequence": B_SEQUENCE, "workflow": B_WORKFLOW,
+            "alert_id": "987654"}
 
 
 USER_PATHS = ("/api/users/{name}",)
