@@ -40,8 +40,11 @@ OWN_OPERATIONS = {"login", "logout", "me", "listTokens", "addToken"}
 
 @pytest.fixture(scope="module")
 def farm(tmp_path_factory, module_engine):
-    """A demo farm, once per database engine (on PostgreSQL with row-level security)."""
-    farm = DemoFarm(tmp_path_factory.mktemp("tenants"), phones=4)
+    """A demo farm, once per database engine (on PostgreSQL with row-level security),
+    making each client's daily report of yesterday when it starts (--report-at 00:00)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PHONEFARM_REPORT_AT", "00:00")
+        farm = DemoFarm(tmp_path_factory.mktemp("tenants"), phones=4)
     yield farm
     farm.stop()
 
@@ -77,6 +80,7 @@ def world(farm: DemoFarm) -> dict:
     # B's own alert rule, named like B: A's users must find no rule of that name.
     ok(*call(farm.base, "POST", "/api/alerts/rules", b_login["token"],
              {"name": B, "kind": "phone_paused"}), "B's alert rule")
+    report = ok(*call(farm.base, "POST", "/api/reports", admin, {"client": B}), "B's report")
     tokens = ok(*call(farm.base, "GET", "/api/tokens?all=1", admin), "tokens")["tokens"]
     b_token_id = next(t["token_id"] for t in tokens if t["user"] == "acme")
     callers = {}
@@ -92,7 +96,7 @@ def world(farm: DemoFarm) -> dict:
             "account_id": accounts[0]["account_id"], "account_ids":
                 {a["account_id"] for a in accounts}, "profile_id": profile_id,
             "key_id": key["id"], "schedule_id": schedule["id"], "b_token": b_login["token"],
-            "b_token_id": b_token_id, "callers": callers, **b_own,
+            "b_token_id": b_token_id, "callers": callers, "b_report_id": report["id"], **b_own,
             "before": b_state(farm, b_serial)}
 
 
@@ -151,7 +155,8 @@ def params_for(world: dict, ghost: bool, schedule: str = "schedule_id") -> dict[
                 "id": "987654", "name": "no-such-name", "member": GHOST_SERIAL, "tag": "x",
                 "account_id": "987654", "app": "clipshare", "screen": "home",
                 "key_id": "987654", "token_id": "987654", "group": GHOST_GROUP,
-                "sequence": GHOST_SEQUENCE, "workflow": GHOST_WORKFLOW, "alert_id": "987654"}
+                "sequence": GHOST_SEQUENCE, "workflow": GHOST_WORKFLOW, "report": "987654",
+                "alert_id": "987654"}
     return {"serial": world["b_serial"], "run_id": world["run_id"],
             "execution_id": world["execution_id"], "path": "0",
             "schedule_id": world[schedule], "id": str(world["b_workflow_execution_id"]),
@@ -159,7 +164,7 @@ def params_for(world: dict, ghost: bool, schedule: str = "schedule_id") -> dict[
             "tag": "x", "account_id": str(world["account_id"]), "app": "clipshare",
             "screen": "home", "key_id": str(world["key_id"]), "token_id": str(world["b_token_id"]),
             "group": B_GROUP, "sequence": B_SEQUENCE, "workflow": B_WORKFLOW,
-            "alert_id": "987654"}
+            "report": str(world["b_report_id"]), "alert_id": "987654"}
 
 
 USER_PATHS = ("/api/users/{name}",)
@@ -201,6 +206,7 @@ def body_for(op_id: str, path: str, world: dict, ghost: bool) -> dict | None:
         "/api/workflows": {"name": "iso_flow", "sequences": [
             {"sequence": GHOST_SEQUENCE if ghost else B_SEQUENCE}]},
         "/api/nodes/keys": {"node": "evil-node"},
+        "/api/reports": {"client": client},
     }
     return bodies.get(path, {})
 
@@ -209,6 +215,8 @@ def fill(path: str, params: dict[str, str], op_path: str) -> str:
     if op_path.startswith("/api/users/"):
         params = {**params, "name": "no-such-user" if params["name"] == "no-such-name"
                   else "acme"}
+    if op_path.startswith("/api/reports/"):  # B's report (or nothing at all's)
+        params = {**params, "id": params["report"]}
     # A group, sequence or workflow URL names B's own (or nothing at all's).
     for prefix, key in (("/api/groups/", "group"), ("/api/sequences/", "sequence"),
                         ("/api/workflows/", "workflow")):
@@ -314,6 +322,18 @@ def test_b_is_unchanged_and_still_works(farm: DemoFarm, world: dict) -> None:
     assert b_state(farm, world["b_serial"]) == world["before"]
     status, me = call(farm.base, "GET", "/api/me", world["b_token"])
     assert status == 200 and me["name"] == "acme"
+
+
+def test_each_client_sees_its_own_daily_report_only(farm: DemoFarm, world: dict) -> None:
+    admin = ok(*call(farm.base, "GET", "/api/reports", farm.admin_token), "reports")
+    daily = sorted(r["client"] for r in admin["reports"] if r["kind"] == "daily")
+    assert daily == sorted([A, B])  # made at start: the coordinator was "down" at 00:00
+    for role in ("client", "viewer"):
+        mine = ok(*call(farm.base, "GET", "/api/reports", world["callers"][role]), role)
+        assert [(r["client"], r["kind"]) for r in mine["reports"]] == [(A, "daily")]
+        report = ok(*call(farm.base, "GET", mine["reports"][0]["url"],
+                          world["callers"][role]), "report")
+        assert report["summary"]["client"] == A and "Success rate" in report["text"]
 
 
 def test_a_client_sees_only_its_phones_and_all_means_its_own(farm: DemoFarm, world: dict) -> None:
