@@ -265,9 +265,12 @@ def test_api_sequences_of_calls(demo: DemoFarm) -> None:
     assert not problems, "\n\n".join(problems)
 
 
-def test_the_farm_survived_the_fuzzing(demo: DemoFarm) -> None:
+def test_the_farm_survived_the_fuzzing(demo: DemoFarm, record_property) -> None:
     health = _get(demo.base, "/api/health")
     STATS["loop_lag_ms"] = health["loop_lag_ms"]
+    # On the report, not in a module global: under pytest-xdist the summary is printed by
+    # the controlling process, which ran none of the fuzzing.
+    record_property(FUZZ_SUMMARY_PROPERTY, fuzz_summary())
     assert health["ok"] is True
     phones = _get(demo.base, "/api/phones")["phones"]
     assert sum(p["state"] == "online" for p in phones) == PHONES
@@ -276,6 +279,9 @@ def test_the_farm_survived_the_fuzzing(demo: DemoFarm) -> None:
     assert demo.proc.poll() is None
     log = demo.log.read_text(errors="replace")
     assert "Traceback" not in log, log[log.index("Traceback") - 300:][:3000]
+
+
+FUZZ_SUMMARY_PROPERTY = "api_fuzz_summary"
 
 
 def fuzz_summary() -> list[str]:
