@@ -21,8 +21,10 @@ import pytest
 from actors.node.device.adb_server import free_port
 from tests.e2e.alert_hook import HookServer, matching
 from tests.e2e.demo_farm import call
+from tests.e2e.farm_auth import admin_token, sign_in_console
 
 ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = "/usr/bin/chromium"
 RUN = {"name": "alert_probe", "steps": [{"type": "key", "key": "HOME"}]}
 
 
@@ -196,6 +198,44 @@ def test_farm_alerts_lists_acks_and_silences(farm: AlertFarm) -> None:
     assert "silenced until" in farm_cli("silence", "unplugged", "--for", "2h")
     rules = json.loads(farm_cli("rules", "--json"))
     assert next(r for r in rules["rules"] if r["name"] == "unplugged")["silenced_until"]
+
+
+def test_the_console_bell_alerts_page_and_execution_links(farm: AlertFarm) -> None:
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not Path(CHROMIUM).exists():
+        pytest.skip("needs /usr/bin/chromium")
+    admin_token(farm.data, farm.base)  # for sign_in_console
+    serial = farm.acme[-1]
+    status, run = call(farm.base, "POST", "/api/runs", farm.token,
+                       {"sequence": RUN, "scope": f"phone:{serial}"})
+    execution_id = run["executions"][serial]["execution_id"]
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                    args=["--no-sandbox"])
+        try:
+            context = browser.new_context(viewport={"width": 1400, "height": 900})
+            sign_in_console(context, farm.base)
+            page = context.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.goto(farm.base + "/#wall")
+            page.wait_for_function("Number(document.getElementById('bell-count').textContent) > 0")
+            farm.adb("disconnect", serial)  # a firing alert (its rule may be silenced: still listed)
+            page.click("#bell")
+            page.wait_for_selector("#alert-list button:has-text('Ack')")
+            page.click("#alert-list button:has-text('Ack')")
+            page.wait_for_function("[...document.querySelectorAll('#alert-list td')]"
+                                   ".some((td) => td.textContent.startsWith('user:'))")
+            assert page.locator("#rule-list td", has_text="unplugged").count() == 1
+            assert page.locator("#channel-list td", has_text=re.compile("^hook$")).count() == 1
+            page.click("text=Mark all read")
+            page.wait_for_function("document.getElementById('bell-count').hidden")
+            page.goto(f"{farm.base}/#executions/{execution_id}")
+            page.wait_for_selector(f"#execution-detail h3:has-text('{execution_id}')")
+            assert errors == []
+        finally:
+            farm.adb("connect", serial)
+            browser.close()
 
 
 def test_a_bad_alerts_config_stops_the_coordinator_naming_the_field(tmp_path: Path) -> None:

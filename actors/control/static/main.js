@@ -14,6 +14,7 @@ const pages = {
   executions: () => import("./pages.js").then((m) => ({ show: m.showExecutions })),
   schedules: () => import("./pages.js").then((m) => ({ show: m.showSchedules })),
   groups: () => import("./pages.js").then((m) => ({ show: m.showGroups })),
+  alerts: () => import("./alerts.js"),
 };
 
 // --- phones -------------------------------------------------------------------------------
@@ -153,10 +154,13 @@ function bindPanel() {
 
 // --- pages and stream ---------------------------------------------------------------------
 
-export async function showPage(name) {
+export async function showPage(route) {
+  // "#executions/<id>" (the links in alerts): a page and what it opens.
+  const [name, ...rest] = route.split("/");
+  const arg = rest.length ? decodeURIComponent(rest.join("/")) : null;
   document.querySelectorAll(".page").forEach((p) => { p.hidden = p.id !== `page-${name}`; });
   document.querySelectorAll("header nav a").forEach((a) => a.classList.toggle("active", a.dataset.page === name));
-  if (pages[name]) (await pages[name]()).show(document.getElementById(`page-${name}`));
+  if (pages[name]) (await pages[name]()).show(document.getElementById(`page-${name}`), arg);
   if (name === "wall") renderWall();
 }
 
@@ -181,6 +185,7 @@ async function start() {
   initTextDialog();
   bindPanel();
   await initLogin();  // first: a login link in the hash, then who is here
+  import("./alerts.js").then((m) => m.initBell());  // the header's unread notifications
   window.addEventListener("hashchange", () => showPage(location.hash.slice(1) || "wall"));
   await loadPhones();
   loadRegistry().then(() => changed("registry"));

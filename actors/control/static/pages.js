@@ -19,7 +19,7 @@ document.addEventListener("farm-event", (e) => {
   reloadTimer = setTimeout(() => { reloadTimer = null; reloadShownExecutions(); }, 1000);
 });
 
-export async function showExecutions(root) {
+export async function showExecutions(root, open = null) {
   const filters = { status: el("select", {}, el("option", { value: "" }, "any status"),
     ...["pending", "running", "paused", "completed", "failed", "cancelled", "locked"].map((s) => el("option", { value: s }, s))),
     phone: el("input", { placeholder: "phone serial" }), sequence: el("input", { placeholder: "sequence" }) };
@@ -44,6 +44,7 @@ export async function showExecutions(root) {
     el("div", { class: "form-row" }, filters.status, filters.phone, filters.sequence, el("button", { onclick: load }, "Refresh")),
     table, detail);
   await load();
+  if (open) await showExecution(detail, open);  // #executions/<id>, e.g. from an alert's link
 }
 
 async function showExecution(box, id) {

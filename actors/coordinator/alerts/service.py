@@ -67,7 +67,7 @@ class AlertService:
 
     # --- rules --------------------------------------------------------------------------
     async def rules(self, principal: Principal) -> list[dict]:
-        return [r.view() for r in await self.store.rules(principal.client_ids)]
+        return [_view(r) for r in await self.store.rules(principal.client_ids)]
 
     async def add_rule(self, raw: dict, principal: Principal) -> dict:
         """Validate ``raw`` whole (ValidationError naming ``$.field``), check the caller may
@@ -96,7 +96,7 @@ class AlertService:
         await self.store.db.audit("alert_rule", stored.rule_id, "create", None, stored.view(),
                                   actor=principal.actor)
         await self.engine.reload()
-        return stored.view()
+        return _view(stored)
 
     async def _rule(self, name: str, principal: Principal) -> Rule:
         rule = await self.store.rule(name, principal.client_ids)
@@ -156,3 +156,8 @@ class AlertService:
 
     async def mark_read(self, principal: Principal, ids: list[int] | None) -> int:
         return await self.store.mark_read(principal.user_id or 0, principal.client_ids, ids)
+
+
+def _view(rule: Rule) -> dict:
+    """A rule as the API shows it (times as ISO 8601 UTC)."""
+    return {**rule.view(), "silenced_until": iso(rule.silenced_until)}
