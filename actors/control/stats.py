@@ -33,6 +33,7 @@ from protocol.errors import ValidationError
 DEFAULT_SPAN = "24h"
 MAX_DEFAULT_POINTS = 500  # the default step is the smallest giving at most this many
 MAX_POINTS = 5000  # per series: a finer step over a longer range is refused
+LATEST_S = 16725225600  # 2500-01-01T00:00:00Z
 _DURATION = re.compile(r"\d{1,9}(\.\d{1,6})?[smhdwy]")
 FAILURES_LIMIT = IntParam("limit", "query", 1, 100, default=10,
                           description="sequences and screens listed (default 10)")
@@ -60,6 +61,16 @@ def parse_time(name: str, text: str, now: datetime) -> datetime:
     return when.astimezone(timezone.utc)
 
 
+def _in_range(name: str, when: datetime) -> float:
+    """Unix seconds of ``when``, which must lie between 1970 and 2500 (rollups are of
+    minutes the farm lived; a bucket past year 9999 could not even be written)."""
+    seconds = when.timestamp()
+    if not 0 <= seconds < LATEST_S:
+        raise RequestError(f"query parameter {name}", "expected a time between 1970 and "
+                           f"2500, got {when.isoformat()}", field=name)
+    return seconds
+
+
 def _points(start: float, end: float, step_s: int) -> int:
     return math.ceil(end / step_s) - math.floor(start / step_s)
 
@@ -68,8 +79,8 @@ def parse_stats_query(query: Any, now: datetime | None = None) -> StatsQuery:
     """The series a request asks for (every parameter checked; the first bad one raises
     RequestError naming it). ``clients`` is left to the scoped view."""
     now = now or datetime.now(timezone.utc)
-    start = parse_time("from", query.get("from", DEFAULT_SPAN), now).timestamp()
-    end = parse_time("to", query["to"], now).timestamp() if "to" in query else now.timestamp()
+    start = _in_range("from", parse_time("from", query.get("from", DEFAULT_SPAN), now))
+    end = _in_range("to", parse_time("to", query["to"], now) if "to" in query else now)
     if start >= end:
         raise RequestError("query parameter from", f"must be before to ({iso(int(end))})",
                            field="from")
@@ -77,6 +88,9 @@ def parse_stats_query(query: Any, now: datetime | None = None) -> StatsQuery:
     if step is None:
         step_s = next((s for s in STEPS.values()
                        if _points(start, end, s) <= MAX_DEFAULT_POINTS), max(STEPS.values()))
+        if (n := _points(start, end, step_s)) > MAX_POINTS:
+            raise RequestError("query parameter from", f"this range is {n} days, at most "
+                               f"{MAX_POINTS}: choose a shorter range", field="from")
     elif step in STEPS:
         step_s = STEPS[step]
         if (n := _points(start, end, step_s)) > MAX_POINTS:
@@ -106,6 +120,7 @@ async def get_stats(request: web.Request) -> web.Response:
 async def get_top_failures(request: web.Request) -> web.Response:
     since = parse_time("since", request.query.get("since", DEFAULT_SPAN),
                        datetime.now(timezone.utc))
+    _in_range("since", since)
     limit = FAILURES_LIMIT.parse(request)
     answer = await hub_of(request).farm_db().top_failures(
         FailureQuery(since=utc_text(since), limit=limit))

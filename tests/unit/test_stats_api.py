@@ -193,3 +193,30 @@ async def test_farm_stats_prints_a_table_and_json(hub: FakeHub, capsys) -> None:
         code = await asyncio.to_thread(farm_main, ["--url", url, "stats", "--from", "30d",
                                                    "--until", "29d"])
         assert code == 0 and "no activity" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("engine", ["sqlite"])  # no database: once, not per engine
+def test_any_query_is_a_query_or_a_400(engine) -> None:
+    """Whatever the query string holds, parsing either gives a range the answer can be
+    written for (at most MAX_POINTS points, dates that print) or a RequestError naming one
+    of the parameters: never a 500."""
+    from hypothesis import given, settings, strategies as st
+
+    text = st.one_of(st.text(max_size=30), st.sampled_from(
+        ["24h", "7d", "0s", "1y", "999999999y", "1m", "1d", "1h", "5m", "farm", "node",
+         "2026-12-07T01:00:00Z", "2026-12-07T01:00:00", "0001-01-01T00:00:00+00:00",
+         "9999-12-31T23:59:59+00:00", "2499-12-31T23:00:00Z", "1970-01-01T00:00:00Z"]))
+
+    @settings(max_examples=400, deadline=None)
+    @given(st.dictionaries(st.sampled_from(["from", "to", "step", "by"]), text))
+    def check(query: dict) -> None:
+        try:
+            parsed = stats_api.parse_stats_query(query)
+        except RequestError as exc:
+            assert exc.body["field"] in ("from", "to", "step", "by"), exc.body
+            return
+        assert parsed.start < parsed.end
+        assert (parsed.end - parsed.start) // parsed.step_s <= stats_api.MAX_POINTS
+        assert stats_api.iso(parsed.end) and stats_api.iso(parsed.start)
+
+    check()
