@@ -146,10 +146,12 @@ async def test_the_summary_counts_the_clients_day_and_recommends_the_fix(db: Far
     (rec,) = s["recommendations"]
     assert (rec["sequence"], rec["step"], rec["times"]) == (SEQ, "steps[2]", 5)
     assert (rec["failed"], rec["recovered"], rec["recovery_attempts"]) == (4, 1, 4)
-    assert rec["screens"][0] == {"screen": RATE_US, "count": 8, "registered": True}
+    # e2..e5 met the dialog (a step row and its recovery attempt count once).
+    assert rec["screens"][0] == {"screen": RATE_US, "count": 4, "registered": True}
     assert rec["fix"] == {"path": f"{RATE_US}.dismiss -> resume on clipshare/feed",
                           "registry_actions": [f"{RATE_US}.dismiss"], "count": 2, "of": 3}
     assert f"registry action {RATE_US}.dismiss fixed it most (2 of 3" in rec["advice"]
+    assert f"make dismiss the handler of the interrupt {RATE_US}" in rec["advice"]
 
     s1 = await build.build_summary(db, ids["acme"], "Acme", period, public_url=URL,
                                    threshold=1, registry=REGISTRY)

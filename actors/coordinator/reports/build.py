@@ -285,7 +285,7 @@ def recommendations(steps: list[dict], attempts: list[dict], threshold: int, pub
     def entry(sequence: Any, path: Any) -> dict[str, Any]:
         return by_step.setdefault((str(sequence), str(path)), {
             "executions": set(), "failed": 0, "recovered": 0, "attempts": [],
-            "screens": Counter(), "action_type": None, "error": None})
+            "screens": set(), "action_type": None, "error": None})
 
     for s in steps:
         if not s.get("path"):
@@ -296,8 +296,8 @@ def recommendations(steps: list[dict], attempts: list[dict], threshold: int, pub
         e["action_type"] = e["action_type"] or s.get("action_type")
         if s["status"] == "failed" and s.get("error"):
             e["error"] = s["error"]
-        if s.get("screen_name"):
-            e["screens"][s["screen_name"]] += 1
+        if s.get("screen_name"):  # (execution, screen): a step row and its attempt are
+            e["screens"].add((s["execution_key"], s["screen_name"]))  # one encounter
     for a in attempts:
         if not a.get("step_path"):
             continue
@@ -305,7 +305,7 @@ def recommendations(steps: list[dict], attempts: list[dict], threshold: int, pub
         e["executions"].add(a["execution_key"])
         e["attempts"].append(a)
         if a.get("screen"):
-            e["screens"][a["screen"]] += 1
+            e["screens"].add((a["execution_key"], a["screen"]))
     out = []
     for (sequence, path), e in by_step.items():
         times = len(e["executions"])
@@ -323,10 +323,11 @@ def recommendations(steps: list[dict], attempts: list[dict], threshold: int, pub
             best = min(fixes, key=lambda p: (-fixes[p], p.count(" -> "), p))
             fix = {"path": best, "registry_actions": registry_actions[best],
                    "count": fixes[best], "of": len(succeeded)}
+        met = Counter(screen for _, screen in e["screens"])  # executions per screen
         screens = [{"screen": name, "count": n, "registered": _is_label(name),
                     **({} if _is_label(name) else {"image": unknown_image_url(public_url,
                                                                               name)})}
-                   for name, n in sorted(e["screens"].items(), key=lambda kv: (-kv[1], kv[0]))]
+                   for name, n in sorted(met.items(), key=lambda kv: (-kv[1], kv[0]))]
         rec = {"sequence": sequence, "step": path, "action_type": e["action_type"],
                "times": times, "failed": e["failed"], "recovered": e["recovered"],
                "recovery_attempts": len(e["attempts"]),
@@ -341,7 +342,7 @@ def recommendations(steps: list[dict], attempts: list[dict], threshold: int, pub
 def advice(rec: dict[str, Any]) -> str:
     """The recommendation in one sentence or two."""
     met = ", ".join(f"{s['screen'] if s['registered'] else 'an unknown screen (' + s['screen'] + ')'}"
-                    f" {s['count']}x" for s in rec["screens"][:3]) or "no screen recorded"
+                    f" (in {s['count']})" for s in rec["screens"][:3]) or "no screen recorded"
     head = (f"Step {rec['step']} of {rec['sequence']} failed or needed recovery in "
             f"{rec['times']} executions; it met {met}.")
     fix = rec["fix"]
@@ -353,8 +354,12 @@ def advice(rec: dict[str, Any]) -> str:
                        "that screen in the sequence.")
     share = f"{fix['count']} of {fix['of']} successful recoveries"
     if fix["registry_actions"]:
-        actions = ", ".join(dict.fromkeys(fix["registry_actions"]))
-        return head + (f" The registry action {actions} fixed it most ({share}: "
-                       f"{fix['path']}): add it to the sequence before this step, or make "
-                       "that screen an interrupt with it as the handler.")
+        actions = list(dict.fromkeys(fix["registry_actions"]))
+        first = actions[0]
+        screen, _, action = first.rpartition(".")
+        todo = (f"make {action} the handler of the interrupt {screen} (the node then clears "
+                "it by itself)" if "/interrupt:" in screen else
+                f"add a tap on {first} to the sequence before this step")
+        return head + (f" The registry action {', '.join(actions)} fixed it most ({share}: "
+                       f"{fix['path']}): {todo}.")
     return head + f" The recovery path {fix['path']} fixed it most ({share})."
