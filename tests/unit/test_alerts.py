@@ -389,3 +389,64 @@ async def test_tenants_see_and_manage_only_their_clients_rules_and_notices(
     assert (await service.notifications(viewer, False, 50))["unread"] == 0
     assert await service.mark_read(viewer, None) == 0
     assert (await service.notifications(SUPER, False, 50))["unread"] == 3
+
+
+# --- the kinds read from the database, the disk and events, on both engines -----------------
+
+
+async def test_failure_rate_scheduler_delay_disk_and_event_kinds(db: FarmDB, tmp_path: Path) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    acme = await db.upsert_client("Acme")
+    await db.upsert_phone("A1", client=acme)
+    now = datetime.now(timezone.utc)
+    for i, status in enumerate(["failed", "failed", "completed", "failed"]):
+        await db.create_execution(f"ex-{i}", serial="A1", sequence="app/post", status=status)
+    await db.create_execution("ex-ok", serial="A1", sequence="app/login", status="completed")
+    late = (now - timedelta(seconds=300)).strftime("%Y%m%dT%H%M%SZ")
+    for i in range(3):  # scheduled 5 minutes before they started
+        await db.create_execution(f"ex-s{i}", serial="A1", sequence="app/login",
+                                  run_id=f"nightly@{late}", status="running")
+    hook = await Hook().start()
+    hub = MiniHub()
+    hub.owners = Owners({"A1": "Acme"})
+    service = await _service(db, hub, [Channel("hook", "webhook", url=hook.url())], [
+        {"name": "rate", "kind": "failure_rate", "percent": 50, "min_executions": 3,
+         "client": "Acme"},
+        {"name": "rate-strict", "kind": "failure_rate", "percent": 80, "min_executions": 3},
+        {"name": "late", "kind": "scheduler_delay", "seconds": 60},
+        {"name": "disk", "kind": "disk", "percent": 0},
+        {"name": "recovery", "kind": "recovery_failed"},
+        {"name": "flows", "kind": "workflow_finished", "status": "failed"},
+    ], tmp_path)
+    delivery = asyncio.create_task(service.notifier.run())
+    try:
+        await service.engine.tick()
+        firing = {(a["rule"], a["subject"]) for a in await service.alerts(SUPER, "firing", 50)}
+        # 3 of 4 app/post failed (75%): over 50%, not over 80%; app/login has no failure.
+        assert firing == {("rate", "app/post"), ("late", "scheduler"), ("disk", "disk")}
+        delays = await service.engine.dispatch_delays(900)
+        assert len(delays) == 3 and all(295 <= d < 400 for d in delays)
+        await service.engine.on_event({"event": "recovery_failed", "serial": "A1", "data": {
+            "execution_id": "ex-0", "attempt": 1, "reason": "gave_up", "detail": "no route",
+            "failures_in_a_row": 3, "phone_paused": True}})
+        await service.engine.on_event({"event": "workflow_finished", "serial": None, "data": {
+            "workflow_execution_id": 4, "workflow": "daily", "status": "completed"}})
+        await service.engine.on_event({"event": "workflow_finished", "serial": None, "data": {
+            "workflow_execution_id": 5, "workflow": "daily", "status": "failed",
+            "error": "step 2"}})
+        bodies = [b["body"] for b in await hook.wait(5)]
+        titles = sorted(b["title"] for b in bodies)
+        assert any(t.startswith("app/post: 75% failed") for t in titles), titles
+        assert "Recovery failed on A1" in titles and "Workflow daily failed" in titles
+        assert not any("completed" in t for t in titles)
+        recovery = next(b for b in bodies if b["title"] == "Recovery failed on A1")
+        assert recovery["links"]["execution"] == "http://farm.example:8470/#executions/ex-0"
+        assert "the phone is paused" in recovery["text"]
+        rate = next(b for b in bodies if b["title"].startswith("app/post"))
+        assert rate["client"] == "Acme"
+        assert rate["links"]["last failure"].startswith("http://farm.example:8470/#executions/ex-")
+    finally:
+        delivery.cancel()
+        await asyncio.gather(delivery, return_exceptions=True)
+        await hook.stop()

@@ -28,6 +28,7 @@ import orjson
 from actors.coordinator.alerts.notify import Notice, Notifier
 from actors.coordinator.alerts.rules import KINDS, AlertsConfig, Rule, format_duration_s
 from actors.coordinator.alerts.store import AlertStore, iso
+from actors.coordinator.runs import ACTIVE
 from actors.store.execution_records import utc_text
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ CONDITION_EVENTS = frozenset({"phone_up", "phone_down", "phone_paused", "phone_r
 UNREACHABLE = frozenset({"offline", "paused"})  # a phone row's states counted as offline
 CONDITION_KINDS = ("phone_offline", "phone_paused", "node_down")
 QUERY_KINDS = ("failure_rate", "scheduler_delay")
+RUN_CHECK_S = 1.0      # a run's executions are read at most this often
 
 
 class AlertEngine:
@@ -65,6 +67,8 @@ class AlertEngine:
         self._disk_active: dict[int, dict[str, dict]] = {}
         self._query_active: dict[int, dict[str, dict]] = {}
         self._lock = asyncio.Lock()
+        self._runs_pending: dict[str, float] = {}   # run_id -> an execution of it finished
+        self._runs_checked: dict[str, float] = {}   # run_id -> last looked at (monotonic)
 
     @property
     def public_url(self) -> str:
@@ -132,6 +136,8 @@ class AlertEngine:
 
     async def tick(self) -> None:
         await self.evaluate_conditions()
+        if self._runs_pending:
+            await self._check_pending_runs()
         now = time.time()
         if any(r.kind == "disk" for r in self.rules) and now - self._last_disk >= DISK_EVERY_S:
             self._last_disk = now
@@ -433,16 +439,43 @@ class AlertEngine:
         return self._url(shots[-1].lstrip("/")) if shots else None
 
     async def _run_finished(self, data: dict) -> None:
-        rules = self._event_rules("run_finished")
-        run_id, runs = data.get("run_id"), getattr(self.hub, "runs", None)
-        if not rules or not run_id or runs is None or data.get("recovering"):
+        run_id = data.get("run_id")
+        if not self._event_rules("run_finished") or not run_id or data.get("recovering"):
             return
+        self._runs_pending[run_id] = time.monotonic()
+        if time.monotonic() - self._runs_checked.get(run_id, 0.0) >= RUN_CHECK_S:
+            await self._check_run(run_id)
+        # else: a big run finishing execution after execution is looked at once a second
+        # (by the tick), not once per execution
+
+    async def _check_pending_runs(self) -> None:
+        now = time.monotonic()
+        for run_id in list(self._runs_pending):
+            if now - self._runs_checked.get(run_id, 0.0) >= RUN_CHECK_S:
+                await self._check_run(run_id)
+        for run_id, at in list(self._runs_checked.items()):
+            if now - at > 3600 and run_id not in self._runs_pending:
+                del self._runs_checked[run_id]
+
+    async def _check_run(self, run_id: str) -> None:
+        """Notify the run_finished rules of ``run_id`` once none of its executions is
+        active (one read of its statuses until then)."""
+        self._runs_checked[run_id] = time.monotonic()
+        runs = getattr(self.hub, "runs", None)
+        if runs is None:
+            self._runs_pending.pop(run_id, None)
+            return
+        records = await runs.db.list_executions(run_id=run_id)
+        if any(r.get("status") in ACTIVE for r in records):
+            return
+        self._runs_pending.pop(run_id, None)
         try:
             run = await runs.get_run(run_id)
-        except Exception:
+        except Exception:  # gone meanwhile
             return
         if run["status"] == "running":
             return
+        rules = self._event_rules("run_finished")
         executions = run["executions"]
         failed = [e for e in executions if e["status"] != "completed"]
         owners = getattr(self.hub, "owners", None)
