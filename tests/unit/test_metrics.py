@@ -242,3 +242,21 @@ async def test_single_writer_times_each_write_and_each_batch(tmp_path: Path) -> 
         await writer.close()
     assert len(writes) == 5 and all(s >= 0 for s in writes)  # a failed write is timed too
     assert 1 <= len(commits) <= 5
+
+
+def test_phones_from_the_hub_rows_as_its_views_show_them() -> None:
+    """A real Hub's rows: the coordinator's pause wins over online, the client comes from
+    the phone's owner (the same words `Hub.phones` would give, without building views)."""
+    hub = FakeHub()
+    hub.phone_rows = {
+        "a": {"serial": "a", "node": "n1", "state": "online", "lock_holder": None},
+        "b": {"serial": "b", "node": "n1", "state": "online", "lock_holder": "e9"},
+        "c": {"serial": "c", "node": "n1", "state": "online", "lock_holder": None},
+        "d": {"serial": "d", "node": "n2", "state": "offline", "lock_holder": None}}
+    hub.pauses = SimpleNamespace(of=lambda s: {"reason": "recovery failed"} if s == "c" else None)
+    hub.owners = SimpleNamespace(client_name=lambda s: "Acme" if s in "ab" else None)
+    r = CoordinatorMetrics(hub).registry
+    assert value(r, "farm_phones", node="n1", client="Acme", state="idle") == 1
+    assert value(r, "farm_phones", node="n1", client="Acme", state="busy") == 1
+    assert value(r, "farm_phones", node="n1", client="", state="paused") == 1
+    assert value(r, "farm_phones", node="n2", client="", state="offline") == 1

@@ -5,6 +5,7 @@ scope unless its user is a super user, and only a super user issues a metrics to
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from actors.access.bootstrap import ensure_admin  # noqa: E402
 from actors.access.service import Access  # noqa: E402
 from actors.control.app import make_app  # noqa: E402
 from actors.control.auth import AUTHENTICATE  # noqa: E402
+from actors.control.cli import main as farm_main  # noqa: E402
 from actors.control.live import _caller as live_caller  # noqa: E402
 from actors.control.metrics import METRICS  # noqa: E402
 from actors.store.farm_db import FarmDB  # noqa: E402
@@ -96,3 +98,24 @@ async def test_metrics_need_the_scope_unless_super(farm) -> None:
     assert status == 400 and body["field"] == "$.scope", body
     status, listed, _ = await call(client, "GET", "/api/tokens", admin)
     assert b'"odd"' not in listed
+
+
+async def test_farm_tokens_add_name_scope_metrics(farm, tmp_path: Path, monkeypatch,
+                                                  capsys) -> None:
+    client, admin = farm
+    url = str(client.make_url("")).rstrip("/")
+    monkeypatch.setenv("PHONEFARM_TOKEN", admin)
+    out = tmp_path / "prometheus.token"
+    code = await asyncio.to_thread(farm_main, ["--url", url, "tokens", "add", "prometheus",
+                                               "--scope", "metrics", "--out", str(out)])
+    assert code == 0
+    metrics = out.read_text().strip()
+    assert (await call(client, "GET", "/metrics", metrics))[0] == 200
+    assert (await call(client, "GET", "/api/me", metrics))[0] == 403
+    capsys.readouterr()
+    assert await asyncio.to_thread(farm_main, ["--url", url, "tokens", "list"]) == 0
+    assert "api:metrics" in capsys.readouterr().out
+    # No name, or two different ones: refused before anything is made.
+    assert await asyncio.to_thread(farm_main, ["--url", url, "tokens", "add"]) == 2
+    assert await asyncio.to_thread(farm_main, ["--url", url, "tokens", "add", "a",
+                                               "--name", "b"]) == 2

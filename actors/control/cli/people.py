@@ -115,7 +115,12 @@ def _clients(client: FarmClient, args: argparse.Namespace) -> int:
 def _tokens(client: FarmClient, args: argparse.Namespace) -> int:
     action = args.tokens_command or "list"
     if action == "add":
-        body = {"name": args.name}
+        name = args.name or args.token_name  # --name NAME, or NAME alone
+        if not name or (args.name and args.token_name and args.name != args.token_name):
+            print("farm: tokens add: give the token's name once (NAME or --name NAME)",
+                  file=sys.stderr)
+            return EXIT_REJECTED
+        body = {"name": name}
         if args.expires:
             body["expires"] = args.expires
         if args.scope:
@@ -199,7 +204,8 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
     tlist = tsub.add_parser("list", parents=[common])
     tlist.add_argument("--all", action="store_true", help="everyone's (super users)")
     tadd = tsub.add_parser("add", parents=[common], help="a token for scripts, shown once")
-    tadd.add_argument("--name", required=True)
+    tadd.add_argument("token_name", nargs="?", metavar="NAME", help="the token's name")
+    tadd.add_argument("--name", help="the token's name (or NAME)")
     tadd.add_argument("--expires", help="30d, 12h or 45m (default 90d)")
     tadd.add_argument("--scope", choices=("metrics",),
                       help="metrics: the token may only GET /metrics (for Prometheus; super "
