@@ -44,8 +44,8 @@ class RollupService:
     (a restart between the write and the next minute) rewrites the same numbers, never adds.
 
     After a restart, ``start`` catches up the minutes missed while the coordinator was down
-    (at most ``catch_up_s`` back; a first start fills that much history) from the execution
-    records: executions, recovery and step times are all there. Phone states are not: they
+    (at most ``catch_up_s`` back; a first start fills that much history, from the first
+    execution in it) from the execution records: executions, recovery and step times are all there. Phone states are not: they
     live only in the hub's memory, so those minutes have no phone rows and count as not
     sampled (their steps show ``phones: null``); the minute the coordinator stopped in
     loses its samples the same way. Step times come from ``execution_steps``, which
@@ -78,7 +78,10 @@ class RollupService:
         last = await stats.last_closed_minute(self.db)
         floor = floor_minute(now - self.catch_up_s)
         if last is None:
-            self.closed_upto = floor
+            # A first start fills history from the first execution in the window (a new
+            # farm has none: nothing to write for a week of empty minutes).
+            first = await stats.first_execution_minute(self.db, floor)
+            self.closed_upto = floor_minute(now) if first is None else max(first, floor)
         else:
             self.closed_upto = max(last + MINUTE_S, floor)
             if last + MINUTE_S < floor:

@@ -246,6 +246,14 @@ _HOUR_SQL = (
 )
 
 
+async def first_execution_minute(db: Any, since: int) -> int | None:
+    """The minute of the first execution started at ``since`` or later (None: none)."""
+    row = await db._one("SELECT MIN(start_time) FROM executions WHERE start_time >= ?",
+                        (_text(since),))
+    at = epoch(row[0]) if row is not None else None
+    return None if at is None else floor_minute(at)
+
+
 async def last_closed_minute(db: Any) -> int | None:
     """The newest minute the rollup job closed (None: never)."""
     row = await db._one("SELECT MAX(minute) FROM stats_minutes")

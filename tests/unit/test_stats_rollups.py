@@ -265,3 +265,16 @@ async def test_row_security_hides_another_clients_rollups(db: FarmDB, engine: st
         assert farm["series"][0]["points"][0]["executions"]["started"] == 1
     with as_clients(set()):
         assert await db._all("SELECT * FROM stats_execution_minutes") == []
+
+
+async def test_a_first_start_fills_history_from_the_first_execution(db: FarmDB) -> None:
+    clock = Clock(M0 + 10 * 60 + 30)
+    # A new farm: nothing to fill (no week of empty minutes written).
+    assert await RollupService(db, Phones(), clock=clock).start() == 0
+    assert (await db._one("SELECT COUNT(*) FROM stats_minutes"))[0] == 0
+    # A farm upgraded with executions in the window: filled from the first one's minute.
+    await seed(db)
+    service = RollupService(db, Phones(), clock=clock)
+    assert await service.start() == 10  # minutes 0..9
+    rows = await db.stats_series(StatsQuery(M0, M0 + 600, 600))
+    assert rows["series"][0]["points"][0]["executions"]["started"] == 3
