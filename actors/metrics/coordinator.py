@@ -238,8 +238,9 @@ class _HubState(Collector):
     def _nodes(self, hub: Any) -> Iterable[Any]:
         now = time.time()
         up = GaugeMetricFamily("farm_node_up", "1 while the node's link is up", labels=["node"])
-        age = GaugeMetricFamily("farm_node_heartbeat_age_seconds", "Since the node was last "
-                                "heard from", labels=["node"])
+        # The row's last_heartbeat is when the node connected or an event of it was stored.
+        age = GaugeMetricFamily("farm_node_last_event_age_seconds", "Since an event of the "
+                                "node was last stored (or it connected)", labels=["node"])
         gauges = {key: GaugeMetricFamily(name, text, labels=["node"]) for key, name, text in (
             ("cpu_pct", "farm_node_cpu_percent", "The node machine's CPU use (percent)"),
             ("mem_used", "farm_node_memory_used_bytes", "The node machine's memory in use"),

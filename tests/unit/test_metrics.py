@@ -119,7 +119,7 @@ def test_coordinator_series_move_with_the_events_and_the_hub() -> None:
     assert value(r, "farm_phones", node="rack2", client="Zeta", state="busy") == 0
     assert value(r, "farm_node_up", node="rack1") == 1
     assert value(r, "farm_node_up", node="rack2") == 0
-    assert value(r, "farm_node_heartbeat_age_seconds", node="rack2") >= 59
+    assert value(r, "farm_node_last_event_age_seconds", node="rack2") >= 59
     assert value(r, "farm_node_cpu_percent", node="rack1") == 12.5
     assert value(r, "farm_node_adb_rtt_seconds", node="rack1") == pytest.approx(0.002)
     assert ("farm_node_cpu_percent", (("node", "rack2"),)) not in samples(r)  # no report yet
