@@ -302,40 +302,45 @@ async def series(db: Any, query: StatsQuery) -> dict:
             f"SELECT {bucket} AS t, {count} FROM stats_{of} WHERE {unit} >= ?"
             f" AND {unit} < ? GROUP BY {bucket}", window)}
 
-    def key_of(row: Any) -> Any:
-        return row[1] if column else "farm"
+    def values_at(rows: list[Any]) -> dict[tuple[Any, int], tuple]:
+        """(series key, bucket) -> the row's sums, after its bucket and key columns."""
+        first = 2 if column else 1
+        return {(row[1] if column else "farm", int(row[0])): tuple(row[first:])
+                for row in rows}
 
-    shift = 1 if column else 0
-    exec_at: dict[tuple[Any, int], Any] = {(key_of(r), int(r[0])): r for r in execs}
-    phone_at: dict[tuple[Any, int], Any] = {(key_of(r), int(r[0])): r for r in phones}
+    exec_at, phone_at = values_at(execs), values_at(phones)
     keys = {k for k, _ in exec_at} | {k for k, _ in phone_at}
     if not column:
         keys.add("farm")
     names = await _key_names(db, query.by, keys)
     out = []
     for key in sorted(keys, key=lambda k: names[k]):
-        points = []
-        for t in range(query.start, query.end, step):
-            e = exec_at.get((key, t))
-            p = phone_at.get((key, t))
-            n = sampled.get(t, 0)
-            steps = int(e[6 + shift] or 0) if e is not None else 0
-            points.append({
-                "t": iso(t),
-                "phones": None if query.by == "sequence" or not n else {
-                    state: round(float(p[1 + shift + i] or 0) / n, 3) if p is not None else 0.0
-                    for i, state in enumerate(PHONE_STATES)},
-                "executions": {name: int(e[1 + shift + i] or 0) if e is not None else 0
-                               for i, name in enumerate(("started", "completed", "failed"))},
-                "recovery": {"attempts": int(e[4 + shift] or 0) if e is not None else 0,
-                             "succeeded": int(e[5 + shift] or 0) if e is not None else 0},
-                "step_ms": {
-                    "p50": round(float(e[7 + shift]) / steps, 1) if steps and e[7 + shift]
-                    is not None else None,
-                    "p95": round(float(e[8 + shift]), 1) if e is not None and e[8 + shift]
-                    is not None else None}})
-        out.append({"key": names[key], "points": points})
+        out.append({"key": names[key], "points": [
+            _point(t, exec_at.get((key, t)), phone_at.get((key, t)),
+                   None if query.by == "sequence" else sampled.get(t, 0))
+            for t in range(query.start, query.end, step)]})
     return {"series": out}
+
+
+def _point(t: int, execs: tuple | None, phones: tuple | None, sampled: int | None) -> dict:
+    """One point of contract B from a bucket's sums: ``execs`` (started, completed, failed,
+    recovery attempts, succeeded, steps, p50 x steps, max p95), ``phones`` (busy, idle,
+    offline, paused: sums of minute averages) over ``sampled`` minutes with samples (None:
+    by sequence, no phone counts at all)."""
+    (started, completed, failed, attempts, succeeded, steps, p50_sum,
+     p95) = execs if execs is not None else (0, 0, 0, 0, 0, 0, None, None)
+    steps = int(steps or 0)
+    return {
+        "t": iso(t),
+        "phones": None if not sampled else {
+            state: round(float(phones[i] or 0) / sampled, 3) if phones is not None else 0.0
+            for i, state in enumerate(PHONE_STATES)},
+        "executions": {"started": int(started or 0), "completed": int(completed or 0),
+                       "failed": int(failed or 0)},
+        "recovery": {"attempts": int(attempts or 0), "succeeded": int(succeeded or 0)},
+        "step_ms": {"p50": round(float(p50_sum) / steps, 1)
+                    if steps and p50_sum is not None else None,
+                    "p95": round(float(p95), 1) if p95 is not None else None}}
 
 
 async def _key_names(db: Any, by: str, keys: Iterable[Any]) -> dict[Any, str]:
