@@ -45,11 +45,13 @@ class RollupService:
 
     After a restart, ``start`` catches up the minutes missed while the coordinator was down
     (at most ``catch_up_s`` back; a first start fills that much history, from the first
-    execution in it) from the execution records: executions, recovery and step times are all there. Phone states are not: they
-    live only in the hub's memory, so those minutes have no phone rows and count as not
-    sampled (their steps show ``phones: null``); the minute the coordinator stopped in
-    loses its samples the same way. Step times come from ``execution_steps``, which
-    retention keeps 30 days: a catch-up never reaches further back than that.
+    execution in it) from the execution records: executions, recovery and step times are
+    all there. Phone states are not: they live only in the hub's memory, so those minutes
+    have no phone rows and count as not sampled (their steps show ``phones: null``); the
+    minute the coordinator stopped in loses its samples the same way. Step times come from
+    ``execution_steps``, which retention keeps 30 days: a catch-up never reaches further
+    back than that. Records that arrive later than ``grace_s`` after their minute closed
+    (a coordinator whose writer fell that far behind) are not counted in it.
     """
 
     # A catch-up is read and written this many seconds at a time (one writer job each).
@@ -137,8 +139,9 @@ class RollupService:
         for minute, (count, sums) in self._samples.items():
             if start <= minute < end and count:
                 samples[minute] = count
-                for (client, node), values in sums.items():
-                    phones[(minute, client, node)] = tuple(v / count for v in values)  # type: ignore[assignment]
+                for (client, node), (busy, idle, offline, paused) in sums.items():
+                    phones[(minute, client, node)] = (busy / count, idle / count,
+                                                      offline / count, paused / count)
         await stats.save_minutes(self.db, start, end, cells, phones, samples)
 
     async def loop(self, sleep: Callable[[float], Any] = asyncio.sleep) -> None:
