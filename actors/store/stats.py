@@ -6,8 +6,9 @@ Owns the SQL of the rollup tables (``stats_minutes``, ``stats_phone_minutes``,
 ``stats_execution_minutes``, and their hourly twins ``stats_hours``, ``stats_phone_hours``,
 ``stats_execution_hours``, rewritten from the minutes of each hour a close touches, so a
 step of whole hours reads 60 times fewer rows) and the aggregation rules;
-`actors.coordinator.rollups` decides when a minute is closed and samples the phones. Every statement is in the subset
-both engines run; a minute is Unix seconds, so a step's bucket is ``minute - minute % step``.
+`actors.coordinator.rollups` decides when a minute is closed and samples the phones. Every
+statement is in the subset both engines run; a minute is Unix seconds, so a step's bucket
+is ``minute - minute % step``.
 
 Coarser steps from minute rows:
 - counts (executions started/completed/failed, recovery attempts/succeeded) are sums;
