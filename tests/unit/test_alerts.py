@@ -450,3 +450,67 @@ async def test_failure_rate_scheduler_delay_disk_and_event_kinds(db: FarmDB, tmp
         delivery.cancel()
         await asyncio.gather(delivery, return_exceptions=True)
         await hook.stop()
+
+
+def _self_signed(folder: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 signed by itself (it is its own CA), and its key."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=1))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_file, key_file = folder / "smtp.crt", folder / "smtp.key"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_file, key_file
+
+
+async def test_email_over_starttls_checks_the_server_certificate(db: FarmDB, tmp_path: Path) -> None:
+    import ssl
+
+    from aiosmtpd.controller import Controller
+
+    cert, key = _self_signed(tmp_path)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    received: list[bool] = []
+
+    class Handler:
+        async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd's name
+            received.append(session.ssl is not None)
+            return "250 OK"
+
+    port = _free_port()
+    smtp = Controller(Handler(), hostname="127.0.0.1", port=port, tls_context=context,
+                      require_starttls=True)
+    smtp.start()
+    fields = {"type": "email", "to": ["ops@example.com"], "from": "farm@example.com",
+              "smtp": f"127.0.0.1:{port}", "starttls": True}
+    trusting = parse_channel({"name": "tls", **fields, "ca_file": str(cert)}, lambda f: f)
+    doubting = parse_channel({"name": "plain-trust", **fields}, lambda f: f)
+    notifier = Notifier(AlertStore(db), AlertsConfig((trusting, doubting)))
+    try:
+        await notifier.send(Notice("alert", None, "over TLS", "text", key="t1"))
+        assert await notifier.deliver_due() == 1
+        assert received == [True]  # the message went over the STARTTLS session
+        views = {v["name"]: v for v in await notifier.channel_views()}
+        assert views["plain-trust"]["pending"] == 1  # an unknown CA: refused, kept, retried
+        assert "CERTIFICATE" in views["plain-trust"]["last_error"].upper()
+    finally:
+        smtp.stop()

@@ -3,7 +3,8 @@
 Owns the wire shapes: ``webhook`` (the generic JSON body below), ``slack`` (a Slack
 incoming-webhook body: ``text`` plus ``blocks``), ``discord`` (a Discord webhook body:
 ``content`` plus ``embeds``) and ``email`` (a multipart text + HTML message over SMTP with
-aiosmtplib; STARTTLS or implicit TLS; the password read from its file). `deliver` raises
+aiosmtplib; STARTTLS or implicit TLS, the server's certificate checked, against
+``ca_file`` when given; the password read from its file). `deliver` raises
 `DeliveryFailed` with a one-line reason; the outbox (actors.coordinator.alerts.notify)
 retries.
 
@@ -120,6 +121,6 @@ async def _send_email(channel: Channel, notice: dict) -> None:
         await aiosmtplib.send(email_message(channel, notice), hostname=host, port=int(port),
                               username=channel.user, password=password,
                               start_tls=channel.starttls, use_tls=channel.tls,
-                              timeout=channel.timeout_s)
+                              cert_bundle=channel.ca_file, timeout=channel.timeout_s)
     except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
         raise DeliveryFailed(f"SMTP {type(exc).__name__}: {exc}") from None

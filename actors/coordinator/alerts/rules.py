@@ -125,6 +125,7 @@ class Channel:
     tls: bool = False
     user: str | None = None
     password_file: str | None = None
+    ca_file: str | None = None  # trust this CA (PEM) for the SMTP server's certificate
     kinds: tuple[str, ...] | None = None
     clients: tuple[str, ...] | None = None
     timeout_s: float = 10.0
@@ -260,7 +261,7 @@ def _param(value: Any, param: Param, where: str, given: bool) -> Any:
 # --- one channel ----------------------------------------------------------------------------
 
 _CHANNEL_FIELDS = {"name", "type", "url", "to", "from", "smtp", "starttls", "tls", "user",
-                   "password_file", "kinds", "clients", "timeout_s"}
+                   "password_file", "ca_file", "kinds", "clients", "timeout_s"}
 _EMAIL = re.compile(r"^[^@\s<>]+@[^@\s<>]+$")
 
 
@@ -295,7 +296,7 @@ def parse_channel(raw: Any, where: Callable[[str], str], base: Path | None = Non
     channel = Channel(name=name, type=kind, kinds=kinds, clients=clients,
                       timeout_s=float(timeout))
     if kind != "email":
-        for key in ("to", "from", "smtp", "starttls", "tls", "user", "password_file"):
+        for key in ("to", "from", "smtp", "starttls", "tls", "user", "password_file", "ca_file"):
             if key in raw:
                 raise ValidationError(where(key), f"an e-mail field; a {kind} channel has a url")
         url = raw.get("url")
@@ -328,23 +329,31 @@ def parse_channel(raw: Any, where: Callable[[str], str], base: Path | None = Non
     user = raw.get("user")
     if user is not None and (not isinstance(user, str) or not user):
         raise ValidationError(where("user"), "expected the SMTP user name")
-    password_file = raw.get("password_file")
-    if password_file is not None:
-        if not isinstance(password_file, str) or not password_file:
-            raise ValidationError(where("password_file"), "expected a file path")
-        path = Path(password_file)
-        if not path.is_absolute() and base is not None:
-            path = base / path
-        try:
-            path.read_text()
-        except OSError as exc:
-            raise ValidationError(where("password_file"),
-                                  f"{path}: unreadable: {exc.strerror or exc}") from None
-        password_file = str(path)
+    password_file = _readable(raw, "password_file", where, base)
     if password_file is not None and user is None:
         raise ValidationError(where("user"), "a password_file needs the user it logs in as")
+    ca_file = _readable(raw, "ca_file", where, base)
+    if ca_file is not None and not (flags["starttls"] or flags["tls"]):
+        raise ValidationError(where("ca_file"), "a CA is for starttls or tls")
     return replace(channel, to=to, sender=sender, smtp=smtp, user=user,
-                   password_file=password_file, **flags)
+                   password_file=password_file, ca_file=ca_file, **flags)
+
+
+def _readable(raw: dict, key: str, where: Callable[[str], str], base: Path | None) -> str | None:
+    """A file field: readable now (relative to the config's folder); its absolute path."""
+    value = raw.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise ValidationError(where(key), "expected a file path")
+    path = Path(value)
+    if not path.is_absolute() and base is not None:
+        path = base / path
+    try:
+        path.read_bytes()
+    except OSError as exc:
+        raise ValidationError(where(key), f"{path}: unreadable: {exc.strerror or exc}") from None
+    return str(path)
 
 
 def _names(raw: dict, key: str, where: Callable[[str], str]) -> tuple[str, ...] | None:
