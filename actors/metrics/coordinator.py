@@ -54,6 +54,9 @@ class CoordinatorMetrics:
         self._reason = BoundedLabel(100)
         self._node = BoundedLabel(500)
         self._sequences = LastSeen()
+        # Label children by (metric, values): prometheus-client's labels() validates and
+        # locks at every call, a few microseconds each on the hot path of every event.
+        self._children: dict[tuple, Any] = {}
         self.actions = Counter("farm_actions", "Device actions done on phones (every node), "
                                "by action type and result", ["type", "status"], registry=r)
         self.action_seconds = Histogram("farm_action_seconds", "How long a device action "
@@ -98,7 +101,7 @@ class CoordinatorMetrics:
             return
         node = item.get("node")
         if node and name not in _NOT_LINK and isinstance(data.get("at"), (int, float)):
-            self.link_lag.labels(self._node(node)).observe(
+            self._child(self.link_lag, self._node(node)).observe(
                 max(0.0, float(item.get("ts") or time.time()) - data["at"]))
         handler = _HANDLERS.get(name)
         if handler is not None:
@@ -106,10 +109,10 @@ class CoordinatorMetrics:
 
     def _action(self, item: dict, data: dict) -> None:
         kind = self._type(data.get("action"))
-        self.actions.labels(kind, self._status(data.get("status"))).inc()
+        self._child(self.actions, kind, self._status(data.get("status"))).inc()
         ms = data.get("ms")
         if isinstance(ms, (int, float)) and ms >= 0:
-            self.action_seconds.labels(kind).observe(ms / 1000.0)
+            self._child(self.action_seconds, kind).observe(ms / 1000.0)
         if self.phone_actions is not None and item.get("serial"):
             self.phone_actions.labels(str(item["serial"]), kind).inc()
 
@@ -117,15 +120,15 @@ class CoordinatorMetrics:
         sequence = self._sequence(data.get("sequence"))
         if data.get("execution_id"):
             self._sequences.put(str(data["execution_id"]), sequence)
-        self.started.labels(sequence).inc()
+        self._child(self.started, sequence).inc()
 
     def _finished(self, item: dict, data: dict) -> None:
         sequence = self._sequences.get(data.get("execution_id"))
-        self.finished.labels(sequence, self._status(data.get("status"))).inc()
+        self._child(self.finished, sequence, self._status(data.get("status"))).inc()
 
     def _step(self, item: dict, data: dict) -> None:
         if data.get("status") == "failed":
-            self.step_failures.labels(self._reason(data.get("reason"))).inc()
+            self._child(self.step_failures, self._reason(data.get("reason"))).inc()
 
     def _recovery(self, item: dict, data: dict) -> None:
         name = item.get("event")
@@ -135,6 +138,13 @@ class CoordinatorMetrics:
             self.recovery_outcomes.labels("succeeded", "").inc()
         else:
             self.recovery_outcomes.labels("failed", self._reason(data.get("reason"))).inc()
+
+    def _child(self, metric: Any, *values: str) -> Any:
+        key = (metric, values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*values)
+        return child
 
     def dispatched(self, delay_s: float) -> None:
         """A scheduled job started ``delay_s`` after it was due (ScheduleService)."""
