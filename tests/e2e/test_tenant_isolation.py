@@ -21,6 +21,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -334,6 +335,34 @@ def test_each_client_sees_its_own_daily_report_only(farm: DemoFarm, world: dict)
         report = ok(*call(farm.base, "GET", mine["reports"][0]["url"],
                           world["callers"][role]), "report")
         assert report["summary"]["client"] == A and "Success rate" in report["text"]
+    # A report made now of today's real records: a failed run's screenshot link works.
+    serial = world["a_serials"][-1]
+    failing = {"name": "iso_fail", "retry": {"immediate": 0, "short": 0},
+               "steps": [{"type": "expect_screen", "screen": "clipshare/settings"}]}
+    deadline = time.monotonic() + 60
+    while True:  # the phone may still be held by an earlier test's run
+        run = ok(*call(farm.base, "POST", "/api/runs", farm.admin_token,
+                       {"sequence": failing, "scope": f"phone:{serial}"}), "failing run")
+        execution = run["executions"][serial]
+        if execution["status"] != "locked" or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    while ok(*call(farm.base, "GET", f"/api/runs/{run['run_id']}", farm.admin_token),
+             "run")["status"] == "running" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    today = datetime.now(timezone.utc).date().isoformat()
+    made = ok(*call(farm.base, "POST", "/api/reports", farm.admin_token,
+                    {"client": A, "day": today}), "A's report of today")
+    summary = made["summary"]
+    shots = [e["screenshot"] for f in summary["failures"] for e in f["examples"]
+             if e["execution_id"] == execution["execution_id"]]
+    assert summary["period"]["partial"] and shots, (execution, summary["failures"])
+    assert shots[0].startswith(farm.base + "/api/executions/")
+    req = urllib.request.Request(shots[0], headers={
+        "Authorization": f"Bearer {farm.admin_token}"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        assert resp.headers.get_content_type() == "image/png" and resp.read(8) == \
+            b"\x89PNG\r\n\x1a\n"
 
 
 def test_a_client_sees_only_its_phones_and_all_means_its_own(farm: DemoFarm, world: dict) -> None:
