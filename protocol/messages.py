@@ -127,8 +127,68 @@ class CancelRun(_Action, tag="cancel_run", frozen=True):
     execution_id: str
 
 
+# --- apps (issue 20): the node's APK cache and installs (actors/node/installs.py) ----------
+
+MAX_APK_CHUNK = 4 * 1024 * 1024  # bytes of one ApkPut (base64 on the wire: under 6 MB)
+
+
+class ApkPut(_Action, tag="apk_put", frozen=True):
+    """One chunk of an APK for the node's cache (the Command's serial is ""). Chunks come in
+    order: ``offset`` is the bytes the node holds already; the ``last`` one makes the node
+    check the whole file's size and SHA-256 and keep it as ``<sha256>.apk``, or drop it.
+    Answered ok, or error with why (nothing kept)."""
+
+    sha256: str
+    size: int
+    offset: int
+    data: bytes
+    last: bool = False
+
+
+class ApkHave(_Action, tag="apk_have", frozen=True):
+    """Which of these APKs (by SHA-256) the node's cache lacks: ok with {"missing": [...]}."""
+
+    sha256s: list[str]
+
+
+class ApkFileRef(msgspec.Struct, frozen=True):
+    """One APK of an app version: a base (``split`` None) or a split, with the ABI or the
+    density it is for (None: neither)."""
+
+    sha256: str
+    name: str
+    size: int
+    split: str | None = None
+    abi: str | None = None
+    density: str | None = None
+
+
+class InstallApp(_Action, tag="install_app", frozen=True):
+    """Install an app version on the Command's phone from the node's cache: the node takes
+    the phone's lock as ``install:<install_id>``, picks the splits for the phone's ABI and
+    density, installs them in one session and releases the lock. Answered at once (ok,
+    locked, gone, missing_apk with {"missing": [...]}); the outcome is the durable event
+    app_install_finished, progress the live app_install_progress."""
+
+    install_id: str
+    package: str
+    version_code: int
+    files: list[ApkFileRef]
+    allow_downgrade: bool = False
+    lease_s: float = 900.0
+
+
+class UninstallApp(_Action, tag="uninstall_app", frozen=True):
+    """Uninstall ``package`` from the Command's phone, under its lock like InstallApp."""
+
+    install_id: str
+    package: str
+    lease_s: float = 300.0
+
+
 Action = Union[Tap, LongTap, Swipe, Text, Key, LaunchApp, StopApp, Screenshot, Acquire, Release,
-               DebugCrash, RunSequence, CancelRun, Identify]
+               DebugCrash, RunSequence, CancelRun, Identify, ApkPut, ApkHave, InstallApp,
+               UninstallApp]
 
 
 # --- bodies ----------------------------------------------------------------------------
@@ -212,7 +272,8 @@ class Command(msgspec.Struct, frozen=True):
     execution_id: str | None = None
 
 
-CommandStatus = Literal["ok", "locked", "error", "gone"]
+# missing_apk: an InstallApp names an APK the node's cache lacks (data {"missing": [...]}).
+CommandStatus = Literal["ok", "locked", "error", "gone", "missing_apk"]
 
 
 class CommandResult(msgspec.Struct, frozen=True):
