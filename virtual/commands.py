@@ -21,8 +21,8 @@ from xml.sax.saxutils import quoteattr
 import orjson
 
 from actors.node.device.keycodes import key_code, key_name
-from virtual.apk import ApkError, read_apk
 from virtual.fs import FsError, VirtualFS
+from virtual.packages import PackageManager, PmFailure
 from virtual.profile import PhoneProfile, UsbBus
 from virtual.shell import SHELL_NAME, CommandFunc, CommandResult, Stdin, fail, ok
 from virtual.touch import Touchscreen
@@ -91,8 +91,7 @@ class CommandedPhone(Protocol):
     bus: UsbBus  # `vphone bus`: the USB bus the farm's phones share
     uiautomator: bool  # `vphone uiautomator off`
     input_log: list[dict]
-    install_sessions: dict[int, dict[str, bytes]]  # `pm install-create` .. `install-commit`
-    user_packages: dict[str, list[str]]  # installed package -> its split names
+    packages: PackageManager  # `pm`: installed packages and install sessions
     clipboard: str  # the primary clip's text (set by the scrcpy agent, pasted by PASTE)
     agents: Agents  # `app_process`, `vphone agent-kill`, `vphone agent-fault`
 
@@ -108,7 +107,6 @@ class PhoneCommands:
 
     def __init__(self, phone: CommandedPhone) -> None:
         self.phone = phone
-        self._next_session = 1000 + phone.seed % 1000
         self._raw_cache: tuple[weakref.ref, bytes] | None = None
 
     def lookup(self, name: str) -> CommandFunc | None:
@@ -471,7 +469,7 @@ class PhoneCommands:
         return fail(f"cmd: Can't find service: {args[0] if args else ''}", 20)
 
     async def cmd_pm(self, args: list[str], stdin: Stdin) -> CommandResult:
-        phone, ui = self.phone, self.phone.ui
+        phone, ui, pm = self.phone, self.phone.ui, self.phone.packages
         if not args:
             return fail("usage: pm [list|path|install|uninstall|clear|install-create|"
                         "install-write|install-commit|install-abandon] ...", 255)
@@ -479,17 +477,18 @@ class PhoneCommands:
         if verb == "list" and rest[:1] == ["packages"]:
             flags = [a for a in rest[1:] if a.startswith("-")]
             needle = next((a for a in rest[1:] if not a.startswith("-")), "")
-            names = ui.packages()
+            names = [n for n in ui.packages() if needle in n]
             if "-3" in flags:
-                names = [n for n in names if n in phone.user_packages]
+                names = [n for n in names if not ui.is_system(n)]
             if "-s" in flags:
-                names = [n for n in names if n not in phone.user_packages]
-            return ok("".join(f"package:{n}\n" for n in sorted(names) if needle in n))
+                names = [n for n in names if ui.is_system(n)]
+            return ok(pm.list_lines(names, show_version="--show-versioncode" in flags))
         if verb == "path":
             if not rest or rest[-1] not in ui.packages():
                 return CommandResult(status=1)
             pkg = rest[-1]
-            splits = phone.user_packages.get(pkg, ["base"])
+            known = pm.installed.get(pkg)
+            splits = known.splits if known is not None else ["base"]
             return ok("".join(f"package:/data/app/{pkg}-1/{s if s == 'base' else 'split_' + s}.apk\n"
                               for s in splits))
         if verb == "install":
@@ -499,28 +498,28 @@ class PhoneCommands:
                                                         "--install-reason"))]
             try:
                 if size is not None:
-                    blobs = [await stdin.read_exactly(int(size))]
+                    blob = await stdin.read_exactly(int(size))
                 elif files:
-                    blobs = [phone.fs.read(files[-1])]
+                    blob = phone.fs.read(files[-1])
                 else:
                     return fail("Error: must either specify a package size or an APK file", 255)
             except FsError as exc:
                 return pm_failure(f"Failure [INSTALL_FAILED_INVALID_URI: {exc.strerror}]")
-            return self._install(blobs)
+            return self._installed(lambda: pm.install([("base", blob)],
+                                                      allow_downgrade="-d" in rest))
         if verb == "install-create":
-            session = self._next_session
-            self._next_session += 1
-            phone.install_sessions[session] = {}
-            return ok(f"Success: created install session [{session}]\n")
+            return ok(f"Success: created install session [{pm.create(rest)}]\n")
         if verb == "install-write":
             size = _option(rest, "-S")
             plain = [a for i, a in enumerate(rest) if not a.startswith("-")
                      and (i == 0 or rest[i - 1] != "-S")]
-            if len(plain) < 2:
+            if len(plain) < 2 or not plain[0].isdigit():
                 return fail("Error: usage: install-write [-S BYTES] SESSION SPLIT_NAME [PATH|-]", 255)
-            session, name = int(plain[0]), plain[1]
-            if session not in phone.install_sessions:
-                return pm_failure(f"Failure [INSTALL_FAILED_INTERNAL_ERROR: no session {session}]")
+            session, name = pm.sessions.get(int(plain[0])), plain[1]
+            if session is None:
+                return fail(f"Exception occurred while executing 'install-write':\n"
+                            f"java.lang.SecurityException: Caller has no access to session "
+                            f"{plain[0]}", 255)
             path = plain[2] if len(plain) > 2 else "-"
             if path == "-":
                 data = await stdin.read_exactly(int(size)) if size is not None else await stdin.read_all()
@@ -529,24 +528,25 @@ class PhoneCommands:
                     data = phone.fs.read(path)
                 except FsError as exc:
                     return pm_failure(f"Failure [INSTALL_FAILED_INVALID_URI: {exc.strerror}]")
-            phone.install_sessions[session][name] = data
+            if size is not None and len(data) != int(size):
+                # The host went away mid-stream: the session stays open, as on a phone.
+                return fail(f"Error: wrote {len(data)} of {size} bytes", 255)
+            session.apks[name] = data
             return ok(f"Success: streamed {len(data)} bytes\n")
         if verb == "install-commit":
-            try:
-                session = int(rest[0])
-            except (IndexError, ValueError):
+            if not rest or not rest[0].isdigit():
                 return fail("Error: usage: install-commit SESSION", 255)
-            blobs = phone.install_sessions.pop(session, None)
-            if blobs is None:
-                return pm_failure(f"Failure [INSTALL_FAILED_INTERNAL_ERROR: no session {session}]")
-            return self._install(list(blobs.values()))
+            return self._installed(lambda: pm.commit(int(rest[0])))
         if verb == "install-abandon":
-            phone.install_sessions.pop(int(rest[0]) if rest and rest[0].isdigit() else -1, None)
+            if not rest or not rest[0].isdigit() or not pm.abandon(int(rest[0])):
+                return fail(f"Exception occurred while executing 'install-abandon':\n"
+                            f"java.lang.SecurityException: Caller has no access to session "
+                            f"{rest[0] if rest else ''}", 255)
             return ok("Success\n")
         if verb == "uninstall":
             pkg = next((a for a in rest if not a.startswith("-")), "")
-            if ui.uninstall_package(pkg):
-                phone.user_packages.pop(pkg, None)
+            if pm.uninstall(pkg):
+                phone.log_input("uninstall", package=pkg)
                 return ok("Success\n")
             return pm_failure("Failure [DELETE_FAILED_INTERNAL_ERROR]")
         if verb == "clear":
@@ -556,26 +556,14 @@ class PhoneCommands:
             return fail("Failed", 1)
         return fail(f"Error: unknown command '{verb}'", 255)
 
-    def _install(self, blobs: list[bytes]) -> CommandResult:
-        if not blobs:
-            return pm_failure("Failure [INSTALL_FAILED_INVALID_APK: no APKs in session]")
+    def _installed(self, install: Callable[[], str]) -> CommandResult:
         try:
-            infos = [read_apk(b) for b in blobs]
-        except ApkError as exc:
+            package = install()
+        except PmFailure as exc:
             return pm_failure(f"Failure [{exc}]")
-        bases = [i for i in infos if i.split is None]
-        if len(bases) != 1:
-            return pm_failure("Failure [INSTALL_FAILED_INVALID_APK: need exactly one base APK, got "
-                        f"{len(bases)}]")
-        base = bases[0]
-        stray = [i for i in infos if i.package != base.package]
-        if stray:
-            return pm_failure(f"Failure [INSTALL_FAILED_INVALID_APK: split {stray[0].split} is for "
-                        f"{stray[0].package}, not {base.package}]")
-        self.phone.ui.install_package(base.package, base.label)
-        self.phone.user_packages[base.package] = ["base"] + [i.split for i in infos if i.split]
-        self.phone.log_input("install", package=base.package,
-                             splits=[i.split for i in infos if i.split])
+        known = self.phone.packages.installed[package]
+        self.phone.log_input("install", package=package, version_code=known.version_code,
+                             splits=[s for s in known.splits if s != "base"])
         return ok("Success\n")
 
     # --- uiautomator -----------------------------------------------------------------------
@@ -623,6 +611,8 @@ class PhoneCommands:
             return ok("Current Battery Service state:\n  AC powered: false\n  USB powered: true\n"
                       "  status: 2\n  health: 2\n  present: true\n  level: 87\n  scale: 100\n"
                       "  temperature: 300\n")
+        if what == "package" and len(args) > 1:
+            return ok(phone.packages.dumpsys(args[1]))
         if what == "power":
             return ok("  mWakefulness=Awake\n  mHoldingDisplaySuspendBlocker=true\n")
         return ok("")
@@ -632,7 +622,7 @@ class PhoneCommands:
         phone = self.phone
         usage = ("usage: vphone log [--clear] | state | popup NAME | popup-after N NAME | "
                  "random-popups on|off | uiautomator on|off | unplug SECONDS | slow MS | "
-                 "profile | bus | agent-kill | "
+                 "profile | bus | sessions | agent-kill | "
                  "agent-fault corrupt|truncate|header|control-close|clear | help")
         if not args or args[0] == "help":
             return ok(usage + "\n")
@@ -646,6 +636,8 @@ class PhoneCommands:
             return ok(orjson.dumps(phone.ui.describe()) + b"\n")
         if verb == "profile" and not rest:
             return ok(orjson.dumps(phone.profile.describe()) + b"\n")
+        if verb == "sessions" and not rest:  # open install sessions (a test's check)
+            return ok(orjson.dumps(sorted(phone.packages.sessions)) + b"\n")
         if verb == "bus" and not rest:
             return ok(orjson.dumps(phone.bus.describe()) + b"\n")
         if verb == "popup" and rest:

@@ -16,6 +16,7 @@ from typing import Callable
 from virtual.adbd import AdbConnection, AdbStream, ServiceHandler
 from virtual.commands import IME_PACKAGE, PhoneCommands
 from virtual.fs import VirtualFS
+from virtual.packages import DEFAULT_ABILIST, PackageManager
 from virtual.profile import INSTANT, PhoneProfile, UsbBus
 from virtual.scrcpy_server import ScrcpyAgents
 from virtual.shell import ShellInterpreter, shell_service
@@ -62,8 +63,13 @@ class VirtualPhone:
         self.commands = PhoneCommands(self)
         self.input_log: list[dict] = []
         self.touch = Touchscreen(clock, TOUCH_SLOP_PX, LONG_PRESS_MS)  # input motionevent
-        self.install_sessions: dict[int, dict[str, bytes]] = {}
-        self.user_packages: dict[str, list[str]] = {}
+        self.props: dict[str, str] = {}
+        # `pm`: installed packages with versions and install sessions; the UI follows.
+        self.packages = PackageManager(self.props, 1000 + seed % 1000,
+                                       on_install=self.ui.install_package,
+                                       on_uninstall=self.ui.uninstall_package)
+        for package in self.ui.packages():
+            self.packages.preset(package, system=self.ui.is_system(package))
         self.size_override: tuple[int, int] | None = None
         self.clipboard = ""
         self.agents = ScrcpyAgents(self)  # the scrcpy servers `app_process` starts
@@ -76,7 +82,6 @@ class VirtualPhone:
             "secure": {"default_input_method": "com.android.inputmethod.latin/.LatinIME",
                        "android_id": f"{seed:016x}"},
         }
-        self.props: dict[str, str] = {}
         self._server: asyncio.base_events.Server | None = None
         self._connections: set[AdbConnection] = set()
         self._tasks: set[asyncio.Task] = set()
@@ -90,7 +95,8 @@ class VirtualPhone:
         self.props.update({
             "ro.product.model": self.model, "ro.product.name": "vphone",
             "ro.product.device": "vphone", "ro.product.brand": "phonefarm",
-            "ro.product.manufacturer": "phonefarm", "ro.product.cpu.abi": "x86_64",
+            "ro.product.manufacturer": "phonefarm", "ro.product.cpu.abi": DEFAULT_ABILIST.split(",")[0],
+            "ro.product.cpu.abilist": DEFAULT_ABILIST,
             "ro.serialno": f"VPHONE{self.port:05d}", "ro.build.version.sdk": "30",
             "ro.build.version.release": "11", "ro.build.type": "user",
             "ro.build.fingerprint": "phonefarm/vphone/vphone:11/RVP1/1:user/release-keys",

@@ -160,6 +160,9 @@ class PhoneUI:
         self._rng = random.Random(seed)
         self._apps: dict[str, AppSpec] = {}
         self._system: set[str] = set()
+        # Apps uninstalled by `pm uninstall`: installing the package again brings its model
+        # back (the demo app's screens), as a real reinstall brings the same app back.
+        self._uninstalled: dict[str, AppSpec] = {}
         self._launchable: set[str] = set()
         self._accounts: dict[str, _AccountState] = {}
         for spec in apps:
@@ -208,10 +211,18 @@ class PhoneUI:
         with self._lock:
             return [p for p in self._apps if p in self._launchable]
 
+    def is_system(self, package: str) -> bool:
+        with self._lock:
+            return package in self._system
+
     def install_package(self, package: str, label: str | None = None) -> None:
         with self._lock:
             self._version += 1
             existing = self._apps.get(package)
+            if existing is None and package in self._uninstalled:
+                self._add_app(self._uninstalled.pop(package))
+                log.info("package installed again package=%s", package)
+                return
             # Re-installing keeps the app; only a blank app we installed may be relabelled.
             if existing is not None and (label is None or not existing.source.startswith("<installed")):
                 log.info("package already installed package=%s", package)
@@ -226,7 +237,7 @@ class PhoneUI:
                 return False
             self._version += 1
             self._force_stop(package)
-            del self._apps[package]
+            self._uninstalled[package] = self._apps.pop(package)
             self._accounts.pop(package, None)
             self._launchable.discard(package)
             log.info("package uninstalled package=%s", package)

@@ -23,6 +23,7 @@ from typing import Any, Callable
 import msgspec
 import pykka
 
+from actors.node.apk_cache import ApkCache
 from actors.node.bridge import Call, call_actor, tell_quietly
 from actors.node.device.adb_server import AdbServer
 from actors.node.device.agent import AgentConfig
@@ -31,6 +32,7 @@ from actors.node.live import LiveFrames
 from actors.metrics.health import HEALTH_EVENT, HEALTH_EVERY_S, HealthProbe
 from actors.metrics.node import NodeMetrics
 from actors.metrics.serve import MetricsServer, parse_listen
+from actors.node.installs import INVENTORY_EVERY_S, AppInstaller
 from actors.node.matcher import MatcherActor
 from actors.node.registry_copy import NodeRegistry
 from actors.node.playback import PlaybackActor, PlaybackOptions
@@ -38,9 +40,9 @@ from actors.process import (STARTUP_ERRORS, StartupError, run_main, setup_loggin
                              startup_message, wait_for_stop_signal)
 from actors.node.rack import PhoneDirectory, RackActor
 from protocol.errors import ActorStopped, FarmError, PhoneLocked, ProtocolError, ValidationErrors
-from protocol.messages import (Acquire, CancelRun, Command, CommandResult, Identify, LiveEvent,
-                               LiveFrame, LiveWatch, PhoneInfo, RegistryApplied, RegistryPush,
-                               Release, RunSequence)
+from protocol.messages import (Acquire, ApkHave, ApkPut, CancelRun, Command, CommandResult,
+                               Identify, InstallApp, LiveEvent, LiveFrame, LiveWatch, PhoneInfo,
+                               RegistryApplied, RegistryPush, Release, RunSequence, UninstallApp)
 from protocol.scrcpy import SCRCPY_VERSION
 from protocol.transport import NodeLink
 from registry.load import DEMO_REGISTRY
@@ -103,6 +105,10 @@ class Node:
         self.playback_options = PlaybackOptions()
         # Frames of the phones a console page watches (LiveWatch from the coordinator).
         self.live = LiveFrames(self.directory.driver, self._send_live_frame)
+        # APKs by hash (ApkPut/ApkHave) and the installs and inventories of the phones.
+        self.apk_cache = ApkCache(data_dir / f"apk-cache-{name}")
+        self.installer = AppInstaller(name, self.directory, self.apk_cache, self.publish)
+        self.inventory_every_s = INVENTORY_EVERY_S
 
     # --- events from actor threads ---------------------------------------------------------
     def publish(self, event: str, serial: str | None, data: dict, durable: bool = True) -> None:
@@ -118,6 +124,8 @@ class Node:
                 loop.call_soon_threadsafe(self._events.put_nowait, (event, serial, data))
             else:
                 loop.call_soon_threadsafe(self._send_live, event, serial, data)
+            if event in ("phone_up", "phone_resumed") and serial is not None:
+                loop.call_soon_threadsafe(self.installer.phone_back, serial)  # its inventory
         except RuntimeError:
             pass  # loop closing
 
@@ -185,6 +193,9 @@ class Node:
                     except FarmError:
                         pass
 
+    def _online_phones(self) -> list[str]:
+        return [v["serial"] for v in self.directory.views() if v["state"] == "online"]
+
     # --- commands --------------------------------------------------------------------------
     def phones(self) -> list[PhoneInfo]:
         return [PhoneInfo(serial=v["serial"], state=v["state"], detail=v)
@@ -196,11 +207,23 @@ class Node:
                                  status=status, error=error, data=data or {})
 
         serial = command.serial
+        action = command.action
+        if isinstance(action, (ApkPut, ApkHave)):  # the node's APK cache: no phone
+            try:
+                if isinstance(action, ApkHave):
+                    missing = await asyncio.to_thread(self.apk_cache.missing, action.sha256s)
+                    return result("ok", data={"missing": missing})
+                return result("ok", data=await asyncio.to_thread(self.apk_cache.put, action))
+            except (FarmError, OSError) as exc:
+                return result("error", str(exc))
+        if isinstance(action, InstallApp):
+            return result(*await self.installer.install(serial, action))
+        if isinstance(action, UninstallApp):
+            return result(*await self.installer.uninstall(serial, action))
         record = self.directory.record(serial)
         ref = self.directory.get(serial)
         if record is None:
             return result("error", f"phone {serial} is not on node {self.name}")
-        action = command.action
         if isinstance(action, RunSequence):
             return result(*await self._start_playback(serial, record, ref, action))
         if isinstance(action, CancelRun):
@@ -354,7 +377,9 @@ class Node:
                              registry_version=lambda: self.registry_version)
         await self.link.start()
         self._tasks = [asyncio.create_task(self._event_pump()), asyncio.create_task(self._tick()),
-                       asyncio.create_task(self._report_health())]
+                       asyncio.create_task(self._report_health()),
+                       asyncio.create_task(self.installer.hourly(self._online_phones,
+                                                                 self.inventory_every_s))]
         if self.metrics is not None:
             self.metrics_server = await MetricsServer(self.metrics.registry,
                                                       *self.metrics_listen).start()
@@ -403,6 +428,7 @@ class Node:
                 log.error("node=%s stop: tasks %s did not end within %.0fs of their "
                           "cancellation; left behind", self.name,
                           ", ".join(sorted(t.get_name() for t in pending)), TASKS_STOP_S)
+        self.installer.close()
         phase("tasks")
         if self.rack is not None:
             # Cut here too (no-op if the playbacks' phase did): the rack's stop runs every

@@ -50,6 +50,13 @@ RAW_HEADER_V2 = struct.Struct("<IIII")  # Android 9+: width, height, format, col
 RAW_HEADER_V1 = struct.Struct("<III")
 PIXEL_FORMAT_RGBA_8888 = 1
 IME_PACKAGE = "com.android.adbkeyboard"
+# `pm list packages --show-versioncode` lines and `dumpsys package` version names.
+_PACKAGE_LINE = re.compile(r"^package:(\S+?)(?:\s+versionCode:(\d+))?$")
+_VERSION_NAME = re.compile(r"^\s*versionName=(.*)$", re.M)
+# An APK streamed into an install session in chunks of this (progress after each).
+INSTALL_CHUNK = 1 << 20
+# progress(stage, bytes_sent, bytes_total): stage "sending", "committing" or "committed".
+InstallProgress = Callable[[str, int, int], None]
 _FOCUS = re.compile(r"mCurrentFocus=Window\{.*\s+(?P<package>[^\s]+)/(?P<activity>[^\s]+)\}")
 # `input text` turns "%s" into a space, so a space is sent as %s; characters outside this
 # set (and a literal "%s") go through the IME fallback.
@@ -314,6 +321,8 @@ class DeviceDriver:
                 raise DeviceError(self.serial, label, self._closed) from exc
             if isinstance(exc, AdbServerError):
                 raise DeviceError(self.serial, label, str(exc)) from exc
+            if isinstance(exc, OSError):  # the adb server hung up: the phone went meanwhile
+                raise self._gone_or_error(label, f"connection lost: {exc}") from exc
             raise
         return sock
 
@@ -642,37 +651,138 @@ class DeviceDriver:
             raise DeviceError(self.serial, "current_app", "no focused window in dumpsys output")
         return m.group("package"), m.group("activity")
 
-    def install(self, apks: str | os.PathLike | list[str | os.PathLike]) -> None:
-        """Install one APK, or a split set (base + splits) as one install session."""
+    def install(self, apks: str | os.PathLike | list[str | os.PathLike], *,
+                allow_downgrade: bool = False, progress: InstallProgress | None = None) -> None:
+        """Install one APK, or a split set (base + splits), in one install session.
+
+        `pm install-create` / `install-write` (each APK streamed from its file) /
+        `install-commit`, as `adb install-multiple` does; ``progress(stage, bytes_sent,
+        bytes_total)`` hears "sending" after every chunk and "committing" before the commit.
+        ANY failure (a refusal, a phone gone mid-stream, a local file that cannot be read)
+        abandons the session before the error is raised; when even the abandon cannot
+        reach the phone, the error's ``open_session`` names the session left open (the
+        caller abandons it once the phone is back), else it is None."""
         paths = [Path(apks)] if isinstance(apks, (str, os.PathLike)) else [Path(p) for p in apks]
-        if not paths:
+        self.install_named([(f"{i}_{p.stem}", p) for i, p in enumerate(paths)],
+                           allow_downgrade=allow_downgrade, progress=progress)
+
+    def install_named(self, apks: list[tuple[str, Path]], *, allow_downgrade: bool = False,
+                      progress: InstallProgress | None = None) -> None:
+        """`install` with each APK's name in the session given (``[(name, path)]``)."""
+        if not apks:
             raise DeviceError(self.serial, "install", "no APK given")
-        for p in paths:
+        for _, p in apks:
             if not p.is_file():
                 raise DeviceError(self.serial, f"install {p}", "no such file")
-        label = "install " + " ".join(p.name for p in paths)
+        label = "install " + " ".join(p.name for _, p in apks)
         pm = "cmd package" if "cmd" in self.features else "pm"
-        if len(paths) == 1:
-            data = paths[0].read_bytes()
-            self._expect_success(label, self._stream_in(f"exec:{pm} install -r -t -S {len(data)}",
-                                                        data, label))
-            return
-        created = self._stream_in(f"exec:{pm} install-create -r -t", b"", label)
-        m = re.search(rb"\[(\d+)\]", created)
+        sizes = [p.stat().st_size for _, p in apks]
+        created = self._stream_in(f"exec:{pm} install-create -r -t"
+                                  f"{' -d' if allow_downgrade else ''} -S {sum(sizes)}", b"", label)
+        m = re.search(rb"Success: created install session \[(\d+)\]", created)
         if m is None:
-            raise DeviceError(self.serial, label, created.decode("utf-8", "replace").strip())
+            raise DeviceError(self.serial, label, created.decode("utf-8", "replace").strip()
+                              or "no answer from the package manager")
         session = m.group(1).decode()
+        sent, total = 0, sum(sizes)
         try:
-            for index, p in enumerate(paths):
-                data = p.read_bytes()
-                name = f"{index}_{p.stem}"
-                self._expect_success(label, self._stream_in(
-                    f"exec:{pm} install-write -S {len(data)} {session} {name} -", data, label))
+            for (name, p), size in zip(apks, sizes):
+                def step(n: int) -> None:
+                    nonlocal sent
+                    sent += n
+                    if progress is not None:
+                        progress("sending", sent, total)
+                self._expect_success(label, self._stream_file(
+                    f"exec:{pm} install-write -S {size} {session} {shlex.quote(name)} -", p,
+                    size, label, step))
+            if progress is not None:
+                progress("committing", sent, total)
             self._expect_success(label, self._stream_in(f"exec:{pm} install-commit {session}",
                                                         b"", label))
-        except DeviceError:
-            self._stream_in(f"exec:{pm} install-abandon {session}", b"", label)
+        except BaseException as exc:
+            # After a refused commit the phone has dropped the session already; abandoning
+            # it again is harmless, and it is the one rule that leaves none open.
+            open_session = self._abandon(pm, session, label)
+            if isinstance(exc, DeviceError):
+                exc.open_session = open_session
             raise
+        if progress is not None:
+            progress("committed", sent, total)
+
+    def _abandon(self, pm: str, session: str, label: str) -> str | None:
+        """`pm install-abandon`; the session id if the phone could not be told."""
+        try:
+            self._stream_in(f"exec:{pm} install-abandon {session}", b"", label)
+        except DeviceError as exc:
+            log.warning("phone=%s install session %s not abandoned: %s", self.serial, session,
+                        exc.reason)
+            return session
+        return None
+
+    def abandon_session(self, session: str) -> None:
+        """Abandon an install session left open earlier (DeviceError if the phone is away;
+        a session the phone no longer has is no error)."""
+        pm = "cmd package" if "cmd" in self.features else "pm"
+        self._stream_in(f"exec:{pm} install-abandon {int(session)}", b"", "install-abandon")
+
+    def _stream_file(self, service: str, path: Path, size: int, label: str,
+                     sent: Callable[[int], None]) -> bytes:
+        """Open ``service`` and write ``size`` bytes of ``path`` to it in chunks, then read
+        the answer."""
+        sock = self._open(service, label)
+        try:
+            with open(path, "rb") as f:
+                left = size
+                while left > 0:
+                    chunk = f.read(min(INSTALL_CHUNK, left))
+                    if not chunk:
+                        raise DeviceError(self.serial, label, f"{path} ended {left} bytes short")
+                    sock.sendall(chunk)
+                    left -= len(chunk)
+                    sent(len(chunk))
+            return bytes(self._read_all(sock, label))
+        except OSError as exc:
+            raise self._gone_or_error(label, f"connection lost: {exc}") from exc
+        finally:
+            self._release(sock)
+
+    def uninstall(self, package: str) -> None:
+        """`pm uninstall PACKAGE`; DeviceError with the package manager's failure."""
+        label = f"uninstall {package}"
+        out = self.shell(["pm", "uninstall", package], check=False)
+        self._expect_success(label, out.stdout.strip() or out.stderr)
+
+    def package_versions(self) -> dict[str, dict]:
+        """Every third-party package with its version: {package: {"version_code": int,
+        "version_name": str}} (`pm list packages -3 --show-versioncode`, then `dumpsys
+        package NAME` per package for the name)."""
+        text = self.shell("pm list packages -3 --show-versioncode").text
+        found: dict[str, dict] = {}
+        for line in text.splitlines():
+            m = _PACKAGE_LINE.match(line.strip())
+            if m:
+                found[m.group(1)] = {"version_code": int(m.group(2) or 0), "version_name": ""}
+        for package, entry in found.items():
+            dump = self.shell(["dumpsys", "package", package], check=False).text
+            name = _VERSION_NAME.search(dump)
+            entry["version_name"] = name.group(1) if name else ""
+        return found
+
+    def abi_list(self) -> list[str]:
+        """The phone's ABIs, preferred first (`ro.product.cpu.abilist`, else `...cpu.abi`)."""
+        text = self.shell("getprop ro.product.cpu.abilist").text.strip() or \
+            self.shell("getprop ro.product.cpu.abi").text.strip()
+        return [a.strip() for a in text.split(",") if a.strip()]
+
+    def density(self) -> int:
+        """The screen's density in dpi (`ro.sf.lcd_density`, else `wm density`)."""
+        text = self.shell("getprop ro.sf.lcd_density").text.strip()
+        if text.isdigit():
+            return int(text)
+        m = re.search(r"Physical density: (\d+)", self.shell("wm density").text)
+        if m is None:
+            raise DeviceError(self.serial, "density", "neither ro.sf.lcd_density nor wm density")
+        return int(m.group(1))
 
     def _stream_in(self, service: str, data: bytes, label: str) -> bytes:
         sock = self._open(service, label)
