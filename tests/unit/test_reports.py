@@ -422,3 +422,28 @@ async def test_farm_reports_lists_shows_and_makes(db: FarmDB, capsys) -> None:
         assert code == 2 and "id" in err
     assert ids["globex"] in {r["client_id"] for r in await ReportService(
         db, Hub().emit, public_url=URL).store.list(client_id=ids["globex"])}
+
+
+async def test_a_day_that_fails_does_not_stop_the_schedule(db: FarmDB, monkeypatch) -> None:
+    await seed(db)
+    clock = [at(8, 0, DAY + timedelta(days=1))]
+    tried: list[date] = []
+    real_daily = ReportService.daily
+
+    async def flaky(self, day: date) -> list[int]:
+        tried.append(day)
+        if len(tried) == 1:
+            raise OSError("the database is unreachable")
+        return await real_daily(self, day)
+
+    async def sleep(seconds: float) -> None:
+        clock[0] += timedelta(seconds=seconds)
+        if clock[0] > at(7, 30, DAY + timedelta(days=2)):
+            raise StopAsyncIteration
+
+    monkeypatch.setattr(ReportService, "daily", flaky)
+    svc = ReportService(db, Hub().emit, public_url=URL, at=AT, now=lambda: clock[0], sleep=sleep)
+    with pytest.raises(StopAsyncIteration):
+        await svc.loop()
+    assert tried == [DAY, DAY + timedelta(days=1)]
+    assert sorted({r["day"] for r in await svc.store.list()}) == ["2026-12-07"]

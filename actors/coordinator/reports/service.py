@@ -244,10 +244,18 @@ class ReportService:
         looked at again at least once a minute."""
         if self.at is None:
             return
-        await self.catch_up()
+        await self._logged(self.catch_up())
         while True:
             due = next_due(self._now(), self.at)
             log.info("next daily reports at %s", due.isoformat(timespec="minutes"))
             while (left := (due - self._now()).total_seconds()) > 0:
                 await self._sleep(min(left, 60.0))
-            await self.daily(due.date() - timedelta(days=1))
+            await self._logged(self.daily(due.date() - timedelta(days=1)))
+
+    async def _logged(self, work: Awaitable[Any]) -> None:
+        """A day's reports that could not be made (the database unreachable, say) are
+        logged; the schedule goes on, and the next start catches the day up."""
+        try:
+            await work
+        except Exception:  # noqa: BLE001 - the loop must outlive one bad day
+            log.exception("daily reports failed")
