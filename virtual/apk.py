@@ -78,7 +78,7 @@ def _binary(data: bytes, abis: tuple[str, ...]) -> ApkInfo:
     try:
         info = library_read(data)
     except LibraryError as exc:
-        why = str(exc)
+        why = exc.why
         if "zip" in why.lower():
             raise ApkError(f"INSTALL_PARSE_FAILED_NOT_APK: Failed to parse base.apk: {why}") \
                 from None

@@ -19,15 +19,16 @@ from protocol.codec import make_command
 from protocol.errors import DeviceError
 from protocol.messages import ApkFileRef, ApkHave, ApkPut, InstallApp, UninstallApp
 from tests.e2e.test_farm_inprocess import shutdown, start_farm, wait_for
-from virtual.apk import build_apk
+from tests.apk_factory import make_apk
 
 CLIPSHARE = "com.phonefarm.clipshare"
 
 
 def apk(package: str, version: int, *, split: str | None = None, abis=(), pad: int = 0,
-        name: str | None = None) -> bytes:
-    return build_apk(package, split=split, version_code=version, version_name=f"{version / 100:.2f}",
-                     abis=abis, payload=b"dex\n035\0" + bytes(pad))
+        density: str | None = None) -> bytes:
+    """A real APK with a binary manifest (tests/apk_factory.py), as a phone reads it."""
+    return make_apk(package, version, f"{version / 100:.2f}", split=split, abis=abis,
+                    density=density, size_pad=pad)
 
 
 def sessions(d: DeviceDriver) -> list[int]:
@@ -61,8 +62,8 @@ def test_split_set_picked_for_the_phone_and_installed_in_one_session(driver, tmp
              "split_config.arm64_v8a.apk": apk(pkg, 200, split="config.arm64_v8a",
                                                abis=("arm64-v8a",)),
              "split_config.x86_64.apk": apk(pkg, 200, split="config.x86_64", abis=("x86_64",)),
-             "split_config.xxhdpi.apk": apk(pkg, 200, split="config.xxhdpi"),
-             "split_config.mdpi.apk": apk(pkg, 200, split="config.mdpi"),
+             "split_config.xxhdpi.apk": apk(pkg, 200, split="config.xxhdpi", density="xxhdpi"),
+             "split_config.mdpi.apk": apk(pkg, 200, split="config.mdpi", density="mdpi"),
              "split_feature.apk": apk(pkg, 200, split="feature")}
     meta = {"split_config.arm64_v8a.apk": ("config.arm64_v8a", "arm64-v8a", None),
             "split_config.x86_64.apk": ("config.x86_64", "x86_64", None),
@@ -98,6 +99,13 @@ def test_refusals_use_the_package_managers_words_and_leave_no_session(driver, tm
     corrupt = write(tmp_path, "corrupt.apk", b"PK\x03\x04 this is no zip")
     with pytest.raises(DeviceError, match=r"Failure \[INSTALL_PARSE_FAILED_NOT_APK: "):
         driver.install(corrupt)
+    cut = apk(pkg, 1, pad=4096)
+    truncated = write(tmp_path, "truncated.apk", cut[:len(cut) // 2])
+    with pytest.raises(DeviceError, match=r"Failure \[INSTALL_PARSE_FAILED_NOT_APK: "):
+        driver.install(truncated)
+    nameless = write(tmp_path, "nameless.apk", make_apk(None, 1))
+    with pytest.raises(DeviceError, match=r"Failure \[INSTALL_PARSE_FAILED_BAD_PACKAGE_NAME: "):
+        driver.install(nameless)
     base = write(tmp_path, "base.apk", apk(pkg, 1))
     other = write(tmp_path, "other.apk", apk("com.example.other", 1, split="config.xxhdpi"))
     with pytest.raises(DeviceError, match=r"Failure \[INSTALL_FAILED_INVALID_APK: .*Inconsistent "
