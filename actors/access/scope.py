@@ -58,14 +58,20 @@ def owned_by(owners: Iterable[int] | None, clients: frozenset[int] | None) -> bo
 # Farm-wide events a tenant may see: which nodes are up says nothing about another
 # client's phones, accounts or work.
 SHARED_EVENTS = frozenset({"node_up", "node_down", "overflow"})
+# Events about one client's work, named by ``data.client_id`` (actors.coordinator.reports).
+CLIENT_EVENTS = frozenset({"report_started", "report_ready", "report_failed"})
 
 
 def event_visible(principal: Principal, hub: Any, event: dict) -> bool:
-    """A status-stream event is shown when it is about one of the caller's phones; an
-    event about no phone only when it is one of the farm-wide `SHARED_EVENTS`."""
+    """A status-stream event is shown when it is about one of the caller's phones or
+    (`CLIENT_EVENTS`) one of its clients; an event about no phone only when it is one of
+    the farm-wide `SHARED_EVENTS`."""
     if principal.client_ids is None:
         return True
     serial = event.get("serial")
     if serial:
         return sees_phone(principal, hub, serial)
+    if event.get("event") in CLIENT_EVENTS:
+        client_id = (event.get("data") or {}).get("client_id")
+        return isinstance(client_id, int) and principal.sees_client(client_id)
     return event.get("event") in SHARED_EVENTS

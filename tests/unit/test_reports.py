@@ -447,3 +447,20 @@ async def test_a_day_that_fails_does_not_stop_the_schedule(db: FarmDB, monkeypat
         await svc.loop()
     assert tried == [DAY, DAY + timedelta(days=1)]
     assert sorted({r["day"] for r in await svc.store.list()}) == ["2026-12-07"]
+
+
+def test_a_tenant_hears_its_own_clients_report_events_only() -> None:
+    from actors.access.scope import event_visible
+
+    acme = Principal(user_id=7, name="ann", role="viewer", client_ids=frozenset({1}))
+    root = Principal(user_id=1, name="admin", role="super")
+
+    def event(name: str, client_id) -> dict:
+        return {"event": name, "serial": None, "node": None,
+                "data": {"client_id": client_id, "report_id": 5}}
+
+    assert event_visible(acme, None, event("report_ready", 1))
+    assert not event_visible(acme, None, event("report_ready", 2))
+    assert not event_visible(acme, None, event("report_ready", "1"))
+    assert not event_visible(acme, None, event("report_progress", 1))  # farm-wide counts
+    assert event_visible(root, None, event("report_progress", None))
