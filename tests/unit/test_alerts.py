@@ -514,3 +514,42 @@ async def test_email_over_starttls_checks_the_server_certificate(db: FarmDB, tmp
         assert "CERTIFICATE" in views["plain-trust"]["last_error"].upper()
     finally:
         smtp.stop()
+
+
+async def test_postgresql_row_security_hides_other_clients_alert_rows(pg_cluster,
+                                                                      tmp_path: Path) -> None:
+    """Schema v18's FORCEd policies: a query without its filter, made for Acme, reads no
+    row of Globex's nor any farm-wide one."""
+    from actors.store.caller_scope import as_clients
+
+    db = await FarmDB.open(tmp_path / "farm.sqlite3", target=pg_cluster.new_database())
+    try:
+        acme, globex = await db.upsert_client("Acme"), await db.upsert_client("Globex")
+        hub = MiniHub()
+        hub.owners = Owners({"A1": "Acme", "G1": "Globex"})
+        for serial in ("A1", "G1"):
+            hub.phone_rows[serial] = {"serial": serial, "node": "n", "state": "offline",
+                                      "state_at": time.time() - 60}
+        service = await _service(db, hub, [Channel("hook", "webhook", url="http://127.0.0.1:9/")],
+                                 [], tmp_path)
+        for name, client in (("a", "Acme"), ("g", "Globex"), ("farm", None)):
+            await service.add_rule({"name": name, "kind": "phone_offline", "minutes": 0,
+                                    **({"client": client} if client else {})}, SUPER)
+        await service.engine.evaluate_conditions()
+        tables = ("alert_rules", "alerts", "alert_outbox", "notifications")
+        everything = {t: len(await db._all(f"SELECT * FROM {t}")) for t in tables}
+        assert everything == {"alert_rules": 3, "alerts": 4, "alert_outbox": 4,
+                              "notifications": 4}
+        await service.mark_read(SUPER, None)
+        with as_clients({acme}):
+            seen = {t: {r["client_id"] for r in await db._all(f"SELECT * FROM {t}")}
+                    for t in tables}
+            assert seen == {t: {acme} for t in tables}
+            assert await db._all("SELECT * FROM notification_reads") != []
+        with as_clients({globex}):
+            assert len(await db._all("SELECT * FROM alerts")) == 1
+        with as_clients(set()):
+            for table in tables:
+                assert await db._all(f"SELECT * FROM {table}") == [], table
+    finally:
+        await db.close()
