@@ -59,6 +59,11 @@ ROUTES: dict[str, str] = {
     "/api/alerts": SCOPED, "/api/alerts/{alert_id}/ack": SCOPED, "/api/alerts/rules": SCOPED,
     "/api/alerts/rules/{name}": SCOPED, "/api/alerts/rules/{name}/silence": SCOPED,
     "/api/notifications": SCOPED, "/api/notifications/read": OWN,
+    # Apps on the phones (issue 20): a tenant installs on and reads its clients' phones
+    # and pins for its clients (actors.control.apps); the reconcile stays super users'.
+    "/api/apps/install": SCOPED, "/api/apps/uninstall": SCOPED, "/api/apps/installs": SCOPED,
+    "/api/apps/installs/{install_id}": SCOPED, "/api/apps/inventory": SCOPED,
+    "/api/apps/pins": SCOPED, "/api/apps/pins/{pin_id}": SCOPED,
     # Prometheus metrics of the whole farm: a metrics-scoped token or a super user.
     "/metrics": METRICS,
 }

@@ -27,6 +27,7 @@ from actors.control import reports as reports_api
 from actors.control import metrics as metrics_api
 from actors.control import stats as stats_api
 from actors.control import alerts as alerts_api
+from actors.control import apps as apps_api
 from actors.control import screens
 from actors.access.service import Access
 from actors.control.auth import AUTHENTICATE, access_middleware, authenticator
@@ -129,6 +130,7 @@ def make_app(hub: HubAPI, token: str | None = None, *, access: Access | None = N
     metrics_api.add_routes(app)  # GET /metrics (Prometheus; a metrics-scoped token)
     stats_api.add_routes(app)  # the farm's history: GET /api/stats, /api/stats/top-failures
     alerts_api.add_routes(app)  # alerts, their rules and channels; the console's notifications
+    apps_api.add_routes(app)  # installing apps, the inventory and pins (/api/apps/...)
     access_api.add_routes(app)  # login, logout, users, organizations, tokens
     console.add_routes(app)  # the web console: / and /static
     return app

@@ -45,6 +45,7 @@ from actors.control import reports as reports_api
 from actors.control import metrics as metrics_api
 from actors.control import stats as stats_api
 from actors.control import alerts as alerts_api
+from actors.control import apps as apps_api
 from actors.control import screens
 from actors.coordinator.scheduling.scheduler import Schedule
 
@@ -86,7 +87,8 @@ def _document() -> dict[str, Any]:
          ScheduleEventsResponse, *registry.REQUEST_TYPES, *variables.REQUEST_TYPES,
          *workflow_api.REQUEST_TYPES, *screens.request_types(), *ai_keys.REQUEST_TYPES,
          *access_api.REQUEST_TYPES, *node_keys_api.REQUEST_TYPES,
-         *backups_api.REQUEST_TYPES, *reports_api.REQUEST_TYPES, *alerts_api.REQUEST_TYPES],
+         *backups_api.REQUEST_TYPES, *reports_api.REQUEST_TYPES, *alerts_api.REQUEST_TYPES,
+         *apps_api.REQUEST_TYPES],
         ref_template=REF)
     # A new schedule's id is optional (generated) and its status is ignored.
     request = copy.deepcopy(components["Schedule"])
@@ -382,6 +384,7 @@ def _document() -> dict[str, Any]:
             **metrics_api.openapi_paths(_error),
             **stats_api.openapi_paths(_error),
             **alerts_api.openapi_paths(_error),
+            **apps_api.openapi_paths(_error),
         },
     }
 

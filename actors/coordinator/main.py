@@ -28,6 +28,10 @@ from actors.coordinator.alerts.rules import load_config as load_alerts_config
 from actors.coordinator.alerts.service import AlertService
 from actors.coordinator.backups import BackupService, parse_backup_at, parse_backup_keep
 from actors.control.reports import REPORTS
+from actors.apps.library import ApkLibrary, parse_max_mb
+from actors.control.apks import APKS
+from actors.control.apps import APPS
+from actors.coordinator.apps import AppService, parse_reconcile_at
 from actors.coordinator.reports.service import (ReportService, parse_report_at,
                                                 parse_report_threshold)
 from actors.coordinator.rollups import RollupService
@@ -108,6 +112,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    default=int(os.environ.get("PHONEFARM_RECOVERY_PAUSE_AFTER", "3")),
                    help="failed recoveries in a row that pause a phone (default 3)")
     p.add_argument("--log-level", default=os.environ.get("PHONEFARM_LOG_LEVEL", "INFO"))
+    p.add_argument("--apk-max-mb", metavar="MB", type=_flag(parse_max_mb),
+                   default=os.environ.get("PHONEFARM_APK_MAX_MB", "1024"),
+                   help="largest APK or bundle POST /api/apks takes, in MiB (default 1024)")
     p.add_argument("--retention", choices=("on", "off"),
                    default=os.environ.get("PHONEFARM_RETENTION", "on"),
                    help="daily data retention in this process (default on; `farm retention` "
@@ -144,6 +151,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    default=os.environ.get("PHONEFARM_METRICS_LISTEN"),
                    help="also serve GET /metrics here without a token (a loopback address "
                         "only; default: only the control endpoint's /metrics, with a token)")
+    p.add_argument("--apps-reconcile-at", metavar="HH:MM", type=_flag(parse_reconcile_at),
+                   default=os.environ.get("PHONEFARM_APPS_RECONCILE_AT"),
+                   help="every day at this UTC time install the pinned version of an app on "
+                        "each online phone whose version drifted from its pin (default: none)")
     p.add_argument("--metrics-per-phone", action="store_true",
                    help="add per-phone series (a serial label) to the metrics")
     return p.parse_args(argv)
@@ -171,6 +182,15 @@ def backup_service(args: argparse.Namespace, data: Path, registry: Path, emit,
 def public_url(args: argparse.Namespace) -> str:
     """The console's address for links in notices: --public-url, else http://<--http>."""
     return (args.public_url or f"http://{args.http}").rstrip("/")
+
+
+def apk_library(data: Path, farm_db: FarmDB):
+    """The APK library (actors.apps.library) under DATA/apks, None before it exists."""
+    try:
+        from actors.apps.library import ApkLibrary
+    except ImportError:
+        return None
+    return ApkLibrary(data / "apks", farm_db)
 
 
 def report_service(args: argparse.Namespace, farm_db: FarmDB, hub: Hub) -> ReportService:
@@ -377,6 +397,14 @@ async def start(args: argparse.Namespace, stack: contextlib.AsyncExitStack) -> t
         await alerts.start()
     stack.push_async_callback(alerts.close)
     app[ALERTS] = alerts
+    # The APK library (issue 20.1): POST/GET/DELETE /api/apks, under DATA/apks.
+    app[APKS] = ApkLibrary(data / "apks", farm_db, max_bytes=args.apk_max_mb * 1024 * 1024)
+    app[APKS].clear_incoming()  # an upload a stop cut off
+    # Apps on the phones (issue 20): installs, the inventory's intake, pins and reconcile.
+    apps = await AppService(hub, farm_db, apk_library(data, farm_db),
+                            at=args.apps_reconcile_at).start()
+    stack.push_async_callback(apps.close)
+    app[APPS] = hub.apps = apps
     # Contract C of issue 19: the reports (and any other part) send through hub.notifier.
     hub.notifier, hub.public_url = alerts.notifier, alerts.notifier.public_url
     runner = web.AppRunner(app)
@@ -408,6 +436,8 @@ async def start(args: argparse.Namespace, stack: contextlib.AsyncExitStack) -> t
     stack.push_async_callback(_cancel, asyncio.create_task(rollups.loop()))
     if backups.at is not None:  # the daily backup (--backup-at)
         stack.push_async_callback(_cancel, asyncio.create_task(backups.loop()))
+    if apps.at is not None:  # the daily reconcile of pinned app versions (--apps-reconcile-at)
+        stack.push_async_callback(_cancel, asyncio.create_task(apps.loop()))
     if reports.at is not None:  # the daily reports (--report-at), made late after a stop
         stack.push_async_callback(_cancel, asyncio.create_task(reports.loop()))
     return hub, demo
