@@ -59,7 +59,8 @@ def owned_by(owners: Iterable[int] | None, clients: frozenset[int] | None) -> bo
 # client's phones, accounts or work.
 SHARED_EVENTS = frozenset({"node_up", "node_down", "overflow"})
 # Events about one client's work, named by ``data.client_id`` (actors.coordinator.reports).
-CLIENT_EVENTS = frozenset({"report_started", "report_ready", "report_failed"})
+CLIENT_EVENTS = frozenset({"report_started", "report_ready", "report_failed",
+                           "notification"})  # a notice for that client (alerts.notify)
 
 
 def event_visible(principal: Principal, hub: Any, event: dict) -> bool:

@@ -389,6 +389,13 @@ async def test_tenants_see_and_manage_only_their_clients_rules_and_notices(
     assert (await service.notifications(viewer, False, 50))["unread"] == 0
     assert await service.mark_read(viewer, None) == 0
     assert (await service.notifications(SUPER, False, 50))["unread"] == 3
+    # The stream's notification events reach the notice's client's users, not others'.
+    from actors.access.scope import event_visible
+    notes = [{"event": e, "serial": s, "data": d} for e, _, s, d in hub.events
+             if e == "notification"]
+    assert len(notes) == 3
+    assert sum(event_visible(acme_user, hub, n) for n in notes) == 1
+    assert sum(event_visible(viewer, hub, n) for n in notes) == 0
 
 
 # --- the kinds read from the database, the disk and events, on both engines -----------------

@@ -214,11 +214,10 @@ class AlertEngine:
         async with self._lock:
             now = time.time()
             for rule in self.rules:
-                if not rule.enabled or KINDS[rule.kind].event:
+                if KINDS[rule.kind].event or (kinds is not None and rule.kind not in kinds):
                     continue
-                if kinds is not None and rule.kind not in kinds:
-                    continue
-                await self._settle(rule, self._active(rule, now), now)
+                # A disabled rule's alerts resolve (nothing watches them any more).
+                await self._settle(rule, self._active(rule, now) if rule.enabled else {}, now)
 
     async def _settle(self, rule: Rule, active: dict[str, dict], now: float) -> None:
         """Fire what turned true, repeat what is due, resolve what turned false."""

@@ -102,9 +102,11 @@ class Notifier:
         ids = await self.store.enqueue(body, notice.kind, key, notice.client_id, names,
                                        time.time() + self.expire_s) if names else []
         if self.emit is not None:
+            # With client_id: that client's users hear it too (actors.access.scope).
             self.emit("notification", None, None, {"id": notification, "kind": notice.kind,
-                                                   "client": client, "title": notice.title,
-                                                   "channels": names})
+                                                   "client": client,
+                                                   "client_id": notice.client_id,
+                                                   "title": notice.title, "channels": names})
         self._wake.set()
         return ids
 
