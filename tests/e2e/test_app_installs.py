@@ -163,6 +163,7 @@ async def test_node_apk_cache_and_install_app_under_the_lock(farm, adb_server, t
     store, hub, node = await start_farm(adb_server, tmp_path)
     try:
         await _node_cache_and_installs(store, node, farm.serials[1], farm.serials[2], tmp_path)
+        await _unplugged_mid_install(store, node, farm.serials[1], farm.serials[2], adb_server)
     finally:
         await shutdown(node, hub, store)
 
@@ -232,6 +233,67 @@ async def _node_cache_and_installs(store, node, serial, other, tmp_path):
     assert removed.status == "ok"
     await wait_for_async(lambda: _named(store, "app_install_finished", serial, install_id="u1"))
     await wait_for(lambda: node.directory.record(serial).lock_holder is None, what="lock freed")
+
+
+async def _unplugged_mid_install(store, node, pulled, kept, adb_server):
+    """Two phones install a 12 MB APK; one loses its cable after its first MiB: it fails
+    with the reason, the other succeeds, and once the phone is back the session the failure
+    could not abandon is abandoned (no session left open)."""
+    async def run(serial_, action):
+        return await node.on_command(make_command(serial_, action))
+
+    pkg = "com.example.unplugged"
+    blob = apk(pkg, 700, pad=12 << 20)
+    sha = hashlib.sha256(blob).hexdigest()
+    for offset in range(0, len(blob), 4 << 20):
+        chunk = blob[offset:offset + (4 << 20)]
+        assert (await run("", ApkPut(sha256=sha, size=len(blob), offset=offset, data=chunk,
+                                     last=offset + len(chunk) == len(blob)))).status == "ok"
+    adb = AdbServer(port=adb_server.port)
+    publish, cut, stale = node.installer.publish, [], []
+
+    def publish_and_unplug(event, serial, data, durable):
+        publish(event, serial, data, durable)
+        if event == "app_install_finished" and serial == pulled:
+            stale.append(set(node.installer.stale_sessions.get(pulled, ())))
+        if event == "app_install_progress" and serial == pulled and not cut:
+            cut.append(data["bytes_sent"])  # in the install's thread: the stream waits
+            DeviceDriver(pulled, adb).shell("vphone unplug 2")
+            time.sleep(1.0)
+
+    node.installer.publish = publish_and_unplug
+    try:
+        refs = [ApkFileRef(sha256=sha, name="base.apk", size=len(blob))]
+        for serial in (pulled, kept):
+            started = await run(serial, InstallApp(install_id="cut", package=pkg,
+                                                   version_code=700, files=refs))
+            assert started.status == "ok", started
+        done = await wait_for_async(lambda: _finished_both(store, "cut", pulled, kept))
+    finally:
+        node.installer.publish = publish
+    assert cut and done[kept]["status"] == "ok"
+    failed = done[pulled]
+    assert failed["status"] == "failed" and failed["splits"] == ["base.apk"], failed
+    assert "connection lost" in failed["reason"] or "device state" in failed["reason"] \
+        or "no answer" in failed["reason"], failed
+    assert len(stale) == 1 and len(stale[0]) == 1, "the session left open was kept to abandon"
+    await wait_for(lambda: node.directory.record(pulled).lock_holder is None, what="lock freed")
+    back = DeviceDriver(pulled, adb)
+    await wait_for(lambda: adb.device_state(pulled) == "device", timeout=30, what="phone back")
+    await wait_for_async(lambda: _named(store, "apps_inventory", pulled, reason="connect"),
+                         timeout=30)
+
+    def no_sessions():
+        return not node.installer.stale_sessions.get(pulled) and \
+            orjson.loads(back.shell("vphone sessions").stdout) == []
+    await wait_for(lambda: no_sessions(), timeout=30, what="no install session left open")
+    assert pkg not in back.package_versions()
+
+
+async def _finished_both(store, install_id, *serials):
+    found = {e["serial"]: e["data"] for e in await store.events("rack-a")
+             if e["event"] == "app_install_finished" and e["data"].get("install_id") == install_id}
+    return found if all(s in found for s in serials) else None
 
 
 async def _named(store, name, serial, **match):
