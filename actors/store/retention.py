@@ -19,6 +19,8 @@ layout it knows is the coordinator's ``--data`` folder:
 - ``farm.sqlite3``: the stats rollups (actors/store/stats.py: ``stats_minutes``,
   ``stats_phone_minutes``, ``stats_execution_minutes`` and their hourly twins) deleted after
   400 days.
+- ``farm.sqlite3``: the clients' reports (actors/coordinator/reports: ``reports``) deleted a
+  year after they were made.
 
 With the farm database on PostgreSQL (a ``DbTarget``, the coordinator's ``--db``) the row
 rules run on that database instead, where ``node_events`` lives beside the farm tables; the
@@ -114,6 +116,7 @@ class RetentionPolicy:
     summaries: timedelta = timedelta(days=365)
     node_events: timedelta = timedelta(days=30)
     stats_rollups: timedelta = timedelta(days=400)
+    reports: timedelta = timedelta(days=365)
     run_at: str = "03:30"
 
     def __post_init__(self) -> None:
@@ -333,6 +336,7 @@ def plan(data_dir: str | os.PathLike, now: datetime, policy: RetentionPolicy | N
         _plan_event_rows(result, events)
     if farm.exists():
         _plan_rollup_rows(result, farm)
+        _plan_report_rows(result, farm)
     return result
 
 
@@ -464,6 +468,19 @@ def _plan_rollup_rows(result: RetentionPlan, db: Database) -> None:
                     db, table, where, (cutoff,), n,
                     f"stats rollups of minutes before {since} UTC, > "
                     f"{format_duration(p.stats_rollups)}"))
+
+
+def _plan_report_rows(result: RetentionPlan, db: Database) -> None:
+    p = result.policy
+    cutoff = utc_text(result.now - p.reports)
+    with _connect(db, readonly=True) as conn:
+        if not _has_table(conn, "reports"):
+            return
+        n = _count(conn, "reports", "created_at < ?", (cutoff,))
+        if n:
+            result.rows.append(RowAction(
+                db, "reports", "created_at < ?", (cutoff,), n,
+                f"reports made before {cutoff[:19]} UTC, > {format_duration(p.reports)}"))
 
 
 def _plan_event_rows(result: RetentionPlan, db: Database) -> None:

@@ -356,6 +356,25 @@ def test_stats_rollups_kept_400_days(tmp_path, engine) -> None:
             assert [r[0] for r in conn.execute(f"SELECT {column} FROM {table}")] == minutes[1:]
 
 
+def test_reports_kept_a_year(tmp_path, engine) -> None:
+    dbs = make_databases(tmp_path, farm_target())
+    made = [utc_text(NOW - timedelta(days=d)) for d in (366, 364)]
+    with dbs.connect("farm") as conn:
+        conn.execute("INSERT INTO clients (name) VALUES ('Acme')")
+        client = conn.execute("SELECT client_id FROM clients WHERE name = 'Acme'").fetchone()[0]
+        for created in made:
+            conn.execute("INSERT INTO reports (client_id, kind, day, period_start, period_end,"
+                         " created_at, title, text, html, summary) VALUES"
+                         " (?, 'daily', ?, ?, ?, ?, 't', 't', 'h', '{}')",
+                         (client, created[:10], created, created, created))
+    result = plan(tmp_path, NOW, target=dbs.target)
+    (rows,) = [r for r in result.rows if r.table == "reports"]
+    assert rows.rows == 1 and "> 365d" in rows.reason
+    assert apply(result).errors == []
+    with dbs.connect("farm") as conn:
+        assert [r[0][:10] for r in conn.execute("SELECT day FROM reports")] == [made[1][:10]]
+
+
 # --- policy and schedule -----------------------------------------------------------------------
 
 
@@ -365,7 +384,7 @@ def test_defaults_are_spec_7_6() -> None:
     assert (p.error_screenshots, p.unknown_screens) == (timedelta(days=30), timedelta(days=60))
     assert (p.regular_full, p.regular_hourly) == (timedelta(days=7), timedelta(days=7))
     assert (p.step_details, p.summaries) == (timedelta(days=30), timedelta(days=365))
-    assert p.stats_rollups == timedelta(days=400)
+    assert p.stats_rollups == timedelta(days=400) and p.reports == timedelta(days=365)
 
 
 def test_example_config_loads_to_the_defaults() -> None:
