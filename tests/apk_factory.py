@@ -4,7 +4,7 @@ Owns `make_apk` (a zip whose AndroidManifest.xml is binary Android XML written b
 the same format aapt compiles; lib/<abi>/libx.so entries per ABI; res/ folders per density;
 an optional stored random asset to reach a size) and `make_xapk` (manifest.json + APKs +
 optional OBB files, laid out as real .xapk files are). The APKs are unsigned: nothing that
-reads them here checks a signature.
+reads them here checks a signature. The same arguments give the same bytes.
 """
 
 from __future__ import annotations
@@ -48,6 +48,13 @@ def compile_manifest(xml: str) -> bytes:
     return axml.pack()
 
 
+def _entry(name: str, compress: int = zipfile.ZIP_DEFLATED) -> zipfile.ZipInfo:
+    # A fixed time: the same arguments make the same bytes (the same sha256).
+    info = zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0))
+    info.compress_type = compress
+    return info
+
+
 def make_apk(package: str | None, version_code: int | None, version_name: str = "1.0", *,
              min_sdk: int = 21, target_sdk: int = 34, abis: tuple[str, ...] = (),
              split: str | None = None, density: str | None = None, size_pad: int = 0,
@@ -58,16 +65,17 @@ def make_apk(package: str | None, version_code: int | None, version_name: str = 
         min_sdk=min_sdk, target_sdk=target_sdk, split=split))
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        zf.writestr("AndroidManifest.xml", manifest)
-        zf.writestr("resources.arsc", b"", compress_type=zipfile.ZIP_STORED)
+        zf.writestr(_entry("AndroidManifest.xml"), manifest)
+        zf.writestr(_entry("resources.arsc", zipfile.ZIP_STORED), b"")
         for abi in abis:
-            zf.writestr(f"lib/{abi}/libx.so", b"\x7fELF" + abi.encode() * 8)
+            zf.writestr(_entry(f"lib/{abi}/libx.so"), b"\x7fELF" + abi.encode() * 8)
         if density:
-            zf.writestr(f"res/drawable-{density}-v4/icon.png", b"\x89PNG" + density.encode())
+            zf.writestr(_entry(f"res/drawable-{density}-v4/icon.png"),
+                        b"\x89PNG" + density.encode())
         if size_pad > 0:
             # Random bytes do not compress, so the file really is about this much bigger.
             pad = random.Random(seed or version_code or 0).randbytes(size_pad)
-            zf.writestr("assets/pad.bin", pad, compress_type=zipfile.ZIP_STORED)
+            zf.writestr(_entry("assets/pad.bin", zipfile.ZIP_STORED), pad)
     return buf.getvalue()
 
 
@@ -89,12 +97,12 @@ def make_xapk(base: bytes, splits: dict[str, bytes], package: str, version_code:
             "expansions": expansions}
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
-        zf.writestr("manifest.json", json.dumps(meta, indent=2))
-        zf.writestr("base.apk", base)
+        zf.writestr(_entry("manifest.json", zipfile.ZIP_STORED), json.dumps(meta, indent=2))
+        zf.writestr(_entry("base.apk", zipfile.ZIP_STORED), base)
         for name, data in splits.items():
-            zf.writestr(f"{name}.apk", data)
+            zf.writestr(_entry(f"{name}.apk", zipfile.ZIP_STORED), data)
         for name, data in (obbs or {}).items():
-            zf.writestr(f"Android/obb/{package}/{name}", data)
+            zf.writestr(_entry(f"Android/obb/{package}/{name}", zipfile.ZIP_STORED), data)
         for name, data in (extra or {}).items():
-            zf.writestr(name, data)
+            zf.writestr(_entry(name, zipfile.ZIP_STORED), data)
     return buf.getvalue()

@@ -64,6 +64,9 @@ ROUTES: dict[str, str] = {
     "/api/apps/install": SCOPED, "/api/apps/uninstall": SCOPED, "/api/apps/installs": SCOPED,
     "/api/apps/installs/{install_id}": SCOPED, "/api/apps/inventory": SCOPED,
     "/api/apps/pins": SCOPED, "/api/apps/pins/{pin_id}": SCOPED,
+    # The APK library (issue 20.1) is the farm's: every logged-in user reads it, super users
+    # add and remove versions (actors.control.apks).
+    "/api/apks": SHARED, "/api/apks/{id}": SHARED,
     # Prometheus metrics of the whole farm: a metrics-scoped token or a super user.
     "/metrics": METRICS,
 }

@@ -21,7 +21,7 @@ import shutil
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Callable
 
 import orjson
 
@@ -35,6 +35,17 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_MB = 1024
 _CHUNK = 1024 * 1024
 INCOMING = "incoming"
+
+
+def parse_max_mb(value: str) -> int:
+    """--apk-max-mb: a whole number of MiB, at least 1."""
+    try:
+        mb = int(value)
+    except ValueError:
+        raise ValueError(f"{value!r}: expected a whole number of MiB") from None
+    if mb < 1:
+        raise ValueError(f"{value!r}: expected at least 1 (MiB)")
+    return mb
 
 
 class UploadTooLarge(FarmError):
@@ -212,9 +223,11 @@ class ApkLibrary:
 
     # --- adding ---------------------------------------------------------------------------
     async def add_upload(self, upload: Upload, *, label: str = "upload",
-                         app_name: str | None = None, actor: str | None = None) -> AddResult:
+                         app_name: str | Callable[[str], str | None] | None = None,
+                         actor: str | None = None) -> AddResult:
         """Check ``upload`` whole, then store its files and rows; the temp file is gone
-        afterwards either way. ``app_name``: the screen registry's app for its package."""
+        afterwards either way. ``app_name``: the screen registry's app for the package (or
+        a function of the package giving it); None: the app is named by its package."""
         try:
             async with self._adding:
                 parts = await asyncio.to_thread(self._read_parts, upload, label)
@@ -237,12 +250,15 @@ class ApkLibrary:
         return [_Part(e.name, e.kind, e.sha256, e.size, e.info, source=upload.path,
                       entry=e.name) for e in entries]
 
-    async def _store(self, parts: list[_Part], label: str, app_name: str | None,
+    async def _store(self, parts: list[_Part], label: str,
+                     app_name: str | Callable[[str], str | None] | None,
                      actor: str | None) -> AddResult:
         apks = [p for p in parts if p.kind == "apk" and p.info is not None]
         lead = next((p.info for p in apks if p.info.split is None), apks[0].info)
         assert lead is not None
         package, code = lead.package, lead.version_code
+        if callable(app_name):
+            app_name = app_name(package)
         version_name = lead.version_name
         existing = await self._version_rows(package, code)
         if lead.split is not None:  # a split alone joins the base already stored

@@ -29,6 +29,7 @@ from actors.control import stats as stats_api
 from actors.control import alerts as alerts_api
 from actors.control import apps as apps_api
 from actors.control import screens
+from actors.control import apks as apks_api
 from actors.access.service import Access
 from actors.control.auth import AUTHENTICATE, access_middleware, authenticator
 from actors.control.http import ACCESS, HUB, HubAPI, error_response, hub_of, json_response  # noqa: F401 - re-exported
@@ -131,6 +132,7 @@ def make_app(hub: HubAPI, token: str | None = None, *, access: Access | None = N
     stats_api.add_routes(app)  # the farm's history: GET /api/stats, /api/stats/top-failures
     alerts_api.add_routes(app)  # alerts, their rules and channels; the console's notifications
     apps_api.add_routes(app)  # installing apps, the inventory and pins (/api/apps/...)
+    apks_api.add_routes(app)  # the APK library (/api/apks: upload, list, remove)
     access_api.add_routes(app)  # login, logout, users, organizations, tokens
     console.add_routes(app)  # the web console: / and /static
     return app

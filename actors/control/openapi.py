@@ -46,6 +46,7 @@ from actors.control import metrics as metrics_api
 from actors.control import stats as stats_api
 from actors.control import alerts as alerts_api
 from actors.control import apps as apps_api
+from actors.control import apks as apks_api
 from actors.control import screens
 from actors.coordinator.scheduling.scheduler import Schedule
 
@@ -385,6 +386,7 @@ def _document() -> dict[str, Any]:
             **stats_api.openapi_paths(_error),
             **alerts_api.openapi_paths(_error),
             **apps_api.openapi_paths(_error),
+            **apks_api.openapi_paths(_error),
         },
     }
 

@@ -184,15 +184,6 @@ def public_url(args: argparse.Namespace) -> str:
     return (args.public_url or f"http://{args.http}").rstrip("/")
 
 
-def apk_library(data: Path, farm_db: FarmDB):
-    """The APK library (actors.apps.library) under DATA/apks, None before it exists."""
-    try:
-        from actors.apps.library import ApkLibrary
-    except ImportError:
-        return None
-    return ApkLibrary(data / "apks", farm_db)
-
-
 def report_service(args: argparse.Namespace, farm_db: FarmDB, hub: Hub) -> ReportService:
     """The clients' reports (--report-at HH:MM UTC, --report-threshold N); links in them
     start with --public-url (default http://<--http>)."""
@@ -401,7 +392,7 @@ async def start(args: argparse.Namespace, stack: contextlib.AsyncExitStack) -> t
     app[APKS] = ApkLibrary(data / "apks", farm_db, max_bytes=args.apk_max_mb * 1024 * 1024)
     app[APKS].clear_incoming()  # an upload a stop cut off
     # Apps on the phones (issue 20): installs, the inventory's intake, pins and reconcile.
-    apps = await AppService(hub, farm_db, apk_library(data, farm_db),
+    apps = await AppService(hub, farm_db, app[APKS],
                             at=args.apps_reconcile_at).start()
     stack.push_async_callback(apps.close)
     app[APPS] = hub.apps = apps

@@ -82,6 +82,8 @@ command group is a module registering its subcommands with `add_commands(sub, co
     farm reports make --client C [--day YYYY-MM-DD] [--send]
                                          the clients' daily reports; make one now
     farm nodes revoke NAME               the node is disconnected and refused from then on
+    farm apks add FILE | farm apks [list] [--app APP] | farm apks remove ID
+                                         the APK library (.apk, .xapk, .apkm; streamed)
 
 The endpoint is ``--url`` or $PHONEFARM_URL (default http://127.0.0.1:8470); the access
 token comes from ``--token-file``, $PHONEFARM_TOKEN, ~/.config/phonefarm/token or the local
@@ -106,6 +108,7 @@ from actors.control.cli import backups
 from actors.control.cli import alerts
 from actors.control.cli import reports
 from actors.control.cli import stats
+from actors.control.cli import apks
 from actors.control.cli.credentials import find_token
 from actors.control.cli.client import (DEFAULT_URL, EXIT_REJECTED, EXIT_STDOUT_CLOSED,
                                        EXIT_UNREACHABLE, FarmClient)
@@ -117,6 +120,7 @@ log = logging.getLogger(__name__)
 COMMAND_GROUPS = (phones, runs, ai, audit, schedule, groups, registry, variables, retention, db,
                   backups, nodes, people, alerts, reports)
 COMMAND_GROUPS += (stats,)  # farm stats (issue 19.2)
+COMMAND_GROUPS += (apks,)  # farm apks (issue 20.1)
 
 
 class RefuseSecret(argparse.Action):

@@ -12,7 +12,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from typing import Any, Callable, Iterator
+from typing import Any, BinaryIO, Callable, Iterator
 
 from protocol.errors import DeliveryError, FarmError
 
@@ -32,11 +32,16 @@ class FarmClient:
         self.timeout = timeout
 
     def _open(self, path: str, body: dict | None = None, timeout: float | None = None,
-              method: str | None = None):
-        data = None if body is None else json.dumps(body).encode()
+              method: str | None = None, stream: tuple[BinaryIO, int] | None = None):
+        data: Any = None if body is None else json.dumps(body).encode()
+        if stream is not None:  # (open file, its size): urllib sends it in blocks
+            data = stream[0]
         request = urllib.request.Request(self.url + path, data=data,
-                                         method=method or ("GET" if body is None else "POST"))
-        if data is not None:
+                                         method=method or ("GET" if data is None else "POST"))
+        if stream is not None:
+            request.add_header("Content-Type", "application/octet-stream")
+            request.add_header("Content-Length", str(stream[1]))
+        elif data is not None:
             request.add_header("Content-Type", "application/json")
         if self.token:
             request.add_header("Authorization", f"Bearer {self.token}")
@@ -83,6 +88,11 @@ class FarmClient:
 
     def post_json(self, path: str, body: dict) -> Any:
         with self._open(path, body) as response:
+            return json.load(response)
+
+    def post_file(self, path: str, fh: BinaryIO, size: int) -> Any:
+        """POST an open file of ``size`` bytes as the body, streamed, never read whole."""
+        with self._open(path, stream=(fh, size)) as response:
             return json.load(response)
 
     def delete_json(self, path: str) -> Any:
