@@ -71,7 +71,8 @@ class Node:
                  heartbeat_interval: float = 1.0, dead_after: float = 3.0,
                  registry: Path | None = DEMO_REGISTRY, agent: AgentConfig | None = None,
                  metrics_listen: tuple[str, int] | None = None,
-                 metrics_per_phone: bool = False) -> None:
+                 metrics_per_phone: bool = False,
+                 inventory_every_s: float = INVENTORY_EVERY_S) -> None:
         self.name = name
         # GET /metrics on ``metrics_listen`` (--metrics; off without it): actors.metrics.node.
         self.metrics_listen = metrics_listen
@@ -108,7 +109,7 @@ class Node:
         # APKs by hash (ApkPut/ApkHave) and the installs and inventories of the phones.
         self.apk_cache = ApkCache(data_dir / f"apk-cache-{name}")
         self.installer = AppInstaller(name, self.directory, self.apk_cache, self.publish)
-        self.inventory_every_s = INVENTORY_EVERY_S
+        self.inventory_every_s = inventory_every_s  # apps_inventory of every phone (hourly)
 
     # --- events from actor threads ---------------------------------------------------------
     def publish(self, event: str, serial: str | None, data: dict, durable: bool = True) -> None:

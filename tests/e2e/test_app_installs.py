@@ -160,7 +160,8 @@ def test_unplugged_mid_install_fails_with_the_reason_and_the_session_is_abandone
 
 
 async def test_node_apk_cache_and_install_app_under_the_lock(farm, adb_server, tmp_path):
-    store, hub, node = await start_farm(adb_server, tmp_path)
+    store, hub, node = await start_farm(adb_server, tmp_path,
+                                        node_options={"inventory_every_s": 2.0})
     try:
         await _node_cache_and_installs(store, node, farm.serials[1], farm.serials[2], tmp_path)
         await _unplugged_mid_install(store, node, farm.serials[1], farm.serials[2], adb_server)
@@ -228,6 +229,7 @@ async def _node_cache_and_installs(store, node, serial, other, tmp_path):
     assert packages[CLIPSHARE]["version_code"] == 410
     connect = await _named(store, "apps_inventory", serial, reason="connect")
     assert connect, "an inventory at phone connect"
+    await wait_for_async(lambda: _named(store, "apps_inventory", other, reason="hourly"))
 
     removed = await run(serial, UninstallApp(install_id="u1", package=pkg))
     assert removed.status == "ok"
