@@ -53,6 +53,7 @@ IME_PACKAGE = "com.android.adbkeyboard"
 # `pm list packages --show-versioncode` lines and `dumpsys package` version names.
 _PACKAGE_LINE = re.compile(r"^package:(\S+?)(?:\s+versionCode:(\d+))?$")
 _VERSION_NAME = re.compile(r"^\s*versionName=(.*)$", re.M)
+_VERSION_CODE = re.compile(r"^\s*versionCode=(\d+)", re.M)
 # An APK streamed into an install session in chunks of this (progress after each).
 INSTALL_CHUNK = 1 << 20
 # progress(stage, bytes_sent, bytes_total): stage "sending", "committing" or "committed".
@@ -756,16 +757,21 @@ class DeviceDriver:
         """Every third-party package with its version: {package: {"version_code": int,
         "version_name": str}} (`pm list packages -3 --show-versioncode`, then `dumpsys
         package NAME` per package for the name)."""
-        text = self.shell("pm list packages -3 --show-versioncode").text
+        listed = self.shell("pm list packages -3 --show-versioncode", check=False)
+        if listed.exit_code != 0:  # before Android 9 pm has no --show-versioncode
+            listed = self.shell("pm list packages -3")
         found: dict[str, dict] = {}
-        for line in text.splitlines():
+        for line in listed.text.splitlines():
             m = _PACKAGE_LINE.match(line.strip())
             if m:
                 found[m.group(1)] = {"version_code": int(m.group(2) or 0), "version_name": ""}
         for package, entry in found.items():
             dump = self.shell(["dumpsys", "package", package], check=False).text
             name = _VERSION_NAME.search(dump)
-            entry["version_name"] = name.group(1) if name else ""
+            entry["version_name"] = name.group(1).strip() if name else ""
+            code = _VERSION_CODE.search(dump)
+            if not entry["version_code"] and code:
+                entry["version_code"] = int(code.group(1))
         return found
 
     def abi_list(self) -> list[str]:
