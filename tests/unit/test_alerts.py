@@ -560,3 +560,33 @@ async def test_postgresql_row_security_hides_other_clients_alert_rows(pg_cluster
                 assert await db._all(f"SELECT * FROM {table}") == [], table
     finally:
         await db.close()
+
+
+async def test_a_daily_report_goes_out_through_the_notifier(db: FarmDB, tmp_path: Path) -> None:
+    """Contract C end to end: the reports part's send hands a report to the real Notifier;
+    a channel taking reports for that client receives it, with its HTML and link."""
+    from datetime import date
+
+    from actors.coordinator.reports.service import ReportService
+
+    await db.upsert_client("Acme")
+    hook = await Hook().start()
+    hub = MiniHub()
+    config = AlertsConfig((Channel("reports", "webhook", url=hook.url("/reports"),
+                                   kinds=("report",), clients=("Acme",)),
+                           Channel("other", "webhook", url=hook.url("/other"),
+                                   clients=("Globex",))))
+    hub.notifier = Notifier(AlertStore(db), config, public_url="http://farm.example")
+    reports = ReportService(db, hub.emit, public_url="http://farm.example", hub=hub)
+    try:
+        row, made = await reports.make(await reports.client("Acme"), date.today(), send=True)
+        assert made
+        await hub.notifier.deliver_due()
+        [(path, body)] = [(b["path"], b["body"]) for b in hook.bodies]
+        assert path == "/reports" and body["kind"] == "report" and body["client"] == "Acme"
+        assert body["html"] and body["links"]["report"].startswith("http://farm.example/api/reports/")
+        acme = Principal(user_id=3, name="a", role="client",
+                         client_ids=frozenset({row["client_id"]}))
+        assert (await AlertStore(db).notifications(3, acme.client_ids))["unread"] == 1
+    finally:
+        await hook.stop()
