@@ -163,6 +163,7 @@ _AUDIT_CLIENT_SQL = (
     f"  WHERE workflow_def_id = {_ENTITY_NUMBER})"
     f" WHEN 'ai_key' THEN (SELECT client_id FROM api_keys WHERE key_id = {_ENTITY_NUMBER})"
     f" WHEN 'user' THEN (SELECT client_id FROM users WHERE user_id = {_ENTITY_NUMBER})"
+    f" WHEN 'report' THEN (SELECT client_id FROM reports WHERE report_id = {_ENTITY_NUMBER})"
     " END")
 
 

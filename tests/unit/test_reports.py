@@ -346,6 +346,10 @@ async def test_the_api_keeps_each_tenant_to_its_clients_reports(db: FarmDB) -> N
         assert resp.status == 403
     refused = await db.audit_trail("refused")
     assert refused and refused[0]["actor"] == "user:8:bob"
+    # The report made is in the trail of its client's callers, not of another client's.
+    made_entries = await db.audit_trail("report", client_ids=[ids["acme"]])
+    assert [e["entity_id"] for e in made_entries] == [str(made_now["id"])]
+    assert await db.audit_trail("report", client_ids=[ids["globex"]]) == []
     assert len(await service(db, Hub(), now).store.list()) == 3  # nothing made by refusals
     async with TestClient(TestServer(app_as(db, root, now))) as c:
         body = await (await c.get("/api/reports?limit=2")).json()
