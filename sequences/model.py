@@ -157,4 +157,7 @@ class Sequence(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_def
     recovery_prompt: str = ""
     retry: RetryPolicy = RetryPolicy()
     version: int = 1
+    # The version (name or code) of ``app`` the sequence was made for: a run refuses to
+    # start on a phone with another installed (issue 20.3; None: any version).
+    requires_app_version: str | None = None
 

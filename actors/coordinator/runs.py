@@ -259,6 +259,10 @@ class RunManager:
             await self.db.create_execution(execution_id, **record)
             await self._failed_at_start(out, "failed", "phone_paused", refusal)
             return {**out, "status": "paused", "error": refusal}
+        refusal = await self._app_version_refusal(seq, serial)
+        if refusal is not None:  # the phone's app is not the version the sequence was made for
+            await self.db.create_execution(execution_id, **record)
+            return await self._failed_at_start(out, "failed", "app_version", refusal)
         try:
             run, account_id = await self._prepare(execution_id, run_id, name, seq, serial,
                                                   target_account, variables, client_world)
@@ -348,6 +352,19 @@ class RunManager:
             return await self.hub.send_run(record["serial"], run)
         except FarmError as exc:
             return {"status": "error", "error": str(exc)}
+
+    async def _app_version_refusal(self, seq: Sequence, serial: str) -> str | None:
+        """A sequence's ``requires_app_version`` against the phone's installed version of its
+        app (the inventory its node reported: actors.coordinator.apps); None: may start."""
+        apps = getattr(self.hub, "apps", None)
+        if seq.requires_app_version is None or apps is None:
+            return None
+        registry = self.registry
+        if seq.app is None:
+            return "the sequence sets requires_app_version but names no app"
+        package = (registry.apps[seq.app].package
+                   if registry is not None and seq.app in registry.apps else seq.app)
+        return await apps.version_refusal(serial, package, seq.requires_app_version)
 
     async def _failed_at_start(self, out: dict, status: str, reason: str, error: str) -> dict:
         log.warning("execution=%s not started: %s: %s", out["execution_id"], reason, error)

@@ -84,6 +84,9 @@ command group is a module registering its subcommands with `add_commands(sub, co
     farm nodes revoke NAME               the node is disconnected and refused from then on
     farm apks add FILE | farm apks [list] [--app APP] | farm apks remove ID
                                          the APK library (.apk, .xapk, .apkm; streamed)
+    farm apps install APP --version V SCOPE [--allow-downgrade] [--wait] | farm apps uninstall
+    farm apps list [--outdated] | farm apps pin APP VERSION --client C|--group G | unpin
+                                         apps on the phones: installs, versions, pins
 
 The endpoint is ``--url`` or $PHONEFARM_URL (default http://127.0.0.1:8470); the access
 token comes from ``--token-file``, $PHONEFARM_TOKEN, ~/.config/phonefarm/token or the local
@@ -109,6 +112,7 @@ from actors.control.cli import alerts
 from actors.control.cli import reports
 from actors.control.cli import stats
 from actors.control.cli import apks
+from actors.control.cli import apps
 from actors.control.cli.credentials import find_token
 from actors.control.cli.client import (DEFAULT_URL, EXIT_REJECTED, EXIT_STDOUT_CLOSED,
                                        EXIT_UNREACHABLE, FarmClient)
@@ -121,6 +125,7 @@ COMMAND_GROUPS = (phones, runs, ai, audit, schedule, groups, registry, variables
                   backups, nodes, people, alerts, reports)
 COMMAND_GROUPS += (stats,)  # farm stats (issue 19.2)
 COMMAND_GROUPS += (apks,)  # farm apks (issue 20.1)
+COMMAND_GROUPS += (apps,)  # farm apps (issue 20.2/20.3)
 
 
 class RefuseSecret(argparse.Action):

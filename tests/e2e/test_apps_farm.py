@@ -1,0 +1,222 @@
+"""Apps across a real farm (issue 20.2-20.3): `farm-coordinator --demo` with its node and
+virtual phones behind the real adb server. APKs made by tests/apk_factory.py are uploaded
+to the library (POST /api/apks), installed with `farm apps install ... --wait` (an unplugged
+phone fails with its reason, the others succeed; each node is sent the files once), the
+inventory follows the nodes' reports, a client's pin shows the drift and the reconcile
+installs the pinned version back, a downgrade without --allow-downgrade is refused with the
+phone's words, a tenant installs on its own phones only, and a sequence requiring another
+version of its app does not start, saying which. One farm for the module."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from actors.node.device.adb_server import free_port
+from tests.apk_factory import make_apk, make_xapk
+from tests.e2e.demo_farm import call
+
+ROOT = Path(__file__).resolve().parents[2]
+CLIPSHARE = "com.phonefarm.clipshare"
+PHONES = 4
+
+
+class AppsFarm:
+    """A demo coordinator (its node, 4 virtual phones) with its admin token and adb port."""
+
+    def __init__(self, tmp: Path) -> None:
+        http = free_port()
+        self.base = f"http://127.0.0.1:{http}"
+        self.data = tmp / "data"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "actors.coordinator", "--demo", "--phones", str(PHONES),
+             "--http", f"127.0.0.1:{http}", "--listen", f"tcp://127.0.0.1:{free_port()}",
+             "--data", str(self.data), "--log-level", "WARNING", "--base-port", "0"],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+            start_new_session=True)
+        self.adb_port = 0
+        self.passwords: dict[str, str] = {}
+        for line in iter(self.proc.stdout.readline, ""):
+            if match := re.search(r"demo adb server 127\.0\.0\.1:(\d+)", line):
+                self.adb_port = int(match.group(1))
+            elif match := re.search(r"demo user (\S+) \(.*\), password: (\S+)", line):
+                self.passwords[match.group(1)] = match.group(2)
+            if len(self.passwords) == 2:
+                break
+        assert self.adb_port and len(self.passwords) == 2, "the demo did not start"
+        self.token = (self.data / "admin.token").read_text().strip()
+        rows: list[dict] = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            _, answer = call(self.base, "GET", "/api/phones", self.token)
+            rows = answer.get("phones", [])
+            if sum(p["state"] == "online" for p in rows) == PHONES:
+                break
+            time.sleep(0.2)
+        self.serials = sorted(p["serial"] for p in rows)
+        self.acme = sorted(p["serial"] for p in rows if p.get("client") == "Acme")
+        assert len(self.serials) == PHONES and 0 < len(self.acme) < PHONES, rows
+
+    def adb(self, *args: str) -> None:
+        subprocess.run(["adb", "-P", str(self.adb_port), *args], capture_output=True,
+                       timeout=30, check=True)
+
+    def upload(self, blob: bytes, name: str) -> tuple[int, dict]:
+        request = urllib.request.Request(
+            f"{self.base}/api/apks?name={name}", data=blob, method="POST",
+            headers={"Content-Type": "application/octet-stream",
+                     "Authorization": f"Bearer {self.token}"})
+        with urllib.request.urlopen(request, timeout=60) as response:
+            import json
+            return response.status, json.load(response)
+
+    def farm(self, *args: str, token: str | None = None) -> subprocess.CompletedProcess:
+        env = {**os.environ, "PHONEFARM_TOKEN": token or self.token}
+        return subprocess.run([sys.executable, "-m", "actors.control.cli", "--url", self.base,
+                               *args], capture_output=True, text=True, timeout=120, env=env,
+                              cwd=ROOT)
+
+    def login(self, name: str) -> str:
+        status, answer = call(self.base, "POST", "/api/login", None,
+                              {"user": name, "password": self.passwords[name]})
+        assert status == 200, answer
+        return answer["token"]
+
+    def installed(self, serial: str) -> dict | None:
+        _, inv = call(self.base, "GET",
+                      f"/api/apps/inventory?serial={serial}&package={CLIPSHARE}", self.token)
+        return next((r for r in inv["inventory"] if r["package"] == CLIPSHARE), None)
+
+    def wait_version(self, serials: list[str], code: int, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if all((self.installed(s) or {}).get("version_code") == code for s in serials):
+                return
+            time.sleep(0.3)
+        raise AssertionError({s: self.installed(s) for s in serials})
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGINT)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
+@pytest.fixture(scope="module")
+def farm(tmp_path_factory):
+    farm = AppsFarm(tmp_path_factory.mktemp("apps"))
+    yield farm
+    farm.stop()
+
+
+def wait_install(farm: AppsFarm, install_id: str, token: str | None = None) -> dict:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        status, view = call(farm.base, "GET", f"/api/apps/installs/{install_id}",
+                            token or farm.token)
+        assert status == 200, view
+        if view["finished"]:
+            return view
+        time.sleep(0.2)
+    raise AssertionError(view)
+
+
+def test_install_over_the_farm_with_an_unplugged_phone(farm: AppsFarm) -> None:
+    # The phones report what they have at connect: the demo's clipshare 4.1.0 (410).
+    farm.wait_version(farm.serials, 410)
+    base = make_apk(CLIPSHARE, 420, "4.2.0", size_pad=3_000_000)
+    splits = {"config.arm64_v8a": make_apk(CLIPSHARE, 420, split="config.arm64_v8a",
+                                           abis=("arm64-v8a",)),
+              "config.x86_64": make_apk(CLIPSHARE, 420, split="config.x86_64",
+                                        abis=("x86_64",))}
+    status, added = farm.upload(make_xapk(base, splits, CLIPSHARE, 420, version_name="4.2.0"),
+                                "clipshare-4.2.0.xapk")
+    assert status == 201, added
+    assert added["app"] == "clipshare" and added["version_code"] == 420
+    unplugged = farm.serials[-1]
+    farm.adb("disconnect", unplugged)
+    try:
+        done = farm.farm("apps", "install", "clipshare", "--version", "4.2.0", "phone:all",
+                         "--wait")
+    finally:
+        farm.adb("connect", unplugged)
+    # One phone failed: exit status 1, each phone's progress and result printed.
+    assert done.returncode == 1, done.stdout + done.stderr
+    install_id = re.search(r"^(in-\w+):", done.stdout, re.M).group(1)
+    for serial in farm.serials[:-1]:
+        assert re.search(rf"^{serial}: ok \(base\.apk,config\.arm64_v8a\.apk\)$", done.stdout,
+                         re.M), done.stdout
+    assert re.search(rf"^{unplugged}: failed: ", done.stdout, re.M), done.stdout
+    view = wait_install(farm, install_id)
+    assert view["counts"] == {"failed": 1, "ok": PHONES - 1}
+    assert view["phones"][unplugged]["reason"]
+    farm.wait_version(farm.serials[:-1], 420)
+    # The stream carried the node's progress and results (the coordinator's own too).
+    status, installs = call(farm.base, "GET", "/api/apps/installs", farm.token)
+    assert installs["installs"][0]["install_id"] == install_id
+
+
+def test_pins_drift_and_reconcile_and_a_refused_downgrade(farm: AppsFarm) -> None:
+    status, added = farm.upload(make_apk(CLIPSHARE, 410, "4.1.0"), "clipshare-4.1.0.apk")
+    assert status in (200, 201), added
+    # Without --allow-downgrade a phone at 4.2.0 refuses 4.1.0 with its own words.
+    phone = farm.serials[0]
+    done = farm.farm("apps", "install", "clipshare", "--version", "4.1.0", f"phone:{phone}",
+                     "--wait")
+    assert done.returncode == 1 and "INSTALL_FAILED_VERSION_DOWNGRADE" in done.stdout, \
+        done.stdout
+    # Acme pins 4.1.0: its phones at 4.2.0 have drifted; the reconcile puts 4.1.0 back.
+    pinned = farm.farm("apps", "pin", "clipshare", "4.1.0", "--client", "Acme")
+    assert pinned.returncode == 0, pinned.stderr
+    drifted = [s for s in farm.acme if (farm.installed(s) or {}).get("version_code") != 410]
+    listed = farm.farm("apps", "list", "--outdated")
+    assert listed.returncode == 0
+    assert sorted(re.findall(r"^(\S+)\s+clipshare", listed.stdout, re.M)) == drifted
+    status, answer = call(farm.base, "POST", "/api/apps/reconcile", farm.token, {})
+    assert status == 200 and sorted(answer["installs"][0]["phones"]) == drifted, answer
+    wait_install(farm, answer["installs"][0]["install_id"])
+    farm.wait_version(farm.acme, 410)
+    assert farm.farm("apps", "list", "--outdated").stdout.strip() == ""
+    unpinned = farm.farm("apps", "unpin", "clipshare", "--client", "Acme")
+    assert unpinned.returncode == 0, unpinned.stderr
+
+
+def test_a_tenant_installs_on_its_phones_only(farm: AppsFarm) -> None:
+    acme = farm.login("acme")
+    status, answer = call(farm.base, "POST", "/api/apps/install", acme,
+                          {"app": "clipshare", "version": "4.2.0", "scope": "phone:all",
+                           "allow_downgrade": True})
+    assert status == 202 and answer["phones"] == farm.acme, answer
+    view = wait_install(farm, answer["install_id"], acme)
+    assert sorted(view["phones"]) == farm.acme and view["counts"] == {"ok": len(farm.acme)}
+    status, inventory = call(farm.base, "GET", "/api/apps/inventory", acme)
+    assert inventory["phones"] == farm.acme
+    viewer = farm.login("acme-viewer")
+    status, _ = call(farm.base, "POST", "/api/apps/install", viewer,
+                     {"app": "clipshare", "version": "4.2.0", "scope": "phone:all"})
+    assert status == 403
+
+
+def test_a_sequence_requiring_another_version_does_not_start(farm: AppsFarm) -> None:
+    phone = farm.acme[0]
+    farm.wait_version([phone], 420)
+    sequence = {"name": "needs-4.1", "app": "clipshare", "requires_app_version": "4.1.0",
+                "steps": [{"type": "sleep", "seconds": 0.1}]}
+    status, run = call(farm.base, "POST", "/api/runs", farm.token,
+                       {"sequence": sequence, "scope": f"phone:{phone}"})
+    assert status in (200, 201, 202), run
+    [execution] = run["executions"].values()
+    assert execution["status"] == "failed"
+    assert execution["error"] == (f"phone {phone} has {CLIPSHARE} 4.2.0 (420), the sequence "
+                                  "requires 4.1.0"), execution
