@@ -8,7 +8,6 @@ rebinding). Secrets never ride in cookies, so a cross-site form cannot borrow th
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 from typing import Any, Awaitable, Callable
 
@@ -18,6 +17,7 @@ from actors.access.principal import ANONYMOUS, SUPER_LOCAL, SUPER_TOKEN, Princip
 from actors.access.policy import refusal
 from actors.access.tokens import same_token
 from actors.access.users import LoginFailed
+from protocol.addresses import is_loopback
 
 log = logging.getLogger(__name__)
 
@@ -29,18 +29,6 @@ METRICS_PATH = "/metrics"
 OPEN_PATHS = frozenset({"/api/login", "/api/health", "/api/openapi.json"})
 
 
-def is_loopback(host: str) -> bool:
-    """True for ``localhost``, 127.0.0.0/8, ``::1`` (also bracketed, or IPv4-mapped)."""
-    name = host.strip().strip("[]").lower()
-    if name in ("localhost", "localhost."):
-        return True
-    try:
-        address = ipaddress.ip_address(name.split("%", 1)[0])
-    except ValueError:
-        return False  # any other host name may resolve to a public address
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return address.is_loopback
 
 
 def bearer_credential(request: web.Request) -> str | None:

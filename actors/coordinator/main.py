@@ -38,7 +38,7 @@ from actors.coordinator.rollups import RollupService
 from actors.access.bootstrap import ensure_admin, login_link, seed_demo_people
 from actors.access.service import Access
 from actors.access.tokens import TOKEN_PREFIX
-from actors.control.auth import is_loopback
+from protocol.addresses import is_loopback
 from actors.node.device.adb_server import kill_adb_server, start_private_adb_server
 from actors.store.db_target import DbTarget, add_db_options, parse_db
 from actors.store.event_store import EventStore
