@@ -23,6 +23,7 @@ import pytest
 from actors.node.device.adb_server import free_port
 from tests.apk_factory import make_apk, make_xapk
 from tests.e2e.demo_farm import call
+from tests.e2e.farm_auth import admin_token, sign_in_console
 
 ROOT = Path(__file__).resolve().parents[2]
 CLIPSHARE = "com.phonefarm.clipshare"
@@ -220,3 +221,56 @@ def test_a_sequence_requiring_another_version_does_not_start(farm: AppsFarm) -> 
     assert execution["status"] == "failed"
     assert execution["error"] == (f"phone {phone} has {CLIPSHARE} 4.2.0 (420), the sequence "
                                   "requires 4.1.0"), execution
+
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+def test_the_console_apps_page_installs_with_progress(farm: AppsFarm) -> None:
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not Path(CHROMIUM).exists():
+        pytest.skip("needs /usr/bin/chromium")
+    admin_token(farm.data, farm.base)  # for sign_in_console
+    farm.wait_version(farm.acme, 420)
+    status, pin = call(farm.base, "POST", "/api/apps/pins", farm.token,
+                       {"app": "clipshare", "version": "4.1.0", "client": "Acme"})
+    assert status == 201, pin
+    try:
+        with sync_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                        args=["--no-sandbox"])
+            try:
+                context = browser.new_context(viewport={"width": 1400, "height": 900})
+                sign_in_console(context, farm.base)
+                page = context.new_page()
+                errors: list[str] = []
+                page.on("pageerror", lambda exc: errors.append(str(exc)))
+                page.goto(farm.base + "/#apps")
+                page.wait_for_selector("#apk-library td:has-text('4.2.0')")
+                # Acme's phones run 4.2.0 against a 4.1.0 pin: their cells are highlighted.
+                page.wait_for_selector("#app-matrix td.drift")
+                drifted = page.eval_on_selector_all(
+                    "#app-matrix tr", "rows => rows.filter(r => r.querySelector('td.drift'))"
+                    ".map(r => r.dataset.serial)")
+                assert sorted(drifted) == farm.acme
+                for serial in farm.acme:
+                    page.check(f"#app-matrix input[data-serial='{serial}']")
+                page.select_option("#install-app", "clipshare@4.1.0")
+                page.check("#install-downgrade")
+                page.click("#install-button")
+                page.wait_for_selector("#install-progress")
+                page.wait_for_function(
+                    "[...document.querySelectorAll('#install-progress .install-state')]"
+                    f".filter(s => s.textContent === 'ok').length === {len(farm.acme)}",
+                    timeout=60_000)
+                values = page.eval_on_selector_all("#install-progress progress",
+                                                   "bars => bars.map(b => b.value)")
+                assert values == [100] * len(farm.acme)
+                # The inventory follows: no drift left once the nodes have reported.
+                page.wait_for_function("!document.querySelector('#app-matrix td.drift')",
+                                       timeout=30_000)
+                assert errors == []
+            finally:
+                browser.close()
+    finally:
+        call(farm.base, "DELETE", f"/api/apps/pins/{pin['pin_id']}", farm.token)

@@ -82,6 +82,10 @@ def world(farm: DemoFarm) -> dict:
     ok(*call(farm.base, "POST", "/api/alerts/rules", b_login["token"],
              {"name": B, "kind": "phone_paused"}), "B's alert rule")
     report = ok(*call(farm.base, "POST", "/api/reports", admin, {"client": B}), "B's report")
+    # An install record of B's phone (an uninstall needs no APK in the library).
+    install = ok(*call(farm.base, "POST", "/api/apps/uninstall", admin,
+                       {"app": "com.example.nothing", "scope": f"phone:{b_serial}"}),
+                 "B's uninstall")
     tokens = ok(*call(farm.base, "GET", "/api/tokens?all=1", admin), "tokens")["tokens"]
     b_token_id = next(t["token_id"] for t in tokens if t["user"] == "acme")
     callers = {}
@@ -98,6 +102,7 @@ def world(farm: DemoFarm) -> dict:
                 {a["account_id"] for a in accounts}, "profile_id": profile_id,
             "key_id": key["id"], "schedule_id": schedule["id"], "b_token": b_login["token"],
             "b_token_id": b_token_id, "callers": callers, "b_report_id": report["id"], **b_own,
+            "b_install_id": install["install_id"],
             "before": b_state(farm, b_serial)}
 
 
@@ -157,7 +162,7 @@ def params_for(world: dict, ghost: bool, schedule: str = "schedule_id") -> dict[
                 "account_id": "987654", "app": "clipshare", "screen": "home",
                 "key_id": "987654", "token_id": "987654", "group": GHOST_GROUP,
                 "sequence": GHOST_SEQUENCE, "workflow": GHOST_WORKFLOW, "report": "987654",
-                "alert_id": "987654"}
+                "alert_id": "987654", "install_id": "in-000000000000", "pin_id": "987654"}
     return {"serial": world["b_serial"], "run_id": world["run_id"],
             "execution_id": world["execution_id"], "path": "0",
             "schedule_id": world[schedule], "id": str(world["b_workflow_execution_id"]),
@@ -165,7 +170,8 @@ def params_for(world: dict, ghost: bool, schedule: str = "schedule_id") -> dict[
             "tag": "x", "account_id": str(world["account_id"]), "app": "clipshare",
             "screen": "home", "key_id": str(world["key_id"]), "token_id": str(world["b_token_id"]),
             "group": B_GROUP, "sequence": B_SEQUENCE, "workflow": B_WORKFLOW,
-            "report": str(world["b_report_id"]), "alert_id": "987654"}
+            "report": str(world["b_report_id"]), "alert_id": "987654",
+            "install_id": world["b_install_id"], "pin_id": "987654"}
 
 
 USER_PATHS = ("/api/users/{name}",)
@@ -208,6 +214,10 @@ def body_for(op_id: str, path: str, world: dict, ghost: bool) -> dict | None:
             {"sequence": GHOST_SEQUENCE if ghost else B_SEQUENCE}]},
         "/api/nodes/keys": {"node": "evil-node"},
         "/api/reports": {"client": client},
+        "/api/apps/install": {"app": "clipshare", "version": "4.1.0",
+                              "scope": f"phone:{serial}"},
+        "/api/apps/uninstall": {"app": "clipshare", "scope": f"phone:{serial}"},
+        "/api/apps/pins": {"app": "clipshare", "version": "4.1.0", "client": client},
     }
     return bodies.get(path, {})
 
