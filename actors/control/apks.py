@@ -87,17 +87,18 @@ async def post_apk(request: web.Request) -> web.Response:
                            f"multipart/form-data), not {request.content_type!r}",
                            field="Content-Type")
     library = _library(request)
-    chunks, expected, name = await _body_chunks(request)
     try:
+        chunks, expected, name = await _body_chunks(request)
         upload = await library.receive(chunks, expected=expected)
     except UploadTooLarge as exc:
         return error_response(413, str(exc), limit=exc.limit)
     except UploadTruncated as exc:
         return error_response(400, str(exc), field="body")
-    except (HttpProcessingError, ConnectionError, ValueError) as exc:
-        # The client stopped sending (or a multipart body broke off): nothing is kept.
-        return error_response(400, f"upload broke off: {exc}; nothing was kept",
-                              field="body")
+    except (HttpProcessingError, ConnectionError, ValueError, AssertionError) as exc:
+        # The client stopped sending, or a multipart body is malformed (no boundary, a part
+        # cut off; aiohttp's reader asserts on some): nothing is kept.
+        return error_response(400, f"upload unreadable or broken off: {exc or type(exc)}; "
+                              "nothing was kept", field="body")
     try:
         result = await library.add_upload(upload, label=name, app_name=_registry_app(request),
                                           actor=principal_of(request).actor)

@@ -113,6 +113,8 @@ async def test_too_large_is_413_and_wrong_type_is_400(client, tmp_path):
     assert resp.status == 413
     status, body = await _post(client, make_apk(CLIP, 1), "application/json")
     assert status == 400 and body["field"] == "Content-Type"
+    status, body = await _post(client, b"--x\r\n", "multipart/form-data")  # no boundary
+    assert status == 400 and body["field"] == "body"
     assert list((tmp_path / "apks").rglob("*.part")) == []
 
 
