@@ -7,7 +7,8 @@ import hashlib
 import pytest
 
 from actors.apps.apk_info import ApkError
-from actors.apps.library import ApkLibrary, UploadTooLarge, UploadTruncated, pinned_by
+from actors.apps.library import (ApkInUse, ApkLibrary, UploadTooLarge, UploadTruncated,
+                                 pinned_by)
 from tests.apk_factory import make_apk, make_xapk
 
 PKG = "com.example.clipshare"
@@ -99,3 +100,43 @@ async def test_bad_uploads_keep_nothing(db, tmp_path):
     assert list(incoming.iterdir()) == []
     assert [p for p in (tmp_path / "apks").iterdir() if p.is_file()] == []
     assert await lib.list() == []
+
+
+async def test_a_pinned_version_is_not_removed(db, tmp_path):
+    lib = ApkLibrary(tmp_path / "apks", db)
+    added = await _add(lib, make_apk(PKG, 600, "6.0"), app_name="clipshare")
+    apk_id = added.files[0].apk_id
+    await db._write("INSERT INTO app_pins (package, app, version, version_code, target,"
+                    " created_at) VALUES (?, 'clipshare', '6.0', 600, 'client:1',"
+                    " '2026-01-01 00:00:00')", (PKG,))
+    assert [p["target"] for p in await pinned_by(db, apk_id)] == ["client:1"]
+    with pytest.raises(ApkInUse, match="pinned by client:1"):
+        await lib.remove(apk_id)
+    assert added.files[0].path.exists()
+
+
+async def test_an_apkm_bundle_and_files_shared_across_versions(db, tmp_path):
+    """An .apkm (info.json, base.apk, split_config.*.apk) reads like an .xapk; an OBB whose
+    bytes two versions share is stored once and stays until the last row naming it goes."""
+    import io
+    import json
+    import zipfile
+    lib = ApkLibrary(tmp_path / "apks", db)
+    obb = {"main.1.obb": b"same" * 50}
+    for code in (700, 701):
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as zf:
+            zf.writestr("info.json", json.dumps({"pname": PKG, "versioncode": code}))
+            zf.writestr("base.apk", make_apk(PKG, code, f"7.{code - 700}"))
+            zf.writestr("split_config.arm64_v8a.apk",
+                        make_apk(PKG, code, split="config.arm64_v8a", abis=("arm64-v8a",)))
+            zf.writestr("Android/obb/x/main.1.obb", obb["main.1.obb"])
+        result = await _add(lib, buf.getvalue())
+        assert result.added == 3 and result.version_name == f"7.{code - 700}"
+    obbs = [f for f in await lib.list() if f["kind"] == "obb"]
+    assert len(obbs) == 2 and obbs[0]["sha256"] == obbs[1]["sha256"]
+    stored = lib.file_path(obbs[0]["sha256"], "obb")
+    await lib.remove(obbs[0]["apk_id"])
+    assert stored.exists()  # the other version's row still names it
+    await lib.remove(obbs[1]["apk_id"])
+    assert not stored.exists()
