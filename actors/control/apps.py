@@ -196,6 +196,8 @@ async def get_install(request: web.Request) -> web.Response:
         "version_code": first["version_code"], "created_at": first["created_at"],
         "created_by": first["created_by"],
         "finished": all(s in ("ok", "failed") for s in states),
+        # APK bytes this coordinator sent to the nodes for it (None: not since its start).
+        "pushed_bytes": live["pushed_bytes"] if live is not None else None,
         "counts": {s: states.count(s) for s in sorted(set(states))}, "phones": phones})
 
 
