@@ -415,11 +415,16 @@ class ApkLibrary:
             out.append(item)
         return out
 
-    async def files_for(self, app: str, version: str | int) -> list[ApkFile]:
-        """The files of ``app`` (registry name or package) at ``version`` (a version name,
-        or a version code as digits), base first; [] if the library has none."""
+    async def files_for(self, app: str, version: str | int, *,
+                        obb: bool = False) -> list[ApkFile]:
+        """The APKs of ``app`` (registry name or package) at ``version`` (a version name,
+        or a version code as digits), base first; [] if the library has none. OBB files
+        only with ``obb`` (they are not installed by ``pm``: a phone gets them pushed)."""
         text = str(version)
-        sql = self._SELECT + " AND (r.app_name = ? OR r.package_name = ?) AND (f.version = ?"
+        sql = self._SELECT + " AND (r.app_name = ? OR r.package_name = ?)"
+        if not obb:
+            sql += " AND f.kind = 'apk'"
+        sql += " AND (f.version = ?"
         args: list[Any] = [app, app, text]
         if text.isdigit():
             sql += " OR f.version_code = ?"

@@ -52,8 +52,10 @@ async def test_bundle_stored_once_by_hash_with_rows_and_files_for(db, tmp_path):
     again = await _add(lib, bundle, app_name="clipshare")
     assert again.added == 0 and len(again.files) == 5
     files = await lib.files_for("clipshare", "4.2.0")
-    assert [f.split for f in files if f.kind == "apk"] == [
-        None, "config.arm64_v8a", "config.x86_64", "config.xxhdpi"]
+    assert [f.split for f in files] == [None, "config.arm64_v8a", "config.x86_64",
+                                        "config.xxhdpi"]  # APKs only: OBBs are not installed
+    assert [f.kind for f in await lib.files_for("clipshare", "4.2.0", obb=True)].count(
+        "obb") == 1
     assert files == await lib.files_for(PKG, "420")
     abi = next(f for f in files if f.split == "config.x86_64")
     assert abi.abis == ("x86_64",) and abi.path.read_bytes() == parts["config.x86_64"]
