@@ -562,8 +562,11 @@ def test_executions_page_lists_filters_and_opens_a_run_with_its_failure_screensh
         return [tuple(r.locator("td").nth(i).inner_text() for i in (1, 2, 4))
                 for r in rows.all()]
 
+    # The page may already be the executions page (same address: no reload), following the
+    # runs through stream-driven reloads at most once a second: wait for the run's end.
     page.wait_for_function("[...document.querySelectorAll('#page-executions tr.clickable')]"
-                           ".some(r => r.textContent.includes('console_fail'))")
+                           ".some(r => r.textContent.includes('console_fail')"
+                           " && r.textContent.includes('failed'))", timeout=30000)
     assert ("inline/console_ok", ok_phone, "completed") in shown()
     assert ("inline/console_fail", bad_phone, "failed") in shown()
     root.locator("select").select_option("failed")

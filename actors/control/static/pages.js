@@ -34,8 +34,15 @@ export async function showExecutions(root, open = null) {
         el("td", {}, fmt(e.start_time)), el("td", {}, e.sequence), el("td", {}, e.serial), el("td", {}, e.account || ""),
         el("td", { class: `status-${e.status}` }, e.status), el("td", {}, e.error || e.reason || ""))));
   };
+  let asked = 0;
   const load = async () => {
-    try { rows = (await get("/api/executions?limit=500")).executions; } catch (err) { toast(`executions: ${err.message}`, true); }
+    // Loads overlap (the page opened while a finished run reloads it): an older answer
+    // arriving last must not put back rows that were still running.
+    const mine = ++asked;
+    let got;
+    try { got = (await get("/api/executions?limit=500")).executions; } catch (err) { toast(`executions: ${err.message}`, true); }
+    if (mine !== asked) return;
+    if (got) rows = got;
     draw();
   };
   Object.values(filters).forEach((f) => f.addEventListener("input", draw));
