@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from actors.store.backup import BackupBusy, BackupError, list_backups, prune, summary, take_backup
+from actors.coordinator.time_of_day import parse_time_of_day
 
 log = logging.getLogger(__name__)
 
@@ -27,17 +28,8 @@ Emit = Callable[[str, str | None, str | None, dict], None]
 
 
 def parse_backup_at(value: str | None) -> time | None:
-    """``--backup-at HH:MM`` (24-hour, the coordinator machine's local time); None when
-    unset. ValueError says what is wrong (argparse names the flag)."""
-    if value is None or not value.strip():
-        return None
-    try:
-        hours, minutes = value.strip().split(":")
-        if not (hours.isdigit() and minutes.isdigit()) or len(hours) > 2 or len(minutes) != 2:
-            raise ValueError
-        return time(int(hours), int(minutes))
-    except ValueError:
-        raise ValueError(f"{value!r}: expected HH:MM, 00:00 to 23:59 (local time)") from None
+    """``--backup-at HH:MM`` (24-hour, the coordinator machine's local time); None when unset."""
+    return parse_time_of_day(value, "local time")
 
 
 def parse_backup_keep(value: str | int) -> int:

@@ -24,6 +24,7 @@ from actors.coordinator.backups import next_due
 from actors.coordinator.reports import build, render
 from actors.coordinator.reports.store import DAILY, MANUAL, ReportStore
 from protocol.errors import ValidationError
+from actors.coordinator.time_of_day import parse_time_of_day
 
 log = logging.getLogger(__name__)
 
@@ -32,17 +33,8 @@ NOTICE_KIND = "report"
 
 
 def parse_report_at(value: str | None) -> time | None:
-    """``--report-at HH:MM`` (24-hour, UTC); None when unset. ValueError says what is
-    wrong (argparse names the flag)."""
-    if value is None or not value.strip():
-        return None
-    try:
-        hours, minutes = value.strip().split(":")
-        if not (hours.isdigit() and minutes.isdigit()) or len(hours) > 2 or len(minutes) != 2:
-            raise ValueError
-        return time(int(hours), int(minutes))
-    except ValueError:
-        raise ValueError(f"{value!r}: expected HH:MM, 00:00 to 23:59 (UTC)") from None
+    """``--report-at HH:MM`` (24-hour, UTC); None when unset."""
+    return parse_time_of_day(value, "UTC")
 
 
 def parse_report_threshold(value: str | int) -> int:
