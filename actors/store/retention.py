@@ -21,6 +21,9 @@ layout it knows is the coordinator's ``--data`` folder:
   400 days.
 - ``farm.sqlite3``: the clients' reports (actors/coordinator/reports: ``reports``) deleted a
   year after they were made.
+- ``farm.sqlite3``: alerts (actors/coordinator/alerts: ``alerts``) deleted 90 days after
+  they resolved (a firing one stays), the console's notifications (``notifications`` and
+  their ``notification_reads``) 90 days after they were made.
 
 With the farm database on PostgreSQL (a ``DbTarget``, the coordinator's ``--db``) the row
 rules run on that database instead, where ``node_events`` lives beside the farm tables; the
@@ -117,6 +120,8 @@ class RetentionPolicy:
     node_events: timedelta = timedelta(days=30)
     stats_rollups: timedelta = timedelta(days=400)
     reports: timedelta = timedelta(days=365)
+    alerts: timedelta = timedelta(days=90)
+    notifications: timedelta = timedelta(days=90)
     run_at: str = "03:30"
 
     def __post_init__(self) -> None:
@@ -337,6 +342,7 @@ def plan(data_dir: str | os.PathLike, now: datetime, policy: RetentionPolicy | N
     if farm.exists():
         _plan_rollup_rows(result, farm)
         _plan_report_rows(result, farm)
+        _plan_alert_rows(result, farm)
     return result
 
 
@@ -481,6 +487,44 @@ def _plan_report_rows(result: RetentionPlan, db: Database) -> None:
             result.rows.append(RowAction(
                 db, "reports", "created_at < ?", (cutoff,), n,
                 f"reports made before {cutoff[:19]} UTC, > {format_duration(p.reports)}"))
+
+
+def _plan_alert_rows(result: RetentionPlan, db: Database) -> None:
+    """Resolved alerts and old notifications (times are Unix seconds in these tables). A
+    notification's read marks go first, in their own statement: the retention connection
+    does not rely on SQLite's foreign-key cascade."""
+    p = result.policy
+    alerts_cutoff = (result.now - p.alerts).timestamp()
+    notes_cutoff = (result.now - p.notifications).timestamp()
+    with _connect(db, readonly=True) as conn:
+        if _has_table(conn, "alerts"):
+            where = "state = 'resolved' AND resolved_at < ?"
+            n = _count(conn, "alerts", where, (alerts_cutoff,))
+            if n:
+                result.rows.append(RowAction(
+                    db, "alerts", where, (alerts_cutoff,), n,
+                    f"alerts resolved before {_iso(alerts_cutoff)} UTC, > "
+                    f"{format_duration(p.alerts)}"))
+        if not _has_table(conn, "notifications"):
+            return
+        old = "SELECT notification_id FROM notifications WHERE created_at < ?"
+        if _has_table(conn, "notification_reads"):
+            where = f"notification_id IN ({old})"
+            n = _count(conn, "notification_reads", where, (notes_cutoff,))
+            if n:
+                result.rows.append(RowAction(
+                    db, "notification_reads", where, (notes_cutoff,), n,
+                    f"read marks of notifications made before {_iso(notes_cutoff)} UTC"))
+        n = _count(conn, "notifications", "created_at < ?", (notes_cutoff,))
+        if n:
+            result.rows.append(RowAction(
+                db, "notifications", "created_at < ?", (notes_cutoff,), n,
+                f"notifications made before {_iso(notes_cutoff)} UTC, > "
+                f"{format_duration(p.notifications)}"))
+
+
+def _iso(at: float) -> str:
+    return datetime.fromtimestamp(at, timezone.utc).isoformat(timespec="seconds")[:19]
 
 
 def _plan_event_rows(result: RetentionPlan, db: Database) -> None:

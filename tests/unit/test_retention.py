@@ -375,6 +375,36 @@ def test_reports_kept_a_year(tmp_path, engine) -> None:
         assert [r[0][:10] for r in conn.execute("SELECT day FROM reports")] == [made[1][:10]]
 
 
+def test_resolved_alerts_and_notifications_kept_90_days(tmp_path, engine) -> None:
+    dbs = make_databases(tmp_path, farm_target())
+    old, recent = ((NOW - timedelta(days=d)).timestamp() for d in (91, 89))
+    with dbs.connect("farm") as conn:
+        conn.execute("INSERT INTO alert_rules (name, source, kind, params, created_at,"
+                     " updated_at) VALUES ('r', 'api', 'phone_paused', '{}', ?, ?)", (old, old))
+        rule = conn.execute("SELECT rule_id FROM alert_rules").fetchone()[0]
+        for subject, state, resolved in (("gone", "resolved", old), ("kept", "resolved", recent),
+                                         ("still", "firing", None)):
+            conn.execute("INSERT INTO alerts (rule_id, rule_name, kind, subject, state, since,"
+                         " resolved_at, title, text, links) VALUES (?, 'r', 'phone_paused', ?,"
+                         " ?, ?, ?, 't', 't', '{}')", (rule, subject, state, old, resolved))
+        for key, made in (("gone", old), ("kept", recent)):
+            conn.execute("INSERT INTO notifications (kind, notice_key, title, text, links,"
+                         " created_at) VALUES ('alert', ?, 't', 't', '{}', ?)", (key, made))
+            conn.execute("INSERT INTO notification_reads (notification_id, user_id, read_at)"
+                         " SELECT notification_id, 1, ? FROM notifications WHERE notice_key = ?",
+                         (made, key))
+    result = plan(tmp_path, NOW, target=dbs.target)
+    counts = {r.table: r.rows for r in result.rows
+              if r.table in ("alerts", "notifications", "notification_reads")}
+    assert counts == {"alerts": 1, "notifications": 1, "notification_reads": 1}
+    assert apply(result).errors == []
+    with dbs.connect("farm") as conn:
+        assert sorted(r[0] for r in conn.execute("SELECT subject FROM alerts")) == ["kept",
+                                                                                   "still"]
+        assert [r[0] for r in conn.execute("SELECT notice_key FROM notifications")] == ["kept"]
+        assert conn.execute("SELECT COUNT(*) FROM notification_reads").fetchone()[0] == 1
+
+
 # --- policy and schedule -----------------------------------------------------------------------
 
 
@@ -385,6 +415,7 @@ def test_defaults_are_spec_7_6() -> None:
     assert (p.regular_full, p.regular_hourly) == (timedelta(days=7), timedelta(days=7))
     assert (p.step_details, p.summaries) == (timedelta(days=30), timedelta(days=365))
     assert p.stats_rollups == timedelta(days=400) and p.reports == timedelta(days=365)
+    assert p.alerts == timedelta(days=90) and p.notifications == timedelta(days=90)
 
 
 def test_example_config_loads_to_the_defaults() -> None:
