@@ -14,6 +14,7 @@ import sqlite3
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any, Iterator
+from urllib.parse import quote
 
 from protocol.errors import ValidationError
 
@@ -33,6 +34,13 @@ def utc_text(when: datetime | None = None) -> str:
     if when.tzinfo is not None:
         when = when.astimezone(timezone.utc).replace(tzinfo=None)
     return when.isoformat(sep=" ", timespec="microseconds")
+
+
+def screenshot_route(execution_id: str, path: str) -> str:
+    """The API route of a step's screenshot (GET, the caller's scope checked), each segment
+    percent-encoded: a step path such as ``steps[0]`` or ``a/b`` must stay one segment."""
+    return (f"/api/executions/{quote(execution_id, safe='')}/steps/"
+            f"{quote(path, safe='')}/screenshot")
 
 
 class ExecutionRecords:

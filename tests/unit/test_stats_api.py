@@ -112,7 +112,8 @@ async def test_stats_answer_contract_b(hub: FakeHub) -> None:
         assert status == 200, body
         (seq,) = body["sequences"]
         assert (seq["sequence"], seq["failures"], seq["executions"]) == ("s/login", 1, 1)
-        assert seq["last"]["screenshot"] == "/api/executions/ex-a/steps/steps[0]/screenshot"
+        # Percent-encoded like the report's links: "steps[0]" stays one path segment.
+        assert seq["last"]["screenshot"] == "/api/executions/ex-a/steps/steps%5B0%5D/screenshot"
         assert [s["screen"] for s in body["screens"]] == ["app/home"]
 
 

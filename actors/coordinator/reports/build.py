@@ -21,7 +21,7 @@ from urllib.parse import quote
 
 import orjson
 
-from actors.store.execution_records import FINAL_STATUSES, utc_text
+from actors.store.execution_records import FINAL_STATUSES, screenshot_route, utc_text
 
 DEFAULT_THRESHOLD = 3   # a step is recommended on when it needed help in more executions
 EXAMPLES_PER_REASON = 3  # failures shown (with screenshots) per reason
@@ -52,8 +52,7 @@ def _url(base: str, path: str) -> str:
 
 def screenshot_url(base: str, execution_id: str, path: str) -> str:
     """The API's address of a failed step's screenshot (actors.coordinator.runs)."""
-    return _url(base, f"/api/executions/{quote(execution_id, safe='')}/steps/"
-                      f"{quote(path, safe='')}/screenshot")
+    return _url(base, screenshot_route(execution_id, path))
 
 
 def unknown_image_url(base: str, entry_id: str) -> str:
