@@ -55,7 +55,9 @@ class RollupService:
     """
 
     # A catch-up is read and written this many seconds at a time (one writer job each).
-    CHUNK_S = 6 * 3600
+    # Half an hour: a long catch-up (a week after an upgrade) holds at most 30 minutes of
+    # step durations in memory at once, and each writer job stays short.
+    CHUNK_S = 30 * 60
 
     def __init__(self, db: Any, phones: Callable[[], list[dict]], *,
                  client_of: Callable[[str], int | None] | None = None,

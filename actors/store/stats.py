@@ -25,13 +25,14 @@ engines (and, on PostgreSQL, under the row-level security of the caller's read).
 
 from __future__ import annotations
 
+import asyncio
 import math
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable
 
 from actors.store.execution_history import tenant_serials_sql
-from actors.store.execution_records import utc_text
+from actors.store.execution_records import screenshot_route, utc_text
 
 MINUTE_S = 60
 HOUR_S = 3600
@@ -191,7 +192,10 @@ async def save_minutes(db: Any, start: int, end: int,
     never counted twice), phone rows are upserted where there were samples, and every
     minute is marked closed (keeping the phone samples a previous close had when this one
     has none)."""
-    exec_rows = [cell.row(key) for key, cell in sorted(executions.items())]
+    # Sorting every step time and taking percentiles is CPU work: off the event loop (and
+    # off the single writer's thread, which other writes wait for).
+    exec_rows = await asyncio.to_thread(
+        lambda: [cell.row(key) for key, cell in sorted(executions.items())])
     phone_rows = [(*key, *values) for key, values in sorted(phones.items())]
     closed = utc_text()
     minute_rows = [(m, samples.get(m, 0), closed) for m in range(start, end, MINUTE_S)]
@@ -419,5 +423,4 @@ def _last(row: Any) -> dict | None:
             "reason": row["error_reason"] or row["error"] or row["error_message"],
             "at": iso(int(at)) if at is not None else None,
             # The route of the failed step's screenshot (GET, the caller's scope checked).
-            "screenshot": (f"/api/executions/{key}/steps/{path}/screenshot"
-                           if row["screenshot"] and path else None)}
+            "screenshot": screenshot_route(key, path) if row["screenshot"] and path else None}

@@ -230,7 +230,7 @@ async def test_top_failures_and_a_tenants_view(db: FarmDB) -> None:
     last = top["sequences"][0]["last"]
     assert last["execution_id"] == "b" and last["serial"] == A2 and last["step"] == "steps[0]"
     assert last["screen"] == "app/home" and last["reason"] == "no_match"
-    assert last["screenshot"] == "/api/executions/b/steps/steps[0]/screenshot"
+    assert last["screenshot"] == "/api/executions/b/steps/steps%5B0%5D/screenshot"
     assert last["at"] == "2026-12-07T01:00:32Z"
     assert [(s["screen"], s["failures"]) for s in top["screens"]] == [("app/home", 1)]
     zeta = db.test_clients["Zeta"]
@@ -278,3 +278,37 @@ async def test_a_first_start_fills_history_from_the_first_execution(db: FarmDB) 
     assert await service.start() == 10  # minutes 0..9
     rows = await db.stats_series(StatsQuery(M0, M0 + 600, 600))
     assert rows["series"][0]["points"][0]["executions"]["started"] == 3
+
+
+async def test_a_long_catch_up_goes_half_an_hour_at_a_time_with_percentiles_off_the_loop(
+        db: FarmDB, monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    from actors.store import stats
+
+    await seed(db)
+    closes: list[tuple[int, int]] = []
+    save = stats.save_minutes
+
+    async def recorded(db_: object, start: int, end: int, *rest: object) -> None:
+        closes.append((start, end))
+        await save(db_, start, end, *rest)
+
+    threads: set[int] = set()
+    row = stats.ExecutionCell.row
+
+    def row_where(self: stats.ExecutionCell, key: tuple) -> tuple:
+        threads.add(threading.get_ident())
+        return row(self, key)
+
+    monkeypatch.setattr(stats, "save_minutes", recorded)
+    monkeypatch.setattr(stats.ExecutionCell, "row", row_where)
+    # Two hours behind: four closes of at most 30 minutes, everything counted once.
+    service = RollupService(db, Phones(), clock=Clock(M0 + 2 * 3600 + 30))
+    assert await service.start() == 120
+    assert [(s - M0, e - M0) for s, e in closes] == [(0, 1800), (1800, 3600), (3600, 5400),
+                                                     (5400, 7200)]
+    rows = await db.stats_series(StatsQuery(M0, M0 + 7200, 3600))
+    assert sum(p["executions"]["started"] for p in rows["series"][0]["points"]) == 3
+    # The step-time percentiles were taken on another thread than the event loop's.
+    assert threads and threading.get_ident() not in threads
