@@ -321,6 +321,14 @@ class _Checker:
                                    "(platform.account_number)")
             elif isinstance(s["account"], str):
                 self.check_account(s["account"], at("account"), selector=False)
+        elif kind == "ensure_app":
+            for key in ("app", "version"):
+                if not (isinstance(s.get(key), str) and s[key].strip()):
+                    self.problem(at(key) if key in s else path,
+                                 f"an ensure_app step needs a non-empty {key}")
+            if ".then[" in path or ".otherwise[" in path:
+                self.problem(path, "ensure_app is played before the run starts: a top-level "
+                                   "step only, not inside if_screen")
         elif kind == "sleep":
             seconds, lo, hi = number("seconds"), number("min_s"), number("max_s")
             has_range = "min_s" in s or "max_s" in s

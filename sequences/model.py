@@ -120,6 +120,17 @@ class SleepStep(_Step, tag="sleep", frozen=True):
     max_s: float | None = None
 
 
+class EnsureAppStep(_Step, tag="ensure_app", frozen=True):
+    """The phone must have ``app`` (a library app: its registry name or package) at
+    ``version`` (a version name or code). Played by the coordinator before the phone's run
+    starts (actors.coordinator.apps: the library's version is installed where the phone has
+    another, downgrades included; a failed install fails the execution); top-level steps
+    only. The node is sent a no-op in its place."""
+
+    app: str = ""      # both required: the loader refuses an empty one, naming it
+    version: str = ""
+
+
 class IfScreenStep(_Step, tag="if_screen", frozen=True):
     """If the phone shows ``screen`` now, play ``then``, else ``otherwise``."""
 
@@ -129,10 +140,11 @@ class IfScreenStep(_Step, tag="if_screen", frozen=True):
 
 
 Step = Union[TapStep, LongTapStep, SwipeStep, TypeStep, KeyStep, WaitForScreenStep, GoToStep,
-             ExpectScreenStep, LaunchAppStep, SwitchAccountStep, SleepStep, IfScreenStep]
+             ExpectScreenStep, LaunchAppStep, SwitchAccountStep, SleepStep, IfScreenStep,
+             EnsureAppStep]
 
 STEP_TYPES = ("tap", "long_tap", "swipe", "type", "key", "wait_for_screen", "go_to",
-              "expect_screen", "launch_app", "switch_account", "sleep", "if_screen")
+              "expect_screen", "launch_app", "switch_account", "sleep", "if_screen", "ensure_app")
 
 
 class RetryPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):

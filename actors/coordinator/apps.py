@@ -132,6 +132,7 @@ class AppService:
         self._queue: asyncio.Queue | None = None
         self._inventory_due: dict[str, dict] = {}
         self._inventory_wake = asyncio.Event()
+        self._push_locks: dict[str, asyncio.Lock] = {}
 
     # --- life ------------------------------------------------------------------------------
     async def start(self) -> "AppService":
@@ -357,7 +358,13 @@ class AppService:
 
     async def push(self, node: str, files: list[dict], install: Install | None = None) -> int:
         """Send ``node`` the files its cache lacks (asked with ApkHave), in ApkPut chunks;
-        the bytes sent."""
+        the bytes sent. One push per node at a time: installs started together (a run's
+        ensure_app on many phones) find the files there after the first."""
+        lock = self._push_locks.setdefault(node, asyncio.Lock())
+        async with lock:
+            return await self._push(node, files, install)
+
+    async def _push(self, node: str, files: list[dict], install: Install | None) -> int:
         have = await self._command(node, "", ApkHave(sha256s=[f["sha256"] for f in files]),
                                    30.0)
         if have.status != "ok":
@@ -492,7 +499,33 @@ class AppService:
             except FarmError as exc:
                 log.error("apps reconcile failed: %s", exc)
 
-    # --- a run's check ---------------------------------------------------------------------
+    # --- a run's steps ---------------------------------------------------------------------
+    async def ensure(self, serial: str, app: str, version: str) -> str | None:
+        """An ``ensure_app`` step: ``serial`` gets ``app`` at ``version`` from the library
+        unless its inventory shows that version already (downgrades allowed). None when the
+        phone has it; else why not."""
+        try:
+            files = await self.files(app, version)
+        except FarmError as exc:
+            return f"ensure_app {app} {version}: {getattr(exc, 'reason', exc)}"
+        base = next((f for f in files if not f["split"]), files[0])
+        package, code = base["package"], int(base["version_code"])
+        rows = await self.store.inventory([serial], [package])
+        if rows and int(rows[0]["version_code"]) == code:
+            return None
+        owners = getattr(self.hub, "owners", None)
+        install = await self.install(app, version, [serial], allow_downgrade=True,
+                                     actor=f"ensure_app:{serial}",
+                                     client_of=owners.client_id if owners is not None
+                                     else (lambda s: None))
+        await install.done.wait()
+        phone = install.phones[serial]
+        if phone["state"] != OK:
+            return f"ensure_app {app} {version}: {phone['reason']}"
+        # The node's own report follows; the run's next check must not read the old row.
+        await self.store.set_package(serial, package, code, base["version_name"])
+        return None
+
     async def version_refusal(self, serial: str, package: str, required: str) -> str | None:
         """Why ``serial`` may not run a sequence requiring ``package`` at ``required``
         (a version name or code), or None."""

@@ -61,6 +61,16 @@ class AppStore:
 
         await self.db._atomic(job)
 
+    async def set_package(self, serial: str, package: str, version_code: int,
+                          version_name: str | None) -> None:
+        """One package of a phone, as an install that just succeeded left it."""
+        await self.db._write(
+            "INSERT INTO phone_packages (serial, package, version_code, version_name,"
+            " reported_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (serial, package) DO UPDATE"
+            " SET version_code = excluded.version_code, version_name = excluded.version_name,"
+            " reported_at = excluded.reported_at",
+            (serial, package, version_code, version_name, utc_text()))
+
     async def inventory(self, serials: Iterable[str] | None = None,
                         packages: Iterable[str] | None = None,
                         clients: frozenset[int] | None = None) -> list[dict[str, Any]]:

@@ -37,7 +37,7 @@ from protocol.files import confined, write_atomic
 from protocol.messages import RunSequence
 from registry.model import Registry
 from sequences.load import LIBRARY, load_named, map_texts, parse_sequence
-from sequences.model import Sequence, Step
+from sequences.model import EnsureAppStep, Sequence, SleepStep, Step
 
 log = logging.getLogger(__name__)
 
@@ -259,6 +259,10 @@ class RunManager:
             await self.db.create_execution(execution_id, **record)
             await self._failed_at_start(out, "failed", "phone_paused", refusal)
             return {**out, "status": "paused", "error": refusal}
+        failure = await self._ensure_apps(seq, serial)
+        if failure is not None:  # an ensure_app step could not put its version on the phone
+            await self.db.create_execution(execution_id, **record)
+            return await self._failed_at_start(out, "failed", "ensure_app", failure)
         refusal = await self._app_version_refusal(seq, serial)
         if refusal is not None:  # the phone's app is not the version the sequence was made for
             await self.db.create_execution(execution_id, **record)
@@ -353,6 +357,22 @@ class RunManager:
         except FarmError as exc:
             return {"status": "error", "error": str(exc)}
 
+    async def _ensure_apps(self, seq: Sequence, serial: str) -> str | None:
+        """The sequence's top-level ``ensure_app`` steps, played here before the run starts
+        (actors.coordinator.apps installs the version where the phone has another); why one
+        failed, else None."""
+        steps = [s for s in seq.steps if isinstance(s, EnsureAppStep)]
+        if not steps:
+            return None
+        apps = getattr(self.hub, "apps", None)
+        if apps is None:
+            return "ensure_app needs the coordinator's apps service"
+        for step in steps:
+            failure = await apps.ensure(serial, step.app, step.version)
+            if failure is not None:
+                return failure
+        return None
+
     async def _app_version_refusal(self, seq: Sequence, serial: str) -> str | None:
         """A sequence's ``requires_app_version`` against the phone's installed version of its
         app (the inventory its node reported: actors.coordinator.apps); None: may start."""
@@ -389,6 +409,10 @@ class RunManager:
         ai = self._ai_for(run_id, client)
         steps = await self._resolve_steps(seq.steps, serial, text_account, variables, rng, ai,
                                           client_world)
+        # ensure_app was played before the start (_ensure_apps): the node gets a no-op in its
+        # place, so the steps' paths stay the sequence's.
+        steps = [SleepStep(label=s.label or f"ensure_app {s.app} {s.version}", seconds=0)
+                 if isinstance(s, EnsureAppStep) else s for s in steps]
         switch: list[Step] = []
         username = account_id = None
         if account is not None:

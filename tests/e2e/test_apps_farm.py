@@ -222,6 +222,28 @@ def test_a_sequence_requiring_another_version_does_not_start(farm: AppsFarm) -> 
     assert execution["error"] == (f"phone {phone} has {CLIPSHARE} 4.2.0 (420), the sequence "
                                   "requires 4.1.0"), execution
 
+    # With an ensure_app step first, the coordinator installs 4.1.0, then the run starts.
+    sequence = {**sequence, "name": "ensures-4.1", "steps": [
+        {"type": "ensure_app", "app": "clipshare", "version": "4.1.0"},
+        {"type": "sleep", "seconds": 0.1}]}
+    status, run = call(farm.base, "POST", "/api/runs", farm.token,
+                       {"sequence": sequence, "scope": f"phone:{phone}"})
+    [execution] = run["executions"].values()
+    assert status in (200, 201, 202) and execution["status"] == "pending", run
+    farm.wait_version([phone], 410)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        _, done = call(farm.base, "GET", f"/api/executions/{execution['execution_id']}",
+                       farm.token)
+        if done.get("status") not in ("pending", "running"):
+            break
+        time.sleep(0.3)
+    assert done["status"] == "completed", done
+    # Put the phone back at 4.2.0 for the console's test.
+    status, answer = call(farm.base, "POST", "/api/apps/install", farm.token,
+                          {"app": "clipshare", "version": "4.2.0", "scope": f"phone:{phone}"})
+    wait_install(farm, answer["install_id"])
+
 
 CHROMIUM = "/usr/bin/chromium"
 

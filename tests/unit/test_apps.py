@@ -314,3 +314,30 @@ async def test_the_api_keeps_a_tenant_to_its_clients_phones(farm) -> None:
         gone = await r.json()
         await _finished(farm.service, gone["install_id"])
         assert await farm.service.store.inventory(["B1"], [PKG]) == []
+
+
+async def test_ensure_app_installs_only_where_the_version_differs(farm) -> None:
+    await farm.service.store.replace_inventory(
+        "A1", {PKG: {"version_code": 410, "version_name": "4.1.0"}})
+    await farm.service.store.replace_inventory(
+        "B1", {PKG: {"version_code": 420, "version_name": "4.2.0"}})
+    assert await farm.service.ensure("A1", "clipshare", "4.2.0") is None
+    rows = await farm.service.store.inventory(["A1"], [PKG])
+    assert rows[0]["version_code"] == 420
+    sent = list(farm.nodes.commands)
+    assert await farm.service.ensure("B1", "clipshare", "4.2.0") is None
+    assert farm.nodes.commands == sent  # B1 had it: nothing sent
+    assert await farm.service.ensure("B1", "clipshare", "9.9") == (
+        "ensure_app clipshare 9.9: the library has no clipshare 9.9")
+    farm.nodes.unplugged.add("A1")
+    failure = await farm.service.ensure("A1", "clipshare", "4.1.0")
+    assert failure.startswith("ensure_app clipshare 4.1.0: gone: ") and "A1" in failure
+
+
+async def test_installs_started_together_push_to_a_node_once(farm) -> None:
+    installs = await asyncio.gather(*(farm.service.install("clipshare", "4.2.0", [s])
+                                      for s in ("A1", "A2", "B1")))
+    for install in installs:
+        await _finished(farm.service, install.install_id)
+    size = sum(f["size"] for f in farm.service.library.versions["4.2.0"])
+    assert farm.nodes.put_bytes == {"rack-a": size, "rack-b": size}

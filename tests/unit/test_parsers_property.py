@@ -311,6 +311,9 @@ def step_fields(kind: str, steps: st.SearchStrategy) -> st.SearchStrategy[dict[s
             ["clipshare.account1", "clipshare", "${account.platform}", "${", "a.b.c"]),
             VARIABLE_TEXT)},
         "sleep": {"seconds": NUMBERS, "min_s": NUMBERS, "max_s": NUMBERS},
+        "ensure_app": {"app": st.one_of(st.sampled_from(["clipshare", "com.x.y", ""]),
+                                        NASTY_TEXT),
+                       "version": st.one_of(st.sampled_from(["4.1.0", "410", ""]), NASTY_TEXT)},
         "if_screen": {"screen": SCREEN, "then": st.lists(steps, max_size=3),
                       "otherwise": st.lists(steps, max_size=3)},
     }

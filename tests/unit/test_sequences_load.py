@@ -278,3 +278,20 @@ def test_library_login_switch_account_and_post_clip_start_with_a_go_to() -> None
         "clipshare/login": ("go_to", "clipshare/login"),
         "clipshare/switch_account": ("go_to", "clipshare/login"),
         "clipshare/post_clip": ("go_to", "clipshare/feed")}
+
+
+def test_ensure_app_is_a_top_level_step_with_app_and_version() -> None:
+    from sequences.load import parse_sequence
+    from sequences.model import EnsureAppStep
+
+    seq = parse_sequence({"name": "x", "steps": [
+        {"type": "ensure_app", "app": "clipshare", "version": "4.1.0"}]}, "x.json")
+    assert seq.steps[0] == EnsureAppStep(app="clipshare", version="4.1.0")
+    with pytest.raises(ValidationErrors) as info:
+        parse_sequence({"name": "x", "steps": [
+            {"type": "ensure_app", "app": "clipshare", "version": " "},
+            {"type": "if_screen", "screen": "clipshare/home", "then": [
+                {"type": "ensure_app", "app": "clipshare", "version": "4.1.0"}]}]}, "x.json")
+    text = str(info.value)
+    assert "$.steps[0].version: an ensure_app step needs a non-empty version" in text
+    assert "$.steps[1].then[0]: ensure_app is played before the run starts" in text
