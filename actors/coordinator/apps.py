@@ -136,6 +136,13 @@ class AppService:
 
     # --- life ------------------------------------------------------------------------------
     async def start(self) -> "AppService":
+        # A phone whose install this coordinator had not handed to its node when it stopped
+        # (pending, sending) will not get it now; one installing is finished by the node's
+        # event, which the journal delivers whenever the node reconnects.
+        for row in await self.store.unfinished():
+            if row["state"] in (PENDING, SENDING):
+                await self.store.set_state(row["install_id"], row["serial"], FAILED,
+                                           "the coordinator stopped before the node had it")
         self._queue = self.hub.subscribe()
         self._spawn(self._intake())
         self._spawn(self._write_inventory())

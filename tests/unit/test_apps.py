@@ -341,3 +341,24 @@ async def test_installs_started_together_push_to_a_node_once(farm) -> None:
         await _finished(farm.service, install.install_id)
     size = sum(f["size"] for f in farm.service.library.versions["4.2.0"])
     assert farm.nodes.put_bytes == {"rack-a": size, "rack-b": size}
+
+
+async def test_a_restart_fails_what_was_not_handed_to_a_node(farm) -> None:
+    await farm.service.store.add_install([
+        {"install_id": "in-old", "serial": s, "kind": "install", "app": "clipshare",
+         "package": PKG, "state": state}
+        for s, state in (("A1", "pending"), ("A2", "sending"), ("B1", "installing"))])
+    restarted = await AppService(farm.hub, farm.db, farm.service.library).start()
+    try:
+        rows = {r["serial"]: r for r in await restarted.store.install_rows("in-old")}
+        assert {s: r["state"] for s, r in rows.items()} == {
+            "A1": "failed", "A2": "failed", "B1": "installing"}
+        assert rows["A1"]["reason"] == "the coordinator stopped before the node had it"
+        # The node's event still finishes the one it had.
+        restarted.observe("app_install_finished", "B1", {"install_id": "in-old",
+                                                         "status": "ok", "splits": []})
+        await asyncio.sleep(0.2)
+        rows = {r["serial"]: r for r in await restarted.store.install_rows("in-old")}
+        assert rows["B1"]["state"] == "ok"
+    finally:
+        await restarted.close()
