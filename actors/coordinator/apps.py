@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta, timezone
 from typing import Any, Callable, Iterable
 
+from actors.coordinator.time_of_day import parse_time_of_day
 from actors.coordinator.apps_store import (FAILED, INSTALLING, OK, PENDING, SENDING, TERMINAL,
                                            AppStore)
 from protocol.errors import FarmError, ValidationError
@@ -44,15 +45,7 @@ FINISH_GRACE_S = 30.0     # after the lease: a phone never reported is failed
 
 def parse_reconcile_at(value: str | None) -> time | None:
     """``--apps-reconcile-at HH:MM`` (24-hour, UTC); None when unset."""
-    if value is None or not value.strip():
-        return None
-    try:
-        hours, minutes = value.strip().split(":")
-        if not (hours.isdigit() and minutes.isdigit()) or len(hours) > 2 or len(minutes) != 2:
-            raise ValueError
-        return time(int(hours), int(minutes))
-    except ValueError:
-        raise ValueError(f"{value!r}: expected HH:MM, 00:00 to 23:59 (UTC)") from None
+    return parse_time_of_day(value, "UTC")
 
 
 def _get(obj: Any, name: str, default: Any = None) -> Any:
