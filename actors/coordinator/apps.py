@@ -109,7 +109,8 @@ class AppService:
 
     def __init__(self, hub: Any, db: Any, library: Any = None, *, at: time | None = None,
                  lease_s: float = INSTALL_LEASE_S, chunk: int = CHUNK,
-                 now: Callable[[], datetime] | None = None) -> None:
+                 now: Callable[[], datetime] | None = None,
+                 sleep: Callable[[float], Any] = asyncio.sleep) -> None:
         self.hub = hub
         self.db = db
         self.store = AppStore(db)
@@ -118,6 +119,7 @@ class AppService:
         self.lease_s = lease_s
         self.chunk = chunk
         self._now = now or (lambda: datetime.now(timezone.utc))
+        self._sleep = sleep
         self.installs: dict[str, Install] = {}
         # Bytes of APK data sent to nodes since start (the bench's figure), by node.
         self.bytes_to_node: dict[str, int] = {}
@@ -493,7 +495,7 @@ class AppService:
             if due <= now:
                 due += timedelta(days=1)
             while (left := (due - self._now()).total_seconds()) > 0:
-                await asyncio.sleep(min(left, 60.0))
+                await self._sleep(min(left, 60.0))  # the clock is looked at every minute
             try:
                 await self.reconcile()
             except FarmError as exc:

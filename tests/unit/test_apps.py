@@ -362,3 +362,31 @@ async def test_a_restart_fails_what_was_not_handed_to_a_node(farm) -> None:
         assert rows["B1"]["state"] == "ok"
     finally:
         await restarted.close()
+
+
+async def test_the_daily_reconcile_runs_at_its_utc_time(farm) -> None:
+    from datetime import datetime, time, timedelta, timezone
+
+    clock = [datetime(2026, 12, 7, 3, 0, tzinfo=timezone.utc)]
+    slept: list[float] = []
+    runs: list[datetime] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        clock[0] += timedelta(seconds=seconds)
+
+    service = AppService(farm.hub, farm.db, farm.service.library, at=time(4, 30),
+                         now=lambda: clock[0], sleep=sleep)
+
+    async def reconcile(actor: str = "") -> list:
+        runs.append(clock[0])
+        if len(runs) == 2:
+            raise StopAsyncIteration
+        return []
+
+    service.reconcile = reconcile
+    with pytest.raises(StopAsyncIteration):
+        await service.loop()
+    assert runs == [datetime(2026, 12, 7, 4, 30, tzinfo=timezone.utc),
+                    datetime(2026, 12, 8, 4, 30, tzinfo=timezone.utc)]
+    assert max(slept) <= 60.0
