@@ -1,4 +1,4 @@
-"""The farm's history over the control endpoint (issue 19.2, contract B of issue 19).
+"""The farm's history over the control endpoint (issue 19.2; the series the dashboard draws).
 
 Owns ``GET /api/stats`` (series of the one-minute rollups at a coarser step: ``from``,
 ``to``: an ISO 8601 time with a zone or a duration back from now like ``24h``, ``7d``;

@@ -396,7 +396,8 @@ async def start(args: argparse.Namespace, stack: contextlib.AsyncExitStack) -> t
                             at=args.apps_reconcile_at).start()
     stack.push_async_callback(apps.close)
     app[APPS] = hub.apps = apps
-    # Contract C of issue 19: the reports (and any other part) send through hub.notifier.
+    # The farm's one way to tell people: the reports (and any other part) send a Notice
+    # through hub.notifier.
     hub.notifier, hub.public_url = alerts.notifier, alerts.notifier.public_url
     runner = web.AppRunner(app)
     await runner.setup()

@@ -1,4 +1,4 @@
-"""A node's own health (issue 19, contract A): CPU, memory, the data folder's disk, and
+"""A node's own health (the ``node_health`` event and ``GET /api/nodes`` ``health``): CPU, memory, the data folder's disk, and
 whether its adb server answers; measured on the node every `HEALTH_EVERY_S` and checked
 again on the coordinator before it is kept."""
 

@@ -278,7 +278,7 @@ def _client_filter(clients: frozenset[int] | None) -> tuple[str, list[int]]:
 
 
 async def series(db: Any, query: StatsQuery) -> dict:
-    """Contract B's answer (without ``from``/``to``/``step_s``/``by``, which the route
+    """``GET /api/stats``'s answer (without ``from``/``to``/``step_s``/``by``, which the route
     adds): ``{"series": [{"key", "points": [...]}]}``, one point per step of the range."""
     step = int(query.step_s)
     # A step of whole hours reads the hour rows (60 times fewer), a finer one the minutes.
@@ -328,7 +328,7 @@ async def series(db: Any, query: StatsQuery) -> dict:
 
 
 def _point(t: int, execs: tuple | None, phones: tuple | None, sampled: int | None) -> dict:
-    """One point of contract B from a bucket's sums: ``execs`` (started, completed, failed,
+    """One point of ``GET /api/stats`` from a bucket's sums: ``execs`` (started, completed, failed,
     recovery attempts, succeeded, steps, p50 x steps, max p95), ``phones`` (busy, idle,
     offline, paused: sums of minute averages) over ``sampled`` minutes with samples (None:
     by sequence, no phone counts at all)."""

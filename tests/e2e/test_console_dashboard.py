@@ -113,7 +113,7 @@ def test_phones_by_state_per_node_and_client_match_the_api(farm, page):
         want = expected(phones, key)
         assert wait_shown(page, table, lambda shown, want=want: shown == want) == want
     assert set(expected(phones, "client")) == {"Acme", "Demo Farm"}
-    # Node health (contract A) once the node reported it, "-" before.
+    # Node health (GET /api/nodes health) once the node reported it, "-" before.
     nodes = api(farm, "/api/nodes")["nodes"]
     cpu = page.locator("#dash-nodes tr[data-key] td[data-health=cpu]").all_inner_texts()
     assert len(cpu) == len(nodes) and all(t == "-" or t.endswith(" %") for t in cpu), cpu
@@ -167,6 +167,37 @@ def test_a_failing_run_shows_in_top_failures_with_its_screenshot(farm, page):
     shown_screens = page.eval_on_selector_all(
         "#dash-failures table[data-kind=screen] tr[data-key]", "rs => rs.map(r => r.dataset.key)")
     assert shown_screens == [s["screen"] for s in top["screens"]]
+
+
+def test_a_report_opens_in_the_console_with_its_screenshot(farm, page):
+    """The report notice's link, <public>/#reports/<id>: the API's report and screenshot routes
+    take only a bearer token, so the console fetches both with it and shows the report in a
+    sandboxed frame (no scripts) with its failure screenshot drawn."""
+    top = api(farm, "/api/stats/top-failures?since=24h&limit=10")
+    if not any(s["sequence"] == "inline/dash_fail" for s in top["sequences"]):  # run alone
+        run = api_json(farm.base + "/api/runs", {"scope": f"phone:{farm.acme_phones[1]}",
+            "sequence": {"name": "dash_fail", "retry": {"immediate": 0, "short": 0},
+                         "steps": [{"type": "expect_screen", "screen": "clipshare/settings"}]}})
+        assert wait_run(farm, run["run_id"]) == "failed"
+    today = time.strftime("%Y-%m-%d", time.gmtime())
+    report = api_json(farm.base + "/api/reports", {"client": "Acme", "day": today})
+    assert "inline/dash_fail" in report["text"]
+    assert page.locator('header nav a[href="#reports"]').inner_text() == "Reports"
+    page.evaluate(f"location.hash = 'reports/{report['id']}'")
+    page.locator(f'#report-list tr[data-id="{report["id"]}"]').wait_for(timeout=15000)
+    frame_el = page.locator("#report-frame")
+    frame_el.wait_for(timeout=15000)
+    assert "allow-scripts" not in frame_el.get_attribute("sandbox")
+    frame = page.frame_locator("#report-frame")
+    assert frame.locator("h1").inner_text(timeout=15000) == report["title"]
+    assert "inline/dash_fail" in frame.locator("body").inner_text()
+    shot = frame.locator("img.shot").first
+    shot.wait_for(timeout=15000)
+    assert shot.evaluate("i => i.complete && i.naturalWidth > 0"), shot.get_attribute("src")[:80]
+    assert any("/steps/" in url and status == 200 for url, status in page.shots.items())
+    # A click on the screenshot leads to its execution's page in the console (not the API).
+    link = frame.locator("a:has(img.shot)").first.get_attribute("href")
+    assert "/#executions/" in link, link
 
 
 def test_a_tenant_sees_only_its_clients_phones_and_numbers(farm, browser):

@@ -1,4 +1,4 @@
-"""GET /api/stats and /api/stats/top-failures (issue 19.2, contract B) and `farm stats`, on a
+"""GET /api/stats and /api/stats/top-failures (issue 19.2) and `farm stats`, on a
 real FarmDB (both engines) behind a real aiohttp server: the answer's shape, parameters
 (every bad one a 400 naming it), a tenant's view (its clients' series only), and the CLI's
 table and JSON."""

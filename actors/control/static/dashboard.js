@@ -58,7 +58,7 @@ function countBy(keyOf, keys = []) {
 const gb = (bytes) => (bytes / 1e9).toFixed(1);
 const pct = (used, total) => (total ? `${Math.round((100 * used) / total)} %` : "-");
 const when = (iso) => (iso ? new Date(iso).toLocaleString(undefined, { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" }) : "");
-// A node's health cells (contract A's ``health``): [text, title] per column.
+// A node's health cells (GET /api/nodes ``health``, the node_health event's data): [text, title] per column.
 const health = {
   cpu: (h) => [`${h.cpu_pct.toFixed(0)} %`, "CPU"],
   memory: (h) => [pct(h.mem_used, h.mem_total), `${gb(h.mem_used)} of ${gb(h.mem_total)} GB memory used`],

@@ -15,6 +15,7 @@ const pages = {
   schedules: () => import("./pages.js").then((m) => ({ show: m.showSchedules })),
   groups: () => import("./pages.js").then((m) => ({ show: m.showGroups })),
   alerts: () => import("./alerts.js"),
+  reports: () => import("./reports.js"),
   apps: () => import("./apps.js"),
 };
 

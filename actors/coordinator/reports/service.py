@@ -2,7 +2,7 @@
 
 Owns `ReportService`: making a client's report for a day (gathered by
 actors.coordinator.reports.build, rendered by .render, stored by .store), handing it to the
-notifier of the alerts part (``hub.notifier``, contract C: a ``Notice`` of kind
+notifier of the alerts part (``hub.notifier``: ``await send(Notice(...))``, kind
 ``report``; without one the report is only kept, said once in the log), and with
 ``--report-at HH:MM`` (UTC) one report per client for the past UTC day at that time. The
 schedule is idempotent: a client's daily report of a day is stored at most once (the
@@ -166,7 +166,7 @@ class ReportService:
         return row, stored
 
     async def send(self, row: dict[str, Any]) -> bool:
-        """Hand a stored report to the notifier (contract C); False when there is none
+        """Hand a stored report to the notifier (``hub.notifier.send``); False when there is none
         (kept only) or it refused (the reason stored with the report)."""
         notifier = getattr(self.hub, "notifier", None)
         if notifier is None:
@@ -181,8 +181,10 @@ class ReportService:
                else f"report:{row['report_id']}")
         notice = Notice(kind=NOTICE_KIND, client_id=row["client_id"], title=row["title"],
                         text=row["text"], html=row["html"],
-                        links={"report": f"{self.public_url}/api/reports/"
-                                         f"{row['report_id']}.html"}, key=key)
+                        # The console's page of the report: the API's own answers only a
+                        # bearer token, so a person following a link could not open it.
+                        links={"report": f"{self.public_url}/#reports/{row['report_id']}"},
+                        key=key)
         try:
             await notifier.send(notice)
         except Exception as exc:  # noqa: BLE001 - the report stays kept; the reason with it
