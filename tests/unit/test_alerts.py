@@ -417,6 +417,13 @@ async def test_failure_rate_scheduler_delay_disk_and_event_kinds(db: FarmDB, tmp
     hook = await Hook().start()
     hub = MiniHub()
     hub.owners = Owners({"A1": "Acme"})
+
+    class Runs:  # the execution view the engine reads: ex-0 failed with a screenshot
+        async def get_execution(self, execution_id: str) -> dict:
+            return {"steps": [{"path": "steps[0]", "screenshot":
+                               f"/api/executions/{execution_id}/steps/steps%5B0%5D/screenshot"}]}
+
+    hub.runs = Runs()
     service = await _service(db, hub, [Channel("hook", "webhook", url=hook.url())], [
         {"name": "rate", "kind": "failure_rate", "percent": 50, "min_executions": 3,
          "client": "Acme"},
@@ -449,6 +456,9 @@ async def test_failure_rate_scheduler_delay_disk_and_event_kinds(db: FarmDB, tmp
         assert not any("completed" in t for t in titles)
         recovery = next(b for b in bodies if b["title"] == "Recovery failed on A1")
         assert recovery["links"]["execution"] == "http://farm.example:8470/#executions/ex-0"
+        # The screenshot link is the console's execution page (which shows it): the image's
+        # API route needs a bearer token no mail client or browser tab has.
+        assert recovery["links"]["screenshot"] == "http://farm.example:8470/#executions/ex-0"
         assert "the phone is paused" in recovery["text"]
         rate = next(b for b in bodies if b["title"].startswith("app/post"))
         assert rate["client"] == "Acme"
@@ -563,7 +573,7 @@ async def test_postgresql_row_security_hides_other_clients_alert_rows(pg_cluster
 
 
 async def test_a_daily_report_goes_out_through_the_notifier(db: FarmDB, tmp_path: Path) -> None:
-    """Contract C end to end: the reports part's send hands a report to the real Notifier;
+    """The notifier end to end: the reports part's send hands a report to the real Notifier;
     a channel taking reports for that client receives it, with its HTML and link."""
     from datetime import date
 
@@ -584,7 +594,9 @@ async def test_a_daily_report_goes_out_through_the_notifier(db: FarmDB, tmp_path
         await hub.notifier.deliver_due()
         [(path, body)] = [(b["path"], b["body"]) for b in hook.bodies]
         assert path == "/reports" and body["kind"] == "report" and body["client"] == "Acme"
-        assert body["html"] and body["links"]["report"].startswith("http://farm.example/api/reports/")
+        # The console's report page (the API's .html route answers only a bearer token).
+        assert body["html"] and body["links"]["report"] == (
+            f"http://farm.example/#reports/{row['report_id']}")
         acme = Principal(user_id=3, name="a", role="client",
                          client_ids=frozenset({row["client_id"]}))
         assert (await AlertStore(db).notifications(3, acme.client_ids))["unread"] == 1

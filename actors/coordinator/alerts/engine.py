@@ -426,7 +426,8 @@ class AlertEngine:
                                     "alert", what)
 
     async def _screenshot(self, execution_id: str) -> str | None:
-        """The absolute URL of the execution's last failure screenshot, if it has one."""
+        """The console page that shows the execution's failure screenshot, if it has one (the
+        image's API route answers only a bearer token: a person could not open it)."""
         runs = getattr(self.hub, "runs", None)
         if runs is None:
             return None
@@ -434,8 +435,9 @@ class AlertEngine:
             view = await runs.get_execution(execution_id)
         except Exception:  # gone, or no database: the notice goes without it
             return None
-        shots = [s["screenshot"] for s in view.get("steps", []) if s.get("screenshot")]
-        return self._url(shots[-1].lstrip("/")) if shots else None
+        if not any(s.get("screenshot") for s in view.get("steps", [])):
+            return None
+        return self._url(f"#executions/{quote(execution_id, safe='')}")
 
     async def _run_finished(self, data: dict) -> None:
         run_id = data.get("run_id")
@@ -491,10 +493,12 @@ class AlertEngine:
             if failed:
                 links["failure"] = self._url(
                     f"#executions/{quote(failed[0]['execution_id'], safe='')}")
-                shot = next((s["screenshot"] for e in failed for s in e.get("steps", [])
-                             if s.get("screenshot")), None)
+                # The execution's console page, which shows the screenshot (not the image's
+                # API route: a person's browser has no token for it).
+                shot = next((e["execution_id"] for e in failed
+                             if any(s.get("screenshot") for s in e.get("steps", []))), None)
                 if shot:
-                    links["screenshot"] = self._url(shot.lstrip("/"))
+                    links["screenshot"] = self._url(f"#executions/{quote(shot, safe='')}")
             text = (f"Run {run_id} of {run['sequence']} finished {run['status']}: "
                     f"{len(executions) - len(failed)} of {len(executions)} executions completed.")
             for e in failed[:10]:
