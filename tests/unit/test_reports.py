@@ -230,8 +230,10 @@ async def test_the_daily_reports_are_made_once_per_client_and_day(db: FarmDB) ->
         "Daily report 2026-12-06: Acme", "Daily report 2026-12-06: Globex"]
     acme = next(n for n in notifier.notices if n.title.endswith("Acme"))
     assert acme.kind == "report" and acme.html.startswith("<!DOCTYPE html>")
-    assert acme.links["report"].startswith(f"{URL}/api/reports/")
-    assert acme.links["report"].endswith(".html") and "Success rate: 25.0%" in acme.text
+    # The console's page of the report: the API's routes take only a bearer token.
+    assert acme.links["report"].startswith(f"{URL}/#reports/")
+    assert acme.links["report"].removeprefix(f"{URL}/#reports/").isdigit()
+    assert "Success rate: 25.0%" in acme.text
     assert [e for e, _ in hub.events].count("report_ready") == 2
     assert ("report_progress", {"day": "2026-12-06", "done": 2, "total": 2}) in hub.events
     # A restart at 07:05 the next morning, and the schedule's own run: nothing twice.
@@ -383,7 +385,7 @@ async def test_a_daily_report_reaches_a_webhook_channel_that_takes_reports(db: F
         assert body["client"] == "Acme" and body["title"] == "Daily report 2026-12-06: Acme"
         assert "Recommendations (steps needing help" in body["text"]
         assert body["html"].startswith("<!DOCTYPE html>")
-        assert body["links"]["report"] in {f"{URL}/api/reports/{i}.html" for i in made}
+        assert body["links"]["report"] in {f"{URL}/#reports/{i}" for i in made}
     finally:
         if notifier._session is not None:  # deliver_due opened it (run() closes its own)
             await notifier._session.close()
