@@ -128,6 +128,9 @@ class Hub:
             node_keys.on_revoked = self._node_key_revoked
         # The metrics' observer (actors.metrics.coordinator): told every emitted event.
         self.metrics: Any = None
+        # Told every emitted event in order, none dropped (unlike a subscriber's queue): the
+        # alert engine's. Each must be cheap and do no I/O (it runs inside emit).
+        self.event_observers: list[Callable[[dict], None]] = []
 
     async def start(self) -> "Hub":
         if self.pauses is not None:
@@ -173,6 +176,8 @@ class Hub:
         item = {"event": event, "ts": time.time(), "node": node, "serial": serial, "data": data}
         if self.metrics is not None:
             self.metrics.observe(item)
+        for observe in self.event_observers:
+            observe(item)
         for q in list(self.subscribers):
             if q.full():
                 try:  # a slow reader loses its oldest events, never blocks the hub

@@ -164,6 +164,9 @@ _AUDIT_CLIENT_SQL = (
     f" WHEN 'ai_key' THEN (SELECT client_id FROM api_keys WHERE key_id = {_ENTITY_NUMBER})"
     f" WHEN 'user' THEN (SELECT client_id FROM users WHERE user_id = {_ENTITY_NUMBER})"
     f" WHEN 'report' THEN (SELECT client_id FROM reports WHERE report_id = {_ENTITY_NUMBER})"
+    " WHEN 'alert_rule' THEN (SELECT client_id FROM alert_rules"
+    f"  WHERE rule_id = {_ENTITY_NUMBER})"
+    f" WHEN 'alert' THEN (SELECT client_id FROM alerts WHERE alert_id = {_ENTITY_NUMBER})"
     " END")
 
 

@@ -9,9 +9,11 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
+from dataclasses import replace
 from email import message_from_bytes
 from pathlib import Path
 
+import orjson
 import pytest
 from aiohttp import web
 
@@ -84,12 +86,16 @@ class MiniHub:
         self.runs = None
         self.events: list[tuple] = []
         self.queues: set[asyncio.Queue] = set()
+        self.event_observers: list = []
 
     def emit(self, event, node, serial, data) -> None:
         self.events.append((event, node, serial, data))
+        item = {"event": event, "ts": time.time(), "node": node, "serial": serial,
+                "data": data}
+        for observe in self.event_observers:
+            observe(item)
         for q in self.queues:
-            q.put_nowait({"event": event, "ts": time.time(), "node": node, "serial": serial,
-                          "data": data})
+            q.put_nowait(item)
 
     def subscribe(self) -> asyncio.Queue:
         q: asyncio.Queue = asyncio.Queue()
@@ -156,6 +162,10 @@ def test_api_rules_name_the_json_field() -> None:
     assert caught.value.where == "$.name"
     rule = parse_rule({"name": "r", "kind": "phone_offline", "repeat": "never"}, where)
     assert rule.params == {"minutes": 10.0} and rule.repeat_s is None
+    with pytest.raises(ValidationError) as caught:  # a floor: no flood of repeats
+        parse_rule({"name": "r", "kind": "phone_offline", "repeat": "30s"}, where)
+    assert caught.value.where == "$.repeat" and "1m" in caught.value.reason
+    assert parse_rule({"name": "r", "kind": "phone_paused", "repeat": "1m"}, where).repeat_s == 60
 
 
 def test_a_channel_takes_its_kinds_and_clients() -> None:
@@ -171,9 +181,12 @@ def test_a_channel_takes_its_kinds_and_clients() -> None:
 
 async def _service(db: FarmDB, hub: MiniHub, channels: list[Channel], rules: list[dict],
                    tmp_path: Path) -> AlertService:
+    # "repeat_s" (seconds, below the 1 min floor of a rule's "repeat") lets a test repeat fast.
     config = AlertsConfig(tuple(channels), tuple(
-        parse_rule(r, lambda f: f, channels=lambda n: True) for r in rules),
-        str(tmp_path / "alerts.toml"))
+        replace(parse_rule({k: v for k, v in r.items() if k != "repeat_s"}, lambda f: f,
+                           channels=lambda n: True),
+                **({"repeat_s": r["repeat_s"]} if "repeat_s" in r else {}))
+        for r in rules), str(tmp_path / "alerts.toml"))
     service = AlertService(hub, db, config, public_url="http://farm.example:8470",
                            data_dir=tmp_path, retry_base_s=0.2)
     await service.engine.load(config)
@@ -187,7 +200,7 @@ async def test_an_alert_fires_once_repeats_is_acked_silenced_and_resolves(
     hub.phone_rows["P1"] = {"serial": "P1", "node": "rack1", "state": "offline",
                             "state_at": time.time() - 5}
     service = await _service(db, hub, [Channel("hook", "webhook", url=hook.url())], [
-        {"name": "offline", "kind": "phone_offline", "minutes": 0, "repeat": "1s"}], tmp_path)
+        {"name": "offline", "kind": "phone_offline", "minutes": 0, "repeat_s": 1.0}], tmp_path)
     delivery = asyncio.create_task(service.notifier.run())
     try:
         engine = service.engine
@@ -602,3 +615,163 @@ async def test_a_daily_report_goes_out_through_the_notifier(db: FarmDB, tmp_path
         assert (await AlertStore(db).notifications(3, acme.client_ids))["unread"] == 1
     finally:
         await hook.stop()
+
+
+# --- review fixes: channel scoping, a lost first notice, workflow scoping, audit ------------
+
+
+async def test_a_rule_naming_a_channel_of_another_client_sends_nothing_there(
+        db: FarmDB, tmp_path: Path) -> None:
+    acme = await db.upsert_client("Acme")
+    await db.upsert_client("Globex")
+    await db.upsert_phone("A1", client=acme)
+    hub = MiniHub()
+    hub.owners = Owners({"A1": "Acme"})
+    hub.phone_rows["A1"] = {"serial": "A1", "node": "n", "state": "offline",
+                            "state_at": time.time() - 60}
+    globex_hook = Channel("globex-hook", "webhook", url="http://127.0.0.1:9/g",
+                          clients=("Globex",))
+    reports_only = Channel("reports", "webhook", url="http://127.0.0.1:9/r", kinds=("report",))
+    open_hook = Channel("open", "webhook", url="http://127.0.0.1:9/o")
+    service = await _service(db, hub, [globex_hook, reports_only, open_hook], [], tmp_path)
+    acme_user = Principal(user_id=7, name="acme", role="client", client_ids=frozenset({acme}))
+    # A tenant is told up front: the channel does not take its client's notices.
+    with pytest.raises(ValidationError) as caught:
+        await service.add_rule({"name": "spy", "kind": "phone_offline", "minutes": 0,
+                                "channels": ["globex-hook"]}, acme_user)
+    assert caught.value.where == "$.channels" and "globex-hook" in caught.value.reason
+    assert await service.rules(SUPER) == []
+    # A super user's (or the file's) rule naming it: the notifier still skips it, and a
+    # channel whose kinds leave out alerts.
+    await service.add_rule({"name": "mixed", "kind": "phone_offline", "minutes": 0,
+                            "client": "Acme", "channels": ["globex-hook", "reports", "open"]},
+                           SUPER)
+    await service.engine.evaluate_conditions()
+    rows = await db._all("SELECT channel FROM alert_outbox")
+    assert [r[0] for r in rows] == ["open"]
+    assert (await service.notifications(acme_user, False, 50))["unread"] == 1
+
+
+@pytest.mark.parametrize("repeat", ["never", "1h"])
+async def test_an_alert_whose_first_notice_failed_is_sent_at_the_next_evaluation(
+        db: FarmDB, tmp_path: Path, repeat: str) -> None:
+    hub = MiniHub()
+    hub.phone_rows["P1"] = {"serial": "P1", "node": "rack1", "state": "offline",
+                            "state_at": time.time() - 5}
+    service = await _service(db, hub, [], [{"name": "offline", "kind": "phone_offline",
+                                            "minutes": 0, "repeat": repeat}], tmp_path)
+    real_send = service.notifier.send
+    calls = []
+
+    async def failing_once(notice, channels=None):
+        calls.append(notice.key)
+        if len(calls) == 1:
+            raise RuntimeError("database gone for a moment")
+        return await real_send(notice, channels)
+
+    service.notifier.send = failing_once
+    with pytest.raises(RuntimeError):
+        await service.engine.evaluate_conditions()
+    (alert,) = await service.alerts(SUPER, "firing", 10)
+    assert alert["notified"] == 0
+    await service.engine.evaluate_conditions()  # not a repeat an hour later: now
+    await service.engine.evaluate_conditions()  # once
+    assert calls == [f"alert:{alert['id']}:0"] * 2
+    assert (await service.notifications(SUPER, False, 50))["unread"] == 1
+    # A coordinator stopped between open_alert and the send: the next one sends it.
+    hub.phone_rows["P2"] = {"serial": "P2", "node": "rack1", "state": "offline",
+                            "state_at": time.time() - 5}
+    rule = service.engine.rules[0]
+    await service.store.open_alert(rule, "P2", time.time(), "P2 offline", "t", {})
+    restarted = await _service(db, hub, [], [{"name": "offline", "kind": "phone_offline",
+                                              "minutes": 0, "repeat": repeat}], tmp_path)
+    await restarted.engine.evaluate_conditions()
+    titles = [n["title"] for n in (await restarted.notifications(SUPER, False, 50))
+              ["notifications"]]
+    assert len(titles) == 2 and any("P2" in t for t in titles)
+
+
+async def test_a_workflow_touching_two_clients_fires_neither_clients_rule(
+        db: FarmDB, tmp_path: Path) -> None:
+    acme = await db.upsert_client("Acme")
+    globex = await db.upsert_client("Globex")
+    hub = MiniHub()
+    service = await _service(db, hub, [], [
+        {"name": "acme-flows", "kind": "workflow_finished", "client": "Acme"},
+        {"name": "farm-flows", "kind": "workflow_finished"}], tmp_path)
+    both = await _workflow_execution(db, [acme, globex])
+    only_acme = await _workflow_execution(db, [acme])
+    for wfx in (both, only_acme):
+        await service.engine.on_event({"event": "workflow_finished", "serial": None, "data": {
+            "workflow_execution_id": wfx, "workflow": "daily", "status": "failed",
+            "error": "phone G1 of Globex: no network"}})
+    fired = sorted((a["rule"], a["subject"]) for a in await service.alerts(SUPER, None, 50))
+    assert fired == [("acme-flows", f"workflow:{only_acme}"), ("farm-flows", f"workflow:{both}"),
+                     ("farm-flows", f"workflow:{only_acme}")]
+    acme_user = Principal(user_id=7, name="acme", role="client", client_ids=frozenset({acme}))
+    seen = (await service.notifications(acme_user, False, 50))["notifications"]
+    assert len(seen) == 1
+
+
+async def _workflow_execution(db: FarmDB, client_ids: list[int]) -> int:
+    """A finished workflow run whose phones belong to ``client_ids``."""
+    row = await db._write("INSERT INTO workflow_executions (status, client_ids) VALUES"
+                          " ('failed', ?) RETURNING workflow_execution_id",
+                          (orjson.dumps(client_ids).decode(),))
+    return row[0]
+
+
+async def test_tenants_see_their_own_alert_rule_and_alert_changes_in_the_audit(
+        db: FarmDB, tmp_path: Path) -> None:
+    acme = await db.upsert_client("Acme")
+    globex = await db.upsert_client("Globex")
+    await db.upsert_phone("A1", client=acme)
+    hub = MiniHub()
+    hub.owners = Owners({"A1": "Acme"})
+    hub.phone_rows["A1"] = {"serial": "A1", "node": "n", "state": "offline",
+                            "state_at": time.time() - 60}
+    service = await _service(db, hub, [], [], tmp_path)
+    acme_user = Principal(user_id=7, name="acme", role="client", client_ids=frozenset({acme}))
+    await service.add_rule({"name": "acme-offline", "kind": "phone_offline", "minutes": 0},
+                           acme_user)
+    await service.silence("acme-offline", "1h", acme_user)
+    await service.engine.evaluate_conditions()
+    (alert,) = await service.alerts(acme_user, None, 10)
+    await service.ack(alert["id"], acme_user)
+    mine = await db.audit_trail(client_ids=[acme])
+    assert sorted((e["entity_type"], e["action"]) for e in mine) == [
+        ("alert", "update"), ("alert_rule", "create"), ("alert_rule", "update")]
+    assert await db.audit_trail(client_ids=[globex]) == []
+
+
+async def test_the_engine_gets_every_event_of_a_burst_from_the_real_hub_emit(
+        db: FarmDB, tmp_path: Path) -> None:
+    from actors.coordinator.hub import SUBSCRIBER_QUEUE, Hub
+
+    class EmitHub(MiniHub):
+        """MiniHub with the real Hub.emit (its observers and its bounded subscriber queues)."""
+        emit = Hub.emit
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.metrics = None
+            self.subscribers: set = set()
+
+    hub = EmitHub()
+    service = await _service(db, hub, [], [], tmp_path)
+    task = asyncio.create_task(service.engine.run())
+    try:
+        while not hub.event_observers:
+            await asyncio.sleep(0.01)
+        burst = SUBSCRIBER_QUEUE + 500  # more than a subscriber's queue holds
+        for i in range(burst):  # no await between: nothing is read meanwhile
+            hub.emit("node_down", f"n{i}", None, {})
+            hub.emit("screen", f"n{i}", None, {})  # not watched: not kept
+        deadline = time.monotonic() + 10
+        while len(service.engine.node_down_since) < burst and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        assert len(service.engine.node_down_since) == burst
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert hub.event_observers == []

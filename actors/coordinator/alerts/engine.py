@@ -44,6 +44,9 @@ UNREACHABLE = frozenset({"offline", "paused"})  # a phone row's states counted a
 CONDITION_KINDS = ("phone_offline", "phone_paused", "node_down")
 QUERY_KINDS = ("failure_rate", "scheduler_delay")
 RUN_CHECK_S = 1.0      # a run's executions are read at most this often
+# The events the engine acts on (the rest of the stream is not kept).
+WATCHED_EVENTS = CONDITION_EVENTS | {"recovery_failed", "execution_finished",
+                                     "workflow_finished"}
 
 
 class AlertEngine:
@@ -69,6 +72,9 @@ class AlertEngine:
         self._lock = asyncio.Lock()
         self._runs_pending: dict[str, float] = {}   # run_id -> an execution of it finished
         self._runs_checked: dict[str, float] = {}   # run_id -> last looked at (monotonic)
+        # Events handed over by the hub's emit (`observe`), in order and never dropped: a
+        # subscriber's bounded queue drops the oldest under load, which would lose notices.
+        self._events: asyncio.Queue[dict] = asyncio.Queue()
 
     @property
     def public_url(self) -> str:
@@ -98,15 +104,20 @@ class AlertEngine:
                            if a["rule_id"] in known}
 
     # --- the loop ---------------------------------------------------------------------------
+    def observe(self, item: dict) -> None:
+        """Take one emitted event (called inside the hub's emit: memory only, no I/O)."""
+        if item["event"] in WATCHED_EVENTS:
+            self._events.put_nowait(item)
+
     async def run(self) -> None:
-        queue = self.hub.subscribe()
+        self.hub.event_observers.append(self.observe)
         try:
             next_tick = time.monotonic()
             while True:
                 timeout = max(0.0, next_tick - time.monotonic())
                 item = None
                 with contextlib.suppress(asyncio.TimeoutError):
-                    item = await asyncio.wait_for(queue.get(), timeout=timeout)
+                    item = await asyncio.wait_for(self._events.get(), timeout=timeout)
                 try:
                     if item is not None:
                         await self.on_event(item)
@@ -116,7 +127,7 @@ class AlertEngine:
                 except Exception:  # one bad evaluation must not end alerting
                     log.exception("alert evaluation failed")
         finally:
-            self.hub.unsubscribe(queue)
+            self.hub.event_observers.remove(self.observe)
 
     async def on_event(self, item: dict) -> None:
         name, data = item["event"], item.get("data") or {}
@@ -225,6 +236,12 @@ class AlertEngine:
             alert = self.firing.get((rule.rule_id, subject))
             if alert is None:
                 await self._fire(rule, subject, what, now)
+            elif not alert.get("notified") and not alert.get("acked_by") \
+                    and not self._silenced(rule, now):
+                # Its first notice never went out (the send failed, the coordinator stopped
+                # before it, or a silence ended): send it now, not a repeat later (or never).
+                # The key alert:<id>:0 makes a notice that did get stored count once.
+                await self._notify(rule, alert, "alert", what, now)
             elif rule.repeat_s is not None and not alert.get("acked_by") \
                     and now - (alert.get("last_notified_at") or alert["since"]) >= rule.repeat_s:
                 await self._notify(rule, alert, "alert", what, now, repeat=True)
@@ -526,14 +543,18 @@ class AlertEngine:
                 "links": {"schedules": self._url("#schedules")}})
 
     async def _workflow_of(self, wfx: Any, client_id: int | None) -> bool:
+        """Whether the workflow run touched ``client_id``'s phones and no other client's:
+        a client's rule hears only of its own runs, and the notice's text (the workflow's
+        error) may speak of every phone the run touched."""
         row = await self.store.db._one("SELECT client_ids FROM workflow_executions"
                                        " WHERE workflow_execution_id = ?", (wfx,))
         if row is None or client_id is None:
             return False
         try:
-            return client_id in orjson.loads(row[0] or "[]")
+            clients = orjson.loads(row[0] or "[]")
         except orjson.JSONDecodeError:
             return False
+        return isinstance(clients, list) and set(clients) == {client_id}
 
     def _url(self, path: str) -> str:
         return f"{self.public_url}/{path}"

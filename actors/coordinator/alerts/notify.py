@@ -1,5 +1,5 @@
-"""Notices and their delivery: `Notice`, `Notifier.send` (contract C of issue 19) and the
-outbox's delivery loop.
+"""Notices and their delivery: `Notice`, `Notifier.send` (what any part of the coordinator
+calls to tell people something: alerts, reports) and the outbox's delivery loop.
 
 `Notifier` owns getting a notice to people: the console's own list always gets it
 (notifications table); every channel that takes it gets one outbox row (table
@@ -77,9 +77,11 @@ class Notifier:
         return row[0] if row is not None else None
 
     async def send(self, notice: Notice, channels: list[str] | None = None) -> list[int]:
-        """Store ``notice`` for the console and one outbox row per channel (``None``: every
-        configured channel whose kinds and clients take it; names of channels not
-        configured are skipped with a warning); the outbox rows' ids."""
+        """Store ``notice`` for the console and one outbox row per channel that takes it
+        (its kinds and clients): ``None``, every configured one; else those named (names of
+        channels not configured are skipped with a warning). A named channel is filtered
+        too, so a rule cannot send one client's notice to a channel of another client.
+        The outbox rows' ids."""
         client = await self._client_name(notice.client_id)
         body = {"kind": notice.kind, "client": client, "client_id": notice.client_id,
                 "title": notice.title, "text": notice.text, "html": notice.html,
@@ -94,8 +96,12 @@ class Notifier:
             for name in channels:
                 if name == CONSOLE:
                     continue
-                if self.config.channel(name) is None:
+                channel = self.config.channel(name)
+                if channel is None:
                     log.warning("notice %r: no channel named %r (skipped)", notice.title, name)
+                elif not channel.takes(notice.kind, client):
+                    log.warning("notice %r: channel %r does not take %s notices of client %s"
+                                " (skipped)", notice.title, name, notice.kind, client)
                 elif name not in names:
                     names.append(name)
         body["id"] = notification

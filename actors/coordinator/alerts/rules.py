@@ -22,6 +22,7 @@ from protocol.names import check_printable
 # A rule's or a channel's name: what `farm alerts silence NAME` and `channels = [...]` say.
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 DEFAULT_REPEAT_S = 3600.0
+MIN_REPEAT_S = 60.0  # a shorter repeat would flood the channels while an alert stays active
 CHANNEL_TYPES = ("webhook", "slack", "discord", "email")
 NOTICE_KINDS = ("alert", "resolved", "report", "run_finished", "workflow_finished")
 
@@ -215,8 +216,8 @@ def parse_rule(raw: Any, where: Callable[[str], str],
             repeat = None
         else:
             seconds = parse_duration(value, where("repeat")).total_seconds()
-            if seconds < 1:
-                raise ValidationError(where("repeat"), "at least 1s (or \"never\")")
+            if seconds < MIN_REPEAT_S:
+                raise ValidationError(where("repeat"), "at least 1m (or \"never\")")
             repeat = seconds
     chosen: tuple[str, ...] | None = None
     if raw.get("channels") is not None:

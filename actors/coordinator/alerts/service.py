@@ -89,6 +89,15 @@ class AlertService:
         client_id = await self.store.client_id(rule.client, "$.client")
         if client_id is not None and not principal.sees_client(client_id):
             raise ValidationError("$.client", f"no client named {rule.client!r}")
+        if not principal.is_super:
+            # A tenant's rule may name only channels that take its client's notices (the
+            # notifier filters them anyway; this says so up front instead of dropping).
+            for name in rule.channels or ():
+                channel = self.config.channel(name)
+                if channel is not None and channel.clients is not None \
+                        and rule.client not in channel.clients:
+                    raise ValidationError("$.channels", f"channel {name!r} does not take "
+                                                        f"notices of client {rule.client!r}")
         if await self.store.name_taken(rule.name):
             raise RuleConflict(f"a rule named {rule.name!r} exists: delete it first or "
                                "choose another name")

@@ -274,23 +274,17 @@ class AlertStore:
 
     async def mark_read(self, user_id: int, clients: frozenset[int] | None,
                         ids: list[int] | None) -> int:
-        """Mark the caller's visible notifications ``ids`` (None: all) read; how many."""
+        """Mark the caller's visible notifications ``ids`` (None: all) read; how many were
+        unread. One INSERT ... SELECT in the writer: no id list is loaded, however many."""
         where, args = _scope(clients)
         if ids is not None:
             chosen, more = _in("notification_id", ids)
             where, args = f"{where} AND {chosen}", [*args, *more]
-        with as_clients(clients):
-            rows = await self.db._all(f"SELECT notification_id FROM notifications WHERE {where}",
-                                      args)
-        visible = [r[0] for r in rows]
-        if not visible:
-            return 0
-        now = time.time()
-        await self.db._write_many(
-            "INSERT INTO notification_reads (notification_id, user_id, read_at)"
-            " VALUES (?, ?, ?) ON CONFLICT (notification_id, user_id) DO NOTHING",
-            [(n, user_id, now) for n in visible])
-        return len(visible)
+        sql = ("INSERT INTO notification_reads (notification_id, user_id, read_at)"
+               f" SELECT notification_id, ?, ? FROM notifications WHERE {where}"
+               " ON CONFLICT (notification_id, user_id) DO NOTHING")
+        params = (user_id, time.time(), *args)
+        return await self.db._atomic(lambda conn: conn.execute(sql, params).rowcount)
 
 
 def iso(at: float | None) -> str | None:
