@@ -761,8 +761,10 @@ async def test_the_engine_gets_every_event_of_a_burst_from_the_real_hub_emit(
     service = await _service(db, hub, [], [], tmp_path)
     task = asyncio.create_task(service.engine.run())
     try:
-        while not hub.event_observers:
+        deadline = time.monotonic() + 10
+        while not hub.event_observers and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
+        assert hub.event_observers, "the engine registers with Hub.event_observers"
         burst = SUBSCRIBER_QUEUE + 500  # more than a subscriber's queue holds
         for i in range(burst):  # no await between: nothing is read meanwhile
             hub.emit("node_down", f"n{i}", None, {})
