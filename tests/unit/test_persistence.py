@@ -19,7 +19,7 @@ pytestmark = pytest.mark.usefixtures("engine")
 async def test_migrations_apply_on_a_fresh_file_and_reopen_is_a_no_op(tmp_path, engine):
     path = tmp_path / "sub" / "farm.sqlite3"
     db = await FarmDB.open(path)
-    assert await db.schema_version() == SCHEMA_VERSION == 15
+    assert await db.schema_version() == SCHEMA_VERSION == 21
     await db.upsert_client("Acme")
     assert {"clients", "users", "agents", "phones", "profiles", "accounts", "hashtag_sets",
             "caption_templates", "media_files", "custom_variables", "counters", "tasks",

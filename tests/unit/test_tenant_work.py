@@ -27,6 +27,7 @@ from actors.coordinator.scheduling.workflows import schedule_id_of
 from actors.node.device.adb_server import free_port
 from actors.store.event_store import EventStore
 from actors.store.farm_db import FarmDB, seed_demo
+from actors.store.migrations import SCHEMA_VERSION
 from protocol.messages import Event
 from sequences.groups import GroupBook
 
@@ -346,7 +347,7 @@ async def test_v13_keeps_the_groups_of_an_older_database(tmp_path: Path, monkeyp
     monkeypatch.undo()
     db = await FarmDB.open(tmp_path / "farm.sqlite3")
     try:
-        assert await db.schema_version() == 15
+        assert await db.schema_version() == SCHEMA_VERSION
         shared = await db.group_book()
         assert shared.groups["front"].members == [A1] and shared.groups["front"].parent == "vip"
         assert [str(r) for r in shared.rules] == ["exclusivity set 'account_status'",

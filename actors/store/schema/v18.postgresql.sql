@@ -105,3 +105,9 @@ ALTER TABLE notification_reads ENABLE ROW LEVEL SECURITY;
 ALTER TABLE notification_reads FORCE ROW LEVEL SECURITY;
 CREATE POLICY tenant ON notification_reads USING (phonefarm_all() OR EXISTS (
     SELECT 1 FROM notifications n WHERE n.notification_id = notification_reads.notification_id));
+
+-- Every foreign key column leads an index (a client's rows are read and deleted by it).
+CREATE INDEX alert_rules_client ON alert_rules (client_id);
+CREATE INDEX alerts_client ON alerts (client_id);
+CREATE INDEX alert_outbox_client ON alert_outbox (client_id);
+CREATE INDEX notifications_client ON notifications (client_id);

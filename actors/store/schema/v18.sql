@@ -87,3 +87,9 @@ CREATE TABLE notification_reads (
     read_at REAL NOT NULL,
     PRIMARY KEY (notification_id, user_id)
 );
+
+-- Every foreign key column leads an index (a client's rows are read and deleted by it).
+CREATE INDEX alert_rules_client ON alert_rules (client_id);
+CREATE INDEX alerts_client ON alerts (client_id);
+CREATE INDEX alert_outbox_client ON alert_outbox (client_id);
+CREATE INDEX notifications_client ON notifications (client_id);

@@ -66,3 +66,6 @@ CREATE POLICY tenant ON app_pins USING (phonefarm_sees(client_id));
 ALTER TABLE app_install_phones ENABLE ROW LEVEL SECURITY;
 ALTER TABLE app_install_phones FORCE ROW LEVEL SECURITY;
 CREATE POLICY tenant ON app_install_phones USING (phonefarm_sees(client_id));
+
+-- Every foreign key column leads an index (a client's rows are read and deleted by it).
+CREATE INDEX app_pins_client ON app_pins (client_id);

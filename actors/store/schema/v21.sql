@@ -51,3 +51,6 @@ CREATE TABLE app_install_phones (
     PRIMARY KEY (install_id, serial)
 );
 CREATE INDEX app_install_phones_created ON app_install_phones (created_at);
+
+-- Every foreign key column leads an index (a client's rows are read and deleted by it).
+CREATE INDEX app_pins_client ON app_pins (client_id);
