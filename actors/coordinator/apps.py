@@ -11,8 +11,9 @@ the inventory (``apps_inventory`` events into ``phone_packages``), computes whic
 drifted from their pins, and with ``--apps-reconcile-at HH:MM`` installs the pinned version
 where one drifted, every day at that UTC time.
 
-Node events arrive as a status-stream subscriber (`Hub.subscribe`), handled without waiting
-on the loop so the queue never fills; the node's progress events reach the stream as they
+Node events arrive as a hub event observer (`Hub.event_observers`: told every emitted event,
+none dropped, unlike a stream subscriber's bounded queue, which would lose an install's end
+under load), handled without waiting; the node's progress events reach the stream as they
 are (the hub relays every node event).
 """
 
@@ -124,7 +125,6 @@ class AppService:
         # Bytes of APK data sent to nodes since start (the bench's figure), by node.
         self.bytes_to_node: dict[str, int] = {}
         self._tasks: set[asyncio.Task] = set()
-        self._queue: asyncio.Queue | None = None
         self._inventory_due: dict[str, dict] = {}
         self._inventory_wake = asyncio.Event()
         self._push_locks: dict[str, asyncio.Lock] = {}
@@ -138,14 +138,13 @@ class AppService:
             if row["state"] in (PENDING, SENDING):
                 await self.store.set_state(row["install_id"], row["serial"], FAILED,
                                            "the coordinator stopped before the node had it")
-        self._queue = self.hub.subscribe()
-        self._spawn(self._intake())
+        self.hub.event_observers.append(self._take)
         self._spawn(self._write_inventory())
         return self
 
     async def close(self) -> None:
-        if self._queue is not None:
-            self.hub.unsubscribe(self._queue)
+        if self._take in self.hub.event_observers:
+            self.hub.event_observers.remove(self._take)
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -162,17 +161,14 @@ class AppService:
             log.error("apps: background work failed: %r", task.exception())
 
     # --- the node's events -----------------------------------------------------------------
-    async def _intake(self) -> None:
-        assert self._queue is not None
-        while True:
-            item = await self._queue.get()
-            try:
-                self.observe(item["event"], item.get("serial"), item.get("data") or {})
-            except Exception:  # noqa: BLE001 - one bad event must not stop the intake
-                log.exception("apps: event %s not taken", item.get("event"))
+    def _take(self, item: dict) -> None:
+        try:
+            self.observe(item["event"], item.get("serial"), item.get("data") or {})
+        except Exception:  # noqa: BLE001 - one bad event must not stop the hub's emit
+            log.exception("apps: event %s not taken", item.get("event"))
 
     def observe(self, event: str, serial: str | None, data: dict) -> None:
-        """One stream event; never awaits (the hub's queue must keep draining)."""
+        """One emitted event; never awaits (called inside the hub's emit)."""
         if event == "apps_inventory":
             serial = serial or data.get("serial")
             if serial and isinstance(data.get("packages"), dict):

@@ -114,6 +114,7 @@ class FakeHub:
         self.link = nodes
         self.owners = Owners(owners)
         self.emitted: list[tuple[str, str | None, dict]] = []
+        self.event_observers: list = []
         self.runs = None
         self._db = db
 
@@ -125,12 +126,8 @@ class FakeHub:
 
     def emit(self, event: str, node: str | None, serial: str | None, data: dict) -> None:
         self.emitted.append((event, serial, data))
-
-    def subscribe(self) -> asyncio.Queue:
-        return asyncio.Queue()
-
-    def unsubscribe(self, queue: asyncio.Queue) -> None:
-        pass
+        for observe in list(self.event_observers):  # as Hub.emit tells its observers
+            observe({"event": event, "node": node, "serial": serial, "data": data})
 
 
 class FakeLibrary:
