@@ -23,7 +23,7 @@ from actors.coordinator.alerts.notify import Notice, Notifier
 from actors.coordinator.alerts.rules import (AlertsConfig, Channel, load_config, parse_channel,
                                              parse_rule)
 from actors.coordinator.alerts.service import AlertService
-from actors.coordinator.alerts.store import AlertStore
+from actors.coordinator.alerts.store import OUTBOX_KEEP_S, AlertStore
 from actors.store.farm_db import FarmDB
 from protocol.errors import ValidationError
 
@@ -294,6 +294,36 @@ async def test_a_webhook_down_then_up_gets_every_notice_after_retry_and_a_restar
         delivery.cancel()
         await asyncio.gather(delivery, return_exceptions=True)
         await hook.stop()
+        await db.close()
+
+
+async def test_a_notice_past_its_expiry_is_never_sent_and_old_rows_are_pruned(
+        tmp_path: Path, engine: str) -> None:
+    port = _free_port()
+    config = AlertsConfig((Channel("hook", "webhook", url=f"http://127.0.0.1:{port}/in"),))
+    db = await FarmDB.open(tmp_path / "farm.sqlite3")
+    try:
+        store = AlertStore(db)
+        notifier = Notifier(store, config, retry_base_s=0.1, expire_s=0.3)
+        [stale] = await notifier.send(Notice("alert", None, "stale", "text", key="stale"))
+        assert await notifier.deliver_due() == 0  # nobody listens: the row stays, pending
+        await asyncio.sleep(0.5)
+        hook = await Hook(port).start()
+        try:
+            [fresh] = await notifier.send(Notice("alert", None, "fresh", "text", key="fresh"))
+            await asyncio.sleep(0.2)  # the channel's retry time after the first failure
+            assert await notifier.deliver_due() == 1
+            assert [b["body"]["title"] for b in hook.bodies] == ["fresh"]  # never the expired
+        finally:
+            await hook.stop()
+        [view] = await notifier.channel_views()
+        assert (view["pending"], view["delivered"], view["expired"]) == (0, 1, 1)
+        # A week after, both rows are pruned; a row still within its week stays.
+        await store.prune(time.time() + OUTBOX_KEEP_S - 60)
+        assert len(await store.outbox([stale, fresh])) == 2
+        await store.prune(time.time() + OUTBOX_KEEP_S + 60)
+        assert await store.outbox([stale, fresh]) == []
+    finally:
         await db.close()
 
 
