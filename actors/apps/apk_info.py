@@ -118,10 +118,13 @@ def check_entry_name(bundle: str, name: str) -> None:
                        "the bundle's folder")
 
 
-def bundle_entries(path: str | os.PathLike, where: str | None = None) -> list[BundleEntry]:
+def bundle_entries(path: str | os.PathLike, where: str | None = None, *,
+                   max_bytes: int | None = None) -> list[BundleEntry]:
     """Every APK and OBB of a zip bundle (.xapk, .apkm, .apks), checked before any is used.
 
-    Every entry name is checked first (one path-traversal entry refuses the whole bundle);
+    Every entry name is checked first (one path-traversal entry refuses the whole bundle),
+    and with ``max_bytes`` the entries' unpacked sizes together (a zip bomb under the upload
+    limit would otherwise fill the disk: zipfile stops an entry at its declared size);
     then each APK's manifest is read. The APKs must name one package and one version code,
     with exactly one base APK (no split name).
     """
@@ -135,6 +138,10 @@ def bundle_entries(path: str | os.PathLike, where: str | None = None) -> list[Bu
         infos = [i for i in zf.infolist() if not i.is_dir()]
         for item in infos:
             check_entry_name(label, item.filename)
+        unpacked = sum(i.file_size for i in infos)
+        if max_bytes is not None and unpacked > max_bytes:
+            raise ApkError(label, f"bundle unpacks to {unpacked} bytes, more than the "
+                           f"{max_bytes} allowed")
         entries: list[BundleEntry] = []
         for item in infos:
             lower = item.filename.lower()

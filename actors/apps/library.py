@@ -17,11 +17,10 @@ import hashlib
 import logging
 import os
 import secrets
-import shutil
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable
+from typing import IO, Any, AsyncIterator, Callable
 
 import orjson
 
@@ -200,8 +199,8 @@ class ApkLibrary:
                     size += len(chunk)
                     if size > self.max_bytes:
                         raise UploadTooLarge(self.max_bytes)
-                    digest.update(chunk)
-                    out.write(chunk)
+                    # Off the loop: an upload of a GB must not stall every other request.
+                    await asyncio.to_thread(_hash_and_write, digest, out, chunk)
             if expected is not None and size != expected:
                 raise UploadTruncated(f"upload ended after {size} of {expected} bytes "
                                       "(Content-Length); nothing was kept")
@@ -246,7 +245,8 @@ class ApkLibrary:
             info = read_apk(upload.path, where=label)
             return [_Part("base.apk" if info.split is None else f"{info.split}.apk", "apk",
                           info.sha256, info.size, info, source=upload.path)]
-        entries: list[BundleEntry] = bundle_entries(upload.path, where=label)
+        entries: list[BundleEntry] = bundle_entries(upload.path, where=label,
+                                                      max_bytes=self.max_bytes)
         return [_Part(e.name, e.kind, e.sha256, e.size, e.info, source=upload.path,
                       entry=e.name) for e in entries]
 
@@ -460,3 +460,8 @@ class ApkLibrary:
                 found.path.unlink(missing_ok=True)
             await self.db.audit("apk", apk_id, "delete", found.to_json(), None, actor=actor)
             return found
+
+
+def _hash_and_write(digest: "hashlib._Hash", out: IO[bytes], chunk: bytes) -> None:
+    digest.update(chunk)
+    out.write(chunk)

@@ -379,9 +379,12 @@ class AppService:
 
     async def _put(self, node: str, f: dict, install: Install | None) -> int:
         size, offset = f["size"], 0
-        with open(f["path"], "rb") as fh:  # noqa: ASYNC230 - 4 MiB reads, between awaits
+        with open(f["path"], "rb") as fh:  # noqa: ASYNC230 - opening only; reads below
             while True:
-                data = fh.read(self.chunk)
+                data = await asyncio.to_thread(fh.read, self.chunk)
+                if not data and offset < size:  # the library's file is shorter than its row
+                    raise FarmError(f"{f['name']}: the library's file ends at {offset} of "
+                                    f"{size} bytes ({f['path']})")
                 last = offset + len(data) >= size
                 result = await self._command(node, "", ApkPut(
                     sha256=f["sha256"], size=size, offset=offset, data=data, last=last),

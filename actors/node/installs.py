@@ -275,7 +275,11 @@ class AppInstaller:
         """Every ``every_s``: the inventory of every online phone."""
         while True:
             await asyncio.sleep(every_s)
-            await asyncio.gather(*(self.inventory(s, "hourly") for s in online()))
+            # One phone's unexpected failure must not end the hourly inventories.
+            results = await asyncio.gather(*(self.inventory(s, "hourly") for s in online()),
+                                           return_exceptions=True)
+            for error in (r for r in results if isinstance(r, Exception)):
+                log.error("hourly inventory failed: %r", error)
 
     def close(self) -> None:
         for task in list(self._tasks) + list(self.jobs.values()):

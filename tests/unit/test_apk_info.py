@@ -89,6 +89,18 @@ def test_bundle_with_a_path_traversal_entry_is_refused_naming_it(tmp_path, entry
     assert repr(entry) in str(err.value)
 
 
+def test_a_bundle_unpacking_past_the_limit_is_refused_before_anything_is_read(tmp_path):
+    # A zip bomb: 8 MiB of zeros packs into a few KiB, well under any upload limit.
+    path = tmp_path / "bomb.xapk"
+    path.write_bytes(make_xapk(make_apk(PKG, 1), {}, PKG, 1))
+    with zipfile.ZipFile(path, "a", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr(f"Android/obb/{PKG}/main.1.obb", bytes(8 << 20))
+    assert path.stat().st_size < 1 << 20
+    with pytest.raises(ApkError, match="unpacks to"):
+        bundle_entries(path, max_bytes=4 << 20)
+    assert [e.kind for e in bundle_entries(path, max_bytes=16 << 20)] == ["apk", "obb"]
+
+
 def test_bundle_whose_splits_disagree_is_refused(tmp_path):
     path = tmp_path / "mixed.xapk"
     other = {"config.x86": make_apk("com.other.app", 420, split="config.x86")}

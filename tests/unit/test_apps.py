@@ -206,6 +206,16 @@ async def test_each_node_gets_the_apk_once_and_an_unplugged_phone_fails_alone(fa
     assert view["phones"]["B1"]["reason"] == "node rack-b of phone B1 is down"
 
 
+async def test_a_library_file_shorter_than_its_row_fails_the_install_naming_it(farm) -> None:
+    # Before, the push read b"" at the file's end forever, sending empty chunks.
+    base = farm.service.library.versions["4.1.0"][0]
+    Path(base["path"]).write_bytes(Path(base["path"]).read_bytes()[:1000])
+    install = await farm.service.install("clipshare", "4.1.0", ["A1"])
+    view = await _finished(farm.service, install.install_id)
+    assert view["counts"] == {"failed": 1}
+    assert f"ends at 1000 of {base['size']} bytes" in view["phones"]["A1"]["reason"]
+
+
 async def test_an_unknown_version_is_refused_before_anything_is_recorded(farm) -> None:
     with pytest.raises(apps_mod.ValidationError, match="no clipshare 9.9"):
         await farm.service.install("clipshare", "9.9", ["A1"])
