@@ -23,7 +23,7 @@ from msgspec import Meta
 
 from actors.access.users import AccessDenied
 from actors.control.auth import principal_of
-from actors.control.http import (error_response, hub_of, json_response, openapi_body,
+from actors.control.http import (hub_of, json_response, openapi_body,
                                  openapi_path_param, super_users_only)
 from actors.control.registry import _Body, _handled
 from actors.control.schemas import IntParam, RequestError, decode_request

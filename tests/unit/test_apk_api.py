@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import socket
 import sys
 from pathlib import Path
 

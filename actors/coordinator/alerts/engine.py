@@ -180,7 +180,7 @@ class AlertEngine:
                                 f"{'offline' if row.get('state') == 'offline' else 'unreachable'}"
                                 f" since {iso(since)} (rule {rule.name}: longer than "
                                 f"{rule.params['minutes']:g} min).",
-                        "links": {"phone": self._url(f"#wall")}}
+                        "links": {"phone": self._url("#wall")}}
         elif rule.kind == "phone_paused":
             pauses = getattr(hub, "pauses", None)
             for serial, pause in list((pauses.paused if pauses is not None else {}).items()):

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 from urllib.parse import quote
 
 import orjson
