@@ -48,21 +48,25 @@ class DemoFarm:
     """A `farm-coordinator --demo` process group, its admin token and what it printed: the
     admin's one-time login link and the passwords of Acme's demo users."""
 
-    def __init__(self, tmp: Path, phones: int = 4) -> None:
+    def __init__(self, tmp: Path, phones: int = 4, extra: tuple[str, ...] = ()) -> None:
         self.phones = phones
+        self.data = tmp / "data"
         http = free_port()
         self.base = f"http://127.0.0.1:{http}"
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "actors.coordinator", "--demo", "--phones", str(phones),
              "--http", f"127.0.0.1:{http}", "--listen", f"tcp://127.0.0.1:{free_port()}",
-             "--data", str(tmp / "data"), "--log-level", "WARNING", "--base-port", "0"],
+             "--data", str(self.data), "--log-level", "WARNING", "--base-port", "0", *extra],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
             start_new_session=True)
         self.link: str | None = None
         self.passwords: dict[str, str] = {}
-        # The start line, the link, then one line per demo user.
+        self.adb_port = 0
+        # The start line, the adb server, the link, then one line per demo user.
         for line in iter(self.proc.stdout.readline, ""):
-            if match := re.search(r"#login=(\S+)", line):
+            if match := re.search(r"demo adb server 127\.0\.0\.1:(\d+)", line):
+                self.adb_port = int(match.group(1))
+            elif match := re.search(r"#login=(\S+)", line):
                 self.link = match.group(1)
             elif match := re.search(r"demo user (\S+) \(.*\), password: (\S+)", line):
                 self.passwords[match.group(1)] = match.group(2)
@@ -70,7 +74,7 @@ class DemoFarm:
                 break
         assert self.link and set(self.passwords) == {"acme", "acme-viewer"}, \
             f"the demo did not print its link and users: {self.link!r} {self.passwords}"
-        self.admin_token = (tmp / "data" / "admin.token").read_text().strip()
+        self.admin_token = (self.data / "admin.token").read_text().strip()
         deadline = time.monotonic() + 60
         rows: list[dict] = []
         while time.monotonic() < deadline:
@@ -80,6 +84,7 @@ class DemoFarm:
                 break
             time.sleep(0.2)
         assert sum(p["state"] == "online" for p in rows) == phones, rows
+        self.phone_rows = rows
         self.acme_phones = sorted(p["serial"] for p in rows if p.get("client") == "Acme")
         assert 0 < len(self.acme_phones) < phones, rows  # the demo splits them
 

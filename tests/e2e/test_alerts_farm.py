@@ -10,17 +10,15 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from actors.node.device.adb_server import free_port
 from tests.e2e.alert_hook import HookServer, matching
-from tests.e2e.demo_farm import call
+from tests.e2e.demo_farm import DemoFarm, call
 from tests.e2e.farm_auth import admin_token, sign_in_console
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -47,43 +45,18 @@ kind = "run_finished"
 """
 
 
-class AlertFarm:
+class AlertFarm(DemoFarm):
     """A demo coordinator started with ``--alerts-config`` (its webhook: ``hook``)."""
 
     def __init__(self, tmp: Path, hook: HookServer, phones: int = 3) -> None:
         config = tmp / "alerts.toml"
         config.write_text(alerts_toml(hook.url()))
-        self.data = tmp / "data"
-        http = free_port()
-        self.base = f"http://127.0.0.1:{http}"
         self.public = "http://farm.example:8470"
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "actors.coordinator", "--demo", "--phones", str(phones),
-             "--http", f"127.0.0.1:{http}", "--listen", f"tcp://127.0.0.1:{free_port()}",
-             "--data", str(self.data), "--log-level", "WARNING", "--base-port", "0",
-             "--alerts-config", str(config), "--public-url", self.public, "--retention", "off"],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-            start_new_session=True)
-        self.passwords: dict[str, str] = {}
-        self.adb_port = 0
-        for line in iter(self.proc.stdout.readline, ""):
-            if match := re.search(r"demo adb server 127\.0\.0\.1:(\d+)", line):
-                self.adb_port = int(match.group(1))
-            elif match := re.search(r"demo user (\S+) \(.*\), password: (\S+)", line):
-                self.passwords[match.group(1)] = match.group(2)
-            if len(self.passwords) == 2:
-                break
-        assert self.adb_port and len(self.passwords) == 2, "the demo did not start"
-        self.token = (self.data / "admin.token").read_text().strip()
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            _, answer = call(self.base, "GET", "/api/phones", self.token)
-            self.phones = answer.get("phones", [])
-            if sum(p["state"] == "online" for p in self.phones) == phones:
-                break
-            time.sleep(0.2)
-        self.acme = sorted(p["serial"] for p in self.phones if p.get("client") == "Acme")
-        assert self.acme, self.phones
+        super().__init__(tmp, phones, ("--alerts-config", str(config), "--public-url",
+                                       self.public, "--retention", "off"))
+        self.token = self.admin_token
+        self.phones = self.phone_rows
+        self.acme = self.acme_phones
 
     def login(self, user: str) -> str:
         status, answer = call(self.base, "POST", "/api/login", None,
@@ -94,16 +67,6 @@ class AlertFarm:
     def adb(self, *args: str) -> None:
         subprocess.run(["adb", "-P", str(self.adb_port), *args], capture_output=True,
                        timeout=30, check=True)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGINT)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-
 
 @pytest.fixture(scope="module")
 def hook():

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -20,9 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from actors.node.device.adb_server import free_port
 from tests.apk_factory import make_apk, make_xapk
-from tests.e2e.demo_farm import call
+from tests.e2e.demo_farm import DemoFarm, call
 from tests.e2e.farm_auth import admin_token, sign_in_console
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,41 +28,15 @@ CLIPSHARE = "com.phonefarm.clipshare"
 PHONES = 4
 
 
-class AppsFarm:
+class AppsFarm(DemoFarm):
     """A demo coordinator (its node, 4 virtual phones) with its admin token and adb port."""
 
     def __init__(self, tmp: Path) -> None:
-        http = free_port()
-        self.base = f"http://127.0.0.1:{http}"
-        self.data = tmp / "data"
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "actors.coordinator", "--demo", "--phones", str(PHONES),
-             "--http", f"127.0.0.1:{http}", "--listen", f"tcp://127.0.0.1:{free_port()}",
-             "--data", str(self.data), "--log-level", "WARNING", "--base-port", "0"],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-            start_new_session=True)
-        self.adb_port = 0
-        self.passwords: dict[str, str] = {}
-        for line in iter(self.proc.stdout.readline, ""):
-            if match := re.search(r"demo adb server 127\.0\.0\.1:(\d+)", line):
-                self.adb_port = int(match.group(1))
-            elif match := re.search(r"demo user (\S+) \(.*\), password: (\S+)", line):
-                self.passwords[match.group(1)] = match.group(2)
-            if len(self.passwords) == 2:
-                break
-        assert self.adb_port and len(self.passwords) == 2, "the demo did not start"
-        self.token = (self.data / "admin.token").read_text().strip()
-        rows: list[dict] = []
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            _, answer = call(self.base, "GET", "/api/phones", self.token)
-            rows = answer.get("phones", [])
-            if sum(p["state"] == "online" for p in rows) == PHONES:
-                break
-            time.sleep(0.2)
-        self.serials = sorted(p["serial"] for p in rows)
-        self.acme = sorted(p["serial"] for p in rows if p.get("client") == "Acme")
-        assert len(self.serials) == PHONES and 0 < len(self.acme) < PHONES, rows
+        super().__init__(tmp, PHONES)
+        self.token = self.admin_token
+        self.serials = sorted(p["serial"] for p in self.phone_rows)
+        self.acme = self.acme_phones
+        assert len(self.serials) == PHONES, self.phone_rows
 
     def adb(self, *args: str) -> None:
         subprocess.run(["adb", "-P", str(self.adb_port), *args], capture_output=True,
@@ -103,16 +75,6 @@ class AppsFarm:
                 return
             time.sleep(0.3)
         raise AssertionError({s: self.installed(s) for s in serials})
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGINT)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-
 
 @pytest.fixture(scope="module")
 def farm(tmp_path_factory):
