@@ -34,30 +34,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.latency import start_demo  # noqa: E402
-from tests.e2e.alert_hook import HookServer  # noqa: E402
+from tests.e2e.alert_hook import HookServer, alerts_toml  # noqa: E402
 from tests.e2e.farm_auth import api_json, auth_headers  # noqa: E402
 
 RUN = {"name": "alert_bench", "steps": [{"type": "key", "key": "HOME"}]}
 UNREACHABLE = {"phone_paused", "phone_down"}
-
-
-def config(hook_url: str) -> str:
-    return f"""
-[[channel]]
-name = "hook"
-type = "webhook"
-url = "{hook_url}"
-
-[[rule]]
-name = "unplugged"
-kind = "phone_offline"
-minutes = 0
-repeat = "never"
-
-[[rule]]
-name = "runs-done"
-kind = "run_finished"
-"""
 
 
 class Stream:
@@ -112,10 +93,10 @@ def main() -> None:
     args = ap.parse_args()
     hook = HookServer().start()
     with tempfile.TemporaryDirectory() as tmp:
-        alerts_toml = Path(tmp) / "alerts.toml"
-        alerts_toml.write_text(config(hook.url()))
+        alerts_toml_file = Path(tmp) / "alerts.toml"
+        alerts_toml_file.write_text(alerts_toml(hook.url()))
         proc, http, adb_port = start_demo(args.phones, str(Path(tmp) / "data"),
-                                          "--alerts-config", str(alerts_toml),
+                                          "--alerts-config", str(alerts_toml_file),
                                           "--retention", "off")
         base = f"http://{http}"
         try:

@@ -77,3 +77,24 @@ def matching(**fields: Any):
     title_has = fields.pop("title_has", None)
     return lambda body: all(body.get(k) == v for k, v in fields.items()) and (
         title_has is None or title_has in body.get("title", ""))
+
+
+def alerts_toml(hook_url: str) -> str:
+    """An alerts config whose channel is the hook at ``hook_url``: a phone offline at once
+    (no repeat) and every finished run (tests/e2e/test_alerts_farm.py, bench/alerts.py)."""
+    return f"""
+[[channel]]
+name = "hook"
+type = "webhook"
+url = "{hook_url}"
+
+[[rule]]
+name = "unplugged"
+kind = "phone_offline"
+minutes = 0
+repeat = "never"
+
+[[rule]]
+name = "runs-done"
+kind = "run_finished"
+"""

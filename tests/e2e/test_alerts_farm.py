@@ -17,32 +17,13 @@ from pathlib import Path
 import pytest
 
 from actors.node.device.adb_server import free_port
-from tests.e2e.alert_hook import HookServer, matching
+from tests.e2e.alert_hook import HookServer, alerts_toml, matching
 from tests.e2e.demo_farm import DemoFarm, call
 from tests.e2e.farm_auth import admin_token, sign_in_console
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
 RUN = {"name": "alert_probe", "steps": [{"type": "key", "key": "HOME"}]}
-
-
-def alerts_toml(hook_url: str) -> str:
-    return f"""
-[[channel]]
-name = "hook"
-type = "webhook"
-url = "{hook_url}"
-
-[[rule]]
-name = "unplugged"
-kind = "phone_offline"
-minutes = 0
-repeat = "never"
-
-[[rule]]
-name = "runs-done"
-kind = "run_finished"
-"""
 
 
 class AlertFarm(DemoFarm):
