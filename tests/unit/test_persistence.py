@@ -4,6 +4,7 @@ SQLite files in tmp_path)."""
 from __future__ import annotations
 
 import sqlite3
+from pathlib import Path
 from datetime import datetime, timezone
 
 import pytest
@@ -13,13 +14,19 @@ from protocol.errors import FarmError, ValidationError
 from tests.engine_checks import INTEGRITY_ERRORS, columns, foreign_keys, index_leads, tables
 
 # Every test here runs on SQLite and on PostgreSQL (tests/conftest.py engine).
+SCHEMA_DIR = Path(__file__).resolve().parents[2] / "actors" / "store" / "schema"
+
 pytestmark = pytest.mark.usefixtures("engine")
 
 
 async def test_migrations_apply_on_a_fresh_file_and_reopen_is_a_no_op(tmp_path, engine):
     path = tmp_path / "sub" / "farm.sqlite3"
     db = await FarmDB.open(path)
-    assert await db.schema_version() == SCHEMA_VERSION == 21
+    # One migration per vN.sql file, numbered without a gap.
+    files = sorted(int(f.name[1:-4]) for f in SCHEMA_DIR.glob("v*.sql")
+                   if not f.name.endswith(".postgresql.sql"))
+    assert files == list(range(1, len(files) + 1))
+    assert await db.schema_version() == SCHEMA_VERSION == len(files)
     await db.upsert_client("Acme")
     assert {"clients", "users", "agents", "phones", "profiles", "accounts", "hashtag_sets",
             "caption_templates", "media_files", "custom_variables", "counters", "tasks",

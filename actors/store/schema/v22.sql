@@ -1,0 +1,1 @@
+-- v22: reserved for coordinator content data: metric samples, account health events (issue 21, DATA)

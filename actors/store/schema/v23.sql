@@ -1,0 +1,1 @@
+-- v23: reserved for content management: media library (issue 21, CONTENT)

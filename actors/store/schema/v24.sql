@@ -1,0 +1,1 @@
+-- v24: reserved for link in bio codes (issue 21, ENGAGE)
