@@ -1352,7 +1352,8 @@ class FarmDB:
         # on PostgreSQL (which has no IFNULL). The single writer runs one job at a time.
         def job(conn: Any) -> None:
             if not conn.execute("UPDATE custom_variables SET value = ? WHERE name = ?"
-                                " AND COALESCE(client_id, 0) = COALESCE(?, 0)",
+                                " AND COALESCE(client_id, 0) = COALESCE(?, 0)"
+                                " AND account_id IS NULL",
                                 (value, name, client_id)).rowcount:
                 conn.execute("INSERT INTO custom_variables (name, value, client_id)"
                              " VALUES (?, ?, ?)", (name, value, client_id))
@@ -1362,10 +1363,17 @@ class FarmDB:
     async def set_hashtag_set(self, name: str, tags: list[str],
                               client: str | int | None = None) -> None:
         client_id = await self._client_id(client)
-        await self._write(
-            "INSERT INTO hashtag_sets (name, client_id, tags) VALUES (?, ?, ?)"
-            " ON CONFLICT (name) DO UPDATE SET client_id = excluded.client_id,"
-            " tags = excluded.tags", (name, client_id, orjson.dumps(list(tags)).decode()))
+        tags_json = orjson.dumps(list(tags)).decode()
+
+        # Names are unique per client (v23): update, else insert, as set_custom does.
+        def job(conn: Any) -> None:
+            if not conn.execute("UPDATE hashtag_sets SET tags = ? WHERE name = ?"
+                                " AND COALESCE(client_id, 0) = COALESCE(?, 0)",
+                                (tags_json, name, client_id)).rowcount:
+                conn.execute("INSERT INTO hashtag_sets (name, client_id, tags)"
+                             " VALUES (?, ?, ?)", (name, client_id, tags_json))
+
+        await self._atomic(job)
 
     async def set_caption_template(self, name: str, template: str,
                                    client: str | int | None = None) -> None:
@@ -1373,10 +1381,15 @@ class FarmDB:
         from sequences.variables import parse  # the parser names the offset of any mistake
         parse(template)
         client_id = await self._client_id(client)
-        await self._write(
-            "INSERT INTO caption_templates (name, client_id, template) VALUES (?, ?, ?)"
-            " ON CONFLICT (name) DO UPDATE SET client_id = excluded.client_id,"
-            " template = excluded.template", (name, client_id, template))
+
+        def job(conn: Any) -> None:  # names are unique per client (v23)
+            if not conn.execute("UPDATE caption_templates SET template = ? WHERE name = ?"
+                                " AND COALESCE(client_id, 0) = COALESCE(?, 0)",
+                                (template, name, client_id)).rowcount:
+                conn.execute("INSERT INTO caption_templates (name, client_id, template)"
+                             " VALUES (?, ?, ?)", (name, client_id, template))
+
+        await self._atomic(job)
 
     # -- reads for the others --------------------------------------------------------------
 
@@ -1742,17 +1755,25 @@ class FarmDB:
             profile = next((a["profile"] for a in accounts if a["profile"]), None) or {}
         custom: dict[str, str] = {}
         # Farm-wide values first, so a client's own value of the same name wins.
-        for r in await self._all("SELECT name, value FROM custom_variables WHERE client_id IS"
-                                 " NULL OR client_id = ? ORDER BY client_id IS NOT NULL",
-                                 (client_id,)):
+        for r in await self._all("SELECT name, value FROM custom_variables WHERE"
+                                 " (client_id IS NULL OR client_id = ?) AND account_id IS NULL"
+                                 " ORDER BY client_id IS NOT NULL", (client_id,)):
             custom[r["name"]] = r["value"]
+        # The current account's own values (v23) win over its client's.
+        current_id = next((a["account_id"] for a in accounts if current is not None and
+                           (a["platform"], a["account_number"]) == current), None)
+        if current_id is not None:
+            for r in await self._all("SELECT name, value FROM custom_variables"
+                                     " WHERE account_id = ?", (current_id,)):
+                custom[r["name"]] = r["value"]
         custom.update(custom_overrides or {})
+        # A client's set or template of a name wins over the farm's shared one (v23).
         hashtags = {r["name"]: orjson.loads(r["tags"]) for r in await self._all(
-            "SELECT name, tags FROM hashtag_sets WHERE client_id IS NULL OR client_id = ?",
-            (client_id,))}
+            "SELECT name, tags FROM hashtag_sets WHERE client_id IS NULL OR client_id = ?"
+            " ORDER BY client_id IS NOT NULL", (client_id,))}
         captions = {r["name"]: r["template"] for r in await self._all(
             "SELECT name, template FROM caption_templates WHERE client_id IS NULL"
-            " OR client_id = ?", (client_id,))}
+            " OR client_id = ? ORDER BY client_id IS NOT NULL", (client_id,))}
         default_folder = media_folder or str(Path(self.path).parent / "media")
         return VariableContext(
             serial=serial, client=client, profile=profile,
