@@ -36,7 +36,7 @@ import numpy as np
 
 from protocol.errors import ValidationError, ValidationErrors, split_msgspec_error
 from protocol.files import confined, is_temp_name, remove_stale_temps, write_atomic
-from registry.model import GLOBAL_APP, App, Registry, RegistryFile, Screen
+from registry.model import GLOBAL_APP, HEALTH_TAGS, App, Registry, RegistryFile, Screen
 
 log = logging.getLogger(__name__)
 
@@ -463,6 +463,19 @@ class _Loader:
                 references.append(_Reference(region.reference,
                                              source.where(key_path(rpath, "reference")),
                                              (x2 - x1, y2 - y1) if box_ok else None, "crop"))
+        for i, read in enumerate(screen.read_regions):
+            rpath = f"{key_path(path, 'read_regions')}[{i}]"
+            if read.name in first_seen:
+                self.problem(source.where(key_path(rpath, "name")),
+                             f"duplicate region name {read.name!r} (also a validation or read "
+                             "region of this screen)")
+            else:
+                first_seen[read.name] = i
+            self.check_box(read.coordinates, app, source, key_path(rpath, "coordinates"))
+        if screen.health is not None and screen.health not in HEALTH_TAGS:
+            self.problem(source.where(key_path(path, "health")),
+                         f"unknown health tag {screen.health!r} (expected one of "
+                         f"{', '.join(HEALTH_TAGS)}, or no health field)")
         actions_path = key_path(path, "actions")
         first_seen = {}
         for i, action in enumerate(screen.actions):

@@ -56,6 +56,20 @@ class ScreenAction(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Tru
     navigation: bool = True
 
 
+class ReadRegion(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """A box a sequence reads (``read_text``, ``read_number``, ``read_messages``: a count, a
+    name, a message list). Never used to identify the screen: what it shows changes."""
+
+    name: str
+    coordinates: Box
+
+
+# What a screen says about the account's health (issue 21): ``login`` a login screen (met
+# mid-run: a forced re-login), ``challenge`` a verification/captcha screen (the execution
+# stops; it is never cleared, solved or handed to AI recovery).
+HEALTH_TAGS = ("login", "challenge")
+
+
 class Screen(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     """A state or an interrupt: how to recognise it and what can be done on it."""
 
@@ -68,6 +82,15 @@ class Screen(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     handler: str | None = None
     # A full frame of this screen (PNG, relative path) for `farm registry check`.
     reference_screenshot: str | None = None
+    # Boxes sequences read (not matched); see ReadRegion.
+    read_regions: list[ReadRegion] = msgspec.field(default_factory=list)
+    # One of HEALTH_TAGS, checked by registry.load.
+    health: str | None = None
+
+    def read_region(self, name: str) -> "ReadRegion | Region | None":
+        """The read region ``name``, else the validation region of that name."""
+        return next((r for r in self.read_regions if r.name == name), None) \
+            or next((r for r in self.validation_regions if r.name == name), None)
 
     def handler_action(self) -> ScreenAction | None:
         if self.handler is not None:

@@ -359,3 +359,41 @@ def test_save_app_rejects_bad_keys_and_paths(folder: Path) -> None:
     with pytest.raises(ValidationErrors, match="inside the registry folder"):
         save_app(folder, "clipshare", login_app(), {"../escape.png": png(50, 30)})
     assert not (folder.parent / "escape.png").exists()
+
+
+# --- issue 21: health tags and read regions -------------------------------------------------
+
+
+def test_health_tags_and_read_regions_load(folder: Path) -> None:
+    app = clipshare()
+    app["states"]["login"]["health"] = "login"
+    app["states"]["feed"]["read_regions"] = [{"name": "followers", "coordinates": [0, 100, 50, 120]}]
+    app["interrupts"]["rate_us"]["health"] = "challenge"
+    (folder / "clipshare.json").write_text(json.dumps(app, indent=2))
+    registry = load_registry(folder)
+    cs = registry.apps["clipshare"]
+    assert cs.states["login"].health == "login" and cs.interrupts["rate_us"].health == "challenge"
+    assert cs.states["feed"].health is None
+    assert cs.states["feed"].read_region("followers").coordinates == (0, 100, 50, 120)
+    assert cs.states["login"].read_region("title").name == "title"  # a validation region
+    assert cs.states["feed"].read_region("nope") is None
+
+
+def test_health_and_read_region_problems(folder: Path) -> None:
+    app = clipshare()
+    app["states"]["login"]["health"] = "captcha"
+    app["states"]["feed"]["read_regions"] = [
+        {"name": "nav", "coordinates": [0, 100, 50, 120]},        # a validation region's name
+        {"name": "big", "coordinates": [0, 100, 500, 120]}]
+    app["interrupts"]["rate_us"]["health"] = 3  # a type problem: the screen is not checked on
+    app["interrupts"]["rate_us"]["read_regions"] = [{"name": "odd", "coordinates": [0, 1, 5, 9],
+                                                     "ocr": True}]
+    (folder / "clipshare.json").write_text(json.dumps(app, indent=2))
+    messages = problems(folder)
+    text = "\n".join(messages)
+    assert has(messages, "clipshare.json:", "$.states.login.health", "unknown health tag 'captcha'",
+               "login, challenge"), text
+    assert has(messages, "$.states.feed.read_regions[0].name", "duplicate region name 'nav'"), text
+    assert has(messages, "$.states.feed.read_regions[1].coordinates", "outside"), text
+    assert has(messages, "$.interrupts.rate_us.read_regions[0].ocr", "unknown field 'ocr'"), text
+    assert has(messages, "$.interrupts.rate_us.health", "str"), text
