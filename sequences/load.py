@@ -15,7 +15,12 @@ that exists; screens are registry labels that exist (``clipshare/feed``,
 ``clipshare/interrupt:rate_us``, ``global/interrupt:low_battery``; a go_to's is a state); a
 sleep is ``seconds`` xor ``min_s <= max_s``; timeouts and durations are positive; accounts read
 ``platform.account_number``; keys are Android key names or codes; texts parse as variable
-templates (``sequences.variables``, when present).
+templates (``sequences.variables``, when present). Reading steps (issue 21): a read_text /
+read_number names a registry region (``screen.region``: a read region or validation region
+of a state) xor a box; ``into`` is a read variable name; each ``${read.NAME}`` is set by an
+earlier read step (file order); a record_metric's metric is an account's one (no ``post``) or
+a post's; a record_post's ``caption_step`` is the label of an earlier type step; locales are
+those of ``sequences.numbers``.
 """
 
 from __future__ import annotations
@@ -37,7 +42,10 @@ from registry.load import DEMO_REGISTRY, load_registry
 # just as well; one implementation of "which line holds $.steps[3].x".
 from registry.load import _JsonIndex, key_path, parse_json, value_problems
 from registry.model import GLOBAL_APP, Registry
-from sequences.model import STEP_TYPES, IfScreenStep, RetryPolicy, Sequence, Step
+from sequences.model import (ACCOUNT_METRICS, POST_METRICS, STEP_TYPES, IfScreenStep,
+                             RetryPolicy, Sequence, Step)
+from sequences.numbers import check_locale
+from sequences.variables import READ_NAME, read_variables
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +115,9 @@ class _Checker:
         self.index = index
         self.problems: list[ValidationError] = []
         self.app: str | None = None
+        # In file order: read variables set so far, labels of type steps so far.
+        self.reads: set[str] = set()
+        self.type_labels: set[str] = set()
 
     def where(self, path: str) -> str:
         line = self.index.line(path) if self.index else None
@@ -270,7 +281,11 @@ class _Checker:
                 self.problem(at("text") if "text" in s else path, "a type step needs a non-empty text")
             elif isinstance(text, str) and (reason := template_problem(text)):
                 self.problem(at("text"), reason)
+            elif isinstance(text, str):
+                self.check_template_reads(text, at("text"))
             self.check_clear_field(s, at("field"))
+            if isinstance(s.get("label"), str):
+                self.type_labels.add(s["label"])
         elif kind == "key":
             key = s.get("key")
             if isinstance(key, str):
@@ -329,6 +344,69 @@ class _Checker:
             if ".then[" in path or ".otherwise[" in path:
                 self.problem(path, "ensure_app is played before the run starts: a top-level "
                                    "step only, not inside if_screen")
+        elif kind in ("read_text", "read_number"):
+            self.check_read_place(s, path, kind)
+            self.check_locale(s, at("locale"))
+            into = s.get("into")
+            if not (isinstance(into, str) and into):
+                self.problem(at("into") if "into" in s else path,
+                             f"a {kind} step needs into: the read variable's name "
+                             "(${read.NAME} in later steps)")
+            elif not READ_NAME.fullmatch(into):
+                self.problem(at("into"), f"{into!r} is not a read variable name "
+                                         "([a-z][a-z0-9_]{0,31}, e.g. followers)")
+            else:
+                self.reads.add(into)
+        elif kind == "read_messages":
+            for key in ("partner_region", "body_region"):
+                if not (isinstance(s.get(key), str) and s[key]):
+                    self.problem(at(key) if key in s else path,
+                                 f"a read_messages step needs {key} (screen.region)")
+                else:
+                    self.check_region(s[key], at(key))
+            self.check_locale(s, at("locale"))
+        elif kind == "record_metric":
+            post, metric = s.get("post"), s.get("metric")
+            known = POST_METRICS if post is not None else ACCOUNT_METRICS
+            whose = "a post's" if post is not None else "an account's (no post)"
+            if not (isinstance(metric, str) and metric):
+                self.problem(at("metric") if "metric" in s else path,
+                             f"a record_metric step needs a metric ({whose}: {', '.join(known)})")
+            elif metric not in known:
+                other = ACCOUNT_METRICS if post is not None else POST_METRICS
+                hint = (" (that one is " + ("an account's: remove post" if post is not None
+                                           else "a post's: add post") + ")"
+                        if metric in other else "")
+                self.problem(at("metric"), f"unknown metric {metric!r} for {whose}: expected "
+                                           f"one of {', '.join(known)}{hint}")
+            if not (isinstance(s.get("value"), str) and s["value"].strip()):
+                self.problem(at("value") if "value" in s else path,
+                             "a record_metric step needs a value (e.g. \"${read.followers}\")")
+            else:
+                self.check_template_reads(s["value"], at("value"))
+            if isinstance(post, str):
+                if not post.strip():
+                    self.problem(at("post"), "post is \"latest\" or the app's post id (a "
+                                             "template), not empty")
+                elif post != "latest":
+                    self.check_template_reads(post, at("post"))
+        elif kind == "record_post":
+            caption = s.get("caption_step")
+            if not (isinstance(caption, str) and caption):
+                self.problem(at("caption_step") if "caption_step" in s else path,
+                             "a record_post step needs caption_step: the label of the earlier "
+                             "type step that typed the caption")
+            elif caption not in self.type_labels:
+                known = ", ".join(sorted(self.type_labels)) or "none"
+                self.problem(at("caption_step"), f"caption_step {caption!r} names no earlier type "
+                                                 f"step's label (labelled type steps before it: "
+                                                 f"{known})")
+            for key in ("media", "platform_post_id"):
+                if isinstance(s.get(key), str):
+                    if not s[key].strip():
+                        self.problem(at(key), f"{key} must not be empty (leave it out instead)")
+                    else:
+                        self.check_template_reads(s[key], at(key))
         elif kind == "sleep":
             seconds, lo, hi = number("seconds"), number("min_s"), number("max_s")
             has_range = "min_s" in s or "max_s" in s
@@ -344,6 +422,80 @@ class _Checker:
                 self.at_most(at(key), v, MAX_WAIT_S)
             if lo is not None and hi is not None and lo > hi:
                 self.problem(at("min_s"), f"min_s {lo} is above max_s {hi}")
+
+    # --- reading the screen (issue 21) ---
+    def check_template_reads(self, text: str, path: str) -> None:
+        """``text`` parses as a template and each ``${read.NAME}`` in it was set by an earlier
+        read step (in file order)."""
+        if (reason := template_problem(text)):
+            self.problem(path, reason)
+            return
+        try:
+            names = read_variables(text)
+        except FarmError as exc:
+            self.problem(path, _variable_reason(exc))
+            return
+        for name, offset in names:
+            if name not in self.reads:
+                known = ", ".join(sorted(self.reads)) or "none"
+                self.problem(path, f"offset {offset}: ${{read.{name}}} is used before any read "
+                                   f"step sets {name!r} (set so far: {known})")
+
+    def check_read_place(self, s: dict, path: str, kind: str) -> None:
+        """A read step names a registry region xor a box."""
+        has_region, has_box = s.get("region") is not None, s.get("box") is not None
+        if has_region == has_box:
+            self.problem(path, f"a {kind} names a region (screen.region) or a box "
+                               "[x1, y1, x2, y2], exactly one")
+        if isinstance(s.get("region"), str):
+            self.check_region(s["region"], key_path(path, "region"))
+        box = s.get("box")
+        if isinstance(box, list) and len(box) == 4 and all(
+                isinstance(v, int) and not isinstance(v, bool) for v in box):
+            x1, y1, x2, y2 = box
+            if min(box) < 0 or max(box) > MAX_PIXEL:
+                self.problem(key_path(path, "box"), f"coordinates must be in 0..{MAX_PIXEL}, "
+                                                    f"got {box}")
+            elif x1 >= x2 or y1 >= y2:
+                self.problem(key_path(path, "box"), f"box {box} is empty: needs x1 < x2 and "
+                                                    "y1 < y2")
+
+    def check_region(self, ref: str, path: str) -> None:
+        """``screen.region`` (of the sequence's app) or ``app/screen.region``: a read region
+        or validation region of a registry state."""
+        m = _ACTION.fullmatch(ref)
+        if not m:
+            self.problem(path, f"not a registry region: {ref!r} (expected screen.region or "
+                               "app/screen.region, e.g. profile.followers)")
+            return
+        app_key = m["app"] or self.app
+        if app_key is None:
+            self.problem(path, f"region {ref!r} without an app: name it app/screen.region or "
+                               "give the sequence an app")
+            return
+        if self.registry is None:
+            return
+        app = self.registry.apps.get(app_key)
+        if app is None:
+            self.problem(path, f"region {ref!r}: unknown app {app_key!r}")
+            return
+        screen = app.states.get(m["screen"])
+        if screen is None:
+            self.problem(path, f"region {ref!r}: app {app_key!r} has no state {m['screen']!r} "
+                               f"(states: {', '.join(app.states) or 'none'})")
+            return
+        if screen.read_region(m["action"]) is None:
+            names = [r.name for r in [*screen.read_regions, *screen.validation_regions]]
+            self.problem(path, f"region {ref!r}: state {app_key}/{m['screen']} has no region "
+                               f"{m['action']!r} (regions: {', '.join(names) or 'none'})")
+
+    def check_locale(self, s: dict, path: str) -> None:
+        locale = s.get("locale")
+        if isinstance(locale, str):
+            try:
+                check_locale(locale)
+            except ValidationError as exc:
+                self.problem(path, exc.reason)
 
     def at_most(self, path: str, value: float | None, limit: float) -> None:
         """A problem when ``value`` (None: absent or not a number) is above ``limit``."""
@@ -579,10 +731,15 @@ def walk_steps(steps: list[Step], path: str = "steps") -> typing.Iterator[tuple[
             yield from walk_steps(step.otherwise, f"{here}.otherwise")
 
 
+# The fields of record_metric / record_post that are templates.
+_TEMPLATE_FIELDS = ("value", "post", "media", "platform_post_id")
+
+
 def map_texts(steps: list[Step], resolve: Callable[[str, str], str],
               path: str = "steps") -> list[Step]:
-    """A copy of ``steps`` with every type step's text (and switch_account's account) replaced
-    by ``resolve(text, path)``: how the coordinator resolves variables per phone."""
+    """A copy of ``steps`` with every type step's text (switch_account's account, record_metric's
+    and record_post's templates) replaced by ``resolve(text, path)``: how the coordinator
+    resolves variables per phone."""
     out: list[Step] = []
     for i, step in enumerate(steps):
         here = f"{path}[{i}]"
@@ -590,6 +747,12 @@ def map_texts(steps: list[Step], resolve: Callable[[str, str], str],
             step = msgspec.structs.replace(step, text=resolve(step.text, here))
         elif step.__struct_config__.tag == "switch_account" and "${" in step.account:
             step = msgspec.structs.replace(step, account=resolve(step.account, here))
+        elif step.__struct_config__.tag in ("record_metric", "record_post"):
+            # Their templates too (a ${read.NAME} comes back as written: the node fills it).
+            changes = {key: resolve(value, here) for key in _TEMPLATE_FIELDS
+                       if isinstance(value := getattr(step, key, None), str) and "${" in value}
+            if changes:
+                step = msgspec.structs.replace(step, **changes)
         elif isinstance(step, IfScreenStep):
             step = msgspec.structs.replace(step, then=map_texts(step.then, resolve, f"{here}.then"),
                                            otherwise=map_texts(step.otherwise, resolve,

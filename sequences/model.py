@@ -6,6 +6,8 @@ the coordinator resolves them per phone before the steps travel to the node, so 
 plays is plain data with no template left in it. Taps name either coordinates or a registry
 action (``"action": "feed.go_to_profile"``: the screen's action box centre, scaled to the
 phone). Screens are registry labels: ``clipshare/feed``, ``clipshare/interrupt:rate_us``.
+The one exception to "no template left": ``${read.NAME}``, a value a read step of the same
+execution took off the screen, stays as written until the node plays the step.
 
 ``sequences.load`` checks meaning (screens and actions that exist, variables that parse)
 and reports every problem with file, step path (``steps[3].then[0]``) and field.
@@ -139,12 +141,79 @@ class IfScreenStep(_Step, tag="if_screen", frozen=True):
     otherwise: list["Step"] = msgspec.field(default_factory=list)
 
 
+# --- reading the screen into data (issue 21); never produced by the recorder ---------------
+
+# What record_metric may record: of the account (no ``post``), or of a post.
+ACCOUNT_METRICS = ("followers", "following", "posts")
+POST_METRICS = ("views", "likes", "comments", "shares", "saves")
+
+
+class ReadTextStep(_Step, tag="read_text", frozen=True):
+    """OCR (recognition only) of one line of text into the execution's read variable
+    ``into`` (``${read.NAME}`` in later steps). Where: ``region``, a read region (or
+    validation region) of a registry state, ``screen.region`` or ``app/screen.region``
+    (scaled to the phone like actions; the phone must show that screen), or ``box``
+    [x1, y1, x2, y2] in the phone's pixels: exactly one of the two."""
+
+    into: str = ""
+    region: str | None = None
+    box: tuple[int, int, int, int] | None = None
+    locale: str = "en"
+
+
+class ReadNumberStep(_Step, tag="read_number", frozen=True):
+    """Like read_text, then the text is parsed to a whole number by
+    ``sequences.numbers.parse_count`` in ``locale`` (``1.2K``, ``3,4 M``, ``12.5万``); a text
+    that is no count fails the step (reason ``not_a_number``)."""
+
+    into: str = ""
+    region: str | None = None
+    box: tuple[int, int, int, int] | None = None
+    locale: str = "en"
+
+
+class RecordMetricStep(_Step, tag="record_metric", frozen=True):
+    """Record ``metric`` = ``value`` (a template giving a whole number at play time, normally
+    ``${read.NAME}``) for the execution's account, or with ``post`` for a post: ``latest``
+    (the account's latest post) or a template giving the app's post id. The node sends a
+    ``metric_recorded`` event; a value that is no whole number fails the step
+    (``not_a_number``)."""
+
+    metric: str = ""
+    value: str = ""
+    post: str | None = None
+
+
+class RecordPostStep(_Step, tag="record_post", frozen=True):
+    """The execution posted: the caption is what the earlier ``type`` step labelled
+    ``caption_step`` typed (resolved), its hashtags the ``#words`` in it; ``media`` and
+    ``platform_post_id`` are optional templates. The node sends ``post_recorded``; an
+    execution that fails before reaching this step sends it with status ``failed``."""
+
+    caption_step: str = ""
+    media: str | None = None
+    platform_post_id: str | None = None
+
+
+class ReadMessagesStep(_Step, tag="read_messages", frozen=True):
+    """On a conversation screen: OCR the partner's name in ``partner_region`` and the message
+    lines in ``body_region`` (text detection on that crop; a line left of the body's middle is
+    theirs, right of it ours, top to bottom). Regions as read_text's. The node sends
+    ``messages_read``."""
+
+    partner_region: str = ""
+    body_region: str = ""
+    locale: str = "en"
+
+
 Step = Union[TapStep, LongTapStep, SwipeStep, TypeStep, KeyStep, WaitForScreenStep, GoToStep,
              ExpectScreenStep, LaunchAppStep, SwitchAccountStep, SleepStep, IfScreenStep,
-             EnsureAppStep]
+             EnsureAppStep, ReadTextStep, ReadNumberStep, RecordMetricStep, RecordPostStep,
+             ReadMessagesStep]
 
 STEP_TYPES = ("tap", "long_tap", "swipe", "type", "key", "wait_for_screen", "go_to",
-              "expect_screen", "launch_app", "switch_account", "sleep", "if_screen", "ensure_app")
+              "expect_screen", "launch_app", "switch_account", "sleep", "if_screen", "ensure_app",
+              "read_text", "read_number", "record_metric", "record_post", "read_messages")
 
 
 class RetryPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):

@@ -31,14 +31,21 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 __all__ = ["AIProvider", "MediaSource", "MemoryCounters", "MemoryMedia", "NoAIProvider",
-           "VariableContext", "parse", "parse_account_ref", "resolve"]
+           "VariableContext", "parse", "parse_account_ref", "read_variables", "resolve",
+           "substitute_reads"]
 
 CAPTION_DEPTH = 5
 CLIENT_FIELDS = ("name", "status", "contact_email", "contact_discord")
 PROFILE_FIELDS = ("first_name", "last_name", "birth_month", "birth_day", "birth_year",
                   "gender", "profile_password", "interests")
 ACCOUNT_FIELDS = ("username", "password", "bio", "platform", "account_number", "status")
-CATEGORIES = ("client", "profile", "account", "content", "dynamic", "custom", "ai", "group")
+CATEGORIES = ("client", "profile", "account", "content", "dynamic", "custom", "ai", "group",
+              "read")
+# ``${read.NAME}``: a value a read step of the same execution took off the screen. The
+# coordinator leaves it as written (resolve returns its text); the node fills it in when it
+# plays the step (`substitute_reads`).
+READ_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
+_READ_VARIABLE = re.compile(r"\$\{read\.([a-z][a-z0-9_]{0,31})\}")
 # Counters persist as SQLite INTEGERs (64-bit signed): a start or step beyond that would be
 # an OverflowError out of the database, not an error about the variable.
 COUNTER_LIMIT = 2**63
@@ -192,6 +199,10 @@ class _Resolver:
         written = text[var.offset:var.end]
         if var.expression is not None:
             return self.scope_function(var, text)
+        if var.path[0] == "read":
+            if (reason := _read_problem(var)) is not None:
+                raise VariableError(text, var.offset, f"{written}: {reason}")
+            return written  # the node fills it in at play time
         try:
             args = (None if var.args is None
                     else [self.sequence(a, text, depth) for a in var.args])
@@ -398,3 +409,53 @@ def _present(value: Any, owner: str) -> Any:
     if value is None or value == "":
         raise _Fail(f"not set for {owner}")
     return value
+
+
+# --- read variables (issue 21) ------------------------------------------------------------------
+
+
+def _read_problem(var: Var) -> str | None:
+    """Why ``var`` (a ``read.*`` variable) is not ``${read.NAME}``, or None."""
+    if var.args is not None:
+        return "takes no arguments"
+    if len(var.path) != 2 or not READ_NAME.fullmatch(var.path[1]):
+        return ("a read variable is ${read.NAME}, NAME [a-z][a-z0-9_]{0,31} (the into of an "
+                "earlier read_text or read_number step)")
+    return None
+
+
+def read_variables(text: str) -> list[tuple[str, int]]:
+    """Every ``${read.NAME}`` of template ``text`` (in spintax options and arguments too) as
+    (NAME, offset); raises `VariableError` for a template that does not parse or a malformed
+    read variable."""
+    found: list[tuple[str, int]] = []
+
+    def walk(nodes: tuple[Node, ...]) -> None:
+        for node in nodes:
+            if isinstance(node, Spin):
+                for option in node.options:
+                    walk(option)
+            elif isinstance(node, Var):
+                if node.path[0] == "read" and node.expression is None:
+                    if (reason := _read_problem(node)) is not None:
+                        raise VariableError(text, node.offset,
+                                            f"{text[node.offset:node.end]}: {reason}")
+                    found.append((node.path[1], node.offset))
+                for arg in node.args or ():
+                    walk(arg)
+
+    walk(parse(text))
+    return found
+
+
+def substitute_reads(text: str, values: dict[str, str]) -> str:
+    """``text`` (already resolved by the coordinator) with each ``${read.NAME}`` replaced by
+    ``values[NAME]``; raises `VariableError` naming the first NAME that has no value."""
+    def one(match: re.Match) -> str:
+        name = match.group(1)
+        if name not in values:
+            known = ", ".join(sorted(values)) or "none yet"
+            raise VariableError(text, match.start(), f"${{read.{name}}}: no read step of this "
+                                                     f"execution set {name!r} (set: {known})")
+        return values[name]
+    return _READ_VARIABLE.sub(one, text)
