@@ -67,6 +67,13 @@ ROUTES: dict[str, str] = {
     # The APK library (issue 20.1) is the farm's: every logged-in user reads it, super users
     # add and remove versions (actors.control.apks).
     "/api/apks": SHARED, "/api/apks/{id}": SHARED,
+    # Content management (issue 21.4): a tenant's clients' captions, hashtag sets, custom
+    # variables and media; the farm's shared ones read by all, changed by super users
+    # (actors.control.content).
+    "/api/content/captions": SCOPED, "/api/content/captions/{name}": SCOPED,
+    "/api/content/hashtags": SCOPED, "/api/content/hashtags/{name}": SCOPED,
+    "/api/content/vars": SCOPED, "/api/content/vars/{name}": SCOPED,
+    "/api/content/media": SCOPED, "/api/content/media/{id}": SCOPED,
     # Prometheus metrics of the whole farm: a metrics-scoped token or a super user.
     "/metrics": METRICS,
 }

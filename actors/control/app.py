@@ -30,6 +30,7 @@ from actors.control import alerts as alerts_api
 from actors.control import apps as apps_api
 from actors.control import screens
 from actors.control import apks as apks_api
+from actors.control import content as content_api
 from actors.access.service import Access
 from actors.control.auth import AUTHENTICATE, access_middleware, authenticator
 from actors.control.http import ACCESS, HUB, HubAPI, error_response, hub_of, json_response  # noqa: F401 - re-exported
@@ -133,6 +134,7 @@ def make_app(hub: HubAPI, token: str | None = None, *, access: Access | None = N
     alerts_api.add_routes(app)  # alerts, their rules and channels; the console's notifications
     apps_api.add_routes(app)  # installing apps, the inventory and pins (/api/apps/...)
     apks_api.add_routes(app)  # the APK library (/api/apks: upload, list, remove)
+    content_api.add_routes(app)  # captions, hashtag sets, custom variables, media library
     access_api.add_routes(app)  # login, logout, users, organizations, tokens
     console.add_routes(app)  # the web console: / and /static
     return app

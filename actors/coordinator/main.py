@@ -32,6 +32,7 @@ from actors.apps.library import ApkLibrary, parse_max_mb
 from actors.control.apks import APKS
 from actors.control.apps import APPS
 from actors.coordinator.apps import AppService, parse_reconcile_at
+from actors.coordinator.engagement.ingest import MessageIngest
 from actors.coordinator.reports.service import (ReportService, parse_report_at,
                                                 parse_report_threshold)
 from actors.coordinator.rollups import RollupService
@@ -396,6 +397,9 @@ async def start(args: argparse.Namespace, stack: contextlib.AsyncExitStack) -> t
                             at=args.apps_reconcile_at).start()
     stack.push_async_callback(apps.close)
     app[APPS] = hub.apps = apps
+    # Conversations the phones read (issue 21.6): messages_read events into their rows.
+    ingest = MessageIngest(hub, farm_db).start()
+    stack.push_async_callback(ingest.close)
     # The farm's one way to tell people: the reports (and any other part) send a Notice
     # through hub.notifier.
     hub.notifier, hub.public_url = alerts.notifier, alerts.notifier.public_url

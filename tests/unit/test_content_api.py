@@ -1,0 +1,213 @@
+"""Content management (issue 21.4) on both engines: the store behind /api/content/* and
+the routes themselves over a real aiohttp server and FarmDB (caption templates checked
+with the parser's offsets, hashtag sets, custom variables per client and per account as
+${custom.NAME} resolves them, the media library's files by content hash and real magic
+bytes), tenants kept to their clients, every change audited, bad input naming its field
+and storing nothing."""
+
+from __future__ import annotations
+
+import random
+from types import SimpleNamespace
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from actors.access.principal import Principal
+from actors.control import content as content_api
+from actors.control.auth import PRINCIPAL_KEY
+from actors.control.app import json_errors
+from actors.control.http import HUB
+from actors.coordinator.content_store import ContentStore, media_kind
+from sequences.variables import resolve
+
+pytestmark = pytest.mark.usefixtures("engine")
+
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
+MP4 = b"\x00\x00\x00\x18ftypisom" + b"\x00" * 64
+
+
+@pytest.fixture
+async def farm(db, tmp_path):
+    acme = await db.upsert_client("Acme")
+    globex = await db.upsert_client("Globex")
+    await db.upsert_phone("A1", client="Acme")
+    await db.upsert_phone("G1", client="Globex")
+    await db.upsert_account("A1", "clipshare", "account1", username="ann")
+    hub = SimpleNamespace(farm_db=lambda: db)
+    yield SimpleNamespace(db=db, hub=hub, acme=acme, globex=globex, media=tmp_path / "media")
+
+
+def _client(farm, principal: Principal) -> TestClient:
+    @web.middleware
+    async def caller(request: web.Request, handler):
+        request[PRINCIPAL_KEY] = principal
+        return await handler(request)
+
+    app = web.Application(middlewares=[json_errors, caller])
+    app[HUB] = farm.hub
+    content_api.add_routes(app)
+    return TestClient(TestServer(app))
+
+
+ROOT = Principal(user_id=1, name="root", role="super")
+
+
+def _acme(farm) -> Principal:
+    return Principal(user_id=2, name="acme", role="client", client_ids=frozenset({farm.acme}))
+
+
+async def test_captions_and_hashtags_resolve_per_client(farm) -> None:
+    async with _client(farm, ROOT) as c:
+        r = await c.put("/api/content/hashtags/daily", json={"tags": ["sun", "#sea"],
+                                                               "client": "Acme"})
+        assert r.status == 201, await r.text()
+        r = await c.put("/api/content/captions/daily", json={
+            "template": "{Loving|Enjoying} this ${content.hashtags.daily}", "client": "Acme"})
+        assert r.status == 201, await r.text()
+        # Globex may have a "daily" of its own: names are unique per client.
+        r = await c.put("/api/content/captions/daily", json={"template": "Globex day",
+                                                               "client": "Globex"})
+        assert r.status == 201
+        r = await c.put("/api/content/captions/daily", json={"template": "Loving it",
+                                                               "client": "Globex"})
+        assert r.status == 200
+        listed = (await (await c.get("/api/content/captions")).json())["captions"]
+        assert [(x["client"], x["template"]) for x in listed] == [
+            ("Acme", "{Loving|Enjoying} this ${content.hashtags.daily}"),
+            ("Globex", "Loving it")]
+    ctx = await farm.db.variable_context("A1")
+    assert resolve("${content.caption.daily}", ctx, random.Random(1)) in (
+        "Loving this #sun #sea", "Enjoying this #sun #sea")
+    ctx = await farm.db.variable_context("G1")
+    assert resolve("${content.caption.daily}", ctx, random.Random(1)) == "Loving it"
+    trail = await farm.db.audit_trail("caption_template")
+    assert [(t["action"], t["after"]["template"] if t["after"] else None) for t in trail][:2] \
+        == [("update", "Loving it"), ("create", "Globex day")]
+
+
+async def test_bad_templates_name_the_field_and_offset_and_store_nothing(farm) -> None:
+    async with _client(farm, ROOT) as c:
+        for template, offset, words in (
+                ("Hi {a|b", 3, "unterminated"), ("Hi ${content.caption.nope}", 3, "nope"),
+                ("x ${content.hashtags.none} y", 2, "no hashtag set"),
+                ("${content.caption.self}", 0, "names itself")):
+            r = await c.put("/api/content/captions/self", json={"template": template})
+            body = await r.json()
+            assert r.status == 400, body
+            assert (body["field"], body["offset"]) == ("template", offset), body
+            assert words in body["reason"].lower() or words in body["error"].lower(), body
+        bad = await c.put("/api/content/captions/bad name", json={"template": "x"})
+        assert bad.status == 400 and (await bad.json())["field"] == "name"
+        bad = await c.put("/api/content/captions/x", json={"template": "x", "extra": 1})
+        assert bad.status == 400 and "extra" in (await bad.json())["error"]
+        bad = await c.put("/api/content/hashtags/x", json={"tags": ["ok", "two words"]})
+        assert bad.status == 400 and (await bad.json())["field"] == "tags[1]"
+        bad = await c.put("/api/content/hashtags/x", json={"tags": ["a"], "client": "Nope"})
+        assert bad.status == 400 and (await bad.json())["field"] == "client"
+        assert (await (await c.get("/api/content/captions")).json())["captions"] == []
+        assert (await (await c.get("/api/content/hashtags")).json())["hashtags"] == []
+    assert await farm.db.audit_trail("caption_template") == []
+
+
+async def test_custom_variables_per_client_and_per_account(farm) -> None:
+    async with _client(farm, ROOT) as c:
+        assert (await c.put("/api/content/vars/city", json={"value": "Paris"})).status == 201
+        assert (await c.put("/api/content/vars/city", json={"value": "Berlin",
+                                                             "client": "Acme"})).status == 201
+        r = await c.put("/api/content/vars/city", json={"value": "Rome",
+                                                         "account": "clipshare.account1"})
+        assert r.status == 201, await r.text()
+        bad = await c.put("/api/content/vars/city", json={"value": "x",
+                                                           "account": "clipshare.nope"})
+        assert bad.status == 400 and (await bad.json())["field"] == "account"
+        listed = (await (await c.get("/api/content/vars")).json())["vars"]
+        assert {(v["client"], v["account"], v["value"]) for v in listed} == {
+            (None, None, "Paris"), ("Acme", None, "Berlin"),
+            ("Acme", "clipshare.account1", "Rome")}
+    rng = random.Random(0)
+    assert resolve("${custom.city}", await farm.db.variable_context("G1"), rng) == "Paris"
+    assert resolve("${custom.city}", await farm.db.variable_context("A1"), rng) == "Berlin"
+    assert resolve("${custom.city}", await farm.db.variable_context(
+        "A1", "clipshare.account1"), rng) == "Rome"
+    async with _client(farm, ROOT) as c:
+        r = await c.delete("/api/content/vars/city?account=clipshare.account1")
+        assert r.status == 200
+        assert (await c.delete("/api/content/vars/city?account=clipshare.account1")).status \
+            == 404
+    assert resolve("${custom.city}", await farm.db.variable_context(
+        "A1", "clipshare.account1"), rng) == "Berlin"
+    assert [t["action"] for t in await farm.db.audit_trail("custom_variable")] == [
+        "delete", "create", "create", "create"]
+
+
+async def test_a_tenant_sees_and_changes_only_its_clients_content(farm) -> None:
+    async with _client(farm, ROOT) as c:
+        await c.put("/api/content/hashtags/shared", json={"tags": ["farm"]})
+        await c.put("/api/content/hashtags/g", json={"tags": ["globex"], "client": "Globex"})
+    async with _client(farm, _acme(farm)) as c:
+        r = await c.put("/api/content/hashtags/mine", json={"tags": ["acme"]})  # inferred
+        assert r.status == 201 and (await r.json())["client_id"] == farm.acme
+        # A caption of Acme may name the farm's shared set, not Globex's.
+        ok = await c.put("/api/content/captions/c", json={"template": "${content.hashtags.shared}"})
+        assert ok.status == 201
+        no = await c.put("/api/content/captions/c2", json={"template": "${content.hashtags.g}"})
+        assert no.status == 400 and (await no.json())["field"] == "template"
+        other = await c.put("/api/content/hashtags/x", json={"tags": ["a"], "client": "Globex"})
+        assert other.status == 400 and (await other.json())["field"] == "client"
+        listed = (await (await c.get("/api/content/hashtags")).json())["hashtags"]
+        assert sorted(x["name"] for x in listed) == ["mine", "shared"]
+        assert (await c.delete("/api/content/hashtags/g?client=Globex")).status == 400
+        listed = (await (await c.get("/api/content/hashtags")).json())["hashtags"]
+        assert len(listed) == 2
+    rows = await farm.db._all("SELECT name FROM hashtag_sets ORDER BY name")
+    assert [r[0] for r in rows] == ["g", "mine", "shared"]
+
+
+async def test_media_library_upload_list_delete(farm) -> None:
+    store = ContentStore(farm.db)
+    async with _client(farm, ROOT) as c:
+        r = await c.post("/api/content/media?name=beach&client=Acme", data=PNG)
+        item = await r.json()
+        assert r.status == 201, item
+        assert (item["kind"], item["mime"], item["size"]) == ("image", "image/png", len(PNG))
+        path = store.media_root / item["file"]
+        assert path.read_bytes() == PNG and item["file"] == item["sha256"] + ".png"
+        r = await c.post("/api/content/media?name=clip", data=MP4)
+        assert r.status == 201 and (await r.json())["kind"] == "video"
+        # Not an image or video by its bytes (whatever it is called): nothing kept.
+        bad = await c.post("/api/content/media?name=evil", data=b"<html>" + b"x" * 64)
+        assert bad.status == 400 and (await bad.json())["field"] == "body"
+        bad = await c.post("/api/content/media?name=beach&client=Acme", data=PNG)
+        assert bad.status == 400 and (await bad.json())["field"] == "name"
+        bad = await c.post("/api/content/media?name=", data=PNG)
+        assert bad.status == 400 and (await bad.json())["field"] == "name"
+        listed = (await (await c.get("/api/content/media")).json())["media"]
+        assert sorted(m["name"] for m in listed) == ["beach", "clip"]
+        assert sorted(p.name for p in store.media_root.iterdir() if p.is_file()) == sorted(
+            m["file"] for m in listed)
+        assert not list((store.media_root / ".incoming").iterdir())
+    # ${content.media.next} draws from the library's folder, as before.
+    picked = await farm.db.resolve_text("${content.media.next}", "A1")
+    assert picked.endswith((".png", ".mp4"))
+    async with _client(farm, _acme(farm)) as c:
+        mine = (await (await c.get("/api/content/media")).json())["media"]
+        assert [m["name"] for m in mine] == ["beach", "clip"]  # its own and the farm's
+        shared = next(m for m in mine if m["name"] == "clip")
+        assert (await c.delete(f"/api/content/media/{shared['id']}")).status == 403
+        beach = next(m for m in mine if m["name"] == "beach")
+        assert (await c.delete(f"/api/content/media/{beach['id']}")).status == 200
+    assert not path.exists()
+    assert [t["action"] for t in await farm.db.audit_trail("media")] == [
+        "delete", "create", "create"]
+
+
+def test_media_kind_reads_magic_bytes_not_names() -> None:
+    assert media_kind(b"\xff\xd8\xff\xe0" + b"\x00" * 12)[1] == "image/jpeg"
+    assert media_kind(b"RIFF\x00\x00\x00\x00WEBPVP8 ")[2] == ".webp"
+    assert media_kind(b"\x00\x00\x00\x14ftypqt  \x00\x00")[1] == "video/quicktime"
+    assert media_kind(b"\x1a\x45\xdf\xa3" + b"\x00" * 12)[0] == "video"
+    assert media_kind(b"\x00\x00\x00\x18ftypheic\x00\x00") is None
+    assert media_kind(b"GIF89a" + b"\x00" * 10)[0] == "image"
+    assert media_kind(b"%PDF-1.4" + b"\x00" * 8) is None
