@@ -74,6 +74,11 @@ ROUTES: dict[str, str] = {
     "/api/content/hashtags": SCOPED, "/api/content/hashtags/{name}": SCOPED,
     "/api/content/vars": SCOPED, "/api/content/vars/{name}": SCOPED,
     "/api/content/media": SCOPED, "/api/content/media/{id}": SCOPED,
+    # Posts and daily analytics (issue 21.2): a tenant reads its clients' accounts' posts
+    # and client rows (actors.control.posts, analytics); POST /api/analytics/rollup is
+    # left out: super users only.
+    "/api/posts": SCOPED, "/api/posts/{post_id}/metrics": SCOPED,
+    "/api/analytics/daily": SCOPED,
     # Prometheus metrics of the whole farm: a metrics-scoped token or a super user.
     "/metrics": METRICS,
 }

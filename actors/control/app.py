@@ -30,6 +30,8 @@ from actors.control import alerts as alerts_api
 from actors.control import apps as apps_api
 from actors.control import screens
 from actors.control import apks as apks_api
+from actors.control import posts as posts_api
+from actors.control import analytics as analytics_api
 from actors.control import content as content_api
 from actors.access.service import Access
 from actors.control.auth import AUTHENTICATE, access_middleware, authenticator
@@ -134,6 +136,8 @@ def make_app(hub: HubAPI, token: str | None = None, *, access: Access | None = N
     alerts_api.add_routes(app)  # alerts, their rules and channels; the console's notifications
     apps_api.add_routes(app)  # installing apps, the inventory and pins (/api/apps/...)
     apks_api.add_routes(app)  # the APK library (/api/apks: upload, list, remove)
+    posts_api.add_routes(app)  # posts and their metrics (/api/posts)
+    analytics_api.add_routes(app)  # daily rollups (/api/analytics/...)
     content_api.add_routes(app)  # captions, hashtag sets, custom variables, media library
     access_api.add_routes(app)  # login, logout, users, organizations, tokens
     console.add_routes(app)  # the web console: / and /static

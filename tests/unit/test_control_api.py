@@ -488,7 +488,8 @@ async def test_openapi_document(client: TestClient) -> None:
     # The web console's page and files (/, /static) are not API routes; /metrics is.
     routes = {(r.method.lower(), r.resource.canonical) for r in client.app.router.routes()
               if r.method != "HEAD" and (r.resource.canonical.startswith("/api")
-                                         or r.resource.canonical == "/metrics")}
+                                         or r.resource.canonical == "/metrics"
+                                         or r.resource.canonical.startswith("/l/"))}
     documented = {(m, p) for p, ops in doc["paths"].items() for m in ops}
     assert routes == documented
 
