@@ -67,6 +67,11 @@ ROUTES: dict[str, str] = {
     # The APK library (issue 20.1) is the farm's: every logged-in user reads it, super users
     # add and remove versions (actors.control.apks).
     "/api/apks": SHARED, "/api/apks/{id}": SHARED,
+    # Links in bio and conversations (issue 21.6): a tenant's clients' accounts' only
+    # (actors.control.links, conversations). The public /l/{code} is outside /api: no
+    # token, like the console's page (actors.control.auth), so no rule here.
+    "/api/links": SCOPED, "/api/links/{id}": SCOPED, "/api/link-clicks": SCOPED,
+    "/api/conversations": SCOPED, "/api/conversations/{id}/messages": SCOPED,
     # Content management (issue 21.4): a tenant's clients' captions, hashtag sets, custom
     # variables and media; the farm's shared ones read by all, changed by super users
     # (actors.control.content).

@@ -30,6 +30,8 @@ from actors.control import alerts as alerts_api
 from actors.control import apps as apps_api
 from actors.control import screens
 from actors.control import apks as apks_api
+from actors.control import links as links_api
+from actors.control import conversations as conversations_api
 from actors.control import posts as posts_api
 from actors.control import analytics as analytics_api
 from actors.control import content as content_api
@@ -136,6 +138,8 @@ def make_app(hub: HubAPI, token: str | None = None, *, access: Access | None = N
     alerts_api.add_routes(app)  # alerts, their rules and channels; the console's notifications
     apps_api.add_routes(app)  # installing apps, the inventory and pins (/api/apps/...)
     apks_api.add_routes(app)  # the APK library (/api/apks: upload, list, remove)
+    links_api.add_routes(app)  # links in bio, their clicks and the public /l/{code}
+    conversations_api.add_routes(app)  # conversations the phones read (/api/conversations)
     posts_api.add_routes(app)  # posts and their metrics (/api/posts)
     analytics_api.add_routes(app)  # daily rollups (/api/analytics/...)
     content_api.add_routes(app)  # captions, hashtag sets, custom variables, media library

@@ -47,6 +47,8 @@ from actors.control import stats as stats_api
 from actors.control import alerts as alerts_api
 from actors.control import apps as apps_api
 from actors.control import apks as apks_api
+from actors.control import links as links_api
+from actors.control import conversations as conversations_api
 from actors.control import posts as posts_api
 from actors.control import analytics as analytics_api
 from actors.control import content as content_api
@@ -92,6 +94,7 @@ def _document() -> dict[str, Any]:
          *workflow_api.REQUEST_TYPES, *screens.request_types(), *ai_keys.REQUEST_TYPES,
          *access_api.REQUEST_TYPES, *node_keys_api.REQUEST_TYPES,
          *backups_api.REQUEST_TYPES, *reports_api.REQUEST_TYPES, *alerts_api.REQUEST_TYPES,
+         *links_api.REQUEST_TYPES,
          *apps_api.REQUEST_TYPES, *analytics_api.REQUEST_TYPES, *content_api.REQUEST_TYPES],
         ref_template=REF)
     # A new schedule's id is optional (generated) and its status is ignored.
@@ -390,6 +393,8 @@ def _document() -> dict[str, Any]:
             **alerts_api.openapi_paths(_error),
             **apps_api.openapi_paths(_error),
             **apks_api.openapi_paths(_error),
+            **links_api.openapi_paths(_error),
+            **conversations_api.openapi_paths(_error),
             **posts_api.openapi_paths(_error),
             **analytics_api.openapi_paths(_error),
             **content_api.openapi_paths(_error),

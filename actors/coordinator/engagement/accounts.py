@@ -38,6 +38,14 @@ def client_filter(clients: frozenset[int] | None) -> tuple[str, tuple[Any, ...]]
     return f"{ACCOUNT_CLIENT} IN {sql}", ids
 
 
+MAX_ID = 2**63 - 1  # the engines' largest integer key
+
+
+def is_id(ref: str) -> bool:
+    """Whether an account reference is an id (ASCII digits) rather than platform.number."""
+    return ref.isascii() and ref.isdigit()
+
+
 def account_name(row: Any) -> str:
     return f"{row['platform']}.{row['account_number']}"
 
@@ -48,7 +56,9 @@ async def find_accounts(db: Any, ref: str, clients: frozenset[int] | None, *,
     every client's), by id."""
     where, args = client_filter(clients)
     ref = ref.strip()
-    if ref.isdigit():
+    if is_id(ref):
+        if int(ref) > MAX_ID:
+            return []
         where, args = f"{where} AND a.account_id = ?", (*args, int(ref))
     else:
         platform, dot, number = ref.partition(".")
