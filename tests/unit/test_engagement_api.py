@@ -199,3 +199,52 @@ def test_the_routes_are_documented() -> None:
     assert {"/api/links", "/api/links/{id}", "/api/link-clicks", "/api/conversations",
             "/api/conversations/{id}/messages", "/l/{code}"} <= set(paths)
     assert paths["/l/{code}"]["get"]["security"] == []
+
+
+async def test_farm_links_and_conversations(db, monkeypatch, tmp_path, capsys) -> None:
+    """The CLI against an open endpoint (every caller a super user) over ``db``."""
+    import asyncio
+
+    from actors.control.cli import main as farm_main
+
+    monkeypatch.delenv("PHONEFARM_URL", raising=False)
+    monkeypatch.delenv("PHONEFARM_TOKEN", raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setenv("PHONEFARM_DATA", str(tmp_path / "farm-data"))
+    client = await db.upsert_client("Acme")
+    await db.upsert_phone("A1", client=client)
+    account = await db.upsert_account("A1", "clipshare", "account1")
+    await ConversationStore(db).add_read(account, "clipshare", "Dana",
+                                         [("them", "hi there"), ("us", "hello")])
+    hub = FakeHub()
+    hub.db = db
+    server = TestServer(make_app(hub))
+    await server.start_server()
+    url = str(server.make_url("")).rstrip("/")
+
+    async def farm(*argv: str) -> int:
+        return await asyncio.to_thread(farm_main, ["--url", url, *argv])
+
+    try:
+        assert await farm("links", "add", "clipshare.account1", "https://acme.example/",
+                          "--title", "Shop") == 0
+        out = capsys.readouterr().out
+        assert "link 1 of clipshare.account1 (A1): code" in out and f"{url}/l/" in out
+        code = out.split("code ")[1].split(",")[0]
+        assert await farm("links", "clicks", code, "--date", TODAY.isoformat(),
+                          "--count", "3") == 0
+        assert "3 clicks in all" in capsys.readouterr().out
+        assert await farm("links") == 0
+        listed = capsys.readouterr().out
+        assert code in listed and "https://acme.example/" in listed and " 3 " in listed
+        assert await farm("links", "add", "clipshare.account1", "ftp://x") == 2
+        assert "$.url" in capsys.readouterr().err
+        assert await farm("links", "remove", "1") == 0
+        assert await farm("links") == 0 and capsys.readouterr().out == "link 1 removed\n"
+        assert await farm("conversations") == 0
+        listed = capsys.readouterr().out
+        assert "Dana" in listed and "hello" in listed
+        assert await farm("conversations", "show", "1") == 0
+        assert capsys.readouterr().out.splitlines()[1:] == ["  < hi there", "  > hello"]
+    finally:
+        await server.close()

@@ -87,6 +87,11 @@ command group is a module registering its subcommands with `add_commands(sub, co
     farm apps install APP --version V SCOPE [--allow-downgrade] [--wait] | farm apps uninstall
     farm apps list [--outdated] | farm apps pin APP VERSION --client C|--group G | unpin
                                          apps on the phones: installs, versions, pins
+    farm links [list] [--account REF] | farm links add ACCOUNT URL [--title T]
+    farm links remove ID | farm links clicks CODE --date D --count N [--source S]
+                                         links in bio (public /l/CODE) and their clicks
+    farm conversations [--account REF] | farm conversations show ID
+                                         conversations the phones read
 
 The endpoint is ``--url`` or $PHONEFARM_URL (default http://127.0.0.1:8470); the access
 token comes from ``--token-file``, $PHONEFARM_TOKEN, ~/.config/phonefarm/token or the local
@@ -113,6 +118,7 @@ from actors.control.cli import reports
 from actors.control.cli import stats
 from actors.control.cli import apks
 from actors.control.cli import apps
+from actors.control.cli import links
 from actors.control.cli.credentials import find_token
 from actors.control.cli.client import (DEFAULT_URL, EXIT_REJECTED, EXIT_STDOUT_CLOSED,
                                        EXIT_UNREACHABLE, FarmClient)
@@ -126,6 +132,7 @@ COMMAND_GROUPS = (phones, runs, ai, audit, schedule, groups, registry, variables
 COMMAND_GROUPS += (stats,)  # farm stats (issue 19.2)
 COMMAND_GROUPS += (apks,)  # farm apks (issue 20.1)
 COMMAND_GROUPS += (apps,)  # farm apps (issue 20.2/20.3)
+COMMAND_GROUPS += (links,)  # farm links, farm conversations (issue 21.6)
 
 
 class RefuseSecret(argparse.Action):
