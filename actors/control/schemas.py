@@ -18,7 +18,7 @@ import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
 from actors.node.device.keycodes import key_code
-from protocol.errors import ValidationError, split_msgspec_error
+from protocol.errors import ValidationError, VariableError, split_msgspec_error
 from protocol.names import printable, whole
 from protocol.messages import MAX_KEY_REPEAT, MAX_SWIPE_POINTS
 
@@ -84,7 +84,12 @@ class SwipeAction(_ControlAction, tag="swipe", frozen=True):
 
 
 class TextAction(_ControlAction, tag="text", frozen=True):
+    """``text`` is typed as is; ``template``, when given, is what the operator wrote
+    (variables, spintax) and ``text`` its value for this phone: a recording keeps the
+    template, so playback resolves it per phone (issue 21.5). It must parse."""
+
     text: Annotated[str, Meta(min_length=1, max_length=10_000)]
+    template: Annotated[str, Meta(min_length=1, max_length=10_000)] | None = None
 
 
 class KeyAction(_ControlAction, tag="key", frozen=True):
@@ -360,6 +365,15 @@ def decode_action_request(body: bytes) -> ActionRequest:
             raise RequestError("$.action.key", str(exc), field="$.action.key") from None
     if isinstance(request.action, SwipeAction):
         request = msgspec.structs.replace(request, action=_complete_swipe(request.action))
+    if isinstance(request.action, TextAction) and request.action.template is not None:
+        from sequences.spintax import parse  # a recording must not keep a broken template
+        try:
+            parse(request.action.template)
+        except VariableError as exc:
+            error = RequestError("$.action.template", f"offset {exc.offset}: {exc.reason}",
+                                 field="$.action.template", offset=exc.offset)
+            error.body["reason"] = exc.reason
+            raise error from None
     return request
 
 

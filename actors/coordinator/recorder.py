@@ -48,7 +48,9 @@ def action_step(action: dict) -> dict | None:
             step["path"] = [list(point) for point in action["path"]]
         return step
     if kind == "text":
-        return {"type": "type", "text": action["text"]}
+        # The operator's template (variables, spintax), not this phone's value of it: the
+        # playback resolves it per phone (issue 21.5).
+        return {"type": "type", "text": action.get("template") or action["text"]}
     if kind == "key":
         step = {"type": "key", "key": str(action["key"])}
         if action.get("repeat", 1) != 1:

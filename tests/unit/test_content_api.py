@@ -211,3 +211,39 @@ def test_media_kind_reads_magic_bytes_not_names() -> None:
     assert media_kind(b"\x00\x00\x00\x18ftypheic\x00\x00") is None
     assert media_kind(b"GIF89a" + b"\x00" * 10)[0] == "image"
     assert media_kind(b"%PDF-1.4" + b"\x00" * 8) is None
+
+
+async def test_farm_content_cli(farm, tmp_path, capsys) -> None:
+    import asyncio
+
+    from actors.control.cli import main as farm_main
+
+    async with _client(farm, ROOT) as c:
+        url = str(c.make_url("")).rstrip("/")
+
+        async def farm_cmd(*argv: str) -> int:
+            return await asyncio.to_thread(farm_main, ["--url", url, "content", *argv])
+
+        assert await farm_cmd("hashtags", "set", "daily", "sun", "#sea") == 0
+        assert await farm_cmd("captions", "set", "daily", "{Hi|Hey} ${content.hashtags.daily}",
+                              "--client", "Acme") == 0
+        capsys.readouterr()
+        assert await farm_cmd("captions", "set", "bad", "Hi ${content.caption.nope}") == 2
+        err = capsys.readouterr().err
+        assert "offset 3" in err and "no caption template 'nope'" in err
+        assert err.splitlines()[-1] == "     ^"  # the caret under the offset
+        assert await farm_cmd("vars", "set", "city", "Rome", "--account",
+                              "clipshare.account1") == 0
+        capsys.readouterr()
+        assert await farm_cmd("captions") == 0
+        out = capsys.readouterr().out.splitlines()
+        assert out[0].split() == ["NAME", "OWNER", "TEMPLATE"] and "Acme" in out[1]
+        clip = tmp_path / "my clip.mp4"
+        clip.write_bytes(MP4)
+        assert await farm_cmd("media", "add", str(clip), "--client", "Acme") == 0
+        assert "my_clip: video/mp4" in capsys.readouterr().out
+        assert await farm_cmd("media") == 0
+        media_id = capsys.readouterr().out.splitlines()[1].split()[0]
+        assert await farm_cmd("media", "remove", media_id) == 0
+        assert await farm_cmd("vars", "remove", "city", "--account", "clipshare.account1") == 0
+        assert await farm_cmd("hashtags", "remove", "nope") == 2

@@ -92,6 +92,9 @@ command group is a module registering its subcommands with `add_commands(sub, co
                                          links in bio (public /l/CODE) and their clicks
     farm conversations [--account REF] | farm conversations show ID
                                          conversations the phones read
+    farm content captions|hashtags|vars|media [list|set|add|remove] ...
+                                         caption templates, hashtag sets, custom
+                                         variables, the media library
 
 The endpoint is ``--url`` or $PHONEFARM_URL (default http://127.0.0.1:8470); the access
 token comes from ``--token-file``, $PHONEFARM_TOKEN, ~/.config/phonefarm/token or the local
@@ -119,6 +122,7 @@ from actors.control.cli import stats
 from actors.control.cli import apks
 from actors.control.cli import apps
 from actors.control.cli import links
+from actors.control.cli import content
 from actors.control.cli.credentials import find_token
 from actors.control.cli.client import (DEFAULT_URL, EXIT_REJECTED, EXIT_STDOUT_CLOSED,
                                        EXIT_UNREACHABLE, FarmClient)
@@ -133,6 +137,7 @@ COMMAND_GROUPS += (stats,)  # farm stats (issue 19.2)
 COMMAND_GROUPS += (apks,)  # farm apks (issue 20.1)
 COMMAND_GROUPS += (apps,)  # farm apps (issue 20.2/20.3)
 COMMAND_GROUPS += (links,)  # farm links, farm conversations (issue 21.6)
+COMMAND_GROUPS += (content,)  # farm content (issue 21.4)
 
 
 class RefuseSecret(argparse.Action):

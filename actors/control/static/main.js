@@ -17,6 +17,7 @@ const pages = {
   alerts: () => import("./alerts.js"),
   reports: () => import("./reports.js"),
   apps: () => import("./apps.js"),
+  content: () => import("./content.js"),
 };
 
 // --- phones -------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 // The text dialog (spec 5.1 right-click, spec 15.1): type text on the phones an action would
 // reach, with a variable browser (categories, recently used variables) and a live preview of
 // the resolved text for the first phone. Text with variables or spintax is resolved once per
-// phone by the coordinator (POST /api/variables/resolve), so each phone types its own variant.
+// phone by the coordinator (POST /api/variables/resolve), so each phone types its own variant;
+// the action carries the template too, which a recording saves instead of the variant.
 
 import { get, post } from "./api.js";
 import { el, toast } from "./state.js";
@@ -87,7 +88,9 @@ async function typeText(text) {
     if (!byText.has(t)) byText.set(t, []);
     byText.get(t).push(p);
   }
-  await Promise.all([...byText].map(([t, phones]) => sendToPhones(phones, () => ({ type: "text", text: t }), "text")));
+  // Each phone types its own value; the template goes along so that a recording keeps
+  // what the operator wrote and the playback resolves it per phone (issue 21.5).
+  await Promise.all([...byText].map(([t, phones]) => sendToPhones(phones, () => ({ type: "text", text: t, template: text }), "text")));
 }
 
 export async function openTextDialog(phones) {
