@@ -17,6 +17,8 @@ const pages = {
   alerts: () => import("./alerts.js"),
   reports: () => import("./reports.js"),
   apps: () => import("./apps.js"),
+  accounts: () => import("./accounts.js"),
+  posts: () => import("./posts.js"),
   content: () => import("./content.js"),
 };
 
