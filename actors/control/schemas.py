@@ -89,7 +89,7 @@ class TextAction(_ControlAction, tag="text", frozen=True):
     template, so playback resolves it per phone (issue 21.5). It must parse."""
 
     text: Annotated[str, Meta(min_length=1, max_length=10_000)]
-    template: Annotated[str, Meta(min_length=1, max_length=10_000)] | None = None
+    template: Annotated[str, Meta(min_length=1, max_length=10_000)] | UnsetType = UNSET
 
 
 class KeyAction(_ControlAction, tag="key", frozen=True):
@@ -365,7 +365,7 @@ def decode_action_request(body: bytes) -> ActionRequest:
             raise RequestError("$.action.key", str(exc), field="$.action.key") from None
     if isinstance(request.action, SwipeAction):
         request = msgspec.structs.replace(request, action=_complete_swipe(request.action))
-    if isinstance(request.action, TextAction) and request.action.template is not None:
+    if isinstance(request.action, TextAction) and request.action.template is not UNSET:
         from sequences.spintax import parse  # a recording must not keep a broken template
         try:
             parse(request.action.template)

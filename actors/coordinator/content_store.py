@@ -213,12 +213,13 @@ class ContentStore:
 
     async def _one_row(self, table: str, name: str, client_id: int | None) -> dict | None:
         column = "template" if table == "caption_templates" else "tags"
-        row = await self.db._one(f"SELECT {column} FROM {table} WHERE name = ?"
+        key = "caption_template_id" if table == "caption_templates" else "hashtag_set_id"
+        row = await self.db._one(f"SELECT {column}, {key} FROM {table} WHERE name = ?"
                                  " AND COALESCE(client_id, 0) = COALESCE(?, 0)",
                                  (name, client_id))
         if row is None:
             return None
-        return {"name": name, "client_id": client_id,
+        return {"id": row[1], "name": name, "client_id": client_id,
                 column: orjson.loads(row[0]) if column == "tags" else row[0]}
 
     async def put_caption(self, name: str, template: str, client_id: int | None,
@@ -228,8 +229,9 @@ class ContentStore:
         await self.check_template(template, client_id, own_name=name)
         before = await self._one_row("caption_templates", name, client_id)
         await self.db.set_caption_template(name, template, client_id)
-        after = {"name": name, "client_id": client_id, "template": template}
-        await self.db.audit("caption_template", name, "update" if before else "create",
+        after = await self._one_row("caption_templates", name, client_id)
+        # Audited by row id: the audit trail maps it to its client (FarmDB._AUDIT_CLIENT_SQL).
+        await self.db.audit("caption_template", after["id"], "update" if before else "create",
                             before, after, actor=actor)
         return {**after, "created": before is None}
 
@@ -245,9 +247,9 @@ class ContentStore:
         tags = [t.lstrip("#") for t in tags]
         before = await self._one_row("hashtag_sets", name, client_id)
         await self.db.set_hashtag_set(name, tags, client_id)
-        after = {"name": name, "client_id": client_id, "tags": tags}
-        await self.db.audit("hashtag_set", name, "update" if before else "create", before,
-                            after, actor=actor)
+        after = await self._one_row("hashtag_sets", name, client_id)
+        await self.db.audit("hashtag_set", after["id"], "update" if before else "create",
+                            before, after, actor=actor)
         return {**after, "created": before is None}
 
     async def delete_named(self, table: str, name: str, client_id: int | None,
@@ -258,7 +260,7 @@ class ContentStore:
             raise ContentNotFound(f"no {table[:-1].replace('_', ' ')} {name!r}")
         await self.db._write(f"DELETE FROM {table} WHERE name = ?"
                              " AND COALESCE(client_id, 0) = COALESCE(?, 0)", (name, client_id))
-        await self.db.audit(table[:-1], name, "delete", before, None, actor=actor)
+        await self.db.audit(table[:-1], before["id"], "delete", before, None, actor=actor)
         return before
 
     # --- custom variables ---------------------------------------------------------------------
@@ -290,15 +292,17 @@ class ContentStore:
             raise ValidationError("value", f"a text of at most {MAX_VALUE} characters")
         found = await self._var(name, client_id, account_id)
         if found is None:
-            await self.db._write("INSERT INTO custom_variables (name, value, client_id,"
-                                 " account_id) VALUES (?, ?, ?, ?)",
-                                 (name, value, client_id, account_id))
+            var_id = (await self.db._write(
+                "INSERT INTO custom_variables (name, value, client_id, account_id)"
+                " VALUES (?, ?, ?, ?) RETURNING custom_variable_id",
+                (name, value, client_id, account_id)))[0]
         else:
+            var_id = found[0]
             await self.db._write("UPDATE custom_variables SET value = ? WHERE"
-                                 " custom_variable_id = ?", (value, found[0]))
+                                 " custom_variable_id = ?", (value, var_id))
         owner = {"client_id": client_id, "account_id": account_id}
         after = {"name": name, "value": value, **owner}
-        await self.db.audit("custom_variable", name, "update" if found else "create",
+        await self.db.audit("custom_variable", var_id, "update" if found else "create",
                             None if found is None else {"name": name, "value": found[1],
                                                         **owner}, after, actor=actor)
         return {**after, "created": found is None}
@@ -313,7 +317,7 @@ class ContentStore:
                              (found[0],))
         before = {"name": name, "value": found[1], "client_id": client_id,
                   "account_id": account_id}
-        await self.db.audit("custom_variable", name, "delete", before, None, actor=actor)
+        await self.db.audit("custom_variable", found[0], "delete", before, None, actor=actor)
         return before
 
     # --- media library ------------------------------------------------------------------------

@@ -167,6 +167,15 @@ _AUDIT_CLIENT_SQL = (
     " WHEN 'alert_rule' THEN (SELECT client_id FROM alert_rules"
     f"  WHERE rule_id = {_ENTITY_NUMBER})"
     f" WHEN 'alert' THEN (SELECT client_id FROM alerts WHERE alert_id = {_ENTITY_NUMBER})"
+    # Content (schema v23): audited by row id (actors.coordinator.content_store).
+    " WHEN 'caption_template' THEN (SELECT client_id FROM caption_templates"
+    f"  WHERE caption_template_id = {_ENTITY_NUMBER})"
+    " WHEN 'hashtag_set' THEN (SELECT client_id FROM hashtag_sets"
+    f"  WHERE hashtag_set_id = {_ENTITY_NUMBER})"
+    " WHEN 'custom_variable' THEN (SELECT client_id FROM custom_variables"
+    f"  WHERE custom_variable_id = {_ENTITY_NUMBER})"
+    " WHEN 'media' THEN (SELECT client_id FROM media_items"
+    f"  WHERE media_item_id = {_ENTITY_NUMBER})"
     " END")
 
 

@@ -163,6 +163,11 @@ async def test_a_tenant_sees_and_changes_only_its_clients_content(farm) -> None:
         assert len(listed) == 2
     rows = await farm.db._all("SELECT name FROM hashtag_sets ORDER BY name")
     assert [r[0] for r in rows] == ["g", "mine", "shared"]
+    # Acme's callers read the audit entries of Acme's content only (not Globex's, nor the
+    # farm's shared rows').
+    seen = await farm.db.audit_trail(client_ids=[farm.acme])
+    assert sorted((t["entity_type"], (t["after"] or {}).get("name")) for t in seen) == [
+        ("caption_template", "c"), ("hashtag_set", "mine")]
 
 
 async def test_media_library_upload_list_delete(farm) -> None:
@@ -247,3 +252,38 @@ async def test_farm_content_cli(farm, tmp_path, capsys) -> None:
         assert await farm_cmd("media", "remove", media_id) == 0
         assert await farm_cmd("vars", "remove", "city", "--account", "clipshare.account1") == 0
         assert await farm_cmd("hashtags", "remove", "nope") == 2
+
+
+async def test_a_text_action_carries_its_template_which_a_recording_keeps(tmp_path) -> None:
+    """Issue 21.5: the text dialog's action has the phone's text and the operator's
+    template; the template must parse (400 naming it, nothing sent), and the recorder saves
+    it instead of the text."""
+    import json as _json
+    import sys
+    from pathlib import Path as _Path
+
+    sys.path.insert(0, str(_Path(__file__).resolve().parent))
+    from fake_hub import FakeHub
+
+    from actors.control.app import make_app
+    from actors.coordinator.recorder import Recorder
+
+    hub = FakeHub()
+    async with TestClient(TestServer(make_app(hub))) as c:
+        r = await c.post("/api/actions", json={"scope": "phone:R58M123ABC", "action": {
+            "type": "text", "text": "Hi", "template": "{Hi|Hey"}})
+        body = await r.json()
+        assert r.status == 400 and (body["field"], body["offset"]) == ("$.action.template", 0)
+        assert "unterminated" in body["reason"] and hub.calls == []
+        r = await c.post("/api/actions", json={"scope": "phone:R58M123ABC", "action": {
+            "type": "text", "text": "Hey you", "template": "{Hi|Hey} ${custom.who}"}})
+        assert r.status == 200
+        assert hub.calls[0][1] == {"type": "text", "text": "Hey you",
+                                   "template": "{Hi|Hey} ${custom.who}"}
+    recorder = Recorder(tmp_path, lambda serial: "launcher/home")
+    rec = recorder.start("greet", None, ["P1"])
+    recorder.observe("P1", hub.calls[0][1])
+    recorder.observe("P1", {"type": "text", "text": "plain"})
+    path, _ = recorder.stop(rec.recording_id)
+    typed = [s["text"] for s in _json.loads(path.read_text())["steps"] if s["type"] == "type"]
+    assert typed == ["{Hi|Hey} ${custom.who}", "plain"]
