@@ -603,11 +603,15 @@ async def delete_phone_tag(request: web.Request) -> web.Response:
 
 
 @_handled
+@_handled
 async def get_accounts(request: web.Request) -> web.Response:
+    from actors.control.accounts import with_health  # it imports this module
+
     serial = request.query.get("serial")
-    # The registry's view: retired accounts too, with their status (as clients and phones).
-    return json_response({"accounts": await _db(request).account_rows(serial,
-                                                                      include_retired=True)})
+    # The registry's view: retired accounts too, with their status (as clients and phones),
+    # and each one's health, follower series and last posts (issue 21.3).
+    rows = await _db(request).account_rows(serial, include_retired=True)
+    return json_response({"accounts": await with_health(request, rows)})
 
 
 async def _account_row(db: Any, account_id: int) -> dict | None:
@@ -739,8 +743,12 @@ def openapi_paths(error) -> dict[str, Any]:
             "removePhoneTag", "Remove a custom tag from a phone", found=True,
             params=[openapi_path_param("serial", "device serial, URL-encoded"), openapi_path_param("tag")])},
         "/api/accounts": {
-            "get": {**op("listAccounts", "Every account (or one phone's with ?serial=)"),
+            "get": {**op("listAccounts", "Every account (or one phone's with ?serial=), "
+                         "with its health (ok, watch, at_risk and why), followers series "
+                         "and last posts; ?health=at_risk,watch keeps those states"),
                     "parameters": [{"name": "serial", "in": "query", "required": False,
+                                    "schema": {"type": "string"}},
+                                   {"name": "health", "in": "query", "required": False,
                                     "schema": {"type": "string"}}]},
             "post": op("upsertAccount", "Create or update an account (platform, number, phone)",
                        request="AccountBody", created=True)},

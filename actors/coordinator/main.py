@@ -33,6 +33,8 @@ from actors.control.apks import APKS
 from actors.control.apps import APPS
 from actors.coordinator.apps import AppService, parse_reconcile_at
 from actors.coordinator.engagement.ingest import MessageIngest
+from actors.control.posts import CONTENT
+from actors.coordinator.content_data.service import ContentDataService
 from actors.coordinator.reports.service import (ReportService, parse_report_at,
                                                 parse_report_threshold)
 from actors.coordinator.rollups import RollupService
@@ -400,6 +402,13 @@ async def start(args: argparse.Namespace, stack: contextlib.AsyncExitStack) -> t
     # Conversations the phones read (issue 21.6): messages_read events into their rows.
     ingest = MessageIngest(hub, farm_db).start()
     stack.push_async_callback(ingest.close)
+    # Content data (issue 21.2/21.3): the node's read events into posts, metrics and account
+    # health; the daily rollups; the scheduler asks it about skip_at_risk schedules.
+    content = await ContentDataService(hub, farm_db).start()
+    stack.push_async_callback(content.close)
+    app[CONTENT] = content
+    if hub.schedules is not None:
+        hub.schedules.account_health = content.account_risk
     # The farm's one way to tell people: the reports (and any other part) send a Notice
     # through hub.notifier.
     hub.notifier, hub.public_url = alerts.notifier, alerts.notifier.public_url
@@ -430,6 +439,8 @@ async def start(args: argparse.Namespace, stack: contextlib.AsyncExitStack) -> t
     # The one-minute stats rollups GET /api/stats reads (issue 19.2): closes each minute.
     rollups = RollupService(farm_db, hub.phones, client_of=hub.owners.client_id)
     stack.push_async_callback(_cancel, asyncio.create_task(rollups.loop()))
+    # The daily content rollups (client/platform daily metrics), after midnight UTC.
+    stack.push_async_callback(_cancel, asyncio.create_task(content.loop()))
     if backups.at is not None:  # the daily backup (--backup-at)
         stack.push_async_callback(_cancel, asyncio.create_task(backups.loop()))
     if apps.at is not None:  # the daily reconcile of pinned app versions (--apps-reconcile-at)

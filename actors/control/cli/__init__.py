@@ -95,6 +95,11 @@ command group is a module registering its subcommands with `add_commands(sub, co
     farm content captions|hashtags|vars|media [list|set|add|remove] ...
                                          caption templates, hashtag sets, custom
                                          variables, the media library
+    farm posts [--account REF] [--since 7d] | farm posts show ID
+                                         the posts the phones recorded and their metrics
+    farm accounts [--health at_risk,watch] each account's health, followers, last post
+    farm analytics rollup --date D | farm analytics daily [--since D] [--until D]
+                                         daily metrics per client and platform
 
 The endpoint is ``--url`` or $PHONEFARM_URL (default http://127.0.0.1:8470); the access
 token comes from ``--token-file``, $PHONEFARM_TOKEN, ~/.config/phonefarm/token or the local
@@ -122,6 +127,7 @@ from actors.control.cli import stats
 from actors.control.cli import apks
 from actors.control.cli import apps
 from actors.control.cli import links
+from actors.control.cli import posts, accounts, analytics
 from actors.control.cli import content
 from actors.control.cli.credentials import find_token
 from actors.control.cli.client import (DEFAULT_URL, EXIT_REJECTED, EXIT_STDOUT_CLOSED,
@@ -137,6 +143,7 @@ COMMAND_GROUPS += (stats,)  # farm stats (issue 19.2)
 COMMAND_GROUPS += (apks,)  # farm apks (issue 20.1)
 COMMAND_GROUPS += (apps,)  # farm apps (issue 20.2/20.3)
 COMMAND_GROUPS += (links,)  # farm links, farm conversations (issue 21.6)
+COMMAND_GROUPS += (posts, accounts, analytics)  # farm posts/accounts/analytics (issue 21)
 COMMAND_GROUPS += (content,)  # farm content (issue 21.4)
 
 

@@ -43,6 +43,8 @@ def _schedule_body(args: argparse.Namespace) -> dict:
         body["depends_on"] = args.depends_on
     if args.allow_past:
         body["allow_past"] = True  # the coordinator refuses a past time without it
+    if getattr(args, "skip_at_risk", False):
+        body["skip_at_risk"] = True  # an at_risk account's job is skipped, not run
     return body
 
 
@@ -91,6 +93,9 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
                    help="accept an --at, a --window end or an until already past (refused "
                         "otherwise: nothing of it would run but a misfire)")
     p.add_argument("--count", type=int, default=1, help="runs in the --window (default 1)")
+    p.add_argument("--skip-at-risk", action="store_true",
+                   help="skip a job whose account's health is at_risk (farm accounts "
+                        "--health at_risk); the schedule's events say which and why")
     p.add_argument("--cron", metavar="EXPR", help="recurring, 5-field cron in UTC")
     p.add_argument("--grace", type=float, default=None, metavar="S",
                    help="run an occurrence missed while down if at most S seconds late")

@@ -171,6 +171,9 @@ class Schedule(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     clients: Annotated[list[int], Meta(max_length=10_000, description=(
         "read-only: the clients the schedule belongs to (its creator's), whose phones its "
         "target means; absent: a super user's"))] | None = None
+    skip_at_risk: Annotated[bool, Meta(description=(
+        "skip a job whose account's health is at_risk (GET /api/accounts): the job ends "
+        "skipped and the schedule's events name the account and why"))] = False
 
     def __post_init__(self) -> None:
         # A recurrence given as a dict (Python callers) is checked and typed here.
@@ -1076,6 +1079,11 @@ class Scheduler:
             self._event("dispatched", job, now, node=node, attempt=job.attempt)
         elif answer == "locked":
             self._event("locked", job, now, node=node)  # the slot is given back by the caller
+        elif answer.startswith("skipped: "):  # the account is at risk (skip_at_risk)
+            self.state.queues[serial].remove(job.id)
+            reason = answer[len("skipped: "):]
+            self._finish(job, "skipped", now, reason)
+            self._event("skipped", job, now, node=node, account=job.account, reason=reason)
         else:
             self.state.queues[serial].remove(job.id)
             self._event("dispatch_failed", job, now, node=node, answer=answer)

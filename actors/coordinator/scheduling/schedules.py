@@ -35,7 +35,7 @@ import logging
 import re
 import uuid
 from datetime import datetime, timezone
-from typing import Any, Callable, Protocol
+from typing import Any, Awaitable, Callable, Protocol
 
 import msgspec
 
@@ -148,6 +148,9 @@ class ScheduleService:
         # The tick awaits dispatches; API changes wait for it so the state is never half-way.
         self.lock = asyncio.Lock()
         self.workflows = WorkflowRunner(self, db)
+        # (serial, account ref) -> the account's Health or None: a skip_at_risk schedule's
+        # job on an at_risk account is skipped (set by the coordinator: content data).
+        self.account_health: Callable[[str, str | None], Awaitable[Any]] | None = None
         # Pruned finished schedules, oldest first (at most FINISHED_KEPT).
         self.finished: dict[str, ScheduleRow] = {}
         self._legacy = False  # loaded from the v3 whole-state row: drop it at the first save
@@ -307,12 +310,27 @@ class ScheduleService:
             return False
         return self.hub.node_rows.get(row["node"], {}).get("state") == "up"
 
+    async def _at_risk(self, job: Job) -> str | None:
+        """Why ``job`` is skipped when its schedule has skip_at_risk and its account is
+        at_risk (None: it runs)."""
+        schedule = self.core().state.schedules.get(job.schedule_id)
+        if schedule is None or not schedule.skip_at_risk or self.account_health is None \
+                or not job.account:
+            return None
+        health = await self.account_health(job.serial, job.account)
+        if health is None or health.state != "at_risk":
+            return None
+        return f"account {job.account} is at_risk: {'; '.join(health.reasons)}"
+
     async def _dispatch(self, job: Job) -> str:
         row = self.hub.phone_rows.get(job.serial) or {}
         pauses = getattr(self.hub, "pauses", None)
         refusal = pauses.refusal(job.serial) if pauses is not None else None
         if refusal is not None:  # paused by the coordinator: refused, with the reason
             return f"failed: {refusal}"
+        skip = await self._at_risk(job)
+        if skip is not None:
+            return f"skipped: {skip}"
         if not self._available(job.serial):
             waited = (self.clock() - job.queued_at).total_seconds()
             if waited < self.offline_wait_s:
