@@ -79,8 +79,8 @@ async def query_accounts(request: web.Request) -> list[int] | None:
         return None
     found = await find_accounts(_db(request), ref, caller_clients(request))
     if not found:
-        raise RequestError("query parameter account", f"no such account: {ref[:128]!r} "
-                           "(an account id, or platform.number)", field="account")
+        raise RequestError("query parameter account", "no such account (an account id, "
+                           "or platform.number)", field="account")
     return [a["account_id"] for a in found]
 
 
@@ -104,7 +104,8 @@ async def post_link(request: web.Request) -> web.Response:
     ref = str(body.account)
     found = await find_accounts(db, ref, caller_clients(request), include_retired=False)
     if not found:
-        raise RequestError("$.account", f"no such account: {ref[:128]!r}", field="$.account")
+        raise RequestError("$.account", "no such account (an account id, or "
+                           "platform.number)", field="$.account")
     if len(found) > 1:
         raise RequestError("$.account", f"{ref!r} names {len(found)} accounts (one per "
                            "phone): give the account id, one of "
@@ -142,7 +143,7 @@ async def post_link_clicks(request: web.Request) -> web.Response:
     store = LinkStore(db)
     link = await store.by_code(body.code, caller_clients(request))
     if link is None:
-        raise RequestError("$.code", f"no such link: {body.code[:64]!r}", field="$.code")
+        raise RequestError("$.code", "no such link", field="$.code")
     await store.count(link["link_id"], day, source, body.count)
     await db.audit("link_clicks", link["link_id"], "update", None,
                    {"date": day, "source": source, "count": body.count},
