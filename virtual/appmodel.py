@@ -41,8 +41,13 @@ GRID_SOURCES = ("installed", "recent")
 # Template variables usable in any displayed text: {name}, {name:arg}, {name|fallback}.
 TEMPLATE_VARS = (
     "account", "display_name", "field", "feed_index", "feed_creator", "last_post",
-    "posts", "app_label",
+    "posts", "app_label", "followers", "following", "post_views", "post_likes", "post_comments",
+    "partner", "message",
 )
+# Templates that take an argument: {field:NAME} (required), {message:N} (required: the open
+# conversation's N-th message) and {partner:N} (optional: chat N's partner, else the open one's).
+_ARG_REQUIRED = ("field", "message")
+_ARG_OPTIONAL = ("partner",)
 COLOR_TEMPLATES = ("{feed_color}",)
 
 _TEMPLATE_RE = re.compile(r"\{([a-z_]+)(?::([A-Za-z0-9_]+))?(?:\|([^{}]*))?\}")
@@ -352,7 +357,11 @@ class _Checker:
                 self.bad(path, f"unknown template variable {{{name}}} (known: {', '.join(TEMPLATE_VARS)})")
             elif name == "field" and arg not in fields:
                 self.bad(path, f"unknown text field {arg!r} in {{field:{arg}}}")
-            elif name != "field" and arg is not None:
+            elif name == "message" and (arg is None or not arg.isdigit()):
+                self.bad(path, "template {message:N} needs the message's index N")
+            elif name == "partner" and arg is not None and not arg.isdigit():
+                self.bad(path, f"template {{partner:N}} takes a conversation index, got {arg!r}")
+            elif name not in _ARG_REQUIRED + _ARG_OPTIONAL and arg is not None:
                 self.bad(path, f"template {{{name}}} takes no argument")
 
 

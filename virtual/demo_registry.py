@@ -32,7 +32,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from registry.model import GLOBAL_APP, App, Box, Region, Screen, ScreenAction
+from registry.model import GLOBAL_APP, App, Box, ReadRegion, Region, Screen, ScreenAction
 from virtual.appmodel import LAUNCHER_PACKAGE, REF_HEIGHT, REF_WIDTH, AppSpec, Element
 from virtual.ui import (
     APP_BAR,
@@ -82,6 +82,9 @@ class RegionSpec:
     margin: int = 0
     # Set: the region is also read by OCR and must say this (used once, to show the feature).
     expected_text: str | None = None
+    # A read region (registry.model.ReadRegion): where a sequence's read_text / read_number /
+    # read_messages step reads (a count, a name, the messages); never matched, no crop.
+    read: bool = False
 
 
 @dataclass(frozen=True)
@@ -105,6 +108,8 @@ class StateSpec:
     description: str
     regions: tuple[RegionSpec, ...]
     actions: tuple[ActionSpec, ...] = ()
+    # Account health signal when a run meets this screen (registry.model's ``health``).
+    health: str | None = None
 
 
 @dataclass(frozen=True)
@@ -113,15 +118,17 @@ class InterruptSpec:
 
     Every button becomes an action (named after its text); ``handler_button`` is the one that
     just closes the dialog. ``shown_over`` is the state its reference screenshot shows behind
-    the dialog.
+    the dialog. A challenge (``health`` "challenge") has no handler and no actions: nothing
+    may clear it, a run that meets it stops.
     """
 
     app: str
     popup: str
     description: str
     regions: tuple[RegionSpec, ...]
-    handler_button: str
+    handler_button: str | None
     shown_over: str
+    health: str | None = None
 
 
 # Margin for filled elements (buttons, bars), see RegionSpec.margin.
@@ -135,6 +142,11 @@ _TITLE = RegionSpec("title", (APP_BAR_TITLE,), margin=-8)
 _DIALOG_TITLE = RegionSpec("title", (DIALOG_TITLE,))
 _DIALOG_BUTTONS = RegionSpec("buttons", (DIALOG_BUTTONS,), margin=_DIALOG_EDGE)
 _NAV_BAR = RegionSpec("nav_bar", ("nav_home", "nav_upload", "nav_profile"), margin=_EDGE)
+
+
+def _read(name: str, *elements: str) -> RegionSpec:
+    """A read region on elements (a count, a name, a conversation's body)."""
+    return RegionSpec(name, elements, read=True)
 
 # Identifying regions: headers, fixed buttons and the nav bar, never feed content, the status
 # bar, typed text or anything showing the account (they change between runs and accounts).
@@ -153,7 +165,8 @@ STATES: tuple[StateSpec, ...] = (
                RegionSpec("login_button", ("login",), margin=_EDGE)),
               (ActionSpec("username_field", "username"), ActionSpec("password_field", "password"),
                # Wrong credentials leave the form up under the login_failed interrupt.
-               ActionSpec("log_in", "login", "feed", navigation=False))),
+               ActionSpec("log_in", "login", "feed", navigation=False)),
+              health="login"),
     StateSpec("clipshare", "feed",
               "ClipShare video feed: one video at a time, swipe up for the next; bottom nav bar.",
               # The title is what tells the feed from the profile, which has the same nav bar.
@@ -162,15 +175,42 @@ STATES: tuple[StateSpec, ...] = (
                ActionSpec("previous_video", "video", "feed", "swipe_down"),
                ActionSpec("video_options", "video", None, "long_tap"),
                ActionSpec("go_to_upload", "nav_upload", "upload"),
-               ActionSpec("go_to_profile", "nav_profile", "profile"))),
+               ActionSpec("go_to_profile", "nav_profile", "profile"),
+               ActionSpec("go_to_inbox", "inbox", "inbox"))),
     StateSpec("clipshare", "profile",
-              "ClipShare profile of the signed-in account: posts, last post, switch account, settings.",
+              "ClipShare profile of the signed-in account: followers, following and posts counts, "
+              "the latest post, messages, switch account, settings.",
               (_TITLE, RegionSpec("buttons", ("switch_account", "settings"), margin=_EDGE),
-               _NAV_BAR),
+               _NAV_BAR, _read("followers", "followers"), _read("following", "following"),
+               _read("posts", "posts")),
               (ActionSpec("switch_account", "switch_account", "account_switcher"),
                ActionSpec("open_settings", "settings", "settings"),
+               ActionSpec("open_latest_post", "latest_post", "post"),
+               ActionSpec("open_messages", "messages", "inbox"),
                ActionSpec("go_to_feed", "nav_home", "feed"),
                ActionSpec("go_to_upload", "nav_upload", "upload"))),
+    StateSpec("clipshare", "post",
+              "ClipShare post detail of the account's latest post: caption, views, likes, comments.",
+              (_TITLE, RegionSpec("comments_label", ("comments_label",)),
+               RegionSpec("back_button", ("back",), margin=_EDGE),
+               _read("views", "views"), _read("likes", "likes"), _read("comments", "comments")),
+              (ActionSpec("back", "back", "profile"),)),
+    StateSpec("clipshare", "inbox",
+              "ClipShare messages inbox: the account's conversations, newest first.",
+              (_TITLE, RegionSpec("heading", ("heading",)), RegionSpec("back_button", ("back",), margin=_EDGE)),
+              (ActionSpec("open_conversation_0", "chat_0", "conversation"),
+               ActionSpec("open_conversation_1", "chat_1", "conversation"),
+               ActionSpec("open_conversation_2", "chat_2", "conversation"),
+               # Back to wherever the inbox was opened from: the profile's Messages or the
+               # feed's Inbox; go_to re-plans when it was the feed.
+               ActionSpec("back", "back", "profile"))),
+    StateSpec("clipshare", "conversation",
+              "ClipShare conversation: the partner's name at the top, their messages on the left, "
+              "ours on the right, a reply field.",
+              (_TITLE, RegionSpec("buttons", ("back", "send"), margin=_EDGE),
+               _read("partner", "partner"),
+               _read("body", "message_0", "message_1", "message_2", "message_3", "message_4")),
+              (ActionSpec("back", "back", "inbox"), ActionSpec("reply_field", "reply"))),
     StateSpec("clipshare", "account_switcher",
               "ClipShare account switcher: one button per saved account, or log in to another one.",
               (_TITLE, RegionSpec("add_account", ("add_account",))),
@@ -207,6 +247,13 @@ INTERRUPTS: tuple[InterruptSpec, ...] = (
                   "ClipShare 'Login failed' dialog after wrong credentials on the login form.",
                   (_DIALOG_TITLE, _DIALOG_BUTTONS),
                   "OK", "clipshare/login"),
+    InterruptSpec("clipshare", "verify_identity",
+                  "ClipShare 'Confirm it's you' identity challenge (only when a test tells the virtual "
+                  "phone: vphone popup verify_identity). Never dismissed: a run that meets it stops.",
+                  # Body and button: the title "Confirm it's you" scored 0.83 on a 720x1600
+                  # phone (its thin apostrophe), below the pixel threshold.
+                  (RegionSpec("body_and_buttons", (DIALOG_BODY, DIALOG_BUTTONS), margin=_DIALOG_EDGE),),
+                  None, "clipshare/feed", health="challenge"),
     InterruptSpec("clipshare", "video_options",
                   "ClipShare 'Video options' dialog (long tap on a video).",
                   (_DIALOG_TITLE, _DIALOG_BUTTONS),
@@ -294,7 +341,7 @@ def go_to(ui: PhoneUI, label: str, *, account: str = DEFAULT_ACCOUNT) -> None:
     if screen != "login":
         log_in(ui, account)
         _expect(ui, CLIPSHARE_PACKAGE, "feed")
-    if screen in ("profile", "account_switcher", "settings"):
+    if screen in ("profile", "account_switcher", "settings", "post", "inbox", "conversation"):
         tap_element(ui, "nav_profile")
     if screen == "account_switcher":
         tap_element(ui, "switch_account")
@@ -302,6 +349,12 @@ def go_to(ui: PhoneUI, label: str, *, account: str = DEFAULT_ACCOUNT) -> None:
         tap_element(ui, "settings")
     elif screen == "upload":
         tap_element(ui, "nav_upload")
+    elif screen == "post":
+        tap_element(ui, "latest_post")
+    elif screen in ("inbox", "conversation"):
+        tap_element(ui, "messages")
+        if screen == "conversation":
+            tap_element(ui, "chat_0")
     _expect(ui, CLIPSHARE_PACKAGE, screen)
 
 
@@ -341,18 +394,28 @@ def encode_png(rgb: np.ndarray) -> bytes:
     return buf.tobytes()
 
 
+def _box(spec: AppSpec | None, screen: str | None, r: RegionSpec) -> Box:
+    x1, y1, x2, y2 = _union([_part_box(spec, screen, p) for p in r.parts])
+    m = r.margin
+    return (max(0, x1 - m), max(0, y1 - m), min(REF_WIDTH, x2 + m), min(REF_HEIGHT, y2 + m))
+
+
 def _regions(app: str, key: str, specs: list[RegionSpec], frame: np.ndarray, spec: AppSpec | None,
              screen: str | None, files: dict[str, bytes]) -> list[Region]:
     out = []
     for r in specs:
-        x1, y1, x2, y2 = _union([_part_box(spec, screen, p) for p in r.parts])
-        m = r.margin
-        box = (max(0, x1 - m), max(0, y1 - m), min(REF_WIDTH, x2 + m), min(REF_HEIGHT, y2 + m))
+        if r.read:
+            continue
+        box = _box(spec, screen, r)
         ref = f"{app}/{key}.{r.name}.png"
         files[ref] = encode_png(frame[box[1]:box[3], box[0]:box[2]])
         out.append(Region(name=r.name, coordinates=box, reference=ref, ocr_enabled=r.expected_text is not None,
                           expected_text=r.expected_text))
     return out
+
+
+def _read_regions(specs: tuple[RegionSpec, ...], spec: AppSpec | None, screen: str | None) -> list[ReadRegion]:
+    return [ReadRegion(name=r.name, coordinates=_box(spec, screen, r)) for r in specs if r.read]
 
 
 def _slug(text: str) -> str:
@@ -377,7 +440,8 @@ def build() -> dict[str, tuple[App, dict[str, bytes]]]:
         shot = f"{s.app}/{s.screen}.png"
         files[s.app][shot] = encode_png(frame)
         apps[s.app].states[s.screen] = Screen(name=s.screen, description=s.description, validation_regions=regions,
-                                              actions=actions, reference_screenshot=shot)
+                                              actions=actions, reference_screenshot=shot,
+                                              read_regions=_read_regions(s.regions, spec, s.screen), health=s.health)
     popups = {name: popup for spec in specs.values() for name, popup in spec.popups.items()}
     for i in INTERRUPTS:
         popup = popups[i.popup]
@@ -388,14 +452,18 @@ def build() -> dict[str, tuple[App, dict[str, bytes]]]:
         regions = _regions(i.app, i.popup, list(i.regions), frame, None, None, files[i.app])
         boxes = PhoneUI.popup_button_boxes(len(popup.buttons))
         actions = [ScreenAction(name=_slug(b.text), coordinates=box) for b, box in zip(popup.buttons, boxes)]
-        handler = _slug(i.handler_button)
-        if handler not in {a.name for a in actions}:
-            raise KeyError(f"popup {i.popup} has no button {i.handler_button!r}")
+        handler = None
+        if i.handler_button is None:
+            actions = []  # a challenge: nothing to tap that a run could take for a way out
+        else:
+            handler = _slug(i.handler_button)
+            if handler not in {a.name for a in actions}:
+                raise KeyError(f"popup {i.popup} has no button {i.handler_button!r}")
         shot = f"{i.app}/{i.popup}.png"
         files[i.app][shot] = encode_png(frame)
         apps[i.app].interrupts[i.popup] = Screen(
             name=i.popup, description=i.description, validation_regions=regions, actions=actions,
-            handler=None if handler == "dismiss" else handler, reference_screenshot=shot)
+            handler=None if handler == "dismiss" else handler, reference_screenshot=shot, health=i.health)
     return {key: (apps[key], files[key]) for key in APP_PACKAGES}
 
 

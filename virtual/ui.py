@@ -5,7 +5,8 @@
 ``dumpsys window``. Apps are data (``appmodel.py``); pixels are ``render.py``'s job. This
 module owns per-app state (screen, back stack, text fields, feed position), accounts, popups
 and their seeded triggers, and the layout that both drawing and hit-testing use, so what is
-drawn is exactly what a tap hits.
+drawn is exactly what a tap hits. The social numbers and conversations it shows come from
+``virtual/social.py`` (seed, account, clock); its layout is rebuilt when the minute changes.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from virtual.appmodel import (
     render_template,
 )
 from virtual.render import STATUS_BAR_HEIGHT, FrameRenderer, Op, shared_renderer
+from virtual.social import account_counts, conversation, format_count, minute, partner, post_counts
 
 __all__ = ["PhoneUI", "load_apps", "KEYCODE_HOME", "KEYCODE_BACK", "KEYCODE_ENTER", "KEYCODE_DEL",
            "KEYCODE_APP_SWITCH"]
@@ -62,6 +64,7 @@ DIALOG_BUTTONS_X = (120, 960)
 DIALOG_BUTTON_GAP = 30
 GRID_TOP = 300
 GRID_CELL_H = 320
+_SEEDED_POST_AGE_S = 3 * 3600
 
 _WHITE = (255, 255, 255)
 _INK = (32, 33, 36)
@@ -69,6 +72,12 @@ _GREY = (128, 134, 139)
 _ACCENT = (26, 115, 232)
 
 Box = tuple[int, int, int, int]
+
+
+# Count templates: which count each shows and how the app writes it (virtual/social.py).
+_COUNT_FORMATS = {"followers": ("followers", "auto"), "following": ("following", "plain"),
+                  "post_views": ("views", "compact"), "post_likes": ("likes", "grouped"),
+                  "post_comments": ("comments", "plain")}
 
 
 def _rgb(color: str) -> tuple[int, int, int]:
@@ -113,6 +122,8 @@ class _AccountState:
     active: str | None
     posts: dict[str, int]
     last_post: dict[str, str]
+    # When each account's latest post went up (its views count from then).
+    posted_at: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -155,6 +166,8 @@ class PhoneUI:
         # False: popups appear only through force_popup()/actions, never at random.
         self.random_popups = random_popups
         self.battery_level = 85
+        # Followers count from here (virtual/social.py); seeded posts went up 3 hours before.
+        self.started = clock()
         self._renderer = renderer or shared_renderer
         self._lock = threading.RLock()
         self._rng = random.Random(seed)
@@ -184,7 +197,7 @@ class PhoneUI:
         self._foreground = LAUNCHER_PACKAGE
         self._states[LAUNCHER_PACKAGE] = _AppState(screen=self._launch_screen(self._apps[LAUNCHER_PACKAGE]))
         self._version = 0  # bumped by every input; keys the layout and frame fast paths
-        self._layout_cache: tuple[int, _Layout] | None = None
+        self._layout_cache: tuple[tuple[int, int], _Layout] | None = None
         self._frame_cache: tuple[Any, np.ndarray] | None = None
         self._png_cache: tuple[Any, bytes] | None = None
 
@@ -200,6 +213,7 @@ class PhoneUI:
             active=spec.active_account,
             posts={a.username: a.posts for a in spec.accounts},
             last_post={a.username: a.last_post for a in spec.accounts},
+            posted_at={a.username: self.started - _SEEDED_POST_AGE_S for a in spec.accounts if a.posts},
         )
 
     def packages(self) -> list[str]:
@@ -482,6 +496,7 @@ class PhoneUI:
             user = accounts.active or ""
             accounts.posts[user] = accounts.posts.get(user, 0) + 1
             accounts.last_post[user] = fields.get(action.post, "")
+            accounts.posted_at[user] = self.clock()
             log.info("posted package=%s username=%s", package, user)
         for name in action.clear_fields:
             fields[name] = ""
@@ -643,7 +658,21 @@ class PhoneUI:
                 "feed_index": state.feed_index,
                 "posts": accounts.posts.get(user or "", 0),
                 "last_post": accounts.last_post.get(user or "", ""),
+                "counts": self._counts(package, self.clock()),
             }
+
+    def _counts(self, package: str, now: float) -> dict[str, int] | None:
+        """The signed-in account's profile and latest-post counts at ``now`` (what its
+        profile and post screens show, as numbers), or None with no one signed in."""
+        accounts = self._accounts.get(package)
+        user = accounts.active if accounts is not None else None
+        if accounts is None or user is None:
+            return None
+        posts = accounts.posts.get(user, 0)
+        profile = account_counts(self.seed, user, posts, self.started, now)
+        post = post_counts(self.seed, user, posts, accounts.posted_at.get(user, now), now)
+        return {"followers": profile.followers, "following": profile.following, "posts": posts,
+                "views": post.views, "likes": post.likes, "comments": post.comments}
 
     def visible_elements(self) -> list[dict[str, Any]]:
         """Tappable things on screen with text and device-pixel bounds (for uiautomator dump)."""
@@ -749,6 +778,8 @@ class PhoneUI:
         spec = self._apps[package]
         user = accounts.active
         fg_label = self._apps[self._foreground].label
+        # Counts as of the minute the layout is built for (see _layout).
+        now = minute(self.clock()) * 60.0
 
         def lookup(name: str, arg: str | None) -> str:
             if name == "account":
@@ -769,16 +800,28 @@ class PhoneUI:
                 return accounts.last_post.get(user or "", "")
             if name == "app_label":
                 return fg_label
+            if name in _COUNT_FORMATS:
+                counts = self._counts(package, now)
+                return format_count(counts[_COUNT_FORMATS[name][0]], _COUNT_FORMATS[name][1]) if counts else "0"
+            if name in ("partner", "message"):
+                chat = arg if name == "partner" and arg is not None else (state.fields.get("chat", "0") if state else "0")
+                index = int(chat) if chat.isdigit() else 0
+                if name == "partner":
+                    return partner(self.seed, user or "", index)
+                lines = conversation(self.seed, user or "", index)
+                return lines[int(arg or 0)][1] if int(arg or 0) < len(lines) else ""
             return ""
 
         return lookup
 
     def _layout(self) -> _Layout:
+        # Counts shown on screen change with the minute, so the minute keys the layout too.
+        key = (self._version, minute(self.clock()))
         cached = self._layout_cache
-        if cached is not None and cached[0] == self._version:
+        if cached is not None and cached[0] == key:
             return cached[1]
         layout = self._build_layout()
-        self._layout_cache = (self._version, layout)
+        self._layout_cache = (key, layout)
         return layout
 
     def _build_layout(self) -> _Layout:
