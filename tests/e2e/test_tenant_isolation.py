@@ -90,6 +90,10 @@ def world(farm: DemoFarm) -> dict:
                  "B's uninstall")
     link = ok(*call(farm.base, "POST", "/api/links", admin, {  # a link in bio of B's account
         "account": accounts[0]["account_id"], "url": "https://acme.example/"}), "B's link")
+    # A post of B's account if one was recorded (none: a post id of nothing at all).
+    b_post_id = next((p["post_id"] for p in ok(*call(farm.base, "GET", "/api/posts", admin),
+                                                "posts")["posts"]
+                      if p["account_id"] in {a["account_id"] for a in accounts}), 987654)
     tokens = ok(*call(farm.base, "GET", "/api/tokens?all=1", admin), "tokens")["tokens"]
     b_token_id = next(t["token_id"] for t in tokens if t["user"] == "acme")
     callers = {}
@@ -106,7 +110,7 @@ def world(farm: DemoFarm) -> dict:
                 {a["account_id"] for a in accounts}, "profile_id": profile_id,
             "key_id": key["id"], "schedule_id": schedule["id"], "b_token": b_login["token"],
             "b_token_id": b_token_id, "callers": callers, "b_report_id": report["id"], **b_own,
-            "b_install_id": install["install_id"],
+            "b_install_id": install["install_id"], "b_post_id": b_post_id,
             "b_link_id": link["link_id"], "b_link_code": link["code"],
             "before": b_state(farm, b_serial)}
 
@@ -168,6 +172,7 @@ def params_for(world: dict, ghost: bool, schedule: str = "schedule_id") -> dict[
                 "key_id": "987654", "token_id": "987654", "group": GHOST_GROUP,
                 "sequence": GHOST_SEQUENCE, "workflow": GHOST_WORKFLOW, "report": "987654",
                 "alert_id": "987654", "install_id": "in-000000000000", "pin_id": "987654",
+                "post_id": "987654",
                 "link": "987654"}
     return {"serial": world["b_serial"], "run_id": world["run_id"],
             "execution_id": world["execution_id"], "path": "0",
@@ -178,6 +183,7 @@ def params_for(world: dict, ghost: bool, schedule: str = "schedule_id") -> dict[
             "group": B_GROUP, "sequence": B_SEQUENCE, "workflow": B_WORKFLOW,
             "report": str(world["b_report_id"]), "alert_id": "987654",
             "install_id": world["b_install_id"], "pin_id": "987654",
+            "post_id": str(world["b_post_id"]),
             "link": str(world["b_link_id"])}
 
 

@@ -49,7 +49,7 @@ class Farm:
         self.db, self.hub, self.service = db, hub, service
         self.seq = 0
 
-    def emit(self, event: str, serial: str, execution_id: int, at: datetime, seq: int | None
+    def emit(self, event: str, serial: str, execution_id: int | str, at: datetime, seq: int | None
              = None, **data) -> None:
         if seq is None:
             self.seq += 1
@@ -96,7 +96,8 @@ async def test_events_become_rows_and_a_replay_changes_nothing(farm: Farm) -> No
     farm.emit("metric_recorded", A1, ex, at, metric="followers", value=120, post=None)
     farm.emit("metric_recorded", A1, ex, at, seq=77, metric="views", value=10, post="latest")
     farm.emit("metric_recorded", A1, ex, at, metric="likes", value=3, post="latest")
-    farm.emit("health_signal", A1, ex, at, kind="relogin", screen="clipshare/login")
+    # The node names the execution by its key (what RunSequence carries), or its row id.
+    farm.emit("health_signal", A1, "ex-a1", at, kind="relogin", screen="clipshare/login")
     farm.emit("metric_recorded", A1, ex, at, seq=77, metric="views", value=10, post="latest")
     farm.emit("metric_recorded", A1, ex, at, metric="nonsense", value=1, post=None)
     await farm.service.drain()
@@ -113,7 +114,8 @@ async def test_events_become_rows_and_a_replay_changes_nothing(farm: Farm) -> No
     [day] = await farm.rows("post_metrics")
     assert (str(day["metric_date"])[:10], day["views"], day["likes"]) == ("2026-12-01", 10, 3)
     [health] = await farm.rows("account_health_events")
-    assert (health["kind"], health["screen"]) == ("relogin", "clipshare/login")
+    assert (health["kind"], health["screen"], health["execution_id"]) == (
+        "relogin", "clipshare/login", ex)
 
     # A failed post is a failed row and a health event; its replay neither.
     for _ in range(2):
@@ -343,3 +345,46 @@ async def test_a_skip_at_risk_schedule_skips_an_at_risk_account_and_says_why(far
     again = ScheduleService(PhonesHub(), runs, farm.db, clock=lambda: now[0])
     await again.load()
     assert again.view("careful2")["skip_at_risk"] is True
+
+
+async def test_farm_posts_accounts_and_analytics(farm: Farm, capsys) -> None:
+    import asyncio
+    import json
+
+    from actors.control.cli import main as farm_main
+
+    await _known_days(farm)
+    async with TestClient(TestServer(app_as(farm, SUPER))) as client:
+        url = str(client.make_url("")).rstrip("/")
+
+        def farm_cli(*args: str) -> tuple[int, str, str]:
+            code = farm_main(["--url", url, *args])
+            out = capsys.readouterr()
+            return code, out.out, out.err
+
+        code, out, _ = await asyncio.to_thread(farm_cli, "posts", "--account", "clipshare.a1")
+        lines = out.splitlines()
+        assert code == 0 and lines[0].split()[:4] == ["ID", "ACCOUNT", "POSTED", "STATUS"]
+        assert "clipshare.a1" in lines[1] and "50" in lines[1].split() and len(lines) == 2
+        post_id = lines[1].split()[0]
+        code, out, _ = await asyncio.to_thread(farm_cli, "posts", "show", post_id)
+        assert code == 0 and "2026-12-02" in out and "one" in out.splitlines()[0]
+        code, out, err = await asyncio.to_thread(farm_cli, "posts", "--since", "soon")
+        assert code == 2 and "since" in err
+        code, out, _ = await asyncio.to_thread(farm_cli, "analytics", "rollup", "--date",
+                                               "2026-12-02")
+        assert code == 0 and out.startswith("2026-12-02: 2 client rows, 1 platform rows")
+        code, out, _ = await asyncio.to_thread(farm_cli, "analytics", "daily", "--since",
+                                               "2026-12-02", "--until", "2026-12-02")
+        acme = next(line.split() for line in out.splitlines() if "Acme" in line)
+        assert code == 0 and acme[3:10] == ["0", "40", "5", "1", "7", "25", "15.00%"]
+        code, out, err = await asyncio.to_thread(farm_cli, "analytics", "rollup", "--date",
+                                                 "2026-02-30")
+        assert code == 2 and "date" in err
+        code, out, _ = await asyncio.to_thread(farm_cli, "accounts", "--json")
+        rows = json.loads(out)
+        assert code == 0 and {r["account"]: r["health"]["state"] for r in rows} == {
+            "clipshare.a1": "ok", "clipshare.z1": "ok"}
+        code, out, _ = await asyncio.to_thread(farm_cli, "accounts")
+        assert code == 0 and out.splitlines()[0].split()[:5] == [
+            "ID", "ACCOUNT", "PHONE", "STATUS", "HEALTH"]

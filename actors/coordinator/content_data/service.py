@@ -4,7 +4,7 @@ daily rollups (issue 21.2/21.3).
 `ContentDataService` is a hub event observer (`Hub.event_observers`: told every emitted
 event, none dropped): ``metric_recorded``, ``post_recorded`` and ``health_signal`` are
 queued without waiting (the observer runs inside the hub's emit) and one writer task stores
-them in order through `ContentStore.ingest`, one writer job each; a replayed event (the node
+them in order through `ContentDataStore.ingest`, one writer job each; a replayed event (the node
 re-sends what was not acked before a crash) finds its rows and changes nothing. Every day
 at ``ROLLUP_AT`` (UTC) it rolls the previous day up into ``client_daily_metrics`` and
 ``platform_daily_metrics``; at start it rolls up the last due day again (a stop over
@@ -20,7 +20,7 @@ from datetime import date, datetime, time, timedelta, timezone
 from typing import Any, Awaitable, Callable, Iterable
 
 from actors.coordinator.content_data.health import WINDOW_S, Health, assess
-from actors.coordinator.content_data.store import ContentStore
+from actors.coordinator.content_data.store import ContentDataStore
 from actors.coordinator.backups import next_due
 from actors.coordinator.reports.service import due_day
 
@@ -38,7 +38,7 @@ class ContentDataService:
                  now: Callable[[], datetime] | None = None,
                  sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep) -> None:
         self.hub = hub
-        self.store = ContentStore(db)
+        self.store = ContentDataStore(db)
         self.at = at
         self._now = now or (lambda: datetime.now(timezone.utc))
         self._sleep = sleep

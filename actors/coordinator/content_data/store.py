@@ -73,14 +73,15 @@ def _hashtags(text: Any) -> list[str]:
 
 @dataclass(frozen=True)
 class Execution:
-    """Whose an event's execution was: its account and phone (None: not known)."""
+    """Whose an event's execution was: its row, account and phone (None: not known)."""
 
+    execution_id: int | None
     account_id: int | None
     phone_id: int | None
     platform: str | None
 
 
-class ContentStore:
+class ContentDataStore:
     """Owns the rows of v22's tables and v5's content and rollup tables (through ``db``, the
     farm's FarmDB)."""
 
@@ -88,19 +89,29 @@ class ContentStore:
         self.db = db
 
     # --- ingest ----------------------------------------------------------------------------
-    def _execution(self, conn: Any, data: dict, serial: str | None) -> Execution:
-        """The account and phone of the event's execution (``executions``); an execution
-        without an account row but an ``account`` ref in the event: that account on the phone."""
-        account_id = phone_id = None
-        try:
-            execution_id = int(data.get("execution_id"))
-        except (TypeError, ValueError):
-            execution_id = None
-        if execution_id is not None:
-            row = conn.execute("SELECT account_id, phone_id, serial FROM executions"
-                               " WHERE execution_id = ?", (execution_id,)).fetchone()
+    @staticmethod
+    def _execution_row(conn: Any, value: Any) -> Any:
+        """The executions row (execution_id, account_id, phone_id, serial) an event names:
+        by its key (``ex-...``, what the node is sent as the execution's id) or its row id."""
+        if isinstance(value, int) or (isinstance(value, str) and value.isdigit()
+                                      and len(value) <= 18):  # within BIGINT
+            row = conn.execute("SELECT execution_id, account_id, phone_id, serial FROM"
+                               " executions WHERE execution_id = ?", (int(value),)).fetchone()
             if row is not None:
-                account_id, phone_id, serial = row[0], row[1], row[2] or serial
+                return row
+        if isinstance(value, (str, int)):
+            return conn.execute("SELECT execution_id, account_id, phone_id, serial FROM"
+                                " executions WHERE execution_key = ?", (str(value),)).fetchone()
+        return None
+
+    def _execution(self, conn: Any, data: dict, serial: str | None) -> Execution:
+        """The execution row's id, account and phone (``executions``); an execution without
+        an account but an ``account`` ref in the event: that account on the phone."""
+        execution_id = account_id = phone_id = None
+        row = self._execution_row(conn, data.get("execution_id"))
+        if row is not None:
+            execution_id, account_id, phone_id = row[0], row[1], row[2]
+            serial = row[3] or serial
         if account_id is None and isinstance(data.get("account"), str) \
                 and "." in data["account"] and serial:
             platform, number = data["account"].split(".", 1)
@@ -118,7 +129,7 @@ class ContentStore:
             row = conn.execute("SELECT platform FROM accounts WHERE account_id = ?",
                                (account_id,)).fetchone()
             platform = row[0] if row is not None else None
-        return Execution(account_id, phone_id, platform)
+        return Execution(execution_id, account_id, phone_id, platform)
 
     async def ingest(self, event: str, serial: str | None, data: dict) -> str:
         """Store one node event; returns what became of it: ``stored``, ``replayed`` (its
@@ -131,7 +142,7 @@ class ContentStore:
         if ex.account_id is None:
             return "dropped: the execution has no known account"
         at = float(data.get("at") or datetime.now(timezone.utc).timestamp())
-        execution_id = self._execution_id(conn, data)
+        execution_id = ex.execution_id
         if event == "metric_recorded":
             return self._metric(conn, key, ex, execution_id, at, data)
         if event == "post_recorded":
@@ -143,17 +154,6 @@ class ContentStore:
             return self._health(conn, key, ex.account_id, kind, data.get("screen"),
                                 execution_id, at)
         return f"dropped: not a content event ({event})"
-
-    @staticmethod
-    def _execution_id(conn: Any, data: dict) -> int | None:
-        """The event's execution id when that execution row exists (the column is a key)."""
-        try:
-            execution_id = int(data.get("execution_id"))
-        except (TypeError, ValueError):
-            return None
-        row = conn.execute("SELECT 1 FROM executions WHERE execution_id = ?",
-                           (execution_id,)).fetchone()
-        return execution_id if row is not None else None
 
     def _metric(self, conn: Any, key: str, ex: Execution, execution_id: int | None,
                 at: float, data: dict) -> str:
