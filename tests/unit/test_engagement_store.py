@@ -110,6 +110,10 @@ async def test_reads_keep_to_the_callers_clients(db) -> None:
     execution = await db.create_execution("ex-b", serial="B1", account_id=b1)
     assert (await account_of_event(db, {"execution_id": execution, "account": None,
                                         "serial": "B1"}))["account_id"] == b1
+    assert (await account_of_event(db, {"execution_id": "ex-b", "account": None,
+                                        "serial": "B1"}))["account_id"] == b1
+    assert await account_of_event(db, {"execution_id": "ex-none", "serial": "B1"}) is None
+    assert await account_of_event(db, {"execution_id": 2**70, "serial": "B1"}) is None
 
 
 async def test_links_codes_clicks_and_removal(db) -> None:

@@ -76,7 +76,7 @@ async def find_accounts(db: Any, ref: str, clients: frozenset[int] | None, *,
 
 async def account_of_event(db: Any, data: dict[str, Any]) -> dict[str, Any] | None:
     """The account a node event is about: its ``account`` reference on its phone, else the
-    account its execution ran as; None when neither is known."""
+    account its execution (row id or key) ran as; None when neither is known."""
     ref, serial = data.get("account"), data.get("serial")
     if isinstance(ref, str) and "." in ref and serial:
         platform, _, number = ref.partition(".")
@@ -85,11 +85,18 @@ async def account_of_event(db: Any, data: dict[str, Any]) -> dict[str, Any] | No
             " AND a.platform = ? AND a.account_number = ?", (serial, platform, number))
         if row is not None:
             return dict(row)
+    # The execution by its row id (an int) or its key (ex-..., what RunSequence carries).
     execution = data.get("execution_id")
-    if isinstance(execution, int) and not isinstance(execution, bool):
+    column = None
+    if isinstance(execution, int) and not isinstance(execution, bool) \
+            and 0 < execution <= MAX_ID:
+        column = "e.execution_id"
+    elif isinstance(execution, str) and execution:
+        column = "e.execution_key"
+    if column is not None:
         row = await db._one(
             f"SELECT {ACCOUNT_COLUMNS} FROM executions e JOIN accounts a"
-            f" ON a.account_id = e.account_id{ACCOUNT_JOINS} WHERE e.execution_id = ?", (execution,))
+            f" ON a.account_id = e.account_id{ACCOUNT_JOINS} WHERE {column} = ?", (execution,))
         if row is not None:
             return dict(row)
     return None
