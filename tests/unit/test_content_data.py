@@ -388,3 +388,35 @@ async def test_farm_posts_accounts_and_analytics(farm: Farm, capsys) -> None:
         code, out, _ = await asyncio.to_thread(farm_cli, "accounts")
         assert code == 0 and out.splitlines()[0].split()[:5] == [
             "ID", "ACCOUNT", "PHONE", "STATUS", "HEALTH"]
+
+
+async def test_the_daily_loop_rolls_the_day_before_up_after_midnight(farm: Farm) -> None:
+    import asyncio
+
+    from actors.coordinator.content_data.service import ROLLUP_AT
+
+    await _known_days(farm)
+    farm.emit("post_recorded", A1, farm.executions[A1], DAY2 + timedelta(hours=2),
+              status="posted", caption="two", hashtags=["#two"], media=None,
+              platform_post_id=None, reason=None)
+    await farm.service.drain()
+    naps: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        naps.append(seconds)
+        raise asyncio.CancelledError  # stop at the first wait for the next day
+
+    # 00:20 UTC on day 3: day 2 is due (rolled up at 00:10), day 3 is not.
+    loop = ContentDataService(farm.hub, farm.db, at=ROLLUP_AT, sleep=sleep,
+                              now=lambda: DAY2 + timedelta(days=1, minutes=20))
+    with pytest.raises(asyncio.CancelledError):
+        await loop.loop()
+    assert naps == [60.0]  # waiting for 00:10 the day after, the clock looked at each minute
+    rows = await farm.service.store.daily("2026-12-01", "2026-12-03")
+    assert {r["date"] for r in rows["clients"]} == {"2026-12-02"}
+    acme = next(r for r in rows["clients"] if r["client"] == "Acme")
+    assert acme["posts"] == 1 and acme["views"] == 40
+    # Last posts per account, newest first (GET /api/accounts' last_posts).
+    last = await farm.service.store.last_posts(
+        [r["account_id"] for r in await farm.service.store.accounts()], 1)
+    assert sorted(p[0]["caption"] for p in last.values()) == ["two", "zeta"]

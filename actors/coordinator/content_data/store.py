@@ -253,6 +253,7 @@ class ContentDataStore:
     # --- posts -----------------------------------------------------------------------------
     async def posts(self, *, accounts: Iterable[int] | None = None,
                     since: str | None = None, limit: int = 100, post_id: int | None = None,
+                    post_ids: Iterable[int] | None = None,
                     clients: frozenset[int] | None = None) -> list[dict[str, Any]]:
         """Posts newest first, of ``accounts`` (None: every account), posted at or after
         ``since`` (UTC text), each with its latest metrics."""
@@ -267,6 +268,10 @@ class ContentDataStore:
         if post_id is not None:
             where.append("p.post_id = ?")
             args.append(post_id)
+        if post_ids is not None:
+            in_list, ids = _in_list(post_ids)
+            where.append(f"p.post_id IN {in_list}")
+            args += ids
         with as_clients(clients):
             rows = await self.db._all(
                 "SELECT p.post_id, p.account_id, a.platform AS account_platform,"
@@ -372,10 +377,18 @@ class ContentDataStore:
 
     async def last_posts(self, accounts: Iterable[int], per_account: int = 3,
                          clients: frozenset[int] | None = None) -> dict[int, list[dict]]:
+        """{account_id: its newest ``per_account`` posts}, in one read."""
+        in_list, ids = _in_list(accounts)
+        with as_clients(clients):
+            rows = await self.db._all(
+                "SELECT post_id FROM (SELECT post_id, ROW_NUMBER() OVER (PARTITION BY"
+                " account_id ORDER BY posted_at DESC, post_id DESC) AS n FROM content_posts"
+                f" WHERE account_id IN {in_list}) ranked WHERE n <= ?", (*ids, per_account))
+            posts = await self.posts(post_ids=[r[0] for r in rows], limit=len(rows) or 1,
+                                     clients=clients) if rows else []
         out: dict[int, list[dict]] = {}
-        for account_id in sorted(set(accounts)):
-            out[account_id] = await self.posts(accounts=[account_id], limit=per_account,
-                                               clients=clients)
+        for post in posts:  # newest first already
+            out.setdefault(post["account_id"], []).append(post)
         return out
 
     # --- daily rollups ---------------------------------------------------------------------
