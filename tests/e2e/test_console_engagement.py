@@ -7,7 +7,8 @@ follower readings and a challenge met, a post and its metric readings) and throu
 page shows the account at risk with its reason, its followers and change, a sparkline of
 the trend drawn by uPlot, its last post and the link with its 2 clicks; the post's link
 opens the Posts page, whose chart of the post's metrics over time is drawn by uPlot with a
-line per metric read; no console errors. One farm for the module."""
+line per metric read; no console errors. And clipshare/read_inbox played on a virtual phone
+stores its conversation once, however often it is read. One farm for the module."""
 
 from __future__ import annotations
 
@@ -131,3 +132,49 @@ def test_posts_page_charts_a_posts_metrics_over_time(farm, fed, page) -> None:
     assert {"views", "likes", "comments"} <= set(labels), labels
     assert "shares" not in labels
     assert page.locator("#post-detail h3").inner_text().startswith(f"Post {fed['post_id']}")
+
+
+def _run(farm: DemoFarm, sequence: str, serial: str, timeout: float = 120) -> dict:
+    status, started = call(farm.base, "POST", "/api/runs", farm.admin_token,
+                           {"sequence": sequence, "scope": f"phone:{serial}"})
+    assert status == 202, started
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        view = call(farm.base, "GET", f"/api/runs/{started['run_id']}", farm.admin_token)[1]
+        if view["status"] != "running":
+            assert view["status"] == "completed", view
+            return view
+        time.sleep(0.3)
+    raise AssertionError(f"{sequence} on {serial} still running after {timeout} s")
+
+
+def test_a_conversation_read_on_a_phone_is_stored_once(farm) -> None:
+    """clipshare/read_inbox on a virtual phone: the node's messages_read event becomes one
+    conversation with the partner's name and the messages in order, theirs and ours; read
+    again, nothing is added."""
+    serial = farm.phone_rows[1]["serial"]
+    account = _run(farm, "clipshare/read_inbox", serial)["executions"][0]["account"]
+
+    def conversations() -> list[dict]:
+        return call(farm.base, "GET", f"/api/conversations?account={account}",
+                    farm.admin_token)[1]["conversations"]
+
+    deadline = time.monotonic() + 15
+    while not (found := [c for c in conversations() if c["serial"] == serial]) \
+            and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert len(found) == 1, found
+    first = found[0]
+    assert first["partner"] and first["message_count"] >= 2, first
+    status, read = call(farm.base, "GET",
+                        f"/api/conversations/{first['conversation_id']}/messages",
+                        farm.admin_token)
+    assert status == 200 and {m["sender"] for m in read["messages"]} == {"them", "us"}, read
+    assert all(m["text"].strip() for m in read["messages"])
+    _run(farm, "clipshare/read_inbox", serial)
+    # The run ended after its messages_read event (the journal keeps a node's events in
+    # order); give the intake's queue a moment, then nothing may have been added.
+    time.sleep(1.0)
+    again = [c for c in conversations() if c["serial"] == serial]
+    assert [(c["conversation_id"], c["message_count"]) for c in again] == [
+        (first["conversation_id"], first["message_count"])]
