@@ -13,15 +13,12 @@ the second guard.
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timezone
 from typing import Any, Iterable
 
 from actors.store.caller_scope import as_clients
 from actors.store.execution_records import utc_text
-
-log = logging.getLogger(__name__)
 
 ACCOUNT_METRICS = ("followers", "following", "posts")
 POST_METRICS = ("views", "likes", "comments", "shares", "saves")
@@ -521,7 +518,3 @@ def _daily_view(r: Any, client: bool = False) -> dict[str, Any]:
     if client:
         out = {"client_id": r["client_id"], "client": r["client"], **out}
     return out
-
-
-def previous_day(now: datetime) -> date:
-    return (now.astimezone(timezone.utc) - timedelta(days=1)).date()
