@@ -24,7 +24,7 @@ export async function show(root, open = null) {
   const load = async () => {
     const account = filter.value;
     try { posts = (await get(`/api/posts?limit=200${account ? `&account=${enc(account)}` : ""}`)).posts || []; } catch (err) { toast(`posts: ${err.message}`, true); posts = []; }
-    const header = ["posted", "account", "caption", "status", ...METRICS.slice(0, 3).map((m) => m.name)];
+    const header = ["posted (UTC)", "account", "caption", "status", ...METRICS.slice(0, 3).map((m) => m.name)];
     table.replaceChildren(el("tr", {}, ...header.map((h) => el("th", {}, h))),
       ...posts.map((p) => el("tr", { class: "clickable", dataset: { post: String(p.post_id) }, onclick: () => { location.hash = `posts/${p.post_id}`; } },
         el("td", {}, when(p.posted_at)), el("td", {}, p.account || ""), el("td", { title: p.caption || "" }, (p.caption || "").slice(0, 60)),
@@ -65,7 +65,7 @@ async function showPost(box, id) {
   const post = found.post || {};
   const chartBox = el("div", { id: "post-chart" });
   const daily = el("table", { class: "list", id: "post-daily" });
-  box.replaceChildren(el("h3", {}, `Post ${post.post_id}: ${post.account || ""}, ${when(post.posted_at)}`),
+  box.replaceChildren(el("h3", {}, `Post ${post.post_id}: ${post.account || ""}, ${when(post.posted_at)} UTC`),
     el("p", {}, post.caption || ""), chartBox, daily);
   const { times, used, ys } = seriesOf(found.samples || []);
   if (times.length) {
@@ -74,4 +74,5 @@ async function showPost(box, id) {
   } else chartBox.append(el("p", { class: "hint" }, "No readings yet (clipshare/check_stats records them)."));
   daily.replaceChildren(el("tr", {}, el("th", {}, "day"), ...METRICS.map((m) => el("th", {}, m.name))),
     ...(found.daily || []).map((d) => el("tr", {}, el("td", {}, d.date), ...METRICS.map((m) => el("td", {}, num(d[m.name]))))));
+  if (!found.daily?.length) daily.append(el("tr", {}, el("td", { colspan: METRICS.length + 1 }, "No daily rows yet.")));
 }
