@@ -621,7 +621,7 @@ class PhoneCommands:
     async def cmd_vphone(self, args: list[str], stdin: Stdin) -> CommandResult:
         phone = self.phone
         usage = ("usage: vphone log [--clear] | state | popup NAME | popup-after N NAME | "
-                 "random-popups on|off | uiautomator on|off | unplug SECONDS | slow MS | "
+                 "random-popups on|off | counts freeze|live | uiautomator on|off | unplug SECONDS | slow MS | "
                  "profile | bus | sessions | agent-kill | "
                  "agent-fault corrupt|truncate|header|control-close|clear | help")
         if not args or args[0] == "help":
@@ -654,6 +654,9 @@ class PhoneCommands:
                 return fail(f"vphone: popup-after needs a count of 1 or more, got {rest[0]!r}", 2)
             except KeyError as exc:
                 return fail(f"vphone: {exc.args[0] if exc.args else exc}", 2)
+            return ok()
+        if verb == "counts" and rest in (["freeze"], ["live"]):
+            phone.ui.freeze_counts(rest[0] == "freeze")
             return ok()
         if verb == "random-popups" and rest in (["on"], ["off"]):
             phone.ui.random_popups = rest[0] == "on"

@@ -168,6 +168,9 @@ class PhoneUI:
         self.battery_level = 85
         # Followers count from here (virtual/social.py); seeded posts went up 3 hours before.
         self.started = clock()
+        # Set (`vphone counts freeze`): the counts stay as they were at this time, so a test
+        # can compare what a run read with what the screen shows across a minute's turn.
+        self.counts_frozen_at: float | None = None
         self._renderer = renderer or shared_renderer
         self._lock = threading.RLock()
         self._rng = random.Random(seed)
@@ -658,8 +661,19 @@ class PhoneUI:
                 "feed_index": state.feed_index,
                 "posts": accounts.posts.get(user or "", 0),
                 "last_post": accounts.last_post.get(user or "", ""),
-                "counts": self._counts(package, self.clock()),
+                "counts": self._counts(package, self.counts_now()),
             }
+
+    def counts_now(self) -> float:
+        """The time the counts on screen are computed for: the clock, unless frozen."""
+        frozen = self.counts_frozen_at
+        return self.clock() if frozen is None else frozen
+
+    def freeze_counts(self, frozen: bool) -> None:
+        """Hold the counts where they are now (True) or let them follow the clock again."""
+        with self._lock:
+            self.counts_frozen_at = self.clock() if frozen else None
+            self._version += 1
 
     def _counts(self, package: str, now: float) -> dict[str, int] | None:
         """The signed-in account's profile and latest-post counts at ``now`` (what its
@@ -779,7 +793,7 @@ class PhoneUI:
         user = accounts.active
         fg_label = self._apps[self._foreground].label
         # Counts as of the minute the layout is built for (see _layout).
-        now = minute(self.clock()) * 60.0
+        now = minute(self.counts_now()) * 60.0
 
         def lookup(name: str, arg: str | None) -> str:
             if name == "account":
@@ -816,7 +830,7 @@ class PhoneUI:
 
     def _layout(self) -> _Layout:
         # Counts shown on screen change with the minute, so the minute keys the layout too.
-        key = (self._version, minute(self.clock()))
+        key = (self._version, minute(self.counts_now()))
         cached = self._layout_cache
         if cached is not None and cached[0] == key:
             return cached[1]

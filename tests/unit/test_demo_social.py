@@ -151,6 +151,32 @@ def test_posting_adds_a_post_whose_views_grow() -> None:
     assert later["views"] > 0 and shown(ui, "views") == format_count(later["views"], "compact")
 
 
+def test_vphone_counts_freeze_holds_the_numbers_until_live() -> None:
+    """`vphone counts freeze`: a test reads the screen after a run without a minute's turn
+    in between changing what it compares; `vphone counts live` lets them move again."""
+    from virtual.phone import VirtualPhone
+
+    clock = Clock()
+    phone_ = VirtualPhone(clock=clock)
+    phone_.ui.random_popups = False
+    demo.go_to(phone_.ui, "clipshare/profile")
+    shell = phone_._new_shell()
+
+    def run(line: str) -> bytes:
+        result, _ = asyncio.run(shell.run(line, None))
+        assert result.status == 0, result
+        return result.stdout
+
+    before = orjson.loads(run("vphone state"))["counts"]
+    run("vphone counts freeze")
+    clock.t += 600
+    assert orjson.loads(run("vphone state"))["counts"] == before
+    assert shown(phone_.ui, "followers") == format_count(before["followers"], "auto")
+    run("vphone counts live")
+    assert orjson.loads(run("vphone state"))["counts"]["followers"] > before["followers"]
+    assert asyncio.run(shell.run("vphone counts", None))[0].status != 0
+
+
 def test_an_account_without_posts_shows_zeros() -> None:
     ui = phone(Clock())
     demo.go_to(ui, "clipshare/post", account="dance_daily")
