@@ -295,7 +295,12 @@ class Runs:
         self.db, self.started = db, []
 
     async def targets(self, scope: str, **_) -> list[tuple[str, str | None]]:
-        return [(A1, "clipshare.a1")]
+        return [(A1, "clipshare.a1" if scope.startswith("account:") else None)]
+
+    def sequence(self, name: str):
+        from types import SimpleNamespace
+
+        return name, SimpleNamespace(account="clipshare")  # as post_clip: the phone's first
 
     async def start_one(self, sequence, serial, account, variables=None, *, run_id=None,
                         **_) -> dict:
@@ -332,10 +337,15 @@ async def test_a_skip_at_risk_schedule_skips_an_at_risk_account_and_says_why(far
                                  skip_at_risk=True))
     await schedules.add(Schedule(id="regardless", sequence="clipshare/post_clip",
                                  target="account:clipshare.a1@all", type="immediate"))
-    for _ in range(3):
+    # A phone scope names no account: the sequence's (the phone's first clipshare one) is it.
+    await schedules.add(Schedule(id="by_phone", sequence="clipshare/post_clip",
+                                 target=f"phone:{A1}", type="immediate", skip_at_risk=True))
+    for _ in range(4):
         now[0] += timedelta(seconds=5)
         await schedules.step()
     assert len(runs.started) == 2 and runs.started[1][0] == "sched-2"  # only "regardless"
+    by_phone = [e for e in await schedules.events("by_phone") if e["kind"] == "skipped"]
+    assert len(by_phone) == 1 and by_phone[0]["detail"]["account"] == "clipshare.a1"
     skipped = [e for e in await schedules.events("careful2") if e["kind"] == "skipped"]
     assert len(skipped) == 1, await schedules.events("careful2")
     assert skipped[0]["detail"]["account"] == "clipshare.a1"

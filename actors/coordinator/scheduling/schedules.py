@@ -314,13 +314,32 @@ class ScheduleService:
         """Why ``job`` is skipped when its schedule has skip_at_risk and its account is
         at_risk (None: it runs)."""
         schedule = self.core().state.schedules.get(job.schedule_id)
-        if schedule is None or not schedule.skip_at_risk or self.account_health is None \
-                or not job.account:
+        if schedule is None or not schedule.skip_at_risk or self.account_health is None:
             return None
-        health = await self.account_health(job.serial, job.account)
+        account = await self._account_of(job)
+        if account is None:
+            return None
+        health = await self.account_health(job.serial, account)
         if health is None or health.state != "at_risk":
             return None
-        return f"account {job.account} is at_risk: {'; '.join(health.reasons)}"
+        job.account = account  # the skipped job and its event name the account
+        return f"account {account} is at_risk: {'; '.join(health.reasons)}"
+
+    async def _account_of(self, job: Job) -> str | None:
+        """The account ``job`` runs as: its own, else its sequence's (``platform.number``, or
+        the phone's first live account of the sequence's platform, as RunManager picks it)."""
+        if job.account:
+            return job.account
+        try:
+            _, seq = self.runs.sequence(job.sequence)
+        except Exception:  # noqa: BLE001 - an unknown sequence fails at its start, with why
+            return None
+        wanted = getattr(seq, "account", None)
+        if not wanted or "." in wanted:
+            return wanted or None
+        rows = await self.db.account_rows(job.serial)  # retired accounts left out
+        row = next((a for a in rows if a["platform"] == wanted), None)
+        return f"{row['platform']}.{row['account_number']}" if row else None
 
     async def _dispatch(self, job: Job) -> str:
         row = self.hub.phone_rows.get(job.serial) or {}
