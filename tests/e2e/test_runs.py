@@ -58,7 +58,7 @@ async def test_post_clip_on_four_phones_each_with_its_own_caption(stack, farm, a
     for ex in run["executions"]:
         assert ex["status"] == "completed" and ex["account"] == "clipshare.account1"
         paths = [s["path"] for s in ex["steps"]]
-        assert [p for p in paths if p.startswith("steps[")][-1] == "steps[8]"
+        assert [p for p in paths if p.startswith("steps[")][-1] == "steps[9]"  # record_post
         assert all(s["status"] in ("success", "skipped") for s in ex["steps"]), ex["steps"]
         assert all(s["start_time"] and s["end_time"] for s in ex["steps"])
         typed = [e["text"] for e in phone_log(adb_server, ex["serial"]) if e["kind"] == "text"]
