@@ -2,7 +2,9 @@
 ClipShare) plays `clipshare/post_clip` then `clipshare/check_stats`; the node's
 post_recorded and metric_recorded events become a post with its metrics and the account's
 followers, read back through GET /api/posts, /api/posts/{id}/metrics and /api/accounts, and
-rolled up for today through POST /api/analytics/rollup."""
+rolled up for today through POST /api/analytics/rollup. Then a challenge screen on a phone
+fails its run, puts its account at risk (GET /api/accounts) and a skip_at_risk schedule skips
+it with a schedule event naming the account and why."""
 
 from __future__ import annotations
 
@@ -12,6 +14,8 @@ from typing import Any
 
 import pytest
 
+from actors.node.device.adb_server import AdbServer
+from actors.node.device.driver import DeviceDriver
 from tests.e2e.demo_farm import DemoFarm, call
 
 
@@ -28,13 +32,14 @@ def api(farm: DemoFarm, method: str, path: str, body: dict | None = None) -> Any
     return answer
 
 
-def run(farm: DemoFarm, sequence: str, serial: str, timeout: float = 120) -> dict:
+def run(farm: DemoFarm, sequence: str, serial: str, timeout: float = 120,
+        status: str = "completed") -> dict:
     started = api(farm, "POST", "/api/runs", {"sequence": sequence, "scope": f"phone:{serial}"})
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         view = api(farm, "GET", f"/api/runs/{started['run_id']}")
         if view["status"] != "running":
-            assert view["status"] == "completed", view
+            assert view["status"] == status, view
             return view
         time.sleep(0.3)
     raise AssertionError(f"{sequence} on {serial} still running after {timeout} s")
@@ -79,3 +84,34 @@ def test_a_post_and_its_stats_reach_the_api(farm: DemoFarm) -> None:
     daily = api(farm, "GET", f"/api/analytics/daily?since={today}")
     clipshare = next(r for r in daily["platforms"] if r["platform"] == "clipshare")
     assert clipshare["posts"] >= 1 and clipshare["views"] >= post["latest"]["views"]
+
+
+def test_a_challenge_puts_the_account_at_risk_and_a_careful_schedule_skips_it(
+        farm: DemoFarm) -> None:
+    serial = next(p["serial"] for p in farm.phone_rows if p.get("client") == "Acme")
+    run(farm, "clipshare/check_stats", serial)  # logged in, healthy
+    # The phone shows ClipShare's "Confirm it's you" (a screen tagged health: challenge): the
+    # execution stops there, failed, and the account is at risk; nothing tries to get past it.
+    DeviceDriver(serial, AdbServer(port=farm.adb_port)).shell("vphone popup verify_identity")
+    failed = run(farm, "clipshare/check_stats", serial, status="failed")
+    account = failed["executions"][0]["account"]
+
+    def at_risk() -> dict | None:
+        rows = api(farm, "GET", "/api/accounts?health=at_risk")["accounts"]
+        return next((a for a in rows if a["account"] == account and a["phone"] == serial),
+                    None)
+
+    row = wait_for("the account at risk", at_risk)
+    assert row["health"]["challenges_7d"] == 1
+    assert "clipshare/interrupt:verify_identity" in row["health"]["reasons"][0]
+    schedule = api(farm, "POST", "/api/schedules", {
+        "sequence": "clipshare/check_stats", "target": f"phone:{serial}", "type": "immediate",
+        "skip_at_risk": True})
+
+    def skipped() -> dict | None:
+        events = api(farm, "GET", f"/api/schedules/{schedule['id']}/events")["events"]
+        return next((e for e in events if e["kind"] == "skipped"), None)
+
+    event = wait_for("the skipped job", skipped)
+    assert event["detail"]["account"] == account and "at_risk" in event["reason"]
+    assert "challenge" in event["reason"]
