@@ -43,6 +43,7 @@ CATEGORY_HELP = {
     "custom": "custom variables (farm-wide or the client's)",
     "ai": "text written by the AI model when the text is used",
     "group": "groups of phones or accounts",
+    "read": "a value a read_text/read_number step read earlier in the same run",
 }
 
 
@@ -131,6 +132,7 @@ async def get_variables(request: web.Request) -> web.Response:
         "ai": ["${ai.caption(prompt)}", "${ai.response(context)}",
                "${ai.hashtags(topic,5)}"],
         "group": ["${group.NAME.count}", "${group.NAME.random}", "${group.NAME.members}"],
+        "read": ["${read.NAME}"],
     }
     if serial:
         ctx = await _db(request).variable_context(serial)
