@@ -817,13 +817,15 @@ class PhoneUI:
             if name in _COUNT_FORMATS:
                 counts = self._counts(package, now)
                 return format_count(counts[_COUNT_FORMATS[name][0]], _COUNT_FORMATS[name][1]) if counts else "0"
-            if name in ("partner", "message"):
-                chat = arg if name == "partner" and arg is not None else (state.fields.get("chat", "0") if state else "0")
-                index = int(chat) if chat.isdigit() else 0
-                if name == "partner":
-                    return partner(self.seed, user or "", index)
-                lines = conversation(self.seed, user or "", index)
-                return lines[int(arg or 0)][1] if int(arg or 0) < len(lines) else ""
+            # The open conversation is the inbox's "chat" field (set by the tapped row).
+            open_chat = state.fields.get("chat", "0") if state else "0"
+            open_chat = open_chat if open_chat.isdigit() else "0"
+            if name == "partner":  # {partner:N} names chat N's partner, {partner} the open one's
+                return partner(self.seed, user or "", int(arg if arg is not None else open_chat))
+            if name == "message":  # {message:N}: the open conversation's N-th line
+                lines = conversation(self.seed, user or "", int(open_chat))
+                index = int(arg or 0)
+                return lines[index][1] if index < len(lines) else ""
             return ""
 
         return lookup
