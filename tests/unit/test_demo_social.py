@@ -350,3 +350,22 @@ def test_the_challenge_is_named_over_any_screen(matcher: Matcher, over: str) -> 
         ui.force_popup("verify_identity")
         assert matcher.identify(ui.frame_rgba(), demo.CLIPSHARE_PACKAGE).label == CHALLENGE
         assert matcher.identify(ui.frame_rgba()).label == CHALLENGE
+
+
+def test_the_new_templates_are_checked_where_apps_are_loaded() -> None:
+    from protocol.errors import ValidationErrors
+    from virtual.appmodel import parse_app
+
+    raw = {"package": "com.example.t", "label": "T", "launch_screen": "main", "screens": {"main": {"elements": [
+        {"kind": "text", "x": 0, "y": 300, "w": 500, "h": 100, "text": "{message}"},
+        {"kind": "text", "x": 0, "y": 400, "w": 500, "h": 100, "text": "{partner:x}"},
+        {"kind": "text", "x": 0, "y": 500, "w": 500, "h": 100, "text": "{followers:1}"},
+        {"kind": "text", "x": 0, "y": 600, "w": 500, "h": 100, "text": "{partner} {partner:2} {message:4} {post_views}"},
+    ]}}}
+    with pytest.raises(ValidationErrors) as err:
+        parse_app(raw, "t.json")
+    assert [str(p) for p in err.value.problems] == [
+        "t.json: screens.main.elements[0].text: template {message:N} needs the message's index N",
+        "t.json: screens.main.elements[1].text: template {partner:N} takes a conversation index, got 'x'",
+        "t.json: screens.main.elements[2].text: template {followers} takes no argument",
+    ]
