@@ -27,8 +27,8 @@ from actors.control.http import HUB, error_response, json_response
 from actors.control.registry import _handled
 from actors.control.schemas import IntParam, decode_request
 from actors.coordinator.content_store import (IMAGE_MAX_BYTES, VIDEO_MAX_BYTES, ContentDenied,
-                                              ContentStore, MediaTooLarge, TemplateError,
-                                              check_name)
+                                              ContentInUse, ContentStore, MediaTooLarge,
+                                              TemplateError, check_name)
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +92,8 @@ def _content_errors(handler):
                                   reason=exc.reason)
         except ContentDenied as exc:
             return error_response(403, str(exc))
+        except ContentInUse as exc:
+            return error_response(409, str(exc))
         except MediaTooLarge as exc:
             return error_response(413, str(exc), limit=exc.limit)
     wrapper.__name__ = handler.__name__
@@ -228,7 +230,9 @@ def openapi_paths(error) -> dict[str, Any]:
             "delete": {"operationId": f"delete{op}", "summary": f"Remove one of the {label}",
                        "parameters": [name, *extra],
                        "responses": {"200": obj, "400": error("bad name or client (`field`)"),
-                                     "404": error("no such row"), **common}}}
+                                     "404": error("no such row"), **common,
+                                     "409": error("a caption template names it (or no farm "
+                                                  "database)")}}}
     paths["/api/content/media"] = {
         "get": {"operationId": "listMedia", "summary": "The media library (the caller's "
                 "clients' items and the farm's shared ones)",

@@ -47,6 +47,10 @@ class ContentNotFound(LookupError):
     """No such row among the caller's (HTTP 404)."""
 
 
+class ContentInUse(FarmError):
+    """A caption template or hashtag set another caption template names (HTTP 409)."""
+
+
 class MediaTooLarge(FarmError):
     """An upload went past its kind's size limit (HTTP 413); nothing was kept."""
 
@@ -196,6 +200,30 @@ class ContentStore:
                 if name not in hashtags:
                     raise TemplateError(var.offset, f"no hashtag set {name!r}")
 
+    async def _templates_naming(self, kind: str, name: str, client_id: int | None) -> set[str]:
+        """Caption templates that would break without ``${content.<kind>.<name>}`` of
+        ``client_id``: that client's (a shared row: every client's that has none of its own,
+        and the farm's)."""
+        rows = await self.db._all("SELECT name, client_id, template FROM caption_templates"
+                                  + ("" if client_id is None else " WHERE client_id = ?"),
+                                  () if client_id is None else (client_id,))
+        if client_id is None:  # a client with its own row of that name does not use ours
+            table = "caption_templates" if kind == "caption" else "hashtag_sets"
+            own = {r[0] for r in await self.db._all(
+                f"SELECT client_id FROM {table} WHERE name = ? AND client_id IS NOT NULL",
+                (name,))}
+            rows = [r for r in rows if r[1] not in own]
+        found = set()
+        for row in rows:
+            try:
+                nodes = parse(row[2])
+            except VariableError:
+                continue
+            if any(v.path == ("content", kind, name) for v in _walk(nodes)) and not (
+                    kind == "caption" and row[0] == name and row[1] == client_id):
+                found.add(row[0])
+        return found
+
     async def list_rows(self, table: str, clients: frozenset[int] | None) -> list[dict]:
         column = "template" if table == "caption_templates" else "tags"
         key = "caption_template_id" if table == "caption_templates" else "hashtag_set_id"
@@ -258,6 +286,11 @@ class ContentStore:
         before = await self._one_row(table, name, client_id)
         if before is None:
             raise ContentNotFound(f"no {table[:-1].replace('_', ' ')} {name!r}")
+        users = await self._templates_naming("caption" if table == "caption_templates"
+                                             else "hashtags", name, client_id)
+        if users:
+            raise ContentInUse(f"{table[:-1].replace('_', ' ')} {name!r} is named by caption "
+                               f"template(s) {', '.join(sorted(users))}: change them first")
         await self.db._write(f"DELETE FROM {table} WHERE name = ?"
                              " AND COALESCE(client_id, 0) = COALESCE(?, 0)", (name, client_id))
         await self.db.audit(table[:-1], before["id"], "delete", before, None, actor=actor)

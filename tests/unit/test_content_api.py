@@ -77,6 +77,9 @@ async def test_captions_and_hashtags_resolve_per_client(farm) -> None:
         assert [(x["client"], x["template"]) for x in listed] == [
             ("Acme", "{Loving|Enjoying} this ${content.hashtags.daily}"),
             ("Globex", "Loving it")]
+        # Acme's caption names Acme's hashtag set: the set stays while it does (409).
+        r = await c.delete("/api/content/hashtags/daily?client=Acme")
+        assert r.status == 409 and "daily" in (await r.json())["error"]
     ctx = await farm.db.variable_context("A1")
     assert resolve("${content.caption.daily}", ctx, random.Random(1)) in (
         "Loving this #sun #sea", "Enjoying this #sun #sea")
