@@ -38,6 +38,9 @@ class Identification:
     handler_xy: tuple[int, int] | None = None
     registry_version: str = ""
     elapsed_ms: float = 0.0
+    # The screen's registry health tag ("login", "challenge" or None): a challenge is never
+    # cleared by its handler.
+    health: str | None = None
 
 
 UNKNOWN = Identification("unknown", "unknown")
@@ -103,4 +106,5 @@ class MatcherActor(pykka.ThreadingActor):
                 handler, handler_type = action.name, action.action_type
                 handler_xy = action_centre(action, app.screen_size, (frame.shape[1], frame.shape[0]))
         return Identification(ref.label(), ref.kind, ref.app, app.package, ambiguous, handler,
-                              handler_type, handler_xy, self.registry.version, match.elapsed_ms)
+                              handler_type, handler_xy, self.registry.version, match.elapsed_ms,
+                              self.registry.screen(ref).health)

@@ -395,7 +395,8 @@ class PhoneActor(BridgedActor):
         self._unknown_reported = self._unknown_candidate = None
         if found.kind == "state" and found.package:
             self._set_app(found.package)  # the screen is the truth, e.g. after HOME
-        if found.kind == "interrupt" and self.handle_interrupts:
+        # A challenge (verification, captcha) is recorded and left alone, never tapped away.
+        if found.kind == "interrupt" and self.handle_interrupts and found.health != "challenge":
             self._clear_interrupt(found, follow_up)
         return found
 
@@ -457,7 +458,61 @@ class PhoneActor(BridgedActor):
             return {"status": "ok", "screen": None, "kind": None, "app": None, "package": None,
                     "width": w, "height": h, "error": None}
         return {"status": "ok", "screen": found.label, "kind": found.kind, "app": found.app,
-                "package": found.package, "width": w, "height": h, "error": None}
+                "package": found.package, "width": w, "height": h, "error": None,
+                "health": found.health}
+
+    # --- reading the screen (issue 21's read steps) ----------------------------------------
+    def _crop(self, box: tuple[int, int, int, int]) -> np.ndarray:
+        """The RGB crop of ``box`` (phone pixels) of the latest frame; ValidationError when it
+        is not inside the frame."""
+        h, w = self.frame.shape[:2]
+        x0, y0, x1, y1 = box
+        x1, y1 = min(w, x1), min(h, y1)
+        if x1 <= x0 or y1 <= y0:
+            raise ValidationError("box", f"{list(box)} is not inside the {w}x{h} screen")
+        return np.ascontiguousarray(self.frame[y0:y1, x0:x1, :3])
+
+    def _reading(self, execution_id: str | None, read: Callable[[], dict]) -> dict:
+        """``read()`` on the latest frame (a fresh one when there is none), as an answer
+        {"status": ok|locked|gone|error, ...}; the lock is checked as for an action."""
+        self._expire_lock()
+        rec = self.record
+        if rec.lock_holder is not None and rec.lock_holder != execution_id:
+            return {"status": "locked", "holder": rec.lock_holder, "error": None}
+        if rec.state != "online":
+            return {"status": "gone", "error": f"phone {self.serial} is {rec.state}"}
+        try:
+            if self.frame is None:
+                self._capture()
+            return {"status": "ok", "error": None, **read()}
+        except DeviceGone as exc:
+            self.pause(str(exc))
+            return {"status": "gone", "error": str(exc)}
+        except (DeviceError, ValidationError) as exc:
+            return {"status": "error", "error": str(exc)}
+        except FarmError as exc:  # OCR unavailable (rapidocr missing or broken)
+            return {"status": "error", "error": f"OCR: {exc}"}
+
+    def read_text(self, box: list[int], execution_id: str | None = None) -> dict:
+        """The one line of text in ``box`` [x0, y0, x1, y1] (phone pixels) of the frame the
+        last look took (playback looks right before): recognition only. {"text", "score"}."""
+        def read() -> dict:
+            text, score = shared_reader().read(self._crop(_box({"box": box})))
+            return {"text": text, "score": score}
+        return self._reading(execution_id, read)
+
+    def read_lines(self, title_box: list[int], body_box: list[int],
+                   execution_id: str | None = None) -> dict:
+        """A conversation: the line in ``title_box`` (recognition only) and every text line
+        found in ``body_box`` (detection on that crop): {"title", "lines": [{"box" (in the
+        crop's pixels), "text"}], "width" (the crop's)}."""
+        def read() -> dict:
+            title, _ = shared_reader().read(self._crop(_box({"box": title_box})))
+            body = self._crop(_box({"box": body_box}))
+            lines = shared_reader().detect(body, width=body.shape[1])
+            return {"title": title, "width": body.shape[1],
+                    "lines": [{"box": list(line.box), "text": line.text} for line in lines]}
+        return self._reading(execution_id, read)
 
     def _report_unknown(self, found: Identification, previous: str | None) -> None:
         fingerprint = ScreenFingerprint.of(self.frame)

@@ -18,6 +18,15 @@ reason, screenshot_png_b64 (failed only)}
 ``execution_finished`` {execution_id, run_id, status, error, reason, failed_step, last_ok_step}
 Preparation steps (launching the app, switching the account) have ``index`` -1 and the
 paths ``launch_app`` and ``switch[i]``.
+
+Issue 21's data events (durable; each with execution_id (int), serial, account, app, at and
+``seq``, increasing within the execution: see ``actors.node.readings``):
+``metric_recorded`` {metric, value, post}, ``post_recorded`` {status, caption, hashtags, media,
+platform_post_id, reason} (status ``failed`` when an execution with a record_post step fails
+before reaching it), ``health_signal`` {kind: challenge | relogin, screen},
+``messages_read`` {partner, messages: [{sender: them | us, text}]}. A screen tagged
+``challenge`` fails the execution at once (reason ``challenge_screen``, never recoverable);
+a ``login`` one met mid-run sends one ``relogin`` signal.
 """
 
 from __future__ import annotations
@@ -25,23 +34,30 @@ from __future__ import annotations
 import base64
 import logging
 import random
+import re
 import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
+import msgspec
 import pykka
 
 from actors.node.bridge import ask_actor
 from actors.node.matcher import action_box, action_centre
+from actors.node.readings import Readings, hashtags_of, sender_of
 from actors.node.rack import PhoneDirectory
-from protocol.errors import ActorStopped, FarmError, PhoneLocked
+from protocol.errors import ActorStopped, FarmError, PhoneLocked, ValidationError
 from protocol.messages import MAX_KEY_REPEAT, RunSequence
 from registry.model import App, Registry, ScreenAction
 from registry.navigation import NavigationError, route
+from sequences.load import walk_steps
 from sequences.model import (ExpectScreenStep, GoToStep, IfScreenStep, KeyStep, LaunchAppStep,
-                             LongTapStep, SleepStep, Step, SwipeStep, SwitchAccountStep,
-                             TapStep, TypeStep, WaitForScreenStep)
+                             LongTapStep, ReadMessagesStep, ReadNumberStep, ReadTextStep,
+                             RecordMetricStep, RecordPostStep, SleepStep, Step, SwipeStep,
+                             SwitchAccountStep, TapStep, TypeStep, WaitForScreenStep)
+from sequences.numbers import parse_count
+from sequences.variables import substitute_reads
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +90,14 @@ class PlaybackOptions:
 
 class _Cancelled(Exception):
     pass
+
+
+class _ChallengeSeen(Exception):
+    """The phone shows a screen tagged ``challenge``: the execution stops there."""
+
+    def __init__(self, screen: str) -> None:
+        super().__init__(screen)
+        self.screen = screen
 
 
 class _ExecutionFailed(Exception):
@@ -121,6 +145,11 @@ class PlaybackActor(pykka.ThreadingActor):
         self.screen: str | None = None
         self.last_ok_step = run.resume_from - 1
         self.cancel_reason = "cancelled"
+        self.readings = Readings(run, serial, self._publish_data)
+        # Whether a login screen now is a forced re-login: armed once the first step plays,
+        # never for a sequence that itself expects a login screen (it is the login).
+        self.relogin_armed = False
+        self.expects_login = False
 
     # --- life -------------------------------------------------------------------------------
     def on_start(self) -> None:
@@ -140,6 +169,13 @@ class PlaybackActor(pykka.ThreadingActor):
         try:
             self.publish(event, self.serial, {"execution_id": self.run.execution_id,
                                               "run_id": self.run.run_id, **data}, True)
+        except Exception:
+            log.exception("execution=%s could not publish %s", self.run.execution_id, event)
+
+    def _publish_data(self, event: str, data: dict) -> None:
+        """One of issue 21's data events (already carrying execution_id, serial, seq...)."""
+        try:
+            self.publish(event, self.serial, data, True)
         except Exception:
             log.exception("execution=%s could not publish %s", self.run.execution_id, event)
 
@@ -174,6 +210,7 @@ class PlaybackActor(pykka.ThreadingActor):
                 raise _ExecutionFailed("phone_unavailable", str(exc), None) from None
             if self.matcher is not None:
                 self.registry = self.matcher.proxy().registry.get(timeout=ASK_TIMEOUT_S)
+            self.expects_login = self._expects_login()
             if run.resume_from > 0:
                 self._check_resume()
             else:
@@ -185,6 +222,9 @@ class PlaybackActor(pykka.ThreadingActor):
             status, reason = "cancelled", self.cancel_reason
         except _ExecutionFailed as exc:
             status, reason, error, failed = "failed", exc.reason, exc.error, exc.path
+        except _ChallengeSeen as exc:  # outside a step (a resume's look): no step to fail
+            status, reason = "failed", "challenge_screen"
+            error = f"the phone shows {exc.screen}, a verification screen: stopped"
         except Exception as exc:  # a bug: the execution fails, the node lives on
             log.exception("execution=%s crashed", run.execution_id)
             status, reason, error = "failed", "internal_error", repr(exc)
@@ -199,6 +239,8 @@ class PlaybackActor(pykka.ThreadingActor):
                 except FarmError as exc:
                     # The lease still ends it; the phone is not stuck for good.
                     log.warning("execution=%s lock not released: %s", run.execution_id, exc)
+        if status == "failed":
+            self.readings.post_failed(reason or "failed", error)
         log.info("execution=%s phone=%s %s%s", run.execution_id, self.serial, status,
                  f" ({reason}: {error})" if reason else "")
         self._event("execution_finished", {"status": status, "error": error, "reason": reason,
@@ -265,6 +307,7 @@ class PlaybackActor(pykka.ThreadingActor):
             raise _Cancelled()
         if index >= 0:
             self._renew()
+            self.readings.at_step(index)
         if isinstance(step, IfScreenStep):
             self._event("step_started", {"index": index, "path": path, "type": "if_screen"})
             box: dict = {}
@@ -288,11 +331,27 @@ class PlaybackActor(pykka.ThreadingActor):
                     False, reason="bad_step", error=f"{path}: only the run's account "
                     f"{self.run.account!r} can be switched to, not {step.account!r}"), 1)
                 raise _ExecutionFailed("bad_step", f"{path}: account {step.account!r}", path)
-            self._switch_account(self._platform())
+            armed, self.relogin_armed = self.relogin_armed, False  # its own login screens
+            try:
+                self._switch_account(self._platform())
+            finally:
+                self.relogin_armed = armed
             self._finish_step(index, path, "switch_account", OK, 1)
             return
         step_type = type(step).__struct_config__.tag
+        if isinstance(step, TypeStep) and "${read." in step.text:
+            try:
+                step = msgspec.structs.replace(step, text=substitute_reads(step.text,
+                                                                          self.readings.values))
+            except ValidationError as exc:
+                failure = _Attempt(False, reason="unknown_read_variable", error=exc.reason,
+                                   final=True)
+                self._run_with_retry(index, path, step_type, lambda state: failure)
         self._run_with_retry(index, path, step_type, lambda state: self._attempt(step, state))
+        if isinstance(step, TypeStep) and step.label:
+            self.readings.typed[step.label] = step.text  # a record_post's caption
+        if index >= 0:
+            self.relogin_armed = True  # the first step has played: a login screen now is forced
 
     def _renew(self) -> None:
         try:
@@ -321,6 +380,12 @@ class PlaybackActor(pykka.ThreadingActor):
                 outcome = attempt(state)
             except ActorStopped as exc:  # the phone actor restarts: like a vanished phone
                 outcome = _Attempt(False, reason="phone_unavailable", error=str(exc), gone=True)
+            except _ChallengeSeen as exc:
+                # Recorded and stopped: never retried, never handed to AI recovery.
+                self._fail_step(index, path, step_type, _Attempt(
+                    False, screen=exc.screen, reason="challenge_screen", final=True,
+                    error=f"the phone shows {exc.screen}, a verification screen: the execution "
+                          "stops (it is never solved or cleared)"), attempts)
             if outcome.ok:
                 self._finish_step(index, path, step_type, outcome, attempts)
                 return
@@ -403,7 +468,40 @@ class PlaybackActor(pykka.ThreadingActor):
             self.screen = out.get("screen")
             if out.get("width"):
                 self.frame_size = (out["width"], out["height"])
+            self._health(out.get("screen"), out.get("health"))
         return out
+
+    def _health(self, screen: str | None, health: str | None) -> None:
+        """Issue 21's account health: a challenge stops the execution (``_ChallengeSeen``), a
+        login screen met mid-run is one forced re-login per execution."""
+        if screen is None or health is None:
+            return
+        if health == "challenge":
+            self.readings.health_signal("challenge", screen)
+            raise _ChallengeSeen(screen)
+        if health == "login" and self.relogin_armed and not self.expects_login:
+            self.readings.health_signal("relogin", screen)
+
+    def _expects_login(self) -> bool:
+        """Whether the sequence itself goes to, waits for or acts on a login-tagged screen
+        (a login sequence: its login screens are no forced re-login)."""
+        if self.registry is None:
+            return False
+        logins = {ref.label() for ref in self.registry.screens()
+                  if self.registry.screen(ref).health == "login"}
+        if not logins:
+            return False
+        for _path, step in walk_steps(self.run.steps):
+            screen = getattr(step, "screen", None)
+            if isinstance(screen, str) and self._label(screen) in logins:
+                return True
+            for ref in (getattr(step, "action", None), getattr(step, "field", None)):
+                if isinstance(ref, str) and "." in ref:
+                    app_key, _, rest = ref.rpartition("/")
+                    label = f"{app_key or self.run.app}/{rest.split('.', 1)[0]}"
+                    if label in logins:
+                        return True
+        return False
 
     def _identify(self, settle: bool = False) -> _Attempt:
         """The screen now; an unknown one is looked at once more (mid-animation frames)."""
@@ -614,6 +712,14 @@ class PlaybackActor(pykka.ThreadingActor):
             else:
                 self._sleep(random.uniform(step.min_s or 0.0, step.max_s or step.min_s or 0.0))
             return _Attempt(True, screen=self.screen)
+        if isinstance(step, (ReadTextStep, ReadNumberStep)):
+            return self._read(step)
+        if isinstance(step, ReadMessagesStep):
+            return self._read_messages(step)
+        if isinstance(step, RecordMetricStep):
+            return self._record_metric(step, state)
+        if isinstance(step, RecordPostStep):
+            return self._record_post(step, state)
         if isinstance(step, TypeStep) and step.clear:
             return self._clear_and_type(step)  # clears first: a retry may do it all again
         if not state.get("acted"):
@@ -634,6 +740,108 @@ class PlaybackActor(pykka.ThreadingActor):
                 return self._action_failed(out)
             state["acted"] = True  # a retry looks again, it does not tap twice
         return self._identify(settle=True)
+
+    # --- reading the screen (issue 21) --------------------------------------------------------
+    def _region_box(self, ref: str) -> tuple[tuple[int, int, int, int], str]:
+        """A registry region (``screen.region`` of the run's app, or ``app/screen.region``:
+        a read region, else a validation region, of a state) in phone pixels, and the label
+        of its state."""
+        if self.registry is None:
+            raise FarmError(f"region {ref!r}: this node has no screen registry")
+        app_key, _, rest = ref.rpartition("/")
+        app_key = app_key or self.run.app or ""
+        screen_key, _, name = rest.partition(".")
+        app = self.registry.apps.get(app_key)
+        screen = app.states.get(screen_key) if app is not None else None
+        region = screen.read_region(name) if screen is not None else None
+        if app is None or region is None:
+            raise FarmError(f"region {ref!r}: no region {name!r} on state {app_key}/{screen_key} "
+                            "in this node's registry")
+        return action_box(region, tuple(app.screen_size), self._phone_size(app)), \
+            f"{app_key}/{screen_key}"
+
+    def _read_place(self, refs: list[str | None], box: tuple | None) -> _Attempt | list:
+        """Look (a fresh frame, interrupts cleared), then the boxes to read: each region's
+        (the phone must show its state: else ``wrong_screen``), or ``box``."""
+        seen = self._identify(settle=False)
+        if not seen.ok:
+            return seen
+        if box is not None:
+            return [tuple(box)]
+        boxes = []
+        for ref in refs:
+            try:
+                where, label = self._region_box(ref or "")
+            except FarmError as exc:
+                return _Attempt(False, reason="bad_step", error=str(exc), final=True)
+            if self.screen != label:
+                return _Attempt(False, screen=self.screen, reason="wrong_screen",
+                                error=f"{ref} is on {label}, the phone shows {self.screen}")
+            boxes.append(where)
+        return boxes
+
+    def _read(self, step: ReadTextStep | ReadNumberStep) -> _Attempt:
+        place = self._read_place([step.region], step.box)
+        if isinstance(place, _Attempt):
+            return place
+        out = self._ask("read_text", list(place[0]), self.run.execution_id)
+        if out.get("status") != "ok":
+            return self._action_failed(out, otherwise="ocr_error")
+        text = str(out.get("text") or "")
+        if isinstance(step, ReadNumberStep):
+            try:
+                text = str(parse_count(text, step.locale))
+            except ValidationError as exc:
+                return _Attempt(False, screen=self.screen, reason="not_a_number",
+                                error=f"{step.region or list(step.box or ())} reads {text!r}: "
+                                      f"{exc.reason} (locale {step.locale})")
+        self.readings.values[step.into] = text
+        log.info("execution=%s read %s = %r", self.run.execution_id, step.into, text)
+        return _Attempt(True, screen=self.screen)
+
+    def _read_messages(self, step: ReadMessagesStep) -> _Attempt:
+        place = self._read_place([step.partner_region, step.body_region], None)
+        if isinstance(place, _Attempt):
+            return place
+        out = self._ask("read_lines", list(place[0]), list(place[1]), self.run.execution_id)
+        if out.get("status") != "ok":
+            return self._action_failed(out, otherwise="ocr_error")
+        width = out.get("width") or 1
+        messages = [{"sender": sender_of(line["box"], width), "text": line["text"]}
+                    for line in out.get("lines") or []]
+        self.readings.messages_read(str(out.get("title") or ""), messages)
+        return _Attempt(True, screen=self.screen)
+
+    def _fill(self, text: str | None) -> str | None:
+        return None if text is None else substitute_reads(text, self.readings.values)
+
+    def _record_metric(self, step: RecordMetricStep, state: dict) -> _Attempt:
+        try:
+            value, post = self._fill(step.value) or "", self._fill(step.post)
+        except ValidationError as exc:
+            return _Attempt(False, reason="unknown_read_variable", error=exc.reason, final=True)
+        if not re.fullmatch(r"\s*-?\d{1,18}\s*", value):
+            return _Attempt(False, reason="not_a_number", final=True, screen=self.screen,
+                            error=f"{step.metric}: {step.value!r} gives {value!r}, not a whole "
+                                  "number")
+        if not state.get("sent"):
+            self.readings.metric(step.metric, int(value), post)
+            state["sent"] = True
+        return _Attempt(True, screen=self.screen)
+
+    def _record_post(self, step: RecordPostStep, state: dict) -> _Attempt:
+        try:
+            media, post_id = self._fill(step.media), self._fill(step.platform_post_id)
+        except ValidationError as exc:
+            return _Attempt(False, reason="unknown_read_variable", error=exc.reason, final=True)
+        caption = self.readings.typed.get(step.caption_step)
+        if caption is None:  # typed before a node restart: the text is gone with it
+            log.warning("execution=%s record_post: no text typed by step %r in this playback",
+                        self.run.execution_id, step.caption_step)
+        if not state.get("sent"):
+            self.readings.posted(caption, hashtags_of(caption or ""), media, post_id)
+            state["sent"] = True
+        return _Attempt(True, screen=self.screen)
 
     # --- go_to ----------------------------------------------------------------------------------
     def _go_to(self, step: GoToStep, state: dict) -> _Attempt:
