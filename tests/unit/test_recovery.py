@@ -94,3 +94,19 @@ def test_a_go_to_resumes_itself_from_any_state_and_a_later_one_gives_its_target(
                               ("clipshare/settings", 2), ("clipshare/login", 3)]
     assert at("steps[1]") == [("clipshare/upload", 2), ("clipshare/settings", 2),
                               ("clipshare/login", 3)]
+
+
+def test_a_challenge_screen_is_known_by_its_health_tag() -> None:
+    """Recovery stops on a screen tagged challenge (issue 21): it never acts on one."""
+    from registry.model import App, Registry, Screen
+
+    from actors.coordinator.ai.recovery import screen_health
+
+    registry = Registry(apps={"clipshare": App(
+        states={"login": Screen(name="login", health="login"), "feed": Screen(name="feed")},
+        interrupts={"verify": Screen(name="verify", health="challenge")})})
+    assert screen_health(registry, "clipshare/interrupt:verify") == "challenge"
+    assert screen_health(registry, "clipshare/login") == "login"
+    assert screen_health(registry, "clipshare/feed") is None
+    assert screen_health(registry, "unknown") is None and screen_health(None, "a/b") is None
+    assert screen_health(registry, "other/interrupt:verify") is None

@@ -114,6 +114,19 @@ def _action_screen(ref: str, app: str | None) -> tuple[str, str] | None:
     return _label(screen, app_key or app), action
 
 
+def screen_health(registry: Registry | None, label: str | None) -> str | None:
+    """The registry's health tag of ``app/screen`` or ``app/interrupt:name`` (None: none)."""
+    if registry is None or not label or "/" not in label:
+        return None
+    app_key, _, screen = label.partition("/")
+    app = registry.apps.get(app_key)
+    if app is None:
+        return None
+    found = (app.interrupts.get(screen.removeprefix("interrupt:")) if screen.startswith("interrupt:")
+             else app.states.get(screen))
+    return found.health if found is not None else None
+
+
 def describe(registry: Registry | None, label: str) -> str:
     """The registry's description of ``app/screen`` (state or interrupt), or ''."""
     if registry is None or "/" not in label:
@@ -320,6 +333,12 @@ class RecoveryManager:
         await db.update_recovery_attempt(recovery_id, screenshot_before=state.before,
                                          screen=screen_id or look.get("screen"))
         while True:
+            if screen_health(registry, look.get("screen")) == "challenge":
+                # Issue 21: a verification screen is recorded and left alone, never solved.
+                return await self._failed(serial, run, recovery_id, base, state, data,
+                                          "challenge_screen", f"the phone shows "
+                                          f"{look.get('screen')}, a verification screen: AI "
+                                          "recovery never acts on one", look)
             point = self._reached(look, by_screen)
             if point is not None:
                 return await self._succeeded(serial, run, record, recovery_id, base, state,
