@@ -15,7 +15,7 @@ import logging
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import cv2
 import msgspec
@@ -49,6 +49,9 @@ log = logging.getLogger(__name__)
 SUBSCRIBER_QUEUE = 1000
 THUMB_WIDTH = 270
 CLOSE_TASKS_S = 5.0  # close waits this long for cancelled background work
+# A service that queues events in memory replays, at start, those received this long before
+# the coordinator's last stored event: the ones it may have lost in a crash.
+REPLAY_S = 600.0
 # A node's live watch lasts LIVE_LEASE_S unless renewed; the hub renews every LIVE_RENEW_S,
 # so a lost stop (or a coordinator gone) ends a phone's frames within the lease.
 LIVE_LEASE_S = 10.0
@@ -168,6 +171,18 @@ class Hub:
         q: asyncio.Queue = asyncio.Queue(maxsize=SUBSCRIBER_QUEUE)
         self.subscribers.add(q)
         return q
+
+    async def replay_stored(self, kinds: Iterable[str], observe: Callable[[dict], None],
+                            seconds: float = REPLAY_S) -> int:
+        """Hand ``observe`` again, as emitted items, the stored events of ``kinds`` received
+        in the ``seconds`` before the newest one (`EventStore.last_before_stop`). For event
+        observers that write idempotently: an event is stored before it is emitted, so one
+        stored just before a crash may never have reached their write. The count replayed."""
+        events = await self.store.last_before_stop(kinds, seconds)
+        for event in events:
+            observe({"event": event["event"], "ts": event["received_at"], "node": event["node"],
+                     "serial": event["serial"], "data": event["data"]})
+        return len(events)
 
     def unsubscribe(self, queue: asyncio.Queue) -> None:
         self.subscribers.discard(queue)

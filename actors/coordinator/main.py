@@ -402,6 +402,7 @@ async def start(args: argparse.Namespace, stack: contextlib.AsyncExitStack) -> t
     # Conversations the phones read (issue 21.6): messages_read events into their rows.
     ingest = MessageIngest(hub, farm_db).start()
     stack.push_async_callback(ingest.close)
+    await ingest.replay()
     # Content data (issue 21.2/21.3): the node's read events into posts, metrics and account
     # health; the daily rollups; the scheduler asks it about skip_at_risk schedules.
     content = await ContentDataService(hub, farm_db).start()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from pathlib import Path
+from typing import Iterable
 
 import aiosqlite
 import orjson
@@ -130,6 +131,28 @@ class EventStore:
         if events:
             self._last[node] = max(self._last.get(node, 0), max(seq for seq, *_ in events))
         return added
+
+    async def last_before_stop(self, kinds: Iterable[str], seconds: float) -> list[dict]:
+        """The events of ``kinds`` received in the ``seconds`` before the newest stored event,
+        oldest first: what a consumer that queues events in memory may not have written when
+        the coordinator last stopped (services replay them at start; their writes are
+        idempotent). Measured from the newest event, not from now: a coordinator that was
+        down for hours still finds what it received just before it went down."""
+        kinds = sorted(set(kinds))
+        if not kinds:
+            return []
+        marks = ", ".join("?" * len(kinds))
+        sql = ("SELECT node, seq, event, serial, data, received_at FROM node_events"
+               f" WHERE event IN ({marks}) AND received_at >= "
+               "(SELECT MAX(received_at) FROM node_events) - ?"
+               " ORDER BY received_at, node, seq")
+        args = (*kinds, float(seconds))
+        if self._pg is not None:
+            rows = await self._pg.fetchall(sql, args)
+        else:
+            rows = await self._db.execute_fetchall(sql, args)
+        return [{"node": n, "seq": s, "event": e, "serial": se, "data": orjson.loads(d),
+                 "received_at": r} for n, s, e, se, d, r in rows]
 
     async def events(self, node: str | None = None) -> list[dict]:
         sql = "SELECT node, seq, event, serial, data, received_at FROM node_events"

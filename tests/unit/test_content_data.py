@@ -127,6 +127,49 @@ async def test_events_become_rows_and_a_replay_changes_nothing(farm: Farm) -> No
         "post_failed", "relogin"]
 
 
+async def test_events_stored_just_before_a_crash_are_written_at_the_next_start(
+        farm: Farm) -> None:
+    """The hub stores an event before it emits it; a coordinator that died in between (or
+    before the queue's write) finds it at its next start: the services replay what was
+    received in the REPLAY_S before the newest stored event (measured from that event, so a
+    long outage does not hide it), and their idempotent writes ignore what was written."""
+    from actors.coordinator.engagement.ingest import MessageIngest
+    from actors.coordinator.hub import REPLAY_S
+
+    ex, newest = farm.executions[A1], DAY2.timestamp() + 5000
+    base = {"execution_id": ex, "serial": A1, "account": "clipshare.a1", "app": "clipshare",
+            "at": DAY2.timestamp()}
+    stored = [  # (seq, event, data, received_at): stored, never emitted
+        (1, "metric_recorded", {**base, "seq": 1, "metric": "followers", "value": 90,
+                                "post": None}, newest - REPLAY_S - 60),   # before the window
+        (2, "metric_recorded", {**base, "seq": 2, "metric": "followers", "value": 95,
+                                "post": None}, newest - 30),
+        (3, "messages_read", {**base, "seq": 3, "partner": "Dana",
+                              "messages": [{"sender": "them", "text": "Hi!"}]}, newest - 20),
+        (4, "step_finished", {"execution_id": ex, "path": "0"}, newest)]
+    for seq, event, data, received in stored:
+        await farm.hub.store.add("rack-1", seq, event, A1, data, received)
+    restarted = await ContentDataService(farm.hub, farm.db, at=None).start()
+    ingest = MessageIngest(farm.hub, farm.db).start()
+    try:
+        assert await ingest.replay() == 1
+        await restarted.drain()
+        await ingest.drain()
+        assert [r["value"] for r in await farm.rows("account_metric_samples")] == [95]
+        assert [r["message_text"] for r in await farm.rows("messages")] == ["Hi!"]
+        # Started again: the same events replayed, nothing written twice.
+        again = await ContentDataService(farm.hub, farm.db, at=None).start()
+        await again.drain()
+        await again.close()
+        assert await ingest.replay() == 1
+        await ingest.drain()
+        assert len(await farm.rows("account_metric_samples")) == 1
+        assert len(await farm.rows("messages")) == 1
+    finally:
+        await restarted.close()
+        await ingest.close()
+
+
 async def _known_days(farm: Farm) -> None:
     """Acme's account posts on day 1 (views 10, likes 2) and reads it again on day 2 (views
     50, likes 7, comments 1); followers 100 on day 1, 110 then 125 on day 2; 7 link clicks

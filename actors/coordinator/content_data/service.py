@@ -54,6 +54,10 @@ class ContentDataService:
     async def start(self) -> "ContentDataService":
         self.hub.event_observers.append(self._take)
         self._spawn(self._write())
+        # What the last run stored but may not have written (its queue is memory only).
+        if getattr(self.hub, "store", None) is not None:
+            replayed = await self.hub.replay_stored(CONTENT_EVENTS, self._take)
+            log.info("content: %d recent stored event(s) replayed at start", replayed)
         return self
 
     async def close(self) -> None:

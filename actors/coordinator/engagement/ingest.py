@@ -48,6 +48,11 @@ class MessageIngest:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="message-ingest")
         return self
 
+    async def replay(self) -> int:
+        """Queue again the ``messages_read`` events the last run stored just before it
+        stopped (this queue is memory only); `new_tail` makes the second write a no-op."""
+        return await self.hub.replay_stored((EVENT,), self.observe)
+
     async def close(self) -> None:
         if self.observe in self.hub.event_observers:
             self.hub.event_observers.remove(self.observe)
