@@ -96,6 +96,16 @@ class DebugCrash(_Action, tag="debug_crash", frozen=True):
     """Test-only: makes the phone actor crash; nodes honour it only with --debug-actions."""
 
 
+class MediaFile(msgspec.Struct, frozen=True):
+    """A media file a run's texts named (``${content.media.*}``): the node copies it from its
+    cache (sent like an APK: ApkHave/ApkPut by SHA-256) to ``path`` on the phone and has the
+    media scanner index it, before the run's steps play (actors/node/media_push.py)."""
+
+    sha256: str
+    path: str   # on the phone, under /sdcard/DCIM/PhoneFarm/
+    size: int
+
+
 class RunSequence(_Action, tag="run_sequence", frozen=True):
     """Play a sequence on the phone (node side: ``actors/node/playback.py``). Its texts are
     resolved already (variables, spintax): the node plays plain data. The node answers at
@@ -119,6 +129,8 @@ class RunSequence(_Action, tag="run_sequence", frozen=True):
     # Set when the coordinator will try AI recovery (actors/coordinator/ai/recovery.py): a step failing on an
     # unknown screen or a screen timeout keeps the phone's lock for it instead of releasing.
     recovery_prompt: str | None = None
+    # Media files put in the phone's gallery before the steps (the texts name their paths).
+    media: list[MediaFile] = []
 
 
 class CancelRun(_Action, tag="cancel_run", frozen=True):

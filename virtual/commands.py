@@ -94,6 +94,7 @@ class CommandedPhone(Protocol):
     packages: PackageManager  # `pm`: installed packages and install sessions
     clipboard: str  # the primary clip's text (set by the scrcpy agent, pasted by PASTE)
     agents: Agents  # `app_process`, `vphone agent-kill`, `vphone agent-fault`
+    gallery: list[str]  # media files the scanner indexed (MEDIA_SCANNER_SCAN_FILE), newest last
 
     def log_input(self, kind: str, **fields: Any) -> None:
         """Append one entry to the input log."""
@@ -440,6 +441,8 @@ class PhoneCommands:
             return ok()
         if verb == "broadcast":
             action = _option(rest, "-a")
+            if action == MEDIA_SCAN_ACTION:
+                return self._media_scan(_option(rest, "-d"))
             if action in ("ADB_INPUT_B64", "ADB_INPUT_TEXT") and IME_PACKAGE in ui.packages():
                 value = _option(rest, "--es", value_of="msg")
                 if value is None:
@@ -451,6 +454,46 @@ class PhoneCommands:
             return ok(f"Broadcasting: Intent {{ act={action} flg=0x400000 (has extras) }}\n"
                       "Broadcast completed: result=0\n")
         return fail(f"Error: unknown command '{verb}'", 255)
+
+    def _media_scan(self, data: str | None) -> CommandResult:
+        """The media scanner indexes one file (the gallery's newest item), as Android does
+        for ``am broadcast -a android.intent.action.MEDIA_SCANNER_SCAN_FILE -d file://PATH``.
+        A path that is no file is broadcast all the same (Android does not check) and not
+        indexed."""
+        phone = self.phone
+        path = data[len("file://"):] if data and data.startswith("file://") else None
+        if path is not None:
+            path = VirtualFS.normalize(path)
+            node = phone.fs.stat(path)
+            if node is not None and not node.is_dir:
+                if path in phone.gallery:
+                    phone.gallery.remove(path)
+                phone.gallery.append(path)
+        phone.log_input("media_scan", path=path)
+        dat = f" dat={data}" if data else ""
+        return ok(f"Broadcasting: Intent {{ act={MEDIA_SCAN_ACTION}{dat} flg=0x400000 }}\n"
+                  "Broadcast completed: result=0\n")
+
+    async def cmd_content(self, args: list[str], stdin: Stdin) -> CommandResult:
+        """``content query --uri content://media/external/(file|images/media|video/media)
+        [--projection _data]``: the gallery's items still on disk, oldest first, one
+        ``Row: N _id=ID, _data=PATH`` line each (what Android prints); "No result found."."""
+        if not args or args[0] != "query":
+            return fail("usage: content query --uri <URI> [--projection <PROJECTION>]", 255)
+        uri = _option(args, "--uri")
+        if uri not in MEDIA_URIS:
+            return fail(f"Error while accessing provider:{uri}", 1)
+        phone = self.phone
+        rows = [p for p in phone.gallery if phone.fs.exists(p)]
+        kinds = MEDIA_URIS[uri]
+        if kinds:
+            rows = [p for p in rows if posixpath.splitext(p)[1].lower() in kinds]
+        if not rows:
+            return ok("No result found.\n")
+        only_data = _option(args, "--projection") == "_data"
+        return ok("".join(f"Row: {i} _data={p}\n" if only_data else
+                          f"Row: {i} _id={phone.gallery.index(p) + 1}, _data={p}\n"
+                          for i, p in enumerate(rows)))
 
     async def cmd_monkey(self, args: list[str], stdin: Stdin) -> CommandResult:
         package = _option(args, "-p")
@@ -718,6 +761,15 @@ def ui_dump_xml(tree: dict[str, Any]) -> str:
     window = node(0, {"class": "android.widget.FrameLayout", "bounds": tree["bounds"]}, inner)
     return ("<?xml version='1.0' encoding='UTF-8' standalone='yes' ?>"
             f'<hierarchy rotation="0">{window}</hierarchy>')
+
+
+MEDIA_SCAN_ACTION = "android.intent.action.MEDIA_SCANNER_SCAN_FILE"
+_IMAGES = (".jpg", ".jpeg", ".png", ".gif", ".webp", ".heic")
+_VIDEOS = (".mp4", ".mov", ".webm", ".3gp", ".mkv")
+# The media store's tables `content query` answers: which file types each lists (() = all).
+MEDIA_URIS = {"content://media/external/file": (),
+              "content://media/external/images/media": _IMAGES,
+              "content://media/external/video/media": _VIDEOS}
 
 
 def _option(args: list[str], flag: str, value_of: str | None = None) -> str | None:

@@ -60,6 +60,7 @@ class VirtualPhone:
         self.ui.on_popup = lambda name, cause: self.log_input("popup", name=name, **{cause: True})
         self.uiautomator = True  # `vphone uiautomator off`: answers like a phone without it
         self.fs = VirtualFS(clock)
+        self.gallery: list[str] = []  # what the media scanner indexed (`am broadcast`), newest last
         self.commands = PhoneCommands(self)
         self.input_log: list[dict] = []
         self.touch = Touchscreen(clock, TOUCH_SLOP_PX, LONG_PRESS_MS)  # input motionevent

@@ -29,6 +29,8 @@ from typing import Any, Callable, Protocol
 
 import msgspec
 
+from actors.coordinator.media_push import MediaCollector, MediaShipError
+from actors.coordinator.media_push import ship as ship_media
 from actors.store.execution_history import ExecutionQuery
 from actors.store.execution_records import ExecutionRecords
 from actors.store.farm_db import account_ref, is_retired
@@ -270,6 +272,9 @@ class RunManager:
         try:
             run, account_id = await self._prepare(execution_id, run_id, name, seq, serial,
                                                   target_account, variables, client_world)
+        except MediaShipError as exc:  # the phone's node did not get the run's media
+            await self.db.create_execution(execution_id, **record)
+            return await self._failed_at_start(out, "failed", "media_push_failed", str(exc))
         except (FarmError, ValidationErrors) as exc:
             await self.db.create_execution(execution_id, **record)
             return await self._failed_at_start(out, "failed", "prepare", str(exc))
@@ -407,8 +412,9 @@ class RunManager:
         rng = random.Random(int(hashlib.sha256(execution_id.encode()).hexdigest()[:16], 16))
         client = await self._ai_client(seq, serial, account, accounts)
         ai = self._ai_for(run_id, client)
+        media = MediaCollector()  # ${content.media.*}: the phone's paths, the files kept
         steps = await self._resolve_steps(seq.steps, serial, text_account, variables, rng, ai,
-                                          client_world)
+                                          client_world, media)
         # ensure_app was played before the start (_ensure_apps): the node gets a no-op in its
         # place, so the steps' paths stay the sequence's.
         steps = [SleepStep(label=s.label or f"ensure_app {s.app} {s.version}", seconds=0)
@@ -427,7 +433,7 @@ class RunManager:
                 switch_seq = None  # the app has no switch sequence: the node fails if needed
             if switch_seq is not None:
                 switch = await self._resolve_steps(switch_seq.steps, serial, account, variables,
-                                                   rng, ai, client_world)
+                                                   rng, ai, client_world, media)
         package = None
         if seq.app is not None and self.registry is not None and seq.app in self.registry.apps:
             package = self.registry.apps[seq.app].package
@@ -439,7 +445,8 @@ class RunManager:
         # The recovery prompt goes along only when the coordinator can recover (hub.ai set):
         # the node then keeps the lock on a recoverable failure (actors/coordinator/ai/recovery.py).
         recovery_prompt = seq.recovery_prompt or None if client is not None else None
-        return RunSequence(execution_id=execution_id, run_id=run_id, sequence=name, steps=steps,
+        await ship_media(self.hub, serial, list(media.files.values()))
+        return RunSequence(media=media.media_files(), execution_id=execution_id, run_id=run_id, sequence=name, steps=steps,
                            app=seq.app, package=package, account=account,
                            account_username=username, switch_steps=switch, retry=seq.retry,
                            recovery_prompt=recovery_prompt), account_id
@@ -501,12 +508,15 @@ class RunManager:
 
     async def _resolve_steps(self, steps: list[Step], serial: str, account: str | None,
                              variables: dict[str, str], rng: random.Random,
-                             ai: Any = None, client_world: bool = False) -> list[Step]:
+                             ai: Any = None, client_world: bool = False,
+                             media: MediaCollector | None = None) -> list[Step]:
         texts: list[str] = []
         map_texts(steps, lambda text, path: texts.append(text) or text)
         if not texts:
             return steps
         ctx = await self._context(serial, account, variables, ai, client_world)
+        if media is not None:
+            media.wrap(ctx)
         from sequences.variables import resolve
 
         def resolve_all() -> list[Step]:

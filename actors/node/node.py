@@ -302,7 +302,8 @@ class Node:
                 self.playbacks.pop(execution_id, None)
 
         ref = PlaybackActor.start(run, serial, self.directory, self.publish, self.matcher,
-                                  cancel, on_done=done, options=self.playback_options)
+                                  cancel, on_done=done, options=self.playback_options,
+                                  media_cache=self.apk_cache)
         self.playbacks[run.execution_id] = (ref, cancel, serial)
         return "ok", None, {"started": True}
 

@@ -16,8 +16,8 @@ Events (durable, published through the node; a contract with the coordinator):
 reason, screenshot_png_b64 (failed only)}
 ``execution_paused`` {execution_id, run_id, reason} / ``execution_resumed`` {execution_id, run_id}
 ``execution_finished`` {execution_id, run_id, status, error, reason, failed_step, last_ok_step}
-Preparation steps (launching the app, switching the account) have ``index`` -1 and the
-paths ``launch_app`` and ``switch[i]``.
+Preparation steps (the run's media put in the gallery, launching the app, switching the
+account) have ``index`` -1 and the paths ``media_push``, ``launch_app`` and ``switch[i]``.
 
 Issue 21's data events (durable; each with execution_id (int), serial, account, app, at and
 ``seq``, increasing within the execution: see ``actors.node.readings``):
@@ -44,10 +44,12 @@ import msgspec
 import pykka
 
 from actors.node.bridge import ask_actor
+from actors.node.apk_cache import ApkCache
 from actors.node.matcher import action_box, action_centre
+from actors.node.media_push import MediaPushError, push_media
 from actors.node.readings import Readings, hashtags_of, sender_of
 from actors.node.rack import PhoneDirectory
-from protocol.errors import ActorStopped, FarmError, PhoneLocked, ValidationError
+from protocol.errors import ActorStopped, DeviceGone, FarmError, PhoneLocked, ValidationError
 from protocol.messages import MAX_KEY_REPEAT, RunSequence
 from registry.model import App, Registry, ScreenAction
 from registry.navigation import NavigationError, route
@@ -130,8 +132,10 @@ class PlaybackActor(pykka.ThreadingActor):
     def __init__(self, run: RunSequence, serial: str, directory: PhoneDirectory,
                  publish: Publish, matcher: pykka.ActorRef | None,
                  cancel: threading.Event, on_done: Callable[[str], None] | None = None,
-                 options: PlaybackOptions | None = None) -> None:
+                 options: PlaybackOptions | None = None,
+                 media_cache: ApkCache | None = None) -> None:
         super().__init__()
+        self.media_cache = media_cache  # where the run's media files are (the APK cache)
         self.run = run
         self.serial = serial
         self.directory = directory
@@ -214,6 +218,7 @@ class PlaybackActor(pykka.ThreadingActor):
             if run.resume_from > 0:
                 self._check_resume()
             else:
+                self._push_media()
                 self._prepare()
             for index in range(run.resume_from, len(run.steps)):
                 self._play_step(run.steps[index], index, f"steps[{index}]")
@@ -260,6 +265,31 @@ class PlaybackActor(pykka.ThreadingActor):
             view = self._ask("view")
             if view.get("active_account", {}).get(platform) != run.account:
                 self._switch_account(platform)
+
+    def _push_media(self) -> None:
+        """The run's media files in the phone's gallery before anything else (a resumed run
+        pushed them before its crash). A failure fails the execution, reason
+        ``media_push_failed``, with its screenshot (path ``media_push``)."""
+        if not self.run.media:
+            return
+
+        def attempt(state: dict) -> _Attempt:
+            driver = self.directory.driver(self.serial)
+            if driver is None:
+                return _Attempt(False, reason="media_push_failed", gone=True,
+                                error=f"phone {self.serial} has no driver")
+            try:
+                push_media(driver, self.media_cache, self.run.media,
+                           state.setdefault("done", set()))
+            except MediaPushError as exc:
+                return _Attempt(False, reason="media_push_failed", error=str(exc), final=True)
+            except DeviceGone as exc:
+                return _Attempt(False, reason="media_push_failed", error=str(exc), gone=True)
+            except (FarmError, OSError) as exc:
+                return _Attempt(False, reason="media_push_failed", error=str(exc))
+            return OK
+
+        self._run_with_retry(-1, "media_push", "media_push", attempt)
 
     def _check_resume(self) -> None:
         """Crash recovery (spec 12.3.1): resume only where the last successful step left the
