@@ -92,8 +92,9 @@ class Readings:
 
     def post_failed(self, reason: str, error: str | None) -> None:
         """The execution failed: a sequence that was to record a post and had not says the
-        post failed (once)."""
-        if not self.will_post or self.post_sent:
+        post failed (once). Not when it failed before its first step (the phone was locked or
+        gone, the app or account could not be made active): no post was tried."""
+        if not self.will_post or self.post_sent or self._index < 0:
             return
         self.post_sent = True
         caption = self.typed.get(self._caption_step or "")  # typed before it failed, if so
