@@ -1,7 +1,8 @@
 """The node's cache of APK files, by SHA-256, filled chunk by chunk over the link.
 
 Owns ``DATA/apk-cache-<node>/``: ``<sha256>.apk`` files that are whole and match their name
-(the coordinator sends each APK to a node once; every phone of the node installs from here),
+(the coordinator sends each APK to a node once; every phone of the node installs from here;
+the media files runs put in phones' galleries are kept here the same way, by their hash),
 and ``<sha256>.apk.part`` files being received. A file becomes ``.apk`` only after the last
 chunk, when its size and hash are checked: a wrong one is deleted and nothing is kept.
 Blocking file work: the node calls it from a worker thread.
