@@ -603,7 +603,6 @@ async def delete_phone_tag(request: web.Request) -> web.Response:
 
 
 @_handled
-@_handled
 async def get_accounts(request: web.Request) -> web.Response:
     from actors.control.accounts import with_health  # it imports this module
 

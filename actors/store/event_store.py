@@ -33,6 +33,7 @@ CREATE TABLE IF NOT EXISTS node_events (
     PRIMARY KEY (node, seq)
 );
 CREATE INDEX IF NOT EXISTS node_events_serial ON node_events (serial, received_at);
+CREATE INDEX IF NOT EXISTS node_events_received ON node_events (received_at);
 """
 
 

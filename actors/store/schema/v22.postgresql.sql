@@ -78,3 +78,6 @@ ALTER TABLE account_health_events ENABLE ROW LEVEL SECURITY;
 ALTER TABLE account_health_events FORCE ROW LEVEL SECURITY;
 CREATE POLICY tenant ON account_health_events USING (phonefarm_all() OR EXISTS (
     SELECT 1 FROM accounts a WHERE a.account_id = account_health_events.account_id));
+
+-- The events received just before the newest one, replayed at start (EventStore.last_before_stop).
+CREATE INDEX IF NOT EXISTS node_events_received ON node_events (received_at);
