@@ -14,6 +14,7 @@ persist); tests build one by hand with `MemoryCounters` and `MemoryMedia`.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import re
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 __all__ = ["AIProvider", "MediaSource", "MemoryCounters", "MemoryMedia", "NoAIProvider",
-           "VariableContext", "parse", "parse_account_ref", "read_variables", "resolve",
+           "VariableContext", "check_template", "parse", "parse_account_ref", "read_variables", "resolve",
            "substitute_reads"]
 
 CAPTION_DEPTH = 5
@@ -459,3 +460,86 @@ def substitute_reads(text: str, values: dict[str, str]) -> str:
                                                      f"execution set {name!r} (set: {known})")
         return values[name]
     return _READ_VARIABLE.sub(one, text)
+
+
+# --- checking a template without a phone --------------------------------------------------------
+
+
+class _Anything(dict):
+    """A mapping that has every name (its value "x"): the probe's custom variables, caption
+    templates and hashtag sets, whose names only a phone's context can check."""
+
+    def __contains__(self, key: object) -> bool:
+        return True
+
+    def __getitem__(self, key: Any) -> Any:
+        return "x"
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        return "x"
+
+
+class _ProbeSource:
+    """Media and AI answers for the probe: always a value, nothing used up."""
+
+    def next(self) -> str:
+        return "x"
+
+    def folder(self, path: str) -> str:
+        return "x"
+
+    def caption(self, prompt: str) -> str:
+        return "x"
+
+    def response(self, context: str) -> str:
+        return "x"
+
+    def hashtags(self, topic: str, count: int) -> str:
+        return "x"
+
+
+def _probe_context() -> VariableContext:
+    account = {f: "x" for f in ACCOUNT_FIELDS} | {"platform": "p", "account_number": "n"}
+    source = _ProbeSource()
+    return VariableContext(
+        serial="probe", client={f: "x" for f in CLIENT_FIELDS},
+        profile={f: "x" for f in PROFILE_FIELDS}, accounts=[account], account=("p", "n"),
+        hashtag_sets=_Anything(), caption_templates=_Anything(), media=source,
+        custom=_Anything(), ai=source)
+
+
+def check_template(text: str) -> None:
+    """Raise `VariableError` (offset, reason) when template ``text`` does not parse or names
+    a variable no phone could resolve: an unknown category, field or form (``${foo.bar}``,
+    ``${account.nope}``, ``${content.video}``, ``${dynamic.counter}`` without its name).
+
+    Each variable is resolved by the resolver itself against a context in which every value
+    is present, so "known" here means exactly what `resolve` knows. What depends on a
+    phone is left to resolution: whether its account, custom variable, caption template,
+    hashtag set, group or media exists, the scope functions, and the arguments of a variable
+    whose arguments hold variables or spintax (their values are known at run time only)."""
+    probe = _Resolver(_probe_context(), random.Random(0))
+
+    def walk(nodes: tuple[Node, ...]) -> None:
+        for node in nodes:
+            if isinstance(node, Spin):
+                for option in node.options:
+                    walk(option)
+            elif isinstance(node, Var):
+                for arg in node.args or ():
+                    walk(arg)
+                check(node)
+
+    def check(var: Var) -> None:
+        if var.expression is not None or var.path[0] == "group":
+            return  # evaluated over the farm's phones and groups at run time
+        if var.path[0] not in CATEGORIES:
+            probe.variable(var, text, 0)  # the resolver's own words for it
+        if var.args is not None and not all(isinstance(n, Text) for a in var.args for n in a):
+            return
+        if var.path[0] == "account" and len(var.path) == 4:
+            # Another account of the phone, ${account.PLATFORM.NUMBER.FIELD}: its field.
+            var = dataclasses.replace(var, path=("account", var.path[3]))
+        probe.variable(var, text, 0)
+
+    walk(parse(text))

@@ -53,11 +53,12 @@ class HashtagBody(msgspec.Struct, forbid_unknown_fields=True):
 
 class VarBody(msgspec.Struct, forbid_unknown_fields=True):
     """PUT /api/content/vars/{name}: a custom variable of a client, or of an account
-    (``account`` PLATFORM.NUMBER: the value ${custom.NAME} gives on that account's runs)."""
+    (``account``: its id, or PLATFORM.NUMBER when that names one of the caller's accounts;
+    the value ${custom.NAME} gives on that account's runs)."""
 
     value: Annotated[str, Meta(max_length=10_000)]
     client: ClientName | None = None
-    account: Annotated[str, Meta(min_length=3, max_length=200)] | None = None
+    account: Annotated[str, Meta(min_length=1, max_length=200)] | None = None
 
 
 REQUEST_TYPES = [CaptionBody, HashtagBody, VarBody]
@@ -203,7 +204,9 @@ def openapi_paths(error) -> dict[str, Any]:
     client_q = {"name": "client", "in": "query", "required": False,
                 "schema": {"type": "string"}, "description": "the client's name"}
     account_q = {"name": "account", "in": "query", "required": False,
-                 "schema": {"type": "string"}, "description": "PLATFORM.NUMBER"}
+                 "schema": {"type": "string"}, "description":
+                 "the account's id, or PLATFORM.NUMBER when only one of the caller's accounts "
+                 "has it (else a 400 asks for the id)"}
     paths: dict[str, Any] = {}
     what = {"captions": ("CaptionBody", "caption templates", "Caption", {
                 "template": "{Loving|Enjoying} this ${content.hashtags.daily}"}),

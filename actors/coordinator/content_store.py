@@ -2,14 +2,16 @@
 custom variables per client and per account, and the media library (schema v23).
 
 Owns the SQL of those rows (over the farm database's single writer and readers), their
-validation before anything is stored (a caption template must parse, and the caption
-templates and hashtag sets it names must exist for its client; a failure names the field,
-and for a template the parser's offset) and the media library's files: an upload is
-streamed to ``DATA/media/.incoming``, hashed as it comes, its type taken from its first
-bytes (real image or video magic, never the name) and its size capped, then moved to
-``DATA/media/<sha256>.<ext>``, the folder ``${content.media.next}`` draws from. Every change
-is audited (`FarmDB.audit`). Callers pass the clients they act for: None is the whole farm
-(super users); otherwise rows of those clients only, plus the farm's shared rows to read.
+validation before anything is stored (a caption template must parse, name only known
+variable categories and fields, and the caption templates and hashtag sets it names must
+exist for its client; a failure names the field, and for a template the parser's offset)
+and the media library's files: an upload is streamed to ``DATA/media/.incoming``, hashed
+as it comes, its type taken from its first bytes (real image or video magic, never the
+name) and its size capped; its row is inserted (the unique name decides a race) and then
+the file moved to ``DATA/media/<sha256>.<ext>``, the folder ``${content.media.next}``
+draws from. Every change is audited (`FarmDB.audit`). Callers pass the clients they act
+for: None is the whole farm (super users); otherwise rows of those clients only, plus the
+farm's shared rows to read.
 """
 
 from __future__ import annotations
@@ -24,10 +26,12 @@ from typing import Any, AsyncIterator, Iterable
 
 import orjson
 
+from actors.coordinator.engagement.accounts import find_accounts
 from actors.store.caller_scope import as_clients
 from actors.store.execution_records import utc_text
 from protocol.errors import FarmError, ValidationError, VariableError
 from sequences.spintax import Node, Spin, Var, parse
+from sequences.variables import check_template as check_variables
 
 NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")  # ${content.caption.NAME}: spintax NAME_CHARS
 TAG_RE = re.compile(r"#?[^\s#]{1,100}")
@@ -137,16 +141,19 @@ class ContentStore:
 
     async def account_for(self, ref: str, clients: frozenset[int] | None,
                           field: str = "account") -> tuple[int, int | None]:
-        """(account_id, client_id) of account ``ref`` ("platform.number") the caller sees."""
-        platform, dot, number = ref.partition(".")
-        row = await self.db._one(
-            "SELECT a.account_id, COALESCE(pr.client_id, p.client_id) FROM accounts a"
-            " LEFT JOIN phones p ON p.phone_id = a.phone_id"
-            " LEFT JOIN profiles pr ON pr.profile_id = a.profile_id"
-            " WHERE a.platform = ? AND a.account_number = ?", (platform, number)) if dot else None
-        if row is None or (clients is not None and row[1] not in clients):
-            raise ValidationError(field, f"no such account: {ref!r} (PLATFORM.NUMBER)")
-        return row[0], row[1]
+        """(account_id, client_id) of the account ``ref`` (its id, or "platform.number")
+        names among the caller's clients' accounts. A name several of those accounts hold
+        (the same account number on several phones) must be given as the id."""
+        found = await find_accounts(self.db, ref, clients)
+        if not found:
+            raise ValidationError(field, f"no such account: {ref!r} (an account id or "
+                                         "PLATFORM.NUMBER)")
+        if len(found) > 1:
+            ids = ", ".join(str(a["account_id"]) for a in found)
+            raise ValidationError(field, f"{ref!r} names {len(found)} accounts (ids {ids}, on "
+                                         "phones " + ", ".join(str(a["serial"]) for a in found)
+                                  + "): give the account's id")
+        return found[0]["account_id"], found[0]["client_id"]
 
     def _visible(self, clients: frozenset[int] | None, column: str = "client_id"
                  ) -> tuple[str, tuple]:
@@ -172,13 +179,17 @@ class ContentStore:
 
     async def check_template(self, template: str, client_id: int | None,
                              own_name: str | None = None) -> None:
-        """Raise TemplateError when ``template`` does not parse or names a caption template
-        or hashtag set the client (with the farm's shared ones) does not have."""
+        """Raise TemplateError when ``template`` does not parse, names a variable no phone
+        could resolve (unknown category, field or form) or a caption template or hashtag set
+        the client (with the farm's shared ones) does not have."""
         if len(template) > MAX_TEMPLATE:
             raise TemplateError(MAX_TEMPLATE, f"longer than {MAX_TEMPLATE} characters")
         if not template:
             raise TemplateError(0, "empty")
         try:
+            # What sequence texts are checked with (sequences.load.template_problem): the
+            # syntax, and no unknown category, field or form of variable.
+            check_variables(template)
             nodes = parse(template)
         except VariableError as exc:
             raise TemplateError(exc.offset, exc.reason) from None
@@ -407,15 +418,24 @@ class ContentStore:
                 raise ValidationError("body", f"ended after {size} of {expected} bytes")
             sha = digest.hexdigest()
             file_name = sha + kind[2]
-            final = self.media_root / file_name
-            await asyncio.to_thread(os.replace, temp, final)
+            # The row first, then the file: a concurrent upload of the same name that got
+            # past the check above loses at the unique index before any file of the
+            # library is touched (a file already there may be another row's).
+            row = await self.db._write(
+                "INSERT INTO media_items (client_id, name, sha256, kind, mime, size_bytes,"
+                " file_name, created_at, created_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT DO NOTHING RETURNING media_item_id",
+                (client_id, name, sha, kind[0], kind[1], size, file_name, utc_text(), actor))
+            if row is None:
+                raise ValidationError("name", f"{name!r} is already in the media library")
+            try:
+                await asyncio.to_thread(os.replace, temp, self.media_root / file_name)
+            except BaseException:
+                await self.db._write("DELETE FROM media_items WHERE media_item_id = ?",
+                                     (row[0],))
+                raise
         finally:
             temp.unlink(missing_ok=True)
-        row = await self.db._write(
-            "INSERT INTO media_items (client_id, name, sha256, kind, mime, size_bytes,"
-            " file_name, created_at, created_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-            " RETURNING media_item_id",
-            (client_id, name, sha, kind[0], kind[1], size, file_name, utc_text(), actor))
         item = {"id": row[0], "name": name, "client_id": client_id, "sha256": sha,
                 "kind": kind[0], "mime": kind[1], "size": size, "file": file_name}
         await self.db.audit("media", row[0], "create", None, item, actor=actor)

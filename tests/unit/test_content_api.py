@@ -20,6 +20,7 @@ from actors.control.auth import PRINCIPAL_KEY
 from actors.control.app import json_errors
 from actors.control.http import HUB
 from actors.coordinator.content_store import ContentStore, media_kind
+from protocol.errors import ValidationError
 from sequences.variables import resolve
 
 pytestmark = pytest.mark.usefixtures("engine")
@@ -145,6 +146,75 @@ async def test_custom_variables_per_client_and_per_account(farm) -> None:
         "delete", "create", "create", "create"]
 
 
+async def test_an_account_variable_goes_to_the_callers_account_or_asks_for_the_id(farm) -> None:
+    """Two clients' phones both have clipshare.account1 (as the demo has on every phone): a
+    tenant's name means its own; a super user's is ambiguous (400 asking for the id, nothing
+    stored); the id works for both, and DELETE ?account= resolves the same way."""
+    await farm.db.upsert_account("G1", "clipshare", "account1", username="gus")
+    ids = {r[1]: r[0] for r in await farm.db._all(
+        "SELECT a.account_id, p.serial_number FROM accounts a JOIN phones p"
+        " ON p.phone_id = a.phone_id WHERE a.account_number = 'account1'")}
+    globex = Principal(user_id=3, name="globex", role="client",
+                       client_ids=frozenset({farm.globex}))
+    for principal, serial in ((_acme(farm), "A1"), (globex, "G1")):
+        async with _client(farm, principal) as c:
+            r = await c.put("/api/content/vars/city", json={"value": f"{serial} town",
+                                                             "account": "clipshare.account1"})
+            assert r.status == 201, await r.text()
+            assert (await r.json())["account_id"] == ids[serial]
+    async with _client(farm, ROOT) as c:
+        r = await c.put("/api/content/vars/city", json={"value": "x",
+                                                         "account": "clipshare.account1"})
+        body = await r.json()
+        assert r.status == 400 and body["field"] == "account", body
+        assert "id" in body["error"] and str(ids["A1"]) in body["error"], body
+        r = await c.delete("/api/content/vars/city?account=clipshare.account1")
+        assert r.status == 400 and (await r.json())["field"] == "account"
+        r = await c.put("/api/content/vars/city", json={"value": "Rome",
+                                                         "account": str(ids["G1"])})
+        assert r.status == 200, await r.text()
+        assert (await r.json())["account_id"] == ids["G1"]
+    rng = random.Random(0)
+    for serial, value in (("A1", "A1 town"), ("G1", "Rome")):
+        ctx = await farm.db.variable_context(serial, "clipshare.account1")
+        assert resolve("${custom.city}", ctx, rng) == value
+    async with _client(farm, _acme(farm)) as c:
+        # Globex's account is no account of Acme's, by id or by name.
+        r = await c.delete(f"/api/content/vars/city?account={ids['G1']}")
+        assert r.status == 400 and (await r.json())["field"] == "account"
+        assert (await c.delete("/api/content/vars/city?account=clipshare.account1")).status \
+            == 200
+    rows = await farm.db._all("SELECT account_id, value FROM custom_variables")
+    assert [tuple(r) for r in rows] == [(ids["G1"], "Rome")]
+
+
+async def test_caption_templates_name_only_known_variables(farm) -> None:
+    """Unknown categories, fields and forms are refused on save at their offset (what
+    sequence texts are checked with), not left to fail on a phone; what depends on the
+    phone (its accounts, custom variables) is left to the run."""
+    async with _client(farm, ROOT) as c:
+        for template, offset, words in (
+                ("Hi ${foo.bar}", 3, "unknown variable category 'foo'"),
+                ("ok {a|${account.nope}}", 6, "unknown account field 'nope'"),
+                ("${client.phone}", 0, "unknown client field 'phone'"),
+                ("x ${profile.nick}", 2, "unknown profile field 'nick'"),
+                ("${content.video}", 0, "unknown content variable"),
+                ("${account.clipshare.account1.karma}", 0, "unknown account field 'karma'"),
+                ("${dynamic.counter}", 0, "usage"),
+                ("${read.X}", 0, "a read variable is")):
+            r = await c.put("/api/content/captions/c", json={"template": template})
+            body = await r.json()
+            assert r.status == 400, (template, body)
+            assert (body["field"], body["offset"]) == ("template", offset), body
+            assert words in body["reason"], body
+        assert (await (await c.get("/api/content/captions")).json())["captions"] == []
+        r = await c.put("/api/content/captions/c", json={"template": (
+            "{Hi|Hey} ${account.username} from ${client.contact.email} "
+            "${account.clipshare.account9.bio} ${custom.whatever} ${profile.first_name} "
+            "${dynamic.random.number(${custom.lo}-9)} ${dynamic.date.format(%d)}")})
+        assert r.status == 201, await r.text()
+
+
 async def test_a_tenant_sees_and_changes_only_its_clients_content(farm) -> None:
     async with _client(farm, ROOT) as c:
         await c.put("/api/content/hashtags/shared", json={"tags": ["farm"]})
@@ -209,6 +279,40 @@ async def test_media_library_upload_list_delete(farm) -> None:
     assert not path.exists()
     assert [t["action"] for t in await farm.db.audit_trail("media")] == [
         "delete", "create", "create"]
+
+
+async def test_a_media_upload_that_loses_a_name_race_keeps_no_file(farm) -> None:
+    """Two uploads of one name both pass the first check; the one that reaches the unique
+    index second fails naming the field, leaves no file of its own and never removes a file
+    another row uses."""
+    store = ContentStore(farm.db, farm.media)
+    keep = await store.add_media("keep", _chunks(PNG), None, None, "root")
+    other_png = PNG[:-1] + b"\x01"
+
+    for loser_bytes in (other_png, PNG):  # its own content, then content "keep" uses
+        name = f"race{len(loser_bytes)}{loser_bytes[-1]}"
+
+        async def racing() -> object:
+            yield loser_bytes[:32]
+            # The other upload of the same name lands while this one is still coming in.
+            await store.add_media(name, _chunks(MP4), None, None, "root")
+            yield loser_bytes[32:]
+
+        with pytest.raises(ValidationError) as lost:
+            await store.add_media(name, racing(), None, None, "root")
+        assert lost.value.where == "name" and "already" in str(lost.value)
+        await farm.db._write("DELETE FROM media_items WHERE name = ?", (name,))
+    files = sorted(p.name for p in farm.media.iterdir() if p.is_file())
+    assert files == sorted({keep["file"], (await store.add_media(
+        "clip", _chunks(MP4), None, None, "root"))["file"]})
+    assert (farm.media / keep["file"]).read_bytes() == PNG
+    assert not list((farm.media / ".incoming").iterdir())
+    rows = await farm.db._all("SELECT name FROM media_items ORDER BY name")
+    assert [r[0] for r in rows] == ["clip", "keep"]
+
+
+async def _chunks(data: bytes):
+    yield data
 
 
 def test_media_kind_reads_magic_bytes_not_names() -> None:

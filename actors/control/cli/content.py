@@ -5,7 +5,7 @@
     farm content captions set NAME TEMPLATE [--client C]
     farm content captions remove NAME [--client C]
     farm content hashtags set NAME TAG [TAG ...] [--client C]      (list, remove as above)
-    farm content vars set NAME VALUE [--client C | --account PLATFORM.NUMBER]
+    farm content vars set NAME VALUE [--client C | --account ID|PLATFORM.NUMBER]
     farm content media add FILE [--name N] [--client C]            (streamed from the file)
     farm content media [list] | remove ID
 """
@@ -147,5 +147,7 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
                    help="set: the template, the tags, or the value")
     p.add_argument("--client", metavar="CLIENT", help="the client's (default: yours, or the "
                    "farm's shared one for a super user)")
-    p.add_argument("--account", metavar="PLATFORM.NUMBER", help="vars: the account's own value")
+    p.add_argument("--account", metavar="ID|PLATFORM.NUMBER",
+                   help="vars: the account's own value (its id when several of your accounts "
+                        "have that PLATFORM.NUMBER)")
     p.add_argument("--name", dest="as_name", metavar="NAME", help="media add: its name")
