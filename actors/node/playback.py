@@ -19,11 +19,12 @@ reason, screenshot_png_b64 (failed only)}
 Preparation steps (the run's media put in the gallery, launching the app, switching the
 account) have ``index`` -1 and the paths ``media_push``, ``launch_app`` and ``switch[i]``.
 
-Issue 21's data events (durable; each with execution_id (int), serial, account, app, at and
-``seq``, increasing within the execution: see ``actors.node.readings``):
+Issue 21's data events (durable; each with execution_id (the execution's key, as in
+execution_started), serial, account, app, at and ``seq``: see ``actors.node.readings``):
 ``metric_recorded`` {metric, value, post}, ``post_recorded`` {status, caption, hashtags, media,
-platform_post_id, reason} (status ``failed`` when an execution with a record_post step fails
-before reaching it), ``health_signal`` {kind: challenge | relogin, screen},
+platform_post_id, reason} (status ``failed`` when an execution with a record_post step ends
+failed before reaching it; not for a failure held for AI recovery, whose final end the
+coordinator knows and records), ``health_signal`` {kind: challenge | relogin, screen},
 ``messages_read`` {partner, messages: [{sender: them | us, text}]}. A screen tagged
 ``challenge`` fails the execution at once (reason ``challenge_screen``, never recoverable);
 a ``login`` one met mid-run sends one ``relogin`` signal.
@@ -244,8 +245,8 @@ class PlaybackActor(pykka.ThreadingActor):
                 except FarmError as exc:
                     # The lease still ends it; the phone is not stuck for good.
                     log.warning("execution=%s lock not released: %s", run.execution_id, exc)
-        if status == "failed":
-            self.readings.post_failed(reason or "failed", error)
+        if status == "failed":  # a held failure may still post after AI recovery
+            self.readings.post_failed(reason or "failed", error, held=held)
         log.info("execution=%s phone=%s %s%s", run.execution_id, self.serial, status,
                  f" ({reason}: {error})" if reason else "")
         self._event("execution_finished", {"status": status, "error": error, "reason": reason,
@@ -864,9 +865,11 @@ class PlaybackActor(pykka.ThreadingActor):
             media, post_id = self._fill(step.media), self._fill(step.platform_post_id)
         except ValidationError as exc:
             return _Attempt(False, reason="unknown_read_variable", error=exc.reason, final=True)
-        caption = self.readings.typed.get(step.caption_step)
-        if caption is None:  # typed before a node restart: the text is gone with it
-            log.warning("execution=%s record_post: no text typed by step %r in this playback",
+        # What this playback typed, else (a resume after a restart or AI recovery that did
+        # not replay the type step) the step's text as the coordinator resolved it.
+        caption = self.readings.caption(step.caption_step)
+        if caption is None:
+            log.warning("execution=%s record_post: no text for step %r",
                         self.run.execution_id, step.caption_step)
         if not state.get("sent"):
             self.readings.posted(caption, hashtags_of(caption or ""), media, post_id)

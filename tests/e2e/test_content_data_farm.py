@@ -67,6 +67,9 @@ def test_a_post_and_its_stats_reach_the_api(farm: DemoFarm) -> None:
 
     post = wait_for("post with metrics", post_with_views)
     assert post["status"] == "active" and post["caption"] and post["account"] == account
+    # Hashtags stored as hashtag sets store them: without '#' (the node sends "#word").
+    assert post["hashtags"] == list(dict.fromkeys(
+        w[1:] for w in post["caption"].split() if w.startswith("#") and len(w) > 1)), post
     assert isinstance(post["latest"]["likes"], int) and isinstance(post["latest"]["comments"],
                                                                    int)
     metrics = api(farm, "GET", f"/api/posts/{post['post_id']}/metrics")

@@ -104,7 +104,7 @@ async def test_counts_read_recorded_post_and_messages(stack, events, data, farm,
         *[RecordMetricStep(metric=n, value=f"${{read.{n}}}") for n in counts],
     ]
     before = screen_counts(adb_server, serial, {})  # (the phone is not on its profile yet)
-    eid, done = await play(hub, events, serial, steps, execution_id="101",
+    eid, done = await play(hub, events, serial, steps, execution_id="ex-101",
                            account="clipshare.clip_creator")
     assert done["status"] == "completed", done
     after = screen_counts(adb_server, serial, region_boxes("profile", counts))
@@ -113,7 +113,7 @@ async def test_counts_read_recorded_post_and_messages(stack, events, data, farm,
     for name, e in metrics.items():
         # Counts move once a minute: the run's read and the dump just after may straddle one.
         assert e["value"] == after[name] or abs(e["value"] - after[name]) <= 10, (name, e, after)
-        assert e["post"] is None and e["execution_id"] == 101 and e["serial"] == serial
+        assert e["post"] is None and e["execution_id"] == "ex-101" and e["serial"] == serial
         assert e["account"] == "clipshare.clip_creator" and e["app"] == "clipshare"
         assert isinstance(e["at"], float)
     seqs = [e["seq"] for e in data.of(eid)]
@@ -141,7 +141,7 @@ async def test_counts_read_recorded_post_and_messages(stack, events, data, farm,
         WaitForScreenStep(screen="clipshare/conversation", timeout_s=5),
         ReadMessagesStep(partner_region="conversation.partner", body_region="conversation.body"),
     ]
-    eid, done = await play(hub, events, serial, steps, execution_id="102",
+    eid, done = await play(hub, events, serial, steps, execution_id="ex-102",
                            account="clipshare.clip_creator")
     assert done["status"] == "completed", done
     title = next(e for e in events.of(eid, "step_finished"))  # noqa: F841 (events arrived)
@@ -149,6 +149,7 @@ async def test_counts_read_recorded_post_and_messages(stack, events, data, farm,
     assert post["status"] == "posted" and post["reason"] is None
     assert post["caption"].startswith("Sunset at ") and "${" not in post["caption"]
     assert post["caption"].endswith("#beach #sunset") and post["hashtags"] == ["#beach", "#sunset"]
+    # (the coordinator stores them without '#': tests/unit/test_content_data.py)
     assert post["media"] == "clip_1.mp4" and post["platform_post_id"] is None
     (views,) = data.of(eid, "metric_recorded")
     assert views["metric"] == "views" and views["post"] == "latest" and views["value"] >= 0
@@ -186,6 +187,23 @@ async def test_failures_health_signals_and_the_failed_post(stack, events, data, 
     (signal,) = data.of(eid, "health_signal")
     assert signal["kind"] == "relogin" and signal["screen"] == "clipshare/login"
 
+    # A failure AI recovery may take (the lock held for it) is no failed post: the run may
+    # still post once recovered; the coordinator records it if the execution ends failed.
+    steps = logged_in() + [
+        TapStep(action="feed.go_to_upload"),
+        WaitForScreenStep(screen="clipshare/upload", timeout_s=5),
+        TypeStep(text="held #x", label="caption"),
+        WaitForScreenStep(screen="clipshare/post", timeout_s=1),
+        RecordPostStep(caption_step="caption")]
+    eid, done = await play(hub, events, serial, steps, execution_id="ex-held",
+                           recovery_prompt="get to the post", retry=ONCE)
+    assert done["status"] == "failed" and done["reason"] == "timeout", done
+    assert done["lock_held"] is True
+    await asyncio.sleep(0.2)  # (the data stream's reader has seen what came before the end)
+    assert data.of("ex-held", "post_recorded") == []
+    assert (await hub.device_action(serial, {"type": "release", "execution_id": "ex-held"},
+                                    "ex-held"))["status"] == "ok"
+
     # A challenge met mid-run stops it at once, screenshot kept, lock released, no AI
     # recovery; the sequence was to record a post: post_recorded "failed".
     steps = logged_in() + [
@@ -194,21 +212,22 @@ async def test_failures_health_signals_and_the_failed_post(stack, events, data, 
         TypeStep(text="never posted #x", label="caption"),
         WaitForScreenStep(screen="clipshare/feed", timeout_s=30),
         RecordPostStep(caption_step="caption")]
-    run = make_run(steps, execution_id="201", recovery_prompt="get to the feed")
+    run = make_run(steps, execution_id="ex-201", recovery_prompt="get to the feed")
     assert (await hub.send_run(serial, run))["status"] == "ok"
     typed = f"steps[{len(steps) - 3}]"  # the caption's type step
-    await events.wait("201", "step_finished", where=lambda d: d["path"] == typed)
+    await events.wait("ex-201", "step_finished", where=lambda d: d["path"] == typed)
     vphone(adb_server, serial, "popup verify_identity")
-    done = await events.finished("201")
+    done = await events.finished("ex-201")
     assert done["status"] == "failed" and done["reason"] == "challenge_screen", done
     assert done["lock_held"] is False
     assert done["screen"] == "clipshare/interrupt:verify_identity"
-    failed = [e["data"] for e in events.of("201", "step_finished") if e["data"]["status"] != "ok"]
+    failed = [e["data"] for e in events.of("ex-201", "step_finished")
+              if e["data"]["status"] != "ok"]
     assert failed[-1]["reason"] == "challenge_screen" and failed[-1]["screenshot_png_b64"]
     assert failed[-1]["attempts"] == 1
-    (signal,) = data.of("201", "health_signal")
+    (signal,) = data.of("ex-201", "health_signal")
     assert signal["kind"] == "challenge" and signal["screen"] == "clipshare/interrupt:verify_identity"
-    (post,) = data.of("201", "post_recorded")
+    (post,) = data.of("ex-201", "post_recorded")
     assert post["status"] == "failed" and post["caption"] == "never posted #x"
     assert post["reason"].startswith("challenge_screen")
     # Never cleared: the phone still shows it (no handler tapped it away).

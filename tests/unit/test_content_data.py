@@ -7,10 +7,13 @@ skip_at_risk."""
 
 from __future__ import annotations
 
+import json
+import sqlite3
 import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import msgspec
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
@@ -32,6 +35,8 @@ from actors.coordinator.scheduling.scheduler import Schedule  # noqa: E402
 from actors.coordinator.scheduling.schedules import ScheduleService  # noqa: E402
 from actors.store.event_store import EventStore  # noqa: E402
 from actors.store.farm_db import FarmDB  # noqa: E402
+from protocol.messages import Event, RunSequence  # noqa: E402
+from sequences.model import RecordPostStep, TapStep, TypeStep  # noqa: E402
 from tests.api_call import call  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("engine")
@@ -83,27 +88,33 @@ async def farm(db: FarmDB, tmp_path: Path):
                                        now=lambda: DAY2 + timedelta(hours=20)).start()
     f = Farm(db, hub, service)
     f.acme, f.zeta, f.executions = acme, zeta, ids
+    f.keys = {A1: "ex-a1", Z1: "ex-z1"}  # what the node names an execution by
     yield f
     await service.close()
     await store.close()
 
 
 async def test_events_become_rows_and_a_replay_changes_nothing(farm: Farm) -> None:
-    ex = farm.executions[A1]
+    ex, key = farm.executions[A1], farm.keys[A1]
     at = DAY1 + timedelta(hours=1)
-    farm.emit("post_recorded", A1, ex, at, status="posted", caption="Loving it #fyp #cats",
-              hashtags=["fyp", "cats"], media="m-1", platform_post_id=None, reason=None)
-    farm.emit("metric_recorded", A1, ex, at, metric="followers", value=120, post=None)
-    farm.emit("metric_recorded", A1, ex, at, seq=77, metric="views", value=10, post="latest")
-    farm.emit("metric_recorded", A1, ex, at, metric="likes", value=3, post="latest")
-    # The node names the execution by its key (what RunSequence carries), or its row id.
+    farm.emit("post_recorded", A1, key, at, status="posted", caption="Loving it #fyp #cats",
+              hashtags=["#fyp", "cats", "#fyp"], media="m-1", platform_post_id=None,
+              reason=None)
+    farm.emit("metric_recorded", A1, key, at, metric="followers", value=120, post=None)
+    farm.emit("metric_recorded", A1, key, at, seq=77, metric="views", value=10, post="latest")
+    farm.emit("metric_recorded", A1, key, at, metric="likes", value=3, post="latest")
+    # The node names the execution by its key (what RunSequence carries).
     farm.emit("health_signal", A1, "ex-a1", at, kind="relogin", screen="clipshare/login")
-    farm.emit("metric_recorded", A1, ex, at, seq=77, metric="views", value=10, post="latest")
-    farm.emit("metric_recorded", A1, ex, at, metric="nonsense", value=1, post=None)
+    farm.emit("metric_recorded", A1, key, at, seq=77, metric="views", value=10, post="latest")
+    farm.emit("metric_recorded", A1, key, at, metric="nonsense", value=1, post=None)
+    # A resumed or recovered playback meeting the login screen again: one relogin still.
+    farm.emit("health_signal", A1, "ex-a1", at + timedelta(minutes=5), seq=1_000_000_002,
+              kind="relogin", screen="clipshare/login")
     await farm.service.drain()
-    assert farm.service.outcomes == {"stored": 5, "replayed": 1, "dropped": 1}
+    assert farm.service.outcomes == {"stored": 5, "replayed": 2, "dropped": 1}
 
     [post] = await farm.rows("content_posts")
+    assert json.loads(post["hashtags"]) == ["fyp", "cats"]  # stored without '#', each once
     assert (post["caption"], post["status"], post["execution_id"], post["app"],
             post["media_id"]) == ("Loving it #fyp #cats", "active", ex, "clipshare", "m-1")
     [sample] = await farm.rows("account_metric_samples")
@@ -119,12 +130,114 @@ async def test_events_become_rows_and_a_replay_changes_nothing(farm: Farm) -> No
 
     # A failed post is a failed row and a health event; its replay neither.
     for _ in range(2):
-        farm.emit("post_recorded", A1, ex, at, seq=500, status="failed", caption=None,
+        farm.emit("post_recorded", A1, key, at, seq=500, status="failed", caption=None,
                   hashtags=[], media=None, platform_post_id=None, reason="no_match")
     await farm.service.drain()
     assert sorted(p["status"] for p in await farm.rows("content_posts")) == ["active", "failed"]
     assert sorted(h["kind"] for h in await farm.rows("account_health_events")) == [
         "post_failed", "relogin"]
+
+async def test_a_node_cannot_write_onto_another_phones_execution_or_account(farm: Farm) -> None:
+    """Z1's node naming Acme's execution (by its key, or by its executions row id, which is no
+    name for it) writes nothing on Acme's account: the hub's report scope refuses the first,
+    the ingest drops both."""
+    at = DAY1 + timedelta(hours=1)
+    refused = await farm.hub.report_scope.refusals("rack-2", [Event(
+        seq=1, event="metric_recorded", serial=Z1, data={"execution_id": farm.keys[A1]})])
+    assert "runs on phone" in refused[1]
+    farm.emit("metric_recorded", Z1, farm.keys[A1], at, metric="followers", value=1, post=None)
+    farm.emit("post_recorded", Z1, farm.keys[A1], at, status="posted", caption="spam",
+              hashtags=[], media=None, platform_post_id=None, reason=None)
+    farm.emit("health_signal", Z1, farm.keys[A1], at, kind="challenge", screen="x/y")
+    # The row id of Acme's execution, from Z1 without an account: no account is known.
+    farm.hub.emit("metric_recorded", "rack-2", Z1, {
+        "execution_id": farm.executions[A1], "seq": 9, "serial": Z1, "account": None,
+        "app": "clipshare", "at": at.timestamp(), "metric": "followers", "value": 2,
+        "post": None})
+    await farm.service.drain()
+    assert farm.service.outcomes == {"dropped": 4}
+    for table in ("account_metric_samples", "content_posts", "account_health_events"):
+        assert await farm.rows(table) == []
+
+
+async def _post_execution(farm: Farm, key: str, *, posts: bool = True) -> None:
+    steps = [TypeStep(text="Sunny #beach #sun", label="caption"), TapStep(x=1, y=1)]
+    if posts:
+        steps.append(RecordPostStep(caption_step="caption"))
+    plan = RunSequence(execution_id=key, run_id="r", sequence="clipshare/post_clip",
+                       steps=steps, app="clipshare", account="clipshare.a1")
+    account = (await farm.db._one("SELECT account_id FROM accounts WHERE account_number = 'a1'"))
+    await farm.db.create_execution(key, serial=A1, sequence="clipshare/post_clip",
+                                   account_id=account[0],
+                                   plan=msgspec.json.encode(plan).decode())
+
+
+async def test_a_held_failure_records_a_failed_post_only_when_the_execution_ends(
+        farm: Farm) -> None:
+    """A failure kept for AI recovery is no failed post (the node sends none); the recovery's
+    failure, or a held failure no recovery took, is: once, with the plan's caption. An
+    execution that posted, or whose plan records no post, gets none."""
+    for key in ("ex-held", "ex-ai-off", "ex-posted"):
+        await _post_execution(farm, key)
+    await _post_execution(farm, "ex-nopost", posts=False)
+    held = {"status": "failed", "reason": "unknown_screen", "error": "?",
+            "failed_step": "steps[1]", "lock_held": True}
+    farm.hub.emit("execution_finished", "rack-1", A1, {
+        "execution_id": "ex-held", **held, "recovering": True})
+    await farm.service.drain()
+    assert await farm.rows("content_posts") == []  # recovery may still post
+    for _ in range(2):  # its end, and a replay of it
+        farm.hub.emit("recovery_failed", None, A1, {
+            "execution_id": "ex-held", "reason": "gave_up", "detail": "lost"})
+    farm.hub.emit("execution_finished", "rack-1", A1, {"execution_id": "ex-ai-off", **held})
+    farm.emit("post_recorded", A1, "ex-posted", DAY1, status="posted", caption="Sunny",
+              hashtags=[], media=None, platform_post_id=None, reason=None)
+    farm.hub.emit("recovery_failed", None, A1, {"execution_id": "ex-posted",
+                                                "reason": "gave_up", "detail": "lost"})
+    farm.hub.emit("recovery_failed", None, A1, {"execution_id": "ex-nopost",
+                                                "reason": "gave_up", "detail": "lost"})
+    await farm.service.drain()
+    rows = {r["execution_id"]: r for r in await farm.db._all(
+        "SELECT e.execution_key AS execution_id, p.status, p.caption, p.hashtags, p.reason"
+        " FROM content_posts p JOIN executions e ON e.execution_id = p.execution_id")}
+    assert {k: r["status"] for k, r in rows.items()} == {
+        "ex-held": "failed", "ex-ai-off": "failed", "ex-posted": "active"}
+    assert rows["ex-held"]["caption"] == "Sunny #beach #sun"
+    assert json.loads(rows["ex-held"]["hashtags"]) == ["beach", "sun"]
+    assert rows["ex-held"]["reason"] == "recovery_failed: gave_up: lost"
+    assert rows["ex-ai-off"]["reason"] == "unknown_screen: ?"
+    assert len([h for h in await farm.rows("account_health_events")
+                if h["kind"] == "post_failed"]) == 2
+
+
+async def test_a_transient_database_error_is_retried_and_a_data_error_dropped(
+        farm: Farm) -> None:
+    service, real = farm.service, farm.service.store.ingest
+    calls: list[str] = []
+    slept: list[float] = []
+    failures = [sqlite3.OperationalError("database is locked"),
+                ConnectionError("server closed the connection")]
+
+    async def flaky(event: str, serial: str | None, data: dict) -> str:
+        calls.append(data.get("metric"))
+        if data.get("metric") == "bad":
+            raise sqlite3.IntegrityError("CHECK constraint failed")
+        if failures:
+            raise failures.pop(0)
+        return await real(event, serial, data)
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    service.store.ingest, service._sleep = flaky, sleep
+    farm.emit("metric_recorded", A1, farm.keys[A1], DAY1, metric="followers", value=5,
+              post=None)
+    farm.emit("metric_recorded", A1, farm.keys[A1], DAY1, metric="bad", value=5, post=None)
+    await service.drain()
+    assert calls == ["followers"] * 3 + ["bad"]  # the data error is not tried again
+    assert slept == [0.5, 1.0]
+    assert service.outcomes == {"stored": 1, "dropped": 1}
+    assert [r["value"] for r in await farm.rows("account_metric_samples")] == [5]
 
 
 async def test_events_stored_just_before_a_crash_are_written_at_the_next_start(
@@ -136,7 +249,7 @@ async def test_events_stored_just_before_a_crash_are_written_at_the_next_start(
     from actors.coordinator.engagement.ingest import MessageIngest
     from actors.coordinator.hub import REPLAY_S
 
-    ex, newest = farm.executions[A1], DAY2.timestamp() + 5000
+    ex, newest = farm.keys[A1], DAY2.timestamp() + 5000
     base = {"execution_id": ex, "serial": A1, "account": "clipshare.a1", "app": "clipshare",
             "at": DAY2.timestamp()}
     stored = [  # (seq, event, data, received_at): stored, never emitted
@@ -174,7 +287,7 @@ async def _known_days(farm: Farm) -> None:
     """Acme's account posts on day 1 (views 10, likes 2) and reads it again on day 2 (views
     50, likes 7, comments 1); followers 100 on day 1, 110 then 125 on day 2; 7 link clicks
     on day 2. Zeta's posts once on day 2, unread."""
-    ex, zx = farm.executions[A1], farm.executions[Z1]
+    ex, zx = farm.keys[A1], farm.keys[Z1]
     farm.emit("post_recorded", A1, ex, DAY1 + timedelta(minutes=30), status="posted",
               caption="one", hashtags=[], media=None, platform_post_id="p1", reason=None)
     for day, views, likes, comments in ((DAY1, 10, 2, 0), (DAY2, 50, 7, 1)):
@@ -258,7 +371,7 @@ SUPER = Principal(user_id=1, name="root", role="super")
 
 async def test_routes_for_a_super_user_and_a_tenant(farm: Farm) -> None:
     await _known_days(farm)
-    farm.emit("health_signal", Z1, farm.executions[Z1], DAY2 + timedelta(hours=5),
+    farm.emit("health_signal", Z1, farm.keys[Z1], DAY2 + timedelta(hours=5),
               kind="challenge", screen="clipshare/interrupt:verify_identity")
     await farm.service.drain()
     tenant = Principal(user_id=2, name="acme-user", role="client",
@@ -372,7 +485,7 @@ async def test_a_skip_at_risk_schedule_skips_an_at_risk_account_and_says_why(far
     await schedules.step()
     assert [s[2] for s in runs.started] == ["clipshare.a1"]  # healthy: it runs
     await farm.db.update_execution("sched-1", status="completed")
-    farm.emit("health_signal", A1, farm.executions[A1], now[0] - timedelta(hours=1),
+    farm.emit("health_signal", A1, farm.keys[A1], now[0] - timedelta(hours=1),
               kind="challenge", screen="clipshare/interrupt:verify_identity")
     await farm.service.drain()
     await schedules.add(Schedule(id="careful2", sequence="clipshare/post_clip",
@@ -449,7 +562,7 @@ async def test_the_daily_loop_rolls_the_day_before_up_after_midnight(farm: Farm)
     from actors.coordinator.content_data.service import ROLLUP_AT
 
     await _known_days(farm)
-    farm.emit("post_recorded", A1, farm.executions[A1], DAY2 + timedelta(hours=2),
+    farm.emit("post_recorded", A1, farm.keys[A1], DAY2 + timedelta(hours=2),
               status="posted", caption="two", hashtags=["#two"], media=None,
               platform_post_id=None, reason=None)
     await farm.service.drain()

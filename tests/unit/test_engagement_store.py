@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import pytest
 
 from actors.coordinator.engagement.accounts import account_of_event, find_accounts
+from actors.coordinator.engagement.clicks import MAX_SOURCES, OTHER
 from actors.coordinator.engagement.conversations import ConversationStore, new_tail
 from actors.coordinator.engagement.ingest import MessageIngest
 from actors.coordinator.engagement.links import (CODE, LinkStore, check_day, check_source,
@@ -106,12 +107,22 @@ async def test_reads_keep_to_the_callers_clients(db) -> None:
         == [a1]
     assert await find_accounts(db, str(b1), acme) == []
     assert await find_accounts(db, "nodot", None) == []
-    # An event's account: its reference on its phone, else its execution's account.
+    # An event's account: its execution's (named by key), else its reference on its phone.
     execution = await db.create_execution("ex-b", serial="B1", account_id=b1)
-    assert (await account_of_event(db, {"execution_id": execution, "account": None,
-                                        "serial": "B1"}))["account_id"] == b1
     assert (await account_of_event(db, {"execution_id": "ex-b", "account": None,
                                         "serial": "B1"}))["account_id"] == b1
+    # The executions row id is no name for it: a node could name any client's row.
+    assert await account_of_event(db, {"execution_id": execution, "account": None,
+                                       "serial": "B1"}) is None
+    assert await account_of_event(db, {"execution_id": str(execution), "account": None,
+                                       "serial": "B1"}) is None
+    # Another phone's execution is refused, even with an account reference on the sender's.
+    assert await account_of_event(db, {"execution_id": "ex-b", "serial": "A1",
+                                       "account": "clipshare.account1"}) is None
+    assert await account_of_event(db, {"execution_id": "ex-b", "account": None},
+                                  "A1") is None
+    assert (await account_of_event(db, {"execution_id": "ex-other", "serial": "A1",
+                                        "account": "clipshare.account1"}))["account_id"] == a1
     assert await account_of_event(db, {"execution_id": "ex-none", "serial": "B1"}) is None
     assert await account_of_event(db, {"execution_id": 2**70, "serial": "B1"}) is None
 
@@ -133,12 +144,10 @@ async def test_links_codes_clicks_and_removal(db) -> None:
     await links.count(la, "2026-12-05", "ig", 40)
     view = await links.get(la)
     assert view["clicks"] == 43 and view["clicks_by_source"] == {"direct": 2, "ig": 41}
-    assert await links.daily(la) == [
-        {"date": "2026-12-05", "source": "ig", "clicks": 40},
-        {"date": "2026-12-06", "source": "direct", "clicks": 2},
-        {"date": "2026-12-06", "source": "ig", "clicks": 1}]
-    rows = await db._all("SELECT COUNT(*) FROM link_clicks WHERE link_id = ?", (la,))
-    assert rows[0][0] == 3
+    rows = await db._all("SELECT click_date, source, click_count FROM link_clicks"
+                         " WHERE link_id = ? ORDER BY click_date, source", (la,))
+    assert [(str(r[0]), r[1], r[2]) for r in rows] == [
+        ("2026-12-05", "ig", 40), ("2026-12-06", "direct", 2), ("2026-12-06", "ig", 1)]
     # Per client.
     acme = frozenset({clients["acme"]})
     assert [v["link_id"] for v in await links.list(acme)] == [la]
@@ -150,6 +159,36 @@ async def test_links_codes_clicks_and_removal(db) -> None:
     assert await links.remove(la) is True and await links.remove(la) is False
     assert await links.by_code(code) is None and await links.get(la) is None
     assert (await links.get(la, removed=True))["clicks"] == 43
+
+
+async def test_redirect_clicks_keep_at_most_max_sources_a_link_a_day(db) -> None:
+    """LinkStore.add_clicks (the public redirect's batches): the rows already stored count
+    towards a day's sources, a source new to a full day counts as OTHER, another day or
+    another link has its own places, and a link gone meanwhile is skipped."""
+    await _two_clients(db)
+    links = LinkStore(db)
+    la = await links.add(await _account(db, "A1"), "https://example.com/", None)
+    lb = await links.add(await _account(db, "B1"), "https://example.org/", None)
+    day = "2026-12-06"
+    for i in range(MAX_SOURCES - 1):   # an import's sources are rows of the day too
+        await links.count(la, day, f"s{i:02d}")
+    await links.add_clicks({
+        (la, day): {"s00": 2, "busy": 5, "quiet": 1, OTHER: 1},   # one place left: busy's
+        (la, "2026-12-05"): {"quiet": 1},
+        (lb, day): {f"b{i:02d}": 1 for i in range(MAX_SOURCES + 3)},
+        (987654, day): {"x": 1}})
+    a_all = (await links.get(la))["clicks_by_source"]  # both days
+    assert a_all["busy"] == 5 and a_all["quiet"] == 1 and a_all[OTHER] == 2
+    assert a_all["s00"] == 3 and len(a_all) == MAX_SOURCES + 2
+    rows = await db._all("SELECT source FROM link_clicks WHERE link_id = ? AND click_date = ?",
+                         (la, day))
+    assert "quiet" not in {r[0] for r in rows} and len(rows) == MAX_SOURCES + 1
+    b_day = (await links.get(lb))["clicks_by_source"]
+    assert len(b_day) == MAX_SOURCES + 1 and b_day[OTHER] == 3
+    await links.add_clicks({(lb, day): {"b00": 1, "new": 4}})
+    b_day = (await links.get(lb))["clicks_by_source"]
+    assert b_day["b00"] == 2 and b_day[OTHER] == 7 and "new" not in b_day
+    assert (await db._one("SELECT COUNT(*) FROM link_clicks WHERE link_id = 987654"))[0] == 0
 
 
 def test_link_values_are_checked() -> None:

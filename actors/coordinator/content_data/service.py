@@ -5,7 +5,18 @@ daily rollups (issue 21.2/21.3).
 event, none dropped): ``metric_recorded``, ``post_recorded`` and ``health_signal`` are
 queued without waiting (the observer runs inside the hub's emit) and one writer task stores
 them in order through `ContentDataStore.ingest`, one writer job each; a replayed event (the node
-re-sends what was not acked before a crash) finds its rows and changes nothing. Every day
+re-sends what was not acked before a crash) finds its rows and changes nothing. A transient
+database error (locked, connection lost) is retried with backoff (up to ``RETRY_FOR_S``)
+before the event is given up; an event the database refuses (a data error) is dropped and
+logged at once.
+
+A post sequence's failure kept for AI recovery (``execution_finished`` with ``lock_held``) is
+not its end: the node sends no failed post for it. Its end is known here: the recovery failed
+(``recovery_failed``) or no recovery took it (``execution_finished`` held but not
+``recovering``); then, when the run's plan has a ``record_post`` step and the execution has
+posted nothing, a failed post is recorded (`ContentDataStore.end_failed`), with the caption the
+plan's labelled type step resolved to. A recovery that succeeds resends the plan and the
+node's next playback posts, or ends failed and says so itself. Every day
 at ``ROLLUP_AT`` (UTC) it rolls the previous day up into ``client_daily_metrics`` and
 ``platform_daily_metrics``; at start it rolls up the last due day again (a stop over
 midnight loses nothing; a rollup recomputes its day whole).
@@ -15,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 from collections import deque
 from datetime import date, datetime, time, timedelta, timezone
 from typing import Any, Awaitable, Callable, Iterable
@@ -27,6 +39,10 @@ from actors.coordinator.reports.service import due_day
 log = logging.getLogger(__name__)
 
 CONTENT_EVENTS = frozenset({"metric_recorded", "post_recorded", "health_signal"})
+# The ends of an execution whose failure was held for AI recovery (see the module).
+END_EVENTS = frozenset({"execution_finished", "recovery_failed"})
+RETRY_FOR_S = 300.0  # how long a transient database error is retried before giving up
+RETRY_FIRST_S, RETRY_MAX_S = 0.5, 30.0  # backoff: doubling from the first, capped
 ROLLUP_AT = time(0, 10)  # UTC: the day before is rolled up 10 minutes after midnight
 SERIES_S = 30 * 86400.0  # the followers series GET /api/accounts gives: 30 days
 
@@ -56,7 +72,7 @@ class ContentDataService:
         self._spawn(self._write())
         # What the last run stored but may not have written (its queue is memory only).
         if getattr(self.hub, "store", None) is not None:
-            replayed = await self.hub.replay_stored(CONTENT_EVENTS, self._take)
+            replayed = await self.hub.replay_stored(CONTENT_EVENTS | END_EVENTS, self._take)
             log.info("content: %d recent stored event(s) replayed at start", replayed)
         return self
 
@@ -76,8 +92,11 @@ class ContentDataService:
     # --- intake ----------------------------------------------------------------------------
     def _take(self, item: dict) -> None:
         """One emitted event; never awaits (called inside the hub's emit)."""
-        if item.get("event") in CONTENT_EVENTS and isinstance(item.get("data"), dict):
-            self._queue.append((item["event"], item.get("serial"), item["data"]))
+        event, data = item.get("event"), item.get("data")
+        if not isinstance(data, dict):
+            return
+        if event in CONTENT_EVENTS or (event in END_EVENTS and held_end(event, data)):
+            self._queue.append((event, item.get("serial"), data))
             self._idle.clear()
             self._wake.set()
 
@@ -87,12 +106,7 @@ class ContentDataService:
             self._wake.clear()
             while self._queue:
                 event, serial, data = self._queue[0]
-                try:
-                    outcome = await self.store.ingest(event, serial, data)
-                except Exception:  # noqa: BLE001 - one bad event must not stop the intake
-                    log.exception("content: %s of execution %s not stored", event,
-                                  data.get("execution_id"))
-                    outcome = "dropped: error"
+                outcome = await self._stored(event, serial, data)
                 self._queue.popleft()
                 kind = outcome.split(":", 1)[0]
                 self.outcomes[kind] = self.outcomes.get(kind, 0) + 1
@@ -100,6 +114,26 @@ class ContentDataService:
                     log.warning("content: %s of execution %s %s", event,
                                 data.get("execution_id"), outcome)
             self._idle.set()
+
+    async def _stored(self, event: str, serial: str | None, data: dict) -> str:
+        """Store one event: a transient database error is tried again (backoff, up to
+        ``RETRY_FOR_S``); any other error drops the event (logged)."""
+        waited, pause = 0.0, RETRY_FIRST_S
+        while True:
+            try:
+                if event in END_EVENTS:
+                    return await self.store.end_failed(serial, data, event)
+                return await self.store.ingest(event, serial, data)
+            except Exception as exc:  # noqa: BLE001 - one bad event must not stop the intake
+                if not transient(exc) or waited >= RETRY_FOR_S:
+                    log.exception("content: %s of execution %s not stored", event,
+                                  data.get("execution_id"))
+                    return "dropped: error"
+                log.warning("content: %s of execution %s: %s; trying again in %.1fs", event,
+                            data.get("execution_id"), exc, pause)
+            await self._sleep(pause)
+            waited += pause
+            pause = min(pause * 2, RETRY_MAX_S)
 
     async def drain(self) -> None:
         """Wait until every event taken so far is stored (tests, and a clean stop)."""
@@ -164,3 +198,26 @@ class ContentDataService:
             await work
         except Exception:  # noqa: BLE001 - the loop must outlive one bad day
             log.exception("content: daily rollup failed")
+
+
+def held_end(event: str, data: dict) -> bool:
+    """Whether an end event is the final end of a failure held for AI recovery."""
+    if event == "recovery_failed":
+        return True
+    return (event == "execution_finished" and data.get("status") == "failed"
+            and bool(data.get("lock_held")) and not data.get("recovering"))
+
+
+def transient(exc: BaseException) -> bool:
+    """Whether a database error may pass if tried again: SQLite's locked or busy file, a
+    PostgreSQL connection or server-side operational error, a broken connection."""
+    if isinstance(exc, sqlite3.OperationalError):
+        text = str(exc).lower()
+        return "locked" in text or "busy" in text
+    if isinstance(exc, (ConnectionError, TimeoutError)):
+        return True
+    try:
+        import psycopg
+    except ImportError:  # a farm on SQLite only
+        return False
+    return isinstance(exc, psycopg.OperationalError)

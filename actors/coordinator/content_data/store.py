@@ -13,10 +13,17 @@ the second guard.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from typing import Any, Iterable
 
+import msgspec
+
+from actors.coordinator.content_data.event_account import (EventAccount, execution_key,
+                                                           resolve_event)
+from actors.node.readings import FAILED_POST_SEQ, caption_text, hashtags_of
+from protocol.messages import RunSequence
+from sequences.load import walk_steps
+from sequences.model import RecordPostStep
 from actors.store.caller_scope import as_clients
 from actors.store.execution_records import utc_text
 
@@ -32,9 +39,22 @@ _ACCOUNT_JOIN = ("accounts a LEFT JOIN phones ph ON ph.phone_id = a.phone_id"
 
 def event_key(event: str, data: dict) -> str:
     """The key of a node event's rows: the event, its execution and the node's per-execution
-    ``seq`` (the time it happened when a node sends none)."""
+    ``seq`` (the time it happened when a node sends none). A health signal is one per
+    execution and kind (``health_signal:<execution>:<kind>``): a resume or a recovery that
+    meets the login screen again sends another, which must not count twice."""
+    if event == "health_signal" and data.get("execution_id") not in (None, ""):
+        return f"{event}:{data.get('execution_id')}:{data.get('kind')}"
     seq = data.get("seq")
     return f"{event}:{data.get('execution_id')}:{seq if seq is not None else data.get('at')}"
+
+
+def clean_hashtags(tags: Any) -> list[str]:
+    """A post's hashtags as stored in content_posts.hashtags: without the ``#`` (as hashtag
+    sets store them), blanks dropped, each once in order."""
+    if not isinstance(tags, list):
+        return []
+    out = (str(t).strip().lstrip("#").strip() for t in tags if t is not None)
+    return list(dict.fromkeys(t for t in out if t))
 
 
 def iso_utc(text: str | None) -> str | None:
@@ -68,16 +88,6 @@ def _hashtags(text: Any) -> list[str]:
     return [str(t) for t in tags] if isinstance(tags, list) else []
 
 
-@dataclass(frozen=True)
-class Execution:
-    """Whose an event's execution was: its row, account and phone (None: not known)."""
-
-    execution_id: int | None
-    account_id: int | None
-    phone_id: int | None
-    platform: str | None
-
-
 class ContentDataStore:
     """Owns the rows of v22's tables and v5's content and rollup tables (through ``db``, the
     farm's FarmDB)."""
@@ -86,56 +96,57 @@ class ContentDataStore:
         self.db = db
 
     # --- ingest ----------------------------------------------------------------------------
-    @staticmethod
-    def _execution_row(conn: Any, value: Any) -> Any:
-        """The executions row (execution_id, account_id, phone_id, serial) an event names:
-        by its key (``ex-...``, what the node is sent as the execution's id) or its row id."""
-        if isinstance(value, int) or (isinstance(value, str) and value.isdigit()
-                                      and len(value) <= 18):  # within BIGINT
-            row = conn.execute("SELECT execution_id, account_id, phone_id, serial FROM"
-                               " executions WHERE execution_id = ?", (int(value),)).fetchone()
-            if row is not None:
-                return row
-        if isinstance(value, (str, int)):
-            return conn.execute("SELECT execution_id, account_id, phone_id, serial FROM"
-                                " executions WHERE execution_key = ?", (str(value),)).fetchone()
-        return None
-
-    def _execution(self, conn: Any, data: dict, serial: str | None) -> Execution:
-        """The execution row's id, account and phone (``executions``); an execution without
-        an account but an ``account`` ref in the event: that account on the phone."""
-        execution_id = account_id = phone_id = None
-        row = self._execution_row(conn, data.get("execution_id"))
-        if row is not None:
-            execution_id, account_id, phone_id = row[0], row[1], row[2]
-            serial = row[3] or serial
-        if account_id is None and isinstance(data.get("account"), str) \
-                and "." in data["account"] and serial:
-            platform, number = data["account"].split(".", 1)
-            row = conn.execute(
-                "SELECT a.account_id FROM accounts a JOIN phones ph ON ph.phone_id = a.phone_id"
-                " WHERE a.platform = ? AND a.account_number = ? AND ph.serial_number = ?",
-                (platform, number, serial)).fetchone()
-            account_id = row[0] if row is not None else None
-        if phone_id is None and serial:
-            row = conn.execute("SELECT phone_id FROM phones WHERE serial_number = ?",
-                               (serial,)).fetchone()
-            phone_id = row[0] if row is not None else None
-        platform = None
-        if account_id is not None:
-            row = conn.execute("SELECT platform FROM accounts WHERE account_id = ?",
-                               (account_id,)).fetchone()
-            platform = row[0] if row is not None else None
-        return Execution(execution_id, account_id, phone_id, platform)
-
     async def ingest(self, event: str, serial: str | None, data: dict) -> str:
         """Store one node event; returns what became of it: ``stored``, ``replayed`` (its
         rows exist), or ``dropped: <why>`` (logged by the caller)."""
         return await self.db._atomic(lambda conn: self._ingest(conn, event, serial, data))
 
+    async def end_failed(self, serial: str | None, data: dict, event: str) -> str:
+        """The final end, failed, of an execution whose failure was held for AI recovery
+        (``recovery_failed``, or ``execution_finished`` held and not recovered): when its plan
+        has a record_post step and it has posted nothing, a failed post (the node's
+        post-failed event's key: a node that sent one too changes nothing). ``skipped: why``
+        when there is nothing to record."""
+        key = execution_key(data)
+        row = None if key is None else await self.db._one(
+            "SELECT plan FROM executions WHERE execution_key = ?", (key,))
+        plan = None if row is None else self.db._open_plan(key, row["plan"])
+        if not plan:
+            return "skipped: no plan"
+        try:
+            run = msgspec.json.decode(plan, type=RunSequence)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            return f"dropped: the plan of {key} cannot be read ({exc})"
+        posts = [s for _, s in walk_steps(run.steps) if isinstance(s, RecordPostStep)]
+        if not posts:
+            return "skipped: no record_post step"
+        caption = caption_text(run.steps, posts[0].caption_step)
+        if event == "recovery_failed":
+            reason = f"recovery_failed: {data.get('reason')}: {data.get('detail')}"
+        else:
+            reason = data.get("reason") or "failed"
+            reason = f"{reason}: {data['error']}" if data.get("error") else reason
+        post = {"execution_id": key, "serial": serial, "account": run.account, "app": run.app,
+                "at": data.get("at") or datetime.now(timezone.utc).timestamp(),
+                "seq": FAILED_POST_SEQ, "status": "failed", "caption": caption,
+                "hashtags": hashtags_of(caption or ""), "media": None,
+                "platform_post_id": None, "reason": reason}
+
+        def job(conn: Any) -> str:
+            posted = conn.execute(
+                "SELECT 1 FROM content_posts p JOIN executions e ON e.execution_id ="
+                " p.execution_id WHERE e.execution_key = ? AND p.status = ? LIMIT 1",
+                (key, POSTED)).fetchone()
+            if posted is not None:
+                return "skipped: the execution posted"
+            return self._ingest(conn, "post_recorded", serial, post)
+        return await self.db._atomic(job)
+
     def _ingest(self, conn: Any, event: str, serial: str | None, data: dict) -> str:
         key = event_key(event, data)
-        ex = self._execution(conn, data, serial)
+        ex = resolve_event(conn, data, serial)
+        if ex.refused is not None:
+            return f"dropped: {ex.refused}"
         if ex.account_id is None:
             return "dropped: the execution has no known account"
         at = float(data.get("at") or datetime.now(timezone.utc).timestamp())
@@ -152,7 +163,7 @@ class ContentDataStore:
                                 execution_id, at)
         return f"dropped: not a content event ({event})"
 
-    def _metric(self, conn: Any, key: str, ex: Execution, execution_id: int | None,
+    def _metric(self, conn: Any, key: str, ex: EventAccount, execution_id: int | None,
                 at: float, data: dict) -> str:
         metric, post = data.get("metric"), data.get("post")
         try:
@@ -212,13 +223,12 @@ class ContentDataStore:
             " saves = excluded.saves, updated_at = excluded.updated_at",
             (post_id, day.isoformat(), *values, now, now))
 
-    def _post(self, conn: Any, key: str, ex: Execution, execution_id: int | None, at: float,
+    def _post(self, conn: Any, key: str, ex: EventAccount, execution_id: int | None, at: float,
               data: dict) -> str:
         status = data.get("status")
         if status not in ("posted", "failed"):
             return f"dropped: post status {status!r}"
-        tags = data.get("hashtags") or []
-        tags = [str(t) for t in tags] if isinstance(tags, list) else []
+        tags = clean_hashtags(data.get("hashtags"))
         when = utc_text(datetime.fromtimestamp(at, timezone.utc))
         row = conn.execute(
             "INSERT INTO content_posts (account_id, platform, platform_post_id, post_type,"

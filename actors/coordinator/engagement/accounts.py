@@ -8,10 +8,14 @@ must be given as the id. An account belongs to its profile's client, else its ph
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Iterable
 
+from actors.coordinator.content_data.event_account import resolve_event
 from actors.store.caller_scope import as_clients
 from actors.store.farm_db import RETIRED
+
+log = logging.getLogger(__name__)
 
 # The accounts with their client (profile's, else phone's) and phone.
 ACCOUNT_JOINS = (" LEFT JOIN profiles pr ON pr.profile_id = a.profile_id"
@@ -74,29 +78,18 @@ async def find_accounts(db: Any, ref: str, clients: frozenset[int] | None, *,
     return [dict(r) for r in rows]
 
 
-async def account_of_event(db: Any, data: dict[str, Any]) -> dict[str, Any] | None:
-    """The account a node event is about: its ``account`` reference on its phone, else the
-    account its execution (row id or key) ran as; None when neither is known."""
-    ref, serial = data.get("account"), data.get("serial")
-    if isinstance(ref, str) and "." in ref and serial:
-        platform, _, number = ref.partition(".")
-        row = await db._one(
-            f"SELECT {ACCOUNT_COLUMNS} FROM {ACCOUNT_FROM} WHERE ph.serial_number = ?"
-            " AND a.platform = ? AND a.account_number = ?", (serial, platform, number))
-        if row is not None:
-            return dict(row)
-    # The execution by its row id (an int) or its key (ex-..., what RunSequence carries).
-    execution = data.get("execution_id")
-    column = None
-    if isinstance(execution, int) and not isinstance(execution, bool) \
-            and 0 < execution <= MAX_ID:
-        column = "e.execution_id"
-    elif isinstance(execution, str) and execution:
-        column = "e.execution_key"
-    if column is not None:
-        row = await db._one(
-            f"SELECT {ACCOUNT_COLUMNS} FROM executions e JOIN accounts a"
-            f" ON a.account_id = e.account_id{ACCOUNT_JOINS} WHERE {column} = ?", (execution,))
-        if row is not None:
-            return dict(row)
-    return None
+async def account_of_event(db: Any, data: dict[str, Any],
+                           serial: str | None = None) -> dict[str, Any] | None:
+    """The account a node event is about (``account_id``, ``platform``), by the one rule
+    every data-event consumer uses (actors.coordinator.content_data.event_account: its
+    execution by key, refused when that execution is another phone's, else its ``account``
+    on its phone); None when it is not known or refused (logged)."""
+    found = await db._atomic(lambda conn: resolve_event(conn, data, serial))
+    if found.refused is not None:
+        log.warning("node event of execution %s refused: %s", data.get("execution_id"),
+                    found.refused)
+        return None
+    if found.account_id is None:
+        return None
+    return {"account_id": found.account_id, "platform": found.platform,
+            "execution_id": found.execution_id, "phone_id": found.phone_id}

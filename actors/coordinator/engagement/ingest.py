@@ -85,8 +85,7 @@ class MessageIngest:
             log.info("messages_read without a partner or messages ignored (execution %s)",
                      data.get("execution_id"))
             return 0
-        account = await account_of_event(self.db, {**data, "serial": data.get("serial")
-                                                   or serial})
+        account = await account_of_event(self.db, data, serial or data.get("serial"))
         if account is None:
             log.warning("messages_read of no known account ignored (execution %s, "
                         "account %r)", data.get("execution_id"), data.get("account"))
