@@ -5,8 +5,10 @@ their click totals), ``POST /api/links`` (``{"account", "url", "title"}``: a new
 its code), ``DELETE /api/links/{id}`` (ends it: its code leads nowhere, its clicks stay),
 ``POST /api/link-clicks`` (``{"code", "date", "count", "source"}``: clicks counted
 elsewhere, added to that day and source) and the public ``GET /l/{code}`` (outside /api,
-so no token: what a bio links to), which counts one click (source ``?src=``, else the
-Referer's host, else ``direct``) and redirects to the link's URL. A caller other than a
+so no token: what a bio links to), which redirects to the link's URL at once and, for a
+GET (never a HEAD), counts one click (source ``?src=``, else the Referer's host, else
+``direct``) in the app's `ClickCounter` (actors.coordinator.engagement.clicks: per-address
+and per-source limits, written in batches). A caller other than a
 super user sees and changes its own clients' accounts' links only; another client's link
 answers like a missing one. The rows are `LinkStore`'s (actors.coordinator.engagement.links).
 """
@@ -24,6 +26,8 @@ from actors.control.http import HUB, error_response, json_response, openapi_body
 from actors.control.registry import _Body, _handled
 from actors.control.schemas import IntParam, RequestError, decode_request
 from actors.coordinator.engagement.accounts import find_accounts
+from actors.coordinator.engagement.clicks import (FLUSH_S, MAX_SOURCES, OTHER, PER_ADDRESS,
+                                                  WINDOW_S, ClickCounter, click_address)
 from actors.coordinator.engagement.links import (MAX_IMPORT, MAX_TITLE, MAX_URL, LinkStore,
                                                  check_day, check_source, check_url,
                                                  click_source)
@@ -31,6 +35,7 @@ from protocol.errors import FarmError
 
 LINK_ID = IntParam("id", description="the link's id")
 PUBLIC_PATH = "/l/{code}"
+CLICKS = web.AppKey("link_clicks", ClickCounter)
 
 
 class LinkRequest(_Body):
@@ -58,7 +63,18 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/api/links", post_link)
     app.router.add_delete("/api/links/{id}", delete_link)
     app.router.add_post("/api/link-clicks", post_link_clicks)
-    app.router.add_get(PUBLIC_PATH, follow_link)
+    app.router.add_get(PUBLIC_PATH, follow_link)  # HEAD too (aiohttp): redirects, counts not
+    app[CLICKS] = ClickCounter(lambda: LinkStore(app[HUB].farm_db()))
+    app.on_startup.append(_start_clicks)
+    app.on_cleanup.append(_close_clicks)  # before the coordinator closes the database
+
+
+async def _start_clicks(app: web.Application) -> None:
+    app[CLICKS].start()
+
+
+async def _close_clicks(app: web.Application) -> None:
+    await app[CLICKS].close()
 
 
 def _db(request: web.Request) -> Any:
@@ -152,7 +168,8 @@ async def post_link_clicks(request: web.Request) -> web.Response:
 
 
 async def follow_link(request: web.Request) -> web.Response:
-    """The public redirect: no token (it is outside /api). Counts the click, then 302."""
+    """The public redirect: no token (it is outside /api). A GET's click is handed to the
+    counter (which may not count it, see its limits); the 302 never waits for a write."""
     try:
         store = LinkStore(_db(request))
     except FarmError:  # an endpoint without a farm database has no links
@@ -160,9 +177,11 @@ async def follow_link(request: web.Request) -> web.Response:
     link = await store.by_code(request.match_info["code"])
     if link is None:
         return error_response(404, "no such link")
-    source = click_source(request.query.get("src"), request.headers.get("Referer"))
-    day = datetime.now(timezone.utc).date().isoformat()
-    await store.count(link["link_id"], day, source)
+    if request.method == "GET":  # a HEAD (link previews, checkers) is not a click
+        source = click_source(request.query.get("src"), request.headers.get("Referer"))
+        day = datetime.now(timezone.utc).date().isoformat()
+        request.app[CLICKS].click(link["link_id"], day, source, click_address(
+            request.remote, request.headers.get("X-Forwarded-For")))
     return web.Response(status=302, headers={"Location": link["url"],
                                              "Cache-Control": "no-store",
                                              "Referrer-Policy": "no-referrer"})
@@ -216,8 +235,11 @@ def openapi_paths(error) -> dict[str, Any]:
                 "403": error("a viewer may not change anything"), "409": no_db}}},
         PUBLIC_PATH: {"get": {
             "operationId": "followLink", "security": [], "summary":
-            "Public (no token): a link in bio's address. Counts one click (source: ?src=, "
-            "else the Referer's host, else direct) and redirects to the link's URL",
+            "Public (no token): a link in bio's address. Redirects to the link's URL and "
+            "counts one click (source: ?src=, else the Referer's host, else direct; at "
+            f"most {MAX_SOURCES} sources a link a UTC day, then '{OTHER}'; at most "
+            f"{PER_ADDRESS} clicks counted per address and link in {WINDOW_S:.0f} s; "
+            f"written every {FLUSH_S:g} s). A HEAD redirects and counts nothing",
             "parameters": [{"name": "code", "in": "path", "required": True,
                             "schema": {"type": "string"}, "description": "the link's code"},
                            {"name": "src", "in": "query", "required": False,

@@ -142,6 +142,13 @@ _PROFILE_ORG_SQL = ("SELECT organization_id FROM clients WHERE client_id = COALE
 # to CAST other text (SQLite made it 0, which matches no row either).
 _ENTITY_NUMBER = ("CASE WHEN entity_id <> '' AND LTRIM(entity_id, '0123456789') = ''"
                   " AND LENGTH(entity_id) < 19 THEN CAST(entity_id AS BIGINT) END")
+# The client of the link in bio an audit entry names by id: its account's (as 'account').
+_LINK_CLIENT_SQL = (
+    "(SELECT COALESCE(pr.client_id, ph.client_id) FROM link_in_bio l"
+    " JOIN accounts a ON a.account_id = l.account_id"
+    " LEFT JOIN profiles pr ON pr.profile_id = a.profile_id"
+    " LEFT JOIN phones ph ON ph.phone_id = a.phone_id"
+    f" WHERE l.link_id = {_ENTITY_NUMBER})")
 # The client an audit entry's entity belongs to now, by entity type (how FarmDB.audit_trail
 # shows a caller only its clients' entries); NULL for farm-wide entities and unknown types.
 _AUDIT_CLIENT_SQL = (
@@ -176,6 +183,10 @@ _AUDIT_CLIENT_SQL = (
     f"  WHERE custom_variable_id = {_ENTITY_NUMBER})"
     " WHEN 'media' THEN (SELECT client_id FROM media_items"
     f"  WHERE media_item_id = {_ENTITY_NUMBER})"
+    # Links in bio (schema v24): a link and its click imports, audited by link id; the
+    # client is its account's (as 'account' above).
+    f" WHEN 'link' THEN {_LINK_CLIENT_SQL}"
+    f" WHEN 'link_clicks' THEN {_LINK_CLIENT_SQL}"
     " END")
 
 

@@ -80,6 +80,14 @@ def fed(farm: DemoFarm) -> dict:
             opener.open(f"{farm.base}/l/{link['code']}{src}", timeout=10)
         except urllib.error.HTTPError as exc:  # the unfollowed 302
             assert exc.code == 302 and exc.headers["Location"] == "https://shop.example/sunset"
+    # The redirect counts in memory; the coordinator writes the clicks every 2 s.
+    deadline = time.monotonic() + 60
+    while True:
+        status, answer = call(farm.base, "GET", "/api/links", farm.admin_token)
+        if next(x for x in answer["links"] if x["link_id"] == link["link_id"])["clicks"] == 2:
+            break
+        assert time.monotonic() < deadline, answer
+        time.sleep(0.2)
     return {"account_id": account_id, "post_id": post_id, "link": link}
 
 

@@ -5,6 +5,7 @@ tenant seeing and changing its own clients' accounts' links and conversations on
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -17,7 +18,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from actors.access.bootstrap import ensure_admin  # noqa: E402
 from actors.access.service import Access  # noqa: E402
 from actors.control.app import make_app  # noqa: E402
+from actors.control.links import CLICKS  # noqa: E402
 from actors.control.openapi import openapi_document  # noqa: E402
+from actors.coordinator.engagement.clicks import (MAX_SOURCES, OTHER,  # noqa: E402
+                                                  PER_ADDRESS, click_address)
 from actors.coordinator.engagement.conversations import ConversationStore  # noqa: E402
 from actors.store.farm_db import FarmDB  # noqa: E402
 from fake_hub import FakeHub  # noqa: E402
@@ -80,6 +84,7 @@ async def test_a_link_counts_its_clicks_and_redirects_without_a_token(farm) -> N
     await req(client, "GET", f"/l/{code}?src=Instagram")
     await req(client, "GET", f"/l/{code}", Referer="https://t.co/abc")
     await req(client, "GET", f"/l/{code}", Referer="https://t.co/def")
+    await client.app[CLICKS].flush()
     status, body = await req(client, "GET", "/api/links", admin)
     (listed,) = body["links"]
     assert listed["clicks"] == 4
@@ -102,8 +107,149 @@ async def test_a_link_counts_its_clicks_and_redirects_without_a_token(farm) -> N
     status, body = await req(client, "GET", "/api/links?removed=1", admin)
     assert [x["link_id"] for x in body["links"]] == [link["link_id"]]
     trail = [(e["entity_type"], e["action"]) for e in
-             (await req(client, "GET", "/api/audit?entity_type=link", admin))[1]["entries"]]
+             (await req(client, "GET", "/api/audit?entity=link", admin))[1]["entries"]]
     assert ("link", "create") in trail and ("link", "delete") in trail
+
+
+async def _link(client: TestClient, token: str, account: int) -> dict:
+    status, link = await req(client, "POST", "/api/links", token,
+                             {"account": account, "url": "https://shop.example/"})
+    assert status == 201, link
+    return link
+
+
+async def _clicks(client: TestClient, token: str, link: dict) -> dict[str, int]:
+    status, body = await req(client, "GET", "/api/links?removed=1", token)
+    return next(x for x in body["links"] if x["link_id"] == link["link_id"])[
+        "clicks_by_source"]
+
+
+async def test_a_head_redirects_and_counts_nothing(farm) -> None:
+    client, admin, _, accounts = farm
+    link = await _link(client, admin, accounts["A1"])
+    for _ in range(3):
+        resp = await client.head(f"/l/{link['code']}?src=preview", allow_redirects=False)
+        assert resp.status == 302 and resp.headers["Location"] == "https://shop.example/"
+    assert (await client.head("/l/nosuchcode", allow_redirects=False)).status == 404
+    assert client.app[CLICKS].pending() == 0
+    await client.app[CLICKS].flush()
+    assert await _clicks(client, admin, link) == {}
+    await req(client, "GET", f"/l/{link['code']}?src=bio")
+    await client.app[CLICKS].flush()
+    assert await _clicks(client, admin, link) == {"bio": 1}
+
+
+async def test_one_address_counts_a_few_clicks_a_minute_on_a_link(farm) -> None:
+    """TestClient's peer is loopback, so X-Forwarded-For (a proxy's, last entry) names the
+    caller; an IPv6 address counts by its /64."""
+    client, admin, _, accounts = farm
+    link, other = (await _link(client, admin, accounts["A1"]),
+                   await _link(client, admin, accounts["A1"]))
+    for i in range(PER_ADDRESS + 5):
+        status, resp = await req(client, "GET", f"/l/{link['code']}",
+                                 **{"X-Forwarded-For": f"10.9.9.{i}, 203.0.113.7"})
+        assert status == 302  # every one redirected, counted or not
+    for i in range(PER_ADDRESS + 5):  # one host's IPv6 addresses: one /64
+        await req(client, "GET", f"/l/{link['code']}?src=v6",
+                  **{"X-Forwarded-For": f"2001:db8:1:2::{i + 1:x}"})
+    await req(client, "GET", f"/l/{link['code']}?src=else",
+              **{"X-Forwarded-For": "203.0.113.8"})
+    await req(client, "GET", f"/l/{other['code']}",
+              **{"X-Forwarded-For": "203.0.113.7"})  # another link: its own limit
+    await client.app[CLICKS].flush()
+    assert await _clicks(client, admin, link) == {"direct": PER_ADDRESS, "v6": PER_ADDRESS,
+                                                  "else": 1}
+    assert await _clicks(client, admin, other) == {"direct": 1}
+
+
+def test_the_click_address_trusts_a_forwarded_for_from_loopback_only() -> None:
+    assert click_address("127.0.0.1", "1.2.3.4, 5.6.7.8") == "5.6.7.8"
+    assert click_address("::1", "2001:db8::1") == "2001:db8::/64"
+    assert click_address("198.51.100.4", "5.6.7.8") == "198.51.100.4"   # not a proxy here
+    assert click_address("127.0.0.1", "garbage") == "127.0.0.1"
+    assert click_address("::ffff:198.51.100.4", None) == "198.51.100.4"
+    assert click_address(None, None) == "unknown"
+
+
+async def test_sources_past_the_cap_count_as_other(farm) -> None:
+    client, admin, _, accounts = farm
+    link = await _link(client, admin, accounts["A1"])
+    for i in range(MAX_SOURCES + 5):
+        await req(client, "GET", f"/l/{link['code']}?src=s{i:02d}",
+                  **{"X-Forwarded-For": f"198.51.100.{i}"})
+    await client.app[CLICKS].flush()
+    counted = await _clicks(client, admin, link)
+    assert len(counted) == MAX_SOURCES + 1 and counted[OTHER] == 5
+    assert sum(counted.values()) == MAX_SOURCES + 5
+    # The stored rows count: after the flush a new source still finds the day full.
+    await req(client, "GET", f"/l/{link['code']}?src=late",
+              **{"X-Forwarded-For": "198.51.100.200"})
+    await client.app[CLICKS].flush()
+    counted = await _clicks(client, admin, link)
+    assert "late" not in counted and counted[OTHER] == 6
+
+
+async def test_a_burst_of_clicks_is_one_write_made_after_the_redirects(farm, db,
+                                                                       monkeypatch) -> None:
+    client, admin, _, accounts = farm
+    link = await _link(client, admin, accounts["A1"])
+    writes = []
+    for name in ("_write", "_write_many", "_atomic"):
+        real = getattr(db, name)
+
+        def spy(*args, _real=real, _name=name, **kwargs):
+            writes.append(_name)
+            return _real(*args, **kwargs)
+        monkeypatch.setattr(db, name, spy)
+    for i in range(30):
+        status, _ = await req(client, "GET", f"/l/{link['code']}?src=s{i % 3}",
+                              **{"X-Forwarded-For": f"192.0.2.{i}"})
+        assert status == 302
+    assert writes == [] and client.app[CLICKS].pending() == 30
+    await client.app[CLICKS].flush()
+    assert writes == ["_atomic"]
+    assert await _clicks(client, admin, link) == {"s0": 10, "s1": 10, "s2": 10}
+
+
+async def test_clicks_are_written_by_the_periodic_flush_and_on_close(db, farm) -> None:
+    client, admin, _, accounts = farm
+    link = await _link(client, admin, accounts["A1"])
+    await req(client, "GET", f"/l/{link['code']}?src=timer")
+    deadline = asyncio.get_running_loop().time() + 60
+    while await _clicks(client, admin, link) != {"timer": 1}:  # FLUSH_S, with no help
+        assert asyncio.get_running_loop().time() < deadline, "never flushed"
+        await asyncio.sleep(0.1)
+    # A server closed with clicks not yet written writes them as it closes.
+    hub = FakeHub()
+    hub.db = db
+    server = TestServer(make_app(hub))
+    async with TestClient(server) as other:
+        await req(other, "GET", f"/l/{link['code']}?src=closing")
+        assert other.app[CLICKS].pending() == 1
+    assert await _clicks(client, admin, link) == {"timer": 1, "closing": 1}
+
+
+async def test_a_tenant_reads_the_audit_of_its_own_links(farm) -> None:
+    client, admin, tokens, accounts = farm
+    acme = tokens["acme"]
+    mine = await _link(client, acme, accounts["A1"])
+    theirs = await _link(client, admin, accounts["B1"])
+    for link, token in ((mine, acme), (theirs, admin)):
+        status, _ = await req(client, "POST", "/api/link-clicks", token, {
+            "code": link["code"], "date": TODAY.isoformat(), "count": 2})
+        assert status == 200
+    assert (await req(client, "DELETE", f"/api/links/{mine['link_id']}", acme))[0] == 200
+    for entity in ("link", "link_clicks"):
+        status, body = await req(client, "GET", f"/api/audit?entity={entity}", acme)
+        assert status == 200, body
+        assert {e["entity_id"] for e in body["entries"]} == {str(mine["link_id"])}, entity
+        assert {e["client_id"] for e in body["entries"]} == {
+            next(iter(body["entries"]))["client_id"]} != {None}
+        status, body = await req(client, "GET", f"/api/audit?entity={entity}", admin)
+        assert {e["entity_id"] for e in body["entries"]} == {
+            str(mine["link_id"]), str(theirs["link_id"])}
+    status, body = await req(client, "GET", "/api/audit?entity=link", acme)
+    assert sorted(e["action"] for e in body["entries"]) == ["create", "delete"]
 
 
 async def test_bad_input_is_a_400_naming_the_field_and_stores_nothing(farm) -> None:

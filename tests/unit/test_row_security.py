@@ -22,9 +22,8 @@ FARM_WIDE = {
     "scheduler_state", "scheduler_rows", "scheduled_workflows", "screen_proposals",
     "media_files", "counters", "apk_files", "app_registry", "audit_log", "phonefarm_schema",
     "workflow_sequences", "task_definitions", "task_dependencies", "task_targets",
-    "task_executions", "content_analysis", "content_tags", "post_metrics",
-    "post_analytics_sources", "platform_daily_metrics", "link_clicks", "messages",
-    "message_responses",
+    "task_executions", "content_analysis", "content_tags",
+    "post_analytics_sources", "platform_daily_metrics",
     "stats_minutes", "stats_hours",  # the rollups' closed minutes and hours (v17): times, counts
 }
 
@@ -117,8 +116,57 @@ async def test_every_client_owned_table_has_a_forced_policy(pg_db: FarmDB) -> No
         " ('client_id', 'client_ids', 'phone_id', 'account_id', 'execution_id', 'serial')")}
     assert owned - FARM_WIDE, "the sweep found no client-owned table"
     assert not (owned & FARM_WIDE) - {"users", "user_client_access", "task_executions",
-                                      "task_targets", "post_metrics", "content_analysis",
-                                      "messages", "link_clicks", "audit_log"}
+                                      "task_targets", "content_analysis", "audit_log"}
+
+
+async def test_rows_under_a_post_conversation_or_link_follow_their_account(
+        pg_db: FarmDB) -> None:
+    """post_metrics, messages, message_responses and link_clicks name no client themselves:
+    they are their parent's (v24's policies), so a caller sees another client's none."""
+    a, b = await _two_clients(pg_db)
+    for serial in ("A1", "B1"):
+        account = (await pg_db._one("SELECT account_id FROM accounts a JOIN phones p"
+                                    " ON p.phone_id = a.phone_id WHERE p.serial_number = ?",
+                                    (serial,)))[0]
+        post = (await pg_db._write("INSERT INTO content_posts (account_id, caption) VALUES"
+                                   " (?, ?) RETURNING post_id", (account, serial)))[0]
+        await pg_db._write("INSERT INTO post_metrics (post_id, metric_date, views) VALUES"
+                           " (?, '2026-12-06', 10)", (post,))
+        chat = (await pg_db._write("INSERT INTO conversations (account_id, platform,"
+                                   " external_user_id) VALUES (?, 'clipshare', ?)"
+                                   " RETURNING conversation_id", (account, serial)))[0]
+        message = (await pg_db._write("INSERT INTO messages (conversation_id, message_text)"
+                                      " VALUES (?, ?) RETURNING message_id",
+                                      (chat, f"hi {serial}")))[0]
+        await pg_db._write("INSERT INTO message_responses (message_id, ai_prompt) VALUES"
+                           " (?, ?)", (message, f"prompt {serial}"))
+        link = (await pg_db._write("INSERT INTO link_in_bio (account_id, url, code) VALUES"
+                                   " (?, 'https://x.example/', ?) RETURNING link_id",
+                                   (account, f"code{serial}")))[0]
+        await pg_db._write("INSERT INTO link_clicks (link_id, click_date, click_count, source)"
+                           " VALUES (?, '2026-12-06', 3, ?)", (link, serial.lower()))
+    queries = {
+        "post_metrics": "SELECT p.caption FROM post_metrics m JOIN content_posts p"
+                        " ON p.post_id = m.post_id",
+        "messages": "SELECT message_text FROM messages",
+        "message_responses": "SELECT ai_prompt FROM message_responses",
+        "link_clicks": "SELECT source FROM link_clicks",
+    }
+    everyone = {t: sorted(r[0] for r in await pg_db._all(q)) for t, q in queries.items()}
+    assert everyone == {"post_metrics": ["A1", "B1"], "messages": ["hi A1", "hi B1"],
+                        "message_responses": ["prompt A1", "prompt B1"],
+                        "link_clicks": ["a1", "b1"]}
+    with as_clients({a}):
+        assert {t: sorted(r[0] for r in await pg_db._all(q)) for t, q in queries.items()} == {
+            "post_metrics": ["A1"], "messages": ["hi A1"], "message_responses": ["prompt A1"],
+            "link_clicks": ["a1"]}
+        # Without the join to the parent too: the bare table shows one client's row.
+        for table in queries:
+            assert (await pg_db._one(f"SELECT COUNT(*) FROM {table}"))[0] == 1, table
+    with as_clients(set()):
+        for table in queries:
+            assert (await pg_db._one(f"SELECT COUNT(*) FROM {table}"))[0] == 0, table
+    assert b
 
 
 async def test_another_program_connecting_as_the_farm_sees_no_client_unless_it_says_so(

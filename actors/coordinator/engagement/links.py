@@ -5,8 +5,9 @@ Owns the SQL of both tables and the rules of their values: a link is an account'
 URL with a title and a short unguessable ``code`` (8 URL-safe characters from
 `secrets`; its public address is ``/l/{code}``); removing one sets ``active_to`` (its row
 and clicks stay for the rollups; its code leads nowhere any more). Clicks are counted per
-link, UTC day and source (one row each, upserted): the redirect adds one, an import adds
-its count.
+link, UTC day and source (one row each, upserted): the redirect's, batched by
+actors.coordinator.engagement.clicks, at most `MAX_SOURCES` sources a day (then `OTHER`);
+an import adds its count to the source it names.
 """
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ from __future__ import annotations
 import re
 import secrets
 from datetime import date, datetime, timezone
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 from urllib.parse import urlsplit
 
 from actors.coordinator.engagement.accounts import (ACCOUNT_JOINS, account_name, client_filter,
                                                     in_list)
+from actors.coordinator.engagement.clicks import MAX_SOURCES, OTHER
 from actors.coordinator.engagement.conversations import iso
 from actors.store.caller_scope import as_clients
 from actors.store.execution_records import utc_text
@@ -105,6 +107,12 @@ def _view(row: Any, sources: dict[str, int]) -> dict[str, Any]:
             "clicks_by_source": sources}
 
 
+_ADD_CLICKS = (
+    "INSERT INTO link_clicks (link_id, click_date, click_count, source, created_at,"
+    " updated_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (link_id, click_date, source)"
+    " DO UPDATE SET click_count = link_clicks.click_count + excluded.click_count,"
+    " updated_at = excluded.updated_at")
+
 _LINKS = ("SELECT l.link_id, l.account_id, l.url, l.title, l.code, l.created_at,"
           " l.active_from, l.active_to, a.platform, a.account_number,"
           " ph.serial_number AS serial,"
@@ -183,18 +191,41 @@ class LinkStore:
         return None if row is None else dict(row)
 
     async def count(self, link_id: int, day: str, source: str, clicks: int = 1) -> None:
-        """Add ``clicks`` to the link's row of ``day`` and ``source`` (made if missing)."""
-        await self.db._write(
-            "INSERT INTO link_clicks (link_id, click_date, click_count, source, created_at,"
-            " updated_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (link_id, click_date, source)"
-            " DO UPDATE SET click_count = link_clicks.click_count + excluded.click_count,"
-            " updated_at = excluded.updated_at",
-            (link_id, day, clicks, source, utc_text(), utc_text()))
+        """Add ``clicks`` to the link's row of ``day`` and ``source`` (made if missing): an
+        import's, named by a user (no cap on its sources)."""
+        await self.db._write(_ADD_CLICKS, (link_id, day, clicks, source, utc_text(), utc_text()))
 
-    async def daily(self, link_id: int) -> list[dict[str, Any]]:
-        """The link's clicks per day and source, oldest first."""
-        rows = await self.db._all(
-            "SELECT click_date, source, click_count FROM link_clicks WHERE link_id = ?"
-            " ORDER BY click_date, source", (link_id,))
-        return [{"date": str(r["click_date"]), "source": r["source"],
-                 "clicks": int(r["click_count"])} for r in rows]
+    async def add_clicks(self, batch: Mapping[tuple[int, str], Mapping[str, int]]) -> None:
+        """Add the public redirect's clicks, ``{(link_id, day): {source: clicks}}``, in one
+        writer job. A link keeps at most `MAX_SOURCES` sources of its own a day: a source
+        new to that day once it has them counts under `OTHER` (the busiest new sources
+        take the free places first)."""
+        now = utc_text()
+
+        def job(conn: Any) -> None:
+            ids_sql, ids = in_list({link_id for link_id, _ in batch})
+            # A link gone meanwhile (never, today: links are only ended) must not fail the
+            # batch for ever.
+            present = {r[0] for r in conn.execute(
+                f"SELECT link_id FROM link_in_bio WHERE link_id IN {ids_sql}", ids).fetchall()}
+            rows = []
+            for (link_id, day), by_source in batch.items():
+                if link_id not in present:
+                    continue
+                known = {r[0] for r in conn.execute(
+                    "SELECT source FROM link_clicks WHERE link_id = ? AND click_date = ?",
+                    (link_id, day)).fetchall()} - {OTHER}
+                merged: dict[str, int] = {}
+                for source, clicks in sorted(by_source.items(), key=lambda s: (-s[1], s[0])):
+                    if source != OTHER and source not in known:
+                        if len(known) >= MAX_SOURCES:
+                            source = OTHER
+                        else:
+                            known.add(source)
+                    merged[source] = merged.get(source, 0) + clicks
+                rows += [(link_id, day, clicks, source, now, now)
+                         for source, clicks in merged.items()]
+            if rows:
+                conn.executemany(_ADD_CLICKS, rows)
+
+        await self.db._atomic(job)
