@@ -15,12 +15,15 @@ from typing import Any
 
 from aiohttp import web
 
-from actors.control.posts import CONTENT, caller_clients
+from actors.control.auth import caller_clients
 from actors.control.schemas import RequestError
 from actors.coordinator.content_data.health import AT_RISK, OK, WATCH
+from actors.coordinator.content_data.service import ContentDataService
 from actors.store.farm_db import account_ref
 
 STATES = (OK, WATCH, AT_RISK)
+# The coordinator's content data service (posts, metrics, health, rollups), set by main.
+CONTENT = web.AppKey("content_data", ContentDataService)
 
 
 def health_filter(request: web.Request) -> set[str] | None:

@@ -18,7 +18,8 @@ from msgspec import Meta
 
 from actors.control.auth import principal_of
 from actors.control.http import json_response, openapi_body, super_users_only
-from actors.control.posts import caller_clients, content_service
+from actors.control.auth import caller_clients
+from actors.control.posts import content_service
 from actors.control.registry import _Body, _handled
 from actors.control.schemas import RequestError, decode_request
 

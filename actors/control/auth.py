@@ -142,6 +142,13 @@ def access_middleware(authenticate: Authenticate | None, *,
 PRINCIPAL_KEY: "web.RequestKey[Principal | None]" = web.RequestKey("principal", object)
 
 
+def caller_clients(request: web.Request) -> frozenset[int] | None:
+    """The caller's clients, as reads scoped to them and the database's row security take
+    them: None for a super user (the whole farm), else its clients (none: sees nothing)."""
+    principal = principal_of(request)
+    return None if principal.is_super else frozenset(principal.client_ids or ())
+
+
 def principal_of(request: web.Request) -> Principal:
     """The caller of ``request`` as the auth middleware established it. Every handler that
     reads or changes client data asks this, never the headers."""

@@ -16,7 +16,8 @@ from typing import Any
 from aiohttp import web
 
 from actors.control.http import json_response
-from actors.control.links import _db, caller_clients, query_accounts
+from actors.control.auth import caller_clients
+from actors.control.links import _db, query_accounts
 from actors.control.registry import _handled
 from actors.control.schemas import IntParam
 from actors.coordinator.engagement.conversations import ConversationStore

@@ -21,7 +21,7 @@ from typing import Annotated, Any
 from aiohttp import web
 from msgspec import Meta
 
-from actors.control.auth import principal_of
+from actors.control.auth import caller_clients, principal_of
 from actors.control.http import HUB, error_response, json_response, openapi_body
 from actors.control.registry import _Body, _handled
 from actors.control.schemas import IntParam, RequestError, decode_request
@@ -79,12 +79,6 @@ async def _close_clicks(app: web.Application) -> None:
 
 def _db(request: web.Request) -> Any:
     return request.app[HUB].farm_db()  # FarmError (409) without a farm database
-
-
-def caller_clients(request: web.Request) -> frozenset[int] | None:
-    """The caller's clients (None: the whole farm, a super user's)."""
-    principal = principal_of(request)
-    return None if principal.is_super else frozenset(principal.client_ids or ())
 
 
 async def query_accounts(request: web.Request) -> list[int] | None:

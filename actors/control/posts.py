@@ -14,7 +14,8 @@ from typing import Any
 
 from aiohttp import web
 
-from actors.control.auth import principal_of
+from actors.control.accounts import CONTENT
+from actors.control.auth import caller_clients, principal_of
 from actors.control.audit import parse_since
 from actors.control.http import hub_of, json_response
 from actors.control.registry import _handled
@@ -23,7 +24,6 @@ from actors.coordinator.content_data.service import ContentDataService
 from actors.store.farm_db import account_ref
 from protocol.errors import FarmError, ValidationError
 
-CONTENT = web.AppKey("content_data", ContentDataService)
 POST_ID = IntParam("post_id", description="the post's id (content_posts)")
 POSTS_LIMIT = IntParam("limit", "query", 1, 1000, default=100,
                        description="posts listed, newest first (default 100)")
@@ -39,12 +39,6 @@ def content_service(request: web.Request) -> ContentDataService:
     if service is None:
         raise FarmError("this endpoint keeps no content data (no coordinator farm database)")
     return service
-
-
-def caller_clients(request: web.Request) -> frozenset[int] | None:
-    """The caller's clients for the database's row security (None: the whole farm)."""
-    principal = principal_of(request)
-    return None if principal.is_super else frozenset(principal.client_ids or ())
 
 
 async def account_list(request: web.Request) -> list[dict[str, Any]]:

@@ -12,7 +12,7 @@ import pytest
 
 from actors.coordinator.hub import Hub
 from protocol.messages import RetryPolicy
-from sequences.model import (ExpectScreenStep, GoToStep, IfScreenStep, SleepStep, LaunchAppStep, ReadMessagesStep,
+from sequences.model import (GoToStep, IfScreenStep, SleepStep, LaunchAppStep, ReadMessagesStep,
                              ReadNumberStep, ReadTextStep, RecordMetricStep, RecordPostStep,
                              TapStep, TypeStep, WaitForScreenStep)
 from sequences.numbers import parse_count
@@ -20,8 +20,7 @@ from actors.node.device.adb_server import AdbServer
 from actors.node.device.driver import DeviceDriver
 from protocol.errors import ValidationError
 from registry.load import DEMO_REGISTRY, load_registry
-from tests.e2e.test_farm_inprocess import wait_for
-from tests.e2e.test_playback import (CLIPSHARE, events, login_steps, make_run,  # noqa: F401
+from tests.e2e.test_playback import (events, login_steps, make_run,  # noqa: F401
                                      post_steps, stack)
 from tests.e2e.test_screen_identification import vphone
 
@@ -144,7 +143,6 @@ async def test_counts_read_recorded_post_and_messages(stack, events, data, farm,
     eid, done = await play(hub, events, serial, steps, execution_id="ex-102",
                            account="clipshare.clip_creator")
     assert done["status"] == "completed", done
-    title = next(e for e in events.of(eid, "step_finished"))  # noqa: F841 (events arrived)
     (post,) = data.of(eid, "post_recorded")
     assert post["status"] == "posted" and post["reason"] is None
     assert post["caption"].startswith("Sunset at ") and "${" not in post["caption"]
