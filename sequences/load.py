@@ -460,34 +460,48 @@ class _Checker:
                 self.problem(key_path(path, "box"), f"box {box} is empty: needs x1 < x2 and "
                                                     "y1 < y2")
 
+    def _screen_of(self, ref: str, path: str, kind: str, example: str,
+                   interrupts: bool) -> tuple[str, Any, str] | None:
+        """The registry screen ``ref`` (``screen.NAME`` of the sequence's app, or
+        ``app/screen.NAME``) names, with its app key and NAME; None after reporting why not
+        (also None, silently, without a registry to check against)."""
+        m = _ACTION.fullmatch(ref)
+        if not m:
+            self.problem(path, f"not a registry {kind}: {ref!r} (expected screen.{kind} or "
+                               f"app/screen.{kind}, e.g. {example})")
+            return None
+        app_key = m["app"] or self.app
+        if app_key is None:
+            self.problem(path, f"{kind} {ref!r} without an app: name it app/screen.{kind} or "
+                               "give the sequence an app")
+            return None
+        if self.registry is None:
+            return None
+        app = self.registry.apps.get(app_key)
+        if app is None:
+            self.problem(path, f"{kind} {ref!r}: unknown app {app_key!r}")
+            return None
+        screens = [*app.states, *app.interrupts] if interrupts else list(app.states)
+        screen = app.states.get(m["screen"]) or (app.interrupts.get(m["screen"])
+                                                 if interrupts else None)
+        if screen is None:
+            what = "screen" if interrupts else "state"
+            self.problem(path, f"{kind} {ref!r}: app {app_key!r} has no {what} {m['screen']!r} "
+                               f"({what}s: {', '.join(screens) or 'none'})")
+            return None
+        return f"{app_key}/{m['screen']}", screen, m["action"]
+
     def check_region(self, ref: str, path: str) -> None:
         """``screen.region`` (of the sequence's app) or ``app/screen.region``: a read region
         or validation region of a registry state."""
-        m = _ACTION.fullmatch(ref)
-        if not m:
-            self.problem(path, f"not a registry region: {ref!r} (expected screen.region or "
-                               "app/screen.region, e.g. profile.followers)")
+        found = self._screen_of(ref, path, "region", "profile.followers", interrupts=False)
+        if found is None:
             return
-        app_key = m["app"] or self.app
-        if app_key is None:
-            self.problem(path, f"region {ref!r} without an app: name it app/screen.region or "
-                               "give the sequence an app")
-            return
-        if self.registry is None:
-            return
-        app = self.registry.apps.get(app_key)
-        if app is None:
-            self.problem(path, f"region {ref!r}: unknown app {app_key!r}")
-            return
-        screen = app.states.get(m["screen"])
-        if screen is None:
-            self.problem(path, f"region {ref!r}: app {app_key!r} has no state {m['screen']!r} "
-                               f"(states: {', '.join(app.states) or 'none'})")
-            return
-        if screen.read_region(m["action"]) is None:
+        where, screen, name = found
+        if screen.read_region(name) is None:
             names = [r.name for r in [*screen.read_regions, *screen.validation_regions]]
-            self.problem(path, f"region {ref!r}: state {app_key}/{m['screen']} has no region "
-                               f"{m['action']!r} (regions: {', '.join(names) or 'none'})")
+            self.problem(path, f"region {ref!r}: state {where} has no region "
+                               f"{name!r} (regions: {', '.join(names) or 'none'})")
 
     def check_locale(self, s: dict, path: str) -> None:
         locale = s.get("locale")
@@ -548,30 +562,13 @@ class _Checker:
                 return
 
     def check_action(self, action: str, path: str) -> None:
-        m = _ACTION.fullmatch(action)
-        if not m:
-            self.problem(path, f"not a registry action: {action!r} (expected screen.action or "
-                               "app/screen.action, e.g. feed.go_to_profile)")
+        found = self._screen_of(action, path, "action", "feed.go_to_profile", interrupts=True)
+        if found is None:
             return
-        app_key = m["app"] or self.app
-        if app_key is None:
-            self.problem(path, f"action {action!r} without an app: name it app/screen.action or "
-                               "give the sequence an app")
-            return
-        if self.registry is None:
-            return
-        app = self.registry.apps.get(app_key)
-        if app is None:
-            self.problem(path, f"action {action!r}: unknown app {app_key!r}")
-            return
-        screen = app.states.get(m["screen"]) or app.interrupts.get(m["screen"])
-        if screen is None:
-            self.problem(path, f"action {action!r}: app {app_key!r} has no screen "
-                               f"{m['screen']!r} (screens: {', '.join([*app.states, *app.interrupts])})")
-            return
-        if all(a.name != m["action"] for a in screen.actions):
-            self.problem(path, f"action {action!r}: screen {app_key}/{m['screen']} has no action "
-                               f"{m['action']!r} (actions: "
+        where, screen, name = found
+        if all(a.name != name for a in screen.actions):
+            self.problem(path, f"action {action!r}: screen {where} has no action "
+                               f"{name!r} (actions: "
                                f"{', '.join(a.name for a in screen.actions) or 'none'})")
 
     def check_clear_field(self, step: dict, path: str) -> None:
