@@ -296,9 +296,12 @@ def operations(farm: DemoFarm) -> list[tuple[str, str, str]]:
 
 
 def masked(answer: Any, values: list[str]) -> str:
+    """``answer`` with each of ``values`` standing alone replaced by <ID>: a short id such as
+    a schedule's "4" must not be masked inside other text ("use 1-64 characters")."""
     text = json.dumps(answer, sort_keys=True)
     for value in values:
-        text = text.replace(value, "<ID>").replace(json.dumps(value)[1:-1], "<ID>")
+        for form in (value, json.dumps(value)[1:-1]):
+            text = re.sub(rf"(?<![\w.-]){re.escape(form)}(?![\w-])", "<ID>", text)
     return text
 
 
