@@ -117,7 +117,7 @@ def test_readme_starts_with_the_two_setup_commands_then_points_to_the_docs() -> 
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     blocks = re.findall(r"```sh\n(.*?)```", text, re.S)
     assert "apt-get install" in blocks[0] and "farm-coordinator --demo" in blocks[0]
-    assert blocks[1].strip() == ".venv/bin/python -m pytest -q -n 2 --dist loadfile"
+    assert blocks[1].strip() == ".venv/bin/python -m pytest -q -n 3 --dist loadfile"
     after_setup = text[text.index(blocks[1]) + len(blocks[1]):]
     first_section = after_setup[:after_setup.index("## Using the farm")]
     assert "(docs/architecture.md)" in first_section and "(docs/operations.md)" in first_section
