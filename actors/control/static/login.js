@@ -10,6 +10,7 @@ const PASTED_KEY = "phonefarm.pasted";  // the token was pasted: logging out mus
 const NOTICE_KEY = "phonefarm.notice";  // what the login page says after a reload (logged out)
 let user = null;                        // the caller as /api/me or /api/login named it
 let notice = null;                      // the next login page's message (a used login link)
+let leaving = false;                    // logging out: the page is about to reload
 
 const page = () => document.getElementById("login");
 
@@ -28,6 +29,9 @@ function blockPage(blocked) {
 
 // Show the login page with ``reason``; resolves once a working token is stored.
 function askLogin(reason) {
+  // A poll refused between the revoke and the reload must not take the "Logged out." notice
+  // that the reloaded page is to show; it waits for the reload instead.
+  if (leaving) return new Promise(() => {});
   const form = page().querySelector("form");
   const error = form.querySelector(".error");
   const submit = form.querySelector("button.primary");
@@ -74,11 +78,12 @@ function askLogin(reason) {
 
 async function logOut() {
   // A pasted token belongs to a script: forget it here, but do not revoke it.
+  leaving = true;
   if (!sessionStorage.getItem(PASTED_KEY)) {
     try {
       await request("POST", "/api/logout", undefined, { retryAuth: false });
     } catch (err) {
-      if (err.status !== 401) { toast(`log out: ${err.message}`, true); return; }
+      if (err.status !== 401) { leaving = false; toast(`log out: ${err.message}`, true); return; }
     }
   }
   setToken(null);
