@@ -1689,14 +1689,24 @@ class FarmDB:
                                " ON CONFLICT (folder, path) DO NOTHING",
                                [(folder, p) for p in paths])
 
-    async def next_media(self, folder: str) -> str:
+    async def next_media(self, folder: str, *, library_of: int | None | bool = False) -> str:
         """The least-used file of ``folder`` (ties by path: round robin), marked used.
 
         When ``folder`` is a directory on disk its media files are registered first and only
-        files still there are picked; otherwise the files registered with `add_media`."""
+        files still there are picked; otherwise the files registered with `add_media`.
+
+        ``library_of`` (a client id, or None for a phone of no client) makes ``folder`` the
+        media library: a file another client uploaded (v23 ``media_items``, by SHA-256) is
+        never drawn for this one; the farm's shared uploads and files put in the folder by
+        hand are. False: no library rule (a ``content.media.folder`` folder)."""
         present = await asyncio.to_thread(_scan_media, folder)
         if present is not None:
             await self.add_media(folder, present)
+            if library_of is not False and present:
+                present = await self._drawable_media(present, library_of)
+                if not present:
+                    raise ValidationError(f"media folder {folder}",
+                                          "has no media files this phone's client may use")
         filter_sql, args = "", [folder]
         if present is not None:
             if not present:
@@ -1711,6 +1721,15 @@ class FarmDB:
         if row is None:
             raise ValidationError(f"media folder {folder}", "has no media files")
         return row[0]
+
+    async def _drawable_media(self, paths: list[str], client_id: int | None) -> list[str]:
+        """``paths`` (library files named ``<sha256>.<ext>``) less those only other clients
+        uploaded."""
+        rows = await self._all("SELECT sha256, client_id FROM media_items", ())
+        allowed = {r["sha256"] for r in rows if r["client_id"] is None
+                   or r["client_id"] == client_id}
+        foreign = {r["sha256"] for r in rows} - allowed
+        return [p for p in paths if Path(p).stem not in foreign]
 
     # -- the variable context ------------------------------------------------------------
 
@@ -1799,7 +1818,7 @@ class FarmDB:
             serial=serial, client=client, profile=profile,
             accounts=[{k: v for k, v in a.items() if k != "profile"} for a in accounts],
             account=current, hashtag_sets=hashtags, caption_templates=captions,
-            media=_DBMedia(self, default_folder), custom=custom,
+            media=_DBMedia(self, default_folder, client_id), custom=custom,
             counters=self._threaded(self.next_counter),
             clock=clock or (lambda: datetime.now(timezone.utc)),
             ai=ai if ai is not None else NoAIProvider(),
@@ -1856,12 +1875,15 @@ class _DBMedia:
     """`sequences.variables.MediaSource` over the media_files table (used from a worker
     thread; see FarmDB.variable_context)."""
 
-    def __init__(self, db: FarmDB, default_folder: str) -> None:
+    def __init__(self, db: FarmDB, default_folder: str, client_id: int | None) -> None:
         self._next = db._threaded(db.next_media)
+        self._library = db._threaded(
+            lambda folder: db.next_media(folder, library_of=client_id))
         self.default_folder = default_folder
 
     def next(self) -> str:
-        return self._next(self.default_folder)
+        # The library: this phone's client's uploads and the farm's, never another client's.
+        return self._library(self.default_folder)
 
     def folder(self, path: str) -> str:
         # A relative folder is under the media root, wherever the coordinator was started.

@@ -8,6 +8,7 @@ and storing nothing."""
 from __future__ import annotations
 
 import random
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -279,6 +280,23 @@ async def test_media_library_upload_list_delete(farm) -> None:
     assert not path.exists()
     assert [t["action"] for t in await farm.db.audit_trail("media")] == [
         "delete", "create", "create"]
+
+
+async def test_the_media_library_draws_a_clients_uploads_for_its_own_phones_only(farm) -> None:
+    store = ContentStore(farm.db)
+    beach = await store.add_media("beach", _chunks(PNG), farm.acme, None, "root")
+    # Only Acme's file, and a Globex phone: nothing this client may use (not Acme's file).
+    with pytest.raises(ValidationError, match="this phone's client may use"):
+        await farm.db.resolve_text("${content.media.next}", "G1")
+    clip = await store.add_media("clip", _chunks(MP4), None, None, "root")  # the farm's
+    hand = store.media_root / "by-hand.jpg"   # put in the folder by hand: the farm's too
+    hand.write_bytes(b"\xff\xd8\xff" + b"\x00" * 16)
+    globex = {Path(await farm.db.resolve_text("${content.media.next}", "G1")).name
+              for _ in range(6)}
+    assert globex == {clip["file"], hand.name}
+    acme = {Path(await farm.db.resolve_text("${content.media.next}", "A1")).name
+            for _ in range(6)}
+    assert acme == {beach["file"], clip["file"], hand.name}
 
 
 async def test_a_media_upload_that_loses_a_name_race_keeps_no_file(farm) -> None:
