@@ -1,0 +1,816 @@
+"""What must always hold in a harness farm (issue 22.3), decided from the coordinator's
+database, every virtual phone's ``vphone log``, the status stream and health answers.
+
+Owns: the tap encoding the steady load uses so a phone's log proves which step of which
+execution it played (`step_tap`/`decode_tap`, `broadcast_tap`/`decode_broadcast`; written
+up in /work/notes/i22-encoding.md), `Violation`, `StreamWatcher` (a thread following
+``GET /api/stream``), `HealthProbe` (a thread polling ``farm.health()`` every second),
+`check` (every invariant, read-only) and `report` (a violation with the fault timeline
+around it). The pure ``check_*`` functions take plain data so unit tests need no processes.
+
+The database is opened read-only (``file:...?mode=ro``): the checker never writes a farm's
+records. Times in the database are the coordinator's UTC wall clock at the moment it applied
+a node's event (``actors/store/execution_records.py``), a phone's log ``ts`` is the phone
+process's ``time.time()``; both run on this one machine, so one clock (a node's clock skew
+does not reach either).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable
+from urllib.parse import urlsplit
+
+# --- the tap encoding (shared with tests/harness/load.py) --------------------------------
+# Virtual phones are 1080 x 2400 (virtual/phone.py); both boxes lie inside and apart.
+STEP_X0, STEP_X_STRIDE, STEP_Y0, STEP_Y_SPAN = 100, 100, 1000, 1000
+MAX_STEP_INDEX = 7
+MAX_OCCURRENCE = 99_999
+BROADCAST_X0, BROADCAST_Y0, BROADCAST_Y_SPAN = 100, 2100, 200
+MAX_BROADCAST = 179_999
+
+
+def step_tap(step_index: int, occurrence: int) -> tuple[int, int]:
+    """Where the load taps for top-level step ``step_index`` (0..7, its position in the
+    sequence's ``steps``) of occurrence ``occurrence`` (0..99 999)."""
+    if not 0 <= step_index <= MAX_STEP_INDEX:
+        raise ValueError(f"step_index {step_index} outside 0..{MAX_STEP_INDEX}")
+    if not 0 <= occurrence <= MAX_OCCURRENCE:
+        raise ValueError(f"occurrence {occurrence} outside 0..{MAX_OCCURRENCE}")
+    return (STEP_X0 + STEP_X_STRIDE * step_index + occurrence // STEP_Y_SPAN,
+            STEP_Y0 + occurrence % STEP_Y_SPAN)
+
+
+def decode_tap(x: int, y: int) -> tuple[int, int] | None:
+    """(step_index, occurrence) of a step tap at (x, y), None outside the step box."""
+    dx, dy = x - STEP_X0, y - STEP_Y0
+    if not (0 <= dx < STEP_X_STRIDE * (MAX_STEP_INDEX + 1) and 0 <= dy < STEP_Y_SPAN):
+        return None
+    step_index, high = divmod(dx, STEP_X_STRIDE)
+    occurrence = high * STEP_Y_SPAN + dy
+    return (step_index, occurrence) if occurrence <= MAX_OCCURRENCE else None
+
+
+def broadcast_tap(n: int) -> tuple[int, int]:
+    """Where the load's ``n``-th broadcast tap (0..179 999) lands."""
+    if not 0 <= n <= MAX_BROADCAST:
+        raise ValueError(f"broadcast number {n} outside 0..{MAX_BROADCAST}")
+    return BROADCAST_X0 + n // BROADCAST_Y_SPAN, BROADCAST_Y0 + n % BROADCAST_Y_SPAN
+
+
+def decode_broadcast(x: int, y: int) -> int | None:
+    """The broadcast number of a tap at (x, y), None outside the broadcast box."""
+    dx, dy = x - BROADCAST_X0, y - BROADCAST_Y0
+    if dx < 0 or not 0 <= dy < BROADCAST_Y_SPAN:
+        return None
+    n = dx * BROADCAST_Y_SPAN + dy
+    return n if n <= MAX_BROADCAST else None
+
+
+# --- tolerances ----------------------------------------------------------------------------
+# An execution's start_time is written before it is sent and its end_time when its finish
+# event is applied, so its taps fall inside; the slack covers rounding and the time between
+# the phone logging a tap and the node reporting it.
+ATTRIBUTION_SLACK_S = 2.0
+# A step replayed after a node kill -9 is played once the node is back and the coordinator
+# resent the execution (actors/coordinator/runs.py resume): within this long of the restart.
+REPLAY_GRACE_S = 60.0
+# A restarted process needs a moment before it answers again.
+RESTART_GRACE_S = 15.0
+# The node's lock_freed may trail the record's end (records are applied first, hub.py).
+LOCK_GRACE_S = 5.0
+HEALTH_LIMIT_S = 1.0
+
+FINAL = frozenset({"completed", "failed", "cancelled", "stopped"})
+ACTIVE = frozenset({"pending", "running", "paused"})
+# Ended by the coordinator itself, never by a node event, so the stream cannot show it:
+# refused at dispatch (runs.py _failed_at_start) and a resume that could not be sent.
+COORDINATOR_REASONS = frozenset({"locked", "resume", "resolve", "dispatch", "node_down"})
+EXECUTION_EVENTS = frozenset({"execution_started", "execution_finished", "execution_paused",
+                              "execution_resumed"})
+
+
+@dataclass
+class Violation:
+    """One broken invariant (or, from ``check(notes=...)``, an excused oddity): which, what,
+    when (wall time, for the timeline around it) and the records that disagree."""
+
+    invariant: str
+    message: str
+    at_wall: float | None
+    records: list = field(default_factory=list)
+
+
+# --- what the checker reads ----------------------------------------------------------------
+@dataclass
+class Execution:
+    """One row of ``executions`` as the checker needs it (times as epoch seconds)."""
+
+    key: str
+    serial: str | None
+    sequence: str | None
+    status: str | None
+    start: float | None
+    end: float | None
+    error_reason: str | None
+    error_message: str | None
+    has_plan: bool
+    steps: list[dict] = field(default_factory=list)
+
+    def ran(self) -> bool:
+        """Whether it may have touched its phone: a node reported a step, or it is still
+        active. A dispatch refused (locked, node down) never played anything."""
+        return bool(self.steps) or self.status in ACTIVE
+
+    def row(self) -> dict:
+        return {"execution": self.key, "serial": self.serial, "status": self.status,
+                "start": _iso(self.start), "end": _iso(self.end),
+                "error_reason": self.error_reason, "steps": len(self.steps)}
+
+
+@dataclass
+class Tap:
+    """A tap entry of a phone's ``vphone log``."""
+
+    serial: str
+    ts: float
+    x: int
+    y: int
+
+
+@dataclass
+class FaultWindow:
+    """A fault from its start to its end on the timeline (end None: still on)."""
+
+    kind: str
+    target: str | None
+    start: float
+    end: float | None
+
+    def covers(self, t: float, *, before: float = 0.0, after: float = 0.0,
+               now: float | None = None) -> bool:
+        end = self.end if self.end is not None else (now if now is not None else time.time())
+        return self.start - before <= t <= end + after
+
+
+def _epoch(text: Any) -> float | None:
+    """A database timestamp (UTC text, naive) as epoch seconds."""
+    if text is None or text == "":
+        return None
+    if isinstance(text, (int, float)):
+        return float(text)
+    when = datetime.fromisoformat(str(text).replace("T", " ").rstrip("Z"))
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return when.timestamp()
+
+
+def _iso(t: float | None) -> str | None:
+    return None if t is None else datetime.fromtimestamp(t, timezone.utc).isoformat(
+        sep=" ", timespec="milliseconds")
+
+
+def read_executions(db_path: Path) -> list[Execution]:
+    """Every execution with its steps, from the farm database opened read-only."""
+    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=10)
+    conn.row_factory = sqlite3.Row
+    try:
+        rows = conn.execute(
+            "SELECT execution_id, execution_key, serial, sequence, status, start_time,"
+            " end_time, error_reason, error_message, plan IS NOT NULL AS has_plan"
+            " FROM executions ORDER BY execution_id").fetchall()
+        steps: dict[int, list[dict]] = {}
+        for s in conn.execute("SELECT execution_id, step_number, action_type, path, status,"
+                              " start_time, end_time FROM execution_steps ORDER BY step_id"):
+            steps.setdefault(s["execution_id"], []).append(dict(s))
+    finally:
+        conn.close()
+    return [Execution(key=str(r["execution_key"]), serial=r["serial"], sequence=r["sequence"],
+                      status=r["status"], start=_epoch(r["start_time"]),
+                      end=_epoch(r["end_time"]), error_reason=r["error_reason"],
+                      error_message=r["error_message"], has_plan=bool(r["has_plan"]),
+                      steps=steps.get(r["execution_id"], []))
+            for r in rows]
+
+
+def taps_of(serial: str, log: Iterable[dict]) -> list[Tap]:
+    """The tap entries of one phone's ``vphone log`` lines."""
+    out = []
+    for entry in log:
+        if entry.get("kind") == "tap" and "x" in entry and "y" in entry:
+            out.append(Tap(serial, float(entry.get("ts") or 0.0), int(entry["x"]),
+                           int(entry["y"])))
+    return out
+
+
+# --- the timeline, read tolerantly (Part B owns it; see /work/notes/i22-encoding.md) --------
+def _get(entry: Any, *names: str) -> Any:
+    for name in names:
+        if isinstance(entry, dict):
+            if name in entry:
+                return entry[name]
+            inner = entry.get("fields")
+            if isinstance(inner, dict) and name in inner:
+                return inner[name]
+        else:
+            if hasattr(entry, name):
+                return getattr(entry, name)
+            inner = getattr(entry, "fields", None)
+            if isinstance(inner, dict) and name in inner:
+                return inner[name]
+    return None
+
+
+def timeline_entries(timeline: Any) -> list[Any]:
+    if timeline is None:
+        return []
+    for attr in ("entries", "items"):
+        got = getattr(timeline, attr, None)
+        if got is not None:
+            return list(got() if callable(got) else got)
+    try:
+        return list(timeline)
+    except TypeError:
+        return []
+
+
+FAULT_KINDS = frozenset({"node_kill", "coordinator_kill", "adb_kill", "partition", "loss",
+                         "unplug_storm", "slow", "disk_full", "clock_skew"})
+
+
+def fault_windows(timeline: Any) -> list[FaultWindow]:
+    """Each fault's start and end, paired by (kind, target) in order of the entries."""
+    out: list[FaultWindow] = []
+    open_: dict[tuple[str, str | None], FaultWindow] = {}
+    for entry in timeline_entries(timeline):
+        kind = _get(entry, "kind")
+        if kind not in FAULT_KINDS:
+            continue
+        target = _get(entry, "what", "target")
+        target = None if target in (None, "") else str(target)
+        wall = _get(entry, "wall", "wall_time", "at_wall")
+        phase = str(_get(entry, "phase") or "")
+        if wall is None:
+            continue
+        if phase in ("start", "apply", "applied", "begin"):
+            window = FaultWindow(kind, target, float(wall), None)
+            open_[(kind, target)] = window
+            out.append(window)
+        elif phase in ("end", "undo", "undone", "restarted", "done"):
+            window = open_.pop((kind, target), None)
+            if window is not None:
+                window.end = float(wall)
+    return out
+
+
+def _rack_of(serial: str, racks: dict[str, list[str]]) -> str | None:
+    for name, serials in racks.items():
+        if serial in serials:
+            return name
+    return None
+
+
+# --- the invariants, on plain data ----------------------------------------------------------
+def check_no_overlap(executions: list[Execution], now: float) -> list[Violation]:
+    """No phone ran two executions at once: intervals [start, end] of the executions that
+    ran on one serial do not overlap (an open one lasts until ``now``)."""
+    out: list[Violation] = []
+    by_serial: dict[str, list[Execution]] = {}
+    for e in executions:
+        if e.serial and e.start is not None and e.ran():
+            by_serial.setdefault(e.serial, []).append(e)
+    for serial, runs in by_serial.items():
+        runs.sort(key=lambda e: e.start or 0.0)
+        latest: Execution | None = None  # the run reaching furthest so far
+        for e in runs:
+            if latest is not None:
+                latest_end = latest.end if latest.end is not None else now
+                if (e.start or 0.0) < latest_end:
+                    out.append(Violation(
+                        "one_execution_per_phone",
+                        f"phone {serial}: execution {e.key} started "
+                        f"{_iso(e.start)} while {latest.key} ran until {_iso(latest_end)}",
+                        e.start, [latest.row(), e.row()]))
+            end = e.end if e.end is not None else now
+            if latest is None or end > (latest.end if latest.end is not None else now):
+                latest = e
+    return out
+
+
+def _attribute(tap: Tap, executions: list[Execution], step_index: int) -> Execution | None:
+    """The execution on the tap's phone whose interval holds the tap and that recorded step
+    ``step_index``; None when there is none."""
+    now = time.time()
+    for e in executions:
+        if e.serial != tap.serial or e.start is None:
+            continue
+        end = e.end if e.end is not None else now
+        if not e.start - ATTRIBUTION_SLACK_S <= tap.ts <= end + ATTRIBUTION_SLACK_S:
+            continue
+        if any(s.get("step_number") == step_index for s in e.steps):
+            return e
+    return None
+
+
+def check_taps(taps: list[Tap], executions: list[Execution], windows: list[FaultWindow],
+               racks: dict[str, list[str]], notes: list[Violation]) -> list[Violation]:
+    """No step played twice, and every step a phone logged is in the execution records.
+
+    A step tap is attributed to its execution (`_attribute`); two taps with the same
+    (phone, execution, step, occurrence), or one broadcast number twice on a phone, are a
+    step played twice, unless the first was in flight when that phone's rack's node was
+    killed -9 and the second came after (the node's at-least-once window): one such step
+    per execution and kill is a ``replayed_at_kill`` note."""
+    out: list[Violation] = []
+    seen: dict[tuple, Tap] = {}
+    excused: dict[tuple[str, int], tuple] = {}  # (execution, kill no.) -> first excused key
+    kills = [w for w in windows if w.kind == "node_kill"]
+    for tap in sorted(taps, key=lambda t: t.ts):
+        step = decode_tap(tap.x, tap.y)
+        if step is not None:
+            owner = _attribute(tap, executions, step[0])
+            if owner is None:
+                out.append(Violation(
+                    "step_in_records",
+                    f"phone {tap.serial} logged step {step[0]} (occurrence {step[1]}) at "
+                    f"{_iso(tap.ts)}, but no execution on it recorded that step then",
+                    tap.ts, [tap.__dict__]))
+            key: tuple = ("step", tap.serial, owner.key if owner else None, *step)
+        else:
+            n = decode_broadcast(tap.x, tap.y)
+            if n is None:
+                continue  # not the load's: other taps are no one's business here
+            owner, key = None, ("broadcast", tap.serial, n)
+        first = seen.get(key)
+        if first is None:
+            seen[key] = tap
+            continue
+        rack = _rack_of(tap.serial, racks)
+        kill = next((i for i, w in enumerate(kills)
+                     if w.target == rack and first.ts <= w.start + 1.0
+                     and tap.ts >= w.start
+                     and w.covers(tap.ts, after=REPLAY_GRACE_S)), None)
+        slot = ((owner.key if owner else f"broadcast:{tap.serial}"), kill)
+        records = [first.__dict__, tap.__dict__] + ([owner.row()] if owner else [])
+        what = (f"step {key[3]} (occurrence {key[4]}) of execution {key[2]}"
+                if key[0] == "step" else f"broadcast tap {key[2]}")
+        if kill is not None and excused.get(slot, key) == key:
+            excused[slot] = key
+            notes.append(Violation(
+                "replayed_at_kill",
+                f"phone {tap.serial}: {what} played again at {_iso(tap.ts)} after the kill -9 "
+                f"of {rack}'s node at {_iso(kills[kill].start)} (at-least-once window)",
+                tap.ts, records))
+            continue
+        out.append(Violation(
+            "step_played_once",
+            f"phone {tap.serial}: {what} played at {_iso(first.ts)} and again at "
+            f"{_iso(tap.ts)}", tap.ts, records))
+    return out
+
+
+def check_settled(executions: list[Execution], phones: dict[str, dict] | None,
+                  notes: list[Violation]) -> list[Violation]:
+    """Once the farm settled, every execution ended completed, failed with a reason, or is
+    resumable: still active with its plan kept (``executions.plan`` is what runs.py resume
+    resends; it is dropped once an execution ends) on a phone that is not online, so the
+    coordinator resumes it when the phone's node comes back. ``locked`` is a refused dispatch
+    (its reason is the status itself)."""
+    out: list[Violation] = []
+    for e in executions:
+        if e.status == "completed" or e.status == "locked":
+            continue
+        if e.status in ("failed", "cancelled", "stopped"):
+            if not (e.error_reason or e.error_message):
+                out.append(Violation("ended_with_reason",
+                                     f"execution {e.key} {e.status} without a reason",
+                                     e.end, [e.row()]))
+            continue
+        if e.status in ACTIVE:
+            state = (phones or {}).get(e.serial or "", {}).get("state")
+            if e.has_plan and phones is not None and state != "online":
+                notes.append(Violation("resumable", f"execution {e.key} {e.status} on phone "
+                                       f"{e.serial} ({state or 'unknown'}): resumable",
+                                       e.start, [e.row()]))
+                continue
+            out.append(Violation(
+                "none_stuck", f"execution {e.key} still {e.status} after the farm settled "
+                f"(phone {e.serial} {state or 'state unknown'}, plan "
+                f"{'kept' if e.has_plan else 'none'})", e.start, [e.row()]))
+            continue
+        out.append(Violation("none_stuck", f"execution {e.key} has unknown status {e.status!r}",
+                             e.start, [e.row()]))
+    return out
+
+
+def check_locks(executions: list[Execution], phones: dict[str, dict],
+                now: float) -> list[Violation]:
+    """No lock held by a finished execution: a phone's ``lock_holder`` (the hub's view of its
+    node's lock, GET /api/phones) naming an execution that ended more than LOCK_GRACE_S ago."""
+    by_key = {e.key: e for e in executions}
+    out: list[Violation] = []
+    for serial, phone in phones.items():
+        holder = phone.get("lock_holder")
+        e = by_key.get(str(holder)) if holder else None
+        if e is None or e.status not in FINAL and e.status != "locked":
+            continue  # free, held by an active execution, or by a pause/install lease
+        if e.end is not None and now - e.end < LOCK_GRACE_S:
+            continue
+        out.append(Violation("no_lock_after_end",
+                             f"phone {serial} still locked by execution {e.key}, "
+                             f"{e.status} since {_iso(e.end)}", now,
+                             [{"serial": serial, **phone}, e.row()]))
+    return out
+
+
+def check_stream(executions: list[Execution], events: list[dict],
+                 gaps: list[tuple[float, float | None]], watch_start: float | None,
+                 windows: list[FaultWindow], racks: dict[str, list[str]],
+                 notes: list[Violation]) -> list[Violation]:
+    """The status stream showed every state change: each execution that ran and ended while
+    the watcher followed the stream shows an ``execution_started`` and an
+    ``execution_finished`` whose status is the recorded one. A change the coordinator
+    applied while the watcher was not connected (a gap: the coordinator down, or it back but
+    the watcher not yet) is a ``stream_gap`` note; one the coordinator made itself (a refused
+    dispatch, a failed resume: COORDINATOR_REASONS) has no event to show."""
+    out: list[Violation] = []
+    if watch_start is None:
+        return out
+    shown: dict[str, list[dict]] = {}
+    for ev in events:
+        if ev.get("execution_id"):
+            shown.setdefault(str(ev["execution_id"]), []).append(ev)
+
+    def in_gap(t: float | None) -> bool:
+        now = time.time()
+        return t is not None and any(a - 1.0 <= t <= (b if b is not None else now) + 1.0
+                                     for a, b in gaps)
+
+    for e in executions:
+        if not e.ran() or e.error_reason in COORDINATOR_REASONS:
+            continue
+        seen = shown.get(e.key, [])
+        finishes = [ev for ev in seen if ev.get("event") == "execution_finished"
+                    and not ev.get("recovering")]
+        if e.status in FINAL and e.end is not None and e.end >= watch_start:
+            if not finishes:
+                rack = _rack_of(e.serial or "", racks)
+                if in_gap(e.end):
+                    notes.append(Violation("stream_gap", f"execution {e.key} {e.status} at "
+                                           f"{_iso(e.end)} while the stream watcher was not "
+                                           "connected", e.end, [e.row()]))
+                elif e.status == "completed" and any(
+                        w.kind == "node_kill" and w.target == rack
+                        and w.covers(e.end, after=REPLAY_GRACE_S) for w in windows):
+                    # runs.py resume marks it completed itself when every step was done.
+                    notes.append(Violation("completed_by_resume", f"execution {e.key} "
+                                           "completed by the coordinator's resume after a "
+                                           "node kill, no event", e.end, [e.row()]))
+                else:
+                    out.append(Violation("stream_shows_changes", f"execution {e.key} "
+                                         f"{e.status} at {_iso(e.end)} never shown on the "
+                                         "status stream", e.end, [e.row()]))
+            elif finishes[-1].get("status") != e.status:
+                out.append(Violation("stream_shows_changes", f"execution {e.key}: the stream "
+                                     f"last showed it {finishes[-1].get('status')!r}, the "
+                                     f"records say {e.status!r}", e.end,
+                                     [e.row(), finishes[-1]]))
+        elif e.status in ACTIVE and finishes and not e.status == "paused":
+            last = finishes[-1]
+            out.append(Violation("stream_shows_changes", f"execution {e.key} shown finished "
+                                 f"({last.get('status')}) on the stream but recorded "
+                                 f"{e.status}", last.get("wall"), [e.row(), last]))
+        if e.start is not None and e.start >= watch_start and e.steps and not any(
+                ev.get("event") == "execution_started" for ev in seen):
+            started = min((_epoch(s.get("start_time")) or e.start) for s in e.steps)
+            if in_gap(started) or in_gap(e.start):
+                notes.append(Violation("stream_gap", f"execution {e.key} started while the "
+                                       "stream watcher was not connected", e.start, [e.row()]))
+            else:
+                out.append(Violation("stream_shows_changes", f"execution {e.key} ran steps "
+                                     "but the stream never showed it started", e.start,
+                                     [e.row()]))
+    return out
+
+
+def _health_target(name: str, racks: dict[str, list[str]]) -> str | None:
+    """The rack a health key names (``rack1``, ``node:rack1``, ``rack1-metrics``), None for
+    the coordinator."""
+    for rack in racks:
+        if rack in name.replace(":", " ").replace("/", " ").split() or name == rack \
+                or name.endswith(":" + rack) or name.startswith(rack + "-"):
+            return rack
+    return None
+
+
+def check_health(misses: list[dict], windows: list[FaultWindow], racks: dict[str, list[str]],
+                 notes: list[Violation]) -> list[Violation]:
+    """Coordinator and nodes answered within HEALTH_LIMIT_S throughout, except while a fault
+    killed or cut them off: the coordinator during a coordinator_kill (and RESTART_GRACE_S
+    after it), a node during its rack's node_kill or partition (and the grace after). A miss
+    during 5% loss on its rack (a lost SYN is resent after 1 s) is a note."""
+    out: list[Violation] = []
+    for miss in misses:
+        name, at = str(miss["name"]), float(miss["wall"])
+        rack = _health_target(name, racks)
+        if rack is None:
+            excuses = [w for w in windows if w.kind == "coordinator_kill"]
+        else:
+            excuses = [w for w in windows
+                       if w.kind in ("node_kill", "partition") and w.target == rack]
+        if any(w.covers(at, after=RESTART_GRACE_S) for w in excuses):
+            continue
+        if rack is not None and any(w.kind == "loss" and w.target == rack and w.covers(at)
+                                    for w in windows):
+            notes.append(Violation("health_in_1s", f"{name} missed health during loss on "
+                                   f"{rack}", at, [miss]))
+            continue
+        took = miss.get("took")
+        out.append(Violation("health_in_1s", f"{name} did not answer its health check within "
+                             f"{HEALTH_LIMIT_S:.0f} s at {_iso(at)}"
+                             + (f" (took {took:.2f} s)" if took is not None else ""),
+                             at, [miss]))
+    return out
+
+
+# --- the threads that watch while the farm runs --------------------------------------------
+def _timeline_add(timeline: Any, kind: str, what: str | None, **fields: Any) -> None:
+    """Add to Part B's timeline when there is one; never let its failure stop a watcher."""
+    if timeline is None:
+        return
+    try:
+        timeline.add(kind, what, **fields)
+    except Exception:  # noqa: BLE001 - a watcher must outlive a timeline bug
+        pass
+
+
+class SSEParser:
+    """Owns the bytes of one SSE response body not yet parsed: feed chunks, get events
+    (``{"event": name, **json data}``); comments and heartbeats are skipped."""
+
+    def __init__(self) -> None:
+        self._buf = b""
+
+    def feed(self, chunk: bytes) -> list[dict]:
+        self._buf += chunk.replace(b"\r\n", b"\n")
+        out = []
+        while b"\n\n" in self._buf:
+            block, self._buf = self._buf.split(b"\n\n", 1)
+            name, data = None, []
+            for line in block.decode(errors="replace").split("\n"):
+                if line.startswith("event:"):
+                    name = line[6:].strip()
+                elif line.startswith("data:"):
+                    data.append(line[5:].strip())
+            if name and data:
+                try:
+                    payload = json.loads("\n".join(data))
+                except ValueError:
+                    continue
+                out.append({**(payload if isinstance(payload, dict) else {"data": payload}),
+                            "event": name})
+        return out
+
+
+class StreamWatcher:
+    """Owns a thread that follows the coordinator's status stream (``GET /api/stream``, SSE)
+    and keeps every execution state event (``execution_started/finished/paused/resumed``,
+    with the wall time it arrived) and the intervals it was not connected (``gaps``: before
+    the first connection, after the coordinator went away until it answers again). It
+    reconnects every ``retry_s`` while stopped from outside only.
+
+    A plain socket (HTTP/1.0, so no chunked body) read with a short timeout: a quiet stream
+    is normal (heartbeats every 15 s), and only a closed or reset connection is a gap."""
+
+    def __init__(self, farm: Any, timeline: Any = None, *, retry_s: float = 0.2) -> None:
+        self.farm, self.timeline, self.retry_s = farm, timeline, retry_s
+        self.events: list[dict] = []
+        self.gaps: list[tuple[float, float | None]] = []
+        self.overflows: list[dict] = []
+        self.started_at: float | None = None  # first connection
+        self.connected = False
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="stream-watcher", daemon=True)
+
+    def start(self) -> "StreamWatcher":
+        with self._lock:
+            self.gaps.append((time.time(), None))
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def wait_connected(self, timeout: float = 10.0) -> bool:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if self.connected:
+                return True
+            time.sleep(0.05)
+        return self.connected
+
+    def snapshot(self) -> tuple[list[dict], list[tuple[float, float | None]], float | None]:
+        with self._lock:
+            return list(self.events), list(self.gaps), self.started_at
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._follow()
+            except OSError:
+                pass
+            if self.connected:
+                self._mark_down()
+            self._stop.wait(self.retry_s)
+
+    def _mark_down(self) -> None:
+        self.connected = False
+        with self._lock:
+            self.gaps.append((time.time(), None))
+        _timeline_add(self.timeline, "stream_reconnect", None, state="lost")
+
+    def _mark_up(self) -> None:
+        now = time.time()
+        self.connected = True
+        with self._lock:
+            if self.gaps and self.gaps[-1][1] is None:
+                self.gaps[-1] = (self.gaps[-1][0], now)
+            if self.started_at is None:
+                self.started_at = now
+        _timeline_add(self.timeline, "stream_reconnect", None, state="connected")
+
+    def _follow(self) -> None:
+        url = urlsplit(self.farm.base_url)
+        host, port = url.hostname or "127.0.0.1", url.port or 80
+        with socket.create_connection((host, port), timeout=2.0) as sock:
+            sock.sendall((f"GET /api/stream HTTP/1.0\r\nHost: {host}:{port}\r\n"
+                          f"Authorization: Bearer {self.farm.token}\r\n"
+                          "Accept: text/event-stream\r\n\r\n").encode())
+            sock.settimeout(0.5)
+            head, parser = b"", SSEParser()
+            while not self._stop.is_set():
+                try:
+                    chunk = sock.recv(65536)
+                except socket.timeout:
+                    continue
+                if not chunk:
+                    return  # closed: the coordinator went away
+                if parser is not None and head is not None:
+                    head += chunk
+                    if b"\r\n\r\n" not in head:
+                        continue
+                    status_line, _, rest = head.partition(b"\r\n")
+                    headers, _, chunk = rest.partition(b"\r\n\r\n")
+                    if b" 200" not in status_line:
+                        return  # refused (starting up, or the token changed): retry
+                    head = None
+                    self._mark_up()
+                self._take(parser.feed(chunk))
+
+    def _take(self, items: list[dict]) -> None:
+        now = time.time()
+        with self._lock:
+            for item in items:
+                name = item.get("event")
+                data = item.get("data") if isinstance(item.get("data"), dict) else {}
+                if name == "overflow":
+                    self.overflows.append({"wall": now, **data})
+                    # Dropped events are unknown: count the moment as a gap.
+                    self.gaps.append((now - 1.0, now))
+                elif name in EXECUTION_EVENTS:
+                    self.events.append({"event": name, "wall": now, "serial": item.get("serial"),
+                                        "node": item.get("node"),
+                                        "execution_id": data.get("execution_id"),
+                                        "status": data.get("status"),
+                                        "recovering": bool(data.get("recovering"))})
+
+
+class HealthProbe:
+    """Owns a thread that calls ``farm.health()`` every ``interval_s`` and keeps each answer
+    slower than HEALTH_LIMIT_S or missing (None) as a miss ``{"name", "wall", "took"}``; the
+    check excuses misses inside the faults that killed or cut off that process."""
+
+    def __init__(self, farm: Any, timeline: Any = None, *, interval_s: float = 1.0) -> None:
+        self.farm, self.timeline, self.interval_s = farm, timeline, interval_s
+        self.misses: list[dict] = []
+        self.samples = 0
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="health-probe", daemon=True)
+
+    def start(self) -> "HealthProbe":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            began = time.monotonic()
+            wall = time.time()
+            try:
+                answers = self.farm.health()
+            except Exception as exc:  # noqa: BLE001 - a probe bug is reported, not fatal
+                self.errors.append(f"{_iso(wall)}: {exc!r}")
+                answers = {}
+            self.samples += 1
+            for name, took in answers.items():
+                if took is None or took > HEALTH_LIMIT_S:
+                    miss = {"name": name, "wall": wall, "took": took}
+                    self.misses.append(miss)
+                    _timeline_add(self.timeline, "health_miss", name, took=took)
+            self._stop.wait(max(0.0, self.interval_s - (time.monotonic() - began)))
+
+
+# --- the whole check ------------------------------------------------------------------------
+def _phones(farm: Any) -> dict[str, dict] | None:
+    status, body = farm.get("/api/phones")
+    if status != 200 or not isinstance(body, dict):
+        return None
+    return {p["serial"]: p for p in body.get("phones", []) if p.get("serial")}
+
+
+def check(farm: Any, timeline: Any, *, settled: bool, stream: StreamWatcher | None = None,
+          health: HealthProbe | None = None,
+          notes: list[Violation] | None = None) -> list[Violation]:
+    """Every invariant of issue 22.3 on ``farm`` now; the violations (excused oddities go to
+    ``notes`` when given). ``settled``: the faults are over and the farm had time to recover,
+    so unfinished executions count. The stream and health invariants need the watcher and
+    probe that ran alongside; without them they are not checked (a note says so)."""
+    notes = notes if notes is not None else []
+    now = time.time()
+    windows = fault_windows(timeline)
+    racks = {name: list(rack.serials) for name, rack in farm.racks.items()}
+    out: list[Violation] = []
+    executions = read_executions(Path(farm.db_path()))
+    out += check_no_overlap(executions, now)
+    taps: list[Tap] = []
+    for name, rack in farm.racks.items():
+        for serial in rack.serials:
+            try:
+                taps += taps_of(serial, rack.vphone_log(serial))
+            except Exception as exc:  # noqa: BLE001 - an unplugged phone, adb down
+                (out if settled else notes).append(Violation(
+                    "phone_log_read", f"phone {serial} on {name}: vphone log not read: {exc}",
+                    now, []))
+    out += check_taps(taps, executions, windows, racks, notes)
+    phones = _phones(farm)
+    if phones is None:
+        (out if settled else notes).append(Violation(
+            "coordinator_answers", "GET /api/phones did not answer: locks not checked", now, []))
+    else:
+        out += check_locks(executions, phones, now)
+    if settled:
+        out += check_settled(executions, phones, notes)
+    if stream is not None:
+        events, gaps, started = stream.snapshot()
+        out += check_stream(executions, events, gaps, started, windows, racks, notes)
+    else:
+        notes.append(Violation("stream_shows_changes", "no StreamWatcher: not checked", now, []))
+    if health is not None:
+        out += check_health(list(health.misses), windows, racks, notes)
+        for error in health.errors:
+            notes.append(Violation("health_in_1s", f"probe error {error}", now, []))
+    else:
+        notes.append(Violation("health_in_1s", "no HealthProbe: not checked", now, []))
+    return out
+
+
+def report(violations: list[Violation], timeline: Any, *, seconds: float = 30.0) -> str:
+    """Each violation with the timeline ``seconds`` either side of it and its records."""
+    lines: list[str] = []
+    for i, v in enumerate(violations, 1):
+        lines.append(f"[{i}] {v.invariant}: {v.message}")
+        if v.at_wall is not None and timeline is not None and hasattr(timeline, "around"):
+            try:
+                around = timeline.around(v.at_wall, seconds)
+            except Exception as exc:  # noqa: BLE001 - the report must still print
+                around = [f"(timeline unavailable: {exc!r})"]
+            lines.append(f"    timeline within {seconds:.0f} s of {_iso(v.at_wall)}:")
+            lines += [f"      {_entry_text(e)}" for e in around] or ["      (nothing)"]
+        if v.records:
+            lines.append("    records:")
+            lines += [f"      {json.dumps(r, default=str, sort_keys=True)}" for r in v.records]
+    return "\n".join(lines)
+
+
+def _entry_text(entry: Any) -> str:
+    if isinstance(entry, str):
+        return entry
+    wall = _get(entry, "wall", "wall_time", "at_wall")
+    stamp = _iso(float(wall)) if isinstance(wall, (int, float)) else "?"
+    rest = entry if isinstance(entry, dict) else getattr(entry, "__dict__", {})
+    extra = {k: v for k, v in rest.items() if k not in ("kind", "what", "wall", "mono")}
+    return f"{stamp} {_get(entry, 'kind')} {_get(entry, 'what') or ''} " \
+           f"{json.dumps(extra, default=str, sort_keys=True) if extra else ''}".rstrip()
