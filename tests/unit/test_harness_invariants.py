@@ -1,0 +1,468 @@
+"""tests/harness/invariants.py on hand-built farm databases, phone logs, stream events and
+health misses: each invariant holding and broken, no farm processes."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import socket
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from tests.harness import invariants as inv
+from tests.harness.invariants import (FaultWindow, Tap, Violation, broadcast_tap, decode_broadcast,
+                                      decode_tap, step_tap)
+
+SCHEMA = Path(__file__).resolve().parents[2] / "actors/store/schema"
+T0 = 1_700_000_000.0
+
+
+def utc(t: float) -> str:
+    """A time as the farm database stores it (actors/store/execution_records.utc_text)."""
+    return datetime.fromtimestamp(t, timezone.utc).replace(tzinfo=None).isoformat(
+        sep=" ", timespec="microseconds")
+
+
+def make_db(path: Path) -> Path:
+    """The executions tables as the product's migrations make them (v1 + v2's plan)."""
+    text = (SCHEMA / "v1.sql").read_text()
+    conn = sqlite3.connect(path)
+    for table in ("executions", "execution_steps"):
+        conn.execute(re.search(rf"CREATE TABLE {table} \(.*?\n\);", text, re.S).group(0)
+                     .replace("FOREIGN KEY", "-- FOREIGN KEY").replace(",\n    --", "\n    --"))
+    conn.execute("ALTER TABLE executions ADD COLUMN plan TEXT")
+    conn.commit()
+    conn.close()
+    return path
+
+
+def add_execution(db: Path, key: str, serial: str, status: str, start: float,
+                  end: float | None, *, steps: int = 0, reason: str | None = None,
+                  plan: str | None = None) -> None:
+    conn = sqlite3.connect(db)
+    eid = conn.execute(
+        "INSERT INTO executions (execution_key, serial, sequence, status, start_time,"
+        " end_time, error_reason, plan) VALUES (?, ?, 'load', ?, ?, ?, ?, ?)"
+        " RETURNING execution_id",
+        (key, serial, status, utc(start), None if end is None else utc(end), reason,
+         plan)).fetchone()[0]
+    for i in range(steps):
+        conn.execute("INSERT INTO execution_steps (execution_id, step_number, action_type,"
+                     " path, status, start_time) VALUES (?, ?, 'tap', ?, 'success', ?)",
+                     (eid, i, f"steps[{i}]", utc(start + 0.1 * i)))
+    conn.commit()
+    conn.close()
+
+
+def tap_entry(ts: float, step: int, occurrence: int) -> dict:
+    x, y = step_tap(step, occurrence)
+    return {"ts": ts, "kind": "tap", "x": x, "y": y}
+
+
+@dataclass
+class Entry:
+    kind: str
+    what: str | None
+    wall: float
+    fields: dict
+
+
+class FakeTimeline:
+    """The Timeline shape invariants.py reads (see /work/notes/i22-encoding.md)."""
+
+    def __init__(self) -> None:
+        self.entries: list[Entry] = []
+
+    def add(self, kind: str, what: str | None, *, wall: float | None = None, **fields) -> None:
+        self.entries.append(Entry(kind, what, time.time() if wall is None else wall, fields))
+
+    def around(self, wall: float, seconds: float) -> list[Entry]:
+        return [e for e in self.entries if abs(e.wall - wall) <= seconds]
+
+
+@dataclass
+class FakeRack:
+    name: str
+    serials: list[str]
+    logs: dict[str, list[dict]] = field(default_factory=dict)
+
+    def vphone_log(self, serial: str) -> list[dict]:
+        if serial not in self.logs:
+            raise RuntimeError(f"device '{serial}' not found")
+        return self.logs[serial]
+
+
+class FakeFarm:
+    def __init__(self, db: Path, racks: dict[str, FakeRack], phones: list[dict] | None) -> None:
+        self.db, self.racks, self.phones = db, racks, phones
+        self.base_url, self.token = "http://127.0.0.1:9", "t"
+        self.answers: dict[str, float | None] = {}
+
+    def db_path(self) -> Path:
+        return self.db
+
+    def get(self, path: str):
+        assert path == "/api/phones"
+        return (200, {"phones": self.phones}) if self.phones is not None else (0, None)
+
+    def health(self) -> dict[str, float | None]:
+        return dict(self.answers)
+
+
+# --- the tap encoding --------------------------------------------------------------------
+def test_step_and_broadcast_codes_round_trip_inside_the_screen_and_apart():
+    for step in range(8):
+        for occ in (0, 1, 999, 1000, 54_321, 99_999):
+            x, y = step_tap(step, occ)
+            assert 0 <= x < 1080 and 0 <= y < 2400
+            assert decode_tap(x, y) == (step, occ) and decode_broadcast(x, y) is None
+    for n in (0, 199, 200, 179_999):
+        x, y = broadcast_tap(n)
+        assert 0 <= x < 1080 and 0 <= y < 2400
+        assert decode_broadcast(x, y) == n and decode_tap(x, y) is None
+    assert decode_tap(432, 876) is None and decode_tap(100, 2000) is None
+    with pytest.raises(ValueError, match="step_index 8"):
+        step_tap(8, 0)
+    with pytest.raises(ValueError, match="occurrence"):
+        step_tap(0, 100_000)
+
+
+# --- one execution per phone ----------------------------------------------------------------
+def test_overlap_holds_for_back_to_back_runs_and_ignores_refused_dispatches(tmp_path):
+    db = make_db(tmp_path / "farm.db")
+    add_execution(db, "a", "p1", "completed", T0, T0 + 5, steps=2)
+    add_execution(db, "b", "p1", "completed", T0 + 5, T0 + 9, steps=2)
+    add_execution(db, "c", "p1", "locked", T0 + 6, None, reason="locked")  # never played
+    add_execution(db, "d", "p2", "completed", T0 + 1, T0 + 8, steps=1)     # another phone
+    assert inv.check_no_overlap(inv.read_executions(db), T0 + 100) == []
+
+
+def test_overlap_found_and_an_open_execution_lasts_until_now(tmp_path):
+    db = make_db(tmp_path / "farm.db")
+    add_execution(db, "a", "p1", "running", T0, None, steps=1)
+    add_execution(db, "b", "p1", "completed", T0 + 50, T0 + 55, steps=2)
+    found = inv.check_no_overlap(inv.read_executions(db), T0 + 100)
+    assert [v.invariant for v in found] == ["one_execution_per_phone"]
+    assert "execution b started" in found[0].message and "while a ran" in found[0].message
+    assert [r["execution"] for r in found[0].records] == ["a", "b"]
+
+
+# --- steps once, and in the records --------------------------------------------------------
+RACKS = {"rack1": ["p1", "p2"], "rack2": ["p3"]}
+
+
+def taps(serial: str, *entries: dict) -> list[Tap]:
+    return inv.taps_of(serial, list(entries))
+
+
+def test_each_step_once_and_recorded_holds(tmp_path):
+    db = make_db(tmp_path / "farm.db")
+    # A fixed schedule sequence: the same codes in two executions, told apart by time.
+    add_execution(db, "a", "p1", "completed", T0, T0 + 5, steps=2)
+    add_execution(db, "b", "p1", "completed", T0 + 10, T0 + 15, steps=2)
+    logged = taps("p1", tap_entry(T0 + 1, 0, 7), tap_entry(T0 + 2, 1, 7),
+                  tap_entry(T0 + 11, 0, 7), tap_entry(T0 + 12, 1, 7),
+                  {"ts": T0 + 3, "kind": "tap", "x": 432, "y": 876},  # not the load's
+                  {"ts": T0 + 4, "kind": "swipe", "x1": 1, "y1": 1, "x2": 2, "y2": 2})
+    logged += taps("p2", {"ts": T0 + 3, "kind": "tap", "x": broadcast_tap(5)[0],
+                          "y": broadcast_tap(5)[1]})
+    notes: list[Violation] = []
+    assert inv.check_taps(logged, inv.read_executions(db), [], RACKS, notes) == []
+    assert notes == []
+
+
+def test_a_step_played_twice_is_a_violation(tmp_path):
+    db = make_db(tmp_path / "farm.db")
+    add_execution(db, "a", "p1", "completed", T0, T0 + 5, steps=2)
+    logged = taps("p1", tap_entry(T0 + 1, 0, 7), tap_entry(T0 + 2, 0, 7), tap_entry(T0 + 3, 1, 7))
+    found = inv.check_taps(logged, inv.read_executions(db), [], RACKS, [])
+    assert [v.invariant for v in found] == ["step_played_once"]
+    assert "step 0 (occurrence 7) of execution a" in found[0].message
+    assert found[0].at_wall == T0 + 2
+
+
+def test_a_broadcast_tap_played_twice_is_a_violation(tmp_path):
+    x, y = broadcast_tap(42)
+    logged = taps("p3", {"ts": T0, "kind": "tap", "x": x, "y": y},
+                  {"ts": T0 + 1, "kind": "tap", "x": x, "y": y})
+    found = inv.check_taps(logged, [], [], RACKS, [])
+    assert [v.invariant for v in found] == ["step_played_once"]
+    assert "broadcast tap 42" in found[0].message
+
+
+def test_the_step_in_flight_at_a_node_kill_is_a_note_but_only_one_per_execution(tmp_path):
+    db = make_db(tmp_path / "farm.db")
+    add_execution(db, "a", "p1", "completed", T0, T0 + 30, steps=3)
+    kill = FaultWindow("node_kill", "rack1", T0 + 2.5, T0 + 5)
+    logged = taps("p1", tap_entry(T0 + 1, 0, 3), tap_entry(T0 + 2, 1, 3),
+                  tap_entry(T0 + 8, 1, 3), tap_entry(T0 + 9, 2, 3))
+    notes: list[Violation] = []
+    assert inv.check_taps(logged, inv.read_executions(db), [kill], RACKS, notes) == []
+    assert [n.invariant for n in notes] == ["replayed_at_kill"]
+    # A second step replayed at the same kill is more than the at-least-once window.
+    logged += taps("p1", tap_entry(T0 + 10, 0, 3))
+    found = inv.check_taps(logged, inv.read_executions(db), [kill], RACKS, [])
+    assert [v.invariant for v in found] == ["step_played_once"]
+    # A kill of another rack excuses nothing here.
+    other = FaultWindow("node_kill", "rack2", T0 + 2.5, T0 + 5)
+    found = inv.check_taps(logged[:4], inv.read_executions(db), [other], RACKS, [])
+    assert [v.invariant for v in found] == ["step_played_once"]
+
+
+def test_a_logged_step_missing_from_the_records_is_a_violation(tmp_path):
+    db = make_db(tmp_path / "farm.db")
+    add_execution(db, "a", "p1", "completed", T0, T0 + 5, steps=1)   # only step 0 recorded
+    logged = taps("p1", tap_entry(T0 + 1, 0, 1), tap_entry(T0 + 2, 1, 1),
+                  tap_entry(T0 + 60, 0, 2))                          # outside every execution
+    found = inv.check_taps(logged, inv.read_executions(db), [], RACKS, [])
+    assert [v.invariant for v in found] == ["step_in_records", "step_in_records"]
+    assert "step 1 (occurrence 1)" in found[0].message
+    assert "step 0 (occurrence 2)" in found[1].message
+
+
+# --- settled: ended properly, no stale locks ------------------------------------------------
+def test_settled_holds_for_completed_failed_with_reason_locked_and_resumable(tmp_path):
+    db = make_db(tmp_path / "farm.db")
+    add_execution(db, "a", "p1", "completed", T0, T0 + 5, steps=2)
+    add_execution(db, "b", "p2", "failed", T0, T0 + 5, steps=1, reason="screen_timeout")
+    add_execution(db, "c", "p2", "locked", T0, None, reason="locked")
+    add_execution(db, "d", "p3", "running", T0, None, steps=1, plan="sealed")
+    phones = {"p1": {"state": "online"}, "p2": {"state": "online"},
+              "p3": {"state": "offline"}}
+    notes: list[Violation] = []
+    assert inv.check_settled(inv.read_executions(db), phones, notes) == []
+    assert [n.invariant for n in notes] == ["resumable"]
+
+
+def test_settled_finds_stuck_running_and_failed_without_a_reason(tmp_path):
+    db = make_db(tmp_path / "farm.db")
+    add_execution(db, "a", "p1", "running", T0, None, steps=1, plan="sealed")  # phone online
+    add_execution(db, "b", "p2", "failed", T0, T0 + 1, steps=1)
+    add_execution(db, "c", "p3", "pending", T0, None)                         # no plan
+    found = inv.check_settled(inv.read_executions(db),
+                              {"p1": {"state": "online"}, "p3": {"state": "offline"}}, [])
+    assert [(v.invariant, v.records[0]["execution"]) for v in found] == [
+        ("none_stuck", "a"), ("ended_with_reason", "b"), ("none_stuck", "c")]
+
+
+def test_locks_held_only_by_active_executions(tmp_path):
+    db = make_db(tmp_path / "farm.db")
+    add_execution(db, "a", "p1", "running", T0, None, steps=1)
+    add_execution(db, "b", "p2", "completed", T0, T0 + 10, steps=1)
+    add_execution(db, "c", "p3", "completed", T0, T0 + 98, steps=1)
+    phones = {"p1": {"lock_holder": "a"}, "p2": {"lock_holder": None},
+              "p3": {"lock_holder": "c"},             # its lock_freed may trail (grace)
+              "p4": {"lock_holder": "phone-paused"}}  # a pause, not an execution
+    assert inv.check_locks(inv.read_executions(db), phones, T0 + 100) == []
+    phones["p2"]["lock_holder"] = "b"
+    found = inv.check_locks(inv.read_executions(db), phones, T0 + 100)
+    assert [v.invariant for v in found] == ["no_lock_after_end"]
+    assert "phone p2 still locked by execution b" in found[0].message
+
+
+# --- the status stream ------------------------------------------------------------------
+def stream_events(*items: tuple[str, str, str | None]) -> list[dict]:
+    return [{"event": ev, "execution_id": key, "status": status, "wall": T0}
+            for ev, key, status in items]
+
+
+def test_stream_showed_every_change_holds(tmp_path):
+    db = make_db(tmp_path / "farm.db")
+    add_execution(db, "a", "p1", "completed", T0 + 1, T0 + 5, steps=2)
+    add_execution(db, "b", "p2", "failed", T0 + 1, T0 + 5, steps=1, reason="screen_timeout")
+    add_execution(db, "c", "p3", "locked", T0 + 1, None, reason="locked")  # coordinator-made
+    add_execution(db, "d", "p3", "completed", T0 - 50, T0 - 40, steps=1)   # before watching
+    events = stream_events(("execution_started", "a", None),
+                           ("execution_finished", "a", "completed"),
+                           ("execution_started", "b", None),
+                           ("execution_finished", "b", "failed"))
+    notes: list[Violation] = []
+    assert inv.check_stream(inv.read_executions(db), events, [(T0 - 1, T0)], T0, [], RACKS,
+                            notes) == []
+    assert notes == []
+
+
+def test_stream_missing_or_disagreeing_is_a_violation_unless_the_watcher_was_away(tmp_path):
+    db = make_db(tmp_path / "farm.db")
+    add_execution(db, "a", "p1", "completed", T0 + 1, T0 + 5, steps=2)   # finish never shown
+    add_execution(db, "b", "p2", "failed", T0 + 1, T0 + 6, steps=1, reason="x")
+    add_execution(db, "c", "p3", "completed", T0 + 1, T0 + 21, steps=1)  # ended in a gap
+    events = stream_events(("execution_started", "a", None),
+                           ("execution_started", "b", None),
+                           ("execution_finished", "b", "completed"),
+                           ("execution_started", "c", None))
+    notes: list[Violation] = []
+    found = inv.check_stream(inv.read_executions(db), events, [(T0 - 1, T0), (T0 + 20, T0 + 22)],
+                             T0, [], RACKS, notes)
+    assert [(v.invariant, v.records[0]["execution"]) for v in found] == [
+        ("stream_shows_changes", "a"), ("stream_shows_changes", "b")]
+    assert "never shown" in found[0].message and "'completed'" in found[1].message
+    assert [n.invariant for n in notes] == ["stream_gap"]
+
+
+def test_stream_showing_finished_while_recorded_running_is_a_violation(tmp_path):
+    db = make_db(tmp_path / "farm.db")
+    add_execution(db, "a", "p1", "running", T0 + 1, None, steps=1)
+    events = stream_events(("execution_started", "a", None),
+                           ("execution_finished", "a", "completed"))
+    found = inv.check_stream(inv.read_executions(db), events, [], T0, [], RACKS, [])
+    assert [v.invariant for v in found] == ["stream_shows_changes"]
+    assert "recorded running" in found[0].message
+
+
+# --- health --------------------------------------------------------------------------------
+def test_health_misses_are_excused_only_while_that_process_was_killed_or_cut_off():
+    windows = [FaultWindow("coordinator_kill", None, T0, T0 + 5),
+               FaultWindow("partition", "rack1", T0 + 100, T0 + 130),
+               FaultWindow("loss", "rack2", T0 + 200, T0 + 260)]
+    excused = [{"name": "coordinator", "wall": T0 + 3, "took": None},
+               {"name": "coordinator", "wall": T0 + 12, "took": None},  # restart grace
+               {"name": "rack1", "wall": T0 + 110, "took": None}]
+    notes: list[Violation] = []
+    assert inv.check_health(excused, windows, RACKS, notes) == []
+    broken = [{"name": "coordinator", "wall": T0 + 110, "took": 1.4},   # rack1's partition
+              {"name": "node:rack2", "wall": T0 + 3, "took": None},    # the coordinator's kill
+              {"name": "rack2", "wall": T0 + 210, "took": None}]       # during loss: a note
+    found = inv.check_health(broken, windows, RACKS, notes)
+    assert [v.records[0]["name"] for v in found] == ["coordinator", "node:rack2"]
+    assert "took 1.40 s" in found[0].message
+    assert [n.invariant for n in notes] == ["health_in_1s"]
+
+
+def test_health_probe_records_slow_and_missing_answers():
+    farm = FakeFarm(Path("/nonexistent"), {}, [])
+    farm.answers = {"coordinator": 0.01, "rack1": None, "rack2": 1.5}
+    timeline = FakeTimeline()
+    probe = inv.HealthProbe(farm, timeline, interval_s=0.05).start()
+    time.sleep(0.3)
+    probe.stop()
+    assert probe.samples >= 2
+    assert {m["name"] for m in probe.misses} == {"rack1", "rack2"}
+    assert {e.kind for e in timeline.entries} == {"health_miss"}
+
+
+# --- the whole check and its report ----------------------------------------------------------
+def test_check_and_report_on_a_fake_farm(tmp_path):
+    db = make_db(tmp_path / "farm.db")
+    now = time.time()
+    add_execution(db, "a", "p1", "completed", now - 60, now - 50, steps=2)
+    add_execution(db, "b", "p3", "running", now - 40, None, steps=1, plan="sealed")
+    racks = {"rack1": FakeRack("rack1", ["p1", "p2"], {
+                 "p1": [tap_entry(now - 59, 0, 1), tap_entry(now - 58, 1, 1),
+                        tap_entry(now - 57, 1, 1)],
+                 "p2": []}),
+             "rack2": FakeRack("rack2", ["p3"], {"p3": [tap_entry(now - 39, 0, 2)]})}
+    farm = FakeFarm(db, racks, [{"serial": "p1", "state": "online", "lock_holder": None},
+                                {"serial": "p3", "state": "online", "lock_holder": "b"}])
+    timeline = FakeTimeline()
+    timeline.add("partition", "rack2", phase="start", wall=now - 59.5)
+    timeline.add("partition", "rack2", phase="end", wall=now - 45)
+    notes: list[Violation] = []
+    found = inv.check(farm, timeline, settled=True, notes=notes)
+    assert sorted(v.invariant for v in found) == ["none_stuck", "step_played_once"]
+    assert {n.invariant for n in notes} == {"stream_shows_changes", "health_in_1s"}  # unchecked
+    text = inv.report(found, timeline)
+    assert "step_played_once: phone p1: step 1 (occurrence 1) of execution a" in text
+    assert "partition rack2" in text and '"execution": "a"' in text
+    # While faults still run, a running execution is no violation and an unreadable log a note.
+    del racks["rack1"].logs["p2"]
+    notes = []
+    found = inv.check(farm, timeline, settled=False, notes=notes)
+    assert [v.invariant for v in found] == ["step_played_once"]
+    assert "phone_log_read" in {n.invariant for n in notes}
+
+
+def test_fault_windows_pair_starts_and_ends_from_dict_or_object_entries():
+    timeline = FakeTimeline()
+    timeline.add("node_kill", "rack1", phase="start", wall=T0)
+    timeline.add("health_miss", "rack1", wall=T0 + 1)
+    timeline.add("node_kill", "rack1", phase="end", wall=T0 + 5)
+    timeline.entries.append({"kind": "coordinator_kill", "what": None, "wall": T0 + 9,  # type: ignore[arg-type]
+                             "fields": {"phase": "start"}})
+    windows = inv.fault_windows(timeline)
+    assert [(w.kind, w.target, w.start, w.end) for w in windows] == [
+        ("node_kill", "rack1", T0, T0 + 5), ("coordinator_kill", None, T0 + 9, None)]
+
+
+# --- the stream watcher against a real SSE endpoint -----------------------------------------
+class SSEServer:
+    """An aiohttp app in a thread serving /api/stream the way actors/control/stream.py does,
+    so the watcher's socket reading and its reconnect are tried for real."""
+
+    def __init__(self) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.loop = asyncio.new_event_loop()
+        self.queue: asyncio.Queue | None = None
+        self.runner: web.AppRunner | None = None
+        threading.Thread(target=self.loop.run_forever, daemon=True).start()
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        assert request.headers["Authorization"] == "Bearer t"
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(b"retry: 2000\n: connected\n\n")
+        while True:
+            await response.write(await self.queue.get())
+
+    async def _start(self) -> None:
+        self.queue = asyncio.Queue()
+        app = web.Application()
+        app.router.add_get("/api/stream", self._handle)
+        self.runner = web.AppRunner(app, shutdown_timeout=0.1)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
+
+    def start(self) -> None:
+        asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(5)
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(5)
+
+    def send(self, raw: bytes) -> None:
+        self.loop.call_soon_threadsafe(self.queue.put_nowait, raw)
+
+
+def wait_for(cond, timeout: float = 5.0) -> None:
+    end = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < end, "timed out"
+        time.sleep(0.02)
+
+
+def test_stream_watcher_records_execution_events_and_reconnects():
+    server = SSEServer()
+    server.start()
+    farm = FakeFarm(Path("/nonexistent"), {}, [])
+    farm.base_url, farm.token = f"http://127.0.0.1:{server.port}", "t"
+    watcher = inv.StreamWatcher(farm, FakeTimeline(), retry_s=0.05).start()
+    try:
+        assert watcher.wait_connected(5)
+        server.send(b'event: execution_finished\ndata: {"event": "execution_finished", "ts": 1,'
+                    b' "node": "rack1", "serial": "p1", "data": {"execution_id": "e1",'
+                    b' "status": "completed"}}\n\n: heartbeat\n\nevent: screen_changed\n'
+                    b'data: {"event": "screen_changed", "data": {}}\n\n')
+        wait_for(lambda: watcher.snapshot()[0])
+        events, gaps, started = watcher.snapshot()
+        assert [(e["event"], e["execution_id"], e["status"], e["serial"]) for e in events] == [
+            ("execution_finished", "e1", "completed", "p1")]
+        assert len(gaps) == 1 and gaps[0][1] == started
+        server.stop()                         # the coordinator goes away ...
+        wait_for(lambda: not watcher.connected)
+        server.start()                        # ... and comes back on its port
+        wait_for(lambda: watcher.connected)
+        server.send(b'event: execution_started\ndata: {"data": {"execution_id": "e2"}}\n\n')
+        wait_for(lambda: len(watcher.snapshot()[0]) == 2)
+        events, gaps, _ = watcher.snapshot()
+        assert len(gaps) == 2 and all(b is not None and a <= b for a, b in gaps)
+    finally:
+        watcher.stop()
+        server.stop()
