@@ -246,14 +246,25 @@ FAULT_KINDS = frozenset({"node_kill", "coordinator_kill", "adb_kill", "partition
 
 
 def fault_windows(timeline: Any) -> list[FaultWindow]:
-    """Each fault's start and end, paired by (kind, target) in order of the entries."""
+    """Each fault's start and end. From ``timeline.windows()`` when it has one (Part B's
+    Timeline pairs its ``fault`` entries by the fault's index), else paired here by
+    (kind, target) in entry order, entries being either ``kind="fault"`` with the fault's
+    kind in field ``fault`` or of the fault's kind itself, ``phase`` start/end."""
+    windows = getattr(timeline, "windows", None)
+    if callable(windows):
+        return [FaultWindow(w.kind, None if w.target in (None, "") else str(w.target),
+                            float(w.start), None if w.end is None else float(w.end))
+                for w in windows()]
     out: list[FaultWindow] = []
     open_: dict[tuple[str, str | None], FaultWindow] = {}
     for entry in timeline_entries(timeline):
         kind = _get(entry, "kind")
+        if kind == "fault":
+            kind = _get(entry, "fault")
         if kind not in FAULT_KINDS:
             continue
-        target = _get(entry, "what", "target")
+        target = _get(entry, "target") if _get(entry, "kind") == "fault" \
+            else _get(entry, "what", "target")
         target = None if target in (None, "") else str(target)
         wall = _get(entry, "wall", "wall_time", "at_wall")
         phase = str(_get(entry, "phase") or "")
@@ -636,7 +647,7 @@ class StreamWatcher:
         self.connected = False
         with self._lock:
             self.gaps.append((time.time(), None))
-        _timeline_add(self.timeline, "stream_reconnect", None, state="lost")
+        _timeline_add(self.timeline, "stream", "status stream lost", state="lost")
 
     def _mark_up(self) -> None:
         now = time.time()
@@ -646,7 +657,7 @@ class StreamWatcher:
                 self.gaps[-1] = (self.gaps[-1][0], now)
             if self.started_at is None:
                 self.started_at = now
-        _timeline_add(self.timeline, "stream_reconnect", None, state="connected")
+        _timeline_add(self.timeline, "stream", "status stream connected", state="connected")
 
     def _follow(self) -> None:
         url = urlsplit(self.farm.base_url)

@@ -466,3 +466,21 @@ def test_stream_watcher_records_execution_events_and_reconnects():
     finally:
         watcher.stop()
         server.stop()
+
+
+def test_fault_windows_from_fault_entries_and_from_part_bs_timeline():
+    timeline = FakeTimeline()
+    timeline.add("fault", "kill rack2's node", phase="start", fault="node_kill", target="rack2",
+                 index=1, wall=T0)
+    timeline.add("fault", "kill rack2's node", phase="end", fault="node_kill", target="rack2",
+                 index=1, wall=T0 + 4)
+    assert [(w.kind, w.target, w.start, w.end) for w in inv.fault_windows(timeline)] == [
+        ("node_kill", "rack2", T0, T0 + 4)]
+    faults = pytest.importorskip("tests.harness.faults")
+    real = faults.Timeline()
+    real.add("fault", "partition rack1", phase="start", fault="partition", target="rack1",
+             index=1)
+    real.add("fault", "partition rack1", phase="end", fault="partition", target="rack1",
+             index=1)
+    [window] = inv.fault_windows(real)
+    assert (window.kind, window.target) == ("partition", "rack1") and window.end >= window.start
