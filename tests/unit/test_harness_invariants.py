@@ -484,3 +484,13 @@ def test_fault_windows_from_fault_entries_and_from_part_bs_timeline():
              index=1)
     [window] = inv.fault_windows(real)
     assert (window.kind, window.target) == ("partition", "rack1") and window.end >= window.start
+
+
+def test_mid_run_the_newest_taps_are_not_yet_held_to_the_records(tmp_path):
+    db = make_db(tmp_path / "farm.db")
+    add_execution(db, "a", "p1", "running", T0, None, steps=1)
+    logged = taps("p1", tap_entry(T0 + 1, 0, 1), tap_entry(T0 + 20, 1, 1))  # step 1 unreported
+    assert inv.check_taps(logged, inv.read_executions(db), [], RACKS, [],
+                          records_until=T0 + 10) == []
+    found = inv.check_taps(logged, inv.read_executions(db), [], RACKS, [])
+    assert [v.invariant for v in found] == ["step_in_records"]
