@@ -831,6 +831,8 @@ def report(violations: list[Violation], timeline: Any, *, seconds: float = 30.0)
 def _entry_text(entry: Any) -> str:
     if isinstance(entry, str):
         return entry
+    if type(entry).__str__ is not object.__str__ and not isinstance(entry, dict):
+        return str(entry)  # Part B's Entry prints itself
     wall = _get(entry, "wall", "wall_time", "at_wall")
     stamp = _iso(float(wall)) if isinstance(wall, (int, float)) else "?"
     rest = entry if isinstance(entry, dict) else getattr(entry, "__dict__", {})
