@@ -196,12 +196,14 @@ class _Lines:
         return self.headers[index - 1] if 0 < index <= len(self.headers) else None
 
     def key(self, name: str) -> int | None:
-        """The line of a top-level key ``name = ...`` (before any table)."""
+        """The line of a top-level key: ``name = ...`` before any table, else the first
+        ``[name]`` / ``[[name]]`` header."""
         pattern = re.compile(rf"^\s*{re.escape(name)}\s*[=.]")
+        header = re.compile(rf"^\s*\[\[?\s*{re.escape(name)}\s*[\].]")
+        in_tables = False
         for i, line in enumerate(self.lines):
-            if _TABLE.match(line):
-                break
-            if pattern.match(line):
+            in_tables = in_tables or bool(_TABLE.match(line))
+            if (not in_tables and pattern.match(line)) or header.match(line):
                 return i + 1
         return None
 
