@@ -16,6 +16,7 @@ import errno
 import json
 import os
 import select
+import shutil
 import signal
 import socket
 import subprocess
@@ -156,6 +157,8 @@ class HarnessFarm:
         self.profile = profile
         self.logs = self.workdir / "logs"
         self.coordinator_data = self.workdir / "coordinator"
+        # Where `stop` copies a tmpfs data dir before unmounting it.
+        self.saved_coordinator_data = self.workdir / "coordinator-saved"
         self.harness_id: int | None = None
         self.network: Network | None = None
         self.racks: dict[str, Rack] = {}
@@ -235,6 +238,9 @@ class HarnessFarm:
                 except ProcessLookupError:
                     pass
         if self._tmpfs_mounted:
+            # The tmpfs dies with its mount: keep its databases for a post-mortem.
+            shutil.copytree(self.coordinator_data, self.saved_coordinator_data,
+                            ignore=shutil.ignore_patterns(FILLER_NAME), dirs_exist_ok=True)
             run(["umount", "-l", str(self.coordinator_data)], check=False)
             self._tmpfs_mounted = False
         if self.network is not None:
@@ -436,13 +442,19 @@ class HarnessFarm:
         futures = {k: self._pool.submit(self._timed_get, url) for k, url in targets.items()}
         return {k: f.result() for k, f in futures.items()}
 
+    def _data_dir(self) -> Path:
+        # After `stop` a tmpfs data dir is gone; its copy is not.
+        if self.coordinator_tmpfs_mb is not None and self._stopped:
+            return self.saved_coordinator_data
+        return self.coordinator_data
+
     def db_path(self) -> Path:
         """The coordinator's SQLite farm database (FarmDB: executions, schedules, locks)."""
-        return self.coordinator_data / "farm.sqlite3"
+        return self._data_dir() / "farm.sqlite3"
 
     def events_db_path(self) -> Path:
         """The coordinator's event store (node_events as journaled by the nodes)."""
-        return self.coordinator_data / "coordinator.sqlite3"
+        return self._data_dir() / "coordinator.sqlite3"
 
     # --- network faults --------------------------------------------------------------------
     def partition(self, rack: str, on: bool) -> None:
@@ -490,27 +502,23 @@ class HarnessFarm:
         written. Needs coordinator_tmpfs_mb."""
         if not self._tmpfs_mounted:
             raise RuntimeError("fill_disk needs HarnessFarm(coordinator_tmpfs_mb=...)")
-        chunk = b"\0" * (1 << 20)
         written = 0
-        with open(self.coordinator_data / FILLER_NAME, "ab") as f:
-            while True:
-                try:
-                    written += f.write(chunk)
-                    f.flush()
-                except OSError as exc:
-                    if exc.errno != errno.ENOSPC:
-                        raise
-                    break
-            # The last partial megabyte: byte by byte would be slow; 4 KiB pages suffice.
-            page = b"\0" * 4096
-            while True:
-                try:
-                    written += f.write(page)
-                    f.flush()
-                except OSError as exc:
-                    if exc.errno != errno.ENOSPC:
-                        raise
-                    break
+        # Unbuffered: a buffered file would meet ENOSPC again in its close.
+        fd = os.open(self.coordinator_data / FILLER_NAME, os.O_WRONLY | os.O_CREAT | os.O_APPEND,
+                     0o600)
+        try:
+            # 1 MiB writes, then 4 KiB ones for the last partial megabyte (tmpfs pages).
+            for size in (1 << 20, 4096):
+                block = b"\0" * size
+                while True:
+                    try:
+                        written += os.write(fd, block)
+                    except OSError as exc:
+                        if exc.errno != errno.ENOSPC:
+                            raise
+                        break
+        finally:
+            os.close(fd)
         return written
 
     def free_disk(self) -> None:
