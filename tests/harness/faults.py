@@ -608,11 +608,14 @@ class FaultRunner:
     phones, every phone for a farm-wide fault) has completed an execution that ended after
     the fault did; None if that did not happen within ``recovery_timeout_s``.
     ``on_recovered(fault, seconds)`` is called after each measurement (the harness checks
-    the invariants there). Faults the farm cannot take are refused when it is built."""
+    the invariants there); ``on_phones_back()`` once per fault when every phone is online
+    again after it (`SteadyLoad.kick`: work is started then, so the measure is the farm's
+    and not the load's period). Faults the farm cannot take are refused when it is built."""
 
     def __init__(self, farm: Any, faults: list[Fault], timeline: Timeline, *, seed: int = 0,
                  recovery_timeout_s: float = 120.0, poll_s: float = 0.5,
-                 on_recovered: Callable[[Fault, float | None], None] | None = None) -> None:
+                 on_recovered: Callable[[Fault, float | None], None] | None = None,
+                 on_phones_back: Callable[[], None] | None = None) -> None:
         self.farm = farm
         self.faults = sorted(faults, key=lambda f: f.at_s)
         self.timeline = timeline
@@ -620,6 +623,7 @@ class FaultRunner:
         self.recovery_timeout_s = recovery_timeout_s
         self.poll_s = poll_s
         self.on_recovered = on_recovered
+        self.on_phones_back = on_phones_back
         self.racks = rack_serials(farm)
         check_faults(self.faults, self.racks, supported_kinds(farm))
         self._stop = threading.Event()
@@ -696,7 +700,7 @@ class FaultRunner:
         finally:
             self.timeline.add("fault", fault.describe(), phase="end", **common)
         ended = time.monotonic()
-        seconds = self._measure(fault, time.time(), ended, affected)
+        seconds = self._measure(index, fault, time.time(), ended, affected)
         with self._lock:
             self._recoveries.append((index, fault, seconds))
         self.timeline.add("fault", fault.describe(), phase="recovered",
@@ -790,15 +794,22 @@ class FaultRunner:
             # Undone even if applying failed part way: a half-made partition must not stay.
             call("undo", undo)
 
-    def _measure(self, fault: Fault, end_wall: float, end_mono: float,
+    def _measure(self, index: int, fault: Fault, end_wall: float, end_mono: float,
                  affected: list[str]) -> float | None:
         total = sum(len(ss) for ss in self.racks.values())
         deadline = end_mono + self.recovery_timeout_s
+        told = False
         while not self._stop.is_set():
             try:
                 online = self.farm.phones_online()
             except Exception:  # the coordinator may be down: not recovered yet
                 online = -1
+            if online >= total and not told and self.on_phones_back is not None:
+                told = True
+                try:
+                    self.on_phones_back()
+                except Exception as exc:  # reported; the measure goes on
+                    self._error(index, fault, "on_phones_back", exc)
             if online >= total and completed_since(self.farm.db_path(), end_wall,
                                                    affected) >= set(affected):
                 return time.monotonic() - end_mono

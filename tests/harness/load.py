@@ -84,6 +84,7 @@ class SteadyLoad:
         self.schedule_created = False
         self.answers: Counter[tuple[str, int]] = Counter()  # (path, status) -> count
         self._stop = threading.Event()
+        self._kicked = threading.Event()
         self._thread: threading.Thread | None = None
 
     # --- life --------------------------------------------------------------------------------
@@ -113,6 +114,11 @@ class SteadyLoad:
             self.schedule_created = False
         self.timeline.add("load", "stopped", broadcasts=self.broadcasts, runs=self.runs)
 
+    def kick(self) -> None:
+        """Post the next run now rather than at its time (FaultRunner's ``on_phones_back``:
+        the phones are back, so work resumes at once). Safe from any thread."""
+        self._kicked.set()
+
     def sequence_file(self) -> Path:
         """Where the coordinator finds ``harness/steady``: its recorded sequences, in its
         data directory (the farm database's folder)."""
@@ -131,7 +137,8 @@ class SteadyLoad:
             if now >= next_broadcast:
                 next_broadcast = now + self.broadcast_every_s
                 self._broadcast()
-            if self.run_every_s is not None and now >= next_run:
+            if self.run_every_s is not None and (now >= next_run or self._kicked.is_set()):
+                self._kicked.clear()
                 next_run = now + self.run_every_s
                 self._run()
             self._stop.wait(self.tick_s)

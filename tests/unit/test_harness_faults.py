@@ -294,8 +294,10 @@ def test_the_runner_applies_undoes_and_measures_recovery(tmp_path):
               Fault(0.1, "unplug_storm", 0.0, None,
                     {"phones": 3, "repeat": 2, "every_s": 0.1, "seconds": 0.1})]
     seen: list[tuple[str, float | None]] = []
+    backs: list[int] = []
     runner = FaultRunner(farm, faults, timeline, seed=5, recovery_timeout_s=1.5, poll_s=0.05,
-                         on_recovered=lambda f, s: seen.append((f.kind, s)))
+                         on_recovered=lambda f, s: seen.append((f.kind, s)),
+                         on_phones_back=lambda: backs.append(1))
     runner.start()
 
     def complete(serials: list[str]) -> None:
@@ -319,6 +321,7 @@ def test_the_runner_applies_undoes_and_measures_recovery(tmp_path):
     stormed = {s for c in unplugs for s in c[1]}
     assert (recoveries["unplug_storm"] is None) == (not stormed <= {"b1", "b2"})
     assert sorted(seen) == sorted(recoveries.items())
+    assert backs == [1, 1]  # once per fault, when every phone was online after it
     windows = timeline.windows()
     assert [(w.index, w.kind, w.target) for w in windows] == [
         (1, "partition", "rack2"), (2, "unplug_storm", None)]
@@ -363,3 +366,40 @@ def test_completed_since_reads_the_database_read_only_and_survives_a_missing_one
     assert completed_since(db, time.time() - 60, ["a1", "a2", "b1"]) == {"a1"}
     assert completed_since(db, time.time() + 60, ["a1"]) == set()
     assert completed_since(tmp_path / "none.sqlite3", 0, ["a1"]) == set()
+
+
+def test_the_load_codes_its_steps_and_records_refused_requests_without_raising(tmp_path):
+    from tests.harness.invariants import broadcast_tap, decode_broadcast, decode_tap
+    from tests.harness.load import SteadyLoad, load_steps
+
+    steps = load_steps(1234)
+    taps = [(i, s) for i, s in enumerate(steps) if s["type"] == "tap"]
+    assert [decode_tap(s["x"], s["y"]) for _, s in taps] == [(i, 1234) for i, _ in taps]
+
+    class DownFarm:
+        """A farm whose coordinator never answers."""
+        posts: list[str] = []
+
+        def post(self, path, body):
+            self.posts.append(path)
+            return 0, None
+
+        def db_path(self):
+            return tmp_path / "coordinator" / "farm.sqlite3"
+
+    timeline = Timeline()
+    load = SteadyLoad(DownFarm(), timeline, broadcast_every_s=0.05, run_every_s=0.05,
+                      tick_s=0.01)
+    load.start()
+    time.sleep(0.3)
+    load.kick()
+    load.stop()
+    assert load.sequence_file().exists() and not load.schedule_created
+    requests = timeline.entries("request")
+    assert requests and {e.fields["status"] for e in requests} == {0}
+    paths = {e.fields["path"] for e in requests}
+    assert paths == {"/api/schedules", "/api/actions", "/api/runs"}
+    numbers = [e.fields["n"] for e in requests if e.fields["path"] == "/api/actions"]
+    assert numbers == list(range(len(numbers)))
+    assert decode_broadcast(*broadcast_tap(numbers[-1])) == numbers[-1]
+    assert load.completed_per_minute(60) == 0.0  # no database: nothing, no error
