@@ -79,7 +79,10 @@ class Fault:
             parts.append(self.target)
         parts += [f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
                   for k, v in sorted(self.params.items())]
-        parts.append(f"for {self.duration_s:g}s")
+        # A storm's length is its params' (a Fault built in code may carry any duration_s).
+        length = (storm_length_s(self.params) if self.kind == "unplug_storm"
+                  and {"repeat", "every_s", "seconds"} <= self.params.keys() else self.duration_s)
+        parts.append(f"for {length:g}s")
         return " ".join(parts)
 
 
@@ -764,7 +767,14 @@ class FaultRunner:
                 self.timeline.add("fault", f"unplug {len(serials)} phone(s) for "
                                            f"{p['seconds']:g}s", phase="step", index=index,
                                   fault=kind, repeat=n + 1, serials=tuple(serials))
-                call("unplug", farm.unplug, serials, p["seconds"])
+                try:
+                    refused = farm.unplug(serials, p["seconds"])
+                except Exception as exc:
+                    self._error(index, fault, "unplug", exc)
+                else:
+                    if refused:  # e.g. a phone still unplugged from the repeat before
+                        self.timeline.add("fault", "unplug refused", phase="step",
+                                          index=index, fault=kind, refused=refused)
                 self._wait(p["every_s"] if n + 1 < len(draws) else p["seconds"])
             return
         apply_undo: dict[str, tuple[Callable[[], Any], Callable[[], Any]]] = {
