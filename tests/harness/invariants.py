@@ -12,7 +12,8 @@ The database is opened read-only (``file:...?mode=ro``): the checker never write
 records. Times in the database are the coordinator's UTC wall clock at the moment it applied
 a node's event (``actors/store/execution_records.py``), a phone's log ``ts`` is the phone
 process's ``time.time()``; both run on this one machine, so one clock (a node's clock skew
-does not reach either).
+does not reach either). Which execution held a phone is judged from the node's own lock
+events in the coordinator's event store (`read_lock_holdings`): see `check_no_overlap`.
 """
 
 from __future__ import annotations
@@ -163,6 +164,25 @@ class FaultWindow:
         return self.start - before <= t <= end + after
 
 
+@dataclass
+class Holding:
+    """One hold of a phone's lock by an execution, as the phone's node journaled it: from its
+    ``lock_taken`` to its ``lock_freed`` (or the node's restart), as journal seqs of ``node``
+    (their order is the phone actor's) with the node's own clock beside them."""
+
+    key: str
+    serial: str
+    node: str
+    taken: int
+    taken_at: float | None
+    freed: int | None = None  # None: still held
+    freed_at: float | None = None
+    ended_by: str | None = None
+
+    def holds_at(self, seq: int) -> bool:
+        return self.taken < seq and (self.freed is None or seq < self.freed)
+
+
 def _epoch(text: Any) -> float | None:
     """A database timestamp (UTC text, naive) as epoch seconds."""
     if text is None or text == "":
@@ -201,6 +221,70 @@ def read_executions(db_path: Path) -> list[Execution]:
                       error_message=r["error_message"], has_plan=bool(r["has_plan"]),
                       steps=steps.get(r["execution_id"], []))
             for r in rows]
+
+
+LOCK_EVENTS = ("lock_taken", "lock_freed", "phone_up")
+
+
+def read_lock_holdings(events_db: Path) -> dict[str, list[Holding]]:
+    """`lock_holdings` of the coordinator's event store (node_events), opened read-only."""
+    conn = sqlite3.connect(f"file:{events_db}?mode=ro", uri=True, timeout=10)
+    try:
+        rows = conn.execute(
+            "SELECT node, seq, event, serial, data FROM node_events WHERE event IN"
+            f" ({', '.join('?' * len(LOCK_EVENTS))}) ORDER BY node, seq",
+            LOCK_EVENTS).fetchall()
+    finally:
+        conn.close()
+    return lock_holdings({"node": n, "seq": q, "event": e, "serial": se, "data": json.loads(d)}
+                         for n, q, e, se, d in rows)
+
+
+def lock_holdings(events: Iterable[dict]) -> dict[str, list[Holding]]:
+    """Each execution's holds of its phone's lock, by execution key, from node events
+    ({node, seq, event, serial, data}). A ``phone_up`` ends every hold of that phone: the
+    node restarted and its new phone record has no lock (actors/node/rack.py; the other
+    ``phone_up``, a failed phone plugged in again, comes after its playbacks failed with
+    ``phone_failed`` and released their locks). A
+    ``lock_taken`` while another execution's hold is open stays an overlap (nothing is
+    closed for it): that is what `check_no_overlap` looks for."""
+    held: dict[tuple[str, str, str], Holding] = {}  # (node, serial, key) -> open hold
+    out: dict[str, list[Holding]] = {}
+    for ev in sorted(events, key=lambda ev: (str(ev["node"]), int(ev["seq"]))):
+        node, serial, seq = str(ev["node"]), str(ev.get("serial")), int(ev["seq"])
+        data = ev.get("data") or {}
+        if ev["event"] == "phone_up":
+            for k in [k for k in held if k[:2] == (node, serial)]:
+                h = held.pop(k)
+                h.freed, h.freed_at, h.ended_by = seq, data.get("at"), "node restarted"
+            continue
+        key = data.get("execution_id")
+        if not key:
+            continue
+        slot = (node, serial, str(key))
+        if ev["event"] == "lock_taken" and slot not in held:
+            held[slot] = Holding(str(key), serial, node, seq, data.get("at"))
+            out.setdefault(str(key), []).append(held[slot])
+        elif ev["event"] == "lock_freed" and slot in held:
+            h = held.pop(slot)
+            h.freed, h.freed_at, h.ended_by = seq, data.get("at"), data.get("reason")
+    return out
+
+
+def _node_verdict(a: Execution, b: Execution,
+                  holdings: dict[str, list[Holding]]) -> tuple[Holding, Holding] | None | bool:
+    """Whether the node's lock events show ``a`` and ``b`` holding their phone at once: the
+    two holds that did (taken while the other's was open), None when they did not, False
+    when the journal cannot tell (either has no hold there, or they are on other nodes)."""
+    ha = [h for h in holdings.get(a.key, []) if h.serial == a.serial]
+    hb = [h for h in holdings.get(b.key, []) if h.serial == b.serial]
+    if not ha or not hb or not {h.node for h in ha} & {h.node for h in hb}:
+        return False
+    for x in ha:
+        for y in hb:
+            if x.node == y.node and (x.holds_at(y.taken) or y.holds_at(x.taken)):
+                return (x, y) if x.taken < y.taken else (y, x)
+    return None
 
 
 def taps_of(serial: str, log: Iterable[dict]) -> list[Tap]:
@@ -292,29 +376,69 @@ def _rack_of(serial: str, racks: dict[str, list[str]]) -> str | None:
 
 
 # --- the invariants, on plain data ----------------------------------------------------------
-def check_no_overlap(executions: list[Execution], now: float) -> list[Violation]:
-    """No phone ran two executions at once: intervals [start, end] of the executions that
-    ran on one serial do not overlap (an open one lasts until ``now``)."""
+def check_no_overlap(executions: list[Execution], now: float,
+                     holdings: dict[str, list[Holding]] | None = None,
+                     notes: list[Violation] | None = None) -> list[Violation]:
+    """No phone ran two executions at once.
+
+    The records' times cannot show it: an execution's ``start_time`` is the coordinator's
+    clock when it created the record, before sending it to the node (runs.py
+    ``_start_one``), and its ``end_time`` the coordinator's clock when it applied the node's
+    ``execution_finished``, which the node publishes after releasing the lock (playback.py
+    ``_play``) and which reaches the coordinator through the node's journal. So a run the
+    coordinator dispatches while the previous one ends is recorded as starting before that
+    one's end although the node gave it the phone only after the release: seen on a 1 x 2
+    farm under an unplug storm (record start 21.298, previous record end 21.312; the node's
+    lock_freed at 21.285, the new lock_taken at 21.304, its first tap at 21.404).
+
+    What the phone did is decided by its node's lock events (``holdings``, from
+    `read_lock_holdings`): every action of an execution goes through the phone actor, which
+    refuses an execution not holding the lock (phone.py ``perform``), and the node takes the
+    lock before a playback starts and the playback releases it after its last action. The
+    phone actor publishes ``lock_freed`` and ``lock_taken`` itself, in the order it hands
+    the lock on, so their journal seqs (not any clock) tell whether a second execution took
+    the phone while the first held it. Intervals [start, end] of the records (an open one
+    lasting until ``now``) pick the pairs to look at; a pair the journal cannot judge (no
+    lock events for one of them: not read, or lost) is judged by the records. A pair only
+    the records overlap is a ``records_overlap_only`` note."""
     out: list[Violation] = []
+    holdings = holdings or {}
     by_serial: dict[str, list[Execution]] = {}
     for e in executions:
         if e.serial and e.start is not None and e.ran():
             by_serial.setdefault(e.serial, []).append(e)
     for serial, runs in by_serial.items():
         runs.sort(key=lambda e: e.start or 0.0)
-        latest: Execution | None = None  # the run reaching furthest so far
+        earlier: list[Execution] = []  # runs whose record interval reaches past this start
         for e in runs:
-            if latest is not None:
-                latest_end = latest.end if latest.end is not None else now
-                if (e.start or 0.0) < latest_end:
-                    out.append(Violation(
-                        "one_execution_per_phone",
-                        f"phone {serial}: execution {e.key} started "
-                        f"{_iso(e.start)} while {latest.key} ran until {_iso(latest_end)}",
-                        e.start, [latest.row(), e.row()]))
-            end = e.end if e.end is not None else now
-            if latest is None or end > (latest.end if latest.end is not None else now):
-                latest = e
+            start = e.start or 0.0
+            earlier = [p for p in earlier if (p.end if p.end is not None else now) > start]
+            for p in earlier:
+                p_end = p.end if p.end is not None else now
+                verdict = _node_verdict(p, e, holdings)
+                if verdict is None:
+                    if notes is not None:
+                        notes.append(Violation(
+                            "records_overlap_only",
+                            f"phone {serial}: execution {e.key} recorded from {_iso(e.start)}, "
+                            f"{p.key} until {_iso(p_end)}, but the node handed the lock on "
+                            "only after it was freed", e.start, [p.row(), e.row()]))
+                    continue
+                if verdict is False:
+                    message = (f"phone {serial}: execution {e.key} started {_iso(e.start)} "
+                               f"while {p.key} ran until {_iso(p_end)}")
+                else:
+                    first, second = verdict
+                    message = (f"phone {serial}: execution {second.key} took the lock (node "
+                               f"{second.node} seq {second.taken}, {_iso(second.taken_at)}) "
+                               f"while {first.key} held it (taken seq {first.taken}, "
+                               + (f"freed seq {first.freed}, {_iso(first.freed_at)})"
+                                  if first.freed is not None else "never freed)"))
+                out.append(Violation("one_execution_per_phone", message, e.start,
+                                     [p.row(), e.row()]
+                                     + ([h.__dict__ for h in verdict] if verdict else [])))
+                break  # one violation per execution
+            earlier.append(e)
     return out
 
 
@@ -773,7 +897,15 @@ def check(farm: Any, timeline: Any, *, settled: bool, stream: StreamWatcher | No
     racks = {name: list(rack.serials) for name, rack in farm.racks.items()}
     out: list[Violation] = []
     executions = read_executions(Path(farm.db_path()))
-    out += check_no_overlap(executions, now)
+    holdings: dict[str, list[Holding]] = {}
+    events_db = getattr(farm, "events_db_path", None)
+    if callable(events_db):
+        try:
+            holdings = read_lock_holdings(Path(events_db()))
+        except (OSError, sqlite3.Error, ValueError) as exc:
+            notes.append(Violation("node_events_read", f"lock events not read ({exc}): phone "
+                                   "overlaps judged by the records' times", now, []))
+    out += check_no_overlap(executions, now, holdings, notes)
     taps: list[Tap] = []
     for name, rack in farm.racks.items():
         for serial in rack.serials:

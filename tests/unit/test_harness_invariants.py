@@ -4,6 +4,7 @@ health misses: each invariant holding and broken, no farm processes."""
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import socket
 import sqlite3
@@ -152,6 +153,87 @@ def test_overlap_found_and_an_open_execution_lasts_until_now(tmp_path):
     assert [v.invariant for v in found] == ["one_execution_per_phone"]
     assert "execution b started" in found[0].message and "while a ran" in found[0].message
     assert [r["execution"] for r in found[0].records] == ["a", "b"]
+
+
+def lock_event(seq: int, event: str, key: str | None, at: float, serial: str = "p1",
+               node: str = "rack1", reason: str | None = None) -> dict:
+    """A node_events row as the coordinator's event store holds it (data decoded)."""
+    data: dict = {"at": at}
+    if key is not None:
+        data["execution_id"] = key
+    if reason is not None:
+        data["reason"] = reason
+    return {"node": node, "seq": seq, "event": event, "serial": serial, "data": data}
+
+
+def make_events_db(path: Path, events: list[dict]) -> Path:
+    """node_events as actors/store/event_store.py makes and fills it (data: JSON bytes)."""
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE node_events (node TEXT NOT NULL, seq INTEGER NOT NULL, event"
+                 " TEXT NOT NULL, serial TEXT, data BLOB NOT NULL, received_at REAL NOT NULL,"
+                 " PRIMARY KEY (node, seq))")
+    conn.executemany("INSERT INTO node_events VALUES (?, ?, ?, ?, ?, ?)",
+                     [(e["node"], e["seq"], e["event"], e["serial"],
+                       json.dumps(e["data"]).encode(), e["data"]["at"] + 0.02) for e in events])
+    conn.commit()
+    conn.close()
+    return path
+
+
+def test_overlap_only_in_the_records_is_a_note_when_the_node_handed_the_lock_on_in_order(tmp_path):
+    # The unplug-storm case: b's record starts (coordinator, before sending it) 14 ms before
+    # a's record ends (coordinator, applying a's execution_finished), but the node freed a's
+    # lock before it gave b the phone: no overlap on the phone.
+    db = make_db(tmp_path / "farm.db")
+    add_execution(db, "a", "p1", "completed", T0, T0 + 3.554, steps=5)
+    add_execution(db, "b", "p1", "completed", T0 + 3.540, T0 + 5.07, steps=5)
+    events = make_events_db(tmp_path / "coordinator.db", [
+        lock_event(103, "lock_taken", "a", T0 + 0.004),
+        lock_event(161, "lock_freed", "a", T0 + 3.527, reason="released"),
+        lock_event(164, "lock_taken", "b", T0 + 3.546),
+        lock_event(186, "lock_freed", "b", T0 + 5.06, reason="released")])
+    executions = inv.read_executions(db)
+    assert [v.invariant for v in inv.check_no_overlap(executions, T0 + 100)] == \
+        ["one_execution_per_phone"]  # the records alone cannot tell
+    notes: list[Violation] = []
+    holdings = inv.read_lock_holdings(events)
+    assert inv.check_no_overlap(executions, T0 + 100, holdings, notes) == []
+    assert [n.invariant for n in notes] == ["records_overlap_only"]
+
+
+def test_overlap_the_node_journaled_is_a_violation_and_a_node_restart_frees_the_lock(tmp_path):
+    db = make_db(tmp_path / "farm.db")
+    add_execution(db, "a", "p1", "completed", T0, T0 + 4, steps=3)
+    add_execution(db, "b", "p1", "completed", T0 + 3, T0 + 6, steps=3)
+    add_execution(db, "c", "p2", "failed", T0, T0 + 20, steps=1, reason="device_gone")
+    add_execution(db, "d", "p2", "completed", T0 + 10, T0 + 12, steps=3)
+    events = [
+        lock_event(1, "lock_taken", "a", T0 + 0.01),
+        lock_event(5, "lock_taken", "b", T0 + 3.1),   # while a held it: a product fault
+        lock_event(6, "lock_freed", "a", T0 + 3.9, reason="released"),
+        lock_event(9, "lock_freed", "b", T0 + 5.9, reason="released"),
+        # c's node was killed: its lock died with the process; the restarted node's
+        # phone_up says the phone has a fresh record, and d takes it legitimately.
+        lock_event(2, "lock_taken", "c", T0 + 0.02, serial="p2"),
+        lock_event(30, "phone_up", None, T0 + 9, serial="p2"),
+        lock_event(31, "lock_taken", "d", T0 + 10.1, serial="p2"),
+        lock_event(40, "lock_freed", "d", T0 + 11.9, serial="p2", reason="released")]
+    holdings = inv.lock_holdings(events)
+    assert holdings["c"][0].ended_by == "node restarted" and holdings["c"][0].freed == 30
+    found = inv.check_no_overlap(inv.read_executions(db), T0 + 100, holdings, [])
+    assert [v.invariant for v in found] == ["one_execution_per_phone"]
+    assert "execution b took the lock" in found[0].message and "while a held it" in found[0].message
+    assert [r.get("execution", r.get("key")) for r in found[0].records] == ["a", "b", "a", "b"]
+
+
+def test_a_pair_without_lock_events_is_judged_by_the_records(tmp_path):
+    db = make_db(tmp_path / "farm.db")
+    add_execution(db, "a", "p1", "completed", T0, T0 + 4, steps=3)
+    add_execution(db, "b", "p1", "completed", T0 + 3, T0 + 6, steps=3)
+    holdings = inv.lock_holdings([lock_event(5, "lock_taken", "b", T0 + 3.1)])  # a's lost
+    found = inv.check_no_overlap(inv.read_executions(db), T0 + 100, holdings, [])
+    assert [v.invariant for v in found] == ["one_execution_per_phone"]
+    assert "execution b started" in found[0].message
 
 
 # --- steps once, and in the records --------------------------------------------------------
@@ -377,6 +459,29 @@ def test_check_and_report_on_a_fake_farm(tmp_path):
     found = inv.check(farm, timeline, settled=False, notes=notes)
     assert [v.invariant for v in found] == ["step_played_once"]
     assert "phone_log_read" in {n.invariant for n in notes}
+
+
+def test_check_judges_phone_overlaps_by_the_farms_node_events(tmp_path):
+    db = make_db(tmp_path / "farm.db")
+    now = time.time()
+    add_execution(db, "a", "p1", "completed", now - 60, now - 50.0, steps=1)
+    add_execution(db, "b", "p1", "completed", now - 50.02, now - 45, steps=1)
+    events = make_events_db(tmp_path / "coordinator.db", [
+        lock_event(1, "lock_taken", "a", now - 59.9),
+        lock_event(2, "lock_freed", "a", now - 50.05, reason="released"),
+        lock_event(3, "lock_taken", "b", now - 50.0),
+        lock_event(4, "lock_freed", "b", now - 45.1, reason="released")])
+    farm = FakeFarm(db, {"rack1": FakeRack("rack1", ["p1"], {"p1": []})},
+                    [{"serial": "p1", "state": "online", "lock_holder": None}])
+    farm.events_db_path = lambda: events
+    notes: list[Violation] = []
+    assert inv.check(farm, FakeTimeline(), settled=True, notes=notes) == []
+    assert "records_overlap_only" in {n.invariant for n in notes}
+    farm.events_db_path = lambda: tmp_path / "missing.db"  # unreadable: the records decide
+    notes = []
+    found = inv.check(farm, FakeTimeline(), settled=True, notes=notes)
+    assert [v.invariant for v in found] == ["one_execution_per_phone"]
+    assert "node_events_read" in {n.invariant for n in notes}
 
 
 def test_fault_windows_pair_starts_and_ends_from_dict_or_object_entries():
