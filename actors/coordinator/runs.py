@@ -609,7 +609,8 @@ class RunManager:
         elif event == "execution_paused":
             records.update(execution_id, status="paused", error_reason=data.get("reason"))
         elif event == "execution_resumed":
-            records.update(execution_id, status="running")
+            # The pause's reason is over; left in place, a completed execution kept it.
+            records.update(execution_id, status="running", error_reason=None)
         elif event == "execution_finished":
             status = data.get("status") or "failed"
             if data.get("recovering"):

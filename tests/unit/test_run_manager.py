@@ -172,6 +172,23 @@ async def test_a_batch_of_events_applies_in_order_and_skips_only_what_it_cannot_
         ("steps[0]", "success", "clipshare/feed")]
 
 
+async def test_a_paused_then_completed_execution_keeps_no_pause_reason(manager) -> None:
+    runs, _ = manager
+    started = await runs.start("clipshare/login", "phone:s1")
+    ex = started["executions"]["s1"]["execution_id"]
+    await runs.apply_many([
+        ("execution_started", "s1", {"execution_id": ex}),
+        ("execution_paused", "s1", {"execution_id": ex, "reason": "phone s1 is paused"}),
+    ])
+    assert (await runs.get_execution(ex))["reason"] == "phone s1 is paused"
+    await runs.apply_many([
+        ("execution_resumed", "s1", {"execution_id": ex}),
+        ("execution_finished", "s1", {"execution_id": ex, "status": "completed"}),
+    ])
+    view = await runs.get_execution(ex)
+    assert view["status"] == "completed" and view["reason"] is None, view
+
+
 def test_run_status() -> None:
     assert run_status(["completed", "running"]) == "running"
     assert run_status(["completed", "completed"]) == "completed"
