@@ -327,8 +327,9 @@ class HarnessFarm:
             subprocess.run(r.adb_args("connect", serial), capture_output=True, timeout=15)
 
     def kill_adb(self, rack: str) -> None:
-        """kill -9 of the rack's adb server: the node's device watcher sees every phone go
-        absent; nothing comes back until `start_adb`."""
+        """kill -9 of the rack's adb server. The node's device watcher reports nothing while
+        no server answers (it retries), so the phones stay online and commands to them
+        fail until `start_adb`, which re-connects them."""
         _kill_process(self.racks[rack].adb)
 
     def _start_virtual(self, rack: Rack) -> None:

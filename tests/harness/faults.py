@@ -606,7 +606,8 @@ class FaultRunner:
     """Owns injecting ``faults`` into a running farm at their times (seconds from `start`):
     a scheduling thread starts one worker thread per fault, which applies it, waits its
     length, undoes it (always, also on `stop` or an error), records each phase in the
-    ``timeline``, then measures the recovery: the seconds from the end of the undo until
+    ``timeline``, then measures the recovery: the seconds from the moment the undo began
+    (a restart's own time counts) until
     every phone is online and each affected phone (the rack's, the storm's or slowed
     phones, every phone for a farm-wide fault) has completed an execution that ended after
     the fault did; None if that did not happen within ``recovery_timeout_s``.
@@ -636,6 +637,7 @@ class FaultRunner:
         self._workers: list[threading.Thread] = []
         # index -> the phones each repeat of an unplug storm unplugs (`_affected`)
         self._draws: dict[int, list[list[str]]] = {}
+        self._lifted: dict[int, tuple[float, float]] = {}  # when each fault was lifted
         self._thread: threading.Thread | None = None
         self._t0 = 0.0
 
@@ -702,8 +704,10 @@ class FaultRunner:
             self._apply_and_undo(index, fault, affected)
         finally:
             self.timeline.add("fault", fault.describe(), phase="end", **common)
-        ended = time.monotonic()
-        seconds = self._measure(index, fault, time.time(), ended, affected)
+        # Recovery counts from the moment the fault was lifted (the undo began): a restart's
+        # own time (a coordinator's start takes seconds) is part of the recovery.
+        end_wall, end_mono = self._lifted.get(index, (time.time(), time.monotonic()))
+        seconds = self._measure(index, fault, end_wall, end_mono, affected)
         with self._lock:
             self._recoveries.append((index, fault, seconds))
         self.timeline.add("fault", fault.describe(), phase="recovered",
@@ -793,6 +797,7 @@ class FaultRunner:
             try:
                 self._wait(fault.duration_s)
             finally:
+                self._lift(index)
                 for serial in applied:
                     call(f"unslow {serial}", farm.slow, serial, 0)
             return
@@ -802,7 +807,11 @@ class FaultRunner:
             self._wait(fault.duration_s)
         finally:
             # Undone even if applying failed part way: a half-made partition must not stay.
+            self._lift(index)
             call("undo", undo)
+
+    def _lift(self, index: int) -> None:
+        self._lifted[index] = (time.time(), time.monotonic())
 
     def _measure(self, index: int, fault: Fault, end_wall: float, end_mono: float,
                  affected: list[str]) -> float | None:
