@@ -28,6 +28,9 @@ The kinds and their fault primitives on the farm (tests/harness/farm.py):
   ``start_adb`` on the same port.
 - partition (rack): ``partition(rack, True)``; after ``for``: ``partition(rack, False)``.
 - loss (rack, params percent 1..100): ``loss(rack, percent)``; after ``for``: ``loss(rack, 0)``.
+- delay (rack, params ms 0..5000 and jitter_ms 0..5000, each 0 by default, one of them above
+  0): ``delay(rack, ms, jitter_ms)`` (the rack's delay proxy holds every chunk between its
+  node and the coordinator ms + uniform(0, jitter_ms)); after ``for``: ``delay(rack, 0, 0)``.
 - unplug_storm (rack, or none: any phone of the farm; params phones=10, repeat=1, every_s=10,
   seconds=3): ``repeat`` times, ``every_s`` apart, ``phones`` phones drawn (seeded) are
   unplugged for ``seconds`` (``vphone unplug``). Its length follows from those: no ``for``.
@@ -138,6 +141,10 @@ KINDS: dict[str, Kind] = {
     "adb_kill": Kind("rack", {}, 2.0),
     "partition": Kind("rack", {}, 30.0),
     "loss": Kind("rack", {"percent": Param("int", 1, 100)}, 60.0),
+    # 5 s at most: the link calls a peer silent for 3 s dead (protocol/transport.py), so a
+    # delay of seconds already acts as a short partition when it starts.
+    "delay": Kind("rack", {"ms": Param("int", 0, 5000, default=0),
+                           "jitter_ms": Param("int", 0, 5000, default=0)}, 60.0),
     "unplug_storm": Kind("rack?", {"phones": Param("int", 1, 10_000, default=10),
                                    "repeat": Param("int", 1, 1000, default=1),
                                    "every_s": Param("seconds", 0.1, 3600, default=10.0),
@@ -318,6 +325,8 @@ def _parse_fault(table: dict[str, Any], refuse: Callable[[str | None, str], Scri
             continue
         values[key] = _param_value(params[key], spec, lambda reason, w=where: refuse(w, reason))
 
+    _check_params(kind_name, values, refuse)
+
     target = table.get("target")
     if target is not None and (not isinstance(target, str) or not target):
         raise refuse("target", f"must be a non-empty text, got {target!r}")
@@ -361,6 +370,13 @@ def _param_value(value: Any, spec: Param, refuse: Callable[[str], ScriptError]) 
     return number
 
 
+def _check_params(kind_name: str, values: dict[str, Any],
+                  refuse: Callable[[str | None, str], ScriptError]) -> None:
+    """Rules between a kind's params (each param alone was checked already)."""
+    if kind_name == "delay" and not (values.get("ms") or values.get("jitter_ms")):
+        raise refuse("params.ms", "a delay needs params.ms or params.jitter_ms above 0")
+
+
 def _check_target(kind_name: str, kind: Kind, target: str | None, params: dict[str, Any],
                   refuse: Callable[[str], ScriptError], racks: set[str] | None,
                   serials: set[str] | None) -> None:
@@ -390,7 +406,7 @@ def _check_target(kind_name: str, kind: Kind, target: str | None, params: dict[s
 # Seconds after a fault's end before the next one starts (plus up to 10 s drawn): room for
 # the farm to recover (the target is under 10 s) and for the invariant check after it.
 RECOVER_GAP_S = {"node_kill": 20.0, "coordinator_kill": 25.0, "adb_kill": 20.0,
-                 "partition": 20.0, "loss": 20.0, "unplug_storm": 20.0, "slow": 25.0,
+                 "partition": 20.0, "loss": 20.0, "delay": 20.0, "unplug_storm": 20.0, "slow": 25.0,
                  "disk_full": 25.0, "clock_skew": 20.0}
 
 
@@ -408,6 +424,9 @@ def _random_shape(kind: str, rng: random.Random, racks: list[str]
         return rack, float(rng.choice((10, 20, 30))), {}
     if kind == "loss":
         return rack, float(rng.choice((30, 45, 60))), {"percent": rng.choice((3, 5, 10))}
+    if kind == "delay":
+        return rack, float(rng.choice((30, 45, 60))), {"ms": rng.choice((20, 50, 100)),
+                                                       "jitter_ms": rng.choice((50, 100, 200))}
     if kind == "unplug_storm":
         params = {"phones": 10, "repeat": rng.randint(2, 4),
                   "every_s": float(rng.randint(8, 15)), "seconds": float(rng.randint(2, 5))}
@@ -430,7 +449,7 @@ def random_script(seed: int, racks: list[str], minutes: float, *,
     recovery gap (`RECOVER_GAP_S` plus up to 10 s) after the previous one ended, the last
     one ended ``settle_s`` before the run ends. The kinds are drawn from a shuffled bag
     refilled when empty, so every kind comes once before any comes twice; over a long run
-    (about 9 minutes per round of all nine) every kind is covered. ``kinds``: the kinds to
+    (about 10 minutes per round of all ten) every kind is covered. ``kinds``: the kinds to
     draw (`supported_kinds` of the farm; default all)."""
     if not racks:
         raise ValueError("random_script needs at least one rack")
@@ -554,8 +573,11 @@ def rack_serials(farm: Any) -> dict[str, list[str]]:
 def supported_kinds(farm: Any) -> set[str]:
     """The kinds ``farm`` can inject: disk_full needs the coordinator on a tmpfs
     (``coordinator_tmpfs_mb``), clock_skew a farm whose ``skew_clock`` works (a farm that
-    cannot skew a node's clock has no such method, or sets ``clock_skew_supported`` False)."""
+    cannot skew a node's clock has no such method, or sets ``clock_skew_supported`` False),
+    delay a farm with a ``delay`` method (the racks' delay proxies)."""
     kinds = set(KINDS)
+    if not callable(getattr(farm, "delay", None)):
+        kinds.discard("delay")
     if getattr(farm, "coordinator_tmpfs_mb", None) is None:
         kinds.discard("disk_full")
     if (not callable(getattr(farm, "skew_clock", None))
@@ -565,6 +587,7 @@ def supported_kinds(farm: Any) -> set[str]:
 
 
 _UNSUPPORTED = {
+    "delay": "delay: this farm has no delay proxy on its racks' links (no delay method)",
     "disk_full": "disk_full needs the coordinator's data on a tmpfs: start the farm with "
                  "coordinator_tmpfs_mb",
     "clock_skew": "clock_skew: this farm cannot start a node with a skewed clock (no "
@@ -596,6 +619,7 @@ def check_faults(faults: list[Fault], racks: dict[str, list[str]],
         for key, spec in kind.params.items():
             if key not in fault.params and spec.default is None and not spec.optional:
                 raise refuse(f"params.{key}", f"{fault.kind} needs params.{key}")
+        _check_params(fault.kind, fault.params, refuse)
         _check_target(fault.kind, kind, fault.target, fault.params,
                       lambda reason: refuse("target", reason), set(racks), serials)
         if fault.at_s < 0 or fault.duration_s < 0:
@@ -788,6 +812,8 @@ class FaultRunner:
             "partition": (lambda: farm.partition(rack, True),
                           lambda: farm.partition(rack, False)),
             "loss": (lambda: farm.loss(rack, p["percent"]), lambda: farm.loss(rack, 0)),
+            "delay": (lambda: farm.delay(rack, p.get("ms", 0), p.get("jitter_ms", 0)),
+                      lambda: farm.delay(rack, 0, 0)),
             "disk_full": (farm.fill_disk, farm.free_disk),
             "clock_skew": (lambda: farm.skew_clock(rack, p["seconds"]),
                            lambda: farm.skew_clock(rack, 0)),

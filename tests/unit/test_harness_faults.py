@@ -73,6 +73,12 @@ at = "7m"
 kind = "clock_skew"
 target = "rack2"
 params = { seconds = -300 }
+
+[[fault]]
+at = "8m"
+kind = "delay"
+target = "rack1"
+params = { ms = 50, jitter_ms = 200 }
 """
 
 
@@ -110,6 +116,7 @@ def test_a_good_script_parses_to_its_faults_in_time_order(tmp_path):
         (300.0, "adb_kill", "rack1", 0.5, {}),
         (360.0, "disk_full", None, 20.0, {}),
         (420.0, "clock_skew", "rack2", 60.0, {"seconds": -300}),
+        (480.0, "delay", "rack1", 60.0, {"ms": 50, "jitter_ms": 200}),
     ]
     assert {f.kind for f in faults} == set(KINDS)
     # Each remembers where it was written: the line of its [[fault]] and its number.
@@ -155,6 +162,19 @@ def test_a_slow_phone_target_is_taken_without_a_rack_list_and_checked_with_seria
     ('at = "4m"', 'at = "4m"\nwhen = "now"', 'when = "now"', 6, "when", "unknown field"),
     ('kind = "disk_full"\nfor = "20s"', 'kind = "disk_full"\nfor = "2h"', 'for = "2h"', 8,
      "for", "at most 3600"),
+    # delay: each param 0..5000 ms, an integer, one of them above 0, a rack.
+    ('ms = 50,', 'ms = 6000,', 'ms = 6000', 10, "params.ms", "0..5000"),
+    ('jitter_ms = 200', 'jitter_ms = -1', 'jitter_ms = -1', 10, "params.jitter_ms",
+     "0..5000"),
+    ('ms = 50,', 'ms = 2.5,', 'ms = 2.5', 10, "params.ms", "an integer"),
+    ('{ ms = 50, jitter_ms = 200 }', '{ ms = 0, jitter_ms = 0 }', 'ms = 0', 10, "params.ms",
+     "above 0"),
+    ('params = { ms = 50, jitter_ms = 200 }', 'for = "1m"', '[[fault]]', 10, "params.ms",
+     "above 0"),
+    ('{ ms = 50, jitter_ms = 200 }', '{ ms = 50, loss = 5 }', 'loss = 5', 10, "params.loss",
+     "takes no param 'loss'"),
+    ('kind = "delay"\ntarget = "rack1"', 'kind = "delay"', '[[fault]]', 10, "target",
+     "needs a target"),
 ])
 def test_each_bad_field_is_refused_naming_file_line_fault_and_field(
         tmp_path, old, new, needle, index, field, reason):
@@ -174,7 +194,7 @@ def test_a_missing_required_field_names_the_fault_header(tmp_path):
     text = GOOD + '\n[[fault]]\nkind = "partition"\ntarget = "rack1"\n'
     err = refusal(tmp_path, text)
     assert (err.line, err.index, err.field, err.reason) == (
-        line_of(text, "[[fault]]", 10), 10, "at", "required")
+        line_of(text, "[[fault]]", 11), 11, "at", "required")
     text = GOOD.replace('kind = "adb_kill"\n', "")
     err = refusal(tmp_path, text)
     assert (err.line, err.index, err.field) == (line_of(text, "[[fault]]", 7), 7, "kind")
@@ -249,7 +269,7 @@ class FakeFarm:
 
     def __getattr__(self, name):
         if name in ("kill_node", "start_node", "kill_coordinator", "start_coordinator",
-                    "kill_adb", "start_adb", "partition", "loss", "unplug", "slow",
+                    "kill_adb", "start_adb", "partition", "loss", "delay", "unplug", "slow",
                     "fill_disk", "free_disk", "skew_clock"):
             return lambda *args: self.calls.append((name, *args))
         raise AttributeError(name)
@@ -354,6 +374,36 @@ def test_stop_undoes_an_active_fault_at_once(tmp_path):
     assert time.monotonic() - started < 2 and runner.done
     assert farm.calls == [("loss", "rack1", 5), ("loss", "rack1", 0)]
     assert runner.recoveries[0][1] is None
+
+
+def test_a_delay_with_only_one_of_its_params_is_taken_and_the_other_is_0(tmp_path):
+    text = '[[fault]]\nat = "1s"\nkind = "delay"\ntarget = "rack2"\nparams = { jitter_ms = 200 }\n'
+    [fault] = load_script(write(tmp_path, text), racks=RACKS)
+    assert (fault.kind, fault.target, fault.duration_s, fault.params) == (
+        "delay", "rack2", 60.0, {"ms": 0, "jitter_ms": 200})
+    assert fault.describe() == "delay rack2 jitter_ms=200 ms=0 for 60s"
+
+
+def test_the_runner_applies_and_undoes_a_delay_and_refuses_one_it_cannot(tmp_path):
+    farm = FakeFarm(farm_db(tmp_path / "farm.sqlite3"))
+    runner = FaultRunner(farm, [Fault(0.0, "delay", 60.0, "rack1",
+                                      {"ms": 50, "jitter_ms": 200})], Timeline(),
+                         recovery_timeout_s=60)
+    runner.start()
+    time.sleep(0.2)
+    runner.stop(timeout=5)
+    assert farm.calls == [("delay", "rack1", 50, 200), ("delay", "rack1", 0, 0)]
+    # Built in code, the same rule as in a script: one of the params above 0.
+    with pytest.raises(ScriptError, match="above 0") as info:
+        FaultRunner(farm, [Fault(1, "delay", 1, "rack1", {"ms": 0, "jitter_ms": 0})],
+                    Timeline())
+    assert info.value.field == "params.ms"
+    # A farm without delay proxies (no delay method) cannot take one.
+    no_proxy = SimpleNamespace(racks=farm.racks, coordinator_tmpfs_mb=None)
+    with pytest.raises(ScriptError, match="no delay proxy"):
+        FaultRunner(no_proxy, [Fault(1, "delay", 1, "rack1", {"ms": 5, "jitter_ms": 0})],
+                    Timeline())
+    assert farm.calls[2:] == []  # nothing more was injected
 
 
 def test_completed_since_reads_the_database_read_only_and_survives_a_missing_one(tmp_path):
