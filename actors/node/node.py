@@ -51,6 +51,7 @@ log = logging.getLogger(__name__)
 
 # Housekeeping period: lease expiry is noticed within this.
 TICK_S = 1.0
+REAFFIRM_AFTER_S = 3.0  # a pause the adb server does not explain is looked at again after
 
 # Node.stop's phases, each bounded (seconds); whatever is still stuck at a phase's end is
 # logged by name and left behind. In all well under the 30 s a supervisor (or a test) gives.
@@ -184,8 +185,10 @@ class Node:
             await asyncio.sleep(HEALTH_EVERY_S)
 
     async def _tick(self) -> None:
+        paused_since: dict[str, float] = {}
         while True:
             await asyncio.sleep(TICK_S)
+            self._reaffirm_paused(paused_since)
             for serial in self.directory.serials():
                 ref = self.directory.get(serial)
                 if ref is not None:
@@ -193,6 +196,22 @@ class Node:
                         await call_actor(ref, "tick", timeout=30)
                     except FarmError:
                         pass
+
+    def _reaffirm_paused(self, paused_since: dict[str, float]) -> None:
+        """A phone paused for REAFFIRM_AFTER_S while the adb server lists it as usable is
+        reported to the rack again, which resumes it (its next command pauses it again if
+        it really is gone)."""
+        if self.watcher is None:
+            return
+        now = time.monotonic()
+        paused = {v["serial"] for v in self.directory.views() if v["state"] == "paused"}
+        for serial in set(paused_since) - paused:
+            del paused_since[serial]
+        stale = [s for s in paused if now - paused_since.setdefault(s, now) >= REAFFIRM_AFTER_S]
+        if stale:
+            for serial in stale:
+                paused_since[serial] = now
+            self.watcher.reaffirm(stale)
 
     def _online_phones(self) -> list[str]:
         return [v["serial"] for v in self.directory.views() if v["state"] == "online"]

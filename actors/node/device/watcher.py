@@ -3,7 +3,10 @@
 Owns one background thread that follows adbutils' ``track_devices`` and reports every change
 as ``on_change(serial, state)`` with state ``device`` (usable), ``offline``/``unauthorized``
 (present but not usable) or ``absent`` (gone). When the adb server restarts, the watcher
-reconnects with back-off and reports every phone that did not come back as absent.
+reconnects with back-off, reports every phone that did not come back as absent and every
+phone the new server lists with its state again, even one it already knew in that state: a
+phone whose commands failed while no server answered was paused by its actor, and only a
+``device`` report resumes it (the watcher never saw it leave if it was back in time).
 """
 
 from __future__ import annotations
@@ -37,8 +40,9 @@ class DeviceWatcher:
     def stop(self) -> None:
         self._stop.set()
 
-    def _report(self, serial: str, state: str) -> None:
-        if self._stop.is_set() or self.known.get(serial, "absent") == state:
+    def _report(self, serial: str, state: str, *, again: bool = False) -> None:
+        """Tell ``on_change`` of a new state; ``again``: also of a state already known."""
+        if self._stop.is_set() or (not again and self.known.get(serial, "absent") == state):
             return
         if state == "absent":
             self.known.pop(serial, None)
@@ -77,4 +81,12 @@ class DeviceWatcher:
             if serial not in present:
                 self._report(serial, "absent")
         for serial, state in present.items():
-            self._report(serial, state)
+            self._report(serial, state, again=True)
+
+    def reaffirm(self, serials: list[str]) -> None:
+        """Report those of ``serials`` the server last listed as usable again: the node
+        calls it for phones its actors paused on a failed command (a transient "device not
+        found") that the server never listed as gone, so no change would resume them."""
+        for serial in serials:
+            if self.known.get(serial) == "device":
+                self._report(serial, "device", again=True)
