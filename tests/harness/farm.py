@@ -3,10 +3,11 @@
 Owns the processes of one harness farm and their life: the coordinator in the root
 namespace (HTTP on loopback, nng on the bridge address), and per rack, inside the rack's
 network namespace (tests.harness.netns), a private adb server, a `virtual.cli` process of
-phones and an `actors.node` process. Also owns the fault primitives that act on those
-processes (kill -9 and restart, partition, loss, unplug, slow, disk full, clock skew) and
-the small probes a harness needs (get/post, health, phones online). Every primitive returns
-promptly; timing recovery is the caller's job. `stop` leaves nothing behind.
+phones, an `actors.node` process and the delay proxy (tests.harness.delay_proxy) the node
+dials the coordinator through. Also owns the fault primitives that act on those
+processes (kill -9 and restart, partition, loss, delay and jitter, unplug, slow, disk full,
+clock skew) and the small probes a harness needs (get/post, health, phones online). Every
+primitive returns promptly; timing recovery is the caller's job. `stop` leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ SECRET = "harness-farm-secret"
 # Inside its own namespace every rack has the whole port space: fixed ports are safe.
 ADB_PORT = 5037
 METRICS_PORT = 9100
+# The rack's delay proxy, on the namespace's loopback: the node's way to the coordinator.
+PROXY_PORT = 8470
 # Phone ports (serials 127.0.0.1:PORT) are unique farm-wide: the coordinator keys phones by
 # serial, and random ports drawn in two namespaces could meet.
 PHONE_PORT_BASE = 20001
@@ -111,6 +114,7 @@ class Rack:
     adb: subprocess.Popen | None = None
     virtual: subprocess.Popen | None = None
     node: subprocess.Popen | None = None
+    proxy: subprocess.Popen | None = None
     clock_skew_s: float = 0.0
 
     @property
@@ -208,6 +212,8 @@ class HarnessFarm:
             for rack in self.racks.values():
                 self._read_serials(rack)
             for rack in self.racks.values():
+                self._start_proxy(rack)
+            for rack in self.racks.values():
                 self.start_node(rack.name)
             total = self.rack_count * self.phones_per_rack
             wait_for(lambda: self.phones_online() >= total, 30 + 2 * total,
@@ -224,9 +230,10 @@ class HarnessFarm:
             return
         self._stopped = True
         racks = list(self.racks.values())
-        # Nodes first (they would log every phone vanishing), then phones, then adb.
+        # Nodes first (they would log every phone vanishing), then their proxies, phones, adb.
         with ThreadPoolExecutor(max_workers=max(1, len(racks) * 2 + 1)) as pool:
             list(pool.map(lambda r: _stop_process(r.node), racks))
+            list(pool.map(lambda r: _stop_process(r.proxy, timeout=5), racks))
             list(pool.map(lambda r: _stop_process(r.virtual), racks))
             list(pool.map(lambda r: _kill_process(r.adb), racks))
             pool.submit(_stop_process, self.coordinator).result()
@@ -289,12 +296,13 @@ class HarnessFarm:
         _kill_process(self.coordinator)
 
     def start_node(self, rack: str) -> None:
-        """Start the rack's node (with its clock skew, if one was set)."""
+        """Start the rack's node (with its clock skew, if one was set). It dials the
+        coordinator through the rack's delay proxy, which lives as long as the rack."""
         r = self.racks[rack]
         if r.node is not None and r.node.poll() is None:
             raise RuntimeError(f"the node of {rack} is running")
         args = ["--name", rack, "--coordinator",
-                f"tcp://{r.net.gateway}:{self.nng_port}", "--adb-port", str(r.adb_port),
+                f"tcp://127.0.0.1:{PROXY_PORT}", "--adb-port", str(r.adb_port),
                 "--data", str(self.workdir / rack), "--metrics", r.metrics_address]
         if r.clock_skew_s:
             argv = [sys.executable, "-c", SKEWED_NODE, repr(r.clock_skew_s), *args]
@@ -331,6 +339,33 @@ class HarnessFarm:
         no server answers (it retries), so the phones stay online and commands to them
         fail until `start_adb`, which re-connects them."""
         _kill_process(self.racks[rack].adb)
+
+    def _delay_control(self, rack: str) -> Path:
+        return self.workdir / f"{rack}-delay.json"
+
+    def _start_proxy(self, rack: Rack) -> None:
+        """The rack's delay proxy, inside its namespace: on the namespace's loopback, dialing
+        the coordinator's nng address over the veth (so partitions and loss still apply to
+        the link). Returns once it listens."""
+        assert self.network is not None
+        self._delay_control(rack.name).unlink(missing_ok=True)  # no delay until asked
+        # By its path, not -m: `tests.harness` would import the whole farm into each proxy.
+        script = Path(__file__).with_name("delay_proxy.py")
+        rack.proxy = self._spawn(
+            rack.net.exec_args([sys.executable, str(script),
+                                "--listen", f"127.0.0.1:{PROXY_PORT}",
+                                "--upstream", f"{self.network.gateway}:{self.nng_port}",
+                                "--control", str(self._delay_control(rack.name))]),
+            f"{rack.name}-proxy", stdout=subprocess.PIPE)
+        proc = rack.proxy
+        assert proc.stdout is not None
+        ready, _, _ = select.select([proc.stdout], [], [], 20)
+        line = proc.stdout.readline() if ready else b""
+        proc.stdout.close()  # it prints this one line only
+        if not line.startswith(b"listening "):
+            raise RuntimeError(f"{rack.name}: the delay proxy did not start (exit "
+                               f"{proc.poll()}): see "
+                               f"{self.logs / (rack.name + '-proxy.log')}")
 
     def _start_virtual(self, rack: Rack) -> None:
         base = PHONE_PORT_BASE + (rack.index - 1) * self.phones_per_rack
@@ -465,6 +500,22 @@ class HarnessFarm:
     def loss(self, rack: str, percent: int) -> None:
         """Drop ``percent`` % of the rack's packets each way (0: none)."""
         self.racks[rack].net.loss(percent)
+
+    def delay(self, rack: str, ms: float, jitter_ms: float = 0) -> None:
+        """Hold every chunk the rack's node and the coordinator send each other ``ms`` +
+        uniform(0, ``jitter_ms``) ms, in order (the rack's delay proxy); 0, 0 removes it.
+        Applies within 0.1 s, to open connections too."""
+        if ms < 0 or jitter_ms < 0:
+            raise ValueError(f"delay {ms} ms, jitter {jitter_ms} ms: must not be negative")
+        self.racks[rack]  # KeyError for an unknown rack, before touching anything
+        control = self._delay_control(rack)
+        if not ms and not jitter_ms:
+            control.unlink(missing_ok=True)
+            return
+        # Atomic: the proxy never reads a half-written file.
+        tmp = control.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"delay_ms": ms, "jitter_ms": jitter_ms}))
+        os.replace(tmp, control)
 
     def bandwidth(self, rack: str, kbit: int | None) -> None:
         """Cap the rack's link (None: no cap)."""
