@@ -116,6 +116,7 @@ class Rack:
     node: subprocess.Popen | None = None
     proxy: subprocess.Popen | None = None
     clock_skew_s: float = 0.0
+    slow_ms: dict[str, int] = field(default_factory=dict)  # `vphone slow` set per phone
 
     @property
     def metrics_address(self) -> str:
@@ -130,7 +131,9 @@ class Rack:
 
     def shell(self, serial: str, *args: str, timeout: float = 10) -> str:
         """``adb shell ARGS`` on ``serial``: its stdout; RuntimeError with stderr when
-        adb or the command fails."""
+        adb or the command fails. A slowed phone's commands (this one too) get its delay
+        on top of ``timeout``: `vphone slow 0` itself waits out the old delay."""
+        timeout += self.slow_ms.get(serial, 0) / 1000
         done = subprocess.run(self.adb_args("-s", serial, "shell", *args),
                               capture_output=True, text=True, timeout=timeout)
         if done.returncode != 0:
@@ -540,7 +543,12 @@ class HarnessFarm:
     def slow(self, serial: str, ms: int) -> None:
         """`vphone slow MS`: every shell command and agent request of the phone takes
         ``ms`` longer (0 removes it)."""
-        self.rack_of(serial).shell(serial, "vphone", "slow", str(int(ms)))
+        rack = self.rack_of(serial)
+        rack.shell(serial, "vphone", "slow", str(int(ms)))
+        if ms:
+            rack.slow_ms[serial] = int(ms)
+        else:
+            rack.slow_ms.pop(serial, None)
 
     # --- coordinator disk ------------------------------------------------------------------
     def _mount_tmpfs(self) -> None:
