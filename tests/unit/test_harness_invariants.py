@@ -174,7 +174,8 @@ def make_events_db(path: Path, events: list[dict]) -> Path:
                  " PRIMARY KEY (node, seq))")
     conn.executemany("INSERT INTO node_events VALUES (?, ?, ?, ?, ?, ?)",
                      [(e["node"], e["seq"], e["event"], e["serial"],
-                       json.dumps(e["data"]).encode(), e["data"]["at"] + 0.02) for e in events])
+                       json.dumps(e["data"]).encode(), e.get("received_at", e["data"]["at"] + 0.02))
+                      for e in events])
     conn.commit()
     conn.close()
     return path
@@ -427,6 +428,7 @@ def test_health_probe_records_slow_and_missing_answers():
     probe.stop()
     assert probe.samples >= 2
     assert {m["name"] for m in probe.misses} == {"rack1", "rack2"}
+    assert all("load1" in m for m in probe.misses)  # for the overloaded classification
     assert {e.kind for e in timeline.entries} == {"health_miss"}
 
 
@@ -599,3 +601,173 @@ def test_mid_run_the_newest_taps_are_not_yet_held_to_the_records(tmp_path):
                           records_until=T0 + 10) == []
     found = inv.check_taps(logged, inv.read_executions(db), [], RACKS, [])
     assert [v.invariant for v in found] == ["step_in_records"]
+
+
+# --- artifacts of a loaded 4 x 15 run, each excused while the real fault is still found ------
+def test_a_dispatch_the_node_never_gave_the_lock_is_no_overlap_but_one_it_gave_is(tmp_path):
+    # Mid-run: b created (pending, record open "until now") while a plays; the node will
+    # refuse it 'locked'. No lock hold, no step: it has not touched the phone.
+    db = make_db(tmp_path / "farm.db")
+    add_execution(db, "a", "p1", "running", T0, None, steps=2)
+    add_execution(db, "b", "p1", "pending", T0 + 3, None)
+    events = [lock_event(1, "lock_taken", "a", T0 + 0.01)]
+    executions = inv.read_executions(db)
+    assert inv.check_no_overlap(executions, T0 + 4, inv.lock_holdings(events), [],
+                                events_read=True) == []
+    # Without node events the records still decide (as before).
+    assert [v.invariant for v in inv.check_no_overlap(executions, T0 + 4)] == \
+        ["one_execution_per_phone"]
+    # The node gave b the lock while a held it: a product fault, still reported.
+    events.append(lock_event(2, "lock_taken", "b", T0 + 3.1))
+    found = inv.check_no_overlap(executions, T0 + 4, inv.lock_holdings(events), [],
+                                 events_read=True)
+    assert [v.invariant for v in found] == ["one_execution_per_phone"]
+    assert "execution b took the lock" in found[0].message
+    # b recorded a step but its lock events are lost: judged by the records.
+    add_execution(db, "c", "p2", "running", T0, None, steps=1)
+    add_execution(db, "d", "p2", "running", T0 + 2, None, steps=1)
+    found = inv.check_no_overlap(inv.read_executions(db), T0 + 4,
+                                 inv.lock_holdings(events[:1]), [], events_read=True)
+    assert [v.records[1]["execution"] for v in found] == ["d"]
+
+
+def step_event(seq: int, event: str, key: str, index: int, at: float, serial: str = "p1",
+               node: str = "rack1", received_at: float | None = None) -> dict:
+    ev = {"node": node, "seq": seq, "event": event, "serial": serial,
+          "data": {"execution_id": key, "index": index, "path": f"steps[{index}]", "at": at}}
+    if received_at is not None:
+        ev["received_at"] = received_at
+    return ev
+
+
+def test_taps_of_one_fixed_sequence_in_two_executions_are_told_apart_by_the_nodes_steps(tmp_path):
+    # A scheduled job (occurrence 0) refused 'locked' and retried: b plays occurrence 0 again
+    # 0.5 s after a's record ended, inside a's ATTRIBUTION_SLACK_S.
+    db = make_db(tmp_path / "farm.db")
+    add_execution(db, "a", "p1", "completed", T0, T0 + 6, steps=1)
+    add_execution(db, "b", "p1", "completed", T0 + 6.2, T0 + 9, steps=1)
+    logged = taps("p1", tap_entry(T0 + 1, 0, 0), tap_entry(T0 + 6.5, 0, 0))
+    executions = inv.read_executions(db)
+    assert [v.invariant for v in inv.check_taps(logged, executions, [], RACKS, [])] == \
+        ["step_played_once"]  # the records' windows alone: the artifact
+    events = [step_event(1, "step_started", "a", 0, T0 + 0.9),
+              step_event(2, "step_finished", "a", 0, T0 + 1.2),
+              step_event(3, "step_started", "b", 0, T0 + 6.4),
+              step_event(4, "step_finished", "b", 0, T0 + 6.7)]
+    spans = inv.step_spans(inv.read_node_events(make_events_db(tmp_path / "ev.db", events)))
+    notes: list[Violation] = []
+    assert inv.check_taps(logged, executions, [], RACKS, notes, spans=spans) == []
+    assert notes == []
+    # The same step played twice within b's step (the node retried a tap that had landed,
+    # as under `vphone slow`): still a violation, saying so.
+    twice = logged + taps("p1", tap_entry(T0 + 6.6, 0, 0))
+    events[3]["data"]["attempts"] = 2
+    found = inv.check_taps(twice, executions, [], RACKS, [], spans=inv.step_spans(events))
+    assert [v.invariant for v in found] == ["step_played_once"]
+    assert "of execution b" in found[0].message and "attempts=2" in found[0].message
+    # The node played a step for an execution whose records lack it: not in the records.
+    events += [step_event(5, "step_started", "b", 2, T0 + 7), step_event(6, "step_finished", "b", 2, T0 + 7.3)]
+    spans = inv.step_spans(events)
+    found = inv.check_taps(logged + taps("p1", tap_entry(T0 + 7.1, 2, 0)), executions, [],
+                           RACKS, [], spans=spans)
+    assert [v.invariant for v in found] == ["step_in_records"]
+    assert "its node played it for execution b" in found[0].message
+    # A tap no node step holds falls back to the records' windows, with a note.
+    notes = []
+    assert inv.check_taps(taps("p1", tap_entry(T0 + 3, 0, 0)), executions, [], RACKS, notes,
+                          spans=spans) == []
+    assert [n.invariant for n in notes] == ["tap_attributed_by_records"]
+
+
+def test_a_clock_skewed_nodes_step_times_are_put_back_or_left_to_the_records(tmp_path):
+    # rack1's node ran 300 s ahead during the fault: its 'at' is 300 s off, the
+    # coordinator's received_at is not.
+    db = make_db(tmp_path / "farm.db")
+    add_execution(db, "a", "p1", "completed", T0 + 10, T0 + 13, steps=1)
+    add_execution(db, "b", "p1", "completed", T0 + 13.2, T0 + 16, steps=1)
+    events = [step_event(1, "step_started", "a", 0, T0 + 310.9, received_at=T0 + 11),
+              step_event(2, "step_finished", "a", 0, T0 + 311.2, received_at=T0 + 11.3),
+              step_event(3, "step_started", "b", 0, T0 + 313.4, received_at=T0 + 13.5),
+              step_event(4, "step_finished", "b", 0, T0 + 313.7, received_at=T0 + 13.8)]
+    logged = taps("p1", tap_entry(T0 + 11, 0, 0), tap_entry(T0 + 13.5, 0, 0))
+    timeline = FakeTimeline()
+    timeline.add("fault", "clock_skew rack1 seconds=300 for 60s", wall=T0, phase="start",
+                 fault="clock_skew", target="rack1", index=1)
+    timeline.add("fault", "clock_skew rack1 seconds=300 for 60s", wall=T0 + 60, phase="end",
+                 fault="clock_skew", target="rack1", index=1)
+    windows = inv.fault_windows(timeline)
+    skews = inv.clock_skews(timeline, windows)
+    assert [(k.node, k.seconds) for k in skews] == [("rack1", 300.0)]
+    spans = inv.step_spans(events, skews, T0 + 100)
+    assert [round(s.start - T0, 1) for s in spans["p1"]] == [10.9, 13.4]
+    notes: list[Violation] = []
+    executions = inv.read_executions(db)
+    assert inv.check_taps(logged, executions, windows, RACKS, notes, spans=spans) == []
+    assert notes == []
+    # A skew of unknown size: those events make no span, the records decide (b's tap lies
+    # in a's slack there: the old artifact, reported rather than hidden).
+    unknown = [inv.ClockSkew("rack1", T0, T0 + 60, None)]
+    spans = inv.step_spans(events, unknown, T0 + 100)
+    assert spans == {}
+    found = inv.check_taps(logged, executions, windows, RACKS, notes, spans=spans)
+    assert [v.invariant for v in found] == ["step_played_once"]
+
+
+def test_a_finish_the_stream_showed_after_the_records_were_read_is_no_disagreement(tmp_path):
+    db = make_db(tmp_path / "farm.db")
+    add_execution(db, "a", "p1", "running", T0 + 1, None, steps=1)
+    before = stream_events(("execution_started", "a", None))
+    after = before + stream_events(("execution_finished", "a", "completed"))
+    executions = inv.read_executions(db)
+    assert inv.check_stream(executions, after, [], T0, [], RACKS, [], events_before=before) == []
+    # Shown finished before the records were read, yet recorded running: a product fault.
+    found = inv.check_stream(executions, after, [], T0, [], RACKS, [], events_before=after)
+    assert [v.invariant for v in found] == ["stream_shows_changes"]
+    assert "recorded running" in found[0].message
+
+
+def test_health_clock_skew_restarts_and_an_overloaded_machine_are_notes_not_violations():
+    windows = [FaultWindow("clock_skew", "rack1", T0, T0 + 60),
+               FaultWindow("partition", "rack2", T0 + 100, None)]  # still on
+    notes: list[Violation] = []
+    excused = [{"name": "rack1", "wall": T0 + 10, "took": None, "load1": 1.0},   # restart
+               {"name": "rack1", "wall": T0 + 65, "took": None, "load1": 1.0},   # restart
+               {"name": "rack2", "wall": T0 + 150, "took": None, "load1": 1.0}]  # open window
+    assert inv.check_health(excused, windows, RACKS, notes, cpus=2) == []
+    assert notes == []
+    misses = [{"name": "rack1", "wall": T0 + 30, "took": None, "load1": 1.0},     # skewed, up
+              {"name": "coordinator", "wall": T0 + 30, "took": 1.3, "load1": 3.9},
+              {"name": "coordinator", "wall": T0 + 31, "took": None, "load1": 23.4}]
+    found = inv.check_health(misses, windows, RACKS, notes, cpus=2)
+    assert [(v.records[0]["name"], v.at_wall) for v in found] == [("rack1", T0 + 30),
+                                                                  ("coordinator", T0 + 30)]
+    assert [n.invariant for n in notes] == ["health_in_1s_overloaded"]
+    assert "23.4 on 2 CPU(s)" in notes[0].message
+
+
+def test_check_judges_a_health_miss_only_against_windows_read_after_it(tmp_path):
+    # A partition that begins while the check reads logs: its misses must wait for a check
+    # that knows its window (they were violations when the misses were read last).
+    db = make_db(tmp_path / "farm.db")
+    now = time.time()
+    farm = FakeFarm(db, {"rack1": FakeRack("rack1", ["p1"], {"p1": []}),
+                         "rack2": FakeRack("rack2", ["p3"], {"p3": []})},
+                    [{"serial": "p1", "state": "online", "lock_holder": None}])
+    timeline = FakeTimeline()
+
+    class Probe:
+        misses: list[dict] = []
+        errors: list[str] = []
+
+    probe = Probe()
+
+    def log_during_check(serial: str) -> list[dict]:
+        timeline.add("fault", "partition rack2", wall=now, phase="start", fault="partition",
+                     target="rack2", index=1)
+        probe.misses.append({"name": "rack2", "wall": now + 0.5, "took": None, "load1": 0.1})
+        return []
+
+    farm.racks["rack1"].vphone_log = log_during_check
+    notes: list[Violation] = []
+    assert inv.check(farm, timeline, settled=False, health=probe, notes=notes) == []
+    assert inv.check(farm, timeline, settled=False, health=probe, notes=notes) == []  # excused
