@@ -42,6 +42,11 @@ class DeviceGone(DeviceError):
     """The device vanished (unplugged, offline, adb lost it) while a command needed it."""
 
 
+class DeviceTimeout(DeviceError):
+    """A command was sent to the phone but no answer came in time: it may still run there
+    (a hung phone plays a queued tap late), so it must not be sent again blindly."""
+
+
 class ProtocolError(FarmError):
     """A message or a peer broke the wire rules (version, schema, size, framing)."""
 

@@ -26,7 +26,8 @@ from actors.node.bridge import BridgedActor, Call, Deferred, tell_quietly
 from actors.node.capture import CaptureScheduler
 from actors.node.device.driver import DeviceDriver, field_at
 from actors.node.matcher import Identification
-from protocol.errors import DeviceError, DeviceGone, FarmError, PhoneLocked, ValidationError
+from protocol.errors import (DeviceError, DeviceGone, DeviceTimeout, FarmError, PhoneLocked,
+                             ValidationError)
 from protocol.messages import MAX_KEY_REPEAT
 from registry.ocr import field_is_blank, normalize_text, shared_reader
 from registry.fingerprint import ScreenFingerprint
@@ -220,6 +221,10 @@ class PhoneActor(BridgedActor):
         except DeviceGone as exc:
             self.pause(str(exc))
             return {"status": "gone", "error": str(exc)}
+        except DeviceTimeout as exc:
+            # Sent, unanswered: the phone may still play it, so the caller must not send it
+            # again (a step looks at the screen instead).
+            return {"status": "error", "error": str(exc), "delivered": True}
         except (DeviceError, ValidationError) as exc:
             return {"status": "error", "error": str(exc)}
         result = {"status": "ok", "error": None, **data}

@@ -768,6 +768,8 @@ class PlaybackActor(pykka.ThreadingActor):
                 return _Attempt(False, reason="device_gone", error=pre.get("error"), gone=True)
             out = self._ask("perform", action, self.run.execution_id)
             if out.get("status") != "ok":
+                if out.get("delivered"):
+                    state["acted"] = True  # sent but unanswered: a retry only looks
                 return self._action_failed(out)
             state["acted"] = True  # a retry looks again, it does not tap twice
         return self._identify(settle=True)

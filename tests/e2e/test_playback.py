@@ -243,6 +243,30 @@ async def test_step_that_never_succeeds_fails_with_reason_and_screenshot(stack, 
     await wait_for(lambda: node.directory.record(serial).lock_holder is None, what="lock freed")
 
 
+async def test_a_tap_the_phone_does_not_answer_in_time_is_not_sent_again(stack, events, farm,
+                                                                         adb_server):
+    """A hung phone plays a queued tap late: a tap sent but unanswered within the adb
+    timeout is never sent again by the step's retries (they only look at the screen)."""
+    hub, node = stack
+    serial = farm.serials[2]
+    vphone(adb_server, serial, "log --clear")
+    run = make_run([SleepStep(seconds=1.5), TapStep(x=111, y=222)])
+    await hub.send_run(serial, run)
+    await events.wait(run.execution_id, "step_started", where=lambda d: d["path"] == "steps[0]")
+    timeout = node.adb.timeout
+    node.adb.timeout = 1.0   # the node's every adb call; the phone answers 1.5 s late
+    vphone(adb_server, serial, "slow 1500")
+    try:
+        fin = await events.finished(run.execution_id)
+    finally:
+        node.adb.timeout = timeout
+        vphone(adb_server, serial, "slow 0")
+    assert fin["status"] == "failed" and fin["failed_step"] == "steps[1]", fin
+    await asyncio.sleep(2.0)  # whatever the phone still had queued has played by now
+    taps = [(e["x"], e["y"]) for e in phone_log(adb_server, serial) if e["kind"] == "tap"]
+    assert taps.count((111, 222)) == 1, taps
+
+
 async def test_second_run_on_a_locked_phone_is_refused_and_cancel_frees_it(stack, events,
                                                                            farm):
     hub, node = stack

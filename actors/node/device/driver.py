@@ -40,7 +40,7 @@ from actors.node.device.adb_server import (SHELL_V2_HEADER, AdbServer, AdbServer
 from actors.node.device.agent import (AgentConfig, AgentError, AgentKeeper, IoCallback, ScrcpyAgent,
                                       key_steps, straight_path)
 from actors.node.device.keycodes import key_code
-from protocol.errors import DeviceError, DeviceGone
+from protocol.errors import DeviceError, DeviceGone, DeviceTimeout
 from protocol.messages import MAX_KEY_REPEAT
 
 log = logging.getLogger(__name__)
@@ -355,6 +355,15 @@ class DeviceDriver:
             return DeviceGone(self.serial, label, f"{reason} (device state: {state})")
         return DeviceError(self.serial, label, reason)
 
+    def _timed_out(self, command: str, exc: BaseException) -> DeviceError:
+        """No answer to a command the phone was sent: gone if adb lost the phone, else a
+        DeviceTimeout (the command may still run there)."""
+        error = self._gone_or_error(command, f"connection lost: {exc}")
+        if isinstance(error, DeviceGone):
+            return error
+        return DeviceTimeout(self.serial, command, f"no answer within {self.adb.timeout:g}s "
+                             "(it may still run on the phone)")
+
     def shell(self, command: str | list[str], check: bool = True) -> ShellOutput:
         """Run a shell command; with ``check`` a non-zero exit raises DeviceError."""
         if isinstance(command, list):
@@ -374,6 +383,8 @@ class DeviceDriver:
         sock = self._open(f"shell,v2,raw:{command}", command)
         try:
             data = self._read_all(sock, command)
+        except TimeoutError as exc:
+            raise self._timed_out(command, exc) from exc
         except OSError as exc:
             raise self._gone_or_error(command, f"connection lost: {exc}") from exc
         finally:
@@ -401,6 +412,8 @@ class DeviceDriver:
         sock = self._open(f"shell:{command}; echo {marker}$?", command)
         try:
             data = bytes(self._read_all(sock, command))
+        except TimeoutError as exc:
+            raise self._timed_out(command, exc) from exc
         except OSError as exc:
             raise self._gone_or_error(command, f"connection lost: {exc}") from exc
         finally:
