@@ -102,6 +102,7 @@ class Node:
         self.link: NodeLink | None = None
         self.rack = None
         self.watcher: DeviceWatcher | None = None
+        self._starting: set[str] = set()  # execution ids whose start awaits the phone's lock
         # Running executions: execution_id -> (playback actor, its cancel flag, serial).
         self.playbacks: dict[str, tuple[Any, threading.Event, str]] = {}
         self.playback_options = PlaybackOptions()
@@ -297,8 +298,19 @@ class Node:
         """Start a PlaybackActor for ``run`` and answer at once; a re-sent start of a running
         execution is answered ok again (commands are at-least-once)."""
         running = self.playbacks.get(run.execution_id)
-        if running is not None and running[0].is_alive():
+        if (running is not None and running[0].is_alive()) or run.execution_id in self._starting:
             return "ok", None, {"started": True, "already_running": True}
+        # Two deliveries of one start (a re-send and the coordinator's resume) can both pass
+        # the check above while the first awaits the lock below, which the same execution
+        # takes again: without this mark both would play the steps, interleaved.
+        self._starting.add(run.execution_id)
+        try:
+            return await self._start_new_playback(serial, record, ref, run)
+        finally:
+            self._starting.discard(run.execution_id)
+
+    async def _start_new_playback(self, serial: str, record, ref, run: RunSequence
+                                  ) -> tuple[str, str | None, dict]:
         holder = record.lock_holder
         if holder is not None and holder != run.execution_id and record.lock_expires > time.time():
             return "locked", f"phone {serial}: locked by execution {holder}", {"holder": holder}

@@ -267,6 +267,25 @@ async def test_a_tap_the_phone_does_not_answer_in_time_is_not_sent_again(stack, 
     assert taps.count((111, 222)) == 1, taps
 
 
+async def test_a_start_delivered_twice_at_once_plays_the_steps_once(stack, events, farm,
+                                                                     adb_server):
+    """A re-sent start and the coordinator's resume of one execution arrive together: the
+    node plays it once (the same execution takes its own lock again, so only a mark of the
+    start in progress tells the second delivery apart)."""
+    hub, node = stack
+    serial = farm.serials[3]
+    vphone(adb_server, serial, "log --clear")
+    run = make_run([TapStep(x=131, y=313), SleepStep(seconds=0.3), TapStep(x=132, y=313)])
+    answers = await asyncio.gather(*(hub.send_run(serial, run) for _ in range(3)))
+    assert [a["status"] for a in answers] == ["ok"] * 3, answers
+    fin = await events.finished(run.execution_id)
+    assert fin["status"] == "completed", fin
+    await asyncio.sleep(0.5)
+    taps = [(e["x"], e["y"]) for e in phone_log(adb_server, serial) if e["kind"] == "tap"]
+    assert taps == [(131, 313), (132, 313)], taps
+    assert len(events.of(run.execution_id, "execution_started")) == 1
+
+
 async def test_second_run_on_a_locked_phone_is_refused_and_cancel_frees_it(stack, events,
                                                                            farm):
     hub, node = stack
