@@ -677,6 +677,13 @@ def test_taps_of_one_fixed_sequence_in_two_executions_are_told_apart_by_the_node
     assert inv.check_taps(taps("p1", tap_entry(T0 + 3, 0, 0)), executions, [], RACKS, notes,
                           spans=spans) == []
     assert [n.invariant for n in notes] == ["tap_attributed_by_records"]
+    # Two taps of one step that the records' windows put on a, one of them held by no node
+    # span (its execution's step events not read yet): not proof, a note.
+    notes = []
+    pair = taps("p1", tap_entry(T0 + 1, 0, 0), tap_entry(T0 + 3, 0, 0))
+    assert inv.check_taps(pair, executions, [], RACKS, notes, spans=spans) == []
+    assert sorted(n.invariant for n in notes) == ["duplicate_attributed_by_records",
+                                                  "tap_attributed_by_records"]
 
 
 def test_a_clock_skewed_nodes_step_times_are_put_back_or_left_to_the_records(tmp_path):
