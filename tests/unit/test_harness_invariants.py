@@ -601,6 +601,13 @@ def test_mid_run_the_newest_taps_are_not_yet_held_to_the_records(tmp_path):
                           records_until=T0 + 10) == []
     found = inv.check_taps(logged, inv.read_executions(db), [], RACKS, [])
     assert [v.invariant for v in found] == ["step_in_records"]
+    # Nor to the duplicate check: a newer tap of a step whose events are not read yet would
+    # be put on the execution whose step still shows open; the settled check judges it.
+    again = taps("p1", tap_entry(T0 + 1, 0, 1), tap_entry(T0 + 15, 0, 1))
+    assert inv.check_taps(again, inv.read_executions(db), [], RACKS, [],
+                          records_until=T0 + 10) == []
+    assert [v.invariant for v in inv.check_taps(again, inv.read_executions(db), [], RACKS,
+                                                 [])] == ["step_played_once"]
 
 
 # --- artifacts of a loaded 4 x 15 run, each excused while the real fault is still found ------
