@@ -1173,6 +1173,7 @@ def check(farm: Any, timeline: Any, *, settled: bool, stream: StreamWatcher | No
     holdings: dict[str, list[Holding]] = {}
     spans: dict[str, list[StepSpan]] | None = None
     events_read = False
+    events_until: dict[str, float] = {}  # node -> its newest event read (node clock)
     events_db = getattr(farm, "events_db_path", None)
     if callable(events_db):
         try:
@@ -1180,6 +1181,10 @@ def check(farm: Any, timeline: Any, *, settled: bool, stream: StreamWatcher | No
             holdings = lock_holdings(ev for ev in node_events if ev["event"] in LOCK_EVENTS)
             spans = step_spans(node_events, clock_skews(timeline, windows), now)
             events_read = True
+            for ev in node_events:
+                at = ev["data"].get("at")
+                if isinstance(at, (int, float)):
+                    events_until[ev["node"]] = max(events_until.get(ev["node"], at), at)
         except (OSError, sqlite3.Error, ValueError) as exc:
             notes.append(Violation("node_events_read", f"node events not read ({exc}): phone "
                                    "overlaps and taps judged by the records' times", now, []))
@@ -1196,7 +1201,10 @@ def check(farm: Any, timeline: Any, *, settled: bool, stream: StreamWatcher | No
     # Mid-run, the last RECORD_LAG_S of taps, and every tap of a rack a fault still cuts
     # off, may not be reported yet; once settled every tap must be.
     lagging = [w.start for w in windows if w.end is None and w.kind in CUTTING_FAULTS]
-    records_until = None if settled else min([now - RECORD_LAG_S, *lagging])
+    # Nor a tap newer than a node's newest event read: the event store may lag the nodes
+    # by more than RECORD_LAG_S on a loaded machine.
+    records_until = None if settled else min([now - RECORD_LAG_S, *lagging,
+                                              *events_until.values()])
     out += check_taps(taps, executions, windows, racks, notes, records_until=records_until,
                       spans=spans)
     phones = _phones(farm)
