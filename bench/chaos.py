@@ -28,17 +28,14 @@ import argparse
 import os
 import resource
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.harness.faults import ScriptError  # noqa: E402
-from tests.harness.netns import namespaces_available  # noqa: E402
 from tests.harness.scenario import (RECOVERY_TARGET_S, ScenarioResult, add_arguments,  # noqa: E402
-                                    faults_from_args, percentile, run_scenario)
+                                    percentile, run_from_args)
 
 
 def children_cpu_s() -> float:
@@ -116,31 +113,13 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     add_arguments(ap)
     args = ap.parse_args()
-    try:
-        faults, seed, tmpfs = faults_from_args(args)
-    except ScriptError as exc:
-        print(f"fault script refused: {exc}")
-        print("violations: -")
-        return 2
-    reason = namespaces_available()
-    if reason is not None:
-        print(f"cannot run the harness here: {reason}")
-        print("violations: -")
-        return 3
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="pf-chaos-"))
     load_before = os.getloadavg()
     cpu0 = children_cpu_s()
     began = time.monotonic()
-    try:
-        result = run_scenario(workdir, args.racks, args.phones, faults=faults, seed=seed,
-                              minutes=args.minutes, baseline_minutes=args.baseline_minutes,
-                              coordinator_tmpfs_mb=tmpfs,
-                              progress=lambda line: print(
-                                  f"[{time.monotonic() - began:6.1f}] {line}", flush=True))
-    except ScriptError as exc:
-        print(f"fault script refused: {exc}")
-        print("violations: -")
-        return 2
+    result = run_from_args(args, "pf-chaos-", lambda line: print(
+        f"[{time.monotonic() - began:6.1f}] {line}", flush=True))
+    if isinstance(result, int):
+        return result
     print_figures(result, children_cpu_s() - cpu0, load_before, os.getloadavg())
     return 1 if result.violations else 0
 

@@ -13,12 +13,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
-from pathlib import Path
 
-from tests.harness.faults import ScriptError
-from tests.harness.netns import namespaces_available
-from tests.harness.scenario import add_arguments, faults_from_args, run_scenario
+from tests.harness.scenario import add_arguments, run_from_args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,27 +23,9 @@ def main(argv: list[str] | None = None) -> int:
                                                  "purpose, its invariants checked.")
     add_arguments(parser)
     args = parser.parse_args(argv)
-    try:
-        faults, seed, tmpfs = faults_from_args(args)
-    except ScriptError as exc:
-        print(f"fault script refused: {exc}")
-        print("violations: -")
-        return 2
-    reason = namespaces_available()
-    if reason is not None:
-        print(f"cannot run the harness here: {reason}")
-        print("violations: -")
-        return 3
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="pf-harness-"))
-    try:
-        result = run_scenario(workdir, args.racks, args.phones, faults=faults, seed=seed,
-                              minutes=args.minutes, baseline_minutes=args.baseline_minutes,
-                              coordinator_tmpfs_mb=tmpfs,
-                              progress=lambda line: print(line, flush=True))
-    except ScriptError as exc:  # a phone target that is not one of the farm's phones
-        print(f"fault script refused: {exc}")
-        print("violations: -")
-        return 2
+    result = run_from_args(args, "pf-harness-", lambda line: print(line, flush=True))
+    if isinstance(result, int):
+        return result
     print(result.report())
     return 1 if result.violations else 0
 

@@ -361,3 +361,30 @@ def faults_from_args(args: Any) -> tuple[list[Fault] | None, int, int | None]:
         if tmpfs is None:
             tmpfs = DEFAULT_TMPFS_MB
     return faults, seed, (tmpfs or None)
+
+
+def run_from_args(args: Any, workdir_prefix: str,
+                  progress: Callable[[str], None]) -> "ScenarioResult | int":
+    """One run from parsed `add_arguments` options: its result, or the exit code of a run
+    that did not start (2: a fault script refused, naming file:line, fault and field; 3: no
+    network namespaces here), after printing why and ``violations: -``."""
+    import tempfile  # noqa: PLC0415 - only the command lines come here
+
+    from tests.harness.faults import ScriptError  # noqa: PLC0415
+    from tests.harness.netns import namespaces_available  # noqa: PLC0415
+
+    try:
+        faults, seed, tmpfs = faults_from_args(args)
+        reason = namespaces_available()
+        if reason is not None:
+            print(f"cannot run the harness here: {reason}")
+            print("violations: -")
+            return 3
+        workdir = args.workdir or Path(tempfile.mkdtemp(prefix=workdir_prefix))
+        return run_scenario(workdir, args.racks, args.phones, faults=faults, seed=seed,
+                            minutes=args.minutes, baseline_minutes=args.baseline_minutes,
+                            coordinator_tmpfs_mb=tmpfs, progress=progress)
+    except ScriptError as exc:  # also a phone target that is not one of the farm's phones
+        print(f"fault script refused: {exc}")
+        print("violations: -")
+        return 2
