@@ -6,7 +6,6 @@ command that failed meanwhile is resumed; and `reaffirm` reports a known usable 
 from __future__ import annotations
 
 import threading
-import time
 from types import SimpleNamespace
 
 import pytest
@@ -15,14 +14,8 @@ import actors.node.device.watcher as watcher_module
 from actors.node.device.adb_server import kill_adb_server, start_adb_server, start_private_adb_server
 from actors.node.device.watcher import DeviceWatcher
 from tests.conftest import run_adb
+from tests.e2e.test_agent import wait_until
 from virtual.farm import FarmSpec, VirtualFarm
-
-
-def wait_until(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 @pytest.fixture
