@@ -153,6 +153,8 @@ class Hub:
             await self.schedules.close()
         if self.discovery is not None:
             await self.discovery.close()
+        if self.runs is not None:
+            await self.runs.close()
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()

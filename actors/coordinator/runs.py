@@ -31,6 +31,7 @@ import msgspec
 
 from actors.coordinator.media_push import MediaCollector, MediaShipError
 from actors.coordinator.media_push import ship as ship_media
+from actors.coordinator.outcome_retry import OutcomeRetry
 from actors.store.execution_history import ExecutionQuery
 from actors.store.execution_records import ExecutionRecords
 from actors.store.farm_db import account_ref, is_retired
@@ -53,6 +54,16 @@ _TOP_LEVEL = re.compile(r"steps\[\d+\]")
 _SAFE_PATH = re.compile(r"[A-Za-z0-9_.\[\]-]+")
 # A library name as `sequences.load.library_names` lists them: folder/stem, no dot-files.
 _LIBRARY_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*/[A-Za-z0-9_-][A-Za-z0-9_.-]*")
+
+
+def _not_recorded(serial: str, exc: Exception) -> dict:
+    """A target whose start failed before its record was written (the farm database refused
+    the write): nothing was stored and nothing sent."""
+    log.error("phone=%s: not started, its execution record could not be written",
+              serial, exc_info=exc)
+    return {"execution_id": None, "status": "failed", "account": None,
+            "error": f"not started: the execution record could not be written "
+                     f"({type(exc).__name__}: {exc})"}
 
 
 class RunHub(Protocol):
@@ -95,6 +106,11 @@ class RunManager:
         self._parsed: dict[Path, tuple[tuple, Sequence]] = {}
         # (run_id, AI client) -> its ai.* provider (AIVariables), the latest AI_RUNS_KEPT.
         self._ai_runs: dict[tuple[str, int], Any] = {}
+        self._outcomes = OutcomeRetry(db)
+
+    async def close(self) -> None:
+        """Stop writing refused dispatch outcomes again (`OutcomeRetry.close`)."""
+        await self._outcomes.close()
 
     @property
     def registry(self) -> Registry | None:
@@ -159,7 +175,10 @@ class RunManager:
         outcomes = await asyncio.gather(*(
             self._start_one(run_id, name, seq, serial, account, variables,
                             client_world=clients is not None)
-            for serial, account in targets))
+            for serial, account in targets), return_exceptions=True)
+        # One target's failed record write must not hide what the others started.
+        outcomes = [_not_recorded(serial, out) if isinstance(out, Exception) else out
+                    for (serial, _), out in zip(targets, outcomes)]
         return {"run_id": run_id, "sequence": name,
                 "executions": {serial: out for (serial, _), out in zip(targets, outcomes)}}
 
@@ -258,26 +277,21 @@ class RunManager:
         pauses = getattr(self.hub, "pauses", None)
         refusal = pauses.refusal(serial) if pauses is not None else None
         if refusal is not None:  # the coordinator paused the phone: no new work until resumed
-            await self.db.create_execution(execution_id, **record)
-            await self._failed_at_start(out, "failed", "phone_paused", refusal)
+            await self._refused(out, record, "phone_paused", refusal)
             return {**out, "status": "paused", "error": refusal}
         failure = await self._ensure_apps(seq, serial)
         if failure is not None:  # an ensure_app step could not put its version on the phone
-            await self.db.create_execution(execution_id, **record)
-            return await self._failed_at_start(out, "failed", "ensure_app", failure)
+            return await self._refused(out, record, "ensure_app", failure)
         refusal = await self._app_version_refusal(seq, serial)
         if refusal is not None:  # the phone's app is not the version the sequence was made for
-            await self.db.create_execution(execution_id, **record)
-            return await self._failed_at_start(out, "failed", "app_version", refusal)
+            return await self._refused(out, record, "app_version", refusal)
         try:
             run, account_id = await self._prepare(execution_id, run_id, name, seq, serial,
                                                   target_account, variables, client_world)
         except MediaShipError as exc:  # the phone's node did not get the run's media
-            await self.db.create_execution(execution_id, **record)
-            return await self._failed_at_start(out, "failed", "media_push_failed", str(exc))
+            return await self._refused(out, record, "media_push_failed", str(exc))
         except (FarmError, ValidationErrors) as exc:
-            await self.db.create_execution(execution_id, **record)
-            return await self._failed_at_start(out, "failed", "prepare", str(exc))
+            return await self._refused(out, record, "prepare", str(exc))
         out["account"] = run.account
         # The record is written once, with its plan, before anything goes to the node (a
         # crash before this line started nothing: no record is needed).
@@ -296,6 +310,27 @@ class RunManager:
         return await self._failed_at_start(out, "failed", str(status),
                                            result.get("error") or f"node answered {status}")
 
+    async def _refused(self, out: dict, record: dict, reason: str, error: str) -> dict:
+        """An execution refused before anything went to its node: recorded failed in one
+        write (a write that fails leaves no row, and the caller's error says so)."""
+        log.warning("execution=%s not started: %s: %s", out["execution_id"], reason, error)
+        await self.db.create_execution(out["execution_id"], **record, status="failed",
+                                       error_reason=reason, error_message=error)
+        return {**out, "status": "failed", "error": error}
+
+    async def _failed_at_start(self, out: dict, status: str, reason: str, error: str) -> dict:
+        """The node refused (or never got) an execution whose record is written ``pending``
+        with its plan. If the farm database refuses this outcome now (a full disk), it is
+        written later by `OutcomeRetry`: the caller still gets the node's answer, and the
+        record does not stay ``pending`` once the database takes writes again."""
+        log.warning("execution=%s not started: %s: %s", out["execution_id"], reason, error)
+        fields = {"status": status, "error_message": error, "error_reason": reason}
+        try:
+            await self.db.update_execution(out["execution_id"], **fields)
+        except Exception as exc:  # noqa: BLE001 - any database failure: kept and retried
+            self._outcomes.defer(out["execution_id"], fields, exc)
+        return {**out, "status": status, "error": error}
+
     async def resume(self, serials: list[str], lock_holders: dict[str, str | None]) -> list[str]:
         """Crash recovery (spec 12.3.1) for phones a node reports after (re)connecting: each
         unfinished execution the node is not playing (its phone's lock is not the
@@ -307,8 +342,16 @@ class RunManager:
             if record.get("error_reason") == "recovering":
                 await self._recovery_interrupted(record)
                 continue
-            if lock_holders.get(serial) == execution_id or not record.get("plan"):
+            if lock_holders.get(serial) == execution_id:
                 continue  # still playing on the node (only the coordinator restarted)
+            if not record.get("plan"):
+                # Only a start refused before the send is recorded without a plan, and that
+                # is one write with its outcome; an older farm's half-written refusal ends so.
+                await self.db.update_execution(
+                    execution_id, status="failed", error_reason="not_started",
+                    error_message="never sent to its phone: its start was refused and the "
+                                  "refusal was not recorded")
+                continue
             run = msgspec.json.decode(record["plan"], type=RunSequence)
             done = await self.db.get_execution(execution_id)
             top = [s for s in done["steps"] if _TOP_LEVEL.fullmatch(s["path"] or "")
@@ -390,12 +433,6 @@ class RunManager:
         package = (registry.apps[seq.app].package
                    if registry is not None and seq.app in registry.apps else seq.app)
         return await apps.version_refusal(serial, package, seq.requires_app_version)
-
-    async def _failed_at_start(self, out: dict, status: str, reason: str, error: str) -> dict:
-        log.warning("execution=%s not started: %s: %s", out["execution_id"], reason, error)
-        await self.db.update_execution(out["execution_id"], status=status, error_message=error,
-                                       error_reason=reason)
-        return {**out, "status": status, "error": error}
 
     async def _prepare(self, execution_id: str, run_id: str, name: str, seq: Sequence,
                        serial: str, target_account: str | None, variables: dict[str, str],

@@ -645,22 +645,28 @@ class FarmDB:
                                serial: str | None = None, sequence: str | None = None,
                                status: str = "pending", task_id: int | None = None,
                                account_id: int | None = None, plan: str | None = None,
-                               start_time: datetime | None = None) -> int:
+                               start_time: datetime | None = None,
+                               error_reason: str | None = None,
+                               error_message: str | None = None) -> int:
         """Record a new execution under our string id ``key``; returns its execution_id.
 
         ``phone_id`` is filled from ``serial`` when the phone is in the database (an unknown
         serial is kept in ``serial`` only). A second call with the same key raises. One
         write, no read first (a hot path: every dispatch). ``plan`` (what the node is sent,
-        typed passwords included) is stored sealed; `unfinished_executions` opens it."""
+        typed passwords included) is stored sealed; `unfinished_executions` opens it. A
+        final ``status`` (an execution refused before it was sent) gets its end_time now, so
+        the refusal is one write: a full disk cannot leave it ``pending``."""
         if plan is not None:
             plan = self._sealer(PLANS).seal(plan, None)
+        end_time = utc_text() if status in _FINAL_STATUSES else None
         row = await self._write(
             "INSERT INTO executions (execution_key, run_id, serial, sequence, status, task_id,"
-            " phone_id, account_id, plan, start_time) VALUES (?, ?, ?, ?, ?, ?,"
-            " (SELECT phone_id FROM phones WHERE serial_number = ?), ?, ?, ?)"
+            " phone_id, account_id, plan, start_time, end_time, error_reason, error_message)"
+            " VALUES (?, ?, ?, ?, ?, ?,"
+            " (SELECT phone_id FROM phones WHERE serial_number = ?), ?, ?, ?, ?, ?, ?)"
             " RETURNING execution_id",
             (key, run_id, serial, sequence, status, task_id, serial, account_id, plan,
-             utc_text(start_time)))
+             utc_text(start_time), end_time, error_reason, error_message))
         return row[0]
 
     async def update_execution(self, key: str, **fields: Any) -> None:

@@ -106,7 +106,8 @@ FINAL = frozenset({"completed", "failed", "cancelled", "stopped"})
 ACTIVE = frozenset({"pending", "running", "paused"})
 # Ended by the coordinator itself, never by a node event, so the stream cannot show it:
 # refused at dispatch (runs.py _failed_at_start) and a resume that could not be sent.
-COORDINATOR_REASONS = frozenset({"locked", "resume", "resolve", "dispatch", "node_down"})
+COORDINATOR_REASONS = frozenset({"locked", "resume", "resolve", "dispatch", "node_down",
+                                 "not_started"})
 EXECUTION_EVENTS = frozenset({"execution_started", "execution_finished", "execution_paused",
                               "execution_resumed"})
 

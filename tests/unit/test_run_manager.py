@@ -4,7 +4,9 @@ failed step's screenshot on disk and out of the event data."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import sqlite3
 
 import pytest
 
@@ -279,3 +281,91 @@ async def test_resume_fails_an_execution_whose_ai_recovery_a_restart_interrupted
         "execution_id": execution_id, "status": "failed", "reason": "unknown_screen",
         "recovering": True})
     assert (await runs.get_execution(execution_id))["status"] == "failed"
+
+
+class _FullDisk:
+    """Makes the farm database's next ``times`` calls of ``names`` fail the way SQLite does
+    on a full disk; every other call goes to the real FarmDB."""
+
+    def __init__(self, db, names: set[str], times: int) -> None:
+        self.db, self.names, self.left = db, names, times
+
+    def __getattr__(self, name: str):
+        real = getattr(self.db, name)
+        if name not in self.names:
+            return real
+
+        async def failing(*args, **kwargs):
+            if self.left > 0:
+                self.left -= 1
+                raise sqlite3.OperationalError("database or disk is full")
+            return await real(*args, **kwargs)
+        return failing
+
+
+async def test_a_refused_start_whose_outcome_the_full_disk_refused_is_written_later(manager) -> None:
+    # The 4 x 15 chaos bench's disk_full fault: the node refused a start (its phone locked),
+    # writing that outcome failed, and the record stayed 'pending' with its plan for good.
+    runs, hub = manager
+    real_db = runs.db
+    hub.answers["s2"] = {"status": "locked", "error": "phone s2: locked by execution ex-9"}
+    runs.db = runs._outcomes.db = _FullDisk(real_db, {"update_execution", "write_records"}, 3)
+    runs._outcomes.first_delay = 0.01
+    started = await runs.start("clipshare/login", "phone:s2")
+    out = started["executions"]["s2"]
+    assert out["status"] == "locked" and "locked by execution ex-9" in out["error"]
+    # Refused once by update_execution, then twice more by the retries, then taken.
+    for _ in range(200):
+        if not runs._outcomes.waiting:
+            break
+        await asyncio.sleep(0.01)
+    view = await runs.get_execution(out["execution_id"])
+    assert view["status"] == "locked" and "ex-9" in view["error"]
+    assert runs._outcomes.db.left == 0
+
+
+async def test_a_retried_outcome_leaves_a_record_its_node_already_ended(manager) -> None:
+    runs, hub = manager
+    hub.answers["s1"] = {"status": "error", "error": "send timed out"}
+    real_db = runs.db
+    runs.db = _FullDisk(real_db, {"update_execution"}, 1)
+    runs._outcomes.db = _FullDisk(real_db, {"write_records"}, 1)
+    runs._outcomes.first_delay = 0.05
+    started = await runs.start("clipshare/login", "phone:s1")
+    execution_id = started["executions"]["s1"]["execution_id"]
+    # The run arrived after all: the node's events end it before the retry writes.
+    for event in ("execution_started", "execution_finished"):
+        await runs.apply(event, "s1", {"execution_id": execution_id, "status": "completed"})
+    for _ in range(200):
+        if not runs._outcomes.waiting:
+            break
+        await asyncio.sleep(0.01)
+    assert not runs._outcomes.waiting
+    assert (await runs.get_execution(execution_id))["status"] == "completed"
+
+
+async def test_a_refusal_before_the_send_is_one_write_and_a_failed_write_hides_no_other_target(
+        manager) -> None:
+    runs, hub = manager
+    # ${custom.nope} fails every target before the send: its record is written failed at once.
+    started = await runs.start({"name": "x", "steps": [{"type": "type", "text": "${custom.nope}"}]},
+                               "phone:s1")
+    view = await runs.get_execution(started["executions"]["s1"]["execution_id"])
+    assert view["status"] == "failed" and view["reason"] == "prepare" and view["end_time"]
+    # The database refuses one target's record: that target says so, the others started.
+    runs.db = _FullDisk(runs.db, {"create_execution"}, 1)
+    started = await runs.start("clipshare/login", "phone:all")
+    outs = started["executions"]
+    refused = [s for s, o in outs.items() if o["execution_id"] is None]
+    assert len(refused) == 1 and "database or disk is full" in outs[refused[0]]["error"]
+    assert sorted(s for s, _ in hub.sent) == sorted(set(SERIALS) - set(refused))
+    for serial in set(SERIALS) - set(refused):
+        assert outs[serial]["status"] == "pending"
+
+
+async def test_resume_ends_an_unfinished_record_that_has_no_plan(manager) -> None:
+    runs, hub = manager
+    await runs.db.create_execution("ex-half", run_id="run-x", serial="s3", sequence="x")
+    assert await runs.resume(["s3"], {}) == []
+    view = await runs.get_execution("ex-half")
+    assert view["status"] == "failed" and view["reason"] == "not_started" and hub.sent == []
