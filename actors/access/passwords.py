@@ -3,6 +3,8 @@ parameters; a hash made with older parameters is re-hashed at the next good logi
 
 from __future__ import annotations
 
+from functools import cache
+
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
@@ -11,9 +13,14 @@ from protocol.errors import ValidationError
 _HASHER = PasswordHasher()
 MIN_PASSWORD_LENGTH = 8
 MAX_PASSWORD_LENGTH = 1024
-# Verified against when the user does not exist, so a wrong name costs as long as a wrong
-# password and the answer's timing does not tell whether a name exists.
-_DUMMY_HASH = _HASHER.hash("not a password of anyone")
+
+
+@cache
+def _dummy_hash() -> str:
+    """Verified against when the user does not exist, so a wrong name costs as long as a
+    wrong password and the answer's timing does not tell whether a name exists. Made at
+    the first such login, not at import: a hash costs every process start ~0.2 s of CPU."""
+    return _HASHER.hash("not a password of anyone")
 
 
 def check_new_password(password: str, field: str = "password") -> None:
@@ -34,7 +41,7 @@ def verify_password(stored_hash: str | None, password: str) -> bool:
     """True when ``password`` matches ``stored_hash``; None (no such user) still spends the
     time of one verification."""
     try:
-        return _HASHER.verify(stored_hash or _DUMMY_HASH, password) and stored_hash is not None
+        return _HASHER.verify(stored_hash or _dummy_hash(), password) and stored_hash is not None
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return False
 

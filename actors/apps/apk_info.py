@@ -27,8 +27,6 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, BinaryIO
 
-from pyaxmlparser.axmlprinter import AXMLPrinter
-
 from protocol.errors import FarmError
 
 # pyaxmlparser logs its own complaint about a broken manifest at ERROR; ApkError says it
@@ -239,6 +237,10 @@ def _parse_manifest(raw: bytes, label: str):
     if raw.lstrip()[:1] == b"<":
         raise ApkError(label, f"{MANIFEST} is text XML; an APK's manifest is binary "
                        "(compiled by aapt)")
+    # Here, not at the top: the parser (with asn1crypto and lxml) costs every coordinator
+    # start ~0.3 s of CPU, and only an APK upload needs it.
+    from pyaxmlparser.axmlprinter import AXMLPrinter
+
     try:
         printer = AXMLPrinter(raw)
         root = printer.get_xml_obj() if printer.is_valid() else None

@@ -9,11 +9,15 @@ and must not see it half-changed; on the loop a scrape is just another callback.
 from __future__ import annotations
 
 import ipaddress
-from aiohttp import web
+from typing import TYPE_CHECKING
+
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 from protocol.addresses import is_loopback
+
+if TYPE_CHECKING:  # loaded where a server starts: a node without --metrics never needs it
+    from aiohttp import web
 
 METRICS_PATH = "/metrics"
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
@@ -25,6 +29,8 @@ def render(registry: CollectorRegistry) -> bytes:
 
 
 def metrics_response(registry: CollectorRegistry) -> web.Response:
+    from aiohttp import web
+
     response = web.Response(body=render(registry))
     response.headers["Content-Type"] = CONTENT_TYPE
     return response
@@ -63,6 +69,8 @@ class MetricsServer:
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> "MetricsServer":
+        from aiohttp import web
+
         app = web.Application()
         app.router.add_get(METRICS_PATH, self._get)
         self._runner = web.AppRunner(app, access_log=None)

@@ -36,7 +36,7 @@ from actors.node.installs import INVENTORY_EVERY_S, AppInstaller
 from actors.node.matcher import MatcherActor
 from actors.node.registry_copy import NodeRegistry
 from actors.node.playback import PlaybackActor, PlaybackOptions
-from actors.process import (STARTUP_ERRORS, StartupError, run_main, setup_logging, starting,
+from actors.process import (StartupError, run_main, setup_logging, starting, startup_errors,
                              startup_message, wait_for_stop_signal)
 from actors.node.rack import PhoneDirectory, RackActor
 from protocol.errors import ActorStopped, FarmError, PhoneLocked, ProtocolError, ValidationErrors
@@ -658,7 +658,7 @@ async def serve(args: argparse.Namespace) -> None:
         except ValidationErrors as exc:
             raise StartupError(f"the screen registry {args.registry} is invalid: "
                                f"{startup_message(exc)}") from None
-        except STARTUP_ERRORS as exc:
+        except startup_errors() as exc:
             raise StartupError(startup_message(exc)) from None
         await wait_for_stop_signal()
     finally:

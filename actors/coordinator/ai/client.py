@@ -19,7 +19,6 @@ from typing import Any, Awaitable, Callable, Mapping
 
 import cv2
 import numpy as np
-import openai
 
 from protocol.errors import FarmError
 
@@ -123,6 +122,8 @@ class AIClient:
                  sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep) -> None:
         self.config = config
         self._sleep = sleep
+        import openai  # here, not at the top: it costs every coordinator start ~1 s of CPU
+
         self._client = openai.AsyncOpenAI(base_url=config.base_url, api_key=config.api_key,
                                           timeout=config.timeout_s, max_retries=0)
         self.totals = AIUsage()
@@ -181,6 +182,8 @@ class AIClient:
                  usage.cost, attempts, outcome)
 
     async def _attempt(self, kwargs: dict[str, Any], usage: AIUsage) -> AIReply:
+        import openai  # loaded by __init__ already
+
         try:
             async with self._slots:  # per attempt: a back-off sleep holds no slot
                 completion = await self._client.chat.completions.create(**kwargs)
