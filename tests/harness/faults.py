@@ -631,7 +631,8 @@ class FaultRunner:
     a scheduling thread starts one worker thread per fault, which applies it, waits its
     length, undoes it (always, also on `stop` or an error), records each phase in the
     ``timeline``, then measures the recovery: the seconds from the moment the undo began
-    (a restart's own time counts) until
+    (a restart's own time counts; for ``slow``, from when its phones answer at speed again,
+    since `vphone slow 0` itself waits out the old delay) until
     every phone is online and each affected phone (the rack's, the storm's or slowed
     phones, every phone for a farm-wide fault) has completed an execution that ended after
     the fault did; None if that did not happen within ``recovery_timeout_s``.
@@ -823,9 +824,15 @@ class FaultRunner:
             try:
                 self._wait(fault.duration_s)
             finally:
+                # `vphone slow 0` itself waits out the old delay: the phones are slow until
+                # it returns, so they are lifted together and the fault ends once all are.
+                unslow = [threading.Thread(target=call, args=(f"unslow {s}", farm.slow, s, 0),
+                                           name=f"unslow-{s}") for s in applied]
+                for thread in unslow:
+                    thread.start()
+                for thread in unslow:
+                    thread.join()
                 self._lift(index)
-                for serial in applied:
-                    call(f"unslow {serial}", farm.slow, serial, 0)
             return
         apply, undo = apply_undo[kind]
         call("apply", apply)
