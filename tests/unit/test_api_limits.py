@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from pathlib import Path
 
 import pytest
+import pytest_asyncio
 from aiohttp import ClientSession
 
 from actors.control.openapi import openapi_document
@@ -21,21 +21,50 @@ HUGER = "9" * 30
 SQLITE_MAX = 2**63 - 1
 
 
-@pytest.fixture
-async def api(tmp_path: Path, caplog: pytest.LogCaptureFixture):
-    """(base URL, session) of a coordinator started as farm-coordinator starts it."""
+# One coordinator for the module: every request here is refused and stores nothing, and
+# starting one per case cost ~0.5-3 s each (300 cases).
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+class _Tracebacks(logging.Handler):
+    """Keeps the log records that carry a traceback (a 500's, a crashed handler's)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.exc_info:
+            self.records.append(record)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def coordinator(tmp_path_factory: pytest.TempPathFactory):
+    """(base URL, session, traceback log) of a coordinator started as farm-coordinator
+    starts it."""
+    data = tmp_path_factory.mktemp("limits") / "data"
     port = free_port()
     args = parse_args(["--http", f"127.0.0.1:{port}", "--listen", f"tcp://127.0.0.1:{free_port()}",
-                       "--data", str(tmp_path / "data"), "--secret", "limits-secret",
-                       "--retention", "off"])
-    caplog.set_level(logging.ERROR)
-    async with contextlib.AsyncExitStack() as stack:
-        await start(args, stack)
-        token = (tmp_path / "data" / "admin.token").read_text().strip()
-        async with ClientSession(headers={"Authorization": f"Bearer {token}"}) as session:
-            yield f"http://127.0.0.1:{port}", session
-    tracebacks = [r for r in caplog.records if r.exc_info]
-    assert not tracebacks, [r.getMessage() for r in tracebacks]
+                       "--data", str(data), "--secret", "limits-secret", "--retention", "off"])
+    tracebacks = _Tracebacks()
+    logging.getLogger().addHandler(tracebacks)
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            await start(args, stack)
+            token = (data / "admin.token").read_text().strip()
+            async with ClientSession(headers={"Authorization": f"Bearer {token}"}) as session:
+                yield f"http://127.0.0.1:{port}", session, tracebacks
+    finally:
+        logging.getLogger().removeHandler(tracebacks)
+
+
+@pytest.fixture
+def api(coordinator):
+    """(base URL, session); the case fails if the coordinator logged a traceback meanwhile."""
+    base, session, tracebacks = coordinator
+    tracebacks.records.clear()
+    yield base, session
+    assert not tracebacks.records, [r.getMessage() for r in tracebacks.records]
 
 
 async def call(api, method: str, path: str, *, json=None, data: bytes | None = None):
@@ -86,7 +115,7 @@ async def test_integer_query_parameters_out_of_range_are_400(api, path, name, va
     assert body["field"] == name, body
 
 
-def test_openapi_bounds_every_integer_parameter() -> None:
+async def test_openapi_bounds_every_integer_parameter() -> None:
     """The fuzz tests draw from the document: each integer parameter says its range."""
     seen = []
     for path, operations in openapi_document()["paths"].items():
