@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+# argon2's test profile in this process and every farm it starts (they inherit it): the
+# default costs ~0.2 s of CPU per hash or login, hundreds of times per run.
+# tests/unit/test_password_hashing.py checks the default and the variable itself.
+os.environ.setdefault("PHONEFARM_PASSWORD_HASHING", "cheapest")
 
 from actors.node.device.adb_server import AdbServer, kill_adb_server, start_private_adb_server  # noqa: E402
 from actors.store.farm_db import FarmDB  # noqa: E402

@@ -39,6 +39,7 @@ from actors.coordinator.reports.service import (ReportService, parse_report_at,
                                                 parse_report_threshold)
 from actors.coordinator.rollups import RollupService
 from actors.access.bootstrap import ensure_admin, login_link, seed_demo_people
+from actors.access.passwords import hashing_warning
 from actors.access.service import Access
 from actors.access.tokens import TOKEN_PREFIX
 from protocol.addresses import is_loopback
@@ -340,6 +341,10 @@ async def start(args: argparse.Namespace, stack: contextlib.AsyncExitStack) -> t
         log.warning("--token/PHONEFARM_TOKEN is deprecated and will be removed in the next "
                     "release: it acts as a super user; give people accounts (farm users add) "
                     "and scripts their own tokens (farm tokens add)")
+    with starting():  # an unknown PHONEFARM_PASSWORD_HASHING stops here, naming it
+        hashing = hashing_warning()
+    if hashing is not None:
+        log.warning("%s", hashing)
     secret = farm_secret(args, data)
     unknown = UnknownScreenQueue(data / "unknown-screens")
     with starting():
