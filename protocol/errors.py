@@ -39,7 +39,13 @@ class DeviceError(FarmError):
 
 
 class DeviceGone(DeviceError):
-    """The device vanished (unplugged, offline, adb lost it) while a command needed it."""
+    """The device vanished (unplugged, offline, adb lost it) while a command needed it.
+    ``sent``: the command had already reached the phone (its shell service was open), so
+    it may have run there and must not be sent again blindly."""
+
+    def __init__(self, serial: str, command: str, reason: str, *, sent: bool = False) -> None:
+        super().__init__(serial, command, reason)
+        self.sent = sent
 
 
 class DeviceTimeout(DeviceError):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import logging
 import os
 import socket
@@ -103,6 +104,9 @@ class Node:
         self.rack = None
         self.watcher: DeviceWatcher | None = None
         self._starting: set[str] = set()  # execution ids whose start awaits the phone's lock
+        # Set as `stop` begins: from then on no new work (its events could no longer be
+        # journaled once the event pump is cancelled, so its taps would be in no record).
+        self.stopping = False
         # Running executions: execution_id -> (playback actor, its cancel flag, serial).
         self.playbacks: dict[str, tuple[Any, threading.Event, str]] = {}
         self.playback_options = PlaybackOptions()
@@ -229,6 +233,9 @@ class Node:
 
         serial = command.serial
         action = command.action
+        if self.stopping and not isinstance(action, (CancelRun, Release)):
+            return result("error", f"node {self.name} is stopping: nothing new is started "
+                                   "on its phones")
         if isinstance(action, (ApkPut, ApkHave)):  # the node's APK cache: no phone
             try:
                 if isinstance(action, ApkHave):
@@ -325,6 +332,10 @@ class Node:
                 return "locked", str(exc), {"holder": exc.holder}
             except FarmError as exc:
                 return "error", str(exc), {}
+            if self.stopping:  # the stop began while this start awaited the lock
+                with contextlib.suppress(FarmError):
+                    await call_actor(ref, "release", run.execution_id)
+                return "error", f"node {self.name} is stopping: not started", {}
         cancel = threading.Event()
 
         def done(execution_id: str) -> None:
@@ -435,6 +446,7 @@ class Node:
         matcher, the link. Every phase is bounded (the ``*_S`` budgets above) and timed; what
         is still stuck at a phase's end is logged by name and left behind, so that one phone
         that does not answer can never hold the node's stop."""
+        self.stopping = True
         t0 = time.monotonic()
         phase_t = t0
 

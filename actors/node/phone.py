@@ -220,7 +220,8 @@ class PhoneActor(BridgedActor):
             data = self._run(kind, action)
         except DeviceGone as exc:
             self.pause(str(exc))
-            return {"status": "gone", "error": str(exc)}
+            # Sent before the phone went: it may have played it, so no blind resend either.
+            return {"status": "gone", "error": str(exc), **({"delivered": True} if exc.sent else {})}
         except DeviceTimeout as exc:
             # Sent, unanswered: the phone may still play it, so the caller must not send it
             # again (a step looks at the screen instead).

@@ -159,6 +159,45 @@ def test_unplugged_phone_raises_device_gone_then_works_again(farm, adb_server):
             time.sleep(0.1)
 
 
+def test_a_phone_gone_after_the_command_reached_it_says_it_was_sent(farm, adb_server):
+    """The 4 x 15 chaos bench: a phone unplugged while its `input tap` ran had played the
+    tap, and the playback, told only "gone", tapped again once the phone was back. A
+    command whose shell was open on the phone raises DeviceGone with ``sent`` (the phone
+    actor answers ``delivered``, and the step's retries only look); one refused before it
+    reached the phone does not."""
+    import threading
+    import time
+
+    serial = farm.serials[3]
+    phone = next(p for p in farm.phones if p.serial == serial)
+    d = DeviceDriver(serial, AdbServer(port=adb_server.port))
+    d.shell("vphone slow 1500")  # the tap's shell is open for 1.5 s before it runs
+    raised: list[BaseException] = []
+
+    def tap() -> None:
+        try:
+            d.tap(3, 3)
+        except BaseException as exc:  # noqa: BLE001 - looked at below
+            raised.append(exc)
+    worker = threading.Thread(target=tap)
+    worker.start()
+    try:
+        farm.call(phone.schedule_unplug, 1.5)  # 0.2 s from now, with the tap's shell open
+        worker.join(20)
+        assert len(raised) == 1 and isinstance(raised[0], DeviceGone), raised
+        assert raised[0].sent is True
+        with pytest.raises(DeviceGone) as refused:  # unplugged: nothing reaches the phone
+            d.tap(4, 4)
+        assert refused.value.sent is False
+    finally:
+        phone.slow_ms = 0
+        worker.join(20)
+    deadline = time.monotonic() + 20
+    while not phone.plugged:  # back for the module's other tests
+        assert time.monotonic() < deadline, "phone did not come back"
+        time.sleep(0.1)
+
+
 def test_eight_phones_at_once(adb_server):
     from virtual.farm import FarmSpec, VirtualFarm
 

@@ -197,3 +197,31 @@ async def test_unplug_pauses_the_phone_keeps_its_lock_and_it_resumes(stack, farm
     r = await hub.run_action(serial, {"type": "tap", "x": 1, "y": 1}, execution_id="ex-U")
     assert r["status"] == "ok"
     await hub.run_action(serial, {"type": "release", "execution_id": "ex-U"})
+
+
+async def test_a_stopping_node_starts_nothing_new(stack, farm, adb_server):
+    """The 4 x 15 chaos bench: a node stopping (SIGTERM) had cancelled its playbacks, then
+    took a run the link still delivered and played its taps while its event pump was being
+    cancelled, so no record ever had them. From the start of `Node.stop` nothing new starts;
+    a cancel or a release still passes."""
+    from protocol.messages import RunSequence
+    from sequences.model import TapStep
+
+    hub, node = stack
+    serial = farm.serials[3]
+    taps = lambda: [e for e in phone_log(adb_server, serial) if e["kind"] == "tap"]  # noqa: E731
+    before = len(taps())
+    node.stopping = True  # what Node.stop sets before anything else
+    try:
+        tap = await hub.run_action(serial, {"type": "tap", "x": 7, "y": 7})
+        assert tap["status"] == "error" and "stopping" in tap["error"], tap
+        run = RunSequence(execution_id="ex-late", run_id="run-late", sequence="late",
+                          steps=[TapStep(x=8, y=8)])
+        started = await hub.send_run(serial, run)
+        assert started["status"] == "error" and "stopping" in started["error"], started
+        released = await hub.run_action(serial, {"type": "release", "execution_id": "ex-late"})
+        assert released["status"] == "ok"
+        assert "ex-late" not in node.playbacks and len(taps()) == before
+        assert node.directory.record(serial).lock_holder is None
+    finally:
+        node.stopping = False

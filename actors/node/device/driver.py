@@ -268,7 +268,7 @@ class DeviceDriver:
             if exc.sent:  # an unplugged phone is DeviceGone: its actor pauses it
                 raise self._gone_or_error(label, f"{exc.reason}; not retried on the shell "
                                                  "path, part of it may have reached the "
-                                                 "phone") from None
+                                                 "phone", sent=True) from None
             log.warning("phone=%s %s not sent through the scrcpy agent (%s): shell path",
                         self.serial, label, exc.reason)
             return False
@@ -347,18 +347,19 @@ class DeviceDriver:
             raise DeviceError(self.serial, label, self._closed)  # data may be cut short
         return data
 
-    def _gone_or_error(self, label: str, reason: str) -> DeviceError:
+    def _gone_or_error(self, label: str, reason: str, *, sent: bool = False) -> DeviceError:
+        """``sent``: the command's service was open on the phone (see `DeviceGone`)."""
         if self._closed is not None:  # cut by close(): the phone may be fine, do not ask
             return DeviceError(self.serial, label, f"{self._closed} ({reason})")
         state = self.adb.device_state(self.serial)
         if state != "device":
-            return DeviceGone(self.serial, label, f"{reason} (device state: {state})")
+            return DeviceGone(self.serial, label, f"{reason} (device state: {state})", sent=sent)
         return DeviceError(self.serial, label, reason)
 
     def _timed_out(self, command: str, exc: BaseException) -> DeviceError:
         """No answer to a command the phone was sent: gone if adb lost the phone, else a
         DeviceTimeout (the command may still run there)."""
-        error = self._gone_or_error(command, f"connection lost: {exc}")
+        error = self._gone_or_error(command, f"connection lost: {exc}", sent=True)
         if isinstance(error, DeviceGone):
             return error
         return DeviceTimeout(self.serial, command, f"no answer within {self.adb.timeout:g}s "
@@ -386,7 +387,7 @@ class DeviceDriver:
         except TimeoutError as exc:
             raise self._timed_out(command, exc) from exc
         except OSError as exc:
-            raise self._gone_or_error(command, f"connection lost: {exc}") from exc
+            raise self._gone_or_error(command, f"connection lost: {exc}", sent=True) from exc
         finally:
             self._release(sock)
         stdout, stderr, exit_code = bytearray(), bytearray(), None
@@ -403,7 +404,8 @@ class DeviceDriver:
             elif kind == 3 and length:
                 exit_code = chunk[0]
         if exit_code is None:
-            raise self._gone_or_error(command, "shell ended without an exit status")
+            raise self._gone_or_error(command, "shell ended without an exit status",
+                                      sent=True)
         return ShellOutput(bytes(stdout), bytes(stderr), exit_code)
 
     def _shell_legacy(self, command: str) -> ShellOutput:
@@ -415,12 +417,13 @@ class DeviceDriver:
         except TimeoutError as exc:
             raise self._timed_out(command, exc) from exc
         except OSError as exc:
-            raise self._gone_or_error(command, f"connection lost: {exc}") from exc
+            raise self._gone_or_error(command, f"connection lost: {exc}", sent=True) from exc
         finally:
             self._release(sock)
         head, sep, tail = data.rpartition(marker.encode())
         if not sep:
-            raise self._gone_or_error(command, "shell ended without an exit status")
+            raise self._gone_or_error(command, "shell ended without an exit status",
+                                      sent=True)
         return ShellOutput(head, b"", int(tail.strip() or b"0"))
 
     def exec_out(self, command: str, size_hint: int = 0) -> bytearray:
