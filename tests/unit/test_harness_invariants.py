@@ -350,6 +350,27 @@ def test_locks_held_only_by_active_executions(tmp_path):
     assert "phone p2 still locked by execution b" in found[0].message
 
 
+def test_mid_run_a_lock_and_a_stream_finish_behind_the_stored_events_are_notes(tmp_path):
+    # One 4 x 15 run's disk_full: an execution's records said completed, but its node's
+    # events (the hub's lock view, the stream) were stuck behind a seq gap for 25 s.
+    db = make_db(tmp_path / "farm.db")
+    add_execution(db, "a", "p1", "completed", T0, T0 + 50, steps=1)
+    executions = inv.read_executions(db)
+    phones = {"p1": {"lock_holder": "a"}}
+    notes: list[Violation] = []
+    assert inv.check_locks(executions, phones, T0 + 100, records_until=T0 + 40,
+                           notes=notes) == []
+    assert inv.check_stream(executions, stream_events(("execution_started", "a", None)), [],
+                            T0 - 1, [], RACKS, notes, records_until=T0 + 40) == []
+    assert [n.invariant for n in notes] == ["records_ahead", "records_ahead"]
+    # Settled (records_until None), both are judged.
+    assert [v.invariant for v in inv.check_locks(executions, phones, T0 + 100)] == [
+        "no_lock_after_end"]
+    assert [v.invariant for v in inv.check_stream(
+        executions, stream_events(("execution_started", "a", None)), [], T0 - 1, [], RACKS,
+        [])] == ["stream_shows_changes"]
+
+
 # --- the status stream ------------------------------------------------------------------
 def stream_events(*items: tuple[str, str, str | None]) -> list[dict]:
     return [{"event": ev, "execution_id": key, "status": status, "wall": T0}
