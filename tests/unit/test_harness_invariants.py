@@ -449,7 +449,7 @@ def test_health_probe_records_slow_and_missing_answers():
     probe.stop()
     assert probe.samples >= 2
     assert {m["name"] for m in probe.misses} == {"rack1", "rack2"}
-    assert all("load1" in m for m in probe.misses)  # for the overloaded classification
+    assert all("load1" in m and "running" in m for m in probe.misses)  # overloaded or not
     assert {e.kind for e in timeline.entries} == {"health_miss"}
 
 
@@ -778,6 +778,14 @@ def test_health_clock_skew_restarts_and_an_overloaded_machine_are_notes_not_viol
                                                                   ("coordinator", T0 + 30)]
     assert [n.invariant for n in notes] == ["health_in_1s_overloaded"]
     assert "23.4 on 2 CPU(s)" in notes[0].message
+    # The farm's own start: the 1-minute average still low, 9 threads runnable at the miss.
+    notes = []
+    burst = [{"name": "rack1", "wall": T0 - 30, "took": None, "load1": 0.5, "running": 9},
+             {"name": "rack4", "wall": T0 - 30, "took": None, "load1": 0.5, "running": 2}]
+    found = inv.check_health(burst, windows, RACKS, notes, cpus=2)
+    assert [v.records[0]["name"] for v in found] == ["rack4"]
+    assert [n.invariant for n in notes] == ["health_in_1s_overloaded"]
+    assert "9 threads runnable on 2 CPU(s)" in notes[0].message
 
 
 def test_check_judges_a_health_miss_only_against_windows_read_after_it(tmp_path):
