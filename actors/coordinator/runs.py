@@ -33,7 +33,7 @@ from actors.coordinator.media_push import MediaCollector, MediaShipError
 from actors.coordinator.media_push import ship as ship_media
 from actors.coordinator.outcome_retry import OutcomeRetry
 from actors.store.execution_history import ExecutionQuery
-from actors.store.execution_records import ExecutionRecords
+from actors.store.execution_records import FINAL_STATUSES, ExecutionRecords
 from actors.store.farm_db import account_ref, is_retired
 from protocol.errors import FarmError, ValidationError, ValidationErrors
 from protocol.files import confined, write_atomic
@@ -661,6 +661,11 @@ class RunManager:
             if data.get("error") or status != "completed":
                 fields["error_message"] = data.get("error")
                 fields["error_reason"] = data.get("reason")
+            if status in FINAL_STATUSES and records.outcome(execution_id) == (
+                    status, fields.get("error_reason")):
+                # This end, delivered again (a node re-sends what it saw no ack for): its
+                # first delivery set the end time, which must not move to now.
+                return
             records.update(execution_id, **fields)
         elif event == "step_started":
             path = str(data.get("path"))

@@ -83,6 +83,12 @@ class ExecutionRecords:
                                 (key,)).fetchone()
         return None if row is None else row[0]
 
+    def outcome(self, key: str) -> tuple[str, str | None] | None:
+        """(status, error_reason) of execution ``key``, None if there is none."""
+        row = self.conn.execute("SELECT status, error_reason FROM executions"
+                                " WHERE execution_key = ?", (key,)).fetchone()
+        return None if row is None else (row[0], row[1])
+
     def add_step(self, key: str, step_number: int, action_type: str | None = None, *,
                  path: str | None = None, screen_name: str | None = None,
                  status: str = "running", start_time: datetime | None = None) -> int:

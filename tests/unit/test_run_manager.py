@@ -369,3 +369,24 @@ async def test_resume_ends_an_unfinished_record_that_has_no_plan(manager) -> Non
     assert await runs.resume(["s3"], {}) == []
     view = await runs.get_execution("ex-half")
     assert view["status"] == "failed" and view["reason"] == "not_started" and hub.sent == []
+
+
+async def test_an_end_delivered_again_keeps_its_end_time(manager) -> None:
+    # The 4 x 15 chaos bench: a node stopped before the coordinator's ack reached it re-sent
+    # its executions' ends after its restart, and each record's end time moved to then.
+    runs, hub = manager
+    started = await runs.start("clipshare/login", "phone:s1")
+    execution_id = started["executions"]["s1"]["execution_id"]
+    cancelled = {"execution_id": execution_id, "status": "cancelled", "reason": "cancelled"}
+    await runs.apply("execution_started", "s1", {"execution_id": execution_id})
+    await runs.apply("execution_finished", "s1", cancelled)
+    first = await runs.get_execution(execution_id)
+    await asyncio.sleep(0.05)
+    await runs.apply("execution_finished", "s1", cancelled)
+    again = await runs.get_execution(execution_id)
+    assert again["status"] == "cancelled" and again["end_time"] == first["end_time"]
+    # A different end still replaces it (a node's real end over a coordinator's mark).
+    await runs.apply("execution_finished", "s1", {"execution_id": execution_id,
+                                                  "status": "failed", "reason": "timeout",
+                                                  "error": "late"})
+    assert (await runs.get_execution(execution_id))["reason"] == "timeout"
