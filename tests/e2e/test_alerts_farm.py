@@ -170,8 +170,12 @@ def test_the_console_bell_alerts_page_and_execution_links(farm: AlertFarm) -> No
             page.click("#alert-list button:has-text('Ack')")
             page.wait_for_function("[...document.querySelectorAll('#alert-list td')]"
                                    ".some((td) => td.textContent.startsWith('user:'))")
-            assert page.locator("#rule-list td", has_text="unplugged").count() == 1
-            assert page.locator("#channel-list td", has_text=re.compile("^hook$")).count() == 1
+            # The rule and channel lists are fetched on their own: wait for each to be drawn.
+            rule = page.locator("#rule-list td", has_text="unplugged")
+            channel = page.locator("#channel-list td", has_text=re.compile("^hook$"))
+            rule.first.wait_for(timeout=30000)
+            channel.first.wait_for(timeout=30000)
+            assert rule.count() == 1 and channel.count() == 1
             page.click("text=Mark all read")
             page.wait_for_function("document.getElementById('bell-count').hidden")
             page.goto(f"{farm.base}/#executions/{execution_id}")

@@ -127,6 +127,14 @@ def b_makes_its_own(farm: DemoFarm, token: str, b_serial: str) -> dict:
         {"sequence": B_SEQUENCE}]})
     run = post(f"/api/workflows/{B_WORKFLOW}/run", {"scope": f"phone:{b_serial}"})
     assert schedule["clients"] and sequence["client"] == workflow["client"] == B
+    # Its first sequence's execution belongs to B's state before A's sweeps: wait until the
+    # workflow's schedule has started it (the state was once read first and missed it).
+    prefix = f"wfx-{run['workflow_execution_id']}."
+    deadline = time.monotonic() + 60
+    while not any(str(e.get("run_id", "")).startswith(prefix) for e in ok(*call(
+            farm.base, "GET", "/api/executions?limit=500", token), "executions")["executions"]):
+        assert time.monotonic() < deadline, f"workflow {prefix} started no execution"
+        time.sleep(0.2)
     return {"b_schedule_id": schedule["id"], "b_sequence_def_id": sequence["sequence_def_id"],
             "b_workflow_def_id": workflow["workflow_def_id"],
             "b_workflow_execution_id": run["workflow_execution_id"]}
