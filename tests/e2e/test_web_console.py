@@ -77,7 +77,7 @@ class Farm:
         for serial in self.serials:
             DeviceDriver(serial, self.adb).shell("vphone log --clear")
 
-    def wait_inputs(self, serials: list[str], kind: str, timeout: float = 15) -> dict[str, list[dict]]:
+    def wait_inputs(self, serials: list[str], kind: str, timeout: float = 30) -> dict[str, list[dict]]:
         """Each phone's log entries of ``kind`` once every one of ``serials`` has one."""
         deadline = time.monotonic() + timeout
         while True:
