@@ -225,3 +225,43 @@ async def test_a_stopping_node_starts_nothing_new(stack, farm, adb_server):
         assert node.directory.record(serial).lock_holder is None
     finally:
         node.stopping = False
+
+
+async def test_a_batch_cut_off_by_its_node_going_down_still_reaches_the_stream(tmp_path):
+    """The 4 x 15 chaos bench: a stopping node's last batch (seven execution ends) was being
+    stored when the node went down, which cancels its link worker. The events were stored
+    but never emitted, and the node's re-send of events already stored emits nothing: no
+    status-stream client ever saw those ends. The batch now finishes regardless."""
+    from protocol.messages import Event
+
+    class SlowStore:
+        """The real event store; add_many holds until released (a loaded disk)."""
+
+        def __init__(self, store: EventStore) -> None:
+            self.store, self.release = store, asyncio.Event()
+
+        def __getattr__(self, name):
+            return getattr(self.store, name)
+
+        async def add_many(self, *args, **kwargs):
+            added = await self.store.add_many(*args, **kwargs)  # committed
+            await self.release.wait()
+            return added
+
+    store = await EventStore(tmp_path / "coordinator.sqlite3").open()
+    slow = SlowStore(store)
+    hub = Hub(f"tcp://127.0.0.1:{free_port()}", SECRET, slow)
+    q = hub.subscribe()
+    try:
+        event = Event(seq=1, event="execution_finished", serial=None,
+                      data={"execution_id": "ex-cut", "status": "cancelled"})
+        worker = asyncio.create_task(hub.handle_batch("rack-z", [event]))
+        await asyncio.sleep(0.2)
+        worker.cancel()  # what the link does when the node goes down
+        slow.release.set()
+        seen = await asyncio.wait_for(q.get(), 5)
+        assert seen["event"] == "execution_finished" and seen["data"]["execution_id"] == "ex-cut"
+    finally:
+        hub.unsubscribe(q)
+        await hub.close()
+        await store.close()
