@@ -109,6 +109,31 @@ async def test_login_me_logout(farm) -> None:
     assert row["password_hash"].startswith("$argon2id$")
 
 
+async def test_password_hashing_runs_off_the_event_loop(farm, monkeypatch) -> None:
+    # argon2 is memory-hard on purpose (~0.1 s of CPU a hash): on the loop, every login
+    # and password change stalled each phone's stream and every other request.
+    import threading
+
+    from actors.access import users
+
+    client, _, admin = farm
+    threads: list[threading.Thread] = []
+
+    def recording(real):
+        def call(*args):
+            threads.append(threading.current_thread())
+            return real(*args)
+        return call
+
+    monkeypatch.setattr(users, "hash_password", recording(users.hash_password))
+    monkeypatch.setattr(users, "verify_password", recording(users.verify_password))
+    await add_user(client, admin, "ann", "client", clients=["Acme"])
+    await login(client, "ann")
+    assert (await req(client, "POST", "/api/login", None,
+                      {"user": "zed", "password": "nope nope"}))[0] == 401
+    assert len(threads) == 3 and threading.main_thread() not in threads
+
+
 async def test_wrong_password_and_unknown_user_read_the_same(farm) -> None:
     client, access, admin = farm
     await add_user(client, admin, "ann", "client", clients=["Acme"])

@@ -133,3 +133,28 @@ async def test_requests_in_flight_are_capped(model) -> None:
     assert len(replies) == 12 and len(model.requests) == 12
     assert model.max_in_flight == 3
     await ai.close()
+
+
+async def test_the_openai_client_is_made_at_the_first_call_off_the_event_loop(
+        model, monkeypatch) -> None:
+    # Importing openai costs ~2 s of CPU: made on the loop, the first AI call of a farm
+    # stalled every API request behind it (a 10 s client timeout on a loaded CI machine).
+    import threading
+
+    import actors.coordinator.ai.client as ai_module
+
+    made_in: list[threading.Thread] = []
+    real = ai_module._openai_client
+
+    def recording(config):
+        made_in.append(threading.current_thread())
+        return real(config)
+
+    monkeypatch.setattr(ai_module, "_openai_client", recording)
+    model.script = [reply_text("one"), reply_text("two")]
+    ai, _ = client(model)
+    assert made_in == []  # not at construction: a coordinator without AI calls never pays it
+    await ai.chat("sys", "go")
+    await ai.chat("sys", "again")
+    assert len(made_in) == 1 and made_in[0] is not threading.main_thread()
+    await ai.close()

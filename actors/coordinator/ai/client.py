@@ -115,6 +115,14 @@ def image_data_url(png: bytes, width: int) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(data.tobytes()).decode("ascii")
 
 
+def _openai_client(config: AIConfig) -> Any:
+    """An openai.AsyncOpenAI for ``config``, with the library's own retries off."""
+    import openai
+
+    return openai.AsyncOpenAI(base_url=config.base_url, api_key=config.api_key,
+                              timeout=config.timeout_s, max_retries=0)
+
+
 class AIClient:
     """One OpenAI-compatible chat endpoint with retries and a usage counter (``totals``)."""
 
@@ -122,16 +130,24 @@ class AIClient:
                  sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep) -> None:
         self.config = config
         self._sleep = sleep
-        import openai  # here, not at the top: it costs every coordinator start ~1 s of CPU
-
-        self._client = openai.AsyncOpenAI(base_url=config.base_url, api_key=config.api_key,
-                                          timeout=config.timeout_s, max_retries=0)
+        # Made at the first call, in a thread: importing openai costs ~1-2 s of CPU, which
+        # neither every coordinator start nor the event loop (every API request waited
+        # behind it) should pay.
+        self._client: Any = None
+        self._making = asyncio.Lock()
         self.totals = AIUsage()
         self.calls = 0
         self._slots = asyncio.Semaphore(max(1, config.max_concurrent))
 
+    async def _openai(self) -> Any:
+        async with self._making:
+            if self._client is None:
+                self._client = await asyncio.to_thread(_openai_client, self.config)
+        return self._client
+
     async def close(self) -> None:
-        await self._client.close()
+        if self._client is not None:
+            await self._client.close()
 
     def _cost(self, prompt_tokens: int, completion_tokens: int) -> float:
         return (prompt_tokens * self.config.price_prompt_per_mtok
@@ -182,11 +198,12 @@ class AIClient:
                  usage.cost, attempts, outcome)
 
     async def _attempt(self, kwargs: dict[str, Any], usage: AIUsage) -> AIReply:
-        import openai  # loaded by __init__ already
+        client = await self._openai()
+        import openai  # loaded by _openai already
 
         try:
             async with self._slots:  # per attempt: a back-off sleep holds no slot
-                completion = await self._client.chat.completions.create(**kwargs)
+                completion = await client.chat.completions.create(**kwargs)
         except openai.APITimeoutError:
             raise _Retryable("timeout")
         except openai.APIConnectionError as e:
