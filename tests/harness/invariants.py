@@ -794,20 +794,25 @@ def check_locks(executions: list[Execution], phones: dict[str, dict],
 
 
 def _records_ahead(e: Execution, records_until: float | None,
-                   notes: list[Violation] | None, what: str) -> bool:
+                   notes: list[Violation] | None, what: str, *,
+                   started: float | None = None) -> bool:
     """Whether a mid-run check leaves ``e`` alone: the hub's phone view and the stream come
     from the node events the coordinator stored, and the records can be ahead of them (the
     records of a batch are written before its events; when the event store then refuses
     them, a full disk, the node re-sends the batch and the stored events lag until then:
     25 s behind a seq gap in one 4 x 15 run). An execution that ended after
     ``records_until`` (the newest event read of any node, at most now - RECORD_LAG_S) is a
-    ``records_ahead`` note; the settled check (records_until None) judges it."""
-    if records_until is None or e.end is None or e.end <= records_until:
+    ``records_ahead`` note; the settled check (records_until None) judges it. ``started``:
+    the same for an execution that began (its first step) after ``records_until``, whose
+    ``execution_started`` may still wait behind the refused events."""
+    at = e.end if started is None else started
+    if records_until is None or at is None or at <= records_until:
         return False
     if notes is not None:
-        notes.append(Violation("records_ahead", f"{what}: execution {e.key} ended at "
-                               f"{_iso(e.end)}, after the newest node event read "
-                               f"({_iso(records_until)}): judged once settled", e.end,
+        how = "ended" if started is None else "started"
+        notes.append(Violation("records_ahead", f"{what}: execution {e.key} {how} at "
+                               f"{_iso(at)}, after the newest node event read "
+                               f"({_iso(records_until)}): judged once settled", at,
                                [e.row()]))
     return True
 
@@ -896,6 +901,8 @@ def check_stream(executions: list[Execution], events: list[dict],
             if in_gap(started) or in_gap(e.start):
                 notes.append(Violation("stream_gap", f"execution {e.key} started while the "
                                        "stream watcher was not connected", e.start, [e.row()]))
+            elif _records_ahead(e, records_until, notes, "stream", started=started):
+                pass
             else:
                 out.append(Violation("stream_shows_changes", f"execution {e.key} ran steps "
                                      "but the stream never showed it started", e.start,

@@ -814,3 +814,23 @@ def test_check_judges_a_health_miss_only_against_windows_read_after_it(tmp_path)
     notes: list[Violation] = []
     assert inv.check(farm, timeline, settled=False, health=probe, notes=notes) == []
     assert inv.check(farm, timeline, settled=False, health=probe, notes=notes) == []  # excused
+
+
+def test_mid_run_a_start_behind_the_stored_events_is_a_note(tmp_path):
+    # The next 4 x 15 run's disk_full: an execution began and recorded its first step while
+    # the event store refused its node's batches, so no execution_started had reached the
+    # stream at the mid-run check; by the settled check it had.
+    db = make_db(tmp_path / "farm.db")
+    add_execution(db, "a", "p1", "running", T0 + 50, None, steps=1)
+    executions = inv.read_executions(db)
+    notes: list[Violation] = []
+    assert inv.check_stream(executions, [], [], T0 - 1, [], RACKS, notes,
+                            records_until=T0 + 40) == []
+    assert [n.invariant for n in notes] == ["records_ahead"]
+    assert "started at" in notes[0].message
+    # A start older than the newest stored event is still judged mid-run, and settled.
+    assert [v.invariant for v in inv.check_stream(executions, [], [], T0 - 1, [], RACKS, [],
+                                                  records_until=T0 + 60)] == [
+        "stream_shows_changes"]
+    assert [v.invariant for v in inv.check_stream(executions, [], [], T0 - 1, [], RACKS,
+                                                  [])] == ["stream_shows_changes"]
