@@ -163,6 +163,15 @@ class Journal:
             rows = await cur.fetchall()
         return [Event(seq=s, event=e, serial=ser, data=msgspec.json.decode(d)) for s, e, ser, d in rows]
 
+    async def has_started(self, execution_id: str) -> bool:
+        """Whether an ``execution_started`` of ``execution_id`` is still in the journal (not
+        yet acked: an acked one is the coordinator's, whose record then says so)."""
+        async with self.db.execute(
+                "SELECT 1 FROM events WHERE event = 'execution_started' "
+                "AND json_extract(CAST(data AS TEXT), '$.execution_id') = ? LIMIT 1",
+                (execution_id,)) as cur:
+            return await cur.fetchone() is not None
+
     async def ack(self, upto_seq: int) -> None:
         """Forget every event with seq <= upto_seq (the coordinator has them)."""
         async with self._lock:

@@ -131,6 +131,10 @@ class RunSequence(_Action, tag="run_sequence", frozen=True):
     recovery_prompt: str | None = None
     # Media files put in the phone's gallery before the steps (the texts name their paths).
     media: list[MediaFile] = []
+    # Sent again for a record still ``pending`` (its first send's answer was lost to a
+    # coordinator crash): the node answers ok without playing when it has started this
+    # execution already (a playback, or its execution_started in the journal).
+    if_new: bool = False
 
 
 class CancelRun(_Action, tag="cancel_run", frozen=True):

@@ -245,6 +245,9 @@ class Hub:
             if row["node"] == name and serial not in seen:
                 row["state"] = "offline"
         self.live.renew(seen)  # a reconnected node forgot what was watched
+        if self.runs is not None and seen:
+            self._background(self.runs.send_pending(
+                sorted(seen), {s: self.phone_rows[s].get("lock_holder") for s in seen}))
         log.info("node=%s up with %d phones", name, len(hello.phones))
         self.emit("node_up", name, None, {"phones": sorted(seen)})
 

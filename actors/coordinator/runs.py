@@ -107,6 +107,7 @@ class RunManager:
         # (run_id, AI client) -> its ai.* provider (AIVariables), the latest AI_RUNS_KEPT.
         self._ai_runs: dict[tuple[str, int], Any] = {}
         self._outcomes = OutcomeRetry(db)
+        self._sending: set[str] = set()  # first sends awaiting the node's answer
 
     async def close(self) -> None:
         """Stop writing refused dispatch outcomes again (`OutcomeRetry.close`)."""
@@ -297,10 +298,13 @@ class RunManager:
         # crash before this line started nothing: no record is needed).
         await self.db.create_execution(execution_id, **record, account_id=account_id,
                                        plan=msgspec.json.encode(run).decode())
+        self._sending.add(execution_id)  # its answer settles it: send_pending leaves it
         try:
             result = await self.hub.send_run(serial, run)
         except FarmError as exc:
             return await self._failed_at_start(out, "failed", "send", str(exc))
+        finally:
+            self._sending.discard(execution_id)
         status = result.get("status")
         if status == "ok":
             return out
@@ -372,6 +376,43 @@ class RunManager:
                 continue
             resent.append(execution_id)
         return resent
+
+    async def send_pending(self, serials: list[str], lock_holders: dict[str, str | None]
+                           ) -> list[str]:
+        """At a node's hello: each execution on ``serials`` still recorded ``pending`` with
+        its plan is sent again, marked ``if_new``. Such a record is written before its first
+        send, and only the node's first event moves it on; a coordinator that crashed before
+        the node's answer (a 4 x 15 chaos run: the scheduler's dispatch, killed mid-send)
+        left it pending with nothing to move it (a first send of this process still awaiting
+        its answer is left to that answer). The node plays it if it never started it,
+        and answers "already played" otherwise, whose events then bring the record up to
+        date. A refusal (the phone locked, the node gone) ends it with the reason. Returns
+        the ids the node took."""
+        taken = []
+        for record in await self.db.unfinished_executions(serials):
+            execution_id, serial = record["execution_key"], record["serial"]
+            if record["status"] != "pending" or not record.get("plan") \
+                    or execution_id in self._sending or lock_holders.get(serial) == execution_id:
+                continue
+            run = msgspec.structs.replace(
+                msgspec.json.decode(record["plan"], type=RunSequence), if_new=True)
+            try:
+                result = await self.hub.send_run(serial, run)
+            except FarmError as exc:
+                result = {"status": "error", "error": str(exc)}
+            status = result.get("status")
+            if status == "ok":
+                if not result.get("already_played") and not result.get("already_running"):
+                    log.warning("execution=%s phone=%s was still pending at its node's hello "
+                                "(its first send unanswered): sent again", execution_id, serial)
+                taken.append(execution_id)
+                continue
+            await self._failed_at_start(
+                {"execution_id": execution_id}, "locked" if status == "locked" else "failed",
+                "locked" if status == "locked" else "not_started",
+                f"sent again at its node's hello (its first send unanswered): "
+                f"{result.get('error') or status}")
+        return taken
 
     async def _recovery_interrupted(self, record: dict) -> None:
         """An execution AI recovery had taken over (actors/coordinator/ai/recovery.py): left alone while

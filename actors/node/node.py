@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 import traceback
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Callable
 
@@ -58,6 +59,7 @@ REAFFIRM_AFTER_S = 3.0  # a pause the adb server does not explain is looked at a
 # logged by name and left behind. In all well under the 30 s a supervisor (or a test) gives.
 PLAYBACK_GRACE_S = 2.0   # cancelled playbacks end after their current step...
 PLAYBACK_STOP_S = 3.0    # ...or, once the phones' adb connections are cut, at once
+STARTED_MEMORY = 10_000  # execution ids a node remembers starting (Node._started)
 EVENTS_DRAIN_S = 2.0     # their last events reach the journal
 TASKS_STOP_S = 2.0       # the node's own tasks end after their cancellation
 RACK_STOP_S = 8.0        # the rack stops its phone actors (rack.PHONE_STOP_S of it)
@@ -104,6 +106,9 @@ class Node:
         self.rack = None
         self.watcher: DeviceWatcher | None = None
         self._starting: set[str] = set()  # execution ids whose start awaits the phone's lock
+        # Executions this process started, newest last (a bounded memory): a run sent again
+        # ``if_new`` is not played twice though its journaled start was acked meanwhile.
+        self._started: OrderedDict[str, None] = OrderedDict()
         # Set as `stop` begins: from then on no new work (its events could no longer be
         # journaled once the event pump is cancelled, so its taps would be in no record).
         self.stopping = False
@@ -312,7 +317,16 @@ class Node:
         # takes again: without this mark both would play the steps, interleaved.
         self._starting.add(run.execution_id)
         try:
-            return await self._start_new_playback(serial, record, ref, run)
+            if run.if_new and (running is not None or run.execution_id in self._started or (
+                    self.link is not None
+                    and await self.link.journal.has_started(run.execution_id))):
+                return "ok", None, {"started": True, "already_played": True}
+            answer = await self._start_new_playback(serial, record, ref, run)
+            if answer[0] == "ok":
+                self._started[run.execution_id] = None
+                while len(self._started) > STARTED_MEMORY:
+                    self._started.popitem(last=False)
+            return answer
         finally:
             self._starting.discard(run.execution_id)
 

@@ -265,3 +265,26 @@ async def test_a_batch_cut_off_by_its_node_going_down_still_reaches_the_stream(t
         hub.unsubscribe(q)
         await hub.close()
         await store.close()
+
+
+async def test_a_run_sent_again_if_new_is_not_played_twice(stack, farm, adb_server):
+    """What the coordinator sends at a node's hello for a record its crash left pending: the
+    node plays a run marked if_new only if it never started that execution."""
+    from protocol.messages import RunSequence
+    from sequences.model import TapStep
+
+    hub, node = stack
+    serial = farm.serials[2]
+    taps = lambda: [e for e in phone_log(adb_server, serial) if e["kind"] == "tap"  # noqa: E731
+                    and (e["x"], e["y"]) == (9, 9)]
+    run = RunSequence(execution_id="ex-once", run_id="run-once", sequence="once",
+                      steps=[TapStep(x=9, y=9)], if_new=True)
+    first = await hub.send_run(serial, run)
+    assert first["status"] == "ok" and not first.get("already_played"), first
+    await wait_for(lambda: "ex-once" not in node.playbacks
+                   or not node.playbacks["ex-once"][0].is_alive(), what="the run to end")
+    await wait_for(lambda: len(taps()) == 1, what="its tap")
+    again = await hub.send_run(serial, run)
+    assert again["status"] == "ok" and again.get("already_played"), again
+    await asyncio.sleep(0.5)
+    assert len(taps()) == 1

@@ -16,6 +16,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import msgspec
 import orjson
 import pytest
 
@@ -300,6 +301,37 @@ def test_coordinator_kill_9_mid_run_the_run_completes_with_every_step_recorded_o
     assert all(s["status"] == "success" for s in execution["steps"]), execution["steps"]
     played = [(t["x"], t["y"]) for t in taps(farm, serial)[taps_before:]]
     assert [xy for xy in played if xy[1] == 2000] == [(100 + i, 2000) for i in range(6)]
+
+
+def test_an_execution_a_coordinator_kill_left_pending_is_played_once_after_the_restart(farm):
+    """The 4 x 15 chaos bench's coordinator_kill: a dispatch wrote its execution pending with
+    its plan and the coordinator died before the node's answer; the restarted coordinator
+    (whose scheduler adopts such an execution) waited on it for good. Now a node's hello
+    sends such a record again, marked if_new: it is played once and completes."""
+    from protocol.messages import RunSequence
+    from sequences.model import TapStep
+
+    serial = farm.serials["rack1"][3]
+    wait(lambda: (farm.phones().get(serial) or {}).get("state") == "online", 60, "online")
+    taps_before = len(taps(farm, serial))
+    farm.coordinator.send_signal(signal.SIGKILL)
+    farm.coordinator.wait()
+    plan = RunSequence(execution_id="ex-cut-off", run_id="run-cut-off", sequence="cut_off",
+                       steps=[TapStep(x=555, y=2055)])
+    con = sqlite3.connect(farm.data / "coordinator" / "farm.sqlite3")
+    with con:  # what RunManager.start_one writes before the send the kill cut off
+        con.execute("INSERT INTO executions (execution_key, run_id, serial, sequence, status, "
+                    "plan, start_time) VALUES (?, ?, ?, ?, 'pending', ?, "
+                    "strftime('%Y-%m-%d %H:%M:%f+00:00', 'now'))",
+                    ("ex-cut-off", "run-cut-off", serial, "cut_off",
+                     msgspec.json.encode(plan).decode()))
+    con.close()
+    farm.start_coordinator()
+    run = wait(lambda: (r := farm.get("/api/runs/run-cut-off")) and r["status"] != "running"
+               and r, 60, "the pending execution to end after the restart")
+    assert run["status"] == "completed", run
+    played = [(t["x"], t["y"]) for t in taps(farm, serial)[taps_before:]]
+    assert played.count((555, 2055)) == 1, played
 
 
 def test_node_kill_9_mid_run_resumes_from_the_last_step_when_it_returns(farm):

@@ -61,3 +61,16 @@ async def test_append_many_keeps_the_given_order_in_one_commit(tmp_path) -> None
         seqs = await journal.append_many([("e", f"S{i}", {"i": i}) for i in range(30)])
         assert seqs == list(range(2, 32)) and journal.commits == commits + 1
         assert [e.data.get("i") for e in await journal.unacked(after_seq=1)] == list(range(30))
+
+
+async def test_has_started_finds_an_unacked_execution_start_only(tmp_path) -> None:
+    async with Journal(tmp_path / "j.db") as journal:
+        await journal.append("execution_started", "S1", {"execution_id": "ex-1", "run_id": "r"})
+        await journal.append("step_done", "S1", {"execution_id": "ex-2"})
+        assert await journal.has_started("ex-1")
+        assert not await journal.has_started("ex-2")  # a step is not a start
+        assert not await journal.has_started("ex-3")
+    async with Journal(tmp_path / "j.db") as reopened:  # a restarted node still knows
+        assert await reopened.has_started("ex-1")
+        await reopened.ack(2)  # acked: the coordinator's record says it started
+        assert not await reopened.has_started("ex-1")

@@ -390,3 +390,29 @@ async def test_an_end_delivered_again_keeps_its_end_time(manager) -> None:
                                                   "status": "failed", "reason": "timeout",
                                                   "error": "late"})
     assert (await runs.get_execution(execution_id))["reason"] == "timeout"
+
+
+async def test_a_record_left_pending_by_a_crash_mid_send_is_sent_again_at_the_hello(
+        manager) -> None:
+    # The 4 x 15 chaos bench's coordinator_kill: the scheduler wrote an execution pending with
+    # its plan and the coordinator died before the node's answer. Nothing ever moved the
+    # record on (the scheduler adopted it after the restart and waited for good).
+    runs, hub = manager
+    started = await runs.start("clipshare/login", "phone:s1,s2,s3")
+    ids = {s: e["execution_id"] for s, e in started["executions"].items()}
+    hub.sent.clear()
+    # s1: the node plays it; s2: the phone is locked now; s3: its node plays it already.
+    hub.answers["s2"] = {"status": "locked", "error": "phone s2: locked by execution ex-7"}
+    runs._sending.add(ids["s3"])  # and a first send still awaiting its answer is left alone
+    taken = await runs.send_pending(SERIALS, {"s1": None, "s2": "ex-7", "s3": None})
+    assert taken == [ids["s1"]]
+    assert sorted((serial, run.execution_id, run.if_new) for serial, run in hub.sent) == [
+        ("s1", ids["s1"], True), ("s2", ids["s2"], True)]
+    assert (await runs.get_execution(ids["s1"]))["status"] == "pending"  # its events move it
+    locked = await runs.get_execution(ids["s2"])
+    assert locked["status"] == "locked" and "ex-7" in locked["error"]
+    runs._sending.clear()
+    # A record that is running, or whose phone the node says it holds, is not sent.
+    await runs.apply("execution_started", "s1", {"execution_id": ids["s1"]})
+    hub.sent.clear()
+    assert await runs.send_pending(SERIALS, {"s3": ids["s3"]}) == [] and hub.sent == []
