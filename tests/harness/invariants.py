@@ -527,7 +527,8 @@ def _rack_of(serial: str, racks: dict[str, list[str]]) -> str | None:
 def check_no_overlap(executions: list[Execution], now: float,
                      holdings: dict[str, list[Holding]] | None = None,
                      notes: list[Violation] | None = None, *,
-                     events_read: bool | None = None) -> list[Violation]:
+                     events_read: bool | None = None,
+                     records_until: float | None = None) -> list[Violation]:
     """No phone ran two executions at once.
 
     The records' times cannot show it: an execution's ``start_time`` is the coordinator's
@@ -576,6 +577,10 @@ def check_no_overlap(executions: list[Execution], now: float,
             for p in earlier:
                 p_end = p.end if p.end is not None else now
                 verdict = _node_verdict(p, e, holdings)
+                if verdict is False and _records_ahead(e, records_until, notes,
+                                                       f"phone {serial} after {p.key}",
+                                                       started=e.start):
+                    continue  # its lock events may not be stored yet: judged once settled
                 if verdict is None:
                     if notes is not None:
                         notes.append(Violation(
@@ -1240,7 +1245,15 @@ def check(farm: Any, timeline: Any, *, settled: bool, stream: StreamWatcher | No
         except (OSError, sqlite3.Error, ValueError) as exc:
             notes.append(Violation("node_events_read", f"node events not read ({exc}): phone "
                                    "overlaps and taps judged by the records' times", now, []))
-    out += check_no_overlap(executions, now, holdings, notes, events_read=events_read)
+    # Mid-run, the last RECORD_LAG_S of records, and everything since a fault still cutting
+    # a rack off, may be ahead of the node events stored; so may anything newer than a
+    # node's newest event read (the event store may lag the nodes by more than RECORD_LAG_S
+    # on a loaded machine, and a full disk holds a rack's events back): `_records_ahead`.
+    lagging = [w.start for w in windows if w.end is None and w.kind in CUTTING_FAULTS]
+    records_until = None if settled else min([now - RECORD_LAG_S, *lagging,
+                                              *events_until.values()])
+    out += check_no_overlap(executions, now, holdings, notes, events_read=events_read,
+                            records_until=records_until)
     taps: list[Tap] = []
     for name, rack in farm.racks.items():
         for serial in rack.serials:
@@ -1250,13 +1263,7 @@ def check(farm: Any, timeline: Any, *, settled: bool, stream: StreamWatcher | No
                 (out if settled else notes).append(Violation(
                     "phone_log_read", f"phone {serial} on {name}: vphone log not read: {exc}",
                     now, []))
-    # Mid-run, the last RECORD_LAG_S of taps, and every tap of a rack a fault still cuts
-    # off, may not be reported yet; once settled every tap must be.
-    lagging = [w.start for w in windows if w.end is None and w.kind in CUTTING_FAULTS]
-    # Nor a tap newer than a node's newest event read: the event store may lag the nodes
-    # by more than RECORD_LAG_S on a loaded machine.
-    records_until = None if settled else min([now - RECORD_LAG_S, *lagging,
-                                              *events_until.values()])
+    # Taps past records_until may not be reported yet; once settled every tap must be.
     out += check_taps(taps, executions, windows, racks, notes, records_until=records_until,
                       spans=spans)
     phones = _phones(farm)

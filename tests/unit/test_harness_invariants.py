@@ -834,3 +834,24 @@ def test_mid_run_a_start_behind_the_stored_events_is_a_note(tmp_path):
         "stream_shows_changes"]
     assert [v.invariant for v in inv.check_stream(executions, [], [], T0 - 1, [], RACKS,
                                                   [])] == ["stream_shows_changes"]
+
+
+def test_mid_run_an_overlap_whose_lock_events_are_not_stored_yet_is_a_note(tmp_path):
+    # The 4 x 15 bench's disk_full after a coordinator_kill: b's record began 2.6 s before
+    # a's record ended, and neither's lock events were stored yet (the event store refused
+    # them), so the journal could not judge the pair at the mid-run check; settled it could.
+    db = make_db(tmp_path / "farm.db")
+    add_execution(db, "a", "p1", "completed", T0 + 41, T0 + 51, steps=5)
+    add_execution(db, "b", "p1", "running", T0 + 48.5, None, steps=1)
+    executions = inv.read_executions(db)
+    holdings = inv.read_lock_holdings(make_events_db(tmp_path / "coordinator.db", [
+        lock_event(1, "lock_taken", "x", T0 + 1)]))
+    notes: list[Violation] = []
+    assert inv.check_no_overlap(executions, T0 + 60, holdings, notes, events_read=True,
+                                records_until=T0 + 40) == []
+    assert [n.invariant for n in notes] == ["records_ahead"]
+    # A start before the newest stored event, or the settled check, is judged by the records.
+    for until in (T0 + 50, None):
+        assert [v.invariant for v in inv.check_no_overlap(
+            executions, T0 + 60, holdings, [], events_read=True, records_until=until)] == [
+            "one_execution_per_phone"]
