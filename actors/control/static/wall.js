@@ -274,9 +274,12 @@ function bindPointer(tile) {
   });
 }
 
+// t: when the input happened (the event's timeStamp, on performance.now()'s clock), not
+// when this busy page got to it: a tap must not turn into a long tap because sixty live
+// screens kept the main thread from handling its release for half a second.
 function point(e, rect) {
   return { fx: Math.min(Math.max((e.clientX - rect.left) / rect.width, 0), 1),
-           fy: Math.min(Math.max((e.clientY - rect.top) / rect.height, 0), 1), t: performance.now() };
+           fy: Math.min(Math.max((e.clientY - rect.top) / rect.height, 0), 1), t: e.timeStamp };
 }
 
 document.addEventListener("pointermove", (e) => {
