@@ -344,25 +344,34 @@ class H264Encoder:
         ctx.options = {"preset": "ultrafast", "tune": "zerolatency", "profile": "baseline"}
         ctx.open()
         self._ctx = ctx
+        # The last picture as converted for x264: a repeat of an unchanged screen (every
+        # 100 ms, most of a farm's frames) skips the resize and the colour conversion.
+        self._last: tuple[np.ndarray, av.VideoFrame] | None = None
 
     def config(self) -> VideoPacket:
         return VideoPacket(None, True, False, bytes(self._ctx.extradata))
 
     def encode(self, rgba: np.ndarray, pts_us: int, key: bool) -> list[VideoPacket]:
-        width, height = self.size
-        if rgba.shape[1] != width or rgba.shape[0] != height:
-            rgba = cv2.resize(rgba, (width, height), interpolation=cv2.INTER_AREA)
-        frame = av.VideoFrame.from_ndarray(cv2.cvtColor(rgba, cv2.COLOR_RGBA2YUV_I420),
-                                           format="yuv420p")
+        if self._last is not None and self._last[0] is rgba:
+            frame = self._last[1]
+        else:
+            width, height = self.size
+            source = rgba
+            if rgba.shape[1] != width or rgba.shape[0] != height:
+                rgba = cv2.resize(rgba, (width, height), interpolation=cv2.INTER_AREA)
+            frame = av.VideoFrame.from_ndarray(cv2.cvtColor(rgba, cv2.COLOR_RGBA2YUV_I420),
+                                               format="yuv420p")
+            self._last = (source, frame)
         frame.pts = pts_us
-        if key:
-            frame.pict_type = av.video.frame.PictureType.I
+        frame.pict_type = (av.video.frame.PictureType.I if key
+                           else av.video.frame.PictureType.NONE)
         return [VideoPacket(p.pts, False, bool(p.is_keyframe), bytes(p))
                 for p in self._ctx.encode(frame)]
 
     def close(self) -> None:
         """Free x264's state now rather than at the next garbage collection."""
         self._ctx = None
+        self._last = None
 
 
 @dataclass
@@ -427,6 +436,8 @@ class _EncoderThread:
                 if (changed or now - sent_at >= REPEAT_FRAME_AFTER_S) \
                         and self._slots.acquire(timeout=interval):
                     key = last is None or now - key_at >= KEY_FRAME_INTERVAL_S
+                    if not changed:
+                        frame = last  # equal pixels: the encoder's converted copy serves
                     packets = encoder.encode(frame, round((now - start) * 1e6), key)
                     if last is None:
                         packets.insert(0, encoder.config())

@@ -494,3 +494,30 @@ def test_farm_node_s_max_size_reaches_the_agent_config_and_a_bad_one_stops_the_s
     for bad in (-1, 100, 70_000):
         with pytest.raises(StartupError, match="--scrcpy-max-size"):
             agent_config("agent", str(jar), max_size=bad)
+
+
+def test_the_virtual_encoder_repeats_a_picture_and_then_shows_the_next_one() -> None:
+    """A repeat (the same picture again, as the encoder thread sends every 100 ms without a
+    change) reuses the converted copy: it decodes to that picture, and a new picture after
+    it decodes to the new one, not to the copy kept."""
+    from virtual.scrcpy_server import H264Encoder
+
+    size = (320, 640)
+    first = np.full((640, 320, 4), 255, np.uint8)
+    second = first.copy()
+    second[100:300, 50:250, :3] = 0
+    encoder = H264Encoder(size, 2_000_000)
+    decoder = av.CodecContext.create("h264", "r")
+    decoder.extradata = encoder.config().data
+
+    def shown(picture: np.ndarray, pts: int, key: bool) -> float:
+        frames = [f for p in encoder.encode(picture, pts, key)
+                  for f in decoder.decode(av.Packet(p.data))]
+        assert len(frames) == 1
+        return float(frames[0].to_ndarray(format="gray")[100:300, 50:250].mean())
+
+    assert shown(first, 0, True) > 200
+    assert shown(first, 100_000, False) > 200   # the repeat
+    assert shown(second, 200_000, False) < 60   # the change
+    assert shown(second, 300_000, False) < 60
+    encoder.close()
