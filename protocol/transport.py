@@ -741,12 +741,17 @@ class CoordinatorLink(_TaskOwner):
                 queued.append(peer.inbox.get_nowait())
             last = self.sink.last_seq(node)
             fresh: list[Event] = []
-            gap: Event | _SentMark | None = None
+            # Past a hole nothing is stored (the ack would cover the hole and the node would
+            # delete what is missing); it is skipped, not the end of the scan: the re-send
+            # asked for often arrives right behind the newer events the node had in flight,
+            # in the same read, and dropping everything queued behind the first of those
+            # dropped the re-send too (asked again 2 s later, over and over: a rack's events
+            # came ~10 s late after the 4 x 15 bench's full disk was freed).
+            beyond: list[Event | _SentMark] = []
             for event in queued:
                 if isinstance(event, _SentMark):
-                    if event.seq > max(last, floor):  # sent before this mark, not here: lost
-                        gap = event
-                        break
+                    if event.seq > max(last, floor):  # sent before this mark, not here yet
+                        beyond.append(event)
                     continue
                 if event.seq <= last:
                     log.debug("duplicate event dropped node=%s seq=%d last_seq=%d", node, event.seq, last)
@@ -754,10 +759,11 @@ class CoordinatorLink(_TaskOwner):
                     fresh.append(event)
                     last = event.seq
                 else:
-                    gap = event
-                    break
+                    beyond.append(event)
+            gap = next((e for e in beyond if e.seq > max(last, floor)), None)
             if fresh:
-                peer.awaiting_seq = None
+                if gap is None:
+                    peer.awaiting_seq = None  # no hole left: the next one is asked for at once
                 try:
                     if handle_batch is not None:
                         await handle_batch(node, fresh)
@@ -775,12 +781,13 @@ class CoordinatorLink(_TaskOwner):
                     await self._send_to(peer, EventAck(upto_seq=stored))  # re-sent on its timeout
                     continue
             if gap is not None:
-                self._drop_queued(peer)
                 expected = self.sink.last_seq(node) + 1
                 now = time.monotonic()
                 # Once per gap; again only if the re-send has not come for a while (the
-                # request itself may have been lost).
-                if peer.awaiting_seq != expected or now - peer.asked_at > RESEND_ASK_AGAIN_S:
+                # request itself may have been lost). A hole right behind the events a
+                # re-send just brought is the rest of that re-send still on its way (the
+                # node re-sends everything from the seq asked for): not asked again then.
+                if peer.awaiting_seq is None or now - peer.asked_at > RESEND_ASK_AGAIN_S:
                     peer.awaiting_seq, peer.asked_at = expected, now
                     self.counts["event_resend_requests"] += 1
                     got = (f"node sent up to {gap.seq}" if isinstance(gap, _SentMark)
@@ -788,6 +795,8 @@ class CoordinatorLink(_TaskOwner):
                     log.warning("event seq gap node=%s expected=%d %s: asking the node to "
                                 "re-send", node, expected, got)
                     await self._send_to(peer, EventAck(upto_seq=expected - 1, resend_from=expected))
+                elif fresh:  # what this read stored is acked; the hole is still on its way
+                    await self._send_to(peer, EventAck(upto_seq=expected - 1))
                 continue
             if peer.inbox.empty() and not all(isinstance(e, _SentMark) for e in queued):
                 await self._send_to(peer, EventAck(upto_seq=self.sink.last_seq(node)))
