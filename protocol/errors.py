@@ -29,12 +29,15 @@ class FarmError(Exception):
 
 
 class DeviceError(FarmError):
-    """A device command failed; names the serial and the command."""
+    """A device command failed; names the serial and the command. ``sent``: its request had
+    already gone on to the phone (the adb server may have passed it on before it went), so
+    it may have run there and must not be sent again blindly."""
 
-    def __init__(self, serial: str, command: str, reason: str) -> None:
+    def __init__(self, serial: str, command: str, reason: str, *, sent: bool = False) -> None:
         self.serial = serial
         self.command = command
         self.reason = reason
+        self.sent = sent
         super().__init__(f"phone {serial}: {command!r} failed: {reason}")
 
 
@@ -44,8 +47,7 @@ class DeviceGone(DeviceError):
     it may have run there and must not be sent again blindly."""
 
     def __init__(self, serial: str, command: str, reason: str, *, sent: bool = False) -> None:
-        super().__init__(serial, command, reason)
-        self.sent = sent
+        super().__init__(serial, command, reason, sent=sent)
 
 
 class DeviceTimeout(DeviceError):

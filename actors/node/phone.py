@@ -227,7 +227,9 @@ class PhoneActor(BridgedActor):
             # again (a step looks at the screen instead).
             return {"status": "error", "error": str(exc), "delivered": True}
         except (DeviceError, ValidationError) as exc:
-            return {"status": "error", "error": str(exc)}
+            # A request that had gone on to the phone may have run: not sent again either.
+            return {"status": "error", "error": str(exc),
+                    **({"delivered": True} if getattr(exc, "sent", False) else {})}
         result = {"status": "ok", "error": None, **data}
         self._event("action_result", {"action": kind, "status": "ok",
                                       "execution_id": execution_id,

@@ -88,7 +88,13 @@ class AdbServer:
         failure = self.read_status(sock)
         if failure is None:
             self.send_request(sock, service)
-            failure = self.read_status(sock)
+            try:
+                failure = self.read_status(sock)
+            except OSError as exc:
+                # The server may have passed the request on before it went (a killed adb
+                # server: the phone ran `input tap`, its OKAY never came): DeviceError.sent.
+                exc.service_requested = True  # type: ignore[attr-defined]
+                raise
         if failure is not None:
             label = command_label or service
             if any(marker in failure for marker in GONE_MARKERS):

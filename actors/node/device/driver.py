@@ -323,7 +323,9 @@ class DeviceDriver:
             if isinstance(exc, AdbServerError):
                 raise DeviceError(self.serial, label, str(exc)) from exc
             if isinstance(exc, OSError):  # the adb server hung up: the phone went meanwhile
-                raise self._gone_or_error(label, f"connection lost: {exc}") from exc
+                raise self._gone_or_error(
+                    label, f"connection lost: {exc}",
+                    sent=getattr(exc, "service_requested", False)) from exc
             raise
         return sock
 
@@ -350,11 +352,11 @@ class DeviceDriver:
     def _gone_or_error(self, label: str, reason: str, *, sent: bool = False) -> DeviceError:
         """``sent``: the command's service was open on the phone (see `DeviceGone`)."""
         if self._closed is not None:  # cut by close(): the phone may be fine, do not ask
-            return DeviceError(self.serial, label, f"{self._closed} ({reason})")
+            return DeviceError(self.serial, label, f"{self._closed} ({reason})", sent=sent)
         state = self.adb.device_state(self.serial)
         if state != "device":
             return DeviceGone(self.serial, label, f"{reason} (device state: {state})", sent=sent)
-        return DeviceError(self.serial, label, reason)
+        return DeviceError(self.serial, label, reason, sent=sent)
 
     def _timed_out(self, command: str, exc: BaseException) -> DeviceError:
         """No answer to a command the phone was sent: gone if adb lost the phone, else a
