@@ -394,12 +394,7 @@ class RunManager:
             if record["status"] != "pending" or not record.get("plan") \
                     or execution_id in self._sending or lock_holders.get(serial) == execution_id:
                 continue
-            run = msgspec.structs.replace(
-                msgspec.json.decode(record["plan"], type=RunSequence), if_new=True)
-            try:
-                result = await self.hub.send_run(serial, run)
-            except FarmError as exc:
-                result = {"status": "error", "error": str(exc)}
+            result = await self.resend(record, 0, None, if_new=True)
             status = result.get("status")
             if status == "ok":
                 if not result.get("already_played") and not result.get("already_running"):
@@ -435,12 +430,15 @@ class RunManager:
             except FarmError as exc:  # the lease ends it anyway
                 log.warning("execution=%s lock not released: %s", execution_id, exc)
 
-    async def resend(self, record: dict, resume_from: int, resume_screen: str | None) -> dict:
+    async def resend(self, record: dict, resume_from: int, resume_screen: str | None, *,
+                     if_new: bool = False) -> dict:
         """Send the stored plan of execution ``record`` (a row with its ``plan``) again, to
         play from top-level step ``resume_from`` if the phone shows ``resume_screen``: crash
-        recovery and AI recovery both resume this way. The node's answer (status ok, ...)."""
+        recovery and AI recovery both resume this way, `send_pending` with ``if_new`` (the
+        node plays it only if it never started it). The node's answer (status ok, ...)."""
         run = msgspec.json.decode(record["plan"], type=RunSequence)
-        run = msgspec.structs.replace(run, resume_from=resume_from, resume_screen=resume_screen)
+        run = msgspec.structs.replace(run, resume_from=resume_from, resume_screen=resume_screen,
+                                      if_new=if_new)
         try:
             return await self.hub.send_run(record["serial"], run)
         except FarmError as exc:
