@@ -47,6 +47,11 @@ ROUTES: dict[str, str] = {
     "/api/groups/{name}/members": SCOPED, "/api/groups/{name}/members/{member}": SCOPED,
     "/api/sequences": SCOPED, "/api/sequences/{name}": SCOPED, "/api/workflows": SCOPED,
     "/api/workflows/{name}": SCOPED, "/api/registry": SHARED,
+    # Definitions' history (issue 23): a tenant's clients' and the shared ones'; the farm's
+    # sequences and screens are reverted by super users only (actors.coordinator.definitions).
+    "/api/definitions/{kind}/{name}/versions": SCOPED,
+    "/api/definitions/{kind}/{name}/versions/{n}": SCOPED,
+    "/api/definitions/{kind}/{name}/diff": SCOPED, "/api/definitions/{kind}/{name}/revert": SCOPED,
     "/api/registry/apps/{app}": SHARED, "/api/registry/apps/{app}/files/{path}": SHARED,
     "/api/registry/apps/{app}/screens/{screen}": SHARED,
     # A tenant's clients' reports (issue 19.5); making one: super users and the client's admins.

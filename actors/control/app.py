@@ -20,6 +20,7 @@ from aiohttp import web
 
 from actors.control import access_api, ai_keys, console, live, recovery, registry, variables
 from actors.control import audit as audit_api
+from actors.control import definitions as definitions_api
 from actors.control import workflows as workflow_api
 from actors.control import node_keys as node_keys_api
 from actors.control import backups as backups_api
@@ -36,7 +37,7 @@ from actors.control import posts as posts_api
 from actors.control import analytics as analytics_api
 from actors.control import content as content_api
 from actors.access.service import Access
-from actors.control.auth import AUTHENTICATE, access_middleware, authenticator
+from actors.control.auth import AUTHENTICATE, access_middleware, authenticator, principal_of
 from actors.control.http import ACCESS, HUB, HubAPI, error_response, hub_of, json_response  # noqa: F401 - re-exported
 from actors.control.execution_query import parse_execution_query
 from actors.control.openapi import openapi_document
@@ -125,6 +126,7 @@ def make_app(hub: HubAPI, token: str | None = None, *, access: Access | None = N
     app.router.add_get("/api/openapi.json", get_openapi)
     registry.add_routes(app)  # groups, clients, profiles, phone registry, accounts
     workflow_api.add_routes(app)  # sequence/workflow definitions, workflow runs
+    definitions_api.add_routes(app)  # definitions' versions, diffs and reverts
     variables.add_routes(app)  # the text dialog's variable browser and preview
     screens.add_routes(app)  # the screen registry (edit mode) and discovery proposals
     recovery.add_routes(app)  # AI recovery attempts and success rates
@@ -244,11 +246,43 @@ async def post_record_stop(request: web.Request) -> web.Response:
     except RequestError as exc:
         return json_response(exc.body, status=400)
     try:
-        return json_response(hub_of(request).stop_recording(stop.recording_id))
+        stopped = hub_of(request).stop_recording(stop.recording_id)
     except ValidationError as exc:
         return error_response(400, f"the recording is not a valid sequence: {exc}")
     except FarmError as exc:
         return error_response(404, str(exc), recording_id=stop.recording_id)
+    sequence = stopped["sequence"]
+    await _record_version(request, "sequence",
+                          f"{sequence.get('app') or 'recorded'}/{sequence['name']}", sequence,
+                          None, reason="recorded")
+    return json_response(stopped)
+
+
+def schedule_content(schedule: Any) -> dict:
+    """A schedule as its history keeps it: what was asked, not its state."""
+    return {k: v for k, v in msgspec.to_builtins(schedule).items()
+            if k not in ("status", "clients")}
+
+
+def _single_client(clients: Any) -> int | None:
+    """The client a tenant's schedule is kept under in the history (one it belongs to)."""
+    return min(clients) if clients else None
+
+
+async def _record_version(request: web.Request, kind: str, name: str, content: Any,
+                          client_id: int | None, reason: str | None = None) -> None:
+    """A saved definition's new version in its history (none without a farm database)."""
+    from actors.coordinator.definitions.versions import VersionStore
+
+    farm_db = getattr(request.app[HUB], "farm_db", None)  # a test's hub may have none
+    try:
+        db = farm_db() if farm_db is not None else None
+    except FarmError:
+        return
+    if db is None:
+        return
+    await VersionStore(db).record(kind, name, client_id, content,
+                                  author=principal_of(request).actor, reason=reason)
 
 
 async def post_runs(request: web.Request) -> web.Response:
@@ -349,6 +383,8 @@ async def post_schedules(request: web.Request) -> web.Response:
     try:
         schedule = decode_schedule(await request.read())
         added = await hub_of(request).add_schedule(schedule)
+        await _record_version(request, "schedule", added["id"],
+                              schedule_content(schedule), _single_client(schedule.clients))
     except RequestError as exc:
         return json_response(exc.body, status=400)
     except ValidationError as exc:

@@ -42,6 +42,7 @@ class CaptionBody(msgspec.Struct, forbid_unknown_fields=True):
 
     template: Annotated[str, Meta(max_length=10_000)]
     client: ClientName | None = None
+    reason: Annotated[str, Meta(max_length=1024)] | None = None  # kept in its history
 
 
 class HashtagBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -126,7 +127,8 @@ async def put_named(request: web.Request) -> web.Response:
     else:
         client_id = await store.client_for(body.client, clients)
         if kind == "captions":
-            out = await store.put_caption(name, body.template, client_id, clients, actor)
+            out = await store.put_caption(name, body.template, client_id, clients, actor,
+                                          body.reason)
         elif kind == "hashtags":
             out = await store.put_hashtags(name, body.tags, client_id, clients, actor)
         else:

@@ -33,7 +33,7 @@ from aiohttp import web
 from msgspec import Meta
 
 from actors.control.auth import principal_of
-from actors.control.http import error_response, hub_of, json_response
+from actors.control.http import HUB, error_response, hub_of, json_response
 from actors.control.registry import _db, _handled, only_client
 from actors.control.schemas import IntParam, decode_request
 from protocol.errors import FarmError, ValidationError, ValidationErrors
@@ -196,6 +196,15 @@ async def _save(request: web.Request, kind: _Kind, creating: bool) -> web.Respon
         return error_response(409, f"{kind.what} {name!r} exists (PUT to update it)", field="$.name")
     if not creating and before is None:
         raise LookupError(f"no such {kind.what}: {name!r}")
+    after = await save_definition(request, kind, name, body, before)
+    return json_response(after, 201 if creating else 200)
+
+
+async def save_definition(request: web.Request, kind: _Kind, name: str, body: Any,
+                          before: dict | None) -> dict:
+    """Validate and save a definition for the caller (``before``: the one it replaces),
+    audited; a workflow also as a new version in its history. Returns the stored form."""
+    db = _db(request)
     client = await _owner(request, db, body.client, before)
     if kind is SEQUENCES:
         _check_sequence(request, name)
@@ -216,9 +225,22 @@ async def _save(request: web.Request, kind: _Kind, creating: bool) -> web.Respon
         entries = check_sequences(msgspec.to_builtins(body.sequences), known)
         after = await db.save_workflow_definition(name, entries, description=body.description,
                                                   is_template=body.is_template, client=client)
-    await _audit(request, db, kind.entity, after[kind.id_field], "create" if creating else "update",
-                 before, after, body.reason)
-    return json_response(after, 201 if creating else 200)
+    await _audit(request, db, kind.entity, after[kind.id_field],
+                 "create" if before is None else "update", before, after, body.reason)
+    if kind is WORKFLOWS:
+        from actors.coordinator.definitions.history import workflow_content
+        from actors.coordinator.definitions.versions import VersionStore
+
+        versions = VersionStore(request.app[HUB].farm_db())  # the farm's own: a tenant's
+        # ScopedFarmDB has no writer of its own
+        if before is not None:  # saved before the farm kept versions: its first one
+            await versions.record("workflow", name, before["client_id"],
+                                  workflow_content(before), author=None, reason="as found",
+                                  only_if_changed=True)
+        await versions.record("workflow", name, after["client_id"],
+                                      workflow_content(after),
+                                      author=principal_of(request).actor, reason=body.reason)
+    return after
 
 
 async def _delete(request: web.Request, kind: _Kind) -> web.Response:

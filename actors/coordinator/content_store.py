@@ -262,7 +262,8 @@ class ContentStore:
                 column: orjson.loads(row[0]) if column == "tags" else row[0]}
 
     async def put_caption(self, name: str, template: str, client_id: int | None,
-                          clients: frozenset[int] | None, actor: str | None) -> dict:
+                          clients: frozenset[int] | None, actor: str | None,
+                          reason: str | None = None) -> dict:
         check_name(name)
         self._may_change(client_id, clients)
         await self.check_template(template, client_id, own_name=name)
@@ -271,7 +272,15 @@ class ContentStore:
         after = await self._one_row("caption_templates", name, client_id)
         # Audited by row id: the audit trail maps it to its client (FarmDB._AUDIT_CLIENT_SQL).
         await self.db.audit("caption_template", after["id"], "update" if before else "create",
-                            before, after, actor=actor)
+                            before, after, actor=actor, reason=reason)
+        from actors.coordinator.definitions.versions import VersionStore
+
+        versions = VersionStore(self.db)
+        if before is not None:  # saved before the farm kept versions: its first one
+            await versions.record("caption", name, client_id, {"template": before["template"]},
+                                  author=None, reason="as found", only_if_changed=True)
+        await versions.record("caption", name, client_id, {"template": template},
+                              author=actor, reason=reason)
         return {**after, "created": before is None}
 
     async def put_hashtags(self, name: str, tags: list[str], client_id: int | None,

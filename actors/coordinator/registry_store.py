@@ -332,6 +332,9 @@ class RegistryStore:
             frame_png = resolve_path(self.registry, old.reference_screenshot).read_bytes()
         frame = frame_in_app_space(decode_png_frame(frame_png, "$.frame"), app.screen_size,
                                    "$.frame")
+        # The screen as it was, for its history (a seeded screen has no version yet).
+        before_content = (self.screen_content(app_key, screen_key) if old is not None
+                          else None)
         screen, files = self._build_screen(app_key, screen_key, app, edit, frame, old)
         states, interrupts = dict(app.states), dict(app.interrupts)
         states.pop(screen_key, None)
@@ -341,6 +344,8 @@ class RegistryStore:
         version = self._write(app_key, new_app, files, screen_key)
         return {"version": version, "app": app_key, "screen": screen_key,
                 "action": "update" if old is not None else "create",
+                "content": screen_content(app_key, edit.kind, screen, files),
+                "before_content": before_content,
                 "before": None if old is None else {"kind": old_kind, **msgspec.to_builtins(old)},
                 "after": {"kind": edit.kind, **msgspec.to_builtins(screen)}}
 
@@ -363,6 +368,55 @@ class RegistryStore:
             # Only content-named files (ours): a hand-made crop is never removed.
             if rel not in used and re.search(r"\.[0-9a-f]{8}\.png$", path.name):
                 path.unlink(missing_ok=True)
+
+    def screen_content(self, app_key: str, screen_key: str) -> dict:
+        """A screen as its history stores it (`screen_content`), read from the folder."""
+        kind, screen = self.screen(app_key, screen_key)
+        names = {r.reference for r in screen.validation_regions if r.reference}
+        if screen.reference_screenshot:
+            names.add(screen.reference_screenshot)
+        files = {rel: resolve_path(self.registry, rel).read_bytes() for rel in sorted(names)}
+        return screen_content(app_key, kind, screen, files)
+
+    async def restore_screen(self, app_key: str, screen_key: str, content: dict, *,
+                             actor: str | None = None, reason: str = "") -> dict:
+        """Save a screen exactly as a stored version had it (``content`` from
+        `screen_content`): its JSON and its files, validated like an edit (a state it links
+        to must exist); audited and versioned like one."""
+        async with self._lock:
+            def work() -> dict:
+                app = self.app(app_key)
+                try:
+                    screen = msgspec.convert(content["screen"], Screen)
+                    kind = content["kind"]
+                    files = {rel: base64.b64decode(data, validate=True)
+                             for rel, data in content["files"].items()}
+                except (KeyError, TypeError, ValueError, msgspec.ValidationError) as exc:
+                    raise ValidationErrors([ValidationError(
+                        "$.content", f"not a stored screen version: {exc}")]) from None
+                if kind not in ("state", "interrupt"):
+                    raise ValidationErrors([ValidationError("$.content.kind", repr(kind))])
+                old_kind, old = None, None
+                if screen_key in app.states:
+                    old_kind, old = "state", app.states[screen_key]
+                elif screen_key in app.interrupts:
+                    old_kind, old = "interrupt", app.interrupts[screen_key]
+                before_content = (self.screen_content(app_key, screen_key) if old is not None
+                                  else None)
+                states, interrupts = dict(app.states), dict(app.interrupts)
+                states.pop(screen_key, None)
+                interrupts.pop(screen_key, None)
+                (states if kind == "state" else interrupts)[screen_key] = screen
+                version = self._write(app_key, msgspec.structs.replace(
+                    app, states=states, interrupts=interrupts), files, screen_key)
+                return {"version": version, "app": app_key, "screen": screen_key,
+                        "action": "update" if old is not None else "create",
+                        "content": screen_content(app_key, kind, screen, files),
+                        "before_content": before_content,
+                        "before": None if old is None
+                        else {"kind": old_kind, **msgspec.to_builtins(old)},
+                        "after": {"kind": kind, **msgspec.to_builtins(screen)}}
+            return await self._record(await asyncio.to_thread(work), actor, reason)
 
     async def delete_screen(self, app_key: str, screen_key: str, *, actor: str | None = None,
                             reason: str = "") -> dict:
@@ -388,12 +442,28 @@ class RegistryStore:
                                 {**(change["after"] or {}), "version": change["version"]}
                                 if change["after"] is not None else None,
                                 actor=actor, reason=reason or None)
+            if change.get("content") is not None:
+                from actors.coordinator.definitions.versions import VersionStore
+
+                versions, name = VersionStore(self.db), f"{change['app']}/{change['screen']}"
+                if change.get("before_content") is not None:
+                    await versions.record("screen", name, None, change["before_content"],
+                                          author=None, reason="as found", only_if_changed=True)
+                await versions.record("screen", name, None, change["content"],
+                                      author=actor, reason=reason or None)
         public = {k: change[k] for k in ("version", "app", "screen", "action")}
         log.info("registry %s %s/%s by %s: version %s", change["action"], change["app"],
                  change["screen"], actor or "system", change["version"][:12])
         if self.on_change is not None:
             self.on_change(public)
         return public
+
+
+def screen_content(app_key: str, kind: str, screen: Screen, files: dict[str, bytes]) -> dict:
+    """A screen as a version in its history: the app, state or interrupt, its JSON, and
+    every file it names (crops, screenshot), base64."""
+    return {"app": app_key, "kind": kind, "screen": msgspec.to_builtins(screen),
+            "files": {rel: base64.b64encode(data).decode() for rel, data in sorted(files.items())}}
 
 
 def _request_problem(problem: ValidationError, screen_key: str) -> ValidationError:

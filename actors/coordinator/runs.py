@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Callable, Protocol
 
 import msgspec
+import orjson
 
 from actors.coordinator.media_push import MediaCollector, MediaShipError
 from actors.coordinator.media_push import ship as ship_media
@@ -108,6 +109,9 @@ class RunManager:
         self._ai_runs: dict[tuple[str, int], Any] = {}
         self._outcomes = OutcomeRetry(db)
         self._sending: set[str] = set()  # first sends awaiting the node's answer
+        # A sequence file's version number in definition_versions, by its (mtime_ns, size):
+        # looked up once per change of the file, not at every start.
+        self._file_versions: dict[Path, tuple[tuple[int, int], int]] = {}
 
     async def close(self) -> None:
         """Stop writing refused dispatch outcomes again (`OutcomeRetry.close`)."""
@@ -154,6 +158,46 @@ class RunManager:
         parsed = load_named(name, root, self.registry)
         self._parsed[path] = (version, parsed)
         return parsed
+
+    def sequence_file(self, name: str) -> Path | None:
+        """The file a library name loads from (the operator's recordings first), None when
+        neither folder has it."""
+        if not _LIBRARY_NAME.fullmatch(name):
+            return None
+        for root in (self.recorded, self.library):
+            if root is not None and (root / f"{name}.json").is_file():
+                return root / f"{name}.json"
+        return None
+
+    async def sequence_version(self, name: str) -> int | None:
+        """The number of the version of sequence ``name`` a start now runs: its file's
+        content as stored in the definitions' history, a new version (author none: found on
+        disk) when the file changed since. None for an inline sequence, or when the history
+        cannot be written (the start goes on without it)."""
+        path = self.sequence_file(name)
+        if path is None or self.db is None:
+            return None
+        try:
+            st = path.stat()
+            key = (st.st_mtime_ns, st.st_size)
+            cached = self._file_versions.get(path)
+            if cached is not None and cached[0] == key:
+                return cached[1]
+            from actors.coordinator.definitions.versions import VersionStore
+
+            content = await asyncio.to_thread(lambda: orjson.loads(path.read_bytes()))
+            row = await VersionStore(self.db).record(
+                "sequence", name, None, content, author=None,
+                reason="the file as found at a run's start", only_if_changed=True)
+        except Exception:  # a full disk or an unreadable file must not stop the start
+            log.warning("sequence %s: its version could not be recorded", name, exc_info=True)
+            return None
+        self._file_versions[path] = (key, row["version"])
+        return row["version"]
+
+    def registry_version(self) -> str | None:
+        registry = self.registry
+        return None if registry is None else registry.version
 
     async def start(self, sequence: str | dict, scope: str,
                     variables: dict[str, str] | None = None, *,
@@ -274,7 +318,9 @@ class RunManager:
         execution_id = f"ex-{uuid.uuid4().hex[:12]}"
         out: dict[str, Any] = {"execution_id": execution_id, "status": "pending",
                                "account": None, "error": None}
-        record = {"run_id": run_id, "serial": serial, "sequence": name}
+        record = {"run_id": run_id, "serial": serial, "sequence": name,
+                  "sequence_version": await self.sequence_version(name),
+                  "registry_version": self.registry_version()}
         pauses = getattr(self.hub, "pauses", None)
         refusal = pauses.refusal(serial) if pauses is not None else None
         if refusal is not None:  # the coordinator paused the phone: no new work until resumed
@@ -826,7 +872,8 @@ def execution_view(record: dict, account_refs: dict[int, str] | None = None) -> 
                            if s.get("screenshot") else None)})
     return {"execution_id": execution_id, "run_id": record.get("run_id"),
             "serial": record.get("serial"), "sequence": record.get("sequence"),
-            "account": account, "status": record.get("status"),
+            "sequence_version": record.get("sequence_version"),
+            "registry_version": record.get("registry_version"), "account": account, "status": record.get("status"),
             "error": record.get("error_message"), "reason": record.get("error_reason"),
             "current_step": record.get("current_step"), "start_time": record.get("start_time"),
             "end_time": record.get("end_time"), "steps": steps}

@@ -35,7 +35,8 @@ EXECUTION_STATUSES = ("pending", "running", "paused", "completed", "failed", "ca
 # crash recovery reads it).
 HISTORY_COLUMNS = ("execution_id", "task_id", "phone_id", "account_id", "start_time",
                    "end_time", "status", "error_message", "execution_key", "run_id",
-                   "serial", "sequence", "error_reason", "current_step")
+                   "serial", "sequence", "error_reason", "current_step", "sequence_version",
+                   "registry_version")
 
 
 @dataclass(frozen=True)

@@ -647,8 +647,12 @@ class FarmDB:
                                account_id: int | None = None, plan: str | None = None,
                                start_time: datetime | None = None,
                                error_reason: str | None = None,
-                               error_message: str | None = None) -> int:
+                               error_message: str | None = None,
+                               sequence_version: int | None = None,
+                               registry_version: str | None = None) -> int:
         """Record a new execution under our string id ``key``; returns its execution_id.
+        ``sequence_version``: the version of its sequence file (definition_versions) and
+        ``registry_version`` the registry's, as the start saw them.
 
         ``phone_id`` is filled from ``serial`` when the phone is in the database (an unknown
         serial is kept in ``serial`` only). A second call with the same key raises. One
@@ -661,12 +665,13 @@ class FarmDB:
         end_time = utc_text() if status in _FINAL_STATUSES else None
         row = await self._write(
             "INSERT INTO executions (execution_key, run_id, serial, sequence, status, task_id,"
-            " phone_id, account_id, plan, start_time, end_time, error_reason, error_message)"
-            " VALUES (?, ?, ?, ?, ?, ?,"
-            " (SELECT phone_id FROM phones WHERE serial_number = ?), ?, ?, ?, ?, ?, ?)"
+            " phone_id, account_id, plan, start_time, end_time, error_reason, error_message,"
+            " sequence_version, registry_version) VALUES (?, ?, ?, ?, ?, ?,"
+            " (SELECT phone_id FROM phones WHERE serial_number = ?), ?, ?, ?, ?, ?, ?, ?, ?)"
             " RETURNING execution_id",
             (key, run_id, serial, sequence, status, task_id, serial, account_id, plan,
-             utc_text(start_time), end_time, error_reason, error_message))
+             utc_text(start_time), end_time, error_reason, error_message, sequence_version,
+             registry_version))
         return row[0]
 
     async def update_execution(self, key: str, **fields: Any) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import sqlite3
 
 import pytest
@@ -14,7 +15,8 @@ from actors.store.farm_db import FarmDB, seed_demo
 from actors.coordinator.runs import RunManager, UnknownSequence, run_status
 from protocol.errors import ScopeError, ValidationErrors
 from protocol.messages import RunSequence
-from sequences.load import walk_steps
+from actors.store.execution_history import ExecutionQuery
+from sequences.load import LIBRARY, walk_steps
 
 # Every test here runs on SQLite and on PostgreSQL (tests/conftest.py engine).
 pytestmark = pytest.mark.usefixtures("engine")
@@ -416,3 +418,23 @@ async def test_a_record_left_pending_by_a_crash_mid_send_is_sent_again_at_the_he
     await runs.apply("execution_started", "s1", {"execution_id": ids["s1"]})
     hub.sent.clear()
     assert await runs.send_pending(SERIALS, {"s3": ids["s3"]}) == [] and hub.sent == []
+
+
+async def test_each_execution_records_the_version_of_the_sequence_file_it_ran(manager,
+                                                                             tmp_path) -> None:
+    runs, hub = manager
+    runs.recorded = tmp_path / "recorded"
+    copy = runs.recorded / "clipshare" / "check_stats.json"
+    copy.parent.mkdir(parents=True)
+    content = json.loads((LIBRARY / "clipshare" / "check_stats.json").read_text())
+    copy.write_text(json.dumps(content))
+    first = await runs.start("clipshare/check_stats", "phone:s1")
+    again = await runs.start("clipshare/check_stats", "phone:s1")
+    content["description"] = "a changed file"
+    copy.write_text(json.dumps(content, indent=1))
+    changed = await runs.start("clipshare/check_stats", "phone:s1")
+    versions = [(await runs.get_execution(started["executions"]["s1"]["execution_id"]))[
+        "sequence_version"] for started in (first, again, changed)]
+    assert versions == [1, 1, 2]
+    page = await runs.execution_history(ExecutionQuery(limit=10))
+    assert sorted(e["sequence_version"] for e in page["executions"]) == [1, 1, 2]

@@ -20,16 +20,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from actors.access.policy import refusal  # noqa: E402
 from actors.access.principal import Principal  # noqa: E402
 from actors.control import stats as stats_api  # noqa: E402
-from actors.control.app import json_errors, make_app  # noqa: E402
-from actors.control.auth import PRINCIPAL_KEY  # noqa: E402
+from actors.control.app import make_app  # noqa: E402
 from actors.control.cli import main as farm_main  # noqa: E402
-from actors.control.http import HUB  # noqa: E402
 from actors.control.openapi import openapi_document  # noqa: E402
 from actors.control.schemas import RequestError  # noqa: E402
 from actors.coordinator.rollups import RollupService  # noqa: E402
 from actors.store.farm_db import FarmDB  # noqa: E402
 from fake_hub import FakeHub  # noqa: E402
-from tests.api_call import call  # noqa: E402
+from tests.api_call import app_as as app_with, call  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("engine")
 
@@ -68,15 +66,7 @@ async def hub(db: FarmDB) -> FakeHub:
 
 
 def app_as(hub: FakeHub, principal: Principal) -> web.Application:
-    @web.middleware
-    async def caller(request: web.Request, handler):
-        request[PRINCIPAL_KEY] = principal
-        return await handler(request)
-
-    app = web.Application(middlewares=[json_errors, caller])
-    app[HUB] = hub
-    stats_api.add_routes(app)
-    return app
+    return app_with(hub, principal, (stats_api,))
 
 
 async def test_stats_answer_contract_b(hub: FakeHub) -> None:

@@ -100,6 +100,9 @@ command group is a module registering its subcommands with `add_commands(sub, co
     farm accounts [--health at_risk,watch] each account's health, followers, last post
     farm analytics rollup --date D | farm analytics daily [--since D] [--until D]
                                          daily metrics per client and platform
+    farm history KIND NAME [--client C] | farm diff KIND NAME FROM TO
+    farm revert KIND NAME N --reason R   a definition's versions (KIND: sequence, workflow,
+                                         schedule, screen, caption), their diff, going back
 
 The endpoint is ``--url`` or $PHONEFARM_URL (default http://127.0.0.1:8470); the access
 token comes from ``--token-file``, $PHONEFARM_TOKEN, ~/.config/phonefarm/token or the local
@@ -129,6 +132,7 @@ from actors.control.cli import apps
 from actors.control.cli import links
 from actors.control.cli import posts, accounts, analytics
 from actors.control.cli import content
+from actors.control.cli import definitions
 from actors.control.cli.credentials import find_token
 from actors.control.cli.client import (DEFAULT_URL, EXIT_REJECTED, EXIT_STDOUT_CLOSED,
                                        EXIT_UNREACHABLE, FarmClient)
@@ -145,6 +149,7 @@ COMMAND_GROUPS += (apps,)  # farm apps (issue 20.2/20.3)
 COMMAND_GROUPS += (links,)  # farm links, farm conversations (issue 21.6)
 COMMAND_GROUPS += (posts, accounts, analytics)  # farm posts/accounts/analytics (issue 21)
 COMMAND_GROUPS += (content,)  # farm content (issue 21.4)
+COMMAND_GROUPS += (definitions,)  # farm history/diff/revert (issue 23.1)
 
 
 class RefuseSecret(argparse.Action):

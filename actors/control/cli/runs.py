@@ -139,7 +139,7 @@ def _cmd_runs(client: FarmClient, args: argparse.Namespace) -> int:
         print("no executions")
         return EXIT_OK
     rows = [[e["execution_id"], e.get("run_id") or "-", e.get("serial") or "-",
-             e.get("sequence") or "-", e.get("account") or "-", e["status"],
+             _sequence_at(e), e.get("account") or "-", e["status"],
              e.get("start_time") or "-", e.get("end_time") or "-",
              format_value(e["error"]) if e.get("error") else ""] for e in executions]
     print(format_table(rows, ["EXECUTION", "RUN", "SERIAL", "SEQUENCE", "ACCOUNT", "STATUS",
@@ -147,6 +147,13 @@ def _cmd_runs(client: FarmClient, args: argparse.Namespace) -> int:
     if page.get("next_before"):  # on stderr: stdout stays the table
         print(f"more: --before {page['next_before']}", file=sys.stderr)
     return EXIT_OK
+
+
+def _sequence_at(execution: dict) -> str:
+    """``clipshare/post_clip@3``: the sequence and the version of it the execution ran."""
+    name = execution.get("sequence") or "-"
+    version = execution.get("sequence_version")
+    return name if version is None else f"{name}@{version}"
 
 
 def _cmd_workflows(client: FarmClient, args: argparse.Namespace) -> int:

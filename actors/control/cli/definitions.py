@@ -1,0 +1,99 @@
+"""`farm history`, `farm diff`, `farm revert`: a definition's versions (issue 23.1) over
+``/api/definitions/{kind}/{name}/...``. KIND is sequence, workflow, schedule, screen or
+caption; NAME the definition's (``clipshare/post_clip``; a screen ``clipshare/feed``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import urllib.parse
+
+from actors.control.cli.client import EXIT_OK, FarmClient, add_command
+from actors.control.cli.format import format_table
+
+KINDS = ("sequence", "workflow", "schedule", "screen", "caption")
+
+
+def _base(args: argparse.Namespace) -> str:
+    return (f"/api/definitions/{args.kind}/"
+            f"{urllib.parse.quote(args.name, safe='/')}")
+
+
+def _query(args: argparse.Namespace, **more: str) -> str:
+    query = {k: v for k, v in more.items()}
+    if args.client:
+        query["client"] = args.client
+    return ("?" + urllib.parse.urlencode(query)) if query else ""
+
+
+def _cmd_history(client: FarmClient, args: argparse.Namespace) -> int:
+    out = client.get_json(f"{_base(args)}/versions{_query(args)}")
+    if args.json:
+        print(json.dumps(out, indent=2, ensure_ascii=False))
+        return EXIT_OK
+    print(f"{out['kind']} {out['name']}" + (f" (client {out['client']})" if out.get("client")
+                                             else ""))
+    print(format_table([[str(v["version"]), v["created_at"][:19], v.get("author") or "(on disk)",
+                         v["content_hash"][:12], v.get("reason") or ""]
+                        for v in out["versions"]],
+                       ["VERSION", "AT (UTC)", "WHO", "HASH", "REASON"]))
+    return EXIT_OK
+
+
+def _cmd_diff(client: FarmClient, args: argparse.Namespace) -> int:
+    out = client.get_json(f"{_base(args)}/diff{_query(args, **{'from': args.old, 'to': args.new})}")
+    if args.json:
+        print(json.dumps(out, indent=2, ensure_ascii=False))
+        return EXIT_OK
+    print(f"{out['kind']} {out['name']}: version {out['from']} -> {out['to']}")
+    for op in out["changes"]:
+        shown = {"add": f"+ {op['path']} = {json.dumps(op.get('value'))}",
+                 "remove": f"- {op['path']} (was {json.dumps(op.get('was'))})",
+                 "replace": f"~ {op['path']}: {json.dumps(op.get('was'))} -> "
+                            f"{json.dumps(op.get('value'))}"}.get(
+            op["op"], f"{op['op']} {op.get('from', '')} -> {op['path']}")
+        print(f"  {shown}")
+    for region in out.get("regions") or []:
+        print(f"  region {region['region']}: {region['change']} "
+              f"{region.get('from') or ''} -> {region.get('to') or ''}".rstrip(" ->"))
+    files = out.get("files") or {}
+    for name in files.get("added") or []:
+        print(f"  + file {name}")
+    for name in files.get("removed") or []:
+        print(f"  - file {name}")
+    if not out["changes"] and not any(files.values()):
+        print("  no change")
+    return EXIT_OK
+
+
+def _cmd_revert(client: FarmClient, args: argparse.Namespace) -> int:
+    head = client.post_json(f"{_base(args)}/revert{_query(args)}",
+                            {"version": args.version, "reason": args.reason})
+    print(f"{args.kind} {args.name}: version {head['version']} saved, equal to version "
+          f"{args.version} ({head['content_hash'][:12]})")
+    return EXIT_OK
+
+
+def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    def target(p: argparse.ArgumentParser) -> None:
+        p.add_argument("kind", choices=KINDS)
+        p.add_argument("name", help="the definition's name, e.g. clipshare/post_clip")
+        p.add_argument("--client", default=None,
+                       help="whose definition, when several of your clients have one")
+
+    p = add_command(sub, common, "history", "a definition's versions, newest first: who, "
+                    "when, why", _cmd_history)
+    target(p)
+    p.add_argument("--json", action="store_true", help="the versions as JSON")
+    p = add_command(sub, common, "diff", "what changed between two versions of a "
+                    "definition", _cmd_diff)
+    target(p)
+    p.add_argument("old", help="the older version's number")
+    p.add_argument("new", help="the newer version's number")
+    p.add_argument("--json", action="store_true", help="the diff as JSON (RFC 6902 changes)")
+    p = add_command(sub, common, "revert", "save a past version of a definition again, as "
+                    "its newest", _cmd_revert)
+    target(p)
+    p.add_argument("version", type=int, help="the version to go back to")
+    p.add_argument("--reason", required=True, help="why (kept in the history and the audit)")

@@ -1,0 +1,25 @@
+-- v25 (PostgreSQL): definitions with history, as v25.sql (see there), with native types;
+-- definition_versions is client-owned: FORCEd row-level security like v14's definitions
+-- (a farm-wide definition, client_id NULL, is read by every caller).
+CREATE TABLE definition_versions (
+    definition_version_id BIGSERIAL PRIMARY KEY,
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    client_id BIGINT,
+    version BIGINT NOT NULL,
+    author TEXT,
+    reason TEXT,
+    content_hash TEXT NOT NULL,
+    content JSONB NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL,
+    FOREIGN KEY (client_id) REFERENCES clients(client_id)
+);
+CREATE UNIQUE INDEX definition_versions_number ON definition_versions
+    (kind, COALESCE(client_id, 0), name, version);
+CREATE INDEX definition_versions_client ON definition_versions (client_id);
+ALTER TABLE executions ADD COLUMN sequence_version BIGINT;
+ALTER TABLE executions ADD COLUMN registry_version TEXT;
+
+ALTER TABLE definition_versions ENABLE ROW LEVEL SECURITY;
+ALTER TABLE definition_versions FORCE ROW LEVEL SECURITY;
+CREATE POLICY tenant ON definition_versions USING (client_id IS NULL OR phonefarm_sees(client_id));
