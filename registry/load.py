@@ -671,6 +671,23 @@ def encode_app(app: App) -> bytes:
     return msgspec.json.format(msgspec.json.encode(app), indent=2) + b"\n"
 
 
+def candidate_registry(root: str | os.PathLike, apps: dict[str, App],
+                       files: dict[str, bytes]) -> Registry:
+    """The registry at ``root`` as it would be with ``apps`` replaced and ``files`` added,
+    validated from memory: nothing is written. ``ValidationErrors`` names every problem."""
+    overrides = {}
+    for relative, data in files.items():
+        rel = _relative(relative)
+        if rel is None or rel.endswith(".json") or any(is_temp_name(p) for p in rel.split("/")):
+            raise ValidationErrors([ValidationError(
+                relative, "must be a relative path inside the registry folder, "
+                          "not a JSON or temp file name")])
+        overrides[rel] = bytes(data)
+    for app_key, app in apps.items():
+        overrides[f"{app_key}.json"] = encode_app(app)
+    return _Loader(Path(root), overrides).load()
+
+
 def save_app(root: str | os.PathLike, app_key: str, app: App | bytes,
              files: dict[str, bytes] | None = None) -> str:
     """Write ``files`` (registry-relative path -> bytes, e.g. new reference crops) and then

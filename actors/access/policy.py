@@ -49,7 +49,7 @@ ROUTES: dict[str, str] = {
     "/api/workflows/{name}": SCOPED, "/api/registry": SHARED,
     # Definitions' history (issue 23): a tenant's clients' and the shared ones'; the farm's
     # sequences and screens are reverted by super users only (actors.coordinator.definitions).
-    "/api/definitions/{kind}/{name}/versions": SCOPED,
+    "/api/definitions": SCOPED, "/api/definitions/{kind}/{name}/versions": SCOPED,
     "/api/definitions/{kind}/{name}/versions/{n}": SCOPED,
     "/api/definitions/{kind}/{name}/diff": SCOPED, "/api/definitions/{kind}/{name}/revert": SCOPED,
     "/api/registry/apps/{app}": SHARED, "/api/registry/apps/{app}/files/{path}": SHARED,

@@ -26,14 +26,27 @@ from aiohttp import web
 from msgspec import Meta
 
 from actors.control.auth import principal_of
-from actors.control.http import HUB, hub_of, json_response
+from actors.control.http import HUB, error_response, hub_of, json_response
 from actors.control.registry import _handled
 from actors.control.schemas import IntParam, decode_request
 from actors.coordinator.definitions.history import DefinitionHistory, DefinitionNotFound
-from protocol.errors import ValidationError
+from protocol.errors import ValidationError, ValidationErrors
 
 PREFIX = "/api/definitions/{kind}/{name:.+}"
 VERSION_NUMBER = IntParam("n", description="version number (1, 2, ...)")
+
+
+class ImportItem(msgspec.Struct, forbid_unknown_fields=True):
+    kind: Annotated[str, Meta(max_length=32)]
+    name: Annotated[str, Meta(min_length=1, max_length=300)]
+    content: dict[str, Any]
+    client: Annotated[str, Meta(max_length=128)] | None = None
+    path: Annotated[str, Meta(max_length=1024, description="the file it came from")] | None = None
+
+
+class ImportBody(msgspec.Struct, forbid_unknown_fields=True):
+    definitions: Annotated[list[ImportItem], Meta(max_length=100_000)]
+    reason: Annotated[str, Meta(min_length=1, max_length=1024)]
 
 
 class RevertBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -42,11 +55,15 @@ class RevertBody(msgspec.Struct, forbid_unknown_fields=True):
                                 description="why (kept in the history and the audit trail)")]
 
 
-REQUEST_TYPES = [RevertBody]
+REQUEST_TYPES = [RevertBody, ImportItem, ImportBody]
+# An import carries screens' crops and screenshots: more than the API's usual body limit.
+MAX_IMPORT_BYTES = 256 * 1024 * 1024
 
 
 def add_routes(app: web.Application) -> None:
     r = app.router
+    r.add_get("/api/definitions", get_definitions)
+    r.add_post("/api/definitions/import", post_import)
     r.add_get(f"{PREFIX}/versions", get_versions)
     r.add_get(f"{PREFIX}/versions/{{n}}", get_version)
     r.add_get(f"{PREFIX}/diff", get_diff)
@@ -111,13 +128,9 @@ async def get_diff(request: web.Request) -> web.Response:
         other=other or None, client=client))
 
 
-@_found
-async def post_revert(request: web.Request) -> web.Response:
-    kind, name, client = _what(request)
-    body = decode_request(await request.read(), RevertBody,
-                          'a JSON object {"version": N, "reason": "..."}')
-    principal = principal_of(request)
-
+def _workflow_saver(request: web.Request):
+    """How the history saves a workflow for this caller: through the workflows' own save
+    (validated, audited, versioned)."""
     async def save_workflow(wf_name: str, owner: int | None, content: dict,
                             reason: str) -> Any:
         from actors.control.workflows import WORKFLOWS, WorkflowBody, save_definition
@@ -128,14 +141,50 @@ async def post_revert(request: web.Request) -> web.Response:
         if owner is not None:
             owner_name = next((c["name"] for c in await db.client_rows()
                                if c["client_id"] == owner), None)
-        body_ = msgspec.convert({**content, "client": owner_name, "reason": reason},
-                                WorkflowBody)
-        return await save_definition(request, WORKFLOWS, wf_name, body_, before)
+        body = msgspec.convert({**content, "client": owner_name, "reason": reason},
+                               WorkflowBody)
+        return await save_definition(request, WORKFLOWS, wf_name, body, before)
+    return save_workflow
 
+
+@_found
+async def post_revert(request: web.Request) -> web.Response:
+    kind, name, client = _what(request)
+    body = decode_request(await request.read(), RevertBody,
+                          'a JSON object {"version": N, "reason": "..."}')
     head = await _history(request).revert(kind, name, body.version, reason=body.reason,
-                                          author=principal.actor, client=client,
-                                          save_workflow=save_workflow)
+                                          author=principal_of(request).actor, client=client,
+                                          save_workflow=_workflow_saver(request))
     return json_response(head)
+
+
+@_found
+async def get_definitions(request: web.Request) -> web.Response:
+    """The newest version of every definition the caller sees, with content (an export)."""
+    return json_response({"definitions": await _history(request).current()})
+
+
+@_found
+async def post_import(request: web.Request) -> web.Response:
+    """Definitions read from an export, saved as new versions after every one was checked
+    (400 listing each problem as ``path#/pointer``; nothing saved then)."""
+    raw = bytearray()
+    async for chunk in request.content.iter_chunked(1 << 20):
+        raw += chunk
+        if len(raw) > MAX_IMPORT_BYTES:
+            return error_response(413, f"an import is at most {MAX_IMPORT_BYTES} bytes")
+    body = decode_request(bytes(raw), ImportBody,
+                          'a JSON object {"definitions": [...], "reason": "..."}')
+    try:
+        done = await _history(request).import_definitions(
+            [msgspec.to_builtins(d) for d in body.definitions],
+            author=principal_of(request).actor, reason=body.reason,
+            save_workflow=_workflow_saver(request))
+    except ValidationErrors as exc:
+        return error_response(400, f"{len(exc.problems)} problem(s); nothing was imported",
+                              problems=[{"where": p.where, "reason": p.reason}
+                                        for p in exc.problems])
+    return json_response(done)
 
 
 def openapi_paths(error) -> dict[str, Any]:
@@ -168,7 +217,19 @@ def openapi_paths(error) -> dict[str, Any]:
     number = VERSION_NUMBER.openapi()
     query = [{"name": q, "in": "query", "required": True, "schema": {"type": "string"}}
              for q in ("from", "to")]
+    plain = {"responses": {"200": obj, "400": error("bad body (`problems` lists each)"),
+                           "401": error("missing or wrong bearer token"),
+                           "403": error("super users only"),
+                           "413": error("the import is too large")}}
     return {
+        "/api/definitions": {"get": {"operationId": "getDefinitions",
+                                     "summary": "the newest version of every definition",
+                                     "responses": {"200": obj, "401": error("missing or "
+                                                                            "wrong token")}}},
+        "/api/definitions/import": {"post": {
+            "operationId": "importDefinitions", "summary": "load definitions as new versions",
+            "requestBody": {"required": True, "content": {"application/json": {
+                "schema": {"$ref": "#/components/schemas/ImportBody"}}}}, **plain}},
         f"{base}/versions": {"get": op("getDefinitionVersions", "a definition's versions")},
         f"{base}/versions/{{n}}": {"get": op("getDefinitionVersion", "one version",
                                               [number])},

@@ -136,6 +136,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--backup-keep", metavar="N", type=_flag(parse_backup_keep),
                    default=os.environ.get("PHONEFARM_BACKUP_KEEP", "30"),
                    help="after each scheduled backup keep this farm's newest N (default 30)")
+    p.add_argument("--export-git", metavar="DIR", default=os.environ.get("PHONEFARM_EXPORT_GIT"),
+                   help="commit every definition changed since the last export into the Git "
+                        "repository DIR, at start and every --export-every (default: none)")
+    p.add_argument("--export-every", metavar="1h", type=_flag(_export_every),
+                   default=os.environ.get("PHONEFARM_EXPORT_EVERY", "1h"),
+                   help="how often --export-git exports (30m, 1h, 1d; default 1h)")
     p.add_argument("--report-at", metavar="HH:MM", type=_flag(parse_report_at),
                    default=os.environ.get("PHONEFARM_REPORT_AT"),
                    help="make each client's report of the past UTC day every day at this "
@@ -162,6 +168,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--metrics-per-phone", action="store_true",
                    help="add per-phone series (a serial label) to the metrics")
     return p.parse_args(argv)
+
+
+def _export_every(text: str):
+    from actors.access.tokens import parse_duration
+    from protocol.errors import ValidationError
+
+    try:
+        return parse_duration(text, "--export-every")
+    except ValidationError as exc:
+        raise ValueError(str(exc)) from None
 
 
 def _flag(parse):
@@ -453,6 +469,11 @@ async def start(args: argparse.Namespace, stack: contextlib.AsyncExitStack) -> t
         stack.push_async_callback(_cancel, asyncio.create_task(apps.loop()))
     if reports.at is not None:  # the daily reports (--report-at), made late after a stop
         stack.push_async_callback(_cancel, asyncio.create_task(reports.loop()))
+    if args.export_git:  # definitions to Git (--export-git, --export-every)
+        from actors.coordinator.definitions.exporter import GitExporter
+
+        exporter = GitExporter(hub, farm_db, args.export_git, args.export_every)
+        stack.push_async_callback(_cancel, asyncio.create_task(exporter.loop()))
     return hub, demo
 
 

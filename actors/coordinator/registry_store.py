@@ -36,7 +36,8 @@ from msgspec import Meta
 from protocol.errors import FarmError, ValidationError, ValidationErrors
 from protocol.files import copy_tree, fsync_dir
 from protocol.names import printable, whole
-from registry.load import DEMO_REGISTRY, load_registry, resolve_path, save_app
+from registry.load import (DEMO_REGISTRY, candidate_registry, load_registry, resolve_path,
+                           save_app)
 from registry.model import GLOBAL_APP, App, Region, Registry, Screen, ScreenAction
 
 log = logging.getLogger(__name__)
@@ -336,12 +337,8 @@ class RegistryStore:
         before_content = (self.screen_content(app_key, screen_key) if old is not None
                           else None)
         screen, files = self._build_screen(app_key, screen_key, app, edit, frame, old)
-        states, interrupts = dict(app.states), dict(app.interrupts)
-        states.pop(screen_key, None)
-        interrupts.pop(screen_key, None)
-        (states if edit.kind == "state" else interrupts)[screen_key] = screen
-        new_app = msgspec.structs.replace(app, states=states, interrupts=interrupts)
-        version = self._write(app_key, new_app, files, screen_key)
+        version = self._write(app_key, _with_screen(app, screen_key, edit.kind, screen), files,
+                              screen_key)
         return {"version": version, "app": app_key, "screen": screen_key,
                 "action": "update" if old is not None else "create",
                 "content": screen_content(app_key, edit.kind, screen, files),
@@ -378,6 +375,19 @@ class RegistryStore:
         files = {rel: resolve_path(self.registry, rel).read_bytes() for rel in sorted(names)}
         return screen_content(app_key, kind, screen, files)
 
+    def check_screens(self, screens: list[tuple[str, str, dict]]) -> Registry:
+        """The registry as it would be with every (app, screen, stored content) of
+        ``screens`` saved, validated whole from memory (nothing is written): what an import
+        checks before it saves anything. ValidationErrors names each problem."""
+        apps: dict[str, App] = {}
+        files: dict[str, bytes] = {}
+        for app_key, screen_key, content in screens:
+            app = apps.get(app_key) or self.app(app_key)
+            kind, screen, screen_files = _stored_screen(content)
+            files.update(screen_files)
+            apps[app_key] = _with_screen(app, screen_key, kind, screen)
+        return candidate_registry(self.root, apps, files)
+
     async def restore_screen(self, app_key: str, screen_key: str, content: dict, *,
                              actor: str | None = None, reason: str = "") -> dict:
         """Save a screen exactly as a stored version had it (``content`` from
@@ -386,16 +396,7 @@ class RegistryStore:
         async with self._lock:
             def work() -> dict:
                 app = self.app(app_key)
-                try:
-                    screen = msgspec.convert(content["screen"], Screen)
-                    kind = content["kind"]
-                    files = {rel: base64.b64decode(data, validate=True)
-                             for rel, data in content["files"].items()}
-                except (KeyError, TypeError, ValueError, msgspec.ValidationError) as exc:
-                    raise ValidationErrors([ValidationError(
-                        "$.content", f"not a stored screen version: {exc}")]) from None
-                if kind not in ("state", "interrupt"):
-                    raise ValidationErrors([ValidationError("$.content.kind", repr(kind))])
+                kind, screen, files = _stored_screen(content)
                 old_kind, old = None, None
                 if screen_key in app.states:
                     old_kind, old = "state", app.states[screen_key]
@@ -403,12 +404,8 @@ class RegistryStore:
                     old_kind, old = "interrupt", app.interrupts[screen_key]
                 before_content = (self.screen_content(app_key, screen_key) if old is not None
                                   else None)
-                states, interrupts = dict(app.states), dict(app.interrupts)
-                states.pop(screen_key, None)
-                interrupts.pop(screen_key, None)
-                (states if kind == "state" else interrupts)[screen_key] = screen
-                version = self._write(app_key, msgspec.structs.replace(
-                    app, states=states, interrupts=interrupts), files, screen_key)
+                version = self._write(app_key, _with_screen(app, screen_key, kind, screen),
+                                      files, screen_key)
                 return {"version": version, "app": app_key, "screen": screen_key,
                         "action": "update" if old is not None else "create",
                         "content": screen_content(app_key, kind, screen, files),
@@ -457,6 +454,32 @@ class RegistryStore:
         if self.on_change is not None:
             self.on_change(public)
         return public
+
+
+def _stored_screen(content: dict) -> tuple[str, Screen, dict[str, bytes]]:
+    """(kind, screen, files) of a screen as its history stores it; ValidationErrors on
+    ``$.content`` when it is not one."""
+    try:
+        screen = msgspec.convert(content["screen"], Screen)
+        kind = content["kind"]
+        files = {rel: base64.b64decode(data, validate=True)
+                 for rel, data in content["files"].items()}
+    except (KeyError, TypeError, ValueError, AttributeError, msgspec.ValidationError) as exc:
+        raise ValidationErrors([ValidationError(
+            "$.content", f"not a stored screen version: {exc}")]) from None
+    if kind not in ("state", "interrupt"):
+        raise ValidationErrors([ValidationError("$.content.kind",
+                                                f"{kind!r}: state or interrupt")])
+    return kind, screen, files
+
+
+def _with_screen(app: App, screen_key: str, kind: str, screen: Screen) -> App:
+    """``app`` with ``screen`` as its state or interrupt ``screen_key`` (replacing either)."""
+    states, interrupts = dict(app.states), dict(app.interrupts)
+    states.pop(screen_key, None)
+    interrupts.pop(screen_key, None)
+    (states if kind == "state" else interrupts)[screen_key] = screen
+    return msgspec.structs.replace(app, states=states, interrupts=interrupts)
 
 
 def screen_content(app_key: str, kind: str, screen: Screen, files: dict[str, bytes]) -> dict:

@@ -21,6 +21,15 @@ DEFAULT_URL = "http://127.0.0.1:8470"
 EXIT_OK, EXIT_PHONE_FAILED, EXIT_REJECTED, EXIT_UNREACHABLE = 0, 1, 2, 3
 EXIT_STDOUT_CLOSED = 141
 
+class RequestRejected(FarmError):
+    """The endpoint answered with an HTTP error; ``body`` is its JSON answer (or None)."""
+
+    def __init__(self, message: str, status: int, body: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = body
+
+
 class FarmClient:
     """Owns the conversation with one control endpoint: URLs, the bearer token, JSON in and
     out. An HTTP error answer raises FarmError (with the endpoint's message); no answer at
@@ -50,10 +59,12 @@ class FarmClient:
         except urllib.error.HTTPError as exc:
             raw = exc.read()
             try:
-                message = json.loads(raw)["error"]
+                answer = json.loads(raw)
+                message = answer["error"]
             except (ValueError, KeyError, TypeError):
-                message = raw.decode(errors="replace").strip() or exc.reason
-            raise FarmError(f"{self.url}{path}: HTTP {exc.code}: {message}") from None
+                answer, message = None, raw.decode(errors="replace").strip() or exc.reason
+            raise RequestRejected(f"{self.url}{path}: HTTP {exc.code}: {message}", exc.code,
+                                  answer) from None
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise DeliveryError(self.url, f"cannot reach the control endpoint: {reason}") from None

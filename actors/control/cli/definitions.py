@@ -1,15 +1,23 @@
 """`farm history`, `farm diff`, `farm revert`: a definition's versions (issue 23.1) over
 ``/api/definitions/{kind}/{name}/...``. KIND is sequence, workflow, schedule, screen or
 caption; NAME the definition's (``clipshare/post_clip``; a screen ``clipshare/feed``).
+
+`farm export --git DIR` writes the newest version of every definition into a Git repository
+here (``GET /api/definitions``; one commit per definition changed since the last export,
+actors.coordinator.definitions.git_export); `farm import --git DIR` reads such a checkout and
+loads it as new versions (``POST /api/definitions/import``): a file that does not parse or
+check is named with its JSON pointer, and then nothing is imported.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import urllib.parse
 
-from actors.control.cli.client import EXIT_OK, FarmClient, add_command
+from actors.control.cli.client import (EXIT_OK, EXIT_REJECTED, FarmClient, RequestRejected,
+                                       add_command)
 from actors.control.cli.format import format_table
 
 KINDS = ("sequence", "workflow", "schedule", "screen", "caption")
@@ -75,6 +83,41 @@ def _cmd_revert(client: FarmClient, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_export(client: FarmClient, args: argparse.Namespace) -> int:
+    from actors.coordinator.definitions.git_export import export_to_git
+
+    definitions = client.get_json("/api/definitions")["definitions"]
+    commits = export_to_git(args.git, definitions)
+    for c in commits:
+        owner = f" ({c['client']})" if c.get("client") else ""
+        print(f"{c['commit'][:12]} {c['kind']} {c['name']}{owner}: version {c['version']}")
+    print(f"{len(commits)} commit(s); {len(definitions) - len(commits)} definition(s) unchanged")
+    return EXIT_OK
+
+
+def _cmd_import(client: FarmClient, args: argparse.Namespace) -> int:
+    from actors.coordinator.definitions.git_export import read_tree
+
+    items, problems = read_tree(args.git)
+    if problems:
+        for p in problems:
+            print(f"{p.where}: {p.reason}", file=sys.stderr)
+        print(f"{len(problems)} problem(s); nothing was imported", file=sys.stderr)
+        return EXIT_REJECTED
+    try:
+        done = client.post_json("/api/definitions/import",
+                                {"definitions": items, "reason": args.reason})
+    except RequestRejected as exc:
+        for p in (exc.body or {}).get("problems") or []:
+            print(f"{p['where']}: {p['reason']}", file=sys.stderr)
+        raise
+    for entry in done["saved"]:
+        owner = f" ({entry['client']})" if entry.get("client") else ""
+        print(f"saved {entry['kind']} {entry['name']}{owner}")
+    print(f"{len(done['saved'])} saved as new versions, {len(done['unchanged'])} unchanged")
+    return EXIT_OK
+
+
 def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     def target(p: argparse.ArgumentParser) -> None:
         p.add_argument("kind", choices=KINDS)
@@ -97,3 +140,11 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
     target(p)
     p.add_argument("version", type=int, help="the version to go back to")
     p.add_argument("--reason", required=True, help="why (kept in the history and the audit)")
+    p = add_command(sub, common, "export", "write every definition into a Git repository, "
+                    "one commit per definition changed since the last export", _cmd_export)
+    p.add_argument("--git", required=True, metavar="DIR",
+                   help="the repository (made with git init when it is none)")
+    p = add_command(sub, common, "import", "load the definitions of an exported Git "
+                    "checkout as new versions (super users)", _cmd_import)
+    p.add_argument("--git", required=True, metavar="DIR", help="the checkout")
+    p.add_argument("--reason", default="farm import", help="why (kept in the history)")

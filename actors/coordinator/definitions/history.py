@@ -10,12 +10,19 @@ any save.
 
 from __future__ import annotations
 
+import asyncio
+import re
+from pathlib import Path
 from typing import Any, Awaitable, Callable
 
+import msgspec
+
 from actors.coordinator.definitions.diff import diff_contents
-from actors.coordinator.definitions.versions import KINDS, VersionStore
+from actors.coordinator.definitions.versions import KINDS, VersionStore, content_hash
 from actors.access.users import AccessDenied
 from protocol.errors import FarmError, ValidationError, ValidationErrors
+from protocol.files import write_atomic
+from sequences.load import library_names, parse_sequence
 
 # Kinds kept farm-wide (no client): everyone reads them, super users change them.
 FARM_WIDE = ("sequence", "screen")
@@ -176,23 +183,148 @@ class DefinitionHistory:
     async def _write_sequence(self, name: str, content: Any, number: int) -> None:
         """The version as the operator's copy of the sequence (``DATA/sequences``, read
         before the shipped library), validated against the registry first."""
-        import asyncio
-
-        import msgspec
-
-        from protocol.files import write_atomic
-        from sequences.load import parse_sequence
-
-        if self.runs is None or self.runs.recorded is None:
-            raise FarmError("this coordinator keeps no sequence files (no data folder)")
+        self._sequence_folder()
         try:
             parse_sequence(content, f"version {number}", self.runs.registry)
         except ValidationErrors as exc:
             raise ValidationError("version", f"version {number} no longer loads against "
                                              f"the registry: {exc}") from None
-        path = self.runs.recorded / f"{name}.json"
+        await self._save_sequence_file(name, content)
+
+    def _sequence_folder(self) -> Path:
+        if self.runs is None or self.runs.recorded is None:
+            raise FarmError("this coordinator keeps no sequence files (no data folder)")
+        return self.runs.recorded
+
+    async def _save_sequence_file(self, name: str, content: Any) -> None:
+        path = self._sequence_folder() / f"{name}.json"
         data = msgspec.json.format(msgspec.json.encode(content), indent=2) + b"\n"
         await asyncio.to_thread(write_atomic, path, data)
+
+    # --- every definition: export and import ----------------------------------------
+    async def catch_up_all(self) -> None:
+        """Every definition the caller sees has its current state as its newest version:
+        what an export writes."""
+        if self.runs is not None:
+            names = set(library_names(self.runs.library))
+            if self.runs.recorded is not None:
+                names |= set(library_names(self.runs.recorded))
+            for name in sorted(names):
+                await self.runs.sequence_version(name)
+        if self.registry is not None:
+            for app_key, app in sorted(self.registry.registry.apps.items()):
+                for screen in sorted([*app.states, *app.interrupts]):
+                    await self._catch_up("screen", f"{app_key}/{screen}")
+        for row in await self.db.workflow_definitions():
+            await self._catch_up("workflow", row["name"])
+        for row in await self.farm_db._all("SELECT DISTINCT name FROM caption_templates"):
+            await self._catch_up("caption", row[0])
+
+    async def current(self) -> list[dict]:
+        """The newest version of every definition the caller sees, with content."""
+        await self.catch_up_all()
+        return await self.store.current(self.clients)
+
+    async def import_definitions(self, items: list[dict], *, author: str | None,
+                                 reason: str, save_workflow: Callable[
+                                     [str, int | None, dict, str], Awaitable[Any]]) -> dict:
+        """Load ``items`` (each: kind, name, client, content, path: the file it came from)
+        as new versions: every item is checked first (a problem's ``where`` is
+        ``path#/json/pointer``; ValidationErrors lists them all and nothing is saved), then
+        each one that differs from its newest version is saved through its kind's save
+        path. Returns ``{"saved": [...], "unchanged": [...]}`` (kind, name, client)."""
+        if self.clients is not None:
+            raise AccessDenied("importing definitions is for super users")
+        problems: list[ValidationError] = []
+        owners: dict[int, int | None] = {}
+        screens = []
+        for i, item in enumerate(items):
+            where = item.get("path") or f"definitions[{i}]"
+            kind = item.get("kind")
+            if kind not in ("sequence", "screen", "workflow", "caption"):
+                problems.append(ValidationError(f"{where}#", f"kind {kind!r}: sequence, "
+                                                "screen, workflow or caption"))
+                continue
+            if kind in FARM_WIDE:
+                if item.get("client") is not None:
+                    problems.append(ValidationError(f"{where}#", f"a {kind} has no client"))
+                owners[i] = None
+            elif item.get("client") is not None:
+                row = await self.db.client_row(item["client"])
+                if row is None:
+                    problems.append(ValidationError(
+                        f"{where}#", f"no such client: {item['client']!r}"))
+                    continue
+                owners[i] = row["client_id"]
+            else:
+                owners[i] = None
+            if kind == "screen":
+                app, _, screen = str(item.get("name")).partition("/")
+                if app not in self.registry.registry.apps:
+                    problems.append(ValidationError(f"{where}#", f"no registry app {app!r}"))
+                    continue
+                screens.append((app, screen, item["content"], where))
+        registry = self.registry.registry if self.registry is not None else None
+        if screens:
+            try:
+                registry = self.registry.check_screens([s[:3] for s in screens])
+            except ValidationErrors as exc:
+                files = {(app, screen): where for app, screen, _, where in screens}
+                problems += [_screen_problem(p, files) for p in exc.problems]
+        known = {d["name"]: d for d in await self.db.sequence_definitions()}
+        for i, item in enumerate(items):
+            where, kind, content = item.get("path") or f"definitions[{i}]", item.get("kind"), \
+                item.get("content")
+            if i not in owners:
+                continue
+            try:
+                if kind == "sequence":
+                    self._sequence_folder()
+                    parse_sequence(content, where, registry)
+                elif kind == "workflow":
+                    _check_workflow(content, known)
+                elif kind == "caption":
+                    from actors.coordinator.content_store import ContentStore
+
+                    if not isinstance(content.get("template"), str):
+                        raise ValidationError("$.template", "required: the template text")
+                    await ContentStore(self.farm_db).check_template(content["template"],
+                                                                    owners[i])
+            except ValidationErrors as exc:
+                problems += [ValidationError(f"{where}#{_pointer(p.where)}", p.reason)
+                             for p in exc.problems]
+            except (ValidationError, FarmError) as exc:
+                problems.append(ValidationError(f"{where}#{_pointer(getattr(exc, 'where', ''))}",
+                                                getattr(exc, "reason", str(exc))))
+        if problems:
+            raise ValidationErrors(problems)
+        why = f"imported from Git: {reason}"
+        saved, unchanged = [], []
+        for i, item in enumerate(items):
+            kind, name, content, owner = item["kind"], item["name"], item["content"], owners[i]
+            entry = {"kind": kind, "name": name, "client": item.get("client")}
+            latest = await self.store.versions(kind, name, owner)
+            if latest and latest[0]["content_hash"] == content_hash(content):
+                unchanged.append(entry)
+                continue
+            if kind == "sequence":
+                await self._save_sequence_file(name, content)
+                await self.store.record("sequence", name, None, content, author=author,
+                                        reason=why)
+                await self.runs.sequence_version(name)
+            elif kind == "screen":
+                app, _, screen = name.partition("/")
+                await self.registry.restore_screen(app, screen, content, actor=author,
+                                                   reason=why)
+            elif kind == "workflow":
+                await save_workflow(name, owner, content, why)
+            else:
+                from actors.coordinator.content_store import ContentStore
+
+                await ContentStore(self.farm_db).put_caption(name, content["template"], owner,
+                                                             None, author, why)
+            saved.append(entry)
+        return {"saved": saved, "unchanged": unchanged}
 
 
 def workflow_content(stored: dict) -> dict:
@@ -201,6 +333,42 @@ def workflow_content(stored: dict) -> dict:
     return {"description": stored.get("description"), "is_template": stored["is_template"],
             "sequences": [{"sequence": s["sequence"], "depends_on": s["depends_on"],
                            "retry": s["retry"]} for s in stored["sequences"]]}
+
+
+def _check_workflow(content: Any, known: dict[str, dict]) -> None:
+    """A workflow's content as an import reads it: its shape, and every sequence a
+    defined one (ValidationError naming ``$.sequences[1].sequence``)."""
+    from actors.coordinator.scheduling.workflows import check_sequences
+
+    if not isinstance(content.get("sequences"), list):
+        raise ValidationError("$.sequences", "required: a list of sequences")
+    for j, entry in enumerate(content["sequences"]):
+        if not isinstance(entry, dict) or not isinstance(entry.get("sequence"), str):
+            raise ValidationError(f"$.sequences[{j}].sequence", "required: a sequence name")
+    if not isinstance(content.get("is_template", False), bool):
+        raise ValidationError("$.is_template", "true or false")
+    check_sequences(content["sequences"], known)
+
+
+def _screen_problem(problem: ValidationError,
+                    files: dict[tuple[str, str], str]) -> ValidationError:
+    """A registry problem (``.../clipshare.json:12: $.states.feed.validation_regions[1]``)
+    as the imported screen file's (``registry/clipshare/feed.json#/screen/...``)."""
+    m = re.search(r"(\w+)\.json(?::\d+)?: \$\.(?:states|interrupts)\.(\w+)(.*)$",
+                  problem.where)
+    if m is None or (m.group(1), m.group(2)) not in files:
+        return problem
+    return ValidationError(f"{files[(m.group(1), m.group(2))]}#/screen"
+                           f"{_pointer('$' + m.group(3))}", problem.reason)
+
+
+def _pointer(where: str) -> str:
+    """A problem's JSON path (``file: $.steps[3].screen``) as a JSON pointer
+    (``/steps/3/screen``)."""
+    path = where[where.find("$"):] if "$" in where else ""
+    tokens = re.findall(r"\.([^.\[]+)|\[(\d+)\]", path[1:])
+    return "".join("/" + (name or index).replace("~", "~0").replace("/", "~1")
+                   for name, index in tokens)
 
 
 def _span(heads: list[dict]) -> str:
