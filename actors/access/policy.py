@@ -52,6 +52,9 @@ ROUTES: dict[str, str] = {
     "/api/definitions": SCOPED, "/api/definitions/{kind}/{name}/versions": SCOPED,
     "/api/definitions/{kind}/{name}/versions/{n}": SCOPED,
     "/api/definitions/{kind}/{name}/diff": SCOPED, "/api/definitions/{kind}/{name}/revert": SCOPED,
+    # Templates (issue 23.3): organization admins copy between their clients.
+    "/api/templates": SCOPED, "/api/templates/copy": SCOPED, "/api/templates/update": SCOPED,
+    "/api/templates/{kind}/{name}": SCOPED,
     "/api/registry/apps/{app}": SHARED, "/api/registry/apps/{app}/files/{path}": SHARED,
     "/api/registry/apps/{app}/screens/{screen}": SHARED,
     # A tenant's clients' reports (issue 19.5); making one: super users and the client's admins.

@@ -21,6 +21,7 @@ from aiohttp import web
 from actors.control import access_api, ai_keys, console, live, recovery, registry, variables
 from actors.control import audit as audit_api
 from actors.control import definitions as definitions_api
+from actors.control import templates as templates_api
 from actors.control import workflows as workflow_api
 from actors.control import node_keys as node_keys_api
 from actors.control import backups as backups_api
@@ -127,6 +128,7 @@ def make_app(hub: HubAPI, token: str | None = None, *, access: Access | None = N
     registry.add_routes(app)  # groups, clients, profiles, phone registry, accounts
     workflow_api.add_routes(app)  # sequence/workflow definitions, workflow runs
     definitions_api.add_routes(app)  # definitions' versions, diffs and reverts
+    templates_api.add_routes(app)  # templates across clients
     variables.add_routes(app)  # the text dialog's variable browser and preview
     screens.add_routes(app)  # the screen registry (edit mode) and discovery proposals
     recovery.add_routes(app)  # AI recovery attempts and success rates

@@ -39,6 +39,7 @@ from actors.control.schemas import (
 from actors.control import access_api, ai_keys, recovery, registry, variables
 from actors.control import audit as audit_api
 from actors.control import definitions as definitions_api
+from actors.control import templates as templates_api
 from actors.control import workflows as workflow_api
 from actors.control import node_keys as node_keys_api
 from actors.control import backups as backups_api
@@ -95,7 +96,7 @@ def _document() -> dict[str, Any]:
          *workflow_api.REQUEST_TYPES, *screens.request_types(), *ai_keys.REQUEST_TYPES,
          *access_api.REQUEST_TYPES, *node_keys_api.REQUEST_TYPES,
          *backups_api.REQUEST_TYPES, *reports_api.REQUEST_TYPES, *alerts_api.REQUEST_TYPES,
-         *links_api.REQUEST_TYPES, *definitions_api.REQUEST_TYPES,
+         *links_api.REQUEST_TYPES, *definitions_api.REQUEST_TYPES, *templates_api.REQUEST_TYPES,
          *apps_api.REQUEST_TYPES, *analytics_api.REQUEST_TYPES, *content_api.REQUEST_TYPES],
         ref_template=REF)
     # A new schedule's id is optional (generated) and its status is ignored.
@@ -384,6 +385,7 @@ def _document() -> dict[str, Any]:
             **variables.openapi_paths(_error),
             **workflow_api.openapi_paths(_error),
             **definitions_api.openapi_paths(_error),
+            **templates_api.openapi_paths(_error),
             **screens.openapi_paths(_error),
             **recovery.openapi_paths(_error),
             **ai_keys.openapi_paths(_error),

@@ -173,12 +173,13 @@ async def _get(request: web.Request, kind: _Kind) -> web.Response:
 
 async def _owner(request: web.Request, db: Any, named: str | None,
                  before: dict | None) -> str | None:
-    """The client a definition is saved for. A super user's choice (None: the shared
-    library); a tenant's definition is always one of its clients': the one named, else the
-    one it belongs to, else the caller's only client (400 ``$.client`` if several)."""
-    if principal_of(request).is_super:
-        return named
+    """The client a definition is saved for. A super user's choice (none named: the one it
+    belongs to, a new one the shared library's); a tenant's definition is always one of its
+    clients': the one named, else the one it belongs to, else the caller's only client
+    (400 ``$.client`` if several)."""
     had = before.get("client") if before is not None else None
+    if principal_of(request).is_super:
+        return named if named is not None or before is None else had
     if named is not None and await db.client_row(named) is None:  # another's reads as none
         raise ValidationError("$.client", f"no such client: {named!r}")
     if named is not None and had is not None and named != had:
@@ -192,6 +193,13 @@ async def _save(request: web.Request, kind: _Kind, creating: bool) -> web.Respon
     name = _name(body.name, request, creating)
     db = _db(request)
     before = await getattr(db, kind.lookup)(name)
+    if body.client is not None and principal_of(request).is_super:
+        # A super user saves the named client's definition, not another's of that name.
+        named = await db.client_row(body.client)
+        before = None if named is None else await getattr(db, kind.lookup)(
+            name, [named["client_id"]])
+        if before is not None and before.get("client") != body.client:
+            before = None
     if creating and before is not None:
         return error_response(409, f"{kind.what} {name!r} exists (PUT to update it)", field="$.name")
     if not creating and before is None:

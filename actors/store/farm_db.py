@@ -889,7 +889,7 @@ class FarmDB:
         returns the stored row. ``clients``: as for `sequence_definition` (which row is
         updated)."""
         client_id = await self._client_id(client)
-        found = await self.sequence_definition(name, clients)
+        found = await self._definition_of("sequence_definitions", name, client_id, clients)
         if found is None:
             def_id = (await self._write(
                 "INSERT INTO sequence_definitions (name, description, json_path,"
@@ -906,6 +906,21 @@ class FarmDB:
             "SELECT s.*, c.name AS client FROM sequence_definitions s LEFT JOIN clients c"
             " ON c.client_id = s.client_id WHERE s.sequence_def_id = ?", (def_id,))
         return dict(row)  # type: ignore[arg-type]
+
+    async def _definition_of(self, table: str, name: str, client_id: int | None,
+                             clients: Iterable[int] | None) -> dict | None:
+        """The active definition a save for ``client_id`` replaces: with ``clients``, as
+        the lookups choose (the caller's own, else the shared one); without, exactly that
+        client's (None: the shared library's), so a save for one client never takes
+        another client's row of the same name."""
+        if clients is not None:
+            lookup = (self.sequence_definition if table == "sequence_definitions"
+                      else self.workflow_definition)
+            return await lookup(name, clients)
+        row = await self._one(f"SELECT * FROM {table} WHERE name = ? AND status = 'active'"
+                              " AND COALESCE(client_id, 0) = COALESCE(?, 0)"
+                              " ORDER BY 1 DESC LIMIT 1", (name, client_id))
+        return None if row is None else dict(row)
 
     async def retire_sequence_definition(self, name: str,
                                          clients: Iterable[int] | None = None) -> dict | None:
@@ -971,7 +986,7 @@ class FarmDB:
         execution order (checked by the caller, actors.coordinator.scheduling.workflows). Returns the stored form.
         ``clients``: as for `workflow_definition` (which row is replaced)."""
         client_id = await self._client_id(client)
-        found = await self.workflow_definition(name, clients)
+        found = await self._definition_of("workflow_definitions", name, client_id, clients)
 
         def job(conn: sqlite3.Connection) -> int:
             if found is None:

@@ -103,6 +103,11 @@ command group is a module registering its subcommands with `add_commands(sub, co
     farm history KIND NAME [--client C] | farm diff KIND NAME FROM TO
     farm revert KIND NAME N --reason R   a definition's versions (KIND: sequence, workflow,
                                          schedule, screen, caption), their diff, going back
+    farm export --git DIR | farm import --git DIR [--reason R]
+                                         definitions to and from a Git repository
+    farm templates [list|status] | farm templates add|remove KIND NAME --client C
+    farm templates copy KIND NAME --client C --to-client D | update KIND NAME --client D
+                                         templates across an organization's clients
 
 The endpoint is ``--url`` or $PHONEFARM_URL (default http://127.0.0.1:8470); the access
 token comes from ``--token-file``, $PHONEFARM_TOKEN, ~/.config/phonefarm/token or the local

@@ -140,6 +140,16 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
     target(p)
     p.add_argument("version", type=int, help="the version to go back to")
     p.add_argument("--reason", required=True, help="why (kept in the history and the audit)")
+    p = add_command(sub, common, "templates", "workflow and sequence templates across an "
+                    "organization's clients: list, status (copies behind their template), "
+                    "add, remove, copy, update", _cmd_templates)
+    p.add_argument("action", nargs="?", default="list",
+                   choices=("list", "status", "add", "remove", "copy", "update"))
+    p.add_argument("kind", nargs="?", choices=("workflow", "sequence"))
+    p.add_argument("name", nargs="?")
+    p.add_argument("--client", default=None,
+                   help="the template's client (add, remove, copy) or the copy's (update)")
+    p.add_argument("--to-client", dest="to_client", default=None, help="copy: into this client")
     p = add_command(sub, common, "export", "write every definition into a Git repository, "
                     "one commit per definition changed since the last export", _cmd_export)
     p.add_argument("--git", required=True, metavar="DIR",
@@ -148,3 +158,62 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
                     "checkout as new versions (super users)", _cmd_import)
     p.add_argument("--git", required=True, metavar="DIR", help="the checkout")
     p.add_argument("--reason", default="farm import", help="why (kept in the history)")
+
+
+def _cmd_templates(client: FarmClient, args: argparse.Namespace) -> int:
+    """farm templates [list|status|add|remove|copy|update]."""
+    action = args.action
+    if action in ("add", "remove", "copy", "update") and not (args.kind and args.name):
+        print(f"farm templates {action}: give KIND NAME", file=sys.stderr)
+        return EXIT_REJECTED
+    if action == "add":
+        client.post_json("/api/templates", {"kind": args.kind, "name": args.name,
+                                            "client": args.client})
+        print(f"{args.kind} {args.name} is a template")
+    elif action == "remove":
+        client.delete_json(f"/api/templates/{args.kind}/{urllib.parse.quote(args.name)}"
+                           + _query(args))
+        print(f"{args.kind} {args.name} is no longer a template")
+    elif action == "copy":
+        if not args.to_client or not args.client:
+            print("farm templates copy: give --client (the template's) and --to-client",
+                  file=sys.stderr)
+            return EXIT_REJECTED
+        done = client.post_json("/api/templates/copy", {
+            "kind": args.kind, "name": args.name, "from_client": args.client,
+            "to_client": args.to_client})
+        print(f"{args.kind} {args.name} copied to {done['client']} (template version "
+              f"{done['origin_version']}, copy version {done['copy_version']})")
+    elif action == "update":
+        if not args.client:
+            print("farm templates update: give --client (the copy's)", file=sys.stderr)
+            return EXIT_REJECTED
+        try:
+            done = client.post_json("/api/templates/update", {
+                "kind": args.kind, "name": args.name, "client": args.client})
+        except RequestRejected as exc:
+            diff = (exc.body or {}).get("diff")
+            if diff:  # an edited copy: what the template changed, to merge by hand
+                print(json.dumps(diff, indent=2, ensure_ascii=False))
+            raise
+        print(f"{args.kind} {args.name} of {args.client}: " + (
+            f"now template version {done['origin_version']} (copy version "
+            f"{done['copy_version']})" if done["updated"] else "already current"))
+    else:
+        out = client.get_json("/api/templates")
+        if action == "list":
+            print(format_table([[t["kind"], t["name"], t.get("client") or "(shared)"]
+                                for t in out["templates"]], ["KIND", "NAME", "CLIENT"]))
+        copies = [c for c in out["copies"] if action == "list" or c["behind"]]
+        if action == "list" and copies:
+            print()
+        if not copies:
+            print("no copy is behind its template" if action == "status" else "no copies")
+            return EXIT_OK
+        print(format_table([[c["kind"], c["name"], c["client"], c.get("origin_client") or "-",
+                             f"{c['origin_version']}/{c['origin_latest']}",
+                             "behind" if c["behind"] else "current",
+                             "edited" if c["edited"] else "-"] for c in copies],
+                           ["KIND", "NAME", "CLIENT", "FROM", "VERSION/NOW", "STATE",
+                            "EDITED"]))
+    return EXIT_OK

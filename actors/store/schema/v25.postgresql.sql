@@ -23,3 +23,23 @@ ALTER TABLE executions ADD COLUMN registry_version TEXT;
 ALTER TABLE definition_versions ENABLE ROW LEVEL SECURITY;
 ALTER TABLE definition_versions FORCE ROW LEVEL SECURITY;
 CREATE POLICY tenant ON definition_versions USING (client_id IS NULL OR phonefarm_sees(client_id));
+
+ALTER TABLE sequence_definitions ADD COLUMN is_template BOOLEAN DEFAULT FALSE;
+CREATE TABLE template_copies (
+    template_copy_id BIGSERIAL PRIMARY KEY,
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    client_id BIGINT NOT NULL,
+    origin_client_id BIGINT,
+    origin_version BIGINT NOT NULL,
+    copy_version BIGINT NOT NULL,
+    copied_at TIMESTAMPTZ NOT NULL,
+    copied_by TEXT,
+    FOREIGN KEY (client_id) REFERENCES clients(client_id),
+    FOREIGN KEY (origin_client_id) REFERENCES clients(client_id)
+);
+CREATE UNIQUE INDEX template_copies_copy ON template_copies (kind, client_id, name);
+CREATE INDEX template_copies_origin ON template_copies (kind, origin_client_id, name);
+ALTER TABLE template_copies ENABLE ROW LEVEL SECURITY;
+ALTER TABLE template_copies FORCE ROW LEVEL SECURITY;
+CREATE POLICY tenant ON template_copies USING (phonefarm_sees(client_id));
