@@ -99,6 +99,20 @@ async def test_an_export_commits_each_changed_definition_with_its_author_and_rea
         "admin|workflow daily (Acme): version 2|post too")
 
 
+async def test_an_export_folder_inside_another_repository_is_a_repository_of_its_own(
+        farm, tmp_path: Path, capsys) -> None:
+    _, client = farm
+    outer = tmp_path / "checkout"
+    outer.mkdir()
+    git(outer, "init", "-q")
+    git(outer, "-c", "user.name=x", "-c", "user.email=x@y", "commit", "-q", "--allow-empty",
+        "-m", "outer")
+    assert await farm_cli(client, "export", "--git", str(outer / "defs")) == 0
+    assert git(outer, "rev-list", "--count", "HEAD").strip() == "1"
+    assert (outer / "defs" / ".git").is_dir()
+    assert int(git(outer / "defs", "rev-list", "--count", "HEAD")) > 1
+
+
 async def test_an_import_loads_edited_files_as_new_versions(farm, tmp_path: Path,
                                                             capsys) -> None:
     hub, client = farm

@@ -93,9 +93,12 @@ def export_to_git(folder: str | os.PathLike, definitions: list[dict]) -> list[di
     content) into the repository at ``folder`` (made with ``git init`` when it is none) and
     commit every definition whose files changed, one commit each, oldest version first.
     Returns the commits made: ``[{"kind", "name", "client", "version", "commit"}]``."""
-    root = Path(folder)
+    root = Path(folder).resolve()
     root.mkdir(parents=True, exist_ok=True)
-    if _git(root, "rev-parse", "--is-inside-work-tree", check=False).returncode != 0:
+    top = _git(root, "rev-parse", "--show-toplevel", check=False)
+    # The folder must be a repository's top: one inside another repository (an export
+    # folder in a checkout) gets its own, never commits into the enclosing one.
+    if top.returncode != 0 or Path(top.stdout.strip()).resolve() != root:
         _git(root, "init", "-q")
     made = []
     for definition in sorted(definitions, key=lambda d: (d.get("created_at") or "",
