@@ -671,11 +671,10 @@ def encode_app(app: App) -> bytes:
     return msgspec.json.format(msgspec.json.encode(app), indent=2) + b"\n"
 
 
-def candidate_registry(root: str | os.PathLike, apps: dict[str, App],
-                       files: dict[str, bytes]) -> Registry:
-    """The registry at ``root`` as it would be with ``apps`` replaced and ``files`` added,
-    validated from memory: nothing is written. ``ValidationErrors`` names every problem."""
-    overrides = {}
+def _file_overrides(files: dict[str, bytes]) -> dict[str, bytes]:
+    """``files`` by their normalised registry-relative paths; ValidationErrors for a path
+    outside the folder, a JSON file or a temp file name."""
+    overrides: dict[str, bytes] = {}
     for relative, data in files.items():
         rel = _relative(relative)
         if rel is None or rel.endswith(".json") or any(is_temp_name(p) for p in rel.split("/")):
@@ -683,6 +682,14 @@ def candidate_registry(root: str | os.PathLike, apps: dict[str, App],
                 relative, "must be a relative path inside the registry folder, "
                           "not a JSON or temp file name")])
         overrides[rel] = bytes(data)
+    return overrides
+
+
+def candidate_registry(root: str | os.PathLike, apps: dict[str, App],
+                       files: dict[str, bytes]) -> Registry:
+    """The registry at ``root`` as it would be with ``apps`` replaced and ``files`` added,
+    validated from memory: nothing is written. ``ValidationErrors`` names every problem."""
+    overrides = _file_overrides(files)
     for app_key, app in apps.items():
         overrides[f"{app_key}.json"] = encode_app(app)
     return _Loader(Path(root), overrides).load()
@@ -709,14 +716,7 @@ def save_app(root: str | os.PathLike, app_key: str, app: App | bytes,
         raise ValidationErrors([ValidationError(
             str(root / f"{app_key}.json"),
             f"{app_key!r} is not a valid app key (lower-case letters, digits and _ only)")])
-    overrides: dict[str, bytes] = {}
-    for relative, data in (files or {}).items():
-        rel = _relative(relative)
-        if rel is None or rel.endswith(".json") or any(is_temp_name(p) for p in rel.split("/")):
-            raise ValidationErrors([ValidationError(
-                relative, "must be a relative path inside the registry folder, "
-                          "not a JSON or temp file name")])
-        overrides[rel] = bytes(data)
+    overrides = _file_overrides(files or {})
     app_file = f"{app_key}.json"
     overrides[app_file] = bytes(app) if isinstance(app, (bytes, bytearray)) else encode_app(app)
     candidate = _Loader(root, overrides).load()  # raises before anything is written

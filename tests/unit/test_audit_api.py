@@ -19,14 +19,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from actors.access.principal import Principal  # noqa: E402
 from actors.control import audit, registry, variables, workflows  # noqa: E402
-from actors.control.app import json_errors, make_app  # noqa: E402
-from actors.control.auth import PRINCIPAL_KEY  # noqa: E402
+from actors.control.app import make_app  # noqa: E402
 from actors.control.cli import main as farm_main  # noqa: E402
-from actors.control.http import HUB  # noqa: E402
 from actors.control.openapi import openapi_document  # noqa: E402
 from actors.store.farm_db import SECRET_MASK, FarmDB  # noqa: E402
 from fake_hub import FakeHub  # noqa: E402
-from tests.api_call import call  # noqa: E402
+from tests.api_call import app_as as app_with, call  # noqa: E402
 
 # Every test here runs on SQLite and on PostgreSQL (tests/conftest.py engine).
 pytestmark = pytest.mark.usefixtures("engine")
@@ -45,16 +43,7 @@ def hub(db: FarmDB) -> FakeHub:
 def app_as(hub: FakeHub, principal: Principal) -> web.Application:
     """The control routes of this issue with ``principal`` as the caller of every request
     (what the auth middleware establishes from a token)."""
-    @web.middleware
-    async def caller(request: web.Request, handler):
-        request[PRINCIPAL_KEY] = principal
-        return await handler(request)
-
-    app = web.Application(middlewares=[json_errors, caller])
-    app[HUB] = hub
-    for module in (registry, workflows, variables, audit):
-        module.add_routes(app)
-    return app
+    return app_with(hub, principal, (registry, workflows, variables, audit))
 
 
 async def seed(client: TestClient) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -22,11 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from actors.access.principal import Principal  # noqa: E402
 from actors.control import content, definitions, registry, workflows  # noqa: E402
 from actors.control.cli import main as farm_main  # noqa: E402
-from actors.coordinator.registry_store import RegistryStore  # noqa: E402
-from actors.coordinator.runs import RunManager  # noqa: E402
 from actors.store.farm_db import FarmDB  # noqa: E402
-from fake_hub import FakeHub  # noqa: E402
-from sequences.load import LIBRARY  # noqa: E402
+from test_definition_history import definitions_hub  # noqa: E402
 from tests.api_call import app_as, call  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("engine")
@@ -36,13 +32,7 @@ SUPER = Principal(user_id=1, name="admin", role="super", client_ids=None)
 
 @pytest.fixture
 async def farm(db: FarmDB, tmp_path: Path):
-    hub = FakeHub()
-    hub.db = db
-    library = tmp_path / "library"
-    shutil.copytree(LIBRARY, library)
-    hub.registry_store = RegistryStore.open(tmp_path / "registry", db)
-    hub.runs = RunManager(hub, db, tmp_path, library=library, recorded=tmp_path / "sequences",
-                          registry=lambda: hub.registry_store.registry)
+    hub = definitions_hub(db, tmp_path)
     client = TestClient(TestServer(app_as(hub, SUPER, (registry, workflows, content,
                                                        definitions))))
     await client.start_server()

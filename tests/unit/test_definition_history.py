@@ -30,8 +30,9 @@ pytestmark = pytest.mark.usefixtures("engine")
 SUPER = Principal(user_id=1, name="admin", role="super", client_ids=None)
 
 
-@pytest.fixture
-def hub(db: FarmDB, tmp_path: Path) -> FakeHub:
+def definitions_hub(db: FarmDB, tmp_path: Path) -> FakeHub:
+    """A hub with a farm database, a registry folder and sequence files (a copy of the
+    library, and the operator's folder) in ``tmp_path``."""
     hub = FakeHub()
     hub.db = db
     library = tmp_path / "library"
@@ -40,6 +41,11 @@ def hub(db: FarmDB, tmp_path: Path) -> FakeHub:
     hub.runs = RunManager(hub, db, tmp_path, library=library, recorded=tmp_path / "sequences",
                           registry=lambda: hub.registry_store.registry)
     return hub
+
+
+@pytest.fixture
+def hub(db: FarmDB, tmp_path: Path) -> FakeHub:
+    return definitions_hub(db, tmp_path)
 
 
 async def client_of(hub: FakeHub, principal: Principal = SUPER) -> TestClient:

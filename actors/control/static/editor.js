@@ -7,6 +7,7 @@
 
 import { enc, get, imageURL, post, put } from "./api.js";
 import { el, toast } from "./state.js";
+import { historyPanel } from "./history.js";
 
 const HANDLE = 8;          // px on the canvas: grab a corner within this to resize
 const MIN_BOX = 4;         // frame px
@@ -83,7 +84,17 @@ async function loadExisting() {
     form.querySelector("[name=handler]").value = screen.handler || "";
     loadBoxes(screen.validation_regions || [], screen.actions || []);
     draw();
+    showHistory(app, name);
   } catch (err) { toast(`load: ${err.message}`, true); }
+}
+
+// The screen's versions under the form: who changed it, why, the diff, going back (a
+// revert loads the screen as it is again).
+function showHistory(app, name) {
+  page().querySelector("#history-panel")?.remove();
+  page().querySelector(".editor-side")?.append(historyPanel("screen", `${app}/${name}`, {
+    onReverted: async () => { await loadExisting(); },
+  }));
 }
 
 function render(initial) {
@@ -296,6 +307,7 @@ async function save() {
     out.textContent = `saved ${app}/${screen} (registry version ${String(result.version || "?").slice(0, 12)})`;
     out.className = "status-completed";
     toast(out.textContent);
+    showHistory(app, screen);  // the new version on top
   } catch (err) {
     out.textContent = `not saved: ${err.message}${err.body.field ? ` (${err.body.field})` : ""}`;
     out.className = "status-failed";

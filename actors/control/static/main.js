@@ -20,6 +20,7 @@ const pages = {
   accounts: () => import("./accounts.js"),
   posts: () => import("./posts.js"),
   content: () => import("./content.js"),
+  history: () => import("./history.js"),
 };
 
 // --- phones -------------------------------------------------------------------------------

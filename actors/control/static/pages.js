@@ -58,7 +58,11 @@ async function showExecution(box, id) {
   let ex;
   try { ex = await get(`/api/executions/${enc(id)}`); } catch (err) { toast(err.message, true); return; }
   const shots = [];
-  box.replaceChildren(...[el("h3", {}, `Execution ${ex.execution_id}: ${ex.sequence} on ${ex.serial} — `, el("span", { class: `status-${ex.status}` }, ex.status)),
+  // The version of the sequence it ran, one click from its history ("failed since v7").
+  const sequence = ex.sequence_version
+    ? el("a", { href: `#history/sequence/${ex.sequence}`, class: "sequence-version" }, `${ex.sequence} v${ex.sequence_version}`)
+    : ex.sequence;
+  box.replaceChildren(...[el("h3", {}, `Execution ${ex.execution_id}: `, sequence, ` on ${ex.serial} — `, el("span", { class: `status-${ex.status}` }, ex.status)),
     ex.error ? el("p", { class: "status-failed" }, ex.error) : null,
     el("table", { class: "list" }, el("tr", {}, ...["step", "type", "status", "screen", "started", "ended", "error", "screenshot"].map((h) => el("th", {}, h))),
       ...(ex.steps || []).map((s) => {
