@@ -181,7 +181,7 @@ def params_for(world: dict, ghost: bool, schedule: str = "schedule_id") -> dict[
                 "sequence": GHOST_SEQUENCE, "workflow": GHOST_WORKFLOW, "report": "987654",
                 "alert_id": "987654", "install_id": "in-000000000000", "pin_id": "987654",
                 "post_id": "987654",
-                "link": "987654"}
+                "link": "987654", "kind": "workflow", "n": "1"}
     return {"serial": world["b_serial"], "run_id": world["run_id"],
             "execution_id": world["execution_id"], "path": "0",
             "schedule_id": world[schedule], "id": str(world["b_workflow_execution_id"]),
@@ -192,7 +192,7 @@ def params_for(world: dict, ghost: bool, schedule: str = "schedule_id") -> dict[
             "report": str(world["b_report_id"]), "alert_id": "987654",
             "install_id": world["b_install_id"], "pin_id": "987654",
             "post_id": str(world["b_post_id"]),
-            "link": str(world["b_link_id"])}
+            "link": str(world["b_link_id"]), "kind": "workflow", "n": "1"}
 
 
 USER_PATHS = ("/api/users/{name}",)
@@ -201,6 +201,7 @@ USER_PATHS = ("/api/users/{name}",)
 def body_for(op_id: str, path: str, world: dict, ghost: bool) -> dict | None:
     serial = GHOST_SERIAL if ghost else world["b_serial"]
     client = "No Such Client" if ghost else B
+    workflow = GHOST_WORKFLOW if ghost else B_WORKFLOW
     bodies = {
         "/api/actions": {"scope": f"phone:{serial}", "action": {"type": "key", "key": "HOME"}},
         "/api/record/start": {"scope": f"phone:{serial}", "name": "iso_rec"},
@@ -243,6 +244,11 @@ def body_for(op_id: str, path: str, world: dict, ghost: bool) -> dict | None:
                        "url": "https://evil.example/"},
         "/api/link-clicks": {"code": "nosuchcode0" if ghost else world["b_link_code"],
                              "date": datetime.now(timezone.utc).date().isoformat(), "count": 1},
+        "/api/definitions/{kind}/{name}/revert": {"version": 1, "reason": "hacked"},
+        "/api/templates": {"kind": "workflow", "name": workflow, "client": client},
+        "/api/templates/copy": {"kind": "workflow", "name": workflow, "from_client": client,
+                                "to_client": A},
+        "/api/templates/update": {"kind": "workflow", "name": workflow, "client": client},
     }
     return bodies.get(path, {})
 
@@ -257,7 +263,8 @@ def fill(path: str, params: dict[str, str], op_path: str) -> str:
         params = {**params, "id": params["link"]}
     # A group, sequence or workflow URL names B's own (or nothing at all's).
     for prefix, key in (("/api/groups/", "group"), ("/api/sequences/", "sequence"),
-                        ("/api/workflows/", "workflow")):
+                        ("/api/workflows/", "workflow"), ("/api/definitions/", "workflow"),
+                        ("/api/templates/", "workflow")):
         if op_path.startswith(prefix):
             params = {**params, "name": params[key]}
     return re.sub(r"\{(\w+)\}", lambda m: urllib.request.quote(params[m.group(1)], safe=""),

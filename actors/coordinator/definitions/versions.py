@@ -124,16 +124,21 @@ class VersionStore:
                 " ON c.client_id = v.client_id WHERE v.version = (SELECT MAX(w.version)"
                 " FROM definition_versions w WHERE w.kind = v.kind AND w.name = v.name"
                 " AND COALESCE(w.client_id, 0) = COALESCE(v.client_id, 0))"
-                f" AND {where.replace('client_id', 'v.client_id')}"
+                f" AND {where.replace('client_id', 'v.client_id').replace('kind', 'v.kind')}"
                 " ORDER BY v.kind, c.name, v.name", args)
         return [_row(r, True) for r in rows]
 
 
+# Farm-wide rows every caller reads: the shared library, the farm's sequence files and
+# registry; not a super user's schedule (a farm schedule, which tenants never see).
+_SHARED = "(client_id IS NULL AND kind <> 'schedule')"
+
+
 def _visible(clients: Iterable[int] | None) -> tuple[str, tuple]:
-    """Farm-wide rows and ``clients``' own (None: every row)."""
+    """Farm-wide rows (`_SHARED`) and ``clients``' own (None: every row)."""
     if clients is None:
         return "1 = 1", ()
     ids = tuple(sorted({int(c) for c in clients}))
     if not ids:
-        return "client_id IS NULL", ()
-    return f"(client_id IS NULL OR client_id IN ({', '.join('?' * len(ids))}))", ids
+        return _SHARED, ()
+    return f"({_SHARED} OR client_id IN ({', '.join('?' * len(ids))}))", ids

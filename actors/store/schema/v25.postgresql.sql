@@ -1,6 +1,7 @@
 -- v25 (PostgreSQL): definitions with history, as v25.sql (see there), with native types;
 -- definition_versions is client-owned: FORCEd row-level security like v14's definitions
--- (a farm-wide definition, client_id NULL, is read by every caller).
+-- (a farm-wide definition, client_id NULL, is read by every caller; not a super user's
+-- schedule: tenants never see the farm's schedules).
 CREATE TABLE definition_versions (
     definition_version_id BIGSERIAL PRIMARY KEY,
     kind TEXT NOT NULL,
@@ -22,7 +23,8 @@ ALTER TABLE executions ADD COLUMN registry_version TEXT;
 
 ALTER TABLE definition_versions ENABLE ROW LEVEL SECURITY;
 ALTER TABLE definition_versions FORCE ROW LEVEL SECURITY;
-CREATE POLICY tenant ON definition_versions USING (client_id IS NULL OR phonefarm_sees(client_id));
+CREATE POLICY tenant ON definition_versions USING (
+    (client_id IS NULL AND kind <> 'schedule') OR phonefarm_sees(client_id));
 
 ALTER TABLE sequence_definitions ADD COLUMN is_template BOOLEAN DEFAULT FALSE;
 CREATE TABLE template_copies (
