@@ -8,7 +8,8 @@ actors.coordinator.definitions.templates'.
 - ``POST /api/templates`` ``{"kind", "name", "client"}``: make a workflow or sequence
   definition a template; ``DELETE /api/templates/{kind}/{name}?client=``: no longer;
 - ``POST /api/templates/copy`` ``{"kind", "name", "from_client", "to_client"}``: copy it into
-  another client of the same organization (409 if that client has one of the name);
+  another client of the same organization (400 if that client has one of the name; ``kind``
+  defaults to workflow, ``from_client`` to the only client with that template);
 - ``POST /api/templates/update`` ``{"kind", "name", "client"}``: bring a copy up to its
   template's newest version; 409 with ``diff`` (the template's change) for a copy edited
   since.
@@ -37,22 +38,22 @@ Client = Annotated[str, Meta(min_length=1, max_length=128)]
 
 
 class TemplateMark(msgspec.Struct, forbid_unknown_fields=True):
-    kind: Kind
     name: Name
+    kind: Kind = "workflow"
     client: Client | None = None
 
 
 class TemplateCopy(msgspec.Struct, forbid_unknown_fields=True):
-    kind: Kind
     name: Name
-    from_client: Client
     to_client: Client
+    kind: Kind = "workflow"
+    from_client: Client | None = None  # the only client with that template when left out
 
 
 class TemplateUpdate(msgspec.Struct, forbid_unknown_fields=True):
-    kind: Kind
     name: Name
     client: Client
+    kind: Kind = "workflow"
 
 
 REQUEST_TYPES = [TemplateMark, TemplateCopy, TemplateUpdate]

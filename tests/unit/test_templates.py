@@ -69,17 +69,18 @@ async def test_an_organization_admin_copies_a_template_and_keeps_the_copy_curren
     status, body = await call(bea, "POST", "/api/templates/copy", {
         "kind": "workflow", "name": "daily", "from_client": "Acme", "to_client": "Beta"})
     assert status == 400 and "not a template" in body["error"]  # not marked yet
-    assert (await call(bea, "POST", "/api/templates", {
-        "kind": "workflow", "name": "daily", "client": "Acme"}))[0] == 200
+    url = str(bea.make_url("")).rstrip("/")
+    farm = lambda *argv: asyncio.to_thread(farm_main, ["--url", url, *argv])  # noqa: E731
+    assert await farm("templates", "add", "daily", "--client", "Acme") == 0
+    assert "workflow daily is a template" in capsys.readouterr().out
     # The template gains Acme's own post_clip before it is copied.
     assert (await call(admin, "PUT", "/api/workflows/daily", {
         "client": "Acme", "is_template": True, "reason": "post too", "sequences": [
             {"sequence": "clipshare/login"}, {"sequence": "clipshare/post_clip"}]}))[0] == 200
 
-    status, done = await call(bea, "POST", "/api/templates/copy", {
-        "kind": "workflow", "name": "daily", "from_client": "Acme", "to_client": "Beta"})
-    assert status == 201, done
-    assert done["origin_version"] == 3 and done["copy_version"] == 1
+    assert await farm("templates", "copy", "daily", "--to-client", "Beta") == 0
+    assert capsys.readouterr().out.strip() == (
+        "workflow daily copied to Beta (template version 3, copy version 1)")
     beta_wf = await hub.db.workflow_definition("daily", [ids["Beta"]])
     assert beta_wf["client_id"] == ids["Beta"]
     assert [s["sequence"] for s in beta_wf["sequences"]] == ["clipshare/login",
@@ -100,12 +101,10 @@ async def test_an_organization_admin_copies_a_template_and_keeps_the_copy_curren
         "client": "Acme", "is_template": True, "reason": "retry login", "sequences": [
             {"sequence": "clipshare/login", "retry": {"attempts": 2, "delay_s": 30}},
             {"sequence": "clipshare/post_clip"}]}))[0] == 200
-    url = str(bea.make_url("")).rstrip("/")
-    code = await asyncio.to_thread(farm_main, ["--url", url, "templates", "status"])
+    code = await farm("templates", "status")
     out = capsys.readouterr().out
     assert code == 0 and "behind" in out and "Beta" in out and "3/4" in out
-    code = await asyncio.to_thread(farm_main, ["--url", url, "templates", "update", "workflow",
-                                               "daily", "--client", "Beta"])
+    code = await farm("templates", "update", "workflow", "daily", "--client", "Beta")
     assert code == 0 and "now template version 4" in capsys.readouterr().out
     beta_wf = await hub.db.workflow_definition("daily", [ids["Beta"]])
     assert beta_wf["sequences"][0]["retry"] == {"attempts": 2, "delay_s": 30.0}

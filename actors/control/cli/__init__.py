@@ -105,8 +105,8 @@ command group is a module registering its subcommands with `add_commands(sub, co
                                          schedule, screen, caption), their diff, going back
     farm export --git DIR | farm import --git DIR [--reason R]
                                          definitions to and from a Git repository
-    farm templates [list|status] | farm templates add|remove KIND NAME --client C
-    farm templates copy KIND NAME --client C --to-client D | update KIND NAME --client D
+    farm templates [list|status] | farm templates add|remove [KIND] NAME --client C
+    farm templates copy [KIND] NAME --to-client D | update [KIND] NAME --client D
                                          templates across an organization's clients
 
 The endpoint is ``--url`` or $PHONEFARM_URL (default http://127.0.0.1:8470); the access

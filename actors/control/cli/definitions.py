@@ -145,10 +145,11 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
                     "add, remove, copy, update", _cmd_templates)
     p.add_argument("action", nargs="?", default="list",
                    choices=("list", "status", "add", "remove", "copy", "update"))
-    p.add_argument("kind", nargs="?", choices=("workflow", "sequence"))
-    p.add_argument("name", nargs="?")
+    p.add_argument("target", nargs="*", metavar="[workflow|sequence] NAME",
+                   help="the definition (a workflow unless the kind is given)")
     p.add_argument("--client", default=None,
-                   help="the template's client (add, remove, copy) or the copy's (update)")
+                   help="the template's client (add, remove; copy: when several have one) "
+                        "or the copy's (update)")
     p.add_argument("--to-client", dest="to_client", default=None, help="copy: into this client")
     p = add_command(sub, common, "export", "write every definition into a Git repository, "
                     "one commit per definition changed since the last export", _cmd_export)
@@ -163,8 +164,11 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
 def _cmd_templates(client: FarmClient, args: argparse.Namespace) -> int:
     """farm templates [list|status|add|remove|copy|update]."""
     action = args.action
-    if action in ("add", "remove", "copy", "update") and not (args.kind and args.name):
-        print(f"farm templates {action}: give KIND NAME", file=sys.stderr)
+    words = list(args.target)
+    args.kind = words.pop(0) if words and words[0] in ("workflow", "sequence") else "workflow"
+    args.name = words.pop(0) if words else None
+    if action in ("add", "remove", "copy", "update") and (not args.name or words):
+        print(f"farm templates {action}: give [workflow|sequence] NAME", file=sys.stderr)
         return EXIT_REJECTED
     if action == "add":
         client.post_json("/api/templates", {"kind": args.kind, "name": args.name,
@@ -175,9 +179,8 @@ def _cmd_templates(client: FarmClient, args: argparse.Namespace) -> int:
                            + _query(args))
         print(f"{args.kind} {args.name} is no longer a template")
     elif action == "copy":
-        if not args.to_client or not args.client:
-            print("farm templates copy: give --client (the template's) and --to-client",
-                  file=sys.stderr)
+        if not args.to_client:
+            print("farm templates copy: give --to-client", file=sys.stderr)
             return EXIT_REJECTED
         done = client.post_json("/api/templates/copy", {
             "kind": args.kind, "name": args.name, "from_client": args.client,

@@ -174,7 +174,7 @@ class Templates:
         """Copy template ``name`` of ``from_client`` (None: the shared library) into
         ``to_client``, which must not have one of that name yet."""
         if from_client is None:
-            raise ValidationError("from_client", "required: the client whose template it is")
+            from_client = await self._template_client(principal, kind, name)
         origin = await self._client(from_client, "from_client")
         target = await self._client(to_client, "to_client")
         self._may(principal, origin, target)
@@ -212,6 +212,17 @@ class Templates:
         return {"kind": kind, "name": name, "client": to_client,
                 "origin_client": from_client, "origin_version": origin_version,
                 "copy_version": copy_version}
+
+    async def _template_client(self, principal: Any, kind: str, name: str) -> str:
+        """The client whose template ``name`` is, when only one the caller sees has one."""
+        owners = sorted({t["client"] for t in (await self.listing(principal))["templates"]
+                         if t["kind"] == kind and t["name"] == name and t["client"]})
+        if not owners:
+            raise TemplateNotFound(f"no client's template {kind} {name!r}")
+        if len(owners) > 1:
+            raise ValidationError("from_client", f"clients {', '.join(owners)} each have a "
+                                                 f"template {kind} {name!r}: name one")
+        return owners[0]
 
     async def _save(self, kind: str, name: str, target: dict, content: dict, reason: str,
                     principal: Any, save_workflow: SaveWorkflow,
