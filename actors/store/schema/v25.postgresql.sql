@@ -41,7 +41,8 @@ CREATE TABLE template_copies (
     FOREIGN KEY (origin_client_id) REFERENCES clients(client_id)
 );
 CREATE UNIQUE INDEX template_copies_copy ON template_copies (kind, client_id, name);
-CREATE INDEX template_copies_origin ON template_copies (kind, origin_client_id, name);
+CREATE INDEX template_copies_client ON template_copies (client_id);
+CREATE INDEX template_copies_origin ON template_copies (origin_client_id, kind, name);
 ALTER TABLE template_copies ENABLE ROW LEVEL SECURITY;
 ALTER TABLE template_copies FORCE ROW LEVEL SECURITY;
 CREATE POLICY tenant ON template_copies USING (phonefarm_sees(client_id));
