@@ -808,9 +808,12 @@ class CoordinatorLink(_TaskOwner):
 
     async def _tick_loop(self) -> None:
         period = min(self.heartbeat_interval, self.dead_after / 4)
+        woke = time.monotonic()
         while True:
             await asyncio.sleep(period)
             now = time.monotonic()
+            judge = _on_time(now, woke, period)
+            woke = now
             for peer in list(self._peers.values()):
                 if peer.node is None:
                     if not peer.refused and now - peer.opened > self.hello_timeout:
@@ -820,7 +823,7 @@ class CoordinatorLink(_TaskOwner):
                         self._close_pipe(peer)
                     continue
                 silent = now - peer.last_seen
-                if silent > self.dead_after:
+                if silent > self.dead_after and judge:
                     self._node_down(peer, f"silent for {silent:.1f} s")
                     peer.node = None
                     peer.refused = True
@@ -828,6 +831,14 @@ class CoordinatorLink(_TaskOwner):
                 elif now - peer.last_hb >= self.heartbeat_interval:
                     peer.last_hb = now
                     self._spawn(self._send_to(peer, Heartbeat()), "heartbeat")
+
+
+def _on_time(now: float, woke: float, period: float) -> bool:
+    """Whether a tick came about on time. A tick our own event loop held up (a CPU-starved
+    process, a long call on the loop) comes before the messages that arrived meanwhile are
+    read: the peer's silence may be ours, so its death is judged at the next tick, after
+    them."""
+    return now - woke < 2 * period
 
 
 # --------------------------------------------------------------------------------------
@@ -1296,14 +1307,17 @@ class NodeLink(_TaskOwner):
 
     async def _tick_loop(self) -> None:
         period = min(self.heartbeat_interval, self.dead_after / 4)
+        woke = time.monotonic()
         while True:
             await asyncio.sleep(period)
+            now = time.monotonic()
+            judge = _on_time(now, woke, period)
+            woke = now
             conn = self._conn
             if conn is None:
                 continue
-            now = time.monotonic()
             silent = now - conn.last_seen
-            if silent > self.dead_after:
+            if silent > self.dead_after and judge:
                 log.warning("coordinator silent, connection dropped node=%s coordinator=%s silent_s=%.1f",
                             self.node_name, self.peer, silent)
                 self._conn_lost(f"silent for {silent:.1f} s")

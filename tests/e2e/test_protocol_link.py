@@ -734,3 +734,19 @@ async def test_node_detects_silent_coordinator_and_redials(closers, tmp_path):
     reason, when = lost[0]
     assert reason.startswith("silent for") and when - welcomed < 5
     await until(lambda: any(p.id != pipe.id for p in fake.pipes), timeout=5, what="redial")
+
+
+async def test_a_stall_of_our_own_event_loop_is_not_the_peer_s_silence(closers, tmp_path):
+    """A process held up longer than dead_after (a loaded machine, a long call on the loop)
+    reads the messages that arrived meanwhile only after its next tick: that tick must not
+    take the peer for dead. Here the coordinator and the node share the stalled loop."""
+    rec = Recorder()
+    coord = await start_coordinator(closers, on_node_down=rec.on_node_down)
+    lost: list[str] = []
+    node = await start_node(closers, coord.address, "n0", tmp_path,
+                            on_disconnected=lost.append)
+    await coord.wait_node_up("n0", 5)
+    time.sleep(2.5)  # noqa: ASYNC251 - the stall itself: 2.5 x dead_after, nothing runs
+    await asyncio.sleep(1.5)  # several ticks, every message read
+    assert rec.down == [] and coord.is_up("n0")
+    assert lost == [] and node.connected
