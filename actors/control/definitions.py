@@ -29,7 +29,7 @@ from actors.control.auth import principal_of
 from actors.control.http import HUB, error_response, hub_of, json_response
 from actors.control.registry import _handled
 from actors.control.schemas import IntParam, decode_request
-from actors.coordinator.definitions.history import DefinitionHistory, DefinitionNotFound
+from actors.coordinator.definitions.history import DefinitionHistory
 from protocol.errors import ValidationError, ValidationErrors
 
 PREFIX = "/api/definitions/{kind}/{name:.+}"
@@ -87,36 +87,25 @@ def _number(text: str | None, field: str) -> int:
     return number
 
 
-def _found(handler):
-    async def wrapper(request: web.Request) -> web.Response:
-        try:
-            return await handler(request)
-        except DefinitionNotFound as exc:
-            raise LookupError(str(exc)) from None
-    wrapper.__name__ = handler.__name__
-    wrapper.__doc__ = handler.__doc__
-    return _handled(wrapper)
-
-
 def _what(request: web.Request) -> tuple[str, str, str | None]:
     return (request.match_info["kind"], request.match_info["name"],
             request.query.get("client") or None)
 
 
-@_found
+@_handled  # DefinitionNotFound is a LookupError: 404
 async def get_versions(request: web.Request) -> web.Response:
     kind, name, client = _what(request)
     return json_response(await _history(request).versions(kind, name, client))
 
 
-@_found
+@_handled  # DefinitionNotFound is a LookupError: 404
 async def get_version(request: web.Request) -> web.Response:
     kind, name, client = _what(request)
     number = VERSION_NUMBER.parse(request)
     return json_response(await _history(request).version(kind, name, number, client))
 
 
-@_found
+@_handled  # DefinitionNotFound is a LookupError: 404
 async def get_diff(request: web.Request) -> web.Response:
     kind, name, client = _what(request)
     if "from" not in request.query or "to" not in request.query:
@@ -147,7 +136,7 @@ def _workflow_saver(request: web.Request):
     return save_workflow
 
 
-@_found
+@_handled  # DefinitionNotFound is a LookupError: 404
 async def post_revert(request: web.Request) -> web.Response:
     kind, name, client = _what(request)
     body = decode_request(await request.read(), RevertBody,
@@ -158,13 +147,13 @@ async def post_revert(request: web.Request) -> web.Response:
     return json_response(head)
 
 
-@_found
+@_handled  # DefinitionNotFound is a LookupError: 404
 async def get_definitions(request: web.Request) -> web.Response:
     """The newest version of every definition the caller sees, with content (an export)."""
     return json_response({"definitions": await _history(request).current()})
 
 
-@_found
+@_handled  # DefinitionNotFound is a LookupError: 404
 async def post_import(request: web.Request) -> web.Response:
     """Definitions read from an export, saved as new versions after every one was checked
     (400 listing each problem as ``path#/pointer``; nothing saved then)."""

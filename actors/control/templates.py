@@ -30,7 +30,7 @@ from actors.control.definitions import _workflow_saver
 from actors.control.http import HUB, error_response, json_response
 from actors.control.registry import _handled
 from actors.control.schemas import decode_request
-from actors.coordinator.definitions.templates import CopyEdited, TemplateNotFound, Templates
+from actors.coordinator.definitions.templates import CopyEdited, Templates
 
 Kind = Literal["workflow", "sequence"]
 Name = Annotated[str, Meta(min_length=1, max_length=200)]
@@ -73,11 +73,11 @@ def _templates(request: web.Request) -> Templates:
 
 
 def _mapped(handler):
+    """`_handled` (TemplateNotFound is a LookupError: 404), and an edited copy's 409 with the
+    template's diff."""
     async def wrapper(request: web.Request) -> web.Response:
         try:
             return await handler(request)
-        except TemplateNotFound as exc:
-            raise LookupError(str(exc)) from None
         except CopyEdited as exc:
             return error_response(409, str(exc), diff=exc.diff)
     wrapper.__name__ = handler.__name__

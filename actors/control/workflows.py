@@ -239,15 +239,11 @@ async def save_definition(request: web.Request, kind: _Kind, name: str, body: An
         from actors.coordinator.definitions.history import workflow_content
         from actors.coordinator.definitions.versions import VersionStore
 
-        versions = VersionStore(request.app[HUB].farm_db())  # the farm's own: a tenant's
-        # ScopedFarmDB has no writer of its own
-        if before is not None:  # saved before the farm kept versions: its first one
-            await versions.record("workflow", name, before["client_id"],
-                                  workflow_content(before), author=None, reason="as found",
-                                  only_if_changed=True)
-        await versions.record("workflow", name, after["client_id"],
-                                      workflow_content(after),
-                                      author=principal_of(request).actor, reason=body.reason)
+        # The farm's own FarmDB: a tenant's ScopedFarmDB has no writer of its own.
+        await VersionStore(request.app[HUB].farm_db()).record_save(
+            "workflow", name, after["client_id"],
+            None if before is None else workflow_content(before), workflow_content(after),
+            author=principal_of(request).actor, reason=body.reason)
     return after
 
 

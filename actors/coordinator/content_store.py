@@ -275,12 +275,10 @@ class ContentStore:
                             before, after, actor=actor, reason=reason)
         from actors.coordinator.definitions.versions import VersionStore
 
-        versions = VersionStore(self.db)
-        if before is not None:  # saved before the farm kept versions: its first one
-            await versions.record("caption", name, client_id, {"template": before["template"]},
-                                  author=None, reason="as found", only_if_changed=True)
-        await versions.record("caption", name, client_id, {"template": template},
-                              author=actor, reason=reason)
+        old = None if before is None else {"template": before["template"]}
+        await VersionStore(self.db).record_save("caption", name, client_id, old,
+                                                {"template": template}, author=actor,
+                                                reason=reason)
         return {**after, "created": before is None}
 
     async def put_hashtags(self, name: str, tags: list[str], client_id: int | None,

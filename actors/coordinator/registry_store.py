@@ -221,12 +221,10 @@ class RegistryStore:
 
     def screen(self, app_key: str, screen_key: str) -> tuple[str, Screen]:
         """(kind, screen) of a registered screen; RegistryNotFound otherwise."""
-        app = self.app(app_key)
-        if screen_key in app.states:
-            return "state", app.states[screen_key]
-        if screen_key in app.interrupts:
-            return "interrupt", app.interrupts[screen_key]
-        raise RegistryNotFound(f"screen {app_key}/{screen_key}")
+        kind, screen = _find_screen(self.app(app_key), screen_key)
+        if screen is None:
+            raise RegistryNotFound(f"screen {app_key}/{screen_key}")
+        return kind, screen
 
     def file(self, app_key: str, path: str) -> bytes:
         """A file the app's JSON names (its path as written there, e.g. ``clipshare/feed.png``)."""
@@ -321,11 +319,7 @@ class RegistryStore:
         if app_key == GLOBAL_APP and edit.kind == "state":
             raise ValidationErrors([ValidationError("$.kind", "the global section holds "
                                                               "interrupts only")])
-        old_kind, old = None, None
-        if screen_key in app.states:
-            old_kind, old = "state", app.states[screen_key]
-        elif screen_key in app.interrupts:
-            old_kind, old = "interrupt", app.interrupts[screen_key]
+        old_kind, old = _find_screen(app, screen_key)
         if frame_png is None:
             if old is None or old.reference_screenshot is None:
                 raise ValidationErrors([ValidationError(
@@ -339,12 +333,8 @@ class RegistryStore:
         screen, files = self._build_screen(app_key, screen_key, app, edit, frame, old)
         version = self._write(app_key, _with_screen(app, screen_key, edit.kind, screen), files,
                               screen_key)
-        return {"version": version, "app": app_key, "screen": screen_key,
-                "action": "update" if old is not None else "create",
-                "content": screen_content(app_key, edit.kind, screen, files),
-                "before_content": before_content,
-                "before": None if old is None else {"kind": old_kind, **msgspec.to_builtins(old)},
-                "after": {"kind": edit.kind, **msgspec.to_builtins(screen)}}
+        return _saved(version, app_key, screen_key, edit.kind, screen, files, old_kind, old,
+                      before_content)
 
     def _write(self, app_key: str, app: App, files: dict[str, bytes], screen_key: str) -> str:
         """save_app, with its problems' ``where`` made request-relative; reloads the registry
@@ -397,22 +387,13 @@ class RegistryStore:
             def work() -> dict:
                 app = self.app(app_key)
                 kind, screen, files = _stored_screen(content)
-                old_kind, old = None, None
-                if screen_key in app.states:
-                    old_kind, old = "state", app.states[screen_key]
-                elif screen_key in app.interrupts:
-                    old_kind, old = "interrupt", app.interrupts[screen_key]
+                old_kind, old = _find_screen(app, screen_key)
                 before_content = (self.screen_content(app_key, screen_key) if old is not None
                                   else None)
                 version = self._write(app_key, _with_screen(app, screen_key, kind, screen),
                                       files, screen_key)
-                return {"version": version, "app": app_key, "screen": screen_key,
-                        "action": "update" if old is not None else "create",
-                        "content": screen_content(app_key, kind, screen, files),
-                        "before_content": before_content,
-                        "before": None if old is None
-                        else {"kind": old_kind, **msgspec.to_builtins(old)},
-                        "after": {"kind": kind, **msgspec.to_builtins(screen)}}
+                return _saved(version, app_key, screen_key, kind, screen, files, old_kind, old,
+                              before_content)
             return await self._record(await asyncio.to_thread(work), actor, reason)
 
     async def delete_screen(self, app_key: str, screen_key: str, *, actor: str | None = None,
@@ -442,12 +423,10 @@ class RegistryStore:
             if change.get("content") is not None:
                 from actors.coordinator.definitions.versions import VersionStore
 
-                versions, name = VersionStore(self.db), f"{change['app']}/{change['screen']}"
-                if change.get("before_content") is not None:
-                    await versions.record("screen", name, None, change["before_content"],
-                                          author=None, reason="as found", only_if_changed=True)
-                await versions.record("screen", name, None, change["content"],
-                                      author=actor, reason=reason or None)
+                await VersionStore(self.db).record_save(
+                    "screen", f"{change['app']}/{change['screen']}", None,
+                    change["before_content"], change["content"], author=actor,
+                    reason=reason or None)
         public = {k: change[k] for k in ("version", "app", "screen", "action")}
         log.info("registry %s %s/%s by %s: version %s", change["action"], change["app"],
                  change["screen"], actor or "system", change["version"][:12])
@@ -471,6 +450,27 @@ def _stored_screen(content: dict) -> tuple[str, Screen, dict[str, bytes]]:
         raise ValidationErrors([ValidationError("$.content.kind",
                                                 f"{kind!r}: state or interrupt")])
     return kind, screen, files
+
+
+def _find_screen(app: App, screen_key: str) -> tuple[str | None, Screen | None]:
+    """(state or interrupt, the screen) of ``app``'s ``screen_key``; (None, None) if none."""
+    if screen_key in app.states:
+        return "state", app.states[screen_key]
+    if screen_key in app.interrupts:
+        return "interrupt", app.interrupts[screen_key]
+    return None, None
+
+
+def _saved(version: str, app_key: str, screen_key: str, kind: str, screen: Screen,
+           files: dict[str, bytes], old_kind: str | None, old: Screen | None,
+           before_content: dict | None) -> dict:
+    """The change a save or restore of a screen made, as `RegistryStore._record` takes it."""
+    return {"version": version, "app": app_key, "screen": screen_key,
+            "action": "update" if old is not None else "create",
+            "content": screen_content(app_key, kind, screen, files),
+            "before_content": before_content,
+            "before": None if old is None else {"kind": old_kind, **msgspec.to_builtins(old)},
+            "after": {"kind": kind, **msgspec.to_builtins(screen)}}
 
 
 def _with_screen(app: App, screen_key: str, kind: str, screen: Screen) -> App:

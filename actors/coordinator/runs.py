@@ -186,9 +186,8 @@ class RunManager:
             from actors.coordinator.definitions.versions import VersionStore
 
             content = await asyncio.to_thread(lambda: orjson.loads(path.read_bytes()))
-            row = await VersionStore(self.db).record(
-                "sequence", name, None, content, author=None,
-                reason="the file as found at a run's start", only_if_changed=True)
+            row = await VersionStore(self.db).record_found(
+                "sequence", name, None, content, reason="the file as found at a run's start")
         except Exception:  # a full disk or an unreadable file must not stop the start
             log.warning("sequence %s: its version could not be recorded", name, exc_info=True)
             return None

@@ -54,14 +54,13 @@ class DefinitionHistory:
         ``client`` when several clients have one and none was named."""
         if kind not in KINDS:
             raise ValidationError("kind", f"{kind!r}: one of {', '.join(KINDS)}")
+        if kind in FARM_WIDE and client is not None:
+            raise ValidationError("client", f"a {kind} belongs to the whole farm, no client")
+        await self._catch_up(kind, name)
         if kind in FARM_WIDE:
-            if client is not None:
-                raise ValidationError("client", f"a {kind} belongs to the whole farm, no client")
-            await self._catch_up(kind, name)
             if not await self.store.versions(kind, name, None):
                 raise DefinitionNotFound(f"no {kind} {name!r}")
             return None
-        await self._catch_up(kind, name)
         owners = await self.store.owners(kind, name, self.clients)
         if client is not None:
             row = await self.db.client_row(client)  # another client's reads as none
@@ -83,19 +82,17 @@ class DefinitionHistory:
         """A sequence file or registry screen changed outside the farm (an edited file, an
         upgraded library), or a workflow or caption saved before the farm kept versions,
         becomes a version before anything is read."""
-        found = "as found"
         if kind == "workflow":
             row = await self.db.workflow_definition(name)
             if row is not None:
-                await self.store.record(kind, name, row["client_id"], workflow_content(row),
-                                        author=None, reason=found, only_if_changed=True)
+                await self.store.record_found(kind, name, row["client_id"],
+                                              workflow_content(row))
         elif kind == "caption":
             for row in await self.farm_db._all("SELECT client_id, template FROM caption_templates"
-                                          " WHERE name = ?", (name,)):
+                                               " WHERE name = ?", (name,)):
                 if row[0] is None or self.clients is None or row[0] in self.clients:
-                    await self.store.record(kind, name, row[0], {"template": row[1]},
-                                            author=None, reason=found, only_if_changed=True)
-        if kind == "sequence" and self.runs is not None:
+                    await self.store.record_found(kind, name, row[0], {"template": row[1]})
+        elif kind == "sequence" and self.runs is not None:
             await self.runs.sequence_version(name)
         elif kind == "screen" and self.registry is not None:
             app, _, screen = name.partition("/")
@@ -103,8 +100,7 @@ class DefinitionHistory:
                 content = self.registry.screen_content(app, screen)
             except (FarmError, OSError, ValidationError):
                 return  # gone from the registry: its versions (if any) stay readable
-            await self.store.record("screen", name, None, content, author=None,
-                                    reason="the registry as found", only_if_changed=True)
+            await self.store.record_found("screen", name, None, content)
 
     # --- reads ------------------------------------------------------------------------
     async def versions(self, kind: str, name: str, client: str | None = None) -> dict:

@@ -159,9 +159,8 @@ class Templates:
         """(version, content) of a template as it is now."""
         if kind == "workflow":
             stored = await self.db.workflow_definition_by_id(row["workflow_def_id"])
-            head = await self.versions.record(
-                "workflow", row["name"], row["client_id"], workflow_content(stored),
-                author=None, reason="as found", only_if_changed=True)
+            head = await self.versions.record_found("workflow", row["name"], row["client_id"],
+                                                    workflow_content(stored))
             latest = await self.versions.version("workflow", row["name"], row["client_id"],
                                                  head["version"])
             return head["version"], latest["content"]
@@ -238,31 +237,18 @@ class Templates:
         before = await self.db.sequence_definition(name, [target["client_id"]])
         if before is not None and before.get("client_id") != target["client_id"]:
             before = None  # the shared one: the client gets its own
-        saved = await self._save_sequence(name, content, target["client_id"], before)
+        saved = await self._save_sequence(name, content, target["client_id"])
         await self.db.audit("sequence_definition", saved["sequence_def_id"],
                             "update" if before else "create", before, saved,
                             actor=principal.actor, reason=reason)
         return saved["version"]
 
-    async def _save_sequence(self, name: str, content: dict, client_id: int,
-                             before: dict | None) -> dict:
-        if before is None:
-            row = await self.db._write(
-                "INSERT INTO sequence_definitions (name, description, json_path,"
-                " recovery_prompt, client_id) VALUES (?, ?, ?, ?, ?) RETURNING sequence_def_id",
-                (name, content.get("description"), content.get("json_path"),
-                 content.get("recovery_prompt"), client_id))
-            def_id = row[0]
-        else:
-            def_id = before["sequence_def_id"]
-            await self.db._write(
-                "UPDATE sequence_definitions SET description = ?, json_path = ?,"
-                " recovery_prompt = ?, version = version + 1, updated_at = ?"
-                " WHERE sequence_def_id = ?",
-                (content.get("description"), content.get("json_path"),
-                 content.get("recovery_prompt"), utc_text(), def_id))
-        return dict(await self.db._one("SELECT * FROM sequence_definitions"
-                                       " WHERE sequence_def_id = ?", (def_id,)))
+    async def _save_sequence(self, name: str, content: dict, client_id: int) -> dict:
+        """Client ``client_id``'s own sequence definition ``name`` made or replaced with
+        ``content`` (its version counter goes up)."""
+        return await self.db.save_sequence_definition(
+            name, description=content.get("description"), json_path=content.get("json_path"),
+            recovery_prompt=content.get("recovery_prompt"), client=client_id)
 
     async def _bring_sequences(self, content: dict, origin: dict | None, target: dict,
                                principal: Any) -> None:
@@ -279,7 +265,7 @@ class Templates:
             if source is None:
                 raise ValidationError("name", f"sequence {seq!r} of the workflow is not "
                                               "defined")
-            saved = await self._save_sequence(seq, source, target["client_id"], None)
+            saved = await self._save_sequence(seq, source, target["client_id"])
             await self.db.audit("sequence_definition", saved["sequence_def_id"], "create",
                                 None, saved, actor=principal.actor,
                                 reason=f"with a copy of a template of {origin['name']!r}")

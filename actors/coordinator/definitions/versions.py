@@ -16,6 +16,7 @@ from actors.store.caller_scope import as_clients
 from actors.store.execution_records import utc_text
 
 KINDS = ("sequence", "workflow", "schedule", "screen", "caption")
+FOUND = "as found"  # the reason of a version nobody saved: the definition as it was met
 # Listing columns: everything but the content.
 _HEAD = ("v.definition_version_id, v.kind, v.name, v.client_id, c.name AS client, v.version,"
          " v.author, v.reason, v.content_hash, v.created_at")
@@ -75,6 +76,22 @@ class VersionStore:
             f"SELECT {_HEAD} FROM definition_versions v LEFT JOIN clients c"
             " ON c.client_id = v.client_id WHERE v.definition_version_id = ?", (version_id,))
         return _row(found, False)
+
+    async def record_found(self, kind: str, name: str, client_id: int | None, content: Any,
+                           reason: str = FOUND) -> dict[str, Any]:
+        """The definition as it is now, found outside a save (a file changed on disk, a row
+        saved before v25), as a version with no author: stored only when it differs from the
+        newest."""
+        return await self.record(kind, name, client_id, content, author=None, reason=reason,
+                                 only_if_changed=True)
+
+    async def record_save(self, kind: str, name: str, client_id: int | None, before: Any,
+                          after: Any, *, author: str | None, reason: str | None) -> None:
+        """One save: ``before`` (the definition it replaced, None for a new one) caught up
+        first, so a definition never versioned keeps its old state, then ``after``."""
+        if before is not None:
+            await self.record_found(kind, name, client_id, before)
+        await self.record(kind, name, client_id, after, author=author, reason=reason)
 
     async def owners(self, kind: str, name: str,
                      clients: Iterable[int] | None) -> list[int | None]:
