@@ -40,8 +40,8 @@ Liveness
     A peer silent for more than 3 s, or whose connection closed, is dead: the coordinator
     reports ``node_down(name, reason)``, the node drops the connection and nng redials.
     Worst case from a peer's death to detection: 1 s + 3 s + one check period (< 5 s).
-    A check that comes late because our own event loop was held up judges no one (the
-    messages that arrived meanwhile are read after it); the next check does.
+    Time our own event loop was held up (a check's lateness) is not the peer's silence: the
+    messages that arrived meanwhile are read after the check, so it is not counted.
 
 Messages
   - Every message is one `Envelope` ``{v, id, kind, src, dst, ts, body}`` in JSON, at most

@@ -812,7 +812,7 @@ class CoordinatorLink(_TaskOwner):
         while True:
             await asyncio.sleep(period)
             now = time.monotonic()
-            judge = _on_time(now, woke, period)
+            stall = _stall(now, woke, period)
             woke = now
             for peer in list(self._peers.values()):
                 if peer.node is None:
@@ -822,8 +822,9 @@ class CoordinatorLink(_TaskOwner):
                         peer.refused = True
                         self._close_pipe(peer)
                     continue
+                peer.last_seen = min(now, peer.last_seen + stall)
                 silent = now - peer.last_seen
-                if silent > self.dead_after and judge:
+                if silent > self.dead_after:
                     self._node_down(peer, f"silent for {silent:.1f} s")
                     peer.node = None
                     peer.refused = True
@@ -833,12 +834,11 @@ class CoordinatorLink(_TaskOwner):
                     self._spawn(self._send_to(peer, Heartbeat()), "heartbeat")
 
 
-def _on_time(now: float, woke: float, period: float) -> bool:
-    """Whether a tick came about on time. A tick our own event loop held up (a CPU-starved
-    process, a long call on the loop) comes before the messages that arrived meanwhile are
-    read: the peer's silence may be ours, so its death is judged at the next tick, after
-    them."""
-    return now - woke < 2 * period
+def _stall(now: float, woke: float, period: float) -> float:
+    """How long our own event loop held this tick up (a CPU-starved process, a long call on
+    the loop). Messages that arrived meanwhile are read only after it, so that time is not
+    the peer's silence: each peer's last sign of life moves on by it."""
+    return max(0.0, now - woke - period)
 
 
 # --------------------------------------------------------------------------------------
@@ -1311,13 +1311,14 @@ class NodeLink(_TaskOwner):
         while True:
             await asyncio.sleep(period)
             now = time.monotonic()
-            judge = _on_time(now, woke, period)
+            stall = _stall(now, woke, period)
             woke = now
             conn = self._conn
             if conn is None:
                 continue
+            conn.last_seen = min(now, conn.last_seen + stall)
             silent = now - conn.last_seen
-            if silent > self.dead_after and judge:
+            if silent > self.dead_after:
                 log.warning("coordinator silent, connection dropped node=%s coordinator=%s silent_s=%.1f",
                             self.node_name, self.peer, silent)
                 self._conn_lost(f"silent for {silent:.1f} s")
