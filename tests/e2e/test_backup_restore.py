@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.error
 from pathlib import Path
 
 from actors.node.device.adb_server import free_port
@@ -35,6 +36,15 @@ def _wait(predicate, what: str, timeout: float = 60.0, seen=None):
         time.sleep(0.2)
     raise AssertionError(f"not within {timeout} s: {what}"
                          + (f"; last seen: {seen()}" if seen is not None else ""))
+
+
+def _answer(base: str, path: str, token: str) -> tuple[int, object]:
+    """``call``'s answer, or (0, why) while nothing listens there yet: the coordinator writes
+    admin.token before its HTTP server is up."""
+    try:
+        return call(base, "GET", path, token)
+    except urllib.error.URLError as exc:
+        return 0, str(exc.reason)
 
 
 def _farm(args: list[str], token: str, base: str) -> subprocess.CompletedProcess:
@@ -106,9 +116,9 @@ def test_backup_mid_run_restores_into_a_fresh_coordinator(tmp_path: Path) -> Non
                           and (fresh / "admin.token").read_text().strip(),
                           "the fresh coordinator writes admin.token",
                           seen=lambda: (proc.poll(), log.read_text()[-2000:]))
-        get = lambda p: _wait(lambda: (r := call(new_base, "GET", p, new_token))[0] == 200  # noqa: E731
-                              and r[1], f"GET {p}", seen=lambda: (call(new_base, "GET", p,
-                                                                       new_token),
+        get = lambda p: _wait(lambda: (r := _answer(new_base, p, new_token))[0] == 200  # noqa: E731
+                              and r[1], f"GET {p}", seen=lambda: (_answer(new_base, p,
+                                                                          new_token),
                                                                   log.read_text()[-2000:]))
         run = get(f"/api/runs/{done_run['run_id']}")
         assert run["status"] == "completed"
