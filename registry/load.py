@@ -18,6 +18,7 @@ syntax error). ``DEMO_REGISTRY`` is the one place that names the demo registry's
 from __future__ import annotations
 
 import bisect
+import functools
 import hashlib
 import io
 import json
@@ -25,7 +26,9 @@ import logging
 import math
 import os
 import re
+import threading
 import typing
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -371,7 +374,7 @@ class _Loader:
         bad field makes this whole Struct _BAD (list indices in later messages must stay true)."""
         if not isinstance(value, dict):
             return self.convert(value, type_, source, path)  # reports the type mismatch
-        fields = {f.encode_name: f for f in msgspec.structs.fields(type_)}
+        fields = _struct_fields(type_)
         kwargs: dict[str, Any] = {}
         ok = True
         for key, item in value.items():
@@ -583,6 +586,13 @@ class _Loader:
         return Registry(apps=apps, root=str(root.resolve()), version=_hash(self.files))
 
 
+@functools.lru_cache(maxsize=None)
+def _struct_fields(type_: type) -> dict[str, msgspec.structs.FieldInfo]:
+    """A Struct's fields by their JSON name. Cached: msgspec resolves the (string)
+    annotations again at every call, a sixth of a registry load before."""
+    return {f.encode_name: f for f in msgspec.structs.fields(type_)}
+
+
 def _relative(ref: str) -> str | None:
     """``ref`` normalised to a POSIX path relative to the registry folder; None if it escapes
     or cannot name a file (a NUL byte: open() raises ValueError, not OSError)."""
@@ -593,13 +603,38 @@ def _relative(ref: str) -> str | None:
     return None if rel in ("", ".") else rel
 
 
+# Crops' decoded sizes by content digest: a process loads the same registry again and again
+# (each node push, each save and revert checks the whole candidate registry), and decoding
+# every crop was most of a load (39 demo crops, ~70 of ~100 ms). Bounded; a size is
+# only ever a function of the bytes, so a hit is exactly what decoding would give.
+_DECODED_SIZES: OrderedDict[bytes, tuple[int, int] | None] = OrderedDict()
+_DECODED_SIZES_MAX = 4096
+_DECODED_SIZES_LOCK = threading.Lock()
+
+
+def _decoded_size(raw: bytes) -> tuple[int, int] | None:
+    """(w, h) of ``raw`` decoded in full with OpenCV, as the matcher will; None if it is not
+    an image OpenCV decodes."""
+    digest = hashlib.blake2b(raw, digest_size=20).digest()
+    with _DECODED_SIZES_LOCK:
+        if digest in _DECODED_SIZES:
+            _DECODED_SIZES.move_to_end(digest)
+            return _DECODED_SIZES[digest]
+    image = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_UNCHANGED)
+    size = None if image is None else (image.shape[1], image.shape[0])
+    with _DECODED_SIZES_LOCK:
+        _DECODED_SIZES[digest] = size
+        while len(_DECODED_SIZES) > _DECODED_SIZES_MAX:
+            _DECODED_SIZES.popitem(last=False)
+    return size
+
+
 def _image_size(raw: bytes, full_decode: bool) -> tuple[int, int] | None:
     """(w, h) of an image file's bytes, None if unreadable. Crops are small and decoded in
-    full with OpenCV, as the matcher will; full screenshots (~40 ms each to decode) only
-    have their header and checksums verified, so every node start does not pay that."""
+    full (`_decoded_size`); full screenshots (~40 ms each to decode) only have their header
+    and checksums verified, so every node start does not pay that."""
     if full_decode:
-        image = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_UNCHANGED)
-        return None if image is None else (image.shape[1], image.shape[0])
+        return _decoded_size(raw)
     from PIL import Image
 
     try:

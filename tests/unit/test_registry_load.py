@@ -146,6 +146,19 @@ def test_version_is_stable_and_follows_every_byte(folder: Path, tmp_path: Path) 
     assert registry_version(folder) not in (version, changed)
 
 
+def test_a_crop_changed_on_disk_is_checked_again_by_the_next_load(folder: Path) -> None:
+    # Crops' decoded sizes are remembered by content within a process: a changed file's
+    # new bytes are decoded (and refused) at the next load, not taken for the old ones.
+    assert load_registry(folder).apps["clipshare"].states["login"]
+    crop = folder / "clipshare" / "login.logo.png"
+    crop.write_bytes(png(20, 10))
+    assert has(problems(folder), "login.logo.png is 20x10")
+    crop.write_bytes(b"\x89PNG\r\n\x1a\n" + png(50, 30)[8:40])  # cut short
+    assert has(problems(folder), "login.logo.png: not readable as an image")
+    crop.write_bytes(png(50, 30))
+    assert load_registry(folder).apps["clipshare"].states["login"]
+
+
 def test_stale_temp_files_are_ignored_and_cleaned(folder: Path) -> None:
     stale = folder / ".clipshare.json.x1.tmp"
     young = folder / "clipshare" / ".login.png.x2.tmp"
