@@ -35,7 +35,7 @@ from actors.coordinator.media_push import MediaCollector, MediaShipError
 from actors.coordinator.media_push import ship as ship_media
 from actors.coordinator.outcome_retry import OutcomeRetry
 from actors.store.execution_history import ExecutionQuery
-from actors.store.execution_records import FINAL_STATUSES, ExecutionRecords, epoch_utc, utc_text
+from actors.store.execution_records import FINAL_STATUSES, ExecutionRecords, epoch_utc
 from actors.store.farm_db import account_ref, is_retired
 from protocol.errors import FarmError, ValidationError, ValidationErrors
 from protocol.files import confined, write_atomic
@@ -758,12 +758,7 @@ class RunManager:
         elif event == "step_started":
             path = str(data.get("path"))
             found = records.find_step(execution_id, path)
-            # This start delivered again: its row is still running, or (finished since) was
-            # started at this very event's time. A step played again (after a node restart,
-            # say) is a start of its own, a row of its own.
-            again = found is not None and (found[1] == "running" or (
-                at is not None and found[2] == utc_text(at)))
-            if not again:
+            if found is None or found[1] != "running":  # else: this start, delivered again
                 records.add_step(execution_id, int(data.get("index") or 0), data.get("type"),
                                  path=path, start_time=at)
         elif event == "step_finished":

@@ -23,7 +23,7 @@ EXECUTION_FIELDS = ("task_id", "phone_id", "account_id", "start_time", "end_time
                     "current_step", "plan")
 FINAL_STATUSES = frozenset({"completed", "failed", "cancelled", "stopped"})
 FIND_STEP_SQL = (
-    "SELECT s.step_id, s.status, s.start_time FROM execution_steps s JOIN executions e"
+    "SELECT s.step_id, s.status FROM execution_steps s JOIN executions e"
     " ON e.execution_id = s.execution_id WHERE e.execution_key = ? AND s.path = ?"
     " ORDER BY s.step_id DESC LIMIT 1")
 
@@ -116,11 +116,9 @@ class ExecutionRecords:
                           (step_number, row[0]))
         return step[0]
 
-    def find_step(self, key: str, path: str) -> tuple[int, str, str] | None:
-        """(step_id, status, start time as `utc_text`) of the latest step of execution
-        ``key`` at ``path``, or None."""
+    def find_step(self, key: str, path: str) -> tuple[int, str] | None:
         row = self.conn.execute(FIND_STEP_SQL, (key, path)).fetchone()
-        return None if row is None else (row[0], row[1], row[2])
+        return None if row is None else (row[0], row[1])
 
     def finish_step(self, step_id: int, status: str, *, screen_name: str | None = None,
                     error: str | None = None, screenshot: str | None = None,

@@ -476,26 +476,3 @@ async def test_records_keep_the_time_the_node_saw_each_event(manager) -> None:
     assert when(second["end_time"]) == pytest.approx(hour_ago + 4, abs=1e-3)
     assert abs(when(third["start_time"]) - time.time()) < 60
     assert when(view["end_time"]) == pytest.approx(hour_ago + 5, abs=1e-3)
-
-
-async def test_a_finished_step_s_start_delivered_again_adds_no_row(manager) -> None:
-    """A coordinator that stopped after recording a batch but before its ack gets the batch
-    again: the step's start, finished since, is known by its time and adds no row; the same
-    step played again later (after a node restart) is a row of its own."""
-    runs, _ = manager
-    started = await runs.start("clipshare/login", "phone:s1")
-    ex = started["executions"]["s1"]["execution_id"]
-    t = time.time() - 60
-    step = {"execution_id": ex, "index": 0, "path": "steps[0]", "type": "launch_app"}
-    batch = [("execution_started", "s1", {"execution_id": ex, "at": t}),
-             ("step_started", "s1", {**step, "at": t + 1}),
-             ("step_finished", "s1", {**step, "status": "ok", "screen": "clipshare/feed",
-                                      "at": t + 2})]
-    await runs.apply_many(batch)
-    await runs.apply_many(batch)
-    steps = (await runs.get_execution(ex))["steps"]
-    assert [(s["path"], s["status"]) for s in steps] == [("steps[0]", "success")]
-    await runs.apply_many([("step_started", "s1", {**step, "at": t + 30})])
-    steps = (await runs.get_execution(ex))["steps"]
-    assert [(s["path"], s["status"]) for s in steps] == [("steps[0]", "success"),
-                                                         ("steps[0]", "running")]
