@@ -24,7 +24,6 @@ import logging
 import random
 import re
 import uuid
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
@@ -35,7 +34,7 @@ from actors.coordinator.media_push import MediaCollector, MediaShipError
 from actors.coordinator.media_push import ship as ship_media
 from actors.coordinator.outcome_retry import OutcomeRetry
 from actors.store.execution_history import ExecutionQuery
-from actors.store.execution_records import FINAL_STATUSES, ExecutionRecords, epoch_utc
+from actors.store.execution_records import FINAL_STATUSES, ExecutionRecords
 from actors.store.farm_db import account_ref, is_retired
 from protocol.errors import FarmError, ValidationError, ValidationErrors
 from protocol.files import confined, write_atomic
@@ -726,7 +725,6 @@ class RunManager:
 
     @staticmethod
     def _apply(records: ExecutionRecords, event: str, execution_id: str, data: dict) -> None:
-        at = _seen_at(data)
         if event == "execution_started":
             records.update(execution_id, status="running")
         elif event == "execution_paused":
@@ -744,8 +742,6 @@ class RunManager:
                                    error_message=data.get("error"))
                 return
             fields: dict[str, Any] = {"status": status}
-            if status in FINAL_STATUSES and at is not None:
-                fields["end_time"] = at
             if data.get("error") or status != "completed":
                 fields["error_message"] = data.get("error")
                 fields["error_reason"] = data.get("reason")
@@ -760,19 +756,17 @@ class RunManager:
             found = records.find_step(execution_id, path)
             if found is None or found[1] != "running":  # else: this start, delivered again
                 records.add_step(execution_id, int(data.get("index") or 0), data.get("type"),
-                                 path=path, start_time=at)
+                                 path=path)
         elif event == "step_finished":
             path = str(data.get("path"))
             found = records.find_step(execution_id, path)
             # A replayed finish updates the row again; a finish whose start never arrived
             # (stored before a crash, say) gets its row now.
             step_id = found[0] if found is not None else records.add_step(
-                execution_id, int(data.get("index") or 0), data.get("type"), path=path,
-                start_time=at)
+                execution_id, int(data.get("index") or 0), data.get("type"), path=path)
             status = STEP_STATUS.get(str(data.get("status")), str(data.get("status")))
             records.finish_step(step_id, status, screen_name=data.get("screen"),
-                                error=data.get("error"), screenshot=data.get("screenshot"),
-                                end_time=at)
+                                error=data.get("error"), screenshot=data.get("screenshot"))
 
     # --- reading -----------------------------------------------------------------------------
     async def get_execution(self, execution_id: str) -> dict:
@@ -852,15 +846,6 @@ def screenshot_type(path: Path) -> str:
 def _key(record: dict) -> str:
     return record.get("key") or record.get("execution_key")
 
-
-
-def _seen_at(data: dict) -> datetime | None:
-    """When the node saw an event (its ``at``), which a record keeps rather than the time the
-    event reaches it: events journaled through a link outage or a coordinator restart arrive
-    together, later. Never after now, so a node whose clock runs ahead dates nothing in the
-    future; None (the records' own now) for an event without one."""
-    when = epoch_utc(data.get("at"))
-    return None if when is None else min(when, datetime.now(timezone.utc))
 
 def run_status(statuses: list[str]) -> str:
     """running while any execution is active; completed when all completed; else failed."""

@@ -36,16 +36,6 @@ def utc_text(when: datetime | None = None) -> str:
     return when.isoformat(sep=" ", timespec="microseconds")
 
 
-def epoch_utc(at: Any) -> datetime | None:
-    """A node event's ``at`` (epoch seconds) as a UTC time; None when it is not one."""
-    if not isinstance(at, (int, float)) or isinstance(at, bool):
-        return None
-    try:
-        return datetime.fromtimestamp(at, timezone.utc)
-    except (OverflowError, OSError, ValueError):
-        return None
-
-
 def screenshot_route(execution_id: str, path: str) -> str:
     """The API route of a step's screenshot (GET, the caller's scope checked), each segment
     percent-encoded: a step path such as ``steps[0]`` or ``a/b`` must stay one segment."""

@@ -78,8 +78,8 @@ def decode_broadcast(x: int, y: int) -> int | None:
 
 
 # --- tolerances ----------------------------------------------------------------------------
-# An execution's start_time is written before it is sent and its end_time is the node's time
-# of its finish event (published after the last action), so its taps fall inside; the slack covers rounding and the time between
+# An execution's start_time is written before it is sent and its end_time when its finish
+# event is applied, so its taps fall inside; the slack covers rounding and the time between
 # the phone logging a tap and the node reporting it.
 ATTRIBUTION_SLACK_S = 2.0
 # A tap attributed by the node's own step events: the node stamps step_started before it sends
@@ -533,9 +533,9 @@ def check_no_overlap(executions: list[Execution], now: float,
 
     The records' times cannot show it: an execution's ``start_time`` is the coordinator's
     clock when it created the record, before sending it to the node (runs.py
-    ``_start_one``), and its ``end_time`` the node's clock when it published
-    ``execution_finished``, which it does after releasing the lock (playback.py ``_play``;
-    runs.py keeps the event's own time). So a run the
+    ``_start_one``), and its ``end_time`` the coordinator's clock when it applied the node's
+    ``execution_finished``, which the node publishes after releasing the lock (playback.py
+    ``_play``) and which reaches the coordinator through the node's journal. So a run the
     coordinator dispatches while the previous one ends is recorded as starting before that
     one's end although the node gave it the phone only after the release: seen on a 1 x 2
     farm under an unplug storm (record start 21.298, previous record end 21.312; the node's

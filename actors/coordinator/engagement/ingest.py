@@ -14,11 +14,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
+from datetime import datetime, timezone
 from typing import Any
 
 from actors.coordinator.engagement.accounts import account_of_event
 from actors.coordinator.engagement.conversations import ConversationStore, clean_messages
-from actors.store.execution_records import epoch_utc
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ class MessageIngest:
                         "account %r)", data.get("execution_id"), data.get("account"))
             return 0
         _, added = await self.store.add_read(account["account_id"], account["platform"],
-                                             partner, messages, epoch_utc(data.get("at")))
+                                             partner, messages, _when(data.get("at")))
         if key[1] is not None:
             self._taken[key] = None
             while len(self._taken) > REMEMBERED:
@@ -99,3 +99,12 @@ class MessageIngest:
         self.stored += added
         return added
 
+
+def _when(at: Any) -> datetime | None:
+    """The event's ``at`` (epoch seconds) as a UTC time; None when it is not one."""
+    if not isinstance(at, (int, float)) or isinstance(at, bool):
+        return None
+    try:
+        return datetime.fromtimestamp(at, timezone.utc)
+    except (OverflowError, OSError, ValueError):
+        return None
