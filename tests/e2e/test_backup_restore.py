@@ -14,7 +14,6 @@ import os
 import subprocess
 import sys
 import time
-import urllib.error
 from pathlib import Path
 
 from actors.node.device.adb_server import free_port
@@ -43,8 +42,8 @@ def _answer(base: str, path: str, token: str) -> tuple[int, object]:
     admin.token before its HTTP server is up."""
     try:
         return call(base, "GET", path, token)
-    except urllib.error.URLError as exc:
-        return 0, str(exc.reason)
+    except OSError as exc:  # refused (URLError), or cut while the server starts
+        return 0, str(getattr(exc, "reason", exc))
 
 
 def _farm(args: list[str], token: str, base: str) -> subprocess.CompletedProcess:
