@@ -100,12 +100,16 @@ def _adapt(conn: Any) -> None:
 
 
 def connect_kwargs(conninfo: str, password: str | None) -> dict[str, Any]:
-    """psycopg.connect's keywords for the farm's database: its session options (UTC, every
-    client's rows for the farm's own work), a 5 s connect timeout, the password if given."""
+    """psycopg.connect's keywords for the farm's database: its session options (UTC, ISO
+    dates, every client's rows for the farm's own work), a 5 s connect timeout, the password
+    if given."""
     # The farm's own work sees every client's rows (row-level security, schema v14);
-    # PgReader narrows a scoped caller's reads with SET LOCAL.
+    # PgReader narrows a scoped caller's reads with SET LOCAL. Times are read as text in one
+    # form (_TimestampText): a server or database set to another DateStyle ('SQL, DMY')
+    # would send '08/12/2026 01:02:03 UTC'.
     kwargs: dict[str, Any] = {"conninfo": conninfo,
-                              "options": f"-c TimeZone=UTC -c phonefarm.clients={ALL_CLIENTS}",
+                              "options": "-c TimeZone=UTC -c DateStyle=ISO,YMD"
+                                         f" -c phonefarm.clients={ALL_CLIENTS}",
                               "application_name": "phonefarm",
                               # A server dropping packets fails a connect in 5 s, not the
                               # kernel's two minutes (a URL's own connect_timeout wins).

@@ -170,3 +170,21 @@ async def test_the_event_store_keeps_each_event_once_on_both_engines(tmp_path: P
         assert reopened.last_seq("rack1") == 1205
     finally:
         await reopened.close()
+
+
+async def test_times_read_the_same_whatever_the_server_s_date_style(pg_cluster,
+                                                                     tmp_path: Path) -> None:
+    """A server (or database) set to another DateStyle would otherwise send its times as
+    '08/12/2026 01:02:03.5 UTC', which the farm reads as text in one form (actors/store/pg.py
+    `_TimestampText`): the farm's sessions set ISO themselves, as they set UTC."""
+    target = pg_cluster.new_database()
+    with pg_cluster.admin() as admin:
+        admin.execute(f"ALTER DATABASE {target.url.rsplit('/', 1)[1]}"
+                      " SET DateStyle = 'SQL, DMY'")
+    db = await FarmDB.open(tmp_path / "farm.sqlite3", target=target)
+    try:
+        row = await db._one("SELECT TIMESTAMPTZ '2026-12-08 01:02:03.5+00',"
+                            " TIMESTAMP '2026-12-08 01:02:03'")
+        assert tuple(row) == ("2026-12-08 01:02:03.500000", "2026-12-08 01:02:03.000000")
+    finally:
+        await db.close()
