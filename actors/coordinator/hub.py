@@ -293,7 +293,8 @@ class Hub:
         prepared = [(event, await self._prepare(node, event)) for event in events
                     if event.seq not in refused]
         if self.runs is not None:
-            run_events = [(e.event, e.serial, data) for e, data in prepared if e.event in RUN_EVENTS]
+            run_events = [(e.event, e.serial, data, e.seq) for e, data in prepared
+                          if e.event in RUN_EVENTS]
             if run_events:
                 await self.runs.apply_many(run_events)
         rows = [(e.seq, e.event, e.serial, data) for e, data in prepared]

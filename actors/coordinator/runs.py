@@ -704,27 +704,29 @@ class RunManager:
         """Update the execution record from one (new, stored) node event."""
         await self.apply_many([(event, serial, data)])
 
-    async def apply_many(self, events: list[tuple[str, str | None, dict]]) -> None:
-        """Update the execution records from node events (event, serial, data), in order,
-        in one writer job. An event the records cannot take (an execution this coordinator
+    async def apply_many(self, events: list[tuple]) -> None:
+        """Update the execution records from node events (event, serial, data[, seq]), in
+        order, in one writer job; ``seq`` is the event's journal seq (the hub's; a step row
+        keeps its start's). An event the records cannot take (an execution this coordinator
         never created, say) is logged and skipped; the others still apply."""
-        items = [(event, str(data["execution_id"]), data) for event, _, data in events
-                 if data.get("execution_id")]
+        items = [(event, str(data["execution_id"]), data, rest[0] if rest else None)
+                 for event, _, data, *rest in events if data.get("execution_id")]
         if not items:
             return
 
         def job(records: ExecutionRecords) -> None:
-            for event, execution_id, data in items:
+            for event, execution_id, data, seq in items:
                 try:
                     with records.savepoint():
-                        self._apply(records, event, execution_id, data)
+                        self._apply(records, event, execution_id, data, seq)
                 except ValidationError as exc:
                     log.warning("execution=%s event %s not recorded: %s", execution_id, event, exc)
 
         await self.db.write_records(job)
 
     @staticmethod
-    def _apply(records: ExecutionRecords, event: str, execution_id: str, data: dict) -> None:
+    def _apply(records: ExecutionRecords, event: str, execution_id: str, data: dict,
+               seq: int | None = None) -> None:
         if event == "execution_started":
             records.update(execution_id, status="running")
         elif event == "execution_paused":
@@ -754,9 +756,14 @@ class RunManager:
         elif event == "step_started":
             path = str(data.get("path"))
             found = records.find_step(execution_id, path)
-            if found is None or found[1] != "running":  # else: this start, delivered again
+            # This start delivered again: its row is still running, or (finished since) was
+            # started by this very event. A step played again (after a node restart) comes
+            # with a seq of its own, and is a row of its own.
+            again = found is not None and (found[1] == "running"
+                                           or (seq is not None and found[2] == seq))
+            if not again:
                 records.add_step(execution_id, int(data.get("index") or 0), data.get("type"),
-                                 path=path)
+                                 path=path, start_seq=seq)
         elif event == "step_finished":
             path = str(data.get("path"))
             found = records.find_step(execution_id, path)

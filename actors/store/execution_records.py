@@ -23,7 +23,7 @@ EXECUTION_FIELDS = ("task_id", "phone_id", "account_id", "start_time", "end_time
                     "current_step", "plan")
 FINAL_STATUSES = frozenset({"completed", "failed", "cancelled", "stopped"})
 FIND_STEP_SQL = (
-    "SELECT s.step_id, s.status FROM execution_steps s JOIN executions e"
+    "SELECT s.step_id, s.status, s.start_seq FROM execution_steps s JOIN executions e"
     " ON e.execution_id = s.execution_id WHERE e.execution_key = ? AND s.path = ?"
     " ORDER BY s.step_id DESC LIMIT 1")
 
@@ -91,24 +91,29 @@ class ExecutionRecords:
 
     def add_step(self, key: str, step_number: int, action_type: str | None = None, *,
                  path: str | None = None, screen_name: str | None = None,
-                 status: str = "running", start_time: datetime | None = None) -> int:
-        """A new step row of execution ``key`` (also its ``current_step``); its step_id."""
+                 status: str = "running", start_time: datetime | None = None,
+                 start_seq: int | None = None) -> int:
+        """A new step row of execution ``key`` (also its ``current_step``); its step_id.
+        ``start_seq``: the journal seq of the node event that started it."""
         row = self.conn.execute("SELECT execution_id FROM executions WHERE execution_key = ?",
                                 (key,)).fetchone()
         if row is None:
             raise ValidationError(f"execution {key}", "no such execution")
         step = self.conn.execute(
             "INSERT INTO execution_steps (execution_id, step_number, action_type, path,"
-            " screen_name, status, start_time) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING step_id",
+            " screen_name, status, start_time, start_seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+            " RETURNING step_id",
             (row[0], step_number, action_type, path, screen_name, status,
-             utc_text(start_time))).fetchone()
+             utc_text(start_time), start_seq)).fetchone()
         self.conn.execute("UPDATE executions SET current_step = ? WHERE execution_id = ?",
                           (step_number, row[0]))
         return step[0]
 
-    def find_step(self, key: str, path: str) -> tuple[int, str] | None:
+    def find_step(self, key: str, path: str) -> tuple[int, str, int | None] | None:
+        """(step_id, status, start_seq) of the latest step of execution ``key`` at ``path``,
+        or None."""
         row = self.conn.execute(FIND_STEP_SQL, (key, path)).fetchone()
-        return None if row is None else (row[0], row[1])
+        return None if row is None else (row[0], row[1], row[2])
 
     def finish_step(self, step_id: int, status: str, *, screen_name: str | None = None,
                     error: str | None = None, screenshot: str | None = None,

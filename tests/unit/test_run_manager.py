@@ -438,3 +438,24 @@ async def test_each_execution_records_the_version_of_the_sequence_file_it_ran(ma
     assert versions == [1, 1, 2]
     page = await runs.execution_history(ExecutionQuery(limit=10))
     assert sorted(e["sequence_version"] for e in page["executions"]) == [1, 1, 2]
+
+
+async def test_a_finished_step_s_start_delivered_again_adds_no_row(manager) -> None:
+    """A coordinator stopped after writing a batch's records but before storing its events
+    gets the batch again: the start of a step finished since is known by its journal seq
+    and adds no row; the same step played again (a node restart: a new seq) is a row."""
+    runs, _ = manager
+    started = await runs.start("clipshare/login", "phone:s1")
+    ex = started["executions"]["s1"]["execution_id"]
+    step = {"execution_id": ex, "index": 0, "path": "steps[0]", "type": "launch_app"}
+    batch = [("execution_started", "s1", {"execution_id": ex}, 7),
+             ("step_started", "s1", step, 8),
+             ("step_finished", "s1", {**step, "status": "ok", "screen": "clipshare/feed"}, 9)]
+    await runs.apply_many(batch)
+    await runs.apply_many(batch)
+    steps = (await runs.get_execution(ex))["steps"]
+    assert [(s["path"], s["status"]) for s in steps] == [("steps[0]", "success")]
+    await runs.apply_many([("step_started", "s1", step, 15)])
+    steps = (await runs.get_execution(ex))["steps"]
+    assert [(s["path"], s["status"]) for s in steps] == [("steps[0]", "success"),
+                                                         ("steps[0]", "running")]
