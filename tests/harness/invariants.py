@@ -2,8 +2,8 @@
 database, every virtual phone's ``vphone log``, the status stream and health answers.
 
 Owns: the tap encoding the steady load uses so a phone's log proves which step of which
-execution it played (`step_tap`/`decode_tap`, `broadcast_tap`/`decode_broadcast`; written
-up in /work/notes/i22-encoding.md), `Violation`, `StreamWatcher` (a thread following
+execution it played (`step_tap`/`decode_tap`, `broadcast_tap`/`decode_broadcast`, each saying its
+code), `Violation`, `StreamWatcher` (a thread following
 ``GET /api/stream``), `HealthProbe` (a thread polling ``farm.health()`` every second),
 `check` (every invariant, read-only) and `report` (a violation with the fault timeline
 around it). The pure ``check_*`` functions take plain data so unit tests need no processes.
@@ -445,7 +445,7 @@ def taps_of(serial: str, log: Iterable[dict]) -> list[Tap]:
     return out
 
 
-# --- the timeline, read tolerantly (Part B owns it; see /work/notes/i22-encoding.md) --------
+# --- the timeline, read tolerantly (tests/harness/faults.py `Timeline` owns it) -------------
 def _get(entry: Any, *names: str) -> Any:
     for name in names:
         if isinstance(entry, dict):

@@ -10,8 +10,8 @@ a farm that is busy and the invariants have executions and taps to check.
    (``<coordinator data>/sequences/harness/steady.json``, read at every dispatch). Its
    taps are coded with `step_tap(step_index, SCHEDULE_OCCURRENCE)`: a fixed sequence, so
    every execution of the schedule has the same codes; the checker tells its executions
-   apart by the node's own step events (invariants.step_spans; see
-   /work/notes/i22-encoding.md), not by the records' times.
+   apart by the node's own step events (invariants.step_spans), not by
+   the records' times.
 2. Runs: every ``run_every_s`` a ``POST /api/runs`` over ``phone:all`` of an inline sequence
    coded with its own occurrence (1, 2, ...: unique per run, so per phone). Phones busy
    with a scheduled execution answer ``locked`` and are left out. This is what lets the

@@ -76,7 +76,7 @@ class Entry:
 
 
 class FakeTimeline:
-    """The Timeline shape invariants.py reads (see /work/notes/i22-encoding.md)."""
+    """The Timeline shape invariants.py reads (tests/harness/faults.py `Timeline`)."""
 
     def __init__(self) -> None:
         self.entries: list[Entry] = []
