@@ -917,6 +917,12 @@ class FarmDB:
             lookup = (self.sequence_definition if table == "sequence_definitions"
                       else self.workflow_definition)
             return await lookup(name, clients)
+        return await self.own_definition(table, name, client_id)
+
+    async def own_definition(self, table: str, name: str,
+                             client_id: int | None) -> dict | None:
+        """The active row of ``table`` (sequence_definitions, workflow_definitions) named
+        ``name`` of exactly client ``client_id`` (None: the shared library's), or None."""
         row = await self._one(f"SELECT * FROM {table} WHERE name = ? AND status = 'active'"
                               " AND COALESCE(client_id, 0) = COALESCE(?, 0)"
                               " ORDER BY 1 DESC LIMIT 1", (name, client_id))

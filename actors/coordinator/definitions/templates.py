@@ -29,6 +29,9 @@ from actors.store.execution_records import utc_text
 from protocol.errors import FarmError, ValidationError
 
 KINDS = ("workflow", "sequence")
+# Each kind's table and key column.
+_TABLES = {"workflow": ("workflow_definitions", "workflow_def_id"),
+           "sequence": ("sequence_definitions", "sequence_def_id")}
 SaveWorkflow = Callable[[str, int | None, dict, str], Awaitable[Any]]
 
 
@@ -79,15 +82,12 @@ class Templates:
     async def _definition(self, kind: str, name: str, client: dict | None) -> dict:
         if kind not in KINDS:
             raise ValidationError("kind", f"{kind!r}: workflow or sequence")
-        table = "workflow_definitions" if kind == "workflow" else "sequence_definitions"
-        row = await self.db._one(
-            f"SELECT * FROM {table} WHERE name = ? AND status = 'active'"
-            " AND COALESCE(client_id, 0) = COALESCE(?, 0)",
-            (name, None if client is None else client["client_id"]))
+        row = await self.db.own_definition(_TABLES[kind][0], name,
+                                           None if client is None else client["client_id"])
         if row is None:
             owner = f" of client {client['name']!r}" if client else " in the shared library"
             raise TemplateNotFound(f"no {kind} {name!r}{owner}")
-        return dict(row)
+        return row
 
     async def mark(self, principal: Any, kind: str, name: str, client: str | None,
                    template: bool = True) -> dict:
@@ -95,8 +95,7 @@ class Templates:
         owner = await self._client(client, "client")
         self._may(principal, owner)
         row = await self._definition(kind, name, owner)
-        table, key = (("workflow_definitions", "workflow_def_id") if kind == "workflow"
-                      else ("sequence_definitions", "sequence_def_id"))
+        table, key = _TABLES[kind]
         await self.db._write(f"UPDATE {table} SET is_template = ?, updated_at = ?"
                              f" WHERE {key} = ?", (bool(template), utc_text(), row[key]))
         await self.db.audit(f"{kind}_definition", row[key], "update",
@@ -116,8 +115,7 @@ class Templates:
         ``behind`` (the origin has a newer version) and ``edited`` (changed since)."""
         clients = principal.client_ids
         templates = []
-        for kind, table in (("workflow", "workflow_definitions"),
-                            ("sequence", "sequence_definitions")):
+        for kind, (table, _) in _TABLES.items():
             for row in await self.db._all(
                     f"SELECT d.name, d.client_id, c.name AS client FROM {table} d"
                     " LEFT JOIN clients c ON c.client_id = d.client_id"
@@ -150,20 +148,18 @@ class Templates:
         if kind == "workflow":
             heads = await self.versions.versions("workflow", name, client_id)
             return heads[0]["version"] if heads else None
-        row = await self.db._one(
-            "SELECT version FROM sequence_definitions WHERE name = ? AND status = 'active'"
-            " AND COALESCE(client_id, 0) = COALESCE(?, 0)", (name, client_id))
-        return None if row is None else row[0]
+        row = await self.db.own_definition(_TABLES[kind][0], name, client_id)
+        return None if row is None else row["version"]
 
     async def _origin_content(self, kind: str, row: dict) -> tuple[int, dict]:
         """(version, content) of a template as it is now."""
         if kind == "workflow":
             stored = await self.db.workflow_definition_by_id(row["workflow_def_id"])
+            content = workflow_content(stored)
+            # The newest version is this content (recorded now, or already with its hash).
             head = await self.versions.record_found("workflow", row["name"], row["client_id"],
-                                                    workflow_content(stored))
-            latest = await self.versions.version("workflow", row["name"], row["client_id"],
-                                                 head["version"])
-            return head["version"], latest["content"]
+                                                    content)
+            return head["version"], content
         return row["version"], {k: row.get(k) for k in ("description", "json_path",
                                                         "recovery_prompt")}
 
