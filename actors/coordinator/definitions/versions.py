@@ -134,28 +134,27 @@ class VersionStore:
     async def current(self, clients: Iterable[int] | None = None) -> list[dict]:
         """The newest version of every definition ``clients`` may see (None: all), with
         content, by kind, client and name (what an export writes)."""
-        where, args = _visible(clients)
+        where, args = _visible(clients, "v.")
         with as_clients(clients):
             rows = await self.db._all(
                 f"SELECT {_HEAD}, v.content FROM definition_versions v LEFT JOIN clients c"
                 " ON c.client_id = v.client_id WHERE v.version = (SELECT MAX(w.version)"
                 " FROM definition_versions w WHERE w.kind = v.kind AND w.name = v.name"
                 " AND COALESCE(w.client_id, 0) = COALESCE(v.client_id, 0))"
-                f" AND {where.replace('client_id', 'v.client_id').replace('kind', 'v.kind')}"
+                f" AND {where}"
                 " ORDER BY v.kind, c.name, v.name", args)
         return [_row(r, True) for r in rows]
 
 
-# Farm-wide rows every caller reads: the shared library, the farm's sequence files and
-# registry; not a super user's schedule (a farm schedule, which tenants never see).
-_SHARED = "(client_id IS NULL AND kind <> 'schedule')"
-
-
-def _visible(clients: Iterable[int] | None) -> tuple[str, tuple]:
-    """Farm-wide rows (`_SHARED`) and ``clients``' own (None: every row)."""
+def _visible(clients: Iterable[int] | None, table: str = "") -> tuple[str, tuple]:
+    """Farm-wide rows and ``clients``' own (None: every row); ``table``: the columns' prefix
+    in the statement (``v.``). Farm-wide rows every caller reads are the shared library,
+    the farm's sequence files and registry; not a super user's schedule (a farm schedule,
+    which tenants never see)."""
     if clients is None:
         return "1 = 1", ()
+    shared = f"({table}client_id IS NULL AND {table}kind <> 'schedule')"
     ids = tuple(sorted({int(c) for c in clients}))
     if not ids:
-        return _SHARED, ()
-    return f"({_SHARED} OR client_id IN ({', '.join('?' * len(ids))}))", ids
+        return shared, ()
+    return f"({shared} OR {table}client_id IN ({', '.join('?' * len(ids))}))", ids
