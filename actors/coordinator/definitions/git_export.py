@@ -29,7 +29,7 @@ import subprocess
 import urllib.parse
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from protocol.errors import FarmError, ValidationError
 
@@ -143,11 +143,19 @@ def _load_json(path: Path, rel: str, problems: list[ValidationError]) -> Any:
     return None
 
 
-def _need_object(value: Any, rel: str, problems: list[ValidationError]) -> bool:
-    if not isinstance(value, dict):
-        problems.append(ValidationError(f"{rel}#", "must be a JSON object"))
-        return False
-    return True
+def _objects(root: Path, pattern: str,
+             problems: list[ValidationError]) -> Iterator[tuple[Path, str, dict]]:
+    """(path, repository-relative path, object) of each file under ``root`` matching
+    ``pattern`` that holds a JSON object; any other file is a problem."""
+    for path in sorted(root.glob(pattern)):
+        rel = path.relative_to(root).as_posix()
+        value = _load_json(path, rel, problems)
+        if value is None:
+            continue
+        if not isinstance(value, dict):
+            problems.append(ValidationError(f"{rel}#", "must be a JSON object"))
+            continue
+        yield path, rel, value
 
 
 def read_tree(folder: str | os.PathLike) -> tuple[list[dict], list[ValidationError]]:
@@ -159,17 +167,10 @@ def read_tree(folder: str | os.PathLike) -> tuple[list[dict], list[ValidationErr
         raise ValidationError(str(root), "no such folder")
     out: list[dict] = []
     problems: list[ValidationError] = []
-    for path in sorted((root / "sequences").glob("*/*.json")):
-        rel = path.relative_to(root).as_posix()
-        content = _load_json(path, rel, problems)
-        if content is not None and _need_object(content, rel, problems):
-            out.append({"kind": "sequence", "name": f"{path.parent.name}/{path.stem}",
-                        "client": None, "content": content, "path": rel})
-    for path in sorted((root / "registry").glob("*/*.json")):
-        rel = path.relative_to(root).as_posix()
-        data = _load_json(path, rel, problems)
-        if data is None or not _need_object(data, rel, problems):
-            continue
+    for path, rel, content in _objects(root, "sequences/*/*.json", problems):
+        out.append({"kind": "sequence", "name": f"{path.parent.name}/{path.stem}",
+                    "client": None, "content": content, "path": rel})
+    for path, rel, data in _objects(root, "registry/*/*.json", problems):
         screen = data.get("screen")
         if not isinstance(screen, dict):
             problems.append(ValidationError(f"{rel}#/screen", "required: the screen's JSON"))
@@ -193,11 +194,7 @@ def read_tree(folder: str | os.PathLike) -> tuple[list[dict], list[ValidationErr
                     "content": {"app": path.parent.name, "kind": data.get("kind"),
                                 "screen": screen, "files": files}})
     for kind in ("workflow", "caption"):
-        for path in sorted((root / CLIENT_FOLDERS[kind]).glob("*/*.json")):
-            rel = path.relative_to(root).as_posix()
-            content = _load_json(path, rel, problems)
-            if content is None or not _need_object(content, rel, problems):
-                continue
+        for path, rel, content in _objects(root, f"{CLIENT_FOLDERS[kind]}/*/*.json", problems):
             folder_name = path.parent.name
             out.append({"kind": kind, "name": path.stem, "path": rel, "content": content,
                         "client": None if folder_name == SHARED

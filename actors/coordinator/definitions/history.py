@@ -231,12 +231,15 @@ class DefinitionHistory:
         path. Returns ``{"saved": [...], "unchanged": [...]}`` (kind, name, client)."""
         if self.clients is not None:
             raise AccessDenied("importing definitions is for super users")
+        from actors.coordinator.content_store import ContentStore
+
+        captions = ContentStore(self.farm_db)
         problems: list[ValidationError] = []
         owners: dict[int, int | None] = {}
         screens = []
+        wheres = [item.get("path") or f"definitions[{i}]" for i, item in enumerate(items)]
         for i, item in enumerate(items):
-            where = item.get("path") or f"definitions[{i}]"
-            kind = item.get("kind")
+            where, kind = wheres[i], item.get("kind")
             if kind not in ("sequence", "screen", "workflow", "caption"):
                 problems.append(ValidationError(f"{where}#", f"kind {kind!r}: sequence, "
                                                 "screen, workflow or caption"))
@@ -269,8 +272,7 @@ class DefinitionHistory:
                 problems += [_screen_problem(p, files) for p in exc.problems]
         known = {d["name"]: d for d in await self.db.sequence_definitions()}
         for i, item in enumerate(items):
-            where, kind, content = item.get("path") or f"definitions[{i}]", item.get("kind"), \
-                item.get("content")
+            where, kind, content = wheres[i], item.get("kind"), item.get("content")
             if i not in owners:
                 continue
             try:
@@ -280,12 +282,9 @@ class DefinitionHistory:
                 elif kind == "workflow":
                     _check_workflow(content, known)
                 elif kind == "caption":
-                    from actors.coordinator.content_store import ContentStore
-
                     if not isinstance(content.get("template"), str):
                         raise ValidationError("$.template", "required: the template text")
-                    await ContentStore(self.farm_db).check_template(content["template"],
-                                                                    owners[i])
+                    await captions.check_template(content["template"], owners[i])
             except ValidationErrors as exc:
                 problems += [ValidationError(f"{where}#{_pointer(p.where)}", p.reason)
                              for p in exc.problems]
@@ -315,10 +314,8 @@ class DefinitionHistory:
             elif kind == "workflow":
                 await save_workflow(name, owner, content, why)
             else:
-                from actors.coordinator.content_store import ContentStore
-
-                await ContentStore(self.farm_db).put_caption(name, content["template"], owner,
-                                                             None, author, why)
+                await captions.put_caption(name, content["template"], owner, None, author,
+                                           why)
             saved.append(entry)
         return {"saved": saved, "unchanged": unchanged}
 
